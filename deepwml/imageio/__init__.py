@@ -1,0 +1,28 @@
+"""Image input and output with full geometry (SimpleITK), and validation errors that name the file."""
+from deepwml.imageio.dicom import is_dicom_folder, list_dicom_series, read_dicom_series
+from deepwml.imageio.files import (
+    Image,
+    is_image_file,
+    read_geometry,
+    read_image,
+    read_label,
+    read_sitk,
+    split_ending,
+    write_image,
+)
+from deepwml.imageio.geometry import Geometry
+
+__all__ = [
+    "Geometry",
+    "Image",
+    "is_dicom_folder",
+    "is_image_file",
+    "list_dicom_series",
+    "read_dicom_series",
+    "read_geometry",
+    "read_image",
+    "read_label",
+    "read_sitk",
+    "split_ending",
+    "write_image",
+]

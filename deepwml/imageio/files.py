@@ -1,0 +1,192 @@
+"""Read and write 3D images (NIfTI, MHA/MHD, NRRD) with their full geometry; every failure names the file."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from deepwml.constants import IMAGE_ENDINGS
+from deepwml.imageio.geometry import Geometry
+from deepwml.utils.atomic import atomic_path
+from deepwml.utils.errors import ImageError
+
+PathLike = Union[str, Path]
+
+
+@dataclass
+class Image:
+    """A 3D image: voxels in numpy (z, y, x) order, as SimpleITK returns them, plus its geometry."""
+
+    array: np.ndarray
+    geometry: Geometry
+    path: Optional[Path] = None
+
+
+def split_ending(name: Union[str, Path]) -> Tuple[str, str]:
+    """Split a file name into (stem, ending) for the endings DeepWML knows, e.g. 'a.nii.gz' -> ('a', '.nii.gz')."""
+    name = Path(name).name
+    for ending in sorted(IMAGE_ENDINGS, key=len, reverse=True):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)], name[-len(ending):]
+    raise ImageError(f"unknown image file ending; expected one of {', '.join(IMAGE_ENDINGS)}", name)
+
+
+def is_image_file(path: PathLike) -> bool:
+    """True for a file whose ending DeepWML reads."""
+    path = Path(path)
+    return path.is_file() and any(path.name.lower().endswith(e) for e in IMAGE_ENDINGS)
+
+
+def _sitk_to_3d(image: sitk.Image, path: PathLike) -> sitk.Image:
+    """Accept 3D images; squeeze a trailing singleton 4th axis; reject 2D, vectors and true 4D."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(
+            f"has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a single-channel FLAIR", path
+        )
+    dim = image.GetDimension()
+    if dim == 4:
+        size = image.GetSize()
+        if size[3] != 1:
+            raise ImageError(f"is 4D with size {size}; expected one 3D stack of slices (split the volumes first)", path)
+        image = sitk.Extract(image, list(size[:3]) + [0], [0, 0, 0, 0])
+        dim = 3
+    if dim == 2:
+        raise ImageError(f"is 2D (size {image.GetSize()}); expected a 3D stack of slices", path)
+    if dim != 3:
+        raise ImageError(f"has {dim} dimensions; expected 3", path)
+    return image
+
+
+def read_geometry(path: PathLike) -> Geometry:
+    """Read only the header of an image file and return its 3D geometry (fast: no voxel data)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError("file not found", path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ImageError(f"unreadable image header ({_first_line(e)})", path) from None
+    dim = reader.GetDimension()
+    size = reader.GetSize()
+    if dim == 4 and size[3] == 1:
+        return Geometry(size[:3], reader.GetSpacing()[:3], reader.GetOrigin()[:3], _sub_direction(reader.GetDirection()))
+    if dim != 3:
+        kind = "2D" if dim == 2 else f"{dim}D"
+        raise ImageError(f"is {kind} (size {size}); expected a 3D stack of slices", path)
+    return Geometry.from_sitk(reader)
+
+
+def _sub_direction(direction4: Tuple[float, ...]) -> Tuple[float, ...]:
+    d = np.asarray(direction4).reshape(4, 4)[:3, :3]
+    return tuple(d.ravel())
+
+
+def read_sitk(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
+    """Read a file or DICOM series folder as a 3D SimpleITK image, with clear errors."""
+    path = Path(path)
+    if path.is_dir():
+        from deepwml.imageio.dicom import read_dicom_series
+
+        return read_dicom_series(path, series_uid)
+    if not path.exists():
+        raise ImageError("file not found", path)
+    split_ending(path)  # rejects unknown endings with a clear message
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ImageError(f"unreadable or truncated image ({_first_line(e)})", path) from None
+    image = _sitk_to_3d(image, path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_voxels(path)
+    return image
+
+
+def _check_nifti_voxels(path: Path) -> None:
+    """ITK's NIfTI reader zero-fills a truncated file and turns NaN into 0 without a word; check with nibabel."""
+    import nibabel
+
+    try:
+        raw = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
+    except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as e:
+        raise ImageError(f"unreadable or truncated image ({str(e).splitlines()[0][:200]})", path) from None
+    if np.issubdtype(raw.dtype, np.floating):
+        n_bad = int(np.count_nonzero(~np.isfinite(raw)))
+        if n_bad:
+            raise ImageError(f"contains {n_bad} NaN/Inf voxels", path)
+
+
+def read_image(path: PathLike, series_uid: Optional[str] = None, check_finite: bool = True, dtype=np.float32) -> Image:
+    """Read a 3D image (file or DICOM series folder) into an :class:`Image`; NaN/Inf voxels are an error."""
+    image = read_sitk(path, series_uid)
+    array = sitk.GetArrayFromImage(image)
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    if check_finite and np.issubdtype(array.dtype, np.floating):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            raise ImageError(f"contains {int(bad.sum())} NaN/Inf voxels", path)
+    return Image(array, Geometry.from_sitk(image), Path(path))
+
+
+def read_label(path: PathLike) -> Image:
+    """Read a label map as integers; non-integer values are an error (the label would be ambiguous)."""
+    image = read_image(path, dtype=None)
+    array = image.array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise ImageError("label contains NaN/Inf", path)
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise ImageError("label contains non-integer values", path)
+        array = rounded
+    image.array = array.astype(np.int16, copy=False)
+    return image
+
+
+def write_image(array: np.ndarray, geometry: Geometry, path: PathLike, compress: bool = True) -> Path:
+    """Write ``array`` (numpy z, y, x order) with ``geometry`` to ``path`` atomically; the ending picks the format."""
+    path = Path(path)
+    array = np.asarray(array)
+    expected = tuple(reversed(geometry.size))
+    if array.shape != expected:
+        raise ImageError(f"array shape {array.shape} does not match geometry size {geometry.size} (z, y, x = {expected})", path)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(array)
+    geometry.apply_to(image)
+    _, ending = split_ending(path)
+    if ending in (".mhd", ".nhdr"):
+        _write_detached_header(image, path, compress)
+    else:
+        with atomic_path(path, ending) as tmp:
+            sitk.WriteImage(image, str(tmp), compress)
+    return path
+
+
+def _write_detached_header(image: sitk.Image, path: Path, compress: bool) -> None:
+    """Header + data file pairs: write both in a scratch folder, then move data first and header last."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        sitk.WriteImage(image, str(scratch / path.name), compress)
+        header = scratch / path.name
+        for f in scratch.iterdir():
+            if f != header:
+                os.replace(f, path.parent / f.name)
+        os.replace(header, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # SimpleITK's messages start with file/line noise; the useful text is usually the last line
+    return lines[-1][:200] if lines else type(e).__name__

@@ -1,0 +1,284 @@
+"""The plan: one versioned, human-readable JSON that preprocessing, training and prediction all obey.
+
+A shipped preset (``plans/NAME.json``) holds the same sections with no dataset-specific values; the
+experiment planner fills those in from the fingerprint and writes ``plans.json``. Unknown keys and
+impossible settings are errors that name the file and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union, get_type_hints
+
+from deepwml.utils.atomic import read_json, write_json
+from deepwml.utils.errors import PlanError
+
+PLAN_VERSION = 1
+
+
+@dataclass
+class PreprocessingPlan:
+    """How a raw case becomes a stack of normalised axial 2D slices (and how to undo it)."""
+
+    #: 'fixed_matrix': every slice resampled to ``matrix`` (the paper: 256×256);
+    #: 'target_spacing': resampled in-plane to ``target_spacing`` mm, matrix varies with the field of view.
+    inplane_mode: str = "fixed_matrix"
+    matrix: List[int] = field(default_factory=lambda: [256, 256])
+    target_spacing: Optional[List[float]] = None
+    #: spline order for the image; labels are resampled linearly as a binary mask and thresholded.
+    image_order: int = 3
+    label_threshold: float = 0.5
+    #: 'zscore_head': z-score with mean/std inside the head mask after clipping at the percentiles below.
+    normalization: str = "zscore_head"
+    clip_percentiles: List[float] = field(default_factory=lambda: [0.5, 99.5])
+    #: float16 halves the cache; float32 keeps it exact.
+    cache_dtype: str = "float16"
+
+
+@dataclass
+class NetworkPlan:
+    """The 2D U-Net."""
+
+    architecture: str = "unet2d"
+    features: List[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    convs_per_block: int = 2
+    #: 'none' (the paper), 'batch' or 'instance'
+    norm: str = "none"
+    deep_supervision: bool = False
+    in_channels: int = 1
+
+
+@dataclass
+class AugmentationPlan:
+    """Training augmentation; the paper's set is a horizontal flip and rotation ±10°."""
+
+    mirror_lr: bool = True
+    rotation_deg: float = 10.0
+    #: None disables an entry; ranges are [low, high]
+    scale: Optional[List[float]] = None
+    elastic_alpha: Optional[List[float]] = None
+    elastic_sigma: Optional[List[float]] = None
+    gamma: Optional[List[float]] = None
+    noise_variance: Optional[List[float]] = None
+    blur_sigma: Optional[List[float]] = None
+    brightness: Optional[List[float]] = None
+    contrast: Optional[List[float]] = None
+    low_resolution: Optional[List[float]] = None
+    #: probability that an enabled transform is applied to a sample
+    p_per_sample: float = 0.2
+
+
+@dataclass
+class TrainingPlan:
+    """Optimisation and sampling."""
+
+    patch_size: List[int] = field(default_factory=lambda: [256, 256])
+    batch_size: int = 8
+    memory_budget_gb: float = 8.0
+    loss: str = "bce_dice"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    #: 'constant' (the paper), 'poly' or 'cosine'
+    lr_schedule: str = "constant"
+    epochs: int = 200
+    iterations_per_epoch: int = 250
+    #: fraction of each batch forced to hold lesion pixels
+    foreground_oversampling: float = 0.33
+    #: augmentation worker processes; None = from the CPU count
+    num_workers: Optional[int] = None
+    ema_alpha: float = 0.9
+    augmentation: AugmentationPlan = field(default_factory=AugmentationPlan)
+
+
+@dataclass
+class InferencePlan:
+    """Prediction settings."""
+
+    threshold: float = 0.5
+    batch_size: int = 8
+    tta: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything preprocessing, training and prediction share."""
+
+    name: str = "paper"
+    plan_version: int = PLAN_VERSION
+    description: str = ""
+    dataset: Optional[str] = None
+    fingerprint_hash: Optional[str] = None
+    preprocessing: PreprocessingPlan = field(default_factory=PreprocessingPlan)
+    network: NetworkPlan = field(default_factory=NetworkPlan)
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    inference: InferencePlan = field(default_factory=InferencePlan)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write atomically as indented JSON."""
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], source: Optional[Union[str, Path]] = None) -> "Plan":
+        """Parse, rejecting unknown keys and wrong types, then validate."""
+        plan = _build(cls, d, "", source)
+        problems = plan.problems()
+        if problems:
+            raise PlanError("invalid plan: " + "; ".join(problems), source)
+        return plan
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "Plan":
+        """Read and validate a plan file."""
+        return cls.from_dict(read_json(path), path)
+
+    def problems(self) -> List[str]:
+        """Every setting that cannot work (empty: valid)."""
+        p: List[str] = []
+        pp, net, tr = self.preprocessing, self.network, self.training
+        if self.plan_version != PLAN_VERSION:
+            p.append(f"plan_version {self.plan_version} is not supported (this DeepWML reads {PLAN_VERSION})")
+        if pp.inplane_mode not in ("fixed_matrix", "target_spacing"):
+            p.append(f"preprocessing.inplane_mode must be 'fixed_matrix' or 'target_spacing', got {pp.inplane_mode!r}")
+        if pp.inplane_mode == "fixed_matrix" and (len(pp.matrix) != 2 or min(pp.matrix) < 8):
+            p.append(f"preprocessing.matrix must be two sizes >= 8, got {pp.matrix}")
+        if pp.inplane_mode == "target_spacing" and (
+            pp.target_spacing is None or len(pp.target_spacing) != 2 or min(pp.target_spacing) <= 0
+        ):
+            p.append("preprocessing.target_spacing must be two positive spacings in mm for inplane_mode 'target_spacing'")
+        if pp.image_order not in range(0, 6):
+            p.append(f"preprocessing.image_order must be 0..5, got {pp.image_order}")
+        if not 0 < pp.label_threshold < 1:
+            p.append("preprocessing.label_threshold must lie in (0, 1)")
+        if pp.normalization not in ("zscore_head", "zscore", "none"):
+            p.append(f"preprocessing.normalization {pp.normalization!r} is not one of zscore_head, zscore, none")
+        lo_hi = pp.clip_percentiles
+        if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
+            p.append(f"preprocessing.clip_percentiles must be [low, high] within 0..100, got {lo_hi}")
+        if pp.cache_dtype not in ("float16", "float32"):
+            p.append("preprocessing.cache_dtype must be float16 or float32")
+        if net.architecture != "unet2d":
+            p.append(f"network.architecture {net.architecture!r} is not known (unet2d)")
+        if len(net.features) < 2 or min(net.features) < 1:
+            p.append(f"network.features must list at least two positive widths, got {net.features}")
+        if net.norm not in ("none", "batch", "instance"):
+            p.append(f"network.norm must be none, batch or instance, got {net.norm!r}")
+        if net.convs_per_block < 1:
+            p.append("network.convs_per_block must be >= 1")
+        poolings = len(net.features) - 1
+        if len(tr.patch_size) != 2:
+            p.append(f"training.patch_size must be two sizes, got {tr.patch_size}")
+        else:
+            for s in tr.patch_size:
+                if s % (2**poolings) or s // (2**poolings) < 1:
+                    p.append(
+                        f"training.patch_size {tr.patch_size} is impossible for {poolings} poolings: "
+                        f"each size must be a multiple of {2**poolings}"
+                    )
+                    break
+        if tr.batch_size < 1:
+            p.append("training.batch_size must be >= 1")
+        if tr.loss not in ("bce_dice", "bce", "dice"):
+            p.append(f"training.loss must be bce_dice, bce or dice, got {tr.loss!r}")
+        if tr.optimizer not in ("adam", "adamw", "sgd"):
+            p.append(f"training.optimizer must be adam, adamw or sgd, got {tr.optimizer!r}")
+        if tr.lr_schedule not in ("constant", "poly", "cosine"):
+            p.append(f"training.lr_schedule must be constant, poly or cosine, got {tr.lr_schedule!r}")
+        if tr.learning_rate <= 0 or tr.epochs < 1 or tr.iterations_per_epoch < 1:
+            p.append("training.learning_rate, epochs and iterations_per_epoch must be positive")
+        if not 0 <= tr.foreground_oversampling <= 1:
+            p.append("training.foreground_oversampling must lie in [0, 1]")
+        if not 0 < self.inference.threshold < 1:
+            p.append("inference.threshold must lie in (0, 1)")
+        return p
+
+    def hash(self) -> str:
+        """SHA-256 of the whole plan's canonical JSON (checkpoints record it)."""
+        return _sha256(self.to_dict())
+
+    def preprocessing_hash(self) -> str:
+        """SHA-256 of what the cache depends on: the preprocessing section and the fingerprint."""
+        return _sha256({"preprocessing": dataclasses.asdict(self.preprocessing), "fingerprint": self.fingerprint_hash})
+
+
+def _sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _build(cls: type, d: Any, where: str, source: Optional[Union[str, Path]]) -> Any:
+    """Instantiate dataclass ``cls`` from ``d`` strictly: unknown keys and wrong types are PlanErrors."""
+    if not isinstance(d, dict):
+        raise PlanError(f"{where or 'plan'} must be an object", source)
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise PlanError(f"unknown key(s) {', '.join(where + k for k in unknown)}", source)
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}{name}.", source)
+        else:
+            kwargs[name] = _check_type(value, hint, f"{where}{name}", source)
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, hint: Any, key: str, source: Optional[Union[str, Path]]) -> Any:
+    origin = getattr(hint, "__origin__", None)
+    args = getattr(hint, "__args__", ())
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _check_type(value, [a for a in args if a is not type(None)][0], key, source)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise PlanError(f"{key} must be a list, got {value!r}", source)
+        return [_check_type(v, args[0], f"{key}[]", source) for v in value] if args else value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PlanError(f"{key} must be a number, got {value!r}", source)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PlanError(f"{key} must be an integer, got {value!r}", source)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise PlanError(f"{key} must be true or false, got {value!r}", source)
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise PlanError(f"{key} must be a string, got {value!r}", source)
+        return value
+    return value
+
+
+def preset_path(name: str) -> Path:
+    """Path of a shipped preset (``plans/NAME.json``), or of a user's own plan file."""
+    candidate = Path(name)
+    if candidate.suffix == ".json" and candidate.exists():
+        return candidate
+    from importlib import resources
+
+    try:
+        folder = resources.files("deepwml.presets")
+        available = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+        path = folder / f"{name}.json"
+        if path.is_file():
+            return Path(str(path))
+    except ModuleNotFoundError:
+        available = []
+    raise PlanError(f"no plan preset {name!r}; shipped presets: {', '.join(available) or 'none'} (or give a path to a .json plan)")
+
+
+def load_preset(name: str) -> Plan:
+    """Load a shipped preset (or a plan file) by name."""
+    return Plan.load(preset_path(name))

@@ -1,0 +1,1 @@
+"""Shipped plan presets (JSON files beside this one), installed as ``deepwml.presets``."""

@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny raw datasets written by the tests themselves (no downloads, no shipped data)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+from deepwml.datasets import CaseMeta, DatasetJson
+from deepwml.imageio import Geometry, write_image
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def oblique_direction(deg: float = 12.0) -> Tuple[float, ...]:
+    """A rotation about x by ``deg`` degrees: a tilted axial stack."""
+    a = np.deg2rad(deg)
+    r = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    return tuple(r.ravel())
+
+
+def tiny_case(
+    shape_zyx: Sequence[int] = (6, 64, 64),
+    spacing_xyz: Sequence[float] = (0.9, 0.9, 6.0),
+    direction: Sequence[float] = AXIAL,
+    seed: int = 0,
+    n_lesions: int = 3,
+) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """A bright ellipse 'head' with darker 'ventricles' and a few bright lesion blobs; returns image, label, geometry."""
+    rng = np.random.default_rng(seed)
+    z, y, x = shape_zyx
+    zz, yy, xx = np.meshgrid(np.arange(z), np.linspace(-1, 1, y), np.linspace(-1, 1, x), indexing="ij")
+    head = (yy / 0.85) ** 2 + (xx / 0.7) ** 2 < 1
+    ventricles = (yy / 0.25) ** 2 + (xx / 0.1) ** 2 < 1
+    image = np.where(head, 100.0, 5.0) - 60.0 * ventricles
+    label = np.zeros(shape_zyx, np.uint8)
+    for _ in range(n_lesions):
+        cz = rng.integers(0, z)
+        cy, cx = rng.uniform(-0.5, 0.5, 2)
+        r = rng.uniform(0.06, 0.15)
+        blob = ((yy[cz] - cy) ** 2 + (xx[cz] - cx) ** 2) < r**2
+        label[cz][blob & head[cz]] = 1
+    image = image + 60.0 * label + rng.normal(0, 3, shape_zyx)
+    geometry = Geometry(tuple(reversed(shape_zyx)), tuple(spacing_xyz), (-30.0, -40.0, 10.0), tuple(direction))
+    return image.astype(np.float32), label, geometry
+
+
+def write_tiny_dataset(
+    root: Path,
+    name: str = "Dataset900_Tiny",
+    n_train: int = 4,
+    n_test: int = 1,
+    ending: str = ".nii.gz",
+    centres: Sequence[str] = ("A", "B"),
+    diseases: Sequence[str] = ("MS", "CSVD"),
+    labels: Optional[Dict[str, int]] = None,
+    **case_kwargs,
+) -> Path:
+    """Write a valid raw dataset of tiny cases below ``root``; returns its folder."""
+    folder = Path(root) / name
+    meta = DatasetJson(name=name, file_ending=ending, labels=labels or {"background": 0, "lesion": 1})
+    for i in range(n_train + n_test):
+        split = "Tr" if i < n_train else "Ts"
+        cid = f"case{i:03d}"
+        image, label, geometry = tiny_case(seed=i, **case_kwargs)
+        write_image(image, geometry, folder / f"images{split}" / f"{cid}{ending}")
+        write_image(label, geometry, folder / f"labels{split}" / f"{cid}{ending}")
+        meta.cases[cid] = CaseMeta(
+            centre=centres[i % len(centres)], disease=diseases[i % len(diseases)], vendor="GE", scanner="X", field_strength=3.0
+        )
+    meta.num_training, meta.num_test = n_train, n_test
+    meta.save(folder / "dataset.json")
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A valid 5-case raw dataset (4 training, 1 test) in a temporary raw root."""
+    return write_tiny_dataset(tmp_path / "raw")

@@ -1,0 +1,81 @@
+"""Image I/O keeps geometry exactly, finds the slice axis, and names the file in every error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import oblique_direction, tiny_case
+from deepwml.imageio import Geometry, read_geometry, read_image, read_label, write_image
+from deepwml.utils.errors import ImageError
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".mha", ".mhd", ".nrrd"])
+@pytest.mark.parametrize("direction", ["axial", "lps", "oblique"])
+def test_round_trip_keeps_voxels_and_geometry(tmp_path, ending, direction):
+    dirs = {
+        "axial": (1, 0, 0, 0, 1, 0, 0, 0, 1),
+        "lps": (-1, 0, 0, 0, -1, 0, 0, 0, 1),
+        "oblique": oblique_direction(15),
+    }
+    image, label, geometry = tiny_case(direction=dirs[direction])
+    path = write_image(image, geometry, tmp_path / f"img{ending}")
+    back = read_image(path)
+    assert np.allclose(back.array, image)
+    assert not back.geometry.mismatches(geometry, tol=1e-5)
+    assert read_geometry(path) == back.geometry
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+
+
+def test_slice_axis_is_coarsest_whatever_the_orientation():
+    # sagittal-style stack: thick spacing on x
+    g = Geometry((20, 256, 256), (6.0, 0.9, 0.9), (0, 0, 0))
+    assert g.slice_axis == 0 and g.slice_axis_numpy == 2 and g.slice_thickness == 6.0
+    assert g.inplane_spacing == (0.9, 0.9)
+    # isotropic: tie broken toward the axis closest to world z
+    g = Geometry((10, 10, 10), (1, 1, 1), (0, 0, 0), (1, 0, 0, 0, 0, 1, 0, 1, 0))
+    assert g.slice_axis == 1
+
+
+def test_nan_image_is_an_error_naming_the_file(tmp_path):
+    image, _, geometry = tiny_case()
+    image[0, 0, 0] = np.nan
+    path = write_image(image, geometry, tmp_path / "nan.nii.gz")
+    with pytest.raises(ImageError, match="nan.nii.gz.*NaN"):
+        read_image(path)
+
+
+def test_2d_and_4d_images_are_rejected(tmp_path):
+    sitk.WriteImage(sitk.Image(16, 16, sitk.sitkFloat32), str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(ImageError, match="flat.nii.gz.*2D"):
+        read_image(tmp_path / "flat.nii.gz")
+    sitk.WriteImage(sitk.Image([8, 8, 4, 3], sitk.sitkFloat32), str(tmp_path / "four.nii.gz"))
+    with pytest.raises(ImageError, match="four.nii.gz.*4D"):
+        read_image(tmp_path / "four.nii.gz")
+    with pytest.raises(ImageError, match="4D"):
+        read_geometry(tmp_path / "four.nii.gz")
+
+
+def test_truncated_and_missing_files_are_errors(tmp_path):
+    image, _, geometry = tiny_case()
+    path = write_image(image, geometry, tmp_path / "t.nii.gz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="t.nii.gz.*(unreadable|truncated)"):
+        read_image(path)
+    with pytest.raises(ImageError, match="not found"):
+        read_image(tmp_path / "missing.nii.gz")
+
+
+def test_label_with_fractional_values_is_rejected(tmp_path):
+    image, _, geometry = tiny_case()
+    path = write_image(image, geometry, tmp_path / "lab.nii.gz")
+    with pytest.raises(ImageError, match="non-integer"):
+        read_label(path)
+
+
+def test_write_rejects_shape_that_does_not_match_geometry(tmp_path):
+    image, _, geometry = tiny_case()
+    with pytest.raises(ImageError, match="does not match"):
+        write_image(image[:-1], geometry, tmp_path / "x.nii.gz")
+    assert not list(tmp_path.iterdir())
