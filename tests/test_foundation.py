@@ -1,0 +1,96 @@
+"""Data roots, dataset discovery by id or name, dataset.json schema, plan validation, console scripts."""
+from __future__ import annotations
+
+import configparser
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deepwml import paths
+from deepwml.datasets import DatasetJson, RawDataset, case_id_problem, dataset_folder_name, find_dataset_folder
+from deepwml.planning.plan import Plan, load_preset
+from deepwml.utils.errors import DatasetError, PlanError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_roots_come_from_flag_then_environment_then_printed_default(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("DEEPWML_RAW", str(tmp_path / "env_raw"))
+    assert paths.raw_root() == (tmp_path / "env_raw").resolve()
+    assert paths.raw_root(tmp_path / "flag") == (tmp_path / "flag").resolve()
+    monkeypatch.delenv("DEEPWML_RESULTS", raising=False)
+    monkeypatch.setattr(paths, "_announced", set())
+    assert paths.results_root() == (paths.DEFAULT_BASE / "results").resolve()
+    assert "DEEPWML_RESULTS is not set" in capsys.readouterr().err
+
+
+def test_dataset_found_by_id_or_name(tiny_dataset):
+    root = tiny_dataset.parent
+    assert find_dataset_folder(root, "900") == tiny_dataset
+    assert find_dataset_folder(root, 900) == tiny_dataset
+    assert find_dataset_folder(root, "Dataset900_Tiny") == tiny_dataset
+    with pytest.raises(DatasetError, match="no dataset '901'.*Dataset900_Tiny"):
+        find_dataset_folder(root, "901")
+    (root / "Dataset900_Other").mkdir()
+    with pytest.raises(DatasetError, match="ambiguous"):
+        find_dataset_folder(root, "900")
+
+
+def test_raw_dataset_lists_cases_with_metadata(tiny_dataset):
+    ds = RawDataset(tiny_dataset)
+    train, test = ds.cases("Tr"), ds.cases("Ts")
+    assert [c.case_id for c in train] == ["case000", "case001", "case002", "case003"]
+    assert len(test) == 1 and test[0].label is not None
+    assert train[1].meta.centre == "B" and train[1].meta.disease == "CSVD"
+    assert dataset_folder_name(5, "X") == "Dataset005_X"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "..x", "a\\b", ".hidden", ""])
+def test_unsafe_case_ids_are_named(bad):
+    assert case_id_problem(bad)
+
+
+def test_dataset_json_schema_errors_name_the_file(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"name": "x", "file_ending": ".png", "channel_names": {"0": "T1"}, "labels": {"background": 0, "lesion": 2}}))
+    with pytest.raises(DatasetError) as e:
+        DatasetJson.load(path)
+    msg = str(e.value)
+    assert str(path) in msg and ".png" in msg and "FLAIR" in msg and "lesion to 1" in msg
+
+
+def test_presets_validate_and_bad_plans_are_rejected(tmp_path):
+    for name in ("paper", "cpu_fast"):
+        plan = load_preset(name)
+        assert plan.name == name
+    paper = load_preset("paper")
+    assert paper.network.features == [64, 128, 256, 512, 1024] and paper.preprocessing.matrix == [256, 256]
+    assert paper.training.learning_rate == 1e-4 and paper.training.epochs == 200
+    d = paper.to_dict()
+    d["training"]["patch_size"] = [250, 256]
+    with pytest.raises(PlanError, match="multiple of 16"):
+        Plan.from_dict(d)
+    d = paper.to_dict()
+    d["network"]["widht"] = 3
+    bad = tmp_path / "plans.json"
+    bad.write_text(json.dumps(d))
+    with pytest.raises(PlanError, match=r"plans.json.*unknown key.*network\.widht"):
+        Plan.load(bad)
+
+
+def _console_scripts():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = [ln.strip() for ln in cfg["options.entry_points"]["console_scripts"].splitlines() if ln.strip()]
+    return [tuple(part.strip() for part in ln.split("=")) for ln in lines]
+
+
+@pytest.mark.parametrize("name,target", _console_scripts())
+def test_every_console_script_has_help(name, target):
+    module = target.split(":")[0]
+    out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert name in out.stdout
