@@ -36,6 +36,12 @@ class PreprocessingPlan:
     clip_percentiles: List[float] = field(default_factory=lambda: [0.5, 99.5])
     #: float16 halves the cache; float32 keeps it exact.
     cache_dtype: str = "float16"
+    #: 'coarsest': the slice axis is the axis with the coarsest spacing (never resampled)
+    slice_axis: str = "coarsest"
+    #: 'canonical': slice axis first, columns patient right→left, rows anterior→posterior (permutation/flips only)
+    orientation: str = "canonical"
+    #: Gaussian smoothing before in-plane downsampling of the image (not the label)
+    anti_alias: bool = True
 
 
 @dataclass
@@ -116,6 +122,8 @@ class Plan:
     network: NetworkPlan = field(default_factory=NetworkPlan)
     training: TrainingPlan = field(default_factory=TrainingPlan)
     inference: InferencePlan = field(default_factory=InferencePlan)
+    #: what the planner saw in the fingerprint (informational; editing it changes nothing)
+    data_summary: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready form."""
@@ -164,6 +172,10 @@ class Plan:
             p.append(f"preprocessing.clip_percentiles must be [low, high] within 0..100, got {lo_hi}")
         if pp.cache_dtype not in ("float16", "float32"):
             p.append("preprocessing.cache_dtype must be float16 or float32")
+        if pp.slice_axis != "coarsest":
+            p.append(f"preprocessing.slice_axis must be 'coarsest', got {pp.slice_axis!r}")
+        if pp.orientation != "canonical":
+            p.append(f"preprocessing.orientation must be 'canonical', got {pp.orientation!r}")
         if net.architecture != "unet2d":
             p.append(f"network.architecture {net.architecture!r} is not known (unet2d)")
         if len(net.features) < 2 or min(net.features) < 1:
@@ -238,6 +250,10 @@ def _check_type(value: Any, hint: Any, key: str, source: Optional[Union[str, Pat
         if value is None:
             return None
         return _check_type(value, [a for a in args if a is not type(None)][0], key, source)
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise PlanError(f"{key} must be an object, got {value!r}", source)
+        return value
     if origin in (list, List):
         if not isinstance(value, list):
             raise PlanError(f"{key} must be a list, got {value!r}", source)

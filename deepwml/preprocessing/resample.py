@@ -1,0 +1,68 @@
+"""In-plane resampling of [S, H, W] stacks, slice by slice: nothing is ever interpolated across slices.
+
+Pixel centres are aligned the way ``scipy.ndimage.zoom(grid_mode=True)`` does it: the outer pixel edges of
+input and output coincide, so resampling to a size and back returns to the same grid.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from deepwml.utils.errors import PlanError
+
+
+def target_inplane_shape(
+    mode: str,
+    shape_hw: Sequence[int],
+    spacing_hw: Sequence[float],
+    matrix: Sequence[int],
+    target_spacing: Optional[Sequence[float]],
+) -> Tuple[Tuple[int, int], Tuple[float, float]]:
+    """Output (H, W) and its spacing in mm for the plan's in-plane mode."""
+    shape = np.asarray(shape_hw, dtype=float)
+    extent = shape * np.asarray(spacing_hw, dtype=float)
+    if mode == "fixed_matrix":
+        out = np.asarray(matrix, dtype=int)
+    elif mode == "target_spacing":
+        if target_spacing is None:
+            raise PlanError("preprocessing.target_spacing is not set; the planner fills it from the fingerprint")
+        out = np.maximum(1, np.round(extent / np.asarray(target_spacing, dtype=float))).astype(int)
+    else:
+        raise PlanError(f"unknown preprocessing.inplane_mode {mode!r}")
+    # the true spacing of the output grid: the field of view is kept exactly
+    return (int(out[0]), int(out[1])), (float(extent[0] / out[0]), float(extent[1] / out[1]))
+
+
+def resize_slices(stack: np.ndarray, out_hw: Sequence[int], order: int, anti_alias: bool = False) -> np.ndarray:
+    """Resample every slice of a float [S, H, W] stack to ``out_hw`` with spline ``order``."""
+    stack = np.asarray(stack, dtype=np.float32)
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    if stack.shape[1:] == out_hw:
+        return stack.copy()
+    factors = np.asarray(out_hw, dtype=float) / np.asarray(stack.shape[1:], dtype=float)
+    # Gaussian before downsampling so that fine texture does not alias (sigma as in skimage.transform.resize)
+    sigma = np.maximum(0.0, (1.0 / factors - 1.0) / 2.0) if anti_alias else np.zeros(2)
+    out = np.empty((stack.shape[0],) + out_hw, dtype=np.float32)
+    for k, plane in enumerate(stack):
+        if sigma.any():
+            plane = ndimage.gaussian_filter(plane, sigma, mode="nearest")
+        out[k] = ndimage.zoom(plane, factors, output=np.float32, order=order, mode="nearest", grid_mode=True)
+    return out
+
+
+def resize_label(label: np.ndarray, out_hw: Sequence[int], threshold: float = 0.5) -> np.ndarray:
+    """Resample an integer [S, H, W] label: each non-zero value linearly as a binary mask, then thresholded."""
+    label = np.asarray(label)
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    if label.shape[1:] == out_hw:
+        return label.astype(np.uint8, copy=True)
+    out = np.zeros((label.shape[0],) + out_hw, dtype=np.uint8)
+    values = [int(v) for v in np.unique(label) if v != 0]
+    # lesion (1) last so that it wins where it and the ignore mask both pass the threshold
+    for value in sorted(values, key=lambda v: (v == 1, v)):
+        mask = label == value
+        if mask.any():
+            out[resize_slices(mask, out_hw, order=1) >= threshold] = value
+    return out

@@ -1,0 +1,123 @@
+"""The forward transform (raw case → normalised [S, H, W] slices) and its exact inverse, as prediction calls them.
+
+Forward: reorient to the canonical layout (permutation/flips only), resample in-plane (never across slices),
+compute a head mask, clip and z-score. ``props`` records everything needed to go back to the original grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from deepwml.constants import IGNORE_LABEL
+from deepwml.imageio import Image
+from deepwml.planning.plan import Plan
+from deepwml.preprocessing.head_mask import head_mask
+from deepwml.preprocessing.normalize import apply_normalization, normalization_stats
+from deepwml.preprocessing.orientation import (
+    Orientation,
+    canonical_orientation,
+    canonical_spacing,
+    from_canonical,
+    to_canonical,
+)
+from deepwml.preprocessing.resample import resize_label, resize_slices, target_inplane_shape
+from deepwml.utils.errors import ImageError
+
+#: version of the props layout written to CASE.json
+PROPS_VERSION = 1
+
+
+@dataclass
+class Preprocessed:
+    """One preprocessed case: arrays in the canonical [S, H, W] layout and the properties to undo it."""
+
+    image: np.ndarray
+    label: Optional[np.ndarray]
+    head: np.ndarray
+    props: Dict[str, Any]
+
+
+def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = None, ignore_value: Optional[int] = None) -> Preprocessed:
+    """Preprocess one case and keep the head mask too (the cache stores it)."""
+    pp = plan.preprocessing
+    geometry = image.geometry
+    if label is not None:
+        label = _label_to_cache_values(np.asarray(label), image, ignore_value)
+    orientation = canonical_orientation(geometry)
+    stack = to_canonical(np.asarray(image.array, dtype=np.float32), orientation)
+    spacing = canonical_spacing(geometry, orientation)
+    out_hw, out_spacing = target_inplane_shape(pp.inplane_mode, stack.shape[1:], spacing[1:], pp.matrix, pp.target_spacing)
+    resampled = resize_slices(stack, out_hw, order=pp.image_order, anti_alias=pp.anti_alias)
+    head = head_mask(resampled)
+    stats = normalization_stats(resampled, head, pp.normalization, pp.clip_percentiles)
+    image_pp = apply_normalization(resampled, stats).astype(pp.cache_dtype)
+    label_pp = None
+    if label is not None:
+        label_pp = resize_label(to_canonical(label, orientation), out_hw, pp.label_threshold)
+    props = {
+        "props_version": PROPS_VERSION,
+        "preprocessing_hash": plan.preprocessing_hash(),
+        "geometry": geometry.to_dict(),
+        "original_shape": list(image.array.shape),
+        "slice_axis": geometry.slice_axis,
+        "slice_axis_numpy": geometry.slice_axis_numpy,
+        "orientation": orientation.to_dict(),
+        "orientation_codes": orientation.codes,
+        "reoriented_shape": list(stack.shape),
+        "spacing_original": list(spacing),
+        "shape_after_resampling": [stack.shape[0], out_hw[0], out_hw[1]],
+        "spacing_after_resampling": [spacing[0], out_spacing[0], out_spacing[1]],
+        "crop_box": None,
+        "normalization": stats,
+        "head_fraction": float(head.mean()),
+    }
+    return Preprocessed(image_pp, label_pp, head.astype(np.uint8), props)
+
+
+def preprocess_case(image: Image, plan: Plan, label: Optional[np.ndarray] = None, ignore_value: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], Dict[str, Any]]:
+    """Raw image (and label with values 0, 1 and ``ignore_value``) → (image [S,H,W], label uint8 [S,H,W] or None, props)."""
+    result = preprocess_arrays(image, plan, label, ignore_value)
+    return result.image, result.label, result.props
+
+
+def revert_to_original(array_pp: np.ndarray, props: Dict[str, Any], order: int = 1) -> np.ndarray:
+    """Map an [S, H, W] array back to the original (z, y, x) grid.
+
+    Float arrays (probabilities) are resampled with spline ``order`` and returned as float32 (threshold them
+    afterwards); integer or boolean arrays (masks) are resampled value by value, linearly as binary masks and
+    thresholded at 0.5, and returned as uint8 with the same values.
+    """
+    array_pp = np.asarray(array_pp)
+    expected = tuple(props["shape_after_resampling"])
+    if array_pp.shape != expected:
+        raise ValueError(f"array shape {array_pp.shape} does not match the preprocessed shape {expected}")
+    out_hw = tuple(props["reoriented_shape"][1:])
+    if array_pp.dtype == bool or np.issubdtype(array_pp.dtype, np.integer):
+        back = resize_label(array_pp.astype(np.uint8), out_hw)
+    else:
+        back = resize_slices(array_pp, out_hw, order=order)
+        if order > 1:
+            # cubic splines overshoot; keep probabilities within the range they came in
+            back = np.clip(back, float(array_pp.min()), float(array_pp.max()))
+    back = from_canonical(back, Orientation.from_dict(props["orientation"]))
+    return np.ascontiguousarray(back)
+
+
+def _label_to_cache_values(label: np.ndarray, image: Image, ignore_value: Optional[int]) -> np.ndarray:
+    """Map a raw label to uint8 {0, 1, IGNORE_LABEL}; anything else is an error naming the file."""
+    if label.shape != image.array.shape:
+        raise ImageError(f"label shape {label.shape} does not match the image shape {image.array.shape}", image.path)
+    out = np.zeros(label.shape, dtype=np.uint8)
+    out[label == 1] = 1
+    allowed = label == 1
+    allowed |= label == 0
+    for ignore in {ignore_value, IGNORE_LABEL} - {None}:
+        is_ignore = label == ignore
+        out[is_ignore] = IGNORE_LABEL
+        allowed |= is_ignore
+    if not allowed.all():
+        bad = sorted(int(v) for v in np.unique(label[~allowed]))[:5]
+        raise ImageError(f"label holds values {bad} besides background 0, lesion 1 and the ignore label", image.path)
+    return out
