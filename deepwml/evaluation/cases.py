@@ -1,0 +1,88 @@
+"""Find reference and prediction masks by case id and pair them; missing, extra and ambiguous files are named."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+from deepwml.imageio import is_image_file, split_ending
+from deepwml.utils.errors import DeepWMLError
+
+#: Suffix of the probability maps deepwml_predict writes beside the masks (CASE_prob<ending>).
+PROBABILITY_SUFFIX = "_prob"
+
+
+@dataclass(frozen=True)
+class CasePair:
+    """One case to evaluate: its reference mask and its prediction (None: missing, scored as empty)."""
+
+    case_id: str
+    reference: Path
+    prediction: Optional[Path]
+
+
+def list_masks(folder: Union[str, Path], role: str) -> Dict[str, Path]:
+    """Map case id to mask file for every image file directly in ``folder`` (hidden and non-image files skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DeepWMLError(f"{role} folder does not exist", folder)
+    found: Dict[str, List[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        # atomic writers leave hidden '.NAME.tmp...' files behind only while they run; never read them
+        if path.name.startswith(".") or not is_image_file(path):
+            continue
+        stem, _ = split_ending(path.name)
+        found.setdefault(stem, []).append(path)
+    duplicates = {cid: paths for cid, paths in found.items() if len(paths) > 1}
+    if duplicates:
+        cid, paths = sorted(duplicates.items())[0]
+        names = ", ".join(p.name for p in paths)
+        raise DeepWMLError(f"case {cid!r} has {len(paths)} {role} files ({names}); keep one", folder)
+    return {cid: paths[0] for cid, paths in found.items()}
+
+
+def pair_cases(
+    ref_dir: Union[str, Path], pred_dir: Union[str, Path], missing_as_empty: bool = False
+) -> Tuple[List[CasePair], List[str]]:
+    """Pair every reference mask with its prediction; returns the pairs and the ids of missing predictions."""
+    references = list_masks(ref_dir, "reference")
+    if not references:
+        raise DeepWMLError("reference folder holds no mask files", ref_dir)
+    predictions = list_masks(pred_dir, "prediction")
+    extra = sorted(
+        cid
+        for cid in predictions
+        if cid not in references and not _is_probability_map(cid, references)
+    )
+    if extra:
+        raise DeepWMLError(
+            f"{len(extra)} prediction(s) without a reference mask: {_first(extra)}; "
+            "remove them or add their reference masks",
+            pred_dir,
+        )
+    missing = sorted(cid for cid in references if cid not in predictions)
+    if missing and not missing_as_empty:
+        raise DeepWMLError(
+            f"{len(missing)} case(s) have no prediction: {_first(missing)}; "
+            "predict them, or pass --missing-as-empty to score them as empty predictions",
+            pred_dir,
+        )
+    if missing:
+        print(
+            f"[deepwml_evaluate] warning: {len(missing)} case(s) have no prediction and are scored as empty: {_first(missing)}",
+            file=sys.stderr,
+        )
+    pairs = [CasePair(cid, references[cid], predictions.get(cid)) for cid in sorted(references)]
+    return pairs, missing
+
+
+def _is_probability_map(stem: str, references: Dict[str, Path]) -> bool:
+    """True for 'CASE_prob' when CASE is a reference case (deepwml_predict's probability output)."""
+    return stem.endswith(PROBABILITY_SUFFIX) and stem[: -len(PROBABILITY_SUFFIX)] in references
+
+
+def _first(ids: List[str], n: int = 5) -> str:
+    """Comma-separated ids, shortened when there are many."""
+    shown = ", ".join(ids[:n])
+    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")

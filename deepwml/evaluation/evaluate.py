@@ -1,0 +1,202 @@
+"""Evaluate a folder of predicted masks against reference masks and write the whole report (the API behind deepwml_evaluate)."""
+from __future__ import annotations
+
+import numbers
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import pandas as pd
+
+import deepwml
+from deepwml.datasets import RawDataset
+from deepwml.evaluation.case_metrics import CASE_METRICS
+from deepwml.evaluation.cases import pair_cases
+from deepwml.evaluation.definitions import DEFINITIONS
+from deepwml.evaluation.figures import boxplot_figure
+from deepwml.evaluation.report import build_report, figure_html, statistics_table
+from deepwml.evaluation.run_cases import CACHE_FOLDER, evaluate_cases
+from deepwml.evaluation.stratify import METRIC_LABELS, SLICE_METRICS
+from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, slice_factors
+from deepwml.evaluation.tables import Table
+from deepwml.paths import raw_root as default_raw_root
+from deepwml.utils.atomic import atomic_path, write_json, write_text
+
+PathLike = Union[str, Path]
+
+CASE_COLUMNS = [
+    "case", "centre", "disease", "slice_thickness_mm", "thickness_band", "prediction_missing", "ref_empty", "pred_empty",
+    *CASE_METRICS,
+    "ref_lesion_count", "pred_lesion_count", "ref_lesions_detected", "pred_lesions_touching_ref",
+    "ref_volume_ml", "pred_volume_ml", "n_slices", "n_lesion_slices", "n_false_positive_slices",
+    "false_positive_slice_area_mm2", "ignored_voxels",
+]  # fmt: skip
+
+#: (file name, factor, title) of the box-plot figures; centre/disease ones need a dataset.
+FIGURES = (
+    ("fig3_by_centre.png", "centre", "Fig. 3a. Per-slice performance per centre"),
+    ("fig3_by_disease.png", "disease", "Fig. 3b. Per-slice performance per disease"),
+    ("fig4_by_lv_group.png", "lv_group", "Fig. 4. Per-slice performance per lesion-volume group (G1 < 0.2 ml … G5 ≥ 5 ml)"),
+    ("fig_by_thickness.png", "thickness_band", "Per-slice performance per slice-thickness band"),
+)
+
+
+FIGURE_CAPTION = (
+    "slices with reference lesion; box = median and IQR, whiskers = 1.5 × IQR, dots = outliers; "
+    "n = slices with a defined value (precision is undefined where the prediction is empty)."
+)
+
+
+def resolve_dataset(dataset: Union[None, str, int, RawDataset], raw_root: Optional[PathLike] = None) -> Optional[RawDataset]:
+    """A RawDataset from an id, a name or an instance (None stays None)."""
+    if dataset is None or isinstance(dataset, RawDataset):
+        return dataset
+    return RawDataset.find(default_raw_root(raw_root), dataset)
+
+
+def evaluate_folders(
+    ref_dir: PathLike,
+    pred_dir: PathLike,
+    out_dir: PathLike,
+    dataset: Union[None, str, int, RawDataset] = None,
+    raw_root: Optional[PathLike] = None,
+    ignore_label: Optional[int] = None,
+    missing_as_empty: bool = False,
+    n_jobs: int = 1,
+    progress: Optional[bool] = None,
+    resume: bool = True,
+) -> Dict[str, Any]:
+    """Score every reference case against its prediction, write per_slice.csv, per_case.csv, summary.json,
+    table2.md, figures/ and report.html to ``out_dir``, and return the summary."""
+    out_dir = Path(out_dir)
+    raw = resolve_dataset(dataset, raw_root)
+    if ignore_label is None and raw is not None:
+        ignore_label = raw.meta.ignore_label
+    pairs, missing = pair_cases(ref_dir, pred_dir, missing_as_empty)
+    notes: List[str] = []
+    if raw is None:
+        notes.append("No dataset given (-d): stratification by centre and disease skipped.")
+        print("[deepwml_evaluate] note: no dataset given (-d); stratification by centre and disease skipped", file=sys.stderr)
+    if missing:
+        notes.append(f"{len(missing)} case(s) had no prediction and were scored as empty: {', '.join(missing)}.")
+    cache_dir = out_dir / CACHE_FOLDER if resume else None
+    cases, slices = evaluate_cases(pairs, ignore_label, cache_dir, n_jobs, progress)
+    not_in_json = attach_meta(cases, slices, raw.meta.cases if raw is not None else None)
+    if not_in_json:
+        notes.append(f"{len(not_in_json)} case(s) are not in dataset.json and count as centre/disease 'unknown': {', '.join(not_in_json[:10])}.")
+    with_meta = raw is not None
+    summary = {
+        "deepwml_version": deepwml.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reference_dir": str(Path(ref_dir).resolve()),
+        "prediction_dir": str(Path(pred_dir).resolve()),
+        "dataset": raw.name if raw is not None else None,
+        "ignore_label": ignore_label,
+        "missing_predictions": missing,
+        "cases_not_in_dataset_json": not_in_json,
+        **build_summary(cases, slices, with_meta),
+        "notes": notes,
+        "definitions": DEFINITIONS,
+    }
+    write_outputs(out_dir, cases, slices, summary, with_meta)
+    return summary
+
+
+def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, summary: Dict[str, Any], with_meta: bool) -> None:
+    """Write every report file atomically."""
+    _write_csv(out_dir / "per_case.csv", cases[CASE_COLUMNS])
+    _write_csv(out_dir / "per_slice.csv", slices)
+    tables = build_tables(cases, slices, with_meta)
+    tables["fp"] = fp_table(slices, [f for f in slice_factors(with_meta) if f != "lv_group"])
+    tables["stats_slices"] = statistics_table(summary["statistics"]["slices"], "Group comparisons, per-slice metrics")
+    tables["stats_cases"] = statistics_table(summary["statistics"]["cases"], "Group comparisons, per-case metrics")
+    tables["stats_cases"].key = "statistics-cases"
+    write_text(out_dir / "table2.md", _markdown(tables, summary))
+    figures = _write_figures(out_dir / "figures", slices[slices["has_reference_lesion"]], with_meta)
+    _write_report(out_dir / "report.html", cases, summary, tables, figures)
+    write_json(out_dir / "summary.json", summary)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    """A CSV written atomically."""
+    with atomic_path(path, ".csv") as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
+    """table2.md: Table 2 first, then the stratified and case-level tables."""
+    head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
+    order = ["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")]
+    return head + "\n".join(tables[k].to_markdown() for k in order)
+
+
+def _write_figures(folder: Path, scored: pd.DataFrame, with_meta: bool) -> Dict[str, Path]:
+    """The box-plot figures that apply; returns {factor: path}."""
+    out = {}
+    for name, factor, title in FIGURES:
+        if factor in ("centre", "disease") and not with_meta:
+            continue
+        out[factor] = boxplot_figure(scored, factor, SLICE_METRICS, title, folder / name)
+    return out
+
+
+def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tables: Dict[str, Table], figures: Dict[str, Path]) -> None:
+    """report.html with every table and figure inline."""
+    s, c = summary["slices"], summary["cases"]
+    overall = s["overall"]
+    cards = [
+        ("cases", str(c["n_cases"])),
+        ("slices with reference lesion", str(s["n_with_reference_lesion"])),
+        ("median slice Dice", _num(overall["dice"]["median"])),
+        ("median case Dice", _num(c["overall"]["dice"]["median"])),
+        ("median case HD95 (mm)", _num(c["overall"]["hd95_mm"]["median"])),
+        ("false-positive slices", f"{s['n_false_positive_slices']} of {s['n_without_reference_lesion']}"),
+    ]
+    fig = {k: figure_html(p, f"{p.name}: {FIGURE_CAPTION}") for k, p in figures.items()}
+    sections = [
+        ("Per-slice performance (Table 2)", [tables["table2"].to_html()] + [fig[k] for k in ("centre", "disease") if k in fig]),
+        ("By lesion-volume group", [tables["lv_group"].to_html(), fig["lv_group"]]),
+        ("By slice thickness", [tables["thickness_band"].to_html(), fig["thickness_band"]]),
+        ("Slices without reference lesion", [tables["fp"].to_html()]),
+        ("Per-case metrics (MICCAI 2017 WMH challenge definitions)", [t.to_html() for k, t in tables.items() if k.startswith("cases_")]),
+        ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
+        ("Cases", [_case_table(cases).to_html()]),
+    ]
+    meta = [
+        f"Reference: {summary['reference_dir']}",
+        f"Prediction: {summary['prediction_dir']}",
+        f"Dataset: {summary['dataset'] or 'none (no centre/disease stratification)'}; ignore label: {summary['ignore_label'] if summary['ignore_label'] is not None else 'none'}",
+        f"DeepWML {summary['deepwml_version']}, {summary['created']}",
+    ]
+    build_report(path, "DeepWML evaluation report", meta, cards, sections, summary["notes"], summary["definitions"])
+
+
+def _case_table(cases: pd.DataFrame) -> Table:
+    """Every case in one row."""
+    columns = ["centre", "disease", "slice_thickness_mm", *CASE_METRICS, "ref_volume_ml", "pred_volume_ml", "ref_lesion_count", "pred_lesion_count", "n_false_positive_slices"]
+    labels = {"slice_thickness_mm": "Slice thickness (mm)", "ref_volume_ml": "Ref. volume (ml)", "pred_volume_ml": "Pred. volume (ml)",
+              "ref_lesion_count": "Ref. lesions", "pred_lesion_count": "Pred. lesions", "n_false_positive_slices": "FP slices",
+              "centre": "Centre", "disease": "Disease"}  # fmt: skip
+    header = ["Case"] + [labels.get(k, METRIC_LABELS.get(k, k)) for k in columns]
+    rows = [[str(r["case"])] + [_cell(r[k]) for k in columns] for _, r in cases.iterrows()]
+    return Table("Per-case results", header, rows, note="– = undefined (see Definitions)", key="cases")
+
+
+def _cell(value: Any) -> str:
+    """Format one table cell."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return _num(None if value is None else float(value))
+
+
+def _num(value: Optional[float]) -> str:
+    """Two decimals; '–' when undefined."""
+    if value is None or value != value:
+        return "–"
+    return f"{value:.2f}"

@@ -1,0 +1,56 @@
+"""Box plots like the paper's Fig. 3 (per centre, per disease) and Fig. 4 (per lesion-volume group), as PNG."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from deepwml.evaluation.stratify import FACTOR_LABELS, METRIC_LABELS, group_order
+from deepwml.utils.atomic import atomic_path
+
+#: Box colours per metric, readable in greyscale print too.
+METRIC_COLOURS = {"dice": "#4C72B0", "sensitivity": "#55A868", "precision": "#C44E52"}
+
+
+def boxplot_figure(frame: pd.DataFrame, factor: str, metrics: Sequence[str], title: str, path: Path) -> Path:
+    """One panel per metric, one box per group of ``factor`` (n under each label); written atomically."""
+    groups = group_order(frame, factor)
+    keys = frame[factor].astype(str)
+    # the Agg canvas is created explicitly: no pyplot global state, safe in worker processes and without a display
+    width = max(4.0, 1.0 + 0.75 * len(groups)) * len(metrics)
+    fig = Figure(figsize=(min(width, 16.0), 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        data = [_finite(frame.loc[keys == g, metric]) for g in groups]
+        box = ax.boxplot(
+            data,
+            patch_artist=True,
+            widths=0.6,
+            medianprops={"color": "black", "linewidth": 1.5},
+            flierprops={"marker": ".", "markersize": 3, "alpha": 0.5},
+        )
+        for patch in box["boxes"]:
+            patch.set_facecolor(METRIC_COLOURS.get(metric, "#8172B2"))
+            patch.set_alpha(0.75)
+        ax.set_xticks(np.arange(1, len(groups) + 1))
+        ax.set_xticklabels([f"{g}\nn={len(d)}" for g, d in zip(groups, data)], fontsize=8)
+        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlabel(FACTOR_LABELS.get(factor, factor))
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def _finite(values: pd.Series) -> np.ndarray:
+    """Finite values only: undefined precision (empty prediction) is left out, as in the tables."""
+    arr = values.to_numpy(dtype=float)
+    return arr[np.isfinite(arr)]

@@ -1,0 +1,72 @@
+"""Read a reference and a prediction mask onto one grid and binarise them explicitly (label 1 = lesion)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+
+from deepwml.imageio import Geometry, read_image
+from deepwml.utils.errors import ImageError
+
+
+@dataclass
+class CaseMasks:
+    """Binary lesion masks of one case in numpy (z, y, x) order, ignore region already removed from both."""
+
+    case_id: str
+    reference: np.ndarray
+    prediction: np.ndarray
+    geometry: Geometry
+    n_ignored: int = 0
+
+
+def binarise(
+    array: np.ndarray, ignore_label: Optional[int], role: str, case_id: str, path: Path
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Return (lesion, ignore) boolean masks; any value other than 0, 1 and the ignore value is an error."""
+    allowed = [0, 1] if ignore_label is None else [0, 1, ignore_label]
+    # comparisons work for any dtype, so float masks holding exact 0/1 are accepted as they are
+    valid = np.isin(array, allowed)
+    if not valid.all():
+        bad = np.unique(array[~valid])
+        shown = ", ".join(f"{v:g}" for v in bad[:5].astype(float)) + (" ..." if len(bad) > 5 else "")
+        hint = (
+            "threshold probability maps into a 0/1 mask first"
+            if role == "prediction"
+            else "declare the ignore value in dataset.json labels.ignore (or pass --ignore-label)"
+        )
+        raise ImageError(
+            f"case {case_id!r}: {role} mask has values other than {', '.join(map(str, allowed))} "
+            f"({int((~valid).sum())} voxels: {shown}); {hint}",
+            path,
+        )
+    lesion = array == 1
+    ignore = array == ignore_label if ignore_label is not None else np.zeros_like(lesion)
+    return lesion, ignore
+
+
+def load_case_masks(
+    case_id: str, reference_path: Path, prediction_path: Optional[Path], ignore_label: Optional[int] = None
+) -> CaseMasks:
+    """Read both masks, check they share a grid, and remove the ignore region from both."""
+    ref_image = read_image(reference_path, dtype=None)
+    reference, ignore = binarise(ref_image.array, ignore_label, "reference", case_id, reference_path)
+    if prediction_path is None:
+        prediction = np.zeros_like(reference)
+    else:
+        pred_image = read_image(prediction_path, dtype=None)
+        problems = ref_image.geometry.mismatches(pred_image.geometry)
+        if problems:
+            raise ImageError(
+                f"case {case_id!r}: prediction is not on the reference grid ({'; '.join(problems)}); "
+                f"reference: {reference_path}",
+                prediction_path,
+            )
+        # a prediction cannot declare regions unscored: its ignore-valued voxels simply carry no lesion
+        prediction, _ = binarise(pred_image.array, ignore_label, "prediction", case_id, prediction_path)
+        del pred_image
+    # the WMH challenge's rule: voxels the reference marks as ignore are removed from both masks
+    prediction &= ~ignore
+    return CaseMasks(case_id, reference, prediction, ref_image.geometry, int(ignore.sum()))
