@@ -1,21 +1,85 @@
-"""deepwml_evaluate (not built yet)."""
+"""deepwml_evaluate: score predicted lesion masks against reference masks, per slice (the paper) and per case (WMH challenge)."""
 from __future__ import annotations
 
 import argparse
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.utils.errors import NotBuiltYet
+from deepwml.paths import add_root_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of deepwml_evaluate."""
-    return argparse.ArgumentParser(prog="deepwml_evaluate", description="deepwml_evaluate: this stage is not built yet.")
+    parser = argparse.ArgumentParser(
+        prog="deepwml_evaluate",
+        description="Evaluate predicted white-matter-lesion masks against reference masks: per-slice Dice, sensitivity "
+        "and precision as in Zhang, Duan et al. 2021, per-case metrics as the MICCAI 2017 WMH challenge, stratified by "
+        "centre, disease, lesion-volume group and slice thickness, with statistics, figures and report.html.",
+    )
+    parser.add_argument("-ref", "--reference", required=True, metavar="LABELS", help="folder of reference masks CASE<ending>")
+    parser.add_argument("-pred", "--prediction", required=True, metavar="PREDICTIONS", help="folder of predicted masks CASE<ending>")
+    parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for the report files")
+    parser.add_argument(
+        "-d", "--dataset", default=None,
+        help="raw dataset id or name: supplies each case's centre, disease and the ignore label (without it, no "
+        "centre/disease stratification)",
+    )  # fmt: skip
+    add_root_arguments(parser, kinds=("raw",))
+    parser.add_argument(
+        "--ignore-label", type=int, default=None, metavar="N",
+        help="reference value to leave out of every metric (default: dataset.json labels.ignore, else none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--missing-as-empty", action="store_true",
+        help="score cases without a prediction as empty predictions (with a warning) instead of stopping",
+    )  # fmt: skip
+    parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N", help="cases evaluated in parallel (default 1)")
+    parser.add_argument("--no-resume", action="store_true", help="recompute every case instead of reusing REPORT_DIR/.cache")
+    parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    return parser
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    build_parser().parse_args(argv)
-    raise NotBuiltYet("deepwml_evaluate")
+    args = build_parser().parse_args(argv)
+    if args.num_processes < 1:
+        build_parser().error("-np must be at least 1")
+    # imported here so --help stays fast
+    from deepwml.evaluation import evaluate_folders
+
+    summary = evaluate_folders(
+        args.reference,
+        args.prediction,
+        args.output,
+        dataset=args.dataset,
+        raw_root=args.raw_root,
+        ignore_label=args.ignore_label,
+        missing_as_empty=args.missing_as_empty,
+        n_jobs=args.num_processes,
+        progress=True if args.progress else None,
+        resume=not args.no_resume,
+    )
+    _print_summary(summary, args.output)
+    return 0
+
+
+def _print_summary(summary: dict, out_dir: str) -> None:
+    """A few headline numbers on stdout."""
+    s, c = summary["slices"], summary["cases"]
+
+    def med(stats: dict) -> str:
+        return "n/a" if stats["median"] is None else f"{stats['median']:.3f}"
+
+    print(f"cases: {c['n_cases']}  slices with reference lesion: {s['n_with_reference_lesion']}")
+    print(
+        f"per slice  median Dice {med(s['overall']['dice'])}  sensitivity {med(s['overall']['sensitivity'])}  "
+        f"precision {med(s['overall']['precision'])}"
+    )
+    print(
+        f"per case   median Dice {med(c['overall']['dice'])}  HD95 {med(c['overall']['hd95_mm'])} mm  "
+        f"AVD {med(c['overall']['avd_percent'])} %  lesion F1 {med(c['overall']['lesion_f1'])}"
+    )
+    print(f"false-positive slices: {s['n_false_positive_slices']} of {s['n_without_reference_lesion']} without reference lesion")
+    print(f"report: {out_dir}/report.html")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
