@@ -54,8 +54,11 @@ def make_splits(
     shuffled = {k: [v[i] for i in rng.permutation(len(v))] for k, v in strata.items()}
     quota = _test_quota([len(v) for v in shuffled.values()], test_fraction, rng)
     test = sorted(cid for (_, ids), q in zip(shuffled.items(), quota) for cid in ids[:q])
-    if len(case_ids) - len(test) < n_folds:
-        raise DatasetError(f"{len(case_ids)} training cases are too few for a test hold-out and {n_folds} folds")
+    n_rest = len(case_ids) - len(test)
+    if n_rest < 2:
+        raise DatasetError(f"{len(case_ids)} training cases are too few for a test hold-out and cross-validation")
+    # a tiny dataset gets as many folds as it has cases, each validating on one
+    n_folds = min(n_folds, n_rest)
     # deal the rest round-robin, stratum after stratum: every stratum spreads over the folds, sizes differ by ≤ 1
     fold_of: Dict[str, int] = {}
     position = int(rng.integers(n_folds))

@@ -5,6 +5,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from deepwml.preprocessing.resample import in_plane_structure
+
 #: at most this many voxels feed the threshold; a strided sample keeps it deterministic and fast
 _THRESHOLD_SAMPLE = 200_000
 
@@ -18,8 +20,7 @@ def head_mask(stack: np.ndarray) -> np.ndarray:
         return np.ones(stack.shape, dtype=bool)
     mask = stack > threshold_otsu(sample)
     # holes are filled within each slice only: slices 5-8 mm apart are not a continuous volume
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    in_plane = in_plane_structure()
     mask = ndimage.binary_opening(mask, structure=in_plane)
     labels, n = ndimage.label(mask)
     if n == 0:

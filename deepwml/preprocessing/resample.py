@@ -62,7 +62,31 @@ def resize_label(label: np.ndarray, out_hw: Sequence[int], threshold: float = 0.
     values = [int(v) for v in np.unique(label) if v != 0]
     # lesion (1) last so that it wins where it and the ignore mask both pass the threshold
     for value in sorted(values, key=lambda v: (v == 1, v)):
-        mask = label == value
-        if mask.any():
-            out[resize_slices(mask, out_hw, order=1) >= threshold] = value
+        fraction = resize_slices(label == value, out_hw, order=1)
+        out[_threshold_keeping_lesions(fraction, threshold) if value == 1 else fraction >= threshold] = value
     return out
+
+
+def in_plane_structure() -> np.ndarray:
+    """4-connectivity within a slice and none across slices, for ndimage on [S, H, W] stacks."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1)
+    return structure
+
+
+def _threshold_keeping_lesions(fraction: np.ndarray, threshold: float) -> np.ndarray:
+    """``fraction >= threshold``, plus the peak pixel of every lesion that the threshold alone would erase.
+
+    Downsampling a lesion of a pixel or two, or one that straddles the new pixel grid, can leave it below
+    the threshold everywhere; each connected patch of non-zero fraction keeps at least its peak instead.
+    """
+    mask = fraction >= threshold
+    regions, n = ndimage.label(fraction > 1e-6, structure=in_plane_structure())
+    if n == 0:
+        return mask
+    index = np.arange(1, n + 1)
+    lost = index[ndimage.maximum(mask, regions, index) == 0]
+    if lost.size:
+        peaks = np.asarray(ndimage.maximum_position(fraction, regions, lost), dtype=int).reshape(-1, 3)
+        mask[tuple(peaks.T)] = True
+    return mask

@@ -22,7 +22,7 @@ from deepwml.preprocessing.parallel import parallel_map
 from deepwml.preprocessing.reading import read_case
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.utils.atomic import write_bytes, write_json
-from deepwml.utils.errors import DatasetError, DeepWMLError, NotBuiltYet, PlanError
+from deepwml.utils.errors import DatasetError, DeepWMLError, PlanError
 
 
 @dataclass
@@ -58,7 +58,7 @@ def plan_and_preprocess(opts: Options, log=print) -> Dict[str, Any]:
     """Run every step for one dataset and return where things went and what was done."""
     raw = RawDataset.find(opts.raw_root, opts.dataset)
     if opts.verify:
-        run_verify(raw.folder, opts.n_jobs, log)
+        run_verify(raw.folder, opts.n_jobs, opts.progress, log)
     out = opts.preprocessed_root / raw.name
     out.mkdir(parents=True, exist_ok=True)
     write_bytes(out / "dataset.json", raw.json_path.read_bytes())
@@ -79,13 +79,12 @@ def plan_and_preprocess(opts: Options, log=print) -> Dict[str, Any]:
     return {"folder": out, "plan_dir": plan_dir, "plan": plan, "splits": splits, "fingerprint": fingerprint, **done}
 
 
-def run_verify(folder: Path, n_jobs: int, log=print) -> None:
+def run_verify(folder: Path, n_jobs: int, progress: Optional[bool] = None, log=print) -> None:
     """Check the raw dataset with deepwml.datasets.verify; any problem stops the run."""
-    try:
-        from deepwml.datasets.verify import verify_dataset
-    except ImportError:
-        raise NotBuiltYet("--verify needs deepwml.datasets.verify, which is not installed yet") from None
-    problems = verify_dataset(folder, n_jobs)
+    # imported lazily: verification is optional and pulls in its own checks
+    from deepwml.datasets.verify import verify_dataset
+
+    problems = verify_dataset(folder, n_jobs, progress=bool(progress))
     for problem in problems:
         log(f"  {problem}")
     if problems:
@@ -146,6 +145,8 @@ def ensure_splits(path: Path, cases: List[Case], opts: Options, log=print) -> Di
     strata = {c.case_id: (str(c.meta.centre), str(c.meta.disease)) for c in cases}
     splits = make_splits(ids, strata, opts.test_fraction, opts.n_folds, opts.seed)
     write_json(path, splits)
+    if len(splits["folds"]) < opts.n_folds:
+        log(f"note: only {len(cases) - len(splits['test'])} cases outside the test set: {len(splits['folds'])} folds instead of {opts.n_folds}")
     sizes = ", ".join(f"{len(f['train'])}/{len(f['val'])}" for f in splits["folds"])
     log(f"splits: {path} (test {len(splits['test'])}; folds train/val {sizes})")
     return splits
