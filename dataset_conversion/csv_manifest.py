@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    """Parse the arguments and run; user errors propagate to deepwml.cli.common.run."""
     args = build_parser().parse_args(argv)
     cases = read_manifest(args.manifest)
     return write_from_args(cases, args, default_file_ending(cases), description=f"from manifest {args.manifest.name}")

@@ -136,7 +136,7 @@ def find_cases(root: Path, layout: Layout, ties: str = "background", centre: Opt
         if match:
             key = (_patient_folder(path, root), match.string[: match.start()].lower())
             masks.setdefault(key, []).append((int(match.group(1)), path))
-    for key, paths in flairs.items():
+    for paths in flairs.values():
         if len(paths) > 1:
             problems.append(f"several FLAIR images for one case ({', '.join(map(str, paths))}); narrow --flair-glob")
     for key in sorted(set(masks) - set(flairs)):
@@ -163,6 +163,7 @@ def find_cases(root: Path, layout: Layout, ties: str = "background", centre: Opt
 def _case_ids(keys: Sequence[Tuple[Path, str]], root: Path) -> Dict[Tuple[Path, str], str]:
     """Short ids (the file prefix, else the patient folder path); the full path where short ones would clash."""
     def long_id(folder: Path, prefix: str) -> str:
+        """The patient folder's path below root (plus the file prefix), joined with '_'."""
         parts = list(folder.relative_to(root).parts) or [root.name]
         return safe_case_id("_".join(parts + ([prefix] if prefix else [])))
 
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    """Parse the arguments and run; user errors propagate to deepwml.cli.common.run."""
     args = build_parser().parse_args(argv)
     base = LAYOUTS[args.layout]
     layout = Layout(

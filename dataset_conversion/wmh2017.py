@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    """Parse the arguments and run; user errors propagate to deepwml.cli.common.run."""
     args = build_parser().parse_args(argv)
     args.dataset_id = DEFAULT_ID if args.dataset_id is None else args.dataset_id
     args.name = args.name or DEFAULT_NAME

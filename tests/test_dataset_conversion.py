@@ -6,15 +6,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import nibabel
 import numpy as np
 import pytest
 
 from conftest import oblique_direction, tiny_case
-from deepwml.datasets import CaseMeta, RawDataset
-from deepwml.datasets.dataset_writer import SourceCase, write_dataset
+from deepwml.datasets import CaseMeta, RawDataset, case_id_problem
+from deepwml.datasets.dataset_writer import SourceCase, safe_case_id, write_dataset
 from deepwml.datasets.verify import verify_dataset
 from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.utils.errors import DatasetError
@@ -30,7 +30,7 @@ SHAPE = (5, 32, 32)
 
 
 def _case(folder: Path, image_name: str, seed: int, label_name: Optional[str] = None, label: Optional[np.ndarray] = None,
-          direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)) -> Geometry:
+          direction: Tuple[float, ...] = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)) -> Geometry:
     """Write a tiny FLAIR (and optionally a label) below ``folder``; returns the geometry."""
     image, lesion, geometry = tiny_case(shape_zyx=SHAPE, seed=seed, direction=direction)
     _stamp(write_image(image, geometry, folder / image_name))
@@ -48,6 +48,7 @@ def _stamp(path: Path) -> None:
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
+    """True when two files hold the same bytes (a copy, not a re-write)."""
     return a.read_bytes() == b.read_bytes()
 
 
@@ -87,6 +88,12 @@ def test_wmh2017_conversion_keeps_files_and_declares_ignore(wmh_root, tmp_path, 
     assert _same_bytes(utrecht.label, wmh_root / "training/Utrecht/0/wmh.nii.gz")
     assert 2 in read_label(utrecht.label).array
     assert not list(raw.glob(".*")), "staging folder left behind"
+
+
+@pytest.mark.parametrize("text, expected", [("scan 2", "scan_2"), ("Philips_VU .PETMR_01.", "Philips_VU_.PETMR_01"),
+                                            ("../etc/passwd", "etc_passwd"), ("a..b", "a_b"), ("__", "case")])
+def test_derived_case_ids_are_safe(text, expected):
+    assert safe_case_id(text) == expected and case_id_problem(safe_case_id(text)) is None
 
 
 def test_wmh2017_unknown_site_gets_unknown_scanner(tmp_path):
@@ -249,6 +256,7 @@ def test_majority_vote_rule():
 
 
 def _write_csv(path: Path, rows: List[Dict[str, str]]) -> Path:
+    """Write ``rows`` as a CSV whose columns are the union of the rows' keys (missing cells empty)."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     lines = [",".join(columns)] + [",".join(row.get(c, "") for c in columns) for row in rows]
     path.write_text("\n".join(lines) + "\n")
@@ -326,9 +334,11 @@ class _FailingLabel:
     """A computed label that fails, as an interrupted conversion would."""
 
     def key(self) -> str:
+        """A fixed key."""
         return "failing"
 
     def write(self, target: Path) -> None:
+        """Stop the conversion the way Ctrl-C does."""
         raise KeyboardInterrupt
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import pytest
@@ -51,7 +51,7 @@ def write_dicom_series(folder: Path, array: np.ndarray, geometry: Geometry, seri
     return folder
 
 
-def _flair_int16(seed: int = 0, direction=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)):
+def _flair_int16(seed: int = 0, direction: Tuple[float, ...] = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)) -> Tuple[np.ndarray, Geometry]:
     """A tiny FLAIR-like case as int16 (what scanners store) with its geometry."""
     image, _, geometry = tiny_case(seed=seed, shape_zyx=(5, 48, 40), spacing_xyz=(0.9, 0.8, 6.0), direction=direction)
     return np.round(image * 10).astype(np.int16), geometry

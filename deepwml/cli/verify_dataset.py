@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    """Parse the arguments and run; user errors propagate to deepwml.cli.common.run."""
     args = build_parser().parse_args(argv)
     folder = find_dataset_folder(raw_root(args.raw_root), args.dataset)
     problems = verify_dataset(folder, n_jobs=max(1, args.num_processes), progress=args.progress or sys.stderr.isatty())

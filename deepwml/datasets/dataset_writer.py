@@ -67,8 +67,9 @@ class ConversionResult:
 
 def safe_case_id(text: str) -> str:
     """A case id derived from a file or folder name: characters other than [A-Za-z0-9_.-] become '_'."""
-    cid = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text).replace("..", "_")
-    cid = re.sub(r"^[^A-Za-z0-9]+", "", cid)
+    cid = re.sub(r"[^A-Za-z0-9_.\-]+", "_", text)
+    cid = re.sub(r"\.{2,}", "_", cid)
+    cid = re.sub(r"_{2,}", "_", cid).strip("._-")
     return cid or "case"
 
 

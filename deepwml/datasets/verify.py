@@ -16,7 +16,7 @@ import numpy as np
 from deepwml.constants import IMAGE_ENDINGS
 from deepwml.datasets.dataset_json import case_id_problem, schema_problems
 from deepwml.datasets.raw_dataset import SPLITS
-from deepwml.imageio import read_geometry, read_image, read_label, split_ending
+from deepwml.imageio import Geometry, read_geometry, read_image, read_label, split_ending
 from deepwml.utils.atomic import read_json
 from deepwml.utils.errors import DatasetError, DeepWMLError
 
@@ -34,6 +34,7 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        """'<file>: <message>'."""
         return f"{self.file}: {self.message}"
 
     def relative_to(self, base: PathLike) -> str:
@@ -332,7 +333,7 @@ def check_case(image: Path, label: Optional[Path], allowed: Sequence[int]) -> Li
     return problems
 
 
-def _header(path: Path, problems: List[Problem]):
+def _header(path: Path, problems: List[Problem]) -> Optional[Geometry]:
     """The file's geometry from its header, or None after recording why it cannot be used."""
     try:
         return read_geometry(path)
