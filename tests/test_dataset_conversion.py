@@ -271,12 +271,14 @@ def test_csv_manifest_with_files_and_a_dicom_series(tmp_path):
     image, _, geometry = tiny_case(shape_zyx=SHAPE, seed=3, direction=oblique_direction(12))
     dicom = (np.round(image * 10)).astype(np.int16)
     write_dicom_series(export / "dicom" / "PAT9_FLAIR", dicom, geometry, UID_ROOT + "9.1")
+    # a second series (a repeat scan) in the same folder: the manifest names the one to take
+    write_dicom_series(export / "dicom" / "PAT9_FLAIR", dicom[::-1].copy(), geometry, UID_ROOT + "9.2", prefix="repeat")
     manifest = _write_csv(export / "manifest.csv", [
         {"case_id": "A1", "image": "a/flair.nii.gz", "label": "a/mask.nii.gz", "Center": "Hospital A", "disease": "ms",
          "vendor": "GE", "scanner": "Signa", "field_strength": "3T", "slice_thickness": "6"},
         {"image": "b/scan 2.nii.gz", "label": "b/scan 2_mask.nii.gz", "Center": "Hospital A", "disease": "NMOSD", "field_strength": "1.5"},
         {"image": str(export / "c.mha"), "label": "c_mask.mha", "Center": "Hospital B", "disease": "CSVD"},
-        {"image": "dicom/PAT9_FLAIR", "Center": "Hospital B", "disease": "other"},
+        {"image": "dicom/PAT9_FLAIR", "Center": "Hospital B", "disease": "other", "series_uid": UID_ROOT + "9.1"},
     ])
     raw = tmp_path / "raw"
     assert csv_manifest.main([str(manifest), "--id", "601", "--name", "ClinicA", "--raw", str(raw)]) == 0
