@@ -49,9 +49,12 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     stack = to_canonical(image.array, orientation)
     label = to_canonical(label_image.array, orientation)
     thickness, sp_h, sp_w = canonical_spacing(g, orientation)
-    head = head_mask(stack)
+    # intensity statistics need no more than ~256² pixels a slice; a strided grid makes 512² cases 4× cheaper
+    stride = max(1, min(stack.shape[1:]) // 256)
+    coarse = stack[:, ::stride, ::stride]
+    head = head_mask(coarse)
     lesion = label == 1
-    fg = stack[head]
+    fg = coarse[head]
     lesion_values = stack[lesion]
     area_mm2 = lesion.sum(axis=(1, 2)) * (sp_h * sp_w)
     volume_ml = area_mm2 * thickness / 1000.0
@@ -73,7 +76,7 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
         "inplane_shape": [int(stack.shape[1]), int(stack.shape[2])],
         "inplane_spacing": [sp_h, sp_w],
         "fov_mm": [stack.shape[1] * sp_h, stack.shape[2] * sp_w],
-        "intensity_percentiles": dict(zip(_pct_keys(), np.percentile(stack, PERCENTILES).tolist())),
+        "intensity_percentiles": dict(zip(_pct_keys(), np.percentile(coarse, PERCENTILES).tolist())),
         "head": {
             "fraction": float(head.mean()),
             "mean": float(fg.mean()),
