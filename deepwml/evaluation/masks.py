@@ -27,8 +27,10 @@ def binarise(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Return (lesion, ignore) boolean masks; any value other than 0, 1 and the ignore value is an error."""
     allowed = [0, 1] if ignore_label is None else [0, 1, ignore_label]
+    lesion = array == 1
+    ignore = array == ignore_label if ignore_label is not None else np.zeros_like(lesion)
     # comparisons work for any dtype, so float masks holding exact 0/1 are accepted as they are
-    valid = np.isin(array, allowed)
+    valid = lesion | ignore | (array == 0)
     if not valid.all():
         bad = np.unique(array[~valid])
         shown = ", ".join(f"{v:g}" for v in bad[:5].astype(float)) + (" ..." if len(bad) > 5 else "")
@@ -42,8 +44,6 @@ def binarise(
             f"({int((~valid).sum())} voxels: {shown}); {hint}",
             path,
         )
-    lesion = array == 1
-    ignore = array == ignore_label if ignore_label is not None else np.zeros_like(lesion)
     return lesion, ignore
 
 
