@@ -23,7 +23,7 @@ def lesion_mask() -> np.ndarray:
     return m
 
 
-def write_pair(tmp_path: Path, cases=("a", "b"), ref_ending=".nii.gz", pred_ending=".nii.gz") -> tuple:
+def write_pair(tmp_path: Path, cases: tuple = ("a", "b"), ref_ending: str = ".nii.gz", pred_ending: str = ".nii.gz") -> tuple:
     """Reference and prediction folders with identical masks for ``cases``."""
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     for cid in cases:

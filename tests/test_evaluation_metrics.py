@@ -15,7 +15,7 @@ from deepwml.evaluation.surface import boundary, hausdorff_percentile
 from deepwml.imageio import Geometry
 
 
-def geom(shape_zyx, spacing_xyz=(0.5, 0.5, 5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Geometry:
+def geom(shape_zyx: tuple, spacing_xyz: tuple = (0.5, 0.5, 5.0), direction: tuple = (1, 0, 0, 0, 1, 0, 0, 0, 1)) -> Geometry:
     """A geometry for an array of numpy shape ``shape_zyx``."""
     return Geometry(tuple(reversed(shape_zyx)), spacing_xyz, (10.0, -20.0, 30.0), direction)
 

@@ -44,7 +44,7 @@ def make_predictions(labels: Path, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """A tiny dataset with predictions, evaluated once with -d."""
     root = tmp_path_factory.mktemp("eval")
     folder = write_tiny_dataset(root / "raw", n_train=N_CASES, n_test=0, centres=("A", "B", "C"), diseases=("MS", "CSVD"))
@@ -99,10 +99,12 @@ class _Collector(HTMLParser):
     """Collects tags and their URL-bearing attributes."""
 
     def __init__(self) -> None:
+        """Empty collections."""
         super().__init__()
         self.tags, self.urls, self.images = [], [], []
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        """Record the tag and any URL it carries."""
         self.tags.append(tag)
         for key, value in attrs:
             if key in ("src", "href", "srcset", "data"):
@@ -189,3 +191,22 @@ def test_report_renders_in_headless_chromium(evaluated):
     ink = (pixels.mean(axis=2) < 0.6).mean()  # dark text, table borders and plot boxes
     colour = (np.ptp(pixels, axis=2) > 0.2).mean()  # the box plots' coloured boxes
     assert ink > 0.005 and colour > 0.005, (ink, colour)
+
+
+def test_all_empty_references_give_a_report_not_a_crash(tmp_path):
+    from deepwml.imageio import Geometry
+
+    g = Geometry((16, 16, 4), (1.0, 1.0, 5.0), (0, 0, 0))
+    for i in range(3):
+        write_image(np.zeros((4, 16, 16), np.uint8), g, tmp_path / "ref" / f"e{i}.nii.gz")
+        pred = np.zeros((4, 16, 16), np.uint8)
+        pred[i, 2:4, 2:4] = i > 0  # two cases predict lesion where there is none
+        write_image(pred, g, tmp_path / "pred" / f"e{i}.nii.gz")
+    summary = evaluate_folders(tmp_path / "ref", tmp_path / "pred", tmp_path / "out")
+    assert summary["slices"]["n_with_reference_lesion"] == 0 and summary["slices"]["overall"]["dice"]["median"] is None
+    assert summary["slices"]["n_false_positive_slices"] == 2
+    assert summary["slices"]["false_positive_area_mm2_total"] == pytest.approx(8.0)
+    assert summary["statistics"]["slices"]["lv_group"]["dice"]["kruskal_wallis"]["testable"] is False
+    cases = pd.read_csv(tmp_path / "out" / "per_case.csv")
+    assert list(cases.dice) == [1.0, 0.0, 0.0] and cases.avd_percent.isna().tolist() == [False, True, True]
+    assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "figures" / "fig4_by_lv_group.png").exists()

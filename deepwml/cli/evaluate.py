@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    """Parse arguments, evaluate, print headline numbers."""
     args = build_parser().parse_args(argv)
     if args.num_processes < 1:
         build_parser().error("-np must be at least 1")
@@ -67,6 +68,7 @@ def _print_summary(summary: dict, out_dir: str) -> None:
     s, c = summary["slices"], summary["cases"]
 
     def med(stats: dict) -> str:
+        """The median with 3 decimals, or n/a."""
         return "n/a" if stats["median"] is None else f"{stats['median']:.3f}"
 
     print(f"cases: {c['n_cases']}  slices with reference lesion: {s['n_with_reference_lesion']}")
