@@ -94,3 +94,17 @@ def test_every_console_script_has_help(name, target):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert name in out.stdout
+
+
+def test_atomic_writes_have_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from deepwml.utils.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644

@@ -22,6 +22,8 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     suffix = suffix or "".join(target.suffixes)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
+    # mkstemp creates 0600; give the result the permissions a plain open() would (0666 minus the umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -29,6 +31,12 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(target: PathLike, obj: Any, indent: int = 2) -> None:
