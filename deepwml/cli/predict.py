@@ -1,21 +1,82 @@
-"""deepwml_predict (not built yet)."""
+"""deepwml_predict: lesion masks, probabilities, lesion tables and QC pictures for new FLAIR scans."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import run
-from deepwml.utils.errors import NotBuiltYet
+from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.inference.run import PredictRequest, predict
+from deepwml.paths import add_root_arguments
+
+EXIT_CASES_FAILED = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of deepwml_predict."""
-    return argparse.ArgumentParser(prog="deepwml_predict", description="deepwml_predict: this stage is not built yet.")
+    p = argparse.ArgumentParser(
+        prog="deepwml_predict",
+        description=(
+            "Segment white-matter lesions. Input: an image file (NIfTI, MHA/MHD, NRRD), a folder of them, a DICOM "
+            "series folder, or a folder of DICOM series folders (case id = folder name). Writes per case a mask on "
+            "the input's own grid, CASE_lesions.csv, qc/CASE.png and, if asked, CASE_prob<ending>; plus summary.csv. "
+            "Cases whose outputs exist are skipped (resume) unless --overwrite."
+        ),
+    )
+    p.add_argument("-i", "--input", required=True, help="image file, folder of images, DICOM series folder or folder of those")
+    p.add_argument("-o", "--output", required=True, help="output folder (must not be the input folder)")
+    add_dataset_argument(p, required=False)
+    p.add_argument("-p", "--plan", help="plan name (the PLAN folder below the dataset's results folder)")
+    p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every trained fold)")
+    p.add_argument("-m", "--model", help="a trained model's PLAN folder (instead of -d/-p), e.g. one installed by deepwml_install_model")
+    add_root_arguments(p, kinds=("results",))
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold (default: best)")
+    add_device_argument(p)
+    p.add_argument("--tta", action="store_true", help="also predict the left-right mirrored slices and average (about 2x slower)")
+    p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
+    p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
+    p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
+    p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several")
+    p.add_argument("-np", "--num-workers", type=int, default=1, help="threads reading/preprocessing and writing alongside the model (default 1 each)")
+    p.add_argument("--no-bf16", action="store_true", help="compute in fp32 (no bf16 autocast on CPU, no AMP on CUDA)")
+    p.add_argument("--overwrite", action="store_true", help="predict again cases whose outputs exist")
+    p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
+    p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+    return p
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    build_parser().parse_args(argv)
-    raise NotBuiltYet("deepwml_predict")
+    args = build_parser().parse_args(argv)
+    request = PredictRequest(
+        input=Path(args.input),
+        output=Path(args.output),
+        model_dir=Path(args.model) if args.model else None,
+        dataset=args.dataset,
+        plan=args.plan,
+        folds=args.folds,
+        results_root=args.results_root,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        tta=args.tta,
+        save_probabilities=args.save_probabilities,
+        num_parts=args.num_parts,
+        part_id=args.part_id,
+        series_uid=args.series_uid,
+        workers=args.num_workers,
+        allow_bf16=not args.no_bf16,
+        overwrite=args.overwrite,
+        write_qc=not args.no_qc,
+        progress=args.progress or sys.stderr.isatty(),
+    )
+    report = predict(request)
+    print(report.describe())
+    if report.failed:
+        print(f"deepwml_predict: {len(report.failed)} case(s) failed:", file=sys.stderr)
+        for row in report.failed:
+            print(f"  {row.case_id}: {row.error}", file=sys.stderr)
+        return EXIT_CASES_FAILED
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,121 @@
+"""Find the cases to predict: one image file, a folder of image files, a DICOM series folder, or a folder of those."""
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from deepwml.imageio import Image, is_image_file, read_image, split_ending
+from deepwml.utils.errors import DeepWMLError, ImageError
+
+#: DICOM inputs get their masks as NIfTI, aligned to the series.
+DICOM_OUTPUT_ENDING = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class InputCase:
+    """One case to predict: its id (output file stem), where it is read from and the ending its outputs get."""
+
+    case_id: str
+    source: Path
+    kind: str  # 'file' or 'dicom'
+    output_ending: str
+
+    def input_files(self) -> List[Path]:
+        """Every file that belongs to this input (all files of a DICOM folder); outputs must never replace them."""
+        if self.kind == "dicom":
+            return [p for p in self.source.iterdir() if p.is_file()]
+        files = [self.source]
+        stem, ending = split_ending(self.source)
+        if ending in (".mhd", ".nhdr"):
+            # detached headers point at a data file of the same stem; protect those too
+            files += [p for p in self.source.parent.glob(f"{stem}.*") if p.is_file() and p != self.source]
+        return files
+
+
+@contextlib.contextmanager
+def _quiet_itk() -> Iterator[None]:
+    """GDCM warns on stderr for every folder without DICOM; discovery probes many such folders on purpose."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def _holds_dicom(folder: Path) -> bool:
+    """True when ``folder`` directly holds at least one DICOM series."""
+    with _quiet_itk():
+        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
+def _visible(folder: Path) -> List[Path]:
+    """Children of ``folder`` that are not hidden (temporary files of atomic writes start with '.')."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _file_case(path: Path) -> InputCase:
+    """An image file as a case named after its stem."""
+    stem, ending = split_ending(path)
+    return InputCase(stem, path, "file", ending)
+
+
+def _dicom_case(folder: Path) -> InputCase:
+    """A DICOM series folder as a case named after the folder."""
+    return InputCase(folder.name, folder, "dicom", DICOM_OUTPUT_ENDING)
+
+
+def _is_candidate_series_folder(folder: Path) -> bool:
+    """A subfolder that should hold a DICOM series: it has files and they are not images DeepWML reads directly.
+
+    Folders that are empty or hold only NIfTI/MHA/NRRD files (for example an earlier output folder) are skipped;
+    anything else is a case, so an unreadable series is reported as a failed case instead of vanishing silently.
+    """
+    files = [p for p in _visible(folder) if p.is_file()]
+    return bool(files) and not all(is_image_file(p) for p in files)
+
+
+def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
+    """List the cases below ``input_path`` sorted by case id; duplicate ids are an error naming them."""
+    path = Path(input_path).expanduser()
+    if not path.exists():
+        raise DeepWMLError("input not found", path)
+    if path.is_file():
+        if not is_image_file(path):
+            split_ending(path)  # raises with the list of known endings
+        return [_file_case(path)]
+    children = _visible(path)
+    files = [p for p in children if p.is_file() and is_image_file(p)]
+    folders = [p for p in children if p.is_dir()]
+    if not files and _holds_dicom(path):
+        return [_dicom_case(path)]
+    cases = [_file_case(p) for p in files]
+    cases += [_dicom_case(p) for p in folders if _is_candidate_series_folder(p)]
+    if not cases:
+        raise DeepWMLError(
+            "no images found: expected NIfTI/MHA/MHD/NRRD files, a DICOM series folder, or a folder of DICOM series folders",
+            path,
+        )
+    duplicates = sorted(cid for cid, n in Counter(c.case_id for c in cases).items() if n > 1)
+    if duplicates:
+        raise DeepWMLError(f"several inputs share the case id(s) {', '.join(duplicates)}; rename one of each", path)
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def read_case(case: InputCase, series_uid: Optional[str] = None) -> Image:
+    """Read one case and reject images no model can segment (NaN, 4D, unreadable, empty, constant)."""
+    with _quiet_itk():
+        image = read_image(case.source, series_uid=series_uid if case.kind == "dicom" else None)
+    array = image.array
+    if array.size == 0:
+        raise ImageError("image has no voxels", case.source)
+    lo, hi = float(np.min(array)), float(np.max(array))
+    if hi <= lo:
+        raise ImageError(f"image is empty: every voxel is {lo:g}", case.source)
+    return image

@@ -1,0 +1,147 @@
+"""Find a trained model (PLAN folder), check that its folds belong to its plan, and load their networks."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from deepwml.datasets import find_dataset_folder
+from deepwml.planning.plan import Plan
+from deepwml.utils.errors import DeepWMLError
+
+CHECKPOINT_FILES = {"best": "checkpoint_best.pth", "latest": "checkpoint_latest.pth"}
+FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
+
+
+def resolve_model_dir(
+    model_dir: Optional[Union[str, Path]] = None,
+    dataset: Optional[str] = None,
+    plan: Optional[str] = None,
+    results_root: Optional[Path] = None,
+) -> Path:
+    """The PLAN folder of a trained model: given directly (-m) or as results/DatasetNNN_Name/PLAN (-d/-p)."""
+    if model_dir is not None:
+        if dataset is not None or plan is not None:
+            raise DeepWMLError("give either -m MODEL_DIR or -d DATASET -p PLAN, not both")
+        folder = Path(model_dir).expanduser()
+    else:
+        if dataset is None or plan is None:
+            raise DeepWMLError("name the model with -m MODEL_DIR (a PLAN folder) or with -d DATASET -p PLAN")
+        if results_root is None:
+            raise DeepWMLError("no results folder given")
+        folder = find_dataset_folder(results_root, dataset) / plan
+    if not folder.is_dir():
+        raise DeepWMLError("model folder not found (expected a PLAN folder holding plans.json and fold_K/)", folder)
+    if not (folder / "plans.json").is_file():
+        raise DeepWMLError("model folder holds no plans.json; -m must name the PLAN folder (DatasetNNN_Name/PLAN)", folder)
+    return folder
+
+
+def fold_name(fold: Union[int, str]) -> str:
+    """Folder name of a fold: 0 -> 'fold_0', 'all' -> 'fold_all'."""
+    return f"fold_{fold}"
+
+
+def available_folds(model_dir: Path, checkpoint: str = "best") -> List[str]:
+    """Folds below ``model_dir`` that hold the requested checkpoint, in numeric order ('all' last)."""
+    names = []
+    for p in model_dir.iterdir():
+        m = FOLD_DIR.match(p.name)
+        if m and (p / CHECKPOINT_FILES[checkpoint]).is_file():
+            names.append(m.group(1))
+    return sorted(names, key=lambda n: (n == "all", int(n) if n.isdigit() else 0))
+
+
+def load_checkpoint(path: Path, trusted: bool = True) -> Dict[str, Any]:
+    """Read a checkpoint on the CPU; only ``trusted`` (locally trained) files may need full unpickling.
+
+    Training checkpoints carry numpy RNG states that the safe loader refuses; exported models hold only plain
+    tensors and strings, so a model from another site always loads with ``weights_only=True``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise DeepWMLError("checkpoint not found", path) from None
+    except Exception as safe_error:  # noqa: BLE001 - the unpickler raises several types for the same cause
+        if not trusted:
+            raise DeepWMLError(f"checkpoint holds more than weights and cannot be loaded safely ({type(safe_error).__name__})", path) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise DeepWMLError(f"unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})", path) from None
+
+
+@dataclass
+class ModelSpec:
+    """A checked model: its plan and one checkpoint file per fold."""
+
+    folder: Path
+    plan: Plan
+    folds: List[str]
+    checkpoints: List[Path]
+    checkpoint: str
+
+
+def check_model(model_dir: Path, folds: Optional[Sequence[Union[int, str]]] = None, checkpoint: str = "best") -> ModelSpec:
+    """Check the folds exist and were trained with the PLAN folder's plans.json; errors say which fold is wrong."""
+    if checkpoint not in CHECKPOINT_FILES:
+        raise DeepWMLError(f"--checkpoint must be one of {', '.join(CHECKPOINT_FILES)}, got {checkpoint!r}")
+    plan = Plan.load(model_dir / "plans.json")
+    names = [str(f) for f in folds] if folds else available_folds(model_dir, checkpoint)
+    if not names:
+        found = sorted(p.name for p in model_dir.glob("fold_*"))
+        raise DeepWMLError(
+            f"no fold holds {CHECKPOINT_FILES[checkpoint]} (fold folders: {', '.join(found) or 'none'}); train a fold first"
+            + (" or use --checkpoint latest" if found else ""),
+            model_dir,
+        )
+    paths = []
+    for name in names:
+        path = model_dir / fold_name(name) / CHECKPOINT_FILES[checkpoint]
+        if not path.is_file():
+            other = "latest" if checkpoint == "best" else "best"
+            hint = f" (it has {CHECKPOINT_FILES[other]}: use --checkpoint {other})" if (path.parent / CHECKPOINT_FILES[other]).is_file() else ""
+            raise DeepWMLError(f"fold {name} is missing: no {path.name}{hint}", path.parent)
+        paths.append(path)
+    return ModelSpec(model_dir, plan, names, paths, checkpoint)
+
+
+def load_fold_states(spec: ModelSpec, trusted: bool = True) -> List[Dict[str, torch.Tensor]]:
+    """Load every fold's weights after checking each was trained with the same plan as plans.json."""
+    expected = spec.plan.hash()
+    checkpoints = [load_checkpoint(p, trusted) for p in spec.checkpoints]
+    hashes = {}
+    for name, path, ckpt in zip(spec.folds, spec.checkpoints, checkpoints):
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "plan_hash" not in ckpt:
+            raise DeepWMLError("not a DeepWML checkpoint (needs 'model' and 'plan_hash')", path)
+        hashes[name] = str(ckpt["plan_hash"])
+    if len(set(hashes.values())) > 1:
+        listing = ", ".join(f"fold {n}: {h[:12]}" for n, h in hashes.items())
+        raise DeepWMLError(f"the folds were trained with different plans ({listing}); ensemble only folds of one plan", spec.folder)
+    for name, path in zip(spec.folds, spec.checkpoints):
+        if hashes[name] != expected:
+            raise DeepWMLError(
+                f"checkpoint was trained with plan {hashes[name][:12]} but plans.json is plan {expected[:12]}: "
+                "plans.json changed after training, or the checkpoint belongs to another plan",
+                path,
+            )
+    return [ckpt["model"] for ckpt in checkpoints]
+
+
+def build_fold_networks(spec: ModelSpec, states: List[Dict[str, torch.Tensor]]) -> List[nn.Module]:
+    """One network per fold in eval mode, with its weights."""
+    from deepwml.training.network import build_network
+
+    networks = []
+    for name, path, state in zip(spec.folds, spec.checkpoints, states):
+        net = build_network(spec.plan.network)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise DeepWMLError(f"weights do not fit the plan's network ({str(e).splitlines()[0][:200]})", path) from None
+        networks.append(net.eval())
+    return networks

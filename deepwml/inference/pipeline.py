@@ -1,0 +1,157 @@
+"""Predict many cases with reading and writing overlapped with the network: a reader thread pool prepares the
+next cases (read + the plan's own preprocessing) and a writer pool reverts and writes the previous ones while
+the model runs. A case that fails anywhere is recorded and skipped; the others go on.
+"""
+from __future__ import annotations
+
+import traceback
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from deepwml.imageio import Image, read_image, write_image
+from deepwml.inference.inputs import InputCase, read_case
+from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case
+from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.qc import write_qc_montage
+from deepwml.planning.plan import Plan
+from deepwml.preprocessing import revert_to_original
+from deepwml.preprocessing.transforms import preprocess_arrays
+from deepwml.utils.errors import DeepWMLError
+
+
+@dataclass
+class PreparedCase:
+    """A case read and preprocessed, waiting for the network."""
+
+    case: InputCase
+    image: Image
+    image_pp: np.ndarray
+    head: np.ndarray
+    props: Dict[str, Any]
+
+
+@dataclass
+class RunOptions:
+    """What to write and where."""
+
+    out_dir: Path
+    threshold: float
+    save_probabilities: bool = False
+    write_qc: bool = True
+    series_uid: Optional[str] = None
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for summary.csv: user errors as they are, anything else with its type (a bug to report)."""
+    if isinstance(e, DeepWMLError):
+        return str(e)
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} (unexpected; please report)"
+
+
+def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None) -> PreparedCase:
+    """Read one case and run exactly the plan's preprocessing on it (the same function the cache was built with)."""
+    image = read_case(case, series_uid)
+    result = preprocess_arrays(image, plan)
+    return PreparedCase(case, image, result.image, result.head, result.props)
+
+
+def probabilities_to_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Binary uint8 mask: probability at or above ``threshold``."""
+    return (probs >= threshold).astype(np.uint8)
+
+
+def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions) -> CaseSummary:
+    """Bring probabilities back to the input's grid and write mask, probabilities, lesion table and QC picture."""
+    case, geometry = prepared.case, prepared.image.geometry
+    outputs = case_outputs(options.out_dir, case)
+    probs = revert_to_original(probs_pp, prepared.props, order=1)
+    mask = probabilities_to_mask(probs, options.threshold)
+    lesions = lesion_table(mask, geometry)
+    summary = summarize_case(case.case_id, mask, geometry, lesions)
+    # the mask is written last among the image outputs: its presence marks the case as done for resuming
+    if options.save_probabilities:
+        write_image(probs.astype(np.float32, copy=False), geometry, outputs.probabilities)
+    write_csv(lesions, outputs.lesions)
+    if options.write_qc:
+        title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
+        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title)
+    write_image(mask, geometry, outputs.mask)
+    return summary
+
+
+def summary_from_outputs(case: InputCase, outputs: CaseOutputs) -> CaseSummary:
+    """Summary row of a case finished by an earlier run, recomputed from its mask on disk."""
+    mask_image = read_image(outputs.mask, dtype=None)
+    mask = np.asarray(mask_image.array) > 0
+    return summarize_case(case.case_id, mask, mask_image.geometry, lesion_table(mask, mask_image.geometry))
+
+
+class CasePipeline:
+    """Runs cases through reader → network → writer with bounded look-ahead so memory stays flat."""
+
+    def __init__(self, predictor: SlicePredictor, plan: Plan, options: RunOptions, workers: int = 1) -> None:
+        self.predictor = predictor
+        self.plan = plan
+        self.options = options
+        self.workers = max(1, int(workers))
+
+    def run(self, cases: Sequence[InputCase], on_done: Optional[Callable[[CaseSummary], None]] = None) -> List[CaseSummary]:
+        """Predict ``cases`` in order; returns one summary per case (status ok or failed)."""
+        results: Dict[str, CaseSummary] = {}
+
+        def record(summary: CaseSummary) -> None:
+            results[summary.case_id] = summary
+            if on_done is not None:
+                on_done(summary)
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="deepwml-read") as readers, ThreadPoolExecutor(
+            self.workers, thread_name_prefix="deepwml-write"
+        ) as writers:
+            pending_reads: Deque[Tuple[InputCase, Future]] = deque()
+            pending_writes: Deque[Tuple[InputCase, Future]] = deque()
+            queue = list(cases)
+            lookahead = self.workers + 1
+            while queue or pending_reads:
+                while queue and len(pending_reads) < lookahead:
+                    case = queue.pop(0)
+                    pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid)))
+                case, future = pending_reads.popleft()
+                try:
+                    prepared = future.result()
+                    probs = self.predictor.predict(prepared.image_pp, prepared.head)
+                except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+                    record(failed_case(case.case_id, describe_error(e)))
+                    _debug_trace(e)
+                    continue
+                pending_writes.append((case, writers.submit(write_case, prepared, probs, self.options)))
+                del prepared, probs
+                while len(pending_writes) > self.workers:
+                    self._collect(pending_writes.popleft(), record)
+            while pending_writes:
+                self._collect(pending_writes.popleft(), record)
+        return [results[c.case_id] for c in cases]
+
+    @staticmethod
+    def _collect(item: Tuple[InputCase, Future], record: Callable[[CaseSummary], None]) -> None:
+        """Wait for one write and record its summary or its failure."""
+        case, future = item
+        try:
+            record(future.result())
+        except Exception as e:  # noqa: BLE001
+            record(failed_case(case.case_id, describe_error(e)))
+            _debug_trace(e)
+
+
+def _debug_trace(e: BaseException) -> None:
+    """Unexpected errors keep their traceback on stderr when DEEPWML_DEBUG is set (user errors never do)."""
+    import os
+    import sys
+
+    if os.environ.get("DEEPWML_DEBUG") and not isinstance(e, DeepWMLError):
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)

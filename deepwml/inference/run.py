@@ -1,0 +1,136 @@
+"""One prediction run as the CLI describes it: find the model and the cases, skip finished ones, predict, summarise."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from deepwml.inference.device import available_cpus, choose_precision, resolve_device
+from deepwml.inference.inputs import InputCase, discover_cases
+from deepwml.inference.lesion_report import CaseSummary, failed_case, summary_frame
+from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
+from deepwml.inference.outputs import case_outputs, check_inputs_safe, summary_path, write_csv
+from deepwml.inference.parts import check_part, select_part
+from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.paths import results_root
+
+
+@dataclass
+class PredictRequest:
+    """Everything deepwml_predict is asked to do."""
+
+    input: Path
+    output: Path
+    model_dir: Optional[Path] = None
+    dataset: Optional[str] = None
+    plan: Optional[str] = None
+    folds: Optional[Sequence[str]] = None
+    results_root: Optional[str] = None
+    checkpoint: str = "best"
+    device: str = "auto"
+    tta: bool = False
+    save_probabilities: bool = False
+    num_parts: int = 1
+    part_id: int = 0
+    series_uid: Optional[str] = None
+    workers: int = 1
+    allow_bf16: bool = True
+    force_bf16: bool = False
+    overwrite: bool = False
+    write_qc: bool = True
+    progress: bool = False
+    crop: bool = True
+
+
+@dataclass
+class PredictReport:
+    """What a run did."""
+
+    summaries: List[CaseSummary]
+    predicted: int = 0
+    resumed: int = 0
+    seconds: float = 0.0
+    summary_csv: Optional[Path] = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    folds: List[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> List[CaseSummary]:
+        """Cases that could not be predicted."""
+        return [s for s in self.summaries if s.status != "ok"]
+
+    def describe(self) -> str:
+        """One line for the terminal."""
+        return (
+            f"deepwml_predict: {self.predicted} case(s) predicted, {self.resumed} already done, {len(self.failed)} failed "
+            f"in {self.seconds:.1f} s ({self.device}, {self.precision}, folds {' '.join(self.folds) or '-'}); "
+            f"summary: {self.summary_csv}"
+        )
+
+
+def _model_dir(request: PredictRequest) -> Path:
+    """The PLAN folder from -m or from -d/-p below the results root."""
+    if request.model_dir is not None:
+        return resolve_model_dir(model_dir=request.model_dir, dataset=request.dataset, plan=request.plan)
+    root = results_root(request.results_root) if request.dataset else None
+    return resolve_model_dir(dataset=request.dataset, plan=request.plan, results_root=root)
+
+
+def predict(request: PredictRequest) -> PredictReport:
+    """Run a whole prediction request; failed cases are reported, not raised."""
+    start = time.perf_counter()
+    check_part(request.num_parts, request.part_id)
+    spec = check_model(_model_dir(request), request.folds, request.checkpoint)
+    all_cases = discover_cases(request.input)
+    out_dir = request.output.expanduser()
+    check_inputs_safe(all_cases, out_dir, request.input)
+    cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
+    done, todo = _split_done(cases, out_dir, request)
+    report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done))
+    summaries = {}
+    for case in done:
+        try:
+            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case))
+        except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
+            summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
+    device = resolve_device(request.device)
+    precision = choose_precision(device, request.allow_bf16, request.force_bf16)
+    report.device, report.precision = str(device), precision.name
+    if todo:
+        torch.set_num_threads(available_cpus())
+        networks = build_fold_networks(spec, load_fold_states(spec))
+        predictor = SlicePredictor(
+            networks, spec.plan, device, precision, tta=request.tta or spec.plan.inference.tta, crop=request.crop
+        )
+        options = RunOptions(
+            out_dir=out_dir,
+            threshold=spec.plan.inference.threshold,
+            save_probabilities=request.save_probabilities,
+            write_qc=request.write_qc,
+            series_uid=request.series_uid,
+        )
+        with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar:
+            results = CasePipeline(predictor, spec.plan, options, request.workers).run(todo, on_done=lambda s: bar.update(1))
+        for s in results:
+            summaries[s.case_id] = s
+        report.predicted = sum(s.status == "ok" for s in results)
+    report.summaries = [summaries[c.case_id] for c in cases]
+    report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
+    write_csv(summary_frame(report.summaries), report.summary_csv)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _split_done(cases: Sequence[InputCase], out_dir: Path, request: PredictRequest) -> tuple:
+    """(cases finished by an earlier run, cases to predict); --overwrite predicts everything again."""
+    if request.overwrite:
+        return [], list(cases)
+    done = [c for c in cases if case_outputs(out_dir, c).complete(request.save_probabilities, request.write_qc)]
+    finished = {c.case_id for c in done}
+    return done, [c for c in cases if c.case_id not in finished]
