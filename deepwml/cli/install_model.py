@@ -1,21 +1,36 @@
-"""deepwml_install_model (not built yet)."""
+"""deepwml_install_model: unpack a model zip from deepwml_export_model into the results folder."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.utils.errors import NotBuiltYet
+from deepwml.inference.packaging import install_model
+from deepwml.paths import add_root_arguments, results_root
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of deepwml_install_model."""
-    return argparse.ArgumentParser(prog="deepwml_install_model", description="deepwml_install_model: this stage is not built yet.")
+    p = argparse.ArgumentParser(
+        prog="deepwml_install_model",
+        description=(
+            "Install a model zip into RESULTS/DatasetNNN_Name/PLAN, then predict with "
+            "'deepwml_predict -m RESULTS/DatasetNNN_Name/PLAN' or '-d DatasetNNN_Name -p PLAN'. Members with absolute "
+            "paths or '..' are refused, the plan hash is checked and checkpoints are loaded with the safe loader."
+        ),
+    )
+    p.add_argument("zip", help="model zip written by deepwml_export_model")
+    add_root_arguments(p, kinds=("results",))
+    p.add_argument("--overwrite", action="store_true", help="replace a model already installed under the same name")
+    return p
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    build_parser().parse_args(argv)
-    raise NotBuiltYet("deepwml_install_model")
+    args = build_parser().parse_args(argv)
+    target = install_model(Path(args.zip).expanduser(), results_root(args.results_root), overwrite=args.overwrite)
+    print(f"deepwml_install_model: installed {target}; predict with: deepwml_predict -i INPUT -o OUTPUT -m {target}")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
