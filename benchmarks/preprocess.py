@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def measure(dataset: Path, n_jobs: int, preset: str) -> Dict[str, Any]:
     preprocess_s = time.perf_counter() - started
     # workers count toward RUSAGE_CHILDREN only once they have exited and been reaped
     get_reusable_executor().shutdown(wait=True)
+    cache_mib = sum(p.stat().st_size for p in (out / plan.name / "cache").iterdir()) / 1024**2
+    shutil.rmtree(out.parent, ignore_errors=True)
     kib = 1024  # ru_maxrss is in KiB on Linux
     return {
         "cases": len(cases),
@@ -107,7 +110,7 @@ def measure(dataset: Path, n_jobs: int, preset: str) -> Dict[str, Any]:
         "preprocess_s": preprocess_s,
         "peak_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
         "peak_worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib,
-        "cache_mib": sum(p.stat().st_size for p in (out / plan.name / "cache").iterdir()) / 1024**2,
+        "cache_mib": cache_mib,
     }
 
 
@@ -123,11 +126,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.measure_only:
         print(json.dumps(measure(args.dataset, args.n_jobs, args.preset)))
         return 0
-    dataset = args.dataset or make_dataset(Path(tempfile.mkdtemp(prefix="deepwml_bench_raw_")), args.cases, args.n_jobs)
-    child = [sys.executable, __file__, "--measure-only", "--dataset", str(dataset), "-np", str(args.n_jobs), "--preset", args.preset]
-    r = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    scratch = None if args.dataset else Path(tempfile.mkdtemp(prefix="deepwml_bench_raw_"))
+    try:
+        dataset = args.dataset or make_dataset(scratch, args.cases, args.n_jobs)
+        child = [sys.executable, __file__, "--measure-only", "--dataset", str(dataset), "-np", str(args.n_jobs), "--preset", args.preset]
+        r = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     total = r["fingerprint_s"] + r["preprocess_s"]
-    print(f"dataset: {dataset} ({r['cases']} training cases), preset {r['preset']}, {r['n_jobs']} workers")
+    print(f"dataset: {dataset.name} ({r['cases']} training cases), preset {r['preset']}, {r['n_jobs']} workers")
     print(f"fingerprint:   {r['fingerprint_s']:6.1f} s  {r['cases'] / r['fingerprint_s']:5.2f} cases/s")
     print(f"preprocessing: {r['preprocess_s']:6.1f} s  {r['cases'] / r['preprocess_s']:5.2f} cases/s")
     print(f"together:      {total:6.1f} s  {r['cases'] / total:5.2f} cases/s")
