@@ -1,0 +1,169 @@
+"""The scanner: FLAIR contrast per vendor and field strength, slice stack geometry, bias field, Rician noise, storage.
+
+Intensities are relative to normal white matter (1.0) until :func:`store` scales them to the vendor's range.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+import numpy as np
+
+from deepwml.imageio import Geometry
+from deepwml.synthetic.anatomy import Tissues
+from deepwml.synthetic.centres import Centre, matrix_for_spacing
+from deepwml.synthetic.fields import upsample_inplane
+from deepwml.synthetic.shapes import rotation_matrix
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """FLAIR signal of each tissue relative to white matter, and the scanner's noise, bias and storage."""
+
+    grey: float
+    deep_grey: float
+    csf: float
+    lesion: float
+    rim: float
+    fat: float
+    skin: float
+    bone: float
+    marrow: float
+    soft: float
+    #: Gaussian noise of each complex channel relative to white matter, for a 0.94 × 0.94 × 6.5 mm voxel
+    noise: float
+    #: standard deviation of the log bias field, and how much brighter the centre of the head is (3T dielectric effect)
+    bias: float
+    centre_brightening: float
+    #: stored value of white matter (int16, as DICOM stores it; vendors differ by an order of magnitude)
+    scale: float
+
+
+#: Typical contrasts; each patient's scan varies around these.
+_BASE = {
+    ("GE", 3.0): Contrast(1.17, 1.07, 0.32, 1.80, 1.36, 1.25, 0.75, 0.06, 0.55, 0.65, 0.045, 0.10, 0.12, 1000.0),
+    ("Siemens", 3.0): Contrast(1.21, 1.09, 0.27, 1.85, 1.38, 1.35, 0.70, 0.05, 0.60, 0.60, 0.040, 0.12, 0.15, 330.0),
+    ("Philips", 1.5): Contrast(1.12, 1.05, 0.45, 1.70, 1.30, 1.50, 0.80, 0.08, 0.65, 0.70, 0.060, 0.07, 0.0, 190.0),
+    ("GE", 1.5): Contrast(1.12, 1.05, 0.48, 1.70, 1.30, 1.40, 0.80, 0.08, 0.60, 0.70, 0.065, 0.06, 0.0, 650.0),
+}
+
+#: Reference voxel volume (mm³) for :attr:`Contrast.noise`.
+_REFERENCE_VOXEL = 0.9375 * 0.9375 * 6.5
+
+
+def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
+    """The FLAIR contrast of one scan at ``centre``: the vendor's typical values with patient-to-patient spread."""
+    base = _BASE[(centre.vendor, centre.field_strength)]
+    j = lambda v, sd: float(v + rng.normal(0, sd))  # noqa: E731
+    return replace(
+        base,
+        grey=j(base.grey, 0.03),
+        deep_grey=j(base.deep_grey, 0.02),
+        csf=float(np.clip(j(base.csf, 0.07), 0.18, 0.65)),
+        lesion=j(base.lesion, 0.1),
+        rim=j(base.rim, 0.04),
+        fat=j(base.fat, 0.1),
+        noise=float(base.noise * rng.uniform(0.8, 1.25)),
+        bias=float(base.bias * rng.uniform(0.6, 1.4)),
+        centre_brightening=float(base.centre_brightening * rng.uniform(0.5, 1.5)),
+        scale=float(base.scale * rng.uniform(0.75, 1.3)),
+    )
+
+
+@dataclass(frozen=True)
+class Stack:
+    """How the slices were acquired and stored."""
+
+    n_slices: int
+    thickness: float
+    spacing: float
+    matrix: Tuple[int, int]  # (ny, nx)
+    tilt_deg: float
+    centre_world: Tuple[float, float, float]
+    storage: str
+
+    @property
+    def work_factor(self) -> int:
+        """Integer in-plane factor between the synthesis grid (about 1 mm) and the stored matrix."""
+        return max(1, int(round(0.95 / self.spacing)))
+
+    @property
+    def sub_slices(self) -> int:
+        """Thin sub-slices averaged into one stored slice (at most 1.6 mm each)."""
+        return max(2, int(np.ceil(self.thickness / 1.6)))
+
+    def geometry(self) -> Geometry:
+        """Geometry of the stored image, with the oblique direction cosines and the centre's voxel order."""
+        ny, nx = self.matrix
+        size = np.array([nx, ny, self.n_slices])
+        spacing = np.array([self.spacing, self.spacing, self.thickness])
+        direction = rotation_matrix(pitch_deg=self.tilt_deg)
+        origin = np.asarray(self.centre_world) - direction @ ((size - 1) / 2 * spacing)
+        if self.storage == "RAS":
+            # converters such as dcm2niix store x and y reversed: index 0 is the patient's right-anterior corner
+            origin = origin + direction @ (np.array([nx - 1, ny - 1, 0]) * spacing)
+            direction = direction @ np.diag([-1.0, -1.0, 1.0])
+        return Geometry(tuple(size), tuple(spacing), tuple(origin), tuple(direction.ravel()))
+
+
+def sample_stack(centre: Centre, rng: np.random.Generator, head_width_mm: float) -> Stack:
+    """Thickness, spacing, matrix, slice count and tilt for one patient, from the centre's own protocol."""
+    thickness = float(rng.choice(centre.thicknesses_mm))
+    spacing = float(rng.choice(centre.spacings_mm))
+    n_slices = int(np.clip(round(rng.normal(centre.mean_slices, 1.5)), 17, 30))
+    m = matrix_for_spacing(spacing)
+    k = max(1, int(round(0.95 / spacing)))
+    quantum = 4 * k
+    phase = float(rng.choice(centre.phase_fov))
+    nx = int(round(m * phase / quantum) * quantum)
+    if nx * spacing < head_width_mm + 12:
+        nx = m  # a rectangular field of view must still hold the head, or it would wrap
+    tilt = float(rng.uniform(6, 18) * rng.choice([-1, 1])) if rng.random() < centre.p_oblique else 0.0
+    centre_world = (float(rng.normal(0, 3)), float(rng.normal(15, 5)), float(rng.normal(20, 10)))
+    return Stack(n_slices, thickness, spacing, (m, nx), tilt, centre_world, centre.storage)
+
+
+def mix(t: Tissues, lesion: np.ndarray, lesion_contrast: np.ndarray, c: Contrast) -> np.ndarray:
+    """FLAIR signal (white matter = 1) of the fine voxels: each tissue painted over the ones that enclose it."""
+
+    def paint(img: np.ndarray, frac: np.ndarray, value) -> np.ndarray:
+        return img + frac * (value - img)
+
+    img = t.head * np.float32(c.skin)
+    img = paint(img, t.fat, np.float32(c.fat))
+    img = paint(img, t.skull, np.float32(c.bone))
+    img = paint(img, t.diploe * t.skull, np.float32(c.marrow))
+    inner = np.float32(c.csf) + t.soft * np.float32(c.soft - c.csf)
+    img = paint(img, t.intracranial, inner)
+    tissue = np.float32(1.0) + t.grey * np.float32(c.grey - 1.0)
+    tissue = paint(tissue, t.deep_grey * (1.0 - t.grey), np.float32(c.deep_grey))
+    tissue = paint(tissue, t.csf, np.float32(c.csf))
+    tissue = paint(tissue, t.ventricle, np.float32(c.csf))
+    tissue = paint(tissue, t.rim, np.float32(c.rim))
+    tissue = paint(tissue, lesion, 1.0 + lesion_contrast * np.float32(c.lesion - 1.0))
+    return paint(img, t.brain, tissue)
+
+
+def bias_field(log_bias: np.ndarray, radius2: np.ndarray, c: Contrast) -> np.ndarray:
+    """Multiplicative receive-coil bias: a smooth random field plus brighter centre at 3 T."""
+    return np.exp(np.float32(c.bias) * log_bias + np.float32(c.centre_brightening) * np.clip(1.0 - radius2, 0.0, 1.0)).astype(np.float32)
+
+
+def magnitude_with_noise(signal: np.ndarray, sigma: float, factor: int, rng: np.random.Generator) -> np.ndarray:
+    """Rician magnitude: complex Gaussian noise added at the acquired resolution, zero-fill interpolated by ``factor``."""
+    real = signal + rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(sigma)
+    imag = rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(sigma)
+    real = upsample_inplane(real, factor)
+    imag = upsample_inplane(imag, factor)
+    return np.sqrt(real * real + imag * imag)
+
+
+def noise_sigma(c: Contrast, stack: Stack) -> float:
+    """Noise of a voxel of the synthesis grid: smaller voxels are noisier."""
+    dw = stack.spacing * stack.work_factor
+    return c.noise * float(np.sqrt(_REFERENCE_VOXEL / (dw * dw * stack.thickness)))
+
+
+def store(image: np.ndarray, c: Contrast) -> np.ndarray:
+    """Scale to the vendor's stored range and round to int16, as DICOM stores it."""
+    return np.clip(np.rint(image * np.float32(c.scale)), 0, 32767).astype(np.int16)

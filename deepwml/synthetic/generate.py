@@ -1,0 +1,210 @@
+"""One synthetic patient: anatomy, lesions and scanner drawn from a per-case seed, rendered slice block by slice block.
+
+The head is synthesised on a grid of about 1 mm in-plane and 1-1.3 mm through-plane, averaged over each slice's
+thickness (partial volume), then zero-fill interpolated to the stored matrix together with complex noise. Memory
+is bounded by the block size, not by the matrix or the number of slices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from deepwml.datasets import CaseMeta
+from deepwml.imageio import Geometry
+from deepwml.synthetic.acquisition import (
+    Contrast,
+    Stack,
+    bias_field,
+    magnitude_with_noise,
+    mix,
+    noise_sigma,
+    sample_contrast,
+    sample_stack,
+    store,
+)
+from deepwml.synthetic.anatomy import FOLD_RADIUS_MM, Anatomy, anatomy_fields, render_tissues, sample_anatomy
+from deepwml.synthetic.centres import CENTRES, Centre
+from deepwml.synthetic.fields import CoarseField, noise_field, upsample_inplane
+from deepwml.synthetic.grid import Grid, Pose
+from deepwml.synthetic.lesions import Lesions, render_lesions, sample_lesions
+from deepwml.synthetic.shapes import rotation_matrix
+from deepwml.utils.errors import DeepWMLError
+
+#: A pixel is lesion when at least this share of its slice's thickness is lesion (what a reader would outline).
+LABEL_FRACTION = 0.4
+#: Upper bound of fine voxels synthesised at once (sets the memory of one worker).
+BLOCK_VOXELS = 300_000
+#: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
+COARSE_MM = 2.0
+#: Bump when the generator changes what it writes for a given seed.
+GENERATOR_VERSION = 1
+
+
+@dataclass
+class SyntheticCase:
+    """One generated patient: image and label in numpy (z, y, x) order, their geometry and metadata."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    geometry: Geometry
+    meta: CaseMeta
+    #: with ``truth=True``: boolean masks 'brain' (parenchyma), 'ventricle', 'rim' (bright normal lining) on the image grid
+    truth: Optional[Dict[str, np.ndarray]] = None
+
+
+def case_rng(seed: int, centre: str, index: int) -> np.random.Generator:
+    """The random stream of one case: depends on the seed, the centre and the case number only."""
+    centre_number = list(CENTRES).index(centre)
+    return np.random.default_rng(np.random.SeedSequence([int(seed), centre_number, int(index), GENERATOR_VERSION]))
+
+
+def case_id_for(centre: str, index: int) -> str:
+    """'MS1_007' for the 7th patient of MS#1."""
+    return f"{CENTRES[centre].case_prefix}_{index:03d}"
+
+
+def sample_subject(disease: str, rng: np.random.Generator) -> Tuple[float, float, float]:
+    """(age, lesion severity 0..1, extra atrophy) of a patient with ``disease``."""
+    if disease == "MS":
+        age = rng.uniform(20, 56)
+        severity = rng.beta(2.2, 2.4)
+        return float(age), float(severity), float(0.12 * severity)
+    if disease == "NMOSD":
+        return float(rng.uniform(20, 65)), float(rng.beta(1.8, 2.2)), 0.0
+    age = rng.uniform(50, 88)
+    severity = float(np.clip(rng.beta(1.4, 1.4) + (age - 70) / 120, 0.0, 1.0))
+    return float(age), severity, float(0.2 * severity)
+
+
+def generate_case(centre: str, index: int = 1, seed: int = 0, case_id: Optional[str] = None, truth: bool = False) -> SyntheticCase:
+    """Generate patient ``index`` (1-based) of ``centre`` (e.g. 'MS#1') for ``seed``; the same inputs give the same case."""
+    if centre not in CENTRES:
+        raise DeepWMLError(f"unknown centre {centre!r}; choose from {', '.join(CENTRES)}")
+    c = CENTRES[centre]
+    rng = case_rng(seed, centre, index)
+    scanner = str(rng.choice(c.scanners))
+    age, severity, atrophy_extra = sample_subject(c.disease, rng)
+    anatomy = sample_anatomy(rng, age, atrophy_extra)
+    lesions = sample_lesions(c.disease, anatomy, rng, severity)
+    stack = sample_stack(c, rng, 2 * float(anatomy.head_half_extent[0]))
+    contrast = sample_contrast(c, rng)
+    image, label, masks = _render(anatomy, lesions, stack, contrast, _sample_pose(rng, anatomy, stack), rng, truth)
+    geometry = stack.geometry()
+    meta = CaseMeta(
+        centre=c.name,
+        disease=c.disease,
+        vendor=c.vendor,
+        scanner=scanner,
+        field_strength=c.field_strength,
+        extra={
+            "slice_thickness": stack.thickness,
+            "pixel_spacing": stack.spacing,
+            "age": int(round(age)),
+            "severity": round(severity, 3),
+            "tilt_deg": round(stack.tilt_deg, 2),
+            "lesion_volume_ml": round(float(label.sum()) * geometry.voxel_volume_ml, 3),
+        },
+    )
+    return SyntheticCase(case_id or case_id_for(centre, index), image, label, geometry, meta, masks)
+
+
+def _sample_pose(rng: np.random.Generator, anatomy: Anatomy, stack: Stack) -> Pose:
+    """Head position in the image frame, and which part of the head the slab covers."""
+    rotation = rotation_matrix(rng.normal(0, 4), rng.normal(0, 4), rng.normal(0, 2.5))
+    height = stack.n_slices * stack.thickness
+    top = anatomy.brain_centre[2] + anatomy.brain_axes[2] + rng.uniform(0, 8)
+    bottom = -62 * anatomy.size + rng.uniform(-8, 8)
+    if height >= top - bottom:
+        centre_z = 0.5 * (top + bottom) + rng.uniform(-0.4, 0.4) * (height - (top - bottom))
+    else:
+        centre_z = top - rng.uniform(0, 5) - 0.5 * height  # short stacks cover the cerebrum and drop the posterior fossa
+    shift = -rotation @ np.array([0.0, anatomy.brain_centre[1], centre_z]) + np.array([rng.normal(0, 3), rng.normal(0, 3), 0.0])
+    return Pose(rotation, shift)
+
+
+def _axis(n: int, step: float) -> np.ndarray:
+    """Pixel-centre coordinates (mm) of n pixels of size ``step`` centred on 0."""
+    return (np.arange(n) - (n - 1) / 2.0) * step
+
+
+def _noise_fields(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> Dict[str, CoarseField]:
+    """All smooth random fields of one case, on coarse grids covering the image box lo..hi (mm, z y x)."""
+    sphere = FOLD_RADIUS_MM + 16.0
+    return {
+        "shape": noise_field(rng, lo, hi, 8.0, 70.0),
+        "depth": noise_field(rng, lo, hi, 6.0, 40.0),
+        "fold": noise_field(rng, (-sphere,) * 3, (sphere,) * 3, 2.0, 22.0, bandpass=True),
+        "lesion": noise_field(rng, lo, hi, 2.0, 6.0),
+        "band": noise_field(rng, lo, hi, 3.0, 14.0),
+        "confluence": noise_field(rng, lo, hi, 3.0, 22.0),
+        "bias": noise_field(rng, lo, hi, 16.0, 160.0),
+    }
+
+
+def _render(
+    anatomy: Anatomy, lesions: Lesions, stack: Stack, contrast: Contrast, pose: Pose, rng: np.random.Generator, truth: bool
+) -> Tuple[np.ndarray, np.ndarray, Optional[Dict[str, np.ndarray]]]:
+    """Image (stored dtype), label (uint8) and optional truth masks, all in the stored voxel order."""
+    k = stack.work_factor
+    ny, nx = stack.matrix
+    dw = stack.spacing * k
+    yw, xw = _axis(ny // k, dw), _axis(nx // k, dw)
+    n_sub = stack.sub_slices
+    z_slices = _axis(stack.n_slices, stack.thickness)
+    sub_offsets = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * stack.thickness
+    z_fine = (z_slices[:, None] + sub_offsets[None, :]).ravel()
+
+    # synthesise only inside the head's bounding box; the rest of the field of view is air
+    half = anatomy.head_half_extent
+    box_lo = np.array([-half[0], anatomy.brain_centre[1] - half[1], -200.0])
+    box_hi = np.array([half[0], anatomy.brain_centre[1] + half[1], 200.0])
+    _, ys, xs = Grid(z_fine, yw, xw, pose).block_around(box_lo, box_hi)
+    y_crop, x_crop = yw[ys], xw[xs]
+    lo = np.array([z_fine[0], y_crop[0], x_crop[0]]) - 6.0
+    hi = np.array([z_fine[-1], y_crop[-1], x_crop[-1]]) + 6.0
+    noise = _noise_fields(rng, lo, hi)
+    # the anatomy's smooth fields live on a grid of f x f fine pixels in-plane (pixel-centred) and ~2 mm in z
+    f = max(1, int(round(COARSE_MM / dw)))
+    coarse_inplane = [c[0] + (np.arange(-(-len(c) // f)) * f + (f - 1) / 2.0) * dw for c in (y_crop, x_crop)]
+    coarse = Grid(np.arange(lo[0], hi[0] + COARSE_MM, COARSE_MM), *coarse_inplane, pose)
+    fields = anatomy_fields(anatomy, coarse, noise, f, (len(y_crop), len(x_crop)))
+
+    width = max(dw, stack.thickness / n_sub)
+    signal = np.zeros((stack.n_slices, len(yw), len(xw)), np.float32)
+    lesion_frac = np.zeros_like(signal)
+    masks = {name: np.zeros_like(signal) for name in ("brain", "ventricle", "rim")} if truth else None
+    per_block = max(1, BLOCK_VOXELS // (n_sub * len(y_crop) * len(x_crop)))
+    for s0 in range(0, stack.n_slices, per_block):
+        s1 = min(stack.n_slices, s0 + per_block)
+        grid = Grid(z_fine[s0 * n_sub : s1 * n_sub], y_crop, x_crop, pose)
+        tissues = render_tissues(anatomy, fields, grid.z, width)
+        les, les_contrast = render_lesions(lesions, anatomy, tissues, grid, noise, width)
+        fine = mix(tissues, les, les_contrast, contrast)
+        slab = lambda a: a.reshape(s1 - s0, n_sub, len(y_crop), len(x_crop)).mean(axis=1)  # noqa: E731
+        signal[s0:s1, ys, xs] = slab(fine)
+        lesion_frac[s0:s1, ys, xs] = slab(les)
+        if masks is not None:
+            parenchyma = tissues.brain * (1.0 - tissues.csf) * (1.0 - tissues.ventricle)
+            masks["brain"][s0:s1, ys, xs] = slab(parenchyma)
+            masks["ventricle"][s0:s1, ys, xs] = slab(tissues.brain * tissues.ventricle)
+            masks["rim"][s0:s1, ys, xs] = slab(tissues.brain * tissues.rim * (1.0 - les))
+
+    # receive bias, evaluated at the slice centres on the synthesis grid (it is smooth)
+    radius2 = (yw[None, :, None] / 90.0) ** 2 + (xw[None, None, :] / 75.0) ** 2 + (z_slices[:, None, None] / 110.0) ** 2
+    signal *= bias_field(noise["bias"].sample(z_slices, yw, xw), radius2.astype(np.float32), contrast)
+    image = store(magnitude_with_noise(signal, noise_sigma(contrast, stack), k, rng), contrast)
+    label = (upsample_inplane(lesion_frac, k) >= LABEL_FRACTION).astype(np.uint8)
+    out_masks = None
+    if masks is not None:
+        out_masks = {name: _to_storage(upsample_inplane(m, k) >= 0.5, stack) for name, m in masks.items()}
+    return _to_storage(image, stack), _to_storage(label, stack), out_masks
+
+
+def _to_storage(array: np.ndarray, stack: Stack) -> np.ndarray:
+    """Reverse x and y for centres that store RAS-ordered voxels (see :meth:`Stack.geometry`)."""
+    if stack.storage == "RAS":
+        return np.ascontiguousarray(array[:, ::-1, ::-1])
+    return array
