@@ -15,7 +15,7 @@ from deepwml.utils.atomic import atomic_path, write_json
 
 
 def set_threshold_weights(net: nn.Module, threshold: float = 1.5, gain: float = 4.0) -> nn.Module:
-    """Turn a plan's U-Net (norm 'none') into logits = gain * (3×3 mean of relu(x) - threshold).
+    """Turn a plan's U-Net (norm 'none') into logits = gain * (relu(3×3 mean of x) - threshold).
 
     Only channel 0 of the finest encoder and decoder blocks carries signal; every other weight is zero, so the
     output is a known function of the z-scored input: lesions brighter than ``threshold`` standard deviations.

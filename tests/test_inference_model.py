@@ -1,0 +1,143 @@
+"""Model loading (plan-hash checks, folds, safe loading) and the slice predictor (ensemble, TTA, batching, head crop)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from deepwml.inference.device import choose_precision
+from deepwml.inference.model_loading import build_fold_networks, check_model, load_checkpoint, load_fold_states, resolve_model_dir
+from deepwml.inference.predictor import SlicePredictor, inference_region
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.utils.errors import DeepWMLError
+
+CPU = torch.device("cpu")
+FP32 = choose_precision(CPU, allow_reduced=False)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _model(tmp_path, folds=(0,), kind="random", plan=None):
+    return write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", plan or tiny_plan(), folds, kind=kind)
+
+
+def _predictor(model_dir, folds=None, tta=False, batch_size=None, crop=True):
+    spec = check_model(model_dir, folds)
+    nets = build_fold_networks(spec, load_fold_states(spec))
+    return SlicePredictor(nets, spec.plan, CPU, FP32, tta=tta, batch_size=batch_size, crop=crop)
+
+
+def test_model_is_found_by_folder_or_by_dataset_and_plan(tmp_path):
+    model_dir = _model(tmp_path)
+    assert resolve_model_dir(model_dir=model_dir) == model_dir
+    assert resolve_model_dir(dataset="999", plan="tiny", results_root=tmp_path / "results") == model_dir
+    with pytest.raises(DeepWMLError, match="not both"):
+        resolve_model_dir(model_dir=model_dir, dataset="999", plan="tiny")
+    with pytest.raises(DeepWMLError, match="no plans.json"):
+        resolve_model_dir(model_dir=model_dir.parent)
+    with pytest.raises(DeepWMLError, match="Dataset999_Toy"):
+        resolve_model_dir(dataset="998", plan="tiny", results_root=tmp_path / "results")
+
+
+def test_default_folds_are_the_trained_ones_and_a_missing_fold_is_named(tmp_path):
+    model_dir = _model(tmp_path, folds=(0, 2, 1))
+    assert check_model(model_dir).folds == ["0", "1", "2"]
+    with pytest.raises(DeepWMLError, match="fold 3 is missing"):
+        check_model(model_dir, folds=[0, 3])
+    write_model_dir(model_dir, tiny_plan(), folds=(4,), checkpoint="checkpoint_latest.pth")
+    with pytest.raises(DeepWMLError, match="fold 4 is missing.*--checkpoint latest"):
+        check_model(model_dir, folds=[4])
+    assert check_model(model_dir, folds=[4], checkpoint="latest").checkpoints[0].name == "checkpoint_latest.pth"
+
+
+def test_plans_json_edited_after_training_is_refused(tmp_path):
+    model_dir = _model(tmp_path)
+    plan = tiny_plan()
+    plan.inference.threshold = 0.3
+    plan.save(model_dir / "plans.json")
+    with pytest.raises(DeepWMLError, match="fold_0.*plans.json changed after training"):
+        load_fold_states(check_model(model_dir))
+
+
+def test_folds_trained_with_different_plans_are_refused(tmp_path):
+    model_dir = _model(tmp_path, folds=(0,))
+    other = tiny_plan(features=(4, 8, 16))
+    write_model_dir(tmp_path / "other", other, folds=(1,))
+    (tmp_path / "other" / "fold_1").rename(model_dir / "fold_1")
+    with pytest.raises(DeepWMLError, match="different plans.*fold 0.*fold 1"):
+        load_fold_states(check_model(model_dir))
+
+
+def test_checkpoint_with_pickled_state_loads_only_when_trusted(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": {}, "plan_hash": "x", "rng": {"numpy": np.random.get_state()}}, path)
+    assert load_checkpoint(path, trusted=True)["plan_hash"] == "x"
+    with pytest.raises(DeepWMLError, match="cannot be loaded safely"):
+        load_checkpoint(path, trusted=False)
+
+
+def test_threshold_toy_network_computes_the_documented_function(tmp_path):
+    predictor = _predictor(_model(tmp_path, kind="threshold"), crop=False)
+    x = np.random.default_rng(0).normal(0, 1.5, (3, 64, 64)).astype(np.float32)
+    smoothed = np.maximum(ndimage.uniform_filter(x, size=(1, 3, 3), mode="constant"), 0)
+    expected = 1 / (1 + np.exp(-4.0 * (smoothed - 1.5)))
+    assert np.allclose(predictor.predict(x), expected, atol=1e-5)
+
+
+def test_ensemble_is_the_mean_of_its_folds_and_batching_changes_nothing(tmp_path):
+    model_dir = _model(tmp_path, folds=(0, 1))
+    x = np.random.default_rng(1).normal(0, 1, (5, 64, 64)).astype(np.float32)
+    both = _predictor(model_dir, batch_size=2, crop=False).predict(x)
+    single = [_predictor(model_dir, folds=[k], batch_size=5, crop=False).predict(x) for k in (0, 1)]
+    assert not np.allclose(single[0], single[1], atol=1e-3)  # the folds really differ
+    assert np.allclose(both, (single[0] + single[1]) / 2, atol=1e-5)
+
+
+def test_flip_tta_makes_the_prediction_mirror_symmetric(tmp_path):
+    predictor = _predictor(_model(tmp_path), tta=True, crop=False)
+    x = np.random.default_rng(2).normal(0, 1, (2, 64, 64)).astype(np.float32)
+    assert np.allclose(predictor.predict(x[..., ::-1]), predictor.predict(x)[..., ::-1], atol=1e-5)
+    plain = _predictor(_model(tmp_path), crop=False)
+    assert not np.allclose(plain.predict(x[..., ::-1]), plain.predict(x)[..., ::-1], atol=1e-3)
+
+
+def test_head_box_is_a_network_friendly_crop_and_headless_slices_are_skipped():
+    plan = tiny_plan(matrix=128, features=(8, 16, 32, 64))
+    head = np.zeros((4, 128, 128), bool)
+    head[1:3, 40:70, 50:61] = True
+    region = inference_region(head, head.shape, plan, margin=8)
+    assert region.slices.tolist() == [1, 2]
+    for span, lo, hi in ((region.rows, 40, 70), (region.cols, 50, 61)):
+        assert span.start <= lo - 8 and span.stop >= hi + 8 and (span.stop - span.start) % 8 == 0
+        assert 0 <= span.start and span.stop <= 128
+    instance = inference_region(head, head.shape, tiny_plan(norm="instance"))
+    assert (instance.rows, instance.cols) == (slice(0, 128), slice(0, 128)) and instance.slices.tolist() == [1, 2]
+
+
+def test_cropped_prediction_matches_the_full_one_inside_the_head(tmp_path):
+    predictor = _predictor(_model(tmp_path, kind="threshold"))
+    x = np.full((3, 64, 64), -1.0, np.float32)
+    x[:, 20:44, 16:40] = np.random.default_rng(3).normal(1, 1.5, (3, 24, 24))
+    head = np.zeros(x.shape, bool)
+    head[:2, 20:44, 16:40] = True  # slice 2 holds no head
+    cropped = predictor.predict(x, head)
+    full = _predictor(_model(tmp_path, kind="threshold"), crop=False).predict(x)
+    assert np.allclose(cropped[:2][head[:2]], full[:2][head[:2]], atol=1e-6)
+    assert not cropped[2].any()
+
+
+def test_sizes_that_do_not_divide_by_the_poolings_are_padded_and_cut_back(tmp_path):
+    predictor = _predictor(_model(tmp_path, kind="threshold"), crop=False)
+    x = np.random.default_rng(4).normal(0, 1.5, (2, 50, 70)).astype(np.float32)
+    probs = predictor.predict(x)
+    assert probs.shape == x.shape and probs.dtype == np.float32
+    smoothed = np.maximum(ndimage.uniform_filter(x, size=(1, 3, 3), mode="constant"), 0)
+    inner = (slice(None), slice(1, -1), slice(1, -1))  # replicate padding only touches the outermost ring
+    assert np.allclose(probs[inner], (1 / (1 + np.exp(-4.0 * (smoothed - 1.5))))[inner], atol=1e-5)

@@ -1,0 +1,172 @@
+"""deepwml_predict end to end on synthetic scans: masks on the input's own grid (axis-aligned, LPS, oblique, DICOM),
+lesion tables and summary, failed cases skipped with a non-zero exit, resume, parts, refusal to overwrite inputs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import oblique_direction, tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import Geometry, read_image, write_image
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from test_dicom import UID_ROOT, write_dicom_series
+
+AXIAL = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
+LPS_FLIPPED = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A threshold toy model (deterministic lesion masks) as a trained PLAN folder."""
+    return write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+
+
+def _case(folder: Path, name: str, seed: int = 0, direction=AXIAL, shape=(6, 72, 60), spacing=(0.9, 0.8, 6.0)):
+    """Write image and reference label for one synthetic case; returns (image path, label)."""
+    image, label, geometry = tiny_case(shape_zyx=shape, spacing_xyz=spacing, direction=direction, seed=seed, n_lesions=5)
+    return write_image(image, geometry, folder / name), label
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def _predict(*args) -> int:
+    return predict_main([str(a) for a in args])
+
+
+def _assert_same_grid(actual: Geometry, expected: Geometry) -> None:
+    assert actual.size == expected.size
+    assert np.allclose(actual.spacing, expected.spacing, atol=1e-6)
+    assert np.allclose(actual.origin, expected.origin, atol=1e-4)
+    assert np.allclose(actual.direction, expected.direction, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "direction,ending",
+    [(AXIAL, ".nii.gz"), (LPS_FLIPPED, ".nii.gz"), (oblique_direction(14), ".nii.gz"), (oblique_direction(-9), ".mha"), (LPS_FLIPPED, ".nrrd")],
+    ids=["axial-nifti", "lps-nifti", "oblique-nifti", "oblique-mha", "lps-nrrd"],
+)
+def test_mask_and_probabilities_lie_on_the_inputs_own_grid(tmp_path, model_dir, direction, ending):
+    path, label = _case(tmp_path / "in", f"scan{ending}", direction=direction)
+    assert _predict("-i", path, "-o", tmp_path / "out", "-m", model_dir, "--save-probabilities") == 0
+    image = read_image(path)
+    mask = read_image(tmp_path / "out" / f"scan{ending}", dtype=None)
+    probs = read_image(tmp_path / "out" / f"scan_prob{ending}", dtype=None)
+    for out in (mask, probs):
+        _assert_same_grid(out.geometry, image.geometry)
+    assert mask.array.dtype == np.uint8 and set(np.unique(mask.array)) <= {0, 1}
+    assert probs.array.dtype == np.float32 and 0 <= probs.array.min() and probs.array.max() <= 1
+    # the toy model thresholds intensity, so its mask must find the phantom's lesions where they are
+    assert _dice(mask.array, label) > 0.8
+    assert np.array_equal(mask.array, (probs.array >= 0.5).astype(np.uint8))
+
+
+def test_lesion_table_and_summary_describe_the_written_mask(tmp_path, model_dir):
+    _case(tmp_path / "in", "a.nii.gz", seed=1)
+    _case(tmp_path / "in", "b.nii.gz", seed=2, spacing=(0.5, 0.5, 5.0))
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir) == 0
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["case_id"].tolist() == ["a", "b"] and (summary["status"] == "ok").all()
+    for row in summary.itertuples():
+        mask = read_image(tmp_path / "out" / f"{row.case_id}.nii.gz", dtype=None)
+        lesions = pd.read_csv(tmp_path / "out" / f"{row.case_id}_lesions.csv")
+        voxel_ml = np.prod(mask.geometry.spacing) / 1000
+        assert row.total_lesion_volume_ml == pytest.approx(np.count_nonzero(mask.array) * voxel_ml, rel=1e-5)
+        assert row.lesion_count == len(lesions) > 0 and lesions["voxels"].sum() == np.count_nonzero(mask.array)
+        assert row.slice_thickness_mm == mask.geometry.spacing[2]
+        areas = [float(a) for a in row.lesion_area_mm2_per_slice.split(";")]
+        assert len(areas) == mask.array.shape[0]
+        assert sum(areas) * row.slice_thickness_mm / 1000 == pytest.approx(row.total_lesion_volume_ml, rel=1e-3)
+        assert (tmp_path / "out" / "qc" / f"{row.case_id}.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("direction", [AXIAL, oblique_direction(12)], ids=["axial", "oblique"])
+def test_dicom_series_gets_a_nifti_mask_aligned_to_the_series(tmp_path, model_dir, direction):
+    image, label, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), direction=direction, seed=4, n_lesions=5)
+    write_dicom_series(tmp_path / "dicom" / "patient7", np.round(image * 10).astype(np.int16), geometry, UID_ROOT + "70.1")
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "out", "-m", model_dir) == 0
+    mask = read_image(tmp_path / "out" / "patient7.nii.gz", dtype=None)
+    _assert_same_grid(mask.geometry, read_image(tmp_path / "dicom" / "patient7").geometry)
+    assert _dice(mask.array, label) > 0.8
+
+
+def test_bad_cases_are_reported_and_skipped_while_the_rest_are_predicted(tmp_path, model_dir, capsys):
+    _case(tmp_path / "in", "good.nii.gz")
+    geometry = Geometry((16, 16, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    nan = np.ones((4, 16, 16), np.float32)
+    nan[0, 0, 0] = np.nan
+    write_image(nan, geometry, tmp_path / "in" / "has_nan.nii.gz")
+    write_image(np.zeros((4, 16, 16), np.float32), geometry, tmp_path / "in" / "empty.nii.gz")
+    good = (tmp_path / "in" / "good.nii.gz").read_bytes()
+    (tmp_path / "in" / "truncated.nii.gz").write_bytes(good[: len(good) // 2])
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir) == 1
+    err = capsys.readouterr().err
+    assert "3 case(s) failed" in err and all(n in err for n in ("has_nan.nii.gz", "empty.nii.gz", "truncated.nii.gz"))
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
+    assert summary.loc["good", "status"] == "ok" and (tmp_path / "out" / "good.nii.gz").exists()
+    assert (summary.drop(index="good")["status"] == "failed").all()
+    assert "NaN" in summary.loc["has_nan", "error"] and "empty" in summary.loc["empty", "error"]
+    assert not (tmp_path / "out" / "has_nan.nii.gz").exists()
+
+
+def test_finished_cases_are_skipped_on_a_second_run_unless_overwrite(tmp_path, model_dir, capsys):
+    for i in range(2):
+        _case(tmp_path / "in", f"c{i}.nii.gz", seed=i)
+    out = tmp_path / "out"
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir) == 0
+    first = pd.read_csv(out / "summary.csv")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("c*")}
+    (out / "qc" / "c1.png").unlink()  # an interrupted case: one output missing
+    capsys.readouterr()
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir) == 0
+    assert "1 case(s) predicted, 1 already done" in capsys.readouterr().out
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in stamps.items() if n.startswith("c0"))
+    assert (out / "qc" / "c1.png").exists()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), first)
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--overwrite") == 0
+    assert "2 case(s) predicted, 0 already done" in capsys.readouterr().out
+    assert out.joinpath("c0.nii.gz").stat().st_mtime_ns != stamps["c0.nii.gz"]
+
+
+def test_parts_split_the_cases_without_overlap_or_gap(tmp_path, model_dir):
+    names = [f"p{i}" for i in range(5)]
+    for i, n in enumerate(names):
+        _case(tmp_path / "in", f"{n}.nii.gz", seed=i, shape=(3, 48, 48))
+    seen = []
+    for k in range(2):
+        assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--num-parts", 2, "--part-id", k, "--no-qc") == 0
+        seen.append(pd.read_csv(tmp_path / "out" / f"summary_part{k}_of_2.csv")["case_id"].tolist())
+    assert sorted(seen[0] + seen[1]) == names and not set(seen[0]) & set(seen[1])
+    assert sorted(p.name for p in (tmp_path / "out").glob("p?.nii.gz")) == [f"{n}.nii.gz" for n in names]
+    # a final run without parts finds everything done and writes the combined summary
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--no-qc") == 0
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["case_id"].tolist() == names
+
+
+def test_output_into_the_input_folder_is_refused_and_inputs_stay_untouched(tmp_path, model_dir, capsys):
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    before = path.read_bytes()
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "in", "-m", model_dir) == 2
+    assert _predict("-i", path, "-o", tmp_path / "in", "-m", model_dir) == 2
+    assert "overwrite the input" in capsys.readouterr().err
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path / "in")) == ["scan.nii.gz"]
+
+
+def test_model_named_by_dataset_and_plan_and_a_mismatched_model_is_a_clear_error(tmp_path, model_dir, capsys):
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    args = ("-i", path, "-o", tmp_path / "out", "-d", "999", "-p", "tiny", "--results", tmp_path / "results")
+    assert _predict(*args) == 0 and (tmp_path / "out" / "scan.nii.gz").exists()
+    edited = tiny_plan()
+    edited.inference.threshold = 0.7
+    edited.save(model_dir / "plans.json")
+    assert _predict(*args, "--overwrite") == 2
+    assert "plans.json changed after training" in capsys.readouterr().err
+    assert _predict("-i", path, "-o", tmp_path / "out", "-m", model_dir, "-f", "3") == 2
+    assert "fold 3 is missing" in capsys.readouterr().err
