@@ -42,6 +42,19 @@ def display_window(view: np.ndarray) -> Tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
+def head_box(view: np.ndarray, lo: float, hi: float, margin: int = 6) -> Tuple[slice, slice]:
+    """Rows and columns that hold anything brighter than faint background on any slice, plus a margin."""
+    bright = np.asarray(view > lo + 0.15 * (hi - lo))
+    rows, cols = np.flatnonzero(bright.any(axis=(0, 2))), np.flatnonzero(bright.any(axis=(0, 1)))
+    if rows.size == 0:
+        return slice(None), slice(None)
+    h, w = view.shape[1:]
+    return (
+        slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
+        slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)),
+    )
+
+
 def choose_slices(mask_view: np.ndarray, max_panels: int = MAX_PANELS) -> np.ndarray:
     """View-slice indices to show: those with lesions (the largest ``max_panels`` if more), else a spread of slices."""
     area = np.count_nonzero(mask_view, axis=(1, 2))
@@ -62,6 +75,9 @@ def write_qc_montage(
     mask_view, _, _ = canonical_view(np.asarray(mask) > 0, geometry)
     lo, hi = display_window(view)
     chosen = choose_slices(mask_view)
+    # panels show the head only: more of the picture is brain, lesions are larger
+    rows_box, cols_box = head_box(view, lo, hi)
+    view, mask_view = view[:, rows_box, cols_box], mask_view[:, rows_box, cols_box]
     n = len(chosen)
     cols = int(min(n, 5))
     rows = int(np.ceil(n / cols))
@@ -79,6 +95,10 @@ def write_qc_montage(
             0.02, 0.98, f"slice {int(slice_numbers[s])}", transform=ax.transAxes, color="white",
             fontsize=8, va="top", ha="left",
         )
+        if k == 0:
+            # radiological convention: the patient's right is on the left of the picture
+            for x, letter, ha in ((0.02, "R", "left"), (0.98, "L", "right")):
+                ax.text(x, 0.5, letter, transform=ax.transAxes, color="#9ecbff", fontsize=8, va="center", ha=ha)
         ax.set_axis_off()
     heading = title or ""
     if not has_lesions:
