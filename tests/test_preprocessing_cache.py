@@ -118,32 +118,66 @@ def assert_no_corrupt_files(folder: Path) -> None:
             with np.load(path) as data:
                 assert {"image", "label", "head"} <= set(data.files)
                 assert data["image"].shape == data["label"].shape
-    for props in folder.rglob("cache/*.json"):
+    for props in done_cases(folder / "Dataset900_Tiny" / "paper" / "cache"):
         assert props.with_suffix(".npz").is_file(), f"{props} without its arrays"
 
 
+def done_cases(cache: Path) -> list:
+    """CASE.json files (not the hidden temporaries of a writer that was killed)."""
+    return [p for p in cache.glob("*.json") if not p.name.startswith(".")]
+
+
+def killed_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true (or it has ended, or the timeout passed)."""
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not ready() and proc.poll() is None:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+
+
 @pytest.mark.slow
-def test_killed_run_leaves_no_corrupt_file_and_resumes(tmp_path):
-    write_tiny_dataset(tmp_path / "raw", n_train=24, shape_zyx=(12, 256, 256))
+@pytest.mark.parametrize("moment", ["fingerprint", "cache"])
+def test_killed_run_leaves_no_corrupt_file_and_resumes(tmp_path, moment):
+    write_tiny_dataset(tmp_path / "raw", n_train=16, shape_zyx=(10, 256, 256))
     command = [
         sys.executable, "-m", "deepwml.cli.plan_and_preprocess", "-d", "900", "--raw", str(tmp_path / "raw"),
         "--preprocessed", str(tmp_path / "pp"), "-np", "1", "--preset", "paper",
     ]  # fmt: skip
-    cache = tmp_path / "pp" / "Dataset900_Tiny" / "paper" / "cache"
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and len(list(cache.glob("*.json"))) < 2 and proc.poll() is None:
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    done_before = len(list(cache.glob("*.json")))
-    assert 2 <= done_before < 24, "the run was not interrupted part-way"
+    folder = tmp_path / "pp" / "Dataset900_Tiny"
+    cache = folder / "paper" / "cache"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if moment == "fingerprint":
+        # dataset.json is copied just before fingerprinting starts; 16 cases take a few seconds
+        killed_when(proc, lambda: (folder / "dataset.json").is_file())
+        assert not (folder / "fingerprint.json").exists(), "the run was not interrupted while fingerprinting"
+    else:
+        killed_when(proc, lambda: len(done_cases(cache)) >= 2)
+    done_before = len(done_cases(cache))
+    assert done_before < 16, "the run was not interrupted part-way"
     assert_no_corrupt_files(tmp_path / "pp")
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert f"{24 - done_before} preprocessed, {done_before} already done" in result.stdout
+    assert f"{16 - done_before} preprocessed, {done_before} already done" in result.stdout
     assert_no_corrupt_files(tmp_path / "pp")
-    assert len(list(cache.glob("*.npz"))) == 24
-    assert not list(cache.glob(".*")), "temporary files left behind"
+    assert len(done_cases(cache)) == len(list(cache.glob("[!.]*.npz"))) == 16
+    assert not list(folder.rglob(".*.tmp*")), "temporary files left behind"
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_result_and_pass_errors_back(tmp_path, capsys):
+    write_tiny_dataset(tmp_path / "raw", n_train=6)
+    assert run_cli(tmp_path) == 0
+    serial = {p.name: p.read_bytes() for p in cache_dir(tmp_path).glob("*.json")}
+    fingerprint = (tmp_path / "pp" / "Dataset900_Tiny" / "fingerprint.json").read_text()
+    assert run_cli(tmp_path, "--overwrite", "-np", "2") == 0
+    assert {p.name: p.read_bytes() for p in cache_dir(tmp_path).glob("*.json")} == serial
+    assert (tmp_path / "pp" / "Dataset900_Tiny" / "fingerprint.json").read_text() == fingerprint
+    # a broken label found by a worker process is reported as one line naming the file
+    (tmp_path / "raw" / "Dataset900_Tiny" / "labelsTr" / "case004.nii.gz").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert run_cli(tmp_path, "--overwrite", "-np", "2") == 2
+    err = capsys.readouterr().err
+    assert "labelsTr/case004.nii.gz" in err and "Traceback" not in err
