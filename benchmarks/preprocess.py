@@ -2,8 +2,9 @@
 
     python benchmarks/preprocess.py --cases 40 -np 2 --preset paper
 
-The dataset comes from ``deepwml.synthetic.generate_dataset`` when it is installed, else from a simple
-built-in phantom with three 'centres' of clinical-size stacks (512²×16, 256²×20, 320×288×24). The measured
+The dataset comes from ``deepwml.synthetic.generate_dataset`` (multi-centre synthetic FLAIR), or, where that
+is not installed, from a simple built-in phantom with three 'centres' of clinical-size stacks (512²×16,
+256²×20, 320×288×24). The measured
 work runs in a fresh child process so that generating the data does not count toward its memory.
 """
 from __future__ import annotations
@@ -68,12 +69,15 @@ def make_fallback_dataset(root: Path, n_cases: int, seed: int = 0) -> Path:
 def make_dataset(root: Path, n_cases: int, n_jobs: int) -> Path:
     """The synthetic multi-centre dataset when deepwml.synthetic provides one, else the phantom."""
     try:
-        from deepwml.synthetic import generate_dataset
+        from deepwml.synthetic import generate_dataset, plan_cases, select_centres
     except ImportError:
-        print("deepwml.synthetic.generate_dataset is not available; using the built-in phantom", file=sys.stderr)
+        print("deepwml.synthetic is not available; using the built-in phantom", file=sys.stderr)
         return make_fallback_dataset(root, n_cases)
-    # scale picks the dataset size in the synthetic generator; ask for at least n_cases training cases
-    return Path(generate_dataset(root, dataset_id=990, name="BenchSynth", scale=n_cases, seed=0, n_jobs=n_jobs))
+    # the generator sizes the dataset by a fraction of the paper's cohort: take the smallest that gives n_cases
+    scale = 0.005
+    while sum(spec.split == "Tr" for spec in plan_cases(select_centres(None, None), scale, 0, 0.2)) < n_cases:
+        scale *= 1.1
+    return Path(generate_dataset(root, dataset_id=990, name="BenchSynth", scale=scale, seed=0, n_jobs=n_jobs, progress=False))
 
 
 def measure(dataset: Path, n_jobs: int, preset: str) -> Dict[str, Any]:
