@@ -22,11 +22,12 @@ def head_mask(stack: np.ndarray) -> np.ndarray:
     # holes are filled within each slice only: slices 5-8 mm apart are not a continuous volume
     in_plane = in_plane_structure()
     mask = ndimage.binary_opening(mask, structure=in_plane)
+    # filling before choosing a component: the scalp ring then encloses skull, CSF and brain as one head,
+    # where the dark bone would otherwise split it into brain and scalp and the largest part would win
+    mask = ndimage.binary_fill_holes(mask, structure=in_plane)
     labels, n = ndimage.label(mask)
     if n == 0:
         return np.ones(stack.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    mask = labels == int(np.argmax(sizes))
-    # dark CSF (ventricles, FLAIR-suppressed) falls below Otsu; it is enclosed by tissue, so filling restores it
-    return ndimage.binary_fill_holes(mask, structure=in_plane)
+    return labels == int(np.argmax(sizes))

@@ -1,0 +1,33 @@
+"""The head mask covers the whole head (scalp, skull, CSF, brain) and nothing of the background noise."""
+from __future__ import annotations
+
+import numpy as np
+
+from deepwml.preprocessing.head_mask import head_mask
+
+
+def skull_phantom(n_slices: int = 5, size: int = 96, seed: int = 0):
+    """Bright scalp ring, dark bone ring, brain with dark ventricles and a fissure open to the bone; noisy background."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
+    r = np.sqrt((yy / 0.9) ** 2 + (xx / 0.75) ** 2)
+    head = r < 1.0
+    scalp = (r >= 0.9) & head
+    brain = r < 0.8
+    fissure = (np.abs(xx) < 0.02) & brain & (yy < -0.3)
+    ventricles = (yy / 0.25) ** 2 + (xx / 0.1) ** 2 < 1
+    plane = np.where(scalp, 120.0, 0.0) + np.where(brain, 100.0, 0.0) - 70.0 * (ventricles | fissure)
+    stack = np.repeat(plane[None], n_slices, axis=0) + rng.normal(0, 4, (n_slices, size, size))
+    return stack.astype(np.float32), np.repeat(head[None], n_slices, axis=0)
+
+
+def test_mask_is_the_whole_head_despite_dark_bone_ventricles_and_fissures():
+    stack, head = skull_phantom()
+    mask = head_mask(stack)
+    iou = (mask & head).sum() / (mask | head).sum()
+    assert iou > 0.97
+    assert not mask[:, :3, :3].any(), "background noise in the mask"
+
+
+def test_a_constant_image_gives_the_whole_stack():
+    assert head_mask(np.full((3, 16, 16), 7.0)).all()
