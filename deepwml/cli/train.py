@@ -1,25 +1,74 @@
-"""deepwml_train (not built yet)."""
+"""deepwml_train: train the 2D U-Net on one fold of a preprocessed dataset (resumable; torchrun for several processes)."""
 from __future__ import annotations
 
 import argparse
 from typing import List, Optional
 
-from deepwml.cli.common import run
-from deepwml.utils.errors import NotBuiltYet
+from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.paths import add_root_arguments, preprocessed_root, results_root
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of deepwml_train."""
-    return argparse.ArgumentParser(prog="deepwml_train", description="deepwml_train: this stage is not built yet.")
+    parser = argparse.ArgumentParser(
+        prog="deepwml_train",
+        description=(
+            "Train one fold (0-4, or 'all' = every non-test case, validated on its own training cases) with a plan "
+            "made by deepwml_plan_and_preprocess. Writes $DEEPWML_RESULTS/DatasetNNN_Name/PLAN/fold_K/. "
+            "Several processes: torchrun --nproc_per_node N $(which deepwml_train) ..."
+        ),
+    )
+    add_dataset_argument(parser)
+    parser.add_argument("fold", help="fold number (0-4) or 'all'")
+    parser.add_argument("-p", "--plan", default="paper", help="plan name, e.g. paper or cpu_fast (default: paper)")
+    add_root_arguments(parser, kinds=("preprocessed", "results"))
+    add_device_argument(parser)
+    parser.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest.pth")
+    parser.add_argument("--epochs", type=int, default=None, help="override plan.training.epochs")
+    parser.add_argument("--iterations", type=int, default=None, help="override plan.training.iterations_per_epoch")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="augmentation worker processes (0: in this process; default: plan, else from the CPU count)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data sampling (default: 0)")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="no bf16 autocast (CPU: fp32; CUDA: fp16 autocast instead)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per process (default: physical cores / processes on this machine)")
+    parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    return parser
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    build_parser().parse_args(argv)
-    raise NotBuiltYet("deepwml_train")
+    args = build_parser().parse_args(argv)
+    # imported here so that --help stays fast
+    from deepwml.training.preprocessed import parse_fold
+    from deepwml.training.trainer import TrainOptions, train
+
+    opts = TrainOptions(
+        dataset=args.dataset,
+        fold=parse_fold(args.fold),
+        plan_name=args.plan,
+        preprocessed_root=preprocessed_root(args.preprocessed_root),
+        results_root=results_root(args.results_root),
+        device=args.device,
+        resume=args.resume,
+        epochs=args.epochs,
+        iterations=args.iterations,
+        num_workers=args.num_workers,
+        seed=args.seed,
+        bf16=args.bf16,
+        threads=args.threads,
+        progress=True if args.progress else None,
+    )
+    train(opts)
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point."""
+    """Entry point; from the real command line, first re-executes with a tuned memory allocator (see training.allocator)."""
+    if argv is None:
+        from deepwml.training.allocator import reexec_with_tuned_allocator
+
+        reexec_with_tuned_allocator()
     return run(_main, argv)
 
 

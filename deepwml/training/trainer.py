@@ -1,0 +1,361 @@
+"""The training loop: one fold of one dataset with one plan, resumable, single process or DDP under torchrun.
+
+Everything the loop needs lives in the small modules beside this one (network, losses, sampling, dataloader,
+augmentation, device, optim, checkpoint, validation, progress, distributed); this file only wires them up.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from deepwml.planning.plan import Plan, TrainingPlan
+from deepwml.training import distributed as D
+from deepwml.training.augmentation import build_transforms
+from deepwml.training.checkpoint import (
+    BEST,
+    LATEST,
+    check_same_plan,
+    load_checkpoint,
+    model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from deepwml.training.dataloader import BatchSpec, epoch_batches, worker_count
+from deepwml.training.device import DeviceSetup, make_scaler, setup_device
+from deepwml.training.losses import training_loss
+from deepwml.training.network import build_network, count_parameters
+from deepwml.training.optim import build_optimizer, learning_rate, set_learning_rate
+from deepwml.training.preprocessed import Fold, PreprocessedDataset, fold_folder_name
+from deepwml.training.progress import plot_progress, write_log
+from deepwml.training.sampling import build_slice_index
+from deepwml.training.validation import collect_validation_slices, ema_update, validate
+from deepwml.utils.atomic import write_bytes, write_json
+from deepwml.utils.errors import DeepWMLError
+
+#: nnU-Net's gradient-norm clip; it only bites on the rare exploding step
+GRAD_CLIP = 12.0
+
+
+@dataclass
+class TrainOptions:
+    """What deepwml_train was asked to do."""
+
+    dataset: str
+    fold: Fold
+    preprocessed_root: Path
+    results_root: Path
+    plan_name: str = "paper"
+    device: str = "auto"
+    resume: bool = False
+    epochs: Optional[int] = None
+    iterations: Optional[int] = None
+    num_workers: Optional[int] = None
+    seed: int = 0
+    bf16: bool = True
+    #: CPU threads per process (default: physical cores / processes on this node)
+    threads: Optional[int] = None
+    progress: Optional[bool] = None
+    #: seconds without a batch from the augmentation workers before giving up
+    stall_timeout: float = 300.0
+
+
+def effective_training(plan: Plan, opts: TrainOptions) -> TrainingPlan:
+    """plan.training with the command line's --epochs/--iterations/--num-workers applied."""
+    overrides = {k: v for k, v in (("epochs", opts.epochs), ("iterations_per_epoch", opts.iterations),
+                                   ("num_workers", opts.num_workers)) if v is not None}
+    for key in ("epochs", "iterations_per_epoch"):
+        if key in overrides and overrides[key] < 1:
+            raise DeepWMLError(f"--{key.split('_')[0]} must be at least 1, got {overrides[key]}")
+    return dataclasses.replace(plan.training, **overrides)
+
+
+class Trainer:
+    """Trains one fold; ``run()`` does everything, resuming from checkpoint_latest.pth with ``resume``."""
+
+    def __init__(self, opts: TrainOptions, log: Callable[[str], None] = print) -> None:
+        self.opts = opts
+        self.ctx = D.context_from_env()
+        self._log = log
+        self.data = PreprocessedDataset(opts.preprocessed_root, opts.dataset, opts.plan_name)
+        self.plan = self.data.plan
+        self.plan_hash = self.plan.hash()
+        self.training = effective_training(self.plan, opts)
+        self.cases = self.data.fold_cases(opts.fold)
+        if not self.cases.train:
+            raise DeepWMLError(f"fold {opts.fold} has no training cases", self.data.splits_path)
+        self.data.check_cache(sorted(set(self.cases.train) | set(self.cases.val)))
+        self.plan_out = Path(opts.results_root) / self.data.name / self.data.plan_name
+        self.out = self.plan_out / fold_folder_name(opts.fold)
+        self.setup: DeviceSetup = setup_device(opts.device, opts.bf16, self.ctx.local_rank, self.ctx.local_world_size, opts.threads)
+        D.init_process_group(self.ctx, self.setup.device.type == "cuda")
+        self.local_batch = D.local_batch_size(self.training.batch_size, self.ctx)
+        self.history: List[Dict[str, Any]] = []
+        self.epoch = 0
+        self.ema_dice: Optional[float] = None
+        self.best_ema_dice = -math.inf
+
+    def log(self, message: str) -> None:
+        """Print on rank 0 only."""
+        if self.ctx.is_main:
+            self._log(message)
+
+    # ---- set-up ---------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        """Model, optimiser, scaler, data index and validation slices."""
+        seed_everything(self.opts.seed)
+        self.net = build_network(self.plan.network).to(self.setup.device)
+        if self.setup.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net.return_deep_supervision = self.plan.network.deep_supervision
+        self.model = D.wrap_model(self.net, self.ctx, self.setup.device)
+        self.optimizer = build_optimizer(self.net, self.training)
+        self.scaler = make_scaler(self.setup)
+        if self.ctx.local_rank == 0:
+            self.data.unpack(sorted(set(self.cases.train) | set(self.cases.val)))
+        D.barrier(self.ctx)
+        self.index = build_slice_index((cid, self.data.load(cid)[1]) for cid in self.cases.train)
+        self.transform = build_transforms(self.training.augmentation, self.training.patch_size)
+        self.workers = worker_count(self.training.num_workers, self.setup.device.type == "cuda")
+        self.val_slices = collect_validation_slices(self.cases.val, self.data.load) if self.ctx.is_main else None
+
+    def check_output_folder(self) -> None:
+        """Refuse to overwrite a trained fold silently."""
+        if not self.opts.resume and (self.out / LATEST).exists():
+            raise DeepWMLError(
+                f"already holds a trained model ({LATEST}); add --continue to resume it, or delete the folder to start over",
+                self.out,
+            )
+
+    def resume(self) -> None:
+        """Load checkpoint_latest.pth (rank 0 reads, every rank receives) and restore every state."""
+        path = self.out / LATEST
+        present = D.broadcast_object(path.is_file(), self.ctx)
+        if not present:
+            self.log(f"no {LATEST} in {self.out}; starting from scratch")
+            return
+        ckpt = D.broadcast_object(load_checkpoint(path) if self.ctx.is_main else None, self.ctx)
+        check_same_plan(ckpt, self.plan_hash, path)
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch = int(ckpt["epoch"])
+        self.ema_dice = ckpt.get("ema_dice")
+        self.best_ema_dice = ckpt.get("best_ema_dice", -math.inf)
+        self.history = list(ckpt.get("history", []))
+        set_rng_state(ckpt["rng"])
+        if ckpt.get("loader", {}).get("world_size", 1) != self.ctx.world_size:
+            self.log("note: resuming with a different number of processes; the data order differs from the original run")
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+
+    def write_plan_files(self) -> None:
+        """plans.json, dataset.json and fingerprint.json beside the folds, for prediction."""
+        for name, src in self.data.extra_files().items():
+            if src.is_file():
+                write_bytes(self.plan_out / name, src.read_bytes())
+
+    # ---- the loop -------------------------------------------------------------------------------------------
+    def run(self) -> Dict[str, Any]:
+        """Train until ``epochs`` are done; returns a summary."""
+        self.check_output_folder()
+        self.build()
+        if self.opts.resume:
+            self.resume()
+        if self.ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.write_plan_files()
+            self.announce()
+        bar = self.progress_bar()
+        try:
+            while self.epoch < self.training.epochs:
+                self.train_one_epoch(bar)
+        except KeyboardInterrupt:
+            bar.close()
+            self.log(f"\ninterrupted during epoch {self.epoch + 1}; {self.out / LATEST} holds {self.epoch} completed epoch(s). "
+                     f"Resume with: deepwml_train -d {self.opts.dataset} {self.opts.fold} -p {self.opts.plan_name} --continue")
+            raise
+        bar.close()
+        summary = self.final_validation() if self.ctx.is_main else {}
+        D.barrier(self.ctx)
+        return {"folder": self.out, "epochs": self.epoch, "ema_dice": self.ema_dice, "best_ema_dice": self.best_ema_dice, **summary}
+
+    def announce(self) -> None:
+        """What is about to happen, in a few lines."""
+        t, n = self.training, self.cases
+        self.log(f"dataset {self.data.name}, plan {self.data.plan_name}, fold {self.opts.fold}: "
+                 f"{len(n.train)} training cases ({self.index.n_slices} slices, {self.index.n_components} lesion components), "
+                 f"{len(n.val)} validation cases" + (" (= the training cases)" if n.val_is_train else ""))
+        self.log(f"network: U-Net {self.plan.network.features}, {count_parameters(self.net) / 1e6:.2f} M parameters; "
+                 f"device {self.setup.describe()}; {self.workers} augmentation worker(s)")
+        world = f" = {self.ctx.world_size} × ~{self.local_batch}" if self.ctx.enabled else ""
+        self.log(f"{t.epochs} epochs × {t.iterations_per_epoch} iterations, batch {t.batch_size}{world}, patch {t.patch_size}, "
+                 f"{t.optimizer} lr {t.learning_rate:g} ({t.lr_schedule}); output {self.out}")
+
+    def progress_bar(self):
+        """One bar over every remaining step, with ETA (rank 0, a terminal or --progress)."""
+        from tqdm import tqdm
+
+        enabled = self.ctx.is_main and (self.opts.progress or (self.opts.progress is None and sys.stderr.isatty()))
+        total = (self.training.epochs - self.epoch) * self.training.iterations_per_epoch
+        return tqdm(total=total, desc="train", unit="it", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+    def batch_spec(self, epoch: int) -> BatchSpec:
+        """What this rank draws its batches of ``epoch`` from."""
+        t = self.training
+        return BatchSpec(self.data.cache_dir, self.index, tuple(t.patch_size), self.local_batch, t.foreground_oversampling,
+                         self.opts.seed, self.ctx.rank, epoch, t.iterations_per_epoch)
+
+    def train_one_epoch(self, bar) -> None:
+        """Optimise for one epoch, validate, checkpoint and log."""
+        t = self.training
+        total_steps = t.epochs * t.iterations_per_epoch
+        self.model.train()
+        started = time.perf_counter()
+        losses = []
+        for i, batch in enumerate(epoch_batches(self.batch_spec(self.epoch), self.transform, self.workers, self.opts.stall_timeout)):
+            lr = learning_rate(t, self.epoch * t.iterations_per_epoch + i, total_steps)
+            losses.append(self.train_step(batch, lr))
+            bar.update(1)
+            bar.set_postfix(epoch=self.epoch + 1, loss=f"{losses[-1]:.3f}",
+                            ema_dice="-" if self.ema_dice is None else f"{self.ema_dice:.3f}")
+        seconds = time.perf_counter() - started
+        train_loss = D.mean_over_ranks(float(np.mean(losses)), self.ctx)
+        self.epoch += 1
+        if self.ctx.is_main:
+            self.end_of_epoch(train_loss, lr, seconds)
+        D.barrier(self.ctx)
+
+    def train_step(self, batch: Dict[str, np.ndarray], lr: float) -> float:
+        """One optimisation step; returns the loss."""
+        device = self.setup.device
+        x = _to_device(batch["data"], device, self.setup.channels_last)
+        y = _to_device(batch["seg"], device, False)
+        set_learning_rate(self.optimizer, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.setup.autocast():
+            out = self.model(x)
+        loss = training_loss(out, y, self.training.loss)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+    def run_validation(self) -> Dict[str, Any]:
+        """Per-slice metrics of the current weights on the validation slices."""
+        multiple = 2 ** (len(self.plan.network.features) - 1)
+        return validate(self.net, self.val_slices, self.plan.inference.batch_size, multiple, self.setup.device,
+                        self.setup.channels_last, self.setup.autocast, self.plan.inference.threshold)
+
+    def end_of_epoch(self, train_loss: float, lr: float, seconds: float) -> None:
+        """Rank 0: validate, update the moving average, write checkpoints, log and figure."""
+        val_started = time.perf_counter()
+        metrics = self.run_validation()
+        val_seconds = time.perf_counter() - val_started
+        median = metrics["median_dice"]
+        if not math.isnan(median):
+            self.ema_dice = ema_update(self.ema_dice, median, self.training.ema_alpha)
+        improved = self.ema_dice is not None and self.ema_dice > self.best_ema_dice
+        if improved:
+            self.best_ema_dice = self.ema_dice
+        t = self.training
+        images = t.iterations_per_epoch * t.batch_size
+        self.history.append({
+            "epoch": self.epoch, "train_loss": train_loss, "val_median_dice": _finite(median),
+            "val_mean_dice": _finite(metrics["mean_dice"]), "val_median_sensitivity": _finite(metrics["median_sensitivity"]),
+            "val_median_precision": _finite(metrics["median_precision"]), "val_slices": metrics["n_slices"],
+            "val_ema_dice": self.ema_dice, "best": improved, "lr": lr, "epoch_seconds": round(seconds, 3),
+            "val_seconds": round(val_seconds, 3), "images_per_second": round(images / seconds, 3),
+        })
+        ckpt = self.checkpoint()
+        save_checkpoint(self.out / LATEST, ckpt)
+        if improved:
+            save_checkpoint(self.out / BEST, ckpt)
+        write_log(self.out / "log.jsonl", self.history)
+        plot_progress(self.out / "progress.png", self.history)
+        h = self.history[-1]
+        self.log(f"epoch {self.epoch}/{t.epochs}: loss {train_loss:.4f}, val median Dice {_fmt(median)} "
+                 f"(EMA {_fmt(self.ema_dice)}{', best' if improved else ''}), {h['images_per_second']:.1f} images/s")
+
+    def checkpoint(self) -> Dict[str, Any]:
+        """Everything needed to predict with, or to continue, this run."""
+        return {
+            "model": model_state(self.net),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "rng": rng_state(),
+            "loader": {"seed": self.opts.seed, "world_size": self.ctx.world_size, "rule": "batch seed = (seed, rank, epoch, batch)"},
+            "plan": self.plan.to_dict(),
+            "plan_hash": self.plan_hash,
+            "training_overrides": {"epochs": self.training.epochs, "iterations_per_epoch": self.training.iterations_per_epoch},
+            "best_ema_dice": self.best_ema_dice,
+            "ema_dice": self.ema_dice,
+            "history": self.history,
+            "dataset": self.data.name,
+            "fold": self.opts.fold,
+        }
+
+    def final_validation(self) -> Dict[str, Any]:
+        """validation/summary.json: the best checkpoint's per-slice metrics on the validation cases."""
+        best = self.out / BEST
+        if not best.is_file() or not self.val_slices.n_slices:
+            return {}
+        ckpt = load_checkpoint(best)
+        current = model_state(self.net)
+        self.net.load_state_dict(ckpt["model"])
+        metrics = self.run_validation()
+        self.net.load_state_dict(current)
+        summary = {"dataset": self.data.name, "plan": self.data.plan_name, "fold": self.opts.fold, "checkpoint": BEST,
+                   "epoch": ckpt["epoch"], "ema_dice": ckpt["ema_dice"], "validated_on_training_cases": self.cases.val_is_train,
+                   **metrics}
+        write_json(self.out / "validation" / "summary.json", summary)
+        self.log(f"best checkpoint (epoch {ckpt['epoch']}): validation median per-slice Dice {metrics['median_dice']:.3f}, "
+                 f"sensitivity {metrics['median_sensitivity']:.3f}, precision {metrics['median_precision']:.3f} "
+                 f"on {metrics['n_slices']} slices → {self.out / 'validation' / 'summary.json'}")
+        return {"val_median_dice": metrics["median_dice"]}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model initialisation is then the same on every rank and every run)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _to_device(array: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch array as a tensor on ``device`` (pinned and asynchronous for CUDA)."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def _finite(x: float) -> Optional[float]:
+    """None for NaN (JSON has no NaN)."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def _fmt(x: Optional[float]) -> str:
+    """Three decimals or '-'."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train one fold (library form of deepwml_train)."""
+    trainer = Trainer(opts, log)
+    try:
+        return trainer.run()
+    finally:
+        D.shutdown(trainer.ctx)
