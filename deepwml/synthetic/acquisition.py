@@ -41,10 +41,10 @@ class Contrast:
 
 #: Typical contrasts; each patient's scan varies around these.
 _BASE = {
-    ("GE", 3.0): Contrast(1.17, 1.07, 0.32, 1.80, 1.36, 1.25, 0.75, 0.06, 0.55, 0.65, 0.045, 0.10, 0.12, 1000.0),
-    ("Siemens", 3.0): Contrast(1.21, 1.09, 0.27, 1.85, 1.38, 1.35, 0.70, 0.05, 0.60, 0.60, 0.040, 0.12, 0.15, 330.0),
-    ("Philips", 1.5): Contrast(1.12, 1.05, 0.45, 1.70, 1.30, 1.50, 0.80, 0.08, 0.65, 0.70, 0.060, 0.07, 0.0, 190.0),
-    ("GE", 1.5): Contrast(1.12, 1.05, 0.48, 1.70, 1.30, 1.40, 0.80, 0.08, 0.60, 0.70, 0.065, 0.06, 0.0, 650.0),
+    ("GE", 3.0): Contrast(1.18, 1.07, 0.24, 1.68, 1.36, 1.25, 0.75, 0.06, 0.55, 0.65, 0.065, 0.13, 0.12, 1000.0),
+    ("Siemens", 3.0): Contrast(1.21, 1.09, 0.22, 1.70, 1.38, 1.35, 0.70, 0.05, 0.60, 0.60, 0.060, 0.15, 0.15, 330.0),
+    ("Philips", 1.5): Contrast(1.13, 1.05, 0.34, 1.66, 1.30, 1.50, 0.80, 0.08, 0.65, 0.70, 0.085, 0.10, 0.0, 190.0),
+    ("GE", 1.5): Contrast(1.13, 1.05, 0.35, 1.66, 1.30, 1.40, 0.80, 0.08, 0.60, 0.70, 0.090, 0.09, 0.0, 650.0),
 }
 
 #: Reference voxel volume (mm³) for :attr:`Contrast.noise`.
@@ -60,11 +60,11 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
         grey=j(base.grey, 0.03),
         deep_grey=j(base.deep_grey, 0.02),
         csf=float(np.clip(j(base.csf, 0.07), 0.18, 0.65)),
-        lesion=j(base.lesion, 0.1),
+        lesion=j(base.lesion, 0.07),
         rim=j(base.rim, 0.04),
         fat=j(base.fat, 0.1),
-        noise=float(base.noise * rng.uniform(0.8, 1.25)),
-        bias=float(base.bias * rng.uniform(0.6, 1.4)),
+        noise=float(base.noise * rng.uniform(0.85, 1.15)),
+        bias=float(base.bias * rng.uniform(0.75, 1.25)),
         centre_brightening=float(base.centre_brightening * rng.uniform(0.5, 1.5)),
         scale=float(base.scale * rng.uniform(0.75, 1.3)),
     )
@@ -161,7 +161,8 @@ def magnitude_with_noise(signal: np.ndarray, sigma: float, factor: int, rng: np.
 def noise_sigma(c: Contrast, stack: Stack) -> float:
     """Noise of a voxel of the synthesis grid: smaller voxels are noisier."""
     dw = stack.spacing * stack.work_factor
-    return c.noise * float(np.sqrt(_REFERENCE_VOXEL / (dw * dw * stack.thickness)))
+    # protocols with thin slices or small pixels average more, so the dependence is weaker than sqrt(volume)
+    return c.noise * float((_REFERENCE_VOXEL / (dw * dw * stack.thickness)) ** 0.25)
 
 
 def store(image: np.ndarray, c: Contrast) -> np.ndarray:

@@ -7,7 +7,7 @@ fraction with a ramp one fine voxel wide, so that averaging over a slice gives h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def sample_anatomy(rng: np.random.Generator, age: float, atrophy_extra: float = 
     size = float(np.clip(rng.normal(1.0, 0.045), 0.88, 1.12))
     axes = tuple(float(a * size * rng.uniform(0.95, 1.05)) for a in (66.0, 83.0, 60.0))
     atrophy = float(np.clip((age - 25) / 60 * rng.uniform(0.6, 1.3) + atrophy_extra + rng.normal(0, 0.06), 0.0, 1.0))
-    vscale = float(np.clip(0.85 + 1.3 * atrophy + rng.normal(0, 0.12), 0.7, 2.4))
+    vscale = float(np.clip(0.85 + 0.8 * atrophy + rng.normal(0, 0.1), 0.7, 1.9))
     a = Anatomy(
         brain_axes=axes,  # type: ignore[arg-type]
         brain_centre=(0.0, float(rng.uniform(-2, 4)), float(rng.uniform(6, 12))),
@@ -109,6 +109,11 @@ def sample_anatomy(rng: np.random.Generator, age: float, atrophy_extra: float = 
     for start, end, radius, stretch in _MIDLINE_VENTRICLES:
         a.capsules.append((np.array(start, float) * size, np.array(end, float) * size, radius * vscale**0.8 * size, stretch))
     return a
+
+
+def ellipsoid_radius(p: Points, centre: Sequence[float], axes: Sequence[float]) -> np.ndarray:
+    """Normalised ellipsoidal radius: 0 at the centre, 1 on the surface."""
+    return np.sqrt(sum(((c - float(o)) / float(r)) ** 2 for c, o, r in zip(p, centre, axes)))
 
 
 def ventricle_sdf(anatomy: Anatomy, p: Points) -> np.ndarray:
@@ -187,7 +192,8 @@ def anatomy_fields(
         "hull": hull,
         "cranium": cranium_sdf(a, p, hull),
         "cerebellum": in_cerebellum,
-        "sulcus_reach": -hull - sulcus_depth,
+        # no sulcus closer to the centre than 55 % of the way out: radial walls would converge into a starburst
+        "sulcus_reach": np.maximum(-hull - sulcus_depth, (0.55 - ellipsoid_radius(p, a.brain_centre, a.brain_axes)) * 60.0),
         "sulcus": fold / np.maximum(fold_grad, 0.02),
         "midline": X - float(a.midline_mm),
         "fissure": inside(-callosum, 3.0) * (1.0 - in_cerebellum),

@@ -121,21 +121,27 @@ def noise_field(
 
 
 def upsample_linear(a: np.ndarray, factor: int, axis: int) -> np.ndarray:
-    """Pixel-centred linear upsampling by an integer factor along one axis (edges clamped), by strided slicing."""
+    """Pixel-centred linear upsampling by an integer factor along one axis (edges clamped), without gathers."""
     if factor == 1:
         return a
     n = a.shape[axis]
-    at = lambda sl: tuple(sl if i == axis else slice(None) for i in range(a.ndim))  # noqa: E731
-    before = np.concatenate([a[at(slice(0, 1))], a[at(slice(0, n - 1))]], axis=axis)
-    after = np.concatenate([a[at(slice(1, n))], a[at(slice(n - 1, n))]], axis=axis)
+    at = lambda start, stop, step=1: tuple(slice(start, stop, step) if i == axis else slice(None) for i in range(a.ndim))  # noqa: E731
+    a = a.astype(np.result_type(a, np.float32), copy=False)
     shape = list(a.shape)
     shape[axis] = n * factor
-    out = np.empty(shape, np.result_type(a, np.float32))
+    out = np.empty(shape, a.dtype)
+    step = a[at(1, n)] - a[at(0, n - 1)]
+    tmp = np.empty_like(step)
     for r in range(factor):
-        # fine pixel r of each coarse pixel sits at this offset (in coarse pixels) from the coarse centre
+        # fine pixel r of each coarse pixel sits this far (in coarse pixels) from the coarse pixel's centre
         offset = (r + 0.5) / factor - 0.5
-        neighbour = before if offset < 0 else after
-        out[at(slice(r, None, factor))] = a + np.float32(abs(offset)) * (neighbour - a)
+        np.multiply(step, np.float32(offset), out=tmp)
+        if offset < 0:  # between the previous coarse pixel and this one; the first one has no previous: clamp
+            np.add(a[at(1, n)], tmp, out=out[at(factor + r, None, factor)])
+            out[at(r, r + 1)] = a[at(0, 1)]
+        else:
+            np.add(a[at(0, n - 1)], tmp, out=out[at(r, (n - 1) * factor, factor)])
+            out[at((n - 1) * factor + r, (n - 1) * factor + r + 1)] = a[at(n - 1, n)]
     return out
 
 

@@ -75,7 +75,7 @@ def sample_subject(disease: str, rng: np.random.Generator) -> Tuple[float, float
     if disease == "NMOSD":
         return float(rng.uniform(20, 65)), float(rng.beta(1.8, 2.2)), 0.0
     age = rng.uniform(50, 88)
-    severity = float(np.clip(rng.beta(1.4, 1.4) + (age - 70) / 120, 0.0, 1.0))
+    severity = float(np.clip(rng.beta(1.4, 1.4) + (age - 70) / 120, 0.08, 1.0))
     return float(age), severity, float(0.2 * severity)
 
 

@@ -143,9 +143,9 @@ def _infratentorial_site(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarr
 
 def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
     """Multiple sclerosis."""
-    les = Lesions(load_ml=float(np.exp(np.log(1.5) + severity * np.log(40 / 1.5))))
+    les = Lesions(load_ml=float(np.exp(np.log(7.0) + severity * np.log(40 / 7.0))))
     budget = les.load_ml * 1000.0
-    for v in _volumes(rng, 0.55 * budget, 220.0, 1.0, 50):
+    for v in _volumes(rng, 0.55 * budget, 110.0, 1.1, 70):
         surface, normal, _ = _wall_site(anatomy, rng)
         long_, short, _ = _axes_for(v, rng.uniform(1.6, 3.0))
         # Dawson's finger: long axis along the outward normal, tilted a little, starting at the wall
@@ -153,28 +153,25 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
         rot = frame_from_axis(axis, rng)
         centre = surface + rot[:, 0] * (long_ * rng.uniform(0.5, 1.0)) + rng.normal(0, 0.8, 3)
         les.add(centre, (long_, short * rng.uniform(0.8, 1.2), short), rot, _contrast(rng))
-    for v in _volumes(rng, 0.2 * budget, 70.0, 0.9, 30):
+    for v in _volumes(rng, 0.2 * budget, 35.0, 0.9, 40):
         les.add(_deep_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.7)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    for v in _volumes(rng, 0.17 * budget, 50.0, 0.8, 25):
+    for v in _volumes(rng, 0.17 * budget, 30.0, 0.8, 35):
         ax = _axes_for(v, rng.uniform(1.0, 1.8))
         site = _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + ax[1] + rng.uniform(2.0, 6.0))
         les.add(site, ax, frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
     for v in _volumes(rng, 0.08 * budget, 60.0, 0.7, 8):
         les.add(_infratentorial_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.6)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    if les.load_ml > 14:
-        les.band_mm = float(min(7.0, 2.5 + (les.load_ml - 14) / 5))
-        les.band_cap_mm = float(rng.uniform(2.0, 6.0))
     return les
 
 
 def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
     """Neuromyelitis optica spectrum disorder."""
-    les = Lesions(load_ml=float(np.exp(np.log(0.15) + severity * np.log(6 / 0.15))))
+    les = Lesions(load_ml=float(np.exp(np.log(0.3) + severity * np.log(8 / 0.3))))
     budget = les.load_ml * 1000.0
     for v in _volumes(rng, 0.5 * budget, 25.0, 0.7, 25):
         site = _deep_site(anatomy, rng) if rng.random() < 0.6 else _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(3, 8))
         les.add(site, _axes_for(v, rng.uniform(1.0, 1.4)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    for v in _volumes(rng, 0.35 * budget, 90.0, 0.8, 12):
+    for v in _volumes(rng, 0.35 * budget, 60.0, 0.8, 14):
         # periependymal: flat and long, lying along the wall rather than pointing away from it
         surface, normal, axis = _wall_site(anatomy, rng, capsules=_WALL_CAPSULES + (12,))
         long_, short, _ = _axes_for(v, rng.uniform(2.0, 3.5))
@@ -191,17 +188,18 @@ def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesio
 def _csvd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
     """Cerebral small-vessel disease (vascular white-matter hyperintensities)."""
     les = Lesions()
-    if severity > 0.15:
-        les.band_mm = float(1.5 + 9.0 * (severity - 0.15) ** 1.2 * rng.uniform(0.8, 1.2))
-        les.band_cap_mm = float(3.5 + 12.0 * severity * rng.uniform(0.7, 1.2))
-    n_punctate = int(round(4 + 45 * severity * rng.uniform(0.6, 1.3)))
+    if severity > 0.25:
+        # Fazekas 2-3: a patchy halo along the lateral ventricles, thick caps at the horns
+        les.band_mm = float(1.5 + 7.0 * (severity - 0.25) ** 1.2 * rng.uniform(0.8, 1.2))
+        les.band_cap_mm = float(3.0 + 6.0 * severity * rng.uniform(0.7, 1.2))
+    n_punctate = int(round(6 + 40 * severity * rng.uniform(0.6, 1.3)))
     for _ in range(n_punctate):
         v = float(np.clip(rng.lognormal(np.log(35.0 + 60 * severity), 0.8), 6.0, 2500.0))
         site = _deep_site(anatomy, rng, z_min=-2.0) if rng.random() < 0.85 else _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(4, 9))
         les.add(site, _axes_for(v, rng.uniform(1.0, 1.5)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    if severity > 0.45:
-        les.confluence = float(2.4 - 2.6 * (severity - 0.45) / 0.55)
-    les.diffuse_contrast = float(rng.uniform(0.8, 1.05))
+    if severity > 0.55:
+        les.confluence = float(2.6 - 1.8 * (severity - 0.55) / 0.45)
+    les.diffuse_contrast = float(rng.uniform(0.7, 0.95))
     return les
 
 
@@ -241,8 +239,12 @@ def render_lesions(
         diffuse = np.zeros(vdist.shape, np.float32)
         if lesions.band_mm > 0:
             band = noise["band"].sample(grid.z[block[0]], grid.y[block[1]], grid.x[block[2]])
-            thickness = lesions.band_mm * (1.0 + 0.45 * band) + lesions.band_cap_mm * tissues.tips
-            diffuse = inside(vdist - thickness, width)
+            # patchy: about a third of the walls has no halo; none around the temporal horns and third ventricle
+            q = grid.points(block)
+            supratentorial = np.clip((q[2] + 2.0) * np.float32(0.25), 0.0, 1.0) * np.clip((np.abs(q[0]) - 4.0) * np.float32(0.25), 0.0, 1.0)
+            thickness = (lesions.band_mm * np.clip(0.3 + 0.9 * band, 0.0, None) + lesions.band_cap_mm * tissues.tips) * supratentorial
+            # the halo fades into normal white matter over a few millimetres
+            diffuse = inside(vdist - thickness, 2.5) * (vdist > -width)
         if lesions.confluence is not None:
             conf = noise["confluence"].sample(grid.z[block[0]], grid.y[block[1]], grid.x[block[2]])
             # confluent lesions favour the deep white matter between the ventricles and the cortex
