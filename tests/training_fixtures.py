@@ -20,6 +20,7 @@ DATASET = "Dataset950_TrainTiny"
 def tiny_plan(size: int = 32, features=(8, 16, 32), batch_size: int = 4, epochs: int = 2, iterations: int = 4,
               lr: float = 3e-3, name: str = "tiny", **training) -> Plan:
     """A plan small enough to train in seconds on one core."""
+    training.setdefault("num_workers", 0)
     return Plan(
         name=name,
         dataset=DATASET,
@@ -28,7 +29,7 @@ def tiny_plan(size: int = 32, features=(8, 16, 32), batch_size: int = 4, epochs:
         network=NetworkPlan(features=list(features), convs_per_block=2, norm="instance"),
         training=TrainingPlan(
             patch_size=[size, size], batch_size=batch_size, learning_rate=lr, epochs=epochs,
-            iterations_per_epoch=iterations, foreground_oversampling=0.5, num_workers=0,
+            iterations_per_epoch=iterations, foreground_oversampling=0.5,
             augmentation=AugmentationPlan(rotation_deg=10.0, p_per_sample=0.3), **training,
         ),
     )

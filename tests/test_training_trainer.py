@@ -1,0 +1,168 @@
+"""deepwml_train end to end on a tiny preprocessed dataset: learning, outputs, exact resume, user errors."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepwml.cli.train import main
+from deepwml.planning.plan import AugmentationPlan, Plan
+from deepwml.training.checkpoint import load_checkpoint
+from deepwml.training.trainer import Trainer, TrainOptions, train
+from deepwml.utils.errors import DatasetError, DeepWMLError, PlanError
+from training_fixtures import DATASET, tiny_plan, write_preprocessed_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tests share two cores with other work: one compute thread each."""
+    monkeypatch.setenv("DEEPWML_ALLOCATOR", "default")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _argv(root: Path, fold: str = "0", *extra: str):
+    return ["-d", "950", fold, "-p", "tiny", "--preprocessed", str(root / "pp"), "--results", str(root / "res"),
+            "--threads", "1", *extra]
+
+
+def _fold_dir(root: Path, fold: str = "0") -> Path:
+    return root / "res" / DATASET / "tiny" / f"fold_{fold}"
+
+
+def test_training_writes_every_result_file(tmp_path):
+    write_preprocessed_dataset(tmp_path / "pp")
+    assert main(_argv(tmp_path)) == 0
+    out = _fold_dir(tmp_path)
+    for name in ("plans.json", "dataset.json", "fingerprint.json"):
+        assert (out.parent / name).is_file()
+    entries = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in entries] == [1, 2]
+    assert {"train_loss", "val_median_dice", "val_median_sensitivity", "val_median_precision", "val_ema_dice", "lr",
+            "epoch_seconds", "images_per_second"} <= set(entries[0])
+    assert (out / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = load_checkpoint(out / "checkpoint_latest.pth")
+    assert {"model", "optimizer", "scaler", "epoch", "rng", "plan", "plan_hash", "best_ema_dice", "ema_dice",
+            "deepwml_version"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["plan_hash"] == Plan.from_dict(ckpt["plan"]).hash()
+    assert (out / "checkpoint_best.pth").is_file()
+    summary = json.loads((out / "validation" / "summary.json").read_text())
+    assert summary["n_slices"] > 0 and 0 <= summary["median_dice"] <= 1
+    assert not list(out.glob(".*tmp*")), "no temporary files may be left behind"
+
+
+def _weights(path: Path):
+    return load_checkpoint(path)["model"]
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_continue_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    write_preprocessed_dataset(tmp_path / "pp")
+    straight, split = tmp_path / "a", tmp_path / "b"
+    for r in (straight, split):
+        r.mkdir()
+        (r / "pp").symlink_to(tmp_path / "pp")
+    assert main(_argv(straight, "0", "--epochs", "2")) == 0
+    assert main(_argv(split, "0", "--epochs", "1")) == 0
+    assert main(_argv(split, "0", "--epochs", "2", "--continue")) == 0
+    a, b = load_checkpoint(_fold_dir(straight) / "checkpoint_latest.pth"), load_checkpoint(_fold_dir(split) / "checkpoint_latest.pth")
+    _assert_same_state(a["model"], b["model"])
+    assert a["optimizer"]["state"][0]["exp_avg"].equal(b["optimizer"]["state"][0]["exp_avg"])
+    assert [e["train_loss"] for e in a["history"]] == [e["train_loss"] for e in b["history"]]
+
+
+def test_ctrl_c_then_continue_matches_with_workers_and_a_poly_schedule(tmp_path, monkeypatch, capsys):
+    plan = tiny_plan(lr_schedule="poly", num_workers=2)
+    write_preprocessed_dataset(tmp_path / "pp", plan)
+    straight, split = tmp_path / "a", tmp_path / "b"
+    for r in (straight, split):
+        r.mkdir()
+        (r / "pp").symlink_to(tmp_path / "pp")
+    assert main(_argv(straight)) == 0
+
+    original = Trainer.train_one_epoch
+
+    def interrupt_second_epoch(self, bar):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        original(self, bar)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", interrupt_second_epoch)
+    assert main(_argv(split)) == 130
+    assert "--continue" in capsys.readouterr().out
+    assert load_checkpoint(_fold_dir(split) / "checkpoint_latest.pth")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    assert main(_argv(split, "0", "--continue")) == 0
+    _assert_same_state(_weights(_fold_dir(straight) / "checkpoint_latest.pth"), _weights(_fold_dir(split) / "checkpoint_latest.pth"))
+    log = (_fold_dir(split) / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+
+
+def _opts(root: Path, **kw) -> TrainOptions:
+    kw.setdefault("fold", 0)
+    kw.setdefault("plan_name", "tiny")
+    return TrainOptions(dataset="950", preprocessed_root=root / "pp", results_root=root / "res", threads=1, **kw)
+
+
+def test_unknown_fold_is_an_error(tmp_path, capsys):
+    write_preprocessed_dataset(tmp_path / "pp")
+    with pytest.raises(DatasetError, match="fold 7 does not exist"):
+        train(_opts(tmp_path, fold=7))
+    assert main(_argv(tmp_path, "seven")) == 2
+    assert "fold must be a number" in capsys.readouterr().err
+
+
+def test_missing_preprocessing_names_the_command_to_run(tmp_path, capsys):
+    write_preprocessed_dataset(tmp_path / "pp")
+    with pytest.raises(PlanError, match="deepwml_plan_and_preprocess -d 950 --preset cpu_fast"):
+        train(_opts(tmp_path, plan_name="cpu_fast"))
+    assert main(["-d", "951", "0", "--preprocessed", str(tmp_path / "pp"), "--results", str(tmp_path / "res")]) == 2
+    assert "deepwml_plan_and_preprocess -d 951" in capsys.readouterr().err
+    (tmp_path / "pp" / DATASET / "tiny" / "cache" / "case002.json").unlink()
+    with pytest.raises(DatasetError, match="not preprocessed"):
+        train(_opts(tmp_path))
+
+
+def test_a_plan_that_does_not_match_the_cache_is_refused(tmp_path):
+    folder = write_preprocessed_dataset(tmp_path / "pp")
+    plans = folder / "tiny" / "plans.json"
+    plan = Plan.load(plans)
+    plan.preprocessing.clip_percentiles = [1.0, 99.0]
+    plan.save(plans)
+    with pytest.raises(PlanError, match="preprocessing_hash differs"):
+        train(_opts(tmp_path))
+
+
+def test_continue_refuses_a_checkpoint_of_another_plan_and_training_refuses_to_overwrite(tmp_path):
+    folder = write_preprocessed_dataset(tmp_path / "pp")
+    train(_opts(tmp_path, epochs=1))
+    with pytest.raises(DeepWMLError, match="--continue"):
+        train(_opts(tmp_path, epochs=1))
+    plans = folder / "tiny" / "plans.json"
+    plan = Plan.load(plans)
+    plan.training.learning_rate = 0.5
+    plan.save(plans)
+    with pytest.raises(DeepWMLError, match="another plan"):
+        train(_opts(tmp_path, epochs=2, resume=True))
+
+
+@pytest.mark.slow
+def test_a_small_network_overfits_the_tiny_dataset_within_a_minute(tmp_path):
+    plan = tiny_plan(batch_size=8, epochs=8, iterations=20, lr=1e-2, lr_schedule="poly")
+    plan.training.augmentation = AugmentationPlan(mirror_lr=False, rotation_deg=0.0)
+    write_preprocessed_dataset(tmp_path / "pp", plan, n_cases=4)
+    started = time.monotonic()
+    result = train(_opts(tmp_path, fold="all"))
+    assert time.monotonic() - started < 60
+    summary = json.loads((result["folder"] / "validation" / "summary.json").read_text())
+    assert summary["validated_on_training_cases"] is True
+    assert summary["mean_dice"] > 0.9
