@@ -166,3 +166,14 @@ def test_a_small_network_overfits_the_tiny_dataset_within_a_minute(tmp_path):
     summary = json.loads((result["folder"] / "validation" / "summary.json").read_text())
     assert summary["validated_on_training_cases"] is True
     assert summary["mean_dice"] > 0.9
+
+
+def test_a_time_budget_trains_fewer_epochs_and_ends_the_schedule_with_them(tmp_path):
+    write_preprocessed_dataset(tmp_path / "pp", tiny_plan(epochs=500, iterations=2, lr_schedule="poly"))
+    started = time.monotonic()
+    result = train(_opts(tmp_path, max_minutes=0.1))
+    assert time.monotonic() - started < 6 + 10  # the budget plus at most about one epoch and the final validation
+    assert 1 <= result["epochs"] < 500
+    history = load_checkpoint(result["folder"] / "checkpoint_latest.pth")["history"]
+    # poly decay over the epochs that fit: the last learning rate is far below the start
+    assert history[-1]["lr"] < 0.5 * 3e-3 or len(history) < 3

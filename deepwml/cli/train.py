@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--continue", dest="resume", action="store_true", help="resume from checkpoint_latest.pth")
     parser.add_argument("--epochs", type=int, default=None, help="override plan.training.epochs")
     parser.add_argument("--iterations", type=int, default=None, help="override plan.training.iterations_per_epoch")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="wall-clock budget: train fewer epochs (with the schedule ending on them) if the plan's would not fit")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="augmentation worker processes (0: in this process; default: plan, else from the CPU count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data sampling (default: 0)")
@@ -53,6 +55,7 @@ def _main(argv: Optional[List[str]]) -> int:
         resume=args.resume,
         epochs=args.epochs,
         iterations=args.iterations,
+        max_minutes=args.max_minutes,
         num_workers=args.num_workers,
         seed=args.seed,
         bf16=args.bf16,

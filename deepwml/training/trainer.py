@@ -67,6 +67,8 @@ class TrainOptions:
     progress: Optional[bool] = None
     #: seconds without a batch from the augmentation workers before giving up
     stall_timeout: float = 300.0
+    #: wall-clock budget: fewer epochs (and a schedule that ends with them) when the plan's would not fit
+    max_minutes: Optional[float] = None
 
 
 def effective_training(plan: Plan, opts: TrainOptions) -> TrainingPlan:
@@ -103,6 +105,11 @@ class Trainer:
         self.epoch = 0
         self.ema_dice: Optional[float] = None
         self.best_ema_dice = -math.inf
+        #: epochs this run aims for: the plan's, or fewer when --max-minutes would not fit them
+        self.target_epochs = self.training.epochs
+        self.started = time.monotonic()
+        if opts.max_minutes is not None and opts.max_minutes <= 0:
+            raise DeepWMLError(f"--max-minutes must be positive, got {opts.max_minutes}")
 
     def log(self, message: str) -> None:
         """Print on rank 0 only."""
@@ -175,10 +182,13 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.write_plan_files()
             self.announce()
+        self.first_epoch = self.epoch
+        self.setup_seconds = time.monotonic() - self.started
         bar = self.progress_bar()
         try:
-            while self.epoch < self.training.epochs:
+            while self.epoch < self.target_epochs:
                 self.train_one_epoch(bar)
+                self.fit_budget(bar)
         except KeyboardInterrupt:
             bar.close()
             self.log(f"\ninterrupted during epoch {self.epoch + 1}; {self.out / LATEST} holds {self.epoch} completed epoch(s). "
@@ -206,7 +216,7 @@ class Trainer:
         from tqdm import tqdm
 
         enabled = self.ctx.is_main and (self.opts.progress or (self.opts.progress is None and sys.stderr.isatty()))
-        total = (self.training.epochs - self.epoch) * self.training.iterations_per_epoch
+        total = (self.target_epochs - self.epoch) * self.training.iterations_per_epoch
         return tqdm(total=total, desc="train", unit="it", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
     def batch_spec(self, epoch: int) -> BatchSpec:
@@ -218,7 +228,7 @@ class Trainer:
     def train_one_epoch(self, bar) -> None:
         """Optimise for one epoch, validate, checkpoint and log."""
         t = self.training
-        total_steps = t.epochs * t.iterations_per_epoch
+        total_steps = self.target_epochs * t.iterations_per_epoch
         self.model.train()
         started = time.perf_counter()
         losses = []
@@ -234,6 +244,26 @@ class Trainer:
         if self.ctx.is_main:
             self.end_of_epoch(train_loss, lr, seconds)
         D.barrier(self.ctx)
+
+    def fit_budget(self, bar) -> None:
+        """With --max-minutes: after each epoch, cut the target to the epochs that still fit (rank 0 decides)."""
+        if self.opts.max_minutes is None or self.epoch >= self.target_epochs:
+            return
+        target = self.target_epochs
+        if self.ctx.is_main:
+            elapsed = time.monotonic() - self.started
+            per_epoch = (elapsed - self.setup_seconds) / max(1, self.epoch - self.first_epoch)
+            left = self.opts.max_minutes * 60 - elapsed
+            target = min(self.target_epochs, self.epoch + max(0, int(left // per_epoch)))
+        target = D.broadcast_object(target, self.ctx)
+        if target < self.target_epochs:
+            if target == self.epoch:
+                self.log(f"time budget of {self.opts.max_minutes:g} min reached after epoch {self.epoch}")
+            else:
+                self.log(f"time budget of {self.opts.max_minutes:g} min: training {target} instead of {self.target_epochs} epochs")
+            self.target_epochs = target
+            bar.total = bar.n + (target - self.epoch) * self.training.iterations_per_epoch
+            bar.refresh()
 
     def train_step(self, batch: Dict[str, np.ndarray], lr: float) -> float:
         """One optimisation step; returns the loss."""
@@ -285,7 +315,7 @@ class Trainer:
         write_log(self.out / "log.jsonl", self.history)
         plot_progress(self.out / "progress.png", self.history)
         h = self.history[-1]
-        self.log(f"epoch {self.epoch}/{t.epochs}: loss {train_loss:.4f}, val median Dice {_fmt(median)} "
+        self.log(f"epoch {self.epoch}/{self.target_epochs}: loss {train_loss:.4f}, val median Dice {_fmt(median)} "
                  f"(EMA {_fmt(self.ema_dice)}{', best' if improved else ''}), {h['images_per_second']:.1f} images/s")
 
     def checkpoint(self) -> Dict[str, Any]:
