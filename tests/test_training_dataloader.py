@@ -101,3 +101,46 @@ def test_workers_memory_map_the_unpacked_cache(dataset):
     image, label = dataset.load(dataset.fold_cases(0).train[0])
     assert isinstance(image, np.memmap) and isinstance(label, np.memmap)
     assert Path(image.filename).suffix == ".npy"
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+def test_workers_die_with_a_killed_trainer(dataset):
+    script = f"""
+import multiprocessing, sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_training_dataloader import _spec
+from deepwml.training.preprocessed import PreprocessedDataset
+batches = __import__("deepwml.training.dataloader", fromlist=["x"]).epoch_batches(
+    _spec(PreprocessedDataset({str(dataset.folder.parent)!r}, {DATASET!r}, "tiny"), batches=1000), None, 1)
+next(batches)
+print(multiprocessing.active_children()[0].pid, flush=True)
+time.sleep(120)
+"""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(proc.stdout.readline())
+        assert _alive(worker)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "an orphaned augmentation worker kept running"
+    finally:
+        proc.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)

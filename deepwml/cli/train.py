@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+from types import FrameType
 from typing import List, Optional
 
 from deepwml.cli.common import add_dataset_argument, add_device_argument, run
@@ -66,12 +68,19 @@ def _main(argv: Optional[List[str]]) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    """Turn SIGTERM into KeyboardInterrupt."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; from the real command line, first re-executes with a tuned memory allocator (see training.allocator)."""
     if argv is None:
         from deepwml.training.allocator import reexec_with_tuned_allocator
 
         reexec_with_tuned_allocator()
+        # a polite kill (SIGTERM: schedulers, torchrun) stops like Ctrl-C: workers shut down, the resume command is printed
+        signal.signal(signal.SIGTERM, _interrupt)
     return run(_main, argv)
 
 

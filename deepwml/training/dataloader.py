@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,7 +67,8 @@ class SliceBatchLoader:
     def set_thread_id(self, thread_id: int) -> None:
         """Called by batchgenerators inside each worker process before it draws batches."""
         self.thread_id = thread_id
-        # workers share two cores with the training step: one thread each
+        _die_with_parent()
+        # workers share the cores with the training step: one thread each
         os.environ["OMP_NUM_THREADS"] = "1"
         try:
             import torch
@@ -115,6 +118,19 @@ class SliceBatchLoader:
             random.seed(int(rng.integers(2**32)))
             batch = self.transform(**batch)
         return batch
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the trainer dies (SIGKILL, OOM), instead of leaving it spinning."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def worker_count(requested: Optional[int], cuda: bool) -> int:

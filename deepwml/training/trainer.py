@@ -19,6 +19,7 @@ import torch
 
 from deepwml.planning.plan import Plan, TrainingPlan
 from deepwml.training import distributed as D
+from deepwml.training.allocator import allocator_in_use
 from deepwml.training.augmentation import build_transforms
 from deepwml.training.checkpoint import (
     BEST,
@@ -44,6 +45,10 @@ from deepwml.utils.errors import DeepWMLError
 
 #: nnU-Net's gradient-norm clip; it only bites on the rare exploding step
 GRAD_CLIP = 12.0
+#: with --max-minutes, the epoch count is first estimated after this many steps of the run
+BUDGET_PROBE_STEPS = 4
+#: allowance for validation and checkpointing on top of the training steps of an epoch (first estimate only)
+VALIDATION_MARGIN = 0.15
 
 
 @dataclass
@@ -183,12 +188,12 @@ class Trainer:
             self.write_plan_files()
             self.announce()
         self.first_epoch = self.epoch
+        self.steps_before_bar = self.epoch * self.training.iterations_per_epoch
         self.setup_seconds = time.monotonic() - self.started
         bar = self.progress_bar()
         try:
             while self.epoch < self.target_epochs:
                 self.train_one_epoch(bar)
-                self.fit_budget(bar)
         except KeyboardInterrupt:
             bar.close()
             self.log(f"\ninterrupted during epoch {self.epoch + 1}; {self.out / LATEST} holds {self.epoch} completed epoch(s). "
@@ -206,7 +211,7 @@ class Trainer:
                  f"{len(n.train)} training cases ({self.index.n_slices} slices, {self.index.n_components} lesion components), "
                  f"{len(n.val)} validation cases" + (" (= the training cases)" if n.val_is_train else ""))
         self.log(f"network: U-Net {self.plan.network.features}, {count_parameters(self.net) / 1e6:.2f} M parameters; "
-                 f"device {self.setup.describe()}; {self.workers} augmentation worker(s)")
+                 f"device {self.setup.describe()}; allocator {allocator_in_use()}; {self.workers} augmentation worker(s)")
         world = f" = {self.ctx.world_size} × ~{self.local_batch}" if self.ctx.enabled else ""
         self.log(f"{t.epochs} epochs × {t.iterations_per_epoch} iterations, batch {t.batch_size}{world}, patch {t.patch_size}, "
                  f"{t.optimizer} lr {t.learning_rate:g} ({t.lr_schedule}); output {self.out}")
@@ -228,33 +233,39 @@ class Trainer:
     def train_one_epoch(self, bar) -> None:
         """Optimise for one epoch, validate, checkpoint and log."""
         t = self.training
-        total_steps = self.target_epochs * t.iterations_per_epoch
         self.model.train()
         started = time.perf_counter()
         losses = []
         for i, batch in enumerate(epoch_batches(self.batch_spec(self.epoch), self.transform, self.workers, self.opts.stall_timeout)):
-            lr = learning_rate(t, self.epoch * t.iterations_per_epoch + i, total_steps)
+            # the target (and so the schedule's length) may shrink under --max-minutes
+            lr = learning_rate(t, self.epoch * t.iterations_per_epoch + i, self.target_epochs * t.iterations_per_epoch)
             losses.append(self.train_step(batch, lr))
             bar.update(1)
             bar.set_postfix(epoch=self.epoch + 1, loss=f"{losses[-1]:.3f}",
                             ema_dice="-" if self.ema_dice is None else f"{self.ema_dice:.3f}")
+            if i + 1 == BUDGET_PROBE_STEPS and self.epoch == self.first_epoch:
+                # a first estimate long before the first epoch ends, so that its schedule already fits the budget
+                per_step = (time.perf_counter() - started) / BUDGET_PROBE_STEPS
+                self.fit_budget(bar, per_step * t.iterations_per_epoch * (1 + VALIDATION_MARGIN), (t.iterations_per_epoch - i - 1) * per_step)
         seconds = time.perf_counter() - started
         train_loss = D.mean_over_ranks(float(np.mean(losses)), self.ctx)
         self.epoch += 1
         if self.ctx.is_main:
             self.end_of_epoch(train_loss, lr, seconds)
         D.barrier(self.ctx)
+        if self.opts.max_minutes is not None:
+            self.fit_budget(bar, (time.monotonic() - self.started - self.setup_seconds) / (self.epoch - self.first_epoch), 0.0)
 
-    def fit_budget(self, bar) -> None:
-        """With --max-minutes: after each epoch, cut the target to the epochs that still fit (rank 0 decides)."""
-        if self.opts.max_minutes is None or self.epoch >= self.target_epochs:
+    def fit_budget(self, bar, seconds_per_epoch: float, rest_of_epoch: float) -> None:
+        """With --max-minutes: cut the target to the epochs that still fit after the current one (rank 0 decides)."""
+        if self.opts.max_minutes is None:
             return
         target = self.target_epochs
         if self.ctx.is_main:
-            elapsed = time.monotonic() - self.started
-            per_epoch = (elapsed - self.setup_seconds) / max(1, self.epoch - self.first_epoch)
-            left = self.opts.max_minutes * 60 - elapsed
-            target = min(self.target_epochs, self.epoch + max(0, int(left // per_epoch)))
+            left = self.opts.max_minutes * 60 - (time.monotonic() - self.started) - rest_of_epoch
+            # the epoch under way (if any) is always finished
+            current = self.epoch + (1 if rest_of_epoch > 0 else 0)
+            target = min(self.target_epochs, max(current, 1, current + int(left // max(seconds_per_epoch, 1e-9))))
         target = D.broadcast_object(target, self.ctx)
         if target < self.target_epochs:
             if target == self.epoch:
@@ -262,7 +273,7 @@ class Trainer:
             else:
                 self.log(f"time budget of {self.opts.max_minutes:g} min: training {target} instead of {self.target_epochs} epochs")
             self.target_epochs = target
-            bar.total = bar.n + (target - self.epoch) * self.training.iterations_per_epoch
+            bar.total = target * self.training.iterations_per_epoch - self.steps_before_bar
             bar.refresh()
 
     def train_step(self, batch: Dict[str, np.ndarray], lr: float) -> float:
