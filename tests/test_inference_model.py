@@ -6,14 +6,14 @@ import pytest
 import torch
 from scipy import ndimage
 
-from deepwml.inference.device import choose_precision
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_checkpoint, load_fold_states, resolve_model_dir
 from deepwml.inference.predictor import SlicePredictor, inference_region
 from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.training.device import DeviceSetup
 from deepwml.utils.errors import DeepWMLError
 
-CPU = torch.device("cpu")
-FP32 = choose_precision(CPU, allow_reduced=False)
+FP32 = DeviceSetup(torch.device("cpu"), None, channels_last=True, threads=2)
+BF16 = DeviceSetup(torch.device("cpu"), torch.bfloat16, channels_last=True, threads=2)
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def _model(tmp_path, folds=(0,), kind="random", plan=None):
 def _predictor(model_dir, folds=None, tta=False, batch_size=None, crop=True):
     spec = check_model(model_dir, folds)
     nets = build_fold_networks(spec, load_fold_states(spec))
-    return SlicePredictor(nets, spec.plan, CPU, FP32, tta=tta, batch_size=batch_size, crop=crop)
+    return SlicePredictor(nets, spec.plan, FP32, tta=tta, batch_size=batch_size, crop=crop)
 
 
 def test_model_is_found_by_folder_or_by_dataset_and_plan(tmp_path):
@@ -143,26 +143,11 @@ def test_sizes_that_do_not_divide_by_the_poolings_are_padded_and_cut_back(tmp_pa
     assert np.allclose(probs[inner], (1 / (1 + np.exp(-4.0 * (smoothed - 1.5))))[inner], atol=1e-5)
 
 
-def test_precision_and_device_choices():
-    from deepwml.inference.device import cpu_has_fast_bf16, resolve_device
-
-    assert choose_precision(CPU, allow_reduced=False, force_bf16=True).name == "fp32"
-    assert choose_precision(CPU, allow_reduced=True, force_bf16=True).name == "bf16"
-    # automatic bf16 only where the CPU computes it in hardware (emulated bf16 is slower than fp32)
-    assert choose_precision(CPU).enabled == cpu_has_fast_bf16()
-    assert resolve_device("cpu") == CPU
-    with pytest.raises(DeepWMLError, match="--device"):
-        resolve_device("gpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(DeepWMLError, match="no CUDA GPU"):
-            resolve_device("cuda")
-
-
 def test_bf16_prediction_stays_close_to_fp32(tmp_path):
     model_dir = _model(tmp_path, kind="threshold")
     spec = check_model(model_dir)
     nets = build_fold_networks(spec, load_fold_states(spec))
     x = np.random.default_rng(5).normal(0, 1.5, (2, 64, 64)).astype(np.float32)
-    fp32 = SlicePredictor(nets, spec.plan, CPU, FP32).predict(x)
-    bf16 = SlicePredictor(nets, spec.plan, CPU, choose_precision(CPU, force_bf16=True)).predict(x)
+    fp32 = SlicePredictor(nets, spec.plan, FP32).predict(x)
+    bf16 = SlicePredictor(nets, spec.plan, BF16).predict(x)
     assert bf16.dtype == np.float32 and np.abs(bf16 - fp32).max() < 0.05

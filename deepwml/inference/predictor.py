@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepwml.inference.device import Precision
 from deepwml.planning.plan import Plan
+from deepwml.training.device import DeviceSetup
 
 #: background kept around the head box, in pixels, so that the convolutions near the head see real context
 CROP_MARGIN = 32
@@ -75,33 +75,34 @@ class SlicePredictor:
         self,
         networks: Sequence[nn.Module],
         plan: Plan,
-        device: torch.device,
-        precision: Precision,
+        setup: DeviceSetup,
         tta: bool = False,
         batch_size: Optional[int] = None,
         crop: bool = True,
     ) -> None:
         self.plan = plan
-        self.device = device
-        self.precision = precision
+        self.setup = setup
+        self.device = setup.device
         self.tta = tta
         self.batch_size = int(batch_size or plan.inference.batch_size)
         self.crop = crop
         self.multiple = 2 ** (len(plan.network.features) - 1)
-        # channels_last lets oneDNN/cuDNN pick their fastest convolution kernels
-        self.networks: List[nn.Module] = [n.to(device).eval().to(memory_format=torch.channels_last) for n in networks]
+        # channels_last lets oneDNN pick its fastest CPU convolution kernels (the device setup knows where it pays)
+        layout = torch.channels_last if setup.channels_last else torch.contiguous_format
+        self.layout = layout
+        self.networks: List[nn.Module] = [n.to(self.device).eval().to(memory_format=layout) for n in networks]
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Mean probability over folds (and flips) for a [B, H, W] batch of preprocessed slices."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(self.device)
         x, (h, w) = _pad_to_multiple(x, self.multiple)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=self.layout)
         inputs = [x, torch.flip(x, dims=(-1,))] if self.tta else [x]
         total = torch.zeros(x.shape[0], 1, h, w, device=self.device, dtype=torch.float32)
         for net in self.networks:
             for k, xi in enumerate(inputs):
-                with self.precision.autocast():
+                with self.setup.autocast():
                     logits = net(xi)
                 prob = torch.sigmoid(logits.float())[..., :h, :w]
                 # the second input is mirrored left-right; mirror its answer back before averaging

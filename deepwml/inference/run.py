@@ -1,6 +1,7 @@
 """One prediction run as the CLI describes it: find the model and the cases, skip finished ones, predict, summarise."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +10,6 @@ from typing import List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from deepwml.inference.device import available_cpus, choose_precision, resolve_device
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.lesion_report import CaseSummary, failed_case, summary_frame
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
@@ -18,6 +18,7 @@ from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.paths import results_root
+from deepwml.training.device import setup_device
 
 
 @dataclass
@@ -56,7 +57,6 @@ class PredictReport:
     resumed: int = 0
     seconds: float = 0.0
     summary_csv: Optional[Path] = None
-    precision: str = "fp32"
     device: str = "cpu"
     folds: List[str] = field(default_factory=list)
 
@@ -69,7 +69,7 @@ class PredictReport:
         """One line for the terminal."""
         return (
             f"deepwml_predict: {self.predicted} case(s) predicted, {self.resumed} already done, {len(self.failed)} failed "
-            f"in {self.seconds:.1f} s ({self.device}, {self.precision}, folds {' '.join(self.folds) or '-'}); "
+            f"in {self.seconds:.1f} s on {self.device}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}"
         )
 
@@ -99,14 +99,14 @@ def predict(request: PredictRequest) -> PredictReport:
             summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case))
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
-    device = resolve_device(request.device)
-    precision = choose_precision(device, request.allow_bf16, request.force_bf16)
-    report.device, report.precision = str(device), precision.name
+    setup = setup_device(request.device, allow_bf16=request.allow_bf16)
+    if request.force_bf16 and setup.device.type == "cpu":
+        setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
+    report.device = setup.describe()
     if todo:
-        torch.set_num_threads(available_cpus())
         networks = build_fold_networks(spec, load_fold_states(spec))
         predictor = SlicePredictor(
-            networks, spec.plan, device, precision, tta=request.tta or spec.plan.inference.tta, crop=request.crop
+            networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop
         )
         options = RunOptions(
             out_dir=out_dir,

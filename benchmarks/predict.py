@@ -1,0 +1,205 @@
+"""Prediction speed and memory of the paper network (U-Net 64…1024, 256×256) on this machine, fp32 and bf16.
+
+Prints seconds per slice and per 25-slice case, model only and end to end (read, preprocess, infer, write),
+the medians of several runs; peak memory (ru_maxrss); and how far bf16 masks agree with fp32 masks.
+
+Speed needs no trained weights (random ones cost the same). Agreement does: masks of a random network are
+meaningless, so it is measured on a small U-Net trained here for a minute on synthetic FLAIR, predicting a
+held-out synthetic case in fp32 and in bf16.
+
+    python benchmarks/predict.py                 # all figures (tens of minutes on a 2-core CPU)
+    python benchmarks/predict.py --runs 1 --quick  # one run, bf16 end to end skipped
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from deepwml.imageio import Geometry, Image, write_image
+from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
+from deepwml.inference.inputs import discover_cases
+from deepwml.inference.pipeline import prepare_case
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.run import PredictRequest, predict
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.planning.plan import Plan, load_preset
+from deepwml.preprocessing.transforms import preprocess_arrays
+from deepwml.synthetic.generate import generate_case
+from deepwml.training.device import DeviceSetup, cpu_has_native_bf16, physical_cores
+
+CPU = torch.device("cpu")
+
+
+def cpu_setup(name: str) -> DeviceSetup:
+    """CPU inference in fp32 or bf16 autocast (forced, to measure it even where it is emulated)."""
+    return DeviceSetup(CPU, torch.bfloat16 if name == "bf16" else None, channels_last=True, threads=torch.get_num_threads())
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def median_seconds(fn: Callable[[], None], runs: int) -> float:
+    """Median wall time of ``runs`` calls."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def synthetic_case(centre: str, index: int, n_slices: int = 0) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """A synthetic FLAIR case; with ``n_slices`` its slices are resampled by index to exactly that many."""
+    case = generate_case(centre, index, seed=0)
+    image, label, g = case.image, case.label, case.geometry
+    if n_slices:
+        pick = np.linspace(0, image.shape[0] - 1, n_slices).round().astype(int)
+        image, label = image[pick], label[pick]
+        g = Geometry((g.size[0], g.size[1], n_slices), g.spacing, g.origin, g.direction)
+    return image, label, g
+
+
+def speed(args: argparse.Namespace, scratch: Path) -> None:
+    """Model-only and end-to-end timings of the paper network, fp32 then bf16."""
+    plan = load_preset("paper")
+    model_dir = write_model_dir(scratch / "results" / "Dataset990_Bench" / "paper", plan, folds=(0,), kind="random")
+    cases = []
+    for k in range(args.cases):
+        image, _, geometry = synthetic_case("MS#1", k + 1, args.slices)  # MS#1 stores 256×256 at 0.94 mm
+        cases.append(write_image(image.astype(np.int16), geometry, scratch / "in" / f"case{k}.nii.gz"))
+    print(f"input: {args.cases} synthetic case(s), {args.slices} slices of {image.shape[1]}x{image.shape[2]}; "
+          f"plan 'paper' (U-Net {plan.network.features}, matrix {plan.preprocessing.matrix}), random weights")
+    case = discover_cases(cases[0])[0]
+    start = time.perf_counter()
+    prepared = prepare_case(case, plan)
+    print(f"read + preprocess one case: {time.perf_counter() - start:.2f} s (single run)")
+    spec = check_model(model_dir)
+    net = build_fold_networks(spec, load_fold_states(spec))
+    has_bf16 = cpu_has_native_bf16()
+    print(f"CPU hardware bf16 (AVX512-BF16/AMX): {'yes' if has_bf16 else 'NO - bf16 is emulated and slow here'}; "
+          f"torch threads {torch.get_num_threads()}")
+    for name in ("fp32", "bf16"):
+        for crop in (True, False):
+            predictor = SlicePredictor(net, plan, cpu_setup(name), crop=crop)
+            stack, head = prepared.image_pp, prepared.head
+            runs = args.runs
+            if name == "bf16" and not has_bf16:
+                # emulated bf16 runs ~10x slower: time one batch of slices, once, instead of the whole case
+                stack, head, runs = stack[: plan.inference.batch_size], head[: plan.inference.batch_size], 1
+            predictor.forward(stack[:1])  # warm-up: oneDNN picks kernels on first use
+            seconds = median_seconds(lambda: predictor.predict(stack, head), runs)
+            n = int(head.any(axis=(1, 2)).sum()) if crop else len(stack)
+            per_slice = seconds / max(1, n)
+            label = "head box" if crop else "full 256x256"
+            print(f"model only  {name}  {label:13s}: {per_slice:.3f} s/slice over {n} slices -> "
+                  f"{per_slice * args.slices:.1f} s per {args.slices}-slice case (median of {runs}); peak RSS so far {peak_rss_gib():.2f} GiB")
+    for name in ("fp32", "bf16"):
+        if name == "bf16" and not has_bf16 and args.quick:
+            print("end to end  bf16: skipped (--quick, no hardware bf16)")
+            continue
+        request = PredictRequest(input=scratch / "in", output=scratch / f"out_{name}", model_dir=model_dir, overwrite=True,
+                                 allow_bf16=name == "bf16", force_bf16=name == "bf16")
+        runs = args.runs if (name == "fp32" or has_bf16) else 1
+        totals = []
+        for _ in range(runs):
+            report = predict(request)
+            totals.append(report.seconds)
+        total = statistics.median(totals)
+        print(f"end to end  {name}: {total:.1f} s for {args.cases} case(s) incl. model load -> {total / args.cases:.1f} s per "
+              f"{args.slices}-slice case, {total / args.cases / args.slices:.3f} s/slice (median of {runs}); peak RSS so far {peak_rss_gib():.2f} GiB")
+
+
+def _train_small_model(plan: Plan, train: List[Tuple[np.ndarray, np.ndarray]], iterations: int, seed: int = 0) -> Dict:
+    """A minute of BCE + soft-Dice training on lesion-rich slices: enough for masks worth comparing across precisions."""
+    from deepwml.training.network import build_network
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = build_network(plan.network)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    images = np.concatenate([x for x, _ in train]).astype(np.float32)
+    labels = np.concatenate([(y == 1) for _, y in train]).astype(np.float32)
+    lesion_slices = np.flatnonzero(labels.any(axis=(1, 2)))
+    for _ in range(iterations):
+        idx = rng.choice(lesion_slices, plan.training.batch_size)
+        x, y = torch.from_numpy(images[idx])[:, None], torch.from_numpy(labels[idx])[:, None]
+        logits = net(x)
+        prob = torch.sigmoid(logits)
+        dice = 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + dice
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return net.eval().state_dict()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks (1.0 when both are empty)."""
+    denom = np.count_nonzero(a) + np.count_nonzero(b)
+    return 1.0 if denom == 0 else 2 * np.count_nonzero(a & b) / denom
+
+
+def agreement(args: argparse.Namespace) -> None:
+    """Dice between fp32 and bf16 masks of a briefly trained small U-Net on a held-out synthetic case."""
+    from deepwml.training.network import build_network
+
+    plan = tiny_plan(matrix=128, features=(8, 16, 32, 64), norm="none")
+    plan.training.batch_size = 8
+    start = time.perf_counter()
+    data = []
+    for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "NMOSD#4")):
+        image, label, geometry = synthetic_case(centre, k + 1)
+        result = preprocess_arrays(Image(image.astype(np.float32), geometry), plan, label)
+        data.append((result.image, result.label, result.head))
+    net = build_network(plan.network)
+    net.load_state_dict(_train_small_model(plan, [(x, y) for x, y, _ in data[:-1]], args.train_iterations))
+    print(f"agreement model: U-Net {plan.network.features} at {plan.preprocessing.matrix}, trained {args.train_iterations} "
+          f"iterations on 4 synthetic cases ({time.perf_counter() - start:.0f} s incl. data)")
+    x, y, head = data[-1]
+    masks = {}
+    for name in ("fp32", "bf16"):
+        probs = SlicePredictor([net], plan, cpu_setup(name)).predict(x, head)
+        masks[name] = probs >= plan.inference.threshold
+    print(f"held-out case: Dice(fp32 mask, reference) {_dice(masks['fp32'], y == 1):.3f}; "
+          f"Dice(bf16 mask, fp32 mask) {_dice(masks['bf16'], masks['fp32']):.4f} "
+          f"({np.count_nonzero(masks['fp32'])} vs {np.count_nonzero(masks['bf16'])} lesion pixels)")
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per timing; the median is printed")
+    parser.add_argument("--cases", type=int, default=2, help="cases in the end-to-end run")
+    parser.add_argument("--slices", type=int, default=25, help="slices per case")
+    parser.add_argument("--train-iterations", type=int, default=600, help="training iterations of the agreement model")
+    parser.add_argument("--quick", action="store_true", help="skip end-to-end bf16 on CPUs without hardware bf16")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-agreement", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(physical_cores())
+    print(f"deepwml benchmark: predict - torch {torch.__version__}, {physical_cores()} core(s); "
+          "figures measured under load (shared machine) unless re-run on an idle one")
+    scratch = Path(tempfile.mkdtemp(prefix="deepwml_bench_predict_"))
+    try:
+        if not args.skip_speed:
+            speed(args, scratch)
+        if not args.skip_agreement:
+            agreement(args)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"peak RSS of the whole benchmark: {peak_rss_gib():.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
