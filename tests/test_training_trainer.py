@@ -177,3 +177,21 @@ def test_a_time_budget_trains_fewer_epochs_and_ends_the_schedule_with_them(tmp_p
     history = load_checkpoint(result["folder"] / "checkpoint_latest.pth")["history"]
     # poly decay over the epochs that fit: the last learning rate is far below the start
     assert history[-1]["lr"] < 0.5 * 3e-3 or len(history) < 3
+
+
+def test_without_lesions_to_validate_on_the_best_checkpoint_is_the_latest(tmp_path):
+    import numpy as np
+
+    from deepwml.utils.atomic import savez_compressed
+
+    folder = write_preprocessed_dataset(tmp_path / "pp")
+    val_case = folder / "tiny" / "cache" / "case001.npz"  # fold 0 validates on case001
+    with np.load(val_case) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["label"][:] = 0
+    savez_compressed(val_case, **arrays)
+    result = train(_opts(tmp_path, epochs=2))
+    best, latest = (load_checkpoint(result["folder"] / name) for name in ("checkpoint_best.pth", "checkpoint_latest.pth"))
+    assert best["epoch"] == latest["epoch"] == 2
+    entries = [json.loads(line) for line in (result["folder"] / "log.jsonl").read_text().splitlines()]
+    assert entries[-1]["val_slices"] == 0 and entries[-1]["val_median_dice"] is None

@@ -307,8 +307,9 @@ class Trainer:
         median = metrics["median_dice"]
         if not math.isnan(median):
             self.ema_dice = ema_update(self.ema_dice, median, self.training.ema_alpha)
-        improved = self.ema_dice is not None and self.ema_dice > self.best_ema_dice
-        if improved:
+        # without scored validation slices there is nothing to select by: the best checkpoint is the latest
+        improved = self.ema_dice is None or self.ema_dice > self.best_ema_dice
+        if improved and self.ema_dice is not None:
             self.best_ema_dice = self.ema_dice
         t = self.training
         images = t.iterations_per_epoch * t.batch_size
