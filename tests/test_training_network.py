@@ -39,6 +39,7 @@ def test_deep_supervision_returns_coarser_heads_only_when_switched_on():
     net.return_deep_supervision = True
     shapes = [o.shape[-1] for o in net(x)]
     assert shapes == [64, 32, 16]
+    assert net.eval()(x).shape == (1, 1, 64, 64)  # validation and prediction run in eval mode
 
 
 def test_channels_last_gives_the_same_logits():

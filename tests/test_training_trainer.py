@@ -195,3 +195,15 @@ def test_without_lesions_to_validate_on_the_best_checkpoint_is_the_latest(tmp_pa
     assert best["epoch"] == latest["epoch"] == 2
     entries = [json.loads(line) for line in (result["folder"] / "log.jsonl").read_text().splitlines()]
     assert entries[-1]["val_slices"] == 0 and entries[-1]["val_median_dice"] is None
+
+
+def test_deep_supervision_and_batch_norm_train_and_validate(tmp_path):
+    plan = tiny_plan(epochs=1)
+    plan.network.deep_supervision = True
+    plan.network.norm = "batch"
+    plan.network.features = [8, 16, 32, 64]
+    write_preprocessed_dataset(tmp_path / "pp", plan)
+    result = train(_opts(tmp_path))
+    state = load_checkpoint(result["folder"] / "checkpoint_latest.pth")["model"]
+    assert any(k.startswith("ds_heads.1.") for k in state)
+    assert result["val_median_dice"] >= 0

@@ -4,8 +4,8 @@ Encoder level i holds ``convs_per_block`` 3×3 convolutions (padding 1) + ReLU w
 2×2 max-pooling between levels; the last entry of ``features`` is the bottleneck. The decoder upsamples with
 2×2 transposed convolutions, concatenates the skip connection and applies the same conv block. A 1×1 head maps
 to one logit channel (sigmoid at inference). With ``deep_supervision`` extra 1×1 heads sit on the coarser
-decoder levels; they are only returned when ``return_deep_supervision`` is switched on (training), so
-prediction always receives one tensor ``[B, 1, H, W]``.
+decoder levels; they are only returned in training mode with ``return_deep_supervision`` switched on, so
+validation and prediction (eval mode) always receive one tensor ``[B, 1, H, W]``.
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class UNet2D(nn.Module):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
             decoded.append(x)
         out = self.head(x)
-        if not (self.return_deep_supervision and self.deep_supervision):
+        if not (self.return_deep_supervision and self.deep_supervision and self.training):
             return out
         # decoded[-2] is one level coarser than the finest, decoded[-3] two levels, ...
         coarser = [head(decoded[-2 - k]) for k, head in enumerate(self.ds_heads)]
