@@ -187,7 +187,7 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path, monkey
     real = dataset_module.make_case
     calls = []
 
-    def interrupted(spec, folder):
+    def interrupted(spec, folder) -> str:
         if calls:
             raise KeyboardInterrupt
         calls.append(spec.case_id)

@@ -127,6 +127,7 @@ def mix(t: Tissues, lesion: np.ndarray, lesion_contrast: np.ndarray, c: Contrast
     """FLAIR signal (white matter = 1) of the fine voxels: each tissue painted over the ones that enclose it."""
 
     def paint(img: np.ndarray, frac: np.ndarray, value) -> np.ndarray:
+        """Cover ``frac`` of each voxel with a tissue of signal ``value``."""
         return img + frac * (value - img)
 
     img = t.head * np.float32(c.skin)

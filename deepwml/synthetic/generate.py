@@ -39,7 +39,7 @@ BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -75,7 +75,7 @@ def sample_subject(disease: str, rng: np.random.Generator) -> Tuple[float, float
     if disease == "NMOSD":
         return float(rng.uniform(20, 65)), float(rng.beta(1.8, 2.2)), 0.0
     age = rng.uniform(50, 88)
-    severity = float(np.clip(rng.beta(1.4, 1.4) + (age - 70) / 120, 0.08, 1.0))
+    severity = float(np.clip(rng.beta(1.4, 1.4) + (age - 70) / 120, 0.15, 1.0))
     return float(age), severity, float(0.2 * severity)
 
 

@@ -49,6 +49,7 @@ class Lesions:
         self.contrasts.append(float(contrast))
 
     def __len__(self) -> int:
+        """Number of ellipsoidal lesions."""
         return len(self.centres)
 
 
@@ -145,7 +146,7 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
     """Multiple sclerosis."""
     les = Lesions(load_ml=float(np.exp(np.log(7.0) + severity * np.log(40 / 7.0))))
     budget = les.load_ml * 1000.0
-    for v in _volumes(rng, 0.55 * budget, 110.0, 1.1, 70):
+    for v in _volumes(rng, 0.45 * budget, 110.0, 1.1, 60):
         surface, normal, _ = _wall_site(anatomy, rng)
         long_, short, _ = _axes_for(v, rng.uniform(1.6, 3.0))
         # Dawson's finger: long axis along the outward normal, tilted a little, starting at the wall
@@ -153,9 +154,9 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
         rot = frame_from_axis(axis, rng)
         centre = surface + rot[:, 0] * (long_ * rng.uniform(0.5, 1.0)) + rng.normal(0, 0.8, 3)
         les.add(centre, (long_, short * rng.uniform(0.8, 1.2), short), rot, _contrast(rng))
-    for v in _volumes(rng, 0.2 * budget, 35.0, 0.9, 40):
+    for v in _volumes(rng, 0.3 * budget, 60.0, 0.8, 45):
         les.add(_deep_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.7)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    for v in _volumes(rng, 0.17 * budget, 30.0, 0.8, 35):
+    for v in _volumes(rng, 0.17 * budget, 35.0, 0.7, 35):
         ax = _axes_for(v, rng.uniform(1.0, 1.8))
         site = _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + ax[1] + rng.uniform(2.0, 6.0))
         les.add(site, ax, frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
@@ -166,9 +167,9 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
 
 def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
     """Neuromyelitis optica spectrum disorder."""
-    les = Lesions(load_ml=float(np.exp(np.log(0.3) + severity * np.log(8 / 0.3))))
+    les = Lesions(load_ml=float(np.exp(np.log(0.5) + severity * np.log(10 / 0.5))))
     budget = les.load_ml * 1000.0
-    for v in _volumes(rng, 0.5 * budget, 25.0, 0.7, 25):
+    for v in _volumes(rng, 0.5 * budget, 30.0, 0.6, 25):
         site = _deep_site(anatomy, rng) if rng.random() < 0.6 else _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(3, 8))
         les.add(site, _axes_for(v, rng.uniform(1.0, 1.4)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
     for v in _volumes(rng, 0.35 * budget, 60.0, 0.8, 14):
@@ -190,15 +191,15 @@ def _csvd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesion
     les = Lesions()
     if severity > 0.25:
         # Fazekas 2-3: a patchy halo along the lateral ventricles, thick caps at the horns
-        les.band_mm = float(1.5 + 7.0 * (severity - 0.25) ** 1.2 * rng.uniform(0.8, 1.2))
-        les.band_cap_mm = float(3.0 + 6.0 * severity * rng.uniform(0.7, 1.2))
-    n_punctate = int(round(6 + 40 * severity * rng.uniform(0.6, 1.3)))
+        les.band_mm = float(1.5 + 5.5 * (severity - 0.25) ** 1.2 * rng.uniform(0.8, 1.2))
+        les.band_cap_mm = float(3.0 + 5.0 * severity * rng.uniform(0.7, 1.2))
+    n_punctate = int(round(12 + 40 * severity * rng.uniform(0.6, 1.3)))
     for _ in range(n_punctate):
-        v = float(np.clip(rng.lognormal(np.log(35.0 + 60 * severity), 0.8), 6.0, 2500.0))
+        v = float(np.clip(rng.lognormal(np.log(50.0 + 80 * severity), 0.8), 6.0, 2500.0))
         site = _deep_site(anatomy, rng, z_min=-2.0) if rng.random() < 0.85 else _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(4, 9))
         les.add(site, _axes_for(v, rng.uniform(1.0, 1.5)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
     if severity > 0.55:
-        les.confluence = float(2.6 - 1.8 * (severity - 0.55) / 0.45)
+        les.confluence = float(2.8 - 1.6 * (severity - 0.55) / 0.45)
     les.diffuse_contrast = float(rng.uniform(0.7, 0.95))
     return les
 

@@ -90,6 +90,9 @@ def summary_rows(figures: Sequence[Dict[str, object]]) -> List[Tuple[str, str, s
     rows.append(("lesion volume p10/25/50/75/90/99 µl", " / ".join(f"{v:.0f}" for v in pct), " / ".join(str(v) for v in REAL_VOLUME_PERCENTILES_UL.values())))
     shares = group_shares(np.concatenate([f["slice_volumes_ml"] for f in figures]))
     rows.append(("slices by group G1/G2/G3/G4/G5", " / ".join(f"{v:.0%}" for v in shares.values()), " / ".join(f"{v:.0%}" for v in REAL_GROUP_SHARES.values())))
+    for disease in sorted({str(f["disease"]) for f in figures}):
+        shares = group_shares(np.concatenate([f["slice_volumes_ml"] for f in figures if f["disease"] == disease]))
+        rows.append((f"slices by group, {disease}", " / ".join(f"{v:.0%}" for v in shares.values()), ""))
     slices = np.array([f["slices"] for f in figures])
     rows.append(("slices per patient", f"{slices.min()} – {slices.max()}", "16 – 20 (paper: 16 – 32)"))
     rows.append(("2D lesion components < 10 pixels", str(sum(int(f["small_2d_components"]) for f in figures)), "occur (a failure mode)"))
