@@ -5,6 +5,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -37,6 +38,7 @@ def _rank(rank: int, world: int, port: int, root: str) -> None:
         D.shutdown(trainer.ctx)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_one_model_and_only_rank_0_writes(tmp_path):
     write_preprocessed_dataset(tmp_path / "pp", tiny_plan(batch_size=4, epochs=2, iterations=3))
     mp.spawn(_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
