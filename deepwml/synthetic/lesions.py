@@ -20,7 +20,7 @@ from deepwml.synthetic.grid import Grid, is_empty
 from deepwml.synthetic.shapes import ellipsoid_sdf, frame_from_axis, inside
 
 #: Share of lesions whose contrast is only about half of the subject's usual lesion contrast.
-SUBTLE_FRACTION = 0.12
+SUBTLE_FRACTION = 0.10
 #: The lateral-ventricle capsules lesions grow from (frontal horn, body, atrium, occipital horn; both sides).
 _WALL_CAPSULES = (0, 1, 2, 3, 6, 7, 8, 9)
 
@@ -75,7 +75,7 @@ def _volumes(rng: np.random.Generator, budget_ul: float, median_ul: float, sigma
     out: List[float] = []
     total = 0.0
     while (total < budget_ul or not out) and len(out) < cap:
-        v = float(np.clip(rng.lognormal(np.log(median_ul), sigma), 4.0, 12000.0))
+        v = float(np.clip(rng.lognormal(np.log(median_ul), sigma), 8.0, 12000.0))
         out.append(v)
         total += v
     return out
@@ -160,14 +160,14 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
         ax = _axes_for(v, rng.uniform(1.0, 1.8))
         site = _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + ax[1] + rng.uniform(2.0, 6.0))
         les.add(site, ax, frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    for v in _volumes(rng, 0.08 * budget, 60.0, 0.7, 8):
+    for v in _volumes(rng, 0.05 * budget, 60.0, 0.7, 6):
         les.add(_infratentorial_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.6)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
     return les
 
 
 def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
     """Neuromyelitis optica spectrum disorder."""
-    les = Lesions(load_ml=float(np.exp(np.log(0.5) + severity * np.log(10 / 0.5))))
+    les = Lesions(load_ml=float(np.exp(np.log(0.8) + severity * np.log(12 / 0.8))))
     budget = les.load_ml * 1000.0
     for v in _volumes(rng, 0.5 * budget, 30.0, 0.6, 25):
         site = _deep_site(anatomy, rng) if rng.random() < 0.6 else _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(3, 8))
