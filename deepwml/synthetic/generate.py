@@ -39,7 +39,7 @@ BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass
