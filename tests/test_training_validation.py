@@ -10,7 +10,7 @@ import torch
 from deepwml.constants import IGNORE_LABEL
 from deepwml.training.validation import (
     ValidationSlices,
-    ema_update,
+    DiceEMA,
     slice_confusion,
     slice_metrics,
     validate,
@@ -38,10 +38,16 @@ def test_an_empty_prediction_on_a_lesion_slice_scores_zero():
     assert m["dice"][0] == 0 and m["sensitivity"][0] == 0 and m["precision"][0] == 0
 
 
-def test_ema_starts_at_the_first_value_and_follows_alpha():
-    ema = ema_update(None, 0.5, 0.9)
-    assert ema == 0.5
-    assert ema_update(ema, 1.0, 0.9) == pytest.approx(0.55)
+def test_moving_average_is_bias_corrected_and_follows_alpha():
+    ema = DiceEMA(0.9)
+    assert ema.value is None
+    assert ema.update(0.5) == pytest.approx(0.5)  # the first value is the average
+    assert ema.update(1.0) == pytest.approx((0.9 * 0.5 + 1.0) / 1.9)
+    for _ in range(100):
+        ema.update(0.8)
+    assert ema.value == pytest.approx(0.8)
+    resumed = DiceEMA(0.9, ema.raw, ema.count)
+    assert resumed.update(0.2) == ema.update(0.2)
 
 
 class _Threshold(torch.nn.Module):

@@ -39,7 +39,7 @@ from deepwml.training.optim import build_optimizer, learning_rate, set_learning_
 from deepwml.training.preprocessed import Fold, PreprocessedDataset, fold_folder_name
 from deepwml.training.progress import plot_progress, write_log
 from deepwml.training.sampling import build_slice_index
-from deepwml.training.validation import collect_validation_slices, ema_update, validate
+from deepwml.training.validation import DiceEMA, collect_validation_slices, validate
 from deepwml.utils.atomic import write_bytes, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -108,13 +108,18 @@ class Trainer:
         self.local_batch = D.local_batch_size(self.training.batch_size, self.ctx)
         self.history: List[Dict[str, Any]] = []
         self.epoch = 0
-        self.ema_dice: Optional[float] = None
+        self.ema = DiceEMA(self.training.ema_alpha)
         self.best_ema_dice = -math.inf
         #: epochs this run aims for: the plan's, or fewer when --max-minutes would not fit them
         self.target_epochs = self.training.epochs
         self.started = time.monotonic()
         if opts.max_minutes is not None and opts.max_minutes <= 0:
             raise DeepWMLError(f"--max-minutes must be positive, got {opts.max_minutes}")
+
+    @property
+    def ema_dice(self) -> Optional[float]:
+        """Moving average of the validation median per-slice Dice (None before the first validation)."""
+        return self.ema.value
 
     def log(self, message: str) -> None:
         """Print on rank 0 only."""
@@ -162,7 +167,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
-        self.ema_dice = ckpt.get("ema_dice")
+        self.ema = DiceEMA(self.training.ema_alpha, *ckpt.get("ema_state", (0.0, 0)))
         self.best_ema_dice = ckpt.get("best_ema_dice", -math.inf)
         self.history = list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
@@ -306,7 +311,7 @@ class Trainer:
         val_seconds = time.perf_counter() - val_started
         median = metrics["median_dice"]
         if not math.isnan(median):
-            self.ema_dice = ema_update(self.ema_dice, median, self.training.ema_alpha)
+            self.ema.update(median)
         # without scored validation slices there is nothing to select by: the best checkpoint is the latest
         improved = self.ema_dice is None or self.ema_dice > self.best_ema_dice
         if improved and self.ema_dice is not None:
@@ -344,6 +349,7 @@ class Trainer:
             "training_overrides": {"epochs": self.training.epochs, "iterations_per_epoch": self.training.iterations_per_epoch},
             "best_ema_dice": self.best_ema_dice,
             "ema_dice": self.ema_dice,
+            "ema_state": (self.ema.raw, self.ema.count),
             "history": self.history,
             "dataset": self.data.name,
             "fold": self.opts.fold,

@@ -40,9 +40,28 @@ def slice_metrics(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Dict[str, n
     return {"dice": dice, "sensitivity": sensitivity, "precision": precision}
 
 
-def ema_update(previous: Optional[float], value: float, alpha: float) -> float:
-    """alpha · previous + (1 − alpha) · value; the first value starts the average."""
-    return value if previous is None else alpha * previous + (1 - alpha) * value
+@dataclass
+class DiceEMA:
+    """Bias-corrected exponential moving average (as Adam's moments): a weighted mean of all values so far with
+    weights alpha^age, normalised. Unlike an average started at the first value, it does not keep dragging the
+    first, untrained epochs along (with alpha 0.9, 31 % of epoch 1 would still be in it after 12 epochs)."""
+
+    alpha: float
+    raw: float = 0.0
+    count: int = 0
+
+    def update(self, value: float) -> float:
+        """Add one epoch's value; returns the new average."""
+        self.raw = self.alpha * self.raw + (1 - self.alpha) * value
+        self.count += 1
+        return self.value
+
+    @property
+    def value(self) -> Optional[float]:
+        """The average, or None before the first value."""
+        if self.count == 0:
+            return None
+        return self.raw / (1 - self.alpha**self.count) if self.alpha < 1 else self.raw
 
 
 @dataclass
