@@ -125,8 +125,8 @@ def ventricle_sdf(anatomy: Anatomy, p: Points) -> np.ndarray:
     return d
 
 
-def brain_sdf(anatomy: Anatomy, p: Points, deformation: np.ndarray) -> np.ndarray:
-    """Outer surface of the brain (cerebrum with temporal lobes, cerebellum, brainstem), smoothly deformed."""
+def brain_sdf(anatomy: Anatomy, p: Points, deformation: np.ndarray, cerebellum: np.ndarray) -> np.ndarray:
+    """Outer surface of the brain (cerebrum with temporal lobes, ``cerebellum`` distance, brainstem), smoothly deformed."""
     X, Y, Z = p
     s = anatomy.size
     cerebrum = ellipsoid_sdf(p, anatomy.brain_centre, anatomy.brain_axes)
@@ -138,7 +138,7 @@ def brain_sdf(anatomy: Anatomy, p: Points, deformation: np.ndarray) -> np.ndarra
         ellipsoid_sdf(p, (44.0 * s, -2.0 * s, -24.0 * s), (20.0 * s, 36.0 * s, 17.0 * s)),
     )
     cerebrum = smooth_min(cerebrum, temporal, 8.0)
-    hull = smooth_min(smooth_min(cerebrum, cerebellum_sdf(anatomy, p), 6.0), stem_sdf(anatomy, p), 5.0)
+    hull = smooth_min(smooth_min(cerebrum, cerebellum, 6.0), stem_sdf(anatomy, p), 5.0)
     return hull + float(anatomy.deformation_mm) * deformation
 
 
@@ -173,13 +173,18 @@ def anatomy_fields(
     z, y, x = coarse.z, coarse.y, coarse.x
     p = coarse.points()
     a = anatomy
-    hull = brain_sdf(a, p, noise["shape"].sample(z, y, x))
-    in_cerebellum = inside(cerebellum_sdf(a, p), 4.0)
+    cerebellum = cerebellum_sdf(a, p)
+    hull = brain_sdf(a, p, noise["shape"].sample(z, y, x), cerebellum)
+    in_cerebellum = inside(cerebellum, 4.0)
+    del cerebellum
     # sulci are walls standing across the surface: the folding pattern is read from a noise field on a sphere
     # around the brain centre (partly: an exponent below 1 lets the walls lean and meander as real sulci do)
     rel = [c - float(o) for c, o in zip(p, a.brain_centre)]
     scale = (np.float32(FOLD_RADIUS_MM) / np.maximum(np.sqrt(rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2), 1.0)) ** np.float32(0.75)
-    fold = noise["fold"].sample_points(rel[2] * scale, rel[1] * scale, rel[0] * scale)
+    # only where sulci can be: within reach of the brain surface
+    where = (hull < 4.0) & (hull > -40.0)
+    fold = np.zeros(hull.shape, np.float32)
+    fold[where] = noise["fold"].sample_points(rel[2][where] * scale[where], rel[1][where] * scale[where], rel[0][where] * scale[where])
     grads = np.gradient(fold, *(float(c[1] - c[0]) for c in (z, y, x)))
     fold_grad = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
     del grads, rel, scale
@@ -197,10 +202,12 @@ def anatomy_fields(
         "sulcus": fold / np.maximum(fold_grad, 0.02),
         "midline": X - float(a.midline_mm),
         "fissure": inside(-callosum, 3.0) * (1.0 - in_cerebellum),
+        # muscle, fat and bone of the skull base and neck are not one uniform grey
+        "texture": noise["band"].sample(z, y, x),
     }
     dz = float(z[1] - z[0])
     out = {k: AlignedField(v.astype(np.float32, copy=False), float(z[0]), dz, factor, (0, 0), fine_size) for k, v in full.items()}
-    block = ventricle_block(a, coarse, margin_mm=30.0)
+    block = ventricle_block(a, coarse, margin_mm=22.0)
     if is_empty(block):
         return out
     q = tuple(c[block] for c in p)
@@ -232,6 +239,7 @@ class Tissues:
     diploe: np.ndarray
     intracranial: np.ndarray
     soft: np.ndarray
+    texture: np.ndarray
     brain: np.ndarray
     grey: np.ndarray
     deep_grey: np.ndarray
@@ -266,6 +274,7 @@ def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndar
     intracranial = inside(cranium - t_ic, width)
     del cranium
     soft = np.clip((hull - 4.0) * np.float32(1 / 8.0), 0.0, 1.0)
+    texture = fields["texture"].sample(z)
     brain = inside(hull, width)
 
     cerebellum = fields["cerebellum"].sample(z)
@@ -298,4 +307,4 @@ def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndar
         # only the lateral ventricles have it, not the slit of the third ventricle
         lateral = np.clip((np.abs(fields["near_midline"].sample(z)) - 3.0) * np.float32(1 / 3.0), 0.0, 1.0)
         rim[near] = inside(vdist - (a.rim_mm + a.rim_cap_mm * tips), width) * (1.0 - inner) * lateral
-    return Tissues(head, fat, skull, diploe, intracranial, soft, brain, grey, deep_grey, csf, ventricle, rim, depth, near, vdist, tips)
+    return Tissues(head, fat, skull, diploe, intracranial, soft, texture, brain, grey, deep_grey, csf, ventricle, rim, depth, near, vdist, tips)

@@ -39,7 +39,7 @@ BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 @dataclass
@@ -118,7 +118,8 @@ def _sample_pose(rng: np.random.Generator, anatomy: Anatomy, stack: Stack) -> Po
     top = anatomy.brain_centre[2] + anatomy.brain_axes[2] + rng.uniform(0, 8)
     bottom = -62 * anatomy.size + rng.uniform(-8, 8)
     if height >= top - bottom:
-        centre_z = 0.5 * (top + bottom) + rng.uniform(-0.4, 0.4) * (height - (top - bottom))
+        # spare slices mostly go above the vertex: stacks start near the foramen magnum
+        centre_z = 0.5 * (top + bottom) + rng.uniform(-0.1, 0.5) * (height - (top - bottom))
     else:
         centre_z = top - rng.uniform(0, 5) - 0.5 * height  # short stacks cover the cerebrum and drop the posterior fossa
     shift = -rotation @ np.array([0.0, anatomy.brain_centre[1], centre_z]) + np.array([rng.normal(0, 3), rng.normal(0, 3), 0.0])
