@@ -4,11 +4,15 @@ Prints seconds per slice and per 25-slice case, model only and end to end (read,
 the medians of several runs; peak memory (ru_maxrss); and how far bf16 masks agree with fp32 masks.
 
 Speed needs no trained weights (random ones cost the same). Agreement does: masks of a random network are
-meaningless, so it is measured on a small U-Net trained here for a minute on synthetic FLAIR, predicting a
-held-out synthetic case in fp32 and in bf16.
+meaningless, so it is measured with a trained model given by --agreement-model (for example the cpu_fast model
+deepwml_demo trains) on the scans given by --agreement-images, comparing the final masks on each scan's own grid;
+without one, a small U-Net is trained here for a few minutes on synthetic FLAIR (a weak model: read its
+reference Dice before trusting its agreement figure).
 
     python benchmarks/predict.py                 # all figures (tens of minutes on a 2-core CPU)
     python benchmarks/predict.py --runs 1 --quick  # one run, bf16 end to end skipped
+    python benchmarks/predict.py --skip-speed --agreement-model RESULTS/Dataset501_Synth/cpu_fast \
+        --agreement-images RAW/Dataset501_Synth/imagesTr/CSVD1_003.nii.gz ...
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from deepwml.imageio import Geometry, Image, write_image
+from deepwml.imageio import Geometry, Image, read_image, write_image
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
 from deepwml.inference.inputs import discover_cases
 from deepwml.inference.pipeline import prepare_case
@@ -32,6 +36,7 @@ from deepwml.inference.predictor import SlicePredictor
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.inference.toy_models import tiny_plan, write_model_dir
 from deepwml.planning.plan import Plan, load_preset
+from deepwml.preprocessing import revert_to_original
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import DeviceSetup, cpu_has_native_bf16, physical_cores
@@ -121,7 +126,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
 
 
 def _train_small_model(plan: Plan, train: List[Tuple[np.ndarray, np.ndarray]], iterations: int, seed: int = 0) -> Dict:
-    """A minute of BCE + soft-Dice training on lesion-rich slices: enough for masks worth comparing across precisions."""
+    """Brief BCE + soft-Dice training on lesion slices: a weak model, so its reference Dice is printed with the agreement."""
     from deepwml.training.network import build_network
 
     torch.manual_seed(seed)
@@ -150,27 +155,59 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2 * np.count_nonzero(a & b) / denom
 
 
-def agreement(args: argparse.Namespace) -> None:
-    """Dice between fp32 and bf16 masks of a briefly trained small U-Net on a held-out synthetic case."""
+def _masks_fp32_bf16(nets: List[torch.nn.Module], plan: Plan, prepared) -> Dict[str, np.ndarray]:
+    """The case's masks on its own grid, predicted in fp32 and in bf16 autocast."""
+    masks = {}
+    for name in ("fp32", "bf16"):
+        probs_pp = SlicePredictor(nets, plan, cpu_setup(name)).predict(prepared.image_pp, prepared.head)
+        masks[name] = revert_to_original(probs_pp, prepared.props, order=1) >= plan.inference.threshold
+    return masks
+
+
+def agreement_with_model(model_dir: Path, images: List[Path]) -> None:
+    """Dice between fp32 and bf16 masks of a trained model (e.g. one from deepwml_demo) on the given scans."""
+    spec = check_model(model_dir)
+    nets = build_fold_networks(spec, load_fold_states(spec))
+    pooled = {"fp32": 0, "bf16": 0, "both": 0}
+    print(f"agreement model: {model_dir} (U-Net {spec.plan.network.features}, norm {spec.plan.network.norm}, "
+          f"matrix {spec.plan.preprocessing.matrix}, folds {' '.join(spec.folds)})")
+    for path in images:
+        case = discover_cases(path)[0]
+        masks = _masks_fp32_bf16(nets, spec.plan, prepare_case(case, spec.plan))
+        label_path = path.parent.parent / path.parent.name.replace("images", "labels") / path.name
+        reference = ""
+        if label_path.is_file():
+            label = read_image(label_path, dtype=None).array == 1
+            reference = f", Dice(fp32 mask, reference) {_dice(masks['fp32'], label):.3f}"
+        pooled["fp32"] += int(np.count_nonzero(masks["fp32"]))
+        pooled["bf16"] += int(np.count_nonzero(masks["bf16"]))
+        pooled["both"] += int(np.count_nonzero(masks["fp32"] & masks["bf16"]))
+        print(f"  {case.case_id}: Dice(bf16 mask, fp32 mask) {_dice(masks['bf16'], masks['fp32']):.4f}{reference}")
+    total = pooled["fp32"] + pooled["bf16"]
+    print(f"pooled over {len(images)} case(s): Dice(bf16, fp32) {2 * pooled['both'] / max(1, total):.4f} "
+          f"({pooled['fp32']} vs {pooled['bf16']} lesion voxels)")
+
+
+def agreement_small_model(args: argparse.Namespace) -> None:
+    """Fallback without a trained model: a small U-Net trained here briefly, fp32 vs bf16 on a held-out synthetic case."""
     from deepwml.training.network import build_network
 
     plan = tiny_plan(matrix=128, features=(8, 16, 32, 64), norm="none")
     plan.training.batch_size = 8
     start = time.perf_counter()
     data = []
-    for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "NMOSD#4")):
+    for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "CSVD#3")):
         image, label, geometry = synthetic_case(centre, k + 1)
         result = preprocess_arrays(Image(image.astype(np.float32), geometry), plan, label)
         data.append((result.image, result.label, result.head))
     net = build_network(plan.network)
     net.load_state_dict(_train_small_model(plan, [(x, y) for x, y, _ in data[:-1]], args.train_iterations))
     print(f"agreement model: U-Net {plan.network.features} at {plan.preprocessing.matrix}, trained {args.train_iterations} "
-          f"iterations on 4 synthetic cases ({time.perf_counter() - start:.0f} s incl. data)")
+          f"iterations here on 4 synthetic cases ({time.perf_counter() - start:.0f} s incl. data); pass --agreement-model "
+          "for a properly trained one")
     x, y, head = data[-1]
-    masks = {}
-    for name in ("fp32", "bf16"):
-        probs = SlicePredictor([net], plan, cpu_setup(name)).predict(x, head)
-        masks[name] = probs >= plan.inference.threshold
+    masks = {name: SlicePredictor([net], plan, cpu_setup(name)).predict(x, head) >= plan.inference.threshold
+             for name in ("fp32", "bf16")}
     print(f"held-out case: Dice(fp32 mask, reference) {_dice(masks['fp32'], y == 1):.3f}; "
           f"Dice(bf16 mask, fp32 mask) {_dice(masks['bf16'], masks['fp32']):.4f} "
           f"({np.count_nonzero(masks['fp32'])} vs {np.count_nonzero(masks['bf16'])} lesion pixels)")
@@ -183,6 +220,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2, help="cases in the end-to-end run")
     parser.add_argument("--slices", type=int, default=25, help="slices per case")
     parser.add_argument("--train-iterations", type=int, default=600, help="training iterations of the agreement model")
+    parser.add_argument("--agreement-model", help="a trained PLAN folder for the fp32/bf16 agreement (e.g. from deepwml_demo)")
+    parser.add_argument("--agreement-images", nargs="+", default=[], help="scans for --agreement-model (labels are "
+                        "picked up from a sibling labelsTr/labelsTs folder when present)")
     parser.add_argument("--quick", action="store_true", help="skip end-to-end bf16 on CPUs without hardware bf16")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-agreement", action="store_true")
@@ -194,8 +234,10 @@ def main() -> None:
     try:
         if not args.skip_speed:
             speed(args, scratch)
-        if not args.skip_agreement:
-            agreement(args)
+        if args.agreement_model:
+            agreement_with_model(Path(args.agreement_model), [Path(p) for p in args.agreement_images])
+        elif not args.skip_agreement:
+            agreement_small_model(args)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"peak RSS of the whole benchmark: {peak_rss_gib():.2f} GiB")
