@@ -42,7 +42,7 @@ def _umask() -> int:
 def write_json(target: PathLike, obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as JSON atomically."""
     with atomic_path(target, ".json") as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=indent, sort_keys=False, default=_json_default)
             f.write("\n")
 
@@ -50,7 +50,7 @@ def write_json(target: PathLike, obj: Any, indent: int = 2) -> None:
 def write_text(target: PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_bytes(target: PathLike, data: bytes) -> None:
@@ -72,7 +72,7 @@ def read_json(path: PathLike) -> Any:
 
     path = Path(path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise DeepWMLError("file not found", path) from None
