@@ -120,3 +120,18 @@ def test_single_slice_series_is_rejected(tmp_path):
     folder = write_dicom_series(tmp_path / "one", array[:1], Geometry((40, 48, 1), geometry.spacing, geometry.origin), UID_ROOT + "5.1")
     with pytest.raises(ImageError, match="1 slice"):
         read_image(folder)
+
+
+def test_reading_dicom_leaves_the_text_encoding_alone(tmp_path):
+    """GDCM switches LC_CTYPE to C; afterwards non-ASCII text files and subprocess output must still work."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    array, geometry = _flair_int16()
+    write_dicom_series(tmp_path / "series", array, geometry, UID_ROOT + "77")
+    locale.setlocale(locale.LC_ALL, saved)  # the test's own DICOM writer may have changed it
+    before = locale.getpreferredencoding(False)
+    assert is_dicom_folder(tmp_path / "series")
+    read_image(tmp_path / "series")
+    assert locale.getpreferredencoding(False) == before
+    assert locale.setlocale(locale.LC_ALL) == saved
