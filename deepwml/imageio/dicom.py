@@ -1,43 +1,26 @@
 """DICOM series folders: one series per folder, or the series named explicitly when a folder holds several."""
 from __future__ import annotations
 
-import contextlib
-import locale
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import SimpleITK as sitk
 
 from deepwml.utils.errors import ImageError
 
 
-@contextlib.contextmanager
-def keep_locale() -> Iterator[None]:
-    """Restore the process locale afterwards: GDCM sets LC_CTYPE to "C", after which Python's default text
-    encoding becomes ASCII and any later open()/subprocess text with a non-ASCII character fails."""
-    saved = locale.setlocale(locale.LC_ALL)
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_ALL, saved)
-
-
 def list_dicom_series(folder: Union[str, Path]) -> Dict[str, List[str]]:
     """Map each series instance UID in ``folder`` to its files, sorted by slice position."""
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
-    with keep_locale():
-        uids = reader.GetGDCMSeriesIDs(str(folder)) or ()
-        return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+    uids = reader.GetGDCMSeriesIDs(str(folder)) or ()
+    return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
 
 
 def is_dicom_folder(folder: Union[str, Path]) -> bool:
     """True when ``folder`` directly holds at least one DICOM series."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return False
-    with keep_locale():
-        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    return folder.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None) -> sitk.Image:
@@ -61,8 +44,7 @@ def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
-        with keep_locale():
-            image = reader.Execute()
+        image = reader.Execute()
     except RuntimeError as e:
         raise ImageError(f"unreadable DICOM series {series_uid} ({str(e).strip().splitlines()[-1][:200]})", folder) from None
     if image.GetDimension() != 3:
