@@ -170,3 +170,14 @@ def test_model_named_by_dataset_and_plan_and_a_mismatched_model_is_a_clear_error
     assert "plans.json changed after training" in capsys.readouterr().err
     assert _predict("-i", path, "-o", tmp_path / "out", "-m", model_dir, "-f", "3") == 2
     assert "fold 3 is missing" in capsys.readouterr().err
+
+
+def test_a_case_that_cannot_be_written_fails_alone(tmp_path, model_dir, capsys):
+    for i in range(2):
+        _case(tmp_path / "in", f"w{i}.nii.gz", seed=i, shape=(3, 48, 48))
+    (tmp_path / "out" / "qc" / "w0.png").mkdir(parents=True)  # a folder where w0's QC picture must go
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir) == 1
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
+    assert summary.loc["w0", "status"] == "failed" and summary.loc["w1", "status"] == "ok"
+    assert not (tmp_path / "out" / "w0.nii.gz").exists()  # no mask: the next run predicts w0 again
+    assert "w0" in capsys.readouterr().err

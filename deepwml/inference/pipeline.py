@@ -4,6 +4,8 @@ the model runs. A case that fails anywhere is recorded and skipped; the others g
 """
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -115,26 +117,32 @@ class CasePipeline:
         ) as writers:
             pending_reads: Deque[Tuple[InputCase, Future]] = deque()
             pending_writes: Deque[Tuple[InputCase, Future]] = deque()
-            queue = list(cases)
+            queue = deque(cases)
             lookahead = self.workers + 1
-            while queue or pending_reads:
-                while queue and len(pending_reads) < lookahead:
-                    case = queue.pop(0)
-                    pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid)))
-                case, future = pending_reads.popleft()
-                try:
-                    prepared = future.result()
-                    probs = self.predictor.predict(prepared.image_pp, prepared.head)
-                except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
-                    record(failed_case(case.case_id, describe_error(e)))
-                    _debug_trace(e)
-                    continue
-                pending_writes.append((case, writers.submit(write_case, prepared, probs, self.options)))
-                del prepared, probs
-                while len(pending_writes) > self.workers:
+            try:
+                while queue or pending_reads:
+                    while queue and len(pending_reads) < lookahead:
+                        case = queue.popleft()
+                        pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid)))
+                    case, future = pending_reads.popleft()
+                    try:
+                        prepared = future.result()
+                        probs = self.predictor.predict(prepared.image_pp, prepared.head)
+                    except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+                        record(failed_case(case.case_id, describe_error(e)))
+                        _debug_trace(e)
+                        continue
+                    pending_writes.append((case, writers.submit(write_case, prepared, probs, self.options)))
+                    del prepared, probs
+                    while len(pending_writes) > self.workers:
+                        self._collect(pending_writes.popleft(), record)
+                while pending_writes:
                     self._collect(pending_writes.popleft(), record)
-            while pending_writes:
-                self._collect(pending_writes.popleft(), record)
+            except BaseException:
+                # Ctrl-C: drop the look-ahead reads; writes already queued finish (atomically) so their work is kept
+                for _, future in pending_reads:
+                    future.cancel()
+                raise
         return [results[c.case_id] for c in cases]
 
     @staticmethod
@@ -150,8 +158,5 @@ class CasePipeline:
 
 def _debug_trace(e: BaseException) -> None:
     """Unexpected errors keep their traceback on stderr when DEEPWML_DEBUG is set (user errors never do)."""
-    import os
-    import sys
-
     if os.environ.get("DEEPWML_DEBUG") and not isinstance(e, DeepWMLError):
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)

@@ -1,8 +1,8 @@
 """Lesion probabilities for a preprocessed [S, H, W] stack: batched slices, fold ensemble, optional flip TTA.
 
-Only the head's bounding box is sent through the network when the plan allows it (no instance norm, whose
-statistics would change with the crop): slices without head are skipped outright and rows/columns outside the
-box (plus a margin that keeps the convolutions' context) are never computed.
+Only the head is sent through the network: slices without head are skipped outright and, when the plan allows
+it (no instance norm, whose statistics would change with the crop), each batch is cropped to the bounding box
+of the head on its slices plus a margin that keeps the convolutions' background context.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ CROP_MARGIN = 32
 
 @dataclass(frozen=True)
 class Region:
-    """The part of a [S, H, W] stack the network runs on: which slices, and one in-plane box for all of them."""
+    """One batch for the network: which slices, and the in-plane box they are cropped to."""
 
     slices: np.ndarray
     rows: slice
@@ -39,24 +39,32 @@ def _padded_span(lo: int, hi: int, size: int, margin: int, multiple: int) -> sli
     return slice(lo, lo + length)
 
 
-def inference_region(head: Optional[np.ndarray], shape: Tuple[int, int, int], plan: Plan, margin: int = CROP_MARGIN) -> Region:
-    """Slices that hold head and, where the plan allows cropping, the in-plane box around the head."""
+def inference_batches(
+    head: Optional[np.ndarray], shape: Tuple[int, int, int], plan: Plan, batch_size: int, margin: int = CROP_MARGIN
+) -> List[Region]:
+    """Batches of neighbouring slices that hold head, each cropped to the head box of its own slices.
+
+    Boxes are per batch, not per stack: the widest slice fills most of the field of view, but the slices
+    through the cerebellum and the vertex, batched together with their neighbours, need far less.
+    """
     s, h, w = shape
-    full = Region(np.arange(s), slice(0, h), slice(0, w))
     if head is None or not head.any():
-        return full
-    has_head = head.any(axis=(1, 2))
-    slices = np.flatnonzero(has_head)
-    if plan.network.norm == "instance":
-        return Region(slices, full.rows, full.cols)
-    rows = np.flatnonzero(head.any(axis=(0, 2)))
-    cols = np.flatnonzero(head.any(axis=(0, 1)))
+        slices = np.arange(s)
+    else:
+        slices = np.flatnonzero(head.any(axis=(1, 2)))
+    crop = head is not None and head.any() and plan.network.norm != "instance"
     multiple = 2 ** (len(plan.network.features) - 1)
-    return Region(
-        slices,
-        _padded_span(int(rows[0]), int(rows[-1]) + 1, h, margin, multiple),
-        _padded_span(int(cols[0]), int(cols[-1]) + 1, w, margin, multiple),
-    )
+    batches = []
+    for start in range(0, len(slices), batch_size):
+        idx = slices[start:start + batch_size]
+        rows, cols = slice(0, h), slice(0, w)
+        if crop:
+            sub = head[idx]
+            r, c = np.flatnonzero(sub.any(axis=(0, 2))), np.flatnonzero(sub.any(axis=(0, 1)))
+            rows = _padded_span(int(r[0]), int(r[-1]) + 1, h, margin, multiple)
+            cols = _padded_span(int(c[0]), int(c[-1]) + 1, w, margin, multiple)
+        batches.append(Region(idx, rows, cols))
+    return batches
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -114,9 +122,7 @@ class SlicePredictor:
         """Probabilities [S, H, W] float32 for a preprocessed stack; zero outside the head region."""
         image_pp = np.asarray(image_pp)
         probs = np.zeros(image_pp.shape, dtype=np.float32)
-        region = inference_region(head if self.crop else None, image_pp.shape, self.plan)
-        for start in range(0, len(region.slices), self.batch_size):
-            idx = region.slices[start:start + self.batch_size]
-            batch = image_pp[idx, region.rows, region.cols]
-            probs[idx, region.rows, region.cols] = self.forward(batch)
+        for region in inference_batches(head if self.crop else None, image_pp.shape, self.plan, self.batch_size):
+            batch = image_pp[region.slices, region.rows, region.cols]
+            probs[region.slices, region.rows, region.cols] = self.forward(batch)
         return probs
