@@ -172,7 +172,8 @@ def child(job: Dict[str, Any]) -> None:
         result = measure_loader(job["workers"], job["batches"], job["threads"])
     else:
         result = measure_fed_steps(job["workers"], job["warmup"], job["steps"], job["threads"])
-    print(json.dumps({**job, **result, "peak_rss_mib": _peak_mib()}), flush=True)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({**job, **result, "peak_rss_mib": _peak_mib(), "worker_peak_rss_mib": workers}), flush=True)
 
 
 def run_child(job: Dict[str, Any], allocator: str) -> Dict[str, Any]:
@@ -231,11 +232,12 @@ def main(argv: List[str] = None) -> int:
                 else:
                     print(f"| {preset} | {batch} | {precision} | {r['allocator']} | {r['seconds_per_step']:.2f} | "
                           f"{r['images_per_second']:.2f} | {r['peak_rss_mib']:.0f} |", flush=True)
-    print("\n| augmentation loader (cpu_fast, batch 16, 192²) | images/s | s/batch | peak RSS MiB |\n|---|---|---|---|")
+    print("\n| augmentation loader (cpu_fast, batch 16, 192²) | images/s | s/batch | peak RSS MiB (main / worker) |\n|---|---|---|---|")
     for workers in (0, 1):
         r = run_child({"kind": "loader", "workers": workers, "batches": 4 * (a.steps + 1), "threads": threads}, allocators[0])
         results.append(r)
-        print(f"| {workers} worker process(es) | {r['images_per_second']:.1f} | {r['seconds_per_batch']:.3f} | {r['peak_rss_mib']:.0f} |", flush=True)
+        print(f"| {workers} worker process(es) | {r['images_per_second']:.1f} | {r['seconds_per_batch']:.3f} | "
+              f"{r['peak_rss_mib']:.0f} / {r['worker_peak_rss_mib']:.0f} |", flush=True)
     r = run_child({"kind": "fed", "workers": 1, "warmup": a.warmup, "steps": a.steps, "threads": threads}, allocators[0])
     results.append(r)
     print(f"\ncpu_fast step fed by the loader (1 worker): {r['fed_seconds_per_step']:.2f} s vs {r['pure_seconds_per_step']:.2f} s "
