@@ -152,7 +152,11 @@ def epoch_batches(spec: BatchSpec, transform, num_workers: int,
 
 
 def _from_workers(spec: BatchSpec, transform, num_workers: int, stall_timeout: float) -> Iterator[Dict[str, np.ndarray]]:
-    """Run batchgenerators' MultiThreadedAugmenter; a dead or stalled worker becomes a WorkerDied error."""
+    """Run batchgenerators' MultiThreadedAugmenter; a dead or stalled worker becomes a WorkerDied error.
+
+    Batches are read from its output queue directly (``_start``, ``_processes``, ``pin_memory_queue``,
+    ``abort_event`` of batchgenerators 0.25) because its public ``__next__`` waits forever on a stalled worker.
+    """
     from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 
     workers = min(num_workers, spec.num_batches)
