@@ -32,7 +32,7 @@ from deepwml.imageio import Geometry, Image, read_image, write_image
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
 from deepwml.inference.inputs import discover_cases
 from deepwml.inference.pipeline import prepare_case
-from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.predictor import SlicePredictor, inference_batches
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.inference.toy_models import tiny_plan, write_model_dir
 from deepwml.planning.plan import Plan, load_preset
@@ -94,20 +94,25 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
     has_bf16 = cpu_has_native_bf16()
     print(f"CPU hardware bf16 (AVX512-BF16/AMX): {'yes' if has_bf16 else 'NO - bf16 is emulated and slow here'}; "
           f"torch threads {torch.get_num_threads()}")
+    stack, head = prepared.image_pp, prepared.head
+    batches = inference_batches(head, stack.shape, plan, plan.inference.batch_size)
+    computed = sum(len(b.slices) * (b.rows.stop - b.rows.start) * (b.cols.stop - b.cols.start) for b in batches) / stack.size
+    print(f"head box: the network computes {computed:.0%} of the preprocessed pixels of this case")
     for name in ("fp32", "bf16"):
+        x, h, runs = stack, head, args.runs
+        if name == "bf16" and not has_bf16:
+            # emulated bf16 runs ~10x slower: time one batch of slices, once, instead of the whole case
+            x, h, runs = stack[: plan.inference.batch_size], head[: plan.inference.batch_size], 1
+        predictors = {crop: SlicePredictor(net, plan, cpu_setup(name), crop=crop) for crop in (True, False)}
+        predictors[True].forward(x[:1])  # warm-up: oneDNN picks kernels on first use
+        times: Dict[bool, List[float]] = {True: [], False: []}
+        for _ in range(runs):
+            for crop in (True, False):  # interleaved, so that load drifting on a shared machine hits both alike
+                times[crop].append(median_seconds(lambda: predictors[crop].predict(x, h), 1))
         for crop in (True, False):
-            predictor = SlicePredictor(net, plan, cpu_setup(name), crop=crop)
-            stack, head = prepared.image_pp, prepared.head
-            runs = args.runs
-            if name == "bf16" and not has_bf16:
-                # emulated bf16 runs ~10x slower: time one batch of slices, once, instead of the whole case
-                stack, head, runs = stack[: plan.inference.batch_size], head[: plan.inference.batch_size], 1
-            predictor.forward(stack[:1])  # warm-up: oneDNN picks kernels on first use
-            seconds = median_seconds(lambda: predictor.predict(stack, head), runs)
-            n = int(head.any(axis=(1, 2)).sum()) if crop else len(stack)
-            per_slice = seconds / max(1, n)
+            per_slice = statistics.median(times[crop]) / len(x)
             label = "head box" if crop else "full 256x256"
-            print(f"model only  {name}  {label:13s}: {per_slice:.3f} s/slice over {n} slices -> "
+            print(f"model only  {name}  {label:13s}: {per_slice:.3f} s/slice over {len(x)} slices -> "
                   f"{per_slice * args.slices:.1f} s per {args.slices}-slice case (median of {runs}); peak RSS so far {peak_rss_gib():.2f} GiB")
     for name in ("fp32", "bf16"):
         if name == "bf16" and not has_bf16 and args.quick:
