@@ -139,3 +139,13 @@ def test_parts_cover_every_case_once_whatever_the_listing_order(n_items, num_par
 def test_impossible_part_is_an_error(num_parts, part_id):
     with pytest.raises(DeepWMLError, match="--part-id|--num-parts"):
         select_part(["a"], num_parts, part_id, key=str)
+
+
+def test_folder_with_two_series_needs_the_series_uid(tmp_path):
+    _dicom(tmp_path / "two", "20.1", seed=0)
+    image, _, geometry = tiny_case(shape_zyx=(4, 24, 24), seed=1)
+    write_dicom_series(tmp_path / "two", np.round(image).astype(np.int16), geometry, UID_ROOT + "20.2", prefix="other")
+    [case] = discover_cases(tmp_path / "two")
+    with pytest.raises(ImageError, match="2 DICOM series.*" + UID_ROOT.replace(".", r"\.") + "20"):
+        read_case(case)
+    assert read_case(case, series_uid=UID_ROOT + "20.2").array.shape == (4, 24, 24)
