@@ -4,7 +4,7 @@ or hand-set to a smoothed intensity threshold (deterministic, non-trivial masks 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ def write_model_dir(
     kind: str = "threshold",
     seed: int = 0,
     checkpoint: str = "checkpoint_best.pth",
-    dataset_json: Dict = None,
+    dataset_json: Optional[Dict] = None,
 ) -> Path:
     """Write a PLAN folder (plans.json, dataset.json, fingerprint.json, fold_K/checkpoint) as training would."""
     from deepwml.training.network import build_network
