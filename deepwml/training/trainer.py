@@ -248,9 +248,12 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(epoch=self.epoch + 1, loss=f"{losses[-1]:.3f}",
                             ema_dice="-" if self.ema_dice is None else f"{self.ema_dice:.3f}")
-            if i + 1 == BUDGET_PROBE_STEPS and self.epoch == self.first_epoch:
+            if i == 0:
+                # the first step carries worker start-up and warm-up: time the probe from its end
+                probe_started = time.perf_counter()
+            elif i == BUDGET_PROBE_STEPS and self.epoch == self.first_epoch:
                 # a first estimate long before the first epoch ends, so that its schedule already fits the budget
-                per_step = (time.perf_counter() - started) / BUDGET_PROBE_STEPS
+                per_step = (time.perf_counter() - probe_started) / BUDGET_PROBE_STEPS
                 self.fit_budget(bar, per_step * t.iterations_per_epoch * (1 + VALIDATION_MARGIN), (t.iterations_per_epoch - i - 1) * per_step)
         seconds = time.perf_counter() - started
         train_loss = D.mean_over_ranks(float(np.mean(losses)), self.ctx)
@@ -270,9 +273,10 @@ class Trainer:
             left = self.opts.max_minutes * 60 - (time.monotonic() - self.started) - rest_of_epoch
             # the epoch under way (if any) is always finished
             current = self.epoch + (1 if rest_of_epoch > 0 else 0)
-            target = min(self.target_epochs, max(current, 1, current + int(left // max(seconds_per_epoch, 1e-9))))
+            # capped by the plan, not by the last target: a pessimistic early estimate may be raised again
+            target = min(self.training.epochs, max(current, 1, current + int(left // max(seconds_per_epoch, 1e-9))))
         target = D.broadcast_object(target, self.ctx)
-        if target < self.target_epochs:
+        if target != self.target_epochs:
             if target == self.epoch:
                 self.log(f"time budget of {self.opts.max_minutes:g} min reached after epoch {self.epoch}")
             else:
