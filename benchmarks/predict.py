@@ -108,7 +108,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
         times: Dict[bool, List[float]] = {True: [], False: []}
         for _ in range(runs):
             for crop in (True, False):  # interleaved, so that load drifting on a shared machine hits both alike
-                times[crop].append(median_seconds(lambda: predictors[crop].predict(x, h), 1))
+                times[crop].append(median_seconds(lambda: predictors[crop].predict(x, h), 1))  # noqa: B023 (called at once)
         for crop in (True, False):
             per_slice = statistics.median(times[crop]) / len(x)
             label = "head box" if crop else "full 256x256"

@@ -137,7 +137,7 @@ def build_fold_networks(spec: ModelSpec, states: List[Dict[str, torch.Tensor]]) 
     from deepwml.training.network import build_network
 
     networks = []
-    for name, path, state in zip(spec.folds, spec.checkpoints, states):
+    for _name, path, state in zip(spec.folds, spec.checkpoints, states):
         net = build_network(spec.plan.network)
         try:
             net.load_state_dict(state)

@@ -25,7 +25,7 @@ from deepwml.synthetic.acquisition import (
     store,
 )
 from deepwml.synthetic.anatomy import FOLD_RADIUS_MM, Anatomy, anatomy_fields, render_tissues, sample_anatomy
-from deepwml.synthetic.centres import CENTRES, Centre
+from deepwml.synthetic.centres import CENTRES
 from deepwml.synthetic.fields import CoarseField, noise_field, upsample_inplane
 from deepwml.synthetic.grid import Grid, Pose
 from deepwml.synthetic.lesions import Lesions, render_lesions, sample_lesions
@@ -184,7 +184,7 @@ def _render(
         tissues = render_tissues(anatomy, fields, grid.z, width)
         les, les_contrast = render_lesions(lesions, anatomy, tissues, grid, noise, width)
         fine = mix(tissues, les, les_contrast, contrast)
-        slab = lambda a: a.reshape(s1 - s0, n_sub, len(y_crop), len(x_crop)).mean(axis=1)  # noqa: E731
+        slab = lambda a: a.reshape(s1 - s0, n_sub, len(y_crop), len(x_crop)).mean(axis=1)  # noqa: E731, B023 (used within the iteration)
         signal[s0:s1, ys, xs] = slab(fine)
         lesion_frac[s0:s1, ys, xs] = slab(les)
         if masks is not None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from deepwml.synthetic.anatomy import Anatomy, Tissues
 from deepwml.synthetic.fields import CoarseField
-from deepwml.synthetic.grid import Grid, is_empty
+from deepwml.synthetic.grid import Grid
 from deepwml.synthetic.shapes import ellipsoid_sdf, frame_from_axis, inside
 
 #: Share of lesions whose contrast is only about half of the subject's usual lesion contrast.

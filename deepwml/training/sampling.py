@@ -67,7 +67,7 @@ def build_slice_index(cases: Iterable[Tuple[str, np.ndarray]]) -> SliceIndex:
         comp_slice.append(z + offset)
         comp_centre.append(centre)
         offset += s
-    cat = (lambda parts, empty: np.concatenate(parts) if parts else empty)
+    cat = (lambda parts, empty: np.concatenate(parts) if parts else empty)  # noqa: E731
     return SliceIndex(
         case_ids,
         cat(slice_case, np.zeros(0, np.int64)).astype(np.int64),
