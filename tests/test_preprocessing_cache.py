@@ -47,7 +47,7 @@ def test_cache_files_hold_what_the_contract_says(tmp_path):
         assert set(data.files) == {"image", "label", "head"}
         image, lab, head = data["image"], data["label"], data["head"]
     assert image.dtype == np.float16 and lab.dtype == np.uint8 and head.dtype == np.uint8
-    assert image.shape == lab.shape == head.shape == (6, 192, 192)
+    assert image.shape == lab.shape == head.shape == (6, *plan.preprocessing.matrix)
     assert set(np.unique(lab)) == {0, 1, IGNORE_LABEL} and set(np.unique(head)) == {0, 1}
     props = json.loads((cache_dir(tmp_path) / "case001.json").read_text())
     assert props["preprocessing_hash"] == plan.preprocessing_hash()
