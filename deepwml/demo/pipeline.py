@@ -72,9 +72,15 @@ def run_demo(settings: DemoSettings) -> Path:
     train_minutes = max(1.0, settings.minutes - elapsed - 2.5)
     train_args = ["-d", d, "0", "-p", plan, "--device", settings.device, "--max-minutes", f"{train_minutes:.2f}"]
     fold_dir = res / DATASET / plan / "fold_0"
-    if (fold_dir / "checkpoint_latest.pth").exists():
-        train_args.append("--continue")
-    _run("train", train_args, env)
+    # a finished training run is not extended by a second demo run: the marker is written only after it ends
+    trained = work / ".training_finished"
+    if trained.exists():
+        _log(f"training already finished ({fold_dir}); delete {trained} to train further")
+    else:
+        if (fold_dir / "checkpoint_latest.pth").exists():
+            train_args.append("--continue")
+        _run("train", train_args, env)
+        trained.write_text(f"{plan}\n")
 
     splits = read_json(pre / DATASET / "splits.json")
     test_ids = sorted(splits["test"])
@@ -88,7 +94,7 @@ def run_demo(settings: DemoSettings) -> Path:
     table = report / "table2.md"
     if table.exists():
         print()
-        print(table.read_text())
+        print(table.read_text(encoding="utf-8"))
     _log(f"done in {(time.monotonic() - start) / 60:.1f} min; report: {report / 'report.html'}")
     return report / "report.html"
 
@@ -103,4 +109,4 @@ def _link_cases(dataset: Path, case_ids: List[str], images: Path, labels: Path) 
             if not link.exists():
                 link.symlink_to(dataset / sub / f"{cid}{ending}")
     # a record of what was held out, for the reader of the report
-    (images.parent / "test_cases.json").write_text(json.dumps(case_ids, indent=1) + "\n")
+    (images.parent / "test_cases.json").write_text(json.dumps(case_ids, indent=1) + "\n", encoding="utf-8")
