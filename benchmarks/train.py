@@ -6,7 +6,7 @@
 Prints, per network preset, precision and memory allocator: the median time of a pure training step
 (forward + backward + Adam on one fixed batch, after warm-up) as images per second, and the peak resident memory
 (ru_maxrss) of a fresh process. Then the augmentation loader on its own (images per second, with 0 and 1 worker
-processes, on a phantom cache of 192² slices with the cpu_fast augmentation) and real training steps fed by that
+processes, on a phantom cache at the cpu_fast matrix with its augmentation) and real training steps fed by that
 loader, as a ratio to the pure step time (what the loader costs). Each measurement runs in its own child process.
 The machine's load average is printed with the figures: numbers taken while others use the CPU are marked as such.
 """
@@ -25,8 +25,12 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-#: the measured network configurations: preset, batch size, patch (the preset's own)
-CONFIGS = {"paper": 8, "cpu_fast": 16}
+
+def preset_batch(preset: str) -> int:
+    """The preset's own batch size."""
+    from deepwml.planning.plan import load_preset
+
+    return load_preset(preset).training.batch_size
 
 
 def _median_step(step, warmup: int, steps: int) -> float:
@@ -73,12 +77,13 @@ def measure_step(preset: str, batch: int, precision: str, warmup: int, steps: in
     return {"seconds_per_step": seconds, "images_per_second": batch / seconds}
 
 
-def _phantom_cache(root: Path, n_cases: int = 8, slices: int = 20, size: int = 192):
+def _phantom_cache(root: Path, n_cases: int = 8, slices: int = 20):
     """A preprocessed cache of z-scored phantom slices with lesion blobs, as deepwml.preprocessing writes it."""
     from deepwml.planning.plan import load_preset
     from deepwml.utils.atomic import savez_compressed, write_json
 
     plan = load_preset("cpu_fast")
+    size = plan.preprocessing.matrix[0]
     cache = root / "cache"
     rng = np.random.default_rng(0)
     yy, xx = np.meshgrid(np.linspace(-1, 1, size), np.linspace(-1, 1, size), indexing="ij")
@@ -123,7 +128,7 @@ def measure_loader(workers: int, batches: int, threads: int) -> Dict[str, Any]:
     from deepwml.training.dataloader import epoch_batches
 
     torch.set_num_threads(threads)
-    batch = CONFIGS["cpu_fast"]
+    batch = preset_batch("cpu_fast")
     with tempfile.TemporaryDirectory() as tmp:
         _, spec, transform = _loader_setup(Path(tmp), batch)
         list(epoch_batches(spec(0, 2), transform, workers))  # warm-up: page cache, imports, worker start
@@ -142,7 +147,7 @@ def measure_fed_steps(workers: int, warmup: int, steps: int, threads: int) -> Di
     from deepwml.training.network import build_network
 
     torch.set_num_threads(threads)
-    batch = CONFIGS["cpu_fast"]
+    batch = preset_batch("cpu_fast")
     with tempfile.TemporaryDirectory() as tmp:
         plan, spec, transform = _loader_setup(Path(tmp), batch)
         net = build_network(plan.network).to(memory_format=torch.channels_last)
@@ -200,7 +205,7 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--allocators", default="tuned,default", help="tuned (jemalloc or glibc tunables, as deepwml_train) and/or default")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps per figure (median)")
-    p.add_argument("--paper-batch", type=int, default=CONFIGS["paper"], help="batch size of the paper network (default: 8)")
+    p.add_argument("--paper-batch", type=int, default=None, help="batch size of the paper network (default: the preset's, 8)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: physical cores)")
     p.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -220,7 +225,7 @@ def main(argv: List[str] = None) -> int:
     results = []
     print("\n| network | batch | precision | allocator | s/step | images/s | peak RSS MiB |\n|---|---|---|---|---|---|---|")
     for preset in a.configs.split(","):
-        batch = a.paper_batch if preset == "paper" else CONFIGS[preset]
+        batch = a.paper_batch if preset == "paper" and a.paper_batch else preset_batch(preset)
         for precision in precisions:
             for allocator in allocators:
                 job = {"kind": "step", "preset": preset, "batch": batch, "precision": precision, "warmup": a.warmup,
@@ -232,7 +237,7 @@ def main(argv: List[str] = None) -> int:
                 else:
                     print(f"| {preset} | {batch} | {precision} | {r['allocator']} | {r['seconds_per_step']:.2f} | "
                           f"{r['images_per_second']:.2f} | {r['peak_rss_mib']:.0f} |", flush=True)
-    print("\n| augmentation loader (cpu_fast, batch 16, 192²) | images/s | s/batch | peak RSS MiB (main / worker) |\n|---|---|---|---|")
+    print("\n| augmentation loader (cpu_fast set, batch and matrix) | images/s | s/batch | peak RSS MiB (main / worker) |\n|---|---|---|---|")
     for workers in (0, 1):
         r = run_child({"kind": "loader", "workers": workers, "batches": 4 * (a.steps + 1), "threads": threads}, allocators[0])
         results.append(r)
