@@ -40,6 +40,7 @@ from deepwml.preprocessing import revert_to_original
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import DeviceSetup, cpu_has_native_bf16, physical_cores
+from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 CPU = torch.device("cpu")
 
@@ -81,7 +82,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
     model_dir = write_model_dir(scratch / "results" / "Dataset990_Bench" / "paper", plan, folds=(0,), kind="random")
     cases = []
     for k in range(args.cases):
-        image, _, geometry = synthetic_case("MS#1", k + 1, args.slices)  # MS#1 stores 256×256 at 0.94 mm
+        image, _, geometry = synthetic_case("MS#1", k + 1, args.slices)  # MS#1 stores 512² at 0.47 mm or 256² at 0.94 mm
         cases.append(write_image(image.astype(np.int16), geometry, scratch / "in" / f"case{k}.nii.gz"))
     print(f"input: {args.cases} synthetic case(s), {args.slices} slices of {image.shape[1]}x{image.shape[2]}; "
           f"plan 'paper' (U-Net {plan.network.features}, matrix {plan.preprocessing.matrix}), random weights")
@@ -233,8 +234,7 @@ def main() -> None:
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(physical_cores())
-    print(f"deepwml benchmark: predict - torch {torch.__version__}, {physical_cores()} core(s); "
-          "figures measured under load (shared machine) unless re-run on an idle one")
+    print(f"deepwml benchmark: predict - torch {torch.__version__}, {physical_cores()} core(s); {load_line()}")
     scratch = Path(tempfile.mkdtemp(prefix="deepwml_bench_predict_"))
     try:
         if not args.skip_speed:

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from machine_load import load_line
+
 #: (centre, disease, shape zyx, spacing xyz) of the fallback phantom's acquisitions
 FALLBACK_CENTRES = [
     ("S1", "CSVD", (16, 512, 512), (0.47, 0.47, 7.5)),
@@ -133,6 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     scratch = None if args.dataset else Path(tempfile.mkdtemp(prefix="deepwml_bench_raw_"))
     try:
         dataset = args.dataset or make_dataset(scratch, args.cases, args.n_jobs)
+        print(f"# {load_line()}")
         child = [sys.executable, __file__, "--measure-only", "--dataset", str(dataset), "-np", str(args.n_jobs), "--preset", args.preset]
         r = json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
     finally:

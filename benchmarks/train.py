@@ -25,6 +25,8 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from machine_load import load_line
+
 
 def preset_batch(preset: str) -> int:
     """The preset's own batch size."""
@@ -219,9 +221,7 @@ def main(argv: List[str] = None) -> int:
     threads = a.threads or physical_cores()
     precisions = a.precisions.split(",") if a.precisions else (["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"])
     allocators = a.allocators.split(",")
-    load = os.getloadavg()
-    print(f"# {os.cpu_count()} CPUs, {threads} torch threads, native bf16: {cpu_has_native_bf16()}; load average before: "
-          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}" + ("  (MEASURED UNDER LOAD)" if load[0] > 0.5 * (os.cpu_count() or 1) else ""))
+    print(f"# {os.cpu_count()} CPUs, {threads} torch threads, native bf16: {cpu_has_native_bf16()}; {load_line()}")
     results = []
     print("\n| network | batch | precision | allocator | s/step | images/s | peak RSS MiB |\n|---|---|---|---|---|---|---|")
     for preset in a.configs.split(","):
@@ -247,8 +247,6 @@ def main(argv: List[str] = None) -> int:
     results.append(r)
     print(f"\ncpu_fast step fed by the loader (1 worker): {r['fed_seconds_per_step']:.2f} s vs {r['pure_seconds_per_step']:.2f} s "
           f"on a fixed batch → ratio {r['loader_overhead_ratio']:.2f}")
-    load = os.getloadavg()
-    print(f"# load average after: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
