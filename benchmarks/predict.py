@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from deepwml.imageio import Geometry, Image, read_image, write_image
+from deepwml.evaluation.case_metrics import dice
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
 from deepwml.inference.inputs import discover_cases
 from deepwml.inference.pipeline import prepare_case
@@ -147,18 +148,12 @@ def _train_small_model(plan: Plan, train: List[Tuple[np.ndarray, np.ndarray]], i
         x, y = torch.from_numpy(images[idx])[:, None], torch.from_numpy(labels[idx])[:, None]
         logits = net(x)
         prob = torch.sigmoid(logits)
-        dice = 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + dice
+        soft_dice = 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + soft_dice
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return net.eval().state_dict()
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks (1.0 when both are empty)."""
-    denom = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if denom == 0 else 2 * np.count_nonzero(a & b) / denom
 
 
 def _masks_fp32_bf16(nets: List[torch.nn.Module], plan: Plan, prepared) -> Dict[str, np.ndarray]:
@@ -184,11 +179,11 @@ def agreement_with_model(model_dir: Path, images: List[Path]) -> None:
         reference = ""
         if label_path.is_file():
             label = read_image(label_path, dtype=None).array == 1
-            reference = f", Dice(fp32 mask, reference) {_dice(masks['fp32'], label):.3f}"
+            reference = f", Dice(fp32 mask, reference) {dice(masks['fp32'], label):.3f}"
         pooled["fp32"] += int(np.count_nonzero(masks["fp32"]))
         pooled["bf16"] += int(np.count_nonzero(masks["bf16"]))
         pooled["both"] += int(np.count_nonzero(masks["fp32"] & masks["bf16"]))
-        print(f"  {case.case_id}: Dice(bf16 mask, fp32 mask) {_dice(masks['bf16'], masks['fp32']):.4f}{reference}")
+        print(f"  {case.case_id}: Dice(bf16 mask, fp32 mask) {dice(masks['bf16'], masks['fp32']):.4f}{reference}")
     total = pooled["fp32"] + pooled["bf16"]
     print(f"pooled over {len(images)} case(s): Dice(bf16, fp32) {2 * pooled['both'] / max(1, total):.4f} "
           f"({pooled['fp32']} vs {pooled['bf16']} lesion voxels)")
@@ -214,8 +209,8 @@ def agreement_small_model(args: argparse.Namespace) -> None:
     x, y, head = data[-1]
     masks = {name: SlicePredictor([net], plan, cpu_setup(name)).predict(x, head) >= plan.inference.threshold
              for name in ("fp32", "bf16")}
-    print(f"held-out case: Dice(fp32 mask, reference) {_dice(masks['fp32'], y == 1):.3f}; "
-          f"Dice(bf16 mask, fp32 mask) {_dice(masks['bf16'], masks['fp32']):.4f} "
+    print(f"held-out case: Dice(fp32 mask, reference) {dice(masks['fp32'], y == 1):.3f}; "
+          f"Dice(bf16 mask, fp32 mask) {dice(masks['bf16'], masks['fp32']):.4f} "
           f"({np.count_nonzero(masks['fp32'])} vs {np.count_nonzero(masks['bf16'])} lesion pixels)")
 
 

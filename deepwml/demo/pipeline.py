@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.utils.atomic import read_json
+from deepwml.utils.atomic import read_json, write_text
 from deepwml.utils.errors import DeepWMLError
 
 DATASET_ID = 501
@@ -80,7 +80,7 @@ def run_demo(settings: DemoSettings) -> Path:
         if (fold_dir / "checkpoint_latest.pth").exists():
             train_args.append("--continue")
         _run("train", train_args, env)
-        trained.write_text(f"{plan}\n")
+        write_text(trained, f"{plan}\n")
 
     splits = read_json(pre / DATASET / "splits.json")
     test_ids = sorted(splits["test"])
@@ -109,4 +109,4 @@ def _link_cases(dataset: Path, case_ids: List[str], images: Path, labels: Path) 
             if not link.exists():
                 link.symlink_to(dataset / sub / f"{cid}{ending}")
     # a record of what was held out, for the reader of the report
-    (images.parent / "test_cases.json").write_text(json.dumps(case_ids, indent=1) + "\n", encoding="utf-8")
+    write_text(images.parent / "test_cases.json", json.dumps(case_ids, indent=1) + "\n")

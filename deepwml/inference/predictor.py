@@ -48,11 +48,13 @@ def inference_batches(
     through the cerebellum and the vertex, batched together with their neighbours, need far less.
     """
     s, h, w = shape
-    if head is None or not head.any():
+    has_head = None if head is None else head.any(axis=(1, 2))
+    if has_head is None or not has_head.any():
         slices = np.arange(s)
+        crop = False
     else:
-        slices = np.flatnonzero(head.any(axis=(1, 2)))
-    crop = head is not None and head.any() and plan.network.norm != "instance"
+        slices = np.flatnonzero(has_head)
+        crop = plan.network.norm != "instance"
     multiple = 2 ** (len(plan.network.features) - 1)
     batches = []
     for start in range(0, len(slices), batch_size):
