@@ -1,0 +1,233 @@
+"""Zero-shot figures of a model on real MS FLAIR made into thick-slice 2D stacks (issue #12 point 4).
+
+The scans (MSLUB, three patients, 3D 1 mm, skull-stripped, MNI space; ../shared/real_dev/mslub, never copied
+into this repository) are each turned into axial stacks as a 2D acquisition records them: every slab of the
+given thickness averages the 1 mm voxels it covers along superior-inferior, and a pixel is lesion when at
+least 40 % of its slab is (deepwml/synthetic/thick_slices.py; a last partial slab is dropped). The stacks are
+written as NIfTI with their geometry into a temporary folder (or --work DIR), segmented by deepwml_predict's
+library entry point, and scored against the slab labels with the MICCAI-2017 WMH case metrics of
+deepwml.evaluation. Prints a Markdown table per scan × thickness, means per thickness and overall, and times.
+
+These scans measure progress on real anatomy: do not tune anything on them.
+
+    python benchmarks/real_dev.py -m RESULTS/Dataset501_Synth/cpu_fast
+    python benchmarks/real_dev.py -d 501 -p cpu_fast --thickness 6.5 --inplane 0.9 --work /tmp/realdev
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from deepwml.cli.common import run
+from deepwml.evaluation.case_metrics import case_metrics
+from deepwml.imageio import Geometry, read_image, read_label, write_image
+from deepwml.inference.model_loading import check_model, resolve_model_dir
+from deepwml.inference.run import PredictRequest, _model_dir, predict
+from deepwml.paths import results_root
+from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
+from deepwml.utils.errors import DeepWMLError, NotBuiltYet
+from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "real_dev" / "mslub"
+#: (column, case_metrics key, format) of the table, in order
+COLUMNS = [("Dice", "dice", "{:.3f}"), ("HD95 mm", "hd95_mm", "{:.1f}"), ("AVD %", "avd_percent", "{:.0f}"),
+           ("lesion recall", "lesion_recall", "{:.2f}"), ("lesion F1", "lesion_f1", "{:.2f}")]
+
+
+@dataclass
+class Scan:
+    """One real scan: its id and its FLAIR and consensus mask files."""
+
+    scan_id: str
+    flair: Path
+    mask: Path
+
+
+@dataclass
+class StackCase:
+    """One simulated 2D stack to predict and score."""
+
+    scan_id: str
+    thickness: float
+    case_id: str
+    label: np.ndarray
+    geometry: Geometry
+
+
+def find_scans(data: Path) -> List[Scan]:
+    """Every subfolder of ``data`` holding flair.nii.gz and wmh.nii.gz; a clear error when there are none."""
+    hint = ("the real development scans are not in the repository (issue #12 point 4): expected "
+            "patientNN/flair.nii.gz and patientNN/wmh.nii.gz below it; give their folder with --data DIR")
+    if not data.is_dir():
+        raise DeepWMLError(f"folder not found; {hint}", data)
+    scans = [Scan(p.name, p / "flair.nii.gz", p / "wmh.nii.gz") for p in sorted(data.iterdir())
+             if (p / "flair.nii.gz").is_file() and (p / "wmh.nii.gz").is_file()]
+    if not scans:
+        raise DeepWMLError(f"holds no scans; {hint}", data)
+    return scans
+
+
+def check_work_folder(work: Path) -> None:
+    """Refuse a work folder inside the repository: files derived from the scans must never be committed."""
+    resolved = work.expanduser().resolve()
+    if resolved == REPO_ROOT or REPO_ROOT in resolved.parents:
+        raise DeepWMLError("is inside the repository; stacks derived from the real scans must stay outside it", work)
+
+
+def model_dir(args: argparse.Namespace) -> Path:
+    """The PLAN folder to evaluate: -m, -d/-p, or the model shipped in the package (--builtin)."""
+    if args.builtin:
+        if args.model or args.dataset or args.plan:
+            raise DeepWMLError("give --builtin or a model (-m, or -d/-p), not both")
+        # Hook for issue #12 point 2: deepwml_predict with neither -m nor -d/-p uses the pretrained model shipped
+        # in the package, and resolves it where predict() resolves every model. Until that lands it refuses.
+        try:
+            return _model_dir(PredictRequest(input=Path("."), output=Path(".")))
+        except DeepWMLError:
+            raise NotBuiltYet("--builtin: this DeepWML ships no pretrained model yet (issue #12 point 2); "
+                              "give a model with -m MODEL_DIR or -d DATASET -p PLAN") from None
+    root = results_root(args.results_root) if args.dataset else None
+    return resolve_model_dir(args.model, args.dataset, args.plan, root)
+
+
+def stack_id(scan_id: str, thickness: float) -> str:
+    """File stem of a stack, e.g. patient07_6p5mm (no dot inside the id)."""
+    return f"{scan_id}_{thickness:g}mm".replace(".", "p")
+
+
+def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path) -> List[StackCase]:
+    """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring."""
+    cases = []
+    for scan in scans:
+        flair, mask = read_image(scan.flair), read_label(scan.mask)
+        problems = flair.geometry.mismatches(mask.geometry)
+        if problems:
+            raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
+        for thickness, spec in spec_for.items():
+            stack = thick_slice_stack(flair.array, mask.array, flair.geometry, spec)
+            case_id = stack_id(scan.scan_id, thickness)
+            write_image(stack.image, stack.geometry, images_dir / f"{case_id}.nii.gz")
+            cases.append(StackCase(scan.scan_id, thickness, case_id, stack.label.astype(bool), stack.geometry))
+    return cases
+
+
+def score(cases: Sequence[StackCase], pred_dir: Path) -> List[Dict]:
+    """Case metrics of each predicted mask against its slab label, on the stack's own grid."""
+    rows = []
+    for case in cases:
+        path = pred_dir / f"{case.case_id}.nii.gz"
+        row = {"scan": case.scan_id, "thickness": case.thickness, "slabs": case.geometry.size[2],
+               "matrix": f"{case.geometry.size[1]}x{case.geometry.size[0]}"}
+        if not path.is_file():
+            rows.append({**row, "failed": True})
+            continue
+        predicted = read_label(path).array == 1
+        rows.append({**row, **case_metrics(case.label, predicted, case.geometry), "failed": False})
+    return rows
+
+
+def _cell(value: float, fmt: str) -> str:
+    """A table cell; NaN (metric undefined for this case, see case_metrics.py) prints as n/a."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def _mean(rows: Sequence[Dict], key: str) -> float:
+    """Mean over the cases where the metric is defined."""
+    values = [r[key] for r in rows if not r["failed"] and not math.isnan(r[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def table(rows: Sequence[Dict], thicknesses: Sequence[float]) -> str:
+    """Markdown: one row per scan × thickness, then the mean per thickness and over all stacks."""
+    head = ["scan", "slice mm", "slabs", "matrix", "ref ml", "pred ml"] + [c for c, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["failed"]:
+            cells = ["prediction failed"] + [""] * (len(head) - 5)
+        else:
+            cells = [f"{r['ref_volume_ml']:.1f}", f"{r['pred_volume_ml']:.1f}"] + [_cell(r[k], f) for _, k, f in COLUMNS]
+        lines.append("| " + " | ".join([r["scan"], f"{r['thickness']:g}", str(r["slabs"]), r["matrix"]] + cells) + " |")
+    groups = [(f"**mean {t:g} mm**", [r for r in rows if r["thickness"] == t]) for t in thicknesses]
+    for name, group in groups + [("**mean, all**", list(rows))]:
+        n = sum(not r["failed"] for r in group)
+        cells = [_cell(_mean(group, "ref_volume_ml") if n else float("nan"), "{:.1f}"),
+                 _cell(_mean(group, "pred_volume_ml") if n else float("nan"), "{:.1f}")]
+        cells += [_cell(_mean(group, k), f) for _, k, f in COLUMNS]
+        lines.append("| " + " | ".join([name, "", f"{n} stacks", ""] + cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of patientNN/flair.nii.gz + wmh.nii.gz (default {DEFAULT_DATA})")
+    p.add_argument("-m", "--model", help="a trained model's PLAN folder")
+    p.add_argument("-d", "--dataset", help="dataset id or name of a trained model (with -p)")
+    p.add_argument("-p", "--plan", help="plan name of a trained model (with -d)")
+    p.add_argument("--results", dest="results_root", metavar="DIR", help="results root for -d/-p (default: $DEEPWML_RESULTS)")
+    p.add_argument("--builtin", action="store_true", help="the pretrained model shipped in the package (issue #12 point 2)")
+    p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble (default: every trained fold)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--thickness", type=float, nargs="+", default=[5.0, 6.5, 8.0], help="slice thicknesses in mm (default 5 6.5 8)")
+    p.add_argument("--gap", type=float, default=0.0, help="gap between slabs in mm (default 0)")
+    p.add_argument("--inplane", type=float, help="resample in-plane to this spacing in mm, e.g. 0.9 (default: keep 1 mm)")
+    p.add_argument("--work", type=Path, help="keep stacks and predictions in this folder (default: a temporary folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("-np", "--num-workers", type=int, default=1, help="reader/writer threads of deepwml_predict")
+    p.add_argument("--qc", action="store_true", help="also write deepwml_predict's QC pictures (with --work)")
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    scans = find_scans(args.data.expanduser())
+    if args.work:
+        check_work_folder(args.work)
+    folder = model_dir(args)
+    spec = check_model(folder, args.folds, args.checkpoint)
+    print(f"# {load_line()}")
+    print(f"data: {args.data} ({len(scans)} scans); model: {folder} (plan {spec.plan.name}, folds {' '.join(spec.folds)})")
+    spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
+    print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
+          f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is")
+    with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
+        work = args.work.expanduser() if args.work else Path(tmp)
+        t0 = time.perf_counter()
+        cases = make_stacks(scans, spec_for, work / "images")
+        t_stacks = time.perf_counter() - t0
+        request = PredictRequest(input=work / "images", output=work / "predictions", model_dir=folder, folds=args.folds,
+                                 checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
+                                 overwrite=True, write_qc=args.qc)
+        report = predict(request)
+        t0 = time.perf_counter()
+        rows = score(cases, work / "predictions")
+        t_score = time.perf_counter() - t0
+    print()
+    print(table(rows, args.thickness))
+    print()
+    n_slices = sum(c.geometry.size[2] for c in cases)
+    print(f"time: {time.perf_counter() - start:.1f} s in all; stacks {t_stacks:.1f} s, prediction {report.seconds:.1f} s "
+          f"({len(cases)} stacks, {n_slices} slices, {report.seconds / max(n_slices, 1):.3f} s/slice incl. model load, "
+          f"{report.device}), scoring {t_score:.1f} s")
+    for row in report.failed:
+        print(f"prediction failed: {row.case_id}: {row.error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: user errors print one line and exit 2."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

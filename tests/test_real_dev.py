@@ -1,0 +1,155 @@
+"""Thick-slice stacks from 3D volumes (deepwml/synthetic/thick_slices.py) and benchmarks/real_dev.py.
+
+Everything runs on small volumes the tests make: the real scans are never needed (CI may not have them).
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepwml.imageio import Geometry, read_image, write_image
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.synthetic.thick_slices import SlabSpec, slab_weights, thick_slice_stack
+from deepwml.utils.errors import DeepWMLError
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "real_dev.py"
+
+
+def _volume(n_z: int = 10, hw: int = 4, origin=(10.0, -20.0, -5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
+    """A 1 mm volume whose every voxel holds its slice index, and an empty label, on a known grid."""
+    image = np.broadcast_to(np.arange(n_z, dtype=np.float32)[:, None, None], (n_z, hw, hw)).copy()
+    return image, np.zeros_like(image, dtype=np.uint8), Geometry((hw, hw, n_z), (1.0, 1.0, 1.0), origin, direction)
+
+
+def test_slabs_average_the_voxels_they_cover_and_a_pixel_is_lesion_from_40_percent():
+    """5 mm slabs of 1 mm slices average 5 slices; 2 lesion voxels of 5 (40 %) make a lesion pixel, 1 of 5 does not."""
+    image, label, geometry = _volume()
+    label[0:2, 0, 0] = 1  # 2/5 of slab 0
+    label[2, 0, 1] = 1  # 1/5 of slab 0
+    label[5:10, 3, 3] = 1  # all of slab 1
+    stack = thick_slice_stack(image, label, geometry, SlabSpec(5.0))
+    assert stack.image.shape == (2, 4, 4)
+    np.testing.assert_allclose(stack.image[:, 0, 0], [2.0, 7.0], rtol=1e-6)  # mean of 0..4 and of 5..9
+    assert stack.label[0, 0, 0] == 1 and stack.label[0, 0, 1] == 0 and stack.label[1, 3, 3] == 1
+    assert stack.label.sum() == 2
+    np.testing.assert_allclose(stack.fraction[0, 0, :2], [0.4, 0.2], rtol=1e-6)
+
+
+def test_fractional_thickness_weights_partial_voxels_by_overlap():
+    """A 2.5 mm slab of 1 mm voxels takes two whole voxels and half of the third, for image and lesion alike."""
+    np.testing.assert_allclose(slab_weights(5, 1.0, 2.5), [[0.4, 0.4, 0.2, 0, 0], [0, 0, 0.2, 0.4, 0.4]], atol=1e-7)
+    image, label, geometry = _volume(n_z=5)
+    label[0, 0, 0] = 1  # 1 mm of 2.5 mm = 40 %
+    label[2, 1, 1] = 1  # half a voxel of 2.5 mm = 20 % in both slabs
+    stack = thick_slice_stack(image, label, geometry, SlabSpec(2.5))
+    np.testing.assert_allclose(stack.image[:, 0, 0], [0.8, 3.2], rtol=1e-6)  # (0 + 1 + 0.5*2) / 2.5, (0.5*2 + 3 + 4) / 2.5
+    assert stack.label[0, 0, 0] == 1 and stack.label[:, 1, 1].sum() == 0
+
+
+def test_geometry_spacing_origin_at_slab_centre_and_partial_last_slab_dropped(tmp_path):
+    """12 mm of volume in 5 mm slabs gives 2 slabs (the last 2 mm dropped); with a 1 mm gap, 3 mm slabs every 4 mm give 3."""
+    image, label, geometry = _volume(n_z=12, origin=(10.0, -20.0, -5.0))
+    stack = thick_slice_stack(image, label, geometry, SlabSpec(5.0))
+    g = stack.geometry
+    assert g.size == (4, 4, 2) and g.spacing == (1.0, 1.0, 5.0)
+    # first source voxel centred at z=-5, its lower edge at -5.5; the first 5 mm slab is centred 2.5 mm above that
+    np.testing.assert_allclose(g.origin, (10.0, -20.0, -3.0))
+    gapped = thick_slice_stack(image, label, geometry, SlabSpec(3.0, gap_mm=1.0)).geometry
+    assert gapped.size[2] == 3 and gapped.spacing[2] == 4.0
+    np.testing.assert_allclose(gapped.origin, (10.0, -20.0, -4.0))
+    # a source running inferior-ward: slabs follow its direction, the first slab centred 2.5 mm below the first voxel edge
+    flipped = Geometry(geometry.size, geometry.spacing, geometry.origin, (1, 0, 0, 0, 1, 0, 0, 0, -1))
+    g_flipped = thick_slice_stack(image, label, flipped, SlabSpec(5.0)).geometry
+    np.testing.assert_allclose(g_flipped.origin, (10.0, -20.0, -7.0))
+    assert g_flipped.direction == flipped.direction
+    # the NIfTI the benchmark writes carries that geometry
+    back = read_image(write_image(stack.image, g, tmp_path / "stack.nii.gz"))
+    assert back.geometry.mismatches(g) == []
+    np.testing.assert_allclose(back.array, stack.image)
+
+
+def test_slabs_are_taken_along_superior_inferior_whatever_the_array_order():
+    """A volume stored with S-I as its first ITK axis (sagittal layout) gives the same axial stack as the axial layout."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(10, 6, 8)).astype(np.float32)  # (z, y, x): z is S-I
+    label = (rng.random(image.shape) > 0.6).astype(np.uint8)
+    axial = Geometry((8, 6, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    reference = thick_slice_stack(image, label, axial, SlabSpec(5.0))
+    # the same voxels with ITK axes (S-I, A-P, L-R): world z is the index x axis
+    stored = np.transpose(image, (2, 1, 0))  # numpy (L-R, A-P, S-I) = ITK (x=S-I, y=A-P, z=L-R)
+    stored_label = np.transpose(label, (2, 1, 0))
+    sagittal = Geometry((10, 6, 8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (0, 0, 1, 0, 1, 0, 1, 0, 0))
+    other = thick_slice_stack(stored, stored_label, sagittal, SlabSpec(5.0))
+    np.testing.assert_allclose(other.image, reference.image, rtol=1e-6)
+    np.testing.assert_array_equal(other.label, reference.label)
+    np.testing.assert_allclose(other.geometry.index_to_world([[1, 2, 1]]), reference.geometry.index_to_world([[1, 2, 1]]))
+
+
+def test_inplane_resampling_keeps_the_field_of_view():
+    """Resampling 20 mm at 1 mm to 0.5 mm gives 40 pixels, and the outer pixel edges stay where they were."""
+    image, label, geometry = _volume(n_z=10, hw=20, origin=(0.0, 0.0, 0.0))
+    label[:, 5:15, 5:15] = 1
+    stack = thick_slice_stack(image, label, geometry, SlabSpec(5.0, inplane_mm=0.5))
+    g = stack.geometry
+    assert stack.image.shape == (2, 40, 40) and g.spacing == (0.5, 0.5, 5.0)
+    np.testing.assert_allclose(g.origin, (-0.25, -0.25, 2.0))
+    assert stack.label.sum() == 2 * 20 * 20  # the 10 × 10 mm lesion square at twice the resolution
+
+
+def _benchmark():
+    """benchmarks/real_dev.py as a module (it imports machine_load from its own folder)."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        return importlib.import_module("real_dev")
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_missing_data_folder_is_one_clear_line_and_exit_2(tmp_path, capsys):
+    """A checkout without the real scans: the benchmark names the folder, says what it expects and how to point at it."""
+    missing = tmp_path / "no_such_folder"
+    code = _benchmark().main(["--data", str(missing), "-m", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(missing) in err and "folder not found" in err and "--data" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    (tmp_path / "empty" / "patient01").mkdir(parents=True)
+    with pytest.raises(DeepWMLError, match="holds no scans.*flair.nii.gz"):
+        _benchmark().find_scans(tmp_path / "empty")
+
+
+def test_work_folder_inside_the_repository_is_refused():
+    """Derived stacks of the real scans must never land where git could pick them up."""
+    with pytest.raises(DeepWMLError, match="inside the repository"):
+        _benchmark().check_work_folder(REPO / "benchmarks" / "realdev_work")
+
+
+def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
+    """Two small 'scans' with bright lesions, a threshold toy model: a table of every scan × thickness and the means."""
+    rng = np.random.default_rng(1)
+    geometry = Geometry((64, 64, 30), (1.0, 1.0, 1.0), (-32.0, -32.0, -15.0))
+    zz, yy, xx = np.mgrid[:30, :64, :64]
+    for name in ("patient01", "patient02"):
+        head = ((yy - 32) ** 2 + (xx - 32) ** 2 < 28**2)
+        lesion = ((yy - 25) ** 2 + (xx - 30) ** 2 < 16) & (zz >= 8) & (zz < 22)
+        flair = np.where(head, 100.0, 0.0) + 150.0 * lesion + rng.normal(0, 5, head.shape) * head
+        write_image(flair.astype(np.float32), geometry, tmp_path / "data" / name / "flair.nii.gz")
+        write_image(lesion.astype(np.uint8), geometry, tmp_path / "data" / name / "wmh.nii.gz")
+    model = write_model_dir(tmp_path / "results" / "Dataset998_Toy" / "toy", tiny_plan(matrix=64), kind="threshold")
+    code = _benchmark().main(["--data", str(tmp_path / "data"), "-m", str(model), "--thickness", "5", "6.5",
+                              "--work", str(tmp_path / "work"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| patient")]
+    assert [r.split("|")[1:3] for r in rows] == [[" patient01 ", " 5 "], [" patient01 ", " 6.5 "],
+                                                 [" patient02 ", " 5 "], [" patient02 ", " 6.5 "]]
+    dice = [float(r.split("|")[7]) for r in rows]
+    assert all(d > 0.5 for d in dice), out  # a bright 4 mm-radius lesion: the threshold model finds it
+    assert "**mean 6.5 mm**" in out and "**mean, all** |  | 4 stacks" in out and "time:" in out
+    assert sorted(p.name for p in (tmp_path / "work" / "images").iterdir()) == [
+        "patient01_5mm.nii.gz", "patient01_6p5mm.nii.gz", "patient02_5mm.nii.gz", "patient02_6p5mm.nii.gz"]
