@@ -30,10 +30,10 @@ from deepwml.cli.common import run
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.model_loading import check_model, resolve_model_dir
-from deepwml.inference.run import PredictRequest, _model_dir, predict
+from deepwml.inference.run import PredictRequest, predict
 from deepwml.paths import results_root
 from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
-from deepwml.utils.errors import DeepWMLError, NotBuiltYet
+from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,13 +88,9 @@ def model_dir(args: argparse.Namespace) -> Path:
     if args.builtin:
         if args.model or args.dataset or args.plan:
             raise DeepWMLError("give --builtin or a model (-m, or -d/-p), not both")
-        # Hook for issue #12 point 2: deepwml_predict with neither -m nor -d/-p uses the pretrained model shipped
-        # in the package, and resolves it where predict() resolves every model. Until that lands it refuses.
-        try:
-            return _model_dir(PredictRequest(input=Path("."), output=Path(".")))
-        except DeepWMLError:
-            raise NotBuiltYet("--builtin: this DeepWML ships no pretrained model yet (issue #12 point 2); "
-                              "give a model with -m MODEL_DIR or -d DATASET -p PLAN") from None
+        from deepwml.pretrained import builtin_model_dir
+
+        return builtin_model_dir()
     root = results_root(args.results_root) if args.dataset else None
     return resolve_model_dir(args.model, args.dataset, args.plan, root)
 

@@ -9,6 +9,7 @@ from typing import List, Optional
 from deepwml.cli.common import add_dataset_argument, add_device_argument, run
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.paths import add_root_arguments
+from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
 EXIT_CASES_FAILED = 1
 
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_argument(p, required=False)
     p.add_argument("-p", "--plan", help="plan name (the PLAN folder below the dataset's results folder)")
     p.add_argument("-f", "--folds", nargs="+", help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every trained fold)")
-    p.add_argument("-m", "--model", help="a trained model's PLAN folder (instead of -d/-p), e.g. one installed by deepwml_install_model")
+    p.add_argument("-m", "--model", help="a trained model's PLAN folder (instead of -d/-p), e.g. one installed by deepwml_install_model, "
+                   "or 'builtin': the pretrained model shipped with DeepWML (also used when neither -m nor -d/-p is given)")
     add_root_arguments(p, kinds=("results",))
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold (default: best)")
     add_device_argument(p)
@@ -69,6 +71,9 @@ def _main(argv: Optional[List[str]]) -> int:
         write_qc=not args.no_qc,
         progress=args.progress or sys.stderr.isatty(),
     )
+    if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
+        print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",
+              file=sys.stderr)
     report = predict(request)
     print(report.describe())
     if report.failed:

@@ -19,6 +19,7 @@ from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error,
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.paths import results_root
 from deepwml.training.device import setup_device
+from deepwml.utils.errors import DeepWMLError
 
 
 @dataclass
@@ -74,8 +75,15 @@ class PredictReport:
         )
 
 
-def _model_dir(request: PredictRequest) -> Path:
-    """The PLAN folder from -m or from -d/-p below the results root."""
+def model_dir_of(request: PredictRequest) -> Path:
+    """The PLAN folder from -m, from -d/-p below the results root, or the shipped model when neither is given."""
+    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+    uses_builtin = request.model_dir is None and request.dataset is None and request.plan is None
+    if uses_builtin or str(request.model_dir) == BUILTIN_ALIAS:
+        if request.dataset is not None or request.plan is not None:
+            raise DeepWMLError("give either -m builtin or -d DATASET -p PLAN, not both")
+        return builtin_model_dir()
     if request.model_dir is not None:
         return resolve_model_dir(model_dir=request.model_dir, dataset=request.dataset, plan=request.plan)
     root = results_root(request.results_root) if request.dataset else None
@@ -86,7 +94,7 @@ def predict(request: PredictRequest) -> PredictReport:
     """Run a whole prediction request; failed cases are reported, not raised."""
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
-    spec = check_model(_model_dir(request), request.folds, request.checkpoint)
+    spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
     all_cases = discover_cases(request.input)
     out_dir = request.output.expanduser()
     check_inputs_safe(all_cases, out_dir, request.input)

@@ -1,0 +1,28 @@
+"""The model shipped inside the package: where it lives, whether it is there, what its card says.
+
+The shipped model is an ordinary PLAN folder (plans.json, dataset.json, fingerprint.json, manifest.json,
+fold_all/checkpoint_*.pth, MODEL_CARD.md) below this package, made by ``deepwml_train_pretrained`` (see
+deepwml/pretrained/recipe.py) and loaded like any other model: weights only, checksums verified.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepwml.utils.errors import DeepWMLError
+
+#: name of the shipped model's folder below this package
+BUILTIN_NAME = "wmh_flair2d"
+#: what ``--pretrained`` / ``-m`` accept to mean the shipped model
+BUILTIN_ALIAS = "builtin"
+
+
+def builtin_model_dir() -> Path:
+    """The shipped model's PLAN folder; a DeepWMLError when this install carries none."""
+    folder = Path(__file__).resolve().parent / BUILTIN_NAME
+    if not (folder / "plans.json").is_file():
+        raise DeepWMLError(
+            "this DeepWML install ships no pretrained model; train one with deepwml_train_pretrained "
+            "or name a model with -m MODEL_DIR / -d DATASET -p PLAN",
+            folder,
+        )
+    return folder
