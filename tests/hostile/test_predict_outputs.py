@@ -74,6 +74,11 @@ def test_output_that_is_a_file_is_refused_before_the_model_is_read(tmp_path, cap
     assert _predict("-i", inputs, "-o", out, "-m", tmp_path / "no_model") == EXIT_USER_ERROR
     _one_line_error(capsys, str(out), "is a file, not a folder", "choose a folder path for -o")
     assert out.read_text() == "keep me"
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")  # -o a symlink whose target was deleted: mkdir would fail later
+    assert _predict("-i", inputs, "-o", dangling, "-m", tmp_path / "no_model") == EXIT_USER_ERROR
+    _one_line_error(capsys, str(dangling), "broken symbolic link", "choose another -o")
+    assert not (tmp_path / "gone").exists()
 
 
 def test_output_below_a_file_is_refused_and_nothing_is_made(tmp_path, capsys, model_dir):
