@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from deepwml.constants import IMAGE_ENDINGS
 from deepwml.imageio.geometry import Geometry
-from deepwml.utils.atomic import atomic_path
+from deepwml.utils.atomic import atomic_path, temp_prefix
 from deepwml.utils.errors import ImageError
 
 PathLike = Union[str, Path]
@@ -174,7 +174,7 @@ def write_image(array: np.ndarray, geometry: Geometry, path: PathLike, compress:
 def _write_detached_header(image: sitk.Image, path: Path, compress: bool) -> None:
     """Header + data file pairs: write both in a scratch folder, then move data first and header last."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     try:
         sitk.WriteImage(image, str(scratch / path.name), compress)
         header = scratch / path.name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from deepwml.imageio import Image, is_image_file, read_image, split_ending
+from deepwml.inference.output_folder import MARKER_NAME, is_output_folder
 from deepwml.utils.errors import DeepWMLError, ImageError
 
 #: DICOM inputs get their masks as NIfTI, aligned to the series.
@@ -90,9 +92,21 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
         if not is_image_file(path):
             split_ending(path)  # raises with the list of known endings
         return [_file_case(path)]
+    if is_output_folder(path):
+        raise DeepWMLError(
+            f"is an output folder of deepwml_predict (it holds {MARKER_NAME} or summary.csv with lesion tables), "
+            "not scans; give the folder of scans to -i",
+            path,
+        )
     children = _visible(path)
     files = [p for p in children if p.is_file() and is_image_file(p)]
     folders = [p for p in children if p.is_dir()]
+    earlier_outputs = [p for p in folders if is_output_folder(p)]
+    if earlier_outputs:
+        # said once per run: a folder of masks must never turn into a failed 'DICOM series' case, nor vanish unnoticed
+        names = ", ".join(p.name for p in earlier_outputs)
+        print(f"[deepwml_predict] note: skipped {len(earlier_outputs)} earlier DeepWML output folder(s) in {path}: {names}", file=sys.stderr)
+        folders = [p for p in folders if p not in earlier_outputs]
     if not files and _holds_dicom(path):
         return [_dicom_case(path)]
     cases = [_file_case(p) for p in files]

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import pandas as pd
 
+from deepwml.imageio import split_ending
 from deepwml.inference.inputs import InputCase
+from deepwml.inference.output_folder import MARKER_NAME
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
 
@@ -81,6 +84,54 @@ def check_inputs_safe(cases: Sequence[InputCase], out_dir: Path, input_path: Pat
                     "that holds no inputs (-o must differ from -i)",
                     out_dir,
                 )
+
+
+def _fold(name: str) -> str:
+    """A name as a case-insensitive file system compares it (macOS also stores names decomposed)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _collision_key(path: Path, out_dir: Path, image: bool) -> Tuple[str, str, bool]:
+    """What two output files must not share: the folder and the name in any letter case, and for images the name
+    without its ending (``A_prob.mha`` and ``A_prob.nii.gz`` are one case's mask to a reader; a detached header's
+    data file shares its stem)."""
+    name = split_ending(path)[0] if image else path.name
+    return _fold(str(path.parent.relative_to(out_dir))), _fold(name), image
+
+
+def check_output_collisions(
+    cases: Sequence[InputCase], out_dir: Path, save_probabilities: bool, write_qc: bool = True,
+    num_parts: int = 1, part_id: int = 0,
+) -> None:
+    """Refuse, before any work, two outputs of a run that are one file or differ only in letter case or ending."""
+    owners: Dict[Tuple[str, str, bool], Tuple[str, Path, str]] = {}
+
+    def claim(path: Path, owner: str, role: str, image: bool = False) -> None:
+        key = _collision_key(path, out_dir, image)
+        if key not in owners:
+            owners[key] = (owner, path, role)
+            return
+        other, other_path, other_role = owners[key]
+        if other_path.name == path.name:
+            how = f"would both write {path.name}"
+        else:
+            how = f"would write {other_path.name} and {path.name}, which one file system or reader takes for the same file"
+        raise DeepWMLError(
+            f"cases {other} and {owner} {how} ({other_role} of {other}, {role} of {owner}); rename one of the inputs"
+            + (" or leave out --save-probabilities" if "probabilities" in (role, other_role) else ""),
+            out_dir,
+        )
+
+    for name in {MARKER_NAME, summary_path(out_dir).name, summary_path(out_dir, num_parts, part_id).name}:
+        claim(out_dir / name, "(the run)", name)
+    for case in cases:
+        o = case_outputs(out_dir, case)
+        claim(o.mask, case.case_id, "mask", image=True)
+        if save_probabilities:
+            claim(o.probabilities, case.case_id, "probabilities", image=True)
+        claim(o.lesions, case.case_id, "lesion table")
+        if write_qc:
+            claim(o.qc, case.case_id, "QC picture")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

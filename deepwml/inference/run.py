@@ -13,7 +13,8 @@ from tqdm import tqdm
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.lesion_report import CaseSummary, failed_case, summary_frame
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
-from deepwml.inference.outputs import case_outputs, check_inputs_safe, summary_path, write_csv
+from deepwml.inference.output_folder import check_output_folder, prepare_output_folder
+from deepwml.inference.outputs import case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.inference.predictor import SlicePredictor
@@ -60,6 +61,7 @@ class PredictReport:
     summary_csv: Optional[Path] = None
     device: str = "cpu"
     folds: List[str] = field(default_factory=list)
+    removed_temporaries: int = 0
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -72,6 +74,7 @@ class PredictReport:
             f"deepwml_predict: {self.predicted} case(s) predicted, {self.resumed} already done, {len(self.failed)} failed "
             f"in {self.seconds:.1f} s on {self.device}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}"
+            + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
         )
 
 
@@ -94,10 +97,14 @@ def predict(request: PredictRequest) -> PredictReport:
     """Run a whole prediction request; failed cases are reported, not raised."""
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
+    out_dir = request.output.expanduser()
+    # every refusal comes before the model is read or anything is created
+    check_output_folder(out_dir, request.input)
     spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
     all_cases = discover_cases(request.input)
-    out_dir = request.output.expanduser()
     check_inputs_safe(all_cases, out_dir, request.input)
+    # over all parts: array jobs share the folder, so a clash with another part's case counts too
+    check_output_collisions(all_cases, out_dir, request.save_probabilities, request.write_qc, request.num_parts, request.part_id)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request)
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done))
@@ -111,8 +118,9 @@ def predict(request: PredictRequest) -> PredictReport:
     if request.force_bf16 and setup.device.type == "cpu":
         setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
     report.device = setup.describe()
+    networks = build_fold_networks(spec, load_fold_states(spec)) if todo else []
+    report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
-        networks = build_fold_networks(spec, load_fold_states(spec))
         predictor = SlicePredictor(
             networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop
         )

@@ -1,0 +1,108 @@
+"""The -o folder of deepwml_predict: refused up front when it cannot or must not be used, marked as DeepWML's own
+output so a later run never reads it as input, and cleared of the temporaries of killed runs.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, List, Union
+
+import deepwml
+from deepwml.imageio import is_image_file
+from deepwml.utils.atomic import remove_dead_temporaries, write_json
+from deepwml.utils.errors import DeepWMLError
+
+#: written into every output folder deepwml_predict uses; input discovery skips folders holding it
+MARKER_NAME = ".deepwml_output.json"
+QC_FOLDER = "qc"
+
+PathLike = Union[str, Path]
+
+
+def _existing_ancestors(path: Path) -> Iterator[Path]:
+    """``path`` and its parents, nearest first, that exist (as anything; symlinks are followed)."""
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            yield p
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` is ``folder`` or lies below it, through symlinks, bind mounts or case-insensitive names."""
+    real, real_folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if real.is_relative_to(real_folder):
+        return True
+    folder_stat = os.stat(folder)
+    return any(os.path.samestat(os.stat(p), folder_stat) for p in _existing_ancestors(real) if p.exists())
+
+
+def _same(path: Path, folder: Path) -> bool:
+    """True when ``path`` exists and is ``folder`` itself (by inode: symlinks, bind mounts, letter case)."""
+    return path.exists() and os.path.samefile(path, folder)
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder`` (permission bits say nothing for root or read-only mounts)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deepwml_probe.", dir=folder)
+    except OSError as e:
+        reason = e.strerror or errno.errorcode.get(e.errno or 0, type(e).__name__)
+        raise DeepWMLError(
+            f"cannot write here ({reason}); choose an output folder you can write to with -o", folder
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_folder(out_dir: Path, input_path: Path) -> None:
+    """Refuse an -o that is a file, lies below a file, cannot be written, or lies inside the input; creates nothing."""
+    out_dir, input_path = Path(out_dir), Path(input_path).expanduser()
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise DeepWMLError(f"output is a broken symbolic link (to {os.readlink(out_dir)}); choose another -o", out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeepWMLError("output exists and is a file, not a folder; choose a folder path for -o", out_dir)
+    nearest = next(_existing_ancestors(out_dir.absolute()))
+    if not nearest.is_dir():
+        raise DeepWMLError(f"is a file, so the output folder {out_dir} cannot be made below it; choose another -o", nearest)
+    qc = out_dir / QC_FOLDER
+    if os.path.lexists(qc) and not qc.is_dir():
+        raise DeepWMLError("is in the way of the QC folder (not a folder); move it or choose another -o", qc)
+    if input_path.is_dir() and _inside(out_dir, input_path):
+        where = "is the input folder" if _same(out_dir, input_path) else f"lies inside the input folder {input_path}"
+        raise DeepWMLError(
+            f"output folder {where}, where a later run would read its files as inputs; choose an -o outside it",
+            out_dir,
+        )
+    if input_path.is_file() and _same(out_dir, input_path.parent):
+        raise DeepWMLError(
+            f"output folder is the folder of the input file {input_path.name}, where its mask would overwrite the input; choose another -o",
+            out_dir,
+        )
+    _probe_writable(nearest)
+
+
+def is_output_folder(folder: Path) -> bool:
+    """True for a folder deepwml_predict wrote: it holds the marker, or (outputs from before the marker) it holds
+    summary*.csv plus qc/ or *_lesions.csv, and no other files than images and those tables."""
+    if (folder / MARKER_NAME).is_file():
+        return True
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    summaries = [p for p in files if p.name.startswith("summary") and p.suffix == ".csv"]
+    lesions = [p for p in files if p.name.endswith("_lesions.csv")]
+    if not summaries or not (lesions or (folder / QC_FOLDER).is_dir()):
+        return False
+    return all(p in summaries or p in lesions or is_image_file(p) for p in files)
+
+
+def prepare_output_folder(out_dir: Path) -> List[Path]:
+    """Make the output folder with its marker and remove temporaries left by killed runs; returns those removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / MARKER_NAME
+    if not marker.is_file():
+        write_json(marker, {
+            "written_by": "deepwml_predict", "deepwml_version": deepwml.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+    return remove_dead_temporaries(out_dir) + remove_dead_temporaries(out_dir / QC_FOLDER)
