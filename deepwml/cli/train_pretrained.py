@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    from deepwml.pretrained import BUILTIN_NAME
+    from deepwml.pretrained import BUILTIN_DIR
     from deepwml.pretrained.recipe import Recipe, run_recipe
 
     a = build_parser().parse_args(argv)
@@ -43,7 +43,7 @@ def _main(argv: Optional[List[str]]) -> int:
                     heldout_seed=a.heldout_seed, heldout_scale=a.heldout_scale)
     target = a.install_to
     if a.install and target is None:
-        target = Path(__file__).resolve().parents[1] / "pretrained" / BUILTIN_NAME
+        target = BUILTIN_DIR
     run_recipe(recipe, a.workdir, target, n_jobs=a.n_jobs, device=a.device)
     return 0
 

@@ -14,11 +14,13 @@ from deepwml.utils.errors import DeepWMLError
 BUILTIN_NAME = "wmh_flair2d"
 #: what ``--pretrained`` / ``-m`` accept to mean the shipped model
 BUILTIN_ALIAS = "builtin"
+#: the shipped model's PLAN folder (a module attribute so that tests can point it elsewhere)
+BUILTIN_DIR = Path(__file__).resolve().parent / BUILTIN_NAME
 
 
 def builtin_model_dir() -> Path:
     """The shipped model's PLAN folder; a DeepWMLError when this install carries none."""
-    folder = Path(__file__).resolve().parent / BUILTIN_NAME
+    folder = BUILTIN_DIR
     if not (folder / "plans.json").is_file():
         raise DeepWMLError(
             "this DeepWML install ships no pretrained model; train one with deepwml_train_pretrained "

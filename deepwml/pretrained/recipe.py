@@ -71,7 +71,8 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     np_ = str(n_jobs)
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(TRAIN_ID), "--name", TRAIN_NAME, "--scale", str(recipe.scale),
                             "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_], env)
-    _run("plan_and_preprocess", ["-d", str(TRAIN_ID), "--preset", recipe.preset, "-np", np_], env)
+    # the held-out set is drawn with another seed, so no training case is set aside as a test case
+    _run("plan_and_preprocess", ["-d", str(TRAIN_ID), "--preset", recipe.preset, "--test-fraction", "0", "-np", np_], env)
     model_dir = res / _dataset(TRAIN_ID, TRAIN_NAME) / recipe.preset
     fold_dir = model_dir / f"fold_{recipe.fold}"
     train_args = ["-d", str(TRAIN_ID), recipe.fold, "-p", recipe.preset, "--epochs", str(recipe.epochs),
@@ -124,6 +125,7 @@ def install_builtin(model_dir: Path, recipe: Recipe, record: Dict[str, Any], tar
         staging = target.parent / f".{target.name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(installed, staging)
+        os.chmod(staging, 0o755)  # the install's staging folder is private (mkdtemp); a package folder is not
         old = target.parent / f".{target.name}.old"
         if target.exists():
             os.replace(target, old)
@@ -132,9 +134,14 @@ def install_builtin(model_dir: Path, recipe: Recipe, record: Dict[str, Any], tar
     _log(f"installed the model in {target}")
 
 
+def _rounded(figures: Dict[str, Any]) -> Dict[str, Any]:
+    """Floats to 3 decimals for reading."""
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+
+
 def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
     """The model card's Markdown: data, recipe, time, figures, limits."""
-    fig, val = record.get("figures", {}), record.get("validation", {})
+    fig, val = _rounded(record.get("figures", {})), _rounded(record.get("validation", {}))
     r = asdict(recipe)
     lines = [
         "# DeepWML pretrained model: white-matter hyperintensities on thick-slice 2D FLAIR",

@@ -1,0 +1,79 @@
+"""The shipped-model plumbing: prediction falls back to it and says so, the recipe installs a loadable model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import deepwml.pretrained as pretrained
+from deepwml.cli import predict as predict_cli
+from deepwml.imageio import read_image, write_image
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.pretrained.recipe import Recipe, install_builtin, run_recipe
+from deepwml.utils.atomic import write_json
+from deepwml.utils.errors import DeepWMLError
+from tests.conftest import tiny_case
+
+
+def _inputs(folder: Path, n: int = 2) -> Path:
+    for i in range(n):
+        image, _, geometry = tiny_case(seed=i)
+        write_image(image, geometry, folder / f"c{i}.nii.gz")
+    return folder
+
+
+def test_predict_without_a_model_uses_the_shipped_one_and_says_so(tmp_path, monkeypatch, capsys):
+    """A clinician with a scan and no model runs deepwml_predict -i -o and gets masks from the shipped model."""
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=("all",))
+    installed = tmp_path / "pkg" / "wmh_flair2d"
+    install_builtin(model, Recipe(fold="all"), {"figures": {"slice_median_dice": 0.5}}, installed)
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", installed)
+    assert predict_cli.main(["-i", str(_inputs(tmp_path / "in")), "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "pretrained model shipped with DeepWML" in err and str(installed) in err
+    masks = [read_image(tmp_path / "out" / f"c{i}.nii.gz").array for i in range(2)]
+    assert all(m.any() for m in masks)
+    # -m builtin names the same model: identical masks
+    assert predict_cli.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out2"), "-m", "builtin"]) == 0
+    assert all(np.array_equal(m, read_image(tmp_path / "out2" / f"c{i}.nii.gz").array) for i, m in enumerate(masks))
+    card = (installed / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Recipe" in card and "0.5" in card and "Limits" in card
+
+
+def test_predict_without_a_model_when_none_is_shipped_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    """An install without weights says what to do instead of a traceback, and writes nothing."""
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", tmp_path / "nothing")
+    assert predict_cli.main(["-i", str(_inputs(tmp_path / "in", 1)), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ships no pretrained model" in err and "-m MODEL_DIR" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_builtin_with_a_dataset_is_refused(tmp_path, monkeypatch):
+    """-m builtin together with -d is ambiguous."""
+    from deepwml.inference.run import PredictRequest, model_dir_of
+
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", tmp_path)
+    with pytest.raises(DeepWMLError, match="not both"):
+        model_dir_of(PredictRequest(input=tmp_path, output=tmp_path, model_dir=Path("builtin"), dataset="501"))
+
+
+def test_recipe_refuses_a_work_folder_started_with_other_settings(tmp_path):
+    """Resuming with other settings would mix two models' data; the recipe names the file and stops first."""
+    write_json(tmp_path / "recipe.json", {"recipe": {"seed": 1}})
+    with pytest.raises(DeepWMLError, match="another recipe"):
+        run_recipe(Recipe(), tmp_path, None)
+
+
+@pytest.mark.slow
+def test_recipe_end_to_end_at_toy_size(tmp_path):
+    """deepwml_train_pretrained runs every stage and installs a model that predicts; a second run resumes."""
+    from deepwml.cli.train_pretrained import main
+
+    args = ["--workdir", str(tmp_path / "work"), "--scale", "0.01", "--epochs", "1", "--iterations", "1",
+            "--heldout-scale", "0.01", "--install-to", str(tmp_path / "model"), "-np", "2"]
+    assert main(args) == 0
+    assert (tmp_path / "model" / "fold_0" / "checkpoint_best.pth").is_file()
+    assert "generator version" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert main(args) == 0  # everything done: each stage resumes and skips
