@@ -94,7 +94,11 @@ def install_model(zip_path: Path, results: Path, overwrite: bool = False) -> Pat
         if target.exists() and not overwrite:
             raise DeepWMLError("a model is already installed here; add --overwrite to replace it", target)
         created = _make_folders(target.parent)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.install.", dir=target.parent))
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.install.", dir=target.parent))
+        except OSError as e:
+            _remove_empty(created)
+            raise DeepWMLError(f"cannot install here ({e.strerror or e})", target.parent) from None
         done = False
         try:
             _extract(zf, model, staging, zip_path)
@@ -104,8 +108,7 @@ def install_model(zip_path: Path, results: Path, overwrite: bool = False) -> Pat
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             if not done:
-                for folder in reversed(created):
-                    _remove_if_empty(folder)
+                _remove_empty(created)
     return target
 
 
@@ -137,16 +140,21 @@ def _verify_installed(folder: Path, model: ModelZip, zip_path: Path) -> ModelSpe
 def _make_folders(folder: Path) -> List[Path]:
     """mkdir -p ``folder``; returns the folders it created, outermost first."""
     missing = [p for p in [folder, *folder.parents] if not p.exists()][::-1]
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_empty(missing)
+        raise DeepWMLError(f"cannot create the install folder ({e.strerror or e})", folder) from None
     return missing
 
 
-def _remove_if_empty(folder: Path) -> None:
-    """rmdir, if nothing else appeared in ``folder`` meanwhile."""
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+def _remove_empty(created: List[Path]) -> None:
+    """rmdir the folders an install created, innermost first, where nothing else appeared meanwhile."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def _replace_dir(new: Path, target: Path) -> None:

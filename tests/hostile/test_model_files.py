@@ -120,6 +120,12 @@ def install(zip_path: Path, results: Path, *extra: str) -> int:
     return install_main([str(zip_path), "--results", str(results), *extra])
 
 
+def train(root: Path, *extra: str) -> int:
+    """deepwml_train on the tiny preprocessed dataset below ``root``/pp, results in ``root``/res."""
+    return train_main(["-d", "950", "0", "-p", "tiny", "--preprocessed", str(root / "pp"), "--results", str(root / "res"),
+                       "--threads", "1", *extra])
+
+
 def nothing_installed(results: Path) -> None:
     """No model, no staging folder, not even the empty folders an install would have made."""
     assert not results.exists(), sorted(str(p) for p in results.rglob("*"))
@@ -181,8 +187,7 @@ def test_train_continue_refuses_a_crafted_checkpoint(tmp_path, sentinel, capsys)
     fold.mkdir(parents=True)
     plan = Plan.load(tmp_path / "pp" / DATASET / "tiny" / "plans.json")
     (fold / "checkpoint_latest.pth").write_bytes(crafted_bytes(sentinel, plan))
-    code = train_main(["-d", "950", "0", "-p", "tiny", "--preprocessed", str(tmp_path / "pp"), "--results", str(tmp_path / "res"),
-                       "--threads", "1", "--continue"])
+    code = train(tmp_path, "--continue")
     refused(code, capsys, str(fold / "checkpoint_latest.pth"), NEVER, sentinel=sentinel)
     assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_latest.pth"]  # no epoch was trained
 
@@ -197,8 +202,7 @@ def test_end_of_training_validation_refuses_a_crafted_best_checkpoint(tmp_path, 
         return original(self)
 
     monkeypatch.setattr(Trainer, "final_validation", swap_then_validate)
-    code = train_main(["-d", "950", "0", "-p", "tiny", "--preprocessed", str(tmp_path / "pp"), "--results", str(tmp_path / "res"),
-                       "--threads", "1", "--epochs", "1"])
+    code = train(tmp_path, "--epochs", "1")
     fold = tmp_path / "res" / DATASET / "tiny" / "fold_0"
     refused(code, capsys, str(fold / "checkpoint_best.pth"), NEVER, sentinel=sentinel)
     assert not (fold / "validation" / "summary.json").exists()
@@ -369,3 +373,29 @@ def test_a_format_1_zip_installs_only_its_implied_files_and_refuses_extras(tmp_p
     bad = write_zip(tmp_path / "old_extra.zip", {**old, PREFIX + "fold_0/checkpoint_latest.pth": crafted_bytes(sentinel, tiny_plan())})
     refused(install(bad, tmp_path / "siteC"), capsys, PREFIX + "fold_0/checkpoint_latest.pth", "not listed", sentinel=sentinel)
     nothing_installed(tmp_path / "siteC")
+
+
+def test_install_refuses_a_listed_plans_json_that_is_not_a_plan(tmp_path, members, capsys):
+    """plans.json is valid JSON with a true checksum but not a plan."""
+    bad = write_zip(tmp_path / "bad.zip", members, relist={"plans.json": b'{"name": 3}'})
+    refused(install(bad, tmp_path / "siteB"), capsys, str(bad), PREFIX + "plans.json", "name must be a string")
+    nothing_installed(tmp_path / "siteB")
+
+
+def test_install_into_a_results_folder_below_a_file_is_one_line(tmp_path, members, capsys):
+    """--results names a path below an existing file."""
+    (tmp_path / "afile").write_text("x")
+    good = write_zip(tmp_path / "good2.zip", members)
+    refused(install(good, tmp_path / "afile" / "results"), capsys, str(tmp_path / "afile"), "cannot create the install folder")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_train_continue_refuses_an_exported_checkpoint(tmp_path, members, capsys):
+    """A slimmed checkpoint from a model zip (weights only, no optimiser or RNG state) is put in place to --continue."""
+    write_preprocessed_dataset(tmp_path / "pp")
+    fold = tmp_path / "res" / DATASET / "tiny" / "fold_0"
+    fold.mkdir(parents=True)
+    (fold / "checkpoint_latest.pth").write_bytes(members[PREFIX + CKPT])
+    code = train(tmp_path, "--continue")
+    refused(code, capsys, str(fold / "checkpoint_latest.pth"), "not a training checkpoint (lacks optimizer, rng)")
+    assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_latest.pth"]
