@@ -75,12 +75,19 @@ def test_folds_trained_with_different_plans_are_refused(tmp_path):
         load_fold_states(check_model(model_dir))
 
 
-def test_checkpoint_with_pickled_state_loads_only_when_trusted(tmp_path):
+def test_checkpoints_load_weights_only_and_old_numpy_rng_states_still_load(tmp_path):
+    """Old checkpoints (numpy RNG state inside) load; anything needing another pickled class is refused, by name."""
+    import fractions
+
     path = tmp_path / "ckpt.pth"
     torch.save({"model": {}, "plan_hash": "x", "rng": {"numpy": np.random.get_state()}}, path)
-    assert load_checkpoint(path, trusted=True)["plan_hash"] == "x"
-    with pytest.raises(DeepWMLError, match="cannot be loaded safely"):
-        load_checkpoint(path, trusted=False)
+    assert load_checkpoint(path)["plan_hash"] == "x"
+    torch.save({"model": {}, "plan_hash": "x", "extra": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(DeepWMLError, match=r"ckpt\.pth: holds pickled objects other than tensors.*fractions\.Fraction.*never unpickles code"):
+        load_checkpoint(path)
+    torch.save({"model": [1, 2], "plan_hash": "x"}, path)
+    with pytest.raises(DeepWMLError, match="not a mapping of names to tensors"):
+        load_checkpoint(path)
 
 
 def test_threshold_toy_network_computes_the_documented_function(tmp_path):

@@ -1,6 +1,7 @@
 """Model export and install: a model trained at one site predicts identically at another; unsafe zips are refused."""
 from __future__ import annotations
 
+import fractions
 import io
 import json
 import zipfile
@@ -15,6 +16,7 @@ from deepwml.cli.export_model import main as export_main
 from deepwml.cli.install_model import main as install_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
+from deepwml.inference.model_zip import file_record
 from deepwml.inference.packaging import export_model, install_model
 from deepwml.inference.toy_models import tiny_plan, write_model_dir
 from deepwml.utils.errors import DeepWMLError
@@ -49,6 +51,9 @@ def test_exported_model_installs_elsewhere_and_predicts_the_same_masks(tmp_path,
     assert names == {PREFIX + n for n in ("plans.json", "dataset.json", "fingerprint.json", "manifest.json",
                                           "fold_0/checkpoint_best.pth", "fold_1/checkpoint_best.pth")}
     assert manifest["folds"] == ["0", "1"] and manifest["checkpoint"] == "best" and len(manifest["plan_hash"]) == 64
+    assert manifest["format_version"] == 2 and {PREFIX + n for n in manifest["files"]} == names - {PREFIX + "manifest.json"}
+    with zipfile.ZipFile(tmp_path / "model.zip") as zf:
+        assert all(file_record(zf.read(PREFIX + n)) == r for n, r in manifest["files"].items())
     assert install_main([str(tmp_path / "model.zip"), "--results", str(tmp_path / "siteB")]) == 0
     installed = tmp_path / "siteB" / "Dataset999_Toy" / "tiny"
     slim = torch.load(installed / "fold_0" / "checkpoint_best.pth", weights_only=True)  # no pickled code needed
@@ -76,7 +81,7 @@ def test_install_refuses_to_overwrite_unless_asked(tmp_path, trained):
 
 @pytest.mark.parametrize(
     "bad_name,message",
-    [("../../evil.txt", r"\.\."), ("/etc/evil", "absolute"), (PREFIX + "../../outside.txt", r"\.\."), ("Dataset999_Toy/other/x", "outside")],
+    [("../../evil.txt", r"\.\."), ("/etc/evil", "absolute"), (PREFIX + "../../outside.txt", r"\.\."), ("Dataset999_Toy/other/x", "not listed in the manifest")],
 )
 def test_zip_slip_and_stray_members_are_refused_before_anything_is_written(tmp_path, trained, bad_name, message):
     export_model(trained, tmp_path / "m.zip")
@@ -98,13 +103,19 @@ def test_altered_or_foreign_zips_are_refused(tmp_path, trained):
     _zip_with(tmp_path / "edited.zip", {**members, PREFIX + "plans.json": json.dumps(plan)})
     with pytest.raises(DeepWMLError, match="altered"):
         install_model(tmp_path / "edited.zip", tmp_path / "siteB")
-    pickled = dict(members)
-    full = torch.load(trained / "fold_0" / "checkpoint_best.pth", weights_only=False)
+    altered = {**members, PREFIX + "fold_0/checkpoint_best.pth": members[PREFIX + "fold_1/checkpoint_best.pth"]}
+    _zip_with(tmp_path / "altered.zip", altered)
+    with pytest.raises(DeepWMLError, match="fold_0/checkpoint_best.pth.*(sha256|bytes)"):
+        install_model(tmp_path / "altered.zip", tmp_path / "siteB")
+    # a checkpoint that needs a pickled class, listed with its true checksum: refused by the weights-only loader
+    full = torch.load(io.BytesIO(members[PREFIX + "fold_0/checkpoint_best.pth"]), weights_only=True)
     buffer = io.BytesIO()
-    torch.save(full, buffer)  # a checkpoint that needs full unpickling (numpy RNG state)
-    pickled[PREFIX + "fold_0/checkpoint_best.pth"] = buffer.getvalue()
+    torch.save({**full, "extra": fractions.Fraction(1, 3)}, buffer)
+    manifest = json.loads(members[PREFIX + "manifest.json"])
+    manifest["files"]["fold_0/checkpoint_best.pth"] = file_record(buffer.getvalue())
+    pickled = {**members, PREFIX + "fold_0/checkpoint_best.pth": buffer.getvalue(), PREFIX + "manifest.json": json.dumps(manifest)}
     _zip_with(tmp_path / "pickled.zip", pickled)
-    with pytest.raises(DeepWMLError, match="cannot be loaded safely"):
+    with pytest.raises(DeepWMLError, match="fold_0/checkpoint_best.pth.*never unpickles code"):
         install_model(tmp_path / "pickled.zip", tmp_path / "siteB")
     _zip_with(tmp_path / "nomanifest.zip", {PREFIX + "plans.json": members[PREFIX + "plans.json"]})
     with pytest.raises(DeepWMLError, match="manifest"):

@@ -49,6 +49,8 @@ def test_training_writes_every_result_file(tmp_path):
     assert {"model", "optimizer", "scaler", "epoch", "rng", "plan", "plan_hash", "best_ema_dice", "ema_dice",
             "deepwml_version"} <= set(ckpt)
     assert ckpt["epoch"] == 2 and ckpt["plan_hash"] == Plan.from_dict(ckpt["plan"]).hash()
+    # tensors and plain values only: torch's weights-only loader needs no extra global (no numpy) to read it
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(out / "checkpoint_latest.pth") == []
     assert (out / "checkpoint_best.pth").is_file()
     summary = json.loads((out / "validation" / "summary.json").read_text())
     assert summary["n_slices"] > 0 and 0 <= summary["median_dice"] <= 1
@@ -65,12 +67,18 @@ def _assert_same_state(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_continue_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    write_preprocessed_dataset(tmp_path / "pp")
-    straight, split = tmp_path / "a", tmp_path / "b"
-    for r in (straight, split):
+def _two_runs(tmp_path: Path):
+    """Result roots of an uninterrupted and of an interrupted run, sharing tmp_path/pp."""
+    runs = tmp_path / "a", tmp_path / "b"
+    for r in runs:
         r.mkdir()
         (r / "pp").symlink_to(tmp_path / "pp")
+    return runs
+
+
+def test_continue_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    write_preprocessed_dataset(tmp_path / "pp")
+    straight, split = _two_runs(tmp_path)
     assert main(_argv(straight, "0", "--epochs", "2")) == 0
     assert main(_argv(split, "0", "--epochs", "1")) == 0
     assert main(_argv(split, "0", "--epochs", "2", "--continue")) == 0
@@ -80,13 +88,35 @@ def test_continue_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert [e["train_loss"] for e in a["history"]] == [e["train_loss"] for e in b["history"]]
 
 
+def _old_layout(ckpt: dict) -> dict:
+    """A checkpoint as DeepWML 0.x wrote it: np.random.get_state()'s tuple (with a uint32 array) inside."""
+    import numpy as np
+
+    rng = ckpt["rng"]["numpy"]
+    numpy_state = (rng["bit_generator"], rng["key"].numpy().astype(np.uint32), rng["pos"], rng["has_gauss"], rng["cached_gaussian"])
+    return dict(ckpt, rng=dict(ckpt["rng"], numpy=numpy_state))
+
+
+def test_continue_from_a_checkpoint_of_the_previous_layout_is_still_exact(tmp_path):
+    """Checkpoints written before weights-only loading (numpy arrays inside) continue bit-identically."""
+    write_preprocessed_dataset(tmp_path / "pp")
+    straight, split = _two_runs(tmp_path)
+    assert main(_argv(straight, "0", "--epochs", "2")) == 0
+    assert main(_argv(split, "0", "--epochs", "1")) == 0
+    latest = _fold_dir(split) / "checkpoint_latest.pth"
+    torch.save(_old_layout(load_checkpoint(latest)), latest)
+    assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(latest)  # really the old layout
+    assert main(_argv(split, "0", "--epochs", "2", "--continue")) == 0
+    a, b = load_checkpoint(_fold_dir(straight) / "checkpoint_latest.pth"), load_checkpoint(latest)
+    _assert_same_state(a["model"], b["model"])
+    assert [e["train_loss"] for e in a["history"]] == [e["train_loss"] for e in b["history"]]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(latest) == []  # rewritten in the new layout
+
+
 def test_ctrl_c_then_continue_matches_with_workers_and_a_poly_schedule(tmp_path, monkeypatch, capsys):
     plan = tiny_plan(lr_schedule="poly", num_workers=2)
     write_preprocessed_dataset(tmp_path / "pp", plan)
-    straight, split = tmp_path / "a", tmp_path / "b"
-    for r in (straight, split):
-        r.mkdir()
-        (r / "pp").symlink_to(tmp_path / "pp")
+    straight, split = _two_runs(tmp_path)
     assert main(_argv(straight)) == 0
 
     original = Trainer.train_one_epoch

@@ -16,8 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepwml_install_model",
         description=(
             "Install a model zip into RESULTS/DatasetNNN_Name/PLAN, then predict with "
-            "'deepwml_predict -m RESULTS/DatasetNNN_Name/PLAN' or '-d DatasetNNN_Name -p PLAN'. Members with absolute "
-            "paths or '..' are refused, the plan hash is checked and checkpoints are loaded with the safe loader."
+            "'deepwml_predict -m RESULTS/DatasetNNN_Name/PLAN' or '-d DatasetNNN_Name -p PLAN'. Only the files the "
+            "manifest lists are extracted, each checked against its sha256; a zip with any other member, a link, an "
+            "absolute path or '..' is refused. The plan hash is checked and checkpoints are loaded weights-only "
+            "(nothing in a zip runs code). A refused zip leaves nothing behind."
         ),
     )
     p.add_argument("zip", help="model zip written by deepwml_export_model")

@@ -11,6 +11,7 @@ from torch import nn
 
 from deepwml.datasets import find_dataset_folder
 from deepwml.planning.plan import Plan
+from deepwml.training.checkpoint import read_checkpoint
 from deepwml.utils.errors import DeepWMLError
 
 CHECKPOINT_FILES = {"best": "checkpoint_best.pth", "latest": "checkpoint_latest.pth"}
@@ -56,23 +57,15 @@ def available_folds(model_dir: Path, checkpoint: str = "best") -> List[str]:
     return sorted(names, key=lambda n: (n == "all", int(n) if n.isdigit() else 0))
 
 
-def load_checkpoint(path: Path, trusted: bool = True) -> Dict[str, Any]:
-    """Read a checkpoint on the CPU; only ``trusted`` (locally trained) files may need full unpickling.
-
-    Training checkpoints carry numpy RNG states that the safe loader refuses; exported models hold only plain
-    tensors and strings, so a model from another site always loads with ``weights_only=True``.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DeepWMLError("checkpoint not found", path) from None
-    except Exception as safe_error:  # noqa: BLE001 - the unpickler raises several types for the same cause
-        if not trusted:
-            raise DeepWMLError(f"checkpoint holds more than weights and cannot be loaded safely ({type(safe_error).__name__})", path) from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise DeepWMLError(f"unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})", path) from None
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """Read a checkpoint on the CPU with the weights-only loader; nothing in a model folder ever runs code."""
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "plan_hash" not in ckpt:
+        raise DeepWMLError("not a DeepWML checkpoint (needs 'model' and 'plan_hash')", path)
+    model = ckpt["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise DeepWMLError("not a DeepWML checkpoint ('model' is not a mapping of names to tensors)", path)
+    return ckpt
 
 
 @dataclass
@@ -110,15 +103,11 @@ def check_model(model_dir: Path, folds: Optional[Sequence[Union[int, str]]] = No
     return ModelSpec(model_dir, plan, names, paths, checkpoint)
 
 
-def load_fold_states(spec: ModelSpec, trusted: bool = True) -> List[Dict[str, torch.Tensor]]:
+def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
     """Load every fold's weights after checking each was trained with the same plan as plans.json."""
     expected = spec.plan.hash()
-    checkpoints = [load_checkpoint(p, trusted) for p in spec.checkpoints]
-    hashes = {}
-    for name, path, ckpt in zip(spec.folds, spec.checkpoints, checkpoints):
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "plan_hash" not in ckpt:
-            raise DeepWMLError("not a DeepWML checkpoint (needs 'model' and 'plan_hash')", path)
-        hashes[name] = str(ckpt["plan_hash"])
+    checkpoints = [load_checkpoint(p) for p in spec.checkpoints]
+    hashes = {name: str(ckpt["plan_hash"]) for name, ckpt in zip(spec.folds, checkpoints)}
     if len(set(hashes.values())) > 1:
         listing = ", ".join(f"fold {n}: {h[:12]}" for n, h in hashes.items())
         raise DeepWMLError(f"the folds were trained with different plans ({listing}); ensemble only folds of one plan", spec.folder)

@@ -24,6 +24,7 @@ from deepwml.training.augmentation import build_transforms
 from deepwml.training.checkpoint import (
     BEST,
     LATEST,
+    check_resumable,
     check_same_plan,
     load_checkpoint,
     model_state,
@@ -161,7 +162,19 @@ class Trainer:
             self.log(f"no {LATEST} in {self.out}; starting from scratch")
             return
         ckpt = D.broadcast_object(load_checkpoint(path) if self.ctx.is_main else None, self.ctx)
+        check_resumable(ckpt, path)
         check_same_plan(ckpt, self.plan_hash, path)
+        try:
+            self.restore(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            # a file that loads weights-only but whose states do not fit this run
+            raise DeepWMLError(f"cannot continue from this checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
+        if ckpt.get("loader", {}).get("world_size", 1) != self.ctx.world_size:
+            self.log("note: resuming with a different number of processes; the data order differs from the original run")
+        self.log(f"resumed from {path} after epoch {self.epoch}")
+
+    def restore(self, ckpt: Dict[str, Any]) -> None:
+        """Every state of a run from its checkpoint: weights, optimiser, scaler, epoch, moving average, history, RNGs."""
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -171,9 +184,6 @@ class Trainer:
         self.best_ema_dice = ckpt.get("best_ema_dice", -math.inf)
         self.history = list(ckpt.get("history", []))
         set_rng_state(ckpt["rng"])
-        if ckpt.get("loader", {}).get("world_size", 1) != self.ctx.world_size:
-            self.log("note: resuming with a different number of processes; the data order differs from the original run")
-        self.log(f"resumed from {path} after epoch {self.epoch}")
 
     def write_plan_files(self) -> None:
         """plans.json, dataset.json and fingerprint.json beside the folds, for prediction."""
@@ -366,7 +376,10 @@ class Trainer:
             return {}
         ckpt = load_checkpoint(best)
         current = model_state(self.net)
-        self.net.load_state_dict(ckpt["model"])
+        try:
+            self.net.load_state_dict(ckpt["model"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise DeepWMLError(f"weights do not fit this run's network ({type(e).__name__}: {str(e).splitlines()[0][:200]})", best) from None
         metrics = self.run_validation()
         self.net.load_state_dict(current)
         summary = {"dataset": self.data.name, "plan": self.data.plan_name, "fold": self.opts.fold, "checkpoint": BEST,
