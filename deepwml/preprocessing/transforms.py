@@ -15,6 +15,7 @@ from deepwml.imageio import Image
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.head_mask import head_mask
 from deepwml.preprocessing.normalize import apply_normalization, normalization_stats
+from deepwml.preprocessing.outliers import suppress_outliers
 from deepwml.preprocessing.orientation import (
     Orientation,
     canonical_orientation,
@@ -47,11 +48,14 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
         label = _label_to_cache_values(np.asarray(label), image, ignore_value)
     orientation = canonical_orientation(geometry)
     stack = to_canonical(np.asarray(image.array, dtype=np.float32), orientation)
+    stack, outliers = suppress_outliers(stack)
     spacing = canonical_spacing(geometry, orientation)
     out_hw, out_spacing = target_inplane_shape(pp.inplane_mode, stack.shape[1:], spacing[1:], pp.matrix, pp.target_spacing)
     resampled = resize_slices(stack, out_hw, order=pp.image_order, anti_alias=pp.anti_alias)
-    head = head_mask(resampled)
-    stats = normalization_stats(resampled, head, pp.normalization, pp.clip_percentiles)
+    # an outlier's neighbours in the resampled grid carry some of its (clipped) value: leave them out too
+    excluded = None if outliers is None else resize_slices(outliers, out_hw, order=1) > 0
+    head = head_mask(resampled, excluded)
+    stats = normalization_stats(resampled, head, pp.normalization, pp.clip_percentiles, excluded)
     image_pp = apply_normalization(resampled, stats).astype(pp.cache_dtype)
     label_pp = None
     if label is not None:
@@ -72,6 +76,7 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
         "crop_box": None,
         "normalization": stats,
         "head_fraction": float(head.mean()),
+        "outlier_voxels": 0 if outliers is None else int(outliers.sum()),
     }
     return Preprocessed(image_pp, label_pp, head.astype(np.uint8), props)
 
