@@ -73,15 +73,14 @@ def _check_direction(matrix: np.ndarray, path: Path, what: str, columns_scaled: 
         raise ImageError(f"{what} {_fmt(matrix.ravel())} is singular (an axis has no direction)", path)
     unit = matrix / norms
     gram = unit.T @ unit
-    if not columns_scaled and np.abs(norms - 1).max() > ORTHO_TOL:
-        raise ImageError(f"{what} {_fmt(matrix.ravel())} has axes that are not unit vectors, {_RESAMPLE}", path)
-    off = np.abs(gram - np.eye(3)).max()
-    if off > ORTHO_TOL:
+    if np.abs(gram - np.eye(3)).max() > ORTHO_TOL:
         angle = float(np.degrees(np.arccos(np.clip(np.abs(gram[~np.eye(3, dtype=bool)]).max(), 0, 1))))
         raise ImageError(
             f"{what} has shear/non-orthogonal axes (two axes {angle:.2f}° apart instead of 90°), {_RESAMPLE}",
             path,
         )
+    if not columns_scaled and np.abs(norms - 1).max() > ORTHO_TOL:
+        raise ImageError(f"{what} {_fmt(matrix.ravel())} has axes that are not unit vectors, {_RESAMPLE}", path)
 
 
 def _nifti_affine(path: Path) -> Optional[np.ndarray]:
@@ -239,8 +238,8 @@ def check_dicom_slices(files: Sequence[str], folder: Path) -> None:
     gaps = np.diff(along)
     if gaps.min() <= 1e-3:
         raise ImageError(
-            f"{np.count_nonzero(gaps <= 1e-3) + 1} slices share one position along the slice normal: the slice spacing "
-            "would be 0 (ITK would silently use 1 mm); is the folder holding two acquisitions?",
+            f"{np.count_nonzero(gaps <= 1e-3)} of {len(along)} slices repeat another slice's position along the slice "
+            "normal: the slice spacing would be 0 (ITK would silently use 1 mm); does the folder hold two acquisitions?",
             folder,
         )
     if gaps.max() - gaps.min() > 0.05 * float(np.median(gaps)):

@@ -53,10 +53,10 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     # intensity statistics need no more than ~256² pixels a slice; a strided grid makes 512² cases 4× cheaper
     stride = max(1, min(stack.shape[1:]) // 256)
     coarse = stack[:, ::stride, ::stride]
-    coarse, outliers = suppress_outliers(coarse)
-    head = head_mask(coarse, outliers)
+    coarse, _ = suppress_outliers(coarse)
+    head = head_mask(coarse)
     lesion = label == 1
-    fg = coarse[head if outliers is None else head & ~outliers]
+    fg = coarse[head]
     lesion_values = stack[lesion]
     area_mm2 = lesion.sum(axis=(1, 2)) * (sp_h * sp_w)
     volume_ml = area_mm2 * thickness / 1000.0

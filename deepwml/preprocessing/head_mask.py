@@ -1,8 +1,6 @@
 """A head (foreground) mask for intensity normalisation: Otsu threshold, holes filled per slice, largest component."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
@@ -13,19 +11,16 @@ from deepwml.preprocessing.resample import in_plane_structure
 _THRESHOLD_SAMPLE = 200_000
 
 
-def head_mask(stack: np.ndarray, exclude: Optional[np.ndarray] = None) -> np.ndarray:
+def head_mask(stack: np.ndarray) -> np.ndarray:
     """Boolean head mask of an [S, H, W] stack; the whole stack when no head can be told from background.
 
-    ``exclude`` marks voxels left out of the threshold (outliers, see preprocessing.outliers): Otsu's histogram
-    spans the full value range, so a single voxel at 1e30 would squeeze every real intensity into one bin.
+    Pass the stack through preprocessing.outliers.suppress_outliers first: Otsu's histogram spans the full value
+    range, so a single voxel at 1e30 would squeeze every real intensity into one bin.
     """
     stack = np.asarray(stack, dtype=np.float32)
     flat = stack.ravel()
-    step = max(1, flat.size // _THRESHOLD_SAMPLE)
-    sample = flat[::step]
-    if exclude is not None:
-        sample = sample[~np.asarray(exclude, dtype=bool).ravel()[::step]]
-    if sample.size == 0 or sample.min() == sample.max():
+    sample = flat[:: max(1, flat.size // _THRESHOLD_SAMPLE)]
+    if sample.min() == sample.max():
         return np.ones(stack.shape, dtype=bool)
     mask = stack > threshold_otsu(sample)
     # holes are filled within each slice only: slices 5-8 mm apart are not a continuous volume

@@ -1,7 +1,7 @@
 """Per-case intensity normalisation: clip at percentiles, then z-score (inside the head mask by default)."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -10,19 +10,13 @@ from deepwml.utils.errors import PlanError
 SCHEMES = ("zscore_head", "zscore", "none")
 
 
-def normalization_stats(
-    stack: np.ndarray, head: np.ndarray, scheme: str, clip_percentiles: Sequence[float], exclude: Optional[np.ndarray] = None
-) -> Dict[str, float]:
-    """Clip bounds, mean and std (of the clipped values) over the voxels the scheme uses, ``exclude`` left out."""
+def normalization_stats(stack: np.ndarray, head: np.ndarray, scheme: str, clip_percentiles: Sequence[float]) -> Dict[str, float]:
+    """Clip bounds, mean and std (of the clipped values) over the voxels the scheme uses."""
     if scheme not in SCHEMES:
         raise PlanError(f"preprocessing.normalization {scheme!r} is not one of {', '.join(SCHEMES)}")
     if scheme == "none":
         return {"scheme": scheme, "clip_low": None, "clip_high": None, "mean": 0.0, "std": 1.0}
-    use = head if scheme == "zscore_head" and head.any() else np.ones(stack.shape, dtype=bool)
-    if exclude is not None and (use & ~exclude).any():
-        # outliers would move the percentiles (a few) and the mean and std (one is enough)
-        use = use & ~exclude
-    values = stack[use]
+    values = stack[head] if scheme == "zscore_head" and head.any() else stack.ravel()
     low, high = np.percentile(values, clip_percentiles)
     clipped = np.clip(values, low, high)
     mean, std = float(clipped.mean()), float(clipped.std())

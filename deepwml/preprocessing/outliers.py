@@ -1,6 +1,6 @@
 """Intensity outliers (a voxel at 1e30, a few hundred hot voxels of a spike artefact) must not steer the head mask
-or the normalisation: voxels far outside the scan's robust intensity range are clipped to the range of the other
-voxels and left out of every statistic. A clean scan has no such voxel, so its result is unchanged bit for bit.
+or the normalisation: voxels far outside the scan's robust intensity range take the value of their nearest other
+voxel in the slice before anything else sees the scan. A clean scan has no such voxel: its result is unchanged.
 """
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ def suppress_outliers(stack: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarra
     outliers = (stack < low) | (stack > high)
     if not outliers.any():
         return stack, None
-    # the slice axis is weighted far above the in-plane ones: the nearest voxel within the slice wins
-    nearest = ndimage.distance_transform_edt(outliers, sampling=(1e3, 1.0, 1.0), return_distances=False, return_indices=True)
-    return stack[tuple(nearest)], outliers
+    out = stack.copy()
+    inliers = stack[~outliers]
+    for k in np.flatnonzero(outliers.any(axis=(1, 2))):  # only the slices that hold outliers: a full EDT costs seconds
+        if outliers[k].all():
+            out[k] = np.clip(stack[k], inliers.min(), inliers.max())
+            continue
+        nearest = ndimage.distance_transform_edt(outliers[k], return_distances=False, return_indices=True)
+        out[k] = stack[k][tuple(nearest)]
+    return out, outliers

@@ -52,10 +52,8 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
     spacing = canonical_spacing(geometry, orientation)
     out_hw, out_spacing = target_inplane_shape(pp.inplane_mode, stack.shape[1:], spacing[1:], pp.matrix, pp.target_spacing)
     resampled = resize_slices(stack, out_hw, order=pp.image_order, anti_alias=pp.anti_alias)
-    # an outlier's neighbours in the resampled grid carry some of its (clipped) value: leave them out too
-    excluded = None if outliers is None else resize_slices(outliers, out_hw, order=1) > 0
-    head = head_mask(resampled, excluded)
-    stats = normalization_stats(resampled, head, pp.normalization, pp.clip_percentiles, excluded)
+    head = head_mask(resampled)
+    stats = normalization_stats(resampled, head, pp.normalization, pp.clip_percentiles)
     image_pp = apply_normalization(resampled, stats).astype(pp.cache_dtype)
     label_pp = None
     if label is not None:
