@@ -6,6 +6,8 @@ from typing import Dict, List, Optional, Union
 
 import SimpleITK as sitk
 
+from deepwml.imageio.geometry import Geometry
+from deepwml.imageio.headers import check_dicom_slices, check_geometry
 from deepwml.utils.errors import ImageError
 
 
@@ -41,6 +43,8 @@ def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None
     files = series[series_uid]
     if len(files) < 2:
         raise ImageError(f"DICOM series {series_uid} has {len(files)} slice; expected a 3D stack", folder)
+    # before ITK: it would silently take a zero Pixel Spacing or slice gap as 1 mm
+    check_dicom_slices(files, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
@@ -49,4 +53,5 @@ def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None
         raise ImageError(f"unreadable DICOM series {series_uid} ({str(e).strip().splitlines()[-1][:200]})", folder) from None
     if image.GetDimension() != 3:
         raise ImageError(f"DICOM series {series_uid} is {image.GetDimension()}D; expected 3D", folder)
+    check_geometry(Geometry.from_sitk(image), folder)
     return image

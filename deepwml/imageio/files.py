@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from deepwml.constants import IMAGE_ENDINGS
 from deepwml.imageio.geometry import Geometry
+from deepwml.imageio.headers import check_geometry, check_header_fields
 from deepwml.utils.atomic import atomic_path, temp_prefix
 from deepwml.utils.errors import ImageError
 
@@ -68,6 +69,8 @@ def read_geometry(path: PathLike) -> Geometry:
     path = Path(path)
     if not path.exists():
         raise ImageError("file not found", path)
+    split_ending(path)  # rejects unknown endings with a clear message
+    header_affine = check_header_fields(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -77,11 +80,14 @@ def read_geometry(path: PathLike) -> Geometry:
     dim = reader.GetDimension()
     size = reader.GetSize()
     if dim == 4 and size[3] == 1:
-        return Geometry(size[:3], reader.GetSpacing()[:3], reader.GetOrigin()[:3], _sub_direction(reader.GetDirection()))
-    if dim != 3:
+        geometry = Geometry(size[:3], reader.GetSpacing()[:3], reader.GetOrigin()[:3], _sub_direction(reader.GetDirection()))
+    elif dim != 3:
         kind = "2D" if dim == 2 else f"{dim}D"
         raise ImageError(f"is {kind} (size {size}); expected a 3D stack of slices", path)
-    return Geometry.from_sitk(reader)
+    else:
+        geometry = Geometry.from_sitk(reader)
+    check_geometry(geometry, path, header_affine)
+    return geometry
 
 
 def _sub_direction(direction4: Tuple[float, ...]) -> Tuple[float, ...]:
@@ -99,11 +105,14 @@ def read_sitk(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     if not path.exists():
         raise ImageError("file not found", path)
     split_ending(path)  # rejects unknown endings with a clear message
+    # before ITK: it would silently repair a zero/NaN/negative spacing or fail with a cryptic message
+    header_affine = check_header_fields(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ImageError(f"unreadable or truncated image ({_first_line(e)})", path) from None
     image = _sitk_to_3d(image, path)
+    check_geometry(Geometry.from_sitk(image), path, header_affine)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_voxels(path)
     return image

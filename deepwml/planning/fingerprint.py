@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from deepwml.constants import LV_GROUP_BOUNDS_ML, LV_GROUP_NAMES
 from deepwml.datasets import Case, RawDataset
 from deepwml.preprocessing.head_mask import head_mask
+from deepwml.preprocessing.outliers import suppress_outliers
 from deepwml.preprocessing.orientation import canonical_orientation, canonical_spacing, to_canonical
 from deepwml.preprocessing.parallel import parallel_map
 from deepwml.preprocessing.reading import read_case
@@ -52,6 +53,7 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     # intensity statistics need no more than ~256² pixels a slice; a strided grid makes 512² cases 4× cheaper
     stride = max(1, min(stack.shape[1:]) // 256)
     coarse = stack[:, ::stride, ::stride]
+    coarse, _ = suppress_outliers(coarse)
     head = head_mask(coarse)
     lesion = label == 1
     fg = coarse[head]

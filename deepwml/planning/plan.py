@@ -17,6 +17,9 @@ from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import PlanError
 
 PLAN_VERSION = 1
+#: version of the preprocessing code: bump it whenever the same plan would give a different cache, so that
+#: preprocessing_hash changes and every cached case is computed again (2: robust to intensity outliers)
+PREPROCESSING_ALGORITHM_VERSION = 2
 
 
 @dataclass
@@ -216,8 +219,12 @@ class Plan:
         return _sha256(self.to_dict())
 
     def preprocessing_hash(self) -> str:
-        """SHA-256 of what the cache depends on: the preprocessing section and the fingerprint."""
-        return _sha256({"preprocessing": dataclasses.asdict(self.preprocessing), "fingerprint": self.fingerprint_hash})
+        """SHA-256 of what the cache depends on: the preprocessing section, the fingerprint and the code's version."""
+        return _sha256({
+            "preprocessing": dataclasses.asdict(self.preprocessing),
+            "fingerprint": self.fingerprint_hash,
+            "algorithm": PREPROCESSING_ALGORITHM_VERSION,
+        })
 
 
 def _sha256(obj: Any) -> str:

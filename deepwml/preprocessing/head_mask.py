@@ -12,7 +12,11 @@ _THRESHOLD_SAMPLE = 200_000
 
 
 def head_mask(stack: np.ndarray) -> np.ndarray:
-    """Boolean head mask of an [S, H, W] stack; the whole stack when no head can be told from background."""
+    """Boolean head mask of an [S, H, W] stack; the whole stack when no head can be told from background.
+
+    Pass the stack through preprocessing.outliers.suppress_outliers first: Otsu's histogram spans the full value
+    range, so a single voxel at 1e30 would squeeze every real intensity into one bin.
+    """
     stack = np.asarray(stack, dtype=np.float32)
     flat = stack.ravel()
     sample = flat[:: max(1, flat.size // _THRESHOLD_SAMPLE)]

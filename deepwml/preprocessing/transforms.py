@@ -15,6 +15,7 @@ from deepwml.imageio import Image
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.head_mask import head_mask
 from deepwml.preprocessing.normalize import apply_normalization, normalization_stats
+from deepwml.preprocessing.outliers import suppress_outliers
 from deepwml.preprocessing.orientation import (
     Orientation,
     canonical_orientation,
@@ -47,6 +48,7 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
         label = _label_to_cache_values(np.asarray(label), image, ignore_value)
     orientation = canonical_orientation(geometry)
     stack = to_canonical(np.asarray(image.array, dtype=np.float32), orientation)
+    stack, outliers = suppress_outliers(stack)
     spacing = canonical_spacing(geometry, orientation)
     out_hw, out_spacing = target_inplane_shape(pp.inplane_mode, stack.shape[1:], spacing[1:], pp.matrix, pp.target_spacing)
     resampled = resize_slices(stack, out_hw, order=pp.image_order, anti_alias=pp.anti_alias)
@@ -72,6 +74,7 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
         "crop_box": None,
         "normalization": stats,
         "head_fraction": float(head.mean()),
+        "outlier_voxels": 0 if outliers is None else int(outliers.sum()),
     }
     return Preprocessed(image_pp, label_pp, head.astype(np.uint8), props)
 
