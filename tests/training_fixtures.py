@@ -59,8 +59,11 @@ def synthetic_case(seed: int, slices: int = 6, size: int = 32) -> Tuple[np.ndarr
 
 
 def write_preprocessed_dataset(root: Path, plan: Optional[Plan] = None, n_cases: int = 6, slices: int = 6,
-                               size: int = 32) -> Path:
-    """Write DATASET below ``root`` (a $DEEPWML_PREPROCESSED) with ``plan``'s cache; returns the dataset folder."""
+                               size: int = 32, seed_offset: int = 0) -> Path:
+    """Write DATASET below ``root`` (a $DEEPWML_PREPROCESSED) with ``plan``'s cache; returns the dataset folder.
+
+    ``seed_offset`` draws other cases of the same kind (a second site's data, for fine-tuning tests).
+    """
     plan = plan or tiny_plan(size=size)
     folder = Path(root) / DATASET
     ids = [f"case{i:03d}" for i in range(n_cases)]
@@ -73,7 +76,7 @@ def write_preprocessed_dataset(root: Path, plan: Optional[Plan] = None, n_cases:
     plan.save(folder / plan.name / "plans.json")
     cache = folder / plan.name / "cache"
     for i, cid in enumerate(ids):
-        image, label = synthetic_case(i, slices, size)
+        image, label = synthetic_case(seed_offset + i, slices, size)
         savez_compressed(cache / f"{cid}.npz", image=image, label=label, head=(image > -1).astype(np.uint8))
         write_json(cache / f"{cid}.json", {"case_id": cid, "preprocessing_hash": plan.preprocessing_hash()})
     return folder

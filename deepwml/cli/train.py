@@ -32,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="wall-clock budget: train fewer epochs (with the schedule ending on them) if the plan's would not fit")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="augmentation worker processes (0: in this process; default: plan, else from the CPU count)")
+    parser.add_argument("--pretrained", default=None, metavar="builtin|PATH",
+                        help="start from these weights: 'builtin' (the model shipped with DeepWML), a trained model's PLAN "
+                        "folder, a fold folder or a checkpoint file; its network must equal the plan's. The learning rate "
+                        "then defaults to 0.1 x the plan's")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate instead of the plan's (or the fine-tuning default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data sampling (default: 0)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
                         help="no bf16 autocast (CPU: fp32; CUDA: fp16 autocast instead)")
@@ -63,6 +68,8 @@ def _main(argv: Optional[List[str]]) -> int:
         bf16=args.bf16,
         threads=args.threads,
         progress=True if args.progress else None,
+        pretrained=args.pretrained,
+        learning_rate=args.lr,
     )
     train(opts)
     return 0

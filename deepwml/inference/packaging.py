@@ -28,7 +28,7 @@ from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
 
 #: kept from a training checkpoint; everything else (optimizer, scaler, RNG states) stays at the training site
-SLIM_KEYS = ("model", "plan", "plan_hash", "epoch", "best_ema_dice", "deepwml_version")
+SLIM_KEYS = ("model", "plan", "plan_hash", "epoch", "best_ema_dice", "deepwml_version", "pretrained")
 
 
 def _slim(ckpt: Dict[str, Any]) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ from deepwml.training.losses import training_loss
 from deepwml.training.network import build_network, count_parameters
 from deepwml.training.optim import build_optimizer, learning_rate, set_learning_rate
 from deepwml.training.preprocessed import Fold, PreprocessedDataset, fold_folder_name
+from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR, load_pretrained
 from deepwml.training.progress import plot_progress, write_log
 from deepwml.training.sampling import build_slice_index
 from deepwml.training.validation import DiceEMA, collect_validation_slices, validate
@@ -75,12 +76,21 @@ class TrainOptions:
     stall_timeout: float = 300.0
     #: wall-clock budget: fewer epochs (and a schedule that ends with them) when the plan's would not fit
     max_minutes: Optional[float] = None
+    #: start from these weights: 'builtin', a PLAN folder, a fold folder or a checkpoint file
+    pretrained: Optional[str] = None
+    #: override the plan's learning rate (with --pretrained the default is FINETUNE_LR_FACTOR x the plan's)
+    learning_rate: Optional[float] = None
 
 
 def effective_training(plan: Plan, opts: TrainOptions) -> TrainingPlan:
-    """plan.training with the command line's --epochs/--iterations/--num-workers applied."""
+    """plan.training with the command line's --epochs/--iterations/--num-workers/--lr (and --pretrained's rate) applied."""
+    learning_rate = opts.learning_rate
+    if learning_rate is None and opts.pretrained is not None:
+        learning_rate = plan.training.learning_rate * FINETUNE_LR_FACTOR
+    if learning_rate is not None and not learning_rate > 0:
+        raise DeepWMLError(f"--lr must be positive, got {learning_rate}")
     overrides = {k: v for k, v in (("epochs", opts.epochs), ("iterations_per_epoch", opts.iterations),
-                                   ("num_workers", opts.num_workers)) if v is not None}
+                                   ("num_workers", opts.num_workers), ("learning_rate", learning_rate)) if v is not None}
     for key in ("epochs", "iterations_per_epoch"):
         if key in overrides and overrides[key] < 1:
             raise DeepWMLError(f"--{key.split('_')[0]} must be at least 1, got {overrides[key]}")
@@ -111,6 +121,8 @@ class Trainer:
         self.epoch = 0
         self.ema = DiceEMA(self.training.ema_alpha)
         self.best_ema_dice = -math.inf
+        #: where the starting weights came from (None: random initialisation); kept in every checkpoint
+        self.pretrained_origin: Optional[Dict[str, Any]] = None
         #: epochs this run aims for: the plan's, or fewer when --max-minutes would not fit them
         self.target_epochs = self.training.epochs
         self.started = time.monotonic()
@@ -135,6 +147,8 @@ class Trainer:
         if self.setup.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.net.return_deep_supervision = self.plan.network.deep_supervision
+        if self.opts.pretrained is not None:
+            self.load_pretrained(self.opts.pretrained)
         self.model = D.wrap_model(self.net, self.ctx, self.setup.device)
         self.optimizer = build_optimizer(self.net, self.training)
         self.scaler = make_scaler(self.setup)
@@ -145,6 +159,18 @@ class Trainer:
         self.transform = build_transforms(self.training.augmentation, self.training.patch_size)
         self.workers = worker_count(self.training.num_workers, self.setup.device.type == "cuda")
         self.val_slices = collect_validation_slices(self.cases.val, self.data.load) if self.ctx.is_main else None
+
+    def load_pretrained(self, spec: str) -> None:
+        """Start from another model's weights (same network); --continue later replaces them by the checkpoint's."""
+        weights, notes = load_pretrained(spec, self.plan)
+        try:
+            self.net.load_state_dict(weights.state)
+        except RuntimeError as e:
+            raise DeepWMLError(f"--pretrained: weights do not fit this plan's network ({str(e).splitlines()[0][:200]})",
+                               weights.origin["file"]) from None
+        self.pretrained_origin = weights.origin
+        for note in notes:
+            self.log(f"note: {note}")
 
     def check_output_folder(self) -> None:
         """Refuse to overwrite a trained fold silently."""
@@ -183,6 +209,11 @@ class Trainer:
         self.ema = DiceEMA(self.training.ema_alpha, *ckpt.get("ema_state", (0.0, 0)))
         self.best_ema_dice = ckpt.get("best_ema_dice", -math.inf)
         self.history = list(ckpt.get("history", []))
+        self.pretrained_origin = ckpt.get("pretrained")
+        started_with = (ckpt.get("training_overrides") or {}).get("learning_rate")
+        if started_with is not None and self.opts.learning_rate is None:
+            # a run continues with the rate it started with (a fine-tuning run need not repeat --pretrained)
+            self.training = dataclasses.replace(self.training, learning_rate=float(started_with))
         set_rng_state(ckpt["rng"])
 
     def write_plan_files(self) -> None:
@@ -230,6 +261,10 @@ class Trainer:
         world = f" = {self.ctx.world_size} × ~{self.local_batch}" if self.ctx.enabled else ""
         self.log(f"{t.epochs} epochs × {t.iterations_per_epoch} iterations, batch {t.batch_size}{world}, patch {t.patch_size}, "
                  f"{t.optimizer} lr {t.learning_rate:g} ({t.lr_schedule}); output {self.out}")
+        if self.pretrained_origin:
+            o = self.pretrained_origin
+            self.log(f"fine-tuning from {o['source']} ({o['file']}, plan {o.get('plan_name')}, epoch {o.get('epoch')}, "
+                     f"sha256 {str(o['sha256'])[:12]})")
 
     def progress_bar(self):
         """One bar over every remaining step, with ETA (rank 0, a terminal or --progress)."""
@@ -360,7 +395,9 @@ class Trainer:
             "loader": {"seed": self.opts.seed, "world_size": self.ctx.world_size, "rule": "batch seed = (seed, rank, epoch, batch)"},
             "plan": self.plan.to_dict(),
             "plan_hash": self.plan_hash,
-            "training_overrides": {"epochs": self.training.epochs, "iterations_per_epoch": self.training.iterations_per_epoch},
+            "training_overrides": {"epochs": self.training.epochs, "iterations_per_epoch": self.training.iterations_per_epoch,
+                                   "learning_rate": self.training.learning_rate},
+            "pretrained": self.pretrained_origin,
             "best_ema_dice": self.best_ema_dice,
             "ema_dice": self.ema_dice,
             "ema_state": (self.ema.raw, self.ema.count),

@@ -1,0 +1,113 @@
+"""deepwml_train --pretrained: start from another model's weights, checked, recorded, resumable, and faster to learn."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepwml.cli.train import main
+from deepwml.training.checkpoint import load_checkpoint
+from training_fixtures import DATASET, tiny_plan, write_preprocessed_dataset
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tests share two cores with other work: one compute thread each."""
+    monkeypatch.setenv("DEEPWML_ALLOCATOR", "default")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _argv(pp: Path, res: Path, *extra: str):
+    return ["-d", "950", "0", "-p", "tiny", "--preprocessed", str(pp), "--results", str(res), "--threads", "1", *extra]
+
+
+def _plan_dir(res: Path) -> Path:
+    return res / DATASET / "tiny"
+
+
+@pytest.fixture
+def source_model(tmp_path: Path) -> Path:
+    """A model trained on one 'site' (cases 0..5): its PLAN folder."""
+    plan = tiny_plan(epochs=6, iterations=8, lr=1e-2)
+    write_preprocessed_dataset(tmp_path / "pp_a", plan)
+    assert main(_argv(tmp_path / "pp_a", tmp_path / "res_a")) == 0
+    return _plan_dir(tmp_path / "res_a")
+
+
+def _site_b(tmp_path: Path, **plan_kw) -> Path:
+    """Another 'site' (cases 100..105) preprocessed with the same kind of plan."""
+    plan = tiny_plan(**{"epochs": 2, "iterations": 3, "lr": 1e-2, **plan_kw})
+    write_preprocessed_dataset(tmp_path / "pp_b", plan, seed_offset=100)
+    return tmp_path / "pp_b"
+
+
+def test_fine_tuning_records_its_origin_and_uses_a_fine_tuning_rate(tmp_path, source_model, capsys):
+    """The checkpoint says which weights a model started from (file and checksum); the rate is 0.1 x the plan's."""
+    pp_b = _site_b(tmp_path)
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 0
+    assert "fine-tuning from" in capsys.readouterr().out
+    ckpt = load_checkpoint(_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth")
+    origin = ckpt["pretrained"]
+    src = source_model / "fold_0" / "checkpoint_best.pth"
+    import hashlib
+
+    assert origin["file"] == str(src.resolve()) and origin["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert origin["plan_name"] == "tiny" and origin["epoch"] >= 1
+    assert ckpt["training_overrides"]["learning_rate"] == pytest.approx(1e-3)
+    assert ckpt["history"][0]["lr"] <= 1e-3
+    # a model trained from scratch says so
+    assert main(_argv(pp_b, tmp_path / "res_c")) == 0
+    assert load_checkpoint(_plan_dir(tmp_path / "res_c") / "fold_0" / "checkpoint_latest.pth")["pretrained"] is None
+
+
+def test_a_network_that_differs_is_refused_naming_the_file_and_the_difference(tmp_path, source_model, capsys):
+    """Fine-tuning a wider network from narrower weights cannot work: one line, nothing trained."""
+    pp_b = _site_b(tmp_path, features=(8, 16, 64))
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 2
+    err = capsys.readouterr().err
+    assert "network differs" in err and "features" in err and "checkpoint_best.pth" in err
+    assert not (_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth").exists()
+
+
+def test_pretrained_that_is_missing_or_ambiguous_is_one_line(tmp_path, source_model, capsys):
+    """A wrong path, or a folder with several folds, names the path and what to give instead."""
+    pp_b = _site_b(tmp_path)
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(tmp_path / "nope"))) == 2
+    assert "not found" in capsys.readouterr().err
+    (source_model / "fold_1").mkdir()
+    (source_model / "fold_1" / "checkpoint_best.pth").write_bytes((source_model / "fold_0" / "checkpoint_best.pth").read_bytes())
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 2
+    assert "several folds" in capsys.readouterr().err
+    # naming the fold folder (or the file) picks one
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model / "fold_1"), "--epochs", "1")) == 0
+
+
+def test_a_fine_tuning_run_continues_bit_identically_without_repeating_pretrained(tmp_path, source_model):
+    """Interrupted fine-tuning resumes with --continue alone: same weights, same rate, same origin."""
+    pp_b = _site_b(tmp_path)
+    assert main(_argv(pp_b, tmp_path / "straight", "--pretrained", str(source_model), "--epochs", "2")) == 0
+    assert main(_argv(pp_b, tmp_path / "split", "--pretrained", str(source_model), "--epochs", "1")) == 0
+    assert main(_argv(pp_b, tmp_path / "split", "--epochs", "2", "--continue")) == 0
+    a = load_checkpoint(_plan_dir(tmp_path / "straight") / "fold_0" / "checkpoint_latest.pth")
+    b = load_checkpoint(_plan_dir(tmp_path / "split") / "fold_0" / "checkpoint_latest.pth")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [e["lr"] for e in a["history"]] == [e["lr"] for e in b["history"]]
+    assert a["pretrained"] == b["pretrained"]
+
+
+def test_fine_tuning_learns_faster_than_training_from_scratch(tmp_path, source_model):
+    """After the same few images on a new site, the fine-tuned model segments clearly better than a fresh one."""
+    pp_b = _site_b(tmp_path, epochs=1, iterations=3)
+    assert main(_argv(pp_b, tmp_path / "ft", "--pretrained", str(source_model))) == 0
+    assert main(_argv(pp_b, tmp_path / "scratch")) == 0
+
+    def dice(res: Path) -> float:
+        return json.loads((_plan_dir(res) / "fold_0" / "validation" / "summary.json").read_text())["mean_dice"]
+
+    fine_tuned, scratch = dice(tmp_path / "ft"), dice(tmp_path / "scratch")
+    assert fine_tuned > 0.6 and fine_tuned > scratch + 0.2, (fine_tuned, scratch)
