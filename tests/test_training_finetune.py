@@ -29,13 +29,26 @@ def _plan_dir(res: Path) -> Path:
     return res / DATASET / "tiny"
 
 
-@pytest.fixture
-def source_model(tmp_path: Path) -> Path:
-    """A model trained on one 'site' (cases 0..5): its PLAN folder."""
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory) -> Path:
+    """A model trained on one 'site' (cases 0..5), once for this file: its PLAN folder."""
+    root = tmp_path_factory.mktemp("site_a")
     plan = tiny_plan(epochs=6, iterations=8, lr=1e-2)
-    write_preprocessed_dataset(tmp_path / "pp_a", plan)
-    assert main(_argv(tmp_path / "pp_a", tmp_path / "res_a")) == 0
-    return _plan_dir(tmp_path / "res_a")
+    write_preprocessed_dataset(root / "pp_a", plan)
+    threads = torch.get_num_threads()
+    try:
+        assert main(_argv(root / "pp_a", root / "res_a")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return _plan_dir(root / "res_a")
+
+
+@pytest.fixture
+def source_model(trained_once: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained model (tests may add folds to it)."""
+    import shutil
+
+    return Path(shutil.copytree(trained_once, tmp_path / "source" / "tiny"))
 
 
 def _site_b(tmp_path: Path, **plan_kw) -> Path:
