@@ -10,7 +10,7 @@ from typing import Iterator, List, Optional, Union
 import numpy as np
 import SimpleITK as sitk
 
-from deepwml.imageio import Image, is_image_file, read_image, split_ending
+from deepwml.imageio import Image, has_image_ending, is_image_file, read_image, split_ending, unreadable_reason
 from deepwml.utils.errors import DeepWMLError, ImageError
 
 #: DICOM inputs get their masks as NIfTI, aligned to the series.
@@ -91,8 +91,9 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
             split_ending(path)  # raises with the list of known endings
         return [_file_case(path)]
     children = _visible(path)
-    files = [p for p in children if p.is_file() and is_image_file(p)]
-    folders = [p for p in children if p.is_dir()]
+    # broken links, empty files and folders named like images stay cases: they fail by name instead of vanishing
+    files = [p for p in children if has_image_ending(p) and not (p.is_dir() and _is_candidate_series_folder(p))]
+    folders = [p for p in children if p.is_dir() and p not in files]
     if not files and _holds_dicom(path):
         return [_dicom_case(path)]
     cases = [_file_case(p) for p in files]
@@ -110,6 +111,9 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
 
 def read_case(case: InputCase, series_uid: Optional[str] = None) -> Image:
     """Read one case and reject images no model can segment (NaN, 4D, unreadable, empty, constant)."""
+    reason = unreadable_reason(case.source) if case.kind == "file" else None
+    if reason:
+        raise ImageError(reason, case.source)
     with _quiet_itk():
         image = read_image(case.source, series_uid=series_uid if case.kind == "dicom" else None)
     array = image.array
