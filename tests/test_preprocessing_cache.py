@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -148,12 +149,20 @@ def test_killed_run_leaves_no_corrupt_file_and_resumes(tmp_path, moment):
     ]  # fmt: skip
     folder = tmp_path / "pp" / "Dataset900_Tiny"
     cache = folder / "paper" / "cache"
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if moment == "fingerprint":
-        # dataset.json is copied just before fingerprinting starts; 16 cases take a few seconds
-        killed_when(proc, lambda: (folder / "dataset.json").is_file())
-        assert not (folder / "fingerprint.json").exists(), "the run was not interrupted while fingerprinting"
+        # nothing is written while fingerprinting, so its progress bar on stderr says when it runs; 16 cases take seconds
+        proc = subprocess.Popen(command + ["--progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        seen = bytearray()
+        reader = threading.Thread(
+            target=lambda: [seen.extend(chunk) for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b"")], daemon=True
+        )
+        reader.start()
+        killed_when(proc, lambda: b"fingerprint" in seen)
+        reader.join(timeout=10)  # the pipe ends with the killed process
+        proc.stderr.close()
+        assert b"fingerprint" in seen and not folder.exists(), "the run was not interrupted while fingerprinting"
     else:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         killed_when(proc, lambda: len(done_cases(cache)) >= 2)
     done_before = len(done_cases(cache))
     assert done_before < 16, "the run was not interrupted part-way"

@@ -15,6 +15,7 @@ import numpy as np
 
 from deepwml.constants import IMAGE_ENDINGS
 from deepwml.datasets.dataset_json import case_id_problem, schema_problems
+from deepwml.datasets.integrity import leakage
 from deepwml.datasets.raw_dataset import SPLITS
 from deepwml.imageio import Geometry, read_geometry, read_image, read_label, split_ending
 from deepwml.utils.atomic import read_json
@@ -75,6 +76,7 @@ def verify_dataset(folder: PathLike, n_jobs: int = 1, progress: bool = False) ->
     files = {split: _group_by_case(found[split][0]) for split in SPLITS}
 
     problems += _file_name_problems(files, ending)
+    problems += [Problem(str(path), why) for path, why in leakage(folder)]
     problems += _pairing_problems(files)
     problems += _json_agreement_problems(json_path, spec, files)
 
@@ -243,7 +245,7 @@ def _image_ids(folder: Path, ending: str) -> List[str]:
 
 
 def _file_name_problems(files: Files, ending: str) -> List[Problem]:
-    """Wrong endings, unsafe case ids, one id with several files, ids that clash by letter case or across splits."""
+    """Wrong endings, unsafe case ids, one id with several files, ids that clash by letter case."""
     problems = []
     for split in SPLITS:
         for kind in ("images", "labels"):
@@ -265,8 +267,6 @@ def _file_name_problems(files: Files, ending: str) -> List[Problem]:
                     first = files[split][kind][ids[0]][0]
                     problems.append(Problem(str(first.parent), f"duplicate case ids that differ only in letter case: "
                                                                f"{', '.join(sorted(ids))} (they clash on macOS/Windows)"))
-    for cid in sorted(set(files["Tr"]["images"]) & set(files["Ts"]["images"])):
-        problems.append(Problem(str(files["Ts"]["images"][cid][0]), f"duplicate case id {cid!r}: in both imagesTr and imagesTs"))
     return problems
 
 

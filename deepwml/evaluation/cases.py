@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-from deepwml.imageio import is_image_file, split_ending
+from deepwml.imageio import has_image_ending, split_ending, unreadable_reason
 from deepwml.utils.errors import DeepWMLError
 
 #: Suffix of the probability maps deepwml_predict writes beside the masks (CASE_prob<ending>).
@@ -28,12 +28,21 @@ def list_masks(folder: Union[str, Path], role: str) -> Dict[str, Path]:
     if not folder.is_dir():
         raise DeepWMLError(f"{role} folder does not exist", folder)
     found: Dict[str, List[Path]] = {}
+    unreadable: List[str] = []
     for path in sorted(folder.iterdir()):
         # atomic writers leave hidden '.NAME.tmp...' files behind only while they run; never read them
-        if path.name.startswith(".") or not is_image_file(path):
+        if path.name.startswith(".") or not has_image_ending(path):
+            continue
+        reason = unreadable_reason(path)
+        if reason:
+            # a broken link or an empty file named like a mask must not silently drop its case from the scores
+            unreadable.append(f"{path.name} {reason}")
             continue
         stem, _ = split_ending(path.name)
         found.setdefault(stem, []).append(path)
+    if unreadable:
+        raise DeepWMLError(f"{len(unreadable)} {role} entr{'y' if len(unreadable) == 1 else 'ies'} cannot be read: "
+                           f"{'; '.join(unreadable)}; fix or remove them", folder)
     duplicates = {cid: paths for cid, paths in found.items() if len(paths) > 1}
     if duplicates:
         cid, paths = sorted(duplicates.items())[0]

@@ -2,12 +2,14 @@
 from deepwml.imageio.dicom import is_dicom_folder, list_dicom_series, read_dicom_series
 from deepwml.imageio.files import (
     Image,
+    has_image_ending,
     is_image_file,
     read_geometry,
     read_image,
     read_label,
     read_sitk,
     split_ending,
+    unreadable_reason,
     write_image,
 )
 from deepwml.imageio.geometry import Geometry
@@ -15,6 +17,7 @@ from deepwml.imageio.geometry import Geometry
 __all__ = [
     "Geometry",
     "Image",
+    "has_image_ending",
     "is_dicom_folder",
     "is_image_file",
     "list_dicom_series",
@@ -24,5 +27,6 @@ __all__ = [
     "read_label",
     "read_sitk",
     "split_ending",
+    "unreadable_reason",
     "write_image",
 ]

@@ -44,6 +44,32 @@ def is_image_file(path: PathLike) -> bool:
     return path.is_file() and any(path.name.lower().endswith(e) for e in IMAGE_ENDINGS)
 
 
+def has_image_ending(path: PathLike) -> bool:
+    """True when the name ends with an image ending DeepWML reads, whatever the entry is (file, folder, broken link)."""
+    return Path(path).name.lower().endswith(IMAGE_ENDINGS)
+
+
+def unreadable_reason(path: PathLike) -> Optional[str]:
+    """Why an entry named like an image cannot be one (broken link, folder, empty, no permission), or None.
+
+    Folder listings use it so that such entries are reported by name instead of vanishing from the results.
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return f"is a dangling symbolic link (to {os.readlink(path)}, which does not exist)"
+    if path.is_dir():
+        return "is a folder, not an image file"
+    if not path.exists():
+        return "file not found"
+    if not path.is_file():
+        return "is not a regular file"
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return "is not readable (permission denied)"
+    return None
+
+
 def _sitk_to_3d(image: sitk.Image, path: PathLike) -> sitk.Image:
     """Accept 3D images; squeeze a trailing singleton 4th axis; reject 2D, vectors and true 4D."""
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -67,8 +93,9 @@ def _sitk_to_3d(image: sitk.Image, path: PathLike) -> sitk.Image:
 def read_geometry(path: PathLike) -> Geometry:
     """Read only the header of an image file and return its 3D geometry (fast: no voxel data)."""
     path = Path(path)
-    if not path.exists():
-        raise ImageError("file not found", path)
+    reason = unreadable_reason(path)
+    if reason:
+        raise ImageError(reason, path)
     split_ending(path)  # rejects unknown endings with a clear message
     header_affine = check_header_fields(path)
     reader = sitk.ImageFileReader()
@@ -102,8 +129,9 @@ def read_sitk(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
         from deepwml.imageio.dicom import read_dicom_series
 
         return read_dicom_series(path, series_uid)
-    if not path.exists():
-        raise ImageError("file not found", path)
+    reason = unreadable_reason(path)
+    if reason:
+        raise ImageError(reason, path)
     split_ending(path)  # rejects unknown endings with a clear message
     # before ITK: it would silently repair a zero/NaN/negative spacing or fail with a cryptic message
     header_affine = check_header_fields(path)

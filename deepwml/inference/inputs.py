@@ -11,7 +11,7 @@ from typing import Iterator, List, Optional, Union
 import numpy as np
 import SimpleITK as sitk
 
-from deepwml.imageio import Image, is_image_file, read_image, split_ending
+from deepwml.imageio import Image, has_image_ending, is_image_file, read_image, split_ending, unreadable_reason
 from deepwml.inference.output_folder import MARKER_NAME, is_output_folder
 from deepwml.utils.errors import DeepWMLError, ImageError
 
@@ -99,8 +99,9 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
             path,
         )
     children = _visible(path)
-    files = [p for p in children if p.is_file() and is_image_file(p)]
-    folders = [p for p in children if p.is_dir()]
+    # broken links, empty files and folders named like images stay cases: they fail by name instead of vanishing
+    files = [p for p in children if has_image_ending(p) and not (p.is_dir() and _is_candidate_series_folder(p))]
+    folders = [p for p in children if p.is_dir() and p not in files]
     earlier_outputs = [p for p in folders if is_output_folder(p)]
     if earlier_outputs:
         # said once per run: a folder of masks must never turn into a failed 'DICOM series' case, nor vanish unnoticed
@@ -124,6 +125,9 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
 
 def read_case(case: InputCase, series_uid: Optional[str] = None) -> Image:
     """Read one case and reject images no model can segment (NaN, 4D, unreadable, empty, constant)."""
+    reason = unreadable_reason(case.source) if case.kind == "file" else None
+    if reason:
+        raise ImageError(reason, case.source)
     with _quiet_itk():
         image = read_image(case.source, series_uid=series_uid if case.kind == "dicom" else None)
     array = image.array

@@ -40,11 +40,12 @@ class CaseTask:
     label: Path
     meta: Dict[str, Any]
     n_samples: int
+    ignore_value: Optional[int] = None
 
 
 def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     """Summary of one case and a random sample of its head intensities."""
-    image, label_image = read_case(task.image, task.label)
+    image, label_image = read_case(task.image, task.label, task.ignore_value)
     g = image.geometry
     orientation = canonical_orientation(g)
     stack = to_canonical(image.array, orientation)
@@ -138,7 +139,7 @@ def compute_fingerprint(dataset: RawDataset, n_jobs: int = 1, progress: Optional
     """Fingerprint every training case in parallel and summarise."""
     cases = training_cases(dataset)
     per_case = min(SAMPLES_PER_CASE, MAX_SAMPLES // len(cases))
-    tasks = [CaseTask(c.case_id, c.image, c.label, c.meta.to_dict(), per_case) for c in cases]
+    tasks = [CaseTask(c.case_id, c.image, c.label, c.meta.to_dict(), per_case, dataset.meta.ignore_label) for c in cases]
     summaries, samples = [], []
     for summary, sample in parallel_map(case_fingerprint, tasks, n_jobs, desc="fingerprint", progress=progress):
         summaries.append(summary)

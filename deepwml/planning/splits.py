@@ -74,8 +74,8 @@ def make_splits(
     return {"seed": seed, "test_fraction": test_fraction, "stratified_by": ["centre", "disease"], "test": test, "folds": folds}
 
 
-def splits_problems(splits: Any, case_ids: Sequence[str]) -> List[str]:
-    """Every reason ``splits`` cannot be used with these training cases (empty: fine)."""
+def splits_problems(splits: Any, case_ids: Optional[Sequence[str]]) -> List[str]:
+    """Every reason ``splits`` cannot be used with these training cases (empty: fine); None skips the unknown-id check."""
     if not isinstance(splits, dict):
         return ["must be a JSON object with 'test' and 'folds'"]
     problems = []
@@ -83,7 +83,6 @@ def splits_problems(splits: Any, case_ids: Sequence[str]) -> List[str]:
     folds = splits.get("folds")
     if not isinstance(test, list) or not isinstance(folds, list) or not folds:
         return ["needs 'test' (a list of case ids) and 'folds' (a non-empty list of {'train': [...], 'val': [...]})"]
-    known = set(case_ids)
     listed = set(test)
     val_fold: Dict[str, int] = {}
     for k, fold in enumerate(folds):
@@ -102,7 +101,7 @@ def splits_problems(splits: Any, case_ids: Sequence[str]) -> List[str]:
             if cid in val_fold:
                 problems.append(f"case {cid!r} is in the validation set of folds {val_fold[cid]} and {k}")
             val_fold[cid] = k
-    unknown = sorted(listed - known)
+    unknown = sorted(listed - set(case_ids)) if case_ids is not None else []
     if unknown:
         problems.append(f"unknown case ids {_some(unknown)} (not in imagesTr)")
     duplicates = sorted({c for c in test if test.count(c) > 1})

@@ -6,6 +6,8 @@ preprocessing_hash, so a run killed at any moment redoes at most the cases it wa
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -89,7 +91,7 @@ def _load_npz(path: Path) -> Dict[str, np.ndarray]:
     try:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DeepWMLError(f"unreadable cache file ({e}); re-run deepwml_plan_and_preprocess", path) from None
 
 

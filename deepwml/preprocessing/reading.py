@@ -1,15 +1,17 @@
-"""Read a raw case: the image and, when there is one, its label on the very same grid."""
+"""Read a raw case: the image and, when there is one, its label on the very same grid with only allowed values."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional, Tuple
 
+import numpy as np
+
 from deepwml.imageio import Image, read_image, read_label
 from deepwml.utils.errors import DatasetError
 
 
-def read_case(image_path: Path, label_path: Optional[Path]) -> Tuple[Image, Optional[Image]]:
-    """(image, label or None); a label on another grid is an error naming the label file."""
+def read_case(image_path: Path, label_path: Optional[Path], ignore_value: Optional[int] = None) -> Tuple[Image, Optional[Image]]:
+    """(image, label or None); a label on another grid or with values besides 0, 1 and ``ignore_value`` names the label file."""
     image = read_image(image_path)
     if label_path is None:
         return image, None
@@ -17,4 +19,11 @@ def read_case(image_path: Path, label_path: Optional[Path]) -> Tuple[Image, Opti
     mismatch = image.geometry.mismatches(label.geometry)
     if mismatch:
         raise DatasetError(f"label is not on the image's grid: {'; '.join(mismatch)}", label_path)
+    allowed = [0, 1] if ignore_value is None else [0, 1, ignore_value]
+    # checked on reading, so the fingerprint refuses the case before any plan or cache is written
+    bad = np.unique(label.array[~np.isin(label.array, allowed)])
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise DatasetError(f"label values {shown} are not {' or '.join(map(str, allowed))} (dataset.json labels; "
+                           "declare an ignore value there if the label marks unscored voxels)", label_path)
     return image, label

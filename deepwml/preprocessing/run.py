@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from deepwml.datasets import Case, RawDataset
+from deepwml.datasets.integrity import check_listing
 from deepwml.planning.fingerprint import fingerprint_hash, format_table, load_or_compute_fingerprint, training_cases
 from deepwml.planning.plan import Plan, load_preset
 from deepwml.planning.planner import plan_experiment
@@ -57,15 +58,21 @@ class CaseJob:
 def plan_and_preprocess(opts: Options, log=print) -> Dict[str, Any]:
     """Run every step for one dataset and return where things went and what was done."""
     raw = RawDataset.find(opts.raw_root, opts.dataset)
+    # always, not only with --verify: a broken entry must not vanish and a test case must never be trained on
+    check_listing(raw.folder)
     if opts.verify:
         run_verify(raw.folder, opts.n_jobs, opts.progress, log)
     out = opts.preprocessed_root / raw.name
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes(out / "dataset.json", raw.json_path.read_bytes())
     cases = training_cases(raw)
+    unlisted = [c.case_id for c in cases if c.case_id not in raw.meta.cases]
+    if unlisted:
+        log(f"note: {len(unlisted)} training case(s) have no entry in {raw.json_path} 'cases' and are stratified as centre "
+            f"'unknown', disease 'other': {', '.join(unlisted[:5])}{' ...' if len(unlisted) > 5 else ''}")
 
     started = time.perf_counter()
+    # nothing is written before the fingerprint has read every training case: a bad case leaves no half-made folder
     fingerprint, reused = load_or_compute_fingerprint(raw, out / "fingerprint.json", opts.n_jobs, opts.overwrite, opts.progress)
+    write_bytes(out / "dataset.json", raw.json_path.read_bytes())
     log(f"fingerprint {'reused' if reused else 'computed'}: {out / 'fingerprint.json'} ({time.perf_counter() - started:.1f} s)")
     log(format_table(fingerprint))
 
@@ -155,7 +162,7 @@ def ensure_splits(path: Path, cases: List[Case], opts: Options, log=print) -> Di
 def _preprocess_job(job: CaseJob, plan: Plan, cache_dir: Path) -> Tuple[str, float]:
     """Worker: read, preprocess and cache one case; returns (case id, seconds)."""
     started = time.perf_counter()
-    image, label = read_case(job.image, job.label)
+    image, label = read_case(job.image, job.label, job.ignore_value)
     result = preprocess_arrays(image, plan, None if label is None else label.array, job.ignore_value)
     write_case(cache_dir, job.case_id, result, job.meta)
     return job.case_id, time.perf_counter() - started

@@ -9,6 +9,7 @@ import numpy as np
 
 from deepwml.datasets import find_dataset_folder
 from deepwml.planning.plan import Plan
+from deepwml.planning.splits import splits_problems
 from deepwml.preprocessing import load_case, unpack_case
 from deepwml.utils.atomic import read_json
 from deepwml.utils.errors import DatasetError, DeepWMLError, PlanError
@@ -59,6 +60,10 @@ class PreprocessedDataset:
             raise DatasetError(f"splits.json is missing; {self.preprocess_hint()}", self.splits_path)
         self.plan = Plan.load(self.plans_path)
         self.splits = read_json(self.splits_path)
+        # splits.json may have been edited by hand: a test case in a fold would be trained on
+        problems = splits_problems(self.splits, None)
+        if problems:
+            raise DatasetError(f"invalid splits: {'; '.join(problems)}; fix it, or delete it and {self.preprocess_hint()}", self.splits_path)
 
     @property
     def name(self) -> str:
