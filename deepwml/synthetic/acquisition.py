@@ -1,6 +1,7 @@
-"""The scanner: FLAIR contrast per vendor and field strength, slice stack geometry, bias field, Rician noise, storage.
+"""The scanner: FLAIR contrast per vendor and field strength, slice stack geometry, bias field, noise level.
 
-Intensities are relative to normal white matter (1.0) until :func:`store` scales them to the vendor's range.
+Intensities are relative to normal white matter (1.0) until :func:`deepwml.synthetic.intensity.store` scales them
+to the stored range.
 """
 from __future__ import annotations
 

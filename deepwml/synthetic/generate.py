@@ -269,21 +269,34 @@ def _render(
     # complex Gaussian noise at the acquired resolution, zero-fill interpolated with the image (Rician magnitude)
     real = upsample_inplane(base * bias + rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma), k)
     imag = upsample_inplane(rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma), k)
-    lesion = upsample_inplane(lesion * bias, k)
-    label = upsample_inplane(parts["lesion_frac"], k) >= LABEL_FRACTION
-    brain = upsample_inplane(parts["parenchyma"], k) >= 0.5
+    lesion = _upsample_support(lesion * bias, k)
+    label = _upsample_support(parts["lesion_frac"], k) >= LABEL_FRACTION
+    brain = _upsample_support(parts["parenchyma"], k) >= 0.5
     level = lesion_level(real, lesion, imag, label, brain, scan.iqr_target, contrast.lesion)
     real += np.float32(level - 1.0) * lesion
     image = np.hypot(real, imag)
-    strip_mask = upsample_inplane(parts["strip"], k) >= 0.5 if scan.strip is not None else None
+    strip_mask = _upsample_support(parts["strip"], k) >= 0.5 if scan.strip is not None else None
     if strip_mask is not None:
         label &= strip_mask
     image = store(image, contrast.scale, scan.storage, sigma, strip_mask)
     out_masks = None
     if truth:
         out_masks = {"brain": _to_storage(brain, stack)}
-        out_masks.update({name: _to_storage(upsample_inplane(v, k) >= 0.5, stack) for name, v in masks.items()})
+        out_masks.update({name: _to_storage(_upsample_support(v, k) >= 0.5, stack) for name, v in masks.items()})
     return _to_storage(image, stack), _to_storage(label.astype(np.uint8), stack), out_masks
+
+
+def _upsample_support(a: np.ndarray, k: int) -> np.ndarray:
+    """:func:`upsample_inplane` of an array that is zero outside a box: only the box (plus one pixel) is upsampled."""
+    rows, cols = np.flatnonzero(a.any(axis=(0, 2))), np.flatnonzero(a.any(axis=(0, 1)))
+    out = np.zeros((a.shape[0], a.shape[1] * k, a.shape[2] * k), np.float32)
+    if rows.size == 0:
+        return out
+    # one zero pixel on each side makes the interpolation at the box edge the same as on the whole image
+    r0, r1 = max(0, rows[0] - 1), min(a.shape[1], rows[-1] + 2)
+    c0, c1 = max(0, cols[0] - 1), min(a.shape[2], cols[-1] + 2)
+    out[:, r0 * k : r1 * k, c0 * k : c1 * k] = upsample_inplane(a[:, r0:r1, c0:c1], k)
+    return out
 
 
 def _strip_field(hull: AlignedField, rng: np.random.Generator, coarse: Grid, lo: np.ndarray, hi: np.ndarray) -> AlignedField:
