@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from deepwml.cli.common import run
 from deepwml.synthetic.centres import CENTRES
+from deepwml.synthetic.dataset import SKULL_STRIPPED_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of each centre's patients put in imagesTs/labelsTs (default: 0.2)")
+    p.add_argument("--skull-stripped", choices=SKULL_STRIPPED_CHOICES, default="auto",
+                   help="skull-stripped scans (background 0 outside an imperfect brain mask): 'auto' about a quarter of the "
+                   "cases, drawn per case; 'always' or 'never' (default: auto)")
     p.add_argument("-np", "--num-processes", type=int, default=1, metavar="N", help="cases generated in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same id and name")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
@@ -53,6 +57,7 @@ def _main(argv: Optional[List[str]]) -> int:
         n_jobs=max(1, args.num_processes),
         overwrite=args.overwrite,
         progress=True if args.progress else None,
+        skull_stripped=args.skull_stripped,
     )
     from deepwml.datasets import DatasetJson
 

@@ -1,6 +1,7 @@
-"""The scanner: FLAIR contrast per vendor and field strength, slice stack geometry, bias field, Rician noise, storage.
+"""The scanner: FLAIR contrast per vendor and field strength, slice stack geometry, bias field, noise level.
 
-Intensities are relative to normal white matter (1.0) until :func:`store` scales them to the vendor's range.
+Intensities are relative to normal white matter (1.0) until :func:`deepwml.synthetic.intensity.store` scales them
+to the stored range.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from deepwml.imageio import Geometry
 from deepwml.synthetic.anatomy import Tissues
 from deepwml.synthetic.centres import Centre, matrix_for_spacing
-from deepwml.synthetic.fields import upsample_inplane
+from deepwml.synthetic.mimics import Mimics
 from deepwml.synthetic.shapes import rotation_matrix
 
 
@@ -37,6 +38,9 @@ class Contrast:
     centre_brightening: float
     #: stored value of white matter (int16, as DICOM stores it; vendors differ by an order of magnitude)
     scale: float
+    #: CSF whose inflow defeats the inversion pulse (posterior fossa, third and fourth ventricle), and sinus mucosa
+    flow: float = 1.2
+    mucosa: float = 1.45
 
 
 #: Typical contrasts; each patient's scan varies around these.
@@ -67,6 +71,8 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
         bias=float(base.bias * rng.uniform(0.75, 1.25)),
         centre_brightening=float(base.centre_brightening * rng.uniform(0.5, 1.5)),
         scale=float(base.scale * rng.uniform(0.75, 1.3)),
+        flow=float(rng.uniform(0.8, 1.6)),
+        mucosa=float(rng.uniform(1.15, 1.75)),
     )
 
 
@@ -123,7 +129,7 @@ def sample_stack(centre: Centre, rng: np.random.Generator, head_width_mm: float)
     return Stack(n_slices, thickness, spacing, (m, nx), tilt, centre_world, centre.storage)
 
 
-def mix(t: Tissues, lesion: np.ndarray, lesion_contrast: np.ndarray, c: Contrast) -> np.ndarray:
+def mix(t: Tissues, m: Mimics, lesion: np.ndarray, lesion_contrast: np.ndarray, c: Contrast) -> np.ndarray:
     """FLAIR signal (white matter = 1) of the fine voxels: each tissue painted over the ones that enclose it."""
 
     def paint(img: np.ndarray, frac: np.ndarray, value) -> np.ndarray:
@@ -135,12 +141,17 @@ def mix(t: Tissues, lesion: np.ndarray, lesion_contrast: np.ndarray, c: Contrast
     img = paint(img, t.skull, np.float32(c.bone))
     img = paint(img, t.diploe * t.skull, np.float32(c.marrow))
     soft = np.clip(np.float32(c.soft) + np.float32(0.3) * t.texture, 0.15, 1.4)
-    inner = np.float32(c.csf) + t.soft * (soft - np.float32(c.csf))
+    csf = np.float32(c.csf) + m.flow * np.float32(c.flow - c.csf)
+    inner = csf + t.soft * (soft - csf)
     img = paint(img, t.intracranial, inner)
+    img = paint(img, m.sinus_air, np.float32(c.bone))
+    img = paint(img, m.mucosa, np.float32(c.mucosa))
+    img = paint(img, m.orbit_fat, np.clip(np.float32(c.fat) + np.float32(0.15) * t.texture, 0.9, 1.9))
+    img = paint(img, m.eye, np.float32(c.csf))  # the vitreous is nulled like CSF
     tissue = np.float32(1.0) + t.grey * np.float32(c.grey - 1.0)
     tissue = paint(tissue, t.deep_grey * (1.0 - t.grey), np.float32(c.deep_grey))
-    tissue = paint(tissue, t.csf, np.float32(c.csf))
-    tissue = paint(tissue, t.ventricle, np.float32(c.csf))
+    tissue = paint(tissue, t.csf, csf)
+    tissue = paint(tissue, t.ventricle, csf)
     tissue = paint(tissue, t.rim, np.float32(c.rim))
     tissue = paint(tissue, lesion, 1.0 + lesion_contrast * np.float32(c.lesion - 1.0))
     return paint(img, t.brain, tissue)
@@ -151,22 +162,8 @@ def bias_field(log_bias: np.ndarray, radius2: np.ndarray, c: Contrast) -> np.nda
     return np.exp(np.float32(c.bias) * log_bias + np.float32(c.centre_brightening) * np.clip(1.0 - radius2, 0.0, 1.0)).astype(np.float32)
 
 
-def magnitude_with_noise(signal: np.ndarray, sigma: float, factor: int, rng: np.random.Generator) -> np.ndarray:
-    """Rician magnitude: complex Gaussian noise added at the acquired resolution, zero-fill interpolated by ``factor``."""
-    real = signal + rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(sigma)
-    imag = rng.standard_normal(signal.shape, dtype=np.float32) * np.float32(sigma)
-    real = upsample_inplane(real, factor)
-    imag = upsample_inplane(imag, factor)
-    return np.sqrt(real * real + imag * imag)
-
-
 def noise_sigma(c: Contrast, stack: Stack) -> float:
     """Noise of a voxel of the synthesis grid: smaller voxels are noisier."""
     dw = stack.spacing * stack.work_factor
     # protocols with thin slices or small pixels average more, so the dependence is weaker than sqrt(volume)
     return c.noise * float((_REFERENCE_VOXEL / (dw * dw * stack.thickness)) ** 0.25)
-
-
-def store(image: np.ndarray, c: Contrast) -> np.ndarray:
-    """Scale to the vendor's stored range and round to int16, as DICOM stores it."""
-    return np.clip(np.rint(image * np.float32(c.scale)), 0, 32767).astype(np.int16)

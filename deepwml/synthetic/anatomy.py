@@ -176,7 +176,10 @@ def anatomy_fields(
     cerebellum = cerebellum_sdf(a, p)
     hull = brain_sdf(a, p, noise["shape"].sample(z, y, x), cerebellum)
     in_cerebellum = inside(cerebellum, 4.0)
-    del cerebellum
+    # below the tentorium: cerebellum and the brainstem under the midbrain (for truth masks)
+    below = np.clip((-12.0 * a.size - p[2]) * np.float32(0.25), 0.0, 1.0)
+    infratentorial = np.maximum(inside(cerebellum, 2.0), inside(stem_sdf(a, p), 2.0) * below)
+    del cerebellum, below
     # sulci are walls standing across the surface: the folding pattern is read from a noise field on a sphere
     # around the brain centre (partly: an exponent below 1 lets the walls lean and meander as real sulci do)
     rel = [c - float(o) for c, o in zip(p, a.brain_centre)]
@@ -202,6 +205,7 @@ def anatomy_fields(
         "sulcus": fold / np.maximum(fold_grad, 0.02),
         "midline": X - float(a.midline_mm),
         "fissure": inside(-callosum, 3.0) * (1.0 - in_cerebellum),
+        "infratentorial": infratentorial,
         # muscle, fat and bone of the skull base and neck are not one uniform grey
         "texture": noise["band"].sample(z, y, x),
     }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
@@ -21,6 +21,8 @@ from deepwml.utils.errors import DatasetError
 FILE_ENDING = ".nii.gz"
 #: Hidden folder inside the dataset that records the request and finished cases until dataset.json is written.
 WORK_DIR = ".synthetic"
+#: Values of ``skull_stripped`` / ``--skull-stripped``.
+SKULL_STRIPPED_CHOICES = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class CaseSpec:
     index: int
     seed: int
     split: str
+    #: 'auto' (drawn per case), 'always' or 'never'
+    skull_stripped: str = "auto"
 
 
 def plan_cases(centres: List[Centre], scale: float, seed: int, test_fraction: float) -> List[CaseSpec]:
@@ -61,12 +65,16 @@ def generate_dataset(
     n_jobs: int = 1,
     overwrite: bool = False,
     progress: Optional[bool] = None,
+    skull_stripped: str = "auto",
 ) -> Path:
     """Generate (or finish generating) a raw dataset below ``out_root`` (default: the raw data root); returns its folder.
 
     The same arguments give the same files, whatever ``n_jobs``. An existing dataset is never replaced unless
-    ``overwrite``; an interrupted run with the same arguments resumes where it stopped.
+    ``overwrite``; an interrupted run with the same arguments resumes where it stopped. ``skull_stripped``:
+    'auto' strips a share of the cases drawn per case, 'always' or 'never' all or none.
     """
+    if skull_stripped not in SKULL_STRIPPED_CHOICES:
+        raise DatasetError(f"skull_stripped must be one of {', '.join(SKULL_STRIPPED_CHOICES)}, got {skull_stripped!r}")
     chosen = select_centres(centres, diseases)
     root = raw_root(out_root)
     folder = root / dataset_folder_name(dataset_id, name)
@@ -76,8 +84,9 @@ def generate_dataset(
         "centres": [c.name for c in chosen],
         "seed": int(seed),
         "test_fraction": float(test_fraction),
+        "skull_stripped": skull_stripped,
     }
-    specs = plan_cases(chosen, scale, seed, test_fraction)
+    specs = [replace(s, skull_stripped=skull_stripped) for s in plan_cases(chosen, scale, seed, test_fraction)]
     if _prepare_folder(root, folder, int(dataset_id), request, overwrite):
         print(f"{folder}: already complete with these settings; nothing to do", file=sys.stderr)
         return folder
@@ -134,7 +143,8 @@ def _is_done(folder: Path, spec: CaseSpec) -> bool:
 def make_case(spec: CaseSpec, folder: Union[str, Path]) -> str:
     """Generate one case and write its label, image and (last, as the 'finished' marker) its metadata."""
     paths = _paths(Path(folder), spec)
-    case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id)
+    forced = {"auto": None, "always": True, "never": False}[spec.skull_stripped]
+    case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id, skull_stripped=forced)
     write_image(case.label, case.geometry, paths["label"])
     write_image(case.image, case.geometry, paths["image"])
     write_json(paths["meta"], case.meta.to_dict())

@@ -6,30 +6,23 @@ is bounded by the block size, not by the matrix or the number of slices.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 from deepwml.datasets import CaseMeta
 from deepwml.imageio import Geometry
-from deepwml.synthetic.acquisition import (
-    Contrast,
-    Stack,
-    bias_field,
-    magnitude_with_noise,
-    mix,
-    noise_sigma,
-    sample_contrast,
-    sample_stack,
-    store,
-)
+from deepwml.synthetic.acquisition import Contrast, Stack, bias_field, mix, noise_sigma, sample_contrast, sample_stack
 from deepwml.synthetic.anatomy import FOLD_RADIUS_MM, Anatomy, anatomy_fields, render_tissues, sample_anatomy
+from deepwml.synthetic.artefacts import Artefacts, apply_artefacts, sample_artefacts
 from deepwml.synthetic.centres import CENTRES
-from deepwml.synthetic.fields import CoarseField, noise_field, upsample_inplane
+from deepwml.synthetic.fields import AlignedField, CoarseField, noise_field, upsample_inplane
 from deepwml.synthetic.grid import Grid, Pose
+from deepwml.synthetic.intensity import Storage, lesion_level, sample_iqr_target, sample_storage, store
 from deepwml.synthetic.lesions import Lesions, render_lesions, sample_lesions
-from deepwml.synthetic.shapes import rotation_matrix
+from deepwml.synthetic.mimics import MimicParams, mimic_fields, mimic_truth, render_mimics, sample_mimics
+from deepwml.synthetic.shapes import inside, rotation_matrix
 from deepwml.utils.errors import DeepWMLError
 
 #: A pixel is lesion when at least this share of its slice's thickness is lesion (what a reader would outline).
@@ -39,7 +32,11 @@ BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
+#: Share of cases written skull-stripped when it is drawn per case.
+SKULL_STRIPPED_SHARE = 0.25
+#: Truth masks of ``generate_case(..., truth=True)``.
+TRUTH_MASKS = ("brain", "ventricle", "rim", "cortex", "infratentorial", "mimic")
 
 
 @dataclass
@@ -51,14 +48,47 @@ class SyntheticCase:
     label: np.ndarray
     geometry: Geometry
     meta: CaseMeta
-    #: with ``truth=True``: boolean masks 'brain' (parenchyma), 'ventricle', 'rim' (bright normal lining) on the image grid
+    #: with ``truth=True``: boolean masks on the image grid: 'brain' (parenchyma), 'ventricle', 'rim' (bright normal
+    #: lining), 'cortex' (cortical ribbon), 'infratentorial' (cerebellum and brainstem parenchyma), 'mimic' (bright
+    #: extra-cerebral structures and CSF inflow signal, never lesion)
     truth: Optional[Dict[str, np.ndarray]] = None
 
 
-def case_rng(seed: int, centre: str, index: int) -> np.random.Generator:
-    """The random stream of one case: depends on the seed, the centre and the case number only."""
+@dataclass(frozen=True)
+class Scan:
+    """Everything drawn for one case besides anatomy and lesions: how it was acquired, disturbed and stored."""
+
+    stack: Stack
+    contrast: Contrast
+    pose: Pose
+    mimics: MimicParams
+    artefacts: Artefacts
+    storage: Storage
+    #: (lesion median - brain median) / brain IQR this scan is given
+    iqr_target: float
+    #: random stream of the skull-stripping mask; None: not skull-stripped
+    strip: Optional[np.random.Generator]
+
+
+def case_rng(seed: int, centre: str, index: int, stream: int = 0) -> np.random.Generator:
+    """The random stream of one case: depends on the seed, the centre and the case number only.
+
+    Stream 1 draws the skull stripping alone, so a case differs between ``skull_stripped`` True and False only in it.
+    """
     centre_number = list(CENTRES).index(centre)
-    return np.random.default_rng(np.random.SeedSequence([int(seed), centre_number, int(index), GENERATOR_VERSION]))
+    key = [int(seed), centre_number, int(index), GENERATOR_VERSION] + ([int(stream)] if stream else [])
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def skull_stripped_drawn(seed: int, centre: str, index: int) -> bool:
+    """Whether patient ``index`` of ``centre`` is skull-stripped when it is drawn per case (cheap: nothing is rendered)."""
+    return _strip_stream(seed, centre, index)[1]
+
+
+def _strip_stream(seed: int, centre: str, index: int) -> Tuple[np.random.Generator, bool]:
+    """The skull-stripping random stream of a case and its first draw: stripped or not."""
+    rng = case_rng(seed, centre, index, stream=1)
+    return rng, bool(rng.random() < SKULL_STRIPPED_SHARE)
 
 
 def case_id_for(centre: str, index: int) -> str:
@@ -79,19 +109,34 @@ def sample_subject(disease: str, rng: np.random.Generator) -> Tuple[float, float
     return float(age), severity, float(0.2 * severity)
 
 
-def generate_case(centre: str, index: int = 1, seed: int = 0, case_id: Optional[str] = None, truth: bool = False) -> SyntheticCase:
-    """Generate patient ``index`` (1-based) of ``centre`` (e.g. 'MS#1') for ``seed``; the same inputs give the same case."""
+def generate_case(
+    centre: str,
+    index: int = 1,
+    seed: int = 0,
+    case_id: Optional[str] = None,
+    truth: bool = False,
+    skull_stripped: Optional[bool] = None,
+) -> SyntheticCase:
+    """Generate patient ``index`` (1-based) of ``centre`` (e.g. 'MS#1') for ``seed``; the same inputs give the same case.
+
+    ``skull_stripped``: None draws it per case (:data:`SKULL_STRIPPED_SHARE`), True/False forces it.
+    """
     if centre not in CENTRES:
         raise DeepWMLError(f"unknown centre {centre!r}; choose from {', '.join(CENTRES)}")
     c = CENTRES[centre]
     rng = case_rng(seed, centre, index)
+    strip_rng, drawn = _strip_stream(seed, centre, index)
+    stripped = drawn if skull_stripped is None else bool(skull_stripped)
     scanner = str(rng.choice(c.scanners))
     age, severity, atrophy_extra = sample_subject(c.disease, rng)
     anatomy = sample_anatomy(rng, age, atrophy_extra)
-    lesions = sample_lesions(c.disease, anatomy, rng, severity)
     stack = sample_stack(c, rng, 2 * float(anatomy.head_half_extent[0]))
+    lesions = sample_lesions(c.disease, anatomy, rng, severity, stack.spacing)
     contrast = sample_contrast(c, rng)
-    image, label, masks = _render(anatomy, lesions, stack, contrast, _sample_pose(rng, anatomy, stack), rng, truth)
+    pose = _sample_pose(rng, anatomy, stack)
+    scan = Scan(stack, contrast, pose, sample_mimics(rng), sample_artefacts(rng, stack.n_slices), sample_storage(rng),
+                sample_iqr_target(rng), strip_rng if stripped else None)
+    image, label, masks = _render(anatomy, lesions, scan, rng, truth)
     geometry = stack.geometry()
     meta = CaseMeta(
         centre=c.name,
@@ -106,6 +151,8 @@ def generate_case(centre: str, index: int = 1, seed: int = 0, case_id: Optional[
             "severity": round(severity, 3),
             "tilt_deg": round(stack.tilt_deg, 2),
             "lesion_volume_ml": round(float(label.sum()) * geometry.voxel_volume_ml, 3),
+            "skull_stripped": stripped,
+            "intensity_storage": scan.storage.mode,
         },
     )
     return SyntheticCase(case_id or case_id_for(centre, index), image, label, geometry, meta, masks)
@@ -146,9 +193,10 @@ def _noise_fields(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> D
 
 
 def _render(
-    anatomy: Anatomy, lesions: Lesions, stack: Stack, contrast: Contrast, pose: Pose, rng: np.random.Generator, truth: bool
+    anatomy: Anatomy, lesions: Lesions, scan: Scan, rng: np.random.Generator, truth: bool
 ) -> Tuple[np.ndarray, np.ndarray, Optional[Dict[str, np.ndarray]]]:
     """Image (stored dtype), label (uint8) and optional truth masks, all in the stored voxel order."""
+    stack, contrast, pose = scan.stack, scan.contrast, scan.pose
     k = stack.work_factor
     ny, nx = stack.matrix
     dw = stack.spacing * k
@@ -171,37 +219,97 @@ def _render(
     f = max(1, int(round(COARSE_MM / dw)))
     coarse_inplane = [c[0] + (np.arange(-(-len(c) // f)) * f + (f - 1) / 2.0) * dw for c in (y_crop, x_crop)]
     coarse = Grid(np.arange(lo[0], hi[0] + COARSE_MM, COARSE_MM), *coarse_inplane, pose)
-    fields = anatomy_fields(anatomy, coarse, noise, f, (len(y_crop), len(x_crop)))
+    crop = (len(y_crop), len(x_crop))
+    fields = anatomy_fields(anatomy, coarse, noise, f, crop)
+    fields.update(mimic_fields(anatomy, coarse, noise, f, crop, scan.mimics))
+    if scan.strip is not None:
+        fields["strip"] = _strip_field(fields["hull"], scan.strip, coarse, lo, hi)
 
     width = max(dw, stack.thickness / n_sub)
-    signal = np.zeros((stack.n_slices, len(yw), len(xw)), np.float32)
-    lesion_frac = np.zeros_like(signal)
-    masks = {name: np.zeros_like(signal) for name in ("brain", "ventricle", "rim")} if truth else None
+    shape = (stack.n_slices, len(yw), len(xw))
+    # the image is linear in the lesion signal: base (lesions as white matter) + (L - 1) * lesion part
+    parts = {name: np.zeros(shape, np.float32) for name in ("base", "lesion", "lesion_frac", "parenchyma", "strip")}
+    names = TRUTH_MASKS[1:] if truth else ()
+    masks = {name: np.zeros(shape, np.float32) for name in names}
+    flat = replace(contrast, lesion=1.0)
     per_block = max(1, BLOCK_VOXELS // (n_sub * len(y_crop) * len(x_crop)))
     for s0 in range(0, stack.n_slices, per_block):
         s1 = min(stack.n_slices, s0 + per_block)
         grid = Grid(z_fine[s0 * n_sub : s1 * n_sub], y_crop, x_crop, pose)
-        tissues = render_tissues(anatomy, fields, grid.z, width)
-        les, les_contrast = render_lesions(lesions, anatomy, tissues, grid, noise, width)
-        fine = mix(tissues, les, les_contrast, contrast)
-        slab = lambda a: a.reshape(s1 - s0, n_sub, len(y_crop), len(x_crop)).mean(axis=1)  # noqa: E731, B023 (used within the iteration)
-        signal[s0:s1, ys, xs] = slab(fine)
-        lesion_frac[s0:s1, ys, xs] = slab(les)
-        if masks is not None:
-            parenchyma = tissues.brain * (1.0 - tissues.csf) * (1.0 - tissues.ventricle)
-            masks["brain"][s0:s1, ys, xs] = slab(parenchyma)
-            masks["ventricle"][s0:s1, ys, xs] = slab(tissues.brain * tissues.ventricle)
-            masks["rim"][s0:s1, ys, xs] = slab(tissues.brain * tissues.rim * (1.0 - les))
+        t = render_tissues(anatomy, fields, grid.z, width)
+        m = render_mimics(fields, grid.z, grid.shape, t.head, width)
+        les, les_contrast = render_lesions(lesions, anatomy, t, grid, noise, width)
+        parenchyma = t.brain * (1.0 - t.csf) * (1.0 - t.ventricle)
+        fine = {
+            "base": mix(t, m, les, les_contrast, flat),
+            "lesion": t.brain * les * les_contrast,
+            "lesion_frac": les,
+            "parenchyma": parenchyma,
+        }
+        if scan.strip is not None:
+            fine["strip"] = inside(fields["strip"].sample(grid.z), width)
+        if truth:
+            csf = t.brain * np.maximum(t.ventricle, t.csf) + t.intracranial * (1.0 - t.brain) * (1.0 - t.soft)
+            fine.update(
+                ventricle=t.brain * t.ventricle,
+                rim=t.brain * t.rim * (1.0 - les),
+                cortex=parenchyma * t.grey,
+                infratentorial=parenchyma * fields["infratentorial"].sample(grid.z),
+                mimic=mimic_truth(m, csf),
+            )
+        for name, values in fine.items():
+            target = parts[name] if name in parts else masks[name]
+            target[s0:s1, ys, xs] = values.reshape(s1 - s0, n_sub, *crop).mean(axis=1)
 
+    base, lesion = apply_artefacts(parts["base"], scan.artefacts), apply_artefacts(parts["lesion"], scan.artefacts)
     # receive bias, evaluated at the slice centres on the synthesis grid (it is smooth)
     radius2 = (yw[None, :, None] / 90.0) ** 2 + (xw[None, None, :] / 75.0) ** 2 + (z_slices[:, None, None] / 110.0) ** 2
-    signal *= bias_field(noise["bias"].sample(z_slices, yw, xw), radius2.astype(np.float32), contrast)
-    image = store(magnitude_with_noise(signal, noise_sigma(contrast, stack), k, rng), contrast)
-    label = (upsample_inplane(lesion_frac, k) >= LABEL_FRACTION).astype(np.uint8)
+    bias = bias_field(noise["bias"].sample(z_slices, yw, xw), radius2.astype(np.float32), contrast)
+    sigma = noise_sigma(contrast, stack)
+    # complex Gaussian noise at the acquired resolution, zero-fill interpolated with the image (Rician magnitude)
+    real = upsample_inplane(base * bias + rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma), k)
+    imag = upsample_inplane(rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma), k)
+    lesion = _upsample_support(lesion * bias, k)
+    label = _upsample_support(parts["lesion_frac"], k) >= LABEL_FRACTION
+    brain = _upsample_support(parts["parenchyma"], k) >= 0.5
+    level = lesion_level(real, lesion, imag, label, brain, scan.iqr_target, contrast.lesion)
+    real += np.float32(level - 1.0) * lesion
+    image = np.hypot(real, imag)
+    strip_mask = _upsample_support(parts["strip"], k) >= 0.5 if scan.strip is not None else None
+    if strip_mask is not None:
+        label &= strip_mask
+    image = store(image, contrast.scale, scan.storage, sigma, strip_mask)
     out_masks = None
-    if masks is not None:
-        out_masks = {name: _to_storage(upsample_inplane(m, k) >= 0.5, stack) for name, m in masks.items()}
-    return _to_storage(image, stack), _to_storage(label, stack), out_masks
+    if truth:
+        out_masks = {"brain": _to_storage(brain, stack)}
+        out_masks.update({name: _to_storage(_upsample_support(v, k) >= 0.5, stack) for name, v in masks.items()})
+    return _to_storage(image, stack), _to_storage(label.astype(np.uint8), stack), out_masks
+
+
+def _upsample_support(a: np.ndarray, k: int) -> np.ndarray:
+    """:func:`upsample_inplane` of an array that is zero outside a box: only the box (plus one pixel) is upsampled."""
+    rows, cols = np.flatnonzero(a.any(axis=(0, 2))), np.flatnonzero(a.any(axis=(0, 1)))
+    out = np.zeros((a.shape[0], a.shape[1] * k, a.shape[2] * k), np.float32)
+    if rows.size == 0:
+        return out
+    # one zero pixel on each side makes the interpolation at the box edge the same as on the whole image
+    r0, r1 = max(0, rows[0] - 1), min(a.shape[1], rows[-1] + 2)
+    c0, c1 = max(0, cols[0] - 1), min(a.shape[2], cols[-1] + 2)
+    out[:, r0 * k : r1 * k, c0 * k : c1 * k] = upsample_inplane(a[:, r0:r1, c0:c1], k)
+    return out
+
+
+def _strip_field(hull: AlignedField, rng: np.random.Generator, coarse: Grid, lo: np.ndarray, hi: np.ndarray) -> AlignedField:
+    """Signed distance to a skull-stripping mask: the brain surface pushed out or in by a smooth, uneven margin.
+
+    Brain-extraction tools leave some CSF, dura or marrow here and cut into the cortex there; the margin varies
+    over 15-30 mm between about -1.5 mm (cortex lost) and +4 mm (bright meninges or bone marrow kept).
+    """
+    margin = noise_field(rng, lo, hi, 4.0, float(rng.uniform(15.0, 30.0)))
+    mean, spread = float(rng.uniform(0.8, 2.2)), float(rng.uniform(0.6, 1.6))
+    offset = mean + spread * margin.sample(coarse.z, coarse.y, coarse.x)
+    values = hull.values - offset.astype(np.float32)
+    return AlignedField(values, hull.z0, hull.dz, hull.factor, hull.offset, hull.size)
 
 
 def _to_storage(array: np.ndarray, stack: Stack) -> np.ndarray:

@@ -3,7 +3,9 @@
 - MS: ovoid periventricular lesions whose long axis points away from the ventricles (Dawson's fingers),
   juxtacortical and deep white-matter lesions, a few infratentorial ones; heavy loads become confluent.
 - NMOSD: fewer, small punctate lesions and periependymal lesions that hug the ventricle walls.
-- CSVD: periventricular caps and bands, punctate deep lesions that become confluent with severity.
+- CSVD: periventricular caps and bands, punctate deep lesions that become confluent with severity; at the highest
+  severity (Fazekas 3) a broad continuous band along the ventricle walls thickening into confluent deep lesions.
+- all: small punctate foci, 1-3 mm across and elongated along the medullary vessels, that a thick slice still shows.
 
 Every lesion has its own contrast; some are subtle, as on real scans.
 """
@@ -36,6 +38,8 @@ class Lesions:
     #: periventricular band thickness (mm; 0: none) and extra thickness of the caps at the horn tips
     band_mm: float = 0.0
     band_cap_mm: float = 0.0
+    #: how much of the ventricle wall the band covers: 0.3 patchy (about a third bare) .. 0.9 continuous
+    band_cover: float = 0.3
     #: threshold of the confluence field in deep white matter (None: no confluent lesions)
     confluence: Optional[float] = None
     diffuse_contrast: float = 1.0
@@ -53,10 +57,10 @@ class Lesions:
         return len(self.centres)
 
 
-def sample_lesions(disease: str, anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
-    """Lesions for one patient; ``severity`` in [0, 1] sets the load."""
+def sample_lesions(disease: str, anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm: float = 0.47) -> Lesions:
+    """Lesions for one patient; ``severity`` in [0, 1] sets the load; ``pixel_mm`` the smallest focus worth outlining."""
     sampler = {"MS": _ms, "NMOSD": _nmosd, "CSVD": _csvd}[disease]
-    return sampler(anatomy, rng, severity)
+    return sampler(anatomy, rng, severity, pixel_mm)
 
 
 def _axes_for(volume_ul: float, aspect: float) -> Tuple[float, float, float]:
@@ -142,11 +146,28 @@ def _infratentorial_site(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarr
     return np.array([side * rng.uniform(12, 30), rng.uniform(38, 55), rng.uniform(-45, -30)]) * s
 
 
-def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
+def _add_small(les: Lesions, anatomy: Anatomy, rng: np.random.Generator, n: int, juxtacortical: float, pixel_mm: float) -> None:
+    """``n`` small foci 1-3 mm across, elongated along the medullary vessels (radially), so thick slices keep them.
+
+    On coarse matrices they are at least about two pixels across: readers do not outline single large pixels.
+    """
+    centre = np.asarray(anatomy.brain_centre)
+    for _ in range(n):
+        if rng.random() < juxtacortical:
+            site = _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(2.5, 6.0))
+        else:
+            site = _deep_site(anatomy, rng, z_min=-2.0)
+        radial = site - centre
+        radius = rng.uniform(max(0.7, 1.0 * pixel_mm), max(1.6, 1.6 * pixel_mm))
+        half_length = max(2.5, radius * rng.uniform(2.0, 4.0))
+        les.add(site, (half_length, radius, radius * rng.uniform(0.8, 1.2)), frame_from_axis(radial + rng.normal(0, 8.0, 3), rng), _contrast(rng))
+
+
+def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm: float) -> Lesions:
     """Multiple sclerosis."""
-    les = Lesions(load_ml=float(np.exp(np.log(7.0) + severity * np.log(40 / 7.0))))
+    les = Lesions(load_ml=float(np.exp(np.log(12.0) + severity * np.log(50 / 12.0))))
     budget = les.load_ml * 1000.0
-    for v in _volumes(rng, 0.45 * budget, 110.0, 1.1, 60):
+    for v in _volumes(rng, 0.45 * budget, 90.0, 1.0, 60):
         surface, normal, _ = _wall_site(anatomy, rng)
         long_, short, _ = _axes_for(v, rng.uniform(1.6, 3.0))
         # Dawson's finger: long axis along the outward normal, tilted a little, starting at the wall
@@ -154,18 +175,19 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
         rot = frame_from_axis(axis, rng)
         centre = surface + rot[:, 0] * (long_ * rng.uniform(0.5, 1.0)) + rng.normal(0, 0.8, 3)
         les.add(centre, (long_, short * rng.uniform(0.8, 1.2), short), rot, _contrast(rng))
-    for v in _volumes(rng, 0.3 * budget, 60.0, 0.8, 45):
+    for v in _volumes(rng, 0.3 * budget, 45.0, 0.8, 45):
         les.add(_deep_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.7)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
-    for v in _volumes(rng, 0.17 * budget, 35.0, 0.7, 35):
+    for v in _volumes(rng, 0.17 * budget, 28.0, 0.7, 35):
         ax = _axes_for(v, rng.uniform(1.0, 1.8))
         site = _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + ax[1] + rng.uniform(2.0, 6.0))
         les.add(site, ax, frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
     for v in _volumes(rng, 0.05 * budget, 60.0, 0.7, 6):
         les.add(_infratentorial_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.6)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
+    _add_small(les, anatomy, rng, int(rng.integers(4, 16)), juxtacortical=0.4, pixel_mm=pixel_mm)
     return les
 
 
-def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
+def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm: float) -> Lesions:
     """Neuromyelitis optica spectrum disorder."""
     les = Lesions(load_ml=float(np.exp(np.log(0.8) + severity * np.log(12 / 0.8))))
     budget = les.load_ml * 1000.0
@@ -183,24 +205,29 @@ def _nmosd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesio
         les.add(surface + out * (thin * 0.6), (long_, short**2 / thin, thin), rot, _contrast(rng))
     for v in _volumes(rng, 0.15 * budget, 60.0, 0.7, 5):
         les.add(_infratentorial_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 2.0)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
+    _add_small(les, anatomy, rng, int(rng.integers(2, 9)), juxtacortical=0.4, pixel_mm=pixel_mm)
     return les
 
 
-def _csvd(anatomy: Anatomy, rng: np.random.Generator, severity: float) -> Lesions:
+def _csvd(anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm: float) -> Lesions:
     """Cerebral small-vessel disease (vascular white-matter hyperintensities)."""
     les = Lesions()
     if severity > 0.25:
-        # Fazekas 2-3: a patchy halo along the lateral ventricles, thick caps at the horns
-        les.band_mm = float(1.5 + 5.5 * (severity - 0.25) ** 1.2 * rng.uniform(0.8, 1.2))
-        les.band_cap_mm = float(3.0 + 5.0 * severity * rng.uniform(0.7, 1.2))
-    n_punctate = int(round(12 + 40 * severity * rng.uniform(0.6, 1.3)))
+        # Fazekas 2-3: a halo along the lateral ventricles with thick caps at the horns; patchy at first, at the
+        # highest grades a broad band that covers the walls and merges with the confluent deep lesions
+        grade = (severity - 0.25) / 0.75
+        les.band_mm = float(1.5 + 5.5 * grade**1.4 * rng.uniform(0.8, 1.2))
+        les.band_cap_mm = float(3.0 + 6.0 * severity * rng.uniform(0.7, 1.2))
+        les.band_cover = float(0.3 + 0.6 * np.clip((severity - 0.5) / 0.45, 0.0, 1.0))
+    n_punctate = int(round(10 + 30 * severity * rng.uniform(0.6, 1.3)))
     for _ in range(n_punctate):
-        v = float(np.clip(rng.lognormal(np.log(50.0 + 80 * severity), 0.8), 6.0, 2500.0))
+        v = float(np.clip(rng.lognormal(np.log(25.0 + 40 * severity), 0.8), 6.0, 2500.0))
         site = _deep_site(anatomy, rng, z_min=-2.0) if rng.random() < 0.85 else _juxtacortical_site(anatomy, rng, anatomy.cortex_mm + rng.uniform(4, 9))
         les.add(site, _axes_for(v, rng.uniform(1.0, 1.5)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
+    _add_small(les, anatomy, rng, int(round(rng.uniform(4, 14) + 14 * severity)), juxtacortical=0.15, pixel_mm=pixel_mm)
     if severity > 0.55:
-        les.confluence = float(2.8 - 1.6 * (severity - 0.55) / 0.45)
-    les.diffuse_contrast = float(rng.uniform(0.7, 0.95))
+        les.confluence = float(2.8 - 1.25 * (severity - 0.55) / 0.45)
+    les.diffuse_contrast = float(rng.uniform(0.75, 0.95) + 0.1 * severity)
     return les
 
 
@@ -243,13 +270,14 @@ def render_lesions(
             # patchy: about a third of the walls has no halo; none around the temporal horns and third ventricle
             q = grid.points(block)
             supratentorial = np.clip((q[2] + 2.0) * np.float32(0.25), 0.0, 1.0) * np.clip((np.abs(q[0]) - 4.0) * np.float32(0.25), 0.0, 1.0)
-            thickness = (lesions.band_mm * np.clip(0.3 + 0.9 * band, 0.0, None) + lesions.band_cap_mm * tissues.tips) * supratentorial
+            thickness = (lesions.band_mm * np.clip(lesions.band_cover + 0.9 * band, 0.0, None) + lesions.band_cap_mm * tissues.tips) * supratentorial
             # the halo fades into normal white matter over a few millimetres
             diffuse = inside(vdist - thickness, 2.5) * (vdist > -width)
         if lesions.confluence is not None:
             conf = noise["confluence"].sample(grid.z[block[0]], grid.y[block[1]], grid.x[block[2]])
-            # confluent lesions favour the deep white matter between the ventricles and the cortex
-            prior = 0.9 - 0.045 * np.abs(vdist - 14.0)
+            # confluent lesions favour the deep white matter between the ventricles and the cortex, and grow
+            # out of the periventricular band when it is broad
+            prior = 0.9 - 0.045 * np.abs(vdist - max(14.0, lesions.band_mm + 8.0))
             deep = inside(anatomy.cortex_mm + 5.0 - tissues.depth[block], 3.0)
             diffuse = np.maximum(diffuse, np.clip((conf + prior - lesions.confluence) / 0.25, 0, 1) * deep)
         diffuse *= 1.0 - tissues.deep_grey[block]

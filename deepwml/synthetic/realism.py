@@ -39,6 +39,7 @@ def case_figures(case: SyntheticCase) -> Dict[str, object]:
     volumes_ul = np.bincount(components.ravel())[1:] * voxel_ul
     slice_ml = label.sum(axis=(1, 2)) * voxel_ul / 1000.0
     rim = case.truth["rim"] & ~label
+    mimic = case.truth.get("mimic", np.zeros(label.shape, bool))
     return {
         "disease": case.meta.disease,
         "lesion_ratio": lesion_median / brain_median,
@@ -54,6 +55,11 @@ def case_figures(case: SyntheticCase) -> Dict[str, object]:
         "slice_volumes_ml": slice_ml[slice_ml > 0],
         "small_2d_components": _small_2d_components(label),
         "rim_pixels": int(rim.sum()),
+        "mimic_ratio": float(np.median(image[mimic])) / brain_median if mimic.any() else float("nan"),
+        "mimic_labelled": int((label & mimic).sum()),
+        "skull_stripped": bool(case.meta.extra.get("skull_stripped", False)),
+        "storage": str(case.meta.extra.get("intensity_storage", "vendor")),
+        "stored_range": (int(case.image.min()), int(case.image.max())),
     }
 
 
@@ -98,4 +104,25 @@ def summary_rows(figures: Sequence[Dict[str, object]]) -> List[Tuple[str, str, s
     rows.append(("2D lesion components < 10 pixels", str(sum(int(f["small_2d_components"]) for f in figures)), "occur (a failure mode)"))
     rim = np.array([f["rim_ratio"] for f in figures], float)
     rows.append(("bright rim / brain median (not lesion)", f"{np.nanmin(rim):.3g} – {np.nanmax(rim):.3g}", "brighter than brain"))
+    return rows + _v5_rows(figures)
+
+
+def _v5_rows(figures: Sequence[Dict[str, object]]) -> List[Tuple[str, str, str]]:
+    """Rows for what generator version 5 added: skull stripping, stored ranges, bright mimics."""
+    if "storage" not in figures[0]:
+        return []
+    stripped = np.mean([bool(f["skull_stripped"]) for f in figures])
+    rows = [("skull-stripped cases", f"{stripped:.0%}", "5 of 10 (the vascular site)")]
+    ranges = []
+    for mode in sorted({str(f["storage"]) for f in figures}):
+        lo = min(f["stored_range"][0] for f in figures if f["storage"] == mode)
+        hi = [f["stored_range"][1] for f in figures if f["storage"] == mode]
+        ranges.append(f"{mode} {sum(f['storage'] == mode for f in figures)}: min {lo}, max {min(hi)}–{max(hi)}")
+    rows.append(("stored intensities by mode (cases: min, max)", "; ".join(ranges), "0…240, 0…16383, int16 with negatives"))
+    mimic = np.array([f["mimic_ratio"] for f in figures], float)
+    covered = np.isfinite(mimic)
+    labelled = sum(int(f["mimic_labelled"]) for f in figures)
+    rows.append(("bright mimics / brain median (not lesion)",
+                 f"{np.nanmedian(mimic):.3g} median over {covered.sum()} cases that show them; {labelled} labelled voxels",
+                 "fat, sinuses, flow: a failure mode"))
     return rows
