@@ -30,7 +30,7 @@ class Recipe:
     scale: float = 0.25
     preset: str = "cpu_fast"
     fold: str = "0"
-    epochs: int = 120
+    epochs: int = 60
     iterations: int = 50
     heldout_seed: int = 1000
     heldout_scale: float = 0.05
