@@ -192,6 +192,35 @@ def test_train_continue_refuses_a_crafted_checkpoint(tmp_path, sentinel, capsys)
     assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_latest.pth"]  # no epoch was trained
 
 
+def test_train_pretrained_refuses_a_crafted_checkpoint(tmp_path, sentinel, capsys):
+    """Fine-tuning starts from a checkpoint someone sent: --pretrained FILE with a payload."""
+    write_preprocessed_dataset(tmp_path / "pp")
+    plan = Plan.load(tmp_path / "pp" / DATASET / "tiny" / "plans.json")
+    sent = tmp_path / "from_elsewhere" / "checkpoint_best.pth"
+    sent.parent.mkdir()
+    sent.write_bytes(crafted_bytes(sentinel, plan))
+    code = train(tmp_path, "--pretrained", str(sent))
+    refused(code, capsys, str(sent), NEVER, sentinel=sentinel)
+    assert not (tmp_path / "res" / DATASET / "tiny" / "fold_0" / "checkpoint_latest.pth").exists()
+
+
+def test_predict_with_the_builtin_alias_refuses_a_crafted_shipped_checkpoint(tmp_path, sentinel, capsys, monkeypatch):
+    """A tampered install: the shipped model's checkpoint replaced by a payload; -m builtin still never runs it."""
+    import deepwml.pretrained as pretrained
+
+    folder = write_model_dir(tmp_path / "pkg" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=("all",))
+    (folder / "fold_all" / "checkpoint_best.pth").write_bytes(crafted_bytes(sentinel, tiny_plan()))
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", folder)
+    image, _, geometry = tiny_case()
+    write_image(image, geometry, tmp_path / "in" / "a.nii.gz")
+    code = predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", "builtin"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "pretrained model shipped with DeepWML" in err[0]
+    assert NEVER in err[-1] and "checkpoint_best.pth" in err[-1] and "Traceback" not in "".join(err)
+    assert not sentinel.exists()
+    assert not list(tmp_path.glob("out/*.nii.gz"))
+
+
 def test_end_of_training_validation_refuses_a_crafted_best_checkpoint(tmp_path, sentinel, capsys, monkeypatch):
     """Another process swaps checkpoint_best.pth for a payload just before training reloads it for its summary."""
     write_preprocessed_dataset(tmp_path / "pp")
