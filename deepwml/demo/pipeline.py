@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 from deepwml.utils.atomic import read_json, write_text
-from deepwml.utils.errors import DeepWMLError
+from deepwml.utils.commands import run_command
 
 DATASET_ID = 501
 DATASET_NAME = "Synth"
@@ -36,12 +34,8 @@ def _log(message: str) -> None:
 
 
 def _run(module: str, args: List[str], env: dict) -> None:
-    """Run one public command (as `python -m deepwml.cli.X`, i.e. exactly the console script's code)."""
-    command = [sys.executable, "-m", f"deepwml.cli.{module}", *args]
-    _log("$ deepwml_" + module + " " + " ".join(args))
-    result = subprocess.run(command, env=env)
-    if result.returncode != 0:
-        raise DeepWMLError(f"deepwml_{module} failed with exit code {result.returncode}; fix the problem above and run the demo again to resume")
+    """Run one public command."""
+    run_command(module, args, env, "deepwml_demo")
 
 
 def cuda_available() -> bool:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from deepwml.utils.atomic import read_json, write_json, write_text
+from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
 
 TRAIN_ID, TRAIN_NAME = 510, "SynthPretrain"
@@ -42,11 +41,8 @@ def _log(message: str) -> None:
 
 
 def _run(module: str, args: List[str], env: Dict[str, str]) -> None:
-    """Run one public command in a subprocess (exactly the console script's code)."""
-    _log("$ deepwml_" + module + " " + " ".join(args))
-    result = subprocess.run([sys.executable, "-m", f"deepwml.cli.{module}", *args], env=env)
-    if result.returncode != 0:
-        raise DeepWMLError(f"deepwml_{module} failed with exit code {result.returncode}; fix it and run the same command again to resume")
+    """Run one public command."""
+    run_command(module, args, env, "deepwml_train_pretrained")
 
 
 def _dataset(id_: int, name: str) -> str:
