@@ -13,7 +13,7 @@ import pytest
 from conftest import oblique_direction, tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
 
 AXIAL = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
