@@ -68,6 +68,25 @@ def test_mask_and_probabilities_lie_on_the_inputs_own_grid(tmp_path, model_dir, 
     assert np.array_equal(mask.array, (probs.array >= 0.5).astype(np.uint8))
 
 
+def test_prediction_gives_the_callers_torch_thread_count_back(tmp_path, model_dir):
+    """deepwml.inference.run.predict is a library call too (demo, recipe, benchmarks): it must not change torch globally."""
+    import torch
+
+    from deepwml.inference.run import PredictRequest, predict
+    from deepwml.training.device import physical_cores
+
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    previous = torch.get_num_threads()
+    mine = physical_cores() + 1  # not what the CPU set-up picks for prediction
+    try:
+        torch.set_num_threads(mine)
+        report = predict(PredictRequest(input=path, output=tmp_path / "out", model_dir=model_dir, device="cpu"))
+        assert report.predicted == 1
+        assert torch.get_num_threads() == mine
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_lesion_table_and_summary_describe_the_written_mask(tmp_path, model_dir):
     _case(tmp_path / "in", "a.nii.gz", seed=1)
     _case(tmp_path / "in", "b.nii.gz", seed=2, spacing=(0.5, 0.5, 5.0))
