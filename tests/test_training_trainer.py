@@ -295,3 +295,29 @@ def test_deep_supervision_and_batch_norm_train_and_validate_as_deepwml_predict_a
     summary = json.loads((result["folder"] / "validation" / "summary.json").read_text())
     assert result["val_median_dice"] == summary["median_dice"] == pytest.approx(float(scores["dice"].median()))
     assert summary["median_precision"] == pytest.approx(float(scores["precision"].median()))  # NaN left out, as there
+
+
+def test_a_resenc_network_trains_resumes_and_predicts_through_the_registry_alone(tmp_path):
+    """resenc_unet2d reaches trainer, checkpoint and predictor only through deepwml.models (no stage knows it)."""
+    from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
+    from deepwml.inference.predictor import SlicePredictor
+    from deepwml.training.device import setup_device
+
+    plan = tiny_plan(epochs=2)
+    plan.network.architecture = "resenc_unet2d"
+    plan.network.convs_per_block = 1
+    plan.network.options = {"blocks_per_stage": [1, 2, 1]}
+    write_preprocessed_dataset(tmp_path / "pp", plan)
+    straight, split = _two_runs(tmp_path)
+    assert main(_argv(straight)) == 0
+    assert main(_argv(split, "0", "--epochs", "1")) == 0
+    assert main(_argv(split, "0", "--continue")) == 0
+    a, b = (load_checkpoint(_fold_dir(r) / "checkpoint_latest.pth") for r in (straight, split))
+    _assert_same_state(a["model"], b["model"])
+    assert any(k.startswith("encoder.1.1.conv2.") for k in a["model"])  # the second block of stage 1
+    spec = check_model(_fold_dir(straight).parent, ["0"])
+    assert spec.plan.network.options == {"blocks_per_stage": [1, 2, 1]}
+    nets = build_fold_networks(spec, load_fold_states(spec))
+    image = np.random.default_rng(0).normal(0, 1, (3, 32, 32)).astype(np.float32)
+    probs = SlicePredictor(nets, spec.plan, setup_device("cpu", threads=1)).predict(image)
+    assert probs.shape == image.shape and np.isfinite(probs).all()
