@@ -20,6 +20,7 @@ import argparse
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,13 +36,24 @@ from deepwml.inference.inputs import discover_cases
 from deepwml.inference.pipeline import prepare_case
 from deepwml.inference.predictor import SlicePredictor, inference_batches
 from deepwml.inference.run import PredictRequest, predict
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.models import network_spec
 from deepwml.planning.plan import Plan, load_preset
 from deepwml.preprocessing import revert_to_original
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import DeviceSetup, cpu_has_native_bf16, physical_cores
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+
+
+def toy_models():
+    """deepwml_testing.toy_models: it sits at the repository root beside deepwml/ and is not installed."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from deepwml_testing import toy_models as module
+
+    return module
+
 
 CPU = torch.device("cpu")
 
@@ -80,7 +92,7 @@ def synthetic_case(centre: str, index: int, n_slices: int = 0) -> Tuple[np.ndarr
 def speed(args: argparse.Namespace, scratch: Path) -> None:
     """Model-only and end-to-end timings of the paper network, fp32 then bf16."""
     plan = load_preset("paper")
-    model_dir = write_model_dir(scratch / "results" / "Dataset990_Bench" / "paper", plan, folds=(0,), kind="random")
+    model_dir = toy_models().write_model_dir(scratch / "results" / "Dataset990_Bench" / "paper", plan, folds=(0,), kind="random")
     cases = []
     for k in range(args.cases):
         image, _, geometry = synthetic_case("MS#1", k + 1, args.slices)  # MS#1 stores 512² at 0.47 mm or 256² at 0.94 mm
@@ -97,7 +109,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
     print(f"CPU hardware bf16 (AVX512-BF16/AMX): {'yes' if has_bf16 else 'NO - bf16 is emulated and slow here'}; "
           f"torch threads {torch.get_num_threads()}")
     stack, head = prepared.image_pp, prepared.head
-    batches = inference_batches(head, stack.shape, plan, plan.inference.batch_size)
+    batches = inference_batches(head, stack.shape, network_spec(plan.network), plan.inference.batch_size)
     computed = sum(len(b.slices) * (b.rows.stop - b.rows.start) * (b.cols.stop - b.cols.start) for b in batches) / stack.size
     print(f"head box: the network computes {computed:.0%} of the preprocessed pixels of this case")
     for name in ("fp32", "bf16"):
@@ -134,7 +146,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
 
 def _train_small_model(plan: Plan, train: List[Tuple[np.ndarray, np.ndarray]], iterations: int, seed: int = 0) -> Dict:
     """Brief BCE + soft-Dice training on lesion slices: a weak model, so its reference Dice is printed with the agreement."""
-    from deepwml.training.network import build_network
+    from deepwml.models import build_network
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -191,9 +203,9 @@ def agreement_with_model(model_dir: Path, images: List[Path]) -> None:
 
 def agreement_small_model(args: argparse.Namespace) -> None:
     """Fallback without a trained model: a small U-Net trained here briefly, fp32 vs bf16 on a held-out synthetic case."""
-    from deepwml.training.network import build_network
+    from deepwml.models import build_network
 
-    plan = tiny_plan(matrix=128, features=(8, 16, 32, 64), norm="none")
+    plan = toy_models().tiny_plan(matrix=128, features=(8, 16, 32, 64), norm="none")
     plan.training.batch_size = 8
     start = time.perf_counter()
     data = []

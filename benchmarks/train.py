@@ -57,7 +57,7 @@ def measure_step(preset: str, batch: int, precision: str, warmup: int, steps: in
 
     from deepwml.planning.plan import load_preset
     from deepwml.training.losses import training_loss
-    from deepwml.training.network import build_network
+    from deepwml.models import build_network
 
     torch.set_num_threads(threads)
     plan = load_preset(preset)
@@ -146,7 +146,7 @@ def measure_fed_steps(workers: int, warmup: int, steps: int, threads: int) -> Di
 
     from deepwml.training.dataloader import epoch_batches
     from deepwml.training.losses import training_loss
-    from deepwml.training.network import build_network
+    from deepwml.models import build_network
 
     torch.set_num_threads(threads)
     batch = preset_batch("cpu_fast")

@@ -8,7 +8,8 @@ from scipy import ndimage
 
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_checkpoint, load_fold_states, resolve_model_dir
 from deepwml.inference.predictor import SlicePredictor, inference_batches
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.models import network_spec
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.training.device import DeviceSetup
 from deepwml.utils.errors import DeepWMLError
 
@@ -120,14 +121,15 @@ def test_each_batch_is_cropped_to_its_own_head_box_and_headless_slices_are_skipp
     head = np.zeros((6, 128, 128), bool)
     head[1:3, 40:70, 50:61] = True  # small head on the first batch's slices
     head[3:5, 10:120, 5:100] = True  # large head on the second batch's
-    batches = inference_batches(head, head.shape, plan, batch_size=2, margin=8)
+    batches = inference_batches(head, head.shape, network_spec(plan.network), batch_size=2, margin=8)
     assert [b.slices.tolist() for b in batches] == [[1, 2], [3, 4]]
     for b, (r0, r1), (c0, c1) in zip(batches, [(40, 70), (10, 120)], [(50, 61), (5, 100)]):
         for span, lo, hi in ((b.rows, r0, r1), (b.cols, c0, c1)):
             assert (span.start <= max(0, lo - 8) and span.stop >= min(128, hi + 8)) and 0 <= span.start < span.stop <= 128
             assert (span.stop - span.start) % 8 == 0 or span == slice(0, 128)
     assert batches[0].rows.stop - batches[0].rows.start < 64  # not the union of both heads
-    instance = inference_batches(head, head.shape, tiny_plan(norm="instance"), batch_size=4)
+    # instance norm's statistics change with the crop: the network says so and gets whole slices
+    instance = inference_batches(head, head.shape, network_spec(tiny_plan(norm="instance").network), batch_size=4)
     assert all((b.rows, b.cols) == (slice(0, 128), slice(0, 128)) for b in instance)
     assert [b.slices.tolist() for b in instance] == [[1, 2, 3, 4]]
 

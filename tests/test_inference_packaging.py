@@ -18,7 +18,7 @@ from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
 from deepwml.inference.model_zip import file_record
 from deepwml.inference.packaging import export_model, install_model
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.utils.errors import DeepWMLError
 
 PREFIX = "Dataset999_Toy/tiny/"

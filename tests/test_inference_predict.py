@@ -13,7 +13,7 @@ import pytest
 from conftest import oblique_direction, tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
 
 AXIAL = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
@@ -66,6 +66,25 @@ def test_mask_and_probabilities_lie_on_the_inputs_own_grid(tmp_path, model_dir, 
     # the toy model thresholds intensity, so its mask must find the phantom's lesions where they are
     assert _dice(mask.array, label) > 0.8
     assert np.array_equal(mask.array, (probs.array >= 0.5).astype(np.uint8))
+
+
+def test_prediction_gives_the_callers_torch_thread_count_back(tmp_path, model_dir):
+    """deepwml.inference.run.predict is a library call too (demo, recipe, benchmarks): it must not change torch globally."""
+    import torch
+
+    from deepwml.inference.run import PredictRequest, predict
+    from deepwml.training.device import physical_cores
+
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    previous = torch.get_num_threads()
+    mine = physical_cores() + 1  # not what the CPU set-up picks for prediction
+    try:
+        torch.set_num_threads(mine)
+        report = predict(PredictRequest(input=path, output=tmp_path / "out", model_dir=model_dir, device="cpu"))
+        assert report.predicted == 1
+        assert torch.get_num_threads() == mine
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_lesion_table_and_summary_describe_the_written_mask(tmp_path, model_dir):

@@ -12,7 +12,7 @@ from deepwml.cli.plan_and_preprocess import main as plan_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.cli.train import main as train_main
 from deepwml.imageio import read_image
-from deepwml.inference.toy_models import tiny_plan
+from deepwml_testing.toy_models import tiny_plan
 
 
 @pytest.mark.slow

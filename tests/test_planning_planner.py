@@ -137,6 +137,19 @@ def test_an_edited_plan_is_used_with_plan_file_and_not_silently_replaced(tmp_pat
     assert Plan.load(plans).preprocessing.matrix == load_preset("cpu_fast").preprocessing.matrix
 
 
+def test_replanning_keeps_a_plans_json_that_differs_only_in_its_data_summary(tmp_path):
+    """A newer planner may summarise differently (it counts parameters exactly now); the plan trained with stays."""
+    write_tiny_dataset(tmp_path / "raw")
+    assert cli(tmp_path, "--preset", "cpu_fast") == 0
+    plans = tmp_path / "pp" / "Dataset900_Tiny" / "cpu_fast" / "plans.json"
+    older = Plan.load(plans)
+    older.data_summary["parameters"] = 485673  # what the planner before issue #13 wrote for cpu_fast
+    older.save(plans)
+    before = plans.read_bytes()
+    assert cli(tmp_path, "--preset", "cpu_fast") == 0
+    assert plans.read_bytes() == before  # same hash: checkpoints trained with it still continue
+
+
 def test_verify_flag_stops_on_a_broken_dataset(tmp_path, capsys):
     folder = write_tiny_dataset(tmp_path / "raw")
     (folder / "labelsTr" / "case001.nii.gz").write_bytes(b"not an image")

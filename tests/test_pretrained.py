@@ -9,7 +9,7 @@ import pytest
 import deepwml.pretrained as pretrained
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import read_image, write_image
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.pretrained.recipe import Recipe, install_builtin, run_recipe
 from deepwml.utils.atomic import write_json
 from deepwml.utils.errors import DeepWMLError

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deepwml.imageio import Geometry, read_image, write_image
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.synthetic.thick_slices import SlabSpec, slab_weights, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 

@@ -46,6 +46,25 @@ def test_batches_do_not_depend_on_the_number_of_workers(dataset):
         assert np.array_equal(a["data"], b["data"]) and np.array_equal(a["seg"], b["seg"])
 
 
+def test_making_batches_in_process_leaves_the_callers_global_generators_alone(dataset):
+    """With --num-workers 0 batches are made in the trainer's process, whose generator states go into checkpoints."""
+    import random
+
+    transform = build_transforms(EXTENDED, (32, 32))
+    np.random.seed(123)
+    random.seed(456)
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    first = list(epoch_batches(_spec(dataset), transform, 0))
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2] == numpy_state[2]
+    assert random.getstate() == python_state
+    # and the batches still do not depend on the caller's states
+    np.random.seed(7)
+    random.seed(8)
+    again = list(epoch_batches(_spec(dataset), transform, 0))
+    assert all(np.array_equal(a["data"], b["data"]) for a, b in zip(first, again))
+
+
 def test_epochs_and_ranks_draw_different_data(dataset):
     first = next(epoch_batches(_spec(dataset, epoch=0), None, 0))["data"]
     assert not np.array_equal(first, next(epoch_batches(_spec(dataset, epoch=1), None, 0))["data"])

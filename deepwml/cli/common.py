@@ -5,10 +5,9 @@ import argparse
 import sys
 from typing import Callable, List, Optional
 
-from deepwml.utils.errors import DeepWMLError, NotBuiltYet
+from deepwml.utils.errors import DeepWMLError
 
 EXIT_USER_ERROR = 2
-EXIT_NOT_BUILT = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -16,9 +15,6 @@ def run(main_fn: Callable[[Optional[List[str]]], int], argv: Optional[List[str]]
     """Call ``main_fn`` and turn user errors into one clear line and a non-zero exit code."""
     try:
         return int(main_fn(argv) or 0)
-    except NotBuiltYet as e:
-        print(f"{_prog()}: not built yet: {e}", file=sys.stderr)
-        return EXIT_NOT_BUILT
     except DeepWMLError as e:
         print(f"{_prog()}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

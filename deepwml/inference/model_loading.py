@@ -123,7 +123,7 @@ def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
 
 def build_fold_networks(spec: ModelSpec, states: List[Dict[str, torch.Tensor]]) -> List[nn.Module]:
     """One network per fold in eval mode, with its weights."""
-    from deepwml.training.network import build_network
+    from deepwml.models import build_network
 
     networks = []
     for _name, path, state in zip(spec.folds, spec.checkpoints, states):

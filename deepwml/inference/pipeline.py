@@ -19,7 +19,7 @@ from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.inputs import InputCase, read_case
 from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
-from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
@@ -61,11 +61,6 @@ def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None) 
     image = read_case(case, series_uid)
     result = preprocess_arrays(image, plan)
     return PreparedCase(case, image, result.image, result.head, result.props)
-
-
-def probabilities_to_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Binary uint8 mask: probability at or above ``threshold``."""
-    return (probs >= threshold).astype(np.uint8)
 
 
 def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions) -> CaseSummary:

@@ -1,13 +1,14 @@
 """Lesion probabilities for a preprocessed [S, H, W] stack: batched slices, fold ensemble, optional flip TTA.
 
-Only the head is sent through the network: slices without head are skipped outright and, when the plan allows
-it (no instance norm, whose statistics would change with the crop), each batch is cropped to the bounding box
-of the head on its slices plus a margin that keeps the convolutions' background context.
+Only the head is sent through the network: slices without head are skipped outright and, when the network says
+cropping is safe (not so with instance norm, whose statistics would change with the crop), each batch is cropped
+to the bounding box of the head on its slices plus a margin that keeps the convolutions' background context.
+Training validation predicts its slices with the same ``SlicePredictor.forward``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,9 +41,12 @@ def _padded_span(lo: int, hi: int, size: int, margin: int, multiple: int) -> sli
 
 
 def inference_batches(
-    head: Optional[np.ndarray], shape: Tuple[int, int, int], plan: Plan, batch_size: int, margin: int = CROP_MARGIN
+    head: Optional[np.ndarray], shape: Tuple[int, int, int], network: Any, batch_size: int, margin: int = CROP_MARGIN
 ) -> List[Region]:
     """Batches of neighbouring slices that hold head, each cropped to the head box of its own slices.
+
+    ``network`` is the network (or its spec, deepwml.models): it says whether cropping is safe and what its
+    sizes must divide by.
 
     Boxes are per batch, not per stack: the widest slice fills most of the field of view, but the slices
     through the cerebellum and the vertex, batched together with their neighbours, need far less.
@@ -54,8 +58,8 @@ def inference_batches(
         crop = False
     else:
         slices = np.flatnonzero(has_head)
-        crop = plan.network.norm != "instance"
-    multiple = 2 ** (len(plan.network.features) - 1)
+        crop = network.crop_safe
+    multiple = network.size_multiple
     batches = []
     for start in range(0, len(slices), batch_size):
         idx = slices[start:start + batch_size]
@@ -78,8 +82,17 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tupl
     return x, (h, w)
 
 
+def probabilities_to_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Binary uint8 mask: probability at or above ``threshold`` (prediction and training validation alike)."""
+    return (probs >= threshold).astype(np.uint8)
+
+
 class SlicePredictor:
-    """Runs one or several fold networks over slices and averages their sigmoid probabilities."""
+    """Runs one or several fold networks over slices and averages their sigmoid probabilities.
+
+    ``prepare`` moves the networks to the device and layout and switches them to eval mode; training validation
+    passes networks it has prepared itself (and switches their mode around the call).
+    """
 
     def __init__(
         self,
@@ -89,6 +102,7 @@ class SlicePredictor:
         tta: bool = False,
         batch_size: Optional[int] = None,
         crop: bool = True,
+        prepare: bool = True,
     ) -> None:
         self.plan = plan
         self.setup = setup
@@ -96,11 +110,13 @@ class SlicePredictor:
         self.tta = tta
         self.batch_size = int(batch_size or plan.inference.batch_size)
         self.crop = crop
-        self.multiple = 2 ** (len(plan.network.features) - 1)
         # channels_last lets oneDNN pick its fastest CPU convolution kernels (the device setup knows where it pays)
         layout = torch.channels_last if setup.channels_last else torch.contiguous_format
         self.layout = layout
-        self.networks: List[nn.Module] = [n.to(self.device).eval().to(memory_format=layout) for n in networks]
+        self.networks: List[nn.Module] = [n.to(self.device).eval().to(memory_format=layout) for n in networks] if prepare else list(networks)
+        #: the folds share one plan, so one network answers for all
+        self.network = self.networks[0]
+        self.multiple = self.network.size_multiple
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
@@ -124,7 +140,7 @@ class SlicePredictor:
         """Probabilities [S, H, W] float32 for a preprocessed stack; zero outside the head region."""
         image_pp = np.asarray(image_pp)
         probs = np.zeros(image_pp.shape, dtype=np.float32)
-        for region in inference_batches(head if self.crop else None, image_pp.shape, self.plan, self.batch_size):
+        for region in inference_batches(head if self.crop else None, image_pp.shape, self.network, self.batch_size):
             batch = image_pp[region.slices, region.rows, region.cols]
             probs[region.slices, region.rows, region.cols] = self.forward(batch)
         return probs

@@ -19,7 +19,7 @@ from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.paths import results_root
-from deepwml.training.device import setup_device
+from deepwml.training.device import setup_device, threads_restored
 from deepwml.utils.errors import DeepWMLError
 
 
@@ -94,7 +94,13 @@ def model_dir_of(request: PredictRequest) -> Path:
 
 
 def predict(request: PredictRequest) -> PredictReport:
-    """Run a whole prediction request; failed cases are reported, not raised."""
+    """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored."""
+    with threads_restored():
+        return _predict(request)
+
+
+def _predict(request: PredictRequest) -> PredictReport:
+    """predict() without the thread restoration."""
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
     out_dir = request.output.expanduser()

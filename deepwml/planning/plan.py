@@ -49,15 +49,18 @@ class PreprocessingPlan:
 
 @dataclass
 class NetworkPlan:
-    """The 2D U-Net."""
+    """The network: a family registered in ``deepwml.models.NETWORKS`` (the paper's 'unet2d', 'resenc_unet2d')."""
 
     architecture: str = "unet2d"
     features: List[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     convs_per_block: int = 2
-    #: 'none' (the paper), 'batch' or 'instance'
+    #: a layer registered in ``deepwml.models.NORMS``: 'none' (the paper), 'batch' or 'instance'
     norm: str = "none"
     deep_supervision: bool = False
     in_channels: int = 1
+    #: settings only one family reads (resenc_unet2d: blocks_per_stage); left out of plans.json when empty, so
+    #: plans written before it existed keep their hash
+    options: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,8 +132,11 @@ class Plan:
     data_summary: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready form."""
-        return dataclasses.asdict(self)
+        """JSON-ready form (``network.options`` only when set: the hash of older plans stays the same)."""
+        d = dataclasses.asdict(self)
+        if not d["network"]["options"]:
+            del d["network"]["options"]
+        return d
 
     def save(self, path: Union[str, Path]) -> None:
         """Write atomically as indented JSON."""
@@ -152,6 +158,8 @@ class Plan:
 
     def problems(self) -> List[str]:
         """Every setting that cannot work (empty: valid)."""
+        from deepwml.models.registry import LOSSES, LR_SCHEDULES, OPTIMIZERS
+
         p: List[str] = []
         pp, net, tr = self.preprocessing, self.network, self.training
         if self.plan_version != PLAN_VERSION:
@@ -179,33 +187,12 @@ class Plan:
             p.append(f"preprocessing.slice_axis must be 'coarsest', got {pp.slice_axis!r}")
         if pp.orientation != "canonical":
             p.append(f"preprocessing.orientation must be 'canonical', got {pp.orientation!r}")
-        if net.architecture != "unet2d":
-            p.append(f"network.architecture {net.architecture!r} is not known (unet2d)")
-        if len(net.features) < 2 or min(net.features) < 1:
-            p.append(f"network.features must list at least two positive widths, got {net.features}")
-        if net.norm not in ("none", "batch", "instance"):
-            p.append(f"network.norm must be none, batch or instance, got {net.norm!r}")
-        if net.convs_per_block < 1:
-            p.append("network.convs_per_block must be >= 1")
-        poolings = len(net.features) - 1
         if len(tr.patch_size) != 2:
             p.append(f"training.patch_size must be two sizes, got {tr.patch_size}")
-        else:
-            for s in tr.patch_size:
-                if s % (2**poolings) or s // (2**poolings) < 1:
-                    p.append(
-                        f"training.patch_size {tr.patch_size} is impossible for {poolings} poolings: "
-                        f"each size must be a multiple of {2**poolings}"
-                    )
-                    break
+        p.extend(_network_problems(net, tr.patch_size))
         if tr.batch_size < 1:
             p.append("training.batch_size must be >= 1")
-        if tr.loss not in ("bce_dice", "bce", "dice"):
-            p.append(f"training.loss must be bce_dice, bce or dice, got {tr.loss!r}")
-        if tr.optimizer not in ("adam", "adamw", "sgd"):
-            p.append(f"training.optimizer must be adam, adamw or sgd, got {tr.optimizer!r}")
-        if tr.lr_schedule not in ("constant", "poly", "cosine"):
-            p.append(f"training.lr_schedule must be constant, poly or cosine, got {tr.lr_schedule!r}")
+        p.extend(m for m in (LOSSES.problem(tr.loss), OPTIMIZERS.problem(tr.optimizer), LR_SCHEDULES.problem(tr.lr_schedule)) if m)
         if tr.learning_rate <= 0 or tr.epochs < 1 or tr.iterations_per_epoch < 1:
             p.append("training.learning_rate, epochs and iterations_per_epoch must be positive")
         if not 0 <= tr.foreground_oversampling <= 1:
@@ -225,6 +212,24 @@ class Plan:
             "fingerprint": self.fingerprint_hash,
             "algorithm": PREPROCESSING_ALGORITHM_VERSION,
         })
+
+
+def _network_problems(net: NetworkPlan, patch_size: List[int]) -> List[str]:
+    """The network family's own checks, and whether the patch fits its size multiple."""
+    from deepwml.models.registry import NETWORKS
+
+    message = NETWORKS.problem(net.architecture)
+    if message:
+        return [message]
+    spec = NETWORKS.get(net.architecture)(net)
+    p = spec.problems()
+    if p or len(patch_size) != 2:
+        return p
+    multiple = spec.size_multiple
+    if any(s % multiple or s < multiple for s in patch_size):
+        return [f"training.patch_size {patch_size} is impossible for {spec.poolings} poolings: "
+                f"each size must be a multiple of {multiple}"]
+    return []
 
 
 def _sha256(obj: Any) -> str:

@@ -2,8 +2,10 @@
 
 Dataset-derived values: the in-plane target spacing (median of the data, when the preset asks for
 'target_spacing' and leaves it empty), the patch size (the fixed matrix, or the median resampled slice
-rounded up to what the network can pool), the network depth (pool while the bottleneck stays at least
-``MIN_BOTTLENECK`` pixels) and the batch size (as many samples as the memory budget holds).
+rounded up to the network's size multiple), the network depth (pool while the bottleneck stays at least
+``MIN_BOTTLENECK`` pixels) and the batch size (as many samples as the memory budget holds). What a network
+needs (parameters, memory per sample, size multiple, how to make it shallower) is asked from its family in
+``deepwml.models``, never computed here.
 """
 from __future__ import annotations
 
@@ -13,15 +15,13 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from deepwml.models.base import BYTES_FP32, network_spec
 from deepwml.planning.fingerprint import fingerprint_hash
 from deepwml.planning.plan import NetworkPlan, Plan
 from deepwml.utils.errors import PlanError
 
 #: stop pooling before a feature map would get smaller than this many pixels
 MIN_BOTTLENECK = 8
-BYTES_FP32 = 4
-#: gradients alive at the same time during backward, relative to the stored activations (calibrated, see below)
-BACKWARD_TRANSIENTS = 1.12
 #: Adam keeps weights, gradients and two moments
 PARAMETER_COPIES = 4
 #: the allocator, cuDNN/oneDNN workspaces and the data loader need headroom beyond the estimate
@@ -36,63 +36,26 @@ def n_poolings(patch_size: Sequence[int], max_poolings: int) -> int:
     return int(min(max_poolings, math.floor(math.log2(smallest / MIN_BOTTLENECK))))
 
 
-def round_up_patch(shape_hw: Sequence[float], poolings: int) -> List[int]:
-    """Each side rounded up to a multiple of 2**poolings."""
-    step = 2**poolings
-    return [int(math.ceil(s / step) * step) for s in shape_hw]
+def round_up_patch(shape_hw: Sequence[float], multiple: int) -> List[int]:
+    """Each side rounded up to a multiple of ``multiple`` (the network's size multiple)."""
+    return [int(math.ceil(s / multiple) * multiple) for s in shape_hw]
 
 
 def count_parameters(network: NetworkPlan) -> int:
-    """Weights of the 2D U-Net with 3×3 convolutions, 2×2 transposed-convolution upsampling, 1×1 output."""
-    f = network.features
-    total = 0
-    c_in = network.in_channels
-    for width in f:
-        total += _block_parameters(c_in, width, network.convs_per_block)
-        c_in = width
-    for deep, shallow in zip(f[:0:-1], f[-2::-1]):
-        total += deep * shallow * 4 + shallow
-        total += _block_parameters(2 * shallow, shallow, network.convs_per_block)
-    return total + f[0] + 1
-
-
-def _block_parameters(c_in: int, c_out: int, convs: int) -> int:
-    """Weights and biases of ``convs`` 3×3 convolutions."""
-    total = 0
-    for _ in range(convs):
-        total += c_in * c_out * 9 + c_out
-        c_in = c_out
-    return total
+    """Trainable weights of the network ``plan.network`` describes (its family counts them)."""
+    return network_spec(network).parameter_count()
 
 
 def activation_bytes_per_sample(network: NetworkPlan, patch_size: Sequence[int]) -> int:
-    """fp32 memory one sample needs for forward and backward (what autograd keeps, plus backward's transients).
-
-    Calibrated with PyTorch 2.13 fp32 on CPU (extra peak RSS per extra sample, in-place ReLU): the paper's
-    U-Net at 256² without norm measured 261 MiB (estimate 263); cpu_fast's 16-256 U-Net with instance norm at
-    192² measured 78 MiB (estimate 76).
-    """
-    pixels = patch_size[0] * patch_size[1]
-    # per convolution autograd keeps its output; a normalisation adds its normalised map and its output (ReLU in place)
-    per_conv = 1 + 2 * (network.norm != "none")
-    floats = 0.0
-    deepest = len(network.features) - 1
-    for level, width in enumerate(network.features):
-        level_pixels = pixels / 4**level
-        floats += level_pixels * network.convs_per_block * per_conv * width
-        if level < deepest:
-            # max-pooling output plus its int64 indices (two floats' worth), a quarter of the pixels
-            floats += level_pixels / 4 * width * 3
-            # decoder: upsampled map, concatenation (2×), its convolutions
-            floats += level_pixels * (width + 2 * width + network.convs_per_block * per_conv * width)
-    floats += pixels * 2  # input and logits
-    return int(floats * BYTES_FP32 * BACKWARD_TRANSIENTS)
+    """fp32 memory one sample needs for forward and backward (its family's estimate, see deepwml.models)."""
+    return network_spec(network).activation_bytes_per_sample(patch_size)
 
 
 def batch_size_for_budget(network: NetworkPlan, patch_size: Sequence[int], budget_gb: float, cap: int) -> int:
     """The largest batch (at most ``cap``, at least 1) whose estimated training memory fits the budget."""
-    budget = budget_gb * 1024**3 * MEMORY_SAFETY - count_parameters(network) * BYTES_FP32 * PARAMETER_COPIES
-    fits = int(budget // activation_bytes_per_sample(network, patch_size))
+    spec = network_spec(network)
+    budget = budget_gb * 1024**3 * MEMORY_SAFETY - spec.parameter_count() * BYTES_FP32 * PARAMETER_COPIES
+    fits = int(budget // spec.activation_bytes_per_sample(patch_size))
     return int(max(1, min(cap, fits)))
 
 
@@ -103,7 +66,7 @@ def plan_experiment(preset: Plan, fingerprint: Dict[str, Any]) -> Plan:
     pp, net, tr = plan.preprocessing, plan.network, plan.training
     plan.dataset = fingerprint["dataset"]
     plan.fingerprint_hash = fingerprint_hash(fingerprint)
-    max_poolings = len(net.features) - 1
+    max_poolings = network_spec(net).max_poolings()
     if pp.inplane_mode == "fixed_matrix":
         slice_shape = list(pp.matrix)
     else:
@@ -114,8 +77,8 @@ def plan_experiment(preset: Plan, fingerprint: Dict[str, Any]) -> Plan:
     poolings = n_poolings(slice_shape, max_poolings)
     if poolings < 1:
         raise PlanError(f"slices of {slice_shape} pixels are too small for a U-Net (need at least {2 * MIN_BOTTLENECK} pixels)")
-    net.features = net.features[: poolings + 1]
-    tr.patch_size = round_up_patch(slice_shape, poolings)
+    plan.network = net = network_spec(net).with_poolings(poolings)
+    tr.patch_size = round_up_patch(slice_shape, network_spec(net).size_multiple)
     tr.batch_size = batch_size_for_budget(net, tr.patch_size, tr.memory_budget_gb, cap=tr.batch_size)
     plan.data_summary = _data_summary(fingerprint, plan)
     problems = plan.problems()

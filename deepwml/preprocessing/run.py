@@ -113,6 +113,10 @@ def resolve_plan(opts: Options, fingerprint: Dict[str, Any], out: Path, log=prin
     existing = out / plan.name / "plans.json"
     if existing.is_file() and not opts.overwrite:
         old = Plan.load(existing)
+        if _settings(old) == _settings(plan):
+            # only the informational data_summary differs (a newer planner counts differently): keep the file,
+            # whose hash the checkpoints trained with it record
+            return old
         if old.to_dict() != plan.to_dict():
             if old.fingerprint_hash == plan.fingerprint_hash:
                 raise PlanError(
@@ -122,6 +126,13 @@ def resolve_plan(opts: Options, fingerprint: Dict[str, Any], out: Path, log=prin
                 )
             log(f"the raw data changed since {existing} was planned; planning again")
     return plan
+
+
+def _settings(plan: Plan) -> Dict[str, Any]:
+    """The plan without its informational data_summary."""
+    d = plan.to_dict()
+    d.pop("data_summary")
+    return d
 
 
 @contextlib.contextmanager

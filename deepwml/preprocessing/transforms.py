@@ -71,7 +71,6 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
         "spacing_original": list(spacing),
         "shape_after_resampling": [stack.shape[0], out_hw[0], out_hw[1]],
         "spacing_after_resampling": [spacing[0], out_spacing[0], out_spacing[1]],
-        "crop_box": None,
         "normalization": stats,
         "head_fraction": float(head.mean()),
         "outlier_voxels": 0 if outliers is None else int(outliers.sum()),

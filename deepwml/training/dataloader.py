@@ -8,6 +8,7 @@ memory does not grow with the dataset.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -113,11 +114,27 @@ class SliceBatchLoader:
             seg[i, 0] = extract_patch(np.asarray(label[z]), box, 0)
         batch = {"data": data, "seg": seg}
         if self.transform is not None:
-            # batchgenerators draws from numpy's and Python's global generators: seed both from this batch's
-            np.random.seed(int(rng.integers(2**32)))
-            random.seed(int(rng.integers(2**32)))
-            batch = self.transform(**batch)
+            with global_rngs_seeded(int(rng.integers(2**32)), int(rng.integers(2**32))):
+                batch = self.transform(**batch)
         return batch
+
+
+@contextlib.contextmanager
+def global_rngs_seeded(numpy_seed: int, python_seed: int) -> Iterator[None]:
+    """Seed numpy's and Python's global generators for the block, then give the caller's states back.
+
+    batchgenerators' transforms draw from those global generators (they take no Generator), so they are lent
+    this batch's seeds only while the transform runs: with --num-workers 0 the batches are made in the trainer's
+    process, whose generator states (saved in checkpoints) must not change because a batch was made.
+    """
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    np.random.seed(numpy_seed)
+    random.seed(python_seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def _die_with_parent() -> None:

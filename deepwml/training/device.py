@@ -11,7 +11,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ContextManager, Optional
+from typing import ContextManager, Iterator, Optional
 
 import torch
 
@@ -106,6 +106,20 @@ def setup_device(requested: str = "auto", allow_bf16: bool = True, local_rank: i
     torch.set_num_threads(threads)
     amp = torch.bfloat16 if allow_bf16 and cpu_has_native_bf16() else None
     return DeviceSetup(torch.device("cpu"), amp, channels_last=True, threads=threads)
+
+
+@contextlib.contextmanager
+def threads_restored() -> Iterator[None]:
+    """Give torch's global CPU thread count back after the block (setup_device sets it for the process).
+
+    Prediction is also called as a library function (the demo, the pretrained recipe, benchmarks, a user's
+    script): it must not leave the caller's torch with another thread count.
+    """
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def make_scaler(setup: DeviceSetup) -> torch.amp.GradScaler:

@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.models import build_network
 from deepwml.planning.plan import Plan, TrainingPlan
 from deepwml.training import distributed as D
 from deepwml.training.allocator import allocator_in_use
@@ -35,13 +37,13 @@ from deepwml.training.checkpoint import (
 from deepwml.training.dataloader import BatchSpec, epoch_batches, worker_count
 from deepwml.training.device import DeviceSetup, make_scaler, setup_device
 from deepwml.training.losses import training_loss
-from deepwml.training.network import build_network, count_parameters
+from deepwml.training.network import count_parameters
 from deepwml.training.optim import build_optimizer, learning_rate, set_learning_rate
 from deepwml.training.preprocessed import Fold, PreprocessedDataset, fold_folder_name
 from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR, load_pretrained
 from deepwml.training.progress import plot_progress, write_log
 from deepwml.training.sampling import build_slice_index
-from deepwml.training.validation import DiceEMA, collect_validation_slices, validate
+from deepwml.training.validation import DiceEMA, ValidationSlices, collect_validation_slices, validate
 from deepwml.utils.atomic import write_bytes, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -128,6 +130,19 @@ class Trainer:
         self.started = time.monotonic()
         if opts.max_minutes is not None and opts.max_minutes <= 0:
             raise DeepWMLError(f"--max-minutes must be positive, got {opts.max_minutes}")
+        # made by build() (network, optimiser, data) and run() (where this run started); None until then
+        self.net: Any = None
+        self.model: Any = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        self.index: Any = None
+        self.transform: Any = None
+        self.workers = 0
+        self.val_slices: Optional[ValidationSlices] = None
+        self.val_predictor: Optional[SlicePredictor] = None
+        self.first_epoch = 0
+        self.steps_before_bar = 0
+        self.setup_seconds = 0.0
 
     @property
     def ema_dice(self) -> Optional[float]:
@@ -159,6 +174,8 @@ class Trainer:
         self.transform = build_transforms(self.training.augmentation, self.training.patch_size)
         self.workers = worker_count(self.training.num_workers, self.setup.device.type == "cuda")
         self.val_slices = collect_validation_slices(self.cases.val, self.data.load) if self.ctx.is_main else None
+        # validation predicts as deepwml_predict does; the network stays the trainer's (device, layout, mode)
+        self.val_predictor = SlicePredictor([self.net], self.plan, self.setup, tta=False, prepare=False)
 
     def load_pretrained(self, spec: str) -> None:
         """Start from another model's weights (same network); --continue later replaces them by the checkpoint's."""
@@ -256,7 +273,7 @@ class Trainer:
         self.log(f"dataset {self.data.name}, plan {self.data.plan_name}, fold {self.opts.fold}: "
                  f"{len(n.train)} training cases ({self.index.n_slices} slices, {self.index.n_components} lesion components), "
                  f"{len(n.val)} validation cases" + (" (= the training cases)" if n.val_is_train else ""))
-        self.log(f"network: U-Net {self.plan.network.features}, {count_parameters(self.net) / 1e6:.2f} M parameters; "
+        self.log(f"network: {self.net.spec.describe()}, {count_parameters(self.net) / 1e6:.2f} M parameters; "
                  f"device {self.setup.describe()}; allocator {allocator_in_use()}; {self.workers} augmentation worker(s)")
         world = f" = {self.ctx.world_size} × ~{self.local_batch}" if self.ctx.enabled else ""
         self.log(f"{t.epochs} epochs × {t.iterations_per_epoch} iterations, batch {t.batch_size}{world}, patch {t.patch_size}, "
@@ -349,9 +366,7 @@ class Trainer:
 
     def run_validation(self) -> Dict[str, Any]:
         """Per-slice metrics of the current weights on the validation slices."""
-        multiple = 2 ** (len(self.plan.network.features) - 1)
-        return validate(self.net, self.val_slices, self.plan.inference.batch_size, multiple, self.setup.device,
-                        self.setup.channels_last, self.setup.autocast, self.plan.inference.threshold)
+        return validate(self.val_predictor, self.val_slices, self.plan.inference.threshold)
 
     def end_of_epoch(self, train_loss: float, lr: float, seconds: float) -> None:
         """Rank 0: validate, update the moving average, write checkpoints, log and figure."""

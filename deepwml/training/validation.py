@@ -1,43 +1,37 @@
 """Validation during training: the paper's per-slice Dice, sensitivity and precision on whole slices.
 
-Only slices whose reference holds lesion are scored (the paper's per-slice metrics), ignored pixels excluded.
-Those slices are loaded once and kept in memory (float16), predicted in batches under ``inference_mode``.
-The model is selected by an exponential moving average of the median per-slice Dice, which is much less noisy
-than a single epoch's value.
+The slices are predicted by the predictor deepwml_predict uses (``SlicePredictor.forward``: the same padding,
+precision and sigmoid) and thresholded by the same rule (probability >= the plan's threshold); they are scored by
+the evaluator's function (``deepwml.evaluation.slice_metrics.slice_scores``) and summarised by the evaluator's
+``describe``. So a validation figure means what the same figure of deepwml_evaluate means: only slices whose
+reference holds lesion are scored, ignored pixels are removed from reference and prediction, and on a slice
+with an empty prediction Dice and sensitivity are 0 and precision is undefined (NaN, left out of its median).
+What differs is the grid: validation scores the preprocessed slices, deepwml_evaluate the masks in each scan's
+own geometry.
+
+Those slices are loaded once and kept in memory (float16). The model is selected by an exponential moving
+average of the median per-slice Dice, which is much less noisy than a single epoch's value.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from deepwml.constants import IGNORE_LABEL
+from deepwml.evaluation.slice_metrics import slice_counts, slice_scores
+from deepwml.evaluation.stratify import describe
+from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 
 LoadCase = Callable[[str], Tuple[np.ndarray, np.ndarray]]
 
 
-def slice_confusion(pred: np.ndarray, ref: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-slice true positives, false positives and false negatives of boolean predictions [N,H,W] against 0/1/255."""
-    valid = ref != IGNORE_LABEL
-    truth = ref == 1
-    pred = pred & valid
-    tp = (pred & truth).sum(axis=(1, 2))
-    fp = (pred & ~truth).sum(axis=(1, 2))
-    fn = (~pred & truth).sum(axis=(1, 2))
-    return tp, fp, fn
-
-
-def slice_metrics(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Dict[str, np.ndarray]:
-    """Dice, sensitivity and precision per slice; an empty prediction has precision 0 (the slice has lesion)."""
-    tp, fp, fn = (np.asarray(a, dtype=np.float64) for a in (tp, fp, fn))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
-        sensitivity = np.where(tp + fn > 0, tp / (tp + fn), 1.0)
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-    return {"dice": dice, "sensitivity": sensitivity, "precision": precision}
+def score_slices(probs: np.ndarray, labels: np.ndarray, threshold: float) -> Dict[str, np.ndarray]:
+    """Per-slice scores of probabilities [N,H,W] against a 0/1/IGNORE_LABEL reference, as deepwml_evaluate scores."""
+    ignore = labels == IGNORE_LABEL
+    prediction = probabilities_to_mask(probs, threshold).astype(bool) & ~ignore
+    return slice_scores(*slice_counts(labels == 1, prediction, 0))
 
 
 @dataclass
@@ -94,58 +88,46 @@ def collect_validation_slices(case_ids: Sequence[str], load_case: LoadCase) -> V
     return out
 
 
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Pad [B,1,H,W] at the bottom/right with each slice's minimum so that H and W divide by ``multiple``."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    background = x.amin(dim=(1, 2, 3), keepdim=True)
-    padded = F.pad(x - background, (0, pw, 0, ph)) + background
-    return padded, (h, w)
+def predict_probabilities(predictor: SlicePredictor, images: np.ndarray) -> np.ndarray:
+    """Probabilities [N,H,W] of whole slices [N,H,W], in the predictor's batches."""
+    step = predictor.batch_size
+    out = [predictor.forward(images[start:start + step]) for start in range(0, len(images), step)]
+    return np.concatenate(out) if out else np.zeros(images.shape, np.float32)
 
 
-@torch.inference_mode()
-def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int, multiple: int,
-                   device: torch.device, channels_last: bool, autocast) -> np.ndarray:
-    """Foreground logits [N,H,W] (float32, CPU) of whole slices [N,H,W]."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[start:start + batch_size], dtype=np.float32))[:, None].to(device)
-        x, (h, w) = _pad_to_multiple(x, multiple)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast():
-            logits = model(x)
-        out.append(logits[:, 0, :h, :w].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:], np.float32)
+def _plain(values: np.ndarray) -> List[Optional[float]]:
+    """JSON-ready list (NaN as None)."""
+    return [None if np.isnan(v) else float(v) for v in values]
 
 
-def validate(model: torch.nn.Module, slices: ValidationSlices, batch_size: int, multiple: int,
-             device: torch.device, channels_last: bool, autocast, threshold: float = 0.5) -> Dict[str, object]:
+def _nan_if_none(x: Optional[float]) -> float:
+    """The evaluator's None (no defined value) as the NaN validation summaries use."""
+    return float("nan") if x is None else float(x)
+
+
+def validate(predictor: SlicePredictor, slices: ValidationSlices, threshold: float = 0.5) -> Dict[str, Any]:
     """Per-slice metrics on every scored slice; summary medians/means plus per-case details."""
-    was_training = model.training
-    model.eval()
-    logit_threshold = float(np.log(threshold / (1 - threshold)))
-    per_case, tps, fps, fns = [], [], [], []
+    modes = [net.training for net in predictor.networks]
+    for net in predictor.networks:
+        net.eval()
+    per_case: List[Dict[str, Any]] = []
+    scores: Dict[str, List[np.ndarray]] = {"dice": [], "sensitivity": [], "precision": []}
     try:
         for cid, images, labels, numbers in zip(slices.case_ids, slices.images, slices.labels, slices.slice_numbers):
-            logits = predict_slices(model, images, batch_size, multiple, device, channels_last, autocast)
-            tp, fp, fn = slice_confusion(logits > logit_threshold, labels)
-            m = slice_metrics(tp, fp, fn)
-            per_case.append({"case_id": cid, "slices": numbers.tolist(), **{k: v.tolist() for k, v in m.items()}})
-            tps.append(tp), fps.append(fp), fns.append(fn)
+            m = score_slices(predict_probabilities(predictor, images), labels, threshold)
+            per_case.append({"case_id": cid, "slices": numbers.tolist(), **{k: _plain(v) for k, v in m.items()}})
+            for k, v in m.items():
+                scores[k].append(v)
     finally:
-        model.train(was_training)
-    if not tps:
-        return {"n_slices": 0, "median_dice": float("nan"), "mean_dice": float("nan"),
-                "median_sensitivity": float("nan"), "median_precision": float("nan"), "cases": []}
-    m = slice_metrics(np.concatenate(tps), np.concatenate(fps), np.concatenate(fns))
+        for net, mode in zip(predictor.networks, modes):
+            net.train(mode)
+    stats = {k: describe(np.concatenate(v) if v else np.zeros(0)) for k, v in scores.items()}
     return {
-        "n_slices": int(len(m["dice"])),
-        "median_dice": float(np.median(m["dice"])),
-        "mean_dice": float(np.mean(m["dice"])),
-        "median_sensitivity": float(np.median(m["sensitivity"])),
-        "median_precision": float(np.median(m["precision"])),
+        "n_slices": int(stats["dice"]["n"] + stats["dice"]["n_undefined"]),
+        "median_dice": _nan_if_none(stats["dice"]["median"]),
+        "mean_dice": _nan_if_none(stats["dice"]["mean"]),
+        "median_sensitivity": _nan_if_none(stats["sensitivity"]["median"]),
+        "median_precision": _nan_if_none(stats["precision"]["median"]),
+        "undefined_precision_slices": int(stats["precision"]["n_undefined"]),
         "cases": per_case,
     }

@@ -24,7 +24,3 @@ class DatasetError(DeepWMLError):
 
 class PlanError(DeepWMLError):
     """A plan file that does not validate or does not match the data."""
-
-
-class NotBuiltYet(DeepWMLError):
-    """A stage whose implementation has not landed yet."""

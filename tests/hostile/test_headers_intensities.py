@@ -17,7 +17,7 @@ from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, Image, read_image, write_image
 from deepwml.imageio.headers import itk_ras_affine
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.planning import plan as plan_module
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.utils.errors import ImageError

@@ -27,7 +27,7 @@ from deepwml.cli.train import main as train_main
 from deepwml.imageio import write_image
 from deepwml.inference.model_zip import file_record
 from deepwml.inference.packaging import export_model
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.planning.plan import Plan
 from deepwml.training.network import build_network
 from deepwml.training.trainer import Trainer

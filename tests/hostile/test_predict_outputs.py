@@ -20,7 +20,7 @@ from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import write_image
 from deepwml.inference.output_folder import MARKER_NAME
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.utils.atomic import host_tag
 
 EXIT_CASES_FAILED, EXIT_USER_ERROR = 1, 2

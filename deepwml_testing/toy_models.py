@@ -54,7 +54,7 @@ def write_model_dir(
     dataset_json: Optional[Dict] = None,
 ) -> Path:
     """Write a PLAN folder (plans.json, dataset.json, fingerprint.json, fold_K/checkpoint) as training would."""
-    from deepwml.training.network import build_network
+    from deepwml.models import build_network
 
     folder = Path(folder)
     plan.save(folder / "plans.json")
