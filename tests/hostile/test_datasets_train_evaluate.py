@@ -26,8 +26,8 @@ from deepwml.cli.train import main as train_main
 from deepwml.cli.verify_dataset import main as verify_main
 from deepwml.datasets.integrity import leakage
 from deepwml.imageio import Geometry, write_image
-from deepwml.inference.toy_models import tiny_plan as toy_model_plan
-from deepwml.inference.toy_models import write_model_dir
+from deepwml_testing.toy_models import tiny_plan as toy_model_plan
+from deepwml_testing.toy_models import write_model_dir
 from deepwml.preprocessing.run import plan_lock
 from deepwml.utils.atomic import read_json, write_json
 from training_fixtures import DATASET as TRAIN_DATASET
