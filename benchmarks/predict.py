@@ -11,6 +11,7 @@ reference Dice before trusting its agreement figure).
 
     python benchmarks/predict.py                 # all figures (tens of minutes on a 2-core CPU)
     python benchmarks/predict.py --runs 1 --quick  # one run, bf16 end to end skipped
+    python benchmarks/predict.py --cpu-fast-only --baseline /tmp/old_checkout --cohort 200  # issue #15 figures
     python benchmarks/predict.py --skip-speed --agreement-model RESULTS/Dataset501_Synth/cpu_fast \
         --agreement-images RAW/Dataset501_Synth/imagesTr/CSVD1_003.nii.gz ...
 """
@@ -43,6 +44,7 @@ from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import DeviceSetup, cpu_has_native_bf16, physical_cores
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+from predict_cpu_fast import cohort, end_to_end
 
 
 def toy_models():
@@ -239,11 +241,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip end-to-end bf16 on CPUs without hardware bf16")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-agreement", action="store_true")
+    parser.add_argument("--cpu-fast-only", action="store_true", help="only the cpu_fast end-to-end (and cohort) figures")
+    parser.add_argument("--baseline", help="another DeepWML checkout whose deepwml_predict runs on the same files, interleaved")
+    parser.add_argument("--nnunet-cmd", help="e.g. 'nnUNetv2_predict -d 500 -c 2d -f 0 --disable_tta' (-i/-o are added)")
+    parser.add_argument("--cohort", type=int, default=0, help="also predict a cohort of N scans: cores busy, memory at case 10 vs N")
     args = parser.parse_args()
     torch.set_num_threads(physical_cores())
     print(f"deepwml benchmark: predict - torch {torch.__version__}, {physical_cores()} core(s); {load_line()}")
     scratch = Path(tempfile.mkdtemp(prefix="deepwml_bench_predict_"))
     try:
+        end_to_end(scratch, args.runs, Path(args.baseline) if args.baseline else None, args.nnunet_cmd)
+        if args.cohort:
+            cohort(scratch, args.cohort)
+        if args.cpu_fast_only:
+            print(f"after the run: {load_line()}")
+            return
         if not args.skip_speed:
             speed(args, scratch)
         if args.agreement_model:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import add_dataset_argument, add_device_argument, run
-from deepwml.inference.run import PredictRequest, predict
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -50,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
+    # torch, SimpleITK, scipy and pandas take seconds to import: --help and argument errors do not wait for them
+    from deepwml.inference.run import PredictRequest, predict
+
     request = PredictRequest(
         input=Path(args.input),
         output=Path(args.output),

@@ -31,21 +31,37 @@ def label_lesions(mask: np.ndarray) -> tuple:
     return labels.astype(np.int32, copy=False), int(count)
 
 
+def _lesion_box(mask: np.ndarray) -> tuple:
+    """The smallest box holding every lesion voxel, as slices per axis (None when there is no lesion)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def lesion_table(mask: np.ndarray, geometry: Geometry) -> pd.DataFrame:
     """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm."""
-    labels, count = label_lesions(mask)
-    if count == 0:
+    mask = np.asarray(mask) > 0
+    box = _lesion_box(mask)
+    if box is None:
         return pd.DataFrame(columns=LESION_COLUMNS)
+    # labelling only the box that holds the lesions gives the same components at a fraction of the cost
+    labels, count = label_lesions(mask[box])
+    offset = np.array([b.start for b in box], dtype=float)
     # only lesion voxels are touched, so memory follows the lesion load, not the image size
     coords = np.nonzero(labels)
     ids = labels[coords]
     voxels = np.bincount(ids, minlength=count + 1)[1:]
     centroid_zyx = np.stack([np.bincount(ids, weights=c, minlength=count + 1)[1:] for c in coords], axis=1) / voxels[:, None]
-    world = geometry.index_to_world(centroid_zyx[:, ::-1])
+    world = geometry.index_to_world((centroid_zyx + offset)[:, ::-1])
     slice_axis = geometry.slice_axis_numpy
     spans = ndimage.find_objects(labels)
-    first = np.array([s[slice_axis].start for s in spans])
-    last = np.array([s[slice_axis].stop - 1 for s in spans])
+    start = box[slice_axis].start
+    first = np.array([start + s[slice_axis].start for s in spans])
+    last = np.array([start + s[slice_axis].stop - 1 for s in spans])
     table = pd.DataFrame(
         {
             "volume_ml": voxels * geometry.voxel_volume_ml,
