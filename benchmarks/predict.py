@@ -21,7 +21,6 @@ import argparse
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,17 +43,7 @@ from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import DeviceSetup, cpu_has_native_bf16, physical_cores
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-from predict_cpu_fast import cohort, end_to_end
-
-
-def toy_models():
-    """deepwml_testing.toy_models: it sits at the repository root beside deepwml/ and is not installed."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from deepwml_testing import toy_models as module
-
-    return module
+from predict_cpu_fast import cohort, end_to_end, toy_models
 
 
 CPU = torch.device("cpu")

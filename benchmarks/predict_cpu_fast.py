@@ -29,12 +29,22 @@ from deepwml.inference.model_loading import build_fold_networks, check_model, lo
 from deepwml.inference.pipeline import prepare_case
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.inference.run import PredictRequest, predict
-from deepwml.inference.toy_models import write_model_dir
 from deepwml.planning.plan import load_preset
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import setup_device
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def toy_models():
+    """deepwml_testing.toy_models: it sits at the repository root beside deepwml/ and is not installed."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from deepwml_testing import toy_models as module
+
+    return module
+
 
 
 def write_scan_set(folder: Path, n: int = 10, seed: int = 0) -> List[Path]:
@@ -58,7 +68,7 @@ def write_scan_set(folder: Path, n: int = 10, seed: int = 0) -> List[Path]:
 
 def cpu_fast_model(folder: Path) -> Path:
     """A PLAN folder of the cpu_fast preset with random weights (the network costs the same as a trained one)."""
-    return write_model_dir(folder / "Dataset990_Bench" / "cpu_fast", load_preset("cpu_fast"), folds=(0,), kind="random")
+    return toy_models().write_model_dir(folder / "Dataset990_Bench" / "cpu_fast", load_preset("cpu_fast"), folds=(0,), kind="random")
 
 
 def timed_process(command: List[str], pythonpath: Optional[Path] = None) -> Tuple[float, float]:

@@ -14,7 +14,7 @@ from conftest import tiny_case
 from deepwml.imageio import Geometry, write_image
 from deepwml.inference.lesion_report import lesion_table
 from deepwml.inference.qc import GAP_PIXELS, PANEL_PIXELS, TITLE_PIXELS, panel_size, write_qc_montage
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
