@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import deepwml.evaluation.run_cases as run_cases
 from deepwml.cli.evaluate import main as cli_main
 from deepwml.evaluation import evaluate_folders
 from deepwml.imageio import read_image, write_image
+from deepwml.inference.patient_report import screenshot
 
 N_CASES = 6
 N_SLICES = 6
@@ -180,14 +179,7 @@ def test_report_renders_in_headless_chromium(evaluated):
     import matplotlib.image
 
     root, _ = evaluated
-    shot = root / "report.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-             f"--screenshot={shot}", "--window-size=1280,2000", (root / "report" / "report.html").as_uri()],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+    shot = screenshot(root / "report" / "report.html", root / "report.png", browser, 1280, 2000)
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (2000, 1280)
     ink = (pixels.mean(axis=2) < 0.6).mean()  # dark text, table borders and plot boxes

@@ -52,9 +52,12 @@ def add_lesion_confidence(lesions: pd.DataFrame, mask: np.ndarray, probs: np.nda
         for column in CONFIDENCE_COLUMNS:
             table[column] = pd.Series(dtype=float)
         return table
-    labels, count = label_lesions(mask)
-    coords = np.nonzero(labels)
-    ids = labels[coords]
+    # labelled inside the mask's bounding box only: the same components, a fraction of the voxels
+    box = _bounding_box(np.asarray(mask) > 0)
+    labels, count = label_lesions(np.asarray(mask)[box])
+    local = np.nonzero(labels)
+    ids = labels[local]
+    coords = tuple(c + b.start for c, b in zip(local, box))
     p = np.asarray(probs, dtype=np.float64)[coords]
     voxels = np.bincount(ids, minlength=count + 1)[1:]
     stats = pd.DataFrame(
@@ -67,9 +70,10 @@ def add_lesion_confidence(lesions: pd.DataFrame, mask: np.ndarray, probs: np.nda
     centroid_zyx = np.stack([np.bincount(ids, weights=c, minlength=count + 1)[1:] for c in coords], axis=1) / voxels[:, None]
     world = geometry.index_to_world(centroid_zyx[:, ::-1])
     axis = geometry.slice_axis_numpy
+    offset = box[axis].start
     spans = ndimage.find_objects(labels)
-    stats["first_slice"] = [s[axis].start for s in spans]
-    stats["last_slice"] = [s[axis].stop - 1 for s in spans]
+    stats["first_slice"] = [s[axis].start + offset for s in spans]
+    stats["last_slice"] = [s[axis].stop - 1 + offset for s in spans]
     stats["centroid_x_mm"], stats["centroid_y_mm"], stats["centroid_z_mm"] = world[:, 0], world[:, 1], world[:, 2]
     keyed_table, keyed_stats = _keyed(table), _keyed(stats)
     merged = keyed_table.merge(keyed_stats[["_key", "_n", *CONFIDENCE_COLUMNS]], on=["_key", "_n"], how="left")
@@ -78,6 +82,15 @@ def add_lesion_confidence(lesions: pd.DataFrame, mask: np.ndarray, probs: np.nda
     for column in CONFIDENCE_COLUMNS:
         table[column] = merged[column].to_numpy()
     return table
+
+
+def _bounding_box(mask: np.ndarray) -> tuple:
+    """Slices of the smallest box holding every True voxel of a non-empty 3D mask."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
 
 
 def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
