@@ -139,7 +139,7 @@ def test_a_probability_map_outside_zero_to_one_is_an_error_naming_it(tmp_path, c
     assert not (tmp_path / "report" / "summary.json").exists()
 
 
-def test_lesions_csv_confidence_columns_are_finite_and_in_range():
+def test_confidence_is_in_zero_one_and_mean_probability_at_least_the_threshold_on_a_random_map():
     """A predicted-like map: confidence lies in [0, 1] and mean probability at or above the threshold."""
     rng = np.random.default_rng(3)
     geometry = Geometry((20, 20, 5), (1.0, 1.0, 4.0), (0.0, 0.0, 0.0))

@@ -51,7 +51,8 @@ def test_predict_writes_uncertainty_confidence_and_a_self_contained_report(tmp_p
     probs = read_image(out / "a_prob.nii.gz")
     uncertainty = read_image(out / "a_uncertainty.nii.gz", dtype=None)
     assert uncertainty.array.dtype == np.float32 and uncertainty.geometry.mismatches(probs.geometry) == []
-    assert np.allclose(uncertainty.array, binary_entropy(probs.array), atol=1e-6)
+    assert np.allclose(uncertainty.array, binary_entropy(probs.array), atol=0.5 / 256 + 1e-6)  # stored in steps of 1/256
+    assert np.array_equal(uncertainty.array * 256, np.round(uncertainty.array * 256))
     assert 0 <= uncertainty.array.min() and uncertainty.array.max() <= 1 and uncertainty.array.max() > 0.5
 
     summary = pd.read_csv(out / "summary.csv").set_index("case_id")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from deepwml.imageio import Image, write_image
-from deepwml.inference.confidence import add_lesion_confidence, uncertainty_map
+from deepwml.inference.confidence import add_lesion_confidence, quantised, uncertainty_map
 from deepwml.inference.inputs import InputCase
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.outputs import CaseOutputs, ExtraOutputs
@@ -47,7 +47,7 @@ def write_clinical_outputs(
     extras = options.extras
     uncertainty = uncertainty_map(probs) if (extras.uncertainty or extras.report) else None
     if extras.uncertainty:
-        write_image(uncertainty, geometry, outputs.uncertainty)
+        write_image(quantised(uncertainty), geometry, outputs.uncertainty)
     if extras.dicom_seg and outputs.dicom_seg is not None:
         from deepwml.inference.dicom_seg import write_dicom_seg
 

@@ -41,6 +41,16 @@ def uncertainty_map(probs: np.ndarray) -> np.ndarray:
     return binary_entropy(probs)
 
 
+#: the written uncertainty map keeps steps of 1/256: far finer than it can be trusted, and the file compresses
+#: ~10x better (float32 mantissas end in zeros), which halves its write time for a 512 x 512 x 25 scan
+UNCERTAINTY_STEPS = 256
+
+
+def quantised(uncertainty: np.ndarray) -> np.ndarray:
+    """``uncertainty`` rounded to 1/UNCERTAINTY_STEPS, float32 (what CASE_uncertainty holds)."""
+    return (np.round(np.asarray(uncertainty, dtype=np.float32) * UNCERTAINTY_STEPS) / UNCERTAINTY_STEPS).astype(np.float32)
+
+
 def add_lesion_confidence(lesions: pd.DataFrame, mask: np.ndarray, probs: np.ndarray, geometry: Geometry) -> pd.DataFrame:
     """``lesions`` (a lesion table of ``mask``) with ``mean_probability`` and ``confidence`` for each row.
 
