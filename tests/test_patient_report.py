@@ -104,6 +104,23 @@ def test_lesion_table_shows_further_columns_after_the_known_ones():
     assert "2–3" in table and "periventricular" in table and "0.80" in table
 
 
+def test_page_says_when_not_every_lesion_slice_is_shown_and_puts_summary_sections_first():
+    from deepwml.imageio import Geometry
+    from deepwml.inference.lesion_report import CaseSummary
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+    from deepwml.inference.report_images import Panel
+
+    summary = CaseSummary("c", "ok", total_lesion_volume_ml=1.0, lesion_count=30, slices=25, slices_with_lesion=25)
+    lesions = pd.DataFrame({"lesion_id": [1], "volume_ml": [1.0], "voxels": [10]})
+    panels = [Panel(k, b"\x89PNG") for k in range(20)]
+    model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
+    page = build_patient_report(summary, lesions, panels, Geometry((8, 8, 25), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0)),
+                                Path("c.nii.gz"), model, False, extra_sections=[("Fazekas estimate", "<p>grade</p>")])
+    assert "20 of the 25 slices with lesion are shown" in page
+    assert page.index("Fazekas estimate") < page.index("Slices with lesions") < page.index("<h2>Lesions</h2>")
+    assert "uncertainty (yellow" not in page  # no legend for a map the page does not show
+
+
 def test_report_pdf_is_skipped_with_a_note_when_no_chromium_is_found(tmp_path, model_dir, monkeypatch, capsys):
     import deepwml.inference.run as run
 

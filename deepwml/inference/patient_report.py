@@ -201,7 +201,7 @@ def build_patient_report(
     with_uncertainty: bool,
     extra_sections: Sequence[Tuple[str, str]] = (),
 ) -> str:
-    """The whole page as a string; ``extra_sections`` are (heading, HTML body) pairs placed after the lesion table."""
+    """The whole page as a string; ``extra_sections`` are (heading, HTML body) pairs placed right after the totals."""
     cards = [
         ("total lesion volume (ml)", f"{summary.total_lesion_volume_ml:.2f}"),
         ("lesions", str(summary.lesion_count)),
@@ -211,10 +211,19 @@ def build_patient_report(
         weights = lesions["volume_ml"].to_numpy()
         cards.append(("volume-weighted lesion confidence", f"{float(np.average(lesions['confidence'], weights=weights)):.2f}"))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    sections: List[Tuple[str, str]] = [("Lesions", lesion_table_html(lesions)), *extra_sections]
     heading = "Slices with lesions" if summary.lesion_count else "Slices (no lesion found)"
-    sections.append((heading + (" and uncertainty" if with_uncertainty else ""), panels_html(panels, with_uncertainty)))
-    sections += [("Input scan", input_html(source, geometry)), ("Model", model_html(model))]
+    pictures = panels_html(panels, with_uncertainty)
+    if summary.lesion_count and len(panels) < summary.slices_with_lesion:
+        pictures += (f'<p class="note">{len(panels)} of the {summary.slices_with_lesion} slices with lesion are shown: '
+                     "those with the largest lesion area.</p>")
+    # summaries a later version adds (e.g. a Fazekas estimate) come first, then pictures, then the table
+    sections: List[Tuple[str, str]] = [
+        *extra_sections,
+        (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
+        ("Lesions", lesion_table_html(lesions)),
+        ("Input scan", input_html(source, geometry)),
+        ("Model", model_html(model)),
+    ]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
