@@ -85,14 +85,16 @@ def test_ece_of_an_overconfident_model_is_the_gap_weighted_by_voxels():
     assert expected_calibration_error(reliability_counts(np.zeros(0), np.zeros(0, bool))) is None
 
 
-def _calibration_folders(tmp_path, prob_value: float = 0.8):
-    """Reference and prediction folders of two cases: 50 voxels at ``prob_value``, 30 of them reference lesion."""
+def _calibration_folders(tmp_path, prob_value: float = 0.8, missed: int = 0):
+    """Reference and prediction folders of two cases: 50 voxels at ``prob_value``, 30 of them reference lesion,
+    plus ``missed`` reference-lesion voxels the model gives probability 0."""
     g = Geometry((16, 16, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
     for case in ("a", "b"):
         ref = np.zeros((4, 16, 16), np.uint8)
         probs = np.zeros(ref.shape, np.float32)
         probs[1, 2:7, 2:12] = prob_value  # 50 voxels
         ref[1, 2:5, 2:12] = 1  # 30 of them lesion
+        ref[3, 0, :missed] = 1
         write_image(ref, g, tmp_path / "ref" / f"{case}.nii.gz")
         write_image((probs >= 0.5).astype(np.uint8), g, tmp_path / "pred" / f"{case}.nii.gz")
         write_image(probs, g, tmp_path / "pred" / f"{case}_prob.nii.gz")
@@ -105,13 +107,22 @@ def test_evaluate_reports_known_calibration_from_probability_maps_beside_the_mas
     cal = summary["calibration"]
     assert cal["n_cases"] == 2 and cal["cases_without_probabilities"] == []
     # p = 0.8 against a lesion fraction of 0.6 on 50 of the case's voxels, exactly right elsewhere
-    assert cal["lesion_region"]["ece"] == pytest.approx(0.2, abs=1e-6)
+    assert cal["candidate_voxels"]["ece"] == pytest.approx(0.2, abs=1e-6)
     assert cal["all_voxels"]["ece"] == pytest.approx(0.2 * 50 / voxels, abs=1e-6)
-    assert cal["all_voxels"]["voxels"] == 2 * voxels and cal["lesion_region"]["voxels"] == 100
-    assert json.loads((tmp_path / "report" / "summary.json").read_text())["calibration"]["lesion_region"]["ece"] == pytest.approx(0.2, abs=1e-6)
+    assert cal["all_voxels"]["voxels"] == 2 * voxels and cal["candidate_voxels"]["voxels"] == 100
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["calibration"]["candidate_voxels"]["ece"] == pytest.approx(0.2, abs=1e-6)
     assert (tmp_path / "report" / "figures" / "reliability.png").stat().st_size > 5000
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Calibration of lesion probabilities" in html and "0.2000" in html
+
+
+def test_candidate_voxels_are_chosen_by_probability_so_missed_lesions_do_not_bias_them(tmp_path):
+    voxels = _calibration_folders(tmp_path, missed=10)
+    cal = evaluate_folders(tmp_path / "ref", tmp_path / "pred", tmp_path / "report")["calibration"]
+    # the 50 voxels at 0.8 are judged alone: 10 missed voxels at probability 0 are not pulled into their bins
+    assert cal["candidate_voxels"]["ece"] == pytest.approx(0.2, abs=1e-6) and cal["candidate_voxels"]["voxels"] == 100
+    # but they count over all voxels: bin 0 holds voxels - 50 of which 10 are lesion
+    assert cal["all_voxels"]["ece"] == pytest.approx((50 * 0.2 + 10) / voxels, abs=1e-6)
 
 
 def test_evaluate_without_probability_maps_has_no_calibration_and_a_named_folder_without_them_is_an_error(tmp_path, capsys):

@@ -94,7 +94,7 @@ def _print_summary(summary: dict, out_dir: str) -> None:
             return "n/a" if part["ece"] is None else f"{part['ece']:.4f}"
 
         print(f"calibration ({calibration['n_cases']} cases)  ECE all voxels {ece(calibration['all_voxels'])}  "
-              f"lesion region {ece(calibration['lesion_region'])}")
+              f"candidate voxels {ece(calibration['candidate_voxels'])}")
     print(f"report: {out_dir}/report.html")
 
 

@@ -6,8 +6,10 @@ voxels, their mean probability (confidence) and the fraction that is reference l
 class). ECE = sum over bins of (voxels in bin / all voxels) x |mean probability - lesion fraction|.
 
 Two voxel sets are scored. *All voxels* (ignore region removed) is the textbook ECE, but a brain scan is >99 %
-easy background at probability ~0, so it is always small. The *lesion region* keeps only voxels where the
-reference is lesion or the probability is at least ``REGION_PROBABILITY``: the voxels where being wrong matters.
+easy background at probability ~0, so it is always small. *Candidate voxels* are those the model gives at least
+``CANDIDATE_PROBABILITY``: where it sees possible lesion. They are chosen by the probability alone, never by the
+reference: keeping reference-lesion voxels too would fill the low bins with exactly the voxels that are lesion and
+make any model look under-confident there. Missed lesion voxels below the cut count in the all-voxel figure.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError, ImageError
 
 N_BINS = 10
-REGION_PROBABILITY = 0.05
+CANDIDATE_PROBABILITY = 0.05
 
 #: rows of a counts array: voxels, sum of probabilities, reference-lesion voxels
 COUNT, PROB_SUM, POSITIVE = 0, 1, 2
@@ -81,7 +83,7 @@ def find_probability_maps(folder: Path, case_ids: Sequence[str]) -> Dict[str, Pa
 
 
 def case_counts(pair: CasePair, prob_path: Path, ignore_label: Optional[int]) -> np.ndarray:
-    """[2, 3, N_BINS]: reliability counts of one case over all voxels and over the lesion region."""
+    """[2, 3, N_BINS]: reliability counts of one case over all voxels and over the candidate voxels."""
     ref_image = read_image(pair.reference, dtype=None)
     reference, ignore = binarise(ref_image.array, ignore_label, "reference", pair.case_id, pair.reference)
     prob_image = read_image(prob_path)
@@ -93,7 +95,7 @@ def case_counts(pair: CasePair, prob_path: Path, ignore_label: Optional[int]) ->
     if lo < 0 or hi > 1:
         raise ImageError(f"case {pair.case_id!r}: probability map has values outside 0..1 ({lo:g}..{hi:g})", prob_path)
     keep = ~ignore
-    region = keep & (reference | (probs >= REGION_PROBABILITY))
+    region = keep & (probs >= CANDIDATE_PROBABILITY)
     return np.stack([reliability_counts(probs[keep], reference[keep]), reliability_counts(probs[region], reference[region])])
 
 
@@ -117,18 +119,18 @@ def evaluate_calibration(
         "n_cases": len(maps),
         "cases_without_probabilities": without,
         "n_bins": N_BINS,
-        "region_probability": REGION_PROBABILITY,
+        "candidate_probability": CANDIDATE_PROBABILITY,
         "all_voxels": {"ece": expected_calibration_error(total[0]), "voxels": int(total[0, COUNT].sum()), "bins": bins_table(total[0])},
-        "lesion_region": {"ece": expected_calibration_error(total[1]), "voxels": int(total[1, COUNT].sum()), "bins": bins_table(total[1])},
+        "candidate_voxels": {"ece": expected_calibration_error(total[1]), "voxels": int(total[1, COUNT].sum()), "bins": bins_table(total[1])},
     }
 
 
 def reliability_figure(calibration: Dict[str, Any], path: Path) -> Path:
-    """Reliability diagrams (all voxels, lesion region) with the voxel count per bin below; written atomically."""
+    """Reliability diagrams (all voxels, candidate voxels) with the voxel count per bin below; written atomically."""
     fig = Figure(figsize=(9.0, 5.2), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for col, (key, title) in enumerate((("all_voxels", "All voxels"), ("lesion_region", "Lesion region"))):
+    for col, (key, title) in enumerate((("all_voxels", "All voxels"), ("candidate_voxels", f"Voxels with probability ≥ {calibration['candidate_probability']:g}"))):
         part = calibration[key]
         bins = part["bins"]
         centres = np.array([(b["from"] + b["to"]) / 2 for b in bins])
@@ -137,7 +139,7 @@ def reliability_figure(calibration: Dict[str, Any], path: Path) -> Path:
         mean_p = np.array([np.nan if b["mean_probability"] is None else b["mean_probability"] for b in bins])
         top, bottom = axes[0, col], axes[1, col]
         top.bar(centres, np.nan_to_num(fraction), width=width * 0.9, color="#4C72B0", alpha=0.8, label="lesion fraction")
-        top.plot(mean_p, fraction, "o", color="#C44E52", markersize=4, label="mean probability of the bin")
+        top.plot(mean_p, fraction, "o", color="#C44E52", markersize=4, label="(mean probability, lesion fraction) of the bin")
         top.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
         ece = part["ece"]
         top.set_title(f"{title}: ECE {ece:.4f}" if ece is not None else f"{title}: no voxels")

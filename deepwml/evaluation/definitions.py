@@ -30,6 +30,6 @@ DEFINITIONS: Dict[str, str] = {
     "p-values are descriptive.",
     "Calibration (ECE)": "Only with probability maps (CASE_prob<ending>). Voxels (ignore region removed) go into 10 "
     "equal-width probability bins; ECE = Σ (voxels in bin / voxels) × |mean probability − fraction of reference lesion| "
-    "over the bins, pooled over cases. 'All voxels' is dominated by easy background; the 'lesion region' keeps voxels that "
-    "are reference lesion or have probability ≥ 0.05.",
+    "over the bins, pooled over cases. 'All voxels' is dominated by easy background; 'candidate voxels' are those with "
+    "probability ≥ 0.05 (chosen by the probability alone, never by the reference, which would bias the figure).",
 }

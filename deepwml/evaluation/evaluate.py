@@ -178,7 +178,7 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
     ]
     if summary.get("calibration") is not None:
         sections.insert(-1, ("Calibration of lesion probabilities", _calibration_html(summary["calibration"], figures["calibration"])))
-        cards.append(("ECE, lesion region", _num4(summary["calibration"]["lesion_region"]["ece"])))
+        cards.append(("ECE, candidate voxels", _num4(summary["calibration"]["candidate_voxels"]["ece"])))
     meta = [
         f"Reference: {summary['reference_dir']}",
         f"Prediction: {summary['prediction_dir']}",
@@ -193,7 +193,7 @@ def _calibration_html(calibration: Dict[str, Any], figure: Path) -> List[str]:
     rows = [
         [label, _num4(part["ece"]), str(part["voxels"])]
         for label, part in (("All voxels", calibration["all_voxels"]),
-                            (f"Lesion region (reference lesion or probability ≥ {calibration['region_probability']:g})", calibration["lesion_region"]))
+                            (f"Candidate voxels (probability ≥ {calibration['candidate_probability']:g})", calibration["candidate_voxels"]))
     ]  # fmt: skip
     table = Table(f"Expected calibration error over {calibration['n_cases']} case(s), {calibration['n_bins']} equal-width bins",
                   ["Voxels", "ECE", "n voxels"], rows, key="calibration")
