@@ -33,6 +33,7 @@ def write_dicom_series(folder: Path, array: np.ndarray, geometry: Geometry, seri
         "0010|0020": "P001",
         "0020|000d": study_uid or UID_ROOT + "1",
         "0020|000e": series_uid,
+        "0020|0052": f"{series_uid}.0",  # Frame of Reference UID: a DICOM SEG must share it
         "0020|0037": orientation,
         "0018|0050": f"{geometry.spacing[2]:.6f}",
         "0008|103e": "AX FLAIR",

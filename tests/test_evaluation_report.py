@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import deepwml.evaluation.run_cases as run_cases
 from deepwml.cli.evaluate import main as cli_main
 from deepwml.evaluation import evaluate_folders
 from deepwml.imageio import read_image, write_image
+from deepwml.inference.patient_report import screenshot
 
 N_CASES = 6
 N_SLICES = 6
@@ -59,7 +58,8 @@ def test_outputs_exist_and_agree(evaluated):
     for name in ("per_slice.csv", "per_case.csv", "summary.json", "table2.md", "report.html"):
         assert (report / name).stat().st_size > 0, name
     assert sorted(p.name for p in (report / "figures").iterdir()) == [
-        "fig3_by_centre.png", "fig3_by_disease.png", "fig4_by_lv_group.png", "fig_by_thickness.png"
+        "fig3_by_centre.png", "fig3_by_disease.png", "fig4_by_lv_group.png", "fig_by_thickness.png",
+        "reliability.png",  # one case has a probability map beside its mask: calibration over that case
     ]  # fmt: skip
     slices = pd.read_csv(report / "per_slice.csv")
     cases = pd.read_csv(report / "per_case.csv")
@@ -120,7 +120,8 @@ def test_report_html_is_self_contained_with_tables_and_figures(evaluated):
     parser.feed(text)
     assert "script" not in parser.tags and "link" not in parser.tags and "iframe" not in parser.tags
     assert 'src="http' not in text and "url(" not in text
-    assert len(parser.images) == 4 and all(u.startswith("data:image/png;base64,") for u in parser.urls)
+    # 4 box plots + the reliability diagram
+    assert len(parser.images) == 5 and all(u.startswith("data:image/png;base64,") for u in parser.urls)
     for uri in parser.images:
         assert base64.b64decode(uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
     assert "Table 2. Per-slice segmentation performance" in text and "<table>" in text
@@ -178,14 +179,7 @@ def test_report_renders_in_headless_chromium(evaluated):
     import matplotlib.image
 
     root, _ = evaluated
-    shot = root / "report.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-             f"--screenshot={shot}", "--window-size=1280,2000", (root / "report" / "report.html").as_uri()],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+    shot = screenshot(root / "report" / "report.html", root / "report.png", browser, 1280, 2000)
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (2000, 1280)
     ink = (pixels.mean(axis=2) < 0.6).mean()  # dark text, table borders and plot boxes

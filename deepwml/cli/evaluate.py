@@ -18,6 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-ref", "--reference", required=True, metavar="LABELS", help="folder of reference masks CASE<ending>")
     parser.add_argument("-pred", "--prediction", required=True, metavar="PREDICTIONS", help="folder of predicted masks CASE<ending>")
+    parser.add_argument(
+        "-prob", "--probabilities", default=None, metavar="FOLDER",
+        help="folder of probability maps CASE_prob<ending> (deepwml_predict --save-probabilities) for the calibration "
+        "section (ECE, reliability diagram); by default they are looked for beside the predicted masks",
+    )  # fmt: skip
     parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument(
         "-d", "--dataset", default=None,
@@ -58,6 +63,7 @@ def _main(argv: Optional[List[str]]) -> int:
         n_jobs=args.num_processes,
         progress=True if args.progress else None,
         resume=not args.no_resume,
+        prob_dir=args.probabilities,
     )
     _print_summary(summary, args.output)
     return 0
@@ -81,6 +87,14 @@ def _print_summary(summary: dict, out_dir: str) -> None:
         f"AVD {med(c['overall']['avd_percent'])} %  lesion F1 {med(c['overall']['lesion_f1'])}"
     )
     print(f"false-positive slices: {s['n_false_positive_slices']} of {s['n_without_reference_lesion']} without reference lesion")
+    calibration = summary.get("calibration")
+    if calibration is not None:
+        def ece(part: dict) -> str:
+            """ECE with 4 decimals, or n/a."""
+            return "n/a" if part["ece"] is None else f"{part['ece']:.4f}"
+
+        print(f"calibration ({calibration['n_cases']} cases)  ECE all voxels {ece(calibration['all_voxels'])}  "
+              f"candidate voxels {ece(calibration['candidate_voxels'])}")
     print(f"report: {out_dir}/report.html")
 
 

@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="predict again cases whose outputs exist")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+    p.add_argument("--save-uncertainty", action="store_true",
+                   help="write CASE_uncertainty<ending>: per-voxel uncertainty, the binary entropy (bits, 0..1) of the lesion probability")
+    p.add_argument("--report", nargs="?", const="html", choices=("html", "pdf"), default=None,
+                   help="write report/CASE.html, a self-contained per-patient page (volume, lesions with confidence, slices "
+                   "with mask and uncertainty, input and model); '--report pdf' also prints it to report/CASE.pdf with "
+                   "headless Chromium when one is on PATH")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="for DICOM series inputs, also write CASE_seg.dcm: a DICOM Segmentation referencing the series (needs highdicom)")
+    p.add_argument("--bids-names", action="store_true",
+                   help="name the mask, probability, uncertainty and lesion-table files BIDS-derivative style when the "
+                   "case id carries BIDS entities (sub-01_ses-1_FLAIR -> sub-01_ses-1_desc-wmh_mask.nii.gz)")
     return p
 
 
@@ -72,6 +83,10 @@ def _main(argv: Optional[List[str]]) -> int:
         overwrite=args.overwrite,
         write_qc=not args.no_qc,
         progress=args.progress or sys.stderr.isatty(),
+        save_uncertainty=args.save_uncertainty,
+        report=args.report,
+        dicom_seg=args.dicom_seg,
+        bids_names=args.bids_names,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -11,6 +11,8 @@ from deepwml.utils.errors import DeepWMLError
 
 #: Suffix of the probability maps deepwml_predict writes beside the masks (CASE_prob<ending>).
 PROBABILITY_SUFFIX = "_prob"
+#: Suffixes of every map deepwml_predict may write beside a mask (probabilities, uncertainty); never masks themselves.
+DERIVED_MAP_SUFFIXES = (PROBABILITY_SUFFIX, "_uncertainty")
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,8 @@ def pair_cases(
 
 
 def _is_probability_map(stem: str, references: Dict[str, Path]) -> bool:
-    """True for 'CASE_prob' when CASE is a reference case (deepwml_predict's probability output)."""
-    return stem.endswith(PROBABILITY_SUFFIX) and stem[: -len(PROBABILITY_SUFFIX)] in references
+    """True for 'CASE_prob' and 'CASE_uncertainty' when CASE is a reference case (deepwml_predict's other maps)."""
+    return any(stem.endswith(s) and stem[: -len(s)] in references for s in DERIVED_MAP_SUFFIXES)
 
 
 def _first(ids: List[str], n: int = 5) -> str:

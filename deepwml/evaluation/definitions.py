@@ -28,4 +28,8 @@ DEFINITIONS: Dict[str, str] = {
     "Statistics": "Shapiro–Wilk per group; Kruskal–Wallis across groups with n ≥ 3; pairwise two-sided Mann–Whitney U "
     "with Bonferroni correction when Kruskal–Wallis p < 0.05. Slices of one case are correlated, so slice-level "
     "p-values are descriptive.",
+    "Calibration (ECE)": "Only with probability maps (CASE_prob<ending>). Voxels (ignore region removed) go into 10 "
+    "equal-width probability bins; ECE = Σ (voxels in bin / voxels) × |mean probability − fraction of reference lesion| "
+    "over the bins, pooled over cases. 'All voxels' is dominated by easy background; 'candidate voxels' are those with "
+    "probability ≥ 0.05 (chosen by the probability alone, never by the reference, which would bias the figure).",
 }

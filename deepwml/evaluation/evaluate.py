@@ -12,6 +12,7 @@ import pandas as pd
 
 import deepwml
 from deepwml.datasets import RawDataset
+from deepwml.evaluation.calibration import evaluate_calibration, reliability_figure
 from deepwml.evaluation.case_metrics import CASE_METRICS
 from deepwml.evaluation.cases import pair_cases
 from deepwml.evaluation.definitions import DEFINITIONS
@@ -67,9 +68,13 @@ def evaluate_folders(
     n_jobs: int = 1,
     progress: Optional[bool] = None,
     resume: bool = True,
+    prob_dir: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Score every reference case against its prediction, write per_slice.csv, per_case.csv, summary.json,
-    table2.md, figures/ and report.html to ``out_dir``, and return the summary."""
+    table2.md, figures/ and report.html to ``out_dir``, and return the summary.
+
+    Calibration (ECE, reliability diagram) is added when probability maps CASE_prob<ending> are in ``prob_dir``
+    (then required) or, without it, beside the predicted masks."""
     out_dir = Path(out_dir)
     raw = resolve_dataset(dataset, raw_root)
     if ignore_label is None and raw is not None:
@@ -83,6 +88,10 @@ def evaluate_folders(
         notes.append(f"{len(missing)} case(s) had no prediction and were scored as empty: {', '.join(missing)}.")
     cache_dir = out_dir / CACHE_FOLDER if resume else None
     cases, slices = evaluate_cases(pairs, ignore_label, cache_dir, n_jobs, progress)
+    calibration = evaluate_calibration(pairs, Path(prob_dir if prob_dir is not None else pred_dir), ignore_label, prob_dir is not None)
+    if calibration is not None and calibration["cases_without_probabilities"]:
+        notes.append(f"Calibration covers {calibration['n_cases']} case(s); without a probability map: "
+                     f"{', '.join(calibration['cases_without_probabilities'][:10])}.")
     not_in_json = attach_meta(cases, slices, raw.meta.cases if raw is not None else None)
     if not_in_json:
         notes.append(f"{len(not_in_json)} case(s) are not in dataset.json and count as centre/disease 'unknown': {', '.join(not_in_json[:10])}.")
@@ -97,6 +106,7 @@ def evaluate_folders(
         "missing_predictions": missing,
         "cases_not_in_dataset_json": not_in_json,
         **build_summary(cases, slices, with_meta),
+        "calibration": calibration,
         "notes": notes,
         "definitions": DEFINITIONS,
     }
@@ -115,6 +125,8 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, summ
     tables["stats_cases"].key = "statistics-cases"
     write_text(out_dir / "table2.md", _markdown(tables, summary))
     figures = _write_figures(out_dir / "figures", slices[slices["has_reference_lesion"]], with_meta)
+    if summary.get("calibration") is not None:
+        figures["calibration"] = reliability_figure(summary["calibration"], out_dir / "figures" / "reliability.png")
     _write_report(out_dir / "report.html", cases, summary, tables, figures)
     write_json(out_dir / "summary.json", summary)
 
@@ -164,6 +176,9 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
         ("Cases", [_case_table(cases).to_html()]),
     ]
+    if summary.get("calibration") is not None:
+        sections.insert(-1, ("Calibration of lesion probabilities", _calibration_html(summary["calibration"], figures["calibration"])))
+        cards.append(("ECE, candidate voxels", _num4(summary["calibration"]["candidate_voxels"]["ece"])))
     meta = [
         f"Reference: {summary['reference_dir']}",
         f"Prediction: {summary['prediction_dir']}",
@@ -171,6 +186,25 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         f"DeepWML {summary['deepwml_version']}, {summary['created']}",
     ]
     build_report(path, "DeepWML evaluation report", meta, cards, sections, summary["notes"], summary["definitions"])
+
+
+def _calibration_html(calibration: Dict[str, Any], figure: Path) -> List[str]:
+    """The calibration section: ECE table and reliability diagram."""
+    rows = [
+        [label, _num4(part["ece"]), str(part["voxels"])]
+        for label, part in (("All voxels", calibration["all_voxels"]),
+                            (f"Candidate voxels (probability ≥ {calibration['candidate_probability']:g})", calibration["candidate_voxels"]))
+    ]  # fmt: skip
+    table = Table(f"Expected calibration error over {calibration['n_cases']} case(s), {calibration['n_bins']} equal-width bins",
+                  ["Voxels", "ECE", "n voxels"], rows, key="calibration")
+    caption = ("Reliability diagram: per probability bin, the fraction of voxels that are reference lesion (bars) against "
+               "the bin's mean probability (dots); on the diagonal = calibrated. Below: voxels per bin (log scale).")
+    return [table.to_html(), figure_html(figure, caption)]
+
+
+def _num4(value: Optional[float]) -> str:
+    """Four decimals; '–' when undefined."""
+    return "–" if value is None else f"{value:.4f}"
 
 
 def _case_table(cases: pd.DataFrame) -> Table:

@@ -27,6 +27,7 @@ class InputCase:
     source: Path
     kind: str  # 'file' or 'dicom'
     output_ending: str
+    bids_names: bool = False  # name outputs BIDS-derivative style (deepwml_predict --bids-names)
 
     def input_files(self) -> List[Path]:
         """Every file that belongs to this input (all files of a DICOM folder); outputs must never replace them."""

@@ -5,15 +5,26 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pandas as pd
 
 from deepwml.imageio import split_ending
+from deepwml.inference.bids_names import output_names
 from deepwml.inference.inputs import InputCase
 from deepwml.inference.output_folder import MARKER_NAME
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
+
+
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """Which optional per-case outputs a run writes besides mask, lesion table, probabilities and QC picture."""
+
+    uncertainty: bool = False
+    report: bool = False
+    pdf: bool = False
+    dicom_seg: bool = False
 
 
 @dataclass(frozen=True)
@@ -24,29 +35,44 @@ class CaseOutputs:
     probabilities: Path
     lesions: Path
     qc: Path
+    uncertainty: Optional[Path] = None
+    report_html: Optional[Path] = None
+    report_pdf: Optional[Path] = None
+    dicom_seg: Optional[Path] = None  # DICOM series inputs only
 
-    def required(self, probabilities: bool, qc: bool = True) -> List[Path]:
-        """Files that must exist for the case to count as done."""
+    def required(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> List[Path]:
+        """Files that must exist for the case to count as done (the PDF never: its converter may be missing)."""
         paths = [self.mask, self.lesions]
         if probabilities:
             paths.append(self.probabilities)
         if qc:
             paths.append(self.qc)
-        return paths
+        chosen = [(extras.uncertainty, self.uncertainty), (extras.report, self.report_html), (extras.dicom_seg, self.dicom_seg)]
+        return paths + [p for wanted, p in chosen if wanted and p is not None]
 
-    def complete(self, probabilities: bool, qc: bool = True) -> bool:
+    def complete(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> bool:
         """True when every required output exists (atomic writes mean an existing file is a whole file)."""
-        return all(p.is_file() for p in self.required(probabilities, qc))
+        return all(p.is_file() for p in self.required(probabilities, qc, extras))
+
+    def extra_paths(self) -> List[Path]:
+        """Every optional output path of the case."""
+        return [p for p in (self.uncertainty, self.report_html, self.report_pdf, self.dicom_seg) if p is not None]
 
 
 def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
-    """Output paths of ``case`` below ``out_dir``."""
+    """Output paths of ``case`` below ``out_dir`` (BIDS-derivative names for the images and the lesion table when
+    the case asks for them and its id carries BIDS entities; see deepwml.inference.bids_names)."""
     ending = case.output_ending
+    names = output_names(case.case_id, case.bids_names)
     return CaseOutputs(
-        mask=out_dir / f"{case.case_id}{ending}",
-        probabilities=out_dir / f"{case.case_id}_prob{ending}",
-        lesions=out_dir / f"{case.case_id}_lesions.csv",
+        mask=out_dir / f"{names.mask}{ending}",
+        probabilities=out_dir / f"{names.probabilities}{ending}",
+        lesions=out_dir / f"{names.lesions}.csv",
         qc=out_dir / "qc" / f"{case.case_id}.png",
+        uncertainty=out_dir / f"{names.uncertainty}{ending}",
+        report_html=out_dir / "report" / f"{case.case_id}.html",
+        report_pdf=out_dir / "report" / f"{case.case_id}.pdf",
+        dicom_seg=out_dir / f"{case.case_id}_seg.dcm" if case.kind == "dicom" else None,
     )
 
 
@@ -76,7 +102,7 @@ def check_inputs_safe(cases: Sequence[InputCase], out_dir: Path, input_path: Pat
             protected[_real(f)] = case.case_id
     for case in cases:
         o = case_outputs(out_dir, case)
-        for p in (o.mask, o.probabilities, o.lesions, o.qc, summary_path(out_dir)):
+        for p in (o.mask, o.probabilities, o.lesions, o.qc, summary_path(out_dir), *o.extra_paths()):
             owner = protected.get(_real(p))
             if owner is not None:
                 raise DeepWMLError(
@@ -101,7 +127,7 @@ def _collision_key(path: Path, out_dir: Path, image: bool) -> Tuple[str, str, bo
 
 def check_output_collisions(
     cases: Sequence[InputCase], out_dir: Path, save_probabilities: bool, write_qc: bool = True,
-    num_parts: int = 1, part_id: int = 0,
+    num_parts: int = 1, part_id: int = 0, extras: ExtraOutputs = ExtraOutputs(),
 ) -> None:
     """Refuse, before any work, two outputs of a run that are one file or differ only in letter case or ending."""
     owners: Dict[Tuple[str, str, bool], Tuple[str, Path, str]] = {}
@@ -132,6 +158,14 @@ def check_output_collisions(
         claim(o.lesions, case.case_id, "lesion table")
         if write_qc:
             claim(o.qc, case.case_id, "QC picture")
+        if extras.uncertainty:
+            claim(o.uncertainty, case.case_id, "uncertainty map", image=True)
+        if extras.report:
+            claim(o.report_html, case.case_id, "report page")
+            if extras.pdf:
+                claim(o.report_pdf, case.case_id, "report PDF")
+        if extras.dicom_seg and o.dicom_seg is not None:
+            claim(o.dicom_seg, case.case_id, "DICOM SEG")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -9,13 +9,14 @@ import sys
 import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from deepwml.imageio import Image, read_image, write_image
+from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_case
 from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
@@ -47,6 +48,7 @@ class RunOptions:
     save_probabilities: bool = False
     write_qc: bool = True
     series_uid: Optional[str] = None
+    clinical: ClinicalOptions = field(default_factory=ClinicalOptions)
 
 
 def describe_error(e: BaseException) -> str:
@@ -71,6 +73,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     mask = probabilities_to_mask(probs, options.threshold)
     lesions = lesion_table(mask, geometry)
     summary = summarize_case(case.case_id, mask, geometry, lesions)
+    lesions = write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
     # the mask is written last among the image outputs: its presence marks the case as done for resuming
     if options.save_probabilities:
         write_image(probs.astype(np.float32, copy=False), geometry, outputs.probabilities)

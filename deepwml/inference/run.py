@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import List, Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from deepwml.inference.clinical import ClinicalOptions
+from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.lesion_report import CaseSummary, failed_case, summary_frame
-from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
+from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir
 from deepwml.inference.output_folder import check_output_folder, prepare_output_folder
-from deepwml.inference.outputs import case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
+from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
+from deepwml.inference.patient_report import ModelInfo, find_pdf_converter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.inference.predictor import SlicePredictor
@@ -48,6 +52,10 @@ class PredictRequest:
     write_qc: bool = True
     progress: bool = False
     crop: bool = True
+    save_uncertainty: bool = False
+    report: Optional[str] = None  # None, 'html' or 'pdf' (the HTML page and its PDF)
+    dicom_seg: bool = False
+    bids_names: bool = False
 
 
 @dataclass
@@ -108,9 +116,13 @@ def _predict(request: PredictRequest) -> PredictReport:
     check_output_folder(out_dir, request.input)
     spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
     all_cases = discover_cases(request.input)
+    clinical = clinical_options(request, spec, all_cases)
+    if request.bids_names:
+        all_cases = [dataclasses.replace(c, bids_names=True) for c in all_cases]
     check_inputs_safe(all_cases, out_dir, request.input)
     # over all parts: array jobs share the folder, so a clash with another part's case counts too
-    check_output_collisions(all_cases, out_dir, request.save_probabilities, request.write_qc, request.num_parts, request.part_id)
+    check_output_collisions(all_cases, out_dir, request.save_probabilities, request.write_qc, request.num_parts, request.part_id,
+                            clinical.extras)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request)
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done))
@@ -136,6 +148,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             save_probabilities=request.save_probabilities,
             write_qc=request.write_qc,
             series_uid=request.series_uid,
+            clinical=clinical,
         )
         with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar:
             results = CasePipeline(predictor, spec.plan, options, request.workers).run(todo, on_done=lambda s: bar.update(1))
@@ -149,10 +162,34 @@ def _predict(request: PredictRequest) -> PredictReport:
     return report
 
 
+def extra_outputs(request: PredictRequest) -> ExtraOutputs:
+    """The optional outputs a request asks for."""
+    return ExtraOutputs(uncertainty=request.save_uncertainty, report=request.report is not None,
+                        pdf=request.report == "pdf", dicom_seg=request.dicom_seg)
+
+
+def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[InputCase]) -> ClinicalOptions:
+    """Report, uncertainty and DICOM SEG settings; refuses --dicom-seg without highdicom before anything runs."""
+    extras = extra_outputs(request)
+    if request.dicom_seg:
+        require_highdicom()
+        if not any(c.kind == "dicom" for c in cases):
+            print("[deepwml_predict] note: --dicom-seg applies to DICOM series inputs; there are none", file=sys.stderr)
+    converter = None
+    if extras.pdf:
+        converter = find_pdf_converter()
+        if converter is None:
+            print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
+    model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
+                               request.tta or spec.plan.inference.tta, spec.plan.inference.threshold)
+    return ClinicalOptions(extras=extras, model=model, pdf_converter=converter, series_uid=request.series_uid)
+
+
 def _split_done(cases: Sequence[InputCase], out_dir: Path, request: PredictRequest) -> tuple:
     """(cases finished by an earlier run, cases to predict); --overwrite predicts everything again."""
     if request.overwrite:
         return [], list(cases)
-    done = [c for c in cases if case_outputs(out_dir, c).complete(request.save_probabilities, request.write_qc)]
+    extras = extra_outputs(request)
+    done = [c for c in cases if case_outputs(out_dir, c).complete(request.save_probabilities, request.write_qc, extras)]
     finished = {c.case_id for c in done}
     return done, [c for c in cases if c.case_id not in finished]

@@ -1,0 +1,104 @@
+"""What the issue-#14 outputs add to prediction, per 25-slice case: lesion confidence, the uncertainty map and its
+file, the per-patient report (pictures + page) and its PDF, beside the existing QC montage and probability file.
+
+The network does not matter here (all of it runs in the write step, on the input grid), so a toy threshold model
+gives the probabilities. Inputs are synthetic MS#1 cases (512x512) resampled to 25 slices. Each figure is the
+fastest of --runs repetitions, averaged over the cases.
+
+    python benchmarks/clinical_outputs.py [--cases 3] [--runs 5] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+from deepwml.imageio import Geometry, write_image
+from deepwml.inference.confidence import add_lesion_confidence, quantised, uncertainty_map
+from deepwml.inference.inputs import InputCase, discover_cases
+from deepwml.inference.lesion_report import lesion_table, summarize_case
+from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
+from deepwml.inference.patient_report import ModelInfo, build_patient_report, find_pdf_converter, write_patient_report, write_pdf
+from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.qc import write_qc_montage
+from deepwml.inference.report_images import report_panels
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml.preprocessing import revert_to_original
+from deepwml.synthetic.generate import generate_case
+from deepwml.training.device import setup_device
+from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+
+
+def write_inputs(folder: Path, cases: int, slices: int = 25) -> None:
+    """Synthetic MS#1 cases, slices picked by index to exactly ``slices``."""
+    for k in range(cases):
+        case = generate_case("MS#1", k + 1, seed=0)
+        pick = np.linspace(0, case.image.shape[0] - 1, slices).round().astype(int)
+        g = case.geometry
+        write_image(case.image[pick], Geometry((g.size[0], g.size[1], slices), g.spacing, g.origin, g.direction), folder / f"case{k}.nii.gz")
+
+
+def main() -> None:
+    """Time every output on every case and print the per-case means."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(load_line())
+    scratch = Path(tempfile.mkdtemp(prefix="deepwml-bench14-"))
+    write_inputs(scratch / "in", args.cases)
+    spec = check_model(write_model_dir(scratch / "model" / "Dataset999_Toy" / "tiny", tiny_plan(matrix=256)))
+    predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
+    model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, "best", False, 0.5)
+    browser = find_pdf_converter()
+    figures: Dict[str, List[float]] = {}
+
+    def timed(name: str, fn: Callable[[], object], runs: int = args.runs) -> object:
+        best, result = float("inf"), None
+        for _ in range(runs):
+            start = time.perf_counter()
+            result = fn()
+            best = min(best, time.perf_counter() - start)
+        figures.setdefault(name, []).append(best)
+        return result
+
+    def time_case(case: InputCase, out: Path) -> None:
+        """Every output of one case, timed (locals, so the timed closures see this case's arrays)."""
+        p = prepare_case(case, spec.plan)
+        probs = revert_to_original(predictor.predict(p.image_pp, p.head), p.props, order=1)
+        mask, g = probabilities_to_mask(probs, 0.5), p.image.geometry
+        table = lesion_table(mask, g)
+        summary = summarize_case(case.case_id, mask, g, table)
+        lesions = timed("confidence columns (always)", lambda: add_lesion_confidence(table, mask, probs, g))
+        u = timed("uncertainty map", lambda: uncertainty_map(probs))
+        timed("write CASE_uncertainty", lambda: write_image(quantised(u), g, out / "u.nii.gz"))
+        panels = timed("report pictures", lambda: report_panels(p.image.array, mask, g, u))
+        timed("report page", lambda: write_patient_report(out / "r.html", build_patient_report(summary, lesions, panels, g, case.source, model, True)))
+        if browser:
+            timed("report PDF (headless Chromium)", lambda: write_pdf(out / "r.html", out / "r.pdf", browser), runs=2)
+        timed("for scale: write CASE_prob", lambda: write_image(probs, g, out / "p.nii.gz"))
+        timed("for scale: QC montage", lambda: write_qc_montage(p.image.array, mask, g, out / "qc.png", "x"), runs=3)
+        print(f"{case.case_id}: {mask.shape[0]} slices of {mask.shape[1]}x{mask.shape[2]}, {len(lesions)} lesions")
+
+    try:
+        for case in discover_cases(scratch / "in"):
+            time_case(case, scratch / "out")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for name, values in figures.items():
+        print(f"{name}: {np.mean(values):.3f} s per case")
+    together = ("confidence columns (always)", "uncertainty map", "write CASE_uncertainty", "report pictures", "report page")
+    print(f"--save-uncertainty --report together: {sum(np.mean(figures[k]) for k in together):.3f} s per case")
+
+
+if __name__ == "__main__":
+    main()

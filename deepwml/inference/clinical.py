@@ -1,0 +1,65 @@
+"""The per-case outputs of issue #14 in one call from the prediction pipeline's write step: lesion confidence
+(always), and on request the uncertainty map, the per-patient report (HTML, PDF) and the DICOM SEG.
+
+Everything here is written before the mask, which marks a case as done, so a case interrupted half-way is redone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+import pandas as pd
+
+from deepwml.imageio import Image, write_image
+from deepwml.inference.confidence import add_lesion_confidence, quantised, uncertainty_map
+from deepwml.inference.inputs import InputCase
+from deepwml.inference.lesion_report import CaseSummary
+from deepwml.inference.outputs import CaseOutputs, ExtraOutputs
+
+if TYPE_CHECKING:
+    from deepwml.inference.patient_report import ModelInfo
+
+
+@dataclass(frozen=True)
+class ClinicalOptions:
+    """What the run writes besides the standard outputs, and what the report says about the model."""
+
+    extras: ExtraOutputs = field(default_factory=ExtraOutputs)
+    model: Optional["ModelInfo"] = None  # needed for the report and the SEG's model name
+    pdf_converter: Optional[str] = None  # a Chromium binary when the report's PDF is asked for and one was found
+    series_uid: Optional[str] = None
+
+
+def write_clinical_outputs(
+    case: InputCase,
+    image: Image,
+    probs: np.ndarray,
+    mask: np.ndarray,
+    lesions: pd.DataFrame,
+    summary: CaseSummary,
+    outputs: CaseOutputs,
+    options: ClinicalOptions,
+) -> pd.DataFrame:
+    """Write the requested extra outputs of one case; returns ``lesions`` with its confidence columns."""
+    geometry = image.geometry
+    lesions = add_lesion_confidence(lesions, mask, probs, geometry)
+    extras = options.extras
+    uncertainty = uncertainty_map(probs) if (extras.uncertainty or extras.report) else None
+    if extras.uncertainty:
+        write_image(quantised(uncertainty), geometry, outputs.uncertainty)
+    if extras.dicom_seg and outputs.dicom_seg is not None:
+        from deepwml.inference.dicom_seg import write_dicom_seg
+
+        model_name = getattr(options.model, "plan", "") or "DeepWML"
+        write_dicom_seg(mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid)
+    if extras.report:
+        from deepwml.inference.patient_report import build_patient_report, write_patient_report, write_pdf
+        from deepwml.inference.report_images import report_panels
+
+        panels = report_panels(image.array, mask, geometry, uncertainty)
+        page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None)
+        write_patient_report(outputs.report_html, page)
+        if extras.pdf and options.pdf_converter:
+            write_pdf(outputs.report_html, outputs.report_pdf, options.pdf_converter)
+    return lesions

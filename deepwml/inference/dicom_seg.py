@@ -1,0 +1,105 @@
+"""DICOM Segmentation (SEG) objects for DICOM series inputs, so the mask goes back to a PACS or viewer.
+
+The SEG is made with highdicom from the source series' own headers: each frame references the source instance
+(SOP Instance UID) it segments and carries that slice's Image Position (Patient), and the SEG shares the
+series' Frame of Reference, Study and Patient, so a viewer lays it over the same frames. Only frames holding
+lesion are stored; an empty mask gives a valid SEG whose frames are all empty.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+import deepwml
+from deepwml.imageio.dicom import list_dicom_series
+from deepwml.utils.atomic import atomic_path
+from deepwml.utils.errors import DeepWMLError, ImageError
+
+SEGMENT_LABEL = "White matter lesion"
+#: series number of the SEG series (viewers sort series by it; the source series keeps its own)
+SEG_SERIES_NUMBER = 9901
+
+
+def highdicom_available() -> bool:
+    """True when highdicom can be imported (an optional dependency: the 'dicom' extra)."""
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_highdicom() -> None:
+    """Refuse --dicom-seg early, with the fix, when highdicom is missing."""
+    if not highdicom_available():
+        raise DeepWMLError("--dicom-seg needs highdicom: pip install 'deepwml[dicom]' (or pip install highdicom)")
+
+
+def source_headers(folder: Path, series_uid: Optional[str] = None) -> List:
+    """The series' headers (pydicom datasets, no pixel data) in the order the image's slices were read."""
+    import pydicom
+
+    series = list_dicom_series(folder)
+    if series_uid is None:
+        if len(series) != 1:
+            raise ImageError(f"folder holds {len(series)} DICOM series; name one with --series-uid", folder)
+        series_uid = next(iter(series))
+    if series_uid not in series:
+        raise ImageError(f"no DICOM series {series_uid!r}", folder)
+    # the same sorted file list the image was read from (deepwml.imageio.dicom), so slice z is file z
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in series[series_uid]]
+
+
+def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str):
+    """A highdicom Segmentation of the binary (z, rows, cols) ``mask`` over the source ``headers`` (one per z)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    mask = np.asarray(mask) > 0
+    where = getattr(headers[0], "filename", "DICOM series")
+    if not getattr(headers[0], "FrameOfReferenceUID", None):
+        # without it no viewer can place the SEG on the images; highdicom refuses too
+        raise ImageError("the series has no Frame of Reference UID (0020,0052), which a DICOM SEG must share", where)
+    rows, cols = int(headers[0].Rows), int(headers[0].Columns)
+    if mask.shape != (len(headers), rows, cols):
+        raise ImageError(f"mask shape {mask.shape} does not match the series ({len(headers)} slices of {rows}×{cols})", where)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="DeepWML", family=codes.cid7162.ArtificialIntelligence, version=deepwml.__version__, source=model_name
+    )
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=SEGMENT_LABEL,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+        anatomic_regions=[codes.SCT.CerebralWhiteMatter],
+    )
+    return hd.seg.Segmentation(
+        source_images=headers,
+        pixel_array=mask.astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="DeepWML",
+        manufacturer_model_name=model_name[:64],
+        software_versions=deepwml.__version__,
+        device_serial_number="none",
+        series_description="DeepWML white matter lesions (research use)",
+        content_description="Research use only, not a medical device",
+        # an all-empty mask keeps its frames (highdicom would otherwise fall back to that with a logged warning)
+        omit_empty_frames=bool(mask.any()),
+    )
+
+
+def write_dicom_seg(mask: np.ndarray, folder: Path, path: Path, model_name: str, series_uid: Optional[str] = None) -> Path:
+    """Write the SEG of ``mask`` (on the series' grid) for the DICOM series in ``folder``, atomically."""
+    seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name)
+    with atomic_path(path, ".dcm") as tmp:
+        seg.save_as(tmp)
+    return path

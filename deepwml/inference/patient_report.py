@@ -1,0 +1,286 @@
+"""The per-patient report: one self-contained HTML page per case (OUT/report/CASE.html, pictures inlined as base64
+PNG, no script, no external resource), and a PDF of it when a headless Chromium is on PATH.
+
+The page is a list of sections; the lesion table shows the lesion table's known columns with units and formats
+and any further column it is given after them, so later additions (lesion location classes, a Fazekas section)
+go in without changing this module's structure.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+import deepwml
+from deepwml.evaluation.report import STYLE as EVALUATION_STYLE
+from deepwml.evaluation.report import cards_html
+from deepwml.evaluation.tables import Table
+from deepwml.imageio import Geometry
+from deepwml.inference.lesion_report import CaseSummary
+from deepwml.utils.atomic import atomic_path, write_text
+from deepwml.utils.errors import DeepWMLError
+
+if TYPE_CHECKING:
+    from deepwml.inference.report_images import Panel
+
+RESEARCH_NOTICE = (
+    "Research use only. DeepWML is not a medical device: it is not cleared or approved for diagnosis, and its "
+    "masks, volumes and confidences must not be used for clinical decisions without review by a qualified reader."
+)
+
+#: (column, header, format) of the lesion table, in this order; other columns follow with their own names
+LESION_FORMATS: Sequence[Tuple[str, str, str]] = (
+    ("lesion_id", "Lesion", "{:d}"),
+    ("volume_ml", "Volume (ml)", "{:.3f}"),
+    ("voxels", "Voxels", "{:d}"),
+    ("slices", "Slices", "{}"),
+    ("centroid_mm", "Centroid x, y, z (mm, LPS)", "{}"),
+    ("mean_probability", "Mean probability", "{:.2f}"),
+    ("confidence", "Confidence", "{:.2f}"),
+)
+#: lesion-table columns shown combined (slices, centroid) or not at all
+_FOLDED = {"first_slice", "last_slice", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm"}
+#: more lesions than this are summed up in one line below the table
+MAX_TABLE_ROWS = 60
+PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+#: the evaluation report's style, narrowed for one patient, plus the notice, picture grid and print rules
+STYLE = EVALUATION_STYLE + """
+main { max-width: 1000px; padding: 20px 28px 36px; }
+.notice { border: 2px solid #bf3989; background: #fff0f7; color: #6e1140; padding: 8px 12px; border-radius: 6px; font-weight: 600; }
+.panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 6px; background: #000; padding: 6px; }
+.panels figure { margin: 0; position: relative; break-inside: avoid; }
+.panels img { width: 100%; display: block; border: 0; }
+.panels figcaption { position: absolute; top: 2px; left: 4px; color: #fff; font-size: 0.75em; text-shadow: 0 0 2px #000; }
+.legend { font-size: 0.85em; color: #57606a; margin: 6px 0; }
+.swatch { display: inline-block; width: 14px; height: 10px; vertical-align: middle; margin: 0 4px 0 10px; border: 1px solid #999; }
+dl.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 0.9em; }
+dl.kv dt { font-weight: 600; } dl.kv dd { margin: 0; }
+pre.card-text { white-space: pre-wrap; font-size: 0.8em; background: #f6f8fa; border: 1px solid #d0d7de; padding: 8px; max-height: 420px; overflow: auto; }
+.panels, .notice, .swatch { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+@media print { body { background: #fff; } main { max-width: none; padding: 0; } pre.card-text { max-height: none; } }
+"""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model made the prediction, as the report names it."""
+
+    folder: Path
+    dataset: str
+    plan: str
+    folds: Tuple[str, ...]
+    checkpoint: str
+    tta: bool
+    threshold: float
+    card: Optional[str] = None
+
+    @classmethod
+    def describe(cls, folder: Path, plan: str, folds: Sequence[str], checkpoint: str, tta: bool, threshold: float) -> "ModelInfo":
+        """Model facts plus its MODEL_CARD.md when the model folder holds one."""
+        card_path = Path(folder) / "MODEL_CARD.md"
+        card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else None
+        return cls(Path(folder), Path(folder).parent.name, plan, tuple(str(f) for f in folds), checkpoint, tta, threshold, card)
+
+
+def _e(text: object) -> str:
+    """HTML-escaped text."""
+    return html.escape(str(text))
+
+
+def _cell(column: str, value: object, fmt: str) -> str:
+    """One formatted table cell; '–' for missing values."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    try:
+        if "d}" in fmt:
+            return fmt.format(int(value))  # type: ignore[arg-type]
+        return fmt.format(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def lesion_table_html(lesions: pd.DataFrame) -> str:
+    """The lesion table: known columns formatted (slice span and centroid folded), any other column after them."""
+    frame = lesions.copy()
+    if {"first_slice", "last_slice"} <= set(frame.columns):
+        frame["slices"] = [f"{a}" if a == b else f"{a}–{b}" for a, b in zip(frame["first_slice"], frame["last_slice"])]
+    if {"centroid_x_mm", "centroid_y_mm", "centroid_z_mm"} <= set(frame.columns):
+        frame["centroid_mm"] = [f"{x:.1f}, {y:.1f}, {z:.1f}" for x, y, z in frame[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy()]
+    known = [(c, h, f) for c, h, f in LESION_FORMATS if c in frame.columns]
+    known_names = {c for c, _, _ in LESION_FORMATS} | _FOLDED
+    extra = [(c, c.replace("_", " "), "{}") for c in lesions.columns if c not in known_names]
+    columns = known + extra
+    shown = frame.head(MAX_TABLE_ROWS)
+    rows = [[_cell(c, row[c], f) for c, _, f in columns] for _, row in shown.iterrows()]
+    note = "Lesions are 3D connected components (26-connectivity), largest first; slices are 0-based along the input's slice axis."
+    if "confidence" in frame.columns:
+        note += " Confidence = 1 − mean voxel uncertainty (binary entropy of the probability): 1 = certain, 0 = coin flip."
+    if len(frame) > MAX_TABLE_ROWS:
+        rest = frame.iloc[MAX_TABLE_ROWS:]
+        note += f" {len(rest)} smaller lesions ({rest['volume_ml'].sum():.3f} ml) are not listed; CASE_lesions.csv has all."
+    if not rows:
+        return '<p class="note">No lesion found.</p>'
+    return Table("One row per lesion (CASE_lesions.csv)", [h for _, h, _ in columns], rows, note=note, key="lesions").to_html()
+
+
+def panels_html(panels: Sequence["Panel"], with_uncertainty: bool) -> str:
+    """The slice pictures as a grid with their slice numbers, and the colour legend."""
+    figures = "".join(
+        f'<figure><img alt="slice {p.slice_number}" src="data:image/png;base64,{base64.b64encode(p.png).decode("ascii")}">'
+        f"<figcaption>slice {p.slice_number}</figcaption></figure>"
+        for p in panels
+    )
+    legend = '<span class="swatch" style="background:#ff2e2e"></span>lesion mask outline'
+    if with_uncertainty:
+        legend += ('<span class="swatch" style="background:linear-gradient(90deg,#333,#ffdb00)"></span>'
+                   "uncertainty (yellow, brighter = less sure; below 0.1 not shown)")
+    return (f'<p class="legend">Radiological view: patient right on the left of each picture. {legend}</p>'
+            f'<div class="panels">{figures}</div>')
+
+
+def plane_name(geometry: Geometry) -> str:
+    """'axial', 'coronal' or 'sagittal': the world axis nearest the slice normal."""
+    normal = geometry.direction_matrix[:, geometry.slice_axis]
+    return PLANE_NAMES[int(np.argmax(np.abs(normal)))]
+
+
+def _key_values(pairs: Sequence[Tuple[str, str]]) -> str:
+    """A definition list of label/value pairs."""
+    return '<dl class="kv">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in pairs) + "</dl>"
+
+
+def input_html(source: Path, geometry: Geometry) -> str:
+    """Where the scan came from and its geometry."""
+    spacing = geometry.spacing
+    inplane = geometry.inplane_spacing
+    return _key_values([
+        ("Source", str(source)),
+        ("Slices", f"{geometry.n_slices} {plane_name(geometry)}"),
+        ("Slice thickness (spacing between slices)", f"{geometry.slice_thickness:.2f} mm"),
+        ("In-plane pixel size", f"{inplane[0]:.3f} × {inplane[1]:.3f} mm"),
+        ("Matrix (x × y × z)", " × ".join(str(int(s)) for s in geometry.size)),
+        ("Voxel spacing (x, y, z)", ", ".join(f"{s:.3f}" for s in spacing) + " mm"),
+    ])  # fmt: skip
+
+
+def model_html(model: ModelInfo) -> str:
+    """The model that made the prediction, with its model card when it has one."""
+    rows = [
+        ("Model", f"{model.dataset} / {model.plan}"),
+        ("Folder", str(model.folder)),
+        ("Folds (ensemble)", ", ".join(model.folds) + f" ({model.checkpoint} checkpoint)"),
+        ("Left-right flip TTA", "yes" if model.tta else "no"),
+        ("Mask threshold", f"probability ≥ {model.threshold:g}"),
+        ("DeepWML version", deepwml.__version__),
+    ]
+    body = _key_values(rows)
+    if model.card:
+        body += f"<h3>Model card (MODEL_CARD.md)</h3><pre class=\"card-text\">{_e(model.card)}</pre>"
+    else:
+        body += '<p class="note">The model folder holds no MODEL_CARD.md: what it was trained on is not recorded here.</p>'
+    return body
+
+
+def build_patient_report(
+    summary: CaseSummary,
+    lesions: pd.DataFrame,
+    panels: Sequence["Panel"],
+    geometry: Geometry,
+    source: Path,
+    model: ModelInfo,
+    with_uncertainty: bool,
+    extra_sections: Sequence[Tuple[str, str]] = (),
+) -> str:
+    """The whole page as a string; ``extra_sections`` are (heading, HTML body) pairs placed right after the totals."""
+    cards = [
+        ("total lesion volume (ml)", f"{summary.total_lesion_volume_ml:.2f}"),
+        ("lesions", str(summary.lesion_count)),
+        ("slices with lesion", f"{summary.slices_with_lesion} of {summary.slices}"),
+    ]
+    if summary.lesion_count and "confidence" in lesions.columns:
+        weights = lesions["volume_ml"].to_numpy()
+        cards.append(("volume-weighted lesion confidence", f"{float(np.average(lesions['confidence'], weights=weights)):.2f}"))
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    heading = "Slices with lesions" if summary.lesion_count else "Slices (no lesion found)"
+    pictures = panels_html(panels, with_uncertainty)
+    if summary.lesion_count and len(panels) < summary.slices_with_lesion:
+        pictures += (f'<p class="note">{len(panels)} of the {summary.slices_with_lesion} slices with lesion are shown: '
+                     "those with the largest lesion area.</p>")
+    # summaries a later version adds (e.g. a Fazekas estimate) come first, then pictures, then the table
+    sections: List[Tuple[str, str]] = [
+        *extra_sections,
+        (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
+        ("Lesions", lesion_table_html(lesions)),
+        ("Input scan", input_html(source, geometry)),
+        ("Model", model_html(model)),
+    ]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>DeepWML report: {_e(summary.case_id)}</title>",
+        f"<style>{STYLE}</style></head><body><main>",
+        f"<h1>White-matter lesion report: {_e(summary.case_id)}</h1>",
+        f'<p class="meta">DeepWML {_e(deepwml.__version__)}, {_e(created)}</p>',
+        f'<p class="notice">{_e(RESEARCH_NOTICE)}</p>',
+        cards_html(cards),
+    ]
+    parts += [f"<h2>{_e(h)}</h2>{body}" for h, body in sections]
+    parts.append(f'<p class="notice">{_e(RESEARCH_NOTICE)}</p></main></body></html>')
+    return "\n".join(parts) + "\n"
+
+
+def find_pdf_converter() -> Optional[str]:
+    """A headless-capable Chromium on PATH, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _headless(browser: str, profile: str) -> List[str]:
+    """A headless Chromium command line with a throwaway profile and no network chatter."""
+    return [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+    ]  # fmt: skip
+
+
+def _run_headless(browser: str, arguments: List[str], target: Path, timeout: float) -> None:
+    """Run headless Chromium with ``arguments``; any failure is an error naming ``target``."""
+    with tempfile.TemporaryDirectory(prefix="deepwml-chromium-") as profile:
+        try:
+            subprocess.run(_headless(browser, profile) + arguments, check=True, capture_output=True, timeout=timeout)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise DeepWMLError(f"{browser} failed ({type(e).__name__})", target) from None
+
+
+def write_pdf(html_path: Path, pdf_path: Path, browser: str, timeout: float = 120.0) -> Path:
+    """Print ``html_path`` to ``pdf_path`` (atomically) with headless Chromium."""
+    with atomic_path(pdf_path, ".pdf") as tmp:
+        _run_headless(browser, ["--no-pdf-header-footer", f"--print-to-pdf={tmp}", Path(html_path).resolve().as_uri()], pdf_path, timeout)
+        if tmp.stat().st_size == 0:
+            raise DeepWMLError(f"{browser} wrote no PDF", pdf_path)
+    return pdf_path
+
+
+def screenshot(html_path: Path, png_path: Path, browser: str, width: int, height: int, timeout: float = 120.0) -> Path:
+    """A PNG of ``html_path`` as headless Chromium renders it in a ``width`` x ``height`` window (tests look at pages)."""
+    _run_headless(browser, [f"--screenshot={png_path}", f"--window-size={width},{height}", Path(html_path).resolve().as_uri()], png_path, timeout)
+    return png_path
+
+
+def write_patient_report(path: Path, page: str) -> Path:
+    """Write the page atomically."""
+    write_text(path, page)
+    return path

@@ -1,0 +1,134 @@
+"""DICOM SEG out (issue #14 point 6): a series written by the test, predicted with the toy model, its SEG read back
+frame by frame against the source slices and the NIfTI mask; and BIDS-derivative output names for NIfTI inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from conftest import oblique_direction, tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image, write_image
+from deepwml.inference.bids_names import output_names
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from test_dicom import UID_ROOT, write_dicom_series
+
+hd = pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (pip install 'deepwml[dicom]')")
+
+AXIAL = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A threshold toy model (deterministic lesion masks)."""
+    return write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+
+
+def _predict(*args) -> int:
+    return predict_main([str(a) for a in args])
+
+
+def _series(folder: Path, direction, seed: int = 4, n_lesions: int = 5) -> Path:
+    image, _, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), direction=direction, seed=seed, n_lesions=n_lesions)
+    return write_dicom_series(folder, np.round(image * 10).astype(np.int16), geometry, UID_ROOT + f"80.{seed}")
+
+
+@pytest.mark.parametrize("direction", [AXIAL, oblique_direction(12)], ids=["axial", "oblique"])
+def test_seg_frames_land_on_their_source_slices_and_equal_the_mask(tmp_path, model_dir, direction):
+    _series(tmp_path / "dicom" / "patient7", direction)
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "out", "-m", model_dir, "--dicom-seg") == 0
+    mask = read_image(tmp_path / "out" / "patient7.nii.gz", dtype=None).array
+    assert mask.any() and not mask.all(axis=(1, 2)).any()
+    sources = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(p) for p in (tmp_path / "dicom" / "patient7").iterdir())}
+    # the NIfTI mask's slice z lies on the source file whose position is z-th along the slice normal
+    normal = np.cross(*np.reshape(next(iter(sources.values())).ImageOrientationPatient, (2, 3)))
+    by_position = sorted(sources.values(), key=lambda ds: float(np.dot(normal, ds.ImagePositionPatient)))
+    z_of = {ds.SOPInstanceUID: z for z, ds in enumerate(by_position)}
+
+    seg = hd.seg.segread(tmp_path / "out" / "patient7_seg.dcm")
+    first = by_position[0]
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+    assert (seg.FrameOfReferenceUID, seg.StudyInstanceUID, seg.PatientID) == (first.FrameOfReferenceUID, first.StudyInstanceUID, first.PatientID)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
+    assert seg.SeriesInstanceUID != first.SeriesInstanceUID
+    frames = seg.pixel_array.reshape(-1, *mask.shape[1:])
+    seen = []
+    for k, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        uid = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        z = z_of[uid]
+        position = group.PlanePositionSequence[0].ImagePositionPatient
+        assert np.allclose(np.asarray(position, float), np.asarray(sources[uid].ImagePositionPatient, float), atol=1e-4)
+        assert np.array_equal(frames[k] > 0, mask[z] > 0), f"frame {k} (slice {z})"
+        seen.append(z)
+    # every slice holding lesion has exactly one frame; the slices without lesion are left out
+    assert sorted(seen) == sorted(set(seen)) == np.flatnonzero(mask.any(axis=(1, 2))).tolist()
+
+
+def test_seg_of_an_empty_mask_is_valid_with_empty_frames(tmp_path, model_dir):
+    _series(tmp_path / "dicom" / "calm", AXIAL, seed=5, n_lesions=0)
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "out", "-m", model_dir, "--dicom-seg") == 0
+    assert not read_image(tmp_path / "out" / "calm.nii.gz", dtype=None).array.any()
+    seg = hd.seg.segread(tmp_path / "out" / "calm_seg.dcm")
+    assert seg.NumberOfFrames == 5 and not seg.pixel_array.any()
+
+
+def test_series_without_frame_of_reference_fails_alone_with_the_reason(tmp_path, model_dir, capsys):
+    """A hostile (or old) series lacking the Frame of Reference UID cannot carry a SEG; the other case still runs."""
+    bad = _series(tmp_path / "dicom" / "nofor", AXIAL, seed=6)
+    for path in bad.iterdir():
+        ds = pydicom.dcmread(path)
+        del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    _series(tmp_path / "dicom" / "good", AXIAL, seed=7)
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "out", "-m", model_dir, "--dicom-seg") == 1
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
+    assert summary.loc["good", "status"] == "ok" and (tmp_path / "out" / "good_seg.dcm").is_file()
+    assert summary.loc["nofor", "status"] == "failed" and "Frame of Reference" in summary.loc["nofor", "error"]
+    assert not (tmp_path / "out" / "nofor.nii.gz").exists()  # no mask: the case is not marked done
+    assert "nofor" in capsys.readouterr().err
+
+
+def test_dicom_seg_without_highdicom_is_refused_before_anything_runs(tmp_path, model_dir, monkeypatch, capsys):
+    import deepwml.inference.dicom_seg as dicom_seg
+
+    monkeypatch.setattr(dicom_seg, "highdicom_available", lambda: False)
+    _series(tmp_path / "dicom" / "p", AXIAL)
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "out", "-m", model_dir, "--dicom-seg") == 2
+    assert "needs highdicom" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bids_names_rule():
+    assert output_names("sub-01_ses-2_acq-tse_FLAIR", bids=True).mask == "sub-01_ses-2_acq-tse_desc-wmh_mask"
+    names = output_names("sub-01_desc-preproc_FLAIR", bids=True)  # the input's desc- is replaced, not kept
+    assert (names.mask, names.probabilities, names.uncertainty, names.lesions) == (
+        "sub-01_desc-wmh_mask", "sub-01_label-WMH_probseg", "sub-01_desc-wmh_uncertainty", "sub-01_desc-wmh_lesions")
+    assert output_names("sub-01", bids=True).mask == "sub-01_desc-wmh_mask"
+    for plain in ("patient7", "sub01_FLAIR", "sub-01_ses-2_two_suffixes", "sub-01_ses_FLAIR"):
+        assert output_names(plain, bids=True).mask == plain, plain
+    assert output_names("sub-01_FLAIR").mask == "sub-01_FLAIR"  # only when asked
+
+
+def test_bids_names_for_nifti_inputs_and_plain_names_for_others(tmp_path, model_dir):
+    image, _, geometry = tiny_case(shape_zyx=(6, 72, 60), spacing_xyz=(0.9, 0.8, 6.0), seed=1, n_lesions=4)
+    write_image(image, geometry, tmp_path / "in" / "sub-01_ses-2_FLAIR.nii.gz")
+    write_image(image, geometry, tmp_path / "in" / "scan.nii.gz")
+    args = ["-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--bids-names", "--save-probabilities", "--save-uncertainty"]
+    assert _predict(*args) == 0
+    out = tmp_path / "out"
+    for name in ("sub-01_ses-2_desc-wmh_mask.nii.gz", "sub-01_ses-2_label-WMH_probseg.nii.gz",
+                 "sub-01_ses-2_desc-wmh_uncertainty.nii.gz", "sub-01_ses-2_desc-wmh_lesions.csv",
+                 "qc/sub-01_ses-2_FLAIR.png", "scan.nii.gz", "scan_prob.nii.gz", "scan_lesions.csv"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert not (out / "sub-01_ses-2_FLAIR.nii.gz").exists()
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["case_id"].tolist() == ["scan", "sub-01_ses-2_FLAIR"] and (summary["status"] == "ok").all()
+    mask = read_image(out / "sub-01_ses-2_desc-wmh_mask.nii.gz", dtype=None)
+    assert np.array_equal(mask.array, read_image(out / "scan.nii.gz", dtype=None).array)
+    # resume finds the BIDS-named outputs
+    stamp = (out / "sub-01_ses-2_desc-wmh_mask.nii.gz").stat().st_mtime_ns
+    assert _predict(*args) == 0
+    assert (out / "sub-01_ses-2_desc-wmh_mask.nii.gz").stat().st_mtime_ns == stamp

@@ -1,0 +1,160 @@
+"""deepwml_predict's issue-#14 outputs end to end with the toy threshold model: the uncertainty map, the lesion
+table's confidence, the per-patient report page (self-contained, rendered in a real browser when Chromium is
+present, printed to PDF), resume, and deepwml_evaluate reading the folder back with calibration."""
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_case
+from deepwml.cli.evaluate import main as evaluate_main
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image, write_image
+from deepwml.inference.confidence import CONFIDENCE_COLUMNS, binary_entropy
+from deepwml.inference.patient_report import RESEARCH_NOTICE, find_pdf_converter, lesion_table_html, screenshot
+from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from test_evaluation_report import _Collector
+
+CARD = "Toy model card: a hand-set threshold network, trained on nothing."
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A threshold toy model with a model card."""
+    folder = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    (folder / "MODEL_CARD.md").write_text(CARD + "\n")
+    return folder
+
+
+def _write_case(folder: Path, name: str, seed: int = 0, n_lesions: int = 5) -> np.ndarray:
+    """One synthetic case; returns its reference label."""
+    image, label, geometry = tiny_case(shape_zyx=(6, 72, 60), spacing_xyz=(0.9, 0.8, 6.0), seed=seed, n_lesions=n_lesions)
+    write_image(image, geometry, folder / name)
+    write_image(label, geometry, folder.parent / "labels" / name)
+    return label
+
+
+def _predict(*args) -> int:
+    return predict_main([str(a) for a in args])
+
+
+def test_predict_writes_uncertainty_confidence_and_a_self_contained_report(tmp_path, model_dir):
+    _write_case(tmp_path / "in", "a.nii.gz", seed=1)
+    _write_case(tmp_path / "in", "b.nii.gz", seed=2, n_lesions=0)
+    out = tmp_path / "out"
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--save-probabilities", "--save-uncertainty", "--report") == 0
+    probs = read_image(out / "a_prob.nii.gz")
+    uncertainty = read_image(out / "a_uncertainty.nii.gz", dtype=None)
+    assert uncertainty.array.dtype == np.float32 and uncertainty.geometry.mismatches(probs.geometry) == []
+    assert np.allclose(uncertainty.array, binary_entropy(probs.array), atol=0.5 / 256 + 1e-6)  # stored in steps of 1/256
+    assert np.array_equal(uncertainty.array * 256, np.round(uncertainty.array * 256))
+    assert 0 <= uncertainty.array.min() and uncertainty.array.max() <= 1 and uncertainty.array.max() > 0.5
+
+    summary = pd.read_csv(out / "summary.csv").set_index("case_id")
+    lesions = pd.read_csv(out / "a_lesions.csv")
+    assert list(lesions.columns[-2:]) == CONFIDENCE_COLUMNS and len(lesions) == summary.loc["a", "lesion_count"] > 0
+    assert lesions["confidence"].between(0, 1).all() and (lesions["mean_probability"] >= 0.5).all()
+
+    page = (out / "report" / "a.html").read_text()
+    tags = _Collector()
+    tags.feed(page)
+    assert "script" not in tags.tags and "link" not in tags.tags and "iframe" not in tags.tags and "url(" not in page
+    assert tags.images and all(u.startswith("data:image/png;base64,") for u in tags.urls)
+    assert all(base64.b64decode(u.split(",", 1)[1]).startswith(b"\x89PNG") for u in tags.images)
+    assert RESEARCH_NOTICE in page and CARD in page and "Dataset999_Toy / tiny" in page
+    assert f"{summary.loc['a', 'total_lesion_volume_ml']:.2f}" in page
+    assert len(re.findall(r"<tr><th>\d+</th>", page)) == len(lesions)  # one table row per lesion
+    assert "6 axial" in page and "6.00 mm" in page  # slices and slice thickness of the input
+    assert "No lesion found" in (out / "report" / "b.html").read_text()
+
+    # the report counts as an output for resuming: a run asking for it redoes cases that lack it
+    (out / "report" / "b.html").unlink()
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--save-probabilities", "--save-uncertainty", "--report") == 0
+    assert (out / "report" / "b.html").is_file()
+    stamp = (out / "report" / "a.html").stat().st_mtime_ns
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--save-probabilities", "--save-uncertainty", "--report") == 0
+    assert (out / "report" / "a.html").stat().st_mtime_ns == stamp  # done cases are not redone
+
+    # deepwml_evaluate reads the folder as it is (uncertainty maps are not masks) and measures calibration
+    assert evaluate_main(["-ref", str(tmp_path / "labels"), "-pred", str(out), "-o", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "figures" / "reliability.png").is_file()
+
+
+def test_uncertainty_map_name_clashing_with_another_case_is_refused_before_anything_runs(tmp_path, model_dir, capsys):
+    """A case called A_uncertainty would have its mask overwritten by case A's uncertainty map."""
+    _write_case(tmp_path / "in", "a.nii.gz", seed=1)
+    _write_case(tmp_path / "in", "a_uncertainty.nii.gz", seed=2)
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--save-uncertainty") == 2
+    assert "uncertainty map of a" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "a.nii.gz").exists()
+
+
+def test_lesion_table_shows_further_columns_after_the_known_ones():
+    lesions = pd.DataFrame({"lesion_id": [1], "volume_ml": [0.5], "voxels": [40], "first_slice": [2], "last_slice": [3],
+                            "centroid_x_mm": [1.0], "centroid_y_mm": [2.0], "centroid_z_mm": [3.0], "confidence": [0.8],
+                            "location": ["periventricular"]})  # fmt: skip
+    table = lesion_table_html(lesions)
+    headers = re.findall(r"<th>([^<]*)</th>", table.split("</thead>")[0])
+    assert headers == ["Lesion", "Volume (ml)", "Voxels", "Slices", "Centroid x, y, z (mm, LPS)", "Confidence", "location"]
+    assert "2–3" in table and "periventricular" in table and "0.80" in table
+
+
+def test_page_says_when_not_every_lesion_slice_is_shown_and_puts_summary_sections_first():
+    from deepwml.imageio import Geometry
+    from deepwml.inference.lesion_report import CaseSummary
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+    from deepwml.inference.report_images import Panel
+
+    summary = CaseSummary("c", "ok", total_lesion_volume_ml=1.0, lesion_count=30, slices=25, slices_with_lesion=25)
+    lesions = pd.DataFrame({"lesion_id": [1], "volume_ml": [1.0], "voxels": [10]})
+    panels = [Panel(k, b"\x89PNG") for k in range(20)]
+    model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
+    page = build_patient_report(summary, lesions, panels, Geometry((8, 8, 25), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0)),
+                                Path("c.nii.gz"), model, False, extra_sections=[("Fazekas estimate", "<p>grade</p>")])
+    assert "20 of the 25 slices with lesion are shown" in page
+    assert page.index("Fazekas estimate") < page.index("Slices with lesions") < page.index("<h2>Lesions</h2>")
+    assert "uncertainty (yellow" not in page  # no legend for a map the page does not show
+
+
+def test_report_pdf_is_skipped_with_a_note_when_no_chromium_is_found(tmp_path, model_dir, monkeypatch, capsys):
+    import deepwml.inference.run as run
+
+    monkeypatch.setattr(run, "find_pdf_converter", lambda: None)
+    _write_case(tmp_path / "in", "a.nii.gz", seed=1)
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--report", "pdf") == 0
+    assert "no Chromium on PATH" in capsys.readouterr().err
+    assert (tmp_path / "out" / "report" / "a.html").is_file() and not (tmp_path / "out" / "report" / "a.pdf").exists()
+
+
+def test_report_renders_in_headless_chromium_and_prints_to_pdf(tmp_path, model_dir):
+    browser = find_pdf_converter()
+    if browser is None:
+        pytest.skip("no chromium on PATH: install it (apt-get install chromium) to render the report in a real browser")
+    import matplotlib.image
+
+    _write_case(tmp_path / "in", "a.nii.gz", seed=1)
+    out = tmp_path / "out"
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--save-uncertainty", "--report", "pdf") == 0
+    pdf = (out / "report" / "a.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
+    shot = screenshot(out / "report" / "a.html", tmp_path / "page.png", browser, 1100, 1400)
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (1400, 1100)
+    ink = (pixels.mean(axis=2) < 0.6).mean()  # text, table borders and the dark slice panels
+    red = ((pixels[..., 0] > 0.8) & (pixels[..., 1] < 0.35) & (pixels[..., 2] < 0.35)).mean()  # mask outlines
+    yellow = ((pixels[..., 0] > 0.6) & (pixels[..., 1] > 0.45) & (pixels[..., 2] < 0.3)).mean()  # uncertainty haze
+    assert ink > 0.05 and red > 1e-4 and yellow > 1e-4, (ink, red, yellow)
+
+
+def test_chromium_lookup_follows_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_pdf_converter() is None
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    assert find_pdf_converter() == str(fake)
