@@ -29,10 +29,10 @@ from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.inference.qc import write_qc_montage
 from deepwml.inference.report_images import report_panels
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
 from deepwml.preprocessing import revert_to_original
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import setup_device
+from predict_cpu_fast import toy_models  # deepwml_testing sits at the repository root, not installed
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     print(load_line())
     scratch = Path(tempfile.mkdtemp(prefix="deepwml-bench14-"))
     write_inputs(scratch / "in", args.cases)
-    spec = check_model(write_model_dir(scratch / "model" / "Dataset999_Toy" / "tiny", tiny_plan(matrix=256)))
+    spec = check_model(toy_models().write_model_dir(scratch / "model" / "Dataset999_Toy" / "tiny", toy_models().tiny_plan(matrix=256)))
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, "best", False, 0.5)
     browser = find_pdf_converter()

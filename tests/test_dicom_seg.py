@@ -13,7 +13,7 @@ from conftest import oblique_direction, tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
 from deepwml.inference.bids_names import output_names
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
 
 hd = pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (pip install 'deepwml[dicom]')")

@@ -17,7 +17,7 @@ from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, binary_entropy
 from deepwml.inference.patient_report import RESEARCH_NOTICE, find_pdf_converter, lesion_table_html, screenshot
-from deepwml.inference.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_evaluation_report import _Collector
 
 CARD = "Toy model card: a hand-set threshold network, trained on nothing."
