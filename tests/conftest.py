@@ -78,3 +78,14 @@ def write_tiny_dataset(
 def tiny_dataset(tmp_path: Path) -> Path:
     """A valid 5-case raw dataset (4 training, 1 test) in a temporary raw root."""
     return write_tiny_dataset(tmp_path / "raw")
+
+
+@pytest.fixture
+def training_threads(monkeypatch):
+    """Training tests share two cores with other work: the default allocator, and torch's thread count restored."""
+    import torch
+
+    monkeypatch.setenv("DEEPWML_ALLOCATOR", "default")
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

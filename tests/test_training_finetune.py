@@ -12,13 +12,7 @@ from deepwml.training.checkpoint import load_checkpoint
 from training_fixtures import DATASET, tiny_plan, write_preprocessed_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tests share two cores with other work: one compute thread each."""
-    monkeypatch.setenv("DEEPWML_ALLOCATOR", "default")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("training_threads")
 
 
 def _argv(pp: Path, res: Path, *extra: str):

@@ -17,13 +17,7 @@ from deepwml.utils.errors import DatasetError, DeepWMLError, PlanError
 from training_fixtures import DATASET, tiny_plan, write_preprocessed_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tests share two cores with other work: one compute thread each."""
-    monkeypatch.setenv("DEEPWML_ALLOCATOR", "default")
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("training_threads")
 
 
 def _argv(root: Path, fold: str = "0", *extra: str):
