@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from deepwml.utils.atomic import umask
 import torch
 
 from conftest import tiny_case
@@ -77,6 +79,8 @@ def test_install_refuses_to_overwrite_unless_asked(tmp_path, trained):
     install_model(tmp_path / "m.zip", tmp_path / "siteB", overwrite=True)
     assert sorted(p.name for p in target.iterdir() if p.is_dir()) == ["fold_1"]
     assert [p.name for p in target.parent.iterdir()] == ["tiny"]  # no staging or old copies left behind
+    # readable by the other users of a shared server, like any folder mkdir makes (not mkdtemp's private 0700)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask()
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from deepwml.inference.model_loading import ModelSpec, build_fold_networks, chec
 from deepwml.inference.model_zip import FORMAT_VERSION, MANIFEST, MODEL_FILES, ModelZip, extract_member, file_record, open_model_zip, read_model_zip
 from deepwml.planning.plan import Plan
 from deepwml.training.checkpoint import plain_values
-from deepwml.utils.atomic import atomic_path
+from deepwml.utils.atomic import atomic_path, umask
 from deepwml.utils.errors import DeepWMLError
 
 #: kept from a training checkpoint; everything else (optimizer, scaler, RNG states) stays at the training site
@@ -103,7 +103,9 @@ def install_model(zip_path: Path, results: Path, overwrite: bool = False) -> Pat
         try:
             _extract(zf, model, staging, zip_path)
             _verify_installed(staging, model, zip_path)
-            _replace_dir(staging, target)
+            # mkdtemp makes a private (0700) folder; an installed model is readable like any folder mkdir makes
+            os.chmod(staging, 0o777 & ~umask())
+            replace_dir(staging, target)
             done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -157,7 +159,7 @@ def _remove_empty(created: List[Path]) -> None:
             pass
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Put ``new`` in place of ``target``; an old model is moved aside first and only deleted once the new one is in."""
     old = None
     if target.exists():

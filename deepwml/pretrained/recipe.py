@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from deepwml.utils.atomic import read_json, write_json, write_text
+from deepwml.utils.atomic import read_json, umask, write_json, write_text
 from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
 
@@ -111,22 +111,21 @@ def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, s
 
 def install_builtin(model_dir: Path, recipe: Recipe, record: Dict[str, Any], target: Path) -> None:
     """Export the trained fold (weights only, checksummed) and install it as the package's shipped model."""
-    from deepwml.inference.packaging import export_model, install_model
+    from deepwml.inference.packaging import export_model, install_model, replace_dir
 
     with tempfile.TemporaryDirectory(prefix="deepwml_pretrained_") as tmp:
         zip_path = Path(tmp) / "model.zip"
         export_model(model_dir, zip_path, [recipe.fold], recipe.checkpoint)
         installed = install_model(zip_path, Path(tmp) / "results")
         write_text(installed / "MODEL_CARD.md", model_card(recipe, record))
-        staging = target.parent / f".{target.name}.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(installed, staging)
-        os.chmod(staging, 0o755)  # the install's staging folder is private (mkdtemp); a package folder is not
-        old = target.parent / f".{target.name}.old"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new.", dir=target.parent))
+        try:
+            shutil.copytree(installed, staging, dirs_exist_ok=True)
+            os.chmod(staging, 0o777 & ~umask())
+            replace_dir(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     _log(f"installed the model in {target}")
 
 

@@ -32,7 +32,7 @@ def atomic_path(target: PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target.name), suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     # mkstemp creates 0600; give the result the permissions a plain open() would (0666 minus the umask)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -107,7 +107,7 @@ def remove_dead_temporaries(folder: PathLike, stale_seconds: float = STALE_SECON
     return removed
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
