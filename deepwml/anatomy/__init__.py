@@ -1,0 +1,1 @@
+"""Anatomy from the FLAIR alone (issue #14): the label map the anatomy model predicts, lesion locations, Fazekas."""

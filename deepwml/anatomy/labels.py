@@ -1,0 +1,38 @@
+"""The anatomy label map: one integer class per voxel, on the input's own grid.
+
+Classes are mutually exclusive so that one softmax head (or argmax of several) gives the map; where the
+synthetic generator's truth masks overlap, the more specific structure wins (ventricle > infratentorial >
+cortex > other brain). 'Brain' (parenchyma) is every class except background and ventricle.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping
+
+import numpy as np
+
+BACKGROUND, WHITE_MATTER, VENTRICLE, CORTEX, INFRATENTORIAL = 0, 1, 2, 3, 4
+#: class value -> name, as written to dataset.json "labels" of an anatomy dataset and to CASE_anatomy files
+ANATOMY_LABELS: Dict[int, str] = {
+    BACKGROUND: "background",
+    WHITE_MATTER: "white_matter",  # supratentorial parenchyma that is not cortex: white matter and deep grey nuclei
+    VENTRICLE: "ventricle",
+    CORTEX: "cortex",
+    INFRATENTORIAL: "infratentorial",  # cerebellum and brainstem parenchyma
+}
+BRAIN_CLASSES = (WHITE_MATTER, CORTEX, INFRATENTORIAL)
+
+
+def anatomy_from_truth(truth: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The label map (uint8) from the generator's boolean truth masks 'brain', 'ventricle', 'cortex', 'infratentorial'."""
+    brain = np.asarray(truth["brain"], bool)
+    out = np.zeros(brain.shape, np.uint8)
+    out[brain] = WHITE_MATTER
+    out[brain & np.asarray(truth["cortex"], bool)] = CORTEX
+    out[brain & np.asarray(truth["infratentorial"], bool)] = INFRATENTORIAL
+    out[np.asarray(truth["ventricle"], bool)] = VENTRICLE
+    return out
+
+
+def brain_mask(anatomy: np.ndarray) -> np.ndarray:
+    """Parenchyma (every class but background and ventricle) of a label map."""
+    return np.isin(anatomy, BRAIN_CLASSES)
