@@ -1,10 +1,12 @@
 """Where each lesion lies (periventricular, cortical, juxtacortical, infratentorial, deep white matter) and the
 McDonald 2017 dissemination-in-space counts, from the lesion components and an anatomy label map on the same grid.
 
-Distances are measured between voxel centres in mm on the scan's own grid. A 2D FLAIR has slices 3-8 mm thick
-and pixels of about 0.5 mm, so "touching" cannot be one isotropic distance: a lesion touches a structure when a
-voxel of it lies within :data:`CONTACT_MM` in-plane of a voxel of the structure on the same slice or on the slice
-directly above or below (the slabs share a face there; two slices away never counts). See docs/prediction.md.
+Distances are measured between voxel centres in mm on the scan's own grid, so thick slices count with their
+thickness. A lesion touches a structure when a voxel of it lies within :data:`CONTACT_MM` of a voxel of the
+structure. On a 2D FLAIR with 3-8 mm slices this means in-plane contact on the same slice: a lesion voxel above a
+ventricle voxel on the next 6 mm slab may have millimetres of white matter between them, which McDonald 2017 /
+MAGNIMS 2016 ("no white matter in between") do not allow; through-plane neighbours touch only on thin slices
+(centres <= CONTACT_MM apart, e.g. a 1 mm 3D FLAIR). See docs/prediction.md.
 """
 from __future__ import annotations
 
@@ -100,14 +102,11 @@ def inplane_distance(structure: np.ndarray, du: float, dv: float) -> np.ndarray:
     return out
 
 
-def _through_plane(dist: np.ndarray, s: np.ndarray, u: np.ndarray, v: np.ndarray, thickness: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For voxels (s, u, v) of a crop: same-slice distance, contact distance (this or an adjacent slice) and 3D distance."""
-    n = dist.shape[0]
-    same = dist[s, u, v]
-    adjacent = np.minimum(same, np.minimum(dist[np.maximum(s - 1, 0), u, v], dist[np.minimum(s + 1, n - 1), u, v]))
-    dz = (np.arange(n)[:, None] - s[None, :]) * thickness
+def _through_plane(dist: np.ndarray, s: np.ndarray, u: np.ndarray, v: np.ndarray, thickness: float) -> Tuple[np.ndarray, np.ndarray]:
+    """For voxels (s, u, v) of a crop, from the per-slice in-plane distances: the same-slice and the 3D distance."""
+    dz = (np.arange(dist.shape[0])[:, None] - s[None, :]) * thickness
     full = np.sqrt(dz**2 + dist[:, u, v].astype(np.float64) ** 2).min(axis=0)
-    return same, adjacent, full
+    return dist[s, u, v], full
 
 
 def _long_axes(labels: np.ndarray, count: int, du: float, dv: float) -> np.ndarray:
@@ -156,9 +155,8 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
         crop, (s, u, v) = _crop(box_labels, span, i + 1, box_start, anat.shape, DISTANCE_MM, sampling)
         fields = (ventricle.crop(crop), inplane_distance(anat[crop] == CORTEX, du, dv))
         for j, dist in enumerate(fields):
-            _, adjacent, full = _through_plane(dist, s, u, v, thickness)
-            touches[i, j] = bool((adjacent <= CONTACT_MM).any())
-            nearest = float(full.min())
+            nearest = float(_through_plane(dist, s, u, v, thickness)[1].min())
+            touches[i, j] = nearest <= CONTACT_MM
             out[("vent", "cortex")[j]][i] = nearest if nearest <= DISTANCE_MM else np.nan
     location = np.full(count, DEEP, dtype=object)
     # the priority order: each later rule only fills what the earlier ones left
@@ -177,7 +175,7 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
     for i in np.flatnonzero(location == PERIVENTRICULAR):
         # how far a periventricular lesion reaches from the wall: a wider search around it
         crop, (s, u, v) = _crop(box_labels, spans[i], i + 1, box_start, anat.shape, REACH_MM, sampling)
-        same, _, full = _through_plane(ventricle.crop(crop), s, u, v, thickness)
+        same, full = _through_plane(ventricle.crop(crop), s, u, v, thickness)
         # on a slice that shows the ventricle, a voxel beyond the field's reach is at least REACH_MM from it
         seen = ventricle.on_slice[s + crop[0].start]
         same = np.where(seen & ~np.isfinite(same), REACH_MM, same)

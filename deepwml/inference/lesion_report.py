@@ -192,7 +192,8 @@ ANATOMY_SUMMARY_COLUMNS = (
     [f"{name}_count" for name in LOCATIONS]
     + [f"mcdonald_{region}" for region in DIS_REGIONS]
     + ["mcdonald_dis_regions", "mcdonald_dis_region_names"]
-    + ["fazekas_periventricular", "fazekas_deep", "fazekas_pv_lining_mm", "fazekas_pv_extent_mm", "fazekas_deep_long_axis_mm"]
+    + ["fazekas_periventricular", "fazekas_deep", "fazekas_pv_lining_mm", "fazekas_pv_extent_mm"]
+    + ["fazekas_pv_deep_part_mm", "fazekas_deep_long_axis_mm"]
 )
 
 
