@@ -11,6 +11,7 @@ carry drawn grades; MS cases add to the location-class distribution and the McDo
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -108,6 +109,14 @@ def main() -> None:
         from deepwml.pretrained import builtin_model_dir
 
         predict = model_predictor(builtin_model_dir() if args.builtin else args.model, work)
+    try:
+        run_cases(args, predict, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], np.ndarray]], work: Path) -> None:
+    """Generate, locate and grade every case, then print the figures."""
     grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": []}
     locations: Dict[str, Counter] = {"CSVD": Counter(), "MS": Counter()}
     regions: Dict[str, Counter] = {"MS": Counter()}
