@@ -158,3 +158,26 @@ def test_chromium_lookup_follows_path(monkeypatch, tmp_path):
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     assert find_pdf_converter() == str(fake)
+
+
+def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_given():
+    from deepwml.anatomy.labels import VENTRICLE, WHITE_MATTER
+    from deepwml.imageio import Geometry
+    from deepwml.inference.lesion_report import lesion_table, summarize_case
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+
+    geometry = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
+    anatomy = np.full((5, 64, 64), WHITE_MATTER, np.uint8)
+    anatomy[2, 20:30, 20:30] = VENTRICLE
+    mask = np.zeros((5, 64, 64), np.uint8)
+    mask[2, 22:26, 30:36] = 1
+    mask[4, 40:44, 40:44] = 1
+    lesions = lesion_table(mask, geometry, anatomy)
+    model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
+    with_map = build_patient_report(summarize_case("c", mask, geometry, lesions, anatomy), lesions, [], geometry, Path("c.nii.gz"), model, False)
+    assert "Lesion locations and Fazekas estimate" in with_map and "periventricular 1, deep 1" in with_map
+    assert "Fazekas deep white matter (estimate)</dt><dd>1: punctate foci" in with_map and "not a diagnosis" in with_map
+    assert "<th>location</th>" in with_map and "farther than 5 mm" in with_map
+    plain_lesions = lesion_table(mask, geometry)
+    plain = build_patient_report(summarize_case("c", mask, geometry, plain_lesions), plain_lesions, [], geometry, Path("c.nii.gz"), model, False)
+    assert "Fazekas" not in plain and "<th>location</th>" not in plain

@@ -206,3 +206,35 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path, monkey
     assert finished.stat().st_mtime_ns == stamp
     assert RawDataset(folder).meta.num_training == 2
     assert read_image(folder / "imagesTr" / "NMOSD2_001.nii.gz").array.max() > 0
+
+
+def test_csvd_cases_record_their_drawn_fazekas_grades_without_changing_the_case():
+    import hashlib
+
+    case = generate_case("CSVD#1", 3, seed=0)
+    # the digests of this case before the grades were recorded: the same random draws, byte for byte
+    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "2c8c250b5c9bf70def665bb05795f5414b9166bdacad5059cb7ae51c288b0013"
+    assert hashlib.sha256(case.label.tobytes()).hexdigest() == "b6a44b6e0301819866fd0d8929b7a0be912ccfdb090f307088bcd65134169f9e"
+    # severity 0.476: a thin-to-moderate band (2.5 mm nominal or more: a halo), no confluent deep lesions
+    assert (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"]) == (2, 1)
+
+
+def test_drawn_fazekas_grades_follow_the_lesion_types_placed():
+    from deepwml.synthetic.lesions import Lesions, drawn_fazekas
+
+    assert drawn_fazekas("CSVD", Lesions()) == (0, 1)  # punctate deep foci only
+    assert drawn_fazekas("CSVD", Lesions(band_mm=1.8)) == (1, 1)  # caps and a pencil-thin lining
+    assert drawn_fazekas("CSVD", Lesions(band_mm=3.0)) == (2, 1)  # a halo
+    assert drawn_fazekas("CSVD", Lesions(band_mm=3.3, confluence=2.6)) == (2, 2)  # beginning confluence
+    assert drawn_fazekas("CSVD", Lesions(band_mm=5.5, confluence=1.9)) == (3, 3)  # band into large confluent areas
+    assert drawn_fazekas("MS", Lesions(band_mm=3.0)) is None
+
+
+def test_dataset_json_carries_the_drawn_fazekas_grades_of_csvd_cases(small_dataset):
+    cases = json.loads((small_dataset / "dataset.json").read_text())["cases"]
+    assert {meta["disease"] for meta in cases.values()} == {"MS", "CSVD"}
+    for case_id, meta in cases.items():
+        if meta["disease"] == "CSVD":
+            assert meta["fazekas_pv"] in (0, 1, 2, 3) and meta["fazekas_deep"] in (1, 2, 3), case_id
+        else:
+            assert "fazekas_pv" not in meta, case_id

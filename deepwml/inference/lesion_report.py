@@ -1,13 +1,28 @@
-"""What a predicted mask says: each lesion (3D, 26-connected) and the per-case totals that go into summary.csv."""
+"""What a predicted mask says: each lesion (3D, 26-connected) and the per-case totals that go into summary.csv.
+
+With an anatomy label map on the same grid (deepwml.anatomy) each lesion also gets a location class and the
+case its counts per location, the McDonald 2017 dissemination-in-space regions and a Fazekas estimate.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from deepwml.anatomy.fazekas import fazekas_from_locations
+from deepwml.anatomy.location import (
+    DIS_REGIONS,
+    LOCATIONS,
+    PERIVENTRICULAR,
+    LesionLocations,
+    check_anatomy,
+    dis_summary,
+    locate_lesions,
+    location_counts,
+)
 from deepwml.imageio import Geometry
 
 LESION_COLUMNS = [
@@ -20,6 +35,18 @@ LESION_COLUMNS = [
     "centroid_y_mm",
     "centroid_z_mm",
 ]
+
+#: columns the lesion table gains with an anatomy map (after LESION_COLUMNS)
+LOCATION_COLUMNS = [
+    "location",
+    "ventricle_distance_mm",
+    "cortex_distance_mm",
+    "long_axis_mm",
+    "periventricular_extent_mm",
+]
+
+#: key of the located lesions in a lesion table's attrs
+_LOCATED = "deepwml_located_lesions"
 
 #: 26-connectivity: voxels touching by a face, an edge or a corner belong to one lesion.
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -42,12 +69,16 @@ def _lesion_box(mask: np.ndarray) -> tuple:
     return tuple(box)
 
 
-def lesion_table(mask: np.ndarray, geometry: Geometry) -> pd.DataFrame:
-    """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm."""
+def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm;
+    with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS)."""
     mask = np.asarray(mask) > 0
+    columns = LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else [])
+    if anatomy is not None:
+        anatomy = check_anatomy(anatomy, mask.shape)
     box = _lesion_box(mask)
     if box is None:
-        return pd.DataFrame(columns=LESION_COLUMNS)
+        return pd.DataFrame(columns=columns)
     # labelling only the box that holds the lesions gives the same components at a fraction of the cost
     labels, count = label_lesions(mask[box])
     offset = np.array([b.start for b in box], dtype=float)
@@ -73,9 +104,55 @@ def lesion_table(mask: np.ndarray, geometry: Geometry) -> pd.DataFrame:
             "centroid_z_mm": world[:, 2],
         }
     )
+    if anatomy is not None:
+        # the same components in the same order as the rows above, so the columns line up before sorting
+        located = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry)
+        for name, values in location_columns(located).items():
+            table[name] = values
     table = table.sort_values(["voxels", "first_slice"], ascending=[False, True], kind="stable").reset_index(drop=True)
     table.insert(0, "lesion_id", np.arange(1, count + 1))
+    table = table[columns]
+    if anatomy is not None:
+        # summarize_case reads the Fazekas measurements from here instead of locating every lesion again
+        table.attrs[_LOCATED] = located
     return table
+
+
+def location_columns(located: LesionLocations) -> Dict[str, np.ndarray]:
+    """LOCATION_COLUMNS from located lesions; the periventricular extent only for periventricular lesions."""
+    periventricular = np.asarray(located.location, dtype=object) == PERIVENTRICULAR
+    return {
+        "location": np.asarray(located.location, dtype=object),
+        "ventricle_distance_mm": np.round(located.ventricle_distance_mm, 2),
+        "cortex_distance_mm": np.round(located.cortex_distance_mm, 2),
+        "long_axis_mm": np.round(located.long_axis_mm, 2),
+        "periventricular_extent_mm": np.where(periventricular, np.round(located.wall_extent_mm, 2), np.nan),
+    }
+
+
+def _locate(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray) -> LesionLocations:
+    """Located lesions of a boolean mask (none when the mask is empty)."""
+    box = _lesion_box(mask)
+    if box is None:
+        return LesionLocations(*([np.zeros(0, dtype=object)] + [np.zeros(0)] * 6))
+    labels, count = label_lesions(mask[box])
+    return locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry)
+
+
+def anatomy_fields(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray, lesions: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
+    """summary.csv fields from an anatomy map: lesions per location, McDonald 2017 DIS regions, Fazekas estimate.
+
+    ``lesions``: the table lesion_table made from this mask and map; its located lesions are reused.
+    """
+    mask = np.asarray(mask) > 0
+    anatomy = check_anatomy(anatomy, mask.shape)
+    located = lesions.attrs.get(_LOCATED) if lesions is not None else None
+    if not (isinstance(located, LesionLocations) and len(located) == len(lesions)):
+        located = _locate(mask, geometry, anatomy)
+    fields: Dict[str, Any] = {f"{name}_count": n for name, n in location_counts(located.location).items()}
+    fields.update(dis_summary(located.location, located.long_axis_mm))
+    fields.update(fazekas_from_locations(located, anatomy, geometry).to_fields())
+    return fields
 
 
 def slice_areas_mm2(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -99,17 +176,34 @@ class CaseSummary:
     slice_thickness_mm: float = float("nan")
     lesion_area_mm2_per_slice: str = ""
     error: str = ""
+    #: fields from an anatomy map (ANATOMY_SUMMARY_COLUMNS), written after the others; empty without a map
+    anatomy: Dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> Dict[str, Any]:
         """The CSV row."""
-        return dict(self.__dict__)
+        row = {k: v for k, v in self.__dict__.items() if k != "anatomy"}
+        row.update(self.anatomy)
+        return row
 
 
-SUMMARY_COLUMNS = list(CaseSummary.__dataclass_fields__)
+SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__ if name != "anatomy"]
+#: summary.csv columns added when the cases were given an anatomy map, in this order
+ANATOMY_SUMMARY_COLUMNS = (
+    [f"{name}_count" for name in LOCATIONS]
+    + [f"mcdonald_{region}" for region in DIS_REGIONS]
+    + ["mcdonald_dis_regions", "mcdonald_dis_region_names"]
+    + ["fazekas_periventricular", "fazekas_deep", "fazekas_pv_lining_mm", "fazekas_pv_extent_mm"]
+    + ["fazekas_pv_deep_part_mm", "fazekas_deep_long_axis_mm"]
+)
 
 
-def summarize_case(case_id: str, mask: np.ndarray, geometry: Geometry, lesions: pd.DataFrame) -> CaseSummary:
-    """Totals of one successfully predicted case; per-slice areas are a ';'-separated list in slice order."""
+def summarize_case(
+    case_id: str, mask: np.ndarray, geometry: Geometry, lesions: pd.DataFrame, anatomy: Optional[np.ndarray] = None
+) -> CaseSummary:
+    """Totals of one successfully predicted case; per-slice areas are a ';'-separated list in slice order.
+
+    With an ``anatomy`` map (same grid) the row also gets ANATOMY_SUMMARY_COLUMNS.
+    """
     areas = slice_areas_mm2(mask, geometry)
     return CaseSummary(
         case_id=case_id,
@@ -120,6 +214,7 @@ def summarize_case(case_id: str, mask: np.ndarray, geometry: Geometry, lesions: 
         slices_with_lesion=int(np.count_nonzero(areas)),
         slice_thickness_mm=float(geometry.slice_thickness),
         lesion_area_mm2_per_slice=";".join(f"{a:.2f}" for a in areas),
+        anatomy=anatomy_fields(mask, geometry, anatomy, lesions) if anatomy is not None else {},
     )
 
 
@@ -130,5 +225,6 @@ def failed_case(case_id: str, error: str) -> CaseSummary:
 
 def summary_frame(rows: List[CaseSummary]) -> pd.DataFrame:
     """summary.csv as a table, sorted by case id."""
-    frame = pd.DataFrame([r.to_row() for r in rows], columns=SUMMARY_COLUMNS)
+    extra = [c for c in ANATOMY_SUMMARY_COLUMNS if any(c in r.anatomy for r in rows)]
+    frame = pd.DataFrame([r.to_row() for r in rows], columns=SUMMARY_COLUMNS + extra)
     return frame.sort_values("case_id", kind="stable").reset_index(drop=True)

@@ -25,6 +25,8 @@ from deepwml.evaluation.report import STYLE as EVALUATION_STYLE
 from deepwml.evaluation.report import cards_html
 from deepwml.evaluation.tables import Table
 from deepwml.imageio import Geometry
+from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
+from deepwml.anatomy.location import DISTANCE_MM, LOCATIONS, REACH_MM
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.utils.atomic import atomic_path, write_text
 from deepwml.utils.errors import DeepWMLError
@@ -125,12 +127,44 @@ def lesion_table_html(lesions: pd.DataFrame) -> str:
     note = "Lesions are 3D connected components (26-connectivity), largest first; slices are 0-based along the input's slice axis."
     if "confidence" in frame.columns:
         note += " Confidence = 1 − mean voxel uncertainty (binary entropy of the probability): 1 = certain, 0 = coin flip."
+    if "location" in frame.columns:
+        note += (f" Distances are between voxel centres in 3D on the scan's grid; – = farther than {DISTANCE_MM:g} mm."
+                 f" Periventricular extent: how far a periventricular lesion reaches from the ventricle in-plane (capped at {REACH_MM:g} mm).")
     if len(frame) > MAX_TABLE_ROWS:
         rest = frame.iloc[MAX_TABLE_ROWS:]
         note += f" {len(rest)} smaller lesions ({rest['volume_ml'].sum():.3f} ml) are not listed; CASE_lesions.csv has all."
     if not rows:
         return '<p class="note">No lesion found.</p>'
     return Table("One row per lesion (CASE_lesions.csv)", [h for _, h, _ in columns], rows, note=note, key="lesions").to_html()
+
+
+#: what each Fazekas grade stands for, as the report names it
+FAZEKAS_PV_TEXT = ("absent", "caps or pencil-thin lining", "smooth halo", "irregular, extending into the deep white matter")
+FAZEKAS_DEEP_TEXT = ("absent", "punctate foci", "beginning confluence", "large confluent areas")
+
+
+def anatomy_html(summary: CaseSummary) -> str:
+    """Lesions per location, the McDonald 2017 brain regions and the Fazekas estimate, from an anatomy map."""
+    a = summary.anatomy
+    pv, deep = int(a["fazekas_periventricular"]), int(a["fazekas_deep"])
+    regions = a["mcdonald_dis_region_names"].replace(";", ", ").replace("_", "/") or "none"
+    rows = [
+        ("Lesions per location", ", ".join(f"{name} {a[f'{name}_count']}" for name in LOCATIONS if a[f"{name}_count"])
+         or "no lesion"),
+        ("McDonald 2017 brain regions with a lesion ≥ 3 mm",
+         f"{a['mcdonald_dis_regions']} of 3 ({regions}); periventricular {a['mcdonald_periventricular']}, "
+         f"cortical/juxtacortical {a['mcdonald_cortical_juxtacortical']}, infratentorial {a['mcdonald_infratentorial']}; "
+         "spinal cord not imaged"),
+        ("Fazekas periventricular (estimate)",
+         f"{pv}: {FAZEKAS_PV_TEXT[pv]} (mean lining {a['fazekas_pv_lining_mm']:.1f} mm, halo from {PV_HALO_MM:g} mm)"),
+        ("Fazekas deep white matter (estimate)",
+         f"{deep}: {FAZEKAS_DEEP_TEXT[deep]} (largest deep lesion {a['fazekas_deep_long_axis_mm']:.1f} mm; "
+         f"confluence from {DEEP_CONFLUENCE_MM:g} mm, large from {DEEP_LARGE_MM:g} mm)"),
+    ]  # fmt: skip
+    note = ('<p class="note">Estimated from the lesion mask and an anatomy map by fixed rules (docs/prediction.md) for '
+            "research: not a diagnosis. Whether lesions are typical of MS, dissemination in time and the spinal cord "
+            "are not assessed; 2D slices 3-8 mm thick hide contacts across slices.</p>")
+    return _key_values(rows) + note
 
 
 def panels_html(panels: Sequence["Panel"], with_uncertainty: bool) -> str:
@@ -217,7 +251,9 @@ def build_patient_report(
         pictures += (f'<p class="note">{len(panels)} of the {summary.slices_with_lesion} slices with lesion are shown: '
                      "those with the largest lesion area.</p>")
     # summaries a later version adds (e.g. a Fazekas estimate) come first, then pictures, then the table
+    located = [("Lesion locations and Fazekas estimate", anatomy_html(summary))] if summary.anatomy else []
     sections: List[Tuple[str, str]] = [
+        *located,
         *extra_sections,
         (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
         ("Lesions", lesion_table_html(lesions)),

@@ -20,7 +20,7 @@ from deepwml.synthetic.centres import CENTRES
 from deepwml.synthetic.fields import AlignedField, CoarseField, noise_field, upsample_inplane
 from deepwml.synthetic.grid import Grid, Pose
 from deepwml.synthetic.intensity import Storage, lesion_level, sample_iqr_target, sample_storage, store
-from deepwml.synthetic.lesions import Lesions, render_lesions, sample_lesions
+from deepwml.synthetic.lesions import Lesions, drawn_fazekas, render_lesions, sample_lesions
 from deepwml.synthetic.mimics import MimicParams, mimic_fields, mimic_truth, render_mimics, sample_mimics
 from deepwml.synthetic.shapes import inside, rotation_matrix
 from deepwml.utils.errors import DeepWMLError
@@ -155,6 +155,10 @@ def generate_case(
             "intensity_storage": scan.storage.mode,
         },
     )
+    grades = drawn_fazekas(c.disease, lesions)
+    if grades is not None:
+        # the truth a Fazekas estimate is tested against: what was drawn, not what an estimator reads back
+        meta.extra["fazekas_pv"], meta.extra["fazekas_deep"] = grades
     return SyntheticCase(case_id or case_id_for(centre, index), image, label, geometry, meta, masks)
 
 

@@ -231,6 +231,33 @@ def _csvd(anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm:
     return les
 
 
+#: nominal halo thickness (mm) from which the drawn periventricular band is a smooth halo, not a pencil-thin lining
+FAZEKAS_HALO_BAND_MM = 2.5
+#: threshold of the confluence field at or below which the drawn confluent lesions form large areas that the
+#: broad periventricular band runs into (severity above about 0.77); above it they only begin to be confluent
+FAZEKAS_LARGE_CONFLUENCE = 2.2
+
+
+def drawn_fazekas(disease: str, lesions: Lesions) -> Optional[Tuple[int, int]]:
+    """(periventricular, deep) Fazekas grades of what was drawn for a CSVD patient, from the lesion types placed:
+    no band 0, caps with a thin lining 1, a halo 2, a halo running into large confluent deep lesions 3; punctate
+    foci 1, beginning confluence 2, large confluent areas 3. None for other diseases (Fazekas grades vascular
+    lesions). Reads the drawn parameters only: no random number is used.
+    """
+    if disease != "CSVD":
+        return None
+    large = lesions.confluence is not None and lesions.confluence <= FAZEKAS_LARGE_CONFLUENCE
+    if lesions.band_mm <= 0:
+        pv = 0
+    elif large:
+        pv = 3
+    else:
+        pv = 2 if lesions.band_mm >= FAZEKAS_HALO_BAND_MM else 1
+    # every CSVD patient has punctate deep foci; confluence adds to them
+    deep = 1 if lesions.confluence is None else (3 if large else 2)
+    return pv, deep
+
+
 def _lesion_blocks(lesions: Lesions, grid: Grid) -> Iterator[Tuple[int, Tuple[slice, slice, slice]]]:
     """(lesion index, grid index block) of every lesion that reaches into ``grid``, from bounding spheres."""
     if not len(lesions):

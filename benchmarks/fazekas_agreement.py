@@ -1,0 +1,164 @@
+"""How well the Fazekas estimate (deepwml.anatomy.fazekas) agrees with the synthetic generator's drawn grades, and
+how the lesion location classes are distributed, on seeded synthetic CSVD and MS cases.
+
+Location and Fazekas run on the generator's TRUTH anatomy map and TRUTH lesion mask; with --model PATH or
+--builtin also on a model's predicted lesion mask (still the truth anatomy). Agreement is the quadratic-weighted
+kappa (computed here in numpy) and the confusion matrix (rows: drawn grade, columns: estimate). Only CSVD cases
+carry drawn grades; MS cases add to the location-class distribution and the McDonald region counts.
+
+    nice -n 10 python benchmarks/fazekas_agreement.py [--csvd 30] [--ms 10] [--seed 0] [--builtin | --model PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from deepwml.anatomy.labels import anatomy_from_truth
+from deepwml.anatomy.location import LOCATIONS
+from deepwml.imageio import write_image
+from deepwml.inference.lesion_report import lesion_table, summarize_case
+from deepwml.synthetic.generate import SyntheticCase, generate_case
+from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+
+CSVD_CENTRES = ("CSVD#1", "CSVD#2", "CSVD#3", "CSVD#4")
+MS_CENTRES = ("MS#1", "MS#2", "MS#3", "MS#4")
+GRADES = 4
+
+
+def weighted_kappa(truth: np.ndarray, estimate: np.ndarray, n: int = GRADES) -> float:
+    """Cohen's kappa with quadratic weights for grades 0..n-1 (1 perfect, 0 chance); NaN when undefined."""
+    observed = confusion(truth, estimate, n).astype(float)
+    total = observed.sum()
+    if total == 0:
+        return float("nan")
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / total
+    i, j = np.indices((n, n))
+    weights = (i - j) ** 2 / (n - 1) ** 2
+    denominator = float((weights * expected).sum())
+    return float("nan") if denominator == 0 else 1.0 - float((weights * observed).sum()) / denominator
+
+
+def confusion(truth: np.ndarray, estimate: np.ndarray, n: int = GRADES) -> np.ndarray:
+    """n x n counts: rows the true grade, columns the estimate."""
+    return np.bincount(np.asarray(truth, int) * n + np.asarray(estimate, int), minlength=n * n).reshape(n, n)
+
+
+def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], np.ndarray]:
+    """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API)."""
+    from deepwml.inference.inputs import discover_cases
+    from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
+    from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
+    from deepwml.inference.predictor import SlicePredictor
+    from deepwml.preprocessing import revert_to_original
+    from deepwml.training.device import setup_device
+
+    spec = check_model(model)
+    predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
+
+    def predict(case: SyntheticCase) -> np.ndarray:
+        folder = work / case.case_id
+        write_image(case.image, case.geometry, folder / f"{case.case_id}.nii.gz")
+        prepared = prepare_case(discover_cases(folder)[0], spec.plan)
+        probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
+        return probabilities_to_mask(probs, 0.5)
+
+    return predict
+
+
+def case_list(n_csvd: int, n_ms: int) -> List[tuple]:
+    """(centre, index) pairs: the centres taken in turn, patients numbered per centre from 1."""
+    out = []
+    for centres, n in ((CSVD_CENTRES, n_csvd), (MS_CENTRES, n_ms)):
+        out += [(centres[k % len(centres)], k // len(centres) + 1) for k in range(n)]
+    return out
+
+
+def report(name: str, truth: List[tuple], estimate: List[tuple]) -> None:
+    """Kappa and confusion matrices of PV and deep grades."""
+    if not truth:
+        return
+    t, e = np.array(truth), np.array(estimate)
+    for k, part in enumerate(("periventricular", "deep")):
+        exact = float(np.mean(t[:, k] == e[:, k]))
+        print(f"{name} Fazekas {part}: quadratic-weighted kappa {weighted_kappa(t[:, k], e[:, k]):.3f}, exact agreement {exact:.2f} (n={len(t)})")
+        print("  rows drawn 0-3, columns estimated 0-3:")
+        for row in confusion(t[:, k], e[:, k]):
+            print("   ", " ".join(f"{v:3d}" for v in row))
+
+
+def main() -> None:
+    """Generate, locate, grade, compare."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csvd", type=int, default=30, help="CSVD cases (drawn Fazekas grades)")
+    parser.add_argument("--ms", type=int, default=10, help="MS cases (location classes and McDonald counts only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=Path, help="also grade a model's predicted masks (PLAN folder)")
+    parser.add_argument("--builtin", action="store_true", help="also grade the built-in model's predicted masks")
+    args = parser.parse_args()
+    print(load_line())
+    predict: Optional[Callable[[SyntheticCase], np.ndarray]] = None
+    work = Path(tempfile.mkdtemp(prefix="deepwml-fazekas-"))
+    if args.builtin or args.model:
+        from deepwml.pretrained import builtin_model_dir
+
+        predict = model_predictor(builtin_model_dir() if args.builtin else args.model, work)
+    try:
+        run_cases(args, predict, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], np.ndarray]], work: Path) -> None:
+    """Generate, locate and grade every case, then print the figures."""
+    grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": []}
+    locations: Dict[str, Counter] = {"CSVD": Counter(), "MS": Counter()}
+    regions: Dict[str, Counter] = {"MS": Counter()}
+    seconds: List[float] = []
+    for centre, index in case_list(args.csvd, args.ms):
+        case = generate_case(centre, index, args.seed, truth=True)
+        anatomy = anatomy_from_truth(case.truth)
+        start = time.perf_counter()
+        table = lesion_table(case.label, case.geometry, anatomy)
+        summary = summarize_case(case.case_id, case.label, case.geometry, table, anatomy)
+        seconds.append(time.perf_counter() - start)
+        disease = case.meta.disease
+        locations[disease].update(table["location"])
+        fields = summary.anatomy
+        estimate = (fields["fazekas_periventricular"], fields["fazekas_deep"])
+        line = f"{case.case_id} sev {case.meta.extra['severity']:.2f} lesions {len(table)} DIS regions {fields['mcdonald_dis_regions']}"
+        if disease == "MS":
+            regions["MS"][fields["mcdonald_dis_regions"]] += 1
+        if "fazekas_pv" in case.meta.extra:
+            drawn = (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"])
+            grades["truth"].append(drawn)
+            grades["est_truth_mask"].append(estimate)
+            line += (f" drawn PV/deep {drawn[0]}/{drawn[1]} estimated {estimate[0]}/{estimate[1]}"
+                     f" (lining {fields['fazekas_pv_lining_mm']} mm, reach {fields['fazekas_pv_extent_mm']} mm,"
+                     f" deep axis {fields['fazekas_deep_long_axis_mm']} mm)")
+            if predict is not None:
+                mask = predict(case)
+                predicted = summarize_case(case.case_id, mask, case.geometry, lesion_table(mask, case.geometry, anatomy), anatomy).anatomy
+                grades["est_model_mask"].append((predicted["fazekas_periventricular"], predicted["fazekas_deep"]))
+                line += f" model mask {grades['est_model_mask'][-1][0]}/{grades['est_model_mask'][-1][1]}"
+        print(line, flush=True)
+    report("truth mask:", grades["truth"], grades["est_truth_mask"])
+    if predict is not None:
+        report("model mask:", grades["truth"], grades["est_model_mask"])
+    for disease, counts in locations.items():
+        total = sum(counts.values())
+        if total:
+            print(f"{disease} location classes ({total} lesions): " + ", ".join(f"{k} {counts[k]} ({counts[k] / total:.0%})" for k in LOCATIONS))
+    if regions["MS"]:
+        print("MS cases by number of McDonald brain DIS regions with a lesion >= 3 mm: " + ", ".join(f"{k}: {v}" for k, v in sorted(regions["MS"].items())))
+    print(f"lesion table + summary with the anatomy map (truth mask): median {np.median(seconds):.3f} s, max {np.max(seconds):.3f} s per case")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Where each lesion lies (periventricular, cortical, juxtacortical, infratentorial, deep white matter) and the
+McDonald 2017 dissemination-in-space counts, from the lesion components and an anatomy label map on the same grid.
+
+Distances are measured between voxel centres in mm on the scan's own grid, so thick slices count with their
+thickness. A lesion touches a structure when a voxel of it lies within :data:`CONTACT_MM` of a voxel of the
+structure. On a 2D FLAIR with 3-8 mm slices this means in-plane contact on the same slice: a lesion voxel above a
+ventricle voxel on the next 6 mm slab may have millimetres of white matter between them, which McDonald 2017 /
+MAGNIMS 2016 ("no white matter in between") do not allow; through-plane neighbours touch only on thin slices
+(centres <= CONTACT_MM apart, e.g. a 1 mm 3D FLAIR). See docs/prediction.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from deepwml.anatomy.labels import BRAIN_CLASSES, CORTEX, INFRATENTORIAL, VENTRICLE
+from deepwml.imageio import Geometry
+from deepwml.utils.errors import DeepWMLError
+
+#: location classes, in the order a lesion is tested for them (the first that applies wins)
+UNCLASSIFIED, INFRATENTORIAL_LOC, PERIVENTRICULAR, CORTICAL, JUXTACORTICAL, DEEP = (
+    "unclassified", "infratentorial", "periventricular", "cortical", "juxtacortical", "deep",
+)  # fmt: skip
+LOCATIONS = (UNCLASSIFIED, INFRATENTORIAL_LOC, PERIVENTRICULAR, CORTICAL, JUXTACORTICAL, DEEP)
+#: in-plane centre-to-centre distance (mm) that still counts as contact: a gap of white matter under about 1 mm
+#: (e.g. one 0.5 mm pixel) is below the ~1 mm acquired in-plane resolution of a clinical FLAIR and the anatomy
+#: map's own boundary error, so a reader would not see it either; a 0.9 mm pixel gap (1.9 mm) is not contact
+CONTACT_MM = 1.5
+#: distances to the ventricles and the cortex are exact up to this and reported as missing beyond it (the search
+#: stays near each lesion, so the cost follows the lesions, not the image)
+DISTANCE_MM = 5.0
+#: how far a periventricular lesion's reach from the wall is measured (exact up to here, capped here); beyond it
+#: (3D) the white matter is deep for the Fazekas deep grade
+REACH_MM = 10.0
+#: share of a lesion's parenchymal voxels in the infratentorial (cortex) class that makes it infratentorial (cortical)
+MAJORITY = 0.5
+#: MAGNIMS 2016: lesions shorter than 3 mm in their long axis are not counted for dissemination in space
+DIS_MIN_LONG_AXIS_MM = 3.0
+#: McDonald 2017 brain regions of dissemination in space and the location classes that count for each
+DIS_REGIONS: Dict[str, Tuple[str, ...]] = {
+    "periventricular": (PERIVENTRICULAR,),
+    "cortical_juxtacortical": (CORTICAL, JUXTACORTICAL),
+    "infratentorial": (INFRATENTORIAL_LOC,),
+}
+
+
+@dataclass
+class LesionLocations:
+    """Per lesion (index i = component label i + 1, as :func:`deepwml.inference.lesion_report.label_lesions` numbers them)."""
+
+    location: np.ndarray
+    #: nearest ventricle / cortex voxel (3D, centre to centre, mm); NaN when farther than :data:`DISTANCE_MM`
+    ventricle_distance_mm: np.ndarray
+    cortex_distance_mm: np.ndarray
+    #: longest in-plane axis on any slice (mm), from the second moments of the lesion's pixels
+    long_axis_mm: np.ndarray
+    #: farthest in-plane reach from the ventricle on the same slice (mm; capped at REACH_MM; NaN: no ventricle near)
+    wall_extent_mm: np.ndarray
+    #: in-plane area (mm², summed over slices) of the voxels within REACH_MM in-plane of the ventricle on their slice
+    near_wall_area_mm2: np.ndarray
+    #: long axis (mm) of the largest part lying farther than REACH_MM (3D) from the ventricles; 0: none
+    deep_part_long_axis_mm: np.ndarray
+
+    def __len__(self) -> int:
+        """Number of lesions."""
+        return len(self.location)
+
+
+def check_anatomy(anatomy: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """The anatomy map as an integer array of the lesion mask's shape, or a DeepWMLError naming the mismatch."""
+    anatomy = np.asarray(anatomy)
+    if anatomy.shape != tuple(shape):
+        raise DeepWMLError(f"anatomy map has shape {anatomy.shape} but the lesion mask has {tuple(shape)}: they must be on the same grid")
+    if not np.issubdtype(anatomy.dtype, np.integer):
+        raise DeepWMLError(f"anatomy map must hold integer class labels, got {anatomy.dtype}")
+    return anatomy
+
+
+def slice_first(array: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """A view with the slice axis first: (slice, u, v)."""
+    return np.moveaxis(array, geometry.slice_axis_numpy, 0)
+
+
+def grid_sampling(geometry: Geometry) -> Tuple[float, float, float]:
+    """(thickness, du, dv) in mm for the (slice, u, v) view."""
+    numpy_spacing = geometry.spacing[::-1]
+    axis = geometry.slice_axis_numpy
+    inplane = [s for i, s in enumerate(numpy_spacing) if i != axis]
+    return float(numpy_spacing[axis]), float(inplane[0]), float(inplane[1])
+
+
+def inplane_distance(structure: np.ndarray, du: float, dv: float) -> np.ndarray:
+    """In-plane distance (mm) from each voxel to the nearest ``structure`` voxel on the same slice; inf: none on it."""
+    out = np.full(structure.shape, np.inf, np.float32)
+    # slice by slice (a handful): a 2D transform of only the slices that hold the structure is several times
+    # cheaper than one 3D transform that keeps slices apart with a huge through-plane spacing
+    for k in np.flatnonzero(structure.any(axis=(1, 2))):
+        out[k] = ndimage.distance_transform_edt(~structure[k], sampling=(du, dv))
+    return out
+
+
+def _through_plane(dist: np.ndarray, s: np.ndarray, u: np.ndarray, v: np.ndarray, thickness: float) -> Tuple[np.ndarray, np.ndarray]:
+    """For voxels (s, u, v) of a crop, from the per-slice in-plane distances: the same-slice and the 3D distance."""
+    dz = (np.arange(dist.shape[0])[:, None] - s[None, :]) * thickness
+    full = np.sqrt(dz**2 + dist[:, u, v].astype(np.float64) ** 2).min(axis=0)
+    return dist[s, u, v], full
+
+
+def _long_axes(labels: np.ndarray, count: int, du: float, dv: float) -> np.ndarray:
+    """Longest in-plane axis (mm) per label over its slices: 4 sigma of the largest principal moment (a disk of
+    radius r gives 2r), with each pixel's own extent added so that a single pixel measures one pixel."""
+    s, u, v = np.nonzero(labels)
+    if s.size == 0:
+        return np.zeros(count)
+    n_slices = labels.shape[0]
+    key = labels[s, u, v].astype(np.int64) * n_slices + s
+    size = (count + 1) * n_slices
+    y, x = u * du, v * dv
+    n = np.bincount(key, minlength=size).astype(float)
+    sums = [np.bincount(key, weights=w, minlength=size) for w in (y, x, y * y, x * x, y * x)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my, mx = sums[0] / n, sums[1] / n
+        vy = sums[2] / n - my**2 + du**2 / 12.0
+        vx = sums[3] / n - mx**2 + dv**2 / 12.0
+        cxy = sums[4] / n - my * mx
+    largest = 0.5 * (vy + vx) + np.sqrt(0.25 * (vy - vx) ** 2 + cxy**2)
+    length = np.where(n > 0, 4.0 * np.sqrt(np.maximum(largest, 0.0)), 0.0)
+    return length.reshape(count + 1, n_slices).max(axis=1)[1:]
+
+
+def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry) -> LesionLocations:
+    """Location of each labelled lesion; ``labels`` cover the box starting at ``offset`` (numpy order) of ``anatomy``."""
+    thickness, du, dv = grid_sampling(geometry)
+    box_labels = slice_first(labels, geometry)
+    box_start = np.array([offset[geometry.slice_axis_numpy]] + [o for i, o in enumerate(offset) if i != geometry.slice_axis_numpy])
+    anat = slice_first(anatomy, geometry)
+    box = tuple(slice(int(b), int(b) + n) for b, n in zip(box_start, box_labels.shape))
+    classes = anat[box][box_labels > 0]
+    ids = box_labels[box_labels > 0]
+    parenchyma = np.bincount(ids, weights=np.isin(classes, BRAIN_CLASSES), minlength=count + 1)[1:]
+    infra = np.bincount(ids, weights=classes == INFRATENTORIAL, minlength=count + 1)[1:]
+    cortex_share = np.bincount(ids, weights=classes == CORTEX, minlength=count + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        infra, cortex_share = infra / parenchyma, cortex_share / parenchyma
+
+    spans = ndimage.find_objects(box_labels)
+    sampling = (thickness, du, dv)
+    ventricle = VentricleField(anat, sampling)
+    out = {k: np.full(count, np.nan) for k in ("vent", "cortex", "extent", "area", "deep")}
+    touches = np.zeros((count, 2), bool)
+    for i, span in enumerate(spans):
+        crop, (s, u, v) = _crop(box_labels, span, i + 1, box_start, anat.shape, DISTANCE_MM, sampling)
+        fields = (ventricle.crop(crop), inplane_distance(anat[crop] == CORTEX, du, dv))
+        for j, dist in enumerate(fields):
+            nearest = float(_through_plane(dist, s, u, v, thickness)[1].min())
+            touches[i, j] = nearest <= CONTACT_MM
+            out[("vent", "cortex")[j]][i] = nearest if nearest <= DISTANCE_MM else np.nan
+    location = np.full(count, DEEP, dtype=object)
+    # the priority order: each later rule only fills what the earlier ones left
+    rules = [
+        (parenchyma == 0, UNCLASSIFIED),
+        (infra >= MAJORITY, INFRATENTORIAL_LOC),
+        (touches[:, 0], PERIVENTRICULAR),
+        (cortex_share >= MAJORITY, CORTICAL),
+        (touches[:, 1], JUXTACORTICAL),
+    ]
+    decided = np.zeros(count, bool)
+    for hit, name in rules:
+        take = hit & ~decided
+        location[take] = name
+        decided |= take
+    for i in np.flatnonzero(location == PERIVENTRICULAR):
+        # how far a periventricular lesion reaches from the wall: a wider search around it
+        crop, (s, u, v) = _crop(box_labels, spans[i], i + 1, box_start, anat.shape, REACH_MM, sampling)
+        same, full = _through_plane(ventricle.crop(crop), s, u, v, thickness)
+        # on a slice that shows the ventricle, a voxel beyond the field's reach is at least REACH_MM from it
+        seen = ventricle.on_slice[s + crop[0].start]
+        same = np.where(seen & ~np.isfinite(same), REACH_MM, same)
+        out["extent"][i] = float(np.minimum(same[seen].max(), REACH_MM)) if seen.any() else np.nan
+        out["area"][i] = np.count_nonzero(same[seen] < REACH_MM) * du * dv
+        out["deep"][i] = _deep_part(s, u, v, full > REACH_MM, du, dv)
+
+    return LesionLocations(
+        location=location,
+        ventricle_distance_mm=out["vent"],
+        cortex_distance_mm=out["cortex"],
+        long_axis_mm=_long_axes(box_labels, count, du, dv),
+        wall_extent_mm=out["extent"],
+        near_wall_area_mm2=out["area"],
+        deep_part_long_axis_mm=out["deep"],
+    )
+
+
+def _crop(
+    box_labels: np.ndarray, span: Tuple[slice, ...], label: int, box_start: np.ndarray, shape: Tuple[int, ...], reach: float, sampling: Tuple[float, ...]
+) -> Tuple[Tuple[slice, ...], Tuple[np.ndarray, ...]]:
+    """A crop (of the full volume) reaching ``reach`` mm beyond one lesion, and the lesion's voxel coordinates in it."""
+    margin = np.array([int(np.ceil(reach / d)) for d in sampling])
+    start = np.array([sl.start for sl in span]) + box_start
+    lo = np.maximum(start - margin, 0)
+    hi = np.minimum(np.array([sl.stop for sl in span]) + box_start + margin, shape)
+    coords = tuple(c + int(a - b) for c, a, b in zip(np.nonzero(box_labels[span] == label), start, lo))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), coords
+
+
+class VentricleField:
+    """In-plane distance to the ventricles on each slice, computed once near the ventricles and shared by all lesions.
+
+    It covers the ventricles' bounding box plus REACH_MM; outside it every distance is beyond REACH_MM (inf here).
+    """
+
+    def __init__(self, anat: np.ndarray, sampling: Tuple[float, float, float]) -> None:
+        ventricle = anat == VENTRICLE
+        self.on_slice = ventricle.any(axis=(1, 2))
+        self.box = None
+        self.dist = np.zeros((0, 0, 0), np.float32)
+        if not self.on_slice.any():
+            return
+        margin = [int(np.ceil(REACH_MM / d)) for d in sampling]
+        box = []
+        for axis in range(3):
+            hit = np.flatnonzero(ventricle.any(axis=tuple(a for a in range(3) if a != axis)))
+            box.append(slice(max(int(hit[0]) - margin[axis], 0), min(int(hit[-1]) + 1 + margin[axis], anat.shape[axis])))
+        self.box = tuple(box)
+        self.dist = inplane_distance(ventricle[self.box], sampling[1], sampling[2])
+
+    def crop(self, crop: Tuple[slice, ...]) -> np.ndarray:
+        """The distances on ``crop`` of the full volume (inf where the field does not reach)."""
+        out = np.full(tuple(c.stop - c.start for c in crop), np.inf, np.float32)
+        if self.box is None:
+            return out
+        lo = [max(c.start, b.start) for c, b in zip(crop, self.box)]
+        hi = [min(c.stop, b.stop) for c, b in zip(crop, self.box)]
+        if any(a >= b for a, b in zip(lo, hi)):
+            return out
+        out[tuple(slice(a - c.start, b - c.start) for a, b, c in zip(lo, hi, crop))] = self.dist[
+            tuple(slice(a - f.start, b - f.start) for a, b, f in zip(lo, hi, self.box))
+        ]
+        return out
+
+
+def _deep_part(s: np.ndarray, u: np.ndarray, v: np.ndarray, far: np.ndarray, du: float, dv: float) -> float:
+    """Long axis (mm) of the largest connected part of a lesion made of its voxels flagged ``far``; 0 when none."""
+    if not far.any():
+        return 0.0
+    lo = np.array([s[far].min(), u[far].min(), v[far].min()])
+    part = np.zeros(tuple(np.array([s[far].max(), u[far].max(), v[far].max()]) - lo + 1), bool)
+    part[s[far] - lo[0], u[far] - lo[1], v[far] - lo[2]] = True
+    parts, n = ndimage.label(part, structure=np.ones((3, 3, 3), bool))
+    return float(_long_axes(parts, n, du, dv).max())
+
+
+def location_counts(locations: np.ndarray) -> Dict[str, int]:
+    """Number of lesions per location class, every class present (0 when none)."""
+    values = list(locations)
+    return {name: int(values.count(name)) for name in LOCATIONS}
+
+
+def dis_regions(locations: np.ndarray, long_axis_mm: np.ndarray) -> Dict[str, int]:
+    """Lesions of at least DIS_MIN_LONG_AXIS_MM per McDonald 2017 brain region (the spinal cord is not imaged)."""
+    counted = np.asarray(long_axis_mm) >= DIS_MIN_LONG_AXIS_MM
+    locations = np.asarray(locations, dtype=object)
+    return {region: int(np.count_nonzero(np.isin(locations, classes) & counted)) for region, classes in DIS_REGIONS.items()}
+
+
+def dis_summary(locations: np.ndarray, long_axis_mm: np.ndarray) -> Dict[str, object]:
+    """summary.csv fields of dissemination in space: counts per region, how many regions have one, and which."""
+    counts = dis_regions(locations, long_axis_mm)
+    hit: List[str] = [region for region, n in counts.items() if n > 0]
+    fields: Dict[str, object] = {f"mcdonald_{region}": n for region, n in counts.items()}
+    fields["mcdonald_dis_regions"] = len(hit)
+    fields["mcdonald_dis_region_names"] = ";".join(hit)
+    return fields
