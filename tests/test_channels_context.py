@@ -288,3 +288,21 @@ def test_channel_names_must_number_distinct_channels_flair_first(tmp_path, names
                                 "labels": {"background": 0, "lesion": 1}}))
     with pytest.raises(DatasetError, match=message):
         DatasetJson.load(path)
+
+
+def test_verify_accepts_a_two_channel_dataset_and_names_missing_misaligned_and_misnamed_channels(tmp_path):
+    from deepwml.datasets.verify import dataset_summary, verify_dataset
+
+    raw = write_two_channel_dataset(tmp_path / "raw", n_train=3, n_test=1)
+    assert verify_dataset(raw) == []
+    assert dataset_summary(raw).startswith(f"{TWO}: 4 cases (3 training, 1 test)")
+    (raw / "imagesTr" / "case001_0001.nii.gz").unlink()
+    image, _, geometry = tiny_case(seed=2)
+    shifted = Geometry(geometry.size, geometry.spacing, (0.0, 0.0, 0.0), geometry.direction)
+    write_image(t1_of(image), shifted, raw / "imagesTr" / "case002_0001.nii.gz")
+    write_image(tiny_case(seed=9)[0], geometry, raw / "imagesTr" / "case009.nii.gz")
+    found = {Path(p.file).name: p.message for p in verify_dataset(raw)}
+    assert found["case001_0001.nii.gz"] == "case 'case001' has no channel 1 image"
+    assert found["case002_0001.nii.gz"].startswith("not on the grid of channel 0 case002_0000.nii.gz: origin")
+    assert "declares 2 channels" in found["case009.nii.gz"]
+    assert len(found) == 3

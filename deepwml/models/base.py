@@ -31,8 +31,8 @@ class InputSpec:
 
     #: image channels per slice (FLAIR only: 1)
     channels: int = 1
-    #: neighbouring slices stacked as channels (1: plain 2D); channel-major: channel c, slice offset j is input
-    #: channel c * context_slices + j, offsets -(k-1)/2 .. (k-1)/2
+    #: neighbouring slices stacked as channels (1: plain 2D); channel-major: image channel c, slice offset
+    #: j in -(k-1)/2 .. (k-1)/2 is input channel c * k + j + (k-1)/2 (deepwml.preprocessing.network_input)
     context_slices: int = 1
     #: 'edge' (the end slice repeated) or 'zero' beyond the ends of the stack
     padding: str = "edge"

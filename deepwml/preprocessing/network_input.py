@@ -1,8 +1,8 @@
 """What the network sees of a cached [C, S, H, W] stack: each slice with its channels and, in 2.5D, its neighbours.
 
 Training batches, training validation and prediction all build their input with :func:`stack_slices`, so a model
-sees the same arrangement everywhere: channel-major (image channel c, slice offset j → input channel c·k + j, offsets
-−(k−1)/2 … (k−1)/2), and beyond the ends of the stack either the end slice repeated ('edge') or zeros ('zero').
+sees the same arrangement everywhere: channel-major (image channel c, slice offset j ∈ −(k−1)/2 … (k−1)/2 → input
+channel c·k + j + (k−1)/2), and beyond the ends of the stack either the end slice repeated ('edge') or zeros ('zero').
 """
 from __future__ import annotations
 
