@@ -123,6 +123,17 @@ def test_a_missing_or_misaligned_second_channel_is_refused_naming_the_file(tmp_p
     assert str(missing) in err and "not on the grid of channel 0" in err and "spacing" in err
 
 
+def test_a_plan_file_for_another_number_of_channels_is_refused_naming_it(tmp_path, capsys):
+    write_two_channel_dataset(tmp_path / "raw", n_train=4, n_test=0)
+    plan_file = tmp_path / "one_channel.json"
+    tiny_plan().save(plan_file)
+    assert plan_main(["-d", "901", "--raw", str(tmp_path / "raw"), "--preprocessed", str(tmp_path / "pp"), "-np", "1",
+                      "--plan-file", str(plan_file)]) == 2
+    err = capsys.readouterr().err
+    assert str(plan_file) in err and "takes 1 image channel(s)" in err and "'1': 'T1'" in err
+    assert not (tmp_path / "pp" / TWO / "tiny").exists()
+
+
 def test_prediction_reads_every_channel_and_a_missing_one_fails_that_case_by_name(tmp_path):
     plan = tiny_plan()
     plan.preprocessing.channels = [{"name": "FLAIR", "normalization": "zscore_head"}, {"name": "T2", "normalization": "zscore"}]

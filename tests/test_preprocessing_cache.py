@@ -118,7 +118,7 @@ def assert_no_corrupt_files(folder: Path) -> None:
         elif path.suffix == ".npz":
             with np.load(path) as data:
                 assert {"image", "label", "head"} <= set(data.files)
-                assert data["image"].shape == data["label"].shape
+                assert data["image"].shape == (1, *data["label"].shape)
     for props in done_cases(folder / "Dataset900_Tiny" / "paper" / "cache"):
         assert props.with_suffix(".npz").is_file(), f"{props} without its arrays"
 
