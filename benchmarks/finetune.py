@@ -23,6 +23,7 @@ from deepwml.cli.common import run
 from deepwml.utils.atomic import read_json
 from deepwml.utils.commands import run_command
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+from results_table import headline, print_table  # benchmarks/results_table.py
 
 DATASET_ID, NAME = 520, "SiteFinetune"
 DATASET = f"Dataset{DATASET_ID}_{NAME}"
@@ -41,9 +42,7 @@ def _score(work: Path, name: str, model: List[str], env: Dict[str, str]) -> Dict
     pred, report = work / f"pred_{name}", work / f"report_{name}"
     _run("predict", ["-i", str(raw / "imagesTs"), "-o", str(pred), *model, "--no-qc"], env)
     _run("evaluate", ["-ref", str(raw / "labelsTs"), "-pred", str(pred), "-d", str(DATASET_ID), "-o", str(report)], env)
-    s = read_json(report / "summary.json")
-    return {"slice_dice": s["slices"]["overall"]["dice"]["median"], "case_dice": s["cases"]["overall"]["dice"]["mean"],
-            "lesion_f1": s["cases"]["overall"]["lesion_f1"]["mean"]}
+    return headline(report)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -77,11 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     images = args.epochs * args.iterations * 8
     n_train = read_json(work / "raw" / DATASET / "dataset.json")["numTraining"]
     print(f"\n{args.centre}, seed {args.seed}: {n_train} training scans, {images} training images per run\n")
-    print("| model | per-slice median Dice | case mean Dice | lesion F1 | training s |")
-    print("|---|---|---|---|---|")
-    for name, r in rows.items():
-        t = f"{seconds[name]:.0f}" if name in seconds else "-"
-        print(f"| {name} | {r['slice_dice']:.3f} | {r['case_dice']:.3f} | {r['lesion_f1']:.3f} | {t} |")
+    print_table("model", rows, seconds)
     return 0
 
 

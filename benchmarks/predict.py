@@ -99,7 +99,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
     has_bf16 = cpu_has_native_bf16()
     print(f"CPU hardware bf16 (AVX512-BF16/AMX): {'yes' if has_bf16 else 'NO - bf16 is emulated and slow here'}; "
           f"torch threads {torch.get_num_threads()}")
-    stack, head = prepared.image_pp, prepared.head
+    stack, head = prepared.image_pp[0], prepared.head  # the single FLAIR channel [S, H, W]
     batches = inference_batches(head, stack.shape, network_spec(plan.network), plan.inference.batch_size)
     computed = sum(len(b.slices) * (b.rows.stop - b.rows.start) * (b.cols.stop - b.cols.start) for b in batches) / stack.size
     print(f"head box: the network computes {computed:.0%} of the preprocessed pixels of this case")
@@ -203,7 +203,7 @@ def agreement_small_model(args: argparse.Namespace) -> None:
     for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "CSVD#3")):
         image, label, geometry = synthetic_case(centre, k + 1)
         result = preprocess_arrays(Image(image.astype(np.float32), geometry), plan, label)
-        data.append((result.image, result.label, result.head))
+        data.append((result.image[0], result.label, result.head))
     net = build_network(plan.network)
     net.load_state_dict(_train_small_model(plan, [(x, y) for x, y, _ in data[:-1]], args.train_iterations))
     print(f"agreement model: U-Net {plan.network.features} at {plan.preprocessing.matrix}, trained {args.train_iterations} "

@@ -94,11 +94,11 @@ def model_floor(inputs: Path, model: Path) -> Tuple[float, int]:
     spec = check_model(model)
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
     stacks = [prepare_case(c, spec.plan) for c in discover_cases(inputs)]
-    predictor.predict(stacks[0].image_pp[:1], stacks[0].head[:1])  # oneDNN picks its kernels on first use
+    predictor.predict(stacks[0].image_pp[:, :1], stacks[0].head[:1])  # oneDNN picks its kernels on first use
     start = time.perf_counter()
     for p in stacks:
         predictor.predict(p.image_pp, p.head)
-    return time.perf_counter() - start, sum(p.image_pp.shape[0] for p in stacks)
+    return time.perf_counter() - start, sum(p.image_pp.shape[1] for p in stacks)
 
 
 def end_to_end(scratch: Path, runs: int, baseline: Optional[Path], nnunet_cmd: Optional[str]) -> None:

@@ -131,7 +131,7 @@ def test_an_edited_plan_is_used_with_plan_file_and_not_silently_replaced(tmp_pat
     from deepwml.preprocessing.cache import load_case
 
     image, label, props = load_case(plans.parent / "cache", "case000")
-    assert image.shape[1:] == label.shape[1:] == (96, 96)
+    assert image.shape[2:] == label.shape[1:] == (96, 96)
     assert props["preprocessing_hash"] == Plan.load(plans).preprocessing_hash()
     assert cli(tmp_path, "--preset", "cpu_fast", "--overwrite") == 0
     assert Plan.load(plans).preprocessing.matrix == load_preset("cpu_fast").preprocessing.matrix

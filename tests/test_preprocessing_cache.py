@@ -48,7 +48,7 @@ def test_cache_files_hold_what_the_contract_says(tmp_path):
         assert set(data.files) == {"image", "label", "head"}
         image, lab, head = data["image"], data["label"], data["head"]
     assert image.dtype == np.float16 and lab.dtype == np.uint8 and head.dtype == np.uint8
-    assert image.shape == lab.shape == head.shape == (6, *plan.preprocessing.matrix)
+    assert image.shape == (1, *lab.shape) and lab.shape == head.shape == (6, *plan.preprocessing.matrix)
     assert set(np.unique(lab)) == {0, 1, IGNORE_LABEL} and set(np.unique(head)) == {0, 1}
     props = json.loads((cache_dir(tmp_path) / "case001.json").read_text())
     assert props["preprocessing_hash"] == plan.preprocessing_hash()
@@ -89,7 +89,7 @@ def test_load_case_and_unpacked_memory_maps_agree(tmp_path):
     mm_image, mm_label, mm_props = load_case(cache_dir(tmp_path), "case000")
     assert isinstance(mm_image, np.memmap) and isinstance(mm_label, np.memmap)
     assert np.array_equal(mm_image, image) and np.array_equal(mm_label, label) and mm_props == props
-    assert load_head(cache_dir(tmp_path), "case000").shape == image.shape
+    assert (1, *load_head(cache_dir(tmp_path), "case000").shape) == image.shape
     # rewriting the case removes the stale unpacked copies
     assert run_cli(tmp_path, "--overwrite") == 0
     assert not case_paths(cache_dir(tmp_path), "case000")["npy_image"].exists()
@@ -118,7 +118,7 @@ def assert_no_corrupt_files(folder: Path) -> None:
         elif path.suffix == ".npz":
             with np.load(path) as data:
                 assert {"image", "label", "head"} <= set(data.files)
-                assert data["image"].shape == data["label"].shape
+                assert data["image"].shape == (1, *data["label"].shape)
     for props in done_cases(folder / "Dataset900_Tiny" / "paper" / "cache"):
         assert props.with_suffix(".npz").is_file(), f"{props} without its arrays"
 

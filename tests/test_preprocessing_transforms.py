@@ -135,8 +135,8 @@ def test_slices_are_never_mixed():
     changed = image.copy()
     changed[2] += 50
     after, _, _ = preprocess_case(Image(changed, geometry), plan)
-    differs = np.abs(after - before).max(axis=(1, 2)) > 1e-4
-    assert before.shape[0] == 6 and props["spacing_after_resampling"][0] == 6.0
+    differs = np.abs(after[0] - before[0]).max(axis=(1, 2)) > 1e-4
+    assert before.shape[:2] == (1, 6) and props["spacing_after_resampling"][0] == 6.0
     assert differs.tolist() == [False, False, True, False, False, False]
 
 
@@ -145,7 +145,7 @@ def test_target_spacing_mode_keeps_the_field_of_view():
     plan = plan_with(inplane_mode="target_spacing", target_spacing=[0.4, 0.4])
     image_pp, label_pp, props = preprocess_case(Image(image, geometry), plan, label)
     # FOV 48 mm × 40 mm at 0.4 mm → 120 × 100
-    assert image_pp.shape == label_pp.shape == (5, 120, 100)
+    assert image_pp.shape == (1, 5, 120, 100) and label_pp.shape == (5, 120, 100)
     assert props["spacing_after_resampling"] == pytest.approx([6.0, 0.4, 0.4])
     assert dice(revert_to_original(label_pp, props) == 1, label == 1) >= 0.99
 
@@ -158,7 +158,7 @@ def test_normalisation_is_a_zscore_inside_the_head():
     assert stats["scheme"] == "zscore_head" and stats["clip_low"] < stats["clip_high"]
     yy, xx = np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
     ellipse = (yy / 0.85) ** 2 + (xx / 0.7) ** 2 < 1
-    inside = image_pp[:, ellipse]
+    inside = image_pp[0][:, ellipse]
     # scale and offset of the scanner are gone; the head is the ellipse (ventricles filled in)
     assert abs(inside.mean()) < 0.1 and 0.9 < inside.std() < 1.1
     assert props["head_fraction"] == pytest.approx(ellipse.mean(), abs=0.02)
@@ -201,4 +201,4 @@ def test_revert_rejects_an_array_of_the_wrong_shape():
     image, _, geometry = tiny_case()
     image_pp, _, props = preprocess_case(Image(image, geometry), plan_with(matrix=(64, 64)))
     with pytest.raises(ValueError, match="does not match"):
-        revert_to_original(image_pp[:, :32], props)
+        revert_to_original(image_pp[0, :, :32], props)

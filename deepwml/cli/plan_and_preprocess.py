@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_argument(parser)
     add_root_arguments(parser, kinds=("raw", "preprocessed"))
     parser.add_argument("-np", "--n-jobs", type=int, default=2, help="worker processes, one case each (default: 2)")
-    parser.add_argument("--preset", default="paper", help="plan preset name (paper, cpu_fast, cpu_resenc) or a preset .json (default: paper)")
+    parser.add_argument("--preset", default="paper", help="plan preset name (paper, cpu_fast, cpu_resenc, cpu_fast_25d) or a preset .json (default: paper)")
     parser.add_argument("--plan-file", type=Path, default=None, help="an edited plans.json to preprocess with, as it is")
     parser.add_argument("--verify", action="store_true", help="check the raw dataset first (deepwml_verify_dataset)")
     parser.add_argument("--overwrite", action="store_true", help="recompute the fingerprint, the plan and every cached case")

@@ -69,6 +69,15 @@ class DatasetJson:
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
+    def n_channels(self) -> int:
+        """Image channels per case (``channel_names`` "0" .. "C-1")."""
+        return len(self.channel_names)
+
+    def channel_list(self) -> List[str]:
+        """Channel names in channel order."""
+        return [self.channel_names[str(i)] for i in range(self.n_channels)]
+
+    @property
     def ignore_label(self) -> Optional[int]:
         """The declared ignore value, or None."""
         return self.labels.get("ignore")
@@ -125,6 +134,21 @@ class DatasetJson:
         return cls.from_dict(read_json(path), path)
 
 
+def channel_name_problems(channels: Any) -> List[str]:
+    """channel_names must number its channels "0".."C-1" with distinct names, channel 0 the FLAIR."""
+    example = "{'0': 'FLAIR'} or, with more channels, {'0': 'FLAIR', '1': 'T1'}"
+    if not isinstance(channels, dict) or not channels:
+        return [f"channel_names must be an object such as {example}, got {channels!r}"]
+    if sorted(channels, key=str) != sorted(str(i) for i in range(len(channels))):
+        return [f"channel_names keys must be \"0\" .. \"{len(channels) - 1}\", got {sorted(channels)}"]
+    names = list(channels.values())
+    if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
+        return [f"channel_names must give every channel a distinct non-empty name, got {channels!r}"]
+    if "FLAIR" not in channels["0"].upper():
+        return [f"channel_names '0' must be the FLAIR (its head mask and grid are used for every channel), got {channels!r}"]
+    return []
+
+
 def schema_problems(d: Dict[str, Any]) -> List[str]:
     """Every structural problem of a dataset.json object (empty: fine)."""
     problems = []
@@ -135,9 +159,7 @@ def schema_problems(d: Dict[str, Any]) -> List[str]:
         return problems
     if d["file_ending"] not in IMAGE_ENDINGS:
         problems.append(f"file_ending {d['file_ending']!r} is not one of {', '.join(IMAGE_ENDINGS)}")
-    channels = d["channel_names"]
-    if not isinstance(channels, dict) or list(channels.values()) != ["FLAIR"]:
-        problems.append(f"channel_names must be {{'0': 'FLAIR'}}, got {channels!r}")
+    problems += channel_name_problems(d["channel_names"])
     labels = d["labels"]
     if not isinstance(labels, dict):
         problems.append("labels must be an object such as {'background': 0, 'lesion': 1}")

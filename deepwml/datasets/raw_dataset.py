@@ -1,10 +1,14 @@
-"""A raw dataset on disk: DatasetNNN_Name/ with imagesTr, labelsTr, imagesTs, labelsTs and dataset.json."""
+"""A raw dataset on disk: DatasetNNN_Name/ with imagesTr, labelsTr, imagesTs, labelsTs and dataset.json.
+
+A single-channel dataset names its images ``CASE<ending>``; a dataset with C channels (dataset.json ``channel_names``)
+names them ``CASE_0000<ending>`` .. ``CASE_{C-1:04d}<ending>``, nnU-Net's convention. Labels are ``CASE<ending>``.
+"""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 from deepwml.datasets.dataset_json import CaseMeta, DatasetJson
 from deepwml.utils.errors import DatasetError
@@ -20,6 +24,11 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not re.match(r"^[A-Za-z0-9_\-]+$", name):
         raise DatasetError(f"dataset name {name!r} may only hold letters, digits, '_' and '-'")
     return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def channel_file_name(case_id: str, channel: int, ending: str) -> str:
+    """'CASE_0001.nii.gz': the file of one channel of a multi-channel case."""
+    return f"{case_id}_{channel:04d}{ending}"
 
 
 def find_dataset_folder(root: Union[str, Path], spec: Union[str, int]) -> Path:
@@ -50,6 +59,13 @@ class Case:
     label: Optional[Path]
     meta: CaseMeta
     split: str
+    #: every channel's file, channel 0 (= ``image``) first; empty for a single-channel dataset
+    channels: Tuple[Path, ...] = ()
+
+    @property
+    def images(self) -> Tuple[Path, ...]:
+        """The image file of each channel, channel 0 first."""
+        return self.channels or (self.image,)
 
 
 class RawDataset:
@@ -77,13 +93,25 @@ class RawDataset:
         """Image file ending declared in dataset.json."""
         return self.meta.file_ending
 
+    @property
+    def n_channels(self) -> int:
+        """Image channels per case."""
+        return self.meta.n_channels
+
     def image_ids(self, split: str = "Tr") -> List[str]:
-        """Case ids that have an image in images{split}, sorted."""
+        """Case ids that have an image (with several channels: a channel-0 file) in images{split}, sorted."""
         folder = self.folder / f"images{split}"
         if not folder.is_dir():
             return []
-        ending = self.file_ending
+        ending = self.file_ending if self.n_channels == 1 else channel_file_name("", 0, self.file_ending)
         return sorted(p.name[: -len(ending)] for p in folder.iterdir() if p.name.endswith(ending) and not p.name.startswith("."))
+
+    def channel_files(self, case_id: str, split: str = "Tr") -> Tuple[Path, ...]:
+        """The files of every channel of a multi-channel case (empty for a single-channel dataset)."""
+        if self.n_channels == 1:
+            return ()
+        folder = self.folder / f"images{split}"
+        return tuple(folder / channel_file_name(case_id, c, self.file_ending) for c in range(self.n_channels))
 
     def cases(self, split: str = "Tr") -> List[Case]:
         """All cases of a split ('Tr' or 'Ts') in id order."""
@@ -92,13 +120,15 @@ class RawDataset:
         out = []
         for cid in self.image_ids(split):
             label = self.folder / f"labels{split}" / f"{cid}{self.file_ending}"
+            channels = self.channel_files(cid, split)
             out.append(
                 Case(
                     case_id=cid,
-                    image=self.folder / f"images{split}" / f"{cid}{self.file_ending}",
+                    image=channels[0] if channels else self.folder / f"images{split}" / f"{cid}{self.file_ending}",
                     label=label if label.exists() else None,
                     meta=self.meta.cases.get(cid, CaseMeta()),
                     split=split,
+                    channels=channels,
                 )
             )
         return out

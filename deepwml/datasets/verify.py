@@ -5,6 +5,7 @@ case at a time per worker, so memory stays bounded by a single case whatever the
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from deepwml.constants import IMAGE_ENDINGS
-from deepwml.datasets.dataset_json import case_id_problem, schema_problems
+from deepwml.datasets.dataset_json import case_id_problem, channel_name_problems, schema_problems
 from deepwml.datasets.integrity import leakage
 from deepwml.datasets.raw_dataset import SPLITS
 from deepwml.imageio import Geometry, read_geometry, read_image, read_label, split_ending
@@ -25,6 +26,8 @@ PathLike = Union[str, Path]
 
 #: How many offending label values a message lists before it says "..."
 _MAX_VALUES_SHOWN = 8
+#: 'CASE_0001' → ('CASE', '0001'): one channel's image of a multi-channel case
+_CHANNEL_STEM = re.compile(r"^(.+)_(\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class _CaseJob:
 
     image: Path
     label: Optional[Path]
+    #: the other channels' images of a multi-channel case (checked against ``image``'s grid)
+    channels: Tuple[Path, ...] = ()
 
 
 def verify_dataset(folder: PathLike, n_jobs: int = 1, progress: bool = False) -> List[Problem]:
@@ -73,7 +78,8 @@ def verify_dataset(folder: PathLike, n_jobs: int = 1, progress: bool = False) ->
     ending = _declared_or_common_ending(spec, found)
     for split in SPLITS:
         problems += found[split][1]
-    files = {split: _group_by_case(found[split][0]) for split in SPLITS}
+    n_channels = _n_channels(spec)
+    files = {split: _group_by_case(found[split][0], n_channels, problems) for split in SPLITS}
 
     problems += _file_name_problems(files, ending)
     problems += [Problem(str(path), why) for path, why in leakage(folder)]
@@ -100,6 +106,8 @@ def dataset_summary(folder: PathLike) -> str:
     folder = Path(folder)
     spec = read_json(folder / "dataset.json")
     ending = spec["file_ending"]
+    if _n_channels(spec) > 1:
+        ending = "_0000" + ending
     counts = {split: len(_image_ids(folder / f"images{split}", ending)) for split in SPLITS}
     metas = [spec.get("cases", {}).get(cid, {}) for split in SPLITS for cid in _image_ids(folder / f"images{split}", ending)]
     centres = sorted({str(m.get("centre", "unknown")) for m in metas})
@@ -228,12 +236,44 @@ def _scan_split(folder: Path, split: str) -> Tuple[List[Tuple[str, str, Path]], 
     return entries, problems
 
 
-def _group_by_case(entries: List[Tuple[str, str, Path]]) -> Dict[str, Dict[str, List[Path]]]:
-    """{'images': {case id: [files]}, 'labels': {...}} for one split."""
-    grouped: Dict[str, Dict[str, List[Path]]] = {"images": {}, "labels": {}}
-    for stem, _, path in entries:
+def _n_channels(spec: Optional[Dict[str, Any]]) -> int:
+    """Image channels per case that dataset.json declares (1 when it cannot say)."""
+    names = (spec or {}).get("channel_names")
+    return len(names) if not channel_name_problems(names) else 1
+
+
+def _group_by_case(entries: List[Tuple[str, str, Path]], n_channels: int = 1,
+                   problems: Optional[List[Problem]] = None) -> Dict[str, Dict[str, List[Path]]]:
+    """{'images': {case id: [files]}, 'labels': {...}, 'channels': {case id: [files of channels 1..]}} for one split.
+
+    With several channels an image ``CASE_0000`` is case ``CASE``'s channel 0 and ``CASE_000c`` its channel c; an
+    image named otherwise, and a case missing a channel, are problems.
+    """
+    grouped: Dict[str, Dict[str, List[Path]]] = {"images": {}, "labels": {}, "channels": {}}
+    channels: Dict[str, Dict[int, Path]] = defaultdict(dict)
+    for stem, ending, path in entries:
         kind = "images" if path.parent.name.startswith("images") else "labels"
+        if kind == "images" and n_channels > 1:
+            match = _CHANNEL_STEM.match(stem)
+            if match is None or int(match.group(2)) >= n_channels:
+                if problems is not None:
+                    problems.append(Problem(str(path), f"dataset.json declares {n_channels} channels: name each case's images "
+                                                       f"CASE_0000{ending} .. CASE_{n_channels - 1:04d}{ending}"))
+                continue
+            stem, channel = match.group(1), int(match.group(2))
+            if channel:
+                channels[stem][channel] = path
+                continue
         grouped[kind].setdefault(stem, []).append(path)
+    for cid in sorted(set(channels) | set(grouped["images"]) if n_channels > 1 else ()):
+        first = (grouped["images"].get(cid) or [None])[0]
+        some = first or next(iter(channels[cid].values()))
+        for c in range(n_channels):
+            present = first if c == 0 else channels[cid].get(c)
+            if present is None and problems is not None:
+                problems.append(Problem(str(some.parent / f"{cid}_{c:04d}{split_ending(some)[1]}"),
+                                        f"case {cid!r} has no channel {c} image"))
+        grouped["channels"][cid] = [channels[cid][c] for c in sorted(channels[cid])]
     return grouped
 
 
@@ -292,7 +332,7 @@ def _case_jobs(files: Files) -> Iterator[_CaseJob]:
             for image in images:
                 same = [p for p in candidates if split_ending(p)[1] == split_ending(image)[1]]
                 label = (same or candidates or [None])[0]
-                yield _CaseJob(image, label)
+                yield _CaseJob(image, label, tuple(files[split]["channels"].get(cid, ())))
 
 
 # --- per-case checks (headers, then voxels) ------------------------------------------------------------------------
@@ -304,11 +344,12 @@ def _run_case_checks(jobs: Sequence[_CaseJob], allowed: Tuple[int, ...], n_jobs:
 
     bar = tqdm(total=len(jobs), desc="verify", unit="case", file=sys.stderr, disable=not progress)
     if n_jobs == 1 or len(jobs) < 2:
-        results: Iterable[List[Problem]] = (check_case(j.image, j.label, allowed) for j in jobs)
+        results: Iterable[List[Problem]] = (check_case(j.image, j.label, allowed, j.channels) for j in jobs)
     else:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(check_case)(j.image, j.label, allowed) for j in jobs)
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(check_case)(j.image, j.label, allowed, j.channels) for j in jobs)
     problems: List[Problem] = []
     with bar:
         for case_problems in results:
@@ -317,8 +358,8 @@ def _run_case_checks(jobs: Sequence[_CaseJob], allowed: Tuple[int, ...], n_jobs:
     return problems
 
 
-def check_case(image: Path, label: Optional[Path], allowed: Sequence[int]) -> List[Problem]:
-    """Problems of one image and its label: headers and geometry first, then the voxel data of each in turn."""
+def check_case(image: Path, label: Optional[Path], allowed: Sequence[int], channels: Sequence[Path] = ()) -> List[Problem]:
+    """Problems of one image (its other channels) and its label: headers and geometry first, then the voxel data of each."""
     problems: List[Problem] = []
     image_geometry = _header(image, problems)
     label_geometry = _header(label, problems) if label is not None else None
@@ -326,6 +367,13 @@ def check_case(image: Path, label: Optional[Path], allowed: Sequence[int]) -> Li
         mismatches = image_geometry.mismatches(label_geometry)
         if mismatches:
             problems.append(Problem(str(label), f"geometry differs from its image {image.name}: {'; '.join(mismatches)}"))
+    for channel in channels:
+        channel_geometry = _header(channel, problems)
+        if channel_geometry is not None:
+            mismatches = [] if image_geometry is None else image_geometry.mismatches(channel_geometry)
+            if mismatches:
+                problems.append(Problem(str(channel), f"not on the grid of channel 0 {image.name}: {'; '.join(mismatches)}"))
+            problems += _image_voxel_problems(channel)
     if image_geometry is not None:
         problems += _image_voxel_problems(image)
     if label_geometry is not None:

@@ -1,12 +1,17 @@
-"""Find the cases to predict: one image file, a folder of image files, a DICOM series folder, or a folder of those."""
+"""Find the cases to predict: one image file, a folder of image files, a DICOM series folder, or a folder of those.
+
+For a model that takes several image channels, a case is the files ``CASE_0000<ending>`` (channel 0, the FLAIR) ..
+``CASE_{C-1:04d}<ending>`` side by side, as in a raw dataset; its outputs are named ``CASE``.
+"""
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,6 +22,8 @@ from deepwml.utils.errors import DeepWMLError, ImageError
 
 #: DICOM inputs get their masks as NIfTI, aligned to the series.
 DICOM_OUTPUT_ENDING = ".nii.gz"
+#: 'CASE_0001' → ('CASE', '0001'): one channel's file of a multi-channel case
+CHANNEL_STEM = re.compile(r"^(.+)_(\d{4})$")
 
 
 @dataclass(frozen=True)
@@ -28,16 +35,20 @@ class InputCase:
     kind: str  # 'file' or 'dicom'
     output_ending: str
     bids_names: bool = False  # name outputs BIDS-derivative style (deepwml_predict --bids-names)
+    #: every channel's file, channel 0 (= ``source``) first, for a model with several channels; empty: one channel
+    channels: Tuple[Path, ...] = ()
 
     def input_files(self) -> List[Path]:
         """Every file that belongs to this input (all files of a DICOM folder); outputs must never replace them."""
         if self.kind == "dicom":
             return [p for p in self.source.iterdir() if p.is_file()]
-        files = [self.source]
-        stem, ending = split_ending(self.source)
-        if ending in (".mhd", ".nhdr"):
-            # detached headers point at a data file of the same stem; protect those too
-            files += [p for p in self.source.parent.glob(f"{stem}.*") if p.is_file() and p != self.source]
+        files = []
+        for source in self.channels or (self.source,):
+            files.append(source)
+            stem, ending = split_ending(source)
+            if ending in (".mhd", ".nhdr"):
+                # detached headers point at a data file of the same stem; protect those too
+                files += [p for p in source.parent.glob(f"{stem}.*") if p.is_file() and p != source]
         return files
 
 
@@ -84,14 +95,20 @@ def _is_candidate_series_folder(folder: Path) -> bool:
     return bool(files) and not all(is_image_file(p) for p in files)
 
 
-def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
-    """List the cases below ``input_path`` sorted by case id; duplicate ids are an error naming them."""
+def discover_cases(input_path: Union[str, Path], n_channels: int = 1) -> List[InputCase]:
+    """List the cases below ``input_path`` sorted by case id; duplicate ids are an error naming them.
+
+    With ``n_channels`` > 1 the files ``CASE_0000`` .. ``CASE_{C-1:04d}`` (any ending) make one case ``CASE``.
+    """
     path = Path(input_path).expanduser()
     if not path.exists():
         raise DeepWMLError("input not found", path)
     if path.is_file():
         if not is_image_file(path):
             split_ending(path)  # raises with the list of known endings
+        if n_channels > 1:
+            # one file of a multi-channel case stands for the case: its sibling channels are read beside it
+            return group_channels([_file_case(path)], n_channels, path.parent)
         return [_file_case(path)]
     if is_output_folder(path):
         raise DeepWMLError(
@@ -112,6 +129,8 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
     if not files and _holds_dicom(path):
         return [_dicom_case(path)]
     cases = [_file_case(p) for p in files]
+    if n_channels > 1:
+        cases = group_channels(cases, n_channels, path)
     cases += [_dicom_case(p) for p in folders if _is_candidate_series_folder(p)]
     if not cases:
         raise DeepWMLError(
@@ -122,6 +141,34 @@ def discover_cases(input_path: Union[str, Path]) -> List[InputCase]:
     if duplicates:
         raise DeepWMLError(f"several inputs share the case id(s) {', '.join(duplicates)}; rename one of each", path)
     return sorted(cases, key=lambda c: c.case_id)
+
+
+def group_channels(cases: List[InputCase], n_channels: int, folder: Path) -> List[InputCase]:
+    """Files ``CASE_0000`` .. ``CASE_{C-1:04d}`` as one case ``CASE`` (missing channels fail when the case is read)."""
+    groups: Dict[Tuple[str, str], Dict[int, Path]] = {}
+    for case in cases:
+        match = CHANNEL_STEM.match(case.case_id)
+        if match is None or int(match.group(2)) >= n_channels:
+            expected = ", ".join(f"CASE_{c:04d}{case.output_ending}" for c in range(n_channels))
+            raise DeepWMLError(f"the model takes {n_channels} image channels, so each case is the files {expected} "
+                               f"(channel 0 the FLAIR); {case.source.name} is not one of them", folder)
+        groups.setdefault((match.group(1), case.output_ending), {})[int(match.group(2))] = case.source
+    out = []
+    for (case_id, ending), found in groups.items():
+        parent = next(iter(found.values())).parent
+        channels = tuple(found.get(c, parent / f"{case_id}_{c:04d}{ending}") for c in range(n_channels))
+        out.append(InputCase(case_id, channels[0], "file", ending, channels=channels))
+    return out
+
+
+def read_channels(case: InputCase, series_uid: Optional[str] = None) -> List[Image]:
+    """Every image channel of a case, channel 0 first; a missing channel file names the case and the file."""
+    for channel, source in enumerate(case.channels):
+        if not source.exists():
+            raise ImageError(f"case {case.case_id}: channel {channel} image file {source.name} is missing "
+                             f"(the model takes {len(case.channels)} channels)", source)
+    first = read_case(case, series_uid)
+    return [first] + [read_case(InputCase(case.case_id, source, "file", case.output_ending)) for source in case.channels[1:]]
 
 
 def read_case(case: InputCase, series_uid: Optional[str] = None) -> Image:

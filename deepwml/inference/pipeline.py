@@ -17,7 +17,7 @@ import numpy as np
 
 from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
-from deepwml.inference.inputs import InputCase, read_case
+from deepwml.inference.inputs import InputCase, read_channels
 from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
@@ -33,8 +33,8 @@ class PreparedCase:
     """A case read and preprocessed, waiting for the network."""
 
     case: InputCase
-    image: Image
-    image_pp: np.ndarray
+    image: Image  # channel 0: the outputs take its grid
+    image_pp: np.ndarray  # [C, S, H, W]
     head: np.ndarray
     props: Dict[str, Any]
 
@@ -59,10 +59,10 @@ def describe_error(e: BaseException) -> str:
 
 
 def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None) -> PreparedCase:
-    """Read one case and run exactly the plan's preprocessing on it (the same function the cache was built with)."""
-    image = read_case(case, series_uid)
-    result = preprocess_arrays(image, plan)
-    return PreparedCase(case, image, result.image, result.head, result.props)
+    """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built with)."""
+    images = read_channels(case, series_uid)
+    result = preprocess_arrays(images if len(images) > 1 else images[0], plan)
+    return PreparedCase(case, images[0], result.image, result.head, result.props)
 
 
 def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions) -> CaseSummary:

@@ -1,4 +1,7 @@
-"""Lesion probabilities for a preprocessed [S, H, W] stack: batched slices, fold ensemble, optional flip TTA.
+"""Lesion probabilities for a preprocessed [C, S, H, W] stack: batched slices, fold ensemble, optional flip TTA.
+
+Each slice is fed as the network's input spec says (deepwml.models.InputSpec): its C channels and, in 2.5D, its
+neighbouring slices (deepwml.preprocessing.network_input.stack_slices, as in training).
 
 Only the head is sent through the network: slices without head are skipped outright and, when the network says
 cropping is safe (not so with instance norm, whose statistics would change with the crop), each batch is cropped
@@ -14,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepwml.models.base import network_spec
 from deepwml.planning.plan import Plan
+from deepwml.preprocessing.network_input import as_channels, require_channels, stack_slices
 from deepwml.training.device import DeviceSetup
 
 #: background kept around the head box, in pixels, so that the convolutions near the head see real context
@@ -117,11 +122,16 @@ class SlicePredictor:
         #: the folds share one plan, so one network answers for all
         self.network = self.networks[0]
         self.multiple = self.network.size_multiple
+        # a registered network answers itself; a bare module (a test's toy) takes the plan's word
+        self.input_spec = getattr(self.network, "input_spec", None) or network_spec(plan.network).input_spec
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Mean probability over folds (and flips) for a [B, H, W] batch of preprocessed slices."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(self.device)
+        """Mean probability [B, H, W] over folds (and flips) for network input [B, C·k, H, W] ([B, H, W]: one channel)."""
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = (x[:, None] if x.ndim == 3 else x).to(self.device)
+        if x.shape[1] != self.input_spec.in_channels:
+            raise ValueError(f"the network takes {self.input_spec.in_channels} input channel(s), the batch has {x.shape[1]}")
         x, (h, w) = _pad_to_multiple(x, self.multiple)
         x = x.contiguous(memory_format=self.layout)
         inputs = [x, torch.flip(x, dims=(-1,))] if self.tta else [x]
@@ -137,10 +147,13 @@ class SlicePredictor:
         return total[:, 0].cpu().numpy()
 
     def predict(self, image_pp: np.ndarray, head: Optional[np.ndarray] = None) -> np.ndarray:
-        """Probabilities [S, H, W] float32 for a preprocessed stack; zero outside the head region."""
-        image_pp = np.asarray(image_pp)
-        probs = np.zeros(image_pp.shape, dtype=np.float32)
-        for region in inference_batches(head if self.crop else None, image_pp.shape, self.network, self.batch_size):
-            batch = image_pp[region.slices, region.rows, region.cols]
+        """Probabilities [S, H, W] float32 for a preprocessed stack [C, S, H, W] ([S, H, W]: one channel); zero
+        outside the head region."""
+        image_pp = as_channels(np.asarray(image_pp))
+        spec = self.input_spec
+        require_channels(image_pp, spec.channels, "the preprocessed image")
+        probs = np.zeros(image_pp.shape[1:], dtype=np.float32)
+        for region in inference_batches(head if self.crop else None, probs.shape, self.network, self.batch_size):
+            batch = stack_slices(image_pp, region.slices, spec.context_slices, spec.padding, region.rows, region.cols)
             probs[region.slices, region.rows, region.cols] = self.forward(batch)
         return probs

@@ -115,7 +115,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
     spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
-    all_cases = discover_cases(request.input)
+    all_cases = discover_cases(request.input, spec.plan.n_channels)
     clinical = clinical_options(request, spec, all_cases)
     if request.bids_names:
         all_cases = [dataclasses.replace(c, bids_names=True) for c in all_cases]

@@ -21,6 +21,8 @@ BYTES_FP32 = 4
 #: gradients alive at the same time during backward, relative to the stored activations (calibrated on the U-Net,
 #: see deepwml.models.unet2d_spec)
 BACKWARD_TRANSIENTS = 1.12
+#: what stands in for the neighbours of the first and last slice in 2.5D input
+CONTEXT_PADDINGS = ("edge", "zero")
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,11 @@ class InputSpec:
 
     #: image channels per slice (FLAIR only: 1)
     channels: int = 1
-    #: neighbouring slices stacked as channels (1: plain 2D)
+    #: neighbouring slices stacked as channels (1: plain 2D); channel-major: image channel c, slice offset
+    #: j in -(k-1)/2 .. (k-1)/2 is input channel c * k + j + (k-1)/2 (deepwml.preprocessing.network_input)
     context_slices: int = 1
+    #: 'edge' (the end slice repeated) or 'zero' beyond the ends of the stack
+    padding: str = "edge"
 
     @property
     def in_channels(self) -> int:
@@ -59,8 +64,13 @@ class NetworkSpec:
             p.append(message)
         if net.convs_per_block < 1:
             p.append("network.convs_per_block must be >= 1")
-        if net.in_channels != 1:
-            p.append(f"network.in_channels must be 1 (the cache holds one FLAIR channel), got {net.in_channels}")
+        k = net.context_slices
+        if k < 1 or k % 2 == 0:
+            p.append(f"network.context_slices must be an odd number >= 1 (the slice and as many neighbours on either side), got {k}")
+        elif net.in_channels < 1 or net.in_channels % k:
+            p.append(f"network.in_channels must be a positive multiple of network.context_slices {k}, got {net.in_channels}")
+        if net.context_padding not in CONTEXT_PADDINGS:
+            p.append(f"network.context_padding must be one of {', '.join(CONTEXT_PADDINGS)}, got {net.context_padding!r}")
         unknown = sorted(set(net.options) - set(self.option_names()))
         if unknown:
             known = ", ".join(self.option_names()) or "none"
@@ -75,7 +85,8 @@ class NetworkSpec:
     @property
     def input_spec(self) -> InputSpec:
         """The sample the network takes."""
-        return InputSpec(channels=self.plan.in_channels, context_slices=1)
+        k = self.plan.context_slices
+        return InputSpec(channels=self.plan.in_channels // k, context_slices=k, padding=self.plan.context_padding)
 
     @property
     def size_multiple(self) -> int:

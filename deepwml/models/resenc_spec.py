@@ -88,7 +88,7 @@ class ResEncUNet2DSpec(NetworkSpec):
                 floats += level_pixels * (c_in + per_conv * width)
             c_in = width
         floats += decoder_floats(net.features, pixels, net.convs_per_block, per_conv)
-        floats += pixels * 2  # input and logits
+        floats += pixels * (net.in_channels + 1)  # input and logits
         return int(floats * BYTES_FP32 * BACKWARD_TRANSIENTS)
 
     def build(self) -> Any:

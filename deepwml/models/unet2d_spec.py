@@ -82,7 +82,7 @@ class UNet2DSpec(NetworkSpec):
                 # max-pooling output plus its int64 indices (two floats' worth), a quarter of the pixels
                 floats += level_pixels / 4 * width * 3
         floats += decoder_floats(net.features, pixels, net.convs_per_block, per_conv)
-        floats += pixels * 2  # input and logits
+        floats += pixels * (net.in_channels + 1)  # input and logits
         return int(floats * BYTES_FP32 * BACKWARD_TRANSIENTS)
 
     def build(self) -> Any:

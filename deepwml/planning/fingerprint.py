@@ -21,7 +21,7 @@ from deepwml.preprocessing.head_mask import head_mask
 from deepwml.preprocessing.outliers import suppress_outliers
 from deepwml.preprocessing.orientation import canonical_orientation, canonical_spacing, to_canonical
 from deepwml.preprocessing.parallel import parallel_map
-from deepwml.preprocessing.reading import read_case
+from deepwml.preprocessing.reading import read_case, read_channels
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DatasetError, DeepWMLError
 
@@ -41,6 +41,8 @@ class CaseTask:
     meta: Dict[str, Any]
     n_samples: int
     ignore_value: Optional[int] = None
+    #: every channel's file (channel 0 = ``image`` first) of a multi-channel dataset; empty for one channel
+    channels: Tuple[Path, ...] = ()
 
 
 def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
@@ -62,6 +64,7 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     area_mm2 = lesion.sum(axis=(1, 2)) * (sp_h * sp_w)
     volume_ml = area_mm2 * thickness / 1000.0
     fg_pct = np.percentile(fg, PERCENTILES)
+    extra = _channel_intensities(read_channels(image, task.channels)[1:], orientation, stride, head) if task.channels else None
     summary = {
         "case_id": task.case_id,
         "centre": task.meta.get("centre", "unknown"),
@@ -99,7 +102,20 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
         },
         "ignored_voxels": int(np.count_nonzero((label != 0) & (label != 1))),
     }
+    if extra is not None:
+        summary["channels"] = extra
     return summary, _sample(fg, task.n_samples, task.case_id)
+
+
+def _channel_intensities(images: Sequence[Any], orientation: Any, stride: int, head: np.ndarray) -> Dict[str, Any]:
+    """Head intensity statistics of channels 1.. (inside channel 0's head mask), keyed by channel number."""
+    out = {}
+    for channel, image in enumerate(images, start=1):
+        coarse, _ = suppress_outliers(to_canonical(image.array, orientation)[:, ::stride, ::stride])
+        fg = coarse[head]
+        out[str(channel)] = {"mean": float(fg.mean()), "std": float(fg.std()),
+                             "percentiles": dict(zip(_pct_keys(), np.percentile(fg, PERCENTILES).tolist()))}
+    return out
 
 
 def _pct_keys() -> List[str]:
@@ -123,6 +139,10 @@ def training_cases(dataset: RawDataset) -> List[Case]:
     for case in cases:
         if case.label is None:
             raise DatasetError(f"training case {case.case_id!r} has no label", dataset.folder / "labelsTr" / f"{case.case_id}{dataset.file_ending}")
+        for channel, path in enumerate(case.channels):
+            if not path.exists():
+                raise DatasetError(f"training case {case.case_id!r} has no channel {channel} "
+                                   f"({dataset.meta.channel_list()[channel]}) image", path)
     return cases
 
 
@@ -132,6 +152,9 @@ def source_stamps(cases: Iterable[Case]) -> Dict[str, List[int]]:
     for case in cases:
         a, b = case.image.stat(), case.label.stat()
         stamps[case.case_id] = [a.st_size, a.st_mtime_ns, b.st_size, b.st_mtime_ns]
+        for path in case.channels[1:]:
+            c = path.stat()
+            stamps[case.case_id] += [c.st_size, c.st_mtime_ns]
     return stamps
 
 
@@ -139,7 +162,7 @@ def compute_fingerprint(dataset: RawDataset, n_jobs: int = 1, progress: Optional
     """Fingerprint every training case in parallel and summarise."""
     cases = training_cases(dataset)
     per_case = min(SAMPLES_PER_CASE, MAX_SAMPLES // len(cases))
-    tasks = [CaseTask(c.case_id, c.image, c.label, c.meta.to_dict(), per_case, dataset.meta.ignore_label) for c in cases]
+    tasks = [CaseTask(c.case_id, c.image, c.label, c.meta.to_dict(), per_case, dataset.meta.ignore_label, c.channels) for c in cases]
     summaries, samples = [], []
     for summary, sample in parallel_map(case_fingerprint, tasks, n_jobs, desc="fingerprint", progress=progress):
         summaries.append(summary)
@@ -155,9 +178,28 @@ def compute_fingerprint(dataset: RawDataset, n_jobs: int = 1, progress: Optional
         "by_disease": _grouped(summaries, "disease"),
         "cases": {s["case_id"]: s for s in summaries},
     }
+    if dataset.n_channels > 1:
+        # only for several channels: a single-channel fingerprint (and so every plan's hash) stays as it was
+        fingerprint["channel_names"] = dict(dataset.meta.channel_names)
+        fingerprint["dataset_summary"]["channels"] = _channel_summary(summaries, dataset.meta.channel_list())
     fingerprint = _tidy(fingerprint)
     fingerprint["sources"] = source_stamps(cases)
     return fingerprint
+
+
+def _channel_summary(summaries: Sequence[Dict[str, Any]], names: Sequence[str]) -> Dict[str, Any]:
+    """Per channel (by name): median over cases of the head mean and std, and the range of the head percentiles."""
+    out = {}
+    for channel, name in enumerate(names):
+        heads = [s["head"] if channel == 0 else s["channels"][str(channel)] for s in summaries]
+        out[name] = {
+            "channel": channel,
+            "median_head_mean": float(np.median([h["mean"] for h in heads])),
+            "median_head_std": float(np.median([h["std"] for h in heads])),
+            "head_intensity_range": [float(min(h["percentiles"]["p0.5"] for h in heads)),
+                                     float(max(h["percentiles"]["p99.5"] for h in heads))],
+        }
+    return out
 
 
 def _grouped(summaries: Sequence[Dict[str, Any]], key: str) -> Dict[str, Any]:

@@ -17,6 +17,7 @@ from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import PlanError
 
 PLAN_VERSION = 1
+NORMALIZATION_SCHEMES = ("zscore_head", "zscore", "none")
 #: version of the preprocessing code: bump it whenever the same plan would give a different cache, so that
 #: preprocessing_hash changes and every cached case is computed again (2: robust to intensity outliers)
 PREPROCESSING_ALGORITHM_VERSION = 2
@@ -45,6 +46,10 @@ class PreprocessingPlan:
     orientation: str = "canonical"
     #: Gaussian smoothing before in-plane downsampling of the image (not the label)
     anti_alias: bool = True
+    #: one entry per image channel of dataset.json ``channel_names``, in order: {"name": "T1", "normalization":
+    #: "zscore_head"}; channel 0's scheme is ``normalization``. Empty (left out of plans.json and of both hashes):
+    #: one FLAIR channel, as every plan before channels existed
+    channels: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,7 +62,12 @@ class NetworkPlan:
     #: a layer registered in ``deepwml.models.NORMS``: 'none' (the paper), 'batch' or 'instance'
     norm: str = "none"
     deep_supervision: bool = False
+    #: channels of the network's input: image channels × context_slices (the planner sets it)
     in_channels: int = 1
+    #: 2.5D: each slice is fed with its (k - 1) / 2 neighbours on either side as extra channels (odd; 1 = plain 2D)
+    context_slices: int = 1
+    #: what stands in for the neighbours beyond the ends of the stack: 'edge' (the end slice repeated) or 'zero'
+    context_padding: str = "edge"
     #: settings only one family reads (resenc_unet2d: blocks_per_stage); left out of plans.json when empty, so
     #: plans written before it existed keep their hash
     options: Dict[str, Any] = field(default_factory=dict)
@@ -132,11 +142,22 @@ class Plan:
     data_summary: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready form (``network.options`` only when set: the hash of older plans stays the same)."""
+        """JSON-ready form; keys added after 0.x are left out while they hold their default, so older plans keep their hash."""
         d = dataclasses.asdict(self)
-        if not d["network"]["options"]:
-            del d["network"]["options"]
+        for section, key, default in OMITTED_DEFAULTS:
+            if d[section][key] == default:
+                del d[section][key]
         return d
+
+    @property
+    def n_channels(self) -> int:
+        """Image channels per slice (the cache's C)."""
+        return len(self.preprocessing.channels) or 1
+
+    def channel_schemes(self) -> List[str]:
+        """The normalisation scheme of each image channel, in order."""
+        pp = self.preprocessing
+        return [str(c.get("normalization")) for c in pp.channels] or [pp.normalization]
 
     def save(self, path: Union[str, Path]) -> None:
         """Write atomically as indented JSON."""
@@ -176,8 +197,9 @@ class Plan:
             p.append(f"preprocessing.image_order must be 0..5, got {pp.image_order}")
         if not 0 < pp.label_threshold < 1:
             p.append("preprocessing.label_threshold must lie in (0, 1)")
-        if pp.normalization not in ("zscore_head", "zscore", "none"):
-            p.append(f"preprocessing.normalization {pp.normalization!r} is not one of zscore_head, zscore, none")
+        if pp.normalization not in NORMALIZATION_SCHEMES:
+            p.append(f"preprocessing.normalization {pp.normalization!r} is not one of {', '.join(NORMALIZATION_SCHEMES)}")
+        p.extend(_channel_problems(pp))
         lo_hi = pp.clip_percentiles
         if len(lo_hi) != 2 or not 0 <= lo_hi[0] < lo_hi[1] <= 100:
             p.append(f"preprocessing.clip_percentiles must be [low, high] within 0..100, got {lo_hi}")
@@ -190,6 +212,9 @@ class Plan:
         if len(tr.patch_size) != 2:
             p.append(f"training.patch_size must be two sizes, got {tr.patch_size}")
         p.extend(_network_problems(net, tr.patch_size))
+        if net.in_channels != self.n_channels * net.context_slices:
+            p.append(f"network.in_channels must be {self.n_channels * net.context_slices} ({self.n_channels} image channel(s) × "
+                     f"network.context_slices {net.context_slices}), got {net.in_channels}")
         if tr.batch_size < 1:
             p.append("training.batch_size must be >= 1")
         p.extend(m for m in (LOSSES.problem(tr.loss), OPTIMIZERS.problem(tr.optimizer), LR_SCHEDULES.problem(tr.lr_schedule)) if m)
@@ -208,10 +233,32 @@ class Plan:
     def preprocessing_hash(self) -> str:
         """SHA-256 of what the cache depends on: the preprocessing section, the fingerprint and the code's version."""
         return _sha256({
-            "preprocessing": dataclasses.asdict(self.preprocessing),
+            "preprocessing": self.to_dict()["preprocessing"],
             "fingerprint": self.fingerprint_hash,
             "algorithm": PREPROCESSING_ALGORITHM_VERSION,
         })
+
+
+def _channel_problems(pp: PreprocessingPlan) -> List[str]:
+    """Each entry of preprocessing.channels: a unique name and a known scheme; channel 0 keeps ``normalization``."""
+    p: List[str] = []
+    names = []
+    for i, channel in enumerate(pp.channels):
+        key = f"preprocessing.channels[{i}]"
+        unknown = sorted(set(channel) - {"name", "normalization"})
+        if unknown:
+            p.append(f"{key} has unknown key(s) {', '.join(unknown)} (known: name, normalization)")
+        name, scheme = channel.get("name"), channel.get("normalization")
+        if not isinstance(name, str) or not name.strip():
+            p.append(f"{key}.name must be a non-empty string, got {name!r}")
+        names.append(name)
+        if scheme not in NORMALIZATION_SCHEMES:
+            p.append(f"{key}.normalization {scheme!r} is not one of {', '.join(NORMALIZATION_SCHEMES)}")
+    if pp.channels and pp.channels[0].get("normalization") != pp.normalization:
+        p.append(f"preprocessing.channels[0].normalization must equal preprocessing.normalization ({pp.normalization!r})")
+    if len(set(map(str, names))) != len(names):
+        p.append(f"preprocessing.channels names must differ, got {names}")
+    return p
 
 
 def _network_problems(net: NetworkPlan, patch_size: List[int]) -> List[str]:
@@ -230,6 +277,16 @@ def _network_problems(net: NetworkPlan, patch_size: List[int]) -> List[str]:
         return [f"training.patch_size {patch_size} is impossible for {spec.poolings} poolings: "
                 f"each size must be a multiple of {multiple}"]
     return []
+
+
+#: (section, key, default) written to plans.json only when changed: plans and checkpoints written before the key
+#: existed keep their hash (checkpoints record it; prediction compares it with plans.json)
+OMITTED_DEFAULTS = (
+    ("preprocessing", "channels", []),
+    ("network", "options", {}),
+    ("network", "context_slices", 1),
+    ("network", "context_padding", "edge"),
+)
 
 
 def _sha256(obj: Any) -> str:

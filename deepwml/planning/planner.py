@@ -66,6 +66,8 @@ def plan_experiment(preset: Plan, fingerprint: Dict[str, Any]) -> Plan:
     pp, net, tr = plan.preprocessing, plan.network, plan.training
     plan.dataset = fingerprint["dataset"]
     plan.fingerprint_hash = fingerprint_hash(fingerprint)
+    pp.channels = plan_channels(fingerprint, pp.normalization, pp.channels)
+    net.in_channels = plan.n_channels * net.context_slices
     max_poolings = network_spec(net).max_poolings()
     if pp.inplane_mode == "fixed_matrix":
         slice_shape = list(pp.matrix)
@@ -85,6 +87,17 @@ def plan_experiment(preset: Plan, fingerprint: Dict[str, Any]) -> Plan:
     if problems:
         raise PlanError("the planned configuration is invalid: " + "; ".join(problems))
     return plan
+
+
+def plan_channels(fingerprint: Dict[str, Any], scheme: str, preset_channels: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """preprocessing.channels for the data's channel_names: empty for FLAIR alone (the plan stays as before channels
+    existed); else one entry per channel, the preset's scheme for a channel it names, otherwise ``scheme``."""
+    names = fingerprint.get("channel_names") or {"0": "FLAIR"}
+    if names == {"0": "FLAIR"}:
+        return []
+    chosen = {c.get("name"): c.get("normalization") for c in preset_channels}
+    ordered = [names[str(i)] for i in range(len(names))]
+    return [{"name": name, "normalization": scheme if i == 0 else chosen.get(name, scheme)} for i, name in enumerate(ordered)]
 
 
 def _data_summary(fingerprint: Dict[str, Any], plan: Plan) -> Dict[str, Any]:

@@ -1,5 +1,8 @@
 """The preprocessed cache: PLAN/cache/CASE.npz (+ CASE.json), written atomically, read fast by the trainer.
 
+The image is [C, S, H, W]; caches written before channels existed hold [S, H, W] and are read as C = 1, so they
+stay valid (their preprocessing hash is unchanged).
+
 Write order makes every state safe to resume from: the old CASE.json and unpacked .npy files go first,
 then the new CASE.npz, then the new CASE.json. A case counts as done only when CASE.json holds the current
 preprocessing_hash, so a run killed at any moment redoes at most the cases it was working on.
@@ -13,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from deepwml.preprocessing.network_input import as_channels
 from deepwml.preprocessing.transforms import Preprocessed
 from deepwml.utils.atomic import atomic_path, read_json, savez_compressed, write_json
 from deepwml.utils.errors import DeepWMLError
@@ -67,15 +71,15 @@ def load_props(cache_dir: PathLike, case_id: str) -> Dict[str, Any]:
 
 
 def load_case(cache_dir: PathLike, case_id: str, mmap: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray], Dict[str, Any]]:
-    """(image [S,H,W], label [S,H,W] or None, props); memory-mapped from unpacked .npy files when present."""
+    """(image [C,S,H,W], label [S,H,W] or None, props); memory-mapped from unpacked .npy files when present."""
     paths = case_paths(cache_dir, case_id)
     props = load_props(cache_dir, case_id)
     if mmap and paths["npy_image"].is_file():
         image = np.load(paths["npy_image"], mmap_mode="r")
         label = np.load(paths["npy_label"], mmap_mode="r") if paths["npy_label"].is_file() else None
-        return image, label, props
+        return as_channels(image), label, props
     arrays = _load_npz(paths["npz"])
-    return arrays["image"], arrays.get("label"), props
+    return as_channels(arrays["image"]), arrays.get("label"), props
 
 
 def load_head(cache_dir: PathLike, case_id: str) -> np.ndarray:

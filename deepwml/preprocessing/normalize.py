@@ -5,9 +5,10 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from deepwml.planning.plan import NORMALIZATION_SCHEMES
 from deepwml.utils.errors import PlanError
 
-SCHEMES = ("zscore_head", "zscore", "none")
+SCHEMES = NORMALIZATION_SCHEMES
 
 
 def normalization_stats(stack: np.ndarray, head: np.ndarray, scheme: str, clip_percentiles: Sequence[float]) -> Dict[str, float]:

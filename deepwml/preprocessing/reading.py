@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -27,3 +27,18 @@ def read_case(image_path: Path, label_path: Optional[Path], ignore_value: Option
         raise DatasetError(f"label values {shown} are not {' or '.join(map(str, allowed))} (dataset.json labels; "
                            "declare an ignore value there if the label marks unscored voxels)", label_path)
     return image, label
+
+
+def read_channels(first: Image, paths: Sequence[Path]) -> List[Image]:
+    """``first`` (channel 0, already read) and channels 1.. from ``paths[1:]``, each checked to lie on channel 0's grid."""
+    # imported here: transforms imports the plan, which reading must not need for single-channel data
+    from deepwml.preprocessing.transforms import check_channel_grids
+
+    images = [first]
+    for channel, path in enumerate(paths[1:], start=1):
+        if not Path(path).exists():
+            raise DatasetError(f"channel {channel} image file is missing (a case with several channels needs "
+                               f"{', '.join(Path(p).name for p in paths)})", path)
+        images.append(read_image(path))
+    check_channel_grids(images)
+    return images

@@ -20,7 +20,7 @@ from deepwml.planning.planner import plan_experiment
 from deepwml.planning.splits import load_splits, make_splits, unassigned_cases
 from deepwml.preprocessing.cache import is_done, read_cache_summary, remove_stale_temporaries, write_case
 from deepwml.preprocessing.parallel import parallel_map
-from deepwml.preprocessing.reading import read_case
+from deepwml.preprocessing.reading import read_case, read_channels
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.utils.atomic import write_bytes, write_json
 from deepwml.utils.errors import DatasetError, DeepWMLError, PlanError
@@ -53,6 +53,8 @@ class CaseJob:
     label: Optional[Path]
     meta: Dict[str, Any]
     ignore_value: Optional[int]
+    #: every channel's file, channel 0 first (empty: one channel, ``image``)
+    channels: Tuple[Path, ...] = ()
 
 
 def plan_and_preprocess(opts: Options, log=print) -> Dict[str, Any]:
@@ -108,6 +110,10 @@ def resolve_plan(opts: Options, fingerprint: Dict[str, Any], out: Path, log=prin
             log(f"note: {opts.plan_file} was planned for another fingerprint; its values are used as they are")
         plan.fingerprint_hash = current
         plan.dataset = fingerprint["dataset"]
+        names = fingerprint.get("channel_names") or {"0": "FLAIR"}
+        if plan.n_channels != len(names):
+            raise PlanError(f"takes {plan.n_channels} image channel(s) (preprocessing.channels) but the dataset has "
+                            f"{len(names)}: {names}", opts.plan_file)
         return plan
     plan = plan_experiment(load_preset(opts.preset), fingerprint)
     existing = out / plan.name / "plans.json"
@@ -174,7 +180,8 @@ def _preprocess_job(job: CaseJob, plan: Plan, cache_dir: Path) -> Tuple[str, flo
     """Worker: read, preprocess and cache one case; returns (case id, seconds)."""
     started = time.perf_counter()
     image, label = read_case(job.image, job.label, job.ignore_value)
-    result = preprocess_arrays(image, plan, None if label is None else label.array, job.ignore_value)
+    images = read_channels(image, job.channels) if job.channels else image
+    result = preprocess_arrays(images, plan, None if label is None else label.array, job.ignore_value)
     write_case(cache_dir, job.case_id, result, job.meta)
     return job.case_id, time.perf_counter() - started
 
@@ -197,7 +204,7 @@ def preprocess_dataset(raw: RawDataset, cases: List[Case], plan: Plan, cache_dir
         log(f"removed {removed} temporary file(s) left by an interrupted run")
     h = plan.preprocessing_hash()
     todo = [c for c in cases if opts.overwrite or not is_done(cache_dir, c.case_id, h)]
-    jobs = [CaseJob(c.case_id, c.image, c.label, c.meta.to_dict(), raw.meta.ignore_label) for c in todo]
+    jobs = [CaseJob(c.case_id, c.image, c.label, c.meta.to_dict(), raw.meta.ignore_label, c.channels) for c in todo]
     started = time.perf_counter()
     for _ in parallel_map(_Worker(plan, cache_dir), jobs, opts.n_jobs, desc="preprocess", progress=opts.progress):
         pass

@@ -1,12 +1,14 @@
-"""The forward transform (raw case → normalised [S, H, W] slices) and its exact inverse, as prediction calls them.
+"""The forward transform (raw case → normalised [C, S, H, W] slices) and its exact inverse, as prediction calls them.
 
 Forward: reorient to the canonical layout (permutation/flips only), resample in-plane (never across slices),
-compute a head mask, clip and z-score. ``props`` records everything needed to go back to the original grid.
+compute a head mask (from channel 0), clip and z-score each channel with its own scheme. Every channel is
+resampled exactly as channel 0, so all must lie on channel 0's grid. ``props`` records everything needed to go
+back to the original grid (channel 0's).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -32,7 +34,7 @@ PROPS_VERSION = 1
 
 @dataclass
 class Preprocessed:
-    """One preprocessed case: arrays in the canonical [S, H, W] layout and the properties to undo it."""
+    """One preprocessed case: image [C, S, H, W], label and head [S, H, W] (canonical layout) and the properties to undo it."""
 
     image: np.ndarray
     label: Optional[np.ndarray]
@@ -40,21 +42,27 @@ class Preprocessed:
     props: Dict[str, Any]
 
 
-def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = None, ignore_value: Optional[int] = None) -> Preprocessed:
-    """Preprocess one case and keep the head mask too (the cache stores it)."""
+def preprocess_arrays(image: Union[Image, Sequence[Image]], plan: Plan, label: Optional[np.ndarray] = None,
+                      ignore_value: Optional[int] = None) -> Preprocessed:
+    """Preprocess one case (one Image, or one per channel of the plan, channel 0 first) and keep the head mask too."""
+    channels = check_channels(image, plan)
+    image = channels[0]
     pp = plan.preprocessing
     geometry = image.geometry
     if label is not None:
         label = _label_to_cache_values(np.asarray(label), image, ignore_value)
     orientation = canonical_orientation(geometry)
-    stack = to_canonical(np.asarray(image.array, dtype=np.float32), orientation)
-    stack, outliers = suppress_outliers(stack)
     spacing = canonical_spacing(geometry, orientation)
-    out_hw, out_spacing = target_inplane_shape(pp.inplane_mode, stack.shape[1:], spacing[1:], pp.matrix, pp.target_spacing)
-    resampled = resize_slices(stack, out_hw, order=pp.image_order, anti_alias=pp.anti_alias)
-    head = head_mask(resampled)
-    stats = normalization_stats(resampled, head, pp.normalization, pp.clip_percentiles)
-    image_pp = apply_normalization(resampled, stats).astype(pp.cache_dtype)
+    resampled, outlier_voxels = [], 0
+    for channel in channels:
+        stack = to_canonical(np.asarray(channel.array, dtype=np.float32), orientation)
+        stack, outliers = suppress_outliers(stack)
+        outlier_voxels += 0 if outliers is None else int(outliers.sum())
+        out_hw, out_spacing = target_inplane_shape(pp.inplane_mode, stack.shape[1:], spacing[1:], pp.matrix, pp.target_spacing)
+        resampled.append(resize_slices(stack, out_hw, order=pp.image_order, anti_alias=pp.anti_alias))
+    head = head_mask(resampled[0])
+    stats = [normalization_stats(r, head, scheme, pp.clip_percentiles) for r, scheme in zip(resampled, plan.channel_schemes())]
+    image_pp = np.stack([apply_normalization(r, st).astype(pp.cache_dtype) for r, st in zip(resampled, stats)])
     label_pp = None
     if label is not None:
         label_pp = resize_label(to_canonical(label, orientation), out_hw, pp.label_threshold)
@@ -71,15 +79,37 @@ def preprocess_arrays(image: Image, plan: Plan, label: Optional[np.ndarray] = No
         "spacing_original": list(spacing),
         "shape_after_resampling": [stack.shape[0], out_hw[0], out_hw[1]],
         "spacing_after_resampling": [spacing[0], out_spacing[0], out_spacing[1]],
-        "normalization": stats,
+        "normalization": stats[0],
         "head_fraction": float(head.mean()),
-        "outlier_voxels": 0 if outliers is None else int(outliers.sum()),
+        "outlier_voxels": outlier_voxels,
     }
+    if len(channels) > 1:
+        props["channel_normalization"] = stats
     return Preprocessed(image_pp, label_pp, head.astype(np.uint8), props)
 
 
-def preprocess_case(image: Image, plan: Plan, label: Optional[np.ndarray] = None, ignore_value: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], Dict[str, Any]]:
-    """Raw image (and label with values 0, 1 and ``ignore_value``) → (image [S,H,W], label uint8 [S,H,W] or None, props)."""
+def check_channels(image: Union[Image, Sequence[Image]], plan: Plan) -> List[Image]:
+    """The plan's channels, channel 0 first; a missing or extra channel, or one off channel 0's grid, names the file."""
+    channels = [image] if isinstance(image, Image) else list(image)
+    if len(channels) != plan.n_channels:
+        names = ", ".join(f"{i}: {c.get('name')}" for i, c in enumerate(plan.preprocessing.channels)) or "0: FLAIR"
+        raise ImageError(f"{len(channels)} image channel(s) given, the plan takes {plan.n_channels} ({names})", channels[0].path)
+    check_channel_grids(channels)
+    return channels
+
+
+def check_channel_grids(channels: Sequence[Image]) -> None:
+    """Every channel lies on channel 0's grid (within rounding); the first that does not is an error naming its file."""
+    for i, channel in enumerate(channels[1:], start=1):
+        mismatch = channels[0].geometry.mismatches(channel.geometry)
+        if mismatch:
+            raise ImageError(f"channel {i} is not on the grid of channel 0 ({channels[0].path}): {'; '.join(mismatch)}; "
+                             "register and resample it onto channel 0 first", channel.path)
+
+
+def preprocess_case(image: Union[Image, Sequence[Image]], plan: Plan, label: Optional[np.ndarray] = None,
+                    ignore_value: Optional[int] = None) -> Tuple[np.ndarray, Optional[np.ndarray], Dict[str, Any]]:
+    """Raw image(s) (and label with values 0, 1 and ``ignore_value``) → (image [C,S,H,W], label uint8 [S,H,W] or None, props)."""
     result = preprocess_arrays(image, plan, label, ignore_value)
     return result.image, result.label, result.props
 

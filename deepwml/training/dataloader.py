@@ -22,6 +22,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
+from deepwml.preprocessing.network_input import stack_slices
 from deepwml.training.preprocessed import case_arrays
 from deepwml.training.sampling import SliceIndex, crop_box, extract_patch, sample_slices
 from deepwml.utils.errors import DeepWMLError
@@ -47,6 +48,10 @@ class BatchSpec:
     rank: int
     epoch: int
     num_batches: int
+    #: the network's input (deepwml.models InputSpec): image channels and 2.5D neighbours
+    channels: int = 1
+    context_slices: int = 1
+    context_padding: str = "edge"
 
 
 def batch_rng(seed: int, rank: int, epoch: int, batch: int) -> np.random.Generator:
@@ -103,14 +108,16 @@ class SliceBatchLoader:
         """Batch number ``b`` of the epoch: sampled, cropped and (if a transform is set) augmented."""
         s = self.spec
         rng = batch_rng(s.seed, s.rank, s.epoch, b)
-        data = np.empty((s.batch_size, 1, *s.patch_size), np.float32)
+        data = np.empty((s.batch_size, s.channels * s.context_slices, *s.patch_size), np.float32)
         seg = np.empty((s.batch_size, 1, *s.patch_size), np.float32)
         for i, (g, centre) in enumerate(sample_slices(s.index, s.batch_size, s.foreground_fraction, rng)):
             image, label = self._case(s.index.case_ids[s.index.slice_case[g]])
             z = s.index.slice_z[g]
-            img2d = np.asarray(image[z], dtype=np.float32)
-            box = crop_box(img2d.shape, s.patch_size, centre, rng)
-            data[i, 0] = extract_patch(img2d, box, float(img2d.min()))
+            planes = stack_slices(image, [z], s.context_slices, s.context_padding)[0]
+            box = crop_box(planes.shape[1:], s.patch_size, centre, rng)
+            for c, plane in enumerate(planes):
+                # each input channel is padded with its own background
+                data[i, c] = extract_patch(plane, box, float(plane.min()))
             seg[i, 0] = extract_patch(np.asarray(label[z]), box, 0)
         batch = {"data": data, "seg": seg}
         if self.transform is not None:

@@ -109,10 +109,13 @@ class PreprocessedDataset:
             unpack_case(self.cache_dir, cid)
 
     def load(self, case_id: str) -> Tuple[np.ndarray, np.ndarray]:
-        """(image [S,H,W], label [S,H,W]) of a cached case; memory-mapped when unpacked."""
+        """(image [C,S,H,W], label [S,H,W]) of a cached case; memory-mapped when unpacked."""
         image, label, _ = load_case(self.cache_dir, case_id)
         if label is None:
             raise DatasetError(f"case {case_id} has no label in the cache; training needs labels", self.cache_dir)
+        if image.shape[0] != self.plan.n_channels:
+            raise PlanError(f"case {case_id} is cached with {image.shape[0]} image channel(s) but {self.plans_path.name} "
+                            f"takes {self.plan.n_channels}; {self.preprocess_hint()}", self.cache_dir)
         return image, label
 
     def extra_files(self) -> Dict[str, Path]:

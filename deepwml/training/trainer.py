@@ -173,7 +173,7 @@ class Trainer:
         self.index = build_slice_index((cid, self.data.load(cid)[1]) for cid in self.cases.train)
         self.transform = build_transforms(self.training.augmentation, self.training.patch_size)
         self.workers = worker_count(self.training.num_workers, self.setup.device.type == "cuda")
-        self.val_slices = collect_validation_slices(self.cases.val, self.data.load) if self.ctx.is_main else None
+        self.val_slices = collect_validation_slices(self.cases.val, self.data.load, self.net.input_spec) if self.ctx.is_main else None
         # validation predicts as deepwml_predict does; the network stays the trainer's (device, layout, mode)
         self.val_predictor = SlicePredictor([self.net], self.plan, self.setup, tta=False, prepare=False)
 
@@ -294,8 +294,10 @@ class Trainer:
     def batch_spec(self, epoch: int) -> BatchSpec:
         """What this rank draws its batches of ``epoch`` from."""
         t = self.training
+        spec = self.net.input_spec
         return BatchSpec(self.data.cache_dir, self.index, tuple(t.patch_size), self.local_batch, t.foreground_oversampling,
-                         self.opts.seed, self.ctx.rank, epoch, t.iterations_per_epoch)
+                         self.opts.seed, self.ctx.rank, epoch, t.iterations_per_epoch,
+                         spec.channels, spec.context_slices, spec.padding)
 
     def train_one_epoch(self, bar) -> None:
         """Optimise for one epoch, validate, checkpoint and log."""

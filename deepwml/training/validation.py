@@ -23,6 +23,8 @@ from deepwml.constants import IGNORE_LABEL
 from deepwml.evaluation.slice_metrics import slice_counts, slice_scores
 from deepwml.evaluation.stratify import describe
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
+from deepwml.models.base import InputSpec
+from deepwml.preprocessing.network_input import stack_slices
 
 LoadCase = Callable[[str], Tuple[np.ndarray, np.ndarray]]
 
@@ -63,7 +65,7 @@ class ValidationSlices:
     """Lesion-holding slices of the validation cases, grouped per case (slices of one case share a shape)."""
 
     case_ids: List[str]
-    images: List[np.ndarray]  # float16 [n_i, H, W]
+    images: List[np.ndarray]  # float16 network input [n_i, C·k, H, W]
     labels: List[np.ndarray]  # uint8 [n_i, H, W]
     slice_numbers: List[np.ndarray]
 
@@ -73,8 +75,8 @@ class ValidationSlices:
         return int(sum(len(s) for s in self.slice_numbers))
 
 
-def collect_validation_slices(case_ids: Sequence[str], load_case: LoadCase) -> ValidationSlices:
-    """Load the scored slices of every validation case (one case at a time)."""
+def collect_validation_slices(case_ids: Sequence[str], load_case: LoadCase, spec: InputSpec = InputSpec()) -> ValidationSlices:
+    """Load the scored slices of every validation case (one case at a time) as the network ``spec`` takes them."""
     out = ValidationSlices([], [], [], [])
     for cid in case_ids:
         image, label = load_case(cid)
@@ -82,17 +84,17 @@ def collect_validation_slices(case_ids: Sequence[str], load_case: LoadCase) -> V
         if len(keep) == 0:
             continue
         out.case_ids.append(cid)
-        out.images.append(np.asarray(image[keep], dtype=np.float16))
+        out.images.append(stack_slices(image, keep, spec.context_slices, spec.padding).astype(np.float16))
         out.labels.append(np.asarray(label[keep], dtype=np.uint8))
         out.slice_numbers.append(keep)
     return out
 
 
 def predict_probabilities(predictor: SlicePredictor, images: np.ndarray) -> np.ndarray:
-    """Probabilities [N,H,W] of whole slices [N,H,W], in the predictor's batches."""
+    """Probabilities [N,H,W] of whole slices (network input [N,C·k,H,W], or [N,H,W] for one channel), in batches."""
     step = predictor.batch_size
     out = [predictor.forward(images[start:start + step]) for start in range(0, len(images), step)]
-    return np.concatenate(out) if out else np.zeros(images.shape, np.float32)
+    return np.concatenate(out) if out else np.zeros((len(images), *images.shape[-2:]), np.float32)
 
 
 def _plain(values: np.ndarray) -> List[Optional[float]]:

@@ -241,7 +241,7 @@ def test_outliers_do_not_change_head_mask_or_normalisation(probe):
     assert np.array_equal(result.head, clean.head)
     assert result.props["outlier_voxels"] == np.count_nonzero(outliers)
     # every voxel but the outliers themselves keeps its normalised value (statistics barely miss those voxels)
-    assert np.allclose(result.image[~outliers], clean.image[~outliers], atol=2e-3)
+    assert np.allclose(result.image[0][~outliers], clean.image[0][~outliers], atol=2e-3)
     assert np.all(np.isfinite(result.image)) and np.abs(result.image).max() < 10
 
 
@@ -280,7 +280,7 @@ def test_other_intensity_ranges_give_the_same_head_mask_and_normalised_head(prob
     assert np.array_equal(result.head, clean.head)
     assert result.props["outlier_voxels"] == 0
     # uint8 rounding moves values by up to half a grey level: about 0.02 standard deviations here
-    assert np.allclose(result.image[head], clean.image[head], atol=0.05)
+    assert np.allclose(result.image[0][head], clean.image[0][head], atol=0.05)
 
 
 def test_predicted_lesion_volume_is_the_same_for_outliers_and_scaled_scans(tmp_path, model_dir):
