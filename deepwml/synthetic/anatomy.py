@@ -102,7 +102,7 @@ def sample_anatomy(rng: np.random.Generator, age: float, atrophy_extra: float = 
         skull_mm=float(rng.uniform(5.5, 8.5)),
         scalp_mm=float(rng.uniform(4.5, 8.0)),
         cortex_mm=float(rng.uniform(2.5, 3.4)),
-        sulcus_depth_mm=float(rng.uniform(13, 22)),
+        sulcus_depth_mm=float(rng.uniform(10, 16)),
         sulcus_width_mm=float(0.6 + 1.6 * atrophy + rng.uniform(0, 0.5)),
         deformation_mm=float(rng.uniform(2.0, 4.5)),
         midline_mm=float(rng.normal(0, 1.0)),
@@ -218,8 +218,8 @@ def anatomy_fields(
         "hull": hull,
         "cranium": cranium_sdf(a, p, hull),
         "cerebellum": in_cerebellum,
-        # no sulcus closer to the centre than 45 % of the way out: radial walls would converge into a starburst
-        "sulcus_reach": np.maximum(-hull - sulcus_depth, (0.45 - ellipsoid_radius(p, a.brain_centre, a.brain_axes)) * 60.0),
+        # no sulcus closer to the centre than half way out: the centrum semiovale stays white matter
+        "sulcus_reach": np.maximum(-hull - sulcus_depth, (0.5 - ellipsoid_radius(p, a.brain_centre, a.brain_axes)) * 60.0),
         "sulcus": fold / np.maximum(fold_grad, 0.02),
         "midline": X - float(a.midline_mm),
         "fissure": inside(-callosum, 3.0) * (1.0 - in_cerebellum),
