@@ -36,9 +36,9 @@ def _batch(channels: int) -> Any:
 
 def _instance(channels: int) -> Any:
     """Instance normalisation with a learned scale and shift (nnU-Net's default)."""
-    from torch import nn
+    from deepwml.models.instance_norm import InstanceNorm2d
 
-    return nn.InstanceNorm2d(channels, affine=True)
+    return InstanceNorm2d(channels, affine=True)
 
 
 NONE = NormSpec(_identity, conv_bias=True, crop_safe=True, saved_maps=0)
