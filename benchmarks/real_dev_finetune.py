@@ -225,7 +225,8 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"\n{name}, every held-out stack:\n")
         print(table(r.rows, args.thickness))
     print(f"\ntime: {time.perf_counter() - start:.1f} s in all; stacks {t_stacks:.1f} s, plan + preprocess {t_prep:.1f} s, "
-          + ", ".join(f"{name}: training {r.train_seconds:.0f} s, prediction {r.predict_seconds:.1f} s" for name, r in runs.items()))
+          + ", ".join(f"{name}: " + (f"training {r.train_seconds:.0f} s, " if name != ZERO_SHOT else "")
+                      + f"prediction {r.predict_seconds:.1f} s" for name, r in runs.items()))
     return 0
 
 
