@@ -100,8 +100,13 @@ def stack_id(scan_id: str, thickness: float) -> str:
     return f"{scan_id}_{thickness:g}mm".replace(".", "p")
 
 
-def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path) -> List[StackCase]:
-    """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring."""
+def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
+                labels_dir: Optional[Path] = None, suffix: str = "") -> List[StackCase]:
+    """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
+
+    ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
+    apart stacks of one scan and thickness made with different in-plane spacings).
+    """
     cases = []
     for scan in scans:
         flair, mask = read_image(scan.flair), read_label(scan.mask)
@@ -110,8 +115,10 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
             raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
         for thickness, spec in spec_for.items():
             stack = thick_slice_stack(flair.array, mask.array, flair.geometry, spec)
-            case_id = stack_id(scan.scan_id, thickness)
+            case_id = stack_id(scan.scan_id, thickness) + suffix
             write_image(stack.image, stack.geometry, images_dir / f"{case_id}.nii.gz")
+            if labels_dir is not None:
+                write_image(stack.label.astype(np.uint8), stack.geometry, labels_dir / f"{case_id}.nii.gz")
             cases.append(StackCase(scan.scan_id, thickness, case_id, stack.label.astype(bool), stack.geometry))
     return cases
 
