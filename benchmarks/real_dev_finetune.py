@@ -1,20 +1,22 @@
 """Fine-tuning the shipped model on a site's few labelled real scans against training from scratch (issue #12).
 
-Leave-one-scan-out over the real MS scans of benchmarks/real_dev.py (MSLUB, ../shared/real_dev/mslub, never copied
-into this repository). Every scan becomes thick-slice axial stacks as there (one per --thickness and --inplane
+Leave-one-scan-out over a site's own labelled scans (--data: a folder of patientNN/flair.nii.gz + wmh.nii.gz, as
+benchmarks/real_dev.py reads). Not for the MSLUB development scans of real_dev.py: their README forbids tuning a
+model on them (they only measure zero-shot progress), so that folder is refused. Every scan becomes thick-slice axial stacks as there (one per --thickness and --inplane
 spacing); for each scan in turn, the OTHER scans' stacks become a raw dataset (imagesTr/labelsTr, the held-out
 scan's stacks in imagesTs), planned and preprocessed with the pretrained model's own plans.json (the network must
 match for --pretrained), and trained on every case (fold 'all') twice for the same number of training images:
 from scratch, and from the pretrained weights (deepwml_train --pretrained, its default fine-tuning learning rate).
 The held-out stacks are then segmented by both and by the pretrained model zero-shot, and scored as real_dev.py
-scores them (MICCAI-2017 WMH case metrics against the slab labels).
+scores them (MICCAI-2017 WMH case metrics against the slab labels). The trained models are only scored, never
+kept or shipped.
 
 Prints one table (mean Dice, lesion F1, HD95, AVD over every held-out stack; Dice per held-out scan; the site's
 training images each model saw; training time), the per-stack tables of each model, and times. Every step is a
 public command or its library entry point; the work folder resumes (finished trainings are skipped, interrupted
-ones continue). These scans measure whether fine-tuning helps on real anatomy: do not tune anything on them.
+ones continue).
 
-    python benchmarks/real_dev_finetune.py --work /tmp/realft --epochs 8 --iterations 25
+    python benchmarks/real_dev_finetune.py --data /site/labelled --work /tmp/realft --epochs 8 --iterations 25
 """
 from __future__ import annotations
 
@@ -177,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="work folder outside the repository (resumable)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of patientNN/flair.nii.gz + wmh.nii.gz (default {DEFAULT_DATA})")
+    p.add_argument("--data", type=Path, required=True,
+                   help="folder of patientNN/flair.nii.gz + wmh.nii.gz of your site (not the MSLUB development scans)")
     p.add_argument("--pretrained", default="builtin", help="builtin or a trained model's PLAN folder (default builtin)")
     p.add_argument("--epochs", type=int, default=8, help="epochs of each training (default 8)")
     p.add_argument("--iterations", type=int, default=25, help="iterations per epoch (default 25)")
@@ -194,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
+    if args.data.expanduser().resolve() == DEFAULT_DATA.resolve():
+        # the development scans' README: "do not tune a model on them"
+        raise DeepWMLError("the MSLUB development scans measure zero-shot progress only and must not be trained on; "
+                           "pass your own labelled scans", args.data)
     scans = find_scans(args.data.expanduser())
     folds = leave_one_out([s.scan_id for s in scans])
     check_work_folder(args.work)

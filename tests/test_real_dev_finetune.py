@@ -131,3 +131,13 @@ def test_benchmark_runs_end_to_end_on_made_up_scans_and_resumes(tmp_path, capsys
     assert "deepwml_train" not in again and "| fine-tuned |" in again
     trained = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in again.splitlines() if line.startswith("| f")}
     assert trained == {"from scratch": "-", "fine-tuned": "-"}
+
+
+def test_the_mslub_development_scans_are_refused(tmp_path, capsys):
+    """Their README forbids tuning a model on them: pointing --data at them stops with one line, nothing written."""
+    work = tmp_path / "work"
+    bench = _benchmark()
+    code = bench.main(["--work", str(work), "--data", str(bench.DEFAULT_DATA)])
+    err = capsys.readouterr().err
+    assert code == 2 and "must not be trained on" in err and len(err.strip().splitlines()) == 1
+    assert not work.exists()
