@@ -117,30 +117,39 @@ class SlicePredictor:
         #: the folds share one plan, so one network answers for all
         self.network = self.networks[0]
         self.multiple = self.network.size_multiple
+        #: 1: a lesion probability (sigmoid); more: one probability per class (softmax)
+        self.out_channels = plan.network.out_channels
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Mean probability over folds (and flips) for a [B, H, W] batch of preprocessed slices."""
+        """Mean probability over folds (and flips) for a [B, H, W] batch of preprocessed slices: [B, H, W] for a
+        binary plan, [B, C, H, W] class probabilities for a multi-class one."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(self.device)
         x, (h, w) = _pad_to_multiple(x, self.multiple)
         x = x.contiguous(memory_format=self.layout)
         inputs = [x, torch.flip(x, dims=(-1,))] if self.tta else [x]
-        total = torch.zeros(x.shape[0], 1, h, w, device=self.device, dtype=torch.float32)
+        total = torch.zeros(x.shape[0], self.out_channels, h, w, device=self.device, dtype=torch.float32)
         for net in self.networks:
             for k, xi in enumerate(inputs):
                 with self.setup.autocast():
                     logits = net(xi)
-                prob = torch.sigmoid(logits.float())[..., :h, :w]
+                prob = (torch.sigmoid(logits.float()) if self.out_channels == 1 else torch.softmax(logits.float(), dim=1))[..., :h, :w]
                 # the second input is mirrored left-right; mirror its answer back before averaging
                 total += torch.flip(prob, dims=(-1,)) if k else prob
         total /= len(self.networks) * len(inputs)
-        return total[:, 0].cpu().numpy()
+        return total[:, 0].cpu().numpy() if self.out_channels == 1 else total.cpu().numpy()
 
     def predict(self, image_pp: np.ndarray, head: Optional[np.ndarray] = None) -> np.ndarray:
-        """Probabilities [S, H, W] float32 for a preprocessed stack; zero outside the head region."""
+        """Probabilities [S, H, W] float32 for a preprocessed stack, zero outside the head region; for a multi-class
+        plan class probabilities [S, C, H, W], background outside the head region."""
         image_pp = np.asarray(image_pp)
-        probs = np.zeros(image_pp.shape, dtype=np.float32)
+        s, h, w = image_pp.shape
+        binary = self.out_channels == 1
+        probs = np.zeros(image_pp.shape if binary else (s, self.out_channels, h, w), dtype=np.float32)
+        if not binary:
+            probs[:, 0] = 1.0
         for region in inference_batches(head if self.crop else None, image_pp.shape, self.network, self.batch_size):
             batch = image_pp[region.slices, region.rows, region.cols]
-            probs[region.slices, region.rows, region.cols] = self.forward(batch)
+            where = (region.slices, region.rows, region.cols) if binary else (region.slices, slice(None), region.rows, region.cols)
+            probs[where] = self.forward(batch)
         return probs
