@@ -41,6 +41,9 @@ class Contrast:
     #: CSF whose inflow defeats the inversion pulse (posterior fossa, third and fourth ventricle), and sinus mucosa
     flow: float = 1.2
     mucosa: float = 1.45
+    #: corticospinal tract and brainstem relative to white matter (normal, never lesion)
+    tract: float = 1.0
+    stem: float = 1.0
 
 
 #: Typical contrasts; each patient's scan varies around these.
@@ -61,7 +64,8 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
     j = lambda v, sd: float(v + rng.normal(0, sd))  # noqa: E731
     return replace(
         base,
-        grey=j(base.grey, 0.03),
+        # grey/white contrast varies more between protocols (and 2D vs 3D FLAIR) than between patients of one site
+        grey=float(base.grey + rng.uniform(-0.02, 0.16)),
         deep_grey=j(base.deep_grey, 0.02),
         csf=float(np.clip(j(base.csf, 0.07), 0.18, 0.65)),
         lesion=j(base.lesion, 0.07),
@@ -73,6 +77,8 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
         scale=float(base.scale * rng.uniform(0.75, 1.3)),
         flow=float(rng.uniform(0.8, 1.6)),
         mucosa=float(rng.uniform(1.15, 1.75)),
+        tract=float(rng.uniform(0.98, 1.16)),
+        stem=float(rng.uniform(0.97, 1.12)),
     )
 
 
@@ -148,7 +154,8 @@ def mix(t: Tissues, m: Mimics, lesion: np.ndarray, lesion_contrast: np.ndarray, 
     img = paint(img, m.mucosa, np.float32(c.mucosa))
     img = paint(img, m.orbit_fat, np.clip(np.float32(c.fat) + np.float32(0.15) * t.texture, 0.9, 1.9))
     img = paint(img, m.eye, np.float32(c.csf))  # the vitreous is nulled like CSF
-    tissue = np.float32(1.0) + t.grey * np.float32(c.grey - 1.0)
+    tissue = np.float32(1.0) + t.tract * np.float32(c.tract - 1.0) + t.stem * np.float32(c.stem - 1.0)
+    tissue = paint(tissue, t.grey, np.float32(c.grey))
     tissue = paint(tissue, t.deep_grey * (1.0 - t.grey), np.float32(c.deep_grey))
     tissue = paint(tissue, t.csf, csf)
     tissue = paint(tissue, t.ventricle, csf)

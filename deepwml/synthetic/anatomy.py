@@ -30,8 +30,23 @@ _MIDLINE_VENTRICLES = (
 )
 #: Radius (mm) of the sphere that carries the folding pattern; noise fields named 'fold' must cover it.
 FOLD_RADIUS_MM = 72.0
+#: Weight of the free 3D folding field against the surface-bound one.
+MEANDER = 1.0
 #: Deep grey nuclei per hemisphere: (centre, half-axes); thalamus, lentiform nucleus, head of caudate.
 _DEEP_NUCLEI = (((11, 8, 3), (8, 14, 9)), ((24, -4, 0), (6, 13, 9)), ((15, -17, 11), (5, 8, 8)))
+#: The insula per hemisphere: the lateral cap (beyond INSULA_CAP_X mm from the midline) of an ellipsoid around
+#: the deep grey nuclei, (centre, half-axes) at size 1. Its surface is the insular cistern, a thin CSF sheet lined by
+#: the insular cortex medially and the opercula laterally; on thick slices these make the curved bright grey band
+#: lateral to the putamen that a lesion model must not take.
+_INSULA = ((18, -4, 4), (19, 24, 15))
+INSULA_CAP_X = 30.0
+#: The insula's own short gyri make its grey matter a plate this much thicker than the cortex elsewhere (mm).
+INSULA_EXTRA_MM = 2.0
+#: Hippocampus and amygdala: grey matter at FLAIR brightness in the medial temporal lobe.
+_HIPPOCAMPUS = ((27, 8, -20), (5, 18, 4.5))
+#: Corticospinal tract from the cerebral peduncle through the posterior limb of the internal capsule into the corona
+#: radiata: mildly hyperintense on many FLAIR scans (a classic normal finding, not lesion).
+_TRACT = ((12, 16, -22), (19, 4, 6), (23, 8, 32))
 
 
 @dataclass
@@ -86,9 +101,9 @@ def sample_anatomy(rng: np.random.Generator, age: float, atrophy_extra: float = 
         csf_mm=float(1.5 + 3.0 * atrophy + rng.uniform(0, 1)),
         skull_mm=float(rng.uniform(5.5, 8.5)),
         scalp_mm=float(rng.uniform(4.5, 8.0)),
-        cortex_mm=float(rng.uniform(2.3, 3.0)),
-        sulcus_depth_mm=float(rng.uniform(10, 15)),
-        sulcus_width_mm=float(0.8 + 2.2 * atrophy + rng.uniform(0, 0.5)),
+        cortex_mm=float(rng.uniform(2.5, 3.4)),
+        sulcus_depth_mm=float(rng.uniform(13, 22)),
+        sulcus_width_mm=float(0.6 + 1.6 * atrophy + rng.uniform(0, 0.5)),
         deformation_mm=float(rng.uniform(2.0, 4.5)),
         midline_mm=float(rng.normal(0, 1.0)),
         rim_mm=float(rng.uniform(1.3, 2.2)),
@@ -188,6 +203,9 @@ def anatomy_fields(
     where = (hull < 4.0) & (hull > -40.0)
     fold = np.zeros(hull.shape, np.float32)
     fold[where] = noise["fold"].sample_points(rel[2][where] * scale[where], rel[1][where] * scale[where], rel[0][where] * scale[where])
+    # a folding pattern that is not fixed to the surface normal makes the walls meander and branch, so that axial
+    # sections cut gyri in all directions instead of a starburst of radial lines
+    fold += np.float32(MEANDER) * noise["meander"].sample(z, y, x)
     grads = np.gradient(fold, *(float(c[1] - c[0]) for c in (z, y, x)))
     fold_grad = np.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)
     del grads, rel, scale
@@ -200,14 +218,15 @@ def anatomy_fields(
         "hull": hull,
         "cranium": cranium_sdf(a, p, hull),
         "cerebellum": in_cerebellum,
-        # no sulcus closer to the centre than 55 % of the way out: radial walls would converge into a starburst
-        "sulcus_reach": np.maximum(-hull - sulcus_depth, (0.55 - ellipsoid_radius(p, a.brain_centre, a.brain_axes)) * 60.0),
+        # no sulcus closer to the centre than 45 % of the way out: radial walls would converge into a starburst
+        "sulcus_reach": np.maximum(-hull - sulcus_depth, (0.45 - ellipsoid_radius(p, a.brain_centre, a.brain_axes)) * 60.0),
         "sulcus": fold / np.maximum(fold_grad, 0.02),
         "midline": X - float(a.midline_mm),
         "fissure": inside(-callosum, 3.0) * (1.0 - in_cerebellum),
         "infratentorial": infratentorial,
         # muscle, fat and bone of the skull base and neck are not one uniform grey
         "texture": noise["band"].sample(z, y, x),
+        **deep_cortex_fields(a, p),
     }
     dz = float(z[1] - z[0])
     out = {k: AlignedField(v.astype(np.float32, copy=False), float(z[0]), dz, factor, (0, 0), fine_size) for k, v in full.items()}
@@ -233,6 +252,28 @@ def anatomy_fields(
     return out
 
 
+def deep_cortex_fields(anatomy: Anatomy, p: Points) -> Dict[str, np.ndarray]:
+    """Signed distances of the insular CSF sheets, the hippocampi and the corticospinal tracts, and the
+    brainstem's inside fraction (mm fields on the points ``p``)."""
+    s = anatomy.size
+    # deep structures follow the deep grey nuclei outwards when the ventricles are large (as _DEEP_NUCLEI do)
+    spread = 24.0 * (anatomy.ventricle_scale**0.35 - 1.0)
+    sheets = hippocampus = tract = None
+    for side in (-1, 1):
+        (cx, cy, cz), axes = _INSULA
+        shell = np.abs(ellipsoid_sdf(p, (side * (cx * s + spread), cy * s, cz * s), tuple(v * s for v in axes))) - 0.6
+        e = np.maximum(shell, (INSULA_CAP_X * s + spread) - side * p[0])
+        sheets = e if sheets is None else np.minimum(sheets, e)
+        (cx, cy, cz), axes = _HIPPOCAMPUS
+        e = ellipsoid_sdf(p, (side * (cx * s + spread), cy * s, cz * s), tuple(v * s for v in axes))
+        hippocampus = e if hippocampus is None else np.minimum(hippocampus, e)
+        pts = [np.array([side * (x * s + spread * (i > 0)), y * s, z * s]) for i, (x, y, z) in enumerate(_TRACT)]
+        for a, b in zip(pts[:-1], pts[1:]):
+            c = capsule_sdf(p, a, b, 3.0 * s)
+            tract = c if tract is None else np.minimum(tract, c)
+    return {"deep_csf": sheets, "hippocampus": hippocampus, "tract": tract, "stem": inside(stem_sdf(anatomy, p), 2.0)}
+
+
 @dataclass
 class Tissues:
     """Tissue fractions on a fine block, nested from the outside in (each inner one lies within the outer)."""
@@ -250,6 +291,9 @@ class Tissues:
     csf: np.ndarray
     ventricle: np.ndarray
     rim: np.ndarray
+    #: corticospinal tract (mildly bright white matter) and brainstem fractions
+    tract: np.ndarray
+    stem: np.ndarray
     #: depth below the brain surface (mm), for placing lesions
     depth: np.ndarray
     #: in-plane block near the ventricles, and there: signed distance to the ventricles (mm) and horn-tip weight
@@ -294,6 +338,13 @@ def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndar
     fissure = fields["fissure"].sample(z)
     csf = np.maximum(csf, inside(gap, width) * fissure)
     grey = np.maximum(grey, inside(gap - cortex, width) * fissure)
+    deep_csf = fields["deep_csf"].sample(z)
+    csf = np.maximum(csf, inside(deep_csf, width))
+    grey = np.maximum(grey, inside(deep_csf - a.cortex_mm - INSULA_EXTRA_MM, width))
+    grey = np.maximum(grey, inside(fields["hippocampus"].sample(z), width))
+    del deep_csf
+    tract = inside(fields["tract"].sample(z), 2.0)
+    stem = fields["stem"].sample(z)
 
     shape = hull.shape
     deep_grey = np.zeros(shape, np.float32)
@@ -311,4 +362,6 @@ def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndar
         # only the lateral ventricles have it, not the slit of the third ventricle
         lateral = np.clip((np.abs(fields["near_midline"].sample(z)) - 3.0) * np.float32(1 / 3.0), 0.0, 1.0)
         rim[near] = inside(vdist - (a.rim_mm + a.rim_cap_mm * tips), width) * (1.0 - inner) * lateral
-    return Tissues(head, fat, skull, diploe, intracranial, soft, texture, brain, grey, deep_grey, csf, ventricle, rim, depth, near, vdist, tips)
+    return Tissues(
+        head, fat, skull, diploe, intracranial, soft, texture, brain, grey, deep_grey, csf, ventricle, rim, tract, stem, depth, near, vdist, tips
+    )

@@ -32,7 +32,7 @@ BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 #: Share of cases written skull-stripped when it is drawn per case.
 SKULL_STRIPPED_SHARE = 0.25
 #: Truth masks of ``generate_case(..., truth=True)``.
@@ -189,6 +189,7 @@ def _noise_fields(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> D
         "band": noise_field(rng, lo, hi, 3.0, 14.0),
         "confluence": noise_field(rng, lo, hi, 3.0, 22.0),
         "bias": noise_field(rng, lo, hi, 16.0, 160.0),
+        "meander": noise_field(rng, lo, hi, 2.0, 20.0, bandpass=True),
     }
 
 
