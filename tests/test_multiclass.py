@@ -170,9 +170,10 @@ def test_a_network_has_one_output_per_class_and_the_binary_head_stays_one_channe
     """num_classes > 2 gives one logit channel per class; the binary network is the one of every earlier checkpoint."""
     from deepwml.models import build_network, network_spec
 
-    binary = NetworkPlan(features=[4, 8], norm="instance")
-    multi = NetworkPlan(features=[4, 8], norm="instance", num_classes=5)
     x = torch.zeros(2, 1, 16, 16)
-    assert build_network(binary)(x).shape == (2, 1, 16, 16) and build_network(multi)(x).shape == (2, 5, 16, 16)
-    for plan in (binary, multi):
-        assert network_spec(plan).parameter_count() == sum(p.numel() for p in build_network(plan).parameters())
+    for architecture in ("unet2d", "resenc_unet2d"):
+        binary = NetworkPlan(architecture=architecture, features=[4, 8], norm="instance", deep_supervision=True)
+        multi = NetworkPlan(architecture=architecture, features=[4, 8], norm="instance", deep_supervision=True, num_classes=5)
+        assert build_network(binary).eval()(x).shape == (2, 1, 16, 16) and build_network(multi).eval()(x).shape == (2, 5, 16, 16)
+        for plan in (binary, multi):
+            assert network_spec(plan).parameter_count() == sum(p.numel() for p in build_network(plan).parameters())
