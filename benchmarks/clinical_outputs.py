@@ -1,11 +1,12 @@
 """What the issue-#14 outputs add to prediction, per 25-slice case: lesion confidence, the uncertainty map and its
-file, the per-patient report (pictures + page) and its PDF, beside the existing QC montage and probability file.
+file, the per-patient report (pictures + page) and its PDF, beside the existing QC montage and probability file;
+and the anatomy model (its preprocessing, network and label map on the input grid) when one is installed or given.
 
 The network does not matter here (all of it runs in the write step, on the input grid), so a toy threshold model
 gives the probabilities. Inputs are synthetic MS#1 cases (512x512) resampled to 25 slices. Each figure is the
 fastest of --runs repetitions, averaged over the cases.
 
-    python benchmarks/clinical_outputs.py [--cases 3] [--runs 5] [--threads 1]
+    python benchmarks/clinical_outputs.py [--cases 3] [--runs 5] [--threads 1] [--anatomy-model PLAN_FOLDER]
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from deepwml.imageio import Geometry, write_image
+from deepwml.inference.anatomy import anatomy_map, anatomy_model_dir, load_anatomy_model
 from deepwml.inference.confidence import add_lesion_confidence, quantised, uncertainty_map
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.lesion_report import lesion_table, summarize_case
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--anatomy-model", type=Path, default=None, help="default: the shipped one, when installed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(load_line())
@@ -60,6 +63,9 @@ def main() -> None:
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, "best", False, 0.5)
     browser = find_pdf_converter()
+    anatomy_dir = anatomy_model_dir(args.anatomy_model)
+    anatomy = load_anatomy_model(anatomy_dir, setup_device("cpu")) if anatomy_dir else None
+    print(f"anatomy model: {anatomy_dir or 'none'}")
     figures: Dict[str, List[float]] = {}
 
     def timed(name: str, fn: Callable[[], object], runs: int = args.runs) -> object:
@@ -87,6 +93,10 @@ def main() -> None:
             timed("report PDF (headless Chromium)", lambda: write_pdf(out / "r.html", out / "r.pdf", browser), runs=2)
         timed("for scale: write CASE_prob", lambda: write_image(probs, g, out / "p.nii.gz"))
         timed("for scale: QC montage", lambda: write_qc_montage(p.image.array, mask, g, out / "qc.png", "x"), runs=3)
+        if anatomy is not None:
+            a_in = timed("anatomy: preprocess (reader thread)", lambda: anatomy.prepare(p.image))
+            a_probs = timed("anatomy: network", lambda: anatomy.predict(a_in))
+            timed("anatomy: map on the input grid (writer thread)", lambda: anatomy_map(a_probs, a_in.props))
         print(f"{case.case_id}: {mask.shape[0]} slices of {mask.shape[1]}x{mask.shape[2]}, {len(lesions)} lesions")
 
     try:
@@ -98,6 +108,8 @@ def main() -> None:
         print(f"{name}: {np.mean(values):.3f} s per case")
     together = ("confidence columns (always)", "uncertainty map", "write CASE_uncertainty", "report pictures", "report page")
     print(f"--save-uncertainty --report together: {sum(np.mean(figures[k]) for k in together):.3f} s per case")
+    if anatomy is not None:
+        print(f"anatomy model in all: {sum(np.mean(v) for k, v in figures.items() if k.startswith('anatomy')):.3f} s per case")
 
 
 if __name__ == "__main__":

@@ -257,7 +257,8 @@ def test_an_old_checkpoint_predicts_as_before_from_either_cache_layout():
         expected = torch.sigmoid(entry["output"])[:, 0].numpy()
         for layout in (stack, stack[None]):  # the cache before channels ([S,H,W]) and after ([1,S,H,W])
             probs = SlicePredictor([net], plan, CPU, batch_size=2, crop=False).predict(layout)
-            np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-6, err_msg=name)
+            # 1e-5: on the CPU in channels-last, instance norm runs as group_norm (issue #15), rounded differently
+            np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-5, err_msg=name)
 
 
 def test_an_old_cache_is_read_as_one_channel(tmp_path):

@@ -20,6 +20,8 @@ ANATOMY_LABELS: Dict[int, str] = {
     INFRATENTORIAL: "infratentorial",  # cerebellum and brainstem parenchyma
 }
 BRAIN_CLASSES = (WHITE_MATTER, CORTEX, INFRATENTORIAL)
+#: dataset.json "labels" of an anatomy dataset (name -> value), and of the anatomy model's folder
+DATASET_LABELS: Dict[str, int] = {name: value for value, name in ANATOMY_LABELS.items()}
 
 
 def anatomy_from_truth(truth: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skull-stripped", choices=SKULL_STRIPPED_CHOICES, default="auto",
                    help="skull-stripped scans (background 0 outside an imperfect brain mask): 'auto' about a quarter of the "
                    "cases, drawn per case; 'always' or 'never' (default: auto)")
+    p.add_argument("--anatomy", action="store_true",
+                   help="write the anatomy label maps (0 background, 1 white matter, 2 ventricle, 3 cortex, 4 infratentorial) "
+                   "as labelsTr/labelsTs instead of the lesion masks, for training an anatomy model (same images)")
     p.add_argument("-np", "--num-processes", type=int, default=1, metavar="N", help="cases generated in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same id and name")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
@@ -58,6 +61,7 @@ def _main(argv: Optional[List[str]]) -> int:
         overwrite=args.overwrite,
         progress=True if args.progress else None,
         skull_stripped=args.skull_stripped,
+        anatomy=args.anatomy,
     )
     from deepwml.datasets import DatasetJson
 

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Segment white-matter lesions. Input: an image file (NIfTI, MHA/MHD, NRRD), a folder of them, a DICOM "
             "series folder, or a folder of DICOM series folders (case id = folder name). Writes per case a mask on "
             "the input's own grid, CASE_lesions.csv, qc/CASE.png and, if asked, CASE_prob<ending>; plus summary.csv. "
+            "A multi-class model (e.g. the anatomy model) writes its argmax label map instead of the mask and no lesion table. "
             "Cases whose outputs exist are skipped (resume) unless --overwrite."
         ),
     )
@@ -55,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bids-names", action="store_true",
                    help="name the mask, probability, uncertainty and lesion-table files BIDS-derivative style when the "
                    "case id carries BIDS entities (sub-01_ses-1_FLAIR -> sub-01_ses-1_desc-wmh_mask.nii.gz)")
+    anatomy = p.add_mutually_exclusive_group()
+    anatomy.add_argument("--anatomy-model", metavar="PLAN_FOLDER",
+                         help="the anatomy model (lateral ventricles, white matter, cortex, infratentorial region; issue #14) "
+                         "to run beside the lesion model (default: the one shipped with DeepWML, when this install has it)")
+    anatomy.add_argument("--no-anatomy", action="store_true", help="do not predict the anatomy map")
+    p.add_argument("--save-anatomy", action="store_true",
+                   help="write CASE_anatomy<ending>: the anatomy label map on the input's grid (0 background, 1 white matter, "
+                   "2 ventricle, 3 cortex, 4 infratentorial)")
     return p
 
 
@@ -87,6 +96,9 @@ def _main(argv: Optional[List[str]]) -> int:
         report=args.report,
         dicom_seg=args.dicom_seg,
         bids_names=args.bids_names,
+        anatomy=not args.no_anatomy,
+        anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,
+        save_anatomy=args.save_anatomy,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -12,38 +12,49 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of deepwml_train_pretrained."""
     from deepwml.pretrained.recipe import Recipe
 
-    d = Recipe()
+    d, a = Recipe.defaults("lesion"), Recipe.defaults("anatomy")
+
+    def default(name: str) -> str:
+        """The lesion model's default, and the anatomy model's where it differs."""
+        lesion, anatomy = getattr(d, name), getattr(a, name)
+        return f"default {lesion}" + (f"; with --anatomy {anatomy}" if anatomy != lesion else "")
+
     p = argparse.ArgumentParser(
         prog="deepwml_train_pretrained",
         description="Reproduce DeepWML's shipped model: synthetic data (generator version of this install), the "
         "preset, training, a held-out synthetic set of another seed, and the model card. Hours on a CPU; run the "
-        "same command again to resume after an interruption.",
+        "same command again to resume after an interruption. With --anatomy: the anatomy model (issue #14) instead.",
     )
     p.add_argument("--workdir", type=Path, required=True, help="where data, caches and the training run go")
+    p.add_argument("--anatomy", action="store_true",
+                   help="make the anatomy model (white matter, lateral ventricles, cortex, infratentorial region from the FLAIR) "
+                   "from synthetic anatomy labels; --install puts it in deepwml/pretrained/anatomy_flair2d/")
     p.add_argument("--install", action="store_true", help="install the result as this package's shipped model (deepwml/pretrained/)")
     p.add_argument("--install-to", type=Path, default=None, help="install the result as a PLAN folder here instead")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"synthetic data and training seed (default {d.seed})")
-    p.add_argument("--scale", type=float, default=d.scale, help=f"fraction of the 492 synthetic patients (default {d.scale})")
-    p.add_argument("--preset", default=d.preset, help=f"plan preset (default {d.preset})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    p.add_argument("--iterations", type=int, default=d.iterations, help=f"iterations per epoch (default {d.iterations})")
-    p.add_argument("--heldout-seed", type=int, default=d.heldout_seed, help=f"seed of the held-out synthetic set (default {d.heldout_seed})")
-    p.add_argument("--heldout-scale", type=float, default=d.heldout_scale, help=f"scale of the held-out set (default {d.heldout_scale})")
+    p.add_argument("--seed", type=int, default=None, help=f"synthetic data and training seed ({default('seed')})")
+    p.add_argument("--scale", type=float, default=None, help=f"fraction of the 492 synthetic patients ({default('scale')})")
+    p.add_argument("--preset", default=None, help=f"plan preset, or a plan .json file ({default('preset')})")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs ({default('epochs')})")
+    p.add_argument("--iterations", type=int, default=None, help=f"iterations per epoch ({default('iterations')})")
+    p.add_argument("--heldout-seed", type=int, default=None, help=f"seed of the held-out synthetic set ({default('heldout_seed')})")
+    p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
     add_device_argument(p)
     return p
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    from deepwml.pretrained import BUILTIN_DIR
+    import dataclasses
+
+    from deepwml.pretrained import ANATOMY_DIR, BUILTIN_DIR
     from deepwml.pretrained.recipe import Recipe, run_recipe
 
     a = build_parser().parse_args(argv)
-    recipe = Recipe(seed=a.seed, scale=a.scale, preset=a.preset, epochs=a.epochs, iterations=a.iterations,
-                    heldout_seed=a.heldout_seed, heldout_scale=a.heldout_scale)
+    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale")}
+    recipe = dataclasses.replace(Recipe.defaults("anatomy" if a.anatomy else "lesion"), **{k: v for k, v in given.items() if v is not None})
     target = a.install_to
     if a.install and target is None:
-        target = BUILTIN_DIR
+        target = ANATOMY_DIR if a.anatomy else BUILTIN_DIR
     run_recipe(recipe, a.workdir, target, n_jobs=a.n_jobs, device=a.device)
     return 0
 

@@ -83,6 +83,11 @@ class DatasetJson:
         return self.labels.get("ignore")
 
     @property
+    def num_classes(self) -> int:
+        """Classes including background (2: a binary lesion dataset; more: a multi-class one such as anatomy)."""
+        return len([name for name in self.labels if name != "ignore"])
+
+    @property
     def allowed_label_values(self) -> List[int]:
         """All label values a label file may contain."""
         return sorted(set(int(v) for v in self.labels.values()))
@@ -149,6 +154,32 @@ def channel_name_problems(channels: Any) -> List[str]:
     return []
 
 
+def _label_problems(labels: Dict[str, Any]) -> List[str]:
+    """A binary dataset maps background to 0 and lesion to 1; a multi-class one (more than one foreground class,
+    e.g. anatomy) maps its classes to 0, 1, 2, ... with background 0; either may declare an ignore value."""
+    classes = {name: value for name, value in labels.items() if name != "ignore"}
+    if len(classes) <= 2 or "lesion" in labels:
+        problems = []
+        if labels.get("background") != 0 or labels.get("lesion") != 1:
+            problems.append(f"labels must map background to 0 and lesion to 1, got {labels!r}")
+        extra = set(labels) - {"background", "lesion", "ignore"}
+        if extra:
+            problems.append(f"unknown label names {sorted(extra)}; allowed: background, lesion, ignore "
+                            "(a multi-class dataset names two or more classes besides background and no 'lesion')")
+    else:
+        values = sorted(v for v in classes.values() if isinstance(v, int) and not isinstance(v, bool))
+        problems = [] if labels.get("background") == 0 and values == list(range(len(classes))) else [
+            f"a multi-class dataset's labels must map background to 0 and its other classes to 1, 2, ... "
+            f"(each value once), got {labels!r}"]
+        if len(classes) > 255:
+            problems.append(f"at most 255 classes, got {len(classes)}")
+    if "ignore" in labels:
+        value = labels["ignore"]
+        if not isinstance(value, int) or value in classes.values():
+            problems.append(f"ignore label must be an integer other than the class values, got {value!r}")
+    return problems
+
+
 def schema_problems(d: Dict[str, Any]) -> List[str]:
     """Every structural problem of a dataset.json object (empty: fine)."""
     problems = []
@@ -164,13 +195,7 @@ def schema_problems(d: Dict[str, Any]) -> List[str]:
     if not isinstance(labels, dict):
         problems.append("labels must be an object such as {'background': 0, 'lesion': 1}")
     else:
-        if labels.get("background") != 0 or labels.get("lesion") != 1:
-            problems.append(f"labels must map background to 0 and lesion to 1, got {labels!r}")
-        extra = set(labels) - {"background", "lesion", "ignore"}
-        if extra:
-            problems.append(f"unknown label names {sorted(extra)}; allowed: background, lesion, ignore")
-        if "ignore" in labels and (not isinstance(labels["ignore"], int) or labels["ignore"] in (0, 1)):
-            problems.append(f"ignore label must be an integer other than 0 and 1, got {labels['ignore']!r}")
+        problems.extend(_label_problems(labels))
     cases = d.get("cases", {})
     if not isinstance(cases, dict):
         problems.append("cases must be an object mapping case id to metadata")

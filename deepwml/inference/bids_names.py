@@ -9,6 +9,7 @@ mask                 ``<entities>_desc-wmh_mask<ending>``
 probabilities        ``<entities>_label-WMH_probseg<ending>``
 uncertainty          ``<entities>_desc-wmh_uncertainty<ending>`` (BIDS defines no suffix for it)
 lesion table         ``<entities>_desc-wmh_lesions.csv``
+anatomy label map    ``<entities>_desc-anatomy_dseg<ending>``
 ===================  ==========================================
 
 A case id without BIDS entities keeps the plain names. QC picture, report page and DICOM SEG keep the case id
@@ -32,6 +33,7 @@ class OutputNames:
     probabilities: str
     uncertainty: str
     lesions: str
+    anatomy: str = ""
 
 
 def bids_entities(case_id: str) -> Optional[List[str]]:
@@ -50,6 +52,7 @@ def output_names(case_id: str, bids: bool = False) -> OutputNames:
     """Plain names, or BIDS-derivative names when ``bids`` and the case id carries BIDS entities."""
     entities = bids_entities(case_id) if bids else None
     if entities is None:
-        return OutputNames(case_id, f"{case_id}_prob", f"{case_id}_uncertainty", f"{case_id}_lesions")
+        return OutputNames(case_id, f"{case_id}_prob", f"{case_id}_uncertainty", f"{case_id}_lesions", f"{case_id}_anatomy")
     prefix = "_".join(entities)
-    return OutputNames(f"{prefix}_desc-wmh_mask", f"{prefix}_label-WMH_probseg", f"{prefix}_desc-wmh_uncertainty", f"{prefix}_desc-wmh_lesions")
+    return OutputNames(f"{prefix}_desc-wmh_mask", f"{prefix}_label-WMH_probseg", f"{prefix}_desc-wmh_uncertainty", f"{prefix}_desc-wmh_lesions",
+                       f"{prefix}_desc-anatomy_dseg")

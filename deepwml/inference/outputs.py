@@ -25,6 +25,10 @@ class ExtraOutputs:
     report: bool = False
     pdf: bool = False
     dicom_seg: bool = False
+    #: CASE_anatomy<ending>: the anatomy model's label map (deepwml_predict --save-anatomy)
+    anatomy: bool = False
+    #: False for a multi-class model, whose prediction is a label map without lesion table
+    lesion_table: bool = True
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,17 @@ class CaseOutputs:
     report_html: Optional[Path] = None
     report_pdf: Optional[Path] = None
     dicom_seg: Optional[Path] = None  # DICOM series inputs only
+    anatomy: Optional[Path] = None
 
     def required(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> List[Path]:
         """Files that must exist for the case to count as done (the PDF never: its converter may be missing)."""
-        paths = [self.mask, self.lesions]
+        paths = [self.mask, self.lesions] if extras.lesion_table else [self.mask]
         if probabilities:
             paths.append(self.probabilities)
         if qc:
             paths.append(self.qc)
-        chosen = [(extras.uncertainty, self.uncertainty), (extras.report, self.report_html), (extras.dicom_seg, self.dicom_seg)]
+        chosen = [(extras.uncertainty, self.uncertainty), (extras.report, self.report_html), (extras.dicom_seg, self.dicom_seg),
+                  (extras.anatomy, self.anatomy)]
         return paths + [p for wanted, p in chosen if wanted and p is not None]
 
     def complete(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> bool:
@@ -56,7 +62,7 @@ class CaseOutputs:
 
     def extra_paths(self) -> List[Path]:
         """Every optional output path of the case."""
-        return [p for p in (self.uncertainty, self.report_html, self.report_pdf, self.dicom_seg) if p is not None]
+        return [p for p in (self.uncertainty, self.report_html, self.report_pdf, self.dicom_seg, self.anatomy) if p is not None]
 
 
 def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
@@ -73,6 +79,7 @@ def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
         report_html=out_dir / "report" / f"{case.case_id}.html",
         report_pdf=out_dir / "report" / f"{case.case_id}.pdf",
         dicom_seg=out_dir / f"{case.case_id}_seg.dcm" if case.kind == "dicom" else None,
+        anatomy=out_dir / f"{names.anatomy}{ending}",
     )
 
 
@@ -166,6 +173,8 @@ def check_output_collisions(
                 claim(o.report_pdf, case.case_id, "report PDF")
         if extras.dicom_seg and o.dicom_seg is not None:
             claim(o.dicom_seg, case.case_id, "DICOM SEG")
+        if extras.anatomy:
+            claim(o.anatomy, case.case_id, "anatomy label map", image=True)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

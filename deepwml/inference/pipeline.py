@@ -16,15 +16,16 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from deepwml.imageio import Image, read_image, write_image
+from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
-from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case
+from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, slice_areas_mm2, summarize_case
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
-from deepwml.preprocessing.transforms import preprocess_arrays
+from deepwml.preprocessing.transforms import Preprocessed, preprocess_arrays, revert_label_probabilities
 from deepwml.utils.errors import DeepWMLError
 
 
@@ -37,6 +38,8 @@ class PreparedCase:
     image_pp: np.ndarray  # [C, S, H, W]
     head: np.ndarray
     props: Dict[str, Any]
+    #: the input preprocessed with the anatomy model's plan (None: no anatomy model in this run)
+    anatomy_input: Optional[Preprocessed] = None
 
 
 @dataclass
@@ -58,22 +61,31 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} (unexpected; please report)"
 
 
-def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None) -> PreparedCase:
-    """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built with)."""
+def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None) -> PreparedCase:
+    """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built
+    with), and the anatomy model's preprocessing of its FLAIR when there is one."""
     images = read_channels(case, series_uid)
     result = preprocess_arrays(images if len(images) > 1 else images[0], plan)
-    return PreparedCase(case, images[0], result.image, result.head, result.props)
+    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy.prepare(images[0]) if anatomy else None)
 
 
-def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions) -> CaseSummary:
-    """Bring probabilities back to the input's grid and write mask, probabilities, lesion table and QC picture."""
+def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions, anatomy_probs: Optional[np.ndarray] = None) -> CaseSummary:
+    """Bring probabilities back to the input's grid and write mask, probabilities, lesion table and QC picture
+    (a multi-class model: its label map and QC picture)."""
+    if probs_pp.ndim == 4:
+        return write_label_map_case(prepared, probs_pp, options)
     case, geometry = prepared.case, prepared.image.geometry
     outputs = case_outputs(options.out_dir, case)
     probs = revert_to_original(probs_pp, prepared.props, order=1)
     mask = probabilities_to_mask(probs, options.threshold)
-    lesions = lesion_table(mask, geometry)
-    summary = summarize_case(case.case_id, mask, geometry, lesions)
+    # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
+    anatomy = None if anatomy_probs is None else anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+    # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy)
+    summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     lesions = write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
+    if options.clinical.extras.anatomy and anatomy is not None:
+        write_image(anatomy, geometry, outputs.anatomy)
     # the mask is written last among the image outputs: its presence marks the case as done for resuming
     if options.save_probabilities:
         write_image(probs.astype(np.float32, copy=False), geometry, outputs.probabilities)
@@ -85,21 +97,47 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     return summary
 
 
-def summary_from_outputs(case: InputCase, outputs: CaseOutputs) -> CaseSummary:
-    """Summary row of a case finished by an earlier run, recomputed from its mask on disk."""
+def write_label_map_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions) -> CaseSummary:
+    """A multi-class model's case: the argmax label map on the input's grid (and the QC picture of its foreground)."""
+    case, geometry = prepared.case, prepared.image.geometry
+    outputs = case_outputs(options.out_dir, case)
+    label_map = revert_label_probabilities(probs_pp, prepared.props)
+    if options.write_qc:
+        write_qc_montage(prepared.image.array, label_map > 0, geometry, outputs.qc, f"{case.case_id}: label map")
+    write_image(label_map, geometry, outputs.mask)
+    return label_map_summary(case.case_id, label_map, geometry)
+
+
+def label_map_summary(case_id: str, label_map: np.ndarray, geometry: Any) -> CaseSummary:
+    """summary.csv row of a label map: status, slices and thickness (the lesion columns stay empty)."""
+    return CaseSummary(case_id=case_id, status="ok", lesion_count=0, slices=len(slice_areas_mm2(label_map, geometry)),
+                       slice_thickness_mm=float(geometry.slice_thickness))
+
+
+def summary_from_outputs(case: InputCase, outputs: CaseOutputs, label_map: bool = False) -> CaseSummary:
+    """Summary row of a case finished by an earlier run, recomputed from its mask (or label map) on disk."""
     mask_image = read_image(outputs.mask, dtype=None)
+    if label_map:
+        return label_map_summary(case.case_id, np.asarray(mask_image.array), mask_image.geometry)
     mask = np.asarray(mask_image.array) > 0
-    return summarize_case(case.case_id, mask, mask_image.geometry, lesion_table(mask, mask_image.geometry))
+    # the locations and grades come back only when the earlier run saved its anatomy map (--save-anatomy)
+    anatomy = None
+    if outputs.anatomy is not None and outputs.anatomy.is_file():
+        anatomy = np.asarray(read_image(outputs.anatomy, dtype=None).array).astype(np.uint8)
+    lesions = lesion_table(mask, mask_image.geometry, anatomy=anatomy)
+    return summarize_case(case.case_id, mask, mask_image.geometry, lesions, anatomy=anatomy)
 
 
 class CasePipeline:
     """Runs cases through reader → network → writer with bounded look-ahead so memory stays flat."""
 
-    def __init__(self, predictor: SlicePredictor, plan: Plan, options: RunOptions, workers: int = 1) -> None:
+    def __init__(self, predictor: SlicePredictor, plan: Plan, options: RunOptions, workers: int = 1,
+                 anatomy: Optional[AnatomyModel] = None) -> None:
         self.predictor = predictor
         self.plan = plan
         self.options = options
         self.workers = max(1, int(workers))
+        self.anatomy = anatomy
 
     def run(self, cases: Sequence[InputCase], on_done: Optional[Callable[[CaseSummary], None]] = None) -> List[CaseSummary]:
         """Predict ``cases`` in order; returns one summary per case (status ok or failed)."""
@@ -121,17 +159,18 @@ class CasePipeline:
                 while queue or pending_reads:
                     while queue and len(pending_reads) < lookahead:
                         case = queue.popleft()
-                        pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid)))
+                        pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid, self.anatomy)))
                     case, future = pending_reads.popleft()
                     try:
                         prepared = future.result()
                         probs = self.predictor.predict(prepared.image_pp, prepared.head)
+                        anatomy = None if prepared.anatomy_input is None else self.anatomy.predict(prepared.anatomy_input)
                     except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
                         record(failed_case(case.case_id, describe_error(e)))
                         _debug_trace(e)
                         continue
-                    pending_writes.append((case, writers.submit(write_case, prepared, probs, self.options)))
-                    del prepared, probs
+                    pending_writes.append((case, writers.submit(write_case, prepared, probs, self.options, anatomy)))
+                    del prepared, probs, anatomy
                     while len(pending_writes) > self.workers:
                         self._collect(pending_writes.popleft(), record)
                 while pending_writes:

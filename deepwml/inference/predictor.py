@@ -124,10 +124,13 @@ class SlicePredictor:
         self.multiple = self.network.size_multiple
         # a registered network answers itself; a bare module (a test's toy) takes the plan's word
         self.input_spec = getattr(self.network, "input_spec", None) or network_spec(plan.network).input_spec
+        #: 1: a lesion probability (sigmoid); more: one probability per class (softmax)
+        self.out_channels = plan.network.out_channels
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Mean probability [B, H, W] over folds (and flips) for network input [B, C·k, H, W] ([B, H, W]: one channel)."""
+        """Mean probability over folds (and flips) for network input [B, C·k, H, W] ([B, H, W]: one channel): [B, H, W]
+        for a binary plan, [B, classes, H, W] class probabilities for a multi-class one."""
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         x = (x[:, None] if x.ndim == 3 else x).to(self.device)
         if x.shape[1] != self.input_spec.in_channels:
@@ -135,25 +138,30 @@ class SlicePredictor:
         x, (h, w) = _pad_to_multiple(x, self.multiple)
         x = x.contiguous(memory_format=self.layout)
         inputs = [x, torch.flip(x, dims=(-1,))] if self.tta else [x]
-        total = torch.zeros(x.shape[0], 1, h, w, device=self.device, dtype=torch.float32)
+        total = torch.zeros(x.shape[0], self.out_channels, h, w, device=self.device, dtype=torch.float32)
         for net in self.networks:
             for k, xi in enumerate(inputs):
                 with self.setup.autocast():
                     logits = net(xi)
-                prob = torch.sigmoid(logits.float())[..., :h, :w]
+                prob = (torch.sigmoid(logits.float()) if self.out_channels == 1 else torch.softmax(logits.float(), dim=1))[..., :h, :w]
                 # the second input is mirrored left-right; mirror its answer back before averaging
                 total += torch.flip(prob, dims=(-1,)) if k else prob
         total /= len(self.networks) * len(inputs)
-        return total[:, 0].cpu().numpy()
+        return total[:, 0].cpu().numpy() if self.out_channels == 1 else total.cpu().numpy()
 
     def predict(self, image_pp: np.ndarray, head: Optional[np.ndarray] = None) -> np.ndarray:
-        """Probabilities [S, H, W] float32 for a preprocessed stack [C, S, H, W] ([S, H, W]: one channel); zero
-        outside the head region."""
+        """Probabilities [S, H, W] float32 for a preprocessed stack [C, S, H, W] ([S, H, W]: one channel), zero outside
+        the head region; for a multi-class plan class probabilities [S, classes, H, W], background outside it."""
         image_pp = as_channels(np.asarray(image_pp))
         spec = self.input_spec
         require_channels(image_pp, spec.channels, "the preprocessed image")
-        probs = np.zeros(image_pp.shape[1:], dtype=np.float32)
-        for region in inference_batches(head if self.crop else None, probs.shape, self.network, self.batch_size):
+        s, h, w = image_pp.shape[1:]
+        binary = self.out_channels == 1
+        probs = np.zeros((s, h, w) if binary else (s, self.out_channels, h, w), dtype=np.float32)
+        if not binary:
+            probs[:, 0] = 1.0
+        for region in inference_batches(head if self.crop else None, (s, h, w), self.network, self.batch_size):
             batch = stack_slices(image_pp, region.slices, spec.context_slices, spec.padding, region.rows, region.cols)
-            probs[region.slices, region.rows, region.cols] = self.forward(batch)
+            where = (region.slices, region.rows, region.cols) if binary else (region.slices, slice(None), region.rows, region.cols)
+            probs[where] = self.forward(batch)
         return probs

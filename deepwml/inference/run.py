@@ -6,15 +6,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
+from deepwml.inference.anatomy import anatomy_model_dir, load_anatomy_model
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
-from deepwml.inference.lesion_report import CaseSummary, failed_case, summary_frame
+from deepwml.inference.lesion_report import ANATOMY_SUMMARY_COLUMNS, CaseSummary, failed_case, summary_frame
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir
 from deepwml.inference.output_folder import check_output_folder, prepare_output_folder
 from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
@@ -56,6 +57,10 @@ class PredictRequest:
     report: Optional[str] = None  # None, 'html' or 'pdf' (the HTML page and its PDF)
     dicom_seg: bool = False
     bids_names: bool = False
+    #: predict the anatomy map too (issue #14): with ``anatomy_model``, or the shipped one when installed
+    anatomy: bool = True
+    anatomy_model: Optional[Path] = None
+    save_anatomy: bool = False
 
 
 @dataclass
@@ -70,6 +75,8 @@ class PredictReport:
     device: str = "cpu"
     folds: List[str] = field(default_factory=list)
     removed_temporaries: int = 0
+    #: the anatomy model's PLAN folder, None when the run predicts no anatomy
+    anatomy_model: Optional[Path] = None
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -81,7 +88,7 @@ class PredictReport:
         return (
             f"deepwml_predict: {self.predicted} case(s) predicted, {self.resumed} already done, {len(self.failed)} failed "
             f"in {self.seconds:.1f} s on {self.device}, folds {' '.join(self.folds) or '-'}; "
-            f"summary: {self.summary_csv}"
+            f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
         )
 
@@ -107,6 +114,23 @@ def predict(request: PredictRequest) -> PredictReport:
         return _predict(request)
 
 
+def earlier_anatomy_rows(path: Path) -> Dict[str, Dict[str, Any]]:
+    """Anatomy columns (locations, McDonald, Fazekas) of the cases an earlier run finished, from its summary.csv."""
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype={"case_id": str})
+    except (OSError, ValueError):
+        return {}
+    columns = [c for c in ANATOMY_SUMMARY_COLUMNS if c in frame.columns]
+    if not columns or "status" not in frame.columns:
+        return {}
+    ok = frame[frame["status"] == "ok"].set_index("case_id")[columns]
+    return {cid: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for cid, row in ok.iterrows()}
+
+
 def _predict(request: PredictRequest) -> PredictReport:
     """predict() without the thread restoration."""
     start = time.perf_counter()
@@ -115,8 +139,12 @@ def _predict(request: PredictRequest) -> PredictReport:
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
     spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
+    label_map = spec.plan.network.num_classes > 2
+    if label_map:
+        check_label_map_request(request, spec)
+    anatomy_dir = None if label_map else anatomy_model_dir(request.anatomy_model, request.anatomy, request.save_anatomy)
     all_cases = discover_cases(request.input, spec.plan.n_channels)
-    clinical = clinical_options(request, spec, all_cases)
+    clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
         all_cases = [dataclasses.replace(c, bids_names=True) for c in all_cases]
     check_inputs_safe(all_cases, out_dir, request.input)
@@ -124,12 +152,16 @@ def _predict(request: PredictRequest) -> PredictReport:
     check_output_collisions(all_cases, out_dir, request.save_probabilities, request.write_qc, request.num_parts, request.part_id,
                             clinical.extras)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
-    done, todo = _split_done(cases, out_dir, request)
-    report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done))
+    done, todo = _split_done(cases, out_dir, request, label_map)
+    report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
     summaries = {}
+    earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
     for case in done:
         try:
-            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case))
+            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map)
+            if not summaries[case.case_id].anatomy and case.case_id in earlier:
+                # the map was not saved: the anatomy figures of a finished case come from the run that made it
+                summaries[case.case_id].anatomy = earlier[case.case_id]
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = setup_device(request.device, allow_bf16=request.allow_bf16)
@@ -137,6 +169,7 @@ def _predict(request: PredictRequest) -> PredictReport:
         setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
     report.device = setup.describe()
     networks = build_fold_networks(spec, load_fold_states(spec)) if todo else []
+    anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
     report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
         predictor = SlicePredictor(
@@ -151,7 +184,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             clinical=clinical,
         )
         with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar:
-            results = CasePipeline(predictor, spec.plan, options, request.workers).run(todo, on_done=lambda s: bar.update(1))
+            results = CasePipeline(predictor, spec.plan, options, request.workers, anatomy).run(todo, on_done=lambda s: bar.update(1))
         for s in results:
             summaries[s.case_id] = s
         report.predicted = sum(s.status == "ok" for s in results)
@@ -162,15 +195,27 @@ def _predict(request: PredictRequest) -> PredictReport:
     return report
 
 
-def extra_outputs(request: PredictRequest) -> ExtraOutputs:
-    """The optional outputs a request asks for."""
+def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutputs:
+    """The optional outputs a request asks for (``label_map``: a multi-class model, no lesion table)."""
     return ExtraOutputs(uncertainty=request.save_uncertainty, report=request.report is not None,
-                        pdf=request.report == "pdf", dicom_seg=request.dicom_seg)
+                        pdf=request.report == "pdf", dicom_seg=request.dicom_seg, anatomy=request.save_anatomy,
+                        lesion_table=not label_map)
 
 
-def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[InputCase]) -> ClinicalOptions:
+def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
+    """A multi-class model writes label maps only: refuse the options that need a lesion probability."""
+    lesion_only = [name for name, asked in (("--save-probabilities", request.save_probabilities),
+                                            ("--save-uncertainty", request.save_uncertainty), ("--report", request.report),
+                                            ("--dicom-seg", request.dicom_seg), ("--save-anatomy", request.save_anatomy),
+                                            ("--anatomy-model", request.anatomy_model)) if asked]
+    if lesion_only:
+        raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
+                           f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)
+
+
+def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[InputCase], label_map: bool = False) -> ClinicalOptions:
     """Report, uncertainty and DICOM SEG settings; refuses --dicom-seg without highdicom before anything runs."""
-    extras = extra_outputs(request)
+    extras = extra_outputs(request, label_map)
     if request.dicom_seg:
         require_highdicom()
         if not any(c.kind == "dicom" for c in cases):
@@ -185,11 +230,11 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
     return ClinicalOptions(extras=extras, model=model, pdf_converter=converter, series_uid=request.series_uid)
 
 
-def _split_done(cases: Sequence[InputCase], out_dir: Path, request: PredictRequest) -> tuple:
+def _split_done(cases: Sequence[InputCase], out_dir: Path, request: PredictRequest, label_map: bool = False) -> tuple:
     """(cases finished by an earlier run, cases to predict); --overwrite predicts everything again."""
     if request.overwrite:
         return [], list(cases)
-    extras = extra_outputs(request)
+    extras = extra_outputs(request, label_map)
     done = [c for c in cases if case_outputs(out_dir, c).complete(request.save_probabilities, request.write_qc, extras)]
     finished = {c.case_id for c in done}
     return done, [c for c in cases if c.case_id not in finished]

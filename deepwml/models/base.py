@@ -94,6 +94,16 @@ class NetworkSpec:
         return 2**self.poolings
 
     @property
+    def num_classes(self) -> int:
+        """Classes including background (2: binary, one sigmoid logit; more: softmax over ``out_channels``)."""
+        return self.plan.num_classes
+
+    @property
+    def out_channels(self) -> int:
+        """Logit channels of the head."""
+        return self.plan.out_channels
+
+    @property
     def poolings(self) -> int:
         """Downsampling steps by two."""
         return len(self.plan.features) - 1
@@ -120,7 +130,7 @@ class NetworkSpec:
         raise NotImplementedError
 
     def build(self) -> Any:
-        """The ``nn.Module`` (a :class:`DescribedNetwork`), mapping [B, in_channels, H, W] to logits [B, 1, H, W]."""
+        """The ``nn.Module`` (a :class:`DescribedNetwork`), mapping [B, in_channels, H, W] to logits [B, out_channels, H, W]."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -147,6 +157,11 @@ class DescribedNetwork:
     def crop_safe(self) -> bool:
         """Whether predicting a crop of a slice gives the values of the whole slice."""
         return self.spec.crop_safe
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (2: binary, sigmoid; more: softmax)."""
+        return self.spec.num_classes
 
     def memory_per_sample(self, patch_size: Sequence[int]) -> int:
         """fp32 bytes one training sample of ``patch_size`` needs (forward + backward)."""

@@ -1,4 +1,8 @@
-"""Losses (``training.loss``): each entry maps logits [B,1,H,W] and a 0/1/IGNORE_LABEL target to a scalar.
+"""Losses (``training.loss``): each entry maps logits [B,C,H,W] and a target [B,1,H,W] to a scalar.
+
+Binary plans (one logit channel, target 0/1/IGNORE_LABEL): ``bce_dice``, ``bce``, ``dice``. Multi-class plans (one
+logit per class, target 0..C-1/IGNORE_LABEL): ``ce_dice`` (softmax cross-entropy + soft batch Dice averaged over
+the foreground classes, as nnU-Net) and ``ce``.
 
 The paper's loss is binary cross-entropy + soft Dice on one logit channel, with ignored pixels left out of both.
 Dice is a *batch* Dice: intersections and sums are taken over every valid pixel of the (per-rank) batch before
@@ -54,3 +58,40 @@ def dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Soft batch Dice only."""
     logits, t, valid = _valid(logits, target)
     return _soft_dice(logits, t, valid)
+
+
+def _class_target(target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(class index per pixel [B,H,W] with ignored pixels set to 0, valid mask [B,1,H,W] float)."""
+    t = target[:, 0].long()
+    valid = t != IGNORE_LABEL
+    return t * valid, valid[:, None].float()
+
+
+def _ce(logits: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean softmax cross-entropy over the valid pixels."""
+    n_valid = valid.sum().clamp_min(1.0)
+    return (F.cross_entropy(logits, t, reduction="none") * valid[:, 0]).sum() / n_valid
+
+
+def _soft_dice_classes(logits: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """1 - soft batch Dice averaged over the foreground classes (channel 0, background, is left out)."""
+    p = torch.softmax(logits, dim=1) * valid
+    one_hot = F.one_hot(t, logits.shape[1]).permute(0, 3, 1, 2).float() * valid
+    dims = (0, 2, 3)
+    intersection = (p * one_hot).sum(dims)[1:]
+    dice = (2 * intersection + SMOOTH) / (p.sum(dims)[1:] + one_hot.sum(dims)[1:] + SMOOTH)
+    return 1 - dice.mean()
+
+
+def ce_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy + soft batch Dice over the foreground classes (multi-class plans)."""
+    logits = logits.float()
+    t, valid = _class_target(target)
+    return _ce(logits, t, valid) + _soft_dice_classes(logits, t, valid)
+
+
+def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy only (multi-class plans)."""
+    logits = logits.float()
+    t, valid = _class_target(target)
+    return _ce(logits, t, valid)

@@ -39,7 +39,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResEncUNet2D(DescribedNetwork, nn.Module):
-    """Stem, residual encoder stages, U-Net decoder; logits [B, 1, H, W]."""
+    """Stem, residual encoder stages, U-Net decoder; logits [B, out_channels, H, W]."""
 
     def __init__(self, spec) -> None:
         super().__init__()
@@ -57,11 +57,11 @@ class ResEncUNet2D(DescribedNetwork, nn.Module):
                       for b in range(n_blocks)]
             self.encoder.append(nn.Sequential(*blocks))
             c_in = width
-        add_decoder(self, self.features, net.convs_per_block, net.norm, net.deep_supervision)
+        add_decoder(self, self.features, net.convs_per_block, net.norm, net.deep_supervision, net.out_channels)
         he_init(self)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """Logits [B, 1, H, W]; with deep supervision switched on, a list from finest to coarsest."""
+        """Logits [B, out_channels, H, W]; with deep supervision switched on, a list from finest to coarsest."""
         x = self.stem(x)
         skips = []
         for stage in self.encoder:

@@ -70,7 +70,7 @@ class ResEncUNet2DSpec(NetworkSpec):
                 if b == 0 and c_in != width:
                     total += conv_norm(c_in, width, 1)
                 c_in = width
-        return total + decoder_parameters(f, net.convs_per_block, norm, net.deep_supervision)
+        return total + decoder_parameters(f, net.convs_per_block, norm, net.deep_supervision, net.out_channels)
 
     def activation_bytes_per_sample(self, patch_size: Sequence[int]) -> int:
         """fp32 memory of one sample for forward and backward, counted as the U-Net's model (see unet2d_spec):
@@ -88,7 +88,7 @@ class ResEncUNet2DSpec(NetworkSpec):
                 floats += level_pixels * (c_in + per_conv * width)
             c_in = width
         floats += decoder_floats(net.features, pixels, net.convs_per_block, per_conv)
-        floats += pixels * (net.in_channels + 1)  # input and logits
+        floats += pixels * (net.in_channels + net.out_channels)  # input and logits
         return int(floats * BYTES_FP32 * BACKWARD_TRANSIENTS)
 
     def build(self) -> Any:

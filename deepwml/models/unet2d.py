@@ -5,7 +5,8 @@ Encoder level i holds ``convs_per_block`` 3×3 convolutions (padding 1) + ReLU w
 2×2 transposed convolutions, concatenates the skip connection and applies the same conv block. A 1×1 head maps
 to one logit channel (sigmoid at inference). With ``deep_supervision`` extra 1×1 heads sit on the coarser
 decoder levels; they are only returned in training mode with ``return_deep_supervision`` switched on, so
-validation and prediction (eval mode) always receive one tensor ``[B, 1, H, W]``.
+validation and prediction (eval mode) always receive one tensor ``[B, 1, H, W]``. A multi-class plan
+(``network.num_classes`` > 2) has one logit channel per class instead (softmax at inference).
 
 The module names (``encoder``, ``up``, ``decoder``, ``head``, ``ds_heads``) are the keys of every checkpoint
 written so far: they must not change.
@@ -35,7 +36,7 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-def add_decoder(net: nn.Module, features: List[int], convs: int, norm: str, deep_supervision: bool) -> None:
+def add_decoder(net: nn.Module, features: List[int], convs: int, norm: str, deep_supervision: bool, out_channels: int = 1) -> None:
     """Give ``net`` the U-Net decoder: ``up``, ``decoder``, ``head`` and ``ds_heads`` (in this order)."""
     net.up = nn.ModuleList()
     net.decoder = nn.ModuleList()
@@ -43,10 +44,10 @@ def add_decoder(net: nn.Module, features: List[int], convs: int, norm: str, deep
     for i in reversed(range(len(features) - 1)):
         net.up.append(nn.ConvTranspose2d(features[i + 1], features[i], 2, stride=2))
         net.decoder.append(ConvBlock(2 * features[i], features[i], convs, norm))
-    net.head = nn.Conv2d(features[0], 1, 1)
+    net.head = nn.Conv2d(features[0], out_channels, 1)
     # one extra head per decoder level coarser than the finest, excluding the bottleneck
     n_extra = len(features) - 2 if deep_supervision else 0
-    net.ds_heads = nn.ModuleList(nn.Conv2d(features[i + 1], 1, 1) for i in range(n_extra))
+    net.ds_heads = nn.ModuleList(nn.Conv2d(features[i + 1], out_channels, 1) for i in range(n_extra))
 
 
 def he_init(net: nn.Module) -> None:
@@ -76,14 +77,16 @@ class UNet2D(DescribedNetwork, nn.Module):
     """Encoder–decoder with skip connections; depth = len(features)."""
 
     def __init__(self, features: List[int], convs_per_block: int = 2, norm: str = "none",
-                 in_channels: int = 1, deep_supervision: bool = False, spec: Optional[NetworkSpec] = None) -> None:
+                 in_channels: int = 1, deep_supervision: bool = False, spec: Optional[NetworkSpec] = None,
+                 out_channels: int = 1) -> None:
         super().__init__()
         if spec is None:
             from deepwml.models.unet2d_spec import UNet2DSpec
             from deepwml.planning.plan import NetworkPlan
 
             spec = UNet2DSpec(NetworkPlan(architecture="unet2d", features=list(features), convs_per_block=convs_per_block,
-                                          norm=norm, deep_supervision=deep_supervision, in_channels=in_channels))
+                                          norm=norm, deep_supervision=deep_supervision, in_channels=in_channels,
+                                          num_classes=2 if out_channels == 1 else out_channels))
         self.spec = spec
         self.features = list(features)
         self.deep_supervision = deep_supervision
@@ -95,11 +98,11 @@ class UNet2D(DescribedNetwork, nn.Module):
             self.encoder.append(ConvBlock(c_in, f, convs_per_block, norm))
             c_in = f
         self.pool = nn.MaxPool2d(2)
-        add_decoder(self, self.features, convs_per_block, norm, deep_supervision)
+        add_decoder(self, self.features, convs_per_block, norm, deep_supervision, out_channels)
         he_init(self)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """Logits [B, 1, H, W]; with deep supervision switched on, a list from finest to coarsest."""
+        """Logits [B, out_channels, H, W]; with deep supervision switched on, a list from finest to coarsest."""
         skips = []
         for i, block in enumerate(self.encoder):
             if i:

@@ -27,15 +27,15 @@ def block_parameters(c_in: int, c_out: int, convs: int, norm: str) -> int:
     return total
 
 
-def decoder_parameters(features: Sequence[int], convs: int, norm: str, deep_supervision: bool) -> int:
+def decoder_parameters(features: Sequence[int], convs: int, norm: str, deep_supervision: bool, out_channels: int = 1) -> int:
     """Transposed-convolution upsampling, decoder blocks, the 1×1 head and the deep-supervision heads."""
     total = 0
     for deep, shallow in zip(features[:0:-1], features[-2::-1]):
         total += deep * shallow * 4 + shallow
         total += block_parameters(2 * shallow, shallow, convs, norm)
-    total += conv_parameters(features[0], 1, 1, True)
+    total += conv_parameters(features[0], out_channels, 1, True)
     if deep_supervision:
-        total += sum(conv_parameters(f, 1, 1, True) for f in features[1:-1])
+        total += sum(conv_parameters(f, out_channels, 1, True) for f in features[1:-1])
     return total
 
 
@@ -60,7 +60,7 @@ class UNet2DSpec(NetworkSpec):
         for width in net.features:
             total += block_parameters(c_in, width, net.convs_per_block, net.norm)
             c_in = width
-        return total + decoder_parameters(net.features, net.convs_per_block, net.norm, net.deep_supervision)
+        return total + decoder_parameters(net.features, net.convs_per_block, net.norm, net.deep_supervision, net.out_channels)
 
     def activation_bytes_per_sample(self, patch_size: Sequence[int]) -> int:
         """fp32 memory one sample needs for forward and backward (what autograd keeps, plus backward's transients).
@@ -82,7 +82,7 @@ class UNet2DSpec(NetworkSpec):
                 # max-pooling output plus its int64 indices (two floats' worth), a quarter of the pixels
                 floats += level_pixels / 4 * width * 3
         floats += decoder_floats(net.features, pixels, net.convs_per_block, per_conv)
-        floats += pixels * (net.in_channels + 1)  # input and logits
+        floats += pixels * (net.in_channels + net.out_channels)  # input and logits
         return int(floats * BYTES_FP32 * BACKWARD_TRANSIENTS)
 
     def build(self) -> Any:
@@ -90,4 +90,5 @@ class UNet2DSpec(NetworkSpec):
         from deepwml.models.unet2d import UNet2D
 
         net = self.plan
-        return UNet2D(net.features, net.convs_per_block, net.norm, net.in_channels, net.deep_supervision, spec=self)
+        return UNet2D(net.features, net.convs_per_block, net.norm, net.in_channels, net.deep_supervision, spec=self,
+                      out_channels=net.out_channels)

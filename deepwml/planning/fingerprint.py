@@ -43,11 +43,12 @@ class CaseTask:
     ignore_value: Optional[int] = None
     #: every channel's file (channel 0 = ``image`` first) of a multi-channel dataset; empty for one channel
     channels: Tuple[Path, ...] = ()
+    num_classes: int = 2
 
 
 def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     """Summary of one case and a random sample of its head intensities."""
-    image, label_image = read_case(task.image, task.label, task.ignore_value)
+    image, label_image = read_case(task.image, task.label, task.ignore_value, task.num_classes)
     g = image.geometry
     orientation = canonical_orientation(g)
     stack = to_canonical(image.array, orientation)
@@ -100,7 +101,8 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
             "volume_ml": float(volume_ml.sum()),
             "slices_with_lesion": int(np.count_nonzero(area_mm2)),
         },
-        "ignored_voxels": int(np.count_nonzero((label != 0) & (label != 1))),
+        # read_case allows only the class values and the ignore value
+        "ignored_voxels": int(np.count_nonzero((label < 0) | (label >= task.num_classes))),
     }
     if extra is not None:
         summary["channels"] = extra
@@ -162,7 +164,8 @@ def compute_fingerprint(dataset: RawDataset, n_jobs: int = 1, progress: Optional
     """Fingerprint every training case in parallel and summarise."""
     cases = training_cases(dataset)
     per_case = min(SAMPLES_PER_CASE, MAX_SAMPLES // len(cases))
-    tasks = [CaseTask(c.case_id, c.image, c.label, c.meta.to_dict(), per_case, dataset.meta.ignore_label, c.channels) for c in cases]
+    tasks = [CaseTask(c.case_id, c.image, c.label, c.meta.to_dict(), per_case, dataset.meta.ignore_label, c.channels,
+                      dataset.meta.num_classes) for c in cases]
     summaries, samples = [], []
     for summary, sample in parallel_map(case_fingerprint, tasks, n_jobs, desc="fingerprint", progress=progress):
         summaries.append(summary)

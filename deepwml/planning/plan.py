@@ -71,6 +71,15 @@ class NetworkPlan:
     #: settings only one family reads (resenc_unet2d: blocks_per_stage); left out of plans.json when empty, so
     #: plans written before it existed keep their hash
     options: Dict[str, Any] = field(default_factory=dict)
+    #: classes including background, from dataset.json "labels" (the planner fills it in): 2 is the lesion model's
+    #: one sigmoid output; more is one softmax output per class. Left out of plans.json when 2, so binary plans
+    #: written before it existed keep their hash
+    num_classes: int = 2
+
+    @property
+    def out_channels(self) -> int:
+        """Logit channels of the network's head: one for a binary plan, one per class otherwise."""
+        return 1 if self.num_classes == 2 else self.num_classes
 
 
 @dataclass
@@ -222,6 +231,7 @@ class Plan:
             p.append("training.learning_rate, epochs and iterations_per_epoch must be positive")
         if not 0 <= tr.foreground_oversampling <= 1:
             p.append("training.foreground_oversampling must lie in [0, 1]")
+        p.extend(_class_problems(net.num_classes, tr.loss))
         if not 0 < self.inference.threshold < 1:
             p.append("inference.threshold must lie in (0, 1)")
         return p
@@ -286,7 +296,22 @@ OMITTED_DEFAULTS = (
     ("network", "options", {}),
     ("network", "context_slices", 1),
     ("network", "context_padding", "edge"),
+    ("network", "num_classes", 2),
 )
+#: the built-in losses of one sigmoid output, and of a softmax over classes (a plugin's loss is not checked)
+BINARY_LOSSES = ("bce_dice", "bce", "dice")
+MULTICLASS_LOSSES = ("ce_dice", "ce")
+
+
+def _class_problems(num_classes: int, loss: str) -> List[str]:
+    """The number of classes, and whether a built-in loss fits it."""
+    if isinstance(num_classes, bool) or not 2 <= num_classes <= 255:
+        return [f"network.num_classes must be 2..255 (classes including background), got {num_classes}"]
+    if num_classes > 2 and loss in BINARY_LOSSES:
+        return [f"training.loss {loss!r} is for one lesion class; a {num_classes}-class plan needs one of {', '.join(MULTICLASS_LOSSES)}"]
+    if num_classes == 2 and loss in MULTICLASS_LOSSES:
+        return [f"training.loss {loss!r} is for multi-class plans; a binary plan (network.num_classes 2) needs one of {', '.join(BINARY_LOSSES)}"]
+    return []
 
 
 def _sha256(obj: Any) -> str:

@@ -59,11 +59,20 @@ def batch_size_for_budget(network: NetworkPlan, patch_size: Sequence[int], budge
     return int(max(1, min(cap, fits)))
 
 
-def plan_experiment(preset: Plan, fingerprint: Dict[str, Any]) -> Plan:
-    """Fill the dataset-derived values of ``preset`` from ``fingerprint``; the result validates."""
+#: the built-in loss of the other kind of plan: the planner gives a multi-class dataset the softmax counterpart of a
+#: binary preset's loss, and a binary dataset the sigmoid counterpart of a multi-class preset's
+LOSS_FOR_CLASSES = {"bce_dice": "ce_dice", "bce": "ce", "ce_dice": "bce_dice", "ce": "bce"}
+
+
+def plan_experiment(preset: Plan, fingerprint: Dict[str, Any], num_classes: int = 2) -> Plan:
+    """Fill the dataset-derived values of ``preset`` from ``fingerprint`` and the dataset's number of classes
+    (dataset.json "labels" without ignore); the result validates."""
     plan = copy.deepcopy(preset)
     summary = fingerprint["dataset_summary"]
     pp, net, tr = plan.preprocessing, plan.network, plan.training
+    if (num_classes > 2) != (net.num_classes > 2) and tr.loss in LOSS_FOR_CLASSES:
+        tr.loss = LOSS_FOR_CLASSES[tr.loss]
+    net.num_classes = num_classes
     plan.dataset = fingerprint["dataset"]
     plan.fingerprint_hash = fingerprint_hash(fingerprint)
     pp.channels = plan_channels(fingerprint, pp.normalization, pp.channels)

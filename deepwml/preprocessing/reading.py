@@ -10,8 +10,10 @@ from deepwml.imageio import Image, read_image, read_label
 from deepwml.utils.errors import DatasetError
 
 
-def read_case(image_path: Path, label_path: Optional[Path], ignore_value: Optional[int] = None) -> Tuple[Image, Optional[Image]]:
-    """(image, label or None); a label on another grid or with values besides 0, 1 and ``ignore_value`` names the label file."""
+def read_case(image_path: Path, label_path: Optional[Path], ignore_value: Optional[int] = None,
+              num_classes: int = 2) -> Tuple[Image, Optional[Image]]:
+    """(image, label or None); a label on another grid or with values besides 0 .. ``num_classes`` - 1 (0, 1 for a
+    lesion dataset) and ``ignore_value`` names the label file."""
     image = read_image(image_path)
     if label_path is None:
         return image, None
@@ -19,7 +21,7 @@ def read_case(image_path: Path, label_path: Optional[Path], ignore_value: Option
     mismatch = image.geometry.mismatches(label.geometry)
     if mismatch:
         raise DatasetError(f"label is not on the image's grid: {'; '.join(mismatch)}", label_path)
-    allowed = [0, 1] if ignore_value is None else [0, 1, ignore_value]
+    allowed = list(range(num_classes)) + ([] if ignore_value is None else [ignore_value])
     # checked on reading, so the fingerprint refuses the case before any plan or cache is written
     bad = np.unique(label.array[~np.isin(label.array, allowed)])
     if bad.size:

@@ -67,6 +67,58 @@ def resize_label(label: np.ndarray, out_hw: Sequence[int], threshold: float = 0.
     return out
 
 
+def resize_classes(label: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
+    """Resample a multi-class integer [S, H, W] label: each value's mask linearly, then per pixel the value whose
+    fraction is largest (thresholding each class would leave holes where three classes meet)."""
+    label = np.asarray(label)
+    out_hw = (int(out_hw[0]), int(out_hw[1]))
+    if label.shape[1:] == out_hw:
+        return label.astype(np.uint8, copy=True)
+    out = np.zeros((label.shape[0],) + out_hw, dtype=np.uint8)
+    best = np.full(out.shape, -1.0, dtype=np.float32)
+    for value in np.unique(label):
+        fraction = resize_slices(label == value, out_hw, order=1)
+        larger = fraction > best
+        out[larger] = value
+        best[larger] = fraction[larger]
+    return out
+
+
+def _linear_taps(n_in: int, n_out: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output pixel: the two input pixels a linear resampling mixes and the weight of the second (the grid
+    alignment of ``resize_slices``: outer pixel edges coincide, coordinates clamped at the edge pixels)."""
+    x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    first = np.minimum(np.floor(x).astype(np.int64), n_in - 1)
+    return first, np.minimum(first + 1, n_in - 1), (x - first).astype(np.float32)
+
+
+def resize_class_probabilities(probs: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
+    """The class (argmax) of class probabilities [S, C, h, w] resampled linearly to ``out_hw``, as uint8 [S, H, W].
+
+    Only pixels near a class boundary are interpolated: where the four input pixels a linear resampling mixes
+    share their argmax, every convex combination of them has that argmax too.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    s, _, h, w = probs.shape
+    big_h, big_w = int(out_hw[0]), int(out_hw[1])
+    best = probs.argmax(axis=1).astype(np.uint8)
+    if (h, w) == (big_h, big_w):
+        return best
+    y0, y1, wy = _linear_taps(h, big_h)
+    x0, x1, wx = _linear_taps(w, big_w)
+    # a cell (i, j) mixes input pixels i..i+1 x j..j+1 (clamped); uniform when all four share their class
+    down, right = np.minimum(np.arange(h) + 1, h - 1), np.minimum(np.arange(w) + 1, w - 1)
+    uniform = (best == best[:, down]) & (best == best[:, :, right]) & (best == best[:, down][:, :, right])
+    out = best[:, y0[:, None], x0[None, :]]
+    k, r, c = np.nonzero(~uniform[:, y0[:, None], x0[None, :]])
+    if k.size:
+        a, b = wy[r][:, None], wx[c][:, None]
+        mixed = ((1 - a) * (1 - b) * probs[k, :, y0[r], x0[c]] + (1 - a) * b * probs[k, :, y0[r], x1[c]]
+                 + a * (1 - b) * probs[k, :, y1[r], x0[c]] + a * b * probs[k, :, y1[r], x1[c]])
+        out[k, r, c] = mixed.argmax(axis=1)
+    return out
+
+
 def in_plane_structure() -> np.ndarray:
     """4-connectivity within a slice and none across slices, for ndimage on [S, H, W] stacks."""
     structure = np.zeros((3, 3, 3), dtype=bool)

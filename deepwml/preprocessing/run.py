@@ -55,6 +55,7 @@ class CaseJob:
     ignore_value: Optional[int]
     #: every channel's file, channel 0 first (empty: one channel, ``image``)
     channels: Tuple[Path, ...] = ()
+    num_classes: int = 2
 
 
 def plan_and_preprocess(opts: Options, log=print) -> Dict[str, Any]:
@@ -78,7 +79,7 @@ def plan_and_preprocess(opts: Options, log=print) -> Dict[str, Any]:
     log(f"fingerprint {'reused' if reused else 'computed'}: {out / 'fingerprint.json'} ({time.perf_counter() - started:.1f} s)")
     log(format_table(fingerprint))
 
-    plan = resolve_plan(opts, fingerprint, out, log)
+    plan = resolve_plan(opts, fingerprint, out, log, raw.meta.num_classes)
     plan_dir = out / plan.name
     with plan_lock(plan_dir):
         plan.save(plan_dir / "plans.json")
@@ -101,7 +102,7 @@ def run_verify(folder: Path, n_jobs: int, progress: Optional[bool] = None, log=p
     log(f"verified: {folder}")
 
 
-def resolve_plan(opts: Options, fingerprint: Dict[str, Any], out: Path, log=print) -> Plan:
+def resolve_plan(opts: Options, fingerprint: Dict[str, Any], out: Path, log=print, num_classes: int = 2) -> Plan:
     """The user's plan file, or the preset filled in from the fingerprint (refusing to clobber an edited plans.json)."""
     current = fingerprint_hash(fingerprint)
     if opts.plan_file is not None:
@@ -114,8 +115,14 @@ def resolve_plan(opts: Options, fingerprint: Dict[str, Any], out: Path, log=prin
         if plan.n_channels != len(names):
             raise PlanError(f"takes {plan.n_channels} image channel(s) (preprocessing.channels) but the dataset has "
                             f"{len(names)}: {names}", opts.plan_file)
+        if plan.network.num_classes != num_classes:
+            log(f"note: {opts.plan_file} has network.num_classes {plan.network.num_classes}; this dataset has {num_classes} classes")
+            plan.network.num_classes = num_classes
+            problems = plan.problems()
+            if problems:
+                raise PlanError("invalid plan for this dataset: " + "; ".join(problems), opts.plan_file)
         return plan
-    plan = plan_experiment(load_preset(opts.preset), fingerprint)
+    plan = plan_experiment(load_preset(opts.preset), fingerprint, num_classes)
     existing = out / plan.name / "plans.json"
     if existing.is_file() and not opts.overwrite:
         old = Plan.load(existing)
@@ -179,7 +186,7 @@ def ensure_splits(path: Path, cases: List[Case], opts: Options, log=print) -> Di
 def _preprocess_job(job: CaseJob, plan: Plan, cache_dir: Path) -> Tuple[str, float]:
     """Worker: read, preprocess and cache one case; returns (case id, seconds)."""
     started = time.perf_counter()
-    image, label = read_case(job.image, job.label, job.ignore_value)
+    image, label = read_case(job.image, job.label, job.ignore_value, job.num_classes)
     images = read_channels(image, job.channels) if job.channels else image
     result = preprocess_arrays(images, plan, None if label is None else label.array, job.ignore_value)
     write_case(cache_dir, job.case_id, result, job.meta)
@@ -204,7 +211,8 @@ def preprocess_dataset(raw: RawDataset, cases: List[Case], plan: Plan, cache_dir
         log(f"removed {removed} temporary file(s) left by an interrupted run")
     h = plan.preprocessing_hash()
     todo = [c for c in cases if opts.overwrite or not is_done(cache_dir, c.case_id, h)]
-    jobs = [CaseJob(c.case_id, c.image, c.label, c.meta.to_dict(), raw.meta.ignore_label, c.channels) for c in todo]
+    jobs = [CaseJob(c.case_id, c.image, c.label, c.meta.to_dict(), raw.meta.ignore_label, c.channels, raw.meta.num_classes)
+            for c in todo]
     started = time.perf_counter()
     for _ in parallel_map(_Worker(plan, cache_dir), jobs, opts.n_jobs, desc="preprocess", progress=opts.progress):
         pass

@@ -25,7 +25,13 @@ from deepwml.preprocessing.orientation import (
     from_canonical,
     to_canonical,
 )
-from deepwml.preprocessing.resample import resize_label, resize_slices, target_inplane_shape
+from deepwml.preprocessing.resample import (
+    resize_class_probabilities,
+    resize_classes,
+    resize_label,
+    resize_slices,
+    target_inplane_shape,
+)
 from deepwml.utils.errors import ImageError
 
 #: version of the props layout written to CASE.json
@@ -49,8 +55,9 @@ def preprocess_arrays(image: Union[Image, Sequence[Image]], plan: Plan, label: O
     image = channels[0]
     pp = plan.preprocessing
     geometry = image.geometry
+    num_classes = plan.network.num_classes
     if label is not None:
-        label = _label_to_cache_values(np.asarray(label), image, ignore_value)
+        label = _label_to_cache_values(np.asarray(label), image, ignore_value, num_classes)
     orientation = canonical_orientation(geometry)
     spacing = canonical_spacing(geometry, orientation)
     resampled, outlier_voxels = [], 0
@@ -65,7 +72,8 @@ def preprocess_arrays(image: Union[Image, Sequence[Image]], plan: Plan, label: O
     image_pp = np.stack([apply_normalization(r, st).astype(pp.cache_dtype) for r, st in zip(resampled, stats)])
     label_pp = None
     if label is not None:
-        label_pp = resize_label(to_canonical(label, orientation), out_hw, pp.label_threshold)
+        canonical = to_canonical(label, orientation)
+        label_pp = resize_label(canonical, out_hw, pp.label_threshold) if num_classes == 2 else resize_classes(canonical, out_hw)
     props = {
         "props_version": PROPS_VERSION,
         "preprocessing_hash": plan.preprocessing_hash(),
@@ -137,19 +145,35 @@ def revert_to_original(array_pp: np.ndarray, props: Dict[str, Any], order: int =
     return np.ascontiguousarray(back)
 
 
-def _label_to_cache_values(label: np.ndarray, image: Image, ignore_value: Optional[int]) -> np.ndarray:
-    """Map a raw label to uint8 {0, 1, IGNORE_LABEL}; anything else is an error naming the file."""
+def revert_label_probabilities(probs_pp: np.ndarray, props: Dict[str, Any]) -> np.ndarray:
+    """Class probabilities [S, C, H, W] of a multi-class model → its label map (uint8, argmax of the probabilities
+    resampled linearly) on the original (z, y, x) grid."""
+    probs_pp = np.asarray(probs_pp)
+    expected = tuple(props["shape_after_resampling"])
+    if probs_pp.ndim != 4 or (probs_pp.shape[0],) + probs_pp.shape[2:] != expected:
+        raise ValueError(f"class probabilities of shape {probs_pp.shape} do not match the preprocessed shape {expected}")
+    back = resize_class_probabilities(probs_pp, props["reoriented_shape"][1:])
+    return np.ascontiguousarray(from_canonical(back, Orientation.from_dict(props["orientation"])))
+
+
+def _label_to_cache_values(label: np.ndarray, image: Image, ignore_value: Optional[int], num_classes: int = 2) -> np.ndarray:
+    """Map a raw label to uint8 {0 .. num_classes - 1, IGNORE_LABEL}; anything else is an error naming the file."""
     if label.shape != image.array.shape:
         raise ImageError(f"label shape {label.shape} does not match the image shape {image.array.shape}", image.path)
     out = np.zeros(label.shape, dtype=np.uint8)
     out[label == 1] = 1
     allowed = label == 1
     allowed |= label == 0
+    for value in range(2, num_classes):
+        is_class = label == value
+        out[is_class] = value
+        allowed |= is_class
     for ignore in {ignore_value, IGNORE_LABEL} - {None}:
         is_ignore = label == ignore
         out[is_ignore] = IGNORE_LABEL
         allowed |= is_ignore
     if not allowed.all():
         bad = sorted(int(v) for v in np.unique(label[~allowed]))[:5]
-        raise ImageError(f"label holds values {bad} besides background 0, lesion 1 and the ignore label", image.path)
+        classes = "background 0, lesion 1" if num_classes == 2 else f"the classes 0..{num_classes - 1}"
+        raise ImageError(f"label holds values {bad} besides {classes} and the ignore label", image.path)
     return out

@@ -1,4 +1,4 @@
-"""The model shipped inside the package: where it lives, whether it is there, what its card says.
+"""The models shipped inside the package (the lesion model and the anatomy model): where they live, whether they are there.
 
 The shipped model is an ordinary PLAN folder (plans.json, dataset.json, fingerprint.json, manifest.json,
 fold_all/checkpoint_*.pth, MODEL_CARD.md) below this package, made by ``deepwml_train_pretrained`` (see
@@ -16,6 +16,9 @@ BUILTIN_NAME = "wmh_flair2d"
 BUILTIN_ALIAS = "builtin"
 #: the shipped model's PLAN folder (a module attribute so that tests can point it elsewhere)
 BUILTIN_DIR = Path(__file__).resolve().parent / BUILTIN_NAME
+#: the shipped anatomy model (issue #14; made by ``deepwml_train_pretrained --anatomy``): its folder name and PLAN folder
+ANATOMY_NAME = "anatomy_flair2d"
+ANATOMY_DIR = Path(__file__).resolve().parent / ANATOMY_NAME
 
 
 def builtin_model_dir() -> Path:

@@ -1,7 +1,9 @@
-"""How the shipped model is made, as one resumable command: synthesise, plan, train, score on another seed, install.
+"""How the shipped models are made, as one resumable command: synthesise, plan, train, score on another seed, install.
 
 Every stage is a public command (the same ones a user runs), each resumable, so an interrupted run is continued
-by running the same command again. What was done is recorded in ``recipe.json`` and the model card.
+by running the same command again. What was done is recorded in ``recipe.json`` and the model card. The same
+recipe makes the lesion model (``kind`` 'lesion') and the anatomy model (issue #14, ``kind`` 'anatomy': the
+synthetic labels are the anatomy maps, the held-out set is scored per anatomy class).
 """
 from __future__ import annotations
 
@@ -19,11 +21,19 @@ from deepwml.utils.errors import DeepWMLError
 
 TRAIN_ID, TRAIN_NAME = 510, "SynthPretrain"
 HELDOUT_ID, HELDOUT_NAME = 511, "SynthHeldout"
+#: (training, held-out) dataset id and name of each kind of model
+DATASETS = {"lesion": ((TRAIN_ID, TRAIN_NAME), (HELDOUT_ID, HELDOUT_NAME)),
+            "anatomy": ((512, "SynthAnatomy"), (513, "SynthAnatomyHeldout"))}
+#: the anatomy model's defaults where they differ from the lesion model's (coarse anatomy learns from fewer images):
+#: those of the shipped anatomy model (about 45 min on the shared 2-core machine)
+ANATOMY_DEFAULTS = {"preset": "anatomy_fast", "scale": 0.05, "epochs": 20, "iterations": 30, "heldout_scale": 0.02}
+#: the held-out Dice of the anatomy model: a name and the classes (deepwml.anatomy.labels) it pools
+ANATOMY_SCORES = {"ventricle": (2,), "brain": (1, 3, 4), "white_matter": (1,), "cortex": (3,), "infratentorial": (4,)}
 
 
 @dataclass
 class Recipe:
-    """Everything that determines the shipped model (recorded in its card)."""
+    """Everything that determines a shipped model (recorded in its card)."""
 
     seed: int = 0
     scale: float = 0.25
@@ -34,6 +44,26 @@ class Recipe:
     heldout_seed: int = 1000
     heldout_scale: float = 0.05
     checkpoint: str = "best"
+    #: 'lesion' (the shipped lesion model) or 'anatomy' (the anatomy model, deepwml_train_pretrained --anatomy)
+    kind: str = "lesion"
+
+    @classmethod
+    def defaults(cls, kind: str = "lesion") -> "Recipe":
+        """The shipped recipe of a kind of model."""
+        if kind not in DATASETS:
+            raise DeepWMLError(f"unknown kind of model {kind!r}; choose from {', '.join(DATASETS)}")
+        return cls(kind=kind, **(ANATOMY_DEFAULTS if kind == "anatomy" else {}))
+
+    def record(self) -> Dict[str, Any]:
+        """What recipe.json records (without ``kind`` for a lesion model, as before the anatomy model existed)."""
+        d = asdict(self)
+        if self.kind == "lesion":
+            del d["kind"]
+        return d
+
+    def datasets(self) -> Any:
+        """((training id, name), (held-out id, name))."""
+        return DATASETS[self.kind]
 
 
 def _log(message: str) -> None:
@@ -53,32 +83,37 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     """Run every stage in ``workdir``; install the model into ``install_to`` (if given); return the PLAN folder."""
     from deepwml.synthetic.generate import GENERATOR_VERSION
 
+    from deepwml.planning.plan import load_preset
+
     work = workdir.resolve()
     raw, pre, res = work / "raw", work / "preprocessed", work / "results"
     env = dict(os.environ, DEEPWML_RAW=str(raw), DEEPWML_PREPROCESSED=str(pre), DEEPWML_RESULTS=str(res))
     record_path = work / "recipe.json"
     if record_path.is_file():
         earlier = read_json(record_path)
-        if earlier.get("recipe") != asdict(recipe):
+        if earlier.get("recipe") != recipe.record():
             raise DeepWMLError("this work folder was started with another recipe; use another --workdir or the same settings", record_path)
     else:
-        write_json(record_path, {"recipe": asdict(recipe), "generator_version": GENERATOR_VERSION})
+        write_json(record_path, {"recipe": recipe.record(), "generator_version": GENERATOR_VERSION})
     start = time.monotonic()
     np_ = str(n_jobs)
-    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(TRAIN_ID), "--name", TRAIN_NAME, "--scale", str(recipe.scale),
-                            "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_], env)
+    (train_id, train_name), _ = recipe.datasets()
+    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(train_id), "--name", train_name, "--scale", str(recipe.scale),
+                            "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_] + _label_args(recipe), env)
     # the held-out set is drawn with another seed, so no training case is set aside as a test case
-    _run("plan_and_preprocess", ["-d", str(TRAIN_ID), "--preset", recipe.preset, "--test-fraction", "0", "-np", np_], env)
-    model_dir = res / _dataset(TRAIN_ID, TRAIN_NAME) / recipe.preset
+    _run("plan_and_preprocess", ["-d", str(train_id), "--preset", recipe.preset, "--test-fraction", "0", "-np", np_], env)
+    # a preset may be given as a .json file: the PLAN folder is named after the plan inside
+    plan_name = load_preset(recipe.preset).name
+    model_dir = res / _dataset(train_id, train_name) / plan_name
     fold_dir = model_dir / f"fold_{recipe.fold}"
-    train_args = ["-d", str(TRAIN_ID), recipe.fold, "-p", recipe.preset, "--epochs", str(recipe.epochs),
+    train_args = ["-d", str(train_id), recipe.fold, "-p", plan_name, "--epochs", str(recipe.epochs),
                   "--iterations", str(recipe.iterations), "--seed", str(recipe.seed), "--device", device]
     finished = fold_dir / "validation" / "summary.json"
     if not finished.is_file():
         if (fold_dir / "checkpoint_latest.pth").is_file():
             train_args.append("--continue")
         _run("train", train_args, env)
-    figures = _score_heldout(recipe, work, model_dir, env, np_, device)
+    figures = (_score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout)(recipe, work, model_dir, env, np_, device)
     record = read_json(record_path)
     record.update(figures=figures, validation=read_json(finished), hours=round((time.monotonic() - start) / 3600, 3))
     write_json(record_path, record)
@@ -87,15 +122,39 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     return model_dir
 
 
+def _label_args(recipe: Recipe) -> List[str]:
+    """deepwml_make_synthetic's option for the kind's labels."""
+    return ["--anatomy"] if recipe.kind == "anatomy" else []
+
+
+def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Path:
+    """Synthesise the held-out set (another seed) and predict it with the trained fold; returns the dataset folder."""
+    raw = work / "raw"
+    _, (heldout_id, heldout_name) = recipe.datasets()
+    heldout = raw / _dataset(heldout_id, heldout_name)
+    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
+                            str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
+         + _label_args(recipe), env)
+    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(work / "heldout_predictions"), "-m", str(model_dir), "-f", recipe.fold,
+                     "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
+    return heldout
+
+
+def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Dict[str, Any]:
+    """The anatomy model's held-out figures: per case Dice of each anatomy class (and of the brain), averaged."""
+    from deepwml.evaluation.label_maps import score_label_maps
+
+    heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
+    summary = score_label_maps(heldout / "labelsTr", work / "heldout_predictions", ANATOMY_SCORES)
+    write_json(work / "heldout_report" / "summary.json", summary)
+    _log("held-out Dice (mean over cases): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items() if v is not None))
+    return {"heldout_cases": summary["cases"], **{f"{k}_dice": v for k, v in summary["mean_dice"].items()}}
+
+
 def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Dict[str, Any]:
     """Predict and evaluate a synthetic set drawn with another seed; returns the headline figures."""
-    raw = work / "raw"
-    heldout = raw / _dataset(HELDOUT_ID, HELDOUT_NAME)
-    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(HELDOUT_ID), "--name", HELDOUT_NAME, "--scale",
-                            str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_], env)
+    heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
     predictions, report = work / "heldout_predictions", work / "heldout_report"
-    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(predictions), "-m", str(model_dir), "-f", recipe.fold,
-                     "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
     _run("evaluate", ["-ref", str(heldout / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID), "-o", str(report)], env)
     summary = read_json(report / "summary.json")
     slices, cases = summary["slices"]["overall"], summary["cases"]["overall"]
@@ -134,24 +193,34 @@ def _rounded(figures: Dict[str, Any]) -> Dict[str, Any]:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
 
 
-def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
-    """The model card's Markdown: data, recipe, time, figures, limits."""
-    fig, val = _rounded(record.get("figures", {})), _rounded(record.get("validation", {}))
+def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:
+    """The model card's title, data and recipe sections."""
     r = asdict(recipe)
-    lines = [
-        "# DeepWML pretrained model: white-matter hyperintensities on thick-slice 2D FLAIR",
+    option = " --anatomy" if recipe.kind == "anatomy" else ""
+    return [
+        f"# DeepWML pretrained model: {title}",
         "",
-        "Made by `deepwml_train_pretrained` (deepwml/pretrained/recipe.py); the same command with the settings below",
+        f"Made by `deepwml_train_pretrained{option}` (deepwml/pretrained/recipe.py); the same command with the settings below",
         "reproduces it. Loaded weights-only; the manifest holds each file's SHA-256.",
         "",
         "## Training data",
-        f"Synthetic only: `deepwml_make_synthetic` generator version {record.get('generator_version')}, seed {r['seed']}, "
-        f"scale {r['scale']} (all twelve centres of Zhang, Duan et al. 2021, MS / NMOSD / CSVD), no real scans.",
+        f"Synthetic only: `deepwml_make_synthetic{option}` generator version {record.get('generator_version')}, seed {r['seed']}, "
+        f"scale {r['scale']} (all twelve centres of Zhang, Duan et al. 2021, MS / NMOSD / CSVD), no real scans; {labels}.",
         "",
         "## Recipe",
         f"Preset `{r['preset']}`, fold {r['fold']} (80 % train, 20 % validation), {r['epochs']} epochs x {r['iterations']} "
         f"iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`; total time {record.get('hours', '?')} h on the machine that made it.",
         "",
+    ]
+
+
+def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
+    """The model card's Markdown: data, recipe, time, figures, limits."""
+    if recipe.kind == "anatomy":
+        return anatomy_model_card(recipe, record)
+    fig, val = _rounded(record.get("figures", {})), _rounded(record.get("validation", {}))
+    r = asdict(recipe)
+    lines = _card_header(recipe, record, "white-matter hyperintensities on thick-slice 2D FLAIR", "labels: the lesion masks") + [
         "## Figures",
         f"- Validation (fold {r['fold']}), median per-slice Dice: {val.get('median_dice', '?')}",
         f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases): median per-slice Dice "
@@ -163,6 +232,33 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
         "- Trained on synthetic scans only: expect lower accuracy on real scans than on the figures above; measure it on your own",
         "  labelled scans (`deepwml_evaluate`) and fine-tune with `deepwml_train ... --pretrained builtin` when you have a few.",
         "- 2D axial FLAIR, 3-8 mm slices; not for 3D isotropic FLAIR, other contrasts, children or tumours.",
+        "- Research use; not a medical device.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def anatomy_model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
+    """The anatomy model's card: classes, data, recipe, held-out Dice per class, limits."""
+    fig, val = _rounded(record.get("figures", {})), _rounded(record.get("validation", {}))
+    r = asdict(recipe)
+    scores = ", ".join(f"{name.replace('_', ' ')} {fig.get(f'{name}_dice', '?')}" for name in ANATOMY_SCORES)
+    lines = _card_header(recipe, record, "anatomy from thick-slice 2D FLAIR (issue #14)",
+                         "labels: the generator's anatomy (0 background, 1 white matter and deep grey, 2 lateral ventricle, "
+                         "3 cortex, 4 infratentorial: cerebellum and brainstem)") + [
+        "## Figures",
+        f"- Validation (fold {r['fold']}): median over cases of the mean foreground Dice {val.get('median_dice', '?')}",
+        f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases), Dice per case on the "
+        f"input's grid, mean over cases: {scores} (brain = white matter + cortex + infratentorial).",
+        "",
+        "## Use",
+        "`deepwml_predict` runs it beside the lesion model when this install ships it (`--no-anatomy` to skip, "
+        "`--anatomy-model` for another one, `--save-anatomy` to write CASE_anatomy).",
+        "",
+        "## Limits",
+        "- Trained on synthetic anatomy only: the classes follow the generator's model of the brain, not an atlas; check it",
+        "  on your scans before relying on lesion locations.",
+        "- 2D axial FLAIR, 3-8 mm slices; coarse (1.5 mm in-plane): for lesion location classes and volumes, not morphometry.",
         "- Research use; not a medical device.",
         "",
     ]

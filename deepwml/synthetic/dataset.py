@@ -9,6 +9,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
+from deepwml.anatomy.labels import DATASET_LABELS, anatomy_from_truth
 from deepwml.datasets import CaseMeta, DatasetJson, dataset_folder_name
 from deepwml.datasets.raw_dataset import DATASET_DIR
 from deepwml.imageio import write_image
@@ -36,6 +37,8 @@ class CaseSpec:
     split: str
     #: 'auto' (drawn per case), 'always' or 'never'
     skull_stripped: str = "auto"
+    #: write the anatomy label map (deepwml.anatomy.labels) as the label instead of the lesion mask
+    anatomy: bool = False
 
 
 def plan_cases(centres: List[Centre], scale: float, seed: int, test_fraction: float) -> List[CaseSpec]:
@@ -66,12 +69,14 @@ def generate_dataset(
     overwrite: bool = False,
     progress: Optional[bool] = None,
     skull_stripped: str = "auto",
+    anatomy: bool = False,
 ) -> Path:
     """Generate (or finish generating) a raw dataset below ``out_root`` (default: the raw data root); returns its folder.
 
     The same arguments give the same files, whatever ``n_jobs``. An existing dataset is never replaced unless
     ``overwrite``; an interrupted run with the same arguments resumes where it stopped. ``skull_stripped``:
-    'auto' strips a share of the cases drawn per case, 'always' or 'never' all or none.
+    'auto' strips a share of the cases drawn per case, 'always' or 'never' all or none. ``anatomy``: the labels are
+    the anatomy label maps (deepwml.anatomy.labels: 5 classes) instead of the lesion masks; the images are the same.
     """
     if skull_stripped not in SKULL_STRIPPED_CHOICES:
         raise DatasetError(f"skull_stripped must be one of {', '.join(SKULL_STRIPPED_CHOICES)}, got {skull_stripped!r}")
@@ -86,7 +91,10 @@ def generate_dataset(
         "test_fraction": float(test_fraction),
         "skull_stripped": skull_stripped,
     }
-    specs = [replace(s, skull_stripped=skull_stripped) for s in plan_cases(chosen, scale, seed, test_fraction)]
+    if anatomy:
+        # only when set: the request of a lesion dataset made before this option existed stays the same
+        request["labels"] = "anatomy"
+    specs = [replace(s, skull_stripped=skull_stripped, anatomy=anatomy) for s in plan_cases(chosen, scale, seed, test_fraction)]
     if _prepare_folder(root, folder, int(dataset_id), request, overwrite):
         print(f"{folder}: already complete with these settings; nothing to do", file=sys.stderr)
         return folder
@@ -144,8 +152,8 @@ def make_case(spec: CaseSpec, folder: Union[str, Path]) -> str:
     """Generate one case and write its label, image and (last, as the 'finished' marker) its metadata."""
     paths = _paths(Path(folder), spec)
     forced = {"auto": None, "always": True, "never": False}[spec.skull_stripped]
-    case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id, skull_stripped=forced)
-    write_image(case.label, case.geometry, paths["label"])
+    case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id, truth=spec.anatomy, skull_stripped=forced)
+    write_image(anatomy_from_truth(case.truth) if spec.anatomy else case.label, case.geometry, paths["label"])
     write_image(case.image, case.geometry, paths["image"])
     write_json(paths["meta"], case.meta.to_dict())
     return spec.case_id
@@ -177,7 +185,7 @@ def _write_dataset_json(folder: Path, specs: List[CaseSpec], request: Dict[str, 
         name=folder.name,
         description="Synthetic multi-centre 2D FLAIR after Zhang, Duan et al. 2021 (deepwml_make_synthetic)",
         file_ending=FILE_ENDING,
-        labels={"background": 0, "lesion": 1},
+        labels=dict(DATASET_LABELS) if request.get("labels") == "anatomy" else {"background": 0, "lesion": 1},
         extra={"synthetic": request},
     )
     for spec in sorted(specs, key=lambda s: s.case_id):

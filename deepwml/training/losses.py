@@ -10,12 +10,12 @@ from deepwml.models.registry import LOSSES
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str = "bce_dice") -> torch.Tensor:
-    """The registered loss ``kind`` between logits [B,1,H,W] and a 0/1/IGNORE_LABEL target of the same shape."""
+    """The registered loss ``kind`` between logits [B,C,H,W] and a target [B,1,H,W] (0/1 or class indices, IGNORE_LABEL)."""
     return LOSSES.get(kind)(logits, target)
 
 
 def downsample_target(target: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour target for a coarser deep-supervision head (keeps 0/1/IGNORE_LABEL exact)."""
+    """Nearest-neighbour target for a coarser deep-supervision head (keeps class values and IGNORE_LABEL exact)."""
     return F.interpolate(target.float(), size=tuple(size), mode="nearest")
 
 

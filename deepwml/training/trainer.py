@@ -43,7 +43,7 @@ from deepwml.training.preprocessed import Fold, PreprocessedDataset, fold_folder
 from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR, load_pretrained
 from deepwml.training.progress import plot_progress, write_log
 from deepwml.training.sampling import build_slice_index
-from deepwml.training.validation import DiceEMA, ValidationSlices, collect_validation_slices, validate
+from deepwml.training.validation import DiceEMA, ValidationSlices, collect_validation_slices, validate, validate_classes
 from deepwml.utils.atomic import write_bytes, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -173,7 +173,10 @@ class Trainer:
         self.index = build_slice_index((cid, self.data.load(cid)[1]) for cid in self.cases.train)
         self.transform = build_transforms(self.training.augmentation, self.training.patch_size)
         self.workers = worker_count(self.training.num_workers, self.setup.device.type == "cuda")
-        self.val_slices = collect_validation_slices(self.cases.val, self.data.load, self.net.input_spec) if self.ctx.is_main else None
+        multiclass = self.plan.network.num_classes > 2
+        self.val_slices = (
+            collect_validation_slices(self.cases.val, self.data.load, self.net.input_spec, multiclass) if self.ctx.is_main else None
+        )
         # validation predicts as deepwml_predict does; the network stays the trainer's (device, layout, mode)
         self.val_predictor = SlicePredictor([self.net], self.plan, self.setup, tta=False, prepare=False)
 
@@ -367,7 +370,9 @@ class Trainer:
         return float(loss.detach())
 
     def run_validation(self) -> Dict[str, Any]:
-        """Per-slice metrics of the current weights on the validation slices."""
+        """Per-slice metrics (multi-class plans: per-case mean foreground Dice) of the current weights on the validation slices."""
+        if self.plan.network.num_classes > 2:
+            return validate_classes(self.val_predictor, self.val_slices)
         return validate(self.val_predictor, self.val_slices, self.plan.inference.threshold)
 
     def end_of_epoch(self, train_loss: float, lr: float, seconds: float) -> None:
@@ -440,6 +445,11 @@ class Trainer:
                    "epoch": ckpt["epoch"], "ema_dice": ckpt["ema_dice"], "validated_on_training_cases": self.cases.val_is_train,
                    **metrics}
         write_json(self.out / "validation" / "summary.json", summary)
+        if "class_dice" in metrics:
+            per_class = ", ".join(f"class {k} {_fmt(v)}" for k, v in metrics["class_dice"].items())
+            self.log(f"best checkpoint (epoch {ckpt['epoch']}): validation Dice per class {per_class}; median over cases of "
+                     f"their mean {metrics['median_dice']:.3f} on {metrics['n_slices']} slices → {self.out / 'validation' / 'summary.json'}")
+            return {"val_median_dice": metrics["median_dice"]}
         self.log(f"best checkpoint (epoch {ckpt['epoch']}): validation median per-slice Dice {metrics['median_dice']:.3f}, "
                  f"sensitivity {metrics['median_sensitivity']:.3f}, precision {metrics['median_precision']:.3f} "
                  f"on {metrics['n_slices']} slices → {self.out / 'validation' / 'summary.json'}")

@@ -14,6 +14,7 @@ average of the median per-slice Dice, which is much less noisy than a single epo
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -75,12 +76,17 @@ class ValidationSlices:
         return int(sum(len(s) for s in self.slice_numbers))
 
 
-def collect_validation_slices(case_ids: Sequence[str], load_case: LoadCase, spec: InputSpec = InputSpec()) -> ValidationSlices:
-    """Load the scored slices of every validation case (one case at a time) as the network ``spec`` takes them."""
+def collect_validation_slices(
+    case_ids: Sequence[str], load_case: LoadCase, spec: InputSpec = InputSpec(), multiclass: bool = False
+) -> ValidationSlices:
+    """Load the scored slices of every validation case (one case at a time) as the network ``spec`` takes them: those
+    holding lesion, or for a multi-class plan those holding any class but background."""
     out = ValidationSlices([], [], [], [])
     for cid in case_ids:
         image, label = load_case(cid)
-        keep = np.flatnonzero((np.asarray(label) == 1).any(axis=(1, 2)))
+        label = np.asarray(label)
+        scored = ((label > 0) & (label != IGNORE_LABEL)) if multiclass else label == 1
+        keep = np.flatnonzero(scored.any(axis=(1, 2)))
         if len(keep) == 0:
             continue
         out.case_ids.append(cid)
@@ -131,5 +137,57 @@ def validate(predictor: SlicePredictor, slices: ValidationSlices, threshold: flo
         "median_sensitivity": _nan_if_none(stats["sensitivity"]["median"]),
         "median_precision": _nan_if_none(stats["precision"]["median"]),
         "undefined_precision_slices": int(stats["precision"]["n_undefined"]),
+        "cases": per_case,
+    }
+
+
+def class_scores(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -> Dict[str, np.ndarray]:
+    """Dice, sensitivity and precision of each foreground class 1..C-1 over a whole stack (NaN where undefined:
+    Dice and sensitivity without reference, precision without prediction); IGNORE_LABEL pixels are left out."""
+    valid = reference != IGNORE_LABEL
+    classes = np.arange(1, num_classes)
+    ref = np.bincount(reference[valid].ravel(), minlength=num_classes)[classes].astype(np.int64)
+    pred = np.bincount(prediction[valid].ravel(), minlength=num_classes)[classes].astype(np.int64)
+    same = valid & (reference == prediction)
+    tp = np.bincount(reference[same].ravel(), minlength=num_classes)[classes].astype(np.int64)
+    return slice_scores(ref, pred, tp)
+
+
+def validate_classes(predictor: SlicePredictor, slices: ValidationSlices) -> Dict[str, Any]:
+    """A multi-class plan's validation: per case the Dice of each foreground class over its scored slices (argmax of
+    the predicted probabilities); ``median_dice`` is the median over cases of their mean foreground Dice."""
+    modes = [net.training for net in predictor.networks]
+    for net in predictor.networks:
+        net.eval()
+    num_classes = predictor.out_channels
+    per_case: List[Dict[str, Any]] = []
+    scores: Dict[str, List[np.ndarray]] = {"dice": [], "sensitivity": [], "precision": []}
+    try:
+        for cid, images, labels, numbers in zip(slices.case_ids, slices.images, slices.labels, slices.slice_numbers):
+            prediction = predict_probabilities(predictor, images).argmax(axis=1).astype(np.uint8)
+            m = class_scores(labels, prediction, num_classes)
+            per_case.append({"case_id": cid, "slices": numbers.tolist(), **{f"class_{k}": _plain(v) for k, v in m.items()}})
+            for k, v in m.items():
+                scores[k].append(v)
+    finally:
+        for net, mode in zip(predictor.networks, modes):
+            net.train(mode)
+    table = {k: np.stack(v) if v else np.zeros((0, num_classes - 1)) for k, v in scores.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every case: NaN, as intended
+        case_mean = {k: np.nanmean(v, axis=1) if len(v) else np.zeros(0) for k, v in table.items()}
+        class_mean = np.nanmean(table["dice"], axis=0) if len(table["dice"]) else np.full(num_classes - 1, np.nan)
+    stats = {k: describe(v) for k, v in case_mean.items()}
+    for case, dice in zip(per_case, case_mean["dice"]):
+        case["mean_dice"] = None if np.isnan(dice) else float(dice)
+    return {
+        "n_slices": slices.n_slices,
+        "metric": "per case: mean over the foreground classes of the Dice over the case's scored slices",
+        "median_dice": _nan_if_none(stats["dice"]["median"]),
+        "mean_dice": _nan_if_none(stats["dice"]["mean"]),
+        "median_sensitivity": _nan_if_none(stats["sensitivity"]["median"]),
+        "median_precision": _nan_if_none(stats["precision"]["median"]),
+        "undefined_precision_slices": 0,
+        "class_dice": {str(k): v for k, v in zip(range(1, num_classes), _plain(class_mean))},
         "cases": per_case,
     }

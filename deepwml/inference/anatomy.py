@@ -1,0 +1,78 @@
+"""The anatomy model beside the lesion model (issue #14): which one a prediction run uses, loading it weights-only,
+and its label map (deepwml.anatomy.labels classes) on the input's own grid.
+
+The anatomy model is an ordinary multi-class PLAN folder (``deepwml_train_pretrained --anatomy`` makes the shipped
+one). It has its own plan, so the input is preprocessed a second time with that plan (coarse in-plane grid: cheap),
+predicted, and its class probabilities are resampled back to the input's grid before the argmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from deepwml.anatomy.labels import DATASET_LABELS
+from deepwml.datasets import DatasetJson
+from deepwml.imageio import Image
+from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.planning.plan import Plan
+from deepwml.preprocessing.transforms import Preprocessed, preprocess_arrays, revert_label_probabilities
+from deepwml.training.device import DeviceSetup
+from deepwml.utils.errors import DeepWMLError
+
+
+def anatomy_model_dir(model: Optional[Path], enabled: bool = True, required: bool = False) -> Optional[Path]:
+    """The anatomy model's PLAN folder: ``model`` when given, else the shipped one when this install carries it, else
+    None (no anatomy). ``required`` (an output needs the map) turns a missing shipped model into an error."""
+    from deepwml.pretrained import ANATOMY_DIR
+
+    if not enabled:
+        if model is not None or required:
+            raise DeepWMLError("--no-anatomy contradicts --anatomy-model and --save-anatomy")
+        return None
+    if model is not None:
+        return resolve_model_dir(model_dir=model)
+    if (ANATOMY_DIR / "plans.json").is_file():
+        return ANATOMY_DIR
+    if required:
+        raise DeepWMLError("this DeepWML install ships no anatomy model; name one with --anatomy-model PLAN_FOLDER "
+                           "(deepwml_train_pretrained --anatomy makes it)", ANATOMY_DIR)
+    return None
+
+
+@dataclass
+class AnatomyModel:
+    """A loaded anatomy model: its plan and the predictor of its folds."""
+
+    folder: Path
+    plan: Plan
+    predictor: SlicePredictor
+
+    def prepare(self, image: Image) -> Preprocessed:
+        """The input preprocessed with the anatomy model's own plan."""
+        return preprocess_arrays(image, self.plan)
+
+    def predict(self, prepared: Preprocessed) -> np.ndarray:
+        """Class probabilities [S, C, H, W] on the anatomy plan's grid."""
+        return self.predictor.predict(prepared.image, prepared.head)
+
+
+def anatomy_map(probs_pp: np.ndarray, props: dict) -> np.ndarray:
+    """The label map (uint8, deepwml.anatomy.labels classes) on the input's own grid."""
+    return revert_label_probabilities(probs_pp, props)
+
+
+def load_anatomy_model(folder: Path, setup: DeviceSetup) -> AnatomyModel:
+    """Check and load an anatomy PLAN folder (every fold, checkpoint 'best', weights only)."""
+    spec = check_model(folder)
+    expected = DATASET_LABELS
+    json_path = folder / "dataset.json"
+    labels = DatasetJson.load(json_path).labels if json_path.is_file() else None
+    if spec.plan.network.num_classes != len(DATASET_LABELS) or (labels is not None and labels != expected):
+        raise DeepWMLError(f"not an anatomy model: its classes are {labels or spec.plan.network.num_classes}, the anatomy "
+                           f"map's are {expected}", folder)
+    networks = build_fold_networks(spec, load_fold_states(spec))
+    return AnatomyModel(folder, spec.plan, SlicePredictor(networks, spec.plan, setup, tta=spec.plan.inference.tta))
