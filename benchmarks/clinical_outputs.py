@@ -77,6 +77,11 @@ def main() -> None:
         figures.setdefault(name, []).append(best)
         return result
 
+    def timed_once(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
     def time_case(case: InputCase, out: Path) -> None:
         """Every output of one case, timed (locals, so the timed closures see this case's arrays)."""
         p = prepare_case(case, spec.plan)
@@ -96,7 +101,12 @@ def main() -> None:
         if anatomy is not None:
             a_in = timed("anatomy: preprocess (reader thread)", lambda: anatomy.prepare(p.image))
             a_probs = timed("anatomy: network", lambda: anatomy.predict(a_in))
-            timed("anatomy: map on the input grid (writer thread)", lambda: anatomy_map(a_probs, a_in.props))
+            amap = timed("anatomy: map on the input grid (writer thread)", lambda: anatomy_map(a_probs, a_in.props))
+            # what the map adds to the lesion table and summary: location classes, McDonald counts, Fazekas
+            located = timed("locations: lesion table with anatomy, minus without", lambda: lesion_table(mask, g, anatomy=amap))
+            figures["locations: lesion table with anatomy, minus without"][-1] -= min(
+                timed_once(lambda: lesion_table(mask, g)) for _ in range(args.runs))
+            timed("locations: summary with McDonald counts and Fazekas", lambda: summarize_case(case.case_id, mask, g, located, anatomy=amap))
         print(f"{case.case_id}: {mask.shape[0]} slices of {mask.shape[1]}x{mask.shape[2]}, {len(lesions)} lesions")
 
     try:
@@ -109,7 +119,9 @@ def main() -> None:
     together = ("confidence columns (always)", "uncertainty map", "write CASE_uncertainty", "report pictures", "report page")
     print(f"--save-uncertainty --report together: {sum(np.mean(figures[k]) for k in together):.3f} s per case")
     if anatomy is not None:
-        print(f"anatomy model in all: {sum(np.mean(v) for k, v in figures.items() if k.startswith('anatomy')):.3f} s per case")
+        anatomy_all = sum(np.mean(v) for k, v in figures.items() if k.startswith(("anatomy", "locations")))
+        print(f"anatomy model, locations and Fazekas in all: {anatomy_all:.3f} s per case")
+        print(f"every issue-#14 output but the PDF: {anatomy_all + sum(np.mean(figures[k]) for k in together):.3f} s per case")
 
 
 if __name__ == "__main__":
