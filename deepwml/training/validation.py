@@ -15,8 +15,9 @@ average of the median per-slice Dice, which is much less noisy than a single epo
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -113,22 +114,29 @@ def _nan_if_none(x: Optional[float]) -> float:
     return float("nan") if x is None else float(x)
 
 
-def validate(predictor: SlicePredictor, slices: ValidationSlices, threshold: float = 0.5) -> Dict[str, Any]:
-    """Per-slice metrics on every scored slice; summary medians/means plus per-case details."""
+@contextmanager
+def eval_mode(predictor: SlicePredictor) -> Iterator[None]:
+    """The predictor's networks in eval mode for the block, then back in the mode each had (the trainer's)."""
     modes = [net.training for net in predictor.networks]
     for net in predictor.networks:
         net.eval()
+    try:
+        yield
+    finally:
+        for net, mode in zip(predictor.networks, modes):
+            net.train(mode)
+
+
+def validate(predictor: SlicePredictor, slices: ValidationSlices, threshold: float = 0.5) -> Dict[str, Any]:
+    """Per-slice metrics on every scored slice; summary medians/means plus per-case details."""
     per_case: List[Dict[str, Any]] = []
     scores: Dict[str, List[np.ndarray]] = {"dice": [], "sensitivity": [], "precision": []}
-    try:
+    with eval_mode(predictor):
         for cid, images, labels, numbers in zip(slices.case_ids, slices.images, slices.labels, slices.slice_numbers):
             m = score_slices(predict_probabilities(predictor, images), labels, threshold)
             per_case.append({"case_id": cid, "slices": numbers.tolist(), **{k: _plain(v) for k, v in m.items()}})
             for k, v in m.items():
                 scores[k].append(v)
-    finally:
-        for net, mode in zip(predictor.networks, modes):
-            net.train(mode)
     stats = {k: describe(np.concatenate(v) if v else np.zeros(0)) for k, v in scores.items()}
     return {
         "n_slices": int(stats["dice"]["n"] + stats["dice"]["n_undefined"]),
@@ -156,22 +164,16 @@ def class_scores(reference: np.ndarray, prediction: np.ndarray, num_classes: int
 def validate_classes(predictor: SlicePredictor, slices: ValidationSlices) -> Dict[str, Any]:
     """A multi-class plan's validation: per case the Dice of each foreground class over its scored slices (argmax of
     the predicted probabilities); ``median_dice`` is the median over cases of their mean foreground Dice."""
-    modes = [net.training for net in predictor.networks]
-    for net in predictor.networks:
-        net.eval()
     num_classes = predictor.out_channels
     per_case: List[Dict[str, Any]] = []
     scores: Dict[str, List[np.ndarray]] = {"dice": [], "sensitivity": [], "precision": []}
-    try:
+    with eval_mode(predictor):
         for cid, images, labels, numbers in zip(slices.case_ids, slices.images, slices.labels, slices.slice_numbers):
             prediction = predict_probabilities(predictor, images).argmax(axis=1).astype(np.uint8)
             m = class_scores(labels, prediction, num_classes)
             per_case.append({"case_id": cid, "slices": numbers.tolist(), **{f"class_{k}": _plain(v) for k, v in m.items()}})
             for k, v in m.items():
                 scores[k].append(v)
-    finally:
-        for net, mode in zip(predictor.networks, modes):
-            net.train(mode)
     table = {k: np.stack(v) if v else np.zeros((0, num_classes - 1)) for k, v in scores.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every case: NaN, as intended
