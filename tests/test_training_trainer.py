@@ -202,12 +202,15 @@ def test_a_time_budget_trains_fewer_epochs_and_ends_the_schedule_with_them(tmp_p
     """A fake clock (1 s per training step) makes the budget's arithmetic exact: 6 s hold three epochs of 2 steps."""
     import types
 
+    from deepwml.training import budget as budget_module
     from deepwml.training import trainer as trainer_module
     from deepwml.training.optim import learning_rate
 
     write_preprocessed_dataset(tmp_path / "pp", tiny_plan(epochs=500, iterations=2, lr_schedule="poly"))
     clock = types.SimpleNamespace(now=0.0)
-    monkeypatch.setattr(trainer_module, "time", types.SimpleNamespace(monotonic=lambda: clock.now, perf_counter=lambda: clock.now))
+    fake_time = types.SimpleNamespace(monotonic=lambda: clock.now, perf_counter=lambda: clock.now)
+    monkeypatch.setattr(trainer_module, "time", fake_time)
+    monkeypatch.setattr(budget_module, "time", fake_time)
     original = Trainer.train_step
 
     def one_second_step(self, batch, lr):

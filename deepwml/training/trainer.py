@@ -23,6 +23,7 @@ from deepwml.planning.plan import Plan, TrainingPlan
 from deepwml.training import distributed as D
 from deepwml.training.allocator import allocator_in_use
 from deepwml.training.augmentation import build_transforms
+from deepwml.training.budget import TimeBudget
 from deepwml.training.checkpoint import (
     BEST,
     LATEST,
@@ -49,10 +50,6 @@ from deepwml.utils.errors import DeepWMLError
 
 #: nnU-Net's gradient-norm clip; it only bites on the rare exploding step
 GRAD_CLIP = 12.0
-#: with --max-minutes, the epoch count is first estimated after this many steps of the run
-BUDGET_PROBE_STEPS = 4
-#: allowance for validation and checkpointing on top of the training steps of an epoch (first estimate only)
-VALIDATION_MARGIN = 0.15
 
 
 @dataclass
@@ -127,9 +124,7 @@ class Trainer:
         self.pretrained_origin: Optional[Dict[str, Any]] = None
         #: epochs this run aims for: the plan's, or fewer when --max-minutes would not fit them
         self.target_epochs = self.training.epochs
-        self.started = time.monotonic()
-        if opts.max_minutes is not None and opts.max_minutes <= 0:
-            raise DeepWMLError(f"--max-minutes must be positive, got {opts.max_minutes}")
+        self.budget = TimeBudget(opts.max_minutes, self.training.epochs, self.training.iterations_per_epoch)
         # made by build() (network, optimiser, data) and run() (where this run started); None until then
         self.net: Any = None
         self.model: Any = None
@@ -140,9 +135,7 @@ class Trainer:
         self.workers = 0
         self.val_slices: Optional[ValidationSlices] = None
         self.val_predictor: Optional[SlicePredictor] = None
-        self.first_epoch = 0
         self.steps_before_bar = 0
-        self.setup_seconds = 0.0
 
     @property
     def ema_dice(self) -> Optional[float]:
@@ -253,9 +246,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             self.write_plan_files()
             self.announce()
-        self.first_epoch = self.epoch
         self.steps_before_bar = self.epoch * self.training.iterations_per_epoch
-        self.setup_seconds = time.monotonic() - self.started
+        self.budget.start_loop(self.epoch)
         bar = self.progress_bar()
         try:
             while self.epoch < self.target_epochs:
@@ -315,42 +307,29 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(epoch=self.epoch + 1, loss=f"{losses[-1]:.3f}",
                             ema_dice="-" if self.ema_dice is None else f"{self.ema_dice:.3f}")
-            if i == 0:
-                # the first step carries worker start-up and warm-up: time the probe from its end
-                probe_started = time.perf_counter()
-            elif i == BUDGET_PROBE_STEPS and self.epoch == self.first_epoch:
-                # a first estimate long before the first epoch ends, so that its schedule already fits the budget
-                per_step = (time.perf_counter() - probe_started) / BUDGET_PROBE_STEPS
-                self.fit_budget(bar, per_step * t.iterations_per_epoch * (1 + VALIDATION_MARGIN), (t.iterations_per_epoch - i - 1) * per_step)
+            self.retarget(bar, self.budget.after_step(self.epoch, i))
         seconds = time.perf_counter() - started
         train_loss = D.mean_over_ranks(float(np.mean(losses)), self.ctx)
         self.epoch += 1
         if self.ctx.is_main:
             self.end_of_epoch(train_loss, lr, seconds)
         D.barrier(self.ctx)
-        if self.opts.max_minutes is not None:
-            self.fit_budget(bar, (time.monotonic() - self.started - self.setup_seconds) / (self.epoch - self.first_epoch), 0.0)
+        self.retarget(bar, self.budget.after_epoch(self.epoch))
 
-    def fit_budget(self, bar, seconds_per_epoch: float, rest_of_epoch: float) -> None:
-        """With --max-minutes: cut the target to the epochs that still fit after the current one (rank 0 decides)."""
-        if self.opts.max_minutes is None:
+    def retarget(self, bar, answer: Optional[int]) -> None:
+        """Apply the time budget's answer at one of its decision points (rank 0's, with several processes)."""
+        if answer is None:
             return
-        target = self.target_epochs
-        if self.ctx.is_main:
-            left = self.opts.max_minutes * 60 - (time.monotonic() - self.started) - rest_of_epoch
-            # the epoch under way (if any) is always finished
-            current = self.epoch + (1 if rest_of_epoch > 0 else 0)
-            # capped by the plan, not by the last target: a pessimistic early estimate may be raised again
-            target = min(self.training.epochs, max(current, 1, current + int(left // max(seconds_per_epoch, 1e-9))))
-        target = D.broadcast_object(target, self.ctx)
-        if target != self.target_epochs:
-            if target == self.epoch:
-                self.log(f"time budget of {self.opts.max_minutes:g} min reached after epoch {self.epoch}")
-            else:
-                self.log(f"time budget of {self.opts.max_minutes:g} min: training {target} instead of {self.target_epochs} epochs")
-            self.target_epochs = target
-            bar.total = target * self.training.iterations_per_epoch - self.steps_before_bar
-            bar.refresh()
+        target = D.broadcast_object(answer, self.ctx)
+        if target == self.target_epochs:
+            return
+        if target == self.epoch:
+            self.log(f"time budget of {self.opts.max_minutes:g} min reached after epoch {self.epoch}")
+        else:
+            self.log(f"time budget of {self.opts.max_minutes:g} min: training {target} instead of {self.target_epochs} epochs")
+        self.target_epochs = target
+        bar.total = target * self.training.iterations_per_epoch - self.steps_before_bar
+        bar.refresh()
 
     def train_step(self, batch: Dict[str, np.ndarray], lr: float) -> float:
         """One optimisation step; returns the loss."""
