@@ -239,3 +239,61 @@ def test_ventricle_outline_length_follows_the_outline_of_a_disk():
     assert length == pytest.approx(2 * np.pi * 40 * 0.5, rel=0.05)
     anatomy[anatomy == WHITE_MATTER] = INFRATENTORIAL  # a fourth ventricle's outline does not count
     assert ventricle_outline_mm(anatomy, _geometry(anatomy.shape)) == 0.0
+
+
+def _nearest_mm(lesion: np.ndarray, structure: np.ndarray, spacing_zyx) -> float:
+    """Brute force: the smallest centre-to-centre distance (mm) between any lesion voxel and any structure voxel."""
+    a = np.argwhere(lesion) * np.asarray(spacing_zyx)
+    b = np.argwhere(structure) * np.asarray(spacing_zyx)
+    if len(b) == 0:
+        return np.inf
+    return float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)).min())
+
+
+@pytest.mark.parametrize("spacing_xyz", [(0.5, 0.7, 6.0), (0.9, 0.9, 1.0)])
+def test_distances_reach_and_contact_match_a_brute_force_search_over_every_voxel_pair(spacing_xyz):
+    """Many lesions at once (big ones whose inside is far from everything, ones on a structure, ones at the image
+    edge): each distance is the closest voxel pair when within 5 mm and missing beyond, as the one-lesion-at-a-time
+    definition says; a periventricular lesion's reach is its farthest voxel from the wall on slices showing it."""
+    rng = np.random.default_rng(3)
+    shape = (6, 40, 44)
+    anatomy = np.full(shape, WHITE_MATTER, np.uint8)
+    anatomy[:, :3] = CORTEX
+    anatomy[:, :, -4:] = CORTEX
+    anatomy[1:4, 14:22, 10:20] = VENTRICLE
+    anatomy[rng.random(shape) < 0.01] = CORTEX
+    mask = rng.random(shape) < 0.03
+    mask[2:5, 24:34, 20:32] = True  # a block whose inside lies more than 5 mm from any structure in-plane
+    anatomy[2:5, 24:34, 20:32] = WHITE_MATTER
+    anatomy[3, 29, 26] = CORTEX  # ... but for one cortex voxel deep inside it: distance 0 there, not on its surface
+    mask[2, 15:18, 12:15] = True  # inside the ventricle
+    mask[0, 0:2, 30:34] = True  # on the image edge, over the cortex
+    geometry = _geometry(shape, spacing_xyz)
+    located = _locate(mask, geometry, anatomy)
+    from deepwml.inference.lesion_report import label_lesions
+
+    labels, count = label_lesions(mask)
+    spacing_zyx = spacing_xyz[::-1]
+    assert count == len(located) > 20
+    for i in range(count):
+        lesion = labels == i + 1
+        for structure, found in ((anatomy == VENTRICLE, located.ventricle_distance_mm[i]), (anatomy == CORTEX, located.cortex_distance_mm[i])):
+            truth = _nearest_mm(lesion, structure, spacing_zyx)
+            if truth <= 5.0 - 1e-6:
+                assert found == pytest.approx(truth, abs=1e-5)
+            else:
+                assert np.isnan(found) or truth <= 5.0 + 1e-6
+        if located.location[i] == "periventricular":
+            # in-plane distance to the ventricle on the voxel's own slice, capped at 10 mm, over slices that show it
+            reach = []
+            for s, r, c in np.argwhere(lesion):
+                walls = np.argwhere(anatomy[s] == VENTRICLE)
+                if len(walls):
+                    reach.append(min(10.0, float(np.sqrt((((walls - [r, c]) * spacing_zyx[1:]) ** 2).sum(axis=1)).min())))
+            if reach:
+                assert located.wall_extent_mm[i] == pytest.approx(max(reach), abs=1e-5)
+                assert located.near_wall_area_mm2[i] == pytest.approx(sum(d < 10.0 for d in reach) * spacing_zyx[1] * spacing_zyx[2])
+            else:
+                assert np.isnan(located.wall_extent_mm[i])
+        else:
+            assert np.isnan(located.wall_extent_mm[i])

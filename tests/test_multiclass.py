@@ -177,3 +177,27 @@ def test_a_network_has_one_output_per_class_and_the_binary_head_stays_one_channe
         assert build_network(binary).eval()(x).shape == (2, 1, 16, 16) and build_network(multi).eval()(x).shape == (2, 5, 16, 16)
         for plan in (binary, multi):
             assert network_spec(plan).parameter_count() == sum(p.numel() for p in build_network(plan).parameters())
+
+
+def test_class_probabilities_resample_exactly_as_the_per_pixel_linear_mix_with_first_class_ties():
+    """The class of every output pixel is that of its four input pixels mixed with the linear weights (the same float32
+    arithmetic), ties going to the lower class, for up- and downsampling and odd sizes."""
+    from deepwml.preprocessing.resample import _linear_taps
+
+    rng = np.random.default_rng(1)
+    coarse = rng.random((2, 5, 5, 4)).astype(np.float32)
+    logits = resize_slices(coarse.reshape(10, 5, 4), (19, 23), order=3).reshape(2, 5, 19, 23) * 8
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(np.float32)
+    probs[:, :, :4] = 0.25  # four classes tie everywhere here, the fifth below them
+    probs[:, 4, :4] = 0.0
+    # near class boundaries too: four classes tie, the fifth alternates above and below them
+    probs[:, :4, 10:, 12:] = 0.2
+    probs[:, 4, 10:, 12:] = np.where(np.add.outer(np.arange(9), np.arange(11)) % 2 == 0, 0.1, 0.3)
+    for out_hw in [(40, 31), (19, 23), (7, 50), (60, 60)]:
+        y0, y1, wy = _linear_taps(19, out_hw[0])
+        x0, x1, wx = _linear_taps(23, out_hw[1])
+        a, b = wy[:, None, None], wx[None, :, None]
+        mixed = ((1 - a) * (1 - b) * probs.transpose(0, 2, 3, 1)[:, y0][:, :, x0] + (1 - a) * b * probs.transpose(0, 2, 3, 1)[:, y0][:, :, x1]
+                 + a * (1 - b) * probs.transpose(0, 2, 3, 1)[:, y1][:, :, x0] + a * b * probs.transpose(0, 2, 3, 1)[:, y1][:, :, x1])
+        assert np.array_equal(resize_class_probabilities(probs, out_hw), mixed.argmax(axis=-1))
+    assert (resize_class_probabilities(probs, (40, 31))[:, :6] == 0).all()  # rows that mix only tied input rows

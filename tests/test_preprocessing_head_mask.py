@@ -31,3 +31,25 @@ def test_mask_is_the_whole_head_despite_dark_bone_ventricles_and_fissures():
 
 def test_a_constant_image_gives_the_whole_stack():
     assert head_mask(np.full((3, 16, 16), 7.0)).all()
+
+
+def test_opening_and_hole_filling_give_scipy_s_in_plane_results():
+    """The shifted-view opening and the labelling hole fill equal scipy's with the in-plane structure, edges included
+    (a hole touching the slice edge is no hole; slices never connect)."""
+    from scipy import ndimage
+
+    from deepwml.preprocessing.head_mask import fill_holes_in_plane, open_in_plane
+    from deepwml.preprocessing.resample import in_plane_structure
+
+    rng = np.random.default_rng(0)
+    structure = in_plane_structure()
+    for shape in [(1, 1, 1), (2, 1, 6), (3, 5, 1), (4, 9, 11), (5, 33, 27)]:
+        for density in (0.3, 0.6, 0.85):
+            mask = rng.random(shape) < density
+            assert np.array_equal(open_in_plane(mask), ndimage.binary_opening(mask, structure=structure))
+            assert np.array_equal(fill_holes_in_plane(mask), ndimage.binary_fill_holes(mask, structure=structure))
+    ring = np.zeros((2, 9, 9), bool)
+    ring[0, 2:7, 2:7] = True
+    ring[0, 3:6, 3:6] = False
+    filled = fill_holes_in_plane(ring)
+    assert filled[0, 3:6, 3:6].all() and not filled[1].any()

@@ -11,7 +11,8 @@ MAGNIMS 2016 ("no white matter in between") do not allow; through-plane neighbou
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from functools import partial
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -102,17 +103,11 @@ def inplane_distance(structure: np.ndarray, du: float, dv: float) -> np.ndarray:
     return out
 
 
-def _through_plane(dist: np.ndarray, s: np.ndarray, u: np.ndarray, v: np.ndarray, thickness: float) -> Tuple[np.ndarray, np.ndarray]:
-    """For voxels (s, u, v) of a crop, from the per-slice in-plane distances: the same-slice and the 3D distance."""
-    dz = (np.arange(dist.shape[0])[:, None] - s[None, :]) * thickness
-    full = np.sqrt(dz**2 + dist[:, u, v].astype(np.float64) ** 2).min(axis=0)
-    return dist[s, u, v], full
-
-
-def _long_axes(labels: np.ndarray, count: int, du: float, dv: float) -> np.ndarray:
+def _long_axes(labels: np.ndarray, count: int, du: float, dv: float, voxels: Optional[Tuple[np.ndarray, ...]] = None) -> np.ndarray:
     """Longest in-plane axis (mm) per label over its slices: 4 sigma of the largest principal moment (a disk of
-    radius r gives 2r), with each pixel's own extent added so that a single pixel measures one pixel."""
-    s, u, v = np.nonzero(labels)
+    radius r gives 2r), with each pixel's own extent added so that a single pixel measures one pixel. ``voxels``:
+    ``np.nonzero(labels)`` when the caller has it."""
+    s, u, v = np.nonzero(labels) if voxels is None else voxels
     if s.size == 0:
         return np.zeros(count)
     n_slices = labels.shape[0]
@@ -132,32 +127,37 @@ def _long_axes(labels: np.ndarray, count: int, du: float, dv: float) -> np.ndarr
 
 
 def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry) -> LesionLocations:
-    """Location of each labelled lesion; ``labels`` cover the box starting at ``offset`` (numpy order) of ``anatomy``."""
+    """Location of each labelled lesion; ``labels`` cover the box starting at ``offset`` (numpy order) of ``anatomy``.
+
+    All lesions' voxels are handled together (no loop over lesions): the ventricle's distance field is read at each
+    voxel, the cortex searched within DISTANCE_MM of each voxel on a lesion's in-plane edge, on the slices that close.
+    The results are those of measuring each lesion in its own crop.
+    """
     thickness, du, dv = grid_sampling(geometry)
     box_labels = slice_first(labels, geometry)
     box_start = np.array([offset[geometry.slice_axis_numpy]] + [o for i, o in enumerate(offset) if i != geometry.slice_axis_numpy])
     anat = slice_first(anatomy, geometry)
-    box = tuple(slice(int(b), int(b) + n) for b, n in zip(box_start, box_labels.shape))
-    classes = anat[box][box_labels > 0]
-    ids = box_labels[box_labels > 0]
+    local = np.nonzero(box_labels)
+    ids = box_labels[local]
+    s, u, v = (c + int(b) for c, b in zip(local, box_start))
+    classes = anat[s, u, v]
     parenchyma = np.bincount(ids, weights=np.isin(classes, BRAIN_CLASSES), minlength=count + 1)[1:]
     infra = np.bincount(ids, weights=classes == INFRATENTORIAL, minlength=count + 1)[1:]
     cortex_share = np.bincount(ids, weights=classes == CORTEX, minlength=count + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         infra, cortex_share = infra / parenchyma, cortex_share / parenchyma
 
-    spans = ndimage.find_objects(box_labels)
     sampling = (thickness, du, dv)
     ventricle = VentricleField(anat, sampling)
-    out = {k: np.full(count, np.nan) for k in ("vent", "cortex", "extent", "area", "deep")}
+    cortex = CortexNeighbourhood(anat, box_start, box_labels.shape, sampling)
+    interior = _inplane_interior(box_labels)[local]
     touches = np.zeros((count, 2), bool)
-    for i, span in enumerate(spans):
-        crop, (s, u, v) = _crop(box_labels, span, i + 1, box_start, anat.shape, DISTANCE_MM, sampling)
-        fields = (ventricle.crop(crop), inplane_distance(anat[crop] == CORTEX, du, dv))
-        for j, dist in enumerate(fields):
-            nearest = float(_through_plane(dist, s, u, v, thickness)[1].min())
-            touches[i, j] = nearest <= CONTACT_MM
-            out[("vent", "cortex")[j]][i] = nearest if nearest <= DISTANCE_MM else np.nan
+    nearest = []
+    for j, field in enumerate((ventricle.at, partial(cortex.at, interior=interior))):
+        closest = np.full(count, np.inf)
+        np.minimum.at(closest, ids - 1, _distance_3d(field, s, u, v, anat.shape[0], thickness, DISTANCE_MM))
+        touches[:, j] = closest <= CONTACT_MM
+        nearest.append(np.where(closest <= DISTANCE_MM, closest, np.nan))
     location = np.full(count, DEEP, dtype=object)
     # the priority order: each later rule only fills what the earlier ones left
     rules = [
@@ -172,38 +172,116 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
         take = hit & ~decided
         location[take] = name
         decided |= take
-    for i in np.flatnonzero(location == PERIVENTRICULAR):
-        # how far a periventricular lesion reaches from the wall: a wider search around it
-        crop, (s, u, v) = _crop(box_labels, spans[i], i + 1, box_start, anat.shape, REACH_MM, sampling)
-        same, full = _through_plane(ventricle.crop(crop), s, u, v, thickness)
-        # on a slice that shows the ventricle, a voxel beyond the field's reach is at least REACH_MM from it
-        seen = ventricle.on_slice[s + crop[0].start]
-        same = np.where(seen & ~np.isfinite(same), REACH_MM, same)
-        out["extent"][i] = float(np.minimum(same[seen].max(), REACH_MM)) if seen.any() else np.nan
-        out["area"][i] = np.count_nonzero(same[seen] < REACH_MM) * du * dv
-        out["deep"][i] = _deep_part(s, u, v, full > REACH_MM, du, dv)
-
+    extent, area, deep = _wall_reach(location == PERIVENTRICULAR, ids - 1, (s, u, v), ventricle, anat.shape[0], sampling)
     return LesionLocations(
         location=location,
-        ventricle_distance_mm=out["vent"],
-        cortex_distance_mm=out["cortex"],
-        long_axis_mm=_long_axes(box_labels, count, du, dv),
-        wall_extent_mm=out["extent"],
-        near_wall_area_mm2=out["area"],
-        deep_part_long_axis_mm=out["deep"],
+        ventricle_distance_mm=nearest[0],
+        cortex_distance_mm=nearest[1],
+        long_axis_mm=_long_axes(box_labels, count, du, dv, local),
+        wall_extent_mm=extent,
+        near_wall_area_mm2=area,
+        deep_part_long_axis_mm=deep,
     )
 
 
-def _crop(
-    box_labels: np.ndarray, span: Tuple[slice, ...], label: int, box_start: np.ndarray, shape: Tuple[int, ...], reach: float, sampling: Tuple[float, ...]
-) -> Tuple[Tuple[slice, ...], Tuple[np.ndarray, ...]]:
-    """A crop (of the full volume) reaching ``reach`` mm beyond one lesion, and the lesion's voxel coordinates in it."""
-    margin = np.array([int(np.ceil(reach / d)) for d in sampling])
-    start = np.array([sl.start for sl in span]) + box_start
-    lo = np.maximum(start - margin, 0)
-    hi = np.minimum(np.array([sl.stop for sl in span]) + box_start + margin, shape)
-    coords = tuple(c + int(a - b) for c, a, b in zip(np.nonzero(box_labels[span] == label), start, lo))
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), coords
+def _wall_reach(
+    periventricular: np.ndarray, index: np.ndarray, voxels: Tuple[np.ndarray, ...], ventricle: "VentricleField", n_slices: int,
+    sampling: Tuple[float, float, float],
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How far each periventricular lesion reaches from the wall (NaN for the others): the farthest in-plane reach on
+    slices that show the ventricle (capped at REACH_MM), the area within REACH_MM of it and the long axis of the
+    largest part farther than REACH_MM (3D). ``index``: each voxel's lesion (0-based)."""
+    count = len(periventricular)
+    extent, area, deep = (np.full(count, np.nan) for _ in range(3))
+    pick = periventricular[index]
+    if not pick.any():
+        return extent, area, deep
+    thickness, du, dv = sampling
+    (s, u, v), lesion = (c[pick] for c in voxels), index[pick]
+    same = ventricle.at(s, u, v)
+    # on a slice that shows the ventricle, a voxel beyond the field's reach is at least REACH_MM from it
+    seen = ventricle.on_slice[s]
+    same = np.where(seen & ~np.isfinite(same), REACH_MM, same)
+    farthest = np.full(count, -np.inf, np.float32)
+    np.maximum.at(farthest, lesion[seen], same[seen])
+    has_seen = np.bincount(lesion[seen], minlength=count) > 0
+    extent[periventricular] = np.where(has_seen, np.minimum(farthest, REACH_MM), np.nan)[periventricular]
+    area[periventricular] = (np.bincount(lesion[seen], weights=same[seen] < REACH_MM, minlength=count).astype(np.int64) * du * dv)[periventricular]
+    deep[periventricular] = 0.0
+    far = _distance_3d(ventricle.at, s, u, v, n_slices, thickness, REACH_MM) > REACH_MM
+    for i in np.unique(lesion[far]):  # a few lesions at most: a deep part is rare
+        mine = lesion == i
+        deep[i] = _deep_part(s[mine], u[mine], v[mine], far[mine], du, dv)
+    return extent, area, deep
+
+
+def _inplane_interior(labels: np.ndarray) -> np.ndarray:
+    """Labelled voxels whose four in-plane neighbours are labelled too (the box's border counts as outside)."""
+    inside = labels > 0
+    padded = np.pad(inside, ((0, 0), (1, 1), (1, 1)))
+    return inside & padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]
+
+
+def _distance_3d(field: Callable[..., np.ndarray], s: np.ndarray, u: np.ndarray, v: np.ndarray, n_slices: int, thickness: float,
+                 reach: float) -> np.ndarray:
+    """Per voxel (s, u, v): the smallest centre-to-centre distance (mm) to a structure over the slices within ``reach``,
+    from ``field(slices, u, v, selection)``, the in-plane distance on a slice (float32, inf: none near) of the voxels
+    picked by a boolean ``selection``. Exact up to ``reach``; anything larger only says farther than ``reach``."""
+    best = np.full(s.shape, np.inf)
+    # only slices whose centres lie within reach: farther ones cannot give a distance up to reach
+    steps = int(np.floor(reach / thickness)) + 1
+    while steps * thickness > reach:
+        steps -= 1
+    for dz in range(-steps, steps + 1):
+        k = s + dz
+        ok = (k >= 0) & (k < n_slices)
+        gap = (np.array([dz]) * thickness) ** 2
+        best[ok] = np.minimum(best[ok], np.sqrt(gap + field(k[ok], u[ok], v[ok], ok).astype(np.float64) ** 2))
+    return best
+
+
+class CortexNeighbourhood:
+    """In-plane distance to the cortex up to DISTANCE_MM around the lesions, looked up pixel offset by pixel offset
+    (nearest first) from the lesions' edge voxels only: far fewer lookups than a distance transform around each lesion."""
+
+    #: offsets tried together
+    GROUP = 24
+
+    def __init__(self, anat: np.ndarray, start: np.ndarray, shape: Tuple[int, ...], sampling: Tuple[float, float, float]) -> None:
+        _, du, dv = sampling
+        margin = np.array([0, int(np.ceil(DISTANCE_MM / du)), int(np.ceil(DISTANCE_MM / dv))])
+        # every slice, in-plane the lesion box widened by the margin (False beyond the image)
+        self.lo = np.array([0, *start[1:]]) - margin
+        hi = np.array([anat.shape[0], *(np.asarray(start[1:]) + np.asarray(shape[1:]))]) + margin
+        self.cortex = np.zeros(tuple(hi - self.lo), bool)
+        a, b = np.maximum(self.lo, 0), np.minimum(hi, anat.shape)
+        self.cortex[tuple(slice(x - o, y - o) for x, y, o in zip(a, b, self.lo))] = anat[tuple(slice(x, y) for x, y in zip(a, b))] == CORTEX
+        rows, cols = np.meshgrid(np.arange(-margin[1], margin[1] + 1), np.arange(-margin[2], margin[2] + 1), indexing="ij")
+        # float64 and then float32, as the distance transform computes and inplane_distance stores it
+        dist = np.sqrt((rows * du) ** 2 + (cols * dv) ** 2).astype(np.float32)
+        keep = dist <= DISTANCE_MM
+        order = np.argsort(dist[keep], kind="stable")
+        self.steps, self.dist = (rows[keep] * self.cortex.shape[2] + cols[keep])[order], dist[keep][order]
+
+    def at(self, k: np.ndarray, u: np.ndarray, v: np.ndarray, selection: np.ndarray, interior: np.ndarray) -> np.ndarray:
+        """In-plane distance (float32) from voxels (k, u, v) in the lesion box to the nearest cortex voxel on slice k;
+        inf beyond DISTANCE_MM. ``interior[selection]`` marks voxels inside their lesion in-plane: they only get 0 (on
+        the cortex) or inf, which leaves a lesion's minimum unchanged (it lies on its in-plane edge or on the cortex)."""
+        _, h, w = self.cortex.shape
+        base = (k * h + (u - self.lo[1])) * w + (v - self.lo[2])
+        flat = self.cortex.reshape(-1)
+        out = np.where(flat[base], np.float32(0.0), np.float32(np.inf))
+        todo = np.flatnonzero(~interior[selection] & ~flat[base])
+        # nearest offsets first, a group at a time: a voxel near the cortex stops at its first group with a hit
+        for first in range(1, len(self.dist), self.GROUP):
+            if todo.size == 0:
+                break
+            steps, dist = self.steps[first:first + self.GROUP], self.dist[first:first + self.GROUP]
+            hits = flat[base[todo][None, :] + steps[:, None]]
+            found = hits.any(axis=0)
+            out[todo[found]] = dist[hits[:, found].argmax(axis=0)]
+            todo = todo[~found]
+        return out
 
 
 class VentricleField:
@@ -227,18 +305,15 @@ class VentricleField:
         self.box = tuple(box)
         self.dist = inplane_distance(ventricle[self.box], sampling[1], sampling[2])
 
-    def crop(self, crop: Tuple[slice, ...]) -> np.ndarray:
-        """The distances on ``crop`` of the full volume (inf where the field does not reach)."""
-        out = np.full(tuple(c.stop - c.start for c in crop), np.inf, np.float32)
+    def at(self, k: np.ndarray, u: np.ndarray, v: np.ndarray, selection: object = None) -> np.ndarray:
+        """The distances (float32) at voxels (k, u, v) of the full volume (inf where the field does not reach);
+        ``selection`` is accepted for :func:`_distance_3d` and ignored."""
+        out = np.full(np.shape(k), np.inf, np.float32)
         if self.box is None:
             return out
-        lo = [max(c.start, b.start) for c, b in zip(crop, self.box)]
-        hi = [min(c.stop, b.stop) for c, b in zip(crop, self.box)]
-        if any(a >= b for a, b in zip(lo, hi)):
-            return out
-        out[tuple(slice(a - c.start, b - c.start) for a, b, c in zip(lo, hi, crop))] = self.dist[
-            tuple(slice(a - f.start, b - f.start) for a, b, f in zip(lo, hi, self.box))
-        ]
+        local = [c - b.start for c, b in zip((k, u, v), self.box)]
+        inside = np.all([(c >= 0) & (c < n) for c, n in zip(local, self.dist.shape)], axis=0)
+        out[inside] = self.dist[tuple(c[inside] for c in local)]
         return out
 
 

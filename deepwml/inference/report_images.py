@@ -35,32 +35,67 @@ class Panel:
     png: bytes
 
 
-def _resize(array: np.ndarray, row_mm: float, col_mm: float) -> np.ndarray:
-    """``array`` at PANEL_PIXELS on its longer side with square pixels (nearest neighbour, index arithmetic only)."""
-    h, w = array.shape
-    height_mm, width_mm = h * row_mm, w * col_mm
-    scale = PANEL_PIXELS / max(height_mm, width_mm)
-    rows = np.minimum((np.arange(max(1, round(height_mm * scale))) + 0.5) / scale / row_mm, h - 1).astype(np.int64)
-    cols = np.minimum((np.arange(max(1, round(width_mm * scale))) + 0.5) / scale / col_mm, w - 1).astype(np.int64)
-    return array[rows[:, None], cols[None, :]]
+def _resize_index(n: int, pixel_mm: float, scale: float) -> np.ndarray:
+    """Source index of each shown pixel along one axis (nearest neighbour, square pixels of 1/``scale`` mm)."""
+    return np.minimum((np.arange(max(1, round(n * pixel_mm * scale))) + 0.5) / scale / pixel_mm, n - 1).astype(np.int64)
+
+
+def _panel_indices(rows: slice, cols: slice, shape_hw: tuple, row_mm: float, col_mm: float) -> tuple:
+    """(row, column) indices into a whole slice of the pixels of its head-cropped panel at PANEL_PIXELS."""
+    rows_in, cols_in = np.arange(shape_hw[0])[rows], np.arange(shape_hw[1])[cols]
+    scale = PANEL_PIXELS / max(rows_in.size * row_mm, cols_in.size * col_mm)
+    return rows_in[_resize_index(rows_in.size, row_mm, scale)], cols_in[_resize_index(cols_in.size, col_mm, scale)]
+
+
+def _gather(plane: np.ndarray, index: tuple) -> np.ndarray:
+    """``plane`` at the panel's pixels: two 1D takes, several times cheaper than one 2D fancy index."""
+    return np.asarray(plane).take(index[0], axis=0).take(index[1], axis=1)
+
+
+def _to_bytes(rgb: np.ndarray) -> np.ndarray:
+    """Float RGB in 0..1 → uint8, rounded to nearest."""
+    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` within OUTLINE_PIXELS of its edge (picture border included), eroded only around the mask."""
+    outline = np.zeros(mask.shape, dtype=bool)
+    box = _bounding_box(mask)
+    if box is not None:
+        # the erosion takes pixels beyond the box for background, which they are (the picture border stays a border)
+        part = mask[box]
+        outline[box] = part & ~ndimage.binary_erosion(part, iterations=OUTLINE_PIXELS)
+    return outline
+
+
+def _bounding_box(mask: np.ndarray) -> Optional[tuple]:
+    """Row and column slices of the True pixels of a 2D mask (None when there are none)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def _panel_rgb(grey: np.ndarray, mask: np.ndarray, uncertainty: Optional[np.ndarray]) -> np.ndarray:
-    """RGB float32 picture of one (already upscaled) slice."""
-    rgb = np.repeat(grey[..., None], 3, axis=2)
+    """RGB uint8 picture of one (already upscaled) slice; grey in 0..1.
+
+    Only the tinted and outlined pixels are blended in float: elsewhere the picture is the grey value itself.
+    """
+    rgb = np.repeat(_to_bytes(grey)[..., None], 3, axis=2)
+    pixels = rgb.reshape(-1, 3)  # flat pixel indices: far cheaper than assigning through a 2D boolean mask
     if uncertainty is not None:
-        alpha = np.where(uncertainty >= UNCERTAINTY_FLOOR, UNCERTAINTY_ALPHA * np.clip(uncertainty, 0.0, 1.0), 0.0)[..., None]
-        rgb = rgb * (1.0 - alpha) + UNCERTAINTY_RGB * alpha
+        tinted = np.flatnonzero(uncertainty >= UNCERTAINTY_FLOOR)
+        alpha = (UNCERTAINTY_ALPHA * np.clip(uncertainty.reshape(-1)[tinted], 0.0, 1.0))[:, None]
+        pixels[tinted] = _to_bytes(grey.reshape(-1)[tinted][:, None] * (1.0 - alpha) + UNCERTAINTY_RGB * alpha)
     if mask.any():
-        outline = mask & ~ndimage.binary_erosion(mask, iterations=OUTLINE_PIXELS)
-        rgb[outline] = CONTOUR_RGB
+        pixels[np.flatnonzero(_outline(mask))] = _to_bytes(CONTOUR_RGB)
     return rgb
 
 
 def _png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an RGB float picture in 0..1."""
+    """PNG bytes of an RGB uint8 picture."""
     buffer = io.BytesIO()
-    PILImage.fromarray((np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mode="RGB").save(buffer, format="PNG", compress_level=1)
+    PILImage.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -76,10 +111,11 @@ def report_panels(
     u_view = canonical_view(uncertainty, geometry)[0] if uncertainty is not None else None
     lo, hi = display_window(view)
     rows, cols = head_box(view, lo, hi)
+    index = _panel_indices(rows, cols, view.shape[1:], row_mm, col_mm)
     panels = []
     for s in choose_slices(mask_view):
-        grey = np.clip((np.asarray(view[s], dtype=np.float32)[rows, cols] - lo) / (hi - lo), 0.0, 1.0)
-        m = _resize(np.asarray(mask_view[s])[rows, cols], row_mm, col_mm)
-        u = _resize(np.asarray(u_view[s], dtype=np.float32)[rows, cols], row_mm, col_mm) if u_view is not None else None
-        panels.append(Panel(int(slice_numbers[s]), _png(_panel_rgb(_resize(grey, row_mm, col_mm), m, u))))
+        # nearest-neighbour upscaling first: the grey window is per pixel, so it gives the same values on the panel
+        grey = np.clip((_gather(view[s], index).astype(np.float32, copy=False) - lo) / (hi - lo), 0.0, 1.0)
+        u = _gather(u_view[s], index).astype(np.float32, copy=False) if u_view is not None else None
+        panels.append(Panel(int(slice_numbers[s]), _png(_panel_rgb(grey, _gather(mask_view[s], index), u))))
     return panels

@@ -24,14 +24,44 @@ def head_mask(stack: np.ndarray) -> np.ndarray:
         return np.ones(stack.shape, dtype=bool)
     mask = stack > threshold_otsu(sample)
     # holes are filled within each slice only: slices 5-8 mm apart are not a continuous volume
-    in_plane = in_plane_structure()
-    mask = ndimage.binary_opening(mask, structure=in_plane)
+    mask = open_in_plane(mask)
     # filling before choosing a component: the scalp ring then encloses skull, CSF and brain as one head,
     # where the dark bone would otherwise split it into brain and scalp and the largest part would win
-    mask = ndimage.binary_fill_holes(mask, structure=in_plane)
+    mask = fill_holes_in_plane(mask)
     labels, n = ndimage.label(mask)
     if n == 0:
         return np.ones(stack.shape, dtype=bool)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return labels == int(np.argmax(sizes))
+
+
+def open_in_plane(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_opening(mask, structure=in_plane_structure())`` (4-neighbour cross per slice, pixels beyond
+    the slice count as background) with shifted array views: the same pixels, several times faster."""
+    eroded = np.asarray(mask, dtype=bool).copy()
+    _cross_step(eroded, mask, np.logical_and)
+    for edge in (np.s_[:, 0], np.s_[:, -1], np.s_[:, :, 0], np.s_[:, :, -1]):
+        eroded[edge] = False
+    opened = eroded.copy()
+    _cross_step(opened, eroded, np.logical_or)
+    return opened
+
+
+def _cross_step(out: np.ndarray, source: np.ndarray, combine: np.ufunc) -> None:
+    """Combine ``out`` in place with ``source`` shifted one pixel up, down, left and right (the slice axis stays)."""
+    for target, shifted in ((np.s_[:, 1:], np.s_[:, :-1]), (np.s_[:, :-1], np.s_[:, 1:]),
+                            (np.s_[:, :, 1:], np.s_[:, :, :-1]), (np.s_[:, :, :-1], np.s_[:, :, 1:])):
+        combine(out[target], source[shifted], out=out[target])
+
+
+def fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes(mask, structure=in_plane_structure())``: background not 4-connected within its
+    slice to the slice's edge becomes foreground. One labelling instead of scipy's dilation to convergence."""
+    mask = np.asarray(mask, dtype=bool)
+    labels, n = ndimage.label(~mask, structure=in_plane_structure())
+    outside = np.zeros(n + 1, dtype=bool)
+    for edge in (labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]):
+        outside[edge] = True
+    outside[0] = False  # label 0 is the foreground itself
+    return ~outside[labels]
