@@ -3,7 +3,7 @@ file, the per-patient report (pictures + page) and its PDF, beside the existing 
 and the anatomy model (its preprocessing, network and label map on the input grid) when one is installed or given.
 
 The network does not matter here (all of it runs in the write step, on the input grid), so a toy threshold model
-gives the probabilities. Inputs are synthetic MS#1 cases (512x512) resampled to 25 slices. Each figure is the
+gives the probabilities. Inputs are synthetic MS#1 cases (the first 256x256, the others 512x512) cut to 25 slices. Each figure is the
 fastest of --runs repetitions, averaged over the cases.
 
     python benchmarks/clinical_outputs.py [--cases 3] [--runs 5] [--threads 1] [--anatomy-model PLAN_FOLDER]
