@@ -40,7 +40,7 @@ from deepwml.preprocessing import revert_to_original
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.training.device import physical_cores
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-from predict import _train_small_model, cpu_setup, synthetic_case
+from predict import cpu_setup, small_model, synthetic_case
 from predict_cpu_fast import toy_models
 
 
@@ -141,20 +141,10 @@ def agreement_with_model(model: Path, images: List[Path]) -> None:
 
 def agreement_small_model(args: argparse.Namespace) -> None:
     """Without a trained model: a small U-Net (no normalisation) trained here, int8 vs fp32 on a held-out case."""
-    plan = toy_models().tiny_plan(matrix=128, features=(16, 32, 64, 128), norm="none")
-    plan.training.batch_size = 8
-    start = time.perf_counter()
-    data = []
-    for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "CSVD#3")):
-        image, label, geometry = synthetic_case(centre, k + 1)
-        result = preprocess_arrays(Image(image.astype(np.float32), geometry), plan, label)
-        data.append((result.image[0], result.label, result.head))
-    net = build_network(plan.network)
-    net.load_state_dict(_train_small_model(plan, [(x, y) for x, y, _ in data[:-1]], args.train_iterations))
+    plan, net, (x, y, head), took = small_model((16, 32, 64, 128), args.train_iterations)
     print(f"agreement: U-Net {plan.network.features} (no norm) at {plan.preprocessing.matrix}, trained "
-          f"{args.train_iterations} iterations here on 4 synthetic cases ({time.perf_counter() - start:.0f} s incl. data)")
-    x, y, head = data[-1]
-    fp32, quantised = predictors([net.eval()], plan)
+          f"{args.train_iterations} iterations here on 4 synthetic cases ({took:.0f} s incl. data)")
+    fp32, quantised = predictors([net], plan)
     a = fp32.predict(x, head) >= plan.inference.threshold
     b = forced_int8(lambda: quantised.predict(x, head)) >= plan.inference.threshold
     print(f"  held-out case: Dice(fp32 mask, reference) {dice(y == 1, a):.3f}; Dice(int8 mask, fp32 mask) "

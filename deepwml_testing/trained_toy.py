@@ -2,7 +2,7 @@
 U-Net taught in a few seconds to find bright discs ('lesions') in noisy 2D images."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,18 +30,16 @@ def disc_images(n: int, size: int = 64, seed: int = 0, discs: Tuple[int, int] = 
     return images.astype(np.float32), masks
 
 
-def trained_disc_network(plan: Plan, iterations: int = 120, seed: int = 0, batch: int = 8) -> nn.Module:
-    """The plan's network trained ``iterations`` steps (BCE + soft Dice, Adam) on disc_images; in eval mode."""
-    from deepwml.models import build_network
-
+def fit(net: nn.Module, images: np.ndarray, masks: np.ndarray, iterations: int, batch: int = 8, seed: int = 0,
+        pool: Optional[np.ndarray] = None) -> nn.Module:
+    """Train ``net`` ``iterations`` steps (BCE + soft Dice, Adam 3e-3) on batches of slices drawn from ``pool``
+    (default: every slice) of ``images`` [N, H, W] and binary ``masks``; returned in eval mode."""
     torch.manual_seed(seed)
-    size = plan.preprocessing.matrix[0]
-    images, masks = disc_images(64, size, seed)
-    net = build_network(plan.network)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     rng = np.random.default_rng(seed)
+    pool = np.arange(len(images)) if pool is None else pool
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(iterations):
-        idx = rng.choice(len(images), batch, replace=False)
+        idx = rng.choice(pool, batch, replace=len(pool) < batch)
         x, y = torch.from_numpy(images[idx])[:, None], torch.from_numpy(masks[idx].astype(np.float32))[:, None]
         logits = net(x)
         prob = torch.sigmoid(logits)
@@ -51,3 +49,12 @@ def trained_disc_network(plan: Plan, iterations: int = 120, seed: int = 0, batch
         loss.backward()
         optimizer.step()
     return net.eval()
+
+
+def trained_disc_network(plan: Plan, iterations: int = 120, seed: int = 0, batch: int = 8) -> nn.Module:
+    """The plan's network trained ``iterations`` steps on disc_images; in eval mode."""
+    from deepwml.models import build_network
+
+    torch.manual_seed(seed)
+    images, masks = disc_images(64, plan.preprocessing.matrix[0], seed)
+    return fit(build_network(plan.network), images, masks, iterations, batch, seed)
