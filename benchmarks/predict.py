@@ -139,24 +139,33 @@ def _train_small_model(plan: Plan, train: List[Tuple[np.ndarray, np.ndarray]], i
     """Brief BCE + soft-Dice training on lesion slices: a weak model, so its reference Dice is printed with the agreement."""
     from deepwml.models import build_network
 
+    toy_models()  # puts deepwml_testing (repository root, not installed) on the path
+    from deepwml_testing.trained_toy import fit
+
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     net = build_network(plan.network)
-    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
     images = np.concatenate([x for x, _ in train]).astype(np.float32)
     labels = np.concatenate([(y == 1) for _, y in train]).astype(np.float32)
     lesion_slices = np.flatnonzero(labels.any(axis=(1, 2)))
-    for _ in range(iterations):
-        idx = rng.choice(lesion_slices, plan.training.batch_size)
-        x, y = torch.from_numpy(images[idx])[:, None], torch.from_numpy(labels[idx])[:, None]
-        logits = net(x)
-        prob = torch.sigmoid(logits)
-        soft_dice = 1 - (2 * (prob * y).sum() + 1) / (prob.sum() + y.sum() + 1)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + soft_dice
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return net.eval().state_dict()
+    return fit(net, images, labels, iterations, plan.training.batch_size, seed, pool=lesion_slices).state_dict()
+
+
+def small_model(features: Tuple[int, ...], iterations: int) -> Tuple[Plan, torch.nn.Module, Tuple, float]:
+    """A U-Net without normalisation at 128x128 trained here on four synthetic cases: (plan, network, the held-out
+    fifth case as (image, label, head), seconds it took)."""
+    from deepwml.models import build_network
+
+    plan = toy_models().tiny_plan(matrix=128, features=features, norm="none")
+    plan.training.batch_size = 8
+    start = time.perf_counter()
+    data = []
+    for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "CSVD#3")):
+        image, label, geometry = synthetic_case(centre, k + 1)
+        result = preprocess_arrays(Image(image.astype(np.float32), geometry), plan, label)
+        data.append((result.image[0], result.label, result.head))
+    net = build_network(plan.network)
+    net.load_state_dict(_train_small_model(plan, [(x, y) for x, y, _ in data[:-1]], iterations))
+    return plan, net.eval(), data[-1], time.perf_counter() - start
 
 
 def _masks_fp32_bf16(nets: List[torch.nn.Module], plan: Plan, prepared) -> Dict[str, np.ndarray]:
@@ -194,22 +203,10 @@ def agreement_with_model(model_dir: Path, images: List[Path]) -> None:
 
 def agreement_small_model(args: argparse.Namespace) -> None:
     """Fallback without a trained model: a small U-Net trained here briefly, fp32 vs bf16 on a held-out synthetic case."""
-    from deepwml.models import build_network
-
-    plan = toy_models().tiny_plan(matrix=128, features=(8, 16, 32, 64), norm="none")
-    plan.training.batch_size = 8
-    start = time.perf_counter()
-    data = []
-    for k, centre in enumerate(("MS#1", "CSVD#4", "MS#3", "CSVD#1", "CSVD#3")):
-        image, label, geometry = synthetic_case(centre, k + 1)
-        result = preprocess_arrays(Image(image.astype(np.float32), geometry), plan, label)
-        data.append((result.image[0], result.label, result.head))
-    net = build_network(plan.network)
-    net.load_state_dict(_train_small_model(plan, [(x, y) for x, y, _ in data[:-1]], args.train_iterations))
+    plan, net, (x, y, head), seconds = small_model((8, 16, 32, 64), args.train_iterations)
     print(f"agreement model: U-Net {plan.network.features} at {plan.preprocessing.matrix}, trained {args.train_iterations} "
-          f"iterations here on 4 synthetic cases ({time.perf_counter() - start:.0f} s incl. data); pass --agreement-model "
+          f"iterations here on 4 synthetic cases ({seconds:.0f} s incl. data); pass --agreement-model "
           "for a properly trained one")
-    x, y, head = data[-1]
     masks = {name: SlicePredictor([net], plan, cpu_setup(name)).predict(x, head) >= plan.inference.threshold
              for name in ("fp32", "bf16")}
     print(f"held-out case: Dice(fp32 mask, reference) {dice(masks['fp32'], y == 1):.3f}; "

@@ -7,9 +7,13 @@ Only the head is sent through the network: slices without head are skipped outri
 cropping is safe (not so with instance norm, whose statistics would change with the crop), each batch is cropped
 to the bounding box of the head on its slices plus a margin that keeps the convolutions' background context.
 Training validation predicts its slices with the same ``SlicePredictor.forward``.
+
+With ``int8`` 'auto' or 'on' the first stack predicted decides, per fold network, whether the rest of the run
+computes in int8 (deepwml.inference.int8).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepwml.inference import int8 as int8_path
 from deepwml.models.base import network_spec
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.network_input import as_channels, require_channels, stack_slices
@@ -96,7 +101,10 @@ class SlicePredictor:
     """Runs one or several fold networks over slices and averages their sigmoid probabilities.
 
     ``prepare`` moves the networks to the device and layout and switches them to eval mode; training validation
-    passes networks it has prepared itself (and switches their mode around the call).
+    passes networks it has prepared itself (and switches their mode around the call). ``int8`` ('auto', 'on' or
+    'off') lets ``predict`` swap fold networks for int8 copies where they agree and, in 'auto', pay
+    (deepwml.inference.int8); ``run_cases`` is how many stacks the run will predict, when known, so that 'auto'
+    does not calibrate for a run too short to repay it.
     """
 
     def __init__(
@@ -108,6 +116,8 @@ class SlicePredictor:
         batch_size: Optional[int] = None,
         crop: bool = True,
         prepare: bool = True,
+        int8: str = "off",
+        run_cases: Optional[int] = None,
     ) -> None:
         self.plan = plan
         self.setup = setup
@@ -126,24 +136,38 @@ class SlicePredictor:
         self.input_spec = getattr(self.network, "input_spec", None) or network_spec(plan.network).input_spec
         #: 1: a lesion probability (sigmoid); more: one probability per class (softmax)
         self.out_channels = plan.network.out_channels
+        self.int8 = int8_path.check_mode(int8)
+        self.run_cases = run_cases
+        #: one per fold network once the first stack has been predicted with int8 'auto' or 'on'
+        self.int8_decisions: List[int8_path.Int8Decision] = []
+        self._int8_undecided = self.int8 != "off"
+
+    def _network_input(self, batch: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Network input [B, C·k, H, W] ([B, H, W]: one channel) on the device, padded to the U-Net's multiple and in
+        the predictor's layout, and the height and width before padding."""
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = (x[:, None] if x.ndim == 3 else x).to(self.device)
+        if x.shape[1] != self.input_spec.in_channels:
+            raise ValueError(f"the network takes {self.input_spec.in_channels} input channel(s), the batch has {x.shape[1]}")
+        x, size = _pad_to_multiple(x, self.multiple)
+        return x.contiguous(memory_format=self.layout), size
+
+    def _probabilities(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One network's sigmoid (binary) or softmax (multi-class) probabilities [B, out_channels, H, W] of ``x``."""
+        with self.setup.autocast():
+            logits = net(x)
+        return torch.sigmoid(logits.float()) if self.out_channels == 1 else torch.softmax(logits.float(), dim=1)
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Mean probability over folds (and flips) for network input [B, C·k, H, W] ([B, H, W]: one channel): [B, H, W]
         for a binary plan, [B, classes, H, W] class probabilities for a multi-class one."""
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        x = (x[:, None] if x.ndim == 3 else x).to(self.device)
-        if x.shape[1] != self.input_spec.in_channels:
-            raise ValueError(f"the network takes {self.input_spec.in_channels} input channel(s), the batch has {x.shape[1]}")
-        x, (h, w) = _pad_to_multiple(x, self.multiple)
-        x = x.contiguous(memory_format=self.layout)
+        x, (h, w) = self._network_input(batch)
         inputs = [x, torch.flip(x, dims=(-1,))] if self.tta else [x]
         total = torch.zeros(x.shape[0], self.out_channels, h, w, device=self.device, dtype=torch.float32)
         for net in self.networks:
             for k, xi in enumerate(inputs):
-                with self.setup.autocast():
-                    logits = net(xi)
-                prob = (torch.sigmoid(logits.float()) if self.out_channels == 1 else torch.softmax(logits.float(), dim=1))[..., :h, :w]
+                prob = self._probabilities(net, xi)[..., :h, :w]
                 # the second input is mirrored left-right; mirror its answer back before averaging
                 total += torch.flip(prob, dims=(-1,)) if k else prob
         total /= len(self.networks) * len(inputs)
@@ -156,6 +180,9 @@ class SlicePredictor:
         spec = self.input_spec
         require_channels(image_pp, spec.channels, "the preprocessed image")
         s, h, w = image_pp.shape[1:]
+        if self._int8_undecided:
+            self._int8_undecided = False
+            self._choose_int8(image_pp, head if self.crop else None)
         binary = self.out_channels == 1
         probs = np.zeros((s, h, w) if binary else (s, self.out_channels, h, w), dtype=np.float32)
         if not binary:
@@ -165,3 +192,40 @@ class SlicePredictor:
             where = (region.slices, region.rows, region.cols) if binary else (region.slices, slice(None), region.rows, region.cols)
             probs[where] = self.forward(batch)
         return probs
+
+    def _choose_int8(self, image_pp: np.ndarray, head: Optional[np.ndarray]) -> None:
+        """Decide, once per fold network, between fp32 and int8 on a calibration batch of this stack's slices."""
+        reason = int8_path.unsupported_reason(self.networks, self.setup)
+        s, h, w = image_pp.shape[1:]
+        slices = np.arange(s) if head is None or not head.any() else np.flatnonzero(head.any(axis=(1, 2)))
+        # the first stack stands for the others: a run of one 25-slice case does not repay calibrating
+        run_slices = len(slices) * self.run_cases if self.run_cases is not None else None
+        if reason is None and self.int8 == "auto" and run_slices is not None and run_slices < int8_path.MIN_RUN_SLICES:
+            reason = f"the run predicts about {run_slices} slices, too few to repay calibrating (auto needs {int8_path.MIN_RUN_SLICES})"
+        if reason is not None:
+            if self.int8 == "on":
+                _note(f"int8: not used: {reason}")
+            return
+        # spread over the head, not the first slices: the activation ranges are those of the whole stack
+        n = min(max(self.batch_size, int8_path.CALIBRATION_SLICES), len(slices))
+        pick = np.unique(slices[np.linspace(0, len(slices) - 1, n).round().astype(int)])
+        region = inference_batches(None if head is None else head[pick], (len(pick), h, w), self.network, len(pick))[0]
+        spec = self.input_spec
+        x, (bh, bw) = self._network_input(stack_slices(image_pp, pick[region.slices], spec.context_slices, spec.padding,
+                                                       region.rows, region.cols))
+        for k, net in enumerate(self.networks):
+            chosen, decision = int8_path.choose(net, k, x, self._probabilities, lambda p: self._mask(p[..., :bh, :bw]), self.int8)
+            self.networks[k] = chosen
+            self.int8_decisions.append(decision)
+            _note(f"int8: {decision.describe()}")
+
+    def _mask(self, probs: torch.Tensor) -> np.ndarray:
+        """The run's mask of probabilities [B, out_channels, H, W]: the plan's threshold, or the argmax label."""
+        if self.out_channels == 1:
+            return probabilities_to_mask(probs[:, 0].cpu().numpy(), self.plan.inference.threshold)
+        return probs.argmax(dim=1).cpu().numpy()
+
+
+def _note(message: str) -> None:
+    """One line on stderr, as deepwml_predict's other notes."""
+    print(f"[deepwml_predict] {message}", file=sys.stderr)

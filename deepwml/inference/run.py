@@ -15,6 +15,7 @@ from deepwml.inference.anatomy import anatomy_model_dir, load_anatomy_model
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
+from deepwml.inference.int8 import check_mode as check_int8_mode
 from deepwml.inference.lesion_report import ANATOMY_SUMMARY_COLUMNS, CaseSummary, failed_case, summary_frame
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir
 from deepwml.inference.output_folder import check_output_folder, prepare_output_folder
@@ -49,6 +50,8 @@ class PredictRequest:
     workers: int = 1
     allow_bf16: bool = True
     force_bf16: bool = False
+    #: int8 inference on the CPU (deepwml.inference.int8): 'auto' where it agrees and pays, 'on' where it agrees, 'off'
+    int8: str = "auto"
     overwrite: bool = False
     write_qc: bool = True
     progress: bool = False
@@ -135,6 +138,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     """predict() without the thread restoration."""
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
+    check_int8_mode(request.int8)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -173,7 +177,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
         predictor = SlicePredictor(
-            networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop
+            networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop,
+            int8=request.int8, run_cases=len(todo),
         )
         options = RunOptions(
             out_dir=out_dir,
@@ -188,6 +193,8 @@ def _predict(request: PredictRequest) -> PredictReport:
         for s in results:
             summaries[s.case_id] = s
         report.predicted = sum(s.status == "ok" for s in results)
+        if any(d.use_int8 for d in predictor.int8_decisions):
+            report.device += f", int8 for {sum(d.use_int8 for d in predictor.int8_decisions)}/{len(networks)} fold network(s)"
     report.summaries = [summaries[c.case_id] for c in cases]
     report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
     write_csv(summary_frame(report.summaries), report.summary_csv)
