@@ -2,7 +2,8 @@
 how the lesion location classes are distributed, on seeded synthetic CSVD and MS cases.
 
 Location and Fazekas run on the generator's TRUTH anatomy map and TRUTH lesion mask; with --model PATH or
---builtin also on a model's predicted lesion mask (still the truth anatomy). Agreement is the quadratic-weighted
+--builtin also on a model's predicted lesion mask, first with the truth anatomy, then with the anatomy map the
+shipped anatomy model predicts (what deepwml_predict reports: both maps predicted). Agreement is the quadratic-weighted
 kappa (computed here in numpy) and the confusion matrix (rows: drawn grade, columns: estimate). Only CSVD cases
 carry drawn grades; MS cases add to the location-class distribution and the McDonald region counts.
 
@@ -16,7 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -50,8 +51,10 @@ def confusion(truth: np.ndarray, estimate: np.ndarray, n: int = GRADES) -> np.nd
     return np.bincount(np.asarray(truth, int) * n + np.asarray(estimate, int), minlength=n * n).reshape(n, n)
 
 
-def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], np.ndarray]:
-    """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API)."""
+def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API) and
+    the shipped anatomy model's map (None when no anatomy model is installed)."""
+    from deepwml.inference.anatomy import anatomy_map, anatomy_model_dir, load_anatomy_model
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
     from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
@@ -61,13 +64,19 @@ def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], np.nda
 
     spec = check_model(model)
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
+    anatomy_dir = anatomy_model_dir(None)
+    anatomy = load_anatomy_model(anatomy_dir, setup_device("cpu")) if anatomy_dir else None
 
-    def predict(case: SyntheticCase) -> np.ndarray:
+    def predict(case: SyntheticCase) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         folder = work / case.case_id
         write_image(case.image, case.geometry, folder / f"{case.case_id}.nii.gz")
         prepared = prepare_case(discover_cases(folder)[0], spec.plan)
         probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
-        return probabilities_to_mask(probs, 0.5)
+        amap = None
+        if anatomy is not None:
+            a_in = anatomy.prepare(prepared.image)
+            amap = anatomy_map(anatomy.predict(a_in), a_in.props)
+        return probabilities_to_mask(probs, 0.5), amap
 
     return predict
 
@@ -103,7 +112,7 @@ def main() -> None:
     parser.add_argument("--builtin", action="store_true", help="also grade the built-in model's predicted masks")
     args = parser.parse_args()
     print(load_line())
-    predict: Optional[Callable[[SyntheticCase], np.ndarray]] = None
+    predict: Optional[Callable[[SyntheticCase], Tuple[np.ndarray, Optional[np.ndarray]]]] = None
     work = Path(tempfile.mkdtemp(prefix="deepwml-fazekas-"))
     if args.builtin or args.model:
         from deepwml.pretrained import builtin_model_dir
@@ -115,9 +124,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], np.ndarray]], work: Path) -> None:
+def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], Tuple[np.ndarray, Optional[np.ndarray]]]], work: Path) -> None:
     """Generate, locate and grade every case, then print the figures."""
-    grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": []}
+    grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": [], "est_model_both": []}
     locations: Dict[str, Counter] = {"CSVD": Counter(), "MS": Counter()}
     regions: Dict[str, Counter] = {"MS": Counter()}
     seconds: List[float] = []
@@ -143,14 +152,19 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
                      f" (lining {fields['fazekas_pv_lining_mm']} mm, reach {fields['fazekas_pv_extent_mm']} mm,"
                      f" deep axis {fields['fazekas_deep_long_axis_mm']} mm)")
             if predict is not None:
-                mask = predict(case)
-                predicted = summarize_case(case.case_id, mask, case.geometry, lesion_table(mask, case.geometry, anatomy), anatomy).anatomy
-                grades["est_model_mask"].append((predicted["fazekas_periventricular"], predicted["fazekas_deep"]))
-                line += f" model mask {grades['est_model_mask'][-1][0]}/{grades['est_model_mask'][-1][1]}"
+                mask, amap = predict(case)
+                for key, used in (("est_model_mask", anatomy), ("est_model_both", amap)):
+                    if used is None:
+                        continue
+                    f = summarize_case(case.case_id, mask, case.geometry, lesion_table(mask, case.geometry, used), used).anatomy
+                    grades[key].append((f["fazekas_periventricular"], f["fazekas_deep"]))
+                    line += f" {key[4:].replace('_', ' ')} {grades[key][-1][0]}/{grades[key][-1][1]}"
         print(line, flush=True)
     report("truth mask:", grades["truth"], grades["est_truth_mask"])
     if predict is not None:
-        report("model mask:", grades["truth"], grades["est_model_mask"])
+        report("model mask, truth anatomy:", grades["truth"], grades["est_model_mask"])
+        if grades["est_model_both"]:
+            report("model mask, model anatomy:", grades["truth"], grades["est_model_both"])
     for disease, counts in locations.items():
         total = sum(counts.values())
         if total:
