@@ -3,7 +3,7 @@
 The held-out set is the recipe's (deepwml/pretrained/recipe.py: seed 1000, scale 0.05, drawn with another seed than
 any training case). The model predicts it with probability maps, and deepwml_evaluate scores it: per-slice median
 Dice, sensitivity and precision, case mean Dice and lesion F1, and the expected calibration error (ECE, 10 bins)
-over all voxels and over candidate voxels (probability >= 0.05 or reference lesion); the reliability diagram is
+over all voxels and over candidate voxels (probability >= 0.05, docs/evaluation.md); the reliability diagram is
 WORK/report/figures/reliability.png.
 
     python benchmarks/pretrained_heldout.py --work /tmp/heldout            # the shipped model
