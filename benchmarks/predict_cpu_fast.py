@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,9 +84,9 @@ def timed_process(command: List[str], pythonpath: Optional[Path] = None) -> Tupl
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def predict_command(inputs: Path, out: Path, model: Path) -> List[str]:
+def predict_command(inputs: Path, out: Path, model: Path, extra: Sequence[str] = ()) -> List[str]:
     """deepwml_predict as a user runs it (a fresh process: start-up is part of the figure)."""
-    return [sys.executable, "-m", "deepwml.cli.predict", "-i", str(inputs), "-o", str(out), "-m", str(model), "--overwrite"]
+    return [sys.executable, "-m", "deepwml.cli.predict", "-i", str(inputs), "-o", str(out), "-m", str(model), "--overwrite", *extra]
 
 
 def model_floor(inputs: Path, model: Path) -> Tuple[float, int]:
@@ -105,15 +105,19 @@ def end_to_end(scratch: Path, runs: int, baseline: Optional[Path], nnunet_cmd: O
     """Whole-process figures on the 10-scan set, new against old (and nnU-Net), and against the model-only floor."""
     inputs, model = scratch / "cf_in", cpu_fast_model(scratch / "cf_model")
     write_scan_set(inputs)
-    versions: Dict[str, Path] = {"this checkout": REPO}
+    # the default run predicts the anatomy map too (issue #14) when an anatomy model is installed; without it the
+    # figure compares with checkouts older than the anatomy model
+    versions: Dict[str, Tuple[Path, Tuple[str, ...]]] = {"this checkout": (REPO, ()),
+                                                         "--no-anatomy": (REPO, ("--no-anatomy",))}
     if baseline is not None:
-        versions["baseline"] = baseline
+        versions["baseline"] = (baseline, ())
     timings: Dict[str, List[Tuple[float, float]]] = {name: [] for name in versions}
     for _ in range(runs):
-        for name, source in versions.items():  # interleaved
-            timings[name].append(timed_process(predict_command(inputs, scratch / "cf_out", model), source))
+        for name, (source, extra) in versions.items():  # interleaved
+            timings[name].append(timed_process(predict_command(inputs, scratch / "cf_out", model, extra), source))
     floor, slices = model_floor(inputs, model)
-    print(f"cpu_fast end to end: 10 scans (5 at 512², 5 at 256²), {slices} slices, QC + lesion tables, whole process, "
+    print(f"cpu_fast end to end: 10 scans (5 at 512², 5 at 256²), {slices} slices, QC + lesion tables (+ anatomy map "
+          f"and locations unless --no-anatomy), whole process, "
           f"median of {runs}")
     medians = {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for name, t in timings.items()}
     for name, (wall, cpu) in medians.items():

@@ -51,6 +51,35 @@ def test_each_lesion_gets_the_confidence_of_its_own_voxels_whatever_the_table_or
     assert shuffled["confidence"].tolist() == pytest.approx(out["confidence"].iloc[[2, 0, 1]].tolist())
 
 
+def test_lesions_are_matched_even_when_a_centroid_sits_on_a_rounding_boundary():
+    """Regression: the table's centroids and those computed here differ by float rounding; matching on centroids rounded
+    to a micrometre failed ("lesion table does not describe this mask") whenever one lay on a .xxx5 boundary, as it did
+    for a lesion whose centroid x was 6.76875 mm."""
+    geometry = Geometry((16, 16, 3), (0.9, 0.9, 6.0), (-30.0, -40.0, 10.0))
+    mask = np.zeros((3, 16, 16), np.uint8)
+    mask[0, 2:4, 2:6] = 1
+    mask[2, 9:12, 10:13] = 1
+    mask[1, 12, 3] = 1  # same voxel count and slice span as no other lesion, far from the rest
+    probs = np.where(mask > 0, 0.7, 0.01).astype(np.float32)
+    probs[0, 2, 2] = 0.95
+    table = lesion_table(mask, geometry)
+    exact = add_lesion_confidence(table, mask, probs, geometry)
+    # every centroid moved by at most a micrometre, across the micrometre rounding boundary next to it
+    nudged = table.copy()
+    for column in ("centroid_x_mm", "centroid_y_mm", "centroid_z_mm"):
+        nudged[column] = nudged[column].round(3) + 0.0005 + 1e-6
+        assert ((nudged[column] - table[column]).abs() <= 0.0011).all()
+        assert (nudged[column].round(3) != table[column].round(3)).all()
+    out = add_lesion_confidence(nudged, mask, probs, geometry)
+    assert out["mean_probability"].tolist() == pytest.approx(exact["mean_probability"].tolist())
+    assert out["confidence"].tolist() == pytest.approx(exact["confidence"].tolist())
+    # a table that describes another mask is still refused
+    moved = table.copy()
+    moved.loc[0, "centroid_x_mm"] += 0.5
+    with pytest.raises(ValueError, match="does not describe this mask"):
+        add_lesion_confidence(moved, mask, probs, geometry)
+
+
 def test_no_lesion_gives_the_confidence_columns_and_no_rows():
     geometry = Geometry((8, 8, 3), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
     mask = np.zeros((3, 8, 8), np.uint8)

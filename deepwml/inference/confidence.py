@@ -22,7 +22,10 @@ from deepwml.inference.lesion_report import label_lesions
 CONFIDENCE_COLUMNS = ["mean_probability", "confidence"]
 
 #: Columns that identify a lesion in a lesion table, whatever order its rows are in.
-_KEY_COLUMNS = ["voxels", "first_slice", "last_slice", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
+_EXACT_KEYS = ["voxels", "first_slice", "last_slice"]
+_CENTROID_KEYS = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
+#: centroids of one component computed two ways differ by float rounding only
+_CENTROID_TOLERANCE_MM = 0.01
 
 
 def binary_entropy(probs: np.ndarray) -> np.ndarray:
@@ -85,12 +88,9 @@ def add_lesion_confidence(lesions: pd.DataFrame, mask: np.ndarray, probs: np.nda
     stats["first_slice"] = [s[axis].start + offset for s in spans]
     stats["last_slice"] = [s[axis].stop - 1 + offset for s in spans]
     stats["centroid_x_mm"], stats["centroid_y_mm"], stats["centroid_z_mm"] = world[:, 0], world[:, 1], world[:, 2]
-    keyed_table, keyed_stats = _keyed(table), _keyed(stats)
-    merged = keyed_table.merge(keyed_stats[["_key", "_n", *CONFIDENCE_COLUMNS]], on=["_key", "_n"], how="left")
-    if merged[CONFIDENCE_COLUMNS].isna().any().any() or len(merged) != len(table):
-        raise ValueError("lesion table does not describe this mask")  # a bug, never a user error
+    rows = _matching_rows(table, stats)
     for column in CONFIDENCE_COLUMNS:
-        table[column] = merged[column].to_numpy()
+        table[column] = stats[column].to_numpy()[rows]
     return table
 
 
@@ -103,10 +103,17 @@ def _bounding_box(mask: np.ndarray) -> tuple:
     return tuple(box)
 
 
-def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with a hashable lesion key (centroids rounded to a micrometre) and a running number among equal keys."""
-    keys = frame[_KEY_COLUMNS].astype(float).round(3)
-    out = frame.reset_index(drop=True).copy()
-    out["_key"] = [tuple(row) for row in keys.to_numpy()]
-    out["_n"] = out.groupby("_key").cumcount()
-    return out
+def _matching_rows(table: pd.DataFrame, stats: pd.DataFrame) -> np.ndarray:
+    """For each lesion of ``table``, the row of ``stats`` describing the same component: equal voxel count and slice
+    span, and the nearest centroid (the two are computed differently, so centroids agree only to rounding error;
+    matching on rounded centroids failed whenever a coordinate sat on a rounding boundary)."""
+    t = table[_EXACT_KEYS].reset_index(drop=True).astype(np.int64).assign(_t=np.arange(len(table)))
+    s = stats[_EXACT_KEYS].astype(np.int64).assign(_s=np.arange(len(stats)))
+    pairs = t.merge(s, on=_EXACT_KEYS)
+    a = table[_CENTROID_KEYS].to_numpy(dtype=np.float64)[pairs["_t"].to_numpy()]
+    b = stats[_CENTROID_KEYS].to_numpy(dtype=np.float64)[pairs["_s"].to_numpy()]
+    pairs["_d"] = np.linalg.norm(a - b, axis=1)
+    best = pairs.sort_values(["_d", "_t"], kind="stable").drop_duplicates("_t").sort_values("_t")
+    if len(best) != len(table) or len(stats) != len(table) or best["_s"].duplicated().any() or (best["_d"] > _CENTROID_TOLERANCE_MM).any():
+        raise ValueError("lesion table does not describe this mask")  # a bug, never a user error
+    return best["_s"].to_numpy()
