@@ -5,7 +5,7 @@ input and output coincide, so resampling to a size and back returns to the same 
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -122,31 +122,33 @@ def resize_class_probabilities(probs: np.ndarray, out_hw: Sequence[int]) -> np.n
         step_x, step_y = x1[c] - x0[c], (y1[r] - y0[r]) * w
         taps = (top_left, top_left + step_x, top_left + step_y, top_left + step_y + step_x)
         values = probs.reshape(-1)
-        top = None
-        for value in range(probs.shape[1]):
+
+        def mixed(value: int) -> np.ndarray:
             shift = value * h * w
-            mixed = weights[0] * values.take(taps[0] + shift)
+            total = weights[0] * values.take(taps[0] + shift)
             for weight, tap in zip(weights[1:], taps[1:]):
-                mixed += weight * values.take(tap + shift)
-            if top is None:
-                top, choice = mixed, np.zeros(flat.size, dtype=np.uint8)
-            else:
-                larger = mixed > top
-                choice[larger] = value
-                np.maximum(top, mixed, out=top)
-        out.reshape(-1)[flat] = choice
+                total += weight * values.take(tap + shift)
+            return total
+
+        out.reshape(-1)[flat] = _running_argmax(mixed(value) for value in range(probs.shape[1]))
     return out
 
 
 def _first_argmax(probs: np.ndarray) -> np.ndarray:
     """``probs.argmax(axis=1)`` as uint8 for [S, C, h, w] (ties: the first class), class by class: numpy's argmax
     over a middle axis first copies the array into that axis' order."""
-    best = np.zeros((probs.shape[0],) + probs.shape[2:], dtype=np.uint8)
-    top = probs[:, 0].copy()
-    for value in range(1, probs.shape[1]):
-        larger = probs[:, value] > top
+    return _running_argmax(probs[:, value] for value in range(probs.shape[1]))
+
+
+def _running_argmax(planes: Iterable[np.ndarray]) -> np.ndarray:
+    """The index (uint8) of the largest of equally shaped arrays given one after another; ties: the first."""
+    planes = iter(planes)
+    top = np.array(next(planes), copy=True)  # in the planes' own precision, as compared
+    best = np.zeros(top.shape, dtype=np.uint8)
+    for value, plane in enumerate(planes, start=1):
+        larger = plane > top
         best[larger] = value
-        np.maximum(top, probs[:, value], out=top)
+        np.maximum(top, plane, out=top)
     return best
 
 
