@@ -1,5 +1,5 @@
-"""The per-case outputs of issue #14 in one call from the prediction pipeline's write step: lesion confidence
-(always), and on request the uncertainty map, the per-patient report (HTML, PDF) and the DICOM SEG.
+"""The per-case outputs of issue #14 in one call from the prediction pipeline's write step, on request: the
+uncertainty map, the per-patient report (HTML, PDF) and the DICOM SEG (lesion confidence is a lesion-table column).
 
 Everything here is written before the mask, which marks a case as done, so a case interrupted half-way is redone.
 """
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from deepwml.imageio import Image, write_image
-from deepwml.inference.confidence import add_lesion_confidence, quantised, uncertainty_map
+from deepwml.inference.confidence import quantised, uncertainty_map
 from deepwml.inference.inputs import InputCase
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.outputs import CaseOutputs, ExtraOutputs
@@ -40,10 +40,9 @@ def write_clinical_outputs(
     summary: CaseSummary,
     outputs: CaseOutputs,
     options: ClinicalOptions,
-) -> pd.DataFrame:
-    """Write the requested extra outputs of one case; returns ``lesions`` with its confidence columns."""
+) -> None:
+    """Write the requested extra outputs of one case (``lesions``: its lesion table, confidence columns included)."""
     geometry = image.geometry
-    lesions = add_lesion_confidence(lesions, mask, probs, geometry)
     extras = options.extras
     uncertainty = uncertainty_map(probs) if (extras.uncertainty or extras.report) else None
     if extras.uncertainty:
@@ -62,4 +61,3 @@ def write_clinical_outputs(
         write_patient_report(outputs.report_html, page)
         if extras.pdf and options.pdf_converter:
             write_pdf(outputs.report_html, outputs.report_pdf, options.pdf_converter)
-    return lesions

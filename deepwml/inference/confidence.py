@@ -12,20 +12,10 @@ is made of voxels just above the threshold. Its mean probability is reported bes
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from scipy import ndimage
 
-from deepwml.imageio import Geometry
-from deepwml.inference.lesion_report import label_lesions
-
-#: Columns appended to CASE_lesions.csv.
+#: Columns appended to CASE_lesions.csv (lesion_table computes them from the components it labels, so a row's
+#: confidence is that of its own voxels by construction).
 CONFIDENCE_COLUMNS = ["mean_probability", "confidence"]
-
-#: Columns that identify a lesion in a lesion table, whatever order its rows are in.
-_EXACT_KEYS = ["voxels", "first_slice", "last_slice"]
-_CENTROID_KEYS = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
-#: centroids of one component computed two ways differ by float rounding only
-_CENTROID_TOLERANCE_MM = 0.01
 
 
 def binary_entropy(probs: np.ndarray) -> np.ndarray:
@@ -54,66 +44,10 @@ def quantised(uncertainty: np.ndarray) -> np.ndarray:
     return (np.round(np.asarray(uncertainty, dtype=np.float32) * UNCERTAINTY_STEPS) / UNCERTAINTY_STEPS).astype(np.float32)
 
 
-def add_lesion_confidence(lesions: pd.DataFrame, mask: np.ndarray, probs: np.ndarray, geometry: Geometry) -> pd.DataFrame:
-    """``lesions`` (a lesion table of ``mask``) with ``mean_probability`` and ``confidence`` for each row.
-
-    The lesions are labelled again and matched to the table's rows by size, slice span and centroid, so the
-    result does not depend on the order the table lists them in.
-    """
-    table = lesions.copy()
-    if len(table) == 0:
-        for column in CONFIDENCE_COLUMNS:
-            table[column] = pd.Series(dtype=float)
-        return table
-    # labelled inside the mask's bounding box only: the same components, a fraction of the voxels
-    box = _bounding_box(np.asarray(mask) > 0)
-    labels, count = label_lesions(np.asarray(mask)[box])
-    local = np.nonzero(labels)
-    ids = labels[local]
-    coords = tuple(c + b.start for c, b in zip(local, box))
-    p = np.asarray(probs, dtype=np.float64)[coords]
+def lesion_confidence(ids: np.ndarray, probs_at_voxels: np.ndarray, count: int) -> tuple:
+    """(mean probability, confidence) of components 1..count from each lesion voxel's component id and probability."""
     voxels = np.bincount(ids, minlength=count + 1)[1:]
-    stats = pd.DataFrame(
-        {
-            "voxels": voxels,
-            "mean_probability": np.bincount(ids, weights=p, minlength=count + 1)[1:] / voxels,
-            "confidence": 1.0 - np.bincount(ids, weights=binary_entropy(p), minlength=count + 1)[1:] / voxels,
-        }
-    )
-    centroid_zyx = np.stack([np.bincount(ids, weights=c, minlength=count + 1)[1:] for c in coords], axis=1) / voxels[:, None]
-    world = geometry.index_to_world(centroid_zyx[:, ::-1])
-    axis = geometry.slice_axis_numpy
-    offset = box[axis].start
-    spans = ndimage.find_objects(labels)
-    stats["first_slice"] = [s[axis].start + offset for s in spans]
-    stats["last_slice"] = [s[axis].stop - 1 + offset for s in spans]
-    stats["centroid_x_mm"], stats["centroid_y_mm"], stats["centroid_z_mm"] = world[:, 0], world[:, 1], world[:, 2]
-    rows = _matching_rows(table, stats)
-    for column in CONFIDENCE_COLUMNS:
-        table[column] = stats[column].to_numpy()[rows]
-    return table
-
-
-def _bounding_box(mask: np.ndarray) -> tuple:
-    """Slices of the smallest box holding every True voxel of a non-empty 3D mask."""
-    box = []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
-def _matching_rows(table: pd.DataFrame, stats: pd.DataFrame) -> np.ndarray:
-    """For each lesion of ``table``, the row of ``stats`` describing the same component: equal voxel count and slice
-    span, and the nearest centroid (the two are computed differently, so centroids agree only to rounding error;
-    matching on rounded centroids failed whenever a coordinate sat on a rounding boundary)."""
-    t = table[_EXACT_KEYS].reset_index(drop=True).astype(np.int64).assign(_t=np.arange(len(table)))
-    s = stats[_EXACT_KEYS].astype(np.int64).assign(_s=np.arange(len(stats)))
-    pairs = t.merge(s, on=_EXACT_KEYS)
-    a = table[_CENTROID_KEYS].to_numpy(dtype=np.float64)[pairs["_t"].to_numpy()]
-    b = stats[_CENTROID_KEYS].to_numpy(dtype=np.float64)[pairs["_s"].to_numpy()]
-    pairs["_d"] = np.linalg.norm(a - b, axis=1)
-    best = pairs.sort_values(["_d", "_t"], kind="stable").drop_duplicates("_t").sort_values("_t")
-    if len(best) != len(table) or len(stats) != len(table) or best["_s"].duplicated().any() or (best["_d"] > _CENTROID_TOLERANCE_MM).any():
-        raise ValueError("lesion table does not describe this mask")  # a bug, never a user error
-    return best["_s"].to_numpy()
+    p = np.asarray(probs_at_voxels, dtype=np.float64)
+    mean_probability = np.bincount(ids, weights=p, minlength=count + 1)[1:] / voxels
+    confidence = 1.0 - np.bincount(ids, weights=binary_entropy(p), minlength=count + 1)[1:] / voxels
+    return mean_probability, confidence

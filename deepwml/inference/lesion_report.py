@@ -24,6 +24,7 @@ from deepwml.anatomy.location import (
     location_counts,
 )
 from deepwml.imageio import Geometry
+from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
 
 LESION_COLUMNS = [
     "lesion_id",
@@ -69,13 +70,17 @@ def _lesion_box(mask: np.ndarray) -> tuple:
     return tuple(box)
 
 
-def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndarray] = None) -> pd.DataFrame:
+def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndarray] = None,
+                 probs: Optional[np.ndarray] = None) -> pd.DataFrame:
     """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm;
-    with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS)."""
+    with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS), and with the
+    lesion probabilities the mask was thresholded from (same grid) each lesion's CONFIDENCE_COLUMNS."""
     mask = np.asarray(mask) > 0
-    columns = LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else [])
+    columns = LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else []) + (CONFIDENCE_COLUMNS if probs is not None else [])
     if anatomy is not None:
         anatomy = check_anatomy(anatomy, mask.shape)
+    if probs is not None and np.shape(probs) != mask.shape:
+        raise ValueError(f"probabilities of shape {np.shape(probs)} for a mask of shape {mask.shape}")  # a bug, never a user error
     box = _lesion_box(mask)
     if box is None:
         return pd.DataFrame(columns=columns)
@@ -104,6 +109,10 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
             "centroid_z_mm": world[:, 2],
         }
     )
+    if probs is not None:
+        # computed from the components labelled here, so each row gets its own voxels' figures by construction
+        at_voxels = np.asarray(probs)[box][coords]
+        table["mean_probability"], table["confidence"] = lesion_confidence(ids, at_voxels, count)
     if anatomy is not None:
         # the same components in the same order as the rows above, so the columns line up before sorting
         located = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry)

@@ -81,9 +81,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
     anatomy = None if anatomy_probs is None else anatomy_map(anatomy_probs, prepared.anatomy_input.props)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
-    lesions = write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
+    write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
     if options.clinical.extras.anatomy and anatomy is not None:
         write_image(anatomy, geometry, outputs.anatomy)
     # the mask is written last among the image outputs: its presence marks the case as done for resuming
