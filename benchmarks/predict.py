@@ -230,13 +230,16 @@ def main() -> None:
     parser.add_argument("--cpu-fast-only", action="store_true", help="only the cpu_fast end-to-end (and cohort) figures")
     parser.add_argument("--baseline", help="another DeepWML checkout whose deepwml_predict runs on the same files, interleaved")
     parser.add_argument("--nnunet-cmd", help="e.g. 'nnUNetv2_predict -d 500 -c 2d -f 0 --disable_tta' (-i/-o are added)")
+    parser.add_argument("--cpu-fast-model", choices=("builtin", "random"), default="builtin",
+                        help="the model of the cpu_fast end-to-end figures: the shipped one (default) or cpu_fast with random weights "
+                        "(thousands of one-voxel lesions per case: a worst case for the lesion tables)")
     parser.add_argument("--cohort", type=int, default=0, help="also predict a cohort of N scans: cores busy, memory at case 10 vs N")
     args = parser.parse_args()
     torch.set_num_threads(physical_cores())
     print(f"deepwml benchmark: predict - torch {torch.__version__}, {physical_cores()} core(s); {load_line()}")
     scratch = Path(tempfile.mkdtemp(prefix="deepwml_bench_predict_"))
     try:
-        end_to_end(scratch, args.runs, Path(args.baseline) if args.baseline else None, args.nnunet_cmd)
+        end_to_end(scratch, args.runs, Path(args.baseline) if args.baseline else None, args.nnunet_cmd, args.cpu_fast_model)
         if args.cohort:
             cohort(scratch, args.cohort)
         if args.cpu_fast_only:

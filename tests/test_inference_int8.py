@@ -181,3 +181,28 @@ def test_an_unknown_int8_mode_is_refused_before_anything_is_written(tmp_path, ca
     with pytest.raises(DeepWMLError, match="--int8 must be one of auto, on, off, got 'fast'"):
         predict(PredictRequest(input=tmp_path, output=tmp_path / "out", int8="fast"))
     assert not (tmp_path / "out").exists()
+
+
+def test_workers_sharing_a_predictor_decide_int8_once_and_all_use_the_decision(trained):
+    """Case workers (deepwml_predict -np 2) call one predictor at the same time: one calibrates, the other waits for its
+    decision instead of calibrating again or running on networks that are being swapped."""
+    import threading
+
+    plan, net, stack = trained
+    alone = SlicePredictor([net], plan, cpu(), int8="on")
+    expected = alone.predict(stack)
+    shared = SlicePredictor([net], plan, cpu(), int8="on")
+    start, results = threading.Barrier(3), {}
+
+    def worker(k: int) -> None:
+        start.wait()
+        results[k] = shared.predict(stack)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(shared.int8_decisions) == 1 and shared.int8_decisions[0].use_int8
+    for k in range(3):
+        assert np.array_equal(results[k], expected)

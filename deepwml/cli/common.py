@@ -23,6 +23,25 @@ def run(main_fn: Callable[[Optional[List[str]]], int], argv: Optional[List[str]]
         return EXIT_INTERRUPTED
 
 
+def exit_without_teardown(code: int) -> None:
+    """End the process with ``code`` once stdout, stderr and logging are flushed, skipping the interpreter's teardown.
+
+    After a prediction run that teardown (torch's and oneDNN's caches, thousands of modules) took ~0.8 s of a 9 s
+    run and does nothing a user needs: every output is already written atomically and closed, and the worker
+    threads have been joined. Only the installed commands end this way; main() returns to in-process callers.
+    """
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say
+            pass
+    os._exit(code)
+
+
 def _prog() -> str:
     import os
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.cli.common import add_dataset_argument, add_device_argument, exit_without_teardown, run
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -40,7 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
     p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several")
-    p.add_argument("-np", "--num-workers", type=int, default=1, help="threads reading/preprocessing and writing alongside the model (default 1 each)")
+    p.add_argument("-np", "--num-workers", type=int, default=None,
+                   help="on a CPU: cases predicted side by side, each start to finish by one worker thread, the cores shared "
+                   "out between them (default: one per core, at most 4; 1: one case at a time with every core, reading "
+                   "and writing overlapped); on a GPU: threads reading and writing alongside the model (default 1 each)")
     p.add_argument("--no-bf16", action="store_true", help="compute in fp32 (no bf16 autocast on CPU, no AMP on CUDA)")
     p.add_argument("--int8", choices=("auto", "on", "off"), default="auto",
                    help="int8 inference on the CPU for networks without instance norm (e.g. the paper's U-Net), quantised "
@@ -125,5 +128,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command: main(), then exit without the interpreter's teardown (deepwml.cli.common)."""
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -167,7 +167,7 @@ class CasePipeline:
                         anatomy = None if prepared.anatomy_input is None else self.anatomy.predict(prepared.anatomy_input)
                     except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
                         record(failed_case(case.case_id, describe_error(e)))
-                        _debug_trace(e)
+                        debug_trace(e)
                         continue
                     pending_writes.append((case, writers.submit(write_case, prepared, probs, self.options, anatomy)))
                     del prepared, probs, anatomy
@@ -190,10 +190,10 @@ class CasePipeline:
             record(future.result())
         except Exception as e:  # noqa: BLE001
             record(failed_case(case.case_id, describe_error(e)))
-            _debug_trace(e)
+            debug_trace(e)
 
 
-def _debug_trace(e: BaseException) -> None:
+def debug_trace(e: BaseException) -> None:
     """Unexpected errors keep their traceback on stderr when DEEPWML_DEBUG is set (user errors never do)."""
     if os.environ.get("DEEPWML_DEBUG") and not isinstance(e, DeepWMLError):
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)

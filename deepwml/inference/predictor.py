@@ -14,6 +14,7 @@ computes in int8 (deepwml.inference.int8).
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -141,6 +142,8 @@ class SlicePredictor:
         #: one per fold network once the first stack has been predicted with int8 'auto' or 'on'
         self.int8_decisions: List[int8_path.Int8Decision] = []
         self._int8_undecided = self.int8 != "off"
+        # case workers (deepwml.inference.case_workers) share the predictor: one decides, the others wait for it
+        self._int8_lock = threading.Lock()
 
     def _network_input(self, batch: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """Network input [B, C·k, H, W] ([B, H, W]: one channel) on the device, padded to the U-Net's multiple and in
@@ -181,8 +184,13 @@ class SlicePredictor:
         require_channels(image_pp, spec.channels, "the preprocessed image")
         s, h, w = image_pp.shape[1:]
         if self._int8_undecided:
-            self._int8_undecided = False
-            self._choose_int8(image_pp, head if self.crop else None)
+            with self._int8_lock:
+                if self._int8_undecided:
+                    try:
+                        self._choose_int8(image_pp, head if self.crop else None)
+                    finally:
+                        # cleared only now: a worker that finds it clear never sees the networks being swapped
+                        self._int8_undecided = False
         binary = self.out_channels == 1
         probs = np.zeros((s, h, w) if binary else (s, self.out_channels, h, w), dtype=np.float32)
         if not binary:

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from deepwml.inference.anatomy import anatomy_model_dir, load_anatomy_model
+from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
@@ -47,7 +48,8 @@ class PredictRequest:
     num_parts: int = 1
     part_id: int = 0
     series_uid: Optional[str] = None
-    workers: int = 1
+    #: CPU: cases predicted side by side, each by one worker (None: one per core); GPU: reader and writer threads
+    workers: Optional[int] = None
     allow_bf16: bool = True
     force_bf16: bool = False
     #: int8 inference on the CPU (deepwml.inference.int8): 'auto' where it agrees and pays, 'on' where it agrees, 'off'
@@ -139,6 +141,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
     check_int8_mode(request.int8)
+    if request.workers is not None and request.workers < 1:
+        raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -188,8 +192,16 @@ def _predict(request: PredictRequest) -> PredictReport:
             series_uid=request.series_uid,
             clinical=clinical,
         )
+        workers, threads = case_worker_plan(request.workers, setup, len(todo))
+        if workers > 1:
+            # restored by predict() (threads_restored)
+            torch.set_num_threads(threads)
+            report.device = dataclasses.replace(setup, threads=threads).describe() + f", {workers} cases at a time"
+            runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
+        else:
+            runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)
         with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar:
-            results = CasePipeline(predictor, spec.plan, options, request.workers, anatomy).run(todo, on_done=lambda s: bar.update(1))
+            results = runner.run(todo, on_done=lambda s: bar.update(1))
         for s in results:
             summaries[s.case_id] = s
         report.predicted = sum(s.status == "ok" for s in results)
