@@ -202,3 +202,25 @@ def test_revert_rejects_an_array_of_the_wrong_shape():
     image_pp, _, props = preprocess_case(Image(image, geometry), plan_with(matrix=(64, 64)))
     with pytest.raises(ValueError, match="does not match"):
         revert_to_original(image_pp[0, :, :32], props)
+
+
+@pytest.mark.parametrize(
+    "shape,out_hw,order,anti_alias",
+    [((5, 512, 512), (256, 256), 3, True), ((3, 96, 80), (64, 40), 3, True), ((3, 64, 48), (160, 100), 1, False),
+     ((2, 60, 70), (120, 35), 3, False), ((4, 50, 50), (25, 75), 0, False), ((2, 33, 17), (32, 32), 1, True)],
+    ids=["512-to-256-cubic-aa", "shrink-cubic-aa", "grow-linear", "mixed-cubic", "nearest", "odd-linear-aa"],
+)
+def test_fast_resampling_is_the_reference_resampling_to_float32_rounding(shape, out_hw, order, anti_alias):
+    """Prediction resamples with two matrix products: the result is scipy's slice-by-slice resampling, the one
+    the synthetic generator keeps, to float32 rounding (and a binary mask resampled the same way too)."""
+    from deepwml.preprocessing.resample import resize_slices, resize_slices_reference
+
+    rng = np.random.default_rng(sum(shape))
+    stack = (rng.random(shape) * 1000 - 200).astype(np.float32)
+    stack[:, : shape[1] // 3] += 800  # an edge, where splines ring and anti-aliasing matters
+    fast = resize_slices(stack, out_hw, order=order, anti_alias=anti_alias)
+    reference = resize_slices_reference(stack, out_hw, order=order, anti_alias=anti_alias)
+    assert fast.shape == reference.shape == (shape[0],) + out_hw and fast.dtype == np.float32
+    assert np.abs(fast - reference).max() <= 2e-6 * np.abs(reference).max()
+    mask = stack > 700
+    assert np.abs(resize_slices(mask, out_hw, order=1) - resize_slices_reference(mask, out_hw, order=1)).max() < 1e-5

@@ -15,7 +15,7 @@ import numpy as np
 
 from deepwml.imageio import Geometry
 from deepwml.preprocessing.orientation import nearest_world_axes
-from deepwml.preprocessing.resample import resize_slices
+from deepwml.preprocessing.resample import resize_slices_reference as resize_slices
 from deepwml.utils.errors import DeepWMLError
 
 #: Spare the ≥ 40 % rule from float rounding (2 of 5 voxels must count as 40 %).
