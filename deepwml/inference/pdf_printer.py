@@ -261,9 +261,13 @@ class PdfPrinter:
                     raise DeepWMLError(f"{self.executable} did not print {html_path.name} within {self.timeout:g} s", pdf_path) from None
                 except _PageError as e:
                     raise DeepWMLError(f"{self.executable} could not print {html_path.name}: {e}", pdf_path) from None
-            if not data.startswith(b"%PDF"):
-                raise DeepWMLError(f"{self.executable} returned no PDF for {html_path.name}", pdf_path)
-            write_bytes(pdf_path, data)
+                except BaseException:
+                    # Ctrl-C or a surprise half-way through a conversation: the next print starts afresh
+                    self._drop(kill=True)
+                    raise
+        if not data.startswith(b"%PDF"):
+            raise DeepWMLError(f"{self.executable} returned no PDF for {html_path.name}", pdf_path)
+        write_bytes(pdf_path, data)
         return pdf_path
 
     def close(self) -> None:
