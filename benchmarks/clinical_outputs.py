@@ -2,6 +2,11 @@
 file, the per-patient report (pictures + page) and its PDF, beside the existing QC montage and probability file;
 and the anatomy model (its preprocessing, network and label map on the input grid) when one is installed or given.
 
+The PDFs come from one headless Chromium per prediction run (deepwml.inference.pdf_printer): the script times a
+print by a running browser per case, then whole runs over its cases (a fresh browser each, as deepwml_predict
+starts one): their first PDF, browser start included, and the mean per case; and, for comparison, a browser
+started for one PDF alone (write_pdf, the cost of a PDF before one browser served the run).
+
 The network does not matter here (all of it runs in the write step, on the input grid), so a toy threshold model
 gives the probabilities. Inputs are synthetic MS#1 cases (the first 256x256, the others 512x512) cut to 25 slices. Each figure is the
 fastest of --runs repetitions, averaged over the cases.
@@ -27,6 +32,7 @@ from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.lesion_report import lesion_table, summarize_case
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
 from deepwml.inference.patient_report import ModelInfo, build_patient_report, find_pdf_converter, write_patient_report, write_pdf
+from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.inference.qc import write_qc_montage
@@ -95,9 +101,12 @@ def main() -> None:
         u = timed("uncertainty map", lambda: uncertainty_map(probs))
         timed("write CASE_uncertainty", lambda: write_image(quantised(u), g, out / "u.nii.gz"))
         panels = timed("report pictures", lambda: report_panels(p.image.array, mask, g, u))
-        timed("report page", lambda: write_patient_report(out / "r.html", build_patient_report(summary, lesions, panels, g, case.source, model, True)))
-        if browser:
-            timed("report PDF (headless Chromium)", lambda: write_pdf(out / "r.html", out / "r.pdf", browser), runs=2)
+        page = out / f"{case.case_id}.html"
+        timed("report page", lambda: write_patient_report(page, build_patient_report(summary, lesions, panels, g, case.source, model, True)))
+        if printer is not None:
+            printer.print_pdf(page, out / "r.pdf")  # the browser's start is timed with the runs below
+            timed("report PDF, browser running (DevTools pipe)", lambda: printer.print_pdf(page, out / "r.pdf"))
+            timed("for comparison: report PDF, a browser started for it alone", lambda: write_pdf(page, out / "r.pdf", browser), runs=2)
         timed("for scale: write CASE_prob", lambda: write_image(probs, g, out / "p.nii.gz"))
         timed("for scale: QC montage", lambda: write_qc_montage(p.image.array, mask, g, out / "qc.png", "x"), runs=3)
         if anatomy is not None:
@@ -111,10 +120,28 @@ def main() -> None:
             timed("locations: summary with McDonald counts and Fazekas", lambda: summarize_case(case.case_id, mask, g, located, anatomy=amap))
         print(f"{case.case_id}: {mask.shape[0]} slices of {mask.shape[1]}x{mask.shape[2]}, {len(lesions)} lesions")
 
+    def time_pdf_runs(pages: List[Path], out: Path) -> None:
+        """The PDFs of ``pages`` as one prediction run prints them, ``--runs`` times, each run with a fresh browser."""
+        firsts, means = [], []
+        for _ in range(args.runs):
+            with PdfPrinter(browser) as run_printer:
+                times = [timed_once(lambda page=page: run_printer.print_pdf(page, out / "r.pdf")) for page in pages]
+            firsts.append(times[0])
+            means.append(float(np.mean(times)))
+        print(f"report PDF, first of a run (browser start included): {min(firsts):.3f} s (median {np.median(firsts):.3f} s)")
+        print(f"report PDF, mean per case over a run of {len(pages)} cases: {min(means):.3f} s (median {np.median(means):.3f} s)")
+
+    cases = discover_cases(scratch / "in")
+    printer = PdfPrinter(browser) if browser else None
     try:
-        for case in discover_cases(scratch / "in"):
+        for case in cases:
             time_case(case, scratch / "out")
+        if printer is not None:
+            printer.close()
+            time_pdf_runs([scratch / "out" / f"{c.case_id}.html" for c in cases], scratch / "out")
     finally:
+        if printer is not None:
+            printer.close()
         shutil.rmtree(scratch, ignore_errors=True)
     for name, values in figures.items():
         print(f"{name}: {np.mean(values):.3f} s per case")

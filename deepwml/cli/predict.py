@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", nargs="?", const="html", choices=("html", "pdf"), default=None,
                    help="write report/CASE.html, a self-contained per-patient page (volume, lesions with confidence, slices "
                    "with mask and uncertainty, input and model); '--report pdf' also prints it to report/CASE.pdf with "
-                   "headless Chromium when one is on PATH")
+                   "headless Chromium when one is on PATH (one browser for the whole run)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="for DICOM series inputs, also write CASE_seg.dcm: a DICOM Segmentation referencing the series (needs highdicom)")
     p.add_argument("--bids-names", action="store_true",

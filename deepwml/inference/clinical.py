@@ -19,6 +19,7 @@ from deepwml.inference.outputs import CaseOutputs, ExtraOutputs
 
 if TYPE_CHECKING:
     from deepwml.inference.patient_report import ModelInfo
+    from deepwml.inference.pdf_printer import PdfPrinter
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ClinicalOptions:
     extras: ExtraOutputs = field(default_factory=ExtraOutputs)
     model: Optional["ModelInfo"] = None  # needed for the report and the SEG's model name
     pdf_converter: Optional[str] = None  # a Chromium binary when the report's PDF is asked for and one was found
+    pdf_printer: Optional["PdfPrinter"] = None  # the run's one browser for the PDFs (without it: one start per PDF)
     series_uid: Optional[str] = None
 
 
@@ -59,5 +61,7 @@ def write_clinical_outputs(
         panels = report_panels(image.array, mask, geometry, uncertainty)
         page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None)
         write_patient_report(outputs.report_html, page)
-        if extras.pdf and options.pdf_converter:
+        if extras.pdf and options.pdf_printer is not None:
+            options.pdf_printer.print_pdf(outputs.report_html, outputs.report_pdf)
+        elif extras.pdf and options.pdf_converter:
             write_pdf(outputs.report_html, outputs.report_pdf, options.pdf_converter)

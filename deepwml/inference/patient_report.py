@@ -1,5 +1,5 @@
 """The per-patient report: one self-contained HTML page per case (OUT/report/CASE.html, pictures inlined as base64
-PNG, no script, no external resource), and a PDF of it when a headless Chromium is on PATH.
+PNG, no script, no external resource), and a PDF of it when a headless Chromium is on PATH (deepwml.inference.pdf_printer).
 
 The page is a list of sections; the lesion table shows the lesion table's known columns with units and formats
 and any further column it is given after them, so later additions (lesion location classes, a Fazekas section)
@@ -28,7 +28,8 @@ from deepwml.imageio import Geometry
 from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
 from deepwml.anatomy.location import DISTANCE_MM, LOCATIONS, REACH_MM
 from deepwml.inference.lesion_report import CaseSummary
-from deepwml.utils.atomic import atomic_path, write_text
+from deepwml.inference.pdf_printer import PdfPrinter, headless_command
+from deepwml.utils.atomic import write_text
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:
@@ -284,30 +285,20 @@ def find_pdf_converter() -> Optional[str]:
     return None
 
 
-def _headless(browser: str, profile: str) -> List[str]:
-    """A headless Chromium command line with a throwaway profile and no network chatter."""
-    return [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-    ]  # fmt: skip
-
-
 def _run_headless(browser: str, arguments: List[str], target: Path, timeout: float) -> None:
     """Run headless Chromium with ``arguments``; any failure is an error naming ``target``."""
     with tempfile.TemporaryDirectory(prefix="deepwml-chromium-") as profile:
         try:
-            subprocess.run(_headless(browser, profile) + arguments, check=True, capture_output=True, timeout=timeout)
+            subprocess.run(headless_command(browser, profile) + arguments, check=True, capture_output=True, timeout=timeout)
         except (OSError, subprocess.SubprocessError) as e:
             raise DeepWMLError(f"{browser} failed ({type(e).__name__})", target) from None
 
 
 def write_pdf(html_path: Path, pdf_path: Path, browser: str, timeout: float = 120.0) -> Path:
-    """Print ``html_path`` to ``pdf_path`` (atomically) with headless Chromium."""
-    with atomic_path(pdf_path, ".pdf") as tmp:
-        _run_headless(browser, ["--no-pdf-header-footer", f"--print-to-pdf={tmp}", Path(html_path).resolve().as_uri()], pdf_path, timeout)
-        if tmp.stat().st_size == 0:
-            raise DeepWMLError(f"{browser} wrote no PDF", pdf_path)
-    return pdf_path
+    """Print ``html_path`` to ``pdf_path`` (atomically) with a headless Chromium started for this page alone;
+    a run printing many pages keeps one :class:`~deepwml.inference.pdf_printer.PdfPrinter` instead."""
+    with PdfPrinter(browser, timeout) as printer:
+        return printer.print_pdf(html_path, pdf_path)
 
 
 def screenshot(html_path: Path, png_path: Path, browser: str, width: int, height: int, timeout: float = 120.0) -> Path:

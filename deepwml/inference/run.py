@@ -1,6 +1,7 @@
 """One prediction run as the CLI describes it: find the model and the cases, skip finished ones, predict, summarise."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -22,6 +23,7 @@ from deepwml.inference.model_loading import ModelSpec, build_fold_networks, chec
 from deepwml.inference.output_folder import check_output_folder, prepare_output_folder
 from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
 from deepwml.inference.patient_report import ModelInfo, find_pdf_converter
+from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.inference.predictor import SlicePredictor
@@ -180,6 +182,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
     report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
+        # one browser prints every report PDF of the run; closed below however the run ends
+        printer = PdfPrinter(clinical.pdf_converter) if clinical.extras.pdf and clinical.pdf_converter else None
         predictor = SlicePredictor(
             networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop,
             int8=request.int8, run_cases=len(todo),
@@ -190,7 +194,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             save_probabilities=request.save_probabilities,
             write_qc=request.write_qc,
             series_uid=request.series_uid,
-            clinical=clinical,
+            clinical=dataclasses.replace(clinical, pdf_printer=printer),
         )
         workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:
@@ -200,7 +204,8 @@ def _predict(request: PredictRequest) -> PredictReport:
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
         else:
             runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)
-        with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar:
+        with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar, \
+                printer or contextlib.nullcontext():
             results = runner.run(todo, on_done=lambda s: bar.update(1))
         for s in results:
             summaries[s.case_id] = s
