@@ -105,3 +105,10 @@ def test_lesion_table_of_lesions_at_the_image_edges_is_unchanged_by_cropping_to_
     assert table[["first_slice", "last_slice"]].values.tolist() == [[2, 2], [4, 5], [0, 0]]
     expected = geometry.index_to_world(np.array([[20.5, 11.0, 2.0], [38.5, 28.5, 4.5], [0.0, 0.0, 0.0]]))
     assert np.allclose(table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(), expected)
+
+
+def test_pandas_is_not_loaded_before_the_first_case_is_written():
+    """pandas takes ~0.5 s to import: the prediction modules load it when a case worker first writes a table, so it
+    overlaps the other worker's network instead of delaying the first case."""
+    loaded = _modules_after("import deepwml.inference.run, deepwml.inference.case_workers, deepwml.inference.pipeline")
+    assert "torch" in loaded and "pandas" not in loaded, loaded

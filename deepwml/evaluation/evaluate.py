@@ -19,7 +19,8 @@ from deepwml.evaluation.definitions import DEFINITIONS
 from deepwml.evaluation.figures import boxplot_figure
 from deepwml.evaluation.report import build_report, figure_html, statistics_table
 from deepwml.evaluation.run_cases import CACHE_FOLDER, evaluate_cases
-from deepwml.evaluation.stratify import METRIC_LABELS, SLICE_METRICS
+from deepwml.evaluation.labels import METRIC_LABELS
+from deepwml.evaluation.stratify import SLICE_METRICS
 from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, slice_factors
 from deepwml.evaluation.tables import Table
 from deepwml.paths import raw_root as default_raw_root

@@ -9,7 +9,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from deepwml.evaluation.stratify import FACTOR_LABELS, METRIC_LABELS, group_order
+from deepwml.evaluation.labels import FACTOR_LABELS, METRIC_LABELS
+from deepwml.evaluation.stratify import group_order
 from deepwml.utils.atomic import atomic_path
 
 #: Box colours per metric, readable in greyscale print too.

@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
-from deepwml.evaluation.stratify import FACTOR_LABELS, METRIC_LABELS
+from deepwml.evaluation.labels import FACTOR_LABELS, METRIC_LABELS
 from deepwml.evaluation.tables import Table
 from deepwml.utils.atomic import write_text
 

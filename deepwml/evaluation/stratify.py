@@ -9,20 +9,10 @@ import pandas as pd
 
 from deepwml.constants import DISEASES, LV_GROUP_NAMES
 from deepwml.evaluation.groups import THICKNESS_BAND_NAMES, ordered
+from deepwml.evaluation.labels import FACTOR_LABELS, METRIC_LABELS
 from deepwml.evaluation.tables import Table
 
 SLICE_METRICS = ("dice", "sensitivity", "precision")
-METRIC_LABELS = {
-    "dice": "Dice",
-    "sensitivity": "Sensitivity",
-    "precision": "Precision",
-    "hd95_mm": "HD95 (mm)",
-    "avd_percent": "AVD (%)",
-    "lesion_recall": "Lesion recall",
-    "lesion_precision": "Lesion precision",
-    "lesion_f1": "Lesion F1",
-}
-FACTOR_LABELS = {"centre": "Centre", "disease": "Disease", "lv_group": "Lesion-volume group", "thickness_band": "Slice thickness"}
 #: Display order of the groups of each factor (others follow, sorted).
 FACTOR_ORDER: Dict[str, Sequence[str]] = {
     "disease": DISEASES,

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-import pandas as pd
 
 from deepwml.imageio import Image, write_image
 from deepwml.inference.confidence import quantised, uncertainty_map
@@ -18,6 +17,7 @@ from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.outputs import CaseOutputs, ExtraOutputs
 
 if TYPE_CHECKING:
+    import pandas as pd
     from deepwml.inference.patient_report import ModelInfo
     from deepwml.inference.pdf_printer import PdfPrinter
 

@@ -6,10 +6,9 @@ case its counts per location, the McDonald 2017 dissemination-in-space regions a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 
 from deepwml.anatomy.fazekas import fazekas_from_locations
@@ -25,6 +24,10 @@ from deepwml.anatomy.location import (
 )
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
+
+if TYPE_CHECKING:
+    # pandas takes ~0.5 s to import: a prediction run loads it in a case worker, not before the first case
+    import pandas as pd
 
 LESION_COLUMNS = [
     "lesion_id",
@@ -75,6 +78,7 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
     """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm;
     with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS), and with the
     lesion probabilities the mask was thresholded from (same grid) each lesion's CONFIDENCE_COLUMNS."""
+    import pandas as pd
     mask = np.asarray(mask) > 0
     columns = LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else []) + (CONFIDENCE_COLUMNS if probs is not None else [])
     if anatomy is not None:
@@ -234,6 +238,8 @@ def failed_case(case_id: str, error: str) -> CaseSummary:
 
 def summary_frame(rows: List[CaseSummary]) -> pd.DataFrame:
     """summary.csv as a table, sorted by case id."""
+    import pandas as pd
+
     extra = [c for c in ANATOMY_SUMMARY_COLUMNS if any(c in r.anatomy for r in rows)]
     frame = pd.DataFrame([r.to_row() for r in rows], columns=SUMMARY_COLUMNS + extra)
     return frame.sort_values("case_id", kind="stable").reset_index(drop=True)

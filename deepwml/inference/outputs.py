@@ -5,9 +5,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from deepwml.imageio import split_ending
 from deepwml.inference.bids_names import output_names
@@ -15,6 +13,10 @@ from deepwml.inference.inputs import InputCase
 from deepwml.inference.output_folder import MARKER_NAME
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
+
+if TYPE_CHECKING:
+    # pandas takes ~0.5 s to import: a prediction run loads it in a case worker, not before the first case
+    import pandas as pd
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pandas as pd
 
 import deepwml
 from deepwml.evaluation.report import STYLE as EVALUATION_STYLE
@@ -33,6 +32,7 @@ from deepwml.utils.atomic import write_text
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from deepwml.inference.report_images import Panel
 
 RESEARCH_NOTICE = (
