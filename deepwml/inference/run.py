@@ -200,7 +200,7 @@ def _predict(request: PredictRequest) -> PredictReport:
         if workers > 1:
             # restored by predict() (threads_restored)
             torch.set_num_threads(threads)
-            report.device = dataclasses.replace(setup, threads=threads).describe() + f", {workers} cases at a time"
+            report.device = dataclasses.replace(setup, threads=threads).describe() + f" per case, {workers} cases at a time"
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
         else:
             runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)

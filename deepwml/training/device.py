@@ -45,7 +45,7 @@ class DeviceSetup:
         """One line for the log."""
         precision = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[self.amp_dtype]
         layout = ", channels_last" if self.channels_last else ""
-        threads = f", {self.threads} threads" if self.device.type == "cpu" else ""
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.device.type == "cpu" else ""
         return f"{self.device} ({precision}{layout}{threads})"
 
 
