@@ -12,6 +12,12 @@ gives the probabilities. Inputs are synthetic MS#1 cases (the first 256x256, the
 fastest of --runs repetitions, averaged over the cases.
 
     python benchmarks/clinical_outputs.py [--cases 3] [--runs 5] [--threads 1] [--anatomy-model PLAN_FOLDER]
+
+With ``--end-to-end K`` it instead times what the outputs add to a whole ``deepwml_predict`` run of K 25-slice
+cases with the shipped lesion model (fresh processes, the run's own case workers and thread settings), the
+configurations interleaved, median of --runs: --no-anatomy; the default (anatomy map, locations, McDonald,
+Fazekas, confidence); + --save-uncertainty --report; + --report pdf. The differences divided by K are what each
+adds per case to prediction as a user runs it.
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ from deepwml.inference.report_images import report_panels
 from deepwml.preprocessing import revert_to_original
 from deepwml.synthetic.generate import generate_case
 from deepwml.training.device import setup_device
-from predict_cpu_fast import toy_models  # deepwml_testing sits at the repository root, not installed
+from predict_cpu_fast import predict_command, timed_process, toy_models  # deepwml_testing sits at the repository root, not installed
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 
@@ -60,7 +66,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--anatomy-model", type=Path, default=None, help="default: the shipped one, when installed")
+    parser.add_argument("--end-to-end", type=int, default=0, metavar="K",
+                        help="instead: what the outputs add per case to whole deepwml_predict runs of K cases")
     args = parser.parse_args()
+    if args.end_to_end:
+        print(load_line())
+        end_to_end(args.end_to_end, args.runs)
+        return
     torch.set_num_threads(args.threads)
     print(load_line())
     scratch = Path(tempfile.mkdtemp(prefix="deepwml-bench14-"))
@@ -151,6 +163,32 @@ def main() -> None:
         anatomy_all = sum(np.mean(v) for k, v in figures.items() if k.startswith(("anatomy", "locations")))
         print(f"anatomy model, locations and Fazekas in all: {anatomy_all:.3f} s per case")
         print(f"every issue-#14 output but the PDF: {anatomy_all + sum(np.mean(figures[k]) for k in together):.3f} s per case")
+
+
+def end_to_end(cases: int, runs: int) -> None:
+    """What the outputs add per case to whole deepwml_predict runs of ``cases`` 25-slice cases (see the docstring)."""
+    import statistics
+
+    from deepwml.pretrained import builtin_model_dir
+
+    scratch = Path(tempfile.mkdtemp(prefix="deepwml-bench14-e2e-"))
+    try:
+        write_inputs(scratch / "in", cases)
+        configs = {"--no-anatomy": ["--no-anatomy"], "default": [], "default + --save-uncertainty --report": ["--save-uncertainty", "--report"]}
+        if find_pdf_converter():
+            configs["default + --save-uncertainty --report pdf"] = ["--save-uncertainty", "--report", "pdf"]
+        walls: Dict[str, List[float]] = {name: [] for name in configs}
+        for _ in range(runs):
+            for name, extra in configs.items():  # interleaved, so drifting load hits every configuration alike
+                walls[name].append(timed_process(predict_command(scratch / "in", scratch / "out", builtin_model_dir(), extra))[0])
+        base = statistics.median(walls["--no-anatomy"])
+        print(f"deepwml_predict on {cases} cases of 25 slices (the first 256x256, the others 512x512), shipped lesion model, "
+              f"whole process, median of {runs}:")
+        for name, values in walls.items():
+            wall = statistics.median(values)
+            print(f"  {name:44s} {wall:6.1f} s ({min(values):.1f}-{max(values):.1f}); adds {(wall - base) / cases:+.2f} s per case")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
