@@ -167,8 +167,7 @@ def nnunet(inputs: Path, scratch: Path, command: Optional[str], ours: float) -> 
     # the command may set nnU-Net's folders first: `env nnUNet_raw=... /venv/bin/nnUNetv2_predict ...`
     program = next((a for a in argv if a != "env" and "=" not in a), "")
     if shutil.which(program) is None:
-        print(f"  nnU-Net v2: skipped ({program or 'no program'} in --nnunet-cmd is not an executable; see "
-              "benchmarks/nnunet_baseline.py)")
+        print(f"  nnU-Net v2: skipped (--nnunet-cmd: no executable {program!r}; benchmarks/nnunet_baseline.py makes one)")
         return
     folder = scratch / "nnunet_in"
     folder.mkdir(exist_ok=True)
