@@ -12,6 +12,7 @@ reference Dice before trusting its agreement figure).
     python benchmarks/predict.py                 # all figures (tens of minutes on a 2-core CPU)
     python benchmarks/predict.py --runs 1 --quick  # one run, bf16 end to end skipped
     python benchmarks/predict.py --cpu-fast-only --baseline /tmp/old_checkout --cohort 200  # issue #15 figures
+    python benchmarks/predict.py --cpu-fast-only --nnunet-cmd "..."  # + nnU-Net v2: see benchmarks/nnunet_baseline.py
     python benchmarks/predict.py --skip-speed --agreement-model RESULTS/Dataset501_Synth/cpu_fast \
         --agreement-images RAW/Dataset501_Synth/imagesTr/CSVD1_003.nii.gz ...
 """
@@ -229,7 +230,7 @@ def main() -> None:
     parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--cpu-fast-only", action="store_true", help="only the cpu_fast end-to-end (and cohort) figures")
     parser.add_argument("--baseline", help="another DeepWML checkout whose deepwml_predict runs on the same files, interleaved")
-    parser.add_argument("--nnunet-cmd", help="e.g. 'nnUNetv2_predict -d 500 -c 2d -f 0 --disable_tta' (-i/-o are added)")
+    parser.add_argument("--nnunet-cmd", help="e.g. 'nnUNetv2_predict -d 500 -c 2d -f 0 --disable_tta' (-i/-o are added); benchmarks/nnunet_baseline.py prints one")
     parser.add_argument("--cpu-fast-model", choices=("builtin", "random"), default="builtin",
                         help="the model of the cpu_fast end-to-end figures: the shipped one (default) or cpu_fast with random weights "
                         "(thousands of one-voxel lesions per case: a worst case for the lesion tables)")

@@ -4,7 +4,8 @@
   tables on, against the model-only floor on the same slices and, with ``--baseline SRC`` (another checkout of
   DeepWML, e.g. ``git worktree add /tmp/old v0.x``), against that version's process on the same files, runs
   interleaved so that load drifting on a shared machine hits both alike;
-* optionally nnU-Net v2 on the same files (``--nnunet-cmd``, skipped when ``nnUNetv2_predict`` is not installed);
+* optionally nnU-Net v2 on the same files (``--nnunet-cmd``, skipped when its program is not an executable;
+  benchmarks/nnunet_baseline.py makes one);
 * a cohort (``--cohort N``): cores kept busy (process CPU time / wall) and resident memory at case 10 and case N.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,10 +48,11 @@ def toy_models():
 
 
 
-def write_scan_set(folder: Path, n: int = 10, seed: int = 0) -> List[Path]:
-    """``n`` synthetic MS#1 scans, half stored at 512², half at 256², with 16-20 slices (picked by index)."""
+def scan_set(n: int = 10, seed: int = 0) -> Iterator[Tuple[int, np.ndarray, np.ndarray, Geometry]]:
+    """(patient index, image, label, geometry) of ``n`` synthetic MS#1 scans, half at 512², half at 256², with 16-20
+    slices (picked by index)."""
     wanted = {512: n // 2, 256: n - n // 2}
-    paths, index = [], 0
+    done, index = 0, 0
     while any(wanted.values()):
         index += 1
         case = generate_case("MS#1", index, seed=seed)
@@ -58,12 +60,18 @@ def write_scan_set(folder: Path, n: int = 10, seed: int = 0) -> List[Path]:
         if wanted.get(size, 0) == 0:
             continue
         wanted[size] -= 1
-        n_slices = 16 + len(paths) % 5
+        n_slices = 16 + done % 5
+        done += 1
         pick = np.linspace(0, case.image.shape[0] - 1, n_slices).round().astype(int)
         g = case.geometry
         geometry = Geometry((g.size[0], g.size[1], n_slices), g.spacing, g.origin, g.direction)
-        paths.append(write_image(case.image[pick].astype(np.int16), geometry, folder / f"case{index:03d}.nii.gz"))
-    return paths
+        yield index, case.image[pick].astype(np.int16), case.label[pick], geometry
+
+
+def write_scan_set(folder: Path, n: int = 10, seed: int = 0) -> List[Path]:
+    """The images of :func:`scan_set`, as ``folder/caseNNN.nii.gz``."""
+    return [write_image(image, geometry, folder / f"case{index:03d}.nii.gz")
+            for index, image, _, geometry in scan_set(n, seed)]
 
 
 def cpu_fast_model(folder: Path, kind: str = "builtin") -> Path:
@@ -155,14 +163,17 @@ def nnunet(inputs: Path, scratch: Path, command: Optional[str], ours: float) -> 
     if not command:
         print("  nnU-Net v2: skipped (no --nnunet-cmd)")
         return
-    if shutil.which("nnUNetv2_predict") is None:
-        print("  nnU-Net v2: skipped (nnUNetv2_predict is not installed)")
+    argv = shlex.split(command)
+    # the command may set nnU-Net's folders first: `env nnUNet_raw=... /venv/bin/nnUNetv2_predict ...`
+    program = next((a for a in argv if a != "env" and "=" not in a), "")
+    if shutil.which(program) is None:
+        print(f"  nnU-Net v2: skipped (--nnunet-cmd: no executable {program!r}; benchmarks/nnunet_baseline.py makes one)")
         return
     folder = scratch / "nnunet_in"
     folder.mkdir(exist_ok=True)
     for path in sorted(inputs.glob("*.nii.gz")):
         (folder / path.name.replace(".nii.gz", "_0000.nii.gz")).symlink_to(path)
-    wall, cpu = timed_process(shlex.split(command) + ["-i", str(folder), "-o", str(scratch / "nnunet_out")])
+    wall, cpu = timed_process(argv + ["-i", str(folder), "-o", str(scratch / "nnunet_out")])
     print(f"  nnU-Net v2 ({command}): {wall:.1f} s wall, {cpu:.1f} CPU s; {wall / ours:.1f}x this checkout")
 
 
