@@ -29,6 +29,21 @@ def test_uncertainty_is_zero_when_certain_one_at_a_coin_flip_and_symmetric():
     assert u[5] == pytest.approx(_h(0.25), rel=1e-5)
 
 
+def test_the_written_uncertainty_map_is_the_entropy_rounded_even_where_its_logarithms_are_skipped():
+    """uncertainty_map skips probabilities within NEGLIGIBLE_PROBABILITY of 0 or 1 (most of a trained model's head):
+    what CASE_uncertainty holds is still the binary entropy at 1/256 steps, voxel for voxel."""
+    from deepwml.inference.confidence import NEGLIGIBLE_PROBABILITY, quantised, uncertainty_map
+
+    rng = np.random.default_rng(7)
+    p = np.concatenate([10.0 ** rng.uniform(-9, 0, 200_000), 1 - 10.0 ** rng.uniform(-7, -0.3, 100_000),
+                        NEGLIGIBLE_PROBABILITY * np.array([0.999, 1.0, 1.001, 1.5]), [0.0, 1.0, 0.5]]).astype(np.float32)
+    fast = uncertainty_map(p)
+    assert np.array_equal(quantised(fast), quantised(binary_entropy(p)))
+    near = (p > NEGLIGIBLE_PROBABILITY) & (p < 1 - NEGLIGIBLE_PROBABILITY)
+    assert np.array_equal(fast[near], binary_entropy(p)[near]) and (fast[~near] == 0).all()
+    assert ((p <= NEGLIGIBLE_PROBABILITY) | (p >= 1 - NEGLIGIBLE_PROBABILITY)).mean() > 0.3  # the skip did happen
+
+
 def test_each_lesion_gets_the_confidence_of_its_own_voxels():
     geometry = Geometry((12, 10, 4), (0.9, 0.9, 5.0), (3.0, -2.0, 10.0))
     mask = np.zeros((4, 10, 12), np.uint8)
