@@ -184,3 +184,22 @@ def test_two_threads_printing_at_once_each_get_their_own_page(tmp_path):
     for name in names:
         for round_ in range(2):
             assert f"/Title (page {name})".encode() in _pdf_bytes(pages / f"{name}{round_}.pdf")
+
+
+@needs_chromium
+def test_pages_share_one_tab_and_a_page_that_cannot_open_does_not_spoil_the_next(tmp_path, private_tmp):
+    """Every page is printed in the browser's one tab; a missing page is an error naming its PDF, and the next page
+    (in a fresh tab) still prints its own content, not the previous page's."""
+    pages = tmp_path / "pages"
+    first, second = _page(pages, "first"), _page(pages, "second")
+    with PdfPrinter(find_pdf_converter(), timeout=60) as printer:
+        printer.print_pdf(first, pages / "first.pdf")
+        tab = printer._browser.tab
+        printer.print_pdf(second, pages / "second.pdf")
+        assert tab is not None and printer._browser.tab == tab  # the same tab served both
+        with pytest.raises(DeepWMLError) as failure:
+            printer.print_pdf(pages / "missing.html", pages / "missing.pdf")
+        assert failure.value.path == str(pages / "missing.pdf") and not (pages / "missing.pdf").exists()
+        printer.print_pdf(first, pages / "again.pdf")
+        assert printer.launches == 1
+    assert b"/Title (page second)" in _pdf_bytes(pages / "second.pdf") and b"/Title (page first)" in _pdf_bytes(pages / "again.pdf")

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 from deepwml.utils.atomic import write_bytes
 from deepwml.utils.errors import DeepWMLError
@@ -78,6 +78,8 @@ class _Browser:
         self.scanned = 0  # bytes of the buffer known to hold no NUL
         self.held: List[Dict[str, Any]] = []  # events read while waiting for a reply
         self.last_id = 0
+        #: (target id, session id) of the tab every page is printed in: a new tab per page cost ~0.1 s more
+        self.tab: Optional[Tuple[str, str]] = None
 
     def alive(self) -> bool:
         """True while the browser process runs."""
@@ -145,22 +147,30 @@ class _Browser:
             if message.get("method") == "Inspector.targetCrashed":
                 raise _PageError("the page crashed")
 
-    def print_page(self, uri: str, deadline: float) -> bytes:
-        """The PDF of the page at ``uri``, printed in a new tab that is closed again."""
-        self.held.clear()
-        target = self.call("Target.createTarget", {"url": "about:blank"}, deadline)["targetId"]
-        try:
+    def open_tab(self, deadline: float) -> Tuple[str, str]:
+        """The tab pages are printed in (opened on first use): its target and session ids."""
+        if self.tab is None:
+            target = self.call("Target.createTarget", {"url": "about:blank"}, deadline)["targetId"]
             session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True}, deadline)["sessionId"]
             self.call("Page.enable", {}, deadline, session)
+            self.tab = (target, session)
+        return self.tab
+
+    def print_page(self, uri: str, deadline: float) -> bytes:
+        """The PDF of the page at ``uri``, printed in the browser's one tab (a page that fails closes it)."""
+        self.held.clear()
+        target, session = self.open_tab(deadline)
+        try:
             navigated = self.call("Page.navigate", {"url": uri}, deadline, session)
             if navigated.get("errorText"):
                 raise _PageError(f"cannot open the page ({navigated['errorText']})")
             self.event("Page.loadEventFired", session, deadline)
             printed = self.call("Page.printToPDF", PRINT_SETTINGS, deadline, session)
         except _PageError:
-            self.call("Target.closeTarget", {"targetId": target}, deadline)  # the browser is fine: leave no tab open
+            # the browser is fine: the next page gets a fresh tab, and no broken one stays open
+            self.tab = None
+            self.call("Target.closeTarget", {"targetId": target}, deadline)
             raise
-        self.call("Target.closeTarget", {"targetId": target}, deadline)
         try:
             return base64.b64decode(printed.get("data", ""), validate=True)
         except (binascii.Error, TypeError):
