@@ -6,8 +6,8 @@ used on a GPU and on one core): a narrow network such as cpu_fast (1.5 GFLOP per
 OpenMP thread, and the reader and writer threads, which need a core of their own, preempt the OpenMP team, whose
 threads then wait on each other at every layer. Two workers of one thread each keep both cores on useful work:
 while one case is read, resampled or written (numpy and scipy, mostly holding the GIL), the other's network runs
-(torch releases the GIL). On the benchmark set of issue #15 this cut the run from 7.2-7.8 s to 5.6-5.7 s and the
-CPU time by a quarter (benchmarks/predict_cpu_fast.py).
+(torch releases the GIL). On the 10-scan set of issue #15 the run took 5.62 s and 10.4 CPU s this way against 6.63 s
+and 11.1 CPU s in the pipeline, measured in one run (benchmarks/predict_stages.py).
 """
 from __future__ import annotations
 
