@@ -28,8 +28,7 @@ class ClinicalOptions:
 
     extras: ExtraOutputs = field(default_factory=ExtraOutputs)
     model: Optional["ModelInfo"] = None  # needed for the report and the SEG's model name
-    pdf_converter: Optional[str] = None  # a Chromium binary when the report's PDF is asked for and one was found
-    pdf_printer: Optional["PdfPrinter"] = None  # the run's one browser for the PDFs (without it: one start per PDF)
+    pdf_printer: Optional["PdfPrinter"] = None  # the run's one browser, when the PDF is asked for and Chromium was found
     series_uid: Optional[str] = None
 
 
@@ -55,7 +54,7 @@ def write_clinical_outputs(
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         write_dicom_seg(mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid)
     if extras.report:
-        from deepwml.inference.patient_report import build_patient_report, write_patient_report, write_pdf
+        from deepwml.inference.patient_report import build_patient_report, write_patient_report
         from deepwml.inference.report_images import report_panels
 
         panels = report_panels(image.array, mask, geometry, uncertainty)
@@ -63,5 +62,3 @@ def write_clinical_outputs(
         write_patient_report(outputs.report_html, page)
         if extras.pdf and options.pdf_printer is not None:
             options.pdf_printer.print_pdf(outputs.report_html, outputs.report_pdf)
-        elif extras.pdf and options.pdf_converter:
-            write_pdf(outputs.report_html, outputs.report_pdf, options.pdf_converter)

@@ -182,8 +182,6 @@ def _predict(request: PredictRequest) -> PredictReport:
     anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
     report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
-        # one browser prints every report PDF of the run; closed below however the run ends
-        printer = PdfPrinter(clinical.pdf_converter) if clinical.extras.pdf and clinical.pdf_converter else None
         predictor = SlicePredictor(
             networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop,
             int8=request.int8, run_cases=len(todo),
@@ -194,7 +192,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             save_probabilities=request.save_probabilities,
             write_qc=request.write_qc,
             series_uid=request.series_uid,
-            clinical=dataclasses.replace(clinical, pdf_printer=printer),
+            clinical=clinical,
         )
         workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:
@@ -204,8 +202,9 @@ def _predict(request: PredictRequest) -> PredictReport:
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
         else:
             runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)
+        # the run's one PDF browser (started by its first print) is closed however the run ends
         with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar, \
-                printer or contextlib.nullcontext():
+                clinical.pdf_printer or contextlib.nullcontext():
             results = runner.run(todo, on_done=lambda s: bar.update(1))
         for s in results:
             summaries[s.case_id] = s
@@ -244,14 +243,16 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
         require_highdicom()
         if not any(c.kind == "dicom" for c in cases):
             print("[deepwml_predict] note: --dicom-seg applies to DICOM series inputs; there are none", file=sys.stderr)
-    converter = None
+    printer = None
     if extras.pdf:
         converter = find_pdf_converter()
+        # one browser for every report PDF of the run, started by the first print (none starts for a run of no cases)
+        printer = PdfPrinter(converter) if converter else None
         if converter is None:
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
                                request.tta or spec.plan.inference.tta, spec.plan.inference.threshold)
-    return ClinicalOptions(extras=extras, model=model, pdf_converter=converter, series_uid=request.series_uid)
+    return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 
 def _split_done(cases: Sequence[InputCase], out_dir: Path, request: PredictRequest, label_map: bool = False) -> tuple:
