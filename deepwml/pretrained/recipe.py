@@ -37,7 +37,8 @@ class Recipe:
 
     seed: int = 0
     scale: float = 0.25
-    preset: str = "cpu_fast"
+    #: cpu_fast with strong intensity augmentation (plans/cpu_fast_robust.json); the network is cpu_fast's
+    preset: str = "cpu_fast_robust"
     fold: str = "0"
     epochs: int = 60
     iterations: int = 50

@@ -54,6 +54,11 @@ _BASE = {
     ("GE", 1.5): Contrast(1.13, 1.05, 0.35, 1.66, 1.30, 1.40, 0.80, 0.08, 0.60, 0.70, 0.090, 0.09, 0.0, 650.0),
 }
 
+#: Share of scans with the grey/white contrast of 3D and some 3 T FLAIR protocols (generator v7): normal cortex as
+#: bright as many lesions, so that a model cannot call every bright blob a lesion (real 3D FLAIR: cortex at the
+#: 97th brain percentile is about 1.2 x the brain median, lesions 1.27-1.33 x).
+HIGH_GREY_SHARE = 0.3
+
 #: Reference voxel volume (mm³) for :attr:`Contrast.noise`.
 _REFERENCE_VOXEL = 0.9375 * 0.9375 * 6.5
 
@@ -62,10 +67,11 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
     """The FLAIR contrast of one scan at ``centre``: the vendor's typical values with patient-to-patient spread."""
     base = _BASE[(centre.vendor, centre.field_strength)]
     j = lambda v, sd: float(v + rng.normal(0, sd))  # noqa: E731
+    # grey/white contrast varies more between protocols (and 2D vs 3D FLAIR) than between patients of one site
+    high_grey = rng.random() < HIGH_GREY_SHARE
     return replace(
         base,
-        # grey/white contrast varies more between protocols (and 2D vs 3D FLAIR) than between patients of one site
-        grey=float(base.grey + rng.uniform(-0.02, 0.16)),
+        grey=float(base.grey + (rng.uniform(0.16, 0.40) if high_grey else rng.uniform(-0.02, 0.16))),
         deep_grey=j(base.deep_grey, 0.02),
         csf=float(np.clip(j(base.csf, 0.07), 0.18, 0.65)),
         lesion=j(base.lesion, 0.07),
