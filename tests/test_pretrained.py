@@ -95,3 +95,25 @@ def test_the_shipped_model_segments_an_unseen_synthetic_scan(tmp_path, centre, s
     assert predict_cli.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
     mask = read_image(tmp_path / "out" / "scan.nii.gz").array > 0
     assert dice(case.label > 0, mask) > SHIPPED_MODEL_MIN_DICE
+
+
+def test_the_recipe_preset_is_cpu_fast_with_strong_intensity_augmentation():
+    """The shipped model trains on cpu_fast_robust: cpu_fast's network and preprocessing (so `deepwml_train -p cpu_fast
+    --pretrained builtin` fine-tunes it), with intensity augmentation that changes what a lesion's brightness looks like."""
+    from deepwml.planning.plan import load_preset
+    from deepwml.training.augmentation import build_transforms
+
+    robust, fast = load_preset(Recipe().preset), load_preset("cpu_fast")
+    assert robust.name == "cpu_fast_robust"
+    assert robust.network == fast.network and robust.preprocessing == fast.preprocessing
+    aug = robust.training.augmentation
+    assert aug.gamma[1] >= 1.5 and aug.contrast is not None and aug.low_resolution is not None and aug.blur_sigma is not None
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(16, 1, 64, 64)).astype(np.float32)
+    seg = (rng.random((16, 1, 64, 64)) < 0.1).astype(np.float32)
+    np.random.seed(0)
+    out = build_transforms(aug, (64, 64))(data=data.copy(), seg=seg.copy())
+    assert out["data"].shape == data.shape and set(np.unique(out["seg"])) <= {0.0, 1.0}
+    changed = [not np.allclose(out["data"][i], data[i]) and not np.allclose(out["data"][i], data[i, :, :, ::-1])
+               for i in range(16)]
+    assert sum(changed) >= 8  # most samples see at least one of the transforms at p 0.25 each
