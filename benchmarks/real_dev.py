@@ -61,6 +61,8 @@ class StackCase:
     case_id: str
     label: np.ndarray
     geometry: Geometry
+    #: intensity figures of the stack (:func:`contrast_figures`), to set beside docs/synthetic.md's realism table
+    contrast: Optional[Dict[str, float]] = None
 
 
 def find_scans(data: Path) -> List[Scan]:
@@ -119,8 +121,32 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
             write_image(stack.image, stack.geometry, images_dir / f"{case_id}.nii.gz")
             if labels_dir is not None:
                 write_image(stack.label.astype(np.uint8), stack.geometry, labels_dir / f"{case_id}.nii.gz")
-            cases.append(StackCase(scan.scan_id, thickness, case_id, stack.label.astype(bool), stack.geometry))
+            label = stack.label.astype(bool)
+            cases.append(StackCase(scan.scan_id, thickness, case_id, label, stack.geometry, contrast_figures(stack.image, label)))
     return cases
+
+
+def contrast_figures(image: np.ndarray, label: np.ndarray) -> Dict[str, float]:
+    """REAL_FLAIR_FIGURES' lesion contrast of a skull-stripped stack, and how bright its brightest normal brain is.
+
+    Brain: voxels above a tenth of the median of the non-zero ones (the stripped background is 0), lesion excluded.
+    """
+    values = np.asarray(image, np.float32)
+    inside = values > 0.1 * np.median(values[values > 0])
+    brain = values[inside & ~label]
+    q25, median, q75, q97 = np.percentile(brain, [25, 50, 75, 97])
+    lesion = float(np.median(values[label])) if label.any() else float("nan")
+    return {"lesion_ratio": lesion / median, "lesion_iqr_units": (lesion - median) / (q75 - q25), "p97_ratio": q97 / median}
+
+
+def contrast_table(cases: Sequence[StackCase]) -> str:
+    """Markdown: the intensity figures of every stack (compare docs/synthetic.md, Realism)."""
+    lines = ["| stack | lesion / brain median | (lesion - brain median) / brain IQR | brain p97 / median |", "|---|---|---|---|"]
+    for c in cases:
+        f = c.contrast or {}
+        lines.append(f"| {c.case_id} | {_cell(f.get('lesion_ratio'), '{:.2f}')} | {_cell(f.get('lesion_iqr_units'), '{:.2f}')} "
+                     f"| {_cell(f.get('p97_ratio'), '{:.2f}')} |")
+    return "\n".join(lines)
 
 
 def score(cases: Sequence[StackCase], pred_dir: Path) -> List[Dict]:
@@ -187,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("-np", "--num-workers", type=int, default=1, help="reader/writer threads of deepwml_predict")
     p.add_argument("--qc", action="store_true", help="also write deepwml_predict's QC pictures (with --work)")
+    p.add_argument("--contrast", action="store_true", help="also print each stack's lesion contrast figures (as docs/synthetic.md's realism table)")
     return p
 
 
@@ -218,6 +245,9 @@ def _main(argv: Optional[List[str]]) -> int:
     print()
     print(table(rows, args.thickness))
     print()
+    if args.contrast:
+        print(contrast_table(cases))
+        print()
     n_slices = sum(c.geometry.size[2] for c in cases)
     print(f"time: {time.perf_counter() - start:.1f} s in all; stacks {t_stacks:.1f} s, prediction {report.seconds:.1f} s "
           f"({len(cases)} stacks, {n_slices} slices, {report.seconds / max(n_slices, 1):.3f} s/slice incl. model load, "

@@ -153,3 +153,20 @@ def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
     assert "**mean 6.5 mm**" in out and "**mean, all** |  | 4 stacks" in out and "time:" in out
     assert sorted(p.name for p in (tmp_path / "work" / "images").iterdir()) == [
         "patient01_5mm.nii.gz", "patient01_6p5mm.nii.gz", "patient02_5mm.nii.gz", "patient02_6p5mm.nii.gz"]
+
+
+def test_contrast_figures_measure_lesions_against_the_stripped_brain():
+    """--contrast: lesion / brain median, IQR units and the bright tail, measured without the 0 background."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((4, 40, 40), np.float32)
+    image[:, 5:35, 5:35] = rng.choice([100.0, 120.0], size=(4, 30, 30))  # white and grey matter, IQR 20
+    label = np.zeros(image.shape, bool)
+    label[:, 10:14, 10:14] = True
+    image[label] = 140.0
+    f = _benchmark().contrast_figures(image, label)
+    assert f["lesion_ratio"] == pytest.approx(140.0 / np.median(image[(image > 0) & ~label]))
+    median = np.median(image[(image > 0) & ~label])
+    assert f["lesion_iqr_units"] == pytest.approx((140.0 - median) / 20.0)
+    assert f["p97_ratio"] == pytest.approx(120.0 / median)
+    line = _benchmark().contrast_table([_benchmark().StackCase("p", 5.0, "p_5mm", label, None, f)]).splitlines()[-1]
+    assert line.startswith("| p_5mm | ") and f"{f['lesion_iqr_units']:.2f}" in line
