@@ -155,7 +155,7 @@ def test_generated_cases_store_different_ranges():
 def test_lesion_contrast_is_set_against_the_brain_iqr():
     rng = np.random.default_rng(1)
     targets = np.array([sample_iqr_target(rng) for _ in range(1000)])
-    # mostly the real clinical 1.7-2.4; about a tenth as low as real 3D FLAIR with bright cortex (0.9-1.5, v7)
+    # mostly the real clinical 1.7-2.4; about a tenth as low as real 3D FLAIR with bright cortex (0.8-1.5, v7)
     assert np.mean((targets >= 1.7) & (targets <= 2.4)) > 0.7
     assert 0.05 < np.mean(targets < 1.5) < 0.2
     assert targets.min() >= 0.9 and targets.max() < 3.0

@@ -56,7 +56,7 @@ _BASE = {
 
 #: Share of scans with the grey/white contrast of 3D and some 3 T FLAIR protocols (generator v7): normal cortex as
 #: bright as many lesions, so that a model cannot call every bright blob a lesion (real 3D FLAIR: cortex at the
-#: 97th brain percentile is about 1.2 x the brain median, lesions 1.27-1.33 x).
+#: 97th brain percentile is about 1.2 x the brain median, lesions 1.20-1.34 x; benchmarks/real_dev.py --contrast).
 HIGH_GREY_SHARE = 0.3
 
 #: Reference voxel volume (mm³) for :attr:`Contrast.noise`.

@@ -15,7 +15,7 @@ import numpy as np
 STORAGE_MODES = {"vendor": 0.35, "uint8": 0.15, "12bit": 0.2, "14bit": 0.15, "signed": 0.15}
 _TOPS = {"12bit": 4095, "14bit": 16383}
 #: Share of scans whose lesion IQR figure is drawn from the real range 1.7-2.4; the rest from a wider one that
-#: reaches down to the 0.9-1.5 of real 3D FLAIR with bright cortex (generator v7: 0.65 and 0.9-2.9; v5-v6: 0.8 and
+#: reaches down to about the 0.8-1.5 of real 3D FLAIR with bright cortex (generator v7: 0.65 and 0.9-2.9; v5-v6: 0.8 and
 #: 1.3-2.9), where only shape and place tell a lesion from normal grey matter.
 _IN_RANGE_SHARE = 0.65
 _WIDE_RANGE = (0.9, 2.9)
