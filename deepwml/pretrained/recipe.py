@@ -40,7 +40,7 @@ class Recipe:
     #: cpu_fast with strong intensity augmentation (plans/cpu_fast_robust.json); the network is cpu_fast's
     preset: str = "cpu_fast_robust"
     fold: str = "0"
-    epochs: int = 60
+    epochs: int = 50
     iterations: int = 50
     heldout_seed: int = 1000
     heldout_scale: float = 0.05
