@@ -103,11 +103,12 @@ def stack_id(scan_id: str, thickness: float) -> str:
 
 
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
-                labels_dir: Optional[Path] = None, suffix: str = "") -> List[StackCase]:
+                labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
-    apart stacks of one scan and thickness made with different in-plane spacings).
+    apart stacks of one scan and thickness made with different in-plane spacings); ``contrast``: also measure each
+    stack's :func:`contrast_figures`.
     """
     cases = []
     for scan in scans:
@@ -122,7 +123,8 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
             if labels_dir is not None:
                 write_image(stack.label.astype(np.uint8), stack.geometry, labels_dir / f"{case_id}.nii.gz")
             label = stack.label.astype(bool)
-            cases.append(StackCase(scan.scan_id, thickness, case_id, label, stack.geometry, contrast_figures(stack.image, label)))
+            figures = contrast_figures(stack.image, label) if contrast else None
+            cases.append(StackCase(scan.scan_id, thickness, case_id, label, stack.geometry, figures))
     return cases
 
 
@@ -233,7 +235,7 @@ def _main(argv: Optional[List[str]]) -> int:
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
-        cases = make_stacks(scans, spec_for, work / "images")
+        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast)
         t_stacks = time.perf_counter() - t0
         request = PredictRequest(input=work / "images", output=work / "predictions", model_dir=folder, folds=args.folds,
                                  checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
