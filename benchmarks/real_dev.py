@@ -32,6 +32,7 @@ from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.model_loading import check_model, resolve_model_dir
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.paths import results_root
+from deepwml.synthetic.realism import lesion_contrast
 from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
@@ -134,11 +135,9 @@ def contrast_figures(image: np.ndarray, label: np.ndarray) -> Dict[str, float]:
     Brain: voxels above a tenth of the median of the non-zero ones (the stripped background is 0), lesion excluded.
     """
     values = np.asarray(image, np.float32)
-    inside = values > 0.1 * np.median(values[values > 0])
-    brain = values[inside & ~label]
-    q25, median, q75, q97 = np.percentile(brain, [25, 50, 75, 97])
-    lesion = float(np.median(values[label])) if label.any() else float("nan")
-    return {"lesion_ratio": lesion / median, "lesion_iqr_units": (lesion - median) / (q75 - q25), "p97_ratio": q97 / median}
+    brain = (values > 0.1 * np.median(values[values > 0])) & ~label
+    figures = lesion_contrast(values, brain, label)
+    return {**figures, "p97_ratio": float(np.percentile(values[brain], 97)) / figures["brain_median"]}
 
 
 def contrast_table(cases: Sequence[StackCase]) -> str:

@@ -23,16 +23,25 @@ REAL_VOLUME_PERCENTILES_UL = {10: 14, 25: 26, 50: 53, 75: 148, 90: 490, 99: 9100
 REAL_GROUP_SHARES = dict(zip(LV_GROUP_NAMES, (0.19, 0.19, 0.30, 0.18, 0.14)))
 
 
+def lesion_contrast(image: np.ndarray, brain: np.ndarray, label: np.ndarray) -> Dict[str, float]:
+    """Brain median, lesion / brain median and (lesion - brain median) / brain IQR; ``brain`` excludes the lesions.
+
+    The same figures for synthetic cases (:func:`case_figures`) and real stacks (benchmarks/real_dev.py --contrast).
+    """
+    q25, brain_median, q75 = np.percentile(image[brain], [25, 50, 75])
+    lesion_median = float(np.median(image[label])) if label.any() else float("nan")
+    return {"brain_median": float(brain_median), "lesion_ratio": lesion_median / brain_median,
+            "lesion_iqr_units": (lesion_median - brain_median) / (q75 - q25)}
+
+
 def case_figures(case: SyntheticCase) -> Dict[str, object]:
     """Per-patient figures of one case generated with ``truth=True``."""
     if case.truth is None:
         raise ValueError("case_figures needs a case generated with truth=True")
     image = case.image.astype(np.float32)
     label = case.label.astype(bool)
-    brain = case.truth["brain"] & ~label
-    brain_values = image[brain]
-    q25, brain_median, q75 = np.percentile(brain_values, [25, 50, 75])
-    lesion_median = float(np.median(image[label])) if label.any() else float("nan")
+    contrast = lesion_contrast(image, case.truth["brain"] & ~label, label)
+    brain_median = contrast["brain_median"]
     ventricle = image[case.truth["ventricle"]]
     components, n = ndimage.label(label, structure=np.ones((3, 3, 3), bool))
     voxel_ul = case.geometry.voxel_volume_ml * 1000.0
@@ -42,8 +51,8 @@ def case_figures(case: SyntheticCase) -> Dict[str, object]:
     mimic = case.truth.get("mimic", np.zeros(label.shape, bool))
     return {
         "disease": case.meta.disease,
-        "lesion_ratio": lesion_median / brain_median,
-        "lesion_iqr_units": (lesion_median - brain_median) / (q75 - q25),
+        "lesion_ratio": contrast["lesion_ratio"],
+        "lesion_iqr_units": contrast["lesion_iqr_units"],
         "csf_ratio": float(np.median(ventricle)) / brain_median if ventricle.size else float("nan"),
         "rim_ratio": float(np.median(image[rim])) / brain_median if rim.any() else float("nan"),
         "lesions_per_patient": int(n),
