@@ -8,5 +8,9 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["deepwml", "deepwml.*"]) + ["deepwml.presets"],
     package_dir={"deepwml.presets": "plans"},
-    package_data={"deepwml.presets": ["*.json"], "deepwml.pretrained": ["*/*.json", "*/*.md", "*/fold_*/*.pth"]},
+    package_data={
+        "deepwml.presets": ["*.json"],
+        "deepwml.pretrained": ["*/*.json", "*/*.md", "*/fold_*/*.pth"],
+        "deepwml.synthetic": ["template/*.npz", "template/*.md"],
+    },
 )

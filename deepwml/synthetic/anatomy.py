@@ -14,6 +14,7 @@ import numpy as np
 from deepwml.synthetic.fields import AlignedField, CoarseField
 from deepwml.synthetic.grid import Grid, is_empty
 from deepwml.synthetic.shapes import Points, capsule_sdf, ellipsoid_sdf, inside, smooth_min
+from deepwml.synthetic.warp import TemplateWarp
 
 #: Ventricle capsules at enlargement 1: (start, end, radius mm, height/width of the cross-section).
 _LATERAL_VENTRICLE = (
@@ -70,10 +71,16 @@ class Anatomy:
     rim_cap_mm: float
     capsules: List[Tuple[np.ndarray, np.ndarray, float, float]] = field(default_factory=list)
     horn_tips: List[np.ndarray] = field(default_factory=list)
+    #: set for a brain drawn from the template (deepwml.synthetic.template_brain): its map to the template and the
+    #: bounding box of its ventricles (the capsules are then unused)
+    warp: Optional[TemplateWarp] = None
+    ventricle_bounds: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     @property
     def ventricle_box(self) -> Tuple[np.ndarray, np.ndarray]:
         """Anatomy-space bounding box of the ventricles (mm)."""
+        if self.ventricle_bounds is not None:
+            return self.ventricle_bounds
         pts = np.array([p for a, b, r, s in self.capsules for p in (a, b)])
         reach = max(r * s for a, b, r, s in self.capsules)
         return pts.min(0) - reach, pts.max(0) + reach
@@ -308,8 +315,8 @@ def ventricle_block(anatomy: Anatomy, grid: Grid, margin_mm: float = 25.0) -> Tu
     return grid.block_around(lo - margin_mm, hi + margin_mm)
 
 
-def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndarray, width: float) -> Tissues:
-    """All tissue fractions at fine z positions ``z`` from :func:`anatomy_fields`; ``width`` is the partial-volume ramp."""
+def head_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndarray, width: float) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+    """The brain-surface distance and the fractions of (head, fat, skull, diploe, intracranial, soft, texture, brain)."""
     a = anatomy
     hull = fields["hull"].sample(z)
     cranium = fields["cranium"].sample(z)
@@ -322,8 +329,13 @@ def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndar
     intracranial = inside(cranium - t_ic, width)
     del cranium
     soft = np.clip((hull - 4.0) * np.float32(1 / 8.0), 0.0, 1.0)
-    texture = fields["texture"].sample(z)
-    brain = inside(hull, width)
+    return hull, (head, fat, skull, diploe, intracranial, soft, fields["texture"].sample(z), inside(hull, width))
+
+
+def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndarray, width: float) -> Tissues:
+    """All tissue fractions at fine z positions ``z`` from :func:`anatomy_fields`; ``width`` is the partial-volume ramp."""
+    a = anatomy
+    hull, (head, fat, skull, diploe, intracranial, soft, texture, brain) = head_tissues(a, fields, z, width)
 
     cerebellum = fields["cerebellum"].sample(z)
     half_width = 0.5 * a.sulcus_width_mm * (1.0 - 0.5 * cerebellum)

@@ -23,6 +23,7 @@ from deepwml.synthetic.intensity import Storage, lesion_level, sample_iqr_target
 from deepwml.synthetic.lesions import Lesions, drawn_fazekas, render_lesions, sample_lesions
 from deepwml.synthetic.mimics import MimicParams, mimic_fields, mimic_truth, render_mimics, sample_mimics
 from deepwml.synthetic.shapes import inside, rotation_matrix
+from deepwml.synthetic.template_brain import render_template_tissues, sample_template_anatomy, template_fields
 from deepwml.utils.errors import DeepWMLError
 
 #: A pixel is lesion when at least this share of its slice's thickness is lesion (what a reader would outline).
@@ -32,12 +33,15 @@ BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 7
+GENERATOR_VERSION = 8
 #: Wavelengths (mm) of the surface-bound and the free 3D folding fields: sulci about every half wavelength. Generator
 #: v7 folds more densely (v6: 22 and 20 mm), so that cortex fills the outer brain on a slice as it does in real brains
 #: (gyri 8-12 mm apart) instead of a few wide gyri of white matter.
 FOLD_WAVELENGTH_MM = 16.0
 MEANDER_WAVELENGTH_MM = 15.0
+#: Share of patients (generator v8) whose brain is the warped ICBM template (deepwml.synthetic.template_brain) rather
+#: than the procedural one: real cortex, insula and deep grey nuclei, while the procedural brains keep shape variety.
+TEMPLATE_SHARE = 0.7
 #: Share of cases written skull-stripped when it is drawn per case.
 SKULL_STRIPPED_SHARE = 0.25
 #: Truth masks of ``generate_case(..., truth=True)``.
@@ -121,11 +125,15 @@ def generate_case(
     case_id: Optional[str] = None,
     truth: bool = False,
     skull_stripped: Optional[bool] = None,
+    brain: Optional[str] = None,
 ) -> SyntheticCase:
     """Generate patient ``index`` (1-based) of ``centre`` (e.g. 'MS#1') for ``seed``; the same inputs give the same case.
 
-    ``skull_stripped``: None draws it per case (:data:`SKULL_STRIPPED_SHARE`), True/False forces it.
+    ``skull_stripped``: None draws it per case (:data:`SKULL_STRIPPED_SHARE`), True/False forces it. ``brain``:
+    None draws it per case (:data:`TEMPLATE_SHARE`), 'template' or 'procedural' forces it.
     """
+    if brain not in (None, "template", "procedural"):
+        raise DeepWMLError(f"brain must be 'template' or 'procedural', got {brain!r}")
     if centre not in CENTRES:
         raise DeepWMLError(f"unknown centre {centre!r}; choose from {', '.join(CENTRES)}")
     c = CENTRES[centre]
@@ -134,7 +142,9 @@ def generate_case(
     stripped = drawn if skull_stripped is None else bool(skull_stripped)
     scanner = str(rng.choice(c.scanners))
     age, severity, atrophy_extra = sample_subject(c.disease, rng)
-    anatomy = sample_anatomy(rng, age, atrophy_extra)
+    drawn_template = bool(rng.random() < TEMPLATE_SHARE)
+    from_template = drawn_template if brain is None else brain == "template"
+    anatomy = (sample_template_anatomy if from_template else sample_anatomy)(rng, age, atrophy_extra)
     stack = sample_stack(c, rng, 2 * float(anatomy.head_half_extent[0]))
     lesions = sample_lesions(c.disease, anatomy, rng, severity, stack.spacing)
     contrast = sample_contrast(c, rng)
@@ -157,6 +167,7 @@ def generate_case(
             "tilt_deg": round(stack.tilt_deg, 2),
             "lesion_volume_ml": round(float(label.sum()) * geometry.voxel_volume_ml, 3),
             "skull_stripped": stripped,
+            "brain": "template" if from_template else "procedural",
             "intensity_storage": scan.storage.mode,
         },
     )
@@ -230,7 +241,7 @@ def _render(
     coarse_inplane = [c[0] + (np.arange(-(-len(c) // f)) * f + (f - 1) / 2.0) * dw for c in (y_crop, x_crop)]
     coarse = Grid(np.arange(lo[0], hi[0] + COARSE_MM, COARSE_MM), *coarse_inplane, pose)
     crop = (len(y_crop), len(x_crop))
-    fields = anatomy_fields(anatomy, coarse, noise, f, crop)
+    fields = (template_fields if anatomy.warp is not None else anatomy_fields)(anatomy, coarse, noise, f, crop)
     fields.update(mimic_fields(anatomy, coarse, noise, f, crop, scan.mimics))
     if scan.strip is not None:
         fields["strip"] = _strip_field(fields["hull"], scan.strip, coarse, lo, hi)
@@ -246,7 +257,7 @@ def _render(
     for s0 in range(0, stack.n_slices, per_block):
         s1 = min(stack.n_slices, s0 + per_block)
         grid = Grid(z_fine[s0 * n_sub : s1 * n_sub], y_crop, x_crop, pose)
-        t = render_tissues(anatomy, fields, grid.z, width)
+        t = (render_template_tissues if anatomy.warp is not None else render_tissues)(anatomy, fields, grid.z, width)
         m = render_mimics(fields, grid.z, grid.shape, t.head, width)
         les, les_contrast = render_lesions(lesions, anatomy, t, grid, noise, width)
         parenchyma = t.brain * (1.0 - t.csf) * (1.0 - t.ventricle)

@@ -20,6 +20,7 @@ from deepwml.synthetic.anatomy import Anatomy, Tissues
 from deepwml.synthetic.fields import CoarseField
 from deepwml.synthetic.grid import Grid
 from deepwml.synthetic.shapes import ellipsoid_sdf, frame_from_axis, inside
+from deepwml.synthetic import template_brain
 
 #: Share of lesions whose contrast is only about half of the subject's usual lesion contrast.
 SUBTLE_FRACTION = 0.10
@@ -87,6 +88,8 @@ def _volumes(rng: np.random.Generator, budget_ul: float, median_ul: float, sigma
 
 def _wall_site(anatomy: Anatomy, rng: np.random.Generator, capsules=_WALL_CAPSULES) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A random point on a ventricle wall: (surface point, outward normal, capsule axis direction)."""
+    if anatomy.warp is not None:
+        return template_brain.wall_site(anatomy, rng)
     lengths = np.array([np.linalg.norm(anatomy.capsules[i][1] - anatomy.capsules[i][0]) for i in capsules])
     idx = capsules[int(rng.choice(len(capsules), p=lengths / lengths.sum()))]
     a, b, radius, stretch = anatomy.capsules[idx]
@@ -106,6 +109,8 @@ def _wall_site(anatomy: Anatomy, rng: np.random.Generator, capsules=_WALL_CAPSUL
 
 def _deep_site(anatomy: Anatomy, rng: np.random.Generator, z_min: float = -5.0) -> np.ndarray:
     """A random point in the deep white matter of the centrum semiovale or corona radiata."""
+    if anatomy.warp is not None:
+        return template_brain.deep_site(anatomy, rng, z_min)
     centre = np.asarray(anatomy.brain_centre)
     axes = np.asarray(anatomy.brain_axes)
     lo, hi = anatomy.ventricle_box
@@ -121,6 +126,8 @@ def _deep_site(anatomy: Anatomy, rng: np.random.Generator, z_min: float = -5.0) 
 
 def _juxtacortical_site(anatomy: Anatomy, rng: np.random.Generator, depth_mm: float) -> np.ndarray:
     """A point ``depth_mm`` below the brain surface, above the temporal lobes."""
+    if anatomy.warp is not None:
+        return template_brain.juxtacortical_site(anatomy, rng, depth_mm)
     centre = np.asarray(anatomy.brain_centre)
     axes = np.asarray(anatomy.brain_axes)
     while True:
@@ -136,6 +143,8 @@ def _juxtacortical_site(anatomy: Anatomy, rng: np.random.Generator, depth_mm: fl
 
 def _infratentorial_site(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """Brainstem, middle cerebellar peduncles or cerebellar white matter."""
+    if anatomy.warp is not None:
+        return template_brain.infratentorial_site(anatomy, rng)
     s = anatomy.size
     choice = rng.integers(3)
     if choice == 0:
