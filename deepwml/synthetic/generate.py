@@ -100,6 +100,19 @@ def _strip_stream(seed: int, centre: str, index: int) -> Tuple[np.random.Generat
     return rng, bool(rng.random() < SKULL_STRIPPED_SHARE)
 
 
+def template_drawn(seed: int, centre: str, index: int) -> bool:
+    """Whether patient ``index`` of ``centre`` gets the template brain when it is drawn (cheap: nothing is rendered)."""
+    return _draw_subject(case_rng(seed, centre, index), centre)[4]
+
+
+def _draw_subject(rng: np.random.Generator, centre: str) -> Tuple[str, float, float, float, bool]:
+    """The first draws of a case: scanner, age, severity, extra atrophy and whether the brain is the template."""
+    c = CENTRES[centre]
+    scanner = str(rng.choice(c.scanners))
+    age, severity, atrophy_extra = sample_subject(c.disease, rng)
+    return scanner, age, severity, atrophy_extra, bool(rng.random() < TEMPLATE_SHARE)
+
+
 def case_id_for(centre: str, index: int) -> str:
     """'MS1_007' for the 7th patient of MS#1."""
     return f"{CENTRES[centre].case_prefix}_{index:03d}"
@@ -140,9 +153,7 @@ def generate_case(
     rng = case_rng(seed, centre, index)
     strip_rng, drawn = _strip_stream(seed, centre, index)
     stripped = drawn if skull_stripped is None else bool(skull_stripped)
-    scanner = str(rng.choice(c.scanners))
-    age, severity, atrophy_extra = sample_subject(c.disease, rng)
-    drawn_template = bool(rng.random() < TEMPLATE_SHARE)
+    scanner, age, severity, atrophy_extra, drawn_template = _draw_subject(rng, centre)
     from_template = drawn_template if brain is None else brain == "template"
     anatomy = (sample_template_anatomy if from_template else sample_anatomy)(rng, age, atrophy_extra)
     stack = sample_stack(c, rng, 2 * float(anatomy.head_half_extent[0]))
