@@ -22,9 +22,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 from deepwml.cli.common import run
 from deepwml.evaluation.case_metrics import case_metrics
@@ -33,7 +34,7 @@ from deepwml.inference.model_loading import check_model, resolve_model_dir
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.paths import results_root
 from deepwml.synthetic.realism import lesion_contrast
-from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
+from deepwml.synthetic.thick_slices import SlabSpec, superior_axis_first, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
@@ -103,13 +104,34 @@ def stack_id(scan_id: str, thickness: float) -> str:
     return f"{scan_id}_{thickness:g}mm".replace(".", "p")
 
 
+def pitch_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degrees: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """Image, mask and geometry of a head nodded by ``degrees`` about the left-right axis through the volume centre
+    (trilinear; the mask is lesion where its interpolated fraction is >= 0.5; arrays reordered superior axis first)."""
+    if degrees == 0:
+        return image, mask, geometry
+    mask, _ = superior_axis_first(mask, geometry)
+    image, geometry = superior_axis_first(image, geometry)
+    a = np.deg2rad(degrees)
+    sz, sy = float(geometry.spacing[2]), float(geometry.spacing[1])
+    # output (z, y) voxel -> mm about the centre -> rotated -> input voxel
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m2 = np.diag([1 / sz, 1 / sy]) @ rot @ np.diag([sz, sy])
+    matrix = np.eye(3)
+    matrix[:2, :2] = m2
+    centre = (np.array(image.shape, float) - 1) / 2
+    offset = centre - matrix @ centre
+    out = ndimage.affine_transform(image.astype(np.float32), matrix, offset, order=1, mode="constant", cval=0.0)
+    frac = ndimage.affine_transform(mask.astype(np.float32), matrix, offset, order=1, mode="constant", cval=0.0)
+    return out, (frac >= 0.5).astype(np.uint8), geometry
+
+
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
-                labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False) -> List[StackCase]:
+                labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
     apart stacks of one scan and thickness made with different in-plane spacings); ``contrast``: also measure each
-    stack's :func:`contrast_figures`.
+    stack's :func:`contrast_figures`; ``tilt``: nod each head by this many degrees first (:func:`pitch_volume`).
     """
     cases = []
     for scan in scans:
@@ -117,8 +139,9 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
         problems = flair.geometry.mismatches(mask.geometry)
         if problems:
             raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
+        volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
         for thickness, spec in spec_for.items():
-            stack = thick_slice_stack(flair.array, mask.array, flair.geometry, spec)
+            stack = thick_slice_stack(volume, lesions, geometry, spec)
             case_id = stack_id(scan.scan_id, thickness) + suffix
             write_image(stack.image, stack.geometry, images_dir / f"{case_id}.nii.gz")
             if labels_dir is not None:
@@ -214,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("-np", "--num-workers", type=int, default=1, help="reader/writer threads of deepwml_predict")
     p.add_argument("--qc", action="store_true", help="also write deepwml_predict's QC pictures (with --work)")
+    p.add_argument("--tilt", type=float, default=0.0,
+                   help="nod each head by this many degrees before slicing (e.g. 12: clinical stacks are not MNI-aligned, "
+                        "and generator v8's template brains are)")
     p.add_argument("--contrast", action="store_true", help="also print each stack's lesion contrast figures (as docs/synthetic.md's realism table)")
     return p
 
@@ -230,11 +256,12 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"data: {args.data} ({len(scans)} scans); model: {folder} (plan {spec.plan.name}, folds {' '.join(spec.folds)})")
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
     print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
-          f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is")
+          f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
+          f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}")
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
-        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast)
+        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt)
         t_stacks = time.perf_counter() - t0
         request = PredictRequest(input=work / "images", output=work / "predictions", model_dir=folder, folds=args.folds,
                                  checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,

@@ -170,3 +170,21 @@ def test_contrast_figures_measure_lesions_against_the_stripped_brain():
     assert f["p97_ratio"] == pytest.approx(120.0 / median)
     line = _benchmark().contrast_table([_benchmark().StackCase("p", 5.0, "p_5mm", label, None, f)]).splitlines()[-1]
     assert line.startswith("| p_5mm | ") and f"{f['lesion_iqr_units']:.2f}" in line
+
+
+def test_tilt_nods_the_head_about_the_left_right_axis_and_keeps_the_lesion():
+    """--tilt: stacks no longer MNI-aligned; a lesion off-centre moves along superior-inferior, its size is kept."""
+    bench = _benchmark()
+    geometry = Geometry((40, 50, 60), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    zz, yy, xx = np.mgrid[:60, :50, :40]
+    lesion = ((zz - 30) ** 2 + (yy - 40) ** 2 + (xx - 20) ** 2 <= 16).astype(np.uint8)
+    image = 100.0 + 100.0 * lesion
+    same = bench.pitch_volume(image, lesion, geometry, 0.0)
+    assert same[0] is image and same[1] is lesion
+    out, mask, geom = bench.pitch_volume(image, lesion, geometry, 15.0)
+    assert out.shape == image.shape and geom.size == geometry.size
+    z_before, z_after = np.argwhere(lesion)[:, 0].mean(), np.argwhere(mask)[:, 0].mean()
+    # 15 mm anterior-posterior from the centre: a 15 degree nod moves it about 15 * sin(15) = 3.9 mm along z
+    assert 3.0 < abs(z_after - z_before) < 4.8
+    assert np.argwhere(mask)[:, 2].mean() == pytest.approx(20.0, abs=0.2)  # left-right unchanged
+    assert abs(int(mask.sum()) - int(lesion.sum())) <= 0.25 * lesion.sum()
