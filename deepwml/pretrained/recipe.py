@@ -26,7 +26,7 @@ DATASETS = {"lesion": ((TRAIN_ID, TRAIN_NAME), (HELDOUT_ID, HELDOUT_NAME)),
             "anatomy": ((512, "SynthAnatomy"), (513, "SynthAnatomyHeldout"))}
 #: the anatomy model's defaults where they differ from the lesion model's (coarse anatomy learns from fewer images):
 #: those of the shipped anatomy model (about 45 min on the shared 2-core machine)
-ANATOMY_DEFAULTS = {"preset": "anatomy_fast", "scale": 0.05, "epochs": 20, "iterations": 30, "heldout_scale": 0.02}
+ANATOMY_DEFAULTS = {"preset": "anatomy_fast", "scale": 0.05, "epochs": 60, "iterations": 30, "heldout_scale": 0.02}
 #: the held-out Dice of the anatomy model: a name and the classes (deepwml.anatomy.labels) it pools
 ANATOMY_SCORES = {"ventricle": (2,), "brain": (1, 3, 4), "white_matter": (1,), "cortex": (3,), "infratentorial": (4,)}
 
