@@ -120,3 +120,12 @@ def test_the_template_builder_names_a_source_it_cannot_use(tmp_path):
         z.writestr("nilearn/__init__.py", "")
     with pytest.raises(DeepWMLError, match=r"nilearn-0.0-py3-none-any.whl: cannot read .*gm"):
         build(wheel)
+
+
+def test_a_template_case_is_the_same_byte_for_byte_as_the_shipped_models_saw():
+    import hashlib
+
+    # generator v8 as the shipped lesion and anatomy models were trained on it; a change updates GENERATOR_VERSION
+    case = generate_case("NMOSD#4", 2, seed=0, brain="template")
+    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "f8519943f01093af588ae782364949cd9272c2f0e03213cc86c3795f615d7daf"
+    assert hashlib.sha256(case.label.tobytes()).hexdigest() == "3a81dc584854c876acb646f2d7b387a24810509008afaa67b2e488d62c2564a7"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -122,7 +122,7 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     grid = np.indices(gm.shape, np.float32) * np.float32(sp) + origin.astype(np.float32)[:, None, None, None]
     depth = -hull_field.sample_points(grid[0], grid[1], grid[2])
     del grid
-    sites = _lesion_sites(gm, wm, ventricle, vb, vdist, box, depth, infra > 0.5, sp, coords)
+    sites = _lesion_sites(gm, wm, vb, vdist, box, depth, infra > 0.5, sp, coords)
     vz = coords(np.argwhere(ventricle))
     tips = []
     for side in (-1, 1):
@@ -138,8 +138,12 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     )
 
 
-def _lesion_sites(gm, wm, ventricle, vb, vdist, box, depth, infra, sp, coords) -> Dict[str, np.ndarray]:
-    """Candidate lesion sites of the template (see :class:`Template`)."""
+def _lesion_sites(
+    gm: np.ndarray, wm: np.ndarray, vb: np.ndarray, vdist: np.ndarray, box: Tuple[slice, ...],
+    depth: np.ndarray, infra: np.ndarray, sp: float, coords: Callable[[np.ndarray], np.ndarray],
+) -> Dict[str, np.ndarray]:
+    """Candidate lesion sites of the template (see :class:`Template`): ``vb``/``vdist`` are the ventricle mask and
+    distance in ``box``, ``depth`` the depth below the brain surface, ``coords`` maps voxel indices to mm."""
     # ventricle walls: the outermost ventricle voxels, with the outward normal from the distance gradient
     wall = vb & ~ndimage.binary_erosion(vb)
     idx = np.argwhere(wall)

@@ -45,6 +45,7 @@ class TemplateWarp:
         """Anatomy coordinates (N, 3) of template points ``q`` (N, 3): the affine inverse, corrected by fixed-point steps."""
         q = np.atleast_2d(np.asarray(q, float))
         inverse = np.linalg.inv(self.matrix)
+        # the first guess corrects by the displacement at the origin (kept: the shipped models' data were drawn so)
         p = (q - self.centre - self._displacement(np.zeros_like(q))) @ inverse.T + self.centre
         for _ in range(iterations):
             # the displacement is a few mm over tens of mm, so this contraction converges quickly
