@@ -247,16 +247,29 @@ def anatomy_fields(
             centre = (side * cx * a.ventricle_scale**0.35, cy * a.size, cz * a.size)
             e = ellipsoid_sdf(q, centre, tuple(v * a.size for v in axes))
             nuclei = e if nuclei is None else np.minimum(nuclei, e)
+    near = {"ventricle": ventricle_sdf(a, q), "nuclei": nuclei, "tips": horn_tip_weight(a, q), "near_midline": q[0] - float(a.midline_mm)}
+    out.update(block_fields(near, coarse, block, factor, fine_size))
+    return out
+
+
+def horn_tip_weight(anatomy: Anatomy, q: Points) -> np.ndarray:
+    """Gaussian weight (8 mm) of the nearest ventricular horn tips at anatomy points ``q``: where the caps thicken."""
     tips = np.zeros(q[0].shape, np.float32)
-    for tip in a.horn_tips:
+    for tip in anatomy.horn_tips:
         r2 = (q[0] - float(tip[0])) ** 2 + (q[1] - float(tip[1])) ** 2 + (q[2] - float(tip[2])) ** 2
         tips += np.exp(r2 * np.float32(-1.0 / (2 * 8.0**2)))
+    return tips
+
+
+def block_fields(
+    values: Dict[str, np.ndarray], coarse: Grid, block: Tuple[slice, slice, slice], factor: int, fine_size: Tuple[int, int]
+) -> Dict[str, AlignedField]:
+    """Wrap coarse values computed on ``block`` of ``coarse`` as fields aligned to the fine in-plane pixels they cover."""
+    dz = float(coarse.z[1] - coarse.z[0])
     offset = (block[1].start * factor, block[2].start * factor)
     size = (min(block[1].stop * factor, fine_size[0]) - offset[0], min(block[2].stop * factor, fine_size[1]) - offset[1])
-    near = {"ventricle": ventricle_sdf(a, q), "nuclei": nuclei, "tips": tips, "near_midline": q[0] - float(a.midline_mm)}
-    for k, v in near.items():
-        out[k] = AlignedField(v.astype(np.float32, copy=False), float(z[block[0].start]), dz, factor, offset, size)
-    return out
+    z0 = float(coarse.z[block[0].start])
+    return {k: AlignedField(v.astype(np.float32, copy=False), z0, dz, factor, offset, size) for k, v in values.items()}
 
 
 def deep_cortex_fields(anatomy: Anatomy, p: Points) -> Dict[str, np.ndarray]:
@@ -332,6 +345,27 @@ def head_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndarra
     return hull, (head, fat, skull, diploe, intracranial, soft, fields["texture"].sample(z), inside(hull, width))
 
 
+def ventricle_tissues(
+    anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndarray, width: float, shape: Tuple[int, int, int]
+) -> Tuple[np.ndarray, np.ndarray, Optional[Tuple[slice, slice, slice]], Optional[np.ndarray], Optional[np.ndarray]]:
+    """Ventricle and bright-lining fractions on a fine block of ``shape``, and the near-ventricle block with its
+    ventricle distance and horn-tip weight (None when the block does not reach the ventricles)."""
+    ventricle = np.zeros(shape, np.float32)
+    rim = np.zeros(shape, np.float32)
+    if "ventricle" not in fields:
+        return ventricle, rim, None, None, None
+    near = (slice(None),) + fields["ventricle"].block
+    vdist = fields["ventricle"].sample(z)
+    tips = fields["tips"].sample(z)
+    inner = inside(vdist, width)
+    ventricle[near] = inner
+    # the bright ependymal lining ("caps" at the horn tips, a pencil-thin rim elsewhere) that is NOT lesion;
+    # only the lateral ventricles have it, not the slit of the third ventricle
+    lateral = np.clip((np.abs(fields["near_midline"].sample(z)) - 3.0) * np.float32(1 / 3.0), 0.0, 1.0)
+    rim[near] = inside(vdist - (anatomy.rim_mm + anatomy.rim_cap_mm * tips), width) * (1.0 - inner) * lateral
+    return ventricle, rim, near, vdist, tips
+
+
 def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndarray, width: float) -> Tissues:
     """All tissue fractions at fine z positions ``z`` from :func:`anatomy_fields`; ``width`` is the partial-volume ramp."""
     a = anatomy
@@ -358,22 +392,10 @@ def render_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z: np.ndar
     tract = inside(fields["tract"].sample(z), 2.0)
     stem = fields["stem"].sample(z)
 
-    shape = hull.shape
-    deep_grey = np.zeros(shape, np.float32)
-    ventricle = np.zeros(shape, np.float32)
-    rim = np.zeros(shape, np.float32)
-    near = vdist = tips = None
-    if "ventricle" in fields:
-        near = (slice(None),) + fields["ventricle"].block
-        vdist = fields["ventricle"].sample(z)
-        tips = fields["tips"].sample(z)
-        inner = inside(vdist, width)
-        ventricle[near] = inner
+    deep_grey = np.zeros(hull.shape, np.float32)
+    ventricle, rim, near, vdist, tips = ventricle_tissues(a, fields, z, width, hull.shape)
+    if near is not None:
         deep_grey[near] = inside(fields["nuclei"].sample(z), 2.5)
-        # the bright ependymal lining ("caps" at the horn tips, a pencil-thin rim elsewhere) that is NOT lesion;
-        # only the lateral ventricles have it, not the slit of the third ventricle
-        lateral = np.clip((np.abs(fields["near_midline"].sample(z)) - 3.0) * np.float32(1 / 3.0), 0.0, 1.0)
-        rim[near] = inside(vdist - (a.rim_mm + a.rim_cap_mm * tips), width) * (1.0 - inner) * lateral
     return Tissues(
         head, fat, skull, diploe, intracranial, soft, texture, brain, grey, deep_grey, csf, ventricle, rim, tract, stem, depth, near, vdist, tips
     )

@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from deepwml.synthetic.anatomy import Anatomy
+from deepwml.synthetic.anatomy import Anatomy, block_fields
 from deepwml.synthetic.fields import AlignedField, CoarseField
 from deepwml.synthetic.grid import Grid, is_empty
 from deepwml.synthetic.shapes import ellipsoid_sdf, inside
@@ -73,7 +73,7 @@ def mimic_fields(
         patch = noise["band"].sample(coarse.z[face[0]], coarse.y[face[1]], coarse.x[face[2]])
         thickness = params.mucosa_mm * np.clip(0.6 + 0.8 * patch, 0.0, None)
         values = {"orbit": orbit, "eye": eye, "sinus": sinus, "mucosa": sinus + thickness}
-        out.update(_aligned(values, coarse, face, factor, fine_size))
+        out.update(block_fields(values, coarse, face, factor, fine_size))
     if params.flow_amount > 0:
         flow_block = _block(coarse, _FLOW_BOX, s)
         if not is_empty(flow_block):
@@ -84,7 +84,7 @@ def mimic_fields(
             ramp = lambda v, w: np.clip(v / w, 0.0, 1.0)  # noqa: E731
             zone = ramp(14.0 * s - np.abs(q[0]), 8.0) * ramp(q[1] + 12.0 * s, 8.0) * ramp(70.0 * s - q[1], 8.0) * ramp(2.0 * s - q[2], 6.0)
             weight = zone * np.clip((pattern + 1.5 * params.flow_amount - 1.0) / 0.6, 0.0, 1.0)
-            out.update(_aligned({"flow": weight}, coarse, flow_block, factor, fine_size))
+            out.update(block_fields({"flow": weight}, coarse, flow_block, factor, fine_size))
     return out
 
 
@@ -92,17 +92,6 @@ def _block(coarse: Grid, box: Tuple[Tuple[float, ...], Tuple[float, ...]], size:
     """Index block of ``coarse`` that may fall in the anatomy box scaled by head ``size``."""
     lo, hi = (np.asarray(b) * size for b in box)
     return coarse.block_around(lo, hi)
-
-
-def _aligned(
-    values: Dict[str, np.ndarray], coarse: Grid, block: Tuple[slice, slice, slice], factor: int, fine_size: Tuple[int, int]
-) -> Dict[str, AlignedField]:
-    """Wrap coarse values of ``block`` as fields aligned to the fine in-plane pixels they cover."""
-    dz = float(coarse.z[1] - coarse.z[0])
-    offset = (block[1].start * factor, block[2].start * factor)
-    size = (min(block[1].stop * factor, fine_size[0]) - offset[0], min(block[2].stop * factor, fine_size[1]) - offset[1])
-    z0 = float(coarse.z[block[0].start])
-    return {k: AlignedField(v.astype(np.float32, copy=False), z0, dz, factor, offset, size) for k, v in values.items()}
 
 
 @dataclass

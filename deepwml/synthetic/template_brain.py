@@ -18,7 +18,10 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 from scipy import ndimage
 
-from deepwml.synthetic.anatomy import Anatomy, Tissues, cranium_sdf, deep_cortex_fields, head_tissues, sample_anatomy, ventricle_block
+from deepwml.synthetic.anatomy import (
+    Anatomy, Tissues, block_fields, cranium_sdf, deep_cortex_fields, head_tissues, horn_tip_weight, sample_anatomy, ventricle_block,
+    ventricle_tissues,
+)
 from deepwml.synthetic.fields import AlignedField, CoarseField
 from deepwml.synthetic.grid import Grid, is_empty
 from deepwml.synthetic.shapes import inside
@@ -221,17 +224,10 @@ def template_fields(
         return out
     qb = tuple(c[block] for c in q)
     pb = tuple(c[block] for c in p)
-    tips = np.zeros(pb[0].shape, np.float32)
-    for tip in a.horn_tips:
-        r2 = (pb[0] - float(tip[0])) ** 2 + (pb[1] - float(tip[1])) ** 2 + (pb[2] - float(tip[2])) ** 2
-        tips += np.exp(r2 * np.float32(-1.0 / (2 * 8.0**2)))
     vdist = tpl.ventricle.sample_points(qb[2], qb[1], qb[0]) * np.float32(a.size) - np.float32(a.warp.ventricle_mm)
-    offset = (block[1].start * factor, block[2].start * factor)
-    size = (min(block[1].stop * factor, fine_size[0]) - offset[0], min(block[2].stop * factor, fine_size[1]) - offset[1])
     # the template is symmetric about X = 0: its X is the distance from the midline
-    near = {"ventricle": vdist, "tips": tips, "near_midline": qb[0]}
-    for k, v in near.items():
-        out[k] = AlignedField(v.astype(np.float32, copy=False), float(z[block[0].start]), dz, factor, offset, size)
+    near = {"ventricle": vdist, "tips": horn_tip_weight(a, pb), "near_midline": qb[0]}
+    out.update(block_fields(near, coarse, block, factor, fine_size))
     return out
 
 
@@ -246,17 +242,7 @@ def render_template_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z
     q = [fields[k].sample(z)[where] for k in ("tpl_z", "tpl_y", "tpl_x")]
     gm[where], wm[where] = tpl.tissue_at(q)
     del q, where
-    ventricle = np.zeros(shape, np.float32)
-    rim = np.zeros(shape, np.float32)
-    near = vdist = tips = None
-    if "ventricle" in fields:
-        near = (slice(None),) + fields["ventricle"].block
-        vdist = fields["ventricle"].sample(z)
-        tips = fields["tips"].sample(z)
-        inner = inside(vdist, width)
-        ventricle[near] = inner
-        lateral = np.clip((np.abs(fields["near_midline"].sample(z)) - 3.0) * np.float32(1 / 3.0), 0.0, 1.0)
-        rim[near] = inside(vdist - (a.rim_mm + a.rim_cap_mm * tips), width) * (1.0 - inner) * lateral
+    ventricle, rim, near, vdist, tips = ventricle_tissues(a, fields, z, width, shape)
     tissue = gm + wm
     # what the template's tissue maps leave is CSF; atrophy widens the sulci where there is some already
     csf_share = np.clip(1.0 - tissue, 0.0, 1.0)
