@@ -235,8 +235,7 @@ def anatomy_fields(
         "texture": noise["band"].sample(z, y, x),
         **deep_cortex_fields(a, p),
     }
-    dz = float(z[1] - z[0])
-    out = {k: AlignedField(v.astype(np.float32, copy=False), float(z[0]), dz, factor, (0, 0), fine_size) for k, v in full.items()}
+    out = block_fields(full, coarse, whole_block(coarse), factor, fine_size)
     block = ventricle_block(a, coarse, margin_mm=22.0)
     if is_empty(block):
         return out
@@ -259,6 +258,11 @@ def horn_tip_weight(anatomy: Anatomy, q: Points) -> np.ndarray:
         r2 = (q[0] - float(tip[0])) ** 2 + (q[1] - float(tip[1])) ** 2 + (q[2] - float(tip[2])) ** 2
         tips += np.exp(r2 * np.float32(-1.0 / (2 * 8.0**2)))
     return tips
+
+
+def whole_block(grid: Grid) -> Tuple[slice, slice, slice]:
+    """The index block of every point of ``grid``."""
+    return tuple(slice(0, n) for n in grid.shape)  # type: ignore[return-value]
 
 
 def block_fields(

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from deepwml.synthetic.anatomy import (
-    Anatomy, Tissues, block_fields, cranium_sdf, deep_cortex_fields, head_tissues, horn_tip_weight, sample_anatomy, ventricle_block,
+    Anatomy, Tissues, block_fields, whole_block, cranium_sdf, deep_cortex_fields, head_tissues, horn_tip_weight, sample_anatomy, ventricle_block,
     ventricle_tissues,
 )
 from deepwml.synthetic.fields import AlignedField, CoarseField
@@ -109,8 +109,7 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     # the brain surface distance on a 2-voxel grid padded by the margin: smooth, so coarse is enough
     pad = int(np.ceil(HULL_MARGIN_MM / (2 * sp)))
     small = np.pad(envelope[::2, ::2, ::2], pad)
-    hull = (ndimage.distance_transform_edt(~small) - ndimage.distance_transform_edt(small)).astype(np.float32) * np.float32(2 * sp)
-    hull_field = field(hull, origin - pad * 2 * sp, 2 * sp)
+    hull_field = field(_signed_distance(small, 2 * sp), origin - pad * 2 * sp, 2 * sp)
 
     # ventricle distance in a box around the ventricles (lesion bands and the ependymal lining are read near them)
     nz = np.nonzero(ventricle)
@@ -119,7 +118,7 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     hi = np.minimum(np.array([i.max() for i in nz]) + margin + 1, shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     vb = ventricle[box]
-    vdist = (ndimage.distance_transform_edt(~vb) - ndimage.distance_transform_edt(vb)).astype(np.float32) * np.float32(sp)
+    vdist = _signed_distance(vb, sp)
     vent_field = field(vdist, origin + lo * sp)
 
     grid = np.indices(gm.shape, np.float32) * np.float32(sp) + origin.astype(np.float32)[:, None, None, None]
@@ -139,6 +138,11 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
         horn_tips=np.array(tips), ventricle_box=(vz.min(0), vz.max(0)),
         cerebrum_centre=ext.mean(0), cerebrum_half=0.5 * (ext[1] - ext[0]),
     )
+
+
+def _signed_distance(mask: np.ndarray, voxel_mm: float) -> np.ndarray:
+    """Signed distance (mm, positive outside) to a binary mask on an isotropic grid, float32."""
+    return (ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)).astype(np.float32) * np.float32(voxel_mm)
 
 
 def _lesion_sites(
@@ -217,8 +221,7 @@ def template_fields(
         "tpl_y": q[1],
         "tpl_x": q[0],
     }
-    dz = float(z[1] - z[0])
-    out = {k: AlignedField(v.astype(np.float32, copy=False), float(z[0]), dz, factor, (0, 0), fine_size) for k, v in full.items()}
+    out = block_fields(full, coarse, whole_block(coarse), factor, fine_size)
     block = ventricle_block(a, coarse, margin_mm=22.0)
     if is_empty(block):
         return out
