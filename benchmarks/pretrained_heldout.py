@@ -37,6 +37,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=recipe.heldout_seed, help=f"held-out seed (default {recipe.heldout_seed}, the recipe's)")
     p.add_argument("--scale", type=float, default=recipe.heldout_scale, help=f"held-out scale (default {recipe.heldout_scale})")
     p.add_argument("-np", "--num-processes", type=int, default=1)
+    p.add_argument("--white-matter-only", action="store_true",
+                   help="predict with the shipped anatomy model and deepwml_predict --white-matter-only (own output folders)")
     args = p.parse_args(argv)
     print(load_line())
     work = args.work.resolve()
@@ -47,9 +49,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    "--scale", str(args.scale), "--seed", str(args.seed), "--test-fraction", "0",
                                    "-np", str(args.num_processes)], env, "pretrained_heldout")
     model = ["-m", str(args.model)] + (["-f", args.fold] if args.fold else []) if args.model else []
-    predictions, report = work / "predictions", work / "report"
+    suffix = "_white_matter_only" if args.white_matter_only else ""
+    predictions, report = work / f"predictions{suffix}", work / f"report{suffix}"
+    anatomy = ["--white-matter-only"] if args.white_matter_only else ["--no-anatomy"]
     run_command("predict", ["-i", str(dataset / "imagesTr"), "-o", str(predictions), *model, "--save-probabilities",
-                            "--no-qc", "--no-anatomy", "--device", "cpu"], env, "pretrained_heldout")
+                            "--no-qc", *anatomy, "--device", "cpu"], env, "pretrained_heldout")
     run_command("evaluate", ["-ref", str(dataset / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID),
                              "-o", str(report)], env, "pretrained_heldout")
     figures = headline(report)

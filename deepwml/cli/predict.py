@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-anatomy", action="store_true",
                    help="write CASE_anatomy<ending>: the anatomy label map on the input's grid (0 background, 1 white matter, "
                    "2 ventricle, 3 cortex, 4 infratentorial)")
+    p.add_argument("--white-matter-only", action="store_true",
+                   help="drop every lesion the anatomy map places mostly in the cortex or outside the brain, as WMH tools do "
+                   "with a white-matter mask: on real MS FLAIR most such components are false positives (faint cortex "
+                   "folded into thick slices); it also drops true cortical lesions")
     return p
 
 
@@ -109,6 +113,7 @@ def _main(argv: Optional[List[str]]) -> int:
         anatomy=not args.no_anatomy,
         anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,
         save_anatomy=args.save_anatomy,
+        white_matter_only=args.white_matter_only,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -23,6 +23,7 @@ from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_tab
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
+from deepwml.inference.white_matter import white_matter_lesions
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
 from deepwml.preprocessing.transforms import Preprocessed, preprocess_arrays, revert_label_probabilities
@@ -52,6 +53,8 @@ class RunOptions:
     write_qc: bool = True
     series_uid: Optional[str] = None
     clinical: ClinicalOptions = field(default_factory=ClinicalOptions)
+    #: drop the lesions the anatomy map places in the cortex or outside the brain (deepwml.inference.white_matter)
+    white_matter_only: bool = False
 
 
 def describe_error(e: BaseException) -> str:
@@ -80,6 +83,10 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     mask = probabilities_to_mask(probs, options.threshold)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
     anatomy = None if anatomy_probs is None else anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+    if options.white_matter_only:
+        if anatomy is None:
+            raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
+        mask = white_matter_lesions(mask, anatomy, geometry)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)

@@ -68,6 +68,8 @@ class PredictRequest:
     anatomy: bool = True
     anatomy_model: Optional[Path] = None
     save_anatomy: bool = False
+    #: keep only the lesions the anatomy map places in white matter (deepwml.inference.white_matter)
+    white_matter_only: bool = False
 
 
 @dataclass
@@ -152,7 +154,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     label_map = spec.plan.network.num_classes > 2
     if label_map:
         check_label_map_request(request, spec)
-    anatomy_dir = None if label_map else anatomy_model_dir(request.anatomy_model, request.anatomy, request.save_anatomy)
+    anatomy_dir = None if label_map else anatomy_model_dir(request.anatomy_model, request.anatomy,
+                                                           request.save_anatomy or request.white_matter_only)
     all_cases = discover_cases(request.input, spec.plan.n_channels)
     clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
@@ -193,6 +196,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             write_qc=request.write_qc,
             series_uid=request.series_uid,
             clinical=clinical,
+            white_matter_only=request.white_matter_only,
         )
         workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:
@@ -230,7 +234,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
     lesion_only = [name for name, asked in (("--save-probabilities", request.save_probabilities),
                                             ("--save-uncertainty", request.save_uncertainty), ("--report", request.report),
                                             ("--dicom-seg", request.dicom_seg), ("--save-anatomy", request.save_anatomy),
-                                            ("--anatomy-model", request.anatomy_model)) if asked]
+                                            ("--anatomy-model", request.anatomy_model),
+                                            ("--white-matter-only", request.white_matter_only)) if asked]
     if lesion_only:
         raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
                            f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)
