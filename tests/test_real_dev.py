@@ -188,3 +188,26 @@ def test_tilt_nods_the_head_about_the_left_right_axis_and_keeps_the_lesion():
     assert 3.0 < abs(z_after - z_before) < 4.8
     assert np.argwhere(mask)[:, 2].mean() == pytest.approx(20.0, abs=0.2)  # left-right unchanged
     assert abs(int(mask.sum()) - int(lesion.sum())) <= 0.25 * lesion.sum()
+
+
+def test_white_matter_only_and_tta_reach_deepwml_predict(tmp_path, monkeypatch):
+    """--white-matter-only and --tta are deepwml_predict's options, passed on as they are."""
+    bench = _benchmark()
+    geometry = Geometry((16, 16, 12), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    write_image(np.ones((12, 16, 16), np.float32), geometry, tmp_path / "data" / "patient01" / "flair.nii.gz")
+    write_image(np.zeros((12, 16, 16), np.uint8), geometry, tmp_path / "data" / "patient01" / "wmh.nii.gz")
+    model = write_model_dir(tmp_path / "results" / "Dataset998_Toy" / "toy", tiny_plan(matrix=16), kind="threshold")
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_predict(request):
+        asked.append(request)
+        raise Stop
+
+    monkeypatch.setattr(bench, "predict", fake_predict)
+    for extra in ([], ["--white-matter-only", "--tta"]):
+        with pytest.raises(Stop):
+            bench._main(["--data", str(tmp_path / "data"), "-m", str(model), "--thickness", "5", *extra])
+    assert [(r.white_matter_only, r.tta) for r in asked] == [(False, False), (True, True)]
