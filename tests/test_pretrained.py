@@ -30,7 +30,7 @@ def test_predict_without_a_model_uses_the_shipped_one_and_says_so(tmp_path, monk
     """A clinician with a scan and no model runs deepwml_predict -i -o and gets masks from the shipped model."""
     model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=("all",))
     installed = tmp_path / "pkg" / "wmh_flair2d"
-    install_builtin(model, Recipe(fold="all"), {"figures": {"slice_median_dice": 0.5}}, installed)
+    install_builtin(model, Recipe(folds=("all",)), {"figures": {"slice_median_dice": 0.5}}, installed)
     monkeypatch.setattr(pretrained, "BUILTIN_DIR", installed)
     assert predict_cli.main(["-i", str(_inputs(tmp_path / "in")), "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
@@ -67,6 +67,53 @@ def test_recipe_refuses_a_work_folder_started_with_other_settings(tmp_path):
     write_json(tmp_path / "recipe.json", {"recipe": {"seed": 1}})
     with pytest.raises(DeepWMLError, match="another recipe"):
         run_recipe(Recipe(), tmp_path, None)
+
+
+def test_a_recipe_of_several_folds_is_recorded_and_a_work_folder_takes_more_folds(tmp_path):
+    """One fold is recorded as before ('fold'), so older work folders resume; a work folder started with fold 0 takes
+    folds 0 and 1 of the same recipe (the missing member is trained), but not another seed."""
+    from dataclasses import replace
+
+    from deepwml.pretrained.recipe import open_record
+    from deepwml.utils.atomic import read_json
+
+    one, two = Recipe(), replace(Recipe(), folds=("0", "1"))
+    assert one.record()["fold"] == "0" and "folds" not in one.record()
+    assert two.record()["folds"] == ["0", "1"] and "fold" not in two.record()
+    record = tmp_path / "recipe.json"
+    open_record(record, one, 8)
+    write_json(record, dict(read_json(record), figures={"case_mean_dice": 0.5}))
+    open_record(record, two, 8)
+    assert read_json(record)["recipe"]["folds"] == ["0", "1"] and read_json(record)["figures"] == {"case_mean_dice": 0.5}
+    with pytest.raises(DeepWMLError, match="another recipe"):
+        open_record(record, replace(two, seed=1), 8)
+
+
+def test_an_ensemble_recipe_installs_every_fold_and_prediction_averages_them(tmp_path, monkeypatch, capsys):
+    """Folds 0 and 1 installed as the shipped model: both checkpoints are in the manifest, the card says ensemble, and
+    deepwml_predict with no model uses both."""
+    from dataclasses import replace
+
+    from deepwml.utils.atomic import read_json
+
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0, 1))
+    installed = tmp_path / "pkg" / "wmh_flair2d"
+    record = {"figures": {"slice_median_dice": 0.5}, "validation": {"0": {"median_dice": 0.71}, "1": {"median_dice": 0.69}}}
+    install_builtin(model, replace(Recipe(), folds=("0", "1")), record, installed)
+    assert sorted(read_json(installed / "manifest.json")["folds"]) == ["0", "1"]
+    assert (installed / "fold_1" / "checkpoint_best.pth").is_file()
+    card = (installed / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "folds 0, 1 (ensemble)" in card and "fold 0 0.71, fold 1 0.69" in card
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", installed)
+    assert predict_cli.main(["-i", str(_inputs(tmp_path / "in", 1)), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
+    assert "folds 0 1;" in capsys.readouterr().out
+
+
+def test_train_pretrained_takes_folds():
+    """--folds picks the ensemble's members (deduplicated, checked like deepwml_train's fold)."""
+    from deepwml.cli.train_pretrained import main
+
+    assert main(["--workdir", "/nonexistent", "--folds", "x"]) == 2
 
 
 @pytest.mark.slow

@@ -93,6 +93,20 @@ def test_pretrained_that_is_missing_or_ambiguous_is_one_line(tmp_path, source_mo
     assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model / "fold_1"), "--epochs", "1")) == 0
 
 
+def test_pretrained_builtin_that_is_an_ensemble_starts_from_its_first_member(tmp_path, source_model, monkeypatch, capsys):
+    """The shipped model may be several folds averaged; --pretrained builtin fine-tunes the first one and says so."""
+    import deepwml.pretrained as pretrained
+
+    (source_model / "fold_1").mkdir()
+    (source_model / "fold_1" / "checkpoint_best.pth").write_bytes(b"not read")
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", source_model)
+    pp_b = _site_b(tmp_path)
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", "builtin", "--epochs", "1")) == 0
+    assert "ensemble; fine-tuning starts from its first member, fold_0" in capsys.readouterr().out
+    origin = load_checkpoint(_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth")["pretrained"]
+    assert origin["source"] == "builtin" and origin["file"] == str((source_model / "fold_0" / "checkpoint_best.pth").resolve())
+
+
 def test_a_fine_tuning_run_continues_bit_identically_without_repeating_pretrained(tmp_path, source_model):
     """Interrupted fine-tuning resumes with --continue alone: same weights, same rate, same origin."""
     pp_b = _site_b(tmp_path)

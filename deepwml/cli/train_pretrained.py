@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help=f"plan preset, or a plan .json file ({default('preset')})")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs ({default('epochs')})")
     p.add_argument("--iterations", type=int, default=None, help=f"iterations per epoch ({default('iterations')})")
+    p.add_argument("--folds", nargs="+", default=None,
+                   help=f"folds to train and ship; several make an ensemble whose probabilities are averaged "
+                   f"(default {' '.join(d.folds)}; with --anatomy {' '.join(a.folds)}). A work folder resumes with more or "
+                   "fewer folds of the same recipe")
     p.add_argument("--heldout-seed", type=int, default=None, help=f"seed of the held-out synthetic set ({default('heldout_seed')})")
     p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
@@ -51,6 +55,10 @@ def _main(argv: Optional[List[str]]) -> int:
 
     a = build_parser().parse_args(argv)
     given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale")}
+    if a.folds is not None:
+        from deepwml.training.preprocessed import parse_fold
+
+        given["folds"] = tuple(dict.fromkeys(str(parse_fold(f)) for f in a.folds))
     recipe = dataclasses.replace(Recipe.defaults("anatomy" if a.anatomy else "lesion"), **{k: v for k, v in given.items() if v is not None})
     target = a.install_to
     if a.install and target is None:

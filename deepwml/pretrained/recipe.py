@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from deepwml.utils.atomic import read_json, umask, write_json, write_text
 from deepwml.utils.commands import run_command
@@ -39,7 +39,9 @@ class Recipe:
     scale: float = 0.25
     #: cpu_fast with strong intensity augmentation (plans/cpu_fast_robust.json); the network is cpu_fast's
     preset: str = "cpu_fast_robust"
-    fold: str = "0"
+    #: the trained folds; more than one are shipped as an ensemble (their probabilities averaged), which evens out
+    #: how much a single training run's real-scan figures depend on its split and initialisation
+    folds: Tuple[str, ...] = ("0",)
     epochs: int = 50
     iterations: int = 50
     heldout_seed: int = 1000
@@ -56,11 +58,21 @@ class Recipe:
         return cls(kind=kind, **(ANATOMY_DEFAULTS if kind == "anatomy" else {}))
 
     def record(self) -> Dict[str, Any]:
-        """What recipe.json records (without ``kind`` for a lesion model, as before the anatomy model existed)."""
+        """What recipe.json records (without ``kind`` for a lesion model, and one fold as ``fold``: as before
+        ensembles and the anatomy model existed, so older work folders still resume)."""
         d = asdict(self)
         if self.kind == "lesion":
             del d["kind"]
+        folds = d.pop("folds")
+        if len(folds) == 1:
+            d["fold"] = folds[0]
+        else:
+            d["folds"] = list(folds)
         return d
+
+    def folds_text(self) -> str:
+        """'fold 0' or 'folds 0, 1 (ensemble)'."""
+        return f"fold {self.folds[0]}" if len(self.folds) == 1 else f"folds {', '.join(self.folds)} (ensemble)"
 
     def datasets(self) -> Any:
         """((training id, name), (held-out id, name))."""
@@ -90,12 +102,7 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     raw, pre, res = work / "raw", work / "preprocessed", work / "results"
     env = dict(os.environ, DEEPWML_RAW=str(raw), DEEPWML_PREPROCESSED=str(pre), DEEPWML_RESULTS=str(res))
     record_path = work / "recipe.json"
-    if record_path.is_file():
-        earlier = read_json(record_path)
-        if earlier.get("recipe") != recipe.record():
-            raise DeepWMLError("this work folder was started with another recipe; use another --workdir or the same settings", record_path)
-    else:
-        write_json(record_path, {"recipe": recipe.record(), "generator_version": GENERATOR_VERSION})
+    open_record(record_path, recipe, GENERATOR_VERSION)
     start = time.monotonic()
     np_ = str(n_jobs)
     (train_id, train_name), _ = recipe.datasets()
@@ -106,21 +113,50 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     # a preset may be given as a .json file: the PLAN folder is named after the plan inside
     plan_name = load_preset(recipe.preset).name
     model_dir = res / _dataset(train_id, train_name) / plan_name
-    fold_dir = model_dir / f"fold_{recipe.fold}"
-    train_args = ["-d", str(train_id), recipe.fold, "-p", plan_name, "--epochs", str(recipe.epochs),
-                  "--iterations", str(recipe.iterations), "--seed", str(recipe.seed), "--device", device]
-    finished = fold_dir / "validation" / "summary.json"
-    if not finished.is_file():
-        if (fold_dir / "checkpoint_latest.pth").is_file():
-            train_args.append("--continue")
-        _run("train", train_args, env)
+    validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device) for fold in recipe.folds}
     figures = (_score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout)(recipe, work, model_dir, env, np_, device)
     record = read_json(record_path)
-    record.update(figures=figures, validation=read_json(finished), hours=round((time.monotonic() - start) / 3600, 3))
+    record.update(figures=figures, validation=validation, hours=round((time.monotonic() - start) / 3600, 3))
     write_json(record_path, record)
     if install_to is not None:
         install_builtin(model_dir, recipe, record, install_to)
     return model_dir
+
+
+def open_record(record_path: Path, recipe: Recipe, generator_version: int) -> None:
+    """Start recipe.json, or check that the work folder was started with this recipe (its folds may differ)."""
+    if not record_path.is_file():
+        write_json(record_path, {"recipe": recipe.record(), "generator_version": generator_version})
+        return
+    earlier = read_json(record_path)
+    if _without_folds(earlier.get("recipe")) != _without_folds(recipe.record()):
+        raise DeepWMLError("this work folder was started with another recipe; use another --workdir or the same settings", record_path)
+    # other folds of the same data and training are other members of the same ensemble: the missing ones are trained
+    write_json(record_path, dict(earlier, recipe=recipe.record()))
+
+
+def _without_folds(record: Any) -> Any:
+    """A recipe record without its fold(s)."""
+    return {k: v for k, v in record.items() if k not in ("fold", "folds")} if isinstance(record, dict) else record
+
+
+def _train_fold(recipe: Recipe, fold: str, train_id: int, plan_name: str, model_dir: Path, env: Dict[str, str],
+                device: str) -> Dict[str, Any]:
+    """Train one fold unless it has finished (continuing an interrupted run); return its validation summary."""
+    fold_dir = model_dir / f"fold_{fold}"
+    finished = fold_dir / "validation" / "summary.json"
+    if not finished.is_file():
+        train_args = ["-d", str(train_id), fold, "-p", plan_name, "--epochs", str(recipe.epochs),
+                      "--iterations", str(recipe.iterations), "--seed", str(recipe.seed), "--device", device]
+        if (fold_dir / "checkpoint_latest.pth").is_file():
+            train_args.append("--continue")
+        _run("train", train_args, env)
+    return read_json(finished)
+
+
+def _heldout_predictions(recipe: Recipe, work: Path, stem: str = "heldout_predictions") -> Path:
+    """The held-out predictions (or report) folder of these folds: one per set of folds, as prediction resumes by file."""
+    return work / (stem if len(recipe.folds) == 1 else f"{stem}_{'-'.join(recipe.folds)}")
 
 
 def _label_args(recipe: Recipe) -> List[str]:
@@ -129,15 +165,15 @@ def _label_args(recipe: Recipe) -> List[str]:
 
 
 def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Path:
-    """Synthesise the held-out set (another seed) and predict it with the trained fold; returns the dataset folder."""
+    """Synthesise the held-out set (another seed) and predict it with the trained fold(s); returns the dataset folder."""
     raw = work / "raw"
     _, (heldout_id, heldout_name) = recipe.datasets()
     heldout = raw / _dataset(heldout_id, heldout_name)
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _label_args(recipe), env)
-    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(work / "heldout_predictions"), "-m", str(model_dir), "-f", recipe.fold,
-                     "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
+    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_predictions(recipe, work)), "-m", str(model_dir),
+                     "-f", *recipe.folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
     return heldout
 
 
@@ -146,8 +182,8 @@ def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, env: Dic
     from deepwml.evaluation.label_maps import score_label_maps
 
     heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
-    summary = score_label_maps(heldout / "labelsTr", work / "heldout_predictions", ANATOMY_SCORES)
-    write_json(work / "heldout_report" / "summary.json", summary)
+    summary = score_label_maps(heldout / "labelsTr", _heldout_predictions(recipe, work), ANATOMY_SCORES)
+    write_json(_heldout_predictions(recipe, work, "heldout_report") / "summary.json", summary)
     _log("held-out Dice (mean over cases): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items() if v is not None))
     return {"heldout_cases": summary["cases"], **{f"{k}_dice": v for k, v in summary["mean_dice"].items()}}
 
@@ -155,7 +191,7 @@ def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, env: Dic
 def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Dict[str, Any]:
     """Predict and evaluate a synthetic set drawn with another seed; returns the headline figures."""
     heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
-    predictions, report = work / "heldout_predictions", work / "heldout_report"
+    predictions, report = _heldout_predictions(recipe, work), _heldout_predictions(recipe, work, "heldout_report")
     _run("evaluate", ["-ref", str(heldout / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID), "-o", str(report)], env)
     summary = read_json(report / "summary.json")
     slices, cases = summary["slices"]["overall"], summary["cases"]["overall"]
@@ -170,12 +206,12 @@ def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, s
 
 
 def install_builtin(model_dir: Path, recipe: Recipe, record: Dict[str, Any], target: Path) -> None:
-    """Export the trained fold (weights only, checksummed) and install it as the package's shipped model."""
+    """Export the trained fold(s) (weights only, checksummed) and install them as the package's shipped model."""
     from deepwml.inference.packaging import export_model, install_model, replace_dir
 
     with tempfile.TemporaryDirectory(prefix="deepwml_pretrained_") as tmp:
         zip_path = Path(tmp) / "model.zip"
-        export_model(model_dir, zip_path, [recipe.fold], recipe.checkpoint)
+        export_model(model_dir, zip_path, list(recipe.folds), recipe.checkpoint)
         installed = install_model(zip_path, Path(tmp) / "results")
         write_text(installed / "MODEL_CARD.md", model_card(recipe, record))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +230,12 @@ def _rounded(figures: Dict[str, Any]) -> Dict[str, Any]:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
 
 
+def _per_fold(record: Dict[str, Any], key: str) -> str:
+    """One validation figure of each fold, e.g. 'fold 0 0.712, fold 1 0.705'."""
+    folds = record.get("validation", {})
+    return ", ".join(f"fold {fold} {_rounded(summary).get(key, '?')}" for fold, summary in folds.items()) or "?"
+
+
 def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:
     """The model card's title, data and recipe sections."""
     r = asdict(recipe)
@@ -209,7 +251,7 @@ def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str
         f"scale {r['scale']} (all twelve centres of Zhang, Duan et al. 2021, MS / NMOSD / CSVD), no real scans; {labels}.",
         "",
         "## Recipe",
-        f"Preset `{r['preset']}`, fold {r['fold']} (80 % train, 20 % validation), {r['epochs']} epochs x {r['iterations']} "
+        f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {r['epochs']} epochs x {r['iterations']} "
         f"iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`; total time {record.get('hours', '?')} h on the machine that made it.",
         "",
     ]
@@ -219,12 +261,13 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
     """The model card's Markdown: data, recipe, time, figures, limits."""
     if recipe.kind == "anatomy":
         return anatomy_model_card(recipe, record)
-    fig, val = _rounded(record.get("figures", {})), _rounded(record.get("validation", {}))
+    fig = _rounded(record.get("figures", {}))
     r = asdict(recipe)
     lines = _card_header(recipe, record, "white-matter hyperintensities on thick-slice 2D FLAIR", "labels: the lesion masks") + [
         "## Figures",
-        f"- Validation (fold {r['fold']}), median per-slice Dice: {val.get('median_dice', '?')}",
-        f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases): median per-slice Dice "
+        f"- Validation, median per-slice Dice: {_per_fold(record, 'median_dice')}",
+        f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases; {recipe.folds_text()}): "
+        f"median per-slice Dice "
         f"{fig.get('slice_median_dice', '?')}, sensitivity {fig.get('slice_median_sensitivity', '?')}, precision "
         f"{fig.get('slice_median_precision', '?')}; case mean Dice {fig.get('case_mean_dice', '?')}, median HD95 "
         f"{fig.get('case_median_hd95_mm', '?')} mm.",
@@ -241,14 +284,14 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
 
 def anatomy_model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
     """The anatomy model's card: classes, data, recipe, held-out Dice per class, limits."""
-    fig, val = _rounded(record.get("figures", {})), _rounded(record.get("validation", {}))
+    fig = _rounded(record.get("figures", {}))
     r = asdict(recipe)
     scores = ", ".join(f"{name.replace('_', ' ')} {fig.get(f'{name}_dice', '?')}" for name in ANATOMY_SCORES)
     lines = _card_header(recipe, record, "anatomy from thick-slice 2D FLAIR (issue #14)",
                          "labels: the generator's anatomy (0 background, 1 white matter and deep grey, 2 lateral ventricle, "
                          "3 cortex, 4 infratentorial: cerebellum and brainstem)") + [
         "## Figures",
-        f"- Validation (fold {r['fold']}): median over cases of the mean foreground Dice {val.get('median_dice', '?')}",
+        f"- Validation: median over cases of the mean foreground Dice, {_per_fold(record, 'median_dice')}",
         f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases), Dice per case on the "
         f"input's grid, mean over cases: {scores} (brain = white matter + cortex + infratentorial).",
         "",

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from deepwml.planning.plan import Plan
+from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 from deepwml.training.checkpoint import BEST, LATEST, load_checkpoint
 from deepwml.utils.errors import DeepWMLError
 
@@ -31,14 +32,15 @@ class PretrainedWeights:
 
 def _checkpoint_file(spec: str) -> Path:
     """The checkpoint file that ``spec`` names: builtin, a PLAN folder, a fold folder or a .pth file."""
-    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
-
     path = builtin_model_dir() if spec == BUILTIN_ALIAS else Path(spec).expanduser()
     if path.is_file():
         return path
     if not path.is_dir():
         raise DeepWMLError("--pretrained: not found (give 'builtin', a model's PLAN folder, a fold folder or a checkpoint file)", path)
     folds = [path] if path.name.startswith("fold_") else sorted(p for p in path.glob("fold_*") if p.is_dir())
+    if spec == BUILTIN_ALIAS:
+        # the shipped model may be an ensemble; one network is fine-tuned, so start from its first member
+        folds = folds[:1]
     files = [f / name for f in folds for name in (BEST, LATEST) if (f / name).is_file()]
     if not files:
         raise DeepWMLError(f"--pretrained: no fold_K/{BEST} or {LATEST} below this folder", path)
@@ -69,6 +71,8 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         )
     notes = [f"preprocessing differs from the pretrained model's: {d}"
              for d in _differences(theirs.get("preprocessing", {}), plan.to_dict()["preprocessing"])]
+    if spec == BUILTIN_ALIAS and len(list(path.parent.parent.glob("fold_*"))) > 1:
+        notes.append(f"the shipped model is an ensemble; fine-tuning starts from its first member, {path.parent.name}")
     origin = {
         "source": spec,
         "file": str(path.resolve()),
