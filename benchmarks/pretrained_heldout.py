@@ -33,7 +33,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="work folder (resumable)")
     p.add_argument("-m", "--model", type=Path, default=None, help="a PLAN folder (default: the shipped model)")
-    p.add_argument("-f", "--fold", default=None, help="fold(s) of --model (default: all it has)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="fold(s) of --model, averaged (default: all it has)")
     p.add_argument("--seed", type=int, default=recipe.heldout_seed, help=f"held-out seed (default {recipe.heldout_seed}, the recipe's)")
     p.add_argument("--scale", type=float, default=recipe.heldout_scale, help=f"held-out scale (default {recipe.heldout_scale})")
     p.add_argument("-np", "--num-processes", type=int, default=1)
@@ -48,7 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_command("make_synthetic", ["--raw", str(raw), "--dataset-id", str(HELDOUT_ID), "--name", HELDOUT_NAME,
                                    "--scale", str(args.scale), "--seed", str(args.seed), "--test-fraction", "0",
                                    "-np", str(args.num_processes)], env, "pretrained_heldout")
-    model = ["-m", str(args.model)] + (["-f", args.fold] if args.fold else []) if args.model else []
+    model = ["-m", str(args.model)] + (["-f", *args.folds] if args.folds else []) if args.model else []
     suffix = "_white_matter_only" if args.white_matter_only else ""
     predictions, report = work / f"predictions{suffix}", work / f"report{suffix}"
     anatomy = ["--white-matter-only"] if args.white_matter_only else ["--no-anatomy"]

@@ -1,6 +1,7 @@
 """The shipped-model plumbing: prediction falls back to it and says so, the recipe installs a loadable model."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,8 @@ def test_a_recipe_of_several_folds_is_recorded_and_a_work_folder_takes_more_fold
     from deepwml.pretrained.recipe import open_record
     from deepwml.utils.atomic import read_json
 
-    one, two = Recipe(), replace(Recipe(), folds=("0", "1"))
+    one, two = replace(Recipe(), folds=("0",)), Recipe()
+    assert two.folds == ("0", "1") and Recipe.defaults("anatomy").folds == ("0",)
     assert one.record()["fold"] == "0" and "folds" not in one.record()
     assert two.record()["folds"] == ["0", "1"] and "fold" not in two.record()
     record = tmp_path / "recipe.json"
@@ -90,23 +92,36 @@ def test_a_recipe_of_several_folds_is_recorded_and_a_work_folder_takes_more_fold
 
 
 def test_an_ensemble_recipe_installs_every_fold_and_prediction_averages_them(tmp_path, monkeypatch, capsys):
-    """Folds 0 and 1 installed as the shipped model: both checkpoints are in the manifest, the card says ensemble, and
-    deepwml_predict with no model uses both."""
-    from dataclasses import replace
-
+    """Folds 0 and 1 (the recipe's default) installed as the shipped model: both checkpoints are in the manifest, the
+    card says ensemble, and deepwml_predict with no model uses both."""
     from deepwml.utils.atomic import read_json
 
     model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0, 1))
     installed = tmp_path / "pkg" / "wmh_flair2d"
-    record = {"figures": {"slice_median_dice": 0.5}, "validation": {"0": {"median_dice": 0.71}, "1": {"median_dice": 0.69}}}
-    install_builtin(model, replace(Recipe(), folds=("0", "1")), record, installed)
+    record = {"figures": {"slice_median_dice": 0.5}, "validation": {"0": {"median_dice": 0.71}, "1": {"median_dice": 0.69}},
+              "training_hours": {"0": 0.714, "1": 0.801}}
+    install_builtin(model, Recipe(), record, installed)
     assert sorted(read_json(installed / "manifest.json")["folds"]) == ["0", "1"]
     assert (installed / "fold_1" / "checkpoint_best.pth").is_file()
     card = (installed / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "folds 0, 1 (ensemble)" in card and "fold 0 0.71, fold 1 0.69" in card
+    assert "folds 0, 1 (ensemble)" in card and "fold 0 0.71, fold 1 0.69" in card and "fold 0 0.714 h, fold 1 0.801 h" in card
     monkeypatch.setattr(pretrained, "BUILTIN_DIR", installed)
     assert predict_cli.main(["-i", str(_inputs(tmp_path / "in", 1)), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
     assert "folds 0 1;" in capsys.readouterr().out
+
+
+def test_training_hours_count_each_epoch_once_across_resumed_runs(tmp_path):
+    """A fold's training time comes from its log: an epoch logged again after a resume and a line cut by a kill do
+    not count twice or break the card."""
+    from deepwml.pretrained.recipe import training_hours
+
+    log = tmp_path / "fold_0" / "log.jsonl"
+    log.parent.mkdir()
+    rows = [{"epoch": 1, "epoch_seconds": 1800.0, "val_seconds": 0.0}, {"epoch": 2, "epoch_seconds": 1700.0, "val_seconds": 100.0},
+            {"epoch": 2, "epoch_seconds": 1700.0, "val_seconds": 100.0}]
+    log.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"epoch": 3, "epoch_sec', encoding="utf-8")
+    assert training_hours(log.parent) == 1.0
+    assert training_hours(tmp_path / "missing") is None
 
 
 def test_train_pretrained_takes_folds():
