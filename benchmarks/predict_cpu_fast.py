@@ -135,6 +135,10 @@ def end_to_end(scratch: Path, runs: int, baseline: Optional[Path], nnunet_cmd: O
     # figure compares with checkouts older than the anatomy model
     versions: Dict[str, Tuple[Path, Tuple[str, ...]]] = {"this checkout": (REPO, ()),
                                                          "--no-anatomy": (REPO, ("--no-anatomy",))}
+    folds = list(check_model(model).folds)
+    if len(folds) > 1:
+        # an ensemble (the shipped model is one): what averaging its members costs, measured in the same run
+        versions[f"-f {folds[0]} only"] = (REPO, ("--no-anatomy", "-f", folds[0]))
     if baseline is not None:
         versions["baseline"] = (baseline, ())
     timings: Dict[str, List[Tuple[float, float]]] = {name: [] for name in versions}
@@ -143,7 +147,7 @@ def end_to_end(scratch: Path, runs: int, baseline: Optional[Path], nnunet_cmd: O
             timings[name].append(timed_process(predict_command(inputs, scratch / "cf_out", model, extra), source))
     floor, slices = model_floor(inputs, model)
     side_by_side, _ = model_floor(inputs, model, workers=2)
-    print(f"cpu_fast end to end ({'the shipped model' if model_kind == 'builtin' else 'random weights'}, {model}): "
+    print(f"cpu_fast end to end ({'the shipped model' if model_kind == 'builtin' else 'random weights'}, {model}, folds {' '.join(folds)}): "
           f"10 scans (5 at 512², 5 at 256²), {slices} slices, QC + lesion tables (+ anatomy map "
           f"and locations unless --no-anatomy), whole process, median of {runs}")
     medians = {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for name, t in timings.items()}
