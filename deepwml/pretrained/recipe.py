@@ -7,6 +7,7 @@ synthetic labels are the anatomy maps, the held-out set is scored per anatomy cl
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -161,8 +162,6 @@ def training_hours(fold_dir: Path) -> Optional[float]:
     log = fold_dir / "log.jsonl"
     if not log.is_file():
         return None
-    import json
-
     epochs = {}
     for line in log.read_text(encoding="utf-8").splitlines():
         try:
@@ -174,8 +173,9 @@ def training_hours(fold_dir: Path) -> Optional[float]:
     return round(sum(epochs.values()) / 3600, 3)
 
 
-def _heldout_predictions(recipe: Recipe, work: Path, stem: str = "heldout_predictions") -> Path:
-    """The held-out predictions (or report) folder of these folds: one per set of folds, as prediction resumes by file."""
+def _heldout_folder(recipe: Recipe, work: Path, stem: str = "heldout_predictions") -> Path:
+    """The held-out predictions (or, with ``stem``, report) folder of these folds: one per set of folds, as prediction
+    resumes by file."""
     return work / (stem if len(recipe.folds) == 1 else f"{stem}_{'-'.join(recipe.folds)}")
 
 
@@ -192,7 +192,7 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str,
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _label_args(recipe), env)
-    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_predictions(recipe, work)), "-m", str(model_dir),
+    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(recipe, work)), "-m", str(model_dir),
                      "-f", *recipe.folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
     return heldout
 
@@ -202,8 +202,8 @@ def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, env: Dic
     from deepwml.evaluation.label_maps import score_label_maps
 
     heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
-    summary = score_label_maps(heldout / "labelsTr", _heldout_predictions(recipe, work), ANATOMY_SCORES)
-    write_json(_heldout_predictions(recipe, work, "heldout_report") / "summary.json", summary)
+    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(recipe, work), ANATOMY_SCORES)
+    write_json(_heldout_folder(recipe, work, "heldout_report") / "summary.json", summary)
     _log("held-out Dice (mean over cases): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items() if v is not None))
     return {"heldout_cases": summary["cases"], **{f"{k}_dice": v for k, v in summary["mean_dice"].items()}}
 
@@ -211,7 +211,7 @@ def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, env: Dic
 def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Dict[str, Any]:
     """Predict and evaluate a synthetic set drawn with another seed; returns the headline figures."""
     heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
-    predictions, report = _heldout_predictions(recipe, work), _heldout_predictions(recipe, work, "heldout_report")
+    predictions, report = _heldout_folder(recipe, work), _heldout_folder(recipe, work, "heldout_report")
     _run("evaluate", ["-ref", str(heldout / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID), "-o", str(report)], env)
     summary = read_json(report / "summary.json")
     slices, cases = summary["slices"]["overall"], summary["cases"]["overall"]
