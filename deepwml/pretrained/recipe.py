@@ -250,18 +250,20 @@ def _rounded(figures: Dict[str, Any]) -> Dict[str, Any]:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
 
 
+def _each_fold(values: Dict[str, Any], unit: str = "") -> str:
+    """One figure per fold, e.g. 'fold 0 0.712, fold 1 0.705' ('?' when there is none)."""
+    return ", ".join(f"fold {fold} {value}{unit}" for fold, value in values.items()) or "?"
+
+
 def _per_fold(record: Dict[str, Any], key: str) -> str:
-    """One validation figure of each fold, e.g. 'fold 0 0.712, fold 1 0.705'."""
-    folds = record.get("validation", {})
-    return ", ".join(f"fold {fold} {_rounded(summary).get(key, '?')}" for fold, summary in folds.items()) or "?"
+    """One validation figure of each fold."""
+    return _each_fold({fold: _rounded(summary).get(key, "?") for fold, summary in record.get("validation", {}).items()})
 
 
 def _training_time(record: Dict[str, Any]) -> str:
     """'0.82 h' for one fold, 'fold 0 0.82 h, fold 1 0.79 h' for several (from each fold's log)."""
     hours = record.get("training_hours") or {}
-    if len(hours) == 1:
-        return f"{next(iter(hours.values()))} h"
-    return ", ".join(f"fold {fold} {h} h" for fold, h in hours.items()) or "?"
+    return f"{next(iter(hours.values()))} h" if len(hours) == 1 else _each_fold(hours, " h")
 
 
 def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:

@@ -30,16 +30,19 @@ class PretrainedWeights:
     origin: Dict[str, Any]
 
 
-def _checkpoint_file(spec: str) -> Path:
-    """The checkpoint file that ``spec`` names: builtin, a PLAN folder, a fold folder or a .pth file."""
+def _checkpoint_file(spec: str) -> Tuple[Path, List[str]]:
+    """The checkpoint file that ``spec`` names (builtin, a PLAN folder, a fold folder or a .pth file), and a note
+    when it is one member of the shipped ensemble."""
     path = builtin_model_dir() if spec == BUILTIN_ALIAS else Path(spec).expanduser()
     if path.is_file():
-        return path
+        return path, []
     if not path.is_dir():
         raise DeepWMLError("--pretrained: not found (give 'builtin', a model's PLAN folder, a fold folder or a checkpoint file)", path)
     folds = [path] if path.name.startswith("fold_") else sorted(p for p in path.glob("fold_*") if p.is_dir())
-    if spec == BUILTIN_ALIAS:
+    notes = []
+    if spec == BUILTIN_ALIAS and len(folds) > 1:
         # the shipped model may be an ensemble; one network is fine-tuned, so start from its first member
+        notes.append(f"the shipped model is an ensemble; fine-tuning starts from its first member, {folds[0].name}")
         folds = folds[:1]
     files = [f / name for f in folds for name in (BEST, LATEST) if (f / name).is_file()]
     if not files:
@@ -47,7 +50,7 @@ def _checkpoint_file(spec: str) -> Path:
     if len({f.parent for f in files}) > 1:
         names = ", ".join(sorted({f.parent.name for f in files}))
         raise DeepWMLError(f"--pretrained: several folds here ({names}); name one, e.g. {folds[0]}", path)
-    return files[0]
+    return files[0], notes
 
 
 def _differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
@@ -57,7 +60,7 @@ def _differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
 
 def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]]:
     """Weights for ``plan``'s network from ``spec``, and notes on preprocessing that differs; mismatches are errors."""
-    path = _checkpoint_file(spec)
+    path, notes = _checkpoint_file(spec)
     ckpt = load_checkpoint(path)
     if "model" not in ckpt or not isinstance(ckpt.get("plan"), dict):
         raise DeepWMLError("--pretrained: not a DeepWML checkpoint (needs 'model' and 'plan')", path)
@@ -69,10 +72,8 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
             "network section (e.g. the same preset) to fine-tune from it",
             path,
         )
-    notes = [f"preprocessing differs from the pretrained model's: {d}"
-             for d in _differences(theirs.get("preprocessing", {}), plan.to_dict()["preprocessing"])]
-    if spec == BUILTIN_ALIAS and len(list(path.parent.parent.glob("fold_*"))) > 1:
-        notes.append(f"the shipped model is an ensemble; fine-tuning starts from its first member, {path.parent.name}")
+    notes += [f"preprocessing differs from the pretrained model's: {d}"
+              for d in _differences(theirs.get("preprocessing", {}), plan.to_dict()["preprocessing"])]
     origin = {
         "source": spec,
         "file": str(path.resolve()),
