@@ -36,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from these weights: 'builtin' (the model shipped with DeepWML), a trained model's PLAN "
                         "folder, a fold folder or a checkpoint file; its network must equal the plan's. The learning rate "
                         "then defaults to 0.1 x the plan's")
+    parser.add_argument("--distill-from", default=None, metavar="builtin|PLAN_DIR",
+                        help="distil a trained binary model (e.g. an ensemble) into this network: the loss follows its averaged "
+                        "probabilities as well as the labels. Its preprocessing must equal the plan's; --continue reloads it")
+    parser.add_argument("--distill-folds", nargs="+", default=None, metavar="K",
+                        help="the teacher's folds (default: all it has)")
+    parser.add_argument("--distill-weight", type=float, default=None,
+                        help="the teacher's share of the loss, in (0, 1] (default: 0.5; the rest follows the labels)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate instead of the plan's (or the fine-tuning default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation and data sampling (default: 0)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false",
@@ -70,6 +77,9 @@ def _main(argv: Optional[List[str]]) -> int:
         progress=True if args.progress else None,
         pretrained=args.pretrained,
         learning_rate=args.lr,
+        distill_from=args.distill_from,
+        distill_folds=args.distill_folds,
+        distill_weight=args.distill_weight,
     )
     train(opts)
     return 0

@@ -60,6 +60,14 @@ def dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _soft_dice(logits, t, valid)
 
 
+def soft_bce_dice(logits: torch.Tensor, soft_target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """BCE + soft batch Dice against probabilities in [0, 1] (a teacher's, for distillation) over the ``valid`` pixels."""
+    valid = valid.float()
+    t = soft_target.float() * valid
+    logits = logits.float()
+    return _bce(logits, t, valid) + _soft_dice(logits, t, valid)
+
+
 def _class_target(target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(class index per pixel [B,H,W] with ignored pixels set to 0, valid mask [B,1,H,W] float)."""
     t = target[:, 0].long()

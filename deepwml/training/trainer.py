@@ -37,6 +37,7 @@ from deepwml.training.checkpoint import (
 )
 from deepwml.training.dataloader import BatchSpec, epoch_batches, worker_count
 from deepwml.training.device import DeviceSetup, make_scaler, setup_device
+from deepwml.training.distillation import DEFAULT_WEIGHT, Teacher, check_weight, distillation_loss, load_teacher, reload_teacher, same_teacher
 from deepwml.training.losses import training_loss
 from deepwml.training.network import count_parameters
 from deepwml.training.optim import build_optimizer, learning_rate, set_learning_rate
@@ -79,6 +80,12 @@ class TrainOptions:
     pretrained: Optional[str] = None
     #: override the plan's learning rate (with --pretrained the default is FINETUNE_LR_FACTOR x the plan's)
     learning_rate: Optional[float] = None
+    #: distil this trained model ('builtin' or a PLAN folder) into the network: its averaged probabilities join the labels
+    distill_from: Optional[str] = None
+    #: the teacher's folds (default: every fold it has)
+    distill_folds: Optional[List[str]] = None
+    #: the teacher's share of the loss (default DEFAULT_WEIGHT; on --continue, the run's own)
+    distill_weight: Optional[float] = None
 
 
 def effective_training(plan: Plan, opts: TrainOptions) -> TrainingPlan:
@@ -122,6 +129,8 @@ class Trainer:
         self.best_ema_dice = -math.inf
         #: where the starting weights came from (None: random initialisation); kept in every checkpoint
         self.pretrained_origin: Optional[Dict[str, Any]] = None
+        #: the model being distilled into this network (None: labels only); reloaded from the checkpoint on --continue
+        self.teacher: Optional[Teacher] = None
         #: epochs this run aims for: the plan's, or fewer when --max-minutes would not fit them
         self.target_epochs = self.training.epochs
         self.budget = TimeBudget(opts.max_minutes, self.training.epochs, self.training.iterations_per_epoch)
@@ -157,6 +166,13 @@ class Trainer:
         self.net.return_deep_supervision = self.plan.network.deep_supervision
         if self.opts.pretrained is not None:
             self.load_pretrained(self.opts.pretrained)
+        if self.opts.distill_from is not None:
+            weight = DEFAULT_WEIGHT if self.opts.distill_weight is None else self.opts.distill_weight
+            self.teacher = load_teacher(self.opts.distill_from, self.plan, self.setup, self.opts.distill_folds, weight)
+        elif self.opts.distill_weight is not None or self.opts.distill_folds:
+            check_weight(self.opts.distill_weight if self.opts.distill_weight is not None else DEFAULT_WEIGHT)
+            if not self.opts.resume:
+                raise DeepWMLError("--distill-weight and --distill-folds go with --distill-from")
         self.model = D.wrap_model(self.net, self.ctx, self.setup.device)
         self.optimizer = build_optimizer(self.net, self.training)
         self.scaler = make_scaler(self.setup)
@@ -223,11 +239,28 @@ class Trainer:
         self.best_ema_dice = ckpt.get("best_ema_dice", -math.inf)
         self.history = list(ckpt.get("history", []))
         self.pretrained_origin = ckpt.get("pretrained")
+        self.restore_teacher(ckpt.get("distilled_from"))
         started_with = (ckpt.get("training_overrides") or {}).get("learning_rate")
         if started_with is not None and self.opts.learning_rate is None:
             # a run continues with the rate it started with (a fine-tuning run need not repeat --pretrained)
             self.training = dataclasses.replace(self.training, learning_rate=float(started_with))
         set_rng_state(ckpt["rng"])
+
+    def restore_teacher(self, recorded: Optional[Dict[str, Any]]) -> None:
+        """On --continue: the run's own teacher, reloaded and checked; a different one, or adding or dropping one, is refused."""
+        where = self.out / LATEST
+        if recorded is None:
+            if self.teacher is not None:
+                raise DeepWMLError("this run was trained without a teacher; --distill-from cannot join it on --continue "
+                                   "(start a new run to distil)", where)
+            return
+        if self.teacher is None:
+            if self.opts.distill_weight is not None and float(self.opts.distill_weight) != float(recorded.get("weight", -1)):
+                raise DeepWMLError(f"this run distils with weight {recorded.get('weight')}; --distill-weight cannot change it", where)
+            self.teacher = reload_teacher(recorded, self.plan, self.setup, where)
+        elif not same_teacher(self.teacher.origin, recorded):
+            raise DeepWMLError(f"this run was distilled from {recorded.get('folder')} (folds {', '.join(recorded.get('folds', []))}, "
+                               f"weight {recorded.get('weight')}); continue with that teacher, or without --distill-from", where)
 
     def write_plan_files(self) -> None:
         """plans.json, dataset.json and fingerprint.json beside the folds, for prediction."""
@@ -255,7 +288,8 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             self.log(f"\ninterrupted during epoch {self.epoch + 1}; {self.out / LATEST} holds {self.epoch} completed epoch(s). "
-                     f"Resume with: deepwml_train -d {self.opts.dataset} {self.opts.fold} -p {self.opts.plan_name} --continue")
+                     f"Resume with: deepwml_train -d {self.opts.dataset} {self.opts.fold} -p {self.opts.plan_name} --continue"
+                     + (" (the teacher is reloaded from the checkpoint)" if self.teacher is not None else ""))
             raise
         bar.close()
         summary = self.final_validation() if self.ctx.is_main else {}
@@ -277,6 +311,10 @@ class Trainer:
             o = self.pretrained_origin
             self.log(f"fine-tuning from {o['source']} ({o['file']}, plan {o.get('plan_name')}, epoch {o.get('epoch')}, "
                      f"sha256 {str(o['sha256'])[:12]})")
+        if self.teacher is not None:
+            o = self.teacher.origin
+            self.log(f"distilling {o['source']} ({o['folder']}, folds {', '.join(o['folds'])}): loss = {1 - o['weight']:g} x labels "
+                     f"+ {o['weight']:g} x the teacher's averaged probabilities")
 
     def progress_bar(self):
         """One bar over every remaining step, with ETA (rank 0, a terminal or --progress)."""
@@ -340,7 +378,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self.setup.autocast():
             out = self.model(x)
-        loss = training_loss(out, y, self.training.loss)
+        if self.teacher is None:
+            loss = training_loss(out, y, self.training.loss)
+        else:
+            loss = distillation_loss(out, y, self.teacher.probabilities(x), self.teacher.weight, self.training.loss)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.net.parameters(), GRAD_CLIP)
@@ -399,6 +440,7 @@ class Trainer:
             "training_overrides": {"epochs": self.training.epochs, "iterations_per_epoch": self.training.iterations_per_epoch,
                                    "learning_rate": self.training.learning_rate},
             "pretrained": self.pretrained_origin,
+            "distilled_from": None if self.teacher is None else self.teacher.origin,
             "best_ema_dice": self.best_ema_dice,
             "ema_dice": self.ema_dice,
             "ema_state": (self.ema.raw, self.ema.count),
