@@ -110,6 +110,40 @@ def test_an_ensemble_recipe_installs_every_fold_and_prediction_averages_them(tmp
     assert "folds 0 1;" in capsys.readouterr().out
 
 
+def test_a_distilled_recipe_is_recorded_installs_one_network_and_its_card_names_the_teachers(tmp_path, monkeypatch, capsys):
+    """--distill adds a stage to a work folder of trained folds; the shipped model is the one distilled network, and the
+    card gives its figures beside the teachers'."""
+    from dataclasses import replace
+
+    from deepwml.pretrained.recipe import open_record
+    from deepwml.utils.atomic import read_json
+
+    plain, distilled = Recipe(), replace(Recipe(), distill=True)
+    assert "distill" not in plain.record() and distilled.record()["distill"] is True
+    record_path = tmp_path / "recipe.json"
+    open_record(record_path, plain, 8)
+    open_record(record_path, distilled, 8)
+    assert read_json(record_path)["recipe"]["distill"] is True
+    with pytest.raises(DeepWMLError, match="another recipe"):
+        open_record(record_path, replace(distilled, epochs=3), 8)
+
+    student = write_model_dir(tmp_path / "distilled" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
+    installed = tmp_path / "pkg" / "wmh_flair2d"
+    record = {"figures": {"slice_median_dice": 0.655, "case_mean_dice": 0.58}, "validation": {"0": {"median_dice": 0.7}},
+              "training_hours": {"0": 1.1}, "teacher_figures": {"slice_median_dice": 0.659, "case_mean_dice": 0.588},
+              "teacher_validation": {"0": {"median_dice": 0.71}, "1": {"median_dice": 0.69}},
+              "teacher_training_hours": {"0": 0.7, "1": 0.8}}
+    install_builtin(student, distilled, record, installed)
+    assert read_json(installed / "manifest.json")["folds"] == ["0"] and not (installed / "fold_1").exists()
+    card = (installed / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "one network distilled from folds 0, 1 (ensemble)): median per-slice Dice 0.655" in card
+    assert "The teachers (folds 0, 1 (ensemble)) on the same set: median per-slice Dice 0.659" in card
+    assert "teachers fold 0 0.7 h, fold 1 0.8 h, distilled network 1.1 h" in card
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", installed)
+    assert predict_cli.main(["-i", str(_inputs(tmp_path / "in", 1)), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
+    assert "folds 0;" in capsys.readouterr().out
+
+
 def test_training_hours_count_each_epoch_once_across_resumed_runs(tmp_path):
     """A fold's training time comes from its log: an epoch logged again after a resume and a line cut by a kill do
     not count twice or break the card."""
@@ -142,6 +176,14 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     assert (tmp_path / "model" / "fold_0" / "checkpoint_best.pth").is_file()
     assert "generator version" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert main(args) == 0  # everything done: each stage resumes and skips
+    # the same work folder takes on a distillation stage: one network learns the trained fold(s), and is installed
+    from deepwml.utils.atomic import read_json
+
+    assert main(args + ["--distill"]) == 0
+    work = tmp_path / "work"
+    assert list((work / "distilled").glob("Dataset*/*/fold_0/checkpoint_best.pth"))
+    assert read_json(work / "recipe.json")["teacher_figures"] and (work / "heldout_report_distilled" / "summary.json").is_file()
+    assert "distilled from" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("centre,skull_stripped", [("CSVD#3", False), ("MS#3", True)])

@@ -158,3 +158,28 @@ def test_a_teacher_that_cannot_serve_is_refused_before_training(tmp_path, teache
     assert main(_argv(pp_c, tmp_path / "res", "--distill-weight", "0.5")) == 2
     assert "go with --distill-from" in capsys.readouterr().err
     assert not _fold_dir(tmp_path / "res").exists() or not (_fold_dir(tmp_path / "res") / "checkpoint_latest.pth").exists()
+
+
+def test_a_multi_class_teacher_or_student_is_refused(tmp_path, teacher):
+    """Distillation averages sigmoid lesion probabilities: a multi-class model on either side is one clear error."""
+    import dataclasses
+
+    from deepwml.planning.plan import Plan
+    from deepwml.training.device import setup_device
+    from deepwml.training.distillation import load_teacher
+    from deepwml.utils.errors import DeepWMLError
+
+    setup = setup_device("cpu", allow_bf16=False, threads=1)
+    binary = tiny_plan()
+    multi = dataclasses.replace(binary, network=dataclasses.replace(binary.network, num_classes=4),
+                                training=dataclasses.replace(binary.training, loss="ce_dice"))
+    with pytest.raises(DeepWMLError, match="binary lesion models"):
+        load_teacher(str(teacher), multi, setup)
+    plan_file = teacher / "plans.json"
+    d = json.loads(plan_file.read_text())
+    d["network"]["num_classes"] = 4
+    d["training"]["loss"] = "ce_dice"
+    plan_file.write_text(json.dumps(d))
+    assert Plan.load(plan_file).network.num_classes == 4
+    with pytest.raises(DeepWMLError, match="binary lesion models"):
+        load_teacher(str(teacher), binary, setup)

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"folds to train and ship; several make an ensemble whose probabilities are averaged "
                    f"(default {' '.join(d.folds)}; with --anatomy {' '.join(a.folds)}). A work folder resumes with more or "
                    "fewer folds of the same recipe")
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                   help="ship one network distilled from the trained folds (deepwml_train --distill-from) instead of the "
+                   f"folds themselves: about the ensemble's accuracy at one network's prediction time (default "
+                   f"{'on' if d.distill else 'off'}). A work folder whose folds are trained takes it on")
     p.add_argument("--heldout-seed", type=int, default=None, help=f"seed of the held-out synthetic set ({default('heldout_seed')})")
     p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
@@ -54,7 +58,7 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.pretrained.recipe import Recipe, run_recipe
 
     a = build_parser().parse_args(argv)
-    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale")}
+    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill")}
     if a.folds is not None:
         from deepwml.training.preprocessed import parse_fold
 

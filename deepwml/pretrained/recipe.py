@@ -51,6 +51,9 @@ class Recipe:
     checkpoint: str = "best"
     #: 'lesion' (the shipped lesion model) or 'anatomy' (the anatomy model, deepwml_train_pretrained --anatomy)
     kind: str = "lesion"
+    #: ship one network distilled from the folds (deepwml_train --distill-from) instead of the folds themselves:
+    #: about the ensemble's accuracy at one network's prediction time
+    distill: bool = False
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -65,6 +68,8 @@ class Recipe:
         d = asdict(self)
         if self.kind == "lesion":
             del d["kind"]
+        if not self.distill:
+            del d["distill"]
         folds = d.pop("folds")
         if len(folds) == 1:
             d["fold"] = folds[0]
@@ -75,6 +80,12 @@ class Recipe:
     def folds_text(self) -> str:
         """'fold 0' or 'folds 0, 1 (ensemble)'."""
         return f"fold {self.folds[0]}" if len(self.folds) == 1 else f"folds {', '.join(self.folds)} (ensemble)"
+
+    def shipped_text(self) -> str:
+        """What is shipped, in words."""
+        if self.distill:
+            return f"one network distilled from {self.folds_text()}"
+        return self.folds_text()
 
     def datasets(self) -> Any:
         """((training id, name), (held-out id, name))."""
@@ -116,14 +127,28 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     plan_name = load_preset(recipe.preset).name
     model_dir = res / _dataset(train_id, train_name) / plan_name
     validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device) for fold in recipe.folds}
-    figures = (_score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout)(recipe, work, model_dir, env, np_, device)
+    score = _score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout
+    figures = score(recipe, work, model_dir, list(recipe.folds), _ensemble_tag(recipe.folds), env, np_, device)
+    hours = {fold: training_hours(model_dir / f"fold_{fold}") for fold in recipe.folds}
+    shipped_dir, extra = model_dir, {}
+    if recipe.distill:
+        if recipe.kind != "lesion":
+            raise DeepWMLError("distillation is for the lesion model")
+        shipped_dir = _train_student(recipe, train_id, plan_name, model_dir, work, env, device)
+        fold = recipe.folds[0]
+        extra = {"teacher_figures": figures, "teacher_validation": validation, "teacher_training_hours": hours}
+        validation = {fold: read_json(shipped_dir / f"fold_{fold}" / "validation" / "summary.json")}
+        figures = score(recipe, work, shipped_dir, [fold], DISTILLED, env, np_, device)
+        hours = {fold: training_hours(shipped_dir / f"fold_{fold}")}
     record = read_json(record_path)
+    for key in ("teacher_figures", "teacher_validation", "teacher_training_hours"):
+        record.pop(key, None)
     record.update(figures=figures, validation=validation, hours=round((time.monotonic() - start) / 3600, 3),
-                  training_hours={fold: training_hours(model_dir / f"fold_{fold}") for fold in recipe.folds})
+                  training_hours=hours, **extra)
     write_json(record_path, record)
     if install_to is not None:
-        install_builtin(model_dir, recipe, record, install_to)
-    return model_dir
+        install_builtin(shipped_dir, recipe, record, install_to)
+    return shipped_dir
 
 
 def open_record(record_path: Path, recipe: Recipe, generator_version: int) -> None:
@@ -139,8 +164,8 @@ def open_record(record_path: Path, recipe: Recipe, generator_version: int) -> No
 
 
 def _without_folds(record: Any) -> Any:
-    """A recipe record without its fold(s)."""
-    return {k: v for k, v in record.items() if k not in ("fold", "folds")} if isinstance(record, dict) else record
+    """A recipe record without its fold(s) and whether it distils them (stages that build on the same training)."""
+    return {k: v for k, v in record.items() if k not in ("fold", "folds", "distill")} if isinstance(record, dict) else record
 
 
 def _train_fold(recipe: Recipe, fold: str, train_id: int, plan_name: str, model_dir: Path, env: Dict[str, str],
@@ -155,6 +180,26 @@ def _train_fold(recipe: Recipe, fold: str, train_id: int, plan_name: str, model_
             train_args.append("--continue")
         _run("train", train_args, env)
     return read_json(finished)
+
+
+def _train_student(recipe: Recipe, train_id: int, plan_name: str, teacher_dir: Path, work: Path, env: Dict[str, str],
+                   device: str) -> Path:
+    """Distil the trained folds into one network on the first fold's split (in ``work``/distilled, so that it keeps
+    the teachers' plan and preprocessed data); returns its PLAN folder."""
+    fold = recipe.folds[0]
+    student_env = dict(env, DEEPWML_RESULTS=str(work / DISTILLED))
+    student_dir = work / DISTILLED / teacher_dir.parent.name / plan_name
+    fold_dir = student_dir / f"fold_{fold}"
+    if not (fold_dir / "validation" / "summary.json").is_file():
+        args = ["-d", str(train_id), fold, "-p", plan_name, "--epochs", str(recipe.epochs), "--iterations", str(recipe.iterations),
+                "--seed", str(recipe.seed), "--device", device]
+        if (fold_dir / "checkpoint_latest.pth").is_file():
+            args.append("--continue")  # the teacher is reloaded from the checkpoint's record
+        else:
+            args += ["--distill-from", str(teacher_dir), "--distill-folds", *recipe.folds]
+        _log(f"distilling {recipe.folds_text()} into one network")
+        _run("train", args, student_env)
+    return student_dir
 
 
 def training_hours(fold_dir: Path) -> Optional[float]:
@@ -173,10 +218,19 @@ def training_hours(fold_dir: Path) -> Optional[float]:
     return round(sum(epochs.values()) / 3600, 3)
 
 
-def _heldout_folder(recipe: Recipe, work: Path, stem: str = "heldout_predictions") -> Path:
-    """The held-out predictions (or, with ``stem``, report) folder of these folds: one per set of folds, as prediction
+#: the distilled network's folder below the work folder, and its held-out folders' tag
+DISTILLED = "distilled"
+
+
+def _ensemble_tag(folds: Tuple[str, ...]) -> str:
+    """The held-out folders' tag of the trained folds: '' for one fold (as before ensembles), else '0-1'."""
+    return "" if len(folds) == 1 else "-".join(folds)
+
+
+def _heldout_folder(work: Path, tag: str, stem: str = "heldout_predictions") -> Path:
+    """The held-out predictions (or, with ``stem``, report) folder of one model (``tag``: which), as prediction
     resumes by file."""
-    return work / (stem if len(recipe.folds) == 1 else f"{stem}_{'-'.join(recipe.folds)}")
+    return work / (f"{stem}_{tag}" if tag else stem)
 
 
 def _label_args(recipe: Recipe) -> List[str]:
@@ -184,7 +238,8 @@ def _label_args(recipe: Recipe) -> List[str]:
     return ["--anatomy"] if recipe.kind == "anatomy" else []
 
 
-def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Path:
+def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
+                     device: str) -> Path:
     """Synthesise the held-out set (another seed) and predict it with the trained fold(s); returns the dataset folder."""
     raw = work / "raw"
     _, (heldout_id, heldout_name) = recipe.datasets()
@@ -192,26 +247,28 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str,
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _label_args(recipe), env)
-    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(recipe, work)), "-m", str(model_dir),
-                     "-f", *recipe.folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
+    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(work, tag)), "-m", str(model_dir),
+                     "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
     return heldout
 
 
-def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Dict[str, Any]:
+def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
+                           device: str) -> Dict[str, Any]:
     """The anatomy model's held-out figures: per case Dice of each anatomy class (and of the brain), averaged."""
     from deepwml.evaluation.label_maps import score_label_maps
 
-    heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
-    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(recipe, work), ANATOMY_SCORES)
-    write_json(_heldout_folder(recipe, work, "heldout_report") / "summary.json", summary)
+    heldout = _predict_heldout(recipe, work, model_dir, folds, tag, env, np_, device)
+    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(work, tag), ANATOMY_SCORES)
+    write_json(_heldout_folder(work, tag, "heldout_report") / "summary.json", summary)
     _log("held-out Dice (mean over cases): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items() if v is not None))
     return {"heldout_cases": summary["cases"], **{f"{k}_dice": v for k, v in summary["mean_dice"].items()}}
 
 
-def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, env: Dict[str, str], np_: str, device: str) -> Dict[str, Any]:
+def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
+                   device: str) -> Dict[str, Any]:
     """Predict and evaluate a synthetic set drawn with another seed; returns the headline figures."""
-    heldout = _predict_heldout(recipe, work, model_dir, env, np_, device)
-    predictions, report = _heldout_folder(recipe, work), _heldout_folder(recipe, work, "heldout_report")
+    heldout = _predict_heldout(recipe, work, model_dir, folds, tag, env, np_, device)
+    predictions, report = _heldout_folder(work, tag), _heldout_folder(work, tag, "heldout_report")
     _run("evaluate", ["-ref", str(heldout / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID), "-o", str(report)], env)
     summary = read_json(report / "summary.json")
     slices, cases = summary["slices"]["overall"], summary["cases"]["overall"]
@@ -231,7 +288,7 @@ def install_builtin(model_dir: Path, recipe: Recipe, record: Dict[str, Any], tar
 
     with tempfile.TemporaryDirectory(prefix="deepwml_pretrained_") as tmp:
         zip_path = Path(tmp) / "model.zip"
-        export_model(model_dir, zip_path, list(recipe.folds), recipe.checkpoint)
+        export_model(model_dir, zip_path, list(recipe.folds[:1] if recipe.distill else recipe.folds), recipe.checkpoint)
         installed = install_model(zip_path, Path(tmp) / "results")
         write_text(installed / "MODEL_CARD.md", model_card(recipe, record))
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -260,10 +317,34 @@ def _per_fold(record: Dict[str, Any], key: str) -> str:
     return _each_fold({fold: _rounded(summary).get(key, "?") for fold, summary in record.get("validation", {}).items()})
 
 
-def _training_time(record: Dict[str, Any]) -> str:
+def _training_time(record: Dict[str, Any], key: str = "training_hours") -> str:
     """'0.82 h' for one fold, 'fold 0 0.82 h, fold 1 0.79 h' for several (from each fold's log)."""
-    hours = record.get("training_hours") or {}
+    hours = record.get(key) or {}
     return f"{next(iter(hours.values()))} h" if len(hours) == 1 else _each_fold(hours, " h")
+
+
+def _recipe_text(recipe: Recipe, record: Dict[str, Any]) -> str:
+    """The recipe section's sentence: folds, schedule, distillation, time."""
+    r = asdict(recipe)
+    schedule = f"{r['epochs']} epochs x {r['iterations']} iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`"
+    if not recipe.distill:
+        return (f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}; training "
+                f"{_training_time(record)} on the machine that made it; the recipe's last run {record.get('hours', '?')} h.")
+    from deepwml.training.distillation import DEFAULT_WEIGHT
+
+    return (f"Preset `{r['preset']}`. Teachers: {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}. Shipped: one "
+            f"network of the same size distilled from them on fold {recipe.folds[0]}'s split (`deepwml_train --distill-from`: "
+            f"loss {1 - DEFAULT_WEIGHT:g} x labels + {DEFAULT_WEIGHT:g} x the teachers' averaged probabilities), same schedule. "
+            f"Training on the machine that made it: teachers {_training_time(record, 'teacher_training_hours')}, distilled "
+            f"network {_training_time(record)}; the recipe's last run {record.get('hours', '?')} h.")
+
+
+def _heldout_text(figures: Dict[str, Any]) -> str:
+    """The held-out headline figures in words."""
+    fig = _rounded(figures)
+    return (f"median per-slice Dice {fig.get('slice_median_dice', '?')}, sensitivity {fig.get('slice_median_sensitivity', '?')}, "
+            f"precision {fig.get('slice_median_precision', '?')}; case mean Dice {fig.get('case_mean_dice', '?')}, median HD95 "
+            f"{fig.get('case_median_hd95_mm', '?')} mm")
 
 
 def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:
@@ -281,9 +362,7 @@ def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str
         f"scale {r['scale']} (all twelve centres of Zhang, Duan et al. 2021, MS / NMOSD / CSVD), no real scans; {labels}.",
         "",
         "## Recipe",
-        f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {r['epochs']} epochs x {r['iterations']} "
-        f"iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`; training {_training_time(record)} on the machine "
-        f"that made it; the recipe's last run {record.get('hours', '?')} h.",
+        _recipe_text(recipe, record),
         "",
     ]
 
@@ -292,16 +371,19 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
     """The model card's Markdown: data, recipe, time, figures, limits."""
     if recipe.kind == "anatomy":
         return anatomy_model_card(recipe, record)
-    fig = _rounded(record.get("figures", {}))
+    figures = record.get("figures", {})
     r = asdict(recipe)
+    teachers = []
+    if recipe.distill:
+        teachers = [f"- The teachers ({recipe.folds_text()}) on the same set: {_heldout_text(record.get('teacher_figures', {}))}.",
+                    f"- The teachers' validation, median per-slice Dice: "
+                    f"{_per_fold({'validation': record.get('teacher_validation', {})}, 'median_dice')}"]
     lines = _card_header(recipe, record, "white-matter hyperintensities on thick-slice 2D FLAIR", "labels: the lesion masks") + [
         "## Figures",
         f"- Validation, median per-slice Dice: {_per_fold(record, 'median_dice')}",
-        f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases; {recipe.folds_text()}): "
-        f"median per-slice Dice "
-        f"{fig.get('slice_median_dice', '?')}, sensitivity {fig.get('slice_median_sensitivity', '?')}, precision "
-        f"{fig.get('slice_median_precision', '?')}; case mean Dice {fig.get('case_mean_dice', '?')}, median HD95 "
-        f"{fig.get('case_median_hd95_mm', '?')} mm.",
+        f"- Held-out synthetic set (seed {r['heldout_seed']}, {figures.get('heldout_cases', '?')} cases; {recipe.shipped_text()}): "
+        f"{_heldout_text(figures)}.",
+        *teachers,
         "",
         "## Limits",
         "- Trained on synthetic scans only: expect lower accuracy on real scans than on the figures above; measure it on your own",
