@@ -92,15 +92,17 @@ def test_a_recipe_of_several_folds_is_recorded_and_a_work_folder_takes_more_fold
 
 
 def test_an_ensemble_recipe_installs_every_fold_and_prediction_averages_them(tmp_path, monkeypatch, capsys):
-    """Folds 0 and 1 (the recipe's default) installed as the shipped model: both checkpoints are in the manifest, the
-    card says ensemble, and deepwml_predict with no model uses both."""
+    """Folds 0 and 1 installed as the shipped model (--no-distill): both checkpoints are in the manifest, the card says
+    ensemble, and deepwml_predict with no model uses both."""
+    from dataclasses import replace
+
     from deepwml.utils.atomic import read_json
 
     model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0, 1))
     installed = tmp_path / "pkg" / "wmh_flair2d"
     record = {"figures": {"slice_median_dice": 0.5}, "validation": {"0": {"median_dice": 0.71}, "1": {"median_dice": 0.69}},
               "training_hours": {"0": 0.714, "1": 0.801}}
-    install_builtin(model, Recipe(), record, installed)
+    install_builtin(model, replace(Recipe(), distill=False), record, installed)
     assert sorted(read_json(installed / "manifest.json")["folds"]) == ["0", "1"]
     assert (installed / "fold_1" / "checkpoint_best.pth").is_file()
     card = (installed / "MODEL_CARD.md").read_text(encoding="utf-8")
@@ -118,7 +120,8 @@ def test_a_distilled_recipe_is_recorded_installs_one_network_and_its_card_names_
     from deepwml.pretrained.recipe import open_record
     from deepwml.utils.atomic import read_json
 
-    plain, distilled = Recipe(), replace(Recipe(), distill=True)
+    plain, distilled = replace(Recipe(), distill=False), Recipe()
+    assert distilled.distill and not Recipe.defaults("anatomy").distill
     assert "distill" not in plain.record() and distilled.record()["distill"] is True
     record_path = tmp_path / "recipe.json"
     open_record(record_path, plain, 8)
@@ -126,6 +129,9 @@ def test_a_distilled_recipe_is_recorded_installs_one_network_and_its_card_names_
     assert read_json(record_path)["recipe"]["distill"] is True
     with pytest.raises(DeepWMLError, match="another recipe"):
         open_record(record_path, replace(distilled, epochs=3), 8)
+    with pytest.raises(DeepWMLError, match="for the lesion model"):
+        run_recipe(replace(Recipe.defaults("anatomy"), distill=True), tmp_path / "anatomy_work", None)
+    assert not (tmp_path / "anatomy_work").exists()
 
     student = write_model_dir(tmp_path / "distilled" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
     installed = tmp_path / "pkg" / "wmh_flair2d"
@@ -172,14 +178,14 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
 
     args = ["--workdir", str(tmp_path / "work"), "--scale", "0.01", "--epochs", "1", "--iterations", "1",
             "--heldout-scale", "0.01", "--install-to", str(tmp_path / "model"), "-np", "2"]
-    assert main(args) == 0
+    assert main(args + ["--no-distill"]) == 0
     assert (tmp_path / "model" / "fold_0" / "checkpoint_best.pth").is_file()
     assert "generator version" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert main(args) == 0  # everything done: each stage resumes and skips
+    assert main(args + ["--no-distill"]) == 0  # everything done: each stage resumes and skips
     # the same work folder takes on a distillation stage: one network learns the trained fold(s), and is installed
     from deepwml.utils.atomic import read_json
 
-    assert main(args + ["--distill"]) == 0
+    assert main(args) == 0  # the default
     work = tmp_path / "work"
     assert list((work / "distilled").glob("Dataset*/*/fold_0/checkpoint_best.pth"))
     assert read_json(work / "recipe.json")["teacher_figures"] and (work / "heldout_report_distilled" / "summary.json").is_file()

@@ -3,7 +3,8 @@
 Every stage is a public command (the same ones a user runs), each resumable, so an interrupted run is continued
 by running the same command again. What was done is recorded in ``recipe.json`` and the model card. The same
 recipe makes the lesion model (``kind`` 'lesion') and the anatomy model (issue #14, ``kind`` 'anatomy': the
-synthetic labels are the anatomy maps, the held-out set is scored per anatomy class).
+synthetic labels are the anatomy maps, the held-out set is scored per anatomy class). The lesion model's folds are
+then distilled into one network (``distill``), which is what is shipped.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ DATASETS = {"lesion": ((TRAIN_ID, TRAIN_NAME), (HELDOUT_ID, HELDOUT_NAME)),
 #: the anatomy model's defaults where they differ from the lesion model's (coarse anatomy learns from fewer images):
 #: those of the shipped anatomy model (about 45 min on the shared 2-core machine)
 ANATOMY_DEFAULTS = {"preset": "anatomy_fast", "scale": 0.05, "epochs": 60, "iterations": 30, "heldout_scale": 0.02,
-                    "folds": ("0",)}
+                    "folds": ("0",), "distill": False}
 #: the held-out Dice of the anatomy model: a name and the classes (deepwml.anatomy.labels) it pools
 ANATOMY_SCORES = {"ventricle": (2,), "brain": (1, 3, 4), "white_matter": (1,), "cortex": (3,), "infratentorial": (4,)}
 
@@ -52,8 +53,8 @@ class Recipe:
     #: 'lesion' (the shipped lesion model) or 'anatomy' (the anatomy model, deepwml_train_pretrained --anatomy)
     kind: str = "lesion"
     #: ship one network distilled from the folds (deepwml_train --distill-from) instead of the folds themselves:
-    #: about the ensemble's accuracy at one network's prediction time
-    distill: bool = False
+    #: about the ensemble's accuracy on real scans at one network's prediction time
+    distill: bool = True
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -111,6 +112,8 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
 
     from deepwml.planning.plan import load_preset
 
+    if recipe.distill and recipe.kind != "lesion":
+        raise DeepWMLError("--distill is for the lesion model (distillation averages lesion probabilities)")
     work = workdir.resolve()
     raw, pre, res = work / "raw", work / "preprocessed", work / "results"
     env = dict(os.environ, DEEPWML_RAW=str(raw), DEEPWML_PREPROCESSED=str(pre), DEEPWML_RESULTS=str(res))
@@ -132,8 +135,6 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     hours = {fold: training_hours(model_dir / f"fold_{fold}") for fold in recipe.folds}
     shipped_dir, extra = model_dir, {}
     if recipe.distill:
-        if recipe.kind != "lesion":
-            raise DeepWMLError("distillation is for the lesion model")
         shipped_dir = _train_student(recipe, train_id, plan_name, model_dir, work, env, device)
         fold = recipe.folds[0]
         extra = {"teacher_figures": figures, "teacher_validation": validation, "teacher_training_hours": hours}
@@ -329,14 +330,15 @@ def _recipe_text(recipe: Recipe, record: Dict[str, Any]) -> str:
     schedule = f"{r['epochs']} epochs x {r['iterations']} iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`"
     if not recipe.distill:
         return (f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}; training "
-                f"{_training_time(record)} on the machine that made it; the recipe's last run {record.get('hours', '?')} h.")
+                f"{_training_time(record)} on the machine that made it; the recipe's last call {record.get('hours', '?')} h "
+                "(finished stages are skipped).")
     from deepwml.training.distillation import DEFAULT_WEIGHT
 
-    return (f"Preset `{r['preset']}`. Teachers: {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}. Shipped: one "
+    return (f"Preset `{r['preset']}`. Teachers: folds {', '.join(recipe.folds)} (each 80 % train, 20 % validation), {schedule}. Shipped: one "
             f"network of the same size distilled from them on fold {recipe.folds[0]}'s split (`deepwml_train --distill-from`: "
             f"loss {1 - DEFAULT_WEIGHT:g} x labels + {DEFAULT_WEIGHT:g} x the teachers' averaged probabilities), same schedule. "
             f"Training on the machine that made it: teachers {_training_time(record, 'teacher_training_hours')}, distilled "
-            f"network {_training_time(record)}; the recipe's last run {record.get('hours', '?')} h.")
+            f"network {_training_time(record)}; the recipe's last call {record.get('hours', '?')} h (finished stages are skipped).")
 
 
 def _heldout_text(figures: Dict[str, Any]) -> str:
