@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and generator v8's template brains are)")
     p.add_argument("--contrast", action="store_true", help="also print each stack's lesion contrast figures (as docs/synthetic.md's realism table)")
     p.add_argument("--tta", action="store_true", help="deepwml_predict --tta: average the prediction over flips")
+    p.add_argument("--threshold", type=float, default=None, help="deepwml_predict --threshold (default: the model's plan)")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
     return p
@@ -261,7 +262,8 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
           f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
-          f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --tta' if args.tta else ''}")
+          f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --tta' if args.tta else ''}"
+          f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}")
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
@@ -270,7 +272,7 @@ def _main(argv: Optional[List[str]]) -> int:
         request = PredictRequest(input=work / "images", output=work / "predictions", model_dir=folder, folds=args.folds,
                                  checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
                                  overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only,
-                                 tta=args.tta)
+                                 tta=args.tta, threshold=args.threshold)
         report = predict(request)
         t0 = time.perf_counter()
         rows = score(cases, work / "predictions")

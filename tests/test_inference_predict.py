@@ -200,3 +200,21 @@ def test_a_case_that_cannot_be_written_fails_alone(tmp_path, model_dir, capsys):
     assert summary.loc["w0", "status"] == "failed" and summary.loc["w1", "status"] == "ok"
     assert not (tmp_path / "out" / "w0.nii.gz").exists()  # no mask: the next run predicts w0 again
     assert "w0" in capsys.readouterr().err
+
+
+def test_threshold_sets_the_lesion_probability_of_the_mask_and_is_checked(tmp_path, model_dir, capsys):
+    """--threshold T: the mask is exactly probability >= T (the plan's 0.5 otherwise); out-of-range values are one line."""
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    masks = {}
+    for t in (None, 0.2, 0.9):
+        out = tmp_path / f"out_{t}"
+        assert _predict("-i", path, "-o", out, "-m", model_dir, "--save-probabilities", "--no-qc",
+                        *(["--threshold", t] if t is not None else [])) == 0
+        probs = read_image(out / "scan_prob.nii.gz", dtype=None).array
+        masks[t] = read_image(out / "scan.nii.gz", dtype=None).array.astype(bool)
+        assert np.array_equal(masks[t], probs >= (0.5 if t is None else t))
+    assert masks[0.9].sum() < masks[None].sum() < masks[0.2].sum()
+    for bad in ("0", "1", "1.5", "nan"):
+        assert _predict("-i", path, "-o", tmp_path / "bad", "-m", model_dir, "--threshold", bad) == 2
+        assert "--threshold must lie between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold (default: best)")
     add_device_argument(p)
     p.add_argument("--tta", action="store_true", help="also predict the left-right mirrored slices and average (about 2x slower)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="lesion probability at or above which a voxel is lesion, in (0, 1) (default: the model's plan, "
+                   "0.5 for the shipped model); higher trades sensitivity for precision. Outputs of an earlier run "
+                   "are kept unless --overwrite")
     p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
@@ -114,6 +118,7 @@ def _main(argv: Optional[List[str]]) -> int:
         anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,
         save_anatomy=args.save_anatomy,
         white_matter_only=args.white_matter_only,
+        threshold=args.threshold,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -70,6 +70,8 @@ class PredictRequest:
     save_anatomy: bool = False
     #: keep only the lesions the anatomy map places in white matter (deepwml.inference.white_matter)
     white_matter_only: bool = False
+    #: lesion probability at or above which a voxel is lesion (None: the plan's inference.threshold)
+    threshold: Optional[float] = None
 
 
 @dataclass
@@ -147,6 +149,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     check_int8_mode(request.int8)
     if request.workers is not None and request.workers < 1:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
+    if request.threshold is not None and not 0.0 < request.threshold < 1.0:
+        raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -191,7 +195,7 @@ def _predict(request: PredictRequest) -> PredictReport:
         )
         options = RunOptions(
             out_dir=out_dir,
-            threshold=spec.plan.inference.threshold,
+            threshold=mask_threshold(request, spec),
             save_probabilities=request.save_probabilities,
             write_qc=request.write_qc,
             series_uid=request.series_uid,
@@ -229,13 +233,19 @@ def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutp
                         lesion_table=not label_map)
 
 
+def mask_threshold(request: PredictRequest, spec: ModelSpec) -> float:
+    """The lesion probability at or above which a voxel is lesion: --threshold, else the model's plan."""
+    return float(spec.plan.inference.threshold if request.threshold is None else request.threshold)
+
+
 def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
     """A multi-class model writes label maps only: refuse the options that need a lesion probability."""
     lesion_only = [name for name, asked in (("--save-probabilities", request.save_probabilities),
                                             ("--save-uncertainty", request.save_uncertainty), ("--report", request.report),
                                             ("--dicom-seg", request.dicom_seg), ("--save-anatomy", request.save_anatomy),
                                             ("--anatomy-model", request.anatomy_model),
-                                            ("--white-matter-only", request.white_matter_only)) if asked]
+                                            ("--white-matter-only", request.white_matter_only),
+                                            ("--threshold", request.threshold is not None)) if asked]
     if lesion_only:
         raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
                            f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)
@@ -256,7 +266,7 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
         if converter is None:
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
-                               request.tta or spec.plan.inference.tta, spec.plan.inference.threshold)
+                               request.tta or spec.plan.inference.tta, mask_threshold(request, spec))
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 

@@ -1,0 +1,102 @@
+"""How a lesion model's figures move with the mask threshold (`deepwml_predict --threshold`), on labelled scans.
+
+The model predicts every scan once with probability maps; each threshold then makes masks from them, scored as
+deepwml_evaluate scores: per-slice median Dice, sensitivity and precision over slices with reference lesion,
+false-positive slices, case mean Dice and mean lesion F1 (26-connected components). Choose a threshold on scans the
+model was validated on, not on the scans you report (e.g. the recipe's training validation cases):
+
+    python benchmarks/threshold_sweep.py --raw WORK/raw/Dataset510_SynthPretrain \
+        --split WORK/preprocessed/Dataset510_SynthPretrain/splits.json --fold 0 --work /tmp/sweep [-m PLAN -f 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from deepwml.cli.common import run
+from deepwml.evaluation.case_metrics import dice
+from deepwml.evaluation.lesions import lesion_detection
+from deepwml.evaluation.slice_metrics import slice_metrics
+from deepwml.imageio import read_image
+from deepwml.inference.run import PredictRequest, predict
+from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+
+DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def _cases(raw: Path, split: Optional[Path], fold: Optional[int]) -> List[str]:
+    """Case ids of ``raw``/labelsTr, or the validation cases of one fold of ``split``."""
+    if split is None:
+        return sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+    folds = json.loads(split.read_text())["folds"]
+    return sorted(folds[fold or 0]["val"])
+
+
+def score(reference: np.ndarray, probabilities: np.ndarray, geometry, threshold: float) -> Dict[str, object]:
+    """The slice rows and the case figures of one scan at one threshold."""
+    mask = probabilities >= threshold
+    slices = slice_metrics(reference, mask, geometry)
+    detection = lesion_detection(reference, mask)
+    return {"slices": slices, "dice": dice(reference, mask), "f1": detection.f1}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Predict once with probabilities, then score every threshold."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--raw", type=Path, required=True,
+                   help="a raw dataset folder (imagesTr/CASE_0000.nii.gz or CASE.nii.gz, labelsTr/CASE.nii.gz)")
+    p.add_argument("--split", type=Path, help="splits.json of the preprocessed dataset: score one fold's validation cases only")
+    p.add_argument("--fold", type=int, default=0, help="the fold of --split (default 0)")
+    p.add_argument("--work", type=Path, required=True, help="where the probability maps go (kept; reused when present)")
+    p.add_argument("-m", "--model", default=BUILTIN_ALIAS, help="a PLAN folder (default: the shipped model)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds of --model, averaged (default: all it has)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
+    a = p.parse_args(argv)
+    print(f"# {load_line()}")
+    cases = _cases(a.raw, a.split, a.fold)
+    images = a.work / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for cid in cases:
+        found = [f for f in (a.raw / "imagesTr" / f"{cid}_0000.nii.gz", a.raw / "imagesTr" / f"{cid}.nii.gz") if f.is_file()]
+        if not found:
+            raise SystemExit(f"no image of case {cid} in {a.raw / 'imagesTr'}")
+        link = images / f"{cid}.nii.gz"
+        if not link.exists():
+            link.symlink_to(found[0].resolve())
+    model = builtin_model_dir() if a.model == BUILTIN_ALIAS else Path(a.model)
+    predict(PredictRequest(input=images, output=a.work / "pred", model_dir=model, folds=a.folds, save_probabilities=True,
+                           write_qc=False, anatomy=False))
+    rows = []
+    for t in a.thresholds:
+        slices, dices, f1s = [], [], []
+        for cid in cases:
+            ref = read_image(a.raw / "labelsTr" / f"{cid}.nii.gz")
+            prob = read_image(a.work / "pred" / f"{cid}_prob.nii.gz").array
+            s = score(ref.array > 0, prob, ref.geometry, t)
+            slices.append(s["slices"])
+            dices.append(s["dice"])
+            f1s.append(s["f1"])
+        sl = pd.concat(slices)
+        lesion = sl[sl["has_reference_lesion"]]
+        rows.append({"threshold": t, "slice Dice": lesion["dice"].median(), "sensitivity": lesion["sensitivity"].median(),
+                     "precision": lesion["precision"].median(), "FP slices": int(sl["false_positive_slice"].sum()),
+                     "case mean Dice": float(np.nanmean(dices)), "lesion F1": float(np.mean(f1s))})
+    print(f"{model} (folds {' '.join(a.folds) if a.folds else 'all'}) on {len(cases)} cases of {a.raw}"
+          + (f" (validation of fold {a.fold})" if a.split else ""))
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for r in rows:
+        print("| " + " | ".join(f"{v:g}" if k == "threshold" else (f"{v:.3f}" if isinstance(v, float) else str(v))
+                                for k, v in r.items()) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
