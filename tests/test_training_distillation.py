@@ -129,6 +129,8 @@ def test_continue_refuses_a_changed_teacher_or_a_changed_recipe(tmp_path, teache
     before = latest.read_bytes()
     assert main(_argv(pp_b, tmp_path / "res", "--continue", "--epochs", "2", "--distill-weight", "0.9")) == 2
     assert "--distill-weight cannot change it" in capsys.readouterr().err
+    assert main(_argv(pp_b, tmp_path / "res", "--continue", "--epochs", "2", "--distill-folds", "0", "1")) == 2
+    assert "--distill-folds cannot change them" in capsys.readouterr().err
     (teacher / "fold_0" / "checkpoint_best.pth").write_bytes((teacher / "fold_1" / "checkpoint_best.pth").read_bytes())
     assert main(_argv(pp_b, tmp_path / "res", "--continue", "--epochs", "2")) == 2
     err = capsys.readouterr().err
@@ -139,6 +141,8 @@ def test_continue_refuses_a_changed_teacher_or_a_changed_recipe(tmp_path, teache
     assert latest.read_bytes() == before
     assert main(_argv(pp_b, tmp_path / "plain")) == 0
     assert main(_argv(pp_b, tmp_path / "plain", "--continue", "--epochs", "3", "--distill-from", str(tmp_path / "res" / DATASET / "tiny"))) == 2
+    assert "trained without a teacher" in capsys.readouterr().err
+    assert main(_argv(pp_b, tmp_path / "plain", "--continue", "--epochs", "3", "--distill-weight", "0.5")) == 2
     assert "trained without a teacher" in capsys.readouterr().err
 
 

@@ -37,7 +37,7 @@ from deepwml.training.checkpoint import (
 )
 from deepwml.training.dataloader import BatchSpec, epoch_batches, worker_count
 from deepwml.training.device import DeviceSetup, make_scaler, setup_device
-from deepwml.training.distillation import DEFAULT_WEIGHT, Teacher, check_weight, distillation_loss, load_teacher, reload_teacher, same_teacher
+from deepwml.training.distillation import DEFAULT_WEIGHT, Teacher, distillation_loss, load_teacher, reload_teacher, same_teacher
 from deepwml.training.losses import training_loss
 from deepwml.training.network import count_parameters
 from deepwml.training.optim import build_optimizer, learning_rate, set_learning_rate
@@ -169,10 +169,8 @@ class Trainer:
         if self.opts.distill_from is not None:
             weight = DEFAULT_WEIGHT if self.opts.distill_weight is None else self.opts.distill_weight
             self.teacher = load_teacher(self.opts.distill_from, self.plan, self.setup, self.opts.distill_folds, weight)
-        elif self.opts.distill_weight is not None or self.opts.distill_folds:
-            check_weight(self.opts.distill_weight if self.opts.distill_weight is not None else DEFAULT_WEIGHT)
-            if not self.opts.resume:
-                raise DeepWMLError("--distill-weight and --distill-folds go with --distill-from")
+        elif self._distill_options_given() and not self.opts.resume:
+            raise DeepWMLError("--distill-weight and --distill-folds go with --distill-from")
         self.model = D.wrap_model(self.net, self.ctx, self.setup.device)
         self.optimizer = build_optimizer(self.net, self.training)
         self.scaler = make_scaler(self.setup)
@@ -246,17 +244,24 @@ class Trainer:
             self.training = dataclasses.replace(self.training, learning_rate=float(started_with))
         set_rng_state(ckpt["rng"])
 
+    def _distill_options_given(self) -> bool:
+        """Whether --distill-weight or --distill-folds was given."""
+        return self.opts.distill_weight is not None or bool(self.opts.distill_folds)
+
     def restore_teacher(self, recorded: Optional[Dict[str, Any]]) -> None:
         """On --continue: the run's own teacher, reloaded and checked; a different one, or adding or dropping one, is refused."""
         where = self.out / LATEST
         if recorded is None:
-            if self.teacher is not None:
-                raise DeepWMLError("this run was trained without a teacher; --distill-from cannot join it on --continue "
+            if self.teacher is not None or self._distill_options_given():
+                raise DeepWMLError("this run was trained without a teacher; --distill-* options cannot join it on --continue "
                                    "(start a new run to distil)", where)
             return
         if self.teacher is None:
-            if self.opts.distill_weight is not None and float(self.opts.distill_weight) != float(recorded.get("weight", -1)):
+            weight, folds = self.opts.distill_weight, self.opts.distill_folds
+            if weight is not None and float(weight) != float(recorded.get("weight", -1)):
                 raise DeepWMLError(f"this run distils with weight {recorded.get('weight')}; --distill-weight cannot change it", where)
+            if folds and [str(f) for f in folds] != list(recorded.get("folds", [])):
+                raise DeepWMLError(f"this run distils folds {', '.join(recorded.get('folds', []))}; --distill-folds cannot change them", where)
             self.teacher = reload_teacher(recorded, self.plan, self.setup, where)
         elif not same_teacher(self.teacher.origin, recorded):
             raise DeepWMLError(f"this run was distilled from {recorded.get('folder')} (folds {', '.join(recorded.get('folds', []))}, "
