@@ -8,7 +8,6 @@ loads it. It sees the student's augmented batch, so its preprocessing must equal
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -21,7 +20,8 @@ from deepwml.constants import IGNORE_LABEL
 from deepwml.models.losses import soft_bce_dice
 from deepwml.planning.plan import Plan
 from deepwml.training.device import DeviceSetup
-from deepwml.training.losses import deep_supervision_weights, training_loss
+from deepwml.training.losses import deep_supervision_weights, downsample_target, training_loss
+from deepwml.training.pretrained_weights import differences, file_sha256
 from deepwml.utils.errors import DeepWMLError
 
 #: share of the loss that follows the teacher (the rest follows the labels) unless --distill-weight says otherwise
@@ -53,11 +53,6 @@ class Teacher:
         return total / len(self.networks)
 
 
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _model_folder(spec: str) -> Path:
     """The PLAN folder that ``spec`` names ('builtin' or a path)."""
     from deepwml.inference.model_loading import resolve_model_dir
@@ -83,11 +78,10 @@ def load_teacher(spec: str, plan: Plan, setup: DeviceSetup, folds: Optional[Sequ
     model = check_model(folder, folds)
     if plan.network.out_channels != 1 or model.plan.network.out_channels != 1:
         raise DeepWMLError("--distill-from: distillation is for binary lesion models (one output channel, both teacher and student)", folder)
-    ours, theirs = plan.to_dict()["preprocessing"], model.plan.to_dict()["preprocessing"]
-    differ = [f"{k}: {theirs.get(k)!r} (teacher) vs {ours.get(k)!r}" for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+    differ = differences(model.plan.to_dict()["preprocessing"], plan.to_dict()["preprocessing"])
     if differ:
-        raise DeepWMLError("--distill-from: the teacher was trained on differently preprocessed images (" + "; ".join(differ)
-                           + "); it would be shown inputs it does not know", folder)
+        raise DeepWMLError("--distill-from: the teacher was trained on differently preprocessed images (teacher -> this plan: "
+                           + "; ".join(differ) + "); it would be shown inputs it does not know", folder)
     ours_in, theirs_in = plan.network.in_channels, model.plan.network.in_channels
     if ours_in != theirs_in:
         raise DeepWMLError(f"--distill-from: the teacher takes {theirs_in} input channel(s), this plan's network {ours_in}", folder)
@@ -99,7 +93,7 @@ def load_teacher(spec: str, plan: Plan, setup: DeviceSetup, folds: Optional[Sequ
         "folder": str(folder.resolve()),
         "folds": list(model.folds),
         "checkpoint": model.checkpoint,
-        "sha256": [_sha256(p) for p in model.checkpoints],
+        "sha256": [file_sha256(p) for p in model.checkpoints],
         "plan_name": model.plan.name,
         "plan_hash": model.plan.hash(),
         "weight": weight,
@@ -142,8 +136,7 @@ def distillation_loss(output: Union[torch.Tensor, List[torch.Tensor]], target: t
     soft_term = outputs[0].new_zeros((), dtype=torch.float32)
     for w, out in zip(weights, outputs):
         size = out.shape[-2:]
-        valid = target != IGNORE_LABEL
-        if tuple(valid.shape[-2:]) != tuple(size):
-            valid = F.interpolate(valid.float(), size=tuple(size), mode="nearest") > 0.5
-        soft_term = soft_term + w * soft_bce_dice(out, _resized(teacher_prob, size), valid)
+        # the labels' ignored pixels at this head's size, as the label term sees them
+        t = target if target.shape[-2:] == size else downsample_target(target, size)
+        soft_term = soft_term + w * soft_bce_dice(out, _resized(teacher_prob, size), t != IGNORE_LABEL)
     return (1.0 - weight) * label_term + weight * soft_term

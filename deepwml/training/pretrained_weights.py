@@ -53,7 +53,12 @@ def _checkpoint_file(spec: str) -> Tuple[Path, List[str]]:
     return files[0], notes
 
 
-def _differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes (what a run records of the weights it learnt from)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
     """Keys whose values differ, as 'key: a -> b'."""
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
@@ -65,7 +70,7 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
     if "model" not in ckpt or not isinstance(ckpt.get("plan"), dict):
         raise DeepWMLError("--pretrained: not a DeepWML checkpoint (needs 'model' and 'plan')", path)
     theirs = ckpt["plan"]
-    network_diff = _differences(theirs.get("network", {}), plan.to_dict()["network"])
+    network_diff = differences(theirs.get("network", {}), plan.to_dict()["network"])
     if network_diff:
         raise DeepWMLError(
             "--pretrained: its network differs from this plan's (" + "; ".join(network_diff) + "); plan with the same "
@@ -73,11 +78,11 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
             path,
         )
     notes += [f"preprocessing differs from the pretrained model's: {d}"
-              for d in _differences(theirs.get("preprocessing", {}), plan.to_dict()["preprocessing"])]
+              for d in differences(theirs.get("preprocessing", {}), plan.to_dict()["preprocessing"])]
     origin = {
         "source": spec,
         "file": str(path.resolve()),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": file_sha256(path),
         "plan_name": theirs.get("name"),
         "plan_hash": ckpt.get("plan_hash"),
         "epoch": ckpt.get("epoch"),
