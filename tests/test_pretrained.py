@@ -150,6 +150,54 @@ def test_a_distilled_recipe_is_recorded_installs_one_network_and_its_card_names_
     assert "folds 0;" in capsys.readouterr().out
 
 
+def test_a_recipe_started_from_a_model_copies_it_once_and_every_network_fine_tunes_from_the_copy(tmp_path, monkeypatch):
+    """--start-from builtin: the shipped model is copied into the work folder and recorded (checksum, generator
+    version); folds start from the copy with --pretrained, continued runs with --continue alone; installing another
+    model does not change what a resumed run starts from; the card says where the weights came from."""
+    from dataclasses import replace
+
+    import deepwml.pretrained.recipe as recipe_module
+    from deepwml.pretrained.recipe import START_MODEL, _start_model, _train_fold, model_card, open_record
+    from deepwml.training.pretrained_weights import file_sha256
+    from deepwml.utils.atomic import read_json
+
+    shipped = write_model_dir(tmp_path / "pkg" / "wmh_flair2d", tiny_plan(), folds=(0,))
+    write_json(shipped / "dataset.json", dict(read_json(shipped / "dataset.json"), synthetic={"generator_version": 8}))
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", shipped)
+    recipe, work = replace(Recipe(), start_from="builtin"), tmp_path / "work"
+    assert recipe.record()["start_from"] == "builtin" and "start_from" not in Recipe().record()
+    work.mkdir()
+    record_path = work / "recipe.json"
+    open_record(record_path, recipe, 9)
+    args = _start_model(recipe, work, record_path)
+    assert args == ["--pretrained", str(work / START_MODEL / "fold_0")]
+    digest = file_sha256(shipped / "fold_0" / "checkpoint_best.pth")
+    start = read_json(record_path)["start_model"]
+    assert start["sha256"] == [digest] and start["generator_version"] == 8 and start["source"] == "builtin"
+    # a newer model installed in between (e.g. by this very recipe) does not change a resumed run's start
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", write_model_dir(tmp_path / "pkg2" / "wmh_flair2d", tiny_plan(), folds=(0,)))
+    assert _start_model(recipe, work, record_path) == args and read_json(record_path)["start_model"]["sha256"] == [digest]
+    with pytest.raises(DeepWMLError, match="--start-from: not a trained model's PLAN folder"):
+        _start_model(replace(recipe, start_from=str(tmp_path / "nothing")), tmp_path / "other", record_path)
+
+    calls = []
+
+    def fake_run(module, argv, env):
+        calls.append(argv)
+        write_json(tmp_path / "results" / "fold_0" / "validation" / "summary.json", {"median_dice": 0.7})
+
+    monkeypatch.setattr(recipe_module, "_run", fake_run)
+    _train_fold(recipe, "0", 510, "cpu_fast_robust", tmp_path / "results", {}, "cpu", args)
+    assert calls[-1][-2:] == args
+    (tmp_path / "results" / "fold_0" / "validation" / "summary.json").unlink()
+    (tmp_path / "results" / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
+    _train_fold(recipe, "0", 510, "cpu_fast_robust", tmp_path / "results", {}, "cpu", args)
+    assert calls[-1][-1] == "--continue" and "--pretrained" not in calls[-1]
+    card = model_card(recipe, read_json(record_path))
+    assert f"started from the weights of `builtin` (generator version 8; checkpoint sha256 {digest[:12]}" in card
+    assert "started from" not in model_card(Recipe(), {})
+
+
 def test_training_hours_count_each_epoch_once_across_resumed_runs(tmp_path):
     """A fold's training time comes from its log: an epoch logged again after a resume and a line cut by a kill do
     not count twice or break the card."""
@@ -190,6 +238,16 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     assert list((work / "distilled").glob("Dataset*/*/fold_0/checkpoint_best.pth"))
     assert read_json(work / "recipe.json")["teacher_figures"] and (work / "heldout_report_distilled" / "summary.json").is_file()
     assert "distilled from" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    # a new recipe run fine-tunes that model instead of starting from random weights, and its checkpoints say so
+    again = ["--workdir", str(tmp_path / "work2"), "--scale", "0.01", "--epochs", "1", "--iterations", "1", "--heldout-scale",
+             "0.01", "--install-to", str(tmp_path / "model2"), "-np", "2", "--no-distill", "--start-from", str(tmp_path / "model")]
+    assert main(again) == 0
+    import torch
+
+    fold = next((tmp_path / "work2" / "results").glob("Dataset*/*/fold_0"))
+    origin = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["pretrained"]
+    assert origin["sha256"] == read_json(tmp_path / "work2" / "recipe.json")["start_model"]["sha256"][0]
+    assert "started from the weights of" in (tmp_path / "model2" / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("centre,skull_stripped", [("CSVD#3", False), ("MS#3", True)])

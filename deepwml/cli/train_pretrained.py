@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ship one network distilled from the trained folds (deepwml_train --distill-from) instead of the "
                    f"folds themselves: about the ensemble's accuracy at one network's prediction time (default "
                    f"{'on' if d.distill else 'off'}). A work folder whose folds are trained takes it on")
+    p.add_argument("--start-from", default=None, metavar="builtin|PLAN_DIR",
+                   help="start every network from this model's weights (the shipped one: 'builtin') at deepwml_train "
+                   "--pretrained's fine-tuning learning rate, not from random weights: re-trains the shipped model on a new "
+                   "generator version in fewer epochs. The model is copied into the work folder first and recorded on the card")
     p.add_argument("--heldout-seed", type=int, default=None, help=f"seed of the held-out synthetic set ({default('heldout_seed')})")
     p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
@@ -58,7 +62,7 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.pretrained.recipe import Recipe, run_recipe
 
     a = build_parser().parse_args(argv)
-    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill")}
+    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from")}
     if a.folds is not None:
         from deepwml.training.preprocessed import parse_fold
 

@@ -55,6 +55,11 @@ class Recipe:
     #: ship one network distilled from the folds (deepwml_train --distill-from) instead of the folds themselves:
     #: about the ensemble's accuracy on real scans at one network's prediction time
     distill: bool = True
+    #: start every network (folds and distilled one) from this model's weights ('builtin' or a PLAN folder) at the
+    #: fine-tuning learning rate instead of from random ones: a new generator version re-trains the shipped model in
+    #: a fraction of the epochs. The model is copied into the work folder first (START_MODEL), so that installing the
+    #: result does not change what a resumed run starts from
+    start_from: Optional[str] = None
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -71,6 +76,8 @@ class Recipe:
             del d["kind"]
         if not self.distill:
             del d["distill"]
+        if self.start_from is None:
+            del d["start_from"]
         folds = d.pop("folds")
         if len(folds) == 1:
             d["fold"] = folds[0]
@@ -129,13 +136,14 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     # a preset may be given as a .json file: the PLAN folder is named after the plan inside
     plan_name = load_preset(recipe.preset).name
     model_dir = res / _dataset(train_id, train_name) / plan_name
-    validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device) for fold in recipe.folds}
+    start_args = _start_model(recipe, work, record_path)
+    validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device, start_args) for fold in recipe.folds}
     score = _score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout
     figures = score(recipe, work, model_dir, list(recipe.folds), _ensemble_tag(recipe.folds), env, np_, device)
     hours = {fold: training_hours(model_dir / f"fold_{fold}") for fold in recipe.folds}
     shipped_dir, extra = model_dir, {}
     if recipe.distill:
-        shipped_dir = _train_student(recipe, train_id, plan_name, model_dir, work, env, device)
+        shipped_dir = _train_student(recipe, train_id, plan_name, model_dir, work, env, device, start_args)
         fold = recipe.folds[0]
         extra = {"teacher_figures": figures, "teacher_validation": validation, "teacher_training_hours": hours}
         validation = {fold: read_json(shipped_dir / f"fold_{fold}" / "validation" / "summary.json")}
@@ -169,22 +177,53 @@ def _without_folds(record: Any) -> Any:
     return {k: v for k, v in record.items() if k not in ("fold", "folds", "distill")} if isinstance(record, dict) else record
 
 
+#: the copy of ``Recipe.start_from`` below the work folder
+START_MODEL = "start_model"
+
+
+def _start_model(recipe: Recipe, work: Path, record_path: Path) -> List[str]:
+    """deepwml_train's ``--pretrained`` arguments of a recipe that starts from a model ([] for random weights): the
+    model is copied into the work folder once (and recorded), so a resumed run starts from the same weights."""
+    if recipe.start_from is None:
+        return []
+    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+    from deepwml.training.pretrained_weights import file_sha256
+
+    copy = work / START_MODEL
+    if not copy.is_dir():
+        source = builtin_model_dir() if recipe.start_from == BUILTIN_ALIAS else Path(recipe.start_from).expanduser()
+        if not (source / "plans.json").is_file() or not list(source.glob(f"fold_*/checkpoint_{recipe.checkpoint}.pth")):
+            raise DeepWMLError(f"--start-from: not a trained model's PLAN folder (plans.json and fold_K/checkpoint_"
+                               f"{recipe.checkpoint}.pth)", source)
+        staging = Path(tempfile.mkdtemp(prefix=f".{START_MODEL}.", dir=work))
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        staging.rename(copy)
+    checkpoints = sorted(copy.glob(f"fold_*/checkpoint_{recipe.checkpoint}.pth"))
+    dataset = read_json(copy / "dataset.json") if (copy / "dataset.json").is_file() else {}
+    record = read_json(record_path)
+    record["start_model"] = {"source": recipe.start_from, "folder": str(copy),
+                             "sha256": [file_sha256(c) for c in checkpoints],
+                             "generator_version": dataset.get("synthetic", {}).get("generator_version")}
+    write_json(record_path, record)
+    return ["--pretrained", str(checkpoints[0].parent)]
+
+
 def _train_fold(recipe: Recipe, fold: str, train_id: int, plan_name: str, model_dir: Path, env: Dict[str, str],
-                device: str) -> Dict[str, Any]:
+                device: str, start_args: List[str]) -> Dict[str, Any]:
     """Train one fold unless it has finished (continuing an interrupted run); return its validation summary."""
     fold_dir = model_dir / f"fold_{fold}"
     finished = fold_dir / "validation" / "summary.json"
     if not finished.is_file():
         train_args = ["-d", str(train_id), fold, "-p", plan_name, "--epochs", str(recipe.epochs),
                       "--iterations", str(recipe.iterations), "--seed", str(recipe.seed), "--device", device]
-        if (fold_dir / "checkpoint_latest.pth").is_file():
-            train_args.append("--continue")
+        # a continued run keeps the weights' origin and learning rate its checkpoint records
+        train_args += ["--continue"] if (fold_dir / "checkpoint_latest.pth").is_file() else start_args
         _run("train", train_args, env)
     return read_json(finished)
 
 
 def _train_student(recipe: Recipe, train_id: int, plan_name: str, teacher_dir: Path, work: Path, env: Dict[str, str],
-                   device: str) -> Path:
+                   device: str, start_args: List[str]) -> Path:
     """Distil the trained folds into one network on the first fold's split (in ``work``/distilled, so that it keeps
     the teachers' plan and preprocessed data); returns its PLAN folder."""
     fold = recipe.folds[0]
@@ -197,7 +236,7 @@ def _train_student(recipe: Recipe, train_id: int, plan_name: str, teacher_dir: P
         if (fold_dir / "checkpoint_latest.pth").is_file():
             args.append("--continue")  # the teacher is reloaded from the checkpoint's record
         else:
-            args += ["--distill-from", str(teacher_dir), "--distill-folds", *recipe.folds]
+            args += ["--distill-from", str(teacher_dir), "--distill-folds", *recipe.folds] + start_args
         _log(f"distilling {recipe.folds_text()} into one network")
         _run("train", args, student_env)
     return student_dir
@@ -325,20 +364,36 @@ def _training_time(record: Dict[str, Any], key: str = "training_hours") -> str:
 
 
 def _recipe_text(recipe: Recipe, record: Dict[str, Any]) -> str:
-    """The recipe section's sentence: folds, schedule, distillation, time."""
+    """The recipe section's sentence: folds, schedule, distillation, starting weights, time."""
     r = asdict(recipe)
     schedule = f"{r['epochs']} epochs x {r['iterations']} iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`"
     if not recipe.distill:
-        return (f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}; training "
+        text = (f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}; training "
                 f"{_training_time(record)} on the machine that made it; the recipe's last call {record.get('hours', '?')} h "
                 "(finished stages are skipped).")
-    from deepwml.training.distillation import DEFAULT_WEIGHT
+    else:
+        from deepwml.training.distillation import DEFAULT_WEIGHT
 
-    return (f"Preset `{r['preset']}`. Teachers: folds {', '.join(recipe.folds)} (each 80 % train, 20 % validation), {schedule}. Shipped: one "
-            f"network of the same size distilled from them on fold {recipe.folds[0]}'s split (`deepwml_train --distill-from`: "
-            f"loss {1 - DEFAULT_WEIGHT:g} x labels + {DEFAULT_WEIGHT:g} x the teachers' averaged probabilities), same schedule. "
-            f"Training on the machine that made it: teachers {_training_time(record, 'teacher_training_hours')}, distilled "
-            f"network {_training_time(record)}; the recipe's last call {record.get('hours', '?')} h (finished stages are skipped).")
+        text = (f"Preset `{r['preset']}`. Teachers: folds {', '.join(recipe.folds)} (each 80 % train, 20 % validation), {schedule}. "
+                f"Shipped: one network of the same size distilled from them on fold {recipe.folds[0]}'s split (`deepwml_train "
+                f"--distill-from`: loss {1 - DEFAULT_WEIGHT:g} x labels + {DEFAULT_WEIGHT:g} x the teachers' averaged "
+                f"probabilities), same schedule. Training on the machine that made it: teachers "
+                f"{_training_time(record, 'teacher_training_hours')}, distilled network {_training_time(record)}; the recipe's "
+                f"last call {record.get('hours', '?')} h (finished stages are skipped).")
+    return text + _start_text(record)
+
+
+def _start_text(record: Dict[str, Any]) -> str:
+    """The starting weights of a recipe run with ``--start-from``, in words ('' when they were random)."""
+    start = record.get("start_model")
+    if not start:
+        return ""
+    from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR
+
+    digests = ", ".join(d[:12] for d in start.get("sha256", []))
+    return (f" Every network started from the weights of `{start['source']}` (generator version {start.get('generator_version') or '?'}; "
+            f"checkpoint sha256 {digests}; its card is the MODEL_CARD.md of the package version that shipped it), at "
+            f"{FINETUNE_LR_FACTOR:g} x the plan's learning rate (`deepwml_train --pretrained`), not from random weights.")
 
 
 def _heldout_text(figures: Dict[str, Any]) -> str:
