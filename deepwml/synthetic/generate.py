@@ -32,8 +32,9 @@ LABEL_FRACTION = 0.4
 BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
 COARSE_MM = 2.0
-#: Bump when the generator changes what it writes for a given seed.
-GENERATOR_VERSION = 8
+#: Bump when the generator changes what it writes for a given seed (each case's stream is keyed by it, so every case
+#: is drawn anew). v9: template brains get their own cortex (deepwml.synthetic.folding).
+GENERATOR_VERSION = 9
 #: Wavelengths (mm) of the surface-bound and the free 3D folding fields: sulci about every half wavelength. Generator
 #: v7 folds more densely (v6: 22 and 20 mm), so that cortex fills the outer brain on a slice as it does in real brains
 #: (gyri 8-12 mm apart) instead of a few wide gyri of white matter.

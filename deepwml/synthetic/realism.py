@@ -49,6 +49,7 @@ def case_figures(case: SyntheticCase) -> Dict[str, object]:
     slice_ml = label.sum(axis=(1, 2)) * voxel_ul / 1000.0
     rim = case.truth["rim"] & ~label
     mimic = case.truth.get("mimic", np.zeros(label.shape, bool))
+    cortex, white = cortex_and_white_matter(case.truth, label)
     return {
         "disease": case.meta.disease,
         "lesion_ratio": contrast["lesion_ratio"],
@@ -66,10 +67,20 @@ def case_figures(case: SyntheticCase) -> Dict[str, object]:
         "rim_pixels": int(rim.sum()),
         "mimic_ratio": float(np.median(image[mimic])) / brain_median if mimic.any() else float("nan"),
         "mimic_labelled": int((label & mimic).sum()),
+        "brain": str(case.meta.extra.get("brain", "procedural")),
+        "cortex_ratio": float(np.median(image[cortex]) / np.median(image[white])) if cortex.any() and white.any() else float("nan"),
+        "p97_ratio": float(np.percentile(image[case.truth["brain"] & ~label], 97)) / brain_median,
         "skull_stripped": bool(case.meta.extra.get("skull_stripped", False)),
         "storage": str(case.meta.extra.get("intensity_storage", "vendor")),
         "stored_range": (int(case.image.min()), int(case.image.max())),
     }
+
+
+def cortex_and_white_matter(truth: Dict[str, np.ndarray], label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Cortex and supratentorial white matter of a case's truth masks, lesions left out of both."""
+    cortex = truth["cortex"] & ~label
+    white = truth["brain"] & ~truth["cortex"] & ~truth["ventricle"] & ~truth["infratentorial"] & ~label
+    return cortex, white
 
 
 def _small_2d_components(label: np.ndarray, max_pixels: int = 10) -> int:
@@ -134,4 +145,19 @@ def _v5_rows(figures: Sequence[Dict[str, object]]) -> List[Tuple[str, str, str]]
     rows.append(("bright mimics / brain median (not lesion)",
                  f"{np.nanmedian(mimic):.3g} median over {covered.sum()} cases that show them; {labelled} labelled voxels",
                  "fat, sinuses, flow: a failure mode"))
+    return rows + _v9_rows(figures)
+
+
+def _v9_rows(figures: Sequence[Dict[str, object]]) -> List[Tuple[str, str, str]]:
+    """Rows for generator version 9's cortex: how bright cortex and normal brain get against white matter."""
+    if "cortex_ratio" not in figures[0]:
+        return []
+    rows = []
+    for brain in sorted({str(f["brain"]) for f in figures}):
+        values = np.array([f["cortex_ratio"] for f in figures if f["brain"] == brain], float)
+        rows.append((f"cortex / white matter median, {brain} brains", f"{np.nanmin(values):.3g} – {np.nanmax(values):.3g} "
+                     f"(median {np.nanmedian(values):.3g})", "grey brighter than white on FLAIR"))
+    p97 = np.array([f["p97_ratio"] for f in figures], float)
+    rows.append(("brain p97 / brain median (lesions left out)", f"{p97.min():.3g} – {p97.max():.3g} (median {np.median(p97):.3g})",
+                 "1.19 – 1.23 on real 3D FLAIR in slabs (real_dev.py --contrast)"))
     return rows

@@ -23,6 +23,7 @@ from deepwml.synthetic.anatomy import (
     ventricle_tissues,
 )
 from deepwml.synthetic.fields import AlignedField, CoarseField
+from deepwml.synthetic.folding import sample_folding
 from deepwml.synthetic.grid import Grid, is_empty
 from deepwml.synthetic.shapes import inside
 from deepwml.synthetic.warp import sample_warp
@@ -209,6 +210,8 @@ def template_fields(
     q = a.warp.to_template(p)
     hull = tpl.hull.sample_points(q[2], q[1], q[0]) * np.float32(a.size)
     extra = deep_cortex_fields(a, p)
+    # the tissue maps are read at folded points; the hull, ventricles and lesion sites keep the warp alone
+    folded = sample_folding(a.warp).displace((q[2], q[1], q[0]), hull)
     full = {
         "hull": hull,
         "cranium": cranium_sdf(a, p, hull),
@@ -217,9 +220,9 @@ def template_fields(
         "deep": np.clip((-hull - DEEP_GREY_DEPTH_MM[0]) / (DEEP_GREY_DEPTH_MM[1] - DEEP_GREY_DEPTH_MM[0]), 0.0, 1.0),
         "tract": extra["tract"],
         "stem": extra["stem"],
-        "tpl_z": q[2],
-        "tpl_y": q[1],
-        "tpl_x": q[0],
+        "tpl_z": folded[0],
+        "tpl_y": folded[1],
+        "tpl_x": folded[2],
     }
     out = block_fields(full, coarse, whole_block(coarse), factor, fine_size)
     block = ventricle_block(a, coarse, margin_mm=22.0)
@@ -247,10 +250,11 @@ def render_template_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z
     del q, where
     ventricle, rim, near, vdist, tips = ventricle_tissues(a, fields, z, width, shape)
     tissue = gm + wm
+    folding = sample_folding(a.warp)
     # what the template's tissue maps leave is CSF; atrophy widens the sulci where there is some already
-    csf_share = np.clip(1.0 - tissue, 0.0, 1.0)
+    csf_share = folding.gather_csf(np.clip(1.0 - tissue, 0.0, 1.0))
     csf = (1.0 - (1.0 - csf_share) ** np.float32(1.0 + SULCAL_WIDENING * a.warp.sulcal_widening)) * (1.0 - ventricle)
-    grey_share = gm / np.maximum(tissue, np.float32(1e-3))
+    grey_share = folding.sharpen(gm / np.maximum(tissue, np.float32(1e-3)))
     deep = fields["deep"].sample(z)
     tract = inside(fields["tract"].sample(z), 2.0)
     return Tissues(
