@@ -34,7 +34,7 @@ from deepwml_testing.toy_models import tiny_plan, write_model_dir
 REPO = Path(__file__).parents[1]
 DATA = Path(__file__).parent / "data"
 TWO = "Dataset901_TwoChannel"
-CPU = setup_device("cpu", threads=1)
+CPU = setup_device("cpu", allow_bf16=False, threads=1)  # fp32: compared with the network run by hand
 
 
 def t1_of(flair: np.ndarray) -> np.ndarray:

@@ -39,7 +39,8 @@ def test_a_checkpoint_saved_by_the_previous_build_network_loads_and_predicts_the
         net = build_network(plan).eval()
         net.load_state_dict(entry["model"], strict=True)
         with torch.no_grad():
-            torch.testing.assert_close(net(saved["input"]), entry["output"], rtol=0, atol=1e-6, msg=name)
+            # fp32 kernels differ by ISA (AVX2 vs AVX-512: ~1.4e-6 here); a changed network differs by far more
+            torch.testing.assert_close(net(saved["input"]), entry["output"], rtol=0, atol=1e-5, msg=name)
         # same modules in the same order: the same seed gives the very same initial weights
         torch.manual_seed(1)
         fresh = build_network(plan).state_dict()
