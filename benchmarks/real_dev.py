@@ -159,8 +159,7 @@ def contrast_figures(image: np.ndarray, label: np.ndarray) -> Dict[str, float]:
     """
     values = np.asarray(image, np.float32)
     brain = (values > 0.1 * np.median(values[values > 0])) & ~label
-    figures = lesion_contrast(values, brain, label)
-    return {**figures, "p97_ratio": float(np.percentile(values[brain], 97)) / figures["brain_median"]}
+    return lesion_contrast(values, brain, label)
 
 
 def contrast_table(cases: Sequence[StackCase]) -> str:
