@@ -212,12 +212,12 @@ def test_interrupted_run_resumes_without_redoing_finished_cases(tmp_path, monkey
 def test_csvd_cases_record_their_drawn_fazekas_grades_without_changing_the_case():
     import hashlib
 
-    case = generate_case("CSVD#1", 2, seed=0)
-    # the digests of this case (generator v9; v8's were those from before the grades were recorded): recording them
+    case = generate_case("CSVD#1", 8, seed=0)
+    # the digests of this case (generator v10; v8's were those from before the grades were recorded): recording them
     # draws nothing, so they change only with GENERATOR_VERSION
-    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "08ecec0c03eb4f6fd79b34d0e715aa064bf58043319a63b6319fe324b278435b"
-    assert hashlib.sha256(case.label.tobytes()).hexdigest() == "eb3c4d0599f75a3eaf8fa5add654aa028d13e864b941a3e1927b918fc0f99a18"
-    # severity 0.489: a periventricular halo (band of 2.5 mm nominal or more), punctate deep foci, no confluence yet
+    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "6aee7c963cbe3510a306724dc0d0fc02a891b13dd12d6824bc968698a8dba530"
+    assert hashlib.sha256(case.label.tobytes()).hexdigest() == "0b5a62d0c72b47e17fc45287f05ee920f81eeb49a7156516ec120dd9c3d872f8"
+    # severity 0.529: a periventricular halo (band of 2.5 mm nominal or more), punctate deep foci, no confluence yet
     assert (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"]) == (2, 1)
 
 

@@ -44,6 +44,10 @@ class Contrast:
     #: corticospinal tract and brainstem relative to white matter (normal, never lesion)
     tract: float = 1.0
     stem: float = 1.0
+    #: limbic grey matter relative to other grey matter, and peritrigonal white matter relative to white matter
+    #: (normal, never lesion; template brains only, generator v10: deepwml.synthetic.limbic)
+    limbic: float = 1.0
+    terminal: float = 1.0
 
 
 #: Typical contrasts; each patient's scan varies around these.
@@ -58,6 +62,12 @@ _BASE = {
 #: bright as many lesions, so that a model cannot call every bright blob a lesion (real 3D FLAIR: cortex at the
 #: 97th brain percentile is about 1.2 x the brain median, lesions 1.20-1.34 x; benchmarks/real_dev.py --contrast).
 HIGH_GREY_SHARE = 0.3
+
+#: Range of the limbic grey matter's signal relative to other cortex, and of the peritrigonal white matter's relative
+#: to white matter (generator v10). Healthy limbic cortex is brighter than neocortex on FLAIR (Hirai et al. 2000);
+#: on the real development scans the false positives there are 1.1-1.3 x the brain median, as bright as many lesions.
+LIMBIC_RANGE = (1.03, 1.2)
+TERMINAL_RANGE = (1.0, 1.12)
 
 #: Reference voxel volume (mm³) for :attr:`Contrast.noise`.
 _REFERENCE_VOXEL = 0.9375 * 0.9375 * 6.5
@@ -85,6 +95,8 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
         mucosa=float(rng.uniform(1.15, 1.75)),
         tract=float(rng.uniform(0.98, 1.16)),
         stem=float(rng.uniform(0.97, 1.12)),
+        limbic=float(rng.uniform(*LIMBIC_RANGE)),
+        terminal=float(rng.uniform(*TERMINAL_RANGE)),
     )
 
 
@@ -161,7 +173,11 @@ def mix(t: Tissues, m: Mimics, lesion: np.ndarray, lesion_contrast: np.ndarray, 
     img = paint(img, m.orbit_fat, np.clip(np.float32(c.fat) + np.float32(0.15) * t.texture, 0.9, 1.9))
     img = paint(img, m.eye, np.float32(c.csf))  # the vitreous is nulled like CSF
     tissue = np.float32(1.0) + t.tract * np.float32(c.tract - 1.0) + t.stem * np.float32(c.stem - 1.0)
-    tissue = paint(tissue, t.grey, np.float32(c.grey))
+    grey = np.float32(c.grey)
+    if t.limbic is not None:
+        tissue = tissue + t.terminal * np.float32(c.terminal - 1.0)
+        grey = grey * (np.float32(1.0) + t.limbic * np.float32(c.limbic - 1.0))
+    tissue = paint(tissue, t.grey, grey)
     tissue = paint(tissue, t.deep_grey * (1.0 - t.grey), np.float32(c.deep_grey))
     tissue = paint(tissue, t.csf, csf)
     tissue = paint(tissue, t.ventricle, csf)

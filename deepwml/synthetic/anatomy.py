@@ -324,6 +324,9 @@ class Tissues:
     near_ventricles: Optional[Tuple[slice, slice, slice]]
     ventricle_distance: Optional[np.ndarray]
     tips: Optional[np.ndarray]
+    #: template brains (generator v10): where grey matter is limbic and white matter peritrigonal (deepwml.synthetic.limbic)
+    limbic: Optional[np.ndarray] = None
+    terminal: Optional[np.ndarray] = None
 
 
 def ventricle_block(anatomy: Anatomy, grid: Grid, margin_mm: float = 25.0) -> Tuple[slice, slice, slice]:

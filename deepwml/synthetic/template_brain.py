@@ -25,6 +25,7 @@ from deepwml.synthetic.anatomy import (
 from deepwml.synthetic.fields import AlignedField, CoarseField
 from deepwml.synthetic.folding import sample_folding
 from deepwml.synthetic.grid import Grid, is_empty
+from deepwml.synthetic.limbic import limbic_weight, terminal_weight
 from deepwml.synthetic.shapes import inside
 from deepwml.synthetic.warp import sample_warp
 from deepwml.utils.errors import DeepWMLError
@@ -220,6 +221,8 @@ def template_fields(
         "deep": np.clip((-hull - DEEP_GREY_DEPTH_MM[0]) / (DEEP_GREY_DEPTH_MM[1] - DEEP_GREY_DEPTH_MM[0]), 0.0, 1.0),
         "tract": extra["tract"],
         "stem": extra["stem"],
+        "limbic": limbic_weight(q),
+        "terminal": terminal_weight(q),
         "tpl_z": folded[0],
         "tpl_y": folded[1],
         "tpl_x": folded[2],
@@ -255,11 +258,14 @@ def render_template_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z
     csf_share = folding.gather_csf(np.clip(1.0 - tissue, 0.0, 1.0))
     csf = (1.0 - (1.0 - csf_share) ** np.float32(1.0 + SULCAL_WIDENING * a.warp.sulcal_widening)) * (1.0 - ventricle)
     grey_share = folding.sharpen(gm / np.maximum(tissue, np.float32(1e-3)))
-    deep = fields["deep"].sample(z)
+    limbic = fields["limbic"].sample(z)
+    # limbic cortex lies deep below the surface but is cortex, not a grey nucleus (until v9 it was painted as one)
+    deep = fields["deep"].sample(z) * (1.0 - limbic)
     tract = inside(fields["tract"].sample(z), 2.0)
     return Tissues(
         head, fat, skull, diploe, intracranial, soft, texture, brain, grey_share * (1.0 - deep), grey_share * deep,
         csf, ventricle, rim, tract, fields["stem"].sample(z), -hull, near, vdist, tips,
+        limbic=limbic, terminal=fields["terminal"].sample(z),
     )
 
 
