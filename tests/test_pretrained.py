@@ -285,3 +285,52 @@ def test_the_recipe_preset_is_cpu_fast_with_strong_intensity_augmentation():
     changed = [not np.allclose(out["data"][i], data[i]) and not np.allclose(out["data"][i], data[i, :, :, ::-1])
                for i in range(16)]
     assert sum(changed) >= 8  # most samples see at least one of the transforms at p 0.25 each
+
+
+def test_a_work_folder_ships_either_checkpoint_and_scores_each_apart(tmp_path):
+    """--checkpoint latest on a work folder trained with the default: training is not redone (the record is the same
+    recipe), the held-out set is predicted again into its own folder, and the card says which checkpoint the
+    validation figures are of."""
+    from dataclasses import replace
+
+    from deepwml.pretrained.recipe import _heldout_folder, model_card, open_record
+    from deepwml.utils.atomic import read_json
+
+    best, latest = replace(Recipe(), folds=("0",), epochs=20), replace(Recipe(), folds=("0",), epochs=20, checkpoint="latest")
+    record = tmp_path / "recipe.json"
+    open_record(record, best, 10)
+    open_record(record, latest, 10)
+    assert read_json(record)["recipe"]["checkpoint"] == "latest"
+    with pytest.raises(DeepWMLError, match="another recipe"):
+        open_record(record, replace(latest, epochs=30), 10)
+    assert _heldout_folder(tmp_path, "") == tmp_path / "heldout_predictions"
+    assert _heldout_folder(tmp_path, "", checkpoint="latest") == tmp_path / "heldout_predictions_latest"
+    assert _heldout_folder(tmp_path, "0-1", "heldout_report", "latest") == tmp_path / "heldout_report_0-1_latest"
+    card = model_card(latest, {"validation": {"0": {"median_dice": 0.758, "epoch": 6}}})
+    assert "checkpoint `latest`" in card and "0.758 (of the best checkpoint, epoch 6; the shipped network is the last, epoch 20)" in card
+    assert "of the best checkpoint" not in model_card(best, {"validation": {"0": {"median_dice": 0.758, "epoch": 6}}})
+
+
+def test_an_installed_model_is_read_with_the_checkpoint_it_holds(tmp_path):
+    """A model exported with its last checkpoint (the shipped model, deepwml_install_model) holds that network only:
+    it is loaded and fine-tuned from whatever checkpoint a command asks for; a training folder still names what is
+    missing."""
+    from deepwml.inference.model_loading import check_model
+    from deepwml.inference.packaging import export_model, install_model
+    from deepwml.pretrained.recipe import _start_model, open_record
+
+    trained = write_model_dir(tmp_path / "res" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), checkpoint="checkpoint_latest.pth")
+    with pytest.raises(DeepWMLError, match="use --checkpoint latest"):
+        check_model(trained)
+    export_model(trained, tmp_path / "m.zip", ["0"], "latest")
+    installed = install_model(tmp_path / "m.zip", tmp_path / "installed")
+    for asked in ("best", "latest"):
+        spec = check_model(installed, checkpoint=asked)
+        assert spec.checkpoint == "latest" and spec.checkpoints == [installed / "fold_0" / "checkpoint_latest.pth"]
+    # --start-from such a model starts from the network it holds
+    from dataclasses import replace
+
+    recipe, work = replace(Recipe(), folds=("0",), start_from=str(installed)), tmp_path / "work"
+    work.mkdir()
+    open_record(work / "recipe.json", recipe, 10)
+    assert _start_model(recipe, work, work / "recipe.json") == ["--pretrained", str(work / "start_model" / "fold_0")]

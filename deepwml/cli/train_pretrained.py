@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every network from this model's weights (the shipped one: 'builtin') at deepwml_train "
                    "--pretrained's fine-tuning learning rate, not from random weights: re-trains the shipped model on a new "
                    "generator version in fewer epochs. The model is copied into the work folder first and recorded on the card")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default=None,
+                   help="which checkpoint of each trained network is scored and shipped: the one of the best validation "
+                   "Dice, or the last ('latest', as nnU-Net ships its final checkpoint: a short fine-tuning schedule's "
+                   f"validation peak is mostly noise) ({default('checkpoint')}). A work folder whose networks are trained "
+                   "takes either; distillation teachers are always their best checkpoint")
     p.add_argument("--heldout-seed", type=int, default=None, help=f"seed of the held-out synthetic set ({default('heldout_seed')})")
     p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
@@ -62,7 +67,8 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.pretrained.recipe import Recipe, run_recipe
 
     a = build_parser().parse_args(argv)
-    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from")}
+    given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from",
+                                      "checkpoint")}
     if a.folds is not None:
         from deepwml.training.preprocessed import parse_fold
 

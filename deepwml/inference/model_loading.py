@@ -1,6 +1,7 @@
 """Find a trained model (PLAN folder), check that its folds belong to its plan, and load their networks."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,19 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     return ckpt
 
 
+def installed_checkpoint(model_dir: Path, checkpoint: str) -> str:
+    """The checkpoint to read from ``model_dir``: an installed model (deepwml_install_model, the shipped model) holds
+    one network per fold, the checkpoint its manifest names, so that one whatever was asked; else ``checkpoint``."""
+    path = model_dir / "manifest.json"
+    if not path.is_file() or any((p / CHECKPOINT_FILES[checkpoint]).is_file() for p in model_dir.glob("fold_*")):
+        return checkpoint
+    try:
+        held = json.loads(path.read_text()).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return checkpoint  # not a manifest this loader knows: the errors below name the missing files
+    return held if held in CHECKPOINT_FILES else checkpoint
+
+
 @dataclass
 class ModelSpec:
     """A checked model: its plan and one checkpoint file per fold."""
@@ -83,6 +97,7 @@ def check_model(model_dir: Path, folds: Optional[Sequence[Union[int, str]]] = No
     """Check the folds exist and were trained with the PLAN folder's plans.json; errors say which fold is wrong."""
     if checkpoint not in CHECKPOINT_FILES:
         raise DeepWMLError(f"--checkpoint must be one of {', '.join(CHECKPOINT_FILES)}, got {checkpoint!r}")
+    checkpoint = installed_checkpoint(model_dir, checkpoint)
     plan = Plan.load(model_dir / "plans.json")
     names = [str(f) for f in folds] if folds else available_folds(model_dir, checkpoint)
     if not names:

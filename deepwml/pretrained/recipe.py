@@ -173,8 +173,10 @@ def open_record(record_path: Path, recipe: Recipe, generator_version: int) -> No
 
 
 def _without_folds(record: Any) -> Any:
-    """A recipe record without its fold(s) and whether it distils them (stages that build on the same training)."""
-    return {k: v for k, v in record.items() if k not in ("fold", "folds", "distill")} if isinstance(record, dict) else record
+    """A recipe record without its fold(s), whether it distils them and which checkpoint it ships (stages that build
+    on the same training)."""
+    later = ("fold", "folds", "distill", "checkpoint")
+    return {k: v for k, v in record.items() if k not in later} if isinstance(record, dict) else record
 
 
 #: the copy of ``Recipe.start_from`` below the work folder
@@ -186,19 +188,22 @@ def _start_model(recipe: Recipe, work: Path, record_path: Path) -> List[str]:
     model is copied into the work folder once (and recorded), so a resumed run starts from the same weights."""
     if recipe.start_from is None:
         return []
+    from deepwml.inference.model_loading import installed_checkpoint
     from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
     from deepwml.training.pretrained_weights import file_sha256
 
     copy = work / START_MODEL
     if not copy.is_dir():
         source = builtin_model_dir() if recipe.start_from == BUILTIN_ALIAS else Path(recipe.start_from).expanduser()
-        if not (source / "plans.json").is_file() or not list(source.glob(f"fold_*/checkpoint_{recipe.checkpoint}.pth")):
-            raise DeepWMLError(f"--start-from: not a trained model's PLAN folder (plans.json and fold_K/checkpoint_"
-                               f"{recipe.checkpoint}.pth)", source)
+        if not (source / "plans.json").is_file() or not list(source.glob("fold_*/checkpoint_*.pth")):
+            raise DeepWMLError("--start-from: not a trained model's PLAN folder (plans.json and fold_K/checkpoint_best.pth "
+                               "or checkpoint_latest.pth)", source)
         staging = Path(tempfile.mkdtemp(prefix=f".{START_MODEL}.", dir=work))
         shutil.copytree(source, staging, dirs_exist_ok=True)
         staging.rename(copy)
-    checkpoints = sorted(copy.glob(f"fold_*/checkpoint_{recipe.checkpoint}.pth"))
+    # the start model's own choice: the checkpoint its manifest names if it is installed, else its best one
+    held = installed_checkpoint(copy, "best")
+    checkpoints = sorted(copy.glob(f"fold_*/checkpoint_{held}.pth")) or sorted(copy.glob("fold_*/checkpoint_latest.pth"))
     dataset = read_json(copy / "dataset.json") if (copy / "dataset.json").is_file() else {}
     record = read_json(record_path)
     record["start_model"] = {"source": recipe.start_from, "folder": str(copy),
@@ -267,10 +272,11 @@ def _ensemble_tag(folds: Tuple[str, ...]) -> str:
     return "" if len(folds) == 1 else "-".join(folds)
 
 
-def _heldout_folder(work: Path, tag: str, stem: str = "heldout_predictions") -> Path:
-    """The held-out predictions (or, with ``stem``, report) folder of one model (``tag``: which), as prediction
-    resumes by file."""
-    return work / (f"{stem}_{tag}" if tag else stem)
+def _heldout_folder(work: Path, tag: str, stem: str = "heldout_predictions", checkpoint: str = "best") -> Path:
+    """The held-out predictions (or, with ``stem``, report) folder of one model (``tag``: which; and which of its
+    checkpoints, as a work folder may be scored with both), as prediction resumes by file."""
+    name = "_".join(part for part in (stem, tag, "" if checkpoint == "best" else checkpoint) if part)
+    return work / name
 
 
 def _label_args(recipe: Recipe) -> List[str]:
@@ -287,7 +293,7 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[st
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _label_args(recipe), env)
-    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(work, tag)), "-m", str(model_dir),
+    _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(work, tag, checkpoint=recipe.checkpoint)), "-m", str(model_dir),
                      "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
     return heldout
 
@@ -298,8 +304,8 @@ def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, folds: L
     from deepwml.evaluation.label_maps import score_label_maps
 
     heldout = _predict_heldout(recipe, work, model_dir, folds, tag, env, np_, device)
-    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(work, tag), ANATOMY_SCORES)
-    write_json(_heldout_folder(work, tag, "heldout_report") / "summary.json", summary)
+    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(work, tag, checkpoint=recipe.checkpoint), ANATOMY_SCORES)
+    write_json(_heldout_folder(work, tag, "heldout_report", recipe.checkpoint) / "summary.json", summary)
     _log("held-out Dice (mean over cases): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items() if v is not None))
     return {"heldout_cases": summary["cases"], **{f"{k}_dice": v for k, v in summary["mean_dice"].items()}}
 
@@ -308,7 +314,8 @@ def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[str]
                    device: str) -> Dict[str, Any]:
     """Predict and evaluate a synthetic set drawn with another seed; returns the headline figures."""
     heldout = _predict_heldout(recipe, work, model_dir, folds, tag, env, np_, device)
-    predictions, report = _heldout_folder(work, tag), _heldout_folder(work, tag, "heldout_report")
+    predictions = _heldout_folder(work, tag, checkpoint=recipe.checkpoint)
+    report = _heldout_folder(work, tag, "heldout_report", recipe.checkpoint)
     _run("evaluate", ["-ref", str(heldout / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID), "-o", str(report)], env)
     summary = read_json(report / "summary.json")
     slices, cases = summary["slices"]["overall"], summary["cases"]["overall"]
@@ -355,6 +362,15 @@ def _each_fold(values: Dict[str, Any], unit: str = "") -> str:
 def _per_fold(record: Dict[str, Any], key: str) -> str:
     """One validation figure of each fold."""
     return _each_fold({fold: _rounded(summary).get(key, "?") for fold, summary in record.get("validation", {}).items()})
+
+
+def _validated_text(recipe: Recipe, record: Dict[str, Any]) -> str:
+    """Which checkpoint the validation figures are of, when the shipped one is another (--checkpoint latest)."""
+    if recipe.checkpoint == "best":
+        return ""
+    best = {fold: summary.get("epoch", "?") for fold, summary in record.get("validation", {}).items()}
+    epochs = f"epoch {next(iter(best.values()))}" if len(best) == 1 else ", ".join(f"fold {f} epoch {e}" for f, e in best.items())
+    return f" (of the best checkpoint, {epochs or '?'}; the shipped network is the last, epoch {recipe.epochs})"
 
 
 def _training_time(record: Dict[str, Any], key: str = "training_hours") -> str:
@@ -437,7 +453,7 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
                     f"{_per_fold({'validation': record.get('teacher_validation', {})}, 'median_dice')}"]
     lines = _card_header(recipe, record, "white-matter hyperintensities on thick-slice 2D FLAIR", "labels: the lesion masks") + [
         "## Figures",
-        f"- Validation, median per-slice Dice: {_per_fold(record, 'median_dice')}",
+        f"- Validation, median per-slice Dice: {_per_fold(record, 'median_dice')}{_validated_text(recipe, record)}",
         f"- Held-out synthetic set (seed {r['heldout_seed']}, {figures.get('heldout_cases', '?')} cases; {recipe.shipped_text()}): "
         f"{_heldout_text(figures)}.",
         *teachers,
