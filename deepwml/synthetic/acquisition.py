@@ -65,7 +65,7 @@ HIGH_GREY_SHARE = 0.3
 
 #: Range of the limbic grey matter's signal relative to other cortex, and of the peritrigonal white matter's relative
 #: to white matter (generator v10). Healthy limbic cortex is brighter than neocortex on FLAIR (Hirai et al. 2000);
-#: on the real development scans the false positives there are 1.1-1.3 x the brain median, as bright as many lesions.
+#: the v9 model's false positives near there on the real development scans are 1.17-1.31 x the brain median.
 LIMBIC_RANGE = (1.03, 1.2)
 TERMINAL_RANGE = (1.0, 1.12)
 

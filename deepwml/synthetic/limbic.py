@@ -4,9 +4,11 @@ On FLAIR the limbic grey matter (hippocampus, amygdala, parahippocampal and cing
 than the rest of the cortex in healthy subjects (Hirai et al., Radiology 2000), and the white matter above and behind
 the trigones of the lateral ventricles (the late-myelinating "terminal zones") is often faintly bright. Until v9 the
 template brains drew both as ordinary tissue, and worse: grey matter more than 12-18 mm below the brain surface was
-painted as deep grey nuclei, so the hippocampus and insula came out darker than the cortex. The shipped model's
-largest false positives on real scans (benchmarks/real_dev.py) sit exactly there, bilateral and symmetric: beside
-the temporal horns (hippocampal tail) and in the posterior insula and peritrigonal white matter.
+painted as deep grey nuclei, so the hippocampus and insula came out darker than the cortex. The v9 model's largest
+false positives on real scans (benchmarks/real_dev.py) sit near these regions, bilateral and symmetric: beside the
+temporal horns, in the posterior insula and behind the trigones. Their centroids mostly fall on the template's white
+matter there (optic radiation, sagittal stratum, arcuate fasciculus), which the limbic regions do not brighten; the
+v10-trained model keeps the largest of them, smaller (benchmarks/README.md).
 
 Regions are capsules in MNI millimetres (RAS, right hemisphere; the template is symmetric, so |x| is used),
 mapped into the template's anatomy frame with the scale and centre dataset_conversion/icbm152_template.py used.
