@@ -172,9 +172,10 @@ def contrast_table(cases: Sequence[StackCase]) -> str:
     return "\n".join(lines)
 
 
-def score(cases: Sequence[StackCase], pred_dir: Path) -> List[Dict]:
-    """Case metrics of each predicted mask against its slab label, on the stack's own grid."""
-    rows = []
+def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0) -> Tuple[List[Dict], List[Dict]]:
+    """Case metrics of each predicted mask against its slab label, on the stack's own grid; with ``errors``, also
+    each stack's largest false-positive and missed components (:func:`error_components`)."""
+    rows, components = [], []
     for case in cases:
         path = pred_dir / f"{case.case_id}.nii.gz"
         row = {"scan": case.scan_id, "thickness": case.thickness, "slabs": case.geometry.size[2],
@@ -184,7 +185,47 @@ def score(cases: Sequence[StackCase], pred_dir: Path) -> List[Dict]:
             continue
         predicted = read_label(path).array == 1
         rows.append({**row, **case_metrics(case.label, predicted, case.geometry), "failed": False})
+        if errors:
+            image = read_image(pred_dir.parent / "images" / f"{case.case_id}.nii.gz").array
+            components += error_components(case, image, predicted, errors)
+    return rows, components
+
+
+def world_ras(geometry: Geometry, index_zyx: Sequence[float]) -> Tuple[float, float, float]:
+    """World RAS millimetres (MNI coordinates for MNI-registered scans such as MSLUB) of a numpy (z, y, x) index."""
+    lps = np.asarray(geometry.origin) + geometry.direction_matrix @ (np.asarray(geometry.spacing) * np.asarray(index_zyx[::-1], float))
+    return float(-lps[0]), float(-lps[1]), float(lps[2])
+
+
+def error_components(case: StackCase, image: np.ndarray, predicted: np.ndarray, top: int) -> List[Dict]:
+    """The ``top`` largest false-positive and missed lesion components of one stack (26-connected, as lesion F1
+    counts them): voxels, volume, centre in world RAS mm and median intensity / the stack's brain median."""
+    brain = image > 0.1 * np.median(image[image > 0]) if (image > 0).any() else np.ones(image.shape, bool)
+    brain_median = float(np.median(image[brain & ~case.label])) if (brain & ~case.label).any() else float("nan")
+    voxel_ul = float(np.prod(case.geometry.spacing))
+    rows = []
+    for kind, mask in (("false positive", predicted & ~case.label), ("missed", case.label & ~predicted)):
+        components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        if not n:
+            continue
+        sizes = np.bincount(components.ravel())[1:]
+        largest = np.argsort(sizes)[::-1][:top] + 1
+        centres = ndimage.center_of_mass(mask, components, largest)
+        medians = ndimage.median(image, components, largest)
+        for label, centre, median in zip(largest, centres, np.atleast_1d(medians)):
+            rows.append({"stack": case.case_id, "kind": kind, "voxels": int(sizes[label - 1]),
+                         "ul": sizes[label - 1] * voxel_ul, "ras": world_ras(case.geometry, centre),
+                         "ratio": float(median) / brain_median})
     return rows
+
+
+def error_table(rows: Sequence[Dict]) -> str:
+    """Markdown of :func:`error_components` rows."""
+    lines = ["| stack | component | voxels | µl | centre R A S (mm) | intensity / brain median |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        centre = " ".join(f"{v:.0f}" for v in r["ras"])
+        lines.append(f"| {r['stack']} | {r['kind']} | {r['voxels']} | {r['ul']:.0f} | {centre} | {r['ratio']:.2f} |")
+    return "\n".join(lines)
 
 
 def _cell(value: float, fmt: str) -> str:
@@ -242,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", action="store_true", help="also print each stack's lesion contrast figures (as docs/synthetic.md's realism table)")
     p.add_argument("--tta", action="store_true", help="deepwml_predict --tta: average the prediction over flips")
     p.add_argument("--threshold", type=float, default=None, help="deepwml_predict --threshold (default: the model's plan)")
+    p.add_argument("--errors", type=int, default=0, metavar="N",
+                   help="also list each stack's N largest false-positive and missed components: size, centre in world RAS mm "
+                        "(MNI for MNI-registered scans; after --tilt, in the nodded frame) and intensity / brain median")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
     return p
@@ -274,11 +318,14 @@ def _main(argv: Optional[List[str]]) -> int:
                                  tta=args.tta, threshold=args.threshold)
         report = predict(request)
         t0 = time.perf_counter()
-        rows = score(cases, work / "predictions")
+        rows, components = score(cases, work / "predictions", args.errors)
         t_score = time.perf_counter() - t0
     print()
     print(table(rows, args.thickness))
     print()
+    if args.errors:
+        print(error_table(components))
+        print()
     if args.contrast:
         print(contrast_table(cases))
         print()

@@ -148,10 +148,10 @@ def run_fold(work: Path, held_out: str, stacks: Sequence[StackCase], model: Path
             runs[name].trained_now += 1
         pred = fold_dir / f"pred_{SLUG[name]}"
         runs[name].predict_seconds += _predict(raw / "imagesTs", pred, results / DATASET / plan_name, ["all"], "latest", args)
-        runs[name].rows += score(held, pred)
+        runs[name].rows += score(held, pred)[0]
     pred = fold_dir / f"pred_{SLUG[ZERO_SHOT]}"
     runs[ZERO_SHOT].predict_seconds += _predict(raw / "imagesTs", pred, model, None, "best", args)
-    runs[ZERO_SHOT].rows += score(held, pred)
+    runs[ZERO_SHOT].rows += score(held, pred)[0]
     return prep
 
 

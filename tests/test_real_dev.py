@@ -211,3 +211,29 @@ def test_white_matter_only_and_tta_reach_deepwml_predict(tmp_path, monkeypatch):
         with pytest.raises(Stop):
             bench._main(["--data", str(tmp_path / "data"), "-m", str(model), "--thickness", "5", *extra])
     assert [(r.white_matter_only, r.tta) for r in asked] == [(False, False), (True, True)]
+
+
+def test_errors_lists_the_largest_false_positive_and_missed_components_with_their_world_position():
+    """--errors N: each stack's largest false-positive and missed components, with their size, centre in world RAS mm
+    (MNI coordinates for MNI-registered scans) and intensity against the brain median, largest first."""
+    bench = _benchmark()
+    # an LPS grid: x grows to the patient's left, so RAS x is minus the world x
+    geometry = Geometry((20, 20, 10), (1.0, 1.0, 5.0), (-10.0, -10.0, -20.0))
+    image = np.full((10, 20, 20), 100.0, np.float32)
+    label = np.zeros(image.shape, bool)
+    label[4, 2:4, 2:4] = True  # missed: 4 voxels
+    label[6, 10:15, 10:15] = True  # found
+    predicted = label.copy()
+    predicted[4, 2:4, 2:4] = False
+    predicted[2, 15:18, 5:8] = True  # false positive: 9 voxels around index (z 2, y 16, x 6)
+    predicted[8, 0, 0] = True  # false positive: 1 voxel
+    image[predicted & ~label] = 130.0
+    case = bench.StackCase("patient01", 5.0, "patient01_5mm", label, geometry)
+    rows = bench.error_components(case, image, predicted, top=1)
+    assert [(r["kind"], r["voxels"]) for r in rows] == [("false positive", 9), ("missed", 4)]
+    fp = rows[0]
+    assert fp["ul"] == pytest.approx(45.0) and fp["ratio"] == pytest.approx(1.3)
+    assert fp["ras"] == pytest.approx((-(-10.0 + 6.0), -(-10.0 + 16.0), -20.0 + 2 * 5.0))
+    table = bench.error_table(rows)
+    assert "| patient01_5mm | false positive | 9 | 45 | 4 -6 -10 | 1.30 |" in table
+    assert len(bench.error_components(case, image, predicted, top=3)) == 3  # both false positives, one missed
