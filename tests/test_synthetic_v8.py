@@ -91,8 +91,9 @@ def test_template_subjects_have_cortex_ventricles_and_lesions_only_in_white_matt
     share = (truth["cortex"][slices] & brain[slices]).sum() / brain[slices].sum()
     assert 0.2 < share < 0.5, share
     assert label.sum() > 0
-    # a thick slice can hold a lesion above a ventricle, so a few pixels are both; never more than that
-    assert (label & truth["ventricle"]).sum() < 0.01 * label.sum()
+    # a thick slice can hold a lesion above a ventricle, and periventricular lesions touch its walls, so a few per
+    # cent of pixels are both (1.4-2.9 % on this and the CSVD fixtures of generator v11); never more than that
+    assert (label & truth["ventricle"]).sum() < 0.03 * label.sum()
     assert (label & truth["cortex"]).sum() < 0.02 * label.sum()
 
 
@@ -125,7 +126,7 @@ def test_the_template_builder_names_a_source_it_cannot_use(tmp_path):
 def test_a_template_case_is_the_same_byte_for_byte_until_the_generator_version_changes():
     import hashlib
 
-    # generator v10; a change updates GENERATOR_VERSION (and these digests)
+    # generator v11; a change updates GENERATOR_VERSION (and these digests)
     case = generate_case("NMOSD#4", 2, seed=0, brain="template")
-    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "333ef37af52f1198f696bea598c4f16ba1f2fe161f91ab9b835c8e70bae5626a"
-    assert hashlib.sha256(case.label.tobytes()).hexdigest() == "fae27c5e956d0175f1ffaaa3131f7f6a5e606060fe2f09710a7be34dd414d385"
+    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "9058159a845c62a966f3d418ff7d792633b263129891cdda30f82a969972ddc8"
+    assert hashlib.sha256(case.label.tobytes()).hexdigest() == "08da2d87b10a7683f2a8efa9dd7e2f133f17ca7f876b64662598d196674d6581"

@@ -34,8 +34,9 @@ BLOCK_VOXELS = 300_000
 COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed (each case's stream is keyed by it, so every case
 #: is drawn anew). v9: template brains get their own cortex (deepwml.synthetic.folding); v10: their limbic grey
-#: matter and peritrigonal white matter are brighter, never lesion (deepwml.synthetic.limbic).
-GENERATOR_VERSION = 10
+#: matter and peritrigonal white matter are brighter, never lesion (deepwml.synthetic.limbic); v11: periventricular
+#: bands and confluent lesions as faint as half the focal lesions' contrast, and bands in heavy MS loads.
+GENERATOR_VERSION = 11
 #: Wavelengths (mm) of the surface-bound and the free 3D folding fields: sulci about every half wavelength. Generator
 #: v7 folds more densely (v6: 22 and 20 mm), so that cortex fills the outer brain on a slice as it does in real brains
 #: (gyri 8-12 mm apart) instead of a few wide gyri of white matter.

@@ -70,6 +70,15 @@ def _axes_for(volume_ul: float, aspect: float) -> Tuple[float, float, float]:
     return aspect * short, short, short
 
 
+#: Signal of periventricular bands and confluent lesions relative to the focal lesions of the same scan (before v11
+#: 0.75-0.95): real halos are often much fainter than the plaques beside them (on the real development scans a
+#: confluent periventricular mass at 1.20 x the brain median next to focal lesions at 1.37 x, about 0.55 of their
+#: excess), and readers outline them all the same.
+DIFFUSE_CONTRAST = (0.5, 0.95)
+#: MS severity above which the plaques along the ventricles merge into a band (generator v11)
+MS_BAND_SEVERITY = 0.6
+
+
 def _contrast(rng: np.random.Generator) -> float:
     """Per-lesion contrast multiplier; a share of lesions is subtle."""
     return float(rng.uniform(0.45, 0.65) if rng.random() < SUBTLE_FRACTION else rng.uniform(0.85, 1.12))
@@ -193,6 +202,14 @@ def _ms(anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm: f
     for v in _volumes(rng, 0.05 * budget, 60.0, 0.7, 6):
         les.add(_infratentorial_site(anatomy, rng), _axes_for(v, rng.uniform(1.0, 1.6)), frame_from_axis(rng.standard_normal(3), rng), _contrast(rng))
     _add_small(les, anatomy, rng, int(rng.integers(4, 16)), juxtacortical=0.4, pixel_mm=pixel_mm)
+    if severity > MS_BAND_SEVERITY:
+        # heavy MS loads merge along the ventricles into a patchy periventricular band, fainter than the plaques
+        # around it (generator v11)
+        grade = (severity - MS_BAND_SEVERITY) / (1.0 - MS_BAND_SEVERITY)
+        les.band_mm = float((1.5 + 4.0 * grade) * rng.uniform(0.8, 1.2))
+        les.band_cap_mm = float(2.0 + 3.0 * grade * rng.uniform(0.7, 1.2))
+        les.band_cover = float(0.3 + 0.5 * grade)
+        les.diffuse_contrast = float(rng.uniform(*DIFFUSE_CONTRAST))
     return les
 
 
@@ -236,7 +253,7 @@ def _csvd(anatomy: Anatomy, rng: np.random.Generator, severity: float, pixel_mm:
     _add_small(les, anatomy, rng, int(round(rng.uniform(4, 14) + 14 * severity)), juxtacortical=0.15, pixel_mm=pixel_mm)
     if severity > 0.55:
         les.confluence = float(2.8 - 1.25 * (severity - 0.55) / 0.45)
-    les.diffuse_contrast = float(rng.uniform(0.75, 0.95) + 0.1 * severity)
+    les.diffuse_contrast = float(rng.uniform(*DIFFUSE_CONTRAST) + 0.1 * severity)
     return les
 
 
