@@ -158,8 +158,14 @@ def contrast_figures(image: np.ndarray, label: np.ndarray) -> Dict[str, float]:
     Brain: voxels above a tenth of the median of the non-zero ones (the stripped background is 0), lesion excluded.
     """
     values = np.asarray(image, np.float32)
-    brain = (values > 0.1 * np.median(values[values > 0])) & ~label
-    return lesion_contrast(values, brain, label)
+    return lesion_contrast(values, stripped_brain(values) & ~label, label)
+
+
+def stripped_brain(image: np.ndarray) -> np.ndarray:
+    """The brain of a skull-stripped stack: voxels above a tenth of the median of the non-zero ones (the stripped
+    background is 0; all voxels when there are none)."""
+    positive = image[image > 0]
+    return image > 0.1 * np.median(positive) if positive.size else np.ones(image.shape, bool)
 
 
 def contrast_table(cases: Sequence[StackCase]) -> str:
@@ -200,8 +206,8 @@ def world_ras(geometry: Geometry, index_zyx: Sequence[float]) -> Tuple[float, fl
 def error_components(case: StackCase, image: np.ndarray, predicted: np.ndarray, top: int) -> List[Dict]:
     """The ``top`` largest false-positive and missed lesion components of one stack (26-connected, as lesion F1
     counts them): voxels, volume, centre in world RAS mm and median intensity / the stack's brain median."""
-    brain = image > 0.1 * np.median(image[image > 0]) if (image > 0).any() else np.ones(image.shape, bool)
-    brain_median = float(np.median(image[brain & ~case.label])) if (brain & ~case.label).any() else float("nan")
+    normal = stripped_brain(image) & ~case.label
+    brain_median = float(np.median(image[normal])) if normal.any() else float("nan")
     voxel_ul = float(np.prod(case.geometry.spacing))
     rows = []
     for kind, mask in (("false positive", predicted & ~case.label), ("missed", case.label & ~predicted)):
