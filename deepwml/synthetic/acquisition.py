@@ -48,6 +48,8 @@ class Contrast:
     #: (normal, never lesion; template brains only, generator v10: deepwml.synthetic.limbic)
     limbic: float = 1.0
     terminal: float = 1.0
+    #: the choroid plexus relative to white matter (normal, never lesion; template brains only, generator v12)
+    choroid: float = 1.0
 
 
 #: Typical contrasts; each patient's scan varies around these.
@@ -68,6 +70,10 @@ HIGH_GREY_SHARE = 0.3
 #: the v9 model's false positives near there on the real development scans are 1.17-1.31 x the brain median.
 LIMBIC_RANGE = (1.03, 1.2)
 TERMINAL_RANGE = (1.0, 1.12)
+#: Range of the choroid plexus's signal relative to white matter (generator v12): on FLAIR it is iso- to clearly
+#: hyperintense, brighter with the cysts and xanthogranulomas common in older adults, so some glomera are as bright as
+#: lesions (real_dev.py --errors: the v11 model's largest false positives on patient07, 1.25 x the brain median).
+CHOROID_RANGE = (0.9, 1.5)
 
 #: Reference voxel volume (mm³) for :attr:`Contrast.noise`.
 _REFERENCE_VOXEL = 0.9375 * 0.9375 * 6.5
@@ -97,6 +103,7 @@ def sample_contrast(centre: Centre, rng: np.random.Generator) -> Contrast:
         stem=float(rng.uniform(0.97, 1.12)),
         limbic=float(rng.uniform(*LIMBIC_RANGE)),
         terminal=float(rng.uniform(*TERMINAL_RANGE)),
+        choroid=float(rng.uniform(*CHOROID_RANGE)),
     )
 
 
@@ -181,6 +188,8 @@ def mix(t: Tissues, m: Mimics, lesion: np.ndarray, lesion_contrast: np.ndarray, 
     tissue = paint(tissue, t.deep_grey * (1.0 - t.grey), np.float32(c.deep_grey))
     tissue = paint(tissue, t.csf, csf)
     tissue = paint(tissue, t.ventricle, csf)
+    if t.choroid is not None:
+        tissue = paint(tissue, t.choroid, np.float32(c.choroid))
     tissue = paint(tissue, t.rim, np.float32(c.rim))
     tissue = paint(tissue, lesion, 1.0 + lesion_contrast * np.float32(c.lesion - 1.0))
     return paint(img, t.brain, tissue)

@@ -327,6 +327,8 @@ class Tissues:
     #: template brains (generator v10): where grey matter is limbic and white matter peritrigonal (deepwml.synthetic.limbic)
     limbic: Optional[np.ndarray] = None
     terminal: Optional[np.ndarray] = None
+    #: template brains (generator v12): the choroid plexus in the atria and temporal horns (deepwml.synthetic.choroid)
+    choroid: Optional[np.ndarray] = None
 
 
 def ventricle_block(anatomy: Anatomy, grid: Grid, margin_mm: float = 25.0) -> Tuple[slice, slice, slice]:

@@ -35,8 +35,9 @@ COARSE_MM = 2.0
 #: Bump when the generator changes what it writes for a given seed (each case's stream is keyed by it, so every case
 #: is drawn anew). v9: template brains get their own cortex (deepwml.synthetic.folding); v10: their limbic grey
 #: matter and peritrigonal white matter are brighter, never lesion (deepwml.synthetic.limbic); v11: periventricular
-#: bands and confluent lesions as faint as half the focal lesions' contrast, and bands in heavy MS loads.
-GENERATOR_VERSION = 11
+#: bands and confluent lesions as faint as half the focal lesions' contrast, and bands in heavy MS loads; v12: template
+#: brains get temporal horns and a bright choroid plexus, never lesion (deepwml.synthetic.choroid).
+GENERATOR_VERSION = 12
 #: Wavelengths (mm) of the surface-bound and the free 3D folding fields: sulci about every half wavelength. Generator
 #: v7 folds more densely (v6: 22 and 20 mm), so that cortex fills the outer brain on a slice as it does in real brains
 #: (gyri 8-12 mm apart) instead of a few wide gyri of white matter.
@@ -290,7 +291,7 @@ def _render(
                 rim=t.brain * t.rim * (1.0 - les),
                 cortex=parenchyma * t.grey,
                 infratentorial=parenchyma * fields["infratentorial"].sample(grid.z),
-                mimic=mimic_truth(m, csf),
+                mimic=mimic_truth(m, csf) if t.choroid is None else np.maximum(mimic_truth(m, csf), t.brain * t.choroid),
             )
         for name, values in fine.items():
             target = parts[name] if name in parts else masks[name]

@@ -25,6 +25,7 @@ from deepwml.synthetic.anatomy import (
 from deepwml.synthetic.fields import AlignedField, CoarseField
 from deepwml.synthetic.folding import sample_folding
 from deepwml.synthetic.grid import Grid, is_empty
+from deepwml.synthetic.choroid import choroid_sdf, temporal_horn_sdf
 from deepwml.synthetic.limbic import limbic_weight, terminal_weight
 from deepwml.synthetic.shapes import inside
 from deepwml.synthetic.warp import sample_warp
@@ -223,6 +224,8 @@ def template_fields(
         "stem": extra["stem"],
         "limbic": limbic_weight(q),
         "terminal": terminal_weight(q),
+        "horn": temporal_horn_sdf(q, a.warp.ventricle_mm),
+        "choroid": choroid_sdf(q),
         "tpl_z": folded[0],
         "tpl_y": folded[1],
         "tpl_x": folded[2],
@@ -257,6 +260,12 @@ def render_template_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z
     # what the template's tissue maps leave is CSF; atrophy widens the sulci where there is some already
     csf_share = folding.gather_csf(np.clip(1.0 - tissue, 0.0, 1.0))
     csf = (1.0 - (1.0 - csf_share) ** np.float32(1.0 + SULCAL_WIDENING * a.warp.sulcal_widening)) * (1.0 - ventricle)
+    # the template hardly has temporal horns (generator v12): drawn as CSF, with the choroid plexus in them and the atria
+    size = np.float32(a.size)
+    horn = inside(fields["horn"].sample(z) * size, width) * (1.0 - ventricle)
+    csf = np.maximum(csf, horn)
+    choroid = inside(fields["choroid"].sample(z) * size, width) * np.maximum(ventricle, horn)
+    del horn
     grey_share = folding.sharpen(gm / np.maximum(tissue, np.float32(1e-3)))
     limbic = fields["limbic"].sample(z)
     # limbic cortex lies deep below the surface but is cortex, not a grey nucleus (until v9 it was painted as one)
@@ -265,7 +274,7 @@ def render_template_tissues(anatomy: Anatomy, fields: Dict[str, AlignedField], z
     return Tissues(
         head, fat, skull, diploe, intracranial, soft, texture, brain, grey_share * (1.0 - deep), grey_share * deep,
         csf, ventricle, rim, tract, fields["stem"].sample(z), -hull, near, vdist, tips,
-        limbic=limbic, terminal=fields["terminal"].sample(z),
+        limbic=limbic, terminal=fields["terminal"].sample(z), choroid=choroid,
     )
 
 
