@@ -291,7 +291,7 @@ def _render(
                 rim=t.brain * t.rim * (1.0 - les),
                 cortex=parenchyma * t.grey,
                 infratentorial=parenchyma * fields["infratentorial"].sample(grid.z),
-                mimic=mimic_truth(m, csf) if t.choroid is None else np.maximum(mimic_truth(m, csf), t.brain * t.choroid),
+                mimic=mimic_truth(m, csf) if t.choroid is None else np.maximum(mimic_truth(m, csf), t.brain * t.choroid * (1.0 - les)),
             )
         for name, values in fine.items():
             target = parts[name] if name in parts else masks[name]
