@@ -319,6 +319,8 @@ def _render(
     if truth:
         out_masks = {"brain": _to_storage(brain, stack)}
         out_masks.update({name: _to_storage(_upsample_support(v, k) >= 0.5, stack) for name, v in masks.items()})
+        # a voxel 40-50 % lesion over the choroid plexus is labelled; its truth is lesion, not mimic
+        out_masks["mimic"] &= ~_to_storage(label, stack)
     return _to_storage(image, stack), _to_storage(label.astype(np.uint8), stack), out_masks
 
 
