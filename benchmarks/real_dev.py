@@ -178,10 +178,12 @@ def contrast_table(cases: Sequence[StackCase]) -> str:
     return "\n".join(lines)
 
 
-def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0) -> Tuple[List[Dict], List[Dict]]:
+def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
+          profile: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict]]:
     """Case metrics of each predicted mask against its slab label, on the stack's own grid; with ``errors``, also
-    each stack's largest false-positive and missed components (:func:`error_components`)."""
-    rows, components = [], []
+    each stack's largest false-positive and missed components (:func:`error_components`); with ``profile``, every
+    component's kind, size and intensity (:func:`component_profile`)."""
+    rows, components, profiles = [], [], []
     for case in cases:
         path = pred_dir / f"{case.case_id}.nii.gz"
         row = {"scan": case.scan_id, "thickness": case.thickness, "slabs": case.geometry.size[2],
@@ -191,10 +193,13 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0) -> Tuple[
             continue
         predicted = read_label(path).array == 1
         rows.append({**row, **case_metrics(case.label, predicted, case.geometry), "failed": False})
-        if errors:
+        if errors or profile:
             image = read_image(pred_dir.parent / "images" / f"{case.case_id}.nii.gz").array
+        if errors:
             components += error_components(case, image, predicted, errors)
-    return rows, components
+        if profile:
+            profiles += component_profile(case, image, predicted)
+    return rows, components, profiles
 
 
 def world_ras(geometry: Geometry, index_zyx: Sequence[float]) -> Tuple[float, float, float]:
@@ -223,6 +228,45 @@ def error_components(case: StackCase, image: np.ndarray, predicted: np.ndarray, 
                          "ul": sizes[label - 1] * voxel_ul, "ras": world_ras(case.geometry, centre),
                          "ratio": float(median) / brain_median})
     return rows
+
+
+#: component size classes (voxels of the stack) of :func:`profile_table`
+SIZE_CLASSES = ((1, 10), (11, 50), (51, None))
+
+
+def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray) -> List[Dict]:
+    """Every lesion component of one stack as lesion F1 counts them (26-connected): predicted ones touching the
+    reference ('true positive') or not ('false positive'), reference ones no predicted voxel touches ('missed'); each
+    with its voxels and mean intensity / the stack's brain median."""
+    normal = stripped_brain(image) & ~case.label
+    brain_median = float(np.median(image[normal])) if normal.any() else float("nan")
+    rows = []
+    for mask, other, hit_kind, miss_kind in ((predicted, case.label, "true positive", "false positive"),
+                                             (case.label, predicted, None, "missed")):
+        components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        if not n:
+            continue
+        index = np.arange(1, n + 1)
+        sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+        means = np.atleast_1d(ndimage.mean(image, components, index))
+        touched = np.bincount(components[other], minlength=n + 1)[1:] > 0
+        for size, mean, hit in zip(sizes, means, touched):
+            kind = hit_kind if hit else miss_kind
+            if kind:
+                rows.append({"stack": case.case_id, "kind": kind, "voxels": int(size), "ratio": float(mean) / brain_median})
+    return rows
+
+
+def profile_table(rows: Sequence[Dict]) -> str:
+    """Markdown: components by kind and size class, their count and intensity / brain median quartiles."""
+    lines = ["| component | voxels | count | intensity / brain median: p25 / median / p75 |", "|---|---|---|---|"]
+    for kind in ("true positive", "false positive", "missed"):
+        for lo, hi in SIZE_CLASSES:
+            ratios = [r["ratio"] for r in rows if r["kind"] == kind and r["voxels"] >= lo and (hi is None or r["voxels"] <= hi)]
+            size = f"{lo}-{hi}" if hi else f"> {lo - 1}"
+            quartiles = " / ".join(f"{v:.2f}" for v in np.percentile(ratios, [25, 50, 75])) if ratios else "–"
+            lines.append(f"| {kind} | {size} | {len(ratios)} | {quartiles} |")
+    return "\n".join(lines)
 
 
 def error_table(rows: Sequence[Dict]) -> str:
@@ -292,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", type=int, default=0, metavar="N",
                    help="also list each stack's N largest false-positive and missed components: size, centre in world RAS mm "
                         "(MNI for MNI-registered scans; after --tilt, in the nodded frame) and intensity / brain median")
+    p.add_argument("--components", action="store_true",
+                   help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
+                        "> 50 voxels) with their intensity / brain median: are the misses faint, the false positives bright?")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
     return p
@@ -324,13 +371,16 @@ def _main(argv: Optional[List[str]]) -> int:
                                  tta=args.tta, threshold=args.threshold)
         report = predict(request)
         t0 = time.perf_counter()
-        rows, components = score(cases, work / "predictions", args.errors)
+        rows, components, profiles = score(cases, work / "predictions", args.errors, args.components)
         t_score = time.perf_counter() - t0
     print()
     print(table(rows, args.thickness))
     print()
     if args.errors:
         print(error_table(components))
+        print()
+    if args.components:
+        print(profile_table(profiles))
         print()
     if args.contrast:
         print(contrast_table(cases))

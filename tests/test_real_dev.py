@@ -237,3 +237,28 @@ def test_errors_lists_the_largest_false_positive_and_missed_components_with_thei
     table = bench.error_table(rows)
     assert "| patient01_5mm | false positive | 9 | 45 | 4 -6 -10 | 1.30 |" in table
     assert len(bench.error_components(case, image, predicted, top=3)) == 3  # both false positives, one missed
+
+
+def test_components_profile_counts_each_lesion_as_f1_does_with_its_size_and_intensity():
+    """--components: every predicted component touching the reference is a true positive, every other a false positive,
+    every reference component no prediction touches is missed; counted by size class with intensity quartiles."""
+    bench = _benchmark()
+    geometry = Geometry((20, 20, 10), (1.0, 1.0, 5.0), (-10.0, -10.0, -20.0))
+    image = np.full((10, 20, 20), 100.0, np.float32)
+    label = np.zeros(image.shape, bool)
+    label[4, 2:4, 2:4] = True  # missed, 4 voxels, faint
+    label[6, 10:18, 10:18] = True  # found: 64 voxels
+    predicted = np.zeros(image.shape, bool)
+    predicted[6, 12:14, 12:14] = True  # touches the found lesion: one true positive of 4 voxels
+    predicted[2, 15:18, 5:9] = True  # false positive: 12 voxels
+    image[label] = 140.0
+    image[4, 2:4, 2:4] = 110.0
+    image[2, 15:18, 5:9] = 125.0
+    case = bench.StackCase("patient01", 5.0, "patient01_5mm", label, geometry)
+    rows = bench.component_profile(case, image, predicted)
+    got = sorted((r["kind"], r["voxels"], round(r["ratio"], 2)) for r in rows)
+    assert got == [("false positive", 12, 1.25), ("missed", 4, 1.1), ("true positive", 4, 1.4)]
+    table = bench.profile_table(rows)
+    assert "| false positive | 11-50 | 1 | 1.25 / 1.25 / 1.25 |" in table
+    assert "| missed | 1-10 | 1 | 1.10 / 1.10 / 1.10 |" in table
+    assert "| true positive | > 50 | 0 | – |" in table
