@@ -63,7 +63,7 @@ class SyntheticCase:
     meta: CaseMeta
     #: with ``truth=True``: boolean masks on the image grid: 'brain' (parenchyma), 'ventricle', 'rim' (bright normal
     #: lining), 'cortex' (cortical ribbon), 'infratentorial' (cerebellum and brainstem parenchyma), 'mimic' (bright
-    #: extra-cerebral structures and CSF inflow signal, never lesion)
+    #: extra-cerebral structures, CSF inflow signal and, since v12, the choroid plexus; never lesion)
     truth: Optional[Dict[str, np.ndarray]] = None
 
 
