@@ -18,8 +18,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from deepwml.synthetic.limbic import TEMPLATE_SCALE, Capsule, mni_to_template
-from deepwml.synthetic.shapes import capsule_sdf
+from deepwml.synthetic.limbic import TEMPLATE_SCALE, Capsule, capsules_sdf
 
 #: centre line of the temporal horn, from the atrium forwards and down to its tip (MNI RAS mm, right hemisphere)
 TEMPORAL_HORN_MNI: Sequence[Tuple[float, float, float]] = (
@@ -36,24 +35,14 @@ CHOROID_MNI: Sequence[Capsule] = (
 )
 
 
-def _sdf(q: Tuple[np.ndarray, np.ndarray, np.ndarray], capsules: Sequence[Capsule]) -> np.ndarray:
-    """Signed distance (template mm) to the union of ``capsules`` at template points ``q`` (X, Y, Z arrays)."""
-    p = (np.abs(q[0]), q[1], q[2])
-    sdf = None
-    for a, b, radius in capsules:
-        d = capsule_sdf(p, mni_to_template(a), mni_to_template(b), radius * TEMPLATE_SCALE)
-        sdf = d if sdf is None else np.minimum(sdf, d)
-    return sdf.astype(np.float32)
-
-
 def temporal_horn_sdf(q: Tuple[np.ndarray, np.ndarray, np.ndarray], ventricle_mm: float) -> np.ndarray:
     """Signed distance (template mm) to both temporal horns of a subject whose lateral ventricles are enlarged by
     ``ventricle_mm`` (negative: smaller)."""
     radius = max(0.6, TEMPORAL_HORN_RADIUS_MM + TEMPORAL_HORN_WIDENING * ventricle_mm) / TEMPLATE_SCALE
     chain = [(a, b, radius) for a, b in zip(TEMPORAL_HORN_MNI[:-1], TEMPORAL_HORN_MNI[1:])]
-    return _sdf(q, chain)
+    return capsules_sdf(q, chain).astype(np.float32)
 
 
 def choroid_sdf(q: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
     """Signed distance (template mm) to the choroid plexus of both atria and temporal horns."""
-    return _sdf(q, CHOROID_MNI)
+    return capsules_sdf(q, CHOROID_MNI).astype(np.float32)

@@ -58,14 +58,20 @@ def mni_to_template(point: Sequence[float]) -> Tuple[float, float, float]:
             (z - MNI_CENTRE_LPS_ZY[0]) * TEMPLATE_SCALE + TEMPLATE_CENTRE_ZY[0])
 
 
-def _weight(q: Tuple[np.ndarray, np.ndarray, np.ndarray], capsules: Sequence[Capsule]) -> np.ndarray:
-    """0..1: inside the union of ``capsules`` at template points ``q`` (X, Y, Z arrays), a ramp at the border."""
+def capsules_sdf(q: Tuple[np.ndarray, np.ndarray, np.ndarray], capsules: Sequence[Capsule]) -> np.ndarray:
+    """Signed distance (template mm) to the union of MNI ``capsules`` of both hemispheres at template points ``q``
+    (X, Y, Z arrays)."""
     p = (np.abs(q[0]), q[1], q[2])
     sdf = None
     for a, b, radius in capsules:
         d = capsule_sdf(p, mni_to_template(a), mni_to_template(b), radius * TEMPLATE_SCALE)
         sdf = d if sdf is None else np.minimum(sdf, d)
-    return inside(sdf, EDGE_MM).astype(np.float32)
+    return sdf
+
+
+def _weight(q: Tuple[np.ndarray, np.ndarray, np.ndarray], capsules: Sequence[Capsule]) -> np.ndarray:
+    """0..1: inside the union of ``capsules`` at template points ``q`` (X, Y, Z arrays), a ramp at the border."""
+    return inside(capsules_sdf(q, capsules), EDGE_MM).astype(np.float32)
 
 
 def limbic_weight(q: Tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
