@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from deepwml.cli.common import run
 from deepwml.evaluation.case_metrics import case_metrics
+from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.model_loading import check_model, resolve_model_dir
 from deepwml.inference.run import PredictRequest, predict
@@ -208,15 +209,20 @@ def world_ras(geometry: Geometry, index_zyx: Sequence[float]) -> Tuple[float, fl
     return float(-lps[0]), float(-lps[1]), float(lps[2])
 
 
+def normal_brain_median(case: StackCase, image: np.ndarray) -> float:
+    """Median intensity of a stack's brain outside its reference lesions (NaN when there is none)."""
+    normal = stripped_brain(image) & ~case.label
+    return float(np.median(image[normal])) if normal.any() else float("nan")
+
+
 def error_components(case: StackCase, image: np.ndarray, predicted: np.ndarray, top: int) -> List[Dict]:
     """The ``top`` largest false-positive and missed lesion components of one stack (26-connected, as lesion F1
     counts them): voxels, volume, centre in world RAS mm and median intensity / the stack's brain median."""
-    normal = stripped_brain(image) & ~case.label
-    brain_median = float(np.median(image[normal])) if normal.any() else float("nan")
+    brain_median = normal_brain_median(case, image)
     voxel_ul = float(np.prod(case.geometry.spacing))
     rows = []
     for kind, mask in (("false positive", predicted & ~case.label), ("missed", case.label & ~predicted)):
-        components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        components, n = label_lesions(mask)
         if not n:
             continue
         sizes = np.bincount(components.ravel())[1:]
@@ -238,12 +244,11 @@ def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray)
     """Every lesion component of one stack as lesion F1 counts them (26-connected): predicted ones touching the
     reference ('true positive') or not ('false positive'), reference ones no predicted voxel touches ('missed'); each
     with its voxels and mean intensity / the stack's brain median."""
-    normal = stripped_brain(image) & ~case.label
-    brain_median = float(np.median(image[normal])) if normal.any() else float("nan")
+    brain_median = normal_brain_median(case, image)
     rows = []
     for mask, other, hit_kind, miss_kind in ((predicted, case.label, "true positive", "false positive"),
                                              (case.label, predicted, None, "missed")):
-        components, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        components, n = label_lesions(mask)
         if not n:
             continue
         index = np.arange(1, n + 1)
