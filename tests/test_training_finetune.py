@@ -45,9 +45,10 @@ def source_model(trained_once: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_once, tmp_path / "source" / "tiny"))
 
 
-def _site_b(tmp_path: Path, **plan_kw) -> Path:
-    """Another 'site' (cases 100..105) preprocessed with the same kind of plan."""
+def _site_b(tmp_path: Path, context_slices: int = 1, **plan_kw) -> Path:
+    """Another 'site' (cases 100..105) preprocessed with the same kind of plan (``context_slices`` > 1: in 2.5D)."""
     plan = tiny_plan(**{"epochs": 2, "iterations": 3, "lr": 1e-2, **plan_kw})
+    plan.network.context_slices = plan.network.in_channels = context_slices
     write_preprocessed_dataset(tmp_path / "pp_b", plan, seed_offset=100)
     return tmp_path / "pp_b"
 
@@ -132,3 +133,48 @@ def test_fine_tuning_learns_faster_than_training_from_scratch(tmp_path, source_m
 
     fine_tuned, scratch = dice(tmp_path / "ft"), dice(tmp_path / "scratch")
     assert fine_tuned > 0.6 and fine_tuned > scratch + 0.2, (fine_tuned, scratch)
+
+
+def test_a_2d_model_starts_a_25d_plan_with_its_first_convolution_widened(tmp_path, source_model, capsys):
+    """--pretrained with a 2D model into a 2.5D plan trains, says what it widened and records it in the checkpoint."""
+    pp_b = _site_b(tmp_path, context_slices=3, epochs=1)
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 0
+    assert "widened its first convolution (encoder.0.0.weight) from 1 to 3 context slices" in capsys.readouterr().out
+    ckpt = load_checkpoint(_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth")
+    assert ckpt["pretrained"]["context_slices_inflated"] == [1, 3]
+    assert ckpt["model"]["encoder.0.0.weight"].shape[1] == 3
+
+
+def test_the_widened_network_computes_exactly_what_the_2d_model_did(source_model):
+    """Before any fine-tuning the 2.5D network's output on a slice and its neighbours is the 2D model's on the slice."""
+    from deepwml.models.base import build_network
+    from deepwml.planning.plan import Plan
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    two_d = Plan.load(source_model / "plans.json")
+    wide = Plan.load(source_model / "plans.json")
+    wide.network.context_slices, wide.network.in_channels = 3, 3
+    weights, _ = load_pretrained(str(source_model), wide)
+    net2, net3 = build_network(two_d.network).eval(), build_network(wide.network).eval()
+    net2.load_state_dict(load_checkpoint(source_model / "fold_0" / "checkpoint_best.pth")["model"])
+    net3.load_state_dict(weights.state)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net3(x), net2(x[:, 1:2]), atol=1e-5, rtol=1e-5)
+        # the neighbours do reach the output once their weights move
+        net3.encoder[0][0].weight.data[:, 0] += 0.1
+        assert not torch.allclose(net3(x), net2(x[:, 1:2]), atol=1e-3)
+
+
+def test_a_model_with_more_context_or_other_channels_cannot_start_a_plan(tmp_path):
+    """Narrowing 2.5D to 2D, or changing image channels, is refused with the file named and why."""
+    from deepwml.training.pretrained_weights import inflate_context
+    from deepwml.utils.errors import DeepWMLError
+
+    state = {"encoder.0.0.weight": torch.zeros(8, 3, 3, 3)}
+    src = tmp_path / "model.pth"
+    for theirs, ours in (({"in_channels": 3, "context_slices": 3}, {"in_channels": 1}),
+                         ({"in_channels": 1}, {"in_channels": 6, "context_slices": 3})):
+        with pytest.raises(DeepWMLError, match="cannot start this plan") as e:
+            inflate_context(state, theirs, ours, src)
+        assert str(src) in str(e.value)

@@ -3,6 +3,11 @@
 The weights come from the shipped model, a trained or installed PLAN folder, a fold folder or one checkpoint file,
 always read weights-only. The network section of that model's plan must equal this plan's (same layers, same
 shapes); preprocessing differences are reported, because a network sees what preprocessing made of the scan.
+
+One difference is bridged: a 2D model (or a 2.5D one with fewer neighbours) starts a 2.5D plan (more
+``context_slices``). Its first convolution is widened ("inflated"): the slice's own channel keeps its weights and
+the new neighbour channels start at zero, so the network starts out computing exactly what the 2D model did and
+learns during fine-tuning what the neighbouring slices add.
 """
 from __future__ import annotations
 
@@ -63,6 +68,43 @@ def differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+#: network keys in which a model with fewer context slices may differ from the plan it starts (see inflate_context)
+CONTEXT_KEYS = ("in_channels", "context_slices", "context_padding")
+
+
+def _context(net: Dict[str, Any]) -> Tuple[int, int]:
+    """(image channels, context slices) of a plan's network section (older plans have no context_slices: 1)."""
+    k = int(net.get("context_slices", 1) or 1)
+    return int(net.get("in_channels", 1)) // k, k
+
+
+def inflate_context(state: Dict[str, torch.Tensor], theirs: Dict[str, Any], ours: Dict[str, Any],
+                    path: Path) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``state`` with its first convolution widened from ``theirs``' context slices to ``ours``' (neighbours zero)."""
+    (c0, k0), (c, k) = _context(theirs), _context(ours)
+    if (c0, k0) == (c, k):
+        return state, (f"context_padding differs from the pretrained model's: {theirs.get('context_padding')!r} -> "
+                       f"{ours.get('context_padding')!r}")
+    if c0 != c or k <= k0 or (k - k0) % 2:
+        raise DeepWMLError(
+            f"--pretrained: its input ({c0} image channel(s) x {k0} slice(s)) cannot start this plan's ({c} x {k}); "
+            "a model can only start a plan with the same image channels and more context slices", path)
+    first = [name for name, w in state.items() if w.ndim == 4 and w.shape[1] == c0 * k0]
+    if len(first) != 1:
+        raise DeepWMLError(f"--pretrained: cannot tell its first convolution ({len(first)} candidates) to widen it "
+                           f"to {k} context slices", path)
+    name = first[0]
+    w = state[name]
+    wide = w.new_zeros((w.shape[0], c, k, *w.shape[2:]))
+    # channel ci*k + j is image channel ci at slice offset j - k//2 (network_input.stack_slices); centre-aligned
+    off = (k - k0) // 2
+    wide[:, :, off:off + k0] = w.reshape(w.shape[0], c, k0, *w.shape[2:])
+    out = dict(state)
+    out[name] = wide.reshape(w.shape[0], c * k, *w.shape[2:])
+    return out, (f"widened its first convolution ({name}) from {k0} to {k} context slices; the neighbouring slices "
+                 "start at zero weight, so training starts from what the model computed without them")
+
+
 def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]]:
     """Weights for ``plan``'s network from ``spec``, and notes on preprocessing that differs; mismatches are errors."""
     path, notes = _checkpoint_file(spec)
@@ -70,7 +112,16 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
     if "model" not in ckpt or not isinstance(ckpt.get("plan"), dict):
         raise DeepWMLError("--pretrained: not a DeepWML checkpoint (needs 'model' and 'plan')", path)
     theirs = ckpt["plan"]
-    network_diff = differences(theirs.get("network", {}), plan.to_dict()["network"])
+    their_net, our_net = theirs.get("network", {}), plan.to_dict()["network"]
+    network_diff = differences(their_net, our_net)
+    state, inflated = ckpt["model"], None
+    if network_diff and not differences({k: v for k, v in their_net.items() if k not in CONTEXT_KEYS},
+                                        {k: v for k, v in our_net.items() if k not in CONTEXT_KEYS}):
+        state, note = inflate_context(state, their_net, our_net, path)
+        notes.append(note)
+        network_diff = []
+        if _context(their_net) != _context(our_net):
+            inflated = [_context(their_net)[1], _context(our_net)[1]]
     if network_diff:
         raise DeepWMLError(
             "--pretrained: its network differs from this plan's (" + "; ".join(network_diff) + "); plan with the same "
@@ -87,4 +138,6 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         "plan_hash": ckpt.get("plan_hash"),
         "epoch": ckpt.get("epoch"),
     }
-    return PretrainedWeights(ckpt["model"], origin), notes
+    if inflated:
+        origin["context_slices_inflated"] = inflated
+    return PretrainedWeights(state, origin), notes
