@@ -213,10 +213,13 @@ def test_csvd_cases_record_their_drawn_fazekas_grades_without_changing_the_case(
     import hashlib
 
     case = generate_case("CSVD#1", 5, seed=0)
-    # the digests of this case (generator v12; v8's were those from before the grades were recorded): recording them
-    # draws nothing, so they change only with GENERATOR_VERSION
-    assert hashlib.sha256(case.image.tobytes()).hexdigest() == "5a386dd60b58f00d3e22db8d65b05adcc7af936c5d38b626f404fafa501c453f"
+    # this case's label digest and image slice means (generator v12): recording the grades draws nothing, so they
+    # change only with GENERATOR_VERSION. The image's bytes are not pinned: with the same code and the same label they
+    # differed between two machines of this project (presumably float rounding before the int16 conversion)
     assert hashlib.sha256(case.label.tobytes()).hexdigest() == "4a8858d5b67d8fbd66fc0a4a70cbcdf0ce7eb09f58bcdfe208d40080a2de3cdb"
+    np.testing.assert_allclose(case.image.mean(axis=(1, 2)), [
+        337.27, 325.81, 359.29, 360.66, 398.95, 407.52, 461.54, 464.21, 489.55, 462.63, 472.07, 433.68, 452.6, 425.72,
+        416.86, 361.88, 341.54, 293.79, 264.38, 207.97, 174.89, 169.81], rtol=1e-3)
     # severity 0.53: a periventricular halo (band of 2.5 mm nominal or more), punctate deep foci, no confluence yet
     assert (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"]) == (2, 1)
 
