@@ -5,7 +5,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -91,6 +91,18 @@ class ModelSpec:
     folds: List[str]
     checkpoints: List[Path]
     checkpoint: str
+    #: each fold's record of the model's temperatures below and above the threshold (deepwml_calibrate; (1, 1): not
+    #: calibrated), filled by load_fold_states
+    temperatures: Optional[List[Tuple[float, float]]] = None
+
+    def calibration(self) -> Tuple[float, float]:
+        """The temperatures deepwml_predict applies to this model's (fold-averaged) probabilities; folds calibrated
+        apart (or not at all beside calibrated ones) are refused."""
+        found = set(self.temperatures or [(1.0, 1.0)])
+        if len(found) > 1:
+            raise DeepWMLError("the folds carry different temperatures; calibrate them together with deepwml_calibrate "
+                               "(or predict with one fold)", self.folder)
+        return found.pop()
 
 
 def check_model(model_dir: Path, folds: Optional[Sequence[Union[int, str]]] = None, checkpoint: str = "best") -> ModelSpec:
@@ -133,7 +145,22 @@ def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
                 "plans.json changed after training, or the checkpoint belongs to another plan",
                 path,
             )
+    spec.temperatures = [_temperature(ckpt, path, spec.plan.network.out_channels)
+                         for ckpt, path in zip(checkpoints, spec.checkpoints)]
     return [ckpt["model"] for ckpt in checkpoints]
+
+
+def _temperature(ckpt: Dict[str, Any], path: Path, out_channels: int) -> Tuple[float, float]:
+    """The checkpoint's logit temperatures (below, above the threshold; deepwml_calibrate), (1, 1) when it was never
+    calibrated; anything but one or two numbers in 0.01..100, or a temperature on a multi-class model, is refused."""
+    value = ckpt.get("temperature", 1.0)
+    pair = [value, value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0.01 <= float(t) <= 100.0 for t in pair)):
+        raise DeepWMLError(f"checkpoint's temperature must be one or two numbers between 0.01 and 100, got {value!r}", path)
+    if out_channels != 1 and tuple(pair) != (1, 1):
+        raise DeepWMLError("checkpoint has a temperature, but temperatures calibrate lesion models (one output channel)", path)
+    return float(pair[0]), float(pair[1])
 
 
 def build_fold_networks(spec: ModelSpec, states: List[Dict[str, torch.Tensor]]) -> List[nn.Module]:

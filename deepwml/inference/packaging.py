@@ -28,7 +28,8 @@ from deepwml.utils.atomic import atomic_path, umask
 from deepwml.utils.errors import DeepWMLError
 
 #: kept from a training checkpoint; everything else (optimizer, scaler, RNG states) stays at the training site
-SLIM_KEYS = ("model", "plan", "plan_hash", "epoch", "best_ema_dice", "deepwml_version", "pretrained")
+SLIM_KEYS = ("model", "plan", "plan_hash", "epoch", "best_ema_dice", "deepwml_version", "pretrained", "temperature",
+             "calibration")
 
 
 def _slim(ckpt: Dict[str, Any]) -> Dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
@@ -55,6 +56,8 @@ class RunOptions:
     clinical: ClinicalOptions = field(default_factory=ClinicalOptions)
     #: drop the lesions the anatomy map places in the cortex or outside the brain (deepwml.inference.white_matter)
     white_matter_only: bool = False
+    #: the model's probability temperatures below / above the threshold (deepwml.calibration.temperature)
+    temperatures: Tuple[float, float] = (1.0, 1.0)
 
 
 def describe_error(e: BaseException) -> str:
@@ -79,7 +82,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         return write_label_map_case(prepared, probs_pp, options)
     case, geometry = prepared.case, prepared.image.geometry
     outputs = case_outputs(options.out_dir, case)
-    probs = revert_to_original(probs_pp, prepared.props, order=1)
+    # calibrated on the input's grid, voxel by voxel: the map keeps 0.5, so the mask at 0.5 is the uncalibrated one
+    probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures)
     mask = probabilities_to_mask(probs, options.threshold)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
     anatomy = None if anatomy_probs is None else anatomy_map(anatomy_probs, prepared.anatomy_input.props)

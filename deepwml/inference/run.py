@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -88,6 +88,8 @@ class PredictReport:
     removed_temporaries: int = 0
     #: the anatomy model's PLAN folder, None when the run predicts no anatomy
     anatomy_model: Optional[Path] = None
+    #: the model's probability temperatures below / above the threshold (deepwml_calibrate); (1, 1): uncalibrated
+    temperatures: Tuple[float, float] = (1.0, 1.0)
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -101,6 +103,8 @@ class PredictReport:
             f"in {self.seconds:.1f} s on {self.device}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
+            + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
+               if self.temperatures != (1.0, 1.0) else "")
         )
 
 
@@ -186,6 +190,8 @@ def _predict(request: PredictRequest) -> PredictReport:
         setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
     report.device = setup.describe()
     networks = build_fold_networks(spec, load_fold_states(spec)) if todo else []
+    if todo:
+        report.temperatures = spec.calibration()
     anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
     report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
@@ -201,6 +207,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             series_uid=request.series_uid,
             clinical=clinical,
             white_matter_only=request.white_matter_only,
+            temperatures=report.temperatures,
         )
         workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:

@@ -24,6 +24,8 @@ from deepwml.utils.errors import DeepWMLError
 TRAIN_ID, TRAIN_NAME = 510, "SynthPretrain"
 HELDOUT_ID, HELDOUT_NAME = 511, "SynthHeldout"
 #: (training, held-out) dataset id and name of each kind of model
+#: the lesion model's calibration set (deepwml_calibrate): drawn like the held-out set, with its seed + CALIBRATION_SEED_OFFSET
+CALIBRATION_ID, CALIBRATION_NAME, CALIBRATION_SEED_OFFSET = 514, "SynthCalibration", 1000
 DATASETS = {"lesion": ((TRAIN_ID, TRAIN_NAME), (HELDOUT_ID, HELDOUT_NAME)),
             "anatomy": ((512, "SynthAnatomy"), (513, "SynthAnatomyHeldout"))}
 #: the anatomy model's defaults where they differ from the lesion model's (coarse anatomy learns from fewer images):
@@ -139,6 +141,9 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     start_args = _start_model(recipe, work, record_path)
     validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device, start_args) for fold in recipe.folds}
     score = _score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout
+    calibration = None
+    if recipe.kind == "lesion" and not recipe.distill:
+        calibration = _calibrate(recipe, work, model_dir, list(recipe.folds), env, np_, device)
     figures = score(recipe, work, model_dir, list(recipe.folds), _ensemble_tag(recipe.folds), env, np_, device)
     hours = {fold: training_hours(model_dir / f"fold_{fold}") for fold in recipe.folds}
     shipped_dir, extra = model_dir, {}
@@ -147,13 +152,16 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
         fold = recipe.folds[0]
         extra = {"teacher_figures": figures, "teacher_validation": validation, "teacher_training_hours": hours}
         validation = {fold: read_json(shipped_dir / f"fold_{fold}" / "validation" / "summary.json")}
-        figures = score(recipe, work, shipped_dir, [fold], DISTILLED, env, np_, device)
         hours = {fold: training_hours(shipped_dir / f"fold_{fold}")}
+        calibration = _calibrate(recipe, work, shipped_dir, [fold], env, np_, device)
+        figures = score(recipe, work, shipped_dir, [fold], DISTILLED, env, np_, device)
     record = read_json(record_path)
     for key in ("teacher_figures", "teacher_validation", "teacher_training_hours"):
         record.pop(key, None)
     record.update(figures=figures, validation=validation, hours=round((time.monotonic() - start) / 3600, 3),
                   training_hours=hours, **extra)
+    if calibration is not None:
+        record["calibration"] = calibration
     write_json(record_path, record)
     if install_to is not None:
         install_builtin(shipped_dir, recipe, record, install_to)
@@ -293,9 +301,28 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[st
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _label_args(recipe), env)
+    # a lesion model's probability maps let deepwml_evaluate measure its calibration
+    maps = ["--save-probabilities"] if recipe.kind == "lesion" else []
     _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(work, tag, checkpoint=recipe.checkpoint)), "-m", str(model_dir),
-                     "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc"], env)
+                     "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc", *maps], env)
     return heldout
+
+
+def _calibrate(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], env: Dict[str, str], np_: str,
+               device: str) -> Dict[str, Any]:
+    """Fit the shipped network(s)' temperatures (deepwml_calibrate) on a synthetic set of a third seed; its record."""
+    from deepwml.inference.model_loading import CHECKPOINT_FILES
+    from deepwml.training.checkpoint import read_checkpoint
+
+    raw = work / "raw"
+    data = raw / _dataset(CALIBRATION_ID, CALIBRATION_NAME)
+    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(CALIBRATION_ID), "--name", CALIBRATION_NAME, "--scale",
+                            str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed + CALIBRATION_SEED_OFFSET),
+                            "--test-fraction", "0", "-np", np_], env)
+    _run("calibrate", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint, "-i", str(data / "imagesTr"),
+                       "-l", str(data / "labelsTr"), "--device", device], env)
+    record = read_checkpoint(model_dir / f"fold_{folds[0]}" / CHECKPOINT_FILES[recipe.checkpoint])["calibration"]
+    return {**record, "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(record["cases"])}
 
 
 def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
@@ -326,6 +353,7 @@ def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[str]
         "slice_median_precision": slices["precision"]["median"],
         "case_mean_dice": cases["dice"]["mean"],
         "case_median_hd95_mm": cases["hd95_mm"]["median"],
+        "candidate_ece": (summary.get("calibration") or {}).get("candidate_voxels", {}).get("ece"),
     }
 
 
@@ -417,7 +445,8 @@ def _heldout_text(figures: Dict[str, Any]) -> str:
     fig = _rounded(figures)
     return (f"median per-slice Dice {fig.get('slice_median_dice', '?')}, sensitivity {fig.get('slice_median_sensitivity', '?')}, "
             f"precision {fig.get('slice_median_precision', '?')}; case mean Dice {fig.get('case_mean_dice', '?')}, median HD95 "
-            f"{fig.get('case_median_hd95_mm', '?')} mm")
+            f"{fig.get('case_median_hd95_mm', '?')} mm"
+            + (f"; ECE over voxels with probability >= 0.05 {fig['candidate_ece']}" if fig.get("candidate_ece") is not None else ""))
 
 
 def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:
@@ -457,6 +486,7 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
         f"- Held-out synthetic set (seed {r['heldout_seed']}, {figures.get('heldout_cases', '?')} cases; {recipe.shipped_text()}): "
         f"{_heldout_text(figures)}.",
         *teachers,
+        *_calibration_lines(record),
         "",
         "## Limits",
         "- Trained on synthetic scans only: expect lower accuracy on real scans than on the figures above; measure it on your own",
@@ -466,6 +496,16 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _calibration_lines(record: Dict[str, Any]) -> List[str]:
+    """The card's line on the probability calibration (none before calibration existed)."""
+    c = record.get("calibration")
+    if not c:
+        return []
+    return [f"- Probabilities calibrated (`deepwml_calibrate`) on {c['cases']} synthetic cases (seed {c['seed']}): temperatures "
+            f"{c['temperature_below']} below and {c['temperature_above']} above the 0.5 threshold (masks unchanged); ECE over "
+            f"voxels with probability >= 0.05 on those cases {c['candidate_ece_before']} -> {c['candidate_ece_after']}."]
 
 
 def anatomy_model_card(recipe: Recipe, record: Dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Calibrating a trained lesion model's probabilities (temperature scaling, ``deepwml_calibrate``)."""

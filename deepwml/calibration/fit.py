@@ -1,0 +1,166 @@
+"""Fit a lesion model's temperatures on labelled scans and store them in its checkpoints (``deepwml_calibrate``).
+
+The scans are read, preprocessed, predicted (the folds averaged, with the plan's test-time augmentation) and brought
+back to the input's grid exactly as deepwml_predict does; the voxels (the label's ignore value left out) are streamed
+case by case into a bounded sample (deepwml.calibration.temperature.sample_voxels). The fitted temperatures are
+written into each fold's checkpoint as ``temperature`` ([below, above], plain numbers, read weights-only) with a
+``calibration`` record of what they were fitted on; deepwml_predict, deepwml_export_model and deepwml_install_model
+carry them like the weights. An installed model's manifest is updated with the new checksums.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temperatures, probabilities, sample_voxels
+from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
+from deepwml.evaluation.cases import list_masks
+from deepwml.evaluation.masks import binarise
+from deepwml.imageio import read_label
+from deepwml.inference.inputs import InputCase, discover_cases, read_channels
+from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
+from deepwml.inference.model_zip import MANIFEST, file_record
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.preprocessing import revert_to_original
+from deepwml.preprocessing.transforms import preprocess_arrays
+from deepwml.training.checkpoint import read_checkpoint
+from deepwml.utils.atomic import atomic_path
+from deepwml.training.device import DeviceSetup
+from deepwml.utils.errors import DeepWMLError, ImageError
+
+#: the keys a calibrated checkpoint carries (kept by deepwml_export_model)
+TEMPERATURE, CALIBRATION = "temperature", "calibration"
+
+
+@dataclass
+class Calibration:
+    """Fitted temperatures (below, above the threshold) and what they were fitted on."""
+
+    temperatures: Temperatures
+    record: Dict[str, Any]
+
+
+def labelled_cases(images: Path, labels: Path, n_channels: int = 1) -> List[Tuple[InputCase, Path]]:
+    """(case, label file) for every image in ``images`` with a label of the same case id in ``labels``."""
+    cases = discover_cases(images, n_channels)
+    masks = list_masks(labels, "label")
+    pairs = []
+    for case in cases:
+        # a one-channel scan may be named CASE<ending> or, as in a raw dataset's imagesTr, CASE_0000<ending>
+        stem = case.case_id[:-5] if case.case_id not in masks and case.case_id.endswith("_0000") else case.case_id
+        if stem in masks:
+            pairs.append((dataclasses.replace(case, case_id=stem), masks[stem]))
+    if not pairs:
+        raise DeepWMLError(f"no image in {images} has a label of the same case id here (labels are named CASE<ending>, "
+                           f"images CASE_0000<ending>)", labels)
+    return pairs
+
+
+def _case_voxels(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
+                 rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One case's sampled (logits, labels, weights) [n] on the input's grid, as deepwml_predict writes its map."""
+    images = read_channels(case)
+    label = read_label(label_path)
+    problems = images[0].geometry.mismatches(label.geometry)
+    if problems:
+        raise ImageError(f"case {case.case_id!r}: label is not on the image's grid ({'; '.join(problems)})", label_path)
+    lesion, ignore = binarise(label.array, ignore_label, "label", case.case_id, label_path)
+    pp = preprocess_arrays(images if len(images) > 1 else images[0], predictor.plan)
+    probs = revert_to_original(predictor.predict(pp.image, pp.head), pp.props, order=1)
+    return sample_voxels(probs[~ignore], lesion[~ignore], rng)
+
+
+def candidate_ece(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, temperatures: Temperatures) -> Optional[float]:
+    """ECE over the voxels the model gives >= CANDIDATE_PROBABILITY at ``temperatures`` (deepwml_evaluate's figure)."""
+    p = probabilities(logits, temperatures)
+    keep = p >= CANDIDATE_PROBABILITY
+    return expected_calibration_error(reliability_counts(p[keep], labels[keep], weights=weights[keep]))
+
+
+def fit_model(spec: ModelSpec, pairs: Sequence[Tuple[InputCase, Path]], setup: DeviceSetup,
+              ignore_label: Optional[int] = None, progress: bool = True, seed: int = 0) -> Calibration:
+    """Fit the temperatures of ``spec``'s folds (as deepwml_predict averages them) on labelled cases."""
+    if spec.plan.network.out_channels != 1:
+        raise DeepWMLError("deepwml_calibrate calibrates lesion models (one output channel); this plan predicts "
+                           f"{spec.plan.network.out_channels} classes", spec.folder)
+    # the network outputs never carry a stored calibration: it is fitted afresh on them
+    predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup, tta=spec.plan.inference.tta)
+    rng = np.random.default_rng(seed)
+    logits, labels, weights = [], [], []
+    for case, label_path in tqdm(pairs, desc="deepwml_calibrate", unit="case", disable=not progress):
+        z, y, w = _case_voxels(predictor, case, label_path, ignore_label, rng)
+        logits.append(z)
+        labels.append(y)
+        weights.append(w)
+    z, y, w = np.concatenate(logits), np.concatenate(labels), np.concatenate(weights)
+    t = fit_temperatures(z, y, w)
+    record = {
+        "method": "temperature scaling, one temperature below and one above the 0.5 threshold (minimum negative "
+                  "log-likelihood)",
+        "temperature_below": round(t[0], 4),
+        "temperature_above": round(t[1], 4),
+        "cases": [case.case_id for case, _ in pairs],
+        "voxels": int(round(float(w.sum()))),
+        "lesion_voxels": int(y.sum()),
+        "candidate_ece_before": _rounded(candidate_ece(z, y, w, UNCALIBRATED)),
+        "candidate_ece_after": _rounded(candidate_ece(z, y, w, t)),
+        "folds": list(spec.folds),
+        "checkpoint": spec.checkpoint,
+        "tta": bool(spec.plan.inference.tta),
+        "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return Calibration(t, record)
+
+
+def _rounded(value: Optional[float]) -> Optional[float]:
+    """Four decimals, None kept."""
+    return None if value is None else round(value, 4)
+
+
+def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> List[Path]:
+    """Store (or, with None, remove) the temperatures in every fold checkpoint of ``spec``; update an installed
+    model's manifest. Each file is written beside itself and renamed into place."""
+    written = []
+    for path in spec.checkpoints:
+        ckpt = read_checkpoint(path)
+        ckpt.pop(TEMPERATURE, None)
+        ckpt.pop(CALIBRATION, None)
+        if calibration is not None:
+            ckpt[TEMPERATURE] = [float(t) for t in calibration.temperatures]
+            ckpt[CALIBRATION] = calibration.record
+        with atomic_path(path, ".pth") as tmp:
+            torch.save(ckpt, tmp)
+        written.append(path)
+    manifest_path = spec.folder / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest.get("files")
+        if isinstance(files, dict):
+            for path in written:
+                relative = path.relative_to(spec.folder).as_posix()
+                if relative in files:
+                    files[relative] = file_record(path.read_bytes())
+            with atomic_path(manifest_path, ".json") as tmp:
+                Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
+    return written
+
+
+def calibrate(model_dir: Path, images: Path, labels: Path, setup: DeviceSetup, folds: Optional[Sequence[Union[int, str]]] = None,
+              checkpoint: str = "best", ignore_label: Optional[int] = None, progress: bool = True) -> Calibration:
+    """Fit and store the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels``."""
+    spec = check_model(model_dir, folds, checkpoint)
+    pairs = labelled_cases(images, labels, spec.plan.n_channels)
+    calibration = fit_model(spec, pairs, setup, ignore_label, progress)
+    if not all(math.isfinite(t) for t in calibration.temperatures):
+        raise DeepWMLError("a fitted temperature is not a finite number", model_dir)
+    write_calibration(spec, calibration)
+    return calibration

@@ -1,0 +1,79 @@
+"""deepwml_calibrate: fit a lesion model's probability temperature on labelled scans and store it in the model."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.cli.common import add_device_argument, run
+from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of deepwml_calibrate."""
+    p = argparse.ArgumentParser(
+        prog="deepwml_calibrate",
+        description=(
+            "Make a lesion model's probabilities mean what they say: fit two temperatures (probability = "
+            "sigmoid(logit / T), one T for logits below the 0.5 threshold, one above) on labelled scans the model did "
+            "not learn from, and store them in the model's fold checkpoints, where deepwml_predict (probability and uncertainty maps, lesion confidence), "
+            "deepwml_export_model and deepwml_install_model find it. A single network's mask at the 0.5 threshold "
+            "does not change. Calibrate again after any further training."
+        ),
+    )
+    p.add_argument("-m", "--model", required=True,
+                   help=f"the model's PLAN folder (trained or installed), or '{BUILTIN_ALIAS}' for the shipped model")
+    p.add_argument("-i", "--images", type=Path, help="folder of labelled scans (CASE_0000<ending> or CASE<ending>)")
+    p.add_argument("-l", "--labels", type=Path, help="folder of their lesion masks (CASE<ending>: 0/1)")
+    p.add_argument("-f", "--folds", nargs="+", help="folds to calibrate together (default: every fold; they are "
+                   "averaged as deepwml_predict averages them)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint of each fold (default: best; an installed model has one)")
+    p.add_argument("--ignore-label", type=int, default=None, help="label value that marks voxels to leave out")
+    p.add_argument("--dry-run", action="store_true", help="fit and print, change nothing")
+    p.add_argument("--reset", action="store_true", help="remove stored temperatures (back to the raw probabilities)")
+    add_device_argument(p)
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    from deepwml.calibration.fit import calibrate, fit_model, labelled_cases, write_calibration
+    from deepwml.inference.model_loading import check_model, resolve_model_dir
+    from deepwml.training.device import setup_device
+    from deepwml.utils.errors import DeepWMLError
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    folder = builtin_model_dir() if args.model == BUILTIN_ALIAS else resolve_model_dir(args.model)
+    if args.reset:
+        spec = check_model(folder, args.folds, args.checkpoint)
+        write_calibration(spec, None)
+        print(f"deepwml_calibrate: removed the temperatures of {folder} (folds {' '.join(spec.folds)})")
+        return 0
+    if args.images is None or args.labels is None:
+        raise DeepWMLError("give the labelled scans with -i IMAGES -l LABELS (or --reset)")
+    setup = setup_device(args.device)
+    progress = sys.stderr.isatty()
+    if args.dry_run:
+        spec = check_model(folder, args.folds, args.checkpoint)
+        result = fit_model(spec, labelled_cases(args.images, args.labels, spec.plan.n_channels), setup,
+                           args.ignore_label, progress)
+    else:
+        result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress)
+    r = result.record
+    below, above = result.temperatures
+    print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} case(s) "
+          f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
+          f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
+          + ("; dry run, nothing written" if args.dry_run else f"; stored in {folder}"))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

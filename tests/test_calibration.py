@@ -1,0 +1,191 @@
+"""deepwml_calibrate: temperatures fitted on labelled scans make probabilities honest, never change the mask at 0.5,
+travel with the model (export, install, manifest) and are refused when malformed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_case
+from deepwml.calibration.temperature import calibrate_probabilities, fit_temperatures
+from deepwml.cli.calibrate import main as calibrate_main
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image, write_image
+from deepwml.inference.model_zip import file_record
+from deepwml.inference.packaging import export_model, install_model
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+KEPT = 0.6  # the share of each lesion the noisy labels keep: a sure model is right about 60 % of its lesion voxels
+
+
+def test_fit_recovers_the_over_confidence_of_each_side():
+    """Logits made 3x too sure above 0 and 1.5x below are put back: the fit finds (1.5, 3)."""
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 2.5, 200_000)
+    labels = rng.random(true.size) < 1 / (1 + np.exp(-true))
+    logits = np.where(true >= 0, 3.0 * true, 1.5 * true)
+    below, above = fit_temperatures(logits, labels)
+    assert below == pytest.approx(1.5, rel=0.1) and above == pytest.approx(3.0, rel=0.1)
+
+
+def test_calibration_keeps_half_order_and_certainty():
+    """0.5 stays 0.5 (so the mask at 0.5 cannot change), order is kept, 0 and 1 stay exact, (1, 1) is the identity."""
+    p = np.array([0.0, 1e-6, 0.2, 0.4999, 0.5, 0.5001, 0.8, 0.999999, 1.0], np.float32)
+    q = calibrate_probabilities(p, (1.4, 3.5))
+    assert q[0] == 0.0 and q[-1] == 1.0 and q[4] == pytest.approx(0.5, abs=1e-6)
+    assert np.all(np.diff(q) > 0) and np.array_equal(q >= 0.5, p >= 0.5)
+    assert q[6] < p[6] and q[2] > p[2]  # pulled towards 0.5 on both sides
+    assert np.array_equal(calibrate_probabilities(p, (1.0, 1.0)), p)
+
+
+@pytest.fixture
+def site(tmp_path) -> Path:
+    """A threshold model (sure of every bright voxel) and 6 scans whose labels keep only part of each lesion."""
+    write_model_dir(tmp_path / "res" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        image, label, geometry = tiny_case(shape_zyx=(5, 64, 64), seed=10 + i, n_lesions=4)
+        noisy = label * (rng.random(label.shape) < KEPT)
+        write_image(image, geometry, tmp_path / "images" / f"case{i}.nii.gz")
+        write_image(noisy.astype(np.uint8), geometry, tmp_path / "labels" / f"case{i}.nii.gz")
+    return tmp_path
+
+
+def _predict(site: Path, out: str, model: Path) -> Path:
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / out), "-m", str(model),
+                         "--save-probabilities", "--no-qc", "--no-anatomy"]) == 0
+    return site / out
+
+
+def _maps(folder: Path, case: str = "case0"):
+    return read_image(folder / f"{case}.nii.gz").array, read_image(folder / f"{case}_prob.nii.gz").array
+
+
+def _calibrate(site: Path, model: Path, *extra: str) -> int:
+    return calibrate_main(["-m", str(model), "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu", *extra])
+
+
+def test_calibrated_model_says_how_sure_it_is_and_keeps_its_masks(site, capsys):
+    """After calibration the mean probability inside the mask is near the share of it that is lesion, the masks are
+    the same voxel for voxel, predict says it is calibrated, and --reset gives back the raw probabilities."""
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    before = _predict(site, "before", model)
+    capsys.readouterr()
+    assert _calibrate(site, model) == 0
+    out = capsys.readouterr().out
+    assert "temperatures" in out and "stored in" in out
+    ckpt = torch.load(model / "fold_0" / "checkpoint_best.pth", weights_only=True)
+    below, above = ckpt["temperature"]
+    assert above > 1.5 and ckpt["calibration"]["cases"] == [f"case{i}" for i in range(6)]
+    assert ckpt["calibration"]["candidate_ece_after"] < ckpt["calibration"]["candidate_ece_before"]
+    after = _predict(site, "after", model)
+    assert "probabilities calibrated" in capsys.readouterr().out
+    for i in range(6):
+        (mask_b, prob_b), (mask_a, prob_a) = _maps(before, f"case{i}"), _maps(after, f"case{i}")
+        assert np.array_equal(mask_a, mask_b)
+    mask, prob_b = _maps(before)
+    _, prob_a = _maps(after)
+    label = read_image(site / "labels" / "case0.nii.gz").array
+    inside = mask > 0
+    share = label[inside].mean()
+    assert abs(prob_a[inside].mean() - share) < abs(prob_b[inside].mean() - share) - 0.1
+    assert _calibrate(site, model, "--reset") == 0
+    assert "temperature" not in torch.load(model / "fold_0" / "checkpoint_best.pth", weights_only=True)
+    np.testing.assert_array_equal(_maps(_predict(site, "reset", model))[1], prob_b)
+
+
+def test_dry_run_changes_nothing(site):
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    path = model / "fold_0" / "checkpoint_best.pth"
+    data = path.read_bytes()
+    assert _calibrate(site, model, "--dry-run") == 0
+    assert path.read_bytes() == data
+
+
+def test_temperatures_travel_through_export_and_install_and_keep_the_manifest_true(site):
+    """An exported calibrated model installs elsewhere and writes the same calibrated maps; calibrating an installed
+    model updates its manifest, so it can be exported again."""
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    assert _calibrate(site, model) == 0
+    export_model(model, site / "m.zip")
+    installed = install_model(site / "m.zip", site / "siteB")
+    assert torch.load(installed / "fold_0" / "checkpoint_best.pth", weights_only=True)["temperature"] is not None
+    np.testing.assert_array_equal(_maps(_predict(site, "a", model))[1], _maps(_predict(site, "b", installed))[1])
+    assert _calibrate(site, installed, "--reset") == 0
+    manifest = json.loads((installed / "manifest.json").read_text())
+    assert manifest["files"]["fold_0/checkpoint_best.pth"] == file_record((installed / "fold_0" / "checkpoint_best.pth").read_bytes())
+    export_model(installed, site / "again.zip")
+    assert install_model(site / "again.zip", site / "siteC").is_dir()
+
+
+@pytest.mark.parametrize("value", ["hot", -1.0, [1.0], [1.0, 0.0], True])
+def test_a_malformed_temperature_is_refused_naming_the_checkpoint(site, value, capsys):
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    path = model / "fold_0" / "checkpoint_best.pth"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["temperature"] = value
+    torch.save(ckpt, path)
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / "out"), "-m", str(model), "--no-qc", "--no-anatomy"]) != 0
+    err = capsys.readouterr().err
+    assert "temperature" in err and "checkpoint_best.pth" in err
+
+
+def test_folds_calibrated_apart_are_refused(site, capsys):
+    """Two folds with different temperatures cannot be averaged into one calibrated map."""
+    model = write_model_dir(site / "res2" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0, 1))
+    for fold, t in ((0, [1.2, 2.0]), (1, [1.0, 3.0])):
+        path = model / f"fold_{fold}" / "checkpoint_best.pth"
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["temperature"] = t
+        torch.save(ckpt, path)
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / "out"), "-m", str(model), "--no-qc", "--no-anatomy"]) != 0
+    assert "different temperatures" in capsys.readouterr().err
+
+
+def test_labelled_scans_that_do_not_match_are_one_line(site, capsys):
+    """No label with the images' case ids, or a label on another grid, names the folder or file."""
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    empty = site / "nolabels"
+    empty.mkdir()
+    assert calibrate_main(["-m", str(model), "-i", str(site / "images"), "-l", str(empty)]) == 2
+    assert "no image" in capsys.readouterr().err
+    image, label, geometry = tiny_case(shape_zyx=(4, 32, 32), seed=3)
+    write_image(label, geometry, site / "labels" / "case0.nii.gz")
+    assert _calibrate(site, model) == 2
+    err = capsys.readouterr().err
+    assert "not on the image's grid" in err and "case0.nii.gz" in err
+    assert _calibrate(site, model, "--reset") == 0  # nothing was written by the refused run
+
+
+def test_scans_named_as_in_a_raw_dataset_pair_with_their_labels(tmp_path):
+    """CASE_0000<ending> (imagesTr) pairs with CASE<ending> (labelsTr); the record names the case CASE."""
+    from deepwml.calibration.fit import labelled_cases
+
+    image, label, geometry = tiny_case(shape_zyx=(4, 32, 32), seed=3)
+    write_image(image, geometry, tmp_path / "imagesTr" / "p01_0000.nii.gz")
+    write_image(image, geometry, tmp_path / "imagesTr" / "p02.nii.gz")
+    write_image(label, geometry, tmp_path / "labelsTr" / "p01.nii.gz")
+    write_image(label, geometry, tmp_path / "labelsTr" / "p02.nii.gz")
+    pairs = labelled_cases(tmp_path / "imagesTr", tmp_path / "labelsTr")
+    assert [(c.case_id, c.source.name, lab.name) for c, lab in pairs] == [
+        ("p01", "p01_0000.nii.gz", "p01.nii.gz"), ("p02", "p02.nii.gz", "p02.nii.gz")]
+
+
+@pytest.mark.parametrize("damage", ["nan", "truncated"])
+def test_a_damaged_scan_stops_calibration_naming_it_and_writes_nothing(site, damage, capsys):
+    """A NaN-filled or truncated scan among the labelled ones is one line naming the file; the model is untouched."""
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    checkpoint = model / "fold_0" / "checkpoint_best.pth"
+    before = checkpoint.read_bytes()
+    scan = site / "images" / "case3.nii.gz"
+    if damage == "nan":
+        image = read_image(scan)
+        write_image(np.full(image.array.shape, np.nan, np.float32), image.geometry, scan)
+    else:
+        scan.write_bytes(scan.read_bytes()[:200])
+    assert _calibrate(site, model) == 2
+    assert "case3.nii.gz" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == before
