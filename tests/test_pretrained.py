@@ -228,7 +228,14 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
             "--heldout-scale", "0.01", "--install-to", str(tmp_path / "model"), "-np", "2"]
     assert main(args + ["--no-distill"]) == 0
     assert (tmp_path / "model" / "fold_0" / "checkpoint_best.pth").is_file()
-    assert "generator version" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "generator version" in card and "Probabilities calibrated (`deepwml_calibrate`)" in card
+    # the shipped network's probabilities are calibrated on a synthetic set of a third seed, and installed so
+    import torch
+
+    installed = torch.load(tmp_path / "model" / "fold_0" / "checkpoint_best.pth", weights_only=True)
+    assert len(installed["temperature"]) == 2 and installed["calibration"]["cases"]
+    assert (tmp_path / "work" / "raw" / "Dataset514_SynthCalibration" / "labelsTr").is_dir()
     assert main(args + ["--no-distill"]) == 0  # everything done: each stage resumes and skips
     # the same work folder takes on a distillation stage: one network learns the trained fold(s), and is installed
     from deepwml.utils.atomic import read_json
@@ -242,8 +249,6 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     again = ["--workdir", str(tmp_path / "work2"), "--scale", "0.01", "--epochs", "1", "--iterations", "1", "--heldout-scale",
              "0.01", "--install-to", str(tmp_path / "model2"), "-np", "2", "--no-distill", "--start-from", str(tmp_path / "model")]
     assert main(again) == 0
-    import torch
-
     fold = next((tmp_path / "work2" / "results").glob("Dataset*/*/fold_0"))
     origin = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["pretrained"]
     assert origin["sha256"] == read_json(tmp_path / "work2" / "recipe.json")["start_model"]["sha256"][0]

@@ -310,10 +310,16 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[st
 
 def _calibrate(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], env: Dict[str, str], np_: str,
                device: str) -> Dict[str, Any]:
-    """Fit the shipped network(s)' temperatures (deepwml_calibrate) on a synthetic set of a third seed; its record."""
+    """Fit the shipped network(s)' temperatures (deepwml_calibrate) on a synthetic set of a third seed, unless their
+    checkpoints hold a calibration of these folds already (a resumed run); the record."""
     from deepwml.inference.model_loading import CHECKPOINT_FILES
     from deepwml.training.checkpoint import read_checkpoint
 
+    checkpoints = [model_dir / f"fold_{fold}" / CHECKPOINT_FILES[recipe.checkpoint] for fold in folds]
+    done = [read_checkpoint(path).get("calibration") for path in checkpoints]
+    if all(done) and all(d.get("folds") == folds for d in done):
+        _log(f"calibrated already (temperatures {done[0]['temperature_below']} / {done[0]['temperature_above']})")
+        return {**done[0], "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(done[0]["cases"])}
     raw = work / "raw"
     data = raw / _dataset(CALIBRATION_ID, CALIBRATION_NAME)
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(CALIBRATION_ID), "--name", CALIBRATION_NAME, "--scale",
@@ -321,7 +327,7 @@ def _calibrate(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], en
                             "--test-fraction", "0", "-np", np_], env)
     _run("calibrate", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint, "-i", str(data / "imagesTr"),
                        "-l", str(data / "labelsTr"), "--device", device], env)
-    record = read_checkpoint(model_dir / f"fold_{folds[0]}" / CHECKPOINT_FILES[recipe.checkpoint])["calibration"]
+    record = read_checkpoint(checkpoints[0])["calibration"]
     return {**record, "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(record["cases"])}
 
 
