@@ -9,6 +9,7 @@ carry them like the weights. An installed model's manifest is updated with the n
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -129,17 +130,17 @@ def _rounded(value: Optional[float]) -> Optional[float]:
 def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> List[Path]:
     """Store (or, with None, remove) the temperatures in every fold checkpoint of ``spec``; update an installed
     model's manifest. Each file is written beside itself and renamed into place."""
-    written = []
-    for path in spec.checkpoints:
-        ckpt = read_checkpoint(path)
-        ckpt.pop(TEMPERATURE, None)
-        ckpt.pop(CALIBRATION, None)
-        if calibration is not None:
-            ckpt[TEMPERATURE] = [float(t) for t in calibration.temperatures]
-            ckpt[CALIBRATION] = calibration.record
-        with atomic_path(path, ".pth") as tmp:
-            torch.save(ckpt, tmp)
-        written.append(path)
+    written = list(spec.checkpoints)
+    # every fold is written to its temporary file before any is renamed: a failure leaves all folds as they were
+    with contextlib.ExitStack() as stack:
+        for path in written:
+            ckpt = read_checkpoint(path)
+            ckpt.pop(TEMPERATURE, None)
+            ckpt.pop(CALIBRATION, None)
+            if calibration is not None:
+                ckpt[TEMPERATURE] = [float(t) for t in calibration.temperatures]
+                ckpt[CALIBRATION] = calibration.record
+            torch.save(ckpt, stack.enter_context(atomic_path(path, ".pth")))
     manifest_path = spec.folder / MANIFEST
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())

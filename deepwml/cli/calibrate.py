@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     from deepwml.calibration.fit import calibrate, fit_model, labelled_cases, write_calibration
+    from deepwml.calibration.temperature import T_RANGE
     from deepwml.inference.model_loading import check_model, resolve_model_dir
     from deepwml.training.device import setup_device
     from deepwml.utils.errors import DeepWMLError
@@ -67,6 +69,10 @@ def _main(argv: Optional[List[str]]) -> int:
           f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {folder}"))
+    if any(abs(math.log(t / bound)) < 1e-3 for t in result.temperatures for bound in T_RANGE):
+        print(f"deepwml_calibrate: warning: a temperature is at the end of its range {T_RANGE}: the model's "
+              "probabilities and these labels disagree far more than calibration can mend; check that the labels belong "
+              "to the scans and that the model suits them", file=sys.stderr)
     return 0
 
 
