@@ -52,15 +52,35 @@ def logits_of(probs: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _nonzero_box(values: np.ndarray) -> Tuple[slice, ...]:
+    """The smallest box holding every non-zero value (an empty box when there is none)."""
+    box = []
+    for axis in range(values.ndim):
+        hit = np.flatnonzero(values.any(axis=tuple(a for a in range(values.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0))
+    return tuple(box)
+
+
 def calibrate_probabilities(probs: np.ndarray, temperatures: Temperatures) -> np.ndarray:
     """Probabilities (any shape) mapped through the calibration, float32; exact 0 and 1 stay, (1, 1) changes nothing."""
     probs = np.asarray(probs, dtype=np.float32)
     if tuple(temperatures) == UNCALIBRATED:
         return probs
+    below, above = temperatures
     out = probs.copy()
-    # most voxels of a reverted map are exactly 0 (outside the head): only the others are transformed
-    inside = (probs > 0) & (probs < 1)
-    out[inside] = probabilities(logits_of(probs[inside]), temperatures)
+    # a reverted map is exactly 0 outside the head's box: only the box is transformed, in float32 and in place
+    # (about 25 ns a voxel here), with log(0) = -inf and log1p(-1) = -inf carrying exact 0 and 1 through
+    box = _nonzero_box(probs)
+    p = probs[box]
+    with np.errstate(divide="ignore"):
+        z = np.log(p)
+        z -= np.log1p(-p)
+    z *= np.where(z >= 0, np.float32(1.0 / above), np.float32(1.0 / below))
+    z *= np.float32(0.5)
+    np.tanh(z, out=z)
+    z += np.float32(1.0)
+    z *= np.float32(0.5)
+    out[box] = z
     return out
 
 
