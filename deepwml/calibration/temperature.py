@@ -35,15 +35,25 @@ MAX_VOXELS_PER_CASE = 250_000
 
 
 def scaled(logits: np.ndarray, temperatures: Temperatures) -> np.ndarray:
-    """Logits divided by their side's temperature (float64)."""
-    z = np.asarray(logits, dtype=np.float64)
+    """Logits divided by their side's temperature, in their own float type (float64 for anything else)."""
+    z = np.asarray(logits)
+    z = z if z.dtype in (np.float32, np.float64) else z.astype(np.float64)
     below, above = temperatures
-    return np.where(z >= 0, z / above, z / below)
+    return z * np.where(z >= 0, z.dtype.type(1.0 / above), z.dtype.type(1.0 / below))
+
+
+def _sigmoid_in_place(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) written over ``z`` (as 0.5 (1 + tanh(z / 2)): no overflow, exact 0 and 1 at -inf and inf)."""
+    z *= z.dtype.type(0.5)
+    np.tanh(z, out=z)
+    z += z.dtype.type(1.0)
+    z *= z.dtype.type(0.5)
+    return z
 
 
 def probabilities(logits: np.ndarray, temperatures: Temperatures) -> np.ndarray:
     """The calibrated probabilities of logits (float64)."""
-    return 0.5 * (1.0 + np.tanh(0.5 * scaled(logits, temperatures)))
+    return _sigmoid_in_place(scaled(np.asarray(logits, dtype=np.float64), temperatures))
 
 
 def logits_of(probs: np.ndarray) -> np.ndarray:
@@ -66,21 +76,15 @@ def calibrate_probabilities(probs: np.ndarray, temperatures: Temperatures) -> np
     probs = np.asarray(probs, dtype=np.float32)
     if tuple(temperatures) == UNCALIBRATED:
         return probs
-    below, above = temperatures
     out = probs.copy()
-    # a reverted map is exactly 0 outside the head's box: only the box is transformed, in float32 and in place
-    # (about 25 ns a voxel here), with log(0) = -inf and log1p(-1) = -inf carrying exact 0 and 1 through
+    # a reverted map is exactly 0 outside the head's box: only the box is transformed, in float32 (about 25 ns a
+    # voxel here), with log(0) = -inf and log1p(-1) = -inf carrying exact 0 and 1 through
     box = _nonzero_box(probs)
     p = probs[box]
     with np.errstate(divide="ignore"):
         z = np.log(p)
         z -= np.log1p(-p)
-    z *= np.where(z >= 0, np.float32(1.0 / above), np.float32(1.0 / below))
-    z *= np.float32(0.5)
-    np.tanh(z, out=z)
-    z += np.float32(1.0)
-    z *= np.float32(0.5)
-    out[box] = z
+    out[box] = _sigmoid_in_place(scaled(z, temperatures))
     return out
 
 
