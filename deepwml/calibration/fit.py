@@ -156,12 +156,15 @@ def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> Li
 
 
 def calibrate(model_dir: Path, images: Path, labels: Path, setup: DeviceSetup, folds: Optional[Sequence[Union[int, str]]] = None,
-              checkpoint: str = "best", ignore_label: Optional[int] = None, progress: bool = True) -> Calibration:
-    """Fit and store the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels``."""
+              checkpoint: str = "best", ignore_label: Optional[int] = None, progress: bool = True,
+              write: bool = True) -> Calibration:
+    """Fit the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels`` and store
+    them (``write`` False: a dry run)."""
     spec = check_model(model_dir, folds, checkpoint)
     pairs = labelled_cases(images, labels, spec.plan.n_channels)
     calibration = fit_model(spec, pairs, setup, ignore_label, progress)
     if not all(math.isfinite(t) for t in calibration.temperatures):
         raise DeepWMLError("a fitted temperature is not a finite number", model_dir)
-    write_calibration(spec, calibration)
+    if write:
+        write_calibration(spec, calibration)
     return calibration

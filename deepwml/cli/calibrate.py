@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    from deepwml.calibration.fit import calibrate, fit_model, labelled_cases, write_calibration
+    from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
     from deepwml.inference.model_loading import check_model, resolve_model_dir
     from deepwml.training.device import setup_device
@@ -57,12 +57,8 @@ def _main(argv: Optional[List[str]]) -> int:
         raise DeepWMLError("give the labelled scans with -i IMAGES -l LABELS (or --reset)")
     setup = setup_device(args.device)
     progress = sys.stderr.isatty()
-    if args.dry_run:
-        spec = check_model(folder, args.folds, args.checkpoint)
-        result = fit_model(spec, labelled_cases(args.images, args.labels, spec.plan.n_channels), setup,
-                           args.ignore_label, progress)
-    else:
-        result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress)
+    result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
+                       write=not args.dry_run)
     r = result.record
     below, above = result.temperatures
     print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} case(s) "
