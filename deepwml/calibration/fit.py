@@ -27,15 +27,15 @@ from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calib
 from deepwml.evaluation.cases import list_masks
 from deepwml.evaluation.masks import binarise
 from deepwml.imageio import read_label
-from deepwml.inference.inputs import InputCase, discover_cases, read_channels
+from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
+from deepwml.inference.pipeline import prepare_case
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.preprocessing import revert_to_original
-from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.training.checkpoint import read_checkpoint
-from deepwml.utils.atomic import atomic_path
 from deepwml.training.device import DeviceSetup
+from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError, ImageError
 
 #: the keys a calibrated checkpoint carries (kept by deepwml_export_model)
@@ -69,14 +69,13 @@ def labelled_cases(images: Path, labels: Path, n_channels: int = 1) -> List[Tupl
 def _case_voxels(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One case's sampled (logits, labels, weights) [n] on the input's grid, as deepwml_predict writes its map."""
-    images = read_channels(case)
+    prepared = prepare_case(case, predictor.plan)
     label = read_label(label_path)
-    problems = images[0].geometry.mismatches(label.geometry)
+    problems = prepared.image.geometry.mismatches(label.geometry)
     if problems:
         raise ImageError(f"case {case.case_id!r}: label is not on the image's grid ({'; '.join(problems)})", label_path)
     lesion, ignore = binarise(label.array, ignore_label, "label", case.case_id, label_path)
-    pp = preprocess_arrays(images if len(images) > 1 else images[0], predictor.plan)
-    probs = revert_to_original(predictor.predict(pp.image, pp.head), pp.props, order=1)
+    probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
     return sample_voxels(probs[~ignore], lesion[~ignore], rng)
 
 
