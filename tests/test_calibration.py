@@ -199,3 +199,91 @@ def test_labels_the_model_cannot_be_fitted_to_are_warned_about(site, capsys):
         write_image((label.array * keep).astype(np.uint8), label.geometry, path)
     assert _calibrate(site, site / "res" / "Dataset999_Toy" / "tiny", "--dry-run") == 0
     assert "at the end of its range" in capsys.readouterr().err
+
+
+def _as_trained(model: Path, validation: dict) -> None:
+    """Give toy checkpoints the records deepwml_train writes (dataset, fold, validation cases; None: not recorded)."""
+    for fold, val in validation.items():
+        path = model / f"fold_{fold}" / "checkpoint_best.pth"
+        ckpt = torch.load(path, weights_only=True)
+        ckpt.update(dataset="Dataset999_Toy", fold=fold)
+        if val is not None:
+            ckpt["validation_cases"] = val
+        torch.save(ckpt, path)
+
+
+@pytest.fixture
+def trained_site(site, monkeypatch) -> Path:
+    """The site's scans as a raw dataset, a two-fold model trained on it: fold 0 lists its validation cases, fold 1
+    predates that record (its split is in splits.json)."""
+    raw = site / "raw" / "Dataset999_Toy"
+    for i in range(6):
+        for kind, ending in (("images", "_0000"), ("labels", "")):
+            (raw / f"{kind}Tr").mkdir(parents=True, exist_ok=True)
+            (raw / f"{kind}Tr" / f"case{i}{ending}.nii.gz").write_bytes((site / kind / f"case{i}.nii.gz").read_bytes())
+    pre = site / "pre" / "Dataset999_Toy"
+    pre.mkdir(parents=True)
+    (pre / "splits.json").write_text(json.dumps({"test": [], "folds": [
+        {"train": ["case3", "case4", "case5"], "val": ["case0", "case1", "case2"]},
+        {"train": ["case0", "case1", "case2", "case5"], "val": ["case3", "case4"]}]}))
+    model = write_model_dir(site / "res" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0, 1))
+    _as_trained(model, {0: ["case0", "case1", "case2"], 1: None})
+    for kind, folder in (("RAW", "raw"), ("PREPROCESSED", "pre"), ("RESULTS", "res")):
+        monkeypatch.setenv(f"DEEPWML_{kind}", str(site / folder))
+    return site
+
+
+def test_without_scans_each_fold_is_calibrated_on_its_own_validation_cases_alone(trained_site, monkeypatch, capsys):
+    """deepwml_calibrate -d -p with no -i/-l: every fold's validation cases (from its checkpoint, or splits.json for an
+    older one), each predicted by that fold only, never by a fold that trained on it; one calibration in both folds."""
+    import deepwml.calibration.fit as fit
+
+    seen = []
+    build, case_voxels = fit.build_fold_networks, fit._case_voxels
+
+    def tagged(spec, states):
+        networks = build(spec, states)
+        for fold, net in zip(spec.folds, networks):
+            net.test_fold = fold
+        return networks
+
+    def spy(predictor, case, *args):
+        seen.append((case.case_id, [net.test_fold for net in predictor.networks]))
+        return case_voxels(predictor, case, *args)
+
+    monkeypatch.setattr(fit, "build_fold_networks", tagged)
+    monkeypatch.setattr(fit, "_case_voxels", spy)
+    assert calibrate_main(["-d", "999", "-p", "tiny", "--device", "cpu"]) == 0
+    assert "validation case(s) of its folds" in capsys.readouterr().out
+    assert seen == [("case0", ["0"]), ("case1", ["0"]), ("case2", ["0"]), ("case3", ["1"]), ("case4", ["1"])]
+    model = trained_site / "res" / "Dataset999_Toy" / "tiny"
+    records = [torch.load(model / f"fold_{f}" / "checkpoint_best.pth", weights_only=True) for f in (0, 1)]
+    assert records[0]["temperature"] == records[1]["temperature"] and records[0]["temperature"][1] > 1.5
+    assert records[0]["calibration"]["cases"] == [f"case{i}" for i in range(5)]
+    assert "out of fold" in records[0]["calibration"]["source"]
+
+
+@pytest.mark.parametrize("problem,message", [
+    ("exported", "does not name the dataset"),
+    ("fold_all", "holds out no case"),
+    ("missing_case", "have no image with a label"),
+    ("only_images", "give both -i IMAGES and -l LABELS"),
+])
+def test_a_model_whose_validation_cases_cannot_be_found_is_one_line(trained_site, problem, message, capsys):
+    """No dataset record (an exported model), a fold that held nothing out, a validation case not in the raw folder, or
+    -i without -l: one line naming the problem, and nothing written."""
+    model = trained_site / "res" / "Dataset999_Toy" / "tiny"
+    args = ["-d", "999", "-p", "tiny", "--device", "cpu"]
+    if problem == "exported":
+        write_model_dir(model, tiny_plan(), folds=(0, 1))
+    elif problem == "fold_all":
+        _as_trained(model, {1: []})
+    elif problem == "missing_case":
+        (trained_site / "raw" / "Dataset999_Toy" / "labelsTr" / "case4.nii.gz").unlink()
+    else:
+        args += ["-i", str(trained_site / "images")]
+    checkpoints = {p: p.read_bytes() for p in model.glob("fold_*/*.pth")}
+    assert calibrate_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in model.glob("fold_*/*.pth")} == checkpoints

@@ -25,6 +25,17 @@ def test_a_trained_fold_predicts_here_and_after_installing_elsewhere(tmp_path, m
     preset.save(tmp_path / "tiny.json")
     assert plan_main(["-d", "900", "--preset", str(tmp_path / "tiny.json"), "-np", "1"]) == 0
     assert train_main(["-d", "900", "-p", "tiny", "0", "--num-workers", "0"]) == 0
+    # the fold records the cases it never trained on, and deepwml_calibrate fits on exactly those
+    import torch
+
+    from deepwml.cli.calibrate import main as calibrate_main
+    from deepwml.utils.atomic import read_json
+
+    val = read_json(tmp_path / "preprocessed" / "Dataset900_Tiny" / "splits.json")["folds"][0]["val"]
+    fold = tmp_path / "results" / "Dataset900_Tiny" / "tiny" / "fold_0"
+    assert val and torch.load(fold / "checkpoint_latest.pth", weights_only=False)["validation_cases"] == val
+    assert calibrate_main(["-d", "900", "-p", "tiny", "--device", "cpu"]) == 0
+    assert torch.load(fold / "checkpoint_best.pth", weights_only=False)["calibration"]["cases"] == val
     images = tmp_path / "raw" / "Dataset900_Tiny" / "imagesTs"
     common = ["-i", str(images), "--save-probabilities", "--tta", "--no-qc"]
     assert predict_main(common + ["-o", str(tmp_path / "here"), "-d", "900", "-p", "tiny"]) == 0

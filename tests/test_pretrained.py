@@ -245,9 +245,14 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     assert list((work / "distilled").glob("Dataset*/*/fold_0/checkpoint_best.pth"))
     assert read_json(work / "recipe.json")["teacher_figures"] and (work / "heldout_report_distilled" / "summary.json").is_file()
     assert "distilled from" in (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
-    # a new recipe run fine-tunes that model instead of starting from random weights, and its checkpoints say so
+    # a new recipe run fine-tunes that model instead of starting from random weights, and its checkpoints say so;
+    # it shares the first run's synthetic data and caches (same seeds: its own would be the same files) to save time
+    (tmp_path / "work2").mkdir()
+    for shared in ("raw", "preprocessed"):
+        (tmp_path / "work2" / shared).symlink_to(work / shared, target_is_directory=True)
     again = ["--workdir", str(tmp_path / "work2"), "--scale", "0.01", "--epochs", "1", "--iterations", "1", "--heldout-scale",
-             "0.01", "--install-to", str(tmp_path / "model2"), "-np", "2", "--no-distill", "--start-from", str(tmp_path / "model")]
+             "0.01", "--install-to", str(tmp_path / "model2"), "-np", "2", "--no-distill", "--folds", "0",
+             "--start-from", str(tmp_path / "model")]
     assert main(again) == 0
     fold = next((tmp_path / "work2" / "results").glob("Dataset*/*/fold_0"))
     origin = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["pretrained"]

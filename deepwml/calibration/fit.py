@@ -86,21 +86,33 @@ def candidate_ece(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, t
     return expected_calibration_error(reliability_counts(p[keep], labels[keep], weights=weights[keep]))
 
 
-def fit_model(spec: ModelSpec, pairs: Sequence[Tuple[InputCase, Path]], setup: DeviceSetup,
-              ignore_label: Optional[int] = None, progress: bool = True, seed: int = 0) -> Calibration:
-    """Fit the temperatures of ``spec``'s folds (as deepwml_predict averages them) on labelled cases."""
+@dataclass
+class CaseGroup:
+    """Labelled cases and the folds that predict them (averaged, as deepwml_predict averages folds)."""
+
+    folds: List[str]
+    pairs: List[Tuple[InputCase, Path]]
+
+
+def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int] = None,
+              progress: bool = True, seed: int = 0, source: str = "labelled scans") -> Calibration:
+    """Fit one pair of temperatures for ``spec``'s folds on every group's cases, each predicted by its group's folds."""
     if spec.plan.network.out_channels != 1:
         raise DeepWMLError("deepwml_calibrate calibrates lesion models (one output channel); this plan predicts "
                            f"{spec.plan.network.out_channels} classes", spec.folder)
     # the network outputs never carry a stored calibration: it is fitted afresh on them
-    predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup, tta=spec.plan.inference.tta)
+    networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
     rng = np.random.default_rng(seed)
     logits, labels, weights = [], [], []
-    for case, label_path in tqdm(pairs, desc="deepwml_calibrate", unit="case", disable=not progress):
-        z, y, w = _case_voxels(predictor, case, label_path, ignore_label, rng)
-        logits.append(z)
-        labels.append(y)
-        weights.append(w)
+    with tqdm(total=sum(len(g.pairs) for g in groups), desc="deepwml_calibrate", unit="case", disable=not progress) as bar:
+        for group in groups:
+            predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=spec.plan.inference.tta)
+            for case, label_path in group.pairs:
+                z, y, w = _case_voxels(predictor, case, label_path, ignore_label, rng)
+                logits.append(z)
+                labels.append(y)
+                weights.append(w)
+                bar.update()
     z, y, w = np.concatenate(logits), np.concatenate(labels), np.concatenate(weights)
     t = fit_temperatures(z, y, w)
     record = {
@@ -108,7 +120,8 @@ def fit_model(spec: ModelSpec, pairs: Sequence[Tuple[InputCase, Path]], setup: D
                   "log-likelihood)",
         "temperature_below": round(t[0], 4),
         "temperature_above": round(t[1], 4),
-        "cases": [case.case_id for case, _ in pairs],
+        "source": source,
+        "cases": [case.case_id for g in groups for case, _ in g.pairs],
         "voxels": int(round(float(w.sum()))),
         "lesion_voxels": int(y.sum()),
         "candidate_ece_before": _rounded(candidate_ece(z, y, w, UNCALIBRATED)),
@@ -119,6 +132,47 @@ def fit_model(spec: ModelSpec, pairs: Sequence[Tuple[InputCase, Path]], setup: D
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Calibration(t, record)
+
+
+def validation_groups(spec: ModelSpec, raw_root: Path, preprocessed_root: Path) -> List[CaseGroup]:
+    """Each fold's validation cases (the scans it never trained on, read from the dataset's raw folder), to be
+    predicted by that fold alone: out-of-fold, as cross-validation scores a model."""
+    groups = []
+    for fold, path in zip(spec.folds, spec.checkpoints):
+        ckpt = read_checkpoint(path)
+        dataset = ckpt.get("dataset")
+        if not isinstance(dataset, str) or not dataset:
+            raise DeepWMLError("the checkpoint does not name the dataset it was trained on (an exported or installed "
+                               "model keeps only its weights): give labelled scans with -i IMAGES -l LABELS", path)
+        if "validation_cases" in ckpt:
+            val = ckpt["validation_cases"]
+        else:  # trained before checkpoints recorded them: the dataset's splits
+            val = _splits_validation(preprocessed_root / dataset / "splits.json", fold)
+        if not val:
+            raise DeepWMLError(f"fold {fold} holds out no case (fold 'all' trains on every case): calibrate it on labelled "
+                               "scans it never saw with -i IMAGES -l LABELS", path)
+        raw = raw_root / dataset
+        pairs = {case.case_id: (case, label) for case, label in
+                 labelled_cases(raw / "imagesTr", raw / "labelsTr", spec.plan.n_channels)}
+        missing = sorted(set(val) - set(pairs))
+        if missing:
+            raise DeepWMLError(f"fold {fold}'s validation cases {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                               "have no image with a label in the raw dataset", raw)
+        groups.append(CaseGroup([fold], [pairs[c] for c in val]))
+    return groups
+
+
+def _splits_validation(path: Path, fold: str) -> List[str]:
+    """A numbered fold's validation ids from a dataset's splits.json."""
+    if not fold.isdigit():
+        return []
+    if not path.is_file():
+        raise DeepWMLError("the checkpoint does not list its validation cases and the dataset's splits.json is missing: "
+                           "give labelled scans with -i IMAGES -l LABELS", path)
+    from deepwml.planning.splits import fold_split
+    from deepwml.utils.atomic import read_json
+
+    return list(fold_split(read_json(path), int(fold), path)["val"])
 
 
 def _rounded(value: Optional[float]) -> Optional[float]:
@@ -154,14 +208,23 @@ def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> Li
     return written
 
 
-def calibrate(model_dir: Path, images: Path, labels: Path, setup: DeviceSetup, folds: Optional[Sequence[Union[int, str]]] = None,
-              checkpoint: str = "best", ignore_label: Optional[int] = None, progress: bool = True,
-              write: bool = True) -> Calibration:
-    """Fit the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels`` and store
-    them (``write`` False: a dry run)."""
+def calibrate(model_dir: Path, images: Optional[Path], labels: Optional[Path], setup: DeviceSetup,
+              folds: Optional[Sequence[Union[int, str]]] = None, checkpoint: str = "best", ignore_label: Optional[int] = None,
+              progress: bool = True, write: bool = True, raw_root: Optional[Path] = None,
+              preprocessed_root: Optional[Path] = None) -> Calibration:
+    """Fit the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels`` (all folds
+    averaged) or, without them, on each fold's validation cases in ``raw_root`` (out of fold), and store them
+    (``write`` False: a dry run)."""
     spec = check_model(model_dir, folds, checkpoint)
-    pairs = labelled_cases(images, labels, spec.plan.n_channels)
-    calibration = fit_model(spec, pairs, setup, ignore_label, progress)
+    if images is not None and labels is not None:
+        groups, source = [CaseGroup(list(spec.folds), labelled_cases(images, labels, spec.plan.n_channels))], "labelled scans"
+    elif images is None and labels is None:
+        if raw_root is None or preprocessed_root is None:
+            raise DeepWMLError("calibrating on the folds' validation cases needs the raw and preprocessed data folders")
+        groups, source = validation_groups(spec, raw_root, preprocessed_root), "validation cases of each fold (out of fold)"
+    else:
+        raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
+    calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source)
     if not all(math.isfinite(t) for t in calibration.temperatures):
         raise DeepWMLError("a fitted temperature is not a finite number", model_dir)
     if write:

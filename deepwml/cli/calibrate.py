@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, run
+from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
 
@@ -23,9 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
             "does not change. Calibrate again after any further training."
         ),
     )
-    p.add_argument("-m", "--model", required=True,
+    p.add_argument("-m", "--model",
                    help=f"the model's PLAN folder (trained or installed), or '{BUILTIN_ALIAS}' for the shipped model")
-    p.add_argument("-i", "--images", type=Path, help="folder of labelled scans (CASE_0000<ending> or CASE<ending>)")
+    add_dataset_argument(p, required=False)
+    p.add_argument("-p", "--plan", help="plan name: with -d, the model trained by deepwml_train in $DEEPWML_RESULTS")
+    p.add_argument("-i", "--images", type=Path, help="folder of labelled scans (CASE_0000<ending> or CASE<ending>). "
+                   "Without -i/-l, each fold of a model trained here is calibrated on its own validation cases (the "
+                   "scans it never trained on, from the dataset's raw folder), each predicted by its fold alone")
     p.add_argument("-l", "--labels", type=Path, help="folder of their lesion masks (CASE<ending>: 0/1)")
     p.add_argument("-f", "--folds", nargs="+", help="folds to calibrate together (default: every fold; they are "
                    "averaged as deepwml_predict averages them)")
@@ -35,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="fit and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove stored temperatures (back to the raw probabilities)")
     add_device_argument(p)
+    add_root_arguments(p)
     return p
 
 
@@ -42,26 +48,36 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
     from deepwml.inference.model_loading import check_model, resolve_model_dir
+    from deepwml.paths import preprocessed_root, raw_root, results_root
     from deepwml.training.device import setup_device
     from deepwml.utils.errors import DeepWMLError
 
     p = build_parser()
     args = p.parse_args(argv)
-    folder = builtin_model_dir() if args.model == BUILTIN_ALIAS else resolve_model_dir(args.model)
+    if args.model == BUILTIN_ALIAS:
+        folder = builtin_model_dir()
+    else:
+        results = results_root(args.results_root) if args.dataset is not None else None
+        folder = resolve_model_dir(args.model, args.dataset, args.plan, results)
     if args.reset:
         spec = check_model(folder, args.folds, args.checkpoint)
         write_calibration(spec, None)
         print(f"deepwml_calibrate: removed the temperatures of {folder} (folds {' '.join(spec.folds)})")
         return 0
-    if args.images is None or args.labels is None:
-        raise DeepWMLError("give the labelled scans with -i IMAGES -l LABELS (or --reset)")
+    if (args.images is None) != (args.labels is None):
+        raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
+    held_out = args.images is None
+    if held_out and args.model == BUILTIN_ALIAS:
+        raise DeepWMLError("the shipped model's validation cases are not on this machine: give labelled scans with -i IMAGES -l LABELS")
     setup = setup_device(args.device)
     progress = sys.stderr.isatty()
+    roots = {"raw_root": raw_root(args.raw_root), "preprocessed_root": preprocessed_root(args.preprocessed_root)} if held_out else {}
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
-                       write=not args.dry_run)
+                       write=not args.dry_run, **roots)
     r = result.record
     below, above = result.temperatures
-    print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} case(s) "
+    cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "case(s)"
+    print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} {cases} "
           f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {folder}"))

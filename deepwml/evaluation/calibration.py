@@ -37,17 +37,16 @@ def reliability_counts(probs: np.ndarray, reference: np.ndarray, n_bins: int = N
                        weights: Optional[np.ndarray] = None) -> np.ndarray:
     """[3, n_bins] float64: voxels, probability sum and reference-lesion voxels per equal-width probability bin
     (each voxel counted ``weights`` times: a sample standing for more voxels)."""
-    p = np.asarray(probs, dtype=np.float64).ravel()
+    p = np.asarray(probs).ravel()
     r = np.asarray(reference, dtype=bool).ravel()
-    w = np.ones_like(p) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
-    bins = np.minimum((p * n_bins).astype(np.int64), n_bins - 1)
-    return np.stack(
-        [
-            np.bincount(bins, weights=w, minlength=n_bins),
-            np.bincount(bins, weights=p * w, minlength=n_bins),
-            np.bincount(bins, weights=r * w, minlength=n_bins),
-        ]
-    )
+    bins = np.minimum((p * n_bins).astype(np.intp), n_bins - 1)
+    if weights is None:  # a whole scan's voxels: counting is far cheaper than weighting by ones
+        return np.stack([np.bincount(bins, minlength=n_bins).astype(np.float64),
+                         np.bincount(bins, weights=p, minlength=n_bins),
+                         np.bincount(bins[r], minlength=n_bins).astype(np.float64)])
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    return np.stack([np.bincount(bins, weights=w, minlength=n_bins), np.bincount(bins, weights=p * w, minlength=n_bins),
+                     np.bincount(bins[r], weights=w[r], minlength=n_bins)])
 
 
 def expected_calibration_error(counts: np.ndarray) -> Optional[float]:

@@ -452,6 +452,8 @@ class Trainer:
             "history": self.history,
             "dataset": self.data.name,
             "fold": self.opts.fold,
+            # deepwml_calibrate fits on exactly the cases this network never trained on, even if splits.json changes later
+            "validation_cases": None if self.cases.val_is_train else list(self.cases.val),
         }
 
     def final_validation(self) -> Dict[str, Any]:
