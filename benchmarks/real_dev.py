@@ -127,12 +127,14 @@ def pitch_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degree
 
 
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
-                labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0) -> List[StackCase]:
+                labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0,
+                native: bool = False) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
     apart stacks of one scan and thickness made with different in-plane spacings); ``contrast``: also measure each
-    stack's :func:`contrast_figures`; ``tilt``: nod each head by this many degrees first (:func:`pitch_volume`).
+    stack's :func:`contrast_figures`; ``tilt``: nod each head by this many degrees first (:func:`pitch_volume`);
+    ``native``: also each scan as it comes (3D, 1 mm), scored against its own mask (case id ..._native).
     """
     cases = []
     for scan in scans:
@@ -140,6 +142,12 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
         problems = flair.geometry.mismatches(mask.geometry)
         if problems:
             raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
+        if native:
+            case_id = f"{scan.scan_id}_native{suffix}"
+            write_image(flair.array, flair.geometry, images_dir / f"{case_id}.nii.gz")
+            label = mask.array.astype(bool)
+            figures = contrast_figures(flair.array, label) if contrast else None
+            cases.append(StackCase(scan.scan_id, flair.geometry.slice_thickness, case_id, label, flair.geometry, figures))
         volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
         for thickness, spec in spec_for.items():
             stack = thick_slice_stack(volume, lesions, geometry, spec)
@@ -344,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--components", action="store_true",
                    help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
                         "> 50 voxels) with their intensity / brain median: are the misses faint, the false positives bright?")
+    p.add_argument("--native", action="store_true",
+                   help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
+                        "deepwml_predict flags it) and score it against its own 1 mm mask")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
     return p
@@ -368,7 +379,7 @@ def _main(argv: Optional[List[str]]) -> int:
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
-        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt)
+        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native)
         t_stacks = time.perf_counter() - t0
         request = PredictRequest(input=work / "images", output=work / "predictions", model_dir=folder, folds=args.folds,
                                  checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
@@ -379,7 +390,8 @@ def _main(argv: Optional[List[str]]) -> int:
         rows, components, profiles = score(cases, work / "predictions", args.errors, args.components)
         t_score = time.perf_counter() - t0
     print()
-    print(table(rows, args.thickness))
+    native = sorted({c.thickness for c in cases} - set(args.thickness))
+    print(table(rows, native + list(args.thickness)))
     print()
     if args.errors:
         print(error_table(components))

@@ -129,8 +129,8 @@ def test_work_folder_inside_the_repository_is_refused():
         _benchmark().check_work_folder(REPO / "benchmarks" / "realdev_work")
 
 
-def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
-    """Two small 'scans' with bright lesions, a threshold toy model: a table of every scan × thickness and the means."""
+def _made_up_scans(tmp_path: Path) -> Path:
+    """Two small 1 mm 'scans' with a bright lesion each, and a threshold toy model; returns the model folder."""
     rng = np.random.default_rng(1)
     geometry = Geometry((64, 64, 30), (1.0, 1.0, 1.0), (-32.0, -32.0, -15.0))
     zz, yy, xx = np.mgrid[:30, :64, :64]
@@ -140,12 +140,22 @@ def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
         flair = np.where(head, 100.0, 0.0) + 150.0 * lesion + rng.normal(0, 5, head.shape) * head
         write_image(flair.astype(np.float32), geometry, tmp_path / "data" / name / "flair.nii.gz")
         write_image(lesion.astype(np.uint8), geometry, tmp_path / "data" / name / "wmh.nii.gz")
-    model = write_model_dir(tmp_path / "results" / "Dataset998_Toy" / "toy", tiny_plan(matrix=64), kind="threshold")
-    code = _benchmark().main(["--data", str(tmp_path / "data"), "-m", str(model), "--thickness", "5", "6.5",
+    return write_model_dir(tmp_path / "results" / "Dataset998_Toy" / "toy", tiny_plan(matrix=64), kind="threshold")
+
+
+def _run_on_made_up_scans(tmp_path: Path, capsys, *options: str):
+    """The benchmark's output and its rows (one per scan × thickness) on :func:`_made_up_scans`."""
+    model = _made_up_scans(tmp_path)
+    code = _benchmark().main(["--data", str(tmp_path / "data"), "-m", str(model), *options,
                               "--work", str(tmp_path / "work"), "--device", "cpu"])
     out = capsys.readouterr().out
     assert code == 0
-    rows = [line for line in out.splitlines() if line.startswith("| patient")]
+    return out, [line for line in out.splitlines() if line.startswith("| patient")]
+
+
+def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
+    """Two small 'scans' with bright lesions, a threshold toy model: a table of every scan × thickness and the means."""
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "6.5")
     assert [r.split("|")[1:3] for r in rows] == [[" patient01 ", " 5 "], [" patient01 ", " 6.5 "],
                                                  [" patient02 ", " 5 "], [" patient02 ", " 6.5 "]]
     dice = [float(r.split("|")[7]) for r in rows]
@@ -153,6 +163,16 @@ def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
     assert "**mean 6.5 mm**" in out and "**mean, all** |  | 4 stacks" in out and "time:" in out
     assert sorted(p.name for p in (tmp_path / "work" / "images").iterdir()) == [
         "patient01_5mm.nii.gz", "patient01_6p5mm.nii.gz", "patient02_5mm.nii.gz", "patient02_6p5mm.nii.gz"]
+
+
+def test_native_also_scores_each_scan_as_it_comes_against_its_own_mask(tmp_path, capsys):
+    """--native: each 1 mm scan is predicted as it is and scored on its 1 mm mask, a row and a mean of their own."""
+    out, lines = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--native")
+    rows = [line.split("|") for line in lines]
+    assert [r[1:4] for r in rows] == [[" patient01 ", " 1 ", " 30 "], [" patient01 ", " 5 ", " 6 "],
+                                      [" patient02 ", " 1 ", " 30 "], [" patient02 ", " 5 ", " 6 "]]
+    assert float(rows[0][7]) > 0.5 and "**mean 1 mm** |  | 2 stacks" in out
+    assert (tmp_path / "work" / "images" / "patient01_native.nii.gz").is_file()
 
 
 def test_contrast_figures_measure_lesions_against_the_stripped_brain():

@@ -125,6 +125,8 @@ def _main(argv: Optional[List[str]]) -> int:
               file=sys.stderr)
     report = predict(request)
     print(report.describe())
+    for row in report.unlike_training:
+        print(f"deepwml_predict: warning: {row.case_id}: {row.acquisition_warning}", file=sys.stderr)
     if report.failed:
         print(f"deepwml_predict: {len(report.failed)} case(s) failed:", file=sys.stderr)
         for row in report.failed:

@@ -189,6 +189,8 @@ class CaseSummary:
     slice_thickness_mm: float = float("nan")
     lesion_area_mm2_per_slice: str = ""
     error: str = ""
+    #: what sets the scan apart from the model's training scans (deepwml.inference.acquisition); '' when nothing does
+    acquisition_warning: str = ""
     #: fields from an anatomy map (ANATOMY_SUMMARY_COLUMNS), written after the others; empty without a map
     anatomy: Dict[str, Any] = field(default_factory=dict)
 

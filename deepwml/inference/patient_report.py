@@ -271,6 +271,8 @@ def build_patient_report(
         f'<p class="notice">{_e(RESEARCH_NOTICE)}</p>',
         cards_html(cards),
     ]
+    if summary.acquisition_warning:
+        parts.append(f'<p class="notice">This scan is {_e(summary.acquisition_warning)}.</p>')
     parts += [f"<h2>{_e(h)}</h2>{body}" for h, body in sections]
     parts.append(f'<p class="notice">{_e(RESEARCH_NOTICE)}</p></main></body></html>')
     return "\n".join(parts) + "\n"

@@ -17,6 +17,7 @@ import numpy as np
 
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.imageio import Image, read_image, write_image
+from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warning
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
@@ -58,6 +59,8 @@ class RunOptions:
     white_matter_only: bool = False
     #: the model's probability temperatures below / above the threshold (deepwml.calibration.temperature)
     temperatures: Tuple[float, float] = (1.0, 1.0)
+    #: the slice thickness and pixel size ranges of the model's training scans (None: not recorded, nothing flagged)
+    trained_acquisition: Optional[TrainedAcquisition] = None
 
 
 def describe_error(e: BaseException) -> str:
@@ -94,6 +97,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
+    summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
     write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
     if options.clinical.extras.anatomy and anatomy is not None:
         write_image(anatomy, geometry, outputs.anatomy)
@@ -116,7 +120,9 @@ def write_label_map_case(prepared: PreparedCase, probs_pp: np.ndarray, options: 
     if options.write_qc:
         write_qc_montage(prepared.image.array, label_map > 0, geometry, outputs.qc, f"{case.case_id}: label map")
     write_image(label_map, geometry, outputs.mask)
-    return label_map_summary(case.case_id, label_map, geometry)
+    summary = label_map_summary(case.case_id, label_map, geometry)
+    summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
+    return summary
 
 
 def label_map_summary(case_id: str, label_map: np.ndarray, geometry: Any) -> CaseSummary:
@@ -125,9 +131,18 @@ def label_map_summary(case_id: str, label_map: np.ndarray, geometry: Any) -> Cas
                        slice_thickness_mm=float(geometry.slice_thickness))
 
 
-def summary_from_outputs(case: InputCase, outputs: CaseOutputs, label_map: bool = False) -> CaseSummary:
-    """Summary row of a case finished by an earlier run, recomputed from its mask (or label map) on disk."""
+def summary_from_outputs(case: InputCase, outputs: CaseOutputs, label_map: bool = False,
+                         trained: Optional[TrainedAcquisition] = None) -> CaseSummary:
+    """Summary row of a case finished by an earlier run, recomputed from its mask (or label map) on disk (which is on
+    the input's grid, so the acquisition check sees the input's geometry)."""
     mask_image = read_image(outputs.mask, dtype=None)
+    summary = _summary_from_mask(case, outputs, mask_image, label_map)
+    summary.acquisition_warning = acquisition_warning(mask_image.geometry, trained)
+    return summary
+
+
+def _summary_from_mask(case: InputCase, outputs: CaseOutputs, mask_image: Any, label_map: bool) -> CaseSummary:
+    """summary_from_outputs without the acquisition check."""
     if label_map:
         return label_map_summary(case.case_id, np.asarray(mask_image.array), mask_image.geometry)
     mask = np.asarray(mask_image.array) > 0

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
+from deepwml.inference.acquisition import trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, load_anatomy_model
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
@@ -96,6 +97,11 @@ class PredictReport:
         """Cases that could not be predicted."""
         return [s for s in self.summaries if s.status != "ok"]
 
+    @property
+    def unlike_training(self) -> List[CaseSummary]:
+        """Cases predicted although they differ from the model's training scans (their acquisition_warning)."""
+        return [s for s in self.summaries if s.status == "ok" and s.acquisition_warning]
+
     def describe(self) -> str:
         """One line for the terminal."""
         return (
@@ -175,11 +181,12 @@ def _predict(request: PredictRequest) -> PredictReport:
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request, label_map)
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
+    trained = trained_acquisition(spec.folder)
     summaries = {}
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
     for case in done:
         try:
-            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map)
+            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained)
             if not summaries[case.case_id].anatomy and case.case_id in earlier:
                 # the map was not saved: the anatomy figures of a finished case come from the run that made it
                 summaries[case.case_id].anatomy = earlier[case.case_id]
@@ -208,6 +215,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             clinical=clinical,
             white_matter_only=request.white_matter_only,
             temperatures=report.temperatures,
+            trained_acquisition=trained,
         )
         workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:

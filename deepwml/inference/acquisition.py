@@ -1,0 +1,76 @@
+"""Does a scan look like the scans the model learned from? Slice plane, slice thickness and in-plane spacing of each
+input against the ranges of the model's training data (its fingerprint.json), so that a result on, say, a 1 mm 3D
+FLAIR or coronal slices is never reported as if it were on the routine axial 2D FLAIR the model knows.
+
+The check warns, it does not refuse: the mask is still written (a model often does fair work somewhat outside its
+training data), and summary.csv, the terminal and the patient report say what differs. The margins are generous,
+because the training ranges are those of the (synthetic) training set, not hard limits of the method.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from deepwml.imageio.geometry import Geometry
+
+#: a scan's slices may be this much thinner (x 2/3) or thicker (x 1.25) than the thinnest / thickest trained on
+THICKNESS_MARGIN = (2 / 3, 1.25)
+#: and its pixels this much finer or coarser than the finest / coarsest trained on
+INPLANE_MARGIN = (2 / 3, 1.5)
+#: slices whose normal is further than this from the head's long (superior-inferior) axis are not axial; oblique
+#: axial stacks (tilted along the AC-PC line, often 10-30 degrees) stay well inside
+MAX_AXIAL_TILT_DEG = 45.0
+
+
+@dataclass(frozen=True)
+class TrainedAcquisition:
+    """The slice thickness and in-plane spacing ranges (mm) of a model's training scans."""
+
+    slice_thickness_mm: Tuple[float, float]
+    inplane_spacing_mm: Tuple[float, float]
+
+
+def trained_acquisition(model_dir: Path) -> Optional[TrainedAcquisition]:
+    """The training ranges recorded in ``model_dir``/fingerprint.json; None when the model does not record them."""
+    try:
+        summary = json.loads((Path(model_dir) / "fingerprint.json").read_text(encoding="utf-8"))["dataset_summary"]
+        thickness = tuple(float(v) for v in summary["slice_thickness_range"])
+        inplane = tuple(float(v) for v in summary["inplane_spacing_range"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a hand-made or older model folder: nothing to compare with, so nothing is claimed
+    if len(thickness) != 2 or len(inplane) != 2 or not all(math.isfinite(v) and v > 0 for v in thickness + inplane):
+        return None
+    return TrainedAcquisition((min(thickness), max(thickness)), (min(inplane), max(inplane)))
+
+
+def axial_tilt_deg(geometry: Geometry) -> float:
+    """Angle (degrees) between the slice normal and the world's superior-inferior axis: 0 for axial slices."""
+    normal = geometry.direction_matrix[:, geometry.slice_axis]
+    cosine = abs(float(normal[2])) / max(float(np.linalg.norm(normal)), 1e-12)
+    return math.degrees(math.acos(min(1.0, cosine)))
+
+
+def acquisition_warning(geometry: Geometry, trained: Optional[TrainedAcquisition]) -> str:
+    """'' when the scan resembles the training scans, else what differs ('; '-separated, for summary.csv)."""
+    if trained is None:
+        return ""
+    problems: List[str] = []
+    tilt = axial_tilt_deg(geometry)
+    if tilt > MAX_AXIAL_TILT_DEG:
+        problems.append(f"slices are not axial (slice normal {tilt:.0f} degrees from the head's long axis); the model "
+                        "learned axial slices")
+    thickness, (low, high) = geometry.slice_thickness, trained.slice_thickness_mm
+    if not low * THICKNESS_MARGIN[0] <= thickness <= high * THICKNESS_MARGIN[1]:
+        problems.append(f"slices {thickness:.2g} mm thick; the model learned {low:.2g}-{high:.2g} mm slices")
+    finest, coarsest = min(geometry.inplane_spacing), max(geometry.inplane_spacing)
+    (low, high) = trained.inplane_spacing_mm
+    if finest < low * INPLANE_MARGIN[0] or coarsest > high * INPLANE_MARGIN[1]:
+        problems.append(f"pixels {finest:.2g} x {coarsest:.2g} mm; the model learned {low:.2g}-{high:.2g} mm pixels")
+    if not problems:
+        return ""
+    return "unlike the scans the model learned from: " + "; ".join(problems) + " (results not validated there)"
