@@ -89,7 +89,8 @@ def test_prediction_flags_a_thin_slice_scan_and_keeps_routine_ones_clean(tmp_pat
     assert (summary["status"] == "ok").all() and summary.loc["routine", "acquisition_warning"] == ""
     assert "slices 1 mm thick" in summary.loc["thin", "acquisition_warning"]
     assert "slices 1 mm thick" in (tmp_path / "out" / "report" / "thin.html").read_text(encoding="utf-8")
-    assert "unlike the scans" not in (tmp_path / "out" / "report" / "routine.html").read_text(encoding="utf-8")
+    routine = (tmp_path / "out" / "report" / "routine.html").read_text(encoding="utf-8")
+    assert "unlike the scans" not in routine and "not calibrated: confidence may overstate certainty" in routine
     assert predict_main(args) == 0  # everything done: the rows are rebuilt from the masks on disk
     again = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")
     assert np.array_equal(again["acquisition_warning"].to_numpy(), summary["acquisition_warning"].to_numpy())

@@ -54,9 +54,9 @@ def site(tmp_path) -> Path:
     return tmp_path
 
 
-def _predict(site: Path, out: str, model: Path) -> Path:
+def _predict(site: Path, out: str, model: Path, *extra: str) -> Path:
     assert predict_main(["-i", str(site / "images"), "-o", str(site / out), "-m", str(model),
-                         "--save-probabilities", "--no-qc", "--no-anatomy"]) == 0
+                         "--save-probabilities", "--no-qc", "--no-anatomy", *extra]) == 0
     return site / out
 
 
@@ -81,8 +81,10 @@ def test_calibrated_model_says_how_sure_it_is_and_keeps_its_masks(site, capsys):
     below, above = ckpt["temperature"]
     assert above > 1.5 and ckpt["calibration"]["cases"] == [f"case{i}" for i in range(6)]
     assert ckpt["calibration"]["candidate_ece_after"] < ckpt["calibration"]["candidate_ece_before"]
-    after = _predict(site, "after", model)
+    after = _predict(site, "after", model, "--report")
     assert "probabilities calibrated" in capsys.readouterr().out
+    # the patient report tells the reader that its confidence figures are calibrated
+    assert "calibrated on labelled scans (deepwml_calibrate" in (after / "report" / "case0.html").read_text(encoding="utf-8")
     for i in range(6):
         (mask_b, prob_b), (mask_a, prob_a) = _maps(before, f"case{i}"), _maps(after, f"case{i}")
         assert np.array_equal(mask_a, mask_b)

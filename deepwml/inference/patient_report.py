@@ -86,6 +86,8 @@ class ModelInfo:
     tta: bool
     threshold: float
     card: Optional[str] = None
+    #: the probability temperatures below / above the threshold (deepwml_calibrate); (1, 1): not calibrated
+    temperatures: Tuple[float, float] = (1.0, 1.0)
 
     @classmethod
     def describe(cls, folder: Path, plan: str, folds: Sequence[str], checkpoint: str, tta: bool, threshold: float) -> "ModelInfo":
@@ -216,6 +218,9 @@ def model_html(model: ModelInfo) -> str:
         ("Folds (ensemble)", ", ".join(model.folds) + f" ({model.checkpoint} checkpoint)"),
         ("Left-right flip TTA", "yes" if model.tta else "no"),
         ("Mask threshold", f"probability ≥ {model.threshold:g}"),
+        ("Probabilities", "calibrated on labelled scans (deepwml_calibrate; temperatures {:.3g} below, {:.3g} above the "
+                          "threshold)".format(*model.temperatures) if model.temperatures != (1.0, 1.0)
+         else "as the network gives them (not calibrated: confidence may overstate certainty)"),
         ("DeepWML version", deepwml.__version__),
     ]
     body = _key_values(rows)

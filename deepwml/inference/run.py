@@ -199,6 +199,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     networks = build_fold_networks(spec, load_fold_states(spec)) if todo else []
     if todo:
         report.temperatures = spec.calibration()
+        if clinical.model is not None:  # the report names the calibration it read from the checkpoints
+            clinical = dataclasses.replace(clinical, model=dataclasses.replace(clinical.model, temperatures=report.temperatures))
     anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
     report.removed_temporaries = len(prepare_output_folder(out_dir))
     if todo:
