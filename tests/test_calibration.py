@@ -265,6 +265,23 @@ def test_without_scans_each_fold_is_calibrated_on_its_own_validation_cases_alone
     assert "out of fold" in records[0]["calibration"]["source"]
 
 
+def test_the_validation_labels_ignore_value_declared_by_the_dataset_is_left_out(trained_site, capsys):
+    """A dataset declaring labels.ignore (the WMH 2017 challenge's 2, "other pathology"): its voxels are left out of
+    the fit rather than refused as an unknown label value."""
+    model = trained_site / "res" / "Dataset999_Toy" / "tiny"
+    dataset = json.loads((model / "dataset.json").read_text())
+    dataset["labels"]["ignore"] = 2
+    (model / "dataset.json").write_text(json.dumps(dataset))
+    path = trained_site / "raw" / "Dataset999_Toy" / "labelsTr" / "case0.nii.gz"
+    label = read_image(path, dtype=None)
+    array = np.asarray(label.array).copy()
+    array[0, :4, :4] = 2
+    write_image(array, label.geometry, path)
+    assert calibrate_main(["-d", "999", "-p", "tiny", "--device", "cpu"]) == 0
+    ckpt = torch.load(model / "fold_0" / "checkpoint_best.pth", weights_only=True)
+    assert ckpt["calibration"]["ignore_label"] == 2
+
+
 @pytest.mark.parametrize("problem,message", [
     ("exported", "does not name the dataset"),
     ("fold_all", "holds out no case"),

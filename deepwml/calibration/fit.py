@@ -121,6 +121,7 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
         "temperature_below": round(t[0], 4),
         "temperature_above": round(t[1], 4),
         "source": source,
+        "ignore_label": ignore_label,
         "cases": [case.case_id for g in groups for case, _ in g.pairs],
         "voxels": int(round(float(w.sum()))),
         "lesion_voxels": int(y.sum()),
@@ -137,7 +138,7 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
 def validation_groups(spec: ModelSpec, raw_root: Path, preprocessed_root: Path) -> List[CaseGroup]:
     """Each fold's validation cases (the scans it never trained on, read from the dataset's raw folder), to be
     predicted by that fold alone: out-of-fold, as cross-validation scores a model."""
-    groups = []
+    groups, listed = [], {}
     for fold, path in zip(spec.folds, spec.checkpoints):
         ckpt = read_checkpoint(path)
         dataset = ckpt.get("dataset")
@@ -152,8 +153,10 @@ def validation_groups(spec: ModelSpec, raw_root: Path, preprocessed_root: Path) 
             raise DeepWMLError(f"fold {fold} holds out no case (fold 'all' trains on every case): calibrate it on labelled "
                                "scans it never saw with -i IMAGES -l LABELS", path)
         raw = raw_root / dataset
-        pairs = {case.case_id: (case, label) for case, label in
-                 labelled_cases(raw / "imagesTr", raw / "labelsTr", spec.plan.n_channels)}
+        if raw not in listed:
+            listed[raw] = {case.case_id: (case, label) for case, label in
+                           labelled_cases(raw / "imagesTr", raw / "labelsTr", spec.plan.n_channels)}
+        pairs = listed[raw]
         missing = sorted(set(val) - set(pairs))
         if missing:
             raise DeepWMLError(f"fold {fold}'s validation cases {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
@@ -173,6 +176,15 @@ def _splits_validation(path: Path, fold: str) -> List[str]:
     from deepwml.utils.atomic import read_json
 
     return list(fold_split(read_json(path), int(fold), path)["val"])
+
+
+def _declared_ignore_label(path: Path) -> Optional[int]:
+    """The ignore value a trained model's copy of dataset.json declares (None: none, or no copy)."""
+    if not path.is_file():
+        return None
+    from deepwml.datasets.dataset_json import DatasetJson
+
+    return DatasetJson.load(path).ignore_label
 
 
 def _rounded(value: Optional[float]) -> Optional[float]:
@@ -222,6 +234,8 @@ def calibrate(model_dir: Path, images: Optional[Path], labels: Optional[Path], s
         if raw_root is None or preprocessed_root is None:
             raise DeepWMLError("calibrating on the folds' validation cases needs the raw and preprocessed data folders")
         groups, source = validation_groups(spec, raw_root, preprocessed_root), "validation cases of each fold (out of fold)"
+        if ignore_label is None:  # the dataset's own labels: its declared ignore value (e.g. WMH 2017's 2) is left out
+            ignore_label = _declared_ignore_label(spec.folder / "dataset.json")
     else:
         raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
     calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source)
