@@ -7,13 +7,16 @@ over all voxels and over candidate voxels (probability >= 0.05, docs/evaluation.
 WORK/report/figures/reliability.png.
 
     python benchmarks/pretrained_heldout.py --work /tmp/heldout            # the shipped model
-    python benchmarks/pretrained_heldout.py --work /tmp/heldout -m PLAN_DIR -f 0
+    python benchmarks/pretrained_heldout.py --work /tmp/heldout -m PLAN_DIR -f 0 --checkpoint latest
 
-Every step is a public command; the work folder resumes (existing predictions are kept).
+Every step is a public command; the work folder resumes (existing predictions are kept). Each model gets its own
+prediction and report folders in it (the shipped one: predictions/, report/; another: predictions_<tag>/ ...), so one
+held-out set serves several models.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -34,6 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--work", type=Path, required=True, help="work folder (resumable)")
     p.add_argument("-m", "--model", type=Path, default=None, help="a PLAN folder (default: the shipped model)")
     p.add_argument("-f", "--folds", nargs="+", default=None, help="fold(s) of --model, averaged (default: all it has)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="checkpoint of --model (default best)")
     p.add_argument("--seed", type=int, default=recipe.heldout_seed, help=f"held-out seed (default {recipe.heldout_seed}, the recipe's)")
     p.add_argument("--scale", type=float, default=recipe.heldout_scale, help=f"held-out scale (default {recipe.heldout_scale})")
     p.add_argument("-np", "--num-processes", type=int, default=1)
@@ -48,8 +52,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_command("make_synthetic", ["--raw", str(raw), "--dataset-id", str(HELDOUT_ID), "--name", HELDOUT_NAME,
                                    "--scale", str(args.scale), "--seed", str(args.seed), "--test-fraction", "0",
                                    "-np", str(args.num_processes)], env, "pretrained_heldout")
-    model = ["-m", str(args.model)] + (["-f", *args.folds] if args.folds else []) if args.model else []
-    suffix = "_white_matter_only" if args.white_matter_only else ""
+    model = (["-m", str(args.model), "--checkpoint", args.checkpoint] + (["-f", *args.folds] if args.folds else [])
+             if args.model else [])
+    # a model other than the shipped one predicts into folders of its own (deepwml_predict refuses to mix two models)
+    tag = hashlib.sha256(f"{args.model.resolve()}:{args.folds}:{args.checkpoint}".encode()).hexdigest()[:8] if args.model else ""
+    suffix = (f"_{tag}" if tag else "") + ("_white_matter_only" if args.white_matter_only else "")
     predictions, report = work / f"predictions{suffix}", work / f"report{suffix}"
     anatomy = ["--white-matter-only"] if args.white_matter_only else ["--no-anatomy"]
     run_command("predict", ["-i", str(dataset / "imagesTr"), "-o", str(predictions), *model, "--save-probabilities",

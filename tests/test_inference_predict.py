@@ -154,6 +154,43 @@ def test_finished_cases_are_skipped_on_a_second_run_unless_overwrite(tmp_path, m
     assert out.joinpath("c0.nii.gz").stat().st_mtime_ns != stamps["c0.nii.gz"]
 
 
+def test_resuming_with_another_model_or_threshold_is_refused_not_mixed(tmp_path, model_dir, capsys):
+    """A folder whose finished cases one model made is not quietly completed by another: the summary would mix them."""
+    for i in range(2):
+        _case(tmp_path / "in", f"c{i}.nii.gz", seed=i)
+    out = tmp_path / "out"
+    assert _predict("-i", tmp_path / "in" / "c0.nii.gz", "-o", out, "-m", model_dir, "--no-qc") == 0
+    marker = (out / ".deepwml_output.json").read_text()
+    stamp = (out / "c0.nii.gz").stat().st_mtime_ns
+    other = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "other", tiny_plan(), folds=(0,), kind="random", seed=7)
+    capsys.readouterr()
+    for args, named in ((["-m", other], f"-> {other}"), (["-m", model_dir, "--threshold", "0.3"], "threshold 0.5 -> 0.3")):
+        assert _predict("-i", tmp_path / "in", "-o", out, "--no-qc", *args) == 2
+        err = capsys.readouterr().err
+        assert "holds 1 case(s) predicted with other settings" in err and named in err and "--overwrite" in err
+        # refused before anything is written: the second case is not predicted, the first and the marker untouched
+        assert not (out / "c1.nii.gz").exists() and (out / "c0.nii.gz").stat().st_mtime_ns == stamp
+        assert (out / ".deepwml_output.json").read_text() == marker
+    # calibrating it (deepwml_calibrate stores temperatures beside the weights) changes no mask: the weights decide
+    import torch
+
+    from deepwml.training.checkpoint import read_checkpoint
+
+    path = model_dir / "fold_0" / "checkpoint_best.pth"
+    torch.save({**read_checkpoint(path), "temperature": [1.3, 0.9]}, path)
+    # and the same model moved elsewhere is the same model, wherever its folder lies
+    moved = tmp_path / "moved" / "tiny"
+    moved.parent.mkdir()
+    os.rename(model_dir, moved)
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", moved, "--no-qc") == 0
+    assert "1 case(s) predicted, 1 already done" in capsys.readouterr().out
+    # --overwrite predicts every case with the new model and records it; then resuming with it is fine
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", other, "--no-qc", "--overwrite") == 0
+    assert str(other) in (out / ".deepwml_output.json").read_text()
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", other, "--no-qc") == 0
+    assert "0 case(s) predicted, 2 already done" in capsys.readouterr().out
+
+
 def test_parts_split_the_cases_without_overlap_or_gap(tmp_path, model_dir):
     names = [f"p{i}" for i in range(5)]
     for i, n in enumerate(names):

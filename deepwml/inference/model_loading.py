@@ -1,6 +1,7 @@
 """Find a trained model (PLAN folder), check that its folds belong to its plan, and load their networks."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -148,6 +149,17 @@ def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
     spec.temperatures = [_temperature(ckpt, path, spec.plan.network.out_channels)
                          for ckpt, path in zip(checkpoints, spec.checkpoints)]
     return [ckpt["model"] for ckpt in checkpoints]
+
+
+def weights_digest(state: Dict[str, torch.Tensor]) -> str:
+    """Short sha256 of a network's weights (names, dtypes, shapes and bytes): the same network wherever its folder
+    lies and whatever else its checkpoint holds (a calibration, a training log), another one once re-trained."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _temperature(ckpt: Dict[str, Any], path: Path, out_channels: int) -> Tuple[float, float]:

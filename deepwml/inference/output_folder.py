@@ -8,16 +8,18 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import deepwml
 from deepwml.imageio import is_image_file
-from deepwml.utils.atomic import remove_dead_temporaries, write_json
+from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError
 
 #: written into every output folder deepwml_predict uses; input discovery skips folders holding it
 MARKER_NAME = ".deepwml_output.json"
 QC_FOLDER = "qc"
+#: the marker's record of what made the folder's masks (:func:`producer_record`)
+PRODUCER_KEY = "predicted_with"
 
 PathLike = Union[str, Path]
 
@@ -96,13 +98,63 @@ def is_output_folder(folder: Path) -> bool:
     return all(p in summaries or p in lesions or is_image_file(p) for p in files)
 
 
-def prepare_output_folder(out_dir: Path) -> List[Path]:
-    """Make the output folder with its marker and remove temporaries left by killed runs; returns those removed."""
+def producer_record(
+    model_dir: Path, folds: Sequence[str], checkpoint: str, weights: Sequence[str], threshold: float, tta: bool,
+    white_matter_only: bool,
+) -> Dict[str, Any]:
+    """What decides a run's masks: the networks' weights (``weights``: their digests, so a moved model is the same one
+    and a re-trained one is not), the folds and checkpoint it names, and the options that change a mask."""
+    return {
+        "model": str(model_dir), "folds": [str(f) for f in folds], "checkpoint": checkpoint,
+        "weights_sha256": list(weights),
+        "threshold": float(threshold), "tta": bool(tta), "white_matter_only": bool(white_matter_only),
+    }
+
+
+def _earlier_producer(out_dir: Path) -> Optional[Dict[str, Any]]:
+    """The producer record of an earlier run in ``out_dir``; None when there is none (or a marker from before it)."""
+    try:
+        earlier = read_json(out_dir / MARKER_NAME).get(PRODUCER_KEY)
+    except (DeepWMLError, OSError, ValueError, AttributeError):  # no marker, or one a crash or a hand left unreadable
+        return None
+    return earlier if isinstance(earlier, dict) else None
+
+
+def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -> None:
+    """Refuse to add cases to a folder whose ``finished`` cases another model or other mask options made: the
+    folder would mix two models' masks in one summary.csv without a word."""
+    earlier = _earlier_producer(out_dir) if finished else None
+    if earlier is None:
+        return
+    what = []
+    if earlier.get("weights_sha256") != record["weights_sha256"]:
+        what.append(f"model {earlier.get('model')} (folds {', '.join(map(str, earlier.get('folds', [])))}, "
+                    f"checkpoint {earlier.get('checkpoint')}) -> {record['model']} (folds {', '.join(record['folds'])}, "
+                    f"checkpoint {record['checkpoint']})")
+    what += [f"{key} {earlier.get(key)!r} -> {record[key]!r}" for key in ("threshold", "tta", "white_matter_only")
+             if earlier.get(key) != record[key]]
+    if what:
+        raise DeepWMLError(
+            f"holds {finished} case(s) predicted with other settings ({'; '.join(what)}); resuming would mix the two "
+            "in one folder: choose another -o, or add --overwrite to predict every case anew", out_dir)
+
+
+def prepare_output_folder(out_dir: Path, record: Optional[Dict[str, Any]] = None) -> List[Path]:
+    """Make the output folder with its marker (holding ``record``, what makes this run's masks) and remove
+    temporaries left by killed runs; returns those removed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / MARKER_NAME
-    if not marker.is_file():
-        write_json(marker, {
+    content: Dict[str, Any] = {}
+    if marker.is_file():
+        try:
+            content = read_json(marker)
+        except (DeepWMLError, OSError, ValueError):
+            content = {}
+    if not content or (record is not None and content.get(PRODUCER_KEY) != record):
+        content = {
             "written_by": "deepwml_predict", "deepwml_version": deepwml.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+            "created": content.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({PRODUCER_KEY: record} if record is not None else {}),
+        }
+        write_json(marker, content)
     return remove_dead_temporaries(out_dir) + remove_dead_temporaries(out_dir / QC_FOLDER)

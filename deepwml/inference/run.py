@@ -20,8 +20,8 @@ from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8 import check_mode as check_int8_mode
 from deepwml.inference.lesion_report import ANATOMY_SUMMARY_COLUMNS, CaseSummary, failed_case, summary_frame
-from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir
-from deepwml.inference.output_folder import check_output_folder, prepare_output_folder
+from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir, weights_digest
+from deepwml.inference.output_folder import check_output_folder, check_resume_matches, prepare_output_folder, producer_record
 from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
 from deepwml.inference.patient_report import ModelInfo, find_pdf_converter
 from deepwml.inference.pdf_printer import PdfPrinter
@@ -180,6 +180,10 @@ def _predict(request: PredictRequest) -> PredictReport:
                             clinical.extras)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request, label_map)
+    states = load_fold_states(spec)
+    producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
+                               mask_threshold(request, spec), request.tta or spec.plan.inference.tta, request.white_matter_only)
+    check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
     trained = trained_acquisition(spec.folder)
     summaries = {}
@@ -196,13 +200,13 @@ def _predict(request: PredictRequest) -> PredictReport:
     if request.force_bf16 and setup.device.type == "cpu":
         setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
     report.device = setup.describe()
-    networks = build_fold_networks(spec, load_fold_states(spec)) if todo else []
+    networks = build_fold_networks(spec, states) if todo else []
     if todo:
         report.temperatures = spec.calibration()
         if clinical.model is not None:  # the report names the calibration it read from the checkpoints
             clinical = dataclasses.replace(clinical, model=dataclasses.replace(clinical.model, temperatures=report.temperatures))
     anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
-    report.removed_temporaries = len(prepare_output_folder(out_dir))
+    report.removed_temporaries = len(prepare_output_folder(out_dir, producer))
     if todo:
         predictor = SlicePredictor(
             networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop,
