@@ -22,7 +22,7 @@ from deepwml.synthetic.grid import Grid, Pose
 from deepwml.synthetic.intensity import Storage, lesion_level, sample_iqr_target, sample_storage, store
 from deepwml.synthetic.lesions import Lesions, drawn_fazekas, render_lesions, sample_lesions
 from deepwml.synthetic.mimics import MimicParams, mimic_fields, mimic_truth, render_mimics, sample_mimics
-from deepwml.synthetic.patches import PATCH_FIELD_HALF_MM, PATCH_WAVELENGTH_MM, patch_weight, sample_patches
+from deepwml.synthetic.patches import PATCH_WAVELENGTH_MM, patch_weight, sample_patches
 from deepwml.synthetic.shapes import inside, rotation_matrix
 from deepwml.synthetic.template_brain import render_template_tissues, sample_template_anatomy, template_fields
 from deepwml.utils.errors import DeepWMLError
@@ -37,8 +37,8 @@ COARSE_MM = 2.0
 #: is drawn anew). v9: template brains get their own cortex (deepwml.synthetic.folding); v10: their limbic grey
 #: matter and peritrigonal white matter are brighter, never lesion (deepwml.synthetic.limbic); v11: periventricular
 #: bands and confluent lesions as faint as half the focal lesions' contrast, and bands in heavy MS loads; v12: template
-#: brains get temporal horns and a bright choroid plexus, never lesion (deepwml.synthetic.choroid); v13: bilateral, mildly
-#: bright spots of normal white matter away from the ventricles, never lesion (deepwml.synthetic.patches).
+#: brains get temporal horns and a bright choroid plexus, never lesion (deepwml.synthetic.choroid); v13: patchy, mildly
+#: bright normal white matter anywhere away from the ventricles, never lesion (deepwml.synthetic.patches).
 GENERATOR_VERSION = 13
 #: Wavelengths (mm) of the surface-bound and the free 3D folding fields: sulci about every half wavelength. Generator
 #: v7 folds more densely (v6: 22 and 20 mm), so that cortex fills the outer brain on a slice as it does in real brains
@@ -229,8 +229,7 @@ def _noise_fields(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> D
         "confluence": noise_field(rng, lo, hi, 3.0, 22.0),
         "bias": noise_field(rng, lo, hi, 16.0, 160.0),
         "meander": noise_field(rng, lo, hi, 2.0, MEANDER_WAVELENGTH_MM, bandpass=True),
-        # in the template's frame (template_fields samples it at the distance from the midline: mirrored spots)
-        "patch": noise_field(rng, (-PATCH_FIELD_HALF_MM,) * 3, (PATCH_FIELD_HALF_MM,) * 3, 2.5, PATCH_WAVELENGTH_MM),
+        "patch": noise_field(rng, lo, hi, 3.0, PATCH_WAVELENGTH_MM),
     }
 
 
@@ -280,8 +279,8 @@ def _render(
         grid = Grid(z_fine[s0 * n_sub : s1 * n_sub], y_crop, x_crop, pose)
         t = (render_template_tissues if anatomy.warp is not None else render_tissues)(anatomy, fields, grid.z, width)
         excess, threshold = scan.patches
-        if excess > 0 and "patch" in fields:
-            field = fields["patch"].sample(grid.z)
+        if excess > 0:
+            field = noise["patch"].sample(grid.z, grid.y, grid.x)
             weight = patch_weight(field, threshold, grid.shape, t.near_ventricles, t.ventricle_distance)
             t = replace(t, patch=weight * np.float32(excess))
         m = render_mimics(fields, grid.z, grid.shape, t.head, width)

@@ -226,8 +226,6 @@ def template_fields(
         "terminal": terminal_weight(q),
         "horn": temporal_horn_sdf(q, a.warp.ventricle_mm),
         "choroid": choroid_sdf(q),
-        # bright normal white-matter spots (v13): the same at X and -X, so each has its twin across the midline
-        "patch": noise["patch"].sample_points(q[2], q[1], np.abs(q[0])),
         "tpl_z": folded[0],
         "tpl_y": folded[1],
         "tpl_x": folded[2],
