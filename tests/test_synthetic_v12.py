@@ -85,17 +85,15 @@ def test_a_bright_choroid_plexus_changes_the_image_but_never_the_label(monkeypat
     monkeypatch.setattr(acquisition, "CHOROID_RANGE", (0.3, 0.3))
     dark = generate_case("CSVD#1", 2, **args)
     assert np.array_equal(bright.label, dark.label)
-    step = np.abs(bright.image.astype(np.float32) - dark.image.astype(np.float32))
-    # it is a few small structures inside the brain, marked as a bright mimic (not lesion); elsewhere at most a
-    # rounding step after the stored range's rescaling
-    differs = step > 0.01 * np.median(bright.image[bright.truth["brain"]])
+    differs = np.abs(bright.image.astype(np.float32) - dark.image.astype(np.float32)) > 0
+    # it is a few small structures inside the brain, marked as a bright mimic (not lesion)
     assert 0 < differs.mean() < 0.01
+    step = np.abs(bright.image.astype(np.float32) - dark.image.astype(np.float32))
     inner = ndimage.binary_dilation(bright.truth["brain"] | bright.truth["ventricle"], np.ones((1, 5, 5), bool))
     # (ringing and ghosting carry a trace of any structure a little way; nothing visible outside the brain)
     assert inner[step > 0.05 * np.median(bright.image[bright.truth["brain"]])].all()
-    # where a voxel is mostly choroid (a step of 1.2 x white matter times its share), the truth marks it as a bright
-    # mimic; thick slices blur the edge by a pixel
-    strong = step > 0.6 * np.median(bright.image[bright.truth["brain"]])
+    # where a voxel is mostly choroid, the truth marks it as a bright mimic; thick slices blur the edge by a pixel
+    strong = step > 0.4 * np.median(bright.image[bright.truth["brain"]])
     near_mimic = ndimage.binary_dilation(bright.truth["mimic"], np.ones((1, 5, 5), bool))
     assert strong.any() and near_mimic[strong].mean() > 0.95
 

@@ -24,9 +24,9 @@ from deepwml.utils.errors import DatasetError
 
 @pytest.fixture(scope="module")
 def severe():
-    """A Fazekas-3 small-vessel-disease patient (severity 0.91, template brain, generator v13) on a 0.45 mm 512² grid
+    """A Fazekas-3 small-vessel-disease patient (severity 1.0, template brain, generator v12) on a 0.45 mm 512² grid
     whose stack reaches the orbits."""
-    return generate_case("CSVD#3", 25, seed=0, truth=True)
+    return generate_case("CSVD#3", 1, seed=0, truth=True)
 
 
 def _components_ul(case) -> np.ndarray:

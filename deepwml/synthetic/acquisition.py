@@ -184,8 +184,6 @@ def mix(t: Tissues, m: Mimics, lesion: np.ndarray, lesion_contrast: np.ndarray, 
     if t.limbic is not None:
         tissue = tissue + t.terminal * np.float32(c.terminal - 1.0)
         grey = grey * (np.float32(1.0) + t.limbic * np.float32(c.limbic - 1.0))
-    if t.patch is not None:
-        tissue = tissue * (np.float32(1.0) + t.patch)
     tissue = paint(tissue, t.grey, grey)
     tissue = paint(tissue, t.deep_grey * (1.0 - t.grey), np.float32(c.deep_grey))
     tissue = paint(tissue, t.csf, csf)

@@ -329,8 +329,6 @@ class Tissues:
     terminal: Optional[np.ndarray] = None
     #: template brains (generator v12): the choroid plexus in the atria and temporal horns (deepwml.synthetic.choroid)
     choroid: Optional[np.ndarray] = None
-    #: generator v13: excess signal of patchy bright normal white matter (deepwml.synthetic.patches); None: none
-    patch: Optional[np.ndarray] = None
 
 
 def ventricle_block(anatomy: Anatomy, grid: Grid, margin_mm: float = 25.0) -> Tuple[slice, slice, slice]:

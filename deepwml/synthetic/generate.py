@@ -22,7 +22,6 @@ from deepwml.synthetic.grid import Grid, Pose
 from deepwml.synthetic.intensity import Storage, lesion_level, sample_iqr_target, sample_storage, store
 from deepwml.synthetic.lesions import Lesions, drawn_fazekas, render_lesions, sample_lesions
 from deepwml.synthetic.mimics import MimicParams, mimic_fields, mimic_truth, render_mimics, sample_mimics
-from deepwml.synthetic.patches import PATCH_WAVELENGTH_MM, patch_weight, sample_patches
 from deepwml.synthetic.shapes import inside, rotation_matrix
 from deepwml.synthetic.template_brain import render_template_tissues, sample_template_anatomy, template_fields
 from deepwml.utils.errors import DeepWMLError
@@ -37,9 +36,8 @@ COARSE_MM = 2.0
 #: is drawn anew). v9: template brains get their own cortex (deepwml.synthetic.folding); v10: their limbic grey
 #: matter and peritrigonal white matter are brighter, never lesion (deepwml.synthetic.limbic); v11: periventricular
 #: bands and confluent lesions as faint as half the focal lesions' contrast, and bands in heavy MS loads; v12: template
-#: brains get temporal horns and a bright choroid plexus, never lesion (deepwml.synthetic.choroid); v13: patchy, mildly
-#: bright normal white matter anywhere away from the ventricles, never lesion (deepwml.synthetic.patches).
-GENERATOR_VERSION = 13
+#: brains get temporal horns and a bright choroid plexus, never lesion (deepwml.synthetic.choroid).
+GENERATOR_VERSION = 12
 #: Wavelengths (mm) of the surface-bound and the free 3D folding fields: sulci about every half wavelength. Generator
 #: v7 folds more densely (v6: 22 and 20 mm), so that cortex fills the outer brain on a slice as it does in real brains
 #: (gyri 8-12 mm apart) instead of a few wide gyri of white matter.
@@ -83,8 +81,6 @@ class Scan:
     iqr_target: float
     #: random stream of the skull-stripping mask; None: not skull-stripped
     strip: Optional[np.random.Generator]
-    #: bright normal white-matter patches: (excess over white matter, field threshold); excess 0: none (v13)
-    patches: Tuple[float, float] = (0.0, 0.0)
 
 
 def case_rng(seed: int, centre: str, index: int, stream: int = 0) -> np.random.Generator:
@@ -169,7 +165,7 @@ def generate_case(
     contrast = sample_contrast(c, rng)
     pose = _sample_pose(rng, anatomy, stack)
     scan = Scan(stack, contrast, pose, sample_mimics(rng), sample_artefacts(rng, stack.n_slices), sample_storage(rng),
-                sample_iqr_target(rng), strip_rng if stripped else None, sample_patches(rng))
+                sample_iqr_target(rng), strip_rng if stripped else None)
     image, label, masks = _render(anatomy, lesions, scan, rng, truth)
     geometry = stack.geometry()
     meta = CaseMeta(
@@ -229,7 +225,6 @@ def _noise_fields(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> D
         "confluence": noise_field(rng, lo, hi, 3.0, 22.0),
         "bias": noise_field(rng, lo, hi, 16.0, 160.0),
         "meander": noise_field(rng, lo, hi, 2.0, MEANDER_WAVELENGTH_MM, bandpass=True),
-        "patch": noise_field(rng, lo, hi, 3.0, PATCH_WAVELENGTH_MM),
     }
 
 
@@ -278,11 +273,6 @@ def _render(
         s1 = min(stack.n_slices, s0 + per_block)
         grid = Grid(z_fine[s0 * n_sub : s1 * n_sub], y_crop, x_crop, pose)
         t = (render_template_tissues if anatomy.warp is not None else render_tissues)(anatomy, fields, grid.z, width)
-        excess, threshold = scan.patches
-        if excess > 0:
-            field = noise["patch"].sample(grid.z, grid.y, grid.x)
-            weight = patch_weight(field, threshold, grid.shape, t.near_ventricles, t.ventricle_distance)
-            t = replace(t, patch=weight * np.float32(excess))
         m = render_mimics(fields, grid.z, grid.shape, t.head, width)
         les, les_contrast = render_lesions(lesions, anatomy, t, grid, noise, width)
         parenchyma = t.brain * (1.0 - t.csf) * (1.0 - t.ventricle)
