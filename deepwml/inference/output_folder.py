@@ -127,7 +127,8 @@ def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -
     if earlier is None:
         return
     what = []
-    if earlier.get("weights_sha256") != record["weights_sha256"]:
+    # an ensemble is the same in any fold order
+    if sorted(earlier.get("weights_sha256") or []) != sorted(record["weights_sha256"]):
         what.append(f"model {earlier.get('model')} (folds {', '.join(map(str, earlier.get('folds', [])))}, "
                     f"checkpoint {earlier.get('checkpoint')}) -> {record['model']} (folds {', '.join(record['folds'])}, "
                     f"checkpoint {record['checkpoint']})")
