@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Sequence, Union
 
 import deepwml
 from deepwml.imageio import is_image_file
@@ -111,20 +111,20 @@ def producer_record(
     }
 
 
-def _earlier_producer(out_dir: Path) -> Optional[Dict[str, Any]]:
-    """The producer record of an earlier run in ``out_dir``; None when there is none (or a marker from before it)."""
+def _read_marker(out_dir: Path) -> Dict[str, Any]:
+    """The marker of ``out_dir``; empty when there is none or a crash or a hand left it unreadable."""
     try:
-        earlier = read_json(out_dir / MARKER_NAME).get(PRODUCER_KEY)
-    except (DeepWMLError, OSError, ValueError, AttributeError):  # no marker, or one a crash or a hand left unreadable
-        return None
-    return earlier if isinstance(earlier, dict) else None
+        content = read_json(out_dir / MARKER_NAME)
+    except (DeepWMLError, OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -> None:
     """Refuse to add cases to a folder whose ``finished`` cases another model or other mask options made: the
     folder would mix two models' masks in one summary.csv without a word."""
-    earlier = _earlier_producer(out_dir) if finished else None
-    if earlier is None:
+    earlier = _read_marker(out_dir).get(PRODUCER_KEY) if finished else None
+    if not isinstance(earlier, dict):  # nothing finished, or a marker from before the record
         return
     what = []
     # an ensemble is the same in any fold order
@@ -140,22 +140,14 @@ def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -
             "in one folder: choose another -o, or add --overwrite to predict every case anew", out_dir)
 
 
-def prepare_output_folder(out_dir: Path, record: Optional[Dict[str, Any]] = None) -> List[Path]:
+def prepare_output_folder(out_dir: Path, record: Dict[str, Any]) -> List[Path]:
     """Make the output folder with its marker (holding ``record``, what makes this run's masks) and remove
     temporaries left by killed runs; returns those removed."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    marker = out_dir / MARKER_NAME
-    content: Dict[str, Any] = {}
-    if marker.is_file():
-        try:
-            content = read_json(marker)
-        except (DeepWMLError, OSError, ValueError):
-            content = {}
-    if not content or (record is not None and content.get(PRODUCER_KEY) != record):
-        content = {
+    content = _read_marker(out_dir)
+    if content.get(PRODUCER_KEY) != record:
+        write_json(out_dir / MARKER_NAME, {
             "written_by": "deepwml_predict", "deepwml_version": deepwml.__version__,
-            "created": content.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **({PRODUCER_KEY: record} if record is not None else {}),
-        }
-        write_json(marker, content)
+            "created": content.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z"), PRODUCER_KEY: record,
+        })
     return remove_dead_temporaries(out_dir) + remove_dead_temporaries(out_dir / QC_FOLDER)

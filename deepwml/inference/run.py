@@ -181,8 +181,9 @@ def _predict(request: PredictRequest) -> PredictReport:
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request, label_map)
     states = load_fold_states(spec)
+    tta = request.tta or spec.plan.inference.tta
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
-                               mask_threshold(request, spec), request.tta or spec.plan.inference.tta, request.white_matter_only)
+                               mask_threshold(request, spec), tta, request.white_matter_only)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
     trained = trained_acquisition(spec.folder)
@@ -209,7 +210,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     report.removed_temporaries = len(prepare_output_folder(out_dir, producer))
     if todo:
         predictor = SlicePredictor(
-            networks, spec.plan, setup, tta=request.tta or spec.plan.inference.tta, crop=request.crop,
+            networks, spec.plan, setup, tta=tta, crop=request.crop,
             int8=request.int8, run_cases=len(todo),
         )
         options = RunOptions(
