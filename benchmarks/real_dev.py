@@ -248,11 +248,30 @@ def error_components(case: StackCase, image: np.ndarray, predicted: np.ndarray, 
 SIZE_CLASSES = ((1, 10), (11, 50), (51, None))
 
 
+def left_right_axis(geometry: Geometry) -> int:
+    """The numpy (z, y, x) axis of a stack nearest the world's left-right axis."""
+    itk_axis = int(np.argmax(np.abs(geometry.direction_matrix[0, :])))
+    return 2 - itk_axis
+
+
+#: how far (voxels, in-plane and across slabs) a mirrored component may lie from one of its own kind to be its twin
+TWIN_TOLERANCE = 3
+
+
+def mirror_twins(mask: np.ndarray, components: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Per component of ``mask``: whether the mask mirrored about the grid's centre along ``axis`` comes within
+    TWIN_TOLERANCE voxels of it (a left-right twin when the head is centred in its grid, as MNI-registered scans are)."""
+    near = ndimage.binary_dilation(np.flip(mask, axis), iterations=TWIN_TOLERANCE)
+    return np.bincount(components[near], minlength=n + 1)[1:] > 0
+
+
 def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray) -> List[Dict]:
     """Every lesion component of one stack as lesion F1 counts them (26-connected): predicted ones touching the
     reference ('true positive') or not ('false positive'), reference ones no predicted voxel touches ('missed'); each
-    with its voxels and mean intensity / the stack's brain median."""
+    with its voxels, mean intensity / the stack's brain median and whether a component of the same mask lies at its
+    mirror image across the midline (``twin``: are false positives the bilateral normal bright tissue?)."""
     brain_median = normal_brain_median(case, image)
+    axis = left_right_axis(case.geometry)
     rows = []
     for mask, other, hit_kind, miss_kind in ((predicted, case.label, "true positive", "false positive"),
                                              (case.label, predicted, None, "missed")):
@@ -263,22 +282,28 @@ def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray)
         sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
         means = np.atleast_1d(ndimage.mean(image, components, index))
         touched = np.bincount(components[other], minlength=n + 1)[1:] > 0
-        for size, mean, hit in zip(sizes, means, touched):
+        twins = mirror_twins(mask, components, n, axis)
+        for size, mean, hit, twin in zip(sizes, means, touched, twins):
             kind = hit_kind if hit else miss_kind
             if kind:
-                rows.append({"stack": case.case_id, "kind": kind, "voxels": int(size), "ratio": float(mean) / brain_median})
+                rows.append({"stack": case.case_id, "kind": kind, "voxels": int(size), "ratio": float(mean) / brain_median,
+                             "twin": bool(twin)})
     return rows
 
 
 def profile_table(rows: Sequence[Dict]) -> str:
-    """Markdown: components by kind and size class, their count and intensity / brain median quartiles."""
-    lines = ["| component | voxels | count | intensity / brain median: p25 / median / p75 |", "|---|---|---|---|"]
+    """Markdown: components by kind and size class, their count, intensity / brain median quartiles and the share
+    with a mirror twin."""
+    lines = ["| component | voxels | count | intensity / brain median: p25 / median / p75 | with a mirror twin |",
+             "|---|---|---|---|---|"]
     for kind in ("true positive", "false positive", "missed"):
         for lo, hi in SIZE_CLASSES:
-            ratios = [r["ratio"] for r in rows if r["kind"] == kind and r["voxels"] >= lo and (hi is None or r["voxels"] <= hi)]
+            chosen = [r for r in rows if r["kind"] == kind and r["voxels"] >= lo and (hi is None or r["voxels"] <= hi)]
+            ratios = [r["ratio"] for r in chosen]
             size = f"{lo}-{hi}" if hi else f"> {lo - 1}"
             quartiles = " / ".join(f"{v:.2f}" for v in np.percentile(ratios, [25, 50, 75])) if ratios else "–"
-            lines.append(f"| {kind} | {size} | {len(ratios)} | {quartiles} |")
+            twins = f"{np.mean([r['twin'] for r in chosen]):.0%}" if chosen else "–"
+            lines.append(f"| {kind} | {size} | {len(ratios)} | {quartiles} | {twins} |")
     return "\n".join(lines)
 
 
@@ -351,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(MNI for MNI-registered scans; after --tilt, in the nodded frame) and intensity / brain median")
     p.add_argument("--components", action="store_true",
                    help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
-                        "> 50 voxels) with their intensity / brain median: are the misses faint, the false positives bright?")
+                        "> 50 voxels) with their intensity / brain median and the share with a twin at their mirror image "
+                        "across the midline: are the misses faint, the false positives bright, bilateral?")
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")

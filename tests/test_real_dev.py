@@ -270,15 +270,38 @@ def test_components_profile_counts_each_lesion_as_f1_does_with_its_size_and_inte
     label[6, 10:18, 10:18] = True  # found: 64 voxels
     predicted = np.zeros(image.shape, bool)
     predicted[6, 12:14, 12:14] = True  # touches the found lesion: one true positive of 4 voxels
-    predicted[2, 15:18, 5:9] = True  # false positive: 12 voxels
+    predicted[2, 15:18, 2:6] = True  # false positive: 12 voxels (no twin: its mirror image, x 14-17, is empty)
     image[label] = 140.0
     image[4, 2:4, 2:4] = 110.0
-    image[2, 15:18, 5:9] = 125.0
+    image[2, 15:18, 2:6] = 125.0
     case = bench.StackCase("patient01", 5.0, "patient01_5mm", label, geometry)
     rows = bench.component_profile(case, image, predicted)
     got = sorted((r["kind"], r["voxels"], round(r["ratio"], 2)) for r in rows)
     assert got == [("false positive", 12, 1.25), ("missed", 4, 1.1), ("true positive", 4, 1.4)]
+    assert not any(r["twin"] for r in rows)
     table = bench.profile_table(rows)
-    assert "| false positive | 11-50 | 1 | 1.25 / 1.25 / 1.25 |" in table
-    assert "| missed | 1-10 | 1 | 1.10 / 1.10 / 1.10 |" in table
-    assert "| true positive | > 50 | 0 | – |" in table
+    assert "| false positive | 11-50 | 1 | 1.25 / 1.25 / 1.25 | 0% |" in table
+    assert "| missed | 1-10 | 1 | 1.10 / 1.10 / 1.10 | 0% |" in table
+    assert "| true positive | > 50 | 0 | – | – |" in table
+
+
+def test_components_profile_marks_components_with_a_twin_across_the_midline():
+    """--components: a false positive mirrored by another across the left-right midline is bilateral (normal bright
+    tissue is), one alone is not; the left-right axis comes from the stack's direction, whatever the array order."""
+    bench = _benchmark()
+    label = np.zeros((10, 20, 20), bool)
+    label[6, 10:14, 10:14] = True
+    predicted = label.copy()
+    predicted[2, 5:7, 2:4] = True  # x 2-3 ...
+    predicted[2, 6:8, 16:18] = True  # ... and its twin at x 16-17 (mirror 2-3), one voxel off in y
+    predicted[8, 15:17, 3:5] = True  # alone
+    image = np.full(label.shape, 100.0, np.float32)
+    rows = bench.component_profile(bench.StackCase("p", 5.0, "p_5mm", label, Geometry((20, 20, 10), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))), image, predicted)
+    fps = sorted((r["voxels"], r["twin"]) for r in rows if r["kind"] == "false positive")
+    assert [t for _, t in fps] == [False, True, True]
+    assert "| false positive | 1-10 | 3 | 1.00 / 1.00 / 1.00 | 67% |" in bench.profile_table(rows)
+    # the same stack with x and y swapped in the array: the direction names y as left-right, so nothing changes
+    swapped = Geometry((20, 20, 10), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))
+    rows = bench.component_profile(bench.StackCase("p", 5.0, "p_5mm", label.swapaxes(1, 2), swapped), image,
+                                   predicted.swapaxes(1, 2))
+    assert sorted(r["twin"] for r in rows if r["kind"] == "false positive") == [False, True, True]
