@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 import pytest
 import torch
@@ -45,10 +46,13 @@ def source_model(trained_once: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_once, tmp_path / "source" / "tiny"))
 
 
-def _site_b(tmp_path: Path, context_slices: int = 1, **plan_kw) -> Path:
-    """Another 'site' (cases 100..105) preprocessed with the same kind of plan (``context_slices`` > 1: in 2.5D)."""
+def _site_b(tmp_path: Path, context_slices: int = 1, network: Optional[Dict[str, Any]] = None, **plan_kw) -> Path:
+    """Another 'site' (cases 100..105) preprocessed with the same kind of plan (``context_slices`` > 1: in 2.5D;
+    ``network``: other network settings)."""
     plan = tiny_plan(**{"epochs": 2, "iterations": 3, "lr": 1e-2, **plan_kw})
     plan.network.context_slices = plan.network.in_channels = context_slices
+    for key, value in (network or {}).items():
+        setattr(plan.network, key, value)
     write_preprocessed_dataset(tmp_path / "pp_b", plan, seed_offset=100)
     return tmp_path / "pp_b"
 
@@ -73,12 +77,15 @@ def test_fine_tuning_records_its_origin_and_uses_a_fine_tuning_rate(tmp_path, so
 
 
 def test_a_network_that_differs_is_refused_naming_the_file_and_the_difference(tmp_path, source_model, capsys):
-    """Fine-tuning a wider network from narrower weights cannot work: one line, nothing trained."""
-    pp_b = _site_b(tmp_path, features=(8, 16, 64))
-    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 2
-    err = capsys.readouterr().err
-    assert "network differs" in err and "features" in err and "checkpoint_best.pth" in err
-    assert not (_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth").exists()
+    """A narrower network, or one built otherwise (more convolutions per block), cannot start from these weights:
+    one line naming the checkpoint and the difference, nothing trained."""
+    for sub, network, expected in (("narrow", {"features": [8, 16, 16]}, ("at least as wide", "[8, 16, 16]")),
+                                   ("convs", {"convs_per_block": 3}, ("network differs", "convs_per_block"))):
+        pp_b = _site_b(tmp_path / sub, network=network)
+        assert main(_argv(pp_b, tmp_path / sub / "res_b", "--pretrained", str(source_model))) == 2
+        err = capsys.readouterr().err
+        assert all(e in err for e in expected) and "checkpoint_best.pth" in err, err
+        assert not (_plan_dir(tmp_path / sub / "res_b") / "fold_0" / "checkpoint_latest.pth").exists()
 
 
 def test_pretrained_that_is_missing_or_ambiguous_is_one_line(tmp_path, source_model, capsys):
@@ -177,4 +184,80 @@ def test_a_model_with_more_context_or_other_channels_cannot_start_a_plan(tmp_pat
                          ({"in_channels": 1}, {"in_channels": 6, "context_slices": 3})):
         with pytest.raises(DeepWMLError, match="cannot start this plan") as e:
             inflate_context(state, theirs, ours, src)
+        assert str(src) in str(e.value)
+
+
+def test_a_model_starts_a_wider_plan_computing_what_it_did(tmp_path, source_model, capsys):
+    """--pretrained into the same plan at more features per level: it trains, says so, records it, and before any
+    training the wider network's logits are the narrow model's (exactly without the symmetry-breaking noise)."""
+    from deepwml.models.base import build_network
+    from deepwml.models.widen import widen_unet2d
+    from deepwml.planning.plan import Plan
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    narrow = Plan.load(source_model / "plans.json")
+    wide = Plan.load(source_model / "plans.json")
+    wide.network.features = [16, 24, 64]  # 2x, 1.5x (uneven copies) and 2x the tiny plan's 8-16-32
+    state = load_checkpoint(source_model / "fold_0" / "checkpoint_best.pth")["model"]
+    net_n, net_w = build_network(narrow.network).eval(), build_network(wide.network).eval()
+    net_n.load_state_dict(state)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        net_w.load_state_dict(widen_unet2d(state, narrow.network.features, wide.network.features, noise=0.0))
+        torch.testing.assert_close(net_w(x), net_n(x), atol=1e-4, rtol=1e-4)
+        weights, notes = load_pretrained(str(source_model), wide)
+        net_w.load_state_dict(weights.state)
+        gap = (net_w(x) - net_n(x)).abs().max()
+        assert 0 < gap < 0.1 * net_n(x).std(), gap
+    # the copies of a channel are not identical, or they would learn identically and the width would be wasted
+    w = weights.state["encoder.1.0.weight"]
+    assert not torch.allclose(w[0], w[16])
+    assert weights.origin["features_widened"] == [[8, 16, 32], [16, 24, 64]]
+    assert any("widened from features [8, 16, 32] to [16, 24, 64]" in n for n in notes)
+
+    pp_b = _site_b(tmp_path, epochs=1, features=(16, 24, 64))
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 0
+    assert "widened from features [8, 16, 32] to [16, 24, 64]" in capsys.readouterr().out
+    ckpt = load_checkpoint(_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth")
+    assert ckpt["pretrained"]["features_widened"] == [[8, 16, 32], [16, 24, 64]]
+    assert ckpt["model"]["encoder.0.0.weight"].shape[0] == 16
+
+
+def test_widening_keeps_every_layer_kind_exact():
+    """Plain, batch- and instance-normalised networks, with deep supervision heads, widen to the same function."""
+    from deepwml.models.unet2d import UNet2D
+    from deepwml.models.widen import widen_unet2d
+
+    for norm in ("none", "batch", "instance"):
+        torch.manual_seed(0)
+        narrow = UNet2D([4, 8, 16], norm=norm, deep_supervision=True)
+        if norm == "batch":  # running statistics that are not the defaults, so copying them matters
+            narrow.train()
+            with torch.no_grad():
+                narrow(torch.randn(4, 1, 32, 32) * 3 + 1)
+        narrow.eval()
+        wide = UNet2D([8, 10, 48], norm=norm, deep_supervision=True).eval()
+        wide.load_state_dict(widen_unet2d(narrow.state_dict(), [4, 8, 16], [8, 10, 48], noise=0.0))
+        narrow.return_deep_supervision = wide.return_deep_supervision = True
+        narrow.train(), wide.train()  # the deep supervision heads answer only in training mode
+        if norm == "batch":
+            narrow.eval(), wide.eval()
+        x = torch.randn(2, 1, 32, 32)
+        with torch.no_grad():
+            a, b = narrow(x), wide(x)
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            torch.testing.assert_close(v, u, atol=1e-4, rtol=1e-4)
+
+
+def test_a_narrower_or_deeper_plan_or_another_architecture_cannot_be_widened_into(tmp_path):
+    """Fewer channels, another depth or a residual encoder are refused with the file named and why."""
+    from deepwml.training.pretrained_weights import widen
+    from deepwml.utils.errors import DeepWMLError
+
+    src = tmp_path / "model.pth"
+    base = {"architecture": "unet2d", "features": [8, 16, 32]}
+    for ours in ({**base, "features": [8, 8, 32]}, {**base, "features": [8, 16, 32, 64]},
+                 {**base, "architecture": "resenc_unet2d", "features": [16, 32, 64]}):
+        with pytest.raises(DeepWMLError, match="at least as wide") as e:
+            widen({}, base, ours, src)
         assert str(src) in str(e.value)

@@ -8,6 +8,9 @@ One difference is bridged: a 2D model (or a 2.5D one with fewer neighbours) star
 ``context_slices``). Its first convolution is widened ("inflated"): the slice's own channel keeps its weights and
 the new neighbour channels start at zero, so the network starts out computing exactly what the 2D model did and
 learns during fine-tuning what the neighbouring slices add.
+
+And a narrower ``unet2d`` starts a wider one (more ``features`` per level, nothing else different): its channels are
+copied (deepwml/models/widen.py), so the wider network also starts out computing what the narrow model did.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from deepwml.models.widen import widen_unet2d
 from deepwml.planning.plan import Plan
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 from deepwml.training.checkpoint import BEST, LATEST, load_checkpoint
@@ -105,6 +109,30 @@ def inflate_context(state: Dict[str, torch.Tensor], theirs: Dict[str, Any], ours
                  "start at zero weight, so training starts from what the model computed without them")
 
 
+def _widens(theirs: Dict[str, Any], ours: Dict[str, Any]) -> bool:
+    """Whether this plan's network is the pretrained one with other widths per level (and nothing else but context)."""
+    if theirs.get("features") == ours.get("features") or not theirs.get("features") or not ours.get("features"):
+        return False
+    rest = ("features",) + CONTEXT_KEYS
+    return not differences({k: v for k, v in theirs.items() if k not in rest}, {k: v for k, v in ours.items() if k not in rest})
+
+
+def widen(state: Dict[str, torch.Tensor], theirs: Dict[str, Any], ours: Dict[str, Any],
+          path: Path) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``state`` grown to this plan's widths per level (deepwml/models/widen.py); narrower or other networks are errors."""
+    old, new = list(theirs["features"]), list(ours["features"])
+    if ours.get("architecture") != "unet2d" or len(old) != len(new) or any(n < o for o, n in zip(old, new)):
+        raise DeepWMLError(
+            f"--pretrained: its network has features {old}, this plan's {new}; a unet2d model can start a plan with "
+            "the same levels, each at least as wide (it is widened), not a narrower or deeper one", path)
+    try:
+        state = widen_unet2d(state, old, new)
+    except ValueError as err:
+        raise DeepWMLError(f"--pretrained: cannot widen it: {err}", path) from err
+    return state, (f"widened from features {old} to {new}: each new channel copies an old one, so training starts "
+                   "from what the model computed (up to the small noise that lets the copies diverge)")
+
+
 def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]]:
     """Weights for ``plan``'s network from ``spec``, and notes on preprocessing that differs; mismatches are errors."""
     path, notes = _checkpoint_file(spec)
@@ -113,8 +141,13 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         raise DeepWMLError("--pretrained: not a DeepWML checkpoint (needs 'model' and 'plan')", path)
     theirs = ckpt["plan"]
     their_net, our_net = theirs.get("network", {}), plan.to_dict()["network"]
+    state, inflated, widened = ckpt["model"], None, None
+    if _widens(their_net, our_net):
+        state, note = widen(state, their_net, our_net, path)
+        notes.append(note)
+        widened = [list(their_net["features"]), list(our_net["features"])]
+        their_net = {**their_net, "features": our_net["features"]}
     network_diff = differences(their_net, our_net)
-    state, inflated = ckpt["model"], None
     if network_diff and not differences({k: v for k, v in their_net.items() if k not in CONTEXT_KEYS},
                                         {k: v for k, v in our_net.items() if k not in CONTEXT_KEYS}):
         state, note = inflate_context(state, their_net, our_net, path)
@@ -140,4 +173,6 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
     }
     if inflated:
         origin["context_slices_inflated"] = inflated
+    if widened:
+        origin["features_widened"] = widened
     return PretrainedWeights(state, origin), notes
