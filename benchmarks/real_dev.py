@@ -299,11 +299,10 @@ def profile_table(rows: Sequence[Dict]) -> str:
     for kind in ("true positive", "false positive", "missed"):
         for lo, hi in SIZE_CLASSES:
             chosen = [r for r in rows if r["kind"] == kind and r["voxels"] >= lo and (hi is None or r["voxels"] <= hi)]
-            ratios = [r["ratio"] for r in chosen]
             size = f"{lo}-{hi}" if hi else f"> {lo - 1}"
-            quartiles = " / ".join(f"{v:.2f}" for v in np.percentile(ratios, [25, 50, 75])) if ratios else "–"
+            quartiles = " / ".join(f"{v:.2f}" for v in np.percentile([r["ratio"] for r in chosen], [25, 50, 75])) if chosen else "–"
             twins = f"{np.mean([r['twin'] for r in chosen]):.0%}" if chosen else "–"
-            lines.append(f"| {kind} | {size} | {len(ratios)} | {quartiles} | {twins} |")
+            lines.append(f"| {kind} | {size} | {len(chosen)} | {quartiles} | {twins} |")
     return "\n".join(lines)
 
 

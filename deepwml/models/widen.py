@@ -94,7 +94,8 @@ def widen_unet2d(state: Dict[str, torch.Tensor], old_features: Sequence[int], ne
                  seed: int = 0, noise: float = WIDEN_NOISE) -> Dict[str, torch.Tensor]:
     """The state dict of ``unet2d`` with ``new_features`` computing what ``state`` (with ``old_features``) does."""
     if len(old_features) != len(new_features) or any(n < o for o, n in zip(old_features, new_features)):
-        raise ValueError(f"a network can only be widened level by level: {list(old_features)} -> {list(new_features)}")
+        raise ValueError(f"features {list(old_features)} -> {list(new_features)}: a unet2d is widened to the same levels, "
+                         "each at least as wide, not to a narrower or deeper one")
     maps: List[torch.Tensor] = [_copies(o, n) for o, n in zip(old_features, new_features)]
     w = _Widener(state, seed, noise)
     levels = len(maps)

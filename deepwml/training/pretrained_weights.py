@@ -109,22 +109,26 @@ def inflate_context(state: Dict[str, torch.Tensor], theirs: Dict[str, Any], ours
                  "start at zero weight, so training starts from what the model computed without them")
 
 
+def _differs_beyond(theirs: Dict[str, Any], ours: Dict[str, Any], bridged: Tuple[str, ...]) -> bool:
+    """Whether two network sections differ in any key outside ``bridged``."""
+    return bool(differences({k: v for k, v in theirs.items() if k not in bridged},
+                            {k: v for k, v in ours.items() if k not in bridged}))
+
+
 def _widens(theirs: Dict[str, Any], ours: Dict[str, Any]) -> bool:
     """Whether this plan's network is the pretrained one with other widths per level (and nothing else but context)."""
     if theirs.get("features") == ours.get("features") or not theirs.get("features") or not ours.get("features"):
         return False
-    rest = ("features",) + CONTEXT_KEYS
-    return not differences({k: v for k, v in theirs.items() if k not in rest}, {k: v for k, v in ours.items() if k not in rest})
+    return not _differs_beyond(theirs, ours, ("features",) + CONTEXT_KEYS)
 
 
 def widen(state: Dict[str, torch.Tensor], theirs: Dict[str, Any], ours: Dict[str, Any],
           path: Path) -> Tuple[Dict[str, torch.Tensor], str]:
     """``state`` grown to this plan's widths per level (deepwml/models/widen.py); narrower or other networks are errors."""
     old, new = list(theirs["features"]), list(ours["features"])
-    if ours.get("architecture") != "unet2d" or len(old) != len(new) or any(n < o for o, n in zip(old, new)):
-        raise DeepWMLError(
-            f"--pretrained: its network has features {old}, this plan's {new}; a unet2d model can start a plan with "
-            "the same levels, each at least as wide (it is widened), not a narrower or deeper one", path)
+    if ours.get("architecture") != "unet2d":
+        raise DeepWMLError(f"--pretrained: its network has features {old}, this plan's {new}; only a unet2d model can "
+                           "start a plan with the same levels, each at least as wide (it is widened)", path)
     try:
         state = widen_unet2d(state, old, new)
     except ValueError as err:
@@ -148,8 +152,7 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         widened = [list(their_net["features"]), list(our_net["features"])]
         their_net = {**their_net, "features": our_net["features"]}
     network_diff = differences(their_net, our_net)
-    if network_diff and not differences({k: v for k, v in their_net.items() if k not in CONTEXT_KEYS},
-                                        {k: v for k, v in our_net.items() if k not in CONTEXT_KEYS}):
+    if network_diff and not _differs_beyond(their_net, our_net, CONTEXT_KEYS):
         state, note = inflate_context(state, their_net, our_net, path)
         notes.append(note)
         network_diff = []
