@@ -32,7 +32,8 @@ from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.model_loading import check_model, resolve_model_dir
-from deepwml.inference.run import PredictRequest, predict
+from deepwml.inference.ensemble import ensemble
+from deepwml.inference.run import PredictReport, PredictRequest, predict
 from deepwml.paths import results_root
 from deepwml.synthetic.realism import lesion_contrast
 from deepwml.synthetic.thick_slices import SlabSpec, superior_axis_first, thick_slice_stack
@@ -382,7 +383,39 @@ def build_parser() -> argparse.ArgumentParser:
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
+    p.add_argument("--with", dest="also", nargs="+", default=[], metavar="MODEL",
+                   help="more models (PLAN folders, or 'builtin'; any plan) averaged with the first as deepwml_ensemble "
+                        "averages them: each predicts with probability maps, the maps are averaged and thresholded")
+    p.add_argument("--weights", type=float, nargs="+", help="with --with: one weight per model, the first model's first")
     return p
+
+
+def extra_model_dir(name: str) -> Path:
+    """A --with model: 'builtin' or a PLAN folder."""
+    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+    return builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(Path(name))
+
+
+def predict_stacks(args: argparse.Namespace, folder: Path, work: Path) -> PredictReport:
+    """deepwml_predict on the stacks into work/predictions; with --with, every model into its own folder with
+    probability maps, then their average (deepwml_ensemble) into work/predictions."""
+    def request(model: Path, output: Path, folds, probabilities: bool) -> PredictRequest:
+        return PredictRequest(input=work / "images", output=output, model_dir=model, folds=folds,
+                              checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
+                              overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only,
+                              tta=args.tta, threshold=args.threshold, save_probabilities=probabilities)
+
+    if not args.also:
+        return predict(request(folder, work / "predictions", args.folds, False))
+    models = [folder] + [extra_model_dir(m) for m in args.also]
+    members = [work / f"predictions_model{k}" for k in range(len(models))]
+    reports = [predict(request(m, out, args.folds if k == 0 else None, True)) for k, (m, out) in enumerate(zip(models, members))]
+    ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False)
+    merged = reports[0]
+    merged.seconds = sum(r.seconds for r in reports)
+    merged.summaries = [s for r in reports for s in r.failed] + [s for s in merged.summaries if s.status == "ok"]
+    return merged
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -393,8 +426,13 @@ def _main(argv: Optional[List[str]]) -> int:
         check_work_folder(args.work)
     folder = model_dir(args)
     spec = check_model(folder, args.folds, args.checkpoint)
+    if args.weights and len(args.weights) != 1 + len(args.also):
+        raise DeepWMLError(f"--weights gives {len(args.weights)} weight(s) for {1 + len(args.also)} model(s); give one per model")
     print(f"# {load_line()}")
     print(f"data: {args.data} ({len(scans)} scans); model: {folder} (plan {spec.plan.name}, folds {' '.join(spec.folds)})")
+    if args.also:
+        print(f"averaged with: {', '.join(str(extra_model_dir(m)) for m in args.also)} (deepwml_ensemble; weights "
+              f"{' '.join(f'{w:g}' for w in args.weights) if args.weights else 'equal'})")
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
     print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
@@ -406,11 +444,7 @@ def _main(argv: Optional[List[str]]) -> int:
         t0 = time.perf_counter()
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native)
         t_stacks = time.perf_counter() - t0
-        request = PredictRequest(input=work / "images", output=work / "predictions", model_dir=folder, folds=args.folds,
-                                 checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
-                                 overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only,
-                                 tta=args.tta, threshold=args.threshold)
-        report = predict(request)
+        report = predict_stacks(args, folder, work)
         t0 = time.perf_counter()
         rows, components, profiles = score(cases, work / "predictions", args.errors, args.components)
         t_score = time.perf_counter() - t0

@@ -165,6 +165,28 @@ def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
         "patient01_5mm.nii.gz", "patient01_6p5mm.nii.gz", "patient02_5mm.nii.gz", "patient02_6p5mm.nii.gz"]
 
 
+def test_with_averages_the_probabilities_of_models_of_other_plans(tmp_path, capsys):
+    """--with: every model predicts the stacks with probability maps and deepwml_ensemble averages them; weights
+    1, 0 give the first model's figures exactly, and a weight count that does not match the models is refused."""
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5")
+    other = write_model_dir(tmp_path / "results" / "Dataset998_Toy" / "toy48", tiny_plan(matrix=48, name="toy48"), kind="threshold")
+    bench = _benchmark()
+    args = ["--data", str(tmp_path / "data"), "-m", str(tmp_path / "results" / "Dataset998_Toy" / "toy"), "--thickness", "5",
+            "--work", str(tmp_path / "work2"), "--device", "cpu", "--with", str(other)]
+    assert bench.main(args + ["--weights", "1", "0"]) == 0
+    first_only = capsys.readouterr().out
+    assert f"averaged with: {other}" in first_only and "weights 1 0" in first_only
+    assert [r for r in first_only.splitlines() if r.startswith("| patient")] == rows
+    assert sorted(p.name for p in (tmp_path / "work2").iterdir()) == ["images", "predictions", "predictions_model0",
+                                                                     "predictions_model1"]
+    assert (tmp_path / "work2" / "predictions_model1" / "patient01_5mm_prob.nii.gz").is_file()
+    assert bench.main(args) == 0
+    both = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| patient")]
+    assert [float(r.split("|")[7]) for r in both] and all(float(r.split("|")[7]) > 0.5 for r in both)
+    assert bench.main(args + ["--weights", "1"]) == 2
+    assert "--weights gives 1 weight(s) for 2 model(s)" in capsys.readouterr().err
+
+
 def test_native_also_scores_each_scan_as_it_comes_against_its_own_mask(tmp_path, capsys):
     """--native: each 1 mm scan is predicted as it is and scored on its 1 mm mask, a row and a mean of their own."""
     out, lines = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--native")

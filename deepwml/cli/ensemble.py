@@ -1,0 +1,56 @@
+"""deepwml_ensemble: average the probability maps of several deepwml_predict runs (any models, any plans)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.cli.common import run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of deepwml_ensemble."""
+    p = argparse.ArgumentParser(
+        prog="deepwml_ensemble",
+        description=(
+            "Average the lesion probability maps that several deepwml_predict --save-probabilities runs wrote (models "
+            "of any plan: every map is on its input's own grid) and threshold the average: masks, CASE_lesions.csv and "
+            "summary.csv as deepwml_predict writes them. Every input folder must hold the same cases. Run the same "
+            "command again after an interruption and it resumes."
+        ),
+    )
+    p.add_argument("-i", "--inputs", type=Path, nargs="+", required=True,
+                   help="two or more deepwml_predict output folders holding CASE_prob<ending> maps")
+    p.add_argument("-o", "--output", type=Path, required=True, help="folder for the ensemble's outputs")
+    p.add_argument("--weights", type=float, nargs="+",
+                   help="one weight per input folder, e.g. 2 1 (normalised to sum to one; default: equal)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="lesion where the averaged probability is at or above this, in (0, 1) (default: the threshold "
+                        "the input runs recorded, else 0.5)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write the averaged CASE_prob<ending>")
+    p.add_argument("--overwrite", action="store_true", help="average every case anew, even finished ones")
+    p.add_argument("--progress", action="store_true", help="show a progress bar even when output is not a terminal")
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    from deepwml.inference.ensemble import ensemble
+
+    args = build_parser().parse_args(argv)
+    report = ensemble(args.inputs, args.output, weights=args.weights, threshold=args.threshold,
+                      save_probabilities=args.save_probabilities, overwrite=args.overwrite,
+                      progress=True if args.progress else None)
+    print(report.describe())
+    for row in report.failed:
+        print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: user errors print one line and exit 2."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

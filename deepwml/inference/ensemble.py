@@ -1,0 +1,276 @@
+"""deepwml_ensemble: average the probability maps that several deepwml_predict runs wrote, and threshold the average.
+
+The models need not share a plan (nnU-Net's ``nnUNetv2_ensemble`` does the same across configurations): every map is
+already on its input's own grid, so a 2D model, a wider one and a model from another site can be averaged voxel by
+voxel. Each input folder must hold the same cases, each case's maps the same grid.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+import deepwml
+from deepwml.imageio import Geometry, read_image, split_ending, write_image
+from deepwml.inference.bids_names import output_names
+from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case, summary_frame
+from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, check_output_folder
+from deepwml.inference.outputs import write_csv
+from deepwml.inference.predictor import probabilities_to_mask
+from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
+from deepwml.utils.errors import DeepWMLError
+
+#: the marker's record of what made an ensemble folder's masks
+ENSEMBLE_KEY = "ensembled_from"
+#: the plans' threshold when no input folder records one
+DEFAULT_THRESHOLD = 0.5
+#: probability maps are float32: values a hair outside 0..1 are rounding, not a wrong file
+RANGE_TOLERANCE = 1e-4
+_PLAIN = re.compile(r"^(?P<case>.+)_prob$")
+_BIDS = re.compile(r"^(?P<case>.+)_label-WMH_probseg$")
+
+
+@dataclass(frozen=True)
+class ProbabilityFile:
+    """One case's probability map in one input folder."""
+
+    case_id: str
+    path: Path
+    ending: str
+    #: written with deepwml_predict --bids-names (``<entities>_label-WMH_probseg``): the outputs keep BIDS names
+    bids: bool
+
+
+@dataclass
+class EnsembleReport:
+    """What a run did."""
+
+    summaries: List[CaseSummary]
+    written: int = 0
+    resumed: int = 0
+    threshold: float = DEFAULT_THRESHOLD
+    weights: List[float] = field(default_factory=list)
+    seconds: float = 0.0
+    summary_csv: Optional[Path] = None
+
+    @property
+    def failed(self) -> List[CaseSummary]:
+        """Cases whose maps could not be averaged."""
+        return [s for s in self.summaries if s.status != "ok"]
+
+    def describe(self) -> str:
+        """One line for the terminal."""
+        weights = ", ".join(f"{w:.3g}" for w in self.weights)
+        return (f"deepwml_ensemble: {self.written} case(s) written, {self.resumed} already done, {len(self.failed)} "
+                f"failed in {self.seconds:.1f} s; weights {weights}, threshold {self.threshold:g}; summary: {self.summary_csv}")
+
+
+def probability_files(folder: Path) -> Dict[str, ProbabilityFile]:
+    """The probability maps deepwml_predict --save-probabilities wrote in ``folder``, by case id."""
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is not a folder"
+        raise DeepWMLError(f"{what}; give folders written by deepwml_predict --save-probabilities", folder)
+    found: Dict[str, ProbabilityFile] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            stem, ending = split_ending(path.name)
+        except DeepWMLError:
+            continue
+        match = _PLAIN.match(stem) or _BIDS.match(stem)
+        if match is None:
+            continue
+        case_id = match.group("case")
+        if case_id in found:
+            raise DeepWMLError(f"holds two probability maps of case {case_id} ({found[case_id].path.name}, {path.name}); "
+                               "keep one", folder)
+        found[case_id] = ProbabilityFile(case_id, path, ending, bids=match.re is _BIDS)
+    if not found:
+        raise DeepWMLError("holds no probability maps (CASE_prob<ending>); predict with deepwml_predict "
+                           "--save-probabilities", folder)
+    return found
+
+
+def matched_cases(folders: Sequence[Path]) -> List[List[ProbabilityFile]]:
+    """Per case, its map in every folder (in folder order); every folder must hold the same cases."""
+    found = [probability_files(f) for f in folders]
+    cases = set(found[0])
+    for folder, files in zip(folders[1:], found[1:]):
+        missing, extra = sorted(cases - set(files)), sorted(set(files) - cases)
+        if missing or extra:
+            parts = ([f"lacks {_some(missing)} that {folders[0]} holds"] if missing else []) + \
+                    ([f"holds {_some(extra)} that {folders[0]} lacks"] if extra else [])
+            raise DeepWMLError(f"{'; '.join(parts)}: every input folder must hold the same cases", folder)
+    return [[files[c] for files in found] for c in sorted(cases)]
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """``names`` for a message, at most ``shown`` of them."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} case(s) ({', '.join(names[:shown])}{more})"
+
+
+def normalised_weights(weights: Optional[Sequence[float]], n: int) -> List[float]:
+    """One weight per input folder, summing to one (equal when none are given)."""
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise DeepWMLError(f"--weights gives {len(weights)} weight(s) for {n} input folder(s); give one per folder")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise DeepWMLError(f"--weights must be finite, non-negative and not all zero, not {' '.join(map(str, weights))}")
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
+
+
+def recorded_threshold(folders: Sequence[Path]) -> Optional[float]:
+    """The mask threshold every input folder's deepwml_predict run recorded; None when none recorded one.
+
+    Folders that record different thresholds are an error: which one the average should use is the user's choice."""
+    seen: Dict[float, Path] = {}
+    for folder in folders:
+        try:
+            marker = read_json(folder / MARKER_NAME)
+        except (DeepWMLError, OSError, ValueError):
+            continue
+        record = marker.get(PRODUCER_KEY) if isinstance(marker, dict) else None
+        if isinstance(record, dict) and isinstance(record.get("threshold"), (int, float)):
+            seen.setdefault(float(record["threshold"]), folder)
+    if len(seen) > 1:
+        listed = "; ".join(f"{t:g} in {f}" for t, f in seen.items())
+        raise DeepWMLError(f"the input folders were predicted with different thresholds ({listed}); choose one with --threshold")
+    return next(iter(seen), None)
+
+
+def average_case(files: Sequence[ProbabilityFile], weights: Sequence[float]) -> Tuple[np.ndarray, Geometry]:
+    """The weighted mean of one case's maps; a map on another grid or outside 0..1 is an error naming it."""
+    total: Optional[np.ndarray] = None
+    geometry: Optional[Geometry] = None
+    for f, w in zip(files, weights):
+        image = read_image(f.path)  # NaN/Inf is an error naming the file
+        lo, hi = float(image.array.min()), float(image.array.max())
+        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            raise DeepWMLError(f"values {lo:.4g}..{hi:.4g} are not probabilities (0..1); give deepwml_predict's "
+                               "CASE_prob maps", f.path)
+        if geometry is None:
+            geometry, total = image.geometry, np.zeros(image.array.shape, np.float32)
+        else:
+            differ = geometry.mismatches(image.geometry)
+            if differ:
+                raise DeepWMLError(f"is not on the grid of {files[0].path} ({'; '.join(differ)}): maps of one case "
+                                   "must come from the same input scan", f.path)
+        total += np.float32(w) * np.clip(image.array, 0.0, 1.0)
+    assert total is not None and geometry is not None
+    return total, geometry
+
+
+@dataclass(frozen=True)
+class EnsembleOutputs:
+    """The files one case produces."""
+
+    mask: Path
+    probabilities: Path
+    lesions: Path
+
+
+def ensemble_outputs(out_dir: Path, first: ProbabilityFile) -> EnsembleOutputs:
+    """Output paths of a case, named as deepwml_predict names them (BIDS names when its maps have them)."""
+    names = output_names(first.case_id, first.bids)
+    return EnsembleOutputs(out_dir / f"{names.mask}{first.ending}", out_dir / f"{names.probabilities}{first.ending}",
+                           out_dir / f"{names.lesions}.csv")
+
+
+def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float) -> Dict[str, Any]:
+    """What decides an ensemble folder's masks."""
+    return {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
+            "threshold": float(threshold)}
+
+
+def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any], overwrite: bool) -> None:
+    """Refuse an -o that is an input folder, lies inside one, or holds masks another ensemble made (unless ``overwrite``)."""
+    for folder in folders:
+        check_output_folder(out_dir, folder)
+    try:
+        earlier = read_json(out_dir / MARKER_NAME) if (out_dir / MARKER_NAME).is_file() else {}
+    except DeepWMLError:
+        earlier = {}
+    if not isinstance(earlier, dict) or not earlier:
+        return
+    if PRODUCER_KEY in earlier:
+        raise DeepWMLError("holds masks written by deepwml_predict; choose another -o for the ensemble", out_dir)
+    before = earlier.get(ENSEMBLE_KEY)
+    if isinstance(before, dict) and before != record and not overwrite:
+        raise DeepWMLError(f"holds an ensemble of other inputs or settings ({before}); choose another -o, or add "
+                           "--overwrite to average every case anew", out_dir)
+
+
+def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[float]] = None,
+             threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
+             progress: Optional[bool] = None) -> EnsembleReport:
+    """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
+    ``out_dir``; finished cases are skipped unless ``overwrite``; a case that fails is reported, not raised."""
+    start = time.perf_counter()
+    folders = [Path(f).expanduser() for f in folders]
+    if len(folders) < 2:
+        raise DeepWMLError("give at least two input folders to average (-i A B ...)")
+    if len({f.resolve() for f in folders}) < len(folders):
+        raise DeepWMLError("an input folder is given twice; to weight it, use --weights")
+    out_dir = Path(out_dir).expanduser()
+    weights = normalised_weights(weights, len(folders))
+    if threshold is None:
+        threshold = recorded_threshold(folders)
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0.0 < threshold < 1.0:
+        raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
+    cases = matched_cases(folders)
+    record = _record(folders, weights, threshold)
+    _check_output(out_dir, folders, record, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
+                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), ENSEMBLE_KEY: record})
+    remove_dead_temporaries(out_dir)
+    report = EnsembleReport(summaries=[], threshold=threshold, weights=weights)
+    for files in tqdm(cases, desc="deepwml_ensemble", unit="case", disable=None if progress is None else not progress):
+        first = files[0]
+        outputs = ensemble_outputs(out_dir, first)
+        done = outputs.mask.is_file() and outputs.lesions.is_file() and (outputs.probabilities.is_file() or not save_probabilities)
+        try:
+            if done and not overwrite:
+                report.summaries.append(_summary_of_done(first.case_id, outputs))
+                report.resumed += 1
+                continue
+            report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities))
+            report.written += 1
+        except DeepWMLError as e:
+            report.summaries.append(failed_case(first.case_id, str(e)))
+    report.summary_csv = out_dir / "summary.csv"
+    write_csv(summary_frame(report.summaries), report.summary_csv)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
+                outputs: EnsembleOutputs, save_probabilities: bool) -> CaseSummary:
+    """Average, threshold and write one case; the mask last, since its presence marks the case done."""
+    probs, geometry = average_case(files, weights)
+    mask = probabilities_to_mask(probs, threshold)
+    lesions = lesion_table(mask, geometry, probs=probs)
+    if save_probabilities:
+        write_image(probs, geometry, outputs.probabilities)
+    write_csv(lesions, outputs.lesions)
+    write_image(mask, geometry, outputs.mask)
+    return summarize_case(files[0].case_id, mask, geometry, lesions)
+
+
+def _summary_of_done(case_id: str, outputs: EnsembleOutputs) -> CaseSummary:
+    """The summary row of a case an earlier run finished, from its mask and lesion table."""
+    import pandas as pd
+
+    image = read_image(outputs.mask, dtype=np.uint8)
+    return summarize_case(case_id, image.array, image.geometry, pd.read_csv(outputs.lesions))
