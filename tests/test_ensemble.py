@@ -210,8 +210,9 @@ def test_maps_of_two_models_of_different_plans_average_on_the_input_grid(tmp_pat
         runs.append(out)
     masks = [read_label(r / "scan.nii.gz").array for r in runs]
     assert masks[0].any() and masks[1].any() and not np.array_equal(masks[0], masks[1])
-    report = ensemble(runs, tmp_path / "both", save_probabilities=True, progress=False)
+    report = ensemble(runs, tmp_path / "both", save_probabilities=True, progress=False, images=tmp_path / "in")
     assert report.threshold == 0.5 and not report.failed  # both runs recorded their plans' 0.5
+    assert (tmp_path / "both" / "qc" / "scan.png").stat().st_size > 1000  # the mask outlined on the scan
     both = read_label(tmp_path / "both" / "scan.nii.gz")
     assert not both.geometry.mismatches(geometry)
     probs = [read_image(r / "scan_prob.nii.gz").array for r in runs]
@@ -222,5 +223,8 @@ def test_maps_of_two_models_of_different_plans_average_on_the_input_grid(tmp_pat
     weighted = ensemble(runs, tmp_path / "first", weights=[1, 0], progress=False)
     assert not weighted.failed
     np.testing.assert_array_equal(read_label(tmp_path / "first" / "scan.nii.gz").array, masks[0])
+    (tmp_path / "in" / "scan.nii.gz").rename(tmp_path / "in" / "other.nii.gz")
+    with pytest.raises(DeepWMLError, match=r"in: holds no scan of 1 case\(s\) \(scan\)"):
+        ensemble(runs, tmp_path / "qc_missing", progress=False, images=tmp_path / "in")
     # the ensemble folder is DeepWML's output: a later deepwml_predict on its parent never reads it as input
     assert json.loads((tmp_path / "both" / MARKER_NAME).read_text())["written_by"] == "deepwml_ensemble"

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="lesion where the averaged probability is at or above this, in (0, 1) (default: the threshold "
                         "the input runs recorded, else 0.5)")
+    p.add_argument("--images", type=Path,
+                   help="the scans the runs predicted (deepwml_predict's -i): also write qc/CASE.png, the mask outlined")
     p.add_argument("--save-probabilities", action="store_true", help="also write the averaged CASE_prob<ending>")
     p.add_argument("--overwrite", action="store_true", help="average every case anew, even finished ones")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when output is not a terminal")
@@ -40,7 +42,7 @@ def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     report = ensemble(args.inputs, args.output, weights=args.weights, threshold=args.threshold,
                       save_probabilities=args.save_probabilities, overwrite=args.overwrite,
-                      progress=True if args.progress else None)
+                      progress=True if args.progress else None, images=args.images)
     print(report.describe())
     for row in report.failed:
         print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)

@@ -20,9 +20,11 @@ import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
 from deepwml.inference.lesion_report import CaseSummary, failed_case, lesion_table, summarize_case, summary_frame
-from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, check_output_folder
+from deepwml.inference.inputs import InputCase, discover_cases, read_case
+from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.predictor import probabilities_to_mask
+from deepwml.inference.qc import write_qc_montage
 from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -177,13 +179,26 @@ class EnsembleOutputs:
     mask: Path
     probabilities: Path
     lesions: Path
+    qc: Path
 
 
 def ensemble_outputs(out_dir: Path, first: ProbabilityFile) -> EnsembleOutputs:
     """Output paths of a case, named as deepwml_predict names them (BIDS names when its maps have them)."""
     names = output_names(first.case_id, first.bids)
     return EnsembleOutputs(out_dir / f"{names.mask}{first.ending}", out_dir / f"{names.probabilities}{first.ending}",
-                           out_dir / f"{names.lesions}.csv")
+                           out_dir / f"{names.lesions}.csv", out_dir / QC_FOLDER / f"{first.case_id}.png")
+
+
+def scans_by_case(images: Optional[Path], cases: Sequence[Sequence[ProbabilityFile]]) -> Dict[str, InputCase]:
+    """The scans of ``images`` (as deepwml_predict -i finds them) for QC pictures; every case must have its scan."""
+    if images is None:
+        return {}
+    found = {c.case_id: c for c in discover_cases(images)}
+    missing = [files[0].case_id for files in cases if files[0].case_id not in found]
+    if missing:
+        raise DeepWMLError(f"holds no scan of {_some(missing)} of the probability maps; give the folder the runs "
+                           "predicted (-i of deepwml_predict)", images)
+    return found
 
 
 def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float) -> Dict[str, Any]:
@@ -212,9 +227,10 @@ def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any]
 
 def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[float]] = None,
              threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
-             progress: Optional[bool] = None) -> EnsembleReport:
+             progress: Optional[bool] = None, images: Optional[Path] = None) -> EnsembleReport:
     """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
-    ``out_dir``; finished cases are skipped unless ``overwrite``; a case that fails is reported, not raised."""
+    ``out_dir`` (with ``images``, the scans, also QC pictures); finished cases are skipped unless ``overwrite``; a
+    case that fails is reported, not raised."""
     start = time.perf_counter()
     folders = [Path(f).expanduser() for f in folders]
     if len(folders) < 2:
@@ -229,23 +245,29 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     if not 0.0 < threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
     cases = matched_cases(folders)
+    images = Path(images).expanduser() if images is not None else None
+    scans = scans_by_case(images, cases)
+    if images is not None:
+        check_output_folder(out_dir, images)
     record = _record(folders, weights, threshold)
     _check_output(out_dir, folders, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), ENSEMBLE_KEY: record})
     remove_dead_temporaries(out_dir)
+    remove_dead_temporaries(out_dir / QC_FOLDER)
     report = EnsembleReport(summaries=[], threshold=threshold, weights=weights)
     for files in tqdm(cases, desc="deepwml_ensemble", unit="case", disable=None if progress is None else not progress):
         first = files[0]
         outputs = ensemble_outputs(out_dir, first)
-        done = outputs.mask.is_file() and outputs.lesions.is_file() and (outputs.probabilities.is_file() or not save_probabilities)
+        done = (outputs.mask.is_file() and outputs.lesions.is_file() and (outputs.probabilities.is_file() or not save_probabilities)
+                and (outputs.qc.is_file() or not scans))
         try:
             if done and not overwrite:
                 report.summaries.append(_summary_of_done(first.case_id, outputs))
                 report.resumed += 1
                 continue
-            report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities))
+            report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities, scans.get(first.case_id)))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -256,16 +278,24 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
 
 
 def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
-                outputs: EnsembleOutputs, save_probabilities: bool) -> CaseSummary:
-    """Average, threshold and write one case; the mask last, since its presence marks the case done."""
+                outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None) -> CaseSummary:
+    """Average, threshold and write one case (a QC picture on ``scan``); the mask last, since its presence marks the
+    case done."""
     probs, geometry = average_case(files, weights)
     mask = probabilities_to_mask(probs, threshold)
     lesions = lesion_table(mask, geometry, probs=probs)
+    summary = summarize_case(files[0].case_id, mask, geometry, lesions)
+    image = read_case(scan) if scan is not None else None
+    if image is not None and image.geometry.mismatches(geometry):
+        raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(image.geometry.mismatches(geometry))})", scan.path)
     if save_probabilities:
         write_image(probs, geometry, outputs.probabilities)
     write_csv(lesions, outputs.lesions)
+    if image is not None:
+        title = f"{summary.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml (ensemble)"
+        write_qc_montage(image.array, mask, geometry, outputs.qc, title)
     write_image(mask, geometry, outputs.mask)
-    return summarize_case(files[0].case_id, mask, geometry, lesions)
+    return summary
 
 
 def _summary_of_done(case_id: str, outputs: EnsembleOutputs) -> CaseSummary:
