@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
+    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
+                   help="deepwml_predict --min-lesion-ml: drop lesions smaller than this from the masks (default 0)")
     p.add_argument("--with", dest="also", nargs="+", default=[], metavar="MODEL",
                    help="more models (PLAN folders, or 'builtin'; any plan) averaged with the first as deepwml_ensemble "
                         "averages them: each predicts with probability maps, the maps are averaged and thresholded")
@@ -404,14 +406,16 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path) -> Predic
         return PredictRequest(input=work / "images", output=output, model_dir=model, folds=folds,
                               checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
                               overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only,
-                              tta=args.tta, threshold=args.threshold, save_probabilities=probabilities)
+                              tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
+                              min_lesion_ml=0.0 if probabilities else args.min_lesion_ml)
 
     if not args.also:
         return predict(request(folder, work / "predictions", args.folds, False))
     models = [folder] + [extra_model_dir(m) for m in args.also]
     members = [work / f"predictions_model{k}" for k in range(len(models))]
     reports = [predict(request(m, out, args.folds if k == 0 else None, True)) for k, (m, out) in enumerate(zip(models, members))]
-    ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False)
+    ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False,
+             min_lesion_ml=args.min_lesion_ml)
     merged = reports[0]
     merged.seconds = sum(r.seconds for r in reports)
     merged.summaries = [s for r in reports for s in r.failed] + [s for s in merged.summaries if s.status == "ok"]
@@ -438,7 +442,8 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
           f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
           f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --tta' if args.tta else ''}"
-          f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}")
+          f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
+          f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}")
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()

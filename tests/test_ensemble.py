@@ -83,6 +83,20 @@ def test_weights_decide_which_model_wins(two_runs, tmp_path):
     np.testing.assert_array_equal(read_label(tmp_path / "out" / "case2.nii.gz").array == 1, r1)
 
 
+def test_min_lesion_ml_drops_the_small_lesions_of_the_average(two_runs, tmp_path):
+    a, b = two_runs
+    voxel_ml = 0.9 * 0.9 * 6.5 / 1000
+    report = ensemble([a, b], tmp_path / "out", min_lesion_ml=21 * voxel_ml, progress=False)  # r1 20 voxels, r2 27
+    _, r2 = _regions()
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "case1.nii.gz").array == 1, r2)
+    assert list(pd.read_csv(tmp_path / "out" / "case1_lesions.csv")["voxels"]) == [27]
+    assert report.summaries[0].lesion_count == 1
+    with pytest.raises(DeepWMLError, match="--min-lesion-ml must be a volume of 0 ml or more"):
+        ensemble([a, b], tmp_path / "bad", min_lesion_ml=-1.0, progress=False)
+    with pytest.raises(DeepWMLError, match="other inputs or settings"):
+        ensemble([a, b], tmp_path / "out", progress=False)
+
+
 def test_threshold_is_the_one_the_runs_recorded_or_the_one_given(tmp_path):
     a = _write_maps(tmp_path / "a", {"r1": 0.8, "r2": 0.2}, threshold=0.6)
     b = _write_maps(tmp_path / "b", {"r1": 0.3, "r2": 0.9}, threshold=0.6)

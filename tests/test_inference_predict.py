@@ -255,3 +255,65 @@ def test_threshold_sets_the_lesion_probability_of_the_mask_and_is_checked(tmp_pa
         assert _predict("-i", path, "-o", tmp_path / "bad", "-m", model_dir, "--threshold", bad) == 2
         assert "--threshold must lie between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_drop_small_lesions_counts_volume_in_ml_and_26_connected_lesions():
+    """A lesion is dropped whole when its 26-connected volume is under the minimum; one of exactly the minimum stays."""
+    from deepwml.inference.lesion_report import drop_small_lesions
+
+    geometry = Geometry((20, 20, 4), (0.9, 0.9, 6.5), (0, 0, 0))  # 5.265 µl per voxel
+    mask = np.zeros((4, 20, 20), np.uint8)
+    mask[0, 2, 2] = 1  # 1 voxel: 5.3 µl
+    mask[1, 10, 10] = mask[2, 11, 11] = 1  # 2 voxels touching by a corner across slices: one lesion, 10.5 µl
+    mask[3, 15:17, 15:18] = 1  # 6 voxels: 31.6 µl
+    np.testing.assert_array_equal(drop_small_lesions(mask, geometry, 0.0), mask)
+    kept = drop_small_lesions(mask, geometry, 0.01)
+    assert kept.dtype == np.uint8 and kept.sum() == 8 and kept[0, 2, 2] == 0 and kept[2, 11, 11] == 1
+    assert drop_small_lesions(mask, geometry, 2 * geometry.voxel_volume_ml).sum() == 8  # exactly the minimum: kept
+    assert drop_small_lesions(mask, geometry, 0.02).sum() == 6
+    assert drop_small_lesions(mask, geometry, 1.0).sum() == 0
+
+
+def test_min_lesion_ml_drops_small_lesions_from_mask_table_and_summary(tmp_path, model_dir, capsys):
+    """--min-lesion-ml V: the mask, lesion table and summary lose exactly the lesions under V ml; the report says so;
+    resuming with another V is refused; a bad value is one line."""
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    assert _predict("-i", path, "-o", tmp_path / "all", "-m", model_dir, "--no-qc") == 0
+    table = pd.read_csv(tmp_path / "all" / "scan_lesions.csv")
+    assert len(table) >= 2
+    cut = float(table["volume_ml"].median())
+    assert _predict("-i", path, "-o", tmp_path / "big", "-m", model_dir, "--no-qc", "--min-lesion-ml", cut, "--report") == 0
+    big = pd.read_csv(tmp_path / "big" / "scan_lesions.csv")
+    expected = table[table["volume_ml"] >= cut * (1 - 1e-9)]
+    assert len(big) == len(expected) < len(table)
+    np.testing.assert_allclose(sorted(big["volume_ml"]), sorted(expected["volume_ml"]), rtol=1e-6)
+    mask = read_image(tmp_path / "big" / "scan.nii.gz", dtype=None).array
+    geometry = read_image(path).geometry
+    summary = pd.read_csv(tmp_path / "big" / "summary.csv").iloc[0]
+    assert summary["lesion_count"] == len(big)
+    assert summary["total_lesion_volume_ml"] == pytest.approx(np.count_nonzero(mask) * geometry.voxel_volume_ml)
+    assert summary["total_lesion_volume_ml"] == pytest.approx(big["volume_ml"].sum(), rel=1e-5)
+    assert f"{cut:g} ml (smaller ones dropped)" in (tmp_path / "big" / "report" / "scan.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert _predict("-i", path, "-o", tmp_path / "big", "-m", model_dir, "--no-qc", "--report") == 2
+    assert f"min_lesion_ml {cut!r} -> 0.0" in capsys.readouterr().err
+    for bad in ("-0.1", "nan", "inf"):
+        assert _predict("-i", path, "-o", tmp_path / "bad", "-m", model_dir, "--min-lesion-ml", bad) == 2
+        assert "--min-lesion-ml must be a volume of 0 ml or more" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_folder_predicted_before_min_lesion_ml_existed_resumes_as_keeping_every_lesion(tmp_path, model_dir, capsys):
+    """Markers written before the option lack its key: they kept every lesion, so a run without it resumes them."""
+    import json
+
+    for i in range(2):
+        _case(tmp_path / "in", f"c{i}.nii.gz", seed=i)
+    out = tmp_path / "out"
+    assert _predict("-i", tmp_path / "in" / "c0.nii.gz", "-o", out, "-m", model_dir, "--no-qc") == 0
+    marker = json.loads((out / ".deepwml_output.json").read_text())
+    del marker["predicted_with"]["min_lesion_ml"]
+    (out / ".deepwml_output.json").write_text(json.dumps(marker))
+    capsys.readouterr()
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--no-qc") == 0
+    assert "1 case(s) predicted, 1 already done" in capsys.readouterr().out

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lesion probability at or above which a voxel is lesion, in (0, 1) (default: the model's plan, "
                    "0.5 for the shipped model); higher trades sensitivity for precision. Outputs of an earlier run "
                    "are kept unless --overwrite")
+    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
+                   help="drop lesions (26-connected, as the lesion table counts them) smaller than this volume in ml from "
+                   "the mask, e.g. 0.01 (default 0: keep all); outputs of an earlier run are kept unless --overwrite")
     p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
@@ -119,6 +122,7 @@ def _main(argv: Optional[List[str]]) -> int:
         save_anatomy=args.save_anatomy,
         white_matter_only=args.white_matter_only,
         threshold=args.threshold,
+        min_lesion_ml=args.min_lesion_ml,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -62,6 +62,19 @@ def label_lesions(mask: np.ndarray) -> tuple:
     return labels.astype(np.int32, copy=False), int(count)
 
 
+def drop_small_lesions(mask: np.ndarray, geometry: Geometry, min_ml: float) -> np.ndarray:
+    """The mask (uint8) without its lesions (26-connected, as the lesion table counts them) under ``min_ml`` ml."""
+    mask = np.asarray(mask) > 0
+    if min_ml <= 0 or not mask.any():
+        return mask.astype(np.uint8)
+    labels, count = label_lesions(mask)
+    volume_ml = np.bincount(labels.ravel(), minlength=count + 1) * geometry.voxel_volume_ml
+    # a relative tolerance so that a lesion of exactly the minimum (in voxels) is kept despite float rounding
+    keep = volume_ml >= min_ml * (1 - 1e-9)
+    keep[0] = False
+    return keep[labels].astype(np.uint8)
+
+
 def _lesion_box(mask: np.ndarray) -> tuple:
     """The smallest box holding every lesion voxel, as slices per axis (None when there is no lesion)."""
     box = []

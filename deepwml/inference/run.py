@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class PredictRequest:
     white_matter_only: bool = False
     #: lesion probability at or above which a voxel is lesion (None: the plan's inference.threshold)
     threshold: Optional[float] = None
+    #: lesions (26-connected) smaller than this many ml are dropped from the mask (0: keep all)
+    min_lesion_ml: float = 0.0
 
 
 @dataclass
@@ -161,6 +164,8 @@ def _predict(request: PredictRequest) -> PredictReport:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
     if request.threshold is not None and not 0.0 < request.threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
+    if not (math.isfinite(request.min_lesion_ml) and request.min_lesion_ml >= 0):
+        raise DeepWMLError(f"--min-lesion-ml must be a volume of 0 ml or more, not {request.min_lesion_ml}")
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -183,7 +188,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     states = load_fold_states(spec)
     tta = request.tta or spec.plan.inference.tta
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
-                               mask_threshold(request, spec), tta, request.white_matter_only)
+                               mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
     trained = trained_acquisition(spec.folder)
@@ -221,6 +226,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             series_uid=request.series_uid,
             clinical=clinical,
             white_matter_only=request.white_matter_only,
+            min_lesion_ml=request.min_lesion_ml,
             temperatures=report.temperatures,
             trained_acquisition=trained,
         )
@@ -267,7 +273,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--dicom-seg", request.dicom_seg), ("--save-anatomy", request.save_anatomy),
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
-                                            ("--threshold", request.threshold is not None)) if asked]
+                                            ("--threshold", request.threshold is not None),
+                                            ("--min-lesion-ml", request.min_lesion_ml > 0)) if asked]
     if lesion_only:
         raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
                            f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)
@@ -288,7 +295,7 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
         if converter is None:
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
-                               request.tta or spec.plan.inference.tta, mask_threshold(request, spec))
+                               request.tta or spec.plan.inference.tta, mask_threshold(request, spec), request.min_lesion_ml)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 
