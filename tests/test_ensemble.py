@@ -188,6 +188,14 @@ def test_a_bad_map_fails_its_case_only_and_leaves_no_mask(two_runs, tmp_path, ca
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
 
 
+def test_a_case_whose_outputs_cannot_be_written_fails_alone(two_runs, tmp_path):
+    a, b = two_runs
+    (tmp_path / "out" / "case1_lesions.csv").mkdir(parents=True)  # a folder where case1's lesion table must go
+    report = ensemble([a, b], tmp_path / "out", progress=False)
+    assert [s.status for s in report.summaries] == ["failed", "ok"] and "case1_lesions.csv" in report.summaries[0].error
+    assert not (tmp_path / "out" / "case1.nii.gz").exists() and (tmp_path / "out" / "case2.nii.gz").is_file()
+
+
 def test_a_second_run_resumes_and_other_settings_need_overwrite(two_runs, tmp_path, capsys):
     a, b = two_runs
     out = tmp_path / "out"

@@ -275,6 +275,8 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
+        except Exception as e:  # noqa: BLE001 - a case that cannot be written (disk, permissions) fails alone
+            report.summaries.append(failed_case(first.case_id, f"{type(e).__name__}: {e}"))
     report.summary_csv = out_dir / "summary.csv"
     write_csv(summary_frame(report.summaries), report.summary_csv)
     report.seconds = time.perf_counter() - start
