@@ -293,8 +293,9 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     lesions = lesion_table(mask, geometry, probs=probs)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions)
     image = read_case(scan) if scan is not None else None
-    if image is not None and image.geometry.mismatches(geometry):
-        raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(image.geometry.mismatches(geometry))})", scan.path)
+    differ = image.geometry.mismatches(geometry) if image is not None else []
+    if differ:
+        raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.path)
     if save_probabilities:
         write_image(probs, geometry, outputs.probabilities)
     write_csv(lesions, outputs.lesions)
