@@ -196,6 +196,19 @@ def test_a_case_whose_outputs_cannot_be_written_fails_alone(two_runs, tmp_path):
     assert not (tmp_path / "out" / "case1.nii.gz").exists() and (tmp_path / "out" / "case2.nii.gz").is_file()
 
 
+def test_images_give_qc_pictures_and_a_scan_on_another_grid_fails_its_case(two_runs, tmp_path):
+    a, b = two_runs
+    scan = np.random.default_rng(0).normal(100, 10, SHAPE).astype(np.float32)
+    write_image(scan, GEOMETRY, tmp_path / "scans" / "case1.nii.gz")
+    write_image(scan, Geometry(GEOMETRY.size, (1.0, 1.0, 6.5), GEOMETRY.origin, GEOMETRY.direction),
+                tmp_path / "scans" / "case2.nii.gz")
+    report = ensemble([a, b], tmp_path / "out", images=tmp_path / "scans", progress=False)
+    assert (tmp_path / "out" / "qc" / "case1.png").is_file()
+    assert [s.status for s in report.summaries] == ["ok", "failed"]
+    assert "case2.nii.gz: is not the scan of" in report.summaries[1].error and "spacing" in report.summaries[1].error
+    assert not (tmp_path / "out" / "case2.nii.gz").exists()
+
+
 def test_a_second_run_resumes_and_other_settings_need_overwrite(two_runs, tmp_path, capsys):
     a, b = two_runs
     out = tmp_path / "out"

@@ -295,7 +295,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     image = read_case(scan) if scan is not None else None
     differ = image.geometry.mismatches(geometry) if image is not None else []
     if differ:
-        raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.path)
+        raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.source)
     if save_probabilities:
         write_image(probs, geometry, outputs.probabilities)
     write_csv(lesions, outputs.lesions)
