@@ -399,9 +399,9 @@ def extra_model_dir(name: str) -> Path:
     return builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(Path(name))
 
 
-def predict_stacks(args: argparse.Namespace, folder: Path, work: Path) -> PredictReport:
+def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Sequence[Path] = ()) -> PredictReport:
     """deepwml_predict on the stacks into work/predictions; with --with, every model into its own folder with
-    probability maps, then their average (deepwml_ensemble) into work/predictions."""
+    probability maps, then their average (deepwml_ensemble) into work/predictions; ``extra``: the --with models' folders."""
     def request(model: Path, output: Path, folds, probabilities: bool) -> PredictRequest:
         return PredictRequest(input=work / "images", output=output, model_dir=model, folds=folds,
                               checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
@@ -409,9 +409,9 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path) -> Predic
                               tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml)
 
-    if not args.also:
+    if not extra:
         return predict(request(folder, work / "predictions", args.folds, False))
-    models = [folder] + [extra_model_dir(m) for m in args.also]
+    models = [folder, *extra]
     members = [work / f"predictions_model{k}" for k in range(len(models))]
     reports = [predict(request(m, out, args.folds if k == 0 else None, True)) for k, (m, out) in enumerate(zip(models, members))]
     ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False,
@@ -434,8 +434,9 @@ def _main(argv: Optional[List[str]]) -> int:
         raise DeepWMLError(f"--weights gives {len(args.weights)} weight(s) for {1 + len(args.also)} model(s); give one per model")
     print(f"# {load_line()}")
     print(f"data: {args.data} ({len(scans)} scans); model: {folder} (plan {spec.plan.name}, folds {' '.join(spec.folds)})")
-    if args.also:
-        print(f"averaged with: {', '.join(str(extra_model_dir(m)) for m in args.also)} (deepwml_ensemble; weights "
+    extra = [extra_model_dir(m) for m in args.also]
+    if extra:
+        print(f"averaged with: {', '.join(map(str, extra))} (deepwml_ensemble; weights "
               f"{' '.join(f'{w:g}' for w in args.weights) if args.weights else 'equal'})")
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
     print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
@@ -449,7 +450,7 @@ def _main(argv: Optional[List[str]]) -> int:
         t0 = time.perf_counter()
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native)
         t_stacks = time.perf_counter() - t0
-        report = predict_stacks(args, folder, work)
+        report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()
         rows, components, profiles = score(cases, work / "predictions", args.errors, args.components)
         t_score = time.perf_counter() - t0

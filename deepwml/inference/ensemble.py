@@ -19,8 +19,8 @@ from tqdm import tqdm
 import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
-from deepwml.inference.lesion_report import (CaseSummary, drop_small_lesions, failed_case, lesion_table, summarize_case,
-                                            summary_frame)
+from deepwml.inference.lesion_report import (CaseSummary, check_min_lesion_ml, drop_small_lesions, failed_case, lesion_table,
+                                            summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
@@ -245,8 +245,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
-    if not (math.isfinite(min_lesion_ml) and min_lesion_ml >= 0):
-        raise DeepWMLError(f"--min-lesion-ml must be a volume of 0 ml or more, not {min_lesion_ml}")
+    check_min_lesion_ml(min_lesion_ml)
     cases = matched_cases(folders)
     images = Path(images).expanduser() if images is not None else None
     scans = scans_by_case(images, cases)

@@ -5,6 +5,7 @@ case its counts per location, the McDonald 2017 dissemination-in-space regions a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -24,6 +25,7 @@ from deepwml.anatomy.location import (
 )
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
+from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:
     # pandas takes ~0.5 s to import: a prediction run loads it in a case worker, not before the first case
@@ -60,6 +62,12 @@ def label_lesions(mask: np.ndarray) -> tuple:
     """Label the 26-connected components of a binary (z, y, x) mask; returns (labels int32, count)."""
     labels, count = ndimage.label(np.asarray(mask) > 0, structure=CONNECTIVITY_26)
     return labels.astype(np.int32, copy=False), int(count)
+
+
+def check_min_lesion_ml(min_ml: float) -> None:
+    """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml)."""
+    if not (math.isfinite(min_ml) and min_ml >= 0):
+        raise DeepWMLError(f"--min-lesion-ml must be a volume of 0 ml or more, not {min_ml}")
 
 
 def drop_small_lesions(mask: np.ndarray, geometry: Geometry, min_ml: float) -> np.ndarray:
