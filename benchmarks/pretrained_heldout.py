@@ -4,7 +4,9 @@ The held-out set is the recipe's (deepwml/pretrained/recipe.py: seed 1000, scale
 any training case). The model predicts it with probability maps, and deepwml_evaluate scores it: per-slice median
 Dice, sensitivity and precision, case mean Dice and lesion F1, and the expected calibration error (ECE, 10 bins)
 over all voxels and over candidate voxels (probability >= 0.05, docs/evaluation.md); the reliability diagram is
-WORK/report/figures/reliability.png.
+WORK/report/figures/reliability.png. Then the same split by matrix (fine, >= 384 pixels across as 512^2 scans; coarse
+as 256^2 ones): case mean Dice, lesion F1, the recall of small reference lesions (< 30 ul, 26-connected) and the
+false components (predicted lesions touching no reference lesion).
 
     python benchmarks/pretrained_heldout.py --work /tmp/heldout            # the shipped model
     python benchmarks/pretrained_heldout.py --work /tmp/heldout -m PLAN_DIR -f 0 --checkpoint latest
@@ -20,14 +22,62 @@ import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+import numpy as np
 
 from deepwml.cli.common import run
+from deepwml.evaluation.case_metrics import case_metrics
+from deepwml.evaluation.lesions import label_lesions
+from deepwml.imageio import read_image
 from deepwml.pretrained.recipe import HELDOUT_ID, HELDOUT_NAME, Recipe
 from deepwml.utils.atomic import read_json
 from deepwml.utils.commands import run_command
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 from results_table import HEADLINE, SLICE_DETAIL, headline  # benchmarks/results_table.py
+
+
+#: matrices at least this wide are "fine" (512^2-like), the rest "coarse" (256^2-like)
+FINE_MATRIX = 384
+#: reference lesions under this volume are "small" (the 1-3 pixel wide lesions of 512^2 scans)
+SMALL_LESION_UL = 30.0
+
+
+def by_matrix(dataset: Path, predictions: Path) -> str:
+    """A markdown table of the held-out figures split by matrix: fine (>= FINE_MATRIX pixels across) and coarse."""
+    groups: Dict[str, Dict[str, list]] = {}
+    for label_file in sorted((dataset / "labelsTr").glob("*.nii.gz")):
+        case = label_file.name[: -len(".nii.gz")]
+        ref = read_image(label_file)
+        reference, predicted = ref.array > 0, read_image(predictions / label_file.name).array > 0
+        group = "fine" if max(ref.geometry.size[:2]) >= FINE_MATRIX else "coarse"
+        g = groups.setdefault(group, {"dice": [], "f1": [], "small": [0, 0], "false": [0, 0], "cases": []})
+        figures = case_metrics(reference, predicted, ref.geometry)
+        g["cases"].append(case)
+        g["dice"].append(figures["dice"])
+        g["f1"].append(figures["lesion_f1"])
+        ref_labels, n_ref = label_lesions(reference)
+        volume_ul = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:] * ref.geometry.voxel_volume_ml * 1000
+        found = np.zeros(n_ref + 1, bool)
+        found[np.unique(ref_labels[predicted])] = True
+        small = volume_ul < SMALL_LESION_UL
+        g["small"][0] += int(found[1:][small].sum())
+        g["small"][1] += int(small.sum())
+        pred_labels, n_pred = label_lesions(predicted)
+        touching = np.zeros(n_pred + 1, bool)
+        touching[np.unique(pred_labels[reference])] = True
+        g["false"][0] += int((~touching[1:]).sum())
+        g["false"][1] += n_pred
+    lines = [f"| matrix | cases | case mean Dice | lesion F1 | recall of lesions < {SMALL_LESION_UL:g} ul | false / predicted components |",
+             "|---|---|---|---|---|---|"]
+    for name in ("fine", "coarse"):
+        if name in groups:
+            g = groups[name]
+            recall = g["small"][0] / g["small"][1] if g["small"][1] else float("nan")
+            lines.append(f"| {name} ({'>=' if name == 'fine' else '<'} {FINE_MATRIX}) | {len(g['cases'])} | "
+                         f"{np.nanmean(g['dice']):.3f} | {np.nanmean(g['f1']):.3f} | {recall:.2f} ({g['small'][0]} / "
+                         f"{g['small'][1]}) | {g['false'][0]} / {g['false'][1]} |")
+    return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -73,6 +123,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         c = calibration[part]
         print(f"ECE, {part.replace('_', ' ')}: {c['ece']:.4f} ({c['voxels']} voxels)")
     print(f"reliability diagram: {report / 'figures' / 'reliability.png'}")
+    print()
+    print(by_matrix(dataset, predictions))
     return 0
 
 

@@ -261,3 +261,19 @@ def test_a_narrower_or_deeper_plan_or_another_architecture_cannot_be_widened_int
         with pytest.raises(DeepWMLError, match="at least as wide") as e:
             widen({}, base, ours, src)
         assert str(src) in str(e.value)
+
+
+def test_the_shipped_model_starts_the_384_matrix_plan_with_a_preprocessing_note():
+    """plans/cpu_fast_robust_384.json is the shipped plan at a finer matrix: its weights load unchanged, and the
+    user is told that the preprocessing differs (benchmarks/README.md, "A finer matrix")."""
+    from deepwml.planning.plan import load_preset
+    from deepwml.pretrained import builtin_model_dir
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    robust, fine = load_preset("cpu_fast_robust"), load_preset("cpu_fast_robust_384")
+    assert fine.to_dict()["network"] == robust.to_dict()["network"]
+    assert fine.preprocessing.matrix == [384, 384] and fine.training.patch_size == [384, 384]
+    weights, notes = load_pretrained("builtin", fine)
+    shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))["model"]
+    assert weights.state.keys() == shipped.keys() and all(torch.equal(weights.state[k], v) for k, v in shipped.items())
+    assert notes == ["preprocessing differs from the pretrained model's: matrix: [256, 256] -> [384, 384]"]
