@@ -1,5 +1,5 @@
-"""How a lesion model's figures move with the mask threshold (`deepwml_predict --threshold`) and the smallest lesion
-kept (`--min-lesion-ml`), on labelled scans.
+"""How a lesion model's figures move with the mask threshold (`deepwml_predict --threshold`), the smallest lesion
+kept (`--min-lesion-ml`) and the least certain one kept (`--min-lesion-peak`), on labelled scans.
 
 The model predicts every scan once with probability maps; each threshold then makes masks from them, scored as
 deepwml_evaluate scores: per-slice median Dice, sensitivity and precision over slices with reference lesion,
@@ -25,7 +25,7 @@ from deepwml.evaluation.case_metrics import dice
 from deepwml.evaluation.lesions import lesion_detection
 from deepwml.evaluation.slice_metrics import slice_metrics
 from deepwml.imageio import read_image
-from deepwml.inference.lesion_report import drop_small_lesions
+from deepwml.inference.lesion_report import drop_lesions_without_peak, drop_small_lesions
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
@@ -42,9 +42,10 @@ def _cases(raw: Path, split: Optional[Path], fold: Optional[int]) -> List[str]:
 
 
 def score(reference: np.ndarray, probabilities: np.ndarray, geometry, threshold: float,
-          min_lesion_ml: float = 0.0) -> Dict[str, object]:
-    """The slice rows and the case figures of one scan at one threshold and smallest lesion kept."""
-    mask = drop_small_lesions(probabilities >= threshold, geometry, min_lesion_ml) > 0
+          min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0) -> Dict[str, object]:
+    """The slice rows and the case figures of one scan at one threshold, smallest and least certain lesion kept."""
+    mask = drop_small_lesions(probabilities >= threshold, geometry, min_lesion_ml)
+    mask = drop_lesions_without_peak(mask, probabilities, min_lesion_peak) > 0
     slices = slice_metrics(reference, mask, geometry)
     detection = lesion_detection(reference, mask)
     return {"slices": slices, "dice": dice(reference, mask), "f1": detection.f1}
@@ -63,6 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS))
     p.add_argument("--min-lesion-ml", type=float, nargs="+", default=[0.0],
                    help="smallest lesion volumes kept (deepwml_predict --min-lesion-ml) to sweep too, e.g. 0 0.005 0.01")
+    p.add_argument("--min-lesion-peak", type=float, nargs="+", default=[0.0],
+                   help="least peak probabilities of a kept lesion (deepwml_predict --min-lesion-peak) to sweep too, e.g. 0 0.7 0.8")
     a = p.parse_args(argv)
     print(f"# {load_line()}")
     cases = _cases(a.raw, a.split, a.fold)
@@ -79,17 +82,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     predict(PredictRequest(input=images, output=a.work / "pred", model_dir=model, folds=a.folds, save_probabilities=True,
                            write_qc=False, anatomy=False))
     rows = []
-    settings = [(t, m) for t in a.thresholds for m in a.min_lesion_ml]
+    settings = [(t, m, k) for t in a.thresholds for m in a.min_lesion_ml for k in a.min_lesion_peak]
     scored: Dict[tuple, List[Dict[str, object]]] = {s: [] for s in settings}
     for cid in cases:  # one case in memory at a time, scored at every setting
         ref = read_image(a.raw / "labelsTr" / f"{cid}.nii.gz")
         prob = read_image(a.work / "pred" / f"{cid}_prob.nii.gz").array
-        for t, m in settings:
-            scored[(t, m)].append(score(ref.array > 0, prob, ref.geometry, t, m))
-    for (t, m), per_case in scored.items():
+        for t, m, k in settings:
+            scored[(t, m, k)].append(score(ref.array > 0, prob, ref.geometry, t, m, k))
+    for (t, m, k), per_case in scored.items():
         sl = pd.concat([s["slices"] for s in per_case])
         lesion = sl[sl["has_reference_lesion"]]
-        rows.append({"threshold": t, "min lesion ml": m, "slice Dice": lesion["dice"].median(),
+        rows.append({"threshold": t, "min lesion ml": m, "min lesion peak": k, "slice Dice": lesion["dice"].median(),
                      "sensitivity": lesion["sensitivity"].median(), "precision": lesion["precision"].median(),
                      "FP slices": int(sl["false_positive_slice"].sum()),
                      "case mean Dice": float(np.nanmean([s["dice"] for s in per_case])),
@@ -99,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))
     for r in rows:
-        print("| " + " | ".join(f"{v:g}" if k in ("threshold", "min lesion ml") else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        print("| " + " | ".join(f"{v:g}" if k in ("threshold", "min lesion ml", "min lesion peak") else (f"{v:.3f}" if isinstance(v, float) else str(v))
                                 for k, v in r.items()) + " |")
     return 0
 

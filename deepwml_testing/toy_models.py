@@ -52,8 +52,10 @@ def write_model_dir(
     seed: int = 0,
     checkpoint: str = "checkpoint_best.pth",
     dataset_json: Optional[Dict] = None,
+    gain: float = 4.0,
 ) -> Path:
-    """Write a PLAN folder (plans.json, dataset.json, fingerprint.json, fold_K/checkpoint) as training would."""
+    """Write a PLAN folder (plans.json, dataset.json, fingerprint.json, fold_K/checkpoint) as training would;
+    ``gain``: of a threshold model's logits (lower: probabilities graded by how bright a lesion is)."""
     from deepwml.models import build_network
 
     folder = Path(folder)
@@ -67,7 +69,7 @@ def write_model_dir(
         torch.manual_seed(seed + k)
         net = build_network(plan.network)
         if kind == "threshold":
-            set_threshold_weights(net)
+            set_threshold_weights(net, gain=gain)
         elif kind != "random":
             raise ValueError(f"kind must be 'threshold' or 'random', got {kind!r}")
         ckpt = {"model": net.state_dict(), "plan": plan.to_dict(), "plan_hash": plan.hash(), "epoch": 0,

@@ -11,7 +11,7 @@ import pytest
 
 from deepwml.cli.ensemble import main as ensemble_main
 from deepwml.imageio import Geometry, read_image, read_label, write_image
-from deepwml.inference.ensemble import ensemble
+from deepwml.inference.ensemble import ENSEMBLE_KEY, ensemble
 from deepwml.inference.output_folder import MARKER_NAME
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.utils.errors import DeepWMLError
@@ -263,3 +263,20 @@ def test_maps_of_two_models_of_different_plans_average_on_the_input_grid(tmp_pat
         ensemble(runs, tmp_path / "qc_missing", progress=False, images=tmp_path / "in")
     # the ensemble folder is DeepWML's output: a later deepwml_predict on its parent never reads it as input
     assert json.loads((tmp_path / "both" / MARKER_NAME).read_text())["written_by"] == "deepwml_ensemble"
+
+
+def test_min_lesion_peak_keeps_only_lesions_of_the_average_with_a_confident_core(two_runs, tmp_path):
+    a, b = two_runs
+    # weights 1.2 : 1 average r1 to (1.2 * 0.8 + 0.3) / 2.2 = 0.573 and r2 to (1.2 * 0.2 + 0.9) / 2.2 = 0.518: both lesion
+    report = ensemble([a, b], tmp_path / "out", weights=[1.2, 1], min_lesion_peak=0.55, progress=False)
+    r1, _ = _regions()
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "case1.nii.gz").array == 1, r1)
+    assert report.summaries[0].lesion_count == 1
+    # a folder averaged without it keeps every lesion, as before the option existed
+    ensemble([a, b], tmp_path / "all", weights=[1.2, 1], progress=False)
+    assert "min_lesion_peak" not in json.loads((tmp_path / "all" / MARKER_NAME).read_text())[ENSEMBLE_KEY]
+    assert read_label(tmp_path / "all" / "case1.nii.gz").array.sum() == 47
+    with pytest.raises(DeepWMLError, match="--min-lesion-peak must be a probability"):
+        ensemble([a, b], tmp_path / "bad", min_lesion_peak=1.0, progress=False)
+    with pytest.raises(DeepWMLError, match="other inputs or settings"):
+        ensemble([a, b], tmp_path / "out", weights=[1.2, 1], progress=False)

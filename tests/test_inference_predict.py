@@ -274,6 +274,20 @@ def test_drop_small_lesions_counts_volume_in_ml_and_26_connected_lesions():
     assert drop_small_lesions(mask, geometry, 1.0).sum() == 0
 
 
+def _assert_resume_refused_and_values_checked(tmp_path: Path, path: Path, model: Path, out: str, used: tuple, bad_values: tuple,
+                                              message: str, capsys) -> None:
+    """Resuming ``out`` (made with ``used`` = (option, value)) without the option is refused naming the change; each
+    bad value of the option is one line and creates nothing."""
+    option, value = used
+    capsys.readouterr()
+    assert _predict("-i", path, "-o", tmp_path / out, "-m", model, "--no-qc", "--report") == 2
+    assert f"{option[2:].replace('-', '_')} {value!r} -> 0.0" in capsys.readouterr().err
+    for bad in bad_values:
+        assert _predict("-i", path, "-o", tmp_path / "bad", "-m", model, option, bad) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_min_lesion_ml_drops_small_lesions_from_mask_table_and_summary(tmp_path, model_dir, capsys):
     """--min-lesion-ml V: the mask, lesion table and summary lose exactly the lesions under V ml; the report says so;
     resuming with another V is refused; a bad value is one line."""
@@ -294,17 +308,60 @@ def test_min_lesion_ml_drops_small_lesions_from_mask_table_and_summary(tmp_path,
     assert summary["total_lesion_volume_ml"] == pytest.approx(np.count_nonzero(mask) * geometry.voxel_volume_ml)
     assert summary["total_lesion_volume_ml"] == pytest.approx(big["volume_ml"].sum(), rel=1e-5)
     assert f"{cut:g} ml (smaller ones dropped)" in (tmp_path / "big" / "report" / "scan.html").read_text(encoding="utf-8")
-    capsys.readouterr()
-    assert _predict("-i", path, "-o", tmp_path / "big", "-m", model_dir, "--no-qc", "--report") == 2
-    assert f"min_lesion_ml {cut!r} -> 0.0" in capsys.readouterr().err
-    for bad in ("-0.1", "nan", "inf"):
-        assert _predict("-i", path, "-o", tmp_path / "bad", "-m", model_dir, "--min-lesion-ml", bad) == 2
-        assert "--min-lesion-ml must be a volume of 0 ml or more" in capsys.readouterr().err
-    assert not (tmp_path / "bad").exists()
+    _assert_resume_refused_and_values_checked(tmp_path, path, model_dir, "big", ("--min-lesion-ml", cut), ("-0.1", "nan", "inf"),
+                                              "--min-lesion-ml must be a volume of 0 ml or more", capsys)
+
+
+def test_drop_lesions_without_peak_keeps_a_lesion_whole_when_its_core_reaches_the_minimum():
+    """Hysteresis: a 26-connected lesion stays whole when its most probable voxel reaches the minimum, else goes whole."""
+    from deepwml.inference.lesion_report import drop_lesions_without_peak
+
+    mask = np.zeros((3, 12, 12), np.uint8)
+    probs = np.zeros(mask.shape, np.float32)
+    mask[0, 1:4, 1:4] = 1
+    probs[0, 1:4, 1:4] = 0.55
+    probs[0, 2, 2] = 0.8  # a confident core: the whole lesion stays
+    mask[1, 8, 8] = mask[2, 9, 9] = 1  # touching by a corner across slices: one lesion, peak 0.6
+    probs[1, 8, 8], probs[2, 9, 9] = 0.52, 0.6
+    probs[2, 0, 11] = 0.99  # outside the mask: no lesion is made of it
+    np.testing.assert_array_equal(drop_lesions_without_peak(mask, probs, 0.0), mask)
+    kept = drop_lesions_without_peak(mask, probs, 0.7)
+    assert kept.dtype == np.uint8 and kept.sum() == 9 and kept[0, 1, 1] == 1 and kept[2, 9, 9] == 0
+    assert drop_lesions_without_peak(mask, probs, 0.6).sum() == 11  # a peak of exactly the minimum: kept
+    assert drop_lesions_without_peak(mask, probs, 0.9).sum() == 0
+
+
+def test_min_lesion_peak_drops_lesions_without_a_confident_core_from_mask_table_and_summary(tmp_path, capsys):
+    """--min-lesion-peak P: exactly the lesions whose highest probability is under P leave the mask, lesion table and
+    summary; the report says so; resuming with another P is refused; a bad value is one line."""
+    from scipy import ndimage
+
+    from deepwml.inference.lesion_report import label_lesions
+
+    # a low gain grades the toy model's probabilities by lesion brightness, so lesions have different peaks
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), gain=0.5)
+    path, _ = _case(tmp_path / "in", "scan.nii.gz")
+    assert _predict("-i", path, "-o", tmp_path / "all", "-m", model, "--no-qc", "--save-probabilities") == 0
+    probs = read_image(tmp_path / "all" / "scan_prob.nii.gz", dtype=None).array
+    labels, count = label_lesions(read_image(tmp_path / "all" / "scan.nii.gz", dtype=None).array)
+    peak_of = np.asarray(ndimage.maximum(probs, labels, index=np.arange(1, count + 1)))
+    peaks = np.sort(peak_of)
+    assert count >= 2 and peaks[1] - peaks[0] > 0.005, peaks
+    cut = float(peaks[0] + peaks[1]) / 2
+    assert _predict("-i", path, "-o", tmp_path / "sure", "-m", model, "--no-qc", "--min-lesion-peak", cut, "--report") == 0
+    mask = read_image(tmp_path / "sure" / "scan.nii.gz", dtype=None).array
+    np.testing.assert_array_equal(mask > 0, np.concatenate([[False], peak_of >= cut])[labels])
+    table = pd.read_csv(tmp_path / "sure" / "scan_lesions.csv")
+    summary = pd.read_csv(tmp_path / "sure" / "summary.csv").iloc[0]
+    assert len(table) == summary["lesion_count"] == count - 1
+    assert summary["total_lesion_volume_ml"] == pytest.approx(np.count_nonzero(mask) * read_image(path).geometry.voxel_volume_ml)
+    assert f"peak probability ≥ {cut:g}" in (tmp_path / "sure" / "report" / "scan.html").read_text(encoding="utf-8")
+    _assert_resume_refused_and_values_checked(tmp_path, path, model, "sure", ("--min-lesion-peak", cut), ("-0.1", "1", "nan"),
+                                              "--min-lesion-peak must be a probability from 0 up to (not including) 1", capsys)
 
 
 def test_a_folder_predicted_before_min_lesion_ml_existed_resumes_as_keeping_every_lesion(tmp_path, model_dir, capsys):
-    """Markers written before the option lack its key: they kept every lesion, so a run without it resumes them."""
+    """Markers written before --min-lesion-ml / --min-lesion-peak lack their keys: they kept every lesion, so a run without it resumes them."""
     import json
 
     for i in range(2):
@@ -312,7 +369,7 @@ def test_a_folder_predicted_before_min_lesion_ml_existed_resumes_as_keeping_ever
     out = tmp_path / "out"
     assert _predict("-i", tmp_path / "in" / "c0.nii.gz", "-o", out, "-m", model_dir, "--no-qc") == 0
     marker = json.loads((out / ".deepwml_output.json").read_text())
-    del marker["predicted_with"]["min_lesion_ml"]
+    del marker["predicted_with"]["min_lesion_ml"], marker["predicted_with"]["min_lesion_peak"]
     (out / ".deepwml_output.json").write_text(json.dumps(marker))
     capsys.readouterr()
     assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--no-qc") == 0

@@ -162,7 +162,7 @@ def test_a_multiclass_dataset_plans_trains_and_predicts_its_classes(tmp_path, mo
         assert min(class_dice(reference.array, predicted.array, v) for v in (1, 2, 3)) > 0.8
         assert not (out / f"{case}_lesions.csv").exists() and (out / "qc" / f"{case}.png").is_file()
     # a multi-class model writes label maps only: lesion options are refused before anything runs
-    for option in (["--report"], ["--threshold", "0.7"], ["--min-lesion-ml", "0.01"]):
+    for option in (["--report"], ["--threshold", "0.7"], ["--min-lesion-ml", "0.01"], ["--min-lesion-peak", "0.7"]):
         assert predict_main(["-i", str(folder / "imagesTs"), "-o", str(tmp_path / "o2"), "-d", "903", "-p", "tiny", *option]) == 2
     assert not (tmp_path / "o2").exists()
 

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
                    help="drop lesions (26-connected, as the lesion table counts them) smaller than this volume in ml from "
                    "the mask, e.g. 0.01 (default 0: keep all); outputs of an earlier run are kept unless --overwrite")
+    p.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
+                   help="drop lesions whose most probable voxel stays under this probability, e.g. 0.7 (hysteresis "
+                   "thresholding: a lesion's extent is where the probability reaches --threshold, and it is kept only "
+                   "with a core that reaches P; default 0: keep all); outputs of an earlier run are kept unless --overwrite")
     p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
@@ -123,6 +127,7 @@ def _main(argv: Optional[List[str]]) -> int:
         white_matter_only=args.white_matter_only,
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
+        min_lesion_peak=args.min_lesion_peak,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

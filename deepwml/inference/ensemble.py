@@ -19,7 +19,8 @@ from tqdm import tqdm
 import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
-from deepwml.inference.lesion_report import (CaseSummary, check_min_lesion_ml, drop_small_lesions, failed_case, lesion_table,
+from deepwml.inference.lesion_report import (CaseSummary, check_min_lesion_ml, check_min_lesion_peak,
+                                             drop_lesions_without_peak, drop_small_lesions, failed_case, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
@@ -202,10 +203,13 @@ def scans_by_case(images: Optional[Path], cases: Sequence[Sequence[ProbabilityFi
     return found
 
 
-def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float, min_lesion_ml: float) -> Dict[str, Any]:
+def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float, min_lesion_ml: float,
+            min_lesion_peak: float = 0.0) -> Dict[str, Any]:
     """What decides an ensemble folder's masks."""
-    return {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
-            "threshold": float(threshold), "min_lesion_ml": float(min_lesion_ml)}
+    record = {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
+              "threshold": float(threshold), "min_lesion_ml": float(min_lesion_ml)}
+    # only when used, so that a folder averaged before the option existed resumes as keeping every lesion
+    return dict(record, min_lesion_peak=float(min_lesion_peak)) if min_lesion_peak > 0 else record
 
 
 def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any], overwrite: bool) -> None:
@@ -228,7 +232,8 @@ def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any]
 
 def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[float]] = None,
              threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
-             progress: Optional[bool] = None, images: Optional[Path] = None, min_lesion_ml: float = 0.0) -> EnsembleReport:
+             progress: Optional[bool] = None, images: Optional[Path] = None, min_lesion_ml: float = 0.0,
+             min_lesion_peak: float = 0.0) -> EnsembleReport:
     """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
     ``out_dir`` (with ``images``, the scans, also QC pictures); finished cases are skipped unless ``overwrite``; a
     case that fails is reported, not raised."""
@@ -246,12 +251,13 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     if not 0.0 < threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
     check_min_lesion_ml(min_lesion_ml)
+    check_min_lesion_peak(min_lesion_peak)
     cases = matched_cases(folders)
     images = Path(images).expanduser() if images is not None else None
     scans = scans_by_case(images, cases)
     if images is not None:
         check_output_folder(out_dir, images)
-    record = _record(folders, weights, threshold, min_lesion_ml)
+    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak)
     _check_output(out_dir, folders, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
@@ -270,7 +276,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
                 report.resumed += 1
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
-                                                scans.get(first.case_id), min_lesion_ml))
+                                                scans.get(first.case_id), min_lesion_ml, min_lesion_peak))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -284,11 +290,12 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
 
 def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
-                min_lesion_ml: float = 0.0) -> CaseSummary:
+                min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0) -> CaseSummary:
     """Average, threshold and write one case (a QC picture on ``scan``); the mask last, since its presence marks the
     case done."""
     probs, geometry = average_case(files, weights)
     mask = drop_small_lesions(probabilities_to_mask(probs, threshold), geometry, min_lesion_ml)
+    mask = drop_lesions_without_peak(mask, probs, min_lesion_peak)
     lesions = lesion_table(mask, geometry, probs=probs)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions)
     image = read_case(scan) if scan is not None else None

@@ -83,6 +83,25 @@ def drop_small_lesions(mask: np.ndarray, geometry: Geometry, min_ml: float) -> n
     return keep[labels].astype(np.uint8)
 
 
+def check_min_lesion_peak(min_peak: float) -> None:
+    """Refuse a lesion peak probability that is not a probability below 1 (--min-lesion-peak)."""
+    if not (math.isfinite(min_peak) and 0 <= min_peak < 1):
+        raise DeepWMLError(f"--min-lesion-peak must be a probability from 0 up to (not including) 1, not {min_peak}")
+
+
+def drop_lesions_without_peak(mask: np.ndarray, probs: np.ndarray, min_peak: float) -> np.ndarray:
+    """The mask (uint8) without its lesions (26-connected) whose most probable voxel stays under ``min_peak``:
+    hysteresis thresholding, the extent where the mask is, the evidence from the lesion's core."""
+    mask = np.asarray(mask) > 0
+    if min_peak <= 0 or not mask.any():
+        return mask.astype(np.uint8)
+    labels, count = label_lesions(mask)
+    peak = ndimage.maximum(np.asarray(probs, dtype=np.float32), labels, index=np.arange(1, count + 1))
+    # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
+    keep = np.concatenate([[False], np.asarray(peak, dtype=np.float32) >= np.float32(min_peak)])
+    return keep[labels].astype(np.uint8)
+
+
 def _lesion_box(mask: np.ndarray) -> tuple:
     """The smallest box holding every lesion voxel, as slices per axis (None when there is no lesion)."""
     box = []

@@ -21,7 +21,8 @@ from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warnin
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
-from deepwml.inference.lesion_report import CaseSummary, drop_small_lesions, failed_case, lesion_table, slice_areas_mm2, summarize_case
+from deepwml.inference.lesion_report import (CaseSummary, drop_lesions_without_peak, drop_small_lesions, failed_case, lesion_table,
+                                             slice_areas_mm2, summarize_case)
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
@@ -59,6 +60,8 @@ class RunOptions:
     white_matter_only: bool = False
     #: lesions smaller than this many ml are dropped from the mask (0: keep all)
     min_lesion_ml: float = 0.0
+    #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
+    min_lesion_peak: float = 0.0
     #: the model's probability temperatures below / above the threshold (deepwml.calibration.temperature)
     temperatures: Tuple[float, float] = (1.0, 1.0)
     #: the slice thickness and pixel size ranges of the model's training scans (None: not recorded, nothing flagged)
@@ -98,6 +101,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         mask = white_matter_lesions(mask, anatomy, geometry)
     if options.min_lesion_ml > 0:
         mask = drop_small_lesions(mask, geometry, options.min_lesion_ml)
+    if options.min_lesion_peak > 0:
+        mask = drop_lesions_without_peak(mask, probs, options.min_lesion_peak)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)

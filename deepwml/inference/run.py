@@ -19,7 +19,8 @@ from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8 import check_mode as check_int8_mode
-from deepwml.inference.lesion_report import ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_min_lesion_ml, failed_case, summary_frame
+from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_min_lesion_ml, check_min_lesion_peak,
+                                             failed_case, summary_frame)
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir, weights_digest
 from deepwml.inference.output_folder import check_output_folder, check_resume_matches, prepare_output_folder, producer_record
 from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
@@ -75,6 +76,8 @@ class PredictRequest:
     threshold: Optional[float] = None
     #: lesions (26-connected) smaller than this many ml are dropped from the mask (0: keep all)
     min_lesion_ml: float = 0.0
+    #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
+    min_lesion_peak: float = 0.0
 
 
 @dataclass
@@ -164,6 +167,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     if request.threshold is not None and not 0.0 < request.threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
     check_min_lesion_ml(request.min_lesion_ml)
+    check_min_lesion_peak(request.min_lesion_peak)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -186,7 +190,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     states = load_fold_states(spec)
     tta = request.tta or spec.plan.inference.tta
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
-                               mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml)
+                               mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml,
+                               request.min_lesion_peak)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
     trained = trained_acquisition(spec.folder)
@@ -225,6 +230,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             clinical=clinical,
             white_matter_only=request.white_matter_only,
             min_lesion_ml=request.min_lesion_ml,
+            min_lesion_peak=request.min_lesion_peak,
             temperatures=report.temperatures,
             trained_acquisition=trained,
         )
@@ -272,7 +278,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
                                             ("--threshold", request.threshold is not None),
-                                            ("--min-lesion-ml", request.min_lesion_ml > 0)) if asked]
+                                            ("--min-lesion-ml", request.min_lesion_ml > 0),
+                                            ("--min-lesion-peak", request.min_lesion_peak > 0)) if asked]
     if lesion_only:
         raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
                            f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)
@@ -293,7 +300,8 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
         if converter is None:
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
-                               request.tta or spec.plan.inference.tta, mask_threshold(request, spec), request.min_lesion_ml)
+                               request.tta or spec.plan.inference.tta, mask_threshold(request, spec), request.min_lesion_ml,
+                               request.min_lesion_peak)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 
