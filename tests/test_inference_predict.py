@@ -358,6 +358,10 @@ def test_min_lesion_peak_drops_lesions_without_a_confident_core_from_mask_table_
     assert f"peak probability ≥ {cut:g}" in (tmp_path / "sure" / "report" / "scan.html").read_text(encoding="utf-8")
     _assert_resume_refused_and_values_checked(tmp_path, path, model, "sure", ("--min-lesion-peak", cut), ("-0.1", "1", "nan"),
                                               "--min-lesion-peak must be a probability from 0 up to (not including) 1", capsys)
+    # a peak at or under the mask threshold keeps every lesion, and the run says so
+    assert _predict("-i", path, "-o", tmp_path / "low", "-m", model, "--no-qc", "--min-lesion-peak", "0.5") == 0
+    assert "--min-lesion-peak 0.5 drops nothing" in capsys.readouterr().err
+    np.testing.assert_array_equal(read_image(tmp_path / "low" / "scan.nii.gz", dtype=None).array > 0, labels > 0)
 
 
 def test_a_folder_predicted_before_min_lesion_ml_existed_resumes_as_keeping_every_lesion(tmp_path, model_dir, capsys):

@@ -189,6 +189,9 @@ def _predict(request: PredictRequest) -> PredictReport:
     done, todo = _split_done(cases, out_dir, request, label_map)
     states = load_fold_states(spec)
     tta = request.tta or spec.plan.inference.tta
+    if 0 < request.min_lesion_peak <= mask_threshold(request, spec):
+        print(f"[deepwml_predict] note: --min-lesion-peak {request.min_lesion_peak:g} drops nothing: every lesion already "
+              f"has voxels at the mask threshold {mask_threshold(request, spec):g} or above", file=sys.stderr)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
                                mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml,
                                request.min_lesion_peak)
