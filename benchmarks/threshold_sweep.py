@@ -25,7 +25,7 @@ from deepwml.evaluation.case_metrics import dice
 from deepwml.evaluation.lesions import lesion_detection
 from deepwml.evaluation.slice_metrics import slice_metrics
 from deepwml.imageio import read_image
-from deepwml.inference.lesion_report import drop_lesions_without_peak, drop_small_lesions
+from deepwml.inference.lesion_report import filter_lesions
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
@@ -44,8 +44,7 @@ def _cases(raw: Path, split: Optional[Path], fold: Optional[int]) -> List[str]:
 def score(reference: np.ndarray, probabilities: np.ndarray, geometry, threshold: float,
           min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0) -> Dict[str, object]:
     """The slice rows and the case figures of one scan at one threshold, smallest and least certain lesion kept."""
-    mask = drop_small_lesions(probabilities >= threshold, geometry, min_lesion_ml)
-    mask = drop_lesions_without_peak(mask, probabilities, min_lesion_peak) > 0
+    mask = filter_lesions(probabilities >= threshold, geometry, probabilities, min_lesion_ml, min_lesion_peak) > 0
     slices = slice_metrics(reference, mask, geometry)
     detection = lesion_detection(reference, mask)
     return {"slices": slices, "dice": dice(reference, mask), "f1": detection.f1}

@@ -257,21 +257,21 @@ def test_threshold_sets_the_lesion_probability_of_the_mask_and_is_checked(tmp_pa
     assert not (tmp_path / "bad").exists()
 
 
-def test_drop_small_lesions_counts_volume_in_ml_and_26_connected_lesions():
+def test_filter_lesions_by_volume_counts_ml_and_26_connected_lesions():
     """A lesion is dropped whole when its 26-connected volume is under the minimum; one of exactly the minimum stays."""
-    from deepwml.inference.lesion_report import drop_small_lesions
+    from deepwml.inference.lesion_report import filter_lesions
 
     geometry = Geometry((20, 20, 4), (0.9, 0.9, 6.5), (0, 0, 0))  # 5.265 µl per voxel
     mask = np.zeros((4, 20, 20), np.uint8)
     mask[0, 2, 2] = 1  # 1 voxel: 5.3 µl
     mask[1, 10, 10] = mask[2, 11, 11] = 1  # 2 voxels touching by a corner across slices: one lesion, 10.5 µl
     mask[3, 15:17, 15:18] = 1  # 6 voxels: 31.6 µl
-    np.testing.assert_array_equal(drop_small_lesions(mask, geometry, 0.0), mask)
-    kept = drop_small_lesions(mask, geometry, 0.01)
+    np.testing.assert_array_equal(filter_lesions(mask, geometry, min_ml=0.0), mask)
+    kept = filter_lesions(mask, geometry, min_ml=0.01)
     assert kept.dtype == np.uint8 and kept.sum() == 8 and kept[0, 2, 2] == 0 and kept[2, 11, 11] == 1
-    assert drop_small_lesions(mask, geometry, 2 * geometry.voxel_volume_ml).sum() == 8  # exactly the minimum: kept
-    assert drop_small_lesions(mask, geometry, 0.02).sum() == 6
-    assert drop_small_lesions(mask, geometry, 1.0).sum() == 0
+    assert filter_lesions(mask, geometry, min_ml=2 * geometry.voxel_volume_ml).sum() == 8  # exactly the minimum: kept
+    assert filter_lesions(mask, geometry, min_ml=0.02).sum() == 6
+    assert filter_lesions(mask, geometry, min_ml=1.0).sum() == 0
 
 
 def _assert_resume_refused_and_values_checked(tmp_path: Path, path: Path, model: Path, out: str, used: tuple, bad_values: tuple,
@@ -312,9 +312,9 @@ def test_min_lesion_ml_drops_small_lesions_from_mask_table_and_summary(tmp_path,
                                               "--min-lesion-ml must be a volume of 0 ml or more", capsys)
 
 
-def test_drop_lesions_without_peak_keeps_a_lesion_whole_when_its_core_reaches_the_minimum():
+def test_filter_lesions_by_peak_keeps_a_lesion_whole_when_its_core_reaches_the_minimum():
     """Hysteresis: a 26-connected lesion stays whole when its most probable voxel reaches the minimum, else goes whole."""
-    from deepwml.inference.lesion_report import drop_lesions_without_peak
+    from deepwml.inference.lesion_report import filter_lesions
 
     mask = np.zeros((3, 12, 12), np.uint8)
     probs = np.zeros(mask.shape, np.float32)
@@ -324,11 +324,11 @@ def test_drop_lesions_without_peak_keeps_a_lesion_whole_when_its_core_reaches_th
     mask[1, 8, 8] = mask[2, 9, 9] = 1  # touching by a corner across slices: one lesion, peak 0.6
     probs[1, 8, 8], probs[2, 9, 9] = 0.52, 0.6
     probs[2, 0, 11] = 0.99  # outside the mask: no lesion is made of it
-    np.testing.assert_array_equal(drop_lesions_without_peak(mask, probs, 0.0), mask)
-    kept = drop_lesions_without_peak(mask, probs, 0.7)
+    np.testing.assert_array_equal(filter_lesions(mask, probs=probs, min_peak=0.0), mask)
+    kept = filter_lesions(mask, probs=probs, min_peak=0.7)
     assert kept.dtype == np.uint8 and kept.sum() == 9 and kept[0, 1, 1] == 1 and kept[2, 9, 9] == 0
-    assert drop_lesions_without_peak(mask, probs, 0.6).sum() == 11  # a peak of exactly the minimum: kept
-    assert drop_lesions_without_peak(mask, probs, 0.9).sum() == 0
+    assert filter_lesions(mask, probs=probs, min_peak=0.6).sum() == 11  # a peak of exactly the minimum: kept
+    assert filter_lesions(mask, probs=probs, min_peak=0.9).sum() == 0
 
 
 def test_min_lesion_peak_drops_lesions_without_a_confident_core_from_mask_table_and_summary(tmp_path, capsys):

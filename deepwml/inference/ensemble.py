@@ -19,8 +19,7 @@ from tqdm import tqdm
 import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
-from deepwml.inference.lesion_report import (CaseSummary, check_min_lesion_ml, check_min_lesion_peak,
-                                             drop_lesions_without_peak, drop_small_lesions, failed_case, lesion_table,
+from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
@@ -250,8 +249,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
-    check_min_lesion_ml(min_lesion_ml)
-    check_min_lesion_peak(min_lesion_peak)
+    check_lesion_filters(min_lesion_ml, min_lesion_peak)
     cases = matched_cases(folders)
     images = Path(images).expanduser() if images is not None else None
     scans = scans_by_case(images, cases)
@@ -294,8 +292,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     """Average, threshold and write one case (a QC picture on ``scan``); the mask last, since its presence marks the
     case done."""
     probs, geometry = average_case(files, weights)
-    mask = drop_small_lesions(probabilities_to_mask(probs, threshold), geometry, min_lesion_ml)
-    mask = drop_lesions_without_peak(mask, probs, min_lesion_peak)
+    mask = filter_lesions(probabilities_to_mask(probs, threshold), geometry, probs, min_lesion_ml, min_lesion_peak)
     lesions = lesion_table(mask, geometry, probs=probs)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions)
     image = read_case(scan) if scan is not None else None

@@ -64,41 +64,34 @@ def label_lesions(mask: np.ndarray) -> tuple:
     return labels.astype(np.int32, copy=False), int(count)
 
 
-def check_min_lesion_ml(min_ml: float) -> None:
-    """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml)."""
+def check_lesion_filters(min_ml: float, min_peak: float) -> None:
+    """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml), and a lesion peak
+    probability that is not a probability below 1 (--min-lesion-peak)."""
     if not (math.isfinite(min_ml) and min_ml >= 0):
         raise DeepWMLError(f"--min-lesion-ml must be a volume of 0 ml or more, not {min_ml}")
-
-
-def drop_small_lesions(mask: np.ndarray, geometry: Geometry, min_ml: float) -> np.ndarray:
-    """The mask (uint8) without its lesions (26-connected, as the lesion table counts them) under ``min_ml`` ml."""
-    mask = np.asarray(mask) > 0
-    if min_ml <= 0 or not mask.any():
-        return mask.astype(np.uint8)
-    labels, count = label_lesions(mask)
-    volume_ml = np.bincount(labels.ravel(), minlength=count + 1) * geometry.voxel_volume_ml
-    # a relative tolerance so that a lesion of exactly the minimum (in voxels) is kept despite float rounding
-    keep = volume_ml >= min_ml * (1 - 1e-9)
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
-
-
-def check_min_lesion_peak(min_peak: float) -> None:
-    """Refuse a lesion peak probability that is not a probability below 1 (--min-lesion-peak)."""
     if not (math.isfinite(min_peak) and 0 <= min_peak < 1):
         raise DeepWMLError(f"--min-lesion-peak must be a probability from 0 up to (not including) 1, not {min_peak}")
 
 
-def drop_lesions_without_peak(mask: np.ndarray, probs: np.ndarray, min_peak: float) -> np.ndarray:
-    """The mask (uint8) without its lesions (26-connected) whose most probable voxel stays under ``min_peak``:
-    hysteresis thresholding, the extent where the mask is, the evidence from the lesion's core."""
+def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs: Optional[np.ndarray] = None,
+                   min_ml: float = 0.0, min_peak: float = 0.0) -> np.ndarray:
+    """The mask (uint8) without its lesions (26-connected, as the lesion table counts them) under ``min_ml`` ml
+    (needs ``geometry``) or whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
+    thresholding, the extent where the mask is, the evidence from the lesion's core)."""
     mask = np.asarray(mask) > 0
-    if min_peak <= 0 or not mask.any():
+    if (min_ml <= 0 and min_peak <= 0) or not mask.any():
         return mask.astype(np.uint8)
     labels, count = label_lesions(mask)
-    peak = ndimage.maximum(np.asarray(probs, dtype=np.float32), labels, index=np.arange(1, count + 1))
-    # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
-    keep = np.concatenate([[False], np.asarray(peak, dtype=np.float32) >= np.float32(min_peak)])
+    keep = np.ones(count + 1, dtype=bool)
+    if min_ml > 0:
+        volume_ml = np.bincount(labels.ravel(), minlength=count + 1) * geometry.voxel_volume_ml
+        # a relative tolerance so that a lesion of exactly the minimum (in voxels) is kept despite float rounding
+        keep &= volume_ml >= min_ml * (1 - 1e-9)
+    if min_peak > 0:
+        peak = ndimage.maximum(np.asarray(probs, dtype=np.float32), labels, index=np.arange(1, count + 1))
+        # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
+        keep[1:] &= np.asarray(peak, dtype=np.float32) >= np.float32(min_peak)
+    keep[0] = False
     return keep[labels].astype(np.uint8)
 
 

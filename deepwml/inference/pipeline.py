@@ -21,7 +21,7 @@ from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warnin
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
-from deepwml.inference.lesion_report import (CaseSummary, drop_lesions_without_peak, drop_small_lesions, failed_case, lesion_table,
+from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
                                              slice_areas_mm2, summarize_case)
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
@@ -99,10 +99,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
         mask = white_matter_lesions(mask, anatomy, geometry)
-    if options.min_lesion_ml > 0:
-        mask = drop_small_lesions(mask, geometry, options.min_lesion_ml)
-    if options.min_lesion_peak > 0:
-        mask = drop_lesions_without_peak(mask, probs, options.min_lesion_peak)
+    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)

@@ -19,7 +19,7 @@ from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8 import check_mode as check_int8_mode
-from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_min_lesion_ml, check_min_lesion_peak,
+from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_lesion_filters,
                                              failed_case, summary_frame)
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir, weights_digest
 from deepwml.inference.output_folder import check_output_folder, check_resume_matches, prepare_output_folder, producer_record
@@ -166,8 +166,7 @@ def _predict(request: PredictRequest) -> PredictReport:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
     if request.threshold is not None and not 0.0 < request.threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
-    check_min_lesion_ml(request.min_lesion_ml)
-    check_min_lesion_peak(request.min_lesion_peak)
+    check_lesion_filters(request.min_lesion_ml, request.min_lesion_peak)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
