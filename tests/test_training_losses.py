@@ -19,7 +19,7 @@ def _target():
     return t
 
 
-@pytest.mark.parametrize("kind", ["bce_dice", "bce", "dice"])
+@pytest.mark.parametrize("kind", ["bce_dice", "bce", "dice", "bce_dice_blob"])
 def test_ignored_pixels_change_neither_loss_nor_gradient(kind):
     target = _target()
     logits = torch.randn(2, 1, 8, 8, requires_grad=True)
@@ -46,6 +46,57 @@ def test_dice_part_is_a_batch_dice():
     target[0, :, :2, :2] = 1
     logits = torch.where(target == 1, 30.0, -30.0)
     assert segmentation_loss(logits, target, "dice") < 1e-4
+
+
+def _big_and_tiny():
+    """One slice holding a 10 x 10 lesion and a 2 x 2 one, and a lesion-free slice."""
+    t = torch.zeros(2, 1, 32, 32)
+    t[0, :, 2:12, 2:12] = 1
+    t[0, :, 20:22, 20:22] = 1
+    return t
+
+
+def test_blob_loss_charges_a_missed_small_lesion_more_than_the_same_pixels_off_a_large_one():
+    target = _big_and_tiny()
+    perfect = torch.where(target == 1, 20.0, -20.0)
+    miss_tiny = perfect.clone()
+    miss_tiny[0, :, 20:22, 20:22] = -20.0
+    trim_big = perfect.clone()
+    trim_big[0, :, 2:4, 2:4] = -20.0  # the same 4 pixels, off the edge of the large lesion
+    # the batch Dice cannot tell the two errors apart; the lesion-wise term can
+    assert torch.isclose(segmentation_loss(miss_tiny, target), segmentation_loss(trim_big, target))
+    assert segmentation_loss(miss_tiny, target, "bce_dice_blob") > segmentation_loss(trim_big, target, "bce_dice_blob") + 0.2
+    assert segmentation_loss(perfect, target, "bce_dice_blob") < 1e-3
+
+
+def test_blob_loss_charges_each_lesion_with_false_positives_of_its_own_slice_only():
+    target = _big_and_tiny()
+    perfect = torch.where(target == 1, 20.0, -20.0)
+    fp_same, fp_other = perfect.clone(), perfect.clone()
+    fp_same[0, :, 28:30, 2:4] = 20.0
+    fp_other[1, :, 28:30, 2:4] = 20.0
+    # both false positives cost the global terms the same; only the one beside the lesions costs the lesion-wise term
+    assert torch.isclose(segmentation_loss(fp_same, target), segmentation_loss(fp_other, target))
+    assert segmentation_loss(fp_same, target, "bce_dice_blob") > segmentation_loss(fp_other, target, "bce_dice_blob") + 0.05
+
+
+def test_blob_loss_equals_bce_dice_on_a_batch_without_lesions():
+    target = torch.zeros(2, 1, 16, 16)
+    logits = torch.randn(2, 1, 16, 16)
+    assert torch.isclose(segmentation_loss(logits, target, "bce_dice_blob"), segmentation_loss(logits, target))
+
+
+def test_lesion_instances_are_eight_connected_and_numbered_across_the_batch():
+    from deepwml.models.losses import lesion_instances
+    t = torch.zeros(2, 1, 8, 8)
+    t[0, 0, 1, 1] = t[0, 0, 2, 2] = 1  # diagonal neighbours: one lesion
+    t[0, 0, 6, 6] = 1
+    t[1, 0, 4, 4:6] = 1
+    ids, owner = lesion_instances(t)
+    assert owner.tolist() == [0, 0, 0, 1]
+    assert ids[0, 1, 1] == ids[0, 2, 2] != ids[0, 6, 6]
+    assert ids[1, 4, 4] == ids[1, 4, 5] == 3
+    assert int((ids > 0).sum()) == int(t.sum())
 
 
 def test_deep_supervision_weights_halve_and_sum_to_one():

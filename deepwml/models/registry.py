@@ -126,7 +126,7 @@ NETWORKS.register("unet2d", "deepwml.models.unet2d_spec:UNet2DSpec")
 NETWORKS.register("resenc_unet2d", "deepwml.models.resenc_spec:ResEncUNet2DSpec")
 for _name in ("none", "batch", "instance"):
     NORMS.register(_name, f"deepwml.models.norms:{_name.upper()}")
-for _name in ("bce_dice", "bce", "dice", "ce_dice", "ce"):
+for _name in ("bce_dice", "bce", "dice", "bce_dice_blob", "ce_dice", "ce"):
     LOSSES.register(_name, f"deepwml.models.losses:{_name}")
 for _name in ("adam", "adamw", "sgd"):
     OPTIMIZERS.register(_name, f"deepwml.models.optimizers:{_name}")

@@ -299,7 +299,7 @@ OMITTED_DEFAULTS = (
     ("network", "num_classes", 2),
 )
 #: the built-in losses of one sigmoid output, and of a softmax over classes (a plugin's loss is not checked)
-BINARY_LOSSES = ("bce_dice", "bce", "dice")
+BINARY_LOSSES = ("bce_dice", "bce", "dice", "bce_dice_blob")
 MULTICLASS_LOSSES = ("ce_dice", "ce")
 
 
