@@ -119,3 +119,16 @@ def test_learning_rate_schedules():
     assert learning_rate(plan, 500, 1000) == pytest.approx(0.5e-3)
     assert learning_rate(plan, 1000, 1000) == pytest.approx(0.0, abs=1e-12)
     assert not math.isnan(learning_rate(plan, 2000, 1000))
+
+
+def test_blob_loss_is_a_binary_plan_loss_and_works_with_deep_supervision():
+    from deepwml_testing.toy_models import tiny_plan
+    plan = tiny_plan()
+    plan.training.loss = "bce_dice_blob"
+    assert not plan.problems()
+    plan.network.num_classes = 4
+    assert any("'bce_dice_blob' is for one lesion class" in p for p in plan.problems())
+    target = _big_and_tiny()
+    outs = [torch.randn(2, 1, 32, 32, requires_grad=True), torch.randn(2, 1, 16, 16, requires_grad=True)]
+    training_loss(outs, target, "bce_dice_blob").backward()
+    assert all(torch.isfinite(o.grad).all() and o.grad.abs().sum() > 0 for o in outs)
