@@ -6,7 +6,8 @@ Dice, sensitivity and precision, case mean Dice and lesion F1, and the expected 
 over all voxels and over candidate voxels (probability >= 0.05, docs/evaluation.md); the reliability diagram is
 WORK/report/figures/reliability.png. Then the same split by matrix (fine, >= 384 pixels across as 512^2 scans; coarse
 as 256^2 ones): case mean Dice, lesion F1, the recall of small reference lesions (< 30 ul, 26-connected) and the
-false components (predicted lesions touching no reference lesion).
+false components (predicted lesions touching no reference lesion); and split by lesion load (>= 10 ml, as every
+held-back real patient of issue #12, 11-128 ml, against lighter cases).
 
     python benchmarks/pretrained_heldout.py --work /tmp/heldout            # the shipped model
     python benchmarks/pretrained_heldout.py --work /tmp/heldout -m PLAN_DIR -f 0 --checkpoint latest
@@ -43,40 +44,45 @@ FINE_MATRIX = 384
 SMALL_LESION_UL = 30.0
 
 
-def by_matrix(dataset: Path, predictions: Path) -> str:
-    """A markdown table of the held-out figures split by matrix: fine (>= FINE_MATRIX pixels across) and coarse."""
-    groups: Dict[str, Dict[str, list]] = {}
+#: cases with at least this lesion load are "heavy": the held-back real patients of issue #12 hold 11-128 ml each
+HEAVY_LOAD_ML = 10.0
+
+
+def case_rows(dataset: Path, predictions: Path) -> List[Dict]:
+    """Per held-out case: matrix and load group, Dice, lesion F1, small reference lesions found, false components."""
+    rows = []
     for label_file in sorted((dataset / "labelsTr").glob("*.nii.gz")):
-        case = label_file.name[: -len(".nii.gz")]
         ref = read_image(label_file)
         reference, predicted = ref.array > 0, read_image(predictions / label_file.name).array > 0
-        group = "fine" if max(ref.geometry.size[:2]) >= FINE_MATRIX else "coarse"
-        g = groups.setdefault(group, {"dice": [], "f1": [], "small": [0, 0], "false": [0, 0], "cases": []})
         figures = case_metrics(reference, predicted, ref.geometry)
-        g["cases"].append(case)
-        g["dice"].append(figures["dice"])
-        g["f1"].append(figures["lesion_f1"])
         ref_labels, n_ref = label_lesions(reference)
         volume_ul = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:] * ref.geometry.voxel_volume_ml * 1000
         found = np.zeros(n_ref + 1, bool)
         found[np.unique(ref_labels[predicted])] = True
         small = volume_ul < SMALL_LESION_UL
-        g["small"][0] += int(found[1:][small].sum())
-        g["small"][1] += int(small.sum())
         pred_labels, n_pred = label_lesions(predicted)
         touching = np.zeros(n_pred + 1, bool)
         touching[np.unique(pred_labels[reference])] = True
-        g["false"][0] += int((~touching[1:]).sum())
-        g["false"][1] += n_pred
-    lines = [f"| matrix | cases | case mean Dice | lesion F1 | recall of lesions < {SMALL_LESION_UL:g} ul | false / predicted components |",
+        rows.append({
+            "matrix": f"fine (>= {FINE_MATRIX})" if max(ref.geometry.size[:2]) >= FINE_MATRIX else f"coarse (< {FINE_MATRIX})",
+            "load": f">= {HEAVY_LOAD_ML:g} ml" if volume_ul.sum() / 1000 >= HEAVY_LOAD_ML else f"< {HEAVY_LOAD_ML:g} ml",
+            "dice": figures["dice"], "f1": figures["lesion_f1"],
+            "small_found": int(found[1:][small].sum()), "small": int(small.sum()),
+            "false": int((~touching[1:]).sum()), "predicted": n_pred})
+    return rows
+
+
+def split_table(rows: List[Dict], key: str, title: str) -> str:
+    """A markdown table of :func:`case_rows` grouped by ``key`` ("matrix" or "load")."""
+    lines = [f"| {title} | cases | case mean Dice | lesion F1 | recall of lesions < {SMALL_LESION_UL:g} ul | false / predicted components |",
              "|---|---|---|---|---|---|"]
-    for name in ("fine", "coarse"):
-        if name in groups:
-            g = groups[name]
-            recall = g["small"][0] / g["small"][1] if g["small"][1] else float("nan")
-            lines.append(f"| {name} ({'>=' if name == 'fine' else '<'} {FINE_MATRIX}) | {len(g['cases'])} | "
-                         f"{np.nanmean(g['dice']):.3f} | {np.nanmean(g['f1']):.3f} | {recall:.2f} ({g['small'][0]} / "
-                         f"{g['small'][1]}) | {g['false'][0]} / {g['false'][1]} |")
+    for group in sorted({r[key] for r in rows}, reverse=True):
+        g = [r for r in rows if r[key] == group]
+        found, small = sum(r["small_found"] for r in g), sum(r["small"] for r in g)
+        recall = found / small if small else float("nan")
+        lines.append(f"| {group} | {len(g)} | {np.nanmean([r['dice'] for r in g]):.3f} | "
+                     f"{np.nanmean([r['f1'] for r in g]):.3f} | {recall:.2f} ({found} / {small}) | "
+                     f"{sum(r['false'] for r in g)} / {sum(r['predicted'] for r in g)} |")
     return "\n".join(lines)
 
 
@@ -124,7 +130,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"ECE, {part.replace('_', ' ')}: {c['ece']:.4f} ({c['voxels']} voxels)")
     print(f"reliability diagram: {report / 'figures' / 'reliability.png'}")
     print()
-    print(by_matrix(dataset, predictions))
+    rows = case_rows(dataset, predictions)
+    print(split_table(rows, "matrix", "matrix"))
+    print()
+    print(split_table(rows, "load", "lesion load"))
     return 0
 
 

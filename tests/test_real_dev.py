@@ -327,3 +327,16 @@ def test_components_profile_marks_components_with_a_twin_across_the_midline():
     rows = bench.component_profile(bench.StackCase("p", 5.0, "p_5mm", label.swapaxes(1, 2), swapped), image,
                                    predicted.swapaxes(1, 2))
     assert sorted(r["twin"] for r in rows if r["kind"] == "false positive") == [False, True, True]
+
+
+def test_table_means_the_heavy_stacks_apart():
+    """The held-back patients all carry >= 10 ml; the table gives the mean over stacks with such a load as well."""
+    bench = _benchmark()
+    base = {"slabs": 20, "matrix": "10x10", "failed": False, "pred_volume_ml": 1.0, "hd95_mm": 1.0, "avd_percent": 1.0,
+            "lesion_recall": 1.0, "lesion_f1": 1.0}
+    rows = [{**base, "scan": "light", "thickness": 5.0, "ref_volume_ml": 1.0, "dice": 0.1},
+            {**base, "scan": "heavy", "thickness": 5.0, "ref_volume_ml": 20.0, "dice": 0.7},
+            {**base, "scan": "heavier", "thickness": 5.0, "ref_volume_ml": 40.0, "dice": 0.8},
+            {"scan": "broken", "thickness": 5.0, "slabs": 20, "matrix": "10x10", "failed": True}]
+    heavy = bench.table(rows, [5.0]).splitlines()[-1]
+    assert heavy.startswith("| **mean, ref >= 10 ml** |  | 2 stacks |  | 30.0 | 1.0 | 0.750 |")
