@@ -1,9 +1,8 @@
 """Losses (``training.loss``): each entry maps logits [B,C,H,W] and a target [B,1,H,W] to a scalar.
 
 Binary plans (one logit channel, target 0/1/IGNORE_LABEL): ``bce_dice``, ``bce``, ``dice``, ``bce_dice_blob``.
-Multi-class plans (one
-logit per class, target 0..C-1/IGNORE_LABEL): ``ce_dice`` (softmax cross-entropy + soft batch Dice averaged over
-the foreground classes, as nnU-Net) and ``ce``.
+Multi-class plans (one logit per class, target 0..C-1/IGNORE_LABEL): ``ce_dice`` (softmax cross-entropy + soft batch
+Dice averaged over the foreground classes, as nnU-Net) and ``ce``.
 
 The paper's loss is binary cross-entropy + soft Dice on one logit channel, with ignored pixels left out of both.
 Dice is a *batch* Dice: intersections and sums are taken over every valid pixel of the (per-rank) batch before
