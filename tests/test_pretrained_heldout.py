@@ -1,20 +1,12 @@
 """benchmarks/pretrained_heldout.py: the held-out figures split by matrix and by lesion load."""
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "benchmarks"
+from deepwml_testing.benchmarks import load_benchmark
 
 
 def _benchmark():
-    """benchmarks/pretrained_heldout.py as a module (it imports helpers from its own folder)."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        return importlib.import_module("pretrained_heldout")
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    """benchmarks/pretrained_heldout.py as a module."""
+    return load_benchmark("pretrained_heldout")
 
 
 def test_split_table_pools_components_and_averages_case_figures_per_group():

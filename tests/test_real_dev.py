@@ -4,20 +4,18 @@ Everything runs on small volumes the tests make: the real scans are never needed
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deepwml.imageio import Geometry, read_image, write_image
+from deepwml_testing.benchmarks import load_benchmark
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.synthetic.thick_slices import SlabSpec, slab_weights, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "real_dev.py"
 
 
 def _volume(n_z: int = 10, hw: int = 4, origin=(10.0, -20.0, -5.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1)):
@@ -102,12 +100,8 @@ def test_inplane_resampling_keeps_the_field_of_view():
 
 
 def _benchmark():
-    """benchmarks/real_dev.py as a module (it imports machine_load from its own folder)."""
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return importlib.import_module("real_dev")
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    """benchmarks/real_dev.py as a module."""
+    return load_benchmark("real_dev")
 
 
 def test_missing_data_folder_is_one_clear_line_and_exit_2(tmp_path, capsys):

@@ -4,8 +4,6 @@ Everything runs on small volumes the tests make: the real scans are never needed
 """
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from deepwml.datasets.dataset_writer import write_dataset
 from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.synthetic.thick_slices import SlabSpec
 from deepwml.utils.errors import DeepWMLError
+from deepwml_testing.benchmarks import load_benchmark
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,12 +22,8 @@ BENCHMARKS = REPO / "benchmarks"
 
 
 def _benchmark():
-    """benchmarks/real_dev_finetune.py as a module (it imports real_dev and machine_load from its own folder)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("real_dev_finetune")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    """benchmarks/real_dev_finetune.py as a module."""
+    return load_benchmark("real_dev_finetune")
 
 
 def _scans(folder: Path, names) -> Path:
