@@ -34,8 +34,7 @@ def _spec(ds: PreprocessedDataset, epoch: int = 0, batches: int = 5, rank: int =
 
 EXTENDED = AugmentationPlan(rotation_deg=15.0, scale=[0.8, 1.2], elastic_alpha=[0.0, 50.0], gamma=[0.7, 1.5],
                             noise_variance=[0.0, 0.1], blur_sigma=[0.5, 1.0], brightness=[0.8, 1.2],
-                            contrast=[0.8, 1.2], low_resolution=[0.5, 1.0], p_per_sample=0.8,
-                            random_texture=[0.0, 0.8], p_random_texture=0.5)
+                            contrast=[0.8, 1.2], low_resolution=[0.5, 1.0], p_per_sample=0.8)
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(dataset):

@@ -100,10 +100,6 @@ class AugmentationPlan:
     low_resolution: Optional[List[float]] = None
     #: probability that an enabled transform is applied to a sample
     p_per_sample: float = 0.2
-    #: [low, high] weight of a random shallow network's output blended into the image (training/random_texture.py)
-    random_texture: Optional[List[float]] = None
-    #: probability that a sample gets a random texture (its own: the other transforms share p_per_sample)
-    p_random_texture: float = 0.5
 
 
 @dataclass
@@ -158,11 +154,8 @@ class Plan:
         """JSON-ready form; keys added after 0.x are left out while they hold their default, so older plans keep their hash."""
         d = dataclasses.asdict(self)
         for section, key, default in OMITTED_DEFAULTS:
-            part = d
-            for name in section.split("."):
-                part = part[name]
-            if part[key] == default:
-                del part[key]
+            if d[section][key] == default:
+                del d[section][key]
         return d
 
     @property
@@ -239,7 +232,6 @@ class Plan:
         if not 0 <= tr.foreground_oversampling <= 1:
             p.append("training.foreground_oversampling must lie in [0, 1]")
         p.extend(_class_problems(net.num_classes, tr.loss))
-        p.extend(_augmentation_problems(tr.augmentation))
         if not 0 < self.inference.threshold < 1:
             p.append("inference.threshold must lie in (0, 1)")
         return p
@@ -297,7 +289,7 @@ def _network_problems(net: NetworkPlan, patch_size: List[int]) -> List[str]:
     return []
 
 
-#: (section, key, default; a dotted section is nested) written to plans.json only when changed: plans and checkpoints written before the key
+#: (section, key, default) written to plans.json only when changed: plans and checkpoints written before the key
 #: existed keep their hash (checkpoints record it; prediction compares it with plans.json)
 OMITTED_DEFAULTS = (
     ("preprocessing", "channels", []),
@@ -305,25 +297,10 @@ OMITTED_DEFAULTS = (
     ("network", "context_slices", 1),
     ("network", "context_padding", "edge"),
     ("network", "num_classes", 2),
-    ("training.augmentation", "random_texture", None),
-    ("training.augmentation", "p_random_texture", 0.5),
 )
 #: the built-in losses of one sigmoid output, and of a softmax over classes (a plugin's loss is not checked)
 BINARY_LOSSES = ("bce_dice", "bce", "dice", "bce_dice_blob")
 MULTICLASS_LOSSES = ("ce_dice", "ce")
-
-
-def _augmentation_problems(aug: AugmentationPlan) -> List[str]:
-    """The augmentation settings whose values cannot work."""
-    p: List[str] = []
-    if not 0 <= aug.p_per_sample <= 1:
-        p.append(f"training.augmentation.p_per_sample must lie in [0, 1], got {aug.p_per_sample}")
-    tex = aug.random_texture
-    if tex is not None and (len(tex) != 2 or not 0 <= tex[0] <= tex[1] <= 1):
-        p.append(f"training.augmentation.random_texture must be [low, high] with 0 <= low <= high <= 1, got {tex}")
-    if not 0 <= aug.p_random_texture <= 1:
-        p.append(f"training.augmentation.p_random_texture must lie in [0, 1], got {aug.p_random_texture}")
-    return p
 
 
 def _class_problems(num_classes: int, loss: str) -> List[str]:

@@ -1,8 +1,8 @@
 """Training augmentation from ``plan.training.augmentation``, built from batchgenerators transforms.
 
 The paper's set is a left–right flip and an in-plane rotation of ±10°. The extended set (scaling, elastic
-deformation, gamma, noise, blur, brightness, contrast, simulated low in-plane resolution, random texture) is
-switched on entry by entry in the plan. Every enabled transform is applied to a sample with probability ``p_per_sample``; the
+deformation, gamma, noise, blur, brightness, contrast, simulated low in-plane resolution) is switched on entry
+by entry in the plan. Every enabled transform is applied to a sample with probability ``p_per_sample``; the
 flip mirrors with probability 0.5. Labels are moved with nearest-neighbour interpolation (order 0), so the
 ignore value 255 stays exact, and pixels rotated in from outside the slice become background.
 """
@@ -22,7 +22,6 @@ from batchgenerators.transforms.resample_transforms import SimulateLowResolution
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
 from deepwml.planning.plan import AugmentationPlan
-from deepwml.training.random_texture import RandomTextureTransform
 
 #: used when the plan sets elastic_alpha but leaves elastic_sigma empty (pixels; nnU-Net's range)
 DEFAULT_ELASTIC_SIGMA = (9.0, 13.0)
@@ -83,9 +82,6 @@ def intensity_transforms(aug: AugmentationPlan) -> List[AbstractTransform]:
         )
     if aug.gamma is not None:
         out.append(GammaTransform(tuple(aug.gamma), invert_image=False, per_channel=True, retain_stats=True, p_per_sample=p))
-    if aug.random_texture is not None:
-        # last, so the texture replaces that of the noise and blur before it rather than being smoothed by them
-        out.append(RandomTextureTransform(aug.random_texture, aug.p_random_texture))
     return out
 
 
