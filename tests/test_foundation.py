@@ -81,6 +81,28 @@ def test_presets_validate_and_bad_plans_are_rejected(tmp_path):
         Plan.load(bad)
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("scale", [0.9], r"scale must be \[low, high\]"),
+    ("gamma", [1.5, 0.7], r"gamma must be \[low, high\] with low <= high"),
+    ("gamma", [-0.7, 1.5], r"gamma must hold values > 0"),
+    ("noise_variance", [-0.1, 0.1], r"noise_variance must hold values >= 0"),
+    ("low_resolution", [0.5, 2.0], r"low_resolution must hold values > 0 and <= 1"),
+    ("brightness", [0.0, 1.2], r"brightness must hold values > 0"),
+    ("p_per_sample", 1.5, r"p_per_sample must lie in \[0, 1\]"),
+    ("rotation_deg", -10.0, r"rotation_deg must lie in \[0, 180\]"),
+])
+def test_augmentation_values_that_cannot_work_are_plan_errors(tmp_path, key, value, words):
+    """A range batchgenerators would index past, or use silently to train on nonsense, fails when the plan is read."""
+    d = load_preset("cpu_fast").to_dict()
+    d["training"]["augmentation"][key] = value
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(PlanError, match=r"plans.json.*training\.augmentation\." + words):
+        Plan.load(path)
+    d["training"]["augmentation"][key] = {"p_per_sample": 0.5, "rotation_deg": 15.0, "low_resolution": [0.5, 1.0]}.get(key, [0.8, 1.2])
+    Plan.from_dict(d)
+
+
 def _console_scripts():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")

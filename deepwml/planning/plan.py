@@ -232,6 +232,7 @@ class Plan:
         if not 0 <= tr.foreground_oversampling <= 1:
             p.append("training.foreground_oversampling must lie in [0, 1]")
         p.extend(_class_problems(net.num_classes, tr.loss))
+        p.extend(_augmentation_problems(tr.augmentation))
         if not 0 < self.inference.threshold < 1:
             p.append("inference.threshold must lie in (0, 1)")
         return p
@@ -301,6 +302,40 @@ OMITTED_DEFAULTS = (
 #: the built-in losses of one sigmoid output, and of a softmax over classes (a plugin's loss is not checked)
 BINARY_LOSSES = ("bce_dice", "bce", "dice", "bce_dice_blob")
 MULTICLASS_LOSSES = ("ce_dice", "ce")
+
+
+#: each range of training.augmentation: (smallest allowed value, whether that value itself is allowed, largest)
+AUGMENTATION_RANGES = {
+    "scale": (0.0, False, None),
+    "elastic_alpha": (0.0, True, None),
+    "elastic_sigma": (0.0, False, None),
+    "gamma": (0.0, False, None),
+    "noise_variance": (0.0, True, None),
+    "blur_sigma": (0.0, True, None),
+    "brightness": (0.0, False, None),
+    "contrast": (0.0, False, None),
+    "low_resolution": (0.0, False, 1.0),
+}
+
+
+def _augmentation_problems(aug: AugmentationPlan) -> List[str]:
+    """Augmentation values that would fail in a worker mid-training, or train silently on nonsense (a negative gamma)."""
+    p: List[str] = []
+    key = "training.augmentation"
+    if not 0 <= aug.rotation_deg <= 180:
+        p.append(f"{key}.rotation_deg must lie in [0, 180] (degrees either way), got {aug.rotation_deg}")
+    if not 0 <= aug.p_per_sample <= 1:
+        p.append(f"{key}.p_per_sample must lie in [0, 1], got {aug.p_per_sample}")
+    for name, (low, low_allowed, high) in AUGMENTATION_RANGES.items():
+        value = getattr(aug, name)
+        if value is None:
+            continue
+        bounds = f"{'>=' if low_allowed else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        if len(value) != 2 or value[0] > value[1]:
+            p.append(f"{key}.{name} must be [low, high] with low <= high, got {value}")
+        elif (value[0] < low if low_allowed else value[0] <= low) or (high is not None and value[1] > high):
+            p.append(f"{key}.{name} must hold values {bounds}, got {value}")
+    return p
 
 
 def _class_problems(num_classes: int, loss: str) -> List[str]:
