@@ -68,6 +68,12 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
+def int8_excluded(model: Path) -> Optional[str]:
+    """Why deepwml_predict never runs this trained model in int8 (None: it may)."""
+    spec = check_model(model)
+    return int8.unsupported_reason(build_fold_networks(spec, load_fold_states(spec)), cpu_setup("fp32"))
+
+
 def speed(args: argparse.Namespace) -> None:
     """Model-only seconds per slice, fp32 and int8 interleaved, and the cost of the run-time decision."""
     if args.model:
@@ -168,6 +174,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     torch.set_num_threads(physical_cores())
     print(f"deepwml benchmark: int8 - torch {torch.__version__}, quantised engine {torch.backends.quantized.engine}, "
           f"{physical_cores()} core(s), {torch.get_num_threads()} threads; {load_line()}")
+    reason = int8_excluded(Path(args.model)) if args.model else None
+    if reason:
+        # e.g. the shipped model: instance norm has no int8 kernel, so prediction keeps it in fp32 / bf16
+        print(f"{args.model}: int8 does not apply ({reason}); deepwml_predict runs it without; nothing to compare")
+        return
     speed(args)
     if args.model and args.images:
         agreement_with_model(Path(args.model), [Path(p) for p in args.images])

@@ -218,3 +218,15 @@ def test_workers_sharing_a_predictor_decide_int8_once_and_all_use_the_decision(t
     assert len(shared.int8_decisions) == 1 and shared.int8_decisions[0].use_int8
     for k in range(3):
         assert np.array_equal(results[k], expected)
+
+
+def test_int8_benchmark_says_why_the_shipped_model_has_no_int8_figures(capsys):
+    """benchmarks/int8.py on an instance-norm model prints the reason instead of failing on a missing decision."""
+    from pathlib import Path
+
+    from deepwml_testing.benchmarks import load_benchmark
+
+    shipped = Path(__file__).resolve().parents[1] / "deepwml" / "pretrained" / "wmh_flair2d"
+    load_benchmark("int8").main(["-m", str(shipped)])
+    out = capsys.readouterr().out
+    assert "int8 does not apply" in out and "InstanceNorm2d" in out and "nothing to compare" in out
