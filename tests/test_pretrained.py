@@ -157,7 +157,8 @@ def test_a_recipe_started_from_a_model_copies_it_once_and_every_network_fine_tun
     from dataclasses import replace
 
     import deepwml.pretrained.recipe as recipe_module
-    from deepwml.pretrained.recipe import START_MODEL, _start_model, _train_fold, model_card, open_record
+    from deepwml.pretrained.model_card import model_card
+    from deepwml.pretrained.recipe import START_MODEL, _start_model, _train_fold, open_record
     from deepwml.training.pretrained_weights import file_sha256
     from deepwml.utils.atomic import read_json
 
@@ -303,7 +304,8 @@ def test_a_work_folder_ships_either_checkpoint_and_scores_each_apart(tmp_path):
     validation figures are of."""
     from dataclasses import replace
 
-    from deepwml.pretrained.recipe import _heldout_folder, model_card, open_record
+    from deepwml.pretrained.model_card import model_card
+    from deepwml.pretrained.recipe import _heldout_folder, open_record
     from deepwml.utils.atomic import read_json
 
     best, latest = replace(Recipe(), folds=("0",), epochs=20), replace(Recipe(), folds=("0",), epochs=20, checkpoint="latest")
