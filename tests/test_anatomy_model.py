@@ -12,7 +12,8 @@ from deepwml import pretrained
 from deepwml.anatomy.labels import DATASET_LABELS, anatomy_from_truth
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, read_image, write_image
-from deepwml.pretrained.recipe import ANATOMY_SCORES, Recipe, model_card
+from deepwml.pretrained.model_card import model_card
+from deepwml.pretrained.recipe import ANATOMY_SCORES, Recipe
 from deepwml.utils.errors import DeepWMLError
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 
