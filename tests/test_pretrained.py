@@ -91,6 +91,32 @@ def test_a_recipe_of_several_folds_is_recorded_and_a_work_folder_takes_more_fold
         open_record(record, replace(two, seed=1), 8)
 
 
+def test_a_recipe_of_some_centres_is_recorded_resumes_only_with_them_and_its_card_names_them(tmp_path):
+    """--centres restricts every synthetic set; unset it is not recorded (older work folders resume), set it is part
+    of the recipe a work folder was started with, and the card says which centres the model learnt from."""
+    from dataclasses import replace
+
+    from deepwml.cli.train_pretrained import main
+    from deepwml.pretrained.model_card import model_card
+    from deepwml.pretrained.recipe import _synthetic_args, open_record
+
+    assert "centres" not in Recipe().record() and _synthetic_args(Recipe()) == []
+    some = replace(Recipe(), centres=("CSVD#1", "MS#1"))
+    assert some.record()["centres"] == ["CSVD#1", "MS#1"]
+    assert _synthetic_args(some) == ["--centres", "CSVD#1,MS#1"]
+    assert _synthetic_args(replace(Recipe.defaults("anatomy"), centres=("MS#1",))) == ["--centres", "MS#1", "--anatomy"]
+    assert _synthetic_args(replace(Recipe.defaults("anatomy"), centres=("MS#1",)), labels=False) == ["--centres", "MS#1"]
+    record = tmp_path / "recipe.json"
+    open_record(record, some, 12)
+    with pytest.raises(DeepWMLError, match="another recipe"):
+        open_record(record, Recipe(), 12)
+    assert "only centres CSVD#1, MS#1 of Zhang" in model_card(some, {})
+    assert "all twelve centres" in model_card(Recipe(), {})
+    # an unknown centre is refused before anything is made
+    assert main(["--workdir", str(tmp_path / "work"), "--centres", "CSVD#1,XX#9"]) == 2
+    assert not (tmp_path / "work").exists()
+
+
 def test_an_ensemble_recipe_installs_every_fold_and_prediction_averages_them(tmp_path, monkeypatch, capsys):
     """Folds 0 and 1 installed as the shipped model (--no-distill): both checkpoints are in the manifest, the card says
     ensemble, and deepwml_predict with no model uses both."""
@@ -225,12 +251,17 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     """deepwml_train_pretrained runs every stage and installs a model that predicts; a second run resumes."""
     from deepwml.cli.train_pretrained import main
 
+    # four centres of small matrices (one case each at this scale) instead of all twelve: a third of the time
+    centres = ["--centres", "CSVD#1,NMOSD#3,NMOSD#1,MS#1"]
     args = ["--workdir", str(tmp_path / "work"), "--scale", "0.01", "--epochs", "1", "--iterations", "1",
-            "--heldout-scale", "0.01", "--install-to", str(tmp_path / "model"), "-np", "2"]
+            "--heldout-scale", "0.01", "--install-to", str(tmp_path / "model"), "-np", "2"] + centres
     assert main(args + ["--no-distill"]) == 0
     assert (tmp_path / "model" / "fold_0" / "checkpoint_best.pth").is_file()
     card = (tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "generator version" in card and "Probabilities calibrated (`deepwml_calibrate`)" in card
+    assert "only centres CSVD#1, NMOSD#3, NMOSD#1, MS#1" in card
+    for dataset in ("Dataset510_SynthPretrain", "Dataset511_SynthHeldout", "Dataset514_SynthCalibration"):
+        assert len(list((tmp_path / "work" / "raw" / dataset / "labelsTr").glob("*.nii.gz"))) == 4
     # the shipped network's probabilities are calibrated on a synthetic set of a third seed, and installed so
     import torch
 
@@ -253,7 +284,7 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
         (tmp_path / "work2" / shared).symlink_to(work / shared, target_is_directory=True)
     again = ["--workdir", str(tmp_path / "work2"), "--scale", "0.01", "--epochs", "1", "--iterations", "1", "--heldout-scale",
              "0.01", "--install-to", str(tmp_path / "model2"), "-np", "2", "--no-distill", "--folds", "0",
-             "--start-from", str(tmp_path / "model")]
+             "--start-from", str(tmp_path / "model")] + centres
     assert main(again) == 0
     fold = next((tmp_path / "work2" / "results").glob("Dataset*/*/fold_0"))
     origin = torch.load(fold / "checkpoint_latest.pth", map_location="cpu", weights_only=False)["pretrained"]

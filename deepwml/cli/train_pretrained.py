@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "takes either; distillation teachers are always their best checkpoint")
     p.add_argument("--heldout-seed", type=int, default=None, help=f"seed of the held-out synthetic set ({default('heldout_seed')})")
     p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
+    p.add_argument("--centres", default=None, metavar="A,B,...",
+                   help="synthetic centres of every data set, as deepwml_make_synthetic --centres (default: all twelve)")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
     add_device_argument(p)
     return p
@@ -73,6 +75,10 @@ def _main(argv: Optional[List[str]]) -> int:
         from deepwml.training.preprocessed import parse_fold
 
         given["folds"] = tuple(dict.fromkeys(str(parse_fold(f)) for f in a.folds))
+    if a.centres is not None:
+        from deepwml.synthetic.centres import select_centres
+
+        given["centres"] = tuple(c.name for c in select_centres(a.centres))
     recipe = dataclasses.replace(Recipe.defaults("anatomy" if a.anatomy else "lesion"), **{k: v for k, v in given.items() if v is not None})
     target = a.install_to
     if a.install and target is None:

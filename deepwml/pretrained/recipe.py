@@ -62,6 +62,9 @@ class Recipe:
     #: a fraction of the epochs. The model is copied into the work folder first (START_MODEL), so that installing the
     #: result does not change what a resumed run starts from
     start_from: Optional[str] = None
+    #: the synthetic centres of the training, held-out and calibration sets (deepwml_make_synthetic --centres), e.g.
+    #: to make a model for one disease's centres; None: all twelve
+    centres: Optional[Tuple[str, ...]] = None
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -80,6 +83,10 @@ class Recipe:
             del d["distill"]
         if self.start_from is None:
             del d["start_from"]
+        if self.centres is None:
+            del d["centres"]
+        else:
+            d["centres"] = list(self.centres)
         folds = d.pop("folds")
         if len(folds) == 1:
             d["fold"] = folds[0]
@@ -132,7 +139,7 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     np_ = str(n_jobs)
     (train_id, train_name), _ = recipe.datasets()
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(train_id), "--name", train_name, "--scale", str(recipe.scale),
-                            "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_] + _label_args(recipe), env)
+                            "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_] + _synthetic_args(recipe), env)
     # the held-out set is drawn with another seed, so no training case is set aside as a test case
     _run("plan_and_preprocess", ["-d", str(train_id), "--preset", recipe.preset, "--test-fraction", "0", "-np", np_], env)
     # a preset may be given as a .json file: the PLAN folder is named after the plan inside
@@ -287,9 +294,10 @@ def _heldout_folder(work: Path, tag: str, stem: str = "heldout_predictions", che
     return work / name
 
 
-def _label_args(recipe: Recipe) -> List[str]:
-    """deepwml_make_synthetic's option for the kind's labels."""
-    return ["--anatomy"] if recipe.kind == "anatomy" else []
+def _synthetic_args(recipe: Recipe, labels: bool = True) -> List[str]:
+    """deepwml_make_synthetic's options for the recipe's centres and (``labels``) the kind's labels."""
+    centres = ["--centres", ",".join(recipe.centres)] if recipe.centres else []
+    return centres + (["--anatomy"] if labels and recipe.kind == "anatomy" else [])
 
 
 def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
@@ -300,7 +308,7 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[st
     heldout = raw / _dataset(heldout_id, heldout_name)
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
-         + _label_args(recipe), env)
+         + _synthetic_args(recipe), env)
     # a lesion model's probability maps let deepwml_evaluate measure its calibration; the anatomy map would change
     # no mask here (no --white-matter-only) and cost time
     maps = ["--save-probabilities", "--no-anatomy"] if recipe.kind == "lesion" else []
@@ -325,7 +333,7 @@ def _calibrate(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], en
     data = raw / _dataset(CALIBRATION_ID, CALIBRATION_NAME)
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(CALIBRATION_ID), "--name", CALIBRATION_NAME, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed + CALIBRATION_SEED_OFFSET),
-                            "--test-fraction", "0", "-np", np_], env)
+                            "--test-fraction", "0", "-np", np_] + _synthetic_args(recipe, labels=False), env)
     _run("calibrate", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint, "-i", str(data / "imagesTr"),
                        "-l", str(data / "labelsTr"), "--device", device], env)
     record = read_checkpoint(checkpoints[0])["calibration"]
