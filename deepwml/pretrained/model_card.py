@@ -85,8 +85,8 @@ def _heldout_text(figures: Dict[str, Any]) -> str:
 def _centres_text(recipe: Recipe) -> str:
     """Which synthetic centres the model learnt from, in words."""
     if not recipe.centres:
-        return "all twelve centres, MS / NMOSD / CSVD"
-    return f"only centre{'s' if len(recipe.centres) > 1 else ''} {', '.join(recipe.centres)}"
+        return "all twelve centres of Zhang, Duan et al. 2021, MS / NMOSD / CSVD"
+    return f"only centre{'s' if len(recipe.centres) > 1 else ''} {', '.join(recipe.centres)} of Zhang, Duan et al. 2021"
 
 
 def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:
@@ -101,7 +101,7 @@ def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str
         "",
         "## Training data",
         f"Synthetic only: `deepwml_make_synthetic{option}` generator version {record.get('generator_version')}, seed {r['seed']}, "
-        f"scale {r['scale']} ({_centres_text(recipe)} of Zhang, Duan et al. 2021), no real scans; {labels}.",
+        f"scale {r['scale']} ({_centres_text(recipe)}), no real scans; {labels}.",
         "",
         "## Recipe",
         _recipe_text(recipe, record),
