@@ -273,6 +273,9 @@ def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray)
     mirror image across the midline (``twin``: are false positives the bilateral normal bright tissue?)."""
     brain_median = normal_brain_median(case, image)
     axis = left_right_axis(case.geometry)
+    # how far each false positive lies from the reference: fragments of a true lesion sit within a voxel or two
+    spacing = tuple(reversed(case.geometry.spacing))
+    gap = ndimage.distance_transform_edt(~case.label.astype(bool), sampling=spacing) if case.label.any() else None
     rows = []
     for mask, other, hit_kind, miss_kind in ((predicted, case.label, "true positive", "false positive"),
                                              (case.label, predicted, None, "missed")):
@@ -284,26 +287,29 @@ def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray)
         means = np.atleast_1d(ndimage.mean(image, components, index))
         touched = np.bincount(components[other], minlength=n + 1)[1:] > 0
         twins = mirror_twins(mask, components, n, axis)
-        for size, mean, hit, twin in zip(sizes, means, touched, twins):
+        gaps = np.atleast_1d(ndimage.minimum(gap, components, index)) if gap is not None else np.full(n, np.inf)
+        for size, mean, hit, twin, gap_mm in zip(sizes, means, touched, twins, gaps):
             kind = hit_kind if hit else miss_kind
             if kind:
                 rows.append({"stack": case.case_id, "kind": kind, "voxels": int(size), "ratio": float(mean) / brain_median,
-                             "twin": bool(twin)})
+                             "twin": bool(twin), "gap_mm": float(gap_mm) if kind == "false positive" else None})
     return rows
 
 
 def profile_table(rows: Sequence[Dict]) -> str:
-    """Markdown: components by kind and size class, their count, intensity / brain median quartiles and the share
-    with a mirror twin."""
-    lines = ["| component | voxels | count | intensity / brain median: p25 / median / p75 | with a mirror twin |",
-             "|---|---|---|---|---|"]
+    """Markdown: components by kind and size class, their count, intensity / brain median quartiles, the share with a
+    mirror twin and, for false positives, the median distance to the nearest reference lesion (mm)."""
+    lines = ["| component | voxels | count | intensity / brain median: p25 / median / p75 | with a mirror twin | "
+             "mm to the nearest reference lesion: median |", "|---|---|---|---|---|---|"]
     for kind in ("true positive", "false positive", "missed"):
         for lo, hi in SIZE_CLASSES:
             chosen = [r for r in rows if r["kind"] == kind and r["voxels"] >= lo and (hi is None or r["voxels"] <= hi)]
             size = f"{lo}-{hi}" if hi else f"> {lo - 1}"
             quartiles = " / ".join(f"{v:.2f}" for v in np.percentile([r["ratio"] for r in chosen], [25, 50, 75])) if chosen else "–"
             twins = f"{np.mean([r['twin'] for r in chosen]):.0%}" if chosen else "–"
-            lines.append(f"| {kind} | {size} | {len(chosen)} | {quartiles} | {twins} |")
+            gaps = [r["gap_mm"] for r in chosen if r.get("gap_mm") is not None and np.isfinite(r["gap_mm"])]
+            gap = f"{np.median(gaps):.1f}" if gaps else "–"
+            lines.append(f"| {kind} | {size} | {len(chosen)} | {quartiles} | {twins} | {gap} |")
     return "\n".join(lines)
 
 

@@ -295,10 +295,12 @@ def test_components_profile_counts_each_lesion_as_f1_does_with_its_size_and_inte
     got = sorted((r["kind"], r["voxels"], round(r["ratio"], 2)) for r in rows)
     assert got == [("false positive", 12, 1.25), ("missed", 4, 1.1), ("true positive", 4, 1.4)]
     assert not any(r["twin"] for r in rows)
+    # the false positive's nearest reference voxel: 2 slabs (10 mm) and 12 rows (12 mm) away from the missed lesion
+    assert [round(r["gap_mm"], 2) for r in rows if r["kind"] == "false positive"] == [15.62]
     table = bench.profile_table(rows)
-    assert "| false positive | 11-50 | 1 | 1.25 / 1.25 / 1.25 | 0% |" in table
-    assert "| missed | 1-10 | 1 | 1.10 / 1.10 / 1.10 | 0% |" in table
-    assert "| true positive | > 50 | 0 | – | – |" in table
+    assert "| false positive | 11-50 | 1 | 1.25 / 1.25 / 1.25 | 0% | 15.6 |" in table
+    assert "| missed | 1-10 | 1 | 1.10 / 1.10 / 1.10 | 0% | – |" in table
+    assert "| true positive | > 50 | 0 | – | – | – |" in table
 
 
 def test_components_profile_marks_components_with_a_twin_across_the_midline():
@@ -316,6 +318,7 @@ def test_components_profile_marks_components_with_a_twin_across_the_midline():
     fps = sorted((r["voxels"], r["twin"]) for r in rows if r["kind"] == "false positive")
     assert [t for _, t in fps] == [False, True, True]
     assert "| false positive | 1-10 | 3 | 1.00 / 1.00 / 1.00 | 67% |" in bench.profile_table(rows)
+    assert all(r["gap_mm"] > 0 for r in rows if r["kind"] == "false positive")
     # the same stack with x and y swapped in the array: the direction names y as left-right, so nothing changes
     swapped = Geometry((20, 20, 10), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), direction=(0, 1, 0, 1, 0, 0, 0, 0, 1))
     rows = bench.component_profile(bench.StackCase("p", 5.0, "p_5mm", label.swapaxes(1, 2), swapped), image,
