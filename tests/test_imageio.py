@@ -67,6 +67,18 @@ def test_truncated_and_missing_files_are_errors(tmp_path):
         read_image(tmp_path / "missing.nii.gz")
 
 
+@pytest.mark.parametrize("content", [b"not a nifti", b""], ids=["short", "empty"])
+def test_a_compressed_file_shorter_than_a_header_is_an_error_naming_it(tmp_path, content):
+    """A .nii.gz holding less than a NIfTI header (here: a gzip of something else) once escaped as nibabel's
+    WrapStructError with a traceback."""
+    import gzip
+
+    path = tmp_path / "short.nii.gz"
+    path.write_bytes(gzip.compress(content))
+    with pytest.raises(ImageError, match="short.nii.gz.*unreadable"):
+        read_image(path)
+
+
 def test_label_with_fractional_values_is_rejected(tmp_path):
     image, _, geometry = tiny_case()
     path = write_image(image, geometry, tmp_path / "lab.nii.gz")

@@ -349,3 +349,9 @@ def dis_summary(locations: np.ndarray, long_axis_mm: np.ndarray) -> Dict[str, ob
     fields["mcdonald_dis_regions"] = len(hit)
     fields["mcdonald_dis_region_names"] = ";".join(hit)
     return fields
+
+
+def long_axes_mm(labels: np.ndarray, count: int, geometry: Geometry) -> np.ndarray:
+    """Longest in-plane axis (mm) of each of ``count`` labelled lesions on a scan's whole grid (see :func:`_long_axes`)."""
+    _, du, dv = grid_sampling(geometry)
+    return _long_axes(slice_first(labels, geometry), count, du, dv)

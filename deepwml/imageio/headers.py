@@ -87,6 +87,7 @@ def _nifti_affine(path: Path) -> Optional[np.ndarray]:
     """Raw pixdim (unrepaired) > 0 and finite; the sform (else qform) affine, orthogonal and finite."""
     import nibabel
     from nibabel.openers import ImageOpener
+    from nibabel.wrapstruct import WrapStructError
 
     try:
         with ImageOpener(str(path)) as f:
@@ -97,7 +98,8 @@ def _nifti_affine(path: Path) -> Optional[np.ndarray]:
             nifti2 = 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
             header_class = nibabel.Nifti2Header if nifti2 else nibabel.Nifti1Header
             header = header_class.from_fileobj(f, check=False)
-    except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as e:
+    except (OSError, EOFError, ValueError, WrapStructError, nibabel.filebasedimages.ImageFileError) as e:
+        # WrapStructError: a file shorter than a header ("Binary block is wrong size"), e.g. a gzip of something else
         raise ImageError(f"unreadable image header ({str(e).splitlines()[0][:200]})", path) from None
     pixdim = [float(v) for v in header["pixdim"][1:4]]
     for axis, value in enumerate(pixdim):

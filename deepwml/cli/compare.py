@@ -1,0 +1,77 @@
+"""deepwml_compare: the lesion change between a baseline and a follow-up FLAIR of one patient."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.cli.common import add_device_argument, exit_without_teardown, run
+from deepwml.longitudinal.change import ChangeRules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of deepwml_compare."""
+    defaults = ChangeRules()
+    p = argparse.ArgumentParser(
+        prog="deepwml_compare",
+        description=(
+            "Compare two FLAIR scans of one patient: segment both (the shipped model unless -m or masks are given), "
+            "align the baseline to the follow-up (rigid, 3D), and call each follow-up lesion new, enlarging, stable "
+            "or shrinking and each baseline lesion persisting or resolved. Writes followup_lesions_change.csv, "
+            "baseline_lesions_change.csv, change.nii.gz (on the follow-up's grid: 1 stable, 2 enlarging, 3 new, "
+            "4 shrinking), baseline_on_followup.nii.gz, baseline_mask_on_followup.nii.gz, change.png and change.json. "
+            "Scans acquired alike (same slice thickness) compare best; see docs/prediction.md."
+        ),
+    )
+    p.add_argument("-b", "--baseline", type=Path, required=True, help="the earlier scan: image file or DICOM series folder")
+    p.add_argument("-f", "--followup", type=Path, required=True, help="the later scan: image file or DICOM series folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (the segmentations go to its "
+                   "baseline/ and followup/ subfolders, as deepwml_predict writes them)")
+    p.add_argument("-m", "--model", type=Path, help="the model that segments both scans: a trained model's PLAN folder "
+                   "(default: the pretrained model shipped with DeepWML)")
+    p.add_argument("--baseline-mask", type=Path, help="the baseline's lesion mask (> 0: lesion) instead of segmenting it; "
+                   "with --followup-mask")
+    p.add_argument("--followup-mask", type=Path, help="the follow-up's lesion mask, with --baseline-mask")
+    p.add_argument("--tolerance-mm", type=float, default=defaults.tolerance_mm,
+                   help=f"in-plane distance within which a follow-up and a baseline lesion touch, mm (default "
+                        f"{defaults.tolerance_mm:g}; never less than the coarser pixel)")
+    p.add_argument("--enlarge-fraction", type=float, default=defaults.enlarge_fraction,
+                   help=f"a lesion grown by at least this share of its baseline volume is enlarging (default "
+                        f"{defaults.enlarge_fraction:g}: 50 %%)")
+    p.add_argument("--enlarge-min-ml", type=float, default=defaults.enlarge_min_ml,
+                   help=f"... and by at least this many ml (default {defaults.enlarge_min_ml:g})")
+    p.add_argument("--new-min-long-axis-mm", type=float, default=defaults.new_min_long_axis_mm,
+                   help=f"a new lesion counts from this long axis in mm (default {defaults.new_min_long_axis_mm:g}, "
+                        f"MAGNIMS); smaller ones are listed, not counted")
+    p.add_argument("--no-picture", action="store_true", help="skip change.png")
+    add_device_argument(p)
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    from deepwml.longitudinal.run import CompareRequest, compare
+
+    args = build_parser().parse_args(argv)
+    rules = ChangeRules(args.tolerance_mm, args.enlarge_fraction, args.enlarge_min_ml, args.new_min_long_axis_mm)
+    request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
+                             args.model, args.device, rules, write_picture=not args.no_picture)
+    if args.baseline_mask is None and args.model is None:
+        print("deepwml_compare: segmenting both scans with the pretrained model shipped with DeepWML", file=sys.stderr)
+    report = compare(request)
+    print(report.describe())
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: user errors print one line and exit 2."""
+    return run(_main, argv)
+
+
+def entry() -> None:
+    """The installed command: main(), then exit without the interpreter's teardown (deepwml.cli.common)."""
+    exit_without_teardown(main())
+
+
+if __name__ == "__main__":
+    entry()

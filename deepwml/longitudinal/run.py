@@ -1,0 +1,200 @@
+"""deepwml_compare's work: segment both scans (or take the given masks), align the baseline to the follow-up,
+classify the lesion change and write tables, maps, the picture and change.json into one folder."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from deepwml.imageio import Image, read_image, read_label, write_image
+from deepwml.longitudinal.change import CHANGE_CODES, AlignedImages, ChangeRules, LesionChange, compare_lesions
+from deepwml.longitudinal.registration import Registration, register_rigid, resample_to, to_sitk
+from deepwml.utils.atomic import write_json, write_text
+from deepwml.utils.errors import DeepWMLError
+
+#: slice thicknesses that differ by more than this share make lesion counts compare poorly (benchmarks/longitudinal.py)
+THICKNESS_TOLERANCE = 0.1
+OUTPUT_NAMES = {
+    "followup_lesions": "followup_lesions_change.csv",
+    "baseline_lesions": "baseline_lesions_change.csv",
+    "change_map": "change.nii.gz",
+    "aligned_baseline": "baseline_on_followup.nii.gz",
+    "aligned_baseline_mask": "baseline_mask_on_followup.nii.gz",
+    "summary": "change.json",
+    "picture": "change.png",
+}
+
+
+@dataclass
+class CompareRequest:
+    """Everything deepwml_compare is asked to do."""
+
+    baseline: Path
+    followup: Path
+    output: Path
+    baseline_mask: Optional[Path] = None
+    followup_mask: Optional[Path] = None
+    #: the model that segments both scans when no masks are given (None: the shipped one)
+    model_dir: Optional[Path] = None
+    device: str = "auto"
+    rules: ChangeRules = field(default_factory=ChangeRules)
+    write_picture: bool = True
+    seed: int = 0
+
+
+@dataclass
+class CompareReport:
+    """What a comparison found and where it wrote it."""
+
+    summary: Dict[str, object]
+    outputs: Dict[str, Path]
+    warnings: List[str]
+    seconds: float
+
+    def describe(self) -> str:
+        """A few lines for the terminal."""
+        s = self.summary
+        change = s["volume_change_percent"]
+        lines = [
+            f"deepwml_compare: {s['new_lesions']} new lesion(s) (+{s['new_lesions_not_counted']} too small or faint to "
+            f"count), {s['enlarging_lesions']} enlarging, {s['stable_lesions']} stable, "
+            f"{s['shrinking_lesions']} shrinking; {s['resolved_baseline_lesions']} of {s['baseline_lesion_count']} baseline "
+            f"lesion(s) resolved",
+            f"lesion volume {s['baseline_volume_ml']:.2f} -> {s['followup_volume_ml']:.2f} ml"
+            + (f" ({change:+.1f} %)" if change is not None else "")
+            + f"; registration r = {s['registration']['correlation']:.2f}; {self.seconds:.1f} s; "
+            f"written to {self.outputs['summary'].parent}",
+        ]
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+def _check_request(request: CompareRequest) -> None:
+    """Every refusal before anything is read or written."""
+    request.rules.check()
+    if (request.baseline_mask is None) != (request.followup_mask is None):
+        raise DeepWMLError("give both --baseline-mask and --followup-mask, or neither (then both scans are segmented)")
+    if request.model_dir is not None and request.baseline_mask is not None:
+        raise DeepWMLError("-m picks the model that segments the scans; with --baseline-mask/--followup-mask nothing is segmented")
+    for path in (request.baseline, request.followup, request.baseline_mask, request.followup_mask):
+        if path is not None and not Path(path).exists():
+            raise DeepWMLError("not found", path)
+    if Path(request.baseline).resolve() == Path(request.followup).resolve():
+        raise DeepWMLError("baseline and follow-up are the same file", request.baseline)
+    out = Path(request.output).resolve()
+    for path in (request.baseline, request.followup):
+        if out == Path(path).resolve():
+            raise DeepWMLError("the output folder is an input; give another -o", request.output)
+    if out.exists() and not out.is_dir():
+        raise DeepWMLError("output exists and is not a folder", request.output)
+
+
+def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Path:
+    """Predict one scan with deepwml_predict's pipeline into ``out_dir`` (resumes) and return its mask's path."""
+    from deepwml.inference.inputs import discover_cases
+    from deepwml.inference.outputs import case_outputs
+    from deepwml.inference.run import PredictRequest, predict
+
+    cases = discover_cases(scan)
+    if len(cases) != 1:
+        raise DeepWMLError(f"holds {len(cases)} scans; give one file or one DICOM series folder per time point", scan)
+    report = predict(PredictRequest(input=Path(scan), output=out_dir, model_dir=request.model_dir, device=request.device))
+    for row in report.failed:
+        raise DeepWMLError(f"could not be segmented: {row.error}", scan)
+    return case_outputs(out_dir, cases[0]).mask
+
+
+def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
+    """A scan and its lesion mask (> 0: lesion), which must share its grid."""
+    image, mask = read_image(image_path), read_label(mask_path)
+    problems = image.geometry.mismatches(mask.geometry)
+    if problems:
+        raise DeepWMLError(f"mask is not on its scan's grid ({image_path.name}): {'; '.join(problems)}", mask_path)
+    return image, mask.array > 0
+
+
+def thickness_warning(baseline: Image, followup: Image) -> Optional[str]:
+    """Why the lesion counts may mislead when the two stacks were acquired with different slice thicknesses."""
+    tb, tf = baseline.geometry.slice_thickness, followup.geometry.slice_thickness
+    if abs(tb - tf) <= THICKNESS_TOLERANCE * max(tb, tf):
+        return None
+    return (f"slice thickness differs ({tb:g} mm baseline, {tf:g} mm follow-up): small lesions show on one stack and "
+            f"not the other, so new / resolved lesion counts and the volume change partly reflect the protocol; "
+            f"compare scans acquired alike")
+
+
+def compare(request: CompareRequest) -> CompareReport:
+    """Run one comparison; outputs are written atomically, so an interrupted run leaves whole files only."""
+    start = time.perf_counter()
+    _check_request(request)
+    out = Path(request.output)
+    out.mkdir(parents=True, exist_ok=True)
+    if request.baseline_mask is None:
+        baseline_mask = segment(request.baseline, out / "baseline", request)
+        followup_mask = segment(request.followup, out / "followup", request)
+    else:
+        baseline_mask, followup_mask = Path(request.baseline_mask), Path(request.followup_mask)
+    baseline, base_lesions = read_pair(Path(request.baseline), baseline_mask)
+    followup, follow_lesions = read_pair(Path(request.followup), followup_mask)
+    registration = register_rigid(followup.array, followup.geometry, baseline.array, baseline.geometry, seed=request.seed)
+    images = align_baseline(baseline, base_lesions, followup, registration)
+    change = compare_lesions(base_lesions, baseline.geometry, follow_lesions, followup.geometry, registration.transform,
+                             request.rules, images)
+    warnings = [w for w in (thickness_warning(baseline, followup), _registration_warning(registration)) if w]
+    outputs = {key: out / name for key, name in OUTPUT_NAMES.items()}
+    _write(request, baseline, followup, registration, images, change, outputs, warnings, baseline_mask, followup_mask)
+    return CompareReport(change.summary, outputs, warnings, time.perf_counter() - start)
+
+
+def align_baseline(baseline: Image, baseline_lesions: np.ndarray, followup: Image, registration: Registration) -> AlignedImages:
+    """The baseline image (linear) and lesion mask (linear, >= 0.5) on the follow-up's grid, and the follow-up
+    voxels inside the baseline's slabs."""
+    transform, geometry = registration.transform, followup.geometry
+
+    def moved(array: np.ndarray, interpolator: int) -> np.ndarray:
+        return sitk.GetArrayFromImage(resample_to(to_sitk(array, baseline.geometry), transform, geometry, interpolator))
+
+    return AlignedImages(np.asarray(followup.array, np.float32), moved(baseline.array, sitk.sitkLinear),
+                         moved(np.ones(baseline.array.shape, np.float32), sitk.sitkNearestNeighbor) > 0,
+                         moved(np.asarray(baseline_lesions, np.float32), sitk.sitkLinear) >= 0.5)
+
+
+def _registration_warning(registration: Registration) -> Optional[str]:
+    if not registration.doubtful:
+        return None
+    return (f"the aligned scans agree poorly (correlation {registration.correlation:.2f}): check "
+            f"baseline_on_followup.nii.gz against the follow-up before trusting the lesion change")
+
+
+def _write(request: CompareRequest, baseline: Image, followup: Image, registration: Registration, images: AlignedImages, change: LesionChange, outputs: Dict[str, Path],
+           warnings: List[str], baseline_mask: Path, followup_mask: Path) -> None:
+    """Every output file, each atomically; change.json last, so that its presence means the set is whole."""
+    geometry = followup.geometry
+    aligned, aligned_mask = images.baseline, images.baseline_mask
+    write_text(outputs["followup_lesions"], change.followup.to_csv(index=False))
+    write_text(outputs["baseline_lesions"], change.baseline.to_csv(index=False))
+    write_image(change.change_map, geometry, outputs["change_map"])
+    write_image(aligned.astype(np.float32), geometry, outputs["aligned_baseline"])
+    write_image(aligned_mask.astype(np.uint8), geometry, outputs["aligned_baseline_mask"])
+    if request.write_picture:
+        from deepwml.longitudinal.picture import write_change_picture
+
+        s = change.summary
+        title = (f"{s['new_lesions']} new, {s['enlarging_lesions']} enlarging, {s['resolved_baseline_lesions']} resolved;"
+                 f" {s['baseline_volume_ml']:.2f} -> {s['followup_volume_ml']:.2f} ml")
+        write_change_picture(followup.array, aligned, aligned_mask, change.change_map, geometry, outputs["picture"], title)
+    else:
+        outputs.pop("picture")
+    summary = dict(change.summary)
+    summary["registration"] = registration.to_dict()
+    summary["warnings"] = warnings
+    summary["inputs"] = {"baseline": str(request.baseline), "followup": str(request.followup),
+                         "baseline_mask": str(baseline_mask), "followup_mask": str(followup_mask),
+                         "baseline_slice_thickness_mm": baseline.geometry.slice_thickness,
+                         "followup_slice_thickness_mm": geometry.slice_thickness}
+    summary["change_map_codes"] = {"0": "no lesion", **{str(code): status for status, code in CHANGE_CODES.items()}}
+    change.summary = summary
+    write_json(outputs["summary"], summary)

@@ -1,0 +1,325 @@
+"""deepwml_compare: rigid registration of two visits, lesion change (new, enlarging, stable, shrinking, resolved),
+its outputs and its refusals."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from deepwml.cli.compare import main as compare_main
+from deepwml.imageio import Geometry, read_image, read_label, write_image
+from deepwml.inference.lesion_report import lesion_table
+from deepwml.longitudinal.change import (
+    CHANGE_CODES, ENLARGING, NEW, PERSISTING, RESOLVED, SHRINKING, STABLE, UNSEEN, AlignedImages, ChangeRules,
+    LesionSet, compare_lesions,
+)
+from deepwml.longitudinal.registration import RigidTransform, register_rigid, to_sitk
+from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
+from deepwml.utils.errors import DeepWMLError
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+GRID = Geometry((64, 64, 10), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), AXIAL)  # x, y, z
+
+
+def box(mask: np.ndarray, z: slice, y: slice, x: slice) -> np.ndarray:
+    """``mask`` with a box of lesion added (numpy z, y, x)."""
+    out = mask.copy()
+    out[z, y, x] = True
+    return out
+
+
+def empty() -> np.ndarray:
+    return np.zeros(GRID.size[::-1], bool)
+
+
+def visits():
+    """Baseline: A (big), B (small), C; follow-up: A unchanged, B grown threefold, C gone, D new (6 mm), E new (2 mm)."""
+    a = (slice(2, 4), slice(10, 20), slice(10, 20))
+    base = box(box(box(empty(), *a), slice(5, 6), slice(40, 44), slice(40, 44)), slice(7, 8), slice(10, 14), slice(40, 44))
+    follow = box(box(empty(), *a), slice(5, 6), slice(38, 46), slice(38, 44))          # B: 16 -> 48 voxels
+    follow = box(follow, slice(5, 6), slice(10, 16), slice(50, 56))                    # D: 6 x 6 mm
+    follow = box(follow, slice(8, 9), slice(50, 52), slice(10, 12))                    # E: 2 x 2 mm
+    return base, follow
+
+
+def status_of(table, mask: np.ndarray, labels: np.ndarray) -> str:
+    """The status of the follow-up lesion covering ``mask``."""
+    ids = np.unique(labels[mask])
+    assert len(ids) == 1 and ids[0] > 0
+    return table.set_index("lesion_id").loc[int(ids[0]), "status"]
+
+
+def test_new_enlarging_stable_and_resolved_lesions_on_one_grid():
+    base, follow = visits()
+    change = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity())
+    labels = LesionSet.from_mask(follow, GRID).labels
+    t = change.followup
+    assert status_of(t, box(empty(), slice(2, 3), slice(12, 13), slice(12, 13)), labels) == STABLE
+    assert status_of(t, box(empty(), slice(5, 6), slice(40, 41), slice(40, 41)), labels) == ENLARGING
+    assert status_of(t, box(empty(), slice(5, 6), slice(12, 13), slice(52, 53)), labels) == NEW
+    assert status_of(t, box(empty(), slice(8, 9), slice(50, 51), slice(10, 11)), labels) == NEW
+    # the 2 mm lesion is listed as new but does not count (MAGNIMS: 3 mm long axis)
+    counted = t.set_index("status").loc[NEW, "counted"].tolist()
+    assert sorted(counted) == [False, True]
+    assert list(change.baseline["status"]) == [PERSISTING, PERSISTING, RESOLVED]
+    s = change.summary
+    assert (s["new_lesions"], s["new_lesions_not_counted"], s["enlarging_lesions"], s["stable_lesions"],
+            s["resolved_baseline_lesions"], s["new_or_enlarging_lesions"]) == (1, 1, 1, 1, 1, 2)
+    assert s["baseline_volume_ml"] == pytest.approx((200 + 16 + 16) * 5e-3)
+    assert s["followup_volume_ml"] == pytest.approx((200 + 48 + 36 + 4) * 5e-3)
+    # the change map on the follow-up's grid carries each lesion's status code
+    assert set(np.unique(change.change_map)) == {0, CHANGE_CODES[STABLE], CHANGE_CODES[ENLARGING], CHANGE_CODES[NEW]}
+    assert change.change_map[5, 12, 52] == CHANGE_CODES[NEW]
+
+
+def test_shrinking_and_the_enlarging_thresholds():
+    base, follow = visits()
+    # B shrinks back: baseline 48 voxels, follow-up 16
+    change = compare_lesions(follow, GRID, base, GRID, RigidTransform.identity())
+    assert SHRINKING in set(change.followup["status"])
+    # growth by 200 % but under the minimum volume: stable
+    change = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity(), ChangeRules(enlarge_min_ml=1.0))
+    assert ENLARGING not in set(change.followup["status"])
+    # growth by 200 % is not enough when 250 % is asked
+    change = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity(), ChangeRules(enlarge_fraction=2.5))
+    assert ENLARGING not in set(change.followup["status"])
+
+
+def test_lesion_ids_are_those_of_deepwml_predicts_lesion_table():
+    _, follow = visits()
+    lesions = LesionSet.from_mask(follow, GRID)
+    table = lesion_table(follow, GRID)
+    assert list(table["voxels"]) == list(np.bincount(lesions.labels.ravel())[1:])
+    assert np.allclose(table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(), lesions.centroid_mm)
+
+
+def test_lesions_match_in_millimetres_across_grids_and_tolerance():
+    """A follow-up with 6 mm slices starting 2 mm higher and pixels of 0.8 mm: the same lesion is stable; a lesion 5.4 mm
+    beside a baseline lesion is new at the default tolerance and the same lesion at 6 mm."""
+    base = box(empty(), slice(4, 6), slice(20, 30), slice(20, 30))    # z 20-30 mm, y/x 20-30 mm
+    follow_grid = Geometry((80, 80, 8), (0.8, 0.8, 6.0), (0.0, 0.0, 2.0), AXIAL)
+    follow = np.zeros(follow_grid.size[::-1], bool)
+    follow[3:5, 26:37, 26:37] = True                                    # z 20-26 mm, y/x 20.8-28.8 mm
+    follow[3, 26:37, 43:48] = True                                      # x 34.4-37.6 mm: voxel centres 5.4 mm from the baseline lesion's
+    change = compare_lesions(base, GRID, follow, follow_grid, RigidTransform.identity())
+    assert sorted(change.followup["status"]) == [NEW, STABLE]
+    wide = compare_lesions(base, GRID, follow, follow_grid, RigidTransform.identity(), ChangeRules(tolerance_mm=6.0))
+    assert set(wide.followup["status"]) <= {STABLE, ENLARGING}
+    # moved by a known transform: the same lesion placed 20 mm further along x in the follow-up's world is matched
+    shifted = np.zeros_like(follow)
+    shifted[3:5, 26:37, 51:62] = True                                   # x 40.8-48.8 mm
+    moved = RigidTransform(np.eye(3), np.array([-20.0, 0.0, 0.0]))      # follow-up point - 20 mm x = baseline point
+    assert list(compare_lesions(base, GRID, shifted, follow_grid, moved).followup["status"]) == [STABLE]
+    assert list(compare_lesions(base, GRID, shifted, follow_grid, RigidTransform.identity()).followup["status"]) == [NEW]
+
+
+def aligned_images(base_image: np.ndarray, follow_image: np.ndarray, base_mask: np.ndarray, covered=None) -> AlignedImages:
+    return AlignedImages(follow_image, base_image, np.ones(base_image.shape, bool) if covered is None else covered,
+                         base_mask)
+
+
+def test_a_new_lesion_must_be_brighter_than_the_baseline_was_there():
+    base, follow = visits()
+    rng = np.random.default_rng(0)
+    base_image = 100 + rng.normal(0, 2, base.shape).astype(np.float32) + 40 * base
+    follow_image = 100 + rng.normal(0, 2, base.shape).astype(np.float32) + 40 * follow
+    change = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity(), images=aligned_images(base_image, follow_image, base))
+    assert change.summary["new_lesions"] == 1 and change.summary["enlarging_lesions"] == 1
+    new_row = change.followup[(change.followup["status"] == NEW) & change.followup["counted"]]
+    assert new_row["signal_change"].iloc[0] == pytest.approx(0.4, abs=0.05)
+    # the baseline already showed D and B's rim as bright (unlabelled): D is no new lesion, B did not grow
+    brighter_before = base_image + 40 * follow
+    change = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity(),
+                             images=aligned_images(brighter_before, follow_image, base))
+    assert change.summary["new_lesions"] == 0 and change.summary["new_lesions_not_counted"] == 2
+    assert change.summary["enlarging_lesions"] == 0
+    # D outside the slabs the baseline covered: nothing can be said of its past
+    covered = np.ones(base.shape, bool)
+    covered[5] = False
+    change = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity(),
+                             images=aligned_images(base_image, follow_image, base, covered))
+    assert UNSEEN in set(change.followup["status"]) and change.summary["outside_baseline_lesions"] == 1
+
+
+def test_no_lesions_on_either_visit():
+    change = compare_lesions(empty(), GRID, empty(), GRID, RigidTransform.identity())
+    assert len(change.followup) == 0 and len(change.baseline) == 0
+    assert change.summary["volume_change_percent"] is None and change.summary["new_lesions"] == 0
+
+
+@pytest.mark.parametrize("rules, option", [(ChangeRules(tolerance_mm=-1), "--tolerance-mm"),
+                                           (ChangeRules(enlarge_fraction=0), "--enlarge-fraction"),
+                                           (ChangeRules(enlarge_min_ml=-0.1), "--enlarge-min-ml"),
+                                           (ChangeRules(new_min_long_axis_mm=float("nan")), "--new-min-long-axis-mm"),
+                                           (ChangeRules(min_signal_change=float("inf")), "--min-signal-change")])
+def test_rules_that_make_no_sense_are_refused(rules, option):
+    with pytest.raises(DeepWMLError, match=option):
+        rules.check()
+
+
+def phantom_head(seed: int = 0):
+    """A 1.5 mm head: skull rim, brain with a smooth texture (folds stand-in: a bare ellipsoid leaves rotations about
+    its axes loosely fixed), two unequal ventricles, a bright nucleus off the midline, lesions; image, mask."""
+    shape = (90, 110, 100)  # z, y, x
+    z, y, x = np.meshgrid(*[(np.arange(n) - n / 2) * 1.5 for n in shape], indexing="ij")
+    head = (x / 68) ** 2 + (y / 80) ** 2 + ((z + 5) / 62) ** 2 < 1
+    brain = (x / 62) ** 2 + (y / 74) ** 2 + ((z + 5) / 56) ** 2 < 1
+    image = np.where(head, 160.0, 0.0) + np.where(brain, -60.0, 0.0)
+    image -= 80 * (((x + 9) / 6) ** 2 + ((y + 8) / 25) ** 2 + ((z - 8) / 14) ** 2 < 1)
+    image -= 80 * (((x - 10) / 5) ** 2 + ((y + 4) / 20) ** 2 + ((z - 5) / 12) ** 2 < 1)
+    image += 40 * (((x + 25) / 8) ** 2 + ((y - 20) / 10) ** 2 + ((z + 20) / 9) ** 2 < 1)
+    lesions = np.zeros(shape, bool)
+    for c in ((20, 30, 15), (-30, -20, 25), (15, -40, -5)):
+        lesions |= ((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) < 5**2
+    rng = np.random.default_rng(seed)
+    image += 320 * ndimage.gaussian_filter(rng.normal(size=shape), 3) * brain
+    image = image + 50 * lesions + rng.normal(0, 3, shape)
+    geometry = Geometry(shape[::-1], (1.5, 1.5, 1.5), (-75.0, -82.5, -67.5), AXIAL)
+    return image.astype(np.float32), lesions, geometry
+
+
+def moved_visit(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degrees=(5.0, -3.0, 4.0), shift=(4.0, -5.0, 3.0)):
+    """The head as a later visit sees it: follow-up world point p shows the baseline's point A(p); returns image,
+    mask and A."""
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter((0.0, 0.0, 0.0))
+    transform.SetRotation(*np.deg2rad(degrees))
+    transform.SetTranslation(shift)
+    reference = to_sitk(image, geometry)
+
+    def resample(a):
+        return sitk.GetArrayFromImage(sitk.Resample(to_sitk(a, geometry), reference, transform, sitk.sitkLinear, 0.0))
+
+    return resample(image), resample(mask.astype(np.float32)) >= 0.5, transform
+
+
+def two_visits(tmp_path: Path, new_lesion: bool = True):
+    """Baseline (5 mm slabs) and a moved follow-up (6 mm slabs, one more lesion) written as NIfTI with their masks."""
+    image, mask, geometry = phantom_head()
+    follow_image, follow_mask = image.copy(), mask.copy()
+    if new_lesion:
+        z, y, x = np.meshgrid(*[(np.arange(n) - n / 2) * 1.5 for n in image.shape], indexing="ij")
+        blob = ((x + 30) ** 2 + (y - 35) ** 2 + (z - 20) ** 2) < 6**2
+        follow_image, follow_mask = follow_image + 50 * blob, follow_mask | blob
+    follow_image, follow_mask, transform = moved_visit(follow_image, follow_mask, geometry)
+    base = thick_slice_stack(image, mask.astype(np.uint8), geometry, SlabSpec(5.0))
+    follow = thick_slice_stack(follow_image, follow_mask.astype(np.uint8), geometry, SlabSpec(6.0))
+    paths = {}
+    for name, stack in (("baseline", base), ("followup", follow)):
+        paths[name] = write_image(stack.image, stack.geometry, tmp_path / f"{name}.nii.gz")
+        paths[f"{name}_mask"] = write_image(stack.label, stack.geometry, tmp_path / f"{name}_mask.nii.gz")
+    return paths, base, follow, transform
+
+
+def test_registration_recovers_a_moved_head_across_slice_thicknesses(tmp_path):
+    _, base, follow, truth = two_visits(tmp_path, new_lesion=False)
+    registration = register_rigid(follow.image, follow.geometry, base.image, base.geometry)
+    head = np.argwhere(follow.image > 50)[::40][:, ::-1].astype(float)
+    points = follow.geometry.index_to_world(head)
+    expected = np.array([truth.TransformPoint(p) for p in points])
+    error = np.linalg.norm(registration.transform.followup_to_baseline(points) - expected, axis=1)
+    assert np.median(error) < 0.6 and error.max() < 1.2
+    assert registration.correlation > 0.9 and not registration.doubtful
+    # and back: baseline_to_followup inverts it
+    assert np.allclose(registration.transform.baseline_to_followup(registration.transform.followup_to_baseline(points)), points)
+
+
+def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
+    paths, _, follow, _ = two_visits(tmp_path)
+    out = tmp_path / "out"
+    code = compare_main(["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out),
+                         "--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "1 new lesion(s)" in printed
+    summary = json.loads((out / "change.json").read_text())
+    assert summary["new_lesions"] == 1 and summary["enlarging_lesions"] == 0 and summary["resolved_baseline_lesions"] == 0
+    assert summary["registration"]["correlation"] > 0.9 and not summary["registration"]["doubtful"]
+    # 5 mm against 6 mm slabs: the counts partly reflect the protocol, and the run says so
+    assert len(summary["warnings"]) == 1 and "slice thickness differs (5 mm baseline, 6 mm follow-up)" in summary["warnings"][0]
+    assert "warning: slice thickness differs" in printed
+    change_map = read_label(out / "change.nii.gz")
+    assert not change_map.geometry.mismatches(follow.geometry)
+    assert (change_map.array == CHANGE_CODES[NEW]).any() and (change_map.array == CHANGE_CODES[STABLE]).any()
+    aligned = read_image(out / "baseline_on_followup.nii.gz")
+    assert not aligned.geometry.mismatches(follow.geometry)
+    for name in ("followup_lesions_change.csv", "baseline_lesions_change.csv", "baseline_mask_on_followup.nii.gz", "change.png"):
+        assert (out / name).is_file()
+    import pandas as pd
+    table = pd.read_csv(out / "followup_lesions_change.csv")
+    assert {"lesion_id", "status", "counted", "volume_ml", "long_axis_mm", "signal_change", "baseline_lesion_ids"} <= set(table.columns)
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*"))
+
+
+def test_command_segments_both_visits_with_the_shipped_model_and_reuses_them(tmp_path, capsys):
+    paths, _, _, _ = two_visits(tmp_path)
+    out = tmp_path / "out"
+    args = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"]
+    assert compare_main(args) == 0
+    assert "shipped with DeepWML" in capsys.readouterr().err
+    masks = [out / "baseline" / "baseline.nii.gz", out / "followup" / "followup.nii.gz"]
+    assert all(m.is_file() for m in masks) and not (out / "change.png").exists()
+    summary = json.loads((out / "change.json").read_text())
+    assert summary["inputs"]["baseline_mask"] == str(masks[0])
+    stamps = [m.stat().st_mtime_ns for m in masks]
+    assert compare_main(args) == 0  # a second run finds the segmentations done
+    assert [m.stat().st_mtime_ns for m in masks] == stamps
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(gzip.compress(b"not a nifti"))
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("one mask", "give both --baseline-mask and --followup-mask"),
+    ("mask grid", "mask is not on its scan's grid"),
+    ("corrupt", "unreadable"),
+    ("nan", "NaN"),
+    ("4d", "4D"),
+    ("same file", "same file"),
+    ("missing", "not found"),
+    ("output is a file", "not a folder"),
+    ("tolerance", "--tolerance-mm"),
+])
+def test_user_errors_are_one_line_naming_the_file(tmp_path, capsys, problem, message):
+    paths, base, _, _ = two_visits(tmp_path, new_lesion=False)
+    out = tmp_path / "out"
+    args = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out),
+            "--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]
+    named = None
+    if problem == "one mask":
+        args = args[:8]
+    elif problem == "mask grid":
+        named = paths["followup_mask"]
+        write_image(np.zeros(base.label.shape, np.uint8), base.geometry, named)
+    elif problem == "corrupt":
+        named = paths["baseline"]
+        _corrupt(named)
+    elif problem == "nan":
+        named = paths["followup"]
+        write_image(np.full(base.image.shape, np.nan, np.float32), base.geometry, named)
+        write_image(base.label, base.geometry, paths["followup_mask"])
+    elif problem == "4d":
+        named = tmp_path / "four_d.nii.gz"
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((2, 3, 8, 8), np.float32), isVector=False), str(named))
+        args[1] = str(named)
+    elif problem == "same file":
+        args[3] = args[1]
+    elif problem == "missing":
+        named = tmp_path / "nowhere.nii.gz"
+        args[3] = str(named)
+    elif problem == "output is a file":
+        out.write_text("x")
+    elif problem == "tolerance":
+        args += ["--tolerance-mm", "-2"]
+    assert compare_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    if named is not None:
+        assert str(named) in err[0]
+    assert not (out / "change.json").exists()
