@@ -3,8 +3,8 @@
 Each MSLUB development scan (3D 1 mm, ../shared/real_dev/mslub, never copied into this repository) is the baseline;
 its follow-up is the same head with ``--new`` lesions inserted in normal white matter (spheres 5-10 mm across with
 the scan's own median lesion brightness and a soft 1 mm edge) and ``--enlarge`` of its own lesions grown by 2 mm,
-then moved rigidly (rotation 4 / -2 / 3 degrees, shift 3 / -4 / 2.5 mm) as a patient lies differently on the next
-visit. Both are made into thick-slice stacks (``--thickness`` baseline and follow-up; the slab averaging of
+then moved rigidly (by default rotated 4 / -2 / 3 degrees about x / y / z and shifted 3 / -4 / 2.5 mm; ``--rotation``,
+``--shift``) as a patient lies differently on the next visit. Both are made into thick-slice stacks (``--thickness`` baseline and follow-up; the slab averaging of
 real_dev.py), segmented by the model (or, with ``--reference``, given their slab reference masks) and compared
 with deepwml_compare's library code. Everything the follow-up shows beyond the inserted and grown lesions is
 noise, since the head is the same: false new and false enlarging lesions are what deepwml_compare reports on a
@@ -106,13 +106,14 @@ def enlarge(image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Generato
     return image, grown_mask, mask | grown_mask
 
 
-def moved(volume: np.ndarray, geometry: Geometry, linear: bool = True) -> Tuple[np.ndarray, sitk.Euler3DTransform]:
-    """The volume as the next visit sees it: the follow-up world point x shows the baseline's point A(x)."""
+def moved(volume: np.ndarray, geometry: Geometry, rotation_deg=ROTATION_DEG, shift_mm=SHIFT_MM) -> Tuple[np.ndarray, sitk.Euler3DTransform]:
+    """The volume as the next visit sees it: the follow-up world point x shows the baseline's point A(x), A turning
+    about the volume's centre."""
     image = to_sitk(volume.astype(np.float32), geometry)
     transform = sitk.Euler3DTransform()
     transform.SetCenter(image.TransformContinuousIndexToPhysicalPoint([s / 2 for s in image.GetSize()]))
-    transform.SetRotation(*np.deg2rad(ROTATION_DEG))
-    transform.SetTranslation(SHIFT_MM)
+    transform.SetRotation(*np.deg2rad(rotation_deg))
+    transform.SetTranslation(tuple(shift_mm))
     out = sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0))
     return out, transform
 
@@ -143,9 +144,10 @@ def one_scan(scan, args: argparse.Namespace, work: Path, rules: ChangeRules) -> 
     follow_volume, inserted = insert_new(flair.array.copy(), reference, args.new, rng)
     follow_volume, grown, follow_mask = enlarge(follow_volume, reference, args.enlarge, rng)
     follow_mask |= inserted
-    follow_volume, transform = moved(follow_volume, geometry)
-    follow_mask = moved(follow_mask, geometry)[0] >= 0.5
-    inserted, grown = moved(inserted, geometry)[0] >= 0.5, moved(grown, geometry)[0] >= 0.5
+    pose = (args.rotation, args.shift)
+    follow_volume, transform = moved(follow_volume, geometry, *pose)
+    follow_mask = moved(follow_mask, geometry, *pose)[0] >= 0.5
+    inserted, grown = moved(inserted, geometry, *pose)[0] >= 0.5, moved(grown, geometry, *pose)[0] >= 0.5
     base = thick_slice_stack(flair.array, reference.astype(np.uint8), geometry, SlabSpec(args.thickness[0]))
     follow = thick_slice_stack(follow_volume, follow_mask.astype(np.uint8), geometry, SlabSpec(args.thickness[1]))
     new_slab = thick_slice_stack(follow_volume, inserted.astype(np.uint8), geometry, SlabSpec(args.thickness[1])).label > 0
@@ -163,7 +165,8 @@ def one_scan(scan, args: argparse.Namespace, work: Path, rules: ChangeRules) -> 
     truth = np.array([transform.TransformPoint(p) for p in points])
     error = np.linalg.norm(registration.transform.followup_to_baseline(points) - truth, axis=1)
     images = align_baseline(Image(base.image, base.geometry), base_mask, Image(follow.image, follow.geometry), registration)
-    change = compare_lesions(base_mask, base.geometry, follow_lesions, follow.geometry, registration.transform, rules, images)
+    change = compare_lesions(base_mask, base.geometry, follow_lesions, follow.geometry, registration.transform, rules,
+                             None if args.masks_only else images)
     lesions = LesionSet.from_mask(follow_lesions, follow.geometry)
     status, counted = change.followup["status"].to_numpy(), change.followup["counted"].to_numpy(bool)
     on_new = overlapping(lesions.labels, lesions.count, new_slab)
@@ -175,6 +178,10 @@ def one_scan(scan, args: argparse.Namespace, work: Path, rules: ChangeRules) -> 
     if args.verbose:
         sig = change.followup["signal_change"].to_numpy()
         unmatched = status == NEW
+        made, n_made = ndimage.label(new_slab, np.ones((3, 3, 3)))
+        print(scan.scan_id, "inserted lesions: statuses of the follow-up lesions on each:",
+              [sorted(set(status[np.unique(lesions.labels[made == k])[np.unique(lesions.labels[made == k]) > 0] - 1]))
+               for k in range(1, n_made + 1)], file=sys.stderr)
         print(scan.scan_id, "signal change, inserted:", np.round(sig[unmatched & on_new], 2),
               "other unmatched:", np.round(sig[unmatched & ~on_new & ~on_grown], 2),
               "long axes:", np.round(change.followup["long_axis_mm"].to_numpy()[unmatched & ~on_new & ~on_grown], 1), file=sys.stderr)
@@ -197,10 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", help="the segmenting model's PLAN folder (default: the shipped model)")
     p.add_argument("--reference", action="store_true", help="compare the slab reference masks instead of segmenting")
     p.add_argument("--thickness", type=float, nargs=2, default=[6.5, 6.5], metavar=("BASELINE", "FOLLOWUP"))
+    p.add_argument("--rotation", type=float, nargs=3, default=list(ROTATION_DEG), metavar=("X", "Y", "Z"),
+                   help="the follow-up head's rotation about x, y, z in degrees (default %(default)s)")
+    p.add_argument("--shift", type=float, nargs=3, default=list(SHIFT_MM), metavar=("X", "Y", "Z"),
+                   help="and its shift in mm (default %(default)s)")
     p.add_argument("--new", type=int, default=4, help="lesions inserted per scan (default 4)")
     p.add_argument("--enlarge", type=int, default=2, help="plaques grown per scan (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--enlarge-min-ml", type=float, default=ChangeRules().enlarge_min_ml)
+    p.add_argument("--masks-only", action="store_true",
+                   help="compare the masks alone, without the signal-change rule (AlignedImages) deepwml_compare applies")
     p.add_argument("--verbose", action="store_true", help="also print each unmatched lesion's signal change")
     p.add_argument("--work", type=Path, help="keep stacks and predictions here (default: a temporary folder)")
     return p
@@ -214,7 +227,9 @@ def _main(argv: Optional[List[str]]) -> int:
         rows = {scan.scan_id: one_scan(scan, args, work, rules) for scan in find_scans(args.data)}
     keys = list(next(iter(rows.values())))
     print(f"segmentation: {'slab reference masks' if args.reference else args.model or 'the shipped model'}; "
-          f"thickness {args.thickness[0]:g} -> {args.thickness[1]:g} mm; seed {args.seed}\n")
+          f"{'masks alone' if args.masks_only else 'with the signal-change rule'}; "
+          f"thickness {args.thickness[0]:g} -> {args.thickness[1]:g} mm; follow-up rotated {args.rotation} degrees, "
+          f"shifted {args.shift} mm; seed {args.seed}\n")
     print("| scan | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for scan_id, row in rows.items():

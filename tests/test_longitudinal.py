@@ -323,3 +323,17 @@ def test_user_errors_are_one_line_naming_the_file(tmp_path, capsys, problem, mes
     if named is not None:
         assert str(named) in err[0]
     assert not (out / "change.json").exists()
+
+
+def test_an_alignment_that_fails_is_reported_as_doubtful(tmp_path, capsys):
+    """A 'follow-up' that is another image altogether (shuffled voxels): the run finishes and warns."""
+    paths, _, follow, _ = two_visits(tmp_path, new_lesion=False)
+    shuffled = np.random.default_rng(0).permutation(follow.image.ravel()).reshape(follow.image.shape)
+    write_image(shuffled, follow.geometry, paths["followup"])
+    out = tmp_path / "out"
+    assert compare_main(["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture",
+                         "--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]) == 0
+    summary = json.loads((out / "change.json").read_text())
+    assert summary["registration"]["doubtful"]
+    assert any("agree poorly" in w for w in summary["warnings"])
+    assert "warning: the aligned scans agree poorly" in capsys.readouterr().out

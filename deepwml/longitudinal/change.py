@@ -11,7 +11,7 @@ status of its follow-up lesions. Volumes are counted on each scan's own grid, ne
 Conventions follow MAGNIMS for MS follow-up on T2/FLAIR (Filippi et al., Lancet Neurol 2019; Rovira et al., Nat
 Rev Neurol 2015): a new lesion counts from 3 mm in its long axis (smaller ones are listed, not counted); a lesion
 is enlarging when it grew by at least half its volume and by more than the measurement noise of a thick slice
-(``enlarge_min_ml``). See docs/prediction.md, "Comparing two scans".
+(``enlarge_min_ml``). See docs/prediction.md, "Comparing two visits".
 """
 from __future__ import annotations
 

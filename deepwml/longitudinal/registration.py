@@ -22,7 +22,7 @@ REGISTRATION_INPLANE_MM = 2.0
 #: share of the follow-up's voxels the metric samples (a fixed random draw, so runs repeat exactly)
 SAMPLING_SHARE = 0.25
 #: a registration whose aligned intensities correlate less than this inside the head is reported as doubtful: the
-#: same head re-sliced at another thickness measures 0.85-0.95 (benchmarks/longitudinal.py)
+#: development heads moved and re-sliced at another thickness measure 0.95-0.98 (benchmarks/longitudinal.py)
 MIN_CORRELATION = 0.6
 
 
