@@ -253,7 +253,7 @@ def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     import pandas as pd
     table = pd.read_csv(out / "followup_lesions_change.csv")
     assert {"lesion_id", "status", "counted", "volume_ml", "long_axis_mm", "signal_change", "baseline_lesion_ids"} <= set(table.columns)
-    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*"))
+    assert not list(out.glob("*.tmp*")) and [p.name for p in out.glob(".*")] == [".deepwml_compare.json"]
 
 
 def test_command_segments_both_visits_with_the_shipped_model_and_reuses_them(tmp_path, capsys):
@@ -337,3 +337,22 @@ def test_an_alignment_that_fails_is_reported_as_doubtful(tmp_path, capsys):
     assert summary["registration"]["doubtful"]
     assert any("agree poorly" in w for w in summary["warnings"])
     assert "warning: the aligned scans agree poorly" in capsys.readouterr().out
+
+
+def test_a_folder_holding_another_comparison_is_refused_unless_overwrite(tmp_path, capsys):
+    """Its segmentations would otherwise be reused for other scans that happen to share file names."""
+    paths, _, _, _ = two_visits(tmp_path)
+    out = tmp_path / "out"
+    masks = ["--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]
+    first = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"] + masks
+    assert compare_main(first) == 0
+    assert compare_main(first) == 0  # the same comparison again: fine
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "baseline.nii.gz").write_bytes(paths["baseline"].read_bytes())  # same name and grid, another file
+    swapped = ["-b", str(other / "baseline.nii.gz"), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"] + masks
+    capsys.readouterr()
+    assert compare_main(swapped) == 2
+    assert "holds the comparison of other scans" in capsys.readouterr().err
+    assert compare_main(swapped + ["--overwrite"]) == 0
+    assert json.loads((out / "change.json").read_text())["inputs"]["baseline"] == str(other / "baseline.nii.gz")

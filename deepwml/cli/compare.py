@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"a new lesion counts from this long axis in mm (default {defaults.new_min_long_axis_mm:g}, "
                         f"MAGNIMS); smaller ones are listed, not counted")
     p.add_argument("--no-picture", action="store_true", help="skip change.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)
     return p
 
@@ -55,7 +57,7 @@ def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     rules = ChangeRules(args.tolerance_mm, args.enlarge_fraction, args.enlarge_min_ml, args.new_min_long_axis_mm)
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
-                             args.model, args.device, rules, write_picture=not args.no_picture)
+                             args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite)
     if args.baseline_mask is None and args.model is None:
         print("deepwml_compare: segmenting both scans with the pretrained model shipped with DeepWML", file=sys.stderr)
     report = compare(request)

@@ -2,6 +2,7 @@
 classify the lesion change and write tables, maps, the picture and change.json into one folder."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class CompareRequest:
     rules: ChangeRules = field(default_factory=ChangeRules)
     write_picture: bool = True
     seed: int = 0
+    #: segment both scans anew and replace a folder that holds the comparison of other scans
+    overwrite: bool = False
 
 
 @dataclass
@@ -92,6 +95,43 @@ def _check_request(request: CompareRequest) -> None:
         raise DeepWMLError("output exists and is not a folder", request.output)
 
 
+MARKER = ".deepwml_compare.json"
+
+
+def input_identity(request: CompareRequest) -> Dict[str, object]:
+    """What the output folder's segmentations were made from: each input's resolved path, size and time stamp."""
+    identity: Dict[str, object] = {}
+    for key in ("baseline", "followup", "baseline_mask", "followup_mask"):
+        path = getattr(request, key)
+        if path is None:
+            identity[key] = None
+            continue
+        path = Path(path).resolve()
+        stat = path.stat()
+        identity[key] = [str(path), stat.st_size if path.is_file() else None, stat.st_mtime_ns if path.is_file() else None]
+    identity["model"] = str(request.model_dir) if request.model_dir is not None else None
+    return identity
+
+
+def claim_output(request: CompareRequest) -> None:
+    """Refuse a folder holding another comparison (its segmentations would be reused for the wrong scans), unless
+    ``overwrite``; then record this one's inputs, before anything else is written."""
+    out = Path(request.output)
+    marker = out / MARKER
+    identity = input_identity(request)
+    if marker.is_file() and not request.overwrite:
+        try:
+            earlier = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != json.loads(json.dumps(identity)):
+            raise DeepWMLError("holds the comparison of other scans or another model (its segmentations would be "
+                               "reused); give another -o or --overwrite", out)
+    elif not marker.is_file() and (out / "baseline").exists() and not request.overwrite:
+        raise DeepWMLError("holds a baseline/ folder that deepwml_compare did not record; give another -o or --overwrite", out)
+    write_json(marker, identity)
+
+
 def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Path:
     """Predict one scan with deepwml_predict's pipeline into ``out_dir`` (resumes) and return its mask's path."""
     from deepwml.inference.inputs import discover_cases
@@ -101,7 +141,8 @@ def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Path:
     cases = discover_cases(scan)
     if len(cases) != 1:
         raise DeepWMLError(f"holds {len(cases)} scans; give one file or one DICOM series folder per time point", scan)
-    report = predict(PredictRequest(input=Path(scan), output=out_dir, model_dir=request.model_dir, device=request.device))
+    report = predict(PredictRequest(input=Path(scan), output=out_dir, model_dir=request.model_dir, device=request.device,
+                                    overwrite=request.overwrite))
     for row in report.failed:
         raise DeepWMLError(f"could not be segmented: {row.error}", scan)
     return case_outputs(out_dir, cases[0]).mask
@@ -132,6 +173,7 @@ def compare(request: CompareRequest) -> CompareReport:
     _check_request(request)
     out = Path(request.output)
     out.mkdir(parents=True, exist_ok=True)
+    claim_output(request)
     if request.baseline_mask is None:
         baseline_mask = segment(request.baseline, out / "baseline", request)
         followup_mask = segment(request.followup, out / "followup", request)
