@@ -16,7 +16,7 @@ from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.lesion_report import lesion_table
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, PERSISTING, RESOLVED, SHRINKING, STABLE, UNSEEN, AlignedImages, ChangeRules,
-    LesionSet, compare_lesions,
+    LesionSet, compare_lesions, findings_text,
 )
 from deepwml.longitudinal.registration import RigidTransform, register_rigid, to_sitk
 from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
@@ -356,3 +356,25 @@ def test_a_folder_holding_another_comparison_is_refused_unless_overwrite(tmp_pat
     assert "holds the comparison of other scans" in capsys.readouterr().err
     assert compare_main(swapped + ["--overwrite"]) == 0
     assert json.loads((out / "change.json").read_text())["inputs"]["baseline"] == str(other / "baseline.nii.gz")
+
+
+def test_findings_sentence():
+    base, follow = visits()
+    summary = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity()).summary
+    assert findings_text(summary) == ("Compared with the baseline: 1 new lesion (3 mm or more) and 1 enlarging lesion; "
+                                      "lesion volume 1.16 ml -> 1.44 ml (+24.1 %); 1 baseline lesion no longer seen.")
+    quiet = compare_lesions(base, GRID, base, GRID, RigidTransform.identity()).summary
+    assert findings_text(quiet) == "Compared with the baseline: no new or enlarging lesion; lesion volume 1.16 ml -> 1.16 ml (+0.0 %)."
+
+
+def test_a_dicom_series_baseline_is_segmented_and_compared(tmp_path):
+    from test_dicom import write_dicom_series
+
+    paths, base, _, _ = two_visits(tmp_path)
+    series = write_dicom_series(tmp_path / "visit1", np.clip(base.image, 0, None) * 10, base.geometry, "1.2.826.0.1.3680043.2.1143.77")
+    out = tmp_path / "out"
+    assert compare_main(["-b", str(series), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"]) == 0
+    summary = json.loads((out / "change.json").read_text())
+    assert summary["inputs"]["baseline_mask"] == str(out / "baseline" / "visit1.nii.gz")
+    assert summary["registration"]["correlation"] > 0.9
+    assert summary["findings"].startswith("Compared with the baseline:")

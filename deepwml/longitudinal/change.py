@@ -258,6 +258,31 @@ def _centroid_columns(centroid: np.ndarray) -> Dict[str, np.ndarray]:
     return {f"centroid_{axis}_mm": centroid[:, k].round(2) for k, axis in enumerate("xyz")}
 
 
+def findings_text(summary: Dict[str, object]) -> str:
+    """The comparison as a report's sentence, e.g. 'Compared with the baseline: 2 new lesions (3 mm or more) and 1
+    enlarging lesion; lesion volume 3.41 ml -> 3.62 ml (+6.2 %).'"""
+    def count(n: int, what: str) -> str:
+        return f"{n} {what}" + ("" if n == 1 else "s")
+
+    new, enlarging = int(summary["new_lesions"]), int(summary["enlarging_lesions"])
+    rules = summary["rules"]
+    if new or enlarging:
+        parts = []
+        if new:
+            parts.append(f"{count(new, 'new lesion')} ({rules['new_min_long_axis_mm']:g} mm or more)")
+        if enlarging:
+            parts.append(count(enlarging, "enlarging lesion"))
+        activity = " and ".join(parts)
+    else:
+        activity = "no new or enlarging lesion"
+    change = summary["volume_change_percent"]
+    volume = (f"lesion volume {summary['baseline_volume_ml']:.2f} ml -> {summary['followup_volume_ml']:.2f} ml"
+              + (f" ({change:+.1f} %)" if change is not None else ""))
+    resolved = int(summary["resolved_baseline_lesions"])
+    tail = f"; {count(resolved, 'baseline lesion')} no longer seen" if resolved else ""
+    return f"Compared with the baseline: {activity}; {volume}{tail}."
+
+
 def _summary(follow_status: np.ndarray, counted: np.ndarray, base_status: np.ndarray, base_ml: np.ndarray,
              follow_ml: np.ndarray, rules: ChangeRules) -> Dict[str, object]:
     """The figures a follow-up report states."""

@@ -12,7 +12,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from deepwml.imageio import Image, read_image, read_label, write_image
-from deepwml.longitudinal.change import CHANGE_CODES, AlignedImages, ChangeRules, LesionChange, compare_lesions
+from deepwml.longitudinal.change import (
+    CHANGE_CODES, AlignedImages, ChangeRules, LesionChange, compare_lesions, findings_text,
+)
 from deepwml.longitudinal.registration import Registration, register_rigid, resample_to, to_sitk
 from deepwml.utils.atomic import write_json, write_text
 from deepwml.utils.errors import DeepWMLError
@@ -63,6 +65,7 @@ class CompareReport:
         s = self.summary
         change = s["volume_change_percent"]
         lines = [
+            s["findings"],
             f"deepwml_compare: {s['new_lesions']} new lesion(s) (+{s['new_lesions_not_counted']} too small or faint to "
             f"count), {s['enlarging_lesions']} enlarging, {s['stable_lesions']} stable, "
             f"{s['shrinking_lesions']} shrinking; {s['resolved_baseline_lesions']} of {s['baseline_lesion_count']} baseline "
@@ -231,6 +234,7 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
     else:
         outputs.pop("picture")
     summary = dict(change.summary)
+    summary["findings"] = findings_text(change.summary)
     summary["registration"] = registration.to_dict()
     summary["warnings"] = warnings
     summary["inputs"] = {"baseline": str(request.baseline), "followup": str(request.followup),
