@@ -239,6 +239,8 @@ def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     assert "1 new lesion(s)" in printed
     summary = json.loads((out / "change.json").read_text())
     assert summary["new_lesions"] == 1 and summary["enlarging_lesions"] == 0 and summary["resolved_baseline_lesions"] == 0
+    assert summary["rules"] == {"tolerance_mm": 1.5, "enlarge_fraction": 0.5, "enlarge_min_ml": 0.03,
+                                "new_min_long_axis_mm": 3.0, "min_signal_change": 0.1}
     assert summary["registration"]["correlation"] > 0.9 and not summary["registration"]["doubtful"]
     # 5 mm against 6 mm slabs: the counts partly reflect the protocol, and the run says so
     assert len(summary["warnings"]) == 1 and "slice thickness differs (5 mm baseline, 6 mm follow-up)" in summary["warnings"][0]
@@ -285,6 +287,7 @@ def _corrupt(path: Path) -> None:
     ("missing", "not found"),
     ("output is a file", "not a folder"),
     ("tolerance", "--tolerance-mm"),
+    ("signal", "--min-signal-change"),
 ])
 def test_user_errors_are_one_line_naming_the_file(tmp_path, capsys, problem, message):
     paths, base, _, _ = two_visits(tmp_path, new_lesion=False)
@@ -317,6 +320,8 @@ def test_user_errors_are_one_line_naming_the_file(tmp_path, capsys, problem, mes
         out.write_text("x")
     elif problem == "tolerance":
         args += ["--tolerance-mm", "-2"]
+    elif problem == "signal":
+        args += ["--min-signal-change", "nan"]
     assert compare_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]

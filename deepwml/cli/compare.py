@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-min-long-axis-mm", type=float, default=defaults.new_min_long_axis_mm,
                    help=f"a new lesion counts from this long axis in mm (default {defaults.new_min_long_axis_mm:g}, "
                         f"MAGNIMS); smaller ones are listed, not counted")
+    p.add_argument("--min-signal-change", type=float, default=defaults.min_signal_change,
+                   help=f"a new lesion, and the part a lesion grew by, must be at least this much brighter than the "
+                        f"aligned baseline was there, in units of each scan's median over the head (default "
+                        f"{defaults.min_signal_change:g}; a very negative value turns the rule off)")
     p.add_argument("--no-picture", action="store_true", help="skip change.png")
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
@@ -55,7 +59,8 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.longitudinal.run import CompareRequest, compare
 
     args = build_parser().parse_args(argv)
-    rules = ChangeRules(args.tolerance_mm, args.enlarge_fraction, args.enlarge_min_ml, args.new_min_long_axis_mm)
+    rules = ChangeRules(args.tolerance_mm, args.enlarge_fraction, args.enlarge_min_ml, args.new_min_long_axis_mm,
+                        args.min_signal_change)
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
                              args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite)
     if args.baseline_mask is None and args.model is None:
