@@ -268,6 +268,12 @@ def test_command_segments_both_visits_with_the_shipped_model_and_reuses_them(tmp
     assert all(m.is_file() for m in masks) and not (out / "change.png").exists()
     summary = json.loads((out / "change.json").read_text())
     assert summary["inputs"]["baseline_mask"] == str(masks[0])
+    # each follow-up lesion's location class comes from deepwml_predict's lesion table, row for row
+    import pandas as pd
+    change_table = pd.read_csv(out / "followup_lesions_change.csv")
+    predicted = pd.read_csv(out / "followup" / "followup_lesions.csv")
+    assert list(change_table["location"]) == list(predicted["location"])
+    assert np.allclose(change_table["volume_ml"], predicted["volume_ml"], atol=1e-5)
     stamps = [m.stat().st_mtime_ns for m in masks]
     assert compare_main(args) == 0  # a second run finds the segmentations done
     assert [m.stat().st_mtime_ns for m in masks] == stamps
@@ -368,6 +374,8 @@ def test_findings_sentence():
     summary = compare_lesions(base, GRID, follow, GRID, RigidTransform.identity()).summary
     assert findings_text(summary) == ("Compared with the baseline: 1 new lesion (3 mm or more) and 1 enlarging lesion; "
                                       "lesion volume 1.16 ml -> 1.44 ml (+24.1 %); 1 baseline lesion no longer seen.")
+    summary["new_lesion_locations"] = {"periventricular": 1}
+    assert findings_text(summary).startswith("Compared with the baseline: 1 new lesion (3 mm or more, 1 periventricular) and")
     quiet = compare_lesions(base, GRID, base, GRID, RigidTransform.identity()).summary
     assert findings_text(quiet) == "Compared with the baseline: no new or enlarging lesion; lesion volume 1.16 ml -> 1.16 ml (+0.0 %)."
 

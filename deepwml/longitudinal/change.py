@@ -269,7 +269,9 @@ def findings_text(summary: Dict[str, object]) -> str:
     if new or enlarging:
         parts = []
         if new:
-            parts.append(f"{count(new, 'new lesion')} ({rules['new_min_long_axis_mm']:g} mm or more)")
+            where = summary.get("new_lesion_locations") or {}
+            places = "".join(f", {n} {place}" for place, n in sorted(where.items(), key=lambda kv: (-kv[1], kv[0])))
+            parts.append(f"{count(new, 'new lesion')} ({rules['new_min_long_axis_mm']:g} mm or more{places})")
         if enlarging:
             parts.append(count(enlarging, "enlarging lesion"))
         activity = " and ".join(parts)

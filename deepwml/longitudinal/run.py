@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from deepwml.imageio import Image, read_image, read_label, write_image
 from deepwml.longitudinal.change import (
-    CHANGE_CODES, AlignedImages, ChangeRules, LesionChange, compare_lesions, findings_text,
+    CHANGE_CODES, NEW, AlignedImages, ChangeRules, LesionChange, compare_lesions, findings_text,
 )
 from deepwml.longitudinal.registration import Registration, register_rigid, resample_to, to_sitk
 from deepwml.utils.atomic import write_json, write_text
@@ -135,8 +135,8 @@ def claim_output(request: CompareRequest) -> None:
     write_json(marker, identity)
 
 
-def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Path:
-    """Predict one scan with deepwml_predict's pipeline into ``out_dir`` (resumes) and return its mask's path."""
+def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Tuple[Path, Path]:
+    """Predict one scan with deepwml_predict's pipeline into ``out_dir`` (resumes); its mask's and lesion table's paths."""
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.outputs import case_outputs
     from deepwml.inference.run import PredictRequest, predict
@@ -148,7 +148,23 @@ def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Path:
                                     overwrite=request.overwrite))
     for row in report.failed:
         raise DeepWMLError(f"could not be segmented: {row.error}", scan)
-    return case_outputs(out_dir, cases[0]).mask
+    outputs = case_outputs(out_dir, cases[0])
+    return outputs.mask, outputs.lesions
+
+
+def add_locations(change: LesionChange, lesions_csv: Optional[Path]) -> None:
+    """Copy each follow-up lesion's location class from deepwml_predict's lesion table (same numbering) into the
+    change table, and count the new lesions by location: a radiologist reports where new lesions are."""
+    import pandas as pd
+
+    if lesions_csv is None or not lesions_csv.is_file():
+        return
+    table = pd.read_csv(lesions_csv)
+    if "location" not in table.columns or len(table) != len(change.followup):
+        return  # predicted without the anatomy map, or not the mask compared: no locations rather than wrong ones
+    change.followup.insert(change.followup.columns.get_loc("long_axis_mm") + 1, "location", table["location"].to_numpy())
+    new = change.followup[(change.followup["status"] == NEW) & change.followup["counted"]]
+    change.summary["new_lesion_locations"] = {str(k): int(v) for k, v in new["location"].value_counts().sort_index().items()}
 
 
 def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
@@ -177,9 +193,10 @@ def compare(request: CompareRequest) -> CompareReport:
     out = Path(request.output)
     out.mkdir(parents=True, exist_ok=True)
     claim_output(request)
+    followup_table = None
     if request.baseline_mask is None:
-        baseline_mask = segment(request.baseline, out / "baseline", request)
-        followup_mask = segment(request.followup, out / "followup", request)
+        baseline_mask, _ = segment(request.baseline, out / "baseline", request)
+        followup_mask, followup_table = segment(request.followup, out / "followup", request)
     else:
         baseline_mask, followup_mask = Path(request.baseline_mask), Path(request.followup_mask)
     baseline, base_lesions = read_pair(Path(request.baseline), baseline_mask)
@@ -188,6 +205,7 @@ def compare(request: CompareRequest) -> CompareReport:
     images = align_baseline(baseline, base_lesions, followup, registration)
     change = compare_lesions(base_lesions, baseline.geometry, follow_lesions, followup.geometry, registration.transform,
                              request.rules, images)
+    add_locations(change, followup_table)
     warnings = [w for w in (thickness_warning(baseline, followup), _registration_warning(registration)) if w]
     outputs = {key: out / name for key, name in OUTPUT_NAMES.items()}
     _write(request, baseline, followup, registration, images, change, outputs, warnings, baseline_mask, followup_mask)
