@@ -229,6 +229,24 @@ def test_registration_recovers_a_moved_head_across_slice_thicknesses(tmp_path):
     assert np.allclose(registration.transform.baseline_to_followup(registration.transform.followup_to_baseline(points)), points)
 
 
+def test_an_oblique_follow_up_stack_is_compared_in_world_coordinates(tmp_path):
+    """Clinical stacks are tilted along the AC-PC line: the follow-up written with slices tilted by 15 degrees (its
+    world positions turn with them) finds the same one new lesion."""
+    from conftest import oblique_direction
+
+    paths, base, follow, _ = two_visits(tmp_path)
+    tilted = Geometry(follow.geometry.size, follow.geometry.spacing, follow.geometry.origin, oblique_direction(15.0))
+    write_image(follow.image, tilted, paths["followup"])
+    write_image(follow.label, tilted, paths["followup_mask"])
+    out = tmp_path / "out"
+    assert compare_main(["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture",
+                         "--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]) == 0
+    summary = json.loads((out / "change.json").read_text())
+    assert (summary["new_lesions"], summary["enlarging_lesions"], summary["resolved_baseline_lesions"]) == (1, 0, 0)
+    assert summary["registration"]["correlation"] > 0.9 and summary["registration"]["rotation_deg"] > 10
+    assert not read_label(out / "change.nii.gz").geometry.mismatches(tilted)
+
+
 def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     paths, _, follow, _ = two_visits(tmp_path)
     out = tmp_path / "out"
