@@ -3,6 +3,7 @@ its outputs and its refusals."""
 from __future__ import annotations
 
 import gzip
+import html
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.lesion_report import lesion_table
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, PERSISTING, RESOLVED, SHRINKING, STABLE, UNSEEN, AlignedImages, ChangeRules,
-    LesionSet, compare_lesions, findings_text,
+    NEW_NOT_COUNTED, LesionSet, compare_lesions, findings_text,
 )
 from deepwml.longitudinal.registration import RigidTransform, register_rigid, to_sitk
 from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
@@ -73,8 +74,10 @@ def test_new_enlarging_stable_and_resolved_lesions_on_one_grid():
     assert s["baseline_volume_ml"] == pytest.approx((200 + 16 + 16) * 5e-3)
     assert s["followup_volume_ml"] == pytest.approx((200 + 48 + 36 + 4) * 5e-3)
     # the change map on the follow-up's grid carries each lesion's status code
-    assert set(np.unique(change.change_map)) == {0, CHANGE_CODES[STABLE], CHANGE_CODES[ENLARGING], CHANGE_CODES[NEW]}
+    assert set(np.unique(change.change_map)) == {0, CHANGE_CODES[STABLE], CHANGE_CODES[ENLARGING], CHANGE_CODES[NEW],
+                                                 CHANGE_CODES[NEW_NOT_COUNTED]}
     assert change.change_map[5, 12, 52] == CHANGE_CODES[NEW]
+    assert change.change_map[8, 50, 10] == CHANGE_CODES[NEW_NOT_COUNTED]
 
 
 def test_shrinking_and_the_enlarging_thresholds():
@@ -270,6 +273,11 @@ def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     assert not aligned.geometry.mismatches(follow.geometry)
     for name in ("followup_lesions_change.csv", "baseline_lesions_change.csv", "baseline_mask_on_followup.nii.gz", "change.png"):
         assert (out / name).is_file()
+    # the reader's page: self-contained (the picture inlined, nothing fetched), the findings and the new lesion on it
+    page = (out / "change.html").read_text()
+    assert html.escape(summary["findings"]) in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "New and enlarging lesions" in page and ">new<" in page
     import pandas as pd
     table = pd.read_csv(out / "followup_lesions_change.csv")
     assert {"lesion_id", "status", "counted", "volume_ml", "long_axis_mm", "signal_change", "baseline_lesion_ids"} <= set(table.columns)

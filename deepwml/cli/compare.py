@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
             "align the baseline to the follow-up (rigid, 3D), and call each follow-up lesion new, enlarging, stable "
             "or shrinking and each baseline lesion persisting or resolved. Writes followup_lesions_change.csv, "
             "baseline_lesions_change.csv, change.nii.gz (on the follow-up's grid: 1 stable, 2 enlarging, 3 new, "
-            "4 shrinking), baseline_on_followup.nii.gz, baseline_mask_on_followup.nii.gz, change.png and change.json. "
+            "4 shrinking, 5 outside the baseline's slabs, 6 new but not counted), baseline_on_followup.nii.gz, "
+            "baseline_mask_on_followup.nii.gz, change.png, change.html (a page for the reader) and change.json. "
             "Scans acquired alike (same slice thickness) compare best; see docs/prediction.md."
         ),
     )

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 NEW, ENLARGING, STABLE, SHRINKING, RESOLVED, PERSISTING = "new", "enlarging", "stable", "shrinking", "resolved", "persisting"
 #: a follow-up lesion mostly outside the slabs the baseline covered: nothing can be said of its past
 UNSEEN = "outside_baseline"
+#: the change map's name for a new lesion that does not count (under the long axis or the signal rule)
+NEW_NOT_COUNTED = "new, not counted"
 #: values of the change map on the follow-up's grid (0: no lesion)
-CHANGE_CODES: Dict[str, int] = {STABLE: 1, ENLARGING: 2, NEW: 3, SHRINKING: 4, UNSEEN: 5}
+CHANGE_CODES: Dict[str, int] = {STABLE: 1, ENLARGING: 2, NEW: 3, SHRINKING: 4, UNSEEN: 5, NEW_NOT_COUNTED: 6}
 
 
 @dataclass(frozen=True)
@@ -240,7 +242,7 @@ def compare_lesions(baseline_mask: np.ndarray, baseline_geometry: Geometry, foll
         **_centroid_columns(base.centroid_mm),
     })
     codes = np.zeros(nf + 1, np.uint8)
-    codes[1:] = [CHANGE_CODES[s] for s in follow_status]
+    codes[1:] = [CHANGE_CODES[NEW_NOT_COUNTED if s == NEW and not c else s] for s, c in zip(follow_status, counted)]
     change_map = codes[follow.labels]
     summary = _summary(follow_status, counted, base_status, base.volume_ml, follow.volume_ml, rules)
     return LesionChange(followup_table, baseline_table, change_map, summary)

@@ -11,13 +11,14 @@ from PIL import ImageDraw, ImageFont
 
 from deepwml.imageio import Geometry
 from deepwml.inference.qc import canonical_view, display_window, head_box, outline, panel_size
-from deepwml.longitudinal.change import CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE
+from deepwml.longitudinal.change import CHANGE_CODES, ENLARGING, NEW, NEW_NOT_COUNTED, SHRINKING, STABLE
 from deepwml.utils.atomic import atomic_path
 
 #: outline colours by change-map code; the baseline's lesions in yellow
 COLOURS: Dict[int, Tuple[int, int, int]] = {
     CHANGE_CODES[NEW]: (255, 40, 40), CHANGE_CODES[ENLARGING]: (255, 150, 0),
     CHANGE_CODES[STABLE]: (60, 220, 60), CHANGE_CODES[SHRINKING]: (80, 200, 255),
+    CHANGE_CODES[NEW_NOT_COUNTED]: (200, 120, 255),
 }
 BASELINE_COLOUR = (255, 230, 0)
 MAX_SLICES = 8
@@ -88,7 +89,8 @@ def write_change_picture(followup: np.ndarray, aligned_baseline: np.ndarray, ali
     for xy, text in labels:
         draw.text(xy, text, fill=(230, 230, 230), font=font, anchor="lm")
     draw.text((4, TITLE_PIXELS // 2), title, fill=(255, 255, 255), font=font, anchor="lm")
-    legend = [("new", COLOURS[CHANGE_CODES[NEW]]), ("enlarging", COLOURS[CHANGE_CODES[ENLARGING]]),
+    legend = [("new", COLOURS[CHANGE_CODES[NEW]]), ("new, not counted", COLOURS[CHANGE_CODES[NEW_NOT_COUNTED]]),
+              ("enlarging", COLOURS[CHANGE_CODES[ENLARGING]]),
               ("stable", COLOURS[CHANGE_CODES[STABLE]]), ("shrinking", COLOURS[CHANGE_CODES[SHRINKING]]),
               ("baseline", BASELINE_COLOUR)]
     x = 4

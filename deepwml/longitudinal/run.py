@@ -29,6 +29,7 @@ OUTPUT_NAMES = {
     "aligned_baseline_mask": "baseline_mask_on_followup.nii.gz",
     "summary": "change.json",
     "picture": "change.png",
+    "report": "change.html",
 }
 
 
@@ -261,4 +262,7 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
                          "followup_slice_thickness_mm": geometry.slice_thickness}
     summary["change_map_codes"] = {"0": "no lesion", **{str(code): status for status, code in CHANGE_CODES.items()}}
     change.summary = summary
+    from deepwml.longitudinal.report import build_change_report
+
+    write_text(outputs["report"], build_change_report(summary, change.followup, outputs.get("picture"), warnings))
     write_json(outputs["summary"], summary)
