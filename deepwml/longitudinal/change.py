@@ -168,6 +168,8 @@ class AlignedImages:
         if not head.any():
             return np.full(self.followup.shape, np.nan, np.float32)
         f_scale, b_scale = float(np.median(self.followup[head])), float(np.median(self.baseline[head]))
+        if not (f_scale > 0 and b_scale > 0):  # no positive tissue signal to scale by: no evidence either way
+            return np.full(self.followup.shape, np.nan, np.float32)
         return (self.followup / np.float32(f_scale) - self.baseline / np.float32(b_scale)).astype(np.float32)
 
 
