@@ -4,9 +4,9 @@ Each MSLUB development scan (3D 1 mm, ../shared/real_dev/mslub, never copied int
 its follow-up is the same head with ``--new`` lesions inserted in normal white matter (spheres 5-10 mm across with
 the scan's own median lesion brightness and a soft 1 mm edge) and ``--enlarge`` of its own lesions grown by 2 mm,
 then moved rigidly (by default rotated 4 / -2 / 3 degrees about x / y / z and shifted 3 / -4 / 2.5 mm; ``--rotation``,
-``--shift``) as a patient lies differently on the next visit. Both are made into thick-slice stacks (``--thickness`` baseline and follow-up; the slab averaging of
-real_dev.py), segmented by the model (or, with ``--reference``, given their slab reference masks) and compared
-with deepwml_compare's library code. Everything the follow-up shows beyond the inserted and grown lesions is
+``--shift``) as a patient lies differently on the next visit. Both are made into thick-slice stacks (``--thickness``
+baseline and follow-up; the slab averaging of real_dev.py), segmented by the model (or, with ``--reference``, given
+their slab reference masks) and compared with deepwml_compare's library code. Everything the follow-up shows beyond the inserted and grown lesions is
 noise, since the head is the same: false new and false enlarging lesions are what deepwml_compare reports on a
 stable patient. Prints one row per scan and the sums, with the registration's error at brain voxels.
 
@@ -31,7 +31,7 @@ from deepwml.longitudinal.change import NEW, ENLARGING, ChangeRules, LesionSet, 
 from deepwml.longitudinal.registration import register_rigid, to_sitk
 from deepwml.longitudinal.run import align_baseline
 from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
-from real_dev import DEFAULT_DATA, find_scans, stripped_brain  # benchmarks/real_dev.py, next to this script
+from real_dev import DEFAULT_DATA, check_work_folder, find_scans, stripped_brain  # benchmarks/real_dev.py, next to this script
 
 #: the follow-up visit's head position relative to the baseline's: rotations (degrees) about x, y, z and shift (mm)
 ROTATION_DEG = (4.0, -2.0, 3.0)
@@ -129,8 +129,9 @@ def segment(image: np.ndarray, geometry: Geometry, work: Path, name: str, model:
 
     path = work / "images" / f"{name}.nii.gz"
     write_image(image, geometry, path)
+    # overwrite: a kept --work folder holds the stacks of an earlier seed or pose under the same names
     report = predict(PredictRequest(input=path, output=work / "predictions", model_dir=Path(model) if model else None,
-                                    write_qc=False, anatomy=False))
+                                    write_qc=False, anatomy=False, overwrite=True))
     if report.failed:
         raise SystemExit(f"{name}: {report.failed[0].error}")
     return read_label(work / "predictions" / f"{name}.nii.gz").array > 0
@@ -176,19 +177,18 @@ def one_scan(scan, args: argparse.Namespace, work: Path, rules: ChangeRules) -> 
     grown_labels, n_grown = ndimage.label(grown_slab, np.ones((3, 3, 3)))
     found_new = overlapping(new_labels, n_new, np.isin(lesions.labels, np.flatnonzero(called_new) + 1))
     if args.verbose:
-        sig = change.followup["signal_change"].to_numpy()
-        unmatched = status == NEW
-        made, n_made = ndimage.label(new_slab, np.ones((3, 3, 3)))
-        print(scan.scan_id, "inserted lesions: statuses of the follow-up lesions on each:",
-              [sorted(set(status[np.unique(lesions.labels[made == k])[np.unique(lesions.labels[made == k]) > 0] - 1]))
-               for k in range(1, n_made + 1)], file=sys.stderr)
-        print(scan.scan_id, "signal change, inserted:", np.round(sig[unmatched & on_new], 2),
-              "other unmatched:", np.round(sig[unmatched & ~on_new & ~on_grown], 2),
-              "long axes:", np.round(change.followup["long_axis_mm"].to_numpy()[unmatched & ~on_new & ~on_grown], 1), file=sys.stderr)
+        signal = change.followup["signal_change"].to_numpy()
+        on_each = [np.unique(lesions.labels[new_labels == k]) for k in range(1, n_new + 1)]
+        print(scan.scan_id, "inserted lesions, statuses of the follow-up lesions on each:",
+              [sorted(set(status[ids[ids > 0] - 1])) for ids in on_each], file=sys.stderr)
+        other = (status == NEW) & ~on_new & ~on_grown
+        print(scan.scan_id, "signal change of the inserted lesions:", np.round(signal[(status == NEW) & on_new], 2),
+              "of the other new lesions:", np.round(signal[other], 2),
+              "their long axes:", np.round(change.followup["long_axis_mm"].to_numpy()[other], 1), file=sys.stderr)
     found_grown = overlapping(grown_labels, n_grown, np.isin(lesions.labels, np.flatnonzero(called_new | called_grown) + 1))
     return {
         "new made": n_new, "new found": int(found_new.sum()), "false new": int((called_new & ~on_new & ~on_grown).sum()),
-        "new below size": int(((status == NEW) & ~counted).sum()),
+        "new not counted": int(((status == NEW) & ~counted).sum()),
         "grown made": n_grown, "grown found": int(found_grown.sum()),
         "false enlarging": int((called_grown & ~on_grown & ~on_new).sum()),
         "resolved": change.summary["resolved_baseline_lesions"], "baseline lesions": change.summary["baseline_lesion_count"],
@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     rules = ChangeRules(enlarge_min_ml=args.enlarge_min_ml)
+    if args.work is not None:
+        check_work_folder(args.work)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         rows = {scan.scan_id: one_scan(scan, args, work, rules) for scan in find_scans(args.data)}

@@ -417,3 +417,40 @@ def test_a_dicom_series_baseline_is_segmented_and_compared(tmp_path):
     assert summary["inputs"]["baseline_mask"] == str(out / "baseline" / "visit1.nii.gz")
     assert summary["registration"]["correlation"] > 0.9
     assert summary["findings"].startswith("Compared with the baseline:")
+
+
+def _made_up_head(folder: Path) -> None:
+    """One 1 mm 'scan' as benchmarks/longitudinal.py reads them: patient01/flair.nii.gz and wmh.nii.gz."""
+    image, lesions, _ = phantom_head()
+    zoom = (1.5, 1.5, 1.5)
+    image = ndimage.zoom(image, zoom, order=1)
+    lesions = ndimage.zoom(lesions.astype(np.float32), zoom, order=1) >= 0.5
+    geometry = Geometry(image.shape[::-1], (1.0, 1.0, 1.0), (-75.0, -82.5, -67.5), AXIAL)
+    write_image(np.clip(image, 0, None), geometry, folder / "patient01" / "flair.nii.gz")
+    write_image(lesions.astype(np.uint8), geometry, folder / "patient01" / "wmh.nii.gz")
+
+
+def test_the_benchmark_inserts_and_grows_lesions_and_finds_them_in_the_reference_masks(tmp_path, capsys):
+    """benchmarks/longitudinal.py on a made-up head with the slab reference masks: every inserted lesion is called
+    new and nothing else is, and the registration error it prints is small."""
+    from deepwml_testing.benchmarks import load_benchmark
+
+    _made_up_head(tmp_path / "data")
+    code = load_benchmark("longitudinal").main(["--data", str(tmp_path / "data"), "--reference", "--new", "2",
+                                                "--enlarge", "1", "--thickness", "5", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    header = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| scan")).split("|")[1:-1]]
+    row = dict(zip(header, [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| patient01")).split("|")[1:-1]]))
+    assert row["new made"] == "2" and row["new found"] == "2" and row["false new"] == "0"
+    assert row["grown made"] == "1" and row["grown found"] == "1" and row["false enlarging"] == "0"
+    # a head of smooth ellipsoids aligns less exactly than a real one (0.06-0.14 mm, docs/prediction.md)
+    assert float(row["registration error mm"]) < 1.5
+
+
+def test_the_benchmark_refuses_a_work_folder_inside_the_repository(capsys):
+    from deepwml_testing.benchmarks import load_benchmark
+
+    repo = Path(__file__).resolve().parents[1]
+    assert load_benchmark("longitudinal").main(["--work", str(repo / "benchmarks" / "longitudinal_work")]) == 2
+    assert "inside the repository" in capsys.readouterr().err
