@@ -406,17 +406,42 @@ def test_findings_sentence():
     assert findings_text(quiet) == "Compared with the baseline: no new or enlarging lesion; lesion volume 1.16 ml -> 1.16 ml (+0.0 %)."
 
 
-def test_a_dicom_series_baseline_is_segmented_and_compared(tmp_path):
+def test_dicom_series_are_segmented_compared_and_the_change_goes_back_as_a_dicom_seg(tmp_path, capsys):
+    """Both visits as DICOM series: segmented with the shipped model; with --dicom-seg the change map comes back as
+    a SEG of the follow-up series, one segment per status, each frame on its source slice and equal to the map."""
+    hd = pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom")
+    import pydicom
     from test_dicom import write_dicom_series
 
-    paths, base, _, _ = two_visits(tmp_path)
-    series = write_dicom_series(tmp_path / "visit1", np.clip(base.image, 0, None) * 10, base.geometry, "1.2.826.0.1.3680043.2.1143.77")
+    paths, base, follow, _ = two_visits(tmp_path)
+    visit1 = write_dicom_series(tmp_path / "visit1", np.clip(base.image, 0, None) * 10, base.geometry, "1.2.826.0.1.3680043.2.1143.77")
+    visit2 = write_dicom_series(tmp_path / "visit2", np.clip(follow.image, 0, None) * 10, follow.geometry, "1.2.826.0.1.3680043.2.1143.78")
     out = tmp_path / "out"
-    assert compare_main(["-b", str(series), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"]) == 0
+    # a NIfTI follow-up has no slices a SEG could refer to
+    assert compare_main(["-b", str(visit1), "-f", str(paths["followup"]), "-o", str(out), "--dicom-seg"]) == 2
+    assert "--dicom-seg needs the follow-up as a DICOM series folder" in capsys.readouterr().err
+    assert compare_main(["-b", str(visit1), "-f", str(visit2), "-o", str(out), "--no-picture", "--dicom-seg"]) == 0
     summary = json.loads((out / "change.json").read_text())
     assert summary["inputs"]["baseline_mask"] == str(out / "baseline" / "visit1.nii.gz")
     assert summary["registration"]["correlation"] > 0.9
     assert summary["findings"].startswith("Compared with the baseline:")
+    change_map = read_label(out / "change.nii.gz").array
+    assert change_map.any()
+    seg = hd.seg.segread(out / "change_seg.dcm")
+    labels = [d.SegmentLabel for d in seg.SegmentSequence]
+    assert labels[CHANGE_CODES[NEW] - 1] == "new lesion" and labels[CHANGE_CODES[STABLE] - 1] == "stable lesion"
+    assert len(labels) == len(CHANGE_CODES)
+    sources = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(p) for p in visit2.iterdir())}
+    normal = np.cross(*np.reshape(next(iter(sources.values())).ImageOrientationPatient, (2, 3)))
+    z_of = {ds.SOPInstanceUID: z for z, ds in enumerate(sorted(sources.values(), key=lambda ds: float(np.dot(normal, ds.ImagePositionPatient))))}
+    frames = seg.pixel_array.reshape(-1, *change_map.shape[1:])
+    seen = set()
+    for k, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        z = z_of[group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        number = int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        assert np.array_equal(frames[k] > 0, change_map[z] == number), f"frame {k}: segment {number}, slice {z}"
+        seen.add((number, z))
+    assert seen == {(int(v), int(z)) for z in range(change_map.shape[0]) for v in np.unique(change_map[z]) if v}
 
 
 def _made_up_head(folder: Path) -> None:

@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"aligned baseline was there, in units of each scan's median over the head (default "
                         f"{defaults.min_signal_change:g}; a very negative value turns the rule off)")
     p.add_argument("--no-picture", action="store_true", help="skip change.png")
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write change_seg.dcm: the change map as a DICOM SEG of the follow-up series (a DICOM folder), "
+                        "one segment per status, for a PACS or viewer (needs highdicom)")
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)
@@ -63,7 +66,8 @@ def _main(argv: Optional[List[str]]) -> int:
     rules = ChangeRules(args.tolerance_mm, args.enlarge_fraction, args.enlarge_min_ml, args.new_min_long_axis_mm,
                         args.min_signal_change)
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
-                             args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite)
+                             args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite,
+                             dicom_seg=args.dicom_seg)
     if args.baseline_mask is None and args.model is None:
         print("deepwml_compare: segmenting both scans with the pretrained model shipped with DeepWML", file=sys.stderr)
     report = compare(request)

@@ -8,7 +8,7 @@ lesion are stored; an empty mask gives a valid SEG whose frames are all empty.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -52,12 +52,18 @@ def source_headers(folder: Path, series_uid: Optional[str] = None) -> List:
     return [pydicom.dcmread(f, stop_before_pixels=True) for f in series[series_uid]]
 
 
-def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str):
-    """A highdicom Segmentation of the binary (z, rows, cols) ``mask`` over the source ``headers`` (one per z)."""
+def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_labels: Sequence[str] = (SEGMENT_LABEL,),
+                    series_description: str = "DeepWML white matter lesions (research use)"):
+    """A highdicom Segmentation of the (z, rows, cols) ``mask`` over the source ``headers`` (one per z): binary (> 0)
+    for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    mask = np.asarray(mask) > 0
+    mask = np.asarray(mask)
+    if len(segment_labels) == 1:
+        mask = mask > 0
+    elif mask.min() < 0 or mask.max() > len(segment_labels):
+        raise ValueError(f"label map values {mask.min()}..{mask.max()} for {len(segment_labels)} segments")  # a bug
     where = getattr(headers[0], "filename", "DICOM series")
     if not getattr(headers[0], "FrameOfReferenceUID", None):
         # without it no viewer can place the SEG on the images; highdicom refuses too
@@ -68,20 +74,20 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str):
     algorithm = hd.AlgorithmIdentificationSequence(
         name="DeepWML", family=codes.cid7162.ArtificialIntelligence, version=deepwml.__version__, source=model_name
     )
-    segment = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=SEGMENT_LABEL,
+    segments = [hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=label,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         anatomic_regions=[codes.SCT.CerebralWhiteMatter],
-    )
+    ) for number, label in enumerate(segment_labels, start=1)]
     return hd.seg.Segmentation(
         source_images=headers,
-        pixel_array=mask.astype(np.uint8),
+        pixel_array=np.asarray(mask).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
+        segment_descriptions=segments,
         series_instance_uid=hd.UID(),
         series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=hd.UID(),
@@ -90,16 +96,19 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str):
         manufacturer_model_name=model_name[:64],
         software_versions=deepwml.__version__,
         device_serial_number="none",
-        series_description="DeepWML white matter lesions (research use)",
+        series_description=series_description,
         content_description="Research use only, not a medical device",
         # an all-empty mask keeps its frames (highdicom would otherwise fall back to that with a logged warning)
-        omit_empty_frames=bool(mask.any()),
+        omit_empty_frames=bool(np.any(mask)),
     )
 
 
-def write_dicom_seg(mask: np.ndarray, folder: Path, path: Path, model_name: str, series_uid: Optional[str] = None) -> Path:
-    """Write the SEG of ``mask`` (on the series' grid) for the DICOM series in ``folder``, atomically."""
-    seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name)
+def write_dicom_seg(mask: np.ndarray, folder: Path, path: Path, model_name: str, series_uid: Optional[str] = None,
+                    segment_labels: Sequence[str] = (SEGMENT_LABEL,),
+                    series_description: str = "DeepWML white matter lesions (research use)") -> Path:
+    """Write the SEG of ``mask`` (on the series' grid; see :func:`build_dicom_seg`) for the DICOM series in
+    ``folder``, atomically."""
+    seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name, segment_labels, series_description)
     with atomic_path(path, ".dcm") as tmp:
         seg.save_as(tmp)
     return path

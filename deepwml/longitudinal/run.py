@@ -13,7 +13,8 @@ import SimpleITK as sitk
 
 from deepwml.imageio import Image, read_image, read_label, write_image
 from deepwml.longitudinal.change import (
-    CHANGE_CODES, NEW, AlignedImages, ChangeRules, LesionChange, compare_lesions, findings_text,
+    CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE, AlignedImages, ChangeRules, LesionChange, compare_lesions,
+    findings_text,
 )
 from deepwml.longitudinal.registration import Registration, register_rigid, resample_to, to_sitk
 from deepwml.utils.atomic import write_json, write_text
@@ -30,6 +31,7 @@ OUTPUT_NAMES = {
     "summary": "change.json",
     "picture": "change.png",
     "report": "change.html",
+    "dicom_seg": "change_seg.dcm",
 }
 
 
@@ -50,6 +52,8 @@ class CompareRequest:
     seed: int = 0
     #: segment both scans anew and replace a folder that holds the comparison of other scans
     overwrite: bool = False
+    #: also write the change map as a DICOM SEG of the follow-up series (a DICOM folder), one segment per status
+    dicom_seg: bool = False
 
 
 @dataclass
@@ -97,6 +101,14 @@ def _check_request(request: CompareRequest) -> None:
             raise DeepWMLError("the output folder is an input; give another -o", request.output)
     if out.exists() and not out.is_dir():
         raise DeepWMLError("output exists and is not a folder", request.output)
+    if request.dicom_seg:
+        from deepwml.imageio import is_dicom_folder
+        from deepwml.inference.dicom_seg import require_highdicom
+
+        require_highdicom()
+        if not (Path(request.followup).is_dir() and is_dicom_folder(Path(request.followup))):
+            raise DeepWMLError("--dicom-seg needs the follow-up as a DICOM series folder (the SEG refers to its slices)",
+                               request.followup)
 
 
 MARKER = ".deepwml_compare.json"
@@ -252,6 +264,16 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
         write_change_picture(followup.array, aligned, aligned_mask, change.change_map, geometry, outputs["picture"], title)
     else:
         outputs.pop("picture")
+    if request.dicom_seg:
+        from deepwml.inference.dicom_seg import write_dicom_seg
+
+        labels = [f"{status} lesion" if status in (STABLE, ENLARGING, NEW, SHRINKING) else f"lesion: {status}"
+                  for status, _ in sorted(CHANGE_CODES.items(), key=lambda kv: kv[1])]
+        write_dicom_seg(change.change_map, Path(request.followup), outputs["dicom_seg"],
+                        Path(str(request.model_dir or "builtin")).name if request.baseline_mask is None else "masks given",
+                        segment_labels=labels, series_description="DeepWML lesion change (research use)")
+    else:
+        outputs.pop("dicom_seg")
     summary = dict(change.summary)
     summary["findings"] = findings_text(change.summary)
     summary["registration"] = registration.to_dict()
