@@ -68,6 +68,8 @@ def insert_new(image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Gener
     inserted = np.zeros(image.shape, bool)
     centres: List[np.ndarray] = []
     for index in rng.permutation(len(candidates)):
+        if len(centres) == n:
+            break
         c = candidates[index]
         if any(np.linalg.norm(c - p) < 2 * CLEARANCE_MM for p in centres):
             continue
@@ -78,8 +80,6 @@ def insert_new(image: np.ndarray, mask: np.ndarray, n: int, rng: np.random.Gener
         image[box] = paint(image[box], share, lesion_value)
         inserted[box] |= share >= 0.5
         centres.append(c)
-        if len(centres) == n:
-            break
     return image, inserted
 
 
@@ -192,6 +192,7 @@ def one_scan(scan, args: argparse.Namespace, work: Path, rules: ChangeRules) -> 
         "grown made": n_grown, "grown found": int(found_grown.sum()),
         "false enlarging": int((called_grown & ~on_grown & ~on_new).sum()),
         "resolved": change.summary["resolved_baseline_lesions"], "baseline lesions": change.summary["baseline_lesion_count"],
+        "volume change %": float(change.summary["volume_change_percent"] or 0.0),
         "registration r": registration.correlation, "registration error mm": float(np.median(error)),
         "registration s": register_s,
     }
@@ -236,7 +237,7 @@ def _main(argv: Optional[List[str]]) -> int:
     print("|---" * (len(keys) + 1) + "|")
     for scan_id, row in rows.items():
         print(f"| {scan_id} | " + " | ".join(_cell(row[k]) for k in keys) + " |")
-    sums = {k: sum(r[k] for r in rows.values()) for k in keys if not k.startswith("registration")}
+    sums = {k: sum(r[k] for r in rows.values()) for k in keys if not k.startswith(("registration", "volume"))}
     print("| all | " + " | ".join(_cell(sums[k]) if k in sums else "" for k in keys) + " |")
     return 0
 

@@ -479,3 +479,18 @@ def test_the_benchmark_refuses_a_work_folder_inside_the_repository(capsys):
     repo = Path(__file__).resolve().parents[1]
     assert load_benchmark("longitudinal").main(["--work", str(repo / "benchmarks" / "longitudinal_work")]) == 2
     assert "inside the repository" in capsys.readouterr().err
+
+
+def test_the_benchmark_inserts_exactly_the_lesions_asked_for():
+    """--new 0 gives a stable pair (it once filled the brain with lesions: the count was checked after inserting)."""
+    from deepwml_testing.benchmarks import load_benchmark
+
+    bench = load_benchmark("longitudinal")
+    image, lesions, _ = phantom_head()
+    image = np.clip(image, 0, None)
+    for n in (0, 2):
+        out, inserted = bench.insert_new(image.copy(), lesions, n, np.random.default_rng(0))
+        assert ndimage.label(inserted)[1] == n
+        changed = out != image  # only at the inserted lesions and their soft edge
+        assert not (changed & ~ndimage.binary_dilation(inserted, iterations=2)).any()
+        assert changed.any() == (n > 0)
