@@ -284,7 +284,7 @@ def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     assert not list(out.glob("*.tmp*")) and [p.name for p in out.glob(".*")] == [".deepwml_compare.json"]
 
 
-def test_command_segments_both_visits_with_the_shipped_model_and_reuses_them(tmp_path, capsys):
+def test_command_segments_both_visits_with_the_shipped_model_reuses_them_and_guards_them(tmp_path, capsys):
     paths, _, _, _ = two_visits(tmp_path)
     out = tmp_path / "out"
     args = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"]
@@ -303,6 +303,21 @@ def test_command_segments_both_visits_with_the_shipped_model_and_reuses_them(tmp
     stamps = [m.stat().st_mtime_ns for m in masks]
     assert compare_main(args) == 0  # a second run finds the segmentations done
     assert [m.stat().st_mtime_ns for m in masks] == stamps
+    # another scan of the same name into this folder would be given the old segmentation: refused...
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "baseline.nii.gz").write_bytes(paths["baseline"].read_bytes())
+    swapped = ["-b", str(other / "baseline.nii.gz")] + args[2:]
+    capsys.readouterr()
+    assert compare_main(swapped) == 2
+    assert "holds the segmentations of other scans" in capsys.readouterr().err
+    # ... unless --overwrite, which segments both anew
+    assert compare_main(swapped + ["--overwrite"]) == 0
+    assert json.loads((out / "change.json").read_text())["inputs"]["baseline"] == str(other / "baseline.nii.gz")
+    assert masks[0].stat().st_mtime_ns != stamps[0]
+    # given masks reuse nothing: any folder will do
+    given = ["--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]
+    assert compare_main(args + given) == 0
 
 
 def _corrupt(path: Path) -> None:
@@ -374,25 +389,6 @@ def test_an_alignment_that_fails_is_reported_as_doubtful(tmp_path, capsys):
     assert summary["registration"]["doubtful"]
     assert any("agree poorly" in w for w in summary["warnings"])
     assert "warning: the aligned scans agree poorly" in capsys.readouterr().out
-
-
-def test_a_folder_holding_another_comparison_is_refused_unless_overwrite(tmp_path, capsys):
-    """Its segmentations would otherwise be reused for other scans that happen to share file names."""
-    paths, _, _, _ = two_visits(tmp_path)
-    out = tmp_path / "out"
-    masks = ["--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]
-    first = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"] + masks
-    assert compare_main(first) == 0
-    assert compare_main(first) == 0  # the same comparison again: fine
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "baseline.nii.gz").write_bytes(paths["baseline"].read_bytes())  # same name and grid, another file
-    swapped = ["-b", str(other / "baseline.nii.gz"), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"] + masks
-    capsys.readouterr()
-    assert compare_main(swapped) == 2
-    assert "holds the comparison of other scans" in capsys.readouterr().err
-    assert compare_main(swapped + ["--overwrite"]) == 0
-    assert json.loads((out / "change.json").read_text())["inputs"]["baseline"] == str(other / "baseline.nii.gz")
 
 
 def test_findings_sentence():
@@ -494,3 +490,13 @@ def test_the_benchmark_inserts_exactly_the_lesions_asked_for():
         changed = out != image  # only at the inserted lesions and their soft edge
         assert not (changed & ~ndimage.binary_dilation(inserted, iterations=2)).any()
         assert changed.any() == (n > 0)
+
+
+def test_segmenting_into_a_folder_with_unrecorded_segmentations_is_refused(tmp_path, capsys):
+    paths, _, _, _ = two_visits(tmp_path, new_lesion=False)
+    out = tmp_path / "out"
+    (out / "baseline").mkdir(parents=True)
+    assert compare_main(["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "did not record" in err and str(out) in err
+    assert not (out / ".deepwml_compare.json").exists()

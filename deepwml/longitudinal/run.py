@@ -130,21 +130,24 @@ def input_identity(request: CompareRequest) -> Dict[str, object]:
 
 
 def claim_output(request: CompareRequest) -> None:
-    """Refuse a folder holding another comparison (its segmentations would be reused for the wrong scans), unless
-    ``overwrite``; then record this one's inputs, before anything else is written."""
+    """Refuse to segment into a folder whose baseline/ or followup/ hold the segmentations of other scans or another
+    model (they would be reused for the wrong scans, file names can match), unless ``overwrite``; then record this
+    comparison's inputs, before anything else is written. Given masks reuse nothing, so they take any folder."""
     out = Path(request.output)
     marker = out / MARKER
     identity = input_identity(request)
-    if marker.is_file() and not request.overwrite:
+    segmenting = request.baseline_mask is None
+    holds = any((out / sub).exists() for sub in ("baseline", "followup"))
+    if segmenting and holds and not request.overwrite:
         try:
             earlier = json.loads(marker.read_text())
         except (OSError, ValueError):
-            earlier = None
-        if earlier != json.loads(json.dumps(identity)):
-            raise DeepWMLError("holds the comparison of other scans or another model (its segmentations would be "
-                               "reused); give another -o or --overwrite", out)
-    elif not marker.is_file() and (out / "baseline").exists() and not request.overwrite:
-        raise DeepWMLError("holds a baseline/ folder that deepwml_compare did not record; give another -o or --overwrite", out)
+            raise DeepWMLError("holds baseline/ or followup/ folders that deepwml_compare did not record; give another "
+                               "-o or --overwrite", out) from None
+        now = json.loads(json.dumps(identity))
+        if any(earlier.get(key) != now[key] for key in ("baseline", "followup", "model")):
+            raise DeepWMLError("holds the segmentations of other scans or another model (they would be reused); give "
+                               "another -o or --overwrite", out)
     write_json(marker, identity)
 
 
