@@ -325,7 +325,7 @@ def _corrupt(path: Path) -> None:
 
 
 @pytest.mark.parametrize("problem, message", [
-    ("one mask", "give both --baseline-mask and --followup-mask"),
+    ("model and masks", "nothing is segmented"),
     ("mask grid", "mask is not on its scan's grid"),
     ("corrupt", "unreadable"),
     ("nan", "NaN"),
@@ -342,8 +342,8 @@ def test_user_errors_are_one_line_naming_the_file(tmp_path, capsys, problem, mes
     args = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out),
             "--baseline-mask", str(paths["baseline_mask"]), "--followup-mask", str(paths["followup_mask"])]
     named = None
-    if problem == "one mask":
-        args = args[:8]
+    if problem == "model and masks":
+        args += ["-m", str(tmp_path)]
     elif problem == "mask grid":
         named = paths["followup_mask"]
         write_image(np.zeros(base.label.shape, np.uint8), base.geometry, named)
@@ -500,3 +500,16 @@ def test_segmenting_into_a_folder_with_unrecorded_segmentations_is_refused(tmp_p
     err = capsys.readouterr().err
     assert "did not record" in err and str(out) in err
     assert not (out / ".deepwml_compare.json").exists()
+
+
+def test_a_readers_baseline_mask_beside_a_segmented_follow_up(tmp_path, capsys):
+    """Only the follow-up is segmented when the baseline comes with its (say, corrected) mask."""
+    paths, _, _, _ = two_visits(tmp_path)
+    out = tmp_path / "out"
+    assert compare_main(["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture",
+                         "--baseline-mask", str(paths["baseline_mask"])]) == 0
+    assert "segmenting the follow-up with the pretrained model" in capsys.readouterr().err
+    inputs = json.loads((out / "change.json").read_text())["inputs"]
+    assert inputs["baseline_mask"] == str(paths["baseline_mask"])
+    assert inputs["followup_mask"] == str(out / "followup" / "followup.nii.gz")
+    assert not (out / "baseline").exists()

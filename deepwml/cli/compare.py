@@ -16,7 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepwml_compare",
         description=(
-            "Compare two FLAIR scans of one patient: segment both (the shipped model unless -m or masks are given), "
+            "Compare two FLAIR scans of one patient: segment them (the shipped model unless -m; a scan given its mask is "
+            "not segmented), "
             "align the baseline to the follow-up (rigid, 3D), and call each follow-up lesion new, enlarging, stable "
             "or shrinking and each baseline lesion persisting or resolved. Writes followup_lesions_change.csv, "
             "baseline_lesions_change.csv, change.nii.gz (on the follow-up's grid: 1 stable, 2 enlarging, 3 new, "
@@ -31,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "baseline/ and followup/ subfolders, as deepwml_predict writes them)")
     p.add_argument("-m", "--model", type=Path, help="the model that segments both scans: a trained model's PLAN folder "
                    "(default: the pretrained model shipped with DeepWML)")
-    p.add_argument("--baseline-mask", type=Path, help="the baseline's lesion mask (> 0: lesion) instead of segmenting it; "
-                   "with --followup-mask")
-    p.add_argument("--followup-mask", type=Path, help="the follow-up's lesion mask, with --baseline-mask")
+    p.add_argument("--baseline-mask", type=Path, help="the baseline's lesion mask (> 0: lesion, e.g. a reader's corrected "
+                   "one) instead of segmenting it")
+    p.add_argument("--followup-mask", type=Path, help="the follow-up's lesion mask instead of segmenting it")
     p.add_argument("--tolerance-mm", type=float, default=defaults.tolerance_mm,
                    help=f"in-plane distance within which a follow-up and a baseline lesion touch, mm (default "
                         f"{defaults.tolerance_mm:g}; never less than the coarser pixel)")
@@ -68,8 +69,10 @@ def _main(argv: Optional[List[str]]) -> int:
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
                              args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite,
                              dicom_seg=args.dicom_seg)
-    if args.baseline_mask is None and args.model is None:
-        print("deepwml_compare: segmenting both scans with the pretrained model shipped with DeepWML", file=sys.stderr)
+    unmasked = [name for name, mask in (("baseline", args.baseline_mask), ("follow-up", args.followup_mask)) if mask is None]
+    if unmasked and args.model is None:
+        print(f"deepwml_compare: segmenting the {' and the '.join(unmasked)} with the pretrained model shipped with DeepWML",
+              file=sys.stderr)
     report = compare(request)
     print(report.describe())
     return 0

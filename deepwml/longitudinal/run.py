@@ -86,10 +86,8 @@ class CompareReport:
 def _check_request(request: CompareRequest) -> None:
     """Every refusal before anything is read or written."""
     request.rules.check()
-    if (request.baseline_mask is None) != (request.followup_mask is None):
-        raise DeepWMLError("give both --baseline-mask and --followup-mask, or neither (then both scans are segmented)")
-    if request.model_dir is not None and request.baseline_mask is not None:
-        raise DeepWMLError("-m picks the model that segments the scans; with --baseline-mask/--followup-mask nothing is segmented")
+    if request.model_dir is not None and request.baseline_mask is not None and request.followup_mask is not None:
+        raise DeepWMLError("-m picks the model that segments the scans; with --baseline-mask and --followup-mask nothing is segmented")
     for path in (request.baseline, request.followup, request.baseline_mask, request.followup_mask):
         if path is not None and not Path(path).exists():
             raise DeepWMLError("not found", path)
@@ -130,22 +128,22 @@ def input_identity(request: CompareRequest) -> Dict[str, object]:
 
 
 def claim_output(request: CompareRequest) -> None:
-    """Refuse to segment into a folder whose baseline/ or followup/ hold the segmentations of other scans or another
+    """Refuse to segment into a folder whose baseline/ or followup/ holds the segmentation of another scan or another
     model (they would be reused for the wrong scans, file names can match), unless ``overwrite``; then record this
     comparison's inputs, before anything else is written. Given masks reuse nothing, so they take any folder."""
     out = Path(request.output)
     marker = out / MARKER
     identity = input_identity(request)
-    segmenting = request.baseline_mask is None
-    holds = any((out / sub).exists() for sub in ("baseline", "followup"))
-    if segmenting and holds and not request.overwrite:
+    segmented = [name for name in ("baseline", "followup") if getattr(request, f"{name}_mask") is None]
+    holds = any((out / name).exists() for name in segmented)
+    if holds and not request.overwrite:
         try:
             earlier = json.loads(marker.read_text())
         except (OSError, ValueError):
             raise DeepWMLError("holds baseline/ or followup/ folders that deepwml_compare did not record; give another "
                                "-o or --overwrite", out) from None
         now = json.loads(json.dumps(identity))
-        if any(earlier.get(key) != now[key] for key in ("baseline", "followup", "model")):
+        if any(earlier.get(key) != now[key] for key in (*segmented, "model")):
             raise DeepWMLError("holds the segmentations of other scans or another model (they would be reused); give "
                                "another -o or --overwrite", out)
     write_json(marker, identity)
@@ -209,12 +207,16 @@ def compare(request: CompareRequest) -> CompareReport:
     out = Path(request.output)
     out.mkdir(parents=True, exist_ok=True)
     claim_output(request)
+    # a scan without a mask is segmented; a reader's corrected mask of one visit can stand beside the other's segmentation
     followup_table = None
     if request.baseline_mask is None:
         baseline_mask, _ = segment(request.baseline, out / "baseline", request)
+    else:
+        baseline_mask = Path(request.baseline_mask)
+    if request.followup_mask is None:
         followup_mask, followup_table = segment(request.followup, out / "followup", request)
     else:
-        baseline_mask, followup_mask = Path(request.baseline_mask), Path(request.followup_mask)
+        followup_mask = Path(request.followup_mask)
     baseline, base_lesions = read_pair(Path(request.baseline), baseline_mask)
     followup, follow_lesions = read_pair(Path(request.followup), followup_mask)
     registration = register_rigid(followup.array, followup.geometry, baseline.array, baseline.geometry, seed=request.seed)
@@ -273,7 +275,7 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
         labels = [f"{status} lesion" if status in (STABLE, ENLARGING, NEW, SHRINKING) else f"lesion: {status}"
                   for status, _ in sorted(CHANGE_CODES.items(), key=lambda kv: kv[1])]
         write_dicom_seg(change.change_map, Path(request.followup), outputs["dicom_seg"],
-                        Path(str(request.model_dir or "builtin")).name if request.baseline_mask is None else "masks given",
+                        "masks given" if request.followup_mask is not None else Path(str(request.model_dir or "builtin")).name,
                         segment_labels=labels, series_description="DeepWML lesion change (research use)")
     else:
         outputs.pop("dicom_seg")
