@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image as PILImage
@@ -111,7 +111,7 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _font(size: int) -> ImageFont.ImageFont:
+def font(size: int) -> ImageFont.ImageFont:
     """Pillow's bundled font at ``size`` pixels (the bitmap default where FreeType is missing); loaded once."""
     try:
         return ImageFont.load_default(size=size)
@@ -119,9 +119,10 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], text: str, fill: int,
-          font: ImageFont.ImageFont, align: float) -> None:
-    """Draw ``text`` vertically centred on ``xy``; ``align`` 0 puts its left end there, 0.5 its middle, 1 its right end."""
+def draw_text(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], text: str, fill: Union[int, Tuple[int, int, int]],
+              font: ImageFont.ImageFont, align: float) -> None:
+    """Draw ``text`` vertically centred on ``xy``; ``align`` 0 puts its left end there, 0.5 its middle, 1 its right end.
+    (Measured with textbbox rather than Pillow's anchors, which the bitmap fallback font does not support.)"""
     x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
     draw.text((xy[0] - x0 - align * (x1 - x0), xy[1] - y0 - (y1 - y0) / 2), text, fill=fill, font=font)
 
@@ -173,19 +174,19 @@ def write_qc_montage(
     picture = PILImage.fromarray(canvas, mode="P")
     picture.putpalette(palette())
     draw = ImageDraw.Draw(picture)
-    small, white = _font(11), GREY_LEVELS - 1
+    small, white = font(11), GREY_LEVELS - 1
     for (left, top), s in zip(corners, chosen):
-        _text(draw, (left + 4, top + 9), f"slice {int(slice_numbers[s])}", white, small, 0.0)
+        draw_text(draw, (left + 4, top + 9), f"slice {int(slice_numbers[s])}", white, small, 0.0)
     if corners:
         # radiological convention: the patient's right is on the left of the picture
         left, top = corners[0]
         middle = top + draw_h // 2
-        _text(draw, (left + 4, middle), "R", BLUE, small, 0.0)
-        _text(draw, (left + draw_w - 4, middle), "L", BLUE, small, 1.0)
+        draw_text(draw, (left + 4, middle), "R", BLUE, small, 0.0)
+        draw_text(draw, (left + draw_w - 4, middle), "L", BLUE, small, 1.0)
     heading = title or ""
     if not mask_view.any():
         heading = f"{heading}  (no lesions found)".strip()
-    _text(draw, (canvas.shape[1] // 2, TITLE_PIXELS // 2), heading, white, _font(13), 0.5)
+    draw_text(draw, (canvas.shape[1] // 2, TITLE_PIXELS // 2), heading, white, font(13), 0.5)
     with atomic_path(path, ".png") as tmp:
         picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return path

@@ -7,10 +7,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageDraw, ImageFont
+from PIL import ImageDraw
 
 from deepwml.imageio import Geometry
-from deepwml.inference.qc import canonical_view, display_window, head_box, outline, panel_size
+from deepwml.inference.qc import canonical_view, display_window, draw_text, font, head_box, outline, panel_size
 from deepwml.longitudinal.change import CHANGE_CODES, ENLARGING, NEW, NEW_NOT_COUNTED, SHRINKING, STABLE
 from deepwml.utils.atomic import atomic_path
 
@@ -85,25 +85,19 @@ def write_change_picture(followup: np.ndarray, aligned_baseline: np.ndarray, ali
         labels.append(((left + 4, top - TITLE_PIXELS // 2), f"baseline, aligned   |   follow-up slice {int(numbers[s])}"))
     picture = PILImage.fromarray(canvas, mode="RGB")
     draw = ImageDraw.Draw(picture)
-    font = _font()
+    small = font(12)
     for xy, text in labels:
-        draw.text(xy, text, fill=(230, 230, 230), font=font, anchor="lm")
-    draw.text((4, TITLE_PIXELS // 2), title, fill=(255, 255, 255), font=font, anchor="lm")
+        draw_text(draw, xy, text, (230, 230, 230), small, 0.0)
+    draw_text(draw, (4, TITLE_PIXELS // 2), title, (255, 255, 255), small, 0.0)
     legend = [("new", COLOURS[CHANGE_CODES[NEW]]), ("new, not counted", COLOURS[CHANGE_CODES[NEW_NOT_COUNTED]]),
               ("enlarging", COLOURS[CHANGE_CODES[ENLARGING]]),
               ("stable", COLOURS[CHANGE_CODES[STABLE]]), ("shrinking", COLOURS[CHANGE_CODES[SHRINKING]]),
               ("baseline", BASELINE_COLOUR)]
     x = 4
     for text, colour in legend:
-        draw.text((x, TITLE_PIXELS + TITLE_PIXELS // 2), text, fill=colour, font=font, anchor="lm")
-        x += draw.textlength(text, font=font) + 14
+        draw_text(draw, (x, TITLE_PIXELS + TITLE_PIXELS // 2), text, colour, small, 0.0)
+        x += int(draw.textlength(text, font=small)) + 14
     with atomic_path(path, ".png") as tmp:
         picture.save(tmp, format="PNG", compress_level=1)
     return path
 
-
-def _font() -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=12)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType
-        return ImageFont.load_default()

@@ -8,8 +8,8 @@ twenty-fold on a 512² scan. The result maps follow-up world points to baseline 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Dict, List
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -72,6 +72,8 @@ class Registration:
     metric: float
     iterations: int
     seconds: float
+    #: the baseline on the follow-up's grid (linear) that the correlation was measured on, for reuse
+    aligned: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def doubtful(self) -> bool:
@@ -100,8 +102,11 @@ def binned(image: sitk.Image, geometry: Geometry, inplane_mm: float = REGISTRATI
 
 
 def register_rigid(followup: np.ndarray, followup_geometry: Geometry, baseline: np.ndarray, baseline_geometry: Geometry,
-                   seed: int = 0) -> Registration:
-    """Align the baseline to the follow-up (rigid, 6 parameters), starting from their intensity centres of mass."""
+                   seed: int = 1) -> Registration:
+    """Align the baseline to the follow-up (rigid, 6 parameters), starting from their intensity centres of mass.
+    ``seed`` draws the metric's voxel sample; it must not be 0, which SimpleITK takes for 'seed from the clock'."""
+    if seed == 0:
+        raise ValueError("seed 0 would make SimpleITK sample from the clock; runs would not repeat")  # a bug
     start = time.perf_counter()
     fixed_full, moving_full = to_sitk(followup, followup_geometry), to_sitk(baseline, baseline_geometry)
     fixed, moving = binned(fixed_full, followup_geometry), binned(moving_full, baseline_geometry)
@@ -135,7 +140,7 @@ def register_rigid(followup: np.ndarray, followup_geometry: Geometry, baseline: 
     aligned = sitk.GetArrayFromImage(resample_to(moving_full, transform, followup_geometry, sitk.sitkLinear))
     return Registration(transform, aligned_correlation(np.asarray(followup, np.float32), aligned),
                         float(method.GetMetricValue()), int(method.GetOptimizerIteration()),
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, aligned)
 
 
 def resample_to(image: sitk.Image, transform: RigidTransform, geometry: Geometry, interpolator: int) -> sitk.Image:

@@ -49,7 +49,8 @@ class CompareRequest:
     device: str = "auto"
     rules: ChangeRules = field(default_factory=ChangeRules)
     write_picture: bool = True
-    seed: int = 0
+    #: the registration's sample of voxels (not 0: deepwml.longitudinal.registration.register_rigid)
+    seed: int = 1
     #: segment both scans anew and replace a folder that holds the comparison of other scans
     overwrite: bool = False
     #: also write the change map as a DICOM SEG of the follow-up series (a DICOM folder), one segment per status
@@ -238,7 +239,9 @@ def align_baseline(baseline: Image, baseline_lesions: np.ndarray, followup: Imag
     def moved(array: np.ndarray, interpolator: int) -> np.ndarray:
         return sitk.GetArrayFromImage(resample_to(to_sitk(array, baseline.geometry), transform, geometry, interpolator))
 
-    return AlignedImages(np.asarray(followup.array, np.float32), moved(baseline.array, sitk.sitkLinear),
+    # register_rigid already moved the baseline image (linearly, onto this grid) to measure its correlation
+    aligned = registration.aligned if registration.aligned is not None else moved(baseline.array, sitk.sitkLinear)
+    return AlignedImages(np.asarray(followup.array, np.float32), aligned,
                          moved(np.ones(baseline.array.shape, np.float32), sitk.sitkNearestNeighbor) > 0,
                          moved(np.asarray(baseline_lesions, np.float32), sitk.sitkLinear) >= 0.5)
 
