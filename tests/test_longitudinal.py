@@ -230,10 +230,11 @@ def test_registration_recovers_a_moved_head_across_slice_thicknesses(tmp_path):
     assert registration.correlation > 0.9 and not registration.doubtful
     # and back: baseline_to_followup inverts it
     assert np.allclose(registration.transform.baseline_to_followup(registration.transform.followup_to_baseline(points)), points)
-    # runs repeat exactly (a seed of 0 once let SimpleITK draw the metric's sample from the clock)
+    # runs repeat (a seed of 0 once let SimpleITK draw the metric's sample from the clock: tenths of a mm apart);
+    # two threads may still sum in another order, in the last bits
     again = register_rigid(follow.image, follow.geometry, base.image, base.geometry)
-    assert np.array_equal(again.transform.matrix, registration.transform.matrix)
-    assert np.array_equal(again.transform.translation, registration.transform.translation)
+    assert np.allclose(again.transform.matrix, registration.transform.matrix, atol=1e-6)
+    assert np.allclose(again.transform.translation, registration.transform.translation, atol=1e-4)
 
 
 def test_an_oblique_follow_up_stack_is_compared_in_world_coordinates(tmp_path):

@@ -19,7 +19,7 @@ from deepwml.utils.errors import DeepWMLError
 
 #: in-plane spacing (mm) the images are binned to for the optimisation
 REGISTRATION_INPLANE_MM = 2.0
-#: share of the follow-up's voxels the metric samples (a fixed random draw, so runs repeat exactly)
+#: share of the follow-up's voxels the metric samples (a fixed random draw, so runs repeat)
 SAMPLING_SHARE = 0.25
 #: a registration whose aligned intensities correlate less than this inside the head is reported as doubtful: the
 #: development heads moved and re-sliced at another thickness measure 0.95-0.98 (benchmarks/longitudinal.py)
