@@ -47,11 +47,6 @@ class RigidTransform:
         cos = (np.trace(self.matrix) - 1.0) / 2.0
         return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
-    def shift_mm(self, point: np.ndarray) -> float:
-        """How far the transform moves ``point`` (a follow-up world point), in mm."""
-        p = np.asarray(point, float)
-        return float(np.linalg.norm(self.followup_to_baseline(p[None])[0] - p))
-
     def to_dict(self) -> Dict[str, List]:
         """JSON-ready form."""
         return {"matrix": self.matrix.round(6).tolist(), "translation_mm": self.translation.round(4).tolist()}

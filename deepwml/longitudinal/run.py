@@ -161,8 +161,8 @@ def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Tuple[Path, P
         raise DeepWMLError(f"holds {len(cases)} scans; give one file or one DICOM series folder per time point", scan)
     report = predict(PredictRequest(input=Path(scan), output=out_dir, model_dir=request.model_dir, device=request.device,
                                     overwrite=request.overwrite))
-    for row in report.failed:
-        raise DeepWMLError(f"could not be segmented: {row.error}", scan)
+    if report.failed:
+        raise DeepWMLError(f"could not be segmented: {report.failed[0].error}", scan)
     outputs = case_outputs(out_dir, cases[0])
     return outputs.mask, outputs.lesions
 
