@@ -18,8 +18,10 @@ UID_ROOT = "1.2.826.0.1.3680043.8.498."
 
 
 def write_dicom_series(folder: Path, array: np.ndarray, geometry: Geometry, series_uid: str,
-                       study_uid: Optional[str] = None, prefix: str = "slice") -> Path:
-    """Write a (z, y, x) int16 array as one MR slice file per z index, with full patient geometry."""
+                       study_uid: Optional[str] = None, prefix: str = "slice", description: str = "AX FLAIR",
+                       extra_tags: Optional[dict] = None) -> Path:
+    """Write a (z, y, x) int16 array as one MR slice file per z index, with full patient geometry (``extra_tags``:
+    more DICOM tags as 'gggg|eeee' -> text)."""
     folder.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(array.astype(np.int16))
     geometry.apply_to(image)
@@ -36,7 +38,8 @@ def write_dicom_series(folder: Path, array: np.ndarray, geometry: Geometry, seri
         "0020|0052": f"{series_uid}.0",  # Frame of Reference UID: a DICOM SEG must share it
         "0020|0037": orientation,
         "0018|0050": f"{geometry.spacing[2]:.6f}",
-        "0008|103e": "AX FLAIR",
+        "0008|103e": description,
+        **(extra_tags or {}),
     }
     # ITK's DICOM writer (GDCM) switches LC_CTYPE to "C" and leaves it so: Python's default text encoding would
     # turn ASCII for the rest of the test session, breaking unrelated tests that read non-ASCII output

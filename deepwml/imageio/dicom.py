@@ -1,11 +1,14 @@
-"""DICOM series folders: one series per folder, or the series named explicitly when a folder holds several."""
+"""DICOM series folders: a series per folder, or a study folder whose FLAIR is chosen; classic or multi-frame."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 import SimpleITK as sitk
 
+from deepwml.imageio.dicom_multiframe import read_multiframe
+from deepwml.imageio.dicom_series import choose_series
 from deepwml.imageio.geometry import Geometry
 from deepwml.imageio.headers import check_dicom_slices, check_geometry
 from deepwml.utils.errors import ImageError
@@ -26,32 +29,30 @@ def is_dicom_folder(folder: Union[str, Path]) -> bool:
 
 
 def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None) -> sitk.Image:
-    """Read one DICOM series from ``folder`` as a 3D image."""
+    """Read one DICOM series from ``folder`` as a 3D image: the one named, the folder's only MR image series, or its
+    one T2-FLAIR (see :mod:`deepwml.imageio.dicom_series`); classic (a file per slice) or multi-frame."""
     folder = Path(folder)
-    series = list_dicom_series(folder)
-    if not series:
-        raise ImageError("folder holds no DICOM series", folder)
-    if series_uid is None:
-        if len(series) > 1:
-            raise ImageError(
-                f"folder holds {len(series)} DICOM series; choose one with its series UID: {', '.join(sorted(series))}",
-                folder,
-            )
-        series_uid = next(iter(series))
-    if series_uid not in series:
-        raise ImageError(f"no DICOM series {series_uid!r}; found {', '.join(sorted(series))}", folder)
-    files = series[series_uid]
-    if len(files) < 2:
-        raise ImageError(f"DICOM series {series_uid} has {len(files)} slice; expected a 3D stack", folder)
-    # before ITK: it would silently take a zero Pixel Spacing or slice gap as 1 mm
-    check_dicom_slices(files, folder)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    try:
-        image = reader.Execute()
-    except RuntimeError as e:
-        raise ImageError(f"unreadable DICOM series {series_uid} ({str(e).strip().splitlines()[-1][:200]})", folder) from None
+    info, why = choose_series(list_dicom_series(folder), folder, series_uid)
+    if why:
+        print(f"[deepwml] note: {folder}: reading {info.label()}, {why}; choose another with --series-uid", file=sys.stderr)
+    files = list(info.files)
+    if info.frames > 1:
+        if len(files) > 1:
+            raise ImageError(f"DICOM series {info.uid} is {len(files)} multi-frame files; DeepWML reads a series as one "
+                             "multi-frame file or one file per slice", folder)
+        image = read_multiframe(Path(files[0]))
+    else:
+        if len(files) < 2:
+            raise ImageError(f"DICOM series {info.uid} has {len(files)} slice; expected a 3D stack", folder)
+        # before ITK: it would silently take a zero Pixel Spacing or slice gap as 1 mm
+        check_dicom_slices(files, folder)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        try:
+            image = reader.Execute()
+        except RuntimeError as e:
+            raise ImageError(f"unreadable DICOM series {info.uid} ({str(e).strip().splitlines()[-1][:200]})", folder) from None
     if image.GetDimension() != 3:
-        raise ImageError(f"DICOM series {series_uid} is {image.GetDimension()}D; expected 3D", folder)
+        raise ImageError(f"DICOM series {info.uid} is {image.GetDimension()}D; expected 3D", folder)
     check_geometry(Geometry.from_sitk(image), folder)
     return image

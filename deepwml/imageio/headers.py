@@ -236,12 +236,18 @@ def check_dicom_slices(files: Sequence[str], folder: Path) -> None:
         positions.append(np.asarray(position))
     if normal is None or len(positions) < 2:
         return
-    along = np.sort(np.asarray(positions) @ normal)
+    check_slice_positions(np.asarray(positions), normal, folder)
+
+
+def check_slice_positions(positions: np.ndarray, normal: np.ndarray, folder: Path,
+                          repeat_hint: str = "does the folder hold two acquisitions?") -> None:
+    """Slice (or frame) positions distinct and evenly spaced along the slice normal."""
+    along = np.sort(np.asarray(positions, dtype=float) @ normal)
     gaps = np.diff(along)
     if gaps.min() <= 1e-3:
         raise ImageError(
             f"{np.count_nonzero(gaps <= 1e-3)} of {len(along)} slices repeat another slice's position along the slice "
-            "normal: the slice spacing would be 0 (ITK would silently use 1 mm); does the folder hold two acquisitions?",
+            f"normal: the slice spacing would be 0 (ITK would silently use 1 mm); {repeat_hint}",
             folder,
         )
     if gaps.max() - gaps.min() > 0.05 * float(np.median(gaps)):

@@ -14,6 +14,8 @@ import numpy as np
 
 import deepwml
 from deepwml.imageio.dicom import list_dicom_series
+from deepwml.imageio.dicom_multiframe import frame_geometry
+from deepwml.imageio.dicom_series import choose_series
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError, ImageError
 
@@ -38,24 +40,35 @@ def require_highdicom() -> None:
 
 
 def source_headers(folder: Path, series_uid: Optional[str] = None) -> List:
-    """The series' headers (pydicom datasets, no pixel data) in the order the image's slices were read."""
+    """The series' headers (pydicom datasets, no pixel data): one per slice in the order the image's slices were
+    read, or the one header of a multi-frame object."""
     import pydicom
 
-    series = list_dicom_series(folder)
-    if series_uid is None:
-        if len(series) != 1:
-            raise ImageError(f"folder holds {len(series)} DICOM series; name one with --series-uid", folder)
-        series_uid = next(iter(series))
-    if series_uid not in series:
-        raise ImageError(f"no DICOM series {series_uid!r}", folder)
-    # the same sorted file list the image was read from (deepwml.imageio.dicom), so slice z is file z
-    return [pydicom.dcmread(f, stop_before_pixels=True) for f in series[series_uid]]
+    # the same choice and sorted file list the image was read with (deepwml.imageio.dicom), so slice z is file z
+    info, _ = choose_series(list_dicom_series(folder), folder, series_uid)
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
+
+
+def _frames_of(mask: np.ndarray, headers: List) -> np.ndarray:
+    """The source frames' masks in the sources' own order: slice z per classic file, by position for multi-frame."""
+    where = getattr(headers[0], "filename", "DICOM series")
+    rows, cols = int(headers[0].Rows), int(headers[0].Columns)
+    frames = int(headers[0].get("NumberOfFrames", 1) or 1)
+    if len(headers) == 1 and frames > 1:
+        positions, orientation = frame_geometry(headers[0], Path(str(where)))
+        along = positions @ np.cross(orientation[:3], orientation[3:])
+        slice_of_frame = np.argsort(np.argsort(along))  # the reader stacks frames ascending along the normal
+    else:
+        frames, slice_of_frame = len(headers), np.arange(len(headers))
+    if mask.shape != (frames, rows, cols):
+        raise ImageError(f"mask shape {mask.shape} does not match the series ({frames} slices of {rows}×{cols})", where)
+    return mask[slice_of_frame]
 
 
 def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_labels: Sequence[str] = (SEGMENT_LABEL,),
                     series_description: str = "DeepWML white matter lesions (research use)"):
-    """A highdicom Segmentation of the (z, rows, cols) ``mask`` over the source ``headers`` (one per z): binary (> 0)
-    for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion)."""
+    """A highdicom Segmentation of the (z, rows, cols) ``mask`` over the source ``headers`` (one per z, or one
+    multi-frame header): binary (> 0) for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -68,9 +81,7 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_la
     if not getattr(headers[0], "FrameOfReferenceUID", None):
         # without it no viewer can place the SEG on the images; highdicom refuses too
         raise ImageError("the series has no Frame of Reference UID (0020,0052), which a DICOM SEG must share", where)
-    rows, cols = int(headers[0].Rows), int(headers[0].Columns)
-    if mask.shape != (len(headers), rows, cols):
-        raise ImageError(f"mask shape {mask.shape} does not match the series ({len(headers)} slices of {rows}×{cols})", where)
+    mask = _frames_of(mask, headers)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="DeepWML", family=codes.cid7162.ArtificialIntelligence, version=deepwml.__version__, source=model_name
     )

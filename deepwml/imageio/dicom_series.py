@@ -1,0 +1,223 @@
+"""Which series of a DICOM folder to read: a study exported from a PACS holds the FLAIR beside T1, DWI, localisers
+and perhaps an earlier DICOM SEG, so the folder's series are described from their headers and the T2-FLAIR is
+chosen by its name and sequence timing; when that is not unambiguous the error lists the series to choose from."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from deepwml.utils.errors import ImageError
+
+#: MR image storage SOP classes an acquired stack comes in: classic single-frame, enhanced and legacy-converted
+#: multi-frame. Anything else in a study folder (SEG, SR, presentation states, secondary captures) is not a scan.
+MR_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR",
+}
+#: words vendors put in a T2-FLAIR series' name (GE/Philips 'FLAIR', Siemens 't2_tirm_tra_dark-fluid')
+FLAIR_WORDS = re.compile(r"flair|dark[\s_-]?fluid|tirm|fluid[\s_-]?att")
+#: T2-FLAIR nulls CSF with an inversion time of about 1.8-2.8 s and is T2-weighted (long echo time); T1-FLAIR and
+#: STIR invert at under a second
+T2_FLAIR_MIN_TI_MS = 1500.0
+T2_FLAIR_MIN_TE_MS = 60.0
+NOT_T2_FLAIR_MAX_TI_MS = 1200.0
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series of a DICOM folder as its first header describes it."""
+
+    uid: str
+    files: Tuple[str, ...]
+    number: Optional[int] = None
+    description: str = ""
+    protocol: str = ""
+    sequence: str = ""
+    sop_class: str = ""
+    frames: int = 1  # frames of the first file (> 1: an enhanced / multi-frame object)
+    derived: bool = False
+    plane: str = ""
+    thickness_mm: Optional[float] = None
+    echo_time_ms: Optional[float] = None
+    inversion_time_ms: Optional[float] = None
+
+    @property
+    def is_mr_image(self) -> bool:
+        """An MR image series (a missing SOP Class, as in some old exports, counts as one)."""
+        return not self.sop_class or self.sop_class in MR_IMAGE_SOP_CLASSES
+
+    @property
+    def n_slices(self) -> int:
+        """Slices in the series: its files, or the frames of its one multi-frame file."""
+        return self.frames if len(self.files) == 1 else len(self.files)
+
+    @property
+    def is_t2_flair(self) -> bool:
+        """Named FLAIR (and not T1) with no timing against it, or timed as a T2-FLAIR."""
+        text = f"{self.description} {self.protocol} {self.sequence}".lower()
+        t1 = re.search(r"(?<![a-z0-9])t1", text) is not None and re.search(r"(?<![a-z0-9])t2", text) is None
+        ti, te = self.inversion_time_ms, self.echo_time_ms
+        timed_flair = ti is not None and te is not None and ti >= T2_FLAIR_MIN_TI_MS and te >= T2_FLAIR_MIN_TE_MS
+        timed_other = ti is not None and ti < NOT_T2_FLAIR_MAX_TI_MS
+        if t1 or timed_other:
+            return False
+        return timed_flair or FLAIR_WORDS.search(text) is not None
+
+    def label(self) -> str:
+        """One line for a message: number, name, slices, thickness, plane, UID."""
+        parts = [f"{self.n_slices} slice{'s' if self.n_slices != 1 else ''}"]
+        if self.thickness_mm:
+            parts.append(f"{self.thickness_mm:g} mm")
+        if self.plane:
+            parts.append(self.plane)
+        if self.derived:
+            parts.append("derived")
+        if not self.is_mr_image:
+            parts.append(MR_IMAGE_SOP_CLASSES.get(self.sop_class, "not an MR image"))
+        name = self.description or self.protocol or "(no description)"
+        number = f"series {self.number} " if self.number is not None else "series "
+        return f"{number}{name!r} ({', '.join(parts)}): {self.uid}"
+
+
+def describe_series(series: Dict[str, List[str]]) -> List[SeriesInfo]:
+    """Describe each series (UID -> its files) from its first file's header, sorted by series number."""
+    infos = [_describe(uid, files) for uid, files in series.items()]
+    return sorted(infos, key=lambda s: (s.number is None, s.number or 0, s.uid))
+
+
+def choose_series(series: Dict[str, List[str]], folder: Path,
+                  series_uid: Optional[str] = None) -> Tuple[SeriesInfo, Optional[str]]:
+    """The series to read from ``folder`` (the one named, the only one, the only MR image series, else the one
+    T2-FLAIR) and, when it was chosen among several, why; otherwise an error listing the candidates."""
+    if not series:
+        raise ImageError("folder holds no DICOM series", folder)
+    if series_uid is not None:
+        if series_uid not in series:
+            raise ImageError(f"no DICOM series {series_uid!r}; found {', '.join(sorted(series))}", folder)
+        return _describe(series_uid, series[series_uid]), None
+    if len(series) == 1:
+        uid, files = next(iter(series.items()))
+        return _describe(uid, files), None
+    infos = describe_series(series)
+    images = [s for s in infos if s.is_mr_image]
+    if len(images) == 1:
+        return images[0], f"the only MR image series of {len(infos)}"
+    flair = _best(s for s in images if s.is_t2_flair)
+    if len(flair) == 1:
+        return flair[0], f"the only T2-FLAIR of {len(images)} MR image series"
+    listing = "; ".join(s.label() for s in (flair or images or infos))
+    if flair:
+        why = f"{len(flair)} of its {len(images)} MR image series look like a T2-FLAIR"
+    elif images:
+        why = f"none of its {len(images)} MR image series is named or timed as a T2-FLAIR"
+    else:
+        why = f"none of its {len(infos)} series is an MR image"
+    raise ImageError(f"folder holds {len(infos)} DICOM series and {why}; choose one with --series-uid: {listing}", folder)
+
+
+def _best(candidates) -> List[SeriesInfo]:
+    """Among T2-FLAIR candidates, the acquired (not derived) ones, then the axial ones, when that leaves any."""
+    chosen = list(candidates)
+    for keep in (lambda s: not s.derived, lambda s: s.plane == "axial"):
+        narrowed = [s for s in chosen if keep(s)]
+        if narrowed:
+            chosen = narrowed
+    return chosen
+
+
+def _describe(uid: str, files: Sequence[str]) -> SeriesInfo:
+    """A SeriesInfo from the first readable file's header (only the header is read)."""
+    import pydicom
+
+    ds = None
+    for name in files:
+        try:
+            ds = pydicom.dcmread(name, stop_before_pixels=True)
+            break
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when the series is read
+            continue
+    if ds is None:
+        return SeriesInfo(uid, tuple(files))
+    image_type = [str(v).upper() for v in _values(_find(ds, "ImageType") or _find(ds, "FrameType"))]
+    return SeriesInfo(
+        uid=uid,
+        files=tuple(files),
+        number=_int(ds.get("SeriesNumber")),
+        description=str(ds.get("SeriesDescription", "") or "").strip(),
+        protocol=str(ds.get("ProtocolName", "") or "").strip(),
+        sequence=str(ds.get("SequenceName", "") or ds.get("PulseSequenceName", "") or "").strip(),
+        sop_class=str(ds.get("SOPClassUID", "") or ""),
+        frames=_int(ds.get("NumberOfFrames")) or 1,
+        derived=bool(image_type) and image_type[0] == "DERIVED",
+        plane=_plane(_find(ds, "ImageOrientationPatient")),
+        thickness_mm=_float(_find(ds, "SliceThickness")),
+        echo_time_ms=_float(_find(ds, "EchoTime") or _find(ds, "EffectiveEchoTime")),
+        inversion_time_ms=_float(_find(ds, "InversionTime") or _first(_find(ds, "InversionTimes"))),
+    )
+
+
+def _find(ds, keyword: str):
+    """A header value by keyword: at the top level, else in the first item of a (functional group) sequence."""
+    if keyword in ds:
+        return ds.get(keyword)
+    for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(group)
+        if not items:
+            continue
+        for element in items[0]:
+            if element.VR == "SQ" and element.value and keyword in element.value[0]:
+                return element.value[0].get(keyword)
+    return None
+
+
+def _values(value) -> List:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [value]
+    return list(value)
+
+
+def _first(value):
+    values = _values(value)
+    return values[0] if values else None
+
+
+def _float(value) -> Optional[float]:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
+
+
+def _int(value) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _plane(orientation) -> str:
+    """'axial', 'coronal' or 'sagittal' from Image Orientation (Patient) when the slice normal is within 30 degrees
+    of a patient axis, else 'oblique'; '' without one."""
+    try:
+        cosines = np.asarray([float(v) for v in orientation], dtype=float)
+    except (TypeError, ValueError):
+        return ""
+    if cosines.shape != (6,) or not np.all(np.isfinite(cosines)):
+        return ""
+    normal = np.cross(cosines[:3], cosines[3:])
+    length = float(np.linalg.norm(normal))
+    if length == 0:
+        return ""
+    normal = np.abs(normal) / length
+    axis = int(np.argmax(normal))
+    if normal[axis] < np.cos(np.deg2rad(30)):
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]

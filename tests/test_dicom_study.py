@@ -1,0 +1,283 @@
+"""DICOM as scanners and PACS export it: a study folder whose T2-FLAIR is chosen among T1, DWI, localiser and SEG
+series; enhanced (multi-frame) objects read with the geometry of the classic series they hold, and their DICOM
+SEG frames on the right source frames; compressed transfer syntaxes."""
+from __future__ import annotations
+
+import locale
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from conftest import oblique_direction, tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image
+from deepwml.imageio.dicom_series import SeriesInfo
+from deepwml.utils.errors import ImageError
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from test_dicom import UID_ROOT, _flair_int16, write_dicom_series
+
+AXIAL = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
+SAGITTAL = (0, 0, -1.0, 1.0, 0, 0, 0, -1.0, 0)  # x -> posterior, y -> inferior, slices along left-right
+STUDY = UID_ROOT + "60"
+
+
+def _timing(te: float, ti: float = None) -> dict:
+    tags = {"0018|0081": f"{te:g}"}
+    if ti is not None:
+        tags["0018|0082"] = f"{ti:g}"
+    return tags
+
+
+def _series(folder: Path, uid: str, description: str, number: int, tags: dict, seed: int = 0, direction=AXIAL) -> np.ndarray:
+    """One classic series of a study (same study UID) in ``folder``; returns its int16 voxels."""
+    array, geometry = _flair_int16(seed=seed, direction=direction)
+    write_dicom_series(folder, array, geometry, uid, study_uid=STUDY, prefix=f"s{number}_", description=description,
+                       extra_tags={"0020|0011": str(number), **tags})
+    return array
+
+
+def _study(folder: Path) -> np.ndarray:
+    """A study as a PACS exports it, all series in one folder: localiser, T1, DWI, the T2-FLAIR and an earlier
+    DeepWML SEG of it; returns the FLAIR's voxels."""
+    _series(folder, UID_ROOT + "60.1", "localizer", 1, _timing(3), seed=1, direction=SAGITTAL)
+    _series(folder, UID_ROOT + "60.2", "AX T1 FLAIR", 2, _timing(12, 860), seed=2)
+    _series(folder, UID_ROOT + "60.3", "AX DWI b1000", 3, _timing(89), seed=3)
+    flair = _series(folder, UID_ROOT + "60.4", "t2_tirm_tra_dark-fluid", 4, _timing(85, 2500), seed=4)
+    pytest.importorskip("highdicom")
+    from deepwml.inference.dicom_seg import write_dicom_seg
+
+    write_dicom_seg((flair > 1000).astype(np.uint8), folder, folder / "zz_seg.dcm", "earlier run", UID_ROOT + "60.4")
+    return flair
+
+
+def test_the_flair_of_a_study_folder_is_read_and_the_choice_is_said(tmp_path, capsys):
+    flair = _study(tmp_path / "study")
+    image = read_image(tmp_path / "study")
+    assert np.array_equal(image.array, flair.astype(np.float32))
+    note = capsys.readouterr().err
+    assert "'t2_tirm_tra_dark-fluid'" in note and "the only T2-FLAIR of 4 MR image series" in note and "--series-uid" in note
+    # naming a series still reads that one
+    t1 = read_image(tmp_path / "study", series_uid=UID_ROOT + "60.2")
+    assert not np.array_equal(t1.array, image.array)
+
+
+def test_two_flairs_or_none_are_errors_listing_the_series(tmp_path):
+    folder = tmp_path / "two"
+    _series(folder, UID_ROOT + "61.1", "AX FLAIR", 5, _timing(120, 2200), seed=1)
+    _series(folder, UID_ROOT + "61.2", "AX FLAIR +C", 9, _timing(120, 2200), seed=2)
+    with pytest.raises(ImageError) as info:
+        read_image(folder)
+    message = str(info.value)
+    assert str(folder) in message and "2 of its 2 MR image series look like a T2-FLAIR" in message
+    assert "series 5 'AX FLAIR' (5 slices, 6 mm, axial)" in message and "series 9 'AX FLAIR +C'" in message
+    assert UID_ROOT + "61.2" in message and "--series-uid" in message
+
+    folder = tmp_path / "none"
+    _series(folder, UID_ROOT + "62.1", "AX T2 FSE", 2, _timing(100), seed=1)
+    _series(folder, UID_ROOT + "62.2", "AX T1 SE", 3, _timing(10), seed=2)
+    with pytest.raises(ImageError, match=r"none of its 2 MR image series is named or timed as a T2-FLAIR.*'AX T2 FSE'.*'AX T1 SE'"):
+        read_image(folder)
+
+
+def test_a_reformat_loses_to_the_acquired_flair_and_a_sagittal_3d_flair_to_the_axial(tmp_path):
+    folder = tmp_path / "study"
+    axial = _series(folder, UID_ROOT + "63.1", "AX FLAIR", 3, _timing(140, 2500), seed=1)
+    _series(folder, UID_ROOT + "63.2", "AX FLAIR MPR", 4, {"0008|0008": "DERIVED\\SECONDARY\\MPR", **_timing(140, 2500)}, seed=2)
+    _series(folder, UID_ROOT + "63.3", "SAG CUBE FLAIR", 5, _timing(140, 1800), seed=3, direction=SAGITTAL)
+    assert np.array_equal(read_image(folder).array, axial.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "description, te, ti, expected",
+    [
+        ("t2_tirm_tra_dark-fluid", 81, 2500, True),  # Siemens
+        ("AX T2 FLAIR", 120, 2200, True),  # GE
+        ("T2W_FLAIR", 140, None, True),  # Philips, timing not in the header
+        ("fluid attenuated IR", None, None, True),
+        ("AX 2D IR", 120, 2500, True),  # named neither way: timed as a T2-FLAIR
+        ("AX T1 FLAIR", 12, 860, False),
+        ("T1FLAIR", None, None, False),
+        ("FLAIR", 12, 800, False),  # named FLAIR, timed as a T1-FLAIR
+        ("STIR", 60, 150, False),
+        ("AX DWI", 89, None, False),
+        ("t1_fl2d_tra", 2.5, None, False),
+        ("", None, None, False),
+    ],
+)
+def test_what_counts_as_a_t2_flair(description, te, ti, expected):
+    info = SeriesInfo("1.2.3", ("a",), description=description, echo_time_ms=te, inversion_time_ms=ti)
+    assert info.is_t2_flair is expected
+
+
+# ---- enhanced (multi-frame) objects -----------------------------------------------------------------------------
+
+def _headers(folder: Path) -> List[pydicom.Dataset]:
+    """The classic series' files completed with what a legacy-converted enhanced object requires."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        defaults = {"Manufacturer": "Test", "StudyDate": "20200101", "StudyTime": "120000", "AccessionNumber": "1",
+                    "ReferringPhysicianName": "", "StudyID": "1", "PatientBirthDate": "", "PatientSex": "O",
+                    "SeriesNumber": 4, "ScanningSequence": "IR", "SequenceVariant": "NONE", "ScanOptions": "",
+                    "MRAcquisitionType": "2D", "EchoTrainLength": 1, "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+                    "PhotometricInterpretation": "MONOCHROME2"}
+        for keyword, value in defaults.items():
+            if keyword not in ds or ds.get(keyword) in (None, ""):
+                setattr(ds, keyword, value)
+        out.append(ds)
+    return out
+
+
+def _multiframe(classic: Path, target: Path) -> Path:
+    """Convert a classic series into one legacy-converted enhanced MR file (highdicom stores the frames top-down)."""
+    hd = pytest.importorskip("highdicom")
+    image = hd.legacy.LegacyConvertedEnhancedMRImage(
+        _headers(classic), series_instance_uid=UID_ROOT + "70.1", series_number=40, sop_instance_uid=UID_ROOT + "70.1.1",
+        instance_number=1,
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    image.save_as(target / "enhanced.dcm")
+    return target / "enhanced.dcm"
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("direction", [AXIAL, oblique_direction(15)], ids=["axial", "oblique"])
+def test_a_multiframe_object_reads_as_the_classic_series_it_holds(tmp_path, direction):
+    array, geometry = _flair_int16(seed=5, direction=direction)
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "71.1")
+    path = _multiframe(classic, tmp_path / "enhanced")
+    frames = pydicom.dcmread(path, stop_before_pixels=True)
+    assert int(frames.NumberOfFrames) == array.shape[0]
+    # stored top-down, the opposite of the classic series' ascending slices: the reader must turn the stack
+    heights = [float(np.dot(geometry.direction_matrix[:, 2], g.PlanePositionSequence[0].ImagePositionPatient))
+               for g in frames.PerFrameFunctionalGroupsSequence]
+    assert heights == sorted(heights, reverse=True)
+    image, reference = read_image(path.parent), read_image(classic)
+    assert np.array_equal(image.array, reference.array)
+    assert not image.geometry.mismatches(reference.geometry, tol=1e-4), image.geometry.mismatches(reference.geometry, tol=1e-4)
+
+
+def _edit_frames(path: Path, edit) -> Path:
+    ds = pydicom.dcmread(path)
+    edit(ds)
+    ds.save_as(path)
+    return path.parent
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_multiframe_object_with_two_stacks_or_orientations_or_rescales_is_an_error(tmp_path):
+    array, geometry = _flair_int16(seed=6)
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "72.1")
+
+    def same_position(ds):
+        groups = ds.PerFrameFunctionalGroupsSequence
+        groups[1].PlanePositionSequence[0].ImagePositionPatient = groups[0].PlanePositionSequence[0].ImagePositionPatient
+
+    folder = _edit_frames(_multiframe(classic, tmp_path / "stacks"), same_position)
+    with pytest.raises(ImageError, match="enhanced.dcm.*repeat another slice's position.*several stacks or echoes"):
+        read_image(folder)
+
+    def tilted_frame(ds):
+        shared = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+        item = pydicom.Dataset()
+        item.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        frame = ds.PerFrameFunctionalGroupsSequence[2]
+        frame.PlaneOrientationSequence = pydicom.Sequence([item])
+        assert shared.ImageOrientationPatient != item.ImageOrientationPatient
+
+    folder = _edit_frames(_multiframe(classic, tmp_path / "tilted"), tilted_frame)
+    with pytest.raises(ImageError, match="enhanced.dcm.*different orientations"):
+        read_image(folder)
+
+    def rescale_per_frame(ds):
+        for k, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            item = pydicom.Dataset()
+            item.RescaleSlope, item.RescaleIntercept, item.RescaleType = 1 + k, 0, "US"
+            frame.PixelValueTransformationSequence = pydicom.Sequence([item])
+
+    folder = _edit_frames(_multiframe(classic, tmp_path / "rescale"), rescale_per_frame)
+    with pytest.raises(ImageError, match="enhanced.dcm.*5 different rescale slopes"):
+        read_image(folder)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_multiframe_rescale_is_applied(tmp_path):
+    array, geometry = _flair_int16(seed=7)
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "73.1")
+
+    def rescale(ds):
+        item = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
+        item.RescaleSlope, item.RescaleIntercept = 2, 5
+
+    folder = _edit_frames(_multiframe(classic, tmp_path / "enhanced"), rescale)
+    assert np.array_equal(read_image(folder).array, array.astype(np.float32) * 2 + 5)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_multiframe_series_gets_its_mask_and_a_seg_on_its_frames(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    image, _, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), direction=oblique_direction(10), seed=4, n_lesions=5)
+    classic = write_dicom_series(tmp_path / "classic", np.round(image * 10).astype(np.int16), geometry, UID_ROOT + "74.1")
+    _multiframe(classic, tmp_path / "dicom" / "patient7")
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"), "-m", str(model), "--dicom-seg"]) == 0
+    mask = read_image(tmp_path / "out" / "patient7.nii.gz", dtype=None)
+    reference = read_image(classic)
+    assert not mask.geometry.mismatches(reference.geometry, tol=1e-4)
+    assert mask.array.any() and not mask.array.all(axis=(1, 2)).any()
+
+    source = pydicom.dcmread(tmp_path / "dicom" / "patient7" / "enhanced.dcm", stop_before_pixels=True)
+    position_of_frame = [np.asarray(g.PlanePositionSequence[0].ImagePositionPatient, float) for g in source.PerFrameFunctionalGroupsSequence]
+    seg = hd.seg.segread(tmp_path / "out" / "patient7_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    frames = seg.pixel_array.reshape(-1, *mask.array.shape[1:])
+    seen = []
+    for k, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        reference_item = group.DerivationImageSequence[0].SourceImageSequence[0]
+        assert reference_item.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        frame = int(reference_item.ReferencedFrameNumber) - 1
+        position = np.asarray(group.PlanePositionSequence[0].ImagePositionPatient, float)
+        assert np.allclose(position, position_of_frame[frame], atol=1e-4)
+        # the mask's slice at that position
+        z = int(round(np.asarray(mask.geometry.direction_matrix)[:, 2] @ (position - np.asarray(mask.geometry.origin)) / mask.geometry.spacing[2]))
+        assert np.array_equal(frames[k] > 0, mask.array[z] > 0), f"SEG frame {k} (source frame {frame + 1}, slice {z})"
+        seen.append(z)
+    assert sorted(seen) == np.flatnonzero(mask.array.any(axis=(1, 2))).tolist()
+
+
+def test_a_folder_of_study_folders_predicts_each_study_s_flair(tmp_path, capsys):
+    for name in ("anna", "ben"):
+        _study(tmp_path / "studies" / name)
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    assert predict_main(["-i", str(tmp_path / "studies"), "-o", str(tmp_path / "out"), "-m", str(model), "--dicom-seg"]) == 0
+    for name in ("anna", "ben"):
+        mask = read_image(tmp_path / "out" / f"{name}.nii.gz", dtype=None)
+        assert mask.array.shape == (5, 48, 40)
+        seg = pydicom.dcmread(tmp_path / "out" / f"{name}_seg.dcm", stop_before_pixels=True)
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == UID_ROOT + "60.4"
+    assert capsys.readouterr().err.count("the only T2-FLAIR of 4 MR image series") >= 2
+
+
+@pytest.mark.parametrize("compressor, syntax", [("JPEG", "1.2.840.10008.1.2.4.70"), ("JPEG2000", "1.2.840.10008.1.2.4.90")])
+def test_lossless_compressed_series_read_exactly(tmp_path, compressor, syntax):
+    array, geometry = _flair_int16(seed=8)
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "75.1")
+    compressed = tmp_path / "compressed"
+    compressed.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetUseCompression(True)
+    writer.SetCompressor(compressor)
+    saved_locale = locale.setlocale(locale.LC_ALL)  # GDCM's writer leaves LC_CTYPE at "C" (see write_dicom_series)
+    for path in sorted(classic.iterdir()):
+        writer.SetFileName(str(compressed / path.name))
+        writer.Execute(sitk.ReadImage(str(path)))
+    locale.setlocale(locale.LC_ALL, saved_locale)
+    assert str(pydicom.dcmread(next(compressed.iterdir()), stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
+    image = read_image(compressed)
+    assert np.array_equal(image.array, array.astype(np.float32))
+    assert not image.geometry.mismatches(read_image(classic).geometry, tol=1e-4)
