@@ -16,6 +16,7 @@ from conftest import oblique_direction, tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image
 from deepwml.imageio.dicom_series import SeriesInfo
+from deepwml.inference.inputs import discover_cases
 from deepwml.utils.errors import ImageError
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, _flair_int16, write_dicom_series
@@ -36,7 +37,7 @@ def _series(folder: Path, uid: str, description: str, number: int, tags: dict, s
     """One classic series of a study (same study UID) in ``folder``; returns its int16 voxels."""
     array, geometry = _flair_int16(seed=seed, direction=direction)
     write_dicom_series(folder, array, geometry, uid, study_uid=STUDY, prefix=f"s{number}_", description=description,
-                       extra_tags={"0020|0011": str(number), **tags})
+                       extra_tags={"0020|0011": str(number), "0008|0020": "20240115", **tags})
     return array
 
 
@@ -253,13 +254,49 @@ def test_a_folder_of_study_folders_predicts_each_study_s_flair(tmp_path, capsys)
     for name in ("anna", "ben"):
         _study(tmp_path / "studies" / name)
     model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
-    assert predict_main(["-i", str(tmp_path / "studies"), "-o", str(tmp_path / "out"), "-m", str(model), "--dicom-seg"]) == 0
+    assert predict_main(["-i", str(tmp_path / "studies"), "-o", str(tmp_path / "out"), "-m", str(model), "--dicom-seg",
+                         "--report"]) == 0
     for name in ("anna", "ben"):
         mask = read_image(tmp_path / "out" / f"{name}.nii.gz", dtype=None)
         assert mask.array.shape == (5, 48, 40)
         seg = pydicom.dcmread(tmp_path / "out" / f"{name}_seg.dcm", stop_before_pixels=True)
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == UID_ROOT + "60.4"
+        # the reader's page names the series that was segmented
+        page = (tmp_path / "out" / "report" / f"{name}.html").read_text(encoding="utf-8")
+        assert "<dt>DICOM series</dt><dd>series 4 &#x27;t2_tirm_tra_dark-fluid&#x27; (5 slices, 6 mm, axial)" in page
+        assert "study date 2024-01-15" in page
     assert capsys.readouterr().err.count("the only T2-FLAIR of 4 MR image series") >= 2
+
+
+def _nested_study(folder: Path) -> np.ndarray:
+    """A study exported one folder per series, a level deeper (EXAM/SERIES/files); returns the FLAIR's voxels."""
+    _series(folder / "exam1" / "SE001", UID_ROOT + "60.1", "localizer", 1, _timing(3), seed=1, direction=SAGITTAL)
+    _series(folder / "exam1" / "SE002", UID_ROOT + "60.2", "AX T1 FLAIR", 2, _timing(12, 860), seed=2)
+    return _series(folder / "exam1" / "SE004", UID_ROOT + "60.4", "AX T2 FLAIR", 4, _timing(120, 2400), seed=4)
+
+
+def test_a_study_exported_one_folder_per_series_is_one_case(tmp_path, capsys):
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    # the study's folder of series folders given: one case named after it, not a case per series (one study, not
+    # all of them FLAIRs); the folder above it: a folder of studies, a case per study
+    flair = _nested_study(tmp_path / "carla")
+    assert [c.case_id for c in discover_cases(tmp_path / "carla" / "exam1")] == ["exam1"]
+    assert [c.case_id for c in discover_cases(tmp_path / "carla")] == ["exam1"]
+    assert np.array_equal(read_image(tmp_path / "carla").array, flair.astype(np.float32))
+    # a folder of such studies: a case per study
+    _nested_study(tmp_path / "studies" / "dora")
+    _study(tmp_path / "studies" / "emil")
+    assert [c.case_id for c in discover_cases(tmp_path / "studies")] == ["dora", "emil"]
+    assert predict_main(["-i", str(tmp_path / "studies"), "-o", str(tmp_path / "out"), "-m", str(model)]) == 0
+    for name in ("dora", "emil"):
+        assert read_image(tmp_path / "out" / f"{name}.nii.gz", dtype=None).array.shape == flair.shape
+    assert capsys.readouterr().err.count("choose another with --series-uid") >= 2
+
+
+def test_a_folder_of_flair_series_of_one_patient_stays_a_case_per_series(tmp_path):
+    _series(tmp_path / "flairs" / "pre", UID_ROOT + "64.1", "AX FLAIR", 3, _timing(120, 2400), seed=1)
+    _series(tmp_path / "flairs" / "post", UID_ROOT + "64.2", "AX FLAIR +C", 9, _timing(120, 2400), seed=2)
+    assert [c.case_id for c in discover_cases(tmp_path / "flairs")] == ["post", "pre"]
 
 
 @pytest.mark.parametrize("compressor, syntax", [("JPEG", "1.2.840.10008.1.2.4.70"), ("JPEG2000", "1.2.840.10008.1.2.4.90")])

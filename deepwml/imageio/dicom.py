@@ -1,9 +1,10 @@
 """DICOM series folders: a series per folder, or a study folder whose FLAIR is chosen; classic or multi-frame."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import SimpleITK as sitk
 
@@ -14,18 +15,61 @@ from deepwml.imageio.headers import check_dicom_slices, check_geometry
 from deepwml.utils.errors import ImageError
 
 
+#: how deep below a study folder its series folders may lie (e.g. STUDY/PATIENT/EXAM/SERIES/files)
+STUDY_DEPTH = 4
+
+
+@contextlib.contextmanager
+def quiet_itk() -> Iterator[None]:
+    """GDCM warns on stderr for every folder without DICOM; the series search probes such folders on purpose."""
+    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+def _series_ids(folder: Path) -> List[str]:
+    with quiet_itk():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
+
+
+def dicom_subfolders(folder: Path, depth: int = STUDY_DEPTH, prune: Optional[Callable[[Path], bool]] = None) -> Iterator[Path]:
+    """The visible folders below ``folder`` down to ``depth`` levels, in name order (breadth first); a folder for
+    which ``prune`` is true is left out with everything below it."""
+    level = [folder]
+    for _ in range(depth):
+        level = [c for f in level for c in sorted(f.iterdir())
+                 if c.is_dir() and not c.name.startswith(".") and not (prune and prune(c))]
+        yield from level
+
+
 def list_dicom_series(folder: Union[str, Path]) -> Dict[str, List[str]]:
-    """Map each series instance UID in ``folder`` to its files, sorted by slice position."""
+    """Map each series instance UID in ``folder`` to its files, sorted by slice position; when the folder holds no
+    DICOM files itself, the series of the folders below it (a study exported one folder per series)."""
     folder = Path(folder)
     reader = sitk.ImageSeriesReader()
-    uids = reader.GetGDCMSeriesIDs(str(folder)) or ()
-    return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+    uids = _series_ids(folder)
+    if uids:
+        return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
+    where: Dict[str, List[Path]] = {}
+    for sub in dicom_subfolders(folder):
+        for uid in _series_ids(sub):
+            where.setdefault(uid, []).append(sub)
+    series = {}
+    for uid, folders in where.items():
+        if len(folders) == 1:
+            series[uid] = list(reader.GetGDCMSeriesFileNames(str(folders[0]), uid))
+        else:  # one series split over folders: GDCM sorts the files of the whole tree by position
+            series[uid] = list(reader.GetGDCMSeriesFileNames(str(folder), uid, False, True))
+    return series
 
 
 def is_dicom_folder(folder: Union[str, Path]) -> bool:
-    """True when ``folder`` directly holds at least one DICOM series."""
+    """True when ``folder`` holds at least one DICOM series, in itself or in the folders below it."""
     folder = Path(folder)
-    return folder.is_dir() and bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    return folder.is_dir() and bool(list_dicom_series(folder))
 
 
 def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None) -> sitk.Image:

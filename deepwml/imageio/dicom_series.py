@@ -45,6 +45,7 @@ class SeriesInfo:
     thickness_mm: Optional[float] = None
     echo_time_ms: Optional[float] = None
     inversion_time_ms: Optional[float] = None
+    study_date: str = ""  # YYYY-MM-DD
 
     @property
     def is_mr_image(self) -> bool:
@@ -158,7 +159,14 @@ def _describe(uid: str, files: Sequence[str]) -> SeriesInfo:
         thickness_mm=_float(_find(ds, "SliceThickness")),
         echo_time_ms=_float(_find(ds, "EchoTime") or _find(ds, "EffectiveEchoTime")),
         inversion_time_ms=_float(_find(ds, "InversionTime") or _first(_find(ds, "InversionTimes"))),
+        study_date=_date(ds.get("StudyDate")),
     )
+
+
+def _date(value) -> str:
+    """A DICOM DA (YYYYMMDD) as YYYY-MM-DD; '' when absent or malformed."""
+    text = str(value or "").strip()
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if re.fullmatch(r"\d{8}", text) else ""
 
 
 def _find(ds, keyword: str):

@@ -58,7 +58,19 @@ def write_clinical_outputs(
         from deepwml.inference.report_images import report_panels
 
         panels = report_panels(image.array, mask, geometry, uncertainty)
-        page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None)
+        page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None,
+                                    series=_series_label(case, options.series_uid))
         write_patient_report(outputs.report_html, page)
         if extras.pdf and options.pdf_printer is not None:
             options.pdf_printer.print_pdf(outputs.report_html, outputs.report_pdf)
+
+
+def _series_label(case: InputCase, series_uid: Optional[str]) -> Optional[str]:
+    """For a DICOM input, the series read (number, name, slices, thickness, plane, UID) and its study date."""
+    if case.kind != "dicom":
+        return None
+    from deepwml.imageio.dicom import list_dicom_series
+    from deepwml.imageio.dicom_series import choose_series
+
+    info, _ = choose_series(list_dicom_series(case.source), case.source, series_uid)
+    return info.label() + (f"; study date {info.study_date}" if info.study_date else "")

@@ -1,22 +1,23 @@
-"""Find the cases to predict: one image file, a folder of image files, a DICOM series folder, or a folder of those.
+"""Find the cases to predict: one image file, a folder of image files, a DICOM series or study folder, or a folder of those.
 
 For a model that takes several image channels, a case is the files ``CASE_0000<ending>`` (channel 0, the FLAIR) ..
 ``CASE_{C-1:04d}<ending>`` side by side, as in a raw dataset; its outputs are named ``CASE``.
 """
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from deepwml.imageio import Image, has_image_ending, is_image_file, read_image, split_ending, unreadable_reason
+from deepwml.imageio import Image, has_image_ending, is_image_file, list_dicom_series, read_image, split_ending, unreadable_reason
+from deepwml.imageio.dicom import dicom_subfolders, quiet_itk
+from deepwml.imageio.dicom_series import describe_series
 from deepwml.inference.output_folder import MARKER_NAME, is_output_folder
 from deepwml.utils.errors import DeepWMLError, ImageError
 
@@ -41,7 +42,9 @@ class InputCase:
     def input_files(self) -> List[Path]:
         """Every file that belongs to this input (all files of a DICOM folder); outputs must never replace them."""
         if self.kind == "dicom":
-            return [p for p in self.source.iterdir() if p.is_file()]
+            # a study folder's series lie below it; an earlier output folder there holds no input
+            folders = [self.source, *dicom_subfolders(self.source, prune=is_output_folder)]
+            return [p for f in folders for p in f.iterdir() if p.is_file()]
         files = []
         for source in self.channels or (self.source,):
             files.append(source)
@@ -52,21 +55,52 @@ class InputCase:
         return files
 
 
-@contextlib.contextmanager
-def _quiet_itk() -> Iterator[None]:
-    """GDCM warns on stderr for every folder without DICOM; discovery probes many such folders on purpose."""
-    previous = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(previous)
-
-
 def _holds_dicom(folder: Path) -> bool:
     """True when ``folder`` directly holds at least one DICOM series."""
-    with _quiet_itk():
+    with quiet_itk():
         return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+
+
+def _holds_dicom_below(folder: Path) -> bool:
+    """True when ``folder`` holds no files but the folders below it hold DICOM series (a study's series folders)."""
+    if any(p.is_file() for p in _visible(folder)):
+        return False
+    with quiet_itk():
+        return any(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)) for sub in dicom_subfolders(folder))
+
+
+def _is_one_study(series_folders: List[Path]) -> bool:
+    """True when the series folders are one study's series (one Study Instance UID) and not all T2-FLAIRs: one case
+    whose FLAIR is chosen, rather than a case per series. A batch of FLAIR series stays a case per folder."""
+    if len(series_folders) < 2:
+        return False
+    studies, infos = set(), []
+    with quiet_itk():
+        for folder in series_folders:
+            series = list_dicom_series(folder)
+            if len(series) != 1:
+                return False
+            info = describe_series(series)[0]
+            study = _study_uid(info.files)
+            if study is None:
+                return False
+            studies.add(study)
+            infos.append(info)
+    return len(studies) == 1 and not all(i.is_mr_image and i.is_t2_flair for i in infos)
+
+
+def _study_uid(files) -> Optional[str]:
+    """The Study Instance UID of the first file that has one (headers only)."""
+    import pydicom
+
+    for name in list(files)[:3]:
+        try:
+            uid = pydicom.dcmread(name, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).get("StudyInstanceUID")
+        except Exception:  # noqa: BLE001 - not DICOM: not part of a study
+            continue
+        if uid:
+            return str(uid)
+    return None
 
 
 def _visible(folder: Path) -> List[Path]:
@@ -128,10 +162,15 @@ def discover_cases(input_path: Union[str, Path], n_channels: int = 1) -> List[In
         folders = [p for p in folders if p not in earlier_outputs]
     if not files and _holds_dicom(path):
         return [_dicom_case(path)]
+    series_folders = [p for p in folders if _is_candidate_series_folder(p)]
+    if not files and _is_one_study(series_folders):
+        return [_dicom_case(path)]
+    # a folder holding only folders that hold DICOM: a study exported one folder per series, one case
+    study_folders = [p for p in folders if p not in series_folders and _holds_dicom_below(p)]
     cases = [_file_case(p) for p in files]
     if n_channels > 1:
         cases = group_channels(cases, n_channels, path)
-    cases += [_dicom_case(p) for p in folders if _is_candidate_series_folder(p)]
+    cases += [_dicom_case(p) for p in series_folders + study_folders]
     if not cases:
         raise DeepWMLError(
             "no images found: expected NIfTI/MHA/MHD/NRRD files, a DICOM series folder, or a folder of DICOM series folders",
@@ -176,7 +215,7 @@ def read_case(case: InputCase, series_uid: Optional[str] = None) -> Image:
     reason = unreadable_reason(case.source) if case.kind == "file" else None
     if reason:
         raise ImageError(reason, case.source)
-    with _quiet_itk():
+    with quiet_itk():
         image = read_image(case.source, series_uid=series_uid if case.kind == "dicom" else None)
     array = image.array
     if array.size == 0:

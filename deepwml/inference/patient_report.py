@@ -202,12 +202,13 @@ def _key_values(pairs: Sequence[Tuple[str, str]]) -> str:
     return '<dl class="kv">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in pairs) + "</dl>"
 
 
-def input_html(source: Path, geometry: Geometry) -> str:
-    """Where the scan came from and its geometry."""
+def input_html(source: Path, geometry: Geometry, series: Optional[str] = None) -> str:
+    """Where the scan came from (``series``: the DICOM series read, for a DICOM input) and its geometry."""
     spacing = geometry.spacing
     inplane = geometry.inplane_spacing
     return _key_values([
         ("Source", str(source)),
+        *([("DICOM series", series)] if series else []),
         ("Slices", f"{geometry.n_slices} {plane_name(geometry)}"),
         ("Slice thickness (spacing between slices)", f"{geometry.slice_thickness:.2f} mm"),
         ("In-plane pixel size", f"{inplane[0]:.3f} × {inplane[1]:.3f} mm"),
@@ -249,8 +250,10 @@ def build_patient_report(
     model: ModelInfo,
     with_uncertainty: bool,
     extra_sections: Sequence[Tuple[str, str]] = (),
+    series: Optional[str] = None,
 ) -> str:
-    """The whole page as a string; ``extra_sections`` are (heading, HTML body) pairs placed right after the totals."""
+    """The whole page as a string; ``extra_sections`` are (heading, HTML body) pairs placed right after the totals;
+    ``series`` describes the DICOM series read."""
     cards = [
         ("total lesion volume (ml)", f"{summary.total_lesion_volume_ml:.2f}"),
         ("lesions", str(summary.lesion_count)),
@@ -272,7 +275,7 @@ def build_patient_report(
         *extra_sections,
         (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
         ("Lesions", lesion_table_html(lesions)),
-        ("Input scan", input_html(source, geometry)),
+        ("Input scan", input_html(source, geometry, series)),
         ("Model", model_html(model)),
     ]
     parts = [
