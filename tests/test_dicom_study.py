@@ -293,6 +293,26 @@ def test_a_study_exported_one_folder_per_series_is_one_case(tmp_path, capsys):
     assert capsys.readouterr().err.count("choose another with --series-uid") >= 2
 
 
+def test_a_dicomdir_export_reads_each_patient_s_flair(tmp_path):
+    """A CD / PACS media export: DICOMDIR beside PT000000/ST000000/SE00000k/IM00000j (written by pydicom's FileSet)."""
+    from pydicom.fileset import FileSet
+
+    flair = _study(tmp_path / "flat")
+    media = FileSet()
+    for path in sorted((tmp_path / "flat").iterdir()):
+        ds = pydicom.dcmread(path)
+        if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4":
+            continue  # the earlier SEG: pydicom's default records need more than it has
+        ds.StudyID, ds.StudyTime = "1", "120000"
+        ds.InstanceNumber = ds.get("InstanceNumber") or 1
+        media.add(ds)
+    media.write(tmp_path / "export")
+    assert (tmp_path / "export" / "DICOMDIR").is_file()
+    cases = discover_cases(tmp_path / "export")
+    assert [c.case_id for c in cases] == ["PT000000"]
+    assert np.array_equal(read_image(cases[0].source).array, flair.astype(np.float32))
+
+
 def test_a_folder_of_flair_series_of_one_patient_stays_a_case_per_series(tmp_path):
     _series(tmp_path / "flairs" / "pre", UID_ROOT + "64.1", "AX FLAIR", 3, _timing(120, 2400), seed=1)
     _series(tmp_path / "flairs" / "post", UID_ROOT + "64.2", "AX FLAIR +C", 9, _timing(120, 2400), seed=2)
