@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "headless Chromium when one is on PATH (one browser for the whole run)")
     p.add_argument("--dicom-seg", action="store_true",
                    help="for DICOM series inputs, also write CASE_seg.dcm: a DICOM Segmentation referencing the series (needs highdicom)")
+    p.add_argument("--dicom-findings", action="store_true",
+                   help="for DICOM series inputs, also write CASE_findings.dcm: the findings (lesions, volume, locations, "
+                   "Fazekas estimate) above the outlined slices as a DICOM Secondary Capture in the scan's study, for PACS "
+                   "viewers that show no SEG (needs highdicom)")
     p.add_argument("--bids-names", action="store_true",
                    help="name the mask, probability, uncertainty and lesion-table files BIDS-derivative style when the "
                    "case id carries BIDS entities (sub-01_ses-1_FLAIR -> sub-01_ses-1_desc-wmh_mask.nii.gz)")
@@ -121,6 +125,7 @@ def _main(argv: Optional[List[str]]) -> int:
         save_uncertainty=args.save_uncertainty,
         report=args.report,
         dicom_seg=args.dicom_seg,
+        dicom_findings=args.dicom_findings,
         bids_names=args.bids_names,
         anatomy=not args.no_anatomy,
         anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,

@@ -53,6 +53,12 @@ def write_clinical_outputs(
 
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         write_dicom_seg(mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid)
+    if extras.dicom_capture and outputs.dicom_capture is not None:
+        from deepwml.inference.dicom_capture import first_header, write_findings_capture
+
+        model_name = getattr(options.model, "plan", "") or "DeepWML"
+        write_findings_capture(image.array, mask, geometry, summary, first_header(case.source, options.series_uid),
+                               outputs.dicom_capture, f"model {model_name}")
     if extras.report:
         from deepwml.inference.patient_report import build_patient_report, write_patient_report
         from deepwml.inference.report_images import report_panels

@@ -33,10 +33,10 @@ def highdicom_available() -> bool:
     return True
 
 
-def require_highdicom() -> None:
-    """Refuse --dicom-seg early, with the fix, when highdicom is missing."""
+def require_highdicom(flag: str = "--dicom-seg") -> None:
+    """Refuse a DICOM output early, with the fix, when highdicom is missing."""
     if not highdicom_available():
-        raise DeepWMLError("--dicom-seg needs highdicom: pip install 'deepwml[dicom]' (or pip install highdicom)")
+        raise DeepWMLError(f"{flag} needs highdicom: pip install 'deepwml[dicom]' (or pip install highdicom)")
 
 
 def source_headers(folder: Path, series_uid: Optional[str] = None) -> List:

@@ -152,6 +152,14 @@ def write_qc_montage(
     image: np.ndarray, mask: np.ndarray, geometry: Geometry, path: Path, title: Optional[str] = None
 ) -> Path:
     """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid."""
+    picture = qc_montage(image, mask, geometry, title)
+    with atomic_path(path, ".png") as tmp:
+        picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return path
+
+
+def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: Optional[str] = None) -> PILImage.Image:
+    """The montage of the slices with the most lesion, outlined, as a palette picture (see :func:`palette`)."""
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view, _, _ = canonical_view(np.asarray(mask) > 0, geometry)
     lo, hi = display_window(view)
@@ -187,6 +195,4 @@ def write_qc_montage(
     if not mask_view.any():
         heading = f"{heading}  (no lesions found)".strip()
     draw_text(draw, (canvas.shape[1] // 2, TITLE_PIXELS // 2), heading, white, font(13), 0.5)
-    with atomic_path(path, ".png") as tmp:
-        picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return path
+    return picture

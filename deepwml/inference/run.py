@@ -65,6 +65,7 @@ class PredictRequest:
     save_uncertainty: bool = False
     report: Optional[str] = None  # None, 'html' or 'pdf' (the HTML page and its PDF)
     dicom_seg: bool = False
+    dicom_findings: bool = False
     bids_names: bool = False
     #: predict the anatomy map too (issue #14): with ``anatomy_model``, or the shipped one when installed
     anatomy: bool = True
@@ -263,7 +264,8 @@ def _predict(request: PredictRequest) -> PredictReport:
 def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutputs:
     """The optional outputs a request asks for (``label_map``: a multi-class model, no lesion table)."""
     return ExtraOutputs(uncertainty=request.save_uncertainty, report=request.report is not None,
-                        pdf=request.report == "pdf", dicom_seg=request.dicom_seg, anatomy=request.save_anatomy,
+                        pdf=request.report == "pdf", dicom_seg=request.dicom_seg, dicom_capture=request.dicom_findings,
+                        anatomy=request.save_anatomy,
                         lesion_table=not label_map)
 
 
@@ -276,7 +278,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
     """A multi-class model writes label maps only: refuse the options that need a lesion probability."""
     lesion_only = [name for name, asked in (("--save-probabilities", request.save_probabilities),
                                             ("--save-uncertainty", request.save_uncertainty), ("--report", request.report),
-                                            ("--dicom-seg", request.dicom_seg), ("--save-anatomy", request.save_anatomy),
+                                            ("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
+                                            ("--save-anatomy", request.save_anatomy),
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
                                             ("--threshold", request.threshold is not None),
@@ -290,10 +293,11 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
 def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[InputCase], label_map: bool = False) -> ClinicalOptions:
     """Report, uncertainty and DICOM SEG settings; refuses --dicom-seg without highdicom before anything runs."""
     extras = extra_outputs(request, label_map)
-    if request.dicom_seg:
-        require_highdicom()
-        if not any(c.kind == "dicom" for c in cases):
-            print("[deepwml_predict] note: --dicom-seg applies to DICOM series inputs; there are none", file=sys.stderr)
+    for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings)):
+        if asked:
+            require_highdicom(flag)
+            if not any(c.kind == "dicom" for c in cases):
+                print(f"[deepwml_predict] note: {flag} applies to DICOM series inputs; there are none", file=sys.stderr)
     printer = None
     if extras.pdf:
         converter = find_pdf_converter()
