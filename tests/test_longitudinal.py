@@ -417,11 +417,23 @@ def test_dicom_series_are_segmented_compared_and_the_change_goes_back_as_a_dicom
     paths, base, follow, _ = two_visits(tmp_path)
     visit1 = write_dicom_series(tmp_path / "visit1", np.clip(base.image, 0, None) * 10, base.geometry, "1.2.826.0.1.3680043.2.1143.77")
     visit2 = write_dicom_series(tmp_path / "visit2", np.clip(follow.image, 0, None) * 10, follow.geometry, "1.2.826.0.1.3680043.2.1143.78")
+    # the baseline exported as a whole study: a T1 series beside the FLAIR, which must be the one compared
+    write_dicom_series(visit1, np.clip(base.image[::-1], 0, None) * 7, base.geometry, "1.2.826.0.1.3680043.2.1143.79",
+                       prefix="t1_", description="AX T1 SE", extra_tags={"0018|0081": "12"})
     out = tmp_path / "out"
     # a NIfTI follow-up has no slices a SEG could refer to
     assert compare_main(["-b", str(visit1), "-f", str(paths["followup"]), "-o", str(out), "--dicom-seg"]) == 2
     assert "--dicom-seg needs the follow-up as a DICOM series folder" in capsys.readouterr().err
-    assert compare_main(["-b", str(visit1), "-f", str(visit2), "-o", str(out), "--no-picture", "--dicom-seg"]) == 0
+    assert compare_main(["-b", str(visit1), "-f", str(paths["followup"]), "-o", str(out), "--dicom-findings"]) == 2
+    assert "--dicom-findings needs the follow-up as a DICOM series folder" in capsys.readouterr().err
+    assert compare_main(["-b", str(visit1), "-f", str(visit2), "-o", str(out), "--no-picture", "--dicom-seg",
+                         "--dicom-findings"]) == 0
+    # the findings over the change picture, filed in the follow-up's study (even without change.png)
+    capture = pydicom.dcmread(out / "change_findings.dcm")
+    first = pydicom.dcmread(next(visit2.iterdir()), stop_before_pixels=True)
+    assert capture.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and capture.StudyInstanceUID == first.StudyInstanceUID
+    assert capture.SeriesDescription == "DeepWML lesion change findings (research use)" and not (out / "change.png").exists()
+    assert capture.pixel_array.shape[2] == 3 and (capture.pixel_array[:40] == 255).all(axis=2).sum() > 100
     summary = json.loads((out / "change.json").read_text())
     assert summary["inputs"]["baseline_mask"] == str(out / "baseline" / "visit1.nii.gz")
     assert summary["registration"]["correlation"] > 0.9

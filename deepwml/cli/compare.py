@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dicom-seg", action="store_true",
                    help="also write change_seg.dcm: the change map as a DICOM SEG of the follow-up series (a DICOM folder), "
                         "one segment per status, for a PACS or viewer (needs highdicom)")
+    p.add_argument("--dicom-findings", action="store_true",
+                   help="also write change_findings.dcm: the findings sentence above the change picture as a DICOM Secondary "
+                        "Capture in the follow-up's study, for PACS viewers that show no SEG (follow-up a DICOM series "
+                        "folder; needs highdicom)")
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)
@@ -68,7 +72,7 @@ def _main(argv: Optional[List[str]]) -> int:
                         args.min_signal_change)
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
                              args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite,
-                             dicom_seg=args.dicom_seg)
+                             dicom_seg=args.dicom_seg, dicom_findings=args.dicom_findings)
     unmasked = [name for name, mask in (("baseline", args.baseline_mask), ("follow-up", args.followup_mask)) if mask is None]
     if unmasked and args.model is None:
         print(f"deepwml_compare: segmenting the {' and the '.join(unmasked)} with the pretrained model shipped with DeepWML",

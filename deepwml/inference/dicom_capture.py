@@ -53,7 +53,11 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
 
 def findings_picture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, lines: List[str]) -> np.ndarray:
     """(rows, cols, 3) uint8: the findings in white on black above the QC montage (outline red, as in qc/CASE.png)."""
-    montage = np.asarray(qc_montage(image, mask, geometry).convert("RGB"))
+    return with_text_above(np.asarray(qc_montage(image, mask, geometry).convert("RGB")), lines)
+
+
+def with_text_above(montage: np.ndarray, lines: List[str]) -> np.ndarray:
+    """(rows, cols, 3) uint8: ``lines`` in white on black, wrapped to the width, above the RGB ``montage``."""
     width = max(montage.shape[1], MIN_WIDTH)
     text_font = font(TEXT_SIZE)
     measure = ImageDraw.Draw(PILImage.new("L", (1, 1)))
@@ -87,8 +91,8 @@ def picture_orientation(geometry: Geometry) -> Tuple[str, str]:
     return along[world_w], "F" if world_h == 2 else along[world_h]
 
 
-def build_findings_capture(picture: np.ndarray, header, geometry: Geometry):
-    """A highdicom Secondary Capture of ``picture`` in a new series of ``header``'s study."""
+def build_findings_capture(picture: np.ndarray, header, geometry: Geometry, description: str = SC_SERIES_DESCRIPTION):
+    """A highdicom Secondary Capture of ``picture`` in a new series (``description``) of ``header``'s study."""
     import highdicom as hd
 
     capture = hd.sc.SCImage.from_ref_dataset(
@@ -103,7 +107,7 @@ def build_findings_capture(picture: np.ndarray, header, geometry: Geometry):
         sop_instance_uid=hd.UID(),
         instance_number=1,
         manufacturer="DeepWML",
-        series_description=SC_SERIES_DESCRIPTION,
+        series_description=description,
     )
     capture.BurnedInAnnotation = "YES"  # the findings are text in the pixels
     capture.ImageComments = "DeepWML, research use only, not a medical device"
@@ -114,7 +118,13 @@ def write_findings_capture(image: np.ndarray, mask: np.ndarray, geometry: Geomet
                            path: Path, model_name: str) -> Path:
     """Write the findings picture of one case as a DICOM Secondary Capture, atomically."""
     picture = findings_picture(image, mask, geometry, findings_lines(summary, model_name))
-    capture = build_findings_capture(picture, header, geometry)
+    return write_capture(picture, header, geometry, path)
+
+
+def write_capture(picture: np.ndarray, header, geometry: Geometry, path: Path,
+                  description: str = SC_SERIES_DESCRIPTION) -> Path:
+    """Write an RGB ``picture`` of slices on ``geometry`` as a Secondary Capture in ``header``'s study, atomically."""
+    capture = build_findings_capture(picture, header, geometry, description)
     with atomic_path(path, ".dcm") as tmp:
         capture.save_as(tmp)
     return path

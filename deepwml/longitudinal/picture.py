@@ -58,6 +58,15 @@ def _draw_outline(panel: np.ndarray, mask: np.ndarray, colour: Tuple[int, int, i
 def write_change_picture(followup: np.ndarray, aligned_baseline: np.ndarray, aligned_baseline_mask: np.ndarray,
                          change_map: np.ndarray, geometry: Geometry, path: Path, title: str) -> Path:
     """Write the PNG atomically; every array is on the follow-up's (z, y, x) grid ``geometry``."""
+    picture = change_picture(followup, aligned_baseline, aligned_baseline_mask, change_map, geometry, title)
+    with atomic_path(path, ".png") as tmp:
+        picture.save(tmp, format="PNG", compress_level=1)
+    return path
+
+
+def change_picture(followup: np.ndarray, aligned_baseline: np.ndarray, aligned_baseline_mask: np.ndarray,
+                   change_map: np.ndarray, geometry: Geometry, title: str) -> PILImage.Image:
+    """Aligned baseline beside follow-up for the slices with the most change, outlines coloured by status (RGB)."""
     follow_view, numbers, (row_mm, col_mm) = canonical_view(followup, geometry)
     base_view = canonical_view(aligned_baseline, geometry)[0]
     base_mask_view = canonical_view(np.asarray(aligned_baseline_mask) > 0, geometry)[0]
@@ -97,7 +106,5 @@ def write_change_picture(followup: np.ndarray, aligned_baseline: np.ndarray, ali
     for text, colour in legend:
         draw_text(draw, (x, TITLE_PIXELS + TITLE_PIXELS // 2), text, colour, small, 0.0)
         x += int(draw.textlength(text, font=small)) + 14
-    with atomic_path(path, ".png") as tmp:
-        picture.save(tmp, format="PNG", compress_level=1)
-    return path
+    return picture
 

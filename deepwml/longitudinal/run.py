@@ -32,6 +32,7 @@ OUTPUT_NAMES = {
     "picture": "change.png",
     "report": "change.html",
     "dicom_seg": "change_seg.dcm",
+    "dicom_findings": "change_findings.dcm",
 }
 
 
@@ -55,6 +56,8 @@ class CompareRequest:
     overwrite: bool = False
     #: also write the change map as a DICOM SEG of the follow-up series (a DICOM folder), one segment per status
     dicom_seg: bool = False
+    #: also write the findings above the change picture as a DICOM Secondary Capture in the follow-up's study
+    dicom_findings: bool = False
 
 
 @dataclass
@@ -100,14 +103,16 @@ def _check_request(request: CompareRequest) -> None:
             raise DeepWMLError("the output folder is an input; give another -o", request.output)
     if out.exists() and not out.is_dir():
         raise DeepWMLError("output exists and is not a folder", request.output)
-    if request.dicom_seg:
+    for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings)):
+        if not asked:
+            continue
         from deepwml.imageio import is_dicom_folder
         from deepwml.inference.dicom_seg import require_highdicom
 
-        require_highdicom()
+        require_highdicom(flag)
         if not (Path(request.followup).is_dir() and is_dicom_folder(Path(request.followup))):
-            raise DeepWMLError("--dicom-seg needs the follow-up as a DICOM series folder (the SEG refers to its slices)",
-                               request.followup)
+            raise DeepWMLError(f"{flag} needs the follow-up as a DICOM series folder (it files with the follow-up's "
+                               "series)", request.followup)
 
 
 MARKER = ".deepwml_compare.json"
@@ -282,6 +287,10 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
                         segment_labels=labels, series_description="DeepWML lesion change (research use)")
     else:
         outputs.pop("dicom_seg")
+    if request.dicom_findings:
+        _write_findings_capture(request, followup, images, change, outputs["dicom_findings"], warnings)
+    else:
+        outputs.pop("dicom_findings")
     summary = dict(change.summary)
     summary["findings"] = findings_text(change.summary)
     summary["registration"] = registration.to_dict()
@@ -296,3 +305,22 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
 
     write_text(outputs["report"], build_change_report(summary, change.followup, outputs.get("picture"), warnings))
     write_json(outputs["summary"], summary)
+
+
+def _write_findings_capture(request: CompareRequest, followup: Image, images: AlignedImages, change: LesionChange,
+                            path: Path, warnings: List[str]) -> None:
+    """The findings sentence and cautions above the change picture, as a Secondary Capture of the follow-up's study."""
+    import deepwml
+    from deepwml.inference.dicom_capture import first_header, with_text_above, write_capture
+    from deepwml.longitudinal.picture import change_picture
+
+    model = "masks given" if request.followup_mask is not None and request.baseline_mask is not None else (
+        f"model {Path(str(request.model_dir)).name}" if request.model_dir else "the shipped model")
+    lines = [findings_text(change.summary), *(f"Caution: {w}" for w in warnings),
+             f"Lesion change by DeepWML {deepwml.__version__} ({model}). Research use only, not a medical device: a "
+             "qualified reader must review these findings."]
+    s = change.summary
+    title = f"{s['new_lesions']} new, {s['enlarging_lesions']} enlarging, {s['resolved_baseline_lesions']} resolved"
+    picture = change_picture(followup.array, images.baseline, images.baseline_mask, change.change_map, followup.geometry, title)
+    write_capture(with_text_above(np.asarray(picture), lines), first_header(Path(request.followup)), followup.geometry,
+                  path, "DeepWML lesion change findings (research use)")
