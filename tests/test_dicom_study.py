@@ -204,6 +204,34 @@ def test_a_multiframe_object_with_two_stacks_or_orientations_or_rescales_is_an_e
     with pytest.raises(ImageError, match="enhanced.dcm.*5 different rescale slopes"):
         read_image(folder)
 
+    def zoomed_frame(ds):
+        item = pydicom.Dataset()
+        item.PixelSpacing, item.SliceThickness = [0.4, 0.45], 6.0
+        ds.PerFrameFunctionalGroupsSequence[3].PixelMeasuresSequence = pydicom.Sequence([item])
+
+    folder = _edit_frames(_multiframe(classic, tmp_path / "zoomed"), zoomed_frame)
+    with pytest.raises(ImageError, match="enhanced.dcm.*2 different pixel spacings"):
+        read_image(folder)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_multiframe_frames_stored_interleaved_are_put_in_place(tmp_path):
+    """Frames stored 1, 3, 5, 2, 4 (as an interleaved acquisition may keep them): ITK alone would stack them in that
+    order with a 1 mm spacing; the frames' positions put each where it lies."""
+    array, geometry = _flair_int16(seed=9, direction=oblique_direction(8))
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "76.1")
+    path = _multiframe(classic, tmp_path / "enhanced")
+
+    def interleave(ds):
+        order = [0, 2, 4, 1, 3]
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[order]).tobytes()
+        groups = list(ds.PerFrameFunctionalGroupsSequence)
+        ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence([groups[k] for k in order])
+
+    image, reference = read_image(_edit_frames(path, interleave)), read_image(classic)
+    assert np.array_equal(image.array, reference.array)
+    assert not image.geometry.mismatches(reference.geometry, tol=1e-4), image.geometry.mismatches(reference.geometry, tol=1e-4)
+
 
 @pytest.mark.filterwarnings("ignore")
 def test_a_multiframe_rescale_is_applied(tmp_path):

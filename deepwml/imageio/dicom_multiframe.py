@@ -1,9 +1,10 @@
 """Enhanced (multi-frame) MR objects: the whole stack in one file, each frame's position in its functional groups.
 
-Newer scanners export these instead of one file per slice. ITK reads the pixels and the geometry; the frames'
-positions are checked here first (one orientation, one stack, evenly spaced), because a file holding several
-stacks or echoes would otherwise be read as one stack with a wrong slice spacing, and the image is turned so that
-its slices ascend along the slice normal, as a classic series reads, whatever order the frames are stored in.
+Newer scanners export these instead of one file per slice. ITK (GDCM) decodes and rescales the pixels; the
+frames' positions are checked first (one orientation, one stack, evenly spaced, one pixel spacing and rescale),
+because a file holding several stacks or echoes would otherwise be read as one stack with a wrong slice spacing,
+and the stack is ordered and placed by the frames' own positions (slices ascending along the slice normal, as a
+classic series reads) whatever order they are stored in.
 """
 from __future__ import annotations
 
@@ -53,21 +54,40 @@ def read_multiframe(path: Path) -> sitk.Image:
     normal = np.cross(orientation[:3], orientation[3:])
     check_slice_positions(positions, normal, path, repeat_hint="does the file hold several stacks or echoes?")
     _check_one_rescale(ds, path)
+    pixel_spacing = _pixel_spacing(ds, path)
     try:
-        image = sitk.ReadImage(str(path))
+        decoded = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise ImageError(f"unreadable multi-frame DICOM ({str(e).strip().splitlines()[-1][:200]})", path) from None
-    if image.GetDimension() != 3 or image.GetSize()[2] != len(positions):
-        raise ImageError(f"ITK read the multi-frame DICOM as size {image.GetSize()}, not {len(positions)} frames", path)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    if float(direction[:, 2] @ normal) < 0:
-        # frames stored from the top down: flip so that slice z is the z-th along the normal, as in a classic series
-        image = sitk.Flip(image, [False, False, True], flipAboutOrigin=False)
-    lowest = positions[int(np.argmin(positions @ normal))]
-    if not np.allclose(image.GetOrigin(), lowest, atol=1e-3 + 1e-3 * float(np.max(image.GetSpacing()))):
-        raise ImageError(f"ITK placed the stack at {tuple(np.round(image.GetOrigin(), 3))} but its lowest frame is at "
-                         f"{tuple(np.round(lowest, 3))}; the file's geometry is inconsistent", path)
+    frames = sitk.GetArrayFromImage(decoded)
+    if frames.ndim != 3 or frames.shape[0] != len(positions):
+        raise ImageError(f"ITK decoded the multi-frame DICOM as {frames.shape}, not {len(positions)} frames", path)
+    # ITK takes its geometry from the first frames and keeps the stored order (wrong for frames stored interleaved),
+    # so only its pixels (rescaled) are used: the stack is ordered and placed by each frame's own position
+    along = positions @ normal
+    order = np.argsort(along)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(frames[order]))
+    image.SetSpacing((pixel_spacing[1], pixel_spacing[0], float(np.median(np.diff(along[order])))))
+    image.SetOrigin(tuple(float(v) for v in positions[order[0]]))
+    image.SetDirection(tuple(float(v) for v in np.column_stack([orientation[:3], orientation[3:], normal]).ravel()))
     return image
+
+
+def _pixel_spacing(ds, path: Path) -> np.ndarray:
+    """The (row, column) Pixel Spacing all frames share, from the functional groups."""
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    found = set()
+    for k, group in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or []):
+        value = _group_value(group, shared, "PixelMeasuresSequence", "PixelSpacing")
+        if value is None:
+            raise ImageError(f"frame {k + 1} of the multi-frame DICOM has no Pixel Spacing", path)
+        spacing = _numbers(value, 2, path, f"frame {k + 1} Pixel Spacing")
+        if np.any(spacing <= 0):
+            raise ImageError(f"frame {k + 1} Pixel Spacing {tuple(spacing)} is not positive", path)
+        found.add(tuple(np.round(spacing, 6)))
+    if len(found) != 1:
+        raise ImageError(f"the frames of the multi-frame DICOM have {len(found)} different pixel spacings", path)
+    return np.asarray(found.pop())
 
 
 def _check_one_rescale(ds, path: Path) -> None:
