@@ -347,6 +347,25 @@ def test_a_folder_of_flair_series_of_one_patient_stays_a_case_per_series(tmp_pat
     assert [c.case_id for c in discover_cases(tmp_path / "flairs")] == ["post", "pre"]
 
 
+def test_files_without_the_dicom_preamble_are_read(tmp_path):
+    """Old exports write the data set alone (no 128-byte preamble, no 'DICM', no file meta): still a series."""
+    array, geometry = _flair_int16(seed=10)
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "77.1")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for path in sorted(classic.iterdir()):
+        ds = pydicom.dcmread(path)
+        if ds.file_meta.TransferSyntaxUID != pydicom.uid.ImplicitVRLittleEndian:
+            pytest.skip("the test writer's files are not implicit VR little endian")
+        ds.preamble = None
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.save_as(bare / path.stem, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert (bare / "slice000").read_bytes()[:2] == b"\x08\x00"
+    image = read_image(bare)
+    assert np.array_equal(image.array, array.astype(np.float32))
+    assert not image.geometry.mismatches(read_image(classic).geometry, tol=1e-4)
+
+
 @pytest.mark.parametrize("compressor, syntax", [("JPEG", "1.2.840.10008.1.2.4.70"), ("JPEG2000", "1.2.840.10008.1.2.4.90")])
 def test_lossless_compressed_series_read_exactly(tmp_path, compressor, syntax):
     array, geometry = _flair_int16(seed=8)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
+import numpy as np
 import SimpleITK as sitk
 
 from deepwml.imageio.dicom_multiframe import read_multiframe
@@ -30,9 +31,57 @@ def quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
-def _series_ids(folder: Path) -> List[str]:
-    with quiet_itk():
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
+#: the header fields the series scan reads from every file (pydicom stops at the last one it needs)
+SCAN_TAGS = ["SeriesInstanceUID", "ImageOrientationPatient", "ImagePositionPatient", "InstanceNumber"]
+
+
+def series_in(folder: Path) -> Dict[str, List[str]]:
+    """The DICOM files directly in ``folder`` by series UID, each series sorted along its slice normal (then by
+    Instance Number, then by name). One header read per file: GDCM's series lookup rescans the folder per series."""
+    found: Dict[str, List[tuple]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        ds = _header(path)
+        uid = str(ds.get("SeriesInstanceUID", "") or "") if ds is not None else ""
+        if not uid:
+            continue
+        found.setdefault(uid, []).append((_slice_key(ds), str(path)))
+    return {uid: [name for _, name in sorted(entries)] for uid, entries in found.items()}
+
+
+def _header(path: Path):
+    """The scan fields of a DICOM file, or None for any other file (a file without the 128-byte preamble, as old
+    exports write them, counts when it starts with a group-0008 element)."""
+    import pydicom
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=SCAN_TAGS)
+    except Exception:  # noqa: BLE001 - not DICOM, or not readable: not part of a series
+        pass
+    try:
+        with open(path, "rb") as f:
+            start = f.read(2)
+        if start != b"\x08\x00":
+            return None
+        return pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=SCAN_TAGS, force=True)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _slice_key(ds) -> tuple:
+    """Position along the slice normal when the file has patient geometry, else its Instance Number."""
+    try:
+        cosines = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+        position = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
+        if cosines.shape == (6,) and position.shape == (3,) and np.all(np.isfinite(cosines)) and np.all(np.isfinite(position)):
+            return (0, float(np.cross(cosines[:3], cosines[3:]) @ position))
+    except (AttributeError, TypeError, ValueError):
+        pass
+    try:
+        return (1, float(ds.get("InstanceNumber")))
+    except (TypeError, ValueError):
+        return (2, 0.0)
 
 
 def dicom_subfolders(folder: Path, depth: int = STUDY_DEPTH, prune: Optional[Callable[[Path], bool]] = None) -> Iterator[Path]:
@@ -49,21 +98,23 @@ def list_dicom_series(folder: Union[str, Path]) -> Dict[str, List[str]]:
     """Map each series instance UID in ``folder`` to its files, sorted by slice position; when the folder holds no
     DICOM files itself, the series of the folders below it (a study exported one folder per series)."""
     folder = Path(folder)
-    reader = sitk.ImageSeriesReader()
-    uids = _series_ids(folder)
-    if uids:
-        return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in uids}
-    where: Dict[str, List[Path]] = {}
+    series = series_in(folder)
+    if series:
+        return series
+    merged: Dict[str, List[str]] = {}
     for sub in dicom_subfolders(folder):
-        for uid in _series_ids(sub):
-            where.setdefault(uid, []).append(sub)
-    series = {}
-    for uid, folders in where.items():
-        if len(folders) == 1:
-            series[uid] = list(reader.GetGDCMSeriesFileNames(str(folders[0]), uid))
-        else:  # one series split over folders: GDCM sorts the files of the whole tree by position
-            series[uid] = list(reader.GetGDCMSeriesFileNames(str(folder), uid, False, True))
-    return series
+        for uid, files in series_in(sub).items():
+            merged.setdefault(uid, []).extend(files)
+    # a series split over folders is sorted as a whole
+    return {uid: files if len(files) < 2 or _same_folder(files) else _resorted(files) for uid, files in merged.items()}
+
+
+def _same_folder(files: List[str]) -> bool:
+    return len({str(Path(f).parent) for f in files}) == 1
+
+
+def _resorted(files: List[str]) -> List[str]:
+    return [name for _, name in sorted((_slice_key(_header(Path(f))), f) for f in files)]
 
 
 def is_dicom_folder(folder: Union[str, Path]) -> bool:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
-import SimpleITK as sitk
 
 from deepwml.imageio import Image, has_image_ending, is_image_file, list_dicom_series, read_image, split_ending, unreadable_reason
-from deepwml.imageio.dicom import dicom_subfolders, quiet_itk
+from deepwml.imageio.dicom import dicom_subfolders, quiet_itk, series_in
 from deepwml.imageio.dicom_series import describe_series
 from deepwml.inference.output_folder import MARKER_NAME, is_output_folder
 from deepwml.utils.errors import DeepWMLError, ImageError
@@ -57,16 +56,14 @@ class InputCase:
 
 def _holds_dicom(folder: Path) -> bool:
     """True when ``folder`` directly holds at least one DICOM series."""
-    with quiet_itk():
-        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    return bool(series_in(folder))
 
 
 def _holds_dicom_below(folder: Path) -> bool:
     """True when ``folder`` holds no files but the folders below it hold DICOM series (a study's series folders)."""
     if any(p.is_file() for p in _visible(folder)):
         return False
-    with quiet_itk():
-        return any(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(sub)) for sub in dicom_subfolders(folder))
+    return any(series_in(sub) for sub in dicom_subfolders(folder))
 
 
 def _is_one_study(series_folders: List[Path]) -> bool:
@@ -75,17 +72,16 @@ def _is_one_study(series_folders: List[Path]) -> bool:
     if len(series_folders) < 2:
         return False
     studies, infos = set(), []
-    with quiet_itk():
-        for folder in series_folders:
-            series = list_dicom_series(folder)
-            if len(series) != 1:
-                return False
-            info = describe_series(series)[0]
-            study = _study_uid(info.files)
-            if study is None:
-                return False
-            studies.add(study)
-            infos.append(info)
+    for folder in series_folders:
+        series = list_dicom_series(folder)
+        if len(series) != 1:
+            return False
+        info = describe_series(series)[0]
+        study = _study_uid(info.files)
+        if study is None:
+            return False
+        studies.add(study)
+        infos.append(info)
     return len(studies) == 1 and not all(i.is_mr_image and i.is_t2_flair for i in infos)
 
 
