@@ -9,7 +9,6 @@ median time of deepwml's reader (series choice included) for each.
 from __future__ import annotations
 
 import argparse
-import locale
 import shutil
 import statistics
 import sys
@@ -17,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from deepwml.imageio import Geometry, read_image
 
@@ -26,28 +24,15 @@ UID = "1.2.826.0.1.3680043.8.498.77."
 
 def write_series(folder: Path, array: np.ndarray, geometry: Geometry, uid: str, number: int, description: str,
                  te: float, ti: float = 0.0) -> None:
-    """One classic MR series, a file per slice, with the tags the series choice reads."""
-    folder.mkdir(parents=True, exist_ok=True)
-    image = sitk.GetImageFromArray(array)
-    geometry.apply_to(image)
-    tags = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0010|0020": "BENCH", "0020|000d": UID + "1",
-            "0020|000e": uid, "0020|0052": UID + "2", "0020|0037": "1\\0\\0\\0\\1\\0", "0018|0050": f"{geometry.spacing[2]:g}",
-            "0008|103e": description, "0020|0011": str(number), "0018|0081": f"{te:g}"}
-    if ti:
-        tags["0018|0082"] = f"{ti:g}"
-    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer leaves LC_CTYPE at "C"
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(array.shape[0]):
-        plane = image[:, :, z]
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        plane.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, z))))
-        plane.SetMetaData("0020|0013", str(z + 1))
-        plane.SetMetaData("0008|0018", f"{uid}.{z + 1}")
-        writer.SetFileName(str(folder / f"s{number:02d}_{z:03d}.dcm"))
-        writer.Execute(plane)
-    locale.setlocale(locale.LC_ALL, saved)
+    """One classic MR series of the benchmark's study, a file per slice, with the tags the series choice reads."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)  # deepwml_testing sits at the repository root, not installed
+    from deepwml_testing.dicom_series import write_dicom_series
+
+    tags = {"0020|0011": str(number), "0018|0081": f"{te:g}", **({"0018|0082": f"{ti:g}"} if ti else {})}
+    write_dicom_series(folder, array, geometry, uid, study_uid=UID + "1", prefix=f"s{number:02d}_", description=description,
+                       extra_tags=tags)
 
 
 def timed(folder: Path, runs: int) -> float:
