@@ -16,6 +16,8 @@ from deepwml.imageio.headers import check_dicom_slices, check_geometry
 from deepwml.utils.errors import ImageError
 
 
+#: (folder, series UID) whose choice this process has already told
+_SAID: set = set()
 #: how deep below a study folder its series folders may lie (e.g. STUDY/PATIENT/EXAM/SERIES/files)
 STUDY_DEPTH = 4
 
@@ -128,7 +130,8 @@ def read_dicom_series(folder: Union[str, Path], series_uid: Optional[str] = None
     one T2-FLAIR (see :mod:`deepwml.imageio.dicom_series`); classic (a file per slice) or multi-frame."""
     folder = Path(folder)
     info, why = choose_series(list_dicom_series(folder), folder, series_uid)
-    if why:
+    if why and (str(folder), info.uid) not in _SAID:
+        _SAID.add((str(folder), info.uid))  # a folder is read more than once per run (e.g. by deepwml_compare)
         print(f"[deepwml] note: {folder}: reading {info.label()}, {why}; choose another with --series-uid", file=sys.stderr)
     files = list(info.files)
     if info.frames > 1:
