@@ -4,7 +4,7 @@ Columns (header names are case-insensitive; only ``image`` is required)::
 
     case_id         optional; derived from the image file (or DICOM folder) name when empty
     image           image file, or a folder holding a DICOM series (converted losslessly to --file-ending)
-    label           optional lesion mask file; rows without one go to the test split
+    label           optional lesion mask file, or a DICOM SEG of the row's DICOM series; rows without one go to the test split
     centre          (or center) site / hospital; default "unknown"
     disease         MS, NMOSD, CSVD or other (any letter case); default "other"
     vendor, scanner optional strings; default "unknown"
@@ -33,7 +33,9 @@ from deepwml.cli.common import run
 from deepwml.constants import DISEASES
 from deepwml.datasets import CaseMeta, case_id_problem
 from deepwml.datasets.dataset_writer import SourceCase, safe_case_id
+from deepwml.datasets.seg_label import DicomSegLabel
 from deepwml.imageio import is_image_file, split_ending
+from deepwml.imageio.dicom_seg_masks import is_dicom_seg
 from deepwml.utils.errors import DatasetError, DeepWMLError
 
 STANDARD_COLUMNS = ("case_id", "image", "label", "centre", "disease", "vendor", "scanner", "field_strength", "split", "series_uid")
@@ -95,8 +97,14 @@ def _case_from_row(row: Dict[str, str], base: Path) -> Tuple[Optional[SourceCase
     elif not image.is_dir() and not is_image_file(image):
         problems.append(f"image is neither an image file nor a DICOM folder: {image}")
     label = _resolve(row.get("label", ""), base)
-    if label is not None and not is_image_file(label):
-        problems.append(f"label must be an image file: {label}" + ("" if label.exists() else " (not found)"))
+    if label is not None and is_dicom_seg(label):
+        # a reader's outlines kept as a DICOM SEG of the row's DICOM series: made a mask on the series' grid
+        if image.is_dir():
+            label = DicomSegLabel(label, image, row.get("series_uid") or None)
+        else:
+            problems.append(f"a DICOM SEG label needs its DICOM series folder as the image: {label}")
+    elif label is not None and not is_image_file(label):
+        problems.append(f"label must be an image file or a DICOM SEG: {label}" + ("" if label.exists() else " (not found)"))
 
     case_id = row.get("case_id") or safe_case_id(image.name if image.is_dir() else _stem(image))
     why = case_id_problem(case_id)

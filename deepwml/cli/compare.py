@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", type=Path, help="the model that segments both scans: a trained model's PLAN folder "
                    "(default: the pretrained model shipped with DeepWML)")
     p.add_argument("--baseline-mask", type=Path, help="the baseline's lesion mask (> 0: lesion, e.g. a reader's corrected "
-                   "one) instead of segmenting it")
-    p.add_argument("--followup-mask", type=Path, help="the follow-up's lesion mask instead of segmenting it")
+                   "one) instead of segmenting it; for a DICOM series also a DICOM SEG of it")
+    p.add_argument("--followup-mask", type=Path, help="the follow-up's lesion mask instead of segmenting it (image file, or "
+                   "a DICOM SEG of a DICOM series)")
     p.add_argument("--tolerance-mm", type=float, default=defaults.tolerance_mm,
                    help=f"in-plane distance within which a follow-up and a baseline lesion touch, mm (default "
                         f"{defaults.tolerance_mm:g}; never less than the coarser pixel)")

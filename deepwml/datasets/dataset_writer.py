@@ -172,7 +172,7 @@ def _source_key(source: Union[Path, LabelSource], link: str, series_uid: Optiona
     if not isinstance(source, Path):
         return source.key()
     if source.is_dir():
-        stats = [f.stat() for f in source.iterdir() if f.is_file()]
+        stats = [f.stat() for f in source.rglob("*") if f.is_file()]  # a study's series may lie in subfolders
         return f"dicom:{source.resolve()}:{series_uid}:{len(stats)}:{max((s.st_mtime_ns for s in stats), default=0)}"
     stat = source.stat()
     return f"{link}:{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"

@@ -188,7 +188,13 @@ def add_locations(change: LesionChange, lesions_csv: Optional[Path]) -> None:
 
 
 def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
-    """A scan and its lesion mask (> 0: lesion), which must share its grid."""
+    """A scan and its lesion mask (> 0: lesion), which must share its grid; for a DICOM series the mask may be a
+    DICOM SEG of it (a reader's outlines from the PACS)."""
+    from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask
+
+    if Path(image_path).is_dir() and is_dicom_seg(Path(mask_path)):
+        image = read_image(image_path)
+        return image, read_seg_mask(Path(mask_path), Path(image_path)) > 0
     image, mask = read_image(image_path), read_label(mask_path)
     problems = image.geometry.mismatches(mask.geometry)
     if problems:
