@@ -293,6 +293,16 @@ def test_a_folder_of_study_folders_predicts_each_study_s_flair(tmp_path, capsys)
         page = (tmp_path / "out" / "report" / f"{name}.html").read_text(encoding="utf-8")
         assert "<dt>DICOM series</dt><dd>series 4 &#x27;t2_tirm_tra_dark-fluid&#x27; (5 slices, 6 mm, axial)" in page
         assert "study date 2024-01-15" in page
+    # summary.csv records, per case, the series that was read
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
+    for name in ("anna", "ben"):
+        assert summary.loc[name, "source_series"].startswith("series 4 't2_tirm_tra_dark-fluid' (5 slices, 6 mm, axial): ")
+    # ... also when a second run finds the cases done
+    assert predict_main(["-i", str(tmp_path / "studies"), "-o", str(tmp_path / "out"), "-m", str(model)]) == 0
+    again = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
+    assert again.loc["anna", "source_series"] == summary.loc["anna", "source_series"]
     assert capsys.readouterr().err.count("the only T2-FLAIR of 4 MR image series") >= 2
 
 

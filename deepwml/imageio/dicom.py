@@ -119,6 +119,12 @@ def _resorted(files: List[str]) -> List[str]:
     return [name for _, name in sorted((_slice_key(_header(Path(f))), f) for f in files)]
 
 
+def chosen_series_label(folder: Union[str, Path], series_uid: Optional[str] = None) -> str:
+    """The series :func:`read_dicom_series` reads from ``folder``, as one line (number, name, slices, UID...)."""
+    info, _ = choose_series(list_dicom_series(folder), Path(folder), series_uid)
+    return info.label()
+
+
 def is_dicom_folder(folder: Union[str, Path]) -> bool:
     """True when ``folder`` holds at least one DICOM series, in itself or in the folders below it."""
     folder = Path(folder)

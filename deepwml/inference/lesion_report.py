@@ -224,6 +224,8 @@ class CaseSummary:
     error: str = ""
     #: what sets the scan apart from the model's training scans (deepwml.inference.acquisition); '' when nothing does
     acquisition_warning: str = ""
+    #: for a DICOM input, the series read (number, name, slices, thickness, plane, UID); '' for image files
+    source_series: str = ""
     #: fields from an anatomy map (ANATOMY_SUMMARY_COLUMNS), written after the others; empty without a map
     anatomy: Dict[str, Any] = field(default_factory=dict)
 

@@ -104,6 +104,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
+    summary.source_series = source_series(case, options.clinical.series_uid)
     write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
     if options.clinical.extras.anatomy and anatomy is not None:
         write_image(anatomy, geometry, outputs.anatomy)
@@ -128,6 +129,7 @@ def write_label_map_case(prepared: PreparedCase, probs_pp: np.ndarray, options: 
     write_image(label_map, geometry, outputs.mask)
     summary = label_map_summary(case.case_id, label_map, geometry)
     summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
+    summary.source_series = source_series(case, options.clinical.series_uid)
     return summary
 
 
@@ -137,13 +139,23 @@ def label_map_summary(case_id: str, label_map: np.ndarray, geometry: Any) -> Cas
                        slice_thickness_mm=float(geometry.slice_thickness))
 
 
+def source_series(case: InputCase, series_uid: Optional[str] = None) -> str:
+    """summary.csv's source_series: the DICOM series a case was read from; '' for an image file."""
+    if case.kind != "dicom":
+        return ""
+    from deepwml.imageio.dicom import chosen_series_label
+
+    return chosen_series_label(case.source, series_uid)
+
+
 def summary_from_outputs(case: InputCase, outputs: CaseOutputs, label_map: bool = False,
-                         trained: Optional[TrainedAcquisition] = None) -> CaseSummary:
+                         trained: Optional[TrainedAcquisition] = None, series_uid: Optional[str] = None) -> CaseSummary:
     """Summary row of a case finished by an earlier run, recomputed from its mask (or label map) on disk (which is on
     the input's grid, so the acquisition check sees the input's geometry)."""
     mask_image = read_image(outputs.mask, dtype=None)
     summary = _summary_from_mask(case, outputs, mask_image, label_map)
     summary.acquisition_warning = acquisition_warning(mask_image.geometry, trained)
+    summary.source_series = source_series(case, series_uid)
     return summary
 
 

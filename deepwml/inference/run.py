@@ -202,7 +202,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
     for case in done:
         try:
-            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained)
+            summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained,
+                                                           request.series_uid)
             if not summaries[case.case_id].anatomy and case.case_id in earlier:
                 # the map was not saved: the anatomy figures of a finished case come from the run that made it
                 summaries[case.case_id].anatomy = earlier[case.case_id]
