@@ -234,6 +234,20 @@ def test_multiframe_frames_stored_interleaved_are_put_in_place(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore")
+def test_a_truncated_multiframe_object_is_an_error_naming_it(tmp_path, capsys):
+    array, geometry = _flair_int16(seed=11)
+    classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "78.1")
+    path = _multiframe(classic, tmp_path / "enhanced")
+    path.write_bytes(path.read_bytes()[:-3000])  # the last frames' pixels cut off, as by an interrupted transfer
+    with pytest.raises(ImageError, match="enhanced.dcm.*(unreadable multi-frame DICOM|decoded the multi-frame)"):
+        read_image(path.parent)
+    # through deepwml_predict: the case fails with the reason, the run goes on and says so
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    assert predict_main(["-i", str(path.parent), "-o", str(tmp_path / "out"), "-m", str(model)]) == 1
+    assert "enhanced" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore")
 def test_a_multiframe_rescale_is_applied(tmp_path):
     array, geometry = _flair_int16(seed=7)
     classic = write_dicom_series(tmp_path / "classic", array, geometry, UID_ROOT + "73.1")
