@@ -214,7 +214,7 @@ def check_dicom_slices(files: Sequence[str], folder: Path) -> None:
     """Pixel Spacing > 0 and finite, finite positions/orientation, distinct and evenly spaced slice positions."""
     import SimpleITK as sitk
 
-    positions, normal = [], None
+    positions, normal, orientations = [], None, []
     for name in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(name))
@@ -234,8 +234,13 @@ def check_dicom_slices(files: Sequence[str], folder: Path) -> None:
             raise ImageError(f"{where}Image Position/Orientation (Patient) {_fmt(position)} {_fmt(orientation)} is not finite", folder)
         normal = np.cross(orientation[:3], orientation[3:])
         positions.append(np.asarray(position))
+        orientations.append(orientation)
     if normal is None or len(positions) < 2:
         return
+    tilted = int(np.count_nonzero(np.any(np.abs(np.asarray(orientations) - orientations[0]) > 1e-3, axis=1)))
+    if tilted:
+        raise ImageError(f"{tilted} of the series' {len(orientations)} slices lie in another orientation than the first "
+                         "(a localiser or a reformat in the same series?); a stack needs one orientation", folder)
     check_slice_positions(np.asarray(positions), normal, folder)
 
 

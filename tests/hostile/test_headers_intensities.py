@@ -204,6 +204,18 @@ def test_dicom_missing_middle_slice_is_an_error(tmp_path):
         read_image(folder)
 
 
+def test_dicom_series_holding_a_slice_of_another_orientation_is_an_error(tmp_path):
+    """A localiser or reformat sharing the FLAIR's series UID: not one stack (the spacing check alone would blame a gap)."""
+    import pydicom
+
+    folder = _dicom(tmp_path / "series")
+    ds = pydicom.dcmread(folder / "slice002.dcm")
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal
+    ds.save_as(folder / "slice002.dcm")
+    with pytest.raises(ImageError, match=r"series: 1 of the series' 4 slices lie in another orientation than the first"):
+        read_image(folder)
+
+
 # ---------------------------------------------------------------- intensity probes
 
 def _hot_voxel(value: float) -> Callable[[np.ndarray], np.ndarray]:
