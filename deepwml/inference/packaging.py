@@ -174,3 +174,21 @@ def replace_dir(new: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def install_as_folder(model_dir: Path, folds: Sequence[Union[int, str]], checkpoint: str, card: str, target: Path) -> None:
+    """Export ``folds`` of a PLAN folder (weights only, checksummed) and install them at ``target`` with ``card`` as its
+    MODEL_CARD.md; an old model there is replaced only once the new one is complete."""
+    with tempfile.TemporaryDirectory(prefix="deepwml_install_") as tmp:
+        zip_path = Path(tmp) / "model.zip"
+        export_model(model_dir, zip_path, list(folds), checkpoint)
+        installed = install_model(zip_path, Path(tmp) / "results")
+        (installed / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new.", dir=target.parent))
+        try:
+            shutil.copytree(installed, staging, dirs_exist_ok=True)
+            os.chmod(staging, 0o777 & ~umask())
+            replace_dir(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from deepwml.utils.atomic import read_json, umask, write_json, write_text
+from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
 
@@ -374,20 +374,9 @@ def _score_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[str]
 
 def install_builtin(model_dir: Path, recipe: Recipe, record: Dict[str, Any], target: Path) -> None:
     """Export the trained fold(s) (weights only, checksummed) and install them as the package's shipped model."""
-    from deepwml.inference.packaging import export_model, install_model, replace_dir
+    from deepwml.inference.packaging import install_as_folder
     from deepwml.pretrained.model_card import model_card
 
-    with tempfile.TemporaryDirectory(prefix="deepwml_pretrained_") as tmp:
-        zip_path = Path(tmp) / "model.zip"
-        export_model(model_dir, zip_path, list(recipe.folds[:1] if recipe.distill else recipe.folds), recipe.checkpoint)
-        installed = install_model(zip_path, Path(tmp) / "results")
-        write_text(installed / "MODEL_CARD.md", model_card(recipe, record))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new.", dir=target.parent))
-        try:
-            shutil.copytree(installed, staging, dirs_exist_ok=True)
-            os.chmod(staging, 0o777 & ~umask())
-            replace_dir(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    install_as_folder(model_dir, recipe.folds[:1] if recipe.distill else recipe.folds, recipe.checkpoint,
+                      model_card(recipe, record), target)
     _log(f"installed the model in {target}")

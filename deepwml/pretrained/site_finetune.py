@@ -1,0 +1,151 @@
+"""A site's labelled scans in, a fine-tuned model out, in one command (deepwml_finetune).
+
+The manifest's labelled rows (image files or DICOM series, masks as files or DICOM SEG) become a raw dataset,
+planned and preprocessed with the starting model's own plans.json (the network must match to start from its
+weights), trained on every case (fold 'all') from the starting model's weights at its fine-tuning learning rate,
+and installed as a model folder for ``deepwml_predict -m`` with a model card naming the scans, the start, the
+schedule and the time. Every step is a public command; the work folder resumes an interrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.datasets.dataset_writer import write_dataset
+from deepwml.datasets.manifest import default_file_ending, read_manifest
+from deepwml.inference.packaging import install_as_folder
+from deepwml.planning.plan import Plan
+from deepwml.pretrained.recipe import training_hours
+from deepwml.utils.atomic import read_json, write_json
+from deepwml.utils.commands import run_command
+from deepwml.utils.errors import DeepWMLError
+
+DATASET_ID, NAME = 590, "SiteFinetune"
+DATASET = f"Dataset{DATASET_ID}_{NAME}"
+STATE = "finetune.json"
+
+
+@dataclass
+class FinetuneRequest:
+    """What deepwml_finetune is asked to do."""
+
+    manifest: Path
+    output: Path
+    start: str = "builtin"
+    work: Optional[Path] = None
+    epochs: int = 20
+    iterations: Optional[int] = None
+    lr: Optional[float] = None
+    device: str = "auto"
+    n_jobs: int = 2
+    seed: int = 0
+    overwrite: bool = False
+
+
+def start_model(spec: str) -> Path:
+    """The PLAN folder to start from: 'builtin' (the shipped model) or a trained model's PLAN folder."""
+    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+    folder = builtin_model_dir() if spec == BUILTIN_ALIAS else Path(spec).expanduser()
+    if not (folder / "plans.json").is_file():
+        raise DeepWMLError("--from: not a model's PLAN folder (no plans.json)", folder)
+    return folder
+
+
+def work_folder(request: FinetuneRequest) -> Path:
+    """Where data, caches and training go: --work, else a hidden folder beside the output."""
+    out = Path(request.output).expanduser().resolve()
+    return Path(request.work).expanduser().resolve() if request.work else out.parent / f".{out.name}.work"
+
+
+def _log(message: str) -> None:
+    print(f"[deepwml_finetune] {message}", flush=True)
+
+
+def run_finetune(request: FinetuneRequest) -> Path:
+    """Run every step (each skipped when already done) and install the model in ``request.output``; returns it."""
+    start = start_model(request.start)
+    plan = Plan.load(start / "plans.json")
+    cases = read_manifest(request.manifest)
+    labelled = [c for c in cases if c.split == "Tr"]
+    if not labelled:
+        raise DeepWMLError("no row has a label: fine-tuning needs labelled scans", request.manifest)
+    skipped = len(cases) - len(labelled)
+    out = Path(request.output).expanduser()
+    if out.exists() and not request.overwrite:
+        raise DeepWMLError("exists; give another -o or --overwrite to replace the model there", out)
+    work = work_folder(request)
+    identity = {"manifest": _digest(Path(request.manifest)), "start": str(start.resolve()), "epochs": request.epochs,
+                "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
+    _claim(work, identity)
+    raw, pre, results = work / "raw", work / "preprocessed", work / "results"
+    if not (raw / DATASET / "dataset.json").is_file():
+        _log(f"{len(labelled)} labelled scan(s) -> {raw / DATASET}" + (f" ({skipped} row(s) without a label left out)" if skipped else ""))
+        result = write_dataset(labelled, raw, DATASET_ID, NAME, file_ending=default_file_ending(labelled),
+                               description=f"fine-tuning set from {Path(request.manifest).name}", n_jobs=request.n_jobs)
+        if result.problems:
+            raise DeepWMLError(f"the manifest made a dataset with problems: {'; '.join(map(str, result.problems))}", raw)
+    run_command("plan_and_preprocess", ["-d", str(DATASET_ID), "--raw", str(raw), "--preprocessed", str(pre),
+                                        "--plan-file", str(start / "plans.json"), "--test-fraction", "0",
+                                        "-np", str(request.n_jobs)], None, "deepwml_finetune")
+    fold_dir = results / DATASET / plan.name / "fold_all"
+    if not (fold_dir / "validation" / "summary.json").is_file():
+        args = ["-d", str(DATASET_ID), "all", "-p", plan.name, "--preprocessed", str(pre), "--results", str(results),
+                "--epochs", str(request.epochs), "--seed", str(request.seed), "--device", request.device,
+                "--pretrained", str(start)]
+        args += ["--iterations", str(request.iterations)] if request.iterations else []
+        args += ["--lr", str(request.lr)] if request.lr is not None else []
+        args += ["--continue"] if (fold_dir / "checkpoint_latest.pth").is_file() else []
+        run_command("train", args, None, "deepwml_finetune")
+    install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, labelled, fold_dir), out)
+    _log(f"installed the fine-tuned model in {out}; use it with: deepwml_predict -i SCANS -o OUT -m {out}")
+    return out
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        raise DeepWMLError("manifest not readable", path) from None
+
+
+def _claim(work: Path, identity: dict) -> None:
+    """Refuse a work folder that holds a run with another manifest, start or schedule (its data would be reused)."""
+    state = work / STATE
+    if state.is_file():
+        earlier = read_json(state)
+        changed = [k for k, v in identity.items() if earlier.get(k) != v]
+        if changed:
+            raise DeepWMLError(f"holds a fine-tuning run with another {', '.join(changed)}; give another --work or delete it",
+                               work)
+    elif work.exists() and any(work.iterdir()):
+        raise DeepWMLError("is not empty and holds no deepwml_finetune run; give another --work", work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(state, identity)
+
+
+def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dir: Path) -> str:
+    """The model card: what it was tuned on, from what, how, and what it does not know."""
+    summary = read_json(fold_dir / "validation" / "summary.json") if (fold_dir / "validation" / "summary.json").is_file() else {}
+    fit = summary.get("median_dice")
+    hours = training_hours(fold_dir)
+    centres = sorted({c.meta.centre for c in cases})
+    lines = [
+        f"# Fine-tuned model ({plan.name})",
+        "",
+        f"- Started from: {start} (its card: {start / 'MODEL_CARD.md'})",
+        f"- Fine-tuned on: {len(cases)} labelled scan(s) of {Path(request.manifest).resolve()} (centres: {', '.join(centres)})",
+        f"- Schedule: {request.epochs} epochs" + (f" x {request.iterations} iterations" if request.iterations else "")
+        + f", fold 'all' (every scan trained on), seed {request.seed}, learning rate "
+        + (f"{request.lr:g}" if request.lr is not None else "the fine-tuning default (0.1 x the plan's)"),
+        f"- Training time: {hours * 60:.1f} min (device {request.device})" if hours is not None else "- Training time: not recorded",
+        f"- Fit on its own training scans (median per-slice Dice): {fit:.3f}" if isinstance(fit, (int, float)) else
+        "- Fit on its own training scans: not recorded",
+        "",
+        "Limits: every labelled scan was trained on, so no figure here measures the model on scans it has not seen;",
+        "check it on a few more labelled scans with deepwml_evaluate (and deepwml_calibrate them for honest",
+        "probabilities) before relying on it. Research use only, not a medical device.",
+    ]
+    return "\n".join(lines) + "\n"

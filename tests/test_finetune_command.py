@@ -1,0 +1,77 @@
+"""deepwml_finetune: a site's labelled scans (a CSV manifest) in, a fine-tuned model folder out that deepwml_predict
+takes with -m; it starts from the shipped weights, says what it was tuned on, resumes, and refuses what it must."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepwml.cli.finetune import main as finetune_main
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image, write_image
+from deepwml.synthetic.generate import generate_case
+
+
+def _site(folder: Path, n: int = 2, unlabelled: int = 1) -> Path:
+    """n labelled synthetic scans and ``unlabelled`` scans without a mask, listed in folder/m.csv."""
+    rows = ["image,label,centre,disease"]
+    for k in range(n + unlabelled):
+        case = generate_case("CSVD#1", index=k, seed=91)
+        write_image(case.image, case.geometry, folder / f"s{k}.nii.gz")
+        label = ""
+        if k < n:
+            write_image(case.label, case.geometry, folder / f"s{k}_mask.nii.gz")
+            label = f"s{k}_mask.nii.gz"
+        rows.append(f"s{k}.nii.gz,{label},Site A,CSVD")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+@pytest.mark.slow
+def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capsys):
+    manifest = _site(tmp_path / "site")
+    model = tmp_path / "models" / "siteA"
+    args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1"]
+    assert finetune_main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 labelled scan(s)" in out and "1 row(s) without a label left out" in out
+    assert "--pretrained" in out and "deepwml_predict -i SCANS -o OUT -m" in out
+    # a model folder deepwml_predict takes, started from the shipped weights, with a card saying what it was tuned on
+    checkpoint = torch.load(model / "fold_all" / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
+    assert checkpoint["pretrained"]["source"].endswith("wmh_flair2d") and checkpoint["plan"]["name"] == "cpu_fast_robust"
+    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Fine-tuned on: 2 labelled scan(s)" in card and "wmh_flair2d" in card and "1 epochs x 1 iterations" in card
+    assert "no figure here measures the model on scans it has not seen" in card
+    assert predict_main(["-i", str(tmp_path / "site" / "s2.nii.gz"), "-o", str(tmp_path / "pred"), "-m", str(model)]) == 0
+    assert read_image(tmp_path / "pred" / "s2.nii.gz").array.shape == read_image(tmp_path / "site" / "s2.nii.gz").array.shape
+    # an installed model is not replaced without --overwrite; with it, the finished training is reused, not redone
+    assert finetune_main(args) == 2
+    assert "exists; give another -o or --overwrite" in capsys.readouterr().err
+    assert finetune_main(args + ["--overwrite"]) == 0
+    assert "deepwml_train" not in capsys.readouterr().out
+    # the work folder belongs to that manifest and schedule: another one is refused, not mixed in
+    assert finetune_main([str(manifest), "-o", str(model), "--epochs", "2", "--iterations", "1", "--overwrite"]) == 2
+    assert "holds a fine-tuning run with another epochs" in capsys.readouterr().err
+
+
+def test_what_deepwml_finetune_refuses(tmp_path, capsys):
+    site = tmp_path / "site"
+    site.mkdir()
+    case = generate_case("CSVD#1", index=0, seed=92)
+    write_image(case.image, case.geometry, site / "s0.nii.gz")
+    (site / "unlabelled.csv").write_text("image\ns0.nii.gz\n")
+    assert finetune_main([str(site / "unlabelled.csv"), "-o", str(tmp_path / "m")]) == 2
+    assert "unlabelled.csv: no row has a label" in capsys.readouterr().err
+    write_image(case.label, case.geometry, site / "s0_mask.nii.gz")
+    (site / "m.csv").write_text("image,label\ns0.nii.gz,s0_mask.nii.gz\n")
+    assert finetune_main([str(site / "m.csv"), "-o", str(tmp_path / "m"), "--from", str(site)]) == 2
+    assert "--from: not a model's PLAN folder (no plans.json)" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert finetune_main([str(site / "m.csv"), "-o", str(tmp_path / "m"), "--work", str(tmp_path / "busy")]) == 2
+    assert "is not empty and holds no deepwml_finetune run" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine" and not (tmp_path / "m").exists()
+    with pytest.raises(SystemExit):
+        finetune_main([str(site / "m.csv"), "-o", str(tmp_path / "m"), "--epochs", "0"])
+    assert "--epochs and --iterations must be at least 1" in capsys.readouterr().err
