@@ -29,12 +29,12 @@ def _site(folder: Path, n: int = 2, unlabelled: int = 1) -> Path:
 
 
 @pytest.mark.slow
-def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capsys):
+def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
     manifest = _site(tmp_path / "site")
     model = tmp_path / "models" / "siteA"
     args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1"]
     assert finetune_main(args) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "2 labelled scan(s)" in out and "1 row(s) without a label left out" in out
     assert "--pretrained" in out and "deepwml_predict -i SCANS -o OUT -m" in out
     # a model folder deepwml_predict takes, started from the shipped weights, with a card saying what it was tuned on
@@ -47,12 +47,21 @@ def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capsys):
     assert read_image(tmp_path / "pred" / "s2.nii.gz").array.shape == read_image(tmp_path / "site" / "s2.nii.gz").array.shape
     # an installed model is not replaced without --overwrite; with it, the finished training is reused, not redone
     assert finetune_main(args) == 2
-    assert "exists; give another -o or --overwrite" in capsys.readouterr().err
+    assert "exists; give another -o or --overwrite" in capfd.readouterr().err
     assert finetune_main(args + ["--overwrite"]) == 0
-    assert "deepwml_train" not in capsys.readouterr().out
+    assert "deepwml_train" not in capfd.readouterr().out
+    # a training interrupted before its end continues from its checkpoint (its origin and rate kept), not anew
+    import shutil
+
+    fold = next((tmp_path / "models" / ".siteA.work").glob("results/Dataset*/*/fold_all"))
+    shutil.rmtree(fold / "validation")
+    assert finetune_main(args + ["--overwrite"]) == 0
+    out = capfd.readouterr().out
+    assert "--continue" in out and "--pretrained" not in out.split("deepwml_train", 1)[1].splitlines()[0]
+    assert "fine-tuning from" in out and "lr 0.0002" in out
     # the work folder belongs to that manifest and schedule: another one is refused, not mixed in
     assert finetune_main([str(manifest), "-o", str(model), "--epochs", "2", "--iterations", "1", "--overwrite"]) == 2
-    assert "holds a fine-tuning run with another epochs" in capsys.readouterr().err
+    assert "holds a fine-tuning run with another epochs" in capfd.readouterr().err
 
 
 def test_what_deepwml_finetune_refuses(tmp_path, capsys):

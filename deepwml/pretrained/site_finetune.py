@@ -93,11 +93,12 @@ def run_finetune(request: FinetuneRequest) -> Path:
     fold_dir = results / DATASET / plan.name / "fold_all"
     if not (fold_dir / "validation" / "summary.json").is_file():
         args = ["-d", str(DATASET_ID), "all", "-p", plan.name, "--preprocessed", str(pre), "--results", str(results),
-                "--epochs", str(request.epochs), "--seed", str(request.seed), "--device", request.device,
-                "--pretrained", str(start)]
+                "--epochs", str(request.epochs), "--seed", str(request.seed), "--device", request.device]
         args += ["--iterations", str(request.iterations)] if request.iterations else []
-        args += ["--lr", str(request.lr)] if request.lr is not None else []
-        args += ["--continue"] if (fold_dir / "checkpoint_latest.pth").is_file() else []
+        if (fold_dir / "checkpoint_latest.pth").is_file():
+            args.append("--continue")  # an interrupted run keeps the weights' origin and rate its checkpoint records
+        else:
+            args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
         run_command("train", args, None, "deepwml_finetune")
     install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, labelled, fold_dir), out)
     _log(f"installed the fine-tuned model in {out}; use it with: deepwml_predict -i SCANS -o OUT -m {out}")
