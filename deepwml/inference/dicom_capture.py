@@ -132,6 +132,10 @@ def write_capture(picture: np.ndarray, header, geometry: Geometry, path: Path,
 
 def first_header(folder: Path, series_uid: Optional[str] = None):
     """The source series' first header (pydicom, no pixels): patient and study for the capture."""
-    from deepwml.inference.dicom_seg import source_headers
+    import pydicom
 
-    return source_headers(folder, series_uid)[0]
+    from deepwml.imageio.dicom import list_dicom_series
+    from deepwml.imageio.dicom_series import choose_series
+
+    info, _ = choose_series(list_dicom_series(folder), Path(folder), series_uid)
+    return pydicom.dcmread(info.files[0], stop_before_pixels=True)
