@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from deepwml.imageio.dicom_multiframe import read_multiframe
-from deepwml.imageio.dicom_series import choose_series
+from deepwml.imageio.dicom_series import SeriesInfo, choose_series
 from deepwml.imageio.geometry import Geometry
 from deepwml.imageio.headers import check_dicom_slices, check_geometry
 from deepwml.utils.errors import ImageError
@@ -119,10 +119,9 @@ def _resorted(files: List[str]) -> List[str]:
     return [name for _, name in sorted((_slice_key(_header(Path(f))), f) for f in files)]
 
 
-def chosen_series_label(folder: Union[str, Path], series_uid: Optional[str] = None) -> str:
-    """The series :func:`read_dicom_series` reads from ``folder``, as one line (number, name, slices, UID...)."""
-    info, _ = choose_series(list_dicom_series(folder), Path(folder), series_uid)
-    return info.label()
+def chosen_series(folder: Union[str, Path], series_uid: Optional[str] = None) -> SeriesInfo:
+    """The series :func:`read_dicom_series` reads from ``folder`` (the same choice for its SEG, report and capture)."""
+    return choose_series(list_dicom_series(folder), Path(folder), series_uid)[0]
 
 
 def is_dicom_folder(folder: Union[str, Path]) -> bool:

@@ -14,7 +14,6 @@ from typing import List, Optional
 
 import numpy as np
 
-from deepwml.imageio.dicom_series import choose_series
 from deepwml.utils.errors import ImageError
 
 #: SNOMED CT "Lesion": the property type of DeepWML's own SEG segments and of most lesion segmentations
@@ -38,7 +37,7 @@ def is_dicom_seg(path: Path) -> bool:
 def read_seg_mask(seg_path: Path, series_folder: Path, series_uid: Optional[str] = None) -> np.ndarray:
     """The (z, rows, cols) uint8 lesion mask of the DICOM SEG ``seg_path`` on the series DeepWML reads from
     ``series_folder`` (the same series choice as the image)."""
-    from deepwml.imageio.dicom import list_dicom_series
+    from deepwml.imageio.dicom import chosen_series
 
     seg_path, series_folder = Path(seg_path), Path(series_folder)
     try:
@@ -49,7 +48,7 @@ def read_seg_mask(seg_path: Path, series_folder: Path, series_uid: Optional[str]
         seg = hd.seg.segread(str(seg_path))
     except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
         raise ImageError(f"not a readable DICOM SEG ({str(e).splitlines()[0][:200]})", seg_path) from None
-    info, _ = choose_series(list_dicom_series(series_folder), series_folder, series_uid)
+    info = chosen_series(series_folder, series_uid)
     referenced = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
     if info.uid not in referenced:
         raise ImageError(f"the SEG outlines series {', '.join(sorted(referenced)) or '(none named)'}, not the series "

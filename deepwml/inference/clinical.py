@@ -75,8 +75,7 @@ def _series_label(case: InputCase, series_uid: Optional[str]) -> Optional[str]:
     """For a DICOM input, the series read (number, name, slices, thickness, plane, UID) and its study date."""
     if case.kind != "dicom":
         return None
-    from deepwml.imageio.dicom import list_dicom_series
-    from deepwml.imageio.dicom_series import choose_series
+    from deepwml.imageio.dicom import chosen_series
 
-    info, _ = choose_series(list_dicom_series(case.source), case.source, series_uid)
+    info = chosen_series(case.source, series_uid)
     return info.label() + (f"; study date {info.study_date}" if info.study_date else "")

@@ -134,8 +134,6 @@ def first_header(folder: Path, series_uid: Optional[str] = None):
     """The source series' first header (pydicom, no pixels): patient and study for the capture."""
     import pydicom
 
-    from deepwml.imageio.dicom import list_dicom_series
-    from deepwml.imageio.dicom_series import choose_series
+    from deepwml.imageio.dicom import chosen_series
 
-    info, _ = choose_series(list_dicom_series(folder), Path(folder), series_uid)
-    return pydicom.dcmread(info.files[0], stop_before_pixels=True)
+    return pydicom.dcmread(chosen_series(folder, series_uid).files[0], stop_before_pixels=True)

@@ -13,9 +13,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 import deepwml
-from deepwml.imageio.dicom import list_dicom_series
+from deepwml.imageio.dicom import chosen_series
 from deepwml.imageio.dicom_multiframe import frame_geometry
-from deepwml.imageio.dicom_series import choose_series
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError, ImageError
 
@@ -45,8 +44,7 @@ def source_headers(folder: Path, series_uid: Optional[str] = None) -> List:
     import pydicom
 
     # the same choice and sorted file list the image was read with (deepwml.imageio.dicom), so slice z is file z
-    info, _ = choose_series(list_dicom_series(folder), folder, series_uid)
-    return [pydicom.dcmread(f, stop_before_pixels=True) for f in info.files]
+    return [pydicom.dcmread(f, stop_before_pixels=True) for f in chosen_series(folder, series_uid).files]
 
 
 def _frames_of(mask: np.ndarray, headers: List) -> np.ndarray:

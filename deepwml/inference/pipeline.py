@@ -143,9 +143,9 @@ def source_series(case: InputCase, series_uid: Optional[str] = None) -> str:
     """summary.csv's source_series: the DICOM series a case was read from; '' for an image file."""
     if case.kind != "dicom":
         return ""
-    from deepwml.imageio.dicom import chosen_series_label
+    from deepwml.imageio.dicom import chosen_series
 
-    return chosen_series_label(case.source, series_uid)
+    return chosen_series(case.source, series_uid).label()
 
 
 def summary_from_outputs(case: InputCase, outputs: CaseOutputs, label_map: bool = False,
