@@ -55,14 +55,19 @@ def test_the_findings_picture_files_with_the_scan_and_shows_text_and_outlines(tm
     # a second run finds the case done; a NIfTI input gets no capture and one note
     assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-findings"]) == 0
     assert "0 case(s) predicted, 1 already done" in capsys.readouterr().out
+    assert_nifti_gets_a_note(tmp_path, model_dir, "--dicom-findings", capsys)
+
+
+def assert_nifti_gets_a_note(tmp_path: Path, model_dir: Path, flag: str, capsys) -> None:
+    """A DICOM output asked for a NIfTI input: no DICOM file, one note."""
+    from deepwml.imageio import write_image
+
     nifti = tmp_path / "nifti"
     nifti.mkdir()
     image, _, geometry = tiny_case(seed=3)
-    from deepwml.imageio import write_image
-
     write_image(image, geometry, nifti / "p.nii.gz")
-    assert predict_main(["-i", str(nifti), "-o", str(tmp_path / "out2"), "-m", str(model_dir), "--dicom-findings"]) == 0
-    assert "--dicom-findings applies to DICOM series inputs; there are none" in capsys.readouterr().err
+    assert predict_main(["-i", str(nifti), "-o", str(tmp_path / "out2"), "-m", str(model_dir), flag]) == 0
+    assert f"{flag} applies to DICOM series inputs; there are none" in capsys.readouterr().err
     assert not list((tmp_path / "out2").glob("*.dcm"))
 
 

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for DICOM series inputs, also write CASE_findings.dcm: the findings (lesions, volume, locations, "
                    "Fazekas estimate) above the outlined slices as a DICOM Secondary Capture in the scan's study, for PACS "
                    "viewers that show no SEG (needs highdicom)")
+    p.add_argument("--dicom-sr", action="store_true",
+                   help="for DICOM series inputs, also write CASE_sr.dcm: the measurements as a DICOM Structured Report "
+                   "(TID 1500: lesion count, total volume, Fazekas estimate; per lesion its outlines on the slices, volume, "
+                   "location, long axis, confidence), referencing CASE_seg.dcm with --dicom-seg (needs highdicom)")
     p.add_argument("--bids-names", action="store_true",
                    help="name the mask, probability, uncertainty and lesion-table files BIDS-derivative style when the "
                    "case id carries BIDS entities (sub-01_ses-1_FLAIR -> sub-01_ses-1_desc-wmh_mask.nii.gz)")
@@ -126,6 +130,7 @@ def _main(argv: Optional[List[str]]) -> int:
         report=args.report,
         dicom_seg=args.dicom_seg,
         dicom_findings=args.dicom_findings,
+        dicom_sr=args.dicom_sr,
         bids_names=args.bids_names,
         anatomy=not args.no_anatomy,
         anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,

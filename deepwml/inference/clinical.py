@@ -53,6 +53,13 @@ def write_clinical_outputs(
 
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         write_dicom_seg(mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid)
+    if extras.dicom_sr and outputs.dicom_sr is not None:
+        from deepwml.inference.dicom_sr import write_dicom_sr
+
+        model_name = getattr(options.model, "plan", "") or "DeepWML"
+        seg = outputs.dicom_seg if extras.dicom_seg else None  # written just above: the SR references its segment
+        write_dicom_sr(mask, lesions, summary, case.source, outputs.dicom_sr, f"DeepWML {model_name}", options.series_uid,
+                       geometry.slice_axis_numpy, seg)
     if extras.dicom_capture and outputs.dicom_capture is not None:
         from deepwml.inference.dicom_capture import first_header, write_findings_capture
 

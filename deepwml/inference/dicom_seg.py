@@ -47,19 +47,24 @@ def source_headers(folder: Path, series_uid: Optional[str] = None) -> List:
     return [pydicom.dcmread(f, stop_before_pixels=True) for f in chosen_series(folder, series_uid).files]
 
 
+def slice_of_frames(headers: List) -> np.ndarray:
+    """For each source frame in stored order (one classic file per slice, or the frames of one multi-frame
+    object), the mask slice it is: the reader stacks multi-frame frames ascending along the slice normal."""
+    frames = int(headers[0].get("NumberOfFrames", 1) or 1)
+    if len(headers) == 1 and frames > 1:
+        positions, orientation = frame_geometry(headers[0], Path(str(getattr(headers[0], "filename", "DICOM series"))))
+        along = positions @ np.cross(orientation[:3], orientation[3:])
+        return np.argsort(np.argsort(along))
+    return np.arange(len(headers))
+
+
 def _frames_of(mask: np.ndarray, headers: List) -> np.ndarray:
     """The source frames' masks in the sources' own order: slice z per classic file, by position for multi-frame."""
     where = getattr(headers[0], "filename", "DICOM series")
     rows, cols = int(headers[0].Rows), int(headers[0].Columns)
-    frames = int(headers[0].get("NumberOfFrames", 1) or 1)
-    if len(headers) == 1 and frames > 1:
-        positions, orientation = frame_geometry(headers[0], Path(str(where)))
-        along = positions @ np.cross(orientation[:3], orientation[3:])
-        slice_of_frame = np.argsort(np.argsort(along))  # the reader stacks frames ascending along the normal
-    else:
-        frames, slice_of_frame = len(headers), np.arange(len(headers))
-    if mask.shape != (frames, rows, cols):
-        raise ImageError(f"mask shape {mask.shape} does not match the series ({frames} slices of {rows}×{cols})", where)
+    slice_of_frame = slice_of_frames(headers)
+    if mask.shape != (len(slice_of_frame), rows, cols):
+        raise ImageError(f"mask shape {mask.shape} does not match the series ({len(slice_of_frame)} slices of {rows}×{cols})", where)
     return mask[slice_of_frame]
 
 

@@ -64,6 +64,20 @@ def label_lesions(mask: np.ndarray) -> tuple:
     return labels.astype(np.int32, copy=False), int(count)
 
 
+def lesion_id_labels(mask: np.ndarray, slice_axis: int) -> tuple:
+    """The lesions of a binary (z, y, x) mask labelled with their lesion-table ids (most voxels first, then the
+    first slice along ``slice_axis``, as :func:`lesion_table` orders its rows); returns (labels int32, count)."""
+    raw, count = label_lesions(mask)
+    if count == 0:
+        return raw, 0
+    voxels = np.bincount(raw.ravel(), minlength=count + 1)[1:]
+    first = np.array([s[slice_axis].start for s in ndimage.find_objects(raw)])
+    order = np.lexsort((np.arange(count), first, -voxels))
+    relabel = np.zeros(count + 1, np.int32)
+    relabel[order + 1] = np.arange(1, count + 1)
+    return relabel[raw], count
+
+
 def check_lesion_filters(min_ml: float, min_peak: float) -> None:
     """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml), and a lesion peak
     probability that is not a probability below 1 (--min-lesion-peak)."""

@@ -29,6 +29,8 @@ class ExtraOutputs:
     dicom_seg: bool = False
     #: CASE_findings.dcm: the findings over the QC montage as a DICOM Secondary Capture (DICOM inputs)
     dicom_capture: bool = False
+    #: CASE_sr.dcm: the measurements as a DICOM Structured Report (TID 1500; DICOM inputs)
+    dicom_sr: bool = False
     #: CASE_anatomy<ending>: the anatomy model's label map (deepwml_predict --save-anatomy)
     anatomy: bool = False
     #: False for a multi-class model, whose prediction is a label map without lesion table
@@ -49,6 +51,7 @@ class CaseOutputs:
     dicom_seg: Optional[Path] = None  # DICOM series inputs only
     anatomy: Optional[Path] = None
     dicom_capture: Optional[Path] = None  # DICOM series inputs only
+    dicom_sr: Optional[Path] = None  # DICOM series inputs only
 
     def required(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> List[Path]:
         """Files that must exist for the case to count as done (the PDF never: its converter may be missing)."""
@@ -58,7 +61,7 @@ class CaseOutputs:
         if qc:
             paths.append(self.qc)
         chosen = [(extras.uncertainty, self.uncertainty), (extras.report, self.report_html), (extras.dicom_seg, self.dicom_seg),
-                  (extras.anatomy, self.anatomy), (extras.dicom_capture, self.dicom_capture)]
+                  (extras.anatomy, self.anatomy), (extras.dicom_capture, self.dicom_capture), (extras.dicom_sr, self.dicom_sr)]
         return paths + [p for wanted, p in chosen if wanted and p is not None]
 
     def complete(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> bool:
@@ -67,8 +70,8 @@ class CaseOutputs:
 
     def extra_paths(self) -> List[Path]:
         """Every optional output path of the case."""
-        return [p for p in (self.uncertainty, self.report_html, self.report_pdf, self.dicom_seg, self.anatomy, self.dicom_capture)
-                if p is not None]
+        return [p for p in (self.uncertainty, self.report_html, self.report_pdf, self.dicom_seg, self.anatomy, self.dicom_capture,
+                          self.dicom_sr) if p is not None]
 
 
 def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
@@ -87,6 +90,7 @@ def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
         dicom_seg=out_dir / f"{case.case_id}_seg.dcm" if case.kind == "dicom" else None,
         anatomy=out_dir / f"{names.anatomy}{ending}",
         dicom_capture=out_dir / f"{case.case_id}_findings.dcm" if case.kind == "dicom" else None,
+        dicom_sr=out_dir / f"{case.case_id}_sr.dcm" if case.kind == "dicom" else None,
     )
 
 
@@ -182,6 +186,8 @@ def check_output_collisions(
             claim(o.dicom_seg, case.case_id, "DICOM SEG")
         if extras.dicom_capture and o.dicom_capture is not None:
             claim(o.dicom_capture, case.case_id, "DICOM findings picture")
+        if extras.dicom_sr and o.dicom_sr is not None:
+            claim(o.dicom_sr, case.case_id, "DICOM SR")
         if extras.anatomy:
             claim(o.anatomy, case.case_id, "anatomy label map", image=True)
 

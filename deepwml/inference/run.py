@@ -66,6 +66,7 @@ class PredictRequest:
     report: Optional[str] = None  # None, 'html' or 'pdf' (the HTML page and its PDF)
     dicom_seg: bool = False
     dicom_findings: bool = False
+    dicom_sr: bool = False
     bids_names: bool = False
     #: predict the anatomy map too (issue #14): with ``anatomy_model``, or the shipped one when installed
     anatomy: bool = True
@@ -266,6 +267,7 @@ def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutp
     """The optional outputs a request asks for (``label_map``: a multi-class model, no lesion table)."""
     return ExtraOutputs(uncertainty=request.save_uncertainty, report=request.report is not None,
                         pdf=request.report == "pdf", dicom_seg=request.dicom_seg, dicom_capture=request.dicom_findings,
+                        dicom_sr=request.dicom_sr,
                         anatomy=request.save_anatomy,
                         lesion_table=not label_map)
 
@@ -280,7 +282,7 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
     lesion_only = [name for name, asked in (("--save-probabilities", request.save_probabilities),
                                             ("--save-uncertainty", request.save_uncertainty), ("--report", request.report),
                                             ("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
-                                            ("--save-anatomy", request.save_anatomy),
+                                            ("--dicom-sr", request.dicom_sr), ("--save-anatomy", request.save_anatomy),
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
                                             ("--threshold", request.threshold is not None),
@@ -294,7 +296,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
 def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[InputCase], label_map: bool = False) -> ClinicalOptions:
     """Report, uncertainty and DICOM SEG settings; refuses --dicom-seg without highdicom before anything runs."""
     extras = extra_outputs(request, label_map)
-    for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings)):
+    for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
+                        ("--dicom-sr", request.dicom_sr)):
         if asked:
             require_highdicom(flag)
             if not any(c.kind == "dicom" for c in cases):

@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import numpy as np
-from scipy import ndimage, sparse
+from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from deepwml.anatomy.location import DIS_MIN_LONG_AXIS_MM, long_axes_mm
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_report import label_lesions
+from deepwml.inference.lesion_report import lesion_id_labels
 from deepwml.longitudinal.registration import RigidTransform
 from deepwml.utils.errors import DeepWMLError
 
@@ -86,16 +86,10 @@ class LesionSet:
     @classmethod
     def from_mask(cls, mask: np.ndarray, geometry: Geometry) -> "LesionSet":
         """Label the 26-connected lesions of a binary (z, y, x) mask and measure them."""
-        raw, count = label_lesions(np.asarray(mask) > 0)
+        # ids in the order of deepwml_predict's lesion table
+        labels, count = lesion_id_labels(np.asarray(mask) > 0, geometry.slice_axis_numpy)
         if count == 0:
-            return cls(raw, 0, geometry, np.zeros(0), np.zeros(0), np.zeros((0, 3)))
-        voxels = np.bincount(raw.ravel(), minlength=count + 1)[1:]
-        first = np.array([s[geometry.slice_axis_numpy].start for s in ndimage.find_objects(raw)])
-        # the order of deepwml_predict's lesion table: most voxels first, then the first slice (stable)
-        order = np.lexsort((np.arange(count), first, -voxels))
-        relabel = np.zeros(count + 1, np.int32)
-        relabel[order + 1] = np.arange(1, count + 1)
-        labels = relabel[raw]
+            return cls(labels, 0, geometry, np.zeros(0), np.zeros(0), np.zeros((0, 3)))
         coords = np.nonzero(labels)
         ids = labels[coords]
         n = np.bincount(ids, minlength=count + 1)[1:].astype(float)

@@ -1,0 +1,101 @@
+"""What each DICOM output costs per case: the SEG (--dicom-seg), the measurement SR (--dicom-sr, alone and referencing
+the SEG) and the findings picture (--dicom-findings).
+
+Writes, under --work (outside the repository), synthetic MS#1 cases (512x512, cut to 25 slices) as DICOM series and
+takes each case's reference lesion mask as the prediction (the outputs' cost follows the lesions, not the network).
+Prints, per case, the number of lesions and the fastest of --runs writes of each output, then the median over cases.
+
+    python benchmarks/dicom_outputs.py --work /tmp/dicom_outputs [--cases 3] [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+from deepwml.imageio import Geometry, read_image
+from deepwml.inference.dicom_capture import first_header, write_findings_capture
+from deepwml.inference.dicom_seg import write_dicom_seg
+from deepwml.inference.dicom_sr import write_dicom_sr
+from deepwml.inference.lesion_report import lesion_table, summarize_case
+from deepwml.synthetic.generate import generate_case
+
+UID = "1.2.826.0.1.3680043.8.498.78."
+
+
+def write_case(folder: Path, k: int, slices: int) -> np.ndarray:
+    """Synthetic MS#1 case ``k`` as a DICOM series in ``folder``; returns its lesion mask on the series' grid."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)  # deepwml_testing sits at the repository root, not installed
+    from deepwml_testing.dicom_series import write_dicom_series
+
+    case = generate_case("MS#1", k + 2, seed=0)  # MS#1 case 1 is 256x256; the others 512x512
+    pick = np.linspace(0, case.image.shape[0] - 1, slices).round().astype(int)
+    g = case.geometry
+    geometry = Geometry((g.size[0], g.size[1], slices), g.spacing, g.origin, g.direction)
+    image = case.image[pick]
+    scale = 1000.0 / max(float(np.percentile(image, 99.5)), 1e-6)
+    write_dicom_series(folder, np.round(image * scale).astype(np.int16), geometry, UID + str(k))
+    return (case.label[pick] > 0).astype(np.uint8)
+
+
+def fastest(fn: Callable[[], object], runs: int) -> float:
+    """The fastest of ``runs`` calls, in seconds."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def time_case(folder: Path, mask: np.ndarray, out: Path, runs: int) -> Tuple[Dict[str, float], int]:
+    """The fastest write of each DICOM output of one case, and its number of lesions."""
+    image = read_image(folder)
+    assert image.array.shape == mask.shape, (image.array.shape, mask.shape)
+    table = lesion_table(mask, image.geometry, probs=mask * np.float32(0.9))
+    summary = summarize_case(folder.name, mask, image.geometry, table)
+    out.mkdir(parents=True, exist_ok=True)
+    seg = out / f"{folder.name}_seg.dcm"
+    axis = image.geometry.slice_axis_numpy
+    times = {
+        "SEG": fastest(lambda: write_dicom_seg(mask, folder, seg, "bench"), runs),
+        "SR": fastest(lambda: write_dicom_sr(mask, table, summary, folder, out / "sr.dcm", "bench", None, axis), runs),
+        "SR + SEG reference": fastest(lambda: write_dicom_sr(mask, table, summary, folder, out / "sr2.dcm", "bench", None,
+                                                             axis, seg), runs),
+        "findings picture": fastest(lambda: write_findings_capture(image.array, mask, image.geometry, summary,
+                                                                   first_header(folder), out / "f.dcm", "bench"), runs),
+    }
+    return times, len(table)
+
+
+def main() -> None:
+    """Time the DICOM outputs on synthetic DICOM cases and print the table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", required=True, type=Path, help="scratch folder (emptied)")
+    p.add_argument("--cases", type=int, default=3)
+    p.add_argument("--slices", type=int, default=25)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    shutil.rmtree(args.work, ignore_errors=True)
+    results: Dict[str, list] = {"SEG": [], "SR": [], "SR + SEG reference": [], "findings picture": []}
+    print("case  lesions  " + "  ".join(f"{name:>18}" for name in results))
+    for k in range(args.cases):
+        folder = args.work / f"case{k}"
+        mask = write_case(folder, k, args.slices)
+        times, lesions = time_case(folder, mask, args.work / "out", args.runs)
+        for name, seconds in times.items():
+            results[name].append(seconds)
+        print(f"{k:>4}  {lesions:>7}  " + "  ".join(f"{times[name]:>17.3f}s" for name in results))
+    print("median " + " " * 8 + "  ".join(f"{statistics.median(v):>17.3f}s" for v in results.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The measurements as a DICOM Structured Report (TID 1500 Measurement Report), for PACS, viewers and registries
+that read numbers rather than pictures.
+
+One Comprehensive 3D SR in a new series of the source study, made with highdicom from the series' own headers:
+- a group for the whole case (tracking identifier "All white matter lesions"): lesion count, total volume and,
+  with an anatomy map, the Fazekas estimates and the McDonald 2017 brain regions; it references the lesion segment
+  of CASE_seg.dcm when that SEG was written too (TID 1411), otherwise it stands alone (TID 1501);
+- a group per lesion (TID 1411), numbered as in the lesion table: its outline on each slice it lies on (SCOORD
+  polygons on the source instances or frames, so a viewer draws it on the images), volume, and with an anatomy map its
+  location class, finding site and long axis, with probabilities its mean probability and confidence.
+
+Finding type DCM 110702 "White Matter T2 Hyperintensity", volumes in cm3 (= ml). Grades and classes DICOM has no
+code for are coded in a local scheme (99DEEPWML, declared in the object's Coding Scheme Identification Sequence).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+import numpy as np
+from skimage import measure
+
+import deepwml
+from deepwml.anatomy.location import CORTICAL, DEEP, INFRATENTORIAL_LOC, JUXTACORTICAL, LOCATIONS, PERIVENTRICULAR
+from deepwml.inference.dicom_seg import slice_of_frames, source_headers
+from deepwml.inference.lesion_report import CaseSummary, lesion_id_labels
+from deepwml.utils.atomic import atomic_path
+from deepwml.utils.errors import ImageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: series number of the SR's series (the SEG is 9901, the findings picture 9902)
+SR_SERIES_NUMBER = 9903
+SR_SERIES_DESCRIPTION = "DeepWML lesion measurements (research use)"
+CASE_TRACKING = "All white matter lesions"
+#: the local coding scheme of the concepts DICOM has no code for
+LOCAL_SCHEME = "99DEEPWML"
+
+
+def _local(value: str, meaning: str):
+    """A concept of the local coding scheme."""
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value=value, scheme_designator=LOCAL_SCHEME, meaning=meaning)
+
+
+def _codes() -> Dict[str, object]:
+    """The coded concepts the report uses (pydicom's dictionary where DICOM has one, the local scheme otherwise)."""
+    from pydicom.sr.codedict import codes
+
+    return {
+        "finding": codes.DCM.WhiteMatterT2Hyperintensity,
+        "category": codes.SCT.MorphologicallyAbnormalStructure,
+        "procedure": codes.LN.MRIHeadReport,
+        "volume": codes.SCT.Volume,
+        "count": codes.SCT.NumberOfLesions,
+        "long_axis": codes.SCT.LongAxis,
+        "probability": codes.DCM.Probability,
+        "mean": codes.SCT.Mean,
+        "cm3": codes.UCUM.CubicCentimeter,
+        "mm": codes.UCUM.Millimeter,
+        "unitless": codes.UCUM.NoUnits,
+        "location_class": _local("LOC", "DeepWML lesion location class"),
+        "confidence": _local("CONF", "DeepWML lesion confidence"),
+        "fazekas_pv": _local("FZPV", "Fazekas periventricular grade (estimate)"),
+        "fazekas_deep": _local("FZDWM", "Fazekas deep white matter grade (estimate)"),
+        "dis_regions": _local("DIS", "McDonald 2017 brain regions with a lesion of 3 mm or more"),
+        "sites": {
+            PERIVENTRICULAR: codes.SCT.CerebralWhiteMatter, DEEP: codes.SCT.CerebralWhiteMatter,
+            JUXTACORTICAL: codes.SCT.CerebralWhiteMatter, CORTICAL: codes.SCT.CerebralCortex,
+            INFRATENTORIAL_LOC: codes.SCT.Brain,
+        },
+        "classes": {name: _local(f"LOC-{name.upper()}", name) for name in LOCATIONS},
+    }
+
+
+def slice_outlines(mask_slice: np.ndarray) -> List[np.ndarray]:
+    """Closed outlines (n, 2) in DICOM pixel coordinates (column, row; the top-left pixel's centre at 0.5, 0.5) of
+    each 4-connected region of a binary slice: the polygons whose inside holds exactly the region's pixel centres.
+    Holes are not outlined (a viewer would draw them as more lesion)."""
+    padded = np.pad(np.asarray(mask_slice, dtype=np.float32), 1)
+    outlines = []
+    for contour in measure.find_contours(padded, 0.5):
+        # find_contours keeps the high values on one side, so outer edges and holes turn opposite ways
+        rows, cols = contour[:, 0], contour[:, 1]
+        if np.sum(cols[:-1] * rows[1:] - cols[1:] * rows[:-1]) < 0:
+            continue
+        outlines.append(np.stack([cols - 1 + 0.5, rows - 1 + 0.5], axis=1).astype(np.float32))
+    return outlines
+
+
+def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSummary, headers: List, model_name: str,
+                   slice_axis: int = 0, seg=None):
+    """A highdicom Comprehensive 3D SR of one case's lesion measurements over the source ``headers`` (one per slice,
+    or one multi-frame header); ``lesions`` is the case's lesion table (ids ordered along numpy ``slice_axis``),
+    ``seg`` its DICOM SEG dataset if written."""
+    import highdicom as hd
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    c = _codes()
+    where = getattr(headers[0], "filename", "DICOM series")
+    if not getattr(headers[0], "FrameOfReferenceUID", None):
+        raise ImageError("the series has no Frame of Reference UID (0020,0052), which the SR's outlines need", where)
+    slice_of_frame = slice_of_frames(headers)
+    mask = np.asarray(mask) > 0
+    if mask.shape[0] != len(slice_of_frame):
+        raise ImageError(f"mask of {mask.shape[0]} slices for a series of {len(slice_of_frame)}", where)
+    multiframe = len(headers) == 1 and len(slice_of_frame) > 1
+    frame_of_slice = np.argsort(slice_of_frame)  # stored frame index of each mask slice
+
+    def source_of(z: int) -> "hd.sr.SourceImageForRegion":
+        header = headers[0] if multiframe else headers[z]
+        return hd.sr.SourceImageForRegion(header.SOPClassUID, header.SOPInstanceUID,
+                                          [int(frame_of_slice[z]) + 1] if multiframe else None)
+
+    algorithm = hd.sr.AlgorithmIdentification(name="DeepWML", version=deepwml.__version__, parameters=[model_name[:64]])
+    groups = [_case_group(summary, c, algorithm, seg)]
+    labels, count = lesion_id_labels(mask, slice_axis)
+    if count != len(lesions):
+        raise ValueError(f"{count} lesions in the mask, {len(lesions)} in the table")  # a bug, never a user error
+    from scipy import ndimage
+
+    for row, box in zip(lesions.itertuples(index=False), ndimage.find_objects(labels)):
+        lesion = labels[box] == row.lesion_id
+        regions = []
+        for dz in np.flatnonzero(lesion.any(axis=(1, 2))):
+            z = box[0].start + int(dz)
+            # outlined within the lesion's box (cost follows the lesion, not the slice), then placed on the slice
+            corner = np.array([box[2].start, box[1].start], dtype=np.float32)
+            for outline in slice_outlines(lesion[dz]):
+                regions.append(hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline + corner, source_image=source_of(z),
+                    pixel_origin_interpretation=hd.sr.PixelOriginInterpretationValues.FRAME if multiframe else None))
+        groups.append(_lesion_group(row, regions, c, algorithm))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=hd.UID(), name="DeepWML", manufacturer_name="DeepWML", model_name=model_name[:64]))),
+        procedure_reported=c["procedure"],
+        imaging_measurements=groups,
+    )
+    evidence = list(headers) + ([seg] if seg is not None else [])
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="DeepWML",
+        series_description=SR_SERIES_DESCRIPTION, is_complete=True, is_final=False, is_verified=False,
+    )
+    scheme = Dataset()
+    scheme.CodingSchemeDesignator = LOCAL_SCHEME
+    scheme.CodingSchemeName = "DeepWML local codes"
+    scheme.CodingSchemeResponsibleOrganization = "DeepWML"
+    sr.CodingSchemeIdentificationSequence = [scheme]
+    return sr
+
+
+def _case_group(summary: CaseSummary, c: Dict, algorithm, seg):
+    """The whole-case measurement group (TID 1411 on the SEG's lesion segment when there is one, else TID 1501)."""
+    import highdicom as hd
+
+    measurements = [
+        hd.sr.Measurement(name=c["count"], value=int(summary.lesion_count), unit=c["unitless"]),
+        hd.sr.Measurement(name=c["volume"], value=float(summary.total_lesion_volume_ml), unit=c["cm3"]),
+    ]
+    a = summary.anatomy
+    if a:
+        measurements += [
+            hd.sr.Measurement(name=c[key], value=int(a[field]), unit=c["unitless"])
+            for key, field in (("fazekas_pv", "fazekas_periventricular"), ("fazekas_deep", "fazekas_deep"),
+                               ("dis_regions", "mcdonald_dis_regions"))
+        ]
+    common = dict(tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=CASE_TRACKING),
+                  finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm,
+                  measurements=measurements)
+    if seg is None:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    segment = hd.sr.ReferencedSegment(
+        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
+        source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
+
+
+def _lesion_group(row, regions: List, c: Dict, algorithm):
+    """One lesion's measurement group (TID 1411): its outlines, volume, and what the lesion table knows of it."""
+    import highdicom as hd
+
+    measurements = [hd.sr.Measurement(name=c["volume"], value=float(row.volume_ml), unit=c["cm3"])]
+    evaluations, sites = [], None
+    location = getattr(row, "location", None)
+    if location is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(c["location_class"], c["classes"][location]))
+        site = c["sites"].get(location)
+        sites = [hd.sr.FindingSite(site)] if site is not None else None
+        if np.isfinite(row.long_axis_mm):
+            measurements.append(hd.sr.Measurement(name=c["long_axis"], value=float(row.long_axis_mm), unit=c["mm"]))
+    for column, key, derivation in (("mean_probability", "probability", c["mean"]), ("confidence", "confidence", None)):
+        value = getattr(row, column, None)
+        if value is not None and np.isfinite(value):
+            measurements.append(hd.sr.Measurement(name=c[key], value=float(value), unit=c["unitless"],
+                                                  derivation=derivation))
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"lesion {int(row.lesion_id)}"),
+        referenced_regions=regions, finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm,
+        finding_sites=sites, measurements=measurements, qualitative_evaluations=evaluations or None,
+    )
+
+
+def write_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSummary, folder: Path, path: Path,
+                   model_name: str, series_uid: Optional[str] = None, slice_axis: int = 0,
+                   seg_path: Optional[Path] = None) -> Path:
+    """Write the SR of one case (see :func:`build_dicom_sr`) for the DICOM series in ``folder``, atomically; it
+    references the SEG at ``seg_path`` when given."""
+    import pydicom
+
+    seg = pydicom.dcmread(seg_path, stop_before_pixels=True) if seg_path is not None else None
+    sr = build_dicom_sr(mask, lesions, summary, source_headers(folder, series_uid), model_name, slice_axis, seg)
+    with atomic_path(path, ".dcm") as tmp:
+        sr.save_as(tmp)
+    return path

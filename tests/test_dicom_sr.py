@@ -1,0 +1,180 @@
+"""--dicom-sr: the measurements as a DICOM Structured Report (TID 1500) a PACS or registry reads as numbers; each
+lesion's outlines drawn back onto the referenced images give its mask, and its figures are the lesion table's."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from skimage.draw import polygon2mask
+
+from conftest import oblique_direction, tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image
+from deepwml.imageio.dicom import chosen_series
+from deepwml.inference.dicom_sr import CASE_TRACKING, LOCAL_SCHEME, SR_SERIES_NUMBER, slice_outlines
+from deepwml.inference.lesion_report import lesion_id_labels
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from test_dicom import UID_ROOT, write_dicom_series
+from test_dicom_findings import assert_nifti_gets_a_note
+
+hd = pytest.importorskip("highdicom", reason="DICOM outputs need highdicom (pip install 'deepwml[dicom]')")
+
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+@pytest.fixture
+def model_dir(tmp_path) -> Path:
+    """A threshold toy model (deterministic lesion masks)."""
+    return write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+
+
+def _series(folder: Path, seed: int = 4, n_lesions: int = 5, direction=oblique_direction(10)) -> Path:
+    image, _, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), direction=direction, seed=seed,
+                                   n_lesions=n_lesions)
+    return write_dicom_series(folder, np.round(image * 10).astype(np.int16), geometry, UID_ROOT + f"95.{seed}")
+
+
+def _measurements(group) -> Dict[str, float]:
+    """A measurement group's numbers by concept meaning."""
+    return {m.name.meaning: float(m.value) for m in group.get_measurements()}
+
+
+def _drawn(group, slice_of: Dict, shape) -> np.ndarray:
+    """The voxels inside a lesion group's outlines, each on the slice of the instance (or frame) it references."""
+    out = np.zeros(shape, dtype=bool)
+    for region in group.roi:
+        ref = region.ContentSequence[0].ReferencedSOPSequence[0]
+        frame = int(ref.ReferencedFrameNumber) if "ReferencedFrameNumber" in ref else None
+        z = slice_of[(ref.ReferencedSOPInstanceUID, frame)]
+        points = np.asarray(region.value, dtype=float)
+        assert np.allclose(points[0], points[-1])  # a closed outline
+        # DICOM pixel coordinates (column, row), the top-left pixel's centre at (0.5, 0.5)
+        out[z] |= polygon2mask(shape[1:], points[:, ::-1] - 0.5)
+    return out
+
+
+def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_the_mask(tmp_path, model_dir):
+    source = _series(tmp_path / "dicom" / "patient7")
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr", "--dicom-seg"]) == 0
+    mask = read_image(out / "patient7.nii.gz", dtype=None)
+    table = pd.read_csv(out / "patient7_lesions.csv")
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert len(table) >= 3
+
+    sr = hd.sr.srread(out / "patient7_sr.dcm")
+    scan = pydicom.dcmread(next(source.iterdir()), stop_before_pixels=True)
+    seg = pydicom.dcmread(out / "patient7_seg.dcm", stop_before_pixels=True)
+    assert sr.SOPClassUID == COMPREHENSIVE_3D_SR and int(sr.SeriesNumber) == SR_SERIES_NUMBER
+    assert (sr.PatientID, sr.StudyInstanceUID) == (scan.PatientID, scan.StudyInstanceUID)
+    assert sr.SeriesInstanceUID not in (scan.SeriesInstanceUID, seg.SeriesInstanceUID)
+    assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence] == [LOCAL_SCHEME]
+
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    case, lesions = groups[0], groups[1:]
+    assert str(case.tracking_identifier) == CASE_TRACKING
+    # the whole case points at the SEG's lesion segment
+    ref = case.referenced_segment[0].ReferencedSOPSequence[0]
+    assert (ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)) == (seg.SOPInstanceUID, 1)
+    totals = _measurements(case)
+    assert totals["Number of lesions (observable entity)"] == summary.lesion_count == len(table)
+    assert totals["Volume"] == pytest.approx(summary.total_lesion_volume_ml)
+    assert totals["Fazekas periventricular grade (estimate)"] == summary.fazekas_periventricular
+
+    assert [str(g.tracking_identifier) for g in lesions] == [f"lesion {k}" for k in table.lesion_id]
+    slice_of = {(uid, None): z for z, uid in enumerate(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
+                                                        for f in chosen_series(source).files)}
+    labels, _ = lesion_id_labels(mask.array > 0, mask.geometry.slice_axis_numpy)
+    for group, row in zip(lesions, table.itertuples(index=False)):
+        figures = _measurements(group)
+        assert figures["Volume"] == pytest.approx(row.volume_ml)
+        assert figures["Long axis"] == pytest.approx(row.long_axis_mm)
+        assert figures["Probability"] == pytest.approx(row.mean_probability)
+        assert figures["DeepWML lesion confidence"] == pytest.approx(row.confidence)
+        classes = {q.name.meaning: q.value.meaning for q in group.get_qualitative_evaluations()}
+        assert classes["DeepWML lesion location class"] == row.location
+        assert group.finding_type.meaning == "White Matter T2 Hyperintensity"
+        assert np.array_equal(_drawn(group, slice_of, labels.shape), labels == row.lesion_id), f"lesion {row.lesion_id}"
+
+
+def test_without_a_seg_the_case_stands_alone_and_an_empty_mask_reports_no_lesion(tmp_path, model_dir, capsys):
+    _series(tmp_path / "dicom" / "calm", seed=5, n_lesions=0)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr"]) == 0
+    assert not (out / "calm_seg.dcm").exists()
+    sr = hd.sr.srread(out / "calm_sr.dcm")
+    # no outlined lesion; the whole case as a measurement group of its own (TID 1501)
+    assert not sr.content.get_volumetric_roi_measurement_groups()
+    (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
+    (group,) = measurements.ContentSequence
+    numbers = {i.ConceptNameCodeSequence[0].CodeMeaning: float(i.MeasuredValueSequence[0].NumericValue)
+               for i in group.ContentSequence if i.ValueType == "NUM"}
+    assert numbers["Number of lesions (observable entity)"] == 0 and numbers["Volume"] == 0
+    # a second run finds the case done
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr"]) == 0
+    assert "0 case(s) predicted, 1 already done" in capsys.readouterr().out
+    # a NIfTI input gets no SR and one note
+    assert_nifti_gets_a_note(tmp_path, model_dir, "--dicom-sr", capsys)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_outlines_on_a_multiframe_source_reference_its_frames(tmp_path, model_dir):
+    from test_dicom_study import _multiframe
+
+    classic = _series(tmp_path / "classic", seed=6)
+    _multiframe(classic, tmp_path / "dicom" / "patient8")
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr"]) == 0
+    mask = read_image(out / "patient8.nii.gz", dtype=None)
+    table = pd.read_csv(out / "patient8_lesions.csv")
+    assert len(table) >= 2
+    source = pydicom.dcmread(tmp_path / "dicom" / "patient8" / "enhanced.dcm", stop_before_pixels=True)
+    # frame k (1-based) lies on the mask slice at its position
+    normal = np.asarray(mask.geometry.direction_matrix)[:, 2]
+    slice_of = {}
+    for k, g in enumerate(source.PerFrameFunctionalGroupsSequence, start=1):
+        position = np.asarray(g.PlanePositionSequence[0].ImagePositionPatient, float)
+        slice_of[(source.SOPInstanceUID, k)] = int(round(normal @ (position - np.asarray(mask.geometry.origin)) / mask.geometry.spacing[2]))
+    assert sorted(slice_of.values()) != list(slice_of.values())  # stored top-down: the frame order is not the slice order
+    labels, _ = lesion_id_labels(mask.array > 0, mask.geometry.slice_axis_numpy)
+    lesions = hd.sr.srread(out / "patient8_sr.dcm").content.get_volumetric_roi_measurement_groups()
+    for group, row in zip(lesions, table.itertuples(index=False)):
+        assert np.array_equal(_drawn(group, slice_of, labels.shape), labels == row.lesion_id), f"lesion {row.lesion_id}"
+
+
+def test_outlines_hold_exactly_the_region_pixels_and_leave_holes_out():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        region = rng.random((30, 40)) > 0.6
+        region[0, :] = region[:, -1] = True  # touching the border
+        drawn = np.zeros_like(region)
+        for outline in slice_outlines(region):
+            drawn |= polygon2mask(region.shape, outline[:, ::-1] - 0.5)
+        from scipy import ndimage
+
+        filled = ndimage.binary_fill_holes(region)
+        # every pixel of the region is inside an outline, nothing outside its filled shape is
+        assert not (region & ~drawn).any() and not (drawn & ~filled).any()
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    assert len(slice_outlines(ring)) == 1
+    one = np.zeros((5, 5), bool)
+    one[2, 3] = True
+    (outline,) = slice_outlines(one)
+    # a single pixel: a diamond through its edge midpoints around its centre (3.5, 2.5)
+    assert np.allclose(outline.mean(axis=0)[None], np.array([[3.5, 2.5]]), atol=0.2)
+
+
+def test_the_sr_without_highdicom_is_refused_before_anything_runs(tmp_path, model_dir, monkeypatch, capsys):
+    import deepwml.inference.dicom_seg as dicom_seg
+
+    monkeypatch.setattr(dicom_seg, "highdicom_available", lambda: False)
+    _series(tmp_path / "dicom" / "p")
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"), "-m", str(model_dir), "--dicom-sr"]) == 2
+    assert "--dicom-sr needs highdicom" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
