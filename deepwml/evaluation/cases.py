@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from deepwml.imageio import has_image_ending, split_ending, unreadable_reason
+from deepwml.imageio.dicom_seg_masks import is_dicom_seg
 from deepwml.utils.errors import DeepWMLError
 
 #: Suffix of the probability maps deepwml_predict writes beside the masks (CASE_prob<ending>).
@@ -24,8 +25,18 @@ class CasePair:
     prediction: Optional[Path]
 
 
-def list_masks(folder: Union[str, Path], role: str) -> Dict[str, Path]:
-    """Map case id to mask file for every image file directly in ``folder`` (hidden and non-image files skipped)."""
+#: a reference mask may be a DICOM SEG (CASE.dcm): a reader's outlines kept in a PACS or drawn in a viewer
+SEG_ENDING = ".dcm"
+
+
+def is_seg_reference(path: Path) -> bool:
+    """True for a reference mask given as a DICOM SEG file (CASE.dcm)."""
+    return Path(path).name.lower().endswith(SEG_ENDING)
+
+
+def list_masks(folder: Union[str, Path], role: str, dicom_seg: bool = False) -> Dict[str, Path]:
+    """Map case id to mask file for every image file directly in ``folder`` (hidden and non-image files skipped;
+    with ``dicom_seg`` also CASE.dcm files, each of which must be a DICOM SEG)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DeepWMLError(f"{role} folder does not exist", folder)
@@ -33,14 +44,17 @@ def list_masks(folder: Union[str, Path], role: str) -> Dict[str, Path]:
     unreadable: List[str] = []
     for path in sorted(folder.iterdir()):
         # atomic writers leave hidden '.NAME.tmp...' files behind only while they run; never read them
-        if path.name.startswith(".") or not has_image_ending(path):
+        seg = dicom_seg and is_seg_reference(path)
+        if path.name.startswith(".") or not (has_image_ending(path) or seg):
             continue
         reason = unreadable_reason(path)
+        if seg and not reason and not is_dicom_seg(path):
+            reason = "is not a DICOM SEG (a .dcm reference must hold a Segmentation)"
         if reason:
             # a broken link or an empty file named like a mask must not silently drop its case from the scores
             unreadable.append(f"{path.name} {reason}")
             continue
-        stem, _ = split_ending(path.name)
+        stem = path.name[: -len(SEG_ENDING)] if seg else split_ending(path.name)[0]
         found.setdefault(stem, []).append(path)
     if unreadable:
         raise DeepWMLError(f"{len(unreadable)} {role} entr{'y' if len(unreadable) == 1 else 'ies'} cannot be read: "
@@ -57,7 +71,7 @@ def pair_cases(
     ref_dir: Union[str, Path], pred_dir: Union[str, Path], missing_as_empty: bool = False
 ) -> Tuple[List[CasePair], List[str]]:
     """Pair every reference mask with its prediction; returns the pairs and the ids of missing predictions."""
-    references = list_masks(ref_dir, "reference")
+    references = list_masks(ref_dir, "reference", dicom_seg=True)
     if not references:
         raise DeepWMLError("reference folder holds no mask files", ref_dir)
     predictions = list_masks(pred_dir, "prediction")

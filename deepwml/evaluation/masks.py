@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from deepwml.evaluation.cases import is_seg_reference
 from deepwml.imageio import Geometry, read_image
 from deepwml.utils.errors import ImageError
 
@@ -50,7 +51,10 @@ def binarise(
 def load_case_masks(
     case_id: str, reference_path: Path, prediction_path: Optional[Path], ignore_label: Optional[int] = None
 ) -> CaseMasks:
-    """Read both masks, check they share a grid, and remove the ignore region from both."""
+    """Read both masks, check they share a grid, and remove the ignore region from both (a DICOM SEG reference is
+    placed on the prediction's grid by its frames' positions)."""
+    if is_seg_reference(reference_path):
+        return _seg_case_masks(case_id, reference_path, prediction_path, ignore_label)
     ref_image = read_image(reference_path, dtype=None)
     reference, ignore = binarise(ref_image.array, ignore_label, "reference", case_id, reference_path)
     if prediction_path is None:
@@ -70,3 +74,17 @@ def load_case_masks(
     # the WMH challenge's rule: voxels the reference marks as ignore are removed from both masks
     prediction &= ~ignore
     return CaseMasks(case_id, reference, prediction, ref_image.geometry, int(ignore.sum()))
+
+
+def _seg_case_masks(case_id: str, reference_path: Path, prediction_path: Optional[Path],
+                    ignore_label: Optional[int]) -> CaseMasks:
+    """A DICOM SEG reference on the grid of its prediction (a SEG has lesion segments only: nothing is ignored)."""
+    from deepwml.imageio.dicom_seg_masks import seg_mask_on_grid
+
+    if prediction_path is None:
+        raise ImageError(f"case {case_id!r}: a DICOM SEG reference is read onto its prediction's grid, and the case has "
+                         "no prediction", reference_path)
+    pred_image = read_image(prediction_path, dtype=None)
+    prediction, _ = binarise(pred_image.array, ignore_label, "prediction", case_id, prediction_path)
+    reference = seg_mask_on_grid(reference_path, pred_image.geometry) > 0
+    return CaseMasks(case_id, reference, prediction, pred_image.geometry, 0)

@@ -15,7 +15,7 @@ from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.cases import CasePair
 from deepwml.evaluation.masks import load_case_masks
 from deepwml.evaluation.slice_metrics import slice_metrics
-from deepwml.imageio import split_ending
+from deepwml.imageio import has_image_ending, split_ending
 from deepwml.utils.atomic import write_json
 
 #: Bump when a metric definition changes, so cached results from older code are recomputed.
@@ -49,7 +49,7 @@ def _file_key(path: Optional[Path]) -> List[Any]:
     if path is None:
         return [None]
     path = Path(path)
-    stem, ending = split_ending(path.name)
+    stem, ending = split_ending(path.name) if has_image_ending(path) else (path.stem, path.suffix)  # or a SEG, CASE.dcm
     # header-only formats keep the voxels in a sibling file (CASE.raw, CASE.zraw); a change there must count too
     files = sorted(path.parent.glob(f"{stem}.*")) if ending in (".mhd", ".nhdr") else [path]
     return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]

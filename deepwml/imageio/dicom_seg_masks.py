@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from deepwml.imageio.geometry import Geometry
 from deepwml.utils.errors import ImageError
 
 #: SNOMED CT "Lesion": the property type of DeepWML's own SEG segments and of most lesion segmentations
@@ -40,14 +41,7 @@ def read_seg_mask(seg_path: Path, series_folder: Path, series_uid: Optional[str]
     from deepwml.imageio.dicom import chosen_series
 
     seg_path, series_folder = Path(seg_path), Path(series_folder)
-    try:
-        import highdicom as hd
-    except ImportError:
-        raise ImageError("reading a DICOM SEG needs highdicom: pip install 'deepwml[dicom]'", seg_path) from None
-    try:
-        seg = hd.seg.segread(str(seg_path))
-    except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
-        raise ImageError(f"not a readable DICOM SEG ({str(e).splitlines()[0][:200]})", seg_path) from None
+    seg = _read_seg(seg_path)
     info = chosen_series(series_folder, series_uid)
     referenced = {str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])}
     if info.uid not in referenced:
@@ -66,6 +60,65 @@ def read_seg_mask(seg_path: Path, series_folder: Path, series_uid: Optional[str]
     fractional = str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL"
     marked = pixels >= 0.5 if fractional else pixels > 0
     return np.asarray(marked.any(axis=-1), dtype=np.uint8)
+
+
+def _read_seg(seg_path: Path):
+    """The highdicom Segmentation in ``seg_path``; an error naming the file when highdicom or the file fails."""
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise ImageError("reading a DICOM SEG needs highdicom: pip install 'deepwml[dicom]'", seg_path) from None
+    try:
+        return hd.seg.segread(str(seg_path))
+    except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
+        raise ImageError(f"not a readable DICOM SEG ({str(e).splitlines()[0][:200]})", seg_path) from None
+
+
+def seg_mask_on_grid(seg_path: Path, geometry: Geometry) -> np.ndarray:
+    """The (z, y, x) uint8 lesion mask of the DICOM SEG ``seg_path`` on ``geometry`` (e.g. the grid of a mask
+    deepwml_predict wrote for the series), each frame placed by its own Image Position (Patient): no source series
+    needed. Every frame must lie on a slice of the grid with the grid's rows, columns, orientation and pixel size."""
+    from deepwml.imageio.dicom_multiframe import _group_value, _pixel_spacing, frame_geometry
+
+    seg_path = Path(seg_path)
+    seg = _read_seg(seg_path)
+    segments = lesion_segments(seg, seg_path)
+    positions, orientation = frame_geometry(seg, seg_path)
+    rows, cols = int(seg.Rows), int(seg.Columns)
+    direction = geometry.direction_matrix
+    size_x, size_y, size_z = geometry.size
+    problems = []
+    if (rows, cols) != (size_y, size_x):
+        problems.append(f"frames of {rows}×{cols} pixels, slices of {size_y}×{size_x}")
+    if not (np.allclose(orientation[:3], direction[:, 0], atol=1e-3) and np.allclose(orientation[3:], direction[:, 1], atol=1e-3)):
+        problems.append(f"orientation {np.round(orientation, 4).tolist()}, the grid's "
+                        f"{np.round(np.concatenate([direction[:, 0], direction[:, 1]]), 4).tolist()}")
+    row_spacing, col_spacing = _pixel_spacing(seg, seg_path)
+    if not np.allclose([col_spacing, row_spacing], geometry.spacing[:2], rtol=1e-3):
+        problems.append(f"pixel spacing {row_spacing:g}×{col_spacing:g} mm, the grid's {geometry.spacing[1]:g}×{geometry.spacing[0]:g} mm")
+    if problems:
+        raise ImageError(f"the SEG is not on the grid of the mask it is compared with: {'; '.join(problems)}", seg_path)
+    index = (positions - np.asarray(geometry.origin)) @ direction / np.asarray(geometry.spacing)
+    z = np.round(index[:, 2]).astype(int)
+    # a tenth of a pixel or of a slice: header rounding, never a different slice
+    off = np.flatnonzero((np.abs(index[:, :2]).max(axis=1) > 0.1) | (np.abs(index[:, 2] - z) > 0.1) | (z < 0) | (z >= size_z))
+    if off.size:
+        k = int(off[0])
+        raise ImageError(f"{off.size} of the SEG's {len(positions)} frames lie off the grid's slices (frame {k + 1} at "
+                         f"{np.round(positions[k], 2).tolist()} mm, grid index {np.round(index[k], 2).tolist()})", seg_path)
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [None])[0]
+    # a SEG of one segment may name it once for all frames, in the shared groups
+    number = np.array([int(_group_value(g, shared, "SegmentIdentificationSequence", "ReferencedSegmentNumber") or 0)
+                       for g in seg.PerFrameFunctionalGroupsSequence])
+    pixels = np.asarray(seg.pixel_array).reshape(len(positions), rows, cols)
+    if str(seg.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL":
+        marked = pixels >= 0.5 * float(seg.get("MaximumFractionalValue", 255))
+    else:
+        marked = pixels > 0
+    out = np.zeros((size_z, size_y, size_x), dtype=np.uint8)
+    for k in np.flatnonzero(np.isin(number, segments)):
+        out[z[k]] |= marked[k]
+    return out
 
 
 def lesion_segments(seg, where: Path) -> List[int]:
