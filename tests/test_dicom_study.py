@@ -69,12 +69,12 @@ def test_the_flair_of_a_study_folder_is_read_and_the_choice_is_said(tmp_path, ca
 def test_two_flairs_or_none_are_errors_listing_the_series(tmp_path):
     folder = tmp_path / "two"
     _series(folder, UID_ROOT + "61.1", "AX FLAIR", 5, _timing(120, 2200), seed=1)
-    _series(folder, UID_ROOT + "61.2", "AX FLAIR +C", 9, _timing(120, 2200), seed=2)
+    _series(folder, UID_ROOT + "61.2", "AX FLAIR repeat", 9, _timing(120, 2200), seed=2)  # e.g. repeated for motion
     with pytest.raises(ImageError) as info:
         read_image(folder)
     message = str(info.value)
     assert str(folder) in message and "2 of its 2 MR image series look like a T2-FLAIR" in message
-    assert "series 5 'AX FLAIR' (5 slices, 6 mm, axial)" in message and "series 9 'AX FLAIR +C'" in message
+    assert "series 5 'AX FLAIR' (5 slices, 6 mm, axial)" in message and "series 9 'AX FLAIR repeat'" in message
     assert UID_ROOT + "61.2" in message and "--series-uid" in message
 
     folder = tmp_path / "none"
@@ -82,6 +82,26 @@ def test_two_flairs_or_none_are_errors_listing_the_series(tmp_path):
     _series(folder, UID_ROOT + "62.2", "AX T1 SE", 3, _timing(10), seed=2)
     with pytest.raises(ImageError, match=r"none of its 2 MR image series is named or timed as a T2-FLAIR.*'AX T2 FSE'.*'AX T1 SE'"):
         read_image(folder)
+
+
+@pytest.mark.parametrize("post_name, post_tags", [
+    ("AX FLAIR +C", {}),
+    ("AX FLAIR", {"0018|0010": "Gadobutrol"}),  # the header records the agent; the name does not say
+    ("t2_tirm_tra_dark-fluid_post_KM", {}),
+], ids=["named", "agent-tag", "siemens-km"])
+def test_of_a_flair_before_and_after_contrast_the_one_before_is_read(tmp_path, capsys, post_name, post_tags):
+    folder = tmp_path / "study"
+    pre = _series(folder, UID_ROOT + "65.1", "AX FLAIR pre-contrast", 4, _timing(120, 2400), seed=1)
+    _series(folder, UID_ROOT + "65.2", post_name, 9, {**_timing(120, 2400), **post_tags}, seed=2)
+    assert np.array_equal(read_image(folder).array, pre.astype(np.float32))
+    note = capsys.readouterr().err
+    assert "of 2 T2-FLAIRs among 2 MR image series, the only pre-contrast one" in note and "'AX FLAIR pre-contrast'" in note
+    # the choice is listed with its reason when both are post-contrast
+    both = tmp_path / "both"
+    _series(both, UID_ROOT + "66.1", "AX FLAIR +C", 4, _timing(120, 2400), seed=1)
+    _series(both, UID_ROOT + "66.2", post_name, 9, {**_timing(120, 2400), **post_tags}, seed=2)
+    with pytest.raises(ImageError, match=r"2 of its 2 MR image series look like a T2-FLAIR.*contrast"):
+        read_image(both)
 
 
 def test_a_reformat_loses_to_the_acquired_flair_and_a_sagittal_3d_flair_to_the_axial(tmp_path):

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
     p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several (default: the only MR "
-                   "image series, else the only T2-FLAIR by name and timing; docs/prediction.md 'DICOM studies')")
+                   "image series, else the only T2-FLAIR by name and timing, acquired before derived, before contrast before after, "
+                   "axial before other planes; docs/prediction.md 'DICOM studies')")
     p.add_argument("-np", "--num-workers", type=int, default=None,
                    help="on a CPU: cases predicted side by side, each start to finish by one worker thread, the cores shared "
                    "out between them (default: one per core, at most 4; 1: one case at a time with every core, reading "

@@ -26,6 +26,10 @@ FLAIR_WORDS = re.compile(r"flair|dark[\s_-]?fluid|tirm|fluid[\s_-]?att")
 T2_FLAIR_MIN_TI_MS = 1500.0
 T2_FLAIR_MIN_TE_MS = 60.0
 NOT_T2_FLAIR_MAX_TI_MS = 1200.0
+#: how series names say a contrast agent was given ('+C', 'post', 'Gd', 'gado', 'contrast', 'CE', German 'KM') ...
+CONTRAST_WORDS = re.compile(r"\+\s*(c|gd|km)(?![a-z])|(?<![a-z])(post(gd|c|contrast|gado\w*)?|gd|gado\w*|contrast|ce|km)(?![a-z])")
+#: ... and that it was not ('pre-contrast', 'non-contrast', 'no Gd', 'w/o contrast')
+NO_CONTRAST_WORDS = re.compile(r"(?<![a-z])(pre|non|no|w/o|without|ohne)[\s_-]*(contrast|gd|gado\w*|c|ce|km)(?![a-z])")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class SeriesInfo:
     echo_time_ms: Optional[float] = None
     inversion_time_ms: Optional[float] = None
     study_date: str = ""  # YYYY-MM-DD
+    #: Contrast/Bolus Agent (0018,0010) as the header gives it ('' when none is recorded)
+    contrast_agent: str = ""
 
     @property
     def is_mr_image(self) -> bool:
@@ -69,6 +75,12 @@ class SeriesInfo:
             return False
         return timed_flair or FLAIR_WORDS.search(text) is not None
 
+    @property
+    def with_contrast(self) -> bool:
+        """Acquired after a contrast agent: the header records one, or the series' name says so."""
+        name = f"{self.description} {self.protocol}".lower()
+        return bool(self.contrast_agent) or (CONTRAST_WORDS.search(name) is not None and NO_CONTRAST_WORDS.search(name) is None)
+
     def label(self) -> str:
         """One line for a message: number, name, slices, thickness, plane, UID."""
         parts = [f"{self.n_slices} slice{'s' if self.n_slices != 1 else ''}"]
@@ -78,6 +90,8 @@ class SeriesInfo:
             parts.append(self.plane)
         if self.derived:
             parts.append("derived")
+        if self.with_contrast:
+            parts.append("contrast")
         if not self.is_mr_image:
             parts.append(MR_IMAGE_SOP_CLASSES.get(self.sop_class, "not an MR image"))
         name = self.description or self.protocol or "(no description)"
@@ -108,9 +122,12 @@ def choose_series(series: Dict[str, List[str]], folder: Path,
     images = [s for s in infos if s.is_mr_image]
     if len(images) == 1:
         return images[0], f"the only MR image series of {len(infos)}"
-    flair = _best(s for s in images if s.is_t2_flair)
+    candidates = [s for s in images if s.is_t2_flair]
+    flair, narrowed_by = _best(candidates)
     if len(flair) == 1:
-        return flair[0], f"the only T2-FLAIR of {len(images)} MR image series"
+        if len(candidates) == 1:
+            return flair[0], f"the only T2-FLAIR of {len(images)} MR image series"
+        return flair[0], f"of {len(candidates)} T2-FLAIRs among {len(images)} MR image series, the only {' and '.join(narrowed_by)} one"
     listing = "; ".join(s.label() for s in (flair or images or infos))
     if flair:
         why = f"{len(flair)} of its {len(images)} MR image series look like a T2-FLAIR"
@@ -121,14 +138,18 @@ def choose_series(series: Dict[str, List[str]], folder: Path,
     raise ImageError(f"folder holds {len(infos)} DICOM series and {why}; choose one with --series-uid: {listing}", folder)
 
 
-def _best(candidates) -> List[SeriesInfo]:
-    """Among T2-FLAIR candidates, the acquired (not derived) ones, then the axial ones, when that leaves any."""
-    chosen = list(candidates)
-    for keep in (lambda s: not s.derived, lambda s: s.plane == "axial"):
+def _best(candidates: Sequence[SeriesInfo]) -> Tuple[List[SeriesInfo], List[str]]:
+    """Among T2-FLAIR candidates, the acquired (not derived) ones, then those without contrast agent (what lesion
+    models and readers grade WMH on), then the axial ones, each when that leaves any; and the words for the filters
+    that narrowed the choice."""
+    chosen, narrowed_by = list(candidates), []
+    for keep, word in ((lambda s: not s.derived, "acquired (not derived)"), (lambda s: not s.with_contrast, "pre-contrast"),
+                       (lambda s: s.plane == "axial", "axial")):
         narrowed = [s for s in chosen if keep(s)]
-        if narrowed:
+        if narrowed and len(narrowed) < len(chosen):
             chosen = narrowed
-    return chosen
+            narrowed_by.append(word)
+    return chosen, narrowed_by
 
 
 def _describe(uid: str, files: Sequence[str]) -> SeriesInfo:
@@ -160,6 +181,7 @@ def _describe(uid: str, files: Sequence[str]) -> SeriesInfo:
         echo_time_ms=_float(_find(ds, "EchoTime") or _find(ds, "EffectiveEchoTime")),
         inversion_time_ms=_float(_find(ds, "InversionTime") or _first(_find(ds, "InversionTimes"))),
         study_date=_date(ds.get("StudyDate")),
+        contrast_agent=str(ds.get("ContrastBolusAgent", "") or "").strip(),
     )
 
 
