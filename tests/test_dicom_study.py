@@ -4,6 +4,7 @@ SEG frames on the right source frames; compressed transfer syntaxes."""
 from __future__ import annotations
 
 import locale
+import shutil
 from pathlib import Path
 from typing import List
 
@@ -365,24 +366,45 @@ def test_a_study_exported_one_folder_per_series_is_one_case(tmp_path, capsys):
     assert capsys.readouterr().err.count("choose another with --series-uid") >= 2
 
 
-def test_a_dicomdir_export_reads_each_patient_s_flair(tmp_path):
-    """A CD / PACS media export: DICOMDIR beside PT000000/ST000000/SE00000k/IM00000j (written by pydicom's FileSet)."""
+def _media_export(flat: Path, target: Path) -> None:
+    """A CD / PACS media export of the files in ``flat``: DICOMDIR beside PT00000i/ST00000j/SE00000k/IM00000l
+    (written by pydicom's FileSet)."""
     from pydicom.fileset import FileSet
 
-    flair = _study(tmp_path / "flat")
     media = FileSet()
-    for path in sorted((tmp_path / "flat").iterdir()):
+    for path in sorted(flat.iterdir()):
         ds = pydicom.dcmread(path)
         if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4":
             continue  # the earlier SEG: pydicom's default records need more than it has
         ds.StudyID, ds.StudyTime = "1", "120000"
         ds.InstanceNumber = ds.get("InstanceNumber") or 1
         media.add(ds)
-    media.write(tmp_path / "export")
-    assert (tmp_path / "export" / "DICOMDIR").is_file()
-    cases = discover_cases(tmp_path / "export")
-    assert [c.case_id for c in cases] == ["PT000000"]
-    assert np.array_equal(read_image(cases[0].source).array, flair.astype(np.float32))
+    media.write(target)
+
+
+def test_a_dicomdir_export_gives_a_case_per_study_named_by_patient_and_date(tmp_path, capsys):
+    flair = _study(tmp_path / "flat")
+    # the same patient a year later, and another patient, on the same CD
+    later = _series(tmp_path / "flat", UID_ROOT + "67.1", "AX FLAIR", 5, {**_timing(120, 2400), "0020|000d": UID_ROOT + "67",
+                                                                          "0008|0020": "20250301"}, seed=6)
+    other = _series(tmp_path / "flat", UID_ROOT + "68.1", "AX FLAIR", 6, {**_timing(120, 2400), "0020|000d": UID_ROOT + "68",
+                                                                          "0010|0020": "MRN 77/2", "0008|0020": "20240115"}, seed=7)
+    export = tmp_path / "export"
+    _media_export(tmp_path / "flat", export)
+    assert (export / "DICOMDIR").is_file() and (export / "PT000000").is_dir()
+    # a CD also carries a viewer: not a scan, and no failed case
+    (export / "VIEWER").mkdir()
+    (export / "VIEWER" / "viewer.exe").write_bytes(b"MZ" + bytes(100))
+    cases = discover_cases(export)
+    assert [c.case_id for c in cases] == ["MRN_77_2_20240115", "P001_20240115", "P001_20250301"]
+    expected = {"MRN_77_2_20240115": other, "P001_20240115": flair, "P001_20250301": later}
+    for case in cases:
+        assert np.array_equal(read_image(case.source).array, expected[case.case_id].astype(np.float32)), case.case_id
+    # a broken DICOMDIR: the folders decide, and the note says so
+    (export / "DICOMDIR").write_bytes(b"not a DICOMDIR")
+    shutil.rmtree(export / "VIEWER")
+    assert [c.case_id for c in discover_cases(export)] == ["PT000000", "PT000001"]
+    assert "DICOMDIR cannot be read" in capsys.readouterr().err
 
 
 def test_a_folder_of_flair_series_of_one_patient_stays_a_case_per_series(tmp_path):

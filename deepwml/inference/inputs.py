@@ -115,6 +115,45 @@ def _dicom_case(folder: Path) -> InputCase:
     return InputCase(folder.name, folder, "dicom", DICOM_OUTPUT_ENDING)
 
 
+def _dicomdir_cases(root: Path) -> Optional[List[InputCase]]:
+    """A media export (CD, PACS export with a DICOMDIR): a case per study the DICOMDIR lists, read from the folder
+    holding that study's files and named PatientID_StudyDate; None (folders decide, with a note) when the DICOMDIR
+    cannot be read or its studies do not lie in folders of their own."""
+    import os
+
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    try:
+        instances = list(FileSet(pydicom.dcmread(root / "DICOMDIR")))
+        studies: Dict[str, Tuple[str, str, List[str]]] = {}
+        for instance in instances:
+            uid = str(instance.StudyInstanceUID)
+            entry = studies.setdefault(uid, (str(getattr(instance, "PatientID", "") or ""),
+                                             str(getattr(instance, "StudyDate", "") or ""), []))
+            entry[2].append(os.path.realpath(instance.path))
+    except Exception as e:  # noqa: BLE001 - a broken DICOMDIR: the folders still hold the files
+        print(f"[deepwml_predict] note: {root / 'DICOMDIR'} cannot be read ({str(e).splitlines()[0][:120]}); "
+              "cases are found from the folders instead", file=sys.stderr)
+        return None
+    folders = {uid: Path(os.path.commonpath(files)) for uid, (_, _, files) in studies.items()}
+    # a study whose files share a folder with another study's cannot be read as a folder of its own
+    for uid, folder in folders.items():
+        if folder.is_file() or any(f.startswith(str(folder) + os.sep) for other, (_, _, fs) in studies.items()
+                                   if other != uid for f in fs):
+            print(f"[deepwml_predict] note: the studies of {root / 'DICOMDIR'} share folders; cases are found from the "
+                  "folders instead", file=sys.stderr)
+            return None
+    if not studies:
+        return None
+    cases, seen = [], Counter()
+    for uid, (patient, date, _) in sorted(studies.items(), key=lambda kv: (kv[1][0], kv[1][1], str(folders[kv[0]]))):
+        name = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{patient}_{date}".strip("_")).strip("._-") or folders[uid].name
+        seen[name] += 1
+        cases.append(InputCase(name if seen[name] == 1 else f"{name}_{seen[name]}", folders[uid], "dicom", DICOM_OUTPUT_ENDING))
+    return cases
+
+
 def _is_candidate_series_folder(folder: Path) -> bool:
     """A subfolder that should hold a DICOM series: it has files and they are not images DeepWML reads directly.
 
@@ -156,6 +195,10 @@ def discover_cases(input_path: Union[str, Path], n_channels: int = 1) -> List[In
         names = ", ".join(p.name for p in earlier_outputs)
         print(f"[deepwml_predict] note: skipped {len(earlier_outputs)} earlier DeepWML output folder(s) in {path}: {names}", file=sys.stderr)
         folders = [p for p in folders if p not in earlier_outputs]
+    if (path / "DICOMDIR").is_file():
+        media = _dicomdir_cases(path)
+        if media is not None:
+            return media
     if not files and _holds_dicom(path):
         return [_dicom_case(path)]
     series_folders = [p for p in folders if _is_candidate_series_folder(p)]
