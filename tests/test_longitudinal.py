@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
@@ -283,7 +284,6 @@ def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     assert html.escape(summary["findings"]) in page and "data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "New and enlarging lesions" in page and ">new<" in page
-    import pandas as pd
     table = pd.read_csv(out / "followup_lesions_change.csv")
     assert {"lesion_id", "status", "counted", "volume_ml", "long_axis_mm", "signal_change", "baseline_lesion_ids"} <= set(table.columns)
     assert not list(out.glob("*.tmp*")) and [p.name for p in out.glob(".*")] == [".deepwml_compare.json"]
@@ -300,7 +300,6 @@ def test_command_segments_both_visits_with_the_shipped_model_reuses_them_and_gua
     summary = json.loads((out / "change.json").read_text())
     assert summary["inputs"]["baseline_mask"] == str(masks[0])
     # each follow-up lesion's location class comes from deepwml_predict's lesion table, row for row
-    import pandas as pd
     change_table = pd.read_csv(out / "followup_lesions_change.csv")
     predicted = pd.read_csv(out / "followup" / "followup_lesions.csv")
     assert list(change_table["location"]) == list(predicted["location"])
@@ -426,8 +425,10 @@ def test_dicom_series_are_segmented_compared_and_the_change_goes_back_as_a_dicom
     assert "--dicom-seg needs the follow-up as a DICOM series folder" in capsys.readouterr().err
     assert compare_main(["-b", str(visit1), "-f", str(paths["followup"]), "-o", str(out), "--dicom-findings"]) == 2
     assert "--dicom-findings needs the follow-up as a DICOM series folder" in capsys.readouterr().err
+    assert compare_main(["-b", str(visit1), "-f", str(paths["followup"]), "-o", str(out), "--dicom-sr"]) == 2
+    assert "--dicom-sr needs the follow-up as a DICOM series folder" in capsys.readouterr().err
     assert compare_main(["-b", str(visit1), "-f", str(visit2), "-o", str(out), "--no-picture", "--dicom-seg",
-                         "--dicom-findings"]) == 0
+                         "--dicom-findings", "--dicom-sr"]) == 0
     # the findings over the change picture, filed in the follow-up's study (even without change.png)
     capture = pydicom.dcmread(out / "change_findings.dcm")
     first = pydicom.dcmread(next(visit2.iterdir()), stop_before_pixels=True)
@@ -455,6 +456,37 @@ def test_dicom_series_are_segmented_compared_and_the_change_goes_back_as_a_dicom
         assert np.array_equal(frames[k] > 0, change_map[z] == number), f"frame {k}: segment {number}, slice {z}"
         seen.add((number, z))
     assert seen == {(int(v), int(z)) for z in range(change_map.shape[0]) for v in np.unique(change_map[z]) if v}
+
+    # the SR: the comparison's figures as change.json states them, each follow-up lesion's status and outlines
+    sr = hd.sr.srread(out / "change_sr.dcm")
+    assert sr.StudyInstanceUID == first.StudyInstanceUID and sr.SeriesDescription == "DeepWML lesion change measurements (research use)"
+    (measurements,) = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
+    comparison = measurements.ContentSequence[0]
+    numbers = {i.ConceptNameCodeSequence[0].CodeMeaning: float(i.MeasuredValueSequence[0].NumericValue)
+               for i in comparison.ContentSequence if i.ValueType == "NUM"}
+    assert numbers["New lesions of 3 mm or more"] == summary["new_lesions"]
+    assert numbers["Enlarging lesions"] == summary["enlarging_lesions"]
+    assert numbers["Baseline lesions no longer seen"] == summary["resolved_baseline_lesions"]
+    assert numbers["Total lesion volume at baseline"] == pytest.approx(summary["baseline_volume_ml"], abs=1e-4)
+    assert numbers["Volume"] == pytest.approx(summary["followup_volume_ml"], abs=1e-4)
+    table = pd.read_csv(out / "followup_lesions_change.csv")
+    lesions = sr.content.get_volumetric_roi_measurement_groups()
+    assert [str(g.tracking_identifier) for g in lesions] == [f"follow-up lesion {k}" for k in table.lesion_id]
+    from skimage.draw import polygon2mask
+
+    from deepwml.inference.lesion_report import lesion_id_labels
+
+    ids, _ = lesion_id_labels(change_map > 0, 0)
+    for group, row in zip(lesions, table.itertuples(index=False)):
+        (status,) = [q.value.meaning for q in group.get_qualitative_evaluations() if q.name.meaning == "DeepWML lesion change status"]
+        code = int(change_map[ids == row.lesion_id].max())
+        assert status == {v: k for k, v in CHANGE_CODES.items()}[code] + " lesion"
+        assert status.startswith(row.status)
+        drawn = np.zeros(change_map.shape, bool)
+        for region in group.roi:
+            z = z_of[region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID]
+            drawn[z] |= polygon2mask(change_map.shape[1:], np.asarray(region.value, float)[:, ::-1] - 0.5)
+        assert np.array_equal(drawn, ids == row.lesion_id), f"follow-up lesion {row.lesion_id}"
 
 
 def _made_up_head(folder: Path) -> None:

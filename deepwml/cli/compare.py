@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write change_findings.dcm: the findings sentence above the change picture as a DICOM Secondary "
                         "Capture in the follow-up's study, for PACS viewers that show no SEG (follow-up a DICOM series "
                         "folder; needs highdicom)")
+    p.add_argument("--dicom-sr", action="store_true",
+                   help="also write change_sr.dcm: the change's figures (new, enlarging, resolved lesions, volumes at both "
+                        "visits) and each follow-up lesion (outlines, status, volume) as a DICOM Structured Report "
+                        "(TID 1500) in the follow-up's study (follow-up a DICOM series folder; needs highdicom)")
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)
@@ -73,7 +77,8 @@ def _main(argv: Optional[List[str]]) -> int:
                         args.min_signal_change)
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
                              args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite,
-                             dicom_seg=args.dicom_seg, dicom_findings=args.dicom_findings)
+                             dicom_seg=args.dicom_seg, dicom_findings=args.dicom_findings,
+                             dicom_sr=args.dicom_sr)
     unmasked = [name for name, mask in (("baseline", args.baseline_mask), ("follow-up", args.followup_mask)) if mask is None]
     if unmasked and args.model is None:
         print(f"deepwml_compare: segmenting the {' and the '.join(unmasked)} with the pretrained model shipped with DeepWML",

@@ -38,14 +38,14 @@ CASE_TRACKING = "All white matter lesions"
 LOCAL_SCHEME = "99DEEPWML"
 
 
-def _local(value: str, meaning: str):
+def local_code(value: str, meaning: str):
     """A concept of the local coding scheme."""
     from highdicom.sr import CodedConcept
 
     return CodedConcept(value=value, scheme_designator=LOCAL_SCHEME, meaning=meaning)
 
 
-def _codes() -> Dict[str, object]:
+def sr_codes() -> Dict[str, object]:
     """The coded concepts the report uses (pydicom's dictionary where DICOM has one, the local scheme otherwise)."""
     from pydicom.sr.codedict import codes
 
@@ -61,17 +61,17 @@ def _codes() -> Dict[str, object]:
         "cm3": codes.UCUM.CubicCentimeter,
         "mm": codes.UCUM.Millimeter,
         "unitless": codes.UCUM.NoUnits,
-        "location_class": _local("LOC", "DeepWML lesion location class"),
-        "confidence": _local("CONF", "DeepWML lesion confidence"),
-        "fazekas_pv": _local("FZPV", "Fazekas periventricular grade (estimate)"),
-        "fazekas_deep": _local("FZDWM", "Fazekas deep white matter grade (estimate)"),
-        "dis_regions": _local("DIS", "McDonald 2017 brain regions with a lesion of 3 mm or more"),
+        "location_class": local_code("LOC", "DeepWML lesion location class"),
+        "confidence": local_code("CONF", "DeepWML lesion confidence"),
+        "fazekas_pv": local_code("FZPV", "Fazekas periventricular grade (estimate)"),
+        "fazekas_deep": local_code("FZDWM", "Fazekas deep white matter grade (estimate)"),
+        "dis_regions": local_code("DIS", "McDonald 2017 brain regions with a lesion of 3 mm or more"),
         "sites": {
             PERIVENTRICULAR: codes.SCT.CerebralWhiteMatter, DEEP: codes.SCT.CerebralWhiteMatter,
             JUXTACORTICAL: codes.SCT.CerebralWhiteMatter, CORTICAL: codes.SCT.CerebralCortex,
             INFRATENTORIAL_LOC: codes.SCT.Brain,
         },
-        "classes": {name: _local(f"LOC-{name.upper()}", name) for name in LOCATIONS},
+        "classes": {name: local_code(f"LOC-{name.upper()}", name) for name in LOCATIONS},
     }
 
 
@@ -95,58 +95,85 @@ def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSumma
     """A highdicom Comprehensive 3D SR of one case's lesion measurements over the source ``headers`` (one per slice,
     or one multi-frame header); ``lesions`` is the case's lesion table (ids ordered along numpy ``slice_axis``),
     ``seg`` its DICOM SEG dataset if written."""
+    c = sr_codes()
+    algorithm = algorithm_identification(model_name)
+    outlines = LesionOutlines(mask, headers, slice_axis)
+    if outlines.count != len(lesions):
+        raise ValueError(f"{outlines.count} lesions in the mask, {len(lesions)} in the table")  # a bug, never a user error
+    groups = [_case_group(summary, c, algorithm, seg)]
+    groups += [_lesion_group(row, outlines.regions(int(row.lesion_id)), c, algorithm) for row in lesions.itertuples(index=False)]
+    return measurement_report(groups, headers, model_name, SR_SERIES_DESCRIPTION, seg)
+
+
+def algorithm_identification(model_name: str):
+    """DeepWML, its version and the model, as the SR's groups name the algorithm."""
+    import highdicom as hd
+
+    return hd.sr.AlgorithmIdentification(name="DeepWML", version=deepwml.__version__, parameters=[model_name[:64]])
+
+
+class LesionOutlines:
+    """Each lesion of a (z, rows, cols) mask, numbered as the lesion table numbers them, as SR regions: its
+    outlines on the slices it lies on, each on its source instance (or multi-frame frame)."""
+
+    def __init__(self, mask: np.ndarray, headers: List, slice_axis: int = 0) -> None:
+        from scipy import ndimage
+
+        where = getattr(headers[0], "filename", "DICOM series")
+        if not getattr(headers[0], "FrameOfReferenceUID", None):
+            raise ImageError("the series has no Frame of Reference UID (0020,0052), which the SR's outlines need", where)
+        slice_of_frame = slice_of_frames(headers)
+        mask = np.asarray(mask) > 0
+        if mask.shape[0] != len(slice_of_frame):
+            raise ImageError(f"mask of {mask.shape[0]} slices for a series of {len(slice_of_frame)}", where)
+        self.headers = headers
+        self.multiframe = len(headers) == 1 and len(slice_of_frame) > 1
+        self.frame_of_slice = np.argsort(slice_of_frame)  # stored frame index of each mask slice
+        self.labels, self.count = lesion_id_labels(mask, slice_axis)
+        self.boxes = ndimage.find_objects(self.labels)
+
+    def _source(self, z: int):
+        """The instance (and frame) mask slice ``z`` lies on."""
+        import highdicom as hd
+
+        header = self.headers[0] if self.multiframe else self.headers[z]
+        return hd.sr.SourceImageForRegion(header.SOPClassUID, header.SOPInstanceUID,
+                                          [int(self.frame_of_slice[z]) + 1] if self.multiframe else None)
+
+    def regions(self, lesion_id: int) -> List:
+        """The closed SCOORD polylines of lesion ``lesion_id`` on every slice it lies on."""
+        import highdicom as hd
+
+        box = self.boxes[lesion_id - 1]
+        lesion = self.labels[box] == lesion_id
+        # outlined within the lesion's box (cost follows the lesion, not the slice), then placed on the slice
+        corner = np.array([box[2].start, box[1].start], dtype=np.float32)
+        origin = hd.sr.PixelOriginInterpretationValues.FRAME if self.multiframe else None
+        return [hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline + corner,
+                                  source_image=self._source(box[0].start + int(dz)), pixel_origin_interpretation=origin)
+                for dz in np.flatnonzero(lesion.any(axis=(1, 2))) for outline in slice_outlines(lesion[dz])]
+
+
+def measurement_report(groups: List, headers: List, model_name: str, description: str, seg=None,
+                       series_number: int = SR_SERIES_NUMBER):
+    """The Comprehensive 3D SR holding a TID 1500 report of ``groups`` in the study of ``headers`` (its evidence,
+    with ``seg`` when a group references it), observed by the device DeepWML; the local scheme declared."""
     import highdicom as hd
     from pydicom.dataset import Dataset
     from pydicom.sr.codedict import codes
 
-    c = _codes()
-    where = getattr(headers[0], "filename", "DICOM series")
-    if not getattr(headers[0], "FrameOfReferenceUID", None):
-        raise ImageError("the series has no Frame of Reference UID (0020,0052), which the SR's outlines need", where)
-    slice_of_frame = slice_of_frames(headers)
-    mask = np.asarray(mask) > 0
-    if mask.shape[0] != len(slice_of_frame):
-        raise ImageError(f"mask of {mask.shape[0]} slices for a series of {len(slice_of_frame)}", where)
-    multiframe = len(headers) == 1 and len(slice_of_frame) > 1
-    frame_of_slice = np.argsort(slice_of_frame)  # stored frame index of each mask slice
-
-    def source_of(z: int) -> "hd.sr.SourceImageForRegion":
-        header = headers[0] if multiframe else headers[z]
-        return hd.sr.SourceImageForRegion(header.SOPClassUID, header.SOPInstanceUID,
-                                          [int(frame_of_slice[z]) + 1] if multiframe else None)
-
-    algorithm = hd.sr.AlgorithmIdentification(name="DeepWML", version=deepwml.__version__, parameters=[model_name[:64]])
-    groups = [_case_group(summary, c, algorithm, seg)]
-    labels, count = lesion_id_labels(mask, slice_axis)
-    if count != len(lesions):
-        raise ValueError(f"{count} lesions in the mask, {len(lesions)} in the table")  # a bug, never a user error
-    from scipy import ndimage
-
-    for row, box in zip(lesions.itertuples(index=False), ndimage.find_objects(labels)):
-        lesion = labels[box] == row.lesion_id
-        regions = []
-        for dz in np.flatnonzero(lesion.any(axis=(1, 2))):
-            z = box[0].start + int(dz)
-            # outlined within the lesion's box (cost follows the lesion, not the slice), then placed on the slice
-            corner = np.array([box[2].start, box[1].start], dtype=np.float32)
-            for outline in slice_outlines(lesion[dz]):
-                regions.append(hd.sr.ImageRegion(
-                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline + corner, source_image=source_of(z),
-                    pixel_origin_interpretation=hd.sr.PixelOriginInterpretationValues.FRAME if multiframe else None))
-        groups.append(_lesion_group(row, regions, c, algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                 uid=hd.UID(), name="DeepWML", manufacturer_name="DeepWML", model_name=model_name[:64]))),
-        procedure_reported=c["procedure"],
+        procedure_reported=sr_codes()["procedure"],
         imaging_measurements=groups,
     )
-    evidence = list(headers) + ([seg] if seg is not None else [])
     sr = hd.sr.Comprehensive3DSR(
-        evidence=evidence, content=report, series_instance_uid=hd.UID(), series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="DeepWML",
-        series_description=SR_SERIES_DESCRIPTION, is_complete=True, is_final=False, is_verified=False,
+        evidence=list(headers) + ([seg] if seg is not None else []), content=report, series_instance_uid=hd.UID(),
+        series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1, manufacturer="DeepWML",
+        series_description=description, is_complete=True, is_final=False, is_verified=False,
     )
     scheme = Dataset()
     scheme.CodingSchemeDesignator = LOCAL_SCHEME
@@ -154,6 +181,13 @@ def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSumma
     scheme.CodingSchemeResponsibleOrganization = "DeepWML"
     sr.CodingSchemeIdentificationSequence = [scheme]
     return sr
+
+
+def save_sr(sr, path: Path) -> Path:
+    """Write an SR atomically."""
+    with atomic_path(path, ".dcm") as tmp:
+        sr.save_as(tmp)
+    return path
 
 
 def _case_group(summary: CaseSummary, c: Dict, algorithm, seg):
@@ -215,7 +249,4 @@ def write_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSumma
     import pydicom
 
     seg = pydicom.dcmread(seg_path, stop_before_pixels=True) if seg_path is not None else None
-    sr = build_dicom_sr(mask, lesions, summary, source_headers(folder, series_uid), model_name, slice_axis, seg)
-    with atomic_path(path, ".dcm") as tmp:
-        sr.save_as(tmp)
-    return path
+    return save_sr(build_dicom_sr(mask, lesions, summary, source_headers(folder, series_uid), model_name, slice_axis, seg), path)

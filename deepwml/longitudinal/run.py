@@ -33,6 +33,7 @@ OUTPUT_NAMES = {
     "report": "change.html",
     "dicom_seg": "change_seg.dcm",
     "dicom_findings": "change_findings.dcm",
+    "dicom_sr": "change_sr.dcm",
 }
 
 
@@ -58,6 +59,8 @@ class CompareRequest:
     dicom_seg: bool = False
     #: also write the findings above the change picture as a DICOM Secondary Capture in the follow-up's study
     dicom_findings: bool = False
+    #: also write the change's figures and each follow-up lesion (outlines, status) as a DICOM SR in its study
+    dicom_sr: bool = False
 
 
 @dataclass
@@ -103,7 +106,8 @@ def _check_request(request: CompareRequest) -> None:
             raise DeepWMLError("the output folder is an input; give another -o", request.output)
     if out.exists() and not out.is_dir():
         raise DeepWMLError("output exists and is not a folder", request.output)
-    for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings)):
+    for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
+                        ("--dicom-sr", request.dicom_sr)):
         if not asked:
             continue
         from deepwml.imageio import is_dicom_folder
@@ -293,6 +297,12 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
                         segment_labels=labels, series_description="DeepWML lesion change (research use)")
     else:
         outputs.pop("dicom_seg")
+    if request.dicom_sr:
+        from deepwml.longitudinal.change_sr import write_change_sr
+
+        write_change_sr(change, Path(request.followup), outputs["dicom_sr"], _model_label(request), geometry.slice_axis_numpy)
+    else:
+        outputs.pop("dicom_sr")
     if request.dicom_findings:
         _write_findings_capture(request, followup, images, change, outputs["dicom_findings"], warnings)
     else:
@@ -311,6 +321,13 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
 
     write_text(outputs["report"], build_change_report(summary, change.followup, outputs.get("picture"), warnings))
     write_json(outputs["summary"], summary)
+
+
+def _model_label(request: CompareRequest) -> str:
+    """What segmented the visits, for a DICOM object's model name: 'masks given' when both masks were."""
+    if request.followup_mask is not None and request.baseline_mask is not None:
+        return "masks given"
+    return f"DeepWML {Path(str(request.model_dir)).name if request.model_dir else 'builtin'}"
 
 
 def _write_findings_capture(request: CompareRequest, followup: Image, images: AlignedImages, change: LesionChange,
