@@ -90,3 +90,17 @@ def test_the_installed_command_ends_with_its_exit_code_and_every_message_written
     assert len(pd.read_csv(tmp_path / "out" / "summary.csv")) == 3
     refused = _command("-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out2"), "-m", str(model))
     assert refused.returncode == 2 and "error" in refused.stderr and str(tmp_path / "missing") in refused.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "compare"])
+def test_a_native_crash_of_the_installed_command_prints_the_python_stack(command):
+    """Should torch, oneDNN or ITK crash the process, the user gets every thread's stack on stderr, not silence."""
+    code = (f"import ctypes, deepwml.cli.{command} as c\n"
+            "def crashing_main():\n"
+            "    return ctypes.string_at(0)  # a read from address 0, as a native crash would\n"
+            "c.main = crashing_main\n"
+            "c.entry()\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "Segmentation fault" in done.stderr and "crashing_main" in done.stderr, done.stderr

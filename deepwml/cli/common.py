@@ -23,6 +23,15 @@ def run(main_fn: Callable[[Optional[List[str]]], int], argv: Optional[List[str]]
         return EXIT_INTERRUPTED
 
 
+def report_native_crashes() -> None:
+    """Should native code (torch, oneDNN, ITK) crash the process, print every thread's Python stack to stderr first,
+    so that a user has more to report than an exit code and an empty terminal."""
+    import faulthandler
+
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
+
+
 def exit_without_teardown(code: int) -> None:
     """End the process with ``code`` once stdout, stderr and logging are flushed, skipping the interpreter's teardown.
 
