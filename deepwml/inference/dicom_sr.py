@@ -5,8 +5,8 @@ One Comprehensive 3D SR in a new series of the source study, made with highdicom
 - a group for the whole case (tracking identifier "All white matter lesions"): lesion count, total volume and,
   with an anatomy map, the Fazekas estimates and the McDonald 2017 brain regions; it references the lesion segment
   of CASE_seg.dcm when that SEG was written too (TID 1411), otherwise it stands alone (TID 1501);
-- a group per lesion (TID 1411), numbered as in the lesion table: its outline on each slice it lies on (SCOORD
-  polygons on the source instances or frames, so a viewer draws it on the images), volume, and with an anatomy map its
+- a group per lesion (TID 1411), numbered as in the lesion table: its outline on each slice it lies on (closed
+  SCOORD polylines on the source instances or frames, so a viewer draws it on the images), volume, and with an anatomy map its
   location class, finding site and long axis, with probabilities its mean probability and confidence.
 
 Finding type DCM 110702 "White Matter T2 Hyperintensity", volumes in cm3 (= ml). Grades and classes DICOM has no

@@ -65,10 +65,12 @@ def build_change_sr(change: LesionChange, headers: List, model_name: str, slice_
     statuses = _status_codes()
     name = {code: status for status, code in CHANGE_CODES.items()}
     status_name = local_code("CHG-STATUS", "DeepWML lesion change status")
+    change_map = np.asarray(change.change_map)
     for row in table.itertuples(index=False):
         lesion_id = int(row.lesion_id)
-        # the change map's code holds the counted / not counted split of new lesions
-        code = int(np.asarray(change.change_map)[outlines.labels == lesion_id].max())
+        box = outlines.boxes[lesion_id - 1]
+        # the change map's code holds the counted / not counted split of new lesions (read within the lesion's box)
+        code = int(change_map[box][outlines.labels[box] == lesion_id].max())
         figures = [hd.sr.Measurement(name=c["volume"], value=float(row.volume_ml), unit=c["cm3"]),
                    hd.sr.Measurement(name=local_code("CHG-GBVOL", "Baseline volume of the lesion's group"),
                                      value=float(row.group_baseline_volume_ml), unit=c["cm3"])]
