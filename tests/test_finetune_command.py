@@ -84,3 +84,33 @@ def test_what_deepwml_finetune_refuses(tmp_path, capsys):
     with pytest.raises(SystemExit):
         finetune_main([str(site / "m.csv"), "-o", str(tmp_path / "m"), "--epochs", "0"])
     assert "--epochs and --iterations must be at least 1" in capsys.readouterr().err
+
+
+def test_scans_replaced_under_an_unchanged_manifest_are_not_taken_for_the_prepared_ones(tmp_path):
+    """The work folder is bound to the manifest's scans and labels too (path, size, time of every file, each file of
+    a DICOM folder), so a second run after images were replaced is refused instead of training on the old data."""
+    import os
+
+    from deepwml.datasets.manifest import read_manifest
+    from deepwml.pretrained.site_finetune import _claim, _scans_digest
+    from deepwml.utils.errors import DeepWMLError
+
+    manifest = _site(tmp_path / "site", n=1, unlabelled=0)
+    dicom = tmp_path / "site" / "dicom"
+    dicom.mkdir()
+    (dicom / "IM0001").write_bytes(b"slice")
+    cases = read_manifest(manifest)
+    identity = {"scans": _scans_digest(cases)}
+    _claim(tmp_path / "work", identity)
+    _claim(tmp_path / "work", {"scans": _scans_digest(read_manifest(manifest))})  # nothing changed: the same run
+    image = tmp_path / "site" / "s0.nii.gz"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # rewritten in place
+    with pytest.raises(DeepWMLError, match="holds a fine-tuning run with another scans"):
+        _claim(tmp_path / "work", {"scans": _scans_digest(read_manifest(manifest))})
+    # every file of a DICOM folder counts
+    from dataclasses import replace
+
+    folder_case = [replace(cases[0], image=dicom)]
+    before = _scans_digest(folder_case)
+    (dicom / "IM0002").write_bytes(b"another slice")
+    assert _scans_digest(folder_case) != before

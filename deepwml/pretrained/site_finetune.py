@@ -9,6 +9,7 @@ schedule and the time. Every step is a public command; the work folder resumes a
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
@@ -77,7 +78,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
     if out.exists() and not request.overwrite:
         raise DeepWMLError("exists; give another -o or --overwrite to replace the model there", out)
     work = work_folder(request)
-    identity = {"manifest": _digest(Path(request.manifest)), "start": str(start.resolve()), "epochs": request.epochs,
+    identity = {"manifest": _digest(Path(request.manifest)), "scans": _scans_digest(labelled),
+                "start": str(start.resolve()), "epochs": request.epochs,
                 "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
     _claim(work, identity)
     raw, pre, results = work / "raw", work / "preprocessed", work / "results"
@@ -110,6 +112,27 @@ def _digest(path: Path) -> str:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         raise DeepWMLError("manifest not readable", path) from None
+
+
+def _scans_digest(cases: List) -> str:
+    """What identifies the manifest's scans and labels cheaply: every file's path, size and time stamp (each file of
+    a DICOM folder), so that images replaced under an unchanged CSV are not taken for the data already prepared."""
+    def files(path: Path) -> List[Path]:
+        path = Path(path)
+        if path.is_dir():
+            return sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+        return [path]
+
+    entries = []
+    for case in cases:
+        label = getattr(case.label, "seg", case.label)  # a DICOM SEG label: its file
+        for path in files(case.image) + (files(label) if label is not None else []):
+            try:
+                stat = path.stat()
+            except OSError:
+                raise DeepWMLError(f"case {case.case_id}: file not readable", path) from None
+            entries.append([case.case_id, str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 def _claim(work: Path, identity: dict) -> None:
