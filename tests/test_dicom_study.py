@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import SimpleITK as sitk
@@ -103,6 +104,33 @@ def test_of_a_flair_before_and_after_contrast_the_one_before_is_read(tmp_path, c
     _series(both, UID_ROOT + "66.2", post_name, 9, {**_timing(120, 2400), **post_tags}, seed=2)
     with pytest.raises(ImageError, match=r"2 of its 2 MR image series look like a T2-FLAIR.*contrast"):
         read_image(both)
+
+
+def test_a_series_name_pattern_picks_the_series_in_every_study_of_a_batch(tmp_path, capsys):
+    """Two FLAIRs alike in each study (the protocol's own and a repeat): --series with a name pattern reads the one
+    the site's protocol names, in every study; a pattern matching two, none, or no valid pattern is an error."""
+    batch = tmp_path / "batch"
+    expected = {}
+    for k, study in enumerate(("anna", "ben")):
+        _series(batch / study, UID_ROOT + f"69.{k + 1}1", "AX FLAIR", 4, _timing(120, 2400), seed=10 + k)
+        expected[study] = _series(batch / study, UID_ROOT + f"69.{k + 1}2", "AX FLAIR repeat", 9, _timing(120, 2400), seed=20 + k)
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(batch), "-o", str(out), "-m", str(model), "--series", "REPEAT", "--no-anatomy"]) == 0
+    assert "the only MR image series named like 'REPEAT'" in capsys.readouterr().err
+    for study, voxels in expected.items():
+        assert read_image(batch / study, series_uid="REPEAT").array.tolist() == voxels.astype(np.float32).tolist()
+        assert read_image(out / f"{study}.nii.gz", dtype=None).array.shape == voxels.shape
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 2 and summary.source_series.str.contains("'AX FLAIR repeat'").all()
+    with pytest.raises(ImageError, match=r"2 MR image series are named like 'flair'.*'AX FLAIR'.*'AX FLAIR repeat'"):
+        read_image(batch / "anna", series_uid="flair")
+    with pytest.raises(ImageError, match=r"no MR image series is named like 'T1'"):
+        read_image(batch / "anna", series_uid="T1")
+    with pytest.raises(ImageError, match=r"neither a UID nor a valid series-name pattern"):
+        read_image(batch / "anna", series_uid="flair(")
+    with pytest.raises(ImageError, match=r"no DICOM series '1.2.3'"):
+        read_image(batch / "anna", series_uid="1.2.3")
 
 
 def test_a_reformat_loses_to_the_acquired_flair_and_a_sagittal_3d_flair_to_the_axial(tmp_path):
@@ -329,7 +357,6 @@ def test_a_folder_of_study_folders_predicts_each_study_s_flair(tmp_path, capsys)
         assert "<dt>DICOM series</dt><dd>series 4 &#x27;t2_tirm_tra_dark-fluid&#x27; (5 slices, 6 mm, axial)" in page
         assert "study date 2024-01-15" in page
     # summary.csv records, per case, the series that was read
-    import pandas as pd
 
     summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
     for name in ("anna", "ben"):

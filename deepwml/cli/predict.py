@@ -50,9 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
-    p.add_argument("--series-uid", help="the DICOM series to read when a folder holds several (default: the only MR "
-                   "image series, else the only T2-FLAIR by name and timing, acquired before derived, before contrast before after, "
-                   "axial before other planes; docs/prediction.md 'DICOM studies')")
+    p.add_argument("--series-uid", "--series", dest="series_uid", metavar="UID_OR_NAME",
+                   help="the DICOM series to read when a folder holds several: its Series Instance UID, or a pattern "
+                   "(regular expression, any letter case) its description, protocol or sequence name matches in every "
+                   "study of the batch, e.g. 'flair.*pre' (default: the only MR image series, else the only T2-FLAIR by "
+                   "name and timing, acquired before derived, before contrast before after, axial before other planes; "
+                   "docs/prediction.md 'DICOM studies')")
     p.add_argument("-np", "--num-workers", type=int, default=None,
                    help="on a CPU: cases predicted side by side, each start to finish by one worker thread, the cores shared "
                    "out between them (default: one per core, at most 4; 1: one case at a time with every core, reading "

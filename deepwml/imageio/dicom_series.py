@@ -26,6 +26,8 @@ FLAIR_WORDS = re.compile(r"flair|dark[\s_-]?fluid|tirm|fluid[\s_-]?att")
 T2_FLAIR_MIN_TI_MS = 1500.0
 T2_FLAIR_MIN_TE_MS = 60.0
 NOT_T2_FLAIR_MAX_TI_MS = 1200.0
+#: a DICOM UID: digits in dot-separated components (a --series-uid value of another form is a series-name pattern)
+UID_FORM = re.compile(r"[0-9]+(\.[0-9]+)+")
 #: how series names say a contrast agent was given ('+C', 'post', 'Gd', 'gado', 'contrast', 'CE', German 'KM') ...
 CONTRAST_WORDS = re.compile(r"\+\s*(c|gd|km)(?![a-z])|(?<![a-z])(post(gd|c|contrast|gado\w*)?|gd|gado\w*|contrast|ce|km)(?![a-z])")
 #: ... and that it was not ('pre-contrast', 'non-contrast', 'no Gd', 'w/o contrast')
@@ -112,9 +114,11 @@ def choose_series(series: Dict[str, List[str]], folder: Path,
     if not series:
         raise ImageError("folder holds no DICOM series", folder)
     if series_uid is not None:
-        if series_uid not in series:
+        if series_uid in series:
+            return _describe(series_uid, series[series_uid]), None
+        if UID_FORM.fullmatch(series_uid):
             raise ImageError(f"no DICOM series {series_uid!r}; found {', '.join(sorted(series))}", folder)
-        return _describe(series_uid, series[series_uid]), None
+        return _named(series, series_uid, folder)
     if len(series) == 1:
         uid, files = next(iter(series.items()))
         return _describe(uid, files), None
@@ -136,6 +140,22 @@ def choose_series(series: Dict[str, List[str]], folder: Path,
     else:
         why = f"none of its {len(infos)} series is an MR image"
     raise ImageError(f"folder holds {len(infos)} DICOM series and {why}; choose one with --series-uid: {listing}", folder)
+
+
+def _named(series: Dict[str, List[str]], pattern: str, folder: Path) -> Tuple[SeriesInfo, str]:
+    """The one MR image series whose description, protocol or sequence name matches ``pattern`` (a regular
+    expression, any letter case): how a batch names the series its protocol calls e.g. 'FLAIR_pre'."""
+    try:
+        named = re.compile(pattern, re.IGNORECASE)
+    except re.error as e:
+        raise ImageError(f"--series-uid {pattern!r} is neither a UID nor a valid series-name pattern ({e})", folder) from None
+    infos = describe_series(series)
+    matches = [s for s in infos if s.is_mr_image and named.search(f"{s.description} {s.protocol} {s.sequence}")]
+    if len(matches) == 1:
+        return matches[0], f"the only MR image series named like {pattern!r}"
+    listing = "; ".join(s.label() for s in (matches or infos))
+    how = f"{len(matches)} MR image series are named like {pattern!r}" if matches else f"no MR image series is named like {pattern!r}"
+    raise ImageError(f"folder holds {len(infos)} DICOM series and {how}: {listing}", folder)
 
 
 def _best(candidates: Sequence[SeriesInfo]) -> Tuple[List[SeriesInfo], List[str]]:
