@@ -1,0 +1,57 @@
+"""deepwml_send: send the DICOM outputs of deepwml_predict / deepwml_compare to a PACS or DICOM node (C-STORE)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.cli.common import run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of deepwml_send."""
+    p = argparse.ArgumentParser(
+        prog="deepwml_send",
+        description=(
+            "Send the DICOM objects DeepWML wrote in an output folder (CASE_seg.dcm, CASE_findings.dcm, CASE_sr.dcm, "
+            "change_seg.dcm, change_findings.dcm, change_sr.dcm) to a PACS or DICOM node with C-STORE, over one "
+            "association. Only DeepWML's own objects are sent. What a node received is recorded in the folder "
+            "(.deepwml_sent.json), so running the command again sends only what did not arrive. Needs pynetdicom "
+            "(pip install 'deepwml[dicom]')."
+        ),
+    )
+    p.add_argument("folder", type=Path, help="an output folder of deepwml_predict or deepwml_compare")
+    p.add_argument("--to", required=True, metavar="AET@HOST:PORT", help="the node, e.g. PACS@10.0.0.5:104")
+    p.add_argument("--calling-aet", default="DEEPWML", help="this side's AE title, as the node knows it (default DEEPWML)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node at each step (default 30)")
+    p.add_argument("--resend", action="store_true", help="send everything again, also what the node received before")
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    from deepwml.delivery.dicom_store import Destination, send_outputs
+    from deepwml.utils.errors import DeepWMLError
+
+    args = build_parser().parse_args(argv)
+    destination = Destination.parse(args.to)
+    if not args.timeout > 0:
+        raise DeepWMLError("--timeout must be a positive number of seconds")
+    try:
+        import pynetdicom  # noqa: F401
+    except ImportError:
+        raise DeepWMLError("deepwml_send needs pynetdicom: pip install 'deepwml[dicom]' (or pip install pynetdicom)") from None
+    report = send_outputs(args.folder, destination, args.calling_aet, args.timeout, args.resend)
+    if not (report.sent or report.already or report.failed):
+        raise DeepWMLError("holds no DICOM object DeepWML wrote (run deepwml_predict with --dicom-seg, --dicom-findings "
+                           "or --dicom-sr on DICOM inputs)", args.folder)
+    print(report.describe())
+    return 1 if report.failed else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: user errors print one line and exit 2; objects the node did not take exit 1."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

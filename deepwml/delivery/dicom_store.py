@@ -1,0 +1,175 @@
+"""Send DeepWML's DICOM outputs (SEG, findings picture, SR, and their change counterparts) to a PACS or any DICOM
+node with C-STORE (pynetdicom), and remember what reached which node so that a second run sends only the rest.
+
+Only objects DeepWML wrote are sent (Manufacturer "DeepWML"): a scan or a reader's file lying in the folder never
+leaves it. Everything goes over one association; each object's C-STORE status is checked, and only a success (or a
+warning, which a node uses for e.g. coerced elements) counts as delivered.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from deepwml.utils.atomic import read_json, write_json
+from deepwml.utils.errors import DeepWMLError
+
+#: the record of what was delivered, in the output folder
+LEDGER_NAME = ".deepwml_sent.json"
+MANUFACTURER = "DeepWML"
+#: where DeepWML's DICOM outputs lie in an output folder: the folder itself (deepwml_predict, deepwml_compare)
+OUTPUT_PATTERNS = ("*_seg.dcm", "*_findings.dcm", "*_sr.dcm")
+#: C-STORE statuses that deliver the object: success, and the warnings (coercion, elements discarded)
+DELIVERED = {0x0000, 0x0001, 0xB000, 0xB006, 0xB007}
+AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")  # printable ASCII without backslash, at most 16 characters
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM node: its AE title, host and port."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Destination":
+        """'AET@HOST:PORT' (e.g. PACS@10.0.0.5:104)."""
+        match = re.fullmatch(r"(.+)@(.+):(\d+)", text.strip())
+        if not match:
+            raise DeepWMLError(f"--to {text!r}: expected AE_TITLE@HOST:PORT, e.g. PACS@10.0.0.5:104")
+        title, host, port = match.group(1), match.group(2), int(match.group(3))
+        check_ae_title(title, "--to")
+        if not 1 <= port <= 65535:
+            raise DeepWMLError(f"--to {text!r}: port {port} is not 1-65535")
+        return cls(title, host, port)
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def check_ae_title(title: str, flag: str) -> None:
+    """An AE title is 1-16 printable ASCII characters without a backslash and not only spaces."""
+    if not AE_TITLE.fullmatch(title) or not title.strip():
+        raise DeepWMLError(f"{flag}: AE title {title!r} must be 1-16 printable ASCII characters without '\\'")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One DICOM object to send."""
+
+    path: Path
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+
+
+@dataclass
+class SendReport:
+    """What a run delivered, skipped as delivered earlier, and failed (file name -> why)."""
+
+    destination: Destination
+    sent: List[Path] = field(default_factory=list)
+    already: List[Path] = field(default_factory=list)
+    failed: Dict[Path, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line for the user."""
+        line = f"deepwml_send: {len(self.sent)} object(s) sent to {self.destination}, {len(self.already)} sent before"
+        if self.failed:
+            line += f", {len(self.failed)} failed: " + "; ".join(f"{p.name}: {why}" for p, why in self.failed.items())
+        return line
+
+
+def find_outputs(folder: Path) -> List[Outgoing]:
+    """DeepWML's DICOM objects in an output folder of deepwml_predict or deepwml_compare (headers only)."""
+    import pydicom
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DeepWMLError("is not an output folder", folder)
+    found = []
+    for path in sorted({p for pattern in OUTPUT_PATTERNS for p in folder.glob(pattern) if p.is_file()}):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault
+            raise DeepWMLError(f"not a readable DICOM file ({str(e).splitlines()[0][:160]})", path) from None
+        if str(ds.get("Manufacturer", "")) != MANUFACTURER:
+            continue  # not DeepWML's: a scan or a reader's object never leaves the folder
+        found.append(Outgoing(path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)))
+    return found
+
+
+def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEPWML", timeout: float = 30.0,
+                 resend: bool = False, on_sent: Optional[Callable[[Path], None]] = None) -> SendReport:
+    """C-STORE DeepWML's DICOM objects in ``folder`` to ``destination`` over one association; objects the ledger
+    records as delivered there are skipped unless ``resend``. The ledger is updated after every delivered object."""
+    check_ae_title(calling_ae, "--calling-aet")
+    outgoing = find_outputs(folder)
+    report = SendReport(destination)
+    ledger_path = Path(folder) / LEDGER_NAME
+    ledger = read_json(ledger_path) if ledger_path.is_file() else {}
+    delivered = ledger.setdefault(str(destination), {})
+    todo = [o for o in outgoing if resend or o.sop_instance not in delivered]
+    report.already = [o.path for o in outgoing if o not in todo]
+    if not todo:
+        return report
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    for sop_class, syntax in sorted({(o.sop_class, o.transfer_syntax) for o in todo}):
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise DeepWMLError(_why_not(assoc, destination))
+    try:
+        for item in todo:
+            report_one(assoc, item, report, delivered)
+            if item.path in report.sent:
+                write_json(ledger_path, ledger)  # after each object: an interrupted run resends only the rest
+                if on_sent:
+                    on_sent(item.path)
+    finally:
+        assoc.release()
+    return report
+
+
+def report_one(assoc, item: Outgoing, report: SendReport, delivered: Dict[str, Dict[str, str]]) -> None:
+    """Send one object and file its outcome in ``report`` (and ``delivered`` when it was)."""
+    import pydicom
+
+    if not assoc.is_established:
+        report.failed[item.path] = "the association ended before it was sent"
+        return
+    try:
+        status = assoc.send_c_store(pydicom.dcmread(item.path))
+    except (ValueError, RuntimeError) as e:  # no accepted presentation context, or the node dropped the association
+        report.failed[item.path] = str(e).splitlines()[0][:160]
+        return
+    code = int(getattr(status, "Status", -1)) if status else -1
+    if code in DELIVERED:
+        report.sent.append(item.path)
+        delivered[item.sop_instance] = {"file": item.path.name, "status": f"0x{code:04X}",
+                                        "sent": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    elif code == -1:
+        report.failed[item.path] = "no answer from the node (timeout or connection lost)"
+    else:
+        report.failed[item.path] = f"the node refused it (C-STORE status 0x{code:04X})"
+
+
+def _why_not(assoc, destination: Destination) -> str:
+    """Why no association was made, as a user can act on it."""
+    if assoc.is_rejected:
+        return (f"{destination} rejected the association: is {destination.ae_title!r} its AE title, and does it accept "
+                "this calling AE title (--calling-aet) from this machine?")
+    import socket
+
+    try:
+        # pynetdicom reports a refused connection as an abort: a plain connection tells the two apart
+        socket.create_connection((destination.host, destination.port), timeout=5).close()
+    except OSError:
+        return f"no DICOM node answered at {destination.host}:{destination.port} (wrong host or port, or a firewall)"
+    return f"{destination} broke off the association (it may not accept these object types from this AE title)"
