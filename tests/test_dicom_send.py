@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.cli.send import main as send_main
-from deepwml.delivery.dicom_store import LEDGER_NAME, Destination
+from deepwml.delivery.dicom_store import LEDGER_NAME, VERIFICATION, Destination
 from deepwml.utils.errors import DeepWMLError
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
@@ -36,6 +36,7 @@ class Pacs:
         ae.require_called_aet = require_called
         for sop_class in (SEG, SECONDARY_CAPTURE, COMPREHENSIVE_3D_SR):
             ae.add_supported_context(sop_class, pynetdicom.ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
         self.server = ae.start_server(("127.0.0.1", 0), block=False,
                                       evt_handlers=[(pynetdicom.evt.EVT_C_STORE, self._store)])
         self.port = self.server.server_address[1]
@@ -145,3 +146,13 @@ def test_destination_parsing():
     assert str(Destination.parse("MY AE@pacs.hospital.org:11112")) == "MY AE@pacs.hospital.org:11112"
     with pytest.raises(DeepWMLError):
         Destination.parse("@host:104")
+
+
+def test_echo_checks_the_node_and_sends_nothing(pacs, tmp_path, capsys):
+    assert send_main(["--echo", "--to", pacs.to()]) == 0
+    assert f"PACS@127.0.0.1:{pacs.port} answered C-ECHO from DEEPWML in" in capsys.readouterr().out
+    assert not pacs.received
+    assert send_main(["--echo", "--to", pacs.to("WRONG")]) == 2
+    assert "rejected the association" in capsys.readouterr().err
+    assert send_main(["--to", pacs.to()]) == 2
+    assert "give the output folder to send (or --echo" in capsys.readouterr().err

@@ -20,11 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
             "(pip install 'deepwml[dicom]')."
         ),
     )
-    p.add_argument("folder", type=Path, help="an output folder of deepwml_predict or deepwml_compare")
+    p.add_argument("folder", type=Path, nargs="?", help="an output folder of deepwml_predict or deepwml_compare")
     p.add_argument("--to", required=True, metavar="AET@HOST:PORT", help="the node, e.g. PACS@10.0.0.5:104")
     p.add_argument("--calling-aet", default="DEEPWML", help="this side's AE title, as the node knows it (default DEEPWML)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node at each step (default 30)")
     p.add_argument("--resend", action="store_true", help="send everything again, also what the node received before")
+    p.add_argument("--echo", action="store_true",
+                   help="only check the node: a C-ECHO with these AE titles (address, AE titles, firewall); sends nothing")
     return p
 
 
@@ -40,6 +42,14 @@ def _main(argv: Optional[List[str]]) -> int:
         import pynetdicom  # noqa: F401
     except ImportError:
         raise DeepWMLError("deepwml_send needs pynetdicom: pip install 'deepwml[dicom]' (or pip install pynetdicom)") from None
+    if args.echo:
+        from deepwml.delivery.dicom_store import echo
+
+        seconds = echo(destination, args.calling_aet, args.timeout)
+        print(f"deepwml_send: {destination} answered C-ECHO from {args.calling_aet} in {1000 * seconds:.0f} ms")
+        return 0
+    if args.folder is None:
+        raise DeepWMLError("give the output folder to send (or --echo to check the node only)")
     report = send_outputs(args.folder, destination, args.calling_aet, args.timeout, args.resend)
     if not (report.sent or report.already or report.failed):
         raise DeepWMLError("holds no DICOM object DeepWML wrote (run deepwml_predict with --dicom-seg, --dicom-findings "

@@ -23,6 +23,8 @@ MANUFACTURER = "DeepWML"
 OUTPUT_PATTERNS = ("*_seg.dcm", "*_findings.dcm", "*_sr.dcm")
 #: C-STORE statuses that deliver the object: success, and the warnings (coercion, elements discarded)
 DELIVERED = {0x0000, 0x0001, 0xB000, 0xB006, 0xB007}
+#: the Verification SOP class (C-ECHO)
+VERIFICATION = "1.2.840.10008.1.1"
 AE_TITLE = re.compile(r"[ -\[\]-~]{1,16}")  # printable ASCII without backslash, at most 16 characters
 
 
@@ -116,10 +118,7 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
     report.already = [o.path for o in outgoing if o not in todo]
     if not todo:
         return report
-    from pynetdicom import AE
-
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae = _application_entity(calling_ae, timeout)
     for sop_class, syntax in sorted({(o.sop_class, o.transfer_syntax) for o in todo}):
         ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
@@ -135,6 +134,29 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
     finally:
         assoc.release()
     return report
+
+
+def echo(destination: Destination, calling_ae: str = "DEEPWML", timeout: float = 30.0) -> float:
+    """C-ECHO ``destination`` (the DICOM 'ping' a site uses to check a node's address and AE titles); returns the
+    seconds the round trip took, or raises with what to fix."""
+    import time
+
+    check_ae_title(calling_ae, "--calling-aet")
+    ae = _application_entity(calling_ae, timeout)
+    ae.add_requested_context(VERIFICATION)
+    start = time.perf_counter()
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        raise DeepWMLError(_why_not(assoc, destination))
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    code = int(getattr(status, "Status", -1)) if status else -1
+    if code != 0x0000:
+        raise DeepWMLError(f"{destination} answered C-ECHO with status 0x{code:04X}" if code >= 0
+                           else f"{destination} did not answer C-ECHO (timeout or connection lost)")
+    return time.perf_counter() - start
 
 
 def report_one(assoc, item: Outgoing, report: SendReport, delivered: Dict[str, Dict[str, str]]) -> None:
@@ -158,6 +180,15 @@ def report_one(assoc, item: Outgoing, report: SendReport, delivered: Dict[str, D
         report.failed[item.path] = "no answer from the node (timeout or connection lost)"
     else:
         report.failed[item.path] = f"the node refused it (C-STORE status 0x{code:04X})"
+
+
+def _application_entity(calling_ae: str, timeout: float):
+    """This side of the association: its AE title, and how long to wait for the node at each step."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    return ae
 
 
 def _why_not(assoc, destination: Destination) -> str:
