@@ -99,8 +99,8 @@ def test_the_outputs_reach_the_node_once_and_only_deepwml_s_own(outputs, pacs, c
     out = capsys.readouterr().out
     assert "0 object(s) sent to PACS@127.0.0.1" in out and "3 sent before" in out
     assert len(pacs.received) == 3
-    assert send_main([str(outputs), "--to", pacs.to(), "--resend"]) == 0
-    assert len(pacs.received) == 6
+    assert send_main([str(outputs), "--to", pacs.to(), "--resend", "--progress"]) == 0
+    assert len(pacs.received) == 6 and "deepwml_send: 100%" in capsys.readouterr().err
     assert (outputs / LEDGER_NAME).is_file()
 
 

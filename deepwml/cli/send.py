@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calling-aet", default="DEEPWML", help="this side's AE title, as the node knows it (default DEEPWML)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node at each step (default 30)")
     p.add_argument("--resend", action="store_true", help="send everything again, also what the node received before")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("--echo", action="store_true",
                    help="only check the node: a C-ECHO with these AE titles (address, AE titles, firewall); sends nothing")
     return p
@@ -50,7 +52,8 @@ def _main(argv: Optional[List[str]]) -> int:
         return 0
     if args.folder is None:
         raise DeepWMLError("give the output folder to send (or --echo to check the node only)")
-    report = send_outputs(args.folder, destination, args.calling_aet, args.timeout, args.resend)
+    report = send_outputs(args.folder, destination, args.calling_aet, args.timeout, args.resend,
+                          progress=args.progress or sys.stderr.isatty())
     if not (report.sent or report.already or report.failed):
         raise DeepWMLError("holds no DICOM object DeepWML wrote (run deepwml_predict with --dicom-seg, --dicom-findings "
                            "or --dicom-sr on DICOM inputs)", args.folder)

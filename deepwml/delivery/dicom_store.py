@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DeepWMLError
@@ -105,7 +105,7 @@ def find_outputs(folder: Path) -> List[Outgoing]:
 
 
 def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEPWML", timeout: float = 30.0,
-                 resend: bool = False, on_sent: Optional[Callable[[Path], None]] = None) -> SendReport:
+                 resend: bool = False, progress: bool = False) -> SendReport:
     """C-STORE DeepWML's DICOM objects in ``folder`` to ``destination`` over one association; objects the ledger
     records as delivered there are skipped unless ``resend``. The ledger is updated after every delivered object."""
     check_ae_title(calling_ae, "--calling-aet")
@@ -124,13 +124,13 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
         raise DeepWMLError(_why_not(assoc, destination))
+    from tqdm import tqdm
+
     try:
-        for item in todo:
+        for item in tqdm(todo, desc="deepwml_send", unit="object", disable=not progress):
             report_one(assoc, item, report, delivered)
             if item.path in report.sent:
                 write_json(ledger_path, ledger)  # after each object: an interrupted run resends only the rest
-                if on_sent:
-                    on_sent(item.path)
     finally:
         assoc.release()
     return report
