@@ -78,13 +78,14 @@ def test_an_empty_mask_still_gets_its_findings(tmp_path, model_dir):
     assert capture.pixel_array.shape[1] >= 960
 
 
-def test_findings_without_highdicom_are_refused_before_anything_runs(tmp_path, model_dir, monkeypatch, capsys):
+@pytest.mark.parametrize("flag", ["--dicom-findings", "--dicom-sr"])
+def test_dicom_outputs_without_highdicom_are_refused_before_anything_runs(tmp_path, model_dir, monkeypatch, capsys, flag):
     import deepwml.inference.dicom_seg as dicom_seg
 
     monkeypatch.setattr(dicom_seg, "highdicom_available", lambda: False)
     _series(tmp_path / "dicom" / "p")
-    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"), "-m", str(model_dir), "--dicom-findings"]) == 2
-    assert "--dicom-findings needs highdicom" in capsys.readouterr().err
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"), "-m", str(model_dir), flag]) == 2
+    assert f"{flag} needs highdicom" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -169,12 +169,3 @@ def test_outlines_hold_exactly_the_region_pixels_and_leave_holes_out():
     # a single pixel: a diamond through its edge midpoints around its centre (3.5, 2.5)
     assert np.allclose(outline.mean(axis=0)[None], np.array([[3.5, 2.5]]), atol=0.2)
 
-
-def test_the_sr_without_highdicom_is_refused_before_anything_runs(tmp_path, model_dir, monkeypatch, capsys):
-    import deepwml.inference.dicom_seg as dicom_seg
-
-    monkeypatch.setattr(dicom_seg, "highdicom_available", lambda: False)
-    _series(tmp_path / "dicom" / "p")
-    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"), "-m", str(model_dir), "--dicom-sr"]) == 2
-    assert "--dicom-sr needs highdicom" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()

@@ -128,7 +128,7 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
 
     try:
         for item in tqdm(todo, desc="deepwml_send", unit="object", disable=not progress):
-            report_one(assoc, item, report, delivered)
+            _send_one(assoc, item, report, delivered)
             if item.path in report.sent:
                 write_json(ledger_path, ledger)  # after each object: an interrupted run resends only the rest
     finally:
@@ -159,7 +159,7 @@ def echo(destination: Destination, calling_ae: str = "DEEPWML", timeout: float =
     return time.perf_counter() - start
 
 
-def report_one(assoc, item: Outgoing, report: SendReport, delivered: Dict[str, Dict[str, str]]) -> None:
+def _send_one(assoc, item: Outgoing, report: SendReport, delivered: Dict[str, Dict[str, str]]) -> None:
     """Send one object and file its outcome in ``report`` (and ``delivered`` when it was)."""
     import pydicom
 

@@ -20,8 +20,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from deepwml.evaluation.cases import PROBABILITY_SUFFIX, CasePair, is_seg_reference, list_masks
-from deepwml.evaluation.masks import binarise
+from deepwml.evaluation.cases import PROBABILITY_SUFFIX, CasePair, list_masks
+from deepwml.evaluation.masks import reference_on_grid
 from deepwml.imageio import read_image
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError, ImageError
@@ -87,18 +87,8 @@ def find_probability_maps(folder: Path, case_ids: Sequence[str]) -> Dict[str, Pa
 def case_counts(pair: CasePair, prob_path: Path, ignore_label: Optional[int]) -> np.ndarray:
     """[2, 3, N_BINS]: reliability counts of one case over all voxels and over the candidate voxels."""
     prob_image = read_image(prob_path)
-    if is_seg_reference(pair.reference):
-        from deepwml.imageio.dicom_seg_masks import seg_mask_on_grid
-
-        # a DICOM SEG is placed on the probability map's grid by its frames' positions; it marks nothing ignored
-        reference = seg_mask_on_grid(pair.reference, prob_image.geometry) > 0
-        ignore = np.zeros_like(reference)
-    else:
-        ref_image = read_image(pair.reference, dtype=None)
-        reference, ignore = binarise(ref_image.array, ignore_label, "reference", pair.case_id, pair.reference)
-        problems = ref_image.geometry.mismatches(prob_image.geometry)
-        if problems:
-            raise ImageError(f"case {pair.case_id!r}: probability map is not on the reference grid ({'; '.join(problems)})", prob_path)
+    reference, ignore, _ = reference_on_grid(pair.case_id, pair.reference, ignore_label, prob_image.geometry, prob_path,
+                                             "probability map")
     probs = prob_image.array
     lo, hi = float(probs.min()), float(probs.max())
     if lo < 0 or hi > 1:

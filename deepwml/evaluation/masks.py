@@ -53,38 +53,38 @@ def load_case_masks(
 ) -> CaseMasks:
     """Read both masks, check they share a grid, and remove the ignore region from both (a DICOM SEG reference is
     placed on the prediction's grid by its frames' positions)."""
-    if is_seg_reference(reference_path):
-        return _seg_case_masks(case_id, reference_path, prediction_path, ignore_label)
-    ref_image = read_image(reference_path, dtype=None)
-    reference, ignore = binarise(ref_image.array, ignore_label, "reference", case_id, reference_path)
     if prediction_path is None:
-        prediction = np.zeros_like(reference)
-    else:
-        pred_image = read_image(prediction_path, dtype=None)
-        problems = ref_image.geometry.mismatches(pred_image.geometry)
-        if problems:
-            raise ImageError(
-                f"case {case_id!r}: prediction is not on the reference grid ({'; '.join(problems)}); "
-                f"reference: {reference_path}",
-                prediction_path,
-            )
-        # a prediction cannot declare regions unscored: its ignore-valued voxels simply carry no lesion
-        prediction, _ = binarise(pred_image.array, ignore_label, "prediction", case_id, prediction_path)
-        del pred_image
+        if is_seg_reference(reference_path):
+            raise ImageError(f"case {case_id!r}: a DICOM SEG reference is read onto its prediction's grid, and the case "
+                             "has no prediction", reference_path)
+        ref_image = read_image(reference_path, dtype=None)
+        reference, ignore = binarise(ref_image.array, ignore_label, "reference", case_id, reference_path)
+        return CaseMasks(case_id, reference, np.zeros_like(reference), ref_image.geometry, int(ignore.sum()))
+    pred_image = read_image(prediction_path, dtype=None)
+    reference, ignore, geometry = reference_on_grid(case_id, reference_path, ignore_label, pred_image.geometry,
+                                                    prediction_path, "prediction")
+    # a prediction cannot declare regions unscored: its ignore-valued voxels simply carry no lesion
+    prediction, _ = binarise(pred_image.array, ignore_label, "prediction", case_id, prediction_path)
+    del pred_image
     # the WMH challenge's rule: voxels the reference marks as ignore are removed from both masks
     prediction &= ~ignore
-    return CaseMasks(case_id, reference, prediction, ref_image.geometry, int(ignore.sum()))
+    return CaseMasks(case_id, reference, prediction, geometry, int(ignore.sum()))
 
 
-def _seg_case_masks(case_id: str, reference_path: Path, prediction_path: Optional[Path],
-                    ignore_label: Optional[int]) -> CaseMasks:
-    """A DICOM SEG reference on the grid of its prediction (a SEG has lesion segments only: nothing is ignored)."""
-    from deepwml.imageio.dicom_seg_masks import seg_mask_on_grid
+def reference_on_grid(case_id: str, reference_path: Path, ignore_label: Optional[int], grid: Geometry, grid_path: Path,
+                      grid_role: str) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """The reference's (lesion, ignore) masks and grid, for comparison with the ``grid_role`` at ``grid_path`` on
+    ``grid``: a mask file must be on that grid; a DICOM SEG is placed on it by its frames' positions (it marks
+    nothing ignored)."""
+    if is_seg_reference(reference_path):
+        from deepwml.imageio.dicom_seg_masks import seg_mask_on_grid
 
-    if prediction_path is None:
-        raise ImageError(f"case {case_id!r}: a DICOM SEG reference is read onto its prediction's grid, and the case has "
-                         "no prediction", reference_path)
-    pred_image = read_image(prediction_path, dtype=None)
-    prediction, _ = binarise(pred_image.array, ignore_label, "prediction", case_id, prediction_path)
-    reference = seg_mask_on_grid(reference_path, pred_image.geometry) > 0
-    return CaseMasks(case_id, reference, prediction, pred_image.geometry, 0)
+        reference = seg_mask_on_grid(reference_path, grid) > 0
+        return reference, np.zeros_like(reference), grid
+    ref_image = read_image(reference_path, dtype=None)
+    reference, ignore = binarise(ref_image.array, ignore_label, "reference", case_id, reference_path)
+    problems = ref_image.geometry.mismatches(grid)
+    if problems:
+        raise ImageError(f"case {case_id!r}: {grid_role} is not on the reference grid ({'; '.join(problems)}); "
+                         f"reference: {reference_path}", grid_path)
+    return reference, ignore, ref_image.geometry
