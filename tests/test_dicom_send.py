@@ -29,7 +29,8 @@ SEG, SECONDARY_CAPTURE, COMPREHENSIVE_3D_SR = ("1.2.840.10008.5.1.4.1.1.66.4", "
 class Pacs:
     """A storage SCP on localhost that keeps what it receives; ``status`` decides its answer per SOP class."""
 
-    def __init__(self, ae_title: str = "PACS", status: Dict[str, int] = None, require_called: bool = True) -> None:
+    def __init__(self, ae_title: str = "PACS", status: Dict[str, int] = None, require_called: bool = True,
+                 port: int = 0) -> None:
         self.received: List[pydicom.Dataset] = []
         self.status = status or {}
         ae = pynetdicom.AE(ae_title=ae_title)
@@ -37,7 +38,7 @@ class Pacs:
         for sop_class in (SEG, SECONDARY_CAPTURE, COMPREHENSIVE_3D_SR):
             ae.add_supported_context(sop_class, pynetdicom.ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
-        self.server = ae.start_server(("127.0.0.1", 0), block=False,
+        self.server = ae.start_server(("127.0.0.1", port), block=False,
                                       evt_handlers=[(pynetdicom.evt.EVT_C_STORE, self._store)])
         self.port = self.server.server_address[1]
         self.closed = False

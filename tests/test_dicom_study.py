@@ -478,3 +478,22 @@ def test_lossless_compressed_series_read_exactly(tmp_path, compressor, syntax):
     image = read_image(compressed)
     assert np.array_equal(image.array, array.astype(np.float32))
     assert not image.geometry.mismatches(read_image(classic).geometry, tol=1e-4)
+
+
+@pytest.mark.parametrize("sop_class, read", [("1.2.840.10008.5.1.4.1.1.2", False), ("1.2.840.10008.5.1.4.1.1.7", True)],
+                         ids=["CT", "secondary-capture"])
+def test_a_lone_series_of_another_modality_is_refused_naming_it(tmp_path, sop_class, read):
+    """A folder (or a study routed to a DeepWML node) holding only a CT series is refused, not read as a FLAIR; an
+    only series stored as Secondary Capture, as some exports store MR slices, is still read."""
+    array, geometry = _flair_int16(seed=5)
+    folder = write_dicom_series(tmp_path / "s", array, geometry, UID_ROOT + "62.1", description="HEAD")
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+        ds.save_as(path)
+    if read:
+        assert np.array_equal(read_image(folder).array, array.astype(np.float32))
+    else:
+        with pytest.raises(ImageError, match=r"s: folder holds one DICOM series and it is not an MR image \(CT Image "
+                           r"Storage\): series .*'HEAD' .*; DeepWML reads FLAIR MRI"):
+            read_image(folder)

@@ -37,15 +37,15 @@ class Destination:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
-        """'AET@HOST:PORT' (e.g. PACS@10.0.0.5:104)."""
+    def parse(cls, text: str, flag: str = "--to") -> "Destination":
+        """'AET@HOST:PORT' (e.g. PACS@10.0.0.5:104); errors name ``flag``."""
         match = re.fullmatch(r"(.+)@(.+):(\d+)", text.strip())
         if not match:
-            raise DeepWMLError(f"--to {text!r}: expected AE_TITLE@HOST:PORT, e.g. PACS@10.0.0.5:104")
+            raise DeepWMLError(f"{flag} {text!r}: expected AE_TITLE@HOST:PORT, e.g. PACS@10.0.0.5:104")
         title, host, port = match.group(1), match.group(2), int(match.group(3))
-        check_ae_title(title, "--to")
+        check_ae_title(title, flag)
         if not 1 <= port <= 65535:
-            raise DeepWMLError(f"--to {text!r}: port {port} is not 1-65535")
+            raise DeepWMLError(f"{flag} {text!r}: port {port} is not 1-65535")
         return cls(title, host, port)
 
     def __str__(self) -> str:

@@ -19,6 +19,8 @@ MR_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR",
     "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR",
 }
+#: Secondary Capture image storage classes: some exports store MR slices as these, so an only series of them is read
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
 #: words vendors put in a T2-FLAIR series' name (GE/Philips 'FLAIR', Siemens 't2_tirm_tra_dark-fluid')
 FLAIR_WORDS = re.compile(r"flair|dark[\s_-]?fluid|tirm|fluid[\s_-]?att")
 #: T2-FLAIR nulls CSF with an inversion time of about 1.8-2.8 s and is T2-weighted (long echo time); T1-FLAIR and
@@ -121,7 +123,15 @@ def choose_series(series: Dict[str, List[str]], folder: Path,
         return _named(series, series_uid, folder)
     if len(series) == 1:
         uid, files = next(iter(series.items()))
-        return _describe(uid, files), None
+        only = _describe(uid, files)
+        if not only.is_mr_image and not only.sop_class.startswith(SECONDARY_CAPTURE_PREFIX):
+            # a CT, PET or X-ray series (e.g. routed to a DeepWML node by mistake) read as FLAIR gives nonsense
+            import pydicom
+
+            kind = pydicom.uid.UID(only.sop_class).name
+            raise ImageError(f"folder holds one DICOM series and it is not an MR image ({kind}): {only.label()}; "
+                             "DeepWML reads FLAIR MRI", folder)
+        return only, None
     infos = describe_series(series)
     images = [s for s in infos if s.is_mr_image]
     if len(images) == 1:

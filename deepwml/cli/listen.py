@@ -1,0 +1,150 @@
+"""deepwml_listen: a DICOM node that receives studies, predicts each once it is complete and sends the results back."""
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.cli.common import add_device_argument, report_native_crashes, run
+
+OUTPUTS = ("seg", "findings", "sr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of deepwml_listen."""
+    p = argparse.ArgumentParser(
+        prog="deepwml_listen",
+        description=(
+            "Run DeepWML as a DICOM node: a PACS or scanner sends studies to it (C-STORE); each study is predicted "
+            "once no instance of it has arrived for --stable-seconds (the FLAIR is chosen among its series as "
+            "deepwml_predict does), and DeepWML's DICOM objects (SEG, findings picture, SR) are written to "
+            "FOLDER/studies/STUDY_UID/ and, with --send-to, sent back by C-STORE. FOLDER/studies.csv lists every "
+            "study and its outcome, FOLDER/node.log every event. Stopping (Ctrl-C, SIGTERM) and starting again "
+            "neither repeats nor forgets work. Needs pynetdicom and highdicom (pip install 'deepwml[dicom]')."
+        ),
+    )
+    p.add_argument("folder", type=Path, help="the node's folder (made if missing): received studies, results, records")
+    p.add_argument("--aet", default="DEEPWML", help="this node's AE title, as the PACS knows it (default DEEPWML)")
+    p.add_argument("--port", type=int, default=11112, help="TCP port to listen on (default 11112; 0: any free port)")
+    p.add_argument("--bind", default="0.0.0.0", help="address to listen on (default 0.0.0.0: every interface)")
+    p.add_argument("--allow-aet", nargs="+", default=[], metavar="AET",
+                   help="accept associations only from these calling AE titles (default: any caller that addresses "
+                   "this node's AE title)")
+    p.add_argument("--send-to", nargs="+", default=[], metavar="AET@HOST:PORT",
+                   help="send each study's results to these nodes, e.g. PACS@10.0.0.5:104; a node that is down is "
+                   "tried again later (default: results stay in the folder)")
+    p.add_argument("--stable-seconds", type=float, default=30.0,
+                   help="predict a study once nothing of it has arrived for this long (default 30)")
+    p.add_argument("--retry-seconds", type=float, default=60.0,
+                   help="first wait before sending again to a node that was down, doubled each time up to an hour (default 60)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the other node at each step (default 30)")
+    p.add_argument("--delete-received", action="store_true",
+                   help="remove a study's received images once its results are written and delivered (failed studies are kept)")
+    p.add_argument("--min-free-gb", type=float, default=1.0,
+                   help="refuse instances (out of resources) while the disk has less free space than this (default 1)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="stop once every study received is predicted and nothing has arrived for this long (for a "
+                   "scripted run); default: run until stopped")
+    p.add_argument("-m", "--model", default=None,
+                   help="the lesion model's PLAN folder or 'builtin' (default: the model shipped with DeepWML)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold (default: best)")
+    add_device_argument(p)
+    p.add_argument("--outputs", nargs="+", choices=OUTPUTS, default=list(OUTPUTS),
+                   help="the DICOM objects written per study (default: all): seg (DICOM SEG), findings (Secondary Capture "
+                   "of the findings over the outlined slices), sr (Structured Report, TID 1500)")
+    p.add_argument("--report", nargs="?", const="html", choices=("html", "pdf"), default=None,
+                   help="also write each study's patient report (report/STUDY.html; 'pdf' also a PDF)")
+    p.add_argument("--series", default=None, metavar="NAME_PATTERN",
+                   help="the series to read in every study: a pattern its description, protocol or sequence name matches "
+                   "(default: the FLAIR chosen as deepwml_predict chooses it)")
+    p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: the model's)")
+    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML", help="drop lesions smaller than this (default 0)")
+    p.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
+                   help="drop lesions whose most probable voxel stays under P (default 0)")
+    p.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")
+    p.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    from deepwml.delivery.dicom_node import DicomNode, NodeConfig, destinations, listen, predictor
+    from deepwml.utils.errors import DeepWMLError
+
+    import math
+
+    for flag, value, least in (("--stable-seconds", args.stable_seconds, 0), ("--min-free-gb", args.min_free_gb, 0),
+                               ("--exit-when-idle", args.exit_when_idle, 0), ("--retry-seconds", args.retry_seconds, None),
+                               ("--timeout", args.timeout, None)):
+        if value is not None and not (math.isfinite(value) and (value >= 0 if least == 0 else value > 0)):
+            raise DeepWMLError(f"{flag} must be a {'non-negative' if least == 0 else 'positive'} number, not {value}")
+    if not 0 <= args.port <= 65535:
+        raise DeepWMLError(f"--port {args.port} is not 0-65535")
+    for module, extra in (("pynetdicom", "receive and send DICOM"), ("highdicom", "write DICOM SEG, findings and SR")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise DeepWMLError(f"deepwml_listen needs {module} to {extra}: pip install 'deepwml[dicom]'") from None
+    request = _request(args)
+    config = NodeConfig(folder=args.folder, ae_title=args.aet, port=args.port, bind=args.bind,
+                        allowed_callers=tuple(args.allow_aet), stable_seconds=args.stable_seconds,
+                        send_to=destinations(args.send_to), retry_seconds=args.retry_seconds, timeout=args.timeout,
+                        delete_received=args.delete_received, min_free_bytes=int(args.min_free_gb * 2**30))
+    node = DicomNode(config, predictor(request), echo=lambda line: print(line, flush=True))
+    stopping = []
+
+    def on_signal(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        if stopping:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, even mid-prediction (its study is redone on start)
+        stopping.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        node.start()
+        listen(node, stop=lambda: bool(stopping), exit_when_idle=args.exit_when_idle)
+    finally:
+        node.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    node.log("stopped" + (" (idle)" if not stopping else ""))
+    return 0
+
+
+def _request(args):
+    """The prediction asked for every study, with the model checked now rather than at the first study."""
+    import math
+
+    from deepwml.inference.lesion_report import check_lesion_filters
+    from deepwml.inference.model_loading import check_model
+    from deepwml.inference.run import PredictRequest, model_dir_of
+    from deepwml.utils.errors import DeepWMLError
+
+    request = PredictRequest(input=Path("."), output=Path("."), model_dir=Path(args.model) if args.model else None,
+                             checkpoint=args.checkpoint, device=args.device, series_uid=args.series,
+                             workers=1, dicom_seg="seg" in args.outputs, dicom_findings="findings" in args.outputs,
+                             dicom_sr="sr" in args.outputs, report=args.report, anatomy=not args.no_anatomy,
+                             white_matter_only=args.white_matter_only, threshold=args.threshold,
+                             min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak)
+    if args.threshold is not None and not (math.isfinite(args.threshold) and 0 < args.threshold < 1):
+        raise DeepWMLError(f"--threshold must lie strictly between 0 and 1, not {args.threshold}")
+    check_lesion_filters(args.min_lesion_ml, args.min_lesion_peak)
+    spec = check_model(model_dir_of(request), checkpoint=args.checkpoint)
+    if spec.plan.network.num_classes > 2:
+        raise DeepWMLError("is a label-map model; deepwml_listen needs a lesion model", spec.folder)
+    return request
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point."""
+    return run(_main, argv)
+
+
+def entry() -> None:
+    """The installed command."""
+    report_native_crashes()
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,416 @@
+"""A DICOM node on the hospital network, as clinical lesion tools are wired in: studies arrive from a PACS or a
+scanner by C-STORE, each is predicted once nothing more of it has arrived for a while, and DeepWML's DICOM objects
+(SEG, findings picture, SR) go back by C-STORE (:mod:`deepwml.delivery.dicom_store`).
+
+The node's folder holds everything it knows, so a restart neither repeats nor forgets work::
+
+    incoming/STUDY_UID/SOP_UID.dcm   what was received, one flat folder per study (the study reader picks the FLAIR)
+    studies/STUDY_UID/               deepwml_predict's output folder of that study
+    state/STUDY_UID.json             what the node did with the study
+    studies.csv                      a row per study: patient, date, instances, outcome, lesions, delivery
+    node.log                         every event with its time
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import threading
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from deepwml.delivery.dicom_store import MANUFACTURER, VERIFICATION, Destination, check_ae_title, send_outputs
+from deepwml.utils.atomic import read_json, write_json, write_text
+from deepwml.utils.errors import DeepWMLError
+
+#: a DICOM UID: digits and dots, at most 64 characters; anything else never becomes a file or folder name
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: C-STORE statuses the node answers with
+STORED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
+STUDIES_COLUMNS = ["study_uid", "patient_id", "study_date", "accession_number", "study_description", "instances",
+                   "received_from", "status", "lesion_count", "total_lesion_volume_ml", "series_read", "error",
+                   "delivery", "updated"]
+#: longest wait between two delivery attempts to a node that is down
+MAX_RETRY_SECONDS = 3600.0
+
+
+@dataclass
+class NodeConfig:
+    """How the node listens, when a study is complete, what it does with it and where the results go."""
+
+    folder: Path
+    ae_title: str = "DEEPWML"
+    port: int = 11112
+    bind: str = "0.0.0.0"
+    #: calling AE titles allowed to connect (empty: any)
+    allowed_callers: Tuple[str, ...] = ()
+    #: a study is predicted once nothing of it has arrived for this many seconds
+    stable_seconds: float = 30.0
+    send_to: Tuple[Destination, ...] = ()
+    #: first wait before delivering again to a node that was down; doubled per failure up to an hour
+    retry_seconds: float = 60.0
+    timeout: float = 30.0
+    #: remove a study's received files once it is predicted and delivered
+    delete_received: bool = False
+    #: instances are refused (out of resources) when the disk has less free space than this
+    min_free_bytes: int = 1 << 30
+
+
+@dataclass
+class StudyState:
+    """What the node knows and did about one study (state/STUDY_UID.json)."""
+
+    study_uid: str
+    patient_id: str = ""
+    study_date: str = ""
+    accession_number: str = ""
+    study_description: str = ""
+    instances: int = 0
+    received_from: str = ""
+    #: 'predicted' (delivery pending), 'delivered', 'done' (nowhere to send), 'failed'
+    status: str = ""
+    lesion_count: Optional[int] = None
+    total_lesion_volume_ml: Optional[float] = None
+    series_read: str = ""
+    error: str = ""
+    #: arrival time (epoch seconds) of the newest instance the prediction saw
+    received_upto: float = 0.0
+    #: destination -> 'delivered' or why not (yet)
+    delivery: Dict[str, str] = field(default_factory=dict)
+    delivery_attempts: int = 0
+    updated: str = ""
+
+    def row(self) -> Dict[str, object]:
+        """Its studies.csv row."""
+        row = {k: v for k, v in asdict(self).items() if k in STUDIES_COLUMNS}
+        row["delivery"] = "; ".join(f"{d}: {what}" for d, what in sorted(self.delivery.items()))
+        return row
+
+
+class DicomNode:
+    """Receive studies (C-STORE SCP), predict each complete one with ``predict_study`` and deliver the results.
+
+    ``predict_study(study_folder, output_folder)`` returns the study's summary (deepwml.inference.lesion_report.
+    CaseSummary) or raises; :func:`predictor` makes one from a PredictRequest. ``poll`` does the work and is called
+    by the listening loop (or a test); the association threads only store files.
+    """
+
+    def __init__(self, config: NodeConfig, predict_study: Callable[[Path, Path], object],
+                 echo: Callable[[str], None] = print) -> None:
+        check_ae_title(config.ae_title, "--aet")
+        for title in config.allowed_callers:
+            check_ae_title(title, "--allow-aet")
+        self.config = config
+        self.predict_study = predict_study
+        self.echo = echo
+        self.folder = Path(config.folder)
+        self.incoming, self.studies, self.state_dir = (self.folder / n for n in ("incoming", "studies", "state"))
+        for folder in (self.incoming, self.studies, self.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        #: study uid -> arrival time of its newest instance
+        self.last_arrival: Dict[str, float] = {}
+        self.states: Dict[str, StudyState] = {}
+        self._next_delivery: Dict[str, float] = {}
+        self._callers: Dict[str, set] = {}
+        self._per_association: Dict[int, Counter] = {}
+        self.server = None
+        self._load()
+
+    # --- what is on disk from before -------------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Read the studies' states and the arrival times of what was received before a restart."""
+        for path in sorted(self.state_dir.glob("*.json")):
+            try:
+                data = read_json(path)
+                state = StudyState(**{k: v for k, v in data.items() if k in StudyState.__dataclass_fields__})
+            except Exception as e:  # noqa: BLE001 - a damaged state file: the study is simply predicted again
+                self.log(f"note: {path} is unreadable ({str(e).splitlines()[0][:100]}); its study will be predicted again")
+                continue
+            self.states[state.study_uid] = state
+            if state.status == "predicted" and self.config.send_to:
+                self._next_delivery[state.study_uid] = 0.0  # delivery left pending before the restart
+        for study in sorted(p for p in self.incoming.iterdir() if p.is_dir() and UID.fullmatch(p.name)):
+            times = [f.stat().st_mtime for f in study.iterdir() if f.is_file() and not f.name.startswith(".")]
+            if times:
+                self.last_arrival[study.name] = max(times)
+            for stale in study.glob(".*.partial"):  # an instance cut off by a crash: its sender got no success
+                stale.unlink(missing_ok=True)
+
+    # --- listening -----------------------------------------------------------------------------------------------
+    def start(self) -> int:
+        """Listen for associations (in background threads); returns the port (useful with port 0)."""
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+
+        ae = AE(ae_title=self.config.ae_title)
+        ae.require_called_aet = True  # an association addressed to another AE title is not for us
+        if self.config.allowed_callers:
+            ae.require_calling_aet = list(self.config.allowed_callers)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.config.timeout
+        ae.maximum_associations = 4
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(VERIFICATION)
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end), (evt.EVT_ABORTED, self._on_end),
+                    (evt.EVT_REJECTED, self._on_rejected)]
+        try:
+            self.server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
+        except OSError as e:
+            raise DeepWMLError(f"cannot listen on {self.config.bind}:{self.config.port} ({e.strerror or e}); is another "
+                               "node using the port, or does a port under 1024 need privileges here?") from None
+        port = int(self.server.server_address[1])
+        self.log(f"listening as {self.config.ae_title} on port {port}; a study is predicted {self.config.stable_seconds:g} s "
+                 f"after its last instance" + (f"; results go to {', '.join(map(str, self.config.send_to))}"
+                                                if self.config.send_to else "; results stay in the folder"))
+        return port
+
+    def stop(self) -> None:
+        """Stop listening (open associations are ended)."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _on_store(self, event) -> int:
+        """Keep one received instance in its study's folder (written whole, then renamed) and note its arrival."""
+        try:
+            ds = event.dataset
+            study, sop = str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
+            manufacturer = str(ds.get("Manufacturer", "") or "")
+        except Exception as e:  # noqa: BLE001 - undecodable: the sender hears it cannot be understood
+            self.log(f"refused an instance that cannot be decoded ({str(e).splitlines()[0][:100]})")
+            return CANNOT_UNDERSTAND
+        if not (UID.fullmatch(study) and UID.fullmatch(sop) and len(study) <= 64 and len(sop) <= 64):
+            self.log(f"refused an instance whose Study or SOP Instance UID is not a DICOM UID ({study[:70]!r}, {sop[:70]!r})")
+            return CANNOT_UNDERSTAND
+        if manufacturer == MANUFACTURER:
+            return STORED  # DeepWML's own object routed back to us: taken, not stored, never predicted
+        if shutil.disk_usage(self.incoming).free < self.config.min_free_bytes:
+            self.log(f"refused an instance of study {study}: less than {self.config.min_free_bytes / 2**30:.1f} GiB free "
+                     f"on {self.incoming}")
+            return OUT_OF_RESOURCES
+        folder = self.incoming / study
+        try:
+            folder.mkdir(exist_ok=True)
+            partial = folder / f".{sop}.partial"
+            partial.write_bytes(event.encoded_dataset())
+            partial.replace(folder / f"{sop}.dcm")
+        except OSError as e:
+            self.log(f"could not store an instance of study {study}: {e}")
+            return OUT_OF_RESOURCES
+        with self._lock:
+            self.last_arrival[study] = time.time()
+            self._callers.setdefault(study, set()).add(_caller(event))
+            self._per_association.setdefault(id(event.assoc), Counter())[study] += 1
+        return STORED
+
+    def _on_end(self, event) -> None:
+        """Say what an association brought once it ends."""
+        with self._lock:
+            counts = self._per_association.pop(id(event.assoc), None)
+        for study, n in sorted((counts or {}).items()):
+            self.log(f"received {n} instance(s) of study {study} from {_caller(event)}")
+
+    def _on_rejected(self, event) -> None:
+        self.log(f"rejected an association from {_caller(event)} (calling AE title not allowed, or called AE title "
+                 f"not {self.config.ae_title})")
+
+    # --- the work ------------------------------------------------------------------------------------------------
+    def poll(self, now: Optional[float] = None) -> int:
+        """Predict every study complete by ``now`` and not yet predicted as it is, and deliver what is due; returns
+        how many studies were predicted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            arrivals = dict(self.last_arrival)
+        predicted = 0
+        for study, last in sorted(arrivals.items(), key=lambda kv: kv[1]):
+            state = self.states.get(study)
+            if now - last < self.config.stable_seconds or (state is not None and state.received_upto >= last):
+                continue
+            self._predict(study, last)
+            predicted += 1
+        for study, due in sorted(self._next_delivery.items()):
+            if due <= now:
+                self._deliver(study)
+        return predicted
+
+    def idle(self) -> bool:
+        """True when every received study is predicted as it is and every delivery was tried at least once (those
+        that failed wait for their retry, or for the next start)."""
+        with self._lock:
+            arrivals = dict(self.last_arrival)
+        waiting = [s for s, last in arrivals.items() if s not in self.states or self.states[s].received_upto < last]
+        return not waiting and all(due > 0 for due in self._next_delivery.values())
+
+    def _predict(self, study: str, last: float) -> None:
+        """Predict one study as received up to ``last`` and deliver its results."""
+        folder = self.incoming / study
+        files = [f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")] if folder.is_dir() else []
+        state = _describe_study(study, files, self.states.get(study))
+        with self._lock:
+            callers = sorted(self._callers.get(study, set()))
+        state.received_from = ", ".join(callers) or state.received_from
+        state.received_upto, state.instances = last, len(files)
+        state.error, state.delivery, state.delivery_attempts = "", {}, 0
+        self.log(f"predicting study {study} ({state.instances} instance(s); patient {state.patient_id or '?'}, "
+                 f"{state.study_date or 'no date'}, {state.study_description or 'no description'})")
+        started = time.perf_counter()
+        try:
+            summary = self.predict_study(folder, self.studies / study)
+        except Exception as e:  # noqa: BLE001 - one study's failure never stops the node
+            state.status, state.error = "failed", str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            if not isinstance(e, DeepWMLError):
+                self._append_log(traceback.format_exc())
+            self.log(f"study {study} failed: {state.error}")
+            self._next_delivery.pop(study, None)
+            self._save(state)
+            return
+        state.lesion_count = int(summary.lesion_count)
+        state.total_lesion_volume_ml = round(float(summary.total_lesion_volume_ml), 3)
+        state.series_read = summary.source_series
+        state.status = "predicted" if self.config.send_to else "done"
+        self.log(f"study {study}: {state.lesion_count} lesion(s), {state.total_lesion_volume_ml:g} ml "
+                 f"({time.perf_counter() - started:.1f} s)")
+        self._save(state)
+        if self.config.send_to:
+            self._deliver(study)
+        elif self.config.delete_received:
+            self._forget_received(study)
+
+    def _deliver(self, study: str) -> None:
+        """Send the study's DICOM outputs to every destination that lacks them; on failure try again later."""
+        state = self.states[study]
+        outputs = self.studies / study
+        pending = False
+        for destination in self.config.send_to:
+            if state.delivery.get(str(destination)) == "delivered":
+                continue
+            try:
+                report = send_outputs(outputs, destination, self.config.ae_title, self.config.timeout)
+                if report.failed:
+                    why = "; ".join(f"{p.name}: {reason}" for p, reason in report.failed.items())
+                elif not (report.sent or report.already):
+                    why = "no DICOM output to send (the input was not DICOM?)"
+                else:
+                    why = ""
+            except DeepWMLError as e:
+                why = str(e)
+            if why:
+                pending = True
+                state.delivery[str(destination)] = f"not yet: {why[:300]}"
+                self.log(f"study {study}: delivery to {destination} failed: {why}")
+            else:
+                state.delivery[str(destination)] = "delivered"
+                self.log(f"study {study}: delivered to {destination} ({len(report.sent)} object(s))")
+        state.delivery_attempts += 1
+        if pending:
+            wait = min(self.config.retry_seconds * 2 ** (state.delivery_attempts - 1), MAX_RETRY_SECONDS)
+            self._next_delivery[study] = time.time() + wait
+        else:
+            self._next_delivery.pop(study, None)
+            state.status = "delivered"
+        self._save(state)
+        if not pending and self.config.delete_received:
+            self._forget_received(study)
+
+    def _forget_received(self, study: str) -> None:
+        """Remove a finished study's received files (its results and state stay)."""
+        shutil.rmtree(self.incoming / study, ignore_errors=True)
+        with self._lock:
+            if self.last_arrival.get(study, 0.0) <= self.states[study].received_upto:
+                self.last_arrival.pop(study, None)
+
+    # --- records -------------------------------------------------------------------------------------------------
+    def _save(self, state: StudyState) -> None:
+        """Write the study's state and the studies.csv index (both atomically)."""
+        state.updated = datetime.now().isoformat(timespec="seconds")
+        self.states[state.study_uid] = state
+        write_json(self.state_dir / f"{state.study_uid}.json", asdict(state))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=STUDIES_COLUMNS)
+        writer.writeheader()
+        for s in sorted(self.states.values(), key=lambda s: (s.updated, s.study_uid)):
+            writer.writerow(s.row())
+        write_text(self.folder / "studies.csv", buffer.getvalue())
+        if state.status == "predicted" and state.study_uid not in self._next_delivery:
+            self._next_delivery[state.study_uid] = 0.0  # restart or first attempt: deliver at the next poll
+
+    def log(self, message: str) -> None:
+        """One line with the time, to the console and node.log."""
+        line = f"{datetime.now():%Y-%m-%d %H:%M:%S} {message}"
+        self.echo(line)
+        self._append_log(line + "\n")
+
+    def _append_log(self, text: str) -> None:
+        with self._lock:
+            with open(self.folder / "node.log", "a", encoding="utf-8") as f:
+                f.write(text)
+
+
+def _caller(event) -> str:
+    """'AE_TITLE at ADDRESS' of the association's requestor."""
+    requestor = event.assoc.requestor
+    title = requestor.ae_title
+    title = title.decode(errors="replace") if isinstance(title, bytes) else str(title)
+    return f"{title.strip()} at {requestor.address}"
+
+
+def _describe_study(study: str, files: Sequence[Path], before: Optional[StudyState]) -> StudyState:
+    """A fresh state of the study with patient, date, accession and description from one of its headers."""
+    import pydicom
+
+    state = StudyState(study, received_from=before.received_from if before else "")
+    for path in list(files)[:5]:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["PatientID", "StudyDate", "AccessionNumber", "StudyDescription"])
+        except Exception:  # noqa: BLE001 - try the next file
+            continue
+        state.patient_id = str(ds.get("PatientID", "") or "")
+        state.study_date = str(ds.get("StudyDate", "") or "")
+        state.accession_number = str(ds.get("AccessionNumber", "") or "")
+        state.study_description = str(ds.get("StudyDescription", "") or "")
+        break
+    return state
+
+
+def predictor(template) -> Callable[[Path, Path], object]:
+    """``predict_study`` for a node: deepwml_predict's run on one study folder with the options of ``template``
+    (a deepwml.inference.run.PredictRequest); a failed case raises with its reason."""
+    from deepwml.inference.run import predict
+
+    def predict_study(study: Path, output: Path):
+        report = predict(replace(template, input=study, output=output, overwrite=True))
+        if report.failed:
+            raise DeepWMLError(report.failed[0].error)
+        return report.summaries[0]
+
+    return predict_study
+
+
+def listen(node: DicomNode, stop: Callable[[], bool], exit_when_idle: Optional[float] = None,
+           tick: float = 1.0) -> None:
+    """Poll ``node`` until ``stop()`` is true, or (``exit_when_idle``) once it has been idle for that many seconds."""
+    idle_since: Optional[float] = None
+    while not stop():
+        node.poll()
+        if exit_when_idle is not None:
+            if node.idle():
+                idle_since = idle_since or time.time()
+                with node._lock:
+                    newest = max(node.last_arrival.values(), default=0.0)
+                if time.time() - max(idle_since, newest) >= exit_when_idle:
+                    return
+            else:
+                idle_since = None
+        time.sleep(min(tick, max(0.05, node.config.stable_seconds / 4)))
+
+
+def destinations(texts: List[str]) -> Tuple[Destination, ...]:
+    """--send-to values as destinations (each checked)."""
+    return tuple(Destination.parse(t, "--send-to") for t in texts)

@@ -1,0 +1,256 @@
+"""deepwml_listen: DeepWML as a DICOM node. A study sent to it by C-STORE is predicted once it is complete and its
+DICOM results reach the PACS (a pynetdicom storage SCP in this process); a restart neither repeats nor forgets
+work; a PACS that is down gets the results later; what the node must not keep is refused."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import pydicom
+import pytest
+
+from conftest import tiny_case
+from deepwml.cli.listen import main as listen_main
+from deepwml.delivery.dicom_node import DicomNode, NodeConfig, predictor
+from deepwml.delivery.dicom_store import Destination
+from deepwml.inference.run import PredictRequest
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from test_dicom import UID_ROOT, write_dicom_series
+
+pytest.importorskip("highdicom", reason="DICOM outputs need highdicom (pip install 'deepwml[dicom]')")
+pynetdicom = pytest.importorskip("pynetdicom", reason="deepwml_listen needs pynetdicom (pip install 'deepwml[dicom]')")
+from test_dicom_send import COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, SEG, Pacs  # noqa: E402 - after the skips
+
+STUDY = UID_ROOT + "120"
+FLAIR, T1 = STUDY + ".1", STUDY + ".2"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> List[Path]:
+    """A study's files as a scanner sends them: a T1 and a FLAIR series (5 slices each)."""
+    root = tmp_path_factory.mktemp("study")
+    image, _, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), seed=12, n_lesions=5)
+    stored = np.round(image * 10).astype(np.int16)
+    t1 = write_dicom_series(root / "t1", stored[:, ::-1].copy(), geometry, T1, study_uid=STUDY, description="AX T1 SE")
+    flair = write_dicom_series(root / "flair", stored, geometry, FLAIR, study_uid=STUDY, description="AX FLAIR")
+    return sorted(t1.iterdir()) + sorted(flair.iterdir())
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_model_dir(tmp_path_factory.mktemp("model") / "results" / "Dataset999_Toy" / "tiny", tiny_plan(),
+                           folds=(0,), kind="threshold")
+
+
+def _node(folder: Path, model: Path, **config) -> DicomNode:
+    request = PredictRequest(input=Path("."), output=Path("."), model_dir=model, dicom_seg=True, dicom_findings=True,
+                             dicom_sr=True, anatomy=False, workers=1)
+    config.setdefault("stable_seconds", 0.0)
+    return DicomNode(NodeConfig(folder, port=0, **config), predictor(request), echo=lambda line: None)
+
+
+def send(port: int, datasets, calling: str = "SCANNER", called: str = "DEEPWML") -> Optional[List[int]]:
+    """C-STORE the datasets (file paths or datasets) to the node; the statuses, or None when the association failed."""
+    datasets = [d if isinstance(d, pydicom.Dataset) else pydicom.dcmread(d) for d in datasets]
+    ae = pynetdicom.AE(ae_title=calling)
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    if not assoc.is_established:
+        return None
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def _rows(node_folder: Path) -> List[dict]:
+    with open(node_folder / "studies.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _wait(condition, seconds: float = 10.0) -> None:
+    """Until ``condition()``: the node's association threads finish on their own schedule."""
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_study_is_predicted_once_complete_and_its_results_reach_the_pacs(tmp_path, study, model):
+    pacs = Pacs()
+    node = _node(tmp_path / "node", model, send_to=(Destination.parse(pacs.to()),))
+    port = node.start()
+    try:
+        assert send(port, study) == [0] * len(study)
+        _wait(lambda: STUDY in node.last_arrival and len(list((tmp_path / "node" / "incoming" / STUDY).glob("*.dcm"))) == 10)
+        # not complete yet: something of it arrived less than --stable-seconds ago
+        node.config.stable_seconds = 60.0
+        assert node.poll() == 0 and not pacs.received and not node.idle()
+        node.config.stable_seconds = 0.0
+        assert node.poll() == 1
+        # the PACS holds the SEG, findings picture and SR of the FLAIR (not the T1), once
+        assert sorted(str(ds.SOPClassUID) for ds in pacs.received) == sorted([SEG, SECONDARY_CAPTURE, COMPREHENSIVE_3D_SR])
+        seg = next(ds for ds in pacs.received if str(ds.SOPClassUID) == SEG)
+        assert str(seg.StudyInstanceUID) == STUDY
+        assert str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == FLAIR
+        out = tmp_path / "node" / "studies" / STUDY
+        with open(out / "summary.csv", newline="") as f:
+            summary = next(csv.DictReader(f))
+        [row] = _rows(tmp_path / "node")
+        assert row["status"] == "delivered" and row["patient_id"] == str(pydicom.dcmread(study[0]).PatientID)
+        assert row["instances"] == "10" and row["received_from"] == "SCANNER at 127.0.0.1"
+        assert row["lesion_count"] == summary["lesion_count"] and int(row["lesion_count"]) > 0
+        assert row["delivery"] == f"{pacs.to()}: delivered" and "'AX FLAIR'" in row["series_read"]
+        log = (tmp_path / "node" / "node.log").read_text()
+        assert f"received 10 instance(s) of study {STUDY} from SCANNER" in log and "delivered to PACS@" in log
+        assert node.poll() == 0 and node.idle() and len(pacs.received) == 3
+        # DeepWML's own SEG routed back to the node is taken but neither kept nor predicted
+        assert send(port, [seg]) == [0]
+        assert node.poll() == 0 and not list((tmp_path / "node" / "incoming" / STUDY).glob(f"{seg.SOPInstanceUID}*"))
+    finally:
+        node.stop()
+    # a restart on the same folder neither predicts nor sends again
+    again = _node(tmp_path / "node", model, send_to=(Destination.parse(pacs.to()),))
+    port = again.start()
+    try:
+        assert again.poll() == 0 and again.idle() and len(pacs.received) == 3
+        # the study sent again (e.g. a technologist resends it): predicted again, the new results delivered
+        assert send(port, study[5:]) == [0] * 5
+        _wait(lambda: not again.idle())
+        assert again.poll() == 1 and len(pacs.received) == 6
+        assert len({str(ds.SOPInstanceUID) for ds in pacs.received}) == 6
+    finally:
+        again.stop()
+        pacs.close()
+
+
+def test_results_wait_for_a_pacs_that_is_down(tmp_path, study, model):
+    destination = Destination.parse(f"PACS@127.0.0.1:{_free_port()}")  # nobody listens there yet
+    node = _node(tmp_path / "node", model, send_to=(destination,), retry_seconds=30.0)
+    port = node.start()
+    try:
+        assert send(port, study) == [0] * len(study)
+        _wait(lambda: len(list((tmp_path / "node" / "incoming" / STUDY).glob("*.dcm"))) == 10)
+        time.sleep(0.1)
+        assert node.poll() == 1
+        [row] = _rows(tmp_path / "node")
+        assert row["status"] == "predicted" and "not yet: no DICOM node answered" in row["delivery"]
+        assert node.idle()  # tried once; the retry is due later
+    finally:
+        node.stop()
+    # restarted while the PACS is still down: the pending delivery is tried at the first poll, then after the wait
+    again = _node(tmp_path / "node", model, send_to=(destination,), retry_seconds=30.0, delete_received=True)
+    assert not again.idle() and again.poll() == 0
+    assert "not yet" in _rows(tmp_path / "node")[0]["delivery"] and again.idle()
+    pacs = Pacs(port=destination.port)
+    try:
+        assert again.poll() == 0 and not pacs.received  # not due yet
+        assert again.poll(now=time.time() + 31) == 0 and not pacs.received  # the wait doubled after a second failure
+        assert again.poll(now=time.time() + 61) == 0 and len(pacs.received) == 3  # 30 s doubled for the 2nd failure
+        assert _rows(tmp_path / "node")[0]["status"] == "delivered"
+        assert not (tmp_path / "node" / "incoming" / STUDY).exists()  # --delete-received once delivered
+        assert (tmp_path / "node" / "studies" / STUDY / f"{STUDY}_seg.dcm").is_file()
+        assert again.poll(now=time.time() + 3600) == 0 and len(pacs.received) == 3
+    finally:
+        pacs.close()
+
+
+def test_a_study_that_cannot_be_predicted_is_recorded_and_not_retried(tmp_path, study, model):
+    node = _node(tmp_path / "node", model, delete_received=True)
+    port = node.start()
+    try:
+        ct = pydicom.dcmread(study[-1])  # a slice of another modality in a study of its own
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID = UID_ROOT + "121", UID_ROOT + "121.1", UID_ROOT + "121.1.1"
+        ct.SOPClassUID, ct.Modality = "1.2.840.10008.5.1.4.1.1.2", "CT"
+        ct.file_meta.MediaStorageSOPClassUID, ct.file_meta.MediaStorageSOPInstanceUID = ct.SOPClassUID, ct.SOPInstanceUID
+        assert send(port, [ct]) == [0]
+        _wait(lambda: UID_ROOT + "121" in node.last_arrival)
+        assert node.poll() == 1 and node.poll() == 0 and node.idle()
+        [row] = _rows(tmp_path / "node")
+        assert row["status"] == "failed" and row["study_uid"] == UID_ROOT + "121"
+        assert "not an MR image (CT Image Storage)" in row["error"], row["error"]
+        assert f"study {UID_ROOT}121 failed: " in (tmp_path / "node" / "node.log").read_text()
+        assert (tmp_path / "node" / "incoming" / (UID_ROOT + "121")).is_dir()  # kept for a look, even if deleting
+    finally:
+        node.stop()
+
+
+def test_the_node_refuses_callers_and_instances_it_must_not_take(tmp_path, study, model):
+    node = _node(tmp_path / "node", model, allowed_callers=("SCANNER",))
+    port = node.start()
+    try:
+        assert send(port, study[:1], calling="INTRUDER") is None
+        assert send(port, study[:1], called="OTHERNODE") is None
+        # a UID that would be a path outside the folder
+        evil = pydicom.dcmread(study[0])
+        evil.StudyInstanceUID = "../../escape"
+        assert send(port, [evil]) == [0xC210]
+        node.config.min_free_bytes = 1 << 62  # the disk is full
+        assert send(port, study[:1]) == [0xA700]
+        _wait(lambda: "less than" in (tmp_path / "node" / "node.log").read_text())
+        assert not list((tmp_path / "node").rglob("*.dcm")) and not (tmp_path / "escape").exists()
+        log = (tmp_path / "node" / "node.log").read_text()
+        assert "rejected an association from INTRUDER" in log and "is not a DICOM UID" in log
+    finally:
+        node.stop()
+
+
+def _start(args: List[str], folder: Path) -> tuple:
+    """deepwml_listen as installed, in its own process; returns it and the port its first line names."""
+    process = subprocess.Popen([sys.executable, "-m", "deepwml.cli.listen", str(folder), "--port", "0", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+    line = process.stdout.readline()
+    match = re.search(r"listening as \S+ on port (\d+)", line)
+    assert match, line + process.stderr.read()
+    return process, int(match.group(1))
+
+
+def test_the_command_serves_until_idle_or_stopped(tmp_path, study, model):
+    pacs = Pacs()
+    try:
+        process, port = _start(["-m", str(model), "--stable-seconds", "0.5", "--exit-when-idle", "1", "--outputs", "seg",
+                                "--no-anatomy", "--send-to", pacs.to()], tmp_path / "node")
+        assert send(port, study) == [0] * len(study)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert [str(ds.SOPClassUID) for ds in pacs.received] == [SEG]
+        assert "delivered to PACS@" in out and out.rstrip().endswith("stopped (idle)")
+    finally:
+        pacs.close()
+    # stopped by SIGTERM (as a service manager stops it): a clean exit
+    process, port = _start(["-m", str(model)], tmp_path / "node")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and out.rstrip().endswith("stopped"), err
+
+
+def test_user_errors_are_one_line_each(tmp_path, model, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cases = [(["--send-to", "PACS@host"], "--send-to 'PACS@host': expected AE_TITLE@HOST:PORT"),
+                 (["--stable-seconds", "-1"], "--stable-seconds must be a non-negative number"),
+                 (["--aet", "A" * 17], "--aet: AE title"),
+                 (["--bind", "127.0.0.1", "--port", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1:"),
+                 (["-m", str(tmp_path / "missing")], "missing")]
+        for extra, message in cases:
+            args = [str(tmp_path / "node"), "-m", str(model), *extra] if "-m" not in extra else [str(tmp_path / "node"), *extra]
+            assert listen_main(args) == 2, extra
+            err = capsys.readouterr().err
+            assert message in err and len(err.strip().splitlines()) == 1, err
