@@ -22,7 +22,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from deepwml.delivery.dicom_node import DicomNode, NodeConfig, predictor
+from deepwml.delivery.dicom_node import DicomNode, NodeConfig, StudyWork
 from deepwml.delivery.dicom_store import Destination
 from deepwml.imageio import Geometry
 from deepwml.inference.run import PredictRequest, predict
@@ -105,7 +105,7 @@ def one_run(studies: List[Path], uids: List[str], work: Path) -> Dict[str, float
     pacs = Pacs()
     shutil.rmtree(work / "node", ignore_errors=True)
     node = DicomNode(NodeConfig(work / "node", port=0, stable_seconds=0.0, send_to=(Destination("PACS", "127.0.0.1", pacs.port),)),
-                     predictor(request()), echo=lambda line: None)
+                     StudyWork(request()), echo=lambda line: None)
     port = node.start()
     transfer, latency = [], []
     try:

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import tiny_case
 from deepwml.cli.listen import main as listen_main
-from deepwml.delivery.dicom_node import DicomNode, NodeConfig, predictor
+from deepwml.delivery.dicom_node import DicomNode, NodeConfig, StudyWork
 from deepwml.delivery.dicom_store import Destination
 from deepwml.inference.run import PredictRequest
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
@@ -55,7 +55,7 @@ def _node(folder: Path, model: Path, **config) -> DicomNode:
     request = PredictRequest(input=Path("."), output=Path("."), model_dir=model, dicom_seg=True, dicom_findings=True,
                              dicom_sr=True, anatomy=False, workers=1)
     config.setdefault("stable_seconds", 0.0)
-    return DicomNode(NodeConfig(folder, port=0, **config), predictor(request), echo=lambda line: None)
+    return DicomNode(NodeConfig(folder, port=0, **config), StudyWork(request), echo=lambda line: None)
 
 
 def send(port: int, datasets, calling: str = "SCANNER", called: str = "DEEPWML") -> Optional[List[int]]:
@@ -225,7 +225,7 @@ def test_the_command_serves_until_idle_or_stopped(tmp_path, study, model):
     pacs = Pacs()
     try:
         process, port = _start(["-m", str(model), "--stable-seconds", "0.5", "--exit-when-idle", "1", "--outputs", "seg",
-                                "--no-anatomy", "--send-to", pacs.to()], tmp_path / "node")
+                                "--no-anatomy", "--compare-prior", "--send-to", pacs.to()], tmp_path / "node")
         assert send(port, study) == [0] * len(study)
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
@@ -254,3 +254,59 @@ def test_user_errors_are_one_line_each(tmp_path, model, capsys):
             assert listen_main(args) == 2, extra
             err = capsys.readouterr().err
             assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
+    """--compare-prior: a patient's later study is compared with the latest earlier one the node predicted (not
+    with another patient's), after the earlier study's images are gone (--delete-received); the change's SEG,
+    findings picture and SR go to the PACS beside the study's own, filed in the later study."""
+    from test_longitudinal import two_visits
+
+    _, base, follow, _ = two_visits(tmp_path)
+
+    def write(name: str, image, geometry, study: str, date: str, patient: str) -> List[Path]:
+        tags = {"0008|0020": date, "0010|0020": patient}
+        folder = write_dicom_series(tmp_path / name / "flair", np.clip(image, 0, None) * 10, geometry, study + ".1",
+                                    study_uid=study, extra_tags=tags)
+        t1 = write_dicom_series(tmp_path / name / "t1", np.clip(image[::-1], 0, None) * 7, geometry, study + ".2",
+                                study_uid=study, description="AX T1 SE", extra_tags={"0018|0081": "12", **tags})
+        return sorted(folder.iterdir()) + sorted(t1.iterdir())
+
+    prior, other, later, older = UID_ROOT + "130", UID_ROOT + "131", UID_ROOT + "132", UID_ROOT + "133"
+    pacs = Pacs()
+    request = PredictRequest(input=Path("."), output=Path("."), dicom_seg=True, dicom_findings=True, dicom_sr=True,
+                             workers=1)  # the shipped model
+    node = DicomNode(NodeConfig(tmp_path / "node", port=0, stable_seconds=0.0, compare_prior=True, delete_received=True,
+                                send_to=(Destination.parse(pacs.to()),)), StudyWork(request), echo=lambda line: None)
+    port = node.start()
+    try:
+        for files in (write("v1", base.image, base.geometry, prior, "20240110", "PAT9"),
+                      write("x", base.image, base.geometry, other, "20240601", "PAT5"),  # another patient, in between
+                      write("v2", follow.image, follow.geometry, later, "20250110", "PAT9"),
+                      write("v0", base.image, base.geometry, older, "20230110", "PAT9")):  # an older one sent last
+            assert send(port, files) == [0] * len(files)
+            _wait(lambda: not node.idle())
+            assert node.poll() == 1
+    finally:
+        node.stop()
+        pacs.close()
+    rows = {row["study_uid"]: row for row in _rows(tmp_path / "node")}
+    assert rows[prior]["prior_study_uid"] == rows[other]["prior_study_uid"] == ""  # nothing earlier of theirs
+    assert rows[older]["prior_study_uid"] == ""  # the studies the node holds are all later than it
+    row = rows[later]
+    assert row["status"] == "delivered" and row["prior_study_uid"] == prior and row["prior_study_date"] == "20240110"
+    change = (tmp_path / "node" / "studies" / later / "change" / "change.json").read_text()
+    import json
+
+    summary = json.loads(change)
+    assert row["change"] == summary["findings"] and int(row["new_lesions"]) == summary["new_lesions"] >= 1
+    assert summary["registration"]["correlation"] > 0.9
+    # 3 objects per study, and the change's 3, filed in the later study and made on its FLAIR series
+    assert len(pacs.received) == 15
+    later_objects = [ds for ds in pacs.received if str(ds.StudyInstanceUID) == later]
+    assert len(later_objects) == 6
+    change_seg = next(ds for ds in later_objects if str(ds.SOPClassUID) == SEG and "change" in str(ds.SeriesDescription))
+    assert str(change_seg.ReferencedSeriesSequence[0].SeriesInstanceUID) == later + ".1"
+    own_seg = next(ds for ds in later_objects if str(ds.SOPClassUID) == SEG and ds is not change_seg)
+    assert change_seg.ManufacturerModelName == own_seg.ManufacturerModelName  # the model that segmented both visits
+    assert not (tmp_path / "node" / "incoming" / prior).exists()  # compared from what the node kept of it

@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--send-to", nargs="+", default=[], metavar="AET@HOST:PORT",
                    help="send each study's results to these nodes, e.g. PACS@10.0.0.5:104; a node that is down is "
                    "tried again later (default: results stay in the folder)")
+    p.add_argument("--compare-prior", action="store_true",
+                   help="also compare each study with the same patient's latest earlier study (by Patient ID and study "
+                   "date) that the node predicted, as deepwml_compare does: new, enlarging and resolved lesions, "
+                   "with the change's DICOM objects sent beside the study's")
     p.add_argument("--stable-seconds", type=float, default=30.0,
                    help="predict a study once nothing of it has arrived for this long (default 30)")
     p.add_argument("--retry-seconds", type=float, default=60.0,
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    from deepwml.delivery.dicom_node import DicomNode, NodeConfig, destinations, listen, predictor
+    from deepwml.delivery.dicom_node import DicomNode, NodeConfig, destinations, listen, StudyWork
     from deepwml.utils.errors import DeepWMLError
 
     import math
@@ -90,8 +94,9 @@ def _main(argv: Optional[List[str]]) -> int:
     config = NodeConfig(folder=args.folder, ae_title=args.aet, port=args.port, bind=args.bind,
                         allowed_callers=tuple(args.allow_aet), stable_seconds=args.stable_seconds,
                         send_to=destinations(args.send_to), retry_seconds=args.retry_seconds, timeout=args.timeout,
-                        delete_received=args.delete_received, min_free_bytes=int(args.min_free_gb * 2**30))
-    node = DicomNode(config, predictor(request), echo=lambda line: print(line, flush=True))
+                        delete_received=args.delete_received, min_free_bytes=int(args.min_free_gb * 2**30),
+                        compare_prior=args.compare_prior)
+    node = DicomNode(config, StudyWork(request), echo=lambda line: print(line, flush=True))
     stopping = []
 
     def on_signal(signum, frame):  # noqa: ARG001 - the signal handler's signature

@@ -35,7 +35,10 @@ UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 STORED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
 STUDIES_COLUMNS = ["study_uid", "patient_id", "study_date", "accession_number", "study_description", "instances",
                    "received_from", "status", "lesion_count", "total_lesion_volume_ml", "series_read", "error",
-                   "delivery", "updated"]
+                   "prior_study_uid", "prior_study_date", "new_lesions", "enlarging_lesions", "change", "delivery",
+                   "updated"]
+#: statuses of a study whose prediction succeeded
+PREDICTED = ("done", "predicted", "delivered")
 #: longest wait between two delivery attempts to a node that is down
 MAX_RETRY_SECONDS = 3600.0
 
@@ -60,6 +63,8 @@ class NodeConfig:
     delete_received: bool = False
     #: instances are refused (out of resources) when the disk has less free space than this
     min_free_bytes: int = 1 << 30
+    #: compare each study with the patient's latest earlier study the node predicted (deepwml_compare)
+    compare_prior: bool = False
 
 
 @dataclass
@@ -79,6 +84,12 @@ class StudyState:
     total_lesion_volume_ml: Optional[float] = None
     series_read: str = ""
     error: str = ""
+    #: the earlier study of the patient this one was compared with, and what changed (or why it could not be)
+    prior_study_uid: str = ""
+    prior_study_date: str = ""
+    new_lesions: Optional[int] = None
+    enlarging_lesions: Optional[int] = None
+    change: str = ""
     #: arrival time (epoch seconds) of the newest instance the prediction saw
     received_upto: float = 0.0
     #: destination -> 'delivered' or why not (yet)
@@ -94,20 +105,17 @@ class StudyState:
 
 
 class DicomNode:
-    """Receive studies (C-STORE SCP), predict each complete one with ``predict_study`` and deliver the results.
-
-    ``predict_study(study_folder, output_folder)`` returns the study's summary (deepwml.inference.lesion_report.
-    CaseSummary) or raises; :func:`predictor` makes one from a PredictRequest. ``poll`` does the work and is called
-    by the listening loop (or a test); the association threads only store files.
+    """Receive studies (C-STORE SCP), predict each complete one with ``work`` (a :class:`StudyWork`), compare it
+    with the patient's earlier study when asked, and deliver the results. ``poll`` does the work and is called by
+    the listening loop (or a test); the association threads only store files.
     """
 
-    def __init__(self, config: NodeConfig, predict_study: Callable[[Path, Path], object],
-                 echo: Callable[[str], None] = print) -> None:
+    def __init__(self, config: NodeConfig, work: "StudyWork", echo: Callable[[str], None] = print) -> None:
         check_ae_title(config.ae_title, "--aet")
         for title in config.allowed_callers:
             check_ae_title(title, "--allow-aet")
         self.config = config
-        self.predict_study = predict_study
+        self.work = work
         self.echo = echo
         self.folder = Path(config.folder)
         self.incoming, self.studies, self.state_dir = (self.folder / n for n in ("incoming", "studies", "state"))
@@ -257,11 +265,12 @@ class DicomNode:
         state.received_from = ", ".join(callers) or state.received_from
         state.received_upto, state.instances = last, len(files)
         state.error, state.delivery, state.delivery_attempts = "", {}, 0
+        shutil.rmtree(self.studies / study / "change", ignore_errors=True)  # a comparison of what the study was
         self.log(f"predicting study {study} ({state.instances} instance(s); patient {state.patient_id or '?'}, "
                  f"{state.study_date or 'no date'}, {state.study_description or 'no description'})")
         started = time.perf_counter()
         try:
-            summary = self.predict_study(folder, self.studies / study)
+            summary = self.work.predict(folder, self.studies / study)
         except Exception as e:  # noqa: BLE001 - one study's failure never stops the node
             state.status, state.error = "failed", str(e).splitlines()[0][:300] if str(e) else type(e).__name__
             if not isinstance(e, DeepWMLError):
@@ -276,37 +285,68 @@ class DicomNode:
         state.status = "predicted" if self.config.send_to else "done"
         self.log(f"study {study}: {state.lesion_count} lesion(s), {state.total_lesion_volume_ml:g} ml "
                  f"({time.perf_counter() - started:.1f} s)")
+        if self.config.compare_prior:
+            self._compare(state, folder)
         self._save(state)
         if self.config.send_to:
             self._deliver(study)
         elif self.config.delete_received:
             self._forget_received(study)
 
+    def _compare(self, state: StudyState, received: Path) -> None:
+        """Compare a predicted study with the patient's latest earlier one, when the node predicted one."""
+        prior = self._prior_of(state)
+        if prior is None:
+            return
+        state.prior_study_uid, state.prior_study_date = prior.study_uid, prior.study_date
+        try:
+            change = self.work.compare(self.studies / prior.study_uid, received, self.studies / state.study_uid)
+        except Exception as e:  # noqa: BLE001 - the study's own results still go out
+            state.change = f"not compared: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}"
+            if not isinstance(e, DeepWMLError):
+                self._append_log(traceback.format_exc())
+            self.log(f"study {state.study_uid}: {state.change}")
+            return
+        state.new_lesions, state.enlarging_lesions = int(change["new_lesions"]), int(change["enlarging_lesions"])
+        state.change = str(change["findings"])
+        self.log(f"study {state.study_uid} against {prior.study_uid} of {prior.study_date}: {state.change}")
+
+    def _prior_of(self, state: StudyState) -> Optional[StudyState]:
+        """The patient's latest study dated before this one whose prediction (and scan) the node keeps."""
+        if not (state.patient_id and state.study_date):
+            return None
+        earlier = [s for s in self.states.values() if s.patient_id == state.patient_id and s.status in PREDICTED
+                   and s.study_date and s.study_date < state.study_date and s.study_uid != state.study_uid
+                   and scan_path(self.studies / s.study_uid).is_file()]
+        return max(earlier, key=lambda s: (s.study_date, s.updated), default=None)
+
     def _deliver(self, study: str) -> None:
-        """Send the study's DICOM outputs to every destination that lacks them; on failure try again later."""
+        """Send the study's DICOM outputs (and its comparison's) to every destination that lacks them; on failure
+        try again later."""
         state = self.states[study]
-        outputs = self.studies / study
+        folders = [self.studies / study] + [f for f in [self.studies / study / "change"] if (f / "change.json").is_file()]
         pending = False
         for destination in self.config.send_to:
             if state.delivery.get(str(destination)) == "delivered":
                 continue
-            try:
-                report = send_outputs(outputs, destination, self.config.ae_title, self.config.timeout)
-                if report.failed:
-                    why = "; ".join(f"{p.name}: {reason}" for p, reason in report.failed.items())
-                elif not (report.sent or report.already):
-                    why = "no DICOM output to send (the input was not DICOM?)"
-                else:
-                    why = ""
-            except DeepWMLError as e:
-                why = str(e)
+            sent, why = 0, []
+            for outputs in folders:
+                try:
+                    report = send_outputs(outputs, destination, self.config.ae_title, self.config.timeout)
+                    sent += len(report.sent)
+                    why += [f"{p.name}: {reason}" for p, reason in report.failed.items()]
+                    if not (report.sent or report.already or report.failed):
+                        why.append(f"no DICOM output in {outputs.name}/ to send (the input was not DICOM?)")
+                except DeepWMLError as e:
+                    why.append(str(e))
+                    break
             if why:
                 pending = True
-                state.delivery[str(destination)] = f"not yet: {why[:300]}"
-                self.log(f"study {study}: delivery to {destination} failed: {why}")
+                state.delivery[str(destination)] = f"not yet: {'; '.join(why)[:300]}"
+                self.log(f"study {study}: delivery to {destination} failed: {'; '.join(why)}")
             else:
                 state.delivery[str(destination)] = "delivered"
-                self.log(f"study {study}: delivered to {destination} ({len(report.sent)} object(s))")
+                self.log(f"study {study}: delivered to {destination} ({sent} object(s))")
         state.delivery_attempts += 1
         if pending:
             wait = min(self.config.retry_seconds * 2 ** (state.delivery_attempts - 1), MAX_RETRY_SECONDS)
@@ -379,18 +419,61 @@ def _describe_study(study: str, files: Sequence[Path], before: Optional[StudySta
     return state
 
 
-def predictor(template) -> Callable[[Path, Path], object]:
-    """``predict_study`` for a node: deepwml_predict's run on one study folder with the options of ``template``
-    (a deepwml.inference.run.PredictRequest); a failed case raises with its reason."""
-    from deepwml.inference.run import predict
+class StudyWork:
+    """What the node does with a study, with the options of a deepwml.inference.run.PredictRequest: deepwml_predict's
+    run on the study folder (keeping the FLAIR it read beside its mask, so that a later study of the patient can be
+    compared with it after the images are gone) and deepwml_compare of two predicted studies."""
 
-    def predict_study(study: Path, output: Path):
-        report = predict(replace(template, input=study, output=output, overwrite=True))
+    def __init__(self, template) -> None:
+        self.template = template
+
+    def predict(self, study: Path, output: Path):
+        """Predict one study folder into ``output``; its CaseSummary, or raises with the failed case's reason."""
+        from deepwml.imageio import read_image, write_image
+        from deepwml.inference.run import predict
+
+        report = predict(replace(self.template, input=study, output=output, overwrite=True))
         if report.failed:
             raise DeepWMLError(report.failed[0].error)
+        scan = read_image(study, self.template.series_uid, dtype=None)  # the series predict read, as stored
+        write_image(scan.array, scan.geometry, scan_path(output))
         return report.summaries[0]
 
-    return predict_study
+    def compare(self, prior: Path, received: Path, study: Path) -> Dict[str, object]:
+        """deepwml_compare of an earlier study (its output folder ``prior``, the baseline) with a predicted one (its
+        received folder and output folder) into ``study``/change, the DICOM objects filed in the later study's
+        series; change.json's content."""
+        import os
+        import tempfile
+
+        from deepwml.imageio.dicom import chosen_series
+        from deepwml.inference.run import model_dir_of
+        from deepwml.longitudinal.run import CompareRequest, compare
+        from deepwml.planning.plan import Plan
+
+        t = self.template
+        plan = Plan.load(model_dir_of(t) / "plans.json").name  # named as deepwml_predict names it in the study's SEG
+        series = chosen_series(received, t.series_uid)
+        # the follow-up as a folder of the one series predicted: the study folder holds its other series too
+        with tempfile.TemporaryDirectory(prefix=".compare_", dir=study.parent) as scratch:
+            followup = Path(scratch) / received.name
+            followup.mkdir()
+            for name in series.files:
+                try:
+                    os.link(name, followup / Path(name).name)
+                except OSError:
+                    shutil.copy2(name, followup / Path(name).name)
+            report = compare(CompareRequest(
+                baseline=scan_path(prior), followup=followup, output=study / "change",
+                baseline_mask=prior / f"{prior.name}.nii.gz", followup_mask=study / f"{study.name}.nii.gz",
+                followup_lesions=study / f"{study.name}_lesions.csv", masks_from=f"DeepWML {plan}", overwrite=True,
+                dicom_seg=t.dicom_seg, dicom_findings=t.dicom_findings, dicom_sr=t.dicom_sr))
+        return report.summary
+
+
+def scan_path(output: Path) -> Path:
+    """Where StudyWork keeps the FLAIR a study's prediction read."""
+    return output / f"{output.name}_flair.nii.gz"
 
 
 def listen(node: DicomNode, stop: Callable[[], bool], exit_when_idle: Optional[float] = None,

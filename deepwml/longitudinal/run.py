@@ -61,6 +61,10 @@ class CompareRequest:
     dicom_findings: bool = False
     #: also write the change's figures and each follow-up lesion (outlines, status) as a DICOM SR in its study
     dicom_sr: bool = False
+    #: deepwml_predict's lesion table of ``followup_mask`` (same numbering): the new lesions' locations
+    followup_lesions: Optional[Path] = None
+    #: what made the given masks (e.g. "DeepWML builtin"), named in the outputs instead of "masks given"
+    masks_from: Optional[str] = None
 
 
 @dataclass
@@ -232,7 +236,7 @@ def compare(request: CompareRequest) -> CompareReport:
     if request.followup_mask is None:
         followup_mask, followup_table = segment(request.followup, out / "followup", request)
     else:
-        followup_mask = Path(request.followup_mask)
+        followup_mask, followup_table = Path(request.followup_mask), request.followup_lesions
     baseline, base_lesions = read_pair(Path(request.baseline), baseline_mask)
     followup, follow_lesions = read_pair(Path(request.followup), followup_mask)
     registration = register_rigid(followup.array, followup.geometry, baseline.array, baseline.geometry, seed=request.seed)
@@ -293,7 +297,8 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
         labels = [f"{status} lesion" if status in (STABLE, ENLARGING, NEW, SHRINKING) else f"lesion: {status}"
                   for status, _ in sorted(CHANGE_CODES.items(), key=lambda kv: kv[1])]
         write_dicom_seg(change.change_map, Path(request.followup), outputs["dicom_seg"],
-                        "masks given" if request.followup_mask is not None else Path(str(request.model_dir or "builtin")).name,
+                        (request.masks_from or "masks given") if request.followup_mask is not None
+                        else Path(str(request.model_dir or "builtin")).name,
                         segment_labels=labels, series_description="DeepWML lesion change (research use)")
     else:
         outputs.pop("dicom_seg")
@@ -326,7 +331,7 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
 def _model_label(request: CompareRequest) -> str:
     """What segmented the visits, for a DICOM object's model name: 'masks given' when both masks were."""
     if request.followup_mask is not None and request.baseline_mask is not None:
-        return "masks given"
+        return request.masks_from or "masks given"
     return f"DeepWML {Path(str(request.model_dir)).name if request.model_dir else 'builtin'}"
 
 
@@ -337,7 +342,7 @@ def _write_findings_capture(request: CompareRequest, followup: Image, images: Al
     from deepwml.inference.dicom_capture import first_header, with_text_above, write_capture
     from deepwml.longitudinal.picture import change_picture
 
-    model = "masks given" if request.followup_mask is not None and request.baseline_mask is not None else (
+    model = (request.masks_from or "masks given") if request.followup_mask is not None and request.baseline_mask is not None else (
         f"model {Path(str(request.model_dir)).name}" if request.model_dir else "the shipped model")
     lines = [findings_text(change.summary), *(f"Caution: {w}" for w in warnings),
              f"Lesion change by DeepWML {deepwml.__version__} ({model}). Research use only, not a medical device: a "
