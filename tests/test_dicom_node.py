@@ -260,9 +260,10 @@ def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
     """--compare-prior: a patient's later study is compared with the latest earlier one the node predicted (not
     with another patient's), after the earlier study's images are gone (--delete-received); the change's SEG,
     findings picture and SR go to the PACS beside the study's own, filed in the later study."""
-    from test_longitudinal import two_visits
+    from test_longitudinal import phantom_head, two_visits
 
     _, base, follow, _ = two_visits(tmp_path)
+    head, _, head_geometry = phantom_head()  # the same head as a 1.5 mm 3D scan
 
     def write(name: str, image, geometry, study: str, date: str, patient: str) -> List[Path]:
         tags = {"0008|0020": date, "0010|0020": patient}
@@ -283,7 +284,7 @@ def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
         for files in (write("v1", base.image, base.geometry, prior, "20240110", "PAT9"),
                       write("x", base.image, base.geometry, other, "20240601", "PAT5"),  # another patient, in between
                       write("v2", follow.image, follow.geometry, later, "20250110", "PAT9"),
-                      write("v0", base.image, base.geometry, older, "20230110", "PAT9")):  # an older one sent last
+                      write("v0", head, head_geometry, older, "20230110", "PAT9")):  # an older 3D scan sent last
             assert send(port, files) == [0] * len(files)
             _wait(lambda: not node.idle())
             assert node.poll() == 1
@@ -293,6 +294,9 @@ def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
     rows = {row["study_uid"]: row for row in _rows(tmp_path / "node")}
     assert rows[prior]["prior_study_uid"] == rows[other]["prior_study_uid"] == ""  # nothing earlier of theirs
     assert rows[older]["prior_study_uid"] == ""  # the studies the node holds are all later than it
+    # what deepwml_predict warns of a scan unlike the training scans reaches the record (the phantom's 1.5 mm pixels
+    # are coarser than any the model learned, so every study here has a warning of its own)
+    assert "slices 1.5 mm thick" in rows[older]["warning"] and "thick" not in rows[later]["warning"]
     row = rows[later]
     assert row["status"] == "delivered" and row["prior_study_uid"] == prior and row["prior_study_date"] == "20240110"
     change = (tmp_path / "node" / "studies" / later / "change" / "change.json").read_text()

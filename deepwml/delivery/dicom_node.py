@@ -34,7 +34,7 @@ UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 #: C-STORE statuses the node answers with
 STORED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
 STUDIES_COLUMNS = ["study_uid", "patient_id", "study_date", "accession_number", "study_description", "instances",
-                   "received_from", "status", "lesion_count", "total_lesion_volume_ml", "series_read", "error",
+                   "received_from", "status", "lesion_count", "total_lesion_volume_ml", "series_read", "warning", "error",
                    "prior_study_uid", "prior_study_date", "new_lesions", "enlarging_lesions", "change", "delivery",
                    "updated"]
 #: statuses of a study whose prediction succeeded
@@ -83,6 +83,8 @@ class StudyState:
     lesion_count: Optional[int] = None
     total_lesion_volume_ml: Optional[float] = None
     series_read: str = ""
+    #: what sets the scan apart from the model's training scans (e.g. a 3D 1 mm FLAIR), as deepwml_predict warns
+    warning: str = ""
     error: str = ""
     #: the earlier study of the patient this one was compared with, and what changed (or why it could not be)
     prior_study_uid: str = ""
@@ -281,10 +283,10 @@ class DicomNode:
             return
         state.lesion_count = int(summary.lesion_count)
         state.total_lesion_volume_ml = round(float(summary.total_lesion_volume_ml), 3)
-        state.series_read = summary.source_series
+        state.series_read, state.warning = summary.source_series, summary.acquisition_warning
         state.status = "predicted" if self.config.send_to else "done"
         self.log(f"study {study}: {state.lesion_count} lesion(s), {state.total_lesion_volume_ml:g} ml "
-                 f"({time.perf_counter() - started:.1f} s)")
+                 f"({time.perf_counter() - started:.1f} s)" + (f"; caution: {state.warning}" if state.warning else ""))
         if self.config.compare_prior:
             self._compare(state, folder)
         self._save(state)
