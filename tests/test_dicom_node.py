@@ -28,7 +28,7 @@ from test_dicom import UID_ROOT, write_dicom_series
 
 pytest.importorskip("highdicom", reason="DICOM outputs need highdicom (pip install 'deepwml[dicom]')")
 pynetdicom = pytest.importorskip("pynetdicom", reason="deepwml_listen needs pynetdicom (pip install 'deepwml[dicom]')")
-from test_dicom_send import COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, SEG, Pacs  # noqa: E402 - after the skips
+from test_dicom_send import COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, SEG, TLS, Pacs, tls_context  # noqa: E402
 
 STUDY = UID_ROOT + "120"
 FLAIR, T1 = STUDY + ".1", STUDY + ".2"
@@ -58,13 +58,15 @@ def _node(folder: Path, model: Path, **config) -> DicomNode:
     return DicomNode(NodeConfig(folder, port=0, **config), StudyWork(request), echo=lambda line: None)
 
 
-def send(port: int, datasets, calling: str = "SCANNER", called: str = "DEEPWML") -> Optional[List[int]]:
-    """C-STORE the datasets (file paths or datasets) to the node; the statuses, or None when the association failed."""
+def send(port: int, datasets, calling: str = "SCANNER", called: str = "DEEPWML", tls=None) -> Optional[List[int]]:
+    """C-STORE the datasets (file paths or datasets) to the node (over TLS with a TlsFiles); the statuses, or None
+    when the association failed."""
     datasets = [d if isinstance(d, pydicom.Dataset) else pydicom.dcmread(d) for d in datasets]
     ae = pynetdicom.AE(ae_title=calling)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class)
-    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called,
+                         tls_args=(tls.client_context(), "127.0.0.1") if tls is not None else None)
     if not assoc.is_established:
         return None
     try:
@@ -248,7 +250,11 @@ def test_user_errors_are_one_line_each(tmp_path, model, capsys):
                  (["--stable-seconds", "-1"], "--stable-seconds must be a non-negative number"),
                  (["--aet", "A" * 17], "--aet: AE title"),
                  (["--bind", "127.0.0.1", "--port", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1:"),
-                 (["-m", str(tmp_path / "missing")], "missing")]
+                 (["-m", str(tmp_path / "missing")], "missing"),
+                 (["--tls-ca", str(TLS / "ca.pem")], "--tls-ca needs --tls-cert and --tls-key"),
+                 (["--tls-cert", str(TLS / "node.pem")], "--tls-cert and --tls-key go together"),
+                 (["--tls-cert", str(TLS / "ca.pem"), "--tls-key", str(TLS / "node.key")], "ca.pem: cannot be used for TLS"),
+                 (["--send-tls"], "--send-tls needs --send-to")]
         for extra, message in cases:
             args = [str(tmp_path / "node"), "-m", str(model), *extra] if "-m" not in extra else [str(tmp_path / "node"), *extra]
             assert listen_main(args) == 2, extra
@@ -314,3 +320,23 @@ def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
     own_seg = next(ds for ds in later_objects if str(ds.SOPClassUID) == SEG and ds is not change_seg)
     assert change_seg.ManufacturerModelName == own_seg.ManufacturerModelName  # the model that segmented both visits
     assert not (tmp_path / "node" / "incoming" / prior).exists()  # compared from what the node kept of it
+
+
+def test_over_tls_only_callers_with_a_certificate_of_the_ca_are_heard_and_results_go_out_over_tls(tmp_path, study, model):
+    from deepwml.delivery.dicom_store import TlsFiles
+
+    files = TlsFiles(TLS / "node.pem", TLS / "node.key", TLS / "ca.pem")
+    pacs = Pacs(ssl_context=tls_context())
+    node = _node(tmp_path / "node", model, send_to=(Destination.parse(pacs.to()),), tls=files, send_tls=files)
+    port = node.start()
+    try:
+        assert send(port, study[:2]) is None  # plain DICOM
+        assert send(port, study[:2], tls=TlsFiles(TLS / "rogue.pem", TLS / "rogue.key", TLS / "ca.pem")) is None
+        assert send(port, study, tls=files) == [0] * len(study)
+        _wait(lambda: not node.idle())
+        assert node.poll() == 1 and len(pacs.received) == 3
+        assert _rows(tmp_path / "node")[0]["instances"] == "10"  # nothing of the refused callers was kept
+        assert "over TLS (callers' certificates checked against" in (tmp_path / "node" / "node.log").read_text()
+    finally:
+        node.stop()
+        pacs.close()

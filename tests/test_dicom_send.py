@@ -30,7 +30,7 @@ class Pacs:
     """A storage SCP on localhost that keeps what it receives; ``status`` decides its answer per SOP class."""
 
     def __init__(self, ae_title: str = "PACS", status: Dict[str, int] = None, require_called: bool = True,
-                 port: int = 0) -> None:
+                 port: int = 0, ssl_context=None) -> None:
         self.received: List[pydicom.Dataset] = []
         self.status = status or {}
         ae = pynetdicom.AE(ae_title=ae_title)
@@ -38,7 +38,7 @@ class Pacs:
         for sop_class in (SEG, SECONDARY_CAPTURE, COMPREHENSIVE_3D_SR):
             ae.add_supported_context(sop_class, pynetdicom.ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(VERIFICATION)
-        self.server = ae.start_server(("127.0.0.1", port), block=False,
+        self.server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=ssl_context,
                                       evt_handlers=[(pynetdicom.evt.EVT_C_STORE, self._store)])
         self.port = self.server.server_address[1]
         self.closed = False
@@ -157,3 +157,44 @@ def test_echo_checks_the_node_and_sends_nothing(pacs, tmp_path, capsys):
     assert "rejected the association" in capsys.readouterr().err
     assert send_main(["--to", pacs.to()]) == 2
     assert "give the output folder to send (or --echo" in capsys.readouterr().err
+
+
+TLS = Path(__file__).parent / "data" / "tls"  # test-only certificates (scripts/make_test_tls.sh); the keys are public
+
+
+def tls_context(cert: str = "node", ca: str = "ca"):
+    """A server's TLS context with a test certificate, requiring callers' certificates signed by ``ca``."""
+    from deepwml.delivery.dicom_store import TlsFiles
+
+    return TlsFiles(TLS / f"{cert}.pem", TLS / f"{cert}.key", TLS / f"{ca}.pem").server_context()
+
+
+def test_over_tls_the_outputs_reach_only_a_node_whose_certificate_checks_out(outputs, capsys):
+    """DICOM over TLS (mutual): the PACS's certificate is checked against --tls-ca and ours shown; a PACS whose
+    certificate another CA signed, plain DICOM to a TLS port, and unusable TLS files fail with what to check."""
+    pacs = Pacs(ssl_context=tls_context())
+    mine = ["--tls-ca", str(TLS / "ca.pem"), "--tls-cert", str(TLS / "node.pem"), "--tls-key", str(TLS / "node.key")]
+    try:
+        assert send_main([str(outputs), "--to", pacs.to(), "--echo", *mine]) == 0
+        assert send_main([str(outputs), "--to", pacs.to(), *mine]) == 0
+        assert "3 object(s) sent" in capsys.readouterr().out and len(pacs.received) == 3
+        # our certificate is not one its CA signed: the PACS drops the handshake
+        rogue = ["--tls-ca", str(TLS / "ca.pem"), "--tls-cert", str(TLS / "rogue.pem"), "--tls-key", str(TLS / "rogue.key")]
+        assert send_main([str(outputs), "--to", pacs.to(), "--resend", *rogue]) == 2
+        assert "over TLS: does its certificate chain to" in capsys.readouterr().err
+        assert send_main([str(outputs), "--to", pacs.to(), "--resend"]) == 2  # plain DICOM to a TLS port
+        capsys.readouterr()
+        assert len(pacs.received) == 3
+    finally:
+        pacs.close()
+    impostor = Pacs(ssl_context=tls_context(cert="rogue"))  # a node whose certificate our CA did not sign
+    try:
+        assert send_main([str(outputs), "--to", impostor.to(), "--resend", *mine]) == 2
+        assert "over TLS: does its certificate chain to" in capsys.readouterr().err and not impostor.received
+    finally:
+        impostor.close()
+    for extra, message in ((["--tls-cert", str(TLS / "node.pem")], "--tls-cert and --tls-key go together"),
+                           (["--tls-ca", str(TLS / "missing.pem")], "missing.pem: TLS file not found"),
+                           (["--tls-ca", str(outputs / "p7_seg.dcm")], "p7_seg.dcm: cannot be used for TLS")):
+        assert send_main([str(outputs), "--to", "PACS@127.0.0.1:104", *extra]) == 2
+        assert message in capsys.readouterr().err

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compare each study with the same patient's latest earlier study (by Patient ID and study "
                    "date) that the node predicted, as deepwml_compare does: new, enlarging and resolved lesions, "
                    "with the change's DICOM objects sent beside the study's")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM",
+                   help="listen over TLS with this certificate (DICOM's secure transport; give --tls-key too)")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    p.add_argument("--tls-ca", type=Path, metavar="PEM",
+                   help="accept only callers whose certificate this CA signed (mutual TLS); with --send-tls, also the CA "
+                   "the destinations' certificates must chain to")
+    p.add_argument("--send-tls", action="store_true",
+                   help="send to --send-to over TLS (destinations checked against --tls-ca or the system's CAs; "
+                   "--tls-cert shown to them)")
     p.add_argument("--stable-seconds", type=float, default=30.0,
                    help="predict a study once nothing of it has arrived for this long (default 30)")
     p.add_argument("--retry-seconds", type=float, default=60.0,
@@ -90,12 +99,24 @@ def _main(argv: Optional[List[str]]) -> int:
             __import__(module)
         except ImportError:
             raise DeepWMLError(f"deepwml_listen needs {module} to {extra}: pip install 'deepwml[dicom]'") from None
+    from deepwml.delivery.dicom_store import TlsFiles
+
+    if args.tls_ca is not None and args.tls_cert is None and not args.send_tls:
+        raise DeepWMLError("--tls-ca needs --tls-cert and --tls-key (to listen over TLS) or --send-tls")
+    if args.send_tls and not args.send_to:
+        raise DeepWMLError("--send-tls needs --send-to")
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if (args.tls_cert or args.tls_key) else None
+    send_tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if args.send_tls else None
+    if tls is not None:
+        tls.server_context()  # a certificate or key that cannot be used stops the node before it starts
+    if send_tls is not None:
+        send_tls.client_context()
     request = _request(args)
     config = NodeConfig(folder=args.folder, ae_title=args.aet, port=args.port, bind=args.bind,
                         allowed_callers=tuple(args.allow_aet), stable_seconds=args.stable_seconds,
                         send_to=destinations(args.send_to), retry_seconds=args.retry_seconds, timeout=args.timeout,
                         delete_received=args.delete_received, min_free_bytes=int(args.min_free_gb * 2**30),
-                        compare_prior=args.compare_prior)
+                        compare_prior=args.compare_prior, tls=tls, send_tls=send_tls)
     node = DicomNode(config, StudyWork(request), echo=lambda line: print(line, flush=True))
     stopping = []
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from deepwml.delivery.dicom_store import MANUFACTURER, VERIFICATION, Destination, check_ae_title, send_outputs
+from deepwml.delivery.dicom_store import MANUFACTURER, VERIFICATION, Destination, TlsFiles, check_ae_title, send_outputs
 from deepwml.utils.atomic import read_json, write_json, write_text
 from deepwml.utils.errors import DeepWMLError
 
@@ -65,6 +65,10 @@ class NodeConfig:
     min_free_bytes: int = 1 << 30
     #: compare each study with the patient's latest earlier study the node predicted (deepwml_compare)
     compare_prior: bool = False
+    #: listen over TLS with these files (with a CA: callers must show a certificate it signed)
+    tls: Optional[TlsFiles] = None
+    #: send the results over TLS with these files (the CA checks the destination, the certificate is ours)
+    send_tls: Optional[TlsFiles] = None
 
 
 @dataclass
@@ -169,13 +173,17 @@ class DicomNode:
         ae.add_supported_context(VERIFICATION)
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_RELEASED, self._on_end), (evt.EVT_ABORTED, self._on_end),
                     (evt.EVT_REJECTED, self._on_rejected)]
+        context = self.config.tls.server_context() if self.config.tls is not None else None
         try:
-            self.server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers)
+            self.server = ae.start_server((self.config.bind, self.config.port), block=False, evt_handlers=handlers,
+                                          ssl_context=context)
         except OSError as e:
             raise DeepWMLError(f"cannot listen on {self.config.bind}:{self.config.port} ({e.strerror or e}); is another "
                                "node using the port, or does a port under 1024 need privileges here?") from None
         port = int(self.server.server_address[1])
-        self.log(f"listening as {self.config.ae_title} on port {port}; a study is predicted {self.config.stable_seconds:g} s "
+        tls = self.config.tls
+        over = "" if tls is None else (" over TLS" + (f" (callers' certificates checked against {tls.ca})" if tls.ca else ""))
+        self.log(f"listening as {self.config.ae_title} on port {port}{over}; a study is predicted {self.config.stable_seconds:g} s "
                  f"after its last instance" + (f"; results go to {', '.join(map(str, self.config.send_to))}"
                                                 if self.config.send_to else "; results stay in the folder"))
         return port
@@ -334,7 +342,8 @@ class DicomNode:
             sent, why = 0, []
             for outputs in folders:
                 try:
-                    report = send_outputs(outputs, destination, self.config.ae_title, self.config.timeout)
+                    report = send_outputs(outputs, destination, self.config.ae_title, self.config.timeout,
+                                          tls=self.config.send_tls)
                     sent += len(report.sent)
                     why += [f"{p.name}: {reason}" for p, reason in report.failed.items()]
                     if not (report.sent or report.already or report.failed):

@@ -8,10 +8,11 @@ warning, which a node uses for e.g. coerced elements) counts as delivered.
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DeepWMLError
@@ -50,6 +51,51 @@ class Destination:
 
     def __str__(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Certificate files for DICOM over TLS (DICOM PS3.15 Annex B; what IHE ATNA asks of a secure node): this side's
+    certificate and key, and the CA that the other side's certificate must chain to (None: the system's CAs)."""
+
+    cert: Optional[Path] = None
+    key: Optional[Path] = None
+    ca: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise DeepWMLError("--tls-cert and --tls-key go together: this side's certificate and its private key")
+        for path in (self.cert, self.key, self.ca):
+            if path is not None and not Path(path).is_file():
+                raise DeepWMLError("TLS file not found", path)
+
+    def client_context(self) -> ssl.SSLContext:
+        """To call a node: its certificate must chain to ``ca`` and name the host called; ours is shown if given."""
+        context = self._load(lambda: ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                                                cafile=str(self.ca) if self.ca else None), self.ca)
+        if self.cert is not None:
+            self._load(lambda: context.load_cert_chain(str(self.cert), str(self.key)), self.cert)
+        return context
+
+    def server_context(self) -> ssl.SSLContext:
+        """To be called: our certificate; with ``ca``, every caller must show a certificate that chains to it."""
+        if self.cert is None:
+            raise DeepWMLError("listening over TLS needs --tls-cert and --tls-key")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # DICOM's secure transport profiles: TLS 1.2 or later
+        self._load(lambda: context.load_cert_chain(str(self.cert), str(self.key)), self.cert)
+        if self.ca is not None:
+            self._load(lambda: context.load_verify_locations(cafile=str(self.ca)), self.ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    @staticmethod
+    def _load(step, path: Optional[Path]):
+        """Run one loading step; a file that is not a certificate or key (or a key not of the certificate) is named."""
+        try:
+            return step()
+        except (ssl.SSLError, OSError, ValueError) as e:
+            raise DeepWMLError(f"cannot be used for TLS ({e})", path) from None
 
 
 def check_ae_title(title: str, flag: str) -> None:
@@ -105,9 +151,10 @@ def find_outputs(folder: Path) -> List[Outgoing]:
 
 
 def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEPWML", timeout: float = 30.0,
-                 resend: bool = False, progress: bool = False) -> SendReport:
-    """C-STORE DeepWML's DICOM objects in ``folder`` to ``destination`` over one association; objects the ledger
-    records as delivered there are skipped unless ``resend``. The ledger is updated after every delivered object."""
+                 resend: bool = False, progress: bool = False, tls: Optional[TlsFiles] = None) -> SendReport:
+    """C-STORE DeepWML's DICOM objects in ``folder`` to ``destination`` over one association (over TLS with ``tls``);
+    objects the ledger records as delivered there are skipped unless ``resend``. The ledger is updated after every
+    delivered object."""
     check_ae_title(calling_ae, "--calling-aet")
     outgoing = find_outputs(folder)
     report = SendReport(destination)
@@ -121,9 +168,7 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
     ae = _application_entity(calling_ae, timeout)
     for sop_class, syntax in sorted({(o.sop_class, o.transfer_syntax) for o in todo}):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
-    if not assoc.is_established:
-        raise DeepWMLError(_why_not(assoc, destination))
+    assoc = associate(ae, destination, tls)
     from tqdm import tqdm
 
     try:
@@ -136,7 +181,8 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
     return report
 
 
-def echo(destination: Destination, calling_ae: str = "DEEPWML", timeout: float = 30.0) -> float:
+def echo(destination: Destination, calling_ae: str = "DEEPWML", timeout: float = 30.0,
+         tls: Optional[TlsFiles] = None) -> float:
     """C-ECHO ``destination`` (the DICOM 'ping' a site uses to check a node's address and AE titles); returns the
     seconds the round trip took, or raises with what to fix."""
     import time
@@ -145,9 +191,7 @@ def echo(destination: Destination, calling_ae: str = "DEEPWML", timeout: float =
     ae = _application_entity(calling_ae, timeout)
     ae.add_requested_context(VERIFICATION)
     start = time.perf_counter()
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
-    if not assoc.is_established:
-        raise DeepWMLError(_why_not(assoc, destination))
+    assoc = associate(ae, destination, tls)
     try:
         status = assoc.send_c_echo()
     finally:
@@ -189,6 +233,19 @@ def _application_entity(calling_ae: str, timeout: float):
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     return ae
+
+
+def associate(ae, destination: Destination, tls: Optional[TlsFiles] = None):
+    """An established association with ``destination`` (over TLS with ``tls``), or an error saying what to check."""
+    tls_args = (tls.client_context(), destination.host) if tls is not None else None
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
+    if not assoc.is_established:
+        why = _why_not(assoc, destination)
+        if tls is not None and not assoc.is_rejected and "no DICOM node answered" not in why:
+            why += (f" -- over TLS: does its certificate chain to {tls.ca or 'a CA this system trusts'} and name "
+                    f"{destination.host}, and does it accept this side's certificate (--tls-cert)?")
+        raise DeepWMLError(why)
+    return assoc
 
 
 def _why_not(assoc, destination: Destination) -> str:
