@@ -254,12 +254,23 @@ def test_user_errors_are_one_line_each(tmp_path, model, capsys):
                  (["--tls-ca", str(TLS / "ca.pem")], "--tls-ca needs --tls-cert and --tls-key"),
                  (["--tls-cert", str(TLS / "node.pem")], "--tls-cert and --tls-key go together"),
                  (["--tls-cert", str(TLS / "ca.pem"), "--tls-key", str(TLS / "node.key")], "ca.pem: cannot be used for TLS"),
-                 (["--send-tls"], "--send-tls needs --send-to")]
+                 (["--send-tls"], "--send-tls needs --send-to or --fetch-prior"),
+                 (["--fetch-prior", "PACS@127.0.0.1:104"], "--fetch-prior fetches studies to compare with")]
         for extra, message in cases:
             args = [str(tmp_path / "node"), "-m", str(model), *extra] if "-m" not in extra else [str(tmp_path / "node"), *extra]
             assert listen_main(args) == 2, extra
             err = capsys.readouterr().err
             assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _visit(folder: Path, image, geometry, study: str, date: str, patient: str) -> List[Path]:
+    """A patient's study on ``date``: the FLAIR and a T1 series; its files."""
+    tags = {"0008|0020": date, "0010|0020": patient}
+    flair = write_dicom_series(folder / "flair", np.clip(image, 0, None) * 10, geometry, study + ".1", study_uid=study,
+                               extra_tags=tags)
+    t1 = write_dicom_series(folder / "t1", np.clip(image[::-1], 0, None) * 7, geometry, study + ".2", study_uid=study,
+                            description="AX T1 SE", extra_tags={"0018|0081": "12", **tags})
+    return sorted(flair.iterdir()) + sorted(t1.iterdir())
 
 
 def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
@@ -272,12 +283,7 @@ def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
     head, _, head_geometry = phantom_head()  # the same head as a 1.5 mm 3D scan
 
     def write(name: str, image, geometry, study: str, date: str, patient: str) -> List[Path]:
-        tags = {"0008|0020": date, "0010|0020": patient}
-        folder = write_dicom_series(tmp_path / name / "flair", np.clip(image, 0, None) * 10, geometry, study + ".1",
-                                    study_uid=study, extra_tags=tags)
-        t1 = write_dicom_series(tmp_path / name / "t1", np.clip(image[::-1], 0, None) * 7, geometry, study + ".2",
-                                study_uid=study, description="AX T1 SE", extra_tags={"0018|0081": "12", **tags})
-        return sorted(folder.iterdir()) + sorted(t1.iterdir())
+        return _visit(tmp_path / name, image, geometry, study, date, patient)
 
     prior, other, later, older = UID_ROOT + "130", UID_ROOT + "131", UID_ROOT + "132", UID_ROOT + "133"
     pacs = Pacs()
@@ -340,3 +346,99 @@ def test_over_tls_only_callers_with_a_certificate_of_the_ca_are_heard_and_result
     finally:
         node.stop()
         pacs.close()
+
+
+class Archive:
+    """A PACS's study-root query/retrieve SCP holding earlier studies; it moves a study to the AE titles it knows."""
+
+    def __init__(self, files: List[Path], known: dict, ct_studies: tuple = ()) -> None:
+        from deepwml.delivery.dicom_retrieve import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
+
+        self.datasets = [pydicom.dcmread(f) for f in files]
+        self.known, self.moved, self.ct_studies = known, [], ct_studies  # (patient, uid, date): CT, found only
+        ae = pynetdicom.AE(ae_title="ARCHIVE")
+        ae.add_supported_context(STUDY_ROOT_FIND)
+        ae.add_supported_context(STUDY_ROOT_MOVE)
+        for sop_class in sorted({str(ds.SOPClassUID) for ds in self.datasets}):
+            ae.add_requested_context(sop_class)  # for the C-STORE sub-operations of a move
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
+            (pynetdicom.evt.EVT_C_FIND, self._find), (pynetdicom.evt.EVT_C_MOVE, self._move)])
+        self.port = self.server.server_address[1]
+
+    def _find(self, event):
+        query = event.identifier
+        last = str(query.StudyDate).lstrip("-")
+        studies = {str(ds.StudyInstanceUID): ds for ds in self.datasets
+                   if ds.PatientID == query.PatientID and str(ds.StudyDate) <= last}
+        for uid, ds in studies.items():
+            answer = pydicom.Dataset()
+            answer.QueryRetrieveLevel, answer.PatientID, answer.StudyInstanceUID = "STUDY", ds.PatientID, uid
+            answer.StudyDate, answer.ModalitiesInStudy, answer.StudyDescription = ds.StudyDate, ["MR", "SR"], ""
+            yield 0xFF00, answer
+        for patient, uid, date in self.ct_studies:
+            if patient == query.PatientID and date <= last:
+                answer = pydicom.Dataset()
+                answer.QueryRetrieveLevel, answer.PatientID, answer.StudyInstanceUID = "STUDY", patient, uid
+                answer.StudyDate, answer.ModalitiesInStudy, answer.StudyDescription = date, "CT", "CT HEAD"
+                yield 0xFF00, answer
+
+    def _move(self, event):
+        destination = event.move_destination
+        destination = (destination.decode() if isinstance(destination, bytes) else str(destination)).strip()
+        if destination not in self.known:
+            yield None, None
+            return
+        yield self.known[destination]
+        matching = [ds for ds in self.datasets if ds.StudyInstanceUID == event.identifier.StudyInstanceUID]
+        self.moved.append(str(event.identifier.StudyInstanceUID))
+        yield len(matching)
+        for ds in matching:
+            yield 0xFF00, ds
+
+    def to(self) -> str:
+        return f"ARCHIVE@127.0.0.1:{self.port}"
+
+
+def test_the_prior_study_is_retrieved_from_the_pacs_when_the_node_has_none(tmp_path):
+    """--fetch-prior: a patient's first study at the node makes it ask the PACS for the latest earlier MR study
+    (C-FIND; not a later CT, not an older MR), have it sent (C-MOVE), predict it without sending its results, and compare; the study's own results go
+    out at once, the change's once the prior is in."""
+    from deepwml.delivery.dicom_retrieve import move_study
+    from deepwml.utils.errors import DeepWMLError
+    from test_longitudinal import two_visits
+
+    _, base, follow, _ = two_visits(tmp_path)
+    prior, oldest, later = UID_ROOT + "150", UID_ROOT + "151", UID_ROOT + "152"
+    archived = (_visit(tmp_path / "p", base.image, base.geometry, prior, "20240110", "PAT9")
+                + _visit(tmp_path / "o", base.image, base.geometry, oldest, "20200110", "PAT9"))
+    pacs = Pacs()
+    request = PredictRequest(input=Path("."), output=Path("."), dicom_seg=True, dicom_findings=True, dicom_sr=True,
+                             workers=1)  # the shipped model
+    node = DicomNode(NodeConfig(tmp_path / "node", port=0, stable_seconds=0.0, compare_prior=True, delete_received=True,
+                                send_to=(Destination.parse(pacs.to()),)), StudyWork(request), echo=lambda line: None)
+    port = node.start()
+    # a head CT between the two MR studies, which is not what a FLAIR is compared with
+    archive = Archive(archived, {"DEEPWML": ("127.0.0.1", port)}, ct_studies=(("PAT9", UID_ROOT + "153", "20241201"),))
+    node.config.fetch_prior_from = Destination.parse(archive.to())
+    try:
+        with pytest.raises(DeepWMLError, match="does not know the move destination 'NOBODY'"):
+            move_study(node.config.fetch_prior_from, "DEEPWML", prior, "NOBODY")
+        files = _visit(tmp_path / "l", follow.image, follow.geometry, later, "20250110", "PAT9")
+        assert send(port, files) == [0] * len(files)
+        _wait(lambda: not node.idle())
+        assert node.poll() == 1  # the study; its prior asked for and received meanwhile
+        assert archive.moved == [prior] and len(pacs.received) == 3  # the latest earlier one; the study's own results
+        rows = {row["study_uid"]: row for row in _rows(tmp_path / "node")}
+        assert rows[later]["change"] == "awaiting the prior study from the PACS"
+        assert (tmp_path / "node" / "incoming" / later).is_dir()  # kept: the change is filed in its series
+        assert node.poll() == 1 and node.idle()  # the prior, then the comparison and its delivery
+    finally:
+        node.stop()
+        archive.server.shutdown()
+        pacs.close()
+    rows = {row["study_uid"]: row for row in _rows(tmp_path / "node")}
+    assert rows[prior]["retrieved_for"] == later and rows[prior]["status"] == "done" and rows[prior]["delivery"] == ""
+    row = rows[later]
+    assert row["status"] == "delivered" and row["prior_study_uid"] == prior and int(row["new_lesions"]) >= 1
+    assert len(pacs.received) == 6 and {str(ds.StudyInstanceUID) for ds in pacs.received} == {later}
+    assert not (tmp_path / "node" / "incoming" / later).exists() and not (tmp_path / "node" / "incoming" / prior).exists()

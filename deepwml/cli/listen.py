@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also compare each study with the same patient's latest earlier study (by Patient ID and study "
                    "date) that the node predicted, as deepwml_compare does: new, enlarging and resolved lesions, "
                    "with the change's DICOM objects sent beside the study's")
+    p.add_argument("--fetch-prior", metavar="AET@HOST:PORT",
+                   help="with --compare-prior: when the node has no earlier study of the patient, ask this PACS "
+                   "(query/retrieve SCP) for the latest earlier MR study (C-FIND) and have it sent here (C-MOVE to --aet, "
+                   "which the PACS must know); it is predicted (its own results not sent) and the new study compared with it")
     p.add_argument("--tls-cert", type=Path, metavar="PEM",
                    help="listen over TLS with this certificate (DICOM's secure transport; give --tls-key too)")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
@@ -99,12 +103,14 @@ def _main(argv: Optional[List[str]]) -> int:
             __import__(module)
         except ImportError:
             raise DeepWMLError(f"deepwml_listen needs {module} to {extra}: pip install 'deepwml[dicom]'") from None
-    from deepwml.delivery.dicom_store import TlsFiles
+    from deepwml.delivery.dicom_store import Destination, TlsFiles
 
     if args.tls_ca is not None and args.tls_cert is None and not args.send_tls:
         raise DeepWMLError("--tls-ca needs --tls-cert and --tls-key (to listen over TLS) or --send-tls")
-    if args.send_tls and not args.send_to:
-        raise DeepWMLError("--send-tls needs --send-to")
+    if args.send_tls and not (args.send_to or args.fetch_prior):
+        raise DeepWMLError("--send-tls needs --send-to or --fetch-prior")
+    if args.fetch_prior and not args.compare_prior:
+        raise DeepWMLError("--fetch-prior fetches studies to compare with: give --compare-prior too")
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if (args.tls_cert or args.tls_key) else None
     send_tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if args.send_tls else None
     if tls is not None:
@@ -116,7 +122,8 @@ def _main(argv: Optional[List[str]]) -> int:
                         allowed_callers=tuple(args.allow_aet), stable_seconds=args.stable_seconds,
                         send_to=destinations(args.send_to), retry_seconds=args.retry_seconds, timeout=args.timeout,
                         delete_received=args.delete_received, min_free_bytes=int(args.min_free_gb * 2**30),
-                        compare_prior=args.compare_prior, tls=tls, send_tls=send_tls)
+                        compare_prior=args.compare_prior, tls=tls, send_tls=send_tls,
+                        fetch_prior_from=Destination.parse(args.fetch_prior, "--fetch-prior") if args.fetch_prior else None)
     node = DicomNode(config, StudyWork(request), echo=lambda line: print(line, flush=True))
     stopping = []
 

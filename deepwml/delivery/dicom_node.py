@@ -35,8 +35,8 @@ UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 STORED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
 STUDIES_COLUMNS = ["study_uid", "patient_id", "study_date", "accession_number", "study_description", "instances",
                    "received_from", "status", "lesion_count", "total_lesion_volume_ml", "series_read", "warning", "error",
-                   "prior_study_uid", "prior_study_date", "new_lesions", "enlarging_lesions", "change", "delivery",
-                   "updated"]
+                   "prior_study_uid", "prior_study_date", "new_lesions", "enlarging_lesions", "change", "retrieved_for",
+                   "delivery", "updated"]
 #: statuses of a study whose prediction succeeded
 PREDICTED = ("done", "predicted", "delivered")
 #: longest wait between two delivery attempts to a node that is down
@@ -69,6 +69,8 @@ class NodeConfig:
     tls: Optional[TlsFiles] = None
     #: send the results over TLS with these files (the CA checks the destination, the certificate is ours)
     send_tls: Optional[TlsFiles] = None
+    #: with compare_prior: the PACS to ask (C-FIND, C-MOVE) for the patient's earlier study the node has not seen
+    fetch_prior_from: Optional[Destination] = None
 
 
 @dataclass
@@ -96,6 +98,10 @@ class StudyState:
     new_lesions: Optional[int] = None
     enlarging_lesions: Optional[int] = None
     change: str = ""
+    #: the study this one was retrieved from the PACS for, as its prior (its own results are not sent)
+    retrieved_for: str = ""
+    #: the prior study asked of the PACS for this one and not yet predicted
+    awaiting_prior: str = ""
     #: arrival time (epoch seconds) of the newest instance the prediction saw
     received_upto: float = 0.0
     #: destination -> 'delivered' or why not (yet)
@@ -288,25 +294,49 @@ class DicomNode:
             self.log(f"study {study} failed: {state.error}")
             self._next_delivery.pop(study, None)
             self._save(state)
+            self._prior_ready(state)
             return
         state.lesion_count = int(summary.lesion_count)
         state.total_lesion_volume_ml = round(float(summary.total_lesion_volume_ml), 3)
         state.series_read, state.warning = summary.source_series, summary.acquisition_warning
-        state.status = "predicted" if self.config.send_to else "done"
+        # a prior retrieved only to compare another study with: its own results stay here
+        state.status = "predicted" if self.config.send_to and not state.retrieved_for else "done"
         self.log(f"study {study}: {state.lesion_count} lesion(s), {state.total_lesion_volume_ml:g} ml "
                  f"({time.perf_counter() - started:.1f} s)" + (f"; caution: {state.warning}" if state.warning else ""))
-        if self.config.compare_prior:
+        if self.config.compare_prior and not state.retrieved_for:
             self._compare(state, folder)
         self._save(state)
-        if self.config.send_to:
-            self._deliver(study)
-        elif self.config.delete_received:
-            self._forget_received(study)
+        self._finish(state)
+        self._prior_ready(state)
+
+    def _finish(self, state: StudyState) -> None:
+        """Deliver a predicted study's results, or (nowhere to send) forget its received images if asked."""
+        if state.status == "predicted":
+            self._deliver(state.study_uid)
+        elif self.config.delete_received and state.status == "done":
+            self._forget_received(state.study_uid)
+
+    def _prior_ready(self, prior: StudyState) -> None:
+        """Compare the studies that waited for this retrieved prior (or say why they cannot be), then deliver."""
+        for state in [s for s in self.states.values() if s.awaiting_prior == prior.study_uid]:
+            state.awaiting_prior = ""
+            if prior.status == "failed":
+                state.change = f"prior study {prior.study_uid} could not be predicted: {prior.error}"
+                self.log(f"study {state.study_uid}: {state.change}")
+            else:
+                self._compare(state, self.incoming / state.study_uid)
+            if self.config.send_to and state.status != "failed":
+                state.status, state.delivery, state.delivery_attempts = "predicted", {}, 0  # the change goes out too
+            self._save(state)
+            self._finish(state)
 
     def _compare(self, state: StudyState, received: Path) -> None:
-        """Compare a predicted study with the patient's latest earlier one, when the node predicted one."""
+        """Compare a predicted study with the patient's latest earlier one, when the node predicted one (else ask
+        the PACS for it, when the node may)."""
         prior = self._prior_of(state)
         if prior is None:
+            if self.config.fetch_prior_from is not None:
+                self._fetch_prior(state)
             return
         state.prior_study_uid, state.prior_study_date = prior.study_uid, prior.study_date
         try:
@@ -320,6 +350,44 @@ class DicomNode:
         state.new_lesions, state.enlarging_lesions = int(change["new_lesions"]), int(change["enlarging_lesions"])
         state.change = str(change["findings"])
         self.log(f"study {state.study_uid} against {prior.study_uid} of {prior.study_date}: {state.change}")
+
+    def _fetch_prior(self, state: StudyState) -> None:
+        """Ask the PACS for the patient's latest earlier MR study and have it sent here (C-FIND, C-MOVE); the study
+        waits for it, and is compared once it is predicted."""
+        from deepwml.delivery.dicom_retrieve import earlier_studies, move_study
+
+        if not (state.patient_id and state.study_date):
+            return
+        source, config = self.config.fetch_prior_from, self.config
+        try:
+            found = earlier_studies(source, config.ae_title, state.patient_id, state.study_date, config.timeout,
+                                    config.send_tls)
+        except DeepWMLError as e:
+            state.change = f"prior not retrieved: {e}"
+            self.log(f"study {state.study_uid}: {state.change}")
+            return
+        # one the node failed on (no FLAIR, say) would fail again: the next earlier one is asked for instead
+        found = [f for f in found if f.study_uid not in self.states or self.states[f.study_uid].status != "failed"]
+        if not found:
+            self.log(f"study {state.study_uid}: {source} holds no earlier MR study of patient {state.patient_id}")
+            return
+        prior = found[0]
+        placeholder = StudyState(prior.study_uid, patient_id=state.patient_id, study_date=prior.study_date,
+                                 study_description=prior.description, status="retrieving",
+                                 retrieved_for=state.study_uid)
+        self._save(placeholder)
+        self.log(f"study {state.study_uid}: asking {source} for the prior study {prior.study_uid} of {prior.study_date}")
+        try:
+            count = move_study(source, config.ae_title, prior.study_uid, config.ae_title, config.timeout, config.send_tls)
+        except DeepWMLError as e:
+            placeholder.status, placeholder.error = "failed", str(e)[:300]
+            state.change = f"prior not retrieved: {e}"
+            self._save(placeholder)
+            self.log(f"study {state.study_uid}: {state.change}")
+            return
+        state.awaiting_prior, state.prior_study_uid, state.prior_study_date = prior.study_uid, prior.study_uid, prior.study_date
+        state.change = "awaiting the prior study from the PACS"
+        self.log(f"study {state.study_uid}: {count} instance(s) of the prior study {prior.study_uid} received")
 
     def _prior_of(self, state: StudyState) -> Optional[StudyState]:
         """The patient's latest study dated before this one whose prediction (and scan) the node keeps."""
@@ -370,7 +438,10 @@ class DicomNode:
             self._forget_received(study)
 
     def _forget_received(self, study: str) -> None:
-        """Remove a finished study's received files (its results and state stay)."""
+        """Remove a finished study's received files (its results and state stay); not while it waits for a prior,
+        whose comparison files results in its series."""
+        if self.states[study].awaiting_prior:
+            return
         shutil.rmtree(self.incoming / study, ignore_errors=True)
         with self._lock:
             if self.last_arrival.get(study, 0.0) <= self.states[study].received_upto:
@@ -415,7 +486,8 @@ def _describe_study(study: str, files: Sequence[Path], before: Optional[StudySta
     """A fresh state of the study with patient, date, accession and description from one of its headers."""
     import pydicom
 
-    state = StudyState(study, received_from=before.received_from if before else "")
+    state = StudyState(study, received_from=before.received_from if before else "",
+                       retrieved_for=before.retrieved_for if before else "")
     for path in list(files)[:5]:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True,

@@ -165,7 +165,7 @@ def send_outputs(folder: Path, destination: Destination, calling_ae: str = "DEEP
     report.already = [o.path for o in outgoing if o not in todo]
     if not todo:
         return report
-    ae = _application_entity(calling_ae, timeout)
+    ae = application_entity(calling_ae, timeout)
     for sop_class, syntax in sorted({(o.sop_class, o.transfer_syntax) for o in todo}):
         ae.add_requested_context(sop_class, syntax)
     assoc = associate(ae, destination, tls)
@@ -188,7 +188,7 @@ def echo(destination: Destination, calling_ae: str = "DEEPWML", timeout: float =
     import time
 
     check_ae_title(calling_ae, "--calling-aet")
-    ae = _application_entity(calling_ae, timeout)
+    ae = application_entity(calling_ae, timeout)
     ae.add_requested_context(VERIFICATION)
     start = time.perf_counter()
     assoc = associate(ae, destination, tls)
@@ -226,7 +226,7 @@ def _send_one(assoc, item: Outgoing, report: SendReport, delivered: Dict[str, Di
         report.failed[item.path] = f"the node refused it (C-STORE status 0x{code:04X})"
 
 
-def _application_entity(calling_ae: str, timeout: float):
+def application_entity(calling_ae: str, timeout: float):
     """This side of the association: its AE title, and how long to wait for the node at each step."""
     from pynetdicom import AE
 
