@@ -273,6 +273,15 @@ def _visit(folder: Path, image, geometry, study: str, date: str, patient: str) -
     return sorted(flair.iterdir()) + sorted(t1.iterdir())
 
 
+def _comparing_node(folder: Path, pacs: Pacs) -> DicomNode:
+    """A node with the shipped model and all three DICOM outputs, comparing with priors, deleting what it received
+    once delivered to ``pacs``."""
+    request = PredictRequest(input=Path("."), output=Path("."), dicom_seg=True, dicom_findings=True, dicom_sr=True,
+                             workers=1)
+    return DicomNode(NodeConfig(folder, port=0, stable_seconds=0.0, compare_prior=True, delete_received=True,
+                                send_to=(Destination.parse(pacs.to()),)), StudyWork(request), echo=lambda line: None)
+
+
 def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
     """--compare-prior: a patient's later study is compared with the latest earlier one the node predicted (not
     with another patient's), after the earlier study's images are gone (--delete-received); the change's SEG,
@@ -287,10 +296,7 @@ def test_a_follow_up_is_compared_with_the_patient_s_prior_study(tmp_path):
 
     prior, other, later, older = UID_ROOT + "130", UID_ROOT + "131", UID_ROOT + "132", UID_ROOT + "133"
     pacs = Pacs()
-    request = PredictRequest(input=Path("."), output=Path("."), dicom_seg=True, dicom_findings=True, dicom_sr=True,
-                             workers=1)  # the shipped model
-    node = DicomNode(NodeConfig(tmp_path / "node", port=0, stable_seconds=0.0, compare_prior=True, delete_received=True,
-                                send_to=(Destination.parse(pacs.to()),)), StudyWork(request), echo=lambda line: None)
+    node = _comparing_node(tmp_path / "node", pacs)
     port = node.start()
     try:
         for files in (write("v1", base.image, base.geometry, prior, "20240110", "PAT9"),
@@ -412,10 +418,7 @@ def test_the_prior_study_is_retrieved_from_the_pacs_when_the_node_has_none(tmp_p
     archived = (_visit(tmp_path / "p", base.image, base.geometry, prior, "20240110", "PAT9")
                 + _visit(tmp_path / "o", base.image, base.geometry, oldest, "20200110", "PAT9"))
     pacs = Pacs()
-    request = PredictRequest(input=Path("."), output=Path("."), dicom_seg=True, dicom_findings=True, dicom_sr=True,
-                             workers=1)  # the shipped model
-    node = DicomNode(NodeConfig(tmp_path / "node", port=0, stable_seconds=0.0, compare_prior=True, delete_received=True,
-                                send_to=(Destination.parse(pacs.to()),)), StudyWork(request), echo=lambda line: None)
+    node = _comparing_node(tmp_path / "node", pacs)
     port = node.start()
     # a head CT between the two MR studies, which is not what a FLAIR is compared with
     archive = Archive(archived, {"DEEPWML": ("127.0.0.1", port)}, ct_studies=(("PAT9", UID_ROOT + "153", "20241201"),))
