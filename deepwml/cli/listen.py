@@ -86,37 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    from deepwml.delivery.dicom_node import DicomNode, NodeConfig, destinations, listen, StudyWork
-    from deepwml.utils.errors import DeepWMLError
+    from deepwml.delivery.dicom_node import DicomNode, NodeConfig, StudyWork, destinations, listen
+    from deepwml.delivery.dicom_store import Destination
 
-    import math
-
-    for flag, value, least in (("--stable-seconds", args.stable_seconds, 0), ("--min-free-gb", args.min_free_gb, 0),
-                               ("--exit-when-idle", args.exit_when_idle, 0), ("--retry-seconds", args.retry_seconds, None),
-                               ("--timeout", args.timeout, None)):
-        if value is not None and not (math.isfinite(value) and (value >= 0 if least == 0 else value > 0)):
-            raise DeepWMLError(f"{flag} must be a {'non-negative' if least == 0 else 'positive'} number, not {value}")
-    if not 0 <= args.port <= 65535:
-        raise DeepWMLError(f"--port {args.port} is not 0-65535")
-    for module, extra in (("pynetdicom", "receive and send DICOM"), ("highdicom", "write DICOM SEG, findings and SR")):
-        try:
-            __import__(module)
-        except ImportError:
-            raise DeepWMLError(f"deepwml_listen needs {module} to {extra}: pip install 'deepwml[dicom]'") from None
-    from deepwml.delivery.dicom_store import Destination, TlsFiles
-
-    if args.tls_ca is not None and args.tls_cert is None and not args.send_tls:
-        raise DeepWMLError("--tls-ca needs --tls-cert and --tls-key (to listen over TLS) or --send-tls")
-    if args.send_tls and not (args.send_to or args.fetch_prior):
-        raise DeepWMLError("--send-tls needs --send-to or --fetch-prior")
-    if args.fetch_prior and not args.compare_prior:
-        raise DeepWMLError("--fetch-prior fetches studies to compare with: give --compare-prior too")
-    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if (args.tls_cert or args.tls_key) else None
-    send_tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if args.send_tls else None
-    if tls is not None:
-        tls.server_context()  # a certificate or key that cannot be used stops the node before it starts
-    if send_tls is not None:
-        send_tls.client_context()
+    _check(args)
+    tls, send_tls = _tls(args)
     request = _request(args)
     config = NodeConfig(folder=args.folder, ae_title=args.aet, port=args.port, bind=args.bind,
                         allowed_callers=tuple(args.allow_aet), stable_seconds=args.stable_seconds,
@@ -142,6 +116,46 @@ def _main(argv: Optional[List[str]]) -> int:
             signal.signal(s, handler)
     node.log("stopped" + (" (idle)" if not stopping else ""))
     return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    """Numbers, port, extras and option combinations, before anything is read or started."""
+    import math
+
+    from deepwml.utils.errors import DeepWMLError
+
+    for flag, value, least in (("--stable-seconds", args.stable_seconds, 0), ("--min-free-gb", args.min_free_gb, 0),
+                               ("--exit-when-idle", args.exit_when_idle, 0), ("--retry-seconds", args.retry_seconds, None),
+                               ("--timeout", args.timeout, None)):
+        if value is not None and not (math.isfinite(value) and (value >= 0 if least == 0 else value > 0)):
+            raise DeepWMLError(f"{flag} must be a {'non-negative' if least == 0 else 'positive'} number, not {value}")
+    if not 0 <= args.port <= 65535:
+        raise DeepWMLError(f"--port {args.port} is not 0-65535")
+    for module, extra in (("pynetdicom", "receive and send DICOM"), ("highdicom", "write DICOM SEG, findings and SR")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise DeepWMLError(f"deepwml_listen needs {module} to {extra}: pip install 'deepwml[dicom]'") from None
+    if args.tls_ca is not None and args.tls_cert is None and not args.send_tls:
+        raise DeepWMLError("--tls-ca needs --tls-cert and --tls-key (to listen over TLS) or --send-tls")
+    if args.send_tls and not (args.send_to or args.fetch_prior):
+        raise DeepWMLError("--send-tls needs --send-to or --fetch-prior")
+    if args.fetch_prior and not args.compare_prior:
+        raise DeepWMLError("--fetch-prior fetches studies to compare with: give --compare-prior too")
+
+
+def _tls(args: argparse.Namespace) -> tuple:
+    """(TLS files to listen with, TLS files to call with), each None for plain DICOM; files that cannot be used
+    stop the node before it starts."""
+    from deepwml.delivery.dicom_store import TlsFiles
+
+    tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if (args.tls_cert or args.tls_key) else None
+    send_tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_ca) if args.send_tls else None
+    if tls is not None:
+        tls.server_context()
+    if send_tls is not None:
+        send_tls.client_context()
+    return tls, send_tls
 
 
 def _request(args):
