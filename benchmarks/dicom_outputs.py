@@ -29,21 +29,33 @@ from deepwml.synthetic.generate import generate_case
 UID = "1.2.826.0.1.3680043.8.498.78."
 
 
-def write_case(folder: Path, k: int, slices: int) -> np.ndarray:
-    """Synthetic MS#1 case ``k`` as a DICOM series in ``folder``; returns its lesion mask on the series' grid."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)  # deepwml_testing sits at the repository root, not installed
-    from deepwml_testing.dicom_series import write_dicom_series
-
+def synthetic_stack(k: int, slices: int) -> Tuple[np.ndarray, Geometry, np.ndarray]:
+    """Synthetic MS#1 case ``k`` cut to ``slices`` slices: int16 voxels as a scanner stores them, their geometry and
+    the lesion mask."""
     case = generate_case("MS#1", k + 2, seed=0)  # MS#1 case 1 is 256x256; the others 512x512
     pick = np.linspace(0, case.image.shape[0] - 1, slices).round().astype(int)
     g = case.geometry
     geometry = Geometry((g.size[0], g.size[1], slices), g.spacing, g.origin, g.direction)
     image = case.image[pick]
     scale = 1000.0 / max(float(np.percentile(image, 99.5)), 1e-6)
-    write_dicom_series(folder, np.round(image * scale).astype(np.int16), geometry, UID + str(k))
-    return (case.label[pick] > 0).astype(np.uint8)
+    return np.round(image * scale).astype(np.int16), geometry, (case.label[pick] > 0).astype(np.uint8)
+
+
+def dicom_series_writer():
+    """deepwml_testing's DICOM series writer (it sits at the repository root, not installed)."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from deepwml_testing.dicom_series import write_dicom_series
+
+    return write_dicom_series
+
+
+def write_case(folder: Path, k: int, slices: int) -> np.ndarray:
+    """Synthetic MS#1 case ``k`` as a DICOM series in ``folder``; returns its lesion mask on the series' grid."""
+    stored, geometry, mask = synthetic_stack(k, slices)
+    dicom_series_writer()(folder, stored, geometry, UID + str(k))
+    return mask
 
 
 def fastest(fn: Callable[[], object], runs: int) -> float:
