@@ -546,12 +546,21 @@ class StudyWork:
                     os.link(name, followup / Path(name).name)
                 except OSError:
                     shutil.copy2(name, followup / Path(name).name)
+            before, after = study_outputs(prior), study_outputs(study)
             report = compare(CompareRequest(
-                baseline=scan_path(prior), followup=followup, output=study / "change",
-                baseline_mask=prior / f"{prior.name}.nii.gz", followup_mask=study / f"{study.name}.nii.gz",
-                followup_lesions=study / f"{study.name}_lesions.csv", masks_from=f"DeepWML {plan}", overwrite=True,
+                baseline=scan_path(prior), followup=followup, output=study / "change", baseline_mask=before.mask,
+                followup_mask=after.mask, followup_lesions=after.lesions, masks_from=f"DeepWML {plan}", overwrite=True,
                 dicom_seg=t.dicom_seg, dicom_findings=t.dicom_findings, dicom_sr=t.dicom_sr))
         return report.summary
+
+
+def study_outputs(output: Path):
+    """deepwml_predict's output paths of the study whose output folder is ``output`` (a DICOM case named after its
+    received folder, the study UID)."""
+    from deepwml.inference.inputs import DICOM_OUTPUT_ENDING, InputCase
+    from deepwml.inference.outputs import case_outputs
+
+    return case_outputs(output, InputCase(output.name, output, "dicom", DICOM_OUTPUT_ENDING))
 
 
 def scan_path(output: Path) -> Path:
