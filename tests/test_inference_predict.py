@@ -378,3 +378,26 @@ def test_a_folder_predicted_before_min_lesion_ml_existed_resumes_as_keeping_ever
     capsys.readouterr()
     assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--no-qc") == 0
     assert "1 case(s) predicted, 1 already done" in capsys.readouterr().out
+
+
+def test_a_case_finished_before_a_run_over_other_inputs_keeps_its_anatomy_figures(tmp_path):
+    """summary.csv lists one run's cases; the anatomy figures of a case finished earlier, whose map was not saved,
+    must survive a run over other inputs into the same folder (the shipped lesion and anatomy models)."""
+    for folder, name, seed in (("a", "A", 0), ("b", "B", 1), ("ab", "A", 0), ("ab", "B", 1)):
+        image, _, geometry = tiny_case(seed=seed)
+        write_image(image, geometry, tmp_path / folder / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    anatomy_columns = ["periventricular_count", "deep_count", "fazekas_periventricular"]
+    assert predict_main(["-i", str(tmp_path / "a"), "-o", str(out), "--device", "cpu"]) == 0
+    first = pd.read_csv(out / "summary.csv").set_index("case_id").loc["A", anatomy_columns]
+    assert first.notna().all()
+    assert predict_main(["-i", str(tmp_path / "b"), "-o", str(out), "--device", "cpu"]) == 0
+    assert list(pd.read_csv(out / "summary.csv")["case_id"]) == ["B"]
+    assert predict_main(["-i", str(tmp_path / "ab"), "-o", str(out), "--device", "cpu"]) == 0
+    both = pd.read_csv(out / "summary.csv").set_index("case_id")
+    assert both.loc["A", anatomy_columns].tolist() == first.tolist() and both.loc["B", anatomy_columns].notna().all()
+    # predicted anew without the anatomy map, a case's old figures (of another mask) are not brought back
+    assert predict_main(["-i", str(tmp_path / "a"), "-o", str(out), "--device", "cpu", "--overwrite", "--no-anatomy"]) == 0
+    assert predict_main(["-i", str(tmp_path / "ab"), "-o", str(out), "--device", "cpu"]) == 0
+    again = pd.read_csv(out / "summary.csv").set_index("case_id")
+    assert again.loc["A", anatomy_columns].isna().all() and again.loc["B", anatomy_columns].notna().all()

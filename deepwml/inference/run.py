@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error,
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.paths import results_root
 from deepwml.training.device import setup_device, threads_restored
+from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DeepWMLError
 
 
@@ -142,21 +144,52 @@ def predict(request: PredictRequest) -> PredictReport:
         return _predict(request)
 
 
-def earlier_anatomy_rows(path: Path) -> Dict[str, Dict[str, Any]]:
-    """Anatomy columns (locations, McDonald, Fazekas) of the cases an earlier run finished, from its summary.csv."""
-    if not path.is_file():
-        return {}
-    import pandas as pd
+#: every finished case's anatomy figures, kept across runs: summary.csv lists only one run's cases, so a case finished
+#: before a run over other inputs would otherwise come back without them (when its anatomy map was not saved)
+ANATOMY_ROWS_NAME = ".deepwml_anatomy_rows.json"
+ANATOMY_ROWS_LOCK = ".deepwml_anatomy_rows.lock"
 
+
+def earlier_anatomy_rows(path: Path) -> Dict[str, Dict[str, Any]]:
+    """Anatomy columns (locations, McDonald, Fazekas) of the cases earlier runs finished: from the folder's record of
+    them, and from the summary.csv ``path`` (folders from before that record)."""
+    rows: Dict[str, Dict[str, Any]] = {}
+    if path.is_file():
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path, dtype={"case_id": str})
+        except (OSError, ValueError):
+            frame = None
+        columns = [c for c in ANATOMY_SUMMARY_COLUMNS if frame is not None and c in frame.columns]
+        if columns and "status" in frame.columns:
+            ok = frame[frame["status"] == "ok"].set_index("case_id")[columns]
+            rows = {cid: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for cid, row in ok.iterrows()}
     try:
-        frame = pd.read_csv(path, dtype={"case_id": str})
-    except (OSError, ValueError):
-        return {}
-    columns = [c for c in ANATOMY_SUMMARY_COLUMNS if c in frame.columns]
-    if not columns or "status" not in frame.columns:
-        return {}
-    ok = frame[frame["status"] == "ok"].set_index("case_id")[columns]
-    return {cid: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for cid, row in ok.iterrows()}
+        kept = read_json(path.parent / ANATOMY_ROWS_NAME)
+    except DeepWMLError:  # none yet, or a crash or a hand left it unreadable: summary.csv is all there is
+        kept = {}
+    return {**rows, **(kept if isinstance(kept, dict) else {})}
+
+
+def keep_anatomy_rows(out_dir: Path, summaries: Sequence[CaseSummary], predicted: Sequence[str]) -> None:
+    """Record the anatomy figures of this run's finished cases in the folder (written atomically); a case
+    ``predicted`` anew without them (--no-anatomy) loses its old ones, which described another mask."""
+    with open(out_dir / ANATOMY_ROWS_LOCK, "a") as handle:
+        # runs side by side into one folder (array jobs, --num-parts, deepwml_bids participants) add to one record
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            try:
+                kept = read_json(out_dir / ANATOMY_ROWS_NAME)
+            except DeepWMLError:
+                kept = {}
+            kept = dict(kept) if isinstance(kept, dict) else {}
+            rows = {**{k: v for k, v in kept.items() if k not in set(predicted)},
+                    **{s.case_id: s.anatomy for s in summaries if s.status == "ok" and s.anatomy}}
+            if rows != kept:
+                write_json(out_dir / ANATOMY_ROWS_NAME, rows)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _predict(request: PredictRequest) -> PredictReport:
@@ -259,6 +292,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     report.summaries = [summaries[c.case_id] for c in cases]
     report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
     write_csv(summary_frame(report.summaries), report.summary_csv)
+    keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
     report.seconds = time.perf_counter() - start
     return report
 
