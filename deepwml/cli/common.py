@@ -71,3 +71,13 @@ def add_dataset_argument(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument(
         "-d", "--dataset", required=required, help="dataset id (e.g. 501) or folder name (e.g. Dataset501_Synth)"
     )
+
+
+def add_mask_options(parser) -> None:
+    """The options that decide a mask besides the model, as the commands built on deepwml_predict take them."""
+    parser.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: the model's)")
+    parser.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML", help="drop lesions smaller than this (default 0)")
+    parser.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
+                        help="drop lesions whose most probable voxel stays under P (default 0)")
+    parser.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")
+    parser.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, report_native_crashes, run
+from deepwml.cli.common import add_device_argument, add_mask_options, report_native_crashes, run
 
 OUTPUTS = ("seg", "findings", "sr")
 
@@ -75,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", default=None, metavar="NAME_PATTERN",
                    help="the series to read in every study: a pattern its description, protocol or sequence name matches "
                    "(default: the FLAIR chosen as deepwml_predict chooses it)")
-    p.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: the model's)")
-    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML", help="drop lesions smaller than this (default 0)")
-    p.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
-                   help="drop lesions whose most probable voxel stays under P (default 0)")
-    p.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")
-    p.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")
+    add_mask_options(p)
     return p
 
 
