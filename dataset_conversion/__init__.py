@@ -5,6 +5,7 @@ Run one with ``python -m dataset_conversion.NAME --help`` from the repository ro
 - ``wmh2017``: MICCAI 2017 WMH Segmentation Challenge
 - ``msseg``: ISBI 2015 / MSSEG 2016-style MS folders with one or several rater masks (majority vote)
 - ``csv_manifest``: any export described by a CSV file (image files or DICOM series folders)
+- ``bids``: a BIDS dataset's T2-FLAIRs with lesion masks in a derivatives folder (a manifest, or the dataset)
 
 They share the options below and :func:`deepwml.datasets.dataset_writer.write_dataset`, which copies (or links)
 files that are already in the dataset's format, writes dataset.json, and verifies the result.

@@ -114,3 +114,36 @@ def test_scans_replaced_under_an_unchanged_manifest_are_not_taken_for_the_prepar
     before = _scans_digest(folder_case)
     (dicom / "IM0002").write_bytes(b"another slice")
     assert _scans_digest(folder_case) != before
+
+
+@pytest.mark.slow
+def test_scans_kept_aside_score_the_fine_tuned_and_the_start_model(tmp_path, capfd):
+    import json
+
+    import numpy as np
+
+    from deepwml.evaluation.case_metrics import case_metrics
+
+    manifest = _site(tmp_path / "site", n=3, unlabelled=0)
+    model = tmp_path / "models" / "siteA"
+    args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1", "--holdout", "1"]
+    assert finetune_main(args) == 0
+    out = capfd.readouterr().out
+    assert "3 labelled scan(s)" in out and "1 kept aside to score the models on" in out
+    scores = json.loads((tmp_path / "models" / ".siteA.work" / "holdout" / "holdout.json").read_text())
+    (held,) = scores["cases"]
+    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Fine-tuned on: 2 labelled scan(s)" in card and f"kept aside (not trained on: {held})" in card
+    # the figures are those of each model's mask of the scan kept aside against its label
+    work = tmp_path / "models" / ".siteA.work"
+    reference = read_image(next(work.glob(f"raw/Dataset*/labelsTs/{held}.nii.gz"))).array > 0
+    for name in ("finetuned", "start"):
+        predicted = read_image(work / "holdout" / name / f"{held}.nii.gz")
+        expected = case_metrics(reference, predicted.array > 0, predicted.geometry)["dice"]
+        assert np.isclose(scores["models"][name]["mean_dice"], expected)
+        assert f"{scores['models'][name]['mean_dice']:.3f}" in card
+    # the scan kept aside was never trained on: it is in the test split only
+    assert not list(work.glob(f"raw/Dataset*/imagesTr/{held}*")) and list(work.glob(f"raw/Dataset*/imagesTs/{held}*"))
+    # every labelled scan kept aside leaves nothing to train on
+    assert finetune_main([str(manifest), "-o", str(tmp_path / "m2"), "--holdout", "3"]) == 2
+    assert "keeps every one of the 3 labelled scan(s) aside" in capfd.readouterr().err

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
             "The work folder resumes an interrupted run."
         ),
     )
-    p.add_argument("manifest", type=Path, help="the CSV manifest of labelled scans")
+    p.add_argument("manifest", type=Path, help="the CSV manifest of labelled scans, or a BIDS dataset (with --masks)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the model folder to create")
     p.add_argument("--from", dest="start", default="builtin",
                    help="the model to start from: 'builtin' (the shipped model, default) or a trained model's PLAN folder")
@@ -30,9 +30,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="learning rate (default: the fine-tuning default, 0.1 x the plan's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-np", "--num-processes", type=int, default=2, help="processes for conversion and preprocessing")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="keep N labelled scans aside (drawn with --seed; not trained on) and score the fine-tuned model and "
+                   "the model it started from on them: the figures go into the model card (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in -o")
     add_device_argument(p)
+    bids = p.add_argument_group("a BIDS dataset instead of a manifest (docs/dataset_format.md, 'BIDS datasets')")
+    bids.add_argument("--masks", type=Path, default=None,
+                      help="the folder holding the reader's lesion masks in the BIDS layout (a derivatives dataset)")
+    bids.add_argument("--mask-suffix", nargs="+", default=None, metavar="ENDING",
+                      help="the masks' endings after the scan's entities, tried in order (default: label-WMH_mask, "
+                      "label-lesion_mask, desc-lesion_mask, label-lesion_roi and alike)")
+    bids.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL", help="only these participants")
+    bids.add_argument("--session-label", nargs="+", default=None, metavar="LABEL", help="only these sessions")
     return p
+
+
+def bids_manifest(args: argparse.Namespace) -> Path:
+    """The manifest of a BIDS dataset's FLAIRs and masks, written beside the work folder (the same content on a
+    second run, so the run resumes)."""
+    from deepwml.bids.layout import MASK_SUFFIXES, DESCRIPTION_NAME
+    from deepwml.bids.manifest import BidsSelection, manifest_rows, write_manifest
+    from deepwml.pretrained.site_finetune import FinetuneRequest, work_folder
+    from deepwml.utils.errors import DeepWMLError
+
+    if not (args.manifest / DESCRIPTION_NAME).is_file():
+        raise DeepWMLError(f"is a folder but not a BIDS dataset (no {DESCRIPTION_NAME}); give a CSV manifest or a BIDS "
+                           "dataset", args.manifest)
+    if args.masks is None:
+        raise DeepWMLError("a BIDS dataset needs --masks: the folder holding the reader's lesion masks", args.manifest)
+    rows = manifest_rows(args.manifest, BidsSelection(args.participant_label, args.session_label, args.masks,
+                                                      args.mask_suffix or MASK_SUFFIXES))
+    work = work_folder(FinetuneRequest(manifest=args.manifest, output=args.output, work=args.work))
+    path = work.with_name(work.name + ".bids_manifest.csv")
+    write_manifest(rows, path)
+    return path
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -41,9 +73,17 @@ def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or (args.iterations is not None and args.iterations < 1):
         build_parser().error("--epochs and --iterations must be at least 1")
+    bids_only = [flag for flag, value in (("--masks", args.masks), ("--mask-suffix", args.mask_suffix),
+                                          ("--participant-label", args.participant_label),
+                                          ("--session-label", args.session_label)) if value]
+    if args.manifest.is_dir():
+        args.manifest = bids_manifest(args)
+    elif bids_only:
+        build_parser().error(f"{', '.join(bids_only)}: only with a BIDS dataset, not a CSV manifest")
     run_finetune(FinetuneRequest(manifest=args.manifest, output=args.output, start=args.start, work=args.work,
                                  epochs=args.epochs, iterations=args.iterations, lr=args.lr, device=args.device,
-                                 n_jobs=args.num_processes, seed=args.seed, overwrite=args.overwrite))
+                                 n_jobs=args.num_processes, seed=args.seed, overwrite=args.overwrite,
+                                 holdout=args.holdout))
     return 0
 
 

@@ -8,6 +8,7 @@ schedule and the time. Every step is a public command; the work folder resumes a
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from deepwml.datasets.dataset_writer import write_dataset
 from deepwml.datasets.manifest import default_file_ending, read_manifest
 from deepwml.inference.packaging import install_as_folder
 from deepwml.planning.plan import Plan
+from deepwml.pretrained.finetune_holdout import card_lines, choose_holdout, score_holdout
 from deepwml.pretrained.recipe import training_hours
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.commands import run_command
@@ -43,6 +45,8 @@ class FinetuneRequest:
     n_jobs: int = 2
     seed: int = 0
     overwrite: bool = False
+    #: labelled scans kept aside (not trained on) to score the fine-tuned and the start model on (finetune_holdout)
+    holdout: int = 0
 
 
 def start_model(spec: str) -> Path:
@@ -78,13 +82,19 @@ def run_finetune(request: FinetuneRequest) -> Path:
     if out.exists() and not request.overwrite:
         raise DeepWMLError("exists; give another -o or --overwrite to replace the model there", out)
     work = work_folder(request)
+    held = choose_holdout([c.case_id for c in labelled], request.holdout, request.seed)
     identity = {"manifest": _digest(Path(request.manifest)), "scans": _scans_digest(labelled),
                 "start": str(start.resolve()), "epochs": request.epochs,
                 "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
+    if held:  # (a run from before --holdout kept none aside: its identity has no such key)
+        identity["holdout"] = held
     _claim(work, identity)
+    # the scans kept aside go to the test split: converted like the others, never trained on
+    labelled = [dataclasses.replace(c, split="Ts") if c.case_id in held else c for c in labelled]
     raw, pre, results = work / "raw", work / "preprocessed", work / "results"
     if not (raw / DATASET / "dataset.json").is_file():
-        _log(f"{len(labelled)} labelled scan(s) -> {raw / DATASET}" + (f" ({skipped} row(s) without a label left out)" if skipped else ""))
+        _log(f"{len(labelled)} labelled scan(s) -> {raw / DATASET}" + (f" ({skipped} row(s) without a label left out)" if skipped else "")
+             + (f"; {len(held)} kept aside to score the models on" if held else ""))
         result = write_dataset(labelled, raw, DATASET_ID, NAME, file_ending=default_file_ending(labelled),
                                description=f"fine-tuning set from {Path(request.manifest).name}", n_jobs=request.n_jobs)
         if result.problems:
@@ -102,7 +112,15 @@ def run_finetune(request: FinetuneRequest) -> Path:
         else:
             args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
         run_command("train", args, None, "deepwml_finetune")
-    install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, labelled, fold_dir), out)
+    scores = None
+    if held:
+        scores = score_holdout(work, raw / DATASET, default_file_ending(labelled), held, {
+            "finetuned": (results / DATASET / plan.name, ["all"], "latest"), "start": (start, None, "best")}, request.device)
+        for name, label in (("finetuned", "fine-tuned"), ("start", "start model")):
+            _log(f"{label} on the {len(held)} scan(s) kept aside: mean Dice {scores['models'][name]['mean_dice']:.3f}, "
+                 f"lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
+    trained = [c for c in labelled if c.split == "Tr"]
+    install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, trained, fold_dir, scores), out)
     _log(f"installed the fine-tuned model in {out}; use it with: deepwml_predict -i SCANS -o OUT -m {out}")
     return out
 
@@ -150,7 +168,7 @@ def _claim(work: Path, identity: dict) -> None:
     write_json(state, identity)
 
 
-def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dir: Path) -> str:
+def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dir: Path, scores: Optional[dict] = None) -> str:
     """The model card: what it was tuned on, from what, how, and what it does not know."""
     summary = read_json(fold_dir / "validation" / "summary.json") if (fold_dir / "validation" / "summary.json").is_file() else {}
     fit = summary.get("median_dice")
@@ -167,9 +185,13 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
         f"- Training time: {hours * 60:.1f} min (device {request.device})" if hours is not None else "- Training time: not recorded",
         f"- Fit on its own training scans (median per-slice Dice): {fit:.3f}" if isinstance(fit, (int, float)) else
         "- Fit on its own training scans: not recorded",
-        "",
-        "Limits: every labelled scan was trained on, so no figure here measures the model on scans it has not seen;",
-        "check it on a few more labelled scans with deepwml_evaluate (and deepwml_calibrate them for honest",
-        "probabilities) before relying on it. Research use only, not a medical device.",
     ]
+    if scores:
+        lines += card_lines(scores) + ["", "Limits: the scans kept aside are few, so these figures are rough; check the model on more "
+                                           "labelled scans", "(deepwml_bids group --reference, deepwml_evaluate) and deepwml_calibrate "
+                                           "them for honest probabilities before relying on it.", "Research use only, not a medical device."]
+    else:
+        lines += ["", "Limits: every labelled scan was trained on, so no figure here measures the model on scans it has not seen;",
+                  "check it on a few more labelled scans with deepwml_evaluate (and deepwml_calibrate them for honest",
+                  "probabilities) before relying on it, or keep some aside with --holdout. Research use only, not a medical device."]
     return "\n".join(lines) + "\n"
