@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
     from deepwml.inference.model_loading import check_model, resolve_model_dir
@@ -52,8 +55,6 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.training.device import setup_device
     from deepwml.utils.errors import DeepWMLError
 
-    p = build_parser()
-    args = p.parse_args(argv)
     if args.model == BUILTIN_ALIAS:
         folder = builtin_model_dir()
     else:

@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    # torch comes with this: imported once the arguments are known, so that --help answers at once
     from deepwml.longitudinal.run import CompareRequest, compare
 
-    args = build_parser().parse_args(argv)
     rules = ChangeRules(args.tolerance_mm, args.enlarge_fraction, args.enlarge_min_ml, args.new_min_long_axis_mm,
                         args.min_signal_change)
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,

@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.inference.ensemble import ensemble
 
-    args = build_parser().parse_args(argv)
     report = ensemble(args.inputs, args.output, weights=args.weights, threshold=args.threshold,
                       save_probabilities=args.save_probabilities, overwrite=args.overwrite,
                       progress=True if args.progress else None, images=args.images,

@@ -6,8 +6,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import add_dataset_argument, run
-from deepwml.inference.model_loading import resolve_model_dir
-from deepwml.inference.packaging import export_model
 from deepwml.paths import add_root_arguments, results_root
 
 
@@ -32,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
+    # torch comes with these: imported once the arguments are known, so that --help answers at once
+    from deepwml.inference.model_loading import resolve_model_dir
+    from deepwml.inference.packaging import export_model
+
     model_dir = resolve_model_dir(dataset=args.dataset, plan=args.plan, results_root=results_root(args.results_root))
     out = Path(args.output).expanduser()
     manifest = export_model(model_dir, out, args.folds, args.checkpoint)

@@ -68,9 +68,10 @@ def bids_manifest(args: argparse.Namespace) -> Path:
 
 
 def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.pretrained.site_finetune import FinetuneRequest, run_finetune
 
-    args = build_parser().parse_args(argv)
     if args.epochs < 1 or (args.iterations is not None and args.iterations < 1):
         build_parser().error("--epochs and --iterations must be at least 1")
     bids_only = [flag for flag, value in (("--masks", args.masks), ("--mask-suffix", args.mask_suffix),

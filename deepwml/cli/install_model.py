@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.inference.packaging import install_model
 from deepwml.paths import add_root_arguments, results_root
 
 
@@ -30,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
+    # torch comes with this: imported once the arguments are known, so that --help answers at once
+    from deepwml.inference.packaging import install_model
+
     target = install_model(Path(args.zip).expanduser(), results_root(args.results_root), overwrite=args.overwrite)
     print(f"deepwml_install_model: installed {target}; predict with: deepwml_predict -i INPUT -o OUTPUT -m {target}")
     return 0
