@@ -37,7 +37,7 @@ from deepwml.inference.confidence import quantised, uncertainty_map
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.lesion_report import lesion_table, summarize_case
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
-from deepwml.inference.patient_report import ModelInfo, build_patient_report, find_pdf_converter, write_patient_report, write_pdf
+from deepwml.inference.patient_report import MAX_TABLE_ROWS, ModelInfo, build_patient_report, find_pdf_converter, write_patient_report, write_pdf
 from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
 from deepwml.inference.predictor import SlicePredictor
@@ -112,7 +112,7 @@ def main() -> None:
         figures["confidence columns (always)"][-1] -= min(timed_once(lambda: lesion_table(mask, g)) for _ in range(args.runs))
         u = timed("uncertainty map", lambda: uncertainty_map(probs))
         timed("write CASE_uncertainty", lambda: write_image(quantised(u), g, out / "u.nii.gz"))
-        panels = timed("report pictures", lambda: report_panels(p.image.array, mask, g, u))
+        panels = timed("report pictures", lambda: report_panels(p.image.array, mask, g, u, numbered=MAX_TABLE_ROWS))
         page = out / f"{case.case_id}.html"
         timed("report page", lambda: write_patient_report(page, build_patient_report(summary, lesions, panels, g, case.source, model, True)))
         if printer is not None:

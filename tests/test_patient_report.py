@@ -71,6 +71,8 @@ def test_predict_writes_uncertainty_confidence_and_a_self_contained_report(tmp_p
     assert len(re.findall(r"<tr><th>\d+</th>", page)) == len(lesions)  # one table row per lesion
     assert "6 axial" in page and "6.00 mm" in page  # slices and slice thickness of the input
     assert "No lesion found" in (out / "report" / "b.html").read_text()
+    assert "lesion number: its row in the lesion table" in page  # the pictures number the table's lesions
+    assert "lesion number" not in (out / "report" / "b.html").read_text()
 
     # the report counts as an output for resuming: a run asking for it redoes cases that lack it
     (out / "report" / "b.html").unlink()

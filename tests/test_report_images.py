@@ -1,5 +1,6 @@
 """The report's slice pictures: the pixels of the cheap composition (upscale first, blend only tinted pixels,
-erode only around the mask) are those of the plain float composition of every pixel."""
+erode only around the mask) are those of the plain float composition of every pixel; lesion numbers go beside the
+lesions they name and change nothing else."""
 from __future__ import annotations
 
 import io
@@ -18,6 +19,7 @@ from deepwml.inference.report_images import (
     UNCERTAINTY_ALPHA,
     UNCERTAINTY_FLOOR,
     UNCERTAINTY_RGB,
+    lesion_marks,
     report_panels,
 )
 
@@ -82,3 +84,78 @@ def test_panels_hold_exactly_the_pixels_of_the_plain_composition(with_uncertaint
         every = np.concatenate([p.reshape(-1, 3) for _, p in expected])
         assert (every == (CONTOUR_RGB * 255 + 0.5).astype(np.uint8)).all(axis=1).any()
         assert (every[:, 0] != every[:, 2]).sum() > 100 and (every[:, 0] == every[:, 2]).sum() > 100
+
+
+def test_lesion_marks_sit_at_the_top_right_of_each_piece_of_a_numbered_lesion():
+    ids = np.zeros((30, 40), np.int32)
+    ids[5:9, 10:14] = 3
+    ids[20:25, 2:30] = 1
+    ids[0:2, 35:38] = 61  # beyond the numbered ones (the table's rows): no number
+    ids[26:29, 33:36] = 1  # lesion 1 again: a second piece of it on this slice (joined through another slice)
+    assert lesion_marks(ids, 60) == [(1, 20, 30), (1, 26, 36), (3, 5, 14)]
+    assert lesion_marks(ids, 0) == [] and lesion_marks(np.zeros((4, 4), np.int32), 60) == []
+
+
+def _pixels(panel):
+    return np.asarray(PILImage.open(io.BytesIO(panel.png)).convert("RGB"))
+
+
+def test_numbers_are_drawn_beside_their_lesions_and_change_nothing_else():
+    """Lesion ids follow the lesion table (most voxels first, across slices); each panel shows the numbers of the
+    lesions cut by it, to the right of each, and every pixel away from them is as in the unnumbered panel."""
+    from deepwml.inference.lesion_report import lesion_table
+    from deepwml.inference.report_images import NUMBER_RGB
+
+    rng = np.random.default_rng(1)
+    shape = (3, 64, 64)
+    image = (np.full(shape, 300.0) + rng.normal(0, 20, shape)).astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    mask[0, 40:44, 10:14] = 1  # lesion 2 (16 voxels)
+    mask[1:3, 10:20, 30:40] = 1  # lesion 1 (200 voxels, two slices)
+    mask[2, 50:52, 50:52] = 1  # lesion 3 (4 voxels)
+    geometry = Geometry((64, 64, 3), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    table = lesion_table(mask, geometry)
+    assert list(table["voxels"]) == [200, 16, 4] and list(table["lesion_id"]) == [1, 2, 3]
+    plain = report_panels(image, mask, geometry)
+    numbered = report_panels(image, mask, geometry, numbered=60)
+    assert [p.numbered for p in plain] == [False] * 3 and [p.numbered for p in numbered] == [True] * 3
+    only_first = report_panels(image, mask, geometry, numbered=1)
+    assert [p.numbered for p in only_first] == [False, True, True]  # slice 0 holds lesion 2 only
+    yellow = np.array(NUMBER_RGB, np.uint8)
+    for k, (a, b) in enumerate(zip(plain, numbered)):
+        before, after = _pixels(a), _pixels(b)
+        changed = (before != after).any(axis=2)
+        assert changed.any() and (after[changed] == yellow).all(axis=1).any()
+        # the lesions cut by this slice, with their outline's right edge on the panel (the panel is 5x the 1 mm grid)
+        scale = before.shape[1] / 64
+        boxes = {0: [(40, 44, 10, 14)], 1: [(10, 20, 30, 40)], 2: [(10, 20, 30, 40), (50, 52, 50, 52)]}[k]
+        near = np.zeros(changed.shape, bool)
+        for r0, r1, c0, c1 in boxes:
+            # the number's cell: right of the outline, about its top row, a few digits wide
+            rows = slice(max(int(r0 * scale) - 20, 0), int(r0 * scale) + 20)
+            near[rows, int(c1 * scale):int(c1 * scale) + 40] = True
+            assert changed[rows, int(c1 * scale):int(c1 * scale) + 40].any()
+        assert not changed[~near].any()
+    # a number never covers its own lesion's outline
+    contour = (CONTOUR_RGB * 255 + 0.5).astype(np.uint8)
+    for a, b in zip(plain, numbered):
+        before, after = _pixels(a), _pixels(b)
+        was_outline = (before == contour).all(axis=2)
+        assert (after[was_outline] == contour).all()
+
+
+def test_numbers_of_lesions_side_by_side_do_not_run_together():
+    """Two lesions whose numbers would land on one spot: the second moves clear of the first ('5' beside '2' must
+    not read as '52')."""
+    from deepwml.inference.report_images import NUMBER_RGB, _number_lesions
+
+    blank = np.zeros((200, 200, 3), np.uint8)
+    yellow = np.array(NUMBER_RGB, np.uint8)
+
+    def rows_drawn(marks):
+        drawn = (_number_lesions(blank.copy(), marks) == yellow).all(axis=2)
+        return np.flatnonzero(drawn.any(axis=1))
+
+    one = rows_drawn([(5, 100, 100)])
+    both = rows_drawn([(5, 100, 100), (2, 100, 104)])
+    assert one.size and both.max() - both.min() > 2 * (one.max() - one.min())  # stacked, not side by side

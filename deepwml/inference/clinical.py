@@ -67,10 +67,11 @@ def write_clinical_outputs(
         write_findings_capture(image.array, mask, geometry, summary, first_header(case.source, options.series_uid),
                                outputs.dicom_capture, f"model {model_name}")
     if extras.report:
-        from deepwml.inference.patient_report import build_patient_report, write_patient_report
+        from deepwml.inference.patient_report import MAX_TABLE_ROWS, build_patient_report, write_patient_report
         from deepwml.inference.report_images import report_panels
 
-        panels = report_panels(image.array, mask, geometry, uncertainty)
+        # the lesions the page's table lists are numbered on its pictures
+        panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS)
         page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None,
                                     series=_series_label(case, options.series_uid))
         write_patient_report(outputs.report_html, page)

@@ -67,15 +67,20 @@ def label_lesions(mask: np.ndarray) -> tuple:
 def lesion_id_labels(mask: np.ndarray, slice_axis: int) -> tuple:
     """The lesions of a binary (z, y, x) mask labelled with their lesion-table ids (most voxels first, then the
     first slice along ``slice_axis``, as :func:`lesion_table` orders its rows); returns (labels int32, count)."""
-    raw, count = label_lesions(mask)
-    if count == 0:
-        return raw, 0
+    mask = np.asarray(mask) > 0
+    box = _lesion_box(mask)
+    labels = np.zeros(mask.shape, np.int32)
+    if box is None:
+        return labels, 0
+    # only the box that holds the lesions is labelled, as in lesion_table: the same components at a fraction of the cost
+    raw, count = label_lesions(mask[box])
     voxels = np.bincount(raw.ravel(), minlength=count + 1)[1:]
     first = np.array([s[slice_axis].start for s in ndimage.find_objects(raw)])
     order = np.lexsort((np.arange(count), first, -voxels))
     relabel = np.zeros(count + 1, np.int32)
     relabel[order + 1] = np.arange(1, count + 1)
-    return relabel[raw], count
+    labels[box] = relabel[raw]
+    return labels, count
 
 
 def check_lesion_filters(min_ml: float, min_peak: float) -> None:

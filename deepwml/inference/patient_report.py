@@ -184,6 +184,9 @@ def panels_html(panels: Sequence["Panel"], with_uncertainty: bool) -> str:
         for p in panels
     )
     legend = '<span class="swatch" style="background:#ff2e2e"></span>lesion mask outline'
+    if any(getattr(p, "numbered", False) for p in panels):
+        legend += (f'<span class="swatch" style="background:#fff078;border:1px solid #000"></span>lesion number: its row in '
+                   f"the lesion table (the {MAX_TABLE_ROWS} largest lesions are numbered)")
     if with_uncertainty:
         legend += ('<span class="swatch" style="background:linear-gradient(90deg,#333,#ffdb00)"></span>'
                    "uncertainty (yellow, brighter = less sure; below 0.1 not shown)")

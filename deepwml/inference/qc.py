@@ -120,11 +120,14 @@ def font(size: int) -> ImageFont.ImageFont:
 
 
 def draw_text(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], text: str, fill: Union[int, Tuple[int, int, int]],
-              font: ImageFont.ImageFont, align: float) -> None:
-    """Draw ``text`` vertically centred on ``xy``; ``align`` 0 puts its left end there, 0.5 its middle, 1 its right end.
-    (Measured with textbbox rather than Pillow's anchors, which the bitmap fallback font does not support.)"""
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
-    draw.text((xy[0] - x0 - align * (x1 - x0), xy[1] - y0 - (y1 - y0) / 2), text, fill=fill, font=font)
+              font: ImageFont.ImageFont, align: float, stroke: Optional[Tuple[int, Tuple[int, int, int]]] = None) -> None:
+    """Draw ``text`` vertically centred on ``xy``; ``align`` 0 puts its left end there, 0.5 its middle, 1 its right end;
+    ``stroke``: (width, colour) of a rim around the letters. (Measured with textbbox rather than Pillow's anchors,
+    which the bitmap fallback font does not support.)"""
+    width, rim = stroke if stroke is not None else (0, None)
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font, stroke_width=width)
+    draw.text((xy[0] - x0 - align * (x1 - x0), xy[1] - y0 - (y1 - y0) / 2), text, fill=fill, font=font,
+              stroke_width=width, stroke_fill=rim)
 
 
 def render_panel(

@@ -1,19 +1,22 @@
-"""Slice pictures for the per-patient report: FLAIR in grey, the mask outlined in red and, when there is one, the
-uncertainty map as a yellow haze. Composed with numpy and encoded by Pillow (no figure layout), so a 25-slice case
-costs well under a second; the page lays the panels out and prints their slice numbers as text.
+"""Slice pictures for the per-patient report: FLAIR in grey, the mask outlined in red, each lesion of the report's
+table numbered beside its outline with its ``lesion_id``, and, when there is one, the uncertainty map as a yellow
+haze. Composed with numpy and encoded by Pillow (no figure layout), so a 25-slice case costs well under a second; the
+page lays the panels out and prints their slice numbers as text.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageDraw
 from scipy import ndimage
 
 from deepwml.imageio import Geometry
-from deepwml.inference.qc import canonical_view, choose_slices, display_window, head_box
+from deepwml.inference.lesion_report import lesion_id_labels
+from deepwml.inference.qc import canonical_view, choose_slices, display_window, draw_text, font, head_box
 
 #: panels are resized (nearest neighbour, square pixels) to this many pixels on their longer side: the page shows
 #: them ~200 px wide, so bigger would only cost encoding time and page size
@@ -25,14 +28,20 @@ UNCERTAINTY_FLOOR = 0.1
 UNCERTAINTY_ALPHA = 0.75
 #: outline width in shown pixels: the page scales panels down to ~200 px, a 1-pixel line would vanish
 OUTLINE_PIXELS = 3
+#: lesion numbers: yellow-white on a black rim, so they read on bright lesions and dark background alike; sized for
+#: the ~200 px the page shows a panel at
+NUMBER_RGB = (255, 240, 120)
+NUMBER_PIXELS = 22
 
 
 @dataclass(frozen=True)
 class Panel:
-    """One slice picture: its 0-based slice number along the input's slice axis and the PNG bytes."""
+    """One slice picture: its 0-based slice number along the input's slice axis, the PNG bytes, and whether lesion
+    numbers are drawn on it."""
 
     slice_number: int
     png: bytes
+    numbered: bool = False
 
 
 def _resize_index(n: int, pixel_mm: float, scale: float) -> np.ndarray:
@@ -99,16 +108,75 @@ def _png(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def lesion_marks(ids: np.ndarray, max_id: int) -> List[Tuple[int, int, int]]:
+    """(lesion id, row, column) for each in-plane piece of a lesion with an id up to ``max_id`` on one panel of lesion
+    ids: the top right corner of the piece, where its number goes (beside it, not over it). A lesion joined through
+    other slices may show as several pieces here; each carries its number."""
+    ids = np.asarray(ids)
+    shown = (ids > 0) & (ids <= max_id)
+    around = _bounding_box(shown)
+    if around is None:
+        return []
+    ids, (top, left) = ids[around], (around[0].start, around[1].start)
+    pieces, count = ndimage.label(shown[around], structure=np.ones((3, 3), bool))
+    # a piece lies within one lesion (lesions touching in-plane would be one 26-connected lesion): any pixel names it
+    owners = np.zeros(count + 1, ids.dtype)
+    where = np.flatnonzero(pieces)
+    owners[pieces.ravel()[where]] = ids.ravel()[where]
+    boxes = ndimage.find_objects(pieces)
+    return sorted((int(owner), top + box[0].start, left + box[1].stop) for owner, box in zip(owners[1:], boxes))
+
+
+def _free_spot(rect: Tuple[int, int, int, int], taken: List[Tuple[int, int, int, int]], height: int,
+               limit: int) -> Tuple[int, int, int, int]:
+    """``rect`` (x0, y0, x1, y1) moved down or up by whole text heights until it overlaps no rectangle in ``taken``
+    (with a 3-pixel margin, so that '5' beside '2' never reads as '52'); as it is when there is no such place."""
+    def clear(r):
+        return all(r[2] + 3 <= o[0] or o[2] + 3 <= r[0] or r[3] + 3 <= o[1] or o[3] + 3 <= r[1] for o in taken)
+
+    for step in (0, 1, -1, 2, -2, 3, -3):
+        moved = (rect[0], rect[1] + step * height, rect[2], rect[3] + step * height)
+        if moved[1] >= 0 and moved[3] <= limit and clear(moved):
+            return moved
+    return rect
+
+
+def _number_lesions(rgb: np.ndarray, marks: List[Tuple[int, int, int]]) -> np.ndarray:
+    """``rgb`` with each mark's lesion id written just right of and level with its corner, inside the picture and
+    clear of the numbers already written."""
+    if not marks:
+        return rgb
+    picture = PILImage.fromarray(rgb, mode="RGB")
+    draw, face = ImageDraw.Draw(picture), font(NUMBER_PIXELS)
+    height, width = rgb.shape[:2]
+    taken: List[Tuple[int, int, int, int]] = []
+    for lesion_id, row, col in marks:
+        text = str(lesion_id)
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=face, stroke_width=2)
+        w, h = x1 - x0, y1 - y0
+        x = min(max(col + 2, 0), max(width - w, 0))
+        y = min(max(row - h // 2, 0), max(height - h, 0))
+        x, y, _, _ = rect = _free_spot((x, y, x + w, y + h), taken, h, height)
+        taken.append(rect)
+        draw_text(draw, (x, y + h // 2), text, NUMBER_RGB, face, 0.0, stroke=(2, (0, 0, 0)))
+    return np.asarray(picture)
+
+
 def report_panels(
-    image: np.ndarray, mask: np.ndarray, geometry: Geometry, uncertainty: Optional[np.ndarray] = None
+    image: np.ndarray, mask: np.ndarray, geometry: Geometry, uncertainty: Optional[np.ndarray] = None,
+    numbered: int = 0,
 ) -> List[Panel]:
     """Panels of the slices with lesions (the largest ones when there are many; a spread when there is none).
 
     Slices are shown as the QC montage shows them: radiological view (patient right on the left), cropped to the head.
+    ``numbered``: lesions 1..numbered of the lesion table (its ids: most voxels first) get their number beside them.
     """
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view = canonical_view(np.asarray(mask) > 0, geometry)[0]
     u_view = canonical_view(uncertainty, geometry)[0] if uncertainty is not None else None
+    ids_view = None
+    if numbered > 0 and mask_view.any():
+        ids_view = canonical_view(lesion_id_labels(np.asarray(mask) > 0, geometry.slice_axis_numpy)[0], geometry)[0]
     lo, hi = display_window(view)
     rows, cols = head_box(view, lo, hi)
     index = _panel_indices(rows, cols, view.shape[1:], row_mm, col_mm)
@@ -117,5 +185,7 @@ def report_panels(
         # nearest-neighbour upscaling first: the grey window is per pixel, so it gives the same values on the panel
         grey = np.clip((_gather(view[s], index).astype(np.float32, copy=False) - lo) / (hi - lo), 0.0, 1.0)
         u = _gather(u_view[s], index).astype(np.float32, copy=False) if u_view is not None else None
-        panels.append(Panel(int(slice_numbers[s]), _png(_panel_rgb(grey, _gather(mask_view[s], index), u))))
+        rgb = _panel_rgb(grey, _gather(mask_view[s], index), u)
+        marks = lesion_marks(_gather(ids_view[s], index), numbered) if ids_view is not None else []
+        panels.append(Panel(int(slice_numbers[s]), _png(_number_lesions(rgb, marks)), bool(marks)))
     return panels
