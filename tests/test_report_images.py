@@ -130,7 +130,7 @@ def test_numbers_are_drawn_beside_their_lesions_and_change_nothing_else():
         scale = before.shape[1] / 64
         boxes = {0: [(40, 44, 10, 14)], 1: [(10, 20, 30, 40)], 2: [(10, 20, 30, 40), (50, 52, 50, 52)]}[k]
         near = np.zeros(changed.shape, bool)
-        for r0, r1, c0, c1 in boxes:
+        for r0, _r1, _c0, c1 in boxes:
             # the number's cell: right of the outline, about its top row, a few digits wide
             rows = slice(max(int(r0 * scale) - 20, 0), int(r0 * scale) + 20)
             near[rows, int(c1 * scale):int(c1 * scale) + 40] = True

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-anatomy", action="store_true",
                    help="write CASE_anatomy<ending>: the anatomy label map on the input's grid (0 background, 1 white matter, "
                    "2 ventricle, 3 cortex, 4 infratentorial)")
+    p.add_argument("--save-lesion-ids", action="store_true",
+                   help="write CASE_lesionids<ending> (each lesion labelled with its lesion_id in CASE_lesions.csv, the "
+                   "number the report prints beside it) and CASE_lesionids.txt (the labels' names as an ITK-SNAP label "
+                   "description: id, volume, location, confidence), to find, hide or clear a lesion in a viewer")
     p.add_argument("--white-matter-only", action="store_true",
                    help="drop every lesion the anatomy map places mostly in the cortex or outside the brain, as WMH tools do "
                    "with a white-matter mask: on real MS FLAIR most such components are false positives (faint cortex "
@@ -139,6 +143,7 @@ def _main(argv: Optional[List[str]]) -> int:
         anatomy=not args.no_anatomy,
         anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,
         save_anatomy=args.save_anatomy,
+        save_lesion_ids=args.save_lesion_ids,
         white_matter_only=args.white_matter_only,
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,

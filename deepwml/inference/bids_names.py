@@ -10,6 +10,7 @@ probabilities        ``<entities>_label-WMH_probseg<ending>``
 uncertainty          ``<entities>_desc-wmh_uncertainty<ending>`` (BIDS defines no suffix for it)
 lesion table         ``<entities>_desc-wmh_lesions.csv``
 anatomy label map    ``<entities>_desc-anatomy_dseg<ending>``
+lesion ids           ``<entities>_desc-lesionids_dseg<ending>`` (and ``.txt``, its label names)
 ===================  ==========================================
 
 A case id without BIDS entities keeps the plain names. QC picture, report page and DICOM SEG keep the case id
@@ -34,6 +35,7 @@ class OutputNames:
     uncertainty: str
     lesions: str
     anatomy: str = ""
+    lesion_ids: str = ""
 
 
 def bids_entities(case_id: str) -> Optional[List[str]]:
@@ -52,7 +54,8 @@ def output_names(case_id: str, bids: bool = False) -> OutputNames:
     """Plain names, or BIDS-derivative names when ``bids`` and the case id carries BIDS entities."""
     entities = bids_entities(case_id) if bids else None
     if entities is None:
-        return OutputNames(case_id, f"{case_id}_prob", f"{case_id}_uncertainty", f"{case_id}_lesions", f"{case_id}_anatomy")
+        return OutputNames(case_id, f"{case_id}_prob", f"{case_id}_uncertainty", f"{case_id}_lesions", f"{case_id}_anatomy",
+                           f"{case_id}_lesionids")
     prefix = "_".join(entities)
     return OutputNames(f"{prefix}_desc-wmh_mask", f"{prefix}_label-WMH_probseg", f"{prefix}_desc-wmh_uncertainty", f"{prefix}_desc-wmh_lesions",
-                       f"{prefix}_desc-anatomy_dseg")
+                       f"{prefix}_desc-anatomy_dseg", f"{prefix}_desc-lesionids_dseg")

@@ -33,6 +33,8 @@ class ExtraOutputs:
     dicom_sr: bool = False
     #: CASE_anatomy<ending>: the anatomy model's label map (deepwml_predict --save-anatomy)
     anatomy: bool = False
+    #: CASE_lesionids<ending> and .txt: every lesion under its lesion_id, and the label names (--save-lesion-ids)
+    lesion_ids: bool = False
     #: False for a multi-class model, whose prediction is a label map without lesion table
     lesion_table: bool = True
 
@@ -52,6 +54,8 @@ class CaseOutputs:
     anatomy: Optional[Path] = None
     dicom_capture: Optional[Path] = None  # DICOM series inputs only
     dicom_sr: Optional[Path] = None  # DICOM series inputs only
+    lesion_ids: Optional[Path] = None
+    lesion_id_names: Optional[Path] = None
 
     def required(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> List[Path]:
         """Files that must exist for the case to count as done (the PDF never: its converter may be missing)."""
@@ -61,7 +65,8 @@ class CaseOutputs:
         if qc:
             paths.append(self.qc)
         chosen = [(extras.uncertainty, self.uncertainty), (extras.report, self.report_html), (extras.dicom_seg, self.dicom_seg),
-                  (extras.anatomy, self.anatomy), (extras.dicom_capture, self.dicom_capture), (extras.dicom_sr, self.dicom_sr)]
+                  (extras.anatomy, self.anatomy), (extras.dicom_capture, self.dicom_capture), (extras.dicom_sr, self.dicom_sr),
+                  (extras.lesion_ids, self.lesion_ids), (extras.lesion_ids, self.lesion_id_names)]
         return paths + [p for wanted, p in chosen if wanted and p is not None]
 
     def complete(self, probabilities: bool, qc: bool = True, extras: ExtraOutputs = ExtraOutputs()) -> bool:
@@ -71,7 +76,7 @@ class CaseOutputs:
     def extra_paths(self) -> List[Path]:
         """Every optional output path of the case."""
         return [p for p in (self.uncertainty, self.report_html, self.report_pdf, self.dicom_seg, self.anatomy, self.dicom_capture,
-                          self.dicom_sr) if p is not None]
+                          self.dicom_sr, self.lesion_ids, self.lesion_id_names) if p is not None]
 
 
 def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
@@ -91,6 +96,8 @@ def case_outputs(out_dir: Path, case: InputCase) -> CaseOutputs:
         anatomy=out_dir / f"{names.anatomy}{ending}",
         dicom_capture=out_dir / f"{case.case_id}_findings.dcm" if case.kind == "dicom" else None,
         dicom_sr=out_dir / f"{case.case_id}_sr.dcm" if case.kind == "dicom" else None,
+        lesion_ids=out_dir / f"{names.lesion_ids}{ending}",
+        lesion_id_names=out_dir / f"{names.lesion_ids}.txt",
     )
 
 
@@ -190,6 +197,9 @@ def check_output_collisions(
             claim(o.dicom_sr, case.case_id, "DICOM SR")
         if extras.anatomy:
             claim(o.anatomy, case.case_id, "anatomy label map", image=True)
+        if extras.lesion_ids:
+            claim(o.lesion_ids, case.case_id, "lesion-id map", image=True)
+            claim(o.lesion_id_names, case.case_id, "lesion-id names")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -11,7 +11,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
 from deepwml.preprocessing.transforms import Preprocessed, preprocess_arrays, revert_label_probabilities
 from deepwml.utils.errors import DeepWMLError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -108,6 +111,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
     if options.clinical.extras.anatomy and anatomy is not None:
         write_image(anatomy, geometry, outputs.anatomy)
+    if options.clinical.extras.lesion_ids:
+        write_lesion_ids(mask, lesions, geometry, outputs)
     # the mask is written last among the image outputs: its presence marks the case as done for resuming
     if options.save_probabilities:
         write_image(probs.astype(np.float32, copy=False), geometry, outputs.probabilities)
@@ -117,6 +122,15 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title)
     write_image(mask, geometry, outputs.mask)
     return summary
+
+
+def write_lesion_ids(mask: np.ndarray, lesions: "pd.DataFrame", geometry: Any, outputs: CaseOutputs) -> None:
+    """CASE_lesionids: every lesion under its lesion-table id, and the ITK-SNAP names of the labels."""
+    from deepwml.inference.lesion_ids import label_description, lesion_id_map
+    from deepwml.utils.atomic import write_text
+
+    write_image(lesion_id_map(mask, geometry.slice_axis_numpy), geometry, outputs.lesion_ids)
+    write_text(outputs.lesion_id_names, label_description(lesions))
 
 
 def write_label_map_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions) -> CaseSummary:

@@ -74,6 +74,8 @@ class PredictRequest:
     anatomy: bool = True
     anatomy_model: Optional[Path] = None
     save_anatomy: bool = False
+    #: CASE_lesionids<ending> + .txt: each lesion labelled with its lesion_id, and the labels' names
+    save_lesion_ids: bool = False
     #: keep only the lesions the anatomy map places in white matter (deepwml.inference.white_matter)
     white_matter_only: bool = False
     #: lesion probability at or above which a voxel is lesion (None: the plan's inference.threshold)
@@ -303,6 +305,7 @@ def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutp
                         pdf=request.report == "pdf", dicom_seg=request.dicom_seg, dicom_capture=request.dicom_findings,
                         dicom_sr=request.dicom_sr,
                         anatomy=request.save_anatomy,
+                        lesion_ids=request.save_lesion_ids,
                         lesion_table=not label_map)
 
 
@@ -317,6 +320,7 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--save-uncertainty", request.save_uncertainty), ("--report", request.report),
                                             ("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
                                             ("--dicom-sr", request.dicom_sr), ("--save-anatomy", request.save_anatomy),
+                                            ("--save-lesion-ids", request.save_lesion_ids),
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
                                             ("--threshold", request.threshold is not None),
