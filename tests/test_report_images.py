@@ -11,6 +11,7 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 from deepwml.imageio import Geometry
+from deepwml.inference.lesion_numbers import lesion_marks
 from deepwml.inference.qc import canonical_view, choose_slices, display_window, head_box
 from deepwml.inference.report_images import (
     CONTOUR_RGB,
@@ -19,7 +20,6 @@ from deepwml.inference.report_images import (
     UNCERTAINTY_ALPHA,
     UNCERTAINTY_FLOOR,
     UNCERTAINTY_RGB,
-    lesion_marks,
     report_panels,
 )
 
@@ -159,3 +159,27 @@ def test_numbers_of_lesions_side_by_side_do_not_run_together():
     one = rows_drawn([(5, 100, 100)])
     both = rows_drawn([(5, 100, 100), (2, 100, 104)])
     assert one.size and both.max() - both.min() > 2 * (one.max() - one.min())  # stacked, not side by side
+
+
+def test_the_findings_montage_numbers_the_lesions_beside_them_in_white():
+    """qc_montage(numbered=...) (the DICOM findings picture, whose lesions the SR tracks as 'lesion K'): white digits
+    on a black rim beside the lesions, the outlines and the title band untouched; without it the montage is as before."""
+    from deepwml.inference.qc import GREY_LEVELS, RED, TITLE_PIXELS, qc_montage
+
+    rng = np.random.default_rng(2)
+    shape = (3, 64, 64)
+    image = (np.full(shape, 300.0) + rng.normal(0, 20, shape)).astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    mask[0, 40:44, 10:14] = 1
+    mask[1:3, 10:20, 30:40] = 1
+    geometry = Geometry((64, 64, 3), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    plain = np.asarray(qc_montage(image, mask, geometry, "t"))
+    numbered = np.asarray(qc_montage(image, mask, geometry, "t", numbered=60))
+    assert np.array_equal(plain, np.asarray(qc_montage(image, mask, geometry, "t", numbered=0)))
+    changed = plain != numbered
+    assert (numbered[changed] == GREY_LEVELS - 1).sum() > 10 and (numbered[changed] == 0).sum() > 10
+    assert numbered[changed].max() <= GREY_LEVELS - 1  # digits and rim (smoothed along the grey ramp), no other colour
+    assert not changed[:TITLE_PIXELS].any() and (numbered[plain == RED] == RED).all()
+    # each of the three panels (one per slice with lesion) holds a number
+    panel_width = plain.shape[1] // 3
+    assert all(changed[:, k * panel_width:(k + 1) * panel_width].any() for k in range(3))

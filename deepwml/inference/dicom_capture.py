@@ -17,6 +17,7 @@ from PIL import ImageDraw
 import deepwml
 from deepwml.anatomy.location import LOCATIONS
 from deepwml.imageio import Geometry
+from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.qc import draw_text, font, qc_montage
 from deepwml.preprocessing.orientation import canonical_orientation
@@ -52,8 +53,10 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
 
 
 def findings_picture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, lines: List[str]) -> np.ndarray:
-    """(rows, cols, 3) uint8: the findings in white on black above the QC montage (outline red, as in qc/CASE.png)."""
-    return with_text_above(np.asarray(qc_montage(image, mask, geometry).convert("RGB")), lines)
+    """(rows, cols, 3) uint8: the findings in white on black above the QC montage (outline red, as in qc/CASE.png),
+    its lesions numbered as the SR's lesion groups (``lesion K`` = lesion_id) and the report's table."""
+    montage = qc_montage(image, mask, geometry, numbered=NUMBERED_LESIONS)
+    return with_text_above(np.asarray(montage.convert("RGB")), lines)
 
 
 def with_text_above(montage: np.ndarray, lines: List[str]) -> np.ndarray:

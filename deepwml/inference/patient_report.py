@@ -26,6 +26,7 @@ from deepwml.evaluation.tables import Table
 from deepwml.imageio import Geometry
 from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
 from deepwml.anatomy.location import DISTANCE_MM, LOCATIONS, REACH_MM
+from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.pdf_printer import PdfPrinter, headless_command
 from deepwml.utils.atomic import write_text
@@ -53,7 +54,7 @@ LESION_FORMATS: Sequence[Tuple[str, str, str]] = (
 #: lesion-table columns shown combined (slices, centroid) or not at all
 _FOLDED = {"first_slice", "last_slice", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm"}
 #: more lesions than this are summed up in one line below the table
-MAX_TABLE_ROWS = 60
+MAX_TABLE_ROWS = NUMBERED_LESIONS  # the pictures number the lesions the table lists
 PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 
 #: the evaluation report's style, narrowed for one patient, plus the notice, picture grid and print rules

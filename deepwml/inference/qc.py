@@ -120,14 +120,11 @@ def font(size: int) -> ImageFont.ImageFont:
 
 
 def draw_text(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], text: str, fill: Union[int, Tuple[int, int, int]],
-              font: ImageFont.ImageFont, align: float, stroke: Optional[Tuple[int, Tuple[int, int, int]]] = None) -> None:
-    """Draw ``text`` vertically centred on ``xy``; ``align`` 0 puts its left end there, 0.5 its middle, 1 its right end;
-    ``stroke``: (width, colour) of a rim around the letters. (Measured with textbbox rather than Pillow's anchors,
-    which the bitmap fallback font does not support.)"""
-    width, rim = stroke if stroke is not None else (0, None)
-    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font, stroke_width=width)
-    draw.text((xy[0] - x0 - align * (x1 - x0), xy[1] - y0 - (y1 - y0) / 2), text, fill=fill, font=font,
-              stroke_width=width, stroke_fill=rim)
+              font: ImageFont.ImageFont, align: float) -> None:
+    """Draw ``text`` vertically centred on ``xy``; ``align`` 0 puts its left end there, 0.5 its middle, 1 its right end.
+    (Measured with textbbox rather than Pillow's anchors, which the bitmap fallback font does not support.)"""
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    draw.text((xy[0] - x0 - align * (x1 - x0), xy[1] - y0 - (y1 - y0) / 2), text, fill=fill, font=font)
 
 
 def render_panel(
@@ -143,6 +140,18 @@ def render_panel(
         coverage = np.asarray(PILImage.fromarray(mask.astype(np.uint8) * 255).resize(size_wh, resample))
         panel[outline(coverage >= 255 * MASK_COVERAGE)] = RED
     return panel
+
+
+def _number_panels(draw: ImageDraw.ImageDraw, ids_view: np.ndarray, chosen: np.ndarray, corners: list,
+                   draw_hw: Tuple[int, int], numbered: int) -> None:
+    """Write the lesion ids beside the lesions of every panel (white on black; deepwml.inference.lesion_numbers)."""
+    from deepwml.inference.lesion_numbers import draw_lesion_numbers, lesion_marks
+
+    taken: list = []
+    scale_r, scale_c = draw_hw[0] / ids_view.shape[1], draw_hw[1] / ids_view.shape[2]
+    for (left, top), s in zip(corners, chosen):
+        marks = [(k, top + int(round(r * scale_r)), left + int(round(c * scale_c))) for k, r, c in lesion_marks(ids_view[s], numbered)]
+        draw_lesion_numbers(draw, marks, font(12), GREY_LEVELS - 1, 0, (left, top, left + draw_hw[1], top + draw_hw[0]), taken)
 
 
 def palette() -> list:
@@ -161,15 +170,24 @@ def write_qc_montage(
     return path
 
 
-def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: Optional[str] = None) -> PILImage.Image:
-    """The montage of the slices with the most lesion, outlined, as a palette picture (see :func:`palette`)."""
+def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: Optional[str] = None,
+               numbered: int = 0) -> PILImage.Image:
+    """The montage of the slices with the most lesion, outlined, as a palette picture (see :func:`palette`);
+    ``numbered``: lesions 1..numbered of the lesion table carry their lesion_id beside them."""
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view, _, _ = canonical_view(np.asarray(mask) > 0, geometry)
+    ids_view = None
+    if numbered > 0 and mask_view.any():
+        from deepwml.inference.lesion_ids import lesion_id_map
+
+        ids_view = canonical_view(lesion_id_map(mask, geometry.slice_axis_numpy), geometry)[0]
     lo, hi = display_window(view)
     chosen = choose_slices(mask_view)
     # panels show the head only: more of the picture is brain, lesions are larger
     rows_box, cols_box = head_box(view, lo, hi)
     view, mask_view = view[:, rows_box, cols_box], mask_view[:, rows_box, cols_box]
+    if ids_view is not None:
+        ids_view = ids_view[:, rows_box, cols_box]
     n = len(chosen)
     cols = int(min(n, MAX_COLUMNS))
     rows = int(np.ceil(n / cols))
@@ -188,6 +206,8 @@ def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: O
     small, white = font(11), GREY_LEVELS - 1
     for (left, top), s in zip(corners, chosen):
         draw_text(draw, (left + 4, top + 9), f"slice {int(slice_numbers[s])}", white, small, 0.0)
+    if ids_view is not None:
+        _number_panels(draw, ids_view, chosen, corners, (draw_h, draw_w), numbered)
     if corners:
         # radiological convention: the patient's right is on the left of the picture
         left, top = corners[0]

@@ -16,7 +16,8 @@ from scipy import ndimage
 
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_report import lesion_id_labels
-from deepwml.inference.qc import canonical_view, choose_slices, display_window, draw_text, font, head_box
+from deepwml.inference.lesion_numbers import draw_lesion_numbers, lesion_marks
+from deepwml.inference.qc import canonical_view, choose_slices, display_window, font, head_box
 
 #: panels are resized (nearest neighbour, square pixels) to this many pixels on their longer side: the page shows
 #: them ~200 px wide, so bigger would only cost encoding time and page size
@@ -108,57 +109,13 @@ def _png(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def lesion_marks(ids: np.ndarray, max_id: int) -> List[Tuple[int, int, int]]:
-    """(lesion id, row, column) for each in-plane piece of a lesion with an id up to ``max_id`` on one panel of lesion
-    ids: the top right corner of the piece, where its number goes (beside it, not over it). A lesion joined through
-    other slices may show as several pieces here; each carries its number."""
-    ids = np.asarray(ids)
-    shown = (ids > 0) & (ids <= max_id)
-    around = _bounding_box(shown)
-    if around is None:
-        return []
-    ids, (top, left) = ids[around], (around[0].start, around[1].start)
-    pieces, count = ndimage.label(shown[around], structure=np.ones((3, 3), bool))
-    # a piece lies within one lesion (lesions touching in-plane would be one 26-connected lesion): any pixel names it
-    owners = np.zeros(count + 1, ids.dtype)
-    where = np.flatnonzero(pieces)
-    owners[pieces.ravel()[where]] = ids.ravel()[where]
-    boxes = ndimage.find_objects(pieces)
-    return sorted((int(owner), top + box[0].start, left + box[1].stop) for owner, box in zip(owners[1:], boxes))
-
-
-def _free_spot(rect: Tuple[int, int, int, int], taken: List[Tuple[int, int, int, int]], height: int,
-               limit: int) -> Tuple[int, int, int, int]:
-    """``rect`` (x0, y0, x1, y1) moved down or up by whole text heights until it overlaps no rectangle in ``taken``
-    (with a 3-pixel margin, so that '5' beside '2' never reads as '52'); as it is when there is no such place."""
-    def clear(r):
-        return all(r[2] + 3 <= o[0] or o[2] + 3 <= r[0] or r[3] + 3 <= o[1] or o[3] + 3 <= r[1] for o in taken)
-
-    for step in (0, 1, -1, 2, -2, 3, -3):
-        moved = (rect[0], rect[1] + step * height, rect[2], rect[3] + step * height)
-        if moved[1] >= 0 and moved[3] <= limit and clear(moved):
-            return moved
-    return rect
-
-
 def _number_lesions(rgb: np.ndarray, marks: List[Tuple[int, int, int]]) -> np.ndarray:
-    """``rgb`` with each mark's lesion id written just right of and level with its corner, inside the picture and
-    clear of the numbers already written."""
+    """``rgb`` with each mark's lesion id written beside its corner (deepwml.inference.lesion_numbers)."""
     if not marks:
         return rgb
     picture = PILImage.fromarray(rgb, mode="RGB")
-    draw, face = ImageDraw.Draw(picture), font(NUMBER_PIXELS)
     height, width = rgb.shape[:2]
-    taken: List[Tuple[int, int, int, int]] = []
-    for lesion_id, row, col in marks:
-        text = str(lesion_id)
-        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=face, stroke_width=2)
-        w, h = x1 - x0, y1 - y0
-        x = min(max(col + 2, 0), max(width - w, 0))
-        y = min(max(row - h // 2, 0), max(height - h, 0))
-        x, y, _, _ = rect = _free_spot((x, y, x + w, y + h), taken, h, height)
-        taken.append(rect)
-        draw_text(draw, (x, y + h // 2), text, NUMBER_RGB, face, 0.0, stroke=(2, (0, 0, 0)))
+    draw_lesion_numbers(ImageDraw.Draw(picture), marks, font(NUMBER_PIXELS), NUMBER_RGB, (0, 0, 0), (0, 0, width, height), [])
     return np.asarray(picture)
 
 
