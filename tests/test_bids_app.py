@@ -42,7 +42,7 @@ def derived(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bids")
     root = make_bids(tmp / "clinic")
     out = root / "derivatives" / "deepwml"
-    assert bids_main([str(root), str(out), "participant", "--save-probabilities", "--save-anatomy", "--device", "cpu"]) == 0
+    assert bids_main([str(root), str(out), "participant", "--save-probabilities", "--save-anatomy", "--save-lesion-ids", "--device", "cpu"]) == 0
     return root, out
 
 
@@ -82,6 +82,12 @@ def test_every_flair_is_segmented_into_a_bids_derivatives_tree_as_deepwml_predic
     anatomy = read_image(anat / "sub-01_ses-2_desc-anatomy_dseg.nii.gz").array
     lookup = pd.read_csv(out / "desc-anatomy_dseg.tsv", sep="\t")
     assert set(np.unique(anatomy)) <= set(lookup["index"]) and "ventricle" in set(lookup["name"])
+    # each lesion under its id, the ids named in the file's own look-up table (they differ from scan to scan)
+    ids = read_image(anat / "sub-01_ses-2_desc-lesionids_dseg.nii.gz", dtype=None).array
+    named = pd.read_csv(anat / "sub-01_ses-2_desc-lesionids_dseg.tsv", sep="\t")
+    assert list(named["index"]) == list(ours["lesion_id"]) and len(named) > 0
+    assert named["name"].iloc[0].startswith(f"lesion 1: {ours['volume_ml'].iloc[0]:.3f} ml")
+    assert set(np.unique(ids)) == {0, *ours["lesion_id"]} and np.array_equal(ids > 0, read_image(mask).array > 0)
     # the derivatives share their data with the kept prediction (hard links), so they cost no extra disk
     kept = out / ".deepwml_bids" / "predict" / "sub-01_ses-2_desc-wmh_mask.nii.gz"
     assert os.path.samefile(kept, mask)
@@ -93,7 +99,7 @@ def test_a_second_run_predicts_nothing_and_restores_a_deleted_file(derived, caps
     stamp = mask.stat().st_mtime_ns
     (out / "sub-01" / "figures" / "sub-01_ses-1_desc-wmh_FLAIR.png").unlink()
     capsys.readouterr()
-    assert bids_main([str(root), str(out), "participant", "--save-probabilities", "--save-anatomy", "--device", "cpu"]) == 0
+    assert bids_main([str(root), str(out), "participant", "--save-probabilities", "--save-anatomy", "--save-lesion-ids", "--device", "cpu"]) == 0
     assert "0 predicted now, 3 in the derivatives dataset" in capsys.readouterr().out
     assert mask.stat().st_mtime_ns == stamp
     assert (out / "sub-01" / "figures" / "sub-01_ses-1_desc-wmh_FLAIR.png").is_file()

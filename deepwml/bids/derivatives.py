@@ -7,7 +7,8 @@
     OUTPUT/sub-01/ses-1/anat/sub-01_ses-1_desc-wmh_mask.nii.gz   lesion mask on the FLAIR's grid
     OUTPUT/sub-01/ses-1/anat/sub-01_ses-1_desc-wmh_mask.json     Type Lesion, Sources, the model, the case's figures
     OUTPUT/sub-01/ses-1/anat/sub-01_ses-1_desc-wmh_lesions.tsv   one row per lesion
-    OUTPUT/sub-01/ses-1/anat/sub-01_ses-1_label-WMH_probseg.nii.gz, _desc-wmh_uncertainty, _desc-anatomy_dseg   if asked
+    OUTPUT/sub-01/ses-1/anat/sub-01_ses-1_label-WMH_probseg.nii.gz, _desc-wmh_uncertainty, _desc-anatomy_dseg,
+        _desc-lesionids_dseg (+ .tsv naming each lesion id)                                   if asked
     OUTPUT/sub-01/figures/sub-01_ses-1_desc-wmh_FLAIR.png     QC picture (and _desc-wmhreport_FLAIR.html/.pdf)
 
 The mask's JSON sidecar is written last, so a scan whose sidecar exists was published whole. Files are hard links
@@ -27,6 +28,7 @@ import pandas as pd
 
 import deepwml
 from deepwml.anatomy.labels import ANATOMY_LABELS
+from deepwml.inference.lesion_ids import lesion_name
 from deepwml.bids.layout import DESCRIPTION_NAME, BidsScan
 from deepwml.inference.bids_names import output_names
 from deepwml.inference.outputs import CaseOutputs
@@ -74,6 +76,9 @@ class DerivativePaths:
     probabilities: Path
     uncertainty: Path
     anatomy: Path
+    #: each lesion under its lesion_id, and the per-file look-up table naming the ids (BIDS dseg)
+    lesion_ids: Path
+    lesion_ids_lookup: Path
     qc: Path
     report_html: Path
     report_pdf: Path
@@ -87,7 +92,8 @@ def derivative_paths(out: Path, scan: BidsScan) -> DerivativePaths:
     return DerivativePaths(
         mask=anat / f"{names.mask}{scan.ending}", sidecar=anat / f"{names.mask}.json", lesions=anat / f"{names.lesions}.tsv",
         probabilities=anat / f"{names.probabilities}{scan.ending}", uncertainty=anat / f"{names.uncertainty}{scan.ending}",
-        anatomy=anat / f"{names.anatomy}{scan.ending}", qc=figures / f"{scan.prefix}_desc-wmh_FLAIR.png",
+        anatomy=anat / f"{names.anatomy}{scan.ending}", lesion_ids=anat / f"{names.lesion_ids}{scan.ending}",
+        lesion_ids_lookup=anat / f"{names.lesion_ids}.tsv", qc=figures / f"{scan.prefix}_desc-wmh_FLAIR.png",
         report_html=figures / f"{scan.prefix}_desc-wmhreport_FLAIR.html",
         report_pdf=figures / f"{scan.prefix}_desc-wmhreport_FLAIR.pdf",
     )
@@ -171,7 +177,8 @@ def publish(out: Path, scan: BidsScan, staged: CaseOutputs, row: Dict[str, Any],
     p = derivative_paths(out, scan)
     pairs: List[Tuple[Optional[Path], Path]] = [
         (staged.mask, p.mask), (staged.probabilities, p.probabilities), (staged.uncertainty, p.uncertainty),
-        (staged.anatomy, p.anatomy), (staged.qc, p.qc), (staged.report_html, p.report_html), (staged.report_pdf, p.report_pdf),
+        (staged.anatomy, p.anatomy), (staged.lesion_ids, p.lesion_ids), (staged.qc, p.qc), (staged.report_html, p.report_html),
+        (staged.report_pdf, p.report_pdf),
     ]
     unchanged = p.sidecar.is_file() and _same_file(staged.mask, p.mask)
     for src, dst in pairs:
@@ -180,6 +187,11 @@ def publish(out: Path, scan: BidsScan, staged: CaseOutputs, row: Dict[str, Any],
     if staged.anatomy is not None and staged.anatomy.is_file() and not (out / ANATOMY_LOOKUP).is_file():
         # a BIDS dseg names its values in a look-up table, here one for the whole dataset (inheritance)
         write_tsv(pd.DataFrame({"index": list(ANATOMY_LABELS), "name": list(ANATOMY_LABELS.values())}), out / ANATOMY_LOOKUP)
+    if staged.lesion_ids is not None and staged.lesion_ids.is_file() and not (unchanged and p.lesion_ids_lookup.is_file()):
+        # BIDS names a dseg's values in a look-up table; the lesion ids differ from scan to scan, so one per file
+        table = pd.read_csv(staged.lesions)
+        write_tsv(pd.DataFrame({"index": table["lesion_id"].astype(int), "name": [lesion_name(r) for _, r in table.iterrows()]}),
+                  p.lesion_ids_lookup)
     if unchanged and p.lesions.is_file():
         return p
     _tsv(staged.lesions, p.lesions)

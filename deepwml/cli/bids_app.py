@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--save-probabilities", action="store_true", help="also write _label-WMH_probseg (lesion probability)")
     model.add_argument("--save-uncertainty", action="store_true", help="also write _desc-wmh_uncertainty (binary entropy, bits)")
     model.add_argument("--save-anatomy", action="store_true", help="also write _desc-anatomy_dseg (the anatomy label map)")
+    model.add_argument("--save-lesion-ids", action="store_true",
+                       help="also write _desc-lesionids_dseg (each lesion under its lesion_id of the lesion table) and its "
+                       ".tsv look-up table naming each id (volume, location, confidence), for lesion-wise analyses")
     model.add_argument("--report", nargs="?", const="html", choices=("html", "pdf"), default=None,
                        help="also write each scan's patient page into sub-*/figures/ (pdf: printed with headless Chromium)")
     model.add_argument("--longitudinal", nargs="?", const="previous", choices=LONGITUDINAL_AGAINST, default=None,
@@ -76,7 +79,7 @@ def _participant(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, device=args.device, tta=args.tta, threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak, white_matter_only=args.white_matter_only,
         anatomy=not args.no_anatomy, save_probabilities=args.save_probabilities, save_uncertainty=args.save_uncertainty,
-        save_anatomy=args.save_anatomy, report=args.report, overwrite=args.overwrite, workers=args.num_workers,
+        save_anatomy=args.save_anatomy, save_lesion_ids=args.save_lesion_ids, report=args.report, overwrite=args.overwrite, workers=args.num_workers,
         allow_bf16=not args.no_bf16, progress=args.progress or sys.stderr.isatty(),
     )
     scans = selected_scans(args.bids_dir, args.output_dir, args.participant_label, args.session_label)
