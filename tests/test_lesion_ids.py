@@ -81,3 +81,20 @@ def test_the_map_widens_past_65535_lesions(count, dtype):
     mask[0, 0, ::2] = 1  # single voxels two apart: one lesion each
     ids = lesion_id_map(mask, 0)
     assert ids.dtype == dtype and int(ids.max()) == count and np.unique(ids).size == count + 1
+
+
+def test_the_qc_picture_numbers_the_lesions_as_the_table_does(tmp_path, model_dir):  # noqa: F811
+    from PIL import Image
+
+    from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
+    from deepwml.inference.qc import qc_montage
+
+    _write_case(tmp_path / "in", "a.nii.gz", seed=1, n_lesions=6)
+    assert _predict("-i", tmp_path / "in", "-o", tmp_path / "out", "-m", model_dir, "--no-anatomy") == 0
+    image, mask = read_image(tmp_path / "in" / "a.nii.gz"), read_image(tmp_path / "out" / "a.nii.gz", dtype=None)
+    table = pd.read_csv(tmp_path / "out" / "a_lesions.csv")
+    title = f"a: {len(table)} lesions, {table['volume_ml'].sum():.2f} ml"
+    written = np.asarray(Image.open(tmp_path / "out" / "qc" / "a.png"))
+    numbered = np.asarray(qc_montage(image.array, mask.array, image.geometry, title, NUMBERED_LESIONS))
+    assert np.array_equal(written, numbered)
+    assert not np.array_equal(written, np.asarray(qc_montage(image.array, mask.array, image.geometry, title)))

@@ -19,6 +19,7 @@ from tqdm import tqdm
 import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
+from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
@@ -304,7 +305,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     write_csv(lesions, outputs.lesions)
     if image is not None:
         title = f"{summary.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml (ensemble)"
-        write_qc_montage(image.array, mask, geometry, outputs.qc, title)
+        write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
     write_image(mask, geometry, outputs.mask)
     return summary
 

@@ -21,6 +21,7 @@ from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warnin
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
+from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
                                              slice_areas_mm2, summarize_case)
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
@@ -119,7 +120,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     write_csv(lesions, outputs.lesions)
     if options.write_qc:
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
-        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title)
+        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
     write_image(mask, geometry, outputs.mask)
     return summary
 

@@ -161,10 +161,11 @@ def palette() -> list:
 
 
 def write_qc_montage(
-    image: np.ndarray, mask: np.ndarray, geometry: Geometry, path: Path, title: Optional[str] = None
+    image: np.ndarray, mask: np.ndarray, geometry: Geometry, path: Path, title: Optional[str] = None, numbered: int = 0
 ) -> Path:
-    """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid."""
-    picture = qc_montage(image, mask, geometry, title)
+    """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid; ``numbered``: as
+    :func:`qc_montage`."""
+    picture = qc_montage(image, mask, geometry, title, numbered)
     with atomic_path(path, ".png") as tmp:
         picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return path
