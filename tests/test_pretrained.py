@@ -268,8 +268,8 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     installed = torch.load(tmp_path / "model" / "fold_0" / "checkpoint_best.pth", weights_only=True)
     assert len(installed["temperature"]) == 2 and installed["calibration"]["cases"]
     assert (tmp_path / "work" / "raw" / "Dataset514_SynthCalibration" / "labelsTr").is_dir()
-    assert main(args + ["--no-distill"]) == 0  # everything done: each stage resumes and skips
-    # the same work folder takes on a distillation stage: one network learns the trained fold(s), and is installed
+    # the same work folder takes on a distillation stage (every earlier stage resumes and skips: the data, caches,
+    # trained folds and held-out predictions are the first run's), one network learns the trained fold(s), is installed
     from deepwml.utils.atomic import read_json
 
     assert main(args) == 0  # the default
