@@ -1,6 +1,6 @@
 """Lesion numbers on slice pictures: each lesion of the lesion table named by its ``lesion_id`` beside every in-plane
-piece of it (the report's panels, the QC montage of the DICOM findings picture), never covering it and never running
-into another number."""
+piece of it (the report's panels; the QC montage, and so the DICOM findings picture built on it), never covering it
+and never running into another number."""
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple, Union

@@ -15,7 +15,7 @@ from PIL import ImageDraw
 from scipy import ndimage
 
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_report import lesion_id_labels
+from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import draw_lesion_numbers, lesion_marks
 from deepwml.inference.qc import canonical_view, choose_slices, display_window, font, head_box
 
@@ -133,7 +133,7 @@ def report_panels(
     u_view = canonical_view(uncertainty, geometry)[0] if uncertainty is not None else None
     ids_view = None
     if numbered > 0 and mask_view.any():
-        ids_view = canonical_view(lesion_id_labels(np.asarray(mask) > 0, geometry.slice_axis_numpy)[0], geometry)[0]
+        ids_view = canonical_view(lesion_id_map(mask, geometry.slice_axis_numpy), geometry)[0]
     lo, hi = display_window(view)
     rows, cols = head_box(view, lo, hi)
     index = _panel_indices(rows, cols, view.shape[1:], row_mm, col_mm)
