@@ -28,9 +28,9 @@ import pandas as pd
 
 import deepwml
 from deepwml.anatomy.labels import ANATOMY_LABELS
-from deepwml.inference.lesion_ids import lesion_name
 from deepwml.bids.layout import DESCRIPTION_NAME, BidsScan
 from deepwml.inference.bids_names import output_names
+from deepwml.inference.lesion_ids import lesion_name
 from deepwml.inference.outputs import CaseOutputs
 from deepwml.bids.tables import write_tsv
 from deepwml.utils.atomic import atomic_path, read_json, write_json
