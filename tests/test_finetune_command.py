@@ -147,3 +147,49 @@ def test_scans_kept_aside_score_the_fine_tuned_and_the_start_model(tmp_path, cap
     # every labelled scan kept aside leaves nothing to train on
     assert finetune_main([str(manifest), "-o", str(tmp_path / "m2"), "--holdout", "3"]) == 2
     assert "keeps every one of the 3 labelled scan(s) aside" in capfd.readouterr().err
+
+
+def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capfd):
+    """--lesion-id-masks: a reader's corrected CASE_lesionids (a false lesion cleared, a missed one painted with a new
+    label) becomes the 0/1 mask of the fine-tuning set; a probability map given so is refused naming the file."""
+    import numpy as np
+
+    import deepwml.pretrained.site_finetune as site_finetune
+    from deepwml.inference.lesion_ids import lesion_id_map
+
+    folder = tmp_path / "site"
+    rows = ["image,label"]
+    expected = {}
+    for k in range(2):
+        case = generate_case("CSVD#1", index=k, seed=91)
+        ids = lesion_id_map(case.label > 0, 0).astype(np.int32)
+        assert ids.max() >= 2
+        ids[ids == 1] = 0  # the reader clears lesion 1
+        ids[0, :3, :3] = 99  # and paints a lesion the model missed
+        write_image(case.image, case.geometry, folder / f"s{k}.nii.gz")
+        write_image(ids.astype(np.uint16), case.geometry, folder / f"s{k}_lesionids.nii.gz")
+        expected[f"s{k}"] = (ids > 0).astype(np.uint8)
+        rows.append(f"s{k}.nii.gz,s{k}_lesionids.nii.gz")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop  # the set is made: planning and training are the other tests' business
+
+    monkeypatch.setattr(site_finetune, "run_command", stop)
+    work = tmp_path / "work"
+    with pytest.raises(Stop):
+        finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model"), "--work", str(work), "--lesion-id-masks"])
+    labels = sorted((work / "raw").glob("Dataset*/labelsTr/*.nii.gz"))
+    assert len(labels) == 2
+    for path in labels:
+        written = read_image(path, dtype=None).array
+        assert written.dtype == np.uint8 and np.array_equal(written, expected[path.name.split(".")[0]])
+
+    # a probability map is no lesion-id map
+    write_image(expected["s0"] * np.float32(0.7), read_image(folder / "s0.nii.gz").geometry, folder / "s0_lesionids.nii.gz")
+    assert finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model2"), "--work", str(tmp_path / "w2"),
+                          "--lesion-id-masks"]) == 2
+    assert "s0_lesionids.nii.gz" in capfd.readouterr().err

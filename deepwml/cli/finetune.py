@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="keep N labelled scans aside (drawn with --seed; not trained on) and score the fine-tuned model and "
                    "the model it started from on them: the figures go into the model card (default 0)")
+    p.add_argument("--lesion-id-masks", action="store_true",
+                   help="the masks are lesion-id maps (deepwml_predict --save-lesion-ids, corrected in a viewer: false "
+                   "lesions cleared, missed ones painted with any label): every value above 0 is lesion")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in -o")
     add_device_argument(p)
     bids = p.add_argument_group("a BIDS dataset instead of a manifest (docs/dataset_format.md, 'BIDS datasets')")
@@ -84,7 +87,7 @@ def _main(argv: Optional[List[str]]) -> int:
     run_finetune(FinetuneRequest(manifest=args.manifest, output=args.output, start=args.start, work=args.work,
                                  epochs=args.epochs, iterations=args.iterations, lr=args.lr, device=args.device,
                                  n_jobs=args.num_processes, seed=args.seed, overwrite=args.overwrite,
-                                 holdout=args.holdout))
+                                 holdout=args.holdout, lesion_id_masks=args.lesion_id_masks))
     return 0
 
 

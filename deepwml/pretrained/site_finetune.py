@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.datasets.dataset_writer import write_dataset
+from deepwml.datasets.lesion_id_label import LesionIdLabel
 from deepwml.datasets.manifest import default_file_ending, read_manifest
 from deepwml.inference.packaging import install_as_folder
 from deepwml.planning.plan import Plan
@@ -47,6 +48,8 @@ class FinetuneRequest:
     overwrite: bool = False
     #: labelled scans kept aside (not trained on) to score the fine-tuned and the start model on (finetune_holdout)
     holdout: int = 0
+    #: the masks are lesion-id maps (deepwml_predict --save-lesion-ids, corrected in a viewer): any value above 0 is lesion
+    lesion_id_masks: bool = False
 
 
 def start_model(spec: str) -> Path:
@@ -88,7 +91,11 @@ def run_finetune(request: FinetuneRequest) -> Path:
                 "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
     if held:  # (a run from before --holdout kept none aside: its identity has no such key)
         identity["holdout"] = held
+    if request.lesion_id_masks:
+        identity["lesion_id_masks"] = True
     _claim(work, identity)
+    if request.lesion_id_masks:
+        labelled = [dataclasses.replace(c, label=LesionIdLabel(c.label)) if isinstance(c.label, Path) else c for c in labelled]
     # the scans kept aside go to the test split: converted like the others, never trained on
     labelled = [dataclasses.replace(c, split="Ts") if c.case_id in held else c for c in labelled]
     raw, pre, results = work / "raw", work / "preprocessed", work / "results"
