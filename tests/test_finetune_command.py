@@ -188,6 +188,16 @@ def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capf
         written = read_image(path, dtype=None).array
         assert written.dtype == np.uint8 and np.array_equal(written, expected[path.name.split(".")[0]])
 
+    # the model card says what the masks were
+    from deepwml.datasets.manifest import read_manifest
+    from deepwml.planning.plan import Plan
+    from deepwml.pretrained import builtin_model_dir
+
+    request = site_finetune.FinetuneRequest(manifest=folder / "m.csv", output=tmp_path / "model", lesion_id_masks=True)
+    card = site_finetune._card(request, builtin_model_dir(), Plan.load(builtin_model_dir() / "plans.json"),
+                               read_manifest(folder / "m.csv"), tmp_path / "no_fold")
+    assert "masks: corrected lesion-id maps (--lesion-id-masks)" in card
+
     # a probability map is no lesion-id map
     write_image(expected["s0"] * np.float32(0.7), read_image(folder / "s0.nii.gz").geometry, folder / "s0_lesionids.nii.gz")
     assert finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model2"), "--work", str(tmp_path / "w2"),

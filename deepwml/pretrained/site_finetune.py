@@ -1,8 +1,8 @@
 """A site's labelled scans in, a fine-tuned model out, in one command (deepwml_finetune).
 
-The manifest's labelled rows (image files or DICOM series, masks as files or DICOM SEG) become a raw dataset,
-planned and preprocessed with the starting model's own plans.json (the network must match to start from its
-weights), trained on every case (fold 'all') from the starting model's weights at its fine-tuning learning rate,
+The manifest's labelled rows (image files or DICOM series, masks as files, DICOM SEG or, with --lesion-id-masks,
+corrected lesion-id maps) become a raw dataset, planned and preprocessed with the starting model's own plans.json
+(the network must match to start from its weights), trained on every case (fold 'all') from the starting model's weights at its fine-tuning learning rate,
 and installed as a model folder for ``deepwml_predict -m`` with a model card naming the scans, the start, the
 schedule and the time. Every step is a public command; the work folder resumes an interrupted run.
 """
@@ -185,7 +185,8 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
         f"# Fine-tuned model ({plan.name})",
         "",
         f"- Started from: {start} (its card: {start / 'MODEL_CARD.md'})",
-        f"- Fine-tuned on: {len(cases)} labelled scan(s) of {Path(request.manifest).resolve()} (centres: {', '.join(centres)})",
+        f"- Fine-tuned on: {len(cases)} labelled scan(s) of {Path(request.manifest).resolve()} (centres: {', '.join(centres)})"
+        + ("; masks: corrected lesion-id maps (--lesion-id-masks), every value above 0 lesion" if request.lesion_id_masks else ""),
         f"- Schedule: {request.epochs} epochs" + (f" x {request.iterations} iterations" if request.iterations else "")
         + f", fold 'all' (every scan trained on), seed {request.seed}, learning rate "
         + (f"{request.lr:g}" if request.lr is not None else "the fine-tuning default (0.1 x the plan's)"),
