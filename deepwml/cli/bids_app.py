@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.bids import LONGITUDINAL_AGAINST
-from deepwml.cli.common import add_device_argument, add_mask_options, exit_without_teardown, report_native_crashes, run
+from deepwml.cli.common import add_device_argument, add_mask_options, run, run_installed
 from deepwml.utils.errors import DeepWMLError
 
 EXIT_SCANS_FAILED = 1
@@ -141,8 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def entry() -> None:
     """The installed command: main(), then exit without the interpreter's teardown (deepwml.cli.common)."""
-    report_native_crashes()
-    exit_without_teardown(main())
+    run_installed(main)
 
 
 if __name__ == "__main__":

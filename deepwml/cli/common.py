@@ -51,6 +51,13 @@ def exit_without_teardown(code: int) -> None:
     os._exit(code)
 
 
+def run_installed(main_fn: Callable[[], int]) -> None:
+    """An installed command that runs torch: native crashes print the Python stacks, and the process ends with
+    ``main_fn()``'s exit code without the interpreter's teardown (:func:`exit_without_teardown`)."""
+    report_native_crashes()
+    exit_without_teardown(main_fn())
+
+
 def _prog() -> str:
     import os
 

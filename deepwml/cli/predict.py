@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, exit_without_teardown, report_native_crashes, run
+from deepwml.cli.common import add_dataset_argument, add_device_argument, run, run_installed
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -171,8 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def entry() -> None:
     """The installed command: main(), then exit without the interpreter's teardown (deepwml.cli.common)."""
-    report_native_crashes()
-    exit_without_teardown(main())
+    run_installed(main)
 
 
 if __name__ == "__main__":
