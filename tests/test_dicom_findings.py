@@ -113,3 +113,24 @@ def test_findings_text():
 def test_the_pictures_orientation_labels_follow_the_montage(direction, expected):
     geometry = Geometry((40, 40, 20), (0.9, 0.9, 6.0), (0.0, 0.0, 0.0), direction)
     assert picture_orientation(geometry) == expected
+
+
+def test_a_case_labels_its_lesions_once_for_every_output_that_numbers_them(tmp_path, model_dir, monkeypatch):
+    import highdicom as hd
+
+    import deepwml.inference.lesion_ids as lesion_ids
+
+    calls = []
+    labels = lesion_ids.lesion_id_labels
+    monkeypatch.setattr(lesion_ids, "lesion_id_labels", lambda *a, **k: calls.append(1) or labels(*a, **k))
+    _series(tmp_path / "dicom" / "patient3", seed=6, n_lesions=6)
+    out = tmp_path / "out"
+    # QC picture, report, SR, findings picture and the lesion-id map all number the lesions
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-findings",
+                         "--dicom-sr", "--report", "--save-lesion-ids"]) == 0
+    assert len(calls) == 1
+    ids = read_image(out / "patient3_lesionids.nii.gz", dtype=None).array
+    mask = read_image(out / "patient3.nii.gz", dtype=None).array
+    groups = hd.sr.srread(out / "patient3_sr.dcm").content.get_volumetric_roi_measurement_groups()
+    # the one labelling is what each output shows: every mask voxel numbered, an SR lesion group per number
+    assert ((ids > 0) == (mask > 0)).all() and len(groups) == int(ids.max()) >= 2

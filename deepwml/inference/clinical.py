@@ -41,8 +41,10 @@ def write_clinical_outputs(
     summary: CaseSummary,
     outputs: CaseOutputs,
     options: ClinicalOptions,
+    ids: Optional[np.ndarray] = None,
 ) -> None:
-    """Write the requested extra outputs of one case (``lesions``: its lesion table, confidence columns included)."""
+    """Write the requested extra outputs of one case (``lesions``: its lesion table, confidence columns included;
+    ``ids``: the mask's lesion-id map, labelled once by the caller for every output that numbers the lesions)."""
     geometry = image.geometry
     extras = options.extras
     uncertainty = uncertainty_map(probs) if (extras.uncertainty or extras.report) else None
@@ -59,19 +61,19 @@ def write_clinical_outputs(
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         seg = outputs.dicom_seg if extras.dicom_seg else None  # written just above: the SR references its segment
         write_dicom_sr(mask, lesions, summary, case.source, outputs.dicom_sr, f"DeepWML {model_name}", options.series_uid,
-                       geometry.slice_axis_numpy, seg)
+                       geometry.slice_axis_numpy, seg, ids)
     if extras.dicom_capture and outputs.dicom_capture is not None:
         from deepwml.inference.dicom_capture import first_header, write_findings_capture
 
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         write_findings_capture(image.array, mask, geometry, summary, first_header(case.source, options.series_uid),
-                               outputs.dicom_capture, f"model {model_name}")
+                               outputs.dicom_capture, f"model {model_name}", ids)
     if extras.report:
         from deepwml.inference.patient_report import MAX_TABLE_ROWS, build_patient_report, write_patient_report
         from deepwml.inference.report_images import report_panels
 
         # the lesions the page's table lists are numbered on its pictures
-        panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS)
+        panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS, ids=ids)
         page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None,
                                     series=_series_label(case, options.series_uid))
         write_patient_report(outputs.report_html, page)

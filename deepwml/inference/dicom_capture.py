@@ -52,10 +52,12 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
     return lines
 
 
-def findings_picture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, lines: List[str]) -> np.ndarray:
+def findings_picture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, lines: List[str],
+                     ids: Optional[np.ndarray] = None) -> np.ndarray:
     """(rows, cols, 3) uint8: the findings in white on black above the QC montage (outline red, as in qc/CASE.png),
-    its lesions numbered as the SR's lesion groups (``lesion K`` = lesion_id) and the report's table."""
-    montage = qc_montage(image, mask, geometry, numbered=NUMBERED_LESIONS)
+    its lesions numbered as the SR's lesion groups (``lesion K`` = lesion_id) and the report's table (``ids``: the
+    mask's lesion-id map when the caller has it)."""
+    montage = qc_montage(image, mask, geometry, numbered=NUMBERED_LESIONS, ids=ids)
     return with_text_above(np.asarray(montage.convert("RGB")), lines)
 
 
@@ -118,9 +120,9 @@ def build_findings_capture(picture: np.ndarray, header, geometry: Geometry, desc
 
 
 def write_findings_capture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, summary: CaseSummary, header,
-                           path: Path, model_name: str) -> Path:
+                           path: Path, model_name: str, ids: Optional[np.ndarray] = None) -> Path:
     """Write the findings picture of one case as a DICOM Secondary Capture, atomically."""
-    picture = findings_picture(image, mask, geometry, findings_lines(summary, model_name))
+    picture = findings_picture(image, mask, geometry, findings_lines(summary, model_name), ids)
     return write_capture(picture, header, geometry, path)
 
 

@@ -23,7 +23,8 @@ from skimage import measure
 import deepwml
 from deepwml.anatomy.location import CORTICAL, DEEP, INFRATENTORIAL_LOC, JUXTACORTICAL, LOCATIONS, PERIVENTRICULAR
 from deepwml.inference.dicom_seg import slice_of_frames, source_headers
-from deepwml.inference.lesion_report import CaseSummary, lesion_id_labels
+from deepwml.inference.lesion_ids import lesion_ids_of
+from deepwml.inference.lesion_report import CaseSummary
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import ImageError
 
@@ -91,13 +92,13 @@ def slice_outlines(mask_slice: np.ndarray) -> List[np.ndarray]:
 
 
 def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSummary, headers: List, model_name: str,
-                   slice_axis: int = 0, seg=None):
+                   slice_axis: int = 0, seg=None, ids: Optional[np.ndarray] = None):
     """A highdicom Comprehensive 3D SR of one case's lesion measurements over the source ``headers`` (one per slice,
     or one multi-frame header); ``lesions`` is the case's lesion table (ids ordered along numpy ``slice_axis``),
     ``seg`` its DICOM SEG dataset if written."""
     c = sr_codes()
     algorithm = algorithm_identification(model_name)
-    outlines = LesionOutlines(mask, headers, slice_axis)
+    outlines = LesionOutlines(mask, headers, slice_axis, ids)
     if outlines.count != len(lesions):
         raise ValueError(f"{outlines.count} lesions in the mask, {len(lesions)} in the table")  # a bug, never a user error
     groups = [_case_group(summary, c, algorithm, seg)]
@@ -116,7 +117,7 @@ class LesionOutlines:
     """Each lesion of a (z, rows, cols) mask, numbered as the lesion table numbers them, as SR regions: its
     outlines on the slices it lies on, each on its source instance (or multi-frame frame)."""
 
-    def __init__(self, mask: np.ndarray, headers: List, slice_axis: int = 0) -> None:
+    def __init__(self, mask: np.ndarray, headers: List, slice_axis: int = 0, ids: Optional[np.ndarray] = None) -> None:
         from scipy import ndimage
 
         where = getattr(headers[0], "filename", "DICOM series")
@@ -129,7 +130,8 @@ class LesionOutlines:
         self.headers = headers
         self.multiframe = len(headers) == 1 and len(slice_of_frame) > 1
         self.frame_of_slice = np.argsort(slice_of_frame)  # stored frame index of each mask slice
-        self.labels, self.count = lesion_id_labels(mask, slice_axis)
+        self.labels = lesion_ids_of(mask, slice_axis, ids)
+        self.count = int(self.labels.max(initial=0))
         self.boxes = ndimage.find_objects(self.labels)
 
     def _source(self, z: int):
@@ -243,10 +245,10 @@ def _lesion_group(row, regions: List, c: Dict, algorithm):
 
 def write_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSummary, folder: Path, path: Path,
                    model_name: str, series_uid: Optional[str] = None, slice_axis: int = 0,
-                   seg_path: Optional[Path] = None) -> Path:
+                   seg_path: Optional[Path] = None, ids: Optional[np.ndarray] = None) -> Path:
     """Write the SR of one case (see :func:`build_dicom_sr`) for the DICOM series in ``folder``, atomically; it
     references the SEG at ``seg_path`` when given."""
     import pydicom
 
     seg = pydicom.dcmread(seg_path, stop_before_pixels=True) if seg_path is not None else None
-    return save_sr(build_dicom_sr(mask, lesions, summary, source_headers(folder, series_uid), model_name, slice_axis, seg), path)
+    return save_sr(build_dicom_sr(mask, lesions, summary, source_headers(folder, series_uid), model_name, slice_axis, seg, ids), path)

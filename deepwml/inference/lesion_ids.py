@@ -7,7 +7,7 @@ reader can find a lesion of the table, hide it or clear it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -32,6 +32,16 @@ def lesion_id_map(mask: np.ndarray, slice_axis: int) -> np.ndarray:
     """The lesions of a (z, y, x) mask labelled with their lesion-table ids: uint16, or uint32 past 65535 lesions."""
     labels, count = lesion_id_labels(np.asarray(mask) > 0, slice_axis)
     return labels.astype(np.uint16 if count <= np.iinfo(np.uint16).max else np.uint32)
+
+
+def lesion_ids_of(mask: np.ndarray, slice_axis: int, ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """``ids`` when the caller labelled the mask already (one labelling per case, shared by every picture and the
+    SR), else :func:`lesion_id_map` of ``mask``."""
+    if ids is None:
+        return lesion_id_map(mask, slice_axis)
+    if np.shape(ids) != np.shape(mask):
+        raise ValueError(f"a lesion-id map of shape {np.shape(ids)} for a mask of {np.shape(mask)}")  # a bug, never a user error
+    return ids
 
 
 def lesion_name(row: "pd.Series") -> str:

@@ -21,6 +21,7 @@ from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warnin
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
+from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
                                              slice_areas_mm2, summarize_case)
@@ -109,28 +110,38 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
     summary.source_series = source_series(case, options.clinical.series_uid)
-    write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical)
+    # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
+    ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None
+    write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical, ids)
     if options.clinical.extras.anatomy and anatomy is not None:
         write_image(anatomy, geometry, outputs.anatomy)
     if options.clinical.extras.lesion_ids:
-        write_lesion_ids(mask, lesions, geometry, outputs)
+        write_lesion_ids(ids, lesions, geometry, outputs)
     # the mask is written last among the image outputs: its presence marks the case as done for resuming
     if options.save_probabilities:
         write_image(probs.astype(np.float32, copy=False), geometry, outputs.probabilities)
     write_csv(lesions, outputs.lesions)
     if options.write_qc:
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
-        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
+        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids)
     write_image(mask, geometry, outputs.mask)
     return summary
 
 
-def write_lesion_ids(mask: np.ndarray, lesions: "pd.DataFrame", geometry: Any, outputs: CaseOutputs) -> None:
-    """CASE_lesionids: every lesion under its lesion-table id, and the ITK-SNAP names of the labels."""
-    from deepwml.inference.lesion_ids import label_description, lesion_id_map
+def needs_lesion_ids(options: RunOptions) -> bool:
+    """Whether any output of the run numbers the lesions: the QC picture, the report, the DICOM SR or findings
+    picture, or the lesion-id map."""
+    extras = options.clinical.extras
+    return options.write_qc or extras.report or extras.dicom_sr or extras.dicom_capture or extras.lesion_ids
+
+
+def write_lesion_ids(ids: np.ndarray, lesions: "pd.DataFrame", geometry: Any, outputs: CaseOutputs) -> None:
+    """CASE_lesionids: every lesion under its lesion-table id (``ids``, see lesion_ids.lesion_id_map), and the
+    ITK-SNAP names of the labels."""
+    from deepwml.inference.lesion_ids import label_description
     from deepwml.utils.atomic import write_text
 
-    write_image(lesion_id_map(mask, geometry.slice_axis_numpy), geometry, outputs.lesion_ids)
+    write_image(ids, geometry, outputs.lesion_ids)
     write_text(outputs.lesion_id_names, label_description(lesions))
 
 

@@ -161,27 +161,29 @@ def palette() -> list:
 
 
 def write_qc_montage(
-    image: np.ndarray, mask: np.ndarray, geometry: Geometry, path: Path, title: Optional[str] = None, numbered: int = 0
+    image: np.ndarray, mask: np.ndarray, geometry: Geometry, path: Path, title: Optional[str] = None, numbered: int = 0,
+    ids: Optional[np.ndarray] = None,
 ) -> Path:
-    """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid; ``numbered``: as
-    :func:`qc_montage`."""
-    picture = qc_montage(image, mask, geometry, title, numbered)
+    """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid; ``numbered`` and
+    ``ids``: as :func:`qc_montage`."""
+    picture = qc_montage(image, mask, geometry, title, numbered, ids)
     with atomic_path(path, ".png") as tmp:
         picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return path
 
 
 def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: Optional[str] = None,
-               numbered: int = 0) -> PILImage.Image:
+               numbered: int = 0, ids: Optional[np.ndarray] = None) -> PILImage.Image:
     """The montage of the slices with the most lesion, outlined, as a palette picture (see :func:`palette`);
-    ``numbered``: lesions 1..numbered of the lesion table carry their lesion_id beside them."""
+    ``numbered``: lesions 1..numbered of the lesion table carry their lesion_id beside them (``ids``: the mask's
+    lesion-id map when the caller has it, see :func:`deepwml.inference.lesion_ids.lesion_ids_of`)."""
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view, _, _ = canonical_view(np.asarray(mask) > 0, geometry)
     ids_view = None
     if numbered > 0 and mask_view.any():
-        from deepwml.inference.lesion_ids import lesion_id_map
+        from deepwml.inference.lesion_ids import lesion_ids_of
 
-        ids_view = canonical_view(lesion_id_map(mask, geometry.slice_axis_numpy), geometry)[0]
+        ids_view = canonical_view(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), geometry)[0]
     lo, hi = display_window(view)
     chosen = choose_slices(mask_view)
     # panels show the head only: more of the picture is brain, lesions are larger

@@ -15,7 +15,7 @@ from PIL import ImageDraw
 from scipy import ndimage
 
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_ids import lesion_id_map
+from deepwml.inference.lesion_ids import lesion_ids_of
 from deepwml.inference.lesion_numbers import draw_lesion_numbers, lesion_marks
 from deepwml.inference.qc import canonical_view, choose_slices, display_window, font, head_box
 
@@ -121,19 +121,20 @@ def _number_lesions(rgb: np.ndarray, marks: List[Tuple[int, int, int]]) -> np.nd
 
 def report_panels(
     image: np.ndarray, mask: np.ndarray, geometry: Geometry, uncertainty: Optional[np.ndarray] = None,
-    numbered: int = 0,
+    numbered: int = 0, ids: Optional[np.ndarray] = None,
 ) -> List[Panel]:
     """Panels of the slices with lesions (the largest ones when there are many; a spread when there is none).
 
     Slices are shown as the QC montage shows them: radiological view (patient right on the left), cropped to the head.
-    ``numbered``: lesions 1..numbered of the lesion table (its ids: most voxels first) get their number beside them.
+    ``numbered``: lesions 1..numbered of the lesion table (its ids: most voxels first) get their number beside them;
+    ``ids``: the mask's lesion-id map when the caller has it.
     """
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view = canonical_view(np.asarray(mask) > 0, geometry)[0]
     u_view = canonical_view(uncertainty, geometry)[0] if uncertainty is not None else None
     ids_view = None
     if numbered > 0 and mask_view.any():
-        ids_view = canonical_view(lesion_id_map(mask, geometry.slice_axis_numpy), geometry)[0]
+        ids_view = canonical_view(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), geometry)[0]
     lo, hi = display_window(view)
     rows, cols = head_box(view, lo, hi)
     index = _panel_indices(rows, cols, view.shape[1:], row_mm, col_mm)
