@@ -67,6 +67,8 @@ class StackCase:
     geometry: Geometry
     #: intensity figures of the stack (:func:`contrast_figures`), to set beside docs/synthetic.md's realism table
     contrast: Optional[Dict[str, float]] = None
+    #: voxels the reference leaves out of scoring (a mask's ignore value, e.g. the WMH challenge's "other pathology")
+    ignore: Optional[np.ndarray] = None
 
 
 def find_scans(data: Path) -> List[Scan]:
@@ -202,6 +204,8 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
             rows.append({**row, "failed": True})
             continue
         predicted = read_label(path).array == 1
+        if case.ignore is not None:
+            predicted &= ~case.ignore  # as the MICCAI-2017 evaluator: the ignored voxels count for neither side
         rows.append({**row, **case_metrics(case.label, predicted, case.geometry), "failed": False})
         if errors or profile:
             image = read_image(pred_dir.parent / "images" / f"{case.case_id}.nii.gz").array
