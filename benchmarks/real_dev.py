@@ -79,6 +79,11 @@ def find_scans(data: Path) -> List[Scan]:
         raise DeepWMLError(f"folder not found; {hint}", data)
     scans = [Scan(p.name, p / "flair.nii.gz", p / "wmh.nii.gz") for p in sorted(data.iterdir())
              if (p / "flair.nii.gz").is_file() and (p / "wmh.nii.gz").is_file()]
+    for p in sorted(data.iterdir()):
+        missing = [n for n in ("flair.nii.gz", "wmh.nii.gz") if not (p / n).is_file()]
+        if p.is_dir() and not p.name.startswith(".") and len(missing) == 1:
+            # a scan without its mask (or a mask without its scan, or a broken link) is left out, and said so
+            print(f"note: {p} is left out: it has no {missing[0]} (or it is a broken link)", file=sys.stderr)
     if not scans:
         raise DeepWMLError(f"holds no scans; {hint}", data)
     return scans

@@ -76,14 +76,17 @@ def test_holdout_folds_hold_out_every_scan_once_and_draw_from_the_sites_in_turn(
         _benchmark().holdout_folds(["p07", "p19"], 0)
 
 
-def test_scans_as_acquired_are_the_fold_cases_on_their_own_grid_with_their_site(tmp_path):
+def test_scans_as_acquired_are_the_fold_cases_on_their_own_grid_with_their_site(tmp_path, capsys):
     """--as-acquired: each 2D scan is one case, its mask the label and the scoring reference on the scan's grid;
-    sites prefix the ids and are the cases' centres; a mask off its FLAIR's grid is refused naming it."""
+    sites prefix the ids and are the cases' centres; a scan without its mask is left out with a note; a mask off its
+    FLAIR's grid is refused naming it."""
     bench = _benchmark()
     _thick_scans(tmp_path / "svd", ["patient01", "patient02"], thickness=7.5)
-    _thick_scans(tmp_path / "ms", ["patient01"])
+    _thick_scans(tmp_path / "ms", ["patient01", "patient02"])
+    (tmp_path / "ms" / "patient02" / "wmh.nii.gz").unlink()
     scans, site_of = bench.find_site_scans([tmp_path / "svd", tmp_path / "ms"])
     assert [s.scan_id for s in scans] == ["svd_patient01", "svd_patient02", "ms_patient01"]
+    assert "patient02 is left out: it has no wmh.nii.gz" in capsys.readouterr().err
     images, labels = tmp_path / "stacks" / "images", tmp_path / "stacks" / "labels"
     cases = bench.acquired_cases(scans, images, labels)
     assert [(c.case_id, c.thickness) for c in cases] == [("svd_patient01", 7.5), ("svd_patient02", 7.5), ("ms_patient01", 6.5)]
