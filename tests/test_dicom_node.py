@@ -255,7 +255,8 @@ def test_user_errors_are_one_line_each(tmp_path, model, capsys):
                  (["--tls-cert", str(TLS / "node.pem")], "--tls-cert and --tls-key go together"),
                  (["--tls-cert", str(TLS / "ca.pem"), "--tls-key", str(TLS / "node.key")], "ca.pem: cannot be used for TLS"),
                  (["--send-tls"], "--send-tls needs --send-to or --fetch-prior"),
-                 (["--fetch-prior", "PACS@127.0.0.1:104"], "--fetch-prior fetches studies to compare with")]
+                 (["--fetch-prior", "PACS@127.0.0.1:104"], "--fetch-prior fetches studies to compare with"),
+                 (["--retrieve", "get"], "--retrieve says how --fetch-prior retrieves a study")]
         for extra, message in cases:
             args = [str(tmp_path / "node"), "-m", str(model), *extra] if "-m" not in extra else [str(tmp_path / "node"), *extra]
             assert listen_main(args) == 2, extra
@@ -355,20 +356,27 @@ def test_over_tls_only_callers_with_a_certificate_of_the_ca_are_heard_and_result
 
 
 class Archive:
-    """A PACS's study-root query/retrieve SCP holding earlier studies; it moves a study to the AE titles it knows."""
+    """A PACS's study-root query/retrieve SCP holding earlier studies; it moves a study to the AE titles it knows,
+    and with ``get`` also hands it out by C-GET (``extra``: instances of other SOP classes the study holds too)."""
 
-    def __init__(self, files: List[Path], known: dict, ct_studies: tuple = ()) -> None:
-        from deepwml.delivery.dicom_retrieve import STUDY_ROOT_FIND, STUDY_ROOT_MOVE
+    def __init__(self, files: List[Path], known: dict, ct_studies: tuple = (), get: bool = False,
+                 extra: tuple = ()) -> None:
+        from deepwml.delivery.dicom_retrieve import STUDY_ROOT_FIND, STUDY_ROOT_GET, STUDY_ROOT_MOVE
 
-        self.datasets = [pydicom.dcmread(f) for f in files]
-        self.known, self.moved, self.ct_studies = known, [], ct_studies  # (patient, uid, date): CT, found only
+        self.datasets = [pydicom.dcmread(f) for f in files] + list(extra)
+        self.known, self.moved, self.got, self.ct_studies = known, [], [], ct_studies  # (patient, uid, date): CT, found only
         ae = pynetdicom.AE(ae_title="ARCHIVE")
         ae.add_supported_context(STUDY_ROOT_FIND)
         ae.add_supported_context(STUDY_ROOT_MOVE)
         for sop_class in sorted({str(ds.SOPClassUID) for ds in self.datasets}):
             ae.add_requested_context(sop_class)  # for the C-STORE sub-operations of a move
-        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
-            (pynetdicom.evt.EVT_C_FIND, self._find), (pynetdicom.evt.EVT_C_MOVE, self._move)])
+            if get:  # ... and of a get, on the caller's association (SCP/SCU role selection)
+                ae.add_supported_context(sop_class, scu_role=True, scp_role=True)
+        handlers = [(pynetdicom.evt.EVT_C_FIND, self._find), (pynetdicom.evt.EVT_C_MOVE, self._move)]
+        if get:
+            ae.add_supported_context(STUDY_ROOT_GET)
+            handlers.append((pynetdicom.evt.EVT_C_GET, self._get))
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
         self.port = self.server.server_address[1]
 
     def _find(self, event):
@@ -397,6 +405,13 @@ class Archive:
         yield self.known[destination]
         matching = [ds for ds in self.datasets if ds.StudyInstanceUID == event.identifier.StudyInstanceUID]
         self.moved.append(str(event.identifier.StudyInstanceUID))
+        yield len(matching)
+        for ds in matching:
+            yield 0xFF00, ds
+
+    def _get(self, event):
+        matching = [ds for ds in self.datasets if ds.StudyInstanceUID == event.identifier.StudyInstanceUID]
+        self.got.append(str(event.identifier.StudyInstanceUID))
         yield len(matching)
         for ds in matching:
             yield 0xFF00, ds
@@ -445,3 +460,54 @@ def test_the_prior_study_is_retrieved_from_the_pacs_when_the_node_has_none(tmp_p
     assert row["status"] == "delivered" and row["prior_study_uid"] == prior and int(row["new_lesions"]) >= 1
     assert len(pacs.received) == 6 and {str(ds.StudyInstanceUID) for ds in pacs.received} == {later}
     assert not (tmp_path / "node" / "incoming" / later).exists() and not (tmp_path / "node" / "incoming" / prior).exists()
+
+
+def _report_of(study_uid: str, patient: str) -> pydicom.Dataset:
+    """A basic text SR in a study, as PACS hold beside the images (not an MR image: a C-GET does not take it)."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.11", UID_ROOT + "160.1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study_uid, UID_ROOT + "160", patient
+    ds.Modality, ds.StudyDate = "SR", "20240110"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    return ds
+
+
+def test_with_retrieve_get_the_prior_comes_by_c_get_from_a_pacs_that_knows_no_move_destination(tmp_path):
+    """--retrieve get: the prior's MR images come back on the node's own association (C-GET), so a PACS that has
+    no move destination for the node still serves it; the study's report (an SR) is declined, not stored; the row
+    says who sent the prior; a PACS without C-GET is named in the study's change column."""
+    from deepwml.delivery.dicom_retrieve import get_study
+    from deepwml.utils.errors import DeepWMLError
+    from test_longitudinal import two_visits
+
+    _, base, follow, _ = two_visits(tmp_path)
+    prior, later = UID_ROOT + "155", UID_ROOT + "156"
+    archived = _visit(tmp_path / "p", base.image, base.geometry, prior, "20240110", "PAT7")
+    archive = Archive(archived, {}, get=True, extra=(_report_of(prior, "PAT7"),))
+    no_get = Archive(archived, {})
+    pacs = Pacs()
+    node = _comparing_node(tmp_path / "node", pacs)
+    node.config.fetch_prior_from, node.config.retrieve = Destination.parse(archive.to()), "get"
+    port = node.start()
+    try:
+        with pytest.raises(DeepWMLError, match="does not offer study root C-GET"):
+            get_study(Destination.parse(no_get.to()), "DEEPWML", prior, lambda event: 0)
+        files = _visit(tmp_path / "l", follow.image, follow.geometry, later, "20250110", "PAT7")
+        assert send(port, files) == [0] * len(files)
+        _wait(lambda: not node.idle())
+        assert node.poll() == 1 and archive.got == [prior] and archive.moved == []
+        assert sorted(p.name for p in (tmp_path / "node" / "incoming" / prior).iterdir()) == sorted(
+            f"{pydicom.dcmread(f).SOPInstanceUID}.dcm" for f in archived)  # the MR images; not the report
+        assert node.poll() == 1 and node.idle()  # the prior, then the comparison and its delivery
+    finally:
+        node.stop()
+        archive.server.shutdown()
+        no_get.server.shutdown()
+        pacs.close()
+    rows = {row["study_uid"]: row for row in _rows(tmp_path / "node")}
+    assert rows[prior]["retrieved_for"] == later and rows[prior]["received_from"] == f"{archive.to()} (C-GET)"
+    assert rows[later]["status"] == "delivered" and rows[later]["prior_study_uid"] == prior
+    assert int(rows[later]["new_lesions"]) >= 1
+    log = (tmp_path / "node" / "node.log").read_text()
+    assert f"{len(archived)} instance(s) of the prior study {prior} received" in log

@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetch-prior", metavar="AET@HOST:PORT",
                    help="with --compare-prior: when the node has no earlier study of the patient, ask this PACS "
                    "(query/retrieve SCP) for the latest earlier MR study (C-FIND) and have it sent here (C-MOVE to --aet, "
-                   "which the PACS must know); it is predicted (its own results not sent) and the new study compared with it")
+                   "which the PACS must know, or C-GET with --retrieve get); it is predicted (its own results not sent) "
+                   "and the new study compared with it")
+    p.add_argument("--retrieve", choices=("move", "get"), default="move",
+                   help="with --fetch-prior: how the prior study comes here: 'move' (C-MOVE to --aet; the PACS must have "
+                   "this node's AE title, host and port as a move destination) or 'get' (C-GET: on the node's own "
+                   "association, nothing to register at the PACS; MR images only) (default: move)")
     p.add_argument("--tls-cert", type=Path, metavar="PEM",
                    help="listen over TLS with this certificate (DICOM's secure transport; give --tls-key too)")
     p.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
@@ -92,7 +97,8 @@ def _main(argv: Optional[List[str]]) -> int:
                         send_to=destinations(args.send_to), retry_seconds=args.retry_seconds, timeout=args.timeout,
                         delete_received=args.delete_received, min_free_bytes=int(args.min_free_gb * 2**30),
                         compare_prior=args.compare_prior, tls=tls, send_tls=send_tls,
-                        fetch_prior_from=Destination.parse(args.fetch_prior, "--fetch-prior") if args.fetch_prior else None)
+                        fetch_prior_from=Destination.parse(args.fetch_prior, "--fetch-prior") if args.fetch_prior else None,
+                        retrieve=args.retrieve)
     node = DicomNode(config, StudyWork(request), echo=lambda line: print(line, flush=True))
     stopping = []
 
@@ -137,6 +143,8 @@ def _check(args: argparse.Namespace) -> None:
         raise DeepWMLError("--send-tls needs --send-to or --fetch-prior")
     if args.fetch_prior and not args.compare_prior:
         raise DeepWMLError("--fetch-prior fetches studies to compare with: give --compare-prior too")
+    if args.retrieve != "move" and not args.fetch_prior:
+        raise DeepWMLError("--retrieve says how --fetch-prior retrieves a study: give --fetch-prior too")
 
 
 def _tls(args: argparse.Namespace) -> tuple:

@@ -69,8 +69,10 @@ class NodeConfig:
     tls: Optional[TlsFiles] = None
     #: send the results over TLS with these files (the CA checks the destination, the certificate is ours)
     send_tls: Optional[TlsFiles] = None
-    #: with compare_prior: the PACS to ask (C-FIND, C-MOVE) for the patient's earlier study the node has not seen
+    #: with compare_prior: the PACS to ask (C-FIND, C-MOVE or C-GET) for the patient's earlier study the node has not seen
     fetch_prior_from: Optional[Destination] = None
+    #: how the prior is retrieved: 'move' (C-MOVE to ae_title: the PACS must know this node) or 'get' (C-GET)
+    retrieve: str = "move"
 
 
 @dataclass
@@ -200,8 +202,9 @@ class DicomNode:
             self.server.shutdown()
             self.server = None
 
-    def _on_store(self, event) -> int:
-        """Keep one received instance in its study's folder (written whole, then renamed) and note its arrival."""
+    def _on_store(self, event, source: Optional[str] = None) -> int:
+        """Keep one received instance in its study's folder (written whole, then renamed) and note its arrival
+        (``source``: who sent it, when that is not the association's caller: a C-GET's sub-operations)."""
         try:
             ds = event.dataset
             study, sop = str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")
@@ -229,8 +232,9 @@ class DicomNode:
             return OUT_OF_RESOURCES
         with self._lock:
             self.last_arrival[study] = time.time()
-            self._callers.setdefault(study, set()).add(_caller(event))
-            self._per_association.setdefault(id(event.assoc), Counter())[study] += 1
+            self._callers.setdefault(study, set()).add(source or _caller(event))
+            if source is None:  # a C-GET's instances are counted by the retrieval, which says so when it ends
+                self._per_association.setdefault(id(event.assoc), Counter())[study] += 1
         return STORED
 
     def _on_end(self, event) -> None:
@@ -354,7 +358,7 @@ class DicomNode:
     def _fetch_prior(self, state: StudyState) -> None:
         """Ask the PACS for the patient's latest earlier MR study and have it sent here (C-FIND, C-MOVE); the study
         waits for it, and is compared once it is predicted."""
-        from deepwml.delivery.dicom_retrieve import earlier_studies, move_study
+        from deepwml.delivery.dicom_retrieve import earlier_studies, get_study, move_study
 
         if not (state.patient_id and state.study_date):
             return
@@ -378,7 +382,11 @@ class DicomNode:
         self._save(placeholder)
         self.log(f"study {state.study_uid}: asking {source} for the prior study {prior.study_uid} of {prior.study_date}")
         try:
-            count = move_study(source, config.ae_title, prior.study_uid, config.ae_title, config.timeout, config.send_tls)
+            if config.retrieve == "get":
+                count = get_study(source, config.ae_title, prior.study_uid,
+                                  lambda event: self._on_store(event, f"{source} (C-GET)"), config.timeout, config.send_tls)
+            else:
+                count = move_study(source, config.ae_title, prior.study_uid, config.ae_title, config.timeout, config.send_tls)
         except DeepWMLError as e:
             placeholder.status, placeholder.error = "failed", str(e)[:300]
             state.change = f"prior not retrieved: {e}"

@@ -235,10 +235,11 @@ def application_entity(calling_ae: str, timeout: float):
     return ae
 
 
-def associate(ae, destination: Destination, tls: Optional[TlsFiles] = None):
-    """An established association with ``destination`` (over TLS with ``tls``), or an error saying what to check."""
+def associate(ae, destination: Destination, tls: Optional[TlsFiles] = None, **options):
+    """An established association with ``destination`` (over TLS with ``tls``; ``options``: more of pynetdicom's
+    AE.associate, e.g. role selection and handlers for a C-GET), or an error saying what to check."""
     tls_args = (tls.client_context(), destination.host) if tls is not None else None
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args, **options)
     if not assoc.is_established:
         why = _why_not(assoc, destination)
         if tls is not None and not assoc.is_rejected and "no DICOM node answered" not in why:
