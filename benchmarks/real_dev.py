@@ -71,16 +71,17 @@ class StackCase:
     ignore: Optional[np.ndarray] = None
 
 
-def find_scans(data: Path) -> List[Scan]:
-    """Every subfolder of ``data`` holding flair.nii.gz and wmh.nii.gz; a clear error when there are none."""
-    hint = ("the real development scans are not in the repository (issue #12 point 4): expected "
-            "patientNN/flair.nii.gz and patientNN/wmh.nii.gz below it; give their folder with --data DIR")
+def find_scans(data: Path, flair: str = "flair.nii.gz", mask: str = "wmh.nii.gz") -> List[Scan]:
+    """Every subfolder of ``data`` holding ``flair`` and ``mask`` (paths inside it, e.g. pre/FLAIR.nii.gz in the
+    WMH challenge's layout); a clear error when there are none."""
+    hint = (f"the real development scans are not in the repository (issue #12 point 4): expected "
+            f"patientNN/{flair} and patientNN/{mask} below it; give their folder with --data DIR")
     if not data.is_dir():
         raise DeepWMLError(f"folder not found; {hint}", data)
-    scans = [Scan(p.name, p / "flair.nii.gz", p / "wmh.nii.gz") for p in sorted(data.iterdir())
-             if (p / "flair.nii.gz").is_file() and (p / "wmh.nii.gz").is_file()]
+    scans = [Scan(p.name, p / flair, p / mask) for p in sorted(data.iterdir())
+             if (p / flair).is_file() and (p / mask).is_file()]
     for p in sorted(data.iterdir()):
-        missing = [n for n in ("flair.nii.gz", "wmh.nii.gz") if not (p / n).is_file()]
+        missing = [n for n in (flair, mask) if not (p / n).is_file()]
         if p.is_dir() and not p.name.startswith(".") and len(missing) == 1:
             # a scan without its mask (or a mask without its scan, or a broken link) is left out, and said so
             print(f"note: {p} is left out: it has no {missing[0]} (or it is a broken link)", file=sys.stderr)

@@ -93,15 +93,17 @@ def fold_name(held_out: Sequence[str]) -> str:
     return "heldout_" + "+".join(held_out)
 
 
-def find_site_scans(folders: Sequence[Path]) -> Tuple[List[Scan], Dict[str, str]]:
-    """The scans of every --data folder (a site each) and the site of each; with several sites a scan's id is
-    prefixed with its site's folder name (two sites may both have a patient01); two sites of one name are refused."""
+def find_site_scans(folders: Sequence[Path], flair: str = "flair.nii.gz", mask: str = "wmh.nii.gz"
+                    ) -> Tuple[List[Scan], Dict[str, str]]:
+    """The scans of every --data folder (a site each; ``flair`` and ``mask``: the files' paths inside each scan's
+    folder) and the site of each; with several sites a scan's id is prefixed with its site's folder name (two sites
+    may both have a patient01); two sites of one name are refused."""
     names = [f.expanduser().resolve().name for f in folders]
     if len(set(names)) != len(names):
         raise DeepWMLError(f"two --data folders share a name ({', '.join(names)}); each site needs its own folder name")
     scans, site_of = [], {}
     for folder, site in zip(folders, names):
-        for scan in find_scans(folder.expanduser()):
+        for scan in find_scans(folder.expanduser(), flair, mask):
             scan_id = f"{site}_{scan.scan_id}" if len(folders) > 1 else scan.scan_id
             scans.append(Scan(scan_id, scan.flair, scan.mask))
             site_of[scan_id] = site
@@ -270,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, nargs="+", required=True,
                    help="folder of patientNN/flair.nii.gz + wmh.nii.gz of your site (not the MSLUB development scans); "
                         "several folders: several sites, scored apart")
+    p.add_argument("--flair-name", default="flair.nii.gz", metavar="PATH",
+                   help="the FLAIR's path inside each scan's folder (default flair.nii.gz; the WMH challenge's "
+                        "layout: pre/FLAIR.nii.gz)")
+    p.add_argument("--mask-name", default="wmh.nii.gz", metavar="PATH",
+                   help="the mask's path inside each scan's folder (default wmh.nii.gz)")
     p.add_argument("--as-acquired", action="store_true",
                    help="the scans are clinical 2D (thick-slice) scans: train and score on them as they are, no stacks "
                         "(--thickness, --gap and --inplane do not apply)")
@@ -306,7 +313,7 @@ def _main(argv: Optional[List[str]]) -> int:
         raise DeepWMLError("--ignore-label needs --as-acquired and a mask value from 2 to 255")
     thickness = args.thickness or [5.0, 6.5, 8.0]
     gap = 0.0 if args.gap is None else args.gap
-    scans, site_of = find_site_scans(args.data)
+    scans, site_of = find_site_scans(args.data, args.flair_name, args.mask_name)
     folds = holdout_folds([s.scan_id for s in scans], args.holdout, site_of)
     check_work_folder(args.work)
     work = args.work.expanduser().resolve()
@@ -315,7 +322,7 @@ def _main(argv: Optional[List[str]]) -> int:
     check_options(work / "options.json", {
         "data": [str(d.expanduser().resolve()) for d in args.data], "pretrained": str(model), "epochs": args.epochs,
         "iterations": args.iterations, "as_acquired": args.as_acquired, "holdout": args.holdout,
-        "ignore_label": args.ignore_label,
+        "ignore_label": args.ignore_label, "flair_name": args.flair_name, "mask_name": args.mask_name,
         "thickness": None if args.as_acquired else thickness, "gap": None if args.as_acquired else gap,
         "inplane": args.inplane, "seed": args.seed})
     sites: Dict[str, List[str]] = {}

@@ -120,6 +120,11 @@ def test_an_ignore_value_is_kept_for_training_and_left_out_of_the_score(tmp_path
         bench.acquired_cases(scans, images, labels)
     assert "patient01/wmh.nii.gz" in str(error.value)
     (case,) = bench.acquired_cases(scans, images, labels, ignore_label=2)
+    # the WMH challenge's layout (SUBJECT/pre/FLAIR.nii.gz beside SUBJECT/wmh.nii.gz) is found with --flair-name
+    (tmp_path / "site" / "patient01" / "pre").mkdir()
+    (tmp_path / "site" / "patient01" / "flair.nii.gz").rename(tmp_path / "site" / "patient01" / "pre" / "FLAIR.nii.gz")
+    (found,), _ = bench.find_site_scans([tmp_path / "site"], "pre/FLAIR.nii.gz", "wmh.nii.gz")
+    assert found.flair == tmp_path / "site" / "patient01" / "pre" / "FLAIR.nii.gz"
     source = read_label(tmp_path / "site" / "patient01" / "wmh.nii.gz").array
     np.testing.assert_array_equal(read_label(labels / "patient01.nii.gz").array, source)
     np.testing.assert_array_equal(case.label, source == 1)
