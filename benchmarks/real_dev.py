@@ -20,7 +20,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -137,20 +137,25 @@ def pitch_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degree
 
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
                 labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0,
-                native: bool = False) -> List[StackCase]:
+                native: bool = False, add_head: bool = False) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
     apart stacks of one scan and thickness made with different in-plane spacings); ``contrast``: also measure each
     stack's :func:`contrast_figures`; ``tilt``: nod each head by this many degrees first (:func:`pitch_volume`);
-    ``native``: also each scan as it comes (3D, 1 mm), scored against its own mask (case id ..._native).
+    ``native``: also each scan as it comes (3D, 1 mm), scored against its own mask (case id ..._native);
+    ``add_head``: wrap each stripped brain in a synthetic skull and scalp first (benchmarks/synthetic_head.py).
     """
     cases = []
-    for scan in scans:
+    for k, scan in enumerate(scans):
         flair, mask = read_image(scan.flair), read_label(scan.mask)
         problems = flair.geometry.mismatches(mask.geometry)
         if problems:
             raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
+        if add_head:
+            from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
+
+            flair = replace(flair, array=wrap_in_head(flair.array, flair.geometry.spacing[::-1], seed=k))
         if native:
             case_id = f"{scan.scan_id}_native{suffix}"
             write_image(flair.array, flair.geometry, images_dir / f"{case_id}.nii.gz")
@@ -400,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
                         "> 50 voxels) with their intensity / brain median and the share with a twin at their mirror image "
                         "across the midline: are the misses faint, the false positives bright, bilateral?")
+    p.add_argument("--add-head", action="store_true",
+                   help="wrap each skull-stripped brain in a synthetic skull, diploe, scalp fat and skin first "
+                        "(benchmarks/synthetic_head.py): the scans of a site that does not strip the skull")
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
@@ -453,6 +461,8 @@ def _main(argv: Optional[List[str]]) -> int:
     scans = find_scans(args.data.expanduser())
     if args.work:
         check_work_folder(args.work)
+    if args.add_head and args.contrast:
+        raise DeepWMLError("--contrast measures skull-stripped stacks: leave out --add-head")
     folder = model_dir(args)
     spec = check_model(folder, args.folds, args.checkpoint)
     if args.weights and len(args.weights) != 1 + len(args.also):
@@ -467,6 +477,7 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
           f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
+          f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
           f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --tta' if args.tta else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"
@@ -474,7 +485,8 @@ def _main(argv: Optional[List[str]]) -> int:
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
-        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native)
+        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
+                            add_head=args.add_head)
         t_stacks = time.perf_counter() - t0
         report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()

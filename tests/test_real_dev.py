@@ -337,3 +337,31 @@ def test_table_means_the_heavy_stacks_apart():
             {"scan": "broken", "thickness": 5.0, "slabs": 20, "matrix": "10x10", "failed": True}]
     heavy = bench.table(rows, [5.0]).splitlines()[-1]
     assert heavy.startswith("| **mean, ref >= 10 ml** |  | 2 stacks |  | 30.0 | 1.0 | 0.750 |")
+
+
+def test_add_head_wraps_the_stripped_brain_in_skull_and_scalp_and_leaves_brain_and_lesions_alone(tmp_path, capsys):
+    """--add-head: outside the brain, shells outward as a FLAIR shows them (CSF and bone dark, diploe grey, scalp fat
+    brighter than the brain's median, air at noise level); the brain's voxels are unchanged; the benchmark's stacks
+    carry the head and the same slab labels; --contrast (skull-stripped figures) is refused with it."""
+    from deepwml_testing.benchmarks import load_benchmark as load
+
+    head = load("synthetic_head")
+    zz, yy, xx = np.mgrid[:40, :80, :80]
+    brain = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2 < 12**2
+    image = np.where(brain, 100.0, 0.0).astype(np.float32)
+    wrapped = head.wrap_in_head(image, (1.0, 1.0, 1.0), seed=3)
+    np.testing.assert_array_equal(wrapped[brain], image[brain])
+    radius = np.sqrt((zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 40) ** 2)
+
+    def ring(lo: float, hi: float) -> float:
+        return float(np.median(wrapped[(radius >= 12 + lo) & (radius < 12 + hi)]))
+
+    csf, bone, diploe, fat, air = ring(1, 2), ring(3, 4), ring(5.5, 7), ring(11.5, 13.5), ring(20, 24)
+    assert bone < csf < diploe < 100 < fat and air < 10, (csf, bone, diploe, fat, air)
+    assert (wrapped >= 0).all() and np.isfinite(wrapped).all()
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--add-head")
+    assert "a synthetic skull and scalp around each brain" in out and len(rows) == 2
+    stack = read_image(tmp_path / "work" / "images" / "patient01_5mm.nii.gz").array
+    assert stack[:, 0:2, :].max() > 20  # the scalp reaches the field's edge on these small made-up heads
+    assert _benchmark().main(["--data", str(tmp_path / "data"), "--builtin", "--add-head", "--contrast"]) == 2
+    assert "--contrast measures skull-stripped stacks" in capsys.readouterr().err
