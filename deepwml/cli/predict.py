@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for DICOM series inputs, also write CASE_sr.dcm: the measurements as a DICOM Structured Report "
                    "(TID 1500: lesion count, total volume, Fazekas estimate; per lesion its outlines on the slices, volume, "
                    "location, long axis, confidence), referencing CASE_seg.dcm with --dicom-seg (needs highdicom)")
+    p.add_argument("--pseudonymise", metavar="KEY_FILE", type=Path,
+                   help="name each case by a keyed pseudonym (P + 12 hex digits; the same key, the same pseudonym) and "
+                   "keep its file and DICOM series out of the outputs, for sharing them; KEY_FILE is made on first use "
+                   "and pseudonyms.csv beside it lists who is who: keep both outside the output folder. No DICOM outputs "
+                   "with it")
     p.add_argument("--bids-names", action="store_true",
                    help="name the mask, probability, uncertainty and lesion-table files BIDS-derivative style when the "
                    "case id carries BIDS entities (sub-01_ses-1_FLAIR -> sub-01_ses-1_desc-wmh_mask.nii.gz)")
@@ -140,6 +145,7 @@ def _main(argv: Optional[List[str]]) -> int:
         dicom_findings=args.dicom_findings,
         dicom_sr=args.dicom_sr,
         bids_names=args.bids_names,
+        pseudonym_key=args.pseudonymise,
         anatomy=not args.no_anatomy,
         anatomy_model=Path(args.anatomy_model) if args.anatomy_model else None,
         save_anatomy=args.save_anatomy,

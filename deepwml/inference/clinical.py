@@ -6,6 +6,7 @@ Everything here is written before the mask, which marks a case as done, so a cas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -74,8 +75,10 @@ def write_clinical_outputs(
 
         # the lesions the page's table lists are numbered on its pictures
         panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS, ids=ids)
-        page = build_patient_report(summary, lesions, panels, geometry, case.source, options.model, uncertainty is not None,
-                                    series=_series_label(case, options.series_uid))
+        # a pseudonymised case's page names neither its file nor its series (whose label holds the study date)
+        source, series = (Path("pseudonymised input"), None) if case.pseudonymised else (case.source, _series_label(case, options.series_uid))
+        page = build_patient_report(summary, lesions, panels, geometry, source, options.model, uncertainty is not None,
+                                    series=series)
         write_patient_report(outputs.report_html, page)
         if extras.pdf and options.pdf_printer is not None:
             options.pdf_printer.print_pdf(outputs.report_html, outputs.report_pdf)

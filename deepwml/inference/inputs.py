@@ -35,6 +35,8 @@ class InputCase:
     kind: str  # 'file' or 'dicom'
     output_ending: str
     bids_names: bool = False  # name outputs BIDS-derivative style (deepwml_predict --bids-names)
+    #: ``case_id`` is a pseudonym (deepwml_predict --pseudonymise): no output names the source
+    pseudonymised: bool = False
     #: every channel's file, channel 0 (= ``source``) first, for a model with several channels; empty: one channel
     channels: Tuple[Path, ...] = ()
 

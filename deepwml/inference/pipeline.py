@@ -166,8 +166,9 @@ def label_map_summary(case_id: str, label_map: np.ndarray, geometry: Any) -> Cas
 
 
 def source_series(case: InputCase, series_uid: Optional[str] = None) -> str:
-    """summary.csv's source_series: the DICOM series a case was read from; '' for an image file."""
-    if case.kind != "dicom":
+    """summary.csv's source_series: the DICOM series a case was read from; '' for an image file or a pseudonymised
+    case."""
+    if case.kind != "dicom" or case.pseudonymised:
         return ""
     from deepwml.imageio.dicom import chosen_series
 

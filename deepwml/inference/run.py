@@ -84,6 +84,8 @@ class PredictRequest:
     min_lesion_ml: float = 0.0
     #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
     min_lesion_peak: float = 0.0
+    #: name every case by its keyed pseudonym and keep the source out of the outputs (deepwml.inference.pseudonyms)
+    pseudonym_key: Optional[Path] = None
 
 
 @dataclass
@@ -207,6 +209,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
+    if request.pseudonym_key is not None:
+        check_pseudonymise(request, out_dir)
     spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
     label_map = spec.plan.network.num_classes > 2
     if label_map:
@@ -217,6 +221,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
         all_cases = [dataclasses.replace(c, bids_names=True) for c in all_cases]
+    if request.pseudonym_key is not None:
+        all_cases = pseudonymised_cases(request, all_cases, out_dir)
     check_inputs_safe(all_cases, out_dir, request.input)
     # over all parts: array jobs share the folder, so a clash with another part's case counts too
     check_output_collisions(all_cases, out_dir, request.save_probabilities, request.write_qc, request.num_parts, request.part_id,
@@ -292,11 +298,48 @@ def _predict(request: PredictRequest) -> PredictReport:
         if any(d.use_int8 for d in predictor.int8_decisions):
             report.device += f", int8 for {sum(d.use_int8 for d in predictor.int8_decisions)}/{len(networks)} fold network(s)"
     report.summaries = [summaries[c.case_id] for c in cases]
+    if request.pseudonym_key is not None:
+        report.summaries = [without_source(s, c) for s, c in zip(report.summaries, cases)]
     report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
     write_csv(summary_frame(report.summaries), report.summary_csv)
     keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
     report.seconds = time.perf_counter() - start
     return report
+
+
+def check_pseudonymise(request: PredictRequest, out_dir: Path) -> None:
+    """Before anything runs: refuse with --pseudonymise the outputs that carry identity by design (DICOM objects, BIDS
+    names) and a key inside the output folder or in a folder that does not exist."""
+    from deepwml.inference.pseudonyms import check_key_outside
+
+    identified = [flag for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
+                                           ("--dicom-sr", request.dicom_sr), ("--bids-names", request.bids_names)) if asked]
+    if identified:
+        raise DeepWMLError(f"--pseudonymise keeps the scans' identity out of the outputs: {', '.join(identified)} "
+                           "name or carry it (DICOM objects go back to the PACS under the patient's identity)")
+    check_key_outside(request.pseudonym_key, out_dir, [request.input])
+    if not request.pseudonym_key.expanduser().parent.is_dir():
+        raise DeepWMLError("--pseudonymise: the key's folder does not exist", request.pseudonym_key.expanduser().parent)
+
+
+def pseudonymised_cases(request: PredictRequest, cases: Sequence[InputCase], out_dir: Path) -> List[InputCase]:
+    """The cases renamed by their pseudonyms (--pseudonymise; the key made on first use), recorded beside the key."""
+    from deepwml.inference.pseudonyms import check_key_outside, load_or_create_key, pseudonym, record_pseudonyms
+
+    check_key_outside(request.pseudonym_key, out_dir, [c.source for c in cases])
+    key, created = load_or_create_key(request.pseudonym_key)
+    renamed = [dataclasses.replace(c, case_id=pseudonym(key, c.case_id), pseudonymised=True) for c in cases]
+    record_pseudonyms(request.pseudonym_key, [(r.case_id, c.case_id, str(c.source)) for r, c in zip(renamed, cases)])
+    if created:
+        print(f"[deepwml_predict] note: made a new pseudonym key {request.pseudonym_key}: keep it (the same key gives "
+              "the same pseudonyms) and keep it and pseudonyms.csv beside it out of what you share", file=sys.stderr)
+    return renamed
+
+
+def without_source(summary: CaseSummary, case: InputCase) -> CaseSummary:
+    """A pseudonymised case's summary row: no series label, and ``<input>`` for its path in an error message."""
+    error = summary.error.replace(str(case.source), "<input>") if summary.error else summary.error
+    return dataclasses.replace(summary, source_series="", error=error)
 
 
 def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutputs:
