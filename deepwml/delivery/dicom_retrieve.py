@@ -4,7 +4,7 @@ root query/retrieve, STUDY level)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from deepwml.delivery.dicom_store import Destination, TlsFiles, application_entity, associate
 from deepwml.utils.errors import DeepWMLError
@@ -84,15 +84,8 @@ def move_study(source: Destination, calling_ae: str, study_uid: str, destination
     ae = application_entity(calling_ae, timeout)
     ae.add_requested_context(STUDY_ROOT_MOVE)
     assoc = associate(ae, source, tls)
-    completed, failed, code = 0, 0, -1
     try:
-        for status, _ in assoc.send_c_move(query, destination_ae, STUDY_ROOT_MOVE):
-            if not status:
-                code = -1
-                break
-            code = int(status.Status)
-            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
-            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+        completed, failed, code = _sub_operations(assoc.send_c_move(query, destination_ae, STUDY_ROOT_MOVE))
     finally:
         assoc.release()
     if code == -1:
@@ -125,17 +118,10 @@ def get_study(source: Destination, calling_ae: str, study_uid: str, on_store: Ca
         ae.add_requested_context(sop_class)
     roles = [build_role(sop_class, scp_role=True) for sop_class in MR_STORAGE]
     assoc = associate(ae, source, tls, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    completed, failed, code = 0, 0, -1
     try:
         if not any(c.abstract_syntax == STUDY_ROOT_GET for c in assoc.accepted_contexts):
             raise DeepWMLError(f"{source} does not offer study root C-GET: retrieve by C-MOVE instead (--retrieve move)")
-        for status, _ in assoc.send_c_get(query, STUDY_ROOT_GET):
-            if not status:
-                code = -1
-                break
-            code = int(status.Status)
-            completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
-            failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+        completed, failed, code = _sub_operations(assoc.send_c_get(query, STUDY_ROOT_GET))
     finally:
         assoc.release()
     if code == -1:
@@ -144,3 +130,16 @@ def get_study(source: Destination, calling_ae: str, study_uid: str, on_store: Ca
         raise DeepWMLError(f"{source} sent {completed} MR instance(s) of study {study_uid}, {failed} failed or declined "
                            f"(C-GET status 0x{code:04X})")
     return completed
+
+
+def _sub_operations(responses) -> Tuple[int, int, int]:
+    """(completed, failed, last status) of a C-MOVE's or C-GET's responses; status -1 when they stopped without one
+    (a timeout or a lost connection)."""
+    completed, failed, code = 0, 0, -1
+    for status, _ in responses:
+        if not status:
+            return completed, failed, -1
+        code = int(status.Status)
+        completed = int(status.get("NumberOfCompletedSuboperations", completed) or completed)
+        failed = int(status.get("NumberOfFailedSuboperations", failed) or failed)
+    return completed, failed, code
