@@ -95,3 +95,32 @@ def test_a_key_is_made_once_and_read_back():
     assert pseudonym(b"k" * 32, "patient01") != pseudonym(b"j" * 32, "patient01")
     with pytest.raises(DeepWMLError):
         load_or_create_key(Path("/nonexistent-folder-deepwml/k.key"))
+
+
+def test_runs_side_by_side_share_one_key_and_one_list(tmp_path, model_dir):  # noqa: F811
+    """--num-parts runs started together with no key yet: one key is made, every part names its cases with it, and
+    pseudonyms.csv lists every case (the key's lock serialises making the key and adding to the list)."""
+    import threading
+
+    from deepwml.inference.pseudonyms import MAP_NAME
+
+    for k in range(4):
+        _write_case(tmp_path / "in", f"case{k}.nii.gz", seed=k)
+    key = tmp_path / "site.key"
+    codes = []
+
+    def part(k: int) -> None:
+        codes.append(predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model_dir),
+                                   "--pseudonymise", str(key), "--num-parts", "2", "--part-id", str(k), "-np", "1"]))
+
+    threads = [threading.Thread(target=part, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [0, 0]
+    secret, _ = load_or_create_key(key)
+    expected = {pseudonym(secret, f"case{k}") for k in range(4)}
+    assert {p.name.split(".")[0] for p in (tmp_path / "out").glob("P*.nii.gz")} == expected
+    with open(tmp_path / MAP_NAME, newline="") as f:
+        assert {r["pseudonym"] for r in csv.DictReader(f)} == expected

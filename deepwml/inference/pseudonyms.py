@@ -11,14 +11,16 @@ objects carry the patient's identity by design (they go back to the PACS), so th
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import hashlib
 import hmac
 import io
 import os
 import secrets
 from pathlib import Path
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
@@ -27,6 +29,19 @@ from deepwml.utils.errors import DeepWMLError
 MAP_NAME = "pseudonyms.csv"
 MAP_COLUMNS = ("pseudonym", "case_id", "source")
 KEY_HEX_DIGITS = 64
+
+
+@contextlib.contextmanager
+def key_lock(path: Path) -> Iterator[None]:
+    """Hold the key's lock (a hidden file beside it): runs side by side (--num-parts, array jobs) must make one key,
+    not one each, and add to one pseudonyms.csv."""
+    path = Path(path).expanduser()
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_or_create_key(path: Path) -> Tuple[bytes, bool]:

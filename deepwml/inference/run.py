@@ -324,12 +324,13 @@ def check_pseudonymise(request: PredictRequest, out_dir: Path) -> None:
 
 def pseudonymised_cases(request: PredictRequest, cases: Sequence[InputCase], out_dir: Path) -> List[InputCase]:
     """The cases renamed by their pseudonyms (--pseudonymise; the key made on first use), recorded beside the key."""
-    from deepwml.inference.pseudonyms import check_key_outside, load_or_create_key, pseudonym, record_pseudonyms
+    from deepwml.inference.pseudonyms import check_key_outside, key_lock, load_or_create_key, pseudonym, record_pseudonyms
 
     check_key_outside(request.pseudonym_key, out_dir, [c.source for c in cases])
-    key, created = load_or_create_key(request.pseudonym_key)
-    renamed = [dataclasses.replace(c, case_id=pseudonym(key, c.case_id), pseudonymised=True) for c in cases]
-    record_pseudonyms(request.pseudonym_key, [(r.case_id, c.case_id, str(c.source)) for r, c in zip(renamed, cases)])
+    with key_lock(request.pseudonym_key):
+        key, created = load_or_create_key(request.pseudonym_key)
+        renamed = [dataclasses.replace(c, case_id=pseudonym(key, c.case_id), pseudonymised=True) for c in cases]
+        record_pseudonyms(request.pseudonym_key, [(r.case_id, c.case_id, str(c.source)) for r, c in zip(renamed, cases)])
     if created:
         print(f"[deepwml_predict] note: made a new pseudonym key {request.pseudonym_key}: keep it (the same key gives "
               "the same pseudonyms) and keep it and pseudonyms.csv beside it out of what you share", file=sys.stderr)
