@@ -203,3 +203,85 @@ def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capf
     assert finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model2"), "--work", str(tmp_path / "w2"),
                           "--lesion-id-masks"]) == 2
     assert "s0_lesionids.nii.gz" in capfd.readouterr().err
+
+
+def test_masks_in_the_wmh_challenge_format_need_ignore_label_which_keeps_value_2_out(tmp_path, monkeypatch, capfd):
+    """Masks holding 2 (the WMH challenge's other pathology): refused without --ignore-label, naming the file; with
+    --ignore-label 2 the fine-tuning set declares it its ignore value and keeps it as it is (training leaves it out);
+    the model card says so; --ignore-label with --lesion-id-masks, or 0/1, is refused."""
+    import json
+
+    import numpy as np
+
+    import deepwml.pretrained.site_finetune as site_finetune
+
+    folder = tmp_path / "site"
+    rows = ["image,label"]
+    for k in range(2):
+        case = generate_case("CSVD#1", index=k, seed=91)
+        mask = case.label.astype(np.uint8)
+        mask[0, :4, :4] = 2
+        write_image(case.image, case.geometry, folder / f"s{k}.nii.gz")
+        write_image(mask, case.geometry, folder / f"s{k}_wmh.nii.gz")
+        rows.append(f"s{k}.nii.gz,s{k}_wmh.nii.gz")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    assert finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "m0"), "--work", str(tmp_path / "w0")]) == 2
+    err = capfd.readouterr().err
+    assert "s0_wmh.nii.gz" in err or "s1_wmh.nii.gz" in err, err
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop  # the set is made: planning and training are the other tests' business
+
+    monkeypatch.setattr(site_finetune, "run_command", stop)
+    work = tmp_path / "work"
+    with pytest.raises(Stop):
+        finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model"), "--work", str(work), "--ignore-label", "2"])
+    (raw,) = (work / "raw").glob("Dataset*")
+    assert json.loads((raw / "dataset.json").read_text())["labels"]["ignore"] == 2
+    written = read_image(raw / "labelsTr" / "s0.nii.gz", dtype=None).array
+    assert (written[0, :4, :4] == 2).all() and set(np.unique(written)) <= {0, 1, 2}
+    from deepwml.datasets.manifest import read_manifest
+    from deepwml.planning.plan import Plan
+    from deepwml.pretrained import builtin_model_dir
+
+    request = site_finetune.FinetuneRequest(manifest=folder / "m.csv", output=tmp_path / "model", ignore_label=2)
+    card = site_finetune._card(request, builtin_model_dir(), Plan.load(builtin_model_dir() / "plans.json"),
+                               read_manifest(folder / "m.csv"), tmp_path / "no_fold")
+    assert "mask value 2 left out of training and scores (--ignore-label)" in card
+    for extra in (["--ignore-label", "2", "--lesion-id-masks"], ["--ignore-label", "1"]):
+        with pytest.raises(SystemExit):
+            finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "m1"), *extra])
+        assert "--ignore-label" in capfd.readouterr().err
+
+
+def test_scores_on_scans_kept_aside_leave_the_ignore_value_out(tmp_path):
+    """score_holdout with an ignore value: a bright blob marked 2 that the model outlines costs nothing, as in the
+    WMH challenge's evaluator; taken as background it would be a false lesion."""
+    import numpy as np
+
+    from deepwml.imageio import Geometry
+    from deepwml.pretrained.finetune_holdout import score_holdout
+    from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+    model = write_model_dir(tmp_path / "results" / "Dataset998_Toy" / "tiny", tiny_plan(matrix=64), kind="threshold")
+    raw = tmp_path / "raw"
+    geometry = Geometry((64, 64, 6), (0.9, 0.9, 6.5), (0.0, 0.0, 0.0))
+    zz, yy, xx = np.mgrid[:6, :64, :64]
+    head = (yy - 32) ** 2 + (xx - 32) ** 2 < 28**2
+    lesion = ((yy - 24) ** 2 + (xx - 34) ** 2 < 20) & (zz >= 2) & (zz < 5)
+    blob = ((yy - 42) ** 2 + (xx - 24) ** 2 < 30) & (zz >= 1) & (zz < 4)
+    rng = np.random.default_rng(0)
+    image = np.where(head, 100.0, 0.0) + 150.0 * (lesion | blob) + rng.normal(0, 5, head.shape) * head
+    write_image(image.astype(np.float32), geometry, raw / "imagesTs" / "c1.nii.gz")
+    write_image((lesion + 2 * blob).astype(np.uint8), geometry, raw / "labelsTs" / "c1.nii.gz")
+    from deepwml.evaluation.case_metrics import case_metrics
+
+    kept = score_holdout(tmp_path / "w1", raw, ".nii.gz", ["c1"], {"start": (model, None, "best")}, "cpu", ignore_label=2)
+    predicted = read_image(tmp_path / "w1" / "holdout" / "start" / "c1.nii.gz").array > 0
+    assert (predicted & blob).sum() > 0.8 * blob.sum()  # the model outlines the blob
+    dice = kept["models"]["start"]["mean_dice"]
+    assert np.isclose(dice, case_metrics(lesion, predicted & ~blob, geometry)["dice"])
+    assert dice > 0.7 > case_metrics(lesion, predicted, geometry)["dice"]  # the blob as background: a false lesion

@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-id-masks", action="store_true",
                    help="the masks are lesion-id maps (deepwml_predict --save-lesion-ids, corrected in a viewer: false "
                    "lesions cleared, missed ones painted with any label): every value above 0 is lesion")
+    p.add_argument("--ignore-label", type=int, default=None, metavar="V",
+                   help="mask value that is neither lesion nor not (2 in the MICCAI-2017 WMH challenge's masks, 'other "
+                   "pathology'): left out of training and of the scores on --holdout scans; without it a mask holds "
+                   "only 0 and 1")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in -o")
     add_device_argument(p)
     bids = p.add_argument_group("a BIDS dataset instead of a manifest (docs/dataset_format.md, 'BIDS datasets')")
@@ -77,6 +81,11 @@ def _main(argv: Optional[List[str]]) -> int:
 
     if args.epochs < 1 or (args.iterations is not None and args.iterations < 1):
         build_parser().error("--epochs and --iterations must be at least 1")
+    if args.ignore_label is not None and not 2 <= args.ignore_label <= 254:
+        build_parser().error("--ignore-label must be a mask value from 2 to 254 (0 and 1 are background and lesion)")
+    if args.ignore_label is not None and args.lesion_id_masks:
+        build_parser().error("--ignore-label and --lesion-id-masks do not go together: in a lesion-id map every value "
+                             "above 0 is a lesion")
     bids_only = [flag for flag, value in (("--masks", args.masks), ("--mask-suffix", args.mask_suffix),
                                           ("--participant-label", args.participant_label),
                                           ("--session-label", args.session_label)) if value]
@@ -87,7 +96,8 @@ def _main(argv: Optional[List[str]]) -> int:
     run_finetune(FinetuneRequest(manifest=args.manifest, output=args.output, start=args.start, work=args.work,
                                  epochs=args.epochs, iterations=args.iterations, lr=args.lr, device=args.device,
                                  n_jobs=args.num_processes, seed=args.seed, overwrite=args.overwrite,
-                                 holdout=args.holdout, lesion_id_masks=args.lesion_id_masks))
+                                 holdout=args.holdout, lesion_id_masks=args.lesion_id_masks,
+                                 ignore_label=args.ignore_label))
     return 0
 
 

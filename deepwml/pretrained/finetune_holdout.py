@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import statistics
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -41,9 +41,11 @@ def _mean(values: List[float]) -> float:
     return statistics.fmean(finite) if finite else float("nan")
 
 
-def score_holdout(work: Path, raw: Path, ending: str, held: Sequence[str], models: Dict[str, tuple], device: str) -> Dict:
+def score_holdout(work: Path, raw: Path, ending: str, held: Sequence[str], models: Dict[str, tuple], device: str,
+                  ignore_label: Optional[int] = None) -> Dict:
     """Segment the scans kept aside with each of ``models`` (name -> (model folder, folds, checkpoint)) and score
-    them against their labels; written to WORK/holdout/holdout.json and returned."""
+    them against their labels (``ignore_label`` voxels counted for neither side, as the WMH challenge's evaluator
+    leaves out its label 2); written to WORK/holdout/holdout.json and returned."""
     from deepwml.inference.run import PredictRequest, predict
 
     result: Dict = {"cases": list(held), "models": {}}
@@ -56,9 +58,10 @@ def score_holdout(work: Path, raw: Path, ending: str, held: Sequence[str], model
                                f"{report.failed[0].error}", raw / "imagesTs")
         per_case = {}
         for case_id in held:
-            reference = read_image(raw / "labelsTs" / f"{case_id}{ending}")
+            reference = read_image(raw / "labelsTs" / f"{case_id}{ending}").array
             predicted = read_image(out / f"{case_id}{ending}")
-            metrics = case_metrics(reference.array > 0, predicted.array > 0, predicted.geometry)
+            scored = reference != ignore_label if ignore_label is not None else np.ones(reference.shape, bool)
+            metrics = case_metrics((reference > 0) & scored, (predicted.array > 0) & scored, predicted.geometry)
             per_case[case_id] = {k: float(metrics[k]) for k in FIGURES}
         result["models"][name] = {"model": str(model_dir), "per_case": per_case,
                                   "mean_dice": _mean([c["dice"] for c in per_case.values()]),

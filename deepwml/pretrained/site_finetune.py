@@ -50,6 +50,8 @@ class FinetuneRequest:
     holdout: int = 0
     #: the masks are lesion-id maps (deepwml_predict --save-lesion-ids, corrected in a viewer): any value above 0 is lesion
     lesion_id_masks: bool = False
+    #: a mask value that is neither lesion nor not (the WMH challenge's 2): declared the dataset's ignore value
+    ignore_label: Optional[int] = None
 
 
 def start_model(spec: str) -> Path:
@@ -93,6 +95,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
         identity["holdout"] = held
     if request.lesion_id_masks:
         identity["lesion_id_masks"] = True
+    if request.ignore_label is not None:
+        identity["ignore_label"] = request.ignore_label
     _claim(work, identity)
     if request.lesion_id_masks:
         labelled = [dataclasses.replace(c, label=LesionIdLabel(c.label)) if isinstance(c.label, Path) else c for c in labelled]
@@ -102,10 +106,18 @@ def run_finetune(request: FinetuneRequest) -> Path:
     if not (raw / DATASET / "dataset.json").is_file():
         _log(f"{len(labelled)} labelled scan(s) -> {raw / DATASET}" + (f" ({skipped} row(s) without a label left out)" if skipped else "")
              + (f"; {len(held)} kept aside to score the models on" if held else ""))
-        result = write_dataset(labelled, raw, DATASET_ID, NAME, file_ending=default_file_ending(labelled),
+        labels = None if request.ignore_label is None else {"background": 0, "lesion": 1, "ignore": request.ignore_label}
+        result = write_dataset(labelled, raw, DATASET_ID, NAME, file_ending=default_file_ending(labelled), labels=labels,
                                description=f"fine-tuning set from {Path(request.manifest).name}", n_jobs=request.n_jobs)
         if result.problems:
-            raise DeepWMLError(f"the manifest made a dataset with problems: {'; '.join(map(str, result.problems))}", raw)
+            problems = "; ".join(map(str, result.problems))
+            if "not declared in dataset.json labels" in problems:
+                # the copies are named in the problems; the user knows the masks by the manifest's paths
+                masks = ", ".join(f"{c.case_id}: {c.label}" for c in labelled
+                                  if f"labelsTr/{c.case_id}." in problems or f"labelsTs/{c.case_id}." in problems)
+                problems += (f" (the masks: {masks}; a value that is neither lesion nor not, as the WMH challenge's 2 for "
+                             "other pathology, needs --ignore-label)")
+            raise DeepWMLError(f"the manifest made a dataset with problems: {problems}", raw)
     run_command("plan_and_preprocess", ["-d", str(DATASET_ID), "--raw", str(raw), "--preprocessed", str(pre),
                                         "--plan-file", str(start / "plans.json"), "--test-fraction", "0",
                                         "-np", str(request.n_jobs)], None, "deepwml_finetune")
@@ -122,7 +134,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
     scores = None
     if held:
         scores = score_holdout(work, raw / DATASET, default_file_ending(labelled), held, {
-            "finetuned": (results / DATASET / plan.name, ["all"], "latest"), "start": (start, None, "best")}, request.device)
+            "finetuned": (results / DATASET / plan.name, ["all"], "latest"), "start": (start, None, "best")}, request.device,
+            request.ignore_label)
         for name, label in (("finetuned", "fine-tuned"), ("start", "start model")):
             _log(f"{label} on the {len(held)} scan(s) kept aside: mean Dice {scores['models'][name]['mean_dice']:.3f}, "
                  f"lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
@@ -186,7 +199,9 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
         "",
         f"- Started from: {start} (its card: {start / 'MODEL_CARD.md'})",
         f"- Fine-tuned on: {len(cases)} labelled scan(s) of {Path(request.manifest).resolve()} (centres: {', '.join(centres)})"
-        + ("; masks: corrected lesion-id maps (--lesion-id-masks), every value above 0 lesion" if request.lesion_id_masks else ""),
+        + ("; masks: corrected lesion-id maps (--lesion-id-masks), every value above 0 lesion" if request.lesion_id_masks else "")
+        + (f"; mask value {request.ignore_label} left out of training and scores (--ignore-label)"
+           if request.ignore_label is not None else ""),
         f"- Schedule: {request.epochs} epochs" + (f" x {request.iterations} iterations" if request.iterations else "")
         + f", fold 'all' (every scan trained on), seed {request.seed}, learning rate "
         + (f"{request.lr:g}" if request.lr is not None else "the fine-tuning default (0.1 x the plan's)"),
