@@ -445,6 +445,21 @@ def test_the_group_level_scores_the_published_masks_against_a_readers(derived, t
     expected = case_metrics(label > 0, theirs.array > 0, theirs.geometry)
     for figure in ("dice", "lesion_f1", "ref_volume_ml", "pred_lesion_count"):
         assert table.loc["ses-2", figure] == pytest.approx(expected[figure], nan_ok=True)
+    # a reader's 'other pathology' (2, the WMH challenge's format) where neither mask has lesion: with --ignore-label
+    # 2 it counts for neither side (the figures stay those above); without it, as a lesion we missed
+    other = label.astype(np.uint8)
+    free = (label == 0) & (theirs.array == 0)
+    other[1:3, 2:10, 2:10][free[1:3, 2:10, 2:10]] = 2
+    assert (other == 2).sum() > 50
+    write_image(other, geometry, readers / "sub-01" / "ses-2" / "anat" / "sub-01_ses-2_desc-lesion_mask.nii.gz")
+    for extra, dice in ((["--ignore-label", "2"], expected["dice"]),
+                        ([], case_metrics(other > 0, theirs.array > 0, theirs.geometry)["dice"])):
+        assert bids_main([str(root), str(out), "group", "--reference", str(readers), *extra]) == 0
+        table = pd.read_csv(out / "wmh_agreement.tsv", sep="\t").set_index("session_id")
+        assert table.loc["ses-2", "dice"] == pytest.approx(dice)
+    assert case_metrics(other > 0, theirs.array > 0, theirs.geometry)["dice"] < expected["dice"]
+    assert bids_main([str(root), str(out), "group", "--ignore-label", "2"]) == 2
+    assert "--ignore-label needs --reference" in capsys.readouterr().err
     # a reader mask on another grid is named, not scored
     from deepwml.imageio import Geometry
 

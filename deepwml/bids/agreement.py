@@ -3,7 +3,8 @@
 For a site checking a model on its own labelled scans before relying on it: each published scan whose reader mask
 is found (deepwml.bids.layout.find_mask: the scan's entities and the first --mask-suffix ending that exists) is
 scored as deepwml_evaluate scores a case (Dice, HD95, absolute volume difference, lesion recall, precision and F1,
-volumes and counts; a reader mask is lesion where it is > 0). Written as OUTPUT/wmh_agreement.tsv.
+volumes and counts; a reader mask is lesion where it is > 0, except an --ignore-label value, which counts for
+neither side as the WMH challenge's evaluator leaves out its label 2). Written as OUTPUT/wmh_agreement.tsv.
 """
 from __future__ import annotations
 
@@ -26,18 +27,21 @@ FIGURES = ("dice", "hd95_mm", "avd_percent", "lesion_recall", "lesion_precision"
            "pred_volume_ml", "ref_lesion_count", "pred_lesion_count")
 
 
-def _score(mask_path: Path, reference_path: Path) -> Dict[str, object]:
-    """The figures of one published mask against a reader's; a reader mask off the scan's grid is an error naming it."""
+def _score(mask_path: Path, reference_path: Path, ignore_label: Optional[int] = None) -> Dict[str, object]:
+    """The figures of one published mask against a reader's (``ignore_label`` voxels left out of both); a reader mask
+    off the scan's grid is an error naming it."""
     predicted, reference = read_image(mask_path), read_image(reference_path)
     problems = predicted.geometry.mismatches(reference.geometry)
     if problems:
         raise DeepWMLError(f"is not on the grid of the FLAIR it labels ({'; '.join(problems)})", reference_path)
-    metrics = case_metrics(reference.array > 0, predicted.array > 0, predicted.geometry)
+    scored = reference.array != ignore_label if ignore_label is not None else np.ones(reference.array.shape, bool)
+    metrics = case_metrics((reference.array > 0) & scored, (predicted.array > 0) & scored, predicted.geometry)
     return {k: metrics[k] for k in FIGURES}
 
 
 def agreement_table(out: Path, bids_root: Path, masks: Path, suffixes: Sequence[str],
-                    participants: Optional[Sequence[str]] = None) -> Tuple[pd.DataFrame, int]:
+                    participants: Optional[Sequence[str]] = None,
+                    ignore_label: Optional[int] = None) -> Tuple[pd.DataFrame, int]:
     """A row per published scan with a reader mask in ``masks``; also how many published scans had none."""
     wanted = None if not participants else {p if p.startswith("sub-") else f"sub-{p}" for p in participants}
     rows: List[Dict[str, object]] = []
@@ -55,7 +59,7 @@ def agreement_table(out: Path, bids_root: Path, masks: Path, suffixes: Sequence[
             row["session_id"] = f"ses-{scan.session}"
         row["source"] = scan.relative
         row["reference"] = reference.relative_to(masks).as_posix()
-        row.update(_score(mask_of(sidecar, scan.ending), reference))
+        row.update(_score(mask_of(sidecar, scan.ending), reference, ignore_label))
         rows.append(row)
     if not rows:
         raise DeepWMLError(f"holds no reader mask for any of the published scans (endings tried: {', '.join(suffixes)})", masks)

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--reference", type=Path, default=None, metavar="MASKS_DIR",
                        help="also score every published mask against a reader's mask of the same scan in this folder "
                        "(a derivatives dataset: the scan's entities and one of --mask-suffix), into wmh_agreement.tsv")
+    group.add_argument("--ignore-label", type=int, default=None, metavar="V",
+                       help="with --reference: a reader-mask value that is neither lesion nor not (2 in the WMH "
+                       "challenge's masks, other pathology), left out of the scores")
     group.add_argument("--mask-suffix", nargs="+", default=None, metavar="ENDING",
                        help="the reader masks' endings after the scan's entities, tried in order (default: label-WMH_mask, "
                        "label-lesion_mask, desc-lesion_mask, label-lesion_roi and alike)")
@@ -114,6 +117,9 @@ def _group(args: argparse.Namespace) -> int:
     check_bids_root(args.bids_dir)
     if args.reference is not None and not args.reference.is_dir():  # before any table is written
         raise DeepWMLError("reader masks folder not found", args.reference)
+    if args.ignore_label is not None and (args.reference is None or not 2 <= args.ignore_label <= 255):
+        raise DeepWMLError("--ignore-label needs --reference and a mask value from 2 to 255 (0 and 1 are background "
+                           "and lesion)")
     for path in write_group_table(args.output_dir, args.bids_dir, args.participant_label, args.group_by):
         print(f"deepwml_bids: wrote {path}")
     if args.reference is not None:
@@ -122,7 +128,7 @@ def _group(args: argparse.Namespace) -> int:
         from deepwml.bids.tables import write_tsv
 
         table, without = agreement_table(args.output_dir, args.bids_dir, args.reference, args.mask_suffix or MASK_SUFFIXES,
-                                         args.participant_label)
+                                         args.participant_label, args.ignore_label)
         write_tsv(table, args.output_dir / TABLE_NAME)
         print(f"deepwml_bids: wrote {args.output_dir / TABLE_NAME}")
         print(describe(table, without))
