@@ -28,6 +28,22 @@ def _site(folder: Path, n: int = 2, unlabelled: int = 1) -> Path:
     return folder / "m.csv"
 
 
+class _SetMade(Exception):
+    """Raised where deepwml_finetune would plan: the fine-tuning set is made."""
+
+
+def _stop_once_the_set_is_made(monkeypatch) -> type:
+    """Make deepwml_finetune stop once its raw dataset is written (planning and training are the other tests'
+    business); returns the exception it then raises."""
+    import deepwml.pretrained.site_finetune as site_finetune
+
+    def stop(*args, **kwargs):
+        raise _SetMade
+
+    monkeypatch.setattr(site_finetune, "run_command", stop)
+    return _SetMade
+
+
 @pytest.mark.slow
 def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
     manifest = _site(tmp_path / "site")
@@ -172,13 +188,7 @@ def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capf
         rows.append(f"s{k}.nii.gz,s{k}_lesionids.nii.gz")
     (folder / "m.csv").write_text("\n".join(rows) + "\n")
 
-    class Stop(Exception):
-        pass
-
-    def stop(*args, **kwargs):
-        raise Stop  # the set is made: planning and training are the other tests' business
-
-    monkeypatch.setattr(site_finetune, "run_command", stop)
+    Stop = _stop_once_the_set_is_made(monkeypatch)
     work = tmp_path / "work"
     with pytest.raises(Stop):
         finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model"), "--work", str(work), "--lesion-id-masks"])
@@ -229,13 +239,7 @@ def test_masks_in_the_wmh_challenge_format_need_ignore_label_which_keeps_value_2
     err = capfd.readouterr().err
     assert "s0_wmh.nii.gz" in err or "s1_wmh.nii.gz" in err, err
 
-    class Stop(Exception):
-        pass
-
-    def stop(*args, **kwargs):
-        raise Stop  # the set is made: planning and training are the other tests' business
-
-    monkeypatch.setattr(site_finetune, "run_command", stop)
+    Stop = _stop_once_the_set_is_made(monkeypatch)
     work = tmp_path / "work"
     with pytest.raises(Stop):
         finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "model"), "--work", str(work), "--ignore-label", "2"])

@@ -18,6 +18,7 @@ import pandas as pd
 from deepwml.bids.derivatives import mask_of, published_sidecars, read_sidecar
 from deepwml.bids.layout import find_mask, scan_of
 from deepwml.evaluation.case_metrics import case_metrics
+from deepwml.evaluation.masks import scored_lesions
 from deepwml.imageio import read_image
 from deepwml.utils.errors import DeepWMLError
 
@@ -34,8 +35,7 @@ def _score(mask_path: Path, reference_path: Path, ignore_label: Optional[int] = 
     problems = predicted.geometry.mismatches(reference.geometry)
     if problems:
         raise DeepWMLError(f"is not on the grid of the FLAIR it labels ({'; '.join(problems)})", reference_path)
-    scored = reference.array != ignore_label if ignore_label is not None else np.ones(reference.array.shape, bool)
-    metrics = case_metrics((reference.array > 0) & scored, (predicted.array > 0) & scored, predicted.geometry)
+    metrics = case_metrics(*scored_lesions(reference.array, predicted.array, ignore_label), predicted.geometry)
     return {k: metrics[k] for k in FIGURES}
 
 

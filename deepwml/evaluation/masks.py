@@ -12,6 +12,17 @@ from deepwml.imageio import Geometry, read_image
 from deepwml.utils.errors import ImageError
 
 
+def scored_lesions(reference: np.ndarray, prediction: np.ndarray, ignore_label: Optional[int] = None
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """(reference lesion, predicted lesion) as booleans, each > 0, with the ``ignore_label`` voxels of the reference
+    taken out of both (they count for neither side, as the MICCAI-2017 WMH evaluator leaves out its label 2)."""
+    reference, prediction = np.asarray(reference), np.asarray(prediction)
+    if ignore_label is None:
+        return reference > 0, prediction > 0
+    scored = reference != ignore_label
+    return (reference > 0) & scored, (prediction > 0) & scored
+
+
 @dataclass
 class CaseMasks:
     """Binary lesion masks of one case in numpy (z, y, x) order, ignore region already removed from both."""

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from deepwml.evaluation.case_metrics import case_metrics
+from deepwml.evaluation.masks import scored_lesions
 from deepwml.imageio import read_image
 from deepwml.utils.atomic import write_json
 from deepwml.utils.errors import DeepWMLError
@@ -60,8 +61,7 @@ def score_holdout(work: Path, raw: Path, ending: str, held: Sequence[str], model
         for case_id in held:
             reference = read_image(raw / "labelsTs" / f"{case_id}{ending}").array
             predicted = read_image(out / f"{case_id}{ending}")
-            scored = reference != ignore_label if ignore_label is not None else np.ones(reference.shape, bool)
-            metrics = case_metrics((reference > 0) & scored, (predicted.array > 0) & scored, predicted.geometry)
+            metrics = case_metrics(*scored_lesions(reference, predicted.array, ignore_label), predicted.geometry)
             per_case[case_id] = {k: float(metrics[k]) for k in FIGURES}
         result["models"][name] = {"model": str(model_dir), "per_case": per_case,
                                   "mean_dice": _mean([c["dice"] for c in per_case.values()]),
