@@ -20,8 +20,6 @@ MR_STORAGE = (
     "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
     "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
 )
-#: how a node may retrieve a study: C-MOVE to its own AE title (the PACS must know its address) or C-GET
-RETRIEVE_METHODS = ("move", "get")
 #: C-FIND / C-MOVE statuses: pending (a match, or sub-operations going on), and success
 PENDING, SUCCESS = (0xFF00, 0xFF01), 0x0000
 

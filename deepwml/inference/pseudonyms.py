@@ -92,10 +92,10 @@ def record_pseudonyms(key_path: Path, rows: Iterable[Tuple[str, str, str]]) -> P
 def check_key_outside(key_path: Path, out_dir: Path, inputs: Sequence[Path]) -> None:
     """The key (and its list) must not lie in the output folder, which is what gets shared, nor among the inputs."""
     key = Path(key_path).expanduser().resolve()
-    for folder, what in ((Path(out_dir).expanduser().resolve(), "output folder"),):
-        if key.parent == folder or folder in key.parents:
-            raise DeepWMLError(f"--pseudonymise: the key lies inside the {what}, which is what gets shared; keep it "
-                               "elsewhere", key_path)
+    folder = Path(out_dir).expanduser().resolve()
+    if folder in key.parents:
+        raise DeepWMLError("--pseudonymise: the key lies inside the output folder, which is what gets shared; keep it "
+                           "elsewhere", key_path)
     for source in inputs:
         if key == Path(source).resolve():
             raise DeepWMLError("--pseudonymise: the key is one of the inputs", key_path)

@@ -299,7 +299,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             report.device += f", int8 for {sum(d.use_int8 for d in predictor.int8_decisions)}/{len(networks)} fold network(s)"
     report.summaries = [summaries[c.case_id] for c in cases]
     if request.pseudonym_key is not None:
-        report.summaries = [without_source(s, c) for s, c in zip(report.summaries, cases)]
+        report.summaries = [without_path(s, c) for s, c in zip(report.summaries, cases)]
     report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
     write_csv(summary_frame(report.summaries), report.summary_csv)
     keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
@@ -337,10 +337,12 @@ def pseudonymised_cases(request: PredictRequest, cases: Sequence[InputCase], out
     return renamed
 
 
-def without_source(summary: CaseSummary, case: InputCase) -> CaseSummary:
-    """A pseudonymised case's summary row: no series label, and ``<input>`` for its path in an error message."""
-    error = summary.error.replace(str(case.source), "<input>") if summary.error else summary.error
-    return dataclasses.replace(summary, source_series="", error=error)
+def without_path(summary: CaseSummary, case: InputCase) -> CaseSummary:
+    """A pseudonymised case's summary row with ``<input>`` for its path in an error message (its series label is
+    already left out: pipeline.source_series)."""
+    if not summary.error:
+        return summary
+    return dataclasses.replace(summary, error=summary.error.replace(str(case.source), "<input>"))
 
 
 def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutputs:
