@@ -408,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-head", action="store_true",
                    help="wrap each skull-stripped brain in a synthetic skull, diploe, scalp fat and skin first "
                         "(benchmarks/synthetic_head.py): the scans of a site that does not strip the skull")
+    p.add_argument("--skull-strip", action="store_true",
+                   help="deepwml_predict --skull-strip: the lesion model sees only the brain the anatomy model finds")
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
@@ -437,7 +439,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
     def request(model: Path, output: Path, folds, probabilities: bool) -> PredictRequest:
         return PredictRequest(input=work / "images", output=output, model_dir=model, folds=folds,
                               checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
-                              overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only,
+                              overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
                               tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak)
@@ -478,7 +480,8 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
           f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
           f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
-          f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --tta' if args.tta else ''}"
+          f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --skull-strip' if args.skull_strip else ''}"
+          f"{'; --tta' if args.tta else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"
           f"{f'; --min-lesion-peak {args.min_lesion_peak:g}' if args.min_lesion_peak else ''}")

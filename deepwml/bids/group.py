@@ -32,7 +32,9 @@ CHANGE_COLUMNS = ("new_lesions", "new_lesions_not_counted", "enlarging_lesions",
 #: summary.csv columns that stay out of the group table (per-slice lists, DICOM series)
 _LEFT_OUT = ("lesion_area_mm2_per_slice", "source_series")
 #: deepwml_predict's mask options beside the weights (deepwml.inference.output_folder.producer_record)
-MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak")
+MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip")
+#: what a sidecar written before an option existed did
+_MASK_OPTION_DEFAULTS = {"skull_strip": False}
 _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "participant_id": {"Description": "participant, as participants.tsv names it"},
     "session_id": {"Description": "session, as sessions.tsv names it"},
@@ -52,7 +54,7 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
 
 def _settings(producer: Dict[str, Any]) -> str:
     """What decides a mask, in words: the weights (wherever the model lay) and the mask options."""
-    options = ", ".join(f"{k} {producer.get(k)}" for k in MASK_OPTIONS)
+    options = ", ".join(f"{k} {producer.get(k, _MASK_OPTION_DEFAULTS.get(k))}" for k in MASK_OPTIONS)
     return f"weights {', '.join(sorted(producer.get('weights_sha256') or []))} ({options})"
 
 

@@ -174,7 +174,8 @@ def _request(args):
                              checkpoint=args.checkpoint, device=args.device, series_uid=args.series,
                              workers=1, dicom_seg="seg" in args.outputs, dicom_findings="findings" in args.outputs,
                              dicom_sr="sr" in args.outputs, report=args.report, anatomy=not args.no_anatomy,
-                             white_matter_only=args.white_matter_only, threshold=args.threshold,
+                             white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
+                             threshold=args.threshold,
                              min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak)
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0 < args.threshold < 1):
         raise DeepWMLError(f"--threshold must lie strictly between 0 and 1, not {args.threshold}")

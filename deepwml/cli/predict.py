@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop every lesion the anatomy map places mostly in the cortex or outside the brain, as WMH tools do "
                    "with a white-matter mask: on real MS FLAIR most such components are false positives (faint cortex "
                    "folded into thick slices); it also drops true cortical lesions")
+    p.add_argument("--skull-strip", action="store_true",
+                   help="segment only the brain the anatomy model finds (everything outside it set to 0 first), so a scan "
+                   "with its skull and the same scan skull-stripped get the same lesions: without it, the lesion model calls "
+                   "20-30 %% more lesion in real brains that keep their skull than in the same brains stripped")
     return p
 
 
@@ -151,6 +155,7 @@ def _main(argv: Optional[List[str]]) -> int:
         save_anatomy=args.save_anatomy,
         save_lesion_ids=args.save_lesion_ids,
         white_matter_only=args.white_matter_only,
+        skull_strip=args.skull_strip,
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
         min_lesion_peak=args.min_lesion_peak,

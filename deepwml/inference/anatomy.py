@@ -31,7 +31,7 @@ def anatomy_model_dir(model: Optional[Path], enabled: bool = True, required: boo
 
     if not enabled:
         if model is not None or required:
-            raise DeepWMLError("--no-anatomy contradicts --anatomy-model, --save-anatomy and --white-matter-only")
+            raise DeepWMLError("--no-anatomy contradicts --anatomy-model, --save-anatomy, --white-matter-only and --skull-strip")
         return None
     if model is not None:
         return resolve_model_dir(model_dir=model)

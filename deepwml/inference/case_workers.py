@@ -17,7 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 from deepwml.inference.anatomy import AnatomyModel
 from deepwml.inference.inputs import InputCase
 from deepwml.inference.lesion_report import CaseSummary, failed_case
-from deepwml.inference.pipeline import CasePipeline, RunOptions, debug_trace, describe_error, prepare_case, write_case
+from deepwml.inference.pipeline import (CasePipeline, RunOptions, debug_trace, describe_error, network_outputs, prepare_case,
+                                        write_case)
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.planning.plan import Plan
 from deepwml.training.device import DeviceSetup
@@ -43,9 +44,8 @@ def predict_case(case: InputCase, predictor: SlicePredictor, plan: Plan, options
                  anatomy: Optional[AnatomyModel] = None) -> CaseSummary:
     """Read, predict and write one case; a failure anywhere is its summary row, never an exception."""
     try:
-        prepared = prepare_case(case, plan, options.series_uid, anatomy)
-        probs = predictor.predict(prepared.image_pp, prepared.head)
-        anatomy_probs = None if prepared.anatomy_input is None else anatomy.predict(prepared.anatomy_input)
+        prepared = prepare_case(case, plan, options.series_uid, anatomy, options.skull_strip)
+        prepared, probs, anatomy_probs = network_outputs(prepared, predictor, plan, anatomy)
         return write_case(prepared, probs, options, anatomy_probs)
     except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
         debug_trace(e)

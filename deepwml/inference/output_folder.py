@@ -100,7 +100,7 @@ def is_output_folder(folder: Path) -> bool:
 
 def producer_record(
     model_dir: Path, folds: Sequence[str], checkpoint: str, weights: Sequence[str], threshold: float, tta: bool,
-    white_matter_only: bool, min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0,
+    white_matter_only: bool, min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, skull_strip: bool = False,
 ) -> Dict[str, Any]:
     """What decides a run's masks: the networks' weights (``weights``: their digests, so a moved model is the same one
     and a re-trained one is not), the folds and checkpoint it names, and the options that change a mask."""
@@ -108,7 +108,7 @@ def producer_record(
         "model": str(model_dir), "folds": [str(f) for f in folds], "checkpoint": checkpoint,
         "weights_sha256": list(weights),
         "threshold": float(threshold), "tta": bool(tta), "white_matter_only": bool(white_matter_only),
-        "min_lesion_ml": float(min_lesion_ml), "min_lesion_peak": float(min_lesion_peak),
+        "min_lesion_ml": float(min_lesion_ml), "min_lesion_peak": float(min_lesion_peak), "skull_strip": bool(skull_strip),
     }
 
 
@@ -133,10 +133,10 @@ def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -
         what.append(f"model {earlier.get('model')} (folds {', '.join(map(str, earlier.get('folds', [])))}, "
                     f"checkpoint {earlier.get('checkpoint')}) -> {record['model']} (folds {', '.join(record['folds'])}, "
                     f"checkpoint {record['checkpoint']})")
-    # a marker from before --min-lesion-ml / --min-lesion-peak kept every lesion
-    defaults = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0}
+    # a marker from before --min-lesion-ml / --min-lesion-peak / --skull-strip kept every lesion and the skull
+    defaults = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False}
     what += [f"{key} {earlier.get(key, defaults.get(key))!r} -> {record[key]!r}"
-             for key in ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak")
+             for key in ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip")
              if earlier.get(key, defaults.get(key)) != record[key]]
     if what:
         raise DeepWMLError(

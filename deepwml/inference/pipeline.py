@@ -9,7 +9,7 @@ import sys
 import traceback
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
@@ -28,6 +28,7 @@ from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_le
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
+from deepwml.inference.skull_strip import brain_region, strip_images
 from deepwml.inference.white_matter import white_matter_lesions
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
@@ -44,11 +45,13 @@ class PreparedCase:
 
     case: InputCase
     image: Image  # channel 0: the outputs take its grid
-    image_pp: np.ndarray  # [C, S, H, W]
-    head: np.ndarray
-    props: Dict[str, Any]
+    image_pp: Optional[np.ndarray]  # [C, S, H, W]; None until the skull is stripped (--skull-strip)
+    head: Optional[np.ndarray]
+    props: Optional[Dict[str, Any]]
     #: the input preprocessed with the anatomy model's plan (None: no anatomy model in this run)
     anatomy_input: Optional[Preprocessed] = None
+    #: every channel as read, kept only while the lesion model's input waits for the anatomy model's brain
+    channels: Optional[List[Image]] = None
 
 
 @dataclass
@@ -63,6 +66,8 @@ class RunOptions:
     clinical: ClinicalOptions = field(default_factory=ClinicalOptions)
     #: drop the lesions the anatomy map places in the cortex or outside the brain (deepwml.inference.white_matter)
     white_matter_only: bool = False
+    #: the lesion model sees only the anatomy model's brain (deepwml.inference.skull_strip)
+    skull_strip: bool = False
     #: lesions smaller than this many ml are dropped from the mask (0: keep all)
     min_lesion_ml: float = 0.0
     #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
@@ -80,12 +85,34 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} (unexpected; please report)"
 
 
-def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None) -> PreparedCase:
+def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None,
+                 skull_strip: bool = False) -> PreparedCase:
     """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built
-    with), and the anatomy model's preprocessing of its FLAIR when there is one."""
+    with), and the anatomy model's preprocessing of its FLAIR when there is one. ``skull_strip``: the plan's
+    preprocessing waits for the anatomy model's brain (:func:`network_outputs`)."""
     images = read_channels(case, series_uid)
+    anatomy_input = anatomy.prepare(images[0]) if anatomy else None
+    if skull_strip:
+        return PreparedCase(case, images[0], None, None, None, anatomy_input, channels=images)
     result = preprocess_arrays(images if len(images) > 1 else images[0], plan)
-    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy.prepare(images[0]) if anatomy else None)
+    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input)
+
+
+def network_outputs(prepared: PreparedCase, predictor: SlicePredictor, plan: Plan,
+                    anatomy: Optional[AnatomyModel]) -> Tuple[PreparedCase, np.ndarray, Optional[np.ndarray]]:
+    """(the case as the lesion model saw it, its lesion probabilities, the anatomy model's class probabilities or None).
+
+    The anatomy model runs first: with --skull-strip (``prepared.channels`` set) its brain is what the lesion model sees.
+    """
+    anatomy_probs = None if prepared.anatomy_input is None else anatomy.predict(prepared.anatomy_input)
+    if prepared.channels is not None:
+        if anatomy_probs is None:
+            raise DeepWMLError("--skull-strip needs the anatomy model, and this run has none")  # run.py checks first
+        region = brain_region(anatomy_map(anatomy_probs, prepared.anatomy_input.props), prepared.image.geometry)
+        stripped = strip_images(prepared.channels, region)
+        result = preprocess_arrays(stripped if len(stripped) > 1 else stripped[0], plan)
+        prepared = replace(prepared, image_pp=result.image, head=result.head, props=result.props, channels=None)
+    return prepared, predictor.predict(prepared.image_pp, prepared.head), anatomy_probs
 
 
 def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions, anatomy_probs: Optional[np.ndarray] = None) -> CaseSummary:
@@ -230,12 +257,11 @@ class CasePipeline:
                 while queue or pending_reads:
                     while queue and len(pending_reads) < lookahead:
                         case = queue.popleft()
-                        pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid, self.anatomy)))
+                        pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid,
+                                                                   self.anatomy, self.options.skull_strip)))
                     case, future = pending_reads.popleft()
                     try:
-                        prepared = future.result()
-                        probs = self.predictor.predict(prepared.image_pp, prepared.head)
-                        anatomy = None if prepared.anatomy_input is None else self.anatomy.predict(prepared.anatomy_input)
+                        prepared, probs, anatomy = network_outputs(future.result(), self.predictor, self.plan, self.anatomy)
                     except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
                         record(failed_case(case.case_id, describe_error(e)))
                         debug_trace(e)

@@ -78,6 +78,8 @@ class PredictRequest:
     save_lesion_ids: bool = False
     #: keep only the lesions the anatomy map places in white matter (deepwml.inference.white_matter)
     white_matter_only: bool = False
+    #: the lesion model sees only the anatomy model's brain: scans with and without skull alike (deepwml.inference.skull_strip)
+    skull_strip: bool = False
     #: lesion probability at or above which a voxel is lesion (None: the plan's inference.threshold)
     threshold: Optional[float] = None
     #: lesions (26-connected) smaller than this many ml are dropped from the mask (0: keep all)
@@ -104,6 +106,8 @@ class PredictReport:
     anatomy_model: Optional[Path] = None
     #: the model's probability temperatures below / above the threshold (deepwml_calibrate); (1, 1): uncalibrated
     temperatures: Tuple[float, float] = (1.0, 1.0)
+    #: the lesion model saw only the anatomy model's brain (--skull-strip)
+    skull_strip: bool = False
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -121,6 +125,7 @@ class PredictReport:
             f"deepwml_predict: {self.predicted} case(s) predicted, {self.resumed} already done, {len(self.failed)} failed "
             f"in {self.seconds:.1f} s on {self.device}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
+            + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")
@@ -216,7 +221,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     if label_map:
         check_label_map_request(request, spec)
     anatomy_dir = None if label_map else anatomy_model_dir(request.anatomy_model, request.anatomy,
-                                                           request.save_anatomy or request.white_matter_only)
+                                                           request.save_anatomy or request.white_matter_only or request.skull_strip)
     all_cases = discover_cases(request.input, spec.plan.n_channels)
     clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
@@ -236,9 +241,10 @@ def _predict(request: PredictRequest) -> PredictReport:
               f"has voxels at the mask threshold {mask_threshold(request, spec):g} or above", file=sys.stderr)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
                                mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml,
-                               request.min_lesion_peak)
+                               request.min_lesion_peak, request.skull_strip)
     check_resume_matches(out_dir, producer, len(done))
-    report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir)
+    report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
+                           skull_strip=request.skull_strip)
     trained = trained_acquisition(spec.folder)
     summaries = {}
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
@@ -275,6 +281,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             series_uid=request.series_uid,
             clinical=clinical,
             white_matter_only=request.white_matter_only,
+            skull_strip=request.skull_strip,
             min_lesion_ml=request.min_lesion_ml,
             min_lesion_peak=request.min_lesion_peak,
             temperatures=report.temperatures,
@@ -369,6 +376,7 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--save-lesion-ids", request.save_lesion_ids),
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
+                                            ("--skull-strip", request.skull_strip),
                                             ("--threshold", request.threshold is not None),
                                             ("--min-lesion-ml", request.min_lesion_ml > 0),
                                             ("--min-lesion-peak", request.min_lesion_peak > 0)) if asked]

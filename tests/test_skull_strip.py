@@ -1,0 +1,128 @@
+"""deepwml_predict --skull-strip: the lesion model sees only the brain the anatomy model finds."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from deepwml.anatomy.labels import BACKGROUND, CORTEX, VENTRICLE, WHITE_MATTER
+from deepwml.cli import predict as predict_cli
+from deepwml.imageio import Geometry, Image, read_image, write_image
+from deepwml.inference import pipeline
+from deepwml.inference.skull_strip import brain_region, strip_images
+from deepwml.utils.errors import DeepWMLError
+from test_anatomy_model import models  # noqa: F401 - the fixture
+
+
+def _anatomy(shape=(4, 40, 40)) -> np.ndarray:
+    """A square brain in slices 1-2 (white matter in a cortex ring, a ventricle, a background hole for a sulcus)."""
+    anatomy = np.zeros(shape, np.uint8)
+    anatomy[1:3, 10:30, 10:30] = CORTEX
+    anatomy[1:3, 12:28, 12:28] = WHITE_MATTER
+    anatomy[1:3, 18:22, 18:22] = VENTRICLE
+    anatomy[1, 14:16, 24:26] = BACKGROUND  # enclosed: filled
+    return anatomy
+
+
+def test_the_brain_region_is_every_class_holes_filled_and_grown_in_plane_by_millimetres_not_across_slices():
+    # spacing x 1.0 mm (columns), y 0.5 mm (rows), 6 mm slices: 3 mm is 3 columns and 6 rows
+    geometry = Geometry((40, 40, 4), (1.0, 0.5, 6.0), (0.0, 0.0, 0.0))
+    region = brain_region(_anatomy(), geometry)
+    assert region.dtype == bool and region.shape == (4, 40, 40)
+    assert not region[0].any() and not region[3].any()  # no brain there: nothing grows into it from a slice beside
+    assert region[1, 14:16, 24:26].all()  # the enclosed hole
+    expected = np.zeros((40, 40), bool)
+    yy, xx = np.mgrid[:40, :40]
+    # the square rows 10-29, columns 10-29, grown by an ellipse of 6 rows x 3 columns
+    dy = np.maximum(np.maximum(10 - yy, yy - 29), 0) * 0.5
+    dx = np.maximum(np.maximum(10 - xx, xx - 29), 0) * 1.0
+    expected[np.hypot(dy, dx) <= 3.0] = True
+    assert np.array_equal(region[1], expected) and np.array_equal(region[2], expected)
+    unfilled = _anatomy() != BACKGROUND
+    filled = unfilled.copy()
+    filled[1, 14:16, 24:26] = True
+    assert np.array_equal(brain_region(_anatomy(), geometry, margin_mm=0), filled)
+
+
+def test_the_brain_region_follows_a_slice_axis_that_is_not_the_first_numpy_axis():
+    # sagittal stack: x is the coarsest (6 mm), so the slices run along numpy's last axis
+    geometry = Geometry((4, 40, 40), (6.0, 0.5, 1.0), (0.0, 0.0, 0.0))
+    anatomy = np.moveaxis(_anatomy(), 0, 2)
+    region = brain_region(anatomy, geometry, margin_mm=1.0)
+    assert region.shape == anatomy.shape
+    assert not region[:, :, 0].any() and not region[:, :, 3].any()
+    # 1 mm is one z-row (1.0 mm) and two y-rows (0.5 mm) here
+    assert region[9, 10, 1] and not region[8, 10, 1]
+    assert region[10, 8, 1] and not region[10, 7, 1]
+
+
+def test_stripping_sets_every_channel_to_zero_outside_the_region_and_refuses_a_scan_without_brain(tmp_path):
+    geometry = Geometry((40, 40, 4), (1.0, 1.0, 6.0), (0.0, 0.0, 0.0))
+    images = [Image(np.full((4, 40, 40), v, np.int16), geometry, tmp_path / f"c{v}.nii.gz") for v in (7, 9)]
+    region = brain_region(_anatomy(), geometry)
+    for image, value in zip(strip_images(images, region), (7, 9)):
+        assert image.array.dtype == np.int16 and image.geometry == geometry
+        assert (image.array[region] == value).all() and (image.array[~region] == 0).all()
+    with pytest.raises(DeepWMLError, match=r"c7.nii.gz: --skull-strip: the anatomy model finds no brain"):
+        strip_images(images, np.zeros((4, 40, 40), bool))
+
+
+def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_by_its_anatomy_map(tmp_path, models, capsys,  # noqa: F811
+                                                                                                  monkeypatch):
+    """What the lesion model sees is the input with everything outside the anatomy map's brain region set to 0: the
+    same mask as predicting that stripped scan without the option; a bright spot outside the brain, which a plain run
+    calls lesion, is not lesion with it. (The toy anatomy model's map is replaced by a box of white matter.)"""
+    lesion, anatomy, inputs = models
+    scan = read_image(inputs / "scan.nii.gz")
+    box = np.zeros(scan.array.shape, np.uint8)
+    box[:, 20:36, 16:32] = WHITE_MATTER
+    monkeypatch.setattr(pipeline, "anatomy_map", lambda probs, props: box.copy())
+    region = brain_region(box, scan.geometry)
+    assert 0.1 < region.mean() < 0.5
+    z, y, x = 2, 10, 24  # in the head, outside the region
+    assert not region[z, y, x]
+    bright = scan.array.copy()
+    bright[z, y - 2:y + 3, x - 3:x + 4] = scan.array.max()
+    write_image(bright, scan.geometry, tmp_path / "in" / "scan.nii.gz")
+    common = ["-i", str(tmp_path / "in"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
+    assert predict_cli.main(common + ["-o", str(tmp_path / "strip"), "--skull-strip"]) == 0
+    assert "skull stripped: the lesion model saw only the anatomy model's brain" in capsys.readouterr().out
+    assert predict_cli.main(common + ["-o", str(tmp_path / "plain")]) == 0
+    (stripped,) = strip_images([read_image(tmp_path / "in" / "scan.nii.gz")], region)
+    write_image(stripped.array, scan.geometry, tmp_path / "by_hand" / "scan.nii.gz")
+    assert predict_cli.main(["-i", str(tmp_path / "by_hand"), "-o", str(tmp_path / "plain_of_stripped"), "-m", str(lesion),
+                             "--no-qc", "--no-anatomy"]) == 0
+    mask = read_image(tmp_path / "strip" / "scan.nii.gz", dtype=None).array
+    plain = read_image(tmp_path / "plain" / "scan.nii.gz", dtype=None).array
+    assert mask.any() and np.array_equal(mask, read_image(tmp_path / "plain_of_stripped" / "scan.nii.gz", dtype=None).array)
+    assert plain[z, y, x] == 1 and mask[z, y, x] == 0
+    assert not (mask.astype(bool) & ~region).any()
+
+
+def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path, models, capsys):  # noqa: F811
+    lesion, anatomy, inputs = models
+    args = ["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
+    assert predict_cli.main(args + ["--skull-strip"]) == 0
+    capsys.readouterr()
+    assert predict_cli.main(args) == 2
+    assert "skull_strip True -> False" in capsys.readouterr().err
+    assert predict_cli.main(args + ["--skull-strip"]) == 0
+    assert "1 already done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--skull-strip"], "ships no anatomy model.*--anatomy-model"),
+    (["--no-anatomy", "--skull-strip"], "--no-anatomy contradicts .*--skull-strip"),
+])
+def test_skull_strip_without_an_anatomy_model_is_one_clear_line(tmp_path, models, capsys, extra, message):  # noqa: F811
+    lesion, _, inputs = models
+    assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(lesion)] + extra) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_label_map_model_refuses_skull_strip(tmp_path, models, capsys):  # noqa: F811
+    _, anatomy, inputs = models
+    assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(anatomy), "--skull-strip"]) == 2
+    assert re.search(r"--skull-strip need\(s\) a lesion model", capsys.readouterr().err)
