@@ -10,7 +10,7 @@ from deepwml.anatomy.labels import BACKGROUND, CORTEX, VENTRICLE, WHITE_MATTER
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, Image, read_image, write_image
 from deepwml.inference import pipeline
-from deepwml.inference.skull_strip import brain_region, strip_images
+from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
 from deepwml.utils.errors import DeepWMLError
 from test_anatomy_model import models  # noqa: F401 - the fixture
 
@@ -66,6 +66,42 @@ def test_stripping_sets_every_channel_to_zero_outside_the_region_and_refuses_a_s
         assert (image.array[region] == value).all() and (image.array[~region] == 0).all()
     with pytest.raises(DeepWMLError, match=r"c7.nii.gz: --skull-strip: the anatomy model finds no brain"):
         strip_images(images, np.zeros((4, 40, 40), bool))
+
+
+def _head(stripped: bool, seed: int = 0) -> Image:
+    """A 5 x 64 x 64 axial stack: a brain (rows and columns 16-47) with, unless ``stripped``, a bright scalp ring around
+    it and background noise; stripped, the background is 0."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    r = np.hypot(yy - 31.5, xx - 31.5)
+    slice_ = np.where(r < 16, 100.0, 0.0)
+    if not stripped:
+        slice_ = np.where((r >= 20) & (r < 28), 150.0, slice_) + rng.rayleigh(5.0, (64, 64))
+    array = np.repeat(slice_[None], 5, axis=0).astype(np.int16)
+    return Image(array, Geometry((64, 64, 5), (1.0, 1.0, 6.0), (0.0, 0.0, 0.0)))
+
+
+def test_a_scan_is_taken_as_stripped_already_only_with_a_constant_background_and_its_head_inside_the_brain():
+    brain = np.zeros((5, 64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    brain[:, np.hypot(yy - 31.5, xx - 31.5) < 16] = WHITE_MATTER
+    geometry = _head(True).geometry
+    region = brain_region(brain, geometry)
+    assert already_stripped(_head(True), region)
+    assert not already_stripped(_head(False), region)  # scalp outside the brain, noise in the background
+    # a scan whose background is zero-filled but which keeps its scalp is stripped all the same
+    zero_filled = _head(False)
+    zero_filled.array[zero_filled.array < 20] = 0
+    assert not already_stripped(zero_filled, region)
+    # a zero background alone is not enough: most of the head must lie in the brain region (a quarter of the disc
+    # outside it is still stripped, three quarters not)
+    most = brain.copy()
+    most[:, :, :25] = BACKGROUND  # with the 3 mm margin: columns 22-47 of the disc at 16-47
+    assert already_stripped(_head(True), brain_region(most, geometry))
+    quarter = brain.copy()
+    quarter[:, :, :32] = BACKGROUND
+    quarter[:, :32, :] = BACKGROUND
+    assert not already_stripped(_head(True), brain_region(quarter, geometry))
 
 
 def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_by_its_anatomy_map(tmp_path, models, capsys,  # noqa: F811
@@ -126,3 +162,23 @@ def test_a_label_map_model_refuses_skull_strip(tmp_path, models, capsys):  # noq
     _, anatomy, inputs = models
     assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(anatomy), "--skull-strip"]) == 2
     assert re.search(r"--skull-strip need\(s\) a lesion model", capsys.readouterr().err)
+
+
+def test_the_input_scaling_benchmark_prints_each_image_and_refuses_what_it_cannot_measure(tmp_path, models, capsys):  # noqa: F811
+    """benchmarks/input_scaling.py: one row per image with both masks' voxel counts; the toy threshold model has no
+    instance norm, so moving its input moves its mask (the benchmark measures, it does not assume)."""
+    from deepwml_testing.benchmarks import load_benchmark
+
+    bench = load_benchmark("input_scaling")
+    lesion, _, inputs = models
+    assert bench.main(["-i", str(inputs), "-m", str(lesion), "--scale", "1.0", "--shift", "0.0"]) == 0
+    out = capsys.readouterr().out
+    row = re.search(r"\| scan.nii.gz \| (\d+) \| (\d+) \| 1.000 \| 0 \|", out)
+    assert row and int(row.group(1)) > 0
+    assert bench.main(["-i", str(inputs), "-m", str(lesion), "--scale", "1.0", "--shift", "2.0"]) == 0
+    moved = re.search(r"\| scan.nii.gz \| (\d+) \| (\d+) \|", capsys.readouterr().out)
+    assert int(moved.group(2)) > int(moved.group(1))  # everything brighter than the threshold: more lesion
+    assert bench.main(["-i", str(tmp_path / "empty"), "-m", str(lesion)]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+    assert bench.main(["-i", str(inputs), "-m", str(lesion), "--scale", "-1"]) == 2
+    assert "--scale must be positive" in capsys.readouterr().err

@@ -28,7 +28,7 @@ from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_le
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
-from deepwml.inference.skull_strip import brain_region, strip_images
+from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
 from deepwml.inference.white_matter import white_matter_lesions
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
@@ -109,8 +109,8 @@ def network_outputs(prepared: PreparedCase, predictor: SlicePredictor, plan: Pla
         if anatomy_probs is None:
             raise DeepWMLError("--skull-strip needs the anatomy model, and this run has none")  # run.py checks first
         region = brain_region(anatomy_map(anatomy_probs, prepared.anatomy_input.props), prepared.image.geometry)
-        stripped = strip_images(prepared.channels, region)
-        result = preprocess_arrays(stripped if len(stripped) > 1 else stripped[0], plan)
+        channels = prepared.channels if already_stripped(prepared.image, region) else strip_images(prepared.channels, region)
+        result = preprocess_arrays(channels if len(channels) > 1 else channels[0], plan)
         prepared = replace(prepared, image_pp=result.image, head=result.head, props=result.props, channels=None)
     return prepared, predictor.predict(prepared.image_pp, prepared.head), anatomy_probs
 
