@@ -52,6 +52,8 @@ class PreparedCase:
     anatomy_input: Optional[Preprocessed] = None
     #: every channel as read, kept only while the lesion model's input waits for the anatomy model's brain
     channels: Optional[List[Image]] = None
+    #: the anatomy label map on the input's grid, once made (--skull-strip makes it before the lesion network)
+    anatomy_labels: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -108,10 +110,12 @@ def network_outputs(prepared: PreparedCase, predictor: SlicePredictor, plan: Pla
     if prepared.channels is not None:
         if anatomy_probs is None:
             raise DeepWMLError("--skull-strip needs the anatomy model, and this run has none")  # run.py checks first
-        region = brain_region(anatomy_map(anatomy_probs, prepared.anatomy_input.props), prepared.image.geometry)
+        labels = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+        region = brain_region(labels, prepared.image.geometry)
         channels = prepared.channels if already_stripped(prepared.image, region) else strip_images(prepared.channels, region)
         result = preprocess_arrays(channels if len(channels) > 1 else channels[0], plan)
-        prepared = replace(prepared, image_pp=result.image, head=result.head, props=result.props, channels=None)
+        prepared = replace(prepared, image_pp=result.image, head=result.head, props=result.props, channels=None,
+                           anatomy_labels=labels)
     return prepared, predictor.predict(prepared.image_pp, prepared.head), anatomy_probs
 
 
@@ -126,7 +130,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures)
     mask = probabilities_to_mask(probs, options.threshold)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
-    anatomy = None if anatomy_probs is None else anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+    anatomy = prepared.anatomy_labels
+    if anatomy is None and anatomy_probs is not None:
+        anatomy = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
     if options.white_matter_only:
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first

@@ -47,11 +47,11 @@ def brain_region(anatomy: np.ndarray, geometry: Geometry, margin_mm: float = STR
     axis = geometry.slice_axis_numpy
     region = np.moveaxis(np.asarray(anatomy) != BACKGROUND, axis, 0)
     region = fill_holes_in_plane(region)
-    if margin_mm > 0 and region.any():
-        rows, cols = [s for i, s in enumerate(geometry.spacing[::-1]) if i != axis]
-        # the distance to the region within each slice: the slice axis counts as infinitely far
-        distance = ndimage.distance_transform_edt(~region, sampling=(1e9, rows, cols))
-        region = distance <= margin_mm
+    if margin_mm > 0:
+        sampling = [s for i, s in enumerate(geometry.spacing[::-1]) if i != axis]
+        # slice by slice: one 3D transform with the slice axis made far away gives the same and takes 10x as long
+        region = np.stack([ndimage.distance_transform_edt(~plane, sampling=sampling) <= margin_mm if plane.any() else plane
+                           for plane in region])
     return np.moveaxis(region, 0, axis)
 
 
