@@ -1,6 +1,7 @@
 """deepwml_predict --skull-strip: the lesion model sees only the brain the anatomy model finds."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -182,3 +183,20 @@ def test_the_input_scaling_benchmark_prints_each_image_and_refuses_what_it_canno
     assert "holds no image files" in capsys.readouterr().err
     assert bench.main(["-i", str(inputs), "-m", str(lesion), "--scale", "-1"]) == 2
     assert "--scale must be positive" in capsys.readouterr().err
+
+
+def test_deepwml_bids_takes_skull_strip_and_never_mixes_it_in_one_derivatives_folder(tmp_path, capsys):
+    """The BIDS app passes --skull-strip to the prediction (the shipped lesion and anatomy models) and a later run
+    without it is refused, naming the option."""
+    from deepwml.cli.bids_app import main as bids_main
+    from test_bids_app import make_bids
+
+    root = make_bids(tmp_path / "clinic")
+    out = tmp_path / "deriv"
+    base = [str(root), str(out), "participant", "--no-bf16", "--device", "cpu", "--participant-label", "01"]
+    assert bids_main(base + ["--skull-strip"]) == 0
+    sidecars = [json.loads(p.read_text()) for p in out.rglob("*_mask.json")]
+    assert sidecars and all('"skull_strip": true' in json.dumps(s) for s in sidecars)
+    capsys.readouterr()
+    assert bids_main(base) == 2
+    assert "skull_strip True -> False" in capsys.readouterr().err
