@@ -200,3 +200,19 @@ def test_deepwml_bids_takes_skull_strip_and_never_mixes_it_in_one_derivatives_fo
     capsys.readouterr()
     assert bids_main(base) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err
+
+
+def test_deepwml_compare_segments_both_visits_with_skull_strip_and_does_not_reuse_them_without_it(tmp_path, capsys):
+    from deepwml.cli.compare import main as compare_main
+    from deepwml.inference.output_folder import MARKER_NAME
+    from test_longitudinal import two_visits
+
+    paths, _, _, _ = two_visits(tmp_path)
+    out = tmp_path / "out"
+    args = ["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(out), "--no-picture"]
+    assert compare_main(args + ["--skull-strip"]) == 0
+    for visit in ("baseline", "followup"):
+        assert '"skull_strip": true' in (out / visit / MARKER_NAME).read_text()
+    capsys.readouterr()
+    assert compare_main(args) == 2
+    assert "skull_strip True -> False" in capsys.readouterr().err

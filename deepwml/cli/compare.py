@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write change_sr.dcm: the change's figures (new, enlarging, resolved lesions, volumes at both "
                         "visits) and each follow-up lesion (outlines, status, volume) as a DICOM Structured Report "
                         "(TID 1500) in the follow-up's study (follow-up a DICOM series folder; needs highdicom)")
+    p.add_argument("--skull-strip", action="store_true",
+                   help="segment both scans on the brain the anatomy model finds (deepwml_predict --skull-strip), so that a "
+                        "scan with its skull and one stripped (a change of protocol between the visits) are segmented alike")
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)
@@ -79,7 +82,7 @@ def _main(argv: Optional[List[str]]) -> int:
     request = CompareRequest(args.baseline, args.followup, args.output, args.baseline_mask, args.followup_mask,
                              args.model, args.device, rules, write_picture=not args.no_picture, overwrite=args.overwrite,
                              dicom_seg=args.dicom_seg, dicom_findings=args.dicom_findings,
-                             dicom_sr=args.dicom_sr)
+                             dicom_sr=args.dicom_sr, skull_strip=args.skull_strip)
     unmasked = [name for name, mask in (("baseline", args.baseline_mask), ("follow-up", args.followup_mask)) if mask is None]
     if unmasked and args.model is None:
         print(f"deepwml_compare: segmenting the {' and the '.join(unmasked)} with the pretrained model shipped with DeepWML",

@@ -65,6 +65,9 @@ class CompareRequest:
     followup_lesions: Optional[Path] = None
     #: what made the given masks (e.g. "DeepWML builtin"), named in the outputs instead of "masks given"
     masks_from: Optional[str] = None
+    #: segment both scans on the brain the anatomy model finds (deepwml_predict --skull-strip): a baseline with its
+    #: skull and a follow-up stripped (or the other way round) are then segmented alike
+    skull_strip: bool = False
 
 
 @dataclass
@@ -173,7 +176,7 @@ def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Tuple[Path, P
     if len(cases) != 1:
         raise DeepWMLError(f"holds {len(cases)} scans; give one file or one DICOM series folder per time point", scan)
     report = predict(PredictRequest(input=Path(scan), output=out_dir, model_dir=request.model_dir, device=request.device,
-                                    overwrite=request.overwrite))
+                                    overwrite=request.overwrite, skull_strip=request.skull_strip))
     if report.failed:
         raise DeepWMLError(f"could not be segmented: {report.failed[0].error}", scan)
     outputs = case_outputs(out_dir, cases[0])
