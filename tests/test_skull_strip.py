@@ -140,11 +140,14 @@ def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_b
 def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path, models, capsys):  # noqa: F811
     lesion, anatomy, inputs = models
     args = ["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
-    assert predict_cli.main(args + ["--skull-strip"]) == 0
+    assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
+    # the report says what the model was shown
+    (page,) = (tmp_path / "out").rglob("*.html")
+    assert "the brain the anatomy model finds, the rest blanked (--skull-strip" in page.read_text()
     capsys.readouterr()
     assert predict_cli.main(args) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err
-    assert predict_cli.main(args + ["--skull-strip"]) == 0
+    assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     assert "1 already done" in capsys.readouterr().out
 
 

@@ -93,15 +93,17 @@ class ModelInfo:
     min_lesion_ml: float = 0.0
     #: lesions whose most probable voxel stayed under this were dropped from the mask (0: none)
     min_lesion_peak: float = 0.0
+    #: the lesion model saw only the anatomy model's brain (deepwml_predict --skull-strip)
+    skull_strip: bool = False
 
     @classmethod
     def describe(cls, folder: Path, plan: str, folds: Sequence[str], checkpoint: str, tta: bool, threshold: float,
-                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0) -> "ModelInfo":
+                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, skull_strip: bool = False) -> "ModelInfo":
         """Model facts plus its MODEL_CARD.md when the model folder holds one."""
         card_path = Path(folder) / "MODEL_CARD.md"
         card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else None
         return cls(Path(folder), Path(folder).parent.name, plan, tuple(str(f) for f in folds), checkpoint, tta, threshold, card,
-                   min_lesion_ml=min_lesion_ml, min_lesion_peak=min_lesion_peak)
+                   min_lesion_ml=min_lesion_ml, min_lesion_peak=min_lesion_peak, skull_strip=skull_strip)
 
 
 def _e(text: object) -> str:
@@ -229,6 +231,8 @@ def model_html(model: ModelInfo) -> str:
         ("Folds (ensemble)", ", ".join(model.folds) + f" ({model.checkpoint} checkpoint)"),
         ("Left-right flip TTA", "yes" if model.tta else "no"),
         ("Mask threshold", f"probability ≥ {model.threshold:g}"),
+        ("Input segmented", "the brain the anatomy model finds, the rest blanked (--skull-strip; a scan stripped already "
+                            "as given)" if model.skull_strip else "the whole scan as given"),
         ("Smallest lesion kept", f"{model.min_lesion_ml:g} ml (smaller ones dropped)" if model.min_lesion_ml > 0 else "any size"),
         ("Least certain lesion kept", f"peak probability ≥ {model.min_lesion_peak:g} (lesions without such a core dropped)"
          if model.min_lesion_peak > 0 else "any"),

@@ -403,7 +403,7 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
                                request.tta or spec.plan.inference.tta, mask_threshold(request, spec), request.min_lesion_ml,
-                               request.min_lesion_peak)
+                               request.min_lesion_peak, request.skull_strip)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 
