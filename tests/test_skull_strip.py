@@ -219,3 +219,17 @@ def test_deepwml_compare_segments_both_visits_with_skull_strip_and_does_not_reus
     capsys.readouterr()
     assert compare_main(args) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err
+
+
+def test_the_skull_pairs_benchmark_reports_the_volume_ratio_of_the_pairs_and_refuses_a_work_folder_in_the_repository(capsys):
+    from deepwml_testing.benchmarks import load_benchmark
+
+    bench = load_benchmark("skull_pairs")
+    skull = {"a": {"pred_volume_ml": 2.0}, "b": {"pred_volume_ml": 3.0}, "c": {"pred_volume_ml": 1.0}, "d": {"pred_volume_ml": 0.0}}
+    stripped = {"a": {"pred_volume_ml": 1.0}, "b": {"pred_volume_ml": 3.0}, "c": {"pred_volume_ml": 2.0}, "d": {"pred_volume_ml": 1.0}}
+    # ratios 2, 1, 0.5 (d predicts nothing with skull: left out)
+    assert bench.ratio_line(skull, stripped) == ("median 1.000 (IQR 0.750-1.500), mean |log ratio| "
+                                                 f"{2 * np.log(2) / 3:.3f}, 3 cases")
+    assert bench.ratio_line({"d": {"pred_volume_ml": 0.0}}, {"d": {"pred_volume_ml": 0.0}}) == "no case with lesion predicted in both"
+    assert bench.main(["--work", str(bench.REPO_ROOT / "tmp_pairs")]) == 2
+    assert "outside the repository" in capsys.readouterr().err
