@@ -19,6 +19,7 @@ from deepwml.bids.layout import DESCRIPTION_NAME
 from deepwml.bids.tables import read_tsv, write_tsv
 from deepwml.bids.longitudinal import FOLDER as LONGITUDINAL
 from deepwml.bids.longitudinal import VISITS_NAME
+from deepwml.inference.output_folder import MASK_OPTIONS, PRODUCER_DEFAULTS
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -31,10 +32,6 @@ CHANGE_COLUMNS = ("new_lesions", "new_lesions_not_counted", "enlarging_lesions",
                   "new_lesion_volume_ml", "findings")
 #: summary.csv columns that stay out of the group table (per-slice lists, DICOM series)
 _LEFT_OUT = ("lesion_area_mm2_per_slice", "source_series")
-#: deepwml_predict's mask options beside the weights (deepwml.inference.output_folder.producer_record)
-MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip")
-#: what a sidecar written before an option existed did
-_MASK_OPTION_DEFAULTS = {"skull_strip": False}
 _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "participant_id": {"Description": "participant, as participants.tsv names it"},
     "session_id": {"Description": "session, as sessions.tsv names it"},
@@ -54,7 +51,7 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
 
 def _settings(producer: Dict[str, Any]) -> str:
     """What decides a mask, in words: the weights (wherever the model lay) and the mask options."""
-    options = ", ".join(f"{k} {producer.get(k, _MASK_OPTION_DEFAULTS.get(k))}" for k in MASK_OPTIONS)
+    options = ", ".join(f"{k} {producer.get(k, PRODUCER_DEFAULTS.get(k))}" for k in MASK_OPTIONS)
     return f"weights {', '.join(sorted(producer.get('weights_sha256') or []))} ({options})"
 
 

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skull-strip", action="store_true",
                    help="segment only the brain the anatomy model finds (everything outside it set to 0 first), so a scan "
                    "with its skull and the same scan skull-stripped get the same lesions: without it, the lesion model calls "
-                   "20-30 %% more lesion in real brains that keep their skull than in the same brains stripped")
+                   "20-30 %% more lesion in real brains given a synthetic skull than in the same brains stripped")
     return p
 
 

@@ -98,6 +98,12 @@ def is_output_folder(folder: Path) -> bool:
     return all(p in summaries or p in lesions or is_image_file(p) for p in files)
 
 
+#: the options beside the weights that decide a run's masks, as producer_record names them
+MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip")
+#: what a marker written before an option existed did: kept every lesion, and the skull
+PRODUCER_DEFAULTS = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False}
+
+
 def producer_record(
     model_dir: Path, folds: Sequence[str], checkpoint: str, weights: Sequence[str], threshold: float, tta: bool,
     white_matter_only: bool, min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, skull_strip: bool = False,
@@ -133,11 +139,8 @@ def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -
         what.append(f"model {earlier.get('model')} (folds {', '.join(map(str, earlier.get('folds', [])))}, "
                     f"checkpoint {earlier.get('checkpoint')}) -> {record['model']} (folds {', '.join(record['folds'])}, "
                     f"checkpoint {record['checkpoint']})")
-    # a marker from before --min-lesion-ml / --min-lesion-peak / --skull-strip kept every lesion and the skull
-    defaults = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False}
-    what += [f"{key} {earlier.get(key, defaults.get(key))!r} -> {record[key]!r}"
-             for key in ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip")
-             if earlier.get(key, defaults.get(key)) != record[key]]
+    what += [f"{key} {earlier.get(key, PRODUCER_DEFAULTS.get(key))!r} -> {record[key]!r}"
+             for key in MASK_OPTIONS if earlier.get(key, PRODUCER_DEFAULTS.get(key)) != record[key]]
     if what:
         raise DeepWMLError(
             f"holds {finished} case(s) predicted with other settings ({'; '.join(what)}); resuming would mix the two "
