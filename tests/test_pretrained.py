@@ -117,6 +117,27 @@ def test_a_recipe_of_some_centres_is_recorded_resumes_only_with_them_and_its_car
     assert not (tmp_path / "work").exists()
 
 
+def test_a_recipe_with_a_share_of_skull_stripped_scans_records_it_and_its_card_names_it(tmp_path):
+    """--skull-stripped SHARE (the training set's share of stripped scans): not recorded at 'auto' (older work folders
+    resume), part of the recipe otherwise, named on the card; a bad share is refused before anything is made."""
+    from dataclasses import replace
+
+    from deepwml.cli.train_pretrained import main
+    from deepwml.pretrained.model_card import model_card
+    from deepwml.pretrained.recipe import open_record
+
+    assert "skull_stripped" not in Recipe().record()
+    half = replace(Recipe.defaults("anatomy"), skull_stripped="0.5")
+    assert half.record()["skull_stripped"] == "0.5"
+    record = tmp_path / "recipe.json"
+    open_record(record, half, 12)
+    with pytest.raises(DeepWMLError, match="another recipe"):
+        open_record(record, Recipe.defaults("anatomy"), 12)
+    assert "skull-stripped share 0.5" in model_card(half, {}) and "skull-stripped share" not in model_card(Recipe(), {})
+    assert main(["--workdir", str(tmp_path / "work"), "--anatomy", "--skull-stripped", "most"]) == 2
+    assert not (tmp_path / "work").exists()
+
+
 def test_an_ensemble_recipe_installs_every_fold_and_prediction_averages_them(tmp_path, monkeypatch, capsys):
     """Folds 0 and 1 installed as the shipped model (--no-distill): both checkpoints are in the manifest, the card says
     ensemble, and deepwml_predict with no model uses both."""

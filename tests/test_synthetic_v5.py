@@ -16,6 +16,7 @@ from deepwml.datasets.verify import verify_dataset
 from deepwml.imageio import read_image
 from deepwml.synthetic import generate_case, generate_dataset, plan_cases, select_centres
 from deepwml.synthetic.artefacts import Artefacts, apply_artefacts
+from deepwml.synthetic.dataset import skull_strip_setting
 from deepwml.synthetic.generate import SKULL_STRIPPED_SHARE, TRUTH_MASKS, skull_stripped_drawn
 from deepwml.synthetic.intensity import STORAGE_MODES, Storage, lesion_level, sample_iqr_target, sample_storage, store
 from deepwml.synthetic.realism import case_figures
@@ -109,11 +110,25 @@ def test_skull_stripped_option_is_recorded_and_dataset_verifies(tmp_path, capsys
     # another setting on the finished dataset is a different request: refused without --overwrite
     assert make_synthetic.main(base + ["--skull-stripped", "never"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        make_synthetic.main(base + ["--skull-stripped", "sometimes"])
-    assert exc.value.code == 2
+    for bad in ("sometimes", "1.5", "-0.1", "nan"):
+        assert make_synthetic.main(["-o", str(tmp_path / "bad")] + base[2:] + ["--skull-stripped", bad]) == 2
+        assert "a share of the cases between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(DatasetError, match="skull_stripped"):
         generate_dataset(tmp_path / "other", centres="NMOSD#3", scale=0.01, skull_stripped="yes")
+
+
+def test_a_share_of_skull_stripped_cases_strips_a_superset_of_a_smaller_share():
+    """--skull-stripped 0.5: one draw per case against the share, so every case 'auto' strips is stripped, about
+    half of all are, and 0 and 1 are never and always."""
+    specs = plan_cases(select_centres(None, None), 1.0, 0, 0.0)
+    auto = np.array([skull_stripped_drawn(s.seed, s.centre, s.index) for s in specs])
+    half = np.array([skull_stripped_drawn(s.seed, s.centre, s.index, 0.5) for s in specs])
+    assert (half | ~auto).all() and abs(half.mean() - 0.5) < 0.06, half.mean()
+    assert not any(skull_stripped_drawn(s.seed, s.centre, s.index, 0.0) for s in specs[:50])
+    assert all(skull_stripped_drawn(s.seed, s.centre, s.index, 1.0) for s in specs[:50])
+    assert skull_strip_setting("0.5") == (None, 0.5) and skull_strip_setting("auto") == (None, SKULL_STRIPPED_SHARE)
+    assert skull_strip_setting("always") == (True, SKULL_STRIPPED_SHARE)
 
 
 def test_stored_ranges_cover_8_12_14_bit_vendor_and_signed():

@@ -7,7 +7,6 @@ from typing import List, Optional
 
 from deepwml.cli.common import run
 from deepwml.synthetic.centres import CENTRES
-from deepwml.synthetic.dataset import SKULL_STRIPPED_CHOICES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files (default: 0)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of each centre's patients put in imagesTs/labelsTs (default: 0.2)")
-    p.add_argument("--skull-stripped", choices=SKULL_STRIPPED_CHOICES, default="auto",
+    p.add_argument("--skull-stripped", default="auto", metavar="{auto,always,never,SHARE}",
                    help="skull-stripped scans (background 0 outside an imperfect brain mask): 'auto' about a quarter of the "
-                   "cases, drawn per case; 'always' or 'never' (default: auto)")
+                   "cases, drawn per case; 'always' or 'never'; or a share of the cases drawn per case, e.g. 0.5 (a larger "
+                   "share strips every case a smaller one strips, the cases otherwise the same) (default: auto)")
     p.add_argument("--anatomy", action="store_true",
                    help="write the anatomy label maps (0 background, 1 white matter, 2 ventricle, 3 cortex, 4 infratentorial) "
                    "as labelsTr/labelsTs instead of the lesion masks, for training an anatomy model (same images)")

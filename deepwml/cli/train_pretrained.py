@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-scale", type=float, default=None, help=f"scale of the held-out set ({default('heldout_scale')})")
     p.add_argument("--centres", default=None, metavar="A,B,...",
                    help="synthetic centres of every data set, as deepwml_make_synthetic --centres (default: all twelve)")
+    p.add_argument("--skull-stripped", default=None, metavar="SHARE",
+                   help="share of skull-stripped scans in the training set, as deepwml_make_synthetic --skull-stripped "
+                   "(default auto: the generator's quarter); the held-out set keeps auto")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
     add_device_argument(p)
     return p
@@ -70,7 +73,7 @@ def _main(argv: Optional[List[str]]) -> int:
 
     a = build_parser().parse_args(argv)
     given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from",
-                                      "checkpoint")}
+                                      "checkpoint", "skull_stripped")}
     if a.folds is not None:
         from deepwml.training.preprocessed import parse_fold
 
@@ -79,6 +82,10 @@ def _main(argv: Optional[List[str]]) -> int:
         from deepwml.synthetic.centres import select_centres
 
         given["centres"] = tuple(c.name for c in select_centres(a.centres))
+    if a.skull_stripped is not None:
+        from deepwml.synthetic.dataset import skull_strip_setting
+
+        skull_strip_setting(a.skull_stripped)  # refused now, not after the first stage
     recipe = dataclasses.replace(Recipe.defaults("anatomy" if a.anatomy else "lesion"), **{k: v for k, v in given.items() if v is not None})
     target = a.install_to
     if a.install and target is None:

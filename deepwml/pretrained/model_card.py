@@ -101,7 +101,9 @@ def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str
         "",
         "## Training data",
         f"Synthetic only: `deepwml_make_synthetic{option}` generator version {record.get('generator_version')}, seed {r['seed']}, "
-        f"scale {r['scale']} ({_centres_text(recipe)}), no real scans; {labels}.",
+        f"scale {r['scale']} ({_centres_text(recipe)}"
+        + (f"; skull-stripped share {recipe.skull_stripped}" if recipe.skull_stripped != "auto" else "")
+        + f"), no real scans; {labels}.",
         "",
         "## Recipe",
         _recipe_text(recipe, record),

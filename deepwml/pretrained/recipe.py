@@ -65,6 +65,9 @@ class Recipe:
     #: the synthetic centres of the training, held-out and calibration sets (deepwml_make_synthetic --centres), e.g.
     #: to make a model for one disease's centres; None: all twelve
     centres: Optional[Tuple[str, ...]] = None
+    #: the training set's skull-stripped scans (deepwml_make_synthetic --skull-stripped): 'auto' (the generator's
+    #: share) or a share such as '0.5'; the held-out set keeps 'auto', so models made either way compare on one set
+    skull_stripped: str = "auto"
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -83,6 +86,8 @@ class Recipe:
             del d["distill"]
         if self.start_from is None:
             del d["start_from"]
+        if self.skull_stripped == "auto":
+            del d["skull_stripped"]
         if self.centres is None:
             del d["centres"]
         else:
@@ -139,7 +144,8 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     np_ = str(n_jobs)
     (train_id, train_name), _ = recipe.datasets()
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(train_id), "--name", train_name, "--scale", str(recipe.scale),
-                            "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_] + _synthetic_args(recipe), env)
+                            "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_, "--skull-stripped", recipe.skull_stripped]
+         + _synthetic_args(recipe), env)
     # the held-out set is drawn with another seed, so no training case is set aside as a test case
     _run("plan_and_preprocess", ["-d", str(train_id), "--preset", recipe.preset, "--test-fraction", "0", "-np", np_], env)
     # a preset may be given as a .json file: the PLAN folder is named after the plan inside

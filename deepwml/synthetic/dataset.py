@@ -5,7 +5,7 @@ import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -15,15 +15,30 @@ from deepwml.datasets.raw_dataset import DATASET_DIR
 from deepwml.imageio import write_image
 from deepwml.paths import raw_root
 from deepwml.synthetic.centres import Centre, patients_at_scale, select_centres
-from deepwml.synthetic.generate import GENERATOR_VERSION, case_id_for, generate_case
+from deepwml.synthetic.generate import GENERATOR_VERSION, SKULL_STRIPPED_SHARE, case_id_for, generate_case
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DatasetError
 
 FILE_ENDING = ".nii.gz"
 #: Hidden folder inside the dataset that records the request and finished cases until dataset.json is written.
 WORK_DIR = ".synthetic"
-#: Values of ``skull_stripped`` / ``--skull-stripped``.
+#: Values of ``skull_stripped`` / ``--skull-stripped`` besides a share between 0 and 1.
 SKULL_STRIPPED_CHOICES = ("auto", "always", "never")
+
+
+def skull_strip_setting(value: str) -> Tuple[Optional[bool], float]:
+    """(forced stripping or None to draw per case, the share drawn) of a ``skull_stripped`` value: 'auto' (the
+    generator's share), 'always', 'never', or a share of the cases between 0 and 1 such as '0.5'."""
+    if value in SKULL_STRIPPED_CHOICES:
+        return {"auto": None, "always": True, "never": False}[value], SKULL_STRIPPED_SHARE
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = float("nan")
+    if not 0.0 <= share <= 1.0:
+        raise DatasetError(f"skull_stripped must be one of {', '.join(SKULL_STRIPPED_CHOICES)} or a share of the cases "
+                           f"between 0 and 1, got {value!r}")
+    return None, share
 
 
 @dataclass(frozen=True)
@@ -35,7 +50,7 @@ class CaseSpec:
     index: int
     seed: int
     split: str
-    #: 'auto' (drawn per case), 'always' or 'never'
+    #: 'auto' (drawn per case), 'always', 'never' or a share of the cases drawn per case ('0.5')
     skull_stripped: str = "auto"
     #: write the anatomy label map (deepwml.anatomy.labels) as the label instead of the lesion mask
     anatomy: bool = False
@@ -78,8 +93,7 @@ def generate_dataset(
     'auto' strips a share of the cases drawn per case, 'always' or 'never' all or none. ``anatomy``: the labels are
     the anatomy label maps (deepwml.anatomy.labels: 5 classes) instead of the lesion masks; the images are the same.
     """
-    if skull_stripped not in SKULL_STRIPPED_CHOICES:
-        raise DatasetError(f"skull_stripped must be one of {', '.join(SKULL_STRIPPED_CHOICES)}, got {skull_stripped!r}")
+    skull_strip_setting(skull_stripped)  # a bad value is refused before anything is written
     chosen = select_centres(centres, diseases)
     root = raw_root(out_root)
     folder = root / dataset_folder_name(dataset_id, name)
@@ -151,8 +165,9 @@ def _is_done(folder: Path, spec: CaseSpec) -> bool:
 def make_case(spec: CaseSpec, folder: Union[str, Path]) -> str:
     """Generate one case and write its label, image and (last, as the 'finished' marker) its metadata."""
     paths = _paths(Path(folder), spec)
-    forced = {"auto": None, "always": True, "never": False}[spec.skull_stripped]
-    case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id, truth=spec.anatomy, skull_stripped=forced)
+    forced, share = skull_strip_setting(spec.skull_stripped)
+    case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id, truth=spec.anatomy, skull_stripped=forced,
+                         strip_share=share)
     write_image(anatomy_from_truth(case.truth) if spec.anatomy else case.label, case.geometry, paths["label"])
     write_image(case.image, case.geometry, paths["image"])
     write_json(paths["meta"], case.meta.to_dict())

@@ -93,15 +93,17 @@ def case_rng(seed: int, centre: str, index: int, stream: int = 0) -> np.random.G
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def skull_stripped_drawn(seed: int, centre: str, index: int) -> bool:
-    """Whether patient ``index`` of ``centre`` is skull-stripped when it is drawn per case (cheap: nothing is rendered)."""
-    return _strip_stream(seed, centre, index)[1]
+def skull_stripped_drawn(seed: int, centre: str, index: int, share: float = SKULL_STRIPPED_SHARE) -> bool:
+    """Whether patient ``index`` of ``centre`` is skull-stripped when it is drawn per case with this ``share`` of
+    stripped cases (cheap: nothing is rendered)."""
+    return _strip_stream(seed, centre, index, share)[1]
 
 
-def _strip_stream(seed: int, centre: str, index: int) -> Tuple[np.random.Generator, bool]:
-    """The skull-stripping random stream of a case and its first draw: stripped or not."""
+def _strip_stream(seed: int, centre: str, index: int, share: float = SKULL_STRIPPED_SHARE) -> Tuple[np.random.Generator, bool]:
+    """The skull-stripping random stream of a case and its first draw: stripped or not. One uniform draw against the
+    share, so a larger share strips every case a smaller one strips, and the case is otherwise the same."""
     rng = case_rng(seed, centre, index, stream=1)
-    return rng, bool(rng.random() < SKULL_STRIPPED_SHARE)
+    return rng, bool(rng.random() < share)
 
 
 def template_drawn(seed: int, centre: str, index: int) -> bool:
@@ -143,11 +145,13 @@ def generate_case(
     truth: bool = False,
     skull_stripped: Optional[bool] = None,
     brain: Optional[str] = None,
+    strip_share: float = SKULL_STRIPPED_SHARE,
 ) -> SyntheticCase:
     """Generate patient ``index`` (1-based) of ``centre`` (e.g. 'MS#1') for ``seed``; the same inputs give the same case.
 
-    ``skull_stripped``: None draws it per case (:data:`SKULL_STRIPPED_SHARE`), True/False forces it. ``brain``:
-    None draws it per case (:data:`TEMPLATE_SHARE`), 'template' or 'procedural' forces it.
+    ``skull_stripped``: None draws it per case (a ``strip_share`` of the cases, by default
+    :data:`SKULL_STRIPPED_SHARE`), True/False forces it. ``brain``: None draws it per case (:data:`TEMPLATE_SHARE`),
+    'template' or 'procedural' forces it.
     """
     if brain not in (None, "template", "procedural"):
         raise DeepWMLError(f"brain must be 'template' or 'procedural', got {brain!r}")
@@ -155,7 +159,7 @@ def generate_case(
         raise DeepWMLError(f"unknown centre {centre!r}; choose from {', '.join(CENTRES)}")
     c = CENTRES[centre]
     rng = case_rng(seed, centre, index)
-    strip_rng, drawn = _strip_stream(seed, centre, index)
+    strip_rng, drawn = _strip_stream(seed, centre, index, strip_share)
     stripped = drawn if skull_stripped is None else bool(skull_stripped)
     scanner, age, severity, atrophy_extra, drawn_template = _draw_subject(rng, centre)
     from_template = drawn_template if brain is None else brain == "template"
