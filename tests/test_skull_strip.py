@@ -149,6 +149,19 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert "skull_strip True -> False" in capsys.readouterr().err
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     assert "1 already done" in capsys.readouterr().out
+    # the masks depend on the anatomy model here: another one is not resumed either (a plain run resumes across it)
+    from deepwml_testing.toy_models import write_model_dir
+    from test_anatomy_model import anatomy_plan
+
+    other = write_model_dir(tmp_path / "anat2" / "Dataset998_Anat" / "anatomy_tiny", anatomy_plan(), kind="random", seed=7,
+                            dataset_json=json.loads((anatomy / "dataset.json").read_text()))
+    moved = [str(other) if a == str(anatomy) else a for a in args]
+    assert predict_cli.main(moved + ["--skull-strip"]) == 2
+    assert "the anatomy model's weights" in capsys.readouterr().err
+    plain = ["-i", str(inputs), "-o", str(tmp_path / "plain"), "-m", str(lesion), "--no-qc"]
+    assert predict_cli.main(plain + ["--anatomy-model", str(anatomy)]) == 0
+    assert predict_cli.main(plain + ["--anatomy-model", str(other)]) == 0
+    assert "1 already done" in capsys.readouterr().out.splitlines()[-1]
 
 
 @pytest.mark.parametrize("extra,message", [

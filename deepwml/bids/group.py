@@ -50,9 +50,12 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
 
 
 def _settings(producer: Dict[str, Any]) -> str:
-    """What decides a mask, in words: the weights (wherever the model lay) and the mask options."""
+    """What decides a mask, in words: the weights (wherever the model lay), the mask options and the anatomy model's
+    weights when the options use its map."""
     options = ", ".join(f"{k} {producer.get(k, PRODUCER_DEFAULTS.get(k))}" for k in MASK_OPTIONS)
-    return f"weights {', '.join(sorted(producer.get('weights_sha256') or []))} ({options})"
+    anatomy = producer.get("anatomy_weights_sha256")
+    return (f"weights {', '.join(sorted(producer.get('weights_sha256') or []))} ({options}"
+            + (f", anatomy weights {', '.join(anatomy)}" if anatomy else "") + ")")
 
 
 def _published(out: Path) -> Dict[Path, Sidecar]:

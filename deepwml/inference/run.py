@@ -239,9 +239,12 @@ def _predict(request: PredictRequest) -> PredictReport:
     if 0 < request.min_lesion_peak <= mask_threshold(request, spec):
         print(f"[deepwml_predict] note: --min-lesion-peak {request.min_lesion_peak:g} drops nothing: every lesion already "
               f"has voxels at the mask threshold {mask_threshold(request, spec):g} or above", file=sys.stderr)
+    # with these options the anatomy model's map changes the masks, so its weights are part of what made them
+    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip)
+    anatomy_weights = [weights_digest(w) for w in load_fold_states(check_model(anatomy_dir))] if masks_use_anatomy else []
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
                                mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml,
-                               request.min_lesion_peak, request.skull_strip)
+                               request.min_lesion_peak, request.skull_strip, anatomy_weights)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=request.skull_strip)
