@@ -11,9 +11,9 @@ the same stacks, so the fix is what the network sees, not how it is scaled.
 Everything outside the brain region (the anatomy map's parenchyma and ventricles, holes filled within each slice,
 grown by STRIP_MARGIN_MM in plane so the cortex's edge and juxtacortical lesions stay) is set to 0, the background
 of a skull-stripped scan, in every channel before the lesion model's own preprocessing. A scan that is skull-stripped
-already (:func:`already_stripped`) is left as it is: the anatomy model, trained on scans with skull for the most part,
-finds less brain in stripped ones (on the generator's stripped scans its region left out up to 17 % of the lesion
-voxels), and there is nothing left to remove.
+already (:func:`already_stripped`) is left as it is: there is nothing left to remove, and the anatomy map of a stripped
+brain is what can be wrong (the v8 anatomy model's region left out up to 17 % of the lesion voxels of the generator's
+stripped scans; the one shipped since, trained on half stripped scans, finds them about as well as brains with skull).
 """
 from __future__ import annotations
 
