@@ -164,17 +164,6 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert "1 already done" in capsys.readouterr().out.splitlines()[-1]
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--skull-strip"], "ships no anatomy model.*--anatomy-model"),
-    (["--no-anatomy", "--skull-strip"], "--no-anatomy contradicts .*--skull-strip"),
-])
-def test_skull_strip_without_an_anatomy_model_is_one_clear_line(tmp_path, models, capsys, extra, message):  # noqa: F811
-    lesion, _, inputs = models
-    assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(lesion)] + extra) == 2
-    assert re.search(message, capsys.readouterr().err)
-    assert not (tmp_path / "out").exists()
-
-
 def test_a_label_map_model_refuses_skull_strip(tmp_path, models, capsys):  # noqa: F811
     _, anatomy, inputs = models
     assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(anatomy), "--skull-strip"]) == 2

@@ -59,8 +59,10 @@ def test_predict_white_matter_only_writes_a_subset_of_the_lesions_of_a_plain_run
 @pytest.mark.parametrize("extra,message", [
     (["--white-matter-only"], "ships no anatomy model.*--anatomy-model"),
     (["--no-anatomy", "--white-matter-only"], "--no-anatomy contradicts .*--white-matter-only"),
+    (["--skull-strip"], "ships no anatomy model.*--anatomy-model"),
+    (["--no-anatomy", "--skull-strip"], "--no-anatomy contradicts .*--skull-strip"),
 ])
-def test_white_matter_only_without_an_anatomy_map_is_one_clear_line(tmp_path, models, capsys, extra, message):  # noqa: F811
+def test_an_option_that_needs_the_anatomy_map_without_one_is_one_clear_line(tmp_path, models, capsys, extra, message):  # noqa: F811
     lesion, _, inputs = models
     assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(lesion)] + extra) == 2
     import re
