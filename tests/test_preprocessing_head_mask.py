@@ -29,6 +29,18 @@ def test_mask_is_the_whole_head_despite_dark_bone_ventricles_and_fissures():
     assert not mask[:, :3, :3].any(), "background noise in the mask"
 
 
+def test_the_mask_does_not_depend_on_the_stored_intensity_scale():
+    """Scans stored at 1e-20 or 1e30 (float exports of odd converters) get the same mask, without overflow warnings."""
+    import warnings
+
+    stack, _ = skull_phantom()
+    expected = head_mask(stack)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for scale in (1e-20, 1e30):
+            assert np.array_equal(head_mask(stack * scale), expected), scale
+
+
 def test_a_constant_image_gives_the_whole_stack():
     assert head_mask(np.full((3, 16, 16), 7.0)).all()
 

@@ -20,9 +20,12 @@ def head_mask(stack: np.ndarray) -> np.ndarray:
     stack = np.asarray(stack, dtype=np.float32)
     flat = stack.ravel()
     sample = flat[:: max(1, flat.size // _THRESHOLD_SAMPLE)]
-    if sample.min() == sample.max():
+    low, high = float(sample.min()), float(sample.max())
+    if low == high:
         return np.ones(stack.shape, dtype=bool)
-    mask = stack > threshold_otsu(sample)
+    # Otsu on the sample scaled to [0, 1] in float64: its between-class variance squares intensities, which
+    # overflows float32 for scans stored at 1e20 and more; the threshold is the same, mapped back
+    mask = stack > low + (high - low) * threshold_otsu((sample.astype(np.float64) - low) / (high - low))
     # holes are filled within each slice only: slices 5-8 mm apart are not a continuous volume
     mask = open_in_plane(mask)
     # filling before choosing a component: the scalp ring then encloses skull, CSF and brain as one head,
