@@ -120,6 +120,11 @@ def speed(args: argparse.Namespace, scratch: Path) -> None:
             label = "head box" if crop else "full 256x256"
             print(f"model only  {name}  {label:13s}: {per_slice:.3f} s/slice over {len(x)} slices -> "
                   f"{per_slice * args.slices:.1f} s per {args.slices}-slice case (median of {runs}); peak RSS so far {peak_rss_gib():.2f} GiB")
+    # end to end with the same network set to an intensity threshold: the same arithmetic as random weights, but a
+    # mask like a real one (tens to hundreds of lesions); random weights call half the head lesion, thousands of
+    # specks, and would time the lesion table and pictures of a mask no model gives
+    model_dir = toy_models().write_model_dir(scratch / "results" / "Dataset991_Bench" / "paper", plan, folds=(0,), kind="threshold")
+    print("end to end: the same network with its weights set to a smoothed intensity threshold (realistic masks)")
     for name in ("fp32", "bf16"):
         if name == "bf16" and not has_bf16 and args.quick:
             print("end to end  bf16: skipped (--quick, no hardware bf16)")

@@ -161,6 +161,59 @@ def test_numbers_of_lesions_side_by_side_do_not_run_together():
     assert one.size and both.max() - both.min() > 2 * (one.max() - one.min())  # stacked, not side by side
 
 
+def test_a_place_is_free_exactly_when_it_keeps_the_margin_from_every_number_written():
+    """The occupancy bitmap answers as the pairwise rule does (a 3-pixel gap to every rectangle taken), at the
+    picture's edges too."""
+    from deepwml.inference.lesion_numbers import NUMBER_MARGIN, TakenSpots
+
+    def pairwise_clear(r, taken):
+        m = NUMBER_MARGIN
+        return all(r[2] + m <= o[0] or o[2] + m <= r[0] or r[3] + m <= o[1] or o[3] + m <= r[1] for o in taken)
+
+    rng = np.random.default_rng(0)
+    spots, taken = TakenSpots((120, 90)), []
+    for _ in range(400):
+        w, h = int(rng.integers(1, 20)), int(rng.integers(1, 14))
+        x, y = int(rng.integers(0, 121 - w)), int(rng.integers(0, 91 - h))
+        r = (x, y, x + w, y + h)
+        assert spots.clear(r) == pairwise_clear(r, taken), (r, taken)
+        if rng.random() < 0.15:
+            spots.add(r)
+            taken.append(r)
+    assert len(taken) > 20
+
+
+def test_a_speckled_mask_s_numbers_never_cover_one_another():
+    """A mask of thousands of specks (an unsuitable model, a noisy scan): every piece of the numbered lesions gets its
+    number, and each number placed where the picture had room keeps clear of every number written before it."""
+    from PIL import ImageDraw
+
+    from deepwml.inference.lesion_numbers import NUMBER_MARGIN, TakenSpots, draw_lesion_numbers
+    from deepwml.inference.qc import font
+
+    placed = []
+
+    class Recorder(TakenSpots):
+        def add(self, rect):
+            placed.append((rect, self.clear(rect)))
+            super().add(rect)
+
+    rng = np.random.default_rng(3)
+    marks = sorted((int(rng.integers(1, 61)), int(r), int(c)) for r, c in rng.integers(0, 600, (5000, 2)))
+    picture = PILImage.new("L", (620, 620))
+    draw_lesion_numbers(ImageDraw.Draw(picture), marks, font(12), 255, 0, (0, 0, 620, 620), Recorder(picture.size))
+    assert len(placed) == len(marks) and np.asarray(picture).any()
+    rects = np.array([r for r, _ in placed])
+    m = NUMBER_MARGIN
+    clear = [k for k, (_, ok) in enumerate(placed) if ok]
+    assert len(clear) > 300  # the picture fills up: later numbers find no free place and overlap
+    for k in clear:
+        x0, y0, x1, y1 = rects[k]
+        before = rects[:k]
+        overlapping = (x1 + m > before[:, 0]) & (before[:, 2] + m > x0) & (y1 + m > before[:, 1]) & (before[:, 3] + m > y0)
+        assert not overlapping.any(), k
+
+
 def test_the_findings_montage_numbers_the_lesions_beside_them_in_white():
     """qc_montage(numbered=...) (the DICOM findings picture, whose lesions the SR tracks as 'lesion K'): white digits
     on a black rim beside the lesions, the outlines and the title band untouched; without it the montage is as before."""

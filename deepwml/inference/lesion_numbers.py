@@ -37,30 +37,53 @@ def lesion_marks(ids: np.ndarray, max_id: int) -> List[Tuple[int, int, int]]:
     return sorted((int(owner), top + box[0].start, left + box[1].stop) for owner, box in zip(owners[1:], boxes))
 
 
-def free_spot(rect: Rect, taken: Sequence[Rect], height: int, bounds: Rect) -> Rect:
-    """``rect`` moved down or up by whole text heights until it overlaps no rectangle in ``taken`` (with a 3-pixel
-    margin, so that '5' beside '2' never reads as '52'), staying within ``bounds``; as it is when there is no such
-    place."""
-    def clear(r: Rect) -> bool:
-        return all(r[2] + 3 <= o[0] or o[2] + 3 <= r[0] or r[3] + 3 <= o[1] or o[3] + 3 <= r[1] for o in taken)
+#: pixels kept free between two numbers, so that '5' beside '2' never reads as '52'
+NUMBER_MARGIN = 3
 
+
+class TakenSpots:
+    """Where numbers are written already, as an occupancy bitmap of the picture: checking a place costs the area of
+    one number, not a comparison with every number written (a speckled mask can carry ten thousand pieces)."""
+
+    def __init__(self, size_wh: Tuple[int, int]) -> None:
+        self.grid = np.zeros((max(1, int(size_wh[1])), max(1, int(size_wh[0]))), dtype=bool)
+
+    def _area(self, rect: Rect, margin: int) -> Tuple[slice, slice]:
+        x0, y0, x1, y1 = rect
+        return slice(max(0, y0 - margin), max(0, y1 + margin)), slice(max(0, x0 - margin), max(0, x1 + margin))
+
+    def clear(self, rect: Rect) -> bool:
+        """True when ``rect`` keeps NUMBER_MARGIN pixels from every rectangle added."""
+        return not self.grid[self._area(rect, NUMBER_MARGIN)].any()
+
+    def add(self, rect: Rect) -> None:
+        """Mark ``rect`` as holding a number."""
+        self.grid[self._area(rect, 0)] = True
+
+
+def free_spot(rect: Rect, taken: TakenSpots, height: int, bounds: Rect) -> Rect:
+    """``rect`` moved down or up by whole text heights until it is clear of the numbers in ``taken``, staying within
+    ``bounds``; as it is when there is no such place."""
     for step in (0, 1, -1, 2, -2, 3, -3):
         moved = (rect[0], rect[1] + step * height, rect[2], rect[3] + step * height)
-        if moved[1] >= bounds[1] and moved[3] <= bounds[3] and clear(moved):
+        if moved[1] >= bounds[1] and moved[3] <= bounds[3] and taken.clear(moved):
             return moved
     return rect
 
 
 def draw_lesion_numbers(draw: ImageDraw.ImageDraw, marks: Sequence[Tuple[int, int, int]], face: ImageFont.ImageFont,
-                        fill: Colour, rim: Colour, bounds: Rect, taken: List[Rect]) -> None:
+                        fill: Colour, rim: Colour, bounds: Rect, taken: TakenSpots) -> None:
     """Write each mark's (id, row, column; picture pixels) number just right of and level with its corner, within
-    ``bounds``, clear of the rectangles in ``taken`` (which gains each number written)."""
+    ``bounds``, clear of the numbers in ``taken`` (which gains each number written)."""
+    sizes: dict = {}  # a text's box depends on its characters only: measured once per number, not once per piece
     for lesion_id, row, col in marks:
         text = str(lesion_id)
-        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=face, stroke_width=2)
+        if text not in sizes:
+            sizes[text] = draw.textbbox((0, 0), text, font=face, stroke_width=2)
+        x0, y0, x1, y1 = sizes[text]
         w, h = x1 - x0, y1 - y0
         x = min(max(col + 2, bounds[0]), max(bounds[2] - w, bounds[0]))
         y = min(max(row - h // 2, bounds[1]), max(bounds[3] - h, bounds[1]))
         x, y, _, _ = rect = free_spot((x, y, x + w, y + h), taken, h, bounds)
-        taken.append(rect)
+        taken.add(rect)
         draw.text((x - x0, y - y0), text, fill=fill, font=face, stroke_width=2, stroke_fill=rim)

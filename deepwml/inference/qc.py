@@ -145,9 +145,9 @@ def render_panel(
 def _number_panels(draw: ImageDraw.ImageDraw, ids_view: np.ndarray, chosen: np.ndarray, corners: list,
                    draw_hw: Tuple[int, int], numbered: int) -> None:
     """Write the lesion ids beside the lesions of every panel (white on black; deepwml.inference.lesion_numbers)."""
-    from deepwml.inference.lesion_numbers import draw_lesion_numbers, lesion_marks
+    from deepwml.inference.lesion_numbers import TakenSpots, draw_lesion_numbers, lesion_marks
 
-    taken: list = []
+    taken = TakenSpots(draw.im.size)
     scale_r, scale_c = draw_hw[0] / ids_view.shape[1], draw_hw[1] / ids_view.shape[2]
     for (left, top), s in zip(corners, chosen):
         marks = [(k, top + int(round(r * scale_r)), left + int(round(c * scale_c))) for k, r, c in lesion_marks(ids_view[s], numbered)]

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_ids import lesion_ids_of
-from deepwml.inference.lesion_numbers import draw_lesion_numbers, lesion_marks
+from deepwml.inference.lesion_numbers import TakenSpots, draw_lesion_numbers, lesion_marks
 from deepwml.inference.qc import canonical_view, choose_slices, display_window, font, head_box
 
 #: panels are resized (nearest neighbour, square pixels) to this many pixels on their longer side: the page shows
@@ -115,7 +115,8 @@ def _number_lesions(rgb: np.ndarray, marks: List[Tuple[int, int, int]]) -> np.nd
         return rgb
     picture = PILImage.fromarray(rgb, mode="RGB")
     height, width = rgb.shape[:2]
-    draw_lesion_numbers(ImageDraw.Draw(picture), marks, font(NUMBER_PIXELS), NUMBER_RGB, (0, 0, 0), (0, 0, width, height), [])
+    draw_lesion_numbers(ImageDraw.Draw(picture), marks, font(NUMBER_PIXELS), NUMBER_RGB, (0, 0, 0), (0, 0, width, height),
+                        TakenSpots((width, height)))
     return np.asarray(picture)
 
 
