@@ -15,7 +15,8 @@ from conftest import oblique_direction, tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image
 from deepwml.imageio.dicom import chosen_series
-from deepwml.inference.dicom_sr import CASE_TRACKING, LOCAL_SCHEME, SR_SERIES_NUMBER, slice_outlines
+from deepwml.inference import dicom_sr
+from deepwml.inference.dicom_sr import CASE_TRACKING, LOCAL_SCHEME, SR_SERIES_NUMBER, LesionOutlines, slice_outlines
 from deepwml.inference.lesion_report import lesion_id_labels
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
@@ -84,6 +85,7 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
     assert totals["Number of lesions (observable entity)"] == summary.lesion_count == len(table)
     assert totals["Volume"] == pytest.approx(summary.total_lesion_volume_ml)
     assert totals["Fazekas periventricular grade (estimate)"] == summary.fazekas_periventricular
+    assert totals["Lesions itemised in this report"] == len(table)
 
     assert [str(g.tracking_identifier) for g in lesions] == [f"lesion {k}" for k in table.lesion_id]
     slice_of = {(uid, None): z for z, uid in enumerate(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
@@ -144,6 +146,55 @@ def test_outlines_on_a_multiframe_source_reference_its_frames(tmp_path, model_di
     lesions = hd.sr.srread(out / "patient8_sr.dcm").content.get_volumetric_roi_measurement_groups()
     for group, row in zip(lesions, table.itertuples(index=False)):
         assert np.array_equal(_drawn(group, slice_of, labels.shape), labels == row.lesion_id), f"lesion {row.lesion_id}"
+
+
+def test_a_mask_of_more_lesions_than_the_sr_itemises_lists_the_largest_and_counts_them_all(tmp_path, model_dir, monkeypatch):
+    # a model far outside its data can return thousands of specks: the SR stays bounded (it took minutes before)
+    _series(tmp_path / "dicom" / "patient9", seed=4)
+    monkeypatch.setattr(dicom_sr, "SR_MAX_LESIONS", 2)
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr", "--dicom-seg"]) == 0
+    table = pd.read_csv(out / "patient9_lesions.csv")
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert len(table) >= 3
+    groups = hd.sr.srread(out / "patient9_sr.dcm").content.get_volumetric_roi_measurement_groups()
+    case, lesions = groups[0], groups[1:]
+    totals = _measurements(case)
+    # the totals still count every lesion; the case says how many have a group of their own
+    assert totals["Number of lesions (observable entity)"] == len(table)
+    assert totals["Volume"] == pytest.approx(summary.total_lesion_volume_ml)
+    assert totals["Lesions itemised in this report"] == 2
+    assert [str(g.tracking_identifier) for g in lesions] == ["lesion 1", "lesion 2"]  # the two largest
+    mask = read_image(out / "patient9.nii.gz", dtype=None)
+    labels, _ = lesion_id_labels(mask.array > 0, mask.geometry.slice_axis_numpy)
+    slice_of = {(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID, None): z
+                for z, f in enumerate(chosen_series(tmp_path / "dicom" / "patient9").files)}
+    for group, k in zip(lesions, (1, 2)):
+        assert _measurements(group)["Volume"] == pytest.approx(table.volume_ml[k - 1])
+        assert np.array_equal(_drawn(group, slice_of, labels.shape), labels == k)
+
+
+def test_lesions_are_itemised_largest_first_within_the_outline_budget_passing_over_a_sprawling_one(tmp_path):
+    source = _series(tmp_path / "dicom" / "p", seed=7, n_lesions=0)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in chosen_series(source).files]
+    mask = np.zeros((5, 64, 56), bool)
+    mask[1, 10, 2:42:4] = True  # ten specks on one slice ...
+    mask[2, 10, 2:42] = True  # ... joined in 3D by a bar on the next: one lesion of 11 outlines, the largest
+    mask[3, 30:35, 20:25] = True  # 25 voxels
+    mask[4, 40:43, 10:13] = True  # 9
+    mask[0, 50:52, 40:42] = True  # 4
+    mask[0, 20, 50] = True  # 1
+    outlines = LesionOutlines(mask, headers)
+    assert outlines.count == 5 and len(outlines.outlines(1)) == 11
+    ids = [1, 2, 3, 4, 5]
+    assert outlines.itemised(ids) == ids
+    assert outlines.itemised(ids, max_lesions=2) == [1, 2]
+    # the sprawling lesion does not fit the budget: the others still do, in their order, until it is spent
+    assert outlines.itemised(ids, max_outlines=5) == [2, 3, 4, 5]
+    assert outlines.itemised(ids, max_outlines=3) == [2, 3, 4]
+    assert outlines.itemised(ids, max_outlines=0) == []
+    # regions are the outlines, each on the instance of its slice
+    assert [r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for r in outlines.regions(2)] == [headers[3].SOPInstanceUID]
 
 
 def test_outlines_hold_exactly_the_region_pixels_and_leave_holes_out():

@@ -472,6 +472,7 @@ def test_dicom_series_are_segmented_compared_and_the_change_goes_back_as_a_dicom
     table = pd.read_csv(out / "followup_lesions_change.csv")
     lesions = sr.content.get_volumetric_roi_measurement_groups()
     assert [str(g.tracking_identifier) for g in lesions] == [f"follow-up lesion {k}" for k in table.lesion_id]
+    assert numbers["Lesions itemised in this report"] == len(table)
     from skimage.draw import polygon2mask
 
     from deepwml.inference.lesion_report import lesion_id_labels

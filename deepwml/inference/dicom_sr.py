@@ -7,7 +7,10 @@ One Comprehensive 3D SR in a new series of the source study, made with highdicom
   of CASE_seg.dcm when that SEG was written too (TID 1411), otherwise it stands alone (TID 1501);
 - a group per lesion (TID 1411), numbered as in the lesion table: its outline on each slice it lies on (closed
   SCOORD polylines on the source instances or frames, so a viewer draws it on the images), volume, and with an anatomy map its
-  location class, finding site and long axis, with probabilities its mean probability and confidence.
+  location class, finding site and long axis, with probabilities its mean probability and confidence. A mask of
+  thousands of specks (a model far outside its training data) would take minutes and tens of MB of outlines, so at
+  most SR_MAX_LESIONS lesions, largest first, with SR_MAX_OUTLINES outlines in all, get a group of their own; the case
+  group says how many did ("Lesions itemised in this report"), and its totals count every lesion.
 
 Finding type DCM 110702 "White Matter T2 Hyperintensity", volumes in cm3 (= ml). Grades and classes DICOM has no
 code for are coded in a local scheme (99DEEPWML, declared in the object's Coding Scheme Identification Sequence).
@@ -15,7 +18,7 @@ code for are coded in a local scheme (99DEEPWML, declared in the object's Coding
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from skimage import measure
@@ -37,6 +40,10 @@ SR_SERIES_DESCRIPTION = "DeepWML lesion measurements (research use)"
 CASE_TRACKING = "All white matter lesions"
 #: the local coding scheme of the concepts DICOM has no code for
 LOCAL_SCHEME = "99DEEPWML"
+#: lesions with a group of their own in one SR at most, and their outlines at most (a real mask of up to a few hundred
+#: lesions fits whole: MSLUB stacks have 70-85 lesions and ~110 outlines; each outline costs ~5 ms and ~0.5 kB)
+SR_MAX_LESIONS = 300
+SR_MAX_OUTLINES = 3000
 
 
 def local_code(value: str, meaning: str):
@@ -67,6 +74,7 @@ def sr_codes() -> Dict[str, object]:
         "fazekas_pv": local_code("FZPV", "Fazekas periventricular grade (estimate)"),
         "fazekas_deep": local_code("FZDWM", "Fazekas deep white matter grade (estimate)"),
         "dis_regions": local_code("DIS", "McDonald 2017 brain regions with a lesion of 3 mm or more"),
+        "itemised": local_code("ITEM", "Lesions itemised in this report"),
         "sites": {
             PERIVENTRICULAR: codes.SCT.CerebralWhiteMatter, DEEP: codes.SCT.CerebralWhiteMatter,
             JUXTACORTICAL: codes.SCT.CerebralWhiteMatter, CORTICAL: codes.SCT.CerebralCortex,
@@ -101,8 +109,10 @@ def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSumma
     outlines = LesionOutlines(mask, headers, slice_axis, ids)
     if outlines.count != len(lesions):
         raise ValueError(f"{outlines.count} lesions in the mask, {len(lesions)} in the table")  # a bug, never a user error
-    groups = [_case_group(summary, c, algorithm, seg)]
-    groups += [_lesion_group(row, outlines.regions(int(row.lesion_id)), c, algorithm) for row in lesions.itertuples(index=False)]
+    itemised = set(outlines.itemised([int(k) for k in lesions.lesion_id]))
+    groups = [_case_group(summary, len(itemised), c, algorithm, seg)]
+    groups += [_lesion_group(row, outlines.regions(int(row.lesion_id)), c, algorithm)
+               for row in lesions.itertuples(index=False) if int(row.lesion_id) in itemised]
     return measurement_report(groups, headers, model_name, SR_SERIES_DESCRIPTION, seg)
 
 
@@ -133,6 +143,38 @@ class LesionOutlines:
         self.labels = lesion_ids_of(mask, slice_axis, ids)
         self.count = int(self.labels.max(initial=0))
         self.boxes = ndimage.find_objects(self.labels)
+        self._outlines: Dict[int, List[Tuple[int, np.ndarray]]] = {}
+
+    def outlines(self, lesion_id: int) -> List[Tuple[int, np.ndarray]]:
+        """(mask slice, closed outline in that slice's DICOM pixel coordinates) of lesion ``lesion_id``, computed once."""
+        if lesion_id not in self._outlines:
+            box = self.boxes[lesion_id - 1]
+            lesion = self.labels[box] == lesion_id
+            # outlined within the lesion's box (cost follows the lesion, not the slice), then placed on the slice
+            corner = np.array([box[2].start, box[1].start], dtype=np.float32)
+            self._outlines[lesion_id] = [(box[0].start + int(dz), outline + corner)
+                                         for dz in np.flatnonzero(lesion.any(axis=(1, 2)))
+                                         for outline in slice_outlines(lesion[dz])]
+        return self._outlines[lesion_id]
+
+    def itemised(self, lesion_ids: Sequence[int], max_lesions: Optional[int] = None,
+                 max_outlines: Optional[int] = None) -> List[int]:
+        """The lesions of ``lesion_ids`` (largest first) that get a group of their own: in that order, each whose
+        outlines still fit within ``max_outlines`` (default SR_MAX_OUTLINES) in all, up to ``max_lesions`` (default
+        SR_MAX_LESIONS); a lesion of more outlines than are left is passed over, so one sprawling false positive
+        does not crowd out every real lesion."""
+        max_lesions = SR_MAX_LESIONS if max_lesions is None else max_lesions
+        chosen: List[int] = []
+        left = SR_MAX_OUTLINES if max_outlines is None else max_outlines
+        for lesion_id in lesion_ids:
+            if len(chosen) == max_lesions or left == 0:
+                break
+            if len(self.outlines(lesion_id)) <= left:
+                chosen.append(lesion_id)
+                left -= len(self.outlines(lesion_id))
+            else:
+                self._outlines.pop(lesion_id)  # not drawn: keep memory to the itemised lesions
+        return chosen
 
     def _source(self, z: int):
         """The instance (and frame) mask slice ``z`` lies on."""
@@ -146,14 +188,10 @@ class LesionOutlines:
         """The closed SCOORD polylines of lesion ``lesion_id`` on every slice it lies on."""
         import highdicom as hd
 
-        box = self.boxes[lesion_id - 1]
-        lesion = self.labels[box] == lesion_id
-        # outlined within the lesion's box (cost follows the lesion, not the slice), then placed on the slice
-        corner = np.array([box[2].start, box[1].start], dtype=np.float32)
         origin = hd.sr.PixelOriginInterpretationValues.FRAME if self.multiframe else None
-        return [hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline + corner,
-                                  source_image=self._source(box[0].start + int(dz)), pixel_origin_interpretation=origin)
-                for dz in np.flatnonzero(lesion.any(axis=(1, 2))) for outline in slice_outlines(lesion[dz])]
+        return [hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=outline,
+                                  source_image=self._source(z), pixel_origin_interpretation=origin)
+                for z, outline in self.outlines(lesion_id)]
 
 
 def measurement_report(groups: List, headers: List, model_name: str, description: str, seg=None,
@@ -192,13 +230,15 @@ def save_sr(sr, path: Path) -> Path:
     return path
 
 
-def _case_group(summary: CaseSummary, c: Dict, algorithm, seg):
-    """The whole-case measurement group (TID 1411 on the SEG's lesion segment when there is one, else TID 1501)."""
+def _case_group(summary: CaseSummary, itemised: int, c: Dict, algorithm, seg):
+    """The whole-case measurement group (TID 1411 on the SEG's lesion segment when there is one, else TID 1501);
+    ``itemised``: how many lesions have a group of their own."""
     import highdicom as hd
 
     measurements = [
         hd.sr.Measurement(name=c["count"], value=int(summary.lesion_count), unit=c["unitless"]),
         hd.sr.Measurement(name=c["volume"], value=float(summary.total_lesion_volume_ml), unit=c["cm3"]),
+        hd.sr.Measurement(name=c["itemised"], value=int(itemised), unit=c["unitless"]),
     ]
     a = summary.anatomy
     if a:

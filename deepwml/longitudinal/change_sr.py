@@ -5,6 +5,8 @@ One group for the comparison (new lesions of 3 mm or more, enlarging, resolved, 
 visits and the change) and one per follow-up lesion, numbered as in followup_lesions_change.csv: its outlines on
 the follow-up's slices (as deepwml_predict --dicom-sr draws them), its change status, volume, long axis and the
 baseline volume of its group. Statuses and the baseline figures are coded in DeepWML's local scheme (99DEEPWML).
+As in deepwml_predict's SR, at most SR_MAX_LESIONS follow-up lesions (largest first, SR_MAX_OUTLINES outlines in
+all) get a group of their own; the comparison group says how many did.
 """
 from __future__ import annotations
 
@@ -55,19 +57,23 @@ def build_change_sr(change: LesionChange, headers: List, model_name: str, slice_
                     hd.sr.Measurement(name=c["volume"], value=float(s["followup_volume_ml"]), unit=c["cm3"])]
     measurements += [hd.sr.Measurement(name=local_code(code, meaning), value=float(s[key]), unit=c[unit])
                      for key, (code, meaning, unit) in SUMMARY_CONCEPTS.items()]
-    groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=COMPARISON_TRACKING),
-        finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm, measurements=measurements)]
     outlines = LesionOutlines(np.asarray(change.change_map) > 0, headers, slice_axis)
     table = change.followup
     if outlines.count != len(table):
         raise ValueError(f"{outlines.count} lesions in the change map, {len(table)} in the table")  # a bug
+    itemised = set(outlines.itemised([int(k) for k in table.lesion_id]))
+    measurements.append(hd.sr.Measurement(name=c["itemised"], value=len(itemised), unit=c["unitless"]))
+    groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=COMPARISON_TRACKING),
+        finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm, measurements=measurements)]
     statuses = _status_codes()
     name = {code: status for status, code in CHANGE_CODES.items()}
     status_name = local_code("CHG-STATUS", "DeepWML lesion change status")
     change_map = np.asarray(change.change_map)
     for row in table.itertuples(index=False):
         lesion_id = int(row.lesion_id)
+        if lesion_id not in itemised:
+            continue
         box = outlines.boxes[lesion_id - 1]
         # the change map's code holds the counted / not counted split of new lesions (read within the lesion's box)
         code = int(change_map[box][outlines.labels[box] == lesion_id].max())
