@@ -238,6 +238,7 @@ def test_masks_in_the_wmh_challenge_format_need_ignore_label_which_keeps_value_2
     assert finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "m0"), "--work", str(tmp_path / "w0")]) == 2
     err = capfd.readouterr().err
     assert "s0_wmh.nii.gz" in err or "s1_wmh.nii.gz" in err, err
+    assert "needs --ignore-label V" in err
 
     Stop = _stop_once_the_set_is_made(monkeypatch)
     work = tmp_path / "work"
@@ -259,6 +260,32 @@ def test_masks_in_the_wmh_challenge_format_need_ignore_label_which_keeps_value_2
         with pytest.raises(SystemExit):
             finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "m1"), *extra])
         assert "--ignore-label" in capfd.readouterr().err
+
+
+def test_masks_saved_as_0_255_or_interpolated_are_refused_with_what_to_do_and_0_255_taken_with_lesion_id_masks(
+        tmp_path, monkeypatch, capfd):
+    """A 0/255 mask (8-bit exports) and a mask with fractions (resampled with a linear interpolator) are refused,
+    naming the manifest's mask and saying what to give instead; the 0/255 mask with --lesion-id-masks becomes 0/1."""
+    import numpy as np
+
+    folder = tmp_path / "site"
+    case = generate_case("CSVD#1", index=0, seed=92)
+    write_image(case.image, case.geometry, folder / "s0.nii.gz")
+    lesion = case.label > 0
+    write_image(lesion.astype(np.uint8) * 255, case.geometry, folder / "s0_255.nii.gz")
+    write_image(lesion.astype(np.float32) * 0.98, case.geometry, folder / "s0_linear.nii.gz")
+    for mask, hint in (("s0_255.nii.gz", "if every value above 0 is lesion (a 0/255 mask"),
+                       ("s0_linear.nii.gz", "threshold it at 0.5, or resample it with nearest neighbour")):
+        (folder / "m.csv").write_text(f"image,label\ns0.nii.gz,{mask}\n")
+        assert finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "m"), "--work", str(tmp_path / mask)]) == 2
+        err = capfd.readouterr().err
+        assert f"the masks: s0: {folder / mask}" in err and hint in err, err
+    (folder / "m.csv").write_text("image,label\ns0.nii.gz,s0_255.nii.gz\n")
+    Stop = _stop_once_the_set_is_made(monkeypatch)
+    with pytest.raises(Stop):
+        finetune_main([str(folder / "m.csv"), "-o", str(tmp_path / "m"), "--work", str(tmp_path / "w"), "--lesion-id-masks"])
+    (written,) = (tmp_path / "w" / "raw").glob("Dataset*/labelsTr/s0.nii.gz")
+    assert np.array_equal(read_image(written, dtype=None).array, lesion.astype(np.uint8))
 
 
 def test_scores_on_scans_kept_aside_leave_the_ignore_value_out(tmp_path):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.datasets.dataset_writer import write_dataset
+from deepwml.datasets.dataset_writer import SourceCase, write_dataset
 from deepwml.datasets.lesion_id_label import LesionIdLabel
 from deepwml.datasets.manifest import default_file_ending, read_manifest
 from deepwml.inference.packaging import install_as_folder
@@ -74,6 +74,23 @@ def _log(message: str) -> None:
     print(f"[deepwml_finetune] {message}", flush=True)
 
 
+def _mask_problems(problems: List, labelled: List[SourceCase]) -> str:
+    """The dataset's problems, with the masks named by the manifest's paths and what to do about each kind."""
+    text = "; ".join(map(str, problems))
+    # the copies are named in the problems; the user knows the masks by the manifest's paths
+    masks = ", ".join(f"{c.case_id}: {c.label}" for c in labelled
+                      if f"labelsTr/{c.case_id}." in text or f"labelsTs/{c.case_id}." in text)
+    hints = [f"the masks: {masks}"] if masks else []
+    if "not declared in dataset.json labels" in text:
+        hints.append("if every value above 0 is lesion (a 0/255 mask, or lesions numbered one by one), give "
+                     "--lesion-id-masks; a value that is neither lesion nor not, as the WMH challenge's 2 for other "
+                     "pathology, needs --ignore-label V")
+    if "non-integer values" in text:
+        hints.append("a mask with fractions was interpolated (resampled or registered with a linear interpolator): "
+                     "threshold it at 0.5, or resample it with nearest neighbour, and give that")
+    return text + (f" ({'; '.join(hints)})" if hints else "")
+
+
 def run_finetune(request: FinetuneRequest) -> Path:
     """Run every step (each skipped when already done) and install the model in ``request.output``; returns it."""
     start = start_model(request.start)
@@ -110,14 +127,7 @@ def run_finetune(request: FinetuneRequest) -> Path:
         result = write_dataset(labelled, raw, DATASET_ID, NAME, file_ending=default_file_ending(labelled), labels=labels,
                                description=f"fine-tuning set from {Path(request.manifest).name}", n_jobs=request.n_jobs)
         if result.problems:
-            problems = "; ".join(map(str, result.problems))
-            if "not declared in dataset.json labels" in problems:
-                # the copies are named in the problems; the user knows the masks by the manifest's paths
-                masks = ", ".join(f"{c.case_id}: {c.label}" for c in labelled
-                                  if f"labelsTr/{c.case_id}." in problems or f"labelsTs/{c.case_id}." in problems)
-                problems += (f" (the masks: {masks}; a value that is neither lesion nor not, as the WMH challenge's 2 for "
-                             "other pathology, needs --ignore-label)")
-            raise DeepWMLError(f"the manifest made a dataset with problems: {problems}", raw)
+            raise DeepWMLError(f"the manifest made a dataset with problems: {_mask_problems(result.problems, labelled)}", raw)
     run_command("plan_and_preprocess", ["-d", str(DATASET_ID), "--raw", str(raw), "--preprocessed", str(pre),
                                         "--plan-file", str(start / "plans.json"), "--test-fraction", "0",
                                         "-np", str(request.n_jobs)], None, "deepwml_finetune")
