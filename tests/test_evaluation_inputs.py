@@ -126,6 +126,21 @@ def test_ignore_value_is_removed_from_reference_and_prediction(tmp_path):
     assert np.array_equal(masks.prediction, masks.reference) and masks.reference.sum() == 16
 
 
+@pytest.mark.parametrize("values, dtype, says", [
+    ((255,), np.uint8, "a 0/255 mask, or lesions numbered one by one), make it a 0/1 mask"),
+    ((0.98, 0.02), np.float32, "threshold it at 0.5, or resample it with nearest neighbour"),
+])
+def test_a_reference_that_is_no_0_1_mask_says_what_it_looks_like_and_what_to_do(tmp_path, values, dtype, says):
+    ref, pred = write_pair(tmp_path)
+    reference = lesion_mask().astype(dtype)
+    for k, value in enumerate(values):
+        reference[1, 4 + k, 4:8] = value
+    write_image(reference, GEOMETRY, ref / "a.nii.gz")
+    with pytest.raises(ImageError, match="case 'a': reference mask has values other than 0, 1") as caught:
+        load_case_masks("a", ref / "a.nii.gz", pred / "a.nii.gz")
+    assert says in str(caught.value) and str(ref / "a.nii.gz") in str(caught.value)
+
+
 def test_unreadable_file_names_the_file(tmp_path):
     ref, pred = write_pair(tmp_path)
     (pred / "a.nii.gz").write_bytes(b"this is not an image")

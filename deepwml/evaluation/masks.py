@@ -46,17 +46,27 @@ def binarise(
     if not valid.all():
         bad = np.unique(array[~valid])
         shown = ", ".join(f"{v:g}" for v in bad[:5].astype(float)) + (" ..." if len(bad) > 5 else "")
-        hint = (
-            "threshold probability maps into a 0/1 mask first"
-            if role == "prediction"
-            else "declare the ignore value in dataset.json labels.ignore (or pass --ignore-label)"
-        )
+        hint = _hint(bad, role)
         raise ImageError(
             f"case {case_id!r}: {role} mask has values other than {', '.join(map(str, allowed))} "
             f"({int((~valid).sum())} voxels: {shown}); {hint}",
             path,
         )
     return lesion, ignore
+
+
+def _hint(bad: np.ndarray, role: str) -> str:
+    """What to do about a mask holding the values ``bad``."""
+    if not np.array_equal(bad, np.round(bad)):
+        if role == "prediction":
+            return "threshold probability maps into a 0/1 mask first"
+        return ("values between 0 and 1 come from interpolation (a mask resampled or registered with a linear "
+                "interpolator): threshold it at 0.5, or resample it with nearest neighbour")
+    if role == "prediction":
+        return "a prediction marks lesion 1, nothing else 0"
+    return ("if they mark lesion (a 0/255 mask, or lesions numbered one by one), make it a 0/1 mask; if they mark "
+            "neither lesion nor not (the WMH challenge's 2 for other pathology), declare that value in dataset.json "
+            "labels.ignore (or pass --ignore-label)")
 
 
 def load_case_masks(
