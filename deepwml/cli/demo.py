@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out test set and evaluate it. Run it again with the same --workdir to resume after an interruption.",
     )
     p.add_argument("--workdir", type=Path, default=Path("deepwml_demo_work"), help="where everything is written (default: ./deepwml_demo_work)")
-    p.add_argument("--minutes", type=float, default=15.0, help="time budget in minutes; training gets what is left after data preparation (default: 15)")
+    p.add_argument("--minutes", type=float, default=15.0, help="time budget in minutes; training gets what is left after data preparation, at least 1 minute (a quarter of a budget under 4) (default: 15)")
     add_device_argument(p)
     p.add_argument("--scale", type=float, default=0.1, help="fraction of the paper's 492 patients to synthesise (default: 0.1, at least one per centre)")
     p.add_argument("--plan", default=None, help="plan preset (default: cpu_fast on a CPU, paper on a GPU)")

@@ -62,8 +62,9 @@ def run_demo(settings: DemoSettings) -> Path:
     _run("plan_and_preprocess", ["-d", d, "--preset", plan, "-np", np_], env)
 
     elapsed = (time.monotonic() - start) / 60
-    # what is left after data preparation, minus a reserve for prediction and evaluation
-    train_minutes = max(1.0, settings.minutes - elapsed - 2.5)
+    # what is left after data preparation, minus a reserve for prediction and evaluation; at least a minute, or a
+    # quarter of a budget under 4 minutes (a quick look at the pipeline, not a useful model)
+    train_minutes = max(min(1.0, settings.minutes / 4), settings.minutes - elapsed - 2.5)
     train_args = ["-d", d, "0", "-p", plan, "--device", settings.device, "--max-minutes", f"{train_minutes:.2f}"]
     fold_dir = res / DATASET / plan / "fold_0"
     # a finished training run is not extended by a second demo run: the marker is written only after it ends
