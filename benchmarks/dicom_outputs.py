@@ -95,7 +95,7 @@ def speckled(mask: np.ndarray, seed: int = 0) -> np.ndarray:
     return (mask > 0) | (np.random.default_rng(seed).random(mask.shape) > 0.97)
 
 
-def row(name: str, lesions: int, times: Dict[str, float]) -> str:
+def row(name: str, lesions: str, times: Dict[str, float]) -> str:
     """One printed row of the table."""
     return f"{name:>6}  {lesions:>7}  " + "  ".join(f"{seconds:>17.3f}s" for seconds in times.values())
 
@@ -119,11 +119,11 @@ def main() -> None:
         times, lesions = time_case(folder, masks[k], args.work / "out", args.runs)
         for name, seconds in times.items():
             results[name].append(seconds)
-        print(row(str(k), lesions, times))
-    print(row("median", 0, {name: statistics.median(v) for name, v in results.items()}).replace("       0", " " * 8, 1))
+        print(row(str(k), str(lesions), times))
+    print(row("median", "", {name: statistics.median(v) for name, v in results.items()}))
     if args.speckled:
         times, lesions = time_case(args.work / "case0", speckled(masks[0]).astype(np.uint8), args.work / "out", args.runs)
-        print(row("specks", lesions, times))
+        print(row("specks", str(lesions), times))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 
 from deepwml.evaluation.cases import is_seg_reference
 from deepwml.imageio import Geometry, read_image
+from deepwml.imageio.files import INTERPOLATED_MASK_HINT
 from deepwml.utils.errors import ImageError
 
 
@@ -60,8 +61,7 @@ def _hint(bad: np.ndarray, role: str) -> str:
     if not np.array_equal(bad, np.round(bad)):
         if role == "prediction":
             return "threshold probability maps into a 0/1 mask first"
-        return ("values between 0 and 1 come from interpolation (a mask resampled or registered with a linear "
-                "interpolator): threshold it at 0.5, or resample it with nearest neighbour")
+        return INTERPOLATED_MASK_HINT
     if role == "prediction":
         return "a prediction marks lesion 1, nothing else 0"
     return ("if they mark lesion (a 0/255 mask, or lesions numbered one by one), make it a 0/1 mask; if they mark "

@@ -173,6 +173,11 @@ def read_image(path: PathLike, series_uid: Optional[str] = None, check_finite: b
     return Image(array, Geometry.from_sitk(image), Path(path))
 
 
+#: what a mask holding fractions usually is, and what to do about it (read_label, the evaluator's masks)
+INTERPOLATED_MASK_HINT = ("values between 0 and 1 come from interpolation (a mask resampled or registered with a linear "
+                          "interpolator): threshold it at 0.5, or resample it with nearest neighbour")
+
+
 def read_label(path: PathLike) -> Image:
     """Read a label map as integers; non-integer values are an error (the label would be ambiguous)."""
     image = read_image(path, dtype=None)
@@ -182,7 +187,7 @@ def read_label(path: PathLike) -> Image:
             raise ImageError("label contains NaN/Inf", path)
         rounded = np.rint(array)
         if not np.array_equal(rounded, array):
-            raise ImageError("label contains non-integer values", path)
+            raise ImageError(f"label contains non-integer values; {INTERPOLATED_MASK_HINT}", path)
         array = rounded
     image.array = array.astype(np.int16, copy=False)
     return image

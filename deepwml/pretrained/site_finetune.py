@@ -75,7 +75,7 @@ def _log(message: str) -> None:
 
 
 def _mask_problems(problems: List, labelled: List[SourceCase]) -> str:
-    """The dataset's problems, with the masks named by the manifest's paths and what to do about each kind."""
+    """The dataset's problems, with the masks named by the manifest's paths and what to do about undeclared values."""
     text = "; ".join(map(str, problems))
     # the copies are named in the problems; the user knows the masks by the manifest's paths
     masks = ", ".join(f"{c.case_id}: {c.label}" for c in labelled
@@ -85,9 +85,6 @@ def _mask_problems(problems: List, labelled: List[SourceCase]) -> str:
         hints.append("if every value above 0 is lesion (a 0/255 mask, or lesions numbered one by one), give "
                      "--lesion-id-masks; a value that is neither lesion nor not, as the WMH challenge's 2 for other "
                      "pathology, needs --ignore-label V")
-    if "non-integer values" in text:
-        hints.append("a mask with fractions was interpolated (resampled or registered with a linear interpolator): "
-                     "threshold it at 0.5, or resample it with nearest neighbour, and give that")
     return text + (f" ({'; '.join(hints)})" if hints else "")
 
 
