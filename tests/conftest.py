@@ -74,6 +74,23 @@ def write_tiny_dataset(
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_a_session_folder(tmp_path_factory):
+    """Derived arrays (deepwml.utils.user_cache) go to a folder of this test session, not the user's ~/.cache; the
+    commands the tests start inherit it, so the template is derived once per session rather than once per process."""
+    import os
+
+    from deepwml.utils.user_cache import ENV_VAR
+
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = str(tmp_path_factory.mktemp("deepwml-cache"))
+    yield
+    if previous is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = previous
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """A valid 5-case raw dataset (4 training, 1 test) in a temporary raw root."""

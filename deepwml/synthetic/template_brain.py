@@ -22,6 +22,7 @@ from deepwml.synthetic.anatomy import (
     Anatomy, Tissues, block_fields, whole_block, cranium_sdf, deep_cortex_fields, head_tissues, horn_tip_weight, sample_anatomy, ventricle_block,
     ventricle_tissues,
 )
+from deepwml.synthetic import fields as fields_module
 from deepwml.synthetic.fields import AlignedField, CoarseField
 from deepwml.synthetic.folding import sample_folding
 from deepwml.synthetic.grid import Grid, is_empty
@@ -30,6 +31,7 @@ from deepwml.synthetic.limbic import limbic_weight, terminal_weight
 from deepwml.synthetic.shapes import inside
 from deepwml.synthetic.warp import sample_warp
 from deepwml.utils.errors import DeepWMLError
+from deepwml.utils.user_cache import cached_arrays, content_key
 
 TEMPLATE_FILE = Path(__file__).resolve().parent / "template" / "icbm152_2009a.npz"
 #: how far (mm) beyond the brain its surface distance is known: skull and scalp are built on it
@@ -91,16 +93,38 @@ class Template:
 
 @lru_cache(maxsize=1)
 def load_template(path: Path = TEMPLATE_FILE) -> Template:
-    """Load the template file and derive distances and lesion sites (a few seconds, once per process)."""
+    """Load the template file with its distances and lesion sites (derived in a few seconds once, then cached)."""
     try:
+        raw = path.read_bytes()
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise DeepWMLError(f"{path}: cannot read the brain template: {exc}; rebuild it with "
                            "python -m dataset_conversion.icbm152_template") from exc
+    import scipy
+
+    # everything the derived arrays depend on: a change to any of these is a new key, so a stale entry is never read
+    key = content_key([raw, Path(__file__).read_bytes(), Path(fields_module.__file__).read_bytes(), scipy.__version__,
+                       np.__version__])
+    d = cached_arrays("template-derived", key, lambda: _derive(arrays))
+    sp = float(arrays["spacing"])
+    origin = np.asarray(arrays["origin"], float)
+    field = lambda values, o, s: CoarseField(values, tuple(float(v) for v in o), (s, s, s))  # noqa: E731
+    packed = arrays["gm"].astype(np.uint16) * np.uint16(256) + arrays["wm"].astype(np.uint16)
+    return Template(
+        tissue=packed, origin=origin, spacing=sp,
+        hull=field(d["hull"], d["hull_origin"], float(d["hull_spacing"])), ventricle=field(d["ventricle"], d["ventricle_origin"], sp),
+        infratentorial=field(arrays["infratentorial"].astype(np.float32), origin, sp),
+        sites={k[len("site_"):]: v for k, v in d.items() if k.startswith("site_")},
+        horn_tips=d["horn_tips"], ventricle_box=(d["ventricle_lo"], d["ventricle_hi"]),
+        cerebrum_centre=d["cerebrum_centre"], cerebrum_half=d["cerebrum_half"],
+    )
+
+
+def _derive(arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The template's surface and ventricle distances, lesion sites and landmarks (the costly part of loading it)."""
     sp = float(arrays["spacing"])
     origin = np.asarray(arrays["origin"], float)  # z y x of voxel 0
-    field = lambda a, o=origin, s=sp: CoarseField(a, tuple(float(v) for v in o), (s, s, s))  # noqa: E731
     gm = arrays["gm"].astype(np.float32) / 255.0
     wm = arrays["wm"].astype(np.float32) / 255.0
     envelope = arrays["envelope"].astype(bool)
@@ -112,7 +136,9 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     # the brain surface distance on a 2-voxel grid padded by the margin: smooth, so coarse is enough
     pad = int(np.ceil(HULL_MARGIN_MM / (2 * sp)))
     small = np.pad(envelope[::2, ::2, ::2], pad)
-    hull_field = field(_signed_distance(small, 2 * sp), origin - pad * 2 * sp, 2 * sp)
+    hull = _signed_distance(small, 2 * sp)
+    hull_origin = origin - pad * 2 * sp
+    hull_field = CoarseField(hull, tuple(float(v) for v in hull_origin), (2 * sp,) * 3)
 
     # ventricle distance in a box around the ventricles (lesion bands and the ependymal lining are read near them)
     nz = np.nonzero(ventricle)
@@ -122,7 +148,6 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     vb = ventricle[box]
     vdist = _signed_distance(vb, sp)
-    vent_field = field(vdist, origin + lo * sp)
 
     grid = np.indices(gm.shape, np.float32) * np.float32(sp) + origin.astype(np.float32)[:, None, None, None]
     depth = -hull_field.sample_points(grid[0], grid[1], grid[2])
@@ -135,12 +160,13 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
         tips += [half[np.argmin(half[:, 1])], half[np.argmax(half[:, 1])]]  # frontal and occipital horn tips
     supra = envelope & (infra < 0.5)
     ext = coords(np.array([[i.min() for i in np.nonzero(supra)], [i.max() for i in np.nonzero(supra)]]))
-    packed = arrays["gm"].astype(np.uint16) * np.uint16(256) + arrays["wm"].astype(np.uint16)
-    return Template(
-        tissue=packed, origin=origin, spacing=sp, hull=hull_field, ventricle=vent_field, infratentorial=field(infra), sites=sites,
-        horn_tips=np.array(tips), ventricle_box=(vz.min(0), vz.max(0)),
-        cerebrum_centre=ext.mean(0), cerebrum_half=0.5 * (ext[1] - ext[0]),
-    )
+    return {
+        "hull": hull, "hull_origin": hull_origin, "hull_spacing": np.float64(2 * sp),
+        "ventricle": vdist, "ventricle_origin": origin + lo * sp,
+        **{f"site_{k}": v for k, v in sites.items()},
+        "horn_tips": np.array(tips), "ventricle_lo": vz.min(0), "ventricle_hi": vz.max(0),
+        "cerebrum_centre": ext.mean(0), "cerebrum_half": 0.5 * (ext[1] - ext[0]),
+    }
 
 
 def _signed_distance(mask: np.ndarray, voxel_mm: float) -> np.ndarray:
