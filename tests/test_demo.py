@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_a_second_run_resumes(tmp_path):
     work = tmp_path / "demo"
-    command = [sys.executable, "-m", "deepwml.cli.demo", "--workdir", str(work), "--minutes", "2", "--scale", "0.02", "--device", "cpu"]
+    command = [sys.executable, "-m", "deepwml.cli.demo", "--workdir", str(work), "--minutes", "1", "--scale", "0.02", "--device", "cpu"]
     first = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     report = work / "report"
