@@ -83,7 +83,9 @@ def _user_cache_in_a_session_folder(tmp_path_factory):
     from deepwml.utils.user_cache import ENV_VAR
 
     previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = str(tmp_path_factory.mktemp("deepwml-cache"))
+    base = tmp_path_factory.getbasetemp()
+    # pytest-xdist workers each have a base folder below one shared by the run: one cache for all of them
+    os.environ[ENV_VAR] = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "deepwml-cache")
     yield
     if previous is None:
         os.environ.pop(ENV_VAR, None)
