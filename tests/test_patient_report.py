@@ -123,6 +123,27 @@ def test_page_says_when_not_every_lesion_slice_is_shown_and_puts_summary_section
     assert "uncertainty (yellow" not in page  # no legend for a map the page does not show
 
 
+def test_the_totals_count_the_lesions_a_reader_would_measure_beside_every_speck():
+    """With the anatomy map's long axes, a card says how many lesions reach the 3 mm McDonald counts; not without."""
+    from deepwml.imageio import Geometry
+    from deepwml.inference.lesion_report import CaseSummary
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+
+    summary = CaseSummary("c", "ok", total_lesion_volume_ml=1.0, lesion_count=4, slices=25, slices_with_lesion=3)
+    model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
+    geometry = Geometry((8, 8, 25), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    lesions = pd.DataFrame({"lesion_id": [1, 2, 3, 4], "volume_ml": [0.8, 0.1, 0.05, 0.05], "voxels": [80, 10, 5, 5],
+                            "long_axis_mm": [12.0, 3.0, 2.9, 1.15]})
+
+    def cards(page: str):
+        return {k: v for v, k in re.findall(r'<div class="card"><b>([^<]*)</b><span>([^<]*)</span></div>', page)}
+
+    page = build_patient_report(summary, lesions, [], geometry, Path("c.nii.gz"), model, False)
+    assert cards(page)["lesions"] == "4" and cards(page)["lesions of 3 mm or more (long axis)"] == "2", cards(page)
+    page = build_patient_report(summary, lesions.drop(columns="long_axis_mm"), [], geometry, Path("c.nii.gz"), model, False)
+    assert "lesions" in cards(page) and not any("3 mm" in k for k in cards(page))
+
+
 def test_report_pdf_is_skipped_with_a_note_when_no_chromium_is_found(tmp_path, model_dir, monkeypatch, capsys):
     import deepwml.inference.run as run
 

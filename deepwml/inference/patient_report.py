@@ -25,7 +25,7 @@ from deepwml.evaluation.report import cards_html
 from deepwml.evaluation.tables import Table
 from deepwml.imageio import Geometry
 from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
-from deepwml.anatomy.location import DISTANCE_MM, LOCATIONS, REACH_MM
+from deepwml.anatomy.location import DISTANCE_MM, DIS_MIN_LONG_AXIS_MM, LOCATIONS, REACH_MM
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.pdf_printer import PdfPrinter, headless_command
@@ -265,8 +265,12 @@ def build_patient_report(
     cards = [
         ("total lesion volume (ml)", f"{summary.total_lesion_volume_ml:.2f}"),
         ("lesions", str(summary.lesion_count)),
-        ("slices with lesion", f"{summary.slices_with_lesion} of {summary.slices}"),
     ]
+    if summary.lesion_count and "long_axis_mm" in lesions.columns:
+        # the size McDonald 2017 counts; at 3-8 mm slices many of a model's one-voxel lesions are noise a reader skips
+        measurable = int((lesions["long_axis_mm"] >= DIS_MIN_LONG_AXIS_MM).sum())
+        cards.append((f"lesions of {DIS_MIN_LONG_AXIS_MM:g} mm or more (long axis)", str(measurable)))
+    cards.append(("slices with lesion", f"{summary.slices_with_lesion} of {summary.slices}"))
     if summary.lesion_count and "confidence" in lesions.columns:
         weights = lesions["volume_ml"].to_numpy()
         cards.append(("volume-weighted lesion confidence", f"{float(np.average(lesions['confidence'], weights=weights)):.2f}"))
