@@ -66,6 +66,18 @@ def test_the_default_folder_follows_xdg_cache_home(tmp_path, monkeypatch):
     assert cache_dir() == tmp_path / "deepwml"
 
 
+def test_without_a_home_folder_there_is_no_cache_and_no_error(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(user_cache.Path, "home", staticmethod(no_home))
+    compute, calls = _counting([5.0])
+    assert cache_dir() is None and cached_arrays("thing", "k", compute)["a"][0] == 5.0 and calls == [1]
+
+
 def test_a_folder_that_cannot_be_written_is_no_error(tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -30,7 +30,12 @@ def cache_dir() -> Optional[Path]:
     if ENV_VAR in os.environ:
         value = os.environ[ENV_VAR].strip()
         return None if value.lower() in ("", "off", "0", "none") else Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no password entry (some containers): no cache rather than an error
+            return None
     return Path(base).expanduser() / "deepwml"
 
 
