@@ -23,9 +23,9 @@ def _modules_after(code: str) -> set:
     """The heavy modules loaded by ``code`` in a fresh interpreter importing this checkout's deepwml."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     probe = code + "\nimport sys, json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-    probe += "('matplotlib', 'pandas', 'torch', 'SimpleITK', 'scipy') or m == 'scipy.stats')))"
+    probe += "('matplotlib', 'pandas', 'torch', 'SimpleITK', 'scipy') or m in ('scipy.stats', 'scipy.optimize'))))"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, timeout=300)
-    return {m.split(".")[0] if m != "scipy.stats" else m for m in json.loads(out.stdout.strip().splitlines()[-1])}
+    return {m if m in ("scipy.stats", "scipy.optimize") else m.split(".")[0] for m in json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def test_predict_help_imports_none_of_the_heavy_libraries():
@@ -39,7 +39,8 @@ def test_predict_help_imports_none_of_the_heavy_libraries():
 
 
 def test_a_whole_prediction_run_never_imports_matplotlib_or_scipy_stats(tmp_path):
-    """A user predicts a scan with QC pictures on: the run writes them without ever loading matplotlib."""
+    """A user predicts a scan with QC pictures on: the run writes them without ever loading matplotlib, nor the
+    scipy.stats and scipy.optimize that only evaluation and calibration need (0.2-0.8 s of start-up each)."""
     image, _, geometry = tiny_case(shape_zyx=(3, 64, 64), seed=3)
     write_image(image, geometry, tmp_path / "in" / "a.nii.gz")
     model = write_model_dir(tmp_path / "m" / "Dataset999_Toy" / "tiny", tiny_plan())
@@ -48,7 +49,7 @@ def test_a_whole_prediction_run_never_imports_matplotlib_or_scipy_stats(tmp_path
         f"assert main(['-i', {str(tmp_path / 'in')!r}, '-o', {str(tmp_path / 'out')!r}, '-m', {str(model)!r}]) == 0"
     )
     assert (tmp_path / "out" / "qc" / "a.png").is_file()
-    assert "torch" in loaded and "matplotlib" not in loaded and "scipy.stats" not in loaded, loaded
+    assert "torch" in loaded and loaded.isdisjoint({"matplotlib", "scipy.stats", "scipy.optimize"}), loaded
 
 
 def test_qc_montage_is_a_valid_png_of_the_layout_size_with_the_mask_outlined_where_it_is(tmp_path):
@@ -112,3 +113,20 @@ def test_pandas_is_not_loaded_before_the_first_case_is_written():
     overlaps the other worker's network instead of delaying the first case."""
     loaded = _modules_after("import deepwml.inference.run, deepwml.inference.case_workers, deepwml.inference.pipeline")
     assert "torch" in loaded and "pandas" not in loaded, loaded
+
+
+def test_the_one_case_benchmark_times_the_whole_command_and_its_imports(tmp_path, capsys):
+    """benchmarks/predict_one_case.py: each variant is a real deepwml_predict process that writes its mask; the
+    medians printed are the runs' own, and the imports-only line is there to read the rest against."""
+    from deepwml_testing.benchmarks import load_benchmark
+
+    bench = load_benchmark("predict_one_case")
+    assert bench.main(["--runs", "1", "--work", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "29 slices of 512x512" in out
+    lines = {line.split(" median ")[0].strip(): line for line in out.splitlines() if " median " in line}
+    assert list(lines) == ["default outputs", "--no-anatomy --no-qc", "imports only"]
+    for line in lines.values():
+        median, runs = line.split(" median ")[1].split(" s  (")
+        assert float(median) == float(runs.rstrip(")")) > 0  # one run: its median is itself
+    assert (tmp_path / "out" / "scan.nii.gz").is_file() and not (tmp_path / "out" / "qc").exists()  # the last variant's

@@ -16,7 +16,6 @@ import math
 from typing import Optional, Tuple
 
 import numpy as np
-from scipy.optimize import minimize
 
 from deepwml.utils.errors import DeepWMLError
 
@@ -104,6 +103,10 @@ def fit_temperatures(logits: np.ndarray, labels: np.ndarray, weights: Optional[n
         raise ValueError(f"logits {logits.shape}, labels {labels.shape} and weights {weights.shape} do not match")
     if not labels.any() or labels.all():
         raise DeepWMLError("calibration needs lesion and non-lesion voxels; the labelled cases hold only one kind")
+    # imported here: scipy.optimize takes 0.2 s to import, and every prediction run imports this module for
+    # calibrate_probabilities alone
+    from scipy.optimize import minimize
+
     bounds = [(math.log(T_RANGE[0]), math.log(T_RANGE[1]))] * 2
     result = minimize(lambda s: negative_log_likelihood(logits, labels, weights, (math.exp(s[0]), math.exp(s[1]))),
                       x0=np.zeros(2), bounds=bounds, method="L-BFGS-B")

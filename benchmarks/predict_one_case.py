@@ -1,0 +1,66 @@
+"""One scan, one command: the wall time of a whole `deepwml_predict -i scan -o out` process with the shipped model
+(issue #12: "a 25-slice case end to end in <= 3 s"), beside the part of it that is only Python importing torch and
+DeepWML's prediction modules, measured in a fresh process of its own.
+
+The scan is a synthetic 512² case (NMOSD#4, patient 1, seed 77: 29 slices, more than the 25 asked for). Default
+outputs and `--no-anatomy --no-qc` alternate; medians of --runs.
+
+    python benchmarks/predict_one_case.py [--runs 3] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+
+VARIANTS = {"default outputs": [], "--no-anatomy --no-qc": ["--no-anatomy", "--no-qc"]}
+IMPORTS = "import deepwml.cli.predict, deepwml.inference.run"
+
+
+def _wall(command: List[str]) -> float:
+    """Seconds from start to exit of ``command``; a failure stops the benchmark with its output."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Write the scan, time the variants and the imports alternately, print medians."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--work", type=Path, default=None, help="folder for the scan and outputs (default: a temporary one)")
+    args = p.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="deepwml_one_case_"))
+    from deepwml.imageio import write_image
+    from deepwml.synthetic.generate import generate_case
+
+    case = generate_case("NMOSD#4", index=1, seed=77)
+    scan = write_image(case.image, case.geometry, work / "in" / "scan.nii.gz")
+    print(load_line())
+    print(f"scan: {case.image.shape[0]} slices of {case.image.shape[2]}x{case.image.shape[1]}; shipped model")
+    times = {name: [] for name in [*VARIANTS, "imports only"]}
+    for _ in range(args.runs):
+        for name, extra in VARIANTS.items():
+            out = work / "out"
+            shutil.rmtree(out, ignore_errors=True)
+            times[name].append(_wall([sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out), *extra]))
+        times["imports only"].append(_wall([sys.executable, "-c", IMPORTS]))
+    for name, values in times.items():
+        print(f"{name:24s} median {statistics.median(values):.2f} s  ({' / '.join(f'{v:.2f}' for v in values)})")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
