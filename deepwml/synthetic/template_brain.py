@@ -104,9 +104,13 @@ def load_template(path: Path = TEMPLATE_FILE) -> Template:
     import scipy
 
     # everything the derived arrays depend on: a change to any of these is a new key, so a stale entry is never read
-    key = content_key([raw, Path(__file__).read_bytes(), Path(fields_module.__file__).read_bytes(), scipy.__version__,
-                       np.__version__])
-    d = cached_arrays("template-derived", key, lambda: _derive(arrays))
+    try:
+        sources = [Path(__file__).read_bytes(), Path(fields_module.__file__).read_bytes()]
+    except OSError:  # no source files (a frozen application): no key to trust, so no cache
+        d = _derive(arrays)
+    else:
+        d = cached_arrays("template-derived", content_key([raw, *sources, scipy.__version__, np.__version__]),
+                          lambda: _derive(arrays))
     sp = float(arrays["spacing"])
     origin = np.asarray(arrays["origin"], float)
     field = lambda values, o, s: CoarseField(values, tuple(float(v) for v in o), (s, s, s))  # noqa: E731
