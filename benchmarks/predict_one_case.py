@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     times = {name: [] for name in [*VARIANTS, "imports only"]}
     for _ in range(args.runs):
         for name, extra in VARIANTS.items():
-            out = work / "out"
+            out = work / "predict_one_case_out"  # a name of its own: it is emptied before every run
             shutil.rmtree(out, ignore_errors=True)
             times[name].append(_wall([sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out), *extra]))
         times["imports only"].append(_wall([sys.executable, "-c", IMPORTS]))

@@ -131,4 +131,4 @@ def test_the_one_case_benchmark_times_the_whole_command_and_its_imports(tmp_path
     for line in lines.values():
         median, runs = line.split(" median ")[1].split(" s  (")
         assert float(median) == float(runs.rstrip(")")) > 0  # one run: its median is itself
-    assert (tmp_path / "out" / "scan.nii.gz").is_file() and not (tmp_path / "out" / "qc").exists()  # the last variant's
+    assert (tmp_path / "predict_one_case_out" / "scan.nii.gz").is_file() and not (tmp_path / "predict_one_case_out" / "qc").exists()  # the last variant's
