@@ -10,6 +10,7 @@ The template file is built by ``python -m dataset_conversion.icbm152_template`` 
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -95,8 +96,8 @@ class Template:
 def load_template(path: Path = TEMPLATE_FILE) -> Template:
     """Load the template file with its distances and lesion sites (derived in a few seconds once, then cached)."""
     try:
-        raw = path.read_bytes()
-        with np.load(path) as data:
+        raw = path.read_bytes()  # read once: its bytes are part of the cache key and its arrays are loaded from them
+        with np.load(io.BytesIO(raw)) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise DeepWMLError(f"{path}: cannot read the brain template: {exc}; rebuild it with "
