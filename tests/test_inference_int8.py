@@ -171,12 +171,12 @@ def test_predict_with_int8_auto_writes_a_valid_mask(tmp_path, monkeypatch, capsy
     model_dir = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
     image, label, geometry = tiny_case(shape_zyx=(8, 64, 64), seed=3, n_lesions=6)
     path = write_image(image, geometry, tmp_path / "in" / "scan.nii.gz")
-    assert predict_main(["-i", str(path), "-o", str(tmp_path / "fp32"), "-m", str(model_dir), "--int8", "off", "--no-qc", "--no-bf16"]) == 0
+    assert predict_main(["-i", str(path), "-o", str(tmp_path / "fp32"), "-m", str(model_dir), "--int8", "off", "--no-qc", "--no-bf16", "--backend", "torch"]) == 0
     assert "int8" not in capsys.readouterr().err
     # this run is too short and int8 maybe too slow here for auto to pick it: lift both conditions, keep agreement
     monkeypatch.setattr(int8, "MIN_RUN_SLICES", 0)
     monkeypatch.setattr(int8, "MIN_SPEEDUP", 0.0)
-    assert predict_main(["-i", str(path), "-o", str(tmp_path / "int8"), "-m", str(model_dir), "--int8", "auto", "--no-qc", "--no-bf16"]) == 0
+    assert predict_main(["-i", str(path), "-o", str(tmp_path / "int8"), "-m", str(model_dir), "--int8", "auto", "--no-qc", "--no-bf16", "--backend", "torch"]) == 0
     captured = capsys.readouterr()
     assert "fold network 1 computes in int8" in captured.err and "int8 for 1/1 fold network(s)" in captured.out
     fp32 = read_image(tmp_path / "fp32" / "scan.nii.gz", dtype=None)

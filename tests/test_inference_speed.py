@@ -38,18 +38,21 @@ def test_predict_help_imports_none_of_the_heavy_libraries():
     assert loaded.isdisjoint({"torch", "pandas", "matplotlib", "SimpleITK", "scipy.stats"}), loaded
 
 
-def test_a_whole_prediction_run_never_imports_matplotlib_or_scipy_stats(tmp_path):
+def test_a_whole_prediction_run_never_imports_matplotlib_or_scipy_stats_and_torch_only_once(tmp_path):
     """A user predicts a scan with QC pictures on: the run writes them without ever loading matplotlib, nor the
-    scipy.stats and scipy.optimize that only evaluation and calibration need (0.2-0.8 s of start-up each)."""
+    scipy.stats and scipy.optimize that only evaluation and calibration need (0.2-0.8 s of start-up each). The first
+    run of a model exports its networks for ONNX Runtime with torch; the next run in a new process finds them in the
+    user cache and never imports torch (2 s)."""
     image, _, geometry = tiny_case(shape_zyx=(3, 64, 64), seed=3)
     write_image(image, geometry, tmp_path / "in" / "a.nii.gz")
     model = write_model_dir(tmp_path / "m" / "Dataset999_Toy" / "tiny", tiny_plan())
-    loaded = _modules_after(
+    runs = [_modules_after(
         "from deepwml.cli.predict import main\n"
-        f"assert main(['-i', {str(tmp_path / 'in')!r}, '-o', {str(tmp_path / 'out')!r}, '-m', {str(model)!r}]) == 0"
-    )
-    assert (tmp_path / "out" / "qc" / "a.png").is_file()
-    assert "torch" in loaded and loaded.isdisjoint({"matplotlib", "scipy.stats", "scipy.optimize"}), loaded
+        f"assert main(['-i', {str(tmp_path / 'in')!r}, '-o', {str(tmp_path / out)!r}, '-m', {str(model)!r}]) == 0"
+    ) for out in ("first", "second")]
+    assert (tmp_path / "first" / "qc" / "a.png").is_file() and (tmp_path / "second" / "qc" / "a.png").is_file()
+    assert "torch" in runs[0] and "torch" not in runs[1], runs
+    assert all(loaded.isdisjoint({"matplotlib", "scipy.stats", "scipy.optimize"}) for loaded in runs), runs
 
 
 def test_qc_montage_is_a_valid_png_of_the_layout_size_with_the_mask_outlined_where_it_is(tmp_path):
@@ -108,11 +111,13 @@ def test_lesion_table_of_lesions_at_the_image_edges_is_unchanged_by_cropping_to_
     assert np.allclose(table[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(), expected)
 
 
-def test_pandas_is_not_loaded_before_the_first_case_is_written():
+def test_neither_pandas_nor_torch_is_loaded_by_importing_prediction():
     """pandas takes ~0.5 s to import: the prediction modules load it when a case worker first writes a table, so it
-    overlaps the other worker's network instead of delaying the first case."""
-    loaded = _modules_after("import deepwml.inference.run, deepwml.inference.case_workers, deepwml.inference.pipeline")
-    assert "torch" in loaded and "pandas" not in loaded, loaded
+    overlaps the other worker's network instead of delaying the first case. torch (2 s) is imported only by a run
+    that computes with it, not by a run on ONNX Runtime."""
+    loaded = _modules_after("import deepwml.inference.run, deepwml.inference.case_workers, deepwml.inference.pipeline, "
+                            "deepwml.cli.predict")
+    assert "SimpleITK" in loaded and "torch" not in loaded and "pandas" not in loaded, loaded
 
 
 def test_the_one_case_benchmark_times_the_whole_command_and_its_imports(tmp_path, capsys):

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "masks agree with fp32 there (Dice >= 0.99) and it is at least 1.5x faster, and not for runs of "
                    "fewer than about 64 slices; on: whenever it agrees, however fast; off: never. The decision is "
                    "printed once per fold network")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="what computes the networks. onnx: ONNX Runtime on the CPU in fp32, without importing torch (about "
+                   "2 s of start-up); each model is exported once, checked against torch, into the user cache "
+                   "(DEEPWML_CACHE_DIR). torch: PyTorch (GPU, bf16 autocast, --int8). auto (default): onnx on a CPU, "
+                   "torch on a GPU, for --int8 on, for wide networks (5 M parameters or more: torch's bf16 or "
+                   "int8 is faster there), for plugin networks, with the user cache off, and when a model cannot be "
+                   "exported (with a note)")
     p.add_argument("--overwrite", action="store_true", help="predict again cases whose outputs exist")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
@@ -140,6 +147,7 @@ def _main(argv: Optional[List[str]]) -> int:
         workers=args.num_workers,
         allow_bf16=not args.no_bf16,
         int8=args.int8,
+        backend=args.backend,
         overwrite=args.overwrite,
         write_qc=not args.no_qc,
         progress=args.progress or sys.stderr.isatty(),

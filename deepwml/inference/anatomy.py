@@ -9,19 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import numpy as np
 
 from deepwml.anatomy.labels import DATASET_LABELS
 from deepwml.datasets import DatasetJson
 from deepwml.imageio import Image
-from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
-from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.batches import StackPredictor
+from deepwml.inference.model_loading import ModelSpec, check_model, resolve_model_dir
+from deepwml.inference.onnx_backend import FoldGraph, GraphPredictor, RuntimeSetup, fold_graphs
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.transforms import Preprocessed, preprocess_arrays, revert_label_probabilities
-from deepwml.training.device import DeviceSetup
 from deepwml.utils.errors import DeepWMLError
+
+if TYPE_CHECKING:
+    from deepwml.training.device import DeviceSetup
 
 
 def anatomy_model_dir(model: Optional[Path], enabled: bool = True, required: bool = False) -> Optional[Path]:
@@ -49,7 +52,7 @@ class AnatomyModel:
 
     folder: Path
     plan: Plan
-    predictor: SlicePredictor
+    predictor: StackPredictor
 
     def prepare(self, image: Image) -> Preprocessed:
         """The input preprocessed with the anatomy model's own plan."""
@@ -65,8 +68,8 @@ def anatomy_map(probs_pp: np.ndarray, props: dict) -> np.ndarray:
     return revert_label_probabilities(probs_pp, props)
 
 
-def load_anatomy_model(folder: Path, setup: DeviceSetup) -> AnatomyModel:
-    """Check and load an anatomy PLAN folder (every fold, checkpoint 'best', weights only)."""
+def anatomy_spec(folder: Path) -> ModelSpec:
+    """An anatomy PLAN folder checked (every fold, checkpoint 'best'): its classes must be the anatomy map's."""
     spec = check_model(folder)
     expected = DATASET_LABELS
     json_path = folder / "dataset.json"
@@ -74,5 +77,19 @@ def load_anatomy_model(folder: Path, setup: DeviceSetup) -> AnatomyModel:
     if spec.plan.network.num_classes != len(DATASET_LABELS) or (labels is not None and labels != expected):
         raise DeepWMLError(f"not an anatomy model: its classes are {labels or spec.plan.network.num_classes}, the anatomy "
                            f"map's are {expected}", folder)
+    return spec
+
+
+def load_anatomy_model(folder: Path, setup: Union["DeviceSetup", RuntimeSetup, Any],
+                       graphs: Optional[List[FoldGraph]] = None) -> AnatomyModel:
+    """Check and load an anatomy PLAN folder (weights only) for torch (a DeviceSetup) or ONNX Runtime (a RuntimeSetup;
+    its ``graphs`` when already read)."""
+    spec = anatomy_spec(folder)
+    if isinstance(setup, RuntimeSetup):
+        predictor = GraphPredictor(graphs or fold_graphs(spec), spec.plan, setup.threads, tta=spec.plan.inference.tta)
+        return AnatomyModel(folder, spec.plan, predictor)
+    from deepwml.inference.model_loading import build_fold_networks, load_fold_states
+    from deepwml.inference.predictor import SlicePredictor
+
     networks = build_fold_networks(spec, load_fold_states(spec))
     return AnatomyModel(folder, spec.plan, SlicePredictor(networks, spec.plan, setup, tta=spec.plan.inference.tta))

@@ -12,23 +12,23 @@ and 11.1 CPU s in the pipeline, measured in one run (benchmarks/predict_stages.p
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from deepwml.inference.anatomy import AnatomyModel
 from deepwml.inference.inputs import InputCase
 from deepwml.inference.lesion_report import CaseSummary, failed_case
 from deepwml.inference.pipeline import (CasePipeline, RunOptions, debug_trace, describe_error, network_outputs, prepare_case,
                                         write_case)
-from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.batches import StackPredictor
 from deepwml.planning.plan import Plan
-from deepwml.training.device import DeviceSetup
 
 #: at most this many cases at once unless asked for more: each holds a case and the network's activations in memory
 MAX_AUTO_WORKERS = 4
 
 
-def case_worker_plan(requested: Optional[int], setup: DeviceSetup, n_cases: int) -> Tuple[int, int]:
-    """(case workers, torch threads each) for a CPU run; 1 worker means the reader -> network -> writer pipeline.
+def case_worker_plan(requested: Optional[int], setup: Any, n_cases: int) -> Tuple[int, int]:
+    """(case workers, threads each) for a CPU run; 1 worker means the reader -> network -> writer pipeline.
+    ``setup``: a torch DeviceSetup or ONNX Runtime's (deepwml.inference.onnx_backend), read for its device and threads.
 
     ``requested`` None: one worker per core (at most MAX_AUTO_WORKERS), never more than there are cases.
     """
@@ -40,7 +40,7 @@ def case_worker_plan(requested: Optional[int], setup: DeviceSetup, n_cases: int)
     return workers, max(1, cores // workers)
 
 
-def predict_case(case: InputCase, predictor: SlicePredictor, plan: Plan, options: RunOptions,
+def predict_case(case: InputCase, predictor: StackPredictor, plan: Plan, options: RunOptions,
                  anatomy: Optional[AnatomyModel] = None) -> CaseSummary:
     """Read, predict and write one case; a failure anywhere is its summary row, never an exception."""
     try:

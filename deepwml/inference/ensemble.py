@@ -25,7 +25,7 @@ from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, 
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
-from deepwml.inference.predictor import probabilities_to_mask
+from deepwml.inference.batches import probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
 from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepwml.inference.int8_mode import INT8_MODES, check_mode  # noqa: F401 - part of this module's interface
 from deepwml.training.device import DeviceSetup
-from deepwml.utils.errors import DeepWMLError
 
-INT8_MODES = ("auto", "on", "off")
 #: the int8 masks must agree with the fp32 masks at least this well on the calibration batch
 MIN_DICE = 0.99
 #: ``auto`` keeps int8 only when it computes the calibration batch at least this many times faster
@@ -62,13 +61,6 @@ class Int8Decision:
         if self.use_int8:
             return f"fold network {self.fold + 1} computes in int8 ({measured})"
         return f"fold network {self.fold + 1} stays fp32: {self.reason}" + (f" ({measured})" if self.slices else "")
-
-
-def check_mode(mode: str) -> str:
-    """The int8 mode; anything else is an error naming the choices."""
-    if mode not in INT8_MODES:
-        raise DeepWMLError(f"--int8 must be one of {', '.join(INT8_MODES)}, got {mode!r}")
-    return mode
 
 
 def unsupported_reason(networks: Sequence[nn.Module], setup: DeviceSetup) -> Optional[str]:

@@ -6,15 +6,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from deepwml.datasets import find_dataset_folder
 from deepwml.planning.plan import Plan
-from deepwml.training.checkpoint import read_checkpoint
 from deepwml.utils.errors import DeepWMLError
+
+if TYPE_CHECKING:  # torch is imported where weights are read: prediction on ONNX Runtime never needs it
+    import torch
+    from torch import nn
 
 CHECKPOINT_FILES = {"best": "checkpoint_best.pth", "latest": "checkpoint_latest.pth"}
 FOLD_DIR = re.compile(r"^fold_(\d+|all)$")
@@ -61,6 +61,10 @@ def available_folds(model_dir: Path, checkpoint: str = "best") -> List[str]:
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     """Read a checkpoint on the CPU with the weights-only loader; nothing in a model folder ever runs code."""
+    import torch
+
+    from deepwml.training.checkpoint import read_checkpoint
+
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "plan_hash" not in ckpt:
         raise DeepWMLError("not a DeepWML checkpoint (needs 'model' and 'plan_hash')", path)
@@ -154,6 +158,8 @@ def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
 def weights_digest(state: Dict[str, torch.Tensor]) -> str:
     """Short sha256 of a network's weights (names, dtypes, shapes and bytes): the same network wherever its folder
     lies and whatever else its checkpoint holds (a calibration, a training log), another one once re-trained."""
+    import torch
+
     h = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()

@@ -26,7 +26,7 @@ from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
                                              slice_areas_mm2, summarize_case)
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
-from deepwml.inference.predictor import SlicePredictor, probabilities_to_mask
+from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
 from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
 from deepwml.inference.white_matter import white_matter_lesions
@@ -100,7 +100,7 @@ def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, 
     return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input)
 
 
-def network_outputs(prepared: PreparedCase, predictor: SlicePredictor, plan: Plan,
+def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Plan,
                     anatomy: Optional[AnatomyModel]) -> Tuple[PreparedCase, np.ndarray, Optional[np.ndarray]]:
     """(the case as the lesion model saw it, its lesion probabilities, the anatomy model's class probabilities or None).
 
@@ -235,7 +235,7 @@ def _summary_from_mask(case: InputCase, outputs: CaseOutputs, mask_image: Any, l
 class CasePipeline:
     """Runs cases through reader → network → writer with bounded look-ahead so memory stays flat."""
 
-    def __init__(self, predictor: SlicePredictor, plan: Plan, options: RunOptions, workers: int = 1,
+    def __init__(self, predictor: StackPredictor, plan: Plan, options: RunOptions, workers: int = 1,
                  anatomy: Optional[AnatomyModel] = None) -> None:
         self.predictor = predictor
         self.plan = plan

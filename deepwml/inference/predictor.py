@@ -15,73 +15,19 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from deepwml.inference import int8 as int8_path
+from deepwml.inference.batches import (CROP_MARGIN, Region, inference_batches, predict_stack,  # noqa: F401 - their old home
+                                      probabilities_to_mask)
 from deepwml.models.base import network_spec
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.network_input import as_channels, require_channels, stack_slices
 from deepwml.training.device import DeviceSetup
-
-#: background kept around the head box, in pixels, so that the convolutions near the head see real context
-CROP_MARGIN = 32
-
-
-@dataclass(frozen=True)
-class Region:
-    """One batch for the network: which slices, and the in-plane box they are cropped to."""
-
-    slices: np.ndarray
-    rows: slice
-    cols: slice
-
-
-def _padded_span(lo: int, hi: int, size: int, margin: int, multiple: int) -> slice:
-    """[lo, hi) widened by ``margin`` and to a multiple of ``multiple`` (the U-Net's poolings), kept inside [0, size)."""
-    lo, hi = max(0, lo - margin), min(size, hi + margin)
-    length = -(-(hi - lo) // multiple) * multiple
-    if length >= size:
-        return slice(0, size)
-    lo = min(lo, size - length)
-    return slice(lo, lo + length)
-
-
-def inference_batches(
-    head: Optional[np.ndarray], shape: Tuple[int, int, int], network: Any, batch_size: int, margin: int = CROP_MARGIN
-) -> List[Region]:
-    """Batches of neighbouring slices that hold head, each cropped to the head box of its own slices.
-
-    ``network`` is the network (or its spec, deepwml.models): it says whether cropping is safe and what its
-    sizes must divide by.
-
-    Boxes are per batch, not per stack: the widest slice fills most of the field of view, but the slices
-    through the cerebellum and the vertex, batched together with their neighbours, need far less.
-    """
-    s, h, w = shape
-    has_head = None if head is None else head.any(axis=(1, 2))
-    if has_head is None or not has_head.any():
-        slices = np.arange(s)
-        crop = False
-    else:
-        slices = np.flatnonzero(has_head)
-        crop = network.crop_safe
-    multiple = network.size_multiple
-    batches = []
-    for start in range(0, len(slices), batch_size):
-        idx = slices[start:start + batch_size]
-        rows, cols = slice(0, h), slice(0, w)
-        if crop:
-            sub = head[idx]
-            r, c = np.flatnonzero(sub.any(axis=(0, 2))), np.flatnonzero(sub.any(axis=(0, 1)))
-            rows = _padded_span(int(r[0]), int(r[-1]) + 1, h, margin, multiple)
-            cols = _padded_span(int(c[0]), int(c[-1]) + 1, w, margin, multiple)
-        batches.append(Region(idx, rows, cols))
-    return batches
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -91,11 +37,6 @@ def _pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tupl
     if ph or pw:
         x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
     return x, (h, w)
-
-
-def probabilities_to_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Binary uint8 mask: probability at or above ``threshold`` (prediction and training validation alike)."""
-    return (probs >= threshold).astype(np.uint8)
 
 
 class SlicePredictor:
@@ -170,9 +111,10 @@ class SlicePredictor:
         total = torch.zeros(x.shape[0], self.out_channels, h, w, device=self.device, dtype=torch.float32)
         for net in self.networks:
             for k, xi in enumerate(inputs):
-                prob = self._probabilities(net, xi)[..., :h, :w]
-                # the second input is mirrored left-right; mirror its answer back before averaging
-                total += torch.flip(prob, dims=(-1,)) if k else prob
+                prob = self._probabilities(net, xi)
+                # the second input is mirrored left-right: its answer is mirrored back before the padding (at the far
+                # end) is cut off, else a padded batch's two answers would be averaged a padding's width apart
+                total += (torch.flip(prob, dims=(-1,)) if k else prob)[..., :h, :w]
         total /= len(self.networks) * len(inputs)
         return total[:, 0].cpu().numpy() if self.out_channels == 1 else total.cpu().numpy()
 
@@ -180,9 +122,7 @@ class SlicePredictor:
         """Probabilities [S, H, W] float32 for a preprocessed stack [C, S, H, W] ([S, H, W]: one channel), zero outside
         the head region; for a multi-class plan class probabilities [S, classes, H, W], background outside it."""
         image_pp = as_channels(np.asarray(image_pp))
-        spec = self.input_spec
-        require_channels(image_pp, spec.channels, "the preprocessed image")
-        s, h, w = image_pp.shape[1:]
+        require_channels(image_pp, self.input_spec.channels, "the preprocessed image")
         if self._int8_undecided:
             with self._int8_lock:
                 if self._int8_undecided:
@@ -191,15 +131,8 @@ class SlicePredictor:
                     finally:
                         # cleared only now: a worker that finds it clear never sees the networks being swapped
                         self._int8_undecided = False
-        binary = self.out_channels == 1
-        probs = np.zeros((s, h, w) if binary else (s, self.out_channels, h, w), dtype=np.float32)
-        if not binary:
-            probs[:, 0] = 1.0
-        for region in inference_batches(head if self.crop else None, (s, h, w), self.network, self.batch_size):
-            batch = stack_slices(image_pp, region.slices, spec.context_slices, spec.padding, region.rows, region.cols)
-            where = (region.slices, region.rows, region.cols) if binary else (region.slices, slice(None), region.rows, region.cols)
-            probs[where] = self.forward(batch)
-        return probs
+        return predict_stack(image_pp, head if self.crop else None, self.forward, self.network, self.input_spec, self.batch_size,
+                             self.out_channels)
 
     def _choose_int8(self, image_pp: np.ndarray, head: Optional[np.ndarray]) -> None:
         """Decide, once per fold network, between fp32 and int8 on a calibration batch of this stack's slices."""

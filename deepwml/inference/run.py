@@ -10,29 +10,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from tqdm import tqdm
 
 from deepwml.inference.acquisition import trained_acquisition
-from deepwml.inference.anatomy import anatomy_model_dir, load_anatomy_model
+from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.inputs import InputCase, discover_cases
-from deepwml.inference.int8 import check_mode as check_int8_mode
+from deepwml.inference.int8_mode import check_mode as check_int8_mode
 from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_lesion_filters,
                                              failed_case, summary_frame)
-from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states, resolve_model_dir, weights_digest
+from deepwml.inference.model_loading import ModelSpec, check_model, load_fold_states, resolve_model_dir, weights_digest
+from deepwml.inference.onnx_backend import (BackendChoice, FoldGraph, GraphPredictor, GraphUnavailable, RuntimeSetup,
+                                           choose_backend, fold_graphs, runtime_setup)
 from deepwml.inference.output_folder import check_output_folder, check_resume_matches, prepare_output_folder, producer_record
 from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
 from deepwml.inference.patient_report import ModelInfo, find_pdf_converter
 from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
-from deepwml.inference.predictor import SlicePredictor
 from deepwml.paths import results_root
-from deepwml.training.device import setup_device, threads_restored
 from deepwml.utils.atomic import read_json, write_json
+from deepwml.utils.cpu import threads_restored
 from deepwml.utils.errors import DeepWMLError
 
 
@@ -58,6 +58,8 @@ class PredictRequest:
     workers: Optional[int] = None
     allow_bf16: bool = True
     force_bf16: bool = False
+    #: what computes the networks: 'auto', 'torch' or 'onnx' (ONNX Runtime, deepwml.inference.onnx_backend)
+    backend: str = "auto"
     #: int8 inference on the CPU (deepwml.inference.int8): 'auto' where it agrees and pays, 'on' where it agrees, 'off'
     int8: str = "auto"
     overwrite: bool = False
@@ -100,6 +102,8 @@ class PredictReport:
     seconds: float = 0.0
     summary_csv: Optional[Path] = None
     device: str = "cpu"
+    #: the engine that computed the networks, and why (deepwml.inference.onnx_backend.choose_backend)
+    backend: Optional[BackendChoice] = None
     folds: List[str] = field(default_factory=list)
     removed_temporaries: int = 0
     #: the anatomy model's PLAN folder, None when the run predicts no anatomy
@@ -234,17 +238,16 @@ def _predict(request: PredictRequest) -> PredictReport:
                             clinical.extras)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request, label_map)
-    states = load_fold_states(spec)
     tta = request.tta or spec.plan.inference.tta
     if 0 < request.min_lesion_peak <= mask_threshold(request, spec):
         print(f"[deepwml_predict] note: --min-lesion-peak {request.min_lesion_peak:g} drops nothing: every lesion already "
               f"has voxels at the mask threshold {mask_threshold(request, spec):g} or above", file=sys.stderr)
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip)
-    anatomy_weights = [weights_digest(w) for w in load_fold_states(check_model(anatomy_dir))] if masks_use_anatomy else []
-    producer = producer_record(spec.folder, spec.folds, spec.checkpoint, [weights_digest(w) for w in states],
+    weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
+    producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml,
-                               request.min_lesion_peak, request.skull_strip, anatomy_weights)
+                               request.min_lesion_peak, request.skull_strip, weights.anatomy_digests)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=request.skull_strip)
@@ -260,22 +263,20 @@ def _predict(request: PredictRequest) -> PredictReport:
                 summaries[case.case_id].anatomy = earlier[case.case_id]
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
-    setup = setup_device(request.device, allow_bf16=request.allow_bf16)
-    if request.force_bf16 and setup.device.type == "cpu":
-        setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
+    setup = runtime_setup() if weights.graphs is not None else torch_setup(request)
     report.device = setup.describe()
-    networks = build_fold_networks(spec, states) if todo else []
+    report.backend = weights.backend
     if todo:
         report.temperatures = spec.calibration()
         if clinical.model is not None:  # the report names the calibration it read from the checkpoints
             clinical = dataclasses.replace(clinical, model=dataclasses.replace(clinical.model, temperatures=report.temperatures))
-    anatomy = load_anatomy_model(anatomy_dir, setup) if todo and anatomy_dir is not None else None
     report.removed_temporaries = len(prepare_output_folder(out_dir, producer))
     if todo:
-        predictor = SlicePredictor(
-            networks, spec.plan, setup, tta=tta, crop=request.crop,
-            int8=request.int8, run_cases=len(todo),
-        )
+        workers, threads = case_worker_plan(request.workers, setup, len(todo))
+        if workers > 1:
+            report.device = dataclasses.replace(setup, threads=threads).describe() + f" per case, {workers} cases at a time"
+        predictor, anatomy = make_predictors(request, spec, weights, setup, threads if workers > 1 else setup.threads,
+                                             anatomy_dir, tta, len(todo))
         options = RunOptions(
             out_dir=out_dir,
             threshold=mask_threshold(request, spec),
@@ -290,11 +291,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             temperatures=report.temperatures,
             trained_acquisition=trained,
         )
-        workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:
-            # restored by predict() (threads_restored)
-            torch.set_num_threads(threads)
-            report.device = dataclasses.replace(setup, threads=threads).describe() + f" per case, {workers} cases at a time"
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
         else:
             runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)
@@ -306,7 +303,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             summaries[s.case_id] = s
         report.predicted = sum(s.status == "ok" for s in results)
         if any(d.use_int8 for d in predictor.int8_decisions):
-            report.device += f", int8 for {sum(d.use_int8 for d in predictor.int8_decisions)}/{len(networks)} fold network(s)"
+            report.device += f", int8 for {sum(d.use_int8 for d in predictor.int8_decisions)}/{len(spec.folds)} fold network(s)"
     report.summaries = [summaries[c.case_id] for c in cases]
     if request.pseudonym_key is not None:
         report.summaries = [without_path(s, c) for s, c in zip(report.summaries, cases)]
@@ -315,6 +312,76 @@ def _predict(request: PredictRequest) -> PredictReport:
     keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
     report.seconds = time.perf_counter() - start
     return report
+
+
+@dataclass
+class RunWeights:
+    """The engine a run computes with and what it read of the weights: digests for the producer record, and the torch
+    state dicts or the ONNX graphs of the lesion model (and of the anatomy model when cases are to be predicted)."""
+
+    backend: BackendChoice
+    digests: List[str]
+    anatomy_digests: List[str]
+    states: Optional[List[Any]] = None
+    graphs: Optional[List[FoldGraph]] = None
+    anatomy_graphs: Optional[List[FoldGraph]] = None
+
+
+def read_weights(request: PredictRequest, spec: ModelSpec, anatomy_dir: Optional[Path], masks_use_anatomy: bool,
+                 predicting: bool) -> RunWeights:
+    """Choose the engine (--backend) and read the weights for it; in 'auto', a model that cannot be made into a
+    checked ONNX graph is predicted with torch, with a note saying why."""
+    # an anatomy model that is not one is refused before anything is written
+    anatomy = None if anatomy_dir is None else anatomy_spec(anatomy_dir) if predicting else check_model(anatomy_dir)
+    plans = [spec.plan] + ([anatomy.plan] if anatomy is not None else [])
+    choice = choose_backend(request.backend, request.device, plans, request.int8, request.force_bf16)
+    if choice.name == "onnx":
+        try:
+            graphs = fold_graphs(spec)
+            anatomy_graphs = fold_graphs(anatomy) if anatomy is not None and (predicting or masks_use_anatomy) else None
+            return RunWeights(choice, [g.digest for g in graphs], [g.digest for g in anatomy_graphs] if masks_use_anatomy else [],
+                              graphs=graphs, anatomy_graphs=anatomy_graphs)
+        except GraphUnavailable as e:
+            if request.backend == "onnx":
+                raise
+            print(f"[deepwml_predict] note: predicting with torch: {e}", file=sys.stderr)
+            choice = BackendChoice("torch", str(e))
+    states = load_fold_states(spec)
+    anatomy_digests = [weights_digest(w) for w in load_fold_states(anatomy)] if masks_use_anatomy else []
+    return RunWeights(choice, [weights_digest(w) for w in states], anatomy_digests, states=states)
+
+
+def torch_setup(request: PredictRequest) -> Any:
+    """torch's device, precision and threads for the run (--device, --no-bf16, --force-bf16)."""
+    import torch
+
+    from deepwml.training.device import setup_device
+
+    setup = setup_device(request.device, allow_bf16=request.allow_bf16)
+    if request.force_bf16 and setup.device.type == "cpu":
+        setup = dataclasses.replace(setup, amp_dtype=torch.bfloat16)
+    return setup
+
+
+def make_predictors(request: PredictRequest, spec: ModelSpec, weights: RunWeights, setup: Any, threads: int,
+                    anatomy_dir: Optional[Path], tta: bool, n_cases: int) -> Tuple[Any, Any]:
+    """The lesion model's predictor and the anatomy model (or None), computing with ``threads`` threads each."""
+    if weights.graphs is not None:
+        runtime = RuntimeSetup(threads=threads)
+        predictor = GraphPredictor(weights.graphs, spec.plan, threads, tta=tta, crop=request.crop)
+        anatomy = load_anatomy_model(anatomy_dir, runtime, weights.anatomy_graphs) if anatomy_dir is not None else None
+        return predictor, anatomy
+    import torch
+
+    from deepwml.inference.model_loading import build_fold_networks
+    from deepwml.inference.predictor import SlicePredictor
+
+    # the thread count is given back by predict() (threads_restored)
+    torch.set_num_threads(threads)
+    predictor = SlicePredictor(build_fold_networks(spec, weights.states), spec.plan, setup, tta=tta, crop=request.crop,
+                               int8=request.int8, run_cases=n_cases)
+    anatomy = load_anatomy_model(anatomy_dir, dataclasses.replace(setup, threads=threads)) if anatomy_dir is not None else None
+    return predictor, anatomy
 
 
 def check_pseudonymise(request: PredictRequest, out_dir: Path) -> None:

@@ -66,6 +66,12 @@ class Registry(Generic[T]):
             return None
         return f"{self.plan_key} {name!r} is not a registered {self.kind} (known: {', '.join(self.names())})"
 
+    def is_builtin(self, name: str) -> bool:
+        """True when ``name`` is one of DeepWML's own entries (not added or replaced by a plugin)."""
+        entry = self._entries.get(name) if name in self else None
+        module = entry.partition(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+        return module.startswith("deepwml.")
+
     def get(self, name: str) -> T:
         """What ``name`` stands for; an unknown name is a PlanError naming the plan key and the known names."""
         message = self.problem(name)

@@ -8,17 +8,13 @@ Convolutions run in channels_last on CPU (measured 2.3× faster than NCHW for th
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ContextManager, Iterator, Optional
+from typing import ContextManager, Optional
 
 import torch
 
+from deepwml.utils.cpu import BF16_CPU_FLAGS, cpu_flags, physical_cores, threads_restored  # noqa: F401 - their old home
 from deepwml.utils.errors import DeepWMLError
-
-#: CPU flags (Linux /proc/cpuinfo) meaning native bf16 matrix arithmetic
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass
@@ -49,39 +45,9 @@ class DeviceSetup:
         return f"{self.device} ({precision}{layout}{threads})"
 
 
-def cpu_flags() -> set:
-    """The CPU feature flags of the first core (empty where /proc/cpuinfo does not exist)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bf16 in hardware and PyTorch's oneDNN backend can use it."""
     return torch.backends.mkldnn.is_available() and bool(cpu_flags() & set(BF16_CPU_FLAGS))
-
-
-def _cpu_list_length(text: str) -> int:
-    """Number of CPUs in a Linux CPU list such as '0-3,8'."""
-    n = 0
-    for part in text.strip().split(","):
-        first, _, last = part.partition("-")
-        n += int(last) - int(first) + 1 if last else 1
-    return n
-
-
-def physical_cores() -> int:
-    """Cores this process may run on, counting hyper-threads once."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        per_core = _cpu_list_length(Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text())
-    except (OSError, ValueError):
-        per_core = 1
-    return max(1, cpus // max(1, per_core))
 
 
 def setup_device(requested: str = "auto", allow_bf16: bool = True, local_rank: int = 0, local_world_size: int = 1,
@@ -106,20 +72,6 @@ def setup_device(requested: str = "auto", allow_bf16: bool = True, local_rank: i
     torch.set_num_threads(threads)
     amp = torch.bfloat16 if allow_bf16 and cpu_has_native_bf16() else None
     return DeviceSetup(torch.device("cpu"), amp, channels_last=True, threads=threads)
-
-
-@contextlib.contextmanager
-def threads_restored() -> Iterator[None]:
-    """Give torch's global CPU thread count back after the block (setup_device sets it for the process).
-
-    Prediction is also called as a library function (the demo, the pretrained recipe, benchmarks, a user's
-    script): it must not leave the caller's torch with another thread count.
-    """
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def make_scaler(setup: DeviceSetup) -> torch.amp.GradScaler:

@@ -1,0 +1,62 @@
+"""What the CPU offers (feature flags, physical cores) and torch's thread count, without importing torch.
+
+Prediction on ONNX Runtime (deepwml.inference.onnx_backend) never imports torch, which alone takes about 2 s; the
+helpers it shares with the torch path live here for that reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+#: CPU flags (Linux /proc/cpuinfo) meaning native bf16 matrix arithmetic
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set:
+    """The CPU feature flags of the first core (empty where /proc/cpuinfo does not exist)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _cpu_list_length(text: str) -> int:
+    """Number of CPUs in a Linux CPU list such as '0-3,8'."""
+    n = 0
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        n += int(last) - int(first) + 1 if last else 1
+    return n
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyper-threads once."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        per_core = _cpu_list_length(Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text())
+    except (OSError, ValueError):
+        per_core = 1
+    return max(1, cpus // max(1, per_core))
+
+
+@contextlib.contextmanager
+def threads_restored() -> Iterator[None]:
+    """Give torch's global CPU thread count back after the block (setup_device sets it for the process).
+
+    Prediction is also called as a library function (the demo, the pretrained recipe, benchmarks, a user's
+    script): it must not leave the caller's torch with another thread count. A caller that has not imported torch
+    has no thread count to keep, and the block is not made to import it.
+    """
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(threads)
