@@ -23,6 +23,7 @@ from deepwml.synthetic.generate import generate_case
 from deepwml.training.checkpoint import read_checkpoint
 from deepwml.training.device import DeviceSetup
 from deepwml.utils.errors import DeepWMLError
+from deepwml.utils.user_cache import cache_dir
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from tests.conftest import tiny_case
 
@@ -31,7 +32,7 @@ def _cpu() -> DeviceSetup:
     return DeviceSetup(torch.device("cpu"), None, channels_last=True, threads=1)
 
 
-def test_auto_takes_onnx_runtime_on_a_cpu_and_torch_where_torch_serves_better(monkeypatch):
+def test_auto_takes_onnx_runtime_on_a_cpu_and_torch_where_torch_serves_better(tmp_path, monkeypatch):
     narrow, wide = tiny_plan(), Plan()  # the paper's U-Net: 31 M parameters
     assert choose_backend("auto", "cpu", [narrow]).name == "onnx"
     assert choose_backend("auto", "auto", [narrow]).name == "onnx"  # this CI's torch is a CPU build
@@ -41,8 +42,12 @@ def test_auto_takes_onnx_runtime_on_a_cpu_and_torch_where_torch_serves_better(mo
     assert choose_backend("auto", "cpu", [narrow], int8="auto").name == "onnx"
     assert "bf16" in choose_backend("auto", "cpu", [narrow], force_bf16=True).reason
     assert "CPU" in choose_backend("auto", "cuda", [narrow]).reason
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", str(blocker / "cache"))
+    assert "cannot be made" in choose_backend("auto", "cpu", [narrow]).reason
     monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
-    assert "cache is off" in choose_backend("auto", "cpu", [narrow]).reason
+    assert "is off" in choose_backend("auto", "cpu", [narrow]).reason
     monkeypatch.setattr(onnx_backend, "runtime_available", lambda: False)
     assert choose_backend("auto", "cpu", [narrow]) == onnx_backend.BackendChoice("torch", "onnxruntime is not installed")
 
@@ -134,7 +139,7 @@ def test_graphs_come_from_the_cache_until_the_checkpoint_changes(tmp_path, monke
     torch.save(ckpt, path)
     again = fold_graphs(check_model(model))
     assert again[0].temperatures == (1.5, 2.0) and again[0].digest == first[0].digest
-    entries = list(Path(onnx_backend.cache_dir()).glob("onnx-*.npz"))
+    entries = list(Path(cache_dir()).glob("onnx-*.npz"))
     assert sum(e.name.startswith("onnx-" + onnx_backend.content_key([str(path.resolve())])[:16]) for e in entries) == 1
 
 

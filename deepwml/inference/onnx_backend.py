@@ -21,6 +21,7 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from deepwml.planning.plan import Plan
 from deepwml.preprocessing.network_input import as_channels, require_channels
 from deepwml.utils.cpu import physical_cores
 from deepwml.utils.errors import DeepWMLError
-from deepwml.utils.user_cache import cache_dir, cached_arrays, content_key
+from deepwml.utils.user_cache import cache_dir, cache_usable, cached_arrays, content_key
 
 if TYPE_CHECKING:
     from deepwml.inference.model_loading import ModelSpec
@@ -119,8 +120,9 @@ def choose_backend(requested: str, device: str, plans: Sequence[Plan], int8: str
         return BackendChoice("torch", problem)
     if any(network_spec(p.network).parameter_count() >= WIDE_NETWORK_PARAMETERS for p in plans):
         return BackendChoice("torch", "a wide network runs faster in torch (bf16 where the CPU computes it, else int8)")
-    if cache_dir() is None:
-        return BackendChoice("torch", "the user cache is off (DEEPWML_CACHE_DIR), so every run would export the graphs again")
+    if not cache_usable():
+        return BackendChoice("torch", "the user cache (DEEPWML_CACHE_DIR) is off or cannot be made, so every run would "
+                                      "export the graphs again")
     return BackendChoice("onnx", "CPU")
 
 
@@ -177,6 +179,8 @@ def _export_fold(spec: "ModelSpec") -> dict:
         raise GraphUnavailable("exporting the network to ONNX needs the onnx package (pip install onnx)", spec.checkpoints[0])
     from deepwml.inference.model_loading import build_fold_networks, load_fold_states, weights_digest
 
+    print(f"[deepwml_predict] note: exporting {spec.checkpoints[0]} for ONNX Runtime (once: kept in the user cache, "
+          f"{cache_dir() or 'which is off'})", file=sys.stderr)
     state = load_fold_states(spec)[0]
     net = build_fold_networks(spec, [state])[0]
     graph = export_graph(net, spec.plan, spec.checkpoints[0])

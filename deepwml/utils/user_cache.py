@@ -39,6 +39,20 @@ def cache_dir() -> Optional[Path]:
     return Path(base).expanduser() / "deepwml"
 
 
+def cache_usable() -> bool:
+    """True when the cache is on and its folder can be read (it exists) or made and written."""
+    folder = cache_dir()
+    if folder is None:
+        return False
+    if folder.is_dir():
+        return os.access(folder, os.R_OK | os.X_OK)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
 def content_key(parts: Iterable[Union[bytes, str]]) -> str:
     """A hex digest of ``parts`` (file contents, versions, constants): the cache key of what depends on them."""
     digest = hashlib.sha256()
