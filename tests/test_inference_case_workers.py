@@ -66,6 +66,30 @@ def test_cases_side_by_side_write_what_one_at_a_time_writes(tmp_path, workers, c
         pd.testing.assert_frame_equal(*(pd.read_csv(tmp_path / n / f"c{i}_lesions.csv") for n in ("one", "many")))
 
 
+def test_numpys_blas_uses_each_workers_share_of_the_cores_during_a_run_only(tmp_path, monkeypatch):
+    """Two case workers on ONNX Runtime resample with numpy's BLAS: one thread each while the cases run (OpenBLAS
+    would otherwise spin a thread per core in each worker), the caller's setting again afterwards."""
+    from threadpoolctl import threadpool_info
+
+    import deepwml.inference.case_workers as case_workers
+
+    model = write_model_dir(tmp_path / "m" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    _inputs(tmp_path / "in", n=2)
+    seen = []
+    predict_case = case_workers.predict_case
+
+    def recording(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+        return predict_case(*args, **kwargs)
+
+    monkeypatch.setattr(case_workers, "predict_case", recording)
+    before = {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model), "-np", "2",
+                         "--backend", "onnx", "--no-qc"]) == 1  # the broken file fails
+    assert seen and all(threads == {1} for threads in seen), seen
+    assert {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"} == before
+
+
 def test_zero_workers_is_refused_before_anything_is_written(tmp_path, capsys):
     model = write_model_dir(tmp_path / "m" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
     _inputs(tmp_path / "in", 1)

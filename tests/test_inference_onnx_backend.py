@@ -143,6 +143,16 @@ def test_graphs_come_from_the_cache_until_the_checkpoint_changes(tmp_path, monke
     assert sum(e.name.startswith("onnx-" + onnx_backend.content_key([str(path.resolve())])[:16]) for e in entries) == 1
 
 
+def test_a_cache_entry_this_code_did_not_write_is_not_trusted(tmp_path):
+    """An entry under the right name that lacks the weights digest or temperatures is exported again, not used."""
+    model = write_model_dir(tmp_path / "Dataset999_Toy" / "tiny", tiny_plan(), kind="random", seed=9)
+    spec = check_model(model)
+    good = fold_graphs(spec)[0]
+    (entry,) = Path(cache_dir()).glob("onnx-" + onnx_backend.content_key([str(spec.checkpoints[0].resolve())])[:16] + "-*.npz")
+    np.savez(entry, graph=np.frombuffer(b"not a graph", dtype=np.uint8))
+    assert fold_graphs(check_model(model))[0] == good
+
+
 def test_a_graph_that_disagrees_with_the_network_is_refused(tmp_path, monkeypatch):
     model = write_model_dir(tmp_path / "Dataset999_Toy" / "tiny", tiny_plan(), kind="random", seed=5)
     monkeypatch.setattr(onnx_backend, "EXPORT_TOLERANCE", -1.0)

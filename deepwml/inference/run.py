@@ -32,7 +32,7 @@ from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.paths import results_root
 from deepwml.utils.atomic import read_json, write_json
-from deepwml.utils.cpu import threads_restored
+from deepwml.utils.cpu import blas_threads, threads_restored
 from deepwml.utils.errors import DeepWMLError
 
 
@@ -297,7 +297,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)
         # the run's one PDF browser (started by its first print) is closed however the run ends
         with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar, \
-                clinical.pdf_printer or contextlib.nullcontext():
+                clinical.pdf_printer or contextlib.nullcontext(), blas_threads(threads if workers > 1 else setup.threads):
             results = runner.run(todo, on_done=lambda s: bar.update(1))
         for s in results:
             summaries[s.case_id] = s
