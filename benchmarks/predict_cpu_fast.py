@@ -86,13 +86,16 @@ def cpu_fast_model(folder: Path, kind: str = "builtin") -> Path:
 
 
 def timed_process(command: List[str], pythonpath: Optional[Path] = None) -> Tuple[float, float]:
-    """(wall seconds, CPU seconds user+sys) of one child process, start to exit."""
+    """(wall seconds, CPU seconds user+sys) of one child process, start to exit; ``pythonpath``: the checkout whose
+    deepwml it imports (also its working folder: ``python -m`` puts the working folder first on sys.path, ahead of
+    PYTHONPATH, so a run started in another checkout would import that one)."""
     env = dict(os.environ)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                   cwd=None if pythonpath is None else str(pythonpath))
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
