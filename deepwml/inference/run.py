@@ -127,13 +127,20 @@ class PredictReport:
         """One line for the terminal."""
         return (
             f"deepwml_predict: {self.predicted} case(s) predicted, {self.resumed} already done, {len(self.failed)} failed "
-            f"in {self.seconds:.1f} s on {self.device}, folds {' '.join(self.folds) or '-'}; "
+            f"in {self.seconds:.1f} s on {self.device}{self._engine_reason()}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")
         )
+
+    def _engine_reason(self) -> str:
+        """Why a CPU run computed with torch although ONNX Runtime is the default there ('' otherwise)."""
+        engine = self.backend
+        if engine is None or engine.name != "torch" or engine.reason == "asked for" or not self.device.startswith("cpu"):
+            return ""
+        return f" (torch: {engine.reason})"
 
 
 def model_dir_of(request: PredictRequest) -> Path:
@@ -345,7 +352,7 @@ def read_weights(request: PredictRequest, spec: ModelSpec, anatomy_dir: Optional
             if request.backend == "onnx":
                 raise
             print(f"[deepwml_predict] note: predicting with torch: {e}", file=sys.stderr)
-            choice = BackendChoice("torch", str(e))
+            choice = BackendChoice("torch", e.problem)
     states = load_fold_states(spec)
     anatomy_digests = [weights_digest(w) for w in load_fold_states(anatomy)] if masks_use_anatomy else []
     return RunWeights(choice, [weights_digest(w) for w in states], anatomy_digests, states=states)
