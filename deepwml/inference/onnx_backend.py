@@ -193,10 +193,11 @@ def _export_fold(spec: "ModelSpec") -> dict:
         raise GraphUnavailable("exporting the network to ONNX needs the onnx package (pip install onnx)", spec.checkpoints[0])
     from deepwml.inference.model_loading import build_fold_networks, load_fold_states, weights_digest
 
-    print(f"[deepwml_predict] note: exporting {spec.checkpoints[0]} for ONNX Runtime (once: kept in the user cache, "
-          f"{cache_dir() or 'which is off'})", file=sys.stderr)
     state = load_fold_states(spec)[0]
     net = build_fold_networks(spec, [state])[0]
+    # after the checks: a refused checkpoint is one line of error, nothing else
+    print(f"[deepwml_predict] note: exporting {spec.checkpoints[0]} for ONNX Runtime (once: kept in the user cache, "
+          f"{cache_dir() or 'which is off'})", file=sys.stderr)
     graph = export_graph(net, spec.plan, spec.checkpoints[0])
     check_graph(graph, net, spec.plan, spec.checkpoints[0])
     return {"graph": np.frombuffer(graph, dtype=np.uint8), "digest": np.array(weights_digest(state)),
