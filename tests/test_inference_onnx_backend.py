@@ -52,6 +52,23 @@ def test_auto_takes_onnx_runtime_on_a_cpu_and_torch_where_torch_serves_better(tm
     assert choose_backend("auto", "cpu", [narrow]) == onnx_backend.BackendChoice("torch", "onnxruntime is not installed")
 
 
+def test_whether_a_gpu_is_possible_is_known_without_torch_where_the_machine_says(monkeypatch, tmp_path):
+    """The default Linux torch is a CUDA build: on a machine without a GPU driver auto must not import torch (2 s)
+    to learn there is no GPU; with a driver's files present, only torch can tell."""
+    monkeypatch.setattr(onnx_backend, "torch_is_cpu_build", lambda: False)
+    monkeypatch.setattr(onnx_backend.sys, "platform", "linux")
+    monkeypatch.setattr(onnx_backend, "GPU_DEVICE_FILES", (str(tmp_path / "no_driver"),))
+    assert not onnx_backend.gpu_possible()
+    (tmp_path / "dxg").touch()
+    monkeypatch.setattr(onnx_backend, "GPU_DEVICE_FILES", (str(tmp_path / "no_driver"), str(tmp_path / "dxg")))
+    assert onnx_backend.gpu_possible()
+    monkeypatch.setattr(onnx_backend.sys, "platform", "darwin")
+    assert not onnx_backend.gpu_possible()
+    monkeypatch.setattr(onnx_backend.sys, "platform", "linux")
+    monkeypatch.setattr(onnx_backend, "torch_is_cpu_build", lambda: True)
+    assert not onnx_backend.gpu_possible()
+
+
 def test_asking_for_onnx_where_it_cannot_run_is_an_error_that_says_why(monkeypatch):
     with pytest.raises(DeepWMLError, match="--backend onnx: it runs on the CPU, and --device cuda"):
         choose_backend("onnx", "cuda", [tiny_plan()])

@@ -94,12 +94,26 @@ def runtime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+#: what a GPU driver puts on a Linux machine (NVIDIA, NVIDIA under WSL2, AMD ROCm), in containers too
+GPU_DEVICE_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
 def torch_is_cpu_build() -> bool:
     """True when the installed torch is a CPU-only build (its version ends in '+cpu'): no GPU to ask about."""
     try:
         return importlib.metadata.version("torch").endswith("+cpu")
     except importlib.metadata.PackageNotFoundError:
         return True
+
+
+def gpu_possible() -> bool:
+    """False when torch cannot see a GPU, known without importing it (2 s): a CPU-only build, macOS (DeepWML uses
+    no Apple GPU), or Linux without any GPU driver's files; True where only torch can tell."""
+    if torch_is_cpu_build() or sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return any(Path(p).exists() for p in GPU_DEVICE_FILES)
+    return True
 
 
 def choose_backend(requested: str, device: str, plans: Sequence[Plan], int8: str = "off",
@@ -136,8 +150,8 @@ def _onnx_problem(device: str, plans: Sequence[Plan], int8: str, force_bf16: boo
         return "onnxruntime is not installed"
     if device.startswith("cuda"):
         return f"it runs on the CPU, and --device {device} was asked for"
-    if device == "auto" and not torch_is_cpu_build():
-        import torch  # a GPU build of torch: only torch can say whether there is a GPU
+    if device == "auto" and gpu_possible():
+        import torch  # a GPU build of torch on a machine with a GPU driver: only torch can say whether it sees a GPU
 
         if torch.cuda.is_available():
             return "a CUDA GPU is present (torch computes there)"
