@@ -110,6 +110,21 @@ def test_the_shipped_models_graphs_give_torchs_fp32_masks_and_anatomy_maps():
             assert (torch_probs.argmax(axis=1) == graph_probs.argmax(axis=1)).mean() > 0.9999
 
 
+def test_an_ensemble_of_folds_with_tta_averages_as_torch_does(tmp_path):
+    """Two folds of a 2.5D model (three neighbouring slices as channels), mirrored and not: the same average."""
+    plan = tiny_plan()
+    plan.network.context_slices, plan.network.in_channels = 3, 3
+    model = write_model_dir(tmp_path / "Dataset999_Toy" / "tiny", plan, folds=(0, 1), kind="random", seed=11)
+    spec = check_model(model)
+    assert spec.folds == ["0", "1"]
+    stack = np.random.default_rng(1).standard_normal((1, 5, 64, 64)).astype(np.float32)
+    torch_probs = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, _cpu(), tta=True).predict(stack)
+    graph_probs = GraphPredictor(fold_graphs(spec), spec.plan, threads=1, tta=True).predict(stack)
+    single = GraphPredictor(fold_graphs(spec)[:1], spec.plan, threads=1, tta=True).predict(stack)
+    assert graph_probs.shape == (5, 64, 64) and np.abs(graph_probs - torch_probs).max() < 1e-4
+    assert np.abs(single - graph_probs).max() > 1e-3  # the second fold counts
+
+
 class _Shift(nn.Module):
     """A 1×1 convolution: mirror-equivariant, so flip TTA must change nothing, padding or not."""
 

@@ -18,6 +18,7 @@ external file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -193,6 +194,7 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def _code_fingerprint() -> str:
     """The source of DeepWML's network code and of this module: a graph exported by other code is another graph."""
     import deepwml.models
