@@ -11,6 +11,7 @@ import numpy as np
 
 from deepwml.preprocessing.network_input import stack_slices
 
+
 class StackPredictor(Protocol):
     """What prediction asks of a model's networks (torch's SlicePredictor, ONNX Runtime's GraphPredictor)."""
 

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from deepwml.inference import int8 as int8_path
-from deepwml.inference.batches import (CROP_MARGIN, Region, inference_batches, predict_stack,  # noqa: F401 - their old home
-                                      probabilities_to_mask)
+from deepwml.inference.batches import inference_batches, predict_stack, probabilities_to_mask
 from deepwml.models.base import network_spec
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.network_input import as_channels, require_channels, stack_slices

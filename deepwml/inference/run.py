@@ -282,8 +282,8 @@ def _predict(request: PredictRequest) -> PredictReport:
         workers, threads = case_worker_plan(request.workers, setup, len(todo))
         if workers > 1:
             report.device = dataclasses.replace(setup, threads=threads).describe() + f" per case, {workers} cases at a time"
-        predictor, anatomy = make_predictors(request, spec, weights, setup, threads if workers > 1 else setup.threads,
-                                             anatomy_dir, tta, len(todo))
+        # threads: each worker's share of the cores (all of them for one worker)
+        predictor, anatomy = make_predictors(request, spec, weights, setup, threads, anatomy_dir, tta, len(todo))
         options = RunOptions(
             out_dir=out_dir,
             threshold=mask_threshold(request, spec),
@@ -304,7 +304,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             runner = CasePipeline(predictor, spec.plan, options, request.workers or 1, anatomy)
         # the run's one PDF browser (started by its first print) is closed however the run ends
         with tqdm(total=len(todo), desc="deepwml_predict", unit="case", disable=not request.progress) as bar, \
-                clinical.pdf_printer or contextlib.nullcontext(), blas_threads(threads if workers > 1 else setup.threads):
+                clinical.pdf_printer or contextlib.nullcontext(), blas_threads(threads):
             results = runner.run(todo, on_done=lambda s: bar.update(1))
         for s in results:
             summaries[s.case_id] = s
