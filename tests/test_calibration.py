@@ -241,7 +241,7 @@ def test_without_scans_each_fold_is_calibrated_on_its_own_validation_cases_alone
     import deepwml.calibration.fit as fit
 
     seen = []
-    build, case_voxels = fit.build_fold_networks, fit._case_voxels
+    build, predicted_case = fit.build_fold_networks, fit._predicted_case
 
     def tagged(spec, states):
         networks = build(spec, states)
@@ -251,10 +251,10 @@ def test_without_scans_each_fold_is_calibrated_on_its_own_validation_cases_alone
 
     def spy(predictor, case, *args):
         seen.append((case.case_id, [net.test_fold for net in predictor.networks]))
-        return case_voxels(predictor, case, *args)
+        return predicted_case(predictor, case, *args)
 
     monkeypatch.setattr(fit, "build_fold_networks", tagged)
-    monkeypatch.setattr(fit, "_case_voxels", spy)
+    monkeypatch.setattr(fit, "_predicted_case", spy)
     assert calibrate_main(["-d", "999", "-p", "tiny", "--device", "cpu"]) == 0
     assert "validation case(s) of its folds" in capsys.readouterr().out
     assert seen == [("case0", ["0"]), ("case1", ["0"]), ("case2", ["0"]), ("case3", ["1"]), ("case4", ["1"])]

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
 from deepwml.inference.pipeline import prepare_case
+from deepwml.inference.postprocessing import POSTPROCESSING
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.preprocessing import revert_to_original
 from deepwml.training.checkpoint import read_checkpoint
@@ -48,6 +49,8 @@ class Calibration:
 
     temperatures: Temperatures
     record: Dict[str, Any]
+    #: a stored postprocessing was removed with the old temperatures (its thresholds meant other probabilities)
+    removed_postprocessing: bool = False
 
 
 def labelled_cases(images: Path, labels: Path, n_channels: int = 1) -> List[Tuple[InputCase, Path]]:
@@ -66,9 +69,20 @@ def labelled_cases(images: Path, labels: Path, n_channels: int = 1) -> List[Tupl
     return pairs
 
 
-def _case_voxels(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
-                 rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One case's sampled (logits, labels, weights) [n] on the input's grid, as deepwml_predict writes its map."""
+@dataclass
+class PredictedCase:
+    """A labelled case's uncalibrated lesion probabilities on its own grid, as deepwml_predict computes its map."""
+
+    case_id: str
+    probs: np.ndarray
+    lesion: np.ndarray
+    ignore: np.ndarray
+    voxel_ml: float
+
+
+def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path,
+                    ignore_label: Optional[int]) -> PredictedCase:
+    """One case predicted on the input's grid, with its label's lesion and ignored voxels."""
     prepared = prepare_case(case, predictor.plan)
     label = read_label(label_path)
     problems = prepared.image.geometry.mismatches(label.geometry)
@@ -76,7 +90,7 @@ def _case_voxels(predictor: SlicePredictor, case: InputCase, label_path: Path, i
         raise ImageError(f"case {case.case_id!r}: label is not on the image's grid ({'; '.join(problems)})", label_path)
     lesion, ignore = binarise(label.array, ignore_label, "label", case.case_id, label_path)
     probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
-    return sample_voxels(probs[~ignore], lesion[~ignore], rng)
+    return PredictedCase(case.case_id, probs, lesion, ignore, prepared.image.geometry.voxel_volume_ml)
 
 
 def candidate_ece(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, temperatures: Temperatures) -> Optional[float]:
@@ -94,25 +108,32 @@ class CaseGroup:
     pairs: List[Tuple[InputCase, Path]]
 
 
+def predicted_cases(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
+                    progress: bool, desc: str) -> Iterator[PredictedCase]:
+    """Every group's cases, one at a time, predicted by the group's folds with the plan's test-time augmentation."""
+    networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
+    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
+        for group in groups:
+            predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=spec.plan.inference.tta)
+            for case, label_path in group.pairs:
+                yield _predicted_case(predictor, case, label_path, ignore_label)
+                bar.update()
+
+
 def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int] = None,
               progress: bool = True, seed: int = 0, source: str = "labelled scans") -> Calibration:
     """Fit one pair of temperatures for ``spec``'s folds on every group's cases, each predicted by its group's folds."""
     if spec.plan.network.out_channels != 1:
         raise DeepWMLError("deepwml_calibrate calibrates lesion models (one output channel); this plan predicts "
                            f"{spec.plan.network.out_channels} classes", spec.folder)
-    # the network outputs never carry a stored calibration: it is fitted afresh on them
-    networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
     rng = np.random.default_rng(seed)
     logits, labels, weights = [], [], []
-    with tqdm(total=sum(len(g.pairs) for g in groups), desc="deepwml_calibrate", unit="case", disable=not progress) as bar:
-        for group in groups:
-            predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=spec.plan.inference.tta)
-            for case, label_path in group.pairs:
-                z, y, w = _case_voxels(predictor, case, label_path, ignore_label, rng)
-                logits.append(z)
-                labels.append(y)
-                weights.append(w)
-                bar.update()
+    # the network outputs never carry a stored calibration: it is fitted afresh on them
+    for case in predicted_cases(spec, groups, setup, ignore_label, progress, "deepwml_calibrate"):
+        z, y, w = sample_voxels(case.probs[~case.ignore], case.lesion[~case.ignore], rng)
+        logits.append(z)
+        labels.append(y)
+        weights.append(w)
     z, y, w = np.concatenate(logits), np.concatenate(labels), np.concatenate(weights)
     t = fit_temperatures(z, y, w)
     record = {
@@ -192,19 +213,28 @@ def _rounded(value: Optional[float]) -> Optional[float]:
     return None if value is None else round(value, 4)
 
 
-def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> List[Path]:
-    """Store (or, with None, remove) the temperatures in every fold checkpoint of ``spec``; update an installed
-    model's manifest. Each file is written beside itself and renamed into place."""
-    written = list(spec.checkpoints)
+def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> List[str]:
+    """Store (or, with None, remove) the temperatures in every fold checkpoint of ``spec``, and remove a stored
+    postprocessing: its thresholds were chosen on the old probabilities. Returns the removed keys."""
+    values = {TEMPERATURE: None, CALIBRATION: None, POSTPROCESSING: None}
+    if calibration is not None:
+        values.update({TEMPERATURE: [float(t) for t in calibration.temperatures], CALIBRATION: calibration.record})
+    return store_in_checkpoints(spec, values)
+
+
+def store_in_checkpoints(spec: ModelSpec, values: Dict[str, Any]) -> List[str]:
+    """Set (None: remove) ``values`` in every fold checkpoint of ``spec`` and update an installed model's manifest;
+    returns the keys that were removed from at least one. Each file is written beside itself and renamed into place."""
+    written, removed = list(spec.checkpoints), set()
     # every fold is written to its temporary file before any is renamed: a failure leaves all folds as they were
     with contextlib.ExitStack() as stack:
         for path in written:
             ckpt = read_checkpoint(path)
-            ckpt.pop(TEMPERATURE, None)
-            ckpt.pop(CALIBRATION, None)
-            if calibration is not None:
-                ckpt[TEMPERATURE] = [float(t) for t in calibration.temperatures]
-                ckpt[CALIBRATION] = calibration.record
+            for key, value in values.items():
+                if value is None:
+                    removed.update([key] if ckpt.pop(key, None) is not None else [])
+                else:
+                    ckpt[key] = value
             torch.save(ckpt, stack.enter_context(atomic_path(path, ".pth")))
     manifest_path = spec.folder / MANIFEST
     if manifest_path.is_file():
@@ -217,7 +247,23 @@ def write_calibration(spec: ModelSpec, calibration: Optional[Calibration]) -> Li
                     files[relative] = file_record(path.read_bytes())
             with atomic_path(manifest_path, ".json") as tmp:
                 Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n")
-    return written
+    return sorted(removed)
+
+
+def case_groups(spec: ModelSpec, images: Optional[Path], labels: Optional[Path], ignore_label: Optional[int],
+                raw_root: Optional[Path], preprocessed_root: Optional[Path]) -> Tuple[List[CaseGroup], str, Optional[int]]:
+    """(case groups, what they are, the ignore value): the labelled scans in ``images``/``labels`` predicted by all
+    folds, or without them each fold's validation cases predicted by that fold alone (out of fold), whose dataset's
+    declared ignore value is used unless one is given."""
+    if images is not None and labels is not None:
+        return [CaseGroup(list(spec.folds), labelled_cases(images, labels, spec.plan.n_channels))], "labelled scans", ignore_label
+    if images is not None or labels is not None:
+        raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
+    if raw_root is None or preprocessed_root is None:
+        raise DeepWMLError("using the folds' validation cases needs the raw and preprocessed data folders")
+    if ignore_label is None:  # the dataset's own labels: its declared ignore value (e.g. WMH 2017's 2) is left out
+        ignore_label = _declared_ignore_label(spec.folder / "dataset.json")
+    return validation_groups(spec, raw_root, preprocessed_root), "validation cases of each fold (out of fold)", ignore_label
 
 
 def calibrate(model_dir: Path, images: Optional[Path], labels: Optional[Path], setup: DeviceSetup,
@@ -228,19 +274,10 @@ def calibrate(model_dir: Path, images: Optional[Path], labels: Optional[Path], s
     averaged) or, without them, on each fold's validation cases in ``raw_root`` (out of fold), and store them
     (``write`` False: a dry run)."""
     spec = check_model(model_dir, folds, checkpoint)
-    if images is not None and labels is not None:
-        groups, source = [CaseGroup(list(spec.folds), labelled_cases(images, labels, spec.plan.n_channels))], "labelled scans"
-    elif images is None and labels is None:
-        if raw_root is None or preprocessed_root is None:
-            raise DeepWMLError("calibrating on the folds' validation cases needs the raw and preprocessed data folders")
-        groups, source = validation_groups(spec, raw_root, preprocessed_root), "validation cases of each fold (out of fold)"
-        if ignore_label is None:  # the dataset's own labels: its declared ignore value (e.g. WMH 2017's 2) is left out
-            ignore_label = _declared_ignore_label(spec.folder / "dataset.json")
-    else:
-        raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
+    groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
     calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source)
     if not all(math.isfinite(t) for t in calibration.temperatures):
         raise DeepWMLError("a fitted temperature is not a finite number", model_dir)
     if write:
-        write_calibration(spec, calibration)
+        calibration.removed_postprocessing = POSTPROCESSING in write_calibration(spec, calibration)
     return calibration

@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run
-from deepwml.paths import add_root_arguments
-from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+from deepwml.cli.common import run
+from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, validation_roots
+
+POSTPROCESSING_REMOVED = ("deepwml_calibrate: note: removed the model's stored postprocessing (its threshold was chosen on "
+                          "the old probabilities); choose it again with deepwml_find_postprocessing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,23 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
             "does not change. Calibrate again after any further training."
         ),
     )
-    p.add_argument("-m", "--model",
-                   help=f"the model's PLAN folder (trained or installed), or '{BUILTIN_ALIAS}' for the shipped model")
-    add_dataset_argument(p, required=False)
-    p.add_argument("-p", "--plan", help="plan name: with -d, the model trained by deepwml_train in $DEEPWML_RESULTS")
-    p.add_argument("-i", "--images", type=Path, help="folder of labelled scans (CASE_0000<ending> or CASE<ending>). "
-                   "Without -i/-l, each fold of a model trained here is calibrated on its own validation cases (the "
-                   "scans it never trained on, from the dataset's raw folder), each predicted by its fold alone")
-    p.add_argument("-l", "--labels", type=Path, help="folder of their lesion masks (CASE<ending>: 0/1)")
-    p.add_argument("-f", "--folds", nargs="+", help="folds to calibrate together (default: every fold; they are "
-                   "averaged as deepwml_predict averages them)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                   help="which checkpoint of each fold (default: best; an installed model has one)")
-    p.add_argument("--ignore-label", type=int, default=None, help="label value that marks voxels to leave out")
+    add_model_and_scan_arguments(p, "folds to calibrate together (default: every fold; they are averaged as "
+                                    "deepwml_predict averages them)")
     p.add_argument("--dry-run", action="store_true", help="fit and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove stored temperatures (back to the raw probabilities)")
-    add_device_argument(p)
-    add_root_arguments(p)
     return p
 
 
@@ -50,29 +38,21 @@ def _main(argv: Optional[List[str]]) -> int:
     # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
-    from deepwml.inference.model_loading import check_model, resolve_model_dir
-    from deepwml.paths import preprocessed_root, raw_root, results_root
+    from deepwml.inference.model_loading import check_model
     from deepwml.training.device import setup_device
-    from deepwml.utils.errors import DeepWMLError
 
-    if args.model == BUILTIN_ALIAS:
-        folder = builtin_model_dir()
-    else:
-        results = results_root(args.results_root) if args.dataset is not None else None
-        folder = resolve_model_dir(args.model, args.dataset, args.plan, results)
+    folder = model_folder(args)
     if args.reset:
         spec = check_model(folder, args.folds, args.checkpoint)
-        write_calibration(spec, None)
+        removed = write_calibration(spec, None)
         print(f"deepwml_calibrate: removed the temperatures of {folder} (folds {' '.join(spec.folds)})")
+        if "postprocessing" in removed:
+            print(POSTPROCESSING_REMOVED, file=sys.stderr)
         return 0
-    if (args.images is None) != (args.labels is None):
-        raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
-    held_out = args.images is None
-    if held_out and args.model == BUILTIN_ALIAS:
-        raise DeepWMLError("the shipped model's validation cases are not on this machine: give labelled scans with -i IMAGES -l LABELS")
+    roots = validation_roots(args)
+    held_out = bool(roots)
     setup = setup_device(args.device)
     progress = sys.stderr.isatty()
-    roots = {"raw_root": raw_root(args.raw_root), "preprocessed_root": preprocessed_root(args.preprocessed_root)} if held_out else {}
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
                        write=not args.dry_run, **roots)
     r = result.record
@@ -82,6 +62,8 @@ def _main(argv: Optional[List[str]]) -> int:
           f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {folder}"))
+    if result.removed_postprocessing:
+        print(POSTPROCESSING_REMOVED, file=sys.stderr)
     if any(abs(math.log(t / bound)) < 1e-3 for t in result.temperatures for bound in T_RANGE):
         print(f"deepwml_calibrate: warning: a temperature is at the end of its range {T_RANGE}: the model's "
               "probabilities and these labels disagree far more than calibration can mend; check that the labels belong "

@@ -83,9 +83,12 @@ def add_dataset_argument(parser: argparse.ArgumentParser, required: bool = True)
 def add_mask_options(parser) -> None:
     """The options that decide a mask besides the model, as the commands built on deepwml_predict take them."""
     parser.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: the model's)")
-    parser.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML", help="drop lesions smaller than this (default 0)")
-    parser.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
-                        help="drop lesions whose most probable voxel stays under P (default 0)")
+    parser.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
+                        help="drop lesions smaller than this (default: the model's postprocessing, else 0)")
+    parser.add_argument("--min-lesion-peak", type=float, default=None, metavar="P",
+                        help="drop lesions whose most probable voxel stays under P (default: the model's postprocessing, else 0)")
+    parser.add_argument("--no-postprocessing", action="store_true",
+                        help="ignore the threshold and lesion filters stored in the model (deepwml_find_postprocessing)")
     parser.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")
     parser.add_argument("--skull-strip", action="store_true",
                         help="the lesion model sees only the anatomy model's brain: scans with and without skull alike")

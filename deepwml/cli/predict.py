@@ -37,16 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_device_argument(p)
     p.add_argument("--tta", action="store_true", help="also predict the left-right mirrored slices and average (about 2x slower)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="lesion probability at or above which a voxel is lesion, in (0, 1) (default: the model's plan, "
-                   "0.5 for the shipped model); higher trades sensitivity for precision. Outputs of an earlier run "
-                   "are kept unless --overwrite")
-    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
+                   help="lesion probability at or above which a voxel is lesion, in (0, 1) (default: the model's "
+                   "postprocessing when deepwml_find_postprocessing stored one, else its plan's, 0.5 for the shipped "
+                   "model); higher trades sensitivity for precision. Outputs of an earlier run are kept unless --overwrite")
+    p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                    help="drop lesions (26-connected, as the lesion table counts them) smaller than this volume in ml from "
-                   "the mask, e.g. 0.01 (default 0: keep all); outputs of an earlier run are kept unless --overwrite")
-    p.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
+                   "the mask, e.g. 0.01 (default: the model's postprocessing, else 0: keep all); outputs of an earlier "
+                   "run are kept unless --overwrite")
+    p.add_argument("--min-lesion-peak", type=float, default=None, metavar="P",
                    help="drop lesions whose most probable voxel stays under this probability, e.g. 0.7 (hysteresis "
                    "thresholding: a lesion's extent is where the probability reaches --threshold, and it is kept only "
-                   "with a core that reaches P; default 0: keep all); outputs of an earlier run are kept unless --overwrite")
+                   "with a core that reaches P; default: the model's postprocessing, else 0: keep all); outputs of an "
+                   "earlier run are kept unless --overwrite")
+    p.add_argument("--no-postprocessing", action="store_true",
+                   help="ignore the threshold and lesion filters stored in the model by deepwml_find_postprocessing "
+                   "(the plan's threshold, no filter, unless given above)")
     p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")
@@ -167,6 +172,7 @@ def _main(argv: Optional[List[str]]) -> int:
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
         min_lesion_peak=args.min_lesion_peak,
+        postprocessing=not args.no_postprocessing,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 from deepwml.datasets import find_dataset_folder
 from deepwml.planning.plan import Plan
+from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:  # torch is imported where weights are read: prediction on ONNX Runtime never needs it
@@ -99,6 +100,8 @@ class ModelSpec:
     #: each fold's record of the model's temperatures below and above the threshold (deepwml_calibrate; (1, 1): not
     #: calibrated), filled by load_fold_states
     temperatures: Optional[List[Tuple[float, float]]] = None
+    #: each fold's stored postprocessing (deepwml_find_postprocessing; None: none), filled with the temperatures
+    postprocessing: Optional[List[Optional[MaskSettings]]] = None
 
     def calibration(self) -> Tuple[float, float]:
         """The temperatures deepwml_predict applies to this model's (fold-averaged) probabilities; folds calibrated
@@ -107,6 +110,16 @@ class ModelSpec:
         if len(found) > 1:
             raise DeepWMLError("the folds carry different temperatures; calibrate them together with deepwml_calibrate "
                                "(or predict with one fold)", self.folder)
+        return found.pop()
+
+    def stored_postprocessing(self) -> Optional[MaskSettings]:
+        """The threshold and lesion filters chosen for this model's folds together (None: none stored); folds that
+        carry different ones are refused."""
+        found = set(self.postprocessing or [None])
+        if len(found) > 1:
+            raise DeepWMLError("the folds carry different postprocessing; choose it for them together with "
+                               "deepwml_find_postprocessing (or predict with one fold, or with --no-postprocessing)",
+                               self.folder)
         return found.pop()
 
 
@@ -152,6 +165,8 @@ def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
             )
     spec.temperatures = [_temperature(ckpt, path, spec.plan.network.out_channels)
                          for ckpt, path in zip(checkpoints, spec.checkpoints)]
+    spec.postprocessing = [read_postprocessing(ckpt, path, spec.plan.network.out_channels)
+                           for ckpt, path in zip(checkpoints, spec.checkpoints)]
     return [ckpt["model"] for ckpt in checkpoints]
 
 

@@ -11,8 +11,8 @@ faster and its int8 path (deepwml.inference.int8) 1.6-2x faster on long runs, so
 Safety: a graph is never read from a model folder. It is exported here from the weights-only checkpoint with
 DeepWML's own network code, checked against torch on a test input, and kept in the per-user cache
 (deepwml.utils.user_cache) under a key made of the checkpoint's bytes, plans.json, the network code and this
-module, together with the weights' digest, the plan check's verdict and the calibration temperatures, so that a
-later run needs neither torch nor the checkpoint's unpickler. Graphs reach ONNX Runtime as bytes: they can name no
+module, together with the weights' digest, the plan check's verdict, the calibration temperatures and the stored
+postprocessing (deepwml.inference.postprocessing), so that a later run needs neither torch nor the checkpoint's unpickler. Graphs reach ONNX Runtime as bytes: they can name no
 external file.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import importlib.util
 import io
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from deepwml.inference.batches import predict_stack
+from deepwml.inference.postprocessing import MaskSettings
 from deepwml.models import NETWORKS, NORMS, network_spec
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.network_input import as_channels, require_channels
@@ -50,7 +51,9 @@ WIDE_NETWORK_PARAMETERS = 5_000_000
 EXPORT_TOLERANCE = 1e-3
 OPSET = 17
 #: what a cache entry of one fold holds
-ENTRY_ARRAYS = ("graph", "digest", "temperatures")
+ENTRY_ARRAYS = ("graph", "digest", "temperatures", "postprocessing")
+#: an entry's postprocessing array when the checkpoint stores none
+NO_POSTPROCESSING = (np.nan, np.nan, np.nan)
 INPUT, OUTPUT = "image", "logits"
 
 
@@ -75,6 +78,8 @@ class FoldGraph:
     digest: str
     #: the checkpoint's temperatures below and above the threshold (deepwml_calibrate; (1, 1): not calibrated)
     temperatures: Tuple[float, float]
+    #: the checkpoint's stored postprocessing (deepwml_find_postprocessing; None: none)
+    postprocessing: Optional[MaskSettings] = None
 
 
 @dataclass(frozen=True)
@@ -175,13 +180,16 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
         key = content_key([_file_digest(path), plan_bytes, code, str(OPSET)])
         # one entry per checkpoint file: a re-trained or re-calibrated fold replaces its own entry only
         entry = "onnx-" + content_key([str(path.resolve())])[:16]
-        one = dataclasses.replace(spec, folds=[name], checkpoints=[path], temperatures=None)
+        one = dataclasses.replace(spec, folds=[name], checkpoints=[path], temperatures=None, postprocessing=None)
         arrays = cached_arrays(entry, key, lambda one=one: _export_fold(one))
         if set(arrays) != set(ENTRY_ARRAYS):  # not an entry this code wrote: made again, not trusted
             arrays = _export_fold(one)
+        stored = arrays["postprocessing"]
         graphs.append(FoldGraph(arrays["graph"].tobytes(), str(arrays["digest"]),
-                                (float(arrays["temperatures"][0]), float(arrays["temperatures"][1]))))
+                                (float(arrays["temperatures"][0]), float(arrays["temperatures"][1])),
+                                None if np.isnan(stored).any() else MaskSettings(*(float(v) for v in stored))))
     spec.temperatures = [g.temperatures for g in graphs]
+    spec.postprocessing = [g.postprocessing for g in graphs]
     return graphs
 
 
@@ -217,7 +225,9 @@ def _export_fold(spec: "ModelSpec") -> dict:
     graph = export_graph(net, spec.plan, spec.checkpoints[0])
     check_graph(graph, net, spec.plan, spec.checkpoints[0])
     return {"graph": np.frombuffer(graph, dtype=np.uint8), "digest": np.array(weights_digest(state)),
-            "temperatures": np.array(spec.temperatures[0], dtype=np.float64)}
+            "temperatures": np.array(spec.temperatures[0], dtype=np.float64),
+            "postprocessing": np.array(NO_POSTPROCESSING if spec.postprocessing[0] is None else
+                                       astuple(spec.postprocessing[0]), dtype=np.float64)}
 
 
 def export_graph(net: Any, plan: Plan, source: Path) -> bytes:

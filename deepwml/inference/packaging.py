@@ -29,7 +29,7 @@ from deepwml.utils.errors import DeepWMLError
 
 #: kept from a training checkpoint; everything else (optimizer, scaler, RNG states) stays at the training site
 SLIM_KEYS = ("model", "plan", "plan_hash", "epoch", "best_ema_dice", "deepwml_version", "pretrained", "temperature",
-             "calibration")
+             "calibration", "postprocessing")
 
 
 def _slim(ckpt: Dict[str, Any]) -> Dict[str, Any]:

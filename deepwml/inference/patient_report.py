@@ -95,6 +95,8 @@ class ModelInfo:
     min_lesion_peak: float = 0.0
     #: the lesion model saw only the anatomy model's brain (deepwml_predict --skull-strip)
     skull_strip: bool = False
+    #: the mask settings come (at least in part) from the model's stored postprocessing (deepwml_find_postprocessing)
+    postprocessing: bool = False
 
     @classmethod
     def describe(cls, folder: Path, plan: str, folds: Sequence[str], checkpoint: str, tta: bool, threshold: float,
@@ -231,6 +233,8 @@ def model_html(model: ModelInfo) -> str:
         ("Folds (ensemble)", ", ".join(model.folds) + f" ({model.checkpoint} checkpoint)"),
         ("Left-right flip TTA", "yes" if model.tta else "no"),
         ("Mask threshold", f"probability ≥ {model.threshold:g}"),
+        ("Postprocessing", "threshold and lesion filters chosen for this model on labelled scans it did not learn from "
+                           "(deepwml_find_postprocessing)" if model.postprocessing else "as the plan and the run's options give it"),
         ("Input segmented", "the brain the anatomy model finds, the rest blanked (--skull-strip; a scan stripped already "
                             "as given)" if model.skull_strip else "the whole scan as given"),
         ("Smallest lesion kept", f"{model.min_lesion_ml:g} ml (smaller ones dropped)" if model.min_lesion_ml > 0 else "any size"),

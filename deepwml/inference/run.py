@@ -29,6 +29,7 @@ from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_s
 from deepwml.inference.patient_report import ModelInfo, find_pdf_converter
 from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
+from deepwml.inference.postprocessing import MaskSettings, mask_settings
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
 from deepwml.paths import results_root
 from deepwml.utils.atomic import read_json, write_json
@@ -82,12 +83,15 @@ class PredictRequest:
     white_matter_only: bool = False
     #: the lesion model sees only the anatomy model's brain: scans with and without skull alike (deepwml.inference.skull_strip)
     skull_strip: bool = False
-    #: lesion probability at or above which a voxel is lesion (None: the plan's inference.threshold)
+    #: lesion probability at or above which a voxel is lesion (None: the model's stored postprocessing, else its
+    #: plan's inference.threshold)
     threshold: Optional[float] = None
-    #: lesions (26-connected) smaller than this many ml are dropped from the mask (0: keep all)
-    min_lesion_ml: float = 0.0
-    #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
-    min_lesion_peak: float = 0.0
+    #: lesions (26-connected) smaller than this many ml are dropped from the mask (0: keep all; None: the model's)
+    min_lesion_ml: Optional[float] = None
+    #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all; None: the model's)
+    min_lesion_peak: Optional[float] = None
+    #: apply the postprocessing stored in the model (deepwml_find_postprocessing) where the run gives no setting
+    postprocessing: bool = True
     #: name every case by its keyed pseudonym and keep the source out of the outputs (deepwml.inference.pseudonyms)
     pseudonym_key: Optional[Path] = None
 
@@ -112,6 +116,9 @@ class PredictReport:
     temperatures: Tuple[float, float] = (1.0, 1.0)
     #: the lesion model saw only the anatomy model's brain (--skull-strip)
     skull_strip: bool = False
+    #: the threshold and lesion filters of the masks, and whether they come from the model's stored postprocessing
+    mask: Optional[MaskSettings] = None
+    stored_postprocessing: bool = False
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -133,6 +140,7 @@ class PredictReport:
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")
+            + (f"; the model's postprocessing: {self.mask.describe()}" if self.stored_postprocessing and self.mask else "")
         )
 
     def _engine_reason(self) -> str:
@@ -221,7 +229,7 @@ def _predict(request: PredictRequest) -> PredictReport:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
     if request.threshold is not None and not 0.0 < request.threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
-    check_lesion_filters(request.min_lesion_ml, request.min_lesion_peak)
+    check_lesion_filters(request.min_lesion_ml or 0.0, request.min_lesion_peak or 0.0)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -246,18 +254,26 @@ def _predict(request: PredictRequest) -> PredictReport:
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request, label_map)
     tta = request.tta or spec.plan.inference.tta
-    if 0 < request.min_lesion_peak <= mask_threshold(request, spec):
-        print(f"[deepwml_predict] note: --min-lesion-peak {request.min_lesion_peak:g} drops nothing: every lesion already "
-              f"has voxels at the mask threshold {mask_threshold(request, spec):g} or above", file=sys.stderr)
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip)
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
+    # the weights carry the model's stored postprocessing: only now is it known what makes the masks
+    mask = run_mask_settings(request, spec)
+    if 0 < mask.min_lesion_peak <= mask.threshold:
+        source = "--min-lesion-peak" if request.min_lesion_peak is not None else "the model's --min-lesion-peak"
+        print(f"[deepwml_predict] note: {source} {mask.min_lesion_peak:g} drops nothing: every lesion "
+              f"already has voxels at the mask threshold {mask.threshold:g} or above", file=sys.stderr)
+    if clinical.model is not None:  # the report names the settings that made the masks
+        clinical = dataclasses.replace(clinical, model=dataclasses.replace(
+            clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
+            postprocessing=uses_stored_postprocessing(request, spec)))
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
-                               mask_threshold(request, spec), tta, request.white_matter_only, request.min_lesion_ml,
-                               request.min_lesion_peak, request.skull_strip, weights.anatomy_digests)
+                               mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
+                               mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
-                           skull_strip=request.skull_strip)
+                           skull_strip=request.skull_strip, mask=mask,
+                           stored_postprocessing=uses_stored_postprocessing(request, spec))
     trained = trained_acquisition(spec.folder)
     summaries = {}
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
@@ -286,15 +302,15 @@ def _predict(request: PredictRequest) -> PredictReport:
         predictor, anatomy = make_predictors(request, spec, weights, setup, threads, anatomy_dir, tta, len(todo))
         options = RunOptions(
             out_dir=out_dir,
-            threshold=mask_threshold(request, spec),
+            threshold=mask.threshold,
             save_probabilities=request.save_probabilities,
             write_qc=request.write_qc,
             series_uid=request.series_uid,
             clinical=clinical,
             white_matter_only=request.white_matter_only,
             skull_strip=request.skull_strip,
-            min_lesion_ml=request.min_lesion_ml,
-            min_lesion_peak=request.min_lesion_peak,
+            min_lesion_ml=mask.min_lesion_ml,
+            min_lesion_peak=mask.min_lesion_peak,
             temperatures=report.temperatures,
             trained_acquisition=trained,
         )
@@ -439,9 +455,18 @@ def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutp
                         lesion_table=not label_map)
 
 
-def mask_threshold(request: PredictRequest, spec: ModelSpec) -> float:
-    """The lesion probability at or above which a voxel is lesion: --threshold, else the model's plan."""
-    return float(spec.plan.inference.threshold if request.threshold is None else request.threshold)
+def run_mask_settings(request: PredictRequest, spec: ModelSpec) -> MaskSettings:
+    """The threshold and lesion filters of the run's masks: each one the request gives, else the model's stored
+    postprocessing (read with the weights; not with --no-postprocessing), else the plan's threshold and no filter."""
+    stored = spec.stored_postprocessing() if request.postprocessing else None
+    return mask_settings(spec.plan.inference.threshold, stored, request.threshold, request.min_lesion_ml,
+                         request.min_lesion_peak)
+
+
+def uses_stored_postprocessing(request: PredictRequest, spec: ModelSpec) -> bool:
+    """True when at least one of the run's mask settings comes from the model's stored postprocessing."""
+    return (request.postprocessing and spec.stored_postprocessing() is not None
+            and None in (request.threshold, request.min_lesion_ml, request.min_lesion_peak))
 
 
 def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
@@ -455,8 +480,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--white-matter-only", request.white_matter_only),
                                             ("--skull-strip", request.skull_strip),
                                             ("--threshold", request.threshold is not None),
-                                            ("--min-lesion-ml", request.min_lesion_ml > 0),
-                                            ("--min-lesion-peak", request.min_lesion_peak > 0)) if asked]
+                                            ("--min-lesion-ml", (request.min_lesion_ml or 0) > 0),
+                                            ("--min-lesion-peak", (request.min_lesion_peak or 0) > 0)) if asked]
     if lesion_only:
         raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
                            f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)
@@ -478,9 +503,10 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
         printer = PdfPrinter(converter) if converter else None
         if converter is None:
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
+    # the mask settings are filled in once the weights (which carry the model's postprocessing) are read
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
-                               request.tta or spec.plan.inference.tta, mask_threshold(request, spec), request.min_lesion_ml,
-                               request.min_lesion_peak, request.skull_strip)
+                               request.tta or spec.plan.inference.tta, spec.plan.inference.threshold,
+                               skull_strip=request.skull_strip)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 

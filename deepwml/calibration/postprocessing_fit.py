@@ -1,0 +1,91 @@
+"""Choose a lesion model's postprocessing on labelled scans and store it in its checkpoints
+(``deepwml_find_postprocessing``), as nnU-Net chooses its postprocessing on cross-validation predictions.
+
+The scans are predicted as by deepwml_predict (folds averaged, the plan's test-time augmentation, back on the
+input's grid, the model's calibration applied), each fold's validation cases by that fold alone when no labelled
+scans are given. Every candidate threshold and lesion filter (deepwml.calibration.postprocessing_search) is scored
+case by case; the best replaces the plan's threshold only when it beats it by a margin. The choice is written into
+every fold checkpoint under ``postprocessing`` (plain numbers and a record of what it was chosen on), where
+deepwml_predict, deepwml_export_model and deepwml_install_model find it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from deepwml.calibration.fit import case_groups, predicted_cases, store_in_checkpoints
+from deepwml.calibration.postprocessing_search import MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
+from deepwml.calibration.temperature import calibrate_probabilities
+from deepwml.inference.model_loading import check_model
+from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings
+from deepwml.training.device import DeviceSetup
+from deepwml.utils.atomic import atomic_path
+from deepwml.utils.errors import DeepWMLError
+
+
+@dataclass
+class PostprocessingChoice:
+    """The search's result and the record stored with it."""
+
+    result: SearchResult
+    record: Dict[str, Any]
+
+
+def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optional[Path], setup: DeviceSetup,
+                        folds: Optional[Sequence[Union[int, str]]] = None, checkpoint: str = "best",
+                        ignore_label: Optional[int] = None, progress: bool = True, write: bool = True,
+                        raw_root: Optional[Path] = None, preprocessed_root: Optional[Path] = None,
+                        objective: str = "both", min_gain: float = MIN_GAIN, grid: SearchGrid = SearchGrid(),
+                        table: Optional[Path] = None) -> PostprocessingChoice:
+    """Choose the threshold and lesion filters of the model in ``model_dir`` on labelled scans (or its folds'
+    validation cases), store them (``write`` False: a dry run) and optionally write every candidate's scores to
+    ``table`` (CSV)."""
+    spec = check_model(model_dir, folds, checkpoint)
+    if spec.plan.network.out_channels != 1:
+        raise DeepWMLError("deepwml_find_postprocessing chooses a lesion model's threshold (one output channel); this "
+                           f"plan predicts {spec.plan.network.out_channels} classes", spec.folder)
+    if not 0 <= min_gain < 1:
+        raise DeepWMLError(f"--min-gain must lie in [0, 1), not {min_gain:g}")
+    if table is not None and not Path(table).expanduser().parent.is_dir():
+        raise DeepWMLError("--table: the folder does not exist", Path(table).expanduser().parent)
+    groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
+    # the plan's own settings are what a stored postprocessing must beat (an older one is chosen afresh)
+    candidates = grid.candidates(MaskSettings(spec.plan.inference.threshold))
+    counts, ids = [], []
+    for case in predicted_cases(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing"):
+        # thresholds apply to the probabilities deepwml_predict thresholds: calibrated (read with the weights)
+        probs = calibrate_probabilities(case.probs, spec.calibration())
+        counts.append(case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates))
+        ids.append(case.case_id)
+    result = choose(np.stack(counts), candidates, objective, min_gain)
+    record = {
+        "method": f"grid search of threshold, smallest lesion (ml) and lesion peak; objective: {objective} (case means); "
+                  f"kept the plan's threshold unless beaten by {min_gain:g}",
+        "objective": objective,
+        "before": result.before,
+        "after": result.after,
+        "source": source,
+        "ignore_label": ignore_label,
+        "cases": ids,
+        "folds": list(spec.folds),
+        "checkpoint": spec.checkpoint,
+        "temperatures": list(spec.calibration()),
+        "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if table is not None:
+        write_table(result.table, table)
+    if write:
+        store_in_checkpoints(spec, {POSTPROCESSING: dict(result.chosen.as_record(), record=record)})
+    return PostprocessingChoice(result, record)
+
+
+def write_table(rows: List[Dict[str, float]], path: Path) -> None:
+    """Every candidate's settings and case means, best first, as CSV (written beside itself and renamed)."""
+    import pandas as pd
+
+    with atomic_path(Path(path).expanduser(), ".csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)

@@ -1,0 +1,169 @@
+"""Choosing a lesion model's postprocessing on labelled scans: every candidate (threshold, smallest lesion, lesion
+peak) scored as deepwml_evaluate scores a case (Dice over the volume, lesion F1 of 26-connected lesions).
+
+Each case is reduced to a small table of counts per candidate (voxels right and wrong, lesions found and made), so
+the search holds one case's probability map at a time and any number of cases costs a few kB each. Per threshold
+the mask is labelled once; the lesion filters of every candidate at that threshold are then sums over the lesions.
+
+Ignored voxels (a label's ignore value) are left out of the counts as the evaluator leaves them out; the lesion
+filters judge a lesion by its whole extent, as deepwml_predict does before anything is evaluated.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from deepwml.evaluation.lesions import label_lesions
+from deepwml.inference.postprocessing import MaskSettings
+from deepwml.utils.errors import DeepWMLError
+
+#: what each case's table counts, per candidate
+COUNTS = ("tp", "fp", "fn", "n_reference", "n_predicted", "n_reference_detected", "n_predicted_touching")
+OBJECTIVES = ("both", "dice", "f1")
+#: a candidate replaces the model's settings only when it raises the objective by at least this much: less is what
+#: a different draw of a few validation cases moves it by
+MIN_GAIN = 0.005
+
+
+@dataclass(frozen=True)
+class SearchGrid:
+    """The values tried of each setting; a lesion peak is tried only above the threshold (below, it drops nothing)."""
+
+    thresholds: Tuple[float, ...] = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))
+    min_lesion_ml: Tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
+    min_lesion_peak: Tuple[float, ...] = (0.0, 0.6, 0.7, 0.8, 0.9)
+
+    def candidates(self, default: MaskSettings) -> List[MaskSettings]:
+        """Every combination, the model's ``default`` first (it wins ties), peaks above their threshold only."""
+        combos = [MaskSettings(t, m, p) for t, m, p in itertools.product(
+            sorted(set(self.thresholds) | {default.threshold}), sorted(set(self.min_lesion_ml) | {default.min_lesion_ml}),
+            sorted(set(self.min_lesion_peak) | {default.min_lesion_peak})) if p == 0 or p > t]
+        return [default] + [c for c in combos if c != default]
+
+
+def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.ndarray], voxel_ml: float,
+                candidates: Sequence[MaskSettings]) -> np.ndarray:
+    """One case's COUNTS [len(candidates), 7] (int64) for a probability map and its reference on one grid."""
+    ignore = np.zeros(reference.shape, bool) if ignore is None else np.asarray(ignore, bool)
+    reference = np.asarray(reference, bool) & ~ignore
+    probs = np.asarray(probs, np.float32)
+    ref_labels, n_ref = label_lesions(reference)
+    n_ref_voxels = int(np.count_nonzero(reference))
+    out = np.zeros((len(candidates), len(COUNTS)), np.int64)
+    out[:, COUNTS.index("n_reference")] = n_ref
+    out[:, COUNTS.index("fn")] = n_ref_voxels
+    lowest = min(c.threshold for c in candidates)
+    box = _box(probs >= lowest)
+    if box is None:  # nothing reaches any threshold: every candidate predicts nothing
+        return out
+    # every component of every threshold lies inside the box of the lowest one
+    probs, reference, ignore, ref_labels = probs[box], reference[box], ignore[box], ref_labels[box]
+    for threshold in sorted({c.threshold for c in candidates}):
+        rows = [i for i, c in enumerate(candidates) if c.threshold == threshold]
+        out[rows] = _threshold_counts(probs, reference, ignore, ref_labels, n_ref_voxels, n_ref, voxel_ml,
+                                      [candidates[i] for i in rows])
+    return out
+
+
+def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarray, ref_labels: np.ndarray,
+                      n_ref_voxels: int, n_ref: int, voxel_ml: float, candidates: Sequence[MaskSettings]) -> np.ndarray:
+    """COUNTS of candidates that share one threshold."""
+    # the same comparison deepwml_predict makes (probabilities_to_mask)
+    labels, n = label_lesions(probs >= candidates[0].threshold)
+    out = np.zeros((len(candidates), len(COUNTS)), np.int64)
+    out[:, COUNTS.index("n_reference")] = n_ref
+    out[:, COUNTS.index("fn")] = n_ref_voxels
+    if n == 0:
+        return out
+    size = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    scored = np.bincount(labels[~ignore], minlength=n + 1)[1:]
+    overlap = np.bincount(labels[reference], minlength=n + 1)[1:]
+    peak = np.asarray(ndimage.maximum(probs, labels, index=np.arange(1, n + 1)), dtype=np.float32)
+    # keep[c, k]: candidate c keeps lesion k+1 (the filters of deepwml.inference.lesion_report.filter_lesions)
+    keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))
+                     for c in candidates])
+    tp = keep @ overlap
+    out[:, COUNTS.index("tp")] = tp
+    out[:, COUNTS.index("fp")] = keep @ scored - tp
+    out[:, COUNTS.index("fn")] = n_ref_voxels - tp
+    out[:, COUNTS.index("n_predicted")] = (keep & (scored > 0)).sum(axis=1)
+    out[:, COUNTS.index("n_predicted_touching")] = (keep & (overlap > 0)).sum(axis=1)
+    both = (labels > 0) & reference
+    if both.any():
+        pairs = np.unique(np.stack([ref_labels[both], labels[both]]), axis=1)  # (reference lesion, predicted lesion)
+        refs, ref_index = np.unique(pairs[0], return_inverse=True)
+        found = np.zeros((len(candidates), refs.size), bool)
+        for c in range(len(candidates)):
+            found[c, ref_index[keep[c, pairs[1] - 1]]] = True
+        out[:, COUNTS.index("n_reference_detected")] = found.sum(axis=1)
+    return out
+
+
+def _box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
+    """The smallest box holding every True voxel (None when there is none)."""
+    found = ndimage.find_objects(mask.astype(np.int8))
+    return found[0] if found else None
+
+
+def case_scores(counts: np.ndarray) -> Dict[str, np.ndarray]:
+    """Dice, lesion recall, precision and F1 per candidate from COUNTS [..., 7], with deepwml_evaluate's values for
+    empty masks (both empty: 1 everywhere)."""
+    c = {name: counts[..., i].astype(np.float64) for i, name in enumerate(COUNTS)}
+    denominator = 2 * c["tp"] + c["fp"] + c["fn"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(denominator > 0, 2 * c["tp"] / denominator, 1.0)
+        recall = np.where(c["n_reference"] > 0, c["n_reference_detected"] / c["n_reference"], 1.0)
+        precision = np.where(c["n_predicted"] > 0, c["n_predicted_touching"] / c["n_predicted"], 1.0)
+        f1 = np.where(recall + precision > 0, 2 * recall * precision / (recall + precision), 0.0)
+    return {"dice": dice, "lesion_recall": recall, "lesion_precision": precision, "lesion_f1": f1}
+
+
+def objective_of(means: Dict[str, np.ndarray], objective: str) -> np.ndarray:
+    """The figure a search maximises: mean Dice ('dice'), mean lesion F1 ('f1') or their average ('both')."""
+    if objective not in OBJECTIVES:
+        raise DeepWMLError(f"--objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "dice":
+        return means["dice"]
+    if objective == "f1":
+        return means["lesion_f1"]
+    return (means["dice"] + means["lesion_f1"]) / 2
+
+
+@dataclass
+class SearchResult:
+    """The chosen settings, the model's own, and the case means of both (dice, lesion_recall, ..., objective)."""
+
+    chosen: MaskSettings
+    default: MaskSettings
+    before: Dict[str, float]
+    after: Dict[str, float]
+    #: one row per candidate: its settings and case means, best objective first
+    table: List[Dict[str, float]]
+
+    @property
+    def changed(self) -> bool:
+        """True when the search found settings better than the model's own."""
+        return self.chosen != self.default
+
+
+def choose(counts: np.ndarray, candidates: Sequence[MaskSettings], objective: str = "both",
+           min_gain: float = MIN_GAIN) -> SearchResult:
+    """The candidate with the best case-mean ``objective`` over ``counts`` [cases, candidates, 7]; the first candidate
+    (the model's own settings) is kept unless the best beats it by ``min_gain``."""
+    if counts.ndim != 3 or counts.shape[0] == 0:
+        raise DeepWMLError("no labelled case to choose the postprocessing on")
+    means = {k: v.mean(axis=0) for k, v in case_scores(counts).items()}
+    means["objective"] = objective_of(means, objective)
+    score = means["objective"]
+    # ties go to the simplest: no filter before a filter, the threshold nearest the model's own
+    order = sorted(range(len(candidates)), key=lambda i: (-round(float(score[i]), 9), candidates[i].min_lesion_peak > 0,
+                                                         candidates[i].min_lesion_ml > 0,
+                                                         abs(candidates[i].threshold - candidates[0].threshold), i))
+    best = order[0] if score[order[0]] >= score[0] + min_gain else 0
+    row = lambda i: {k: round(float(v[i]), 4) for k, v in means.items()}  # noqa: E731
+    table = [dict(candidates[i].as_record(), **row(i)) for i in order]
+    return SearchResult(candidates[best], candidates[0], row(0), row(best), table)

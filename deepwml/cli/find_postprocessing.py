@@ -1,0 +1,83 @@
+"""deepwml_find_postprocessing: choose a lesion model's mask threshold and lesion filters on labelled scans it did not
+learn from, and store them in the model for deepwml_predict."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from deepwml.cli.common import run
+from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, validation_roots
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of deepwml_find_postprocessing."""
+    p = argparse.ArgumentParser(
+        prog="deepwml_find_postprocessing",
+        description=(
+            "Choose how a lesion model's probabilities become masks, as nnU-Net chooses its postprocessing on "
+            "cross-validation: every mask threshold (0.2..0.8), smallest lesion kept (0..0.1 ml) and lesion peak "
+            "(0.6..0.9) is scored case by case (mean Dice, mean lesion F1, or both) on labelled scans the model did "
+            "not learn from, and the best is stored in the model's fold checkpoints when it beats the plan's "
+            "threshold by --min-gain. deepwml_predict then applies it unless a run gives --threshold, "
+            "--min-lesion-ml, --min-lesion-peak or --no-postprocessing. Run it after deepwml_calibrate: calibrating "
+            "again removes it."
+        ),
+    )
+    add_model_and_scan_arguments(p, "folds to choose for together (default: every fold)")
+    p.add_argument("--objective", choices=("both", "dice", "f1"), default="both",
+                   help="what to maximise over the cases: mean Dice, mean lesion F1, or their average (default: both)")
+    p.add_argument("--min-gain", type=float, default=0.005,
+                   help="keep the plan's threshold unless the best settings beat it by this much (default 0.005)")
+    p.add_argument("--table", type=Path, help="also write every candidate's settings and scores here (CSV, best first)")
+    p.add_argument("--dry-run", action="store_true", help="choose and print, change nothing")
+    p.add_argument("--reset", action="store_true", help="remove a stored postprocessing (back to the plan's threshold)")
+    return p
+
+
+def _scores(means: dict) -> str:
+    """Case means for the terminal."""
+    return (f"mean Dice {means['dice']:.3f}, lesion F1 {means['lesion_f1']:.3f} (recall {means['lesion_recall']:.3f}, "
+            f"precision {means['lesion_precision']:.3f})")
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    # torch comes with these: imported once the arguments are known, so that --help answers at once
+    from deepwml.calibration.fit import store_in_checkpoints
+    from deepwml.calibration.postprocessing_fit import find_postprocessing
+    from deepwml.inference.model_loading import check_model
+    from deepwml.inference.postprocessing import POSTPROCESSING
+    from deepwml.training.device import setup_device
+
+    folder = model_folder(args)
+    if args.reset:
+        spec = check_model(folder, args.folds, args.checkpoint)
+        removed = store_in_checkpoints(spec, {POSTPROCESSING: None})
+        print(f"deepwml_find_postprocessing: {'removed the' if removed else 'there was no'} stored postprocessing of "
+              f"{folder} (folds {' '.join(spec.folds)})")
+        return 0
+    roots = validation_roots(args)
+    held_out = bool(roots)
+    choice = find_postprocessing(folder, args.images, args.labels, setup_device(args.device), args.folds, args.checkpoint,
+                                 args.ignore_label, sys.stderr.isatty(), write=not args.dry_run, objective=args.objective,
+                                 min_gain=args.min_gain, table=args.table, **roots)
+    result, record = choice.result, choice.record
+    cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "labelled case(s)"
+    verdict = (f"chose {result.chosen.describe()}" if result.changed else
+               f"kept the plan's {result.default.describe()}: nothing beat it by {args.min_gain:g}")
+    print(f"deepwml_find_postprocessing: on {len(record['cases'])} {cases}: {verdict}; "
+          f"plan's threshold: {_scores(result.before)}" + (f"; chosen: {_scores(result.after)}" if result.changed else "")
+          + ("; dry run, nothing written" if args.dry_run else f"; stored in {folder}"))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

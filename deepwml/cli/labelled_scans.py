@@ -1,0 +1,56 @@
+"""Arguments shared by the commands that tune a trained lesion model on labelled scans it did not learn from
+(deepwml_calibrate, deepwml_find_postprocessing): which model, which scans, and the folds' own validation cases."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict
+
+from deepwml.cli.common import add_dataset_argument, add_device_argument
+from deepwml.paths import add_root_arguments
+from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+
+def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) -> None:
+    """-m/-d/-p (the model), -i/-l (labelled scans), -f, --checkpoint, --ignore-label, --device and the data roots."""
+    p.add_argument("-m", "--model",
+                   help=f"the model's PLAN folder (trained or installed), or '{BUILTIN_ALIAS}' for the shipped model")
+    add_dataset_argument(p, required=False)
+    p.add_argument("-p", "--plan", help="plan name: with -d, the model trained by deepwml_train in $DEEPWML_RESULTS")
+    p.add_argument("-i", "--images", type=Path, help="folder of labelled scans (CASE_0000<ending> or CASE<ending>). "
+                   "Without -i/-l, each fold of a model trained here uses its own validation cases (the scans it never "
+                   "trained on, from the dataset's raw folder), each predicted by its fold alone: out of fold, as "
+                   "cross-validation scores a model")
+    p.add_argument("-l", "--labels", type=Path, help="folder of their lesion masks (CASE<ending>: 0/1)")
+    p.add_argument("-f", "--folds", nargs="+", help=folds_help)
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="which checkpoint of each fold (default: best; an installed model has one)")
+    p.add_argument("--ignore-label", type=int, default=None, help="label value that marks voxels to leave out")
+    add_device_argument(p)
+    add_root_arguments(p)
+
+
+def model_folder(args: argparse.Namespace) -> Path:
+    """The PLAN folder -m or -d/-p names (the shipped model for -m builtin)."""
+    from deepwml.inference.model_loading import resolve_model_dir
+    from deepwml.paths import results_root
+
+    if args.model == BUILTIN_ALIAS:
+        return builtin_model_dir()
+    results = results_root(args.results_root) if args.dataset is not None else None
+    return resolve_model_dir(args.model, args.dataset, args.plan, results)
+
+
+def validation_roots(args: argparse.Namespace) -> Dict[str, Any]:
+    """The raw and preprocessed roots when the folds' validation cases are to be used (no -i/-l), else nothing;
+    -i without -l (or the reverse), and the shipped model without scans, are refused."""
+    from deepwml.paths import preprocessed_root, raw_root
+    from deepwml.utils.errors import DeepWMLError
+
+    if (args.images is None) != (args.labels is None):
+        raise DeepWMLError("give both -i IMAGES and -l LABELS, or neither (then each fold's validation cases are used)")
+    if args.images is not None:
+        return {}
+    if args.model == BUILTIN_ALIAS:
+        raise DeepWMLError("the shipped model's validation cases are not on this machine: give labelled scans with -i IMAGES -l LABELS")
+    return {"raw_root": raw_root(args.raw_root), "preprocessed_root": preprocessed_root(args.preprocessed_root)}

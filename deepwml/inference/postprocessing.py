@@ -1,0 +1,83 @@
+"""A lesion model's stored postprocessing: the mask threshold and lesion filters deepwml_find_postprocessing chose on
+labelled scans the model did not learn from, kept in every fold checkpoint under ``postprocessing`` and applied by
+deepwml_predict unless the run gives its own (--threshold, --min-lesion-ml, --min-lesion-peak) or --no-postprocessing.
+
+Checkpoints come from elsewhere too: the stored value is plain numbers (read weights-only) and anything but a
+threshold in (0, 1), a smallest lesion of 0..MAX_MIN_LESION_ML ml and a peak in [0, 1) is refused.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from deepwml.utils.errors import DeepWMLError
+
+#: the checkpoint key (kept by deepwml_export_model and deepwml_install_model)
+POSTPROCESSING = "postprocessing"
+#: a stored smallest lesion above this is not a lesion filter but a mistake (a 10 ml "smallest lesion")
+MAX_MIN_LESION_ML = 10.0
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How a lesion probability map becomes the mask: threshold, then lesions (26-connected) smaller than
+    ``min_lesion_ml`` or whose most probable voxel stays under ``min_lesion_peak`` dropped (0: keep all)."""
+
+    threshold: float
+    min_lesion_ml: float = 0.0
+    min_lesion_peak: float = 0.0
+
+    def describe(self) -> str:
+        """One phrase: 'threshold 0.55, lesions under 0.01 ml dropped, lesions peaking under 0.8 dropped'."""
+        parts = [f"threshold {self.threshold:g}"]
+        if self.min_lesion_ml > 0:
+            parts.append(f"lesions under {self.min_lesion_ml:g} ml dropped")
+        if self.min_lesion_peak > 0:
+            parts.append(f"lesions peaking under {self.min_lesion_peak:g} dropped")
+        return ", ".join(parts)
+
+    def as_record(self) -> Dict[str, float]:
+        """The three numbers as stored in a checkpoint."""
+        return {"threshold": float(self.threshold), "min_lesion_ml": float(self.min_lesion_ml),
+                "min_lesion_peak": float(self.min_lesion_peak)}
+
+
+def _number(value: Any) -> Optional[float]:
+    """A finite float from an int or float (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def read_postprocessing(ckpt: Dict[str, Any], path: Path, out_channels: int) -> Optional[MaskSettings]:
+    """The checkpoint's stored postprocessing, None when it has none; malformed values are refused naming the file."""
+    value = ckpt.get(POSTPROCESSING)
+    if value is None:
+        return None
+    if out_channels != 1:
+        raise DeepWMLError("checkpoint has a lesion postprocessing, but this is a multi-class model", path)
+    if not isinstance(value, dict):
+        raise DeepWMLError(f"checkpoint's postprocessing must be a record of numbers, got {type(value).__name__}", path)
+    threshold, min_ml, min_peak = (_number(value.get(k)) for k in ("threshold", "min_lesion_ml", "min_lesion_peak"))
+    if threshold is None or not 0 < threshold < 1:
+        raise DeepWMLError(f"checkpoint's postprocessing threshold must lie in (0, 1), got {value.get('threshold')!r}", path)
+    if min_ml is None or not 0 <= min_ml <= MAX_MIN_LESION_ML:
+        raise DeepWMLError(f"checkpoint's postprocessing min_lesion_ml must be 0..{MAX_MIN_LESION_ML:g} ml, "
+                           f"got {value.get('min_lesion_ml')!r}", path)
+    if min_peak is None or not 0 <= min_peak < 1:
+        raise DeepWMLError(f"checkpoint's postprocessing min_lesion_peak must lie in [0, 1), "
+                           f"got {value.get('min_lesion_peak')!r}", path)
+    return MaskSettings(threshold, min_ml, min_peak)
+
+
+def mask_settings(plan_threshold: float, stored: Optional[MaskSettings], threshold: Optional[float] = None,
+                  min_lesion_ml: Optional[float] = None, min_lesion_peak: Optional[float] = None,
+                  use_stored: bool = True) -> MaskSettings:
+    """The settings a run applies: each one given for the run wins, else the model's stored postprocessing (unless
+    ``use_stored`` is False), else the plan's threshold and no lesion filter."""
+    base = stored if (stored is not None and use_stored) else MaskSettings(plan_threshold)
+    return MaskSettings(base.threshold if threshold is None else float(threshold),
+                        base.min_lesion_ml if min_lesion_ml is None else float(min_lesion_ml),
+                        base.min_lesion_peak if min_lesion_peak is None else float(min_lesion_peak))

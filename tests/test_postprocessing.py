@@ -1,0 +1,276 @@
+"""deepwml_find_postprocessing: the search scores every candidate as deepwml_evaluate would score its masks, the
+choice is stored in the model, deepwml_predict applies it unless told otherwise, and it travels with the model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from conftest import tiny_case
+from deepwml.calibration.postprocessing_search import SearchGrid, case_counts, case_scores, choose
+from deepwml.cli.calibrate import main as calibrate_main
+from deepwml.cli.find_postprocessing import main as find_main
+from deepwml.cli.predict import main as predict_main
+from deepwml.evaluation.case_metrics import case_metrics, dice
+from deepwml.imageio import read_image, write_image
+from deepwml.inference.batches import probabilities_to_mask
+from deepwml.inference.lesion_report import filter_lesions
+from deepwml.inference.packaging import export_model, install_model
+from deepwml.inference.postprocessing import MaskSettings
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+GRID = SearchGrid(thresholds=(0.3, 0.5, 0.7), min_lesion_ml=(0.0, 0.01, 0.05), min_lesion_peak=(0.0, 0.8, 0.9))
+
+
+def _random_case(seed: int):
+    """Smooth random probabilities with many small and a few large components, and a reference that overlaps some."""
+    _, _, geometry = tiny_case(shape_zyx=(6, 48, 48), seed=seed)
+    rng = np.random.default_rng(seed)
+    probs = ndimage.gaussian_filter(rng.random((6, 48, 48)), (0.5, 1.5, 1.5))
+    probs = ((probs - probs.min()) / np.ptp(probs)).astype(np.float32)
+    reference = ndimage.gaussian_filter(rng.random((6, 48, 48)), (0.5, 2, 2)) + 0.3 * probs > 0.5 + 0.3 * 0.5
+    return probs, reference, geometry
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_candidate_scores_as_the_evaluator_scores_its_mask(seed):
+    """For each candidate, the counts give the Dice and lesion recall, precision and F1 that deepwml_evaluate's
+    case_metrics gives the mask deepwml_predict would write with those settings."""
+    probs, reference, geometry = _random_case(seed)
+    candidates = GRID.candidates(MaskSettings(0.5))
+    scores = case_scores(case_counts(probs, reference, None, geometry.voxel_volume_ml, candidates))
+    assert len(candidates) > 10 and any(scores["dice"] != scores["dice"][0])
+    for i, c in enumerate(candidates):
+        mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak)
+        expected = case_metrics(reference, mask > 0, geometry)
+        for name in ("dice", "lesion_recall", "lesion_precision", "lesion_f1"):
+            assert scores[name][i] == pytest.approx(expected[name]), (c, name)
+
+
+def test_ignored_voxels_count_neither_way():
+    """A label's ignore voxels are left out of the Dice as the evaluator leaves them out of both masks."""
+    probs, reference, geometry = _random_case(4)
+    ignore = np.zeros(reference.shape, bool)
+    ignore[:, :20] = True
+    candidates = GRID.candidates(MaskSettings(0.5))
+    scores = case_scores(case_counts(probs, reference, ignore, geometry.voxel_volume_ml, candidates))
+    for i, c in enumerate(candidates):
+        mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak)
+        assert scores["dice"][i] == pytest.approx(dice(reference & ~ignore, (mask > 0) & ~ignore))
+
+
+def test_empty_cases_score_as_the_evaluator_defines_them():
+    """Nothing predicted and nothing to find is a perfect case; nothing predicted where there is lesion scores 0."""
+    candidates = GRID.candidates(MaskSettings(0.5))
+    probs = np.zeros((3, 16, 16), np.float32)
+    empty = case_scores(case_counts(probs, np.zeros(probs.shape, bool), None, 0.01, candidates))
+    assert np.all(empty["dice"] == 1) and np.all(empty["lesion_f1"] == 1)
+    reference = np.zeros(probs.shape, bool)
+    reference[1, 4:8, 4:8] = True
+    missed = case_scores(case_counts(probs, reference, None, 0.01, candidates))
+    assert np.all(missed["dice"] == 0) and np.all(missed["lesion_f1"] == 0)
+
+
+def test_the_plan_threshold_is_kept_unless_beaten_by_the_margin():
+    """The first candidate (the model's own) wins ties and small gains; a clear gain wins; the table is best first."""
+    candidates = [MaskSettings(0.5), MaskSettings(0.6), MaskSettings(0.6, 0.01)]
+    # counts: tp, fp, fn, n_ref, n_pred, n_ref_detected, n_pred_touching; one case
+    base = [50, 50, 50, 4, 4, 2, 2]
+    counts = np.array([[base, [52, 48, 48, 4, 4, 2, 2], [52, 48, 48, 4, 4, 2, 2]]])
+    small = choose(counts, candidates, "dice", min_gain=0.05)
+    assert small.chosen == candidates[0] and not small.changed
+    clear = choose(counts, candidates, "dice", min_gain=0.001)
+    assert clear.chosen == candidates[1]  # the same score without a filter is preferred
+    assert clear.after["dice"] == pytest.approx(0.52) and clear.before["dice"] == pytest.approx(0.5)
+    assert [row["threshold"] for row in clear.table][:2] == [0.6, 0.6] and clear.table[-1]["threshold"] == 0.5
+
+
+@pytest.fixture
+def site(tmp_path) -> Path:
+    """A toy model whose probabilities grade with brightness, and scans with lesions plus bright specks no one
+    labelled: a higher threshold or a smallest-lesion filter does better than the plan's 0.5."""
+    model = write_model_dir(tmp_path / "res" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0, 1), gain=1.5)
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        image, label, geometry = tiny_case(shape_zyx=(5, 64, 64), seed=20 + i, n_lesions=4)
+        for _ in range(12):  # small bright specks (not lesion): small components a filter removes
+            z, y, x = rng.integers(0, 5), rng.integers(12, 52), rng.integers(16, 48)
+            image[z, y:y + 3, x:x + 3] += 60.0
+        write_image(image, geometry, tmp_path / "images" / f"case{i}.nii.gz")
+        write_image(label, geometry, tmp_path / "labels" / f"case{i}.nii.gz")
+    assert model.is_dir()
+    return tmp_path
+
+
+def _model(site: Path) -> Path:
+    return site / "res" / "Dataset999_Toy" / "tiny"
+
+
+def _find(site: Path, model: Path, *extra: str) -> int:
+    return find_main(["-m", str(model), "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu", *extra])
+
+
+def _predict(site: Path, out: str, model: Path, *extra: str) -> Path:
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / out), "-m", str(model), "--no-qc", "--no-anatomy",
+                         *extra]) == 0
+    return site / out
+
+
+def _mean_dice(site: Path, out: Path) -> float:
+    return float(np.mean([dice(read_image(site / "labels" / f"case{i}.nii.gz").array > 0,
+                               read_image(out / f"case{i}.nii.gz").array > 0) for i in range(5)]))
+
+
+def _producer(out: Path) -> dict:
+    """What the output folder records about the settings that made its masks."""
+    return json.loads((out / ".deepwml_output.json").read_text())["predicted_with"]
+
+
+def _stored(model: Path, fold: int = 0):
+    return torch.load(model / f"fold_{fold}" / "checkpoint_best.pth", weights_only=True).get("postprocessing")
+
+
+def test_chosen_postprocessing_is_stored_and_applied_by_predict(site, capsys):
+    """The search beats the plan's threshold on these scans, stores its choice in every fold, and deepwml_predict's
+    masks then score what the search said; --no-postprocessing gives back the plan's masks."""
+    model = _model(site)
+    plain = _predict(site, "plain", model)
+    capsys.readouterr()
+    assert _find(site, model, "--table", str(site / "table.csv")) == 0
+    out = capsys.readouterr().out
+    assert "chose threshold" in out and "stored in" in out
+    stored = [_stored(model, f) for f in (0, 1)]
+    assert stored[0] == stored[1] and stored[0]["record"]["cases"] == [f"case{i}" for i in range(5)]
+    settings = MaskSettings(stored[0]["threshold"], stored[0]["min_lesion_ml"], stored[0]["min_lesion_peak"])
+    assert settings != MaskSettings(0.5)
+    chosen = _predict(site, "chosen", model)
+    assert "the model's postprocessing: " + settings.describe() in capsys.readouterr().out
+    assert _mean_dice(site, chosen) == pytest.approx(stored[0]["record"]["after"]["dice"], abs=3e-3)
+    assert _mean_dice(site, chosen) > _mean_dice(site, plain) + 0.005
+    producer = _producer(chosen)
+    assert producer["threshold"] == settings.threshold and producer["min_lesion_ml"] == settings.min_lesion_ml
+    again = _predict(site, "again", model, "--no-postprocessing")
+    for i in range(5):
+        np.testing.assert_array_equal(read_image(again / f"case{i}.nii.gz").array, read_image(plain / f"case{i}.nii.gz").array)
+    assert (site / "table.csv").read_text().splitlines()[0].startswith("threshold,min_lesion_ml,min_lesion_peak,dice")
+
+
+def test_a_setting_given_for_the_run_wins_over_the_stored_one(site, capsys):
+    """--threshold replaces the stored threshold only: the stored lesion filters still apply."""
+    model = _model(site)
+    assert _find(site, model) == 0
+    stored = _stored(model)
+    assert stored["min_lesion_ml"] > 0  # the specks are dropped by a smallest-lesion filter
+    out = _predict(site, "t", model, "--threshold", "0.42")
+    producer = _producer(out)
+    assert producer["threshold"] == 0.42 and producer["min_lesion_ml"] == stored["min_lesion_ml"]
+    assert producer["min_lesion_peak"] == stored["min_lesion_peak"]
+
+
+def test_dry_run_and_reset(site, capsys):
+    """--dry-run changes no byte; --reset removes a stored choice; calibrating again removes it with a note."""
+    model = _model(site)
+    path = model / "fold_0" / "checkpoint_best.pth"
+    before = path.read_bytes()
+    assert _find(site, model, "--dry-run") == 0
+    assert path.read_bytes() == before and "dry run" in capsys.readouterr().out
+    assert _find(site, model) == 0 and _stored(model) is not None
+    assert find_main(["-m", str(model), "--reset"]) == 0 and _stored(model) is None
+    assert _find(site, model) == 0
+    capsys.readouterr()
+    assert calibrate_main(["-m", str(model), "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu"]) == 0
+    assert "removed the model's stored postprocessing" in capsys.readouterr().err and _stored(model) is None
+
+
+def test_a_model_that_cannot_be_beaten_keeps_its_threshold(site, capsys):
+    """With a margin no candidate reaches, the plan's threshold is what is stored and applied."""
+    model = _model(site)
+    assert _find(site, model, "--min-gain", "0.9") == 0
+    assert "kept the plan's threshold 0.5" in capsys.readouterr().out
+    assert {k: _stored(model)[k] for k in ("threshold", "min_lesion_ml", "min_lesion_peak")} == {
+        "threshold": 0.5, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0}
+
+
+def test_postprocessing_travels_through_export_and_install_and_the_onnx_engine(site):
+    """An exported model installs elsewhere with its postprocessing, and ONNX Runtime applies it as torch does."""
+    model = _model(site)
+    assert _find(site, model) == 0
+    export_model(model, site / "m.zip")
+    installed = install_model(site / "m.zip", site / "siteB")
+    assert _stored(installed) == _stored(model)
+    a = _predict(site, "a", model, "--backend", "torch", "--no-bf16")
+    b = _predict(site, "b", installed, "--backend", "onnx")
+    producer = _producer(b)
+    assert producer["threshold"] == _stored(model)["threshold"]
+    for i in range(5):
+        mine, theirs = read_image(a / f"case{i}.nii.gz").array, read_image(b / f"case{i}.nii.gz").array
+        assert np.mean(mine != theirs) < 1e-3
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0.5", "must be a record"),
+    ({"threshold": 1.5, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0}, "threshold must lie in (0, 1)"),
+    ({"threshold": 0.5, "min_lesion_ml": -1.0, "min_lesion_peak": 0.0}, "min_lesion_ml"),
+    ({"threshold": 0.5, "min_lesion_ml": 0.0, "min_lesion_peak": float("nan")}, "min_lesion_peak"),
+    ({"threshold": True, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0}, "threshold"),
+])
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_malformed_stored_postprocessing_is_refused_naming_the_checkpoint(site, value, message, backend, capsys):
+    """A model from elsewhere whose postprocessing is not three sane numbers is one line naming the file."""
+    model = _model(site)
+    path = model / "fold_0" / "checkpoint_best.pth"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["postprocessing"] = value
+    torch.save(ckpt, path)
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / "out"), "-m", str(model), "--no-qc", "--no-anatomy",
+                         "--backend", backend]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "checkpoint_best.pth" in err and "Traceback" not in err
+    assert not (site / "out" / "case0.nii.gz").exists()
+
+
+def test_folds_with_different_postprocessing_are_refused(site, capsys):
+    model = _model(site)
+    for fold, t in ((0, 0.4), (1, 0.6)):
+        path = model / f"fold_{fold}" / "checkpoint_best.pth"
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["postprocessing"] = {"threshold": t, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0}
+        torch.save(ckpt, path)
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / "out"), "-m", str(model), "--no-qc", "--no-anatomy"]) != 0
+    assert "different postprocessing" in capsys.readouterr().err
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / "out"), "-m", str(model), "--no-qc", "--no-anatomy",
+                         "--no-postprocessing"]) == 0
+
+
+def test_without_scans_the_folds_validation_cases_are_predicted_out_of_fold(site, monkeypatch, capsys):
+    """-d -p without -i/-l: each fold's validation cases from its checkpoint record, each predicted by that fold only."""
+    import deepwml.calibration.fit as fit
+
+    raw = site / "raw" / "Dataset999_Toy"
+    for i in range(5):
+        for kind, ending in (("images", "_0000"), ("labels", "")):
+            (raw / f"{kind}Tr").mkdir(parents=True, exist_ok=True)
+            (raw / f"{kind}Tr" / f"case{i}{ending}.nii.gz").write_bytes((site / kind / f"case{i}.nii.gz").read_bytes())
+    (site / "pre" / "Dataset999_Toy").mkdir(parents=True)
+    for fold, val in ((0, ["case0", "case1", "case2"]), (1, ["case3", "case4"])):
+        path = _model(site) / f"fold_{fold}" / "checkpoint_best.pth"
+        ckpt = torch.load(path, weights_only=True)
+        ckpt.update(dataset="Dataset999_Toy", fold=fold, validation_cases=val)
+        torch.save(ckpt, path)
+    for kind, folder in (("RAW", "raw"), ("PREPROCESSED", "pre"), ("RESULTS", "res")):
+        monkeypatch.setenv(f"DEEPWML_{kind}", str(site / folder))
+    seen, predicted_case = [], fit._predicted_case
+
+    def spy(predictor, case, *args):
+        seen.append((case.case_id, len(predictor.networks)))
+        return predicted_case(predictor, case, *args)
+
+    monkeypatch.setattr(fit, "_predicted_case", spy)
+    assert find_main(["-d", "999", "-p", "tiny", "--device", "cpu"]) == 0
+    assert "validation case(s) of its folds" in capsys.readouterr().out
+    assert seen == [(f"case{i}", 1) for i in range(5)]
+    assert "out of fold" in _stored(_model(site))["record"]["source"]
