@@ -415,10 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
-    p.add_argument("--min-lesion-ml", type=float, default=0.0, metavar="ML",
-                   help="deepwml_predict --min-lesion-ml: drop lesions smaller than this from the masks (default 0)")
-    p.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
-                   help="deepwml_predict --min-lesion-peak: drop lesions whose most probable voxel stays under P (default 0)")
+    p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
+                   help="deepwml_predict --min-lesion-ml: drop lesions smaller than this from the masks (default: the "
+                   "model's postprocessing, else 0)")
+    p.add_argument("--min-lesion-peak", type=float, default=None, metavar="P",
+                   help="deepwml_predict --min-lesion-peak: drop lesions whose most probable voxel stays under P "
+                   "(default: the model's postprocessing, else 0)")
+    p.add_argument("--no-postprocessing", action="store_true",
+                   help="deepwml_predict --no-postprocessing: ignore a threshold and lesion filters stored in the model")
     p.add_argument("--with", dest="also", nargs="+", default=[], metavar="MODEL",
                    help="more models (PLAN folders, or 'builtin'; any plan) averaged with the first as deepwml_ensemble "
                         "averages them: each predicts with probability maps, the maps are averaged and thresholded")
@@ -442,7 +446,8 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
                               tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
-                              min_lesion_peak=0.0 if probabilities else args.min_lesion_peak)
+                              min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
+                              postprocessing=not args.no_postprocessing)
 
     if not extra:
         return predict(request(folder, work / "predictions", args.folds, False))
@@ -450,7 +455,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
     members = [work / f"predictions_model{k}" for k in range(len(models))]
     reports = [predict(request(m, out, args.folds if k == 0 else None, True)) for k, (m, out) in enumerate(zip(models, members))]
     ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False,
-             min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak)
+             min_lesion_ml=args.min_lesion_ml or 0.0, min_lesion_peak=args.min_lesion_peak or 0.0)
     merged = reports[0]
     merged.seconds = sum(r.seconds for r in reports)
     merged.summaries = [s for r in reports for s in r.failed] + [s for s in merged.summaries if s.status == "ok"]
@@ -484,7 +489,8 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{'; --tta' if args.tta else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"
-          f"{f'; --min-lesion-peak {args.min_lesion_peak:g}' if args.min_lesion_peak else ''}")
+          f"{f'; --min-lesion-peak {args.min_lesion_peak:g}' if args.min_lesion_peak else ''}"
+          f"{'; --no-postprocessing' if args.no_postprocessing else ''}")
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()

@@ -274,3 +274,18 @@ def test_without_scans_the_folds_validation_cases_are_predicted_out_of_fold(site
     assert "validation case(s) of its folds" in capsys.readouterr().out
     assert seen == [(f"case{i}", 1) for i in range(5)]
     assert "out of fold" in _stored(_model(site))["record"]["source"]
+
+
+def test_a_folder_made_with_other_settings_is_not_resumed_and_the_report_names_the_source(site, capsys):
+    """Masks made without the stored postprocessing are not mixed with masks made with it; the patient report says the
+    threshold was chosen for the model."""
+    model = _model(site)
+    assert _find(site, model) == 0
+    _predict(site, "out", model, "--no-postprocessing")
+    capsys.readouterr()
+    assert predict_main(["-i", str(site / "images"), "-o", str(site / "out"), "-m", str(model), "--no-qc",
+                         "--no-anatomy"]) != 0
+    assert "--overwrite" in capsys.readouterr().err
+    report = _predict(site, "report", model, "--report", "html")
+    page = (report / "report" / "case0.html").read_text()
+    assert "deepwml_find_postprocessing" in page and f"probability ≥ {_stored(model)['threshold']:g}" in page
