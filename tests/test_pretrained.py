@@ -288,6 +288,9 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
 
     installed = torch.load(tmp_path / "model" / "fold_0" / "checkpoint_best.pth", weights_only=True)
     assert len(installed["temperature"]) == 2 and installed["calibration"]["cases"]
+    # and then its threshold and lesion filters chosen on that set, after the calibration whose probabilities they cut
+    assert 0 < installed["postprocessing"]["threshold"] < 1 and installed["postprocessing"]["record"]["cases"]
+    assert "Postprocessing chosen (`deepwml_find_postprocessing`" in card
     assert (tmp_path / "work" / "raw" / "Dataset514_SynthCalibration" / "labelsTr").is_dir()
     # the same work folder takes on a distillation stage (every earlier stage resumes and skips: the data, caches,
     # trained folds and held-out predictions are the first run's), one network learns the trained fold(s), is installed

@@ -129,6 +129,7 @@ def model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
         f"{_heldout_text(figures)}.",
         *teachers,
         *_calibration_lines(record),
+        *_postprocessing_lines(record),
         "",
         "## Limits",
         "- Trained on synthetic scans only: expect lower accuracy on real scans than on the figures above; measure it on your own",
@@ -148,6 +149,21 @@ def _calibration_lines(record: Dict[str, Any]) -> List[str]:
     return [f"- Probabilities calibrated (`deepwml_calibrate`) on {c['cases']} synthetic cases (seed {c['seed']}): temperatures "
             f"{c['temperature_below']} below and {c['temperature_above']} above the 0.5 threshold (masks unchanged); ECE over "
             f"voxels with probability >= 0.05 on those cases {c['candidate_ece_before']} -> {c['candidate_ece_after']}."]
+
+
+def _postprocessing_lines(record: Dict[str, Any]) -> List[str]:
+    """The card's line on the postprocessing chosen for the model (none before it was chosen)."""
+    c = record.get("postprocessing")
+    if not c:
+        return []
+    from deepwml.inference.postprocessing import MaskSettings
+
+    settings = MaskSettings(c["threshold"], c["min_lesion_ml"], c["min_lesion_peak"]).describe()
+    before, after = c["before"], c["after"]
+    return [f"- Postprocessing chosen (`deepwml_find_postprocessing`, objective {c['objective']}) on the same {c['cases']} "
+            f"cases: {settings}; case mean Dice {before['dice']} -> {after['dice']}, lesion F1 {before['lesion_f1']} -> "
+            f"{after['lesion_f1']} against the plain 0.5 threshold there. The held-out figures above are with it; "
+            "`deepwml_predict --no-postprocessing` leaves it out."]
 
 
 def anatomy_model_card(recipe: Recipe, record: Dict[str, Any]) -> str:

@@ -154,9 +154,10 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     start_args = _start_model(recipe, work, record_path)
     validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device, start_args) for fold in recipe.folds}
     score = _score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout
-    calibration = None
+    calibration = postprocessing = None
     if recipe.kind == "lesion" and not recipe.distill:
         calibration = _calibrate(recipe, work, model_dir, list(recipe.folds), env, np_, device)
+        postprocessing = _choose_postprocessing(recipe, work, model_dir, list(recipe.folds), env, np_, device)
     figures = score(recipe, work, model_dir, list(recipe.folds), _ensemble_tag(recipe.folds), env, np_, device)
     hours = {fold: training_hours(model_dir / f"fold_{fold}") for fold in recipe.folds}
     shipped_dir, extra = model_dir, {}
@@ -167,6 +168,7 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
         validation = {fold: read_json(shipped_dir / f"fold_{fold}" / "validation" / "summary.json")}
         hours = {fold: training_hours(shipped_dir / f"fold_{fold}")}
         calibration = _calibrate(recipe, work, shipped_dir, [fold], env, np_, device)
+        postprocessing = _choose_postprocessing(recipe, work, shipped_dir, [fold], env, np_, device)
         figures = score(recipe, work, shipped_dir, [fold], DISTILLED, env, np_, device)
     record = read_json(record_path)
     for key in ("teacher_figures", "teacher_validation", "teacher_training_hours"):
@@ -175,6 +177,8 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
                   training_hours=hours, **extra)
     if calibration is not None:
         record["calibration"] = calibration
+    if postprocessing is not None:
+        record["postprocessing"] = postprocessing
     write_json(record_path, record)
     if install_to is not None:
         install_builtin(shipped_dir, recipe, record, install_to)
@@ -335,15 +339,44 @@ def _calibrate(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], en
     if all(done) and all(d.get("folds") == folds for d in done):
         _log(f"calibrated already (temperatures {done[0]['temperature_below']} / {done[0]['temperature_above']})")
         return {**done[0], "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(done[0]["cases"])}
-    raw = work / "raw"
-    data = raw / _dataset(CALIBRATION_ID, CALIBRATION_NAME)
-    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(CALIBRATION_ID), "--name", CALIBRATION_NAME, "--scale",
-                            str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed + CALIBRATION_SEED_OFFSET),
-                            "--test-fraction", "0", "-np", np_] + _synthetic_args(recipe, labels=False), env)
+    data = _calibration_set(recipe, work, env, np_)
     _run("calibrate", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint, "-i", str(data / "imagesTr"),
                        "-l", str(data / "labelsTr"), "--device", device], env)
     record = read_checkpoint(checkpoints[0])["calibration"]
     return {**record, "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(record["cases"])}
+
+
+def _calibration_set(recipe: Recipe, work: Path, env: Dict[str, str], np_: str) -> Path:
+    """The synthetic set of the third seed that calibration and postprocessing are chosen on (made once; resumes)."""
+    raw = work / "raw"
+    _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(CALIBRATION_ID), "--name", CALIBRATION_NAME, "--scale",
+                            str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed + CALIBRATION_SEED_OFFSET),
+                            "--test-fraction", "0", "-np", np_] + _synthetic_args(recipe, labels=False), env)
+    return raw / _dataset(CALIBRATION_ID, CALIBRATION_NAME)
+
+
+def _choose_postprocessing(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], env: Dict[str, str], np_: str,
+                           device: str) -> Dict[str, Any]:
+    """Choose the shipped network(s)' threshold and lesion filters (deepwml_find_postprocessing) on the calibration set,
+    after calibration (whose probabilities they threshold), unless their checkpoints hold a choice for these folds
+    already (a resumed run); the record."""
+    from deepwml.inference.model_loading import CHECKPOINT_FILES
+    from deepwml.training.checkpoint import read_checkpoint
+
+    checkpoints = [model_dir / f"fold_{fold}" / CHECKPOINT_FILES[recipe.checkpoint] for fold in folds]
+    done = [read_checkpoint(path).get("postprocessing") for path in checkpoints]
+    if not (all(done) and all(d["record"].get("folds") == folds for d in done)):
+        data = _calibration_set(recipe, work, env, np_)
+        _run("find_postprocessing", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint,
+                                     "-i", str(data / "imagesTr"), "-l", str(data / "labelsTr"), "--device", device], env)
+        done = [read_checkpoint(checkpoints[0])["postprocessing"]]
+    else:
+        _log("postprocessing chosen already")
+    chosen = done[0]
+    return {"threshold": chosen["threshold"], "min_lesion_ml": chosen["min_lesion_ml"],
+            "min_lesion_peak": chosen["min_lesion_peak"], "objective": chosen["record"]["objective"],
+            "before": chosen["record"]["before"], "after": chosen["record"]["after"],
+            "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(chosen["record"]["cases"])}
 
 
 def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
