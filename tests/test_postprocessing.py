@@ -274,6 +274,9 @@ def test_without_scans_the_folds_validation_cases_are_predicted_out_of_fold(site
     assert "validation case(s) of its folds" in capsys.readouterr().out
     assert seen == [(f"case{i}", 1) for i in range(5)]
     assert "out of fold" in _stored(_model(site))["record"]["source"]
+    # a copy (whose slim checkpoints no longer name their validation cases) is chosen for from the model's records
+    assert find_main(["-d", "999", "-p", "tiny", "--device", "cpu", "-o", str(site / "copy")]) == 0
+    assert _stored(site / "copy")["record"]["cases"] == _stored(_model(site))["record"]["cases"]
 
 
 def test_a_folder_made_with_other_settings_is_not_resumed_and_the_report_names_the_source(site, capsys):
@@ -289,3 +292,29 @@ def test_a_folder_made_with_other_settings_is_not_resumed_and_the_report_names_t
     report = _predict(site, "report", model, "--report", "html")
     page = (report / "report" / "case0.html").read_text()
     assert "deepwml_find_postprocessing" in page and f"probability ≥ {_stored(model)['threshold']:g}" in page
+
+
+@pytest.mark.parametrize("command", ["find", "calibrate"])
+def test_the_shipped_model_is_tuned_only_as_a_copy(site, monkeypatch, command, capsys):
+    """-m builtin without -o is refused before any work (the package's model is every user's); with -o the copy holds
+    the result and a card saying so, the shipped model keeps every byte, and the copy predicts."""
+    import deepwml.pretrained
+
+    monkeypatch.setattr(deepwml.pretrained, "BUILTIN_DIR", _model(site))
+    main = find_main if command == "find" else calibrate_main
+    before = {p: p.read_bytes() for p in _model(site).rglob("*.pth")}
+    scans = ["-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu"]
+    assert main(["-m", "builtin", *scans]) == 2
+    assert "give -o NEW_FOLDER" in capsys.readouterr().err
+    (site / "taken").mkdir()
+    assert main(["-m", "builtin", *scans, "-o", str(site / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["-m", "builtin", *scans, "-o", str(site / "mine")]) == 0
+    assert str(site / "mine") in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in _model(site).rglob("*.pth")} == before
+    assert "## Tuned copy" in (site / "mine" / "MODEL_CARD.md").read_text()
+    copies = list((site / "mine").rglob("*.pth"))
+    key = "postprocessing" if command == "find" else "temperature"
+    assert len(copies) == 2 and all(torch.load(c, weights_only=True)[key] is not None for c in copies)
+    assert not [p for p in site.iterdir() if p.name.startswith(".mine")]
+    _predict(site, "out", site / "mine")

@@ -20,7 +20,7 @@ import numpy as np
 from deepwml.calibration.fit import case_groups, predicted_cases, store_in_checkpoints
 from deepwml.calibration.postprocessing_search import MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
 from deepwml.calibration.temperature import calibrate_probabilities
-from deepwml.inference.model_loading import check_model
+from deepwml.inference.model_loading import ModelSpec, check_model
 from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings
 from deepwml.training.device import DeviceSetup
 from deepwml.utils.atomic import atomic_path
@@ -78,9 +78,15 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     }
     if table is not None:
         write_table(result.table, table)
+    choice = PostprocessingChoice(result, record)
     if write:
-        store_in_checkpoints(spec, {POSTPROCESSING: dict(result.chosen.as_record(), record=record)})
-    return PostprocessingChoice(result, record)
+        store_postprocessing(spec, choice)
+    return choice
+
+
+def store_postprocessing(spec: ModelSpec, choice: PostprocessingChoice) -> None:
+    """Write the chosen settings and their record into every fold checkpoint of ``spec``."""
+    store_in_checkpoints(spec, {POSTPROCESSING: dict(choice.result.chosen.as_record(), record=choice.record)})
 
 
 def write_table(rows: List[Dict[str, float]], path: Path) -> None:

@@ -7,7 +7,8 @@ import sys
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, validation_roots
+from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, check_where_to_write, model_folder, model_to_change,
+                                        validation_roots)
 
 POSTPROCESSING_REMOVED = ("deepwml_calibrate: note: removed the model's stored postprocessing (its threshold was chosen on "
                           "the old probabilities); choose it again with deepwml_find_postprocessing")
@@ -39,29 +40,38 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
     from deepwml.inference.model_loading import check_model
+    from deepwml.inference.postprocessing import POSTPROCESSING
     from deepwml.training.device import setup_device
 
     folder = model_folder(args)
+    check_where_to_write(args, folder)
+    written_to = args.output or folder
     if args.reset:
-        spec = check_model(folder, args.folds, args.checkpoint)
-        removed = write_calibration(spec, None)
-        print(f"deepwml_calibrate: removed the temperatures of {folder} (folds {' '.join(spec.folds)})")
-        if "postprocessing" in removed:
+        with model_to_change(args, folder, "deepwml_calibrate") as target:
+            spec = check_model(target, args.folds, args.checkpoint)
+            removed = write_calibration(spec, None)
+        print(f"deepwml_calibrate: removed the temperatures of {written_to} (folds {' '.join(spec.folds)})")
+        if POSTPROCESSING in removed:
             print(POSTPROCESSING_REMOVED, file=sys.stderr)
         return 0
     roots = validation_roots(args)
     held_out = bool(roots)
     setup = setup_device(args.device)
     progress = sys.stderr.isatty()
+    # fitted on the model as it is (its folds' records name their validation cases), stored where it is to go
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
-                       write=not args.dry_run, **roots)
+                       write=False, **roots)
+    if not args.dry_run:
+        with model_to_change(args, folder, "deepwml_calibrate") as target:
+            removed = write_calibration(check_model(target, args.folds, args.checkpoint), result)
+        result.removed_postprocessing = POSTPROCESSING in removed
     r = result.record
     below, above = result.temperatures
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "case(s)"
     print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} {cases} "
           f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
-          + ("; dry run, nothing written" if args.dry_run else f"; stored in {folder}"))
+          + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))
     if result.removed_postprocessing:
         print(POSTPROCESSING_REMOVED, file=sys.stderr)
     if any(abs(math.log(t / bound)) < 1e-3 for t in result.temperatures for bound in T_RANGE):

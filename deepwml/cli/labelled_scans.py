@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 from deepwml.cli.common import add_dataset_argument, add_device_argument
 from deepwml.paths import add_root_arguments
@@ -26,6 +30,9 @@ def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) ->
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                    help="which checkpoint of each fold (default: best; an installed model has one)")
     p.add_argument("--ignore-label", type=int, default=None, help="label value that marks voxels to leave out")
+    p.add_argument("-o", "--output", type=Path, help="leave the model as it is and write a tuned copy (the chosen folds "
+                   "and checkpoint, weights only, with a manifest) into this new folder; needed for the shipped model, "
+                   "which lives inside the DeepWML package")
     add_device_argument(p)
     add_root_arguments(p)
 
@@ -54,3 +61,45 @@ def validation_roots(args: argparse.Namespace) -> Dict[str, Any]:
     if args.model == BUILTIN_ALIAS:
         raise DeepWMLError("the shipped model's validation cases are not on this machine: give labelled scans with -i IMAGES -l LABELS")
     return {"raw_root": raw_root(args.raw_root), "preprocessed_root": preprocessed_root(args.preprocessed_root)}
+
+
+def check_where_to_write(args: argparse.Namespace, folder: Path) -> None:
+    """Before any work: the shipped model is changed only through a copy (-o), and -o must name a new folder."""
+    from deepwml.utils.errors import DeepWMLError
+
+    if args.output is None:
+        if args.model == BUILTIN_ALIAS and not getattr(args, "dry_run", False):
+            raise DeepWMLError("is the shipped model, inside the DeepWML package and shared by every user of this install: "
+                               "give -o NEW_FOLDER for a tuned copy, then predict with -m NEW_FOLDER", folder)
+        return
+    out = args.output.expanduser()
+    if out.exists():
+        raise DeepWMLError("-o: already exists; give a new folder for the tuned copy", out)
+    if not out.resolve().parent.is_dir():
+        raise DeepWMLError("-o: the folder to put the tuned copy in does not exist", out.resolve().parent)
+
+
+@contextmanager
+def model_to_change(args: argparse.Namespace, folder: Path, command: str) -> Iterator[Path]:
+    """The PLAN folder to store a result in: the model itself, or with -o a slim copy (its chosen folds and checkpoint,
+    weights only, with a manifest) made beside the new folder and renamed to it once stored (removed on failure)."""
+    from deepwml.inference.model_loading import check_model
+    from deepwml.inference.packaging import install_as_folder
+
+    if args.output is None:
+        yield folder
+        return
+    out = args.output.expanduser().resolve()
+    spec = check_model(folder, args.folds, args.checkpoint)
+    card_path = folder / "MODEL_CARD.md"
+    card = card_path.read_text(encoding="utf-8", errors="replace") if card_path.is_file() else f"# {folder.name}\n"
+    card += (f"\n## Tuned copy\nFolds {', '.join(spec.folds)} ({spec.checkpoint} checkpoint) of {folder}, copied and "
+             f"changed by `{command}` on {time.strftime('%Y-%m-%d')}: its checkpoints record what was fitted, and on "
+             "which scans.\n")
+    staging = out.parent / f".{out.name}.{command}-{os.getpid()}"
+    try:
+        install_as_folder(folder, spec.folds, spec.checkpoint, card, staging)
+        yield staging
+        os.rename(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
