@@ -7,8 +7,7 @@ import sys
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, check_where_to_write, model_folder, model_to_change,
-                                        validation_roots)
+from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, store_in_model, validation_roots
 
 POSTPROCESSING_REMOVED = ("deepwml_calibrate: note: removed the model's stored postprocessing (its threshold was chosen on "
                           "the old probabilities); choose it again with deepwml_find_postprocessing")
@@ -39,18 +38,14 @@ def _main(argv: Optional[List[str]]) -> int:
     # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
-    from deepwml.inference.model_loading import check_model
     from deepwml.inference.postprocessing import POSTPROCESSING
     from deepwml.training.device import setup_device
 
     folder = model_folder(args)
-    check_where_to_write(args, folder)
     written_to = args.output or folder
     if args.reset:
-        with model_to_change(args, folder, "deepwml_calibrate") as target:
-            spec = check_model(target, args.folds, args.checkpoint)
-            removed = write_calibration(spec, None)
-        print(f"deepwml_calibrate: removed the temperatures of {written_to} (folds {' '.join(spec.folds)})")
+        removed, folds = store_in_model(args, folder, "deepwml_calibrate", lambda spec: write_calibration(spec, None))
+        print(f"deepwml_calibrate: removed the temperatures of {written_to} (folds {' '.join(folds)})")
         if POSTPROCESSING in removed:
             print(POSTPROCESSING_REMOVED, file=sys.stderr)
         return 0
@@ -62,8 +57,7 @@ def _main(argv: Optional[List[str]]) -> int:
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
                        write=False, **roots)
     if not args.dry_run:
-        with model_to_change(args, folder, "deepwml_calibrate") as target:
-            removed = write_calibration(check_model(target, args.folds, args.checkpoint), result)
+        removed, _ = store_in_model(args, folder, "deepwml_calibrate", lambda spec: write_calibration(spec, result))
         result.removed_postprocessing = POSTPROCESSING in removed
     r = result.record
     below, above = result.temperatures

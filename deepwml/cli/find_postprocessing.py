@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, check_where_to_write, model_folder, model_to_change,
-                                        validation_roots)
+from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, store_in_model, validation_roots
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,19 +48,16 @@ def _main(argv: Optional[List[str]]) -> int:
     # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.calibration.fit import store_in_checkpoints
     from deepwml.calibration.postprocessing_fit import find_postprocessing, store_postprocessing
-    from deepwml.inference.model_loading import check_model
     from deepwml.inference.postprocessing import POSTPROCESSING
     from deepwml.training.device import setup_device
 
     folder = model_folder(args)
-    check_where_to_write(args, folder)
     written_to = args.output or folder
     if args.reset:
-        with model_to_change(args, folder, "deepwml_find_postprocessing") as target:
-            spec = check_model(target, args.folds, args.checkpoint)
-            removed = store_in_checkpoints(spec, {POSTPROCESSING: None})
+        removed, folds = store_in_model(args, folder, "deepwml_find_postprocessing",
+                                        lambda spec: store_in_checkpoints(spec, {POSTPROCESSING: None}))
         print(f"deepwml_find_postprocessing: {'removed the' if removed else 'there was no'} stored postprocessing of "
-              f"{written_to} (folds {' '.join(spec.folds)})")
+              f"{written_to} (folds {' '.join(folds)})")
         return 0
     roots = validation_roots(args)
     held_out = bool(roots)
@@ -70,8 +66,7 @@ def _main(argv: Optional[List[str]]) -> int:
                                  args.ignore_label, sys.stderr.isatty(), write=False, objective=args.objective,
                                  min_gain=args.min_gain, table=args.table, **roots)
     if not args.dry_run:
-        with model_to_change(args, folder, "deepwml_find_postprocessing") as target:
-            store_postprocessing(check_model(target, args.folds, args.checkpoint), choice)
+        store_in_model(args, folder, "deepwml_find_postprocessing", lambda spec: store_postprocessing(spec, choice))
     result, record = choice.result, choice.record
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "labelled case(s)"
     verdict = (f"chose {result.chosen.describe()}" if result.changed else

@@ -8,11 +8,13 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, List, Tuple, TypeVar
 
 from deepwml.cli.common import add_dataset_argument, add_device_argument
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+T = TypeVar("T")
 
 
 def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) -> None:
@@ -38,14 +40,18 @@ def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) ->
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    """The PLAN folder -m or -d/-p names (the shipped model for -m builtin)."""
+    """The PLAN folder -m or -d/-p names (the shipped model for -m builtin), once it is known where a result may be
+    written (check_where_to_write)."""
     from deepwml.inference.model_loading import resolve_model_dir
     from deepwml.paths import results_root
 
     if args.model == BUILTIN_ALIAS:
-        return builtin_model_dir()
-    results = results_root(args.results_root) if args.dataset is not None else None
-    return resolve_model_dir(args.model, args.dataset, args.plan, results)
+        folder = builtin_model_dir()
+    else:
+        results = results_root(args.results_root) if args.dataset is not None else None
+        folder = resolve_model_dir(args.model, args.dataset, args.plan, results)
+    check_where_to_write(args, folder)
+    return folder
 
 
 def validation_roots(args: argparse.Namespace) -> Dict[str, Any]:
@@ -103,3 +109,12 @@ def model_to_change(args: argparse.Namespace, folder: Path, command: str) -> Ite
         os.rename(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def store_in_model(args: argparse.Namespace, folder: Path, command: str, store: Callable[[Any], T]) -> Tuple[T, List[str]]:
+    """``store`` run on the checked model (or on its -o copy): (what it returned, the folds it stored in)."""
+    from deepwml.inference.model_loading import check_model
+
+    with model_to_change(args, folder, command) as target:
+        spec = check_model(target, args.folds, args.checkpoint)
+        return store(spec), list(spec.folds)
