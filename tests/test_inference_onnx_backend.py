@@ -243,3 +243,17 @@ def test_a_checkpoint_of_another_plan_is_refused_on_onnx_runtime_too(tmp_path):
     with pytest.raises(DeepWMLError, match="plans.json changed after training"):
         fold_graphs(check_model(model))
 
+
+
+def test_installing_a_model_prepares_its_graphs_so_the_first_prediction_exports_nothing(tmp_path, monkeypatch, capsys):
+    """deepwml_install_model pays the export once; the installed model's first prediction reads the cache."""
+    from deepwml.cli.install_model import main as install_main
+    from deepwml.inference.packaging import export_model
+
+    model = write_model_dir(tmp_path / "Dataset999_Toy" / "tiny", tiny_plan(), kind="random", seed=11)
+    export_model(model, tmp_path / "m.zip")
+    assert install_main([str(tmp_path / "m.zip"), "--results", str(tmp_path / "site")]) == 0
+    assert "prepared for ONNX Runtime" in capsys.readouterr().out
+    installed = tmp_path / "site" / "Dataset999_Toy" / "tiny"
+    monkeypatch.setattr(onnx_backend, "_export_fold", lambda *a: pytest.fail("exported again"))
+    assert len(fold_graphs(check_model(installed))) == 1

@@ -32,8 +32,12 @@ def _main(argv: Optional[List[str]]) -> int:
     # torch comes with this: imported once the arguments are known, so that --help answers at once
     from deepwml.inference.packaging import install_model
 
+    from deepwml.inference.onnx_backend import prepare_graphs
+
     target = install_model(Path(args.zip).expanduser(), results_root(args.results_root), overwrite=args.overwrite)
-    print(f"deepwml_install_model: installed {target}; predict with: deepwml_predict -i INPUT -o OUTPUT -m {target}")
+    # the export a first prediction would pay (a second or two) is paid here, once
+    print(f"deepwml_install_model: installed {target}; {prepare_graphs(target)}; predict with: "
+          f"deepwml_predict -i INPUT -o OUTPUT -m {target}")
     return 0
 
 

@@ -193,6 +193,22 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
     return graphs
 
 
+def prepare_graphs(model_dir: Path) -> str:
+    """Export a model's folds for ONNX Runtime now (kept in the user cache) when deepwml_predict would compute with it
+    on this machine, so that its first prediction does not pay for it; what was done, for the log."""
+    from deepwml.inference.model_loading import check_model
+
+    spec = check_model(model_dir)
+    choice = choose_backend("auto", "auto", [spec.plan])
+    if choice.name != "onnx":
+        return f"predictions compute with torch here ({choice.reason})"
+    try:
+        fold_graphs(spec)
+    except GraphUnavailable as e:
+        return f"predictions compute with torch here: {e.problem}"
+    return "prepared for ONNX Runtime (kept in the user cache)"
+
+
 def _file_digest(path: Path) -> str:
     """sha256 of a file read in 8 MB blocks (a paper-network checkpoint is 124 MB)."""
     digest = hashlib.sha256()
