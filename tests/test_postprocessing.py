@@ -31,7 +31,7 @@ def _random_case(seed: int):
     _, _, geometry = tiny_case(shape_zyx=(6, 48, 48), seed=seed)
     rng = np.random.default_rng(seed)
     probs = ndimage.gaussian_filter(rng.random((6, 48, 48)), (0.5, 1.5, 1.5))
-    probs = ((probs - probs.min()) / np.ptp(probs)).astype(np.float32)
+    probs = (((probs - probs.min()) / np.ptp(probs)) ** 1.5).astype(np.float32)  # dozens of lesions at 0.5 and 0.7
     reference = ndimage.gaussian_filter(rng.random((6, 48, 48)), (0.5, 2, 2)) + 0.3 * probs > 0.5 + 0.3 * 0.5
     return probs, reference, geometry
 
@@ -318,3 +318,19 @@ def test_the_shipped_model_is_tuned_only_as_a_copy(site, monkeypatch, command, c
     assert len(copies) == 2 and all(torch.load(c, weights_only=True)[key] is not None for c in copies)
     assert not [p for p in site.iterdir() if p.name.startswith(".mine")]
     _predict(site, "out", site / "mine")
+
+
+@pytest.mark.parametrize("min_ml,min_peak", [(0.01, 0.0), (0.0, 0.7), (0.02, 0.8)])
+def test_lesion_filters_drop_what_a_whole_volume_reckoning_drops(min_ml, min_peak):
+    """filter_lesions (labelled in the lesions' box, peaks over lesion voxels only) keeps exactly the lesions that
+    labelling the whole volume and scipy's per-label maximum keep."""
+    from deepwml.evaluation.lesions import label_lesions
+
+    probs, _, geometry = _random_case(7)
+    mask = probabilities_to_mask(probs, 0.5)
+    labels, n = label_lesions(mask > 0)
+    peak = np.asarray(ndimage.maximum(probs, labels, index=np.arange(1, n + 1)), np.float32)
+    volume = np.bincount(labels.ravel(), minlength=n + 1)[1:] * geometry.voxel_volume_ml
+    keep = np.concatenate([[False], (volume >= min_ml * (1 - 1e-9)) & (peak >= np.float32(min_peak))])
+    assert n > 5 and 0 < keep.sum() < n
+    np.testing.assert_array_equal(filter_lesions(mask, geometry, probs, min_ml, min_peak), keep[labels].astype(np.uint8))

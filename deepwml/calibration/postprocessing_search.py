@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from deepwml.evaluation.lesions import label_lesions
+from deepwml.inference.lesion_report import lesion_peaks
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.utils.errors import DeepWMLError
 
@@ -82,7 +83,8 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     size = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     scored = np.bincount(labels[~ignore], minlength=n + 1)[1:]
     overlap = np.bincount(labels[reference], minlength=n + 1)[1:]
-    peak = np.asarray(ndimage.maximum(probs, labels, index=np.arange(1, n + 1)), dtype=np.float32)
+    inside = labels > 0
+    peak = lesion_peaks(probs[inside], labels[inside], n)
     # keep[c, k]: candidate c keeps lesion k+1 (the filters of deepwml.inference.lesion_report.filter_lesions)
     keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))
                      for c in candidates])

@@ -98,20 +98,34 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
     (needs ``geometry``) or whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
     thresholding, the extent where the mask is, the evidence from the lesion's core)."""
     mask = np.asarray(mask) > 0
-    if (min_ml <= 0 and min_peak <= 0) or not mask.any():
+    box = _lesion_box(mask) if (min_ml > 0 or min_peak > 0) else None
+    if box is None:
         return mask.astype(np.uint8)
-    labels, count = label_lesions(mask)
+    # labelled inside the box that holds the lesions: a 512x512x25 map costs 0.8 s labelled whole, the box a fraction
+    labels, count = label_lesions(mask[box])
+    inside = labels > 0
+    lesion_of = labels[inside]
     keep = np.ones(count + 1, dtype=bool)
     if min_ml > 0:
-        volume_ml = np.bincount(labels.ravel(), minlength=count + 1) * geometry.voxel_volume_ml
+        volume_ml = np.bincount(lesion_of, minlength=count + 1) * geometry.voxel_volume_ml
         # a relative tolerance so that a lesion of exactly the minimum (in voxels) is kept despite float rounding
         keep &= volume_ml >= min_ml * (1 - 1e-9)
     if min_peak > 0:
-        peak = ndimage.maximum(np.asarray(probs, dtype=np.float32), labels, index=np.arange(1, count + 1))
+        peak = lesion_peaks(np.asarray(probs, dtype=np.float32)[box][inside], lesion_of, count)
         # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
-        keep[1:] &= np.asarray(peak, dtype=np.float32) >= np.float32(min_peak)
+        keep[1:] &= peak >= np.float32(min_peak)
     keep[0] = False
-    return keep[labels].astype(np.uint8)
+    out = np.zeros(mask.shape, np.uint8)
+    out[box] = keep[labels]
+    return out
+
+
+def lesion_peaks(values: np.ndarray, lesion_of: np.ndarray, count: int) -> np.ndarray:
+    """The largest of ``values`` per lesion 1..count (float32), from the lesion voxels' values and lesion numbers:
+    sorted by lesion, then one maximum per run (a per-lesion reduction over the lesion voxels only)."""
+    order = np.argsort(lesion_of, kind="stable")
+    starts = np.searchsorted(lesion_of[order], np.arange(1, count + 1))
+    return np.maximum.reduceat(values[order], starts).astype(np.float32) if count else np.zeros(0, np.float32)
 
 
 def _lesion_box(mask: np.ndarray) -> tuple:
