@@ -334,3 +334,16 @@ def test_lesion_filters_drop_what_a_whole_volume_reckoning_drops(min_ml, min_pea
     keep = np.concatenate([[False], (volume >= min_ml * (1 - 1e-9)) & (peak >= np.float32(min_peak))])
     assert n > 5 and 0 < keep.sum() < n
     np.testing.assert_array_equal(filter_lesions(mask, geometry, probs, min_ml, min_peak), keep[labels].astype(np.uint8))
+
+
+def test_fitting_computes_in_fp32_on_any_cpu(monkeypatch):
+    """Temperatures and postprocessing are fitted on the fp32 probabilities deepwml_predict's CPU engine computes,
+    also where torch would autocast to bf16: the same choice on every CPU."""
+    import argparse
+
+    import deepwml.training.device as device
+    from deepwml.cli.labelled_scans import fitting_device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.setup_device("cpu").amp_dtype == torch.bfloat16
+    assert fitting_device(argparse.Namespace(device="cpu")).amp_dtype is None

@@ -7,7 +7,8 @@ import sys
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, store_in_model, validation_roots
+from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, store_in_model,
+                                        validation_roots)
 
 POSTPROCESSING_REMOVED = ("deepwml_calibrate: note: removed the model's stored postprocessing (its threshold was chosen on "
                           "the old probabilities); choose it again with deepwml_find_postprocessing")
@@ -39,7 +40,6 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.calibration.fit import calibrate, write_calibration
     from deepwml.calibration.temperature import T_RANGE
     from deepwml.inference.postprocessing import POSTPROCESSING
-    from deepwml.training.device import setup_device
 
     folder = model_folder(args)
     written_to = args.output or folder
@@ -51,7 +51,7 @@ def _main(argv: Optional[List[str]]) -> int:
         return 0
     roots = validation_roots(args)
     held_out = bool(roots)
-    setup = setup_device(args.device)
+    setup = fitting_device(args)
     progress = sys.stderr.isatty()
     # fitted on the model as it is (its folds' records name their validation cases), stored where it is to go
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import add_model_and_scan_arguments, model_folder, store_in_model, validation_roots
+from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, store_in_model,
+                                        validation_roots)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,6 @@ def _main(argv: Optional[List[str]]) -> int:
     from deepwml.calibration.fit import store_in_checkpoints
     from deepwml.calibration.postprocessing_fit import find_postprocessing, store_postprocessing
     from deepwml.inference.postprocessing import POSTPROCESSING
-    from deepwml.training.device import setup_device
 
     folder = model_folder(args)
     written_to = args.output or folder
@@ -62,7 +62,7 @@ def _main(argv: Optional[List[str]]) -> int:
     roots = validation_roots(args)
     held_out = bool(roots)
     # chosen on the model as it is (its folds' records name their validation cases), stored where it is to go
-    choice = find_postprocessing(folder, args.images, args.labels, setup_device(args.device), args.folds, args.checkpoint,
+    choice = find_postprocessing(folder, args.images, args.labels, fitting_device(args), args.folds, args.checkpoint,
                                  args.ignore_label, sys.stderr.isatty(), write=False, objective=args.objective,
                                  min_gain=args.min_gain, table=args.table, **roots)
     if not args.dry_run:

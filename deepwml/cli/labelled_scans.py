@@ -118,3 +118,14 @@ def store_in_model(args: argparse.Namespace, folder: Path, command: str, store: 
     with model_to_change(args, folder, command) as target:
         spec = check_model(target, args.folds, args.checkpoint)
         return store(spec), list(spec.folds)
+
+
+def fitting_device(args: argparse.Namespace) -> Any:
+    """--device for fitting on predictions: on a CPU in fp32, the probabilities deepwml_predict's CPU engine (ONNX
+    Runtime, fp32) computes, and the same on every CPU (bf16 autocast exists on some only); a GPU as predict uses it."""
+    import dataclasses
+
+    from deepwml.training.device import setup_device
+
+    setup = setup_device(args.device)
+    return dataclasses.replace(setup, amp_dtype=None) if setup.device.type == "cpu" else setup
