@@ -21,6 +21,9 @@ def test_demo_runs_every_stage_and_a_second_run_resumes(tmp_path):
     test_ids = json.loads((work / "test_cases.json").read_text())
     assert test_ids and all((work / "predictions" / f"{cid}.nii.gz").is_file() for cid in test_ids)
     assert (work / "results" / "Dataset501_Synth" / "cpu_fast" / "fold_0" / "checkpoint_best.pth").is_file()
+    # the fold's validation cases chose the model's postprocessing, which the predictions name
+    assert "deepwml_find_postprocessing: on " in first.stdout and "validation case(s)" in first.stdout
+    assert "the model's postprocessing: threshold" in first.stdout
 
     # a second run finds every stage done: no new data, no re-preprocessing, no re-prediction
     started = time.monotonic()

@@ -62,9 +62,9 @@ def run_demo(settings: DemoSettings) -> Path:
     _run("plan_and_preprocess", ["-d", d, "--preset", plan, "-np", np_], env)
 
     elapsed = (time.monotonic() - start) / 60
-    # what is left after data preparation, minus a reserve for prediction and evaluation; at least a minute, or a
-    # quarter of a budget under 4 minutes (a quick look at the pipeline, not a useful model)
-    train_minutes = max(min(1.0, settings.minutes / 4), settings.minutes - elapsed - 2.5)
+    # what is left after data preparation, minus a reserve for postprocessing, prediction and evaluation; at least a
+    # minute, or a quarter of a budget under 4 minutes (a quick look at the pipeline, not a useful model)
+    train_minutes = max(min(1.0, settings.minutes / 4), settings.minutes - elapsed - 3.0)
     train_args = ["-d", d, "0", "-p", plan, "--device", settings.device, "--max-minutes", f"{train_minutes:.2f}"]
     fold_dir = res / DATASET / plan / "fold_0"
     # a finished training run is not extended by a second demo run: the marker is written only after it ends
@@ -76,6 +76,11 @@ def run_demo(settings: DemoSettings) -> Path:
             train_args.append("--continue")
         _run("train", train_args, env)
         write_text(trained, f"{plan}\n")
+    # as nnU-Net after cross-validation: the mask threshold and lesion filters chosen on the fold's validation cases
+    chosen = work / ".postprocessing_chosen"
+    if not chosen.exists():
+        _run("find_postprocessing", ["-d", d, "-p", plan, "-f", "0", "--device", settings.device], env)
+        write_text(chosen, f"{plan}\n")
 
     splits = read_json(pre / DATASET / "splits.json")
     test_ids = sorted(splits["test"])
