@@ -12,8 +12,8 @@ Safety: a graph is never read from a model folder. It is exported here from the 
 DeepWML's own network code, checked against torch on a test input, and kept in the per-user cache
 (deepwml.utils.user_cache) under a key made of the checkpoint's bytes, plans.json, the network code and this
 module, together with the weights' digest, the plan check's verdict, the calibration temperatures and the stored
-postprocessing (deepwml.inference.postprocessing), so that a later run needs neither torch nor the checkpoint's unpickler. Graphs reach ONNX Runtime as bytes: they can name no
-external file.
+postprocessing (deepwml.inference.postprocessing), so that a later run needs neither torch nor the checkpoint's
+unpickler. Graphs reach ONNX Runtime as bytes: they can name no external file.
 """
 from __future__ import annotations
 
