@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage
 
 from deepwml.evaluation.lesions import label_lesions
-from deepwml.inference.lesion_report import lesion_peaks
+from deepwml.inference.lesion_report import lesion_box, lesion_peaks
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.utils.errors import DeepWMLError
 
@@ -58,7 +57,7 @@ def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.nd
     out[:, COUNTS.index("n_reference")] = n_ref
     out[:, COUNTS.index("fn")] = n_ref_voxels
     lowest = min(c.threshold for c in candidates)
-    box = _box(probs >= lowest)
+    box = lesion_box(probs >= lowest)
     if box is None:  # nothing reaches any threshold: every candidate predicts nothing
         return out
     # every component of every threshold lies inside the box of the lowest one
@@ -103,12 +102,6 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
             found[c, ref_index[keep[c, pairs[1] - 1]]] = True
         out[:, COUNTS.index("n_reference_detected")] = found.sum(axis=1)
     return out
-
-
-def _box(mask: np.ndarray) -> Optional[Tuple[slice, ...]]:
-    """The smallest box holding every True voxel (None when there is none)."""
-    found = ndimage.find_objects(mask.astype(np.int8))
-    return found[0] if found else None
 
 
 def case_scores(counts: np.ndarray) -> Dict[str, np.ndarray]:

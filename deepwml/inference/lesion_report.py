@@ -68,7 +68,7 @@ def lesion_id_labels(mask: np.ndarray, slice_axis: int) -> tuple:
     """The lesions of a binary (z, y, x) mask labelled with their lesion-table ids (most voxels first, then the
     first slice along ``slice_axis``, as :func:`lesion_table` orders its rows); returns (labels int32, count)."""
     mask = np.asarray(mask) > 0
-    box = _lesion_box(mask)
+    box = lesion_box(mask)
     labels = np.zeros(mask.shape, np.int32)
     if box is None:
         return labels, 0
@@ -98,7 +98,7 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
     (needs ``geometry``) or whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
     thresholding, the extent where the mask is, the evidence from the lesion's core)."""
     mask = np.asarray(mask) > 0
-    box = _lesion_box(mask) if (min_ml > 0 or min_peak > 0) else None
+    box = lesion_box(mask) if (min_ml > 0 or min_peak > 0) else None
     if box is None:
         return mask.astype(np.uint8)
     # labelled inside the box that holds the lesions: a 512x512x25 map costs 0.8 s labelled whole, the box a fraction
@@ -128,7 +128,7 @@ def lesion_peaks(values: np.ndarray, lesion_of: np.ndarray, count: int) -> np.nd
     return np.maximum.reduceat(values[order], starts).astype(np.float32) if count else np.zeros(0, np.float32)
 
 
-def _lesion_box(mask: np.ndarray) -> tuple:
+def lesion_box(mask: np.ndarray) -> tuple:
     """The smallest box holding every lesion voxel, as slices per axis (None when there is no lesion)."""
     box = []
     for axis in range(mask.ndim):
@@ -151,7 +151,7 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
         anatomy = check_anatomy(anatomy, mask.shape)
     if probs is not None and np.shape(probs) != mask.shape:
         raise ValueError(f"probabilities of shape {np.shape(probs)} for a mask of shape {mask.shape}")  # a bug, never a user error
-    box = _lesion_box(mask)
+    box = lesion_box(mask)
     if box is None:
         return pd.DataFrame(columns=columns)
     # labelling only the box that holds the lesions gives the same components at a fraction of the cost
@@ -211,7 +211,7 @@ def location_columns(located: LesionLocations) -> Dict[str, np.ndarray]:
 
 def _locate(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray) -> LesionLocations:
     """Located lesions of a boolean mask (none when the mask is empty)."""
-    box = _lesion_box(mask)
+    box = lesion_box(mask)
     if box is None:
         return LesionLocations(*([np.zeros(0, dtype=object)] + [np.zeros(0)] * 6))
     labels, count = label_lesions(mask[box])

@@ -258,7 +258,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip)
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
     # the weights carry the model's stored postprocessing: only now is it known what makes the masks
-    mask = run_mask_settings(request, spec)
+    mask, from_model = run_mask_settings(request, spec), uses_stored_postprocessing(request, spec)
     if 0 < mask.min_lesion_peak <= mask.threshold:
         source = "--min-lesion-peak" if request.min_lesion_peak is not None else "the model's --min-lesion-peak"
         print(f"[deepwml_predict] note: {source} {mask.min_lesion_peak:g} drops nothing: every lesion "
@@ -266,14 +266,14 @@ def _predict(request: PredictRequest) -> PredictReport:
     if clinical.model is not None:  # the report names the settings that made the masks
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
-            postprocessing=uses_stored_postprocessing(request, spec)))
+            postprocessing=from_model))
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=request.skull_strip, mask=mask,
-                           stored_postprocessing=uses_stored_postprocessing(request, spec))
+                           stored_postprocessing=from_model)
     trained = trained_acquisition(spec.folder)
     summaries = {}
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
