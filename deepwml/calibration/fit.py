@@ -26,7 +26,7 @@ from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temp
 from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
 from deepwml.evaluation.cases import list_masks
 from deepwml.evaluation.masks import binarise
-from deepwml.imageio import read_label
+from deepwml.imageio import Geometry, read_label
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
@@ -80,17 +80,29 @@ class PredictedCase:
     voxel_ml: float
 
 
+def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.ndarray, Geometry]:
+    """A case's uncalibrated lesion probabilities on the input's grid (as deepwml_predict computes them) and that grid."""
+    prepared = prepare_case(case, predictor.plan)
+    probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
+    return probs, prepared.image.geometry
+
+
+def case_label(case_id: str, label_path: Path, geometry: Geometry,
+               ignore_label: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """(lesion, ignored) voxels of a case's label, which must lie on its image's grid."""
+    label = read_label(label_path)
+    problems = geometry.mismatches(label.geometry)
+    if problems:
+        raise ImageError(f"case {case_id!r}: label is not on the image's grid ({'; '.join(problems)})", label_path)
+    return binarise(label.array, ignore_label, "label", case_id, label_path)
+
+
 def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path,
                     ignore_label: Optional[int]) -> PredictedCase:
     """One case predicted on the input's grid, with its label's lesion and ignored voxels."""
-    prepared = prepare_case(case, predictor.plan)
-    label = read_label(label_path)
-    problems = prepared.image.geometry.mismatches(label.geometry)
-    if problems:
-        raise ImageError(f"case {case.case_id!r}: label is not on the image's grid ({'; '.join(problems)})", label_path)
-    lesion, ignore = binarise(label.array, ignore_label, "label", case.case_id, label_path)
-    probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
-    return PredictedCase(case.case_id, probs, lesion, ignore, prepared.image.geometry.voxel_volume_ml)
+    probs, geometry = case_probabilities(predictor, case)
+    lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
+    return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml)
 
 
 def candidate_ece(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, temperatures: Temperatures) -> Optional[float]:

@@ -1,0 +1,184 @@
+"""deepwml_find_best_configuration: plans and their ensembles scored out of fold exactly as deepwml_predict and
+deepwml_ensemble would segment those cases, the best named with the commands to use it, resumable, and refusals
+that name what is wrong."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_case
+from deepwml.calibration import best_configuration as bc
+from deepwml.calibration.postprocessing_search import COUNTS
+from deepwml.cli.ensemble import main as ensemble_main
+from deepwml.cli.find_best_configuration import main as best_main
+from deepwml.cli.predict import main as predict_main
+from deepwml.evaluation.case_metrics import dice
+from deepwml.imageio import read_image, write_image
+from deepwml.inference.postprocessing import MaskSettings
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+DATASET = "Dataset999_Toy"
+VALIDATION = {0: ["case0", "case1", "case2"], 1: ["case3", "case4"]}
+
+
+def _record_validation(model: Path, validation=VALIDATION) -> None:
+    """What deepwml_train records in each fold checkpoint: the dataset and the cases it never trained on."""
+    for fold, val in validation.items():
+        path = model / f"fold_{fold}" / "checkpoint_best.pth"
+        ckpt = torch.load(path, weights_only=True)
+        ckpt.update(dataset=DATASET, fold=fold, validation_cases=val)
+        torch.save(ckpt, path)
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch) -> Path:
+    """Two trained plans of one dataset (a sharp and a graded brightness model) and its raw labelled cases."""
+    results = tmp_path / "res" / DATASET
+    write_model_dir(results / "sharp", tiny_plan(), folds=(0, 1), gain=4.0)
+    write_model_dir(results / "graded", tiny_plan(), folds=(0, 1), gain=0.8, seed=3)
+    for plan in ("sharp", "graded"):
+        _record_validation(results / plan)
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        image, label, geometry = tiny_case(shape_zyx=(5, 64, 64), seed=20 + i, n_lesions=4)
+        for _ in range(6):  # small bright specks no one labelled
+            z, y, x = rng.integers(0, 5), rng.integers(12, 52), rng.integers(16, 48)
+            image[z, y:y + 3, x:x + 3] += 60.0
+        write_image(image, geometry, tmp_path / "raw" / DATASET / "imagesTr" / f"case{i}_0000.nii.gz")
+        write_image(label, geometry, tmp_path / "raw" / DATASET / "labelsTr" / f"case{i}.nii.gz")
+    (tmp_path / "pre" / DATASET).mkdir(parents=True)
+    for kind, folder in (("RAW", "raw"), ("PREPROCESSED", "pre"), ("RESULTS", "res")):
+        monkeypatch.setenv(f"DEEPWML_{kind}", str(tmp_path / folder))
+    return tmp_path
+
+
+def _results(site: Path) -> Path:
+    return site / "res" / DATASET
+
+
+def _run(*extra: str) -> int:
+    return best_main(["-d", "999", "-p", "sharp", "graded", "--device", "cpu", *extra])
+
+
+def _predicted_dice(site: Path, plan: str, fold: int, case: str, out: str, *extra: str) -> Path:
+    """deepwml_predict of one raw case with one fold of ``plan``."""
+    single = site / "in" / out
+    single.mkdir(parents=True, exist_ok=True)
+    (single / f"{case}.nii.gz").write_bytes((site / "raw" / DATASET / "imagesTr" / f"{case}_0000.nii.gz").read_bytes())
+    assert predict_main(["-i", str(single), "-o", str(site / out), "-d", "999", "-p", plan, "-f", str(fold), "--no-qc",
+                         "--no-anatomy", "--device", "cpu", *extra]) == 0
+    return site / out
+
+
+def test_each_configuration_scores_what_predict_and_ensemble_would_segment(site, capsys):
+    """The per-case Dice of a plan and of the two plans' average equal those of the masks deepwml_predict (the case's
+    own fold alone) and deepwml_ensemble write; the three files are written and the best is named."""
+    assert _run() == 0
+    out = capsys.readouterr().out
+    info = json.loads((_results(site) / bc.INFORMATION).read_text())
+    assert [c["name"] for c in info["configurations"]].count("sharp+graded") == 1
+    assert info["cases"] == [f"case{i}" for i in range(5)] and info["folds"] == ["0", "1"]
+    assert f"best: {info['best']}" in out
+    scores = pd.read_csv(_results(site) / bc.SCORES)
+    assert sorted(scores["configuration"].unique()) == ["graded", "sharp", "sharp+graded"]
+    assert len(scores) == 15
+    for i, (fold, case) in enumerate([(0, "case1"), (1, "case4")]):
+        reference = read_image(site / "raw" / DATASET / "labelsTr" / f"{case}.nii.gz").array > 0
+        maps = []
+        for plan in ("sharp", "graded"):
+            folder = _predicted_dice(site, plan, fold, case, f"{plan}{i}", "--no-postprocessing", "--save-probabilities")
+            row = scores[(scores.configuration == plan) & (scores.case == case)].iloc[0]
+            assert dice(reference, read_image(folder / f"{case}.nii.gz").array > 0) == pytest.approx(row["dice"], abs=1e-6)
+            maps.append(str(folder))
+        assert ensemble_main(["-i", *maps, "-o", str(site / f"ens{i}"), "--threshold", "0.5"]) == 0
+        row = scores[(scores.configuration == "sharp+graded") & (scores.case == case)].iloc[0]
+        ensembled = read_image(site / f"ens{i}" / f"{case}.nii.gz").array > 0
+        assert dice(reference, ensembled) == pytest.approx(row["dice"], abs=1e-6)
+    instructions = (_results(site) / bc.INSTRUCTIONS).read_text()
+    assert f"Best configuration of {DATASET}: {info['best']}" in instructions
+    assert "deepwml_predict -d Dataset999_Toy -p" in instructions
+
+
+def test_the_postprocessed_score_is_the_one_its_settings_give(site):
+    """A configuration's chosen settings, handed to deepwml_predict, give the case scores listed as postprocessed."""
+    assert _run("--no-ensembles") == 0
+    info = json.loads((_results(site) / bc.INFORMATION).read_text())
+    graded = next(c for c in info["configurations"] if c["name"] == "graded")
+    settings = graded["postprocessing"]
+    scores = pd.read_csv(_results(site) / bc.SCORES)
+    row = scores[(scores.configuration == "graded") & (scores.case == "case0")].iloc[0]
+    folder = _predicted_dice(site, "graded", 0, "case0", "pp", "--threshold", str(settings["threshold"]),
+                             "--min-lesion-ml", str(settings["min_lesion_ml"]),
+                             "--min-lesion-peak", str(settings["min_lesion_peak"]))
+    reference = read_image(site / "raw" / DATASET / "labelsTr" / "case0.nii.gz").array > 0
+    assert dice(reference, read_image(folder / "case0.nii.gz").array > 0) == pytest.approx(row["dice_postprocessed"], abs=1e-6)
+    assert "sharp+graded" not in set(scores["configuration"])
+
+
+def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monkeypatch):
+    """Cases finished before an interrupt are read back, not predicted again, and the result is the same."""
+    calls = []
+    original = bc.case_probabilities
+
+    def interrupted(predictor, case):
+        if len(calls) == 4:  # two cases of two plans done
+            raise KeyboardInterrupt
+        calls.append(case.case_id)
+        return original(predictor, case)
+
+    monkeypatch.setattr(bc, "case_probabilities", interrupted)
+    assert _run() != 0
+    assert not (_results(site) / bc.INFORMATION).exists()
+    calls.clear()
+    monkeypatch.setattr(bc, "case_probabilities", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
+    assert _run() == 0
+    assert calls == [c for c in ("case2", "case3", "case4") for _ in range(2)]
+    first = json.loads((_results(site) / bc.INFORMATION).read_text())
+    calls.clear()
+    assert _run() == 0 and calls == []
+    again = json.loads((_results(site) / bc.INFORMATION).read_text())
+    assert again["configurations"] == first["configurations"]
+
+
+def test_an_ensemble_is_chosen_only_when_it_beats_the_best_plan_by_the_margin():
+    """Averaging two plans costs the time of both: within the margin the single plan is chosen."""
+    configs = bc.configurations(["a", "b"], ensembles=True)
+    candidates = {c.name: [MaskSettings(0.5)] for c in configs}
+
+    def table(tp: int) -> np.ndarray:
+        row = np.zeros((1, len(COUNTS)), np.int64)
+        row[0, [COUNTS.index(k) for k in ("tp", "fp", "fn")]] = (tp, 1000 - tp, 1000 - tp)
+        row[0, [COUNTS.index(k) for k in ("n_reference", "n_predicted", "n_reference_detected", "n_predicted_touching")]] = 1
+        return row
+
+    for ensemble_tp, expected in ((802, "a"), (900, "a+b")):  # Dice 0.802 and 0.9 against the plan's 0.8
+        tables = {"a": [table(800)], "b": [table(500)], "a+b": [table(ensemble_tp)]}
+        ranked, best = bc.rank(tables, ["x"], configs, candidates, "dice", 0.005)
+        assert best.configuration.name == expected
+        assert ranked[0].configuration.name == "a+b"  # ranked by score all the same
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("untrained", "plan missing has no trained model here"),
+    ("other_splits", "was validated on different cases"),
+    ("no_shared_fold", "the plans share no trained fold"),
+])
+def test_refusals_name_the_problem(site, problem, message, capsys):
+    """A plan never trained, plans validated on other cases, or no fold in common: one line, nothing written."""
+    plans = ["sharp", "graded"]
+    if problem == "untrained":
+        plans = ["sharp", "missing"]
+    elif problem == "other_splits":
+        _record_validation(_results(site) / "graded", {0: ["case0", "case1"], 1: ["case2", "case3", "case4"]})
+    else:
+        for fold in (0, 1):
+            (_results(site) / "graded" / f"fold_{fold}").rename(_results(site) / "graded" / f"fold_{fold + 2}")
+    assert best_main(["-d", "999", "-p", *plans, "--device", "cpu"]) != 0
+    assert message in capsys.readouterr().err
+    assert not (_results(site) / bc.INFORMATION).exists()
+
