@@ -182,3 +182,23 @@ def test_refusals_name_the_problem(site, problem, message, capsys):
     assert message in capsys.readouterr().err
     assert not (_results(site) / bc.INFORMATION).exists()
 
+
+
+def test_each_other_configuration_is_tested_against_the_chosen_one(site):
+    """inference_information.json gives, for every configuration but the chosen one, scipy's Wilcoxon signed-rank
+    test of its per-case objective against the chosen one's, on the per-case figures of crossval_scores.csv."""
+    from scipy import stats
+
+    assert _run() == 0
+    info = json.loads((_results(site) / bc.INFORMATION).read_text())
+    scores = pd.read_csv(_results(site) / bc.SCORES)
+    objective = lambda name: ((scores[scores.configuration == name]["dice_postprocessed"].to_numpy()  # noqa: E731
+                               + scores[scores.configuration == name]["lesion_f1_postprocessed"].to_numpy()) / 2)
+    for c in info["configurations"]:
+        if c["name"] == info["best"]:
+            assert c["against_chosen"] is None
+            continue
+        a, b = objective(c["name"]), objective(info["best"])
+        expected = 1.0 if np.allclose(a, b) else stats.wilcoxon(a, b).pvalue
+        assert c["against_chosen"]["p_value"] == pytest.approx(expected, abs=1e-4)
+        assert c["against_chosen"]["mean_difference"] == pytest.approx(np.mean(a - b), abs=1e-4)

@@ -243,6 +243,28 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
     return BestConfiguration(ranked, best, record, written)
 
 
+def case_objective(ranked: Ranked, objective: str) -> np.ndarray:
+    """Each case's objective with the configuration's chosen postprocessing."""
+    dice = np.array([c["dice_postprocessed"] for c in ranked.cases])
+    f1 = np.array([c["lesion_f1_postprocessed"] for c in ranked.cases])
+    return objective_of({"dice": dice, "lesion_f1": f1}, objective)
+
+
+def paired_test(ranked: Ranked, best: Ranked, objective: str) -> Optional[Dict[str, Any]]:
+    """Wilcoxon signed-rank test of a configuration's per-case objective against the chosen one's (the same cases);
+    None for the chosen one itself."""
+    if ranked is best:
+        return None
+    from scipy import stats
+
+    a, b = case_objective(ranked, objective), case_objective(best, objective)
+    differ = int(np.count_nonzero(np.abs(a - b) > 1e-12))
+    # no case differs: nothing to test, and scipy refuses all-zero differences
+    p_value = 1.0 if differ == 0 else float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
+    return {"test": "Wilcoxon signed-rank, two-sided, per-case objective (postprocessed) against the chosen configuration",
+            "mean_difference": round(float(np.mean(a - b)), 4), "cases_differing": differ, "p_value": round(p_value, 4)}
+
+
 def _record(dataset: str, ranked: Sequence[Ranked], best: Ranked, specs: Dict[str, ModelSpec], folds: Sequence[str],
             checkpoint: str, objective: str, min_gain: float, ignore_label: Optional[int], ids: Sequence[str]) -> Dict[str, Any]:
     """inference_information.json: what was compared on which cases, every configuration's scores, the choice."""
@@ -264,6 +286,7 @@ def _record(dataset: str, ranked: Sequence[Ranked], best: Ranked, specs: Dict[st
             "own_scores": r.result.before,
             "postprocessing": r.result.chosen.as_record(),
             "postprocessed_scores": r.result.after,
+            "against_chosen": paired_test(r, best, objective),
         } for r in ranked],
         "chosen": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -62,11 +62,14 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"deepwml_find_best_configuration: {len(found.record['cases'])} validation case(s) of folds "
           f"{' '.join(found.record['folds'])}, each predicted by its own fold; case means (own threshold -> "
           f"postprocessed):")
+    tests = {c["name"]: c["against_chosen"] for c in found.record["configurations"]}
     for r in found.ranked:
         before, after = r.result.before, r.result.after
         mark = "*" if r is found.best else " "
+        test = tests[r.configuration.name]
+        versus = "" if test is None else f"; against the chosen: Wilcoxon p {test['p_value']:.3g}"
         print(f" {mark} {r.configuration.name:<32} Dice {before['dice']:.3f} -> {after['dice']:.3f}, lesion F1 "
-              f"{before['lesion_f1']:.3f} -> {after['lesion_f1']:.3f}  ({r.result.chosen.describe()})")
+              f"{before['lesion_f1']:.3f} -> {after['lesion_f1']:.3f}  ({r.result.chosen.describe()}{versus})")
     out = found.written[0].parent
     print(f"deepwml_find_best_configuration: best: {found.best.configuration.name}; how to predict with it: "
           f"{out / INSTRUCTIONS}")
