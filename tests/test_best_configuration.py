@@ -35,14 +35,25 @@ def _record_validation(model: Path, validation=VALIDATION) -> None:
         torch.save(ckpt, path)
 
 
+#: each fold's brightness threshold (standard deviations) and gain: folds and plans that segment differently, so that
+#: a score taken from the wrong fold, plan or average shows
+TOY_FOLDS = {("sharp", 0): (1.3, 4.0), ("sharp", 1): (1.8, 4.0), ("graded", 0): (1.7, 0.8), ("graded", 1): (1.2, 0.8)}
+
+
 @pytest.fixture
 def site(tmp_path, monkeypatch) -> Path:
-    """Two trained plans of one dataset (a sharp and a graded brightness model) and its raw labelled cases."""
+    """Two trained plans of one dataset (a sharp and a graded brightness model, each fold its own threshold) and the
+    dataset's raw labelled cases."""
     results = tmp_path / "res" / DATASET
-    write_model_dir(results / "sharp", tiny_plan(), folds=(0, 1), gain=4.0)
-    write_model_dir(results / "graded", tiny_plan(), folds=(0, 1), gain=0.8, seed=3)
     for plan in ("sharp", "graded"):
+        write_model_dir(results / plan, tiny_plan(), folds=(0, 1), gain=TOY_FOLDS[plan, 0][1])
         _record_validation(results / plan)
+        for fold in (0, 1):
+            path = results / plan / f"fold_{fold}" / "checkpoint_best.pth"
+            ckpt = torch.load(path, weights_only=True)
+            threshold, gain = TOY_FOLDS[plan, fold]
+            ckpt["model"]["head.bias"][0] = -gain * threshold
+            torch.save(ckpt, path)
     rng = np.random.default_rng(5)
     for i in range(5):
         image, label, geometry = tiny_case(shape_zyx=(5, 64, 64), seed=20 + i, n_lesions=4)
@@ -87,6 +98,8 @@ def test_each_configuration_scores_what_predict_and_ensemble_would_segment(site,
     scores = pd.read_csv(_results(site) / bc.SCORES)
     assert sorted(scores["configuration"].unique()) == ["graded", "sharp", "sharp+graded"]
     assert len(scores) == 15
+    by_config = scores.pivot(index="case", columns="configuration", values="dice")
+    assert (by_config["sharp"] != by_config["graded"]).all() and (by_config["sharp+graded"] != by_config["sharp"]).any()
     for i, (fold, case) in enumerate([(0, "case1"), (1, "case4")]):
         reference = read_image(site / "raw" / DATASET / "labelsTr" / f"{case}.nii.gz").array > 0
         maps = []

@@ -9,6 +9,8 @@ from deepwml.utils.errors import DeepWMLError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: as a shell reports a command killed by SIGPIPE
+EXIT_BROKEN_PIPE = 141
 
 
 def run(main_fn: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
@@ -21,6 +23,15 @@ def run(main_fn: Callable[[Optional[List[str]]], int], argv: Optional[List[str]]
     except KeyboardInterrupt:
         print(f"{_prog()}: interrupted; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of stdout went away (`... | head`): every file is already written; no traceback, and none at exit
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # stdout is no file (captured in-process): nothing flushes to a pipe
+            pass
+        return EXIT_BROKEN_PIPE
 
 
 def report_native_crashes() -> None:
