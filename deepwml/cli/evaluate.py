@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="score cases without a prediction as empty predictions (with a warning) instead of stopping",
     )  # fmt: skip
     parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N", help="cases evaluated in parallel (default 1)")
+    parser.add_argument("--against", metavar="REPORT_DIR",
+                        help="another method's deepwml_evaluate report folder on the same cases (e.g. the shipped model "
+                             "before fine-tuning, or another tool's masks): adds paired Wilcoxon signed-rank tests of "
+                             "every per-case and per-slice metric")
     parser.add_argument("--no-resume", action="store_true", help="recompute every case instead of reusing REPORT_DIR/.cache")
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     return parser
@@ -64,6 +68,7 @@ def _main(argv: Optional[List[str]]) -> int:
         progress=True if args.progress else None,
         resume=not args.no_resume,
         prob_dir=args.probabilities,
+        against=args.against,
     )
     _print_summary(summary, args.output)
     return 0
@@ -95,7 +100,19 @@ def _print_summary(summary: dict, out_dir: str) -> None:
 
         print(f"calibration ({calibration['n_cases']} cases)  ECE all voxels {ece(calibration['all_voxels'])}  "
               f"candidate voxels {ece(calibration['candidate_voxels'])}")
+    against = summary.get("against")
+    if against is not None:
+        for metric in ("dice", "lesion_f1"):
+            r = against["cases"][metric]
+            verdict = (f"Wilcoxon p {r['p']:.3g} (Bonferroni {r['p_bonferroni']:.3g})" if r["testable"] else r["reason"])
+            print(f"against {against['other_prediction_dir']}: case {metric} median {_fmt(r['median_this'])} vs "
+                  f"{_fmt(r['median_other'])}, median difference {_fmt(r['median_difference'])}; {verdict}")
     print(f"report: {out_dir}/report.html")
+
+
+def _fmt(value) -> str:
+    """Three decimals, n/a when undefined."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -20,11 +20,13 @@ from deepwml.evaluation.figures import boxplot_figure
 from deepwml.evaluation.report import build_report, figure_html, statistics_table
 from deepwml.evaluation.run_cases import CACHE_FOLDER, evaluate_cases
 from deepwml.evaluation.labels import METRIC_LABELS
+from deepwml.evaluation.paired import compare_with, paired_tables, read_report
 from deepwml.evaluation.stratify import SLICE_METRICS
 from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, slice_factors
 from deepwml.evaluation.tables import Table
 from deepwml.paths import raw_root as default_raw_root
 from deepwml.utils.atomic import atomic_path, write_json, write_text
+from deepwml.utils.errors import DeepWMLError
 
 PathLike = Union[str, Path]
 
@@ -70,13 +72,20 @@ def evaluate_folders(
     progress: Optional[bool] = None,
     resume: bool = True,
     prob_dir: Optional[PathLike] = None,
+    against: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Score every reference case against its prediction, write per_slice.csv, per_case.csv, summary.json,
     table2.md, figures/ and report.html to ``out_dir``, and return the summary.
 
     Calibration (ECE, reliability diagram) is added when probability maps CASE_prob<ending> are in ``prob_dir``
-    (then required) or, without it, beside the predicted masks."""
+    (then required) or, without it, beside the predicted masks. With ``against`` (another method's report folder on
+    the same cases), paired Wilcoxon tests of every metric are added."""
     out_dir = Path(out_dir)
+    other = None
+    if against is not None:  # read before any work: a wrong folder fails at once
+        if Path(against).expanduser().resolve() == out_dir.expanduser().resolve():
+            raise DeepWMLError("--against names this report's own folder: give the other method's report folder", out_dir)
+        other = read_report(Path(against))
     raw = resolve_dataset(dataset, raw_root)
     if ignore_label is None and raw is not None:
         ignore_label = raw.meta.ignore_label
@@ -111,6 +120,9 @@ def evaluate_folders(
         "notes": notes,
         "definitions": DEFINITIONS,
     }
+    if other is not None:
+        summary["against"] = compare_with(other, cases, slices, summary)
+        notes.extend(summary["against"]["notes"])
     write_outputs(out_dir, cases, slices, summary, with_meta)
     return summary
 
@@ -124,6 +136,8 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, summ
     tables["stats_slices"] = statistics_table(summary["statistics"]["slices"], "Group comparisons, per-slice metrics")
     tables["stats_cases"] = statistics_table(summary["statistics"]["cases"], "Group comparisons, per-case metrics")
     tables["stats_cases"].key = "statistics-cases"
+    if summary.get("against") is not None:
+        tables["against_cases"], tables["against_slices"] = paired_tables(summary["against"])
     write_text(out_dir / "table2.md", _markdown(tables, summary))
     figures = _write_figures(out_dir / "figures", slices[slices["has_reference_lesion"]], with_meta)
     if summary.get("calibration") is not None:
@@ -141,7 +155,8 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
     """table2.md: Table 2 first, then the stratified and case-level tables."""
     head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
-    order = ["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")]
+    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")]
+             + [k for k in ("against_cases", "against_slices") if k in tables])
     return head + "\n".join(tables[k].to_markdown() for k in order)
 
 
@@ -177,6 +192,9 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
         ("Cases", [_case_table(cases).to_html()]),
     ]
+    if summary.get("against") is not None:
+        sections.insert(-1, ("Against another method (paired)", [tables["against_cases"].to_html(),
+                                                                  tables["against_slices"].to_html()]))
     if summary.get("calibration") is not None:
         sections.insert(-1, ("Calibration of lesion probabilities", _calibration_html(summary["calibration"], figures["calibration"])))
         cards.append(("ECE, candidate voxels", _num4(summary["calibration"]["candidate_voxels"]["ece"])))
