@@ -158,6 +158,22 @@ def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monk
     assert again["configurations"] == first["configurations"]
 
 
+def test_a_case_whose_label_changed_is_scored_again(site, monkeypatch):
+    """A corrected reference mask is not scored from the kept tables: only that case is predicted again."""
+    assert _run("--no-ensembles") == 0
+    before = pd.read_csv(_results(site) / bc.SCORES)
+    label = site / "raw" / DATASET / "labelsTr" / "case3.nii.gz"
+    image = read_image(label)
+    write_image(np.zeros_like(image.array), image.geometry, label)  # the reader found no lesion after all
+    calls, original = [], bc.case_probabilities
+    monkeypatch.setattr(bc, "case_probabilities", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
+    assert _run("--no-ensembles") == 0
+    assert calls == ["case3", "case3"]
+    after = pd.read_csv(_results(site) / bc.SCORES)
+    changed = (before.set_index(["configuration", "case"])["dice"] != after.set_index(["configuration", "case"])["dice"])
+    assert sorted(changed[changed].index.get_level_values("case")) == ["case3", "case3"]
+
+
 def test_an_ensemble_is_chosen_only_when_it_beats_the_best_plan_by_the_margin():
     """Averaging two plans costs the time of both: within the margin the single plan is chosen."""
     configs = bc.configurations(["a", "b"], ensembles=True)

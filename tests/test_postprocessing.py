@@ -159,6 +159,41 @@ def test_chosen_postprocessing_is_stored_and_applied_by_predict(site, capsys):
     assert (site / "table.csv").read_text().splitlines()[0].startswith("threshold,min_lesion_ml,min_lesion_peak,dice")
 
 
+def test_an_interrupted_search_resumes_without_predicting_finished_cases(site, monkeypatch, tmp_path):
+    """Each case's counts are kept (in the user cache) as it finishes: after an interrupt only the rest is predicted
+    and the choice is the same; an edited label is scored again; with the cache off everything is predicted."""
+    import deepwml.calibration.fit as fit
+
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", str(tmp_path / "cache"))
+    seen, predicted_case = [], fit._predicted_case
+
+    def spy(predictor, case, *args):
+        if stop_after is not None and len(seen) == stop_after:
+            raise KeyboardInterrupt
+        seen.append(case.case_id)
+        return predicted_case(predictor, case, *args)
+
+    monkeypatch.setattr(fit, "_predicted_case", spy)
+    stop_after = 2
+    assert _find(site, _model(site), "--dry-run") != 0
+    stop_after = None
+    seen.clear()
+    assert _find(site, _model(site), "--dry-run", "--table", str(tmp_path / "resumed.csv")) == 0
+    assert seen == ["case2", "case3", "case4"]
+    seen.clear()
+    label = site / "labels" / "case1.nii.gz"
+    image = read_image(label)
+    write_image(np.zeros_like(image.array), image.geometry, label)
+    assert _find(site, _model(site), "--dry-run") == 0
+    assert seen == ["case1"]
+    write_image(image.array, image.geometry, label)  # as it was: same content, a new file, scored again
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
+    seen.clear()
+    assert _find(site, _model(site), "--dry-run", "--table", str(tmp_path / "fresh.csv")) == 0
+    assert seen == [f"case{i}" for i in range(5)]
+    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "fresh.csv").read_text()
+
+
 def test_a_setting_given_for_the_run_wins_over_the_stored_one(site, capsys):
     """--threshold replaces the stored threshold only: the stored lesion filters still apply."""
     model = _model(site)

@@ -13,9 +13,7 @@ plans, is chosen only when it beats the best single plan by the same margin.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
 from deepwml.calibration.fit import CaseGroup, case_label, case_probabilities, validation_groups
 from deepwml.calibration.postprocessing_search import (MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
                                                        choose, objective_of)
@@ -33,7 +32,7 @@ from deepwml.inference.model_loading import ModelSpec, build_fold_networks, chec
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.training.device import DeviceSetup
-from deepwml.utils.atomic import atomic_path, savez_compressed, write_json, write_text
+from deepwml.utils.atomic import atomic_path, write_json, write_text
 from deepwml.utils.errors import DeepWMLError
 
 #: the files written into the dataset's results folder
@@ -126,21 +125,19 @@ def shared_validation(specs: Dict[str, ModelSpec], raw_root: Path, preprocessed_
 
 def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSettings]], ignore_label: Optional[int],
                setup: DeviceSetup) -> str:
-    """What a case's count tables depend on: the checkpoints (path, size, time), the candidates, the ignore value and
-    the arithmetic (device, precision)."""
-    what = {
-        "checkpoints": {plan: [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in spec.checkpoints]
-                        for plan, spec in specs.items()},
+    """What every case's count tables depend on besides the case's own files: the checkpoints, the candidates, the
+    ignore value and the arithmetic (device, precision)."""
+    return run_key({
+        "checkpoints": {plan: checkpoint_stamps(spec.checkpoints) for plan, spec in specs.items()},
         "candidates": {name: [c.as_record() for c in cands] for name, cands in candidates.items()},
         "ignore_label": ignore_label,
         "device": str(setup.device), "amp": str(setup.amp_dtype),
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    })
 
 
 def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], configs: Sequence[Configuration],
                  candidates: Dict[str, List[MaskSettings]], setup: DeviceSetup, ignore_label: Optional[int],
-                 cache: Path, progress: bool) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                 cache: CaseCache, progress: bool) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, count table per configuration) for every validation case, predicted out of fold by every plan;
     tables already in ``cache`` are read, new ones written there as each case finishes."""
     networks = {plan: dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
@@ -153,10 +150,9 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
             predictors = {plan: SlicePredictor([networks[plan][fold]], spec.plan, setup, tta=spec.plan.inference.tta)
                           for plan, spec in specs.items()}
             for case, label_path in group.pairs:
-                stored = cache / f"{case.case_id}.npz"
-                if stored.is_file():
-                    with np.load(stored) as f:
-                        yield case.case_id, {c.name: f[c.name] for c in configs}
+                stored = cache.load(case, label_path)
+                if stored is not None and all(c.name in stored for c in configs):
+                    yield case.case_id, {c.name: stored[c.name] for c in configs}
                     bar.update()
                     continue
                 probs, geometry = {}, None
@@ -170,7 +166,7 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                     # deepwml_ensemble's average of the calibrated maps deepwml_predict --save-probabilities writes
                     averaged = probs[c.plans[0]] if len(c.plans) == 1 else np.mean([probs[p] for p in c.plans], axis=0)
                     tables[c.name] = case_counts(averaged, lesion, ignore, geometry.voxel_volume_ml, candidates[c.name])
-                savez_compressed(stored, **tables)
+                cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
 
@@ -229,8 +225,7 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
     output = results_dir if output is None else Path(output).expanduser()
     if not output.is_dir():
         raise DeepWMLError("the output folder does not exist", output)
-    cache = output / CACHE / _cache_key(specs, candidates, ignore_label, setup)
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = CaseCache(output / CACHE / _cache_key(specs, candidates, ignore_label, setup))
     tables: Dict[str, List[np.ndarray]] = {c.name: [] for c in configs}
     ids = []
     for case_id, case_tables in _case_tables(specs, groups, configs, candidates, setup, ignore_label, cache, progress):

@@ -16,12 +16,13 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from deepwml.calibration.case_cache import CaseCache
 from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temperatures, probabilities, sample_voxels
 from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
 from deepwml.evaluation.cases import list_masks
@@ -129,6 +130,27 @@ def predicted_cases(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceS
             predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=spec.plan.inference.tta)
             for case, label_path in group.pairs:
                 yield _predicted_case(predictor, case, label_path, ignore_label)
+                bar.update()
+
+
+def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
+                      progress: bool, desc: str, cache: CaseCache,
+                      compute: Callable[[PredictedCase], Dict[str, np.ndarray]]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+    """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
+    as predicted_cases predicts it, reduced by ``compute`` and kept as soon as it is done (an interrupt loses one case)."""
+    networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
+    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
+        for group in groups:
+            predictor = None
+            for case, label_path in group.pairs:
+                tables = cache.load(case, label_path)
+                if tables is None:
+                    if predictor is None:
+                        predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup,
+                                                   tta=spec.plan.inference.tta)
+                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label))
+                    cache.save(case, label_path, tables)
+                yield case.case_id, tables
                 bar.update()
 
 

@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from deepwml.calibration.fit import case_groups, predicted_cases, store_in_checkpoints
+from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
+from deepwml.calibration.fit import PredictedCase, case_groups, kept_or_predicted, store_in_checkpoints
 from deepwml.calibration.postprocessing_search import MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.inference.model_loading import ModelSpec, check_model
@@ -55,12 +56,18 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
     # the plan's own settings are what a stored postprocessing must beat (an older one is chosen afresh)
     candidates = grid.candidates(MaskSettings(spec.plan.inference.threshold))
-    counts, ids = [], []
-    for case in predicted_cases(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing"):
-        # thresholds apply to the probabilities deepwml_predict thresholds: calibrated (read with the weights)
+    cache = CaseCache(_cache_folder(spec, candidates, ignore_label, setup))
+
+    def counted(case: PredictedCase) -> Dict[str, np.ndarray]:
+        """The case's count table; thresholds apply to the probabilities deepwml_predict thresholds: calibrated."""
         probs = calibrate_probabilities(case.probs, spec.calibration())
-        counts.append(case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates))
-        ids.append(case.case_id)
+        return {"counts": case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates)}
+
+    counts, ids = [], []
+    for case_id, tables in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing",
+                                             cache, counted):
+        counts.append(tables["counts"])
+        ids.append(case_id)
     result = choose(np.stack(counts), candidates, objective, min_gain)
     record = {
         "method": f"grid search of threshold, smallest lesion (ml) and lesion peak; objective: {objective} (case means); "
@@ -82,6 +89,20 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     if write:
         store_postprocessing(spec, choice)
     return choice
+
+
+def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label: Optional[int],
+                  setup: DeviceSetup) -> Optional[Path]:
+    """Where this search keeps each case's count table (the user cache; None when it is off), under a key of the
+    checkpoints, the candidates, the ignore value and the arithmetic."""
+    from deepwml.utils.user_cache import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return None
+    key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "candidates": [c.as_record() for c in candidates],
+                   "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype)})
+    return root / "postprocessing_search" / key
 
 
 def store_postprocessing(spec: ModelSpec, choice: PostprocessingChoice) -> None:
