@@ -43,6 +43,10 @@ def _anti_alias_sigma(shape_hw: Sequence[int], out_hw: Sequence[int]) -> np.ndar
     return np.maximum(0.0, (1.0 / factors - 1.0) / 2.0)
 
 
+#: weights of a resampling operator below this are set to 0 (see _axis_operator)
+OPERATOR_FLOOR = 1e-12
+
+
 @lru_cache(maxsize=32)
 def _axis_operator(n_in: int, n_out: int, order: int, sigma: float) -> np.ndarray:
     """The [n_out, n_in] matrix of resize_slices_reference along one axis: its Gaussian, spline prefilter and
@@ -51,8 +55,12 @@ def _axis_operator(n_in: int, n_out: int, order: int, sigma: float) -> np.ndarra
     if sigma > 0:
         basis = ndimage.gaussian_filter1d(basis, sigma, axis=0, mode="nearest")
     # along the second axis the zoom factor is 1: an interpolating spline returns the samples themselves there
-    operator = ndimage.zoom(basis, (n_out / n_in, 1.0), order=order, mode="nearest", grid_mode=True)
-    return np.ascontiguousarray(operator, dtype=np.float32)
+    operator = ndimage.zoom(basis, (n_out / n_in, 1.0), order=order, mode="nearest", grid_mode=True).astype(np.float32)
+    # the spline prefilter is recursive, so weights decay without end: far from each output pixel they fall below
+    # float32's normal range, and denormal operands make the products ~10x slower on x86 (0.18 s instead of 0.016 s
+    # for 25 slices 512 -> 256). Weights under 1e-12 (the largest is ~1) change no result beyond float32 rounding.
+    operator[np.abs(operator) < OPERATOR_FLOOR] = 0.0
+    return np.ascontiguousarray(operator)
 
 
 def resize_slices(stack: np.ndarray, out_hw: Sequence[int], order: int, anti_alias: bool = False) -> np.ndarray:
