@@ -246,18 +246,19 @@ def case_objective(ranked: Ranked, objective: str) -> np.ndarray:
 
 
 def paired_test(ranked: Ranked, best: Ranked, objective: str) -> Optional[Dict[str, Any]]:
-    """Wilcoxon signed-rank test of a configuration's per-case objective against the chosen one's (the same cases);
-    None for the chosen one itself."""
+    """Wilcoxon signed-rank test of a configuration's per-case objective against the chosen one's (the same cases),
+    as deepwml_evaluate --against tests two methods; None for the chosen one itself."""
     if ranked is best:
         return None
-    from scipy import stats
+    from deepwml.evaluation.paired import paired_wilcoxon
 
     a, b = case_objective(ranked, objective), case_objective(best, objective)
-    differ = int(np.count_nonzero(np.abs(a - b) > 1e-12))
-    # no case differs: nothing to test, and scipy refuses all-zero differences
-    p_value = 1.0 if differ == 0 else float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
+    result = paired_wilcoxon(a, b, "higher")
     return {"test": "Wilcoxon signed-rank, two-sided, per-case objective (postprocessed) against the chosen configuration",
-            "mean_difference": round(float(np.mean(a - b)), 4), "cases_differing": differ, "p_value": round(p_value, 4)}
+            "mean_difference": round(float(np.mean(a - b)), 4), "cases_differing": int(np.count_nonzero(a != b)),
+            # no case differs (or too few pairs): nothing to test
+            "p_value": round(result["p"], 4) if result["testable"] else 1.0,
+            **({} if result["testable"] else {"not_testable": result["reason"]})}
 
 
 def _record(dataset: str, ranked: Sequence[Ranked], best: Ranked, specs: Dict[str, ModelSpec], folds: Sequence[str],

@@ -49,8 +49,7 @@ def read_report(folder: Path) -> Dict[str, Any]:
 def paired_wilcoxon(this: Sequence[float], other: Sequence[float], better: str) -> Dict[str, Any]:
     """Two-sided Wilcoxon signed-rank test of paired values (pairs with an undefined value left out), with the
     medians, the median of the differences (this - other) and which method the differences favour."""
-    # this method's values as its CSV will hold them (6 significant digits), as the other's were read back
-    a, b = _as_written(np.asarray(this, float)), np.asarray(other, float)
+    a, b = np.asarray(this, float), np.asarray(other, float)
     both = np.isfinite(a) & np.isfinite(b)
     a, b = a[both], b[both]
     result: Dict[str, Any] = {"n": int(a.size), "n_undefined": int((~both).sum()),
@@ -66,9 +65,9 @@ def paired_wilcoxon(this: Sequence[float], other: Sequence[float], better: str) 
     return {**result, "testable": True, "statistic": float(statistic), "p": float(p), "favours": favours}
 
 
-def _as_written(values: np.ndarray) -> np.ndarray:
+def _as_written(values: Sequence[float]) -> np.ndarray:
     """``values`` rounded as deepwml_evaluate writes them (``%.6g``), NaN kept."""
-    return np.array([float(f"{v:.6g}") for v in values], float)
+    return np.array([float(f"{v:.6g}") for v in np.asarray(values, float)], float)
 
 
 def _median(values: np.ndarray) -> Optional[float]:
@@ -96,7 +95,10 @@ def compare_with(report: Dict[str, Any], cases: pd.DataFrame, slices: pd.DataFra
                      f"{summary.get('ignore_label')} here).")
     paired_cases = cases.assign(case=cases["case"].astype(str)).merge(
         other_cases.assign(case=other_cases["case"].astype(str)), on="case", suffixes=("", "_other"))
-    by_case = {m: paired_wilcoxon(paired_cases[m], paired_cases[f"{m}_other"], better) for m, better in CASE_METRICS.items()}
+    # this method's values as its CSV will hold them (6 significant digits), as the other's were read back: the same
+    # masks then give equal pairs
+    by_case = {m: paired_wilcoxon(_as_written(paired_cases[m]), paired_cases[f"{m}_other"], better)
+               for m, better in CASE_METRICS.items()}
     tested = [r for r in by_case.values() if r["testable"]]
     for r in tested:
         r["p_bonferroni"] = min(1.0, r["p"] * len(tested))
@@ -106,7 +108,8 @@ def compare_with(report: Dict[str, Any], cases: pd.DataFrame, slices: pd.DataFra
     paired_slices = lesion_slices.assign(case=lesion_slices["case"].astype(str)).merge(
         other_slices.assign(case=other_slices["case"].astype(str))[keys + list(SLICE_METRICS)], on=keys,
         suffixes=("", "_other"), how="left")
-    by_slice = {m: paired_wilcoxon(paired_slices[m], paired_slices[f"{m}_other"], "higher") for m in SLICE_METRICS}
+    by_slice = {m: paired_wilcoxon(_as_written(paired_slices[m]), paired_slices[f"{m}_other"], "higher")
+                for m in SLICE_METRICS}
     return {"other_report": str(Path(report["folder"]).resolve()),
             "other_prediction_dir": other_summary.get("prediction_dir"),
             "n_cases": int(len(paired_cases)), "cases": by_case, "slices": by_slice, "notes": notes}
