@@ -107,6 +107,41 @@ def test_dry_run_changes_nothing(site):
     assert path.read_bytes() == data
 
 
+def test_an_interrupted_fit_resumes_and_fits_exactly_what_an_uninterrupted_one_fits(site, monkeypatch, tmp_path):
+    """Each case's voxel sample (and the random state after it) is kept as drawn: after an interrupt only the rest is
+    predicted and the temperatures are bit for bit those of a run never interrupted; the samples go once fitted."""
+    import deepwml.calibration.fit as fit
+    from deepwml.calibration.fit import calibrate
+    from deepwml.training.device import setup_device
+
+    import deepwml.calibration.temperature as temperature
+
+    monkeypatch.setattr(temperature, "MAX_VOXELS_PER_CASE", 2000)  # every part of each case drawn at random
+    model = site / "res" / "Dataset999_Toy" / "tiny"
+    args = (model, site / "images", site / "labels", setup_device("cpu"))
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
+    straight = calibrate(*args, write=False, progress=False).temperatures
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", str(tmp_path / "cache"))
+    seen, predicted_case = [], fit._predicted_case
+    stop_after = 3
+
+    def spy(predictor, case, *rest):
+        if stop_after is not None and len(seen) == stop_after:
+            raise KeyboardInterrupt
+        seen.append(case.case_id)
+        return predicted_case(predictor, case, *rest)
+
+    monkeypatch.setattr(fit, "_predicted_case", spy)
+    with pytest.raises(KeyboardInterrupt):
+        calibrate(*args, write=False, progress=False)
+    assert list((tmp_path / "cache" / "calibration_samples").glob("*/*.npz"))
+    stop_after, seen[:] = None, []
+    resumed = calibrate(*args, write=False, progress=False).temperatures
+    assert seen == ["case3", "case4", "case5"]
+    assert resumed == straight
+    assert not list((tmp_path / "cache" / "calibration_samples").glob("*/*.npz"))
+
+
 def test_temperatures_travel_through_export_and_install_and_keep_the_manifest_true(site):
     """An exported calibrated model installs elsewhere and writes the same calibrated maps; calibrating an installed
     model updates its manifest, so it can be exported again."""

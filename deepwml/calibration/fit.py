@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepwml.calibration.case_cache import CaseCache
+from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
 from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temperatures, probabilities, sample_voxels
 from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
 from deepwml.evaluation.cases import list_masks
@@ -121,29 +122,23 @@ class CaseGroup:
     pairs: List[Tuple[InputCase, Path]]
 
 
-def predicted_cases(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
-                    progress: bool, desc: str) -> Iterator[PredictedCase]:
-    """Every group's cases, one at a time, predicted by the group's folds with the plan's test-time augmentation."""
-    networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
-    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
-        for group in groups:
-            predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=spec.plan.inference.tta)
-            for case, label_path in group.pairs:
-                yield _predicted_case(predictor, case, label_path, ignore_label)
-                bar.update()
-
-
 def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
                       progress: bool, desc: str, cache: CaseCache,
-                      compute: Callable[[PredictedCase], Dict[str, np.ndarray]]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                      compute: Callable[[PredictedCase], Dict[str, np.ndarray]],
+                      prefix_only: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
-    as predicted_cases predicts it, reduced by ``compute`` and kept as soon as it is done (an interrupt loses one case)."""
+    by the group's folds with the plan's test-time augmentation, reduced by ``compute`` and kept as soon as it is done
+    (an interrupt loses one case).
+    ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
+    to case, as a random sample's state does)."""
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
+    reading = True
     with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
         for group in groups:
             predictor = None
             for case, label_path in group.pairs:
-                tables = cache.load(case, label_path)
+                tables = cache.load(case, label_path) if reading else None
+                reading = reading and (tables is not None or not prefix_only)
                 if tables is None:
                     if predictor is None:
                         predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup,
@@ -161,14 +156,25 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
         raise DeepWMLError("deepwml_calibrate calibrates lesion models (one output channel); this plan predicts "
                            f"{spec.plan.network.out_channels} classes", spec.folder)
     rng = np.random.default_rng(seed)
-    logits, labels, weights = [], [], []
-    # the network outputs never carry a stored calibration: it is fitted afresh on them
-    for case in predicted_cases(spec, groups, setup, ignore_label, progress, "deepwml_calibrate"):
+    folder = _samples_folder(spec, ignore_label, setup, seed)
+
+    def sampled(case: PredictedCase) -> Dict[str, np.ndarray]:
+        """The case's voxel sample, and the random state after it (the next case draws from there)."""
         z, y, w = sample_voxels(case.probs[~case.ignore], case.lesion[~case.ignore], rng)
-        logits.append(z)
-        labels.append(y)
-        weights.append(w)
+        return {"z": z, "y": y, "w": w, "rng": np.array(json.dumps(rng.bit_generator.state))}
+
+    logits, labels, weights = [], [], []
+    # the network outputs never carry a stored calibration: it is fitted afresh on them. Each case's sample is kept
+    # as it is drawn, so an interrupted fit resumes with the same samples (and the same random state) it would have drawn
+    for _case_id, kept in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_calibrate",
+                                            CaseCache(folder), sampled, prefix_only=True):
+        rng.bit_generator.state = json.loads(str(kept["rng"]))
+        logits.append(kept["z"])
+        labels.append(kept["y"])
+        weights.append(kept["w"])
     z, y, w = np.concatenate(logits), np.concatenate(labels), np.concatenate(weights)
+    if folder is not None:  # up to 250,000 voxels a case: not kept once every case is in
+        shutil.rmtree(folder, ignore_errors=True)
     t = fit_temperatures(z, y, w)
     record = {
         "method": "temperature scaling, one temperature below and one above the 0.5 threshold (minimum negative "
@@ -188,6 +194,20 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Calibration(t, record)
+
+
+def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceSetup, seed: int) -> Optional[Path]:
+    """Where a fit keeps each case's voxel sample until it is done (the user cache; None when it is off)."""
+    from deepwml.calibration import temperature
+    from deepwml.utils.user_cache import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return None
+    key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed,
+                   "device": str(setup.device), "amp": str(setup.amp_dtype),
+                   "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE]})
+    return root / "calibration_samples" / key
 
 
 def validation_groups(spec: ModelSpec, raw_root: Path, preprocessed_root: Path) -> List[CaseGroup]:
