@@ -187,6 +187,10 @@ def test_an_interrupted_search_resumes_without_predicting_finished_cases(site, m
     assert _find(site, _model(site), "--dry-run") == 0
     assert seen == ["case1"]
     write_image(image.array, image.geometry, label)  # as it was: same content, a new file, scored again
+    assert list((tmp_path / "cache" / "postprocessing_search").glob("*/*.npz"))
+    assert _find(site, _model(site)) == 0  # stored: the checkpoints change, so their kept counts go
+    assert not list((tmp_path / "cache" / "postprocessing_search").glob("*/*.npz"))
+    assert find_main(["-m", str(_model(site)), "--reset"]) == 0
     monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
     seen.clear()
     assert _find(site, _model(site), "--dry-run", "--table", str(tmp_path / "fresh.csv")) == 0

@@ -10,6 +10,7 @@ deepwml_predict, deepwml_export_model and deepwml_install_model find it.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,13 @@ class PostprocessingChoice:
 
     result: SearchResult
     record: Dict[str, Any]
+    #: where each case's counts were kept (None: nowhere); stale once the choice is stored (the checkpoints change)
+    kept_in: Optional[Path] = None
+
+    def forget_cases(self) -> None:
+        """Remove the kept counts (a stored choice changes the checkpoints their key names)."""
+        if self.kept_in is not None:
+            shutil.rmtree(self.kept_in, ignore_errors=True)
 
 
 def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optional[Path], setup: DeviceSetup,
@@ -56,7 +64,8 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
     # the plan's own settings are what a stored postprocessing must beat (an older one is chosen afresh)
     candidates = grid.candidates(MaskSettings(spec.plan.inference.threshold))
-    cache = CaseCache(_cache_folder(spec, candidates, ignore_label, setup))
+    kept_in = _cache_folder(spec, candidates, ignore_label, setup)
+    cache = CaseCache(kept_in)
 
     def counted(case: PredictedCase) -> Dict[str, np.ndarray]:
         """The case's count table; thresholds apply to the probabilities deepwml_predict thresholds: calibrated."""
@@ -85,9 +94,10 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     }
     if table is not None:
         write_table(result.table, table)
-    choice = PostprocessingChoice(result, record)
+    choice = PostprocessingChoice(result, record, kept_in)
     if write:
         store_postprocessing(spec, choice)
+        choice.forget_cases()
     return choice
 
 

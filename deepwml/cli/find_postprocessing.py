@@ -67,6 +67,8 @@ def _main(argv: Optional[List[str]]) -> int:
                                  min_gain=args.min_gain, table=args.table, **roots)
     if not args.dry_run:
         store_in_model(args, folder, "deepwml_find_postprocessing", lambda spec: store_postprocessing(spec, choice))
+        if args.output is None:  # the model's checkpoints changed: the counts kept under their old key are stale
+            choice.forget_cases()
     result, record = choice.result, choice.record
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "labelled case(s)"
     verdict = (f"chose {result.chosen.describe()}" if result.changed else
