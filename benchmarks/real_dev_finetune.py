@@ -16,8 +16,8 @@ the slab labels, or the scan's own mask). The trained models are only scored, ne
 
 Prints one table per site and one over all (mean Dice, lesion F1, HD95, AVD over every held-out stack; Dice per
 held-out scan; the site's training images each model saw; training time), issue #12's bar per site (zero-shot mean
-Dice >= 0.65 with lesion F1 >= 0.5; fine-tuned ahead of from scratch), the per-stack tables of each model, and
-times. Every step is a public command or its library entry point; the work folder resumes (finished trainings are
+Dice >= 0.65 with lesion F1 >= 0.5; fine-tuned ahead of from scratch) and, over every held-out stack, a paired
+Wilcoxon test of fine-tuned against from-scratch Dice, the per-stack tables of each model, and times. Every step is a public command or its library entry point; the work folder resumes (finished trainings are
 skipped, interrupted ones continue).
 
     python benchmarks/real_dev_finetune.py --data /site/labelled --work /tmp/realft --epochs 8 --iterations 25
@@ -265,6 +265,23 @@ def bar_lines(runs: Dict[str, ModelRun], sites: Dict[str, List[str]]) -> List[st
     return lines
 
 
+def paired_line(runs: Dict[str, ModelRun]) -> str:
+    """Fine-tuned against from scratch over every held-out stack of every site, paired by stack: a Wilcoxon
+    signed-rank test of the per-stack Dice (deepwml_evaluate --against's test)."""
+    from deepwml.evaluation.paired import paired_wilcoxon
+
+    def by_stack(run: ModelRun) -> Dict[Tuple, float]:
+        return {(x["scan"], x.get("thickness"), x.get("matrix")): x["dice"] for x in run.rows if not x.get("failed")}
+
+    tuned, scratch = by_stack(runs[FINETUNED]), by_stack(runs[SCRATCH])
+    keys = sorted(set(tuned) & set(scratch), key=str)
+    r = paired_wilcoxon([tuned[k] for k in keys], [scratch[k] for k in keys], "higher")
+    verdict = (f"Wilcoxon signed-rank p {r['p']:.3g}, the differences favour {'fine-tuning' if r['favours'] == 'this' else 'from scratch' if r['favours'] == 'other' else 'neither'}"
+               if r["testable"] else f"not testable: {r['reason']}")
+    return (f"fine-tuned against from scratch, {r['n']} held-out stacks paired: median Dice difference "
+            f"{'n/a' if r['median_difference'] is None else format(r['median_difference'], '+.3f')}; {verdict}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -354,7 +371,7 @@ def _main(argv: Optional[List[str]]) -> int:
     for site, ids in (sites.items() if len(sites) > 1 else []):
         print(f"{site}:\n\n{summary_table(runs, ids, images, len(folds))}\n")
     print(("all sites:\n\n" if len(sites) > 1 else "") + summary_table(runs, [s.scan_id for s in scans], images, len(folds)))
-    print("\nissue #12 bar, per site:\n" + "\n".join(bar_lines(runs, sites)))
+    print("\nissue #12 bar, per site:\n" + "\n".join(bar_lines(runs, sites)) + "\n" + paired_line(runs))
     for name, r in runs.items():
         print(f"\n{name}, every held-out stack:\n")
         print(table(r.rows, thickness))

@@ -147,6 +147,25 @@ def test_the_bar_lines_judge_each_site_by_its_own_held_out_scans():
     assert b.startswith("ms (1 scans): zero-shot Dice 0.400") and "not met" in b and "(not ahead)" in b
 
 
+def test_fine_tuned_and_from_scratch_are_compared_stack_by_stack():
+    """Over every held-out stack, paired by scan and thickness: scipy's Wilcoxon on the per-stack Dice."""
+    from scipy import stats
+
+    bench = _benchmark()
+    tuned = [0.71, 0.64, 0.58, 0.69, 0.52, 0.66]
+    scratch = [0.60, 0.61, 0.59, 0.50, 0.41, 0.55]
+    stacks = [(s, t) for s in ("a1", "b1") for t in (5.0, 6.5, 8.0)]
+
+    def run(values):
+        return bench.ModelRun([{"scan": s, "thickness": t, "matrix": "64x64", "dice": d, "failed": False}
+                               for (s, t), d in zip(stacks, values)] + [{"scan": "c1", "thickness": 5.0, "failed": True}])
+
+    line = bench.paired_line({bench.FINETUNED: run(tuned), bench.SCRATCH: run(scratch)})
+    expected = stats.wilcoxon(tuned, scratch).pvalue
+    assert line.startswith("fine-tuned against from scratch, 6 held-out stacks paired: median Dice difference +0.110")
+    assert f"p {expected:.3g}" in line and "favour fine-tuning" in line
+
+
 def test_fold_dataset_trains_on_the_other_scans_stacks_and_tests_on_the_held_out_ones(tmp_path):
     """Every thickness × in-plane stack of the other scans is a training case with its slab label; the held-out
     scan's stacks are test cases only, so that plan_and_preprocess and fold 'all' never see them."""
