@@ -24,6 +24,10 @@ def test_demo_runs_every_stage_and_a_second_run_resumes(tmp_path):
     # the fold's validation cases chose the model's postprocessing, which the predictions name
     assert "deepwml_find_postprocessing: on " in first.stdout and "validation case(s)" in first.stdout
     assert "the model's postprocessing: threshold" in first.stdout
+    # the demo's model against the shipped one on the same test cases, pair by pair
+    against = json.loads((report / "summary.json").read_text())["against"]
+    assert against["n_cases"] == len(test_ids) and "dice" in against["cases"]
+    assert "Against" in first.stdout and all((work / "predictions_shipped_model" / f"{cid}.nii.gz").is_file() for cid in test_ids)
 
     # a second run finds every stage done: no new data, no re-preprocessing, no re-prediction
     started = time.monotonic()

@@ -12,8 +12,10 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of deepwml_demo."""
     p = argparse.ArgumentParser(
         prog="deepwml_demo",
-        description="Synthesise a multi-centre FLAIR dataset, plan and preprocess it, train fold 0, predict the "
-        "held-out test set and evaluate it. Run it again with the same --workdir to resume after an interruption.",
+        description="Synthesise a multi-centre FLAIR dataset, plan and preprocess it, train fold 0, choose its mask "
+        "threshold and lesion filters on the fold's validation cases, predict the held-out test set with it and with "
+        "the model shipped in DeepWML, and evaluate both (compared case by case). Run it again with the same "
+        "--workdir to resume after an interruption.",
     )
     p.add_argument("--workdir", type=Path, default=Path("deepwml_demo_work"), help="where everything is written (default: ./deepwml_demo_work)")
     p.add_argument("--minutes", type=float, default=15.0, help="time budget in minutes; training gets what is left after data preparation, at least 1 minute (a quarter of a budget under 4) (default: 15)")

@@ -88,8 +88,13 @@ def run_demo(settings: DemoSettings) -> Path:
     _link_cases(raw / DATASET, test_ids, images, labels)
     predictions = work / "predictions"
     _run("predict", ["-i", str(images), "-o", str(predictions), "-d", d, "-p", plan, "-f", "0", "--device", settings.device], env)
+    # the model shipped with DeepWML on the same test cases, so that the report compares the two pair by pair
+    shipped, shipped_report = work / "predictions_shipped_model", work / "report_shipped_model"
+    _run("predict", ["-i", str(images), "-o", str(shipped), "--device", settings.device], env)
+    _run("evaluate", ["-ref", str(labels), "-pred", str(shipped), "-d", d, "-o", str(shipped_report)], env)
     report = work / "report"
-    _run("evaluate", ["-ref", str(labels), "-pred", str(predictions), "-d", d, "-o", str(report)], env)
+    _run("evaluate", ["-ref", str(labels), "-pred", str(predictions), "-d", d, "-o", str(report),
+                      "--against", str(shipped_report)], env)
 
     table = report / "table2.md"
     if table.exists():
