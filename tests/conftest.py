@@ -108,3 +108,20 @@ def training_threads(monkeypatch):
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+class PredictedCaseSpy:
+    """Stands in for deepwml.calibration.fit._predicted_case: lists the cases predicted (``seen``) and, while
+    ``stop_after`` is set, raises KeyboardInterrupt once that many were predicted (an interrupted tuning run)."""
+
+    def __init__(self, monkeypatch, stop_after=None) -> None:
+        import deepwml.calibration.fit as fit
+
+        self.seen, self.stop_after, self._predicted_case = [], stop_after, fit._predicted_case
+        monkeypatch.setattr(fit, "_predicted_case", self)
+
+    def __call__(self, predictor, case, *rest):
+        if self.stop_after is not None and len(self.seen) == self.stop_after:
+            raise KeyboardInterrupt
+        self.seen.append(case.case_id)
+        return self._predicted_case(predictor, case, *rest)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_case
+from conftest import PredictedCaseSpy, tiny_case
 from deepwml.calibration.temperature import calibrate_probabilities, fit_temperatures
 from deepwml.cli.calibrate import main as calibrate_main
 from deepwml.cli.predict import main as predict_main
@@ -110,7 +110,6 @@ def test_dry_run_changes_nothing(site):
 def test_an_interrupted_fit_resumes_and_fits_exactly_what_an_uninterrupted_one_fits(site, monkeypatch, tmp_path):
     """Each case's voxel sample (and the random state after it) is kept as drawn: after an interrupt only the rest is
     predicted and the temperatures are bit for bit those of a run never interrupted; the samples go once fitted."""
-    import deepwml.calibration.fit as fit
     from deepwml.calibration.fit import calibrate
     from deepwml.training.device import setup_device
 
@@ -122,22 +121,13 @@ def test_an_interrupted_fit_resumes_and_fits_exactly_what_an_uninterrupted_one_f
     monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
     straight = calibrate(*args, write=False, progress=False).temperatures
     monkeypatch.setenv("DEEPWML_CACHE_DIR", str(tmp_path / "cache"))
-    seen, predicted_case = [], fit._predicted_case
-    stop_after = 3
-
-    def spy(predictor, case, *rest):
-        if stop_after is not None and len(seen) == stop_after:
-            raise KeyboardInterrupt
-        seen.append(case.case_id)
-        return predicted_case(predictor, case, *rest)
-
-    monkeypatch.setattr(fit, "_predicted_case", spy)
+    spy = PredictedCaseSpy(monkeypatch, stop_after=3)
     with pytest.raises(KeyboardInterrupt):
         calibrate(*args, write=False, progress=False)
     assert list((tmp_path / "cache" / "calibration_samples").glob("*/*.npz"))
-    stop_after, seen[:] = None, []
+    spy.stop_after, spy.seen[:] = None, []
     resumed = calibrate(*args, write=False, progress=False).temperatures
-    assert seen == ["case3", "case4", "case5"]
+    assert spy.seen == ["case3", "case4", "case5"]
     assert resumed == straight
     assert not list((tmp_path / "cache" / "calibration_samples").glob("*/*.npz"))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import tiny_case
+from conftest import PredictedCaseSpy, tiny_case
 from deepwml.calibration.postprocessing_search import SearchGrid, case_counts, case_scores, choose
 from deepwml.cli.calibrate import main as calibrate_main
 from deepwml.cli.find_postprocessing import main as find_main
@@ -162,21 +162,11 @@ def test_chosen_postprocessing_is_stored_and_applied_by_predict(site, capsys):
 def test_an_interrupted_search_resumes_without_predicting_finished_cases(site, monkeypatch, tmp_path):
     """Each case's counts are kept (in the user cache) as it finishes: after an interrupt only the rest is predicted
     and the choice is the same; an edited label is scored again; with the cache off everything is predicted."""
-    import deepwml.calibration.fit as fit
-
     monkeypatch.setenv("DEEPWML_CACHE_DIR", str(tmp_path / "cache"))
-    seen, predicted_case = [], fit._predicted_case
-
-    def spy(predictor, case, *args):
-        if stop_after is not None and len(seen) == stop_after:
-            raise KeyboardInterrupt
-        seen.append(case.case_id)
-        return predicted_case(predictor, case, *args)
-
-    monkeypatch.setattr(fit, "_predicted_case", spy)
-    stop_after = 2
+    spy = PredictedCaseSpy(monkeypatch, stop_after=2)
+    seen = spy.seen
     assert _find(site, _model(site), "--dry-run") != 0
-    stop_after = None
+    spy.stop_after = None
     seen.clear()
     assert _find(site, _model(site), "--dry-run", "--table", str(tmp_path / "resumed.csv")) == 0
     assert seen == ["case2", "case3", "case4"]
