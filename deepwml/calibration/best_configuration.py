@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
-from deepwml.calibration.fit import CaseGroup, case_label, case_probabilities, validation_groups
+from deepwml.calibration.fit import (CaseGroup, case_label, case_probabilities, declared_ignore_label,
+                                    validation_groups)
 from deepwml.calibration.postprocessing_search import (MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
                                                        choose, objective_of)
 from deepwml.calibration.temperature import calibrate_probabilities
@@ -81,6 +82,8 @@ class BestConfiguration:
     best: Ranked
     record: Dict[str, Any]
     written: List[Path]
+    #: inference_instructions.txt's text
+    instructions: str
 
 
 def configurations(plans: Sequence[str], ensembles: bool) -> List[Configuration]:
@@ -216,9 +219,7 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
             raise DeepWMLError(f"plan {plan} predicts {spec.plan.network.out_channels} classes; deepwml_find_best_"
                                "configuration compares lesion models (one output channel)", spec.folder)
     if ignore_label is None:  # the dataset's declared ignore value (e.g. WMH 2017's 2), as deepwml_calibrate uses it
-        from deepwml.calibration.fit import _declared_ignore_label
-
-        ignore_label = _declared_ignore_label(next(iter(specs.values())).folder / "dataset.json")
+        ignore_label = declared_ignore_label(next(iter(specs.values())).folder / "dataset.json")
     configs = configurations(list(plans), ensembles)
     candidates = {c.name: grid.candidates(MaskSettings(_own_threshold([specs[p] for p in c.plans]))) for c in configs}
     groups = shared_validation(specs, raw_root, preprocessed_root)
@@ -234,8 +235,9 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
             tables[name].append(table)
     ranked, best = rank(tables, ids, configs, candidates, objective, min_gain)
     record = _record(results_dir.name, ranked, best, specs, fold_names, checkpoint, objective, min_gain, ignore_label, ids)
-    written = write_results(output, record, ranked, _instructions(results_dir.name, best, fold_names, checkpoint, specs))
-    return BestConfiguration(ranked, best, record, written)
+    instructions = _instructions(results_dir.name, best, fold_names, checkpoint, specs)
+    written = write_results(output, record, ranked, instructions)
+    return BestConfiguration(ranked, best, record, written, instructions)
 
 
 def case_objective(ranked: Ranked, objective: str) -> np.ndarray:

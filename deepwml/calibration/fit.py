@@ -253,7 +253,7 @@ def _splits_validation(path: Path, fold: str) -> List[str]:
     return list(fold_split(read_json(path), int(fold), path)["val"])
 
 
-def _declared_ignore_label(path: Path) -> Optional[int]:
+def declared_ignore_label(path: Path) -> Optional[int]:
     """The ignore value a trained model's copy of dataset.json declares (None: none, or no copy)."""
     if not path.is_file():
         return None
@@ -316,7 +316,7 @@ def case_groups(spec: ModelSpec, images: Optional[Path], labels: Optional[Path],
     if raw_root is None or preprocessed_root is None:
         raise DeepWMLError("using the folds' validation cases needs the raw and preprocessed data folders")
     if ignore_label is None:  # the dataset's own labels: its declared ignore value (e.g. WMH 2017's 2) is left out
-        ignore_label = _declared_ignore_label(spec.folder / "dataset.json")
+        ignore_label = declared_ignore_label(spec.folder / "dataset.json")
     return validation_groups(spec, raw_root, preprocessed_root), "validation cases of each fold (out of fold)", ignore_label
 
 

@@ -73,7 +73,7 @@ def _main(argv: Optional[List[str]]) -> int:
     out = found.written[0].parent
     print(f"deepwml_find_best_configuration: best: {found.best.configuration.name}; how to predict with it: "
           f"{out / INSTRUCTIONS}")
-    print((out / INSTRUCTIONS).read_text(), end="")
+    print(found.instructions, end="")
     return 0
 
 
