@@ -337,6 +337,42 @@ def error_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines)
 
 
+def lesion_confidence(case: StackCase, pred_dir: Path) -> List[Dict]:
+    """Every lesion of a stack's lesion table (deepwml_predict's, with its lesion-id map): whether it touches the
+    reference (a true positive, as lesion F1 counts it), its confidence, location and voxels."""
+    import pandas as pd
+
+    ids = read_label(pred_dir / f"{case.case_id}_lesionids.nii.gz").array
+    table = pd.read_csv(pred_dir / f"{case.case_id}_lesions.csv")
+    touched = np.bincount(ids[case.label.astype(bool)].ravel(), minlength=int(ids.max()) + 1)
+    return [{"stack": case.case_id, "true": bool(touched[int(r.lesion_id)] > 0), "confidence": float(r.confidence),
+             "location": str(r.location) if "location" in table.columns else "all", "voxels": int(r.voxels)}
+            for r in table.itertuples()]
+
+
+def confidence_auc(true: Sequence[float], false: Sequence[float]) -> float:
+    """The chance that a true lesion's confidence exceeds a false one's (ties count half): the ROC AUC."""
+    if not len(true) or not len(false):
+        return float("nan")
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(true, false).statistic) / (len(true) * len(false))
+
+
+def confidence_table(rows: Sequence[Dict]) -> str:
+    """Markdown: predicted lesions that touch the reference or not, their median confidence and the AUC of confidence
+    between them, over all lesions and per location class."""
+    lines = ["| lesions | true / false | median confidence: true / false | AUC |", "|---|---|---|---|"]
+    groups = [("all", list(rows))] + [(name, [r for r in rows if r["location"] == name])
+                                      for name in sorted({r["location"] for r in rows} - {"all"})]
+    for name, chosen in groups:
+        true = [r["confidence"] for r in chosen if r["true"]]
+        false = [r["confidence"] for r in chosen if not r["true"]]
+        medians = " / ".join(f"{np.median(v):.2f}" if v else "–" for v in (true, false))
+        lines.append(f"| {name} | {len(true)} / {len(false)} | {medians} | {_cell(confidence_auc(true, false), '{:.2f}')} |")
+    return "\n".join(lines)
+
+
 def _cell(value: float, fmt: str) -> str:
     """A table cell; NaN (metric undefined for this case, see case_metrics.py) prints as n/a."""
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
@@ -405,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
                         "> 50 voxels) with their intensity / brain median and the share with a twin at their mirror image "
                         "across the midline: are the misses faint, the false positives bright, bilateral?")
+    p.add_argument("--confidence", action="store_true",
+                   help="also tell whether each predicted lesion's confidence (CASE_lesions.csv) separates those touching the "
+                        "reference from false ones: counts, median confidences and the AUC, over all and per location class")
     p.add_argument("--add-head", action="store_true",
                    help="wrap each skull-stripped brain in a synthetic skull, diploe, scalp fat and skin first "
                         "(benchmarks/synthetic_head.py): the scans of a site that does not strip the skull")
@@ -447,7 +486,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
-                              postprocessing=not args.no_postprocessing)
+                              postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence)
 
     if not extra:
         return predict(request(folder, work / "predictions", args.folds, False))
@@ -468,6 +507,8 @@ def _main(argv: Optional[List[str]]) -> int:
     scans = find_scans(args.data.expanduser())
     if args.work:
         check_work_folder(args.work)
+    if args.confidence and args.also:
+        raise DeepWMLError("--confidence reads deepwml_predict's lesion tables, which an average of models (--with) has not")
     if args.add_head and args.contrast:
         raise DeepWMLError("--contrast measures skull-stripped stacks: leave out --add-head")
     folder = model_dir(args)
@@ -500,6 +541,8 @@ def _main(argv: Optional[List[str]]) -> int:
         report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()
         rows, components, profiles = score(cases, work / "predictions", args.errors, args.components)
+        confidences = [r for c in cases if (work / "predictions" / f"{c.case_id}_lesionids.nii.gz").is_file()
+                       for r in lesion_confidence(c, work / "predictions")] if args.confidence else []
         t_score = time.perf_counter() - t0
     print()
     native = sorted({c.thickness for c in cases} - set(args.thickness))
@@ -510,6 +553,9 @@ def _main(argv: Optional[List[str]]) -> int:
         print()
     if args.components:
         print(profile_table(profiles))
+        print()
+    if args.confidence:
+        print(confidence_table(confidences))
         print()
     if args.contrast:
         print(contrast_table(cases))

@@ -365,3 +365,39 @@ def test_add_head_wraps_the_stripped_brain_in_skull_and_scalp_and_leaves_brain_a
     assert stack[:, 0:2, :].max() > 20  # the scalp reaches the field's edge on these small made-up heads
     assert _benchmark().main(["--data", str(tmp_path / "data"), "--builtin", "--add-head", "--contrast"]) == 2
     assert "--contrast measures skull-stripped stacks" in capsys.readouterr().err
+
+
+def test_confidence_tells_true_from_false_lesions_by_their_table_confidence(tmp_path):
+    """--confidence: each lesion of deepwml_predict's table is true when its voxels touch the reference; the AUC is
+    the share of (true, false) pairs in which the true lesion is the more confident, per location class too."""
+    bench = _benchmark()
+    geometry = Geometry((10, 10, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    label = np.zeros((4, 10, 10), bool)
+    label[1, 1:3, 1:3] = True
+    label[2, 6:8, 6:8] = True
+    ids = np.zeros(label.shape, np.uint16)
+    ids[1, 2:4, 2:4] = 1  # overlaps the first reference lesion
+    ids[2, 7, 7] = 2  # inside the second
+    ids[0, 8, 0] = 3  # false
+    ids[3, 0, 8] = 4  # false
+    write_image(ids, geometry, tmp_path / "s_5mm_lesionids.nii.gz")
+    (tmp_path / "s_5mm_lesions.csv").write_text(
+        "lesion_id,voxels,location,confidence\n1,4,periventricular,0.8\n2,1,deep,0.6\n3,1,cortical,0.1\n4,1,deep,0.7\n")
+    rows = bench.lesion_confidence(bench.StackCase("s", 5.0, "s_5mm", label, geometry), tmp_path)
+    assert [(r["true"], r["location"]) for r in rows] == [(True, "periventricular"), (True, "deep"), (False, "cortical"),
+                                                         (False, "deep")]
+    table = bench.confidence_table(rows)
+    # all: 0.8 and 0.6 against 0.1 and 0.7: 3 of 4 pairs ordered; deep: 0.6 against 0.7: none
+    assert "| all | 2 / 2 | 0.70 / 0.40 | 0.75 |" in table
+    assert "| deep | 1 / 1 | 0.60 / 0.70 | 0.00 |" in table
+    assert "| periventricular | 1 / 0 | 0.80 / – | n/a |" in table
+
+
+def test_confidence_runs_end_to_end_and_is_refused_with_an_average_of_models(tmp_path, capsys):
+    """--confidence prints its table after the stacks' rows; an average of models (--with) has no lesion tables."""
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--confidence")
+    assert len(rows) == 2 and "| lesions | true / false |" in out
+    assert "| all | 2 / 0 |" in out  # each made-up scan's one bright lesion, found
+    code = _benchmark().main(["--data", str(tmp_path / "data"), "-m", str(tmp_path / "results" / "Dataset998_Toy" / "toy"),
+                              "--confidence", "--with", "builtin", "--work", str(tmp_path / "w2")])
+    assert code == 2 and "--confidence reads deepwml_predict's lesion tables" in capsys.readouterr().err
