@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from deepwml.anatomy.labels import VENTRICLE
 from deepwml.cli.common import run
 from deepwml.imageio import read_image, read_label, write_image
 from deepwml.inference.model_loading import check_model, resolve_model_dir
@@ -39,7 +40,7 @@ from deepwml.pretrained import ANATOMY_DIR
 from deepwml.synthetic.thick_slices import SlabSpec
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-from real_dev import DEFAULT_DATA, Scan, StackCase, check_work_folder, find_scans, make_stacks
+from real_dev import DEFAULT_DATA, Scan, StackCase, check_work_folder, find_scans, make_stacks, stripped_brain
 
 #: CSF on FLAIR: darker than this share of the brain median (white matter and cortex sit near 1)
 CSF_RATIO = 0.4
@@ -47,8 +48,6 @@ CSF_RATIO = 0.4
 MIN_DEPTH_MM = 6.0
 #: components of the eroded CSF smaller than this are left out (voxels at 1 mm): specks, not ventricles
 MIN_VOXELS = 200
-#: the map's label of the lateral ventricles (deepwml.anatomy.labels)
-VENTRICLE = 2
 
 
 def clear_ventricles(flair: np.ndarray) -> np.ndarray:
@@ -71,18 +70,12 @@ def clear_ventricles(flair: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(ventricles, iterations=2, mask=csf)
 
 
-def stripped_brain_1mm(flair: np.ndarray) -> np.ndarray:
-    """The stripped brain of a 1 mm scan: voxels above a tenth of the median of the non-zero ones."""
-    positive = flair[flair > 0]
-    return flair > 0.1 * float(np.median(positive)) if positive.size else np.zeros(flair.shape, bool)
-
-
 def write_references(scans: Sequence[Scan], root: Path) -> Dict[str, List[Scan]]:
     """Each scan's two 1 mm references as the mask of a scan folder below ``root``/brain and ``root``/ventricle."""
     out: Dict[str, List[Scan]] = {"brain": [], "ventricle": []}
     for scan in scans:
         flair = read_image(scan.flair)
-        for name, reference in (("brain", stripped_brain_1mm(flair.array)), ("ventricle", clear_ventricles(flair.array))):
+        for name, reference in (("brain", stripped_brain(flair.array)), ("ventricle", clear_ventricles(flair.array))):
             mask = root / name / scan.scan_id / "reference.nii.gz"
             write_image(reference.astype(np.uint8), flair.geometry, mask)
             out[name].append(Scan(scan.scan_id, scan.flair, mask))
