@@ -10,8 +10,13 @@ deepwml.evaluation. Prints a Markdown table per scan × thickness, means per thi
 
 These scans measure progress on real anatomy: do not tune anything on them.
 
+Another tool's masks are scored the same way: --stacks-only --work DIR writes the stacks to DIR/images and stops;
+segment them with the other tool (masks named as the stacks, on their grids), then --predictions MASKS scores them.
+
     python benchmarks/real_dev.py -m RESULTS/Dataset501_Synth/cpu_fast
     python benchmarks/real_dev.py -d 501 -p cpu_fast --thickness 6.5 --inplane 0.9 --work /tmp/realdev
+    python benchmarks/real_dev.py --stacks-only --work /tmp/stacks   # then: other tool, /tmp/stacks/images -> /tmp/masks
+    python benchmarks/real_dev.py --predictions /tmp/masks
 """
 from __future__ import annotations
 
@@ -201,11 +206,23 @@ def contrast_table(cases: Sequence[StackCase]) -> str:
     return "\n".join(lines)
 
 
+def read_foreign_mask(path: Path, case: StackCase) -> np.ndarray:
+    """Another tool's mask of a stack (lesion where > 0); one clear error when it is not a mask or not on the stack's grid."""
+    mask = read_label(path)
+    problems = case.geometry.mismatches(mask.geometry)
+    if problems:
+        raise DeepWMLError(f"mask is not on the grid of stack {case.case_id}: {'; '.join(problems)}", path)
+    return mask.array > 0
+
+
 def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
-          profile: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict]]:
+          profile: bool = False, images_dir: Optional[Path] = None,
+          foreign: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict]]:
     """Case metrics of each predicted mask against its slab label, on the stack's own grid; with ``errors``, also
     each stack's largest false-positive and missed components (:func:`error_components`); with ``profile``, every
-    component's kind, size and intensity (:func:`component_profile`)."""
+    component's kind, size and intensity (:func:`component_profile`). ``images_dir``: the stacks (default: beside
+    ``pred_dir``); ``foreign``: the masks come from another tool (:func:`read_foreign_mask`)."""
+    images_dir = images_dir or pred_dir.parent / "images"
     rows, components, profiles = [], [], []
     for case in cases:
         path = pred_dir / f"{case.case_id}.nii.gz"
@@ -214,12 +231,12 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
         if not path.is_file():
             rows.append({**row, "failed": True})
             continue
-        predicted = read_label(path).array == 1
+        predicted = read_foreign_mask(path, case) if foreign else read_label(path).array == 1
         if case.ignore is not None:
             predicted &= ~case.ignore  # as the MICCAI-2017 evaluator: the ignored voxels count for neither side
         rows.append({**row, **case_metrics(case.label, predicted, case.geometry), "failed": False})
         if errors or profile:
-            image = read_image(pred_dir.parent / "images" / f"{case.case_id}.nii.gz").array
+            image = read_image(images_dir / f"{case.case_id}.nii.gz").array
         if errors:
             components += error_components(case, image, predicted, errors)
         if profile:
@@ -466,7 +483,85 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more models (PLAN folders, or 'builtin'; any plan) averaged with the first as deepwml_ensemble "
                         "averages them: each predicts with probability maps, the maps are averaged and thresholded")
     p.add_argument("--weights", type=float, nargs="+", help="with --with: one weight per model, the first model's first")
+    p.add_argument("--stacks-only", action="store_true",
+                   help="write the stacks to --work DIR/images and stop (no model): for another tool to segment")
+    p.add_argument("--predictions", type=Path, metavar="DIR",
+                   help="score another tool's masks of the stacks instead of a model's: DIR/CASE.nii.gz, named and on the "
+                        "grid of --stacks-only's DIR/images/CASE.nii.gz made with the same stack options; lesion where > 0")
     return p
+
+
+#: options that need a DeepWML model, refused when the masks come from elsewhere (or from no one)
+MODEL_OPTIONS = {"model": "-m", "dataset": "-d", "plan": "-p", "builtin": "--builtin", "folds": "-f", "qc": "--qc",
+                 "tta": "--tta", "threshold": "--threshold", "confidence": "--confidence", "skull_strip": "--skull-strip",
+                 "white_matter_only": "--white-matter-only", "min_lesion_ml": "--min-lesion-ml",
+                 "min_lesion_peak": "--min-lesion-peak", "no_postprocessing": "--no-postprocessing", "also": "--with",
+                 "weights": "--weights"}
+
+
+def check_without_model(args: argparse.Namespace) -> None:
+    """--stacks-only and --predictions take no model: refuse model options rather than ignore them."""
+    if args.stacks_only and args.predictions:
+        raise DeepWMLError("give --stacks-only (write the stacks) or --predictions (score masks of them), not both")
+    given = [flag for key, flag in MODEL_OPTIONS.items() if getattr(args, key)]
+    mode = "--stacks-only" if args.stacks_only else "--predictions"
+    if given:
+        raise DeepWMLError(f"{mode} uses no DeepWML model: leave out {', '.join(given)}")
+    if args.stacks_only:
+        if not args.work:
+            raise DeepWMLError("--stacks-only writes the stacks to --work DIR: give one")
+        if args.errors or args.components:
+            raise DeepWMLError("--stacks-only scores nothing: leave out --errors and --components")
+    elif not args.predictions.expanduser().is_dir():
+        raise DeepWMLError("is not a folder of masks", args.predictions)
+
+
+def stack_line(args: argparse.Namespace) -> str:
+    """How the stacks are made, in one line."""
+    return (f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
+            f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
+            f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
+            f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}")
+
+
+def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: float) -> int:
+    """--stacks-only: write the stacks; --predictions: score another tool's masks of them."""
+    spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
+    print(f"# {load_line()}")
+    print(f"data: {args.data} ({len(scans)} scans); "
+          f"{'stacks only' if args.stacks_only else f'masks of another tool: {args.predictions}'}")
+    print(stack_line(args))
+    with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
+        work = args.work.expanduser() if args.work else Path(tmp)
+        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
+                            add_head=args.add_head)
+        if args.stacks_only:
+            print(f"wrote {len(cases)} stacks to {work / 'images'}; segment them (a mask per stack, named as it, on its "
+                  f"grid), then score the masks with these stack options and --predictions MASKS")
+            if args.contrast:
+                print()
+                print(contrast_table(cases))
+            return 0
+        rows, components, profiles = score(cases, args.predictions.expanduser(), args.errors, args.components,
+                                           images_dir=work / "images", foreign=True)
+    missing = [r for r in rows if r["failed"]]
+    print()
+    print(table(rows, sorted({c.thickness for c in cases} - set(args.thickness)) + list(args.thickness)))
+    print()
+    if args.errors:
+        print(error_table(components))
+        print()
+    if args.components:
+        print(profile_table(profiles))
+        print()
+    if args.contrast:
+        print(contrast_table(cases))
+        print()
+    print(f"time: {time.perf_counter() - start:.1f} s in all")
+    for row, case in zip(rows, cases):
+        if row["failed"]:
+            print(f"no mask: {args.predictions / (case.case_id + '.nii.gz')}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def extra_model_dir(name: str) -> Path:
@@ -507,6 +602,9 @@ def _main(argv: Optional[List[str]]) -> int:
     scans = find_scans(args.data.expanduser())
     if args.work:
         check_work_folder(args.work)
+    if args.stacks_only or args.predictions:
+        check_without_model(args)
+        return _main_without_model(args, scans, start)
     if args.confidence and args.also:
         raise DeepWMLError("--confidence reads deepwml_predict's lesion tables, which an average of models (--with) has not")
     if args.add_head and args.contrast:
@@ -522,10 +620,7 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"averaged with: {', '.join(map(str, extra))} (deepwml_ensemble; weights "
               f"{' '.join(f'{w:g}' for w in args.weights) if args.weights else 'equal'})")
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
-    print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
-          f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
-          f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
-          f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
+    print(stack_line(args) +
           f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --skull-strip' if args.skull_strip else ''}"
           f"{'; --tta' if args.tta else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"

@@ -401,3 +401,43 @@ def test_confidence_runs_end_to_end_and_is_refused_with_an_average_of_models(tmp
     code = _benchmark().main(["--data", str(tmp_path / "data"), "-m", str(tmp_path / "results" / "Dataset998_Toy" / "toy"),
                               "--confidence", "--with", "builtin", "--work", str(tmp_path / "w2")])
     assert code == 2 and "--confidence reads deepwml_predict's lesion tables" in capsys.readouterr().err
+
+
+def test_another_tools_masks_of_the_stacks_score_as_the_models_own(tmp_path, capsys):
+    """--stacks-only writes the stacks and no model runs; masks another tool made of them (here the toy model's, with
+    lesion stored as 255) score exactly as the model's own run did; a mask off the stack's grid, a missing mask and
+    model options are each one clear line."""
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5")
+    bench = _benchmark()
+    data = ["--data", str(tmp_path / "data"), "--thickness", "5"]
+    assert bench.main(data + ["--stacks-only", "--work", str(tmp_path / "stacks")]) == 0
+    assert "wrote 2 stacks" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["images"]
+    assert sorted(p.name for p in (tmp_path / "stacks" / "images").iterdir()) == ["patient01_5mm.nii.gz", "patient02_5mm.nii.gz"]
+    np.testing.assert_array_equal(read_image(tmp_path / "stacks" / "images" / "patient01_5mm.nii.gz").array,
+                                  read_image(tmp_path / "work" / "images" / "patient01_5mm.nii.gz").array)
+
+    foreign = tmp_path / "foreign"
+    for name in ("patient01_5mm", "patient02_5mm"):
+        mask = read_image(tmp_path / "work" / "predictions" / f"{name}.nii.gz")
+        write_image((mask.array > 0).astype(np.uint8) * 255, mask.geometry, foreign / f"{name}.nii.gz")
+    assert bench.main(data + ["--predictions", str(foreign)]) == 0
+    scored = capsys.readouterr().out
+    assert f"masks of another tool: {foreign}" in scored
+    assert [r for r in scored.splitlines() if r.startswith("| patient")] == rows
+    assert bench.main(data + ["--predictions", str(foreign), "--errors", "1"]) == 0  # the stacks' images found anew
+    assert "| patient01_5mm | false positive | 62 |" in capsys.readouterr().out
+
+    mask = read_image(foreign / "patient02_5mm.nii.gz")
+    off_grid = Geometry(mask.geometry.size, (2.0, 2.0, 5.0), mask.geometry.origin, mask.geometry.direction)
+    write_image(mask.array, off_grid, foreign / "patient02_5mm.nii.gz")
+    assert bench.main(data + ["--predictions", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert "patient02_5mm.nii.gz" in err and "not on the grid of stack patient02_5mm" in err and "spacing" in err
+    (foreign / "patient02_5mm.nii.gz").unlink()
+    assert bench.main(data + ["--predictions", str(foreign)]) == 1
+    assert "no mask: " in capsys.readouterr().err
+    assert bench.main(data + ["--predictions", str(foreign), "--builtin"]) == 2
+    assert "uses no DeepWML model: leave out --builtin" in capsys.readouterr().err
+    assert bench.main(data + ["--stacks-only"]) == 2
+    assert "give one" in capsys.readouterr().err
