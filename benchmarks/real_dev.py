@@ -74,6 +74,8 @@ class StackCase:
     contrast: Optional[Dict[str, float]] = None
     #: voxels the reference leaves out of scoring (a mask's ignore value, e.g. the WMH challenge's "other pathology")
     ignore: Optional[np.ndarray] = None
+    #: the stack's brain when its image holds more than the stripped brain (--add-head), else found from the image
+    brain: Optional[np.ndarray] = None
 
 
 def find_scans(data: Path, flair: str = "flair.nii.gz", mask: str = "wmh.nii.gz") -> List[Scan]:
@@ -157,17 +159,23 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
         problems = flair.geometry.mismatches(mask.geometry)
         if problems:
             raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
+        brain = None
         if add_head:
             from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
 
+            # the stripped brain, taken before the head's noisy air and scalp make it unfindable from the image
+            brain = stripped_brain(flair.array)
             flair = replace(flair, array=wrap_in_head(flair.array, flair.geometry.spacing[::-1], seed=k))
         if native:
             case_id = f"{scan.scan_id}_native{suffix}"
             write_image(flair.array, flair.geometry, images_dir / f"{case_id}.nii.gz")
             label = mask.array.astype(bool)
             figures = contrast_figures(flair.array, label) if contrast else None
-            cases.append(StackCase(scan.scan_id, flair.geometry.slice_thickness, case_id, label, flair.geometry, figures))
+            cases.append(StackCase(scan.scan_id, flair.geometry.slice_thickness, case_id, label, flair.geometry, figures,
+                                   brain=brain))
         volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
+        if brain is not None:
+            brain = pitch_volume(flair.array, brain.astype(np.uint8), flair.geometry, tilt)[1]
         for thickness, spec in spec_for.items():
             stack = thick_slice_stack(volume, lesions, geometry, spec)
             case_id = stack_id(scan.scan_id, thickness) + suffix
@@ -176,7 +184,9 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
                 write_image(stack.label.astype(np.uint8), stack.geometry, labels_dir / f"{case_id}.nii.gz")
             label = stack.label.astype(bool)
             figures = contrast_figures(stack.image, label) if contrast else None
-            cases.append(StackCase(scan.scan_id, thickness, case_id, label, stack.geometry, figures))
+            brain_stack = (thick_slice_stack(volume, brain, geometry, replace(spec, lesion_fraction=0.5)).label.astype(bool)
+                           if brain is not None else None)
+            cases.append(StackCase(scan.scan_id, thickness, case_id, label, stack.geometry, figures, brain=brain_stack))
     return cases
 
 
@@ -252,7 +262,7 @@ def world_ras(geometry: Geometry, index_zyx: Sequence[float]) -> Tuple[float, fl
 
 def normal_brain_median(case: StackCase, image: np.ndarray) -> float:
     """Median intensity of a stack's brain outside its reference lesions (NaN when there is none)."""
-    normal = stripped_brain(image) & ~case.label
+    normal = (case.brain if case.brain is not None else stripped_brain(image)) & ~case.label
     return float(np.median(image[normal])) if normal.any() else float("nan")
 
 

@@ -367,6 +367,32 @@ def test_add_head_wraps_the_stripped_brain_in_skull_and_scalp_and_leaves_brain_a
     assert "--contrast measures skull-stripped stacks" in capsys.readouterr().err
 
 
+def test_with_a_head_the_brain_median_of_the_error_figures_is_still_the_brains(tmp_path):
+    """--errors and --components give intensities over the brain median: with --add-head the stack's brain is the
+    stripped brain taken before the head was added (tilted with it), not the image's non-zero voxels (air and scalp)."""
+    zz, yy, xx = np.mgrid[:30, :96, :96]
+    brain = (yy - 48) ** 2 + (xx - 48) ** 2 < 16**2  # a small brain in a wide field: mostly air around the head
+    flair = np.where(brain, 100.0, 0.0) + np.random.default_rng(0).normal(0, 5, brain.shape) * brain
+    geometry = Geometry((96, 96, 30), (1.0, 1.0, 1.0), (-48.0, -48.0, -15.0))
+    write_image(flair.astype(np.float32), geometry, tmp_path / "data" / "patient01" / "flair.nii.gz")
+    write_image(np.zeros(brain.shape, np.uint8), geometry, tmp_path / "data" / "patient01" / "wmh.nii.gz")
+    load_benchmark("synthetic_head")  # what --add-head imports from beside the script
+    bench = _benchmark()
+    scans = bench.find_scans(tmp_path / "data")
+    spec = {5.0: bench.SlabSpec(5.0)}
+    for tilt in (0.0, 12.0):
+        plain = bench.make_stacks(scans[:1], spec, tmp_path / f"plain{tilt:g}", tilt=tilt)[0]
+        headed = bench.make_stacks(scans[:1], spec, tmp_path / f"head{tilt:g}", tilt=tilt, add_head=True)[0]
+        image = read_image(tmp_path / f"head{tilt:g}" / f"{headed.case_id}.nii.gz").array
+        assert plain.brain is None and headed.brain.shape == image.shape
+        assert abs(bench.normal_brain_median(headed, image) - 100.0) < 5  # the made-up brain is 100 + noise
+        brain_found = bench.stripped_brain(image) & ~headed.label  # the image's own non-zero voxels: air and scalp too
+        assert np.median(image[brain_found]) < 80
+        plain_image = read_image(tmp_path / f"plain{tilt:g}" / f"{plain.case_id}.nii.gz").array
+        stripped = bench.stripped_brain(plain_image)  # the brain the stack without the head shows
+        assert 2 * (headed.brain & stripped).sum() / (headed.brain.sum() + stripped.sum()) > 0.95
+
+
 def test_confidence_tells_true_from_false_lesions_by_their_table_confidence(tmp_path):
     """--confidence: each lesion of deepwml_predict's table is true when its voxels touch the reference; the AUC is
     the share of (true, false) pairs in which the true lesion is the more confident, per location class too."""
