@@ -142,16 +142,31 @@ def pitch_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degree
     return out, (frac >= 0.5).astype(np.uint8), geometry
 
 
+def pad_field(image: np.ndarray, mask: np.ndarray, geometry: Geometry, field_mm: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """Image, mask and geometry padded with zeros, centred, to a square in-plane field of ``field_mm`` (never cropped;
+    arrays reordered superior axis first; every voxel keeps its world position)."""
+    mask, _ = superior_axis_first(mask, geometry)
+    image, geometry = superior_axis_first(image, geometry)
+    pad_y = max(math.ceil(field_mm / geometry.spacing[1] - 1e-6) - image.shape[1], 0)
+    pad_x = max(math.ceil(field_mm / geometry.spacing[0] - 1e-6) - image.shape[2], 0)
+    widths = ((0, 0), (pad_y // 2, pad_y - pad_y // 2), (pad_x // 2, pad_x - pad_x // 2))
+    shift = geometry.direction_matrix @ (np.array([pad_x // 2, pad_y // 2, 0]) * np.array(geometry.spacing))
+    padded = Geometry((image.shape[2] + pad_x, image.shape[1] + pad_y, image.shape[0]), geometry.spacing,
+                      tuple(np.array(geometry.origin) - shift), geometry.direction)
+    return np.pad(image, widths), np.pad(mask, widths), padded
+
+
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
                 labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0,
-                native: bool = False, add_head: bool = False) -> List[StackCase]:
+                native: bool = False, add_head: bool = False, field: Optional[float] = None) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
     apart stacks of one scan and thickness made with different in-plane spacings); ``contrast``: also measure each
     stack's :func:`contrast_figures`; ``tilt``: nod each head by this many degrees first (:func:`pitch_volume`);
     ``native``: also each scan as it comes (3D, 1 mm), scored against its own mask (case id ..._native);
-    ``add_head``: wrap each stripped brain in a synthetic skull and scalp first (benchmarks/synthetic_head.py).
+    ``add_head``: wrap each stripped brain in a synthetic skull and scalp first (benchmarks/synthetic_head.py);
+    ``field``: pad each scan in-plane to a square field of view of this many mm first (:func:`pad_field`).
     """
     cases = []
     for k, scan in enumerate(scans):
@@ -159,6 +174,9 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
         problems = flair.geometry.mismatches(mask.geometry)
         if problems:
             raise DeepWMLError(f"mask is not on the FLAIR's grid: {'; '.join(problems)}", scan.mask)
+        if field:
+            image, label, geometry = pad_field(flair.array, mask.array, flair.geometry, field)
+            flair, mask = replace(flair, array=image, geometry=geometry), replace(mask, array=label, geometry=geometry)
         brain = None
         if add_head:
             from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
@@ -493,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more models (PLAN folders, or 'builtin'; any plan) averaged with the first as deepwml_ensemble "
                         "averages them: each predicts with probability maps, the maps are averaged and thresholded")
     p.add_argument("--weights", type=float, nargs="+", help="with --with: one weight per model, the first model's first")
+    p.add_argument("--field", type=float, metavar="MM",
+                   help="pad each scan in-plane, centred, to a square field of view of MM first, e.g. 230 as a clinical "
+                        "axial FLAIR's (default: the scan's own, 182 x 218 mm for MSLUB, where a synthetic head touches "
+                        "the edges); with --add-head the padding is air")
     p.add_argument("--stacks-only", action="store_true",
                    help="write the stacks to --work DIR/images and stop (no model): for another tool to segment")
     p.add_argument("--predictions", type=Path, metavar="DIR",
@@ -531,7 +553,8 @@ def stack_line(args: argparse.Namespace) -> str:
     return (f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
             f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
             f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
-            f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}")
+            f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
+            f"{f'; padded to a {args.field:g} mm square field' if args.field else ''}")
 
 
 def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: float) -> int:
@@ -544,7 +567,7 @@ def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: 
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
-                            add_head=args.add_head)
+                            add_head=args.add_head, field=args.field)
         if args.stacks_only:
             print(f"wrote {len(cases)} stacks to {work / 'images'}; segment them (a mask per stack, named as it, on its "
                   f"grid), then score the masks with these stack options and --predictions MASKS")
@@ -641,7 +664,7 @@ def _main(argv: Optional[List[str]]) -> int:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
-                            add_head=args.add_head)
+                            add_head=args.add_head, field=args.field)
         t_stacks = time.perf_counter() - t0
         report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()

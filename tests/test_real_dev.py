@@ -467,3 +467,32 @@ def test_another_tools_masks_of_the_stacks_score_as_the_models_own(tmp_path, cap
     assert "uses no DeepWML model: leave out --builtin" in capsys.readouterr().err
     assert bench.main(data + ["--stacks-only"]) == 2
     assert "give one" in capsys.readouterr().err
+
+
+def test_field_pads_each_scan_to_a_square_field_of_view_keeping_every_voxel_where_it_is(tmp_path, capsys):
+    """--field 80: the 64 x 64 mm made-up scans become 80 x 80 mm stacks, the padding background (air noise with
+    --add-head), the brain and lesion voxels at the same world positions, and the figures those of the unpadded run."""
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5")
+    bench = _benchmark()
+    data = ["--data", str(tmp_path / "data"), "-m", str(tmp_path / "results" / "Dataset998_Toy" / "toy"), "--thickness", "5",
+            "--device", "cpu"]
+    assert bench.main(data + ["--field", "80", "--work", str(tmp_path / "padded")]) == 0
+    padded_out = capsys.readouterr().out
+    assert "padded to a 80 mm square field" in padded_out
+    plain = read_image(tmp_path / "work" / "images" / "patient01_5mm.nii.gz")
+    padded = read_image(tmp_path / "padded" / "images" / "patient01_5mm.nii.gz")
+    assert padded.geometry.size == (80, 80, 6) and padded.geometry.spacing == plain.geometry.spacing
+    # index (i, j) of the plain stack is index (i + 8, j + 8) of the padded one, at the same world position
+    np.testing.assert_allclose(padded.geometry.index_to_world((8, 8, 0)), plain.geometry.index_to_world((0, 0, 0)), atol=1e-4)
+    np.testing.assert_array_equal(padded.array[:, 8:72, 8:72], plain.array)
+    assert (padded.array[:, :8, :] == 0).all()
+    padded_rows = [r for r in padded_out.splitlines() if r.startswith("| patient")]
+    dice = lambda table: [float(r.split("|")[7]) for r in table]  # noqa: E731
+    np.testing.assert_allclose(dice(padded_rows), dice(rows), atol=0.05)  # a threshold model: the same lesions, resampled otherwise
+
+    load_benchmark("synthetic_head")  # what --add-head imports from beside the script
+    scans = bench.find_scans(tmp_path / "data")
+    headed = bench.make_stacks(scans[:1], {5.0: bench.SlabSpec(5.0)}, tmp_path / "headed", add_head=True, field=80)[0]
+    image = read_image(tmp_path / "headed" / f"{headed.case_id}.nii.gz").array
+    assert image.shape == (6, 80, 80) and 0 < float(np.median(image[:, :4, :4])) < 10  # air noise, not zeros
+    assert abs(bench.normal_brain_median(headed, image) - 100.0) < 5
