@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inplane", type=float, help="resample in-plane to this spacing in mm, e.g. 0.9 (default: keep 1 mm)")
     p.add_argument("--tilt", type=float, default=0.0, help="nod each head by this many degrees before slicing")
     p.add_argument("--add-head", action="store_true", help="wrap each stripped brain in a synthetic skull and scalp first")
+    p.add_argument("--field", type=float, metavar="MM", help="pad each scan to a square in-plane field of view of MM first, "
+                   "as real_dev.py --field (e.g. 230)")
     p.add_argument("--work", type=Path, help="keep stacks, references and maps in this folder (default: a temporary one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     return p
@@ -142,12 +144,13 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, in-plane "
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; references where >= 50 % of the slab is"
           f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
-          f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}")
+          f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
+          f"{f'; padded to a {args.field:g} mm square field' if args.field else ''}")
     spec_for = {t: SlabSpec(t, 0.0, args.inplane, lesion_fraction=0.5) for t in args.thickness}
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_anatomy_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         references = write_references(scans, work / "references")
-        options = dict(tilt=args.tilt, add_head=args.add_head)
+        options = dict(tilt=args.tilt, add_head=args.add_head, field=args.field)
         cases = make_stacks(references["ventricle"], spec_for, work / "images", **options)
         # the same stacks again with the brain as their label (the images come out identical; kept apart)
         brains = {c.case_id: c.label for c in make_stacks(references["brain"], spec_for, work / "brain_stacks", **options)}

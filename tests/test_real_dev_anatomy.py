@@ -80,3 +80,16 @@ def test_a_lesion_model_is_refused_naming_its_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "not an anatomy model" in err and str(model) in err and "Traceback" not in err
+
+
+def test_field_pads_stacks_and_both_references_alike(tmp_path, capsys):
+    """--field 80: the stacks, and the brain and ventricle references scored against them, come padded to 80 x 80."""
+    from deepwml.imageio import read_image
+
+    code = _benchmark().main(["--data", str(_scans(tmp_path)), "--thickness", "8", "--field", "80",
+                              "--work", str(tmp_path / "work"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "padded to a 80 mm square field" in out
+    for folder in ("images", "brain_stacks", "anatomy"):
+        assert read_image(tmp_path / "work" / folder / "patient01_8mm.nii.gz").array.shape == (8, 80, 80), folder
