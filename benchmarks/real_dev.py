@@ -44,6 +44,7 @@ from deepwml.synthetic.realism import lesion_contrast
 from deepwml.synthetic.thick_slices import SlabSpec, superior_axis_first, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "real_dev" / "mslub"
@@ -177,23 +178,21 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
         if field:
             image, label, geometry = pad_field(flair.array, mask.array, flair.geometry, field)
             flair, mask = replace(flair, array=image, geometry=geometry), replace(mask, array=label, geometry=geometry)
-        brain = None
-        if add_head:
-            from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
-
-            # the stripped brain, taken before the head's noisy air and scalp make it unfindable from the image
-            brain = stripped_brain(flair.array)
-            flair = replace(flair, array=wrap_in_head(flair.array, flair.geometry.spacing[::-1], seed=k))
+        # the stripped brain, taken before the head's noisy air and scalp make it unfindable from the image
+        brain = stripped_brain(flair.array) if add_head else None
         if native:
             case_id = f"{scan.scan_id}_native{suffix}"
-            write_image(flair.array, flair.geometry, images_dir / f"{case_id}.nii.gz")
+            image = wrap_in_head(flair.array, flair.geometry.spacing[::-1], seed=k) if add_head else flair.array
+            write_image(image, flair.geometry, images_dir / f"{case_id}.nii.gz")
             label = mask.array.astype(bool)
-            figures = contrast_figures(flair.array, label) if contrast else None
+            figures = contrast_figures(image, label) if contrast else None
             cases.append(StackCase(scan.scan_id, flair.geometry.slice_thickness, case_id, label, flair.geometry, figures,
                                    brain=brain))
         volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
-        if brain is not None:
+        if add_head:
             brain = pitch_volume(flair.array, brain.astype(np.uint8), flair.geometry, tilt)[1]
+            # the head goes round the nodded brain, so that air fills the whole field as in a tilted acquisition
+            volume = wrap_in_head(volume, geometry.spacing[::-1], seed=k)
         for thickness, spec in spec_for.items():
             stack = thick_slice_stack(volume, lesions, geometry, spec)
             case_id = stack_id(scan.scan_id, thickness) + suffix
@@ -455,6 +454,23 @@ def table(rows: Sequence[Dict], thicknesses: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
+#: --site: the stacks made as issue #12's held-back sites acquire them (../shared/REAL_FLAIR_FIGURES.md)
+SITES = {
+    "ms": {"add_head": True, "tilt": 12.0, "inplane": 0.9, "thickness": [6.5, 8.0], "field": 230.0},
+    "svd": {"add_head": False, "tilt": 0.0, "inplane": 0.47, "thickness": [7.5, 8.0], "field": 240.0},
+}
+
+
+def apply_site(args: argparse.Namespace, defaults: argparse.Namespace) -> None:
+    """Set the stack options of ``args.site``; an option of those given as well is refused, not silently replaced."""
+    if not args.site:
+        return
+    for key, value in SITES[args.site].items():
+        if getattr(args, key) != getattr(defaults, key):
+            raise DeepWMLError(f"--site {args.site} sets --{key.replace('_', '-')}: leave it out")
+        setattr(args, key, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -515,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pad each scan in-plane, centred, to a square field of view of MM first, e.g. 230 as a clinical "
                         "axial FLAIR's (default: the scan's own, 182 x 218 mm for MSLUB, where a synthetic head touches "
                         "the edges); with --add-head the padding is air")
+    p.add_argument("--site", choices=sorted(SITES),
+                   help="make the stacks as one of issue #12's held-back sites acquires its scans: ms = skull and scalp "
+                        "(--add-head), 0.9 mm, nodded 12 degrees, 6.5 and 8 mm, a 230 mm field (256 x 256); svd = "
+                        "skull-stripped, 0.47 mm, 7.5 and 8 mm, a 240 mm field (512 x 512)")
     p.add_argument("--stacks-only", action="store_true",
                    help="write the stacks to --work DIR/images and stop (no model): for another tool to segment")
     p.add_argument("--predictions", type=Path, metavar="DIR",
@@ -550,7 +570,7 @@ def check_without_model(args: argparse.Namespace) -> None:
 
 def stack_line(args: argparse.Namespace) -> str:
     """How the stacks are made, in one line."""
-    return (f"stacks: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
+    return (f"stacks{f' (--site {args.site})' if args.site else ''}: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
             f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
             f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
             f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
@@ -630,7 +650,9 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
 
 
 def _main(argv: Optional[List[str]]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    apply_site(args, parser.parse_args([]))
     start = time.perf_counter()
     scans = find_scans(args.data.expanduser())
     if args.work:

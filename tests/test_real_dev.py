@@ -376,7 +376,6 @@ def test_with_a_head_the_brain_median_of_the_error_figures_is_still_the_brains(t
     geometry = Geometry((96, 96, 30), (1.0, 1.0, 1.0), (-48.0, -48.0, -15.0))
     write_image(flair.astype(np.float32), geometry, tmp_path / "data" / "patient01" / "flair.nii.gz")
     write_image(np.zeros(brain.shape, np.uint8), geometry, tmp_path / "data" / "patient01" / "wmh.nii.gz")
-    load_benchmark("synthetic_head")  # what --add-head imports from beside the script
     bench = _benchmark()
     scans = bench.find_scans(tmp_path / "data")
     spec = {5.0: bench.SlabSpec(5.0)}
@@ -490,9 +489,30 @@ def test_field_pads_each_scan_to_a_square_field_of_view_keeping_every_voxel_wher
     dice = lambda table: [float(r.split("|")[7]) for r in table]  # noqa: E731
     np.testing.assert_allclose(dice(padded_rows), dice(rows), atol=0.05)  # a threshold model: the same lesions, resampled otherwise
 
-    load_benchmark("synthetic_head")  # what --add-head imports from beside the script
     scans = bench.find_scans(tmp_path / "data")
     headed = bench.make_stacks(scans[:1], {5.0: bench.SlabSpec(5.0)}, tmp_path / "headed", add_head=True, field=80)[0]
     image = read_image(tmp_path / "headed" / f"{headed.case_id}.nii.gz").array
     assert image.shape == (6, 80, 80) and 0 < float(np.median(image[:, :4, :4])) < 10  # air noise, not zeros
     assert abs(bench.normal_brain_median(headed, image) - 100.0) < 5
+
+
+def test_site_makes_the_stacks_as_a_held_back_site_acquires_its_scans(tmp_path, capsys):
+    """--site ms: skull and scalp, 0.9 mm, nodded 12 degrees, 6.5 and 8 mm in a 230 mm field (256 x 256); --site svd:
+    stripped, 0.47 mm, 7.5 and 8 mm in 240 mm; an option the site sets, given as well, is refused."""
+    _made_up_scans(tmp_path)
+    bench = _benchmark()
+    parser = bench.build_parser()
+    args = parser.parse_args(["--site", "svd"])
+    bench.apply_site(args, parser.parse_args([]))
+    assert (args.add_head, args.tilt, args.inplane, args.thickness, args.field) == (False, 0.0, 0.47, [7.5, 8.0], 240.0)
+    data = ["--data", str(tmp_path / "data")]
+    assert bench.main(data + ["--site", "ms", "--stacks-only", "--work", str(tmp_path / "ms")]) == 0
+    out = capsys.readouterr().out
+    assert "stacks (--site ms): axial slabs of 6.5, 8 mm" in out and "nodded 12 degrees" in out and "230 mm square field" in out
+    stack = read_image(tmp_path / "ms" / "images" / "patient01_6p5mm.nii.gz")
+    assert stack.geometry.size[:2] == (256, 256) and np.allclose(stack.geometry.spacing[:2], 0.9, atol=0.01)
+    assert float(np.median(stack.array[:, :4, :4])) > 0  # air noise around a synthetic head
+    assert sorted(p.name for p in (tmp_path / "ms" / "images").iterdir()) == [
+        "patient01_6p5mm.nii.gz", "patient01_8mm.nii.gz", "patient02_6p5mm.nii.gz", "patient02_8mm.nii.gz"]
+    assert bench.main(data + ["--site", "ms", "--tilt", "5", "--stacks-only", "--work", str(tmp_path / "x")]) == 2
+    assert "--site ms sets --tilt: leave it out" in capsys.readouterr().err
