@@ -577,6 +577,20 @@ def stack_line(args: argparse.Namespace) -> str:
             f"{f'; padded to a {args.field:g} mm square field' if args.field else ''}")
 
 
+def print_tables(args: argparse.Namespace, cases: Sequence[StackCase], rows: Sequence[Dict], components: Sequence[Dict],
+                 profiles: Sequence[Dict], confidences: Sequence[Dict] = ()) -> None:
+    """The figures table, then each table the options asked for, each followed by a blank line."""
+    print()
+    print(table(rows, sorted({c.thickness for c in cases} - set(args.thickness)) + list(args.thickness)))
+    print()
+    asked = [(args.errors, lambda: error_table(components)), (args.components, lambda: profile_table(profiles)),
+             (args.confidence, lambda: confidence_table(confidences)), (args.contrast, lambda: contrast_table(cases))]
+    for wanted, make in asked:
+        if wanted:
+            print(make())
+            print()
+
+
 def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: float) -> int:
     """--stacks-only: write the stacks; --predictions: score another tool's masks of them."""
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
@@ -598,18 +612,7 @@ def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: 
         rows, components, profiles = score(cases, args.predictions.expanduser(), args.errors, args.components,
                                            images_dir=work / "images", foreign=True)
     missing = [r for r in rows if r["failed"]]
-    print()
-    print(table(rows, sorted({c.thickness for c in cases} - set(args.thickness)) + list(args.thickness)))
-    print()
-    if args.errors:
-        print(error_table(components))
-        print()
-    if args.components:
-        print(profile_table(profiles))
-        print()
-    if args.contrast:
-        print(contrast_table(cases))
-        print()
+    print_tables(args, cases, rows, components, profiles)
     print(f"time: {time.perf_counter() - start:.1f} s in all")
     for row, case in zip(rows, cases):
         if row["failed"]:
@@ -694,22 +697,7 @@ def _main(argv: Optional[List[str]]) -> int:
         confidences = [r for c in cases if (work / "predictions" / f"{c.case_id}_lesionids.nii.gz").is_file()
                        for r in lesion_confidence(c, work / "predictions")] if args.confidence else []
         t_score = time.perf_counter() - t0
-    print()
-    native = sorted({c.thickness for c in cases} - set(args.thickness))
-    print(table(rows, native + list(args.thickness)))
-    print()
-    if args.errors:
-        print(error_table(components))
-        print()
-    if args.components:
-        print(profile_table(profiles))
-        print()
-    if args.confidence:
-        print(confidence_table(confidences))
-        print()
-    if args.contrast:
-        print(contrast_table(cases))
-        print()
+    print_tables(args, cases, rows, components, profiles, confidences)
     n_slices = sum(c.geometry.size[2] for c in cases)
     print(f"time: {time.perf_counter() - start:.1f} s in all; stacks {t_stacks:.1f} s, prediction {report.seconds:.1f} s "
           f"({len(cases)} stacks, {n_slices} slices, {report.seconds / max(n_slices, 1):.3f} s/slice incl. model load, "
