@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the stacks to --work DIR/images and stop (no model): for another tool to segment")
     p.add_argument("--predictions", type=Path, metavar="DIR",
                    help="score another tool's masks of the stacks instead of a model's: DIR/CASE.nii.gz, named and on the "
-                        "grid of --stacks-only's DIR/images/CASE.nii.gz made with the same stack options; lesion where > 0")
+                        "grid of --stacks-only's DIR/images/CASE.nii.gz made with the same stack options; lesion where > 0 (masks "
+                        "or label maps: threshold a probability map first)")
     return p
 
 
@@ -570,7 +571,8 @@ def check_without_model(args: argparse.Namespace) -> None:
 
 def stack_line(args: argparse.Namespace) -> str:
     """How the stacks are made, in one line."""
-    return (f"stacks{f' (--site {args.site})' if args.site else ''}: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
+    site = f" (--site {args.site})" if args.site else ""
+    return (f"stacks{site}: axial slabs of {', '.join(f'{t:g}' for t in args.thickness)} mm, gap {args.gap:g} mm, in-plane "
             f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; lesion where >= 40 % of the slab is"
             f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
             f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
@@ -660,13 +662,13 @@ def _main(argv: Optional[List[str]]) -> int:
     scans = find_scans(args.data.expanduser())
     if args.work:
         check_work_folder(args.work)
+    if args.add_head and args.contrast:
+        raise DeepWMLError("--contrast measures skull-stripped stacks: leave out --add-head")
     if args.stacks_only or args.predictions:
         check_without_model(args)
         return _main_without_model(args, scans, start)
     if args.confidence and args.also:
         raise DeepWMLError("--confidence reads deepwml_predict's lesion tables, which an average of models (--with) has not")
-    if args.add_head and args.contrast:
-        raise DeepWMLError("--contrast measures skull-stripped stacks: leave out --add-head")
     folder = model_dir(args)
     spec = check_model(folder, args.folds, args.checkpoint)
     if args.weights and len(args.weights) != 1 + len(args.also):

@@ -466,6 +466,12 @@ def test_another_tools_masks_of_the_stacks_score_as_the_models_own(tmp_path, cap
     assert "uses no DeepWML model: leave out --builtin" in capsys.readouterr().err
     assert bench.main(data + ["--stacks-only"]) == 2
     assert "give one" in capsys.readouterr().err
+    assert bench.main(data + ["--stacks-only", "--work", str(tmp_path / "s2"), "--add-head", "--contrast"]) == 2
+    assert "--contrast measures skull-stripped stacks" in capsys.readouterr().err
+    probabilities = read_image(tmp_path / "stacks" / "images" / "patient01_5mm.nii.gz")
+    write_image(probabilities.array / (probabilities.array.max() + 1), probabilities.geometry, foreign / "patient01_5mm.nii.gz")
+    assert bench.main(data + ["--predictions", str(foreign)]) == 2
+    assert "patient01_5mm.nii.gz" in capsys.readouterr().err  # a probability map is not a mask: named, refused
 
 
 def test_field_pads_each_scan_to_a_square_field_of_view_keeping_every_voxel_where_it_is(tmp_path, capsys):
