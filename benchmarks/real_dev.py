@@ -122,6 +122,21 @@ def stack_id(scan_id: str, thickness: float) -> str:
     return f"{scan_id}_{thickness:g}mm".replace(".", "p")
 
 
+def _nod(arrays: Sequence[np.ndarray], geometry: Geometry, degrees: float) -> Tuple[List[np.ndarray], Geometry]:
+    """Arrays (superior axis first, on ``geometry``) resampled trilinearly, as float32, with the head nodded by
+    ``degrees`` about the left-right axis through the volume centre."""
+    a = np.deg2rad(degrees)
+    sz, sy = float(geometry.spacing[2]), float(geometry.spacing[1])
+    # output (z, y) voxel -> mm about the centre -> rotated -> input voxel
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    matrix = np.eye(3)
+    matrix[:2, :2] = np.diag([1 / sz, 1 / sy]) @ rot @ np.diag([sz, sy])
+    centre = (np.array(arrays[0].shape, float) - 1) / 2
+    offset = centre - matrix @ centre
+    return [ndimage.affine_transform(x.astype(np.float32), matrix, offset, order=1, mode="constant", cval=0.0)
+            for x in arrays], geometry
+
+
 def pitch_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degrees: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
     """Image, mask and geometry of a head nodded by ``degrees`` about the left-right axis through the volume centre
     (trilinear; the mask is lesion where its interpolated fraction is >= 0.5; arrays reordered superior axis first)."""
@@ -129,18 +144,16 @@ def pitch_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, degree
         return image, mask, geometry
     mask, _ = superior_axis_first(mask, geometry)
     image, geometry = superior_axis_first(image, geometry)
-    a = np.deg2rad(degrees)
-    sz, sy = float(geometry.spacing[2]), float(geometry.spacing[1])
-    # output (z, y) voxel -> mm about the centre -> rotated -> input voxel
-    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    m2 = np.diag([1 / sz, 1 / sy]) @ rot @ np.diag([sz, sy])
-    matrix = np.eye(3)
-    matrix[:2, :2] = m2
-    centre = (np.array(image.shape, float) - 1) / 2
-    offset = centre - matrix @ centre
-    out = ndimage.affine_transform(image.astype(np.float32), matrix, offset, order=1, mode="constant", cval=0.0)
-    frac = ndimage.affine_transform(mask.astype(np.float32), matrix, offset, order=1, mode="constant", cval=0.0)
+    (out, frac), geometry = _nod([image, mask], geometry, degrees)
     return out, (frac >= 0.5).astype(np.uint8), geometry
+
+
+def pitch_mask(mask: np.ndarray, geometry: Geometry, degrees: float) -> np.ndarray:
+    """``mask`` nodded as :func:`pitch_volume` nods it, without resampling an image beside it."""
+    if degrees == 0:
+        return mask
+    mask, geometry = superior_axis_first(mask, geometry)
+    return (_nod([mask], geometry, degrees)[0][0] >= 0.5).astype(np.uint8)
 
 
 def pad_field(image: np.ndarray, mask: np.ndarray, geometry: Geometry, field_mm: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
@@ -190,7 +203,7 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
                                    brain=brain))
         volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
         if add_head:
-            brain = pitch_volume(flair.array, brain.astype(np.uint8), flair.geometry, tilt)[1]
+            brain = pitch_mask(brain.astype(np.uint8), flair.geometry, tilt)
             # the head goes round the nodded brain, so that air fills the whole field as in a tilted acquisition
             volume = wrap_in_head(volume, geometry.spacing[::-1], seed=k)
         for thickness, spec in spec_for.items():
