@@ -528,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
+    p.add_argument("--keep-outside-brain", action="store_true",
+                   help="deepwml_predict --keep-outside-brain: keep the lesions with no voxel in the anatomy model's brain")
     p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                    help="deepwml_predict --min-lesion-ml: drop lesions smaller than this from the masks (default: the "
                    "model's postprocessing, else 0)")
@@ -562,7 +564,7 @@ MODEL_OPTIONS = {"model": "-m", "dataset": "-d", "plan": "-p", "builtin": "--bui
                  "tta": "--tta", "threshold": "--threshold", "confidence": "--confidence", "skull_strip": "--skull-strip",
                  "white_matter_only": "--white-matter-only", "min_lesion_ml": "--min-lesion-ml",
                  "min_lesion_peak": "--min-lesion-peak", "no_postprocessing": "--no-postprocessing", "also": "--with",
-                 "weights": "--weights"}
+                 "weights": "--weights", "keep_outside_brain": "--keep-outside-brain"}
 
 
 def check_without_model(args: argparse.Namespace) -> None:
@@ -649,7 +651,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
         return PredictRequest(input=work / "images", output=output, model_dir=model, folds=folds,
                               checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
                               overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
-                              tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
+                              keep_outside_brain=args.keep_outside_brain, tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
                               postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence)

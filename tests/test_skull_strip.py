@@ -125,7 +125,8 @@ def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_b
     common = ["-i", str(tmp_path / "in"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
     assert predict_cli.main(common + ["-o", str(tmp_path / "strip"), "--skull-strip"]) == 0
     assert "skull stripped: the lesion model saw only the anatomy model's brain" in capsys.readouterr().out
-    assert predict_cli.main(common + ["-o", str(tmp_path / "plain")]) == 0
+    # (keeping lesions outside the brain, which a default run drops from its mask)
+    assert predict_cli.main(common + ["-o", str(tmp_path / "plain"), "--keep-outside-brain"]) == 0
     (stripped,) = strip_images([read_image(tmp_path / "in" / "scan.nii.gz")], region)
     write_image(stripped.array, scan.geometry, tmp_path / "by_hand" / "scan.nii.gz")
     assert predict_cli.main(["-i", str(tmp_path / "by_hand"), "-o", str(tmp_path / "plain_of_stripped"), "-m", str(lesion),
@@ -149,7 +150,8 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert "skull_strip True -> False" in capsys.readouterr().err
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     assert "1 already done" in capsys.readouterr().out
-    # the masks depend on the anatomy model here: another one is not resumed either (a plain run resumes across it)
+    # the masks depend on the anatomy model here: another one is not resumed either (a run whose masks do not depend
+    # on it, --keep-outside-brain, resumes across it)
     from deepwml_testing.toy_models import write_model_dir
     from test_anatomy_model import anatomy_plan
 
@@ -158,10 +160,16 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     moved = [str(other) if a == str(anatomy) else a for a in args]
     assert predict_cli.main(moved + ["--skull-strip"]) == 2
     assert "the anatomy model's weights" in capsys.readouterr().err
-    plain = ["-i", str(inputs), "-o", str(tmp_path / "plain"), "-m", str(lesion), "--no-qc"]
+    plain = ["-i", str(inputs), "-o", str(tmp_path / "plain"), "-m", str(lesion), "--no-qc", "--keep-outside-brain"]
     assert predict_cli.main(plain + ["--anatomy-model", str(anatomy)]) == 0
     assert predict_cli.main(plain + ["--anatomy-model", str(other)]) == 0
     assert "1 already done" in capsys.readouterr().out.splitlines()[-1]
+    # by default lesions outside the anatomy model's brain are dropped, so the masks depend on it
+    default = ["-i", str(inputs), "-o", str(tmp_path / "default"), "-m", str(lesion), "--no-qc"]
+    assert predict_cli.main(default + ["--anatomy-model", str(anatomy)]) == 0
+    capsys.readouterr()
+    assert predict_cli.main(default + ["--anatomy-model", str(other)]) == 2
+    assert "the anatomy model's weights" in capsys.readouterr().err
 
 
 def test_a_label_map_model_refuses_skull_strip(tmp_path, models, capsys):  # noqa: F811

@@ -103,4 +103,6 @@ def add_mask_options(parser) -> None:
     parser.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")
     parser.add_argument("--skull-strip", action="store_true",
                         help="the lesion model sees only the anatomy model's brain: scans with and without skull alike")
+    parser.add_argument("--keep-outside-brain", action="store_true",
+                        help="keep the lesions with no voxel in the anatomy model's brain (dropped by default)")
     parser.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")

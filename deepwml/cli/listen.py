@@ -175,7 +175,7 @@ def _request(args):
                              workers=1, dicom_seg="seg" in args.outputs, dicom_findings="findings" in args.outputs,
                              dicom_sr="sr" in args.outputs, report=args.report, anatomy=not args.no_anatomy,
                              white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
-                             threshold=args.threshold,
+                             keep_outside_brain=args.keep_outside_brain, threshold=args.threshold,
                              min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak,
                              postprocessing=not args.no_postprocessing)
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0 < args.threshold < 1):

@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment only the brain the anatomy model finds (everything outside it set to 0 first), so a scan "
                    "with its skull and the same scan skull-stripped get the same lesions: without it, the lesion model calls "
                    "20-30 %% more lesion in real brains given a synthetic skull than in the same brains stripped")
+    p.add_argument("--keep-outside-brain", action="store_true",
+                   help="keep the lesions that have no voxel in the brain the anatomy model finds (grown 3 mm): by default "
+                   "they are dropped as false positives (fat, skull base, sinuses, ghosts); without an anatomy model "
+                   "nothing is dropped")
     return p
 
 
@@ -169,6 +173,7 @@ def _main(argv: Optional[List[str]]) -> int:
         save_lesion_ids=args.save_lesion_ids,
         white_matter_only=args.white_matter_only,
         skull_strip=args.skull_strip,
+        keep_outside_brain=args.keep_outside_brain,
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
         min_lesion_peak=args.min_lesion_peak,

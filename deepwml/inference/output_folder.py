@@ -99,25 +99,27 @@ def is_output_folder(folder: Path) -> bool:
 
 
 #: the options beside the weights that decide a run's masks, as producer_record names them
-MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip")
+MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip",
+                "outside_brain_dropped")
 #: what a marker written before an option existed did: kept every lesion, and the skull
-PRODUCER_DEFAULTS = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False}
+PRODUCER_DEFAULTS = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False, "outside_brain_dropped": False}
 
 
 def producer_record(
     model_dir: Path, folds: Sequence[str], checkpoint: str, weights: Sequence[str], threshold: float, tta: bool,
     white_matter_only: bool, min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, skull_strip: bool = False,
-    anatomy_weights: Sequence[str] = (),
+    anatomy_weights: Sequence[str] = (), outside_brain_dropped: bool = False,
 ) -> Dict[str, Any]:
     """What decides a run's masks: the networks' weights (``weights``: their digests, so a moved model is the same one
     and a re-trained one is not), the folds and checkpoint it names, the options that change a mask, and the anatomy
-    model's weights (``anatomy_weights``) when an option makes the masks depend on it (--white-matter-only,
-    --skull-strip; recorded only then, so other folders resume across a new anatomy model)."""
+    model's weights (``anatomy_weights``) when the masks depend on it (--white-matter-only, --skull-strip, lesions
+    outside the brain dropped; recorded only then, so other folders resume across a new anatomy model)."""
     record = {
         "model": str(model_dir), "folds": [str(f) for f in folds], "checkpoint": checkpoint,
         "weights_sha256": list(weights),
         "threshold": float(threshold), "tta": bool(tta), "white_matter_only": bool(white_matter_only),
         "min_lesion_ml": float(min_lesion_ml), "min_lesion_peak": float(min_lesion_peak), "skull_strip": bool(skull_strip),
+        "outside_brain_dropped": bool(outside_brain_dropped),
     }
     if anatomy_weights:
         record["anatomy_weights_sha256"] = sorted(anatomy_weights)
@@ -149,7 +151,7 @@ def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -
              for key in MASK_OPTIONS if earlier.get(key, PRODUCER_DEFAULTS.get(key)) != record[key]]
     if not what and earlier.get("anatomy_weights_sha256") != record.get("anatomy_weights_sha256"):
         # the same options make both runs' masks depend on the anatomy model, and it is another one
-        what.append("the anatomy model's weights (--white-matter-only / --skull-strip use its map)")
+        what.append("the anatomy model's weights (the masks depend on its map)")
     if what:
         raise DeepWMLError(
             f"holds {finished} case(s) predicted with other settings ({'; '.join(what)}); resuming would mix the two "

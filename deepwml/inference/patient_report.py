@@ -95,6 +95,8 @@ class ModelInfo:
     min_lesion_peak: float = 0.0
     #: the lesion model saw only the anatomy model's brain (deepwml_predict --skull-strip)
     skull_strip: bool = False
+    #: lesions with no voxel in the anatomy model's brain were dropped from the mask (deepwml.inference.outside_brain)
+    outside_brain_dropped: bool = False
     #: the mask settings come (at least in part) from the model's stored postprocessing (deepwml_find_postprocessing)
     postprocessing: bool = False
 
@@ -237,6 +239,8 @@ def model_html(model: ModelInfo) -> str:
                            "(deepwml_find_postprocessing)" if model.postprocessing else "as the plan and the run's options give it"),
         ("Input segmented", "the brain the anatomy model finds, the rest blanked (--skull-strip; a scan stripped already "
                             "as given)" if model.skull_strip else "the whole scan as given"),
+        ("Lesions outside the brain", "dropped (no voxel in the brain the anatomy model finds)"
+         if model.outside_brain_dropped else "kept"),
         ("Smallest lesion kept", f"{model.min_lesion_ml:g} ml (smaller ones dropped)" if model.min_lesion_ml > 0 else "any size"),
         ("Least certain lesion kept", f"peak probability ≥ {model.min_lesion_peak:g} (lesions without such a core dropped)"
          if model.min_lesion_peak > 0 else "any"),

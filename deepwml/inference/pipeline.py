@@ -25,6 +25,7 @@ from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
                                              slice_areas_mm2, summarize_case)
+from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
@@ -70,6 +71,8 @@ class RunOptions:
     white_matter_only: bool = False
     #: the lesion model sees only the anatomy model's brain (deepwml.inference.skull_strip)
     skull_strip: bool = False
+    #: drop the lesions with no voxel in the anatomy map's brain (deepwml.inference.outside_brain); needs the map
+    drop_outside_brain: bool = False
     #: lesions smaller than this many ml are dropped from the mask (0: keep all)
     min_lesion_ml: float = 0.0
     #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
@@ -133,6 +136,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     anatomy = prepared.anatomy_labels
     if anatomy is None and anatomy_probs is not None:
         anatomy = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+    if options.drop_outside_brain and anatomy is not None:
+        mask = drop_outside_brain(mask, anatomy, geometry)
     if options.white_matter_only:
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first

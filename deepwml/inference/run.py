@@ -83,6 +83,9 @@ class PredictRequest:
     white_matter_only: bool = False
     #: the lesion model sees only the anatomy model's brain: scans with and without skull alike (deepwml.inference.skull_strip)
     skull_strip: bool = False
+    #: keep the lesions with no voxel in the anatomy model's brain, which are dropped by default when there is an
+    #: anatomy model (deepwml.inference.outside_brain)
+    keep_outside_brain: bool = False
     #: lesion probability at or above which a voxel is lesion (None: the model's stored postprocessing, else its
     #: plan's inference.threshold)
     threshold: Optional[float] = None
@@ -116,6 +119,8 @@ class PredictReport:
     temperatures: Tuple[float, float] = (1.0, 1.0)
     #: the lesion model saw only the anatomy model's brain (--skull-strip)
     skull_strip: bool = False
+    #: lesions with no voxel in the anatomy model's brain were dropped (the default with an anatomy model)
+    outside_brain_dropped: bool = False
     #: the threshold and lesion filters of the masks, and whether they come from the model's stored postprocessing
     mask: Optional[MaskSettings] = None
     stored_postprocessing: bool = False
@@ -137,6 +142,7 @@ class PredictReport:
             f"in {self.seconds:.1f} s on {self.device}{self._engine_reason()}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
+            + ("; lesions outside the anatomy model's brain dropped" if self.outside_brain_dropped else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")
@@ -255,7 +261,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     done, todo = _split_done(cases, out_dir, request, label_map)
     tta = request.tta or spec.plan.inference.tta
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
-    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip)
+    drop_outside = anatomy_dir is not None and not request.keep_outside_brain
+    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip or drop_outside)
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
     # the weights carry the model's stored postprocessing: only now is it known what makes the masks
     mask, from_model = run_mask_settings(request, spec), uses_stored_postprocessing(request, spec)
@@ -266,13 +273,13 @@ def _predict(request: PredictRequest) -> PredictReport:
     if clinical.model is not None:  # the report names the settings that made the masks
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
-            postprocessing=from_model))
+            postprocessing=from_model, outside_brain_dropped=drop_outside))
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
-                               mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests)
+                               mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests, drop_outside)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
-                           skull_strip=request.skull_strip, mask=mask,
+                           skull_strip=request.skull_strip, mask=mask, outside_brain_dropped=drop_outside,
                            stored_postprocessing=from_model)
     trained = trained_acquisition(spec.folder)
     summaries = {}
@@ -309,6 +316,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             clinical=clinical,
             white_matter_only=request.white_matter_only,
             skull_strip=request.skull_strip,
+            drop_outside_brain=drop_outside,
             min_lesion_ml=mask.min_lesion_ml,
             min_lesion_peak=mask.min_lesion_peak,
             temperatures=report.temperatures,

@@ -1,0 +1,146 @@
+"""Lesions with no voxel in the anatomy model's brain are dropped by default (deepwml.inference.outside_brain)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from deepwml.anatomy.labels import BACKGROUND, VENTRICLE, WHITE_MATTER
+from deepwml.cli import predict as predict_cli
+from deepwml.imageio import Geometry, read_image, write_image
+from deepwml.inference import pipeline
+from deepwml.inference.lesion_report import label_lesions
+from deepwml.inference.outside_brain import drop_outside_brain
+from test_anatomy_model import models  # noqa: F401 - the fixture
+
+AXIAL = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
+
+
+def brain_on_the_left(shape=(5, 64, 64)) -> np.ndarray:
+    """An anatomy map whose brain fills columns 0-31 of slices 0-3 (slice 4: no brain), a ventricle inside it."""
+    anatomy = np.full(shape, BACKGROUND, np.uint8)
+    anatomy[:4, :, :32] = WHITE_MATTER
+    anatomy[:4, 20:30, 10:20] = VENTRICLE
+    return anatomy
+
+
+def test_only_lesions_without_a_voxel_in_the_grown_brain_are_dropped_and_each_one_whole():
+    anatomy = brain_on_the_left()
+    mask = np.zeros(anatomy.shape, np.uint8)
+    kept = {
+        "deep": (1, slice(5, 9), slice(5, 9)),
+        "in the ventricle": (2, slice(22, 26), slice(12, 16)),
+        "straddling the edge": (0, slice(40, 44), slice(28, 40)),  # mostly outside, four columns inside
+        "within the 3 mm margin": (3, slice(10, 12), slice(36, 38)),  # 2-3 mm (4-5 columns of 0.5 mm) beyond the edge
+    }
+    dropped = {
+        "10 mm out": (1, slice(50, 54), slice(52, 56)),
+        "on a slice with no brain": (4, slice(5, 9), slice(5, 9)),
+    }
+    for index in list(kept.values()) + list(dropped.values()):
+        mask[index] = 1
+    out = drop_outside_brain(mask, anatomy, AXIAL)
+    assert out.dtype == np.uint8 and out.shape == mask.shape
+    for name, index in kept.items():
+        assert out[index].all(), name
+    for name, index in dropped.items():
+        assert not out[index].any(), name
+    assert label_lesions(out)[1] == len(kept)
+    # a lesion just beyond the margin goes: 4 mm out
+    far = np.zeros_like(mask)
+    far[3, 10:12, 40:42] = 1
+    assert not drop_outside_brain(far, anatomy, AXIAL).any()
+
+
+def test_a_map_without_brain_or_a_mask_without_lesions_changes_nothing():
+    mask = np.zeros((5, 64, 64), np.uint8)
+    mask[1, 50:54, 52:56] = 1
+    # the anatomy model found no brain (a phantom, a wrong series): the map is what is wrong, not the lesions
+    assert np.array_equal(drop_outside_brain(mask, np.zeros_like(mask), AXIAL), mask)
+    empty = np.zeros_like(mask)
+    assert not drop_outside_brain(empty, brain_on_the_left(), AXIAL).any()
+
+
+def test_the_slice_axis_is_taken_from_the_geometry():
+    """Slices along numpy's last axis (a volume stored sagittal-first): the margin is grown in those slices' planes."""
+    geometry = Geometry((5, 64, 64), (6.0, 0.5, 0.5), (0.0, 0.0, 0.0))
+    assert geometry.slice_axis_numpy == 2
+    anatomy = np.moveaxis(brain_on_the_left(), 0, 2)
+    mask = np.zeros(anatomy.shape, np.uint8)
+    mask[10:12, 36:38, 3] = 1  # within the margin in its slice
+    mask[50:54, 52:56, 1] = 1  # 10 mm out
+    out = drop_outside_brain(mask, anatomy, geometry)
+    assert out[10:12, 36:38, 3].all() and not out[50:54, 52:56, 1].any()
+
+
+@pytest.fixture
+def left_brain_run(tmp_path, models, monkeypatch):  # noqa: F811
+    """deepwml_predict's arguments for the fixture's scan with an anatomy map whose brain is the scan's left half."""
+    lesion, anatomy, inputs = models
+    image = read_image(inputs / "scan.nii.gz")
+    array = np.array(image.array)
+    # two bright blobs the toy threshold model marks, one in each half, on the same slice
+    array[2, 20:26, 10:16] += 80.0
+    array[2, 20:26, 30:36] += 80.0
+    write_image(array, image.geometry, inputs / "scan.nii.gz")
+
+    def half_brain(probs, props):
+        labels = real_map(probs, props)
+        labels[..., labels.shape[-1] // 2:] = BACKGROUND
+        labels[..., : labels.shape[-1] // 2] = WHITE_MATTER
+        return labels
+
+    real_map = pipeline.anatomy_map
+    monkeypatch.setattr(pipeline, "anatomy_map", half_brain)
+    return ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy), "--save-anatomy"]
+
+
+def test_predict_drops_lesions_outside_the_brain_by_default_and_keeps_them_when_asked(tmp_path, left_brain_run, capsys):
+    assert predict_cli.main(left_brain_run + ["-o", str(tmp_path / "default")]) == 0
+    assert "lesions outside the anatomy model's brain dropped" in capsys.readouterr().out
+    assert predict_cli.main(left_brain_run + ["-o", str(tmp_path / "kept"), "--keep-outside-brain"]) == 0
+    assert "outside" not in capsys.readouterr().out
+    kept = read_image(tmp_path / "kept" / "scan.nii.gz", dtype=None)
+    default = read_image(tmp_path / "default" / "scan.nii.gz", dtype=None).array
+    anatomy = read_image(tmp_path / "default" / "scan_anatomy.nii.gz", dtype=None).array
+    assert kept.array[2, 20:26, 30:36].all() and kept.array[2, 20:26, 10:16].all()
+    assert not default[2, 20:26, 30:36].any() and default[2, 20:26, 10:16].all()
+    assert np.array_equal(default, drop_outside_brain(kept.array, anatomy, kept.geometry))
+    # the lesion table counts what the mask holds
+    assert sum(1 for _ in open(tmp_path / "default" / "scan_lesions.csv")) - 1 == label_lesions(default)[1]
+    marker = json.loads((tmp_path / "default" / ".deepwml_output.json").read_text())["predicted_with"]
+    assert marker["outside_brain_dropped"] is True and marker["anatomy_weights_sha256"]
+
+
+def test_without_an_anatomy_model_nothing_is_dropped(tmp_path, left_brain_run):
+    assert predict_cli.main(left_brain_run[:-3] + ["-o", str(tmp_path / "none"), "--no-anatomy"]) == 0
+    assert read_image(tmp_path / "none" / "scan.nii.gz", dtype=None).array[2, 20:26, 30:36].all()
+    marker = json.loads((tmp_path / "none" / ".deepwml_output.json").read_text())["predicted_with"]
+    assert marker["outside_brain_dropped"] is False
+
+
+def test_resuming_a_folder_made_the_other_way_is_one_clear_line(tmp_path, left_brain_run, capsys):
+    out = str(tmp_path / "out")
+    assert predict_cli.main(left_brain_run + ["-o", out, "--keep-outside-brain"]) == 0
+    capsys.readouterr()
+    assert predict_cli.main(left_brain_run + ["-o", out]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"outside_brain_dropped False -> True.*--overwrite", err)
+
+
+def test_the_dicom_node_passes_keep_outside_brain_to_every_prediction(tmp_path):
+    from deepwml.cli import listen
+
+    for extra, kept in (([], False), (["--keep-outside-brain"], True)):
+        request = listen._request(listen.build_parser().parse_args([str(tmp_path / "node"), *extra]))
+        assert request.keep_outside_brain is kept
+
+
+def test_the_report_says_whether_lesions_outside_the_brain_were_dropped(tmp_path, left_brain_run):
+    for name, extra, said in (("default", [], "dropped (no voxel in the brain the anatomy model finds)"),
+                              ("kept", ["--keep-outside-brain"], "<dt>Lesions outside the brain</dt><dd>kept</dd>")):
+        assert predict_cli.main(left_brain_run + ["-o", str(tmp_path / name), "--report", "html"] + extra) == 0
+        (page,) = (tmp_path / name).rglob("*.html")
+        assert said in page.read_text()
