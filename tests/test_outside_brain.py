@@ -13,6 +13,7 @@ from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.inference import pipeline
 from deepwml.inference.lesion_report import label_lesions
 from deepwml.inference.outside_brain import drop_outside_brain
+from deepwml.inference.skull_strip import brain_region
 from test_anatomy_model import models  # noqa: F401 - the fixture
 
 AXIAL = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
@@ -73,6 +74,29 @@ def test_the_slice_axis_is_taken_from_the_geometry():
     mask[50:54, 52:56, 1] = 1  # 10 mm out
     out = drop_outside_brain(mask, anatomy, geometry)
     assert out[10:12, 36:38, 3].all() and not out[50:54, 52:56, 1].any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_lesions_kept_are_those_touching_the_skull_strip_brain_region(seed):
+    """The boxes the function measures in give exactly the lesions that touch brain_region (--skull-strip's region),
+    on scattered specks and an irregular brain with a hole, both slice axes."""
+    rng = np.random.default_rng(seed)
+    anatomy = np.zeros((6, 80, 72), np.uint8)
+    yy, xx = np.mgrid[:80, :72]
+    for z in range(5):  # slice 5 without brain
+        anatomy[z][((yy - 40) / rng.uniform(20, 30)) ** 2 + ((xx - 36) / rng.uniform(15, 25)) ** 2 < 1] = WHITE_MATTER
+    anatomy[2, 38:42, 34:38] = BACKGROUND  # a hole, filled as brain_region fills it
+    mask = (rng.random(anatomy.shape) < 0.01).astype(np.uint8)
+    mask[:, 2:5, 2:5] = 1  # a column of lesion in a corner
+    for geometry, anat, m in ((Geometry((72, 80, 6), (0.7, 0.9, 5.0), (0.0, 0.0, 0.0)), anatomy, mask),
+                              (Geometry((6, 72, 80), (5.0, 0.7, 0.9), (0.0, 0.0, 0.0)),
+                               np.moveaxis(anatomy, 0, 2), np.moveaxis(mask, 0, 2))):
+        labels, count = label_lesions(m)
+        region = brain_region(anat, geometry)
+        expected = np.isin(labels, np.unique(labels[region & (labels > 0)])) & (labels > 0)
+        out = drop_outside_brain(m, anat, geometry)
+        assert np.array_equal(out.astype(bool), expected)
+        assert 0 < label_lesions(out)[1] < count
 
 
 @pytest.fixture

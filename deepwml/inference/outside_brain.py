@@ -11,30 +11,53 @@ turns it off; without an anatomy model nothing is dropped.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from scipy import ndimage
 
 from deepwml.anatomy.labels import BACKGROUND
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_report import label_lesions
-from deepwml.inference.skull_strip import MIN_BRAIN_SHARE, brain_region
+from deepwml.inference.lesion_report import label_lesions, lesion_box
+from deepwml.inference.skull_strip import MIN_BRAIN_SHARE, STRIP_MARGIN_MM
+from deepwml.preprocessing.head_mask import fill_holes_in_plane
 
 
 def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry) -> np.ndarray:
     """The mask (uint8, same grid) without the lesions that have no voxel in the anatomy map's brain region; the mask
     as it is when the map finds (almost) no brain, where the map, not the lesions, is what is wrong."""
     mask = np.asarray(mask, np.uint8)
-    if not mask.any():
-        return mask
     anatomy = np.asarray(anatomy)
-    if np.mean(anatomy != BACKGROUND) < MIN_BRAIN_SHARE:
-        return mask
-    labels, count = label_lesions(mask)
-    # the region slice by slice, so only the slices holding lesions are worth its distance transforms
     axis = geometry.slice_axis_numpy
-    with_lesion = np.flatnonzero(np.moveaxis(mask, axis, 0).reshape(mask.shape[axis], -1).any(axis=1))
-    region = brain_region(np.take(anatomy, with_lesion, axis=axis), geometry)
-    touching = np.take(labels, with_lesion, axis=axis)[region]
-    keep = np.zeros(count + 1, bool)
-    keep[np.unique(touching)] = True
+    box = lesion_box(mask)
+    if box is None or np.mean(anatomy != BACKGROUND) < MIN_BRAIN_SHARE:
+        return mask
+    sampling = [s for i, s in enumerate(geometry.spacing[::-1]) if i != axis]
+    reach = [int(np.ceil(STRIP_MARGIN_MM / s)) for s in sampling]
+    # everything in the lesions' box grown by the margin in plane (a brain voxel within reach lies in it), and the
+    # brain filled in whole planes, as brain_region fills it: the same lesions go, in a fraction of the time
+    grow = dict(zip((a for a in range(mask.ndim) if a != axis), reach))
+    box = tuple(slice(max(b.start - grow[a], 0), b.stop + grow[a]) if a in grow else b for a, b in enumerate(box))
+    planes = np.moveaxis(label_lesions(mask[box])[0], axis, 0)
+    whole = np.moveaxis(anatomy[tuple(b if a == axis else slice(None) for a, b in enumerate(box))] != BACKGROUND, axis, 0)
+    in_plane = tuple(b for a, b in enumerate(box) if a != axis)
+    brain = fill_holes_in_plane(whole)[(slice(None),) + in_plane]
+    keep = np.zeros(int(planes.max()) + 1, bool)
+    keep[np.unique(planes[brain])] = True
+    # the others are measured against the brain in a box around each, not by growing the brain of every slice
+    for index, lesion in enumerate(ndimage.find_objects(planes), start=1):
+        if keep[index] or lesion is None:
+            continue
+        grown = (lesion[0],) + tuple(slice(max(b.start - r, 0), b.stop + r) for b, r in zip(lesion[1:], reach))
+        keep[index] = any(_within_margin(one, near, sampling) for one, near in zip(planes[grown] == index, brain[grown]))
     keep[0] = False
-    return keep[labels].astype(np.uint8)
+    out = np.zeros_like(mask)
+    out[box] = np.moveaxis(keep[planes], 0, axis)
+    return out
+
+
+def _within_margin(lesion: np.ndarray, brain: np.ndarray, sampling: Sequence[float]) -> bool:
+    """Whether a brain pixel of the plane lies within STRIP_MARGIN_MM of a lesion pixel."""
+    if not (lesion.any() and brain.any()):
+        return False
+    return bool((ndimage.distance_transform_edt(~lesion, sampling=sampling)[brain] <= STRIP_MARGIN_MM).any())
