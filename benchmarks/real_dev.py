@@ -654,7 +654,9 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               keep_outside_brain=args.keep_outside_brain, tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
-                              postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence)
+                              postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence,
+                              # the ensemble takes the first member's anatomy maps, as deepwml_predict uses its own
+                              save_anatomy=probabilities and not args.keep_outside_brain)
 
     if not extra:
         return predict(request(folder, work / "predictions", args.folds, False))
@@ -662,7 +664,8 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
     members = [work / f"predictions_model{k}" for k in range(len(models))]
     reports = [predict(request(m, out, args.folds if k == 0 else None, True)) for k, (m, out) in enumerate(zip(models, members))]
     ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False,
-             min_lesion_ml=args.min_lesion_ml or 0.0, min_lesion_peak=args.min_lesion_peak or 0.0)
+             min_lesion_ml=args.min_lesion_ml or 0.0, min_lesion_peak=args.min_lesion_peak or 0.0,
+             keep_outside_brain=args.keep_outside_brain)
     merged = reports[0]
     merged.seconds = sum(r.seconds for r in reports)
     merged.summaries = [s for r in reports for s in r.failed] + [s for s in merged.summaries if s.status == "ok"]

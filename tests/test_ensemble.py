@@ -280,3 +280,35 @@ def test_min_lesion_peak_keeps_only_lesions_of_the_average_with_a_confident_core
         ensemble([a, b], tmp_path / "bad", min_lesion_peak=1.0, progress=False)
     with pytest.raises(DeepWMLError, match="other inputs or settings"):
         ensemble([a, b], tmp_path / "out", weights=[1.2, 1], progress=False)
+
+
+def test_the_first_folders_anatomy_maps_give_locations_and_drop_lesions_outside_their_brain(two_runs, tmp_path, capsys):
+    """With deepwml_predict --save-anatomy's maps in the first folder, the ensemble does what deepwml_predict does:
+    lesions with no voxel in their brain (grown 3 mm) go, unless --keep-outside-brain; the rest get locations."""
+    from deepwml.anatomy.labels import BACKGROUND, WHITE_MATTER
+
+    a, b = two_runs
+    anatomy = np.full(SHAPE, BACKGROUND, np.uint8)
+    anatomy[:, :, :6] = WHITE_MATTER  # r1 (x 3-7) lies in it; r2 (x 10-18) 4.5 mm beyond its edge
+    for case in ("case1", "case2"):
+        write_image(anatomy, GEOMETRY, a / f"{case}_anatomy.nii.gz")
+    r1, r2 = _regions()
+    report = ensemble([a, b], tmp_path / "out", progress=False)
+    assert report.outside_brain_dropped and "lesions outside their brain dropped" in report.describe()
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "case1.nii.gz").array == 1, r1)
+    lesions = pd.read_csv(tmp_path / "out" / "case1_lesions.csv")
+    assert list(lesions["voxels"]) == [20] and "location" in lesions.columns
+    assert json.loads((tmp_path / "out" / MARKER_NAME).read_text())[ENSEMBLE_KEY]["outside_brain_dropped"] is True
+    # a second run resumes with the same figures; keeping them is another setting
+    again = ensemble([a, b], tmp_path / "out", progress=False)
+    assert again.resumed == 2 and again.summaries[0].anatomy == report.summaries[0].anatomy
+    with pytest.raises(DeepWMLError, match="other inputs or settings"):
+        ensemble([a, b], tmp_path / "out", keep_outside_brain=True, progress=False)
+    assert ensemble_main(["-i", str(a), str(b), "-o", str(tmp_path / "kept"), "--keep-outside-brain"]) == 0
+    assert "dropped" not in capsys.readouterr().out
+    np.testing.assert_array_equal(read_label(tmp_path / "kept" / "case1.nii.gz").array == 1, r1 | r2)
+    # some cases with a map and others without is refused, naming the folder
+    (a / "case2_anatomy.nii.gz").unlink()
+    with pytest.raises(DeepWMLError, match=r"anatomy maps of some cases but not of 1 case\(s\) \(case2\)") as e:
+        ensemble([a, b], tmp_path / "mixed", progress=False)
+    assert str(a) in str(e.value)

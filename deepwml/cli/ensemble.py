@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lesion-peak", type=float, default=0.0, metavar="P",
                    help="drop lesions whose most probable voxel of the averaged map stays under this probability, as "
                         "deepwml_predict --min-lesion-peak (default 0: keep all)")
+    p.add_argument("--keep-outside-brain", action="store_true",
+                   help="keep the lesions with no voxel in the brain of the first folder's anatomy maps (when it holds "
+                        "them, from deepwml_predict --save-anatomy, such lesions are dropped as deepwml_predict drops them)")
     p.add_argument("--images", type=Path,
                    help="the scans the runs predicted (deepwml_predict's -i): also write qc/CASE.png, the mask outlined")
     p.add_argument("--save-probabilities", action="store_true", help="also write the averaged CASE_prob<ending>")
@@ -50,7 +53,8 @@ def _main(argv: Optional[List[str]]) -> int:
     report = ensemble(args.inputs, args.output, weights=args.weights, threshold=args.threshold,
                       save_probabilities=args.save_probabilities, overwrite=args.overwrite,
                       progress=True if args.progress else None, images=args.images,
-                      min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak)
+                      min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak,
+                      keep_outside_brain=args.keep_outside_brain)
     print(report.describe())
     for row in report.failed:
         print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 The models need not share a plan (nnU-Net's ``nnUNetv2_ensemble`` does the same across configurations): every map is
 already on its input's own grid, so a 2D model, a wider one and a model from another site can be averaged voxel by
-voxel. Each input folder must hold the same cases, each case's maps the same grid.
+voxel. Each input folder must hold the same cases, each case's maps the same grid. When the first folder holds a
+case's anatomy map (deepwml_predict --save-anatomy), the ensemble's lesions get their locations from it and, as
+deepwml_predict does, those with no voxel in its brain are dropped (deepwml.inference.outside_brain).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
+from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.batches import probabilities_to_mask
@@ -62,6 +65,10 @@ class EnsembleReport:
     weights: List[float] = field(default_factory=list)
     seconds: float = 0.0
     summary_csv: Optional[Path] = None
+    #: the first input folder held the cases' anatomy maps (locations in the lesion tables)
+    anatomy: bool = False
+    #: lesions with no voxel in those maps' brain were dropped
+    outside_brain_dropped: bool = False
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -72,7 +79,9 @@ class EnsembleReport:
         """One line for the terminal."""
         weights = ", ".join(f"{w:.3g}" for w in self.weights)
         return (f"deepwml_ensemble: {self.written} case(s) written, {self.resumed} already done, {len(self.failed)} "
-                f"failed in {self.seconds:.1f} s; weights {weights}, threshold {self.threshold:g}; summary: {self.summary_csv}")
+                f"failed in {self.seconds:.1f} s; weights {weights}, threshold {self.threshold:g}; summary: {self.summary_csv}"
+                + ("; lesion locations from the first folder's anatomy maps" if self.anatomy else "")
+                + ("; lesions outside their brain dropped" if self.outside_brain_dropped else ""))
 
 
 def probability_files(folder: Path) -> Dict[str, ProbabilityFile]:
@@ -204,12 +213,22 @@ def scans_by_case(images: Optional[Path], cases: Sequence[Sequence[ProbabilityFi
 
 
 def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float, min_lesion_ml: float,
-            min_lesion_peak: float = 0.0) -> Dict[str, Any]:
+            min_lesion_peak: float = 0.0, outside_brain_dropped: bool = False) -> Dict[str, Any]:
     """What decides an ensemble folder's masks."""
     record = {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
               "threshold": float(threshold), "min_lesion_ml": float(min_lesion_ml)}
     # only when used, so that a folder averaged before the option existed resumes as keeping every lesion
-    return dict(record, min_lesion_peak=float(min_lesion_peak)) if min_lesion_peak > 0 else record
+    if min_lesion_peak > 0:
+        record["min_lesion_peak"] = float(min_lesion_peak)
+    if outside_brain_dropped:
+        record["outside_brain_dropped"] = True
+    return record
+
+
+def anatomy_file(folder: Path, first: ProbabilityFile) -> Optional[Path]:
+    """The anatomy map deepwml_predict --save-anatomy wrote of ``first``'s case in ``folder``, or None."""
+    path = folder / f"{output_names(first.case_id, first.bids).anatomy}{first.ending}"
+    return path if path.is_file() else None
 
 
 def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any], overwrite: bool) -> None:
@@ -233,10 +252,11 @@ def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any]
 def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[float]] = None,
              threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
              progress: Optional[bool] = None, images: Optional[Path] = None, min_lesion_ml: float = 0.0,
-             min_lesion_peak: float = 0.0) -> EnsembleReport:
+             min_lesion_peak: float = 0.0, keep_outside_brain: bool = False) -> EnsembleReport:
     """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
     ``out_dir`` (with ``images``, the scans, also QC pictures); finished cases are skipped unless ``overwrite``; a
-    case that fails is reported, not raised."""
+    case that fails is reported, not raised. With the first folder's anatomy maps, lesions outside their brain are
+    dropped unless ``keep_outside_brain``."""
     start = time.perf_counter()
     folders = [Path(f).expanduser() for f in folders]
     if len(folders) < 2:
@@ -256,14 +276,23 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     scans = scans_by_case(images, cases)
     if images is not None:
         check_output_folder(out_dir, images)
-    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak)
+    # every case's map or none: a folder of mixed runs would give some cases the drop and others not, unsaid
+    anatomy = {files[0].case_id: anatomy_file(folders[0], files[0]) for files in cases}
+    with_map = [c for c, path in anatomy.items() if path is not None]
+    if with_map and len(with_map) < len(anatomy):
+        lacking = [c for c, path in anatomy.items() if path is None]
+        raise DeepWMLError(f"holds the anatomy maps of some cases but not of {_some(lacking)}: predict them all with "
+                           "--save-anatomy, or none", folders[0])
+    drop_outside = bool(with_map) and not keep_outside_brain
+    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak, drop_outside)
     _check_output(out_dir, folders, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), ENSEMBLE_KEY: record})
     remove_dead_temporaries(out_dir)
     remove_dead_temporaries(out_dir / QC_FOLDER)
-    report = EnsembleReport(summaries=[], threshold=threshold, weights=weights)
+    report = EnsembleReport(summaries=[], threshold=threshold, weights=weights, anatomy=bool(with_map),
+                            outside_brain_dropped=drop_outside)
     for files in tqdm(cases, desc="deepwml_ensemble", unit="case", disable=None if progress is None else not progress):
         first = files[0]
         outputs = ensemble_outputs(out_dir, first)
@@ -271,11 +300,12 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
                 and (outputs.qc.is_file() or not scans))
         try:
             if done and not overwrite:
-                report.summaries.append(_summary_of_done(first.case_id, outputs))
+                report.summaries.append(_summary_of_done(first.case_id, outputs, anatomy[first.case_id]))
                 report.resumed += 1
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
-                                                scans.get(first.case_id), min_lesion_ml, min_lesion_peak))
+                                                scans.get(first.case_id), min_lesion_ml, min_lesion_peak,
+                                                anatomy[first.case_id], drop_outside))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -289,13 +319,25 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
 
 def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
-                min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0) -> CaseSummary:
-    """Average, threshold and write one case (a QC picture on ``scan``); the mask last, since its presence marks the
-    case done."""
+                min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, anatomy_path: Optional[Path] = None,
+                drop_outside: bool = False) -> CaseSummary:
+    """Average, threshold and write one case (a QC picture on ``scan``; locations from the anatomy map at
+    ``anatomy_path``, and lesions outside its brain dropped with ``drop_outside``); the mask last, since its presence
+    marks the case done."""
     probs, geometry = average_case(files, weights)
-    mask = filter_lesions(probabilities_to_mask(probs, threshold), geometry, probs, min_lesion_ml, min_lesion_peak)
-    lesions = lesion_table(mask, geometry, probs=probs)
-    summary = summarize_case(files[0].case_id, mask, geometry, lesions)
+    mask = probabilities_to_mask(probs, threshold)
+    anatomy = None
+    if anatomy_path is not None:
+        read = read_image(anatomy_path, dtype=np.uint8)
+        differ = geometry.mismatches(read.geometry)
+        if differ:
+            raise DeepWMLError(f"is not on the grid of {files[0].path} ({'; '.join(differ)})", anatomy_path)
+        anatomy = read.array
+        if drop_outside:
+            mask = drop_outside_brain(mask, anatomy, geometry)
+    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
+    summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
     image = read_case(scan) if scan is not None else None
     differ = image.geometry.mismatches(geometry) if image is not None else []
     if differ:
@@ -310,9 +352,10 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     return summary
 
 
-def _summary_of_done(case_id: str, outputs: EnsembleOutputs) -> CaseSummary:
-    """The summary row of a case an earlier run finished, from its mask and lesion table."""
+def _summary_of_done(case_id: str, outputs: EnsembleOutputs, anatomy_path: Optional[Path] = None) -> CaseSummary:
+    """The summary row of a case an earlier run finished, from its mask and lesion table (and anatomy map)."""
     import pandas as pd
 
     image = read_image(outputs.mask, dtype=np.uint8)
-    return summarize_case(case_id, image.array, image.geometry, pd.read_csv(outputs.lesions))
+    anatomy = read_image(anatomy_path, dtype=np.uint8).array if anatomy_path is not None else None
+    return summarize_case(case_id, image.array, image.geometry, pd.read_csv(outputs.lesions), anatomy=anatomy)
