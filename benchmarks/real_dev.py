@@ -700,6 +700,7 @@ def _main(argv: Optional[List[str]]) -> int:
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
     print(stack_line(args) +
           f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --skull-strip' if args.skull_strip else ''}"
+          f"{'; --keep-outside-brain' if args.keep_outside_brain else ''}"
           f"{'; --tta' if args.tta else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"
