@@ -12,7 +12,7 @@ from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.inference import pipeline
 from deepwml.inference.lesion_report import label_lesions
-from deepwml.inference.outside_brain import drop_outside_brain
+from deepwml.inference.outside_brain import drop_outside_brain, split_outside_brain
 from deepwml.inference.skull_strip import brain_region
 from test_anatomy_model import models  # noqa: F401 - the fixture
 
@@ -49,6 +49,7 @@ def test_only_lesions_without_a_voxel_in_the_grown_brain_are_dropped_and_each_on
     for name, index in dropped.items():
         assert not out[index].any(), name
     assert label_lesions(out)[1] == len(kept)
+    assert split_outside_brain(mask, anatomy, AXIAL)[1] == len(dropped)
     # a lesion just beyond the margin goes: 4 mm out
     far = np.zeros_like(mask)
     far[3, 10:12, 40:42] = 1
@@ -168,3 +169,17 @@ def test_the_report_says_whether_lesions_outside_the_brain_were_dropped(tmp_path
         assert predict_cli.main(left_brain_run + ["-o", str(tmp_path / name), "--report", "html"] + extra) == 0
         (page,) = (tmp_path / name).rglob("*.html")
         assert said in page.read_text()
+
+
+def test_the_qc_picture_says_how_many_lesions_outside_the_brain_were_dropped(tmp_path, left_brain_run, monkeypatch):
+    """A reader who misses a lesion at the brain's edge learns from the picture's title that some were dropped."""
+    titles = []
+    real = pipeline.write_qc_montage
+    monkeypatch.setattr(pipeline, "write_qc_montage", lambda *a, **k: titles.append(a[4]) or real(*a, **k))
+    run = [a for a in left_brain_run if a != "--no-qc"]
+    assert predict_cli.main(run + ["-o", str(tmp_path / "default")]) == 0
+    assert predict_cli.main(run + ["-o", str(tmp_path / "kept"), "--keep-outside-brain"]) == 0
+    kept, default = (label_lesions(read_image(tmp_path / name / "scan.nii.gz", dtype=None).array)[1] for name in ("kept", "default"))
+    assert kept > default and titles[0].endswith(f"; {kept - default} outside the brain dropped")
+    assert "outside" not in titles[1]
+    assert (tmp_path / "default" / "qc" / "scan.png").is_file()

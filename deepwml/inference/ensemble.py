@@ -25,7 +25,7 @@ from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
-from deepwml.inference.outside_brain import drop_outside_brain
+from deepwml.inference.outside_brain import split_outside_brain
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.batches import probabilities_to_mask
@@ -326,7 +326,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     marks the case done."""
     probs, geometry = average_case(files, weights)
     mask = probabilities_to_mask(probs, threshold)
-    anatomy = None
+    anatomy, dropped = None, 0
     if anatomy_path is not None:
         read = read_image(anatomy_path, dtype=np.uint8)
         differ = geometry.mismatches(read.geometry)
@@ -334,7 +334,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
             raise DeepWMLError(f"is not on the grid of {files[0].path} ({'; '.join(differ)})", anatomy_path)
         anatomy = read.array
         if drop_outside:
-            mask = drop_outside_brain(mask, anatomy, geometry)
+            mask, dropped = split_outside_brain(mask, anatomy, geometry)
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
@@ -347,6 +347,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     write_csv(lesions, outputs.lesions)
     if image is not None:
         title = f"{summary.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml (ensemble)"
+        title += f"; {dropped} outside the brain dropped" if dropped else ""
         write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
     write_image(mask, geometry, outputs.mask)
     return summary

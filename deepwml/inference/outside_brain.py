@@ -11,7 +11,7 @@ turns it off; without an anatomy model nothing is dropped.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -26,12 +26,17 @@ from deepwml.preprocessing.head_mask import fill_holes_in_plane
 def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry) -> np.ndarray:
     """The mask (uint8, same grid) without the lesions that have no voxel in the anatomy map's brain region; the mask
     as it is when the map finds (almost) no brain, where the map, not the lesions, is what is wrong."""
+    return split_outside_brain(mask, anatomy, geometry)[0]
+
+
+def split_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry) -> Tuple[np.ndarray, int]:
+    """(:func:`drop_outside_brain`'s mask, the number of lesions it dropped)."""
     mask = np.asarray(mask, np.uint8)
     anatomy = np.asarray(anatomy)
     axis = geometry.slice_axis_numpy
     box = lesion_box(mask)
     if box is None or np.mean(anatomy != BACKGROUND) < MIN_BRAIN_SHARE:
-        return mask
+        return mask, 0
     sampling = [s for i, s in enumerate(geometry.spacing[::-1]) if i != axis]
     reach = [int(np.ceil(STRIP_MARGIN_MM / s)) for s in sampling]
     # everything in the lesions' box grown by the margin in plane (a brain voxel within reach lies in it), and the
@@ -53,7 +58,7 @@ def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry
     keep[0] = False
     out = np.zeros_like(mask)
     out[box] = np.moveaxis(keep[planes], 0, axis)
-    return out
+    return out, int(len(keep) - 1 - keep.sum())
 
 
 def _within_margin(lesion: np.ndarray, brain: np.ndarray, sampling: Sequence[float]) -> bool:

@@ -25,7 +25,7 @@ from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
                                              slice_areas_mm2, summarize_case)
-from deepwml.inference.outside_brain import drop_outside_brain
+from deepwml.inference.outside_brain import split_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
@@ -136,8 +136,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     anatomy = prepared.anatomy_labels
     if anatomy is None and anatomy_probs is not None:
         anatomy = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+    dropped = 0
     if options.drop_outside_brain and anatomy is not None:
-        mask = drop_outside_brain(mask, anatomy, geometry)
+        mask, dropped = split_outside_brain(mask, anatomy, geometry)
     if options.white_matter_only:
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
@@ -161,6 +162,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     write_csv(lesions, outputs.lesions)
     if options.write_qc:
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
+        # said, so that a reader who sees a lesion missing at the brain's edge knows where to look
+        title += f"; {dropped} outside the brain dropped" if dropped else ""
         write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids)
     write_image(mask, geometry, outputs.mask)
     return summary
