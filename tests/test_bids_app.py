@@ -479,6 +479,7 @@ def test_the_cohort_page_lists_what_to_review_and_draws_the_volumes():
         "total_lesion_volume_ml": [2.0, 3.0, 2.5, 3.5, 60.0],
         "acquisition_warning": ["", "the slices are 1 mm thick; the model learned 4-8 mm", "", "", ""],
         "unclassified_count": [0, 0, 2, 0, 0],
+        "lesions_dropped_outside_brain": [0, 0, 0, 1, float("nan")],  # nan: a scan predicted without the drop
     })
     changes = pd.DataFrame({
         "participant_id": ["sub-01", "sub-04"], "baseline_session": ["ses-1", "ses-1"], "followup_session": ["ses-2", "ses-2"],
@@ -490,9 +491,10 @@ def test_the_cohort_page_lists_what_to_review_and_draws_the_volumes():
     assert "1 mm thick" in reasons[("sub-02", "sub-02")]
     assert "2 lesion(s) outside the brain" in reasons[("sub-03", "sub-03")]
     assert "far above the cohort's" in reasons[("sub-05", "sub-05")]
+    assert "1 lesion(s) outside the brain left out of the mask" in reasons[("sub-04", "sub-04")]
     assert "agree poorly" in reasons[("sub-01", "ses-1 -> ses-2")]
     assert "fell from 10.00 to 3.50 ml" in reasons[("sub-04", "ses-1 -> ses-2")]
-    assert len(flags) == 5  # and nothing else: sub-01's and sub-04's scans are unremarkable
+    assert len(flags) == 6  # and nothing else: sub-01's scan is unremarkable
     # a participant's comparisons are drawn first session first, whatever order their folders sort in
     chain = pd.DataFrame({"baseline_session": ["ses-10", "ses-2", "ses-9"], "followup_session": ["ses-11", "ses-9", "ses-10"]})
     assert list(_in_session_order(chain)["baseline_session"]) == ["ses-2", "ses-9", "ses-10"]

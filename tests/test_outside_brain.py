@@ -5,6 +5,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepwml.anatomy.labels import BACKGROUND, VENTRICLE, WHITE_MATTER
@@ -137,6 +138,14 @@ def test_predict_drops_lesions_outside_the_brain_by_default_and_keeps_them_when_
     assert sum(1 for _ in open(tmp_path / "default" / "scan_lesions.csv")) - 1 == label_lesions(default)[1]
     marker = json.loads((tmp_path / "default" / ".deepwml_output.json").read_text())["predicted_with"]
     assert marker["outside_brain_dropped"] is True and marker["anatomy_weights_sha256"]
+    # summary.csv counts them, and keeps the count when a second run resumes the folder
+    dropped = label_lesions(kept.array)[1] - label_lesions(default)[1]
+    assert dropped > 0
+    for _ in range(2):
+        summary = pd.read_csv(tmp_path / "default" / "summary.csv")
+        assert summary.loc[0, "lesions_dropped_outside_brain"] == dropped
+        assert predict_cli.main(left_brain_run + ["-o", str(tmp_path / "default")]) == 0
+    assert "lesions_dropped_outside_brain" not in pd.read_csv(tmp_path / "kept" / "summary.csv").columns
 
 
 def test_without_an_anatomy_model_nothing_is_dropped(tmp_path, left_brain_run):

@@ -148,6 +148,10 @@ def review_flags(table: pd.DataFrame, changes: Optional[pd.DataFrame]) -> List[T
         if np.isfinite(outside) and outside > 0:
             flags.append((row["participant_id"], row["source"], f"{int(outside)} lesion(s) outside the brain parenchyma "
                                                                 "(a false positive or an anatomy-map error)"))
+        dropped = pd.to_numeric(pd.Series([row.get("lesions_dropped_outside_brain")]), errors="coerce").iloc[0]
+        if np.isfinite(dropped) and dropped > 0:
+            flags.append((row["participant_id"], row["source"], f"{int(dropped)} lesion(s) outside the brain left out of "
+                                                                "the mask (a false positive, or brain the anatomy map missed)"))
         if len(volume) >= 4 and np.isfinite(volume[i]) and volume[i] > limit and q3 > q1:
             flags.append((row["participant_id"], row["source"], f"lesion volume {volume[i]:.1f} ml, far above the cohort's "
                                                                 f"(upper quartile {q3:.1f} ml)"))

@@ -44,6 +44,8 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "acquisition_warning": {"Description": "how the scan differs from the model's training scans (empty: it does not)"},
     "fazekas_periventricular": {"Description": "Fazekas periventricular grade estimated from the mask and anatomy map (0-3)"},
     "fazekas_deep": {"Description": "Fazekas deep white-matter grade estimated from the mask and anatomy map (0-3)"},
+    "lesions_dropped_outside_brain": {"Description": "lesions left out of the mask for lying wholly outside the brain "
+                                                     "the anatomy model found (false positives, or brain it missed)"},
     "mcdonald_dis_regions": {"Description": "McDonald 2017 dissemination-in-space regions a brain scan shows "
                                             "(periventricular, cortical or juxtacortical, infratentorial) holding a lesion"},
 }

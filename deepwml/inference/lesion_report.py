@@ -270,6 +270,8 @@ class CaseSummary:
 
 
 SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__ if name != "anatomy"]
+#: summary.csv column: lesions dropped for lying wholly outside the anatomy map's brain
+OUTSIDE_BRAIN_COLUMN = "lesions_dropped_outside_brain"
 #: summary.csv columns added when the cases were given an anatomy map, in this order
 ANATOMY_SUMMARY_COLUMNS = (
     [f"{name}_count" for name in LOCATIONS]
@@ -277,6 +279,8 @@ ANATOMY_SUMMARY_COLUMNS = (
     + ["mcdonald_dis_regions", "mcdonald_dis_region_names"]
     + ["fazekas_periventricular", "fazekas_deep", "fazekas_pv_lining_mm", "fazekas_pv_extent_mm"]
     + ["fazekas_pv_deep_part_mm", "fazekas_deep_long_axis_mm"]
+    # set by deepwml_predict beside the map's figures when it drops lesions outside the brain (inference.outside_brain)
+    + [OUTSIDE_BRAIN_COLUMN]
 )
 
 

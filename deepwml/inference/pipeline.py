@@ -23,8 +23,8 @@ from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
-from deepwml.inference.lesion_report import (CaseSummary, failed_case, filter_lesions, lesion_table,
-                                             slice_areas_mm2, summarize_case)
+from deepwml.inference.lesion_report import (OUTSIDE_BRAIN_COLUMN, CaseSummary, failed_case, filter_lesions,
+                                             lesion_table, slice_areas_mm2, summarize_case)
 from deepwml.inference.outside_brain import split_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
@@ -147,6 +147,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
+    if options.drop_outside_brain and anatomy is not None:
+        summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
     summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
     summary.source_series = source_series(case, options.clinical.series_uid)
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)

@@ -288,9 +288,10 @@ def _predict(request: PredictRequest) -> PredictReport:
         try:
             summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained,
                                                            request.series_uid)
-            if not summaries[case.case_id].anatomy and case.case_id in earlier:
-                # the map was not saved: the anatomy figures of a finished case come from the run that made it
-                summaries[case.case_id].anatomy = earlier[case.case_id]
+            if case.case_id in earlier:
+                # what its mask on disk cannot tell (every anatomy figure when the map was not saved; the lesions
+                # dropped outside the brain in any case) comes from the run that made it
+                summaries[case.case_id].anatomy = {**earlier[case.case_id], **summaries[case.case_id].anatomy}
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = runtime_setup() if weights.graphs is not None else torch_setup(request)
