@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", help="a lesion model's PLAN folder (default: the shipped one)")
     p.add_argument("--scale", type=float, default=0.05, help="deepwml_make_synthetic --scale (default 0.05: 27 cases)")
     p.add_argument("--seed", type=int, default=4242, help="deepwml_make_synthetic --seed (default 4242)")
+    p.add_argument("--keep-outside-brain", action="store_true",
+                   help="deepwml_predict --keep-outside-brain in every arm (own prediction folders, so one work folder "
+                        "holds both ways)")
     return p
 
 
@@ -84,22 +87,27 @@ def _main(argv: Optional[List[str]]) -> int:
         raise DeepWMLError("the work folder must lie outside the repository", work)
     env = dict(os.environ)
     print(f"# {load_line()}")
+    print("lesions outside the brain: " + ("kept (--keep-outside-brain)" if args.keep_outside_brain
+                                           else "dropped (deepwml_predict's default)"))
     data = make_pairs(work, args.scale, args.seed, env)
     model = ["-m", args.model] if args.model else []
     scores = {}
     for arm, (stripped, strip_option) in ARMS.items():
-        out = work / ("pred_" + arm.replace(", --", "_").replace(" ", "_").replace("-", ""))
+        out = work / ("pred_" + arm.replace(", --", "_").replace(" ", "_").replace("-", "")
+                      + ("_keep" if args.keep_outside_brain else ""))
         run_command("predict", ["-i", str(data[stripped] / "imagesTr"), "-o", str(out), "--no-qc", *model]
-                    + (["--skull-strip"] if strip_option else []), env, "skull_pairs")
+                    + (["--skull-strip"] if strip_option else [])
+                    + (["--keep-outside-brain"] if args.keep_outside_brain else []), env, "skull_pairs")
         scores[arm] = score_arm(data[stripped], out)
     print()
-    print("| arm | cases | mean Dice | lesion F1 | predicted ml | reference ml |")
-    print("|---|---|---|---|---|---|")
+    print("| arm | cases | mean Dice | lesion F1 | HD95 mm, mean / median | predicted ml | reference ml |")
+    print("|---|---|---|---|---|---|---|")
     for arm, rows in scores.items():
         figures = list(rows.values())
+        hd95 = [f["hd95_mm"] for f in figures]
         print(f"| {arm} | {len(figures)} | {np.mean([f['dice'] for f in figures]):.3f} "
-              f"| {np.nanmean([f['lesion_f1'] for f in figures]):.3f} | {sum(f['pred_volume_ml'] for f in figures):.1f} "
-              f"| {sum(f['ref_volume_ml'] for f in figures):.1f} |")
+              f"| {np.nanmean([f['lesion_f1'] for f in figures]):.3f} | {np.nanmean(hd95):.1f} / {np.nanmedian(hd95):.1f} "
+              f"| {sum(f['pred_volume_ml'] for f in figures):.1f} | {sum(f['ref_volume_ml'] for f in figures):.1f} |")
     print()
     print(f"volume with skull / stripped: {ratio_line(scores['with skull'], scores['stripped'])}")
     print(f"volume with skull / stripped, --skull-strip: "
