@@ -13,7 +13,7 @@ from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.inference import pipeline
 from deepwml.inference.lesion_report import label_lesions
-from deepwml.inference.outside_brain import drop_outside_brain, split_outside_brain
+from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.skull_strip import brain_region
 from test_anatomy_model import models  # noqa: F401 - the fixture
 
@@ -43,27 +43,27 @@ def test_only_lesions_without_a_voxel_in_the_grown_brain_are_dropped_and_each_on
     }
     for index in list(kept.values()) + list(dropped.values()):
         mask[index] = 1
-    out = drop_outside_brain(mask, anatomy, AXIAL)
+    out = drop_outside_brain(mask, anatomy, AXIAL)[0]
     assert out.dtype == np.uint8 and out.shape == mask.shape
     for name, index in kept.items():
         assert out[index].all(), name
     for name, index in dropped.items():
         assert not out[index].any(), name
     assert label_lesions(out)[1] == len(kept)
-    assert split_outside_brain(mask, anatomy, AXIAL)[1] == len(dropped)
+    assert drop_outside_brain(mask, anatomy, AXIAL)[1] == len(dropped)
     # a lesion just beyond the margin goes: 4 mm out
     far = np.zeros_like(mask)
     far[3, 10:12, 40:42] = 1
-    assert not drop_outside_brain(far, anatomy, AXIAL).any()
+    assert not drop_outside_brain(far, anatomy, AXIAL)[0].any()
 
 
 def test_a_map_without_brain_or_a_mask_without_lesions_changes_nothing():
     mask = np.zeros((5, 64, 64), np.uint8)
     mask[1, 50:54, 52:56] = 1
     # the anatomy model found no brain (a phantom, a wrong series): the map is what is wrong, not the lesions
-    assert np.array_equal(drop_outside_brain(mask, np.zeros_like(mask), AXIAL), mask)
+    assert np.array_equal(drop_outside_brain(mask, np.zeros_like(mask), AXIAL)[0], mask)
     empty = np.zeros_like(mask)
-    assert not drop_outside_brain(empty, brain_on_the_left(), AXIAL).any()
+    assert not drop_outside_brain(empty, brain_on_the_left(), AXIAL)[0].any()
 
 
 def test_the_slice_axis_is_taken_from_the_geometry():
@@ -74,7 +74,7 @@ def test_the_slice_axis_is_taken_from_the_geometry():
     mask = np.zeros(anatomy.shape, np.uint8)
     mask[10:12, 36:38, 3] = 1  # within the margin in its slice
     mask[50:54, 52:56, 1] = 1  # 10 mm out
-    out = drop_outside_brain(mask, anatomy, geometry)
+    out = drop_outside_brain(mask, anatomy, geometry)[0]
     assert out[10:12, 36:38, 3].all() and not out[50:54, 52:56, 1].any()
 
 
@@ -96,7 +96,7 @@ def test_the_lesions_kept_are_those_touching_the_skull_strip_brain_region(seed):
         labels, count = label_lesions(m)
         region = brain_region(anat, geometry)
         expected = np.isin(labels, np.unique(labels[region & (labels > 0)])) & (labels > 0)
-        out = drop_outside_brain(m, anat, geometry)
+        out = drop_outside_brain(m, anat, geometry)[0]
         assert np.array_equal(out.astype(bool), expected)
         assert 0 < label_lesions(out)[1] < count
 
@@ -133,7 +133,7 @@ def test_predict_drops_lesions_outside_the_brain_by_default_and_keeps_them_when_
     anatomy = read_image(tmp_path / "default" / "scan_anatomy.nii.gz", dtype=None).array
     assert kept.array[2, 20:26, 30:36].all() and kept.array[2, 20:26, 10:16].all()
     assert not default[2, 20:26, 30:36].any() and default[2, 20:26, 10:16].all()
-    assert np.array_equal(default, drop_outside_brain(kept.array, anatomy, kept.geometry))
+    assert np.array_equal(default, drop_outside_brain(kept.array, anatomy, kept.geometry)[0])
     # the lesion table counts what the mask holds
     assert sum(1 for _ in open(tmp_path / "default" / "scan_lesions.csv")) - 1 == label_lesions(default)[1]
     marker = json.loads((tmp_path / "default" / ".deepwml_output.json").read_text())["predicted_with"]

@@ -25,7 +25,7 @@ from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
-from deepwml.inference.outside_brain import split_outside_brain
+from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.batches import probabilities_to_mask
@@ -334,7 +334,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
             raise DeepWMLError(f"is not on the grid of {files[0].path} ({'; '.join(differ)})", anatomy_path)
         anatomy = read.array
         if drop_outside:
-            mask, dropped = split_outside_brain(mask, anatomy, geometry)
+            mask, dropped = drop_outside_brain(mask, anatomy, geometry)
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)

@@ -23,14 +23,10 @@ from deepwml.inference.skull_strip import MIN_BRAIN_SHARE, STRIP_MARGIN_MM
 from deepwml.preprocessing.head_mask import fill_holes_in_plane
 
 
-def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """The mask (uint8, same grid) without the lesions that have no voxel in the anatomy map's brain region; the mask
-    as it is when the map finds (almost) no brain, where the map, not the lesions, is what is wrong."""
-    return split_outside_brain(mask, anatomy, geometry)[0]
-
-
-def split_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry) -> Tuple[np.ndarray, int]:
-    """(:func:`drop_outside_brain`'s mask, the number of lesions it dropped)."""
+def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry) -> Tuple[np.ndarray, int]:
+    """(the mask, uint8 on the same grid, without the lesions that have no voxel in the anatomy map's brain region,
+    the number of lesions dropped); the mask as it is when the map finds (almost) no brain, where the map, not the
+    lesions, is what is wrong."""
     mask = np.asarray(mask, np.uint8)
     anatomy = np.asarray(anatomy)
     axis = geometry.slice_axis_numpy

@@ -25,7 +25,7 @@ from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (OUTSIDE_BRAIN_COLUMN, CaseSummary, failed_case, filter_lesions,
                                              lesion_table, slice_areas_mm2, summarize_case)
-from deepwml.inference.outside_brain import split_outside_brain
+from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
@@ -136,9 +136,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     anatomy = prepared.anatomy_labels
     if anatomy is None and anatomy_probs is not None:
         anatomy = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
-    dropped = 0
+    dropped = None  # lesions dropped outside the brain: None when nothing was looked for
     if options.drop_outside_brain and anatomy is not None:
-        mask, dropped = split_outside_brain(mask, anatomy, geometry)
+        mask, dropped = drop_outside_brain(mask, anatomy, geometry)
     if options.white_matter_only:
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
@@ -147,7 +147,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
-    if options.drop_outside_brain and anatomy is not None:
+    if dropped is not None:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
     summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
     summary.source_series = source_series(case, options.clinical.series_uid)
