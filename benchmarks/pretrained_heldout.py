@@ -102,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--anatomy", action="store_true",
                    help="predict with the shipped anatomy model as deepwml_predict does by default, so lesions outside its "
                    "brain are dropped (own output folders; without it the lesion model's masks are scored as they are)")
+    p.add_argument("--tta", action="store_true", help="deepwml_predict --tta: average each slice with its left-right flip "
+                   "(own output folders)")
     args = p.parse_args(argv)
     print(load_line())
     work = args.work.resolve()
@@ -116,10 +118,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     # a model other than the shipped one predicts into folders of its own (deepwml_predict refuses to mix two models)
     tag = hashlib.sha256(f"{args.model.resolve()}:{args.folds}:{args.checkpoint}".encode()).hexdigest()[:8] if args.model else ""
     suffix = (f"_{tag}" if tag else "") + ("_white_matter_only" if args.white_matter_only else "_anatomy" if args.anatomy else "")
+    suffix += "_tta" if args.tta else ""
     predictions, report = work / f"predictions{suffix}", work / f"report{suffix}"
     anatomy = ["--white-matter-only"] if args.white_matter_only else [] if args.anatomy else ["--no-anatomy"]
     run_command("predict", ["-i", str(dataset / "imagesTr"), "-o", str(predictions), *model, "--save-probabilities",
-                            "--no-qc", *anatomy, "--device", "cpu"], env, "pretrained_heldout")
+                            "--no-qc", *anatomy, *(["--tta"] if args.tta else []), "--device", "cpu"], env, "pretrained_heldout")
     run_command("evaluate", ["-ref", str(dataset / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID),
                              "-o", str(report)], env, "pretrained_heldout")
     figures = headline(report)

@@ -299,14 +299,19 @@ def test_the_first_folders_anatomy_maps_give_locations_and_drop_lesions_outside_
     lesions = pd.read_csv(tmp_path / "out" / "case1_lesions.csv")
     assert list(lesions["voxels"]) == [20] and "location" in lesions.columns
     assert json.loads((tmp_path / "out" / MARKER_NAME).read_text())[ENSEMBLE_KEY]["outside_brain_dropped"] is True
-    # a second run resumes with the same figures; keeping them is another setting
+    # summary.csv counts the dropped lesions per case, as deepwml_predict's does
+    assert list(pd.read_csv(tmp_path / "out" / "summary.csv")["lesions_dropped_outside_brain"]) == [1, 1]
+    # a second run resumes with the same figures (the count from the summary that listed it); keeping them is another
+    # setting
     again = ensemble([a, b], tmp_path / "out", progress=False)
     assert again.resumed == 2 and again.summaries[0].anatomy == report.summaries[0].anatomy
+    assert list(pd.read_csv(tmp_path / "out" / "summary.csv")["lesions_dropped_outside_brain"]) == [1, 1]
     with pytest.raises(DeepWMLError, match="other inputs or settings"):
         ensemble([a, b], tmp_path / "out", keep_outside_brain=True, progress=False)
     assert ensemble_main(["-i", str(a), str(b), "-o", str(tmp_path / "kept"), "--keep-outside-brain"]) == 0
     assert "dropped" not in capsys.readouterr().out
     np.testing.assert_array_equal(read_label(tmp_path / "kept" / "case1.nii.gz").array == 1, r1 | r2)
+    assert "lesions_dropped_outside_brain" not in pd.read_csv(tmp_path / "kept" / "summary.csv").columns
     # some cases with a map and others without is refused, naming the folder
     (a / "case2_anatomy.nii.gz").unlink()
     with pytest.raises(DeepWMLError, match=r"anatomy maps of some cases but not of 1 case\(s\) \(case2\)") as e:

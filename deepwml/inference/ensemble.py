@@ -22,7 +22,7 @@ import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
-from deepwml.inference.lesion_report import (CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
+from deepwml.inference.lesion_report import (OUTSIDE_BRAIN_COLUMN, CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
 from deepwml.inference.outside_brain import drop_outside_brain
@@ -293,6 +293,8 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     remove_dead_temporaries(out_dir / QC_FOLDER)
     report = EnsembleReport(summaries=[], threshold=threshold, weights=weights, anatomy=bool(with_map),
                             outside_brain_dropped=drop_outside)
+    # a finished case's mask no longer shows what was dropped: its count comes from the summary.csv that listed it
+    earlier = _earlier_dropped(out_dir / "summary.csv") if drop_outside and not overwrite else {}
     for files in tqdm(cases, desc="deepwml_ensemble", unit="case", disable=None if progress is None else not progress):
         first = files[0]
         outputs = ensemble_outputs(out_dir, first)
@@ -300,7 +302,10 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
                 and (outputs.qc.is_file() or not scans))
         try:
             if done and not overwrite:
-                report.summaries.append(_summary_of_done(first.case_id, outputs, anatomy[first.case_id]))
+                summary = _summary_of_done(first.case_id, outputs, anatomy[first.case_id])
+                if first.case_id in earlier:
+                    summary.anatomy[OUTSIDE_BRAIN_COLUMN] = earlier[first.case_id]
+                report.summaries.append(summary)
                 report.resumed += 1
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
@@ -338,6 +343,8 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
+    if anatomy is not None and drop_outside:
+        summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
     image = read_case(scan) if scan is not None else None
     differ = image.geometry.mismatches(geometry) if image is not None else []
     if differ:
@@ -351,6 +358,20 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
     write_image(mask, geometry, outputs.mask)
     return summary
+
+
+def _earlier_dropped(path: Path) -> Dict[str, int]:
+    """Per case, the lesions an earlier run dropped outside the brain, from its summary.csv (none when unreadable)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype={"case_id": str})
+    except (OSError, ValueError):  # none yet, or left unreadable: the counts are then not known
+        return {}
+    if OUTSIDE_BRAIN_COLUMN not in frame.columns or "status" not in frame.columns:
+        return {}
+    ok = frame[(frame["status"] == "ok") & frame[OUTSIDE_BRAIN_COLUMN].notna()]
+    return {str(c): int(n) for c, n in zip(ok["case_id"], ok[OUTSIDE_BRAIN_COLUMN])}
 
 
 def _summary_of_done(case_id: str, outputs: EnsembleOutputs, anatomy_path: Optional[Path] = None) -> CaseSummary:
