@@ -156,7 +156,7 @@ def test_chosen_postprocessing_is_stored_and_applied_by_predict(site, capsys):
     again = _predict(site, "again", model, "--no-postprocessing")
     for i in range(5):
         np.testing.assert_array_equal(read_image(again / f"case{i}.nii.gz").array, read_image(plain / f"case{i}.nii.gz").array)
-    assert (site / "table.csv").read_text().splitlines()[0].startswith("threshold,min_lesion_ml,min_lesion_peak,dice")
+    assert (site / "table.csv").read_text().splitlines()[0].startswith("threshold,min_lesion_ml,min_lesion_peak,tta,dice")
 
 
 def test_an_interrupted_search_resumes_without_predicting_finished_cases(site, monkeypatch, tmp_path):
@@ -198,6 +198,55 @@ def test_a_setting_given_for_the_run_wins_over_the_stored_one(site, capsys):
     producer = _producer(out)
     assert producer["threshold"] == 0.42 and producer["min_lesion_ml"] == stored["min_lesion_ml"]
     assert producer["min_lesion_peak"] == stored["min_lesion_peak"]
+
+
+def test_settings_chosen_with_tta_make_predict_use_tta_unless_no_tta(site, capsys, monkeypatch):
+    """deepwml_calibrate --tta and deepwml_find_postprocessing --tta fit on flip-averaged probabilities and record
+    it; deepwml_predict then predicts with TTA by default (its masks score what the search said) and --no-tta
+    predicts each slice once; a folder made one way is not resumed the other."""
+    model = _model(site)
+    assert calibrate_main(["-m", str(model), "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    # settings chosen with TTA on temperatures fitted without it: said, not refused
+    assert _find(site, model, "--tta", "--dry-run") == 0
+    assert "temperatures were fitted without TTA" in capsys.readouterr().err
+    assert calibrate_main(["-m", str(model), "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu",
+                           "--tta"]) == 0
+    calibration = torch.load(model / "fold_0" / "checkpoint_best.pth", weights_only=True)["calibration"]
+    assert calibration["tta"] is True
+    capsys.readouterr()
+    assert _find(site, model, "--tta") == 0
+    assert "fitted" not in capsys.readouterr().err
+    stored = _stored(model)
+    assert stored["tta"] is True and stored["record"]["tta"] is True
+    settings = MaskSettings(stored["threshold"], stored["min_lesion_ml"], stored["min_lesion_peak"], True)
+    import deepwml.inference.predictor as torch_engine
+    import deepwml.inference.run as run_module
+
+    asked = []  # the TTA each run's lesion predictor was built with, whichever engine computes it
+
+    def spy(cls):
+        return lambda *a, **k: asked.append(k.get("tta")) or cls(*a, **k)
+
+    monkeypatch.setattr(run_module, "GraphPredictor", spy(run_module.GraphPredictor))
+    monkeypatch.setattr(torch_engine, "SlicePredictor", spy(torch_engine.SlicePredictor))
+    default = _predict(site, "default", model)
+    assert "the model's postprocessing: left-right flip TTA, " in capsys.readouterr().out
+    assert _producer(default)["tta"] is True
+    assert _mean_dice(site, default) == pytest.approx(stored["record"]["after"]["dice"], abs=3e-3)
+    # the same masks as TTA and the stored settings asked for by hand
+    by_hand = _predict(site, "by_hand", model, "--no-postprocessing", "--tta", "--threshold", str(settings.threshold),
+                       "--min-lesion-ml", repr(settings.min_lesion_ml), "--min-lesion-peak", repr(settings.min_lesion_peak))
+    once = _predict(site, "once", model, "--no-tta")
+    assert asked == [True, True, False]
+    assert _producer(once)["tta"] is False and _producer(once)["threshold"] == settings.threshold
+    for i in range(5):
+        np.testing.assert_array_equal(read_image(default / f"case{i}.nii.gz").array,
+                                      read_image(by_hand / f"case{i}.nii.gz").array)
+    capsys.readouterr()
+    assert predict_main(["-i", str(site / "images"), "-o", str(default), "-m", str(model), "--no-qc", "--no-anatomy",
+                         "--no-tta"]) != 0
+    assert "tta" in capsys.readouterr().err
 
 
 def test_dry_run_and_reset(site, capsys):
@@ -246,6 +295,7 @@ def test_postprocessing_travels_through_export_and_install_and_the_onnx_engine(s
     ({"threshold": 0.5, "min_lesion_ml": -1.0, "min_lesion_peak": 0.0}, "min_lesion_ml"),
     ({"threshold": 0.5, "min_lesion_ml": 0.0, "min_lesion_peak": float("nan")}, "min_lesion_peak"),
     ({"threshold": True, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0}, "threshold"),
+    ({"threshold": 0.5, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "tta": "yes"}, "tta must be true or false"),
 ])
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_a_malformed_stored_postprocessing_is_refused_naming_the_checkpoint(site, value, message, backend, capsys):
@@ -346,6 +396,25 @@ def test_the_shipped_model_is_tuned_only_as_a_copy(site, monkeypatch, command, c
     key = "postprocessing" if command == "find" else "temperature"
     assert len(copies) == 2 and all(torch.load(c, weights_only=True)[key] is not None for c in copies)
     assert not [p for p in site.iterdir() if p.name.startswith(".mine")]
+    _predict(site, "out", site / "mine")
+
+
+def test_a_model_installed_under_other_names_is_tuned_as_a_copy_with_its_recorded_names(site, monkeypatch, capsys):
+    """The shipped model lives at pretrained/wmh_flair2d, not DatasetNNN_Name/PLAN: its -o copy (and an export) takes
+    the dataset and plan names its manifest records."""
+    import shutil
+
+    import deepwml.pretrained
+
+    export_model(_model(site), site / "m.zip")
+    shipped = site / "pretrained" / "wmh_flair2d"
+    shutil.copytree(install_model(site / "m.zip", site / "installed"), shipped)
+    monkeypatch.setattr(deepwml.pretrained, "BUILTIN_DIR", shipped)
+    assert calibrate_main(["-m", "builtin", "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu",
+                           "-o", str(site / "mine")]) == 0
+    manifest = json.loads((site / "mine" / "manifest.json").read_text())
+    assert (manifest["dataset"], manifest["plan"]) == ("Dataset999_Toy", "tiny")
+    assert export_model(shipped, site / "again.zip")["dataset"] == "Dataset999_Toy"
     _predict(site, "out", site / "mine")
 
 

@@ -9,17 +9,20 @@ only then moves the folder into place; nothing in a zip can run code (trust mode
 from __future__ import annotations
 
 import io
+import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 import deepwml
+from deepwml.datasets.raw_dataset import DATASET_DIR
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, fold_name, load_checkpoint, load_fold_states
 from deepwml.inference.model_zip import FORMAT_VERSION, MANIFEST, MODEL_FILES, ModelZip, extract_member, file_record, open_model_zip, read_model_zip
 from deepwml.planning.plan import Plan
@@ -47,12 +50,13 @@ def export_model(
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise DeepWMLError(f"model folder lacks {', '.join(missing)}", model_dir)
-    prefix = PurePosixPath(model_dir.parent.name) / model_dir.name
+    dataset, plan = _zip_names(model_dir)
+    prefix = PurePosixPath(dataset) / plan
     manifest: Dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "deepwml_version": deepwml.__version__,
-        "dataset": model_dir.parent.name,
-        "plan": model_dir.name,
+        "dataset": dataset,
+        "plan": plan,
         "plan_hash": spec.plan.hash(),
         "folds": list(spec.folds),
         "checkpoint": checkpoint,
@@ -74,6 +78,26 @@ def export_model(
                 add(f"{fold_name(name)}/{path.name}", buffer.getvalue())
             zf.writestr(str(prefix / MANIFEST), _json(manifest))
     return manifest
+
+
+#: a plan folder's name as a zip member part: one plain path component
+PLAN_DIR = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+
+
+def _zip_names(model_dir: Path) -> Tuple[str, str]:
+    """(dataset, plan) folder names in the zip: the PLAN folder's own, or, for an installed model kept under other
+    names (the shipped one lives at pretrained/wmh_flair2d), those its manifest records."""
+    if DATASET_DIR.match(model_dir.parent.name):
+        return model_dir.parent.name, model_dir.name
+    try:
+        recorded = json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        recorded = None
+    if isinstance(recorded, dict):
+        dataset, plan = recorded.get("dataset"), recorded.get("plan")
+        if isinstance(dataset, str) and DATASET_DIR.match(dataset) and isinstance(plan, str) and PLAN_DIR.match(plan):
+            return dataset, plan
+    return model_dir.parent.name, model_dir.name
 
 
 def _json(obj: Any) -> str:
