@@ -1,6 +1,7 @@
 """The shipped-model plumbing: prediction falls back to it and says so, the recipe installs a loadable model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from deepwml.cli import predict as predict_cli
 from deepwml.imageio import read_image, write_image
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from deepwml.pretrained.recipe import Recipe, install_builtin, run_recipe
-from deepwml.utils.atomic import write_json
+from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.errors import DeepWMLError
 from tests.conftest import tiny_case
 
@@ -68,6 +69,23 @@ def test_recipe_refuses_a_work_folder_started_with_other_settings(tmp_path):
     write_json(tmp_path / "recipe.json", {"recipe": {"seed": 1}})
     with pytest.raises(DeepWMLError, match="another recipe"):
         run_recipe(Recipe(), tmp_path, None)
+
+
+def test_a_work_folder_from_before_tta_resumes_and_the_lesion_recipe_records_it(tmp_path):
+    """The lesion recipe fits its temperatures and postprocessing with TTA by default and records it; a work folder
+    started before the setting existed (no 'tta' in its record) resumes, since TTA only changes the fitting stages;
+    the anatomy recipe has no such setting, and asking for it is refused."""
+    from deepwml.pretrained.recipe import open_record
+
+    assert Recipe().tta is True and Recipe().record()["tta"] is True
+    assert "tta" not in Recipe.defaults("anatomy").record()
+    older = Recipe().record()
+    del older["tta"]
+    write_json(tmp_path / "recipe.json", {"recipe": older, "generator_version": 12})
+    open_record(tmp_path / "recipe.json", Recipe(), 12)
+    assert read_json(tmp_path / "recipe.json")["recipe"]["tta"] is True
+    with pytest.raises(DeepWMLError, match="--tta is for the lesion model"):
+        run_recipe(dataclasses.replace(Recipe.defaults("anatomy"), tta=True), tmp_path / "anatomy", None)
 
 
 def test_a_recipe_of_several_folds_is_recorded_and_a_work_folder_takes_more_folds(tmp_path):
@@ -291,6 +309,9 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
     # and then its threshold and lesion filters chosen on that set, after the calibration whose probabilities they cut
     assert 0 < installed["postprocessing"]["threshold"] < 1 and installed["postprocessing"]["record"]["cases"]
     assert "Postprocessing chosen (`deepwml_find_postprocessing`" in card
+    # both fitted on flip-averaged probabilities, so deepwml_predict predicts it with TTA by default
+    assert installed["calibration"]["tta"] is True and installed["postprocessing"]["tta"] is True
+    assert "left-right flip TTA" in card and "`--no-tta` the flip" in card
     assert (tmp_path / "work" / "raw" / "Dataset514_SynthCalibration" / "labelsTr").is_dir()
     # the same work folder takes on a distillation stage (every earlier stage resumes and skips: the data, caches,
     # trained folds and held-out predictions are the first run's), one network learns the trained fold(s), is installed

@@ -125,10 +125,10 @@ class CaseGroup:
 def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
                       progress: bool, desc: str, cache: CaseCache,
                       compute: Callable[[PredictedCase], Dict[str, np.ndarray]],
-                      prefix_only: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                      prefix_only: bool = False, tta: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
-    by the group's folds with the plan's test-time augmentation, reduced by ``compute`` and kept as soon as it is done
-    (an interrupt loses one case).
+    by the group's folds (with ``tta``, each slice averaged with its left-right flip), reduced by ``compute`` and kept
+    as soon as it is done (an interrupt loses one case).
     ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
     to case, as a random sample's state does)."""
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
@@ -141,8 +141,7 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
                 reading = reading and (tables is not None or not prefix_only)
                 if tables is None:
                     if predictor is None:
-                        predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup,
-                                                   tta=spec.plan.inference.tta)
+                        predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
                     tables = compute(_predicted_case(predictor, case, label_path, ignore_label))
                     cache.save(case, label_path, tables)
                 yield case.case_id, tables
@@ -150,13 +149,15 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
 
 
 def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int] = None,
-              progress: bool = True, seed: int = 0, source: str = "labelled scans") -> Calibration:
-    """Fit one pair of temperatures for ``spec``'s folds on every group's cases, each predicted by its group's folds."""
+              progress: bool = True, seed: int = 0, source: str = "labelled scans", tta: Optional[bool] = None) -> Calibration:
+    """Fit one pair of temperatures for ``spec``'s folds on every group's cases, each predicted by its group's folds
+    (with left-right flip TTA when ``tta``; None: as the plan says)."""
     if spec.plan.network.out_channels != 1:
         raise DeepWMLError("deepwml_calibrate calibrates lesion models (one output channel); this plan predicts "
                            f"{spec.plan.network.out_channels} classes", spec.folder)
+    tta = spec.plan.inference.tta if tta is None else bool(tta)
     rng = np.random.default_rng(seed)
-    folder = _samples_folder(spec, ignore_label, setup, seed)
+    folder = _samples_folder(spec, ignore_label, setup, seed, tta)
 
     def sampled(case: PredictedCase) -> Dict[str, np.ndarray]:
         """The case's voxel sample, and the random state after it (the next case draws from there)."""
@@ -167,7 +168,7 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
     # the network outputs never carry a stored calibration: it is fitted afresh on them. Each case's sample is kept
     # as it is drawn, so an interrupted fit resumes with the same samples (and the same random state) it would have drawn
     for _case_id, kept in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_calibrate",
-                                            CaseCache(folder), sampled, prefix_only=True):
+                                            CaseCache(folder), sampled, prefix_only=True, tta=tta):
         rng.bit_generator.state = json.loads(str(kept["rng"]))
         logits.append(kept["z"])
         labels.append(kept["y"])
@@ -190,13 +191,14 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
         "candidate_ece_after": _rounded(candidate_ece(z, y, w, t)),
         "folds": list(spec.folds),
         "checkpoint": spec.checkpoint,
-        "tta": bool(spec.plan.inference.tta),
+        "tta": tta,
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Calibration(t, record)
 
 
-def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceSetup, seed: int) -> Optional[Path]:
+def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceSetup, seed: int,
+                    tta: bool = False) -> Optional[Path]:
     """Where a fit keeps each case's voxel sample until it is done (the user cache; None when it is off)."""
     from deepwml.calibration import temperature
     from deepwml.utils.user_cache import cache_dir
@@ -204,7 +206,7 @@ def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceS
     root = cache_dir()
     if root is None:
         return None
-    key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed,
+    key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed, "tta": tta,
                    "device": str(setup.device), "amp": str(setup.amp_dtype),
                    "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE]})
     return root / "calibration_samples" / key
@@ -323,13 +325,13 @@ def case_groups(spec: ModelSpec, images: Optional[Path], labels: Optional[Path],
 def calibrate(model_dir: Path, images: Optional[Path], labels: Optional[Path], setup: DeviceSetup,
               folds: Optional[Sequence[Union[int, str]]] = None, checkpoint: str = "best", ignore_label: Optional[int] = None,
               progress: bool = True, write: bool = True, raw_root: Optional[Path] = None,
-              preprocessed_root: Optional[Path] = None) -> Calibration:
+              preprocessed_root: Optional[Path] = None, tta: Optional[bool] = None) -> Calibration:
     """Fit the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels`` (all folds
-    averaged) or, without them, on each fold's validation cases in ``raw_root`` (out of fold), and store them
-    (``write`` False: a dry run)."""
+    averaged; with ``tta`` on flip-averaged probabilities) or, without them, on each fold's validation cases in
+    ``raw_root`` (out of fold), and store them (``write`` False: a dry run)."""
     spec = check_model(model_dir, folds, checkpoint)
     groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
-    calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source)
+    calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source, tta=tta)
     if not all(math.isfinite(t) for t in calibration.temperatures):
         raise DeepWMLError("a fitted temperature is not a finite number", model_dir)
     if write:

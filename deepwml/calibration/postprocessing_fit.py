@@ -1,7 +1,7 @@
 """Choose a lesion model's postprocessing on labelled scans and store it in its checkpoints
 (``deepwml_find_postprocessing``), as nnU-Net chooses its postprocessing on cross-validation predictions.
 
-The scans are predicted as by deepwml_predict (folds averaged, the plan's test-time augmentation, back on the
+The scans are predicted as by deepwml_predict (folds averaged, left-right flip TTA if asked or the plan says, back on the
 input's grid, the model's calibration applied), each fold's validation cases by that fold alone when no labelled
 scans are given. Every candidate threshold and lesion filter (deepwml.calibration.postprocessing_search) is scored
 case by case; the best replaces the plan's threshold only when it beats it by a margin. The choice is written into
@@ -49,10 +49,11 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
                         ignore_label: Optional[int] = None, progress: bool = True, write: bool = True,
                         raw_root: Optional[Path] = None, preprocessed_root: Optional[Path] = None,
                         objective: str = "both", min_gain: float = MIN_GAIN, grid: SearchGrid = SearchGrid(),
-                        table: Optional[Path] = None) -> PostprocessingChoice:
+                        table: Optional[Path] = None, tta: Optional[bool] = None) -> PostprocessingChoice:
     """Choose the threshold and lesion filters of the model in ``model_dir`` on labelled scans (or its folds'
-    validation cases), store them (``write`` False: a dry run) and optionally write every candidate's scores to
-    ``table`` (CSV)."""
+    validation cases) predicted with left-right flip TTA when ``tta`` (None: as the plan says; the choice records
+    it, so deepwml_predict then predicts so), store them (``write`` False: a dry run) and optionally write every
+    candidate's scores to ``table`` (CSV)."""
     spec = check_model(model_dir, folds, checkpoint)
     if spec.plan.network.out_channels != 1:
         raise DeepWMLError("deepwml_find_postprocessing chooses a lesion model's threshold (one output channel); this "
@@ -63,7 +64,8 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
         raise DeepWMLError("--table: the folder does not exist", Path(table).expanduser().parent)
     groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
     # the plan's own settings are what a stored postprocessing must beat (an older one is chosen afresh)
-    candidates = grid.candidates(MaskSettings(spec.plan.inference.threshold))
+    tta = spec.plan.inference.tta if tta is None else bool(tta)
+    candidates = grid.candidates(MaskSettings(spec.plan.inference.threshold, tta=tta))
     kept_in = _cache_folder(spec, candidates, ignore_label, setup)
     cache = CaseCache(kept_in)
 
@@ -74,7 +76,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
 
     counts, ids = [], []
     for case_id, tables in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing",
-                                             cache, counted):
+                                             cache, counted, tta=tta):
         counts.append(tables["counts"])
         ids.append(case_id)
     result = choose(np.stack(counts), candidates, objective, min_gain)
@@ -90,6 +92,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
         "folds": list(spec.folds),
         "checkpoint": spec.checkpoint,
         "temperatures": list(spec.calibration()),
+        "tta": tta,
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if table is not None:

@@ -39,7 +39,7 @@ class SearchGrid:
 
     def candidates(self, default: MaskSettings) -> List[MaskSettings]:
         """Every combination, the model's ``default`` first (it wins ties), peaks above their threshold only."""
-        combos = [MaskSettings(t, m, p) for t, m, p in itertools.product(
+        combos = [MaskSettings(t, m, p, default.tta) for t, m, p in itertools.product(
             sorted(set(self.thresholds) | {default.threshold}), sorted(set(self.min_lesion_ml) | {default.min_lesion_ml}),
             sorted(set(self.min_lesion_peak) | {default.min_lesion_peak})) if p == 0 or p > t]
         return [default] + [c for c in combos if c != default]

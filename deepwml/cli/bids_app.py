@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a trained model's PLAN folder, e.g. one made by deepwml_finetune (default: the shipped model)")
     model.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold")
     add_device_argument(model)
-    model.add_argument("--tta", action="store_true", help="also predict the mirrored slices and average (about 2x slower)")
     add_mask_options(model)
     model.add_argument("--save-probabilities", action="store_true", help="also write _label-WMH_probseg (lesion probability)")
     model.add_argument("--save-uncertainty", action="store_true", help="also write _desc-wmh_uncertainty (binary entropy, bits)")

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_and_scan_arguments(p, "folds to calibrate together (default: every fold; they are averaged as "
                                     "deepwml_predict averages them)")
+    p.add_argument("--tta", action="store_true",
+                   help="fit the temperatures to left-right flip-averaged probabilities (as deepwml_predict --tta "
+                   "makes them), for a model that predicts with TTA; then run deepwml_find_postprocessing --tta")
     p.add_argument("--dry-run", action="store_true", help="fit and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove stored temperatures (back to the raw probabilities)")
     return p
@@ -55,7 +58,7 @@ def _main(argv: Optional[List[str]]) -> int:
     progress = sys.stderr.isatty()
     # fitted on the model as it is (its folds' records name their validation cases), stored where it is to go
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
-                       write=False, **roots)
+                       write=False, tta=True if args.tta else None, **roots)
     if not args.dry_run:
         removed, _ = store_in_model(args, folder, "deepwml_calibrate", lambda spec: write_calibration(spec, result))
         result.removed_postprocessing = POSTPROCESSING in removed

@@ -91,15 +91,27 @@ def add_dataset_argument(parser: argparse.ArgumentParser, required: bool = True)
     )
 
 
+def add_tta_options(parser) -> None:
+    """--tta / --no-tta (``args.tta``: True, False, or None for the model's own choice)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--tta", dest="tta", action="store_const", const=True, default=None,
+                       help="also predict the left-right mirrored slices and average (about 2x the network's time; "
+                       "default: as the model's postprocessing says, on for the shipped model)")
+    group.add_argument("--no-tta", dest="tta", action="store_const", const=False,
+                       help="predict each slice once, without its mirror image, even when the model's postprocessing "
+                       "asks for TTA (faster; masks as the model's settings were not chosen for)")
+
+
 def add_mask_options(parser) -> None:
     """The options that decide a mask besides the model, as the commands built on deepwml_predict take them."""
+    add_tta_options(parser)
     parser.add_argument("--threshold", type=float, default=None, help="lesion probability threshold (default: the model's)")
     parser.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                         help="drop lesions smaller than this (default: the model's postprocessing, else 0)")
     parser.add_argument("--min-lesion-peak", type=float, default=None, metavar="P",
                         help="drop lesions whose most probable voxel stays under P (default: the model's postprocessing, else 0)")
     parser.add_argument("--no-postprocessing", action="store_true",
-                        help="ignore the threshold and lesion filters stored in the model (deepwml_find_postprocessing)")
+                        help="ignore the TTA, threshold and lesion filters stored in the model (deepwml_find_postprocessing)")
     parser.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")
     parser.add_argument("--skull-strip", action="store_true",
                         help="the lesion model sees only the anatomy model's brain: scans with and without skull alike")

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what to maximise over the cases: mean Dice, mean lesion F1, or their average (default: both)")
     p.add_argument("--min-gain", type=float, default=0.005,
                    help="keep the plan's threshold unless the best settings beat it by this much (default 0.005)")
+    p.add_argument("--tta", action="store_true",
+                   help="predict the scans with left-right flip TTA (as deepwml_predict --tta) and record it with the "
+                   "choice, so that deepwml_predict predicts with TTA by default; calibrate with --tta first")
     p.add_argument("--table", type=Path, help="also write every candidate's settings and scores here (CSV, best first)")
     p.add_argument("--dry-run", action="store_true", help="choose and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove a stored postprocessing (back to the plan's threshold)")
@@ -64,7 +67,7 @@ def _main(argv: Optional[List[str]]) -> int:
     # chosen on the model as it is (its folds' records name their validation cases), stored where it is to go
     choice = find_postprocessing(folder, args.images, args.labels, fitting_device(args), args.folds, args.checkpoint,
                                  args.ignore_label, sys.stderr.isatty(), write=False, objective=args.objective,
-                                 min_gain=args.min_gain, table=args.table, **roots)
+                                 min_gain=args.min_gain, table=args.table, tta=True if args.tta else None, **roots)
     if not args.dry_run:
         store_in_model(args, folder, "deepwml_find_postprocessing", lambda spec: store_postprocessing(spec, choice))
         if args.output is None:  # the model's checkpoints changed: the counts kept under their old key are stale
@@ -76,7 +79,23 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"deepwml_find_postprocessing: on {len(record['cases'])} {cases}: {verdict}; "
           f"plan's threshold: {_scores(result.before)}" + (f"; chosen: {_scores(result.after)}" if result.changed else "")
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))
+    fitted = calibration_tta(folder, args)
+    if fitted is not None and fitted != record["tta"]:
+        print(f"deepwml_find_postprocessing: note: the model's temperatures were fitted {'with' if fitted else 'without'} "
+              f"TTA and this choice {'with' if record['tta'] else 'without'} it; run deepwml_calibrate "
+              f"{'--tta ' if record['tta'] else ''}and then this command again for settings that match", file=sys.stderr)
     return 0
+
+
+def calibration_tta(folder, args: argparse.Namespace) -> Optional[bool]:
+    """Whether the model's stored calibration was fitted with TTA (None: no calibration, or no record of it)."""
+    from deepwml.inference.model_loading import check_model
+    from deepwml.training.checkpoint import read_checkpoint
+
+    spec = check_model(folder, args.folds, args.checkpoint)
+    record = read_checkpoint(spec.checkpoints[0]).get("calibration")
+    fitted = record.get("tta") if isinstance(record, dict) else None
+    return fitted if isinstance(fitted, bool) else None
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run, run_installed
+from deepwml.cli.common import add_dataset_argument, add_device_argument, add_tta_options, run, run_installed
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_root_arguments(p, kinds=("results",))
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold (default: best)")
     add_device_argument(p)
-    p.add_argument("--tta", action="store_true", help="also predict the left-right mirrored slices and average (about 2x slower)")
+    add_tta_options(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="lesion probability at or above which a voxel is lesion, in (0, 1) (default: the model's "
                    "postprocessing when deepwml_find_postprocessing stored one, else its plan's, 0.5 for the shipped "
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "with a core that reaches P; default: the model's postprocessing, else 0: keep all); outputs of an "
                    "earlier run are kept unless --overwrite")
     p.add_argument("--no-postprocessing", action="store_true",
-                   help="ignore the threshold and lesion filters stored in the model by deepwml_find_postprocessing "
-                   "(the plan's threshold, no filter, unless given above)")
+                   help="ignore the TTA, threshold and lesion filters stored in the model by deepwml_find_postprocessing "
+                   "(the plan's TTA and threshold, no filter, unless given above)")
     p.add_argument("--save-probabilities", action="store_true", help="write CASE_prob<ending> (float32 lesion probability)")
     p.add_argument("--num-parts", type=int, default=1, help="split the sorted case list into N parts (array jobs)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process predicts, 0..N-1")

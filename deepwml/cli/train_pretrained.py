@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skull-stripped", default=None, metavar="SHARE",
                    help="share of skull-stripped scans in the training set, as deepwml_make_synthetic --skull-stripped "
                    "(default auto: the generator's quarter); the held-out set keeps auto")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit the lesion model's temperatures and postprocessing on left-right flip-averaged "
+                   "probabilities, so that deepwml_predict predicts it with TTA by default (default "
+                   f"{'on' if d.tta else 'off'}; about twice the network's time at prediction). A work folder whose "
+                   "networks are trained takes either")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
     add_device_argument(p)
     return p
@@ -73,7 +78,7 @@ def _main(argv: Optional[List[str]]) -> int:
 
     a = build_parser().parse_args(argv)
     given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from",
-                                      "checkpoint", "skull_stripped")}
+                                      "checkpoint", "skull_stripped", "tta")}
     if a.folds is not None:
         from deepwml.training.preprocessed import parse_fold
 

@@ -53,7 +53,7 @@ OPSET = 17
 #: what a cache entry of one fold holds
 ENTRY_ARRAYS = ("graph", "digest", "temperatures", "postprocessing")
 #: an entry's postprocessing array when the checkpoint stores none
-NO_POSTPROCESSING = (np.nan, np.nan, np.nan)
+NO_POSTPROCESSING = (np.nan, np.nan, np.nan, np.nan)
 INPUT, OUTPUT = "image", "logits"
 
 
@@ -187,10 +187,16 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
         stored = arrays["postprocessing"]
         graphs.append(FoldGraph(arrays["graph"].tobytes(), str(arrays["digest"]),
                                 (float(arrays["temperatures"][0]), float(arrays["temperatures"][1])),
-                                None if np.isnan(stored).any() else MaskSettings(*(float(v) for v in stored))))
+                                None if np.isnan(stored).any() else _stored_settings(stored)))
     spec.temperatures = [g.temperatures for g in graphs]
     spec.postprocessing = [g.postprocessing for g in graphs]
     return graphs
+
+
+def _stored_settings(stored: np.ndarray) -> MaskSettings:
+    """A cache entry's postprocessing array (threshold, smallest lesion, peak, TTA as 0/1) as settings."""
+    values = [float(v) for v in np.ravel(stored)]
+    return MaskSettings(values[0], values[1], values[2], len(values) > 3 and values[3] > 0.5)
 
 
 def prepare_graphs(model_dir: Path) -> str:

@@ -1,9 +1,10 @@
 """A lesion model's stored postprocessing: the mask threshold and lesion filters deepwml_find_postprocessing chose on
-labelled scans the model did not learn from, kept in every fold checkpoint under ``postprocessing`` and applied by
-deepwml_predict unless the run gives its own (--threshold, --min-lesion-ml, --min-lesion-peak) or --no-postprocessing.
+labelled scans the model did not learn from (and whether they were chosen on left-right flip TTA, with which the
+model then predicts), kept in every fold checkpoint under ``postprocessing`` and applied by deepwml_predict unless
+the run gives its own (--threshold, --min-lesion-ml, --min-lesion-peak, --tta / --no-tta) or --no-postprocessing.
 
 Checkpoints come from elsewhere too: the stored value is plain numbers (read weights-only) and anything but a
-threshold in (0, 1), a smallest lesion of 0..MAX_MIN_LESION_ML ml and a peak in [0, 1) is refused.
+threshold in (0, 1), a smallest lesion of 0..MAX_MIN_LESION_ML ml, a peak in [0, 1) and a true/false TTA is refused.
 """
 from __future__ import annotations
 
@@ -22,26 +23,30 @@ MAX_MIN_LESION_ML = 10.0
 
 @dataclass(frozen=True)
 class MaskSettings:
-    """How a lesion probability map becomes the mask: threshold, then lesions (26-connected) smaller than
-    ``min_lesion_ml`` or whose most probable voxel stays under ``min_lesion_peak`` dropped (0: keep all)."""
+    """How a scan's lesion probability map becomes the mask: predicted with its slices' left-right flips averaged
+    in (``tta``) or not, thresholded, then lesions (26-connected) smaller than ``min_lesion_ml`` or whose most
+    probable voxel stays under ``min_lesion_peak`` dropped (0: keep all)."""
 
     threshold: float
     min_lesion_ml: float = 0.0
     min_lesion_peak: float = 0.0
+    tta: bool = False
 
     def describe(self) -> str:
-        """One phrase: 'threshold 0.55, lesions under 0.01 ml dropped, lesions peaking under 0.8 dropped'."""
-        parts = [f"threshold {self.threshold:g}"]
+        """One phrase: 'left-right flip TTA, threshold 0.55, lesions under 0.01 ml dropped, lesions peaking under 0.8
+        dropped'."""
+        parts = ["left-right flip TTA"] if self.tta else []
+        parts.append(f"threshold {self.threshold:g}")
         if self.min_lesion_ml > 0:
             parts.append(f"lesions under {self.min_lesion_ml:g} ml dropped")
         if self.min_lesion_peak > 0:
             parts.append(f"lesions peaking under {self.min_lesion_peak:g} dropped")
         return ", ".join(parts)
 
-    def as_record(self) -> Dict[str, float]:
-        """The three numbers as stored in a checkpoint."""
+    def as_record(self) -> Dict[str, Any]:
+        """The settings as stored in a checkpoint."""
         return {"threshold": float(self.threshold), "min_lesion_ml": float(self.min_lesion_ml),
-                "min_lesion_peak": float(self.min_lesion_peak)}
+                "min_lesion_peak": float(self.min_lesion_peak), "tta": bool(self.tta)}
 
 
 def _number(value: Any) -> Optional[float]:
@@ -69,15 +74,20 @@ def read_postprocessing(ckpt: Dict[str, Any], path: Path, out_channels: int) -> 
     if min_peak is None or not 0 <= min_peak < 1:
         raise DeepWMLError(f"checkpoint's postprocessing min_lesion_peak must lie in [0, 1), "
                            f"got {value.get('min_lesion_peak')!r}", path)
-    return MaskSettings(threshold, min_ml, min_peak)
+    # absent in checkpoints from before it was recorded: chosen without TTA
+    tta = value.get("tta", False)
+    if not isinstance(tta, bool):
+        raise DeepWMLError(f"checkpoint's postprocessing tta must be true or false, got {tta!r}", path)
+    return MaskSettings(threshold, min_ml, min_peak, tta)
 
 
 def mask_settings(plan_threshold: float, stored: Optional[MaskSettings], threshold: Optional[float] = None,
                   min_lesion_ml: Optional[float] = None, min_lesion_peak: Optional[float] = None,
-                  use_stored: bool = True) -> MaskSettings:
+                  use_stored: bool = True, tta: Optional[bool] = None, plan_tta: bool = False) -> MaskSettings:
     """The settings a run applies: each one given for the run wins, else the model's stored postprocessing (unless
-    ``use_stored`` is False), else the plan's threshold and no lesion filter."""
-    base = stored if (stored is not None and use_stored) else MaskSettings(plan_threshold)
+    ``use_stored`` is False), else the plan's threshold and TTA and no lesion filter."""
+    base = stored if (stored is not None and use_stored) else MaskSettings(plan_threshold, tta=bool(plan_tta))
     return MaskSettings(base.threshold if threshold is None else float(threshold),
                         base.min_lesion_ml if min_lesion_ml is None else float(min_lesion_ml),
-                        base.min_lesion_peak if min_lesion_peak is None else float(min_lesion_peak))
+                        base.min_lesion_peak if min_lesion_peak is None else float(min_lesion_peak),
+                        base.tta if tta is None else bool(tta))

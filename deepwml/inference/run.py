@@ -50,7 +50,8 @@ class PredictRequest:
     results_root: Optional[str] = None
     checkpoint: str = "best"
     device: str = "auto"
-    tta: bool = False
+    #: left-right flip TTA: True / False, or None for the model's own choice (its stored postprocessing, else its plan)
+    tta: Optional[bool] = None
     save_probabilities: bool = False
     num_parts: int = 1
     part_id: int = 0
@@ -259,13 +260,13 @@ def _predict(request: PredictRequest) -> PredictReport:
                             clinical.extras)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     done, todo = _split_done(cases, out_dir, request, label_map)
-    tta = request.tta or spec.plan.inference.tta
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     drop_outside = anatomy_dir is not None and not request.keep_outside_brain
     masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip or drop_outside)
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
     # the weights carry the model's stored postprocessing: only now is it known what makes the masks
     mask, from_model = run_mask_settings(request, spec), uses_stored_postprocessing(request, spec)
+    tta = mask.tta
     if 0 < mask.min_lesion_peak <= mask.threshold:
         source = "--min-lesion-peak" if request.min_lesion_peak is not None else "the model's --min-lesion-peak"
         print(f"[deepwml_predict] note: {source} {mask.min_lesion_peak:g} drops nothing: every lesion "
@@ -273,7 +274,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     if clinical.model is not None:  # the report names the settings that made the masks
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
-            postprocessing=from_model, outside_brain_dropped=drop_outside))
+            tta=tta, postprocessing=from_model, outside_brain_dropped=drop_outside))
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests, drop_outside)
@@ -465,17 +466,18 @@ def extra_outputs(request: PredictRequest, label_map: bool = False) -> ExtraOutp
 
 
 def run_mask_settings(request: PredictRequest, spec: ModelSpec) -> MaskSettings:
-    """The threshold and lesion filters of the run's masks: each one the request gives, else the model's stored
-    postprocessing (read with the weights; not with --no-postprocessing), else the plan's threshold and no filter."""
+    """The TTA, threshold and lesion filters of the run's masks: each one the request gives, else the model's stored
+    postprocessing (read with the weights; not with --no-postprocessing), else the plan's TTA and threshold and no
+    filter."""
     stored = spec.stored_postprocessing() if request.postprocessing else None
     return mask_settings(spec.plan.inference.threshold, stored, request.threshold, request.min_lesion_ml,
-                         request.min_lesion_peak)
+                         request.min_lesion_peak, tta=request.tta, plan_tta=spec.plan.inference.tta)
 
 
 def uses_stored_postprocessing(request: PredictRequest, spec: ModelSpec) -> bool:
     """True when at least one of the run's mask settings comes from the model's stored postprocessing."""
     return (request.postprocessing and spec.stored_postprocessing() is not None
-            and None in (request.threshold, request.min_lesion_ml, request.min_lesion_peak))
+            and None in (request.threshold, request.min_lesion_ml, request.min_lesion_peak, request.tta))
 
 
 def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
@@ -514,7 +516,7 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     # the mask settings are filled in once the weights (which carry the model's postprocessing) are read
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
-                               request.tta or spec.plan.inference.tta, spec.plan.inference.threshold,
+                               bool(request.tta) or spec.plan.inference.tta, spec.plan.inference.threshold,
                                skull_strip=request.skull_strip)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 

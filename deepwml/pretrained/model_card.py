@@ -158,12 +158,13 @@ def _postprocessing_lines(record: Dict[str, Any]) -> List[str]:
         return []
     from deepwml.inference.postprocessing import MaskSettings
 
-    settings = MaskSettings(c["threshold"], c["min_lesion_ml"], c["min_lesion_peak"]).describe()
+    settings = MaskSettings(c["threshold"], c["min_lesion_ml"], c["min_lesion_peak"], bool(c.get("tta", False))).describe()
     before, after = c["before"], c["after"]
     return [f"- Postprocessing chosen (`deepwml_find_postprocessing`, objective {c['objective']}) on the same {c['cases']} "
             f"cases: {settings}; case mean Dice {before['dice']} -> {after['dice']}, lesion F1 {before['lesion_f1']} -> "
             f"{after['lesion_f1']} against the plain 0.5 threshold there. The held-out figures above are with it; "
-            "`deepwml_predict --no-postprocessing` leaves it out."]
+            "`deepwml_predict --no-postprocessing` leaves it out" + (" and `--no-tta` the flip" if c.get("tta") else "")
+            + "."]
 
 
 def anatomy_model_card(recipe: Recipe, record: Dict[str, Any]) -> str:

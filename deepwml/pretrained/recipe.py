@@ -68,13 +68,17 @@ class Recipe:
     #: the training set's skull-stripped scans (deepwml_make_synthetic --skull-stripped): 'auto' (the generator's
     #: share) or a share such as '0.5'; the held-out set keeps 'auto', so models made either way compare on one set
     skull_stripped: str = "auto"
+    #: the lesion model predicts with left-right flip TTA: its temperatures and postprocessing are fitted on
+    #: flip-averaged probabilities (deepwml_calibrate / deepwml_find_postprocessing --tta), whose choice records it,
+    #: so deepwml_predict predicts so by default (about twice the network's time; benchmarks/README.md measures both)
+    tta: bool = True
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
         """The shipped recipe of a kind of model."""
         if kind not in DATASETS:
             raise DeepWMLError(f"unknown kind of model {kind!r}; choose from {', '.join(DATASETS)}")
-        return cls(kind=kind, **(ANATOMY_DEFAULTS if kind == "anatomy" else {}))
+        return cls(kind=kind, **(dict(ANATOMY_DEFAULTS, tta=False) if kind == "anatomy" else {}))
 
     def record(self) -> Dict[str, Any]:
         """What recipe.json records (without ``kind`` for a lesion model, and one fold as ``fold``: as before
@@ -88,6 +92,8 @@ class Recipe:
             del d["start_from"]
         if self.skull_stripped == "auto":
             del d["skull_stripped"]
+        if self.kind != "lesion":  # fitted only for a lesion model
+            del d["tta"]
         if self.centres is None:
             del d["centres"]
         else:
@@ -135,6 +141,8 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
 
     if recipe.distill and recipe.kind != "lesion":
         raise DeepWMLError("--distill is for the lesion model (distillation averages lesion probabilities)")
+    if recipe.tta and recipe.kind != "lesion":
+        raise DeepWMLError("--tta is for the lesion model (its temperatures and postprocessing are fitted with it)")
     work = workdir.resolve()
     raw, pre, res = work / "raw", work / "preprocessed", work / "results"
     env = dict(os.environ, DEEPWML_RAW=str(raw), DEEPWML_PREPROCESSED=str(pre), DEEPWML_RESULTS=str(res))
@@ -198,9 +206,9 @@ def open_record(record_path: Path, recipe: Recipe, generator_version: int) -> No
 
 
 def _without_folds(record: Any) -> Any:
-    """A recipe record without its fold(s), whether it distils them and which checkpoint it ships (stages that build
-    on the same training)."""
-    later = ("fold", "folds", "distill", "checkpoint")
+    """A recipe record without its fold(s), whether it distils them, which checkpoint it ships and whether it fits
+    with TTA (stages that build on the same training)."""
+    later = ("fold", "folds", "distill", "checkpoint", "tta")
     return {k: v for k, v in record.items() if k not in later} if isinstance(record, dict) else record
 
 
@@ -336,12 +344,12 @@ def _calibrate(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], en
 
     checkpoints = [model_dir / f"fold_{fold}" / CHECKPOINT_FILES[recipe.checkpoint] for fold in folds]
     done = [read_checkpoint(path).get("calibration") for path in checkpoints]
-    if all(done) and all(d.get("folds") == folds for d in done):
+    if all(done) and all(d.get("folds") == folds and d.get("tta", False) == recipe.tta for d in done):
         _log(f"calibrated already (temperatures {done[0]['temperature_below']} / {done[0]['temperature_above']})")
         return {**done[0], "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(done[0]["cases"])}
     data = _calibration_set(recipe, work, env, np_)
     _run("calibrate", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint, "-i", str(data / "imagesTr"),
-                       "-l", str(data / "labelsTr"), "--device", device], env)
+                       "-l", str(data / "labelsTr"), "--device", device] + (["--tta"] if recipe.tta else []), env)
     record = read_checkpoint(checkpoints[0])["calibration"]
     return {**record, "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(record["cases"])}
 
@@ -365,16 +373,18 @@ def _choose_postprocessing(recipe: Recipe, work: Path, model_dir: Path, folds: L
 
     checkpoints = [model_dir / f"fold_{fold}" / CHECKPOINT_FILES[recipe.checkpoint] for fold in folds]
     done = [read_checkpoint(path).get("postprocessing") for path in checkpoints]
-    if not (all(done) and all(d["record"].get("folds") == folds for d in done)):
+    if not (all(done) and all(d["record"].get("folds") == folds and d.get("tta", False) == recipe.tta for d in done)):
         data = _calibration_set(recipe, work, env, np_)
         _run("find_postprocessing", ["-m", str(model_dir), "-f", *folds, "--checkpoint", recipe.checkpoint,
-                                     "-i", str(data / "imagesTr"), "-l", str(data / "labelsTr"), "--device", device], env)
+                                     "-i", str(data / "imagesTr"), "-l", str(data / "labelsTr"), "--device", device]
+             + (["--tta"] if recipe.tta else []), env)
         done = [read_checkpoint(checkpoints[0])["postprocessing"]]
     else:
         _log("postprocessing chosen already")
     chosen = done[0]
     return {"threshold": chosen["threshold"], "min_lesion_ml": chosen["min_lesion_ml"],
-            "min_lesion_peak": chosen["min_lesion_peak"], "objective": chosen["record"]["objective"],
+            "min_lesion_peak": chosen["min_lesion_peak"], "tta": bool(chosen.get("tta", False)),
+            "objective": chosen["record"]["objective"],
             "before": chosen["record"]["before"], "after": chosen["record"]["after"],
             "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(chosen["record"]["cases"])}
 
