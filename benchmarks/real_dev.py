@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from deepwml.cli.common import run
+from deepwml.cli.common import add_tta_options, run
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry, read_image, read_label, write_image
@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nod each head by this many degrees before slicing (e.g. 12: clinical stacks are not MNI-aligned, "
                         "and generator v8's template brains are)")
     p.add_argument("--contrast", action="store_true", help="also print each stack's lesion contrast figures (as docs/synthetic.md's realism table)")
-    p.add_argument("--tta", action="store_true", help="deepwml_predict --tta: average the prediction over flips")
+    add_tta_options(p)  # deepwml_predict's --tta / --no-tta; neither: the model's own choice
     p.add_argument("--threshold", type=float, default=None, help="deepwml_predict --threshold (default: the model's plan)")
     p.add_argument("--errors", type=int, default=0, metavar="N",
                    help="also list each stack's N largest false-positive and missed components: size, centre in world RAS mm "
@@ -572,6 +572,7 @@ def check_without_model(args: argparse.Namespace) -> None:
     if args.stacks_only and args.predictions:
         raise DeepWMLError("give --stacks-only (write the stacks) or --predictions (score masks of them), not both")
     given = [flag for key, flag in MODEL_OPTIONS.items() if getattr(args, key)]
+    given += ["--no-tta"] if args.tta is False else []
     mode = "--stacks-only" if args.stacks_only else "--predictions"
     if given:
         raise DeepWMLError(f"{mode} uses no DeepWML model: leave out {', '.join(given)}")
@@ -701,7 +702,7 @@ def _main(argv: Optional[List[str]]) -> int:
     print(stack_line(args) +
           f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --skull-strip' if args.skull_strip else ''}"
           f"{'; --keep-outside-brain' if args.keep_outside_brain else ''}"
-          f"{'; --tta' if args.tta else ''}"
+          f"{'; --tta' if args.tta else '; --no-tta' if args.tta is False else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"
           f"{f'; --min-lesion-peak {args.min_lesion_peak:g}' if args.min_lesion_peak else ''}"
