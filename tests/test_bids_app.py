@@ -70,7 +70,7 @@ def test_every_flair_is_segmented_into_a_bids_derivatives_tree_as_deepwml_predic
     row = pd.read_csv(alone / "summary.csv").iloc[0]
     assert sidecar["DeepWML"]["summary"]["lesion_count"] == row["lesion_count"]
     assert sidecar["DeepWML"]["summary"]["total_lesion_volume_ml"] == pytest.approx(row["total_lesion_volume_ml"])
-    assert sidecar["LesionProbabilityThreshold"] == 0.5
+    assert sidecar["LesionProbabilityThreshold"] == _shipped_threshold()
     # a derivatives dataset that points back at its raw dataset, and says what made it
     description = json.loads((out / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "DeepWML"
@@ -147,6 +147,16 @@ def test_participants_and_sessions_are_chosen_by_label(tmp_path, capsys):
     assert "no participant sub-07" in err and "01, 02" in err and len(err.strip().splitlines()) == 1
 
 
+def _shipped_threshold() -> float:
+    """The mask threshold the shipped model's stored postprocessing sets (what a run without --threshold uses)."""
+    from deepwml.inference.model_loading import check_model, load_fold_states
+    from deepwml.pretrained import builtin_model_dir
+
+    spec = check_model(builtin_model_dir(), None, "latest")
+    load_fold_states(spec)
+    return spec.stored_postprocessing().threshold
+
+
 def test_another_threshold_is_refused_and_mixed_settings_never_reach_the_table(tmp_path, capsys):
     root = make_bids(tmp_path / "clinic")
     out = tmp_path / "deriv"
@@ -155,13 +165,13 @@ def test_another_threshold_is_refused_and_mixed_settings_never_reach_the_table(t
     capsys.readouterr()
     assert bids_main(base + ["--threshold", "0.7"]) == 2
     err = capsys.readouterr().err
-    assert f"{out}: " in err and "threshold 0.5 -> 0.7" in err and "output_dir" in err and ".deepwml_bids" not in err
+    assert f"{out}: " in err and f"threshold {_shipped_threshold():g} -> 0.7" in err and "output_dir" in err and ".deepwml_bids" not in err
     # --overwrite for one participant leaves the other's masks at the old threshold: said at once, refused by the group
     assert bids_main(base + ["--threshold", "0.7", "--overwrite", "--participant-label", "01"]) == 0
     assert "mixes scans segmented with different settings" in capsys.readouterr().err
     assert bids_main([str(root), str(out), "group"]) == 2
     err = capsys.readouterr().err
-    assert "threshold 0.7" in err and "threshold 0.5" in err and not (out / "wmh_summary.tsv").exists()
+    assert "threshold 0.7" in err and f"threshold {_shipped_threshold():g}" in err and not (out / "wmh_summary.tsv").exists()
     # the participants redone alike make a table of their own
     assert bids_main([str(root), str(out), "group", "--participant-label", "01"]) == 0
     assert set(pd.read_csv(out / "wmh_summary.tsv", sep="\t")["participant_id"]) == {"sub-01"}
