@@ -445,3 +445,19 @@ def test_fitting_computes_in_fp32_on_any_cpu(monkeypatch):
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert device.setup_device("cpu").amp_dtype == torch.bfloat16
     assert fitting_device(argparse.Namespace(device="cpu")).amp_dtype is None
+
+
+def test_the_dicom_node_and_the_bids_app_pass_tta_or_no_tta_or_the_model_s_choice(tmp_path):
+    """deepwml_listen and deepwml_bids take --tta / --no-tta as deepwml_predict does; neither leaves it to the model."""
+    from deepwml.cli import listen
+
+    for extra, tta in (([], None), (["--tta"], True), (["--no-tta"], False)):
+        request = listen._request(listen.build_parser().parse_args([str(tmp_path / "node"), *extra]))
+        assert request.tta is tta
+    with pytest.raises(SystemExit):  # both at once is an argument error
+        listen.build_parser().parse_args([str(tmp_path / "node"), "--tta", "--no-tta"])
+    from deepwml.cli import bids_app
+
+    for extra, tta in (([], None), (["--tta"], True), (["--no-tta"], False)):
+        args = bids_app.build_parser().parse_args([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", *extra])
+        assert args.tta is tta
