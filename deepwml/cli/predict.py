@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tta_options(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="lesion probability at or above which a voxel is lesion, in (0, 1) (default: the model's "
-                   "postprocessing when deepwml_find_postprocessing stored one, else its plan's, 0.5 for the shipped "
+                   "postprocessing when deepwml_find_postprocessing stored one, else its plan's; 0.55 for the shipped "
                    "model); higher trades sensitivity for precision. Outputs of an earlier run are kept unless --overwrite")
     p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                    help="drop lesions (26-connected, as the lesion table counts them) smaller than this volume in ml from "
