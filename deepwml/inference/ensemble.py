@@ -293,8 +293,10 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     remove_dead_temporaries(out_dir / QC_FOLDER)
     report = EnsembleReport(summaries=[], threshold=threshold, weights=weights, anatomy=bool(with_map),
                             outside_brain_dropped=drop_outside)
+    from deepwml.inference.run import earlier_anatomy_rows
+
     # a finished case's mask no longer shows what was dropped: its count comes from the summary.csv that listed it
-    earlier = _earlier_dropped(out_dir / "summary.csv") if drop_outside and not overwrite else {}
+    earlier = earlier_anatomy_rows(out_dir / "summary.csv") if drop_outside and not overwrite else {}
     for files in tqdm(cases, desc="deepwml_ensemble", unit="case", disable=None if progress is None else not progress):
         first = files[0]
         outputs = ensemble_outputs(out_dir, first)
@@ -303,8 +305,9 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         try:
             if done and not overwrite:
                 summary = _summary_of_done(first.case_id, outputs, anatomy[first.case_id])
-                if first.case_id in earlier:
-                    summary.anatomy[OUTSIDE_BRAIN_COLUMN] = earlier[first.case_id]
+                count = earlier.get(first.case_id, {}).get(OUTSIDE_BRAIN_COLUMN)
+                if count is not None and count == count:  # NaN: a summary that did not count them
+                    summary.anatomy[OUTSIDE_BRAIN_COLUMN] = int(count)
                 report.summaries.append(summary)
                 report.resumed += 1
                 continue
@@ -358,20 +361,6 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
     write_image(mask, geometry, outputs.mask)
     return summary
-
-
-def _earlier_dropped(path: Path) -> Dict[str, int]:
-    """Per case, the lesions an earlier run dropped outside the brain, from its summary.csv (none when unreadable)."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, dtype={"case_id": str})
-    except (OSError, ValueError):  # none yet, or left unreadable: the counts are then not known
-        return {}
-    if OUTSIDE_BRAIN_COLUMN not in frame.columns or "status" not in frame.columns:
-        return {}
-    ok = frame[(frame["status"] == "ok") & frame[OUTSIDE_BRAIN_COLUMN].notna()]
-    return {str(c): int(n) for c, n in zip(ok["case_id"], ok[OUTSIDE_BRAIN_COLUMN])}
 
 
 def _summary_of_done(case_id: str, outputs: EnsembleOutputs, anatomy_path: Optional[Path] = None) -> CaseSummary:
