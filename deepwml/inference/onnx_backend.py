@@ -195,8 +195,8 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
 
 def _stored_settings(stored: np.ndarray) -> MaskSettings:
     """A cache entry's postprocessing array (threshold, smallest lesion, peak, TTA as 0/1) as settings."""
-    values = [float(v) for v in np.ravel(stored)]
-    return MaskSettings(values[0], values[1], values[2], len(values) > 3 and values[3] > 0.5)
+    threshold, min_ml, min_peak, tta = (float(v) for v in stored)
+    return MaskSettings(threshold, min_ml, min_peak, tta > 0.5)
 
 
 def prepare_graphs(model_dir: Path) -> str:

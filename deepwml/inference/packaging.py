@@ -102,8 +102,6 @@ def _zip_names(model_dir: Path) -> Tuple[str, str]:
 
 def _json(obj: Any) -> str:
     """Indented JSON text."""
-    import json
-
     return json.dumps(obj, indent=2) + "\n"
 
 
