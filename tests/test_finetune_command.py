@@ -59,8 +59,13 @@ def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
     card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Fine-tuned on: 2 labelled scan(s)" in card and "wmh_flair2d" in card and "1 epochs x 1 iterations" in card
     assert "no figure here measures the model on scans it has not seen" in card
+    # the shipped model predicts with flip TTA: so does the fine-tuned one, at the plan's threshold, no lesion filter
+    assert checkpoint["postprocessing"]["tta"] is True and checkpoint["postprocessing"]["threshold"] == 0.5
+    assert checkpoint["postprocessing"]["min_lesion_ml"] == 0 and checkpoint["postprocessing"]["min_lesion_peak"] == 0
+    assert "Predicts with left-right flip TTA" in card and "predicts with left-right flip TTA" in out
     assert predict_main(["-i", str(tmp_path / "site" / "s2.nii.gz"), "-o", str(tmp_path / "pred"), "-m", str(model)]) == 0
     assert read_image(tmp_path / "pred" / "s2.nii.gz").array.shape == read_image(tmp_path / "site" / "s2.nii.gz").array.shape
+    assert "left-right flip TTA" in capfd.readouterr().out
     # an installed model is not replaced without --overwrite; with it, the finished training is reused, not redone
     assert finetune_main(args) == 2
     assert "exists; give another -o or --overwrite" in capfd.readouterr().err
@@ -316,3 +321,39 @@ def test_scores_on_scans_kept_aside_leave_the_ignore_value_out(tmp_path):
     dice = kept["models"]["start"]["mean_dice"]
     assert np.isclose(dice, case_metrics(lesion, predicted & ~blob, geometry)["dice"])
     assert dice > 0.7 > case_metrics(lesion, predicted, geometry)["dice"]  # the blob as background: a false lesion
+
+
+def _model_copy(folder: Path, fold: str, tta) -> Path:
+    """The shipped lesion model copied to ``folder`` with its one fold named ``fold``, its stored postprocessing
+    replaced by one with ``tta`` (None: none stored)."""
+    import shutil
+
+    from deepwml.calibration.fit import store_in_checkpoints
+    from deepwml.inference.model_loading import check_model
+    from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings
+    from deepwml.pretrained import builtin_model_dir
+
+    shutil.copytree(builtin_model_dir(), folder)
+    (folder / "manifest.json").unlink()
+    (folder / "fold_0").rename(folder / f"fold_{fold}")
+    spec = check_model(folder, [fold], "latest")
+    store_in_checkpoints(spec, {POSTPROCESSING: None if tta is None else MaskSettings(0.4, 0.01, 0.6, tta).as_record()})
+    return folder
+
+
+@pytest.mark.parametrize("start_tta", [True, False, None])
+def test_the_fine_tuned_model_takes_the_start_models_flip_tta_and_nothing_else_it_stored(tmp_path, start_tta):
+    from deepwml.inference.model_loading import check_model, load_fold_states
+    from deepwml.inference.postprocessing import MaskSettings
+    from deepwml.pretrained.site_finetune import carry_flip_tta
+
+    start = _model_copy(tmp_path / "start", "0", start_tta)
+    tuned = _model_copy(tmp_path / "tuned", "all", None)
+    assert carry_flip_tta(start, tuned) is bool(start_tta)
+    spec = check_model(tuned, ["all"], "latest")
+    load_fold_states(spec)
+    # the start's threshold 0.4 and lesion filters were fitted to its own probabilities: the plan's 0.5, no filter
+    assert spec.stored_postprocessing() == (MaskSettings(0.5, tta=True) if start_tta else None)
+    stamp = spec.checkpoints[0].stat().st_mtime_ns
+    assert carry_flip_tta(start, tuned) is bool(start_tta)  # a resumed run: nothing written again
+    assert spec.checkpoints[0].stat().st_mtime_ns == stamp

@@ -138,6 +138,10 @@ def run_finetune(request: FinetuneRequest) -> Path:
         else:
             args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
         run_command("train", args, None, "deepwml_finetune")
+    tta = carry_flip_tta(start, results / DATASET / plan.name)
+    if tta:
+        _log("the fine-tuned model predicts with left-right flip TTA, as the model it started from does "
+             "(deepwml_predict --no-tta: without)")
     scores = None
     if held:
         scores = score_holdout(work, raw / DATASET, default_file_ending(labelled), held, {
@@ -147,9 +151,32 @@ def run_finetune(request: FinetuneRequest) -> Path:
             _log(f"{label} on the {len(held)} scan(s) kept aside: mean Dice {scores['models'][name]['mean_dice']:.3f}, "
                  f"lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
     trained = [c for c in labelled if c.split == "Tr"]
-    install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, trained, fold_dir, scores), out)
+    install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, trained, fold_dir, scores, tta), out)
     _log(f"installed the fine-tuned model in {out}; use it with: deepwml_predict -i SCANS -o OUT -m {out}")
     return out
+
+
+def carry_flip_tta(start: Path, tuned: Path) -> bool:
+    """Give the fine-tuned model (fold 'all', checkpoint latest) the start model's flip TTA, with the plan's threshold
+    and no lesion filter; returns whether it predicts with TTA. The start's temperatures, threshold and filters were
+    fitted to its own probabilities and are not carried; whether a slice's mirror image helps is a matter of the
+    anatomy, not of the site (measured in benchmarks/README.md, "A site unlike the generator")."""
+    from deepwml.calibration.fit import store_in_checkpoints
+    from deepwml.inference.model_loading import check_model, load_checkpoint, load_fold_states
+    from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings, read_postprocessing
+    from deepwml.training.pretrained_weights import start_checkpoint
+
+    path = start_checkpoint(str(start))  # the checkpoint the weights came from
+    stored = read_postprocessing(load_checkpoint(path), path, Plan.load(start / "plans.json").network.out_channels)
+    if stored is None or not stored.tta:
+        return False
+    tuned_spec = check_model(tuned, ["all"], "latest")
+    load_fold_states(tuned_spec)
+    wanted = MaskSettings(tuned_spec.plan.inference.threshold, tta=True)
+    if tuned_spec.stored_postprocessing() != wanted:
+        store_in_checkpoints(tuned_spec, {POSTPROCESSING: dict(wanted.as_record(), record={
+            "carried_from": str(start), "what": "the start model's left-right flip TTA; the plan's threshold, no lesion filter"})})
+    return True
 
 
 def _digest(path: Path) -> str:
@@ -195,7 +222,8 @@ def _claim(work: Path, identity: dict) -> None:
     write_json(state, identity)
 
 
-def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dir: Path, scores: Optional[dict] = None) -> str:
+def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dir: Path, scores: Optional[dict] = None,
+          tta: bool = False) -> str:
     """The model card: what it was tuned on, from what, how, and what it does not know."""
     summary = read_json(fold_dir / "validation" / "summary.json") if (fold_dir / "validation" / "summary.json").is_file() else {}
     fit = summary.get("median_dice")
@@ -216,6 +244,9 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
         f"- Fit on its own training scans (median per-slice Dice): {fit:.3f}" if isinstance(fit, (int, float)) else
         "- Fit on its own training scans: not recorded",
     ]
+    if tta:
+        lines.append(f"- Predicts with left-right flip TTA, as the model it started from does, at the plan's threshold "
+                     f"{plan.inference.threshold:g} (deepwml_predict --no-tta: without)")
     if scores:
         lines += card_lines(scores) + ["", "Limits: the scans kept aside are few, so these figures are rough; check the model on more "
                                            "labelled scans", "(deepwml_bids group --reference, deepwml_evaluate) and deepwml_calibrate "

@@ -62,6 +62,11 @@ def _checkpoint_file(spec: str) -> Tuple[Path, List[str]]:
     return files[0], notes
 
 
+def start_checkpoint(spec: str) -> Path:
+    """The checkpoint file ``deepwml_train --pretrained spec`` starts from."""
+    return _checkpoint_file(spec)[0]
+
+
 def file_sha256(path: Path) -> str:
     """Hex sha256 of a file's bytes (what a run records of the weights it learnt from)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
