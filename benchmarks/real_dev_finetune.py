@@ -169,10 +169,12 @@ def pretrained_dir(spec: str) -> Path:
     return folder
 
 
-def _predict(images: Path, out: Path, model: Path, folds: Optional[List[str]], checkpoint: str, args: argparse.Namespace) -> float:
-    """Segment every image of ``images`` into ``out`` with deepwml_predict's library entry point; its seconds."""
+def _predict(images: Path, out: Path, model: Path, folds: Optional[List[str]], checkpoint: str, args: argparse.Namespace,
+             tta: Optional[bool] = None) -> float:
+    """Segment every image of ``images`` into ``out`` with deepwml_predict's library entry point (``tta`` None: as
+    the model is set to); its seconds."""
     report = predict(PredictRequest(input=images, output=out, model_dir=model, folds=folds, checkpoint=checkpoint,
-                                    device=args.device, workers=args.num_workers, overwrite=True, write_qc=False))
+                                    device=args.device, workers=args.num_workers, overwrite=True, write_qc=False, tta=tta))
     if report.failed:
         raise DeepWMLError(f"prediction failed for {', '.join(r.case_id for r in report.failed)}", out)
     return report.seconds
@@ -218,7 +220,8 @@ def run_fold(work: Path, held_out: Sequence[str], stacks: Sequence[StackCase], m
             runs[name].train_seconds += seconds
             runs[name].trained_now += 1
         pred = fold_dir / f"pred_{SLUG[name]}"
-        runs[name].predict_seconds += _predict(raw / "imagesTs", pred, results / DATASET / plan_name, ["all"], "latest", args)
+        runs[name].predict_seconds += _predict(raw / "imagesTs", pred, results / DATASET / plan_name, ["all"], "latest", args,
+                                               True if args.tta else None)
         runs[name].rows += score(held, pred)[0]
     pred = fold_dir / f"pred_{SLUG[ZERO_SHOT]}"
     runs[ZERO_SHOT].predict_seconds += _predict(raw / "imagesTs", pred, model, None, "best", args)
@@ -310,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inplane", type=float, nargs="+", default=None,
                    help="in-plane spacings in mm, one stack each per thickness, e.g. 0.9 0.47 (default: keep 1 mm)")
     p.add_argument("--seed", type=int, default=0, help="seed of both trainings (default 0)")
+    p.add_argument("--tta", action="store_true",
+                   help="predict both trained models with left-right flip TTA, as deepwml_finetune's models predict "
+                        "(default: without, as deepwml_train leaves them; the zero-shot model always predicts as it is set to)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("-np", "--num-workers", type=int, default=2, help="preprocessing processes and prediction threads (default 2)")
     return p

@@ -244,6 +244,17 @@ def test_benchmark_runs_end_to_end_on_made_up_scans_and_resumes(tmp_path, capsys
     assert "deepwml_train" not in again and "| fine-tuned |" in again
     trained = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in again.splitlines() if line.startswith("| f")}
     assert trained == {"from scratch": "-", "fine-tuned": "-"}
+    # --tta predicts the trained models with flip TTA, as deepwml_finetune's models predict (nothing is retrained)
+    import json
+
+    def tta_of(folder):
+        return json.loads((folder / ".deepwml_output.json").read_text())["predicted_with"]["tta"]
+
+    fold = tmp_path / "work" / "heldout_patient01"
+    assert tta_of(fold / "pred_finetuned") is False and tta_of(fold / "pred_scratch") is False
+    assert _benchmark().main(argv + ["--tta"]) == 0
+    assert "deepwml_train" not in capsys.readouterr().out
+    assert tta_of(fold / "pred_finetuned") is True and tta_of(fold / "pred_scratch") is True
 
 
 def test_the_mslub_development_scans_are_refused(tmp_path, capsys):
