@@ -124,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--preset", default="cpu_fast", help="plan preset of both runs (default cpu_fast; the shipped model's is cpu_fast_robust)")
     p.add_argument("--lr-factors", type=float, nargs="+", default=[FINETUNE_LR_FACTOR],
                    help=f"fine-tune at these multiples of the plan's learning rate (default {FINETUNE_LR_FACTOR})")
+    p.add_argument("--tta", action="store_true", help="also score each trained model with left-right flip TTA")
     p.add_argument("--site-contrast", type=float, default=1.0, help="the site's contrast exponent about the tissue median (< 1: flatter)")
     p.add_argument("--site-noise", type=float, default=0.0, help="Rician noise added, as a share of the tissue median")
     p.add_argument("--dilate-masks", type=int, default=0, help="the site's raters outline lesions this many pixels wider")
@@ -149,7 +150,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         fold = results / DATASET / plan / "fold_all"
         if not (fold / "validation" / "summary.json").is_file():
             seconds[name] = _run("train", train + extra + (["--continue"] if (fold / "checkpoint_latest.pth").is_file() else []), env_run)
-        rows[name] = _score(work, results.name[4:], ["-m", str(results / DATASET / plan), "-f", "all", "--checkpoint", "latest"], env_run)
+        model = ["-m", str(results / DATASET / plan), "-f", "all", "--checkpoint", "latest"]
+        rows[name] = _score(work, results.name[4:], model, env_run)
+        if args.tta:
+            rows[f"{name}, flip TTA"] = _score(work, results.name[4:] + "_tta", model + ["--tta"], env_run)
     rows["zero-shot pretrained"] = _score(work, "zeroshot", ["-m", args.pretrained], env)
     images = args.epochs * args.iterations * 8
     n_train = read_json(work / "raw" / DATASET / "dataset.json")["numTraining"]
