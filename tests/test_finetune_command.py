@@ -63,6 +63,7 @@ def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
     assert checkpoint["postprocessing"]["tta"] is True and checkpoint["postprocessing"]["threshold"] == 0.5
     assert checkpoint["postprocessing"]["min_lesion_ml"] == 0 and checkpoint["postprocessing"]["min_lesion_peak"] == 0
     assert "Predicts with left-right flip TTA" in card and "predicts with left-right flip TTA" in out
+    assert "deepwml_calibrate --tta, then deepwml_find_postprocessing --tta" in card
     assert predict_main(["-i", str(tmp_path / "site" / "s2.nii.gz"), "-o", str(tmp_path / "pred"), "-m", str(model)]) == 0
     assert read_image(tmp_path / "pred" / "s2.nii.gz").array.shape == read_image(tmp_path / "site" / "s2.nii.gz").array.shape
     assert "left-right flip TTA" in capfd.readouterr().out

@@ -246,7 +246,8 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
     ]
     if tta:
         lines.append(f"- Predicts with left-right flip TTA, as the model it started from does, at the plan's threshold "
-                     f"{plan.inference.threshold:g} (deepwml_predict --no-tta: without)")
+                     f"{plan.inference.threshold:g} (deepwml_predict --no-tta: without). Calibrating removes that "
+                     "setting: calibrate with deepwml_calibrate --tta, then deepwml_find_postprocessing --tta, to keep it")
     if scores:
         lines += card_lines(scores) + ["", "Limits: the scans kept aside are few, so these figures are rough; check the model on more "
                                            "labelled scans", "(deepwml_bids group --reference, deepwml_evaluate) and deepwml_calibrate "
