@@ -124,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--preset", default="cpu_fast", help="plan preset of both runs (default cpu_fast; the shipped model's is cpu_fast_robust)")
     p.add_argument("--lr-factors", type=float, nargs="+", default=[FINETUNE_LR_FACTOR],
                    help=f"fine-tune at these multiples of the plan's learning rate (default {FINETUNE_LR_FACTOR})")
+    p.add_argument("--train-seed", type=int, default=0, help="seed of every training (default 0; another one: another --work)")
     p.add_argument("--tta", action="store_true", help="also score each trained model with left-right flip TTA")
     p.add_argument("--site-contrast", type=float, default=1.0, help="the site's contrast exponent about the tissue median (< 1: flatter)")
     p.add_argument("--site-noise", type=float, default=0.0, help="Rician noise added, as a share of the tissue median")
@@ -137,7 +138,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     shift_site(work / "raw" / DATASET, args.site_contrast, args.site_noise, args.dilate_masks, args.seed)
     plan = args.preset
     _run("plan_and_preprocess", ["-d", str(DATASET_ID), "--preset", plan, "--test-fraction", "0"], env)
-    train = ["-d", str(DATASET_ID), "all", "-p", plan, "--epochs", str(args.epochs), "--iterations", str(args.iterations)]
+    train = ["-d", str(DATASET_ID), "all", "-p", plan, "--epochs", str(args.epochs), "--iterations", str(args.iterations),
+             "--seed", str(args.train_seed)]
     base_lr = read_json(work / "pp" / DATASET / plan / "plans.json")["training"]["learning_rate"]
     runs = [("scratch", [])]
     for factor in args.lr_factors:

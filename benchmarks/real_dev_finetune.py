@@ -39,6 +39,7 @@ from deepwml.datasets.dataset_writer import SourceCase, write_dataset
 from deepwml.evaluation.masks import binarise
 from deepwml.imageio import read_image, read_label, write_image
 from deepwml.inference.run import PredictRequest, predict
+from deepwml.pretrained.site_finetune import SITE_LR_FACTOR
 from deepwml.planning.plan import Plan
 from deepwml.synthetic.thick_slices import SlabSpec
 from deepwml.utils.atomic import read_json, write_json
@@ -213,7 +214,8 @@ def run_fold(work: Path, held_out: Sequence[str], stacks: Sequence[StackCase], m
                                         "--test-fraction", "0", "-np", str(args.num_workers)], None, fold_dir.name)
     prep = time.perf_counter() - start
     held = [c for c in stacks if c.scan_id in held_out]
-    for name, extra in ((SCRATCH, []), (FINETUNED, ["--pretrained", args.pretrained])):
+    rate = Plan.load(model / "plans.json").training.learning_rate * args.lr_factor
+    for name, extra in ((SCRATCH, []), (FINETUNED, ["--pretrained", args.pretrained, "--lr", f"{rate:.6g}"])):
         results = fold_dir / f"results_{SLUG[name]}"
         seconds = _train(fold_dir, results, plan_name, extra, args)
         if seconds is not None:
@@ -313,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inplane", type=float, nargs="+", default=None,
                    help="in-plane spacings in mm, one stack each per thickness, e.g. 0.9 0.47 (default: keep 1 mm)")
     p.add_argument("--seed", type=int, default=0, help="seed of both trainings (default 0)")
+    p.add_argument("--lr-factor", type=float, default=SITE_LR_FACTOR,
+                   help=f"fine-tune at this multiple of the plan's learning rate (default {SITE_LR_FACTOR:g}, as deepwml_finetune "
+                        "does; deepwml_train --pretrained alone takes 0.1)")
     p.add_argument("--tta", action="store_true",
                    help="predict both trained models with left-right flip TTA, as deepwml_finetune's models predict "
                         "(default: without, as deepwml_train leaves them; the zero-shot model always predicts as it is set to)")
@@ -347,7 +352,7 @@ def _main(argv: Optional[List[str]]) -> int:
         "iterations": args.iterations, "as_acquired": args.as_acquired, "holdout": args.holdout,
         "ignore_label": args.ignore_label, "flair_name": args.flair_name, "mask_name": args.mask_name,
         "thickness": None if args.as_acquired else thickness, "gap": None if args.as_acquired else gap,
-        "inplane": args.inplane, "seed": args.seed})
+        "inplane": args.inplane, "seed": args.seed, "lr_factor": args.lr_factor})
     sites: Dict[str, List[str]] = {}
     for s in scans:
         sites.setdefault(site_of[s.scan_id], []).append(s.scan_id)

@@ -27,6 +27,10 @@ from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
 
 DATASET_ID, NAME = 590, "SiteFinetune"
+#: the learning rate of a site's fine-tuning, times the plan's, unless --lr: the plan's own rate found a little more
+#: of a site's lesions than deepwml_train --pretrained's 0.1 x at level Dice (benchmarks/README.md, "A site unlike the
+#: generator"); the shipped model's own re-training keeps 0.1 x
+SITE_LR_FACTOR = 1.0
 DATASET = f"Dataset{DATASET_ID}_{NAME}"
 STATE = "finetune.json"
 
@@ -105,6 +109,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
     identity = {"manifest": _digest(Path(request.manifest)), "scans": _scans_digest(labelled),
                 "start": str(start.resolve()), "epochs": request.epochs,
                 "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
+    if request.lr is None:  # (a run from before the site rate trained at deepwml_train --pretrained's default)
+        identity["lr_factor"] = SITE_LR_FACTOR
     if held:  # (a run from before --holdout kept none aside: its identity has no such key)
         identity["holdout"] = held
     if request.lesion_id_masks:
@@ -136,7 +142,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
         if (fold_dir / "checkpoint_latest.pth").is_file():
             args.append("--continue")  # an interrupted run keeps the weights' origin and rate its checkpoint records
         else:
-            args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
+            lr = request.lr if request.lr is not None else plan.training.learning_rate * SITE_LR_FACTOR
+            args += ["--pretrained", str(start), "--lr", f"{lr:.6g}"]
         run_command("train", args, None, "deepwml_finetune")
     tta = carry_flip_tta(start, results / DATASET / plan.name)
     if tta:
@@ -239,7 +246,8 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
            if request.ignore_label is not None else ""),
         f"- Schedule: {request.epochs} epochs" + (f" x {request.iterations} iterations" if request.iterations else "")
         + f", fold 'all' (every scan trained on), seed {request.seed}, learning rate "
-        + (f"{request.lr:g}" if request.lr is not None else "the fine-tuning default (0.1 x the plan's)"),
+        + (f"{request.lr:g}" if request.lr is not None
+           else f"{plan.training.learning_rate * SITE_LR_FACTOR:g} ({SITE_LR_FACTOR:g} x the plan's, deepwml_finetune's default)"),
         f"- Training time: {hours * 60:.1f} min (device {request.device})" if hours is not None else "- Training time: not recorded",
         f"- Fit on its own training scans (median per-slice Dice): {fit:.3f}" if isinstance(fit, (int, float)) else
         "- Fit on its own training scans: not recorded",
