@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of both trainings (default 0)")
     p.add_argument("--lr-factor", type=float, default=SITE_LR_FACTOR,
                    help=f"fine-tune at this multiple of the plan's learning rate (default {SITE_LR_FACTOR:g}, as deepwml_finetune "
-                        "does; deepwml_train --pretrained alone takes 0.1)")
+                        "and deepwml_train --pretrained do)")
     p.add_argument("--tta", action="store_true",
                    help="predict both trained models with left-right flip TTA, as deepwml_finetune's models predict "
                         "(default: without, as deepwml_train leaves them; the zero-shot model always predicts as it is set to)")
@@ -352,7 +352,9 @@ def _main(argv: Optional[List[str]]) -> int:
         "iterations": args.iterations, "as_acquired": args.as_acquired, "holdout": args.holdout,
         "ignore_label": args.ignore_label, "flair_name": args.flair_name, "mask_name": args.mask_name,
         "thickness": None if args.as_acquired else thickness, "gap": None if args.as_acquired else gap,
-        "inplane": args.inplane, "seed": args.seed, "lr_factor": args.lr_factor})
+        "inplane": args.inplane, "seed": args.seed,
+        # (work folders from before --lr-factor fine-tuned at the default: their options have no such key)
+        **({"lr_factor": args.lr_factor} if args.lr_factor != SITE_LR_FACTOR else {})})
     sites: Dict[str, List[str]] = {}
     for s in scans:
         sites.setdefault(site_of[s.scan_id], []).append(s.scan_id)

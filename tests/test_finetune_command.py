@@ -80,9 +80,8 @@ def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
     assert finetune_main(args + ["--overwrite"]) == 0
     out = capfd.readouterr().out
     assert "--continue" in out and "--pretrained" not in out.split("deepwml_train", 1)[1].splitlines()[0]
-    # deepwml_finetune trains at the plan's own rate (deepwml_train --pretrained alone would take 0.1 x it)
-    assert "fine-tuning from" in out and "lr 0.002 " in out
-    assert "0.002 (1 x the plan's, deepwml_finetune's default)" in (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "fine-tuning from" in out and "lr 0.0002 " in out
+    assert "0.0002 (the fine-tuning default, 0.1 x the plan's)" in (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     # the work folder belongs to that manifest and schedule: another one is refused, not mixed in
     assert finetune_main([str(manifest), "-o", str(model), "--epochs", "2", "--iterations", "1", "--overwrite"]) == 2
     assert "holds a fine-tuning run with another epochs" in capfd.readouterr().err

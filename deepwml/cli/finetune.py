@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="data, caches and training (default: .NAME.work beside -o)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     p.add_argument("--iterations", type=int, help="iterations per epoch (default: the plan's)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the start model's plan's own rate; deepwml_train --pretrained would take 0.1 x it)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the fine-tuning default, 0.1 x the plan's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-np", "--num-processes", type=int, default=2, help="processes for conversion and preprocessing")
     p.add_argument("--holdout", type=int, default=0, metavar="N",
