@@ -39,9 +39,9 @@ from deepwml.datasets.dataset_writer import SourceCase, write_dataset
 from deepwml.evaluation.masks import binarise
 from deepwml.imageio import read_image, read_label, write_image
 from deepwml.inference.run import PredictRequest, predict
-from deepwml.pretrained.site_finetune import SITE_LR_FACTOR
 from deepwml.planning.plan import Plan
 from deepwml.synthetic.thick_slices import SlabSpec
+from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
@@ -315,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inplane", type=float, nargs="+", default=None,
                    help="in-plane spacings in mm, one stack each per thickness, e.g. 0.9 0.47 (default: keep 1 mm)")
     p.add_argument("--seed", type=int, default=0, help="seed of both trainings (default 0)")
-    p.add_argument("--lr-factor", type=float, default=SITE_LR_FACTOR,
-                   help=f"fine-tune at this multiple of the plan's learning rate (default {SITE_LR_FACTOR:g}, as deepwml_finetune "
+    p.add_argument("--lr-factor", type=float, default=FINETUNE_LR_FACTOR,
+                   help=f"fine-tune at this multiple of the plan's learning rate (default {FINETUNE_LR_FACTOR:g}, as deepwml_finetune "
                         "and deepwml_train --pretrained do)")
     p.add_argument("--tta", action="store_true",
                    help="predict both trained models with left-right flip TTA, as deepwml_finetune's models predict "
@@ -354,7 +354,7 @@ def _main(argv: Optional[List[str]]) -> int:
         "thickness": None if args.as_acquired else thickness, "gap": None if args.as_acquired else gap,
         "inplane": args.inplane, "seed": args.seed,
         # (work folders from before --lr-factor fine-tuned at the default: their options have no such key)
-        **({"lr_factor": args.lr_factor} if args.lr_factor != SITE_LR_FACTOR else {})})
+        **({"lr_factor": args.lr_factor} if args.lr_factor != FINETUNE_LR_FACTOR else {})})
     sites: Dict[str, List[str]] = {}
     for s in scans:
         sites.setdefault(site_of[s.scan_id], []).append(s.scan_id)

@@ -233,9 +233,9 @@ def test_benchmark_runs_end_to_end_on_made_up_scans_and_resumes(tmp_path, capsys
     assert list(rows) == ["zero-shot", "from scratch", "fine-tuned"]
     # fine-tuned at deepwml_finetune's rate
     from deepwml.planning.plan import Plan
-    from deepwml.pretrained.site_finetune import SITE_LR_FACTOR
+    from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR
 
-    rate = Plan.load(model / "plans.json").training.learning_rate * SITE_LR_FACTOR
+    rate = Plan.load(model / "plans.json").training.learning_rate * FINETUNE_LR_FACTOR
     tuned = [line for line in out.splitlines() if "$ deepwml_train" in line and "--pretrained" in line]
     assert tuned and all(f"--lr {rate:.6g}" in line for line in tuned), out
     # the zero-shot threshold model finds the bright lesions; the site images are 1 epoch x 1 iteration x batch 8

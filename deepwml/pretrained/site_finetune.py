@@ -28,9 +28,6 @@ from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
 
 DATASET_ID, NAME = 590, "SiteFinetune"
-#: the learning rate of a site's fine-tuning, times the plan's, unless --lr: deepwml_train --pretrained's; the plan's own
-#: rate was better on one synthetic centre and worse on another (benchmarks/README.md, "A site unlike the generator")
-SITE_LR_FACTOR = FINETUNE_LR_FACTOR
 DATASET = f"Dataset{DATASET_ID}_{NAME}"
 STATE = "finetune.json"
 
@@ -140,8 +137,7 @@ def run_finetune(request: FinetuneRequest) -> Path:
         if (fold_dir / "checkpoint_latest.pth").is_file():
             args.append("--continue")  # an interrupted run keeps the weights' origin and rate its checkpoint records
         else:
-            lr = request.lr if request.lr is not None else plan.training.learning_rate * SITE_LR_FACTOR
-            args += ["--pretrained", str(start), "--lr", f"{lr:.6g}"]
+            args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
         run_command("train", args, None, "deepwml_finetune")
     tta = carry_flip_tta(start, results / DATASET / plan.name)
     if tta:
@@ -245,7 +241,7 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
         f"- Schedule: {request.epochs} epochs" + (f" x {request.iterations} iterations" if request.iterations else "")
         + f", fold 'all' (every scan trained on), seed {request.seed}, learning rate "
         + (f"{request.lr:g}" if request.lr is not None
-           else f"{plan.training.learning_rate * SITE_LR_FACTOR:g} (the fine-tuning default, {SITE_LR_FACTOR:g} x the plan's)"),
+           else f"{plan.training.learning_rate * FINETUNE_LR_FACTOR:g} (the fine-tuning default, {FINETUNE_LR_FACTOR:g} x the plan's)"),
         f"- Training time: {hours * 60:.1f} min (device {request.device})" if hours is not None else "- Training time: not recorded",
         f"- Fit on its own training scans (median per-slice Dice): {fit:.3f}" if isinstance(fit, (int, float)) else
         "- Fit on its own training scans: not recorded",
