@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "as real_dev.py --field (e.g. 230)")
     p.add_argument("--work", type=Path, help="keep stacks, references and maps in this folder (default: a temporary one)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--tta", action="store_true", help="predict with left-right flip TTA (each slice averaged with its mirror image)")
     return p
 
 
@@ -145,7 +146,8 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{f'{args.inplane:g} mm' if args.inplane else 'kept (1 mm)'}; references where >= 50 % of the slab is"
           f"{f'; heads nodded {args.tilt:g} degrees first' if args.tilt else ''}"
           f"{'; a synthetic skull and scalp around each brain' if args.add_head else ''}"
-          f"{f'; padded to a {args.field:g} mm square field' if args.field else ''}")
+          f"{f'; padded to a {args.field:g} mm square field' if args.field else ''}"
+          f"{'; the model with flip TTA' if args.tta else ''}")
     spec_for = {t: SlabSpec(t, 0.0, args.inplane, lesion_fraction=0.5) for t in args.thickness}
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_anatomy_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
@@ -155,7 +157,7 @@ def _main(argv: Optional[List[str]]) -> int:
         # the same stacks again with the brain as their label (the images come out identical; kept apart)
         brains = {c.case_id: c.label for c in make_stacks(references["brain"], spec_for, work / "brain_stacks", **options)}
         report = predict(PredictRequest(input=work / "images", output=work / "anatomy", model_dir=folder, device=args.device,
-                                        overwrite=True, write_qc=False, anatomy=False))
+                                        overwrite=True, write_qc=False, anatomy=False, tta=args.tta or None))
         rows = {c.case_id: score_stack(read_label(work / "anatomy" / f"{c.case_id}.nii.gz").array, brains[c.case_id], c.label,
                                        float(np.prod(c.geometry.spacing)) / 1000.0)
                 for c in cases if (work / "anatomy" / f"{c.case_id}.nii.gz").is_file()}

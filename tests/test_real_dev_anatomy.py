@@ -93,3 +93,23 @@ def test_field_pads_stacks_and_both_references_alike(tmp_path, capsys):
     assert "padded to a 80 mm square field" in out
     for folder in ("images", "brain_stacks", "anatomy"):
         assert read_image(tmp_path / "work" / folder / "patient01_8mm.nii.gz").array.shape == (8, 80, 80), folder
+
+
+def test_tta_asks_the_anatomy_model_for_flip_tta_and_says_so(tmp_path, capsys, monkeypatch):
+    """--tta reaches deepwml_predict's request (without it the model predicts as its plan says) and the header."""
+    from deepwml.utils.errors import DeepWMLError
+
+    module = _benchmark()
+    asked = []
+
+    def fake_predict(request):
+        asked.append(request.tta)
+        raise DeepWMLError("stopped after the request")
+
+    monkeypatch.setattr(module, "predict", fake_predict)
+    for extra in ([], ["--tta"]):
+        code = module.main(["--data", str(_scans(tmp_path)), "--thickness", "8", "--work", str(tmp_path / "work"), *extra])
+        assert code == 2
+    out = capsys.readouterr().out
+    assert asked == [None, True]
+    assert out.count("the model with flip TTA") == 1
