@@ -80,13 +80,13 @@ def shifted_copy(raw: Path, shift: Tuple[float, float, int], work: Path, seed: i
 
 def model_arguments(model: str) -> Tuple[str, str, List[str]]:
     """A row name, a key naming its predictions' folders and deepwml_predict's model arguments for ``builtin`` or a
-    PLAN folder (the key is the folder's path, so another model never reuses its predictions)."""
+    PLAN folder (both from the folder's whole path: two models' PLAN folders often share their names)."""
     if model == "builtin":
         return "shipped", "builtin", ["-m", "builtin"]
     path = Path(model).expanduser().resolve()
     if not path.is_dir():
         raise DeepWMLError("-m: not a folder (a trained model's PLAN folder, or builtin)", path)
-    return f"{path.parent.name}/{path.name}", hashlib.sha1(str(path).encode()).hexdigest()[:12], ["-m", str(path)]
+    return str(path), hashlib.sha1(str(path).encode()).hexdigest()[:12], ["-m", str(path)]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -62,3 +62,14 @@ def test_a_shifted_copy_changes_the_copy_only_and_is_made_once(ss, tmp_path):
     assert np.array_equal(_read(folder / "imagesTs" / "a_0000.nii.gz"), shifted)
     assert ss.shifted_copy(raw, (1.0, 0.0, 0), tmp_path / "work", seed=77).name == "shift_none"
     assert np.array_equal(_read(tmp_path / "work" / "shift_none" / "imagesTs" / "a_0000.nii.gz"), image)
+
+
+def test_two_models_whose_plan_folders_share_a_name_get_rows_and_predictions_of_their_own(ss, tmp_path):
+    a, b = tmp_path / "a" / "Dataset510_X" / "plan", tmp_path / "b" / "Dataset510_X" / "plan"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    (name_a, key_a, args_a), (name_b, key_b, args_b) = ss.model_arguments(str(a)), ss.model_arguments(str(b))
+    assert name_a != name_b and key_a != key_b and args_a == ["-m", str(a.resolve())] and args_b == ["-m", str(b.resolve())]
+    assert ss.model_arguments("builtin") == ("shipped", "builtin", ["-m", "builtin"])
+    with pytest.raises(DeepWMLError, match="not a folder"):
+        ss.model_arguments(str(tmp_path / "missing"))
