@@ -107,10 +107,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = args.work.expanduser().resolve()
     env = dict(os.environ, DEEPWML_RAW=str(work / "raw"))
     raw = work / "raw" / DATASET
-    if not (raw / "dataset.json").is_file():
-        run_command("make_synthetic", ["--raw", str(work / "raw"), "--dataset-id", str(DATASET_ID), "--name", NAME,
-                                       "--centres", args.centre, "--scale", str(args.scale), "--seed", str(args.seed),
-                                       "--test-fraction", str(args.test_fraction)], env, "site_shift")
+    # every time: a finished draw is kept, and one of other settings (another --centre or --seed) is refused
+    run_command("make_synthetic", ["--raw", str(work / "raw"), "--dataset-id", str(DATASET_ID), "--name", NAME,
+                                   "--centres", args.centre, "--scale", str(args.scale), "--seed", str(args.seed),
+                                   "--test-fraction", str(args.test_fraction)], env, "site_shift")
     rows: Dict[Tuple[str, str], Dict[str, float]] = {}
     for shift in shifts:
         folder = shifted_copy(raw, shift, work, args.seed)
