@@ -80,9 +80,14 @@ def resize_slices(stack: np.ndarray, out_hw: Sequence[int], order: int, anti_ali
     torch = sys.modules.get("torch")
     if torch is None:  # prediction on ONNX Runtime does not import torch (2 s) for two matrix products
         return np.matmul(np.matmul(rows, stack), cols.T)
-    # with torch loaded, the products follow its thread setting, which prediction shares out between its case workers
-    rows_t, cols_t = torch.from_numpy(rows), torch.from_numpy(cols)
-    return torch.matmul(torch.matmul(rows_t, torch.from_numpy(stack)), cols_t.T).numpy()
+    # numpy's products either way, so that a result does not depend on whether torch happens to be imported (its
+    # products round differently, ~6e-7 on AVX2 OpenBLAS machines); with torch loaded, no more BLAS threads than its
+    # setting, which prediction shares out between its case workers
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    with threadpool_limits(limits=min([torch.get_num_threads(), *blas]), user_api="blas"):
+        return np.matmul(np.matmul(rows, stack), cols.T)
 
 
 def resize_slices_reference(stack: np.ndarray, out_hw: Sequence[int], order: int, anti_alias: bool = False) -> np.ndarray:
