@@ -265,6 +265,23 @@ def test_a_narrower_or_deeper_plan_or_another_architecture_cannot_be_widened_int
         assert str(src) in str(e.value)
 
 
+def test_the_flat_contrast_preset_is_the_shipped_plan_with_a_wider_gamma_and_takes_its_weights_silently():
+    """plans/cpu_fast_robust_flat.json changes only the gamma augmentation's lower end (0.7 -> 0.5): the shipped
+    model's weights start it unchanged and with no note, since its preprocessing is the same."""
+    from deepwml.planning.plan import load_preset
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    robust, flat = load_preset("cpu_fast_robust"), load_preset("cpu_fast_robust_flat")
+    a, b = robust.to_dict(), flat.to_dict()
+    assert flat.name == "cpu_fast_robust_flat" and b["network"] == a["network"]
+    assert b["preprocessing"] == a["preprocessing"] and b["inference"] == a["inference"]
+    assert flat.training.augmentation.gamma == [0.5, 1.5] and robust.training.augmentation.gamma == [0.7, 1.5]
+    b["training"]["augmentation"]["gamma"] = a["training"]["augmentation"]["gamma"]
+    assert b["training"] == a["training"]
+    weights, notes = load_pretrained("builtin", flat)
+    assert notes == [] and weights.origin["plan_name"] == "cpu_fast_robust"
+
+
 def test_the_shipped_model_starts_the_384_matrix_plan_with_a_preprocessing_note():
     """plans/cpu_fast_robust_384.json is the shipped plan at a finer matrix: its weights load unchanged, and the
     user is told that the preprocessing differs (benchmarks/README.md, "A finer matrix")."""
