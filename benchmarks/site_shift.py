@@ -13,7 +13,8 @@ precision, case mean Dice and lesion F1 per shift and model.
         --shifts none contrast=0.8 contrast=0.6 noise=0.03 dilate=1
 
 The work folder resumes: scans, shifted copies and each model's scored predictions are kept (by the model folder's
-path); --redo predicts again, e.g. after that folder's model was trained further.
+path and --checkpoint); --redo predicts again, e.g. after that folder's model was trained further. A model made by
+deepwml_train_pretrained --checkpoint latest is scored as it ships with --checkpoint latest.
 """
 from __future__ import annotations
 
@@ -78,15 +79,19 @@ def shifted_copy(raw: Path, shift: Tuple[float, float, int], work: Path, seed: i
     return folder
 
 
-def model_arguments(model: str) -> Tuple[str, str, List[str]]:
+def model_arguments(model: str, checkpoint: str = "best") -> Tuple[str, str, List[str]]:
     """A row name, a key naming its predictions' folders and deepwml_predict's model arguments for ``builtin`` or a
-    PLAN folder (both from the folder's whole path: two models' PLAN folders often share their names)."""
+    PLAN folder (both from the folder's whole path, as two models' PLAN folders often share their names, and from the
+    checkpoint read from it, since a fine-tuning recipe ships its last one and deepwml_predict reads the best)."""
     if model == "builtin":
         return "shipped", "builtin", ["-m", "builtin"]
     path = Path(model).expanduser().resolve()
     if not path.is_dir():
         raise DeepWMLError("-m: not a folder (a trained model's PLAN folder, or builtin)", path)
-    return str(path), hashlib.sha1(str(path).encode()).hexdigest()[:12], ["-m", str(path)]
+    # "best" keeps the key of the runs made before --checkpoint existed, so their kept predictions stay theirs
+    ident = str(path) if checkpoint == "best" else f"{path}:{checkpoint}"
+    name = str(path) if checkpoint == "best" else f"{path} ({checkpoint})"
+    return name, hashlib.sha1(ident.encode()).hexdigest()[:12], ["-m", str(path), "--checkpoint", checkpoint]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -99,10 +104,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--test-fraction", type=float, default=0.5, help="share of them scored (default 0.5)")
     p.add_argument("--seed", type=int, default=77, help="seed of the site's scans (the shipped model's data used 0)")
     p.add_argument("--shifts", nargs="+", default=DEFAULT_SHIFTS, help=f"shifts to score (default {' '.join(DEFAULT_SHIFTS)})")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                   help="checkpoint of each trained model (default best, as deepwml_predict; deepwml_train_pretrained "
+                        "--checkpoint latest ships and calibrates the last one). The shipped model reads its own")
     p.add_argument("--redo", action="store_true", help="predict again even where predictions are kept")
     args = p.parse_args(argv)
     shifts = [parse_shift(s) for s in args.shifts]
-    models = [model_arguments(m) for m in args.models]
+    models = [model_arguments(m, args.checkpoint) for m in args.models]
     print(load_line())
     work = args.work.expanduser().resolve()
     env = dict(os.environ, DEEPWML_RAW=str(work / "raw"))

@@ -69,7 +69,26 @@ def test_two_models_whose_plan_folders_share_a_name_get_rows_and_predictions_of_
     a.mkdir(parents=True)
     b.mkdir(parents=True)
     (name_a, key_a, args_a), (name_b, key_b, args_b) = ss.model_arguments(str(a)), ss.model_arguments(str(b))
-    assert name_a != name_b and key_a != key_b and args_a == ["-m", str(a.resolve())] and args_b == ["-m", str(b.resolve())]
+    assert name_a != name_b and key_a != key_b
+    assert args_a == ["-m", str(a.resolve()), "--checkpoint", "best"] and args_b[:2] == ["-m", str(b.resolve())]
     assert ss.model_arguments("builtin") == ("shipped", "builtin", ["-m", "builtin"])
+    assert ss.model_arguments("builtin", "latest") == ("shipped", "builtin", ["-m", "builtin"])
+
+
+def test_the_last_checkpoint_of_a_model_is_scored_apart_from_its_best(ss, tmp_path):
+    """A fine-tuning recipe ships (and calibrates) its last checkpoint, deepwml_predict reads the best by default:
+    --checkpoint latest predicts with the last one, into folders and rows of its own; best keeps the keys of runs
+    made before the option existed."""
+    import hashlib
+
+    plan = tmp_path / "Dataset510_X" / "plan"
+    plan.mkdir(parents=True)
+    name_b, key_b, args_b = ss.model_arguments(str(plan), "best")
+    name_l, key_l, args_l = ss.model_arguments(str(plan), "latest")
+    assert args_l == ["-m", str(plan.resolve()), "--checkpoint", "latest"] and args_b[-1] == "best"
+    assert key_b == hashlib.sha1(str(plan.resolve()).encode()).hexdigest()[:12]
+    assert key_l != key_b and name_l != name_b and name_l.endswith("(latest)")
+    with pytest.raises(SystemExit):
+        ss.main(["--work", str(tmp_path / "w"), "-m", str(plan), "--checkpoint", "last"])
     with pytest.raises(DeepWMLError, match="not a folder"):
         ss.model_arguments(str(tmp_path / "missing"))
