@@ -83,10 +83,9 @@ def resize_slices(stack: np.ndarray, out_hw: Sequence[int], order: int, anti_ali
     # numpy's products either way, so that a result does not depend on whether torch happens to be imported (its
     # products round differently, ~6e-7 on AVX2 OpenBLAS machines); with torch loaded, no more BLAS threads than its
     # setting, which prediction shares out between its case workers
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from deepwml.utils.cpu import blas_thread_count, blas_threads
 
-    blas = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-    with threadpool_limits(limits=min([torch.get_num_threads(), *blas]), user_api="blas"):
+    with blas_threads(min(torch.get_num_threads(), blas_thread_count())):
         return np.matmul(np.matmul(rows, stack), cols.T)
 
 

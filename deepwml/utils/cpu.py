@@ -45,6 +45,14 @@ def physical_cores() -> int:
     return max(1, cpus // max(1, per_core))
 
 
+def blas_thread_count() -> int:
+    """The fewest threads any loaded BLAS library computes with now (1 when none is loaded): a block limited to it
+    adds no threads to an enclosing ``blas_threads`` limit."""
+    from threadpoolctl import threadpool_info
+
+    return min([p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"], default=1)
+
+
 @contextlib.contextmanager
 def blas_threads(threads: int) -> Iterator[None]:
     """numpy's BLAS (OpenBLAS, MKL) computes with at most ``threads`` threads inside the block, and as before after it.
