@@ -87,6 +87,16 @@ def calibrate_probabilities(probs: np.ndarray, temperatures: Temperatures) -> np
     return out
 
 
+def uncalibrated(prob: float, temperatures: Temperatures) -> float:
+    """The network's probability that calibration maps to ``prob`` (the inverse of calibrate_probabilities, one value)."""
+    if not 0.0 < prob < 1.0:
+        return float(prob)
+    z = math.log(prob) - math.log1p(-prob)
+    below, above = temperatures
+    z *= above if z >= 0 else below
+    return 0.5 * (1.0 + math.tanh(0.5 * z))
+
+
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, temperatures: Temperatures) -> float:
     """Weighted mean binary cross-entropy of the calibrated probabilities."""
     p = np.clip(probabilities(logits, temperatures), 1e-7, 1 - 1e-7)

@@ -75,6 +75,31 @@ def inference_batches(
     return batches
 
 
+#: how far under the exact bound the mirror floor is kept, so that float rounding in the averaging, the linear
+#: resampling back to the input's grid and the calibration can never matter
+MIRROR_FLOOR_MARGIN = 0.01
+
+
+def mirror_floor(raw_threshold: float) -> Optional[float]:
+    """The first pass's slice maximum below which flip TTA's mirrored pass cannot change a binary mask thresholded at
+    ``raw_threshold`` (the network's probability, before calibration); None when every slice can change.
+
+    The mask is the mean of the two passes, (p + p') / 2, resampled linearly (a weighted mean) and calibrated (an
+    increasing map): with p' <= 1 a slice whose first pass stays below 2 t - 1 stays below t whatever the mirrored
+    pass says, so its mirrored pass is skipped and the mask is the one full TTA gives."""
+    floor = 2.0 * float(raw_threshold) - 1.0 - MIRROR_FLOOR_MARGIN
+    return floor if floor > 0.0 else None
+
+
+def slices_to_mirror(first_pass_max: np.ndarray, floor: Optional[float]) -> np.ndarray:
+    """Indices of a batch's slices whose mirrored pass can change the mask (``first_pass_max``: each slice's
+    highest first-pass probability; no ``floor``: every slice)."""
+    first_pass_max = np.asarray(first_pass_max)
+    if floor is None:
+        return np.arange(first_pass_max.shape[0])
+    return np.flatnonzero(first_pass_max >= floor)
+
+
 def probabilities_to_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Binary uint8 mask: probability at or above ``threshold`` (prediction and training validation alike)."""
     return (probs >= threshold).astype(np.uint8)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepwml.inference.batches import predict_stack
+from deepwml.inference.batches import predict_stack, slices_to_mirror
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.models import NETWORKS, NORMS, network_spec
 from deepwml.planning.plan import Plan
@@ -316,12 +316,14 @@ class GraphPredictor:
     """SlicePredictor's counterpart on ONNX Runtime: the same batches, crops, flips and fold averaging, in fp32."""
 
     def __init__(self, graphs: Sequence[FoldGraph], plan: Plan, threads: int, tta: bool = False,
-                 batch_size: Optional[int] = None, crop: bool = True) -> None:
+                 batch_size: Optional[int] = None, crop: bool = True, mirror_floor: Optional[float] = None) -> None:
         if not graphs:
             raise DeepWMLError("a graph predictor needs at least one fold graph")
         self.plan = plan
         self.sessions = [session(g.graph, threads) for g in graphs]
         self.tta = tta
+        #: flip TTA mirrors only the slices whose first pass reaches this (deepwml.inference.batches.mirror_floor)
+        self.mirror_floor = mirror_floor
         self.batch_size = int(batch_size or plan.inference.batch_size)
         self.crop = crop
         self.network = network_spec(plan.network)
@@ -332,8 +334,9 @@ class GraphPredictor:
         self.int8_decisions: List[Any] = []
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Mean probability over folds (and flips) for network input [B, C·k, H, W] ([B, H, W]: one channel), shaped
-        as SlicePredictor.forward returns it."""
+        """Mean probability over folds (and, with flip TTA, over the flips of the slices whose first pass reaches the
+        mirror floor) for network input [B, C·k, H, W] ([B, H, W]: one channel), shaped as SlicePredictor.forward
+        returns it."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
         x = x[:, None] if x.ndim == 3 else x
         if x.shape[1] != self.input_spec.in_channels:
@@ -342,15 +345,21 @@ class GraphPredictor:
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         if ph or pw:
             x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
-        inputs = [x, np.ascontiguousarray(x[..., ::-1])] if self.tta else [x]
         total = np.zeros((x.shape[0], self.out_channels, h, w), dtype=np.float32)
         for sess in self.sessions:
-            for k, xi in enumerate(inputs):
-                logits = sess.run([OUTPUT], {INPUT: xi})[0]
-                if k:  # the mirrored input's answer, mirrored back before the padding is cut off (it is at the far end)
-                    logits = logits[..., ::-1]
-                total += _probabilities(logits[..., :h, :w], self.out_channels)
-        total /= len(self.sessions) * len(inputs)
+            total += _probabilities(sess.run([OUTPUT], {INPUT: x})[0][..., :h, :w], self.out_channels)
+        passes = np.full(x.shape[0], len(self.sessions), dtype=np.float32)
+        if self.tta:
+            floor = self.mirror_floor if self.out_channels == 1 else None
+            mirror = slices_to_mirror(total.reshape(x.shape[0], -1).max(axis=1) / len(self.sessions), floor)
+            if mirror.size:
+                mirrored = np.ascontiguousarray(x[mirror][..., ::-1])
+                for sess in self.sessions:
+                    # mirrored back before the padding (at the far end) is cut off
+                    logits = sess.run([OUTPUT], {INPUT: mirrored})[0][..., ::-1]
+                    total[mirror] += _probabilities(logits[..., :h, :w], self.out_channels)
+                passes[mirror] *= 2
+        total /= passes[:, None, None, None]
         return total[:, 0] if self.out_channels == 1 else total
 
     def predict(self, image_pp: np.ndarray, head: Optional[np.ndarray] = None) -> np.ndarray:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from deepwml.inference import int8 as int8_path
-from deepwml.inference.batches import inference_batches, predict_stack, probabilities_to_mask
+from deepwml.inference.batches import inference_batches, predict_stack, probabilities_to_mask, slices_to_mirror
 from deepwml.models.base import network_spec
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.network_input import as_channels, require_channels, stack_slices
@@ -45,7 +45,8 @@ class SlicePredictor:
     passes networks it has prepared itself (and switches their mode around the call). ``int8`` ('auto', 'on' or
     'off') lets ``predict`` swap fold networks for int8 copies where they agree and, in 'auto', pay
     (deepwml.inference.int8); ``run_cases`` is how many stacks the run will predict, when known, so that 'auto'
-    does not calibrate for a run too short to repay it.
+    does not calibrate for a run too short to repay it. ``mirror_floor``: flip TTA mirrors only the slices whose first
+    pass reaches it (deepwml.inference.batches.mirror_floor; None: every slice).
     """
 
     def __init__(
@@ -59,11 +60,14 @@ class SlicePredictor:
         prepare: bool = True,
         int8: str = "off",
         run_cases: Optional[int] = None,
+        mirror_floor: Optional[float] = None,
     ) -> None:
         self.plan = plan
         self.setup = setup
         self.device = setup.device
         self.tta = tta
+        #: flip TTA mirrors only the slices whose first pass reaches this (deepwml.inference.batches.mirror_floor)
+        self.mirror_floor = mirror_floor
         self.batch_size = int(batch_size or plan.inference.batch_size)
         self.crop = crop
         # channels_last lets oneDNN pick its fastest CPU convolution kernels (the device setup knows where it pays)
@@ -103,18 +107,26 @@ class SlicePredictor:
 
     @torch.inference_mode()
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Mean probability over folds (and flips) for network input [B, C·k, H, W] ([B, H, W]: one channel): [B, H, W]
-        for a binary plan, [B, classes, H, W] class probabilities for a multi-class one."""
+        """Mean probability over folds (and, with flip TTA, over the flips of the slices whose first pass reaches the
+        mirror floor) for network input [B, C·k, H, W] ([B, H, W]: one channel): [B, H, W] for a binary plan,
+        [B, classes, H, W] class probabilities for a multi-class one."""
         x, (h, w) = self._network_input(batch)
-        inputs = [x, torch.flip(x, dims=(-1,))] if self.tta else [x]
         total = torch.zeros(x.shape[0], self.out_channels, h, w, device=self.device, dtype=torch.float32)
         for net in self.networks:
-            for k, xi in enumerate(inputs):
-                prob = self._probabilities(net, xi)
-                # the second input is mirrored left-right: its answer is mirrored back before the padding (at the far
-                # end) is cut off, else a padded batch's two answers would be averaged a padding's width apart
-                total += (torch.flip(prob, dims=(-1,)) if k else prob)[..., :h, :w]
-        total /= len(self.networks) * len(inputs)
+            total += self._probabilities(net, x)[..., :h, :w]
+        passes = torch.full((x.shape[0],), float(len(self.networks)), device=self.device)
+        if self.tta:
+            floor = self.mirror_floor if self.out_channels == 1 else None
+            first_max = (total.flatten(1).amax(dim=1) / len(self.networks)).cpu().numpy()
+            mirror = torch.from_numpy(slices_to_mirror(first_max, floor)).to(self.device)
+            if mirror.numel():
+                mirrored = torch.flip(x[mirror], dims=(-1,)).contiguous(memory_format=self.layout)
+                for net in self.networks:
+                    # mirrored back before the padding (at the far end) is cut off, else a padded batch's two answers
+                    # would be averaged a padding's width apart
+                    total[mirror] += torch.flip(self._probabilities(net, mirrored), dims=(-1,))[..., :h, :w]
+                passes[mirror] *= 2
+        total /= passes[:, None, None, None]
         return total[:, 0].cpu().numpy() if self.out_channels == 1 else total.cpu().numpy()
 
     def predict(self, image_pp: np.ndarray, head: Optional[np.ndarray] = None) -> np.ndarray:

@@ -12,8 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
+from deepwml.calibration.temperature import uncalibrated
 from deepwml.inference.acquisition import trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
+from deepwml.inference.batches import mirror_floor
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
@@ -308,7 +310,9 @@ def _predict(request: PredictRequest) -> PredictReport:
         if workers > 1:
             report.device = dataclasses.replace(setup, threads=threads).describe() + f" per case, {workers} cases at a time"
         # threads: each worker's share of the cores (all of them for one worker)
-        predictor, anatomy = make_predictors(request, spec, weights, setup, threads, anatomy_dir, tta, len(todo))
+        floor = run_mirror_floor(tta, mask.threshold, report.temperatures, request.save_probabilities or
+                                 clinical.extras.uncertainty or clinical.extras.report)
+        predictor, anatomy = make_predictors(request, spec, weights, setup, threads, anatomy_dir, tta, len(todo), floor)
         options = RunOptions(
             out_dir=out_dir,
             threshold=mask.threshold,
@@ -396,12 +400,23 @@ def torch_setup(request: PredictRequest) -> Any:
     return setup
 
 
+def run_mirror_floor(tta: bool, threshold: float, temperatures: Any, full_maps: bool) -> Optional[float]:
+    """Flip TTA's mirror floor for a run's masks at calibrated ``threshold`` (deepwml.inference.batches.mirror_floor),
+    None (mirror every slice) without TTA or when an output shows the probabilities under the threshold too
+    (``full_maps``: --save-probabilities, --save-uncertainty, --report)."""
+    if not tta or full_maps:
+        return None
+    return mirror_floor(uncalibrated(threshold, tuple(temperatures)))
+
+
 def make_predictors(request: PredictRequest, spec: ModelSpec, weights: RunWeights, setup: Any, threads: int,
-                    anatomy_dir: Optional[Path], tta: bool, n_cases: int) -> Tuple[Any, Any]:
-    """The lesion model's predictor and the anatomy model (or None), computing with ``threads`` threads each."""
+                    anatomy_dir: Optional[Path], tta: bool, n_cases: int,
+                    mirror_floor: Optional[float] = None) -> Tuple[Any, Any]:
+    """The lesion model's predictor and the anatomy model (or None), computing with ``threads`` threads each;
+    ``mirror_floor``: see run_mirror_floor."""
     if weights.graphs is not None:
         runtime = RuntimeSetup(threads=threads)
-        predictor = GraphPredictor(weights.graphs, spec.plan, threads, tta=tta, crop=request.crop)
+        predictor = GraphPredictor(weights.graphs, spec.plan, threads, tta=tta, crop=request.crop, mirror_floor=mirror_floor)
         anatomy = load_anatomy_model(anatomy_dir, runtime, weights.anatomy_graphs) if anatomy_dir is not None else None
         return predictor, anatomy
     import torch
@@ -412,7 +427,7 @@ def make_predictors(request: PredictRequest, spec: ModelSpec, weights: RunWeight
     # the thread count is given back by predict() (threads_restored)
     torch.set_num_threads(threads)
     predictor = SlicePredictor(build_fold_networks(spec, weights.states), spec.plan, setup, tta=tta, crop=request.crop,
-                               int8=request.int8, run_cases=n_cases)
+                               int8=request.int8, run_cases=n_cases, mirror_floor=mirror_floor)
     anatomy = load_anatomy_model(anatomy_dir, dataclasses.replace(setup, threads=threads)) if anatomy_dir is not None else None
     return predictor, anatomy
 
