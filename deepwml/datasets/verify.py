@@ -391,7 +391,7 @@ def _header(path: Path, problems: List[Problem]) -> Optional[Geometry]:
 
 
 def _image_voxel_problems(path: Path) -> List[Problem]:
-    """Truncation, NaN/Inf (via read_image, which double-checks NIfTI with nibabel) and blank images."""
+    """Truncation, NaN/Inf (via read_image, which checks a NIfTI's voxel data against its header) and blank images."""
     try:
         array = read_image(path).array
     except DeepWMLError as e:

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from deepwml.constants import IMAGE_ENDINGS
 from deepwml.imageio.geometry import Geometry
 from deepwml.imageio.headers import check_geometry, check_header_fields
+from deepwml.imageio.nifti_header import check_nifti_voxels
 from deepwml.utils.atomic import atomic_path, temp_prefix
 from deepwml.utils.errors import ImageError
 
@@ -142,22 +143,9 @@ def read_sitk(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     image = _sitk_to_3d(image, path)
     check_geometry(Geometry.from_sitk(image), path, header_affine)
     if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_voxels(path)
+        # ITK's NIfTI reader zero-fills a truncated file without a word
+        check_nifti_voxels(path)
     return image
-
-
-def _check_nifti_voxels(path: Path) -> None:
-    """ITK's NIfTI reader zero-fills a truncated file and turns NaN into 0 without a word; check with nibabel."""
-    import nibabel
-
-    try:
-        raw = np.asanyarray(nibabel.load(str(path)).dataobj.get_unscaled())
-    except (OSError, EOFError, ValueError, nibabel.filebasedimages.ImageFileError) as e:
-        raise ImageError(f"unreadable or truncated image ({str(e).splitlines()[0][:200]})", path) from None
-    if np.issubdtype(raw.dtype, np.floating):
-        n_bad = int(np.count_nonzero(~np.isfinite(raw)))
-        if n_bad:
-            raise ImageError(f"contains {n_bad} NaN/Inf voxels", path)
 
 
 def read_image(path: PathLike, series_uid: Optional[str] = None, check_finite: bool = True, dtype=np.float32) -> Image:

@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from deepwml.imageio.geometry import Geometry
+from deepwml.imageio.nifti_header import read_nifti_header
 from deepwml.utils.errors import ImageError
 
 #: largest |DᵀD - I| entry accepted as orthonormal (float32 headers round direction cosines at ~1e-7)
@@ -85,23 +86,9 @@ def _check_direction(matrix: np.ndarray, path: Path, what: str, columns_scaled: 
 
 def _nifti_affine(path: Path) -> Optional[np.ndarray]:
     """Raw pixdim (unrepaired) > 0 and finite; the sform (else qform) affine, orthogonal and finite."""
-    import nibabel
-    from nibabel.openers import ImageOpener
-    from nibabel.wrapstruct import WrapStructError
-
-    try:
-        with ImageOpener(str(path)) as f:
-            first = f.read(4)
-            f.seek(0)
-            # sizeof_hdr (either byte order) tells NIfTI-1 from NIfTI-2; check=False: nibabel's own loader would
-            # quietly set a zero pixdim to 1, as ITK does
-            nifti2 = 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
-            header_class = nibabel.Nifti2Header if nifti2 else nibabel.Nifti1Header
-            header = header_class.from_fileobj(f, check=False)
-    except (OSError, EOFError, ValueError, WrapStructError, nibabel.filebasedimages.ImageFileError) as e:
-        # WrapStructError: a file shorter than a header ("Binary block is wrong size"), e.g. a gzip of something else
-        raise ImageError(f"unreadable image header ({str(e).splitlines()[0][:200]})", path) from None
-    pixdim = [float(v) for v in header["pixdim"][1:4]]
+    # the fields as stored: nibabel's or ITK's own loader would quietly set a zero pixdim to 1
+    header = read_nifti_header(path)
+    pixdim = [float(v) for v in header.pixdim[1:4]]
     for axis, value in enumerate(pixdim):
         if not (np.isfinite(value) and value > 0):
             raise ImageError(
@@ -109,11 +96,11 @@ def _nifti_affine(path: Path) -> Optional[np.ndarray]:
                 f"finite and > 0 (ITK would silently read {abs(value) if np.isfinite(value) and value else 1.0:g} mm)",
                 path,
             )
-    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    sform_code, qform_code = header.sform_code, header.qform_code
     if sform_code <= 0 and qform_code <= 0:
         return None  # no world geometry stored: nothing to reproduce
     form = "sform" if sform_code > 0 else "qform"
-    affine = np.asarray(header.get_sform() if sform_code > 0 else header.get_qform(), dtype=float)
+    affine = header.sform() if sform_code > 0 else header.qform()
     if not np.all(np.isfinite(affine)):
         raise ImageError(f"the header's {form} {_fmt(affine[:3].ravel())} is not finite", path)
     _check_direction(affine[:3, :3], path, f"the header's {form} affine", columns_scaled=True)
