@@ -76,14 +76,22 @@ def calibrate_probabilities(probs: np.ndarray, temperatures: Temperatures) -> np
     if tuple(temperatures) == UNCALIBRATED:
         return probs
     out = probs.copy()
-    # a reverted map is exactly 0 outside the head's box: only the box is transformed, in float32 (about 25 ns a
-    # voxel here), with log(0) = -inf and log1p(-1) = -inf carrying exact 0 and 1 through
+    # a reverted map is exactly 0 outside the head's box: only the box is transformed, in float32, with one
+    # division and one logarithm (log(p / (1 - p)); 1 - p is exact in float32 where p is near 1) and the sigmoid's
+    # halving folded into the temperature: about 22 ns a voxel on a 2-core EPYC against 36 for log(p) - log1p(-p).
+    # log(0) = -inf and p / 0 = inf carry exact 0 and 1 through
     box = _nonzero_box(probs)
     p = probs[box]
     with np.errstate(divide="ignore"):
-        z = np.log(p)
-        z -= np.log1p(-p)
-    out[box] = _sigmoid_in_place(scaled(z, temperatures))
+        z = np.subtract(np.float32(1.0), p)
+        np.divide(p, z, out=z)
+        np.log(z, out=z)
+    below, above = temperatures
+    z *= np.where(z >= 0, np.float32(0.5 / above), np.float32(0.5 / below))
+    np.tanh(z, out=z)
+    z += np.float32(1.0)
+    z *= np.float32(0.5)
+    out[box] = z
     return out
 
 
