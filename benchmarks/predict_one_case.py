@@ -8,6 +8,11 @@ issue's case; 0: all 29), or your own with --scan (a file or a DICOM series fold
 ONNX graphs (what a user's first run does once). The variants alternate; medians of --runs.
 
     python benchmarks/predict_one_case.py [--runs 3] [--slices 25] [--work DIR] [--scan FILE_OR_DICOM_FOLDER]
+    python benchmarks/predict_one_case.py --baseline OLD_CHECKOUT --runs 7   # default outputs here against there
+
+With --baseline, only the default outputs are timed, in this checkout and in OLD_CHECKOUT (another DeepWML checkout,
+run in its own folder so that its package is the one imported), alternately, and the ratio printed is the median of
+the interleaved pairs' ratios: on a shared machine whose speed drifts, that is the figure to quote.
 """
 from __future__ import annotations
 
@@ -35,10 +40,10 @@ IMPORTS = {"imports only, ONNX Runtime": "import deepwml.cli.predict, deepwml.in
            "imports only, torch": "import deepwml.cli.predict, deepwml.inference.run, deepwml.inference.predictor"}
 
 
-def _wall(command: List[str]) -> float:
-    """Seconds from start to exit of ``command``; a failure stops the benchmark with its output."""
+def _wall(command: List[str], cwd: Optional[Path] = None) -> float:
+    """Seconds from start to exit of ``command`` (run in ``cwd``); a failure stops the benchmark with its output."""
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return time.perf_counter() - started
@@ -60,7 +65,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="folder for the scan and outputs (default: a temporary one)")
     p.add_argument("--scan", type=Path, default=None, help="time this scan (file or DICOM series folder) instead")
     p.add_argument("--slices", type=int, default=25, help="central slices of the synthetic scan to keep (0: all 29)")
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another DeepWML checkout: time the default outputs here and there, interleaved, and their ratio")
     args = p.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "deepwml" / "cli" / "predict.py").is_file():
+        sys.exit(f"--baseline {args.baseline}: not a DeepWML checkout (no deepwml/cli/predict.py in it)")
     from deepwml.imageio import read_image, write_image
 
     # read once before anything is made: a bad scan stops here, named
@@ -74,9 +83,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         scan, shape = write_image(image, geometry, work / "in" / "scan.nii.gz"), image.shape
     print(load_line())
     print(f"scan: {shape[0]} slices of {shape[2]}x{shape[1]}; shipped model")
-    times = {name: [] for name in [*VARIANTS, *IMPORTS]}
     out = work / "predict_one_case_out"  # a name of its own: it is emptied before every run
-    _wall([sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out)])  # fills the user cache
+    command = [sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out)]
+    if args.baseline is not None:
+        return _against_baseline(command, out, args.baseline.resolve(), args.runs, work if args.work is None else None)
+    times = {name: [] for name in [*VARIANTS, *IMPORTS]}
+    _wall(command)  # fills the user cache
     for _ in range(args.runs):
         for name, extra in VARIANTS.items():
             shutil.rmtree(out, ignore_errors=True)
@@ -87,6 +99,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{name:38s} median {statistics.median(values):.2f} s  ({' / '.join(f'{v:.2f}' for v in values)})")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _against_baseline(command: List[str], out: Path, baseline: Path, runs: int, scratch: Optional[Path]) -> int:
+    """Default outputs in this checkout and in ``baseline``, alternately; medians and the median ratio of the pairs."""
+    here = Path(__file__).resolve().parents[1]
+    for folder in (here, baseline):  # one untimed run each: each checkout's graphs into the user cache
+        shutil.rmtree(out, ignore_errors=True)
+        _wall(command, cwd=folder)
+    pairs: List[Tuple[float, float]] = []
+    for _ in range(runs):
+        pair = []
+        for folder in (here, baseline):
+            shutil.rmtree(out, ignore_errors=True)
+            pair.append(_wall(command, cwd=folder))
+        pairs.append((pair[0], pair[1]))
+    for name, values in (("default outputs, this checkout", [a for a, _ in pairs]), (f"default outputs, {baseline}", [b for _, b in pairs])):
+        print(f"{name:38s} median {statistics.median(values):.2f} s  ({' / '.join(f'{v:.2f}' for v in values)})")
+    print(f"this checkout / baseline: {statistics.median(a / b for a, b in pairs):.2f} (median of {runs} interleaved pairs)")
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

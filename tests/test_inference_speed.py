@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image as PILImage
 
 from conftest import tiny_case
@@ -138,3 +139,23 @@ def test_the_one_case_benchmark_times_the_whole_command_and_its_imports(tmp_path
         median, runs = line.split(" median ")[1].split(" s  (")
         assert float(median) == float(runs.rstrip(")")) > 0  # one run: its median is itself
     assert (tmp_path / "predict_one_case_out" / "scan.nii.gz").is_file() and not (tmp_path / "predict_one_case_out" / "qc").exists()  # the last variant's
+
+
+def test_the_one_case_benchmark_times_this_checkout_against_a_baseline(tmp_path, capsys):
+    """--baseline: the default outputs here and in another checkout (here: this one again), alternately, and the median
+    ratio of the pairs; a folder that is not a checkout is refused by name before anything runs."""
+    from deepwml_testing.benchmarks import load_benchmark
+
+    bench = load_benchmark("predict_one_case")
+    image, _, geometry = tiny_case(shape_zyx=(5, 96, 80), seed=4)
+    scan = write_image(image, geometry, tmp_path / "mine" / "scan.nii.gz")
+    with pytest.raises(SystemExit, match="not a DeepWML checkout"):
+        bench.main(["--baseline", str(tmp_path), "--scan", str(scan), "--work", str(tmp_path)])
+    repo = Path(__file__).resolve().parents[1]
+    assert bench.main(["--runs", "2", "--work", str(tmp_path), "--scan", str(scan), "--baseline", str(repo)]) == 0
+    out = capsys.readouterr().out
+    medians = [line for line in out.splitlines() if " median " in line]
+    assert [m.split(" median ")[0].strip() for m in medians] == ["default outputs, this checkout", f"default outputs, {repo}"]
+    ratio = float(out.split("this checkout / baseline: ")[1].split()[0])
+    assert 0 < ratio and "median of 2 interleaved pairs" in out
+    assert (tmp_path / "predict_one_case_out" / "scan.nii.gz").is_file()
