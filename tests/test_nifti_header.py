@@ -85,3 +85,18 @@ def test_reading_a_nifti_does_not_import_nibabel(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
     assert read_image(path).array.shape == (4, 8, 8)
+
+
+def test_a_header_split_across_gzip_members_is_read_whole(tmp_path):
+    """A .nii.gz may hold several gzip members (concatenated streams): the header and voxel checks read across them
+    (ITK does not, and says so)."""
+    path = tmp_path / "v2.nii"
+    nib.save(nib.Nifti2Image(np.ones((4, 4, 2), np.float32), np.diag([0.5, 0.5, 5.0, 1.0])), str(path))
+    raw = path.read_bytes()
+    split = tmp_path / "split.nii.gz"
+    split.write_bytes(gzip.compress(raw[:100]) + gzip.compress(raw[100:300]) + gzip.compress(raw[300:]))
+    header = read_nifti_header(split)
+    assert header.version == 2 and list(header.pixdim[1:4]) == [0.5, 0.5, 5.0]
+    check_nifti_voxels(split, header)
+    with pytest.raises(ImageError, match=r"split\.nii\.gz: unreadable"):  # ITK's reader stops after the first member
+        read_image(split)

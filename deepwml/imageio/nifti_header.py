@@ -93,14 +93,16 @@ def _first_bytes(path: Path, n: int) -> bytes:
         if not path.name.lower().endswith(".gz"):
             return f.read(n)
         inflate = zlib.decompressobj(wbits=31)  # gzip wrapping
-        out = b""
+        out, pending = b"", b""
         while len(out) < n:
-            chunk = f.read(1 << 16)
-            if not chunk:
+            pending = pending or f.read(1 << 16)
+            if not pending:
                 break
-            out += inflate.decompress(chunk, n - len(out))
-            if inflate.unconsumed_tail:  # enough decompressed; the rest is not needed
-                break
+            out += inflate.decompress(pending, n - len(out))
+            if inflate.eof:  # one gzip member ended; a file may hold several, each a gzip stream of its own
+                pending, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
+            else:
+                pending = inflate.unconsumed_tail
         return out[:n]
 
 
