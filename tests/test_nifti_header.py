@@ -100,3 +100,17 @@ def test_a_header_split_across_gzip_members_is_read_whole(tmp_path):
     check_nifti_voxels(split, header)
     with pytest.raises(ImageError, match=r"split\.nii\.gz: unreadable"):  # ITK's reader stops after the first member
         read_image(split)
+
+
+def test_a_header_without_a_valid_data_offset_is_an_error_naming_the_file(tmp_path):
+    """vox_offset NaN or negative: no place where the voxels start, refused by name (not an unexpected error)."""
+    good = _float_nifti(tmp_path / "good.nii", np.ones((4, 4, 2)))
+    for value in (np.nan, -8.0):
+        raw = bytearray(good.read_bytes())
+        raw[108:112] = np.float32(value).tobytes()
+        bad = tmp_path / "bad.nii"
+        bad.write_bytes(bytes(raw))
+        with pytest.raises(ImageError, match=r"bad\.nii"):
+            read_image(bad)
+        with pytest.raises(ImageError, match=r"bad\.nii.*vox_offset"):
+            check_nifti_voxels(bad)

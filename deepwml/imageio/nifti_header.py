@@ -138,7 +138,9 @@ def check_nifti_voxels(path: Path, header: Optional[NiftiHeader] = None) -> None
     and none of floating-point data is NaN or Inf; errors name ``path``."""
     header = header or read_nifti_header(path)
     n_voxels = int(np.prod(header.shape(path)))
-    needed = max(header.vox_offset, 0) + n_voxels * max(header.bitpix, 8) // 8
+    if header.vox_offset < 0:
+        raise ImageError("the header's vox_offset (where the voxel data starts) is not a byte offset", path)
+    needed = header.vox_offset + (n_voxels * max(header.bitpix, 1) + 7) // 8
     try:
         if path.name.lower().endswith(".gz"):
             with open(path, "rb") as f:
