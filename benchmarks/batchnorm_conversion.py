@@ -1,0 +1,140 @@
+"""What a batch-norm copy of the shipped lesion network would buy and where it would start (issue #12's speed).
+
+The shipped U-Net normalises with instance norm: ONNX Runtime computes it in plain layout, so every norm costs two
+layout reorders, and its statistics change with the crop, so the network sees the whole 256² slice, air included.
+Batch norm has neither cost. This prints, on this machine:
+
+1. ONNX Runtime's time for a batch of 8 slices of the same U-Net with instance norm and with batch norm, at 256² and
+   at a head-sized crop (224 × 192), medians of --runs taken in turns;
+2. how close a batch-norm copy of the shipped network gets with no training: the same convolutions, the instance
+   norms' scale and shift as the batch norms', their statistics averaged over the head slices of --calibration
+   synthetic scans; Dice between its masks (probability >= 0.5) and the shipped network's on --cases other scans.
+
+A starting point for a distilled batch-norm student (deepwml_train --distill-from builtin), not a model to use.
+
+    python benchmarks/batchnorm_conversion.py [--calibration 8] [--cases 12] [--runs 7] [--seed 4400]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+CENTRES = ("MS#1", "MS#2", "NMOSD#1", "CSVD#1", "CSVD#3")
+
+
+def _graph(net: torch.nn.Module) -> bytes:
+    """``net`` as an ONNX graph with free batch, height and width."""
+    buffer = io.BytesIO()
+    torch.onnx.export(net.eval(), torch.zeros(1, 1, 256, 256), buffer, dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}, "y": {0: "b", 2: "h", 3: "w"}})
+    return buffer.getvalue()
+
+
+def _timings(graphs: Dict[str, bytes], shapes: Sequence[Tuple[int, int]], runs: int) -> Dict[Tuple[str, Tuple[int, int]], float]:
+    """Median seconds of ONNX Runtime (2 threads) for a batch of 8 slices of each shape, for each graph; the graphs
+    and shapes take turns within every run, so that a drift of the machine's speed falls on all of them alike."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 2, 3
+    sessions = {name: ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for name, g in graphs.items()}
+    inputs = {shape: np.random.default_rng(0).standard_normal((8, 1, *shape)).astype(np.float32) for shape in shapes}
+    times: Dict[Tuple[str, Tuple[int, int]], List[float]] = {(n, shape): [] for n in sessions for shape in shapes}
+    for k in range(runs + 1):  # the first round warms up and is not counted
+        for (name, shape), spent in times.items():
+            started = time.perf_counter()
+            sessions[name].run(None, {"x": inputs[shape]})
+            if k:
+                spent.append(time.perf_counter() - started)
+    return {key: statistics.median(spent) for key, spent in times.items()}
+
+
+def batchnorm_copy(net: torch.nn.Module, plan_network: Any) -> torch.nn.Module:
+    """A batch-norm network with ``net``'s convolutions and its instance norms' scale and shift (statistics unset)."""
+    from deepwml.models import build_network
+
+    spec = copy.deepcopy(plan_network)
+    spec.norm = "batch"
+    student = build_network(spec)
+    theirs, ours = net.state_dict(), student.state_dict()
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    missing = [k for k in ours if k not in theirs and not k.endswith(stats)]
+    if missing:
+        raise ValueError(f"the two networks differ beyond their norms: {missing[:3]}")
+    student.load_state_dict({k: theirs.get(k, v) for k, v in ours.items()})
+    return student
+
+
+def _head_slices(case: Any, plan: Any) -> torch.Tensor:
+    """The preprocessed head slices of a synthetic case as a [S, 1, H, W] batch."""
+    from deepwml.imageio import Image
+    from deepwml.preprocessing.transforms import preprocess_arrays
+
+    result = preprocess_arrays(Image(case.image.astype(np.float32), case.geometry), plan)
+    keep = result.head.any(axis=(1, 2))
+    return torch.from_numpy(np.ascontiguousarray(result.image[0][keep], dtype=np.float32))[:, None]
+
+
+def _cases(n: int, seed: int, first: int) -> List[Any]:
+    """``n`` synthetic scans, the centres in turn, patients numbered from ``first``."""
+    from deepwml.synthetic.generate import generate_case
+
+    return [generate_case(CENTRES[i % len(CENTRES)], index=first + i // len(CENTRES), seed=seed) for i in range(n)]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Time both norms, convert, re-estimate the statistics, compare the masks."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--calibration", type=int, default=8, help="synthetic scans whose head slices set the statistics")
+    p.add_argument("--cases", type=int, default=12, help="other synthetic scans the masks are compared on")
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--seed", type=int, default=4400, help="generator seed of the scans")
+    args = p.parse_args(argv)
+    from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
+    from deepwml.pretrained import builtin_model_dir
+
+    torch.set_num_threads(2)
+    spec = check_model(builtin_model_dir(), checkpoint="latest")
+    shipped = build_fold_networks(spec, load_fold_states(spec))[0].eval()
+    student = batchnorm_copy(shipped, spec.plan.network)
+    print(f"ONNX Runtime, 8 slices, 2 threads, median of {args.runs} runs taking turns")
+    shapes = ((256, 256), (224, 192))
+    names = {"instance norm (shipped)": shipped, "batch norm": student}
+    seconds = _timings({name: _graph(copy.deepcopy(net)) for name, net in names.items()}, shapes, args.runs)
+    for name in names:
+        print(f"  {name:24s} " + ", ".join(f"{h}x{w}: {seconds[(name, (h, w))]:.3f} s" for h, w in shapes))
+    for module in student.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over every batch
+    student.train()
+    with torch.no_grad():
+        for case in _cases(args.calibration, args.seed, 1):
+            x = _head_slices(case, spec.plan)
+            for i in range(0, len(x), 8):
+                student(x[i:i + 8])
+    student.eval()
+    dices = []
+    with torch.no_grad():
+        for case in _cases(args.cases, args.seed, 1 + -(-args.calibration // len(CENTRES))):
+            x = _head_slices(case, spec.plan)
+            a, b = (torch.sigmoid(n(x)).numpy() >= 0.5 for n in (shipped, student))
+            total = int(a.sum() + b.sum())
+            dices.append(2.0 * int((a & b).sum()) / total if total else 1.0)
+            print(f"  {case.case_id}: shipped {int(a.sum())} voxels, batch-norm copy {int(b.sum())}, Dice {dices[-1]:.3f}")
+    print(f"batch-norm copy against the shipped network, no training: median Dice {statistics.median(dices):.3f} "
+          f"over {len(dices)} scans (statistics from {args.calibration})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
