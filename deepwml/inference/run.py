@@ -411,12 +411,12 @@ def run_mirror_floor(tta: bool, threshold: float, temperatures: Any, full_maps: 
 
 def make_predictors(request: PredictRequest, spec: ModelSpec, weights: RunWeights, setup: Any, threads: int,
                     anatomy_dir: Optional[Path], tta: bool, n_cases: int,
-                    mirror_floor: Optional[float] = None) -> Tuple[Any, Any]:
+                    floor: Optional[float] = None) -> Tuple[Any, Any]:
     """The lesion model's predictor and the anatomy model (or None), computing with ``threads`` threads each;
-    ``mirror_floor``: see run_mirror_floor."""
+    ``floor``: flip TTA's mirror floor (run_mirror_floor)."""
     if weights.graphs is not None:
         runtime = RuntimeSetup(threads=threads)
-        predictor = GraphPredictor(weights.graphs, spec.plan, threads, tta=tta, crop=request.crop, mirror_floor=mirror_floor)
+        predictor = GraphPredictor(weights.graphs, spec.plan, threads, tta=tta, crop=request.crop, mirror_floor=floor)
         anatomy = load_anatomy_model(anatomy_dir, runtime, weights.anatomy_graphs) if anatomy_dir is not None else None
         return predictor, anatomy
     import torch
@@ -427,7 +427,7 @@ def make_predictors(request: PredictRequest, spec: ModelSpec, weights: RunWeight
     # the thread count is given back by predict() (threads_restored)
     torch.set_num_threads(threads)
     predictor = SlicePredictor(build_fold_networks(spec, weights.states), spec.plan, setup, tta=tta, crop=request.crop,
-                               int8=request.int8, run_cases=n_cases, mirror_floor=mirror_floor)
+                               int8=request.int8, run_cases=n_cases, mirror_floor=floor)
     anatomy = load_anatomy_model(anatomy_dir, dataclasses.replace(setup, threads=threads)) if anatomy_dir is not None else None
     return predictor, anatomy
 
