@@ -83,8 +83,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         scan, shape = write_image(image, geometry, work / "in" / "scan.nii.gz"), image.shape
     print(load_line())
     print(f"scan: {shape[0]} slices of {shape[2]}x{shape[1]}; shipped model")
-    out = work / "predict_one_case_out"  # a name of its own: it is emptied before every run
-    command = [sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out)]
+    out = (work / "predict_one_case_out").resolve()  # a name of its own: it is emptied before every run
+    # absolute paths: with --baseline the command also runs in the other checkout's folder
+    command = [sys.executable, "-m", "deepwml.cli.predict", "-i", str(Path(scan).resolve()), "-o", str(out)]
     if args.baseline is not None:
         return _against_baseline(command, out, args.baseline.resolve(), args.runs, work if args.work is None else None)
     times = {name: [] for name in [*VARIANTS, *IMPORTS]}
