@@ -296,3 +296,51 @@ def test_the_shipped_model_starts_the_384_matrix_plan_with_a_preprocessing_note(
     shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))["model"]
     assert weights.state.keys() == shipped.keys() and all(torch.equal(weights.state[k], v) for k, v in shipped.items())
     assert notes == ["preprocessing differs from the pretrained model's: matrix: [256, 256] -> [384, 384]"]
+
+
+def test_an_instance_norm_model_starts_a_batch_norm_plan_computing_what_it_did_per_slice(tmp_path, source_model, capsys):
+    """--pretrained from an instance-norm model into the same plan with batch norm (e.g. a cheaper student of the
+    shipped model): every weight carries over, batch norm's statistics start at their defaults, and in training mode
+    a batch of one slice is normalised exactly as the instance norms did; it trains, says so and records it."""
+    from deepwml.models.base import build_network
+    from deepwml.planning.plan import Plan
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    src_plan = Plan.load(source_model / "plans.json")
+    bn_plan = Plan.load(source_model / "plans.json")
+    bn_plan.network.norm = "batch"
+    state = load_checkpoint(source_model / "fold_0" / "checkpoint_best.pth")["model"]
+    weights, notes = load_pretrained(str(source_model), bn_plan)
+    assert all(torch.equal(weights.state[k], v) for k, v in state.items())
+    extra = sorted(set(weights.state) - set(state))
+    assert extra and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in extra)
+    assert weights.origin["norm_bridged"] == ["instance", "batch"]
+    assert any("instance norms become batch norms" in n for n in notes)
+    net_in, net_bn = build_network(src_plan.network).eval(), build_network(bn_plan.network).train()
+    net_in.load_state_dict(state)
+    net_bn.load_state_dict(weights.state)
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for one in x.split(1):
+            torch.testing.assert_close(net_bn(one), net_in(one), atol=1e-4, rtol=1e-4)
+
+    pp_b = _site_b(tmp_path, epochs=1, network={"norm": "batch"})
+    assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 0
+    assert "instance norms become batch norms" in capsys.readouterr().out
+    ckpt = load_checkpoint(_plan_dir(tmp_path / "res_b") / "fold_0" / "checkpoint_latest.pth")
+    assert ckpt["pretrained"]["norm_bridged"] == ["instance", "batch"]
+    assert ckpt["model"]["encoder.0.1.num_batches_tracked"] > 0
+
+
+def test_a_batch_norm_model_cannot_start_an_instance_norm_plan(tmp_path, source_model, capsys):
+    """The other way has no bridge (batch norm's scales were learnt against stored statistics): one line naming the
+    checkpoint and both norms, nothing trained."""
+    pp_bn = _site_b(tmp_path / "bn", epochs=1, network={"norm": "batch"})
+    assert main(_argv(pp_bn, tmp_path / "bn" / "res", "--pretrained", str(source_model))) == 0
+    bn_model = _plan_dir(tmp_path / "bn" / "res")
+    pp_in = _site_b(tmp_path / "in", epochs=1)
+    capsys.readouterr()
+    assert main(_argv(pp_in, tmp_path / "in" / "res", "--pretrained", str(bn_model))) == 2
+    err = capsys.readouterr().err
+    assert "'batch'" in err and "'instance'" in err and "checkpoint_" in err, err
+    assert not (_plan_dir(tmp_path / "in" / "res") / "fold_0" / "checkpoint_latest.pth").exists()

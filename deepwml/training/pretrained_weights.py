@@ -11,6 +11,11 @@ learns during fine-tuning what the neighbouring slices add.
 
 And a narrower ``unet2d`` starts a wider one (more ``features`` per level, nothing else different): its channels are
 copied (deepwml/models/widen.py), so the wider network also starts out computing what the narrow model did.
+
+And an instance-norm model starts a batch-norm plan (``norm``: instance -> batch, e.g. to distil the shipped network
+into one whose prediction is cheaper and may be cropped to the head): the convolutions and the norms' learned scales
+and shifts carry over; batch norm's running statistics start at their defaults and are learnt in training (in
+training mode it normalises by each batch's statistics, close to what the instance norms did per slice).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from deepwml.models.widen import widen_unet2d
-from deepwml.planning.plan import Plan
+from deepwml.planning.plan import NetworkPlan, Plan
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 from deepwml.training.checkpoint import BEST, LATEST, load_checkpoint
 from deepwml.utils.errors import DeepWMLError
@@ -120,6 +125,32 @@ def _differs_beyond(theirs: Dict[str, Any], ours: Dict[str, Any], bridged: Tuple
                             {k: v for k, v in ours.items() if k not in bridged}))
 
 
+#: (pretrained model's norm, this plan's norm) that --pretrained bridges (see bridge_norm)
+NORM_BRIDGES = {("instance", "batch")}
+#: batch norm's buffers, which an instance-norm model does not have
+_BATCH_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def bridge_norm(state: Dict[str, torch.Tensor], pair: Tuple[str, str], network: NetworkPlan,
+                path: Path) -> Tuple[Dict[str, torch.Tensor], str]:
+    """``state`` of an instance-norm network completed for ``network``, the same with batch norm (running statistics
+    at their defaults)."""
+    from deepwml.models import build_network
+
+    if pair not in NORM_BRIDGES:
+        raise DeepWMLError(f"--pretrained: its network's norm is {pair[0]!r}, this plan's {pair[1]!r}; only an "
+                           "instance-norm model can start a batch-norm plan", path)
+    fresh = build_network(network).state_dict()
+    missing = [k for k in fresh if k not in state]
+    if not missing or any(not k.endswith(_BATCH_NORM_BUFFERS) for k in missing):
+        raise DeepWMLError("--pretrained: its weights are not those of this plan's network with instance norm "
+                           f"({', '.join(missing[:3]) or 'no batch-norm buffers missing'})", path)
+    out = dict(state)
+    out.update({k: fresh[k] for k in missing})
+    return out, ("its instance norms become batch norms: the convolutions and the norms' scales and shifts carry over, "
+                 "the running statistics are learnt in training")
+
+
 def _widens(theirs: Dict[str, Any], ours: Dict[str, Any]) -> bool:
     """Whether this plan's network is the pretrained one with other widths per level (and nothing else but context)."""
     if theirs.get("features") == ours.get("features") or not theirs.get("features") or not ours.get("features"):
@@ -151,6 +182,11 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
     theirs = ckpt["plan"]
     their_net, our_net = theirs.get("network", {}), plan.to_dict()["network"]
     state, inflated, widened = ckpt["model"], None, None
+    normed = None
+    if their_net.get("norm") != our_net.get("norm"):
+        # checked and completed once the other bridges have shaped the state to this plan's widths
+        normed = (their_net.get("norm"), our_net.get("norm"))
+        their_net = {**their_net, "norm": our_net.get("norm")}
     if _widens(their_net, our_net):
         state, note = widen(state, their_net, our_net, path)
         notes.append(note)
@@ -169,6 +205,9 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
             "network section (e.g. the same preset) to fine-tune from it",
             path,
         )
+    if normed:
+        state, note = bridge_norm(state, normed, plan.network, path)
+        notes.append(note)
     notes += [f"preprocessing differs from the pretrained model's: {d}"
               for d in differences(theirs.get("preprocessing", {}), plan.to_dict()["preprocessing"])]
     origin = {
@@ -183,4 +222,6 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         origin["context_slices_inflated"] = inflated
     if widened:
         origin["features_widened"] = widened
+    if normed:
+        origin["norm_bridged"] = list(normed)
     return PretrainedWeights(state, origin), notes
