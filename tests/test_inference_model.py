@@ -146,6 +146,34 @@ def test_cropped_prediction_matches_the_full_one_inside_the_head(tmp_path):
     assert not cropped[2].any()
 
 
+def test_a_cropped_batch_norm_network_pools_on_the_whole_slices_grid_and_matches_it_inside_the_head(tmp_path):
+    """A crop starts on the U-Net's pooling grid (a multiple of 2 ** poolings), so with a margin wider than the
+    network's reach the head's probabilities are the whole slice's; a crop one pixel off that grid pools other pixels
+    together and changes them."""
+    plan = tiny_plan(matrix=128, norm="batch")
+    model_dir = _model(tmp_path, kind="random", plan=plan)
+    x = np.full((2, 128, 128), -1.0, np.float32)
+    x[:, 37:75, 41:83] = np.random.default_rng(5).normal(1, 1.5, (2, 38, 42))
+    head = np.zeros(x.shape, bool)
+    head[:, 37:75, 41:83] = True
+    network = network_spec(plan.network)
+    (region,) = inference_batches(head, head.shape, network, batch_size=2, margin=32)
+    multiple = network.size_multiple
+    assert multiple == 4 and region.rows.start % multiple == 0 and region.cols.start % multiple == 0
+    assert region.rows.start <= 37 - 32 and region.rows != slice(0, 128)
+    cropped = _predictor(model_dir).predict(x, head)
+    full = _predictor(model_dir, crop=False).predict(x)
+    assert np.allclose(cropped[head], full[head], atol=1e-5)
+    # the same crop shifted off the grid by one pixel is what the network would compute without the alignment
+    spec = check_model(model_dir)
+    net = build_fold_networks(spec, load_fold_states(spec))[0].eval()
+    rows, cols = slice(region.rows.start + 1, region.rows.stop - 3), region.cols
+    with torch.no_grad():
+        off = torch.sigmoid(net(torch.from_numpy(x[:, None, rows, cols]))).numpy()[:, 0]
+    inner = head[:, rows, cols]
+    assert np.abs(off[inner] - full[:, rows, cols][inner]).max() > 1e-3
+
+
 def test_sizes_that_do_not_divide_by_the_poolings_are_padded_and_cut_back(tmp_path):
     predictor = _predictor(_model(tmp_path, kind="threshold"), crop=False)
     x = np.random.default_rng(4).normal(0, 1.5, (2, 50, 70)).astype(np.float32)
