@@ -257,3 +257,27 @@ def test_installing_a_model_prepares_its_graphs_so_the_first_prediction_exports_
     installed = tmp_path / "site" / "Dataset999_Toy" / "tiny"
     monkeypatch.setattr(onnx_backend, "_export_fold", lambda *a: pytest.fail("exported again"))
     assert len(fold_graphs(check_model(installed))) == 1
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_a_plans_crop_margin_sets_both_engines_crop_on_the_pooling_grid(tmp_path, engine):
+    """inference.crop_margin (default 32) is the background each engine keeps around the head box of a network that
+    may be cropped, the box widened out to the pooling grid (a multiple of 4 for a 3-level U-Net)."""
+    x = np.full((1, 2, 128, 128), -1.0, np.float32)
+    head = np.zeros((2, 128, 128), bool)
+    head[:, 37:75, 41:83] = True
+    shapes = {}
+    for margin, expected in ((32, (104, 108)), (4, (48, 52)), (0, (40, 44))):
+        plan = tiny_plan(matrix=128, norm="batch")
+        plan.inference.crop_margin = margin
+        spec = check_model(write_model_dir(tmp_path / str(margin) / "tiny", plan, kind="random"))
+        if engine == "torch":
+            predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, _cpu())
+        else:
+            predictor = GraphPredictor(fold_graphs(spec), spec.plan, threads=1)
+        forward = predictor.forward
+        seen = []
+        predictor.forward = lambda batch, seen=seen, forward=forward: seen.append(batch.shape[-2:]) or forward(batch)
+        predictor.predict(x, head)
+        shapes[margin] = set(seen)
+        assert shapes[margin] == {expected}, (margin, shapes[margin])

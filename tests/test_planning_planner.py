@@ -89,6 +89,14 @@ def test_plans_json_is_byte_identical_for_the_same_data_and_seed(tmp_path):
         assert a == b, name
 
 
+def test_a_crop_margin_is_written_only_when_it_is_not_the_default_so_older_plans_keep_their_hash():
+    """inference.crop_margin (added later) stays out of plans.json at 32, and a plan that sets it reads back."""
+    plan = load_preset("cpu_fast_robust")
+    assert "crop_margin" not in plan.to_dict()["inference"] and plan.inference.crop_margin == 32
+    plan.inference.crop_margin = 8
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))).inference.crop_margin == 8
+
+
 def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
     write_tiny_dataset(tmp_path / "raw")
     assert main(["-d", "902", "--raw", str(tmp_path / "raw"), "--preprocessed", str(tmp_path / "pp")]) == 2
@@ -103,6 +111,7 @@ def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
         (lambda d: d["training"].update(patch_size=[200, 200]), r"training.patch_size \[200, 200\] is impossible for 4 poolings"),
         (lambda d: d["preprocessing"].update(orientation="ras"), r"preprocessing.orientation must be 'canonical'"),
         (lambda d: d.update(data_summary=[1]), r"data_summary must be an object"),
+        (lambda d: d["inference"].update(crop_margin=-4), r"inference.crop_margin must be >= 0 pixels, got -4"),
     ],
 )
 def test_a_bad_plan_file_is_an_error_naming_file_and_key(tmp_path, capsys, edit, message):

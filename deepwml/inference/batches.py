@@ -9,6 +9,7 @@ from typing import Any, Callable, List, Optional, Protocol, Tuple
 
 import numpy as np
 
+from deepwml.planning.plan import InferencePlan
 from deepwml.preprocessing.network_input import stack_slices
 
 
@@ -19,8 +20,9 @@ class StackPredictor(Protocol):
         """Probabilities of a preprocessed stack [C, S, H, W] (see predict_stack)."""
 
 
-#: background kept around the head box, in pixels, so that the convolutions near the head see real context
-CROP_MARGIN = 32
+#: background kept around the head box, in pixels, so that the convolutions near the head see real context (a
+#: plan's inference.crop_margin, whose default this is)
+CROP_MARGIN = InferencePlan.crop_margin
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def probabilities_to_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def predict_stack(image_pp: np.ndarray, head: Optional[np.ndarray], forward: Callable[[np.ndarray], np.ndarray],
-                  network: Any, spec: Any, batch_size: int, out_channels: int) -> np.ndarray:
+                  network: Any, spec: Any, batch_size: int, out_channels: int, margin: int = CROP_MARGIN) -> np.ndarray:
     """Probabilities of a preprocessed stack [C, S, H, W]: [S, H, W] (binary) or [S, classes, H, W], zero (background)
     outside the batches ``inference_batches`` makes of ``head`` (None: every slice, uncropped); ``forward`` maps one
     batch's network input (as the input spec ``spec`` says: channels, neighbouring slices) to its probabilities."""
@@ -117,7 +119,7 @@ def predict_stack(image_pp: np.ndarray, head: Optional[np.ndarray], forward: Cal
     probs = np.zeros((s, h, w) if binary else (s, out_channels, h, w), dtype=np.float32)
     if not binary:
         probs[:, 0] = 1.0
-    for region in inference_batches(head, (s, h, w), network, batch_size):
+    for region in inference_batches(head, (s, h, w), network, batch_size, margin):
         batch = stack_slices(image_pp, region.slices, spec.context_slices, spec.padding, region.rows, region.cols)
         where = (region.slices, region.rows, region.cols) if binary else (region.slices, slice(None), region.rows, region.cols)
         probs[where] = forward(batch)

@@ -367,4 +367,4 @@ class GraphPredictor:
         image_pp = as_channels(np.asarray(image_pp))
         require_channels(image_pp, self.input_spec.channels, "the preprocessed image")
         return predict_stack(image_pp, head if self.crop else None, self.forward, self.network, self.input_spec, self.batch_size,
-                             self.out_channels)
+                             self.out_channels, self.plan.inference.crop_margin)

@@ -143,7 +143,7 @@ class SlicePredictor:
                         # cleared only now: a worker that finds it clear never sees the networks being swapped
                         self._int8_undecided = False
         return predict_stack(image_pp, head if self.crop else None, self.forward, self.network, self.input_spec, self.batch_size,
-                             self.out_channels)
+                             self.out_channels, self.plan.inference.crop_margin)
 
     def _choose_int8(self, image_pp: np.ndarray, head: Optional[np.ndarray]) -> None:
         """Decide, once per fold network, between fp32 and int8 on a calibration batch of this stack's slices."""
@@ -161,7 +161,8 @@ class SlicePredictor:
         # spread over the head, not the first slices: the activation ranges are those of the whole stack
         n = min(max(self.batch_size, int8_path.CALIBRATION_SLICES), len(slices))
         pick = np.unique(slices[np.linspace(0, len(slices) - 1, n).round().astype(int)])
-        region = inference_batches(None if head is None else head[pick], (len(pick), h, w), self.network, len(pick))[0]
+        region = inference_batches(None if head is None else head[pick], (len(pick), h, w), self.network, len(pick),
+                                   self.plan.inference.crop_margin)[0]
         spec = self.input_spec
         x, (bh, bw) = self._network_input(stack_slices(image_pp, pick[region.slices], spec.context_slices, spec.padding,
                                                        region.rows, region.cols))

@@ -132,6 +132,11 @@ class InferencePlan:
     threshold: float = 0.5
     batch_size: int = 8
     tta: bool = False
+    #: background kept around the head box, in pixels of the network's grid, when the network may be cropped to the
+    #: head (batch norm or none; deepwml.inference.batches): the deepest convolutions reach far beyond a pixel, so a
+    #: narrower margin is faster and moves the probabilities near the head's edge a little more
+    #: (benchmarks/crop_margin.py measures both). Left out of plans.json when 32, so older plans keep their hash
+    crop_margin: int = 32
 
 
 @dataclass
@@ -235,6 +240,8 @@ class Plan:
         p.extend(_augmentation_problems(tr.augmentation))
         if not 0 < self.inference.threshold < 1:
             p.append("inference.threshold must lie in (0, 1)")
+        if self.inference.crop_margin < 0:
+            p.append(f"inference.crop_margin must be >= 0 pixels, got {self.inference.crop_margin}")
         return p
 
     def hash(self) -> str:
@@ -298,6 +305,7 @@ OMITTED_DEFAULTS = (
     ("network", "context_slices", 1),
     ("network", "context_padding", "edge"),
     ("network", "num_classes", 2),
+    ("inference", "crop_margin", 32),
 )
 #: the built-in losses of one sigmoid output, and of a softmax over classes (a plugin's loss is not checked)
 BINARY_LOSSES = ("bce_dice", "bce", "dice", "bce_dice_blob")
