@@ -344,3 +344,22 @@ def test_a_batch_norm_model_cannot_start_an_instance_norm_plan(tmp_path, source_
     err = capsys.readouterr().err
     assert "'batch'" in err and "'instance'" in err and "checkpoint_" in err, err
     assert not (_plan_dir(tmp_path / "in" / "res") / "fold_0" / "checkpoint_latest.pth").exists()
+
+
+def test_the_batch_norm_preset_is_the_shipped_plan_with_batch_norm_and_the_shipped_model_starts_it():
+    """plans/cpu_fast_robust_bn.json differs from the shipped plan only in its name, description and norm; the shipped
+    weights start it through the norm bridge, every one of them unchanged."""
+    from deepwml.planning.plan import load_preset
+    from deepwml.pretrained import builtin_model_dir
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    robust, bn = load_preset("cpu_fast_robust"), load_preset("cpu_fast_robust_bn")
+    a, b = robust.to_dict(), bn.to_dict()
+    assert bn.network.norm == "batch" and robust.network.norm == "instance"
+    for d in (a, b):
+        d.pop("name"), d.pop("description"), d["network"].pop("norm")
+    assert a == b
+    weights, notes = load_pretrained("builtin", bn)
+    shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))["model"]
+    assert all(torch.equal(weights.state[k], v) for k, v in shipped.items())
+    assert weights.origin["norm_bridged"] == ["instance", "batch"] and len(notes) == 1
