@@ -422,3 +422,62 @@ def test_an_installed_model_is_read_with_the_checkpoint_it_holds(tmp_path):
     work.mkdir()
     open_record(work / "recipe.json", recipe, 10)
     assert _start_model(recipe, work, work / "recipe.json") == ["--pretrained", str(work / "start_model" / "fold_0")]
+
+
+def test_a_recipe_can_distil_its_start_model_into_one_network_of_another_plan(tmp_path, monkeypatch):
+    """--distill-start (with --start-from, one fold): the network starts from the start model's copy and learns its
+    probabilities (--distill-from the copy), with the recipe's --lr and --distill-weight, on a fresh run only; the
+    record keeps older work folders valid; impossible combinations are refused before anything is made; the CLI
+    implies --no-distill and fold 0; the card says what was done."""
+    from dataclasses import replace
+
+    import deepwml.pretrained.recipe as recipe_module
+    from deepwml.cli.train_pretrained import main as train_pretrained
+    from deepwml.pretrained.model_card import model_card
+    from deepwml.pretrained.recipe import START_MODEL, _start_model, _train_fold, _training_args, open_record
+
+    assert not {"distill_start", "learning_rate", "distill_weight"} & set(Recipe().record())
+    recipe = replace(Recipe(), start_from="builtin", distill=False, folds=("0",), distill_start=True, learning_rate=5e-4,
+                     distill_weight=0.7, preset="cpu_fast_robust_bn")
+    assert {"distill_start": True, "learning_rate": 5e-4, "distill_weight": 0.7}.items() <= recipe.record().items()
+    for bad, message in ((dict(start_from=None), "needs --start-from"), (dict(distill=True), "give one"),
+                         (dict(folds=("0", "1")), "give one fold"), (dict(learning_rate=0.0), "--lr must be positive"),
+                         (dict(distill_weight=1.5), r"in \(0, 1\]"),
+                         (dict(distill_start=False), "needs --distill or --distill-start")):
+        with pytest.raises(DeepWMLError, match=message):
+            run_recipe(replace(recipe, **bad), tmp_path / "refused", None)
+    assert not (tmp_path / "refused").exists()
+
+    shipped = write_model_dir(tmp_path / "pkg" / "wmh_flair2d", tiny_plan(), folds=(0,))
+    monkeypatch.setattr(pretrained, "BUILTIN_DIR", shipped)
+    work = tmp_path / "work"
+    work.mkdir()
+    open_record(work / "recipe.json", recipe, 12)
+    args = _start_model(recipe, work, work / "recipe.json") + _training_args(recipe, work)
+    assert args == ["--pretrained", str(work / START_MODEL / "fold_0"), "--distill-from", str(work / START_MODEL),
+                    "--lr", "0.0005", "--distill-weight", "0.7"]
+    calls = []
+
+    def fake_run(module, argv, env):
+        calls.append(argv)
+        write_json(tmp_path / "results" / "fold_0" / "validation" / "summary.json", {"median_dice": 0.7})
+
+    monkeypatch.setattr(recipe_module, "_run", fake_run)
+    _train_fold(recipe, "0", 510, "cpu_fast_robust_bn", tmp_path / "results", {}, "cpu", args)
+    assert calls[-1][-len(args):] == args
+    (tmp_path / "results" / "fold_0" / "validation" / "summary.json").unlink()
+    (tmp_path / "results" / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
+    _train_fold(recipe, "0", 510, "cpu_fast_robust_bn", tmp_path / "results", {}, "cpu", args)
+    assert calls[-1][-1] == "--continue" and "--distill-from" not in calls[-1] and "--lr" not in calls[-1]
+
+    card = model_card(recipe, read_json(work / "recipe.json"))
+    assert "learns its probabilities beside the labels" in card and "loss 0.3 x labels + 0.7 x the start model's" in card
+    assert "at learning rate 0.0005, not from random weights" in card
+    assert "distilled from the start model `builtin`" in recipe.shipped_text()
+
+    seen = []
+    monkeypatch.setattr(recipe_module, "run_recipe", lambda r, *a, **k: seen.append(r))
+    assert train_pretrained(["--workdir", str(tmp_path / "w"), "--start-from", "builtin", "--distill-start",
+                             "--preset", "cpu_fast_robust_bn", "--lr", "5e-4", "--distill-weight", "0.7"]) == 0
+    assert seen[-1] == replace(Recipe(), start_from="builtin", distill=False, folds=("0",), distill_start=True,
+                               learning_rate=5e-4, distill_weight=0.7, preset="cpu_fast_robust_bn")

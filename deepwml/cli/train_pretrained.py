@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every network from this model's weights (the shipped one: 'builtin') at deepwml_train "
                    "--pretrained's fine-tuning learning rate, not from random weights: re-trains the shipped model on a new "
                    "generator version in fewer epochs. The model is copied into the work folder first and recorded on the card")
+    p.add_argument("--distill-start", action="store_true", default=None,
+                   help="with --start-from and one fold: train one network from the start model's weights that learns its "
+                   "probabilities beside the labels (deepwml_train --pretrained M --distill-from M), training no teacher "
+                   "folds: the shipped network moved into another plan of the same preprocessing (e.g. --preset "
+                   "cpu_fast_robust_bn, batch norm: faster at prediction). Implies --no-distill and one fold (default 0)")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None,
+                   help="deepwml_train --lr of every trained network (default: the plan's; with --start-from the "
+                   "fine-tuning rate)")
+    p.add_argument("--distill-weight", type=float, default=None,
+                   help="deepwml_train --distill-weight of the distilled network (default: deepwml_train's)")
     p.add_argument("--checkpoint", choices=("best", "latest"), default=None,
                    help="which checkpoint of each trained network is scored and shipped: the one of the best validation "
                    "Dice, or the last ('latest', as nnU-Net ships its final checkpoint: a short fine-tuning schedule's "
@@ -78,7 +88,12 @@ def _main(argv: Optional[List[str]]) -> int:
 
     a = build_parser().parse_args(argv)
     given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from",
-                                      "checkpoint", "skull_stripped", "tta")}
+                                      "checkpoint", "skull_stripped", "tta", "distill_start", "learning_rate", "distill_weight")}
+    if a.distill_start:
+        # one network from the start model: no teacher folds to distil, one fold unless named
+        given["distill"] = False if a.distill is None else a.distill
+        if a.folds is None:
+            given["folds"] = ("0",)
     if a.folds is not None:
         from deepwml.training.preprocessed import parse_fold
 

@@ -5,7 +5,7 @@ Text only, from the recipe (deepwml.pretrained.recipe) and the record of what it
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from deepwml.pretrained.recipe import ANATOMY_SCORES, Recipe
 
@@ -44,7 +44,18 @@ def _recipe_text(recipe: Recipe, record: Dict[str, Any]) -> str:
     """The recipe section's sentence: folds, schedule, distillation, starting weights, time."""
     r = asdict(recipe)
     schedule = f"{r['epochs']} epochs x {r['iterations']} iterations, seed {r['seed']}, checkpoint `{r['checkpoint']}`"
-    if not recipe.distill:
+    if recipe.learning_rate is not None and recipe.start_from is None:  # with a start model, _start_text says it
+        schedule += f", learning rate {recipe.learning_rate:g}"
+    if recipe.distill_start:
+        from deepwml.training.distillation import DEFAULT_WEIGHT
+
+        weight = DEFAULT_WEIGHT if recipe.distill_weight is None else recipe.distill_weight
+        text = (f"Preset `{r['preset']}`, {recipe.folds_text()} (80 % train, 20 % validation), {schedule}: one network that "
+                f"starts from the start model's weights and learns its probabilities beside the labels (`deepwml_train "
+                f"--pretrained M --distill-from M`: loss {1 - weight:g} x labels + {weight:g} x the start model's "
+                f"probabilities), no teacher folds trained; training {_training_time(record)} on the machine that made it; "
+                f"the recipe's last call {record.get('hours', '?')} h (finished stages are skipped).")
+    elif not recipe.distill:
         text = (f"Preset `{r['preset']}`, {recipe.folds_text()} (each 80 % train, 20 % validation), {schedule}; training "
                 f"{_training_time(record)} on the machine that made it; the recipe's last call {record.get('hours', '?')} h "
                 "(finished stages are skipped).")
@@ -57,11 +68,12 @@ def _recipe_text(recipe: Recipe, record: Dict[str, Any]) -> str:
                 f"probabilities), same schedule. Training on the machine that made it: teachers "
                 f"{_training_time(record, 'teacher_training_hours')}, distilled network {_training_time(record)}; the recipe's "
                 f"last call {record.get('hours', '?')} h (finished stages are skipped).")
-    return text + _start_text(record)
+    return text + _start_text(record, recipe.learning_rate)
 
 
-def _start_text(record: Dict[str, Any]) -> str:
-    """The starting weights of a recipe run with ``--start-from``, in words ('' when they were random)."""
+def _start_text(record: Dict[str, Any], learning_rate: Optional[float] = None) -> str:
+    """The starting weights of a recipe run with ``--start-from`` (and ``learning_rate``: the recipe's own rate), in
+    words ('' when they were random)."""
     start = record.get("start_model")
     if not start:
         return ""
@@ -70,7 +82,8 @@ def _start_text(record: Dict[str, Any]) -> str:
     digests = ", ".join(d[:12] for d in start.get("sha256", []))
     return (f" Every network started from the weights of `{start['source']}` (generator version {start.get('generator_version') or '?'}; "
             f"checkpoint sha256 {digests}; its card is the MODEL_CARD.md of the package version that shipped it), at "
-            f"{FINETUNE_LR_FACTOR:g} x the plan's learning rate (`deepwml_train --pretrained`), not from random weights.")
+            + (f"learning rate {learning_rate:g}" if learning_rate is not None else
+               f"{FINETUNE_LR_FACTOR:g} x the plan's learning rate (`deepwml_train --pretrained`)") + ", not from random weights.")
 
 
 def _heldout_text(figures: Dict[str, Any]) -> str:

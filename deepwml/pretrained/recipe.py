@@ -72,6 +72,15 @@ class Recipe:
     #: flip-averaged probabilities (deepwml_calibrate / deepwml_find_postprocessing --tta), whose choice records it,
     #: so deepwml_predict predicts so by default (about twice the network's time; benchmarks/README.md measures both)
     tta: bool = True
+    #: with start_from: train one network (the first fold) from the start model's weights that learns the start
+    #: model's probabilities beside the labels (deepwml_train --pretrained M --distill-from M), with no teacher folds
+    #: trained first: the shipped network moved into another plan of the same preprocessing, e.g. cpu_fast_robust_bn
+    #: (batch norm: faster and croppable at prediction)
+    distill_start: bool = False
+    #: deepwml_train --lr of every trained network (None: the plan's, or with start_from the fine-tuning rate)
+    learning_rate: Optional[float] = None
+    #: deepwml_train --distill-weight of a distilled network (None: deepwml_train's default)
+    distill_weight: Optional[float] = None
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -98,6 +107,10 @@ class Recipe:
             del d["centres"]
         else:
             d["centres"] = list(self.centres)
+        # added later: left out at their defaults, so that older work folders still resume
+        for key, default in (("distill_start", False), ("learning_rate", None), ("distill_weight", None)):
+            if d[key] == default:
+                del d[key]
         folds = d.pop("folds")
         if len(folds) == 1:
             d["fold"] = folds[0]
@@ -111,6 +124,8 @@ class Recipe:
 
     def shipped_text(self) -> str:
         """What is shipped, in words."""
+        if self.distill_start:
+            return f"one network distilled from the start model `{self.start_from}` on fold {self.folds[0]}'s split"
         if self.distill:
             return f"one network distilled from {self.folds_text()}"
         return self.folds_text()
@@ -143,6 +158,7 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
         raise DeepWMLError("--distill is for the lesion model (distillation averages lesion probabilities)")
     if recipe.tta and recipe.kind != "lesion":
         raise DeepWMLError("--tta is for the lesion model (its temperatures and postprocessing are fitted with it)")
+    check_training_settings(recipe)
     work = workdir.resolve()
     raw, pre, res = work / "raw", work / "preprocessed", work / "results"
     env = dict(os.environ, DEEPWML_RAW=str(raw), DEEPWML_PREPROCESSED=str(pre), DEEPWML_RESULTS=str(res))
@@ -159,7 +175,7 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     # a preset may be given as a .json file: the PLAN folder is named after the plan inside
     plan_name = load_preset(recipe.preset).name
     model_dir = res / _dataset(train_id, train_name) / plan_name
-    start_args = _start_model(recipe, work, record_path)
+    start_args = _start_model(recipe, work, record_path) + _training_args(recipe, work)
     validation = {fold: _train_fold(recipe, fold, train_id, plan_name, model_dir, env, device, start_args) for fold in recipe.folds}
     score = _score_heldout_anatomy if recipe.kind == "anatomy" else _score_heldout
     calibration = postprocessing = None
@@ -191,6 +207,38 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     if install_to is not None:
         install_builtin(shipped_dir, recipe, record, install_to)
     return shipped_dir
+
+
+def check_training_settings(recipe: Recipe) -> None:
+    """Refuse settings that cannot go with --distill-start, a distillation weight with nothing distilled, and rates
+    and weights deepwml_train would refuse only after the data is made."""
+    if recipe.learning_rate is not None and not recipe.learning_rate > 0:
+        raise DeepWMLError(f"--lr must be positive, got {recipe.learning_rate}")
+    if recipe.distill_weight is not None and not 0 < recipe.distill_weight <= 1:
+        raise DeepWMLError(f"--distill-weight must be in (0, 1], got {recipe.distill_weight}")
+    if recipe.distill_start:
+        if recipe.start_from is None:
+            raise DeepWMLError("--distill-start needs --start-from (the model whose probabilities the network learns)")
+        if recipe.kind != "lesion":
+            raise DeepWMLError("--distill-start is for the lesion model (distillation averages lesion probabilities)")
+        if recipe.distill:
+            raise DeepWMLError("--distill-start trains one network from the start model, --distill one from trained "
+                               "folds: give one (--no-distill with --distill-start)")
+        if len(recipe.folds) != 1:
+            raise DeepWMLError(f"--distill-start trains one network: give one fold, not {', '.join(recipe.folds)}")
+    if recipe.distill_weight is not None and not (recipe.distill or recipe.distill_start):
+        raise DeepWMLError("--distill-weight needs --distill or --distill-start (nothing is distilled)")
+
+
+def _training_args(recipe: Recipe, work: Path) -> List[str]:
+    """deepwml_train arguments of a fresh (not continued) run beyond --pretrained: the start model as teacher with
+    --distill-start, the recipe's learning rate and distillation weight."""
+    args = ["--distill-from", str(work / START_MODEL)] if recipe.distill_start else []
+    if recipe.learning_rate is not None:
+        args += ["--lr", str(recipe.learning_rate)]
+    if recipe.distill_weight is not None and recipe.distill_start:
+        args += ["--distill-weight", str(recipe.distill_weight)]
+    return args
 
 
 def open_record(record_path: Path, recipe: Recipe, generator_version: int) -> None:
@@ -275,6 +323,8 @@ def _train_student(recipe: Recipe, train_id: int, plan_name: str, teacher_dir: P
             args.append("--continue")  # the teacher is reloaded from the checkpoint's record
         else:
             args += ["--distill-from", str(teacher_dir), "--distill-folds", *recipe.folds] + start_args
+            if recipe.distill_weight is not None:
+                args += ["--distill-weight", str(recipe.distill_weight)]
         _log(f"distilling {recipe.folds_text()} into one network")
         _run("train", args, student_env)
     return student_dir
