@@ -39,8 +39,7 @@ def _padded_span(lo: int, hi: int, size: int, margin: int, multiple: int) -> sli
 
     The start is a multiple of ``multiple`` so that every pooling window of the crop is one of the whole slice's:
     a crop on another phase pools other pixels together, which changes the output everywhere, not only near the
-    crop's edge (measured on a batch-norm lesion network: an unaligned 32-pixel margin moved the masks further from
-    the whole slice's than an aligned 8-pixel one)."""
+    crop's edge (tests/test_inference_model.py shows both)."""
     lo, hi = max(0, lo - margin) // multiple * multiple, -(-min(size, hi + margin) // multiple) * multiple
     hi = min(hi, size)
     return slice(0, size) if (lo, hi) == (0, size) else slice(lo, hi)
