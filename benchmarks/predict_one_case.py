@@ -9,10 +9,13 @@ ONNX graphs (what a user's first run does once). The variants alternate; medians
 
     python benchmarks/predict_one_case.py [--runs 3] [--slices 25] [--work DIR] [--scan FILE_OR_DICOM_FOLDER]
     python benchmarks/predict_one_case.py --baseline OLD_CHECKOUT --runs 7   # default outputs here against there
+    python benchmarks/predict_one_case.py --model PLAN_FOLDER --against-shipped --runs 7  # a model against the shipped one
 
 With --baseline, only the default outputs are timed, in this checkout and in OLD_CHECKOUT (another DeepWML checkout,
 run in its own folder so that its package is the one imported), alternately, and the ratio printed is the median of
-the interleaved pairs' ratios: on a shared machine whose speed drifts, that is the figure to quote.
+the interleaved pairs' ratios: on a shared machine whose speed drifts, that is the figure to quote. --model times
+another trained model (with its --checkpoint) instead of the shipped one; with --against-shipped, its default outputs
+against the shipped model's in this checkout, alternately, the same way.
 """
 from __future__ import annotations
 
@@ -67,7 +70,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--slices", type=int, default=25, help="central slices of the synthetic scan to keep (0: all 29)")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another DeepWML checkout: time the default outputs here and there, interleaved, and their ratio")
+    p.add_argument("--model", type=Path, default=None, help="a trained model's PLAN folder to time instead of the shipped one")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="--model's checkpoint (default best)")
+    p.add_argument("--against-shipped", action="store_true",
+                   help="with --model: its default outputs against the shipped model's, interleaved, and their ratio")
     args = p.parse_args(argv)
+    if args.against_shipped and (args.model is None or args.baseline is not None):
+        sys.exit("--against-shipped needs --model (and no --baseline)")
+    if args.model is not None and not (args.model / "plans.json").is_file():
+        sys.exit(f"--model {args.model}: not a trained model's PLAN folder (no plans.json in it)")
     if args.baseline is not None and not (args.baseline / "deepwml" / "cli" / "predict.py").is_file():
         sys.exit(f"--baseline {args.baseline}: not a DeepWML checkout (no deepwml/cli/predict.py in it)")
     from deepwml.imageio import read_image, write_image
@@ -82,18 +93,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         image, geometry = _central_slices(case.image, case.geometry, args.slices)
         scan, shape = write_image(image, geometry, work / "in" / "scan.nii.gz"), image.shape
     print(load_line())
-    print(f"scan: {shape[0]} slices of {shape[2]}x{shape[1]}; shipped model")
+    print(f"scan: {shape[0]} slices of {shape[2]}x{shape[1]}; " + (f"model {args.model} ({args.checkpoint})" if args.model else "shipped model"))
     out = (work / "predict_one_case_out").resolve()  # a name of its own: it is emptied before every run
     # absolute paths: with --baseline the command also runs in the other checkout's folder
     command = [sys.executable, "-m", "deepwml.cli.predict", "-i", str(Path(scan).resolve()), "-o", str(out)]
+    model = ["-m", str(args.model.resolve()), "--checkpoint", args.checkpoint] if args.model is not None else []
+    here = Path(__file__).resolve().parents[1]
+    scratch = work if args.work is None else None
     if args.baseline is not None:
-        return _against_baseline(command, out, args.baseline.resolve(), args.runs, work if args.work is None else None)
+        return _interleaved([("this checkout", command + model, here), (str(args.baseline), command + model, args.baseline.resolve())],
+                            out, args.runs, scratch)
+    if args.against_shipped:
+        return _interleaved([(f"model {args.model.name}", command + model, here), ("shipped model", command, here)],
+                            out, args.runs, scratch)
     times = {name: [] for name in [*VARIANTS, *IMPORTS]}
     _wall(command)  # fills the user cache
     for _ in range(args.runs):
         for name, extra in VARIANTS.items():
             shutil.rmtree(out, ignore_errors=True)
-            times[name].append(_wall([sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out), *extra]))
+            times[name].append(_wall([sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out), *model, *extra]))
         for name, code in IMPORTS.items():
             times[name].append(_wall([sys.executable, "-c", code]))
     for name, values in times.items():
@@ -103,22 +121,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _against_baseline(command: List[str], out: Path, baseline: Path, runs: int, scratch: Optional[Path]) -> int:
-    """Default outputs in this checkout and in ``baseline``, alternately; medians and the median ratio of the pairs."""
-    here = Path(__file__).resolve().parents[1]
-    for folder in (here, baseline):  # one untimed run each: each checkout's graphs into the user cache
+def _interleaved(runs_of: List[Tuple[str, List[str], Path]], out: Path, runs: int, scratch: Optional[Path]) -> int:
+    """Two (name, command, folder to run it in) alternately: medians, and the median ratio of the pairs (first /
+    second)."""
+    for _, command, folder in runs_of:  # one untimed run each: each one's graphs into the user cache
         shutil.rmtree(out, ignore_errors=True)
         _wall(command, cwd=folder)
     pairs: List[Tuple[float, float]] = []
     for _ in range(runs):
         pair = []
-        for folder in (here, baseline):
+        for _, command, folder in runs_of:
             shutil.rmtree(out, ignore_errors=True)
             pair.append(_wall(command, cwd=folder))
         pairs.append((pair[0], pair[1]))
-    for name, values in (("default outputs, this checkout", [a for a, _ in pairs]), (f"default outputs, {baseline}", [b for _, b in pairs])):
-        print(f"{name:38s} median {statistics.median(values):.2f} s  ({' / '.join(f'{v:.2f}' for v in values)})")
-    print(f"this checkout / baseline: {statistics.median(a / b for a, b in pairs):.2f} (median of {runs} interleaved pairs)")
+    (first, _, _), (second, _, _) = runs_of
+    for name, values in ((first, [a for a, _ in pairs]), (second, [b for _, b in pairs])):
+        print(f"default outputs, {name:30s} median {statistics.median(values):.2f} s  ({' / '.join(f'{v:.2f}' for v in values)})")
+    print(f"{first} / {second}: {statistics.median(a / b for a, b in pairs):.2f} (median of {runs} interleaved pairs)")
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0

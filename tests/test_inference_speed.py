@@ -156,6 +156,29 @@ def test_the_one_case_benchmark_times_this_checkout_against_a_baseline(tmp_path,
     out = capsys.readouterr().out
     medians = [line for line in out.splitlines() if " median " in line]
     assert [m.split(" median ")[0].strip() for m in medians] == ["default outputs, this checkout", f"default outputs, {repo}"]
-    ratio = float(out.split("this checkout / baseline: ")[1].split()[0])
+    ratio = float(out.split(f"this checkout / {repo}: ")[1].split()[0])
     assert 0 < ratio and "median of 2 interleaved pairs" in out
     assert (tmp_path / "predict_one_case_out" / "scan.nii.gz").is_file()
+
+
+def test_the_one_case_benchmark_times_a_model_against_the_shipped_one(tmp_path, capsys):
+    """--model PLAN --against-shipped: that model's default outputs and the shipped model's, alternately, and the
+    median ratio; --against-shipped without --model, or a folder that is no model, is refused before anything runs."""
+    from deepwml_testing.benchmarks import load_benchmark
+    from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+    bench = load_benchmark("predict_one_case")
+    image, _, geometry = tiny_case(shape_zyx=(5, 96, 80), seed=4)
+    scan = write_image(image, geometry, tmp_path / "mine" / "scan.nii.gz")
+    with pytest.raises(SystemExit, match="needs --model"):
+        bench.main(["--against-shipped", "--scan", str(scan), "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no plans.json"):
+        bench.main(["--model", str(tmp_path), "--against-shipped", "--scan", str(scan), "--work", str(tmp_path)])
+    model = write_model_dir(tmp_path / "model" / "tiny", tiny_plan(norm="batch"), kind="random")
+    assert bench.main(["--runs", "1", "--work", str(tmp_path), "--scan", str(scan), "--model", str(model),
+                       "--against-shipped"]) == 0
+    out = capsys.readouterr().out
+    assert f"model {model} (best)" in out
+    medians = [line.split(" median ")[0].strip() for line in out.splitlines() if " median " in line]
+    assert medians == ["default outputs, model tiny", "default outputs, shipped model"]
+    assert float(out.split("model tiny / shipped model: ")[1].split()[0]) > 0
