@@ -223,7 +223,7 @@ def test_a_recipe_started_from_a_model_copies_it_once_and_every_network_fine_tun
 
     import deepwml.pretrained.recipe as recipe_module
     from deepwml.pretrained.model_card import model_card
-    from deepwml.pretrained.recipe import START_MODEL, _start_model, _train_fold, open_record
+    from deepwml.pretrained.recipe import START_MODEL, _start_model, open_record
     from deepwml.training.pretrained_weights import file_sha256
     from deepwml.utils.atomic import read_json
 
@@ -246,22 +246,28 @@ def test_a_recipe_started_from_a_model_copies_it_once_and_every_network_fine_tun
     with pytest.raises(DeepWMLError, match="--start-from: not a trained model's PLAN folder"):
         _start_model(replace(recipe, start_from=str(tmp_path / "nothing")), tmp_path / "other", record_path)
 
-    calls = []
-
-    def fake_run(module, argv, env):
-        calls.append(argv)
-        write_json(tmp_path / "results" / "fold_0" / "validation" / "summary.json", {"median_dice": 0.7})
-
-    monkeypatch.setattr(recipe_module, "_run", fake_run)
-    _train_fold(recipe, "0", 510, "cpu_fast_robust", tmp_path / "results", {}, "cpu", args)
-    assert calls[-1][-2:] == args
-    (tmp_path / "results" / "fold_0" / "validation" / "summary.json").unlink()
-    (tmp_path / "results" / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
-    _train_fold(recipe, "0", 510, "cpu_fast_robust", tmp_path / "results", {}, "cpu", args)
+    calls = _train_fold_twice(recipe_module, recipe, "cpu_fast_robust", tmp_path / "results", args, monkeypatch)
+    assert calls[0][-2:] == args
     assert calls[-1][-1] == "--continue" and "--pretrained" not in calls[-1]
     card = model_card(recipe, read_json(record_path))
     assert f"started from the weights of `builtin` (generator version 8; checkpoint sha256 {digest[:12]}" in card
     assert "started from" not in model_card(Recipe(), {})
+
+
+def _train_fold_twice(recipe_module, recipe, plan, results, args, monkeypatch):
+    """The deepwml_train argument lists of one fold run fresh and then continued (deepwml_train itself faked)."""
+    calls = []
+
+    def fake_run(module, argv, env):
+        calls.append(argv)
+        write_json(results / "fold_0" / "validation" / "summary.json", {"median_dice": 0.7})
+
+    monkeypatch.setattr(recipe_module, "_run", fake_run)
+    recipe_module._train_fold(recipe, "0", 510, plan, results, {}, "cpu", args)
+    (results / "fold_0" / "validation" / "summary.json").unlink()
+    (results / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
+    recipe_module._train_fold(recipe, "0", 510, plan, results, {}, "cpu", args)
+    return calls
 
 
 def test_training_hours_count_each_epoch_once_across_resumed_runs(tmp_path):
@@ -434,7 +440,7 @@ def test_a_recipe_can_distil_its_start_model_into_one_network_of_another_plan(tm
     import deepwml.pretrained.recipe as recipe_module
     from deepwml.cli.train_pretrained import main as train_pretrained
     from deepwml.pretrained.model_card import model_card
-    from deepwml.pretrained.recipe import START_MODEL, _start_model, _train_fold, _training_args, open_record
+    from deepwml.pretrained.recipe import START_MODEL, _start_model, _training_args, open_record
 
     assert not {"distill_start", "learning_rate", "distill_weight"} & set(Recipe().record())
     recipe = replace(Recipe(), start_from="builtin", distill=False, folds=("0",), distill_start=True, learning_rate=5e-4,
@@ -456,18 +462,8 @@ def test_a_recipe_can_distil_its_start_model_into_one_network_of_another_plan(tm
     args = _start_model(recipe, work, work / "recipe.json") + _training_args(recipe, work)
     assert args == ["--pretrained", str(work / START_MODEL / "fold_0"), "--distill-from", str(work / START_MODEL),
                     "--lr", "0.0005", "--distill-weight", "0.7"]
-    calls = []
-
-    def fake_run(module, argv, env):
-        calls.append(argv)
-        write_json(tmp_path / "results" / "fold_0" / "validation" / "summary.json", {"median_dice": 0.7})
-
-    monkeypatch.setattr(recipe_module, "_run", fake_run)
-    _train_fold(recipe, "0", 510, "cpu_fast_robust_bn", tmp_path / "results", {}, "cpu", args)
-    assert calls[-1][-len(args):] == args
-    (tmp_path / "results" / "fold_0" / "validation" / "summary.json").unlink()
-    (tmp_path / "results" / "fold_0" / "checkpoint_latest.pth").write_bytes(b"")
-    _train_fold(recipe, "0", 510, "cpu_fast_robust_bn", tmp_path / "results", {}, "cpu", args)
+    calls = _train_fold_twice(recipe_module, recipe, "cpu_fast_robust_bn", tmp_path / "results", args, monkeypatch)
+    assert calls[0][-len(args):] == args
     assert calls[-1][-1] == "--continue" and "--distill-from" not in calls[-1] and "--lr" not in calls[-1]
 
     card = model_card(recipe, read_json(work / "recipe.json"))
