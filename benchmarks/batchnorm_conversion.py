@@ -59,18 +59,18 @@ def _timings(graphs: Dict[str, bytes], shapes: Sequence[Tuple[int, int]], runs: 
 
 
 def batchnorm_copy(net: torch.nn.Module, plan_network: Any) -> torch.nn.Module:
-    """A batch-norm network with ``net``'s convolutions and its instance norms' scale and shift (statistics unset)."""
+    """A batch-norm network with ``net``'s convolutions and its instance norms' scale and shift (statistics unset),
+    as deepwml_train --pretrained makes it (deepwml.training.pretrained_weights.bridge_norm)."""
+    from pathlib import Path
+
     from deepwml.models import build_network
+    from deepwml.training.pretrained_weights import bridge_norm
 
     spec = copy.deepcopy(plan_network)
     spec.norm = "batch"
     student = build_network(spec)
-    theirs, ours = net.state_dict(), student.state_dict()
-    stats = ("running_mean", "running_var", "num_batches_tracked")
-    missing = [k for k in ours if k not in theirs and not k.endswith(stats)]
-    if missing:
-        raise ValueError(f"the two networks differ beyond their norms: {missing[:3]}")
-    student.load_state_dict({k: theirs.get(k, v) for k, v in ours.items()})
+    state, _ = bridge_norm(net.state_dict(), (plan_network.norm, "batch"), spec, Path("the shipped network"))
+    student.load_state_dict(state)
     return student
 
 
