@@ -84,7 +84,7 @@ def _head_slices(case: Any, plan: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(result.image[0][keep], dtype=np.float32))[:, None]
 
 
-def _cases(n: int, seed: int, first: int) -> List[Any]:
+def synthetic_cases(n: int, seed: int, first: int) -> List[Any]:
     """``n`` synthetic scans, the centres in turn, patients numbered from ``first``."""
     from deepwml.synthetic.generate import generate_case
 
@@ -118,14 +118,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             module.momentum = None  # a plain average over every batch
     student.train()
     with torch.no_grad():
-        for case in _cases(args.calibration, args.seed, 1):
+        for case in synthetic_cases(args.calibration, args.seed, 1):
             x = _head_slices(case, spec.plan)
             for i in range(0, len(x), 8):
                 student(x[i:i + 8])
     student.eval()
     dices = []
     with torch.no_grad():
-        for case in _cases(args.cases, args.seed, 1 + -(-args.calibration // len(CENTRES))):
+        for case in synthetic_cases(args.cases, args.seed, 1 + -(-args.calibration // len(CENTRES))):
             x = _head_slices(case, spec.plan)
             a, b = (torch.sigmoid(n(x)).numpy() >= 0.5 for n in (shipped, student))
             total = int(a.sum() + b.sum())

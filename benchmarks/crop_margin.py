@@ -25,9 +25,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-CENTRES = ("MS#1", "MS#2", "NMOSD#1", "CSVD#1", "CSVD#3")
-
-
 def _stacks(spec: Any, scans: Sequence[Path], cases: int, seed: int) -> List[Tuple[str, Any]]:
     """(name, preprocessed case) of each scan, or of ``cases`` synthetic scans when none is given."""
     from deepwml.imageio import Image, read_image
@@ -35,13 +32,10 @@ def _stacks(spec: Any, scans: Sequence[Path], cases: int, seed: int) -> List[Tup
 
     if scans:
         return [(Path(s).name, preprocess_arrays(read_image(s), spec.plan)) for s in scans]
-    from deepwml.synthetic.generate import generate_case
+    from batchnorm_conversion import synthetic_cases  # benchmarks/batchnorm_conversion.py, next to this script
 
-    out = []
-    for i in range(cases):
-        case = generate_case(CENTRES[i % len(CENTRES)], index=1 + i // len(CENTRES), seed=seed)
-        out.append((case.case_id, preprocess_arrays(Image(case.image.astype(np.float32), case.geometry), spec.plan)))
-    return out
+    return [(case.case_id, preprocess_arrays(Image(case.image.astype(np.float32), case.geometry), spec.plan))
+            for case in synthetic_cases(cases, seed, 1)]
 
 
 def _labels(probs: np.ndarray, threshold: float) -> np.ndarray:
