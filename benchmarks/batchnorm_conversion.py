@@ -1,18 +1,21 @@
-"""What a batch-norm copy of the shipped lesion network would buy and where it would start (issue #12's speed).
+"""Both norms of the shipped lesion network: their time, and how close a copy in the other norm starts (issue #12's speed).
 
 The shipped U-Net normalises with instance norm: ONNX Runtime computes it in plain layout, so every norm costs two
 layout reorders, and its statistics change with the crop, so the network sees the whole 256² slice, air included.
-Batch norm has neither cost. This prints, on this machine:
+Batch norm has neither cost. This prints, on this machine (for whichever norm the shipped network has):
 
 1. ONNX Runtime's time for a batch of 8 slices of the same U-Net with instance norm and with batch norm, at 256² and
    at a head-sized crop (224 × 192), medians of --runs taken in turns;
-2. how close a batch-norm copy of the shipped network gets with no training: the same convolutions, the instance
-   norms' scale and shift as the batch norms', their statistics averaged over the head slices of --calibration
-   synthetic scans; Dice between its masks (probability >= 0.5) and the shipped network's on --cases other scans.
+2. how close a copy of the shipped network in the other norm gets with no training, as `deepwml_train --pretrained`
+   makes it: the same convolutions and norm scales and shifts; from instance to batch norm the statistics averaged
+   over the head slices of --calibration synthetic scans, from batch to instance norm none (each slice its own);
+   Dice between its masks (probability >= 0.5) and the shipped network's on --cases other scans.
 
-A starting point for a distilled batch-norm student (deepwml_train --distill-from builtin), not a model to use.
+A copy is a starting point for training (a distilled student, or fine-tuning on an instance-norm preset), not a model
+to use.
 
     python benchmarks/batchnorm_conversion.py [--calibration 8] [--cases 12] [--runs 7] [--seed 4400]
+        [-m PLAN_FOLDER [--checkpoint best|latest]]
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import io
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -58,20 +62,18 @@ def _timings(graphs: Dict[str, bytes], shapes: Sequence[Tuple[int, int]], runs: 
     return {key: statistics.median(spent) for key, spent in times.items()}
 
 
-def batchnorm_copy(net: torch.nn.Module, plan_network: Any) -> torch.nn.Module:
-    """A batch-norm network with ``net``'s convolutions and its instance norms' scale and shift (statistics unset),
-    as deepwml_train --pretrained makes it (deepwml.training.pretrained_weights.bridge_norm)."""
-    from pathlib import Path
-
+def norm_copy(net: torch.nn.Module, plan_network: Any) -> Tuple[torch.nn.Module, str]:
+    """``net`` with the other norm (instance <-> batch) and that norm's name, as deepwml_train --pretrained makes it
+    (deepwml.training.pretrained_weights.bridge_norm): batch norm's statistics unset or dropped."""
     from deepwml.models import build_network
     from deepwml.training.pretrained_weights import bridge_norm
 
     spec = copy.deepcopy(plan_network)
-    spec.norm = "batch"
-    student = build_network(spec)
-    state, _ = bridge_norm(net.state_dict(), (plan_network.norm, "batch"), spec, Path("the shipped network"))
-    student.load_state_dict(state)
-    return student
+    spec.norm = "batch" if plan_network.norm == "instance" else "instance"
+    other = build_network(spec)
+    state, _ = bridge_norm(net.state_dict(), (plan_network.norm, spec.norm), spec, Path("the shipped network"))
+    other.load_state_dict(state)
+    return other, spec.norm
 
 
 def _head_slices(case: Any, plan: Any) -> torch.Tensor:
@@ -91,48 +93,60 @@ def synthetic_cases(n: int, seed: int, first: int) -> List[Any]:
     return [generate_case(CENTRES[i % len(CENTRES)], index=first + i // len(CENTRES), seed=seed) for i in range(n)]
 
 
+def _estimate_statistics(net: torch.nn.Module, cases: Sequence[Any], plan: Any) -> None:
+    """Batch norm's running statistics as a plain average over the head slices of ``cases``, in batches of 8."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over every batch
+    net.train()
+    with torch.no_grad():
+        for case in cases:
+            x = _head_slices(case, plan)
+            for i in range(0, len(x), 8):
+                net(x[i:i + 8])
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    """Time both norms, convert, re-estimate the statistics, compare the masks."""
+    """Time both norms, copy the shipped network into the other, compare the masks."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--calibration", type=int, default=8, help="synthetic scans whose head slices set the statistics")
     p.add_argument("--cases", type=int, default=12, help="other synthetic scans the masks are compared on")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--seed", type=int, default=4400, help="generator seed of the scans")
+    p.add_argument("-m", "--model", type=Path, default=None,
+                   help="a trained model's PLAN folder instead of the shipped one (e.g. a batch-norm student)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="latest", help="--model's checkpoint")
     args = p.parse_args(argv)
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
     from deepwml.pretrained import builtin_model_dir
 
     torch.set_num_threads(2)
-    spec = check_model(builtin_model_dir(), checkpoint="latest")
+    spec = check_model(args.model or builtin_model_dir(), checkpoint=args.checkpoint)
     shipped = build_fold_networks(spec, load_fold_states(spec))[0].eval()
-    student = batchnorm_copy(shipped, spec.plan.network)
+    other, other_norm = norm_copy(shipped, spec.plan.network)
+    label = "shipped" if args.model is None else "the model"
     print(f"ONNX Runtime, 8 slices, 2 threads, median of {args.runs} runs taking turns")
     shapes = ((256, 256), (224, 192))
-    names = {"instance norm (shipped)": shipped, "batch norm": student}
+    names = {f"{spec.plan.network.norm} norm ({label})": shipped, f"{other_norm} norm": other}
     seconds = _timings({name: _graph(copy.deepcopy(net)) for name, net in names.items()}, shapes, args.runs)
     for name in names:
         print(f"  {name:24s} " + ", ".join(f"{h}x{w}: {seconds[(name, (h, w))]:.3f} s" for h, w in shapes))
-    for module in student.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over every batch
-    student.train()
-    with torch.no_grad():
-        for case in synthetic_cases(args.calibration, args.seed, 1):
-            x = _head_slices(case, spec.plan)
-            for i in range(0, len(x), 8):
-                student(x[i:i + 8])
-    student.eval()
+    if other_norm == "batch":
+        _estimate_statistics(other, synthetic_cases(args.calibration, args.seed, 1), spec.plan)
+    other.eval()
     dices = []
     with torch.no_grad():
         for case in synthetic_cases(args.cases, args.seed, 1 + -(-args.calibration // len(CENTRES))):
             x = _head_slices(case, spec.plan)
-            a, b = (torch.sigmoid(n(x)).numpy() >= 0.5 for n in (shipped, student))
+            a, b = (torch.sigmoid(n(x)).numpy() >= 0.5 for n in (shipped, other))
             total = int(a.sum() + b.sum())
             dices.append(2.0 * int((a & b).sum()) / total if total else 1.0)
-            print(f"  {case.case_id}: shipped {int(a.sum())} voxels, batch-norm copy {int(b.sum())}, Dice {dices[-1]:.3f}")
-    print(f"batch-norm copy against the shipped network, no training: median Dice {statistics.median(dices):.3f} "
-          f"over {len(dices)} scans (statistics from {args.calibration})")
+            print(f"  {case.case_id}: {label} {int(a.sum())} voxels, {other_norm}-norm copy {int(b.sum())}, "
+                  f"Dice {dices[-1]:.3f}")
+    statistics_from = f"statistics from {args.calibration}" if other_norm == "batch" else "each slice its own statistics"
+    print(f"{other_norm}-norm copy against {'the shipped network' if args.model is None else 'the model'}, no training: median Dice "
+          f"{statistics.median(dices):.3f} over {len(dices)} scans ({statistics_from})")
     return 0
 
 

@@ -298,11 +298,23 @@ def test_the_shipped_model_starts_the_384_matrix_plan_with_a_preprocessing_note(
     assert notes == ["preprocessing differs from the pretrained model's: matrix: [256, 256] -> [384, 384]"]
 
 
+def _assert_batch_of_one_normalised_alike(in_network, in_state, bn_network, bn_state) -> None:
+    """An instance-norm network and a batch-norm one in training mode compute the same for each single slice."""
+    from deepwml.models.base import build_network
+
+    net_in, net_bn = build_network(in_network).eval(), build_network(bn_network).train()
+    net_in.load_state_dict(in_state)
+    net_bn.load_state_dict(bn_state)
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for one in x.split(1):
+            torch.testing.assert_close(net_bn(one), net_in(one), atol=1e-4, rtol=1e-4)
+
+
 def test_an_instance_norm_model_starts_a_batch_norm_plan_computing_what_it_did_per_slice(tmp_path, source_model, capsys):
     """--pretrained from an instance-norm model into the same plan with batch norm (e.g. a cheaper student of the
     shipped model): every weight carries over, batch norm's statistics start at their defaults, and in training mode
     a batch of one slice is normalised exactly as the instance norms did; it trains, says so and records it."""
-    from deepwml.models.base import build_network
     from deepwml.planning.plan import Plan
     from deepwml.training.pretrained_weights import load_pretrained
 
@@ -316,13 +328,7 @@ def test_an_instance_norm_model_starts_a_batch_norm_plan_computing_what_it_did_p
     assert extra and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in extra)
     assert weights.origin["norm_bridged"] == ["instance", "batch"]
     assert any("instance norms become batch norms" in n for n in notes)
-    net_in, net_bn = build_network(src_plan.network).eval(), build_network(bn_plan.network).train()
-    net_in.load_state_dict(state)
-    net_bn.load_state_dict(weights.state)
-    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for one in x.split(1):
-            torch.testing.assert_close(net_bn(one), net_in(one), atol=1e-4, rtol=1e-4)
+    _assert_batch_of_one_normalised_alike(src_plan.network, state, bn_plan.network, weights.state)
 
     pp_b = _site_b(tmp_path, epochs=1, network={"norm": "batch"})
     assert main(_argv(pp_b, tmp_path / "res_b", "--pretrained", str(source_model))) == 0
@@ -332,18 +338,37 @@ def test_an_instance_norm_model_starts_a_batch_norm_plan_computing_what_it_did_p
     assert ckpt["model"]["encoder.0.1.num_batches_tracked"] > 0
 
 
-def test_a_batch_norm_model_cannot_start_an_instance_norm_plan(tmp_path, source_model, capsys):
-    """The other way has no bridge (batch norm's scales were learnt against stored statistics): one line naming the
-    checkpoint and both norms, nothing trained."""
+def test_a_batch_norm_model_starts_an_instance_norm_plan_computing_what_it_did_in_training(tmp_path, source_model,
+                                                                                         capsys):
+    """--pretrained from a batch-norm model (e.g. a batch-norm student of the shipped model) into the same plan with
+    instance norm (cpu_fast, the 2.5D and wider presets): the statistics are dropped, every other weight carries
+    over, and a slice is normalised exactly as the batch norms did a batch of that one slice in training; it trains
+    and records it."""
+    from deepwml.planning.plan import Plan
+    from deepwml.training.pretrained_weights import load_pretrained
+
     pp_bn = _site_b(tmp_path / "bn", epochs=1, network={"norm": "batch"})
     assert main(_argv(pp_bn, tmp_path / "bn" / "res", "--pretrained", str(source_model))) == 0
     bn_model = _plan_dir(tmp_path / "bn" / "res")
+    bn_state = load_checkpoint(bn_model / "fold_0" / "checkpoint_latest.pth")["model"]
+    in_plan = Plan.load(bn_model / "plans.json")
+    in_plan.network.norm = "instance"
+    weights, notes = load_pretrained(str(bn_model), in_plan)
+    dropped = sorted(set(bn_state) - set(weights.state))
+    assert dropped and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in dropped)
+    assert all(torch.equal(weights.state[k], bn_state[k]) for k in weights.state)
+    assert weights.origin["norm_bridged"] == ["batch", "instance"]
+    assert any("batch norms become instance norms" in n for n in notes)
+    bn_network = Plan.load(bn_model / "plans.json").network
+    _assert_batch_of_one_normalised_alike(in_plan.network, weights.state, bn_network, bn_state)
+
     pp_in = _site_b(tmp_path / "in", epochs=1)
     capsys.readouterr()
-    assert main(_argv(pp_in, tmp_path / "in" / "res", "--pretrained", str(bn_model))) == 2
-    err = capsys.readouterr().err
-    assert "'batch'" in err and "'instance'" in err and "checkpoint_" in err, err
-    assert not (_plan_dir(tmp_path / "in" / "res") / "fold_0" / "checkpoint_latest.pth").exists()
+    assert main(_argv(pp_in, tmp_path / "in" / "res", "--pretrained", str(bn_model))) == 0
+    assert "batch norms become instance norms" in capsys.readouterr().out
+    ckpt = load_checkpoint(_plan_dir(tmp_path / "in" / "res") / "fold_0" / "checkpoint_latest.pth")
+    assert ckpt["pretrained"]["norm_bridged"] == ["batch", "instance"]
+    assert not any(k.endswith("running_mean") for k in ckpt["model"])
 
 
 def test_the_batch_norm_preset_is_the_shipped_plan_with_batch_norm_and_the_shipped_model_starts_it():

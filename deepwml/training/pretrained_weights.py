@@ -12,11 +12,12 @@ learns during fine-tuning what the neighbouring slices add.
 And a narrower ``unet2d`` starts a wider one (more ``features`` per level, nothing else different): its channels are
 copied (deepwml/models/widen.py), so the wider network also starts out computing what the narrow model did.
 
-And an instance-norm model starts a batch-norm plan (``norm``: instance -> batch, e.g. to distil the shipped network
-into one whose prediction is cheaper and may be cropped to the head): the convolutions and the norms' learned scales
-and shifts carry over; batch norm's running statistics start at their defaults and are learnt in training (in
-training mode it normalises by each batch's statistics, close to what the instance norms did per slice).
-"""
+And an instance-norm model starts a batch-norm plan (``norm``: instance -> batch, e.g. to distil an instance-norm
+network into one whose prediction is cheaper and may be cropped to the head): the convolutions and the norms' learned
+scales and shifts carry over; batch norm's running statistics start at their defaults and are learnt in training (in
+training mode it normalises by each batch's statistics, close to what the instance norms did per slice). And back:
+a batch-norm model starts an instance-norm plan, its running statistics dropped (each slice is then normalised by
+its own statistics, in training mode what the batch norm did for a batch of that one slice)."""
 from __future__ import annotations
 
 import hashlib
@@ -126,21 +127,35 @@ def _differs_beyond(theirs: Dict[str, Any], ours: Dict[str, Any], bridged: Tuple
 
 
 #: (pretrained model's norm, this plan's norm) that --pretrained bridges (see bridge_norm)
-NORM_BRIDGES = {("instance", "batch")}
+NORM_BRIDGES = {("instance", "batch"), ("batch", "instance")}
 #: batch norm's buffers, which an instance-norm model does not have
 _BATCH_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
+def drop_batch_norm_statistics(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` without batch norm's running statistics (an instance-norm network has none)."""
+    return {k: v for k, v in state.items() if not k.endswith(_BATCH_NORM_BUFFERS)}
+
+
 def bridge_norm(state: Dict[str, torch.Tensor], pair: Tuple[str, str], network: NetworkPlan,
                 path: Path) -> Tuple[Dict[str, torch.Tensor], str]:
-    """``state`` of an instance-norm network completed for ``network``, the same with batch norm (running statistics
-    at their defaults)."""
+    """``state`` of a network with one norm made fit for ``network``, the same with the other: batch norm's running
+    statistics added at their defaults (instance -> batch) or dropped (batch -> instance)."""
     from deepwml.models import build_network
 
     if pair not in NORM_BRIDGES:
-        raise DeepWMLError(f"--pretrained: its network's norm is {pair[0]!r}, this plan's {pair[1]!r}; only an "
-                           "instance-norm model can start a batch-norm plan", path)
+        raise DeepWMLError(f"--pretrained: its network's norm is {pair[0]!r}, this plan's {pair[1]!r}; only instance "
+                           "and batch norm are bridged", path)
     fresh = build_network(network).state_dict()
+    if pair == ("batch", "instance"):
+        out = drop_batch_norm_statistics(state)
+        if set(out) != set(fresh):
+            raise DeepWMLError("--pretrained: its weights are not those of this plan's network with batch norm", path)
+        # measured on a batch-norm student of the shipped model: its weights under instance norms, untrained, gave
+        # masks at median Dice 0.92 with its own on 12 synthetic scans (benchmarks/batchnorm_conversion.py): a close
+        # start
+        return out, ("its batch norms become instance norms: the convolutions and the norms' scales and shifts carry "
+                     "over; each slice is normalised by its own statistics instead of the stored ones")
     missing = [k for k in fresh if k not in state]
     if not missing or any(not k.endswith(_BATCH_NORM_BUFFERS) for k in missing):
         raise DeepWMLError("--pretrained: its weights are not those of this plan's network with instance norm "
@@ -187,6 +202,9 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         # checked and completed once the other bridges have shaped the state to this plan's widths
         normed = (their_net.get("norm"), our_net.get("norm"))
         their_net = {**their_net, "norm": our_net.get("norm")}
+        if normed == ("batch", "instance"):
+            # before widening, which would otherwise widen statistics the instance-norm network has no place for
+            state = drop_batch_norm_statistics(state)
     if _widens(their_net, our_net):
         state, note = widen(state, their_net, our_net, path)
         notes.append(note)
