@@ -1,4 +1,4 @@
-"""Both norms of the shipped lesion network: their time, and how close a copy in the other norm starts (issue #12's speed).
+"""Both norms of the shipped lesion network: their time, and how close a copy in the other norm starts (#12's speed).
 
 The shipped U-Net normalises with instance norm: ONNX Runtime computes it in plain layout, so every norm costs two
 layout reorders, and its statistics change with the crop, so the network sees the whole 256² slice, air included.
@@ -71,7 +71,7 @@ def norm_copy(net: torch.nn.Module, plan_network: Any) -> Tuple[torch.nn.Module,
     spec = copy.deepcopy(plan_network)
     spec.norm = "batch" if plan_network.norm == "instance" else "instance"
     other = build_network(spec)
-    state, _ = bridge_norm(net.state_dict(), (plan_network.norm, spec.norm), spec, Path("the shipped network"))
+    state, _ = bridge_norm(net.state_dict(), (plan_network.norm, spec.norm), spec, Path("the network"))
     other.load_state_dict(state)
     return other, spec.norm
 
@@ -125,7 +125,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     spec = check_model(args.model or builtin_model_dir(), checkpoint=args.checkpoint)
     shipped = build_fold_networks(spec, load_fold_states(spec))[0].eval()
     other, other_norm = norm_copy(shipped, spec.plan.network)
-    label = "shipped" if args.model is None else "the model"
+    label, whose = ("shipped", "the shipped network") if args.model is None else ("the model", "the model")
     print(f"ONNX Runtime, 8 slices, 2 threads, median of {args.runs} runs taking turns")
     shapes = ((256, 256), (224, 192))
     names = {f"{spec.plan.network.norm} norm ({label})": shipped, f"{other_norm} norm": other}
@@ -144,9 +144,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             dices.append(2.0 * int((a & b).sum()) / total if total else 1.0)
             print(f"  {case.case_id}: {label} {int(a.sum())} voxels, {other_norm}-norm copy {int(b.sum())}, "
                   f"Dice {dices[-1]:.3f}")
-    statistics_from = f"statistics from {args.calibration}" if other_norm == "batch" else "each slice its own statistics"
-    print(f"{other_norm}-norm copy against {'the shipped network' if args.model is None else 'the model'}, no training: median Dice "
-          f"{statistics.median(dices):.3f} over {len(dices)} scans ({statistics_from})")
+    statistics_from = (f"statistics from {args.calibration}" if other_norm == "batch"
+                       else "each slice its own statistics")
+    print(f"{other_norm}-norm copy against {whose}, no training: median Dice {statistics.median(dices):.3f} over "
+          f"{len(dices)} scans ({statistics_from})")
     return 0
 
 
