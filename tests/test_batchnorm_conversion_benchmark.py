@@ -2,6 +2,8 @@
 the other norm with the original, carrying every convolution and norm scale over."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
@@ -23,18 +25,9 @@ def test_the_copy_keeps_every_weight_but_the_norm_statistics():
         else:
             assert name.endswith(statistics), name
     # back again: the shipped network's own norm, every weight it has (statistics at their defaults if batch norm)
-    back, back_norm = bench.norm_copy(other, other_norm_spec(spec.plan.network, norm))
+    back, back_norm = bench.norm_copy(other, replace(spec.plan.network, norm=norm))
     assert back_norm == spec.plan.network.norm
     assert all(torch.equal(back.state_dict()[k], v) for k, v in theirs.items() if not k.endswith(statistics))
-
-
-def other_norm_spec(network, norm):
-    """``network``'s plan section with ``norm``."""
-    import copy
-
-    spec = copy.deepcopy(network)
-    spec.norm = norm
-    return spec
 
 
 def test_a_short_run_prints_both_timings_and_the_agreement(capsys):
