@@ -146,14 +146,15 @@ def test_a_plugin_that_fails_to_import_is_one_line_naming_it(monkeypatch):
 # ---- networks describe themselves ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("architecture", ["unet2d", "resenc_unet2d"])
-@pytest.mark.parametrize("norm,deep_supervision,convs", [("none", False, 2), ("instance", True, 1), ("batch", True, 3)])
+@pytest.mark.parametrize("norm,deep_supervision,convs", [("none", False, 2), ("instance", True, 1), ("batch", True, 3),
+                                                         ("batch_deep_instance", True, 2)])
 def test_the_family_counts_the_parameters_of_the_module_it_builds(architecture, norm, deep_supervision, convs):
     plan = NetworkPlan(architecture=architecture, features=[4, 8, 16, 32], norm=norm, deep_supervision=deep_supervision,
                        convs_per_block=convs)
     net = build_network(plan)
     assert count_parameters(plan) == module_parameters(net)
     assert net.size_multiple == 8 and net.input_spec.in_channels == 1
-    assert net.crop_safe is (norm != "instance")
+    assert net.crop_safe is (norm not in ("instance", "batch_deep_instance"))
     x = torch.randn(2, 1, 24, 40)
     net.return_deep_supervision = True
     out = net(x)

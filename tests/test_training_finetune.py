@@ -371,20 +371,78 @@ def test_a_batch_norm_model_starts_an_instance_norm_plan_computing_what_it_did_i
     assert not any(k.endswith("running_mean") for k in ckpt["model"])
 
 
-def test_the_batch_norm_preset_is_the_shipped_plan_with_batch_norm_and_the_shipped_model_starts_it():
-    """plans/cpu_fast_robust_bn.json differs from the shipped plan only in its name, description and norm; the shipped
-    weights start it through the norm bridge, every one of them unchanged."""
+_BRIDGE_PAIRS = [(a, b) for a in ("instance", "batch", "batch_deep_instance")
+                 for b in ("instance", "batch", "batch_deep_instance") if a != b]
+
+
+@pytest.mark.parametrize("theirs,ours", _BRIDGE_PAIRS)
+def test_every_norm_with_scales_and_shifts_starts_every_other_computing_the_same_for_a_slice_in_training(theirs, ours):
+    """instance, batch and batch_deep_instance move into one another: every convolution, scale and shift carries
+    over, stored statistics stay where both networks have batch norm, go where this plan normalises each slice by its
+    own and start at their defaults where it gains batch norm; in training mode a batch of one slice is normalised
+    alike (what the first fine-tuning steps see)."""
+    from deepwml.models.base import build_network
+    from deepwml.planning.plan import NetworkPlan
+    from deepwml.training.pretrained_weights import NORM_BRIDGES, bridge_norm
+
+    assert (theirs, ours) in NORM_BRIDGES
+    plans = {n: NetworkPlan(features=[4, 8, 16, 32, 64], norm=n) for n in (theirs, ours)}
+    source = build_network(plans[theirs])
+    generator = torch.Generator().manual_seed(0)
+    for m in source.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics a trained network would have
+            m.running_mean.normal_(generator=generator)
+            m.running_var.uniform_(0.5, 2.0, generator=generator)
+    state = source.state_dict()
+    out, note = bridge_norm(state, (theirs, ours), plans[ours], Path("model.pth"))
+    fresh = build_network(plans[ours]).state_dict()
+    assert out.keys() == fresh.keys()
+    for k, v in out.items():
+        torch.testing.assert_close(v, state[k] if k in state else fresh[k])
+    kept = [k for k in out if k.endswith("running_mean") and k in state]
+    assert bool(kept) == ("batch" in theirs and "batch" in ours)
+    assert note.startswith(f"its {theirs} norms become {ours} norms")
+    net_a, net_b = build_network(plans[theirs]).train(), build_network(plans[ours]).train()
+    net_a.load_state_dict(state)
+    net_b.load_state_dict(out)
+    x = torch.randn(1, 1, 32, 32, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(net_b(x), net_a(x), atol=1e-4, rtol=1e-4)
+
+
+def test_a_norm_bridge_refuses_weights_of_another_network():
+    from deepwml.planning.plan import NetworkPlan
+    from deepwml.models.base import build_network
+    from deepwml.training.pretrained_weights import bridge_norm
+    from deepwml.utils.errors import DeepWMLError
+
+    state = build_network(NetworkPlan(features=[4, 8, 16], norm="instance")).state_dict()
+    with pytest.raises(DeepWMLError, match="model.pth.*not those of this plan's network with instance norm"):
+        bridge_norm(state, ("instance", "batch_deep_instance"), NetworkPlan(features=[4, 8, 16, 32], norm="batch"),
+                    Path("model.pth"))
+
+
+@pytest.mark.parametrize("preset,norm", [("cpu_fast_robust_bn", "batch"), ("cpu_fast_robust_deep_in", "batch_deep_instance")])
+def test_the_other_norm_presets_are_cpu_fast_robust_with_that_norm_and_the_shipped_model_starts_them(preset, norm):
+    """plans/cpu_fast_robust_bn.json and cpu_fast_robust_deep_in.json differ from cpu_fast_robust only in name,
+    description and norm; the shipped weights start them (through the norm bridge when their norms differ), every
+    convolution, scale and shift unchanged."""
     from deepwml.planning.plan import load_preset
     from deepwml.pretrained import builtin_model_dir
     from deepwml.training.pretrained_weights import load_pretrained
 
-    robust, bn = load_preset("cpu_fast_robust"), load_preset("cpu_fast_robust_bn")
-    a, b = robust.to_dict(), bn.to_dict()
-    assert bn.network.norm == "batch" and robust.network.norm == "instance"
+    robust, other = load_preset("cpu_fast_robust"), load_preset(preset)
+    a, b = robust.to_dict(), other.to_dict()
+    assert other.network.norm == norm and robust.network.norm == "instance"
     for d in (a, b):
         d.pop("name"), d.pop("description"), d["network"].pop("norm")
     assert a == b
-    weights, notes = load_pretrained("builtin", bn)
-    shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))["model"]
-    assert all(torch.equal(weights.state[k], v) for k, v in shipped.items())
-    assert weights.origin["norm_bridged"] == ["instance", "batch"] and len(notes) == 1
+    weights, notes = load_pretrained("builtin", other)
+    shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))
+    state, shipped_norm = shipped["model"], shipped["plan"]["network"]["norm"]
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    assert all(torch.equal(weights.state[k], v) for k, v in state.items() if not k.endswith(statistics))
+    if shipped_norm == norm:
+        assert "norm_bridged" not in weights.origin and notes == []
+    else:
+        assert weights.origin["norm_bridged"] == [shipped_norm, norm] and len(notes) == 1

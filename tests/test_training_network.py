@@ -14,7 +14,7 @@ def test_paper_network_has_the_papers_31_million_parameters():
     assert 30.9e6 < count_parameters(net) < 31.1e6
 
 
-@pytest.mark.parametrize("norm", ["none", "batch", "instance"])
+@pytest.mark.parametrize("norm", ["none", "batch", "instance", "batch_deep_instance"])
 @pytest.mark.parametrize("convs", [1, 3])
 def test_output_is_one_logit_channel_at_input_size(norm, convs):
     net = build_network(NetworkPlan(features=[4, 8, 16], convs_per_block=convs, norm=norm))
@@ -22,6 +22,22 @@ def test_output_is_one_logit_channel_at_input_size(norm, convs):
     assert out.shape == (2, 1, 32, 48)
     norms = [m for m in net.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d))]
     assert len(norms) == (0 if norm == "none" else convs * 5)  # 3 encoder + 2 decoder blocks
+
+
+@pytest.mark.parametrize("architecture", ["unet2d", "resenc_unet2d"])
+def test_batch_deep_instance_normalises_the_two_coarsest_levels_per_slice_and_the_finer_ones_with_batch_norm(architecture):
+    """At the 1/8 and 1/16 levels (encoder and decoder) instance norm, which sees the whole slice; batch norm above."""
+    net = build_network(NetworkPlan(architecture=architecture, features=[4, 8, 16, 32, 64], norm="batch_deep_instance"))
+    kinds = {}
+    for name, m in net.named_modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)):
+            part, level = name.split(".")[:2] if not name.startswith("stem") else ("encoder", "0")
+            # decoder block k sits at level depth - 2 - k
+            level = int(level) if part == "encoder" else 5 - 2 - int(level)
+            kinds.setdefault((part, level), set()).add(type(m).__name__)
+    assert {k: v for k, v in kinds.items() if v == {"InstanceNorm2d"}}.keys() == {("encoder", 3), ("encoder", 4),
+                                                                                    ("decoder", 3)}
+    assert all(v == {"BatchNorm2d"} for k, v in kinds.items() if k[1] < 3)
 
 
 def test_depth_and_convolutions_follow_the_plan():

@@ -130,7 +130,7 @@ LR_SCHEDULES: "Registry[Any]" = Registry("learning-rate schedule", "training.lr_
 # the built-in entries, imported on first use
 NETWORKS.register("unet2d", "deepwml.models.unet2d_spec:UNet2DSpec")
 NETWORKS.register("resenc_unet2d", "deepwml.models.resenc_spec:ResEncUNet2DSpec")
-for _name in ("none", "batch", "instance"):
+for _name in ("none", "batch", "instance", "batch_deep_instance"):
     NORMS.register(_name, f"deepwml.models.norms:{_name.upper()}")
 for _name in ("bce_dice", "bce", "dice", "bce_dice_blob", "ce_dice", "ce"):
     LOSSES.register(_name, f"deepwml.models.losses:{_name}")

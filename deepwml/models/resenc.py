@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from deepwml.models.base import DescribedNetwork
+from deepwml.models.norms import level_norm
 from deepwml.models.registry import NORMS
 from deepwml.models.unet2d import add_decoder, decode, he_init
 
@@ -49,11 +50,14 @@ class ResEncUNet2D(DescribedNetwork, nn.Module):
         self.deep_supervision = net.deep_supervision
         #: training switches this on to receive the coarser heads' logits as well
         self.return_deep_supervision = False
-        self.stem = nn.Sequential(conv_norm(net.in_channels, self.features[0], net.norm), nn.ReLU(inplace=True))
+        depth = len(self.features)
+        self.stem = nn.Sequential(conv_norm(net.in_channels, self.features[0], level_norm(net.norm, 0, depth)),
+                                  nn.ReLU(inplace=True))
         self.encoder = nn.ModuleList()
         c_in = self.features[0]
         for level, (width, n_blocks) in enumerate(zip(self.features, spec.blocks)):
-            blocks = [ResidualBlock(c_in if b == 0 else width, width, 2 if (level and b == 0) else 1, net.norm)
+            norm = level_norm(net.norm, level, depth)
+            blocks = [ResidualBlock(c_in if b == 0 else width, width, 2 if (level and b == 0) else 1, norm)
                       for b in range(n_blocks)]
             self.encoder.append(nn.Sequential(*blocks))
             c_in = width

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from deepwml.models.base import DescribedNetwork, NetworkSpec
+from deepwml.models.norms import level_norm
 from deepwml.models.registry import NORMS
 
 
@@ -43,7 +44,7 @@ def add_decoder(net: nn.Module, features: List[int], convs: int, norm: str, deep
     # decoder level i (0 = finest) joins features[i+1] upsampled with the skip of features[i]
     for i in reversed(range(len(features) - 1)):
         net.up.append(nn.ConvTranspose2d(features[i + 1], features[i], 2, stride=2))
-        net.decoder.append(ConvBlock(2 * features[i], features[i], convs, norm))
+        net.decoder.append(ConvBlock(2 * features[i], features[i], convs, level_norm(norm, i, len(features))))
     net.head = nn.Conv2d(features[0], out_channels, 1)
     # one extra head per decoder level coarser than the finest, excluding the bottleneck
     n_extra = len(features) - 2 if deep_supervision else 0
@@ -94,8 +95,8 @@ class UNet2D(DescribedNetwork, nn.Module):
         self.return_deep_supervision = False
         self.encoder = nn.ModuleList()
         c_in = in_channels
-        for f in self.features:
-            self.encoder.append(ConvBlock(c_in, f, convs_per_block, norm))
+        for level, f in enumerate(self.features):
+            self.encoder.append(ConvBlock(c_in, f, convs_per_block, level_norm(norm, level, len(self.features))))
             c_in = f
         self.pool = nn.MaxPool2d(2)
         add_decoder(self, self.features, convs_per_block, norm, deep_supervision, out_channels)

@@ -59,7 +59,8 @@ class NetworkPlan:
     architecture: str = "unet2d"
     features: List[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     convs_per_block: int = 2
-    #: a layer registered in ``deepwml.models.NORMS``: 'none' (the paper), 'batch' or 'instance'
+    #: a layer registered in ``deepwml.models.NORMS``: 'none' (the paper), 'batch', 'instance' or
+    #: 'batch_deep_instance' (batch norm, instance norm at the two coarsest levels)
     norm: str = "none"
     deep_supervision: bool = False
     #: channels of the network's input: image channels × context_slices (the planner sets it)

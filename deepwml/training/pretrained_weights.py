@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Collection, Dict, List, Tuple
 
 import torch
 
@@ -126,44 +126,54 @@ def _differs_beyond(theirs: Dict[str, Any], ours: Dict[str, Any], bridged: Tuple
                             {k: v for k, v in ours.items() if k not in bridged}))
 
 
-#: (pretrained model's norm, this plan's norm) that --pretrained bridges (see bridge_norm)
-NORM_BRIDGES = {("instance", "batch"), ("batch", "instance")}
-#: batch norm's buffers, which an instance-norm model does not have
+#: norms with one learnt scale and shift per channel, which --pretrained moves into one another (see bridge_norm)
+BRIDGED_NORMS = ("instance", "batch", "batch_deep_instance")
+#: (pretrained model's norm, this plan's norm) that --pretrained bridges
+NORM_BRIDGES = {(a, b) for a in BRIDGED_NORMS for b in BRIDGED_NORMS if a != b}
+#: batch norm's buffers, which an instance-norm layer does not have
 _BATCH_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def drop_batch_norm_statistics(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """``state`` without batch norm's running statistics (an instance-norm network has none)."""
-    return {k: v for k, v in state.items() if not k.endswith(_BATCH_NORM_BUFFERS)}
+def drop_batch_norm_statistics(state: Dict[str, torch.Tensor], keep: Collection[str] = ()) -> Dict[str, torch.Tensor]:
+    """``state`` without batch norm's running statistics, except those named in ``keep`` (the ones a network with
+    batch norm in those places has)."""
+    return {k: v for k, v in state.items() if k in keep or not k.endswith(_BATCH_NORM_BUFFERS)}
+
+
+def _fresh_state(network: NetworkPlan) -> Dict[str, torch.Tensor]:
+    """The state of a newly built network of this plan (its keys, and batch norm's statistics at their defaults)."""
+    from deepwml.models import build_network
+
+    return build_network(network).state_dict()
 
 
 def bridge_norm(state: Dict[str, torch.Tensor], pair: Tuple[str, str], network: NetworkPlan,
                 path: Path) -> Tuple[Dict[str, torch.Tensor], str]:
-    """``state`` of a network with one norm made fit for ``network``, the same with the other: batch norm's running
-    statistics added at their defaults (instance -> batch) or dropped (batch -> instance)."""
-    from deepwml.models import build_network
-
+    """``state`` of a network with one norm made fit for ``network``, the same with another: batch norm's running
+    statistics dropped where ``network`` normalises each slice by its own, added at their defaults where it has batch
+    norm and the pretrained network had none."""
     if pair not in NORM_BRIDGES:
-        raise DeepWMLError(f"--pretrained: its network's norm is {pair[0]!r}, this plan's {pair[1]!r}; only instance "
-                           "and batch norm are bridged", path)
-    fresh = build_network(network).state_dict()
-    if pair == ("batch", "instance"):
-        out = drop_batch_norm_statistics(state)
-        if set(out) != set(fresh):
-            raise DeepWMLError("--pretrained: its weights are not those of this plan's network with batch norm", path)
+        raise DeepWMLError(f"--pretrained: its network's norm is {pair[0]!r}, this plan's {pair[1]!r}; only "
+                           f"{', '.join(BRIDGED_NORMS)} norms are bridged", path)
+    fresh = _fresh_state(network)
+    out = drop_batch_norm_statistics(state, keep=fresh)
+    missing = [k for k in fresh if k not in out]
+    if set(out) - set(fresh) or any(not k.endswith(_BATCH_NORM_BUFFERS) for k in missing):
+        odd = sorted(set(out) - set(fresh)) + [k for k in missing if not k.endswith(_BATCH_NORM_BUFFERS)]
+        raise DeepWMLError(f"--pretrained: its weights are not those of this plan's network with {pair[0]} norm "
+                           f"({', '.join(odd[:3])})", path)
+    out.update({k: fresh[k] for k in missing})
+    note = (f"its {pair[0]} norms become {pair[1]} norms: the convolutions and the norms' scales and shifts carry "
+            "over")
+    # (load_pretrained may have dropped the statistics already, before widening: the pair says what changes)
+    if pair[0] != "instance" and pair[1] != "batch":
         # measured on a batch-norm student of the shipped model: its weights under instance norms, untrained, gave
         # masks at median Dice 0.92 with its own on 12 synthetic scans (benchmarks/batchnorm_conversion.py): a close
         # start
-        return out, ("its batch norms become instance norms: the convolutions and the norms' scales and shifts carry "
-                     "over; each slice is normalised by its own statistics instead of the stored ones")
-    missing = [k for k in fresh if k not in state]
-    if not missing or any(not k.endswith(_BATCH_NORM_BUFFERS) for k in missing):
-        raise DeepWMLError("--pretrained: its weights are not those of this plan's network with instance norm "
-                           f"({', '.join(missing[:3]) or 'no batch-norm buffers missing'})", path)
-    out = dict(state)
-    out.update({k: fresh[k] for k in missing})
-    return out, ("its instance norms become batch norms: the convolutions and the norms' scales and shifts carry over, "
-                 "the running statistics are learnt in training")
+        note += "; where this plan has instance norm, each slice is normalised by its own statistics instead of the stored ones"
+    if pair[0] != "batch" and pair[1] != "instance":
+        note += "; the running statistics of its new batch norms are learnt in training"
+    return out, note
 
 
 def _widens(theirs: Dict[str, Any], ours: Dict[str, Any]) -> bool:
@@ -202,9 +212,10 @@ def load_pretrained(spec: str, plan: Plan) -> Tuple[PretrainedWeights, List[str]
         # checked and completed once the other bridges have shaped the state to this plan's widths
         normed = (their_net.get("norm"), our_net.get("norm"))
         their_net = {**their_net, "norm": our_net.get("norm")}
-        if normed == ("batch", "instance"):
-            # before widening, which would otherwise widen statistics the instance-norm network has no place for
-            state = drop_batch_norm_statistics(state)
+        if normed in NORM_BRIDGES:
+            # before widening, which would otherwise widen statistics this plan's network has no place for (the keys
+            # do not depend on the widths)
+            state = drop_batch_norm_statistics(state, keep=_fresh_state(plan.network))
     if _widens(their_net, our_net):
         state, note = widen(state, their_net, our_net, path)
         notes.append(note)
