@@ -14,7 +14,7 @@ The tests' fixture lesions were placed where the shipped model finds them; this 
 model is not judged by a few positions that suit one network.
 
     python benchmarks/phantom_sweep.py -m builtin [PLAN_FOLDER ...] [--checkpoint latest] [--seeds 0 1 2]
-        [--thickness 5] [--diameter 10] [--spacing 18]
+        [--thickness 5] [--diameter 10] [--spacing 18] [--csv lesions.csv]
 """
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def white_matter_points(shape: Sequence[int], spacing: float, radius: float) -> 
 
 
 def sweep_scans(seed: int, spacing: float, diameter: float):
-    """(image, lesion ids, geometry) scans of the phantom of ``seed`` without its own lesions, the grid's points shared
-    out over eight scans by the parity of their grid indices, so that lesions of one scan lie two grid steps apart."""
+    """(image, lesion ids, geometry, centres) scans of the phantom of ``seed`` without its own lesions, the grid's
+    points shared out over eight scans by the parity of their grid indices, so that lesions of one scan lie two grid
+    steps apart; ``centres[k - 1]`` is lesion k's centre (x, y, z mm in phantom_head's frame)."""
     from test_longitudinal import phantom_head
 
     image, own, geometry = phantom_head(seed)
@@ -65,10 +66,11 @@ def sweep_scans(seed: int, spacing: float, diameter: float):
     parity = (np.round(points / spacing).astype(int) % 2) @ np.array([1, 2, 4])
     for g in range(8):
         label = np.zeros(image.shape, np.uint8)
-        for k, (px, py, pz) in enumerate(points[parity == g], start=1):
+        centres = points[parity == g]
+        for k, (px, py, pz) in enumerate(centres, start=1):
             label[(x - px) ** 2 + (y - py) ** 2 + (z - pz) ** 2 < (diameter / 2) ** 2] = k
         if label.any():
-            yield image + LESION_CONTRAST * (label > 0), label, geometry
+            yield image + LESION_CONTRAST * (label > 0), label, geometry, centres
 
 
 def _probabilities(net, plan, image: np.ndarray, geometry) -> np.ndarray:
@@ -85,8 +87,9 @@ def _probabilities(net, plan, image: np.ndarray, geometry) -> np.ndarray:
     return revert_to_original(probs, pp.props)
 
 
-def score_scan(net, plan, image: np.ndarray, label: np.ndarray, geometry, thickness: float) -> Tuple[List[float], int]:
-    """Most probable voxel of each lesion of ``label`` (ids) and the false lesions, for one scan cut into slabs."""
+def score_scan(net, plan, image: np.ndarray, label: np.ndarray, geometry, thickness: float) -> Tuple[Dict[int, float], int]:
+    """Most probable voxel of each lesion of ``label`` (by id; lesions no slab labels are left out) and the false
+    lesions, for one scan cut into slabs."""
     from scipy import ndimage
 
     from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
@@ -94,16 +97,26 @@ def score_scan(net, plan, image: np.ndarray, label: np.ndarray, geometry, thickn
     stack = thick_slice_stack(image, (label > 0).astype(np.uint8), geometry, SlabSpec(thickness))
     probs = _probabilities(net, plan, stack.image, stack.geometry)
     truth = np.zeros(probs.shape, np.int32)
-    maxima = []
+    maxima = {}
     for k in np.unique(label)[1:]:
         # each lesion labelled as the whole stack is (a pixel is lesion when >= 40 % of its slab is)
         mask = thick_slice_stack(image, (label == k).astype(np.uint8), geometry, SlabSpec(thickness)).label > 0
         if mask.any():
             truth[mask] = k
-            maxima.append(float(probs[mask].max()))
+            maxima[int(k)] = float(probs[mask].max())
     found, n = ndimage.label(probs >= 0.5)
     touching = set(np.unique(found[truth > 0]).tolist()) - {0}
     return maxima, n - len(touching)
+
+
+def _write_csv(rows: List[dict], path: Path) -> None:
+    """``rows`` as a CSV at ``path``, written to a temporary file first."""
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -115,6 +128,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--thickness", type=float, default=5.0, help="slab thickness, mm")
     p.add_argument("--diameter", type=float, default=10.0, help="lesion diameter, mm")
     p.add_argument("--spacing", type=float, default=18.0, help="grid step between lesion centres, mm")
+    p.add_argument("--csv", type=Path, default=None,
+                   help="write every lesion's centre and most probable voxel per model here (e.g. to place a test's "
+                        "lesion where every model finds one)")
     args = p.parse_args(argv)
     import torch
 
@@ -128,14 +144,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         models[m] = (build_fold_networks(spec, load_fold_states(spec))[0].eval(), spec.plan)
     maxima: Dict[str, List[float]] = {m: [] for m in models}
     false: Dict[str, int] = {m: 0 for m in models}
+    rows = []
     scans = 0
     for seed in args.seeds:
-        for image, label, geometry in sweep_scans(seed, args.spacing, args.diameter):
+        for image, label, geometry, centres in sweep_scans(seed, args.spacing, args.diameter):
             scans += 1
             for m, (net, plan) in models.items():
                 found, wrong = score_scan(net, plan, image, label, geometry, args.thickness)
-                maxima[m] += found
+                maxima[m] += found.values()
                 false[m] += wrong
+                rows += [{"model": m, "seed": seed, "x_mm": centres[k - 1][0], "y_mm": centres[k - 1][1],
+                          "z_mm": centres[k - 1][2], "max_probability": v} for k, v in found.items()]
+    if args.csv is not None:
+        _write_csv(rows, args.csv)
     print(f"phantom sweep: {len(next(iter(maxima.values())))} lesions of {args.diameter:g} mm on {scans} scans "
           f"(seeds {', '.join(map(str, args.seeds))}), {args.thickness:g} mm slabs, no TTA")
     for m, values in maxima.items():

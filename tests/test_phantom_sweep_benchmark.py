@@ -30,11 +30,13 @@ def test_every_grid_point_gets_one_lesion_on_one_scan_and_lesions_of_a_scan_lie_
     bench = load_benchmark("phantom_sweep")
     scans = list(bench.sweep_scans(0, 24.0, 10.0))
     assert 1 < len(scans) <= 8
-    counts = [len(np.unique(label)) - 1 for _, label, _ in scans]
+    counts = [len(np.unique(label)) - 1 for _, label, _, _ in scans]
     assert sum(counts) == len(bench.white_matter_points(SHAPE, 24.0, 5.0))
     z, y, x = np.meshgrid(*[(np.arange(n) - n / 2) * 1.5 for n in SHAPE], indexing="ij")
-    for image, label, _ in scans:
+    for image, label, _, listed in scans:
         centres = np.array([[c[label == k].mean() for c in (x, y, z)] for k in np.unique(label)[1:]])
+        assert np.abs(centres - listed).max() < 1.0  # the centres the sweep reports are its lesions'
+
         gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(centres), 1)]
         assert gaps.size == 0 or gaps.min() > 2 * 24.0 - 2
         # the phantom's own lesions are gone: only the sweep's are brighter than the brain there
@@ -64,18 +66,23 @@ class _Brighter(torch.nn.Module):
 def test_a_model_calling_the_bright_pixels_finds_every_lesion_and_one_calling_nothing_finds_none():
     bench = load_benchmark("phantom_sweep")
     plan = check_model(builtin_model_dir(), checkpoint="latest").plan
-    image, label, geometry = next(bench.sweep_scans(0, 24.0, 10.0))
-    n = len(np.unique(label)) - 1
+    image, label, geometry, _ = next(bench.sweep_scans(0, 24.0, 10.0))
+    ids = sorted(np.unique(label)[1:].tolist())
     maxima, false = bench.score_scan(_Brighter(0.8), plan, image, label, geometry, 5.0)
-    assert len(maxima) == n and min(maxima) > 0.5 and false >= 1  # the rim is brighter still: false lesions
+    assert sorted(maxima) == ids and min(maxima.values()) > 0.5 and false >= 1  # the rim is brighter still
     maxima, false = bench.score_scan(_Constant(-20.0), plan, image, label, geometry, 5.0)
-    assert len(maxima) == n and max(maxima) < 0.01 and false == 0
+    assert sorted(maxima) == ids and max(maxima.values()) < 0.01 and false == 0
 
 
-def test_a_run_prints_the_share_found_per_model(capsys):
+def test_a_run_prints_the_share_found_per_model_and_lists_every_lesion(tmp_path, capsys):
+    import pandas as pd
+
     bench = load_benchmark("phantom_sweep")
-    assert bench.main(["-m", "builtin", "--seeds", "0", "--spacing", "36"]) == 0
+    assert bench.main(["-m", "builtin", "--seeds", "0", "--spacing", "36", "--csv", str(tmp_path / "l.csv")]) == 0
     out = capsys.readouterr().out
     assert "phantom sweep: " in out and "lesions of 10 mm" in out
     found, total = out.split("builtin: found ")[1].split()[0].split("/")
     assert 0 <= int(found) <= int(total) > 0
+    table = pd.read_csv(tmp_path / "l.csv")
+    assert len(table) == int(total) and (table["max_probability"] >= 0.5).sum() == int(found)
+    assert list(table.columns) == ["model", "seed", "x_mm", "y_mm", "z_mm", "max_probability"]
