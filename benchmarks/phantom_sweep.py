@@ -5,10 +5,10 @@ nucleus, a bright 6 mm rim for the scalp) is nothing like the synthetic or real 
 asks whether a model still calls a lesion that stands out plainly from what surrounds it. Its own three lesions are
 taken out; a round lesion (--diameter, +50 over the brain's 100) is put in turn at every point of a grid through its
 white matter (--spacing apart, away from the edge, the ventricles and the nucleus; interleaved over eight scans so
-that lesions stay two grid steps apart), the head is cut into thick slabs (--thickness) and each model predicts the slabs as
-`deepwml_predict` would up to the probabilities (the plan's preprocessing, the network, no TTA). Per model: the share of
-lesions whose most probable voxel reaches 0.5, the median of those maxima, and the false lesions (probability >= 0.5
-connected across slices, touching no lesion).
+that lesions stay two grid steps apart), the head is cut into thick slabs (--thickness) and each model predicts the
+slabs as `deepwml_predict` would up to the probabilities (the plan's preprocessing, the network, no TTA). Per model:
+the share of lesions whose most probable voxel reaches 0.5, the median of those maxima, and the false lesions
+(probability >= 0.5 connected across slices, touching no lesion).
 
 The tests' fixture lesions were placed where the shipped model finds them; this sweep places them everywhere, so a
 model is not judged by a few positions that suit one network.
@@ -87,23 +87,25 @@ def _probabilities(net, plan, image: np.ndarray, geometry) -> np.ndarray:
     return revert_to_original(probs, pp.props)
 
 
-def score_scan(net, plan, image: np.ndarray, label: np.ndarray, geometry, thickness: float) -> Tuple[Dict[int, float], int]:
-    """Most probable voxel of each lesion of ``label`` (by id; lesions no slab labels are left out) and the false
-    lesions, for one scan cut into slabs."""
-    from scipy import ndimage
-
+def cut_scan(image: np.ndarray, label: np.ndarray, geometry, thickness: float) -> Tuple[object, np.ndarray]:
+    """The scan cut into slabs, and each lesion's id where the slabs label it (a pixel is lesion when >= 40 % of its
+    slab is, each lesion on its own); the same for every model, so made once per scan."""
     from deepwml.synthetic.thick_slices import SlabSpec, thick_slice_stack
 
     stack = thick_slice_stack(image, (label > 0).astype(np.uint8), geometry, SlabSpec(thickness))
-    probs = _probabilities(net, plan, stack.image, stack.geometry)
-    truth = np.zeros(probs.shape, np.int32)
-    maxima = {}
+    truth = np.zeros(stack.image.shape, np.int32)
     for k in np.unique(label)[1:]:
-        # each lesion labelled as the whole stack is (a pixel is lesion when >= 40 % of its slab is)
-        mask = thick_slice_stack(image, (label == k).astype(np.uint8), geometry, SlabSpec(thickness)).label > 0
-        if mask.any():
-            truth[mask] = k
-            maxima[int(k)] = float(probs[mask].max())
+        truth[thick_slice_stack(image, (label == k).astype(np.uint8), geometry, SlabSpec(thickness)).label > 0] = k
+    return stack, truth
+
+
+def score_scan(net, plan, stack, truth: np.ndarray) -> Tuple[Dict[int, float], int]:
+    """Most probable voxel of each lesion of ``truth`` (ids of :func:`cut_scan`; lesions no slab labels are left out)
+    and the false lesions."""
+    from scipy import ndimage
+
+    probs = _probabilities(net, plan, stack.image, stack.geometry)
+    maxima = {int(k): float(probs[truth == k].max()) for k in np.unique(truth)[1:]}
     found, n = ndimage.label(probs >= 0.5)
     touching = set(np.unique(found[truth > 0]).tolist()) - {0}
     return maxima, n - len(touching)
@@ -149,8 +151,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for seed in args.seeds:
         for image, label, geometry, centres in sweep_scans(seed, args.spacing, args.diameter):
             scans += 1
+            stack, truth = cut_scan(image, label, geometry, args.thickness)
             for m, (net, plan) in models.items():
-                found, wrong = score_scan(net, plan, image, label, geometry, args.thickness)
+                found, wrong = score_scan(net, plan, stack, truth)
                 maxima[m] += found.values()
                 false[m] += wrong
                 rows += [{"model": m, "seed": seed, "x_mm": centres[k - 1][0], "y_mm": centres[k - 1][1],

@@ -36,7 +36,6 @@ def test_every_grid_point_gets_one_lesion_on_one_scan_and_lesions_of_a_scan_lie_
     for image, label, _, listed in scans:
         centres = np.array([[c[label == k].mean() for c in (x, y, z)] for k in np.unique(label)[1:]])
         assert np.abs(centres - listed).max() < 1.0  # the centres the sweep reports are its lesions'
-
         gaps = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(centres), 1)]
         assert gaps.size == 0 or gaps.min() > 2 * 24.0 - 2
         # the phantom's own lesions are gone: only the sweep's are brighter than the brain there
@@ -68,9 +67,10 @@ def test_a_model_calling_the_bright_pixels_finds_every_lesion_and_one_calling_no
     plan = check_model(builtin_model_dir(), checkpoint="latest").plan
     image, label, geometry, _ = next(bench.sweep_scans(0, 24.0, 10.0))
     ids = sorted(np.unique(label)[1:].tolist())
-    maxima, false = bench.score_scan(_Brighter(0.8), plan, image, label, geometry, 5.0)
+    stack, truth = bench.cut_scan(image, label, geometry, 5.0)
+    maxima, false = bench.score_scan(_Brighter(0.8), plan, stack, truth)
     assert sorted(maxima) == ids and min(maxima.values()) > 0.5 and false >= 1  # the rim is brighter still
-    maxima, false = bench.score_scan(_Constant(-20.0), plan, image, label, geometry, 5.0)
+    maxima, false = bench.score_scan(_Constant(-20.0), plan, stack, truth)
     assert sorted(maxima) == ids and max(maxima.values()) < 0.01 and false == 0
 
 
