@@ -1,18 +1,17 @@
-"""Both norms of the shipped lesion network: their time, and how close a copy in the other norm starts (#12's speed).
+"""Every norm of the shipped lesion network: their time, and how close a copy in another norm starts (#12's speed).
 
-The shipped U-Net normalises with instance norm: ONNX Runtime computes it in plain layout, so every norm costs two
-layout reorders, and its statistics change with the crop, so the network sees the whole 256² slice, air included.
-Batch norm has neither cost. This prints, on this machine (for whichever norm the shipped network has):
+Instance norm costs ONNX Runtime two layout reorders per layer and changes with a crop (so the network sees the whole
+256² slice, air included); batch norm has neither cost; ``batch_deep_instance`` (the shipped norm since 2026-12-05)
+is batch norm at the finer levels and instance norm at the two coarsest. This prints, on this machine:
 
-1. ONNX Runtime's time for a batch of 8 slices of the same U-Net with instance norm and with batch norm, at 256² and
-   at a head-sized crop (224 × 192), medians of --runs taken in turns;
-2. how close a copy of the shipped network in the other norm gets with no training, as `deepwml_train --pretrained`
-   makes it: the same convolutions and norm scales and shifts; from instance to batch norm the statistics averaged
-   over the head slices of --calibration synthetic scans, from batch to instance norm none (each slice its own);
-   Dice between its masks (probability >= 0.5) and the shipped network's on --cases other scans.
+1. ONNX Runtime's time for a batch of 8 slices of the same U-Net with each norm (instance, batch,
+   batch_deep_instance), at 256² and at a head-sized crop (224 × 192), medians of --runs taken in turns;
+2. how close a copy of the model in each other norm gets with no training, as `deepwml_train --pretrained` makes it:
+   the same convolutions and norm scales and shifts, batch norm's statistics kept where both have batch norm; where
+   the copy has batch norm and the model had instance norm, the statistics averaged over the head slices of
+   --calibration synthetic scans; Dice between its masks (probability >= 0.5) and the model's on --cases other scans.
 
-A copy is a starting point for training (a distilled student, or fine-tuning on an instance-norm preset), not a model
-to use.
+A copy is a starting point for training (a distilled student, or fine-tuning on another preset), not a model to use.
 
     python benchmarks/batchnorm_conversion.py [--calibration 8] [--cases 12] [--runs 7] [--seed 4400]
         [-m PLAN_FOLDER [--checkpoint best|latest]]
@@ -62,18 +61,20 @@ def _timings(graphs: Dict[str, bytes], shapes: Sequence[Tuple[int, int]], runs: 
     return {key: statistics.median(spent) for key, spent in times.items()}
 
 
-def norm_copy(net: torch.nn.Module, plan_network: Any) -> Tuple[torch.nn.Module, str]:
-    """``net`` with the other norm (instance <-> batch) and that norm's name, as deepwml_train --pretrained makes it
-    (deepwml.training.pretrained_weights.bridge_norm): batch norm's statistics unset or dropped."""
+def norm_copy(net: torch.nn.Module, plan_network: Any, norm: str) -> Tuple[torch.nn.Module, List[str]]:
+    """``net`` with ``norm`` instead of its plan's, as deepwml_train --pretrained makes it
+    (deepwml.training.pretrained_weights.bridge_norm), and the batch norms whose statistics it had to default."""
     from deepwml.models import build_network
     from deepwml.training.pretrained_weights import bridge_norm
 
     spec = copy.deepcopy(plan_network)
-    spec.norm = "batch" if plan_network.norm == "instance" else "instance"
+    spec.norm = norm
     other = build_network(spec)
-    state, _ = bridge_norm(net.state_dict(), (plan_network.norm, spec.norm), spec, Path("the network"))
+    theirs = net.state_dict()
+    state, _ = bridge_norm(theirs, (plan_network.norm, norm), spec, Path("the network"))
     other.load_state_dict(state)
-    return other, spec.norm
+    defaulted = sorted({k[: -len(".running_mean")] for k in state if k.endswith(".running_mean") and k not in theirs})
+    return other.eval(), defaulted
 
 
 def _head_slices(case: Any, plan: Any) -> torch.Tensor:
@@ -93,18 +94,21 @@ def synthetic_cases(n: int, seed: int, first: int) -> List[Any]:
     return [generate_case(CENTRES[i % len(CENTRES)], index=first + i // len(CENTRES), seed=seed) for i in range(n)]
 
 
-def _estimate_statistics(net: torch.nn.Module, cases: Sequence[Any], plan: Any) -> None:
-    """Batch norm's running statistics as a plain average over the head slices of ``cases``, in batches of 8."""
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over every batch
-    net.train()
+def _estimate_statistics(net: torch.nn.Module, cases: Sequence[Any], plan: Any, modules: Sequence[str]) -> None:
+    """The running statistics of the batch norms named in ``modules`` as a plain average over the head slices of
+    ``cases``, in batches of 8; every other layer as it is."""
+    named = dict(net.named_modules())
+    net.eval()
+    for name in modules:
+        named[name].reset_running_stats()
+        named[name].momentum = None  # a plain average over every batch
+        named[name].train()
     with torch.no_grad():
         for case in cases:
             x = _head_slices(case, plan)
             for i in range(0, len(x), 8):
                 net(x[i:i + 8])
+    net.eval()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -121,33 +125,43 @@ def main(argv: Optional[List[str]] = None) -> int:
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
     from deepwml.pretrained import builtin_model_dir
 
+    from deepwml.training.pretrained_weights import BRIDGED_NORMS
+
     torch.set_num_threads(2)
     spec = check_model(args.model or builtin_model_dir(), checkpoint=args.checkpoint)
-    shipped = build_fold_networks(spec, load_fold_states(spec))[0].eval()
-    other, other_norm = norm_copy(shipped, spec.plan.network)
+    model = build_fold_networks(spec, load_fold_states(spec))[0].eval()
+    own = spec.plan.network.norm
+    if own not in BRIDGED_NORMS:
+        raise SystemExit(f"the model's norm is {own!r}; this compares only {', '.join(BRIDGED_NORMS)}")
+    copies = {norm: norm_copy(model, spec.plan.network, norm) for norm in BRIDGED_NORMS if norm != own}
     label, whose = ("shipped", "the shipped network") if args.model is None else ("the model", "the model")
     print(f"ONNX Runtime, 8 slices, 2 threads, median of {args.runs} runs taking turns")
     shapes = ((256, 256), (224, 192))
-    names = {f"{spec.plan.network.norm} norm ({label})": shipped, f"{other_norm} norm": other}
+    names = {f"{own} norm ({label})": model, **{f"{norm} norm": net for norm, (net, _) in copies.items()}}
     seconds = _timings({name: _graph(copy.deepcopy(net)) for name, net in names.items()}, shapes, args.runs)
     for name in names:
-        print(f"  {name:24s} " + ", ".join(f"{h}x{w}: {seconds[(name, (h, w))]:.3f} s" for h, w in shapes))
-    if other_norm == "batch":
-        _estimate_statistics(other, synthetic_cases(args.calibration, args.seed, 1), spec.plan)
-    other.eval()
-    dices = []
+        print(f"  {name:34s} " + ", ".join(f"{h}x{w}: {seconds[(name, (h, w))]:.3f} s" for h, w in shapes))
+    calibration = synthetic_cases(args.calibration, args.seed, 1)
+    for net, defaulted in copies.values():
+        if defaulted:
+            _estimate_statistics(net, calibration, spec.plan, defaulted)
+    dices: Dict[str, List[float]] = {norm: [] for norm in copies}
     with torch.no_grad():
         for case in synthetic_cases(args.cases, args.seed, 1 + -(-args.calibration // len(CENTRES))):
             x = _head_slices(case, spec.plan)
-            a, b = (torch.sigmoid(n(x)).numpy() >= 0.5 for n in (shipped, other))
-            total = int(a.sum() + b.sum())
-            dices.append(2.0 * int((a & b).sum()) / total if total else 1.0)
-            print(f"  {case.case_id}: {label} {int(a.sum())} voxels, {other_norm}-norm copy {int(b.sum())}, "
-                  f"Dice {dices[-1]:.3f}")
-    statistics_from = (f"statistics from {args.calibration}" if other_norm == "batch"
-                       else "each slice its own statistics")
-    print(f"{other_norm}-norm copy against {whose}, no training: median Dice {statistics.median(dices):.3f} over "
-          f"{len(dices)} scans ({statistics_from})")
+            a = torch.sigmoid(model(x)).numpy() >= 0.5
+            parts = []
+            for norm, (net, _) in copies.items():
+                b = torch.sigmoid(net(x)).numpy() >= 0.5
+                total = int(a.sum() + b.sum())
+                dices[norm].append(2.0 * int((a & b).sum()) / total if total else 1.0)
+                parts.append(f"{norm}-norm copy {int(b.sum())} (Dice {dices[norm][-1]:.3f})")
+            print(f"  {case.case_id}: {label} {int(a.sum())} voxels, " + ", ".join(parts))
+    for norm, (_, defaulted) in copies.items():
+        statistics_from = (f"{len(defaulted)} batch norms' statistics from {args.calibration} scans" if defaulted
+                           else "no statistics to estimate")
+        print(f"{norm}-norm copy against {whose}, no training: median Dice {statistics.median(dices[norm]):.3f} over "
+              f"{len(dices[norm])} scans ({statistics_from})")
     return 0
 
 

@@ -2,6 +2,7 @@
 takes with -m; it starts from the shipped weights, says what it was tuned on, resumes, and refuses what it must."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from deepwml.cli.finetune import main as finetune_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
+from deepwml.pretrained import builtin_model_dir
 from deepwml.synthetic.generate import generate_case
 
 
@@ -55,7 +57,9 @@ def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
     assert "--pretrained" in out and "deepwml_predict -i SCANS -o OUT -m" in out
     # a model folder deepwml_predict takes, started from the shipped weights, with a card saying what it was tuned on
     checkpoint = torch.load(model / "fold_all" / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
-    assert checkpoint["pretrained"]["source"].endswith("wmh_flair2d") and checkpoint["plan"]["name"] == "cpu_fast_robust"
+    shipped_plan = json.loads((builtin_model_dir() / "plans.json").read_text())
+    assert checkpoint["pretrained"]["source"].endswith("wmh_flair2d") and checkpoint["plan"]["name"] == shipped_plan["name"]
+    assert checkpoint["plan"]["network"] == shipped_plan["network"]  # the shipped network itself, no norm bridged
     card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Fine-tuned on: 2 labelled scan(s)" in card and "wmh_flair2d" in card and "1 epochs x 1 iterations" in card
     assert "no figure here measures the model on scans it has not seen" in card

@@ -246,7 +246,7 @@ def test_a_recipe_started_from_a_model_copies_it_once_and_every_network_fine_tun
     with pytest.raises(DeepWMLError, match="--start-from: not a trained model's PLAN folder"):
         _start_model(replace(recipe, start_from=str(tmp_path / "nothing")), tmp_path / "other", record_path)
 
-    calls = _train_fold_twice(recipe_module, recipe, "cpu_fast_robust", tmp_path / "results", args, monkeypatch)
+    calls = _train_fold_twice(recipe_module, recipe, "cpu_fast_robust_deep_in", tmp_path / "results", args, monkeypatch)
     assert calls[0][-2:] == args
     assert calls[-1][-1] == "--continue" and "--pretrained" not in calls[-1]
     card = model_card(recipe, read_json(record_path))
@@ -358,15 +358,19 @@ def test_the_shipped_model_segments_an_unseen_synthetic_scan(tmp_path, centre, s
     assert dice(case.label > 0, mask) > SHIPPED_MODEL_MIN_DICE
 
 
-def test_the_recipe_preset_is_cpu_fast_with_strong_intensity_augmentation():
-    """The shipped model trains on cpu_fast_robust: cpu_fast's network and preprocessing (so `deepwml_train -p cpu_fast
-    --pretrained builtin` fine-tunes it), with intensity augmentation that changes what a lesion's brightness looks like."""
+def test_the_recipe_preset_is_the_shipped_plan_cpu_fast_with_strong_intensity_augmentation():
+    """The recipe trains on the shipped model's plan: cpu_fast's preprocessing and U-Net (batch norm at the finer
+    levels, instance norm at the two coarsest), with intensity augmentation that changes what a lesion's brightness
+    looks like; `deepwml_train -p cpu_fast --pretrained builtin` fine-tunes it through the norm bridge."""
     from deepwml.planning.plan import load_preset
+    from deepwml.pretrained import builtin_model_dir
     from deepwml.training.augmentation import build_transforms
 
     robust, fast = load_preset(Recipe().preset), load_preset("cpu_fast")
-    assert robust.name == "cpu_fast_robust"
-    assert robust.network == fast.network and robust.preprocessing == fast.preprocessing
+    shipped = json.loads((builtin_model_dir() / "plans.json").read_text())
+    assert robust.name == shipped["name"] == "cpu_fast_robust_deep_in"
+    assert robust.to_dict()["network"] == shipped["network"] and robust.to_dict()["preprocessing"] == shipped["preprocessing"]
+    assert dataclasses.replace(robust.network, norm=fast.network.norm) == fast.network and robust.preprocessing == fast.preprocessing
     aug = robust.training.augmentation
     assert aug.gamma[1] >= 1.5 and aug.contrast is not None and aug.low_resolution is not None and aug.blur_sigma is not None
     rng = np.random.default_rng(0)

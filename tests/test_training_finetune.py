@@ -265,9 +265,26 @@ def test_a_narrower_or_deeper_plan_or_another_architecture_cannot_be_widened_int
         assert str(src) in str(e.value)
 
 
-def test_the_flat_contrast_preset_is_the_shipped_plan_with_a_wider_gamma_and_takes_its_weights_silently():
+def _shipped_checkpoint() -> dict:
+    """The shipped lesion model's checkpoint."""
+    from deepwml.pretrained import builtin_model_dir
+
+    return load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))
+
+
+def _norm_notes(shipped_norm: str, norm: str, weights, notes) -> list:
+    """``notes`` without the norm bridge's, which is there exactly when the shipped model's norm differs from ``norm``."""
+    if shipped_norm == norm:
+        assert "norm_bridged" not in weights.origin
+        return notes
+    assert weights.origin["norm_bridged"] == [shipped_norm, norm]
+    return [n for n in notes if "norms become" not in n]
+
+
+def test_the_flat_contrast_preset_is_cpu_fast_robust_with_a_wider_gamma_and_the_shipped_model_starts_it():
     """plans/cpu_fast_robust_flat.json changes only the gamma augmentation's lower end (0.7 -> 0.5): the shipped
-    model's weights start it unchanged and with no note, since its preprocessing is the same."""
+    model's weights start it with no note but the norm bridge's when the shipped network normalises otherwise (every
+    convolution, scale and shift unchanged), since its preprocessing is the same."""
     from deepwml.planning.plan import load_preset
     from deepwml.training.pretrained_weights import load_pretrained
 
@@ -278,24 +295,30 @@ def test_the_flat_contrast_preset_is_the_shipped_plan_with_a_wider_gamma_and_tak
     assert flat.training.augmentation.gamma == [0.5, 1.5] and robust.training.augmentation.gamma == [0.7, 1.5]
     b["training"]["augmentation"]["gamma"] = a["training"]["augmentation"]["gamma"]
     assert b["training"] == a["training"]
+    shipped = _shipped_checkpoint()
     weights, notes = load_pretrained("builtin", flat)
-    assert notes == [] and weights.origin["plan_name"] == "cpu_fast_robust"
+    assert _norm_notes(shipped["plan"]["network"]["norm"], flat.network.norm, weights, notes) == []
+    assert weights.origin["plan_name"] == shipped["plan"]["name"]
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    assert all(torch.equal(weights.state[k], v) for k, v in shipped["model"].items() if not k.endswith(statistics))
 
 
 def test_the_shipped_model_starts_the_384_matrix_plan_with_a_preprocessing_note():
-    """plans/cpu_fast_robust_384.json is the shipped plan at a finer matrix: its weights load unchanged, and the
-    user is told that the preprocessing differs (benchmarks/README.md, "A finer matrix")."""
+    """plans/cpu_fast_robust_384.json is cpu_fast_robust at a finer matrix: the shipped weights start it unchanged
+    (bar the norm bridge's statistics when the shipped network normalises otherwise), and the user is told that the
+    preprocessing differs (benchmarks/README.md, "A finer matrix")."""
     from deepwml.planning.plan import load_preset
-    from deepwml.pretrained import builtin_model_dir
     from deepwml.training.pretrained_weights import load_pretrained
 
     robust, fine = load_preset("cpu_fast_robust"), load_preset("cpu_fast_robust_384")
     assert fine.to_dict()["network"] == robust.to_dict()["network"]
     assert fine.preprocessing.matrix == [384, 384] and fine.training.patch_size == [384, 384]
     weights, notes = load_pretrained("builtin", fine)
-    shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))["model"]
-    assert weights.state.keys() == shipped.keys() and all(torch.equal(weights.state[k], v) for k, v in shipped.items())
-    assert notes == ["preprocessing differs from the pretrained model's: matrix: [256, 256] -> [384, 384]"]
+    shipped = _shipped_checkpoint()
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    assert all(torch.equal(weights.state[k], v) for k, v in shipped["model"].items() if not k.endswith(statistics))
+    assert _norm_notes(shipped["plan"]["network"]["norm"], fine.network.norm, weights, notes) == [
+        "preprocessing differs from the pretrained model's: matrix: [256, 256] -> [384, 384]"]
 
 
 def _assert_batch_of_one_normalised_alike(in_network, in_state, bn_network, bn_state) -> None:

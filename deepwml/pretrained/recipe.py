@@ -42,8 +42,10 @@ class Recipe:
 
     seed: int = 0
     scale: float = 0.25
-    #: cpu_fast with strong intensity augmentation (plans/cpu_fast_robust.json); the network is cpu_fast's
-    preset: str = "cpu_fast_robust"
+    #: cpu_fast with strong intensity augmentation, batch norm at the finer levels and instance norm at the two
+    #: coarsest (plans/cpu_fast_robust_deep_in.json): the shipped model's plan since 2026-12-05 (before,
+    #: cpu_fast_robust, all instance norm)
+    preset: str = "cpu_fast_robust_deep_in"
     #: the trained folds; more than one are shipped as an ensemble (their probabilities averaged), which evens out
     #: how much a single training run's real-scan figures depend on its split and initialisation
     folds: Tuple[str, ...] = ("0", "1")
