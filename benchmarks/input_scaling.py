@@ -3,8 +3,9 @@ once as the plan preprocesses it, once with the network's input changed to a * x
 different normalisation's mean and standard deviation would change it), and prints the mask's voxel counts.
 
 A network whose first layer is followed by instance normalisation undoes such a change (up to the zero padding at
-the border and the clipping before it), so the intensity normalisation is not what makes a mask depend on the
-skull around the brain (benchmarks/README.md, real-data development check, `--add-head`):
+the border and the clipping before it), so the intensity normalisation is not what makes such a mask depend on the
+skull around the brain (benchmarks/README.md, real-data development check, `--add-head`); a network with batch norm
+there (the model shipped since 2026-12-05) follows the change, and this measures by how much:
 
     python benchmarks/real_dev.py --builtin --add-head --thickness 6.5 --work /tmp/rd_head
     python benchmarks/input_scaling.py -i /tmp/rd_head/images
