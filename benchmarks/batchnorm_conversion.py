@@ -124,7 +124,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
     from deepwml.pretrained import builtin_model_dir
-
     from deepwml.training.pretrained_weights import BRIDGED_NORMS
 
     torch.set_num_threads(2)
@@ -132,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = build_fold_networks(spec, load_fold_states(spec))[0].eval()
     own = spec.plan.network.norm
     if own not in BRIDGED_NORMS:
-        raise SystemExit(f"the model's norm is {own!r}; this compares only {', '.join(BRIDGED_NORMS)}")
+        raise SystemExit(f"{args.model}: the model's norm is {own!r}; this compares only {', '.join(BRIDGED_NORMS)}")
     copies = {norm: norm_copy(model, spec.plan.network, norm) for norm in BRIDGED_NORMS if norm != own}
     label, whose = ("shipped", "the shipped network") if args.model is None else ("the model", "the model")
     print(f"ONNX Runtime, 8 slices, 2 threads, median of {args.runs} runs taking turns")

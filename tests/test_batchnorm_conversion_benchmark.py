@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
@@ -66,3 +67,12 @@ def test_a_short_run_prints_every_norm_s_timings_and_the_agreement(capsys):
     for line in lines:
         dice = float(line.split("median Dice ")[1].split()[0])
         assert 0.0 <= dice <= 1.0 and "over 1 scans (" in line
+
+
+def test_a_model_without_a_bridged_norm_is_refused_naming_it(tmp_path):
+    from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+    bench = load_benchmark("batchnorm_conversion")
+    model = write_model_dir(tmp_path / "paperlike", tiny_plan(norm="none"))
+    with pytest.raises(SystemExit, match="paperlike: the model's norm is 'none'; this compares only instance, batch"):
+        bench.main(["-m", str(model), "--checkpoint", "best"])
