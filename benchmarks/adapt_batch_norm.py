@@ -17,11 +17,12 @@ are passed to real_dev.py (give the stack options used for --stacks-only). ``--n
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +33,6 @@ STATISTICS = ("running_mean", "running_var")
 def scan_statistics(net: torch.nn.Module, slices: torch.Tensor, batch: int = 8) -> Dict[str, torch.Tensor]:
     """The running means and variances every batch norm of ``net`` computes over ``slices`` ([S, C, H, W]) as a plain
     average of batches of ``batch``; ``net`` itself is left unchanged."""
-    import copy
-
     probe = copy.deepcopy(net).eval()
     for module in probe.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -67,7 +66,7 @@ def write_model(source: Path, checkpoint: Path, state: Dict[str, torch.Tensor], 
     return dest
 
 
-def _head_slices(path: Path, plan) -> torch.Tensor:
+def _head_slices(path: Path, plan: Any) -> torch.Tensor:
     """The preprocessed head slices of the image at ``path`` as a [S, 1, H, W] batch."""
     from deepwml.imageio import read_image
     from deepwml.preprocessing.transforms import preprocess_arrays
@@ -90,6 +89,7 @@ def adapt_and_segment(images: Sequence[Path], model: Path, checkpoint: str, mixe
     if not any(k.endswith(STATISTICS) for k in stored):
         raise SystemExit(f"{model}: its network has no batch norm to adapt (norm {spec.plan.network.norm!r})")
     source_checkpoint = spec.checkpoints[0]
+    statistics = {image: scan_statistics(net, _head_slices(image, spec.plan)) for image in images}  # small: per channel
     folders = []
     for mix in mixes:
         folder = work / f"mix_{mix:g}"
@@ -97,7 +97,7 @@ def adapt_and_segment(images: Sequence[Path], model: Path, checkpoint: str, mixe
         folders.append(folder / "pred")
         for image in images:
             case = image.name.split(".")[0]
-            state = mixed_state(stored, scan_statistics(net, _head_slices(image, spec.plan)), mix)
+            state = mixed_state(stored, statistics[image], mix)
             adapted = write_model(model, source_checkpoint, state, folder / "models" / case)
             single = folder / "in" / case
             single.mkdir(parents=True, exist_ok=True)
