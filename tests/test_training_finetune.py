@@ -321,6 +321,26 @@ def test_the_shipped_model_starts_the_384_matrix_plan_with_a_preprocessing_note(
         "preprocessing differs from the pretrained model's: matrix: [256, 256] -> [384, 384]"]
 
 
+def test_the_shipped_model_starts_the_25d_preset_widened_and_through_the_norm_bridge():
+    """plans/cpu_fast_robust_25d.json is cpu_fast_robust with 3 context slices: the shipped 2D weights start it with
+    the first convolution widened (its own slice's weights kept, the neighbours at zero) and, when the shipped network
+    normalises otherwise, its norms bridged; every other weight carries over."""
+    from deepwml.planning.plan import load_preset
+    from deepwml.training.pretrained_weights import load_pretrained
+
+    plan = load_preset("cpu_fast_robust_25d")
+    shipped = _shipped_checkpoint()
+    weights, notes = load_pretrained("builtin", plan)
+    rest = _norm_notes(shipped["plan"]["network"]["norm"], plan.network.norm, weights, notes)
+    assert len(rest) == 1 and rest[0].startswith("widened its first convolution (encoder.0.0.weight) from 1 to 3")
+    assert weights.origin["context_slices_inflated"] == [1, 3]
+    first = weights.state["encoder.0.0.weight"]
+    assert torch.equal(first[:, 1:2], shipped["model"]["encoder.0.0.weight"]) and not first[:, [0, 2]].any()
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    assert all(torch.equal(weights.state[k], v) for k, v in shipped["model"].items()
+               if not k.endswith(statistics) and k != "encoder.0.0.weight")
+
+
 def _assert_batch_of_one_normalised_alike(in_network, in_state, bn_network, bn_state) -> None:
     """An instance-norm network and a batch-norm one in training mode compute the same for each single slice."""
     from deepwml.models.base import build_network
