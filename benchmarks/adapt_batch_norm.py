@@ -22,26 +22,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
+from batchnorm_conversion import average_statistics, head_slices  # benchmarks/batchnorm_conversion.py, next to this script
 
 STATISTICS = ("running_mean", "running_var")
 
 
-def scan_statistics(net: torch.nn.Module, slices: torch.Tensor, batch: int = 8) -> Dict[str, torch.Tensor]:
+def scan_statistics(net: torch.nn.Module, slices: torch.Tensor) -> Dict[str, torch.Tensor]:
     """The running means and variances every batch norm of ``net`` computes over ``slices`` ([S, C, H, W]) as a plain
-    average of batches of ``batch``; ``net`` itself is left unchanged."""
-    probe = copy.deepcopy(net).eval()
-    for module in probe.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over every batch
-            module.train()
-    with torch.no_grad():
-        for i in range(0, len(slices), batch):
-            probe(slices[i:i + batch])
+    average of batches of 8; ``net`` itself is left unchanged."""
+    probe = copy.deepcopy(net)
+    names = [name for name, m in probe.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    average_statistics(probe, [slices], names)
     return {k: v for k, v in probe.state_dict().items() if k.endswith(STATISTICS)}
 
 
@@ -66,19 +60,10 @@ def write_model(source: Path, checkpoint: Path, state: Dict[str, torch.Tensor], 
     return dest
 
 
-def _head_slices(path: Path, plan: Any) -> torch.Tensor:
-    """The preprocessed head slices of the image at ``path`` as a [S, 1, H, W] batch."""
-    from deepwml.imageio import read_image
-    from deepwml.preprocessing.transforms import preprocess_arrays
-
-    prepared = preprocess_arrays(read_image(path), plan)
-    keep = prepared.head.any(axis=(1, 2))
-    return torch.from_numpy(np.ascontiguousarray(prepared.image[0][keep], dtype=np.float32))[:, None]
-
-
 def adapt_and_segment(images: Sequence[Path], model: Path, checkpoint: str, mixes: Sequence[float], work: Path) -> List[Path]:
     """For each mix, segment every image with its own adapted copy of ``model``; the folders of masks, one per mix."""
     from deepwml.cli.predict import main as predict_main
+    from deepwml.imageio import read_image
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
 
     spec = check_model(model, checkpoint=checkpoint)
@@ -89,7 +74,7 @@ def adapt_and_segment(images: Sequence[Path], model: Path, checkpoint: str, mixe
     if not any(k.endswith(STATISTICS) for k in stored):
         raise SystemExit(f"{model}: its network has no batch norm to adapt (norm {spec.plan.network.norm!r})")
     source_checkpoint = spec.checkpoints[0]
-    statistics = {image: scan_statistics(net, _head_slices(image, spec.plan)) for image in images}  # small: per channel
+    statistics = {image: scan_statistics(net, head_slices(read_image(image), spec.plan)) for image in images}  # per channel: small
     folders = []
     for mix in mixes:
         folder = work / f"mix_{mix:g}"

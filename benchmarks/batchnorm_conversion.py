@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,14 +77,20 @@ def norm_copy(net: torch.nn.Module, plan_network: Any, norm: str) -> Tuple[torch
     return other.eval(), defaulted
 
 
-def _head_slices(case: Any, plan: Any) -> torch.Tensor:
-    """The preprocessed head slices of a synthetic case as a [S, 1, H, W] batch."""
-    from deepwml.imageio import Image
+def head_slices(image: Any, plan: Any) -> torch.Tensor:
+    """The preprocessed head slices of a deepwml Image as a [S, 1, H, W] batch."""
     from deepwml.preprocessing.transforms import preprocess_arrays
 
-    result = preprocess_arrays(Image(case.image.astype(np.float32), case.geometry), plan)
+    result = preprocess_arrays(image, plan)
     keep = result.head.any(axis=(1, 2))
     return torch.from_numpy(np.ascontiguousarray(result.image[0][keep], dtype=np.float32))[:, None]
+
+
+def _case_slices(case: Any, plan: Any) -> torch.Tensor:
+    """The preprocessed head slices of a synthetic case."""
+    from deepwml.imageio import Image
+
+    return head_slices(Image(case.image.astype(np.float32), case.geometry), plan)
 
 
 def synthetic_cases(n: int, seed: int, first: int) -> List[Any]:
@@ -94,9 +100,9 @@ def synthetic_cases(n: int, seed: int, first: int) -> List[Any]:
     return [generate_case(CENTRES[i % len(CENTRES)], index=first + i // len(CENTRES), seed=seed) for i in range(n)]
 
 
-def _estimate_statistics(net: torch.nn.Module, cases: Sequence[Any], plan: Any, modules: Sequence[str]) -> None:
-    """The running statistics of the batch norms named in ``modules`` as a plain average over the head slices of
-    ``cases``, in batches of 8; every other layer as it is."""
+def average_statistics(net: torch.nn.Module, stacks: Iterable[torch.Tensor], modules: Sequence[str]) -> None:
+    """Set the running statistics of the batch norms named in ``modules`` to a plain average over the batches of 8
+    slices of each of ``stacks``; every other layer as it is, ``net`` left in eval mode."""
     named = dict(net.named_modules())
     net.eval()
     for name in modules:
@@ -104,11 +110,15 @@ def _estimate_statistics(net: torch.nn.Module, cases: Sequence[Any], plan: Any, 
         named[name].momentum = None  # a plain average over every batch
         named[name].train()
     with torch.no_grad():
-        for case in cases:
-            x = _head_slices(case, plan)
+        for x in stacks:
             for i in range(0, len(x), 8):
                 net(x[i:i + 8])
     net.eval()
+
+
+def _estimate_statistics(net: torch.nn.Module, cases: Sequence[Any], plan: Any, modules: Sequence[str]) -> None:
+    """The running statistics of the batch norms named in ``modules`` averaged over the head slices of ``cases``."""
+    average_statistics(net, (_case_slices(case, plan) for case in cases), modules)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -147,7 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     dices: Dict[str, List[float]] = {norm: [] for norm in copies}
     with torch.no_grad():
         for case in synthetic_cases(args.cases, args.seed, 1 + -(-args.calibration // len(CENTRES))):
-            x = _head_slices(case, spec.plan)
+            x = _case_slices(case, spec.plan)
             a = torch.sigmoid(model(x)).numpy() >= 0.5
             parts = []
             for norm, (net, _) in copies.items():
