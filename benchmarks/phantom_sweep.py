@@ -10,8 +10,9 @@ slabs as `deepwml_predict` would up to the probabilities (the plan's preprocessi
 the share of lesions whose most probable voxel reaches 0.5, the median of those maxima, and the false lesions
 (probability >= 0.5 connected across slices, touching no lesion).
 
-The tests' fixture lesions were placed where the shipped model finds them; this sweep places them everywhere, so a
-model is not judged by a few positions that suit one network.
+The tests' fixture lesions were first placed where one shipped model found them; this sweep places them everywhere,
+so a model is not judged by a few positions that suit one network (the fixture's new lesion now lies at a grid point
+every shipped model found on every seed: --csv).
 
     python benchmarks/phantom_sweep.py -m builtin [PLAN_FOLDER ...] [--checkpoint latest] [--seeds 0 1 2]
         [--thickness 5] [--diameter 10] [--spacing 18] [--csv lesions.csv]
@@ -112,13 +113,12 @@ def score_scan(net, plan, stack, truth: np.ndarray) -> Tuple[Dict[int, float], i
 
 
 def _write_csv(rows: List[dict], path: Path) -> None:
-    """``rows`` as a CSV at ``path``, written to a temporary file first."""
+    """``rows`` as a CSV at ``path``, written to a temporary file first (deepwml.utils.atomic)."""
     import pandas as pd
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(path)
+    from deepwml.utils.atomic import write_text
+
+    write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -471,7 +471,6 @@ def test_the_other_norm_presets_are_cpu_fast_robust_with_that_norm_and_the_shipp
     description and norm; the shipped weights start them (through the norm bridge when their norms differ), every
     convolution, scale and shift unchanged."""
     from deepwml.planning.plan import load_preset
-    from deepwml.pretrained import builtin_model_dir
     from deepwml.training.pretrained_weights import load_pretrained
 
     robust, other = load_preset("cpu_fast_robust"), load_preset(preset)
@@ -481,11 +480,8 @@ def test_the_other_norm_presets_are_cpu_fast_robust_with_that_norm_and_the_shipp
         d.pop("name"), d.pop("description"), d["network"].pop("norm")
     assert a == b
     weights, notes = load_pretrained("builtin", other)
-    shipped = load_checkpoint(next((builtin_model_dir() / "fold_0").glob("checkpoint_*.pth")))
+    shipped = _shipped_checkpoint()
     state, shipped_norm = shipped["model"], shipped["plan"]["network"]["norm"]
     statistics = ("running_mean", "running_var", "num_batches_tracked")
     assert all(torch.equal(weights.state[k], v) for k, v in state.items() if not k.endswith(statistics))
-    if shipped_norm == norm:
-        assert "norm_bridged" not in weights.origin and notes == []
-    else:
-        assert weights.origin["norm_bridged"] == [shipped_norm, norm] and len(notes) == 1
+    assert _norm_notes(shipped_norm, norm, weights, notes) == [] and len(notes) == (shipped_norm != norm)
