@@ -103,6 +103,36 @@ def test_augmentation_values_that_cannot_work_are_plan_errors(tmp_path, key, val
     Plan.from_dict(d)
 
 
+@pytest.mark.parametrize("probabilities, words", [
+    ({"brightnes": 1.0}, r"probabilities: 'brightnes' is not an augmentation entry"),
+    ({"brightness": 1.5}, r"probabilities\.brightness must be a probability in \[0, 1\]"),
+    ({"gamma": True}, r"probabilities\.gamma must be a probability"),
+    ({"elastic_alpha": 0.5}, r"probabilities\.elastic_alpha is given but training\.augmentation\.elastic_alpha is off"),
+])
+def test_per_entry_probabilities_that_cannot_work_are_plan_errors(tmp_path, probabilities, words):
+    """A misspelt entry, a value outside [0, 1] or a probability for a transform that is off fails when the plan is read."""
+    d = load_preset("cpu_fast_robust").to_dict()
+    d["training"]["augmentation"]["probabilities"] = probabilities
+    path = tmp_path / "plans.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(PlanError, match=r"plans.json.*training\.augmentation\." + words):
+        Plan.load(path)
+
+
+def test_per_entry_probabilities_are_written_only_when_given_so_older_plans_keep_their_hash():
+    """Shipped models record their plan's hash; the new key must not change it while it is empty."""
+    shipped = Plan.load(REPO / "deepwml" / "pretrained" / "wmh_flair2d" / "plans.json")
+    manifest = json.loads((REPO / "deepwml" / "pretrained" / "wmh_flair2d" / "manifest.json").read_text())
+    assert "probabilities" not in shipped.to_dict()["training"]["augmentation"]
+    assert shipped.hash() == manifest["plan_hash"]
+    d = shipped.to_dict()
+    d["training"]["augmentation"]["probabilities"] = {"brightness": 1.0}
+    changed = Plan.from_dict(d)
+    assert changed.training.augmentation.probabilities == {"brightness": 1.0}
+    assert changed.to_dict()["training"]["augmentation"]["probabilities"] == {"brightness": 1.0}
+    assert changed.hash() != shipped.hash()
+
+
 def _console_scripts():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")

@@ -77,6 +77,20 @@ def test_augmented_labels_keep_exact_values_and_the_ignore_label(dataset):
     assert set(np.unique(segs).tolist()) == {0.0, 1.0, float(IGNORE_LABEL)}
 
 
+@pytest.mark.parametrize("own, p_per_sample, scaled", [(1.0, 0.0, 64), (0.0, 1.0, 0)])
+def test_an_entry_with_its_own_probability_ignores_p_per_sample(own, p_per_sample, scaled):
+    """probabilities.brightness 1 scales every sample although p_per_sample is 0; 0 scales none although it is 1."""
+    aug = AugmentationPlan(mirror_lr=False, rotation_deg=0.0, brightness=[1.5, 2.0], p_per_sample=p_per_sample,
+                           probabilities={"brightness": own})
+    transform = build_transforms(aug, (8, 8))
+    rng = np.random.default_rng(0)
+    data = rng.uniform(1.0, 2.0, (64, 1, 8, 8)).astype(np.float32)
+    out = transform(data=data.copy(), seg=np.zeros_like(data))["data"]
+    ratio = out.reshape(64, -1).mean(axis=1) / data.reshape(64, -1).mean(axis=1)
+    assert int(np.sum(ratio >= 1.5 - 1e-6)) == scaled
+    assert np.all((ratio >= 1.5 - 1e-6) | np.isclose(ratio, 1.0))
+
+
 def test_batches_hold_lesions_at_the_foreground_fraction(dataset):
     segs = [b["seg"] for b in epoch_batches(_spec(dataset, batches=10), None, 0)]
     with_lesion = np.mean([(s[i] == 1).any() for s in segs for i in range(len(s))])

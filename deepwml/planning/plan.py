@@ -101,6 +101,9 @@ class AugmentationPlan:
     low_resolution: Optional[List[float]] = None
     #: probability that an enabled transform is applied to a sample
     p_per_sample: float = 0.2
+    #: an entry's own probability instead of p_per_sample, by entry name (e.g. {"brightness": 1.0}); nnU-Net draws
+    #: each transform with its own probability. Left out of plans.json when empty, so older plans keep their hash
+    probabilities: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -160,8 +163,11 @@ class Plan:
         """JSON-ready form; keys added after 0.x are left out while they hold their default, so older plans keep their hash."""
         d = dataclasses.asdict(self)
         for section, key, default in OMITTED_DEFAULTS:
-            if d[section][key] == default:
-                del d[section][key]
+            part = d
+            for name in section.split("."):
+                part = part[name]
+            if part[key] == default:
+                del part[key]
         return d
 
     @property
@@ -307,6 +313,7 @@ OMITTED_DEFAULTS = (
     ("network", "context_padding", "edge"),
     ("network", "num_classes", 2),
     ("inference", "crop_margin", 32),
+    ("training.augmentation", "probabilities", {}),
 )
 #: the built-in losses of one sigmoid output, and of a softmax over classes (a plugin's loss is not checked)
 BINARY_LOSSES = ("bce_dice", "bce", "dice", "bce_dice_blob")
@@ -327,6 +334,11 @@ AUGMENTATION_RANGES = {
 }
 
 
+#: the entries training.augmentation.probabilities may name: each transform's entry (the flip is always 0.5; elastic_sigma
+#: goes with elastic_alpha)
+AUGMENTATION_ENTRIES = ("rotation_deg",) + tuple(n for n in AUGMENTATION_RANGES if n != "elastic_sigma")
+
+
 def _augmentation_problems(aug: AugmentationPlan) -> List[str]:
     """Augmentation values that would fail in a worker mid-training, or train silently on nonsense (a negative gamma)."""
     p: List[str] = []
@@ -335,6 +347,13 @@ def _augmentation_problems(aug: AugmentationPlan) -> List[str]:
         p.append(f"{key}.rotation_deg must lie in [0, 180] (degrees either way), got {aug.rotation_deg}")
     if not 0 <= aug.p_per_sample <= 1:
         p.append(f"{key}.p_per_sample must lie in [0, 1], got {aug.p_per_sample}")
+    for name, value in aug.probabilities.items():
+        if name not in AUGMENTATION_ENTRIES:
+            p.append(f"{key}.probabilities: {name!r} is not an augmentation entry (one of {', '.join(AUGMENTATION_ENTRIES)})")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            p.append(f"{key}.probabilities.{name} must be a probability in [0, 1], got {value!r}")
+        elif name in AUGMENTATION_RANGES and getattr(aug, name) is None:
+            p.append(f"{key}.probabilities.{name} is given but {key}.{name} is off (null)")
     for name, (low, low_allowed, high) in AUGMENTATION_RANGES.items():
         value = getattr(aug, name)
         if value is None:
