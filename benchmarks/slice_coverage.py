@@ -1,0 +1,116 @@
+"""Does a lesion mask depend on how much of the head the stack covers? Predicts each image of a folder twice: whole,
+and with ``--drop`` slices taken off each end of its slice axis (as a scan that stops higher, or starts lower, would
+be acquired), and compares the two masks on the slices both hold.
+
+The plan's z-score is taken over the whole scan's head, so slices through the skull base, orbits and neck, or their
+absence, move the normalised intensities of every other slice. A network with instance norm after its first layer
+undoes that (benchmarks/input_scaling.py); one with batch norm there follows it. A longitudinal comparison of two
+visits whose coverage differs sees this as lesion change:
+
+    python benchmarks/pretrained_heldout.py --work /tmp/ho          # synthetic scans with skull, orbits, sinuses
+    python benchmarks/slice_coverage.py -i /tmp/ho/raw/Dataset511_SynthHeldout/imagesTr -m builtin --drop 3
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from deepwml.cli.common import run
+from deepwml.imageio import Geometry, Image
+from deepwml.imageio.files import is_image_file, read_sitk
+from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
+from deepwml.inference.predictor import SlicePredictor
+from deepwml.preprocessing.transforms import preprocess_arrays
+from deepwml.training.device import setup_device
+from deepwml.utils.errors import DeepWMLError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-i", "--input", type=Path, required=True, help="folder of images (NIfTI, MHA, NRRD)")
+    p.add_argument("-m", "--models", nargs="+", default=["builtin"], help="PLAN folders, or 'builtin' (default)")
+    p.add_argument("--drop", type=int, default=3, help="slices taken off each end of the slice axis (default 3)")
+    p.add_argument("--limit", type=int, default=None, help="the first N images only")
+    return p
+
+
+def stacks(path: Path, drop: int) -> Tuple[Image, Image]:
+    """The image whole, and without ``drop`` slices at each end of its coarsest axis (geometry kept)."""
+    whole = read_sitk(path)
+    axis = int(np.argmax(whole.GetSpacing()))
+    n = whole.GetSize()[axis]
+    if n <= 2 * drop + 1:
+        raise DeepWMLError(f"has {n} slices: too few to drop {drop} at each end", path)
+    index = [slice(None)] * 3
+    index[axis] = slice(drop, n - drop)
+    cropped = whole[tuple(index)]
+    as_image = [Image(_array(img), Geometry.from_sitk(img), path) for img in (whole, cropped)]
+    return as_image[0], as_image[1]
+
+
+def _array(img) -> np.ndarray:
+    """The voxels as float32, z-y-x."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(img).astype(np.float32)
+
+
+def compare(predictor: SlicePredictor, plan, threshold: float, whole: Image, cropped: Image, drop: int) -> Tuple[int, int, float]:
+    """Mask voxels on the shared slices, whole then cropped, and the Dice of the two masks there."""
+    full = preprocess_arrays(whole, plan)
+    part = preprocess_arrays(cropped, plan)
+    mask_full = predictor.predict(full.image.astype(np.float32), full.head) >= threshold
+    mask_part = predictor.predict(part.image.astype(np.float32), part.head) >= threshold
+    # canonical order may flip the slice axis; dropping the same number at each end keeps the same slices either way
+    shared = mask_full[drop:mask_full.shape[0] - drop]
+    if shared.shape != mask_part.shape:
+        raise DeepWMLError(f"masks of {shared.shape} and {mask_part.shape} voxels do not line up", whole.path)
+    a, b = int(shared.sum()), int(mask_part.sum())
+    dice = 1.0 if a + b == 0 else 2.0 * int((shared & mask_part).sum()) / (a + b)
+    return a, b, dice
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
+
+    if args.drop < 1:
+        raise DeepWMLError(f"--drop must be at least 1 slice, not {args.drop}")
+    images = sorted(p for p in args.input.expanduser().iterdir() if is_image_file(p)) if args.input.is_dir() else []
+    if not images:
+        raise DeepWMLError("holds no image files", args.input)
+    images = images[: args.limit] if args.limit else images
+    print(f"{len(images)} image(s); {args.drop} slice(s) dropped at each end; masks at each model's plan threshold, no TTA")
+    print("| model | median ratio of mask voxels (cropped / whole) | 10th–90th percentile | median Dice | lowest Dice |")
+    print("|---|---|---|---|---|")
+    for name in args.models:
+        folder = builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(model_dir=Path(name))
+        spec = check_model(folder)
+        predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
+        ratios, dices = [], []
+        for path in images:
+            whole, cropped = stacks(path, args.drop)
+            a, b, dice = compare(predictor, spec.plan, spec.plan.inference.threshold, whole, cropped, args.drop)
+            if a + b:
+                ratios.append(b / max(a, 1))
+                dices.append(dice)
+        if not ratios:
+            print(f"| {name} | no lesion predicted | – | – | – |")
+            continue
+        lo, hi = np.percentile(ratios, [10, 90])
+        print(f"| {name} | {np.median(ratios):.3f} | {lo:.3f}–{hi:.3f} | {np.median(dices):.3f} | {min(dices):.3f} |")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: user errors print one line and exit 2."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
