@@ -60,8 +60,8 @@ def _array(img) -> np.ndarray:
     return sitk.GetArrayFromImage(img).astype(np.float32)
 
 
-def compare(predictor: SlicePredictor, plan, threshold: float, whole: Image, cropped: Image, drop: int) -> Tuple[int, int, float]:
-    """Mask voxels on the shared slices, whole then cropped, and the Dice of the two masks there."""
+def compare(predictor: SlicePredictor, plan, threshold: float, whole: Image, cropped: Image, drop: int) -> Tuple[int, int, int]:
+    """Mask voxels on the shared slices, whole then cropped, and the voxels both masks hold there."""
     full = preprocess_arrays(whole, plan)
     part = preprocess_arrays(cropped, plan)
     mask_full = predictor.predict(full.image.astype(np.float32), full.head) >= threshold
@@ -70,9 +70,7 @@ def compare(predictor: SlicePredictor, plan, threshold: float, whole: Image, cro
     shared = mask_full[drop:mask_full.shape[0] - drop]
     if shared.shape != mask_part.shape:
         raise DeepWMLError(f"masks of {shared.shape} and {mask_part.shape} voxels do not line up", whole.path)
-    a, b = int(shared.sum()), int(mask_part.sum())
-    dice = 1.0 if a + b == 0 else 2.0 * int((shared & mask_part).sum()) / (a + b)
-    return a, b, dice
+    return int(shared.sum()), int(mask_part.sum()), int((shared & mask_part).sum())
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -86,24 +84,28 @@ def _main(argv: Optional[List[str]]) -> int:
         raise DeepWMLError("holds no image files", args.input)
     images = images[: args.limit] if args.limit else images
     print(f"{len(images)} image(s); {args.drop} slice(s) dropped at each end; masks at each model's plan threshold, no TTA")
-    print("| model | median ratio of mask voxels (cropped / whole) | 10th–90th percentile | median Dice | lowest Dice |")
-    print("|---|---|---|---|---|")
+    print("| model | median ratio of mask voxels (cropped / whole) | 10th–90th percentile | median Dice | lowest Dice "
+          "| all images pooled: ratio, Dice |")
+    print("|---|---|---|---|---|---|")
     for name in args.models:
         folder = builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(model_dir=Path(name))
         spec = check_model(folder)
         predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
-        ratios, dices = [], []
+        ratios, dices, pooled = [], [], np.zeros(3)
         for path in images:
             whole, cropped = stacks(path, args.drop)
-            a, b, dice = compare(predictor, spec.plan, spec.plan.inference.threshold, whole, cropped, args.drop)
+            counts = compare(predictor, spec.plan, spec.plan.inference.threshold, whole, cropped, args.drop)
+            a, b, both = counts
+            pooled += counts
             if a + b:
                 ratios.append(b / max(a, 1))
-                dices.append(dice)
+                dices.append(2.0 * both / (a + b))
         if not ratios:
-            print(f"| {name} | no lesion predicted | – | – | – |")
+            print(f"| {name} | no lesion predicted | – | – | – | – |")
             continue
         lo, hi = np.percentile(ratios, [10, 90])
-        print(f"| {name} | {np.median(ratios):.3f} | {lo:.3f}–{hi:.3f} | {np.median(dices):.3f} | {min(dices):.3f} |")
+        print(f"| {name} | {np.median(ratios):.3f} | {lo:.3f}–{hi:.3f} | {np.median(dices):.3f} | {min(dices):.3f} "
+              f"| {pooled[1] / max(pooled[0], 1):.3f}, {2 * pooled[2] / (pooled[0] + pooled[1]):.3f} |")
     return 0
 
 

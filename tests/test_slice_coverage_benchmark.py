@@ -22,10 +22,12 @@ def test_the_slice_coverage_benchmark_compares_the_same_slices_and_refuses_what_
     assert len(np.unique(np.nonzero(label[2:-2])[0])) >= 3  # lesions on several of the shared slices
     write_image(image, geometry, tmp_path / "in" / "scan.nii.gz")
     assert bench.main(["-i", str(tmp_path / "in"), "-m", str(model), "--drop", "2"]) == 0
-    row = re.search(r"\| \S+tiny \| ([\d.]+) \| [\d.]+–[\d.]+ \| ([\d.]+) \| ([\d.]+) \|", capsys.readouterr().out)
+    row = re.search(r"\| \S+tiny \| ([\d.]+) \| [\d.]+–[\d.]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+), ([\d.]+) \|",
+                    capsys.readouterr().out)
     assert row, "one row per model"
-    ratio, median_dice, lowest = map(float, row.groups())
+    ratio, median_dice, lowest, pooled_ratio, pooled_dice = map(float, row.groups())
     assert 0.9 <= ratio <= 1.1 and median_dice >= 0.9 and lowest >= 0.9
+    assert 0.9 <= pooled_ratio <= 1.1 and pooled_dice >= 0.9
     assert bench.main(["-i", str(tmp_path / "in"), "-m", str(model), "--drop", "4"]) == 2
     assert "has 9 slices: too few to drop 4 at each end" in capsys.readouterr().err
     assert bench.main(["-i", str(tmp_path / "in"), "-m", str(model), "--drop", "0"]) == 2
