@@ -20,8 +20,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from deepwml.cli.common import run
-from deepwml.imageio import Geometry, Image
-from deepwml.imageio.files import is_image_file, read_sitk
+from deepwml.imageio import Geometry, Image, read_image
+from deepwml.imageio.files import is_image_file
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.preprocessing.transforms import preprocess_arrays
@@ -40,24 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stacks(path: Path, drop: int) -> Tuple[Image, Image]:
-    """The image whole, and without ``drop`` slices at each end of its coarsest axis (geometry kept)."""
-    whole = read_sitk(path)
-    axis = int(np.argmax(whole.GetSpacing()))
-    n = whole.GetSize()[axis]
+    """The image whole, and without ``drop`` slices at each end of its slice axis (the same voxels, origin moved)."""
+    whole = read_image(path)
+    geometry = whole.geometry
+    axis, n = geometry.slice_axis, geometry.n_slices
     if n <= 2 * drop + 1:
         raise DeepWMLError(f"has {n} slices: too few to drop {drop} at each end", path)
+    first = np.zeros((1, 3))
+    first[0, axis] = drop
+    size = list(geometry.size)
+    size[axis] = n - 2 * drop
     index = [slice(None)] * 3
-    index[axis] = slice(drop, n - drop)
-    cropped = whole[tuple(index)]
-    as_image = [Image(_array(img), Geometry.from_sitk(img), path) for img in (whole, cropped)]
-    return as_image[0], as_image[1]
-
-
-def _array(img) -> np.ndarray:
-    """The voxels as float32, z-y-x."""
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(img).astype(np.float32)
+    index[geometry.slice_axis_numpy] = slice(drop, n - drop)
+    cropped = Geometry(tuple(size), geometry.spacing, tuple(geometry.index_to_world(first)[0]), geometry.direction)
+    return whole, Image(whole.array[tuple(index)], cropped, path)
 
 
 def compare(predictor: SlicePredictor, plan, threshold: float, whole: Image, cropped: Image, drop: int) -> Tuple[int, int, int]:

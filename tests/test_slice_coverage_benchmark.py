@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import SimpleITK as sitk
 
 from conftest import oblique_direction, tiny_case
-from deepwml.imageio import write_image
+from deepwml.imageio import Geometry, write_image
 from deepwml_testing.benchmarks import load_benchmark
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 
@@ -28,6 +29,9 @@ def test_the_slice_coverage_benchmark_compares_the_same_slices_and_refuses_what_
     ratio, median_dice, lowest, pooled_ratio, pooled_dice = map(float, row.groups())
     assert 0.9 <= ratio <= 1.1 and median_dice >= 0.9 and lowest >= 0.9
     assert 0.9 <= pooled_ratio <= 1.1 and pooled_dice >= 0.9
+    whole, cropped = bench.stacks(tmp_path / "in" / "scan.nii.gz", 2)  # as SimpleITK's own slicing places the slabs
+    by_itk = sitk.ReadImage(str(tmp_path / "in" / "scan.nii.gz"))[:, :, 2:7]
+    assert not cropped.geometry.mismatches(Geometry.from_sitk(by_itk)) and np.array_equal(cropped.array, whole.array[2:7])
     assert bench.main(["-i", str(tmp_path / "in"), "-m", str(model), "--drop", "4"]) == 2
     assert "has 9 slices: too few to drop 4 at each end" in capsys.readouterr().err
     assert bench.main(["-i", str(tmp_path / "in"), "-m", str(model), "--drop", "0"]) == 2

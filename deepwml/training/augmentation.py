@@ -3,8 +3,9 @@
 The paper's set is a left–right flip and an in-plane rotation of ±10°. The extended set (scaling, elastic
 deformation, gamma, noise, blur, brightness, contrast, simulated low in-plane resolution) is switched on entry
 by entry in the plan. Every enabled transform is applied to a sample with probability ``p_per_sample``, or with its
-own from ``probabilities`` (by entry name); the flip mirrors with probability 0.5. Labels are moved with nearest-neighbour interpolation (order 0), so the
-ignore value 255 stays exact, and pixels rotated in from outside the slice become background.
+own from ``probabilities`` (by entry name); the flip mirrors with probability 0.5. Labels are moved with
+nearest-neighbour interpolation (order 0), so the ignore value 255 stays exact, and pixels rotated in from outside
+the slice become background.
 """
 from __future__ import annotations
 
