@@ -83,25 +83,32 @@ def _main(argv: Optional[List[str]]) -> int:
     print("| model | median ratio of mask voxels (cropped / whole) | 10th–90th percentile | median Dice | lowest Dice "
           "| all images pooled: ratio, Dice |")
     print("|---|---|---|---|---|---|")
+    predictors = {}
     for name in args.models:
         folder = builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(model_dir=Path(name))
         spec = check_model(folder)
-        predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
-        ratios, dices, pooled = [], [], np.zeros(3)
-        for path in images:
-            whole, cropped = stacks(path, args.drop)
-            counts = compare(predictor, spec.plan, spec.plan.inference.threshold, whole, cropped, args.drop)
+        predictors[name] = (SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu")),
+                            spec.plan)
+    ratios = {name: [] for name in predictors}
+    dices = {name: [] for name in predictors}
+    pooled = {name: np.zeros(3) for name in predictors}
+    for path in images:  # each image read once, predicted by every model
+        whole, cropped = stacks(path, args.drop)
+        for name, (predictor, plan) in predictors.items():
+            counts = compare(predictor, plan, plan.inference.threshold, whole, cropped, args.drop)
             a, b, both = counts
-            pooled += counts
+            pooled[name] += counts
             if a + b:
-                ratios.append(b / max(a, 1))
-                dices.append(2.0 * both / (a + b))
-        if not ratios:
+                ratios[name].append(b / max(a, 1))
+                dices[name].append(2.0 * both / (a + b))
+    for name in predictors:
+        if not ratios[name]:
             print(f"| {name} | no lesion predicted | – | – | – | – |")
             continue
-        lo, hi = np.percentile(ratios, [10, 90])
-        print(f"| {name} | {np.median(ratios):.3f} | {lo:.3f}–{hi:.3f} | {np.median(dices):.3f} | {min(dices):.3f} "
-              f"| {pooled[1] / max(pooled[0], 1):.3f}, {2 * pooled[2] / (pooled[0] + pooled[1]):.3f} |")
+        lo, hi = np.percentile(ratios[name], [10, 90])
+        total = pooled[name]
+        print(f"| {name} | {np.median(ratios[name]):.3f} | {lo:.3f}–{hi:.3f} | {np.median(dices[name]):.3f} | "
+              f"{min(dices[name]):.3f} | {total[1] / max(total[0], 1):.3f}, {2 * total[2] / (total[0] + total[1]):.3f} |")
     return 0
 
 
