@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from deepwml.imageio import read_image
 from deepwml.imageio.files import is_image_file
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
 from deepwml.inference.predictor import SlicePredictor
+from deepwml.planning.plan import Plan
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.training.device import setup_device
 from deepwml.utils.errors import DeepWMLError
@@ -40,25 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _main(argv: Optional[List[str]]) -> int:
-    args = build_parser().parse_args(argv)
+def cpu_predictor(model: str) -> Tuple[Path, SlicePredictor, Plan]:
+    """The folder, a CPU slice predictor and the plan of a PLAN folder or 'builtin' (the shipped model)."""
     from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
-    folder = builtin_model_dir() if args.model == BUILTIN_ALIAS else resolve_model_dir(model_dir=Path(args.model))
+    folder = builtin_model_dir() if model == BUILTIN_ALIAS else resolve_model_dir(model_dir=Path(model))
+    spec = check_model(folder)
+    return folder, SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu")), spec.plan
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
     images = sorted(p for p in args.input.expanduser().iterdir() if is_image_file(p)) if args.input.is_dir() else []
     if not images:
         raise DeepWMLError("holds no image files", args.input)
     if args.scale <= 0:
         raise DeepWMLError(f"--scale must be positive (a negative one inverts the contrast), not {args.scale}")
-    spec = check_model(folder)
-    predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
-    threshold = spec.plan.inference.threshold if args.threshold is None else args.threshold
+    folder, predictor, plan = cpu_predictor(args.model)
+    threshold = plan.inference.threshold if args.threshold is None else args.threshold
     print(f"model: {folder}; input a * x + b with a = {args.scale:g}, b = {args.shift:g}; threshold {threshold:g}")
     print("| image | mask voxels, as preprocessed | mask voxels, a * x + b | ratio | voxels that differ |")
     print("|---|---|---|---|---|")
     ratios = []
     for path in images:
-        prepared = preprocess_arrays(read_image(path), spec.plan)
+        prepared = preprocess_arrays(read_image(path), plan)
         x = prepared.image.astype(np.float32)
         plain = predictor.predict(x, prepared.head) >= threshold
         moved = predictor.predict(args.scale * x + args.shift, prepared.head) >= threshold

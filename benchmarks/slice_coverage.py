@@ -22,11 +22,10 @@ import numpy as np
 from deepwml.cli.common import run
 from deepwml.imageio import Geometry, Image, read_image
 from deepwml.imageio.files import is_image_file
-from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states, resolve_model_dir
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.preprocessing.transforms import preprocess_arrays
-from deepwml.training.device import setup_device
 from deepwml.utils.errors import DeepWMLError
+from input_scaling import cpu_predictor  # benchmarks/input_scaling.py, next to this script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +70,6 @@ def compare(predictor: SlicePredictor, plan, threshold: float, whole: Image, cro
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
-
     if args.drop < 1:
         raise DeepWMLError(f"--drop must be at least 1 slice, not {args.drop}")
     images = sorted(p for p in args.input.expanduser().iterdir() if is_image_file(p)) if args.input.is_dir() else []
@@ -83,12 +80,7 @@ def _main(argv: Optional[List[str]]) -> int:
     print("| model | median ratio of mask voxels (cropped / whole) | 10th–90th percentile | median Dice | lowest Dice "
           "| all images pooled: ratio, Dice |")
     print("|---|---|---|---|---|---|")
-    predictors = {}
-    for name in args.models:
-        folder = builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(model_dir=Path(name))
-        spec = check_model(folder)
-        predictors[name] = (SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu")),
-                            spec.plan)
+    predictors = {name: cpu_predictor(name)[1:] for name in args.models}
     ratios = {name: [] for name in predictors}
     dices = {name: [] for name in predictors}
     pooled = {name: np.zeros(3) for name in predictors}
