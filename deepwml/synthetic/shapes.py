@@ -14,7 +14,8 @@ def ellipsoid_sdf(p: Points, centre: Sequence[float], axes: Sequence[float], rot
     axes = [float(a) for a in axes]
     k0 = np.sqrt(sum((qi / a) ** 2 for qi, a in zip(q, axes)))
     k1 = np.sqrt(sum((qi / (a * a)) ** 2 for qi, a in zip(q, axes)))
-    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
+    # the bound is 0 / 0 at the centre itself, whose distance is the shortest semi-axis
+    return np.where(k1 > 0, k0 * (k0 - 1.0) / np.maximum(k1, 1e-6), -min(axes))
 
 
 def capsule_sdf(p: Points, a: Sequence[float], b: Sequence[float], radius: float, z_stretch: float = 1.0) -> np.ndarray:
