@@ -44,6 +44,7 @@ from deepwml.synthetic.realism import lesion_contrast
 from deepwml.synthetic.thick_slices import SlabSpec, superior_axis_first, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
+from lesion_conspicuity import conspicuity_table, reference_conspicuity  # benchmarks/lesion_conspicuity.py, next to this script
 from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -257,13 +258,14 @@ def read_foreign_mask(path: Path, case: StackCase) -> np.ndarray:
 
 def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
           profile: bool = False, images_dir: Optional[Path] = None,
-          foreign: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict]]:
+          foreign: bool = False, conspicuity: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict], List[Dict]]:
     """Case metrics of each predicted mask against its slab label, on the stack's own grid; with ``errors``, also
     each stack's largest false-positive and missed components (:func:`error_components`); with ``profile``, every
-    component's kind, size and intensity (:func:`component_profile`). ``images_dir``: the stacks (default: beside
-    ``pred_dir``); ``foreign``: the masks come from another tool (:func:`read_foreign_mask`)."""
+    component's kind, size and intensity (:func:`component_profile`); with ``conspicuity``, every reference lesion's
+    volume, contrast to the tissue around it and whether it was found (lesion_conspicuity.py). ``images_dir``: the
+    stacks (default: beside ``pred_dir``); ``foreign``: the masks come from another tool (:func:`read_foreign_mask`)."""
     images_dir = images_dir or pred_dir.parent / "images"
-    rows, components, profiles = [], [], []
+    rows, components, profiles, conspicuous = [], [], [], []
     for case in cases:
         path = pred_dir / f"{case.case_id}.nii.gz"
         row = {"scan": case.scan_id, "thickness": case.thickness, "slabs": case.geometry.size[2],
@@ -275,13 +277,16 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
         if case.ignore is not None:
             predicted &= ~case.ignore  # as the MICCAI-2017 evaluator: the ignored voxels count for neither side
         rows.append({**row, **case_metrics(case.label, predicted, case.geometry), "failed": False})
-        if errors or profile:
+        if errors or profile or conspicuity:
             image = read_image(images_dir / f"{case.case_id}.nii.gz").array
         if errors:
             components += error_components(case, image, predicted, errors)
         if profile:
             profiles += component_profile(case, image, predicted)
-    return rows, components, profiles
+        if conspicuity:
+            spacing = tuple(reversed(case.geometry.spacing))
+            conspicuous += reference_conspicuity(image, case.label, predicted, spacing, tissue=case.brain)
+    return rows, components, profiles, conspicuous
 
 
 def world_ras(geometry: Geometry, index_zyx: Sequence[float]) -> Tuple[float, float, float]:
@@ -515,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
                         "> 50 voxels) with their intensity / brain median and the share with a twin at their mirror image "
                         "across the midline: are the misses faint, the false positives bright, bilateral?")
+    p.add_argument("--conspicuity", action="store_true",
+                   help="also tabulate the reference lesions found by volume (µl) and contrast to the tissue within 3 mm "
+                        "around them (benchmarks/lesion_conspicuity.py: the same table for any images, labels and masks)")
     p.add_argument("--confidence", action="store_true",
                    help="also tell whether each predicted lesion's confidence (CASE_lesions.csv) separates those touching the "
                         "reference from false ones: counts, median confidences and the AUC, over all and per location class")
@@ -536,6 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lesion-peak", type=float, default=None, metavar="P",
                    help="deepwml_predict --min-lesion-peak: drop lesions whose most probable voxel stays under P "
                    "(default: the model's postprocessing, else 0)")
+    p.add_argument("--min-lesion-contrast", type=float, default=None, metavar="C",
+                   help="deepwml_predict --min-lesion-contrast: drop lesions less than C times as bright as the tissue "
+                   "around them (default: the model's postprocessing, else 0)")
     p.add_argument("--no-postprocessing", action="store_true",
                    help="deepwml_predict --no-postprocessing: ignore a threshold and lesion filters stored in the model")
     p.add_argument("--with", dest="also", nargs="+", default=[], metavar="MODEL",
@@ -563,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
 MODEL_OPTIONS = {"model": "-m", "dataset": "-d", "plan": "-p", "builtin": "--builtin", "folds": "-f", "qc": "--qc",
                  "tta": "--tta", "threshold": "--threshold", "confidence": "--confidence", "skull_strip": "--skull-strip",
                  "white_matter_only": "--white-matter-only", "min_lesion_ml": "--min-lesion-ml",
-                 "min_lesion_peak": "--min-lesion-peak", "no_postprocessing": "--no-postprocessing", "also": "--with",
+                 "min_lesion_peak": "--min-lesion-peak", "min_lesion_contrast": "--min-lesion-contrast",
+                 "no_postprocessing": "--no-postprocessing", "also": "--with",
                  "weights": "--weights", "keep_outside_brain": "--keep-outside-brain"}
 
 
@@ -579,8 +591,8 @@ def check_without_model(args: argparse.Namespace) -> None:
     if args.stacks_only:
         if not args.work:
             raise DeepWMLError("--stacks-only writes the stacks to --work DIR: give one")
-        if args.errors or args.components:
-            raise DeepWMLError("--stacks-only scores nothing: leave out --errors and --components")
+        if args.errors or args.components or args.conspicuity:
+            raise DeepWMLError("--stacks-only scores nothing: leave out --errors, --components and --conspicuity")
     elif not args.predictions.expanduser().is_dir():
         raise DeepWMLError("is not a folder of masks", args.predictions)
 
@@ -596,13 +608,14 @@ def stack_line(args: argparse.Namespace) -> str:
 
 
 def print_tables(args: argparse.Namespace, cases: Sequence[StackCase], rows: Sequence[Dict], components: Sequence[Dict],
-                 profiles: Sequence[Dict], confidences: Sequence[Dict] = ()) -> None:
+                 profiles: Sequence[Dict], confidences: Sequence[Dict] = (), conspicuous: Sequence[Dict] = ()) -> None:
     """The figures table, then each table the options asked for, each followed by a blank line."""
     print()
     print(table(rows, sorted({c.thickness for c in cases} - set(args.thickness)) + list(args.thickness)))
     print()
     asked = [(args.errors, lambda: error_table(components)), (args.components, lambda: profile_table(profiles)),
-             (args.confidence, lambda: confidence_table(confidences)), (args.contrast, lambda: contrast_table(cases))]
+             (args.confidence, lambda: confidence_table(confidences)), (args.contrast, lambda: contrast_table(cases)),
+             (args.conspicuity, lambda: conspicuity_table(conspicuous))]
     for wanted, make in asked:
         if wanted:
             print(make())
@@ -627,10 +640,11 @@ def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: 
                 print()
                 print(contrast_table(cases))
             return 0
-        rows, components, profiles = score(cases, args.predictions.expanduser(), args.errors, args.components,
-                                           images_dir=work / "images", foreign=True)
+        rows, components, profiles, conspicuous = score(cases, args.predictions.expanduser(), args.errors, args.components,
+                                                        images_dir=work / "images", foreign=True,
+                                                        conspicuity=args.conspicuity)
     missing = [r for r in rows if r["failed"]]
-    print_tables(args, cases, rows, components, profiles)
+    print_tables(args, cases, rows, components, profiles, conspicuous=conspicuous)
     print(f"time: {time.perf_counter() - start:.1f} s in all")
     for row, case in zip(rows, cases):
         if row["failed"]:
@@ -655,6 +669,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               keep_outside_brain=args.keep_outside_brain, tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
+                              min_lesion_contrast=0.0 if probabilities else args.min_lesion_contrast,
                               postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence,
                               # the ensemble takes the first member's anatomy maps, as deepwml_predict uses its own
                               save_anatomy=probabilities and not args.keep_outside_brain)
@@ -666,7 +681,8 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
     reports = [predict(request(m, out, args.folds if k == 0 else None, True)) for k, (m, out) in enumerate(zip(models, members))]
     ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False,
              min_lesion_ml=args.min_lesion_ml or 0.0, min_lesion_peak=args.min_lesion_peak or 0.0,
-             keep_outside_brain=args.keep_outside_brain)
+             keep_outside_brain=args.keep_outside_brain, min_lesion_contrast=args.min_lesion_contrast or 0.0,
+             images=work / "images" if args.min_lesion_contrast else None)
     merged = reports[0]
     merged.seconds = sum(r.seconds for r in reports)
     merged.summaries = [s for r in reports for s in r.failed] + [s for s in merged.summaries if s.status == "ok"]
@@ -706,6 +722,7 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"
           f"{f'; --min-lesion-peak {args.min_lesion_peak:g}' if args.min_lesion_peak else ''}"
+          f"{f'; --min-lesion-contrast {args.min_lesion_contrast:g}' if args.min_lesion_contrast else ''}"
           f"{'; --no-postprocessing' if args.no_postprocessing else ''}")
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
@@ -715,11 +732,12 @@ def _main(argv: Optional[List[str]]) -> int:
         t_stacks = time.perf_counter() - t0
         report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()
-        rows, components, profiles = score(cases, work / "predictions", args.errors, args.components)
+        rows, components, profiles, conspicuous = score(cases, work / "predictions", args.errors, args.components,
+                                                        conspicuity=args.conspicuity)
         confidences = [r for c in cases if (work / "predictions" / f"{c.case_id}_lesionids.nii.gz").is_file()
                        for r in lesion_confidence(c, work / "predictions")] if args.confidence else []
         t_score = time.perf_counter() - t0
-    print_tables(args, cases, rows, components, profiles, confidences)
+    print_tables(args, cases, rows, components, profiles, confidences, conspicuous)
     n_slices = sum(c.geometry.size[2] for c in cases)
     print(f"time: {time.perf_counter() - start:.1f} s in all; stacks {t_stacks:.1f} s, prediction {report.seconds:.1f} s "
           f"({len(cases)} stacks, {n_slices} slices, {report.seconds / max(n_slices, 1):.3f} s/slice incl. model load, "

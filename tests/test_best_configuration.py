@@ -136,7 +136,7 @@ def test_the_postprocessed_score_is_the_one_its_settings_give(site):
 def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monkeypatch):
     """Cases finished before an interrupt are read back, not predicted again, and the result is the same."""
     calls = []
-    original = bc.case_probabilities
+    original = bc.case_prediction
 
     def interrupted(predictor, case):
         if len(calls) == 4:  # two cases of two plans done
@@ -144,11 +144,11 @@ def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monk
         calls.append(case.case_id)
         return original(predictor, case)
 
-    monkeypatch.setattr(bc, "case_probabilities", interrupted)
+    monkeypatch.setattr(bc, "case_prediction", interrupted)
     assert _run() != 0
     assert not (_results(site) / bc.INFORMATION).exists()
     calls.clear()
-    monkeypatch.setattr(bc, "case_probabilities", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
+    monkeypatch.setattr(bc, "case_prediction", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
     assert _run() == 0
     assert calls == [c for c in ("case2", "case3", "case4") for _ in range(2)]
     first = json.loads((_results(site) / bc.INFORMATION).read_text())
@@ -165,8 +165,8 @@ def test_a_case_whose_label_changed_is_scored_again(site, monkeypatch):
     label = site / "raw" / DATASET / "labelsTr" / "case3.nii.gz"
     image = read_image(label)
     write_image(np.zeros_like(image.array), image.geometry, label)  # the reader found no lesion after all
-    calls, original = [], bc.case_probabilities
-    monkeypatch.setattr(bc, "case_probabilities", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
+    calls, original = [], bc.case_prediction
+    monkeypatch.setattr(bc, "case_prediction", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
     assert _run("--no-ensembles") == 0
     assert calls == ["case3", "case3"]
     after = pd.read_csv(_results(site) / bc.SCORES)

@@ -23,7 +23,8 @@ from deepwml.inference.packaging import export_model, install_model
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 
-GRID = SearchGrid(thresholds=(0.3, 0.5, 0.7), min_lesion_ml=(0.0, 0.01, 0.05), min_lesion_peak=(0.0, 0.8, 0.9))
+GRID = SearchGrid(thresholds=(0.3, 0.5, 0.7), min_lesion_ml=(0.0, 0.01, 0.05), min_lesion_peak=(0.0, 0.8, 0.9),
+                  min_lesion_contrast=(0.0, 1.1, 1.2))
 
 
 def _random_case(seed: int):
@@ -33,19 +34,28 @@ def _random_case(seed: int):
     probs = ndimage.gaussian_filter(rng.random((6, 48, 48)), (0.5, 1.5, 1.5))
     probs = (((probs - probs.min()) / np.ptp(probs)) ** 1.5).astype(np.float32)  # dozens of lesions at 0.5 and 0.7
     reference = ndimage.gaussian_filter(rng.random((6, 48, 48)), (0.5, 2, 2)) + 0.3 * probs > 0.5 + 0.3 * 0.5
-    return probs, reference, geometry
+    # a scan in which lesions stand out from the tissue around them by anything from nothing to about a half
+    image = (100 * (1 + 0.6 * probs * rng.random(probs.shape) ** 0.5)).astype(np.float32)
+    image[:, :, :3] = 0  # a strip of background, which no ring counts
+    return probs, reference, geometry, image
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_every_candidate_scores_as_the_evaluator_scores_its_mask(seed):
     """For each candidate, the counts give the Dice and lesion recall, precision and F1 that deepwml_evaluate's
     case_metrics gives the mask deepwml_predict would write with those settings."""
-    probs, reference, geometry = _random_case(seed)
+    probs, reference, geometry, image = _random_case(seed)
     candidates = GRID.candidates(MaskSettings(0.5))
-    scores = case_scores(case_counts(probs, reference, None, geometry.voxel_volume_ml, candidates))
+    scores = case_scores(case_counts(probs, reference, None, geometry.voxel_volume_ml, candidates, image, geometry))
     assert len(candidates) > 10 and any(scores["dice"] != scores["dice"][0])
+    # the contrast filter changes what some candidates score
+    plain = [i for i, c in enumerate(candidates) if c.min_lesion_contrast == 0]
+    assert any(scores["lesion_f1"][i] != scores["lesion_f1"][j] for i in plain for j, c in enumerate(candidates)
+               if c.min_lesion_contrast > 0 and c.threshold == candidates[i].threshold
+               and (c.min_lesion_ml, c.min_lesion_peak) == (candidates[i].min_lesion_ml, candidates[i].min_lesion_peak))
     for i, c in enumerate(candidates):
-        mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak)
+        mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak,
+                              image, c.min_lesion_contrast)
         expected = case_metrics(reference, mask > 0, geometry)
         for name in ("dice", "lesion_recall", "lesion_precision", "lesion_f1"):
             assert scores[name][i] == pytest.approx(expected[name]), (c, name)
@@ -53,13 +63,14 @@ def test_every_candidate_scores_as_the_evaluator_scores_its_mask(seed):
 
 def test_ignored_voxels_count_neither_way():
     """A label's ignore voxels are left out of the Dice as the evaluator leaves them out of both masks."""
-    probs, reference, geometry = _random_case(4)
+    probs, reference, geometry, image = _random_case(4)
     ignore = np.zeros(reference.shape, bool)
     ignore[:, :20] = True
     candidates = GRID.candidates(MaskSettings(0.5))
-    scores = case_scores(case_counts(probs, reference, ignore, geometry.voxel_volume_ml, candidates))
+    scores = case_scores(case_counts(probs, reference, ignore, geometry.voxel_volume_ml, candidates, image, geometry))
     for i, c in enumerate(candidates):
-        mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak)
+        mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak,
+                              image, c.min_lesion_contrast)
         assert scores["dice"][i] == pytest.approx(dice(reference & ~ignore, (mask > 0) & ~ignore))
 
 
@@ -156,7 +167,7 @@ def test_chosen_postprocessing_is_stored_and_applied_by_predict(site, capsys):
     again = _predict(site, "again", model, "--no-postprocessing")
     for i in range(5):
         np.testing.assert_array_equal(read_image(again / f"case{i}.nii.gz").array, read_image(plain / f"case{i}.nii.gz").array)
-    assert (site / "table.csv").read_text().splitlines()[0].startswith("threshold,min_lesion_ml,min_lesion_peak,tta,dice")
+    assert (site / "table.csv").read_text().splitlines()[0].startswith("threshold,min_lesion_ml,min_lesion_peak,tta,min_lesion_contrast,dice")
 
 
 def test_an_interrupted_search_resumes_without_predicting_finished_cases(site, monkeypatch, tmp_path):
@@ -424,7 +435,7 @@ def test_lesion_filters_drop_what_a_whole_volume_reckoning_drops(min_ml, min_pea
     labelling the whole volume and scipy's per-label maximum keep."""
     from deepwml.evaluation.lesions import label_lesions
 
-    probs, _, geometry = _random_case(7)
+    probs, _, geometry, _ = _random_case(7)
     mask = probabilities_to_mask(probs, 0.5)
     labels, n = label_lesions(mask > 0)
     peak = np.asarray(ndimage.maximum(probs, labels, index=np.arange(1, n + 1)), np.float32)

@@ -470,6 +470,10 @@ def test_another_tools_masks_of_the_stacks_score_as_the_models_own(tmp_path, cap
     assert "give one" in capsys.readouterr().err
     assert bench.main(data + ["--stacks-only", "--work", str(tmp_path / "s2"), "--add-head", "--contrast"]) == 2
     assert "--contrast measures skull-stripped stacks" in capsys.readouterr().err
+    assert bench.main(data + ["--stacks-only", "--work", str(tmp_path / "s3"), "--conspicuity"]) == 2
+    assert "leave out --errors, --components and --conspicuity" in capsys.readouterr().err
+    assert bench.main(data + ["--stacks-only", "--work", str(tmp_path / "s4"), "--min-lesion-contrast", "1.2"]) == 2
+    assert "leave out --min-lesion-contrast" in capsys.readouterr().err
     probabilities = read_image(tmp_path / "stacks" / "images" / "patient01_5mm.nii.gz")
     write_image(probabilities.array / (probabilities.array.max() + 1), probabilities.geometry, foreign / "patient01_5mm.nii.gz")
     assert bench.main(data + ["--predictions", str(foreign)]) == 2
@@ -524,3 +528,17 @@ def test_site_makes_the_stacks_as_a_held_back_site_acquires_its_scans(tmp_path, 
         "patient01_6p5mm.nii.gz", "patient01_8mm.nii.gz", "patient02_6p5mm.nii.gz", "patient02_8mm.nii.gz"]
     assert bench.main(data + ["--site", "ms", "--tilt", "5", "--stacks-only", "--work", str(tmp_path / "x")]) == 2
     assert "--site ms sets --tilt: leave it out" in capsys.readouterr().err
+
+
+def test_conspicuity_tabulates_the_reference_lesions_and_min_lesion_contrast_reaches_deepwml_predict(tmp_path, capsys):
+    """--conspicuity: the reference lesions found by volume and contrast to their ring (benchmarks/lesion_conspicuity.py);
+    --min-lesion-contrast is deepwml_predict's filter, said in the stack line: a bright lesion passes 1.2, and a
+    filter above any lesion's contrast leaves nothing."""
+    out, rows = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--conspicuity", "--min-lesion-contrast", "1.2")
+    assert "; --min-lesion-contrast 1.2" in out
+    assert "| reference lesions, µl | contrast 0–1.05: recall (n)" in out
+    all_row = next(line for line in out.splitlines() if line.startswith("| all |"))
+    assert all_row.split("|")[-3].strip() == "1.00 (2)"  # one bright lesion per scan, both found
+    assert all(float(r.split("|")[7]) > 0.5 for r in rows)
+    _, rows = _run_on_made_up_scans(tmp_path / "high", capsys, "--thickness", "5", "--min-lesion-contrast", "2.9")
+    assert all(float(r.split("|")[7]) == 0 for r in rows)

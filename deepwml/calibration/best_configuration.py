@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
-from deepwml.calibration.fit import (CaseGroup, case_label, case_probabilities, declared_ignore_label,
+from deepwml.calibration.fit import (CaseGroup, case_label, case_prediction, declared_ignore_label,
                                     validation_groups)
 from deepwml.calibration.postprocessing_search import (MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
                                                        choose, objective_of)
@@ -158,17 +158,19 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                     yield case.case_id, {c.name: stored[c.name] for c in configs}
                     bar.update()
                     continue
-                probs, geometry = {}, None
+                probs, image = {}, None
                 for plan, predictor in predictors.items():
-                    p, geometry = case_probabilities(predictor, case)
+                    p, image = case_prediction(predictor, case)
                     probs[plan] = calibrate_probabilities(p, temperatures[plan])
-                assert geometry is not None
+                assert image is not None
+                geometry = image.geometry
                 lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
                 tables = {}
                 for c in configs:
                     # deepwml_ensemble's average of the calibrated maps deepwml_predict --save-probabilities writes
                     averaged = probs[c.plans[0]] if len(c.plans) == 1 else np.mean([probs[p] for p in c.plans], axis=0)
-                    tables[c.name] = case_counts(averaged, lesion, ignore, geometry.voxel_volume_ml, candidates[c.name])
+                    tables[c.name] = case_counts(averaged, lesion, ignore, geometry.voxel_volume_ml, candidates[c.name],
+                                                 image.array, geometry)
                 cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
@@ -314,6 +316,9 @@ def _instructions(dataset: str, best: Ranked, folds: Sequence[str], checkpoint: 
         options = f"--threshold {settings.threshold:g}"
         options += f" --min-lesion-ml {settings.min_lesion_ml:g}" if settings.min_lesion_ml > 0 else ""
         options += f" --min-lesion-peak {settings.min_lesion_peak:g}" if settings.min_lesion_peak > 0 else ""
+        options += f" --min-lesion-contrast {settings.min_lesion_contrast:g}" if settings.min_lesion_contrast > 0 else ""
+        # the contrast filter compares each lesion with the scan: deepwml_ensemble reads the scans for it
+        options += " --images INPUT_FOLDER" if settings.min_lesion_contrast > 0 else ""
         folders = " ".join(f"OUTPUT_FOLDER_{plan}" for plan in best.configuration.plans)
         lines += [f"deepwml_ensemble -i {folders} -o OUTPUT_FOLDER {options}"]
     return "\n".join(lines) + "\n"

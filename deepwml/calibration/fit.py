@@ -80,13 +80,22 @@ class PredictedCase:
     lesion: np.ndarray
     ignore: np.ndarray
     voxel_ml: float
+    #: the scan on the same grid and that grid (what a lesion contrast filter compares lesions with)
+    image: Optional[np.ndarray] = None
+    geometry: Optional[Geometry] = None
 
 
 def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.ndarray, Geometry]:
     """A case's uncalibrated lesion probabilities on the input's grid (as deepwml_predict computes them) and that grid."""
+    probs, image = case_prediction(predictor, case)
+    return probs, image.geometry
+
+
+def case_prediction(predictor: SlicePredictor, case: InputCase) -> Tuple[np.ndarray, Any]:
+    """A case's uncalibrated lesion probabilities on the input's grid and the input image (array and geometry)."""
     prepared = prepare_case(case, predictor.plan)
     probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
-    return probs, prepared.image.geometry
+    return probs, prepared.image
 
 
 def case_label(case_id: str, label_path: Path, geometry: Geometry,
@@ -102,9 +111,10 @@ def case_label(case_id: str, label_path: Path, geometry: Geometry,
 def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path,
                     ignore_label: Optional[int]) -> PredictedCase:
     """One case predicted on the input's grid, with its label's lesion and ignored voxels."""
-    probs, geometry = case_probabilities(predictor, case)
+    probs, image = case_prediction(predictor, case)
+    geometry = image.geometry
     lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
-    return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml)
+    return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml, image.array, geometry)
 
 
 def candidate_ece(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, temperatures: Temperatures) -> Optional[float]:

@@ -72,7 +72,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     def counted(case: PredictedCase) -> Dict[str, np.ndarray]:
         """The case's count table; thresholds apply to the probabilities deepwml_predict thresholds: calibrated."""
         probs = calibrate_probabilities(case.probs, spec.calibration())
-        return {"counts": case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates)}
+        return {"counts": case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates, case.image, case.geometry)}
 
     counts, ids = [], []
     for case_id, tables in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing",
@@ -81,7 +81,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
         ids.append(case_id)
     result = choose(np.stack(counts), candidates, objective, min_gain)
     record = {
-        "method": f"grid search of threshold, smallest lesion (ml) and lesion peak; objective: {objective} (case means); "
+        "method": f"grid search of threshold, smallest lesion (ml), lesion peak and lesion contrast; objective: {objective} (case means); "
                   f"kept the plan's threshold unless beaten by {min_gain:g}",
         "objective": objective,
         "before": result.before,

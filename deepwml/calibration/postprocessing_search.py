@@ -1,5 +1,6 @@
 """Choosing a lesion model's postprocessing on labelled scans: every candidate (threshold, smallest lesion, lesion
-peak) scored as deepwml_evaluate scores a case (Dice over the volume, lesion F1 of 26-connected lesions).
+peak, lesion contrast) scored as deepwml_evaluate scores a case (Dice over the volume, lesion F1 of 26-connected
+lesions).
 
 Each case is reduced to a small table of counts per candidate (voxels right and wrong, lesions found and made), so
 the search holds one case's probability map at a time and any number of cases costs a few kB each. Per threshold
@@ -17,6 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from deepwml.evaluation.lesions import label_lesions
+from deepwml.imageio import Geometry
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius, widen_box
 from deepwml.inference.lesion_report import lesion_box, lesion_peaks
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.utils.errors import DeepWMLError
@@ -36,18 +39,23 @@ class SearchGrid:
     thresholds: Tuple[float, ...] = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))
     min_lesion_ml: Tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
     min_lesion_peak: Tuple[float, ...] = (0.0, 0.6, 0.7, 0.8, 0.9)
+    #: lesion / the tissue around it (deepwml.inference.lesion_contrast); the search needs the scans for these
+    min_lesion_contrast: Tuple[float, ...] = (0.0, 1.05, 1.1, 1.15, 1.2)
 
     def candidates(self, default: MaskSettings) -> List[MaskSettings]:
         """Every combination, the model's ``default`` first (it wins ties), peaks above their threshold only."""
-        combos = [MaskSettings(t, m, p, default.tta) for t, m, p in itertools.product(
+        combos = [MaskSettings(t, m, p, default.tta, c) for t, m, p, c in itertools.product(
             sorted(set(self.thresholds) | {default.threshold}), sorted(set(self.min_lesion_ml) | {default.min_lesion_ml}),
-            sorted(set(self.min_lesion_peak) | {default.min_lesion_peak})) if p == 0 or p > t]
+            sorted(set(self.min_lesion_peak) | {default.min_lesion_peak}),
+            sorted(set(self.min_lesion_contrast) | {default.min_lesion_contrast})) if p == 0 or p > t]
         return [default] + [c for c in combos if c != default]
 
 
 def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.ndarray], voxel_ml: float,
-                candidates: Sequence[MaskSettings]) -> np.ndarray:
-    """One case's COUNTS [len(candidates), 7] (int64) for a probability map and its reference on one grid."""
+                candidates: Sequence[MaskSettings], image: Optional[np.ndarray] = None,
+                geometry: Optional[Geometry] = None) -> np.ndarray:
+    """One case's COUNTS [len(candidates), 7] (int64) for a probability map and its reference on one grid; candidates
+    with a lesion contrast filter need the scan (``image``) and ``geometry`` of that grid."""
     ignore = np.zeros(reference.shape, bool) if ignore is None else np.asarray(ignore, bool)
     reference = np.asarray(reference, bool) & ~ignore
     probs = np.asarray(probs, np.float32)
@@ -60,18 +68,28 @@ def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.nd
     box = lesion_box(probs >= lowest)
     if box is None:  # nothing reaches any threshold: every candidate predicts nothing
         return out
+    contrast = None
+    if any(c.min_lesion_contrast > 0 for c in candidates):
+        if image is None or geometry is None:
+            raise DeepWMLError("a lesion contrast filter is scored against the scan: give case_counts the image and its geometry")
+        radius = ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy)
+        # the rings of the lesions reach past their box
+        box = widen_box(box, probs.shape, radius)
+        contrast = (np.asarray(image, np.float32)[box], radius, background_floor(np.asarray(image)))
     # every component of every threshold lies inside the box of the lowest one
     probs, reference, ignore, ref_labels = probs[box], reference[box], ignore[box], ref_labels[box]
     for threshold in sorted({c.threshold for c in candidates}):
         rows = [i for i, c in enumerate(candidates) if c.threshold == threshold]
         out[rows] = _threshold_counts(probs, reference, ignore, ref_labels, n_ref_voxels, n_ref, voxel_ml,
-                                      [candidates[i] for i in rows])
+                                      [candidates[i] for i in rows], contrast)
     return out
 
 
 def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarray, ref_labels: np.ndarray,
-                      n_ref_voxels: int, n_ref: int, voxel_ml: float, candidates: Sequence[MaskSettings]) -> np.ndarray:
-    """COUNTS of candidates that share one threshold."""
+                      n_ref_voxels: int, n_ref: int, voxel_ml: float, candidates: Sequence[MaskSettings],
+                      contrast: Optional[tuple] = None) -> np.ndarray:
+    """COUNTS of candidates that share one threshold; ``contrast``: (the scan's crop, ring radius, background floor)
+    when a candidate filters by lesion contrast."""
     # the same comparison deepwml_predict makes (probabilities_to_mask)
     labels, n = label_lesions(probs >= candidates[0].threshold)
     out = np.zeros((len(candidates), len(COUNTS)), np.int64)
@@ -85,8 +103,9 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     inside = labels > 0
     peak = lesion_peaks(probs[inside], labels[inside], n)
     # keep[c, k]: candidate c keeps lesion k+1 (the filters of deepwml.inference.lesion_report.filter_lesions)
+    ratio = lesion_contrasts(contrast[0], labels, n, contrast[1], contrast[2]) if contrast is not None else np.full(n, np.nan)
     keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))
-                     for c in candidates])
+                     & ~(ratio < c.min_lesion_contrast * (1 - 1e-9)) for c in candidates])
     tp = keep @ overlap
     out[:, COUNTS.index("tp")] = tp
     out[:, COUNTS.index("fp")] = keep @ scored - tp
@@ -155,8 +174,8 @@ def choose(counts: np.ndarray, candidates: Sequence[MaskSettings], objective: st
     means["objective"] = objective_of(means, objective)
     score = means["objective"]
     # ties go to the simplest: no filter before a filter, the threshold nearest the model's own
-    order = sorted(range(len(candidates)), key=lambda i: (-round(float(score[i]), 9), candidates[i].min_lesion_peak > 0,
-                                                         candidates[i].min_lesion_ml > 0,
+    order = sorted(range(len(candidates)), key=lambda i: (-round(float(score[i]), 9), candidates[i].min_lesion_contrast > 0,
+                                                         candidates[i].min_lesion_peak > 0, candidates[i].min_lesion_ml > 0,
                                                          abs(candidates[i].threshold - candidates[0].threshold), i))
     best = order[0] if score[order[0]] >= score[0] + min_gain else 0
     row = lambda i: {k: round(float(v[i]), 4) for k, v in means.items()}  # noqa: E731

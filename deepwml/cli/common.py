@@ -110,6 +110,9 @@ def add_mask_options(parser) -> None:
                         help="drop lesions smaller than this (default: the model's postprocessing, else 0)")
     parser.add_argument("--min-lesion-peak", type=float, default=None, metavar="P",
                         help="drop lesions whose most probable voxel stays under P (default: the model's postprocessing, else 0)")
+    parser.add_argument("--min-lesion-contrast", type=float, default=None, metavar="C",
+                        help="drop lesions less than C times as bright as the tissue around them, e.g. 1.15 (default: the "
+                        "model's postprocessing, else 0)")
     parser.add_argument("--no-postprocessing", action="store_true",
                         help="ignore the TTA, threshold and lesion filters stored in the model (deepwml_find_postprocessing)")
     parser.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")

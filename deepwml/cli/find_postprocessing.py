@@ -18,12 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deepwml_find_postprocessing",
         description=(
             "Choose how a lesion model's probabilities become masks, as nnU-Net chooses its postprocessing on "
-            "cross-validation: every mask threshold (0.2..0.8), smallest lesion kept (0..0.1 ml) and lesion peak "
-            "(0.6..0.9) is scored case by case (mean Dice, mean lesion F1, or both) on labelled scans the model did "
-            "not learn from, and the best is stored in the model's fold checkpoints when it beats the plan's "
-            "threshold by --min-gain. deepwml_predict then applies it unless a run gives --threshold, "
-            "--min-lesion-ml, --min-lesion-peak or --no-postprocessing. Run it after deepwml_calibrate: calibrating "
-            "again removes it."
+            "cross-validation: every mask threshold (0.2..0.8), smallest lesion kept (0..0.1 ml), lesion peak "
+            "(0.6..0.9) and lesion contrast to the tissue around it (1.05..1.2) is scored case by case (mean Dice, "
+            "mean lesion F1, or both) on labelled scans the model did not learn from, and the best is stored in the "
+            "model's fold checkpoints when it beats the plan's threshold by --min-gain. deepwml_predict then applies "
+            "it unless a run gives --threshold, --min-lesion-ml, --min-lesion-peak, --min-lesion-contrast or "
+            "--no-postprocessing. Run it after deepwml_calibrate: calibrating again removes it."
         ),
     )
     add_model_and_scan_arguments(p, "folds to choose for together (default: every fold)")

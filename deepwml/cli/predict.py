@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "thresholding: a lesion's extent is where the probability reaches --threshold, and it is kept only "
                    "with a core that reaches P; default: the model's postprocessing, else 0: keep all); outputs of an "
                    "earlier run are kept unless --overwrite")
+    p.add_argument("--min-lesion-contrast", type=float, default=None, metavar="C",
+                   help="drop lesions less than C times as bright as the tissue around them, e.g. 1.15: a lesion's mean "
+                   "intensity over the median of the tissue within 3 mm of it in-plane (default: the model's "
+                   "postprocessing, else 0: keep all); outputs of an earlier run are kept unless --overwrite")
     p.add_argument("--no-postprocessing", action="store_true",
                    help="ignore the TTA, threshold and lesion filters stored in the model by deepwml_find_postprocessing "
                    "(the plan's TTA and threshold, no filter, unless given above)")
@@ -177,6 +181,7 @@ def _main(argv: Optional[List[str]]) -> int:
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
         min_lesion_peak=args.min_lesion_peak,
+        min_lesion_contrast=args.min_lesion_contrast,
         postprocessing=not args.no_postprocessing,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:

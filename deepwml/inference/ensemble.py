@@ -213,13 +213,16 @@ def scans_by_case(images: Optional[Path], cases: Sequence[Sequence[ProbabilityFi
 
 
 def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float, min_lesion_ml: float,
-            min_lesion_peak: float = 0.0, outside_brain_dropped: bool = False) -> Dict[str, Any]:
+            min_lesion_peak: float = 0.0, outside_brain_dropped: bool = False,
+            min_lesion_contrast: float = 0.0) -> Dict[str, Any]:
     """What decides an ensemble folder's masks."""
     record = {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
               "threshold": float(threshold), "min_lesion_ml": float(min_lesion_ml)}
     # only when used, so that a folder averaged before the option existed resumes as keeping every lesion
     if min_lesion_peak > 0:
         record["min_lesion_peak"] = float(min_lesion_peak)
+    if min_lesion_contrast > 0:
+        record["min_lesion_contrast"] = float(min_lesion_contrast)
     if outside_brain_dropped:
         record["outside_brain_dropped"] = True
     return record
@@ -252,11 +255,12 @@ def _check_output(out_dir: Path, folders: Sequence[Path], record: Dict[str, Any]
 def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[float]] = None,
              threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
              progress: Optional[bool] = None, images: Optional[Path] = None, min_lesion_ml: float = 0.0,
-             min_lesion_peak: float = 0.0, keep_outside_brain: bool = False) -> EnsembleReport:
+             min_lesion_peak: float = 0.0, keep_outside_brain: bool = False,
+             min_lesion_contrast: float = 0.0) -> EnsembleReport:
     """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
     ``out_dir`` (with ``images``, the scans, also QC pictures); finished cases are skipped unless ``overwrite``; a
     case that fails is reported, not raised. With the first folder's anatomy maps, lesions outside their brain are
-    dropped unless ``keep_outside_brain``."""
+    dropped unless ``keep_outside_brain``; ``min_lesion_contrast`` (needs ``images``) drops the faint ones."""
     start = time.perf_counter()
     folders = [Path(f).expanduser() for f in folders]
     if len(folders) < 2:
@@ -270,7 +274,9 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
-    check_lesion_filters(min_lesion_ml, min_lesion_peak)
+    check_lesion_filters(min_lesion_ml, min_lesion_peak, min_lesion_contrast)
+    if min_lesion_contrast > 0 and images is None:
+        raise DeepWMLError("--min-lesion-contrast compares each lesion with the scan around it: give the scans with --images")
     cases = matched_cases(folders)
     images = Path(images).expanduser() if images is not None else None
     scans = scans_by_case(images, cases)
@@ -284,7 +290,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         raise DeepWMLError(f"holds the anatomy maps of some cases but not of {_some(lacking)}: predict them all with "
                            "--save-anatomy, or none", folders[0])
     drop_outside = bool(with_map) and not keep_outside_brain
-    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak, drop_outside)
+    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak, drop_outside, min_lesion_contrast)
     _check_output(out_dir, folders, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
@@ -313,7 +319,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
                                                 scans.get(first.case_id), min_lesion_ml, min_lesion_peak,
-                                                anatomy[first.case_id], drop_outside))
+                                                anatomy[first.case_id], drop_outside, min_lesion_contrast))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -328,7 +334,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
 def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, anatomy_path: Optional[Path] = None,
-                drop_outside: bool = False) -> CaseSummary:
+                drop_outside: bool = False, min_lesion_contrast: float = 0.0) -> CaseSummary:
     """Average, threshold and write one case (a QC picture on ``scan``; locations from the anatomy map at
     ``anatomy_path``, and lesions outside its brain dropped with ``drop_outside``); the mask last, since its presence
     marks the case done."""
@@ -343,15 +349,16 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         anatomy = read.array
         if drop_outside:
             mask, dropped = drop_outside_brain(mask, anatomy, geometry)
-    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
-    summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
-    if anatomy is not None and drop_outside:
-        summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
     image = read_case(scan) if scan is not None else None
     differ = image.geometry.mismatches(geometry) if image is not None else []
     if differ:
         raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.source)
+    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak,
+                          image.array if image is not None else None, min_lesion_contrast)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
+    summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
+    if anatomy is not None and drop_outside:
+        summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
     if save_probabilities:
         write_image(probs, geometry, outputs.probabilities)
     write_csv(lesions, outputs.lesions)

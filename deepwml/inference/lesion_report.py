@@ -25,6 +25,7 @@ from deepwml.anatomy.location import (
 )
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius, widen_box
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:
@@ -83,24 +84,41 @@ def lesion_id_labels(mask: np.ndarray, slice_axis: int) -> tuple:
     return labels, count
 
 
-def check_lesion_filters(min_ml: float, min_peak: float) -> None:
-    """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml), and a lesion peak
-    probability that is not a probability below 1 (--min-lesion-peak)."""
+#: a lesion contrast filter above this drops every lesion there is: a mistake, not a filter
+MAX_MIN_LESION_CONTRAST = 3.0
+
+
+def check_lesion_filters(min_ml: float, min_peak: float, min_contrast: float = 0.0) -> None:
+    """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml), a lesion peak
+    probability that is not a probability below 1 (--min-lesion-peak) and a lesion contrast outside 0..3
+    (--min-lesion-contrast)."""
     if not (math.isfinite(min_ml) and min_ml >= 0):
         raise DeepWMLError(f"--min-lesion-ml must be a volume of 0 ml or more, not {min_ml}")
     if not (math.isfinite(min_peak) and 0 <= min_peak < 1):
         raise DeepWMLError(f"--min-lesion-peak must be a probability from 0 up to (not including) 1, not {min_peak}")
+    if not (math.isfinite(min_contrast) and 0 <= min_contrast <= MAX_MIN_LESION_CONTRAST):
+        raise DeepWMLError(f"--min-lesion-contrast must be a ratio from 0 (off) to {MAX_MIN_LESION_CONTRAST:g}, e.g. 1.15 "
+                           f"(lesions less than 15 % brighter than the tissue around them dropped), not {min_contrast}")
 
 
 def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs: Optional[np.ndarray] = None,
-                   min_ml: float = 0.0, min_peak: float = 0.0) -> np.ndarray:
+                   min_ml: float = 0.0, min_peak: float = 0.0, image: Optional[np.ndarray] = None,
+                   min_contrast: float = 0.0) -> np.ndarray:
     """The mask (uint8) without its lesions (26-connected, as the lesion table counts them) under ``min_ml`` ml
-    (needs ``geometry``) or whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
-    thresholding, the extent where the mask is, the evidence from the lesion's core)."""
+    (needs ``geometry``), whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
+    thresholding, the extent where the mask is, the evidence from the lesion's core) or less than ``min_contrast``
+    times as bright as the tissue around them (needs ``image``, the scan on the mask's grid, and ``geometry``:
+    deepwml.inference.lesion_contrast)."""
     mask = np.asarray(mask) > 0
-    box = lesion_box(mask) if (min_ml > 0 or min_peak > 0) else None
+    box = lesion_box(mask) if (min_ml > 0 or min_peak > 0 or min_contrast > 0) else None
     if box is None:
         return mask.astype(np.uint8)
+    if min_contrast > 0:
+        if image is None or geometry is None:
+            raise DeepWMLError("the lesion contrast filter needs the scan and its geometry")  # a caller's bug
+        radius = ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy)
+        # the rings reach past the lesions' box
+        box = widen_box(box, mask.shape, radius)
     # labelled inside the box that holds the lesions: a 512x512x25 map costs 0.8 s labelled whole, the box a fraction
     labels, count = label_lesions(mask[box])
     inside = labels > 0
@@ -114,6 +132,10 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
         peak = lesion_peaks(np.asarray(probs, dtype=np.float32)[box][inside], lesion_of, count)
         # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
         keep[1:] &= peak >= np.float32(min_peak)
+    if min_contrast > 0:
+        contrast = lesion_contrasts(np.asarray(image)[box], labels, count, radius, background_floor(np.asarray(image)))
+        # a relative tolerance as for the volume; a lesion with no ring around it is not judged
+        keep[1:] &= ~(contrast < min_contrast * (1 - 1e-9))
     keep[0] = False
     out = np.zeros(mask.shape, np.uint8)
     out[box] = keep[labels]

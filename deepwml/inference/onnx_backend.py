@@ -53,7 +53,7 @@ OPSET = 17
 #: what a cache entry of one fold holds
 ENTRY_ARRAYS = ("graph", "digest", "temperatures", "postprocessing")
 #: an entry's postprocessing array when the checkpoint stores none
-NO_POSTPROCESSING = (np.nan, np.nan, np.nan, np.nan)
+NO_POSTPROCESSING = (np.nan,) * 5
 INPUT, OUTPUT = "image", "logits"
 
 
@@ -194,9 +194,9 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
 
 
 def _stored_settings(stored: np.ndarray) -> MaskSettings:
-    """A cache entry's postprocessing array (threshold, smallest lesion, peak, TTA as 0/1) as settings."""
-    threshold, min_ml, min_peak, tta = (float(v) for v in stored)
-    return MaskSettings(threshold, min_ml, min_peak, tta > 0.5)
+    """A cache entry's postprocessing array (threshold, smallest lesion, peak, TTA as 0/1, lesion contrast) as settings."""
+    threshold, min_ml, min_peak, tta, min_contrast = (float(v) for v in stored)
+    return MaskSettings(threshold, min_ml, min_peak, tta > 0.5, min_contrast)
 
 
 def prepare_graphs(model_dir: Path) -> str:

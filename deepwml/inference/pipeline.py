@@ -77,6 +77,8 @@ class RunOptions:
     min_lesion_ml: float = 0.0
     #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
     min_lesion_peak: float = 0.0
+    #: lesions less than this many times as bright as the tissue around them are dropped (0: keep all)
+    min_lesion_contrast: float = 0.0
     #: the model's probability temperatures below / above the threshold (deepwml.calibration.temperature)
     temperatures: Tuple[float, float] = (1.0, 1.0)
     #: the slice thickness and pixel size ranges of the model's training scans (None: not recorded, nothing flagged)
@@ -143,7 +145,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
         mask = white_matter_lesions(mask, anatomy, geometry)
-    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak)
+    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.image.array,
+                          options.min_lesion_contrast)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)

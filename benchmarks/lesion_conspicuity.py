@@ -1,0 +1,151 @@
+"""Which reference lesions a model finds, by their size and by how much brighter they are than the tissue around them.
+
+Lesion F1 counts every reference lesion alike, and most of those a thick-slice model misses are small and faint.
+This table tells whether a set of scans holds more of them than another (real development stacks against the
+synthetic held-out set, say) and whether, at the same size and contrast, the model finds them as often. Each
+reference lesion is a 26-connected component (as lesion F1 counts them); its contrast is its mean intensity over the
+median of the ring around it: the voxels within ``--ring-mm`` in-plane on its slices that are neither reference
+lesion nor background (at most a tenth of the median positive intensity: the air, or a stripped scan's zero); it is
+found when any predicted voxel touches it.
+
+    python benchmarks/lesion_conspicuity.py -i RAW/imagesTr -l RAW/labelsTr -p PREDICTIONS
+    python benchmarks/real_dev.py --builtin --conspicuity   # the same table on the real development stacks
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from deepwml.cli.common import run
+from deepwml.evaluation.lesions import label_lesions
+from deepwml.imageio import read_image, read_label
+from deepwml.utils.errors import DeepWMLError
+
+#: lesion volume classes (µl) and contrast bins (lesion mean / ring median) of the table
+VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)
+CONTRAST_BINS = (0.0, 1.05, 1.10, 1.20, math.inf)
+#: default ring width around each lesion (mm, in-plane)
+RING_MM = 3.0
+
+
+def foreground(image: np.ndarray) -> np.ndarray:
+    """Voxels above a tenth of the median positive intensity: not the air or a stripped scan's background."""
+    positive = image[image > 0]
+    return image > 0.1 * np.median(positive) if positive.size else np.ones(image.shape, bool)
+
+
+def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
+                          ring_mm: float = RING_MM, tissue: Optional[np.ndarray] = None) -> List[Dict]:
+    """One row per reference lesion of a stack: volume (µl), contrast to its ring (NaN without one) and found."""
+    image = np.asarray(image, np.float32)
+    label = np.asarray(label, bool)
+    tissue = (foreground(image) if tissue is None else np.asarray(tissue, bool)) & ~label
+    radius = [max(1, int(round(ring_mm / s))) for s in spacing_zyx[1:]]
+    yy, xx = np.ogrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
+    disk = ((yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0)[None]
+    voxel_ul = float(np.prod(spacing_zyx))
+    components, n = label_lesions(label)
+    rows = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        # widened in-plane by the ring, so that the dilation is not cut off by the lesion's own bounding box
+        box = (box[0],) + tuple(slice(max(0, b.start - r), b.stop + r) for b, r in zip(box[1:], radius))
+        own = components[box] == index
+        ring = ndimage.binary_dilation(own, disk) & tissue[box]
+        contrast = float(image[box][own].mean() / np.median(image[box][ring])) if ring.any() else float("nan")
+        rows.append({"ul": own.sum() * voxel_ul, "contrast": contrast, "found": bool(predicted[box][own].any())})
+    return rows
+
+
+def _cell(rows: Sequence[Dict]) -> str:
+    """'recall (n)' of some lesions, '–' for none."""
+    return f"{np.mean([r['found'] for r in rows]):.2f} ({len(rows)})" if rows else "–"
+
+
+def conspicuity_table(rows: Sequence[Dict]) -> str:
+    """Markdown: recall (count) of reference lesions by volume class (rows) and contrast to their ring (columns), with
+    every lesion of a class and its median contrast in the last columns."""
+    bins = list(zip(CONTRAST_BINS, CONTRAST_BINS[1:]))
+    names = [f"{lo:g}–{hi:g}" if math.isfinite(hi) else f">= {lo:g}" for lo, hi in bins]
+    lines = ["| reference lesions, µl | " + " | ".join(f"contrast {n}: recall (n)" for n in names)
+             + " | all: recall (n) | median contrast |", "|---" * (len(bins) + 3) + "|"]
+    for lo, hi in zip(VOLUME_CLASSES_UL, VOLUME_CLASSES_UL[1:]):
+        size = [r for r in rows if lo <= r["ul"] < hi]
+        cells = [_cell([r for r in size if a <= r["contrast"] < b]) for a, b in bins]
+        contrasts = [r["contrast"] for r in size if math.isfinite(r["contrast"])]
+        median = f"{np.median(contrasts):.2f}" if contrasts else "–"
+        name = f"{lo:g}–{hi:g}" if math.isfinite(hi) else f">= {lo:g}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_cell(size)} | {median} |")
+    lines.append("| all | " + " | ".join(_cell([r for r in rows if a <= r["contrast"] < b]) for a, b in bins)
+                 + f" | {_cell(rows)} | "
+                 + (f"{np.median([r['contrast'] for r in rows if math.isfinite(r['contrast'])]):.2f}"
+                    if any(math.isfinite(r["contrast"]) for r in rows) else "–") + " |")
+    return "\n".join(lines)
+
+
+def _image_for(images: Path, name: str) -> Path:
+    """The image of a label file: the same name, or nnU-Net's CASE_0000 channel file."""
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+    for candidate in (images / name, images / f"{stem}_0000.nii.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DeepWMLError(f"no image for label {name} (looked for {name} and {stem}_0000.nii.gz)", images)
+
+
+def folder_rows(images: Path, labels: Path, predictions: Path, ring_mm: float = RING_MM) -> List[Dict]:
+    """Rows of every labelled case that has a prediction; a clear error for a missing or mismatched file."""
+    names = sorted(p.name for p in labels.glob("*.nii.gz"))
+    if not names:
+        raise DeepWMLError("holds no .nii.gz labels", labels)
+    rows = []
+    for name in names:
+        reference = read_label(labels / name)
+        image = read_image(_image_for(images, name))
+        mask_path = predictions / name
+        if not mask_path.is_file():
+            raise DeepWMLError(f"no prediction for {name}", predictions)
+        predicted = read_label(mask_path)
+        for what, other in (("image", image.geometry), ("prediction", predicted.geometry)):
+            problems = reference.geometry.mismatches(other)
+            if problems:
+                raise DeepWMLError(f"{what} of {name} is not on its label's grid: {'; '.join(problems)}", labels / name)
+        case = reference_conspicuity(image.array, reference.array > 0, predicted.array > 0,
+                                     tuple(reversed(reference.geometry.spacing)), ring_mm)
+        rows += [{**r, "case": name} for r in case]
+    return rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-i", "--images", type=Path, required=True, help="folder of images (CASE.nii.gz or CASE_0000.nii.gz)")
+    p.add_argument("-l", "--labels", type=Path, required=True, help="folder of reference masks (CASE.nii.gz, lesion > 0)")
+    p.add_argument("-p", "--predictions", type=Path, required=True, help="folder of predicted masks named as the labels")
+    p.add_argument("--ring-mm", type=float, default=RING_MM, help=f"ring width around each lesion, mm in-plane (default {RING_MM:g})")
+    return p
+
+
+def _main(argv: Optional[List[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.ring_mm > 0:
+        raise DeepWMLError(f"--ring-mm must be positive, got {args.ring_mm:g}")
+    rows = folder_rows(args.images.expanduser(), args.labels.expanduser(), args.predictions.expanduser(), args.ring_mm)
+    print(f"{len(rows)} reference lesions in {len({r['case'] for r in rows})} cases; contrast: lesion mean / median of "
+          f"the tissue within {args.ring_mm:g} mm in-plane")
+    print()
+    print(conspicuity_table(rows))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: user errors print one line and exit 2."""
+    return run(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

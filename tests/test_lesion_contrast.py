@@ -1,0 +1,169 @@
+"""--min-lesion-contrast: a predicted lesion is kept only when it stands out from the tissue around it on its own
+slices; the filter travels through deepwml_predict, deepwml_ensemble, a model's stored postprocessing and its report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import Geometry, read_image, write_image
+from deepwml.inference.lesion_contrast import lesion_contrasts, ring_radius
+from deepwml.inference.lesion_report import filter_lesions, label_lesions
+from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
+from deepwml.utils.errors import DeepWMLError
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def _scan():
+    """Tissue at 100 beside a stripped background strip; lesion 1 at 150 in the open, lesion 2 at 120 against the
+    background, lesion 3 at 130 on a slice whose neighbour is at 300 right above it, lesion 4 filling a slice."""
+    image = np.full((4, 40, 40), 100.0, np.float32)
+    image[:, :, :5] = 0.0
+    mask = np.zeros(image.shape, np.uint8)
+    mask[0, 10:13, 20:23] = 1
+    image[0, 10:13, 20:23] = 150.0
+    mask[0, 20:23, 5:8] = 1
+    image[0, 20:23, 5:8] = 120.0
+    mask[1, 30:33, 30:33] = 1
+    image[1, 30:33, 30:33] = 130.0
+    image[2, 25:38, 25:38] = 300.0  # bright tissue on the next slice: not part of lesion 3's ring
+    mask[3] = 1
+    return image, mask
+
+
+def test_a_lesion_s_contrast_is_its_mean_over_the_median_of_its_own_slices_tissue():
+    """Ring: in-plane only, other lesions and background left out; a lesion with no tissue around it has none."""
+    image, mask = _scan()
+    labels, count = label_lesions(mask)
+    contrast = lesion_contrasts(image, labels, count, ring_radius((5.0, 1.0, 1.0), 0), floor=10.0)
+    assert count == 4
+    by_voxel = {tuple(np.argwhere(labels == k)[0]): contrast[k - 1] for k in range(1, count + 1)}
+    assert by_voxel[(0, 10, 20)] == pytest.approx(1.5)
+    assert by_voxel[(0, 20, 5)] == pytest.approx(1.2)  # the zeros beside it are background, not dark tissue
+    assert by_voxel[(1, 30, 30)] == pytest.approx(1.3)  # the 300s a slice away are not around it
+    assert np.isnan(by_voxel[(3, 0, 0)])
+    # on a grid whose thick axis is numpy's last, the ring lies in the other two
+    assert ring_radius((1.0, 0.5, 6.0), 2, ring_mm=3.0) == (3, 6, 0)
+
+
+def test_filter_lesions_drops_faint_lesions_and_never_judges_one_without_a_ring():
+    """min_contrast C keeps exactly the lesions at C or more times their ring (and those with no ring); the same
+    answer on a geometry whose thick axis is another numpy axis."""
+    image, mask = _scan()
+    geometry = Geometry((40, 40, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), AXIAL)
+    kept = filter_lesions(mask, geometry, image=image, min_contrast=1.25)
+    assert kept[0, 11, 21] == 1 and kept[0, 21, 6] == 0 and kept[1, 31, 31] == 1 and kept[3].all()
+    assert filter_lesions(mask, geometry, image=image, min_contrast=1.5)[0, 11, 21] == 1  # exactly the minimum: kept
+    assert filter_lesions(mask, geometry, image=image, min_contrast=1.6)[0, 11, 21] == 0
+    np.testing.assert_array_equal(filter_lesions(mask, geometry, image=image, min_contrast=0.0), mask)
+    # the same scan stored with its slices along numpy's last axis
+    turned = Geometry((4, 40, 40), (5.0, 1.0, 1.0), (0.0, 0.0, 0.0), AXIAL)
+    np.testing.assert_array_equal(
+        filter_lesions(np.moveaxis(mask, 0, 2), turned, image=np.moveaxis(image, 0, 2), min_contrast=1.25),
+        np.moveaxis(kept, 0, 2))
+    with pytest.raises(DeepWMLError, match="needs the scan"):
+        filter_lesions(mask, geometry, min_contrast=1.2)
+
+
+def test_a_stored_lesion_contrast_is_read_checked_and_absent_means_off(tmp_path):
+    """Checkpoints keep the filter as a plain number; one from before it existed has none; a wrong one is refused."""
+    path = tmp_path / "checkpoint_best.pth"
+    settings = MaskSettings(0.55, tta=True, min_lesion_contrast=1.15)
+    assert read_postprocessing({"postprocessing": settings.as_record()}, path, 1) == settings
+    assert "lesions under 1.15 x the tissue around them dropped" in settings.describe()
+    older = {k: v for k, v in settings.as_record().items() if k != "min_lesion_contrast"}
+    assert read_postprocessing({"postprocessing": older}, path, 1).min_lesion_contrast == 0.0
+    for bad in (-1.0, 4.0, float("nan"), "1.2", True):
+        with pytest.raises(DeepWMLError, match="min_lesion_contrast") as e:
+            read_postprocessing({"postprocessing": dict(older, min_lesion_contrast=bad)}, path, 1)
+        assert "checkpoint_best.pth" in str(e.value)
+
+
+def _plateau_case(folder):
+    """tiny_case's head with one of its lesions standing on a broad, slightly bright plateau (low contrast)."""
+    image, _, geometry = tiny_case(shape_zyx=(6, 72, 60), spacing_xyz=(0.9, 0.8, 6.0), seed=3, n_lesions=4)
+    z = 2
+    image[z, 10:26, 34:50] += 20.0  # the plateau: 120 where the head is 100, under the toy model's threshold
+    image[z, 16:20, 40:44] = 150.0  # a lesion on it: 1.25 x its ring, where the others are ~1.6 x theirs
+    return write_image(image, geometry, folder / "scan.nii.gz")
+
+
+def test_predict_min_lesion_contrast_drops_the_faint_lesions_and_records_it(tmp_path, capsys):
+    """deepwml_predict --min-lesion-contrast C: the mask, lesion table and summary lose exactly the lesions under C
+    times their ring; the report and the output folder's record say so; resuming without it is refused; a bad value
+    is one line and writes nothing."""
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
+    path = _plateau_case(tmp_path / "in")
+    run = lambda out, *extra: predict_main(["-i", str(path), "-o", str(tmp_path / out), "-m", str(model), "--no-qc",  # noqa: E731
+                                            "--no-anatomy",
+                                            *map(str, extra)])
+    assert run("all") == 0
+    image = read_image(path)
+    labels, count = label_lesions(read_image(tmp_path / "all" / "scan.nii.gz", dtype=None).array)
+    radius = ring_radius(tuple(reversed(image.geometry.spacing)), image.geometry.slice_axis_numpy)
+    from deepwml.inference.lesion_contrast import background_floor
+
+    contrast = lesion_contrasts(image.array, labels, count, radius, background_floor(image.array))
+    # the plateau's lesion is among the faint ones, the lesions in the open stand out
+    assert count >= 3 and contrast[labels[2, 18, 42] - 1] < 1.35 and np.nanmax(contrast) > 1.45, contrast
+    assert run("sure", "--min-lesion-contrast", 1.35, "--report") == 0
+    mask = read_image(tmp_path / "sure" / "scan.nii.gz", dtype=None).array
+    kept = contrast >= 1.35
+    np.testing.assert_array_equal(mask > 0, np.concatenate([[False], kept])[labels])
+    assert len(pd.read_csv(tmp_path / "sure" / "scan_lesions.csv")) == pd.read_csv(tmp_path / "sure" / "summary.csv").iloc[0][
+        "lesion_count"] == kept.sum() < count
+    assert "1.35 × the tissue around it" in (tmp_path / "sure" / "report" / "scan.html").read_text(encoding="utf-8")
+    record = json.loads((tmp_path / "sure" / ".deepwml_output.json").read_text())["predicted_with"]
+    assert record["min_lesion_contrast"] == 1.35
+    capsys.readouterr()
+    assert run("sure", "--report") == 2
+    assert "min_lesion_contrast 1.35 -> 0.0" in capsys.readouterr().err
+    for bad in ("-0.1", "nan", "5"):
+        assert run("bad", "--min-lesion-contrast", bad) == 2
+        assert "--min-lesion-contrast must be a ratio from 0 (off) to 3" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_model_s_stored_contrast_filter_applies_by_default_and_yields_to_the_run_s(tmp_path, capsys):
+    """A stored min_lesion_contrast is what deepwml_predict applies (and says), unless the run gives its own."""
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
+    ckpt_path = model / "fold_0" / "checkpoint_best.pth"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["postprocessing"] = dict(MaskSettings(0.5, min_lesion_contrast=1.35).as_record(), record={})
+    torch.save(ckpt, ckpt_path)
+    path = _plateau_case(tmp_path / "in")
+    base = ["-i", str(path), "-m", str(model), "--no-qc", "--no-anatomy", "--backend", "torch"]
+    assert predict_main(base + ["-o", str(tmp_path / "stored")]) == 0
+    assert "lesions under 1.35 x the tissue around them dropped" in capsys.readouterr().out
+    assert predict_main(base + ["-o", str(tmp_path / "off"), "--min-lesion-contrast", "0"]) == 0
+    stored = read_image(tmp_path / "stored" / "scan.nii.gz", dtype=None).array
+    off = read_image(tmp_path / "off" / "scan.nii.gz", dtype=None).array
+    assert label_lesions(off)[1] > label_lesions(stored)[1] and (stored <= off).all() and off[2, 18, 42] and not stored[2, 18, 42]
+
+
+def test_ensemble_contrast_filter_needs_the_scans(tmp_path):
+    """deepwml_ensemble --min-lesion-contrast reads each lesion's surroundings from the scans: without --images, one
+    clear error before anything is written."""
+    from deepwml.inference.ensemble import ensemble
+
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
+    path = _plateau_case(tmp_path / "in")
+    for run in ("a", "b"):
+        assert predict_main(["-i", str(path), "-o", str(tmp_path / run), "-m", str(model), "--no-qc", "--no-anatomy",
+                             "--save-probabilities"]) == 0
+    with pytest.raises(DeepWMLError, match="give the scans with --images"):
+        ensemble([tmp_path / "a", tmp_path / "b"], tmp_path / "out", min_lesion_contrast=1.35, progress=False)
+    assert not (tmp_path / "out").exists()
+    report = ensemble([tmp_path / "a", tmp_path / "b"], tmp_path / "out", min_lesion_contrast=1.35, progress=False,
+                      images=tmp_path / "in")
+    assert not report.failed
+    one = read_image(tmp_path / "a" / "scan.nii.gz", dtype=None).array
+    both = read_image(tmp_path / "out" / "scan.nii.gz", dtype=None).array
+    assert label_lesions(both)[1] < label_lesions(one)[1] and one[2, 18, 42] and not both[2, 18, 42]
