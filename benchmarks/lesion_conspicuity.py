@@ -6,7 +6,9 @@ synthetic held-out set, say) and whether, at the same size and contrast, the mod
 reference lesion is a 26-connected component (as lesion F1 counts them); its contrast is its mean intensity over the
 median of the ring around it: the voxels within ``--ring-mm`` in-plane on its slices that are neither reference
 lesion nor background (at most a tenth of the median positive intensity: the air, or a stripped scan's zero); it is
-found when any predicted voxel touches it.
+found when any predicted voxel touches it. A second table sorts the predicted lesions the same way (their ring
+leaves out the predicted lesions, as deepwml_predict --min-lesion-contrast measures them): true when they touch the
+reference, false when not.
 
     python benchmarks/lesion_conspicuity.py -i RAW/imagesTr -l RAW/labelsTr -p PREDICTIONS
     python benchmarks/real_dev.py --builtin --conspicuity   # the same table on the real development stacks
@@ -29,7 +31,7 @@ from deepwml.utils.errors import DeepWMLError
 
 #: lesion volume classes (µl) and contrast bins (lesion mean / ring median) of the table
 VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)
-CONTRAST_BINS = (0.0, 1.05, 1.10, 1.20, math.inf)
+CONTRAST_BINS = (0.0, 1.05, 1.10, 1.15, 1.20, 1.30, math.inf)
 #: default ring width around each lesion (mm, in-plane)
 RING_MM = 3.0
 
@@ -62,6 +64,31 @@ def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.nd
     return rows
 
 
+def both_ways(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
+              ring_mm: float = RING_MM, tissue: Optional[np.ndarray] = None) -> List[Dict]:
+    """Rows of a stack's reference lesions (kind 'reference', found or not) and of its predicted lesions (kind
+    'predicted', ``found``: touching the reference)."""
+    label, predicted = np.asarray(label, bool), np.asarray(predicted, bool)
+    return ([{**r, "kind": "reference"} for r in reference_conspicuity(image, label, predicted, spacing_zyx, ring_mm, tissue)]
+            + [{**r, "kind": "predicted"} for r in reference_conspicuity(image, predicted, label, spacing_zyx, ring_mm, tissue)])
+
+
+def predicted_table(rows: Sequence[Dict]) -> str:
+    """Markdown: predicted lesions by contrast to their ring, true (touching the reference) and false."""
+    predicted = [r for r in rows if r.get("kind") == "predicted"]
+    bins = list(zip(CONTRAST_BINS, CONTRAST_BINS[1:]))
+    names = [f"{lo:g}–{hi:g}" if math.isfinite(hi) else f">= {lo:g}" for lo, hi in bins]
+    cells = []
+    for a, b in bins:
+        inside = [r for r in predicted if a <= r["contrast"] < b]
+        cells.append(f"{sum(r['found'] for r in inside)} / {sum(not r['found'] for r in inside)}")
+    unringed = [r for r in predicted if not math.isfinite(r["contrast"])]
+    return "\n".join(["| predicted lesions, true / false | " + " | ".join(f"contrast {n}" for n in names) + " | no ring |",
+                      "|---" * (len(bins) + 2) + "|",
+                      "| count | " + " | ".join(cells) + f" | {sum(r['found'] for r in unringed)} / "
+                      f"{sum(not r['found'] for r in unringed)} |"])
+
+
 def _cell(rows: Sequence[Dict]) -> str:
     """'recall (n)' of some lesions, '–' for none."""
     return f"{np.mean([r['found'] for r in rows]):.2f} ({len(rows)})" if rows else "–"
@@ -70,6 +97,7 @@ def _cell(rows: Sequence[Dict]) -> str:
 def conspicuity_table(rows: Sequence[Dict]) -> str:
     """Markdown: recall (count) of reference lesions by volume class (rows) and contrast to their ring (columns), with
     every lesion of a class and its median contrast in the last columns."""
+    rows = [r for r in rows if r.get("kind", "reference") == "reference"]
     bins = list(zip(CONTRAST_BINS, CONTRAST_BINS[1:]))
     names = [f"{lo:g}–{hi:g}" if math.isfinite(hi) else f">= {lo:g}" for lo, hi in bins]
     lines = ["| reference lesions, µl | " + " | ".join(f"contrast {n}: recall (n)" for n in names)
@@ -114,8 +142,8 @@ def folder_rows(images: Path, labels: Path, predictions: Path, ring_mm: float = 
             problems = reference.geometry.mismatches(other)
             if problems:
                 raise DeepWMLError(f"{what} of {name} is not on its label's grid: {'; '.join(problems)}", labels / name)
-        case = reference_conspicuity(image.array, reference.array > 0, predicted.array > 0,
-                                     tuple(reversed(reference.geometry.spacing)), ring_mm)
+        case = both_ways(image.array, reference.array > 0, predicted.array > 0,
+                         tuple(reversed(reference.geometry.spacing)), ring_mm)
         rows += [{**r, "case": name} for r in case]
     return rows
 
@@ -135,10 +163,13 @@ def _main(argv: Optional[List[str]]) -> int:
     if not args.ring_mm > 0:
         raise DeepWMLError(f"--ring-mm must be positive, got {args.ring_mm:g}")
     rows = folder_rows(args.images.expanduser(), args.labels.expanduser(), args.predictions.expanduser(), args.ring_mm)
-    print(f"{len(rows)} reference lesions in {len({r['case'] for r in rows})} cases; contrast: lesion mean / median of "
-          f"the tissue within {args.ring_mm:g} mm in-plane")
+    references = [r for r in rows if r["kind"] == "reference"]
+    print(f"{len(references)} reference lesions in {len({r['case'] for r in rows})} cases; contrast: lesion mean / median "
+          f"of the tissue within {args.ring_mm:g} mm in-plane")
     print()
     print(conspicuity_table(rows))
+    print()
+    print(predicted_table(rows))
     return 0
 
 

@@ -44,7 +44,7 @@ from deepwml.synthetic.realism import lesion_contrast
 from deepwml.synthetic.thick_slices import SlabSpec, superior_axis_first, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-from lesion_conspicuity import conspicuity_table, reference_conspicuity  # benchmarks/lesion_conspicuity.py, next to this script
+from lesion_conspicuity import both_ways, conspicuity_table, predicted_table  # benchmarks/lesion_conspicuity.py, next to this script
 from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -261,8 +261,8 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
           foreign: bool = False, conspicuity: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict], List[Dict]]:
     """Case metrics of each predicted mask against its slab label, on the stack's own grid; with ``errors``, also
     each stack's largest false-positive and missed components (:func:`error_components`); with ``profile``, every
-    component's kind, size and intensity (:func:`component_profile`); with ``conspicuity``, every reference lesion's
-    volume, contrast to the tissue around it and whether it was found (lesion_conspicuity.py). ``images_dir``: the
+    component's kind, size and intensity (:func:`component_profile`); with ``conspicuity``, every reference and predicted
+    lesion's volume, contrast to the tissue around it and whether it was found / is true (lesion_conspicuity.py). ``images_dir``: the
     stacks (default: beside ``pred_dir``); ``foreign``: the masks come from another tool (:func:`read_foreign_mask`)."""
     images_dir = images_dir or pred_dir.parent / "images"
     rows, components, profiles, conspicuous = [], [], [], []
@@ -285,7 +285,7 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
             profiles += component_profile(case, image, predicted)
         if conspicuity:
             spacing = tuple(reversed(case.geometry.spacing))
-            conspicuous += reference_conspicuity(image, case.label, predicted, spacing, tissue=case.brain)
+            conspicuous += both_ways(image, case.label, predicted, spacing, tissue=case.brain)
     return rows, components, profiles, conspicuous
 
 
@@ -522,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "across the midline: are the misses faint, the false positives bright, bilateral?")
     p.add_argument("--conspicuity", action="store_true",
                    help="also tabulate the reference lesions found by volume (µl) and contrast to the tissue within 3 mm "
-                        "around them (benchmarks/lesion_conspicuity.py: the same table for any images, labels and masks)")
+                        "around them, and the predicted lesions true and false by their contrast "
+                        "(benchmarks/lesion_conspicuity.py: the same tables for any images, labels and masks)")
     p.add_argument("--confidence", action="store_true",
                    help="also tell whether each predicted lesion's confidence (CASE_lesions.csv) separates those touching the "
                         "reference from false ones: counts, median confidences and the AUC, over all and per location class")
@@ -615,7 +616,7 @@ def print_tables(args: argparse.Namespace, cases: Sequence[StackCase], rows: Seq
     print()
     asked = [(args.errors, lambda: error_table(components)), (args.components, lambda: profile_table(profiles)),
              (args.confidence, lambda: confidence_table(confidences)), (args.contrast, lambda: contrast_table(cases)),
-             (args.conspicuity, lambda: conspicuity_table(conspicuous))]
+             (args.conspicuity, lambda: conspicuity_table(conspicuous) + "\n\n" + predicted_table(conspicuous))]
     for wanted, make in asked:
         if wanted:
             print(make())

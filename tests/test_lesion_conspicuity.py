@@ -18,9 +18,10 @@ def _case():
     label = np.zeros(image.shape, np.uint8)
     label[0, 5:8, 10:13], image[0, 5:8, 10:13] = 1, 150.0  # 9 voxels x 5 µl
     label[0, 30:32, 30:32], image[0, 30:32, 30:32] = 1, 107.0  # 4 voxels x 5 µl, 1.07 x its ring
-    label[2, 10:30, 10:30], image[2, 10:30, 10:30] = 1, 130.0  # 400 voxels x 5 µl
+    label[2, 10:30, 10:30], image[2, 10:30, 10:30] = 1, 135.0  # 400 voxels x 5 µl
     predicted = label.copy()
     predicted[0, 30:32, 30:32] = 0
+    predicted[1, 33:36, 33:36] = 1  # a false lesion in plain tissue: as bright as its ring
     return image, label, predicted
 
 
@@ -30,13 +31,17 @@ def test_every_reference_lesion_gets_its_volume_contrast_and_whether_it_was_foun
     rows = sorted(bench.reference_conspicuity(image, label, predicted, (5.0, 1.0, 1.0)), key=lambda r: r["ul"])
     assert [r["ul"] for r in rows] == [20.0, 45.0, 2000.0]
     assert [r["found"] for r in rows] == [False, True, True]
-    assert [round(r["contrast"], 3) for r in rows] == [1.07, 1.5, 1.3]
+    assert [round(r["contrast"], 3) for r in rows] == [1.07, 1.5, 1.35]
     table = bench.conspicuity_table(rows)
     lines = table.splitlines()
     assert lines[0].startswith("| reference lesions, µl | contrast 0–1.05: recall (n) | contrast 1.05–1.1")
-    assert lines[2] == "| 0–30 | – | 0.00 (1) | – | – | 0.00 (1) | 1.07 |"
-    assert lines[3] == "| 30–100 | – | – | – | 1.00 (1) | 1.00 (1) | 1.50 |"
-    assert lines[-1] == "| all | – | 0.00 (1) | – | 1.00 (2) | 0.67 (3) | 1.30 |"
+    assert lines[2] == "| 0–30 | – | 0.00 (1) | – | – | – | – | 0.00 (1) | 1.07 |"
+    assert lines[3] == "| 30–100 | – | – | – | – | – | 1.00 (1) | 1.00 (1) | 1.50 |"
+    assert lines[-1] == "| all | – | 0.00 (1) | – | – | – | 1.00 (2) | 0.67 (3) | 1.35 |"
+    # the predicted lesions the other way round: two true ones that stand out, one false one as bright as its ring
+    both = bench.both_ways(image, label, predicted, (5.0, 1.0, 1.0))
+    assert bench.conspicuity_table(both) == table
+    assert bench.predicted_table(both).splitlines()[-1] == "| count | 0 / 1 | 0 / 0 | 0 / 0 | 0 / 0 | 0 / 0 | 2 / 0 | 0 / 0 |"
 
 
 def test_the_command_pairs_folders_by_name_and_names_a_file_that_does_not_fit(tmp_path, capsys):
@@ -48,7 +53,7 @@ def test_the_command_pairs_folders_by_name_and_names_a_file_that_does_not_fit(tm
     args = ["-i", str(tmp_path / "images"), "-l", str(tmp_path / "labels"), "-p", str(tmp_path / "pred")]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
-    assert "3 reference lesions in 1 cases" in out and "| all |" in out
+    assert "3 reference lesions in 1 cases" in out and "| all |" in out and "| count | 0 / 1 |" in out
     write_image(predicted[:2], Geometry((40, 40, 2), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0)), tmp_path / "pred" / "c1.nii.gz")
     assert bench.main(args) == 2
     err = capsys.readouterr().err
