@@ -25,7 +25,7 @@ from tqdm import tqdm
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
 from deepwml.calibration.fit import (CaseGroup, case_label, case_prediction, declared_ignore_label,
                                     validation_groups)
-from deepwml.calibration.postprocessing_search import (MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
+from deepwml.calibration.postprocessing_search import (COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
                                                        choose, objective_of)
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.inference.ensemble import DEFAULT_THRESHOLD
@@ -134,7 +134,7 @@ def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSetti
         "checkpoints": {plan: checkpoint_stamps(spec.checkpoints) for plan, spec in specs.items()},
         "candidates": {name: [c.as_record() for c in cands] for name, cands in candidates.items()},
         "ignore_label": ignore_label,
-        "device": str(setup.device), "amp": str(setup.amp_dtype),
+        "device": str(setup.device), "amp": str(setup.amp_dtype), "counts_version": COUNTS_VERSION,
     })
 
 

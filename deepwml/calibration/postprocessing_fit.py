@@ -20,7 +20,7 @@ import numpy as np
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
 from deepwml.calibration.fit import PredictedCase, case_groups, kept_or_predicted, store_in_checkpoints
-from deepwml.calibration.postprocessing_search import MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
+from deepwml.calibration.postprocessing_search import COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.inference.model_loading import ModelSpec, check_model
 from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings
@@ -114,7 +114,8 @@ def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label:
     if root is None:
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "candidates": [c.as_record() for c in candidates],
-                   "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype)})
+                   "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype),
+                   "counts_version": COUNTS_VERSION})
     return root / "postprocessing_search" / key
 
 

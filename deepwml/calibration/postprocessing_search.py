@@ -30,6 +30,9 @@ OBJECTIVES = ("both", "dice", "f1")
 #: a candidate replaces the model's settings only when it raises the objective by at least this much: less is what
 #: a different draw of a few validation cases moves it by
 MIN_GAIN = 0.005
+#: how a case's counts are made (2: with the lesion contrast filter); part of the key of counts kept in the user
+#: cache, so that counts an older way of counting kept are made again, not reused
+COUNTS_VERSION = 2
 
 
 @dataclass(frozen=True)
