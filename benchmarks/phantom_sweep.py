@@ -121,7 +121,7 @@ def _write_csv(rows: List[dict], path: Path) -> None:
     write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: Optional[List[str]]) -> int:
     """Sweep a lesion through the phantom's white matter and print, per model, how often it is found."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-m", "--models", nargs="+", default=["builtin"], help="'builtin' or PLAN folders")
@@ -167,6 +167,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"  {m}: found {hit}/{len(values)} ({hit / max(len(values), 1):.0%}), median most probable voxel "
               f"{statistics.median(values):.3f}, false lesions {false[m]}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point: a model that cannot be read is one line naming it, exit 2."""
+    from deepwml.cli.common import run
+
+    return run(_main, argv)
 
 
 if __name__ == "__main__":

@@ -86,3 +86,10 @@ def test_a_run_prints_the_share_found_per_model_and_lists_every_lesion(tmp_path,
     table = pd.read_csv(tmp_path / "l.csv")
     assert len(table) == int(total) and (table["max_probability"] >= 0.5).sum() == int(found)
     assert list(table.columns) == ["model", "seed", "x_mm", "y_mm", "z_mm", "max_probability"]
+
+
+def test_a_model_folder_that_is_not_a_model_is_one_line_naming_it(tmp_path, capsys):
+    bench = load_benchmark("phantom_sweep")
+    assert bench.main(["-m", str(tmp_path / "nowhere"), "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nowhere") in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
