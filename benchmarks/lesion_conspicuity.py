@@ -4,9 +4,10 @@ Lesion F1 counts every reference lesion alike, and most of those a thick-slice m
 This table tells whether a set of scans holds more of them than another (real development stacks against the
 synthetic held-out set, say) and whether, at the same size and contrast, the model finds them as often. Each
 reference lesion is a 26-connected component (as lesion F1 counts them); its contrast is its mean intensity over the
-median of the ring around it: the voxels within ``--ring-mm`` in-plane on its slices that are neither reference
-lesion nor background (at most a tenth of the median positive intensity: the air, or a stripped scan's zero); it is
-found when any predicted voxel touches it. A second table sorts the predicted lesions the same way (their ring
+median of the ring around it, as deepwml_predict --min-lesion-contrast measures it (deepwml.inference.lesion_contrast):
+the voxels within ``--ring-mm`` in-plane on its slices that are neither reference lesion nor background (at most a
+tenth of the median positive intensity: the air, or a stripped scan's zero); it is found when any predicted voxel
+touches it. A second table sorts the predicted lesions the same way (their ring
 leaves out the predicted lesions, as deepwml_predict --min-lesion-contrast measures them): true when they touch the
 reference, false when not.
 
@@ -22,55 +23,37 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from deepwml.cli.common import run
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import read_image, read_label
+from deepwml.inference.lesion_contrast import RING_MM, background_floor, lesion_contrasts, ring_radius
 from deepwml.utils.errors import DeepWMLError
 
 #: lesion volume classes (µl) and contrast bins (lesion mean / ring median) of the table
 VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)
 CONTRAST_BINS = (0.0, 1.05, 1.10, 1.15, 1.20, 1.30, math.inf)
-#: default ring width around each lesion (mm, in-plane)
-RING_MM = 3.0
-
-
-def foreground(image: np.ndarray) -> np.ndarray:
-    """Voxels above a tenth of the median positive intensity: not the air or a stripped scan's background."""
-    positive = image[image > 0]
-    return image > 0.1 * np.median(positive) if positive.size else np.ones(image.shape, bool)
 
 
 def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
-                          ring_mm: float = RING_MM, tissue: Optional[np.ndarray] = None) -> List[Dict]:
-    """One row per reference lesion of a stack: volume (µl), contrast to its ring (NaN without one) and found."""
+                          ring_mm: float = RING_MM, slice_axis: int = 0) -> List[Dict]:
+    """One row per lesion of ``label``: volume (µl), contrast to its ring as deepwml_predict --min-lesion-contrast
+    measures it (deepwml.inference.lesion_contrast; NaN without a ring) and whether ``predicted`` touches it."""
     image = np.asarray(image, np.float32)
-    label = np.asarray(label, bool)
-    tissue = (foreground(image) if tissue is None else np.asarray(tissue, bool)) & ~label
-    radius = [max(1, int(round(ring_mm / s))) for s in spacing_zyx[1:]]
-    yy, xx = np.ogrid[-radius[0]:radius[0] + 1, -radius[1]:radius[1] + 1]
-    disk = ((yy / radius[0]) ** 2 + (xx / radius[1]) ** 2 <= 1.0)[None]
+    labels, n = label_lesions(np.asarray(label, bool))
+    contrast = lesion_contrasts(image, labels, n, ring_radius(spacing_zyx, slice_axis, ring_mm), background_floor(image))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    found = np.bincount(labels[np.asarray(predicted, bool)], minlength=n + 1)[1:] > 0
     voxel_ul = float(np.prod(spacing_zyx))
-    components, n = label_lesions(label)
-    rows = []
-    for index, box in enumerate(ndimage.find_objects(components), start=1):
-        # widened in-plane by the ring, so that the dilation is not cut off by the lesion's own bounding box
-        box = (box[0],) + tuple(slice(max(0, b.start - r), b.stop + r) for b, r in zip(box[1:], radius))
-        own = components[box] == index
-        ring = ndimage.binary_dilation(own, disk) & tissue[box]
-        contrast = float(image[box][own].mean() / np.median(image[box][ring])) if ring.any() else float("nan")
-        rows.append({"ul": own.sum() * voxel_ul, "contrast": contrast, "found": bool(predicted[box][own].any())})
-    return rows
+    return [{"ul": float(size * voxel_ul), "contrast": float(c), "found": bool(f)} for size, c, f in zip(sizes, contrast, found)]
 
 
 def both_ways(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
-              ring_mm: float = RING_MM, tissue: Optional[np.ndarray] = None) -> List[Dict]:
+              ring_mm: float = RING_MM, slice_axis: int = 0) -> List[Dict]:
     """Rows of a stack's reference lesions (kind 'reference', found or not) and of its predicted lesions (kind
     'predicted', ``found``: touching the reference)."""
-    label, predicted = np.asarray(label, bool), np.asarray(predicted, bool)
-    return ([{**r, "kind": "reference"} for r in reference_conspicuity(image, label, predicted, spacing_zyx, ring_mm, tissue)]
-            + [{**r, "kind": "predicted"} for r in reference_conspicuity(image, predicted, label, spacing_zyx, ring_mm, tissue)])
+    return ([{**r, "kind": "reference"} for r in reference_conspicuity(image, label, predicted, spacing_zyx, ring_mm, slice_axis)]
+            + [{**r, "kind": "predicted"} for r in reference_conspicuity(image, predicted, label, spacing_zyx, ring_mm, slice_axis)])
 
 
 def predicted_table(rows: Sequence[Dict]) -> str:
@@ -143,7 +126,7 @@ def folder_rows(images: Path, labels: Path, predictions: Path, ring_mm: float = 
             if problems:
                 raise DeepWMLError(f"{what} of {name} is not on its label's grid: {'; '.join(problems)}", labels / name)
         case = both_ways(image.array, reference.array > 0, predicted.array > 0,
-                         tuple(reversed(reference.geometry.spacing)), ring_mm)
+                         tuple(reversed(reference.geometry.spacing)), ring_mm, reference.geometry.slice_axis_numpy)
         rows += [{**r, "case": name} for r in case]
     return rows
 

@@ -285,7 +285,7 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
             profiles += component_profile(case, image, predicted)
         if conspicuity:
             spacing = tuple(reversed(case.geometry.spacing))
-            conspicuous += both_ways(image, case.label, predicted, spacing, tissue=case.brain)
+            conspicuous += both_ways(image, case.label, predicted, spacing, slice_axis=case.geometry.slice_axis_numpy)
     return rows, components, profiles, conspicuous
 
 
