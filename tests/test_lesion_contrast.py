@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
-from deepwml.inference.lesion_contrast import lesion_contrasts, ring_radius
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius
 from deepwml.inference.lesion_report import filter_lesions, label_lesions
 from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
 from deepwml.utils.errors import DeepWMLError
@@ -108,8 +108,6 @@ def test_predict_min_lesion_contrast_drops_the_faint_lesions_and_records_it(tmp_
     image = read_image(path)
     labels, count = label_lesions(read_image(tmp_path / "all" / "scan.nii.gz", dtype=None).array)
     radius = ring_radius(tuple(reversed(image.geometry.spacing)), image.geometry.slice_axis_numpy)
-    from deepwml.inference.lesion_contrast import background_floor
-
     contrast = lesion_contrasts(image.array, labels, count, radius, background_floor(image.array))
     # the plateau's lesion is among the faint ones, the lesions in the open stand out
     assert count >= 3 and contrast[labels[2, 18, 42] - 1] < 1.35 and np.nanmax(contrast) > 1.45, contrast
