@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import ndimage
 
 from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
-from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius
+from deepwml.inference import lesion_contrast
+from deepwml.inference.lesion_contrast import _disk, background_floor, lesion_contrasts, ring_radius, widen_box
 from deepwml.inference.lesion_report import filter_lesions, label_lesions
 from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
 from deepwml.utils.errors import DeepWMLError
@@ -51,6 +53,52 @@ def test_a_lesion_s_contrast_is_its_mean_over_the_median_of_its_own_slices_tissu
     assert np.isnan(by_voxel[(3, 0, 0)])
     # on a grid whose thick axis is numpy's last, the ring lies in the other two
     assert ring_radius((1.0, 0.5, 6.0), 2, ring_mm=3.0) == (3, 6, 0)
+
+
+def _contrasts_lesion_by_lesion(image, labels, count, radius, floor=-np.inf):
+    """The reference: each lesion's ring dilated on its own, as lesion_contrasts measured it before it was
+    vectorised."""
+    image = np.asarray(image, np.float32)
+    out = np.full(count, np.nan)
+    if count == 0:
+        return out
+    tissue = (image > floor) & (labels == 0)
+    disk = _disk(radius)
+    means = np.atleast_1d(ndimage.mean(image, labels, np.arange(1, count + 1)))
+    for index, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+        if box is None:
+            continue
+        box = widen_box(box, image.shape, radius)
+        ring = ndimage.binary_dilation(labels[box] == index, disk) & tissue[box]
+        if ring.any():
+            out[index - 1] = means[index - 1] / max(float(np.median(image[box][ring])), 1e-12)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lesion_contrasts_match_the_lesion_by_lesion_rings_exactly(seed, monkeypatch):
+    """Rings that overlap, reach the volume's edge, are empty or cut by the floor, of odd and even sizes, on any
+    slice axis, with lesions split across pieces of pairs: the same numbers as dilating each lesion on its own."""
+    rng = np.random.default_rng(seed)
+    shape = [(5, 30, 24), (26, 4, 31), (22, 28, 3)][seed % 3]
+    slice_axis = seed % 3
+    radius = tuple(0 if a == slice_axis else int(r) for a, r in enumerate(rng.integers(1, 5, 3)))
+    # integer intensities: many ties, so even rings' two middle values often differ and often do not
+    image = rng.integers(0, 12, shape).astype(np.float32) * np.float32(1.37)
+    mask = ndimage.binary_opening(rng.random(shape) < 0.35) | (rng.random(shape) < 0.05)
+    on_slice = lambda k: tuple(k if a == slice_axis else slice(None) for a in range(3))  # noqa: E731
+    mask[on_slice(-2)], mask[on_slice(-1)] = False, True  # a lesion filling the last slice: no ring
+    labels, count = ndimage.label(mask)
+    labels[labels == count // 2] = 0  # a number without a lesion
+    floor = float(rng.choice([-np.inf, 2.0, 6.0]))
+    with np.errstate(invalid="ignore"):  # ndimage.mean of the number without a lesion
+        expected = _contrasts_lesion_by_lesion(image, labels, count, radius, floor)
+    assert np.isnan(expected[labels[on_slice(-1)].max() - 1]) and (~np.isnan(expected)).sum() > 5
+    np.testing.assert_array_equal(lesion_contrasts(image, labels, count, radius, floor), expected)
+    # a few border voxels' pairs at a time: lesions' pairs spread over several pieces
+    monkeypatch.setattr(lesion_contrast, "PAIRS_AT_ONCE", int(rng.integers(1, 400)))
+    np.testing.assert_array_equal(lesion_contrasts(image, labels.astype(np.int16), count, radius, floor), expected)
+    np.testing.assert_array_equal(lesion_contrasts(image, labels, 0, radius, floor), np.zeros(0))
 
 
 def test_filter_lesions_drops_faint_lesions_and_never_judges_one_without_a_ring():
