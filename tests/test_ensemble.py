@@ -12,6 +12,7 @@ import pytest
 from deepwml.cli.ensemble import main as ensemble_main
 from deepwml.imageio import Geometry, read_image, read_label, write_image
 from deepwml.inference.ensemble import ENSEMBLE_KEY, ensemble
+from deepwml.inference.lesion_report import lesion_table
 from deepwml.inference.output_folder import MARKER_NAME
 from deepwml.inference.run import PredictRequest, predict
 from deepwml.utils.errors import DeepWMLError
@@ -67,7 +68,7 @@ def test_equal_weights_average_the_maps_and_keep_the_inputs_grid(two_runs, tmp_p
     np.testing.assert_allclose(probs[r1], 0.55, atol=1e-6)
     np.testing.assert_allclose(probs[~(r1 | r2)], 0.1, atol=1e-6)
     lesions = pd.read_csv(tmp_path / "out" / "case1_lesions.csv")
-    assert list(lesions["voxels"]) == [27, 20]
+    assert list(lesions["voxels"]) == [27, 20] and "contrast" not in lesions  # no scans given
     np.testing.assert_allclose(lesions["mean_probability"], 0.55, atol=1e-5)
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(summary["case_id"]) == ["case1", "case2"] and set(summary["status"]) == {"ok"}
@@ -204,6 +205,10 @@ def test_images_give_qc_pictures_and_a_scan_on_another_grid_fails_its_case(two_r
                 tmp_path / "scans" / "case2.nii.gz")
     report = ensemble([a, b], tmp_path / "out", images=tmp_path / "scans", progress=False)
     assert (tmp_path / "out" / "qc" / "case1.png").is_file()
+    # the scans give each lesion its contrast, as lesion_table measures it on the mask written
+    mask = read_label(tmp_path / "out" / "case1.nii.gz").array
+    expected = lesion_table(mask, GEOMETRY, image=scan)["contrast"]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out" / "case1_lesions.csv")["contrast"], expected, rtol=1e-5)
     assert [s.status for s in report.summaries] == ["ok", "failed"]
     assert "case2.nii.gz: is not the scan of" in report.summaries[1].error and "spacing" in report.summaries[1].error
     assert not (tmp_path / "out" / "case2.nii.gz").exists()

@@ -8,7 +8,17 @@ import SimpleITK as sitk
 
 from conftest import oblique_direction, tiny_case
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_report import LESION_COLUMNS, lesion_table, slice_areas_mm2, summarize_case
+from deepwml.inference.confidence import CONFIDENCE_COLUMNS
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius
+from deepwml.inference.lesion_report import (
+    CONTRAST_COLUMNS,
+    LESION_COLUMNS,
+    filter_lesions,
+    label_lesions,
+    lesion_table,
+    slice_areas_mm2,
+    summarize_case,
+)
 from deepwml.inference.qc import canonical_view, choose_slices, write_qc_montage
 
 
@@ -46,6 +56,59 @@ def test_empty_mask_gives_an_empty_table_and_zero_totals():
     assert len(table) == 0 and list(table.columns) == LESION_COLUMNS
     summary = summarize_case("c", mask, geometry, table)
     assert (summary.status, summary.lesion_count, summary.total_lesion_volume_ml, summary.slices_with_lesion) == ("ok", 0, 0.0, 0)
+
+
+def _contrast_case():
+    """A noisy scan with lesions of distinct sizes and brightness, the smallest first in scan order (so that sorting
+    by size reorders them), one whose ring reaches past the lesions' box, one at the volume's edge and one in the
+    background (no ring)."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(100.0, 8.0, (4, 40, 48)).astype(np.float32)
+    image[:, :, :12] = 0.0  # a stripped scan's background
+    mask = np.zeros(image.shape, np.uint8)
+    for (z, y, x), (h, w), bright in [((0, 5, 30), (1, 2), 1.1), ((0, 15, 20), (3, 3), 1.6), ((0, 28, 44), (4, 4), 1.45),
+                                      ((1, 8, 20), (2, 6), 1.2), ((1, 30, 28), (4, 5), 1.3), ((2, 20, 0), (3, 2), 1.0)]:
+        mask[z, y:y + h, x:x + w] = 1
+        image[z, y:y + h, x:x + w] *= bright
+    return image, mask
+
+
+def test_the_contrast_column_is_each_lesion_s_own_in_its_sorted_row():
+    image, mask = _contrast_case()
+    geometry = _geometry(mask.shape)
+    table = lesion_table(mask, geometry, probs=mask * np.float32(0.9), image=image)
+    assert list(table.columns) == LESION_COLUMNS + CONFIDENCE_COLUMNS + CONTRAST_COLUMNS
+    # the reference: every lesion labelled on the whole scan, measured as the filter measures it
+    labels, count = label_lesions(mask)
+    expected = lesion_contrasts(image, labels, count, ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy),
+                                background_floor(image))
+    voxels = np.bincount(labels.ravel())[1:]
+    assert len(set(voxels)) == count == len(table) == 6  # distinct sizes: a row is found by its voxel count
+    assert table["voxels"].tolist() != voxels.tolist()  # the rows were reordered
+    by_size = dict(zip(voxels.tolist(), expected))
+    np.testing.assert_array_equal(table["contrast"].to_numpy(), [by_size[v] for v in table["voxels"]])
+    assert table["contrast"].isna().tolist() == [v == 6 for v in table["voxels"]]  # the lesion in the background
+
+
+def test_a_lesion_survives_a_contrast_filter_up_to_its_contrast_and_not_above():
+    image, mask = _contrast_case()
+    geometry = _geometry(mask.shape)
+    table = lesion_table(mask, geometry, image=image)
+    for contrast in table["contrast"].dropna():
+        for limit, kept in ((contrast, True), (contrast * (1 + 1e-6), False)):
+            survivors = lesion_table(filter_lesions(mask, geometry, image=image, min_contrast=limit), geometry)
+            expected = table[~(table["contrast"] < contrast) if kept else ~(table["contrast"] <= contrast)]
+            assert survivors["voxels"].tolist() == expected["voxels"].tolist()
+
+
+def test_without_the_scan_there_is_no_contrast_column():
+    image, mask = _contrast_case()
+    geometry = _geometry(mask.shape)
+    assert "contrast" not in lesion_table(mask, geometry).columns
+    empty = lesion_table(np.zeros_like(mask), geometry, image=image)
+    assert len(empty) == 0 and list(empty.columns) == LESION_COLUMNS + CONTRAST_COLUMNS
+    with pytest.raises(ValueError, match="scan of shape"):
+        lesion_table(mask, geometry, image=image[1:])
 
 
 def test_slice_areas_follow_the_slice_axis_even_when_it_is_not_numpy_axis_0():

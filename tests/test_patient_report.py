@@ -16,6 +16,7 @@ from deepwml.cli.evaluate import main as evaluate_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, binary_entropy
+from deepwml.inference.lesion_report import CONTRAST_COLUMNS
 from deepwml.inference.patient_report import RESEARCH_NOTICE, find_pdf_converter, lesion_table_html, screenshot
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_evaluation_report import _Collector
@@ -57,7 +58,7 @@ def test_predict_writes_uncertainty_confidence_and_a_self_contained_report(tmp_p
 
     summary = pd.read_csv(out / "summary.csv").set_index("case_id")
     lesions = pd.read_csv(out / "a_lesions.csv")
-    assert list(lesions.columns[-2:]) == CONFIDENCE_COLUMNS and len(lesions) == summary.loc["a", "lesion_count"] > 0
+    assert list(lesions.columns[-3:]) == CONFIDENCE_COLUMNS + CONTRAST_COLUMNS and len(lesions) == summary.loc["a", "lesion_count"] > 0
     assert lesions["confidence"].between(0, 1).all() and (lesions["mean_probability"] >= 0.5).all()
 
     page = (out / "report" / "a.html").read_text()

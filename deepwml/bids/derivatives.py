@@ -63,6 +63,8 @@ LESION_COLUMNS: Dict[str, Dict[str, str]] = {
                                   "Units": "mm"},
     "mean_probability": {"Description": "mean lesion probability over the lesion's voxels"},
     "confidence": {"Description": "how sure the model is of the lesion (docs/prediction.md 'Confidence')"},
+    "contrast": {"Description": "mean FLAIR intensity over the median of the tissue within 3 mm in-plane on the lesion's "
+                              "own slices (what --min-lesion-contrast judges); n/a when no tissue surrounds the lesion"},
 }
 
 

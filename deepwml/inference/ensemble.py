@@ -335,9 +335,9 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, anatomy_path: Optional[Path] = None,
                 drop_outside: bool = False, min_lesion_contrast: float = 0.0) -> CaseSummary:
-    """Average, threshold and write one case (a QC picture on ``scan``; locations from the anatomy map at
-    ``anatomy_path``, and lesions outside its brain dropped with ``drop_outside``); the mask last, since its presence
-    marks the case done."""
+    """Average, threshold and write one case (a QC picture and the lesions' contrast on ``scan``; locations from the
+    anatomy map at ``anatomy_path``, and lesions outside its brain dropped with ``drop_outside``); the mask last, since
+    its presence marks the case done."""
     probs, geometry = average_case(files, weights)
     mask = probabilities_to_mask(probs, threshold)
     anatomy, dropped = None, 0
@@ -355,7 +355,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.source)
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak,
                           image.array if image is not None else None, min_lesion_contrast)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=image.array if image is not None else None)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
     if anatomy is not None and drop_outside:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped

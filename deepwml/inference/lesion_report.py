@@ -52,6 +52,10 @@ LOCATION_COLUMNS = [
     "periventricular_extent_mm",
 ]
 
+#: column the lesion table gains with the scan (after the confidence columns): each lesion's mean intensity over the
+#: median of its ring, the figure --min-lesion-contrast judges (deepwml.inference.lesion_contrast)
+CONTRAST_COLUMNS = ["contrast"]
+
 #: key of the located lesions in a lesion table's attrs
 _LOCATED = "deepwml_located_lesions"
 
@@ -162,17 +166,20 @@ def lesion_box(mask: np.ndarray) -> tuple:
 
 
 def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndarray] = None,
-                 probs: Optional[np.ndarray] = None) -> pd.DataFrame:
+                 probs: Optional[np.ndarray] = None, image: Optional[np.ndarray] = None) -> pd.DataFrame:
     """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm;
-    with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS), and with the
-    lesion probabilities the mask was thresholded from (same grid) each lesion's CONFIDENCE_COLUMNS."""
+    with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS), with the
+    lesion probabilities the mask was thresholded from (same grid) each lesion's CONFIDENCE_COLUMNS, and with the
+    scan (``image``, same grid) each lesion's contrast (CONTRAST_COLUMNS, NaN for a lesion with no ring)."""
     import pandas as pd
     mask = np.asarray(mask) > 0
-    columns = LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else []) + (CONFIDENCE_COLUMNS if probs is not None else [])
+    columns = (LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else [])
+               + (CONFIDENCE_COLUMNS if probs is not None else []) + (CONTRAST_COLUMNS if image is not None else []))
     if anatomy is not None:
         anatomy = check_anatomy(anatomy, mask.shape)
-    if probs is not None and np.shape(probs) != mask.shape:
-        raise ValueError(f"probabilities of shape {np.shape(probs)} for a mask of shape {mask.shape}")  # a bug, never a user error
+    for name, array in (("probabilities", probs), ("a scan", image)):
+        if array is not None and np.shape(array) != mask.shape:
+            raise ValueError(f"{name} of shape {np.shape(array)} for a mask of shape {mask.shape}")  # a bug, never a user error
     box = lesion_box(mask)
     if box is None:
         return pd.DataFrame(columns=columns)
@@ -205,6 +212,9 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
         # computed from the components labelled here, so each row gets its own voxels' figures by construction
         at_voxels = np.asarray(probs)[box][coords]
         table["mean_probability"], table["confidence"] = lesion_confidence(ids, at_voxels, count)
+    if image is not None:
+        # the same components as the rows above, so each row gets its own lesion's contrast by construction
+        table["contrast"] = table_contrasts(np.asarray(image), labels, count, box, geometry)
     if anatomy is not None:
         # the same components in the same order as the rows above, so the columns line up before sorting
         located = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry)
@@ -217,6 +227,15 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
         # summarize_case reads the Fazekas measurements from here instead of locating every lesion again
         table.attrs[_LOCATED] = located
     return table
+
+
+def table_contrasts(image: np.ndarray, labels: np.ndarray, count: int, box: tuple, geometry: Geometry) -> np.ndarray:
+    """Each lesion's contrast as filter_lesions judges it, from the ``labels`` of the lesions' ``box`` of ``image``."""
+    radius = ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy)
+    wide = widen_box(box, image.shape, radius)
+    # the box holds every lesion voxel, so its labels padded with zeros are those of the widened box: not labelled again
+    pad = [(b.start - w.start, w.stop - b.stop) for b, w in zip(box, wide)]
+    return lesion_contrasts(image[wide], np.pad(labels, pad), count, radius, background_floor(image))
 
 
 def location_columns(located: LesionLocations) -> Dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from deepwml.evaluation.tables import Table
 from deepwml.imageio import Geometry
 from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
 from deepwml.anatomy.location import DISTANCE_MM, DIS_MIN_LONG_AXIS_MM, LOCATIONS, REACH_MM
+from deepwml.inference.lesion_contrast import RING_MM
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.pdf_printer import PdfPrinter, headless_command
@@ -50,6 +51,7 @@ LESION_FORMATS: Sequence[Tuple[str, str, str]] = (
     ("centroid_mm", "Centroid x, y, z (mm, LPS)", "{}"),
     ("mean_probability", "Mean probability", "{:.2f}"),
     ("confidence", "Confidence", "{:.2f}"),
+    ("contrast", "Contrast", "{:.2f}"),
 )
 #: lesion-table columns shown combined (slices, centroid) or not at all
 _FOLDED = {"first_slice", "last_slice", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm"}
@@ -145,6 +147,9 @@ def lesion_table_html(lesions: pd.DataFrame) -> str:
     note = "Lesions are 3D connected components (26-connectivity), largest first; slices are 0-based along the input's slice axis."
     if "confidence" in frame.columns:
         note += " Confidence = 1 − mean voxel uncertainty (binary entropy of the probability): 1 = certain, 0 = coin flip."
+    if "contrast" in frame.columns:
+        note += (f" Contrast = the lesion's mean intensity over the median of the tissue within {RING_MM:g} mm of it in-plane"
+                 " on its slices (– = none around it).")
     if "location" in frame.columns:
         note += (f" Distances are between voxel centres in 3D on the scan's grid; – = farther than {DISTANCE_MM:g} mm."
                  f" Periventricular extent: how far a periventricular lesion reaches from the ventricle in-plane (capped at {REACH_MM:g} mm).")

@@ -148,7 +148,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.image.array,
                           options.min_lesion_contrast)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.image.array)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     if dropped is not None:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
