@@ -261,7 +261,8 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
           foreign: bool = False, conspicuity: bool = False) -> Tuple[List[Dict], List[Dict], List[Dict], List[Dict]]:
     """Case metrics of each predicted mask against its slab label, on the stack's own grid; with ``errors``, also
     each stack's largest false-positive and missed components (:func:`error_components`); with ``profile``, every
-    component's kind, size and intensity (:func:`component_profile`); with ``conspicuity``, every reference and predicted
+    component's kind, size and intensity (:func:`component_profile`; its highest lesion probability when
+    deepwml_predict left CASE_prob.nii.gz beside the mask); with ``conspicuity``, every reference and predicted
     lesion's volume, contrast to the tissue around it and whether it was found / is true (lesion_conspicuity.py). ``images_dir``: the
     stacks (default: beside ``pred_dir``); ``foreign``: the masks come from another tool (:func:`read_foreign_mask`)."""
     images_dir = images_dir or pred_dir.parent / "images"
@@ -282,7 +283,9 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
         if errors:
             components += error_components(case, image, predicted, errors)
         if profile:
-            profiles += component_profile(case, image, predicted)
+            prob_path = pred_dir / f"{case.case_id}_prob.nii.gz"
+            probs = read_image(prob_path).array if prob_path.is_file() and not foreign else None
+            profiles += component_profile(case, image, predicted, probs)
         if conspicuity:
             spacing = tuple(reversed(case.geometry.spacing))
             conspicuous += both_ways(image, case.label, predicted, spacing, slice_axis=case.geometry.slice_axis_numpy)
@@ -343,11 +346,14 @@ def mirror_twins(mask: np.ndarray, components: np.ndarray, n: int, axis: int) ->
     return np.bincount(components[near], minlength=n + 1)[1:] > 0
 
 
-def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray) -> List[Dict]:
+def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray,
+                      probs: Optional[np.ndarray] = None) -> List[Dict]:
     """Every lesion component of one stack as lesion F1 counts them (26-connected): predicted ones touching the
     reference ('true positive') or not ('false positive'), reference ones no predicted voxel touches ('missed'); each
     with its voxels, mean intensity / the stack's brain median and whether a component of the same mask lies at its
-    mirror image across the midline (``twin``: are false positives the bilateral normal bright tissue?)."""
+    mirror image across the midline (``twin``: are false positives the bilateral normal bright tissue?); with the
+    model's lesion ``probs`` (same grid) also the highest in each component (``peak``: did the model see a missed
+    lesion at all, or did the threshold and filters take it?)."""
     brain_median = normal_brain_median(case, image)
     axis = left_right_axis(case.geometry)
     # how far each false positive lies from the reference: fragments of a true lesion sit within a voxel or two
@@ -365,19 +371,27 @@ def component_profile(case: StackCase, image: np.ndarray, predicted: np.ndarray)
         touched = np.bincount(components[other], minlength=n + 1)[1:] > 0
         twins = mirror_twins(mask, components, n, axis)
         gaps = np.atleast_1d(ndimage.minimum(gap, components, index)) if gap is not None else np.full(n, np.inf)
-        for size, mean, hit, twin, gap_mm in zip(sizes, means, touched, twins, gaps):
+        peaks = np.atleast_1d(ndimage.maximum(probs, components, index)) if probs is not None else np.full(n, np.nan)
+        for size, mean, hit, twin, gap_mm, peak in zip(sizes, means, touched, twins, gaps, peaks):
             kind = hit_kind if hit else miss_kind
             if kind:
                 rows.append({"stack": case.case_id, "kind": kind, "voxels": int(size), "ratio": float(mean) / brain_median,
-                             "twin": bool(twin), "gap_mm": float(gap_mm) if kind == "false positive" else None})
+                             "twin": bool(twin), "gap_mm": float(gap_mm) if kind == "false positive" else None,
+                             "peak": None if np.isnan(peak) else float(peak)})
     return rows
+
+
+#: a missed lesion whose highest lesion probability stays under this was not seen by the model at all
+UNSEEN_PEAK = 0.05
 
 
 def profile_table(rows: Sequence[Dict]) -> str:
     """Markdown: components by kind and size class, their count, intensity / brain median quartiles, the share with a
-    mirror twin and, for false positives, the median distance to the nearest reference lesion (mm)."""
+    mirror twin, for false positives the median distance to the nearest reference lesion (mm) and, with the model's
+    probabilities, the median of each component's highest one; then how many missed lesions the model never saw."""
     lines = ["| component | voxels | count | intensity / brain median: p25 / median / p75 | with a mirror twin | "
-             "mm to the nearest reference lesion: median |", "|---|---|---|---|---|---|"]
+             "mm to the nearest reference lesion: median | highest lesion probability in it: median |",
+             "|---|---|---|---|---|---|---|"]
     for kind in ("true positive", "false positive", "missed"):
         for lo, hi in SIZE_CLASSES:
             chosen = [r for r in rows if r["kind"] == kind and r["voxels"] >= lo and (hi is None or r["voxels"] <= hi)]
@@ -386,7 +400,14 @@ def profile_table(rows: Sequence[Dict]) -> str:
             twins = f"{np.mean([r['twin'] for r in chosen]):.0%}" if chosen else "–"
             gaps = [r["gap_mm"] for r in chosen if r.get("gap_mm") is not None and np.isfinite(r["gap_mm"])]
             gap = f"{np.median(gaps):.1f}" if gaps else "–"
-            lines.append(f"| {kind} | {size} | {len(chosen)} | {quartiles} | {twins} | {gap} |")
+            peaks = [r["peak"] for r in chosen if r.get("peak") is not None]
+            peak = f"{np.median(peaks):.2f}" if peaks else "–"
+            lines.append(f"| {kind} | {size} | {len(chosen)} | {quartiles} | {twins} | {gap} | {peak} |")
+    missed = [r["peak"] for r in rows if r["kind"] == "missed" and r.get("peak") is not None]
+    if missed:
+        unseen = sum(p < UNSEEN_PEAK for p in missed)
+        lines += ["", f"missed lesions where the model's lesion probability stays under {UNSEEN_PEAK:g} throughout: "
+                      f"{unseen} of {len(missed)} (no threshold or lesion filter would find these)"]
     return "\n".join(lines)
 
 
@@ -519,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--components", action="store_true",
                    help="also count all stacks' true-positive, false-positive and missed components by size (1-10, 11-50, "
                         "> 50 voxels) with their intensity / brain median and the share with a twin at their mirror image "
-                        "across the midline: are the misses faint, the false positives bright, bilateral?")
+                        "across the midline, and the median of each one's highest lesion probability, with the number of "
+                        "missed lesions the model gave under 0.05 throughout: are the misses faint, the false positives "
+                        "bright, bilateral; would a lower threshold find the misses?")
     p.add_argument("--conspicuity", action="store_true",
                    help="also tabulate the reference lesions found by volume (µl) and contrast to the tissue within 3 mm "
                         "around them, and the predicted lesions true and false by their contrast "
@@ -664,10 +687,12 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
     """deepwml_predict on the stacks into work/predictions; with --with, every model into its own folder with
     probability maps, then their average (deepwml_ensemble) into work/predictions; ``extra``: the --with models' folders."""
     def request(model: Path, output: Path, folds, probabilities: bool) -> PredictRequest:
+        # --components reads each component's highest probability from the maps, so the single model saves them too
         return PredictRequest(input=work / "images", output=output, model_dir=model, folds=folds,
                               checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
                               overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
-                              keep_outside_brain=args.keep_outside_brain, tta=args.tta, threshold=args.threshold, save_probabilities=probabilities,
+                              keep_outside_brain=args.keep_outside_brain, tta=args.tta, threshold=args.threshold,
+                              save_probabilities=probabilities or bool(args.components),
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
                               min_lesion_contrast=0.0 if probabilities else args.min_lesion_contrast,

@@ -159,6 +159,16 @@ def test_benchmark_runs_end_to_end_on_made_up_scans(tmp_path, capsys):
         "patient01_5mm.nii.gz", "patient01_6p5mm.nii.gz", "patient02_5mm.nii.gz", "patient02_6p5mm.nii.gz"]
 
 
+def test_components_reads_the_models_probabilities_end_to_end(tmp_path, capsys):
+    """--components has deepwml_predict keep each stack's probability map, and the table gives the true lesions' highest
+    probability from it (the threshold toy model is sure of its bright lesions)."""
+    out, _ = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--components")
+    assert (tmp_path / "work" / "predictions" / "patient01_5mm_prob.nii.gz").is_file()
+    cells = [line.split("|") for line in out.splitlines() if line.startswith("| true positive |")]
+    counted = [c for c in cells if int(c[3]) > 0]
+    assert counted and all(float(c[-2]) > 0.5 for c in counted), out
+
+
 def test_with_averages_the_probabilities_of_models_of_other_plans(tmp_path, capsys):
     """--with: every model predicts the stacks with probability maps and deepwml_ensemble averages them; weights
     1, 0 give the first model's figures exactly, and a weight count that does not match the models is refused."""
@@ -303,6 +313,35 @@ def test_components_profile_counts_each_lesion_as_f1_does_with_its_size_and_inte
     assert "| false positive | 11-50 | 1 | 1.25 / 1.25 / 1.25 | 0% | 15.6 |" in table
     assert "| missed | 1-10 | 1 | 1.10 / 1.10 / 1.10 | 0% | – |" in table
     assert "| true positive | > 50 | 0 | – | – | – |" in table
+
+
+def test_components_profile_tells_missed_lesions_the_model_never_saw_from_those_a_threshold_lost():
+    """--components with the model's probabilities: each component's highest probability, and the count of missed
+    lesions under 0.05 throughout (no threshold or filter finds them) apart from those the threshold or a filter lost."""
+    bench = _benchmark()
+    geometry = Geometry((20, 20, 10), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    image = np.full((10, 20, 20), 100.0, np.float32)
+    label = np.zeros(image.shape, bool)
+    label[2, 2:4, 2:4] = True  # missed, never seen
+    label[5, 2:4, 2:4] = True  # missed, seen under the threshold
+    label[8, 10:14, 10:14] = True  # found
+    predicted = np.zeros(image.shape, bool)
+    predicted[8, 11:13, 11:13] = True
+    probs = np.zeros(image.shape, np.float32)
+    probs[2, 2, 2] = 0.04
+    probs[5, 3, 3] = 0.3
+    probs[8, 11:13, 11:13] = 0.9
+    probs[8, 12, 12] = 0.97
+    case = bench.StackCase("p", 5.0, "p_5mm", label, geometry)
+    rows = bench.component_profile(case, image, predicted, probs)
+    assert sorted((r["kind"], r["peak"]) for r in rows) == [("missed", pytest.approx(0.04)), ("missed", pytest.approx(0.3)),
+                                                           ("true positive", pytest.approx(0.97))]
+    table = bench.profile_table(rows)
+    assert "| missed | 1-10 | 2 | 1.00 / 1.00 / 1.00 | 0% | – | 0.17 |" in table
+    assert "stays under 0.05 throughout: 1 of 2" in table
+    # masks of another tool (no probabilities): the column is empty and the count left out
+    table = bench.profile_table(bench.component_profile(case, image, predicted))
+    assert "| missed | 1-10 | 2 | 1.00 / 1.00 / 1.00 | 0% | – | – |" in table and "throughout" not in table
 
 
 def test_components_profile_marks_components_with_a_twin_across_the_midline():
