@@ -1,5 +1,6 @@
 """How a lesion model's figures move with the mask threshold (`deepwml_predict --threshold`), the smallest lesion
-kept (`--min-lesion-ml`) and the least certain one kept (`--min-lesion-peak`), on labelled scans.
+kept (`--min-lesion-ml`), the least certain one kept (`--min-lesion-peak`) and the faintest one kept
+(`--min-lesion-contrast`), on labelled scans; with `--heavy-ml ML` also over the scans carrying at least ML of lesion.
 
 The model predicts every scan once with probability maps; each threshold then makes masks from them, scored as
 deepwml_evaluate scores: per-slice median Dice, sensitivity and precision over slices with reference lesion,
@@ -15,7 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SETTING_NAMES = ("threshold", "min lesion ml", "min lesion peak", "min lesion contrast")
 
 
 def _cases(raw: Path, split: Optional[Path], fold: Optional[int]) -> List[str]:
@@ -42,12 +44,35 @@ def _cases(raw: Path, split: Optional[Path], fold: Optional[int]) -> List[str]:
 
 
 def score(reference: np.ndarray, probabilities: np.ndarray, geometry, threshold: float,
-          min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0) -> Dict[str, object]:
-    """The slice rows and the case figures of one scan at one threshold, smallest and least certain lesion kept."""
-    mask = filter_lesions(probabilities >= threshold, geometry, probabilities, min_lesion_ml, min_lesion_peak) > 0
+          min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, image: Optional[np.ndarray] = None,
+          min_lesion_contrast: float = 0.0) -> Dict[str, object]:
+    """The slice rows and the case figures of one scan at one threshold, smallest, least certain and faintest lesion
+    kept (``image``: the scan, for the contrast)."""
+    mask = filter_lesions(probabilities >= threshold, geometry, probabilities, min_lesion_ml, min_lesion_peak, image,
+                          min_lesion_contrast) > 0
     slices = slice_metrics(reference, mask, geometry)
     detection = lesion_detection(reference, mask)
     return {"slices": slices, "dice": dice(reference, mask), "f1": detection.f1}
+
+
+def figures(settings: Tuple[float, ...], per_case: Sequence[Dict[str, object]]) -> Dict[str, object]:
+    """One table row: the setting and the figures over its cases."""
+    sl = pd.concat([s["slices"] for s in per_case])
+    lesion = sl[sl["has_reference_lesion"]]
+    return {**dict(zip(SETTING_NAMES, settings)), "slice Dice": lesion["dice"].median(),
+            "sensitivity": lesion["sensitivity"].median(), "precision": lesion["precision"].median(),
+            "FP slices": int(sl["false_positive_slice"].sum()),
+            "case mean Dice": float(np.nanmean([s["dice"] for s in per_case])),
+            "lesion F1": float(np.mean([s["f1"] for s in per_case]))}
+
+
+def print_table(rows: Sequence[Dict[str, object]]) -> None:
+    """Markdown of :func:`figures` rows."""
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for r in rows:
+        print("| " + " | ".join(f"{v:g}" if k in SETTING_NAMES else (f"{v:.3f}" if isinstance(v, float) else str(v))
+                                for k, v in r.items()) + " |")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -65,6 +90,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="smallest lesion volumes kept (deepwml_predict --min-lesion-ml) to sweep too, e.g. 0 0.005 0.01")
     p.add_argument("--min-lesion-peak", type=float, nargs="+", default=[0.0],
                    help="least peak probabilities of a kept lesion (deepwml_predict --min-lesion-peak) to sweep too, e.g. 0 0.7 0.8")
+    p.add_argument("--min-lesion-contrast", type=float, nargs="+", default=[0.0],
+                   help="least contrasts of a kept lesion to the tissue around it (deepwml_predict --min-lesion-contrast) "
+                        "to sweep too, e.g. 0 1.1 1.15 1.2")
+    p.add_argument("--heavy-ml", type=float, default=None, metavar="ML",
+                   help="also the figures over the cases whose reference carries at least ML of lesion (e.g. 10: the "
+                        "held-back patients of issue #12 all do)")
     a = p.parse_args(argv)
     print(f"# {load_line()}")
     cases = _cases(a.raw, a.split, a.fold)
@@ -80,29 +111,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = builtin_model_dir() if a.model == BUILTIN_ALIAS else Path(a.model)
     predict(PredictRequest(input=images, output=a.work / "pred", model_dir=model, folds=a.folds, save_probabilities=True,
                            write_qc=False, anatomy=False))
-    rows = []
-    settings = [(t, m, k) for t in a.thresholds for m in a.min_lesion_ml for k in a.min_lesion_peak]
+    settings = [(t, m, k, c) for t in a.thresholds for m in a.min_lesion_ml for k in a.min_lesion_peak
+                for c in a.min_lesion_contrast]
     scored: Dict[tuple, List[Dict[str, object]]] = {s: [] for s in settings}
+    load_ml = []
     for cid in cases:  # one case in memory at a time, scored at every setting
         ref = read_image(a.raw / "labelsTr" / f"{cid}.nii.gz")
         prob = read_image(a.work / "pred" / f"{cid}_prob.nii.gz").array
-        for t, m, k in settings:
-            scored[(t, m, k)].append(score(ref.array > 0, prob, ref.geometry, t, m, k))
-    for (t, m, k), per_case in scored.items():
-        sl = pd.concat([s["slices"] for s in per_case])
-        lesion = sl[sl["has_reference_lesion"]]
-        rows.append({"threshold": t, "min lesion ml": m, "min lesion peak": k, "slice Dice": lesion["dice"].median(),
-                     "sensitivity": lesion["sensitivity"].median(), "precision": lesion["precision"].median(),
-                     "FP slices": int(sl["false_positive_slice"].sum()),
-                     "case mean Dice": float(np.nanmean([s["dice"] for s in per_case])),
-                     "lesion F1": float(np.mean([s["f1"] for s in per_case]))})
+        image = read_image(images / f"{cid}.nii.gz").array if any(a.min_lesion_contrast) else None
+        load_ml.append(float((ref.array > 0).sum() * ref.geometry.voxel_volume_ml))
+        for t, m, k, c in settings:
+            scored[(t, m, k, c)].append(score(ref.array > 0, prob, ref.geometry, t, m, k, image, c))
     print(f"{model} (folds {' '.join(a.folds) if a.folds else 'all'}) on {len(cases)} cases of {a.raw}"
           + (f" (validation of fold {a.fold})" if a.split else ""))
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "---|" * len(rows[0]))
-    for r in rows:
-        print("| " + " | ".join(f"{v:g}" if k in ("threshold", "min lesion ml", "min lesion peak") else (f"{v:.3f}" if isinstance(v, float) else str(v))
-                                for k, v in r.items()) + " |")
+    print_table([figures(s, per_case) for s, per_case in scored.items()])
+    if a.heavy_ml is not None:
+        heavy = [i for i, ml in enumerate(load_ml) if ml >= a.heavy_ml]
+        print()
+        print(f"the {len(heavy)} case(s) with >= {a.heavy_ml:g} ml of reference lesion:")
+        if heavy:
+            print_table([figures(s, [per_case[i] for i in heavy]) for s, per_case in scored.items()])
     return 0
 
 
