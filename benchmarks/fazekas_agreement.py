@@ -5,7 +5,9 @@ Location and Fazekas run on the generator's TRUTH anatomy map and TRUTH lesion m
 --builtin also on a model's predicted lesion mask, first with the truth anatomy, then with the anatomy map the
 shipped anatomy model predicts (what deepwml_predict reports: both maps predicted). Agreement is the quadratic-weighted
 kappa (computed here in numpy) and the confusion matrix (rows: drawn grade, columns: estimate). Only CSVD cases
-carry drawn grades; MS cases add to the location-class distribution and the McDonald region counts.
+carry drawn grades; MS cases add to the location-class distribution and the McDonald region counts. With a model,
+every case's predicted lesions are also located with the predicted anatomy map and with the truth one, and the
+location classes compared (with and without the map's cleanup, deepwml.anatomy.cleanup).
 
     nice -n 10 python benchmarks/fazekas_agreement.py [--csvd 30] [--ms 10] [--seed 0] [--builtin | --model PATH]
 """
@@ -22,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from deepwml.anatomy.labels import anatomy_from_truth
-from deepwml.anatomy.location import LOCATIONS
+from deepwml.anatomy.location import CORTICAL, JUXTACORTICAL, LOCATIONS
 from deepwml.imageio import write_image
 from deepwml.inference.lesion_report import lesion_table, summarize_case
 from deepwml.synthetic.generate import SyntheticCase, generate_case
@@ -51,15 +53,20 @@ def confusion(truth: np.ndarray, estimate: np.ndarray, n: int = GRADES) -> np.nd
     return np.bincount(np.asarray(truth, int) * n + np.asarray(estimate, int), minlength=n * n).reshape(n, n)
 
 
-def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], Tuple[np.ndarray, Optional[np.ndarray]]]:
-    """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API) and
-    the shipped anatomy model's map (None when no anatomy model is installed)."""
+Predicted = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
+
+
+def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], Predicted]:
+    """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API), the
+    shipped anatomy model's map as deepwml_predict makes it and the same map without its cleanup (None, None when no
+    anatomy model is installed)."""
     from deepwml.inference.anatomy import anatomy_map, anatomy_model_dir, load_anatomy_model
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
     from deepwml.inference.pipeline import prepare_case, probabilities_to_mask
     from deepwml.inference.predictor import SlicePredictor
     from deepwml.preprocessing import revert_to_original
+    from deepwml.preprocessing.transforms import revert_label_probabilities
     from deepwml.training.device import setup_device
 
     spec = check_model(model)
@@ -67,16 +74,17 @@ def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], Tuple[
     anatomy_dir = anatomy_model_dir(None)
     anatomy = load_anatomy_model(anatomy_dir, setup_device("cpu")) if anatomy_dir else None
 
-    def predict(case: SyntheticCase) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def predict(case: SyntheticCase) -> Predicted:
         folder = work / case.case_id
         write_image(case.image, case.geometry, folder / f"{case.case_id}.nii.gz")
         prepared = prepare_case(discover_cases(folder)[0], spec.plan)
         probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
-        amap = None
+        amap = raw = None
         if anatomy is not None:
             a_in = anatomy.prepare(prepared.image)
-            amap = anatomy_map(anatomy.predict(a_in), a_in.props)
-        return probabilities_to_mask(probs, 0.5), amap
+            class_probs = anatomy.predict(a_in)
+            amap, raw = anatomy_map(class_probs, a_in.props), revert_label_probabilities(class_probs, a_in.props)
+        return probabilities_to_mask(probs, 0.5), amap, raw
 
     return predict
 
@@ -112,7 +120,7 @@ def main() -> None:
     parser.add_argument("--builtin", action="store_true", help="also grade the built-in model's predicted masks")
     args = parser.parse_args()
     print(load_line())
-    predict: Optional[Callable[[SyntheticCase], Tuple[np.ndarray, Optional[np.ndarray]]]] = None
+    predict: Optional[Callable[[SyntheticCase], Predicted]] = None
     work = Path(tempfile.mkdtemp(prefix="deepwml-fazekas-"))
     if args.builtin or args.model:
         from deepwml.pretrained import builtin_model_dir
@@ -124,11 +132,35 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], Tuple[np.ndarray, Optional[np.ndarray]]]], work: Path) -> None:
+def located(mask: np.ndarray, case: SyntheticCase, anatomy: np.ndarray) -> List[str]:
+    """The location class of each lesion of ``mask`` with this anatomy map (the lesion table's order)."""
+    return list(lesion_table(mask, case.geometry, anatomy)["location"])
+
+
+def location_report(pairs: Dict[str, List[Tuple[str, str]]]) -> None:
+    """How often the predicted anatomy map puts a predicted lesion in the class the truth map does, with and without
+    the map's cleanup; McDonald 2017 counts cortical and juxtacortical as one region."""
+    merged = {CORTICAL: JUXTACORTICAL}
+    for name, label in (("cleaned", "model anatomy (as deepwml_predict makes it)"), ("raw", "model anatomy without its cleanup")):
+        chosen = pairs[name]
+        if not chosen:
+            continue
+        same = np.mean([m == t for m, t in chosen])
+        same_region = np.mean([merged.get(m, m) == merged.get(t, t) for m, t in chosen])
+        print(f"location classes of the model mask's lesions, {label} against truth anatomy: agreement {same:.3f}, "
+              f"cortical and juxtacortical as one {same_region:.3f} (n={len(chosen)})")
+        classes = [c for c in LOCATIONS if any(c in pair for pair in chosen)]
+        print("  rows truth, columns model: " + " / ".join(classes))
+        for t in classes:
+            print("   ", " ".join(f"{sum(1 for m, tt in chosen if tt == t and m == c):4d}" for c in classes))
+
+
+def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], Predicted]], work: Path) -> None:
     """Generate, locate and grade every case, then print the figures."""
     grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": [], "est_model_both": []}
     locations: Dict[str, Counter] = {"CSVD": Counter(), "MS": Counter()}
     regions: Dict[str, Counter] = {"MS": Counter()}
+    pairs: Dict[str, List[Tuple[str, str]]] = {"cleaned": [], "raw": []}
     seconds: List[float] = []
     for centre, index in case_list(args.csvd, args.ms):
         case = generate_case(centre, index, args.seed, truth=True)
@@ -144,6 +176,13 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
         line = f"{case.case_id} sev {case.meta.extra['severity']:.2f} lesions {len(table)} DIS regions {fields['mcdonald_dis_regions']}"
         if disease == "MS":
             regions["MS"][fields["mcdonald_dis_regions"]] += 1
+        mask = amap = None
+        if predict is not None:
+            mask, amap, raw = predict(case)
+            if amap is not None:
+                truth_classes = located(mask, case, anatomy)
+                pairs["cleaned"] += list(zip(located(mask, case, amap), truth_classes))
+                pairs["raw"] += list(zip(located(mask, case, raw), truth_classes))
         if "fazekas_pv" in case.meta.extra:
             drawn = (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"])
             grades["truth"].append(drawn)
@@ -152,7 +191,6 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
                      f" (lining {fields['fazekas_pv_lining_mm']} mm, reach {fields['fazekas_pv_extent_mm']} mm,"
                      f" deep axis {fields['fazekas_deep_long_axis_mm']} mm)")
             if predict is not None:
-                mask, amap = predict(case)
                 for key, used in (("est_model_mask", anatomy), ("est_model_both", amap)):
                     if used is None:
                         continue
@@ -169,6 +207,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
         total = sum(counts.values())
         if total:
             print(f"{disease} location classes ({total} lesions): " + ", ".join(f"{k} {counts[k]} ({counts[k] / total:.0%})" for k in LOCATIONS))
+    location_report(pairs)
     if regions["MS"]:
         print("MS cases by number of McDonald brain DIS regions with a lesion >= 3 mm: " + ", ".join(f"{k}: {v}" for k, v in sorted(regions["MS"].items())))
     print(f"lesion table + summary with the anatomy map (truth mask): median {np.median(seconds):.3f} s, max {np.max(seconds):.3f} s per case")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import numpy as np
 
+from deepwml.anatomy.cleanup import enclosed_cortex_to_white_matter
 from deepwml.anatomy.labels import DATASET_LABELS
 from deepwml.datasets import DatasetJson
 from deepwml.imageio import Image
@@ -64,8 +65,9 @@ class AnatomyModel:
 
 
 def anatomy_map(probs_pp: np.ndarray, props: dict) -> np.ndarray:
-    """The label map (uint8, deepwml.anatomy.labels classes) on the input's own grid."""
-    return revert_label_probabilities(probs_pp, props)
+    """The label map (uint8, deepwml.anatomy.labels classes) on the input's own grid, without the patches of cortex
+    the model finds inside the white matter (lesions and their rims: deepwml.anatomy.cleanup)."""
+    return enclosed_cortex_to_white_matter(revert_label_probabilities(probs_pp, props))
 
 
 def anatomy_spec(folder: Path) -> ModelSpec:
