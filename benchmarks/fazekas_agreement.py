@@ -10,6 +10,7 @@ every case's predicted lesions are also located with the predicted anatomy map a
 location classes compared (with and without the map's cleanup, deepwml.anatomy.cleanup).
 
     nice -n 10 python benchmarks/fazekas_agreement.py [--csvd 30] [--ms 10] [--seed 0] [--builtin | --model PATH]
+        [--anatomy-model PLAN_FOLDER]
 """
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def confusion(truth: np.ndarray, estimate: np.ndarray, n: int = GRADES) -> np.nd
 Predicted = Tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]
 
 
-def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], Predicted]:
+def model_predictor(model: Path, work: Path, anatomy_model: Optional[Path] = None) -> Callable[[SyntheticCase], Predicted]:
     """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API), the
-    shipped anatomy model's map as deepwml_predict makes it and the same map without its cleanup (None, None when no
-    anatomy model is installed)."""
+    anatomy model's map (``anatomy_model``, else the shipped one) as deepwml_predict makes it and the same map without
+    its cleanup (None, None when there is no anatomy model)."""
     from deepwml.inference.anatomy import anatomy_map, anatomy_model_dir, load_anatomy_model
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
@@ -71,7 +72,7 @@ def model_predictor(model: Path, work: Path) -> Callable[[SyntheticCase], Predic
 
     spec = check_model(model)
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, setup_device("cpu"))
-    anatomy_dir = anatomy_model_dir(None)
+    anatomy_dir = anatomy_model_dir(anatomy_model)
     anatomy = load_anatomy_model(anatomy_dir, setup_device("cpu")) if anatomy_dir else None
 
     def predict(case: SyntheticCase) -> Predicted:
@@ -118,6 +119,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, help="also grade a model's predicted masks (PLAN folder)")
     parser.add_argument("--builtin", action="store_true", help="also grade the built-in model's predicted masks")
+    parser.add_argument("--anatomy-model", type=Path, help="with --builtin or --model: this anatomy model's maps "
+                        "instead of the shipped anatomy model's (PLAN folder)")
     args = parser.parse_args()
     print(load_line())
     predict: Optional[Callable[[SyntheticCase], Predicted]] = None
@@ -125,7 +128,7 @@ def main() -> None:
     if args.builtin or args.model:
         from deepwml.pretrained import builtin_model_dir
 
-        predict = model_predictor(builtin_model_dir() if args.builtin else args.model, work)
+        predict = model_predictor(builtin_model_dir() if args.builtin else args.model, work, args.anatomy_model)
     try:
         run_cases(args, predict, work)
     finally:
