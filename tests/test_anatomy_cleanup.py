@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepwml.anatomy.cleanup import enclosed_cortex_to_white_matter
-from deepwml.anatomy.labels import BACKGROUND, CORTEX, VENTRICLE, WHITE_MATTER
+from deepwml.anatomy.cleanup import enclosed_cortex_to_white_matter, lesions_to_tissue
+from deepwml.anatomy.labels import BACKGROUND, CORTEX, INFRATENTORIAL, LESION, VENTRICLE, WHITE_MATTER, with_lesion_class
 from deepwml.anatomy.location import DEEP, JUXTACORTICAL, locate_lesions
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_report import label_lesions
@@ -76,3 +76,38 @@ def test_a_deep_lesion_the_map_called_cortex_is_located_in_the_deep_white_matter
     clean = locate_lesions(lesions, count, (0, 0, 0), enclosed_cortex_to_white_matter(labels), geometry).location
     assert raw[deep] != DEEP
     assert clean[deep] == DEEP and clean[1 - deep] == JUXTACORTICAL
+
+
+def test_a_lesion_aware_map_gives_each_lesion_the_tissue_around_it():
+    """A lesion-aware model's lesion class goes back to tissue lesion by lesion: a deep lesion and one touching the
+    ribbon become white matter (not cortex, so the second reads juxtacortical, not cortical), one in the
+    infratentorial region infratentorial, one inside the ribbon cortex and one outside the brain background; every
+    other voxel and the input stay as they were."""
+    labels = _head()
+    labels[:, 20:, :] = np.where(labels[:, 20:, :] == WHITE_MATTER, INFRATENTORIAL, labels[:, 20:, :])
+    labels[1, 9:12, 13:16] = LESION  # deep, in the white matter
+    labels[1, 6:9, 20:22] = LESION  # across the ribbon's inner edge (radius 13): cortex above, white matter below
+    labels[1, 28:30, 19:22] = LESION  # in the infratentorial region
+    labels[1, 0:2, 0:3] = LESION  # outside the brain (a false lesion in the scalp): stays outside
+    labels[1, 34, 20] = LESION  # within the ribbon, touching only cortex: cortex
+    before = labels.copy()
+    out = lesions_to_tissue(labels)
+    assert np.array_equal(labels, before)
+    assert (out[1, 9:12, 13:16] == WHITE_MATTER).all() and (out[1, 6:9, 20:22] == WHITE_MATTER).all()
+    assert (out[1, 28:30, 19:22] == INFRATENTORIAL).all()
+    assert (out[1, 0:2, 0:3] == BACKGROUND).all() and out[1, 34, 20] == CORTEX
+    untouched = before != LESION
+    assert np.array_equal(out[untouched], before[untouched]) and not (out == LESION).any()
+    assert np.array_equal(lesions_to_tissue(out), out)  # no lesion class: unchanged
+
+
+def test_the_lesion_class_marks_only_lesion_voxels_in_the_parenchyma():
+    """Training labels of a lesion-aware model: lesion voxels in white matter, cortex or the infratentorial region
+    become the lesion class; a lesion voxel in the ventricle or outside the brain keeps its class."""
+    labels = _head()
+    lesion = np.zeros(labels.shape, bool)
+    lesion[1, 17:24, 3:37] = True  # a band across background, ribbon, white matter and the ventricle
+    out = with_lesion_class(labels, lesion)
+    parenchyma = np.isin(labels, (WHITE_MATTER, CORTEX, INFRATENTORIAL))
+    assert (out[lesion & parenchyma] == LESION).all()
+    assert np.array_equal(out[~(lesion & parenchyma)], labels[~(lesion & parenchyma)])

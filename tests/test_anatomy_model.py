@@ -9,7 +9,7 @@ import pytest
 
 from conftest import oblique_direction, tiny_case
 from deepwml import pretrained
-from deepwml.anatomy.labels import DATASET_LABELS, anatomy_from_truth
+from deepwml.anatomy.labels import DATASET_LABELS, LESION, LESION_AWARE_LABELS, anatomy_from_truth, with_lesion_class
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.pretrained.model_card import model_card
@@ -96,6 +96,50 @@ def test_make_synthetic_anatomy_writes_the_anatomy_maps_as_labels(tmp_path):
     assert np.array_equal(read_image(folder / "imagesTr" / "CSVD3_001.nii.gz", dtype=None).array, case.image)
 
 
+def test_make_synthetic_lesion_class_adds_the_lesions_to_the_anatomy_maps(tmp_path, capsys):
+    """--anatomy --lesion-class: the anatomy maps with the case's lesion voxels in the parenchyma as class 5, named in
+    dataset.json; --lesion-class alone is refused before anything is written."""
+    from deepwml.cli.make_synthetic import main
+    from deepwml.synthetic.generate import generate_case
+
+    assert main(["--raw", str(tmp_path), "--dataset-id", "521", "--name", "AnatLes", "--centres", "CSVD#3", "--scale", "0.01",
+                 "--test-fraction", "0", "--anatomy", "--lesion-class"]) == 0
+    folder = tmp_path / "Dataset521_AnatLes"
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["labels"] == LESION_AWARE_LABELS and meta["synthetic"]["labels"] == "anatomy_lesions"
+    case = generate_case("CSVD#3", 1, 0, truth=True)
+    label = read_image(folder / "labelsTr" / "CSVD3_001.nii.gz", dtype=None).array
+    assert np.array_equal(label, with_lesion_class(anatomy_from_truth(case.truth), case.label > 0))
+    assert (label == LESION).sum() > 0.9 * (case.label > 0).sum()
+    assert main(["--raw", str(tmp_path), "--dataset-id", "522", "--name", "X", "--scale", "0.01", "--lesion-class"]) == 2
+    assert "--lesion-class needs --anatomy" in capsys.readouterr().err and not (tmp_path / "Dataset522_X").exists()
+
+
+def test_a_lesion_aware_anatomy_model_writes_a_map_without_its_lesion_class(tmp_path, models):
+    """A six-class (lesion-aware) anatomy model is accepted; its lesion class, which the network does predict, is given
+    back to tissue, so CASE_anatomy holds only the anatomy map's five classes."""
+    from deepwml.anatomy.cleanup import enclosed_cortex_to_white_matter, lesions_to_tissue
+    from deepwml.inference.anatomy import anatomy_map, load_anatomy_model
+    from deepwml.preprocessing.transforms import revert_label_probabilities
+    from deepwml.training.device import setup_device
+
+    lesion, _, inputs = models
+    plan = anatomy_plan()
+    plan.network.num_classes = 6
+    labels = {"name": "Dataset997_AnatLes", "file_ending": ".nii.gz", "channel_names": {"0": "FLAIR"}, "labels": LESION_AWARE_LABELS}
+    aware = write_model_dir(tmp_path / "anat6" / "Dataset997_AnatLes" / "anatomy_tiny", plan, kind="random", dataset_json=labels)
+    model = load_anatomy_model(aware, setup_device("cpu"))
+    prepared = model.prepare(read_image(inputs / "scan.nii.gz"))
+    probs = model.predict(prepared)
+    raw = revert_label_probabilities(probs, prepared.props)
+    assert (raw == LESION).any()  # random weights do call some voxels lesion: the test below is not empty
+    assert np.array_equal(anatomy_map(probs, prepared.props), enclosed_cortex_to_white_matter(lesions_to_tissue(raw)))
+    assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / "a"), "-m", str(lesion), "--no-qc", "--anatomy-model",
+                             str(aware), "--save-anatomy"]) == 0
+    written = read_image(tmp_path / "a" / "scan_anatomy.nii.gz", dtype=None).array
+    assert set(np.unique(written)) <= set(DATASET_LABELS.values())
+
+
 def test_label_maps_are_scored_per_class_group(tmp_path):
     """Dice of pooled classes per case; a group absent from both maps has none; a missing prediction names the file."""
     from deepwml.evaluation.label_maps import score_label_maps
@@ -108,6 +152,9 @@ def test_label_maps_are_scored_per_class_group(tmp_path):
     write_image(pred, geometry, tmp_path / "pred" / "a.nii.gz")
     summary = score_label_maps(tmp_path / "ref", tmp_path / "pred", {"one": (1,), "brain": (1, 3), "four": (4,)})
     assert summary["mean_dice"] == {"one": pytest.approx(2 * 2 / 6), "brain": 1.0, "four": None}
+    # a map passed through prediction_map first (a lesion-aware model's map given back to tissue)
+    mapped = score_label_maps(tmp_path / "ref", tmp_path / "pred", {"one": (1,)}, prediction_map=lambda a: np.where(a == 3, 1, a))
+    assert mapped["mean_dice"]["one"] == pytest.approx(2 * 4 / 12)
     (tmp_path / "pred" / "a.nii.gz").unlink()
     with pytest.raises(DeepWMLError, match="a.nii.gz: no prediction for case a"):
         score_label_maps(tmp_path / "ref", tmp_path / "pred", {"one": (1,)})
@@ -124,6 +171,19 @@ def test_the_recipe_makes_either_model_and_records_the_lesion_recipe_as_before()
     assert "ventricle 0.912" in card and "--anatomy" in card and set(ANATOMY_SCORES) >= {"ventricle", "brain"}
     with pytest.raises(DeepWMLError, match="unknown kind"):
         Recipe.defaults("tumour")
+    assert "lesion_class" not in anatomy.record()
+    aware = Recipe(**{**anatomy.__dict__, "lesion_class": True})
+    assert aware.record()["lesion_class"] is True
+    card = model_card(aware, {"figures": {}, "generator_version": 12})
+    assert "--anatomy --lesion-class" in card and "5 lesion in the parenchyma" in card
+
+
+def test_the_lesion_class_is_refused_for_a_lesion_model(tmp_path):
+    """--lesion-class without --anatomy stops before anything is made."""
+    from deepwml.cli.train_pretrained import main
+
+    assert main(["--workdir", str(tmp_path / "w"), "--lesion-class"]) == 2
+    assert not (tmp_path / "w" / "raw").exists()
 
 
 def test_the_shipped_anatomy_model_finds_the_anatomy_of_an_unseen_synthetic_scan(tmp_path, capsys):

@@ -22,6 +22,11 @@ ANATOMY_LABELS: Dict[int, str] = {
 BRAIN_CLASSES = (WHITE_MATTER, CORTEX, INFRATENTORIAL)
 #: dataset.json "labels" of an anatomy dataset (name -> value), and of the anatomy model's folder
 DATASET_LABELS: Dict[str, int] = {name: value for value, name in ANATOMY_LABELS.items()}
+#: a lesion-aware anatomy model's sixth class: lesion in the parenchyma. It exists only in its training labels and
+#: its output; the map it gives is filled back with the tissue around each lesion (deepwml.anatomy.cleanup), so a
+#: lesion is never read as the cortex its brightness resembles
+LESION = 5
+LESION_AWARE_LABELS: Dict[str, int] = {**DATASET_LABELS, "parenchymal_lesion": LESION}
 
 
 def anatomy_from_truth(truth: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -32,6 +37,13 @@ def anatomy_from_truth(truth: Mapping[str, np.ndarray]) -> np.ndarray:
     out[brain & np.asarray(truth["cortex"], bool)] = CORTEX
     out[brain & np.asarray(truth["infratentorial"], bool)] = INFRATENTORIAL
     out[np.asarray(truth["ventricle"], bool)] = VENTRICLE
+    return out
+
+
+def with_lesion_class(anatomy: np.ndarray, lesion: np.ndarray) -> np.ndarray:
+    """A lesion-aware model's training labels: the label map with its lesion voxels in the parenchyma set to LESION."""
+    out = np.asarray(anatomy, np.uint8).copy()
+    out[np.asarray(lesion, bool) & np.isin(out, BRAIN_CLASSES)] = LESION
     return out
 
 

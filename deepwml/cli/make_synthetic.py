@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anatomy", action="store_true",
                    help="write the anatomy label maps (0 background, 1 white matter, 2 ventricle, 3 cortex, 4 infratentorial) "
                    "as labelsTr/labelsTs instead of the lesion masks, for training an anatomy model (same images)")
+    p.add_argument("--lesion-class", action="store_true",
+                   help="with --anatomy: lesion voxels in the parenchyma as a sixth class (5 parenchymal_lesion), for a "
+                   "lesion-aware anatomy model that does not take lesions for cortex")
     p.add_argument("-np", "--num-processes", type=int, default=1, metavar="N", help="cases generated in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same id and name")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
@@ -62,6 +65,7 @@ def _main(argv: Optional[List[str]]) -> int:
         progress=True if args.progress else None,
         skull_stripped=args.skull_stripped,
         anatomy=args.anatomy,
+        lesion_class=args.lesion_class,
     )
     from deepwml.datasets import DatasetJson
 

@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anatomy", action="store_true",
                    help="make the anatomy model (white matter, lateral ventricles, cortex, infratentorial region from the FLAIR) "
                    "from synthetic anatomy labels; --install puts it in deepwml/pretrained/anatomy_flair2d/")
+    p.add_argument("--lesion-class", action="store_true", default=None,
+                   help="with --anatomy: the model also learns the lesions in the parenchyma as a class of their own "
+                   "(deepwml_make_synthetic --lesion-class), so that it does not take them for cortex; its map gives each "
+                   "lesion the tissue around it. Trained from random weights or a lesion-aware --start-from model")
     p.add_argument("--install", action="store_true", help="install the result as this package's shipped model (deepwml/pretrained/)")
     p.add_argument("--install-to", type=Path, default=None, help="install the result as a PLAN folder here instead")
     p.add_argument("--seed", type=int, default=None, help=f"synthetic data and training seed ({default('seed')})")
@@ -88,7 +92,8 @@ def _main(argv: Optional[List[str]]) -> int:
 
     a = build_parser().parse_args(argv)
     given = {k: getattr(a, k) for k in ("seed", "scale", "preset", "epochs", "iterations", "heldout_seed", "heldout_scale", "distill", "start_from",
-                                      "checkpoint", "skull_stripped", "tta", "distill_start", "learning_rate", "distill_weight")}
+                                      "checkpoint", "skull_stripped", "tta", "distill_start", "learning_rate", "distill_weight",
+                                      "lesion_class")}
     if a.distill_start:
         # one network from the start model: no teacher folds to distil, one fold unless named
         given["distill"] = False if a.distill is None else a.distill

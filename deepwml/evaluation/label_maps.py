@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -27,9 +27,11 @@ def group_dice(reference: np.ndarray, prediction: np.ndarray, groups: Mapping[st
     return out
 
 
-def score_label_maps(ref_dir: Path, pred_dir: Path, groups: Mapping[str, Sequence[int]]) -> Dict[str, Any]:
-    """Per-case group Dice of every reference label map in ``ref_dir`` against ``pred_dir``/CASE<ending>, and the
-    mean and median over cases; a missing prediction or one on another grid is an error naming the file."""
+def score_label_maps(ref_dir: Path, pred_dir: Path, groups: Mapping[str, Sequence[int]],
+                     prediction_map: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Dict[str, Any]:
+    """Per-case group Dice of every reference label map in ``ref_dir`` against ``pred_dir``/CASE<ending> (each first
+    passed through ``prediction_map`` when given), and the mean and median over cases; a missing prediction or one on
+    another grid is an error naming the file."""
     refs = sorted(p for p in Path(ref_dir).iterdir() if p.is_file() and has_image_ending(p))
     if not refs:
         raise DeepWMLError("no reference label maps", ref_dir)
@@ -43,7 +45,9 @@ def score_label_maps(ref_dir: Path, pred_dir: Path, groups: Mapping[str, Sequenc
         mismatch = reference.geometry.mismatches(prediction.geometry)
         if mismatch:
             raise DeepWMLError(f"prediction is not on the reference's grid: {'; '.join(mismatch)}", pred_path)
-        per_case[case_id] = group_dice(np.asarray(reference.array), np.asarray(prediction.array), groups)
+        predicted = np.asarray(prediction.array)
+        predicted = prediction_map(predicted) if prediction_map is not None else predicted
+        per_case[case_id] = group_dice(np.asarray(reference.array), predicted, groups)
     table = np.array([[np.nan if d[g] is None else d[g] for g in groups] for d in per_case.values()], dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a group absent from every case

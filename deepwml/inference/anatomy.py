@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import numpy as np
 
-from deepwml.anatomy.cleanup import enclosed_cortex_to_white_matter
-from deepwml.anatomy.labels import DATASET_LABELS
+from deepwml.anatomy.cleanup import enclosed_cortex_to_white_matter, lesions_to_tissue
+from deepwml.anatomy.labels import DATASET_LABELS, LESION_AWARE_LABELS
 from deepwml.datasets import DatasetJson
 from deepwml.imageio import Image
 from deepwml.inference.batches import StackPredictor
@@ -65,20 +65,23 @@ class AnatomyModel:
 
 
 def anatomy_map(probs_pp: np.ndarray, props: dict) -> np.ndarray:
-    """The label map (uint8, deepwml.anatomy.labels classes) on the input's own grid, without the patches of cortex
-    the model finds inside the white matter (lesions and their rims: deepwml.anatomy.cleanup)."""
-    return enclosed_cortex_to_white_matter(revert_label_probabilities(probs_pp, props))
+    """The label map (uint8, deepwml.anatomy.labels classes) on the input's own grid: a lesion-aware model's lesions
+    given the tissue around them, and without the patches of cortex the model finds inside the white matter (lesions
+    and their rims: deepwml.anatomy.cleanup)."""
+    return enclosed_cortex_to_white_matter(lesions_to_tissue(revert_label_probabilities(probs_pp, props)))
 
 
 def anatomy_spec(folder: Path) -> ModelSpec:
-    """An anatomy PLAN folder checked (every fold, checkpoint 'best'): its classes must be the anatomy map's."""
+    """An anatomy PLAN folder checked (every fold, checkpoint 'best'): its classes must be the anatomy map's, or
+    those and the lesion class of a lesion-aware model."""
     spec = check_model(folder)
-    expected = DATASET_LABELS
     json_path = folder / "dataset.json"
     labels = DatasetJson.load(json_path).labels if json_path.is_file() else None
-    if spec.plan.network.num_classes != len(DATASET_LABELS) or (labels is not None and labels != expected):
+    accepted = [expected for expected in (DATASET_LABELS, LESION_AWARE_LABELS)
+                if spec.plan.network.num_classes == len(expected) and labels in (None, expected)]
+    if not accepted:
         raise DeepWMLError(f"not an anatomy model: its classes are {labels or spec.plan.network.num_classes}, the anatomy "
-                           f"map's are {expected}", folder)
+                           f"map's are {DATASET_LABELS} (a lesion-aware model's also 'parenchymal_lesion': 5)", folder)
     return spec
 
 

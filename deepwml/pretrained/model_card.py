@@ -105,7 +105,7 @@ def _centres_text(recipe: Recipe) -> str:
 def _card_header(recipe: Recipe, record: Dict[str, Any], title: str, labels: str) -> List[str]:
     """The model card's title, data and recipe sections."""
     r = asdict(recipe)
-    option = " --anatomy" if recipe.kind == "anatomy" else ""
+    option = (" --anatomy" + (" --lesion-class" if recipe.lesion_class else "")) if recipe.kind == "anatomy" else ""
     return [
         f"# DeepWML pretrained model: {title}",
         "",
@@ -188,7 +188,9 @@ def anatomy_model_card(recipe: Recipe, record: Dict[str, Any]) -> str:
     scores = ", ".join(f"{name.replace('_', ' ')} {fig.get(f'{name}_dice', '?')}" for name in ANATOMY_SCORES)
     lines = _card_header(recipe, record, "anatomy from thick-slice 2D FLAIR (issue #14)",
                          "labels: the generator's anatomy (0 background, 1 white matter and deep grey, 2 lateral ventricle, "
-                         "3 cortex, 4 infratentorial: cerebellum and brainstem)") + [
+                         "3 cortex, 4 infratentorial: cerebellum and brainstem"
+                         + ("; 5 lesion in the parenchyma, which its map gives back to the tissue around each lesion, so "
+                            "that lesions are not taken for cortex" if recipe.lesion_class else "") + ")") + [
         "## Figures",
         f"- Validation: median over cases of the mean foreground Dice, {_per_fold(record, 'median_dice')}",
         f"- Held-out synthetic set (seed {r['heldout_seed']}, {fig.get('heldout_cases', '?')} cases), Dice per case on the "

@@ -83,6 +83,9 @@ class Recipe:
     learning_rate: Optional[float] = None
     #: deepwml_train --distill-weight of a distilled network (None: deepwml_train's default)
     distill_weight: Optional[float] = None
+    #: the anatomy model learns the lesions in the parenchyma as a sixth class (deepwml_make_synthetic --lesion-class),
+    #: so that it does not take them for cortex; its map gives them the tissue around them (deepwml.anatomy.cleanup)
+    lesion_class: bool = False
 
     @classmethod
     def defaults(cls, kind: str = "lesion") -> "Recipe":
@@ -110,7 +113,7 @@ class Recipe:
         else:
             d["centres"] = list(self.centres)
         # added later: left out at their defaults, so that older work folders still resume
-        for key, default in (("distill_start", False), ("learning_rate", None), ("distill_weight", None)):
+        for key, default in (("distill_start", False), ("learning_rate", None), ("distill_weight", None), ("lesion_class", False)):
             if d[key] == default:
                 del d[key]
         folds = d.pop("folds")
@@ -158,6 +161,8 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
 
     if recipe.distill and recipe.kind != "lesion":
         raise DeepWMLError("--distill is for the lesion model (distillation averages lesion probabilities)")
+    if recipe.lesion_class and recipe.kind != "anatomy":
+        raise DeepWMLError("--lesion-class is for the anatomy model (--anatomy): it adds the lesion class to its labels")
     if recipe.tta and recipe.kind != "lesion":
         raise DeepWMLError("--tta is for the lesion model (its temperatures and postprocessing are fitted with it)")
     check_training_settings(recipe)
@@ -171,7 +176,7 @@ def run_recipe(recipe: Recipe, workdir: Path, install_to: Optional[Path], n_jobs
     (train_id, train_name), _ = recipe.datasets()
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(train_id), "--name", train_name, "--scale", str(recipe.scale),
                             "--seed", str(recipe.seed), "--test-fraction", "0", "-np", np_, "--skull-stripped", recipe.skull_stripped]
-         + _synthetic_args(recipe), env)
+         + _synthetic_args(recipe) + (["--lesion-class"] if recipe.lesion_class else []), env)
     # the held-out set is drawn with another seed, so no training case is set aside as a test case
     _run("plan_and_preprocess", ["-d", str(train_id), "--preset", recipe.preset, "--test-fraction", "0", "-np", np_], env)
     # a preset may be given as a .json file: the PLAN folder is named after the plan inside
@@ -445,10 +450,13 @@ def _choose_postprocessing(recipe: Recipe, work: Path, model_dir: Path, folds: L
 def _score_heldout_anatomy(recipe: Recipe, work: Path, model_dir: Path, folds: List[str], tag: str, env: Dict[str, str], np_: str,
                            device: str) -> Dict[str, Any]:
     """The anatomy model's held-out figures: per case Dice of each anatomy class (and of the brain), averaged."""
+    from deepwml.anatomy.cleanup import lesions_to_tissue
     from deepwml.evaluation.label_maps import score_label_maps
 
     heldout = _predict_heldout(recipe, work, model_dir, folds, tag, env, np_, device)
-    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(work, tag, checkpoint=recipe.checkpoint), ANATOMY_SCORES)
+    # a lesion-aware model's lesions are scored as the tissue its map gives them (the held-out labels have no lesion class)
+    summary = score_label_maps(heldout / "labelsTr", _heldout_folder(work, tag, checkpoint=recipe.checkpoint), ANATOMY_SCORES,
+                               prediction_map=lesions_to_tissue)
     write_json(_heldout_folder(work, tag, "heldout_report", recipe.checkpoint) / "summary.json", summary)
     _log("held-out Dice (mean over cases): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["mean_dice"].items() if v is not None))
     return {"heldout_cases": summary["cases"], **{f"{k}_dice": v for k, v in summary["mean_dice"].items()}}

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from deepwml.anatomy.labels import DATASET_LABELS, anatomy_from_truth
+from deepwml.anatomy.labels import DATASET_LABELS, LESION_AWARE_LABELS, anatomy_from_truth, with_lesion_class
 from deepwml.datasets import CaseMeta, DatasetJson, dataset_folder_name
 from deepwml.datasets.raw_dataset import DATASET_DIR
 from deepwml.imageio import write_image
@@ -54,6 +54,8 @@ class CaseSpec:
     skull_stripped: str = "auto"
     #: write the anatomy label map (deepwml.anatomy.labels) as the label instead of the lesion mask
     anatomy: bool = False
+    #: with ``anatomy``: the lesion voxels in the parenchyma as the lesion class (deepwml.anatomy.labels.LESION)
+    lesion_class: bool = False
 
 
 def plan_cases(centres: List[Centre], scale: float, seed: int, test_fraction: float) -> List[CaseSpec]:
@@ -85,6 +87,7 @@ def generate_dataset(
     progress: Optional[bool] = None,
     skull_stripped: str = "auto",
     anatomy: bool = False,
+    lesion_class: bool = False,
 ) -> Path:
     """Generate (or finish generating) a raw dataset below ``out_root`` (default: the raw data root); returns its folder.
 
@@ -92,8 +95,11 @@ def generate_dataset(
     ``overwrite``; an interrupted run with the same arguments resumes where it stopped. ``skull_stripped``:
     'auto' strips a share of the cases drawn per case, 'always' or 'never' all or none. ``anatomy``: the labels are
     the anatomy label maps (deepwml.anatomy.labels: 5 classes) instead of the lesion masks; the images are the same.
+    ``lesion_class`` (with ``anatomy``): the lesions in the parenchyma as a sixth class, for a lesion-aware model.
     """
     skull_strip_setting(skull_stripped)  # a bad value is refused before anything is written
+    if lesion_class and not anatomy:
+        raise DatasetError("--lesion-class needs --anatomy: it adds the lesion class to the anatomy label maps")
     chosen = select_centres(centres, diseases)
     root = raw_root(out_root)
     folder = root / dataset_folder_name(dataset_id, name)
@@ -107,8 +113,9 @@ def generate_dataset(
     }
     if anatomy:
         # only when set: the request of a lesion dataset made before this option existed stays the same
-        request["labels"] = "anatomy"
-    specs = [replace(s, skull_stripped=skull_stripped, anatomy=anatomy) for s in plan_cases(chosen, scale, seed, test_fraction)]
+        request["labels"] = "anatomy_lesions" if lesion_class else "anatomy"
+    specs = [replace(s, skull_stripped=skull_stripped, anatomy=anatomy, lesion_class=lesion_class)
+             for s in plan_cases(chosen, scale, seed, test_fraction)]
     if _prepare_folder(root, folder, int(dataset_id), request, overwrite):
         print(f"{folder}: already complete with these settings; nothing to do", file=sys.stderr)
         return folder
@@ -168,7 +175,11 @@ def make_case(spec: CaseSpec, folder: Union[str, Path]) -> str:
     forced, share = skull_strip_setting(spec.skull_stripped)
     case = generate_case(spec.centre, spec.index, spec.seed, spec.case_id, truth=spec.anatomy, skull_stripped=forced,
                          strip_share=share)
-    write_image(anatomy_from_truth(case.truth) if spec.anatomy else case.label, case.geometry, paths["label"])
+    label = case.label
+    if spec.anatomy:
+        label = anatomy_from_truth(case.truth)
+        label = with_lesion_class(label, case.label > 0) if spec.lesion_class else label
+    write_image(label, case.geometry, paths["label"])
     write_image(case.image, case.geometry, paths["image"])
     write_json(paths["meta"], case.meta.to_dict())
     return spec.case_id
@@ -200,7 +211,7 @@ def _write_dataset_json(folder: Path, specs: List[CaseSpec], request: Dict[str, 
         name=folder.name,
         description="Synthetic multi-centre 2D FLAIR after Zhang, Duan et al. 2021 (deepwml_make_synthetic)",
         file_ending=FILE_ENDING,
-        labels=dict(DATASET_LABELS) if request.get("labels") == "anatomy" else {"background": 0, "lesion": 1},
+        labels=dict({"anatomy": DATASET_LABELS, "anatomy_lesions": LESION_AWARE_LABELS}.get(request.get("labels"), {"background": 0, "lesion": 1})),
         extra={"synthetic": request},
     )
     for spec in sorted(specs, key=lambda s: s.case_id):
