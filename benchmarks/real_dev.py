@@ -560,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
+    p.add_argument("--anatomy-model", type=Path, default=None, metavar="PLAN_DIR",
+                   help="deepwml_predict --anatomy-model: this anatomy model's map (lesion locations, lesions outside the "
+                        "brain dropped) instead of the shipped one's")
     p.add_argument("--keep-outside-brain", action="store_true",
                    help="deepwml_predict --keep-outside-brain: keep the lesions with no voxel in the anatomy model's brain")
     p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
@@ -692,6 +695,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               checkpoint=args.checkpoint, device=args.device, workers=args.num_workers,
                               overwrite=True, write_qc=args.qc, white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
                               keep_outside_brain=args.keep_outside_brain, tta=args.tta, threshold=args.threshold,
+                              anatomy_model=args.anatomy_model,
                               save_probabilities=probabilities or bool(args.components),
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
