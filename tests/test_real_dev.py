@@ -236,9 +236,9 @@ def test_tilt_nods_the_head_about_the_left_right_axis_and_keeps_the_lesion():
     assert abs(int(mask.sum()) - int(lesion.sum())) <= 0.25 * lesion.sum()
 
 
-def test_white_matter_only_tta_and_keep_outside_brain_reach_deepwml_predict(tmp_path, monkeypatch):
-    """--white-matter-only, --tta / --no-tta and --keep-outside-brain are deepwml_predict's options, passed on as they
-    are (neither TTA option: the model's own choice)."""
+def test_white_matter_only_tta_keep_outside_brain_and_anatomy_model_reach_deepwml_predict(tmp_path, monkeypatch):
+    """--white-matter-only, --tta / --no-tta, --keep-outside-brain and --anatomy-model are deepwml_predict's options,
+    passed on as they are (neither TTA option: the model's own choice; no anatomy model named: the shipped one)."""
     bench = _benchmark()
     geometry = Geometry((16, 16, 12), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     write_image(np.ones((12, 16, 16), np.float32), geometry, tmp_path / "data" / "patient01" / "flair.nii.gz")
@@ -254,11 +254,11 @@ def test_white_matter_only_tta_and_keep_outside_brain_reach_deepwml_predict(tmp_
         raise Stop
 
     monkeypatch.setattr(bench, "predict", fake_predict)
-    for extra in ([], ["--white-matter-only", "--tta", "--keep-outside-brain"], ["--no-tta"]):
+    for extra in ([], ["--white-matter-only", "--tta", "--keep-outside-brain"], ["--no-tta", "--anatomy-model", str(tmp_path / "a")]):
         with pytest.raises(Stop):
             bench._main(["--data", str(tmp_path / "data"), "-m", str(model), "--thickness", "5", *extra])
-    assert [(r.white_matter_only, r.tta, r.keep_outside_brain) for r in asked] == [
-        (False, None, False), (True, True, True), (False, False, False)]
+    assert [(r.white_matter_only, r.tta, r.keep_outside_brain, r.anatomy_model) for r in asked] == [
+        (False, None, False, None), (True, True, True, None), (False, False, False, tmp_path / "a")]
 
 
 def test_errors_lists_the_largest_false_positive_and_missed_components_with_their_world_position():
