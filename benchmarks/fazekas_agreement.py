@@ -140,12 +140,25 @@ def located(mask: np.ndarray, case: SyntheticCase, anatomy: np.ndarray) -> List[
     return list(lesion_table(mask, case.geometry, anatomy)["location"])
 
 
+def touches_reference(mask: np.ndarray, case: SyntheticCase) -> List[bool]:
+    """Whether each lesion of ``mask`` (the lesion table's order) touches the case's true lesions: a true lesion as
+    lesion F1 counts it, else a false one."""
+    from deepwml.inference.lesion_report import lesion_id_labels
+
+    ids, count = lesion_id_labels(mask, case.geometry.slice_axis_numpy)
+    hit = np.zeros(count + 1, bool)
+    hit[np.unique(ids[np.asarray(case.label) > 0])] = True
+    return hit[1:].tolist()
+
+
 def location_report(pairs: Dict[str, List[Tuple[str, str]]]) -> None:
     """How often the predicted anatomy map puts a predicted lesion in the class the truth map does, with and without
-    the map's cleanup; McDonald 2017 counts cortical and juxtacortical as one region."""
+    the map's cleanup, and over the true lesions alone (those touching the truth mask); McDonald 2017 counts cortical
+    and juxtacortical as one region."""
     merged = {CORTICAL: JUXTACORTICAL}
-    for name, label in (("cleaned", "model anatomy (as deepwml_predict makes it)"), ("raw", "model anatomy without its cleanup")):
-        chosen = pairs[name]
+    for name, label in (("cleaned", "model anatomy (as deepwml_predict makes it)"), ("raw", "model anatomy without its cleanup"),
+                        ("cleaned_true", "model anatomy (as deepwml_predict makes it), true lesions only")):
+        chosen = pairs.get(name)
         if not chosen:
             continue
         same = np.mean([m == t for m, t in chosen])
@@ -163,7 +176,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
     grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": [], "est_model_both": []}
     locations: Dict[str, Counter] = {"CSVD": Counter(), "MS": Counter()}
     regions: Dict[str, Counter] = {"MS": Counter()}
-    pairs: Dict[str, List[Tuple[str, str]]] = {"cleaned": [], "raw": []}
+    pairs: Dict[str, List[Tuple[str, str]]] = {"cleaned": [], "raw": [], "cleaned_true": []}
     seconds: List[float] = []
     for centre, index in case_list(args.csvd, args.ms):
         case = generate_case(centre, index, args.seed, truth=True)
@@ -183,8 +196,9 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
         if predict is not None:
             mask, amap, raw = predict(case)
             if amap is not None:
-                truth_classes = located(mask, case, anatomy)
-                pairs["cleaned"] += list(zip(located(mask, case, amap), truth_classes))
+                truth_classes, model_classes = located(mask, case, anatomy), located(mask, case, amap)
+                pairs["cleaned"] += list(zip(model_classes, truth_classes))
+                pairs["cleaned_true"] += [pair for pair, true in zip(zip(model_classes, truth_classes), touches_reference(mask, case)) if true]
                 pairs["raw"] += list(zip(located(mask, case, raw), truth_classes))
         if "fazekas_pv" in case.meta.extra:
             drawn = (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"])

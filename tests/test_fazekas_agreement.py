@@ -1,12 +1,17 @@
 """benchmarks/fazekas_agreement.py: the location-class comparison of a predicted anatomy map with the truth one."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
+
+from deepwml.imageio import Geometry
 from deepwml_testing.benchmarks import load_benchmark
 
 
 def test_location_report_counts_agreement_and_the_mcdonald_region_apart(capsys):
     """Agreement over lesions, cortical and juxtacortical counted as one region, and the confusion rows per truth
-    class; a map never given (no pairs) prints nothing."""
+    class; a map never given (no pairs) prints nothing; the true lesions' agreement is printed apart."""
     bench = load_benchmark("fazekas_agreement")
     pairs = {"cleaned": [("deep", "deep"), ("cortical", "juxtacortical"), ("cortical", "deep"), ("periventricular", "periventricular")],
              "raw": []}
@@ -17,3 +22,21 @@ def test_location_report_counts_agreement_and_the_mcdonald_region_apart(capsys):
     assert "rows truth, columns model: periventricular / cortical / juxtacortical / deep" in out
     # the truth 'deep' row: one read cortical, one deep
     assert out.splitlines()[-1].split() == ["0", "1", "0", "1"]
+    bench.location_report(dict(pairs, cleaned_true=pairs["cleaned"][:1]))
+    assert "true lesions only against truth anatomy: agreement 1.000, cortical and juxtacortical as one 1.000 (n=1)" in capsys.readouterr().out
+
+
+def test_true_lesions_are_those_touching_the_truth_mask_in_the_lesion_tables_order():
+    """Each predicted lesion, in the lesion table's order (largest first), is true when any voxel of it is a truth
+    lesion voxel."""
+    bench = load_benchmark("fazekas_agreement")
+    geometry = Geometry((12, 12, 3), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    mask = np.zeros((3, 12, 12), bool)
+    mask[1, 1:3, 1:3] = True  # 4 voxels, touches the truth below
+    mask[1, 6:9, 6:9] = True  # 9 voxels (the table's first row), false
+    mask[1, 10, 10] = True  # 1 voxel, touches the truth
+    truth = np.zeros_like(mask)
+    truth[1, 2:5, 2:5] = True
+    truth[1, 10, 10] = True
+    case = SimpleNamespace(geometry=geometry, label=truth.astype(np.uint8))
+    assert bench.touches_reference(mask, case) == [False, True, True]
