@@ -43,7 +43,7 @@ def anatomy_from_truth(truth: Mapping[str, np.ndarray]) -> np.ndarray:
 def with_lesion_class(anatomy: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     """A lesion-aware model's training labels: the label map with its lesion voxels in the parenchyma set to LESION."""
     out = np.asarray(anatomy, np.uint8).copy()
-    out[np.asarray(lesion, bool) & np.isin(out, BRAIN_CLASSES)] = LESION
+    out[np.asarray(lesion, bool) & brain_mask(out)] = LESION
     return out
 
 

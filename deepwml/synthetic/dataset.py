@@ -205,13 +205,17 @@ def _run_parallel(todo: List[CaseSpec], folder: Path, n_jobs: int, total: int, p
         bar.close()
 
 
+#: dataset.json "labels" of each kind of label the request names (a lesion dataset's request names none)
+_LABELS = {"anatomy": DATASET_LABELS, "anatomy_lesions": LESION_AWARE_LABELS}
+
+
 def _write_dataset_json(folder: Path, specs: List[CaseSpec], request: Dict[str, Any]) -> None:
     """dataset.json with every case's centre, disease, scanner and acquisition, written last."""
     meta = DatasetJson(
         name=folder.name,
         description="Synthetic multi-centre 2D FLAIR after Zhang, Duan et al. 2021 (deepwml_make_synthetic)",
         file_ending=FILE_ENDING,
-        labels=dict({"anatomy": DATASET_LABELS, "anatomy_lesions": LESION_AWARE_LABELS}.get(request.get("labels"), {"background": 0, "lesion": 1})),
+        labels=dict(_LABELS.get(request.get("labels"), {"background": 0, "lesion": 1})),
         extra={"synthetic": request},
     )
     for spec in sorted(specs, key=lambda s: s.case_id):
