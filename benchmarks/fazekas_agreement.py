@@ -61,6 +61,7 @@ def model_predictor(model: Path, work: Path, anatomy_model: Optional[Path] = Non
     """A function giving a model's lesion mask of a synthetic case on its own grid (through the predictor API), the
     anatomy model's map (``anatomy_model``, else the shipped one) as deepwml_predict makes it and the same map without
     its cleanup (None, None when there is no anatomy model)."""
+    from deepwml.anatomy.cleanup import lesions_to_tissue
     from deepwml.inference.anatomy import anatomy_map, anatomy_model_dir, load_anatomy_model
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
@@ -84,7 +85,8 @@ def model_predictor(model: Path, work: Path, anatomy_model: Optional[Path] = Non
         if anatomy is not None:
             a_in = anatomy.prepare(prepared.image)
             class_probs = anatomy.predict(a_in)
-            amap, raw = anatomy_map(class_probs, a_in.props), revert_label_probabilities(class_probs, a_in.props)
+            # without the enclosed-cortex cleanup only: a lesion-aware model's lesions are given their tissue in both
+            amap, raw = anatomy_map(class_probs, a_in.props), lesions_to_tissue(revert_label_probabilities(class_probs, a_in.props))
         return probabilities_to_mask(probs, 0.5), amap, raw
 
     return predict
