@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from deepwml.cli.common import add_tta_options, run
+from deepwml.cli.common import add_tta_options, run, thin_slab_setting
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry, read_image, read_label, write_image
@@ -558,6 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
+    p.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM",
+                   help="deepwml_predict --thin-slab-mm: how the --native scans (1 mm) reach the networks (default auto; "
+                        "the thick stacks are never thin)")
     p.add_argument("--white-matter-only", action="store_true",
                    help="deepwml_predict --white-matter-only: drop the lesions the shipped anatomy model places in the cortex")
     p.add_argument("--anatomy-model", type=Path, default=None, metavar="PLAN_DIR",
@@ -603,7 +606,7 @@ MODEL_OPTIONS = {"model": "-m", "dataset": "-d", "plan": "-p", "builtin": "--bui
                  "white_matter_only": "--white-matter-only", "min_lesion_ml": "--min-lesion-ml",
                  "min_lesion_peak": "--min-lesion-peak", "min_lesion_contrast": "--min-lesion-contrast",
                  "no_postprocessing": "--no-postprocessing", "also": "--with",
-                 "weights": "--weights", "keep_outside_brain": "--keep-outside-brain"}
+                 "weights": "--weights", "keep_outside_brain": "--keep-outside-brain", "thin_slab_mm": "--thin-slab-mm"}
 
 
 def check_without_model(args: argparse.Namespace) -> None:
@@ -701,6 +704,7 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
                               min_lesion_contrast=0.0 if probabilities else args.min_lesion_contrast,
                               postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence,
+                              thin_slab_mm=args.thin_slab_mm,
                               # the ensemble takes the first member's anatomy maps, as deepwml_predict uses its own
                               save_anatomy=probabilities and not args.keep_outside_brain)
 

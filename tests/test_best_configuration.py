@@ -138,17 +138,17 @@ def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monk
     calls = []
     original = bc.case_prediction
 
-    def interrupted(predictor, case):
+    def interrupted(predictor, case, *rest):
         if len(calls) == 4:  # two cases of two plans done
             raise KeyboardInterrupt
         calls.append(case.case_id)
-        return original(predictor, case)
+        return original(predictor, case, *rest)
 
     monkeypatch.setattr(bc, "case_prediction", interrupted)
     assert _run() != 0
     assert not (_results(site) / bc.INFORMATION).exists()
     calls.clear()
-    monkeypatch.setattr(bc, "case_prediction", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
+    monkeypatch.setattr(bc, "case_prediction", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
     assert _run() == 0
     assert calls == [c for c in ("case2", "case3", "case4") for _ in range(2)]
     first = json.loads((_results(site) / bc.INFORMATION).read_text())
@@ -166,7 +166,7 @@ def test_a_case_whose_label_changed_is_scored_again(site, monkeypatch):
     image = read_image(label)
     write_image(np.zeros_like(image.array), image.geometry, label)  # the reader found no lesion after all
     calls, original = [], bc.case_prediction
-    monkeypatch.setattr(bc, "case_prediction", lambda p, c: (calls.append(c.case_id), original(p, c))[1])
+    monkeypatch.setattr(bc, "case_prediction", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
     assert _run("--no-ensembles") == 0
     assert calls == ["case3", "case3"]
     after = pd.read_csv(_results(site) / bc.SCORES)

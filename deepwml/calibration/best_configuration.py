@@ -32,6 +32,7 @@ from deepwml.inference.ensemble import DEFAULT_THRESHOLD
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.thin_slices import model_thin_slab
 from deepwml.training.device import DeviceSetup
 from deepwml.utils.atomic import atomic_path, write_json, write_text
 from deepwml.utils.errors import DeepWMLError
@@ -135,6 +136,7 @@ def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSetti
         "candidates": {name: [c.as_record() for c in cands] for name, cands in candidates.items()},
         "ignore_label": ignore_label,
         "device": str(setup.device), "amp": str(setup.amp_dtype), "counts_version": COUNTS_VERSION,
+        "thin_slab_mm": {plan: model_thin_slab(spec.folder)[1] for plan, spec in specs.items()},
     })
 
 
@@ -146,6 +148,7 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
     networks = {plan: dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
                 for plan, spec in specs.items()}
     temperatures = {plan: spec.calibration() for plan, spec in specs.items()}
+    thin_slabs = {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()}
     total = sum(len(g.pairs) for g in groups)
     with tqdm(total=total, desc="deepwml_find_best_configuration", unit="case", disable=not progress) as bar:
         for group in groups:
@@ -160,7 +163,7 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                     continue
                 probs, image = {}, None
                 for plan, predictor in predictors.items():
-                    p, image = case_prediction(predictor, case)
+                    p, image = case_prediction(predictor, case, thin_slabs[plan])
                     probs[plan] = calibrate_probabilities(p, temperatures[plan])
                 assert image is not None
                 geometry = image.geometry

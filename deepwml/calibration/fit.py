@@ -29,12 +29,14 @@ from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calib
 from deepwml.evaluation.cases import list_masks
 from deepwml.evaluation.masks import binarise
 from deepwml.imageio import Geometry, read_label
+from deepwml.inference.acquisition import TrainedAcquisition
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
 from deepwml.inference.pipeline import prepare_case
 from deepwml.inference.postprocessing import POSTPROCESSING
 from deepwml.inference.predictor import SlicePredictor
+from deepwml.inference.thin_slices import model_thin_slab
 from deepwml.preprocessing import revert_to_original
 from deepwml.training.checkpoint import read_checkpoint
 from deepwml.training.device import DeviceSetup
@@ -91,11 +93,14 @@ def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.n
     return probs, image.geometry
 
 
-def case_prediction(predictor: SlicePredictor, case: InputCase) -> Tuple[np.ndarray, Any]:
-    """A case's uncalibrated lesion probabilities on the input's grid and the input image (array and geometry)."""
-    prepared = prepare_case(case, predictor.plan)
+def case_prediction(predictor: SlicePredictor, case: InputCase,
+                    thin_slab: Tuple[Optional[TrainedAcquisition], float] = (None, 0.0)) -> Tuple[np.ndarray, Any]:
+    """A case's uncalibrated lesion probabilities on the input's grid and the input image as the lesion contrast filter
+    reads it (array and geometry); ``thin_slab``: (training ranges, slab mm) a thin scan is shown to the networks
+    with, as deepwml_predict shows it (deepwml.inference.thin_slices.model_thin_slab)."""
+    prepared = prepare_case(case, predictor.plan, thin_slab_mm=thin_slab[1], trained=thin_slab[0])
     probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
-    return probs, prepared.image
+    return probs, dataclasses.replace(prepared.image, array=prepared.judged_array)
 
 
 def case_label(case_id: str, label_path: Path, geometry: Geometry,
@@ -108,10 +113,11 @@ def case_label(case_id: str, label_path: Path, geometry: Geometry,
     return binarise(label.array, ignore_label, "label", case_id, label_path)
 
 
-def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path,
-                    ignore_label: Optional[int]) -> PredictedCase:
-    """One case predicted on the input's grid, with its label's lesion and ignored voxels."""
-    probs, image = case_prediction(predictor, case)
+def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
+                    thin_slab: Tuple[Optional[TrainedAcquisition], float] = (None, 0.0)) -> PredictedCase:
+    """One case predicted on the input's grid (a thin scan shown as ``thin_slab`` says), with its label's lesion and
+    ignored voxels."""
+    probs, image = case_prediction(predictor, case, thin_slab)
     geometry = image.geometry
     lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
     return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml, image.array, geometry)
@@ -142,6 +148,7 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
     ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
     to case, as a random sample's state does)."""
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
+    thin_slab = model_thin_slab(spec.folder)
     reading = True
     with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
         for group in groups:
@@ -152,7 +159,7 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
                 if tables is None:
                     if predictor is None:
                         predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
-                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label))
+                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label, thin_slab))
                     cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
@@ -217,7 +224,7 @@ def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceS
     if root is None:
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed, "tta": tta,
-                   "device": str(setup.device), "amp": str(setup.amp_dtype),
+                   "device": str(setup.device), "amp": str(setup.amp_dtype), "thin_slab_mm": model_thin_slab(spec.folder)[1],
                    "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE]})
     return root / "calibration_samples" / key
 

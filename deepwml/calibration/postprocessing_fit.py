@@ -24,6 +24,7 @@ from deepwml.calibration.postprocessing_search import COUNTS_VERSION, MIN_GAIN, 
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.inference.model_loading import ModelSpec, check_model
 from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings
+from deepwml.inference.thin_slices import model_thin_slab
 from deepwml.training.device import DeviceSetup
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
@@ -115,7 +116,7 @@ def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label:
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "candidates": [c.as_record() for c in candidates],
                    "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype),
-                   "counts_version": COUNTS_VERSION})
+                   "counts_version": COUNTS_VERSION, "thin_slab_mm": model_thin_slab(spec.folder)[1]})
     return root / "postprocessing_search" / key
 
 

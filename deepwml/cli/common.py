@@ -102,6 +102,26 @@ def add_tta_options(parser) -> None:
                        "asks for TTA (faster; masks as the model's settings were not chosen for)")
 
 
+def thin_slab_setting(text: str) -> Optional[float]:
+    """--thin-slab-mm as argparse reads it: None for 'auto', else a width in mm (0: off)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 0 or a slab width in mm, not {text!r}") from None
+    if not 0 <= value < float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected 'auto', 0 or a slab width in mm, not {text!r}")
+    return value
+
+
+#: --thin-slab-mm's help, shared by the commands that predict
+THIN_SLAB_HELP = ("a scan with slices thinner than the model learned (e.g. a 1 mm 3D FLAIR) reaches the networks with each "
+                  "slice averaged over a slab this many mm thick centred on it, as a thick 2D slice records the tissue; "
+                  "the masks stay on the scan's own slices. 'auto' (default): 0.75 x the model's thinnest training "
+                  "slices (3 mm for the shipped model), for slices at most half that; 0: every scan as given")
+
+
 def add_mask_options(parser) -> None:
     """The options that decide a mask besides the model, as the commands built on deepwml_predict take them."""
     add_tta_options(parser)
@@ -121,3 +141,4 @@ def add_mask_options(parser) -> None:
     parser.add_argument("--keep-outside-brain", action="store_true",
                         help="keep the lesions with no voxel in the anatomy model's brain (dropped by default)")
     parser.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")
+    parser.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM", help=THIN_SLAB_HELP)

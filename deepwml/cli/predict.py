@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, add_tta_options, run, run_installed
+from deepwml.cli.common import (THIN_SLAB_HELP, add_dataset_argument, add_device_argument, add_tta_options, run,
+                                run_installed, thin_slab_setting)
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop lesions less than C times as bright as the tissue around them, e.g. 1.15: a lesion's mean "
                    "intensity over the median of the tissue within 3 mm of it in-plane (default: the model's "
                    "postprocessing, else 0: keep all); outputs of an earlier run are kept unless --overwrite")
+    p.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM", help=THIN_SLAB_HELP)
     p.add_argument("--no-postprocessing", action="store_true",
                    help="ignore the TTA, threshold and lesion filters stored in the model by deepwml_find_postprocessing "
                    "(the plan's TTA and threshold, no filter, unless given above)")
@@ -183,6 +185,7 @@ def _main(argv: Optional[List[str]]) -> int:
         min_lesion_peak=args.min_lesion_peak,
         min_lesion_contrast=args.min_lesion_contrast,
         postprocessing=not args.no_postprocessing,
+        thin_slab_mm=args.thin_slab_mm,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

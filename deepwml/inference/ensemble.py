@@ -30,6 +30,7 @@ from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.batches import probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
+from deepwml.inference.thin_slices import thin_slab_inputs
 from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -146,6 +147,19 @@ def recorded_threshold(folders: Sequence[Path]) -> Optional[float]:
     """The mask threshold every input folder's deepwml_predict run recorded; None when none recorded one.
 
     Folders that record different thresholds are an error: which one the average should use is the user's choice."""
+    return _recorded(folders, "threshold", "thresholds", "choose one with --threshold")
+
+
+def recorded_thin_slab(folders: Sequence[Path]) -> float:
+    """The slab (mm) every input folder's deepwml_predict run showed thin scans as (deepwml.inference.thin_slices);
+    0 when none recorded one. Folders that differ are an error: their maps did not see the same scans."""
+    slab = _recorded(folders, "thin_slab_mm", "--thin-slab-mm slabs", "predict them alike")
+    return 0.0 if slab is None else slab
+
+
+def _recorded(folders: Sequence[Path], key: str, what: str, remedy: str) -> Optional[float]:
+    """The number ``key`` every input folder's deepwml_predict run recorded (None: none did); different ones are an
+    error naming ``what`` differs and the ``remedy``."""
     seen: Dict[float, Path] = {}
     for folder in folders:
         try:
@@ -153,11 +167,11 @@ def recorded_threshold(folders: Sequence[Path]) -> Optional[float]:
         except (DeepWMLError, OSError, ValueError):
             continue
         record = marker.get(PRODUCER_KEY) if isinstance(marker, dict) else None
-        if isinstance(record, dict) and isinstance(record.get("threshold"), (int, float)):
-            seen.setdefault(float(record["threshold"]), folder)
+        if isinstance(record, dict) and isinstance(record.get(key), (int, float)):
+            seen.setdefault(float(record[key]), folder)
     if len(seen) > 1:
         listed = "; ".join(f"{t:g} in {f}" for t, f in seen.items())
-        raise DeepWMLError(f"the input folders were predicted with different thresholds ({listed}); choose one with --threshold")
+        raise DeepWMLError(f"the input folders were predicted with different {what} ({listed}); {remedy}")
     return next(iter(seen), None)
 
 
@@ -278,6 +292,8 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     if min_lesion_contrast > 0 and images is None:
         raise DeepWMLError("--min-lesion-contrast compares each lesion with the scan around it: give the scans with --images")
     cases = matched_cases(folders)
+    # the contrast filter judges a thin scan on the slabs the members' networks saw, as deepwml_predict does
+    thin_slab = recorded_thin_slab(folders) if images is not None else 0.0
     images = Path(images).expanduser() if images is not None else None
     scans = scans_by_case(images, cases)
     if images is not None:
@@ -319,7 +335,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
                                                 scans.get(first.case_id), min_lesion_ml, min_lesion_peak,
-                                                anatomy[first.case_id], drop_outside, min_lesion_contrast))
+                                                anatomy[first.case_id], drop_outside, min_lesion_contrast, thin_slab))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -334,10 +350,10 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
 def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, anatomy_path: Optional[Path] = None,
-                drop_outside: bool = False, min_lesion_contrast: float = 0.0) -> CaseSummary:
-    """Average, threshold and write one case (a QC picture and the lesions' contrast on ``scan``; locations from the
-    anatomy map at ``anatomy_path``, and lesions outside its brain dropped with ``drop_outside``); the mask last, since
-    its presence marks the case done."""
+                drop_outside: bool = False, min_lesion_contrast: float = 0.0, thin_slab_mm: float = 0.0) -> CaseSummary:
+    """Average, threshold and write one case (a QC picture and the lesions' contrast on ``scan``, the contrast on its
+    ``thin_slab_mm`` slabs when it is thin; locations from the anatomy map at ``anatomy_path``, and lesions outside its
+    brain dropped with ``drop_outside``); the mask last, since its presence marks the case done."""
     probs, geometry = average_case(files, weights)
     mask = probabilities_to_mask(probs, threshold)
     anatomy, dropped = None, 0
@@ -353,9 +369,11 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     differ = image.geometry.mismatches(geometry) if image is not None else []
     if differ:
         raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.source)
-    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak,
-                          image.array if image is not None else None, min_lesion_contrast)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=image.array if image is not None else None)
+    judged = None
+    if image is not None:
+        judged = (thin_slab_inputs([image], None, thin_slab_mm) or [image])[0].array
+    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak, judged, min_lesion_contrast)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=judged)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
     if anatomy is not None and drop_outside:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped

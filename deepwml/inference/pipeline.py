@@ -17,7 +17,7 @@ import numpy as np
 
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.imageio import Image, read_image, write_image
-from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warning
+from deepwml.inference.acquisition import TrainedAcquisition
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.inputs import InputCase, read_channels
@@ -30,6 +30,7 @@ from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import write_qc_montage
 from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
+from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
 from deepwml.inference.white_matter import white_matter_lesions
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing import revert_to_original
@@ -55,6 +56,13 @@ class PreparedCase:
     channels: Optional[List[Image]] = None
     #: the anatomy label map on the input's grid, once made (--skull-strip makes it before the lesion network)
     anatomy_labels: Optional[np.ndarray] = None
+    #: channel 0 as the networks saw it when that differs from ``image`` (a thin scan's slabs), else None
+    network_image: Optional[Image] = None
+
+    @property
+    def judged_array(self) -> np.ndarray:
+        """The intensities the lesion contrast filter and the lesion table's contrast read: the networks' view."""
+        return (self.network_image or self.image).array
 
 
 @dataclass
@@ -83,6 +91,8 @@ class RunOptions:
     temperatures: Tuple[float, float] = (1.0, 1.0)
     #: the slice thickness and pixel size ranges of the model's training scans (None: not recorded, nothing flagged)
     trained_acquisition: Optional[TrainedAcquisition] = None
+    #: thin scans reach the networks as slabs this wide (mm) around each slice (deepwml.inference.thin_slices; 0: as given)
+    thin_slab_mm: float = 0.0
 
 
 def describe_error(e: BaseException) -> str:
@@ -93,16 +103,22 @@ def describe_error(e: BaseException) -> str:
 
 
 def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None,
-                 skull_strip: bool = False) -> PreparedCase:
+                 skull_strip: bool = False, thin_slab_mm: float = 0.0,
+                 trained: Optional[TrainedAcquisition] = None) -> PreparedCase:
     """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built
     with), and the anatomy model's preprocessing of its FLAIR when there is one. ``skull_strip``: the plan's
-    preprocessing waits for the anatomy model's brain (:func:`network_outputs`)."""
+    preprocessing waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan thinner
+    than the model's slices (``trained``) reaches both networks as slabs this wide (deepwml.inference.thin_slices);
+    the case keeps the scan as given for its outputs."""
     images = read_channels(case, series_uid)
-    anatomy_input = anatomy.prepare(images[0]) if anatomy else None
+    slabs = thin_slab_inputs(images, trained, thin_slab_mm)
+    seen = slabs or images
+    network_image = slabs[0] if slabs else None
+    anatomy_input = anatomy.prepare(seen[0]) if anatomy else None
     if skull_strip:
-        return PreparedCase(case, images[0], None, None, None, anatomy_input, channels=images)
-    result = preprocess_arrays(images if len(images) > 1 else images[0], plan)
-    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input)
+        return PreparedCase(case, images[0], None, None, None, anatomy_input, channels=seen, network_image=network_image)
+    result = preprocess_arrays(seen if len(seen) > 1 else seen[0], plan)
+    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input, network_image=network_image)
 
 
 def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Plan,
@@ -145,14 +161,15 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
         mask = white_matter_lesions(mask, anatomy, geometry)
-    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.image.array,
+    # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it
+    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
                           options.min_lesion_contrast)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.image.array)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.judged_array)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     if dropped is not None:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
-    summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
+    summary.acquisition_warning = scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm)
     summary.source_series = source_series(case, options.clinical.series_uid)
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
     ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None
@@ -200,7 +217,7 @@ def write_label_map_case(prepared: PreparedCase, probs_pp: np.ndarray, options: 
         write_qc_montage(prepared.image.array, label_map > 0, geometry, outputs.qc, f"{case.case_id}: label map")
     write_image(label_map, geometry, outputs.mask)
     summary = label_map_summary(case.case_id, label_map, geometry)
-    summary.acquisition_warning = acquisition_warning(geometry, options.trained_acquisition)
+    summary.acquisition_warning = scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm)
     summary.source_series = source_series(case, options.clinical.series_uid)
     return summary
 
@@ -222,12 +239,14 @@ def source_series(case: InputCase, series_uid: Optional[str] = None) -> str:
 
 
 def summary_from_outputs(case: InputCase, outputs: CaseOutputs, label_map: bool = False,
-                         trained: Optional[TrainedAcquisition] = None, series_uid: Optional[str] = None) -> CaseSummary:
+                         trained: Optional[TrainedAcquisition] = None, series_uid: Optional[str] = None,
+                         thin_slab_mm: float = 0.0) -> CaseSummary:
     """Summary row of a case finished by an earlier run, recomputed from its mask (or label map) on disk (which is on
-    the input's grid, so the acquisition check sees the input's geometry)."""
+    the input's grid, so the acquisition check sees the input's geometry; ``thin_slab_mm``: the run's, which the
+    resume check held equal to the earlier run's)."""
     mask_image = read_image(outputs.mask, dtype=None)
     summary = _summary_from_mask(case, outputs, mask_image, label_map)
-    summary.acquisition_warning = acquisition_warning(mask_image.geometry, trained)
+    summary.acquisition_warning = scan_warning(mask_image.geometry, trained, thin_slab_mm)
     summary.source_series = source_series(case, series_uid)
     return summary
 
@@ -277,7 +296,9 @@ class CasePipeline:
                     while queue and len(pending_reads) < lookahead:
                         case = queue.popleft()
                         pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid,
-                                                                   self.anatomy, self.options.skull_strip)))
+                                                                   self.anatomy, self.options.skull_strip,
+                                                                   self.options.thin_slab_mm,
+                                                                   self.options.trained_acquisition)))
                     case, future = pending_reads.popleft()
                     try:
                         prepared, probs, anatomy = network_outputs(future.result(), self.predictor, self.plan, self.anatomy)

@@ -33,6 +33,7 @@ from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.postprocessing import MaskSettings, mask_settings
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
+from deepwml.inference.thin_slices import check_slab_setting, run_slab_mm
 from deepwml.paths import results_root
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.cpu import blas_threads, threads_restored
@@ -101,6 +102,9 @@ class PredictRequest:
     min_lesion_contrast: Optional[float] = None
     #: apply the postprocessing stored in the model (deepwml_find_postprocessing) where the run gives no setting
     postprocessing: bool = True
+    #: scans thinner than the model's slices reach the networks as slabs this wide (mm) around each slice
+    #: (deepwml.inference.thin_slices; None: auto, 0: as given)
+    thin_slab_mm: Optional[float] = None
     #: name every case by its keyed pseudonym and keep the source out of the outputs (deepwml.inference.pseudonyms)
     pseudonym_key: Optional[Path] = None
 
@@ -242,6 +246,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     if request.threshold is not None and not 0.0 < request.threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
     check_lesion_filters(request.min_lesion_ml or 0.0, request.min_lesion_peak or 0.0, request.min_lesion_contrast or 0.0)
+    check_slab_setting(request.thin_slab_mm)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -280,21 +285,22 @@ def _predict(request: PredictRequest) -> PredictReport:
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
             min_lesion_contrast=mask.min_lesion_contrast, tta=tta, postprocessing=from_model, outside_brain_dropped=drop_outside))
+    trained = trained_acquisition(spec.folder)
+    thin_slab = run_slab_mm(request.thin_slab_mm, trained)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests, drop_outside,
-                               mask.min_lesion_contrast)
+                               mask.min_lesion_contrast, thin_slab)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=request.skull_strip, mask=mask, outside_brain_dropped=drop_outside,
                            stored_postprocessing=from_model)
-    trained = trained_acquisition(spec.folder)
     summaries = {}
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
     for case in done:
         try:
             summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained,
-                                                           request.series_uid)
+                                                           request.series_uid, thin_slab)
             if case.case_id in earlier:
                 # what its mask on disk cannot tell (every anatomy figure when the map was not saved; the lesions
                 # dropped outside the brain in any case) comes from the run that made it
@@ -332,6 +338,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             min_lesion_contrast=mask.min_lesion_contrast,
             temperatures=report.temperatures,
             trained_acquisition=trained,
+            thin_slab_mm=thin_slab,
         )
         if workers > 1:
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)

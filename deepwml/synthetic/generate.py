@@ -28,6 +28,8 @@ from deepwml.utils.errors import DeepWMLError
 
 #: A pixel is lesion when at least this share of its slice's thickness is lesion (what a reader would outline).
 LABEL_FRACTION = 0.4
+#: height (mm) a thin-slice volume covers (generate_case's ``thin_slices_mm``): foramen magnum to vertex and a margin
+THIN_COVERAGE_MM = 150.0
 #: Upper bound of fine voxels synthesised at once (sets the memory of one worker).
 BLOCK_VOXELS = 300_000
 #: Spacing (mm) of the grid on which the smooth anatomy fields are computed before sampling.
@@ -146,12 +148,15 @@ def generate_case(
     skull_stripped: Optional[bool] = None,
     brain: Optional[str] = None,
     strip_share: float = SKULL_STRIPPED_SHARE,
+    thin_slices_mm: Optional[float] = None,
 ) -> SyntheticCase:
     """Generate patient ``index`` (1-based) of ``centre`` (e.g. 'MS#1') for ``seed``; the same inputs give the same case.
 
     ``skull_stripped``: None draws it per case (a ``strip_share`` of the cases, by default
     :data:`SKULL_STRIPPED_SHARE`), True/False forces it. ``brain``: None draws it per case (:data:`TEMPLATE_SHARE`),
-    'template' or 'procedural' forces it.
+    'template' or 'procedural' forces it. ``thin_slices_mm``: the same patient and scanner acquired in slices this
+    thin covering :data:`THIN_COVERAGE_MM` (a 3D-like volume, e.g. 1 mm, with its mask on that grid) instead of the
+    centre's thick protocol; every draw is otherwise the same.
     """
     if brain not in (None, "template", "procedural"):
         raise DeepWMLError(f"brain must be 'template' or 'procedural', got {brain!r}")
@@ -165,6 +170,10 @@ def generate_case(
     from_template = drawn_template if brain is None else brain == "template"
     anatomy = (sample_template_anatomy if from_template else sample_anatomy)(rng, age, atrophy_extra)
     stack = sample_stack(c, rng, 2 * float(anatomy.head_half_extent[0]))
+    if thin_slices_mm is not None:
+        if not 0.3 <= thin_slices_mm <= 3.0:
+            raise DeepWMLError(f"thin_slices_mm must lie in 0.3..3 mm, got {thin_slices_mm}")
+        stack = replace(stack, thickness=float(thin_slices_mm), n_slices=int(round(THIN_COVERAGE_MM / thin_slices_mm)))
     lesions = sample_lesions(c.disease, anatomy, rng, severity, stack.spacing)
     contrast = sample_contrast(c, rng)
     pose = _sample_pose(rng, anatomy, stack)
