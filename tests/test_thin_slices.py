@@ -55,15 +55,15 @@ def test_the_slab_average_runs_along_the_slice_axis_and_keeps_the_level_at_the_e
     array = rng.normal(size=(6, 5, 9)).astype(np.float32)
     image = _image(array, spacing=(1.0, 1.0, 1.0), direction=sagittal_store)
     assert image.geometry.slice_axis_numpy == 2
-    expected = np.stack([slab_average(_image(np.moveaxis(array, 2, 0).copy()), 3.0).array], 0)[0]
+    expected = slab_average(_image(np.moveaxis(array, 2, 0).copy()), 3.0).array
     assert np.allclose(slab_average(image, 3.0).array, np.moveaxis(expected, 0, 2), atol=1e-6)
     assert slab_average(image, 3.0).geometry == image.geometry
 
 
-@pytest.mark.parametrize("thickness,thin", [(1.0, True), (1.5, True), (2.0, False), (6.0, False)])
-def test_auto_gives_the_shipped_kind_of_model_3_mm_slabs_for_slices_up_to_half_that(thickness, thin):
+@pytest.mark.parametrize("thickness,thin", [(0.8, True), (1.0, True), (1.5, True), (2.0, False), (6.0, False)])
+def test_auto_gives_the_shipped_kind_of_model_2_mm_slabs_for_slices_thinner_than_that(thickness, thin):
     slab = run_slab_mm(None, TRAINED)
-    assert slab == 3.0
+    assert slab == 2.0
     assert is_thin(thickness, TRAINED, slab) is thin
 
 
@@ -102,11 +102,11 @@ def _thin_scan(tmp_path, name="thin", spacing=(0.9, 0.9, 1.0)):
 
 
 def test_the_networks_see_exactly_the_slabs_and_the_outputs_keep_the_scan(tmp_path):
-    """A 1 mm scan predicted by default (auto: 3 mm) gives the probabilities of its slab average predicted as given;
+    """A 1 mm scan predicted by default (auto: 2 mm) gives the probabilities of its slab average predicted as given;
     with --thin-slab-mm 0 they differ; the mask keeps the thin grid; the marker records the slab."""
     model = _toy_model(tmp_path)
     scan = _thin_scan(tmp_path)
-    write_image(slab_average(scan, 3.0).array, scan.geometry, tmp_path / "slabbed" / "thin.nii.gz")
+    write_image(slab_average(scan, 2.0).array, scan.geometry, tmp_path / "slabbed" / "thin.nii.gz")
     common = ["-m", str(model), "--no-anatomy", "--no-qc", "--save-probabilities", "--no-postprocessing"]
     assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "auto"), *common]) == 0
     assert predict_main(["-i", str(tmp_path / "slabbed"), "-o", str(tmp_path / "seen"), *common, "--thin-slab-mm", "0"]) == 0
@@ -117,9 +117,9 @@ def test_the_networks_see_exactly_the_slabs_and_the_outputs_keep_the_scan(tmp_pa
     mask = read_image(tmp_path / "auto" / "thin.nii.gz")
     assert not mask.geometry.mismatches(scan.geometry) and mask.array.shape == scan.array.shape
     records = {d: json.loads((tmp_path / d / MARKER_NAME).read_text())[PRODUCER_KEY] for d in ("auto", "off")}
-    assert records["auto"]["thin_slab_mm"] == 3.0 and records["off"]["thin_slab_mm"] == 0.0
+    assert records["auto"]["thin_slab_mm"] == 2.0 and records["off"]["thin_slab_mm"] == 0.0
     summary = pd.read_csv(tmp_path / "auto" / "summary.csv", keep_default_na=False).set_index("case_id")
-    assert "predicted on 3 mm slabs" in summary.loc["thin", "acquisition_warning"]
+    assert "predicted on 2 mm slabs" in summary.loc["thin", "acquisition_warning"]
     off_summary = pd.read_csv(tmp_path / "off" / "summary.csv", keep_default_na=False).set_index("case_id")
     assert "slabs" not in off_summary.loc["thin", "acquisition_warning"]
 
@@ -141,11 +141,11 @@ def test_resuming_with_another_slab_is_refused_and_the_resumed_row_keeps_its_wor
     assert predict_main(args) == 0
     assert predict_main(args) == 0  # resumed: the row is rebuilt from the mask, with the slab still said
     summary = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")
-    assert "predicted on 3 mm slabs" in summary.loc["thin", "acquisition_warning"]
+    assert "predicted on 2 mm slabs" in summary.loc["thin", "acquisition_warning"]
     capsys.readouterr()
     assert predict_main(args + ["--thin-slab-mm", "0"]) == 2
     err = capsys.readouterr().err
-    assert "thin_slab_mm 3.0 -> 0.0" in err and "--overwrite" in err
+    assert "thin_slab_mm 2.0 -> 0.0" in err and "--overwrite" in err
 
 
 @pytest.mark.parametrize("value,words", [("abc", "expected 'auto', 0 or a slab width"), ("-1", "expected 'auto'"),
@@ -206,10 +206,10 @@ def test_the_tuning_commands_see_a_thin_scan_as_prediction_does(tmp_path):
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan,
                                DeviceSetup(torch.device("cpu"), None, channels_last=True, threads=2), tta=spec.plan.inference.tta)
     (case,) = discover_cases(tmp_path / "in", spec.plan.n_channels)
-    assert model_thin_slab(model)[1] == 3.0
+    assert model_thin_slab(model)[1] == 2.0
     probs, image = case_prediction(predictor, case, model_thin_slab(model))
     assert np.allclose(probs, read_image(tmp_path / "out" / "thin_prob.nii.gz").array, atol=1e-4)
-    assert np.allclose(image.array, slab_average(scan, 3.0).array, atol=1e-4)
+    assert np.allclose(image.array, slab_average(scan, 2.0).array, atol=1e-4)
     assert not image.geometry.mismatches(scan.geometry)
     plain, _ = case_prediction(predictor, case)
     assert not np.allclose(plain, probs, atol=1e-3)  # without the slab, another view of the scan

@@ -23,8 +23,8 @@ from deepwml.inference.acquisition import THICKNESS_MARGIN, TrainedAcquisition, 
 from deepwml.utils.errors import DeepWMLError
 
 #: the slab width ``--thin-slab-mm auto`` uses, as a multiple of the thinnest slices the model learned (the shipped
-#: model: 4 mm slices -> 3 mm slabs); chosen on synthetic 1 mm volumes (docs/prediction.md, "Thin slices")
-AUTO_SLAB_FACTOR = 0.75
+#: model: 4 mm slices -> 2 mm slabs); chosen on synthetic 1 mm volumes (docs/prediction.md, "Thin slices")
+AUTO_SLAB_FACTOR = 0.5
 #: the widest slab asked for by hand (a slab wider than the thickest clinical 2D slices is not what any model learned)
 MAX_SLAB_MM = 12.0
 
@@ -53,12 +53,10 @@ def model_thin_slab(model_dir: Path) -> Tuple[Optional[TrainedAcquisition], floa
 
 
 def is_thin(thickness_mm: float, trained: Optional[TrainedAcquisition], slab_mm: float) -> bool:
-    """True when slices this thick get the slab: thinner than the model's range by the margin that flags them
-    (deepwml.inference.acquisition) and than half the slab; without training ranges, than half the slab alone."""
-    if slab_mm <= 0:
+    """True when slices this thick get the slab: thinner than the slab (so it reaches a neighbour) and than the model's
+    range by the margin that flags them (deepwml.inference.acquisition); without training ranges, than the slab."""
+    if slab_mm <= 0 or thickness_mm >= slab_mm:
         return False
-    if thickness_mm > 0.5 * slab_mm:
-        return False  # a slab of under two slices would average almost nothing
     return trained is None or thickness_mm < trained.slice_thickness_mm[0] * THICKNESS_MARGIN[0]
 
 
