@@ -64,17 +64,15 @@ def test_the_slab_average_runs_along_the_slice_axis_and_keeps_the_level_at_the_e
 def test_auto_gives_the_shipped_kind_of_model_2_mm_slabs_for_slices_thinner_than_that(thickness, thin):
     slab = run_slab_mm(None, TRAINED)
     assert slab == 2.0
-    assert is_thin(thickness, TRAINED, slab) is thin
+    assert is_thin(thickness, slab) is thin
 
 
 def test_what_decides_a_slab_without_auto():
-    assert run_slab_mm(0.0, TRAINED) == 0.0 and not is_thin(1.0, TRAINED, 0.0)  # 0: every scan as given
+    assert run_slab_mm(0.0, TRAINED) == 0.0 and not is_thin(1.0, 0.0)  # 0: every scan as given
     assert run_slab_mm(None, None) == 0.0  # a model without training ranges: auto guesses nothing
-    assert run_slab_mm(5.0, None) == 5.0 and is_thin(1.0, None, 5.0) and is_thin(2.5, None, 5.0)
-    # a wide slab asked for by hand still leaves slices the model knows alone
-    assert not is_thin(3.0, TRAINED, 8.0)
+    assert run_slab_mm(5.0, None) == 5.0 and is_thin(1.0, 5.0) and is_thin(2.5, 5.0)  # by hand: any thinner scan
     thick = [_image(np.ones((4, 3, 3), np.float32), spacing=(0.9, 0.9, 6.0))]
-    assert thin_slab_inputs(thick, TRAINED, 3.0) is None
+    assert thin_slab_inputs(thick, 3.0) is None and thin_slab_inputs(thick, 8.0) is not None
 
 
 def test_the_warning_says_the_scan_was_seen_as_slabs():
@@ -128,9 +126,9 @@ def test_a_thick_scan_is_predicted_as_given_whatever_the_setting(tmp_path):
     model = _toy_model(tmp_path)
     _thin_scan(tmp_path, "routine", spacing=(0.9, 0.9, 6.0))
     common = ["-m", str(model), "--no-anatomy", "--no-qc", "--save-probabilities", "--no-postprocessing"]
-    for setting in ("auto", "0", "8"):
+    for setting in ("auto", "0", "6"):  # a 6 mm slab does not reach a 6 mm slice's neighbours
         assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / setting), *common, "--thin-slab-mm", setting]) == 0
-    maps = [read_image(tmp_path / s / "routine_prob.nii.gz").array for s in ("auto", "0", "8")]
+    maps = [read_image(tmp_path / s / "routine_prob.nii.gz").array for s in ("auto", "0", "6")]
     assert np.array_equal(maps[0], maps[1]) and np.array_equal(maps[0], maps[2])
 
 
@@ -206,7 +204,7 @@ def test_the_tuning_commands_see_a_thin_scan_as_prediction_does(tmp_path):
     predictor = SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan,
                                DeviceSetup(torch.device("cpu"), None, channels_last=True, threads=2), tta=spec.plan.inference.tta)
     (case,) = discover_cases(tmp_path / "in", spec.plan.n_channels)
-    assert model_thin_slab(model)[1] == 2.0
+    assert model_thin_slab(model) == 2.0
     probs, image = case_prediction(predictor, case, model_thin_slab(model))
     assert np.allclose(probs, read_image(tmp_path / "out" / "thin_prob.nii.gz").array, atol=1e-4)
     assert np.allclose(image.array, slab_average(scan, 2.0).array, atol=1e-4)

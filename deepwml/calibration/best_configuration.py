@@ -136,7 +136,7 @@ def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSetti
         "candidates": {name: [c.as_record() for c in cands] for name, cands in candidates.items()},
         "ignore_label": ignore_label,
         "device": str(setup.device), "amp": str(setup.amp_dtype), "counts_version": COUNTS_VERSION,
-        "thin_slab_mm": {plan: model_thin_slab(spec.folder)[1] for plan, spec in specs.items()},
+        "thin_slab_mm": {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()},
     })
 
 

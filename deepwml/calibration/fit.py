@@ -29,7 +29,6 @@ from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calib
 from deepwml.evaluation.cases import list_masks
 from deepwml.evaluation.masks import binarise
 from deepwml.imageio import Geometry, read_label
-from deepwml.inference.acquisition import TrainedAcquisition
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
@@ -93,12 +92,11 @@ def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.n
     return probs, image.geometry
 
 
-def case_prediction(predictor: SlicePredictor, case: InputCase,
-                    thin_slab: Tuple[Optional[TrainedAcquisition], float] = (None, 0.0)) -> Tuple[np.ndarray, Any]:
+def case_prediction(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0) -> Tuple[np.ndarray, Any]:
     """A case's uncalibrated lesion probabilities on the input's grid and the input image as the lesion contrast filter
-    reads it (array and geometry); ``thin_slab``: (training ranges, slab mm) a thin scan is shown to the networks
-    with, as deepwml_predict shows it (deepwml.inference.thin_slices.model_thin_slab)."""
-    prepared = prepare_case(case, predictor.plan, thin_slab_mm=thin_slab[1], trained=thin_slab[0])
+    reads it (array and geometry); ``thin_slab_mm``: the slab a thinner scan is shown to the networks as, as
+    deepwml_predict shows it (deepwml.inference.thin_slices.model_thin_slab)."""
+    prepared = prepare_case(case, predictor.plan, thin_slab_mm=thin_slab_mm)
     probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
     return probs, dataclasses.replace(prepared.image, array=prepared.judged_array)
 
@@ -114,10 +112,10 @@ def case_label(case_id: str, label_path: Path, geometry: Geometry,
 
 
 def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
-                    thin_slab: Tuple[Optional[TrainedAcquisition], float] = (None, 0.0)) -> PredictedCase:
-    """One case predicted on the input's grid (a thin scan shown as ``thin_slab`` says), with its label's lesion and
-    ignored voxels."""
-    probs, image = case_prediction(predictor, case, thin_slab)
+                    thin_slab_mm: float = 0.0) -> PredictedCase:
+    """One case predicted on the input's grid (a thinner scan shown as ``thin_slab_mm`` slabs), with its label's
+    lesion and ignored voxels."""
+    probs, image = case_prediction(predictor, case, thin_slab_mm)
     geometry = image.geometry
     lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
     return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml, image.array, geometry)
@@ -224,7 +222,7 @@ def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceS
     if root is None:
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed, "tta": tta,
-                   "device": str(setup.device), "amp": str(setup.amp_dtype), "thin_slab_mm": model_thin_slab(spec.folder)[1],
+                   "device": str(setup.device), "amp": str(setup.amp_dtype), "thin_slab_mm": model_thin_slab(spec.folder),
                    "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE]})
     return root / "calibration_samples" / key
 

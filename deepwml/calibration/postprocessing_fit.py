@@ -116,7 +116,7 @@ def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label:
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "candidates": [c.as_record() for c in candidates],
                    "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype),
-                   "counts_version": COUNTS_VERSION, "thin_slab_mm": model_thin_slab(spec.folder)[1]})
+                   "counts_version": COUNTS_VERSION, "thin_slab_mm": model_thin_slab(spec.folder)})
     return root / "postprocessing_search" / key
 
 

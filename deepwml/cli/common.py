@@ -116,10 +116,10 @@ def thin_slab_setting(text: str) -> Optional[float]:
 
 
 #: --thin-slab-mm's help, shared by the commands that predict
-THIN_SLAB_HELP = ("a scan with slices thinner than the model learned (e.g. a 1 mm 3D FLAIR) reaches the networks with each "
-                  "slice averaged over a slab this many mm thick centred on it, as a thick 2D slice records the tissue; "
-                  "the masks stay on the scan's own slices. 'auto' (default): half the model's thinnest training "
-                  "slices (2 mm for the shipped model), for slices thinner than that; 0: every scan as given")
+THIN_SLAB_HELP = ("each slice of a scan whose slices are thinner than this (e.g. a 1 mm 3D FLAIR) reaches the networks "
+                  "averaged over a slab this many mm thick centred on it, as a thick 2D slice records the tissue; the "
+                  "masks stay on the scan's own slices. 'auto' (default): half the model's thinnest training slices "
+                  "(2 mm for the shipped model); 0: every scan as given")
 
 
 def add_mask_options(parser) -> None:

@@ -371,7 +371,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.source)
     judged = None
     if image is not None:
-        judged = (thin_slab_inputs([image], None, thin_slab_mm) or [image])[0].array
+        judged = (thin_slab_inputs([image], thin_slab_mm) or [image])[0].array
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak, judged, min_lesion_contrast)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=judged)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)

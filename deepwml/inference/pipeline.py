@@ -103,15 +103,14 @@ def describe_error(e: BaseException) -> str:
 
 
 def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None,
-                 skull_strip: bool = False, thin_slab_mm: float = 0.0,
-                 trained: Optional[TrainedAcquisition] = None) -> PreparedCase:
+                 skull_strip: bool = False, thin_slab_mm: float = 0.0) -> PreparedCase:
     """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built
     with), and the anatomy model's preprocessing of its FLAIR when there is one. ``skull_strip``: the plan's
-    preprocessing waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan thinner
-    than the model's slices (``trained``) reaches both networks as slabs this wide (deepwml.inference.thin_slices);
-    the case keeps the scan as given for its outputs."""
+    preprocessing waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan with
+    thinner slices reaches both networks as slabs this wide (deepwml.inference.thin_slices); the case keeps the scan
+    as given for its outputs."""
     images = read_channels(case, series_uid)
-    slabs = thin_slab_inputs(images, trained, thin_slab_mm)
+    slabs = thin_slab_inputs(images, thin_slab_mm)
     seen = slabs or images
     network_image = slabs[0] if slabs else None
     anatomy_input = anatomy.prepare(seen[0]) if anatomy else None
@@ -297,8 +296,7 @@ class CasePipeline:
                         case = queue.popleft()
                         pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid,
                                                                    self.anatomy, self.options.skull_strip,
-                                                                   self.options.thin_slab_mm,
-                                                                   self.options.trained_acquisition)))
+                                                                   self.options.thin_slab_mm)))
                     case, future = pending_reads.popleft()
                     try:
                         prepared, probs, anatomy = network_outputs(future.result(), self.predictor, self.plan, self.anatomy)

@@ -4,8 +4,9 @@ A model trained on 4-8 mm slices has learned what such a slice looks like: tissu
 lesion edges blurred across it, less noise. A 1 mm slice of a 3D FLAIR looks otherwise. Each slice of a thin scan
 is therefore replaced, for the networks only, by the mean of the tissue within a slab of ``slab_mm`` centred on it
 (a sliding slab, as a 2D acquisition of that thickness centred there would record it), and the masks come out on the
-scan's own thin slices. Where the slab runs past the first or last slice only the measured slices count. The
-outputs (mask grid, QC pictures, the lesion contrast filter, the report's images) keep the scan as given.
+scan's own thin slices. Where the slab runs past the first or last slice only the measured slices count. The mask
+grid, the QC pictures and the report's images keep the scan as given; the lesion contrast filter judges the slabs,
+the view its level was chosen on.
 
 See docs/prediction.md ("Thin slices") for what it gains, measured.
 """
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 from scipy import ndimage
 
 from deepwml.imageio import Geometry, Image
-from deepwml.inference.acquisition import THICKNESS_MARGIN, TrainedAcquisition, acquisition_warning, trained_acquisition
+from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warning, trained_acquisition
 from deepwml.utils.errors import DeepWMLError
 
 #: the slab width ``--thin-slab-mm auto`` uses, as a multiple of the thinnest slices the model learned (the shipped
@@ -45,19 +46,16 @@ def run_slab_mm(setting: Optional[float], trained: Optional[TrainedAcquisition])
     return round(AUTO_SLAB_FACTOR * trained.slice_thickness_mm[0], 2)
 
 
-def model_thin_slab(model_dir: Path) -> Tuple[Optional[TrainedAcquisition], float]:
-    """(training ranges, slab mm) as deepwml_predict's default (auto) shows thin scans to the model in ``model_dir``:
-    what the tuning commands (calibration, postprocessing search) predict with, so they see what prediction sees."""
-    trained = trained_acquisition(model_dir)
-    return trained, run_slab_mm(None, trained)
+def model_thin_slab(model_dir: Path) -> float:
+    """The slab (mm) deepwml_predict's default (auto) shows thin scans to the model in ``model_dir`` as: what the tuning
+    commands (calibration, postprocessing search) predict with, so they see what prediction sees."""
+    return run_slab_mm(None, trained_acquisition(model_dir))
 
 
-def is_thin(thickness_mm: float, trained: Optional[TrainedAcquisition], slab_mm: float) -> bool:
-    """True when slices this thick get the slab: thinner than the slab (so it reaches a neighbour) and than the model's
-    range by the margin that flags them (deepwml.inference.acquisition); without training ranges, than the slab."""
-    if slab_mm <= 0 or thickness_mm >= slab_mm:
-        return False
-    return trained is None or thickness_mm < trained.slice_thickness_mm[0] * THICKNESS_MARGIN[0]
+def is_thin(thickness_mm: float, slab_mm: float) -> bool:
+    """True when slices this thick get the slab: thinner than it, so that it reaches their neighbours. (Auto's slab,
+    half the model's thinnest slices, is thinner than anything the model learned, so no routine scan gets one.)"""
+    return 0 < thickness_mm < slab_mm
 
 
 def slab_weights(spacing_mm: float, slab_mm: float) -> np.ndarray:
@@ -86,20 +84,20 @@ def slab_average(image: Image, slab_mm: float) -> Image:
     return replace(image, array=total)
 
 
-def thin_slab_inputs(images: List[Image], trained: Optional[TrainedAcquisition], slab_mm: float) -> Optional[List[Image]]:
+def thin_slab_inputs(images: List[Image], slab_mm: float) -> Optional[List[Image]]:
     """What the networks see for a thin scan: every channel slab-averaged; None when the scan is not thin (the
     networks then see it as given)."""
-    if not images or not is_thin(float(images[0].geometry.slice_thickness), trained, slab_mm):
+    if not images or not is_thin(float(images[0].geometry.slice_thickness), slab_mm):
         return None
     return [slab_average(image, slab_mm) for image in images]
 
 
 def scan_warning(geometry: Geometry, trained: Optional[TrainedAcquisition], slab_mm: float) -> str:
-    """summary.csv's acquisition_warning: how the scan differs from the training scans, and for a thin scan that the
-    networks saw it as slabs (deepwml.inference.acquisition)."""
+    """summary.csv's acquisition_warning: how the scan differs from the training scans (``trained``), and for a thin
+    scan that the networks saw it as slabs (deepwml.inference.acquisition)."""
     warning = acquisition_warning(geometry, trained)
     thickness = float(geometry.slice_thickness)
-    if not is_thin(thickness, trained, slab_mm):
+    if not is_thin(thickness, slab_mm):
         return warning
     note = f"predicted on {slab_mm:g} mm slabs averaged around each {thickness:.2g} mm slice (--thin-slab-mm)"
     return f"{warning}; {note}" if warning else note
