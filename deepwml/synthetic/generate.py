@@ -154,9 +154,9 @@ def generate_case(
 
     ``skull_stripped``: None draws it per case (a ``strip_share`` of the cases, by default
     :data:`SKULL_STRIPPED_SHARE`), True/False forces it. ``brain``: None draws it per case (:data:`TEMPLATE_SHARE`),
-    'template' or 'procedural' forces it. ``thin_slices_mm``: the same patient and scanner acquired in slices this
-    thin covering :data:`THIN_COVERAGE_MM` (a 3D-like volume, e.g. 1 mm, with its mask on that grid) instead of the
-    centre's thick protocol; every draw is otherwise the same.
+    'template' or 'procedural' forces it. ``thin_slices_mm``: the same brain, lesions and scanner contrast acquired in
+    slices this thin covering :data:`THIN_COVERAGE_MM` (a 3D-like volume, e.g. 1 mm, with its mask on that grid)
+    instead of the centre's thick protocol; the head's place in the stack and the artefacts are drawn for it.
     """
     if brain not in (None, "template", "procedural"):
         raise DeepWMLError(f"brain must be 'template' or 'procedural', got {brain!r}")
