@@ -24,12 +24,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deepwml.cli.common import run
+from deepwml.cli.common import run, thin_slab_setting
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.imageio import read_image, write_image
-from deepwml.inference.acquisition import trained_acquisition
 from deepwml.inference.run import PredictRequest, predict
-from deepwml.inference.thin_slices import run_slab_mm
+from deepwml.inference.thin_slices import model_thin_slab
 from deepwml.pretrained import builtin_model_dir
 from deepwml.synthetic.centres import CENTRES
 from deepwml.synthetic.generate import case_id_for, generate_case
@@ -57,12 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _slab(text: str) -> Optional[float]:
-    """A --slabs entry as deepwml_predict's --thin-slab-mm takes it (None: auto)."""
-    if text == "auto":
-        return None
+    """A --slabs entry read as deepwml_predict reads --thin-slab-mm (None: auto)."""
     try:
-        return float(text)
-    except ValueError:
+        return thin_slab_setting(text)
+    except argparse.ArgumentTypeError:
         raise DeepWMLError(f"--slabs takes 'auto' or widths in mm, not {text!r}") from None
 
 
@@ -126,7 +123,7 @@ def _main(argv: Optional[List[str]]) -> int:
                          args.thickness, args.num_processes)
     print(f"{len(cases)} synthetic volumes, {args.thickness:g} mm slices, generator seed {args.seed}")
     model = Path(args.model).expanduser() if args.model else None
-    trained = trained_acquisition(model or builtin_model_dir())
+    auto_mm = model_thin_slab(model or builtin_model_dir())
     print()
     print("| --thin-slab-mm | cases | mean Dice | lesion F1 | lesion recall | lesion precision | HD95 mm | predicted ml "
           "| reference ml | (Dice + F1) / 2 |")
@@ -136,7 +133,7 @@ def _main(argv: Optional[List[str]]) -> int:
         report = predict(PredictRequest(input=work / "images", output=out, model_dir=model, write_qc=False, thin_slab_mm=slab))
         if report.failed:
             raise DeepWMLError(f"{len(report.failed)} case(s) failed: {report.failed[0].case_id}: {report.failed[0].error}", out)
-        name = f"auto ({run_slab_mm(None, trained):g} mm)" if slab is None else f"{slab:g}"
+        name = f"auto ({auto_mm:g} mm)" if slab is None else f"{slab:g}"
         print(table_row(name, score(work, cases, out)))
     return 0
 

@@ -64,8 +64,7 @@ def slab_weights(spacing_mm: float, slab_mm: float) -> np.ndarray:
     half = 0.5 * slab_mm / spacing_mm  # in slices
     k = int(np.ceil(half - 0.5))
     offsets = np.arange(-k, k + 1, dtype=float)
-    overlap = np.clip(np.minimum(offsets + 0.5, half) - np.maximum(offsets - 0.5, -half), 0.0, 1.0)
-    return overlap
+    return np.clip(np.minimum(offsets + 0.5, half) - np.maximum(offsets - 0.5, -half), 0.0, 1.0)
 
 
 def slab_average(image: Image, slab_mm: float) -> Image:
