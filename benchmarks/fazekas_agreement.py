@@ -7,7 +7,9 @@ shipped anatomy model predicts (what deepwml_predict reports: both maps predicte
 kappa (computed here in numpy) and the confusion matrix (rows: drawn grade, columns: estimate). Only CSVD cases
 carry drawn grades; MS cases add to the location-class distribution and the McDonald region counts. With a model,
 every case's predicted lesions are also located with the predicted anatomy map and with the truth one, and the
-location classes compared (with and without the map's cleanup, deepwml.anatomy.cleanup).
+location classes compared (with and without the map's cleanup, deepwml.anatomy.cleanup), and the supratentorial
+lesion volume within / beyond 10 mm of the ventricles from the truth mask with the model's map and from the model's
+mask and map set against the truth mask's with the truth map.
 
     nice -n 10 python benchmarks/fazekas_agreement.py [--csvd 30] [--ms 10] [--seed 0] [--builtin | --model PATH]
         [--anatomy-model PLAN_FOLDER]
@@ -25,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from deepwml.anatomy.labels import anatomy_from_truth
-from deepwml.anatomy.location import CORTICAL, JUXTACORTICAL, LOCATIONS
+from deepwml.anatomy.location import CORTICAL, FAR_FROM_VENTRICLES_COLUMN, JUXTACORTICAL, LOCATIONS, NEAR_VENTRICLES_COLUMN
 from deepwml.imageio import write_image
 from deepwml.inference.lesion_report import lesion_table, summarize_case
 from deepwml.synthetic.generate import SyntheticCase, generate_case
@@ -173,6 +175,31 @@ def location_report(pairs: Dict[str, List[Tuple[str, str]]]) -> None:
             print("   ", " ".join(f"{sum(1 for m, tt in chosen if tt == t and m == c):4d}" for c in classes))
 
 
+#: summary.csv's volumes by the 10 mm rule, compared between anatomy maps and masks
+TEN_MM = (NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN)
+
+
+def ten_mm_report(volumes: Dict[str, List[Tuple[float, float]]]) -> None:
+    """How far the volumes within / beyond 10 mm of the ventricles move from the truth mask and map's when the model's
+    anatomy map (and then its mask too) takes their place: median absolute difference, relative to the truth's
+    median, and the correlation over cases."""
+    truth = np.array(volumes["truth"])
+    print(f"supratentorial lesion volume within / beyond 10 mm of the ventricles, truth mask and anatomy: median "
+          f"{np.median(truth[:, 0]):.2f} / {np.median(truth[:, 1]):.2f} ml, share within {truth[:, 0].sum() / truth.sum():.2f} (n={len(truth)})")
+    for key, label in (("model_anatomy", "truth mask, model anatomy"), ("model_both", "model mask, model anatomy")):
+        if not volumes.get(key):
+            continue
+        other = np.array(volumes[key])
+        parts = []
+        for k, name in enumerate(("within", "beyond")):
+            diff = np.abs(other[:, k] - truth[:, k])
+            r = np.corrcoef(truth[:, k], other[:, k])[0, 1] if np.ptp(truth[:, k]) and np.ptp(other[:, k]) else float("nan")
+            parts.append(f"{name}: median |difference| {np.median(diff):.3f} ml ({np.median(diff) / max(np.median(truth[:, k]), 1e-9):.0%} "
+                         f"of the truth's median), r = {r:.3f}")
+        share = other[:, 0].sum() / max(other.sum(), 1e-9)
+        print(f"  {label}: " + "; ".join(parts) + f"; share within {share:.2f}")
+
+
 def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCase], Predicted]], work: Path) -> None:
     """Generate, locate and grade every case, then print the figures."""
     grades: Dict[str, List[tuple]] = {"truth": [], "est_truth_mask": [], "est_model_mask": [], "est_model_both": []}
@@ -180,6 +207,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
     regions: Dict[str, Counter] = {"MS": Counter()}
     pairs: Dict[str, List[Tuple[str, str]]] = {"cleaned": [], "raw": [], "cleaned_true": []}
     seconds: List[float] = []
+    volumes: Dict[str, List[Tuple[float, float]]] = {"truth": [], "model_anatomy": [], "model_both": []}
     for centre, index in case_list(args.csvd, args.ms):
         case = generate_case(centre, index, args.seed, truth=True)
         anatomy = anatomy_from_truth(case.truth)
@@ -190,6 +218,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
         disease = case.meta.disease
         locations[disease].update(table["location"])
         fields = summary.anatomy
+        volumes["truth"].append(tuple(fields[c] for c in TEN_MM))
         estimate = (fields["fazekas_periventricular"], fields["fazekas_deep"])
         line = f"{case.case_id} sev {case.meta.extra['severity']:.2f} lesions {len(table)} DIS regions {fields['mcdonald_dis_regions']}"
         if disease == "MS":
@@ -202,6 +231,9 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
                 pairs["cleaned"] += list(zip(model_classes, truth_classes))
                 pairs["cleaned_true"] += [pair for pair, true in zip(zip(model_classes, truth_classes), touches_reference(mask, case)) if true]
                 pairs["raw"] += list(zip(located(mask, case, raw), truth_classes))
+                for key, used in (("model_anatomy", case.label), ("model_both", mask)):
+                    f = summarize_case(case.case_id, used, case.geometry, lesion_table(used, case.geometry, amap), amap).anatomy
+                    volumes[key].append(tuple(f[c] for c in TEN_MM))
         if "fazekas_pv" in case.meta.extra:
             drawn = (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"])
             grades["truth"].append(drawn)
@@ -227,6 +259,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
         if total:
             print(f"{disease} location classes ({total} lesions): " + ", ".join(f"{k} {counts[k]} ({counts[k] / total:.0%})" for k in LOCATIONS))
     location_report(pairs)
+    ten_mm_report(volumes)
     if regions["MS"]:
         print("MS cases by number of McDonald brain DIS regions with a lesion >= 3 mm: " + ", ".join(f"{k}: {v}" for k, v in sorted(regions["MS"].items())))
     print(f"lesion table + summary with the anatomy map (truth mask): median {np.median(seconds):.3f} s, max {np.max(seconds):.3f} s per case")

@@ -480,8 +480,8 @@ def test_the_group_level_scores_the_published_masks_against_a_readers(derived, t
     assert len(err) == 1 and "sub-01_ses-1_label-WMH_mask.nii.gz: is not on the grid of the FLAIR it labels" in err[0]
 
 
-def test_the_cohort_page_lists_what_to_review_and_draws_the_volumes():
-    from deepwml.bids.cohort_report import _in_session_order, review_flags
+def test_the_cohort_page_lists_what_to_review_and_draws_the_volumes(tmp_path):
+    from deepwml.bids.cohort_report import _in_session_order, review_flags, write_cohort_report
 
     table = pd.DataFrame({
         "participant_id": ["sub-01", "sub-02", "sub-03", "sub-04", "sub-05"],
@@ -508,6 +508,13 @@ def test_the_cohort_page_lists_what_to_review_and_draws_the_volumes():
     # a participant's comparisons are drawn first session first, whatever order their folders sort in
     chain = pd.DataFrame({"baseline_session": ["ses-10", "ses-2", "ses-9"], "followup_session": ["ses-11", "ses-9", "ses-10"]})
     assert list(_in_session_order(chain)["baseline_session"]) == ["ses-2", "ses-9", "ses-10"]
+    # each scan's row gives the volumes by the 10 mm rule when its figures have them (n/a for an older run's)
+    table["lesion_count"] = [3, 4, 5, 6, 40]
+    table["volume_within_10mm_of_ventricles_ml"] = [1.5, 2.25, 2.0, 3.0, float("nan")]
+    table["volume_beyond_10mm_of_ventricles_ml"] = [0.5, 0.75, 0.5, 0.5, float("nan")]
+    page = write_cohort_report(tmp_path, tmp_path / "bids", table, None, "m").read_text()
+    scans = page[page.index("within 10 mm of the ventricles (ml)"):]
+    assert "<td>2.25</td><td>0.75</td><td>4</td>" in scans and "<td>n/a</td><td>n/a</td><td>40</td>" in scans
 
 
 @pytest.mark.slow

@@ -101,6 +101,10 @@ def test_findings_text():
     assert lines[2].startswith("Fazekas estimate: periventricular 2, deep 1; McDonald 2017 brain regions") and "3 of 3" in lines[2]
     assert lines[3] == "Caution: 1 mm slices: the model knows 3-8 mm"
     assert lines[-1].startswith("model paper, DeepWML ") and "not a medical device" in lines[-1]
+    # figures with the volumes by the 10 mm rule (an older run's have none, as above) say them after the locations
+    anatomy.update(volume_within_10mm_of_ventricles_ml=2.1, volume_beyond_10mm_of_ventricles_ml=1.2345)
+    assert findings_lines(summary, "model paper")[2] == \
+        "Supratentorial lesion volume within / beyond 10 mm of the ventricles: 2.10 / 1.23 ml"
     # without an anatomy map: totals, then the model
     assert len(findings_lines(CaseSummary("p", "ok", total_lesion_volume_ml=0.0, lesion_count=1, slices=5), "m")) == 2
 

@@ -85,6 +85,8 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
     assert totals["Number of lesions (observable entity)"] == summary.lesion_count == len(table)
     assert totals["Volume"] == pytest.approx(summary.total_lesion_volume_ml)
     assert totals["Fazekas periventricular grade (estimate)"] == summary.fazekas_periventricular
+    assert totals["Supratentorial lesion volume within 10 mm of the ventricles"] == pytest.approx(summary.volume_within_10mm_of_ventricles_ml)
+    assert totals["Supratentorial lesion volume beyond 10 mm of the ventricles"] == pytest.approx(summary.volume_beyond_10mm_of_ventricles_ml)
     assert totals["Lesions itemised in this report"] == len(table)
 
     assert [str(g.tracking_identifier) for g in lesions] == [f"lesion {k}" for k in table.lesion_id]

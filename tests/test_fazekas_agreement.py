@@ -40,3 +40,17 @@ def test_true_lesions_are_those_touching_the_truth_mask_in_the_lesion_tables_ord
     truth[1, 10, 10] = True
     case = SimpleNamespace(geometry=geometry, label=truth.astype(np.uint8))
     assert bench.touches_reference(mask, case) == [False, True, True]
+
+
+def test_ten_mm_report_sets_each_map_and_mask_against_the_truth(capsys):
+    """The volumes within / beyond 10 mm of the ventricles: the truth's medians and share within, then each model
+    pairing's median absolute difference (also over the truth's median) and correlation; a pairing never made is
+    left out."""
+    bench = load_benchmark("fazekas_agreement")
+    truth = [(1.0, 3.0), (2.0, 2.0), (3.0, 1.0)]
+    bench.ten_mm_report({"truth": truth, "model_anatomy": [(1.5, 2.5), (2.5, 1.5), (3.0, 1.0)], "model_both": []})
+    out = capsys.readouterr().out
+    assert "truth mask and anatomy: median 2.00 / 2.00 ml, share within 0.50 (n=3)" in out
+    assert "truth mask, model anatomy: within: median |difference| 0.500 ml (25% of the truth's median), r = 0.982" in out
+    assert "beyond: median |difference| 0.500 ml" in out and "share within 0.58" in out
+    assert "model mask" not in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from deepwml.anatomy.fazekas import fazekas_from_locations, ventricle_outline_mm
 from deepwml.anatomy.labels import CORTEX, INFRATENTORIAL, VENTRICLE, WHITE_MATTER
@@ -285,6 +286,10 @@ def test_distances_reach_and_contact_match_a_brute_force_search_over_every_voxel
                 assert found == pytest.approx(truth, abs=1e-5)
             else:
                 assert np.isnan(found) or truth <= 5.0 + 1e-6
+        # the 10 mm rule counts the lesion's voxels within 10 mm (3D) of any ventricle voxel (exact distances)
+        near = ndimage.distance_transform_edt(anatomy != VENTRICLE, sampling=spacing_zyx)[lesion]
+        assert located.voxels[i] == lesion.sum()
+        assert np.count_nonzero(near < 10.0 - 1e-6) <= located.near_ventricle_voxels[i] <= np.count_nonzero(near <= 10.0 + 1e-6)
         if located.location[i] == "periventricular":
             # in-plane distance to the ventricle on the voxel's own slice, capped at 10 mm, over slices that show it
             reach = []
@@ -299,3 +304,32 @@ def test_distances_reach_and_contact_match_a_brute_force_search_over_every_voxel
                 assert np.isnan(located.wall_extent_mm[i])
         else:
             assert np.isnan(located.wall_extent_mm[i])
+
+
+def test_volumes_per_location_and_by_the_ten_millimetre_rule():
+    """Each class's lesion volume; the supratentorial lesions' voxels within 10 mm (3D) of the ventricles and beyond
+    (one periventricular lesion split between the two), infratentorial lesions in neither, even beside the fourth
+    ventricle."""
+    anatomy = _brain()
+    anatomy[4, :12, :12] = INFRATENTORIAL
+    anatomy[4, 5, 5] = VENTRICLE  # a fourth ventricle
+    mask = np.zeros(anatomy.shape, np.uint8)
+    mask[2, 22:26, 30:60] = 1  # from the wall out to 15 mm: columns 30-49 lie within 10 mm (0.5 mm pixels), 50-59 beyond
+    mask[0, 50:54, 50:54] = 1  # two 6 mm slices above the ventricle: beyond
+    mask[4, 5:7, 7:9] = 1  # infratentorial, beside the fourth ventricle
+    geometry = _geometry(mask.shape)
+    table = lesion_table(mask, geometry, anatomy)
+    assert sorted(table["location"]) == ["deep", "infratentorial", "periventricular"]
+    fields = summarize_case("c", mask, geometry, table, anatomy).anatomy
+    voxel_ml = 0.5 * 0.5 * 6.0 / 1000.0
+    assert fields["periventricular_volume_ml"] == pytest.approx(120 * voxel_ml)
+    assert fields["deep_volume_ml"] == pytest.approx(16 * voxel_ml)
+    assert fields["infratentorial_volume_ml"] == pytest.approx(4 * voxel_ml)
+    assert fields["cortical_volume_ml"] == fields["juxtacortical_volume_ml"] == fields["unclassified_volume_ml"] == 0.0
+    assert fields["volume_within_10mm_of_ventricles_ml"] == pytest.approx(80 * voxel_ml)
+    assert fields["volume_beyond_10mm_of_ventricles_ml"] == pytest.approx((40 + 16) * voxel_ml)
+    # the same figures without the table's located lesions to reuse, and none without a lesion
+    assert {k: v for k, v in summarize_case("c", mask, geometry, table.iloc[:0], anatomy).anatomy.items() if k.endswith("_ml")} == \
+        {k: v for k, v in fields.items() if k.endswith("_ml")}
+    empty = summarize_case("e", np.zeros_like(mask), geometry, lesion_table(np.zeros_like(mask), geometry, anatomy), anatomy).anatomy
+    assert all(empty[k] == 0.0 for k in empty if k.endswith("_ml"))

@@ -201,6 +201,9 @@ def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_g
     with_map = build_patient_report(summarize_case("c", mask, geometry, lesions, anatomy), lesions, [], geometry, Path("c.nii.gz"), model, False)
     assert "Lesion locations and Fazekas estimate" in with_map and "periventricular 1, deep 1" in with_map
     assert "Fazekas deep white matter (estimate)</dt><dd>1: punctate foci" in with_map and "not a diagnosis" in with_map
+    # 24 and 16 voxels of 0.0015 ml; the deep lesion lies two 6 mm slices from the ventricle
+    assert "Lesion volume per location (ml)</dt><dd>periventricular 0.04, deep 0.02" in with_map
+    assert "within / beyond 10 mm of the ventricles (ml)</dt><dd>0.04 / 0.02" in with_map
     assert "<th>location</th>" in with_map and "farther than 5 mm" in with_map
     plain_lesions = lesion_table(mask, geometry)
     plain = build_patient_report(summarize_case("c", mask, geometry, plain_lesions), plain_lesions, [], geometry, Path("c.nii.gz"), model, False)

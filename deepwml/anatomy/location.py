@@ -38,6 +38,11 @@ DISTANCE_MM = 5.0
 REACH_MM = 10.0
 #: share of a lesion's parenchymal voxels in the infratentorial (cortex) class that makes it infratentorial (cortical)
 MAJORITY = 0.5
+#: the lesions whose volume the 10 mm rule splits: the supratentorial parenchyma's (infratentorial and unclassified
+#: lesions have their own volumes; the fourth ventricle would otherwise make brainstem lesions periventricular)
+SPLIT_CLASSES = (PERIVENTRICULAR, CORTICAL, JUXTACORTICAL, DEEP)
+#: summary.csv columns of the 10 mm rule
+NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN = "volume_within_10mm_of_ventricles_ml", "volume_beyond_10mm_of_ventricles_ml"
 #: MAGNIMS 2016: lesions shorter than 3 mm in their long axis are not counted for dissemination in space
 DIS_MIN_LONG_AXIS_MM = 3.0
 #: McDonald 2017 brain regions of dissemination in space and the location classes that count for each
@@ -64,6 +69,9 @@ class LesionLocations:
     near_wall_area_mm2: np.ndarray
     #: long axis (mm) of the largest part lying farther than REACH_MM (3D) from the ventricles; 0: none
     deep_part_long_axis_mm: np.ndarray
+    #: the lesion's voxels, and those of them within REACH_MM (3D) of a ventricle voxel
+    voxels: np.ndarray
+    near_ventricle_voxels: np.ndarray
 
     def __len__(self) -> int:
         """Number of lesions."""
@@ -172,7 +180,9 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
         take = hit & ~decided
         location[take] = name
         decided |= take
-    extent, area, deep = _wall_reach(location == PERIVENTRICULAR, ids - 1, (s, u, v), ventricle, anat.shape[0], sampling)
+    # one 3D distance per voxel serves the periventricular reach and the volumes by the 10 mm rule
+    near = _distance_3d(ventricle.at, s, u, v, anat.shape[0], thickness, REACH_MM) <= REACH_MM
+    extent, area, deep = _wall_reach(location == PERIVENTRICULAR, ids - 1, (s, u, v), ventricle, sampling, near)
     return LesionLocations(
         location=location,
         ventricle_distance_mm=nearest[0],
@@ -181,22 +191,25 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
         wall_extent_mm=extent,
         near_wall_area_mm2=area,
         deep_part_long_axis_mm=deep,
+        voxels=np.bincount(ids, minlength=count + 1)[1:],
+        near_ventricle_voxels=np.bincount(ids, weights=near, minlength=count + 1)[1:].astype(np.int64),
     )
 
 
 def _wall_reach(
-    periventricular: np.ndarray, index: np.ndarray, voxels: Tuple[np.ndarray, ...], ventricle: "VentricleField", n_slices: int,
-    sampling: Tuple[float, float, float],
+    periventricular: np.ndarray, index: np.ndarray, voxels: Tuple[np.ndarray, ...], ventricle: "VentricleField",
+    sampling: Tuple[float, float, float], near: np.ndarray,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How far each periventricular lesion reaches from the wall (NaN for the others): the farthest in-plane reach on
     slices that show the ventricle (capped at REACH_MM), the area within REACH_MM of it and the long axis of the
-    largest part farther than REACH_MM (3D). ``index``: each voxel's lesion (0-based)."""
+    largest part farther than REACH_MM (3D). ``index``: each voxel's lesion (0-based); ``near``: each voxel within
+    REACH_MM (3D) of the ventricles."""
     count = len(periventricular)
     extent, area, deep = (np.full(count, np.nan) for _ in range(3))
     pick = periventricular[index]
     if not pick.any():
         return extent, area, deep
-    thickness, du, dv = sampling
+    _, du, dv = sampling
     (s, u, v), lesion = (c[pick] for c in voxels), index[pick]
     same = ventricle.at(s, u, v)
     # on a slice that shows the ventricle, a voxel beyond the field's reach is at least REACH_MM from it
@@ -208,7 +221,7 @@ def _wall_reach(
     extent[periventricular] = np.where(has_seen, np.minimum(farthest, REACH_MM), np.nan)[periventricular]
     area[periventricular] = (np.bincount(lesion[seen], weights=same[seen] < REACH_MM, minlength=count).astype(np.int64) * du * dv)[periventricular]
     deep[periventricular] = 0.0
-    far = _distance_3d(ventricle.at, s, u, v, n_slices, thickness, REACH_MM) > REACH_MM
+    far = ~near[pick]
     for i in np.unique(lesion[far]):  # a few lesions at most: a deep part is rare
         mine = lesion == i
         deep[i] = _deep_part(s[mine], u[mine], v[mine], far[mine], du, dv)
@@ -326,6 +339,18 @@ def _deep_part(s: np.ndarray, u: np.ndarray, v: np.ndarray, far: np.ndarray, du:
     part[s[far] - lo[0], u[far] - lo[1], v[far] - lo[2]] = True
     parts, n = ndimage.label(part, structure=np.ones((3, 3, 3), bool))
     return float(_long_axes(parts, n, du, dv).max())
+
+
+def location_volumes(locations: LesionLocations, voxel_ml: float) -> Dict[str, float]:
+    """summary.csv volumes (ml): the lesions of each location class, and the supratentorial lesions' voxels within and
+    beyond REACH_MM (3D) of the ventricles, the 10 mm rule of Griffanti et al. 2018 for periventricular and deep WMH."""
+    where = np.asarray(locations.location, dtype=object)
+    volumes = {f"{name}_volume_ml": round(float(locations.voxels[where == name].sum() * voxel_ml), 4) for name in LOCATIONS}
+    split = np.isin(where, SPLIT_CLASSES)
+    near = int(locations.near_ventricle_voxels[split].sum())
+    volumes[NEAR_VENTRICLES_COLUMN] = round(near * voxel_ml, 4)
+    volumes[FAR_FROM_VENTRICLES_COLUMN] = round(float(locations.voxels[split].sum() - near) * voxel_ml, 4)
+    return volumes
 
 
 def location_counts(locations: np.ndarray) -> Dict[str, int]:

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, NEAR_VENTRICLES_COLUMN
 from deepwml.bids.derivatives import derivative_paths
 from deepwml.bids.layout import scan_of
 from deepwml.evaluation.report import build_report
@@ -235,10 +236,11 @@ def write_cohort_report(out: Path, bids_root: Path, table: pd.DataFrame, changes
                       "cohort's, no doubtful comparison or large fall in volume.</p>"]))
     id_columns = [c for c in ("participant_id", "session_id") if c in table]
     scan_rows = [[html.escape(str(r[c])) for c in id_columns] + [_qc_link(out, bids_root, r["source"]), _cell(r["total_lesion_volume_ml"]),
+                  _cell(r.get(NEAR_VENTRICLES_COLUMN)), _cell(r.get(FAR_FROM_VENTRICLES_COLUMN)),
                   _cell(r["lesion_count"], 0), _cell(r.get("fazekas_periventricular"), 0), _cell(r.get("fazekas_deep"), 0)]
                  for _, r in table.iterrows()]
-    sections.append(("Scans", [_table([*id_columns, "scan (QC picture)", "volume (ml)", "lesions", "Fazekas PV", "Fazekas deep"],
-                                      scan_rows)]))
+    sections.append(("Scans", [_table([*id_columns, "scan (QC picture)", "volume (ml)", "within 10 mm of the ventricles (ml)",
+                                       "beyond 10 mm (ml)", "lesions", "Fazekas PV", "Fazekas deep"], scan_rows)]))
     return build_report(
         out / REPORT_NAME, "DeepWML: white-matter hyperintensities of the cohort", [f"lesion model: {model}",
                                                                                     f"derivatives dataset: {out}"],
@@ -246,5 +248,7 @@ def write_cohort_report(out: Path, bids_root: Path, table: pd.DataFrame, changes
         notes=["Figures come from DeepWML's masks, not a reader's; Fazekas grades are estimates by fixed rules "
                "(docs/prediction.md). Check the scans listed under 'To review' before relying on them."],
         definitions={"lesion volume": "total volume of the lesion mask on the scan's own grid",
+                     "within / beyond 10 mm": "the supratentorial lesion volume within and beyond 10 mm (3D) of the "
+                     "ventricles (docs/prediction.md, Lesion location)",
                      "new, enlarging": "deepwml_compare's rules (docs/prediction.md, Comparing two visits)"},
     )

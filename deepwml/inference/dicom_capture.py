@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 import deepwml
-from deepwml.anatomy.location import LOCATIONS
+from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
@@ -42,6 +42,9 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
     if a:
         located = ", ".join(f"{name} {a[f'{name}_count']}" for name in LOCATIONS if a[f"{name}_count"])
         lines.append(f"Locations: {located or 'no lesion'}")
+        if NEAR_VENTRICLES_COLUMN in a:  # figures of an older run have no volumes by the 10 mm rule
+            lines.append(f"Supratentorial lesion volume within / beyond 10 mm of the ventricles: "
+                         f"{a[NEAR_VENTRICLES_COLUMN]:.2f} / {a[FAR_FROM_VENTRICLES_COLUMN]:.2f} ml")
         lines.append(f"Fazekas estimate: periventricular {int(a['fazekas_periventricular'])}, deep "
                      f"{int(a['fazekas_deep'])}; McDonald 2017 brain regions with a lesion of 3 mm or more: "
                      f"{a['mcdonald_dis_regions']} of 3 (spinal cord not imaged)")

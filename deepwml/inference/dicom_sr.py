@@ -24,7 +24,8 @@ import numpy as np
 from skimage import measure
 
 import deepwml
-from deepwml.anatomy.location import CORTICAL, DEEP, INFRATENTORIAL_LOC, JUXTACORTICAL, LOCATIONS, PERIVENTRICULAR
+from deepwml.anatomy.location import (CORTICAL, DEEP, FAR_FROM_VENTRICLES_COLUMN, INFRATENTORIAL_LOC, JUXTACORTICAL, LOCATIONS,
+                                     NEAR_VENTRICLES_COLUMN, PERIVENTRICULAR)
 from deepwml.inference.dicom_seg import slice_of_frames, source_headers
 from deepwml.inference.lesion_ids import lesion_ids_of
 from deepwml.inference.lesion_report import CaseSummary
@@ -74,6 +75,8 @@ def sr_codes() -> Dict[str, object]:
         "fazekas_pv": local_code("FZPV", "Fazekas periventricular grade (estimate)"),
         "fazekas_deep": local_code("FZDWM", "Fazekas deep white matter grade (estimate)"),
         "dis_regions": local_code("DIS", "McDonald 2017 brain regions with a lesion of 3 mm or more"),
+        "near_ventricles": local_code("PV10", "Supratentorial lesion volume within 10 mm of the ventricles"),
+        "far_from_ventricles": local_code("DWM10", "Supratentorial lesion volume beyond 10 mm of the ventricles"),
         "itemised": local_code("ITEM", "Lesions itemised in this report"),
         "sites": {
             PERIVENTRICULAR: codes.SCT.CerebralWhiteMatter, DEEP: codes.SCT.CerebralWhiteMatter,
@@ -246,6 +249,11 @@ def _case_group(summary: CaseSummary, itemised: int, c: Dict, algorithm, seg):
             hd.sr.Measurement(name=c[key], value=int(a[field]), unit=c["unitless"])
             for key, field in (("fazekas_pv", "fazekas_periventricular"), ("fazekas_deep", "fazekas_deep"),
                                ("dis_regions", "mcdonald_dis_regions"))
+        ]
+        measurements += [
+            hd.sr.Measurement(name=c[key], value=float(a[field]), unit=c["cm3"])
+            for key, field in (("near_ventricles", NEAR_VENTRICLES_COLUMN), ("far_from_ventricles", FAR_FROM_VENTRICLES_COLUMN))
+            if field in a  # figures of an older run have none
         ]
     common = dict(tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=CASE_TRACKING),
                   finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm,

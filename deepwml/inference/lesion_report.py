@@ -15,13 +15,16 @@ from scipy import ndimage
 from deepwml.anatomy.fazekas import fazekas_from_locations
 from deepwml.anatomy.location import (
     DIS_REGIONS,
+    FAR_FROM_VENTRICLES_COLUMN,
     LOCATIONS,
+    NEAR_VENTRICLES_COLUMN,
     PERIVENTRICULAR,
     LesionLocations,
     check_anatomy,
     dis_summary,
     locate_lesions,
     location_counts,
+    location_volumes,
 )
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
@@ -254,13 +257,13 @@ def _locate(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray) -> Lesion
     """Located lesions of a boolean mask (none when the mask is empty)."""
     box = lesion_box(mask)
     if box is None:
-        return LesionLocations(*([np.zeros(0, dtype=object)] + [np.zeros(0)] * 6))
+        return LesionLocations(*([np.zeros(0, dtype=object)] + [np.zeros(0)] * 6 + [np.zeros(0, np.int64)] * 2))
     labels, count = label_lesions(mask[box])
     return locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry)
 
 
 def anatomy_fields(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray, lesions: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
-    """summary.csv fields from an anatomy map: lesions per location, McDonald 2017 DIS regions, Fazekas estimate.
+    """summary.csv fields from an anatomy map: lesions and volumes per location, McDonald 2017 DIS regions, Fazekas.
 
     ``lesions``: the table lesion_table made from this mask and map; its located lesions are reused.
     """
@@ -270,6 +273,7 @@ def anatomy_fields(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray, le
     if not (isinstance(located, LesionLocations) and len(located) == len(lesions)):
         located = _locate(mask, geometry, anatomy)
     fields: Dict[str, Any] = {f"{name}_count": n for name, n in location_counts(located.location).items()}
+    fields.update(location_volumes(located, geometry.voxel_volume_ml))
     fields.update(dis_summary(located.location, located.long_axis_mm))
     fields.update(fazekas_from_locations(located, anatomy, geometry).to_fields())
     return fields
@@ -316,6 +320,8 @@ OUTSIDE_BRAIN_COLUMN = "lesions_dropped_outside_brain"
 #: summary.csv columns added when the cases were given an anatomy map, in this order
 ANATOMY_SUMMARY_COLUMNS = (
     [f"{name}_count" for name in LOCATIONS]
+    + [f"{name}_volume_ml" for name in LOCATIONS]
+    + [NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN]
     + [f"mcdonald_{region}" for region in DIS_REGIONS]
     + ["mcdonald_dis_regions", "mcdonald_dis_region_names"]
     + ["fazekas_periventricular", "fazekas_deep", "fazekas_pv_lining_mm", "fazekas_pv_extent_mm"]

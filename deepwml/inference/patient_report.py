@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,7 +25,8 @@ from deepwml.evaluation.report import cards_html
 from deepwml.evaluation.tables import Table
 from deepwml.imageio import Geometry
 from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
-from deepwml.anatomy.location import DISTANCE_MM, DIS_MIN_LONG_AXIS_MM, LOCATIONS, REACH_MM
+from deepwml.anatomy.location import (DISTANCE_MM, DIS_MIN_LONG_AXIS_MM, FAR_FROM_VENTRICLES_COLUMN, LOCATIONS,
+                                     NEAR_VENTRICLES_COLUMN, REACH_MM)
 from deepwml.inference.lesion_contrast import RING_MM
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
@@ -166,6 +167,16 @@ FAZEKAS_PV_TEXT = ("absent", "caps or pencil-thin lining", "smooth halo", "irreg
 FAZEKAS_DEEP_TEXT = ("absent", "punctate foci", "beginning confluence", "large confluent areas")
 
 
+def volume_rows(a: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """The report's rows of lesion volume per location and by the 10 mm rule (none for figures of an older run)."""
+    if NEAR_VENTRICLES_COLUMN not in a:
+        return []
+    per_class = ", ".join(f"{name} {a[f'{name}_volume_ml']:.2f}" for name in LOCATIONS if a[f"{name}_count"])
+    return [("Lesion volume per location (ml)", per_class or "no lesion"),
+            ("Supratentorial lesion volume within / beyond 10 mm of the ventricles (ml)",
+             f"{a[NEAR_VENTRICLES_COLUMN]:.2f} / {a[FAR_FROM_VENTRICLES_COLUMN]:.2f}")]
+
+
 def anatomy_html(summary: CaseSummary) -> str:
     """Lesions per location, the McDonald 2017 brain regions and the Fazekas estimate, from an anatomy map."""
     a = summary.anatomy
@@ -174,6 +185,7 @@ def anatomy_html(summary: CaseSummary) -> str:
     rows = [
         ("Lesions per location", ", ".join(f"{name} {a[f'{name}_count']}" for name in LOCATIONS if a[f"{name}_count"])
          or "no lesion"),
+        *volume_rows(a),
         ("McDonald 2017 brain regions with a lesion ≥ 3 mm",
          f"{a['mcdonald_dis_regions']} of 3 ({regions}); periventricular {a['mcdonald_periventricular']}, "
          f"cortical/juxtacortical {a['mcdonald_cortical_juxtacortical']}, infratentorial {a['mcdonald_infratentorial']}; "
