@@ -204,7 +204,30 @@ def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_g
     # 24 and 16 voxels of 0.0015 ml; the deep lesion lies two 6 mm slices from the ventricle
     assert "Lesion volume per location (ml)</dt><dd>periventricular 0.04, deep 0.02" in with_map
     assert "within / beyond 10 mm of the ventricles (ml)</dt><dd>0.04 / 0.02" in with_map
+    assert "part beyond" not in with_map  # no large deep part: the grades read from the lining and the deep lesion
     assert "<th>location</th>" in with_map and "farther than 5 mm" in with_map
     plain_lesions = lesion_table(mask, geometry)
     plain = build_patient_report(summarize_case("c", mask, geometry, plain_lesions), plain_lesions, [], geometry, Path("c.nii.gz"), model, False)
     assert "Fazekas" not in plain and "<th>location</th>" not in plain
+
+
+def test_a_grade_three_from_a_periventricular_lesions_deep_part_says_so():
+    """Fazekas 3 on both scales can come from one confluent periventricular lesion reaching far into the deep white
+    matter; the page names that part, else 'largest deep lesion 9.6 mm' beside deep grade 3 reads as a contradiction."""
+    from deepwml.anatomy.labels import VENTRICLE, WHITE_MATTER
+    from deepwml.imageio import Geometry
+    from deepwml.inference.lesion_report import lesion_table, summarize_case
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+
+    geometry = Geometry((128, 128, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
+    anatomy = np.full((5, 128, 128), WHITE_MATTER, np.uint8)
+    anatomy[2, 20:30, 20:30] = VENTRICLE
+    mask = np.zeros((5, 128, 128), np.uint8)
+    mask[2, 22:40, 30:120] = 1  # from the wall 45 mm out: 35 mm of it beyond 10 mm
+    lesions = lesion_table(mask, geometry, anatomy)
+    summary = summarize_case("c", mask, geometry, lesions, anatomy)
+    assert (summary.anatomy["fazekas_periventricular"], summary.anatomy["fazekas_deep"]) == (3, 3)
+    model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
+    page = build_patient_report(summary, lesions, [], geometry, Path("c.nii.gz"), model, False)
+    part = f"part of a periventricular lesion beyond 10 mm from the ventricles {summary.anatomy['fazekas_pv_deep_part_mm']:.1f} mm across"
+    assert page.count(part) == 2 and "3: large confluent areas (largest deep lesion 0.0 mm; " + part in page

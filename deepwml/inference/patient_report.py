@@ -182,6 +182,11 @@ def anatomy_html(summary: CaseSummary) -> str:
     a = summary.anatomy
     pv, deep = int(a["fazekas_periventricular"]), int(a["fazekas_deep"])
     regions = a["mcdonald_dis_region_names"].replace(";", ", ").replace("_", "/") or "none"
+    # a periventricular lesion's part beyond REACH_MM grades both scales when it is large: say so, or a grade 3 beside
+    # a small "largest deep lesion" reads as a contradiction
+    part = float(a.get("fazekas_pv_deep_part_mm") or 0.0)
+    joined = (f"; part of a periventricular lesion beyond {REACH_MM:g} mm from the ventricles {part:.1f} mm across"
+              if part >= DEEP_LARGE_MM else "")
     rows = [
         ("Lesions per location", ", ".join(f"{name} {a[f'{name}_count']}" for name in LOCATIONS if a[f"{name}_count"])
          or "no lesion"),
@@ -191,9 +196,9 @@ def anatomy_html(summary: CaseSummary) -> str:
          f"cortical/juxtacortical {a['mcdonald_cortical_juxtacortical']}, infratentorial {a['mcdonald_infratentorial']}; "
          "spinal cord not imaged"),
         ("Fazekas periventricular (estimate)",
-         f"{pv}: {FAZEKAS_PV_TEXT[pv]} (mean lining {a['fazekas_pv_lining_mm']:.1f} mm, halo from {PV_HALO_MM:g} mm)"),
+         f"{pv}: {FAZEKAS_PV_TEXT[pv]} (mean lining {a['fazekas_pv_lining_mm']:.1f} mm, halo from {PV_HALO_MM:g} mm{joined})"),
         ("Fazekas deep white matter (estimate)",
-         f"{deep}: {FAZEKAS_DEEP_TEXT[deep]} (largest deep lesion {a['fazekas_deep_long_axis_mm']:.1f} mm; "
+         f"{deep}: {FAZEKAS_DEEP_TEXT[deep]} (largest deep lesion {a['fazekas_deep_long_axis_mm']:.1f} mm{joined}; "
          f"confluence from {DEEP_CONFLUENCE_MM:g} mm, large from {DEEP_LARGE_MM:g} mm)"),
     ]  # fmt: skip
     note = ('<p class="note">Estimated from the lesion mask and an anatomy map by fixed rules (docs/prediction.md) for '
