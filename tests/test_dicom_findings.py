@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 
@@ -50,8 +51,13 @@ def test_the_findings_picture_files_with_the_scan_and_shows_text_and_outlines(tm
     assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
     top, rest = pixels[:60], pixels[60:]
     assert (top == 255).all(axis=2).sum() > 200  # the findings, white on black
-    red = (rest[..., 0] > 200) & (rest[..., 1] < 80) & (rest[..., 2] < 80)
-    assert red.sum() > 20  # the lesion outlines of the montage
+    # the lesion outlines of the montage, in their location classes' colours (the model has an anatomy map), as
+    # CASE_lesions.csv classes them
+    from deepwml.inference.qc import LOCATION_COLOURS
+
+    classes = set(pd.read_csv(out / "patient7_lesions.csv")["location"])
+    drawn = {name for name, colour in LOCATION_COLOURS.items() if (np.abs(rest.astype(int) - colour).max(axis=2) <= 2).sum() > 20}
+    assert drawn == classes and classes
     # a second run finds the case done; a NIfTI input gets no capture and one note
     assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-findings"]) == 0
     assert "0 case(s) predicted, 1 already done" in capsys.readouterr().out

@@ -236,3 +236,33 @@ def test_the_findings_montage_numbers_the_lesions_beside_them_in_white():
     # each of the three panels (one per slice with lesion) holds a number
     panel_width = plain.shape[1] // 3
     assert all(changed[:, k * panel_width:(k + 1) * panel_width].any() for k in range(3))
+
+
+def test_with_the_lesion_tables_locations_each_lesion_is_outlined_in_its_class_colour_under_a_legend():
+    """qc_montage(locations=...) (qc/CASE.png and the findings picture with an anatomy map): each lesion's outline in
+    its location class's colour, the classes shown named in a legend row under the title, no red outline left; the
+    panels are the same pictures moved down by the legend's row."""
+    from deepwml.inference.qc import LEGEND_PIXELS, LOCATION_INDEX, RED, TITLE_PIXELS, location_colours, qc_montage
+
+    rng = np.random.default_rng(2)
+    shape = (3, 64, 64)
+    image = (np.full(shape, 300.0) + rng.normal(0, 20, shape)).astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    mask[1:3, 10:20, 30:40] = 1  # lesion 1 (the larger, first in the table)
+    mask[0, 40:44, 10:14] = 1  # lesion 2
+    geometry = Geometry((64, 64, 3), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    plain = np.asarray(qc_montage(image, mask, geometry, "t"))
+    coded = np.asarray(qc_montage(image, mask, geometry, "t", locations=["periventricular", "deep"]))
+    assert coded.shape == (plain.shape[0] + LEGEND_PIXELS, plain.shape[1])
+    panels = coded[TITLE_PIXELS + LEGEND_PIXELS:]
+    outlined = plain[TITLE_PIXELS:] == RED
+    assert not (coded == RED).any() and np.isin(panels[outlined], [LOCATION_INDEX["periventricular"], LOCATION_INDEX["deep"]]).all()
+    # the first panel is the slice with lesion 2 alone, the others lesion 1's
+    width = plain.shape[1] // 3
+    assert set(np.unique(panels[:, :width][outlined[:, :width]])) == {LOCATION_INDEX["deep"]}
+    assert set(np.unique(panels[:, width:][outlined[:, width:]])) == {LOCATION_INDEX["periventricular"]}
+    legend = coded[TITLE_PIXELS:TITLE_PIXELS + LEGEND_PIXELS]
+    assert {LOCATION_INDEX["periventricular"], LOCATION_INDEX["deep"]} <= set(np.unique(legend))
+    assert LOCATION_INDEX["cortical"] not in set(np.unique(legend))  # only the classes shown
+    # an id beyond the table (never from deepwml_predict) stays red rather than borrowing a class
+    assert location_colours(np.array([0, 1, 3]), ["deep"]).tolist() == [0, LOCATION_INDEX["deep"], RED]

@@ -65,10 +65,11 @@ def write_clinical_outputs(
                        geometry.slice_axis_numpy, seg, ids)
     if extras.dicom_capture and outputs.dicom_capture is not None:
         from deepwml.inference.dicom_capture import first_header, write_findings_capture
+        from deepwml.inference.qc import table_locations
 
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         write_findings_capture(image.array, mask, geometry, summary, first_header(case.source, options.series_uid),
-                               outputs.dicom_capture, f"model {model_name}", ids)
+                               outputs.dicom_capture, f"model {model_name}", ids, table_locations(lesions))
     if extras.report:
         from deepwml.inference.patient_report import MAX_TABLE_ROWS, build_patient_report, write_patient_report
         from deepwml.inference.report_images import report_panels

@@ -8,7 +8,7 @@ outlined. Patient, study and frame of reference come from the source series' own
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -56,11 +56,11 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
 
 
 def findings_picture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, lines: List[str],
-                     ids: Optional[np.ndarray] = None) -> np.ndarray:
-    """(rows, cols, 3) uint8: the findings in white on black above the QC montage (outline red, as in qc/CASE.png),
-    its lesions numbered as the SR's lesion groups (``lesion K`` = lesion_id) and the report's table (``ids``: the
-    mask's lesion-id map when the caller has it)."""
-    montage = qc_montage(image, mask, geometry, numbered=NUMBERED_LESIONS, ids=ids)
+                     ids: Optional[np.ndarray] = None, locations: Optional[Sequence[str]] = None) -> np.ndarray:
+    """(rows, cols, 3) uint8: the findings in white on black above the QC montage (outlines as in qc/CASE.png: red, or
+    coloured by the ``locations`` of the lesion table), its lesions numbered as the SR's lesion groups (``lesion K`` =
+    lesion_id) and the report's table (``ids``: the mask's lesion-id map when the caller has it)."""
+    montage = qc_montage(image, mask, geometry, numbered=NUMBERED_LESIONS, ids=ids, locations=locations)
     return with_text_above(np.asarray(montage.convert("RGB")), lines)
 
 
@@ -123,9 +123,11 @@ def build_findings_capture(picture: np.ndarray, header, geometry: Geometry, desc
 
 
 def write_findings_capture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, summary: CaseSummary, header,
-                           path: Path, model_name: str, ids: Optional[np.ndarray] = None) -> Path:
-    """Write the findings picture of one case as a DICOM Secondary Capture, atomically."""
-    picture = findings_picture(image, mask, geometry, findings_lines(summary, model_name), ids)
+                           path: Path, model_name: str, ids: Optional[np.ndarray] = None,
+                           locations: Optional[Sequence[str]] = None) -> Path:
+    """Write the findings picture of one case as a DICOM Secondary Capture, atomically (``locations``: the lesion
+    table's location classes, which colour the outlines)."""
+    picture = findings_picture(image, mask, geometry, findings_lines(summary, model_name), ids, locations)
     return write_capture(picture, header, geometry, path)
 
 

@@ -29,7 +29,7 @@ from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.batches import probabilities_to_mask
-from deepwml.inference.qc import write_qc_montage
+from deepwml.inference.qc import table_locations, write_qc_montage
 from deepwml.inference.thin_slices import thin_slab_inputs
 from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError
@@ -383,7 +383,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     if image is not None:
         title = f"{summary.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml (ensemble)"
         title += f"; {dropped} outside the brain dropped" if dropped else ""
-        write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS)
+        write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, locations=table_locations(lesions))
     write_image(mask, geometry, outputs.mask)
     return summary
 

@@ -28,7 +28,7 @@ from deepwml.inference.lesion_report import (OUTSIDE_BRAIN_COLUMN, CaseSummary, 
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
-from deepwml.inference.qc import write_qc_montage
+from deepwml.inference.qc import table_locations, write_qc_montage
 from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
 from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
 from deepwml.inference.white_matter import white_matter_lesions
@@ -185,7 +185,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
         # said, so that a reader who sees a lesion missing at the brain's edge knows where to look
         title += f"; {dropped} outside the brain dropped" if dropped else ""
-        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids)
+        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids,
+                         locations=table_locations(lesions))
     write_image(mask, geometry, outputs.mask)
     return summary
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image as PILImage
@@ -31,9 +31,19 @@ GAP_PIXELS = 2
 MASK_COVERAGE = 0.25
 #: the montage is mostly flat black and grey: zlib level 1 is several times faster than 6 for a slightly larger file
 PNG_COMPRESS_LEVEL = 1
-#: one byte per pixel (a palette PNG encodes 3x less than RGB): grey levels, then the two colours
-GREY_LEVELS = 254
+#: with an anatomy map each lesion is outlined in its location class's colour (deepwml.anatomy.location.LOCATIONS
+#: order), as location-coded MS reports show them; without one, CONTOUR_COLOUR. Unclassified lesions (no voxel in the
+#: parenchyma: most likely false) keep that red
+LOCATION_COLOURS = {
+    "unclassified": CONTOUR_COLOUR, "infratentorial": (225, 95, 255), "periventricular": (255, 215, 0),
+    "cortical": (0, 215, 255), "juxtacortical": (70, 225, 95), "deep": (255, 135, 0),
+}  # fmt: skip
+LEGEND_PIXELS = 18
+#: one byte per pixel (a palette PNG encodes 3x less than RGB): grey levels, then the two colours, then the classes'
+GREY_LEVELS = 256 - 2 - len(LOCATION_COLOURS)
 RED, BLUE = GREY_LEVELS, GREY_LEVELS + 1
+#: palette index of each location class's colour
+LOCATION_INDEX = {name: BLUE + 1 + k for k, name in enumerate(LOCATION_COLOURS)}
 
 
 def canonical_view(array: np.ndarray, geometry: Geometry) -> Tuple[np.ndarray, np.ndarray, Tuple[float, float]]:
@@ -128,17 +138,20 @@ def draw_text(draw: ImageDraw.ImageDraw, xy: Tuple[int, int], text: str, fill: U
 
 
 def render_panel(
-    grey: np.ndarray, mask: np.ndarray, lo: float, hi: float, size_hw: Tuple[int, int]
+    grey: np.ndarray, mask: np.ndarray, lo: float, hi: float, size_hw: Tuple[int, int], colours: Optional[np.ndarray] = None
 ) -> np.ndarray:
-    """One slice as palette indices of ``size_hw``: windowed grey values 0..GREY_LEVELS-1, the mask's outline RED."""
+    """One slice as palette indices of ``size_hw``: windowed grey values 0..GREY_LEVELS-1, the mask's outline RED, or
+    with ``colours`` (each pixel's palette index, 0 off the mask) each colour's part of the mask outlined in it."""
     top = GREY_LEVELS - 1
     scaled = np.clip((np.asarray(grey, dtype=np.float32) - lo) * (top / (hi - lo)), 0, top).astype(np.uint8)
     resample = PILImage.Resampling.BILINEAR
     size_wh = (size_hw[1], size_hw[0])
     panel = np.asarray(PILImage.fromarray(scaled).resize(size_wh, resample)).copy()
-    if mask.any():
-        coverage = np.asarray(PILImage.fromarray(mask.astype(np.uint8) * 255).resize(size_wh, resample))
-        panel[outline(coverage >= 255 * MASK_COVERAGE)] = RED
+    parts = [(mask, RED)] if colours is None else [(colours == c, int(c)) for c in np.unique(colours[mask]) if c]
+    for part, colour in parts:
+        if part.any():
+            coverage = np.asarray(PILImage.fromarray(part.astype(np.uint8) * 255).resize(size_wh, resample))
+            panel[outline(coverage >= 255 * MASK_COVERAGE)] = colour
     return panel
 
 
@@ -155,35 +168,63 @@ def _number_panels(draw: ImageDraw.ImageDraw, ids_view: np.ndarray, chosen: np.n
 
 
 def palette() -> list:
-    """The montage's colours: a grey ramp, then the outline red and the side letters' blue."""
+    """The montage's colours: a grey ramp, then the outline red, the side letters' blue and the location classes'."""
     ramp = np.repeat(np.linspace(0, 255, GREY_LEVELS).round().astype(int)[:, None], 3, axis=1)
-    return ramp.ravel().tolist() + list(CONTOUR_COLOUR) + list(SIDE_COLOUR)
+    return ramp.ravel().tolist() + list(CONTOUR_COLOUR) + list(SIDE_COLOUR) + [v for c in LOCATION_COLOURS.values() for v in c]
+
+
+def location_colours(ids: np.ndarray, locations: Sequence[str]) -> np.ndarray:
+    """Each voxel's palette index from its lesion id (1-based, the lesion table's rows) and the table's ``locations``."""
+    lookup = np.full(int(max(len(locations), np.max(ids, initial=0))) + 1, RED, np.uint8)
+    lookup[0] = 0
+    lookup[1:len(locations) + 1] = [LOCATION_INDEX.get(str(name), RED) for name in locations]
+    return lookup[ids]
+
+
+def table_locations(lesions) -> Optional[List[str]]:
+    """The lesion table's location classes in its order, or None when it has none (no anatomy map)."""
+    return [str(v) for v in lesions["location"]] if "location" in getattr(lesions, "columns", ()) else None
+
+
+def _legend(draw: ImageDraw.ImageDraw, top: int, names: Sequence[str], width: int) -> None:
+    """A row of coloured squares with the location classes' names, centred."""
+    small = font(11)
+    items = [(name, draw.textbbox((0, 0), name, font=small)[2]) for name in names]
+    total = sum(12 + 4 + w + 14 for _, w in items) - 14
+    x, middle = max((width - total) // 2, 4), top + LEGEND_PIXELS // 2
+    for name, w in items:
+        draw.rectangle((x, middle - 5, x + 11, middle + 5), fill=LOCATION_INDEX[name])
+        draw_text(draw, (x + 16, middle), name, GREY_LEVELS - 1, small, 0.0)
+        x += 12 + 4 + w + 14
 
 
 def write_qc_montage(
     image: np.ndarray, mask: np.ndarray, geometry: Geometry, path: Path, title: Optional[str] = None, numbered: int = 0,
-    ids: Optional[np.ndarray] = None,
+    ids: Optional[np.ndarray] = None, locations: Optional[Sequence[str]] = None,
 ) -> Path:
-    """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid; ``numbered`` and
-    ``ids``: as :func:`qc_montage`."""
-    picture = qc_montage(image, mask, geometry, title, numbered, ids)
+    """Write the montage PNG atomically; ``image`` and ``mask`` are on the input's (z, y, x) grid; ``numbered``,
+    ``ids`` and ``locations``: as :func:`qc_montage`."""
+    picture = qc_montage(image, mask, geometry, title, numbered, ids, locations)
     with atomic_path(path, ".png") as tmp:
         picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return path
 
 
 def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: Optional[str] = None,
-               numbered: int = 0, ids: Optional[np.ndarray] = None) -> PILImage.Image:
+               numbered: int = 0, ids: Optional[np.ndarray] = None, locations: Optional[Sequence[str]] = None) -> PILImage.Image:
     """The montage of the slices with the most lesion, outlined, as a palette picture (see :func:`palette`);
     ``numbered``: lesions 1..numbered of the lesion table carry their lesion_id beside them (``ids``: the mask's
-    lesion-id map when the caller has it, see :func:`deepwml.inference.lesion_ids.lesion_ids_of`)."""
+    lesion-id map when the caller has it, see :func:`deepwml.inference.lesion_ids.lesion_ids_of`); ``locations``: the
+    lesion table's location class of each lesion, in its order: outlines in LOCATION_COLOURS, with a legend."""
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view, _, _ = canonical_view(np.asarray(mask) > 0, geometry)
-    ids_view = None
-    if numbered > 0 and mask_view.any():
+    ids_view = colours_view = None
+    if (numbered > 0 or locations is not None) and mask_view.any():
         from deepwml.inference.lesion_ids import lesion_ids_of
 
         ids_view = canonical_view(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), geometry)[0]
+        if locations is not None:
+            colours_view = location_colours(ids_view, locations)
     lo, hi = display_window(view)
     chosen = choose_slices(mask_view)
     # panels show the head only: more of the picture is brain, lesions are larger
@@ -191,17 +232,23 @@ def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: O
     view, mask_view = view[:, rows_box, cols_box], mask_view[:, rows_box, cols_box]
     if ids_view is not None:
         ids_view = ids_view[:, rows_box, cols_box]
+    if colours_view is not None:
+        colours_view = colours_view[:, rows_box, cols_box]
+    shown = [name for name, index in LOCATION_INDEX.items() if colours_view is not None and (colours_view[chosen] == index).any()]
+    # the legend's row only when classes are drawn: a picture without an anatomy map keeps its layout
+    head = TITLE_PIXELS + (LEGEND_PIXELS if shown else 0)
     n = len(chosen)
     cols = int(min(n, MAX_COLUMNS))
     rows = int(np.ceil(n / cols))
     box_h, box_w = panel_size(view.shape[1:], row_mm, col_mm)
     draw_h, draw_w = _fit(view.shape[1:], row_mm, col_mm, (box_h, box_w))
-    canvas = np.zeros((TITLE_PIXELS + rows * (box_h + GAP_PIXELS), cols * (box_w + GAP_PIXELS)), dtype=np.uint8)
+    canvas = np.zeros((head + rows * (box_h + GAP_PIXELS), cols * (box_w + GAP_PIXELS)), dtype=np.uint8)
     corners = []
     for k, s in enumerate(chosen):
-        top = TITLE_PIXELS + (k // cols) * (box_h + GAP_PIXELS) + (box_h - draw_h) // 2
+        top = head + (k // cols) * (box_h + GAP_PIXELS) + (box_h - draw_h) // 2
         left = (k % cols) * (box_w + GAP_PIXELS) + (box_w - draw_w) // 2
-        canvas[top:top + draw_h, left:left + draw_w] = render_panel(view[s], mask_view[s], lo, hi, (draw_h, draw_w))
+        canvas[top:top + draw_h, left:left + draw_w] = render_panel(
+            view[s], mask_view[s], lo, hi, (draw_h, draw_w), None if colours_view is None else colours_view[s])
         corners.append((left, top))
     picture = PILImage.fromarray(canvas, mode="P")
     picture.putpalette(palette())
@@ -221,4 +268,6 @@ def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: O
     if not mask_view.any():
         heading = f"{heading}  (no lesions found)".strip()
     draw_text(draw, (canvas.shape[1] // 2, TITLE_PIXELS // 2), heading, white, font(13), 0.5)
+    if shown:
+        _legend(draw, TITLE_PIXELS, shown, canvas.shape[1])
     return picture
