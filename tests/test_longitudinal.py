@@ -307,6 +307,12 @@ def test_command_segments_both_visits_with_the_shipped_model_reuses_them_and_gua
     predicted = pd.read_csv(out / "followup" / "followup_lesions.csv")
     assert list(change_table["location"]) == list(predicted["location"])
     assert np.allclose(change_table["volume_ml"], predicted["volume_ml"], atol=1e-5)
+    # each visit's split by the 10 mm rule, as its own summary.csv gives it
+    for visit in ("baseline", "followup"):
+        row = pd.read_csv(out / visit / "summary.csv").iloc[0]
+        for side in ("within", "beyond"):
+            column = f"volume_{side}_10mm_of_ventricles_ml"
+            assert summary[f"{visit}_{column}"] == pytest.approx(row[column], abs=1e-4)
     stamps = [m.stat().st_mtime_ns for m in masks]
     assert compare_main(args) == 0  # a second run finds the segmentations done
     assert [m.stat().st_mtime_ns for m in masks] == stamps
@@ -405,6 +411,12 @@ def test_findings_sentence():
                                       "lesion volume 1.16 ml -> 1.44 ml (+24.1 %); 1 baseline lesion no longer seen.")
     summary["new_lesion_locations"] = {"periventricular": 1}
     assert findings_text(summary).startswith("Compared with the baseline: 1 new lesion (3 mm or more, 1 periventricular) and")
+    # both visits' split by the 10 mm rule follows the volumes (half of it, a reader's mask on one side, says nothing)
+    summary.update(baseline_volume_within_10mm_of_ventricles_ml=0.8, followup_volume_within_10mm_of_ventricles_ml=1.0)
+    assert "within 10 mm" not in findings_text(summary)
+    summary.update(baseline_volume_beyond_10mm_of_ventricles_ml=0.36, followup_volume_beyond_10mm_of_ventricles_ml=0.444)
+    assert ("lesion volume 1.16 ml -> 1.44 ml (+24.1 %) (within 10 mm of the ventricles 0.80 -> 1.00 ml, beyond 0.36 -> "
+            "0.44 ml); 1 baseline lesion no longer seen.") in findings_text(summary)
     quiet = compare_lesions(base, GRID, base, GRID, RigidTransform.identity()).summary
     assert findings_text(quiet) == "Compared with the baseline: no new or enlarging lesion; lesion volume 1.16 ml -> 1.16 ml (+0.0 %)."
 
@@ -566,3 +578,4 @@ def test_a_readers_baseline_mask_beside_a_segmented_follow_up(tmp_path, capsys):
     assert inputs["baseline_mask"] == str(paths["baseline_mask"])
     assert inputs["followup_mask"] == str(out / "followup" / "followup.nii.gz")
     assert not (out / "baseline").exists()
+    assert not any("10mm" in key for key in json.loads((out / "change.json").read_text()))  # one visit only: no split

@@ -278,9 +278,15 @@ def findings_text(summary: Dict[str, object]) -> str:
     change = summary["volume_change_percent"]
     volume = (f"lesion volume {summary['baseline_volume_ml']:.2f} ml -> {summary['followup_volume_ml']:.2f} ml"
               + (f" ({change:+.1f} %)" if change is not None else ""))
+    # the periventricular / deep split at both visits, when deepwml_compare segmented both with the anatomy map
+    split = ""
+    keys = [f"{visit}_volume_{side}_10mm_of_ventricles_ml" for side in ("within", "beyond") for visit in ("baseline", "followup")]
+    if all(k in summary for k in keys):
+        split = (f" (within 10 mm of the ventricles {summary[keys[0]]:.2f} -> {summary[keys[1]]:.2f} ml, beyond "
+                 f"{summary[keys[2]]:.2f} -> {summary[keys[3]]:.2f} ml)")
     resolved = int(summary["resolved_baseline_lesions"])
     tail = f"; {count(resolved, 'baseline lesion')} no longer seen" if resolved else ""
-    return f"Compared with the baseline: {activity}; {volume}{tail}."
+    return f"Compared with the baseline: {activity}; {volume}{split}{tail}."
 
 
 def _summary(follow_status: np.ndarray, counted: np.ndarray, base_status: np.ndarray, base_ml: np.ndarray,

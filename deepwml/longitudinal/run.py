@@ -6,11 +6,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
+from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, NEAR_VENTRICLES_COLUMN
 from deepwml.imageio import Image, read_image, read_label, write_image
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE, AlignedImages, ChangeRules, LesionChange, compare_lesions,
@@ -166,8 +167,9 @@ def claim_output(request: CompareRequest) -> None:
     write_json(marker, identity)
 
 
-def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Tuple[Path, Path]:
-    """Predict one scan with deepwml_predict's pipeline into ``out_dir`` (resumes); its mask's and lesion table's paths."""
+def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Tuple[Path, Path, Dict[str, Any]]:
+    """Predict one scan with deepwml_predict's pipeline into ``out_dir`` (resumes); its mask's and lesion table's paths
+    and its summary's anatomy figures (empty without the anatomy map)."""
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.outputs import case_outputs
     from deepwml.inference.run import PredictRequest, predict
@@ -180,7 +182,7 @@ def segment(scan: Path, out_dir: Path, request: CompareRequest) -> Tuple[Path, P
     if report.failed:
         raise DeepWMLError(f"could not be segmented: {report.failed[0].error}", scan)
     outputs = case_outputs(out_dir, cases[0])
-    return outputs.mask, outputs.lesions
+    return outputs.mask, outputs.lesions, dict(report.summaries[0].anatomy) if report.summaries else {}
 
 
 def add_locations(change: LesionChange, lesions_csv: Optional[Path]) -> None:
@@ -196,6 +198,22 @@ def add_locations(change: LesionChange, lesions_csv: Optional[Path]) -> None:
     change.followup.insert(change.followup.columns.get_loc("long_axis_mm") + 1, "location", table["location"].to_numpy())
     new = change.followup[(change.followup["status"] == NEW) & change.followup["counted"]]
     change.summary["new_lesion_locations"] = {str(k): int(v) for k, v in new["location"].value_counts().sort_index().items()}
+
+
+#: summary.csv's volumes by the 10 mm rule, carried into change.json for both visits
+SPLIT_COLUMNS = (NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN)
+
+
+def add_volume_split(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -> None:
+    """The supratentorial lesion volume within / beyond 10 mm of the ventricles at both visits (the periventricular /
+    deep split of small-vessel studies), when deepwml_compare segmented both with the anatomy map: each visit's own
+    figure, as deepwml_predict's summary.csv gives it."""
+    visits = [figures.get(name) or {} for name in ("baseline", "followup")]
+    if not all(column in visit for visit in visits for column in SPLIT_COLUMNS):
+        return  # a reader's mask, or no anatomy map: no split rather than half of one
+    for name, visit in zip(("baseline", "followup"), visits):
+        for column in SPLIT_COLUMNS:
+            change.summary[f"{name}_{column}"] = round(float(visit[column]), 4)
 
 
 def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
@@ -232,12 +250,13 @@ def compare(request: CompareRequest) -> CompareReport:
     claim_output(request)
     # a scan without a mask is segmented; a reader's corrected mask of one visit can stand beside the other's segmentation
     followup_table = None
+    figures: Dict[str, Dict[str, Any]] = {}
     if request.baseline_mask is None:
-        baseline_mask, _ = segment(request.baseline, out / "baseline", request)
+        baseline_mask, _, figures["baseline"] = segment(request.baseline, out / "baseline", request)
     else:
         baseline_mask = Path(request.baseline_mask)
     if request.followup_mask is None:
-        followup_mask, followup_table = segment(request.followup, out / "followup", request)
+        followup_mask, followup_table, figures["followup"] = segment(request.followup, out / "followup", request)
     else:
         followup_mask, followup_table = Path(request.followup_mask), request.followup_lesions
     baseline, base_lesions = read_pair(Path(request.baseline), baseline_mask)
@@ -247,6 +266,7 @@ def compare(request: CompareRequest) -> CompareReport:
     change = compare_lesions(base_lesions, baseline.geometry, follow_lesions, followup.geometry, registration.transform,
                              request.rules, images)
     add_locations(change, followup_table)
+    add_volume_split(change, figures)
     warnings = [w for w in (thickness_warning(baseline, followup), _registration_warning(registration)) if w]
     outputs = {key: out / name for key, name in OUTPUT_NAMES.items()}
     _write(request, baseline, followup, registration, images, change, outputs, warnings, baseline_mask, followup_mask)
