@@ -121,7 +121,12 @@ def test_the_group_table_joins_participants_and_sessions(derived, capsys):
         lesions = pd.read_csv(next(anat.glob("*_desc-wmh_lesions.tsv")), sep="\t")
         assert int(row["lesion_count"]) == len(lesions)
     assert "lesion_area_mm2_per_slice" not in table
-    assert json.loads((out / "wmh_summary.json").read_text())["total_lesion_volume_ml"]["Units"] == "ml"
+    described = json.loads((out / "wmh_summary.json").read_text())
+    assert described["total_lesion_volume_ml"]["Units"] == "ml"
+    # the anatomy map's figures are there and described: counts and volumes per location, the 10 mm split
+    for column in ("deep_count", "deep_volume_ml", "volume_within_10mm_of_ventricles_ml", "volume_beyond_10mm_of_ventricles_ml"):
+        assert column in table and column in described, column
+    assert described["volume_beyond_10mm_of_ventricles_ml"]["Units"] == "ml"
     # volumes by a participants.tsv column on the cohort page; a column that does not exist is named
     assert bids_main([str(root), str(out), "group", "--group-by", "sex"]) == 0
     capsys.readouterr()

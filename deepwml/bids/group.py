@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
+from deepwml.anatomy.location import LOCATIONS
 from deepwml.bids.cohort_report import check_group_by, write_cohort_report
 from deepwml.bids.derivatives import Sidecar, published_sidecars, read_sidecar
 from deepwml.bids.layout import DESCRIPTION_NAME
@@ -52,6 +53,9 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                                      "the anatomy model found (false positives, or brain it missed)"},
     "mcdonald_dis_regions": {"Description": "McDonald 2017 dissemination-in-space regions a brain scan shows "
                                             "(periventricular, cortical or juxtacortical, infratentorial) holding a lesion"},
+    # each location class's count and volume (docs/prediction.md, Lesion location)
+    **{f"{name}_count": {"Description": f"{name} lesions, as located with the anatomy map"} for name in LOCATIONS},
+    **{f"{name}_volume_ml": {"Description": f"volume of the {name} lesions", "Units": "ml"} for name in LOCATIONS},
 }
 
 
