@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -62,7 +62,7 @@ def make_arm(folder: Path, centres: List[str], per_centre: int, seed: int, swap:
     """``folder``/imagesTr and labelsTr of the patients (kept when written before)."""
     (folder / "imagesTr").mkdir(parents=True, exist_ok=True)
     (folder / "labelsTr").mkdir(exist_ok=True)
-    with other_field_strength() if swap else _nothing():
+    with other_field_strength() if swap else nullcontext():
         for centre in centres:
             for index in range(1, per_centre + 1):
                 name = f"{CENTRES[centre].case_prefix}_{index:03d}.nii.gz"
@@ -73,11 +73,6 @@ def make_arm(folder: Path, centres: List[str], per_centre: int, seed: int, swap:
                 # the mask last: its presence marks a finished pair
                 write_image(case.label.astype(np.uint8), case.geometry, folder / "labelsTr" / name)
     return folder
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def build_parser() -> argparse.ArgumentParser:
