@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from deepwml.anatomy.labels import anatomy_from_truth
-from deepwml.anatomy.location import CORTICAL, FAR_FROM_VENTRICLES_COLUMN, JUXTACORTICAL, LOCATIONS, NEAR_VENTRICLES_COLUMN
+from deepwml.anatomy.location import CORTICAL, JUXTACORTICAL, LOCATIONS, SPLIT_COLUMNS
 from deepwml.imageio import write_image
 from deepwml.inference.lesion_report import lesion_table, summarize_case
 from deepwml.synthetic.generate import SyntheticCase, generate_case
@@ -175,10 +175,6 @@ def location_report(pairs: Dict[str, List[Tuple[str, str]]]) -> None:
             print("   ", " ".join(f"{sum(1 for m, tt in chosen if tt == t and m == c):4d}" for c in classes))
 
 
-#: summary.csv's volumes by the 10 mm rule, compared between anatomy maps and masks
-TEN_MM = (NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN)
-
-
 def ten_mm_report(volumes: Dict[str, List[Tuple[float, float]]]) -> None:
     """How far the volumes within / beyond 10 mm of the ventricles move from the truth mask and map's when the model's
     anatomy map (and then its mask too) takes their place: median absolute difference, relative to the truth's
@@ -218,7 +214,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
         disease = case.meta.disease
         locations[disease].update(table["location"])
         fields = summary.anatomy
-        volumes["truth"].append(tuple(fields[c] for c in TEN_MM))
+        volumes["truth"].append(tuple(fields[c] for c in SPLIT_COLUMNS))
         estimate = (fields["fazekas_periventricular"], fields["fazekas_deep"])
         line = f"{case.case_id} sev {case.meta.extra['severity']:.2f} lesions {len(table)} DIS regions {fields['mcdonald_dis_regions']}"
         if disease == "MS":
@@ -233,7 +229,7 @@ def run_cases(args: argparse.Namespace, predict: Optional[Callable[[SyntheticCas
                 pairs["raw"] += list(zip(located(mask, case, raw), truth_classes))
                 for key, used in (("model_anatomy", case.label), ("model_both", mask)):
                     f = summarize_case(case.case_id, used, case.geometry, lesion_table(used, case.geometry, amap), amap).anatomy
-                    volumes[key].append(tuple(f[c] for c in TEN_MM))
+                    volumes[key].append(tuple(f[c] for c in SPLIT_COLUMNS))
         if "fazekas_pv" in case.meta.extra:
             drawn = (case.meta.extra["fazekas_pv"], case.meta.extra["fazekas_deep"])
             grades["truth"].append(drawn)

@@ -43,6 +43,7 @@ MAJORITY = 0.5
 SPLIT_CLASSES = (PERIVENTRICULAR, CORTICAL, JUXTACORTICAL, DEEP)
 #: summary.csv columns of the 10 mm rule
 NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN = "volume_within_10mm_of_ventricles_ml", "volume_beyond_10mm_of_ventricles_ml"
+SPLIT_COLUMNS = (NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN)
 #: MAGNIMS 2016: lesions shorter than 3 mm in their long axis are not counted for dissemination in space
 DIS_MIN_LONG_AXIS_MM = 3.0
 #: McDonald 2017 brain regions of dissemination in space and the location classes that count for each

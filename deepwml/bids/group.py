@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from deepwml.anatomy.location import LOCATIONS
+from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
 from deepwml.bids.cohort_report import check_group_by, write_cohort_report
 from deepwml.bids.derivatives import Sidecar, published_sidecars, read_sidecar
 from deepwml.bids.layout import DESCRIPTION_NAME
@@ -45,10 +45,10 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     "acquisition_warning": {"Description": "how the scan differs from the model's training scans (empty: it does not)"},
     "fazekas_periventricular": {"Description": "Fazekas periventricular grade estimated from the mask and anatomy map (0-3)"},
     "fazekas_deep": {"Description": "Fazekas deep white-matter grade estimated from the mask and anatomy map (0-3)"},
-    "volume_within_10mm_of_ventricles_ml": {"Description": "supratentorial lesion volume within 10 mm (3D) of the "
-                                                           "ventricles (the 10 mm rule for periventricular WMH)", "Units": "ml"},
-    "volume_beyond_10mm_of_ventricles_ml": {"Description": "supratentorial lesion volume beyond 10 mm (3D) of the "
-                                                           "ventricles (the 10 mm rule for deep WMH)", "Units": "ml"},
+    NEAR_VENTRICLES_COLUMN: {"Description": "supratentorial lesion volume within 10 mm (3D) of the ventricles (the 10 mm "
+                                            "rule for periventricular WMH)", "Units": "ml"},
+    FAR_FROM_VENTRICLES_COLUMN: {"Description": "supratentorial lesion volume beyond 10 mm (3D) of the ventricles (the 10 mm "
+                                                "rule for deep WMH)", "Units": "ml"},
     "lesions_dropped_outside_brain": {"Description": "lesions left out of the mask for lying wholly outside the brain "
                                                      "the anatomy model found (false positives, or brain it missed)"},
     "mcdonald_dis_regions": {"Description": "McDonald 2017 dissemination-in-space regions a brain scan shows "

@@ -23,7 +23,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from deepwml.anatomy.location import DIS_MIN_LONG_AXIS_MM, FAR_FROM_VENTRICLES_COLUMN, NEAR_VENTRICLES_COLUMN, long_axes_mm
+from deepwml.anatomy.location import DIS_MIN_LONG_AXIS_MM, SPLIT_COLUMNS, long_axes_mm
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_report import lesion_id_labels
 from deepwml.longitudinal.registration import RigidTransform
@@ -280,7 +280,7 @@ def findings_text(summary: Dict[str, object]) -> str:
               + (f" ({change:+.1f} %)" if change is not None else ""))
     # the periventricular / deep split at both visits, when deepwml_compare segmented both with the anatomy map
     split = ""
-    keys = [f"{visit}_{column}" for column in (NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN) for visit in ("baseline", "followup")]
+    keys = [f"{visit}_{column}" for column in SPLIT_COLUMNS for visit in ("baseline", "followup")]
     if all(k in summary for k in keys):
         split = (f" (within 10 mm of the ventricles {summary[keys[0]]:.2f} -> {summary[keys[1]]:.2f} ml, beyond "
                  f"{summary[keys[2]]:.2f} -> {summary[keys[3]]:.2f} ml)")

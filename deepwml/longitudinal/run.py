@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, NEAR_VENTRICLES_COLUMN
+from deepwml.anatomy.location import SPLIT_COLUMNS
 from deepwml.imageio import Image, read_image, read_label, write_image
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE, AlignedImages, ChangeRules, LesionChange, compare_lesions,
@@ -198,10 +198,6 @@ def add_locations(change: LesionChange, lesions_csv: Optional[Path]) -> None:
     change.followup.insert(change.followup.columns.get_loc("long_axis_mm") + 1, "location", table["location"].to_numpy())
     new = change.followup[(change.followup["status"] == NEW) & change.followup["counted"]]
     change.summary["new_lesion_locations"] = {str(k): int(v) for k, v in new["location"].value_counts().sort_index().items()}
-
-
-#: summary.csv's volumes by the 10 mm rule, carried into change.json for both visits
-SPLIT_COLUMNS = (NEAR_VENTRICLES_COLUMN, FAR_FROM_VENTRICLES_COLUMN)
 
 
 def add_volume_split(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -> None:
