@@ -57,6 +57,8 @@ def test_seg_frames_land_on_their_source_slices_and_equal_the_mask(tmp_path, mod
     frames = seg.pixel_array.reshape(-1, *mask.shape[1:])
     seen = []
     for k, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        if int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != 1:
+            continue  # a location class's segment (test_location_segments_*)
         uid = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         z = z_of[uid]
         position = group.PlanePositionSequence[0].ImagePositionPatient
@@ -132,3 +134,78 @@ def test_bids_names_for_nifti_inputs_and_plain_names_for_others(tmp_path, model_
     stamp = (out / "sub-01_ses-2_desc-wmh_mask.nii.gz").stat().st_mtime_ns
     assert _predict(*args) == 0
     assert (out / "sub-01_ses-2_desc-wmh_mask.nii.gz").stat().st_mtime_ns == stamp
+
+
+def _segment_voxels(seg, source: Path, number: int) -> np.ndarray:
+    """One segment of a SEG on the series' (z, rows, cols) grid, slice z the series' z-th file as DeepWML reads it."""
+    from deepwml.imageio.dicom import chosen_series
+
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in chosen_series(source).files]
+    return seg.get_pixels_by_source_instance(uids, segment_numbers=[number], assert_missing_frames_are_empty=True)[..., 0] > 0
+
+
+def test_location_segments_split_the_mask_by_the_tables_classes_each_in_its_qc_colour(tmp_path):
+    """A reader toggles periventricular, deep ... lesions apart in a viewer; segment 1 stays the whole mask."""
+    from deepwml.anatomy.location import LOCATIONS
+    from deepwml.imageio.dicom_seg_masks import read_seg_mask
+    from deepwml.inference.dicom_seg import (LOCATION_SEGMENT_LABELS, SEGMENT_LABEL, build_dicom_seg, location_masks,
+                                             source_headers)
+    from deepwml.inference.qc import CONTOUR_COLOUR, LOCATION_COLOURS
+
+    source = _series(tmp_path / "series", AXIAL)
+    ids = np.zeros((5, 64, 56), np.uint16)
+    ids[1, 10:14, 10:14] = 1
+    ids[1:3, 30:33, 20:26] = 2
+    ids[3, 40:42, 40:45] = 3
+    ids[4, 5:7, 5:7] = 4
+    locations = ["periventricular", "deep", "periventricular", "infratentorial"]
+    parts = location_masks(ids, locations)
+    # classes in LOCATIONS order, each the voxels of its lesions
+    assert list(parts) == [n for n in LOCATIONS if n in locations] == ["infratentorial", "periventricular", "deep"]
+    assert np.array_equal(parts["periventricular"], np.isin(ids, [1, 3]))
+    assert np.array_equal(parts["deep"], ids == 2) and np.array_equal(parts["infratentorial"], ids == 4)
+    with pytest.raises(ValueError):
+        location_masks(ids, locations[:3])  # a lesion the table does not place is a bug
+
+    path = tmp_path / "case_seg.dcm"
+    build_dicom_seg(ids > 0, source_headers(source), "DeepWML toy", locations=parts).save_as(path)
+    seg = hd.seg.segread(path)
+    described = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
+    assert [str(described[k].SegmentLabel) for k in sorted(described)] == [SEGMENT_LABEL] + [
+        LOCATION_SEGMENT_LABELS[n] for n in parts]
+    assert LOCATION_SEGMENT_LABELS["deep"] == "Deep white matter lesions"
+    assert np.array_equal(_segment_voxels(seg, source, 1), ids > 0)
+    for number, name in enumerate(parts, start=2):
+        assert np.array_equal(_segment_voxels(seg, source, number), parts[name]), name
+    # the QC picture's colours (CIELab in the file, back to RGB within rounding)
+    colours = [CONTOUR_COLOUR] + [LOCATION_COLOURS[n] for n in parts]
+    for number, rgb in enumerate(colours, start=1):
+        lab = hd.color.CIELabColor.from_dicom_value(described[number].RecommendedDisplayCIELabValue)
+        assert np.allclose(lab.to_rgb(), rgb, atol=2), number
+    regions = {int(k): str(s.AnatomicRegionSequence[0].CodeMeaning) for k, s in described.items()}
+    assert regions[2] == "Brain" and regions[3] == regions[4] == "Cerebral White Matter"
+    # read back as a lesion mask (every lesion segment united): the mask exactly
+    assert np.array_equal(read_seg_mask(path, source) > 0, ids > 0)
+
+
+def test_predict_writes_a_segment_per_location_class_of_its_table_and_one_without_the_anatomy_map(tmp_path, model_dir):
+    from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS, SEGMENT_LABEL
+    from deepwml.inference.lesion_report import lesion_id_labels
+
+    source = _series(tmp_path / "dicom" / "patient7", AXIAL)
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "out", "-m", model_dir, "--dicom-seg") == 0
+    table = pd.read_csv(tmp_path / "out" / "patient7_lesions.csv")
+    mask = read_image(tmp_path / "out" / "patient7.nii.gz", dtype=None)
+    labels, _ = lesion_id_labels(mask.array > 0, mask.geometry.slice_axis_numpy)
+    seg = hd.seg.segread(tmp_path / "out" / "patient7_seg.dcm")
+    by_label = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
+    classes = sorted(set(table.location))
+    assert sorted(by_label) == sorted([SEGMENT_LABEL] + [LOCATION_SEGMENT_LABELS[c] for c in classes])
+    for name in classes:
+        expected = np.isin(labels, table.lesion_id[table.location == name])
+        assert np.array_equal(_segment_voxels(seg, source, by_label[LOCATION_SEGMENT_LABELS[name]]), expected), name
+
+    assert _predict("-i", tmp_path / "dicom", "-o", tmp_path / "plain", "-m", model_dir, "--dicom-seg", "--no-anatomy") == 0
+    seg = hd.seg.segread(tmp_path / "plain" / "patient7_seg.dcm")
+    assert [str(s.SegmentLabel) for s in seg.SegmentSequence] == [SEGMENT_LABEL]
+    assert "RecommendedDisplayCIELabValue" not in seg.SegmentSequence[0]

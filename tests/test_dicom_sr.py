@@ -16,6 +16,8 @@ from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image
 from deepwml.imageio.dicom import chosen_series
 from deepwml.inference import dicom_sr
+from deepwml.anatomy.location import LOCATIONS
+from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS
 from deepwml.inference.dicom_sr import CASE_TRACKING, LOCAL_SCHEME, SR_SERIES_NUMBER, LesionOutlines, slice_outlines
 from deepwml.inference.lesion_report import lesion_id_labels
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
@@ -76,8 +78,23 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
     assert [s.CodingSchemeDesignator for s in sr.CodingSchemeIdentificationSequence] == [LOCAL_SCHEME]
 
     groups = sr.content.get_volumetric_roi_measurement_groups()
-    case, lesions = groups[0], groups[1:]
+    located = [g for g in groups if str(g.tracking_identifier) in LOCATION_SEGMENT_LABELS.values()]
+    case, lesions = groups[0], groups[1 + len(located):]
     assert str(case.tracking_identifier) == CASE_TRACKING
+    # then a group per location class of the table, on that class's segment of the SEG, with summary.csv's figures
+    classes = [name for name in LOCATIONS if name in set(table.location)]
+    assert [str(g.tracking_identifier) for g in groups[1:1 + len(located)]] == [LOCATION_SEGMENT_LABELS[n] for n in classes]
+    segment_number = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
+    for group, name in zip(located, classes):
+        ref = group.referenced_segment[0].ReferencedSOPSequence[0]
+        assert (ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)) == (
+            seg.SOPInstanceUID, segment_number[LOCATION_SEGMENT_LABELS[name]])
+        figures = _measurements(group)
+        assert figures["Number of lesions (observable entity)"] == summary[f"{name}_count"] == (table.location == name).sum()
+        assert figures["Volume"] == pytest.approx(summary[f"{name}_volume_ml"])
+        assert figures["Volume"] == pytest.approx(table.volume_ml[table.location == name].sum(), abs=1e-3)
+        classes_of = {q.name.meaning: q.value.meaning for q in group.get_qualitative_evaluations()}
+        assert classes_of["DeepWML lesion location class"] == name
     # the whole case points at the SEG's lesion segment
     ref = case.referenced_segment[0].ReferencedSOPSequence[0]
     assert (ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)) == (seg.SOPInstanceUID, 1)
@@ -103,6 +120,35 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
         assert classes["DeepWML lesion location class"] == row.location
         assert group.finding_type.meaning == "White Matter T2 Hyperintensity"
         assert np.array_equal(_drawn(group, slice_of, labels.shape), labels == row.lesion_id), f"lesion {row.lesion_id}"
+
+
+def _plain_groups(sr) -> Dict[str, Dict[str, float]]:
+    """The SR's measurement groups in order by tracking identifier: their numbers by concept meaning."""
+    (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
+    out = {}
+    for group in measurements.ContentSequence:
+        items = group.ContentSequence
+        name = next(i.TextValue for i in items if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier")
+        out[name] = {i.ConceptNameCodeSequence[0].CodeMeaning: float(i.MeasuredValueSequence[0].NumericValue)
+                     for i in items if i.ValueType == "NUM"}
+    return out
+
+
+def test_without_a_seg_the_location_groups_stand_alone_with_the_summary_figures(tmp_path, model_dir):
+    _series(tmp_path / "dicom" / "patient7")
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr"]) == 0
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    classes = [name for name in LOCATIONS if summary[f"{name}_count"] > 0]
+    assert classes
+    groups = _plain_groups(hd.sr.srread(out / "patient7_sr.dcm"))
+    # the case, then the location classes, then each lesion (outlined, TID 1411)
+    assert list(groups) == [CASE_TRACKING] + [LOCATION_SEGMENT_LABELS[n] for n in classes] + [
+        f"lesion {k}" for k in range(1, int(summary.lesion_count) + 1)]
+    for name in classes:
+        figures = groups[LOCATION_SEGMENT_LABELS[name]]
+        assert figures["Number of lesions (observable entity)"] == summary[f"{name}_count"]
+        assert figures["Volume"] == pytest.approx(summary[f"{name}_volume_ml"])
 
 
 def test_without_a_seg_the_case_stands_alone_and_an_empty_mask_reports_no_lesion(tmp_path, model_dir, capsys):
@@ -160,7 +206,7 @@ def test_a_mask_of_more_lesions_than_the_sr_itemises_lists_the_largest_and_count
     summary = pd.read_csv(out / "summary.csv").iloc[0]
     assert len(table) >= 3
     groups = hd.sr.srread(out / "patient9_sr.dcm").content.get_volumetric_roi_measurement_groups()
-    case, lesions = groups[0], groups[1:]
+    case, lesions = groups[0], [g for g in groups if str(g.tracking_identifier).startswith("lesion ")]
     totals = _measurements(case)
     # the totals still count every lesion; the case says how many have a group of their own
     assert totals["Number of lesions (observable entity)"] == len(table)

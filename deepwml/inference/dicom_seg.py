@@ -4,15 +4,22 @@ The SEG is made with highdicom from the source series' own headers: each frame r
 (SOP Instance UID) it segments and carries that slice's Image Position (Patient), and the SEG shares the
 series' Frame of Reference, Study and Patient, so a viewer lays it over the same frames. Only frames holding
 lesion are stored; an empty mask gives a valid SEG whose frames are all empty.
+
+Segment 1 holds every lesion. With the lesion table's location classes (an anatomy map), each class that has a lesion
+gets a further segment of its own, overlapping segment 1, in the QC picture's colour: a viewer shows or hides the
+periventricular, juxtacortical, cortical, deep and infratentorial lesions apart, as location-coded MS reports show
+them, while a reader of segment 1 (or of every lesion segment, as deepwml.imageio.dicom_seg_masks reads) gets the
+whole mask as before.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 import deepwml
+from deepwml.anatomy.location import CORTICAL, DEEP, INFRATENTORIAL_LOC, JUXTACORTICAL, LOCATIONS, PERIVENTRICULAR
 from deepwml.imageio.dicom import chosen_series
 from deepwml.imageio.dicom_multiframe import frame_geometry
 from deepwml.utils.atomic import atomic_path
@@ -21,6 +28,30 @@ from deepwml.utils.errors import DeepWMLError, ImageError
 SEGMENT_LABEL = "White matter lesion"
 #: series number of the SEG series (viewers sort series by it; the source series keeps its own)
 SEG_SERIES_NUMBER = 9901
+#: each location class's segment label (the word "lesions" keeps it a lesion segment for any reader matching labels)
+LOCATION_SEGMENT_LABELS = {name: f"{name.capitalize()} lesions" for name in LOCATIONS} | {DEEP: "Deep white matter lesions"}
+
+
+def location_sites() -> Dict[str, object]:
+    """The SNOMED finding site of each location class DICOM can name (the SEG's anatomic region, the SR's site)."""
+    from pydicom.sr.codedict import codes
+
+    return {PERIVENTRICULAR: codes.SCT.CerebralWhiteMatter, DEEP: codes.SCT.CerebralWhiteMatter,
+            JUXTACORTICAL: codes.SCT.CerebralWhiteMatter, CORTICAL: codes.SCT.CerebralCortex, INFRATENTORIAL_LOC: codes.SCT.Brain}
+
+
+def location_masks(ids: np.ndarray, locations: Sequence[str]) -> Dict[str, np.ndarray]:
+    """The voxels of each location class that has a lesion, in LOCATIONS order: ``ids`` the lesion-id map (1-based, the
+    lesion table's rows) and ``locations`` the table's classes in its order."""
+    ids = np.asarray(ids)
+    if int(ids.max(initial=0)) > len(locations):
+        raise ValueError(f"lesion ids up to {int(ids.max())} for {len(locations)} located lesions")  # a bug
+    present = [name for name in LOCATIONS if name in set(map(str, locations))]
+    # one lookup from lesion id to class number, then one comparison per class present
+    lookup = np.zeros(len(locations) + 1, np.uint8)
+    lookup[1:] = [present.index(str(name)) + 1 for name in locations]
+    classes = lookup[ids]
+    return {name: classes == k for k, name in enumerate(present, start=1)}
 
 
 def highdicom_available() -> bool:
@@ -69,25 +100,40 @@ def _frames_of(mask: np.ndarray, headers: List) -> np.ndarray:
 
 
 def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_labels: Sequence[str] = (SEGMENT_LABEL,),
-                    series_description: str = "DeepWML white matter lesions (research use)"):
+                    series_description: str = "DeepWML white matter lesions (research use)",
+                    locations: Optional[Dict[str, np.ndarray]] = None):
     """A highdicom Segmentation of the (z, rows, cols) ``mask`` over the source ``headers`` (one per z, or one
-    multi-frame header): binary (> 0) for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion)."""
+    multi-frame header): binary (> 0) for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion).
+
+    ``locations`` (one segment only): :func:`location_masks` of the mask, each class a further segment after segment 1.
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
+    from deepwml.inference.qc import CONTOUR_COLOUR, LOCATION_COLOURS
+
     mask = np.asarray(mask)
+    locations = locations or {}
     if len(segment_labels) == 1:
         mask = mask > 0
+    elif locations:
+        raise ValueError("location segments go with a binary mask")  # a bug, never a user error
     elif mask.min() < 0 or mask.max() > len(segment_labels):
         raise ValueError(f"label map values {mask.min()}..{mask.max()} for {len(segment_labels)} segments")  # a bug
     where = getattr(headers[0], "filename", "DICOM series")
     if not getattr(headers[0], "FrameOfReferenceUID", None):
         # without it no viewer can place the SEG on the images; highdicom refuses too
         raise ImageError("the series has no Frame of Reference UID (0020,0052), which a DICOM SEG must share", where)
-    mask = _frames_of(mask, headers)
+    pixels = _frames_of(mask, headers)
+    if locations:
+        # overlapping binary segments: the last axis is the segment (segment 1 the whole mask)
+        pixels = np.stack([pixels] + [_frames_of(part, headers) for part in locations.values()], axis=-1)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="DeepWML", family=codes.cid7162.ArtificialIntelligence, version=deepwml.__version__, source=model_name
     )
+    sites = location_sites()
+    described = [(label, codes.SCT.CerebralWhiteMatter, CONTOUR_COLOUR if locations else None) for label in segment_labels]
+    described += [(LOCATION_SEGMENT_LABELS[name], sites.get(name, codes.SCT.Brain), LOCATION_COLOURS[name]) for name in locations]
     segments = [hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=label,
@@ -95,11 +141,12 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_la
         segmented_property_type=codes.SCT.Lesion,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
-        anatomic_regions=[codes.SCT.CerebralWhiteMatter],
-    ) for number, label in enumerate(segment_labels, start=1)]
+        anatomic_regions=[region],
+        display_color=hd.color.CIELabColor.from_rgb(*rgb) if rgb is not None else None,
+    ) for number, (label, region, rgb) in enumerate(described, start=1)]
     return hd.seg.Segmentation(
         source_images=headers,
-        pixel_array=np.asarray(mask).astype(np.uint8),
+        pixel_array=np.asarray(pixels).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments,
         series_instance_uid=hd.UID(),
@@ -113,16 +160,18 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_la
         series_description=series_description,
         content_description="Research use only, not a medical device",
         # an all-empty mask keeps its frames (highdicom would otherwise fall back to that with a logged warning)
-        omit_empty_frames=bool(np.any(mask)),
+        omit_empty_frames=bool(np.any(pixels)),
     )
 
 
 def write_dicom_seg(mask: np.ndarray, folder: Path, path: Path, model_name: str, series_uid: Optional[str] = None,
                     segment_labels: Sequence[str] = (SEGMENT_LABEL,),
-                    series_description: str = "DeepWML white matter lesions (research use)") -> Path:
-    """Write the SEG of ``mask`` (on the series' grid; see :func:`build_dicom_seg`) for the DICOM series in
-    ``folder``, atomically."""
-    seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name, segment_labels, series_description)
+                    series_description: str = "DeepWML white matter lesions (research use)",
+                    locations: Optional[Dict[str, np.ndarray]] = None) -> Path:
+    """Write the SEG of ``mask`` (on the series' grid; see :func:`build_dicom_seg`, ``locations`` included) for the DICOM
+    series in ``folder``, atomically."""
+    seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name, segment_labels, series_description,
+                          locations)
     with atomic_path(path, ".dcm") as tmp:
         seg.save_as(tmp)
     return path

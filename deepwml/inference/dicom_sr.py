@@ -5,6 +5,8 @@ One Comprehensive 3D SR in a new series of the source study, made with highdicom
 - a group for the whole case (tracking identifier "All white matter lesions"): lesion count, total volume and,
   with an anatomy map, the Fazekas estimates and the McDonald 2017 brain regions; it references the lesion segment
   of CASE_seg.dcm when that SEG was written too (TID 1411), otherwise it stands alone (TID 1501);
+- with an anatomy map, a group per location class that has a lesion (tracking identifier the SEG's segment label, e.g.
+  "Periventricular lesions"): its lesion count and volume, on that class's segment of the SEG when there is one;
 - a group per lesion (TID 1411), numbered as in the lesion table: its outline on each slice it lies on (closed
   SCOORD polylines on the source instances or frames, so a viewer draws it on the images), volume, and with an anatomy map its
   location class, finding site and long axis, with probabilities its mean probability and confidence. A mask of
@@ -24,9 +26,8 @@ import numpy as np
 from skimage import measure
 
 import deepwml
-from deepwml.anatomy.location import (CORTICAL, DEEP, FAR_FROM_VENTRICLES_COLUMN, INFRATENTORIAL_LOC, JUXTACORTICAL, LOCATIONS,
-                                     NEAR_VENTRICLES_COLUMN, PERIVENTRICULAR)
-from deepwml.inference.dicom_seg import slice_of_frames, source_headers
+from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
+from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS, location_sites, slice_of_frames, source_headers
 from deepwml.inference.lesion_ids import lesion_ids_of
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.utils.atomic import atomic_path
@@ -78,11 +79,7 @@ def sr_codes() -> Dict[str, object]:
         "near_ventricles": local_code("PV10", "Supratentorial lesion volume within 10 mm of the ventricles"),
         "far_from_ventricles": local_code("DWM10", "Supratentorial lesion volume beyond 10 mm of the ventricles"),
         "itemised": local_code("ITEM", "Lesions itemised in this report"),
-        "sites": {
-            PERIVENTRICULAR: codes.SCT.CerebralWhiteMatter, DEEP: codes.SCT.CerebralWhiteMatter,
-            JUXTACORTICAL: codes.SCT.CerebralWhiteMatter, CORTICAL: codes.SCT.CerebralCortex,
-            INFRATENTORIAL_LOC: codes.SCT.Brain,
-        },
+        "sites": location_sites(),
         "classes": {name: local_code(f"LOC-{name.upper()}", name) for name in LOCATIONS},
     }
 
@@ -113,7 +110,7 @@ def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSumma
     if outlines.count != len(lesions):
         raise ValueError(f"{outlines.count} lesions in the mask, {len(lesions)} in the table")  # a bug, never a user error
     itemised = set(outlines.itemised([int(k) for k in lesions.lesion_id]))
-    groups = [_case_group(summary, len(itemised), c, algorithm, seg)]
+    groups = [_case_group(summary, len(itemised), c, algorithm, seg)] + _location_groups(summary, c, algorithm, seg)
     groups += [_lesion_group(row, outlines.regions(int(row.lesion_id)), c, algorithm)
                for row in lesions.itertuples(index=False) if int(row.lesion_id) in itemised]
     return measurement_report(groups, headers, model_name, SR_SERIES_DESCRIPTION, seg)
@@ -264,6 +261,36 @@ def _case_group(summary: CaseSummary, itemised: int, c: Dict, algorithm, seg):
         sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
         source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
+
+
+def _location_groups(summary: CaseSummary, c: Dict, algorithm, seg) -> List:
+    """With an anatomy map, a group per location class that has a lesion: its lesion count and volume, on that class's
+    segment of the SEG when it has one (TID 1411), else a group of its own (TID 1501)."""
+    import highdicom as hd
+
+    a = summary.anatomy
+    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in (seg.get("SegmentSequence", []) if seg is not None else [])}
+    groups = []
+    for name in LOCATIONS:
+        if not a.get(f"{name}_count") or f"{name}_volume_ml" not in a:  # no lesion there, or figures of an older run
+            continue
+        label = LOCATION_SEGMENT_LABELS[name]
+        site = c["sites"].get(name)
+        common = dict(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label), finding_type=c["finding"],
+            finding_category=c["category"], algorithm_id=algorithm, finding_sites=[hd.sr.FindingSite(site)] if site else None,
+            measurements=[hd.sr.Measurement(name=c["count"], value=int(a[f"{name}_count"]), unit=c["unitless"]),
+                          hd.sr.Measurement(name=c["volume"], value=float(a[f"{name}_volume_ml"]), unit=c["cm3"])],
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(c["location_class"], c["classes"][name])],
+        )
+        if label not in numbers:
+            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
+            continue
+        segment = hd.sr.ReferencedSegment(
+            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=numbers[label],
+            source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common))
+    return groups
 
 
 def _lesion_group(row, regions: List, c: Dict, algorithm):
