@@ -26,7 +26,7 @@ import numpy as np
 from deepwml.anatomy.labels import anatomy_from_truth
 from deepwml.imageio import Geometry, read_image
 from deepwml.inference.dicom_capture import first_header, write_findings_capture
-from deepwml.inference.dicom_seg import location_masks, write_dicom_seg
+from deepwml.inference.dicom_seg import location_label_map, write_dicom_seg
 from deepwml.inference.lesion_ids import lesion_ids_of
 from deepwml.inference.qc import table_locations
 from deepwml.inference.dicom_sr import write_dicom_sr
@@ -36,9 +36,14 @@ from deepwml.synthetic.generate import generate_case
 UID = "1.2.826.0.1.3680043.8.498.78."
 
 
-def synthetic_stack(k: int, slices: int) -> Tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
-    """Synthetic MS#1 case ``k`` cut to ``slices`` slices: int16 voxels as a scanner stores them, their geometry, the
-    lesion mask and the truth anatomy map."""
+def synthetic_stack(k: int, slices: int) -> Tuple[np.ndarray, Geometry, np.ndarray]:
+    """Synthetic MS#1 case ``k`` cut to ``slices`` slices: int16 voxels as a scanner stores them, their geometry and
+    the lesion mask."""
+    return stack_with_anatomy(k, slices)[:3]
+
+
+def stack_with_anatomy(k: int, slices: int) -> Tuple[np.ndarray, Geometry, np.ndarray, np.ndarray]:
+    """:func:`synthetic_stack` and the case's truth anatomy map on the same slices."""
     case = generate_case("MS#1", k + 2, seed=0, truth=True)  # MS#1 case 1 is 256x256; the others 512x512
     pick = np.linspace(0, case.image.shape[0] - 1, slices).round().astype(int)
     g = case.geometry
@@ -62,7 +67,7 @@ def dicom_series_writer():
 def write_case(folder: Path, k: int, slices: int) -> Tuple[np.ndarray, np.ndarray]:
     """Synthetic MS#1 case ``k`` as a DICOM series in ``folder``; returns its lesion mask and anatomy map on the
     series' grid."""
-    stored, geometry, mask, anatomy = synthetic_stack(k, slices)
+    stored, geometry, mask, anatomy = stack_with_anatomy(k, slices)
     dicom_series_writer()(folder, stored, geometry, UID + str(k))
     return mask, anatomy
 
@@ -91,7 +96,8 @@ def time_case(folder: Path, mask: np.ndarray, anatomy: np.ndarray, out: Path, ru
 
     def located_seg() -> None:
         """The SEG as deepwml_predict writes it with an anatomy map: the location split included."""
-        write_dicom_seg(mask, folder, seg, "bench", locations=location_masks(ids, locations))
+        labels, classes = location_label_map(ids, locations)
+        write_dicom_seg(labels, folder, seg, "bench", locations=classes)
 
     times = {
         "SEG": fastest(lambda: write_dicom_seg(mask, folder, out / "plain_seg.dcm", "bench"), runs),

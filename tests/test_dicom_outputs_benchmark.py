@@ -1,5 +1,5 @@
-"""benchmarks/dicom_outputs.py: every DICOM output of a synthetic case is written and timed, the SEG with its
-location segments as deepwml_predict writes it."""
+"""benchmarks/dicom_outputs.py: every DICOM output of a synthetic case is written and timed, the SEG also split by
+location as deepwml_predict writes it with the anatomy map."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,5 +21,5 @@ def test_a_short_run_times_each_output_and_the_location_seg_splits_the_case_s_ma
     mask = bench.synthetic_stack(0, 6)[2]
     seg_path = tmp_path / "work" / "out" / "case0_seg.dcm"
     seg = hd.seg.segread(seg_path)
-    assert len(seg.SegmentSequence) > 2  # every lesion, then at least two location classes
+    assert len(seg.SegmentSequence) >= 2  # a segment per location class, at least two on this case
     assert np.array_equal(read_seg_mask(seg_path, tmp_path / "work" / "case0") > 0, mask > 0)

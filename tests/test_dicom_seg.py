@@ -54,19 +54,19 @@ def test_seg_frames_land_on_their_source_slices_and_equal_the_mask(tmp_path, mod
     assert (seg.FrameOfReferenceUID, seg.StudyInstanceUID, seg.PatientID) == (first.FrameOfReferenceUID, first.StudyInstanceUID, first.PatientID)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
     assert seg.SeriesInstanceUID != first.SeriesInstanceUID
-    frames = seg.pixel_array.reshape(-1, *mask.shape[1:])
-    seen = []
+    frames = seg.pixel_array.reshape(-1, *mask.shape[1:]) > 0
+    drawn, seen = np.zeros(mask.shape, bool), []
     for k, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        if int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != 1:
-            continue  # a location class's segment (test_location_segments_*)
         uid = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         z = z_of[uid]
         position = group.PlanePositionSequence[0].ImagePositionPatient
         assert np.allclose(np.asarray(position, float), np.asarray(sources[uid].ImagePositionPatient, float), atol=1e-4)
-        assert np.array_equal(frames[k] > 0, mask[z] > 0), f"frame {k} (slice {z})"
-        seen.append(z)
-    # every slice holding lesion has exactly one frame; the slices without lesion are left out
-    assert sorted(seen) == sorted(set(seen)) == np.flatnonzero(mask.any(axis=(1, 2))).tolist()
+        # the segments (one per location class with the anatomy map) part the mask: no voxel in two
+        assert not (drawn[z] & frames[k]).any() and frames[k].any(), f"frame {k} (slice {z})"
+        drawn[z] |= frames[k]
+        seen.append((int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber), z))
+    # the frames of each segment's slices that hold its lesions, once each; united, the mask
+    assert len(seen) == len(set(seen)) and np.array_equal(drawn, mask > 0)
 
 
 def test_seg_of_an_empty_mask_is_valid_with_empty_frames(tmp_path, model_dir):
@@ -144,13 +144,12 @@ def _segment_voxels(seg, source: Path, number: int) -> np.ndarray:
     return seg.get_pixels_by_source_instance(uids, segment_numbers=[number], assert_missing_frames_are_empty=True)[..., 0] > 0
 
 
-def test_location_segments_split_the_mask_by_the_tables_classes_each_in_its_qc_colour(tmp_path):
-    """A reader toggles periventricular, deep ... lesions apart in a viewer; segment 1 stays the whole mask."""
+def test_location_segments_part_the_mask_by_the_tables_classes_each_in_its_qc_colour(tmp_path):
+    """A reader toggles periventricular, deep ... lesions apart in a viewer, and their union is the mask."""
     from deepwml.anatomy.location import LOCATIONS
     from deepwml.imageio.dicom_seg_masks import read_seg_mask
-    from deepwml.inference.dicom_seg import (LOCATION_SEGMENT_LABELS, SEGMENT_LABEL, build_dicom_seg, location_masks,
-                                             source_headers)
-    from deepwml.inference.qc import CONTOUR_COLOUR, LOCATION_COLOURS
+    from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS, build_dicom_seg, location_label_map, source_headers
+    from deepwml.inference.qc import LOCATION_COLOURS
 
     source = _series(tmp_path / "series", AXIAL)
     ids = np.zeros((5, 64, 56), np.uint16)
@@ -159,36 +158,41 @@ def test_location_segments_split_the_mask_by_the_tables_classes_each_in_its_qc_c
     ids[3, 40:42, 40:45] = 3
     ids[4, 5:7, 5:7] = 4
     locations = ["periventricular", "deep", "periventricular", "infratentorial"]
-    parts = location_masks(ids, locations)
-    # classes in LOCATIONS order, each the voxels of its lesions
-    assert list(parts) == [n for n in LOCATIONS if n in locations] == ["infratentorial", "periventricular", "deep"]
-    assert np.array_equal(parts["periventricular"], np.isin(ids, [1, 3]))
-    assert np.array_equal(parts["deep"], ids == 2) and np.array_equal(parts["infratentorial"], ids == 4)
+    labels, classes = location_label_map(ids, locations)
+    # classes in LOCATIONS order, each label the voxels of its lesions
+    assert classes == [n for n in LOCATIONS if n in locations] == ["infratentorial", "periventricular", "deep"]
+    assert np.array_equal(labels == 2, np.isin(ids, [1, 3]))
+    assert np.array_equal(labels == 3, ids == 2) and np.array_equal(labels == 1, ids == 4) and not labels[ids == 0].any()
     with pytest.raises(ValueError):
-        location_masks(ids, locations[:3])  # a lesion the table does not place is a bug
+        location_label_map(ids, locations[:3])  # a lesion the table does not place is a bug
 
     path = tmp_path / "case_seg.dcm"
-    build_dicom_seg(ids > 0, source_headers(source), "DeepWML toy", locations=parts).save_as(path)
+    build_dicom_seg(labels, source_headers(source), "DeepWML toy", locations=classes).save_as(path)
     seg = hd.seg.segread(path)
     described = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
-    assert [str(described[k].SegmentLabel) for k in sorted(described)] == [SEGMENT_LABEL] + [
-        LOCATION_SEGMENT_LABELS[n] for n in parts]
+    assert [str(described[k].SegmentLabel) for k in sorted(described)] == [LOCATION_SEGMENT_LABELS[n] for n in classes]
     assert LOCATION_SEGMENT_LABELS["deep"] == "Deep white matter lesions"
-    assert np.array_equal(_segment_voxels(seg, source, 1), ids > 0)
-    for number, name in enumerate(parts, start=2):
-        assert np.array_equal(_segment_voxels(seg, source, number), parts[name]), name
-    # the QC picture's colours (CIELab in the file, back to RGB within rounding)
-    colours = [CONTOUR_COLOUR] + [LOCATION_COLOURS[n] for n in parts]
-    for number, rgb in enumerate(colours, start=1):
+    for number, name in enumerate(classes, start=1):
+        assert np.array_equal(_segment_voxels(seg, source, number), labels == number), name
+        # the QC picture's colour (CIELab in the file, back to RGB within rounding)
         lab = hd.color.CIELabColor.from_dicom_value(described[number].RecommendedDisplayCIELabValue)
-        assert np.allclose(lab.to_rgb(), rgb, atol=2), number
-    regions = {int(k): str(s.AnatomicRegionSequence[0].CodeMeaning) for k, s in described.items()}
-    assert regions[2] == "Brain" and regions[3] == regions[4] == "Cerebral White Matter"
+        assert np.allclose(lab.to_rgb(), LOCATION_COLOURS[name], atol=2), name
+    regions = {k: str(s.AnatomicRegionSequence[0].CodeMeaning) for k, s in described.items()}
+    assert regions == {1: "Brain", 2: "Cerebral White Matter", 3: "Cerebral White Matter"}
     # read back as a lesion mask (every lesion segment united): the mask exactly
     assert np.array_equal(read_seg_mask(path, source) > 0, ids > 0)
+    # a reader deletes lesion 4 from its segment (what a viewer's eraser does): the mask read back loses it alone
+    edited = hd.seg.segread(path)
+    frames = edited.pixel_array.copy()
+    infratentorial = [k for k, g in enumerate(edited.PerFrameFunctionalGroupsSequence)
+                      if int(g.SegmentIdentificationSequence[0].ReferencedSegmentNumber) == 1]
+    frames[infratentorial] = 0
+    edited.PixelData = np.packbits(frames.reshape(-1), bitorder="little").tobytes()  # BINARY: bits packed across frames
+    edited.save_as(tmp_path / "edited_seg.dcm")
+    assert np.array_equal(read_seg_mask(tmp_path / "edited_seg.dcm", source) > 0, (ids > 0) & (ids != 4))
 
 
-def test_predict_writes_a_segment_per_location_class_of_its_table_and_one_without_the_anatomy_map(tmp_path, model_dir):
+def test_predict_writes_a_segment_per_location_class_of_its_table_and_one_segment_without_the_anatomy_map(tmp_path, model_dir):
     from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS, SEGMENT_LABEL
     from deepwml.inference.lesion_report import lesion_id_labels
 
@@ -200,7 +204,7 @@ def test_predict_writes_a_segment_per_location_class_of_its_table_and_one_withou
     seg = hd.seg.segread(tmp_path / "out" / "patient7_seg.dcm")
     by_label = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
     classes = sorted(set(table.location))
-    assert sorted(by_label) == sorted([SEGMENT_LABEL] + [LOCATION_SEGMENT_LABELS[c] for c in classes])
+    assert len(classes) >= 2 and sorted(by_label) == sorted(LOCATION_SEGMENT_LABELS[c] for c in classes)
     for name in classes:
         expected = np.isin(labels, table.lesion_id[table.location == name])
         assert np.array_equal(_segment_voxels(seg, source, by_label[LOCATION_SEGMENT_LABELS[name]]), expected), name

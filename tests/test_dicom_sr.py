@@ -60,6 +60,18 @@ def _drawn(group, slice_of: Dict, shape) -> np.ndarray:
     return out
 
 
+def _plain_groups(sr) -> Dict[str, Dict[str, float]]:
+    """The SR's measurement groups in order by tracking identifier: their numbers by concept meaning."""
+    (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
+    out = {}
+    for group in measurements.ContentSequence:
+        items = group.ContentSequence
+        name = next(i.TextValue for i in items if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier")
+        out[name] = {i.ConceptNameCodeSequence[0].CodeMeaning: float(i.MeasuredValueSequence[0].NumericValue)
+                     for i in items if i.ValueType == "NUM"}
+    return out
+
+
 def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_the_mask(tmp_path, model_dir):
     source = _series(tmp_path / "dicom" / "patient7")
     out = tmp_path / "out"
@@ -79,11 +91,10 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
 
     groups = sr.content.get_volumetric_roi_measurement_groups()
     located = [g for g in groups if str(g.tracking_identifier) in LOCATION_SEGMENT_LABELS.values()]
-    case, lesions = groups[0], groups[1 + len(located):]
-    assert str(case.tracking_identifier) == CASE_TRACKING
-    # then a group per location class of the table, on that class's segment of the SEG, with summary.csv's figures
+    lesions = groups[len(located):]
+    # a group per location class of the table, on that class's segment of the SEG, with summary.csv's figures
     classes = [name for name in LOCATIONS if name in set(table.location)]
-    assert [str(g.tracking_identifier) for g in groups[1:1 + len(located)]] == [LOCATION_SEGMENT_LABELS[n] for n in classes]
+    assert len(classes) >= 2 and [str(g.tracking_identifier) for g in located] == [LOCATION_SEGMENT_LABELS[n] for n in classes]
     segment_number = {str(s.SegmentLabel): int(s.SegmentNumber) for s in seg.SegmentSequence}
     for group, name in zip(located, classes):
         ref = group.referenced_segment[0].ReferencedSOPSequence[0]
@@ -95,10 +106,10 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
         assert figures["Volume"] == pytest.approx(table.volume_ml[table.location == name].sum(), abs=1e-3)
         classes_of = {q.name.meaning: q.value.meaning for q in group.get_qualitative_evaluations()}
         assert classes_of["DeepWML lesion location class"] == name
-    # the whole case points at the SEG's lesion segment
-    ref = case.referenced_segment[0].ReferencedSOPSequence[0]
-    assert (ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)) == (seg.SOPInstanceUID, 1)
-    totals = _measurements(case)
+    # the whole case comes first; the SEG split by location has no segment of every lesion, so it stands alone
+    plain = _plain_groups(sr)
+    assert list(plain)[0] == CASE_TRACKING and CASE_TRACKING not in [str(g.tracking_identifier) for g in groups]
+    totals = plain[CASE_TRACKING]
     assert totals["Number of lesions (observable entity)"] == summary.lesion_count == len(table)
     assert totals["Volume"] == pytest.approx(summary.total_lesion_volume_ml)
     assert totals["Fazekas periventricular grade (estimate)"] == summary.fazekas_periventricular
@@ -122,16 +133,18 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
         assert np.array_equal(_drawn(group, slice_of, labels.shape), labels == row.lesion_id), f"lesion {row.lesion_id}"
 
 
-def _plain_groups(sr) -> Dict[str, Dict[str, float]]:
-    """The SR's measurement groups in order by tracking identifier: their numbers by concept meaning."""
-    (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
-    out = {}
-    for group in measurements.ContentSequence:
-        items = group.ContentSequence
-        name = next(i.TextValue for i in items if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier")
-        out[name] = {i.ConceptNameCodeSequence[0].CodeMeaning: float(i.MeasuredValueSequence[0].NumericValue)
-                     for i in items if i.ValueType == "NUM"}
-    return out
+def test_without_the_anatomy_map_the_case_group_lies_on_the_seg_s_one_segment(tmp_path, model_dir):
+    _series(tmp_path / "dicom" / "patient7")
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr", "--dicom-seg",
+                         "--no-anatomy"]) == 0
+    seg = pydicom.dcmread(out / "patient7_seg.dcm", stop_before_pixels=True)
+    groups = hd.sr.srread(out / "patient7_sr.dcm").content.get_volumetric_roi_measurement_groups()
+    assert str(groups[0].tracking_identifier) == CASE_TRACKING
+    assert all(str(g.tracking_identifier).startswith("lesion ") for g in groups[1:])  # no location groups
+    ref = groups[0].referenced_segment[0].ReferencedSOPSequence[0]
+    assert (ref.ReferencedSOPInstanceUID, int(ref.ReferencedSegmentNumber)) == (seg.SOPInstanceUID, 1)
+    assert _measurements(groups[0])["Number of lesions (observable entity)"] == len(pd.read_csv(out / "patient7_lesions.csv"))
 
 
 def test_without_a_seg_the_location_groups_stand_alone_with_the_summary_figures(tmp_path, model_dir):
@@ -205,9 +218,9 @@ def test_a_mask_of_more_lesions_than_the_sr_itemises_lists_the_largest_and_count
     table = pd.read_csv(out / "patient9_lesions.csv")
     summary = pd.read_csv(out / "summary.csv").iloc[0]
     assert len(table) >= 3
-    groups = hd.sr.srread(out / "patient9_sr.dcm").content.get_volumetric_roi_measurement_groups()
-    case, lesions = groups[0], [g for g in groups if str(g.tracking_identifier).startswith("lesion ")]
-    totals = _measurements(case)
+    sr = hd.sr.srread(out / "patient9_sr.dcm")
+    lesions = [g for g in sr.content.get_volumetric_roi_measurement_groups() if str(g.tracking_identifier).startswith("lesion ")]
+    totals = _plain_groups(sr)[CASE_TRACKING]
     # the totals still count every lesion; the case says how many have a group of their own
     assert totals["Number of lesions (observable entity)"] == len(table)
     assert totals["Volume"] == pytest.approx(summary.total_lesion_volume_ml)

@@ -52,16 +52,17 @@ def write_clinical_outputs(
     if extras.uncertainty:
         write_image(quantised(uncertainty), geometry, outputs.uncertainty)
     if extras.dicom_seg and outputs.dicom_seg is not None:
-        from deepwml.inference.dicom_seg import location_masks, write_dicom_seg
+        from deepwml.inference.dicom_seg import location_label_map, write_dicom_seg
         from deepwml.inference.lesion_ids import lesion_ids_of
         from deepwml.inference.qc import table_locations
 
         model_name = getattr(options.model, "plan", "") or "DeepWML"
         located = table_locations(lesions)
-        # with an anatomy map, a segment per location class beside segment 1 (every lesion)
-        locations = location_masks(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), located) if located else None
-        write_dicom_seg(mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid,
-                        locations=locations)
+        seg_mask, classes = mask, []
+        if located:  # with an anatomy map, a segment per location class
+            seg_mask, classes = location_label_map(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), located)
+        write_dicom_seg(seg_mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid,
+                        locations=classes)
     if extras.dicom_sr and outputs.dicom_sr is not None:
         from deepwml.inference.dicom_sr import write_dicom_sr
 

@@ -5,16 +5,16 @@ The SEG is made with highdicom from the source series' own headers: each frame r
 series' Frame of Reference, Study and Patient, so a viewer lays it over the same frames. Only frames holding
 lesion are stored; an empty mask gives a valid SEG whose frames are all empty.
 
-Segment 1 holds every lesion. With the lesion table's location classes (an anatomy map), each class that has a lesion
-gets a further segment of its own, overlapping segment 1, in the QC picture's colour: a viewer shows or hides the
-periventricular, juxtacortical, cortical, deep and infratentorial lesions apart, as location-coded MS reports show
-them, while a reader of segment 1 (or of every lesion segment, as deepwml.imageio.dicom_seg_masks reads) gets the
-whole mask as before.
+Without an anatomy map one segment holds every lesion. With the lesion table's location classes, each class that has
+a lesion is a segment of its own, in the QC picture's colour, and the segments part the mask (each lesion voxel in
+exactly one): a viewer shows or hides the periventricular, juxtacortical, cortical, deep and infratentorial lesions
+apart, as location-coded MS reports show them, and the union of the segments (as deepwml.imageio.dicom_seg_masks reads
+a SEG) is the mask, so a reader who deletes or draws a lesion in any segment corrects the mask.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,18 +40,17 @@ def location_sites() -> Dict[str, object]:
             JUXTACORTICAL: codes.SCT.CerebralWhiteMatter, CORTICAL: codes.SCT.CerebralCortex, INFRATENTORIAL_LOC: codes.SCT.Brain}
 
 
-def location_masks(ids: np.ndarray, locations: Sequence[str]) -> Dict[str, np.ndarray]:
-    """The voxels of each location class that has a lesion, in LOCATIONS order: ``ids`` the lesion-id map (1-based, the
-    lesion table's rows) and ``locations`` the table's classes in its order."""
+def location_label_map(ids: np.ndarray, locations: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
+    """The lesion mask as a label map of location classes (uint8, 0 outside the lesions, k the k-th class returned)
+    and the classes that have a lesion, in LOCATIONS order: ``ids`` the lesion-id map (1-based, the lesion table's
+    rows) and ``locations`` the table's classes in its order."""
     ids = np.asarray(ids)
     if int(ids.max(initial=0)) > len(locations):
         raise ValueError(f"lesion ids up to {int(ids.max())} for {len(locations)} located lesions")  # a bug
     present = [name for name in LOCATIONS if name in set(map(str, locations))]
-    # one lookup from lesion id to class number, then one comparison per class present
-    lookup = np.zeros(len(locations) + 1, np.uint8)
+    lookup = np.zeros(len(locations) + 1, np.uint8)  # lesion id -> class number, one gather for the whole volume
     lookup[1:] = [present.index(str(name)) + 1 for name in locations]
-    classes = lookup[ids]
-    return {name: classes == k for k, name in enumerate(present, start=1)}
+    return lookup[ids], present
 
 
 def highdicom_available() -> bool:
@@ -101,39 +100,36 @@ def _frames_of(mask: np.ndarray, headers: List) -> np.ndarray:
 
 def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_labels: Sequence[str] = (SEGMENT_LABEL,),
                     series_description: str = "DeepWML white matter lesions (research use)",
-                    locations: Optional[Dict[str, np.ndarray]] = None):
+                    locations: Sequence[str] = ()):
     """A highdicom Segmentation of the (z, rows, cols) ``mask`` over the source ``headers`` (one per z, or one
     multi-frame header): binary (> 0) for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion).
 
-    ``locations`` (one segment only): :func:`location_masks` of the mask, each class a further segment after segment 1.
+    ``locations``: the mask is :func:`location_label_map`'s label map of these classes; each is a segment named
+    LOCATION_SEGMENT_LABELS, in its QC colour and with its anatomic region (``segment_labels`` unused).
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from deepwml.inference.qc import CONTOUR_COLOUR, LOCATION_COLOURS
+    from deepwml.inference.qc import LOCATION_COLOURS
 
     mask = np.asarray(mask)
-    locations = locations or {}
-    if len(segment_labels) == 1:
+    sites = location_sites()
+    if locations:
+        described = [(LOCATION_SEGMENT_LABELS[name], sites.get(name, codes.SCT.Brain), LOCATION_COLOURS[name]) for name in locations]
+    else:
+        described = [(label, codes.SCT.CerebralWhiteMatter, None) for label in segment_labels]
+    if len(described) == 1:
         mask = mask > 0
-    elif locations:
-        raise ValueError("location segments go with a binary mask")  # a bug, never a user error
-    elif mask.min() < 0 or mask.max() > len(segment_labels):
-        raise ValueError(f"label map values {mask.min()}..{mask.max()} for {len(segment_labels)} segments")  # a bug
+    elif mask.min() < 0 or mask.max() > len(described):
+        raise ValueError(f"label map values {mask.min()}..{mask.max()} for {len(described)} segments")  # a bug
     where = getattr(headers[0], "filename", "DICOM series")
     if not getattr(headers[0], "FrameOfReferenceUID", None):
         # without it no viewer can place the SEG on the images; highdicom refuses too
         raise ImageError("the series has no Frame of Reference UID (0020,0052), which a DICOM SEG must share", where)
     pixels = _frames_of(mask, headers)
-    if locations:
-        # overlapping binary segments: the last axis is the segment (segment 1 the whole mask)
-        pixels = np.stack([pixels] + [_frames_of(part, headers) for part in locations.values()], axis=-1)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="DeepWML", family=codes.cid7162.ArtificialIntelligence, version=deepwml.__version__, source=model_name
     )
-    sites = location_sites()
-    described = [(label, codes.SCT.CerebralWhiteMatter, CONTOUR_COLOUR if locations else None) for label in segment_labels]
-    described += [(LOCATION_SEGMENT_LABELS[name], sites.get(name, codes.SCT.Brain), LOCATION_COLOURS[name]) for name in locations]
     segments = [hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=label,
@@ -167,7 +163,7 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_la
 def write_dicom_seg(mask: np.ndarray, folder: Path, path: Path, model_name: str, series_uid: Optional[str] = None,
                     segment_labels: Sequence[str] = (SEGMENT_LABEL,),
                     series_description: str = "DeepWML white matter lesions (research use)",
-                    locations: Optional[Dict[str, np.ndarray]] = None) -> Path:
+                    locations: Sequence[str] = ()) -> Path:
     """Write the SEG of ``mask`` (on the series' grid; see :func:`build_dicom_seg`, ``locations`` included) for the DICOM
     series in ``folder``, atomically."""
     seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name, segment_labels, series_description,

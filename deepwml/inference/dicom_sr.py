@@ -4,7 +4,8 @@ that read numbers rather than pictures.
 One Comprehensive 3D SR in a new series of the source study, made with highdicom from the series' own headers:
 - a group for the whole case (tracking identifier "All white matter lesions"): lesion count, total volume and,
   with an anatomy map, the Fazekas estimates and the McDonald 2017 brain regions; it references the lesion segment
-  of CASE_seg.dcm when that SEG was written too (TID 1411), otherwise it stands alone (TID 1501);
+  of CASE_seg.dcm when that SEG was written too and holds every lesion in one segment (TID 1411), otherwise it
+  stands alone (TID 1501);
 - with an anatomy map, a group per location class that has a lesion (tracking identifier the SEG's segment label, e.g.
   "Periventricular lesions"): its lesion count and volume, on that class's segment of the SEG when there is one;
 - a group per lesion (TID 1411), numbered as in the lesion table: its outline on each slice it lies on (closed
@@ -27,7 +28,8 @@ from skimage import measure
 
 import deepwml
 from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
-from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS, location_sites, slice_of_frames, source_headers
+from deepwml.inference.dicom_seg import (LOCATION_SEGMENT_LABELS, SEGMENT_LABEL, location_sites, slice_of_frames,
+                                         source_headers)
 from deepwml.inference.lesion_ids import lesion_ids_of
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.utils.atomic import atomic_path
@@ -231,7 +233,7 @@ def save_sr(sr, path: Path) -> Path:
 
 
 def _case_group(summary: CaseSummary, itemised: int, c: Dict, algorithm, seg):
-    """The whole-case measurement group (TID 1411 on the SEG's lesion segment when there is one, else TID 1501);
+    """The whole-case measurement group (TID 1411 on the SEG's one segment of every lesion when it has it, else TID 1501);
     ``itemised``: how many lesions have a group of their own."""
     import highdicom as hd
 
@@ -252,15 +254,23 @@ def _case_group(summary: CaseSummary, itemised: int, c: Dict, algorithm, seg):
             for key, field in (("near_ventricles", NEAR_VENTRICLES_COLUMN), ("far_from_ventricles", FAR_FROM_VENTRICLES_COLUMN))
             if field in a  # figures of an older run have none
         ]
-    common = dict(tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=CASE_TRACKING),
-                  finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm,
-                  measurements=measurements)
-    if seg is None:
-        return hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    return _group_on_segment(seg, SEGMENT_LABEL, dict(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=CASE_TRACKING),
+        finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm, measurements=measurements))
+
+
+def _group_on_segment(seg, label: str, content: Dict):
+    """A measurement group of ``content`` on the SEG's segment named ``label`` (TID 1411), or a group of its own
+    (TID 1501) when there is no SEG or no such segment (a SEG split by location has no whole-mask segment)."""
+    import highdicom as hd
+
+    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in (seg.get("SegmentSequence", []) if seg is not None else [])}
+    if label not in numbers:
+        return hd.sr.MeasurementsAndQualitativeEvaluations(**content)
     segment = hd.sr.ReferencedSegment(
-        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
+        sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=numbers[label],
         source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
-    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common)
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **content)
 
 
 def _location_groups(summary: CaseSummary, c: Dict, algorithm, seg) -> List:
@@ -269,27 +279,19 @@ def _location_groups(summary: CaseSummary, c: Dict, algorithm, seg) -> List:
     import highdicom as hd
 
     a = summary.anatomy
-    numbers = {str(s.SegmentLabel): int(s.SegmentNumber) for s in (seg.get("SegmentSequence", []) if seg is not None else [])}
     groups = []
     for name in LOCATIONS:
         if not a.get(f"{name}_count") or f"{name}_volume_ml" not in a:  # no lesion there, or figures of an older run
             continue
         label = LOCATION_SEGMENT_LABELS[name]
         site = c["sites"].get(name)
-        common = dict(
+        groups.append(_group_on_segment(seg, label, dict(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label), finding_type=c["finding"],
             finding_category=c["category"], algorithm_id=algorithm, finding_sites=[hd.sr.FindingSite(site)] if site else None,
             measurements=[hd.sr.Measurement(name=c["count"], value=int(a[f"{name}_count"]), unit=c["unitless"]),
                           hd.sr.Measurement(name=c["volume"], value=float(a[f"{name}_volume_ml"]), unit=c["cm3"])],
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(c["location_class"], c["classes"][name])],
-        )
-        if label not in numbers:
-            groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(**common))
-            continue
-        segment = hd.sr.ReferencedSegment(
-            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=numbers[label],
-            source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
-        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **common))
+        )))
     return groups
 
 
