@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_case
+from deepwml.anatomy.location import SPLIT_COLUMNS
+from deepwml.bids.group import SPLIT_CHANGE_COLUMNS
 from deepwml.cli.bids_app import main as bids_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
@@ -284,6 +286,13 @@ def test_longitudinal_compares_each_session_with_the_one_acquired_before(tmp_pat
     assert change["new_lesions"] >= 1  # the follow-up's inserted lesion
     # the new lesions are located from the published lesion table
     assert "location" in pd.read_csv(folder / "followup_lesions_change.csv")
+    # each visit's 10 mm split as its published sidecar gives it (the masks alone, by hand, carry none)
+    for session, visit in (("b", "baseline"), ("a", "followup")):
+        summary = json.loads(anat[session].with_name(anat[session].name.replace(".nii.gz", ".json")).read_text())["DeepWML"]["summary"]
+        for column in SPLIT_COLUMNS:
+            assert change[f"{visit}_{column}"] == pytest.approx(summary[column], abs=1e-4)
+    assert "within 10 mm of the ventricles" in change["findings"]
+    assert not any(f"baseline_{column}" in expected for column in SPLIT_COLUMNS)
     # a second run compares nothing again
     stamp = (folder / "change.json").stat().st_mtime_ns
     assert bids_main(args) == 0
@@ -301,6 +310,8 @@ def test_longitudinal_compares_each_session_with_the_one_acquired_before(tmp_pat
     assert len(table) == 1 and table.loc[0, "baseline_session"] == "ses-b" and table.loc[0, "followup_session"] == "ses-a"
     assert table.loc[0, "compared_with"] == "previous"
     assert table.loc[0, "new_lesions"] == change["new_lesions"] and table.loc[0, "findings"] == change["findings"]
+    for column in SPLIT_CHANGE_COLUMNS:
+        assert table.loc[0, column] == pytest.approx(change[column])
     # asked for against the first session too, the one comparison serves both and is not made again
     assert bids_main(args[:4] + ["both"] + args[4:]) == 0
     assert (folder / "change.json").stat().st_mtime_ns == stamp

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
+from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN, SPLIT_COLUMNS
 from deepwml.bids.cohort_report import check_group_by, write_cohort_report
 from deepwml.bids.derivatives import Sidecar, published_sidecars, read_sidecar
 from deepwml.bids.layout import DESCRIPTION_NAME
@@ -31,6 +31,8 @@ CHANGE_COLUMNS = ("new_lesions", "new_lesions_not_counted", "enlarging_lesions",
                   "outside_baseline_lesions", "resolved_baseline_lesions", "baseline_lesion_count", "followup_lesion_count",
                   "baseline_volume_ml", "followup_volume_ml", "volume_change_ml", "volume_change_percent",
                   "new_lesion_volume_ml", "findings")
+#: change.json's 10 mm split of both visits (with the anatomy map: each visit's summary figures), when it has them
+SPLIT_CHANGE_COLUMNS = tuple(f"{visit}_{column}" for visit in ("baseline", "followup") for column in SPLIT_COLUMNS)
 #: summary.csv columns that stay out of the group table (per-slice lists, DICOM series)
 _LEFT_OUT = ("lesion_area_mm2_per_slice", "source_series")
 _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
@@ -153,6 +155,7 @@ def change_table(out: Path, participants: Optional[Sequence[str]] = None) -> Opt
         row = {k: visits.get(k) for k in ("participant_id", "baseline_session", "followup_session", "compared_with", "interval_days",
                                      "ordered_by")}
         row.update({k: change.get(k) for k in CHANGE_COLUMNS})
+        row.update({k: change[k] for k in SPLIT_CHANGE_COLUMNS if k in change})
         row["registration_correlation"] = (change.get("registration") or {}).get("correlation")
         row["warnings"] = "; ".join(change.get("warnings") or [])
         row["folder"] = visits_path.parent.relative_to(out).as_posix()

@@ -11,7 +11,7 @@ after 'ses': a folder named ses-<label> below a participant is a session to BIDS
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,6 +36,8 @@ class Visit:
     mask: Path
     lesions: Optional[Path]  # deepwml_predict's lesion table of the mask (same numbering), when kept
     acquired: Optional[datetime]
+    #: the scan's summary.csv row, from the mask's sidecar (not part of the visit's identity: visits are hashed)
+    figures: Dict[str, object] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,12 @@ def participant_visits(out: Path, bids_root: Path, subject: str, lesion_tables: 
     """Every published scan of ``subject`` that has a session (``lesion_tables``: scan stem -> its lesion CSV)."""
     visits = []
     for sidecar in published_sidecars(out, subject):
-        source = read_sidecar(sidecar).source
-        scan = scan_of(bids_root, bids_root / source)
+        record = read_sidecar(sidecar)
+        scan = scan_of(bids_root, bids_root / record.source)
         if scan is None or scan.session is None or not scan.path.exists():
             continue
-        visits.append(Visit(scan, mask_of(sidecar, scan.ending), lesion_tables.get(scan.stem), _acquired(bids_root, scan)))
+        visits.append(Visit(scan, mask_of(sidecar, scan.ending), lesion_tables.get(scan.stem), _acquired(bids_root, scan),
+                            dict(record.summary)))
     return visits
 
 
@@ -149,7 +152,7 @@ def compare_sessions(out: Path, bids_root: Path, subjects: Sequence[str], lesion
                 report = compare(CompareRequest(
                     baseline=baseline.scan.path, followup=followup.scan.path, output=folder, baseline_mask=baseline.mask,
                     followup_mask=followup.mask, followup_lesions=followup.lesions, masks_from=masks_from, device=device,
-                    overwrite=True))
+                    overwrite=True, mask_figures={"baseline": baseline.figures, "followup": followup.figures}))
             except DeepWMLError as e:
                 results.append(Comparison(baseline, followup, folder, basis, kind, "failed", str(e)))
                 continue

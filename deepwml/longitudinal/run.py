@@ -66,6 +66,9 @@ class CompareRequest:
     followup_lesions: Optional[Path] = None
     #: what made the given masks (e.g. "DeepWML builtin"), named in the outputs instead of "masks given"
     masks_from: Optional[str] = None
+    #: deepwml_predict's summary figures of a given mask by visit ('baseline', 'followup'; its summary.csv row, as a
+    #: published mask's sidecar keeps it), so that the 10 mm split of a visit segmented earlier reaches change.json
+    mask_figures: Optional[Dict[str, Dict[str, Any]]] = None
     #: segment both scans on the brain the anatomy model finds (deepwml_predict --skull-strip): a baseline with its
     #: skull and a follow-up stripped (or the other way round) are then segmented alike
     skull_strip: bool = False
@@ -202,14 +205,20 @@ def add_locations(change: LesionChange, lesions_csv: Optional[Path]) -> None:
 
 def add_volume_split(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -> None:
     """The supratentorial lesion volume within / beyond 10 mm of the ventricles at both visits (the periventricular /
-    deep split of small-vessel studies), when deepwml_compare segmented both with the anatomy map: each visit's own
-    figure, as deepwml_predict's summary.csv gives it."""
+    deep split of small-vessel studies), when both masks come with deepwml_predict's figures made with the anatomy
+    map (deepwml_compare segmented the scan, or the caller gave them: CompareRequest.mask_figures): each visit's own
+    figure, as summary.csv gives it."""
     visits = [figures.get(name) or {} for name in ("baseline", "followup")]
-    if not all(column in visit for visit in visits for column in SPLIT_COLUMNS):
+    if not all(_finite(visit.get(column)) for visit in visits for column in SPLIT_COLUMNS):
         return  # a reader's mask, or no anatomy map: no split rather than half of one
     for name, visit in zip(("baseline", "followup"), visits):
         for column in SPLIT_COLUMNS:
             change.summary[f"{name}_{column}"] = round(float(visit[column]), 4)
+
+
+def _finite(value: Any) -> bool:
+    """True for a finite number (a figure a JSON sidecar or CSV row holds), False for None, NaN or text."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
@@ -246,7 +255,7 @@ def compare(request: CompareRequest) -> CompareReport:
     claim_output(request)
     # a scan without a mask is segmented; a reader's corrected mask of one visit can stand beside the other's segmentation
     followup_table = None
-    figures: Dict[str, Dict[str, Any]] = {}
+    figures: Dict[str, Dict[str, Any]] = dict(request.mask_figures or {})  # a segmented visit's own replace them
     if request.baseline_mask is None:
         baseline_mask, _, figures["baseline"] = segment(request.baseline, out / "baseline", request)
     else:
