@@ -18,6 +18,8 @@ from deepwml.imageio import read_image, write_image
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, binary_entropy
 from deepwml.inference.lesion_report import CONTRAST_COLUMNS
 from deepwml.inference.patient_report import RESEARCH_NOTICE, find_pdf_converter, lesion_table_html, screenshot
+from deepwml.inference.qc import LOCATION_COLOURS
+from deepwml.inference.report_images import CONTOUR_RGB
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_evaluation_report import _Collector
 
@@ -121,7 +123,20 @@ def test_page_says_when_not_every_lesion_slice_is_shown_and_puts_summary_section
                                 Path("c.nii.gz"), model, False, extra_sections=[("Fazekas estimate", "<p>grade</p>")])
     assert "20 of the 25 slices with lesion are shown" in page
     assert page.index("Fazekas estimate") < page.index("Slices with lesions") < page.index("<h2>Lesions</h2>")
-    assert "uncertainty (yellow" not in page  # no legend for a map the page does not show
+    assert "uncertainty (blue" not in page  # no legend for a map the page does not show
+    assert "lesion mask outline" in page and "by location" not in page  # a table without locations: one red outline
+
+
+def test_with_locations_the_legend_names_each_class_shown_in_its_colour():
+    from deepwml.inference.patient_report import panels_html
+    from deepwml.inference.report_images import Panel
+
+    page = panels_html([Panel(0, b"\x89PNG", True)], True, ["deep", "periventricular", "deep"])
+    swatches = re.findall(r'background:(#[0-9a-f]{6})"></span>([a-z]+)', page)
+    # the classes of the table, in the QC legend's order, each in its QC colour
+    assert swatches == [(f"#{r:02x}{g:02x}{b:02x}", name) for name, (r, g, b) in LOCATION_COLOURS.items()
+                        if name in ("deep", "periventricular")]
+    assert "lesion mask outline" not in page and "uncertainty (blue" in page and "lesion number" in page
 
 
 def test_the_totals_count_the_lesions_a_reader_would_measure_beside_every_speck():
@@ -170,9 +185,11 @@ def test_report_renders_in_headless_chromium_and_prints_to_pdf(tmp_path, model_d
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (1400, 1100)
     ink = (pixels.mean(axis=2) < 0.6).mean()  # text, table borders and the dark slice panels
-    red = ((pixels[..., 0] > 0.8) & (pixels[..., 1] < 0.35) & (pixels[..., 2] < 0.35)).mean()  # mask outlines
-    yellow = ((pixels[..., 0] > 0.6) & (pixels[..., 1] > 0.45) & (pixels[..., 2] < 0.3)).mean()  # uncertainty haze
-    assert ink > 0.05 and red > 1e-4 and yellow > 1e-4, (ink, red, yellow)
+    # mask outlines: red, or the location classes' colours with the anatomy map
+    palette = np.array([CONTOUR_RGB * 255, *LOCATION_COLOURS.values()], float) / 255
+    outlines = (np.abs(pixels[..., None, :] - palette).max(axis=-1) < 0.08).any(axis=-1).mean()
+    blue = ((pixels[..., 2] > 0.5) & (pixels[..., 2] - pixels[..., 1] > 0.25) & (pixels[..., 2] - pixels[..., 0] > 0.3)).mean()
+    assert ink > 0.05 and outlines > 1e-4 and blue > 1e-4, (ink, outlines, blue)  # blue: the uncertainty haze
 
 
 def test_chromium_lookup_follows_path(monkeypatch, tmp_path):

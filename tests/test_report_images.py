@@ -266,3 +266,38 @@ def test_with_the_lesion_tables_locations_each_lesion_is_outlined_in_its_class_c
     assert LOCATION_INDEX["cortical"] not in set(np.unique(legend))  # only the classes shown
     # an id beyond the table (never from deepwml_predict) stays red rather than borrowing a class
     assert location_colours(np.array([0, 1, 3]), ["deep"]).tolist() == [0, LOCATION_INDEX["deep"], RED]
+
+
+def test_with_the_tables_locations_each_outline_takes_its_class_colour_and_nothing_else_changes():
+    """The report's pictures colour lesions as the QC picture does: each outline pixel in its lesion's class colour,
+    every other pixel as the red picture has it; an id beyond the table stays red."""
+    from deepwml.inference.qc import LOCATION_COLOURS
+    from deepwml.inference.report_images import outline_colours
+
+    rng = np.random.default_rng(3)
+    shape = (2, 48, 48)
+    image = (np.full(shape, 300.0) + rng.normal(0, 20, shape)).astype(np.float32)
+    mask = np.zeros(shape, np.uint8)
+    mask[0, 5:12, 5:12] = 1  # lesion 1 (the larger)
+    mask[0, 30:34, 30:34] = 1  # lesion 2
+    mask[1, 20:24, 8:11] = 1  # lesion 3
+    geometry = Geometry((48, 48, 2), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0))
+    locations = ["periventricular", "deep", "infratentorial"]
+    red = report_panels(image, mask, geometry)
+    coded = report_panels(image, mask, geometry, locations=locations)
+    contour = (CONTOUR_RGB * 255 + 0.5).astype(np.uint8)
+    seen = set()
+    for plain, located in zip(red, coded):
+        a = np.asarray(PILImage.open(io.BytesIO(plain.png)).convert("RGB"))
+        b = np.asarray(PILImage.open(io.BytesIO(located.png)).convert("RGB"))
+        outline = (a == contour).all(axis=-1)
+        assert outline.any() and np.array_equal(a[~outline], b[~outline])
+        seen |= {tuple(c) for c in b[outline]}
+    assert seen == {tuple(LOCATION_COLOURS[n]) for n in locations}
+    # lesion 1's outline (the top-left square on slice 0) is periventricular yellow
+    b0 = np.asarray(PILImage.open(io.BytesIO(coded[0].png)).convert("RGB"))
+    top_left = b0[: b0.shape[0] // 2, : b0.shape[1] // 2]
+    assert (top_left == LOCATION_COLOURS["periventricular"]).all(axis=-1).any()
+    assert not (top_left == LOCATION_COLOURS["deep"]).all(axis=-1).any()
+    table = outline_colours(["deep"])
+    assert [tuple(table[k]) for k in range(3)] == [tuple(contour), LOCATION_COLOURS["deep"], tuple(contour)]

@@ -79,10 +79,12 @@ def write_clinical_outputs(
                                outputs.dicom_capture, f"model {model_name}", ids, table_locations(lesions))
     if extras.report:
         from deepwml.inference.patient_report import MAX_TABLE_ROWS, build_patient_report, write_patient_report
+        from deepwml.inference.qc import table_locations
         from deepwml.inference.report_images import report_panels
 
         # the lesions the page's table lists are numbered on its pictures
-        panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS, ids=ids)
+        panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS, ids=ids,
+                               locations=table_locations(lesions))
         # a pseudonymised case's page names neither its file nor its series (whose label holds the study date)
         source, series = (Path("pseudonymised input"), None) if case.pseudonymised else (case.source, _series_label(case, options.series_uid))
         page = build_patient_report(summary, lesions, panels, geometry, source, options.model, uncertainty is not None,

@@ -207,20 +207,34 @@ def anatomy_html(summary: CaseSummary) -> str:
     return _key_values(rows) + note
 
 
-def panels_html(panels: Sequence["Panel"], with_uncertainty: bool) -> str:
-    """The slice pictures as a grid with their slice numbers, and the colour legend."""
+def _hex(rgb: Sequence[float]) -> str:
+    """CSS colour of an RGB triple in 0..255."""
+    return "#" + "".join(f"{int(round(v)):02x}" for v in rgb)
+
+
+def panels_html(panels: Sequence["Panel"], with_uncertainty: bool, locations: Optional[Sequence[str]] = None) -> str:
+    """The slice pictures as a grid with their slice numbers, and the colour legend (``locations``: the lesion table's
+    classes, whose colours outline the lesions; None: one red outline)."""
+    from deepwml.inference.qc import LOCATION_COLOURS
+    from deepwml.inference.report_images import NUMBER_RGB, UNCERTAINTY_RGB
+
     figures = "".join(
         f'<figure><img alt="slice {p.slice_number}" src="data:image/png;base64,{base64.b64encode(p.png).decode("ascii")}">'
         f"<figcaption>slice {p.slice_number}</figcaption></figure>"
         for p in panels
     )
-    legend = '<span class="swatch" style="background:#ff2e2e"></span>lesion mask outline'
+    if locations:
+        shown = [name for name in LOCATION_COLOURS if name in set(map(str, locations))]
+        legend = "lesion outlines by location: " + "".join(
+            f'<span class="swatch" style="background:{_hex(LOCATION_COLOURS[name])}"></span>{name}' for name in shown)
+    else:
+        legend = '<span class="swatch" style="background:#ff2e2e"></span>lesion mask outline'
     if any(getattr(p, "numbered", False) for p in panels):
-        legend += (f'<span class="swatch" style="background:#fff078;border:1px solid #000"></span>lesion number: its row in '
-                   f"the lesion table (the {MAX_TABLE_ROWS} largest lesions are numbered)")
+        legend += (f'<span class="swatch" style="background:{_hex(NUMBER_RGB)};border:1px solid #000"></span>lesion number: '
+                   f"its row in the lesion table (the {MAX_TABLE_ROWS} largest lesions are numbered)")
     if with_uncertainty:
-        legend += ('<span class="swatch" style="background:linear-gradient(90deg,#333,#ffdb00)"></span>'
-                   "uncertainty (yellow, brighter = less sure; below 0.1 not shown)")
+        legend += (f'<span class="swatch" style="background:linear-gradient(90deg,#333,{_hex(UNCERTAINTY_RGB * 255)})"></span>'
+                   "uncertainty (blue, brighter = less sure; below 0.1 not shown)")
     return (f'<p class="legend">Radiological view: patient right on the left of each picture. {legend}</p>'
             f'<div class="panels">{figures}</div>')
 
@@ -310,7 +324,9 @@ def build_patient_report(
         cards.append(("volume-weighted lesion confidence", f"{float(np.average(lesions['confidence'], weights=weights)):.2f}"))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     heading = "Slices with lesions" if summary.lesion_count else "Slices (no lesion found)"
-    pictures = panels_html(panels, with_uncertainty)
+    from deepwml.inference.qc import table_locations
+
+    pictures = panels_html(panels, with_uncertainty, table_locations(lesions))
     if summary.lesion_count and len(panels) < summary.slices_with_lesion:
         pictures += (f'<p class="note">{len(panels)} of the {summary.slices_with_lesion} slices with lesion are shown: '
                      "those with the largest lesion area.</p>")

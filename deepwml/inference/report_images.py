@@ -1,13 +1,14 @@
-"""Slice pictures for the per-patient report: FLAIR in grey, the mask outlined in red, each lesion of the report's
-table numbered beside its outline with its ``lesion_id``, and, when there is one, the uncertainty map as a yellow
-haze. Composed with numpy and encoded by Pillow (no figure layout), so a 25-slice case costs well under a second; the
-page lays the panels out and prints their slice numbers as text.
+"""Slice pictures for the per-patient report: FLAIR in grey, the mask outlined in red (with the lesion table's
+location classes, each lesion in its class's colour, as on the QC picture), each lesion of the report's table numbered
+beside its outline with its ``lesion_id``, and, when there is one, the uncertainty map as a blue haze (blue: no
+location class is drawn in it). Composed with numpy and encoded by Pillow (no figure layout), so a 25-slice case
+costs well under a second; the page lays the panels out and prints their slice numbers as text.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image as PILImage
@@ -17,21 +18,22 @@ from scipy import ndimage
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_ids import lesion_ids_of
 from deepwml.inference.lesion_numbers import TakenSpots, draw_lesion_numbers, lesion_marks
-from deepwml.inference.qc import canonical_view, choose_slices, display_window, font, head_box
+from deepwml.inference.qc import LOCATION_COLOURS, canonical_view, choose_slices, display_window, font, head_box
 
 #: panels are resized (nearest neighbour, square pixels) to this many pixels on their longer side: the page shows
 #: them ~200 px wide, so bigger would only cost encoding time and page size
 PANEL_PIXELS = 320
 CONTOUR_RGB = np.array([1.0, 0.18, 0.18], dtype=np.float32)
-UNCERTAINTY_RGB = np.array([1.0, 0.86, 0.0], dtype=np.float32)
+#: the uncertainty haze: a blue no location class's outline shares (the QC palette's are warm, green, cyan, violet)
+UNCERTAINTY_RGB = np.array([0.1, 0.25, 1.0], dtype=np.float32)
 #: uncertainty below this is not drawn (sub-percent probabilities would tint the whole brain)
 UNCERTAINTY_FLOOR = 0.1
 UNCERTAINTY_ALPHA = 0.75
 #: outline width in shown pixels: the page scales panels down to ~200 px, a 1-pixel line would vanish
 OUTLINE_PIXELS = 3
-#: lesion numbers: yellow-white on a black rim, so they read on bright lesions and dark background alike; sized for
-#: the ~200 px the page shows a panel at
-NUMBER_RGB = (255, 240, 120)
+#: lesion numbers: white on a black rim (as on the QC picture), so they read on bright lesions and dark background
+#: alike and are not taken for a location class's colour; sized for the ~200 px the page shows a panel at
+NUMBER_RGB = (255, 255, 255)
 NUMBER_PIXELS = 22
 
 
@@ -86,8 +88,21 @@ def _bounding_box(mask: np.ndarray) -> Optional[tuple]:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def _panel_rgb(grey: np.ndarray, mask: np.ndarray, uncertainty: Optional[np.ndarray]) -> np.ndarray:
-    """RGB uint8 picture of one (already upscaled) slice; grey in 0..1.
+def outline_colours(locations: Sequence[str]) -> np.ndarray:
+    """uint8 RGB of each lesion id's outline (row k: lesion k of the table, whose ``locations`` are in its order): its
+    class's QC colour; row 0 and the last row, for any id beyond the table, the red of a picture without classes."""
+    red = _to_bytes(CONTOUR_RGB)
+    table = np.tile(red, (len(locations) + 2, 1))
+    for k, name in enumerate(locations, start=1):
+        if str(name) in LOCATION_COLOURS:
+            table[k] = LOCATION_COLOURS[str(name)]
+    return table
+
+
+def _panel_rgb(grey: np.ndarray, mask: np.ndarray, uncertainty: Optional[np.ndarray],
+               colours: Optional[np.ndarray] = None) -> np.ndarray:
+    """RGB uint8 picture of one (already upscaled) slice; grey in 0..1; ``colours``: the uint8 RGB of each pixel's
+    outline (the lesion's class colour), else red.
 
     Only the tinted and outlined pixels are blended in float: elsewhere the picture is the grey value itself.
     """
@@ -98,7 +113,8 @@ def _panel_rgb(grey: np.ndarray, mask: np.ndarray, uncertainty: Optional[np.ndar
         alpha = (UNCERTAINTY_ALPHA * np.clip(uncertainty.reshape(-1)[tinted], 0.0, 1.0))[:, None]
         pixels[tinted] = _to_bytes(grey.reshape(-1)[tinted][:, None] * (1.0 - alpha) + UNCERTAINTY_RGB * alpha)
     if mask.any():
-        pixels[np.flatnonzero(_outline(mask))] = _to_bytes(CONTOUR_RGB)
+        edge = np.flatnonzero(_outline(mask))
+        pixels[edge] = _to_bytes(CONTOUR_RGB) if colours is None else colours.reshape(-1, 3)[edge]
     return rgb
 
 
@@ -122,20 +138,22 @@ def _number_lesions(rgb: np.ndarray, marks: List[Tuple[int, int, int]]) -> np.nd
 
 def report_panels(
     image: np.ndarray, mask: np.ndarray, geometry: Geometry, uncertainty: Optional[np.ndarray] = None,
-    numbered: int = 0, ids: Optional[np.ndarray] = None,
+    numbered: int = 0, ids: Optional[np.ndarray] = None, locations: Optional[Sequence[str]] = None,
 ) -> List[Panel]:
     """Panels of the slices with lesions (the largest ones when there are many; a spread when there is none).
 
     Slices are shown as the QC montage shows them: radiological view (patient right on the left), cropped to the head.
     ``numbered``: lesions 1..numbered of the lesion table (its ids: most voxels first) get their number beside them;
-    ``ids``: the mask's lesion-id map when the caller has it.
+    ``ids``: the mask's lesion-id map when the caller has it; ``locations``: the lesion table's location class of each
+    lesion, in its order: outlines in their class's colour.
     """
     view, slice_numbers, (row_mm, col_mm) = canonical_view(image, geometry)
     mask_view = canonical_view(np.asarray(mask) > 0, geometry)[0]
     u_view = canonical_view(uncertainty, geometry)[0] if uncertainty is not None else None
     ids_view = None
-    if numbered > 0 and mask_view.any():
+    if (numbered > 0 or locations is not None) and mask_view.any():
         ids_view = canonical_view(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), geometry)[0]
+    palette = outline_colours(locations) if locations is not None and ids_view is not None else None
     lo, hi = display_window(view)
     rows, cols = head_box(view, lo, hi)
     index = _panel_indices(rows, cols, view.shape[1:], row_mm, col_mm)
@@ -144,7 +162,9 @@ def report_panels(
         # nearest-neighbour upscaling first: the grey window is per pixel, so it gives the same values on the panel
         grey = np.clip((_gather(view[s], index).astype(np.float32, copy=False) - lo) / (hi - lo), 0.0, 1.0)
         u = _gather(u_view[s], index).astype(np.float32, copy=False) if u_view is not None else None
-        rgb = _panel_rgb(grey, _gather(mask_view[s], index), u)
-        marks = lesion_marks(_gather(ids_view[s], index), numbered) if ids_view is not None else []
+        shown_ids = _gather(ids_view[s], index) if ids_view is not None else None
+        colours = palette[np.minimum(shown_ids, len(palette) - 1)] if palette is not None else None
+        rgb = _panel_rgb(grey, _gather(mask_view[s], index), u, colours)
+        marks = lesion_marks(shown_ids, numbered) if shown_ids is not None and numbered > 0 else []
         panels.append(Panel(int(slice_numbers[s]), _png(_number_lesions(rgb, marks)), bool(marks)))
     return panels
