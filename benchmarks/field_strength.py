@@ -33,7 +33,7 @@ from deepwml.synthetic.centres import CENTRES
 from deepwml.utils.commands import run_command
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-from skull_pairs import REPO_ROOT, score_arm  # benchmarks/skull_pairs.py
+from skull_pairs import outside_repository, score_arm  # benchmarks/skull_pairs.py
 
 #: (vendor, field strength) -> the scanner whose base contrast the other arm takes
 OTHER_FIELD: Dict[Tuple[str, float], Tuple[str, float]] = {
@@ -88,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    work = args.work.expanduser().resolve()
-    if work == REPO_ROOT or REPO_ROOT in work.parents:
-        raise DeepWMLError("the work folder must lie outside the repository", work)
+    work = outside_repository(args.work)
     unknown = [c for c in args.centres if c not in CENTRES]
     if unknown or args.per_centre < 1:
         raise DeepWMLError(f"--centres must name centres of {', '.join(CENTRES)} and --per-centre be at least 1"

@@ -30,6 +30,14 @@ from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def outside_repository(work: Path) -> Path:
+    """``work`` resolved; a folder inside the repository is refused (a benchmark's scans and models never go there)."""
+    work = Path(work).expanduser().resolve()
+    if work == REPO_ROOT or REPO_ROOT in work.parents:
+        raise DeepWMLError("the work folder must lie outside the repository", work)
+    return work
 #: arm name -> (stripped set?, --skull-strip?)
 ARMS = {"stripped": (True, False), "with skull": (False, False),
         "stripped, --skull-strip": (True, True), "with skull, --skull-strip": (False, True)}
@@ -82,9 +90,7 @@ def ratio_line(skull: Dict[str, Dict], stripped: Dict[str, Dict]) -> str:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    work = args.work.expanduser().resolve()
-    if work == REPO_ROOT or REPO_ROOT in work.parents:
-        raise DeepWMLError("the work folder must lie outside the repository", work)
+    work = outside_repository(args.work)
     env = dict(os.environ)
     print(f"# {load_line()}")
     print("lesions outside the brain: " + ("kept (--keep-outside-brain)" if args.keep_outside_brain

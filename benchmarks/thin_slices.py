@@ -34,8 +34,7 @@ from deepwml.synthetic.centres import CENTRES
 from deepwml.synthetic.generate import case_id_for, generate_case
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from skull_pairs import outside_repository  # benchmarks/skull_pairs.py
 #: centres drawn by default: every disease, MS and small-vessel disease at all four of their centres
 DEFAULT_CENTRES = ("MS#1", "MS#2", "MS#3", "MS#4", "NMOSD#1", "NMOSD#2", "CSVD#1", "CSVD#2", "CSVD#3", "CSVD#4")
 
@@ -114,9 +113,7 @@ def table_row(name: str, rows: Dict[str, Dict]) -> str:
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    work = args.work.expanduser().resolve()
-    if work == REPO_ROOT or REPO_ROOT in work.parents:
-        raise DeepWMLError("the work folder must lie outside the repository", work)
+    work = outside_repository(args.work)
     slabs = [_slab(s) for s in args.slabs]
     print(f"# {load_line()}")
     cases = make_volumes(work, [c.strip() for c in args.centres.split(",") if c.strip()], args.per_centre, args.seed,

@@ -53,6 +53,9 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                                 "rule for deep WMH)", "Units": "ml"},
     "lesions_dropped_outside_brain": {"Description": "lesions left out of the mask for lying wholly outside the brain "
                                                      "the anatomy model found (false positives, or brain it missed)"},
+    "bright_brain_share": {"Description": "share of the brain region in its outer 8 mm, brighter than 2 x the white "
+                                          "matter's median and outside the lesion mask: above 0.003 the scan does not look "
+                                          "like a T2-FLAIR (acquisition_warning)"},
     "mcdonald_dis_regions": {"Description": "McDonald 2017 dissemination-in-space regions a brain scan shows "
                                             "(periventricular, cortical or juxtacortical, infratentorial) holding a lesion"},
     # each location class's count and volume (docs/prediction.md, Lesion location)

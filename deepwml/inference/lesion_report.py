@@ -317,6 +317,9 @@ class CaseSummary:
 SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__ if name != "anatomy"]
 #: summary.csv column: lesions dropped for lying wholly outside the anatomy map's brain
 OUTSIDE_BRAIN_COLUMN = "lesions_dropped_outside_brain"
+#: summary.csv column: the share of the brain region at its surface, brighter than 2 x white matter and outside the
+#: lesion mask (deepwml.inference.flair_check)
+BRIGHT_SHARE_COLUMN = "bright_brain_share"
 #: summary.csv columns added when the cases were given an anatomy map, in this order
 ANATOMY_SUMMARY_COLUMNS = (
     [f"{name}_count" for name in LOCATIONS]
@@ -328,6 +331,8 @@ ANATOMY_SUMMARY_COLUMNS = (
     + ["fazekas_pv_deep_part_mm", "fazekas_deep_long_axis_mm"]
     # set by deepwml_predict beside the map's figures when it drops lesions outside the brain (inference.outside_brain)
     + [OUTSIDE_BRAIN_COLUMN]
+    # set by deepwml_predict from the scan and the map: does it look like a T2-FLAIR (inference.flair_check)
+    + [BRIGHT_SHARE_COLUMN]
 )
 
 

@@ -20,6 +20,7 @@ from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.acquisition import TrainedAcquisition
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
+from deepwml.inference.flair_check import contrast_fields, with_contrast_warning
 from deepwml.inference.inputs import InputCase, read_channels
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
@@ -168,7 +169,10 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     if dropped is not None:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
-    summary.acquisition_warning = scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm)
+    if anatomy is not None:  # does it look like a T2-FLAIR at all (deepwml.inference.flair_check)
+        summary.anatomy.update(contrast_fields(prepared.image.array, anatomy, geometry, mask))
+    summary.acquisition_warning = with_contrast_warning(
+        scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy)
     summary.source_series = source_series(case, options.clinical.series_uid)
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
     ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None

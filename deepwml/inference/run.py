@@ -19,6 +19,7 @@ from deepwml.inference.batches import mirror_floor
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.dicom_seg import require_highdicom
+from deepwml.inference.flair_check import with_contrast_warning
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8_mode import check_mode as check_int8_mode
 from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_lesion_filters,
@@ -303,8 +304,10 @@ def _predict(request: PredictRequest) -> PredictReport:
                                                            request.series_uid, thin_slab)
             if case.case_id in earlier:
                 # what its mask on disk cannot tell (every anatomy figure when the map was not saved; the lesions
-                # dropped outside the brain in any case) comes from the run that made it
-                summaries[case.case_id].anatomy = {**earlier[case.case_id], **summaries[case.case_id].anatomy}
+                # dropped outside the brain and the contrast check in any case) comes from the run that made it
+                summary = summaries[case.case_id]
+                summary.anatomy = {**earlier[case.case_id], **summary.anatomy}
+                summary.acquisition_warning = with_contrast_warning(summary.acquisition_warning, summary.anatomy)
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = runtime_setup() if weights.graphs is not None else torch_setup(request)
