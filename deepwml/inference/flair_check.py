@@ -2,16 +2,16 @@
 
 Why: a T2- or PD-weighted scan passed by mistake (a NIfTI folder, a mislabelled DICOM series), or a FLAIR whose CSF
 was not nulled, has bright CSF in the sulci and ventricles, and the lesion model calls much of it lesion: synthetic
-T2-weighted renderings of the generator's patients came out with a median of 46 ml of "lesion" (up to 127 ml) and a
+T2-weighted renderings of the generator's patients came out with a median of 44 ml of "lesion" (up to 160 ml) and a
 normal-looking summary (benchmarks/flair_check.py). On a T2-FLAIR the CSF is dark and what is bright is lesion, so
 in the outer part of the brain region (SHELL_MM: the cortex, sulci and the CSF next to the skull) the share of voxels
 brighter than BRIGHT_FACTOR x the white matter's median and yet outside the lesion mask stays tiny; bright CSF the
-model left unmasked raises it. A scan above MAX_BRIGHT_SHARE is predicted as usual, and
-summary.csv, the terminal, the report and the DICOM findings say that it does not look like a T2-FLAIR. The
-figures it was set on are in benchmarks/README.md ("Is it a FLAIR at all?").
+model left unmasked raises it. A scan above MAX_BRIGHT_SHARE is predicted as usual, and summary.csv, the terminal,
+the report and the DICOM findings say that it does not look like a T2-FLAIR. The figures it was set on are in
+benchmarks/README.md ("Is it a FLAIR at all?").
 
-What it cannot promise: a T1-weighted scan is flagged only when its bright fat or white matter falls in the brain
-region (its CSF is dark as on FLAIR), and a T2-weighted scan whose bright CSF the anatomy model leaves out of the brain
+What it cannot promise: a T1-weighted scan is often not flagged (its CSF is dark as on FLAIR; only bright fat in the
+region's margin gives it away), and a T2-weighted scan whose bright CSF the anatomy model leaves out of the brain
 and the lesion model leaves unmasked is not (those scans got little "lesion" either). Without the anatomy map
 (``--no-anatomy``) nothing is checked.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-
 from scipy import ndimage
 
 from deepwml.anatomy.labels import BACKGROUND, WHITE_MATTER
