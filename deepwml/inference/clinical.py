@@ -51,13 +51,16 @@ def write_clinical_outputs(
     uncertainty = uncertainty_map(probs) if (extras.uncertainty or extras.report) else None
     if extras.uncertainty:
         write_image(quantised(uncertainty), geometry, outputs.uncertainty)
+    model_name = getattr(options.model, "plan", "") or "DeepWML"  # as the DICOM objects name the model
+    located = None  # the lesion table's location classes, which the SEG, the findings picture and the report colour by
+    if extras.dicom_seg or extras.dicom_capture or extras.report:
+        from deepwml.inference.qc import table_locations
+
+        located = table_locations(lesions)
     if extras.dicom_seg and outputs.dicom_seg is not None:
         from deepwml.inference.dicom_seg import location_label_map, write_dicom_seg
         from deepwml.inference.lesion_ids import lesion_ids_of
-        from deepwml.inference.qc import table_locations
 
-        model_name = getattr(options.model, "plan", "") or "DeepWML"
-        located = table_locations(lesions)
         seg_mask, classes = mask, []
         if located:  # with an anatomy map, a segment per location class
             seg_mask, classes = location_label_map(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), located)
@@ -66,25 +69,21 @@ def write_clinical_outputs(
     if extras.dicom_sr and outputs.dicom_sr is not None:
         from deepwml.inference.dicom_sr import write_dicom_sr
 
-        model_name = getattr(options.model, "plan", "") or "DeepWML"
         seg = outputs.dicom_seg if extras.dicom_seg else None  # written just above: the SR references its segment
         write_dicom_sr(mask, lesions, summary, case.source, outputs.dicom_sr, f"DeepWML {model_name}", options.series_uid,
                        geometry.slice_axis_numpy, seg, ids)
     if extras.dicom_capture and outputs.dicom_capture is not None:
         from deepwml.inference.dicom_capture import first_header, write_findings_capture
-        from deepwml.inference.qc import table_locations
 
-        model_name = getattr(options.model, "plan", "") or "DeepWML"
         write_findings_capture(image.array, mask, geometry, summary, first_header(case.source, options.series_uid),
-                               outputs.dicom_capture, f"model {model_name}", ids, table_locations(lesions))
+                               outputs.dicom_capture, f"model {model_name}", ids, located)
     if extras.report:
         from deepwml.inference.patient_report import MAX_TABLE_ROWS, build_patient_report, write_patient_report
-        from deepwml.inference.qc import table_locations
         from deepwml.inference.report_images import report_panels
 
         # the lesions the page's table lists are numbered on its pictures
         panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS, ids=ids,
-                               locations=table_locations(lesions))
+                               locations=located)
         # a pseudonymised case's page names neither its file nor its series (whose label holds the study date)
         source, series = (Path("pseudonymised input"), None) if case.pseudonymised else (case.source, _series_label(case, options.series_uid))
         page = build_patient_report(summary, lesions, panels, geometry, source, options.model, uncertainty is not None,
