@@ -39,8 +39,8 @@ MIN_WHITE_MATTER_VOXELS = 100
 #: only the region's outer part is read, where CSF lies in the sulci and next to the skull: a FLAIR's lesions the
 #: model leaves unmasked (the faint bulk of confluent small-vessel disease) lie deeper, so they raise no false alarm
 SHELL_MM = 8.0
-#: above this share the scan does not look like a T2-FLAIR (benchmarks/flair_check.py: 85 synthetic FLAIRs and the real
-#: development scans at most 0.0002; T2-weighted renderings a median of 0.019, all but one above 0.004)
+#: above this share the scan does not look like a T2-FLAIR (benchmarks/flair_check.py: 48 synthetic FLAIRs and the real
+#: development scans at most 0.0008; T2-weighted renderings a median of 0.019, 46 of 48 above it)
 MAX_BRIGHT_SHARE = 0.003
 
 
@@ -107,15 +107,13 @@ def bright_share(image: np.ndarray, anatomy: np.ndarray, geometry: Geometry, mas
     white = region & (anatomy == WHITE_MATTER) & ~lesion
     if np.count_nonzero(white) < MIN_WHITE_MATTER_VOXELS:
         return None
-    reference = float(np.median(image[white]))
-    if reference <= 0:
-        return None
+    reference = float(np.median(image[white]))  # > 0: the region holds only voxels above 0
     bright = outer_shell(region, pixels) & (image > BRIGHT_FACTOR * reference) & ~lesion
     return float(np.count_nonzero(bright)) / float(np.count_nonzero(region))
 
 
 def contrast_fields(image: np.ndarray, anatomy: np.ndarray, geometry: Geometry, mask: np.ndarray) -> Dict[str, Any]:
-    """summary.csv's BRIGHT_SHARE_COLUMN (rounded; absent when the map finds no brain)."""
+    """summary.csv's BRIGHT_SHARE_COLUMN (rounded; absent when the map finds no brain or too little white matter)."""
     share = bright_share(image, anatomy, geometry, mask)
     return {} if share is None else {BRIGHT_SHARE_COLUMN: round(share, 4)}
 
