@@ -92,8 +92,34 @@ def test_lesion_marks_sit_at_the_top_right_of_each_piece_of_a_numbered_lesion():
     ids[20:25, 2:30] = 1
     ids[0:2, 35:38] = 61  # beyond the numbered ones (the table's rows): no number
     ids[26:29, 33:36] = 1  # lesion 1 again: a second piece of it on this slice (joined through another slice)
-    assert lesion_marks(ids, 60) == [(1, 20, 30), (1, 26, 36), (3, 5, 14)]
+    # the second piece lies 3 pixels from the first: named once at the default spacing, twice when spacing allows
+    assert lesion_marks(ids, 60, (1.0, 1.0)) == [(1, 20, 30), (3, 5, 14)]
+    assert lesion_marks(ids, 60, (1.0, 1.0), spacing_mm=3.0) == [(1, 20, 30), (1, 26, 36), (3, 5, 14)]
     assert lesion_marks(ids, 0) == [] and lesion_marks(np.zeros((4, 4), np.int32), 60) == []
+
+
+def test_a_confluent_lesion_is_numbered_once_per_spacing_not_on_every_piece():
+    from deepwml.inference.lesion_numbers import NUMBER_SPACING_MM
+
+    ids = np.zeros((200, 200), np.int32)
+    ids[40:60, 40:70] = 1  # the largest piece
+    for k in range(6):  # six small pieces of it close by (joined through other slices): no number of their own
+        ids[65:68, 40 + 5 * k:43 + 5 * k] = 1
+    ids[150:153, 150:153] = 1  # a piece far from the rest still says which lesion it is
+    ids[156:159, 150:153] = 1  # ... once
+    marks = lesion_marks(ids, 60, (1.0, 1.0))
+    assert marks == [(1, 40, 70), (1, 150, 153)]
+    # the spacing is in millimetres: the far piece lies ~115 pixels away, under the spacing at 0.2 mm pixels
+    assert 115 * 0.2 < NUMBER_SPACING_MM and lesion_marks(ids, 60, (0.2, 0.2)) == [(1, 40, 70)]
+
+
+def test_a_band_s_number_sits_beside_its_pixels_not_beside_its_box_corner():
+    ids = np.zeros((100, 100), np.int32)
+    ids[10:90, 10:14] = 2  # an L-shaped band: up the left, then along the bottom to the right
+    ids[86:90, 10:80] = 2
+    # the box's top right corner (10, 80) lies 70 pixels from the band; its pixel nearest that corner is the top
+    # of the left arm
+    assert lesion_marks(ids, 60) == [(2, 10, 14)]
 
 
 def _pixels(panel):
@@ -184,7 +210,7 @@ def test_a_place_is_free_exactly_when_it_keeps_the_margin_from_every_number_writ
 
 
 def test_a_speckled_mask_s_numbers_never_cover_one_another():
-    """A mask of thousands of specks (an unsuitable model, a noisy scan): every piece of the numbered lesions gets its
+    """A mask of thousands of specks (an unsuitable model, a noisy scan): every mark gets its
     number, and each number placed where the picture had room keeps clear of every number written before it."""
     from PIL import ImageDraw
 

@@ -1,6 +1,6 @@
 """Lesion numbers on slice pictures: each lesion of the lesion table named by its ``lesion_id`` beside every in-plane
-piece of it (the report's panels; the QC montage, and so the DICOM findings picture built on it), never covering it
-and never running into another number."""
+piece of it that lies apart from the others (the report's panels; the QC montage, and so the DICOM findings picture
+built on it), never covering it and never running into another number."""
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple, Union
@@ -8,6 +8,7 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 from PIL import ImageDraw, ImageFont
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 #: lesions 1..this are numbered: those the report's lesion table lists
 NUMBERED_LESIONS = 60
@@ -17,10 +18,19 @@ Rect = Tuple[int, int, int, int]
 Colour = Union[int, Tuple[int, int, int]]
 
 
-def lesion_marks(ids: np.ndarray, max_id: int) -> List[Tuple[int, int, int]]:
-    """(lesion id, row, column) for each in-plane piece of a lesion with an id up to ``max_id`` on one slice of lesion
-    ids: the top right corner of the piece, where its number goes (beside it, not over it). A lesion joined through
-    other slices may show as several pieces here; each carries its number."""
+#: a piece of a lesion closer than this (mm) to a numbered piece of it on the same slice carries no number of its
+#: own: a confluent lesion that falls into a dozen pieces around the ventricles is named a few times, not a dozen,
+#: while a piece far from the rest still says which lesion it is
+NUMBER_SPACING_MM = 30.0
+
+
+def lesion_marks(ids: np.ndarray, max_id: int, pixel_mm: Tuple[float, float] = (1.0, 1.0),
+                 spacing_mm: float = NUMBER_SPACING_MM) -> List[Tuple[int, int, int]]:
+    """(lesion id, row, column) for the in-plane pieces of lesions with an id up to ``max_id`` on one slice of lesion
+    ids (``pixel_mm``: a pixel's height and width) that carry the lesion's number: just right of the piece's pixel
+    nearest its top right corner, where the number goes (beside the lesion, not over it). A lesion joined through
+    other slices may show as several pieces here: its largest piece is numbered, and each other piece (largest
+    first) that lies ``spacing_mm`` or more from every numbered piece of the same lesion."""
     ids = np.asarray(ids)
     shown = (ids > 0) & (ids <= max_id)
     rows, cols = np.flatnonzero(shown.any(axis=1)), np.flatnonzero(shown.any(axis=0))
@@ -30,11 +40,68 @@ def lesion_marks(ids: np.ndarray, max_id: int) -> List[Tuple[int, int, int]]:
     ids, (top, left) = ids[around], (around[0].start, around[1].start)
     pieces, count = ndimage.label(shown[around], structure=np.ones((3, 3), bool))
     # a piece lies within one lesion (lesions touching in-plane would be one 26-connected lesion): any pixel names it
-    owners = np.zeros(count + 1, ids.dtype)
     where = np.flatnonzero(pieces)
-    owners[pieces.ravel()[where]] = ids.ravel()[where]
-    boxes = ndimage.find_objects(pieces)
-    return sorted((int(owner), top + box[0].start, left + box[1].stop) for owner, box in zip(owners[1:], boxes))
+    labels_of = pieces.ravel()[where]
+    owners = np.zeros(count + 1, ids.dtype)
+    owners[labels_of] = ids.ravel()[where]
+    # every piece's pixels, piece after piece: piece k's are pixels[starts[k]:starts[k + 1]]
+    by_piece = np.argsort(labels_of, kind="stable")
+    pixels = np.stack(np.unravel_index(where[by_piece], pieces.shape), axis=1)
+    starts = np.concatenate(([0], np.cumsum(np.bincount(labels_of, minlength=count + 1))))
+    sizes = np.diff(starts)
+    # each piece's box (top, left, bottom, right; pixels), piece 0 being the background
+    boxes = np.zeros((count + 1, 4), np.int64)
+    boxes[1:] = np.concatenate((np.minimum.reduceat(pixels, starts[1:-1], axis=0),
+                                np.maximum.reduceat(pixels, starts[1:-1], axis=0)), axis=1)
+    marks: List[Tuple[int, int, int]] = []
+    for lesion in np.unique(owners[1:]):
+        labels = np.flatnonzero(owners == lesion)
+        labels = labels[np.argsort(-sizes[labels], kind="stable")]
+        kept = labels[:1] if labels.size == 1 else _spaced_pieces(pixels, starts, boxes[labels], labels, pixel_mm, spacing_mm)
+        for label in kept:
+            row, col = _corner_pixel(pixels[starts[label]:starts[label + 1]])
+            marks.append((int(lesion), top + row, left + col + 1))
+    return sorted(marks)
+
+
+def _spaced_pieces(pixels: np.ndarray, starts: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                   pixel_mm: Tuple[float, float], spacing_mm: float) -> List[int]:
+    """The first of ``labels`` (one lesion's pieces, largest first; ``boxes`` theirs) and each next one at least
+    ``spacing_mm`` from every piece kept before it (pixel to pixel)."""
+    scale = np.asarray(pixel_mm, dtype=np.float64)
+    first, last = starts[labels], starts[labels + 1]
+    # a piece whose box lies spacing_mm from another's lies that far from it
+    boxes = boxes * np.tile(scale, 2)
+    kept, newest = [0], 0
+    alive = np.ones(labels.size, dtype=bool)
+    alive[0] = False
+    while True:
+        # only pieces whose box comes within spacing_mm of the newest kept piece's can be too near it
+        gap_rows = np.maximum(0.0, np.maximum(boxes[:, 0] - boxes[newest, 2], boxes[newest, 0] - boxes[:, 2]))
+        gap_cols = np.maximum(0.0, np.maximum(boxes[:, 1] - boxes[newest, 3], boxes[newest, 1] - boxes[:, 3]))
+        near = np.flatnonzero(alive & (np.hypot(gap_rows, gap_cols) < spacing_mm))
+        if near.size:
+            counts = last[near] - first[near]
+            offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            index = np.repeat(first[near] - offsets, counts) + np.arange(counts.sum())
+            tree = cKDTree(pixels[first[newest]:last[newest]] * scale)
+            distance = tree.query(pixels[index] * scale, distance_upper_bound=spacing_mm)[0]
+            # each kept piece only brings the others closer: a piece too near once stays too near
+            alive[near[np.minimum.reduceat(distance, offsets) < spacing_mm]] = False
+        remaining = np.flatnonzero(alive)
+        if remaining.size == 0:
+            return [int(labels[k]) for k in kept]
+        newest = int(remaining[0])
+        kept.append(newest)
+        alive[newest] = False
+
+
+def _corner_pixel(pixels: np.ndarray) -> Tuple[int, int]:
+    """(row, column) of the piece's pixel nearest the top right corner of its box: a band's corner can lie far
+    from the band, its pixel cannot."""
+    r, c = pixels[:, 0].astype(np.int64), pixels[:, 1].astype(np.int64)
+    nearest = int(np.argmin((r - r.min()) ** 2 + (c.max() - c) ** 2))
+    return int(r[nearest]), int(c[nearest])
 
 
 #: pixels kept free between two numbers, so that '5' beside '2' never reads as '52'

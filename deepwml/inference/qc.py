@@ -156,14 +156,15 @@ def render_panel(
 
 
 def _number_panels(draw: ImageDraw.ImageDraw, ids_view: np.ndarray, chosen: np.ndarray, corners: list,
-                   draw_hw: Tuple[int, int], numbered: int) -> None:
+                   draw_hw: Tuple[int, int], numbered: int, pixel_mm: Tuple[float, float]) -> None:
     """Write the lesion ids beside the lesions of every panel (white on black; deepwml.inference.lesion_numbers)."""
     from deepwml.inference.lesion_numbers import TakenSpots, draw_lesion_numbers, lesion_marks
 
     taken = TakenSpots(draw.im.size)
     scale_r, scale_c = draw_hw[0] / ids_view.shape[1], draw_hw[1] / ids_view.shape[2]
     for (left, top), s in zip(corners, chosen):
-        marks = [(k, top + int(round(r * scale_r)), left + int(round(c * scale_c))) for k, r, c in lesion_marks(ids_view[s], numbered)]
+        marks = [(k, top + int(round(r * scale_r)), left + int(round(c * scale_c)))
+                 for k, r, c in lesion_marks(ids_view[s], numbered, pixel_mm)]
         draw_lesion_numbers(draw, marks, font(12), GREY_LEVELS - 1, 0, (left, top, left + draw_hw[1], top + draw_hw[0]), taken)
 
 
@@ -257,7 +258,7 @@ def qc_montage(image: np.ndarray, mask: np.ndarray, geometry: Geometry, title: O
     for (left, top), s in zip(corners, chosen):
         draw_text(draw, (left + 4, top + 9), f"slice {int(slice_numbers[s])}", white, small, 0.0)
     if ids_view is not None:
-        _number_panels(draw, ids_view, chosen, corners, (draw_h, draw_w), numbered)
+        _number_panels(draw, ids_view, chosen, corners, (draw_h, draw_w), numbered, (row_mm, col_mm))
     if corners:
         # radiological convention: the patient's right is on the left of the picture
         left, top = corners[0]
