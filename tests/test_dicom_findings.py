@@ -12,7 +12,8 @@ import pytest
 from conftest import oblique_direction, tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image
-from deepwml.inference.dicom_capture import SC_SERIES_NUMBER, findings_lines, picture_orientation
+from deepwml.inference.dicom_capture import SC_SERIES_NUMBER, picture_orientation
+from deepwml.inference.findings import findings_lines
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
@@ -106,7 +107,7 @@ def test_findings_text():
     assert lines[1] == "Locations: infratentorial 1, periventricular 4, juxtacortical 2, deep 5"
     assert lines[2].startswith("Fazekas estimate: periventricular 2, deep 1; McDonald 2017 brain regions") and "3 of 3" in lines[2]
     assert lines[3] == "Caution: 1 mm slices: the model knows 3-8 mm"
-    assert lines[-1].startswith("model paper, DeepWML ") and "not a medical device" in lines[-1]
+    assert lines[-1].startswith("Model paper, DeepWML ") and "not a medical device" in lines[-1]
     # figures with the volumes by the 10 mm rule (an older run's have none, as above) say them after the locations
     anatomy.update(volume_within_10mm_of_ventricles_ml=2.1, volume_beyond_10mm_of_ventricles_ml=1.2345)
     assert findings_lines(summary, "model paper")[2] == \

@@ -76,6 +76,10 @@ def test_predict_writes_uncertainty_confidence_and_a_self_contained_report(tmp_p
     assert "No lesion found" in (out / "report" / "b.html").read_text()
     assert "lesion number: its row in the lesion table" in page  # the pictures number the table's lesions
     assert "lesion number" not in (out / "report" / "b.html").read_text()
+    # the findings, as the DICOM findings picture words them, open the page as text to copy
+    assert page.index("<h2>Findings (draft for the reader)</h2>") < page.index("<h2>Slices with lesions")
+    assert (f"White-matter lesions (automatic): {summary.loc['a', 'lesion_count']} lesions, "
+            f"{summary.loc['a', 'total_lesion_volume_ml']:.2f} ml, on ") in page and "Model tiny, DeepWML" in page
 
     # the report counts as an output for resuming: a run asking for it redoes cases that lack it
     (out / "report" / "b.html").unlink()
@@ -226,6 +230,40 @@ def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_g
     plain_lesions = lesion_table(mask, geometry)
     plain = build_patient_report(summarize_case("c", mask, geometry, plain_lesions), plain_lesions, [], geometry, Path("c.nii.gz"), model, False)
     assert "Fazekas" not in plain and "<th>location</th>" not in plain
+
+
+def test_the_findings_open_the_page_with_locations_estimates_and_the_scan_s_caution():
+    """The reader's draft: the findings picture's sentences, each a paragraph ending in a full stop, before every
+    other section, with the scan's caution among them; escaped as HTML."""
+    import dataclasses
+
+    from deepwml.anatomy.labels import VENTRICLE, WHITE_MATTER
+    from deepwml.imageio import Geometry
+    from deepwml.inference.findings import findings_lines
+    from deepwml.inference.lesion_report import lesion_table, summarize_case
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+
+    geometry = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
+    anatomy = np.full((5, 64, 64), WHITE_MATTER, np.uint8)
+    anatomy[2, 20:30, 20:30] = VENTRICLE
+    mask = np.zeros((5, 64, 64), np.uint8)
+    mask[2, 22:26, 30:36] = 1
+    mask[4, 40:44, 40:44] = 1
+    lesions = lesion_table(mask, geometry, anatomy)
+    summary = dataclasses.replace(summarize_case("c", mask, geometry, lesions, anatomy),
+                                  acquisition_warning="unlike the scans the model learned from: slices <1 mm> thick")
+    model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
+    lines = findings_lines(summary, "model p")
+    page = build_patient_report(summary, lesions, [], geometry, Path("c.nii.gz"), model, False, findings=lines)
+    block = page[page.index('<div class="findings">'):page.index("</div>", page.index('<div class="findings">'))]
+    assert page.index("Findings (draft for the reader)") < page.index("Lesion locations and Fazekas estimate")
+    assert block.count("<p>") == len(lines) == 6  # totals, locations, 10 mm split, estimates, caution, model
+    assert "<p>White-matter lesions (automatic): 2 lesions, 0.06 ml, on 2 of 5 slices.</p>" in block
+    assert "<p>Locations: periventricular 1, deep 1.</p>" in block and "Fazekas estimate: periventricular" in block
+    assert "Caution: unlike the scans the model learned from: slices &lt;1 mm&gt; thick." in block
+    assert "Model p, DeepWML" in block and "a qualified reader must review these findings.</p>" in block
+    # without findings (a caller that has none) the page has no such section
+    assert "Findings (draft" not in build_patient_report(summary, lesions, [], geometry, Path("c.nii.gz"), model, False)
 
 
 def test_a_grade_three_from_a_periventricular_lesions_deep_part_says_so():

@@ -78,6 +78,7 @@ def write_clinical_outputs(
         write_findings_capture(image.array, mask, geometry, summary, first_header(case.source, options.series_uid),
                                outputs.dicom_capture, f"model {model_name}", ids, located)
     if extras.report:
+        from deepwml.inference.findings import findings_lines
         from deepwml.inference.patient_report import MAX_TABLE_ROWS, build_patient_report, write_patient_report
         from deepwml.inference.report_images import report_panels
 
@@ -87,7 +88,7 @@ def write_clinical_outputs(
         # a pseudonymised case's page names neither its file nor its series (whose label holds the study date)
         source, series = (Path("pseudonymised input"), None) if case.pseudonymised else (case.source, _series_label(case, options.series_uid))
         page = build_patient_report(summary, lesions, panels, geometry, source, options.model, uncertainty is not None,
-                                    series=series)
+                                    series=series, findings=findings_lines(summary, f"model {model_name}"))
         write_patient_report(outputs.report_html, page)
         if extras.pdf and options.pdf_printer is not None:
             options.pdf_printer.print_pdf(outputs.report_html, outputs.report_pdf)

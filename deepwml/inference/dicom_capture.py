@@ -14,9 +14,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-import deepwml
-from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
 from deepwml.imageio import Geometry
+from deepwml.inference.findings import findings_lines
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
 from deepwml.inference.qc import draw_text, font, qc_montage
@@ -31,28 +30,6 @@ MIN_WIDTH = 960
 TEXT_SIZE = 16
 LINE_PIXELS = 22
 MARGIN = 12
-
-
-def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
-    """The findings as short sentences: totals, locations and estimates (with an anatomy map), warnings, model."""
-    plural = "" if summary.lesion_count == 1 else "s"
-    lines = [f"White-matter lesions (automatic): {summary.lesion_count} lesion{plural}, "
-             f"{summary.total_lesion_volume_ml:.2f} ml, on {summary.slices_with_lesion} of {summary.slices} slices"]
-    a = summary.anatomy
-    if a:
-        located = ", ".join(f"{name} {a[f'{name}_count']}" for name in LOCATIONS if a[f"{name}_count"])
-        lines.append(f"Locations: {located or 'no lesion'}")
-        if NEAR_VENTRICLES_COLUMN in a:  # figures of an older run have no volumes by the 10 mm rule
-            lines.append(f"Supratentorial lesion volume within / beyond 10 mm of the ventricles: "
-                         f"{a[NEAR_VENTRICLES_COLUMN]:.2f} / {a[FAR_FROM_VENTRICLES_COLUMN]:.2f} ml")
-        lines.append(f"Fazekas estimate: periventricular {int(a['fazekas_periventricular'])}, deep "
-                     f"{int(a['fazekas_deep'])}; McDonald 2017 brain regions with a lesion of 3 mm or more: "
-                     f"{a['mcdonald_dis_regions']} of 3 (spinal cord not imaged)")
-    if summary.acquisition_warning:
-        lines.append(f"Caution: {summary.acquisition_warning}")
-    lines.append(f"{model_name}, DeepWML {deepwml.__version__}. Research use only, not a medical device: "
-                 "a qualified reader must review these findings.")
-    return lines
 
 
 def findings_picture(image: np.ndarray, mask: np.ndarray, geometry: Geometry, lines: List[str],

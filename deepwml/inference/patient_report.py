@@ -73,6 +73,8 @@ main { max-width: 1000px; padding: 20px 28px 36px; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 0.9em; }
 dl.kv dt { font-weight: 600; } dl.kv dd { margin: 0; }
 pre.card-text { white-space: pre-wrap; font-size: 0.8em; background: #f6f8fa; border: 1px solid #d0d7de; padding: 8px; max-height: 420px; overflow: auto; }
+.findings { border: 1px solid #d0d7de; background: #f6f8fa; padding: 6px 12px; border-radius: 6px; user-select: all; }
+.findings p { margin: 4px 0; }
 .panels, .notice, .swatch { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 @media print { body { background: #fff; } main { max-width: none; padding: 0; } pre.card-text { max-height: none; } }
 """
@@ -207,6 +209,16 @@ def anatomy_html(summary: CaseSummary) -> str:
     return _key_values(rows) + note
 
 
+FINDINGS_HEADING = "Findings (draft for the reader)"
+
+
+def findings_html(lines: Sequence[str]) -> str:
+    """The findings as one block of plain sentences, to select and copy into a report once checked on the pictures."""
+    text = "".join(f"<p>{_e(line if line.endswith('.') else line + '.')}</p>" for line in lines)
+    return (f'<div class="findings">{text}</div><p class="note">Automatic figures for a reader to check against the '
+            "pictures and the lesion table below, and to copy into a report only when they agree.</p>")
+
+
 def _hex(rgb: Sequence[float]) -> str:
     """CSS colour of an RGB triple in 0..255."""
     return "#" + "".join(f"{int(round(v)):02x}" for v in rgb)
@@ -307,9 +319,10 @@ def build_patient_report(
     with_uncertainty: bool,
     extra_sections: Sequence[Tuple[str, str]] = (),
     series: Optional[str] = None,
+    findings: Sequence[str] = (),
 ) -> str:
     """The whole page as a string; ``extra_sections`` are (heading, HTML body) pairs placed right after the totals;
-    ``series`` describes the DICOM series read."""
+    ``series`` describes the DICOM series read; ``findings`` (deepwml.inference.findings) open the sections."""
     cards = [
         ("total lesion volume (ml)", f"{summary.total_lesion_volume_ml:.2f}"),
         ("lesions", str(summary.lesion_count)),
@@ -332,7 +345,9 @@ def build_patient_report(
                      "those with the largest lesion area.</p>")
     # summaries a later version adds (e.g. a Fazekas estimate) come first, then pictures, then the table
     located = [("Lesion locations and Fazekas estimate", anatomy_html(summary))] if summary.anatomy else []
+    written = [(FINDINGS_HEADING, findings_html(findings))] if findings else []
     sections: List[Tuple[str, str]] = [
+        *written,
         *located,
         *extra_sections,
         (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
