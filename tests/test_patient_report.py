@@ -205,11 +205,10 @@ def test_chromium_lookup_follows_path(monkeypatch, tmp_path):
     assert find_pdf_converter() == str(fake)
 
 
-def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_given():
+def _a_periventricular_and_a_deep_lesion():
+    """(mask, anatomy map, geometry): a lesion beside a ventricle and one two 6 mm slices away, in white matter."""
     from deepwml.anatomy.labels import VENTRICLE, WHITE_MATTER
     from deepwml.imageio import Geometry
-    from deepwml.inference.lesion_report import lesion_table, summarize_case
-    from deepwml.inference.patient_report import ModelInfo, build_patient_report
 
     geometry = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
     anatomy = np.full((5, 64, 64), WHITE_MATTER, np.uint8)
@@ -217,6 +216,14 @@ def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_g
     mask = np.zeros((5, 64, 64), np.uint8)
     mask[2, 22:26, 30:36] = 1
     mask[4, 40:44, 40:44] = 1
+    return mask, anatomy, geometry
+
+
+def test_page_shows_locations_and_the_fazekas_estimate_when_an_anatomy_map_was_given():
+    from deepwml.inference.lesion_report import lesion_table, summarize_case
+    from deepwml.inference.patient_report import ModelInfo, build_patient_report
+
+    mask, anatomy, geometry = _a_periventricular_and_a_deep_lesion()
     lesions = lesion_table(mask, geometry, anatomy)
     model = ModelInfo(Path("m"), "Dataset1_X", "p", ("0",), "best", False, 0.5)
     with_map = build_patient_report(summarize_case("c", mask, geometry, lesions, anatomy), lesions, [], geometry, Path("c.nii.gz"), model, False)
@@ -237,18 +244,11 @@ def test_the_findings_open_the_page_with_locations_estimates_and_the_scan_s_caut
     other section, with the scan's caution among them; escaped as HTML."""
     import dataclasses
 
-    from deepwml.anatomy.labels import VENTRICLE, WHITE_MATTER
-    from deepwml.imageio import Geometry
     from deepwml.inference.findings import findings_lines
     from deepwml.inference.lesion_report import lesion_table, summarize_case
     from deepwml.inference.patient_report import ModelInfo, build_patient_report
 
-    geometry = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
-    anatomy = np.full((5, 64, 64), WHITE_MATTER, np.uint8)
-    anatomy[2, 20:30, 20:30] = VENTRICLE
-    mask = np.zeros((5, 64, 64), np.uint8)
-    mask[2, 22:26, 30:36] = 1
-    mask[4, 40:44, 40:44] = 1
+    mask, anatomy, geometry = _a_periventricular_and_a_deep_lesion()
     lesions = lesion_table(mask, geometry, anatomy)
     summary = dataclasses.replace(summarize_case("c", mask, geometry, lesions, anatomy),
                                   acquisition_warning="unlike the scans the model learned from: slices <1 mm> thick")
