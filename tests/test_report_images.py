@@ -111,6 +111,13 @@ def test_a_confluent_lesion_is_numbered_once_per_spacing_not_on_every_piece():
     assert marks == [(1, 40, 70), (1, 150, 153)]
     # the spacing is in millimetres: the far piece lies ~115 pixels away, under the spacing at 0.2 mm pixels
     assert 115 * 0.2 < NUMBER_SPACING_MM and lesion_marks(ids, 60, (0.2, 0.2)) == [(1, 40, 70)]
+    # distances run pixel to pixel, not box to box: a piece inside an L-shaped band's box but far from its arms is
+    # numbered too
+    band = np.zeros((200, 200), np.int32)
+    band[10:14, 10:190] = 2
+    band[10:190, 10:14] = 2
+    band[150:153, 150:153] = 2
+    assert lesion_marks(band, 60, (1.0, 1.0)) == [(2, 10, 190), (2, 150, 153)]
 
 
 def test_a_band_s_number_sits_beside_its_pixels_not_beside_its_box_corner():

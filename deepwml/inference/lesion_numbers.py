@@ -8,7 +8,6 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 from PIL import ImageDraw, ImageFont
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 #: lesions 1..this are numbered: those the report's lesion table lists
 NUMBERED_LESIONS = 60
@@ -44,11 +43,17 @@ def lesion_marks(ids: np.ndarray, max_id: int, pixel_mm: Tuple[float, float] = (
     labels_of = pieces.ravel()[where]
     owners = np.zeros(count + 1, ids.dtype)
     owners[labels_of] = ids.ravel()[where]
-    # every piece's pixels, piece after piece: piece k's are pixels[starts[k]:starts[k + 1]]
-    by_piece = np.argsort(labels_of, kind="stable")
-    pixels = np.stack(np.unravel_index(where[by_piece], pieces.shape), axis=1)
-    starts = np.concatenate(([0], np.cumsum(np.bincount(labels_of, minlength=count + 1))))
-    sizes = np.diff(starts)
+    sizes = np.bincount(labels_of, minlength=count + 1)
+    # each piece's edge pixels (a 4-neighbour outside it), piece after piece: piece k's are pixels[starts[k]:starts[k + 1]].
+    # Two pieces are nearest at their edges, and a piece's pixel nearest its box's top right corner is an edge pixel
+    # (the pixel above it would be nearer), so the inner pixels of a large piece are never looked at
+    padded = np.pad(pieces, 1)
+    inner = ((padded[:-2, 1:-1] == pieces) & (padded[2:, 1:-1] == pieces) & (padded[1:-1, :-2] == pieces)
+             & (padded[1:-1, 2:] == pieces)).ravel()[where]
+    edge, edge_labels = where[~inner], labels_of[~inner]
+    by_piece = np.argsort(edge_labels, kind="stable")
+    pixels = np.stack(np.unravel_index(edge[by_piece], pieces.shape), axis=1)
+    starts = np.concatenate(([0], np.cumsum(np.bincount(edge_labels, minlength=count + 1))))
     # each piece's box (top, left, bottom, right; pixels), piece 0 being the background
     boxes = np.zeros((count + 1, 4), np.int64)
     boxes[1:] = np.concatenate((np.minimum.reduceat(pixels, starts[1:-1], axis=0),
@@ -84,8 +89,7 @@ def _spaced_pieces(pixels: np.ndarray, starts: np.ndarray, boxes: np.ndarray, la
             counts = last[near] - first[near]
             offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
             index = np.repeat(first[near] - offsets, counts) + np.arange(counts.sum())
-            tree = cKDTree(pixels[first[newest]:last[newest]] * scale)
-            distance = tree.query(pixels[index] * scale, distance_upper_bound=spacing_mm)[0]
+            distance = _nearest_mm(pixels[index] * scale, pixels[first[newest]:last[newest]] * scale)
             # each kept piece only brings the others closer: a piece too near once stays too near
             alive[near[np.minimum.reduceat(distance, offsets) < spacing_mm]] = False
         remaining = np.flatnonzero(alive)
@@ -94,6 +98,21 @@ def _spaced_pieces(pixels: np.ndarray, starts: np.ndarray, boxes: np.ndarray, la
         newest = int(remaining[0])
         kept.append(newest)
         alive[newest] = False
+
+
+#: (point, point) distances computed at once: bounds the memory whatever the pieces' sizes
+PAIRS_AT_ONCE = 1 << 20
+
+
+def _nearest_mm(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Each of ``points``' (n, 2; mm) distance to the nearest of ``others``."""
+    out = np.empty(len(points))
+    step = max(1, PAIRS_AT_ONCE // max(1, len(others)))
+    for start in range(0, len(points), step):
+        part = points[start:start + step]
+        squared = ((part[:, None, :] - others[None, :, :]) ** 2).sum(axis=2)
+        out[start:start + step] = np.sqrt(squared.min(axis=1))
+    return out
 
 
 def _corner_pixel(pixels: np.ndarray) -> Tuple[int, int]:
