@@ -61,7 +61,7 @@ def _panel_mm(rows: slice, cols: slice, shape_hw: tuple, row_mm: float, col_mm: 
 def _panel_indices(rows: slice, cols: slice, shape_hw: tuple, row_mm: float, col_mm: float) -> tuple:
     """(row, column) indices into a whole slice of the pixels of its head-cropped panel at PANEL_PIXELS."""
     rows_in, cols_in = np.arange(shape_hw[0])[rows], np.arange(shape_hw[1])[cols]
-    scale = 1.0 / _panel_mm(rows, cols, shape_hw, row_mm, col_mm)
+    scale = PANEL_PIXELS / max(rows_in.size * row_mm, cols_in.size * col_mm)
     return rows_in[_resize_index(rows_in.size, row_mm, scale)], cols_in[_resize_index(cols_in.size, col_mm, scale)]
 
 
