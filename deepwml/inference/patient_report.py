@@ -73,7 +73,7 @@ main { max-width: 1000px; padding: 20px 28px 36px; }
 dl.kv { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; font-size: 0.9em; }
 dl.kv dt { font-weight: 600; } dl.kv dd { margin: 0; }
 pre.card-text { white-space: pre-wrap; font-size: 0.8em; background: #f6f8fa; border: 1px solid #d0d7de; padding: 8px; max-height: 420px; overflow: auto; }
-.findings { border: 1px solid #d0d7de; background: #f6f8fa; padding: 6px 12px; border-radius: 6px; user-select: all; }
+.findings { border: 1px solid #d0d7de; background: #f6f8fa; padding: 6px 12px; border-radius: 6px; }
 .findings p { margin: 4px 0; }
 .panels, .notice, .swatch { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 @media print { body { background: #fff; } main { max-width: none; padding: 0; } pre.card-text { max-height: none; } }
