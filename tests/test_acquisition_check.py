@@ -51,6 +51,34 @@ def test_what_differs_is_named(geometry, words):
     assert words in warning and warning.startswith("unlike the scans the model learned from")
 
 
+def test_a_sagittal_3d_flair_is_flagged_as_thin_not_as_sagittal():
+    """Its axial planes are read (deepwml.imageio.geometry.THREE_D_MAX_SPACING_MM), so only its thinness is unlike."""
+    sagittal = Geometry((256, 256, 150), (1.0, 1.0, 1.2), (0.0, 0.0, 0.0), (0, 0, 1, 1, 0, 0, 0, 1, 0))
+    warning = acquisition_warning(sagittal, TRAINED)
+    assert "slices 1 mm thick" in warning and "not axial" not in warning
+
+
+def test_a_3d_volume_stored_in_sagittal_partitions_is_segmented_as_its_axial_copy(tmp_path):
+    """The same voxels stored once as axial planes and once as sagittal partitions (1.2 mm, the file's third axis
+    running left-right) give the same mask, voxel for voxel once the axes are put back."""
+    model = write_model_dir(tmp_path / "model" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,), kind="threshold")
+    image, _, _ = tiny_case(shape_zyx=(30, 48, 40), spacing_xyz=(1.2, 1.0, 1.0), seed=5, n_lesions=6)
+    axial = Geometry((40, 48, 30), (1.2, 1.0, 1.0), (0.0, 0.0, 0.0))
+    # numpy (z, y, x) = (S-I, A-P, L-R) -> (L-R, S-I, A-P): index x along A-P, y along S-I, z along L-R
+    sagittal = Geometry((48, 30, 40), (1.0, 1.0, 1.2), (0.0, 0.0, 0.0), (0, 0, 1, 1, 0, 0, 0, 1, 0))
+    write_image(image, axial, tmp_path / "in" / "axial.nii.gz")
+    write_image(image.transpose(2, 0, 1), sagittal, tmp_path / "in" / "sagittal.nii.gz")
+    assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc",
+                         "--no-anatomy"]) == 0
+    from deepwml.imageio import read_image
+
+    from_axial = read_image(tmp_path / "out" / "axial.nii.gz").array
+    from_sagittal = read_image(tmp_path / "out" / "sagittal.nii.gz").array
+    assert from_axial.any() and np.array_equal(from_sagittal.transpose(1, 2, 0), from_axial)
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")
+    assert summary.loc["sagittal", "slices"] == summary.loc["axial", "slices"] == 30
+
+
 def test_tilt_is_measured_from_the_head_axis():
     assert axial_tilt_deg(_geometry()) == pytest.approx(0.0, abs=1e-6)
     assert axial_tilt_deg(_geometry(direction=_rotation_about_x(30))) == pytest.approx(30.0, abs=1e-6)

@@ -37,6 +37,20 @@ def test_slice_axis_is_coarsest_whatever_the_orientation():
     assert g.slice_axis == 1
 
 
+def test_a_3d_acquisition_is_read_in_axial_planes_whatever_plane_it_was_acquired_in():
+    """A sagittal 3D FLAIR of 1.2 mm partitions and 1 mm pixels has no slice axis a 2D model knows: its axial planes
+    are read (the axis nearest world z), while a sagittal 2D stack keeps its thick slices."""
+    sagittal = (0, 0, 1, 1, 0, 0, 0, 1, 0)  # index x along world y (A-P), y along world z (S-I), z along world x (L-R)
+    g = Geometry((218, 182, 150), (1.0, 1.0, 1.2), (0, 0, 0), sagittal)
+    assert g.slice_axis == 1 and g.slice_thickness == 1.0 and sorted(g.inplane_spacing) == [1.0, 1.2]
+    assert Geometry((218, 182, 150), (1.0, 1.0, 1.5), (0, 0, 0), sagittal).slice_axis == 1
+    # thicker than a 3D partition: a 2D sagittal stack, read as it was acquired (and flagged as not axial)
+    assert Geometry((256, 256, 30), (0.9, 0.9, 1.6), (0, 0, 0), sagittal).slice_axis == 2
+    assert Geometry((256, 256, 30), (0.9, 0.9, 5.0), (0, 0, 0), sagittal).slice_axis == 2
+    # an axial 3D scan with thicker partitions than its pixels: its own slices, as before
+    assert Geometry((256, 256, 150), (0.5, 0.5, 1.0), (0, 0, 0)).slice_axis == 2
+
+
 def test_nan_image_is_an_error_naming_the_file(tmp_path):
     image, _, geometry = tiny_case()
     image[0, 0, 0] = np.nan

@@ -7,6 +7,12 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 
+#: a volume whose every spacing is at most this (mm) is a 3D acquisition (2D FLAIR slices are 3 mm or more): it has
+#: no slice axis of its own, and is read in axial planes whatever plane it was acquired in, as the 2D models learned
+#: them (a sagittal 3D FLAIR of 1.2 mm partitions is not read sagittally)
+THREE_D_MAX_SPACING_MM = 1.5
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Size, spacing, origin and direction in ITK (x, y, z) index order; direction is row-major 3×3."""
@@ -29,12 +35,15 @@ class Geometry:
 
     @property
     def slice_axis(self) -> int:
-        """ITK index axis (0=x, 1=y, 2=z) with the coarsest spacing; ties go to the axis closest to world z."""
+        """ITK index axis (0=x, 1=y, 2=z) with the coarsest spacing; ties, and every axis of a 3D acquisition (no
+        spacing over THREE_D_MAX_SPACING_MM), go to the axis closest to world z."""
         spacing = np.asarray(self.spacing)
         coarsest = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))
+        if spacing.max() <= THREE_D_MAX_SPACING_MM:
+            coarsest = np.arange(3)
         if len(coarsest) == 1:
             return int(coarsest[0])
-        # isotropic or tied: prefer the axis pointing most along the world's superior-inferior axis (axial slices)
+        # isotropic, tied or 3D: the axis pointing most along the world's superior-inferior axis (axial slices)
         alignment = np.abs(self.direction_matrix[2, coarsest])
         return int(coarsest[int(np.argmax(alignment))])
 
