@@ -6,7 +6,7 @@ from typing import Dict
 DEFINITIONS: Dict[str, str] = {
     "Masks": "Label 1 = lesion. Voxels the reference marks with the ignore value (dataset.json labels.ignore) are removed "
     "from both reference and prediction before every metric; any other value is an error.",
-    "Slice": "A 2D slice along the slice axis (the coarsest-spaced image axis), in the image's own geometry.",
+    "Slice": "A 2D slice along the slice axis (the coarsest-spaced image axis; a 3D scan's axial one), in the image's own geometry.",
     "Per-slice Dice / sensitivity / precision": "2TP/(|R|+|P|), TP/|R|, TP/|P| in pixels of one slice, on slices with "
     "reference lesion. With an empty prediction on such a slice: Dice 0, sensitivity 0, precision undefined (NaN, left "
     "out of medians).",

@@ -40,7 +40,8 @@ class PreprocessingPlan:
     clip_percentiles: List[float] = field(default_factory=lambda: [0.5, 99.5])
     #: float16 halves the cache; float32 keeps it exact.
     cache_dtype: str = "float16"
-    #: 'coarsest': the slice axis is the axis with the coarsest spacing (never resampled)
+    #: 'coarsest': the slice axis is the axis with the coarsest spacing, a 3D scan's the one nearest the head's long axis
+    #: (Geometry.slice_axis; never resampled)
     slice_axis: str = "coarsest"
     #: 'canonical': slice axis first, columns patient right→left, rows anterior→posterior (permutation/flips only)
     orientation: str = "canonical"

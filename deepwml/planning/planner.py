@@ -114,7 +114,7 @@ def _data_summary(fingerprint: Dict[str, Any], plan: Plan) -> Dict[str, Any]:
     s = fingerprint["dataset_summary"]
     return {
         "n_cases": fingerprint["n_cases"],
-        "slice_axis_rule": "coarsest spacing; never resampled; reoriented to slice axis first (permutation/flips only)",
+        "slice_axis_rule": "coarsest spacing (a 3D scan: the axis nearest the head's long axis); never resampled; reoriented to slice axis first (permutation/flips only)",
         "slice_axes": s["slice_axes"],
         "orientations": s["orientations"],
         "slice_thickness_range_mm": s["slice_thickness_range"],
