@@ -171,9 +171,30 @@ def pad_field(image: np.ndarray, mask: np.ndarray, geometry: Geometry, field_mm:
     return np.pad(image, widths), np.pad(mask, widths), padded
 
 
+def sagittal_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry,
+                    partition_mm: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """A 3D scan re-acquired in sagittal partitions of ``partition_mm`` (left-right; linear interpolation, the mask
+    by nearest neighbour) and stored as a scanner stores a sagittal series: the file's third axis left-right, its
+    first anterior-posterior, its second superior-inferior. Every voxel keeps its world position."""
+    mask, _ = superior_axis_first(mask, geometry)
+    image, geometry = superior_axis_first(image, geometry)  # numpy (S-I, A-P, L-R)
+    n = image.shape[2]
+    count = max(1, int(round(n * geometry.spacing[0] / partition_mm)))
+    where = np.minimum(np.arange(count) * partition_mm / geometry.spacing[0], n - 1)
+    low = np.floor(where).astype(int)
+    high, weight = np.minimum(low + 1, n - 1), (where - low).astype(np.float32)
+    resliced = image[:, :, low] * (1 - weight) + image[:, :, high] * weight
+    labels = mask[:, :, np.minimum(np.round(where).astype(int), n - 1)]
+    stored = Geometry((image.shape[1], image.shape[0], count), (geometry.spacing[1], geometry.spacing[2], partition_mm),
+                      geometry.origin, tuple(geometry.direction_matrix[:, [1, 2, 0]].ravel()))
+    return (np.ascontiguousarray(resliced.transpose(2, 0, 1), dtype=np.float32),
+            np.ascontiguousarray(labels.transpose(2, 0, 1)), stored)
+
+
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
                 labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0,
-                native: bool = False, add_head: bool = False, field: Optional[float] = None) -> List[StackCase]:
+                native: bool = False, add_head: bool = False, field: Optional[float] = None,
+                sagittal: Optional[float] = None) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
@@ -181,7 +202,9 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
     stack's :func:`contrast_figures`; ``tilt``: nod each head by this many degrees first (:func:`pitch_volume`);
     ``native``: also each scan as it comes (3D, 1 mm), scored against its own mask (case id ..._native);
     ``add_head``: wrap each stripped brain in a synthetic skull and scalp first (benchmarks/synthetic_head.py);
-    ``field``: pad each scan in-plane to a square field of view of this many mm first (:func:`pad_field`).
+    ``field``: pad each scan in-plane to a square field of view of this many mm first (:func:`pad_field`);
+    ``sagittal``: also each scan re-acquired in sagittal partitions of this many mm (:func:`sagittal_volume`), scored
+    against its mask resliced alike (case id ..._sagittal).
     """
     cases = []
     for k, scan in enumerate(scans):
@@ -202,6 +225,12 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
             figures = contrast_figures(image, label) if contrast else None
             cases.append(StackCase(scan.scan_id, flair.geometry.slice_thickness, case_id, label, flair.geometry, figures,
                                    brain=brain))
+        if sagittal:
+            case_id = f"{scan.scan_id}_sagittal{suffix}"
+            image, label, geometry = sagittal_volume(flair.array, mask.array, flair.geometry, sagittal)
+            write_image(image, geometry, images_dir / f"{case_id}.nii.gz")
+            figures = contrast_figures(image, label > 0) if contrast else None
+            cases.append(StackCase(scan.scan_id, sagittal, case_id, label > 0, geometry, figures))
         volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
         if add_head:
             brain = pitch_mask(brain.astype(np.uint8), flair.geometry, tilt)
@@ -269,8 +298,10 @@ def score(cases: Sequence[StackCase], pred_dir: Path, errors: int = 0,
     rows, components, profiles, conspicuous = [], [], [], []
     for case in cases:
         path = pred_dir / f"{case.case_id}.nii.gz"
-        row = {"scan": case.scan_id, "thickness": case.thickness, "slabs": case.geometry.size[2],
-               "matrix": f"{case.geometry.size[1]}x{case.geometry.size[0]}"}
+        # along the axis DeepWML slices (a sagittal series' is not its file's third axis)
+        inplane = [n for axis, n in enumerate(case.geometry.size) if axis != case.geometry.slice_axis]
+        row = {"scan": case.scan_id, "thickness": case.thickness, "slabs": case.geometry.n_slices,
+               "matrix": f"{inplane[1]}x{inplane[0]}"}
         if not path.is_file():
             rows.append({**row, "failed": True})
             continue
@@ -558,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
+    p.add_argument("--sagittal", type=float, default=None, metavar="MM",
+                   help="also predict each scan re-acquired as a sagittal 3D FLAIR of MM-thick partitions (e.g. 1.2; "
+                        "in-plane kept) and stored as a sagittal series is, and score it against its mask resliced alike")
     p.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM",
                    help="deepwml_predict --thin-slab-mm: how the --native scans (1 mm) reach the networks (default auto; "
                         "the thick stacks are never thin)")
@@ -662,7 +696,7 @@ def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: 
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
-                            add_head=args.add_head, field=args.field)
+                            add_head=args.add_head, field=args.field, sagittal=args.sagittal)
         if args.stacks_only:
             print(f"wrote {len(cases)} stacks to {work / 'images'}; segment them (a mask per stack, named as it, on its "
                   f"grid), then score the masks with these stack options and --predictions MASKS")
@@ -762,7 +796,7 @@ def _main(argv: Optional[List[str]]) -> int:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
-                            add_head=args.add_head, field=args.field)
+                            add_head=args.add_head, field=args.field, sagittal=args.sagittal)
         t_stacks = time.perf_counter() - t0
         report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()
@@ -772,7 +806,7 @@ def _main(argv: Optional[List[str]]) -> int:
                        for r in lesion_confidence(c, work / "predictions")] if args.confidence else []
         t_score = time.perf_counter() - t0
     print_tables(args, cases, rows, components, profiles, confidences, conspicuous)
-    n_slices = sum(c.geometry.size[2] for c in cases)
+    n_slices = sum(c.geometry.n_slices for c in cases)
     print(f"time: {time.perf_counter() - start:.1f} s in all; stacks {t_stacks:.1f} s, prediction {report.seconds:.1f} s "
           f"({len(cases)} stacks, {n_slices} slices, {report.seconds / max(n_slices, 1):.3f} s/slice incl. model load, "
           f"{report.device}), scoring {t_score:.1f} s")

@@ -191,14 +191,40 @@ def test_with_averages_the_probabilities_of_models_of_other_plans(tmp_path, caps
     assert "--weights gives 1 weight(s) for 2 model(s)" in capsys.readouterr().err
 
 
-def test_native_also_scores_each_scan_as_it_comes_against_its_own_mask(tmp_path, capsys):
-    """--native: each 1 mm scan is predicted as it is and scored on its 1 mm mask, a row and a mean of their own."""
-    out, lines = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--native")
+def test_native_and_sagittal_also_score_each_scan_as_3d_volumes_against_their_own_masks(tmp_path, capsys):
+    """--native: each 1 mm scan is predicted as it is and scored on its 1 mm mask, a row and a mean of their own;
+    --sagittal 1.2: also re-acquired in 1.2 mm left-right partitions, stored as a sagittal series is."""
+    out, lines = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--native", "--sagittal", "1.2")
     rows = [line.split("|") for line in lines]
-    assert [r[1:4] for r in rows] == [[" patient01 ", " 1 ", " 30 "], [" patient01 ", " 5 ", " 6 "],
-                                      [" patient02 ", " 1 ", " 30 "], [" patient02 ", " 5 ", " 6 "]]
+    assert [r[1:4] for r in rows] == [[" patient01 ", " 1 ", " 30 "], [" patient01 ", " 1.2 ", " 30 "],
+                                      [" patient01 ", " 5 ", " 6 "], [" patient02 ", " 1 ", " 30 "],
+                                      [" patient02 ", " 1.2 ", " 30 "], [" patient02 ", " 5 ", " 6 "]]
     assert float(rows[0][7]) > 0.5 and "**mean 1 mm** |  | 2 stacks" in out
     assert (tmp_path / "work" / "images" / "patient01_native.nii.gz").is_file()
+    # the bright lesion is found in the sagittal files too, which are read in axial planes (30 slices of 1 mm)
+    assert float(rows[1][7]) > 0.5 and float(rows[4][7]) > 0.5, out
+    written = read_image(tmp_path / "work" / "images" / "patient01_sagittal.nii.gz")
+    assert written.geometry.size == (64, 30, 53) and written.geometry.slice_axis == 1
+
+
+def test_sagittal_reslices_a_scan_into_left_right_partitions_stored_as_a_sagittal_series():
+    """--sagittal MM: each 3D scan resliced into MM-thick left-right partitions, its file's third axis left-right (a
+    sagittal series as stored), every voxel where it was."""
+    bench = _benchmark()
+    geometry = Geometry((40, 30, 20), (1.0, 1.0, 1.0), (5.0, -7.0, 3.0))
+    image = np.random.default_rng(2).random((20, 30, 40)).astype(np.float32)  # numpy (S-I, A-P, L-R)
+    mask = (image > 0.9).astype(np.uint8)
+    same, same_mask, stored = bench.sagittal_volume(image, mask, geometry, 1.0)
+    assert same.shape == (40, 20, 30) and stored.size == (30, 20, 40) and stored.spacing == (1.0, 1.0, 1.0)
+    assert np.allclose(stored.direction_matrix[:, 2], [1, 0, 0]) and np.allclose(stored.direction_matrix[:, 1], [0, 0, 1])
+    # a voxel keeps its world position: index (x, y, z) of the stored file is (A-P, S-I, L-R) = (j, k, i)
+    assert np.array_equal(same, image.transpose(2, 0, 1)) and np.array_equal(same_mask, mask.transpose(2, 0, 1))
+    i, j, k = 13, 7, 4
+    world = np.asarray(stored.origin) + stored.direction_matrix @ (np.array([j, k, i]) * np.asarray(stored.spacing))
+    assert np.allclose(world, np.asarray(geometry.origin) + np.array([i, j, k]))
+    thick, _, stored = bench.sagittal_volume(image, mask, geometry, 1.25)
+    assert thick.shape == (32, 20, 30) and stored.spacing == (1.0, 1.0, 1.25)
+    assert np.allclose(thick[4], image[:, :, 5])  # partition 4 lies 5 mm from the first, on a voxel of the scan
 
 
 def test_contrast_figures_measure_lesions_against_the_stripped_brain():
