@@ -11,7 +11,7 @@ import pytest
 
 from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
-from deepwml.imageio import write_image
+from deepwml.imageio import read_image, write_image
 from deepwml.imageio.geometry import Geometry
 from deepwml.inference.acquisition import TrainedAcquisition, acquisition_warning, axial_tilt_deg, trained_acquisition
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
@@ -70,8 +70,6 @@ def test_a_3d_volume_stored_in_sagittal_partitions_is_segmented_as_its_axial_cop
     write_image(image.transpose(2, 0, 1), sagittal, tmp_path / "in" / "sagittal.nii.gz")
     assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc",
                          "--no-anatomy"]) == 0
-    from deepwml.imageio import read_image
-
     from_axial = read_image(tmp_path / "out" / "axial.nii.gz").array
     from_sagittal = read_image(tmp_path / "out" / "sagittal.nii.gz").array
     assert from_axial.any() and np.array_equal(from_sagittal.transpose(1, 2, 0), from_axial)
