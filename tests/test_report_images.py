@@ -217,8 +217,8 @@ def test_a_place_is_free_exactly_when_it_keeps_the_margin_from_every_number_writ
 
 
 def test_a_speckled_mask_s_numbers_never_cover_one_another():
-    """A mask of thousands of specks (an unsuitable model, a noisy scan): every mark gets its
-    number, and each number placed where the picture had room keeps clear of every number written before it."""
+    """A mask of thousands of specks (an unsuitable model, a noisy scan): every mark gets its number, and each number
+    placed where the picture had room keeps clear of every number written before it."""
     from PIL import ImageDraw
 
     from deepwml.inference.lesion_numbers import NUMBER_MARGIN, TakenSpots, draw_lesion_numbers

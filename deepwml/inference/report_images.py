@@ -52,16 +52,15 @@ def _resize_index(n: int, pixel_mm: float, scale: float) -> np.ndarray:
     return np.minimum((np.arange(max(1, round(n * pixel_mm * scale))) + 0.5) / scale / pixel_mm, n - 1).astype(np.int64)
 
 
-def _panel_mm(rows: slice, cols: slice, shape_hw: tuple, row_mm: float, col_mm: float) -> float:
-    """Millimetres per pixel of a head-cropped panel at PANEL_PIXELS (the same across and down)."""
-    rows_in, cols_in = np.arange(shape_hw[0])[rows], np.arange(shape_hw[1])[cols]
-    return max(rows_in.size * row_mm, cols_in.size * col_mm) / PANEL_PIXELS
+def _panel_extent_mm(rows: slice, cols: slice, shape_hw: tuple, row_mm: float, col_mm: float) -> float:
+    """The longer side (mm) of a slice's head crop: PANEL_PIXELS pixels on the panel, across or down."""
+    return max(len(range(*rows.indices(shape_hw[0]))) * row_mm, len(range(*cols.indices(shape_hw[1]))) * col_mm)
 
 
 def _panel_indices(rows: slice, cols: slice, shape_hw: tuple, row_mm: float, col_mm: float) -> tuple:
     """(row, column) indices into a whole slice of the pixels of its head-cropped panel at PANEL_PIXELS."""
     rows_in, cols_in = np.arange(shape_hw[0])[rows], np.arange(shape_hw[1])[cols]
-    scale = PANEL_PIXELS / max(rows_in.size * row_mm, cols_in.size * col_mm)
+    scale = PANEL_PIXELS / _panel_extent_mm(rows, cols, shape_hw, row_mm, col_mm)
     return rows_in[_resize_index(rows_in.size, row_mm, scale)], cols_in[_resize_index(cols_in.size, col_mm, scale)]
 
 
@@ -163,7 +162,7 @@ def report_panels(
     lo, hi = display_window(view)
     rows, cols = head_box(view, lo, hi)
     index = _panel_indices(rows, cols, view.shape[1:], row_mm, col_mm)
-    pixel_mm = (_panel_mm(rows, cols, view.shape[1:], row_mm, col_mm),) * 2
+    pixel_mm = (_panel_extent_mm(rows, cols, view.shape[1:], row_mm, col_mm) / PANEL_PIXELS,) * 2
     panels = []
     for s in choose_slices(mask_view):
         # nearest-neighbour upscaling first: the grey window is per pixel, so it gives the same values on the panel
