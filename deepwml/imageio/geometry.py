@@ -38,14 +38,15 @@ class Geometry:
         """ITK index axis (0=x, 1=y, 2=z) with the coarsest spacing; ties, and every axis of a 3D acquisition (no
         spacing over THREE_D_MAX_SPACING_MM), go to the axis closest to world z."""
         spacing = np.asarray(self.spacing)
-        coarsest = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))
         if spacing.max() <= THREE_D_MAX_SPACING_MM:
-            coarsest = np.arange(3)
-        if len(coarsest) == 1:
-            return int(coarsest[0])
+            candidates = np.arange(3)
+        else:
+            candidates = np.flatnonzero(np.isclose(spacing, spacing.max(), rtol=1e-3))
+        if len(candidates) == 1:
+            return int(candidates[0])
         # isotropic, tied or 3D: the axis pointing most along the world's superior-inferior axis (axial slices)
-        alignment = np.abs(self.direction_matrix[2, coarsest])
-        return int(coarsest[int(np.argmax(alignment))])
+        alignment = np.abs(self.direction_matrix[2, candidates])
+        return int(candidates[int(np.argmax(alignment))])
 
     @property
     def slice_axis_numpy(self) -> int:
