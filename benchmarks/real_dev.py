@@ -171,30 +171,43 @@ def pad_field(image: np.ndarray, mask: np.ndarray, geometry: Geometry, field_mm:
     return np.pad(image, widths), np.pad(mask, widths), padded
 
 
-def sagittal_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry,
-                    partition_mm: float) -> Tuple[np.ndarray, np.ndarray, Geometry]:
-    """A 3D scan re-acquired in sagittal partitions of ``partition_mm`` (left-right; linear interpolation, the mask
-    by nearest neighbour) and stored as a scanner stores a sagittal series: the file's third axis left-right, its
-    first anterior-posterior, its second superior-inferior. Every voxel keeps its world position."""
+#: a 3D acquisition's partition plane -> (numpy axis of a superior-first volume it partitions, the file's
+#: in-plane axes in ITK order): a scanner stores a sagittal series with its first axis anterior-posterior and its
+#: second superior-inferior, a coronal one with its first left-right and its second superior-inferior
+PARTITION_PLANES = {"sagittal": (2, (1, 0)), "coronal": (1, (2, 0))}
+
+
+def partitioned_volume(image: np.ndarray, mask: np.ndarray, geometry: Geometry, partition_mm: float,
+                       plane: str = "sagittal") -> Tuple[np.ndarray, np.ndarray, Geometry]:
+    """A 3D scan re-acquired in ``plane`` ('sagittal': left-right; 'coronal': anterior-posterior) partitions of
+    ``partition_mm`` (linear interpolation, the mask by nearest neighbour) and stored as a scanner stores such a
+    series: the file's third axis across the partitions, its first and second as :data:`PARTITION_PLANES` says.
+    Every voxel keeps its world position."""
+    across, (first, second) = PARTITION_PLANES[plane]
     mask, _ = superior_axis_first(mask, geometry)
     image, geometry = superior_axis_first(image, geometry)  # numpy (S-I, A-P, L-R)
-    n = image.shape[2]
-    count = max(1, int(round(n * geometry.spacing[0] / partition_mm)))
-    where = np.minimum(np.arange(count) * partition_mm / geometry.spacing[0], n - 1)
+    itk = lambda axis: 2 - axis  # noqa: E731  (numpy axis -> ITK axis)
+    n, step = image.shape[across], geometry.spacing[itk(across)]
+    count = max(1, int(round(n * step / partition_mm)))
+    where = np.minimum(np.arange(count) * partition_mm / step, n - 1)
     low = np.floor(where).astype(int)
-    high, weight = np.minimum(low + 1, n - 1), (where - low).astype(np.float32)
-    resliced = image[:, :, low] * (1 - weight) + image[:, :, high] * weight
-    labels = mask[:, :, np.minimum(np.round(where).astype(int), n - 1)]
-    stored = Geometry((image.shape[1], image.shape[0], count), (geometry.spacing[1], geometry.spacing[2], partition_mm),
-                      geometry.origin, tuple(geometry.direction_matrix[:, [1, 2, 0]].ravel()))
-    return (np.ascontiguousarray(resliced.transpose(2, 0, 1), dtype=np.float32),
-            np.ascontiguousarray(labels.transpose(2, 0, 1)), stored)
+    high = np.minimum(low + 1, n - 1)
+    weight = np.expand_dims((where - low).astype(np.float32), tuple(a for a in range(3) if a != across))
+    resliced = np.take(image, low, across) * (1 - weight) + np.take(image, high, across) * weight
+    labels = np.take(mask, np.minimum(np.round(where).astype(int), n - 1), across)
+    # numpy order of the stored file: partitions, then its second ITK axis, then its first
+    order = (across, second, first)
+    stored = Geometry((image.shape[first], image.shape[second], count),
+                      (geometry.spacing[itk(first)], geometry.spacing[itk(second)], partition_mm), geometry.origin,
+                      tuple(geometry.direction_matrix[:, [itk(first), itk(second), itk(across)]].ravel()))
+    return (np.ascontiguousarray(resliced.transpose(order), dtype=np.float32),
+            np.ascontiguousarray(labels.transpose(order)), stored)
 
 
 def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_dir: Path,
                 labels_dir: Optional[Path] = None, suffix: str = "", contrast: bool = False, tilt: float = 0.0,
                 native: bool = False, add_head: bool = False, field: Optional[float] = None,
-                sagittal: Optional[float] = None) -> List[StackCase]:
+                sagittal: Optional[float] = None, coronal: Optional[float] = None) -> List[StackCase]:
     """Write every scan × thickness stack into ``images_dir``; keep the slab labels in memory for scoring.
 
     ``labels_dir``: also write each slab label there (to train on); ``suffix``: appended to every case id (to tell
@@ -203,8 +216,8 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
     ``native``: also each scan as it comes (3D, 1 mm), scored against its own mask (case id ..._native);
     ``add_head``: wrap each stripped brain in a synthetic skull and scalp first (benchmarks/synthetic_head.py);
     ``field``: pad each scan in-plane to a square field of view of this many mm first (:func:`pad_field`);
-    ``sagittal``: also each scan re-acquired in sagittal partitions of this many mm (:func:`sagittal_volume`), scored
-    against its mask resliced alike (case id ..._sagittal).
+    ``sagittal`` / ``coronal``: also each scan re-acquired in sagittal / coronal partitions of this many mm
+    (:func:`partitioned_volume`), scored against its mask resliced alike (case id ..._sagittal / ..._coronal).
     """
     cases = []
     for k, scan in enumerate(scans):
@@ -225,12 +238,14 @@ def make_stacks(scans: Sequence[Scan], spec_for: Dict[float, SlabSpec], images_d
             figures = contrast_figures(image, label) if contrast else None
             cases.append(StackCase(scan.scan_id, flair.geometry.slice_thickness, case_id, label, flair.geometry, figures,
                                    brain=brain))
-        if sagittal:
-            case_id = f"{scan.scan_id}_sagittal{suffix}"
-            image, label, geometry = sagittal_volume(flair.array, mask.array, flair.geometry, sagittal)
+        for plane, partition_mm in (("sagittal", sagittal), ("coronal", coronal)):
+            if not partition_mm:
+                continue
+            case_id = f"{scan.scan_id}_{plane}{suffix}"
+            image, label, geometry = partitioned_volume(flair.array, mask.array, flair.geometry, partition_mm, plane)
             write_image(image, geometry, images_dir / f"{case_id}.nii.gz")
             figures = contrast_figures(image, label > 0) if contrast else None
-            cases.append(StackCase(scan.scan_id, sagittal, case_id, label > 0, geometry, figures))
+            cases.append(StackCase(scan.scan_id, partition_mm, case_id, label > 0, geometry, figures))
         volume, lesions, geometry = pitch_volume(flair.array, mask.array, flair.geometry, tilt)
         if add_head:
             brain = pitch_mask(brain.astype(np.uint8), flair.geometry, tilt)
@@ -589,9 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
-    p.add_argument("--sagittal", type=float, default=None, metavar="MM",
-                   help="also predict each scan re-acquired as a sagittal 3D FLAIR of MM-thick partitions (e.g. 1.2; "
-                        "in-plane kept) and stored as a sagittal series is, and score it against its mask resliced alike")
+    # one of the two: their rows would share the thickness column and its mean
+    partitions = p.add_mutually_exclusive_group()
+    partitions.add_argument("--sagittal", type=float, default=None, metavar="MM",
+                            help="also predict each scan re-acquired as a sagittal 3D FLAIR of MM-thick partitions (e.g. "
+                                 "1.2; in-plane kept) and stored as a sagittal series is, and score it against its mask "
+                                 "resliced alike")
+    partitions.add_argument("--coronal", type=float, default=None, metavar="MM",
+                            help="the same with coronal (anterior-posterior) partitions, stored as a coronal series is")
     p.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM",
                    help="deepwml_predict --thin-slab-mm: how the --native scans (1 mm) reach the networks (default auto; "
                         "the thick stacks are never thin)")
@@ -696,7 +716,8 @@ def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: 
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
-                            add_head=args.add_head, field=args.field, sagittal=args.sagittal)
+                            add_head=args.add_head, field=args.field, sagittal=args.sagittal,
+                            coronal=args.coronal)
         if args.stacks_only:
             print(f"wrote {len(cases)} stacks to {work / 'images'}; segment them (a mask per stack, named as it, on its "
                   f"grid), then score the masks with these stack options and --predictions MASKS")
@@ -796,7 +817,8 @@ def _main(argv: Optional[List[str]]) -> int:
         work = args.work.expanduser() if args.work else Path(tmp)
         t0 = time.perf_counter()
         cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
-                            add_head=args.add_head, field=args.field, sagittal=args.sagittal)
+                            add_head=args.add_head, field=args.field, sagittal=args.sagittal,
+                            coronal=args.coronal)
         t_stacks = time.perf_counter() - t0
         report = predict_stacks(args, folder, work, extra)
         t0 = time.perf_counter()

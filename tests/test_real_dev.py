@@ -207,6 +207,18 @@ def test_native_and_sagittal_also_score_each_scan_as_3d_volumes_against_their_ow
     assert written.geometry.size == (64, 30, 53) and written.geometry.slice_axis == 1
 
 
+def test_coronal_scans_are_predicted_in_axial_planes_end_to_end(tmp_path, capsys):
+    """--coronal 1.2: each scan re-acquired in 1.2 mm front-to-back partitions; its row reads 30 axial slices, and
+    the bright lesion is found there."""
+    out, lines = _run_on_made_up_scans(tmp_path, capsys, "--thickness", "5", "--coronal", "1.2")
+    rows = [line.split("|") for line in lines]
+    assert [r[1:4] for r in rows] == [[" patient01 ", " 1.2 ", " 30 "], [" patient01 ", " 5 ", " 6 "],
+                                      [" patient02 ", " 1.2 ", " 30 "], [" patient02 ", " 5 ", " 6 "]]
+    assert float(rows[0][7]) > 0.5 and float(rows[2][7]) > 0.5, out
+    written = read_image(tmp_path / "work" / "images" / "patient01_coronal.nii.gz")
+    assert written.geometry.size[1] == 30 and written.geometry.slice_axis == 1
+
+
 def test_sagittal_reslices_a_scan_into_left_right_partitions_stored_as_a_sagittal_series():
     """--sagittal MM: each 3D scan resliced into MM-thick left-right partitions, its file's third axis left-right (a
     sagittal series as stored), every voxel where it was."""
@@ -214,7 +226,7 @@ def test_sagittal_reslices_a_scan_into_left_right_partitions_stored_as_a_sagitta
     geometry = Geometry((40, 30, 20), (1.0, 1.0, 1.0), (5.0, -7.0, 3.0))
     image = np.random.default_rng(2).random((20, 30, 40)).astype(np.float32)  # numpy (S-I, A-P, L-R)
     mask = (image > 0.9).astype(np.uint8)
-    same, same_mask, stored = bench.sagittal_volume(image, mask, geometry, 1.0)
+    same, same_mask, stored = bench.partitioned_volume(image, mask, geometry, 1.0, "sagittal")
     assert same.shape == (40, 20, 30) and stored.size == (30, 20, 40) and stored.spacing == (1.0, 1.0, 1.0)
     assert np.allclose(stored.direction_matrix[:, 2], [1, 0, 0]) and np.allclose(stored.direction_matrix[:, 1], [0, 0, 1])
     # a voxel keeps its world position: index (x, y, z) of the stored file is (A-P, S-I, L-R) = (j, k, i)
@@ -222,9 +234,40 @@ def test_sagittal_reslices_a_scan_into_left_right_partitions_stored_as_a_sagitta
     i, j, k = 13, 7, 4
     world = np.asarray(stored.origin) + stored.direction_matrix @ (np.array([j, k, i]) * np.asarray(stored.spacing))
     assert np.allclose(world, np.asarray(geometry.origin) + np.array([i, j, k]))
-    thick, _, stored = bench.sagittal_volume(image, mask, geometry, 1.25)
+    thick, _, stored = bench.partitioned_volume(image, mask, geometry, 1.25, "sagittal")
     assert thick.shape == (32, 20, 30) and stored.spacing == (1.0, 1.0, 1.25)
     assert np.allclose(thick[4], image[:, :, 5])  # partition 4 lies 5 mm from the first, on a voxel of the scan
+
+
+def test_coronal_reslices_a_scan_into_front_back_partitions_stored_as_a_coronal_series():
+    """--coronal MM: each 3D scan resliced into MM-thick anterior-posterior partitions, its file's first axis
+    left-right, second superior-inferior, third anterior-posterior (a coronal series as stored), every voxel where it
+    was; DeepWML reads it in axial planes."""
+    bench = _benchmark()
+    geometry = Geometry((40, 30, 20), (1.0, 1.0, 1.0), (5.0, -7.0, 3.0))
+    image = np.random.default_rng(3).random((20, 30, 40)).astype(np.float32)  # numpy (S-I, A-P, L-R)
+    mask = (image > 0.9).astype(np.uint8)
+    same, same_mask, stored = bench.partitioned_volume(image, mask, geometry, 1.0, "coronal")
+    assert same.shape == (30, 20, 40) and stored.size == (40, 20, 30)
+    assert np.allclose(stored.direction_matrix[:, 0], [1, 0, 0]) and np.allclose(stored.direction_matrix[:, 2], [0, 1, 0])
+    assert np.array_equal(same, image.transpose(1, 0, 2)) and np.array_equal(same_mask, mask.transpose(1, 0, 2))
+    # index (x, y, z) of the stored file is (L-R, S-I, A-P) = (k, i, j)
+    i, j, k = 13, 7, 4
+    world = np.asarray(stored.origin) + stored.direction_matrix @ (np.array([k, i, j]) * np.asarray(stored.spacing))
+    assert np.allclose(world, np.asarray(geometry.origin) + np.array([k, j, i]))
+    thick, _, stored = bench.partitioned_volume(image, mask, geometry, 1.5, "coronal")
+    assert thick.shape == (20, 20, 40) and stored.spacing == (1.0, 1.0, 1.5)
+    assert np.allclose(thick[2], image[:, 3, :])  # partition 2 lies 3 mm from the first, on a voxel of the scan
+    assert np.allclose(thick[1], (image[:, 1, :] + image[:, 2, :]) / 2)  # 1.5 mm: halfway between two
+    # the thick spacing runs front to back, yet the slice axis DeepWML reads is the file's S-I axis (axial planes)
+    assert stored.slice_axis == 1
+
+
+def test_sagittal_and_coronal_are_one_or_the_other(capsys):
+    """Their rows would share the thickness column: asking for both is an error naming the two options."""
+    with pytest.raises(SystemExit):
+        _benchmark().main(["--data", "x", "--sagittal", "1.2", "--coronal", "1.2"])
+    assert "--coronal: not allowed with argument --sagittal" in capsys.readouterr().err
 
 
 def test_contrast_figures_measure_lesions_against_the_stripped_brain():
