@@ -10,8 +10,7 @@ import pytest
 
 from deepwml.imageio import Geometry
 from deepwml.inference.flair_check import (BRIGHT_FACTOR, MAX_BRIGHT_SHARE, bright_share, check_region, contrast_fields,
-                                           contrast_warning, in_plane_pixels, outer_shell,
-                                           with_contrast_warning)
+                                           contrast_warning, outer_shell, with_contrast_warning)
 from deepwml.inference.lesion_report import ANATOMY_SUMMARY_COLUMNS, BRIGHT_SHARE_COLUMN
 from deepwml_testing.benchmarks import load_benchmark
 
@@ -49,7 +48,7 @@ def test_the_share_counts_bright_voxels_at_the_brain_surface_outside_the_lesions
 
 def test_the_region_is_the_brain_grown_3_mm_in_plane_and_its_shell_the_outer_8_mm():
     anatomy, _, geometry = _head()
-    region, box = check_region(anatomy, in_plane_pixels(geometry))
+    region, box = check_region(anatomy, geometry.in_plane_pixels)
     whole = np.zeros(anatomy.shape, bool)
     whole[box] = region
     expected = np.zeros(anatomy.shape, bool)
@@ -57,15 +56,15 @@ def test_the_region_is_the_brain_grown_3_mm_in_plane_and_its_shell_the_outer_8_m
     assert np.array_equal(whole, expected)
     inner = np.zeros(anatomy.shape, bool)
     inner[:, 15:45, 15:45] = True
-    assert np.array_equal(outer_shell(expected, in_plane_pixels(geometry)), expected & ~inner)
+    assert np.array_equal(outer_shell(expected, geometry.in_plane_pixels), expected & ~inner)
     # the same head stored with its slices along the last array axis: the same region, transposed
     sideways = Geometry((3, 60, 60), (5.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     assert sideways.slice_axis_numpy == 2
-    region, box = check_region(np.moveaxis(anatomy, 0, 2), in_plane_pixels(sideways))
+    region, box = check_region(np.moveaxis(anatomy, 0, 2), sideways.in_plane_pixels)
     turned = np.zeros((60, 60, 3), bool)
     turned[box] = region
     assert np.array_equal(turned, np.moveaxis(expected, 0, 2))
-    assert np.array_equal(outer_shell(turned, in_plane_pixels(sideways)), np.moveaxis(expected & ~inner, 0, 2))
+    assert np.array_equal(outer_shell(turned, sideways.in_plane_pixels), np.moveaxis(expected & ~inner, 0, 2))
 
 
 def test_the_warning_joins_the_acquisition_warning_only_above_the_limit():

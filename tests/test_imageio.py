@@ -32,6 +32,10 @@ def test_slice_axis_is_coarsest_whatever_the_orientation():
     g = Geometry((20, 256, 256), (6.0, 0.9, 0.9), (0, 0, 0))
     assert g.slice_axis == 0 and g.slice_axis_numpy == 2 and g.slice_thickness == 6.0
     assert g.inplane_spacing == (0.9, 0.9)
+    # the same pixels by numpy axis, as the in-plane filters of an array take them
+    g = Geometry((20, 256, 256), (6.0, 0.8, 0.9), (0, 0, 0))
+    assert g.numpy_spacing == (0.9, 0.8, 6.0) and g.in_plane_pixels == {0: 0.9, 1: 0.8}
+    assert Geometry((256, 240, 20), (0.8, 0.9, 6.0), (0, 0, 0)).in_plane_pixels == {1: 0.9, 2: 0.8}
     # isotropic: tie broken toward the axis closest to world z
     g = Geometry((10, 10, 10), (1, 1, 1), (0, 0, 0), (1, 0, 0, 0, 0, 1, 0, 1, 0))
     assert g.slice_axis == 1

@@ -96,10 +96,8 @@ def slice_first(array: np.ndarray, geometry: Geometry) -> np.ndarray:
 
 def grid_sampling(geometry: Geometry) -> Tuple[float, float, float]:
     """(thickness, du, dv) in mm for the (slice, u, v) view."""
-    numpy_spacing = geometry.spacing[::-1]
-    axis = geometry.slice_axis_numpy
-    inplane = [s for i, s in enumerate(numpy_spacing) if i != axis]
-    return float(numpy_spacing[axis]), float(inplane[0]), float(inplane[1])
+    du, dv = geometry.in_plane_pixels.values()
+    return float(geometry.numpy_spacing[geometry.slice_axis_numpy]), float(du), float(dv)
 
 
 def inplane_distance(structure: np.ndarray, du: float, dv: float) -> np.ndarray:

@@ -75,7 +75,7 @@ def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.nd
     if any(c.min_lesion_contrast > 0 for c in candidates):
         if image is None or geometry is None:
             raise DeepWMLError("a lesion contrast filter is scored against the scan: give case_counts the image and its geometry")
-        radius = ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy)
+        radius = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy)
         # the rings of the lesions reach past their box
         box = widen_box(box, probs.shape, radius)
         contrast = (np.asarray(image, np.float32)[box], radius, background_floor(np.asarray(image)))

@@ -54,6 +54,18 @@ class Geometry:
         return 2 - self.slice_axis
 
     @property
+    def numpy_spacing(self) -> Tuple[float, float, float]:
+        """Spacing (mm) along the numpy (z, y, x) axes of the image's array."""
+        return self.spacing[::-1]
+
+    @property
+    def in_plane_pixels(self) -> Dict[int, float]:
+        """The pixel size (mm) by numpy axis for the two axes that are not the slice axis (``inplane_spacing``: the
+        same two in ITK order), as the in-plane filters of an array take them."""
+        axis = self.slice_axis_numpy
+        return {dim: s for dim, s in enumerate(self.numpy_spacing) if dim != axis}
+
+    @property
     def slice_thickness(self) -> float:
         """Spacing along the slice axis, in mm."""
         return self.spacing[self.slice_axis]

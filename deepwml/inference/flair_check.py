@@ -49,18 +49,12 @@ MAX_BRIGHT_SHARE = 0.003
 CHECK_PIXEL_MM = 0.7
 
 
-def in_plane_pixels(geometry: Geometry) -> Dict[int, float]:
-    """The pixel size (mm) along each in-plane array axis of a scan."""
-    axis, spacing = geometry.slice_axis_numpy, geometry.spacing[::-1]
-    return {dim: float(spacing[dim]) for dim in range(3) if dim != axis}
-
-
 def check_region(anatomy: np.ndarray, pixels: Dict[int, float], margin_mm: float = STRIP_MARGIN_MM) -> Tuple[np.ndarray, tuple]:
     """The brain region the check reads, within its bounding box (returned with it, as slices of the array's grid):
     every class of the anatomy map but background, holes filled within each slice, grown ``margin_mm`` in plane by a
     square (two running maxima; the exact disk of --skull-strip's brain_region takes a distance transform of every
     slice, 0.25 s of a 25-slice 512² case, for a statistic that a square margin serves as well). ``pixels``: the
-    pixel size of each in-plane array axis (:func:`in_plane_pixels`)."""
+    pixel size of each in-plane array axis (``Geometry.in_plane_pixels``)."""
     axis = next(d for d in range(3) if d not in pixels)
     inside = np.asarray(anatomy) != BACKGROUND
     if not inside.any():
@@ -96,7 +90,7 @@ def bright_share(image: np.ndarray, anatomy: np.ndarray, geometry: Geometry, mas
     not count) that lies in its outer SHELL_MM, is brighter than BRIGHT_FACTOR x the median of the map's white matter
     (outside the lesions) and is outside the lesion ``mask``; None when the map finds no brain or too little white
     matter to measure. Scans finer than CHECK_PIXEL_MM are read every other pixel."""
-    pixels = in_plane_pixels(geometry)
+    pixels = geometry.in_plane_pixels
     step = [2 if pixels.get(dim, 1.0) < CHECK_PIXEL_MM else 1 for dim in range(3)]
     sample = tuple(slice(None, None, k) for k in step)
     pixels = {dim: size * step[dim] for dim, size in pixels.items()}

@@ -123,7 +123,7 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
     if min_contrast > 0:
         if image is None or geometry is None:
             raise DeepWMLError("the lesion contrast filter needs the scan and its geometry")  # a caller's bug
-        radius = ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy)
+        radius = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy)
         # the rings reach past the lesions' box
         box = widen_box(box, mask.shape, radius)
     # labelled inside the box that holds the lesions: a 512x512x25 map costs 0.8 s labelled whole, the box a fraction
@@ -234,7 +234,7 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
 
 def table_contrasts(image: np.ndarray, labels: np.ndarray, count: int, box: tuple, geometry: Geometry) -> np.ndarray:
     """Each lesion's contrast as filter_lesions judges it, from the ``labels`` of the lesions' ``box`` of ``image``."""
-    radius = ring_radius(tuple(reversed(geometry.spacing)), geometry.slice_axis_numpy)
+    radius = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy)
     wide = widen_box(box, image.shape, radius)
     # the box holds every lesion voxel, so its labels padded with zeros are those of the widened box: not labelled again
     pad = [(b.start - w.start, w.stop - b.stop) for b, w in zip(box, wide)]

@@ -33,7 +33,7 @@ def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry
     box = lesion_box(mask)
     if box is None or np.mean(anatomy != BACKGROUND) < MIN_BRAIN_SHARE:
         return mask, 0
-    sampling = [s for i, s in enumerate(geometry.spacing[::-1]) if i != axis]
+    sampling = list(geometry.in_plane_pixels.values())
     reach = [int(np.ceil(STRIP_MARGIN_MM / s)) for s in sampling]
     # everything in the lesions' box grown by the margin in plane (a brain voxel within reach lies in it), and the
     # brain filled in whole planes, as brain_region fills it: the same lesions go, in a fraction of the time

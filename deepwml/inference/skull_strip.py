@@ -48,7 +48,7 @@ def brain_region(anatomy: np.ndarray, geometry: Geometry, margin_mm: float = STR
     region = np.moveaxis(np.asarray(anatomy) != BACKGROUND, axis, 0)
     region = fill_holes_in_plane(region)
     if margin_mm > 0:
-        sampling = [s for i, s in enumerate(geometry.spacing[::-1]) if i != axis]
+        sampling = list(geometry.in_plane_pixels.values())
         # slice by slice: one 3D transform with the slice axis made far away gives the same and takes 10x as long
         region = np.stack([ndimage.distance_transform_edt(~plane, sampling=sampling) <= margin_mm if plane.any() else plane
                            for plane in region])
