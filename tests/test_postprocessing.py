@@ -100,6 +100,26 @@ def test_the_plan_threshold_is_kept_unless_beaten_by_the_margin():
     assert [row["threshold"] for row in clear.table][:2] == [0.6, 0.6] and clear.table[-1]["threshold"] == 0.5
 
 
+def test_both_never_buys_lesion_f1_with_dice():
+    """'both' averages Dice and lesion F1, yet never takes a candidate that lowers either: a barely trained model's
+    low threshold made one blob touching every lesion (F1 near 1, Dice near 0) and won the average. 'f1' may."""
+    candidates = [MaskSettings(0.5), MaskSettings(0.25), MaskSettings(0.55)]
+    # counts: tp, fp, fn, n_ref, n_pred, n_ref_detected, n_pred_touching; one case
+    own = [30, 70, 70, 10, 20, 4, 4]  # Dice 0.3, lesion F1 0.27
+    blob = [90, 2000, 10, 10, 1, 10, 1]  # Dice 0.08, F1 1.0: the average 0.54 beats the others
+    modest = [35, 60, 65, 10, 16, 5, 5]  # Dice 0.36, F1 0.38: both up
+    counts = np.array([[own, blob, modest]])
+    both = choose(counts, candidates, "both")
+    assert both.chosen == candidates[2] and both.after["dice"] > both.before["dice"]
+    assert both.table[0]["threshold"] == 0.55 and [r["trades_away"] for r in both.table] == [False, False, True]
+    assert choose(counts, candidates, "f1").chosen == candidates[1]
+    # nothing but the trade on offer: the model's own settings stay
+    assert choose(counts[:, :2], candidates[:2], "both").chosen == candidates[0]
+    # a fall within min_gain is no trade
+    slight = np.array([[own, [30, 71, 70, 10, 10, 4, 4], modest]])
+    assert not any(r["trades_away"] for r in choose(slight, candidates, "both", min_gain=0.01).table)
+
+
 @pytest.fixture
 def site(tmp_path) -> Path:
     """A toy model whose probabilities grade with brightness, and scans with lesions plus bright specks no one

@@ -83,7 +83,8 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     result = choose(np.stack(counts), candidates, objective, min_gain)
     record = {
         "method": f"grid search of threshold, smallest lesion (ml), lesion peak and lesion contrast; objective: {objective} (case means); "
-                  f"kept the plan's threshold unless beaten by {min_gain:g}",
+                  f"kept the plan's threshold unless beaten by {min_gain:g}"
+                  f"{f'; no candidate lowering Dice or lesion F1 by more than {min_gain:g}' if objective == 'both' else ''}",
         "objective": objective,
         "before": result.before,
         "after": result.after,

@@ -150,6 +150,14 @@ def objective_of(means: Dict[str, np.ndarray], objective: str) -> np.ndarray:
     return (means["dice"] + means["lesion_f1"]) / 2
 
 
+def trades_away(means: Dict[str, np.ndarray], min_gain: float = MIN_GAIN) -> np.ndarray:
+    """Per candidate: its case-mean Dice or lesion F1 falls more than ``min_gain`` below the first candidate's (the
+    model's own). The average of the two would buy one with the other: one blob touching every reference lesion
+    scores a lesion F1 near 1 at a Dice near 0 (a barely trained model's search chose Dice 0.07, F1 0.97 over 0.29,
+    0.12)."""
+    return (means["dice"] < means["dice"][0] - min_gain) | (means["lesion_f1"] < means["lesion_f1"][0] - min_gain)
+
+
 @dataclass
 class SearchResult:
     """The chosen settings, the model's own, and the case means of both (dice, lesion_recall, ..., objective)."""
@@ -158,7 +166,8 @@ class SearchResult:
     default: MaskSettings
     before: Dict[str, float]
     after: Dict[str, float]
-    #: one row per candidate: its settings and case means, best objective first
+    #: one row per candidate: its settings, case means and whether it trades one figure away; those that may be
+    #: chosen first, best objective first
     table: List[Dict[str, float]]
 
     @property
@@ -170,17 +179,20 @@ class SearchResult:
 def choose(counts: np.ndarray, candidates: Sequence[MaskSettings], objective: str = "both",
            min_gain: float = MIN_GAIN) -> SearchResult:
     """The candidate with the best case-mean ``objective`` over ``counts`` [cases, candidates, 7]; the first candidate
-    (the model's own settings) is kept unless the best beats it by ``min_gain``."""
+    (the model's own settings) is kept unless the best beats it by ``min_gain``. Under 'both' a candidate whose mean
+    Dice or mean lesion F1 falls more than ``min_gain`` below the first's is never chosen (:func:`trades_away`)."""
     if counts.ndim != 3 or counts.shape[0] == 0:
         raise DeepWMLError("no labelled case to choose the postprocessing on")
     means = {k: v.mean(axis=0) for k, v in case_scores(counts).items()}
     means["objective"] = objective_of(means, objective)
     score = means["objective"]
+    barred = trades_away(means, min_gain) if objective == "both" else np.zeros(len(candidates), bool)
     # ties go to the simplest: no filter before a filter, the threshold nearest the model's own
-    order = sorted(range(len(candidates)), key=lambda i: (-round(float(score[i]), 9), candidates[i].min_lesion_contrast > 0,
+    order = sorted(range(len(candidates)), key=lambda i: (bool(barred[i]), -round(float(score[i]), 9),
+                                                         candidates[i].min_lesion_contrast > 0,
                                                          candidates[i].min_lesion_peak > 0, candidates[i].min_lesion_ml > 0,
                                                          abs(candidates[i].threshold - candidates[0].threshold), i))
-    best = order[0] if score[order[0]] >= score[0] + min_gain else 0
+    best = order[0] if not barred[order[0]] and score[order[0]] >= score[0] + min_gain else 0
     row = lambda i: {k: round(float(v[i]), 4) for k, v in means.items()}  # noqa: E731
-    table = [dict(candidates[i].as_record(), **row(i)) for i in order]
+    table = [dict(candidates[i].as_record(), **row(i), trades_away=bool(barred[i])) for i in order]
     return SearchResult(candidates[best], candidates[0], row(0), row(best), table)

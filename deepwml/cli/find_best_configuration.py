@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold")
     p.add_argument("--no-ensembles", action="store_true", help="compare the plans alone, not their averages of two")
     p.add_argument("--objective", choices=("both", "dice", "f1"), default="both",
-                   help="what to maximise over the cases: mean Dice, mean lesion F1, or their average (default: both)")
+                   help="what to maximise over the cases: mean Dice, mean lesion F1, or their average, never lowering either "
+                        "by more than --min-gain (default: both)")
     p.add_argument("--min-gain", type=float, default=0.005,
                    help="margin a postprocessing must beat a configuration's own threshold by, and an ensemble the "
                         "best single plan (default 0.005)")

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_and_scan_arguments(p, "folds to choose for together (default: every fold)")
     p.add_argument("--objective", choices=("both", "dice", "f1"), default="both",
-                   help="what to maximise over the cases: mean Dice, mean lesion F1, or their average (default: both)")
+                   help="what to maximise over the cases: mean Dice, mean lesion F1, or their average, never lowering either "
+                        "by more than --min-gain (default: both)")
     p.add_argument("--min-gain", type=float, default=0.005,
                    help="keep the plan's threshold unless the best settings beat it by this much (default 0.005)")
     p.add_argument("--tta", action="store_true",
