@@ -100,24 +100,42 @@ def test_the_plan_threshold_is_kept_unless_beaten_by_the_margin():
     assert [row["threshold"] for row in clear.table][:2] == [0.6, 0.6] and clear.table[-1]["threshold"] == 0.5
 
 
+# the model's own threshold, a low one whose single blob touches every lesion, a higher one that raises both figures;
+# counts: tp, fp, fn, n_ref, n_pred, n_ref_detected, n_pred_touching (one case)
+TRADE_CANDIDATES = [MaskSettings(0.5), MaskSettings(0.25), MaskSettings(0.55)]
+OWN, BLOB, MODEST = [30, 70, 70, 10, 20, 4, 4], [90, 2000, 10, 10, 1, 10, 1], [35, 60, 65, 10, 16, 5, 5]
+
+
 def test_both_never_buys_lesion_f1_with_dice():
     """'both' averages Dice and lesion F1, yet never takes a candidate that lowers either: a barely trained model's
     low threshold made one blob touching every lesion (F1 near 1, Dice near 0) and won the average. 'f1' may."""
-    candidates = [MaskSettings(0.5), MaskSettings(0.25), MaskSettings(0.55)]
-    # counts: tp, fp, fn, n_ref, n_pred, n_ref_detected, n_pred_touching; one case
-    own = [30, 70, 70, 10, 20, 4, 4]  # Dice 0.3, lesion F1 0.27
-    blob = [90, 2000, 10, 10, 1, 10, 1]  # Dice 0.08, F1 1.0: the average 0.54 beats the others
-    modest = [35, 60, 65, 10, 16, 5, 5]  # Dice 0.36, F1 0.38: both up
-    counts = np.array([[own, blob, modest]])
+    candidates, own, modest = TRADE_CANDIDATES, OWN, MODEST
+    # own: Dice 0.3, lesion F1 0.27; blob: Dice 0.08, F1 1.0, the average 0.54 beats the others; modest: both up
+    counts = np.array([[OWN, BLOB, MODEST]])
     both = choose(counts, candidates, "both")
     assert both.chosen == candidates[2] and both.after["dice"] > both.before["dice"]
     assert both.table[0]["threshold"] == 0.55 and [r["trades_away"] for r in both.table] == [False, False, True]
-    assert choose(counts, candidates, "f1").chosen == candidates[1]
+    assert both.passed_over[0] == candidates[1] and both.passed_over[1]["lesion_f1"] == 1.0
+    assert choose(counts, candidates, "f1").chosen == candidates[1] and choose(counts, candidates, "f1").passed_over is None
     # nothing but the trade on offer: the model's own settings stay
     assert choose(counts[:, :2], candidates[:2], "both").chosen == candidates[0]
     # a fall within min_gain is no trade
     slight = np.array([[own, [30, 71, 70, 10, 10, 4, 4], modest]])
     assert not any(r["trades_away"] for r in choose(slight, candidates, "both", min_gain=0.01).table)
+
+
+def test_the_command_names_a_setting_passed_over_for_lowering_one_figure(site, monkeypatch, capsys):
+    """The user is told which setting of a higher average was not taken and why, and how to have it anyway."""
+    from deepwml.calibration import postprocessing_fit
+
+    result = choose(np.array([[OWN, BLOB, MODEST]]), TRADE_CANDIDATES, "both")
+    choice = postprocessing_fit.PostprocessingChoice(result, {"cases": ["a"], "tta": False})
+    monkeypatch.setattr(postprocessing_fit, "find_postprocessing", lambda *a, **k: choice)
+    assert _find(site, _model(site), "--dry-run") == 0
+    captured = capsys.readouterr()
+    assert "chose threshold 0.55" in captured.out
+    assert "passed over threshold 0.25, of a higher average (mean Dice 0.082, lesion F1 1.000" in captured.err
+    assert "--objective dice or f1" in captured.err
 
 
 @pytest.fixture

@@ -169,6 +169,8 @@ class SearchResult:
     #: one row per candidate: its settings, case means and whether it trades one figure away; those that may be
     #: chosen first, best objective first
     table: List[Dict[str, float]]
+    #: the candidate of the best objective when 'both' barred it (it lowers one figure), with its case means
+    passed_over: Optional[Tuple[MaskSettings, Dict[str, float]]] = None
 
     @property
     def changed(self) -> bool:
@@ -195,4 +197,6 @@ def choose(counts: np.ndarray, candidates: Sequence[MaskSettings], objective: st
     best = order[0] if not barred[order[0]] and score[order[0]] >= score[0] + min_gain else 0
     row = lambda i: {k: round(float(v[i]), 4) for k, v in means.items()}  # noqa: E731
     table = [dict(candidates[i].as_record(), **row(i), trades_away=bool(barred[i])) for i in order]
-    return SearchResult(candidates[best], candidates[0], row(0), row(best), table)
+    top = max(range(len(candidates)), key=lambda i: (round(float(score[i]), 9), -i))
+    passed_over = (candidates[top], row(top)) if barred[top] and score[top] >= score[best] + min_gain else None
+    return SearchResult(candidates[best], candidates[0], row(0), row(best), table, passed_over)

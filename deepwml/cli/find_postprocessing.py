@@ -80,6 +80,11 @@ def _main(argv: Optional[List[str]]) -> int:
     print(f"deepwml_find_postprocessing: on {len(record['cases'])} {cases}: {verdict}; "
           f"plan's threshold: {_scores(result.before)}" + (f"; chosen: {_scores(result.after)}" if result.changed else "")
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))
+    if result.passed_over is not None:
+        settings, means = result.passed_over
+        print(f"deepwml_find_postprocessing: note: passed over {settings.describe()}, of a higher average ({_scores(means)}): "
+              f"it lowers Dice or lesion F1 by more than --min-gain {args.min_gain:g}; --objective dice or f1 would "
+              "choose for that figure alone", file=sys.stderr)
     fitted = calibration_tta(folder, args)
     if fitted is not None and fitted != record["tta"]:
         print(f"deepwml_find_postprocessing: note: the model's temperatures were fitted {'with' if fitted else 'without'} "
