@@ -1,5 +1,5 @@
 """Lesion masks kept as DICOM SEG read back onto their series' grid: DeepWML's own SEG round-trips (classic and
-multi-frame series), the lesion segments are chosen among others, a SEG of another series or a broken file is a
+multi-frame series, 3D series in sagittal or coronal partitions), the lesion segments are chosen among others, a SEG of another series or a broken file is a
 clear error; a SEG works as a training label in a CSV manifest and as a reader's mask in deepwml_compare."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dataset_conversion import csv_manifest
 from deepwml.cli.compare import main as compare_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.datasets.raw_dataset import RawDataset
-from deepwml.imageio import read_image
+from deepwml.imageio import Geometry, read_image
 from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask
 from deepwml.utils.errors import ImageError
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
@@ -80,6 +80,37 @@ def _seg(folder: Path, masks: dict, path: Path) -> Path:
     )
     seg.save_as(path)
     return path
+
+
+#: a 3D series stored in 1.2 mm sagittal or coronal partitions (right-handed, as a scanner's slice normal runs): the
+#: numpy (S-I, A-P, L-R) volume -> the stored (z, y, x) array, the stored file's size and the direction of its axes,
+#: and the spacing (x, y, z) the same voxels have stored axially
+PARTITIONS = {
+    "sagittal": (lambda v: v.transpose(2, 0, 1), (48, 30, 40), (0, 0, 1, 1, 0, 0, 0, 1, 0), (1.2, 1.0, 1.0)),  # x A-P, y S-I, z L-R
+    "coronal": (lambda v: v.transpose(1, 0, 2)[::-1], (40, 30, 48), (1, 0, 0, 0, 0, -1, 0, 1, 0), (1.0, 1.2, 1.0)),  # z P-A
+}
+
+
+@pytest.mark.parametrize("plane", sorted(PARTITIONS))
+def test_a_3d_series_in_sagittal_or_coronal_partitions_gets_a_seg_on_its_own_frames(tmp_path, model_dir, plane):
+    """A 3D FLAIR series acquired sagittally or coronally is segmented in axial planes, as the same voxels stored
+    axially are (the same mask voxel for voxel), and its SEG, written on the series' own partitions, reads back as
+    its mask."""
+    image, _, _ = tiny_case(shape_zyx=(30, 48, 40), spacing_xyz=(1.0, 1.0, 1.0), seed=5, n_lesions=6)
+    volume = np.round(image * 10).astype(np.int16)  # numpy (S-I, A-P, L-R)
+    stored, size, direction, axial_spacing = PARTITIONS[plane]
+    axial = write_dicom_series(tmp_path / "axial", volume, Geometry((40, 48, 30), axial_spacing, (0.0, 0.0, 0.0)),
+                               UID_ROOT + "96.1")
+    folder = write_dicom_series(tmp_path / plane, np.ascontiguousarray(stored(volume)),
+                                Geometry(size, (1.0, 1.0, 1.2), (0.0, 0.0, 0.0), direction),
+                                UID_ROOT + "96.2", description=f"{plane[:3].upper()} 3D FLAIR")
+    axial_mask, _ = _predicted(tmp_path, model_dir, axial)
+    mask, seg = _predicted(tmp_path, model_dir, folder)
+    assert axial_mask.any() and np.array_equal(mask, stored(axial_mask))
+    assert np.array_equal(read_seg_mask(seg, folder), mask > 0)
+    # read in its 30 axial planes, not in its partitions
+    with open(tmp_path / f"out_{plane}" / "summary.csv", newline="") as f:
+        assert [row["slices"] for row in csv.DictReader(f)] == ["30"]
 
 
 def test_the_lesion_segments_are_chosen_among_others(tmp_path):
