@@ -1,6 +1,7 @@
 """Lesion masks kept as DICOM SEG read back onto their series' grid: DeepWML's own SEG round-trips (classic and
-multi-frame series, 3D series in sagittal or coronal partitions), the lesion segments are chosen among others, a SEG of another series or a broken file is a
-clear error; a SEG works as a training label in a CSV manifest and as a reader's mask in deepwml_compare."""
+multi-frame series, 3D series in sagittal or coronal partitions), the lesion segments are chosen among others, a SEG
+of another series or a broken file is a clear error; a SEG works as a training label in a CSV manifest and as a
+reader's mask in deepwml_compare."""
 from __future__ import annotations
 
 import csv
