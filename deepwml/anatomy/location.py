@@ -97,7 +97,7 @@ def slice_first(array: np.ndarray, geometry: Geometry) -> np.ndarray:
 def grid_sampling(geometry: Geometry) -> Tuple[float, float, float]:
     """(thickness, du, dv) in mm for the (slice, u, v) view."""
     du, dv = geometry.in_plane_pixels.values()
-    return float(geometry.numpy_spacing[geometry.slice_axis_numpy]), float(du), float(dv)
+    return float(geometry.slice_thickness), float(du), float(dv)
 
 
 def inplane_distance(structure: np.ndarray, du: float, dv: float) -> np.ndarray:
