@@ -109,7 +109,7 @@ OWN, BLOB, MODEST = [30, 70, 70, 10, 20, 4, 4], [90, 2000, 10, 10, 1, 10, 1], [3
 def test_both_never_buys_lesion_f1_with_dice():
     """'both' averages Dice and lesion F1, yet never takes a candidate that lowers either: a barely trained model's
     low threshold made one blob touching every lesion (F1 near 1, Dice near 0) and won the average. 'f1' may."""
-    candidates, own, modest = TRADE_CANDIDATES, OWN, MODEST
+    candidates = TRADE_CANDIDATES
     # own: Dice 0.3, lesion F1 0.27; blob: Dice 0.08, F1 1.0, the average 0.54 beats the others; modest: both up
     counts = np.array([[OWN, BLOB, MODEST]])
     both = choose(counts, candidates, "both")
@@ -120,7 +120,7 @@ def test_both_never_buys_lesion_f1_with_dice():
     # nothing but the trade on offer: the model's own settings stay
     assert choose(counts[:, :2], candidates[:2], "both").chosen == candidates[0]
     # a fall within min_gain is no trade
-    slight = np.array([[own, [30, 71, 70, 10, 10, 4, 4], modest]])
+    slight = np.array([[OWN, [30, 71, 70, 10, 10, 4, 4], MODEST]])
     assert not any(r["trades_away"] for r in choose(slight, candidates, "both", min_gain=0.01).table)
 
 
