@@ -3,6 +3,7 @@ slices; the filter travels through deepwml_predict, deepwml_ensemble, a model's 
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,16 @@ def test_lesion_contrasts_match_the_lesion_by_lesion_rings_exactly(seed, monkeyp
     # a few border voxels' pairs at a time: lesions' pairs spread over several pieces
     monkeypatch.setattr(lesion_contrast, "PAIRS_AT_ONCE", int(rng.integers(1, 400)))
     np.testing.assert_array_equal(lesion_contrasts(image, labels.astype(np.int16), count, radius, floor), expected)
+    # each ring dilated on its own instead of from pairs: every lesion's, those whose pairs outnumber their box's
+    # voxels, none
+    dilate = mock.Mock(wraps=ndimage.binary_dilation)
+    monkeypatch.setattr(lesion_contrast.ndimage, "binary_dilation", dilate)
+    for least, per_voxel, dilations in ((1, 0.0, lambda n: n > 5), (1, 1.0, lambda n: n < count), (np.inf, 0.0, lambda n: n == 0)):
+        dilate.reset_mock()
+        monkeypatch.setattr(lesion_contrast, "DILATE_FROM_PAIRS", least)
+        monkeypatch.setattr(lesion_contrast, "DILATE_PAIRS_PER_VOXEL", per_voxel)
+        np.testing.assert_array_equal(lesion_contrasts(image, labels, count, radius, floor), expected)
+        assert dilations(dilate.call_count)
     np.testing.assert_array_equal(lesion_contrasts(image, labels, 0, radius, floor), np.zeros(0))
 
 

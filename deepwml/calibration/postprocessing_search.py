@@ -100,11 +100,12 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     out[:, COUNTS.index("fn")] = n_ref_voxels
     if n == 0:
         return out
-    size = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    scored = np.bincount(labels[~ignore], minlength=n + 1)[1:]
-    overlap = np.bincount(labels[reference], minlength=n + 1)[1:]
     inside = labels > 0
-    peak = lesion_peaks(probs[inside], labels[inside], n)
+    lesion = labels[inside]
+    size = np.bincount(lesion, minlength=n + 1)[1:]
+    scored = np.bincount(labels[inside & ~ignore], minlength=n + 1)[1:] if ignore.any() else size
+    overlap = np.bincount(labels[reference], minlength=n + 1)[1:]
+    peak = lesion_peaks(probs[inside], lesion, n)
     # keep[c, k]: candidate c keeps lesion k+1 (the filters of deepwml.inference.lesion_report.filter_lesions)
     ratio = lesion_contrasts(contrast[0], labels, n, contrast[1], contrast[2]) if contrast is not None else np.full(n, np.nan)
     keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))

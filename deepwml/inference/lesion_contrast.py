@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 #: width (mm, in-plane) of the ring of tissue each lesion is compared with
 RING_MM = 3.0
@@ -19,6 +20,12 @@ RING_MM = 3.0
 BACKGROUND_FRACTION = 0.1
 #: (lesion, ring voxel) pairs formed at once: bounds the memory whatever the number of lesions
 PAIRS_AT_ONCE = 1 << 21
+#: a lesion with at least this many (border voxel, ring voxel) pairs, and more of them than voxels in its ring's box,
+#: has its ring dilated in that box instead: one wide lesion of a barely trained model (half the head at a low
+#: threshold) has millions of pairs, while a dilation costs about the same per voxel of its box as a pair
+DILATE_FROM_PAIRS = 1 << 16
+#: pairs per voxel of the ring's box above which dilating is the cheaper way
+DILATE_PAIRS_PER_VOXEL = 1.0
 
 
 def background_floor(image: np.ndarray) -> float:
@@ -87,18 +94,24 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
     in_plane = np.flatnonzero(offsets.any(axis=0))
     shape = np.asarray(shape)
     steps = np.array([int(np.prod(shape[a + 1:])) for a in range(len(shape))])
-    where = np.stack(np.unravel_index(voxels, tuple(shape)), axis=1)
     # only the voxels on a lesion's in-plane border are shifted: a tissue voxel within reach of an inner voxel is
     # within reach of its neighbour one step towards it (same lesion, nearer), and so on until a border voxel; such
     # a step never leaves the volume, so a neighbour outside it does not make a border
-    border = np.zeros(voxels.size, bool)
+    grid = labels.reshape(tuple(shape))
+    edge = np.zeros(grid.shape, bool)
     for axis in in_plane:
-        for step in (-1, 1):
-            inside = (where[:, axis] + step >= 0) & (where[:, axis] + step < shape[axis])
-            border[inside] |= labels[voxels[inside] + step * steps[axis]] != lesion[inside]
-    order = np.argsort(lesion[border])
-    voxels, lesion, where = voxels[border][order], lesion[border][order], where[border][order]
+        before, after = [slice(None)] * grid.ndim, [slice(None)] * grid.ndim
+        before[axis], after[axis] = slice(None, -1), slice(1, None)
+        differs = grid[tuple(before)] != grid[tuple(after)]
+        edge[tuple(before)] |= differs
+        edge[tuple(after)] |= differs
+    border = edge.ravel()[voxels]
     medians = np.full(count, np.nan)
+    dilated = _dilated_ring_medians(values, labels, tissue, shape, lesion[border], count, radius, len(offsets), medians)
+    border &= ~dilated[lesion]
+    order = np.argsort(lesion[border])
+    voxels, lesion = voxels[border][order], lesion[border][order]
+    where = np.stack(np.unravel_index(voxels, tuple(shape)), axis=1)
     # (lesion, ring voxel) pairs as lesion * values.size + voxel, from a bounded number of border voxels at a time;
     # the pairs of a lesion whose border goes on in the next piece wait for it
     piece = max(1, PAIRS_AT_ONCE // max(1, len(offsets)))
@@ -120,6 +133,31 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
         _pair_medians(pairs[done], values, medians)
         pending = pairs[~done]
     return medians
+
+
+def _dilated_ring_medians(values: np.ndarray, labels: np.ndarray, tissue: np.ndarray, shape: np.ndarray,
+                          border_lesion: np.ndarray, count: int, radius: Sequence[int], n_offsets: int,
+                          medians: np.ndarray) -> np.ndarray:
+    """Fill ``medians`` of the lesions whose border voxels (``border_lesion``: their lesion numbers) would make more
+    pairs than a dilation of their box costs, each ring dilated on its own; returns which lesions (by number, 0..count)
+    were measured so."""
+    pairs = np.bincount(border_lesion, minlength=count + 1) * n_offsets
+    done = np.zeros(count + 1, bool)
+    if pairs.max(initial=0) < DILATE_FROM_PAIRS:
+        return done
+    shape = tuple(int(n) for n in shape)
+    labels, tissue, values = labels.reshape(shape), tissue.reshape(shape), values.reshape(shape)
+    disk, boxes = _disk(radius), ndimage.find_objects(labels, max_label=count)
+    for number in np.flatnonzero(pairs >= DILATE_FROM_PAIRS):
+        box = widen_box(boxes[number - 1], shape, radius)
+        if pairs[number] <= DILATE_PAIRS_PER_VOXEL * np.prod([b.stop - b.start for b in box]):
+            continue
+        # a tissue voxel within reach of any of the lesion's voxels: the same ring as the border voxels' offsets
+        ring = ndimage.binary_dilation(labels[box] == number, disk) & tissue[box]
+        if ring.any():
+            medians[number - 1] = _median(values[box][ring])
+        done[number] = True
+    return done
 
 
 def _pair_medians(pairs: np.ndarray, values: np.ndarray, medians: np.ndarray) -> None:

@@ -1,0 +1,35 @@
+"""benchmarks/postprocessing_counts.py: the search's counting timed on the same maps here and in another checkout,
+with the counts compared."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from conftest import tiny_case
+from deepwml.calibration.postprocessing_search import SearchGrid, case_counts
+from deepwml.imageio import write_image
+from deepwml.inference.postprocessing import MaskSettings
+from deepwml_testing.benchmarks import load_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_checkout_times_each_map_and_counts_as_the_search_does(tmp_path):
+    bench = load_benchmark("postprocessing_counts")
+    image, label, geometry = tiny_case(shape_zyx=(4, 48, 48), n_lesions=4)
+    probs = bench.barely_trained(image)
+    # the stand-in for a barely trained model: the whole head over the lowest threshold, the lesions near 1
+    assert (probs >= 0.2).mean() > 0.4 and probs[label > 0].min() > 0.9
+    paths = {k: str(tmp_path / f"{k}.nii.gz") for k in ("image", "label", "shipped", "barely_trained")}
+    for key, array in (("image", image), ("label", label), ("shipped", probs * 0.5), ("barely_trained", probs)):
+        write_image(array, geometry, paths[key])
+    cases_file = tmp_path / "cases.json"
+    cases_file.write_text(json.dumps([paths]))
+    result = bench.in_checkout(REPO, cases_file, runs=2)  # the baseline's side: another process, its own folder
+    assert set(result) == {"image.nii.gz shipped", "image.nii.gz barely_trained"}
+    candidates = SearchGrid().candidates(MaskSettings(0.5, 0.0, 0.0, False, 0.0))
+    expected = case_counts(probs, label > 0, None, float(np.prod(geometry.spacing)) / 1000, candidates, image, geometry)
+    assert result["image.nii.gz barely_trained"]["counts"] == expected.tolist()
+    assert all(r["seconds"] > 0 for r in result.values())
