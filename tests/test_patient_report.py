@@ -257,7 +257,8 @@ def test_the_findings_open_the_page_with_locations_estimates_and_the_scan_s_caut
     page = build_patient_report(summary, lesions, [], geometry, Path("c.nii.gz"), model, False, findings=lines)
     block = page[page.index('<div class="findings">'):page.index("</div>", page.index('<div class="findings">'))]
     assert page.index("Findings (draft for the reader)") < page.index("Lesion locations and Fazekas estimate")
-    assert block.count("<p>") == len(lines) == 6  # totals, locations, 10 mm split, estimates, caution, model
+    assert block.count("<p>") == len(lines) == 7  # totals, locations, 10 mm split, brain, estimates, caution, model
+    assert "<p>Brain parenchyma on the scanned slices " in block and "lateral ventricles" in block
     assert "<p>White-matter lesions (automatic): 2 lesions, 0.06 ml, on 2 of 5 slices.</p>" in block
     assert "<p>Locations: periventricular 1, deep 1.</p>" in block and "Fazekas estimate: periventricular" in block
     assert "Caution: unlike the scans the model learned from: slices &lt;1 mm&gt; thick." in block

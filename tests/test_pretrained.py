@@ -345,17 +345,28 @@ def test_recipe_end_to_end_at_toy_size(tmp_path):
 
 @pytest.mark.parametrize("centre,skull_stripped", [("CSVD#3", False), ("MS#3", True)])
 def test_the_shipped_model_segments_an_unseen_synthetic_scan(tmp_path, centre, skull_stripped):
-    """Out of the box: the package ships a model, and it finds the lesions of a scan drawn with a seed it never saw."""
+    """Out of the box: the package ships a model, and it finds the lesions of a scan drawn with a seed it never saw;
+    the shipped anatomy model beside it measures the brain and ventricles the generator drew."""
+    import pandas as pd
+
+    from deepwml.anatomy.labels import VENTRICLE, anatomy_from_truth, brain_mask
+    from deepwml.anatomy.volumes import brain_coverage
     from deepwml.evaluation.case_metrics import dice
     from deepwml.pretrained import BUILTIN_DIR
     from deepwml.synthetic.generate import generate_case
 
     assert (BUILTIN_DIR / "MODEL_CARD.md").is_file() and list(BUILTIN_DIR.glob("fold_*/checkpoint_*.pth"))
-    case = generate_case(centre, index=2, seed=4242, skull_stripped=skull_stripped)
+    case = generate_case(centre, index=2, seed=4242, skull_stripped=skull_stripped, truth=True)
     write_image(case.image, case.geometry, tmp_path / "in" / "scan.nii.gz")
     assert predict_cli.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
     mask = read_image(tmp_path / "out" / "scan.nii.gz").array > 0
     assert dice(case.label > 0, mask) > SHIPPED_MODEL_MIN_DICE
+    row = pd.read_csv(tmp_path / "out" / "summary.csv").iloc[0]
+    truth, voxel_ml = anatomy_from_truth(case.truth), case.geometry.voxel_volume_ml
+    assert row["brain_volume_ml"] == pytest.approx(np.count_nonzero(brain_mask(truth)) * voxel_ml, rel=0.08)
+    assert row["ventricle_volume_ml"] == pytest.approx(np.count_nonzero(truth == VENTRICLE) * voxel_ml, rel=0.25)
+    assert row["lesion_percent_of_brain"] == pytest.approx(100 * row["total_lesion_volume_ml"] / row["brain_volume_ml"], rel=1e-3)
+    assert row["brain_coverage"] == brain_coverage(truth, case.geometry)
 
 
 def test_the_recipe_preset_is_the_shipped_plan_cpu_fast_with_strong_intensity_augmentation():

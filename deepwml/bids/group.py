@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pandas as pd
 
 from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN, SPLIT_COLUMNS
+from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN, COVERAGE_COLUMN, LESION_PERCENT_COLUMN, VENTRICLE_VOLUME_COLUMN
 from deepwml.bids.cohort_report import check_group_by, write_cohort_report
 from deepwml.bids.derivatives import Sidecar, published_sidecars, read_sidecar
 from deepwml.bids.layout import DESCRIPTION_NAME
@@ -51,6 +52,12 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                             "rule for periventricular WMH)", "Units": "ml"},
     FAR_FROM_VENTRICLES_COLUMN: {"Description": "supratentorial lesion volume beyond 10 mm (3D) of the ventricles (the 10 mm "
                                                 "rule for deep WMH)", "Units": "ml"},
+    BRAIN_VOLUME_COLUMN: {"Description": "brain parenchyma (white matter, deep grey, cortex, cerebellum and brainstem; "
+                                         "not the ventricles) on the scanned slices, from the anatomy map", "Units": "ml"},
+    VENTRICLE_VOLUME_COLUMN: {"Description": "lateral ventricles on the scanned slices, from the anatomy map", "Units": "ml"},
+    LESION_PERCENT_COLUMN: {"Description": "total_lesion_volume_ml as a percentage of brain_volume_ml"},
+    COVERAGE_COLUMN: {"Description": "complete, or where the brain runs past the scan (cut at the top, bottom or both "
+                                     "ends): then brain_volume_ml misses what was not scanned"},
     "lesions_dropped_outside_brain": {"Description": "lesions left out of the mask for lying wholly outside the brain "
                                                      "the anatomy model found (false positives, or brain it missed)"},
     "bright_brain_share": {"Description": "share of the brain region in its outer 8 mm, brighter than 2 x the white "

@@ -4,10 +4,12 @@ estimates, any caution about the scan, and the model. The DICOM findings picture
 the per-patient report prints them first, as text to select."""
 from __future__ import annotations
 
-from typing import List
+from typing import Any, Dict, List
 
 import deepwml
 from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
+from deepwml.anatomy.volumes import (BRAIN_VOLUME_COLUMN, COMPLETE, COVERAGE_COLUMN, LESION_PERCENT_COLUMN,
+                                     VENTRICLE_VOLUME_COLUMN)
 from deepwml.inference.lesion_report import CaseSummary
 
 
@@ -23,6 +25,8 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
         if NEAR_VENTRICLES_COLUMN in a:  # figures of an older run have no volumes by the 10 mm rule
             lines.append(f"Supratentorial lesion volume within / beyond 10 mm of the ventricles: "
                          f"{a[NEAR_VENTRICLES_COLUMN]:.2f} / {a[FAR_FROM_VENTRICLES_COLUMN]:.2f} ml")
+        if BRAIN_VOLUME_COLUMN in a:  # likewise without the brain's volume
+            lines.append(brain_sentence(a))
         lines.append(f"Fazekas estimate: periventricular {int(a['fazekas_periventricular'])}, deep "
                      f"{int(a['fazekas_deep'])}; McDonald 2017 brain regions with a lesion of 3 mm or more: "
                      f"{a['mcdonald_dis_regions']} of 3 (spinal cord not imaged)")
@@ -31,3 +35,16 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
     lines.append(f"{model_name[:1].upper()}{model_name[1:]}, DeepWML {deepwml.__version__}. Research use only, not a "
                  "medical device: a qualified reader must review these findings.")
     return lines
+
+
+def brain_sentence(a: Dict[str, Any]) -> str:
+    """The brain and ventricle volumes of the scanned slices and the lesions' share of the brain, with a caution when
+    the brain runs past the scan."""
+    if not a[BRAIN_VOLUME_COLUMN] > 0:
+        return "No brain parenchyma found on the scanned slices by the anatomy model"
+    text = (f"Brain parenchyma on the scanned slices {a[BRAIN_VOLUME_COLUMN]:.0f} ml (lesions {a[LESION_PERCENT_COLUMN]:.2f} % "
+            f"of it), lateral ventricles {a[VENTRICLE_VOLUME_COLUMN]:.1f} ml")
+    if a[COVERAGE_COLUMN] != COMPLETE:
+        text += f"; the brain is {a[COVERAGE_COLUMN]} of the scan, so these cover only its scanned part"
+    return text
+

@@ -26,6 +26,7 @@ from deepwml.anatomy.location import (
     location_counts,
     location_volumes,
 )
+from deepwml.anatomy.volumes import VOLUME_COLUMNS, tissue_volumes
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
 from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius, widen_box
@@ -276,6 +277,7 @@ def anatomy_fields(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray, le
     fields.update(location_volumes(located, geometry.voxel_volume_ml))
     fields.update(dis_summary(located.location, located.long_axis_mm))
     fields.update(fazekas_from_locations(located, anatomy, geometry).to_fields())
+    fields.update(tissue_volumes(anatomy, geometry, float(np.count_nonzero(mask) * geometry.voxel_volume_ml)))
     return fields
 
 
@@ -329,6 +331,8 @@ ANATOMY_SUMMARY_COLUMNS = (
     + ["mcdonald_dis_regions", "mcdonald_dis_region_names"]
     + ["fazekas_periventricular", "fazekas_deep", "fazekas_pv_lining_mm", "fazekas_pv_extent_mm"]
     + ["fazekas_pv_deep_part_mm", "fazekas_deep_long_axis_mm"]
+    # the brain and ventricles of the scanned slices, the lesion volume as a share of the brain (anatomy.volumes)
+    + list(VOLUME_COLUMNS)
     # set by deepwml_predict beside the map's figures when it drops lesions outside the brain (inference.outside_brain)
     + [OUTSIDE_BRAIN_COLUMN]
     # set by deepwml_predict from the scan and the map: does it look like a T2-FLAIR (inference.flair_check)

@@ -27,6 +27,8 @@ from deepwml.imageio import Geometry
 from deepwml.anatomy.fazekas import DEEP_CONFLUENCE_MM, DEEP_LARGE_MM, PV_HALO_MM
 from deepwml.anatomy.location import (DISTANCE_MM, DIS_MIN_LONG_AXIS_MM, FAR_FROM_VENTRICLES_COLUMN, LOCATIONS,
                                      NEAR_VENTRICLES_COLUMN, REACH_MM)
+from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
+from deepwml.inference.findings import brain_sentence
 from deepwml.inference.lesion_contrast import RING_MM
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import CaseSummary
@@ -174,9 +176,12 @@ def volume_rows(a: Dict[str, Any]) -> List[Tuple[str, str]]:
     if NEAR_VENTRICLES_COLUMN not in a:
         return []
     per_class = ", ".join(f"{name} {a[f'{name}_volume_ml']:.2f}" for name in LOCATIONS if a[f"{name}_count"])
-    return [("Lesion volume per location (ml)", per_class or "no lesion"),
+    rows = [("Lesion volume per location (ml)", per_class or "no lesion"),
             ("Supratentorial lesion volume within / beyond 10 mm of the ventricles (ml)",
              f"{a[NEAR_VENTRICLES_COLUMN]:.2f} / {a[FAR_FROM_VENTRICLES_COLUMN]:.2f}")]
+    if BRAIN_VOLUME_COLUMN in a:  # figures of an older run have no brain volume
+        rows.append(("Brain, ventricles and lesion share (scanned slices)", brain_sentence(a)))
+    return rows
 
 
 def anatomy_html(summary: CaseSummary) -> str:
