@@ -18,7 +18,8 @@ from deepwml.imageio.dicom import chosen_series
 from deepwml.inference import dicom_sr
 from deepwml.anatomy.location import LOCATIONS
 from deepwml.inference.dicom_seg import LOCATION_SEGMENT_LABELS
-from deepwml.inference.dicom_sr import CASE_TRACKING, LOCAL_SCHEME, SR_SERIES_NUMBER, LesionOutlines, slice_outlines
+from deepwml.inference.dicom_sr import (BRAIN_TRACKING, CASE_TRACKING, LOCAL_SCHEME, SR_SERIES_NUMBER, VENTRICLE_TRACKING,
+                                      LesionOutlines, slice_outlines)
 from deepwml.inference.lesion_report import lesion_id_labels
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
 from test_dicom import UID_ROOT, write_dicom_series
@@ -116,6 +117,15 @@ def test_the_sr_reports_each_lesion_as_the_table_does_and_its_outlines_redraw_th
     assert totals["Supratentorial lesion volume within 10 mm of the ventricles"] == pytest.approx(summary.volume_within_10mm_of_ventricles_ml)
     assert totals["Supratentorial lesion volume beyond 10 mm of the ventricles"] == pytest.approx(summary.volume_beyond_10mm_of_ventricles_ml)
     assert totals["Lesions itemised in this report"] == len(table)
+    assert totals["Lesion volume as a percentage of the brain parenchyma volume"] == pytest.approx(summary.lesion_percent_of_brain)
+    # the brain's and the ventricles' volumes stand alone after the lesion groups, the brain's with its coverage
+    assert list(plain)[-2:] == [BRAIN_TRACKING, VENTRICLE_TRACKING]
+    assert plain[BRAIN_TRACKING] == {"Volume": pytest.approx(summary.brain_volume_ml)}
+    assert plain[VENTRICLE_TRACKING] == {"Volume": pytest.approx(summary.ventricle_volume_ml)}
+    (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
+    coverage = [i.ConceptCodeSequence[0].CodeMeaning for i in measurements.ContentSequence[-2].ContentSequence
+                if i.ValueType == "CODE" and i.ConceptNameCodeSequence[0].CodeMeaning == "Brain coverage of the scanned slices"]
+    assert coverage == [summary.brain_coverage]
 
     assert [str(g.tracking_identifier) for g in lesions] == [f"lesion {k}" for k in table.lesion_id]
     slice_of = {(uid, None): z for z, uid in enumerate(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
@@ -155,9 +165,9 @@ def test_without_a_seg_the_location_groups_stand_alone_with_the_summary_figures(
     classes = [name for name in LOCATIONS if summary[f"{name}_count"] > 0]
     assert classes
     groups = _plain_groups(hd.sr.srread(out / "patient7_sr.dcm"))
-    # the case, then the location classes, then each lesion (outlined, TID 1411)
+    # the case, then the location classes, then each lesion (outlined, TID 1411), then the brain and ventricles
     assert list(groups) == [CASE_TRACKING] + [LOCATION_SEGMENT_LABELS[n] for n in classes] + [
-        f"lesion {k}" for k in range(1, int(summary.lesion_count) + 1)]
+        f"lesion {k}" for k in range(1, int(summary.lesion_count) + 1)] + [BRAIN_TRACKING, VENTRICLE_TRACKING]
     for name in classes:
         figures = groups[LOCATION_SEGMENT_LABELS[name]]
         assert figures["Number of lesions (observable entity)"] == summary[f"{name}_count"]
@@ -173,10 +183,11 @@ def test_without_a_seg_the_case_stands_alone_and_an_empty_mask_reports_no_lesion
     # no outlined lesion; the whole case as a measurement group of its own (TID 1501)
     assert not sr.content.get_volumetric_roi_measurement_groups()
     (measurements,) = [item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"]
-    (group,) = measurements.ContentSequence
+    group, brain, ventricles = measurements.ContentSequence  # the case, then the brain's and ventricles' volumes
     numbers = {i.ConceptNameCodeSequence[0].CodeMeaning: float(i.MeasuredValueSequence[0].NumericValue)
                for i in group.ContentSequence if i.ValueType == "NUM"}
     assert numbers["Number of lesions (observable entity)"] == 0 and numbers["Volume"] == 0
+    assert numbers["Lesion volume as a percentage of the brain parenchyma volume"] == 0
     # a second run finds the case done
     assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(out), "-m", str(model_dir), "--dicom-sr"]) == 0
     assert "0 case(s) predicted, 1 already done" in capsys.readouterr().out

@@ -28,6 +28,8 @@ from skimage import measure
 
 import deepwml
 from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, LOCATIONS, NEAR_VENTRICLES_COLUMN
+from deepwml.anatomy.volumes import (BRAIN_VOLUME_COLUMN, COVERAGE_COLUMN, LESION_PERCENT_COLUMN,
+                                     VENTRICLE_VOLUME_COLUMN)
 from deepwml.inference.dicom_seg import (LOCATION_SEGMENT_LABELS, SEGMENT_LABEL, location_sites, slice_of_frames,
                                          source_headers)
 from deepwml.inference.lesion_ids import lesion_ids_of
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 SR_SERIES_NUMBER = 9903
 SR_SERIES_DESCRIPTION = "DeepWML lesion measurements (research use)"
 CASE_TRACKING = "All white matter lesions"
+BRAIN_TRACKING, VENTRICLE_TRACKING = "Brain parenchyma, scanned slices", "Lateral ventricles, scanned slices"
 #: the local coding scheme of the concepts DICOM has no code for
 LOCAL_SCHEME = "99DEEPWML"
 #: lesions with a group of their own in one SR at most, and their outlines at most (a real mask of up to a few hundred
@@ -81,6 +84,11 @@ def sr_codes() -> Dict[str, object]:
         "near_ventricles": local_code("PV10", "Supratentorial lesion volume within 10 mm of the ventricles"),
         "far_from_ventricles": local_code("DWM10", "Supratentorial lesion volume beyond 10 mm of the ventricles"),
         "itemised": local_code("ITEM", "Lesions itemised in this report"),
+        "percent": codes.UCUM.Percent,
+        "lesion_percent": local_code("PCTBR", "Lesion volume as a percentage of the brain parenchyma volume"),
+        "brain": codes.SCT.Brain,
+        "ventricle": codes.SCT.LateralVentricle,
+        "coverage": local_code("COVER", "Brain coverage of the scanned slices"),
         "sites": location_sites(),
         "classes": {name: local_code(f"LOC-{name.upper()}", name) for name in LOCATIONS},
     }
@@ -115,6 +123,7 @@ def build_dicom_sr(mask: np.ndarray, lesions: "pd.DataFrame", summary: CaseSumma
     groups = [_case_group(summary, len(itemised), c, algorithm, seg)] + _location_groups(summary, c, algorithm, seg)
     groups += [_lesion_group(row, outlines.regions(int(row.lesion_id)), c, algorithm)
                for row in lesions.itertuples(index=False) if int(row.lesion_id) in itemised]
+    groups += _tissue_groups(summary, c, algorithm)
     return measurement_report(groups, headers, model_name, SR_SERIES_DESCRIPTION, seg)
 
 
@@ -254,6 +263,9 @@ def _case_group(summary: CaseSummary, itemised: int, c: Dict, algorithm, seg):
             for key, field in (("near_ventricles", NEAR_VENTRICLES_COLUMN), ("far_from_ventricles", FAR_FROM_VENTRICLES_COLUMN))
             if field in a  # figures of an older run have none
         ]
+        if a.get(BRAIN_VOLUME_COLUMN, 0) > 0:  # figures of an older run have none; no brain, no share
+            measurements.append(hd.sr.Measurement(name=c["lesion_percent"], value=float(a[LESION_PERCENT_COLUMN]),
+                                                  unit=c["percent"]))
     return _group_on_segment(seg, SEGMENT_LABEL, dict(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=CASE_TRACKING),
         finding_type=c["finding"], finding_category=c["category"], algorithm_id=algorithm, measurements=measurements))
@@ -271,6 +283,28 @@ def _group_on_segment(seg, label: str, content: Dict):
         sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=numbers[label],
         source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **content)
+
+
+def _tissue_groups(summary: CaseSummary, c: Dict, algorithm) -> List:
+    """With an anatomy map, the brain parenchyma's and the lateral ventricles' volumes on the scanned slices (TID
+    1501 groups of their own), the brain's with its coverage of the scan (deepwml.anatomy.volumes)."""
+    import highdicom as hd
+
+    a = summary.anatomy
+    if BRAIN_VOLUME_COLUMN not in a:  # no map, or figures of an older run
+        return []
+    coverage = str(a[COVERAGE_COLUMN])
+    groups = []
+    for key, field, label in (("brain", BRAIN_VOLUME_COLUMN, BRAIN_TRACKING), ("ventricle", VENTRICLE_VOLUME_COLUMN,
+                                                                                VENTRICLE_TRACKING)):
+        evaluations = ([hd.sr.QualitativeEvaluation(c["coverage"], local_code(f"COVER-{coverage.upper().replace(' ', '-')}",
+                                                                               coverage))]
+                       if key == "brain" else None)
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label), finding_type=c[key],
+            algorithm_id=algorithm, measurements=[hd.sr.Measurement(name=c["volume"], value=float(a[field]), unit=c["cm3"])],
+            qualitative_evaluations=evaluations))
+    return groups
 
 
 def _location_groups(summary: CaseSummary, c: Dict, algorithm, seg) -> List:
