@@ -528,9 +528,14 @@ def test_the_cohort_page_lists_what_to_review_and_draws_the_volumes(tmp_path):
     table["lesion_count"] = [3, 4, 5, 6, 40]
     table["volume_within_10mm_of_ventricles_ml"] = [1.5, 2.25, 2.0, 3.0, float("nan")]
     table["volume_beyond_10mm_of_ventricles_ml"] = [0.5, 0.75, 0.5, 0.5, float("nan")]
+    # and the lesions' share of the brain, naming where a brain runs past its scan
+    table["lesion_percent_of_brain"] = [0.2, 0.3, 0.25, 0.35, float("nan")]
+    table["brain_coverage"] = ["complete", "cut at the bottom", "complete", "complete", float("nan")]
     page = write_cohort_report(tmp_path, tmp_path / "bids", table, None, "m").read_text()
     scans = page[page.index("within 10 mm of the ventricles (ml)"):]
-    assert "<td>2.25</td><td>0.75</td><td>4</td>" in scans and "<td>n/a</td><td>n/a</td><td>40</td>" in scans
+    assert "<td>2.25</td><td>0.75</td><td>0.30 (cut at the bottom)</td><td>4</td>" in scans
+    assert "<td>1.50</td><td>0.50</td><td>0.20</td><td>3</td>" in scans
+    assert "<td>n/a</td><td>n/a</td><td>n/a</td><td>40</td>" in scans
 
 
 @pytest.mark.slow

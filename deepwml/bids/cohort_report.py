@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from deepwml.anatomy.location import FAR_FROM_VENTRICLES_COLUMN, NEAR_VENTRICLES_COLUMN
+from deepwml.anatomy.volumes import COMPLETE, COVERAGE_COLUMN, LESION_PERCENT_COLUMN
 from deepwml.bids.derivatives import derivative_paths
 from deepwml.bids.layout import scan_of
 from deepwml.evaluation.report import build_report
@@ -194,6 +195,14 @@ def _cell(value: object, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else html.escape(str(value))
 
 
+def _share_cell(row: pd.Series) -> str:
+    """The lesion volume as a percentage of the brain on the scanned slices, naming the end where the brain runs past
+    the scan (then the share is too large by what was not scanned)."""
+    coverage = row.get(COVERAGE_COLUMN)
+    cell = _cell(row.get(LESION_PERCENT_COLUMN))
+    return cell + (f" ({html.escape(coverage)})" if isinstance(coverage, str) and coverage != COMPLETE else "")
+
+
 def check_group_by(table: pd.DataFrame, group_by: Optional[str]) -> None:
     """Refuse a --group-by that is not a column of the group table, naming the columns there are."""
     if group_by and group_by not in table:
@@ -236,11 +245,12 @@ def write_cohort_report(out: Path, bids_root: Path, table: pd.DataFrame, changes
                       "cohort's, no doubtful comparison or large fall in volume.</p>"]))
     id_columns = [c for c in ("participant_id", "session_id") if c in table]
     scan_rows = [[html.escape(str(r[c])) for c in id_columns] + [_qc_link(out, bids_root, r["source"]), _cell(r["total_lesion_volume_ml"]),
-                  _cell(r.get(NEAR_VENTRICLES_COLUMN)), _cell(r.get(FAR_FROM_VENTRICLES_COLUMN)),
+                  _cell(r.get(NEAR_VENTRICLES_COLUMN)), _cell(r.get(FAR_FROM_VENTRICLES_COLUMN)), _share_cell(r),
                   _cell(r["lesion_count"], 0), _cell(r.get("fazekas_periventricular"), 0), _cell(r.get("fazekas_deep"), 0)]
                  for _, r in table.iterrows()]
     sections.append(("Scans", [_table([*id_columns, "scan (QC picture)", "volume (ml)", "within 10 mm of the ventricles (ml)",
-                                       "beyond 10 mm (ml)", "lesions", "Fazekas PV", "Fazekas deep"], scan_rows)]))
+                                       "beyond 10 mm (ml)", "% of the brain", "lesions", "Fazekas PV", "Fazekas deep"],
+                                      scan_rows)]))
     return build_report(
         out / REPORT_NAME, "DeepWML: white-matter hyperintensities of the cohort", [f"lesion model: {model}",
                                                                                     f"derivatives dataset: {out}"],
