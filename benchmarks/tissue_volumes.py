@@ -5,7 +5,12 @@ Synthetic patients of every centre (a third skull-stripped) are drawn with their
 deepwml_predict with the shipped models (or --model / --anatomy-model), and summary.csv's `brain_volume_ml`,
 `ventricle_volume_ml` and `brain_coverage` are compared with the same figures of the truth anatomy map.
 
+With --real-dev the three real MS brains of ../shared/real_dev (benchmarks/real_dev.py's development scans) are made
+into 5, 6.5 and 8 mm stacks as that script makes them and predicted alike: they have no anatomy truth, so it prints
+each brain's volumes at each thickness and how far apart they are (the same brain should measure the same).
+
     python benchmarks/tissue_volumes.py [--per-centre 1] [--seed 4321] [--work DIR]
+    python benchmarks/tissue_volumes.py --real-dev [--work DIR]
 """
 from __future__ import annotations
 
@@ -44,6 +49,33 @@ def truth_figures(work: Path, per_centre: int, seed: int) -> Dict[str, Dict[str,
     return figures
 
 
+def real_dev(work: Path, command: List[str]) -> int:
+    """The real development brains in 5, 6.5 and 8 mm stacks: each brain's volumes per thickness and their spread."""
+    import pandas as pd
+
+    import real_dev as rd  # benchmarks/real_dev.py, next to this script
+    from deepwml.cli.predict import main as predict
+    from deepwml.synthetic.thick_slices import SlabSpec
+
+    thicknesses = (5.0, 6.5, 8.0)
+    cases = rd.make_stacks(rd.find_scans(rd.DEFAULT_DATA), {t: SlabSpec(t, 0.0, None) for t in thicknesses},
+                           work / "real_dev")
+    if predict(["-i", str(work / "real_dev"), "-o", str(work / "real_dev_predicted"), "--no-qc", *command]) != 0:
+        sys.exit("deepwml_predict failed")
+    rows = pd.read_csv(work / "real_dev_predicted" / "summary.csv").set_index("case_id")
+    print(f"{len(cases)} stacks of the real development brains: brain parenchyma ml, lateral ventricles ml, coverage "
+          "per thickness (5 / 6.5 / 8 mm), and the spread (largest - smallest) / median")
+    for scan in sorted({c.scan_id for c in cases}):
+        ids = [rd.stack_id(scan, t) for t in thicknesses]
+        parts = []
+        for column, digits in (("brain_volume_ml", 0), ("ventricle_volume_ml", 1)):
+            values = rows.loc[ids, column].to_numpy(float)
+            spread = (values.max() - values.min()) / np.median(values)
+            parts.append(" / ".join(f"{v:.{digits}f}" for v in values) + f" (spread {100 * spread:.1f} %)")
+        print(f"  {scan}: brain {parts[0]}; ventricles {parts[1]}; {' / '.join(rows.loc[ids, 'brain_coverage'])}")
+    return 0
+
+
 def _errors(pairs: List[tuple]) -> str:
     """Median and largest absolute percentage error and Pearson r of (truth, predicted) pairs."""
     truth, got = np.array(pairs, float).T
@@ -60,19 +92,22 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--model", default=None, help="lesion model PLAN folder (default: the shipped one)")
     parser.add_argument("--anatomy-model", default=None, help="anatomy model PLAN folder (default: the shipped one)")
     parser.add_argument("--work", type=Path, default=None, help="keep the scans and predictions here")
+    parser.add_argument("--real-dev", action="store_true", help="the real development brains instead (no truth: "
+                        "each brain's volumes across slice thicknesses)")
     args = parser.parse_args(argv)
     import pandas as pd
 
     from deepwml.cli.predict import main as predict
 
     print(load_line())
+    models = ["-m", args.model] if args.model else []
+    models += ["--anatomy-model", args.anatomy_model] if args.anatomy_model else []
     with tempfile.TemporaryDirectory() as scratch:
         work = (args.work or Path(scratch)).resolve()
+        if args.real_dev:
+            return real_dev(work, models)
         truth = truth_figures(work, args.per_centre, args.seed)
-        command = ["-i", str(work / "images"), "-o", str(work / "predicted"), "--no-qc"]
-        command += ["-m", args.model] if args.model else []
-        command += ["--anatomy-model", args.anatomy_model] if args.anatomy_model else []
-        if predict(command) != 0:
+        if predict(["-i", str(work / "images"), "-o", str(work / "predicted"), "--no-qc", *models]) != 0:
             sys.exit("deepwml_predict failed")
         rows = pd.read_csv(work / "predicted" / "summary.csv").set_index("case_id")
     print(f"{len(truth)} synthetic patients, seed {args.seed}: case, brain ml truth / predicted, ventricles ml truth / "
