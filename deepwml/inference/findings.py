@@ -1,7 +1,8 @@
 """The findings as short sentences a reader can check against the pictures and copy into a report: the lesion count
-and volume, with an anatomy map the locations, the volume split by the 10 mm rule and the Fazekas and McDonald
-estimates, any caution about the scan, and the model. The DICOM findings picture burns them in above its montage;
-the per-patient report prints them first, as text to select."""
+and volume, with an anatomy map the locations, the volume split by the 10 mm rule, the brain's and ventricles' volumes
+with the lesions' share of the brain, and the Fazekas and McDonald estimates, any caution about the scan, and the
+model. The DICOM findings picture burns them in above its montage; the per-patient report prints them first, as text
+to select."""
 from __future__ import annotations
 
 from typing import Any, Dict, List
@@ -47,4 +48,3 @@ def brain_sentence(a: Dict[str, Any]) -> str:
     if a[COVERAGE_COLUMN] != COMPLETE:
         text += f"; the brain is {a[COVERAGE_COLUMN]} of the scan, so these cover only its scanned part"
     return text
-
