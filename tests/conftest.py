@@ -13,6 +13,30 @@ from deepwml.imageio import Geometry, write_image
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, each test process keeps to cores of its own (worker k of N: every N-th core from the k-th).
+
+    DeepWML sizes its thread pools by the cores a process may run on (deepwml.utils.cpu), and so do ONNX Runtime,
+    OpenMP and OpenBLAS; two workers on two cores each started two spinning threads for every network and every
+    command they ran, and the suite spent its time in their contention. Pinned, each worker and the commands it starts
+    see one core and use one thread. A single test process is left as it is.
+    """
+    import os
+
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < count:
+        return
+    mine = cpus[int(worker[2:]) % count::count]
+    os.sched_setaffinity(0, mine)
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(len(mine))  # numpy's BLAS, loaded with the package before this hook
+
+
 def oblique_direction(deg: float = 12.0) -> Tuple[float, ...]:
     """A rotation about x by ``deg`` degrees: a tilted axial stack."""
     a = np.deg2rad(deg)
