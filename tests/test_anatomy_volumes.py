@@ -73,6 +73,6 @@ def test_no_brain_gives_no_share_and_the_findings_say_so_the_cut_is_a_caution():
     lines = findings_lines(summary, "the shipped model")
     brain = [line for line in lines if line.startswith("Brain parenchyma on the scanned slices")]  # 16 of 2905 voxels
     assert brain == ["Brain parenchyma on the scanned slices 4 ml (lesions 0.55 % of it), lateral ventricles 0.0 ml; "
-                     "the brain is cut at the bottom of the scan, so these cover only its scanned part"]
+                     "the brain is cut at the bottom of the scan: its scanned part only"]
     summary.anatomy.update(empty)
     assert "No brain parenchyma found on the scanned slices by the anatomy model" in findings_lines(summary, "m")

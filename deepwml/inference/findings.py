@@ -46,5 +46,5 @@ def brain_sentence(a: Dict[str, Any]) -> str:
     text = (f"Brain parenchyma on the scanned slices {a[BRAIN_VOLUME_COLUMN]:.0f} ml (lesions {a[LESION_PERCENT_COLUMN]:.2f} % "
             f"of it), lateral ventricles {a[VENTRICLE_VOLUME_COLUMN]:.1f} ml")
     if a[COVERAGE_COLUMN] != COMPLETE:
-        text += f"; the brain is {a[COVERAGE_COLUMN]} of the scan, so these cover only its scanned part"
+        text += f"; the brain is {a[COVERAGE_COLUMN]} of the scan: its scanned part only"
     return text
