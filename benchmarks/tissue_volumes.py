@@ -9,7 +9,7 @@ With --real-dev the three real MS brains of ../shared/real_dev (benchmarks/real_
 into 5, 6.5 and 8 mm stacks as that script makes them and predicted alike: they have no anatomy truth, so it prints
 each brain's volumes at each thickness and how far apart they are (the same brain should measure the same).
 
-    python benchmarks/tissue_volumes.py [--per-centre 1] [--seed 4321] [--work DIR]
+    python benchmarks/tissue_volumes.py [--per-centre 1] [--seed 4321] [--centres MS#3 ...] [--work DIR]
     python benchmarks/tissue_volumes.py --real-dev [--work DIR]
 """
 from __future__ import annotations
@@ -19,15 +19,16 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
 
-def truth_figures(work: Path, per_centre: int, seed: int) -> Dict[str, Dict[str, object]]:
-    """Write the scans below ``work``/images; per case id its truth brain and ventricle volumes (ml) and coverage."""
+def truth_figures(work: Path, per_centre: int, seed: int, centres: Sequence[str] = ()) -> Dict[str, Dict[str, object]]:
+    """Write the scans of ``centres`` (default: every one) below ``work``/images; per case id its truth brain and
+    ventricle volumes (ml) and coverage."""
     from deepwml.anatomy.labels import VENTRICLE, anatomy_from_truth, brain_mask
     from deepwml.anatomy.volumes import brain_coverage
     from deepwml.imageio import write_image
@@ -36,6 +37,8 @@ def truth_figures(work: Path, per_centre: int, seed: int) -> Dict[str, Dict[str,
 
     figures = {}
     for c, centre in enumerate(sorted(CENTRES)):
+        if centres and centre not in centres:
+            continue
         for index in range(1, per_centre + 1):
             case_id = f"{centre.replace('#', '')}_{index:03d}"
             case = generate_case(centre, index=index, seed=seed, skull_stripped=(c + index) % 3 == 0, truth=True)
@@ -88,6 +91,7 @@ def main(argv: List[str] = None) -> int:
     """Draw, predict, compare, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-centre", type=int, default=1, help="patients per synthetic centre (12 centres)")
+    parser.add_argument("--centres", nargs="+", default=(), help="only these synthetic centres, e.g. MS#3 (default: all)")
     parser.add_argument("--seed", type=int, default=4321, help="generator seed (the shipped models trained on 0-2)")
     parser.add_argument("--model", default=None, help="lesion model PLAN folder (default: the shipped one)")
     parser.add_argument("--anatomy-model", default=None, help="anatomy model PLAN folder (default: the shipped one)")
@@ -106,7 +110,7 @@ def main(argv: List[str] = None) -> int:
         work = (args.work or Path(scratch)).resolve()
         if args.real_dev:
             return real_dev(work, models)
-        truth = truth_figures(work, args.per_centre, args.seed)
+        truth = truth_figures(work, args.per_centre, args.seed, args.centres)
         if predict(["-i", str(work / "images"), "-o", str(work / "predicted"), "--no-qc", *models]) != 0:
             sys.exit("deepwml_predict failed")
         rows = pd.read_csv(work / "predicted" / "summary.csv").set_index("case_id")
