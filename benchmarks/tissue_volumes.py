@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ def _errors(pairs: List[tuple]) -> str:
     return f"median |error| {statistics.median(error):.1f} % (largest {error.max():.1f} %), r = {r:.3f}"
 
 
-def main(argv: List[str] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Draw, predict, compare, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-centre", type=int, default=1, help="patients per synthetic centre (12 centres)")

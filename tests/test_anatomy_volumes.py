@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepwml.anatomy.labels import CORTEX, INFRATENTORIAL, VENTRICLE, WHITE_MATTER
@@ -19,14 +20,14 @@ SAGITTAL = (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # slice index runs lef
 
 
 def _head(areas) -> np.ndarray:
-    """An anatomy map [slices, 40, 40] whose slice k holds areas[k] brain pixels (white matter, then cortex) and,
-    on the middle slices, 10 ventricle pixels."""
+    """An anatomy map [slices, 40, 40] whose slice k holds areas[k] brain pixels (white matter, then cortex; the
+    first slice 5 more, infratentorial) and, on the middle slice, 10 ventricle pixels."""
     anatomy = np.zeros((len(areas), 40, 40), np.uint8)
     for k, area in enumerate(areas):
         flat = anatomy[k].reshape(-1)
         flat[:area] = WHITE_MATTER
         flat[area // 2:area] = CORTEX
-    anatomy[0, 39, :5] = INFRATENTORIAL  # 5 more brain pixels on the first slice
+    anatomy[0, 39, :5] = INFRATENTORIAL
     anatomy[len(areas) // 2, 30, :10] = VENTRICLE
     return anatomy
 
@@ -66,10 +67,7 @@ def test_no_brain_gives_no_share_and_the_findings_say_so_the_cut_is_a_caution():
     mask = np.zeros((4, 40, 40), np.uint8)
     mask[1, 5:9, 5:9] = 1
     anatomy = _head([1000, 800, 900, 200])
-    import pandas as pd
-
-    lesions = pd.DataFrame({"lesion_id": [1]})
-    summary = summarize_case("scan", mask, geometry, lesions, anatomy)
+    summary = summarize_case("scan", mask, geometry, pd.DataFrame({"lesion_id": [1]}), anatomy)
     lines = findings_lines(summary, "the shipped model")
     brain = [line for line in lines if line.startswith("Brain parenchyma on the scanned slices")]  # 16 of 2905 voxels
     assert brain == ["Brain parenchyma on the scanned slices 4 ml (lesions 0.55 % of it), lateral ventricles 0.0 ml; "
