@@ -47,6 +47,12 @@ def with_lesion_class(anatomy: np.ndarray, lesion: np.ndarray) -> np.ndarray:
     return out
 
 
+_BRAIN_LOOKUP = np.isin(np.arange(256), BRAIN_CLASSES)
+
+
 def brain_mask(anatomy: np.ndarray) -> np.ndarray:
     """Parenchyma (every class but background and ventricle) of a label map."""
+    anatomy = np.asarray(anatomy)
+    if anatomy.dtype == np.uint8:  # a map as DeepWML makes it: a table lookup, ~10x faster than np.isin's search
+        return _BRAIN_LOOKUP[anatomy]
     return np.isin(anatomy, BRAIN_CLASSES)

@@ -31,8 +31,13 @@ COMPLETE = "complete"
 def brain_coverage(anatomy: np.ndarray, geometry: Geometry) -> str:
     """'complete', or where the brain runs past the stack: 'cut at the top', 'cut at the bottom', 'cut at both ends'
     (an axial stack), 'cut at the first slice' and so on (slices in another plane), 'no brain'."""
+    return _coverage(brain_mask(anatomy), geometry)
+
+
+def _coverage(brain: np.ndarray, geometry: Geometry) -> str:
+    """brain_coverage of a ``brain`` mask."""
     axis = geometry.slice_axis_numpy
-    area = np.count_nonzero(brain_mask(anatomy), axis=tuple(a for a in range(3) if a != axis))
+    area = np.count_nonzero(brain, axis=tuple(a for a in range(3) if a != axis))
     if area.max(initial=0) == 0:
         return "no brain"
     cut = area[[0, -1]] >= CUT_SHARE * area.max()
@@ -51,11 +56,11 @@ def brain_coverage(anatomy: np.ndarray, geometry: Geometry) -> str:
 def tissue_volumes(anatomy: np.ndarray, geometry: Geometry, lesion_ml: float) -> Dict[str, Any]:
     """summary.csv's brain parenchyma and ventricle volumes (ml, scanned slices), the lesion volume ``lesion_ml`` as a
     percentage of the parenchyma (NaN without brain) and the brain's coverage."""
-    voxel_ml = geometry.voxel_volume_ml
-    brain_ml = float(np.count_nonzero(brain_mask(anatomy)) * voxel_ml)
+    voxel_ml, brain = geometry.voxel_volume_ml, brain_mask(anatomy)
+    brain_ml = float(np.count_nonzero(brain) * voxel_ml)
     return {
         BRAIN_VOLUME_COLUMN: round(brain_ml, 1),
         VENTRICLE_VOLUME_COLUMN: round(float(np.count_nonzero(np.asarray(anatomy) == VENTRICLE) * voxel_ml), 2),
         LESION_PERCENT_COLUMN: round(100.0 * lesion_ml / brain_ml, 3) if brain_ml > 0 else float("nan"),
-        COVERAGE_COLUMN: brain_coverage(anatomy, geometry),
+        COVERAGE_COLUMN: _coverage(brain, geometry),
     }
