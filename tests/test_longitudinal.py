@@ -313,6 +313,10 @@ def test_command_segments_both_visits_with_the_shipped_model_reuses_them_and_gua
         for side in ("within", "beyond"):
             column = f"volume_{side}_10mm_of_ventricles_ml"
             assert summary[f"{visit}_{column}"] == pytest.approx(row[column], abs=1e-4)
+    # and each visit's brain on its scanned slices, as its summary.csv gives it
+    for visit in ("baseline", "followup"):
+        row = pd.read_csv(out / visit / "summary.csv").iloc[0]
+        assert summary[f"{visit}_brain_volume_ml"] == pytest.approx(row["brain_volume_ml"], abs=0.05)
     stamps = [m.stat().st_mtime_ns for m in masks]
     assert compare_main(args) == 0  # a second run finds the segmentations done
     assert [m.stat().st_mtime_ns for m in masks] == stamps
@@ -579,3 +583,20 @@ def test_a_readers_baseline_mask_beside_a_segmented_follow_up(tmp_path, capsys):
     assert inputs["followup_mask"] == str(out / "followup" / "followup.nii.gz")
     assert not (out / "baseline").exists()
     assert not any("10mm" in key for key in json.loads((out / "change.json").read_text()))  # one visit only: no split
+
+
+def test_visits_whose_scanned_brain_differs_are_flagged_as_covering_different_parts_of_the_head():
+    """A follow-up stack placed lower or shorter than the baseline's holds less brain: lesions leave the field and the
+    change says so; a few per cent (what one brain measures at any slice thickness) and missing figures say nothing."""
+    from deepwml.longitudinal.run import coverage_warning
+
+    def figures(before, after):
+        return {"baseline": {"brain_volume_ml": before}, "followup": {"brain_volume_ml": after}}
+
+    warning = coverage_warning(figures(1100.0, 920.0))
+    assert warning and "(1100 ml baseline, 920 ml follow-up)" in warning and "cover different parts of the head" in warning
+    assert coverage_warning(figures(880.0, 1000.0))  # more brain at follow-up: as much a different field
+    assert coverage_warning(figures(1000.0, 960.0)) is None
+    assert coverage_warning(figures(1000.0, float("nan"))) is None and coverage_warning({"baseline": {}}) is None
+    assert coverage_warning(figures(0.0, 900.0)) is None  # no brain found at all is the anatomy map's failure, not this
+

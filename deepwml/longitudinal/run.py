@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from deepwml.anatomy.location import SPLIT_COLUMNS
+from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
 from deepwml.imageio import Image, read_image, read_label, write_image
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE, AlignedImages, ChangeRules, LesionChange, compare_lesions,
@@ -23,6 +24,9 @@ from deepwml.utils.errors import DeepWMLError
 
 #: slice thicknesses that differ by more than this share make lesion counts compare poorly (benchmarks/longitudinal.py)
 THICKNESS_TOLERANCE = 0.1
+#: the brain's volume on the scanned slices may differ this much between the visits (the anatomy map measures one
+#: brain within a few per cent at any slice thickness) before the stacks are taken to cover different parts of it
+COVERAGE_TOLERANCE = 0.1
 OUTPUT_NAMES = {
     "followup_lesions": "followup_lesions_change.csv",
     "baseline_lesions": "baseline_lesions_change.csv",
@@ -216,6 +220,28 @@ def add_volume_split(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -
             change.summary[f"{name}_{column}"] = round(float(visit[column]), 4)
 
 
+def add_brain_volumes(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -> None:
+    """Each visit's brain parenchyma volume on its scanned slices (deepwml.anatomy.volumes), when both have one."""
+    volumes = [(figures.get(name) or {}).get(BRAIN_VOLUME_COLUMN) for name in ("baseline", "followup")]
+    if all(_finite(v) for v in volumes):
+        for name, volume in zip(("baseline", "followup"), volumes):
+            change.summary[f"{name}_{BRAIN_VOLUME_COLUMN}"] = round(float(volume), 1)
+
+
+def coverage_warning(figures: Dict[str, Dict[str, Any]]) -> Optional[str]:
+    """Why lesions may enter or leave the field between the visits: the brain on their scanned slices differs by
+    more than COVERAGE_TOLERANCE (stacks placed or sized differently, or an anatomy map gone wrong)."""
+    volumes = [(figures.get(name) or {}).get(BRAIN_VOLUME_COLUMN) for name in ("baseline", "followup")]
+    if not all(_finite(v) and v > 0 for v in volumes):
+        return None
+    before, after = volumes
+    if abs(after - before) <= COVERAGE_TOLERANCE * max(before, after):
+        return None
+    return (f"the brain on the scanned slices differs between the visits ({before:.0f} ml baseline, {after:.0f} ml "
+            f"follow-up): the stacks cover different parts of the head, so lesions can enter or leave the field and "
+            f"the counts and volume change partly reflect that; check both scans' coverage")
+
+
 def _finite(value: Any) -> bool:
     """True for a finite number (a figure a JSON sidecar or CSV row holds), False for None, NaN or text."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
@@ -272,7 +298,9 @@ def compare(request: CompareRequest) -> CompareReport:
                              request.rules, images)
     add_locations(change, followup_table)
     add_volume_split(change, figures)
-    warnings = [w for w in (thickness_warning(baseline, followup), _registration_warning(registration)) if w]
+    add_brain_volumes(change, figures)
+    warnings = [w for w in (thickness_warning(baseline, followup), coverage_warning(figures),
+                            _registration_warning(registration)) if w]
     outputs = {key: out / name for key, name in OUTPUT_NAMES.items()}
     _write(request, baseline, followup, registration, images, change, outputs, warnings, baseline_mask, followup_mask)
     return CompareReport(change.summary, outputs, warnings, time.perf_counter() - start)
