@@ -220,9 +220,14 @@ def add_volume_split(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -
             change.summary[f"{name}_{column}"] = round(float(visit[column]), 4)
 
 
+def _brain_volumes(figures: Dict[str, Dict[str, Any]]) -> List[Any]:
+    """The baseline's and the follow-up's brain parenchyma volume on their scanned slices (None when not given)."""
+    return [(figures.get(name) or {}).get(BRAIN_VOLUME_COLUMN) for name in ("baseline", "followup")]
+
+
 def add_brain_volumes(change: LesionChange, figures: Dict[str, Dict[str, Any]]) -> None:
     """Each visit's brain parenchyma volume on its scanned slices (deepwml.anatomy.volumes), when both have one."""
-    volumes = [(figures.get(name) or {}).get(BRAIN_VOLUME_COLUMN) for name in ("baseline", "followup")]
+    volumes = _brain_volumes(figures)
     if all(_finite(v) for v in volumes):
         for name, volume in zip(("baseline", "followup"), volumes):
             change.summary[f"{name}_{BRAIN_VOLUME_COLUMN}"] = round(float(volume), 1)
@@ -231,7 +236,7 @@ def add_brain_volumes(change: LesionChange, figures: Dict[str, Dict[str, Any]]) 
 def coverage_warning(figures: Dict[str, Dict[str, Any]]) -> Optional[str]:
     """Why lesions may enter or leave the field between the visits: the brain on their scanned slices differs by
     more than COVERAGE_TOLERANCE (stacks placed or sized differently, or an anatomy map gone wrong)."""
-    volumes = [(figures.get(name) or {}).get(BRAIN_VOLUME_COLUMN) for name in ("baseline", "followup")]
+    volumes = _brain_volumes(figures)
     if not all(_finite(v) and v > 0 for v in volumes):
         return None
     before, after = volumes
