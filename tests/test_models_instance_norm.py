@@ -54,3 +54,28 @@ def test_state_dict_is_torchs():
     ours, ref = _pair()
     assert ours.state_dict().keys() == ref.state_dict().keys()
     assert isinstance(ours, torch.nn.InstanceNorm2d)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+def test_under_cpu_bf16_autocast_the_norm_computes_in_fp32_and_gradients_reach_the_bf16_input(layout):
+    """bf16 training on a CPU (autocast) normalises in fp32, where torch's CPU norm kernels are several times faster
+    than on bf16 maps: the output is fp32 and equals the fp32 layer on the same (bf16-rounded) maps, and the gradient
+    reaches the bf16 input as bf16 so the convolution before it trains as usual."""
+    ours, ref = _pair()
+    memory = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = (torch.randn(2, 6, 16, 12) * 3 + 1).to(torch.bfloat16).contiguous(memory_format=memory).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ours(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, ref(x.detach().float()), atol=1e-5, rtol=1e-5)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16 and ours.weight.grad is not None
+
+
+def test_a_network_cast_to_bf16_keeps_its_norms_in_bf16():
+    """A layer whose own weights are bf16 (model.bfloat16(), not autocast) is not upcast: its input and weights
+    stay one dtype."""
+    ours, _ = _pair()
+    ours = ours.bfloat16()
+    x = torch.randn(2, 6, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert ours(x).dtype == torch.bfloat16
