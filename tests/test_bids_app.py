@@ -563,3 +563,19 @@ def test_deepwml_finetune_takes_a_bids_dataset_with_its_readers_masks(tmp_path, 
     with pytest.raises(SystemExit):
         finetune_main([str(tmp_path / "m.csv"), "--masks", str(manual), "-o", str(tmp_path / "m3")])
     assert "--masks: only with a BIDS dataset" in capfd.readouterr().err
+
+
+def test_the_group_line_gives_the_lesion_volume_agreement_from_three_scans():
+    """With three or more scans scored, the line gives the volumes' Bland-Altman mean difference, limits and ICC(A,1)
+    (as deepwml_evaluate computes them); with two, only Dice and lesion F1."""
+    from deepwml.bids.agreement import describe
+    from deepwml.evaluation.volume_agreement import volume_agreement
+
+    table = pd.DataFrame({"dice": [0.7, 0.6, 0.8], "lesion_f1": [0.5, 0.4, 0.6],
+                          "ref_volume_ml": [2.0, 10.0, 30.0], "pred_volume_ml": [1.5, 8.0, 24.0]})
+    expected = volume_agreement(table["ref_volume_ml"], table["pred_volume_ml"])
+    line = describe(table, 0)
+    low, high = expected["limits_of_agreement_ml"]
+    assert f"mean {expected['mean_difference_ml']:+.2f} ml (95 % limits {low:+.2f} to {high:+.2f})" in line
+    assert f"ICC(A,1) {expected['icc_a1']['value']:.3f}" in line and "Dice mean 0.700" in line
+    assert "ICC" not in describe(table.iloc[:2], 0)

@@ -60,6 +60,7 @@ def test_outputs_exist_and_agree(evaluated):
     assert sorted(p.name for p in (report / "figures").iterdir()) == [
         "fig3_by_centre.png", "fig3_by_disease.png", "fig4_by_lv_group.png", "fig_by_thickness.png",
         "reliability.png",  # one case has a probability map beside its mask: calibration over that case
+        "volume_agreement.png",
     ]  # fmt: skip
     slices = pd.read_csv(report / "per_slice.csv")
     cases = pd.read_csv(report / "per_case.csv")
@@ -120,8 +121,8 @@ def test_report_html_is_self_contained_with_tables_and_figures(evaluated):
     parser.feed(text)
     assert "script" not in parser.tags and "link" not in parser.tags and "iframe" not in parser.tags
     assert 'src="http' not in text and "url(" not in text
-    # 4 box plots + the reliability diagram
-    assert len(parser.images) == 5 and all(u.startswith("data:image/png;base64,") for u in parser.urls)
+    # 4 box plots, the reliability diagram and the volume agreement
+    assert len(parser.images) == 6 and all(u.startswith("data:image/png;base64,") for u in parser.urls)
     for uri in parser.images:
         assert base64.b64decode(uri.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
     assert "Table 2. Per-slice segmentation performance" in text and "<table>" in text

@@ -28,6 +28,12 @@ DEFINITIONS: Dict[str, str] = {
     "Statistics": "Shapiro–Wilk per group; Kruskal–Wallis across groups with n ≥ 3; pairwise two-sided Mann–Whitney U "
     "with Bonferroni correction when Kruskal–Wallis p < 0.05. Slices of one case are correlated, so slice-level "
     "p-values are descriptive.",
+    "Lesion volume agreement": "Per case, the predicted total lesion volume against the reference's (ml; cases scored as "
+    "empty included). Bland–Altman: mean difference (predicted − reference), its SD and the 95 % limits of agreement "
+    "(mean ± 1.96 SD); proportional bias = least-squares slope of the difference on the mean of the two, with its "
+    "p-value. ICC(A,1): two-way, absolute-agreement, single-measure intraclass correlation (McGraw & Wong 1996; "
+    "Shrout & Fleiss ICC(2,1)) with its F-based 95 % interval. Pearson r and Spearman ρ with p-values. Not computed "
+    "with fewer than 3 cases or when one side's volumes are all equal.",
     "Calibration (ECE)": "Only with probability maps (CASE_prob<ending>). Voxels (ignore region removed) go into 10 "
     "equal-width probability bins; ECE = Σ (voxels in bin / voxels) × |mean probability − fraction of reference lesion| "
     "over the bins, pooled over cases. 'All voxels' is dominated by easy background; 'candidate voxels' are those with "

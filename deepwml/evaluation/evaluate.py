@@ -16,14 +16,15 @@ from deepwml.evaluation.calibration import evaluate_calibration, reliability_fig
 from deepwml.evaluation.case_metrics import CASE_METRICS
 from deepwml.evaluation.cases import pair_cases
 from deepwml.evaluation.definitions import DEFINITIONS
-from deepwml.evaluation.figures import boxplot_figure
+from deepwml.evaluation.figures import boxplot_figure, volume_agreement_figure
 from deepwml.evaluation.report import build_report, figure_html, statistics_table
 from deepwml.evaluation.run_cases import CACHE_FOLDER, evaluate_cases
 from deepwml.evaluation.labels import METRIC_LABELS
 from deepwml.evaluation.paired import compare_with, paired_tables, read_report
 from deepwml.evaluation.stratify import SLICE_METRICS
-from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, slice_factors
+from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, json_ready, slice_factors
 from deepwml.evaluation.tables import Table
+from deepwml.evaluation.volume_agreement import agreement_table, volume_agreement
 from deepwml.paths import raw_root as default_raw_root
 from deepwml.utils.atomic import atomic_path, write_json, write_text
 from deepwml.utils.errors import DeepWMLError
@@ -51,6 +52,10 @@ FIGURE_CAPTION = (
     "slices with reference lesion; box = median and IQR, whiskers = 1.5 × IQR, dots = outliers; "
     "n = slices with a defined value (precision is undefined where the prediction is empty)."
 )
+
+VOLUME_CAPTION = ("volume_agreement.png: left, each case's predicted against its reference total lesion volume (dashed: "
+                  "identity); right, Bland–Altman: the difference against the mean of the two, with the mean difference "
+                  "(solid) and the 95 % limits of agreement (dashed); colour = disease (with -d).")
 
 
 def resolve_dataset(dataset: Union[None, str, int, RawDataset], raw_root: Optional[PathLike] = None) -> Optional[RawDataset]:
@@ -116,6 +121,7 @@ def evaluate_folders(
         "missing_predictions": missing,
         "cases_not_in_dataset_json": not_in_json,
         **build_summary(cases, slices, with_meta),
+        "volume_agreement": json_ready(volume_agreement(cases["ref_volume_ml"], cases["pred_volume_ml"])),
         "calibration": calibration,
         "notes": notes,
         "definitions": DEFINITIONS,
@@ -138,10 +144,12 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, summ
     tables["stats_cases"].key = "statistics-cases"
     if summary.get("against") is not None:
         tables["against_cases"], tables["against_slices"] = paired_tables(summary["against"])
+    tables["volume_agreement"] = agreement_table(summary["volume_agreement"])
     write_text(out_dir / "table2.md", _markdown(tables, summary))
     figures = _write_figures(out_dir / "figures", slices[slices["has_reference_lesion"]], with_meta)
     if summary.get("calibration") is not None:
         figures["calibration"] = reliability_figure(summary["calibration"], out_dir / "figures" / "reliability.png")
+    figures["volume_agreement"] = volume_agreement_figure(cases, summary["volume_agreement"], out_dir / "figures" / "volume_agreement.png")
     _write_report(out_dir / "report.html", cases, summary, tables, figures)
     write_json(out_dir / "summary.json", summary)
 
@@ -155,7 +163,7 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
     """table2.md: Table 2 first, then the stratified and case-level tables."""
     head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
-    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")]
+    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + ["volume_agreement"]
              + [k for k in ("against_cases", "against_slices") if k in tables])
     return head + "\n".join(tables[k].to_markdown() for k in order)
 
@@ -182,13 +190,17 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         ("median case HD95 (mm)", _num(c["overall"]["hd95_mm"]["median"])),
         ("false-positive slices", f"{s['n_false_positive_slices']} of {s['n_without_reference_lesion']}"),
     ]
-    fig = {k: figure_html(p, f"{p.name}: {FIGURE_CAPTION}") for k, p in figures.items()}
+    if summary["volume_agreement"]["testable"]:
+        cards.append(("lesion volume ICC(A,1)", f"{summary['volume_agreement']['icc_a1']['value']:.3f}"))
+    boxplots = {factor for _, factor, _ in FIGURES}
+    fig = {k: figure_html(p, f"{p.name}: {FIGURE_CAPTION}") for k, p in figures.items() if k in boxplots}
     sections = [
         ("Per-slice performance (Table 2)", [tables["table2"].to_html()] + [fig[k] for k in ("centre", "disease") if k in fig]),
         ("By lesion-volume group", [tables["lv_group"].to_html(), fig["lv_group"]]),
         ("By slice thickness", [tables["thickness_band"].to_html(), fig["thickness_band"]]),
         ("Slices without reference lesion", [tables["fp"].to_html()]),
         ("Per-case metrics (MICCAI 2017 WMH challenge definitions)", [t.to_html() for k, t in tables.items() if k.startswith("cases_")]),
+        ("Lesion volume agreement", [tables["volume_agreement"].to_html(), figure_html(figures["volume_agreement"], VOLUME_CAPTION)]),
         ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
         ("Cases", [_case_table(cases).to_html()]),
     ]

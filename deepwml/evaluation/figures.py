@@ -55,3 +55,44 @@ def _finite(values: pd.Series) -> np.ndarray:
     """Finite values only: undefined precision (empty prediction) is left out, as in the tables."""
     arr = values.to_numpy(dtype=float)
     return arr[np.isfinite(arr)]
+
+
+def volume_agreement_figure(cases: pd.DataFrame, agreement: dict, path: Path) -> Path:
+    """Predicted against reference lesion volume, and the Bland-Altman plot (difference against mean), per case."""
+    ref, pred = cases["ref_volume_ml"].to_numpy(float), cases["pred_volume_ml"].to_numpy(float)
+    groups = cases["disease"].astype(str).to_numpy() if "disease" in cases else np.full(len(cases), "unknown")
+    fig = Figure(figsize=(10.0, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    scatter, bland = fig.subplots(1, 2)
+    for index, group in enumerate(sorted(set(groups))):
+        chosen = groups == group
+        label = None if group == "unknown" else group
+        style = {"s": 18, "alpha": 0.8, "color": f"C{index}", "label": label}
+        scatter.scatter(ref[chosen], pred[chosen], **style)
+        bland.scatter((ref[chosen] + pred[chosen]) / 2, pred[chosen] - ref[chosen], **style)
+    top = float(max(ref.max(initial=0), pred.max(initial=0))) * 1.05 or 1.0
+    scatter.plot([0, top], [0, top], color="grey", linewidth=1, linestyle="--")
+    scatter.set_xlim(0, top)
+    scatter.set_ylim(0, top)
+    scatter.set_xlabel("Reference lesion volume (ml)")
+    scatter.set_ylabel("Predicted lesion volume (ml)")
+    scatter.set_title("Per case (dashed: identity)")
+    if agreement.get("testable"):
+        bias, (low, high) = agreement["mean_difference_ml"], agreement["limits_of_agreement_ml"]
+        bland.axhline(bias, color="black", linewidth=1.2, label=f"mean {bias:+.2f} ml")
+        for limit in (low, high):
+            bland.axhline(limit, color="grey", linewidth=1, linestyle="--")
+        bland.text(1.0, high, f" +1.96 SD {high:+.2f}", transform=bland.get_yaxis_transform(), va="bottom", ha="right", fontsize=8)
+        bland.text(1.0, low, f" −1.96 SD {low:+.2f}", transform=bland.get_yaxis_transform(), va="top", ha="right", fontsize=8)
+    bland.axhline(0, color="grey", linewidth=0.6)
+    bland.set_xlabel("Mean of the two volumes (ml)")
+    bland.set_ylabel("Predicted − reference (ml)")
+    bland.set_title("Bland–Altman")
+    for ax in (scatter, bland):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from deepwml.evaluation.labels import FACTOR_LABELS, METRIC_LABELS
 from deepwml.evaluation.tables import Table
@@ -56,12 +56,12 @@ def statistics_table(statistics: Dict[str, Dict[str, Any]], title: str) -> Table
             kw = result["kruskal_wallis"]
             normal = [g for g, sw in result["shapiro_wilk"].items() if sw.get("testable") and not sw["normal"]]
             if kw["testable"]:
-                h, p = f"{kw['statistic']:.2f}", _p(kw["p"])
+                h, p = f"{kw['statistic']:.2f}", p_text(kw["p"])
             else:
                 h, p = "not testable", kw["reason"]
             pairs = result["mann_whitney_bonferroni"]
             if isinstance(pairs, list):
-                sig = [f"{r['group_a']} vs {r['group_b']} ({_p(r['p_bonferroni'])})" for r in pairs if r["significant"]]
+                sig = [f"{r['group_a']} vs {r['group_b']} ({p_text(r['p_bonferroni'])})" for r in pairs if r["significant"]]
                 pair_text = "; ".join(sig) or "none"
             else:
                 pair_text = "–"
@@ -79,8 +79,10 @@ def statistics_table(statistics: Dict[str, Dict[str, Any]], title: str) -> Table
     return Table(title, header, rows, key="statistics")
 
 
-def _p(p: float) -> str:
-    """A p-value the way papers print it."""
+def p_text(p: Optional[float]) -> str:
+    """A p-value the way papers print it ('p undefined' for None or NaN, e.g. a regression on identical values)."""
+    if p is None or p != p:
+        return "p undefined"
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
