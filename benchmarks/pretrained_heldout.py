@@ -30,6 +30,7 @@ import numpy as np
 from deepwml.cli.common import run
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.lesions import label_lesions
+from deepwml.evaluation.volume_agreement import agreement_line
 from deepwml.imageio import read_image
 from deepwml.pretrained.recipe import HELDOUT_ID, HELDOUT_NAME, Recipe
 from deepwml.utils.atomic import read_json
@@ -135,6 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         c = calibration[part]
         print(f"ECE, {part.replace('_', ' ')}: {c['ece']:.4f} ({c['voxels']} voxels)")
     print(f"reliability diagram: {report / 'figures' / 'reliability.png'}")
+    print(f"lesion volume, predicted - reference: {agreement_line(read_json(report / 'summary.json')['volume_agreement'])}")
     print()
     rows = case_rows(dataset, predictions)
     print(split_table(rows, "matrix", "matrix"))

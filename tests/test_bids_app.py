@@ -576,6 +576,6 @@ def test_the_group_line_gives_the_lesion_volume_agreement_from_three_scans():
     expected = volume_agreement(table["ref_volume_ml"], table["pred_volume_ml"])
     line = describe(table, 0)
     low, high = expected["limits_of_agreement_ml"]
-    assert f"mean {expected['mean_difference_ml']:+.2f} ml (95 % limits {low:+.2f} to {high:+.2f})" in line
+    assert f"mean difference {expected['mean_difference_ml']:+.2f} ml (95 % limits {low:+.2f} to {high:+.2f})" in line
     assert f"ICC(A,1) {expected['icc_a1']['value']:.3f}" in line and "Dice mean 0.700" in line
     assert "ICC" not in describe(table.iloc[:2], 0)

@@ -95,3 +95,16 @@ def test_deepwml_evaluate_reports_the_agreement_everywhere(tmp_path):
     assert "<h2>Lesion volume agreement</h2>" in html and "Bland–Altman" in html
     assert f"<b>{stored['icc_a1']['value']:.3f}</b><span>lesion volume ICC(A,1)</span>" in html
     assert (tmp_path / "report" / "figures" / "volume_agreement.png").stat().st_size > 5000
+
+
+def test_the_one_line_summary_gives_the_figures_or_nothing():
+    """benchmarks and deepwml_bids print one line: bias, limits, ICC with its interval and the proportional bias;
+    nothing when the agreement could not be computed."""
+    from deepwml.evaluation.volume_agreement import agreement_line
+
+    out = volume_agreement([1.0, 4.0, 9.0, 20.0], [1.0, 3.0, 8.0, 15.0])
+    line = agreement_line(out)
+    low, high = out["limits_of_agreement_ml"]
+    assert line.startswith(f"mean difference {out['mean_difference_ml']:+.2f} ml (95 % limits {low:+.2f} to {high:+.2f})")
+    assert f"ICC(A,1) {out['icc_a1']['value']:.3f}" in line and "slope of the difference on the mean" in line
+    assert agreement_line(volume_agreement([1.0], [2.0])) == ""

@@ -19,7 +19,7 @@ from deepwml.bids.derivatives import mask_of, published_sidecars, read_sidecar
 from deepwml.bids.layout import find_mask, scan_of
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.masks import scored_lesions
-from deepwml.evaluation.volume_agreement import volume_agreement
+from deepwml.evaluation.volume_agreement import agreement_line, volume_agreement
 from deepwml.imageio import read_image
 from deepwml.utils.errors import DeepWMLError
 
@@ -75,9 +75,5 @@ def describe(table: pd.DataFrame, without: int) -> str:
 
     skipped = f" ({without} published scan(s) without a reader mask left out)" if without else ""
     line = f"{len(table)} scan(s) against the reader's masks{skipped}: Dice {stats('dice')}; lesion F1 {stats('lesion_f1')}"
-    volumes = volume_agreement(table["ref_volume_ml"], table["pred_volume_ml"])
-    if volumes["testable"]:
-        low, high = volumes["limits_of_agreement_ml"]
-        line += (f"; lesion volume, ours - reader's: mean {volumes['mean_difference_ml']:+.2f} ml (95 % limits "
-                 f"{low:+.2f} to {high:+.2f}), ICC(A,1) {volumes['icc_a1']['value']:.3f}")
-    return line
+    volumes = agreement_line(volume_agreement(table["ref_volume_ml"], table["pred_volume_ml"]))
+    return line + (f"; lesion volume, ours - reader's: {volumes}" if volumes else "")

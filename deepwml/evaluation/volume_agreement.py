@@ -95,3 +95,14 @@ def agreement_table(agreement: Dict[str, Any]) -> Table:
             "p < 0.05 means the prediction falls further short the larger the load. ICC(A,1): McGraw & Wong's two-way "
             "absolute-agreement single-measure coefficient (Shrout & Fleiss ICC(2,1)).")
     return Table(title, ["Figure", "Value"], rows, note=note, key="volume-agreement")
+
+
+def agreement_line(agreement: Dict[str, Any]) -> str:
+    """One line of the figures a reader looks at first (empty when there are too few cases)."""
+    if not agreement["testable"]:
+        return ""
+    low, high = agreement["limits_of_agreement_ml"]
+    icc, slope = agreement["icc_a1"], agreement["proportional_bias"]
+    line = (f"mean difference {agreement['mean_difference_ml']:+.2f} ml (95 % limits {low:+.2f} to {high:+.2f}), "
+            f"ICC(A,1) {icc['value']:.3f} ({icc['ci95'][0]:.3f}-{icc['ci95'][1]:.3f})")
+    return line if slope is None else line + f", slope of the difference on the mean {slope['slope']:+.3f} ({p_text(slope['p'])})"
