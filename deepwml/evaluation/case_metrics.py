@@ -10,11 +10,11 @@ Values for empty masks (the challenge's where it defines them, ours where it wou
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-from deepwml.evaluation.lesions import lesion_detection
+from deepwml.evaluation.lesions import LesionDetection, lesion_detection
 from deepwml.evaluation.surface import hausdorff_percentile
 from deepwml.imageio import Geometry
 
@@ -45,11 +45,13 @@ def absolute_volume_difference(n_reference: int, n_predicted: int) -> float:
     return abs(n_reference - n_predicted) / n_reference * 100.0
 
 
-def case_metrics(reference: np.ndarray, prediction: np.ndarray, geometry: Geometry) -> Dict[str, Any]:
-    """All WMH-challenge metrics of one case, plus lesion counts and volumes (ml)."""
+def case_metrics(reference: np.ndarray, prediction: np.ndarray, geometry: Geometry,
+                 detection: Optional[LesionDetection] = None) -> Dict[str, Any]:
+    """All WMH-challenge metrics of one case, plus lesion counts and volumes (ml); ``detection`` if already counted."""
     n_ref = int(np.count_nonzero(reference))
     n_pred = int(np.count_nonzero(prediction))
-    detection = lesion_detection(reference, prediction)
+    if detection is None:
+        detection = lesion_detection(reference, prediction)
     return {
         "dice": dice(reference, prediction),
         "hd95_mm": hausdorff_percentile(reference, prediction, geometry, 95.0),

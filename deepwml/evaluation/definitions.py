@@ -28,6 +28,10 @@ DEFINITIONS: Dict[str, str] = {
     "Statistics": "Shapiro–Wilk per group; Kruskal–Wallis across groups with n ≥ 3; pairwise two-sided Mann–Whitney U "
     "with Bonferroni correction when Kruskal–Wallis p < 0.05. Slices of one case are correlated, so slice-level "
     "p-values are descriptive.",
+    "Lesion detection by lesion size": "Every lesion of every case (26-connected), binned by its own volume (< 0.03, "
+    "0.03–0.1, 0.1–0.5, 0.5–2, ≥ 2 ml; an edge value goes to the bin above). Recall = reference lesions touched by a "
+    "predicted voxel / reference lesions; precision = predicted lesions touching the reference / predicted lesions; "
+    "pooled over cases.",
     "Lesion volume agreement": "Per case, the predicted total lesion volume against the reference's (ml; cases scored as "
     "empty included). Bland–Altman: mean difference (predicted − reference), its SD and the 95 % limits of agreement "
     "(mean ± 1.96 SD); proportional bias = least-squares slope of the difference on the mean of the two, with its "

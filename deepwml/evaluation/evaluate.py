@@ -20,6 +20,7 @@ from deepwml.evaluation.figures import boxplot_figure, volume_agreement_figure
 from deepwml.evaluation.report import build_report, figure_html, statistics_table
 from deepwml.evaluation.run_cases import CACHE_FOLDER, evaluate_cases
 from deepwml.evaluation.labels import METRIC_LABELS
+from deepwml.evaluation.lesion_sizes import detection_by_size, size_table
 from deepwml.evaluation.paired import compare_with, paired_tables, read_report
 from deepwml.evaluation.stratify import SLICE_METRICS
 from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, json_ready, slice_factors
@@ -102,12 +103,12 @@ def evaluate_folders(
     if missing:
         notes.append(f"{len(missing)} case(s) had no prediction and were scored as empty: {', '.join(missing)}.")
     cache_dir = out_dir / CACHE_FOLDER if resume else None
-    cases, slices = evaluate_cases(pairs, ignore_label, cache_dir, n_jobs, progress)
+    cases, slices, lesions = evaluate_cases(pairs, ignore_label, cache_dir, n_jobs, progress)
     calibration = evaluate_calibration(pairs, Path(prob_dir if prob_dir is not None else pred_dir), ignore_label, prob_dir is not None)
     if calibration is not None and calibration["cases_without_probabilities"]:
         notes.append(f"Calibration covers {calibration['n_cases']} case(s); without a probability map: "
                      f"{', '.join(calibration['cases_without_probabilities'][:10])}.")
-    not_in_json = attach_meta(cases, slices, raw.meta.cases if raw is not None else None)
+    not_in_json = attach_meta(cases, slices, raw.meta.cases if raw is not None else None, lesions)
     if not_in_json:
         notes.append(f"{len(not_in_json)} case(s) are not in dataset.json and count as centre/disease 'unknown': {', '.join(not_in_json[:10])}.")
     with_meta = raw is not None
@@ -122,6 +123,7 @@ def evaluate_folders(
         "cases_not_in_dataset_json": not_in_json,
         **build_summary(cases, slices, with_meta),
         "volume_agreement": json_ready(volume_agreement(cases["ref_volume_ml"], cases["pred_volume_ml"])),
+        "lesions_by_size": json_ready(detection_by_size(lesions)),
         "calibration": calibration,
         "notes": notes,
         "definitions": DEFINITIONS,
@@ -129,14 +131,16 @@ def evaluate_folders(
     if other is not None:
         summary["against"] = compare_with(other, cases, slices, summary)
         notes.extend(summary["against"]["notes"])
-    write_outputs(out_dir, cases, slices, summary, with_meta)
+    write_outputs(out_dir, cases, slices, lesions, summary, with_meta)
     return summary
 
 
-def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, summary: Dict[str, Any], with_meta: bool) -> None:
+def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, lesions: pd.DataFrame, summary: Dict[str, Any],
+                  with_meta: bool) -> None:
     """Write every report file atomically."""
     _write_csv(out_dir / "per_case.csv", cases[CASE_COLUMNS])
     _write_csv(out_dir / "per_slice.csv", slices)
+    _write_csv(out_dir / "per_lesion.csv", lesions)
     tables = build_tables(cases, slices, with_meta)
     tables["fp"] = fp_table(slices, [f for f in slice_factors(with_meta) if f != "lv_group"])
     tables["stats_slices"] = statistics_table(summary["statistics"]["slices"], "Group comparisons, per-slice metrics")
@@ -145,6 +149,7 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, summ
     if summary.get("against") is not None:
         tables["against_cases"], tables["against_slices"] = paired_tables(summary["against"])
     tables["volume_agreement"] = agreement_table(summary["volume_agreement"])
+    tables["lesion_sizes"] = size_table(summary["lesions_by_size"])
     write_text(out_dir / "table2.md", _markdown(tables, summary))
     figures = _write_figures(out_dir / "figures", slices[slices["has_reference_lesion"]], with_meta)
     if summary.get("calibration") is not None:
@@ -163,7 +168,7 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
     """table2.md: Table 2 first, then the stratified and case-level tables."""
     head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
-    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + ["volume_agreement"]
+    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + ["lesion_sizes", "volume_agreement"]
              + [k for k in ("against_cases", "against_slices") if k in tables])
     return head + "\n".join(tables[k].to_markdown() for k in order)
 
@@ -200,6 +205,7 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         ("By slice thickness", [tables["thickness_band"].to_html(), fig["thickness_band"]]),
         ("Slices without reference lesion", [tables["fp"].to_html()]),
         ("Per-case metrics (MICCAI 2017 WMH challenge definitions)", [t.to_html() for k, t in tables.items() if k.startswith("cases_")]),
+        ("Lesion detection by lesion size", [tables["lesion_sizes"].to_html()]),
         ("Lesion volume agreement", [tables["volume_agreement"].to_html(), figure_html(figures["volume_agreement"], VOLUME_CAPTION)]),
         ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
         ("Cases", [_case_table(cases).to_html()]),

@@ -1,8 +1,8 @@
 """Lesions as 3D connected components (full 26-connectivity) and the WMH challenge's lesion detection counts."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -19,6 +19,9 @@ class LesionDetection:
     n_predicted: int
     n_reference_detected: int
     n_predicted_touching: int
+    #: per lesion, in label order: its voxels, the slices it spans and whether the other mask touches it
+    reference_lesions: Dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    predicted_lesions: Dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def recall(self) -> float:
@@ -49,13 +52,39 @@ def count_touched(labels: np.ndarray, other: np.ndarray) -> int:
     return int(np.unique(hit[hit > 0]).size)
 
 
-def lesion_detection(reference: np.ndarray, prediction: np.ndarray) -> LesionDetection:
-    """Lesion-wise detection counts between two boolean masks on the same grid."""
+def lesion_properties(labels: np.ndarray, n: int, other: np.ndarray, slice_axis: int = 0) -> Dict[str, np.ndarray]:
+    """Per component of ``labels`` (1..n): voxels, slices spanned along ``slice_axis`` and whether ``other`` touches it."""
+    touched = np.zeros(n + 1, dtype=bool)
+    touched[labels[other]] = True
+    spans = [box[slice_axis].stop - box[slice_axis].start for box in ndimage.find_objects(labels, max_label=n)]
+    return {"voxels": np.bincount(labels.ravel(), minlength=n + 1)[1:], "slices": np.asarray(spans, dtype=int),
+            "touched": touched[1:]}
+
+
+def lesion_detection(reference: np.ndarray, prediction: np.ndarray, slice_axis: int = 0) -> LesionDetection:
+    """Lesion-wise detection counts between two boolean masks on the same grid, with each lesion's size."""
     ref_labels, n_ref = label_lesions(reference)
     pred_labels, n_pred = label_lesions(prediction)
+    ref, pred = lesion_properties(ref_labels, n_ref, prediction, slice_axis), lesion_properties(pred_labels, n_pred, reference, slice_axis)
     return LesionDetection(
         n_reference=n_ref,
         n_predicted=n_pred,
-        n_reference_detected=count_touched(ref_labels, prediction),
-        n_predicted_touching=count_touched(pred_labels, reference),
+        n_reference_detected=int(ref["touched"].sum()),
+        n_predicted_touching=int(pred["touched"].sum()),
+        reference_lesions=ref,
+        predicted_lesions=pred,
     )
+
+
+def lesion_rows(detection: LesionDetection, voxel_ml: float) -> Dict[str, List]:
+    """Columns of per_lesion.csv for one case: each reference lesion, then each predicted one."""
+    columns: Dict[str, List] = {"side": [], "lesion": [], "volume_ml": [], "voxels": [], "slices": [], "detected": []}
+    for side, props in (("reference", detection.reference_lesions), ("prediction", detection.predicted_lesions)):
+        n = len(props.get("voxels", ()))
+        columns["side"] += [side] * n
+        columns["lesion"] += list(range(1, n + 1))
+        columns["voxels"] += [int(v) for v in props.get("voxels", ())]
+        columns["volume_ml"] += [float(v) * voxel_ml for v in props.get("voxels", ())]
+        columns["slices"] += [int(v) for v in props.get("slices", ())]
+        columns["detected"] += [bool(v) for v in props.get("touched", ())]
+    return columns

@@ -13,23 +13,27 @@ from tqdm import tqdm
 
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.cases import CasePair
+from deepwml.evaluation.lesions import lesion_detection, lesion_rows
 from deepwml.evaluation.masks import load_case_masks
 from deepwml.evaluation.slice_metrics import slice_metrics
 from deepwml.imageio import has_image_ending, split_ending
 from deepwml.utils.atomic import write_json
 
 #: Bump when a metric definition changes, so cached results from older code are recomputed.
-METRICS_VERSION = 1
+#: 2: each case also keeps its lesions (per_lesion.csv)
+METRICS_VERSION = 2
 CACHE_FOLDER = ".cache"
 
-CaseResult = Tuple[Dict[str, Any], Dict[str, list]]
+#: (per-case row, per-slice columns, per-lesion columns)
+CaseResult = Tuple[Dict[str, Any], Dict[str, list], Dict[str, list]]
 
 
 def evaluate_case(pair: CasePair, ignore_label: Optional[int]) -> CaseResult:
-    """Metrics of one case: (per-case row, per-slice columns)."""
+    """Metrics of one case: (per-case row, per-slice columns, per-lesion columns)."""
     masks = load_case_masks(pair.case_id, pair.reference, pair.prediction, ignore_label)
     slices = slice_metrics(masks.reference, masks.prediction, masks.geometry)
-    row = case_metrics(masks.reference, masks.prediction, masks.geometry)
+    detection = lesion_detection(masks.reference, masks.prediction, masks.geometry.slice_axis_numpy)
+    row = case_metrics(masks.reference, masks.prediction, masks.geometry, detection)
     no_ref = ~slices["has_reference_lesion"]
     row.update(
         case=pair.case_id,
@@ -41,7 +45,7 @@ def evaluate_case(pair: CasePair, ignore_label: Optional[int]) -> CaseResult:
         false_positive_slice_area_mm2=float(slices.loc[no_ref, "fp_area_mm2"].sum()),
         ignored_voxels=masks.n_ignored,
     )
-    return row, slices.to_dict(orient="list")
+    return row, slices.to_dict(orient="list"), lesion_rows(detection, masks.geometry.voxel_volume_ml)
 
 
 def _file_key(path: Optional[Path]) -> List[Any]:
@@ -71,12 +75,12 @@ def evaluate_case_cached(pair: CasePair, ignore_label: Optional[int], cache_dir:
         try:
             cached = json.loads(cache_file.read_text())
             if cached.get("key") == key:
-                return cached["case"], cached["slices"]
+                return cached["case"], cached["slices"], cached["lesions"]
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is recomputed, never trusted
-    row, slices = evaluate_case(pair, ignore_label)
-    write_json(cache_file, {"key": key, "case": row, "slices": slices}, indent=None)
-    return row, slices
+    row, slices, lesions = evaluate_case(pair, ignore_label)
+    write_json(cache_file, {"key": key, "case": row, "slices": slices, "lesions": lesions}, indent=None)
+    return row, slices, lesions
 
 
 def evaluate_cases(
@@ -85,15 +89,17 @@ def evaluate_cases(
     cache_dir: Optional[Path] = None,
     n_jobs: int = 1,
     progress: Optional[bool] = None,
-) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """Evaluate all pairs; returns (per-case frame, per-slice frame with a 'case' column), both in case order."""
+) -> Tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Evaluate all pairs; returns per-case, per-slice and per-lesion frames (the latter two with a 'case' column),
+    in case order."""
     show = sys.stderr.isatty() if progress is None else progress
     jobs = (delayed(evaluate_case_cached)(p, ignore_label, cache_dir) for p in pairs)
     runner = Parallel(n_jobs=max(1, int(n_jobs)), return_as="generator")
-    rows, slice_frames = [], []
-    for pair, (row, slices) in zip(pairs, tqdm(runner(jobs), total=len(pairs), desc="evaluate", unit="case", disable=not show)):
+    rows, slice_frames, lesion_frames = [], [], []
+    for pair, (row, slices, lesions) in zip(pairs, tqdm(runner(jobs), total=len(pairs), desc="evaluate", unit="case", disable=not show)):
         rows.append(row)
-        frame = pd.DataFrame(slices)
-        frame.insert(0, "case", pair.case_id)
-        slice_frames.append(frame)
-    return pd.DataFrame(rows), pd.concat(slice_frames, ignore_index=True)
+        for frames, columns in ((slice_frames, slices), (lesion_frames, lesions)):
+            frame = pd.DataFrame(columns)
+            frame.insert(0, "case", pair.case_id)
+            frames.append(frame)
+    return pd.DataFrame(rows), pd.concat(slice_frames, ignore_index=True), pd.concat(lesion_frames, ignore_index=True)

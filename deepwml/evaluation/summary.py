@@ -19,8 +19,9 @@ CASE_TESTED_METRICS = ("dice", "hd95_mm", "avd_percent", "lesion_f1")
 UNKNOWN = "unknown"
 
 
-def attach_meta(cases: pd.DataFrame, slices: pd.DataFrame, meta: Optional[Mapping[str, CaseMeta]]) -> List[str]:
-    """Add centre, disease, thickness band to both frames (in place); returns cases missing from dataset.json."""
+def attach_meta(cases: pd.DataFrame, slices: pd.DataFrame, meta: Optional[Mapping[str, CaseMeta]],
+                lesions: Optional[pd.DataFrame] = None) -> List[str]:
+    """Add centre, disease, thickness band to the frames (in place); returns cases missing from dataset.json."""
     cases["thickness_band"] = thickness_bands(cases["slice_thickness_mm"].to_numpy())
     missing = []
     if meta is None:
@@ -31,9 +32,10 @@ def attach_meta(cases: pd.DataFrame, slices: pd.DataFrame, meta: Optional[Mappin
         cases["centre"] = [meta[c].centre if c in meta else UNKNOWN for c in cases["case"]]
         cases["disease"] = [meta[c].disease if c in meta else UNKNOWN for c in cases["case"]]
     lookup = cases.set_index("case")[["centre", "disease", "slice_thickness_mm", "thickness_band"]]
-    joined = lookup.loc[slices["case"]].reset_index(drop=True)
-    for i, column in enumerate(lookup.columns):
-        slices.insert(1 + i, column, joined[column].to_numpy())
+    for frame in [slices] + ([lesions] if lesions is not None else []):
+        joined = lookup.loc[frame["case"]].reset_index(drop=True)
+        for i, column in enumerate(lookup.columns):
+            frame.insert(1 + i, column, joined[column].to_numpy())
     return missing
 
 
