@@ -58,19 +58,25 @@ def measure_step(preset: str, batch: int, precision: str, warmup: int, steps: in
     from deepwml.planning.plan import load_preset
     from deepwml.training.losses import training_loss
     from deepwml.models import build_network
+    from deepwml.models.base import network_spec
 
     torch.set_num_threads(threads)
     plan = load_preset(preset)
     h, w = plan.training.patch_size
     net = build_network(plan.network).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    x = torch.randn(batch, 1, h, w).contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(batch, 1, h, w) > 0.97).float()
+    # the plan's input channels (2.5D: neighbouring slices), classes and loss, as the trainer gives them
+    spec = network_spec(plan.network)
+    x = torch.randn(batch, spec.input_spec.in_channels, h, w).contiguous(memory_format=torch.channels_last)
+    if spec.num_classes > 2:
+        y = torch.randint(0, spec.num_classes, (batch, 1, h, w)).float()
+    else:
+        y = (torch.rand(batch, 1, h, w) > 0.97).float()
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = net(x)
-        loss = training_loss(out, y)
+        loss = training_loss(out, y, plan.training.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
