@@ -29,9 +29,10 @@ import numpy as np
 
 from deepwml.cli.common import run
 from deepwml.evaluation.case_metrics import case_metrics
-from deepwml.evaluation.lesions import label_lesions
+from deepwml.evaluation.lesions import label_lesions, lesion_detection
 from deepwml.evaluation.volume_agreement import agreement_line
 from deepwml.imageio import read_image
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius
 from deepwml.pretrained.recipe import HELDOUT_ID, HELDOUT_NAME, Recipe
 from deepwml.utils.atomic import read_json
 from deepwml.utils.commands import run_command
@@ -50,27 +51,48 @@ HEAVY_LOAD_ML = 10.0
 
 
 def case_rows(dataset: Path, predictions: Path) -> List[Dict]:
-    """Per held-out case: matrix and load group, Dice, lesion F1, small reference lesions found, false components."""
+    """Per held-out case: matrix and load group, Dice, lesion F1, small reference lesions found (with the contrast of
+    each small one found and missed), false components."""
     rows = []
     for label_file in sorted((dataset / "labelsTr").glob("*.nii.gz")):
         ref = read_image(label_file)
         reference, predicted = ref.array > 0, read_image(predictions / label_file.name).array > 0
-        figures = case_metrics(reference, predicted, ref.geometry)
-        ref_labels, n_ref = label_lesions(reference)
-        volume_ul = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:] * ref.geometry.voxel_volume_ml * 1000
-        found = np.zeros(n_ref + 1, bool)
-        found[np.unique(ref_labels[predicted])] = True
+        detection = lesion_detection(reference, predicted, ref.geometry.slice_axis_numpy)
+        figures = case_metrics(reference, predicted, ref.geometry, detection)
+        volume_ul = detection.reference_lesions["voxels"] * ref.geometry.voxel_volume_ml * 1000
+        found = detection.reference_lesions["touched"]
         small = volume_ul < SMALL_LESION_UL
-        pred_labels, n_pred = label_lesions(predicted)
-        touching = np.zeros(n_pred + 1, bool)
-        touching[np.unique(pred_labels[reference])] = True
+        contrast = _reference_contrasts(read_image(dataset / "imagesTr" / label_file.name).array, reference, ref.geometry)
         rows.append({
             "matrix": f"fine (>= {FINE_MATRIX})" if max(ref.geometry.size[:2]) >= FINE_MATRIX else f"coarse (< {FINE_MATRIX})",
             "load": f">= {HEAVY_LOAD_ML:g} ml" if volume_ul.sum() / 1000 >= HEAVY_LOAD_ML else f"< {HEAVY_LOAD_ML:g} ml",
             "dice": figures["dice"], "f1": figures["lesion_f1"],
-            "small_found": int(found[1:][small].sum()), "small": int(small.sum()),
-            "false": int((~touching[1:]).sum()), "predicted": n_pred})
+            "small_found": int(found[small].sum()), "small": int(small.sum()),
+            "small_found_contrast": contrast[small & found].tolist(), "small_missed_contrast": contrast[small & ~found].tolist(),
+            "false": int((~detection.predicted_lesions["touched"]).sum()), "predicted": detection.n_predicted})
     return rows
+
+
+def _reference_contrasts(image: np.ndarray, reference: np.ndarray, geometry) -> np.ndarray:
+    """Each reference lesion's contrast as deepwml_predict's --min-lesion-contrast measures it (mean over the median of
+    the tissue within 3 mm in-plane), in label order."""
+    labels, n = label_lesions(reference)
+    image = image.astype(np.float32)
+    return lesion_contrasts(image, labels, n, ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy),
+                            background_floor(image))
+
+
+def contrast_line(rows: List[Dict]) -> str:
+    """How bright the small reference lesions the model finds are against those it misses."""
+    found = np.asarray([c for r in rows for c in r["small_found_contrast"]], float)
+    missed = np.asarray([c for r in rows for c in r["small_missed_contrast"]], float)
+
+    def median(values: np.ndarray) -> str:
+        return f"{np.nanmedian(values):.2f}" if np.isfinite(values).any() else "n/a"
+
+    return (f"reference lesions < {SMALL_LESION_UL:g} ul, contrast (mean over the median of the tissue within 3 mm, as "
+            f"--min-lesion-contrast measures it): found {len(found)}, median {median(found)}; missed {len(missed)}, "
+            f"median {median(missed)}")
 
 
 def split_table(rows: List[Dict], key: str, title: str) -> str:
@@ -142,6 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(split_table(rows, "matrix", "matrix"))
     print()
     print(split_table(rows, "load", "lesion load"))
+    print()
+    print(contrast_line(rows))
     return 0
 
 
