@@ -163,3 +163,20 @@ def test_cli_unknown_dataset_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "raw").mkdir()
     code = cli_main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "out"), "-d", "777", "--raw", str(tmp_path / "raw")])
     assert code == 2 and "no dataset '777'" in capsys.readouterr().err
+
+
+def test_a_folder_deepwml_predict_wrote_with_every_image_output_is_evaluated(tmp_path):
+    """Probability, uncertainty, anatomy and lesion-id maps beside the masks are deepwml_predict's own outputs, not
+    predictions of unknown cases: the folder is evaluated as it was written."""
+    from conftest import write_tiny_dataset
+
+    from deepwml.cli.predict import main as predict_main
+    from deepwml.evaluation import evaluate_folders
+
+    folder = write_tiny_dataset(tmp_path / "raw", n_train=2, n_test=0)
+    assert predict_main(["-i", str(folder / "imagesTr"), "-o", str(tmp_path / "pred"), "--save-probabilities",
+                         "--save-uncertainty", "--save-anatomy", "--save-lesion-ids", "--no-qc", "--device", "cpu"]) == 0
+    written = {p.name for p in (tmp_path / "pred").iterdir()}
+    assert {"case000_anatomy.nii.gz", "case000_lesionids.nii.gz", "case000_uncertainty.nii.gz"} <= written
+    summary = evaluate_folders(folder / "labelsTr", tmp_path / "pred", tmp_path / "report")
+    assert summary["cases"]["n_cases"] == 2 and summary["missing_predictions"] == []

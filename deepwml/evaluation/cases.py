@@ -12,8 +12,21 @@ from deepwml.utils.errors import DeepWMLError
 
 #: Suffix of the probability maps deepwml_predict writes beside the masks (CASE_prob<ending>).
 PROBABILITY_SUFFIX = "_prob"
-#: Suffixes of every map deepwml_predict may write beside a mask (probabilities, uncertainty); never masks themselves.
-DERIVED_MAP_SUFFIXES = (PROBABILITY_SUFFIX, "_uncertainty")
+#: Suffix of the anatomy maps deepwml_predict --save-anatomy writes beside the masks (CASE_anatomy<ending>).
+ANATOMY_SUFFIX = "_anatomy"
+
+
+def _derived_suffixes() -> Tuple[str, ...]:
+    """Suffixes of every image deepwml_predict may write beside a mask (probabilities, uncertainty, anatomy map,
+    lesion ids), taken from its own output names so the two cannot drift apart."""
+    from deepwml.inference.bids_names import output_names
+
+    names = output_names("CASE")
+    return tuple(getattr(names, f)[len("CASE"):] for f in ("probabilities", "uncertainty", "anatomy", "lesion_ids"))
+
+
+#: Suffixes of every map deepwml_predict may write beside a mask; never masks themselves.
+DERIVED_MAP_SUFFIXES = _derived_suffixes()
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,8 @@ def pair_cases(
 
 
 def _is_probability_map(stem: str, references: Dict[str, Path]) -> bool:
-    """True for 'CASE_prob' and 'CASE_uncertainty' when CASE is a reference case (deepwml_predict's other maps)."""
+    """True for 'CASE_prob', 'CASE_uncertainty', 'CASE_anatomy' and 'CASE_lesionids' when CASE is a reference case
+    (deepwml_predict's other maps)."""
     return any(stem.endswith(s) and stem[: -len(s)] in references for s in DERIVED_MAP_SUFFIXES)
 
 
