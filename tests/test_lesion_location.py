@@ -17,7 +17,7 @@ from deepwml.inference.lesion_report import (
     LESION_COLUMNS,
     LOCATION_COLUMNS,
     SUMMARY_COLUMNS,
-    _locate,
+    locate_mask,
     failed_case,
     lesion_table,
     summarize_case,
@@ -187,7 +187,7 @@ def _ventricles() -> np.ndarray:
 
 def _grades(mask: np.ndarray, anatomy: np.ndarray):
     geometry = _geometry(mask.shape)
-    return fazekas_from_locations(_locate(mask > 0, geometry, anatomy), anatomy, geometry)
+    return fazekas_from_locations(locate_mask(mask > 0, geometry, anatomy), anatomy, geometry)
 
 
 def _lining(anatomy: np.ndarray, pixels: float) -> np.ndarray:
@@ -276,7 +276,7 @@ def test_distances_reach_and_contact_match_a_brute_force_search_over_every_voxel
     mask[2, 15:18, 12:15] = True  # inside the ventricle
     mask[0, 0:2, 30:34] = True  # on the image edge, over the cortex
     geometry = _geometry(shape, spacing_xyz)
-    located = _locate(mask, geometry, anatomy)
+    located = locate_mask(mask, geometry, anatomy)
     from deepwml.inference.lesion_report import label_lesions
 
     labels, count = label_lesions(mask)

@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of probability maps CASE_prob<ending> (deepwml_predict --save-probabilities) for the calibration "
         "section (ECE, reliability diagram); by default they are looked for beside the predicted masks",
     )  # fmt: skip
+    parser.add_argument(
+        "--anatomy", default=None, metavar="FOLDER",
+        help="folder of anatomy maps CASE_anatomy<ending> (deepwml_predict --save-anatomy, on each case's grid): adds "
+        "lesion detection by location (periventricular, juxtacortical, cortical, deep, infratentorial) and each "
+        "lesion's location in per_lesion.csv; by default they are looked for beside the predicted masks",
+    )  # fmt: skip
     parser.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument(
         "-d", "--dataset", default=None,
@@ -69,6 +75,7 @@ def _main(argv: Optional[List[str]]) -> int:
         resume=not args.no_resume,
         prob_dir=args.probabilities,
         against=args.against,
+        anatomy_dir=args.anatomy,
     )
     _print_summary(summary, args.output)
     return 0

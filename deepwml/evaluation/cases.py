@@ -36,6 +36,8 @@ class CasePair:
     case_id: str
     reference: Path
     prediction: Optional[Path]
+    #: an anatomy label map on the case's grid (deepwml_predict --save-anatomy): lesions are located with it
+    anatomy: Optional[Path] = None
 
 
 #: a reference mask may be a DICOM SEG (CASE.dcm): a reader's outlines kept in a PACS or drawn in a viewer

@@ -20,6 +20,7 @@ from deepwml.evaluation.figures import boxplot_figure, volume_agreement_figure
 from deepwml.evaluation.report import build_report, figure_html, statistics_table
 from deepwml.evaluation.run_cases import CACHE_FOLDER, evaluate_cases
 from deepwml.evaluation.labels import METRIC_LABELS
+from deepwml.evaluation.lesion_locations import attach_anatomy_maps, detection_by_location, location_table
 from deepwml.evaluation.lesion_sizes import detection_by_size, size_table
 from deepwml.evaluation.paired import compare_with, paired_tables, read_report
 from deepwml.evaluation.stratify import SLICE_METRICS
@@ -79,13 +80,16 @@ def evaluate_folders(
     resume: bool = True,
     prob_dir: Optional[PathLike] = None,
     against: Optional[PathLike] = None,
+    anatomy_dir: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Score every reference case against its prediction, write per_slice.csv, per_case.csv, summary.json,
     table2.md, figures/ and report.html to ``out_dir``, and return the summary.
 
     Calibration (ECE, reliability diagram) is added when probability maps CASE_prob<ending> are in ``prob_dir``
     (then required) or, without it, beside the predicted masks. With ``against`` (another method's report folder on
-    the same cases), paired Wilcoxon tests of every metric are added."""
+    the same cases), paired Wilcoxon tests of every metric are added. With anatomy maps CASE_anatomy<ending> in
+    ``anatomy_dir`` (then required) or, without it, beside the predicted masks, lesion detection is also given per
+    location."""
     out_dir = Path(out_dir)
     other = None
     if against is not None:  # read before any work: a wrong folder fails at once
@@ -96,12 +100,15 @@ def evaluate_folders(
     if ignore_label is None and raw is not None:
         ignore_label = raw.meta.ignore_label
     pairs, missing = pair_cases(ref_dir, pred_dir, missing_as_empty)
+    pairs, without_map = attach_anatomy_maps(pairs, anatomy_dir if anatomy_dir is not None else pred_dir, anatomy_dir is not None)
     notes: List[str] = []
     if raw is None:
         notes.append("No dataset given (-d): stratification by centre and disease skipped.")
         print("[deepwml_evaluate] note: no dataset given (-d); stratification by centre and disease skipped", file=sys.stderr)
     if missing:
         notes.append(f"{len(missing)} case(s) had no prediction and were scored as empty: {', '.join(missing)}.")
+    if without_map:
+        notes.append(f"Lesion locations cover the cases with an anatomy map; without one: {', '.join(without_map[:10])}.")
     cache_dir = out_dir / CACHE_FOLDER if resume else None
     cases, slices, lesions = evaluate_cases(pairs, ignore_label, cache_dir, n_jobs, progress)
     calibration = evaluate_calibration(pairs, Path(prob_dir if prob_dir is not None else pred_dir), ignore_label, prob_dir is not None)
@@ -124,6 +131,7 @@ def evaluate_folders(
         **build_summary(cases, slices, with_meta),
         "volume_agreement": json_ready(volume_agreement(cases["ref_volume_ml"], cases["pred_volume_ml"])),
         "lesions_by_size": json_ready(detection_by_size(lesions)),
+        "lesions_by_location": json_ready(detection_by_location(lesions, without_map)) if any(p.anatomy for p in pairs) else None,
         "calibration": calibration,
         "notes": notes,
         "definitions": DEFINITIONS,
@@ -150,6 +158,8 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, lesi
         tables["against_cases"], tables["against_slices"] = paired_tables(summary["against"])
     tables["volume_agreement"] = agreement_table(summary["volume_agreement"])
     tables["lesion_sizes"] = size_table(summary["lesions_by_size"])
+    if summary["lesions_by_location"] is not None:
+        tables["lesion_locations"] = location_table(summary["lesions_by_location"])
     write_text(out_dir / "table2.md", _markdown(tables, summary))
     figures = _write_figures(out_dir / "figures", slices[slices["has_reference_lesion"]], with_meta)
     if summary.get("calibration") is not None:
@@ -168,7 +178,7 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
     """table2.md: Table 2 first, then the stratified and case-level tables."""
     head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
-    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + ["lesion_sizes", "volume_agreement"]
+    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + [k for k in ("lesion_sizes", "lesion_locations") if k in tables] + ["volume_agreement"]
              + [k for k in ("against_cases", "against_slices") if k in tables])
     return head + "\n".join(tables[k].to_markdown() for k in order)
 
@@ -206,6 +216,7 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         ("Slices without reference lesion", [tables["fp"].to_html()]),
         ("Per-case metrics (MICCAI 2017 WMH challenge definitions)", [t.to_html() for k, t in tables.items() if k.startswith("cases_")]),
         ("Lesion detection by lesion size", [tables["lesion_sizes"].to_html()]),
+        *([("Lesion detection by location", [tables["lesion_locations"].to_html()])] if "lesion_locations" in tables else []),
         ("Lesion volume agreement", [tables["volume_agreement"].to_html(), figure_html(figures["volume_agreement"], VOLUME_CAPTION)]),
         ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
         ("Cases", [_case_table(cases).to_html()]),

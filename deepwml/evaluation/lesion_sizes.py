@@ -34,8 +34,8 @@ def _text(share: Optional[float]) -> str:
     return "–" if share is None else f"{share:.2f}"
 
 
-def _row(label: str, reference: pd.DataFrame, predicted: pd.DataFrame) -> Dict[str, Any]:
-    """Counts and shares of one bin."""
+def detection_row(label: str, reference: pd.DataFrame, predicted: pd.DataFrame) -> Dict[str, Any]:
+    """Counts and shares of one group of lesions (rows of per_lesion.csv, reference and predicted apart)."""
     found, true = int(reference["detected"].sum()), int(predicted["detected"].sum())
     return {"bin": label, "reference_lesions": len(reference), "reference_found": found,
             "recall": _share(found, len(reference)), "predicted_lesions": len(predicted),
@@ -46,19 +46,24 @@ def detection_by_size(lesions: pd.DataFrame, edges: tuple = SIZE_EDGES_ML) -> Di
     """Per size bin and over all lesions (pooled over cases): reference lesions found, predicted lesions false."""
     bins = np.digitize(lesions["volume_ml"].to_numpy(float), edges) if len(lesions) else np.zeros(0, int)
     is_ref = (lesions["side"] == "reference").to_numpy() if len(lesions) else np.zeros(0, bool)
-    rows = [_row(label, lesions[(bins == i) & is_ref], lesions[(bins == i) & ~is_ref]) for i, label in enumerate(size_labels(edges))]
-    return {"edges_ml": list(edges), "bins": rows, "overall": _row("all", lesions[is_ref], lesions[~is_ref])}
+    rows = [detection_row(label, lesions[(bins == i) & is_ref], lesions[(bins == i) & ~is_ref]) for i, label in enumerate(size_labels(edges))]
+    return {"edges_ml": list(edges), "bins": rows, "overall": detection_row("all", lesions[is_ref], lesions[~is_ref])}
 
 
 def size_table(by_size: Dict[str, Any]) -> Table:
     """The report's table: a row per size bin and one for all lesions."""
+    note = ("Pooled over cases; each lesion (26-connected) binned by its own volume. A reference lesion is found when a "
+            "predicted voxel touches it; a predicted lesion is false when it touches no reference voxel. Every lesion: "
+            "per_lesion.csv.")
+    return detection_table("Lesion detection by lesion size", "Lesion volume", by_size["bins"] + [by_size["overall"]], note,
+                           "lesion-sizes")
+
+
+def detection_table(title: str, group: str, rows: List[Dict[str, Any]], note: str, key: str) -> Table:
+    """A table of :func:`detection_row` rows, the group's name first."""
     def cells(row: Dict[str, Any]) -> List[str]:
         return [row["bin"], str(row["reference_lesions"]), str(row["reference_found"]), _text(row["recall"]),
                 str(row["predicted_lesions"]), str(row["predicted_false"]), _text(row["precision"])]
 
-    header = ["Lesion volume", "Reference lesions", "Found", "Lesion recall", "Predicted lesions", "False", "Lesion precision"]
-    note = ("Pooled over cases; each lesion (26-connected) binned by its own volume. A reference lesion is found when a "
-            "predicted voxel touches it; a predicted lesion is false when it touches no reference voxel. Every lesion: "
-            "per_lesion.csv.")
-    return Table("Lesion detection by lesion size", header, [cells(r) for r in by_size["bins"]] + [cells(by_size["overall"])],
-                 note=note, key="lesion-sizes")
+    header = [group, "Reference lesions", "Found", "Lesion recall", "Predicted lesions", "False", "Lesion precision"]
+    return Table(title, header, [cells(r) for r in rows], note=note, key=key)

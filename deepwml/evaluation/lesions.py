@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -76,15 +76,22 @@ def lesion_detection(reference: np.ndarray, prediction: np.ndarray, slice_axis: 
     )
 
 
-def lesion_rows(detection: LesionDetection, voxel_ml: float) -> Dict[str, List]:
-    """Columns of per_lesion.csv for one case: each reference lesion, then each predicted one."""
-    columns: Dict[str, List] = {"side": [], "lesion": [], "volume_ml": [], "voxels": [], "slices": [], "detected": []}
-    for side, props in (("reference", detection.reference_lesions), ("prediction", detection.predicted_lesions)):
+def lesion_rows(detection: LesionDetection, voxel_ml: float,
+                locations: Optional[Tuple[Sequence[str], Sequence[str]]] = None) -> Dict[str, List]:
+    """Columns of per_lesion.csv for one case: each reference lesion, then each predicted one; ``locations`` (reference,
+    predicted, in label order) from an anatomy map, else the location is empty."""
+    columns: Dict[str, List] = {"side": [], "lesion": [], "volume_ml": [], "voxels": [], "slices": [], "detected": [],
+                                "location": []}
+    for index, (side, props) in enumerate((("reference", detection.reference_lesions), ("prediction", detection.predicted_lesions))):
         n = len(props.get("voxels", ()))
+        located = list(locations[index]) if locations is not None else [""] * n
+        if len(located) != n:
+            raise ValueError(f"{len(located)} {side} lesion locations for {n} lesions")
         columns["side"] += [side] * n
         columns["lesion"] += list(range(1, n + 1))
         columns["voxels"] += [int(v) for v in props.get("voxels", ())]
         columns["volume_ml"] += [float(v) * voxel_ml for v in props.get("voxels", ())]
         columns["slices"] += [int(v) for v in props.get("slices", ())]
         columns["detected"] += [bool(v) for v in props.get("touched", ())]
+        columns["location"] += located
     return columns

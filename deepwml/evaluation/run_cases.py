@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.cases import CasePair
+from deepwml.evaluation.lesion_locations import locations_of, read_anatomy
 from deepwml.evaluation.lesions import lesion_detection, lesion_rows
 from deepwml.evaluation.masks import load_case_masks
 from deepwml.evaluation.slice_metrics import slice_metrics
@@ -20,7 +21,7 @@ from deepwml.imageio import has_image_ending, split_ending
 from deepwml.utils.atomic import write_json
 
 #: Bump when a metric definition changes, so cached results from older code are recomputed.
-#: 2: each case also keeps its lesions (per_lesion.csv)
+#: 2: each case also keeps its lesions (per_lesion.csv), located with an anatomy map when there is one
 METRICS_VERSION = 2
 CACHE_FOLDER = ".cache"
 
@@ -34,6 +35,10 @@ def evaluate_case(pair: CasePair, ignore_label: Optional[int]) -> CaseResult:
     slices = slice_metrics(masks.reference, masks.prediction, masks.geometry)
     detection = lesion_detection(masks.reference, masks.prediction, masks.geometry.slice_axis_numpy)
     row = case_metrics(masks.reference, masks.prediction, masks.geometry, detection)
+    locations = None
+    if pair.anatomy is not None:
+        anatomy = read_anatomy(pair.anatomy, masks.geometry)
+        locations = (locations_of(masks.reference, masks.geometry, anatomy), locations_of(masks.prediction, masks.geometry, anatomy))
     no_ref = ~slices["has_reference_lesion"]
     row.update(
         case=pair.case_id,
@@ -45,7 +50,7 @@ def evaluate_case(pair: CasePair, ignore_label: Optional[int]) -> CaseResult:
         false_positive_slice_area_mm2=float(slices.loc[no_ref, "fp_area_mm2"].sum()),
         ignored_voxels=masks.n_ignored,
     )
-    return row, slices.to_dict(orient="list"), lesion_rows(detection, masks.geometry.voxel_volume_ml)
+    return row, slices.to_dict(orient="list"), lesion_rows(detection, masks.geometry.voxel_volume_ml, locations)
 
 
 def _file_key(path: Optional[Path]) -> List[Any]:
@@ -61,7 +66,8 @@ def _file_key(path: Optional[Path]) -> List[Any]:
 
 def cache_key(pair: CasePair, ignore_label: Optional[int]) -> str:
     """Hash of everything a case's metrics depend on."""
-    payload = [METRICS_VERSION, pair.case_id, _file_key(pair.reference), _file_key(pair.prediction), ignore_label]
+    payload = [METRICS_VERSION, pair.case_id, _file_key(pair.reference), _file_key(pair.prediction), ignore_label,
+               _file_key(pair.anatomy)]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 

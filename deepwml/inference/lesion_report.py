@@ -254,7 +254,7 @@ def location_columns(located: LesionLocations) -> Dict[str, np.ndarray]:
     }
 
 
-def _locate(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray) -> LesionLocations:
+def locate_mask(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray) -> LesionLocations:
     """Located lesions of a boolean mask (none when the mask is empty)."""
     box = lesion_box(mask)
     if box is None:
@@ -272,7 +272,7 @@ def anatomy_fields(mask: np.ndarray, geometry: Geometry, anatomy: np.ndarray, le
     anatomy = check_anatomy(anatomy, mask.shape)
     located = lesions.attrs.get(_LOCATED) if lesions is not None else None
     if not (isinstance(located, LesionLocations) and len(located) == len(lesions)):
-        located = _locate(mask, geometry, anatomy)
+        located = locate_mask(mask, geometry, anatomy)
     fields: Dict[str, Any] = {f"{name}_count": n for name, n in location_counts(located.location).items()}
     fields.update(location_volumes(located, geometry.voxel_volume_ml))
     fields.update(dis_summary(located.location, located.long_axis_mm))
