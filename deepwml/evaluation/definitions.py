@@ -32,6 +32,10 @@ DEFINITIONS: Dict[str, str] = {
     "0.03–0.1, 0.1–0.5, 0.5–2, ≥ 2 ml; an edge value goes to the bin above). Recall = reference lesions touched by a "
     "predicted voxel / reference lesions; precision = predicted lesions touching the reference / predicted lesions; "
     "pooled over cases.",
+    "Lesion detection by location": "Only with anatomy maps (CASE_anatomy<ending>, deepwml_predict --save-anatomy). "
+    "Reference and predicted lesions located with their case's map by deepwml_predict's rules (periventricular, "
+    "juxtacortical, cortical, deep, infratentorial, unclassified); found / false as by size; pooled over the cases "
+    "with a map.",
     "Lesion volume agreement": "Per case, the predicted total lesion volume against the reference's (ml; cases scored as "
     "empty included). Bland–Altman: mean difference (predicted − reference), its SD and the 95 % limits of agreement "
     "(mean ± 1.96 SD); proportional bias = least-squares slope of the difference on the mean of the two, with its "
