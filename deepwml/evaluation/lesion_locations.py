@@ -76,7 +76,8 @@ def detection_by_location(lesions: pd.DataFrame, without_map: List[str]) -> Dict
 def location_table(by_location: Dict[str, Any]) -> Table:
     """The report's table: a row per location class and one for all located lesions."""
     note = ("Each lesion located with its case's anatomy map by deepwml_predict's rules (docs/prediction.md, 'Lesion "
-            "location'); reference and predicted lesions alike; pooled over cases. Found / false as in the size table.")
+            "location, McDonald regions and Fazekas'); reference and predicted lesions alike; pooled over cases. Found / "
+            "false as in the size table.")
     if by_location["cases_without_map"]:
         note += f" Cases without an anatomy map, left out: {', '.join(by_location['cases_without_map'][:10])}."
     return detection_table("Lesion detection by location", "Location", by_location["locations"] + [by_location["overall"]],
