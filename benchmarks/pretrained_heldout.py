@@ -158,7 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         c = calibration[part]
         print(f"ECE, {part.replace('_', ' ')}: {c['ece']:.4f} ({c['voxels']} voxels)")
     print(f"reliability diagram: {report / 'figures' / 'reliability.png'}")
-    print(f"lesion volume, predicted - reference: {agreement_line(read_json(report / 'summary.json')['volume_agreement'])}")
+    evaluated = read_json(report / "summary.json")
+    print(f"lesion volume, predicted - reference: {agreement_line(evaluated['volume_agreement'])}")
+    print(f"lesion count, predicted - reference: {agreement_line(evaluated['count_agreement'])}")
     print()
     rows = case_rows(dataset, predictions)
     print(split_table(rows, "matrix", "matrix"))

@@ -90,11 +90,28 @@ def test_deepwml_evaluate_reports_the_agreement_everywhere(tmp_path):
     assert stored["mean_difference_ml"] == pytest.approx(expected["mean_difference_ml"], rel=1e-5) and stored["mean_difference_ml"] < 0
     assert stored["icc_a1"]["value"] == pytest.approx(expected["icc_a1"]["value"], rel=1e-5)
     table2 = (tmp_path / "report" / "table2.md").read_text(encoding="utf-8")
-    assert "## Lesion volume agreement" in table2 and "ICC(A,1)" in table2 and "95 % limits of agreement" in table2
+    assert "## Total lesion volume agreement" in table2 and "ICC(A,1)" in table2 and "95 % limits of agreement (ml)" in table2
+    # the lesion counts the same way: per_case.csv's counts, the table in lesions
+    counts = json.loads((tmp_path / "report" / "summary.json").read_text())["count_agreement"]
+    assert counts["unit"] == "lesions" and counts["n_cases"] == 5
+    assert counts["reference_total_lesions"] == cases["ref_lesion_count"].sum()
+    assert counts["predicted_total_lesions"] == cases["pred_lesion_count"].sum()
+    assert "## Lesion count agreement" in table2 and "Mean difference, predicted − reference (lesions)" in table2
     html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
-    assert "<h2>Lesion volume agreement</h2>" in html and "Bland–Altman" in html
+    assert "<h2>Lesion volume and count agreement</h2>" in html and "Bland–Altman" in html
     assert f"<b>{stored['icc_a1']['value']:.3f}</b><span>lesion volume ICC(A,1)</span>" in html
     assert (tmp_path / "report" / "figures" / "volume_agreement.png").stat().st_size > 5000
+
+
+def test_lesion_counts_take_their_own_unit_in_every_key_and_the_line():
+    """A model that finds one lesion fewer in every case: mean difference -1 lesion, keys and line in lesions."""
+    from deepwml.evaluation.volume_agreement import agreement_line, count_agreement
+
+    out = count_agreement([3, 10, 25, 7], [2, 9, 24, 6])
+    assert out["mean_difference_lesions"] == pytest.approx(-1) and out["limits_of_agreement_lesions"] == pytest.approx([-1, -1])
+    assert out["reference_total_lesions"] == 45 and "intercept_lesions" in out["proportional_bias"]
+    assert agreement_line(out).startswith("mean difference -1.00 lesions (95 % limits -1.00 to -1.00)")
+    assert "lesion counts" in count_agreement([1, 2], [1, 2])["reason"]
 
 
 def test_the_one_line_summary_gives_the_figures_or_nothing():

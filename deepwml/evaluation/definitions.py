@@ -41,7 +41,8 @@ DEFINITIONS: Dict[str, str] = {
     "(mean ± 1.96 SD); proportional bias = least-squares slope of the difference on the mean of the two, with its "
     "p-value. ICC(A,1): two-way, absolute-agreement, single-measure intraclass correlation (McGraw & Wong 1996; "
     "Shrout & Fleiss ICC(2,1)) with its F-based 95 % interval. Pearson r and Spearman ρ with p-values. Not computed "
-    "with fewer than 3 cases or when one side's volumes are all equal.",
+    "with fewer than 3 cases or when one side's volumes are all equal. The lesion counts (26-connected) are compared "
+    "the same way.",
     "Calibration (ECE)": "Only with probability maps (CASE_prob<ending>). Voxels (ignore region removed) go into 10 "
     "equal-width probability bins; ECE = Σ (voxels in bin / voxels) × |mean probability − fraction of reference lesion| "
     "over the bins, pooled over cases. 'All voxels' is dominated by easy background; 'candidate voxels' are those with "

@@ -26,7 +26,7 @@ from deepwml.evaluation.paired import compare_with, paired_tables, read_report
 from deepwml.evaluation.stratify import SLICE_METRICS
 from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, json_ready, slice_factors
 from deepwml.evaluation.tables import Table
-from deepwml.evaluation.volume_agreement import agreement_table, volume_agreement
+from deepwml.evaluation.volume_agreement import agreement_table, count_agreement, volume_agreement
 from deepwml.paths import raw_root as default_raw_root
 from deepwml.utils.atomic import atomic_path, write_json, write_text
 from deepwml.utils.errors import DeepWMLError
@@ -130,6 +130,7 @@ def evaluate_folders(
         "cases_not_in_dataset_json": not_in_json,
         **build_summary(cases, slices, with_meta),
         "volume_agreement": json_ready(volume_agreement(cases["ref_volume_ml"], cases["pred_volume_ml"])),
+        "count_agreement": json_ready(count_agreement(cases["ref_lesion_count"], cases["pred_lesion_count"])),
         "lesions_by_size": json_ready(detection_by_size(lesions)),
         "lesions_by_location": json_ready(detection_by_location(lesions, without_map)) if any(p.anatomy for p in pairs) else None,
         "calibration": calibration,
@@ -157,6 +158,7 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, lesi
     if summary.get("against") is not None:
         tables["against_cases"], tables["against_slices"] = paired_tables(summary["against"])
     tables["volume_agreement"] = agreement_table(summary["volume_agreement"])
+    tables["count_agreement"] = agreement_table(summary["count_agreement"])
     tables["lesion_sizes"] = size_table(summary["lesions_by_size"])
     if summary["lesions_by_location"] is not None:
         tables["lesion_locations"] = location_table(summary["lesions_by_location"])
@@ -178,7 +180,7 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
     """table2.md: Table 2 first, then the stratified and case-level tables."""
     head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
-    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + [k for k in ("lesion_sizes", "lesion_locations") if k in tables] + ["volume_agreement"]
+    order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + [k for k in ("lesion_sizes", "lesion_locations") if k in tables] + ["volume_agreement", "count_agreement"]
              + [k for k in ("against_cases", "against_slices") if k in tables])
     return head + "\n".join(tables[k].to_markdown() for k in order)
 
@@ -217,7 +219,8 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
         ("Per-case metrics (MICCAI 2017 WMH challenge definitions)", [t.to_html() for k, t in tables.items() if k.startswith("cases_")]),
         ("Lesion detection by lesion size", [tables["lesion_sizes"].to_html()]),
         *([("Lesion detection by location", [tables["lesion_locations"].to_html()])] if "lesion_locations" in tables else []),
-        ("Lesion volume agreement", [tables["volume_agreement"].to_html(), figure_html(figures["volume_agreement"], VOLUME_CAPTION)]),
+        ("Lesion volume and count agreement", [tables["volume_agreement"].to_html(), figure_html(figures["volume_agreement"], VOLUME_CAPTION),
+                                               tables["count_agreement"].to_html()]),
         ("Statistics", [tables["stats_slices"].to_html(), tables["stats_cases"].to_html()]),
         ("Cases", [_case_table(cases).to_html()]),
     ]

@@ -1,4 +1,4 @@
-"""How far the predicted total lesion volumes agree with the reference's, case by case.
+"""How far the predicted total lesion volumes (and lesion counts) agree with the reference's, case by case.
 
 A site validating a lesion tool on its own scans asks first whether it measures the load its readers would: Bland-
 Altman's mean difference and 95 % limits of agreement (with a test for a difference that grows with the load, the
@@ -45,16 +45,19 @@ def icc_absolute_agreement(ratings: np.ndarray, alpha: float = 0.05) -> Dict[str
     return {"value": float(icc), "ci95": [float(lower), float(upper)], "f": float(f_value), "p": p}
 
 
-def volume_agreement(reference_ml: Sequence[float], predicted_ml: Sequence[float]) -> Dict[str, Any]:
-    """Bland-Altman figures, ICC(A,1) and correlations of two volume series paired by case; JSON-ready."""
-    ref, pred = np.asarray(reference_ml, dtype=float), np.asarray(predicted_ml, dtype=float)
+def paired_agreement(reference: Sequence[float], predicted: Sequence[float], unit: str = "ml",
+                     what: str = "volumes") -> Dict[str, Any]:
+    """Bland-Altman figures, ICC(A,1) and correlations of two series paired by case (``unit`` ends the keys of the
+    figures that carry it: ml for volumes, lesions for counts); JSON-ready."""
+    ref, pred = np.asarray(reference, dtype=float), np.asarray(predicted, dtype=float)
     keep = np.isfinite(ref) & np.isfinite(pred)
     ref, pred = ref[keep], pred[keep]
-    out: Dict[str, Any] = {"n_cases": int(ref.size), "reference_total_ml": float(ref.sum()), "predicted_total_ml": float(pred.sum())}
+    out: Dict[str, Any] = {"unit": unit, "n_cases": int(ref.size), f"reference_total_{unit}": float(ref.sum()),
+                           f"predicted_total_{unit}": float(pred.sum())}
     if ref.size < MIN_CASES:
-        return {**out, "testable": False, "reason": f"{ref.size} case(s) with both volumes; at least {MIN_CASES} needed"}
+        return {**out, "testable": False, "reason": f"{ref.size} case(s) with both {what}; at least {MIN_CASES} needed"}
     if np.ptp(ref) == 0 or np.ptp(pred) == 0:
-        return {**out, "testable": False, "reason": "one side's volumes are all equal (e.g. every reference empty)"}
+        return {**out, "testable": False, "reason": f"one side's {what} are all equal (e.g. every reference empty)"}
     difference, mean = pred - ref, (pred + ref) / 2
     bias, sd = float(difference.mean()), float(difference.std(ddof=1))
     slope = stats.linregress(mean, difference) if np.ptp(mean) > 0 else None
@@ -62,10 +65,10 @@ def volume_agreement(reference_ml: Sequence[float], predicted_ml: Sequence[float
     return {
         **out,
         "testable": True,
-        "mean_difference_ml": bias,
-        "sd_difference_ml": sd,
-        "limits_of_agreement_ml": [bias - 1.96 * sd, bias + 1.96 * sd],
-        "proportional_bias": None if slope is None else {"slope": float(slope.slope), "intercept_ml": float(slope.intercept),
+        f"mean_difference_{unit}": bias,
+        f"sd_difference_{unit}": sd,
+        f"limits_of_agreement_{unit}": [bias - 1.96 * sd, bias + 1.96 * sd],
+        "proportional_bias": None if slope is None else {"slope": float(slope.slope), f"intercept_{unit}": float(slope.intercept),
                                                          "p": float(slope.pvalue)},
         "icc_a1": icc_absolute_agreement(np.column_stack([ref, pred])),
         "pearson": {"r": float(pearson[0]), "p": float(pearson[1])},
@@ -73,36 +76,56 @@ def volume_agreement(reference_ml: Sequence[float], predicted_ml: Sequence[float
     }
 
 
+def volume_agreement(reference_ml: Sequence[float], predicted_ml: Sequence[float]) -> Dict[str, Any]:
+    """:func:`paired_agreement` of total lesion volumes (ml)."""
+    return paired_agreement(reference_ml, predicted_ml, "ml", "volumes")
+
+
+def count_agreement(reference: Sequence[float], predicted: Sequence[float]) -> Dict[str, Any]:
+    """:func:`paired_agreement` of lesion counts (26-connected lesions per case, the WMH challenge's)."""
+    return paired_agreement(reference, predicted, "lesions", "lesion counts")
+
+
+#: per unit: the quantity's name in the tables and how its figures are printed
+_QUANTITY = {"ml": ("Total lesion volume", "{:.2f}"), "lesions": ("Lesion count", "{:.1f}")}
+
+
 def agreement_table(agreement: Dict[str, Any]) -> Table:
-    """The report's table of the volume agreement (one figure per row)."""
-    title = "Lesion volume agreement, predicted against reference (per case)"
+    """The report's table of one agreement (volumes or lesion counts; one figure per row)."""
+    unit = agreement["unit"]
+    quantity, number = _QUANTITY[unit]
+    signed = number.replace("{:", "{:+")
+    title = f"{quantity} agreement, predicted against reference (per case)"
+    key = "volume-agreement" if unit == "ml" else "count-agreement"
     rows = [["Cases", str(agreement["n_cases"])],
-            ["Total lesion volume, reference / predicted (ml)",
-             f"{agreement['reference_total_ml']:.2f} / {agreement['predicted_total_ml']:.2f}"]]
+            [f"{quantity}, sum over cases: reference / predicted ({unit})",
+             f"{number.format(agreement[f'reference_total_{unit}'])} / {number.format(agreement[f'predicted_total_{unit}'])}"]]
     if not agreement["testable"]:
-        return Table(title, ["Figure", "Value"], rows + [["Agreement", f"not computed: {agreement['reason']}"]], key="volume-agreement")
-    low, high = agreement["limits_of_agreement_ml"]
+        return Table(title, ["Figure", "Value"], rows + [["Agreement", f"not computed: {agreement['reason']}"]], key=key)
+    low, high = agreement[f"limits_of_agreement_{unit}"]
     icc, slope = agreement["icc_a1"], agreement["proportional_bias"]
     rows += [
-        ["Mean difference, predicted − reference (ml)", f"{agreement['mean_difference_ml']:+.2f} (SD {agreement['sd_difference_ml']:.2f})"],
-        ["95 % limits of agreement (ml)", f"{low:+.2f} to {high:+.2f}"],
+        [f"Mean difference, predicted − reference ({unit})",
+         f"{signed.format(agreement[f'mean_difference_{unit}'])} (SD {number.format(agreement[f'sd_difference_{unit}'])})"],
+        [f"95 % limits of agreement ({unit})", f"{signed.format(low)} to {signed.format(high)}"],
         ["Proportional bias: slope of the difference on the mean", "–" if slope is None else f"{slope['slope']:+.3f} ({p_text(slope['p'])})"],
         ["ICC(A,1), absolute agreement (95 % CI)", f"{icc['value']:.3f} ({icc['ci95'][0]:.3f}–{icc['ci95'][1]:.3f})"],
         ["Pearson r", f"{agreement['pearson']['r']:.3f} ({p_text(agreement['pearson']['p'])})"],
         ["Spearman ρ", f"{agreement['spearman']['rho']:.3f} ({p_text(agreement['spearman']['p'])})"],
     ]
     note = ("Bland–Altman: limits = mean difference ± 1.96 SD of the differences; a proportional-bias slope below 0 with "
-            "p < 0.05 means the prediction falls further short the larger the load. ICC(A,1): McGraw & Wong's two-way "
+            "p < 0.05 means the prediction falls further short the larger the value. ICC(A,1): McGraw & Wong's two-way "
             "absolute-agreement single-measure coefficient (Shrout & Fleiss ICC(2,1)).")
-    return Table(title, ["Figure", "Value"], rows, note=note, key="volume-agreement")
+    return Table(title, ["Figure", "Value"], rows, note=note, key=key)
 
 
 def agreement_line(agreement: Dict[str, Any]) -> str:
     """One line of the figures a reader looks at first (empty when there are too few cases)."""
     if not agreement["testable"]:
         return ""
-    low, high = agreement["limits_of_agreement_ml"]
+    unit = agreement["unit"]
+    low, high = agreement[f"limits_of_agreement_{unit}"]
     icc, slope = agreement["icc_a1"], agreement["proportional_bias"]
-    line = (f"mean difference {agreement['mean_difference_ml']:+.2f} ml (95 % limits {low:+.2f} to {high:+.2f}), "
+    line = (f"mean difference {agreement[f'mean_difference_{unit}']:+.2f} {unit} (95 % limits {low:+.2f} to {high:+.2f}), "
             f"ICC(A,1) {icc['value']:.3f} ({icc['ci95'][0]:.3f}-{icc['ci95'][1]:.3f})")
     return line if slope is None else line + f", slope of the difference on the mean {slope['slope']:+.3f} ({p_text(slope['p'])})"
