@@ -41,7 +41,7 @@ def test_lesions_are_located_as_deepwml_predict_locates_them_and_pooled_per_clas
     by_location = summary["lesions_by_location"]
     assert by_location["cases_without_map"] == []
     rows = by_location["locations"]
-    assert [r["bin"] for r in rows] == ["periventricular", "juxtacortical", "cortical", "deep", "infratentorial", "unclassified"]
+    assert [r["group"] for r in rows] == ["periventricular", "juxtacortical", "cortical", "deep", "infratentorial", "unclassified"]
     assert sum(r["reference_lesions"] for r in rows) == by_location["overall"]["reference_lesions"] == (lesions.side == "reference").sum()
     assert sum(r["predicted_false"] for r in rows) == by_location["overall"]["predicted_false"]
     periventricular = lesions[(lesions.side == "reference") & (lesions.location == "periventricular")]

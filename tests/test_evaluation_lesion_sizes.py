@@ -45,7 +45,7 @@ def test_lesions_are_binned_by_their_own_volume_edges_included_above():
                             "volume_ml": [0.01, 0.03, 0.3, 5.0, 0.02, 0.05, 5.5],
                             "detected": [False, True, True, True, False, True, True]})
     out = detection_by_size(lesions)
-    bins = {row["bin"]: row for row in out["bins"]}
+    bins = {row["group"]: row for row in out["bins"]}
     assert list(bins) == size_labels() == ["< 0.03 ml", "0.03–0.1 ml", "0.1–0.5 ml", "0.5–2 ml", "≥ 2 ml"]
     assert (bins["< 0.03 ml"]["reference_lesions"], bins["< 0.03 ml"]["recall"]) == (1, 0.0)
     assert bins["< 0.03 ml"]["predicted_false"] == 1 and bins["< 0.03 ml"]["precision"] == 0.0

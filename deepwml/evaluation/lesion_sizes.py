@@ -37,7 +37,7 @@ def _text(share: Optional[float]) -> str:
 def detection_row(label: str, reference: pd.DataFrame, predicted: pd.DataFrame) -> Dict[str, Any]:
     """Counts and shares of one group of lesions (rows of per_lesion.csv, reference and predicted apart)."""
     found, true = int(reference["detected"].sum()), int(predicted["detected"].sum())
-    return {"bin": label, "reference_lesions": len(reference), "reference_found": found,
+    return {"group": label, "reference_lesions": len(reference), "reference_found": found,
             "recall": _share(found, len(reference)), "predicted_lesions": len(predicted),
             "predicted_false": len(predicted) - true, "precision": _share(true, len(predicted))}
 
@@ -62,7 +62,7 @@ def size_table(by_size: Dict[str, Any]) -> Table:
 def detection_table(title: str, group: str, rows: List[Dict[str, Any]], note: str, key: str) -> Table:
     """A table of :func:`detection_row` rows, the group's name first."""
     def cells(row: Dict[str, Any]) -> List[str]:
-        return [row["bin"], str(row["reference_lesions"]), str(row["reference_found"]), _text(row["recall"]),
+        return [row["group"], str(row["reference_lesions"]), str(row["reference_found"]), _text(row["recall"]),
                 str(row["predicted_lesions"]), str(row["predicted_false"]), _text(row["precision"])]
 
     header = [group, "Reference lesions", "Found", "Lesion recall", "Predicted lesions", "False", "Lesion precision"]

@@ -46,12 +46,6 @@ def label_lesions(mask: np.ndarray) -> Tuple[np.ndarray, int]:
     return labels, int(n)
 
 
-def count_touched(labels: np.ndarray, other: np.ndarray) -> int:
-    """Number of distinct components of ``labels`` that share at least one voxel with ``other``."""
-    hit = labels[other]
-    return int(np.unique(hit[hit > 0]).size)
-
-
 def lesion_properties(labels: np.ndarray, n: int, other: np.ndarray, slice_axis: int = 0) -> Dict[str, np.ndarray]:
     """Per component of ``labels`` (1..n): voxels, slices spanned along ``slice_axis`` and whether ``other`` touches it."""
     touched = np.zeros(n + 1, dtype=bool)
