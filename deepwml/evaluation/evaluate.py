@@ -23,6 +23,7 @@ from deepwml.evaluation.labels import METRIC_LABELS
 from deepwml.evaluation.lesion_locations import attach_anatomy_maps, detection_by_location, location_table
 from deepwml.evaluation.lesion_sizes import detection_by_size, size_table
 from deepwml.evaluation.paired import compare_with, paired_tables, read_report
+from deepwml.evaluation.paired_lesions import paired_detection, paired_detection_table, read_lesions
 from deepwml.evaluation.stratify import SLICE_METRICS
 from deepwml.evaluation.summary import attach_meta, build_summary, build_tables, fp_table, json_ready, slice_factors
 from deepwml.evaluation.tables import Table
@@ -139,6 +140,7 @@ def evaluate_folders(
     }
     if other is not None:
         summary["against"] = compare_with(other, cases, slices, summary)
+        summary["against"]["lesions_by_size"] = json_ready(paired_detection(lesions, read_lesions(other["folder"])))
         notes.extend(summary["against"]["notes"])
     write_outputs(out_dir, cases, slices, lesions, summary, with_meta)
     return summary
@@ -157,6 +159,8 @@ def write_outputs(out_dir: Path, cases: pd.DataFrame, slices: pd.DataFrame, lesi
     tables["stats_cases"].key = "statistics-cases"
     if summary.get("against") is not None:
         tables["against_cases"], tables["against_slices"] = paired_tables(summary["against"])
+        tables["against_lesions"] = paired_detection_table(summary["against"]["lesions_by_size"],
+                                                           summary["against"]["other_prediction_dir"] or summary["against"]["other_report"])
     tables["volume_agreement"] = agreement_table(summary["volume_agreement"])
     tables["count_agreement"] = agreement_table(summary["count_agreement"])
     tables["lesion_sizes"] = size_table(summary["lesions_by_size"])
@@ -181,7 +185,7 @@ def _markdown(tables: Dict[str, Table], summary: Dict[str, Any]) -> str:
     """table2.md: Table 2 first, then the stratified and case-level tables."""
     head = f"# DeepWML evaluation\n\n{summary['cases']['n_cases']} cases, {summary['slices']['n_with_reference_lesion']} slices with reference lesion.\n\n"
     order = (["table2", "lv_group", "thickness_band", "fp"] + [k for k in tables if k.startswith("cases_")] + [k for k in ("lesion_sizes", "lesion_locations") if k in tables] + ["volume_agreement", "count_agreement"]
-             + [k for k in ("against_cases", "against_slices") if k in tables])
+             + [k for k in ("against_cases", "against_slices", "against_lesions") if k in tables])
     return head + "\n".join(tables[k].to_markdown() for k in order)
 
 
@@ -226,7 +230,8 @@ def _write_report(path: Path, cases: pd.DataFrame, summary: Dict[str, Any], tabl
     ]
     if summary.get("against") is not None:
         sections.insert(-1, ("Against another method (paired)", [tables["against_cases"].to_html(),
-                                                                  tables["against_slices"].to_html()]))
+                                                                  tables["against_slices"].to_html(),
+                                                                  tables["against_lesions"].to_html()]))
     if summary.get("calibration") is not None:
         sections.insert(-1, ("Calibration of lesion probabilities", _calibration_html(summary["calibration"], figures["calibration"])))
         cards.append(("ECE, candidate voxels", _num4(summary["calibration"]["candidate_voxels"]["ece"])))
