@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from deepwml.evaluation.cases import PROBABILITY_SUFFIX, CasePair, list_masks
+from deepwml.evaluation.cases import PROBABILITY_SUFFIX, CasePair, find_case_maps
 from deepwml.evaluation.masks import reference_on_grid
 from deepwml.imageio import read_image
 from deepwml.utils.atomic import atomic_path
@@ -76,12 +76,7 @@ def bins_table(counts: np.ndarray) -> List[Dict[str, Any]]:
 
 def find_probability_maps(folder: Path, case_ids: Sequence[str]) -> Dict[str, Path]:
     """CASE_prob<ending> files in ``folder`` for the given cases (deepwml_predict --save-probabilities names)."""
-    found = list_masks(folder, "probability")
-    maps = {}
-    for stem, path in found.items():
-        if stem.endswith(PROBABILITY_SUFFIX) and stem[: -len(PROBABILITY_SUFFIX)] in case_ids:
-            maps[stem[: -len(PROBABILITY_SUFFIX)]] = path
-    return maps
+    return find_case_maps(folder, case_ids, PROBABILITY_SUFFIX, "probability")
 
 
 def case_counts(pair: CasePair, prob_path: Path, ignore_label: Optional[int]) -> np.ndarray:

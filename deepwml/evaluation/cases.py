@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from deepwml.imageio import has_image_ending, split_ending, unreadable_reason
 from deepwml.imageio.dicom_seg_masks import is_dicom_seg
@@ -80,6 +80,14 @@ def list_masks(folder: Union[str, Path], role: str, dicom_seg: bool = False) -> 
         names = ", ".join(p.name for p in paths)
         raise DeepWMLError(f"case {cid!r} has {len(paths)} {role} files ({names}); keep one", folder)
     return {cid: paths[0] for cid, paths in found.items()}
+
+
+def find_case_maps(folder: Union[str, Path], case_ids: Sequence[str], suffix: str, role: str) -> Dict[str, Path]:
+    """The CASE<suffix><ending> images in ``folder`` (deepwml_predict's maps beside its masks) of the given cases, by
+    case id; unreadable or doubled entries are errors as for masks."""
+    wanted = set(case_ids)
+    return {stem[: -len(suffix)]: path for stem, path in list_masks(folder, role).items()
+            if stem.endswith(suffix) and stem[: -len(suffix)] in wanted}
 
 
 def pair_cases(

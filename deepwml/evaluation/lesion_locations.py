@@ -17,10 +17,10 @@ import pandas as pd
 
 from deepwml.anatomy.location import (CORTICAL, DEEP, INFRATENTORIAL_LOC, JUXTACORTICAL, PERIVENTRICULAR, UNCLASSIFIED,
                                       check_anatomy)
-from deepwml.evaluation.cases import ANATOMY_SUFFIX, CasePair
+from deepwml.evaluation.cases import ANATOMY_SUFFIX, CasePair, find_case_maps
 from deepwml.evaluation.lesion_sizes import detection_row, detection_table
 from deepwml.evaluation.tables import Table
-from deepwml.imageio import Geometry, has_image_ending, read_image, split_ending
+from deepwml.imageio import Geometry, read_image
 from deepwml.utils.errors import DeepWMLError
 
 #: table order: McDonald's regions first
@@ -30,14 +30,7 @@ LOCATION_ORDER = (PERIVENTRICULAR, JUXTACORTICAL, CORTICAL, DEEP, INFRATENTORIAL
 def attach_anatomy_maps(pairs: List[CasePair], folder: Union[str, Path], required: bool) -> Tuple[List[CasePair], List[str]]:
     """Each pair with its CASE_anatomy<ending> from ``folder``; also the cases without one (none when the folder holds
     no map at all). ``required`` (the folder was given): a folder without maps is an error naming it."""
-    folder = Path(folder)
-    if required and not folder.is_dir():
-        raise DeepWMLError("anatomy folder does not exist", folder)
-    maps: Dict[str, Path] = {}
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        stem = split_ending(path.name)[0] if has_image_ending(path) and not path.name.startswith(".") else ""
-        if stem.endswith(ANATOMY_SUFFIX):
-            maps[stem[: -len(ANATOMY_SUFFIX)]] = path
+    maps = find_case_maps(folder, [p.case_id for p in pairs], ANATOMY_SUFFIX, "anatomy")
     if required and not maps:
         raise DeepWMLError("holds no anatomy maps (CASE_anatomy<ending>, written by deepwml_predict --save-anatomy)", folder)
     attached = [replace(p, anatomy=maps.get(p.case_id)) for p in pairs]
