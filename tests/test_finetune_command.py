@@ -144,36 +144,88 @@ def test_scans_replaced_under_an_unchanged_manifest_are_not_taken_for_the_prepar
 
 
 @pytest.mark.slow
-def test_scans_kept_aside_score_the_fine_tuned_and_the_start_model(tmp_path, capfd):
+def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_networks(tmp_path, capfd):
+    """--folds K: one network per fold, every trained scan segmented by the fold that never trained on it, both models
+    scored on all of them in the card, the threshold and filters chosen on those predictions, the K networks installed
+    as one model; a second run redoes none of it. --holdout N keeps N scans out of every fold (the test split only)
+    and scores the installed model and the start model on them."""
     import json
+    import os
 
     import numpy as np
 
     from deepwml.evaluation.case_metrics import case_metrics
 
-    manifest = _site(tmp_path / "site", n=3, unlabelled=0)
+    manifest = _site(tmp_path / "site", n=5, unlabelled=0)
     model = tmp_path / "models" / "siteA"
-    args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1", "--holdout", "1"]
+    args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1", "--folds", "2", "--holdout", "1"]
     assert finetune_main(args) == 0
     out = capfd.readouterr().out
-    assert "3 labelled scan(s)" in out and "1 kept aside to score the models on" in out
-    scores = json.loads((tmp_path / "models" / ".siteA.work" / "holdout" / "holdout.json").read_text())
-    (held,) = scores["cases"]
-    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "Fine-tuned on: 2 labelled scan(s)" in card and f"kept aside (not trained on: {held})" in card
-    # the figures are those of each model's mask of the scan kept aside against its label
     work = tmp_path / "models" / ".siteA.work"
-    reference = read_image(next(work.glob(f"raw/Dataset*/labelsTs/{held}.nii.gz"))).array > 0
+    scores = json.loads((work / "crossval" / "crossval.json").read_text())
+    held = json.loads((work / "holdout" / "holdout.json").read_text())["cases"]
+    splits = json.loads(next(work.glob("preprocessed/Dataset*/splits.json")).read_text())
+    assert len(splits["folds"]) == 2 and len(scores["cases"]) == 4 and not set(held) & set(scores["cases"])
+    # each scan is predicted by the fold that held it out, and by that fold only
+    for k, fold in enumerate(splits["folds"]):
+        assert scores["folds"][str(k)] == sorted(fold["val"])
+        for case_id in scores["cases"]:
+            predicted = (work / "crossval" / "finetuned" / f"fold_{k}" / f"{case_id}.nii.gz").is_file()
+            assert predicted == (case_id in fold["val"]) and (scores["models"]["finetuned"]["per_case"][case_id]["fold"] == str(k)) == predicted
+    # the figures are each mask against its label, and the search's starting point is the same predictions
+    for name, folder in (("finetuned", None), ("start", work / "crossval" / "start")):
+        dices = []
+        for case_id in scores["cases"]:
+            fold = scores["models"]["finetuned"]["per_case"][case_id]["fold"]
+            predicted = read_image((folder or work / "crossval" / "finetuned" / f"fold_{fold}") / f"{case_id}.nii.gz")
+            reference = read_image(next(work.glob(f"raw/Dataset*/labelsTr/{case_id}.nii.gz"))).array > 0
+            dices.append(case_metrics(reference, predicted.array > 0, predicted.geometry)["dice"])
+        assert np.isclose(scores["models"][name]["mean_dice"], np.mean(dices))
+    checkpoints = [torch.load(model / f"fold_{k}" / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
+                   for k in range(2)]
+    record = checkpoints[0]["postprocessing"]["record"]
+    assert record["folds"] == ["0", "1"] and sorted(record["cases"]) == scores["cases"] and record["tta"] is True
+    assert np.isclose(record["before"]["dice"], scores["models"]["finetuned"]["mean_dice"], atol=5e-4)
+    assert checkpoints[1]["postprocessing"] == checkpoints[0]["postprocessing"]
+    assert all(c["pretrained"]["source"].endswith("wmh_flair2d") for c in checkpoints)
+    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "2 folds (one network per fold" in card and "Cross-validated on all 4 scans it was tuned on" in card
+    assert f"fine-tuned (out of fold) {scores['models']['finetuned']['mean_dice']:.3f}" in card
+    assert f"as it predicts {scores['models']['start']['mean_dice']:.3f}" in card
+    assert "Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions" in card
+    assert "fine-tuning" in out and "out of fold on the 4 scans" in out and "1 kept aside to score the models on" in out
+    # the scan kept aside: in the test split only, and scored with each model's mask of it against its label
+    (kept,) = held
+    assert not list(work.glob(f"raw/Dataset*/imagesTr/{kept}*")) and list(work.glob(f"raw/Dataset*/imagesTs/{kept}*"))
+    holdout = json.loads((work / "holdout" / "holdout.json").read_text())
+    reference = read_image(next(work.glob(f"raw/Dataset*/labelsTs/{kept}.nii.gz"))).array > 0
     for name in ("finetuned", "start"):
-        predicted = read_image(work / "holdout" / name / f"{held}.nii.gz")
-        expected = case_metrics(reference, predicted.array > 0, predicted.geometry)["dice"]
-        assert np.isclose(scores["models"][name]["mean_dice"], expected)
-        assert f"{scores['models'][name]['mean_dice']:.3f}" in card
-    # the scan kept aside was never trained on: it is in the test split only
-    assert not list(work.glob(f"raw/Dataset*/imagesTr/{held}*")) and list(work.glob(f"raw/Dataset*/imagesTs/{held}*"))
-    # every labelled scan kept aside leaves nothing to train on
-    assert finetune_main([str(manifest), "-o", str(tmp_path / "m2"), "--holdout", "3"]) == 2
-    assert "keeps every one of the 3 labelled scan(s) aside" in capfd.readouterr().err
+        predicted = read_image(work / "holdout" / name / f"{kept}.nii.gz")
+        assert np.isclose(holdout["models"][name]["mean_dice"], case_metrics(reference, predicted.array > 0, predicted.geometry)["dice"])
+        assert f"{holdout['models'][name]['mean_dice']:.3f}" in card
+    assert f"kept aside (not trained on: {kept})" in card and "Fine-tuned on: 4 labelled scan(s)" in card
+    assert not (model / "fold_all").exists()
+    # the installed model predicts with both fold networks and the chosen settings
+    assert predict_main(["-i", str(tmp_path / "site" / "s0.nii.gz"), "-o", str(tmp_path / "pred"), "-m", str(model)]) == 0
+    assert "folds 0 1" in capfd.readouterr().out
+    # a second run reuses the folds, the predictions and the choice
+    stamp = (work / "crossval" / "start" / f"{scores['cases'][0]}.nii.gz").stat().st_mtime_ns
+    assert finetune_main(args + ["--overwrite"]) == 0
+    again = capfd.readouterr().out
+    assert "deepwml_train" not in again and "deepwml_find_postprocessing" not in again
+    assert (work / "crossval" / "start" / f"{scores['cases'][0]}.nii.gz").stat().st_mtime_ns == stamp
+    assert os.path.isfile(model / "fold_1" / "checkpoint_latest.pth")
+
+
+def test_a_fold_count_that_cannot_cross_validate_and_a_holdout_of_every_scan_are_refused(tmp_path, capfd):
+    manifest = _site(tmp_path / "site", n=3, unlabelled=0)
+    for extra, message in ((["--folds", "1"], "--folds must be 2 or more"),
+                           (["--folds", "4"], "--folds 4 needs at least 4 labelled scans to train on, and there are 3"),
+                           (["--folds", "3", "--holdout", "1"], "needs at least 3 labelled scans to train on, and there are 2"),
+                           (["--holdout", "3"], "keeps every one of the 3 labelled scan(s) aside")):
+        assert finetune_main([str(manifest), "-o", str(tmp_path / "m")] + extra) == 2
+        assert message in capfd.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / ".m.work").exists()
 
 
 def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capfd):
@@ -216,7 +268,7 @@ def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capf
 
     request = site_finetune.FinetuneRequest(manifest=folder / "m.csv", output=tmp_path / "model", lesion_id_masks=True)
     card = site_finetune._card(request, builtin_model_dir(), Plan.load(builtin_model_dir() / "plans.json"),
-                               read_manifest(folder / "m.csv"), tmp_path / "no_fold")
+                               read_manifest(folder / "m.csv"), [tmp_path / "no_fold"])
     assert "masks: corrected lesion-id maps (--lesion-id-masks)" in card
 
     # a probability map is no lesion-id map
@@ -265,7 +317,7 @@ def test_masks_in_the_wmh_challenge_format_need_ignore_label_which_keeps_value_2
 
     request = site_finetune.FinetuneRequest(manifest=folder / "m.csv", output=tmp_path / "model", ignore_label=2)
     card = site_finetune._card(request, builtin_model_dir(), Plan.load(builtin_model_dir() / "plans.json"),
-                               read_manifest(folder / "m.csv"), tmp_path / "no_fold")
+                               read_manifest(folder / "m.csv"), [tmp_path / "no_fold"])
     assert "mask value 2 left out of training and scores (--ignore-label)" in card
     for extra in (["--ignore-label", "2", "--lesion-id-masks"], ["--ignore-label", "1"]):
         with pytest.raises(SystemExit):

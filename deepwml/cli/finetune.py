@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=0, metavar="N",
                    help="keep N labelled scans aside (drawn with --seed; not trained on) and score the fine-tuned model and "
                    "the model it started from on them: the figures go into the model card (default 0)")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="cross-validate: split the scans trained on into K folds (K >= 2), fine-tune one network per fold "
+                   "on the others, segment every scan with the network that never trained on it, and put both models' "
+                   "mean Dice and lesion F1 over all of them in the model card; the threshold and lesion filters are then "
+                   "chosen on those predictions (deepwml_find_postprocessing) and the K networks installed as one model "
+                   "whose probabilities are averaged (K x the prediction time). Default 0: one network trained on every "
+                   "scan")
     p.add_argument("--lesion-id-masks", action="store_true",
                    help="the masks are lesion-id maps (deepwml_predict --save-lesion-ids, corrected in a viewer: false "
                    "lesions cleared, missed ones painted with any label): every value above 0 is lesion")
@@ -97,7 +104,7 @@ def _main(argv: Optional[List[str]]) -> int:
                                  epochs=args.epochs, iterations=args.iterations, lr=args.lr, device=args.device,
                                  n_jobs=args.num_processes, seed=args.seed, overwrite=args.overwrite,
                                  holdout=args.holdout, lesion_id_masks=args.lesion_id_masks,
-                                 ignore_label=args.ignore_label))
+                                 ignore_label=args.ignore_label, folds=args.folds))
     return 0
 
 

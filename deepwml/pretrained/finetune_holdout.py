@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -42,30 +42,46 @@ def _mean(values: List[float]) -> float:
     return statistics.fmean(finite) if finite else float("nan")
 
 
+def segment(images: Path, out: Path, model: tuple, device: str, **settings: Any) -> None:
+    """Segment every scan of ``images`` into ``out`` with ``model`` ((model folder, folds, checkpoint)), as
+    deepwml_predict's library run does (no QC, no anatomy map; scans already done are kept); ``settings`` are further
+    PredictRequest fields (e.g. tta, postprocessing)."""
+    from deepwml.inference.run import PredictRequest, predict
+
+    model_dir, folds, checkpoint = model
+    report = predict(PredictRequest(input=images, output=out, model_dir=model_dir, folds=folds, checkpoint=checkpoint,
+                                    device=device, write_qc=False, anatomy=False, **settings))
+    if report.failed:
+        raise DeepWMLError(f"a labelled scan could not be segmented: {report.failed[0].case_id}: {report.failed[0].error}",
+                           images)
+
+
+def score_case(label: Path, prediction: Path, ignore_label: Optional[int] = None) -> Dict[str, float]:
+    """One scan's figures (FIGURES), scored as deepwml_evaluate scores a case (``ignore_label`` voxels counted for
+    neither side, as the WMH challenge's evaluator leaves out its label 2)."""
+    predicted = read_image(prediction)
+    metrics = case_metrics(*scored_lesions(read_image(label).array, predicted.array, ignore_label), predicted.geometry)
+    return {k: float(metrics[k]) for k in FIGURES}
+
+
+def model_scores(model_dir: Path, per_case: Dict[str, Dict[str, float]]) -> Dict:
+    """A model's per-scan figures with their means (NaN-free)."""
+    return {"model": str(model_dir), "per_case": per_case,
+            "mean_dice": _mean([c["dice"] for c in per_case.values()]),
+            "mean_lesion_f1": _mean([c["lesion_f1"] for c in per_case.values()])}
+
+
 def score_holdout(work: Path, raw: Path, ending: str, held: Sequence[str], models: Dict[str, tuple], device: str,
                   ignore_label: Optional[int] = None) -> Dict:
     """Segment the scans kept aside with each of ``models`` (name -> (model folder, folds, checkpoint)) and score
-    them against their labels (``ignore_label`` voxels counted for neither side, as the WMH challenge's evaluator
-    leaves out its label 2); written to WORK/holdout/holdout.json and returned."""
-    from deepwml.inference.run import PredictRequest, predict
-
+    them against their labels; written to WORK/holdout/holdout.json and returned."""
     result: Dict = {"cases": list(held), "models": {}}
-    for name, (model_dir, folds, checkpoint) in models.items():
+    for name, model in models.items():
         out = work / "holdout" / name
-        report = predict(PredictRequest(input=raw / "imagesTs", output=out, model_dir=model_dir, folds=folds,
-                                        checkpoint=checkpoint, device=device, write_qc=False, anatomy=False))
-        if report.failed:
-            raise DeepWMLError(f"a scan kept aside could not be segmented: {report.failed[0].case_id}: "
-                               f"{report.failed[0].error}", raw / "imagesTs")
-        per_case = {}
-        for case_id in held:
-            reference = read_image(raw / "labelsTs" / f"{case_id}{ending}").array
-            predicted = read_image(out / f"{case_id}{ending}")
-            metrics = case_metrics(*scored_lesions(reference, predicted.array, ignore_label), predicted.geometry)
-            per_case[case_id] = {k: float(metrics[k]) for k in FIGURES}
-        result["models"][name] = {"model": str(model_dir), "per_case": per_case,
-                                  "mean_dice": _mean([c["dice"] for c in per_case.values()]),
-                                  "mean_lesion_f1": _mean([c["lesion_f1"] for c in per_case.values()])}
+        segment(raw / "imagesTs", out, model, device)
+        per_case = {case_id: score_case(raw / "labelsTs" / f"{case_id}{ending}", out / f"{case_id}{ending}", ignore_label)
+                    for case_id in held}
+        result["models"][name] = model_scores(model[0], per_case)
     write_json(work / "holdout" / SCORES_NAME, result)
     return result
 

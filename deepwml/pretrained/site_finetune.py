@@ -13,13 +13,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from deepwml.datasets.dataset_writer import SourceCase, write_dataset
 from deepwml.datasets.lesion_id_label import LesionIdLabel
 from deepwml.datasets.manifest import default_file_ending, read_manifest
 from deepwml.inference.packaging import install_as_folder
 from deepwml.planning.plan import Plan
+from deepwml.pretrained.finetune_crossval import card_lines as crossval_card_lines
+from deepwml.pretrained.finetune_crossval import check_folds, fold_validation, kept_scores, score_crossval, verdict
 from deepwml.pretrained.finetune_holdout import card_lines, choose_holdout, score_holdout
 from deepwml.pretrained.recipe import training_hours
 from deepwml.training.pretrained_weights import FINETUNE_LR_FACTOR
@@ -53,6 +55,9 @@ class FinetuneRequest:
     lesion_id_masks: bool = False
     #: a mask value that is neither lesion nor not (the WMH challenge's 2): declared the dataset's ignore value
     ignore_label: Optional[int] = None
+    #: K >= 2: K fold networks, cross-validated out of fold and shipped as an ensemble (finetune_crossval); 0: one
+    #: network trained on every scan (fold 'all')
+    folds: int = 0
 
 
 def start_model(spec: str) -> Path:
@@ -103,6 +108,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
         raise DeepWMLError("exists; give another -o or --overwrite to replace the model there", out)
     work = work_folder(request)
     held = choose_holdout([c.case_id for c in labelled], request.holdout, request.seed)
+    if request.folds:
+        check_folds(request.folds, len(labelled) - len(held))
     identity = {"manifest": _digest(Path(request.manifest)), "scans": _scans_digest(labelled),
                 "start": str(start.resolve()), "epochs": request.epochs,
                 "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
@@ -112,6 +119,8 @@ def run_finetune(request: FinetuneRequest) -> Path:
         identity["lesion_id_masks"] = True
     if request.ignore_label is not None:
         identity["ignore_label"] = request.ignore_label
+    if request.folds:
+        identity["folds"] = request.folds
     _claim(work, identity)
     if request.lesion_id_masks:
         labelled = [dataclasses.replace(c, label=LesionIdLabel(c.label)) if isinstance(c.label, Path) else c for c in labelled]
@@ -128,37 +137,85 @@ def run_finetune(request: FinetuneRequest) -> Path:
             raise DeepWMLError(f"the manifest made a dataset with problems: {_mask_problems(result.problems, labelled)}", raw)
     run_command("plan_and_preprocess", ["-d", str(DATASET_ID), "--raw", str(raw), "--preprocessed", str(pre),
                                         "--plan-file", str(start / "plans.json"), "--test-fraction", "0",
-                                        "-np", str(request.n_jobs)], None, "deepwml_finetune")
-    fold_dir = results / DATASET / plan.name / "fold_all"
-    if not (fold_dir / "validation" / "summary.json").is_file():
-        args = ["-d", str(DATASET_ID), "all", "-p", plan.name, "--preprocessed", str(pre), "--results", str(results),
-                "--epochs", str(request.epochs), "--seed", str(request.seed), "--device", request.device]
-        args += ["--iterations", str(request.iterations)] if request.iterations else []
-        if (fold_dir / "checkpoint_latest.pth").is_file():
-            args.append("--continue")  # an interrupted run keeps the weights' origin and rate its checkpoint records
-        else:
-            args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
-        run_command("train", args, None, "deepwml_finetune")
-    tta = carry_flip_tta(start, results / DATASET / plan.name)
+                                        "-np", str(request.n_jobs)] + (["--folds", str(request.folds)] if request.folds else []),
+                None, "deepwml_finetune")
+    folds = [str(k) for k in range(request.folds)] if request.folds else ["all"]
+    tuned = results / DATASET / plan.name
+    for fold in folds:
+        _train(request, start, plan, fold, pre, results)
+    tta = carry_flip_tta(start, tuned, folds)
     if tta:
         _log("the fine-tuned model predicts with left-right flip TTA, as the model it started from does "
              "(deepwml_predict --no-tta: without)")
+    crossval = postprocessing = None
+    if request.folds:
+        crossval, postprocessing = _cross_validate(request, work, raw / DATASET, default_file_ending(labelled), tuned, start,
+                                                   folds, pre / DATASET / "splits.json", tta)
     scores = None
     if held:
         scores = score_holdout(work, raw / DATASET, default_file_ending(labelled), held, {
-            "finetuned": (results / DATASET / plan.name, ["all"], "latest"), "start": (start, None, "best")}, request.device,
-            request.ignore_label)
+            "finetuned": (tuned, folds, "latest"), "start": (start, None, "best")}, request.device, request.ignore_label)
         for name, label in (("finetuned", "fine-tuned"), ("start", "start model")):
             _log(f"{label} on the {len(held)} scan(s) kept aside: mean Dice {scores['models'][name]['mean_dice']:.3f}, "
                  f"lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
     trained = [c for c in labelled if c.split == "Tr"]
-    install_as_folder(results / DATASET / plan.name, ["all"], "latest", _card(request, start, plan, trained, fold_dir, scores, tta), out)
-    _log(f"installed the fine-tuned model in {out}; use it with: deepwml_predict -i SCANS -o OUT -m {out}")
+    card = _card(request, start, plan, trained, [tuned / f"fold_{f}" for f in folds], scores, tta, crossval, postprocessing)
+    install_as_folder(tuned, folds, "latest", card, out)
+    _log(f"installed the fine-tuned model in {out}{f' ({len(folds)} fold networks, their probabilities averaged)' if request.folds else ''}; "
+         f"use it with: deepwml_predict -i SCANS -o OUT -m {out}")
     return out
 
 
-def carry_flip_tta(start: Path, tuned: Path) -> bool:
-    """Give the fine-tuned model (fold 'all', checkpoint latest) the start model's flip TTA, with the plan's threshold
+def _train(request: FinetuneRequest, start: Path, plan: Plan, fold: str, pre: Path, results: Path) -> None:
+    """Fine-tune one fold from the start model's weights (skipped when trained; an interrupted one continues)."""
+    fold_dir = results / DATASET / plan.name / f"fold_{fold}"
+    if (fold_dir / "validation" / "summary.json").is_file():
+        return
+    args = ["-d", str(DATASET_ID), fold, "-p", plan.name, "--preprocessed", str(pre), "--results", str(results),
+            "--epochs", str(request.epochs), "--seed", str(request.seed), "--device", request.device]
+    args += ["--iterations", str(request.iterations)] if request.iterations else []
+    if (fold_dir / "checkpoint_latest.pth").is_file():
+        args.append("--continue")  # an interrupted run keeps the weights' origin and rate its checkpoint records
+    else:
+        args += ["--pretrained", str(start)] + (["--lr", str(request.lr)] if request.lr is not None else [])
+    run_command("train", args, None, "deepwml_finetune")
+
+
+def _cross_validate(request: FinetuneRequest, work: Path, raw: Path, ending: str, tuned: Path, start: Path,
+                    folds: List[str], splits: Path, tta: bool) -> Tuple[Dict, Optional[Dict]]:
+    """Score every trained scan out of fold (at the plan's threshold), then choose the threshold and lesion filters on
+    those predictions (deepwml_find_postprocessing, unless the folds hold that choice); the scores and the choice."""
+    validation = fold_validation(splits, len(folds))
+    scores = kept_scores(work, validation)
+    if scores is None:  # scored before the search, so that its choice does not flatter the figures
+        scores = score_crossval(work, raw, ending, validation, tuned, start, request.device, tta, request.ignore_label)
+    for name, label in (("finetuned", "fine-tuned, out of fold"), ("start", "start model")):
+        _log(f"{label} on the {len(scores['cases'])} scans of the {len(folds)} folds: mean Dice "
+             f"{scores['models'][name]['mean_dice']:.3f}, lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
+    _log(verdict(scores))
+    chosen = _searched_postprocessing(tuned, folds)
+    if chosen is None:
+        run_command("find_postprocessing", ["-m", str(tuned), "-f", *folds, "--checkpoint", "latest", "--raw", str(raw.parent),
+                                            "--preprocessed", str(splits.parent.parent), "--device", request.device]
+                    + (["--tta"] if tta else []) + ([] if request.ignore_label is None else ["--ignore-label", str(request.ignore_label)]),
+                    None, "deepwml_finetune")
+        chosen = _searched_postprocessing(tuned, folds)
+    return scores, chosen
+
+
+def _searched_postprocessing(tuned: Path, folds: List[str]) -> Optional[Dict]:
+    """The postprocessing deepwml_find_postprocessing stored in these folds' latest checkpoints, None before it has."""
+    from deepwml.inference.model_loading import CHECKPOINT_FILES
+    from deepwml.training.checkpoint import read_checkpoint
+
+    stored = [read_checkpoint(tuned / f"fold_{fold}" / CHECKPOINT_FILES["latest"]).get("postprocessing") for fold in folds]
+    searched = all(isinstance(s, dict) and s.get("record", {}).get("objective") and s["record"].get("folds") == folds
+                   for s in stored)
+    return stored[0] if searched else None
+
+
+def carry_flip_tta(start: Path, tuned: Path, folds: Sequence[str] = ("all",)) -> bool:
+    """Give the fine-tuned model (``folds``, checkpoint latest) the start model's flip TTA, with the plan's threshold
     and no lesion filter; returns whether it predicts with TTA. The start's temperatures, threshold and filters were
     fitted to its own probabilities and are not carried; whether a slice's mirror image helps is a matter of the
     anatomy, not of the site (measured in benchmarks/README.md, "A site unlike the generator")."""
@@ -171,10 +228,10 @@ def carry_flip_tta(start: Path, tuned: Path) -> bool:
     stored = read_postprocessing(load_checkpoint(path), path, Plan.load(start / "plans.json").network.out_channels)
     if stored is None or not stored.tta:
         return False
-    tuned_spec = check_model(tuned, ["all"], "latest")
+    tuned_spec = check_model(tuned, list(folds), "latest")
     load_fold_states(tuned_spec)
     wanted = MaskSettings(tuned_spec.plan.inference.threshold, tta=True)
-    if tuned_spec.stored_postprocessing() != wanted:
+    if tuned_spec.stored_postprocessing() is None:
         store_in_checkpoints(tuned_spec, {POSTPROCESSING: dict(wanted.as_record(), record={
             "carried_from": str(start), "what": "the start model's left-right flip TTA; the plan's threshold, no lesion filter"})})
     return True
@@ -223,13 +280,23 @@ def _claim(work: Path, identity: dict) -> None:
     write_json(state, identity)
 
 
-def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dir: Path, scores: Optional[dict] = None,
-          tta: bool = False) -> str:
+def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dirs: List[Path], scores: Optional[dict] = None,
+          tta: bool = False, crossval: Optional[dict] = None, postprocessing: Optional[dict] = None) -> str:
     """The model card: what it was tuned on, from what, how, and what it does not know."""
-    summary = read_json(fold_dir / "validation" / "summary.json") if (fold_dir / "validation" / "summary.json").is_file() else {}
-    fit = summary.get("median_dice")
-    hours = training_hours(fold_dir)
+    summaries = [read_json(d / "validation" / "summary.json") if (d / "validation" / "summary.json").is_file() else {}
+                 for d in fold_dirs]
+    fits = [s.get("median_dice") for s in summaries]
+    hours = [training_hours(d) for d in fold_dirs]
     centres = sorted({c.meta.centre for c in cases})
+    folds = len(fold_dirs) if crossval is not None else 0
+    scheme = (f"{folds} folds (one network per fold, each trained on the scans of the other folds; shipped together, "
+              "their probabilities averaged)" if folds else "fold 'all' (every scan trained on)")
+    if folds:
+        fit_line = ("- Validation of each fold on its own held-out scans (median per-slice Dice): "
+                    + ", ".join(f"{f:.3f}" if isinstance(f, (int, float)) else "not recorded" for f in fits))
+    else:
+        fit_line = (f"- Fit on its own training scans (median per-slice Dice): {fits[0]:.3f}" if isinstance(fits[0], (int, float))
+                    else "- Fit on its own training scans: not recorded")
     lines = [
         f"# Fine-tuned model ({plan.name})",
         "",
@@ -239,23 +306,29 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
         + (f"; mask value {request.ignore_label} left out of training and scores (--ignore-label)"
            if request.ignore_label is not None else ""),
         f"- Schedule: {request.epochs} epochs" + (f" x {request.iterations} iterations" if request.iterations else "")
-        + f", fold 'all' (every scan trained on), seed {request.seed}, learning rate "
+        + f", {scheme}, seed {request.seed}, learning rate "
         + (f"{request.lr:g}" if request.lr is not None
            else f"{plan.training.learning_rate * FINETUNE_LR_FACTOR:g} (the fine-tuning default, {FINETUNE_LR_FACTOR:g} x the plan's)"),
-        f"- Training time: {hours * 60:.1f} min (device {request.device})" if hours is not None else "- Training time: not recorded",
-        f"- Fit on its own training scans (median per-slice Dice): {fit:.3f}" if isinstance(fit, (int, float)) else
-        "- Fit on its own training scans: not recorded",
+        (f"- Training time: {sum(hours) * 60:.1f} min (device {request.device})" if all(h is not None for h in hours)
+         else "- Training time: not recorded"),
+        fit_line,
     ]
-    if tta:
+    if crossval is not None:
+        lines += crossval_card_lines(crossval, postprocessing)
+    if tta and postprocessing is None:
         lines.append(f"- Predicts with left-right flip TTA, as the model it started from does, at the plan's threshold "
                      f"{plan.inference.threshold:g} (deepwml_predict --no-tta: without). Calibrating removes that "
                      "setting: calibrate with deepwml_calibrate --tta, then deepwml_find_postprocessing --tta, to keep it")
     if scores:
-        lines += card_lines(scores) + ["", "Limits: the scans kept aside are few, so these figures are rough; check the model on more "
-                                           "labelled scans", "(deepwml_bids group --reference, deepwml_evaluate) and deepwml_calibrate "
-                                           "them for honest probabilities before relying on it.", "Research use only, not a medical device."]
+        lines += card_lines(scores)
+    if scores or crossval is not None:
+        lines += ["", "Limits: " + ("the scans kept aside are few" if scores else "the scans are few") + ", so these figures "
+                  "are rough; check the model on more labelled scans", "(deepwml_bids group --reference, deepwml_evaluate) "
+                  "and deepwml_calibrate them for honest probabilities before relying on it.",
+                  "Research use only, not a medical device."]
     else:
         lines += ["", "Limits: every labelled scan was trained on, so no figure here measures the model on scans it has not seen;",
                   "check it on a few more labelled scans with deepwml_evaluate (and deepwml_calibrate them for honest",
-                  "probabilities) before relying on it, or keep some aside with --holdout. Research use only, not a medical device."]
+                  "probabilities) before relying on it, keep some aside with --holdout, or cross-validate with --folds. "
+                  "Research use only, not a medical device."]
     return "\n".join(lines) + "\n"
