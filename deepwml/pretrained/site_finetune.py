@@ -137,7 +137,7 @@ def run_finetune(request: FinetuneRequest) -> Path:
             raise DeepWMLError(f"the manifest made a dataset with problems: {_mask_problems(result.problems, labelled)}", raw)
     run_command("plan_and_preprocess", ["-d", str(DATASET_ID), "--raw", str(raw), "--preprocessed", str(pre),
                                         "--plan-file", str(start / "plans.json"), "--test-fraction", "0",
-                                        "-np", str(request.n_jobs)] + (["--folds", str(request.folds)] if request.folds else []),
+                                        "-np", str(request.n_jobs)] + (["--folds", str(request.folds), "--seed", str(request.seed)] if request.folds else []),
                 None, "deepwml_finetune")
     folds = [str(k) for k in range(request.folds)] if request.folds else ["all"]
     tuned = results / DATASET / plan.name
