@@ -155,7 +155,9 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     import numpy as np
 
     from deepwml.evaluation.case_metrics import case_metrics
+    from deepwml.inference.postprocessing import MaskSettings
 
+    MASK_FIELDS = ("threshold", "min_lesion_ml", "min_lesion_peak", "tta", "min_lesion_contrast")
     manifest = _site(tmp_path / "site", n=5, unlabelled=0)
     model = tmp_path / "models" / "siteA"
     args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1", "--folds", "2", "--holdout", "1"]
@@ -192,7 +194,11 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert "2 folds (one network per fold" in card and "Cross-validated on all 4 scans it was tuned on" in card
     assert f"fine-tuned (out of fold) {scores['models']['finetuned']['mean_dice']:.3f}" in card
     assert f"as it predicts {scores['models']['start']['mean_dice']:.3f}" in card
-    assert "Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions" in card
+    searched = ("Postprocessing searched (`deepwml_find_postprocessing`) on the same out-of-fold predictions: no "
+                "threshold or lesion filter beat the plan's" if record["before"] == record["after"] else
+                f"Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions: "
+                f"{MaskSettings(**{k: checkpoints[0]['postprocessing'][k] for k in MASK_FIELDS}).describe()}")
+    assert searched in card
     assert "fine-tuning" in out and "out of fold on the 4 scans" in out and "1 kept aside to score the models on" in out
     # the scan kept aside: in the test split only, and scored with each model's mask of it against its label
     (kept,) = held
@@ -415,3 +421,30 @@ def test_the_fine_tuned_model_takes_the_start_models_flip_tta_and_nothing_else_i
     stamp = spec.checkpoints[0].stat().st_mtime_ns
     assert carry_flip_tta(start, tuned) is bool(start_tta)  # a resumed run: nothing written again
     assert spec.checkpoints[0].stat().st_mtime_ns == stamp
+
+
+def test_the_cross_validation_lines_say_what_was_measured_and_whether_fine_tuning_helped(tmp_path):
+    from deepwml.pretrained.finetune_crossval import card_lines, fold_validation
+    from deepwml.utils.errors import DeepWMLError
+
+    scores = {"cases": ["a", "b", "c", "d"], "folds": {"0": ["a", "b"], "1": ["c", "d"]},
+              "models": {"finetuned": {"mean_dice": 0.70, "mean_lesion_f1": 0.61},
+                         "start": {"mean_dice": 0.72, "mean_lesion_f1": 0.66}}}
+    lines = "\n".join(card_lines(scores))
+    assert "Cross-validated on all 4 scans it was tuned on (2 folds" in lines and "fine-tuned (out of fold) 0.700 / 0.610" in lines
+    assert "did not raise the mean Dice on these scans (-0.020): the model it started from may serve this site" in lines
+    scores["models"]["finetuned"]["mean_dice"] = 0.75
+    chosen = {"threshold": 0.4, "min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "tta": True, "min_lesion_contrast": 1.1,
+              "record": {"before": {"dice": 0.75, "lesion_f1": 0.61}, "after": {"dice": 0.77, "lesion_f1": 0.68}}}
+    lines = "\n".join(card_lines(scores, chosen))
+    assert "raised the mean Dice on these scans by 0.030" in lines
+    assert "threshold 0.4" in lines and "case mean Dice 0.750 -> 0.770, lesion F1 0.610 -> 0.680" in lines and "optimistic" in lines
+    kept = dict(chosen, threshold=0.5, min_lesion_contrast=0.0, record={"before": chosen["record"]["before"],
+                                                                         "after": chosen["record"]["before"]})
+    assert "no threshold or lesion filter beat the plan's, kept: left-right flip TTA, threshold 0.5" in "\n".join(card_lines(scores, kept))
+    # the folds are the dataset's splits; splits of another fold count are refused, naming the file
+    (tmp_path / "splits.json").write_text('{"test": [], "folds": [{"train": ["c", "d"], "val": ["b", "a"]}, '
+                                          '{"train": ["a", "b"], "val": ["d", "c"]}]}')
+    assert fold_validation(tmp_path / "splits.json", 2) == {"0": ["a", "b"], "1": ["c", "d"]}
+    with pytest.raises(DeepWMLError, match="holds 2 folds, not the 3 of --folds"):
+        fold_validation(tmp_path / "splits.json", 3)

@@ -120,8 +120,12 @@ def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]
                                 bool(postprocessing.get("tta", False)), float(postprocessing.get("min_lesion_contrast", 0.0)))
         record = postprocessing["record"]
         before, after = record["before"], record["after"]
-        lines.append(f"- Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions: "
-                     f"{settings.describe()}; case mean Dice {before['dice']:.3f} -> {after['dice']:.3f}, lesion F1 "
-                     f"{before['lesion_f1']:.3f} -> {after['lesion_f1']:.3f} (chosen and scored on the same scans, so "
-                     "the gain is optimistic; `deepwml_predict --no-postprocessing` leaves it out)")
+        if before == after:
+            lines.append("- Postprocessing searched (`deepwml_find_postprocessing`) on the same out-of-fold predictions: "
+                         f"no threshold or lesion filter beat the plan's, kept: {settings.describe()}")
+        else:
+            lines.append(f"- Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions: "
+                         f"{settings.describe()}; case mean Dice {before['dice']:.3f} -> {after['dice']:.3f}, lesion F1 "
+                         f"{before['lesion_f1']:.3f} -> {after['lesion_f1']:.3f} (chosen and scored on the same scans, "
+                         "so the gain is optimistic; `deepwml_predict --no-postprocessing` leaves it out)")
     return lines
