@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Fine-tune a model on your labelled scans: MANIFEST is a CSV of image (file, DICOM series or study folder), "
             "label (mask file or DICOM SEG) and optional centre, disease, ... (docs/dataset_format.md). Its labelled rows "
-            "become a raw dataset, planned with the starting model's plan, trained on every scan from its weights, and "
+            "become a raw dataset, planned with the starting model's plan, trained on every scan from its weights (or "
+            "cross-validated in K folds with --folds K), and "
             "installed in -o as a model folder with a model card; then deepwml_predict -i SCANS -o OUT -m THAT_FOLDER. "
             "The work folder resumes an interrupted run."
         ),

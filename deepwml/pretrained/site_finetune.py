@@ -3,8 +3,9 @@
 The manifest's labelled rows (image files or DICOM series, masks as files, DICOM SEG or, with --lesion-id-masks,
 corrected lesion-id maps) become a raw dataset, planned and preprocessed with the starting model's own plans.json
 (the network must match to start from its weights), trained on every case (fold 'all') from the starting model's weights at its fine-tuning learning rate,
-and installed as a model folder for ``deepwml_predict -m`` with a model card naming the scans, the start, the
-schedule and the time. Every step is a public command; the work folder resumes an interrupted run.
+or with --folds K as K fold networks scored out of fold (finetune_crossval), and installed as a model folder for
+``deepwml_predict -m`` with a model card naming the scans, the start, the schedule, the time and what was measured.
+Every step is a public command; the work folder resumes an interrupted run.
 """
 from __future__ import annotations
 
