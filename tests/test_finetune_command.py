@@ -205,8 +205,8 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert not list(work.glob(f"raw/Dataset*/imagesTr/{kept}*")) and list(work.glob(f"raw/Dataset*/imagesTs/{kept}*"))
     holdout = json.loads((work / "holdout" / "holdout.json").read_text())
     reference = read_image(next(work.glob(f"raw/Dataset*/labelsTs/{kept}.nii.gz"))).array > 0
-    for name in ("finetuned", "start"):
-        predicted = read_image(work / "holdout" / name / f"{kept}.nii.gz")
+    for name, folder in (("finetuned", "finetuned_0-1"), ("start", "start")):
+        predicted = read_image(work / "holdout" / folder / f"{kept}.nii.gz")
         assert np.isclose(holdout["models"][name]["mean_dice"], case_metrics(reference, predicted.array > 0, predicted.geometry)["dice"])
         assert f"{holdout['models'][name]['mean_dice']:.3f}" in card
     assert f"kept aside (not trained on: {kept})" in card and "Fine-tuned on: 4 labelled scan(s)" in card
@@ -221,6 +221,23 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert "deepwml_train" not in again and "deepwml_find_postprocessing" not in again
     assert (work / "crossval" / "start" / f"{scores['cases'][0]}.nii.gz").stat().st_mtime_ns == stamp
     assert os.path.isfile(model / "fold_1" / "checkpoint_latest.pth")
+    # --ship all: the same folds, figures and choice, then one network on every scan with the choice, installed alone
+    assert finetune_main(args + ["--overwrite", "--ship", "all"]) == 0
+    shipped = capfd.readouterr().out
+    assert shipped.count("$ deepwml_train") == 1 and " 590 all " in shipped and "deepwml_find_postprocessing" not in shipped
+    assert sorted(p.name for p in model.glob("fold_*")) == ["fold_all"]
+    single = torch.load(model / "fold_all" / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
+    assert {k: single["postprocessing"][k] for k in MASK_FIELDS} == {k: checkpoints[0]["postprocessing"][k] for k in MASK_FIELDS}
+    assert single["postprocessing"]["record"]["applied_to"].startswith("fold all") and single["pretrained"]["source"].endswith("wmh_flair2d")
+    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "which is what is installed" in card and "Installed: the network fine-tuned on every scan" in card
+    assert f"fine-tuned (out of fold) {scores['models']['finetuned']['mean_dice']:.3f}" in card
+    # the scan kept aside is segmented by the installed network, not read from the folds' masks
+    holdout = json.loads((work / "holdout" / "holdout.json").read_text())
+    predicted = read_image(work / "holdout" / "finetuned_all" / f"{kept}.nii.gz")
+    assert np.isclose(holdout["models"]["finetuned"]["mean_dice"], case_metrics(reference, predicted.array > 0, predicted.geometry)["dice"])
+    assert finetune_main([str(manifest), "-o", str(tmp_path / "m3"), "--ship", "all"]) == 2
+    assert "'all' only with --folds" in capfd.readouterr().err
 
 
 def test_a_fold_count_that_cannot_cross_validate_and_a_holdout_of_every_scan_are_refused(tmp_path, capfd):

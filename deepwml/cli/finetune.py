@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "chosen on those predictions (deepwml_find_postprocessing) and the K networks installed as one model "
                    "whose probabilities are averaged (K x the prediction time). Default 0: one network trained on every "
                    "scan")
+    p.add_argument("--ship", choices=("folds", "all"), default="folds",
+                   help="with --folds: install the K fold networks, averaged (default), or 'all': one more network "
+                   "fine-tuned on every scan with the same schedule and the threshold and filters chosen out of fold, "
+                   "which predicts in one network's time (the card's figures are then the fold networks', an estimate "
+                   "for it)")
     p.add_argument("--lesion-id-masks", action="store_true",
                    help="the masks are lesion-id maps (deepwml_predict --save-lesion-ids, corrected in a viewer: false "
                    "lesions cleared, missed ones painted with any label): every value above 0 is lesion")
@@ -105,7 +110,8 @@ def _main(argv: Optional[List[str]]) -> int:
                                  epochs=args.epochs, iterations=args.iterations, lr=args.lr, device=args.device,
                                  n_jobs=args.num_processes, seed=args.seed, overwrite=args.overwrite,
                                  holdout=args.holdout, lesion_id_masks=args.lesion_id_masks,
-                                 ignore_label=args.ignore_label, folds=args.folds))
+                                 ignore_label=args.ignore_label, folds=args.folds,
+                                 ship=args.ship))
     return 0
 
 

@@ -72,12 +72,13 @@ def model_scores(model_dir: Path, per_case: Dict[str, Dict[str, float]]) -> Dict
 
 
 def score_holdout(work: Path, raw: Path, ending: str, held: Sequence[str], models: Dict[str, tuple], device: str,
-                  ignore_label: Optional[int] = None) -> Dict:
-    """Segment the scans kept aside with each of ``models`` (name -> (model folder, folds, checkpoint)) and score
-    them against their labels; written to WORK/holdout/holdout.json and returned."""
+                  ignore_label: Optional[int] = None, folders: Optional[Dict[str, str]] = None) -> Dict:
+    """Segment the scans kept aside with each of ``models`` (name -> (model folder, folds, checkpoint)) into
+    WORK/holdout/NAME (``folders`` names another folder for a model: masks of another network are never reused) and
+    score them against their labels; written to WORK/holdout/holdout.json and returned."""
     result: Dict = {"cases": list(held), "models": {}}
     for name, model in models.items():
-        out = work / "holdout" / name
+        out = work / "holdout" / (folders or {}).get(name, name)
         segment(raw / "imagesTs", out, model, device)
         per_case = {case_id: score_case(raw / "labelsTs" / f"{case_id}{ending}", out / f"{case_id}{ending}", ignore_label)
                     for case_id in held}

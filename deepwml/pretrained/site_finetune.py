@@ -59,6 +59,9 @@ class FinetuneRequest:
     #: K >= 2: K fold networks, cross-validated out of fold and shipped as an ensemble (finetune_crossval); 0: one
     #: network trained on every scan (fold 'all')
     folds: int = 0
+    #: with folds: what is installed, 'folds' (the K networks, averaged) or 'all' (one more network fine-tuned on
+    #: every scan, with the settings chosen out of fold)
+    ship: str = "folds"
 
 
 def start_model(spec: str) -> Path:
@@ -111,6 +114,9 @@ def run_finetune(request: FinetuneRequest) -> Path:
     held = choose_holdout([c.case_id for c in labelled], request.holdout, request.seed)
     if request.folds:
         check_folds(request.folds, len(labelled) - len(held))
+    if request.ship not in ("folds", "all") or (request.ship == "all" and not request.folds):
+        raise DeepWMLError(f"--ship {request.ship}: 'folds' or 'all', and 'all' only with --folds (without it the one "
+                           "network trained on every scan is what is installed)")
     identity = {"manifest": _digest(Path(request.manifest)), "scans": _scans_digest(labelled),
                 "start": str(start.resolve()), "epochs": request.epochs,
                 "iterations": request.iterations, "lr": request.lr, "seed": request.seed}
@@ -152,18 +158,24 @@ def run_finetune(request: FinetuneRequest) -> Path:
     if request.folds:
         crossval, postprocessing = _cross_validate(request, work, raw / DATASET, default_file_ending(labelled), tuned, start,
                                                    folds, pre / DATASET / "splits.json", tta)
+        if request.ship == "all":
+            _train(request, start, plan, "all", pre, results)
+            _carry_settings(tuned, postprocessing)
+    shipped = ["all"] if request.ship == "all" else folds
     scores = None
     if held:
         scores = score_holdout(work, raw / DATASET, default_file_ending(labelled), held, {
-            "finetuned": (tuned, folds, "latest"), "start": (start, None, "best")}, request.device, request.ignore_label)
+            "finetuned": (tuned, shipped, "latest"), "start": (start, None, "best")}, request.device, request.ignore_label,
+            {"finetuned": "finetuned_" + "-".join(shipped)} if request.folds else None)
         for name, label in (("finetuned", "fine-tuned"), ("start", "start model")):
             _log(f"{label} on the {len(held)} scan(s) kept aside: mean Dice {scores['models'][name]['mean_dice']:.3f}, "
                  f"lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
     trained = [c for c in labelled if c.split == "Tr"]
-    card = _card(request, start, plan, trained, [tuned / f"fold_{f}" for f in folds], scores, tta, crossval, postprocessing)
-    install_as_folder(tuned, folds, "latest", card, out)
-    _log(f"installed the fine-tuned model in {out}{f' ({len(folds)} fold networks, their probabilities averaged)' if request.folds else ''}; "
-         f"use it with: deepwml_predict -i SCANS -o OUT -m {out}")
+    card = _card(request, start, plan, trained, [tuned / f"fold_{f}" for f in folds], scores, tta, crossval, postprocessing,
+                 tuned / "fold_all" if request.ship == "all" else None)
+    install_as_folder(tuned, shipped, "latest", card, out)
+    what = f" ({len(folds)} fold networks, their probabilities averaged)" if len(shipped) > 1 else ""
+    _log(f"installed the fine-tuned model in {out}{what}; use it with: deepwml_predict -i SCANS -o OUT -m {out}")
     return out
 
 
@@ -202,6 +214,19 @@ def _cross_validate(request: FinetuneRequest, work: Path, raw: Path, ending: str
                     None, "deepwml_finetune")
         chosen = _searched_postprocessing(tuned, folds)
     return scores, chosen
+
+
+def _carry_settings(tuned: Path, chosen: Dict) -> None:
+    """Give fold 'all' the threshold, lesion filters and TTA chosen on the fold networks' out-of-fold predictions
+    (written once: a resumed run that finds them there leaves the checkpoint alone)."""
+    from deepwml.calibration.fit import store_in_checkpoints
+    from deepwml.inference.model_loading import CHECKPOINT_FILES, check_model
+    from deepwml.inference.postprocessing import POSTPROCESSING
+    from deepwml.training.checkpoint import read_checkpoint
+
+    wanted = dict(chosen, record=dict(chosen["record"], applied_to="fold all: fine-tuned on every scan with the folds' schedule"))
+    if read_checkpoint(tuned / "fold_all" / CHECKPOINT_FILES["latest"]).get("postprocessing") != wanted:
+        store_in_checkpoints(check_model(tuned, ["all"], "latest"), {POSTPROCESSING: wanted})
 
 
 def _searched_postprocessing(tuned: Path, folds: List[str]) -> Optional[Dict]:
@@ -282,16 +307,21 @@ def _claim(work: Path, identity: dict) -> None:
 
 
 def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_dirs: List[Path], scores: Optional[dict] = None,
-          tta: bool = False, crossval: Optional[dict] = None, postprocessing: Optional[dict] = None) -> str:
-    """The model card: what it was tuned on, from what, how, and what it does not know."""
+          tta: bool = False, crossval: Optional[dict] = None, postprocessing: Optional[dict] = None,
+          shipped_all: Optional[Path] = None) -> str:
+    """The model card: what it was tuned on, from what, how, and what it does not know (``shipped_all``: the network
+    trained on every scan after the folds, when that is what is installed)."""
     summaries = [read_json(d / "validation" / "summary.json") if (d / "validation" / "summary.json").is_file() else {}
                  for d in fold_dirs]
     fits = [s.get("median_dice") for s in summaries]
-    hours = [training_hours(d) for d in fold_dirs]
+    hours = [training_hours(d) for d in fold_dirs + ([shipped_all] if shipped_all else [])]
     centres = sorted({c.meta.centre for c in cases})
     folds = len(fold_dirs) if crossval is not None else 0
-    scheme = (f"{folds} folds (one network per fold, each trained on the scans of the other folds; shipped together, "
-              "their probabilities averaged)" if folds else "fold 'all' (every scan trained on)")
+    scheme = ("fold 'all' (every scan trained on)" if not folds else
+              f"{folds} folds (one network per fold, each trained on the scans of the other folds; shipped together, "
+              "their probabilities averaged)" if shipped_all is None else
+              f"{folds} folds (one network per fold, each trained on the scans of the other folds) for the figures below, "
+              "then one network on every scan (fold 'all'), which is what is installed")
     if folds:
         fit_line = ("- Validation of each fold on its own held-out scans (median per-slice Dice): "
                     + ", ".join(f"{f:.3f}" if isinstance(f, (int, float)) else "not recorded" for f in fits))
@@ -316,6 +346,11 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
     ]
     if crossval is not None:
         lines += crossval_card_lines(crossval, postprocessing)
+    if shipped_all is not None:
+        lines.append("- Installed: the network fine-tuned on every scan, with the threshold and lesion filters chosen on the "
+                     "fold networks' out-of-fold predictions; the cross-validated figures are the fold networks', an "
+                     "estimate for it (benchmarks/README.md, \"Cross-validated fine-tuning\": one network on every scan "
+                     "was level with the folds averaged)")
     if tta and postprocessing is None:
         lines.append(f"- Predicts with left-right flip TTA, as the model it started from does, at the plan's threshold "
                      f"{plan.inference.threshold:g} (deepwml_predict --no-tta: without). Calibrating removes that "
