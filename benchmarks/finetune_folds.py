@@ -4,8 +4,9 @@ The site is made as benchmarks/finetune.py makes it (one synthetic centre drawn 
 saw, optionally shifted unlike the generator: --site-contrast, --site-noise, --dilate-masks); its training scans go
 into a CSV manifest and are fine-tuned by the user's command, `deepwml_finetune`, twice with the same schedule per
 network: one network on every scan (fold 'all') and K fold networks (each on (K-1)/K of the scans; the threshold and
-lesion filters chosen on their out-of-fold predictions, installed as an ensemble). The site's test scans, which
-neither saw, are then segmented by both installed models, by the K-fold model without its chosen postprocessing and by
+lesion filters chosen on their out-of-fold predictions, installed as an ensemble), then `--ship all` on the K-fold
+work folder (one more network on every scan, given the settings chosen out of fold). The site's test scans, which
+none saw, are then segmented by the installed models, by the K-fold model without its chosen postprocessing and by
 the start model, and scored by deepwml_evaluate. Printed: that table, the K-fold run's cross-validated estimate (from
 its model card's scores) beside what the test scans measure, and each fine-tuning's time.
 
@@ -102,6 +103,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if folds:
             rows[f"{label}, without the chosen postprocessing"] = _score(
                 work, f"{tag}_plain", ["-m", str(model), "--no-postprocessing", "--tta"], env)
+            # --ship all on the same work folder: only the network on every scan is trained, given the folds' choice
+            single, label = work / "models" / f"{tag}_all", f"fine-tuned, {folds} folds then --ship all"
+            if not (single / "MODEL_CARD.md").is_file():
+                seconds[label] = _timed("finetune", [str(manifest), "-o", str(single), "--work", str(work / f"ft_{tag}"),
+                                                     "--folds", str(folds), "--ship", "all", *schedule], env)
+            rows[label] = _score(work, f"{tag}_all", ["-m", str(single)], env)
     rows["start model (shipped), zero-shot"] = _score(work, "zeroshot", [], env)
     n_train = read_json(work / "raw" / DATASET / "dataset.json")["numTraining"]
     n_test = len(list((work / "raw" / DATASET / "labelsTs").glob("*")))

@@ -56,8 +56,10 @@ def _linked_inputs(images: Path, case_ids: List[str], ending: str, folder: Path)
                 continue
             try:
                 os.symlink(source.resolve(), target)
-            except OSError:
-                shutil.copy2(source, target)
+            except OSError:  # copied beside itself and renamed: an interrupted copy is never taken for the scan
+                partial = target.with_name(f".{target.name}.partial")
+                shutil.copy2(source, partial)
+                partial.replace(target)
     return folder
 
 
