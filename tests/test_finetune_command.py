@@ -192,6 +192,8 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert all(c["pretrained"]["source"].endswith("wmh_flair2d") for c in checkpoints)
     card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "2 folds (one network per fold" in card and "Cross-validated on all 4 scans it was tuned on" in card
+    assert {c["centre"] for m in scores["models"].values() for c in m["per_case"].values()} == {"Site A"}
+    assert "by centre" not in card  # one centre: its figures are the ones above
     assert f"fine-tuned (out of fold) {scores['models']['finetuned']['mean_dice']:.3f}" in card
     assert f"as it predicts {scores['models']['start']['mean_dice']:.3f}" in card
     searched = ("Postprocessing searched (`deepwml_find_postprocessing`) on the same out-of-fold predictions: no "
@@ -445,8 +447,8 @@ def test_the_cross_validation_lines_say_what_was_measured_and_whether_fine_tunin
     from deepwml.utils.errors import DeepWMLError
 
     scores = {"cases": ["a", "b", "c", "d"], "folds": {"0": ["a", "b"], "1": ["c", "d"]},
-              "models": {"finetuned": {"mean_dice": 0.70, "mean_lesion_f1": 0.61},
-                         "start": {"mean_dice": 0.72, "mean_lesion_f1": 0.66}}}
+              "models": {"finetuned": {"mean_dice": 0.70, "mean_lesion_f1": 0.61, "per_case": {}},
+                         "start": {"mean_dice": 0.72, "mean_lesion_f1": 0.66, "per_case": {}}}}
     lines = "\n".join(card_lines(scores))
     assert "Cross-validated on all 4 scans it was tuned on (2 folds" in lines and "fine-tuned (out of fold) 0.700 / 0.610" in lines
     assert "did not raise the mean Dice on these scans (-0.020): the model it started from may serve this site" in lines
@@ -459,6 +461,17 @@ def test_the_cross_validation_lines_say_what_was_measured_and_whether_fine_tunin
     kept = dict(chosen, threshold=0.5, min_lesion_contrast=0.0, record={"before": chosen["record"]["before"],
                                                                          "after": chosen["record"]["before"]})
     assert "no threshold or lesion filter beat the plan's, kept: left-right flip TTA, threshold 0.5" in "\n".join(card_lines(scores, kept))
+    assert "by centre" not in lines
+    # scans of several centres: both models per centre, as issue #12's bar is judged per site
+    scores["models"]["finetuned"]["per_case"] = {"a": {"dice": 0.8, "lesion_f1": 0.7, "centre": "svd"},
+                                                 "b": {"dice": 0.6, "lesion_f1": 0.5, "centre": "svd"},
+                                                 "c": {"dice": 0.5, "lesion_f1": 0.4, "centre": "ms"}}
+    scores["models"]["start"]["per_case"] = {"a": {"dice": 0.7, "lesion_f1": 0.6, "centre": "svd"},
+                                             "b": {"dice": 0.5, "lesion_f1": 0.6, "centre": "svd"},
+                                             "c": {"dice": 0.45, "lesion_f1": 0.2, "centre": "ms"}}
+    lines = card_lines(scores)
+    assert "    ms (1 scans): 0.500 / 0.400 against 0.450 / 0.200" in lines
+    assert "    svd (2 scans): 0.700 / 0.600 against 0.600 / 0.600" in lines
     # the folds are the dataset's splits; splits of another fold count are refused, naming the file
     (tmp_path / "splits.json").write_text('{"test": [], "folds": [{"train": ["c", "d"], "val": ["b", "a"]}, '
                                           '{"train": ["a", "b"], "val": ["d", "c"]}]}')

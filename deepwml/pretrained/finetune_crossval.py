@@ -64,10 +64,12 @@ def _linked_inputs(images: Path, case_ids: List[str], ending: str, folder: Path)
 
 
 def score_crossval(work: Path, raw: Path, ending: str, validation: Dict[str, List[str]], tuned: Path, start: Path,
-                   device: str, tta: bool, ignore_label: Optional[int] = None) -> Dict:
+                   device: str, tta: bool, ignore_label: Optional[int] = None,
+                   centres: Optional[Dict[str, str]] = None) -> Dict:
     """Segment each fold's validation scans with that fold of ``tuned`` (checkpoint latest; at the plan's threshold,
     with flip TTA when ``tta``, whatever the folds store) and every scan with the ``start`` model as it is set to, and
-    score both against the labels; written to WORK/crossval/crossval.json and returned."""
+    score both against the labels (each scan with its ``centres`` entry, when given); written to
+    WORK/crossval/crossval.json and returned."""
     root = work / "crossval"
     fold_of = {case_id: fold for fold, ids in validation.items() for case_id in ids}
     tuned_cases: Dict[str, Dict[str, float]] = {}
@@ -82,6 +84,10 @@ def score_crossval(work: Path, raw: Path, ending: str, validation: Dict[str, Lis
             device)
     start_cases = {case_id: score_case(raw / "labelsTr" / f"{case_id}{ending}", root / "start" / f"{case_id}{ending}",
                                        ignore_label) for case_id in sorted(fold_of)}
+    for per_case in (tuned_cases, start_cases):
+        for case_id, figures in per_case.items():
+            if centres and case_id in centres:
+                figures["centre"] = centres[case_id]
     result = {"cases": sorted(fold_of), "folds": validation,
               "models": {"finetuned": model_scores(tuned, dict(sorted(tuned_cases.items()))),
                          "start": model_scores(start, start_cases)}}
@@ -107,6 +113,21 @@ def verdict(scores: Dict) -> str:
             "serve this site as well; more scans or epochs may change that")
 
 
+def _centre_lines(scores: Dict) -> List[str]:
+    """Per centre, when the scans come from more than one: both models' mean Dice and lesion F1 out of fold."""
+    tuned, start = (scores["models"][name]["per_case"] for name in ("finetuned", "start"))
+    centres = sorted({figures.get("centre") for figures in tuned.values()} - {None})
+    if len(centres) < 2:
+        return []
+    lines = ["  by centre, fine-tuned (out of fold) against the start model, mean Dice / lesion F1:"]
+    for centre in centres:
+        ids = [case_id for case_id, figures in tuned.items() if figures.get("centre") == centre]
+        means = [model_scores(Path(), {i: per_case[i] for i in ids}) for per_case in (tuned, start)]
+        lines.append(f"    {centre} ({len(ids)} scans): {means[0]['mean_dice']:.3f} / {means[0]['mean_lesion_f1']:.3f} "
+                     f"against {means[1]['mean_dice']:.3f} / {means[1]['mean_lesion_f1']:.3f}")
+    return lines
+
+
 def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]:
     """The model card's lines on the cross-validation, and on the postprocessing chosen from its predictions."""
     models, folds = scores["models"], scores["folds"]
@@ -115,6 +136,7 @@ def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]
     for name, label in (("finetuned", "fine-tuned (out of fold)"), ("start", "the model it started from, as it predicts")):
         lines.append(f"  {label} {models[name]['mean_dice']:.3f} / {models[name]['mean_lesion_f1']:.3f}")
     lines.append(f"  {verdict(scores)}")
+    lines += _centre_lines(scores)
     if postprocessing:
         from deepwml.inference.postprocessing import MaskSettings
 
