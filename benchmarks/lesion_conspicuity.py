@@ -23,16 +23,48 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from deepwml.cli.common import run
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import read_image, read_label
-from deepwml.inference.lesion_contrast import RING_MM, background_floor, lesion_contrasts, ring_radius
+from deepwml.inference.lesion_contrast import RING_MM, background_floor, lesion_contrasts, ring_disk, ring_radius
 from deepwml.utils.errors import DeepWMLError
 
+#: a ring with fewer voxels than this gives no spread contrast
+MIN_RING_VOXELS = 5
+#: thresholds of the filter table: the ratio deepwml_predict --min-lesion-contrast compares, and the spread contrast
+RATIO_THRESHOLDS = (1.1, 1.15, 1.2)
+SPREAD_THRESHOLDS = (1.5, 1.75, 2.0, 2.25)
+#: both at once: a lesion dropped only when under the ratio and under the spread threshold
+BOTH_THRESHOLDS = ((1.15, 2.0), (1.15, 2.25), (1.2, 2.0), (1.2, 2.25))
 #: lesion volume classes (µl) and contrast bins (lesion mean / ring median) of the table
 VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)
 CONTRAST_BINS = (0.0, 1.05, 1.10, 1.15, 1.20, 1.30, math.inf)
+
+
+def spread_contrasts(image: np.ndarray, labels: np.ndarray, count: int, radius: Sequence[int],
+                     floor: float = -np.inf) -> np.ndarray:
+    """Per lesion 1..count: how far its mean log intensity lies above the median log intensity of its ring (the same
+    ring as the ratio's), in median absolute deviations of the ring's log intensities. A scan's intensities scaled, or
+    raised to a power (a flatter or steeper scanner), leave it unchanged, unlike the ratio. NaN for a ring of fewer
+    than MIN_RING_VOXELS voxels."""
+    image = np.asarray(image, np.float32)
+    logs = np.log(np.maximum(image, np.finfo(np.float32).tiny))
+    tissue = (image > floor) & (labels == 0)
+    disk, out = ring_disk(radius), np.full(count, np.nan)
+    for number, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, n, r in zip(box, labels.shape, radius))
+        lesion = labels[box] == number
+        ring = logs[box][ndimage.binary_dilation(lesion, disk) & tissue[box]]
+        if ring.size < MIN_RING_VOXELS:
+            continue
+        centre = np.median(ring)
+        spread = max(float(np.median(np.abs(ring - centre))), 1e-6)
+        out[number - 1] = (float(np.mean(logs[box][lesion])) - centre) / spread
+    return out
 
 
 def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
@@ -41,11 +73,14 @@ def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.nd
     measures it (deepwml.inference.lesion_contrast; NaN without a ring) and whether ``predicted`` touches it."""
     image = np.asarray(image, np.float32)
     labels, n = label_lesions(np.asarray(label, bool))
-    contrast = lesion_contrasts(image, labels, n, ring_radius(spacing_zyx, slice_axis, ring_mm), background_floor(image))
+    radius, floor = ring_radius(spacing_zyx, slice_axis, ring_mm), background_floor(image)
+    contrast = lesion_contrasts(image, labels, n, radius, floor)
+    spread = spread_contrasts(image, labels, n, radius, floor)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     found = np.bincount(labels[np.asarray(predicted, bool)], minlength=n + 1)[1:] > 0
     voxel_ul = float(np.prod(spacing_zyx))
-    return [{"ul": float(size * voxel_ul), "contrast": float(c), "found": bool(f)} for size, c, f in zip(sizes, contrast, found)]
+    return [{"ul": float(size * voxel_ul), "contrast": float(c), "spread": float(z), "found": bool(f)}
+            for size, c, z, f in zip(sizes, contrast, spread, found)]
 
 
 def both_ways(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
@@ -70,6 +105,38 @@ def predicted_table(rows: Sequence[Dict]) -> str:
                       "|---" * (len(bins) + 2) + "|",
                       "| count | " + " | ".join(cells) + f" | {sum(r['found'] for r in unringed)} / "
                       f"{sum(not r['found'] for r in unringed)} |"])
+
+
+def pair_auc(true: Sequence[float], false: Sequence[float]) -> float:
+    """The chance that a true lesion's figure exceeds a false one's (ties count half; NaN figures left out)."""
+    t, f = np.asarray(true, float), np.asarray(false, float)
+    t, f = t[np.isfinite(t)], f[np.isfinite(f)]
+    if not (t.size and f.size):
+        return float("nan")
+    return float(np.mean(t[:, None] > f[None, :]) + 0.5 * np.mean(t[:, None] == f[None, :]))
+
+
+def filter_table(rows: Sequence[Dict]) -> str:
+    """Markdown: what a contrast filter would drop of the predicted lesions, true and false, by the ratio
+    (--min-lesion-contrast's figure) and by the spread contrast, with each figure's AUC of true against false. Give
+    masks made without the filter (deepwml_predict --min-lesion-contrast 0) to read it."""
+    predicted = [r for r in rows if r.get("kind") == "predicted"]
+    true, false = [r for r in predicted if r["found"]], [r for r in predicted if not r["found"]]
+    lines = [f"| filter ({len(true)} true / {len(false)} false predicted lesions) | true dropped | of their volume | "
+             "false dropped |", "|---|---|---|---|"]
+    rules = ([(f"ratio < {t:g}", lambda r, t=t: r["contrast"] < t) for t in RATIO_THRESHOLDS]
+             + [(f"spread < {t:g}", lambda r, t=t: r["spread"] < t) for t in SPREAD_THRESHOLDS]
+             + [(f"ratio < {a:g} and spread < {b:g}", lambda r, a=a, b=b: r["contrast"] < a and r["spread"] < b)
+                for a, b in BOTH_THRESHOLDS])
+    for name, drops in rules:
+        dropped = [r for r in true if drops(r)]
+        volume = sum(r["ul"] for r in dropped) / max(sum(r["ul"] for r in true), 1e-12)
+        share_false = np.mean([drops(r) for r in false]) if false else float("nan")
+        share_true = len(dropped) / len(true) if true else float("nan")
+        lines.append(f"| {name} | {share_true:.2f} | {volume:.2f} | {share_false:.2f} |")
+    lines.append(f"| AUC, true against false | ratio {pair_auc([r['contrast'] for r in true], [r['contrast'] for r in false]):.3f} "
+                 f"| spread {pair_auc([r['spread'] for r in true], [r['spread'] for r in false]):.3f} | |")
+    return "\n".join(lines)
 
 
 def _cell(rows: Sequence[Dict]) -> str:
@@ -153,6 +220,8 @@ def _main(argv: Optional[List[str]]) -> int:
     print(conspicuity_table(rows))
     print()
     print(predicted_table(rows))
+    print()
+    print(filter_table(rows))
     return 0
 
 

@@ -44,7 +44,7 @@ from deepwml.synthetic.realism import lesion_contrast
 from deepwml.synthetic.thick_slices import SlabSpec, superior_axis_first, thick_slice_stack
 from deepwml.utils.errors import DeepWMLError
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
-from lesion_conspicuity import both_ways, conspicuity_table, predicted_table  # benchmarks/lesion_conspicuity.py, next to this script
+from lesion_conspicuity import both_ways, conspicuity_table, filter_table, predicted_table  # benchmarks/lesion_conspicuity.py, next to this script
 from synthetic_head import wrap_in_head  # benchmarks/synthetic_head.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -699,7 +699,8 @@ def print_tables(args: argparse.Namespace, cases: Sequence[StackCase], rows: Seq
     print()
     asked = [(args.errors, lambda: error_table(components)), (args.components, lambda: profile_table(profiles)),
              (args.confidence, lambda: confidence_table(confidences)), (args.contrast, lambda: contrast_table(cases)),
-             (args.conspicuity, lambda: conspicuity_table(conspicuous) + "\n\n" + predicted_table(conspicuous))]
+             (args.conspicuity, lambda: conspicuity_table(conspicuous) + "\n\n" + predicted_table(conspicuous)
+                                      + "\n\n" + filter_table(conspicuous))]
     for wanted, make in asked:
         if wanted:
             print(make())

@@ -15,7 +15,7 @@ from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.inference import lesion_contrast
-from deepwml.inference.lesion_contrast import _disk, background_floor, lesion_contrasts, ring_radius, widen_box
+from deepwml.inference.lesion_contrast import ring_disk, background_floor, lesion_contrasts, ring_radius, widen_box
 from deepwml.inference.lesion_report import filter_lesions, label_lesions
 from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
 from deepwml.utils.errors import DeepWMLError
@@ -64,7 +64,7 @@ def _contrasts_lesion_by_lesion(image, labels, count, radius, floor=-np.inf):
     if count == 0:
         return out
     tissue = (image > floor) & (labels == 0)
-    disk = _disk(radius)
+    disk = ring_disk(radius)
     means = np.atleast_1d(ndimage.mean(image, labels, np.arange(1, count + 1)))
     for index, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
         if box is None:

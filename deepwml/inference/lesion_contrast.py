@@ -57,7 +57,7 @@ def widen_box(box: Tuple[slice, ...], shape: Sequence[int], radius: Sequence[int
     return tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, n, r in zip(box, shape, radius))
 
 
-def _disk(radius: Sequence[int]) -> np.ndarray:
+def ring_disk(radius: Sequence[int]) -> np.ndarray:
     """An ellipse of the in-plane radii, one voxel thick along the slice axis (the axis whose radius is 0)."""
     grids = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
     inside = sum((g / r) ** 2 for g, r in zip(grids, radius) if r > 0)
@@ -89,7 +89,7 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
     when empty), from the raveled ``labels`` and the lesions' ``voxels`` (flat indices) and ``lesion`` numbers."""
     tissue = (values > floor) & (labels == 0)
     # the centre lands on the lesion itself, never on tissue
-    offsets = np.argwhere(_disk(radius)) - np.asarray(radius)
+    offsets = np.argwhere(ring_disk(radius)) - np.asarray(radius)
     offsets = offsets[offsets.any(axis=1)]
     in_plane = np.flatnonzero(offsets.any(axis=0))
     shape = np.asarray(shape)
@@ -147,7 +147,7 @@ def _dilated_ring_medians(values: np.ndarray, labels: np.ndarray, tissue: np.nda
         return done
     shape = tuple(int(n) for n in shape)
     labels, tissue, values = labels.reshape(shape), tissue.reshape(shape), values.reshape(shape)
-    disk, boxes = _disk(radius), ndimage.find_objects(labels, max_label=count)
+    disk, boxes = ring_disk(radius), ndimage.find_objects(labels, max_label=count)
     for number in np.flatnonzero(pairs >= DILATE_FROM_PAIRS):
         box = widen_box(boxes[number - 1], shape, radius)
         if pairs[number] <= DILATE_PAIRS_PER_VOXEL * np.prod([b.stop - b.start for b in box]):
