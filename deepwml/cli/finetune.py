@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "on the others, segment every scan with the network that never trained on it, and put both models' "
                    "mean Dice and lesion F1 over all of them in the model card; the threshold and lesion filters are then "
                    "chosen on those predictions (deepwml_find_postprocessing) and the K networks installed as one model "
-                   "whose probabilities are averaged (K x the prediction time). Default 0: one network trained on every "
+                   "whose probabilities are averaged (K networks per slice; --ship all: one). Default 0: one network trained on every "
                    "scan")
     p.add_argument("--ship", choices=("folds", "all"), default="folds",
                    help="with --folds: install the K fold networks, averaged (default), or 'all': one more network "
