@@ -23,16 +23,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from deepwml.cli.common import run
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import read_image, read_label
-from deepwml.inference.lesion_contrast import RING_MM, background_floor, lesion_contrasts, ring_disk, ring_radius
+from deepwml.inference.lesion_contrast import RING_MM, background_floor, lesion_contrasts, lesion_spreads, ring_radius
 from deepwml.utils.errors import DeepWMLError
 
-#: a ring with fewer voxels than this gives no spread contrast
-MIN_RING_VOXELS = 5
 #: thresholds of the filter table: the ratio deepwml_predict --min-lesion-contrast compares, and the spread contrast
 RATIO_THRESHOLDS = (1.1, 1.15, 1.2)
 SPREAD_THRESHOLDS = (1.5, 1.75, 2.0, 2.25)
@@ -43,30 +40,6 @@ VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)
 CONTRAST_BINS = (0.0, 1.05, 1.10, 1.15, 1.20, 1.30, math.inf)
 
 
-def spread_contrasts(image: np.ndarray, labels: np.ndarray, count: int, radius: Sequence[int],
-                     floor: float = -np.inf) -> np.ndarray:
-    """Per lesion 1..count: how far its mean log intensity lies above the median log intensity of its ring (the same
-    ring as the ratio's), in median absolute deviations of the ring's log intensities. A scan's intensities scaled, or
-    raised to a power (a flatter or steeper scanner), leave it unchanged, unlike the ratio. NaN for a ring of fewer
-    than MIN_RING_VOXELS voxels."""
-    image = np.asarray(image, np.float32)
-    logs = np.log(np.maximum(image, np.finfo(np.float32).tiny))
-    tissue = (image > floor) & (labels == 0)
-    disk, out = ring_disk(radius), np.full(count, np.nan)
-    for number, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
-        if box is None:
-            continue
-        box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, n, r in zip(box, labels.shape, radius))
-        lesion = labels[box] == number
-        ring = logs[box][ndimage.binary_dilation(lesion, disk) & tissue[box]]
-        if ring.size < MIN_RING_VOXELS:
-            continue
-        centre = np.median(ring)
-        spread = max(float(np.median(np.abs(ring - centre))), 1e-6)
-        out[number - 1] = (float(np.mean(logs[box][lesion])) - centre) / spread
-    return out
-
-
 def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.ndarray, spacing_zyx: Sequence[float],
                           ring_mm: float = RING_MM, slice_axis: int = 0) -> List[Dict]:
     """One row per lesion of ``label``: volume (µl), contrast to its ring as deepwml_predict --min-lesion-contrast
@@ -75,7 +48,7 @@ def reference_conspicuity(image: np.ndarray, label: np.ndarray, predicted: np.nd
     labels, n = label_lesions(np.asarray(label, bool))
     radius, floor = ring_radius(spacing_zyx, slice_axis, ring_mm), background_floor(image)
     contrast = lesion_contrasts(image, labels, n, radius, floor)
-    spread = spread_contrasts(image, labels, n, radius, floor)
+    spread = lesion_spreads(image, labels, n, radius, floor)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     found = np.bincount(labels[np.asarray(predicted, bool)], minlength=n + 1)[1:] > 0
     voxel_ul = float(np.prod(spacing_zyx))

@@ -15,7 +15,8 @@ from conftest import tiny_case
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.inference import lesion_contrast
-from deepwml.inference.lesion_contrast import ring_disk, background_floor, lesion_contrasts, ring_radius, widen_box
+from deepwml.inference.lesion_contrast import (background_floor, lesion_contrasts, lesion_spreads, ring_disk, ring_radius,
+                                              widen_box)
 from deepwml.inference.lesion_report import filter_lesions, label_lesions
 from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
 from deepwml.utils.errors import DeepWMLError
@@ -74,6 +75,63 @@ def _contrasts_lesion_by_lesion(image, labels, count, radius, floor=-np.inf):
         if ring.any():
             out[index - 1] = means[index - 1] / max(float(np.median(image[box][ring])), 1e-12)
     return out
+
+
+def _spreads_lesion_by_lesion(image, labels, count, radius, floor=-np.inf):
+    """The reference of lesion_spreads: each lesion's ring dilated on its own, its log intensities' median and median
+    absolute deviation taken by numpy."""
+    image = np.asarray(image, np.float32)
+    logs = np.log(np.maximum(image, np.finfo(np.float32).tiny))
+    tissue = (image > floor) & (labels == 0)
+    out = np.full(count, np.nan)
+    for index, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+        if box is None:
+            continue
+        box = widen_box(box, image.shape, radius)
+        lesion = labels[box] == index
+        ring = logs[box][ndimage.binary_dilation(lesion, ring_disk(radius)) & tissue[box]]
+        if ring.size >= lesion_contrast.MIN_RING_VOXELS:
+            centre = np.median(ring)
+            spread = max(float(np.median(np.abs(ring - centre))), lesion_contrast.MIN_LOG_SPREAD)
+            out[index - 1] = (float(np.mean(logs[box][lesion], dtype=np.float64)) - centre) / spread
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lesion_spreads_match_the_lesion_by_lesion_rings(seed, monkeypatch):
+    """The spread contrast from the ratio's pairs (and from its dilated rings) is the one each ring gives on its own;
+    a ring of under five voxels gives none."""
+    rng = np.random.default_rng(seed)
+    shape = [(5, 30, 24), (26, 4, 31), (22, 28, 3)][seed % 3]
+    slice_axis = seed % 3
+    radius = tuple(0 if a == slice_axis else int(r) for a, r in enumerate(rng.integers(1, 5, 3)))
+    image = (rng.gamma(4.0, 25.0, shape) + 1).astype(np.float32)
+    mask = ndimage.binary_opening(rng.random(shape) < 0.35) | (rng.random(shape) < 0.05)
+    labels, count = ndimage.label(mask)
+    floor = float(rng.choice([-np.inf, 40.0]))
+    expected = _spreads_lesion_by_lesion(image, labels, count, radius, floor)
+    assert (~np.isnan(expected)).sum() > 5
+    np.testing.assert_allclose(lesion_spreads(image, labels, count, radius, floor), expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+    monkeypatch.setattr(lesion_contrast, "PAIRS_AT_ONCE", int(rng.integers(1, 400)))
+    np.testing.assert_allclose(lesion_spreads(image, labels, count, radius, floor), expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+    monkeypatch.setattr(lesion_contrast, "DILATE_FROM_PAIRS", 1)
+    monkeypatch.setattr(lesion_contrast, "DILATE_PAIRS_PER_VOXEL", 0.0)
+    np.testing.assert_allclose(lesion_spreads(image, labels, count, radius, floor), expected, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+def test_a_flatter_scanner_leaves_the_spread_contrast_and_lowers_the_ratio():
+    """Intensities scaled and raised to a power (a scanner with flatter contrast): the ratio falls towards 1, the
+    spread contrast stays."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 4.0, (3, 40, 40)).astype(np.float32)
+    labels = np.zeros(image.shape, np.int32)
+    labels[1, 10:14, 10:14] = 1
+    image[1, 10:14, 10:14] += 30.0
+    flat = (300.0 * (image / 100.0) ** 0.6).astype(np.float32)
+    spreads = [lesion_spreads(x, labels, 1, (0, 3, 3))[0] for x in (image, flat)]
+    ratios = [lesion_contrasts(x, labels, 1, (0, 3, 3))[0] for x in (image, flat)]
+    assert spreads[0] > 5 and spreads[1] == pytest.approx(spreads[0], rel=1e-4)
+    assert ratios[0] == pytest.approx(1.3, abs=0.02) and ratios[1] == pytest.approx(1.3 ** 0.6, abs=0.02)
 
 
 @pytest.mark.parametrize("seed", range(6))

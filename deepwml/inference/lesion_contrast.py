@@ -9,7 +9,7 @@ bright over a wide area and hardly brighter than its surroundings, while the les
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -26,6 +26,10 @@ PAIRS_AT_ONCE = 1 << 21
 DILATE_FROM_PAIRS = 1 << 16
 #: pairs per voxel of the ring's box above which dilating is the cheaper way
 DILATE_PAIRS_PER_VOXEL = 1.0
+#: a ring of fewer voxels than this gives no spread contrast (lesion_spreads)
+MIN_RING_VOXELS = 5
+#: the smallest median absolute deviation (of log intensities) a spread contrast divides by
+MIN_LOG_SPREAD = 1e-6
 
 
 def background_floor(image: np.ndarray) -> float:
@@ -83,11 +87,36 @@ def lesion_contrasts(image: np.ndarray, labels: np.ndarray, count: int, radius: 
     return out
 
 
+def lesion_spreads(image: np.ndarray, labels: np.ndarray, count: int, radius: Sequence[int],
+                   floor: float = -np.inf) -> np.ndarray:
+    """Per lesion 1..count of ``labels``: how far its mean log intensity lies above the median log intensity of its
+    ring (the ring of :func:`lesion_contrasts`), in median absolute deviations of the ring's log intensities (float64;
+    NaN for a ring of fewer than MIN_RING_VOXELS voxels). Scaling the scan's intensities, or raising them to a power
+    (a flatter or steeper scanner), leaves it unchanged, unlike the ratio of :func:`lesion_contrasts`."""
+    image = np.asarray(image, np.float32)
+    raw, labels = image.ravel(), np.asarray(labels).ravel()
+    logs = np.log(np.maximum(raw, np.finfo(np.float32).tiny))
+    voxels = np.flatnonzero((labels > 0) & (labels <= count))
+    lesion = labels[voxels].astype(np.int64)
+    means = np.bincount(lesion, logs[voxels], count + 1)[1:] / np.maximum(np.bincount(lesion, minlength=count + 1)[1:], 1)
+    spreads, sizes = np.full(count, np.nan), np.zeros(count, np.int64)
+    medians = _ring_medians(logs, labels, image.shape, voxels, lesion, count, radius, floor,
+                            tissue=(raw > floor) & (labels == 0), spreads=spreads, sizes=sizes)
+    out = (means - medians) / np.maximum(spreads, MIN_LOG_SPREAD)
+    out[(sizes < MIN_RING_VOXELS) | np.isnan(medians)] = np.nan
+    return out
+
+
 def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], voxels: np.ndarray,
-                  lesion: np.ndarray, count: int, radius: Sequence[int], floor: float) -> np.ndarray:
+                  lesion: np.ndarray, count: int, radius: Sequence[int], floor: float,
+                  tissue: Optional[np.ndarray] = None, spreads: Optional[np.ndarray] = None,
+                  sizes: Optional[np.ndarray] = None) -> np.ndarray:
     """Per lesion 1..count: the median of ``values`` (the raveled scan) over its ring, as np.median takes it (NaN
-    when empty), from the raveled ``labels`` and the lesions' ``voxels`` (flat indices) and ``lesion`` numbers."""
-    tissue = (values > floor) & (labels == 0)
+    when empty), from the raveled ``labels`` and the lesions' ``voxels`` (flat indices) and ``lesion`` numbers.
+    ``tissue``: the raveled ring candidates (default: ``values`` above ``floor`` outside every lesion); ``spreads`` /
+    ``sizes`` (by lesion - 1), when given, are filled with each ring's median absolute deviation and voxel count."""
+    if tissue is None:
+        tissue = (values > floor) & (labels == 0)
     # the centre lands on the lesion itself, never on tissue
     offsets = np.argwhere(ring_disk(radius)) - np.asarray(radius)
     offsets = offsets[offsets.any(axis=1)]
@@ -107,7 +136,8 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
         edge[tuple(after)] |= differs
     border = edge.ravel()[voxels]
     medians = np.full(count, np.nan)
-    dilated = _dilated_ring_medians(values, labels, tissue, shape, lesion[border], count, radius, len(offsets), medians)
+    dilated = _dilated_ring_medians(values, labels, tissue, shape, lesion[border], count, radius, len(offsets), medians,
+                                    spreads, sizes)
     border &= ~dilated[lesion]
     order = np.argsort(lesion[border])
     voxels, lesion = voxels[border][order], lesion[border][order]
@@ -130,14 +160,15 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
         pairs = pairs[np.diff(pairs, prepend=-1) != 0]
         last = start + piece >= voxels.size
         done = pairs < (count + 1 if last else lesion[part][-1]) * values.size
-        _pair_medians(pairs[done], values, medians)
+        _pair_medians(pairs[done], values, medians, spreads, sizes)
         pending = pairs[~done]
     return medians
 
 
 def _dilated_ring_medians(values: np.ndarray, labels: np.ndarray, tissue: np.ndarray, shape: np.ndarray,
                           border_lesion: np.ndarray, count: int, radius: Sequence[int], n_offsets: int,
-                          medians: np.ndarray) -> np.ndarray:
+                          medians: np.ndarray, spreads: Optional[np.ndarray] = None,
+                          sizes: Optional[np.ndarray] = None) -> np.ndarray:
     """Fill ``medians`` of the lesions whose border voxels (``border_lesion``: their lesion numbers) would make more
     pairs than a dilation of their box costs, each ring dilated on its own; returns which lesions (by number, 0..count)
     were measured so."""
@@ -155,20 +186,37 @@ def _dilated_ring_medians(values: np.ndarray, labels: np.ndarray, tissue: np.nda
         # a tissue voxel within reach of any of the lesion's voxels: the same ring as the border voxels' offsets
         ring = ndimage.binary_dilation(labels[box] == number, disk) & tissue[box]
         if ring.any():
-            medians[number - 1] = _median(values[box][ring])
+            ring_values = values[box][ring]
+            medians[number - 1] = _median(ring_values)
+            if spreads is not None:
+                spreads[number - 1] = _median(np.abs(ring_values - medians[number - 1]))
+                sizes[number - 1] = ring_values.size
         done[number] = True
     return done
 
 
-def _pair_medians(pairs: np.ndarray, values: np.ndarray, medians: np.ndarray) -> None:
-    """Fill ``medians`` (by lesion - 1) from sorted distinct pairs lesion * values.size + voxel."""
+def _pair_medians(pairs: np.ndarray, values: np.ndarray, medians: np.ndarray, spreads: Optional[np.ndarray] = None,
+                  sizes: Optional[np.ndarray] = None) -> None:
+    """Fill ``medians`` (by lesion - 1) from sorted distinct pairs lesion * values.size + voxel; ``spreads`` /
+    ``sizes``, when given, with each lesion's median absolute deviation from its median and its number of pairs."""
     lesion, value = pairs // values.size, values[pairs % values.size]
+    found, first, n = np.unique(lesion, return_index=True, return_counts=True)
+    middle = _grouped_medians(lesion, value, first, n)
+    medians[found - 1] = middle
+    if spreads is not None:
+        deviation = np.abs(value - np.repeat(middle, n).astype(value.dtype))
+        spreads[found - 1] = _grouped_medians(lesion, deviation, first, n)
+        sizes[found - 1] = n
+
+
+def _grouped_medians(lesion: np.ndarray, value: np.ndarray, first: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The median of ``value`` within each run of equal ``lesion`` (sorted by lesion; runs at ``first``, ``n`` long),
+    as np.median takes it of float32."""
     # by lesion, then by value: each value's rank sorted with its lesion (several times faster than np.lexsort)
     order = np.argsort(value)
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     value = value[order][np.sort(lesion * order.size + rank) % order.size]
-    found, first, n = np.unique(lesion, return_index=True, return_counts=True)
     low, high = value[first + (n - 1) // 2], value[first + n // 2]
     # np.median of float32: the middle value, or the float32 mean of the two middle ones
-    medians[found - 1] = np.where(n % 2 == 1, low, (low + high) / np.float32(2))
+    return np.where(n % 2 == 1, low, (low + high) / np.float32(2))
