@@ -35,6 +35,10 @@ RATIO_THRESHOLDS = (1.1, 1.15, 1.2)
 SPREAD_THRESHOLDS = (1.5, 1.75, 2.0, 2.25)
 #: both at once: a lesion dropped only when under the ratio and under the spread threshold
 BOTH_THRESHOLDS = ((1.15, 2.0), (1.15, 2.25), (1.2, 2.0), (1.2, 2.25))
+#: the contrast rules --rules scores: (name, ratio below which, spread below which a lesion is dropped; 0: no bound)
+RULES = (("none", 0.0, 0.0), ("ratio < 1.15 (shipped)", 1.15, 0.0), ("spread < 2.25", 0.0, 2.25),
+         ("ratio < 1.15 and spread < 2.25", 1.15, 2.25), ("ratio < 1.2 and spread < 2.25", 1.2, 2.25),
+         ("ratio < 1.2 and spread < 2", 1.2, 2.0))
 #: lesion volume classes (µl) and contrast bins (lesion mean / ring median) of the table
 VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)
 CONTRAST_BINS = (0.0, 1.05, 1.10, 1.15, 1.20, 1.30, math.inf)
@@ -139,6 +143,38 @@ def conspicuity_table(rows: Sequence[Dict]) -> str:
     return "\n".join(lines)
 
 
+def rule_scores(image: np.ndarray, reference: np.ndarray, predicted: np.ndarray, geometry) -> Dict[str, Dict[str, float]]:
+    """Case Dice and lesion F1 (deepwml_evaluate's) of ``predicted`` after each of RULES drops its lesions (26-connected,
+    as deepwml_predict filters them; a lesion without a figure is kept)."""
+    from deepwml.evaluation.case_metrics import case_metrics
+
+    image = np.asarray(image, np.float32)
+    labels, n = label_lesions(np.asarray(predicted, bool))
+    radius, floor = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy), background_floor(image)
+    ratio = lesion_contrasts(image, labels, n, radius, floor)
+    spread = lesion_spreads(image, labels, n, radius, floor)
+    out = {}
+    for name, below_ratio, below_spread in RULES:
+        drop = np.ones(n, bool) if (below_ratio or below_spread) else np.zeros(n, bool)
+        drop &= (ratio < below_ratio) if below_ratio else True
+        drop &= (spread < below_spread) if below_spread else True
+        kept = np.concatenate([[False], ~drop])[labels]
+        metrics = case_metrics(np.asarray(reference, bool), kept, geometry)
+        out[name] = {"dice": float(metrics["dice"]), "lesion_f1": float(metrics["lesion_f1"])}
+    return out
+
+
+def rules_table(scores: Sequence[Dict[str, Dict[str, float]]]) -> str:
+    """Markdown: mean case Dice and lesion F1 over the cases under each rule."""
+    lines = [f"| contrast rule ({len(scores)} cases, masks made without the filter) | mean case Dice | mean lesion F1 |",
+             "|---|---|---|"]
+    for name, _, _ in RULES:
+        dice = np.nanmean([s[name]["dice"] for s in scores]) if scores else float("nan")
+        f1 = np.nanmean([s[name]["lesion_f1"] for s in scores]) if scores else float("nan")
+        lines.append(f"| {name} | {dice:.3f} | {f1:.3f} |")
+    return "\n".join(lines)
+
+
 def _image_for(images: Path, name: str) -> Path:
     """The image of a label file: the same name, or nnU-Net's CASE_0000 channel file."""
     stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
@@ -148,8 +184,10 @@ def _image_for(images: Path, name: str) -> Path:
     raise DeepWMLError(f"no image for label {name} (looked for {name} and {stem}_0000.nii.gz)", images)
 
 
-def folder_rows(images: Path, labels: Path, predictions: Path, ring_mm: float = RING_MM) -> List[Dict]:
-    """Rows of every labelled case that has a prediction; a clear error for a missing or mismatched file."""
+def folder_rows(images: Path, labels: Path, predictions: Path, ring_mm: float = RING_MM,
+                scores: Optional[List[Dict]] = None) -> List[Dict]:
+    """Rows of every labelled case that has a prediction; a clear error for a missing or mismatched file. ``scores``,
+    when given, receives each case's :func:`rule_scores`."""
     names = sorted(p.name for p in labels.glob("*.nii.gz"))
     if not names:
         raise DeepWMLError("holds no .nii.gz labels", labels)
@@ -168,6 +206,8 @@ def folder_rows(images: Path, labels: Path, predictions: Path, ring_mm: float = 
         case = both_ways(image.array, reference.array > 0, predicted.array > 0,
                          tuple(reversed(reference.geometry.spacing)), ring_mm, reference.geometry.slice_axis_numpy)
         rows += [{**r, "case": name} for r in case]
+        if scores is not None:
+            scores.append(rule_scores(image.array, reference.array > 0, predicted.array > 0, reference.geometry))
     return rows
 
 
@@ -178,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--labels", type=Path, required=True, help="folder of reference masks (CASE.nii.gz, lesion > 0)")
     p.add_argument("-p", "--predictions", type=Path, required=True, help="folder of predicted masks named as the labels")
     p.add_argument("--ring-mm", type=float, default=RING_MM, help=f"ring width around each lesion, mm in-plane (default {RING_MM:g})")
+    p.add_argument("--rules", action="store_true",
+                   help="also score the masks after each contrast rule drops its lesions: mean case Dice and lesion F1 "
+                        "(give masks made with deepwml_predict --min-lesion-contrast 0)")
     return p
 
 
@@ -185,7 +228,8 @@ def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     if not args.ring_mm > 0:
         raise DeepWMLError(f"--ring-mm must be positive, got {args.ring_mm:g}")
-    rows = folder_rows(args.images.expanduser(), args.labels.expanduser(), args.predictions.expanduser(), args.ring_mm)
+    scores: Optional[List[Dict]] = [] if args.rules else None
+    rows = folder_rows(args.images.expanduser(), args.labels.expanduser(), args.predictions.expanduser(), args.ring_mm, scores)
     references = [r for r in rows if r["kind"] == "reference"]
     print(f"{len(references)} reference lesions in {len({r['case'] for r in rows})} cases; contrast: lesion mean / median "
           f"of the tissue within {args.ring_mm:g} mm in-plane")
@@ -195,6 +239,9 @@ def _main(argv: Optional[List[str]]) -> int:
     print(predicted_table(rows))
     print()
     print(filter_table(rows))
+    if scores is not None:
+        print()
+        print(rules_table(scores))
     return 0
 
 

@@ -647,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "skull-stripped, 0.47 mm, 7.5 and 8 mm, a 240 mm field (512 x 512)")
     p.add_argument("--stacks-only", action="store_true",
                    help="write the stacks to --work DIR/images and stop (no model): for another tool to segment")
+    p.add_argument("--labels", action="store_true",
+                   help="with --stacks-only: also write each stack's slab mask to DIR/labels, for per-lesion analyses "
+                        "(benchmarks/lesion_conspicuity.py); development scans: never train or tune a model on them")
     p.add_argument("--predictions", type=Path, metavar="DIR",
                    help="score another tool's masks of the stacks instead of a model's: DIR/CASE.nii.gz, named and on the "
                         "grid of --stacks-only's DIR/images/CASE.nii.gz made with the same stack options; lesion where > 0 (masks "
@@ -716,7 +719,9 @@ def _main_without_model(args: argparse.Namespace, scans: Sequence[Scan], start: 
     print(stack_line(args))
     with tempfile.TemporaryDirectory(prefix="deepwml_realdev_") as tmp:
         work = args.work.expanduser() if args.work else Path(tmp)
-        cases = make_stacks(scans, spec_for, work / "images", contrast=args.contrast, tilt=args.tilt, native=args.native,
+        labels_dir = work / "labels" if args.stacks_only and args.labels else None
+        cases = make_stacks(scans, spec_for, work / "images", labels_dir, contrast=args.contrast, tilt=args.tilt,
+                            native=args.native,
                             add_head=args.add_head, field=args.field, sagittal=args.sagittal,
                             coronal=args.coronal)
         if args.stacks_only:
@@ -789,6 +794,8 @@ def _main(argv: Optional[List[str]]) -> int:
         check_work_folder(args.work)
     if args.add_head and args.contrast:
         raise DeepWMLError("--contrast measures skull-stripped stacks: leave out --add-head")
+    if args.labels and not args.stacks_only:
+        raise DeepWMLError("--labels writes the stacks' masks beside --stacks-only's images: give --stacks-only too")
     if args.stacks_only or args.predictions:
         check_without_model(args)
         return _main_without_model(args, scans, start)

@@ -88,3 +88,25 @@ def test_the_filter_table_counts_what_each_rule_drops_of_the_true_and_the_false_
     assert "| ratio < 1.15 | 0.50 | 0.25 | 1.00 |" in lines and "| spread < 2 | 0.00 | 0.00 | 1.00 |" in lines
     assert "| ratio < 1.15 and spread < 2.25 | 0.00 | 0.00 | 1.00 |" in lines
     assert lines[-1] == "| AUC, true against false | ratio 1.000 | spread 1.000 | |"
+
+
+def test_each_contrast_rule_is_scored_on_the_masks_it_leaves(tmp_path, capsys):
+    """--rules: the predicted masks after each rule drops its lesions, scored as deepwml_evaluate scores a case: the
+    false lesion as bright as its ring goes under the ratio rule and the Dice rises."""
+    from deepwml.evaluation.case_metrics import case_metrics
+
+    bench = load_benchmark("lesion_conspicuity")
+    image, label, predicted = _case()
+    scores = bench.rule_scores(image, label > 0, predicted > 0, GEOMETRY)
+    assert list(scores) == [name for name, _, _ in bench.RULES]
+    assert scores["none"]["dice"] == pytest.approx(case_metrics(label > 0, predicted > 0, GEOMETRY)["dice"])
+    without_false = predicted.copy()
+    without_false[1] = 0
+    assert scores["ratio < 1.15 (shipped)"]["dice"] == pytest.approx(case_metrics(label > 0, without_false > 0, GEOMETRY)["dice"])
+    assert scores["ratio < 1.15 (shipped)"]["lesion_f1"] > scores["none"]["lesion_f1"]
+    write_image(image, GEOMETRY, tmp_path / "images" / "c1_0000.nii.gz")
+    write_image(label, GEOMETRY, tmp_path / "labels" / "c1.nii.gz")
+    write_image(predicted, GEOMETRY, tmp_path / "pred" / "c1.nii.gz")
+    assert bench.main(["-i", str(tmp_path / "images"), "-l", str(tmp_path / "labels"), "-p", str(tmp_path / "pred"), "--rules"]) == 0
+    out = capsys.readouterr().out
+    assert f"| ratio < 1.15 (shipped) | {scores['ratio < 1.15 (shipped)']['dice']:.3f} |" in out

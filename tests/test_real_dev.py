@@ -548,6 +548,15 @@ def test_another_tools_masks_of_the_stacks_score_as_the_models_own(tmp_path, cap
     assert bench.main(data + ["--stacks-only", "--work", str(tmp_path / "stacks")]) == 0
     assert "wrote 2 stacks" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["images"]
+    # --labels: each stack's slab mask beside it, on its grid (for per-lesion analyses)
+    assert bench.main(data + ["--stacks-only", "--labels", "--work", str(tmp_path / "labelled")]) == 0
+    capsys.readouterr()
+    for name in ("patient01_5mm", "patient02_5mm"):
+        mask = read_image(tmp_path / "labelled" / "labels" / f"{name}.nii.gz")
+        assert mask.geometry == read_image(tmp_path / "stacks" / "images" / f"{name}.nii.gz").geometry
+        assert set(np.unique(mask.array)) <= {0, 1} and mask.array.any()
+    assert bench.main(data + ["--labels", "--builtin"]) == 2
+    assert "--labels writes the stacks' masks beside --stacks-only's images" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "stacks" / "images").iterdir()) == ["patient01_5mm.nii.gz", "patient02_5mm.nii.gz"]
     np.testing.assert_array_equal(read_image(tmp_path / "stacks" / "images" / "patient01_5mm.nii.gz").array,
                                   read_image(tmp_path / "work" / "images" / "patient01_5mm.nii.gz").array)
