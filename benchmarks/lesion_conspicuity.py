@@ -155,9 +155,10 @@ def rule_scores(image: np.ndarray, reference: np.ndarray, predicted: np.ndarray,
     spread = lesion_spreads(image, labels, n, radius, floor)
     out = {}
     for name, below_ratio, below_spread in RULES:
-        drop = np.ones(n, bool) if (below_ratio or below_spread) else np.zeros(n, bool)
-        drop &= (ratio < below_ratio) if below_ratio else True
-        drop &= (spread < below_spread) if below_spread else True
+        if below_ratio and below_spread:  # as deepwml_predict's filter: a lesion without a spread, by the ratio alone
+            drop = (ratio < below_ratio) & ~(spread >= below_spread)
+        else:
+            drop = (ratio < below_ratio) if below_ratio else (spread < below_spread) if below_spread else np.zeros(n, bool)
         kept = np.concatenate([[False], ~drop])[labels]
         metrics = case_metrics(np.asarray(reference, bool), kept, geometry)
         out[name] = {"dice": float(metrics["dice"]), "lesion_f1": float(metrics["lesion_f1"])}

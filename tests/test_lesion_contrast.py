@@ -216,6 +216,39 @@ def test_a_stored_lesion_contrast_is_read_checked_and_absent_means_off(tmp_path)
         assert "checkpoint_best.pth" in str(e.value)
 
 
+def test_a_spread_bound_keeps_a_faint_lesion_that_stands_clear_of_a_quiet_ring():
+    """With min_spread S the contrast filter drops a faint lesion only when it also stands less than S ring spreads
+    above its ring: of two lesions 1.08 x their ring, the one on quiet tissue stays and the one on noisy tissue goes."""
+    rng = np.random.default_rng(1)
+    image = np.full((2, 40, 80), 100.0, np.float32)
+    image[:, :, :40] += rng.normal(0.0, 1.0, (2, 40, 40)).astype(np.float32)  # quiet tissue on the left
+    image[:, :, 40:] += rng.normal(0.0, 20.0, (2, 40, 40)).astype(np.float32)  # noisy tissue on the right
+    mask = np.zeros(image.shape, np.uint8)
+    mask[0, 18:22, 18:22], mask[0, 18:22, 58:62] = 1, 1
+    image[0, 18:22, 18:22], image[0, 18:22, 58:62] = 108.0, 108.0
+    geometry = Geometry((80, 40, 2), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), AXIAL)
+    assert not filter_lesions(mask, geometry, image=image, min_contrast=1.15).any()
+    kept = filter_lesions(mask, geometry, image=image, min_contrast=1.15, min_spread=2.25)
+    assert kept[0, 20, 20] == 1 and kept[0, 20, 60] == 0
+    # without a contrast filter the spread bound drops nothing
+    np.testing.assert_array_equal(filter_lesions(mask, geometry, image=image, min_spread=2.25), mask)
+
+
+def test_a_stored_spread_bound_is_read_checked_and_absent_means_none(tmp_path):
+    path = tmp_path / "checkpoint_best.pth"
+    settings = MaskSettings(0.55, tta=True, min_lesion_contrast=1.2, min_lesion_spread=2.25)
+    assert read_postprocessing({"postprocessing": settings.as_record()}, path, 1) == settings
+    assert "lesions under 1.2 x the tissue around them and under 2.25 ring spreads above it dropped" in settings.describe()
+    # a record without a bound is the one written before it existed: equal to it, read as none
+    assert "min_lesion_spread" not in MaskSettings(0.55, min_lesion_contrast=1.15).as_record()
+    older = {k: v for k, v in settings.as_record().items() if k != "min_lesion_spread"}
+    assert read_postprocessing({"postprocessing": older}, path, 1).min_lesion_spread == 0.0
+    for bad in (-1.0, 11.0, float("nan"), "2", True):
+        with pytest.raises(DeepWMLError, match="min_lesion_spread") as e:
+            read_postprocessing({"postprocessing": dict(older, min_lesion_spread=bad)}, path, 1)
+        assert "checkpoint_best.pth" in str(e.value)
+
+
 def _plateau_case(folder):
     """tiny_case's head with one of its lesions standing on a broad, slightly bright plateau (low contrast)."""
     image, _, geometry = tiny_case(shape_zyx=(6, 72, 60), spacing_xyz=(0.9, 0.8, 6.0), seed=3, n_lesions=4)
@@ -256,6 +289,36 @@ def test_predict_min_lesion_contrast_drops_the_faint_lesions_and_records_it(tmp_
     for bad in ("-0.1", "nan", "5"):
         assert run("bad", "--min-lesion-contrast", bad) == 2
         assert "--min-lesion-contrast must be a ratio from 0 (off) to 3" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_predict_min_lesion_spread_keeps_the_faint_lesions_that_stand_clear_of_their_ring(tmp_path, capsys):
+    """deepwml_predict --min-lesion-contrast C --min-lesion-spread S: a lesion under C goes only when also under S
+    spreads; the report and the output folder's record say so; a bad value is one line and writes nothing."""
+    model = write_model_dir(tmp_path / "results" / "Dataset999_Toy" / "tiny", tiny_plan(), folds=(0,))
+    path = _plateau_case(tmp_path / "in")
+    run = lambda out, *extra: predict_main(["-i", str(path), "-o", str(tmp_path / out), "-m", str(model), "--no-qc",  # noqa: E731
+                                            "--no-anatomy", *map(str, extra)])
+    assert run("all") == 0
+    image = read_image(path)
+    labels, count = label_lesions(read_image(tmp_path / "all" / "scan.nii.gz", dtype=None).array)
+    radius = ring_radius(tuple(reversed(image.geometry.spacing)), image.geometry.slice_axis_numpy)
+    floor = background_floor(image.array)
+    contrast = lesion_contrasts(image.array, labels, count, radius, floor)
+    spread = lesion_spreads(image.array, labels, count, radius, floor)
+    bound = float(np.nanmedian(spread[contrast < 1.5]))
+    assert run("both", "--min-lesion-contrast", 1.5, "--min-lesion-spread", bound, "--report") == 0
+    kept = ~((contrast < 1.5) & ~(spread >= bound))
+    assert 0 < kept.sum() and (contrast < 1.5).sum() > (~kept).sum()  # the bound keeps some of the faint lesions
+    mask = read_image(tmp_path / "both" / "scan.nii.gz", dtype=None).array
+    np.testing.assert_array_equal(mask > 0, np.concatenate([[False], kept])[labels])
+    assert f"unless {bound:g} ring spreads above it" in (tmp_path / "both" / "report" / "scan.html").read_text(encoding="utf-8")
+    record = json.loads((tmp_path / "both" / ".deepwml_output.json").read_text())["predicted_with"]
+    assert record["min_lesion_spread"] == pytest.approx(bound)
+    capsys.readouterr()
+    for bad in ("-1", "nan", "11"):
+        assert run("bad", "--min-lesion-contrast", 1.5, "--min-lesion-spread", bad) == 2
+        assert "--min-lesion-spread must be a number of ring spreads from 0 (off) to 10" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

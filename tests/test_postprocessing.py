@@ -55,7 +55,7 @@ def test_every_candidate_scores_as_the_evaluator_scores_its_mask(seed):
                and (c.min_lesion_ml, c.min_lesion_peak) == (candidates[i].min_lesion_ml, candidates[i].min_lesion_peak))
     for i, c in enumerate(candidates):
         mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak,
-                              image, c.min_lesion_contrast)
+                              image, c.min_lesion_contrast, c.min_lesion_spread)
         expected = case_metrics(reference, mask > 0, geometry)
         for name in ("dice", "lesion_recall", "lesion_precision", "lesion_f1"):
             assert scores[name][i] == pytest.approx(expected[name]), (c, name)
@@ -70,7 +70,7 @@ def test_ignored_voxels_count_neither_way():
     scores = case_scores(case_counts(probs, reference, ignore, geometry.voxel_volume_ml, candidates, image, geometry))
     for i, c in enumerate(candidates):
         mask = filter_lesions(probabilities_to_mask(probs, c.threshold), geometry, probs, c.min_lesion_ml, c.min_lesion_peak,
-                              image, c.min_lesion_contrast)
+                              image, c.min_lesion_contrast, c.min_lesion_spread)
         assert scores["dice"][i] == pytest.approx(dice(reference & ~ignore, (mask > 0) & ~ignore))
 
 

@@ -320,6 +320,7 @@ def _instructions(dataset: str, best: Ranked, folds: Sequence[str], checkpoint: 
         options += f" --min-lesion-ml {settings.min_lesion_ml:g}" if settings.min_lesion_ml > 0 else ""
         options += f" --min-lesion-peak {settings.min_lesion_peak:g}" if settings.min_lesion_peak > 0 else ""
         options += f" --min-lesion-contrast {settings.min_lesion_contrast:g}" if settings.min_lesion_contrast > 0 else ""
+        options += f" --min-lesion-spread {settings.min_lesion_spread:g}" if settings.min_lesion_spread > 0 else ""
         # the contrast filter compares each lesion with the scan: deepwml_ensemble reads the scans for it
         options += " --images INPUT_FOLDER" if settings.min_lesion_contrast > 0 else ""
         folders = " ".join(f"OUTPUT_FOLDER_{plan}" for plan in best.configuration.plans)

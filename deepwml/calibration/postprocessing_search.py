@@ -19,7 +19,7 @@ import numpy as np
 
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius, widen_box
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, lesion_spreads, ring_radius, widen_box
 from deepwml.inference.lesion_report import lesion_box, lesion_peaks
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.utils.errors import DeepWMLError
@@ -30,9 +30,9 @@ OBJECTIVES = ("both", "dice", "f1")
 #: a candidate replaces the model's settings only when it raises the objective by at least this much: less is what
 #: a different draw of a few validation cases moves it by
 MIN_GAIN = 0.005
-#: how a case's counts are made (2: with the lesion contrast filter); part of the key of counts kept in the user
-#: cache, so that counts an older way of counting kept are made again, not reused
-COUNTS_VERSION = 2
+#: how a case's counts are made (2: with the lesion contrast filter; 3: and its spread bound); part of the key of
+#: counts kept in the user cache, so that counts an older way of counting kept are made again, not reused
+COUNTS_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,18 @@ class SearchGrid:
     min_lesion_peak: Tuple[float, ...] = (0.0, 0.6, 0.7, 0.8, 0.9)
     #: lesion / the tissue around it (deepwml.inference.lesion_contrast); the search needs the scans for these
     min_lesion_contrast: Tuple[float, ...] = (0.0, 1.05, 1.1, 1.15, 1.2)
+    #: a faint lesion's ring spreads above which the contrast filter keeps it (lesion_contrast.lesion_spreads); tried
+    #: with a contrast filter only (alone it drops nothing)
+    min_lesion_spread: Tuple[float, ...] = (0.0, 2.0, 2.25)
 
     def candidates(self, default: MaskSettings) -> List[MaskSettings]:
-        """Every combination, the model's ``default`` first (it wins ties), peaks above their threshold only."""
-        combos = [MaskSettings(t, m, p, default.tta, c) for t, m, p, c in itertools.product(
+        """Every combination, the model's ``default`` first (it wins ties), peaks above their threshold only, spread
+        bounds with a contrast filter only."""
+        combos = [MaskSettings(t, m, p, default.tta, c, s) for t, m, p, c, s in itertools.product(
             sorted(set(self.thresholds) | {default.threshold}), sorted(set(self.min_lesion_ml) | {default.min_lesion_ml}),
             sorted(set(self.min_lesion_peak) | {default.min_lesion_peak}),
-            sorted(set(self.min_lesion_contrast) | {default.min_lesion_contrast})) if p == 0 or p > t]
+            sorted(set(self.min_lesion_contrast) | {default.min_lesion_contrast}),
+            sorted(set(self.min_lesion_spread) | {default.min_lesion_spread})) if (p == 0 or p > t) and (s == 0 or c > 0)]
         return [default] + [c for c in combos if c != default]
 
 
@@ -108,8 +113,16 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     peak = lesion_peaks(probs[inside], lesion, n)
     # keep[c, k]: candidate c keeps lesion k+1 (the filters of deepwml.inference.lesion_report.filter_lesions)
     ratio = lesion_contrasts(contrast[0], labels, n, contrast[1], contrast[2]) if contrast is not None else np.full(n, np.nan)
+    spread = (lesion_spreads(contrast[0], labels, n, contrast[1], contrast[2])
+              if contrast is not None and any(c.min_lesion_spread > 0 for c in candidates) else np.full(n, np.nan))
+
+    def faint(c: MaskSettings) -> np.ndarray:
+        """The lesions candidate ``c``'s contrast filter drops (as filter_lesions judges them)."""
+        under = ratio < c.min_lesion_contrast * (1 - 1e-9)
+        return under & ~(spread >= c.min_lesion_spread * (1 - 1e-9)) if c.min_lesion_spread > 0 else under
+
     keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))
-                     & ~(ratio < c.min_lesion_contrast * (1 - 1e-9)) for c in candidates])
+                     & ~faint(c) for c in candidates])
     tp = keep @ overlap
     out[:, COUNTS.index("tp")] = tp
     out[:, COUNTS.index("fp")] = keep @ scored - tp
@@ -193,6 +206,7 @@ def choose(counts: np.ndarray, candidates: Sequence[MaskSettings], objective: st
     # ties go to the simplest: no filter before a filter, the threshold nearest the model's own
     order = sorted(range(len(candidates)), key=lambda i: (bool(barred[i]), -round(float(score[i]), 9),
                                                          candidates[i].min_lesion_contrast > 0,
+                                                         candidates[i].min_lesion_spread > 0,
                                                          candidates[i].min_lesion_peak > 0, candidates[i].min_lesion_ml > 0,
                                                          abs(candidates[i].threshold - candidates[0].threshold), i))
     best = order[0] if not barred[order[0]] and score[order[0]] >= score[0] + min_gain else 0

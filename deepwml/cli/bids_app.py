@@ -80,6 +80,7 @@ def _participant(args: argparse.Namespace) -> int:
         input=args.bids_dir, output=args.output_dir, model_dir=Path(args.model) if args.model else None,
         checkpoint=args.checkpoint, device=args.device, tta=args.tta, threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak, min_lesion_contrast=args.min_lesion_contrast,
+        min_lesion_spread=args.min_lesion_spread,
         thin_slab_mm=args.thin_slab_mm, postprocessing=not args.no_postprocessing,
         white_matter_only=args.white_matter_only, keep_outside_brain=args.keep_outside_brain,
         skull_strip=args.skull_strip, anatomy=not args.no_anatomy, save_probabilities=args.save_probabilities, save_uncertainty=args.save_uncertainty,

@@ -133,6 +133,9 @@ def add_mask_options(parser) -> None:
     parser.add_argument("--min-lesion-contrast", type=float, default=None, metavar="C",
                         help="drop lesions less than C times as bright as the tissue around them, e.g. 1.15 (default: the "
                         "model's postprocessing, else 0)")
+    parser.add_argument("--min-lesion-spread", type=float, default=None, metavar="S",
+                        help="with --min-lesion-contrast: drop a faint lesion only when also under S ring spreads above "
+                        "the tissue around it, e.g. 2.25 (default: the model's postprocessing, else 0: the ratio alone)")
     parser.add_argument("--no-postprocessing", action="store_true",
                         help="ignore the TTA, threshold and lesion filters stored in the model (deepwml_find_postprocessing)")
     parser.add_argument("--white-matter-only", action="store_true", help="drop lesions the anatomy map places in the cortex")

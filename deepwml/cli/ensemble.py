@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-lesion-contrast", type=float, default=0.0, metavar="C",
                    help="drop lesions less than C times as bright as the tissue around them, as deepwml_predict "
                         "--min-lesion-contrast; needs --images (default 0: keep all)")
+    p.add_argument("--min-lesion-spread", type=float, default=0.0, metavar="S",
+                   help="with --min-lesion-contrast: drop a faint lesion only when also under S ring spreads above the "
+                        "tissue around it, as deepwml_predict --min-lesion-spread (default 0: the ratio alone)")
     p.add_argument("--keep-outside-brain", action="store_true",
                    help="keep the lesions with no voxel in the brain of the first folder's anatomy maps (when it holds "
                         "them, from deepwml_predict --save-anatomy, such lesions are dropped as deepwml_predict drops them)")
@@ -57,7 +60,8 @@ def _main(argv: Optional[List[str]]) -> int:
                       save_probabilities=args.save_probabilities, overwrite=args.overwrite,
                       progress=True if args.progress else None, images=args.images,
                       min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak,
-                      keep_outside_brain=args.keep_outside_brain, min_lesion_contrast=args.min_lesion_contrast)
+                      keep_outside_brain=args.keep_outside_brain, min_lesion_contrast=args.min_lesion_contrast,
+                      min_lesion_spread=args.min_lesion_spread)
     print(report.describe())
     for row in report.failed:
         print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)

@@ -177,11 +177,13 @@ def _request(args):
                              white_matter_only=args.white_matter_only, skull_strip=args.skull_strip,
                              keep_outside_brain=args.keep_outside_brain, threshold=args.threshold,
                              min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak,
-                             min_lesion_contrast=args.min_lesion_contrast, thin_slab_mm=args.thin_slab_mm,
+                             min_lesion_contrast=args.min_lesion_contrast, min_lesion_spread=args.min_lesion_spread,
+                             thin_slab_mm=args.thin_slab_mm,
                              postprocessing=not args.no_postprocessing, tta=args.tta)
     if args.threshold is not None and not (math.isfinite(args.threshold) and 0 < args.threshold < 1):
         raise DeepWMLError(f"--threshold must lie strictly between 0 and 1, not {args.threshold}")
-    check_lesion_filters(args.min_lesion_ml or 0.0, args.min_lesion_peak or 0.0, args.min_lesion_contrast or 0.0)
+    check_lesion_filters(args.min_lesion_ml or 0.0, args.min_lesion_peak or 0.0, args.min_lesion_contrast or 0.0,
+                         args.min_lesion_spread or 0.0)
     spec = check_model(model_dir_of(request), checkpoint=args.checkpoint)
     if spec.plan.network.num_classes > 2:
         raise DeepWMLError("is a label-map model; deepwml_listen needs a lesion model", spec.folder)

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop lesions less than C times as bright as the tissue around them, e.g. 1.15: a lesion's mean "
                    "intensity over the median of the tissue within 3 mm of it in-plane (default: the model's "
                    "postprocessing, else 0: keep all); outputs of an earlier run are kept unless --overwrite")
+    p.add_argument("--min-lesion-spread", type=float, default=None, metavar="S",
+                   help="with --min-lesion-contrast: drop a faint lesion only when it also stands less than S ring spreads "
+                   "above the tissue around it, e.g. 2.25 (its mean log intensity over the ring's median, in median "
+                   "absolute deviations of the ring's log intensities: a figure a scanner's flatter contrast does not "
+                   "lower, so that its faint lesions are kept; default: the model's postprocessing, else 0: the ratio "
+                   "alone); outputs of an earlier run are kept unless --overwrite")
     p.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM", help=THIN_SLAB_HELP)
     p.add_argument("--no-postprocessing", action="store_true",
                    help="ignore the TTA, threshold and lesion filters stored in the model by deepwml_find_postprocessing "
@@ -184,6 +190,7 @@ def _main(argv: Optional[List[str]]) -> int:
         min_lesion_ml=args.min_lesion_ml,
         min_lesion_peak=args.min_lesion_peak,
         min_lesion_contrast=args.min_lesion_contrast,
+        min_lesion_spread=args.min_lesion_spread,
         postprocessing=not args.no_postprocessing,
         thin_slab_mm=args.thin_slab_mm,
     )

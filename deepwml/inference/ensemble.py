@@ -228,7 +228,7 @@ def scans_by_case(images: Optional[Path], cases: Sequence[Sequence[ProbabilityFi
 
 def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float, min_lesion_ml: float,
             min_lesion_peak: float = 0.0, outside_brain_dropped: bool = False,
-            min_lesion_contrast: float = 0.0) -> Dict[str, Any]:
+            min_lesion_contrast: float = 0.0, min_lesion_spread: float = 0.0) -> Dict[str, Any]:
     """What decides an ensemble folder's masks."""
     record = {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
               "threshold": float(threshold), "min_lesion_ml": float(min_lesion_ml)}
@@ -237,6 +237,8 @@ def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float,
         record["min_lesion_peak"] = float(min_lesion_peak)
     if min_lesion_contrast > 0:
         record["min_lesion_contrast"] = float(min_lesion_contrast)
+    if min_lesion_spread > 0:
+        record["min_lesion_spread"] = float(min_lesion_spread)
     if outside_brain_dropped:
         record["outside_brain_dropped"] = True
     return record
@@ -270,11 +272,12 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
              threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
              progress: Optional[bool] = None, images: Optional[Path] = None, min_lesion_ml: float = 0.0,
              min_lesion_peak: float = 0.0, keep_outside_brain: bool = False,
-             min_lesion_contrast: float = 0.0) -> EnsembleReport:
+             min_lesion_contrast: float = 0.0, min_lesion_spread: float = 0.0) -> EnsembleReport:
     """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
     ``out_dir`` (with ``images``, the scans, also QC pictures); finished cases are skipped unless ``overwrite``; a
     case that fails is reported, not raised. With the first folder's anatomy maps, lesions outside their brain are
-    dropped unless ``keep_outside_brain``; ``min_lesion_contrast`` (needs ``images``) drops the faint ones."""
+    dropped unless ``keep_outside_brain``; ``min_lesion_contrast`` (needs ``images``) drops the faint ones (with
+    ``min_lesion_spread``, only those also under that many ring spreads above their ring)."""
     start = time.perf_counter()
     folders = [Path(f).expanduser() for f in folders]
     if len(folders) < 2:
@@ -288,7 +291,7 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie in (0, 1), not {threshold:g}")
-    check_lesion_filters(min_lesion_ml, min_lesion_peak, min_lesion_contrast)
+    check_lesion_filters(min_lesion_ml, min_lesion_peak, min_lesion_contrast, min_lesion_spread)
     if min_lesion_contrast > 0 and images is None:
         raise DeepWMLError("--min-lesion-contrast compares each lesion with the scan around it: give the scans with --images")
     cases = matched_cases(folders)
@@ -306,7 +309,8 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         raise DeepWMLError(f"holds the anatomy maps of some cases but not of {_some(lacking)}: predict them all with "
                            "--save-anatomy, or none", folders[0])
     drop_outside = bool(with_map) and not keep_outside_brain
-    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak, drop_outside, min_lesion_contrast)
+    record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak, drop_outside, min_lesion_contrast,
+                     min_lesion_spread)
     _check_output(out_dir, folders, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
@@ -335,7 +339,8 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
                                                 scans.get(first.case_id), min_lesion_ml, min_lesion_peak,
-                                                anatomy[first.case_id], drop_outside, min_lesion_contrast, thin_slab))
+                                                anatomy[first.case_id], drop_outside, min_lesion_contrast, thin_slab,
+                                                min_lesion_spread))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -350,7 +355,8 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
 def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], threshold: float,
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, anatomy_path: Optional[Path] = None,
-                drop_outside: bool = False, min_lesion_contrast: float = 0.0, thin_slab_mm: float = 0.0) -> CaseSummary:
+                drop_outside: bool = False, min_lesion_contrast: float = 0.0, thin_slab_mm: float = 0.0,
+                min_lesion_spread: float = 0.0) -> CaseSummary:
     """Average, threshold and write one case (a QC picture and the lesions' contrast on ``scan``, the contrast on its
     ``thin_slab_mm`` slabs when it is thin; locations from the anatomy map at ``anatomy_path``, and lesions outside its
     brain dropped with ``drop_outside``); the mask last, since its presence marks the case done."""
@@ -372,7 +378,8 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
     judged = None
     if image is not None:
         judged = (thin_slab_inputs([image], thin_slab_mm) or [image])[0].array
-    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak, judged, min_lesion_contrast)
+    mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak, judged, min_lesion_contrast,
+                          min_lesion_spread)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=judged)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
     if anatomy is not None and drop_outside:

@@ -29,7 +29,7 @@ from deepwml.anatomy.location import (
 from deepwml.anatomy.volumes import VOLUME_COLUMNS, tissue_volumes
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
-from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, ring_radius, widen_box
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, lesion_spreads, ring_radius, widen_box
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:
@@ -94,9 +94,11 @@ def lesion_id_labels(mask: np.ndarray, slice_axis: int) -> tuple:
 
 #: a lesion contrast filter above this drops every lesion there is: a mistake, not a filter
 MAX_MIN_LESION_CONTRAST = 3.0
+#: the largest spread bound (--min-lesion-spread: ring spreads above the ring) a run or a stored postprocessing takes
+MAX_MIN_LESION_SPREAD = 10.0
 
 
-def check_lesion_filters(min_ml: float, min_peak: float, min_contrast: float = 0.0) -> None:
+def check_lesion_filters(min_ml: float, min_peak: float, min_contrast: float = 0.0, min_spread: float = 0.0) -> None:
     """Refuse a smallest-lesion volume that is not a finite volume of 0 ml or more (--min-lesion-ml), a lesion peak
     probability that is not a probability below 1 (--min-lesion-peak) and a lesion contrast outside 0..3
     (--min-lesion-contrast)."""
@@ -107,16 +109,21 @@ def check_lesion_filters(min_ml: float, min_peak: float, min_contrast: float = 0
     if not (math.isfinite(min_contrast) and 0 <= min_contrast <= MAX_MIN_LESION_CONTRAST):
         raise DeepWMLError(f"--min-lesion-contrast must be a ratio from 0 (off) to {MAX_MIN_LESION_CONTRAST:g}, e.g. 1.15 "
                            f"(lesions less than 15 % brighter than the tissue around them dropped), not {min_contrast}")
+    if not (math.isfinite(min_spread) and 0 <= min_spread <= MAX_MIN_LESION_SPREAD):
+        raise DeepWMLError(f"--min-lesion-spread must be a number of ring spreads from 0 (off) to {MAX_MIN_LESION_SPREAD:g}, "
+                           f"e.g. 2.25, not {min_spread}")
 
 
 def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs: Optional[np.ndarray] = None,
                    min_ml: float = 0.0, min_peak: float = 0.0, image: Optional[np.ndarray] = None,
-                   min_contrast: float = 0.0) -> np.ndarray:
+                   min_contrast: float = 0.0, min_spread: float = 0.0) -> np.ndarray:
     """The mask (uint8) without its lesions (26-connected, as the lesion table counts them) under ``min_ml`` ml
     (needs ``geometry``), whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
     thresholding, the extent where the mask is, the evidence from the lesion's core) or less than ``min_contrast``
     times as bright as the tissue around them (needs ``image``, the scan on the mask's grid, and ``geometry``:
-    deepwml.inference.lesion_contrast)."""
+    deepwml.inference.lesion_contrast); with ``min_spread``, such a lesion is dropped only when it also stands less
+    than that many ring spreads above its ring (lesion_contrast.lesion_spreads; a lesion whose ring is too small for
+    that figure is judged by the ratio alone)."""
     mask = np.asarray(mask) > 0
     box = lesion_box(mask) if (min_ml > 0 or min_peak > 0 or min_contrast > 0) else None
     if box is None:
@@ -141,9 +148,13 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
         # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
         keep[1:] &= peak >= np.float32(min_peak)
     if min_contrast > 0:
-        contrast = lesion_contrasts(np.asarray(image)[box], labels, count, radius, background_floor(np.asarray(image)))
+        floor = background_floor(np.asarray(image))
+        contrast = lesion_contrasts(np.asarray(image)[box], labels, count, radius, floor)
         # a relative tolerance as for the volume; a lesion with no ring around it is not judged
-        keep[1:] &= ~(contrast < min_contrast * (1 - 1e-9))
+        faint = contrast < min_contrast * (1 - 1e-9)
+        if min_spread > 0 and faint.any():
+            faint &= ~(lesion_spreads(np.asarray(image)[box], labels, count, radius, floor) >= min_spread * (1 - 1e-9))
+        keep[1:] &= ~faint
     keep[0] = False
     out = np.zeros(mask.shape, np.uint8)
     out[box] = keep[labels]

@@ -53,7 +53,7 @@ OPSET = 17
 #: what a cache entry of one fold holds
 ENTRY_ARRAYS = ("graph", "digest", "temperatures", "postprocessing")
 #: an entry's postprocessing array when the checkpoint stores none
-NO_POSTPROCESSING = (np.nan,) * 5
+NO_POSTPROCESSING = (np.nan,) * 6
 INPUT, OUTPUT = "image", "logits"
 
 
@@ -194,9 +194,10 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
 
 
 def _stored_settings(stored: np.ndarray) -> MaskSettings:
-    """A cache entry's postprocessing array (threshold, smallest lesion, peak, TTA as 0/1, lesion contrast) as settings."""
-    threshold, min_ml, min_peak, tta, min_contrast = (float(v) for v in stored)
-    return MaskSettings(threshold, min_ml, min_peak, tta > 0.5, min_contrast)
+    """A cache entry's postprocessing array (threshold, smallest lesion, peak, TTA as 0/1, lesion contrast, lesion
+    spread: an entry from before the spread bound has five) as settings."""
+    threshold, min_ml, min_peak, tta, min_contrast, *spread = (float(v) for v in stored)
+    return MaskSettings(threshold, min_ml, min_peak, tta > 0.5, min_contrast, spread[0] if spread else 0.0)
 
 
 def prepare_graphs(model_dir: Path) -> str:

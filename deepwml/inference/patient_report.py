@@ -102,6 +102,8 @@ class ModelInfo:
     min_lesion_peak: float = 0.0
     #: lesions less than this many times as bright as the tissue around them were dropped from the mask (0: none)
     min_lesion_contrast: float = 0.0
+    #: with it: faint lesions were dropped only when also under this many ring spreads above their ring (0: ratio alone)
+    min_lesion_spread: float = 0.0
     #: the lesion model saw only the anatomy model's brain (deepwml_predict --skull-strip)
     skull_strip: bool = False
     #: lesions with no voxel in the anatomy model's brain were dropped from the mask (deepwml.inference.outside_brain)
@@ -299,8 +301,9 @@ def model_html(model: ModelInfo) -> str:
         ("Smallest lesion kept", f"{model.min_lesion_ml:g} ml (smaller ones dropped)" if model.min_lesion_ml > 0 else "any size"),
         ("Least certain lesion kept", f"peak probability ≥ {model.min_lesion_peak:g} (lesions without such a core dropped)"
          if model.min_lesion_peak > 0 else "any"),
-        ("Faintest lesion kept", f"{model.min_lesion_contrast:g} × the tissue around it (fainter ones dropped)"
-         if model.min_lesion_contrast > 0 else "any"),
+        ("Faintest lesion kept", (f"{model.min_lesion_contrast:g} × the tissue around it (fainter ones dropped"
+                                  + (f" unless {model.min_lesion_spread:g} ring spreads above it" if model.min_lesion_spread > 0
+                                     else "") + ")") if model.min_lesion_contrast > 0 else "any"),
         ("Probabilities", "calibrated on labelled scans (deepwml_calibrate; temperatures {:.3g} below, {:.3g} above the "
                           "threshold)".format(*model.temperatures) if model.temperatures != (1.0, 1.0)
          else "as the network gives them (not calibrated: confidence may overstate certainty)"),

@@ -88,6 +88,8 @@ class RunOptions:
     min_lesion_peak: float = 0.0
     #: lesions less than this many times as bright as the tissue around them are dropped (0: keep all)
     min_lesion_contrast: float = 0.0
+    #: with it: a faint lesion is dropped only when also under this many ring spreads above its ring (0: ratio alone)
+    min_lesion_spread: float = 0.0
     #: the model's probability temperatures below / above the threshold (deepwml.calibration.temperature)
     temperatures: Tuple[float, float] = (1.0, 1.0)
     #: the slice thickness and pixel size ranges of the model's training scans (None: not recorded, nothing flagged)
@@ -163,7 +165,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         mask = white_matter_lesions(mask, anatomy, geometry)
     # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it
     mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
-                          options.min_lesion_contrast)
+                          options.min_lesion_contrast, options.min_lesion_spread)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.judged_array)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)

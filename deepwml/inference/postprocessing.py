@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from deepwml.inference.lesion_report import MAX_MIN_LESION_CONTRAST
+from deepwml.inference.lesion_report import MAX_MIN_LESION_CONTRAST, MAX_MIN_LESION_SPREAD
 from deepwml.utils.errors import DeepWMLError
 
 #: the checkpoint key (kept by deepwml_export_model and deepwml_install_model)
@@ -29,13 +29,16 @@ class MaskSettings:
     """How a scan's lesion probability map becomes the mask: predicted with its slices' left-right flips averaged
     in (``tta``) or not, thresholded, then lesions (26-connected) smaller than ``min_lesion_ml``, whose most
     probable voxel stays under ``min_lesion_peak`` or less than ``min_lesion_contrast`` times as bright as the tissue
-    around them (deepwml.inference.lesion_contrast) dropped (0: keep all)."""
+    around them (deepwml.inference.lesion_contrast) dropped (0: keep all); with ``min_lesion_spread`` as well, such a
+    faint lesion is dropped only when it also stands less than that many ring spreads above its ring
+    (lesion_contrast.lesion_spreads), which a scanner's flatter contrast does not lower."""
 
     threshold: float
     min_lesion_ml: float = 0.0
     min_lesion_peak: float = 0.0
     tta: bool = False
     min_lesion_contrast: float = 0.0
+    min_lesion_spread: float = 0.0
 
     def describe(self) -> str:
         """One phrase: 'left-right flip TTA, threshold 0.55, lesions under 0.01 ml dropped, lesions peaking under 0.8
@@ -46,15 +49,22 @@ class MaskSettings:
             parts.append(f"lesions under {self.min_lesion_ml:g} ml dropped")
         if self.min_lesion_peak > 0:
             parts.append(f"lesions peaking under {self.min_lesion_peak:g} dropped")
-        if self.min_lesion_contrast > 0:
+        if self.min_lesion_contrast > 0 and self.min_lesion_spread > 0:
+            parts.append(f"lesions under {self.min_lesion_contrast:g} x the tissue around them and under "
+                         f"{self.min_lesion_spread:g} ring spreads above it dropped")
+        elif self.min_lesion_contrast > 0:
             parts.append(f"lesions under {self.min_lesion_contrast:g} x the tissue around them dropped")
         return ", ".join(parts)
 
     def as_record(self) -> Dict[str, Any]:
-        """The settings as stored in a checkpoint."""
-        return {"threshold": float(self.threshold), "min_lesion_ml": float(self.min_lesion_ml),
-                "min_lesion_peak": float(self.min_lesion_peak), "tta": bool(self.tta),
-                "min_lesion_contrast": float(self.min_lesion_contrast)}
+        """The settings as stored in a checkpoint (the spread bound only when there is one, so that records written
+        before it existed compare equal)."""
+        record = {"threshold": float(self.threshold), "min_lesion_ml": float(self.min_lesion_ml),
+                  "min_lesion_peak": float(self.min_lesion_peak), "tta": bool(self.tta),
+                  "min_lesion_contrast": float(self.min_lesion_contrast)}
+        if self.min_lesion_spread > 0:
+            record["min_lesion_spread"] = float(self.min_lesion_spread)
+        return record
 
 
 def _number(value: Any) -> Optional[float]:
@@ -90,13 +100,17 @@ def read_postprocessing(ckpt: Dict[str, Any], path: Path, out_channels: int) -> 
     if min_contrast is None or not 0 <= min_contrast <= MAX_MIN_LESION_CONTRAST:
         raise DeepWMLError(f"checkpoint's postprocessing min_lesion_contrast must be 0..{MAX_MIN_LESION_CONTRAST:g}, "
                            f"got {value.get('min_lesion_contrast')!r}", path)
-    return MaskSettings(threshold, min_ml, min_peak, tta, min_contrast)
+    min_spread = _number(value.get("min_lesion_spread", 0.0))
+    if min_spread is None or not 0 <= min_spread <= MAX_MIN_LESION_SPREAD:
+        raise DeepWMLError(f"checkpoint's postprocessing min_lesion_spread must be 0..{MAX_MIN_LESION_SPREAD:g}, "
+                           f"got {value.get('min_lesion_spread')!r}", path)
+    return MaskSettings(threshold, min_ml, min_peak, tta, min_contrast, min_spread)
 
 
 def mask_settings(plan_threshold: float, stored: Optional[MaskSettings], threshold: Optional[float] = None,
                   min_lesion_ml: Optional[float] = None, min_lesion_peak: Optional[float] = None,
                   use_stored: bool = True, tta: Optional[bool] = None, plan_tta: bool = False,
-                  min_lesion_contrast: Optional[float] = None) -> MaskSettings:
+                  min_lesion_contrast: Optional[float] = None, min_lesion_spread: Optional[float] = None) -> MaskSettings:
     """The settings a run applies: each one given for the run wins, else the model's stored postprocessing (unless
     ``use_stored`` is False), else the plan's threshold and TTA and no lesion filter."""
     base = stored if (stored is not None and use_stored) else MaskSettings(plan_threshold, tta=bool(plan_tta))
@@ -104,4 +118,5 @@ def mask_settings(plan_threshold: float, stored: Optional[MaskSettings], thresho
                         base.min_lesion_ml if min_lesion_ml is None else float(min_lesion_ml),
                         base.min_lesion_peak if min_lesion_peak is None else float(min_lesion_peak),
                         base.tta if tta is None else bool(tta),
-                        base.min_lesion_contrast if min_lesion_contrast is None else float(min_lesion_contrast))
+                        base.min_lesion_contrast if min_lesion_contrast is None else float(min_lesion_contrast),
+                        base.min_lesion_spread if min_lesion_spread is None else float(min_lesion_spread))

@@ -101,6 +101,9 @@ class PredictRequest:
     #: lesions less than this many times as bright as the tissue around them are dropped from the mask
     #: (deepwml.inference.lesion_contrast; 0: keep all; None: the model's)
     min_lesion_contrast: Optional[float] = None
+    #: with the contrast filter: a faint lesion is dropped only when also under this many ring spreads above its ring
+    #: (deepwml.inference.lesion_contrast.lesion_spreads; 0: by the ratio alone; None: the model's)
+    min_lesion_spread: Optional[float] = None
     #: apply the postprocessing stored in the model (deepwml_find_postprocessing) where the run gives no setting
     postprocessing: bool = True
     #: scans thinner than the model's slices reach the networks as slabs this wide (mm) around each slice
@@ -246,7 +249,8 @@ def _predict(request: PredictRequest) -> PredictReport:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
     if request.threshold is not None and not 0.0 < request.threshold < 1.0:
         raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
-    check_lesion_filters(request.min_lesion_ml or 0.0, request.min_lesion_peak or 0.0, request.min_lesion_contrast or 0.0)
+    check_lesion_filters(request.min_lesion_ml or 0.0, request.min_lesion_peak or 0.0, request.min_lesion_contrast or 0.0,
+                         request.min_lesion_spread or 0.0)
     check_slab_setting(request.thin_slab_mm)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
@@ -285,13 +289,14 @@ def _predict(request: PredictRequest) -> PredictReport:
     if clinical.model is not None:  # the report names the settings that made the masks
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
-            min_lesion_contrast=mask.min_lesion_contrast, tta=tta, postprocessing=from_model, outside_brain_dropped=drop_outside))
+            min_lesion_contrast=mask.min_lesion_contrast, min_lesion_spread=mask.min_lesion_spread, tta=tta,
+            postprocessing=from_model, outside_brain_dropped=drop_outside))
     trained = trained_acquisition(spec.folder)
     thin_slab = run_slab_mm(request.thin_slab_mm, trained)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests, drop_outside,
-                               mask.min_lesion_contrast, thin_slab)
+                               mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=request.skull_strip, mask=mask, outside_brain_dropped=drop_outside,
@@ -339,6 +344,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             min_lesion_ml=mask.min_lesion_ml,
             min_lesion_peak=mask.min_lesion_peak,
             min_lesion_contrast=mask.min_lesion_contrast,
+            min_lesion_spread=mask.min_lesion_spread,
             temperatures=report.temperatures,
             trained_acquisition=trained,
             thin_slab_mm=thin_slab,
@@ -502,14 +508,14 @@ def run_mask_settings(request: PredictRequest, spec: ModelSpec) -> MaskSettings:
     stored = spec.stored_postprocessing() if request.postprocessing else None
     return mask_settings(spec.plan.inference.threshold, stored, request.threshold, request.min_lesion_ml,
                          request.min_lesion_peak, tta=request.tta, plan_tta=spec.plan.inference.tta,
-                         min_lesion_contrast=request.min_lesion_contrast)
+                         min_lesion_contrast=request.min_lesion_contrast, min_lesion_spread=request.min_lesion_spread)
 
 
 def uses_stored_postprocessing(request: PredictRequest, spec: ModelSpec) -> bool:
     """True when at least one of the run's mask settings comes from the model's stored postprocessing."""
     return (request.postprocessing and spec.stored_postprocessing() is not None
             and None in (request.threshold, request.min_lesion_ml, request.min_lesion_peak, request.min_lesion_contrast,
-                         request.tta))
+                         request.min_lesion_spread, request.tta))
 
 
 def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
@@ -525,7 +531,8 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--threshold", request.threshold is not None),
                                             ("--min-lesion-ml", (request.min_lesion_ml or 0) > 0),
                                             ("--min-lesion-peak", (request.min_lesion_peak or 0) > 0),
-                                            ("--min-lesion-contrast", (request.min_lesion_contrast or 0) > 0)) if asked]
+                                            ("--min-lesion-contrast", (request.min_lesion_contrast or 0) > 0),
+                                            ("--min-lesion-spread", (request.min_lesion_spread or 0) > 0)) if asked]
     if lesion_only:
         raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model, whose prediction is a label map: "
                            f"{', '.join(lesion_only)} need(s) a lesion model", spec.folder)

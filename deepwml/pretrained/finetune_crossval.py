@@ -141,7 +141,8 @@ def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]
         from deepwml.inference.postprocessing import MaskSettings
 
         settings = MaskSettings(postprocessing["threshold"], postprocessing["min_lesion_ml"], postprocessing["min_lesion_peak"],
-                                bool(postprocessing.get("tta", False)), float(postprocessing.get("min_lesion_contrast", 0.0)))
+                                bool(postprocessing.get("tta", False)), float(postprocessing.get("min_lesion_contrast", 0.0)),
+                                float(postprocessing.get("min_lesion_spread", 0.0)))
         record = postprocessing["record"]
         before, after = record["before"], record["after"]
         if before == after:

@@ -442,6 +442,7 @@ def _choose_postprocessing(recipe: Recipe, work: Path, model_dir: Path, folds: L
     return {"threshold": chosen["threshold"], "min_lesion_ml": chosen["min_lesion_ml"],
             "min_lesion_peak": chosen["min_lesion_peak"], "tta": bool(chosen.get("tta", False)),
             "min_lesion_contrast": float(chosen.get("min_lesion_contrast", 0.0)),
+            "min_lesion_spread": float(chosen.get("min_lesion_spread", 0.0)),
             "objective": chosen["record"]["objective"],
             "before": chosen["record"]["before"], "after": chosen["record"]["after"],
             "seed": recipe.heldout_seed + CALIBRATION_SEED_OFFSET, "cases": len(chosen["record"]["cases"])}
