@@ -36,8 +36,8 @@ SPREAD_THRESHOLDS = (1.5, 1.75, 2.0, 2.25)
 #: both at once: a lesion dropped only when under the ratio and under the spread threshold
 BOTH_THRESHOLDS = ((1.15, 2.0), (1.15, 2.25), (1.2, 2.0), (1.2, 2.25))
 #: the contrast rules --rules scores: (name, ratio below which, spread below which a lesion is dropped; 0: no bound)
-RULES = (("none", 0.0, 0.0), ("ratio < 1.15 (shipped)", 1.15, 0.0), ("spread < 2.25", 0.0, 2.25),
-         ("ratio < 1.15 and spread < 2.25", 1.15, 2.25), ("ratio < 1.2 and spread < 2.25", 1.2, 2.25),
+RULES = (("none", 0.0, 0.0), ("ratio < 1.15 (shipped 2026-12-05)", 1.15, 0.0), ("spread < 2.25", 0.0, 2.25),
+         ("ratio < 1.15 and spread < 2.25", 1.15, 2.25), ("ratio < 1.2 and spread < 2.25 (shipped 2026-12-06)", 1.2, 2.25),
          ("ratio < 1.2 and spread < 2", 1.2, 2.0))
 #: lesion volume classes (µl) and contrast bins (lesion mean / ring median) of the table
 VOLUME_CLASSES_UL = (0.0, 30.0, 100.0, 500.0, math.inf)

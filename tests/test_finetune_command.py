@@ -157,7 +157,7 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     from deepwml.evaluation.case_metrics import case_metrics
     from deepwml.inference.postprocessing import MaskSettings
 
-    MASK_FIELDS = ("threshold", "min_lesion_ml", "min_lesion_peak", "tta", "min_lesion_contrast")
+    MASK_FIELDS = ("threshold", "min_lesion_ml", "min_lesion_peak", "tta", "min_lesion_contrast", "min_lesion_spread")
     manifest = _site(tmp_path / "site", n=5, unlabelled=0)
     model = tmp_path / "models" / "siteA"
     args = [str(manifest), "-o", str(model), "--epochs", "1", "--iterations", "1", "--folds", "2", "--holdout", "1"]
@@ -199,7 +199,7 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     searched = ("Postprocessing searched (`deepwml_find_postprocessing`) on the same out-of-fold predictions: no "
                 "threshold or lesion filter beat the plan's" if record["before"] == record["after"] else
                 f"Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions: "
-                f"{MaskSettings(**{k: checkpoints[0]['postprocessing'][k] for k in MASK_FIELDS}).describe()}")
+                f"{MaskSettings(**{k: checkpoints[0]['postprocessing'].get(k, 0.0) for k in MASK_FIELDS}).describe()}")
     assert searched in card
     assert "fine-tuning" in out and "out of fold on the 4 scans" in out and "1 kept aside to score the models on" in out
     # the scan kept aside: in the test split only, and scored with each model's mask of it against its label
@@ -229,7 +229,8 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert shipped.count("$ deepwml_train") == 1 and " 590 all " in shipped and "deepwml_find_postprocessing" not in shipped
     assert sorted(p.name for p in model.glob("fold_*")) == ["fold_all"]
     single = torch.load(model / "fold_all" / "checkpoint_latest.pth", map_location="cpu", weights_only=True)
-    assert {k: single["postprocessing"][k] for k in MASK_FIELDS} == {k: checkpoints[0]["postprocessing"][k] for k in MASK_FIELDS}
+    assert ({k: single["postprocessing"].get(k, 0.0) for k in MASK_FIELDS}
+            == {k: checkpoints[0]["postprocessing"].get(k, 0.0) for k in MASK_FIELDS})
     assert single["postprocessing"]["record"]["applied_to"].startswith("fold all") and single["pretrained"]["source"].endswith("wmh_flair2d")
     card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "which is what is installed" in card and "Installed: the network fine-tuned on every scan" in card
