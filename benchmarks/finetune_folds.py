@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from deepwml.calibration.fit import labelled_cases
 from deepwml.cli.common import run
 from deepwml.utils.atomic import read_json
 from deepwml.utils.commands import run_command
@@ -34,14 +35,9 @@ from results_table import headline, print_table  # benchmarks/results_table.py
 
 def site_manifest(raw: Path, centre: str) -> Path:
     """A CSV manifest of the site's training scans and masks (what a site gives deepwml_finetune)."""
-    dataset = read_json(raw / "dataset.json")
-    ending = dataset.get("file_ending", ".nii.gz")
     rows = ["image,label,centre,disease"]
-    for label in sorted((raw / "labelsTr").glob(f"*{ending}")):
-        case_id = label.name[: -len(ending)]
-        image = raw / "imagesTr" / f"{case_id}{ending}"
-        image = image if image.is_file() else raw / "imagesTr" / f"{case_id}_0000{ending}"
-        rows.append(f"{image},{label},{centre},{centre.split('#')[0]}")
+    for case, label in labelled_cases(raw / "imagesTr", raw / "labelsTr"):  # paired as deepwml_calibrate pairs them
+        rows.append(f"{case.source},{label},{centre},{centre.split('#')[0]}")
     path = raw.parent.parent / "site_manifest.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path

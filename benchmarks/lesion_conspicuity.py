@@ -144,22 +144,21 @@ def conspicuity_table(rows: Sequence[Dict]) -> str:
 
 
 def rule_scores(image: np.ndarray, reference: np.ndarray, predicted: np.ndarray, geometry) -> Dict[str, Dict[str, float]]:
-    """Case Dice and lesion F1 (deepwml_evaluate's) of ``predicted`` after each of RULES drops its lesions (26-connected,
-    as deepwml_predict filters them; a lesion without a figure is kept)."""
+    """Case Dice and lesion F1 (deepwml_evaluate's) of ``predicted`` after each of RULES drops its lesions: deepwml_predict's
+    own filter (filter_lesions) for the rules it can apply, the spread alone (not a filter setting) here."""
     from deepwml.evaluation.case_metrics import case_metrics
+    from deepwml.inference.lesion_report import filter_lesions
 
-    image = np.asarray(image, np.float32)
-    labels, n = label_lesions(np.asarray(predicted, bool))
-    radius, floor = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy), background_floor(image)
-    ratio = lesion_contrasts(image, labels, n, radius, floor)
-    spread = lesion_spreads(image, labels, n, radius, floor)
+    image, predicted = np.asarray(image, np.float32), np.asarray(predicted, bool)
     out = {}
     for name, below_ratio, below_spread in RULES:
-        if below_ratio and below_spread:  # as deepwml_predict's filter: a lesion without a spread, by the ratio alone
-            drop = (ratio < below_ratio) & ~(spread >= below_spread)
+        if below_ratio or not below_spread:
+            kept = filter_lesions(predicted, geometry, image=image, min_contrast=below_ratio, min_spread=below_spread) > 0
         else:
-            drop = (ratio < below_ratio) if below_ratio else (spread < below_spread) if below_spread else np.zeros(n, bool)
-        kept = np.concatenate([[False], ~drop])[labels]
+            labels, n = label_lesions(predicted)
+            radius = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy)
+            spread = lesion_spreads(image, labels, n, radius, background_floor(image))
+            kept = np.concatenate([[False], ~(spread < below_spread)])[labels]
         metrics = case_metrics(np.asarray(reference, bool), kept, geometry)
         out[name] = {"dice": float(metrics["dice"]), "lesion_f1": float(metrics["lesion_f1"])}
     return out

@@ -56,6 +56,14 @@ class MaskSettings:
             parts.append(f"lesions under {self.min_lesion_contrast:g} x the tissue around them dropped")
         return ", ".join(parts)
 
+    @classmethod
+    def from_record(cls, record: Dict[str, Any]) -> "MaskSettings":
+        """The settings of a record this project wrote (as_record's keys; those added later default to off). A
+        checkpoint's record is read, and checked, by :func:`read_postprocessing`."""
+        return cls(float(record["threshold"]), float(record["min_lesion_ml"]), float(record["min_lesion_peak"]),
+                   bool(record.get("tta", False)), float(record.get("min_lesion_contrast", 0.0)),
+                   float(record.get("min_lesion_spread", 0.0)))
+
     def as_record(self) -> Dict[str, Any]:
         """The settings as stored in a checkpoint (the spread bound only when there is one, so that records written
         before it existed compare equal)."""

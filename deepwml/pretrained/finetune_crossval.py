@@ -4,18 +4,19 @@ scores a model) and the model card says how the fine-tuned model and the model i
 without keeping scans out of training for good.
 
 Each fold's validation scans are linked into WORK/crossval/inputs/fold_K and segmented by that fold alone into
-WORK/crossval/finetuned/fold_K; the start model segments every scan into WORK/crossval/start (a resumed run reuses
-what is there). Scored as deepwml_evaluate scores a case (finetune_holdout.score_case), written to
-WORK/crossval/crossval.json.
+WORK/crossval/finetuned/fold_K; the start model segments every scan (the raw dataset's imagesTr) into
+WORK/crossval/start (a resumed run reuses what is there). Scored as deepwml_evaluate scores a case
+(finetune_holdout.score_case), written to WORK/crossval/crossval.json.
 """
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from deepwml.calibration.fit import labelled_cases
+from deepwml.inference.inputs import InputCase
 from deepwml.planning.splits import fold_split
 from deepwml.pretrained.finetune_holdout import model_scores, score_case, segment
 from deepwml.utils.atomic import read_json, write_json
@@ -41,47 +42,43 @@ def fold_validation(splits_path: Path, folds: int) -> Dict[str, List[str]]:
     return {str(k): sorted(fold_split(splits, k, splits_path)["val"]) for k in range(folds)}
 
 
-def _linked_inputs(images: Path, case_ids: List[str], ending: str, folder: Path) -> Path:
-    """``folder`` holding links to (or, where links cannot be made, copies of) these scans' image files (CASE<ending>,
-    or CASE_0000<ending>, ... of a dataset with several channels)."""
+def _linked_inputs(cases: List[InputCase], folder: Path) -> Path:
+    """``folder`` holding links to (or, where links cannot be made, copies of) these scans' files."""
     folder.mkdir(parents=True, exist_ok=True)
-    for case_id in case_ids:
-        files = [images / f"{case_id}{ending}"] if (images / f"{case_id}{ending}").is_file() else \
-            sorted(images.glob(f"{glob.escape(case_id)}_[0-9][0-9][0-9][0-9]{glob.escape(ending)}"))
-        if not files:
-            raise DeepWMLError(f"no image of scan {case_id}", images)
-        for source in files:
-            target = folder / source.name
-            if target.is_file():
-                continue
-            try:
-                os.symlink(source.resolve(), target)
-            except OSError:  # copied beside itself and renamed: an interrupted copy is never taken for the scan
-                partial = target.with_name(f".{target.name}.partial")
-                shutil.copy2(source, partial)
-                partial.replace(target)
+    for source in (path for case in cases for path in case.input_files()):
+        target = folder / source.name
+        if target.is_file():
+            continue
+        try:
+            os.symlink(source.resolve(), target)
+        except OSError:  # copied beside itself and renamed: an interrupted copy is never taken for the scan
+            partial = target.with_name(f".{target.name}.partial")
+            shutil.copy2(source, partial)
+            partial.replace(target)
     return folder
 
 
 def score_crossval(work: Path, raw: Path, ending: str, validation: Dict[str, List[str]], tuned: Path, start: Path,
                    device: str, tta: bool, ignore_label: Optional[int] = None,
-                   centres: Optional[Dict[str, str]] = None) -> Dict:
+                   centres: Optional[Dict[str, str]] = None, n_channels: int = 1) -> Dict:
     """Segment each fold's validation scans with that fold of ``tuned`` (checkpoint latest; at the plan's threshold,
     with flip TTA when ``tta``, whatever the folds store) and every scan with the ``start`` model as it is set to, and
     score both against the labels (each scan with its ``centres`` entry, when given); written to
     WORK/crossval/crossval.json and returned."""
     root = work / "crossval"
     fold_of = {case_id: fold for fold, ids in validation.items() for case_id in ids}
+    # the scans as deepwml_predict finds them (CASE<ending>, or its channels CASE_0000<ending> ...)
+    scans = {case.case_id: case for case, _ in labelled_cases(raw / "imagesTr", raw / "labelsTr", n_channels)}
     tuned_cases: Dict[str, Dict[str, float]] = {}
     for fold, ids in validation.items():
         out = root / "finetuned" / f"fold_{fold}"
-        segment(_linked_inputs(raw / "imagesTr", ids, ending, root / "inputs" / f"fold_{fold}"), out, (tuned, [fold], "latest"), device,
-                postprocessing=False, tta=tta)
+        segment(_linked_inputs([scans[i] for i in ids], root / "inputs" / f"fold_{fold}"), out, (tuned, [fold], "latest"),
+                device, postprocessing=False, tta=tta)
         for case_id in ids:
             tuned_cases[case_id] = dict(score_case(raw / "labelsTr" / f"{case_id}{ending}", out / f"{case_id}{ending}",
                                                    ignore_label), fold=fold)
-    segment(_linked_inputs(raw / "imagesTr", sorted(fold_of), ending, root / "inputs" / "all"), root / "start", (start, None, "best"),
-            device)
+    # imagesTr holds exactly the scans trained on (those kept aside by --holdout are in imagesTs)
+    segment(raw / "imagesTr", root / "start", (start, None, "best"), device)
     start_cases = {case_id: score_case(raw / "labelsTr" / f"{case_id}{ending}", root / "start" / f"{case_id}{ending}",
                                        ignore_label) for case_id in sorted(fold_of)}
     for per_case in (tuned_cases, start_cases):
@@ -140,9 +137,7 @@ def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]
     if postprocessing:
         from deepwml.inference.postprocessing import MaskSettings
 
-        settings = MaskSettings(postprocessing["threshold"], postprocessing["min_lesion_ml"], postprocessing["min_lesion_peak"],
-                                bool(postprocessing.get("tta", False)), float(postprocessing.get("min_lesion_contrast", 0.0)),
-                                float(postprocessing.get("min_lesion_spread", 0.0)))
+        settings = MaskSettings.from_record(postprocessing)
         record = postprocessing["record"]
         before, after = record["before"], record["after"]
         if before == after:

@@ -171,8 +171,7 @@ def _postprocessing_lines(record: Dict[str, Any]) -> List[str]:
         return []
     from deepwml.inference.postprocessing import MaskSettings
 
-    settings = MaskSettings(c["threshold"], c["min_lesion_ml"], c["min_lesion_peak"], bool(c.get("tta", False)),
-                            float(c.get("min_lesion_contrast", 0.0)), float(c.get("min_lesion_spread", 0.0))).describe()
+    settings = MaskSettings.from_record(c).describe()
     before, after = c["before"], c["after"]
     return [f"- Postprocessing chosen (`deepwml_find_postprocessing`, objective {c['objective']}) on the same {c['cases']} "
             f"cases: {settings}; case mean Dice {before['dice']} -> {after['dice']}, lesion F1 {before['lesion_f1']} -> "

@@ -158,7 +158,7 @@ def run_finetune(request: FinetuneRequest) -> Path:
     if request.folds:
         crossval, postprocessing = _cross_validate(request, work, raw / DATASET, default_file_ending(labelled), tuned, start,
                                                    folds, pre / DATASET / "splits.json", tta,
-                                                   {c.case_id: c.meta.centre for c in labelled})
+                                                   {c.case_id: c.meta.centre for c in labelled}, plan.n_channels)
         if request.ship == "all":
             _train(request, start, plan, "all", pre, results)
             _carry_settings(tuned, postprocessing)
@@ -196,14 +196,15 @@ def _train(request: FinetuneRequest, start: Path, plan: Plan, fold: str, pre: Pa
 
 
 def _cross_validate(request: FinetuneRequest, work: Path, raw: Path, ending: str, tuned: Path, start: Path,
-                    folds: List[str], splits: Path, tta: bool, centres: Dict[str, str]) -> Tuple[Dict, Optional[Dict]]:
+                    folds: List[str], splits: Path, tta: bool, centres: Dict[str, str],
+                    n_channels: int = 1) -> Tuple[Dict, Optional[Dict]]:
     """Score every trained scan out of fold (at the plan's threshold), then choose the threshold and lesion filters on
     those predictions (deepwml_find_postprocessing, unless the folds hold that choice); the scores and the choice."""
     validation = fold_validation(splits, len(folds))
     scores = kept_scores(work, validation)
     if scores is None:  # scored before the search, so that its choice does not flatter the figures
         scores = score_crossval(work, raw, ending, validation, tuned, start, request.device, tta, request.ignore_label,
-                                centres)
+                                centres, n_channels)
     for name, label in (("finetuned", "fine-tuned, out of fold"), ("start", "start model")):
         _log(f"{label} on the {len(scores['cases'])} scans of the {len(folds)} folds: mean Dice "
              f"{scores['models'][name]['mean_dice']:.3f}, lesion F1 {scores['models'][name]['mean_lesion_f1']:.3f}")
