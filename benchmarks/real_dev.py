@@ -32,7 +32,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from deepwml.cli.common import add_tta_options, run, thin_slab_setting
+from deepwml.cli.common import add_tta_options, cortex_contrast_setting, run, thin_slab_setting
+from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry, read_image, read_label, write_image
@@ -622,6 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "brain dropped) instead of the shipped one's")
     p.add_argument("--keep-outside-brain", action="store_true",
                    help="deepwml_predict --keep-outside-brain: keep the lesions with no voxel in the anatomy model's brain")
+    p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=None, metavar="K",
+                   help="deepwml_predict --min-cortex-contrast: drop the lesions the anatomy map places in the cortex under "
+                        f"K x the cortex's median intensity (default deepwml_predict's, {MIN_CORTEX_CONTRAST:g}; 0 keeps them)")
     p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                    help="deepwml_predict --min-lesion-ml: drop lesions smaller than this from the masks (default: the "
                    "model's postprocessing, else 0)")
@@ -663,7 +667,8 @@ MODEL_OPTIONS = {"model": "-m", "dataset": "-d", "plan": "-p", "builtin": "--bui
                  "white_matter_only": "--white-matter-only", "min_lesion_ml": "--min-lesion-ml",
                  "min_lesion_peak": "--min-lesion-peak", "min_lesion_contrast": "--min-lesion-contrast",
                  "no_postprocessing": "--no-postprocessing", "also": "--with",
-                 "weights": "--weights", "keep_outside_brain": "--keep-outside-brain", "thin_slab_mm": "--thin-slab-mm"}
+                 "weights": "--weights", "keep_outside_brain": "--keep-outside-brain", "thin_slab_mm": "--thin-slab-mm",
+                 "min_cortex_contrast": "--min-cortex-contrast"}
 
 
 def check_without_model(args: argparse.Namespace) -> None:
@@ -750,6 +755,11 @@ def extra_model_dir(name: str) -> Path:
     return builtin_model_dir() if name == BUILTIN_ALIAS else resolve_model_dir(Path(name))
 
 
+def cortex_contrast(args: argparse.Namespace) -> float:
+    """The run's --min-cortex-contrast: deepwml_predict's default unless given."""
+    return MIN_CORTEX_CONTRAST if args.min_cortex_contrast is None else args.min_cortex_contrast
+
+
 def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Sequence[Path] = ()) -> PredictReport:
     """deepwml_predict on the stacks into work/predictions; with --with, every model into its own folder with
     probability maps, then their average (deepwml_ensemble) into work/predictions; ``extra``: the --with models' folders."""
@@ -764,6 +774,8 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
                               min_lesion_ml=0.0 if probabilities else args.min_lesion_ml,
                               min_lesion_peak=0.0 if probabilities else args.min_lesion_peak,
                               min_lesion_contrast=0.0 if probabilities else args.min_lesion_contrast,
+                              # an average's members keep every lesion: the ensemble drops them on the averaged mask
+                              min_cortex_contrast=0.0 if probabilities else cortex_contrast(args),
                               postprocessing=not args.no_postprocessing, save_lesion_ids=args.confidence,
                               thin_slab_mm=args.thin_slab_mm,
                               # the ensemble takes the first member's anatomy maps, as deepwml_predict uses its own
@@ -777,7 +789,8 @@ def predict_stacks(args: argparse.Namespace, folder: Path, work: Path, extra: Se
     ensemble(members, work / "predictions", weights=args.weights, threshold=args.threshold, overwrite=True, progress=False,
              min_lesion_ml=args.min_lesion_ml or 0.0, min_lesion_peak=args.min_lesion_peak or 0.0,
              keep_outside_brain=args.keep_outside_brain, min_lesion_contrast=args.min_lesion_contrast or 0.0,
-             images=work / "images" if args.min_lesion_contrast else None)
+             min_cortex_contrast=cortex_contrast(args),
+             images=work / "images" if args.min_lesion_contrast or cortex_contrast(args) else None)
     merged = reports[0]
     merged.seconds = sum(r.seconds for r in reports)
     merged.summaries = [s for r in reports for s in r.failed] + [s for s in merged.summaries if s.status == "ok"]
@@ -815,6 +828,7 @@ def _main(argv: Optional[List[str]]) -> int:
     print(stack_line(args) +
           f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --skull-strip' if args.skull_strip else ''}"
           f"{'; --keep-outside-brain' if args.keep_outside_brain else ''}"
+          f"{f'; --min-cortex-contrast {args.min_cortex_contrast:g}' if args.min_cortex_contrast is not None else ''}"
           f"{'; --tta' if args.tta else '; --no-tta' if args.tta is False else ''}"
           f"{f'; --threshold {args.threshold:g}' if args.threshold is not None else ''}"
           f"{f'; --min-lesion-ml {args.min_lesion_ml:g}' if args.min_lesion_ml else ''}"

@@ -83,6 +83,7 @@ def _participant(args: argparse.Namespace) -> int:
         min_lesion_spread=args.min_lesion_spread,
         thin_slab_mm=args.thin_slab_mm, postprocessing=not args.no_postprocessing,
         white_matter_only=args.white_matter_only, keep_outside_brain=args.keep_outside_brain,
+        min_cortex_contrast=args.min_cortex_contrast,
         skull_strip=args.skull_strip, anatomy=not args.no_anatomy, save_probabilities=args.save_probabilities, save_uncertainty=args.save_uncertainty,
         save_anatomy=args.save_anatomy, save_lesion_ids=args.save_lesion_ids, report=args.report, overwrite=args.overwrite, workers=args.num_workers,
         allow_bf16=not args.no_bf16, progress=args.progress or sys.stderr.isatty(),

@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Callable, List, Optional
 
+from deepwml.constants import MAX_CORTEX_CONTRAST, MIN_CORTEX_CONTRAST
 from deepwml.utils.errors import DeepWMLError
 
 EXIT_USER_ERROR = 2
@@ -115,6 +116,17 @@ def thin_slab_setting(text: str) -> Optional[float]:
     return value
 
 
+def cortex_contrast_setting(text: str) -> float:
+    """--min-cortex-contrast as argparse reads it: 0 (off) or a bound from 1 to MAX_CORTEX_CONTRAST."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value == 0 or 1.0 <= value <= MAX_CORTEX_CONTRAST):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a bound from 1 to {MAX_CORTEX_CONTRAST:g}, not {text!r}")
+    return value
+
+
 #: --thin-slab-mm's help, shared by the commands that predict
 THIN_SLAB_HELP = ("each slice of a scan whose slices are thinner than this (e.g. a 1 mm 3D FLAIR) reaches the networks "
                   "averaged over a slab this many mm thick centred on it, as a thick 2D slice records the tissue; the "
@@ -143,5 +155,8 @@ def add_mask_options(parser) -> None:
                         help="the lesion model sees only the anatomy model's brain: scans with and without skull alike")
     parser.add_argument("--keep-outside-brain", action="store_true",
                         help="keep the lesions with no voxel in the anatomy model's brain (dropped by default)")
+    parser.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
+                        help="drop the lesions the anatomy map places in the cortex under K times the cortex's median "
+                        "intensity (default %(default)g; 0 keeps them)")
     parser.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")
     parser.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM", help=THIN_SLAB_HELP)

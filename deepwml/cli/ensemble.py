@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import run
+from deepwml.cli.common import cortex_contrast_setting, run
+from deepwml.constants import MIN_CORTEX_CONTRAST
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-outside-brain", action="store_true",
                    help="keep the lesions with no voxel in the brain of the first folder's anatomy maps (when it holds "
                         "them, from deepwml_predict --save-anatomy, such lesions are dropped as deepwml_predict drops them)")
+    p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
+                   help="with the first folder's anatomy maps and --images: drop the lesions the maps place in the cortex "
+                        "under K times the cortex's median intensity, as deepwml_predict does (default %(default)g; 0 keeps them)")
     p.add_argument("--images", type=Path,
                    help="the scans the runs predicted (deepwml_predict's -i): also write qc/CASE.png, the mask outlined")
     p.add_argument("--save-probabilities", action="store_true", help="also write the averaged CASE_prob<ending>")
@@ -61,7 +65,7 @@ def _main(argv: Optional[List[str]]) -> int:
                       progress=True if args.progress else None, images=args.images,
                       min_lesion_ml=args.min_lesion_ml, min_lesion_peak=args.min_lesion_peak,
                       keep_outside_brain=args.keep_outside_brain, min_lesion_contrast=args.min_lesion_contrast,
-                      min_lesion_spread=args.min_lesion_spread)
+                      min_lesion_spread=args.min_lesion_spread, min_cortex_contrast=args.min_cortex_contrast)
     print(report.describe())
     for row in report.failed:
         print(f"failed: {row.case_id}: {row.error}", file=sys.stderr)

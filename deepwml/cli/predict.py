@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import (THIN_SLAB_HELP, add_dataset_argument, add_device_argument, add_tta_options, run,
-                                run_installed, thin_slab_setting)
+from deepwml.cli.common import (THIN_SLAB_HELP, add_dataset_argument, add_device_argument, add_tta_options,
+                                cortex_contrast_setting, run, run_installed, thin_slab_setting)
+from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -142,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the lesions that have no voxel in the brain the anatomy model finds (grown 3 mm): by default "
                    "they are dropped as false positives (fat, skull base, sinuses, ghosts); without an anatomy model "
                    "nothing is dropped")
+    p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
+                   help="drop the lesions the anatomy map places in the cortex that are less than K times as bright as the "
+                   "cortex's median: bright normal cortex, which thick slices fold into patches a lesion model takes for "
+                   "lesions (default %(default)g; 0 keeps them; without an anatomy model nothing is dropped)")
     return p
 
 
@@ -186,6 +191,7 @@ def _main(argv: Optional[List[str]]) -> int:
         white_matter_only=args.white_matter_only,
         skull_strip=args.skull_strip,
         keep_outside_brain=args.keep_outside_brain,
+        min_cortex_contrast=args.min_cortex_contrast,
         threshold=args.threshold,
         min_lesion_ml=args.min_lesion_ml,
         min_lesion_peak=args.min_lesion_peak,

@@ -22,9 +22,11 @@ import deepwml
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
-from deepwml.inference.lesion_report import (OUTSIDE_BRAIN_COLUMN, CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
+from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
+from deepwml.constants import MIN_CORTEX_CONTRAST
+from deepwml.inference.cortex_contrast import check_cortex_contrast, drop_faint_cortical
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv
@@ -70,6 +72,8 @@ class EnsembleReport:
     anatomy: bool = False
     #: lesions with no voxel in those maps' brain were dropped
     outside_brain_dropped: bool = False
+    #: lesions in those maps' cortex under this many times its median intensity were dropped (0: not)
+    cortex_contrast: float = 0.0
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -82,7 +86,8 @@ class EnsembleReport:
         return (f"deepwml_ensemble: {self.written} case(s) written, {self.resumed} already done, {len(self.failed)} "
                 f"failed in {self.seconds:.1f} s; weights {weights}, threshold {self.threshold:g}; summary: {self.summary_csv}"
                 + ("; lesion locations from the first folder's anatomy maps" if self.anatomy else "")
-                + ("; lesions outside their brain dropped" if self.outside_brain_dropped else ""))
+                + ("; lesions outside their brain dropped" if self.outside_brain_dropped else "")
+                + (f"; lesions in their cortex under {self.cortex_contrast:g} x its median dropped" if self.cortex_contrast else ""))
 
 
 def probability_files(folder: Path) -> Dict[str, ProbabilityFile]:
@@ -228,7 +233,8 @@ def scans_by_case(images: Optional[Path], cases: Sequence[Sequence[ProbabilityFi
 
 def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float, min_lesion_ml: float,
             min_lesion_peak: float = 0.0, outside_brain_dropped: bool = False,
-            min_lesion_contrast: float = 0.0, min_lesion_spread: float = 0.0) -> Dict[str, Any]:
+            min_lesion_contrast: float = 0.0, min_lesion_spread: float = 0.0,
+            min_cortex_contrast: float = 0.0) -> Dict[str, Any]:
     """What decides an ensemble folder's masks."""
     record = {"inputs": [str(f.resolve()) for f in folders], "weights": [round(w, 6) for w in weights],
               "threshold": float(threshold), "min_lesion_ml": float(min_lesion_ml)}
@@ -241,6 +247,8 @@ def _record(folders: Sequence[Path], weights: Sequence[float], threshold: float,
         record["min_lesion_spread"] = float(min_lesion_spread)
     if outside_brain_dropped:
         record["outside_brain_dropped"] = True
+    if min_cortex_contrast > 0:
+        record["min_cortex_contrast"] = float(min_cortex_contrast)
     return record
 
 
@@ -272,12 +280,14 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
              threshold: Optional[float] = None, save_probabilities: bool = False, overwrite: bool = False,
              progress: Optional[bool] = None, images: Optional[Path] = None, min_lesion_ml: float = 0.0,
              min_lesion_peak: float = 0.0, keep_outside_brain: bool = False,
-             min_lesion_contrast: float = 0.0, min_lesion_spread: float = 0.0) -> EnsembleReport:
+             min_lesion_contrast: float = 0.0, min_lesion_spread: float = 0.0,
+             min_cortex_contrast: float = MIN_CORTEX_CONTRAST) -> EnsembleReport:
     """Average the probability maps of ``folders`` case by case and write masks, lesion tables and summary.csv to
     ``out_dir`` (with ``images``, the scans, also QC pictures); finished cases are skipped unless ``overwrite``; a
     case that fails is reported, not raised. With the first folder's anatomy maps, lesions outside their brain are
     dropped unless ``keep_outside_brain``; ``min_lesion_contrast`` (needs ``images``) drops the faint ones (with
-    ``min_lesion_spread``, only those also under that many ring spreads above their ring)."""
+    ``min_lesion_spread``, only those also under that many ring spreads above their ring); with the maps and the
+    scans, lesions in the maps' cortex under ``min_cortex_contrast`` x its median intensity are dropped (0: kept)."""
     start = time.perf_counter()
     folders = [Path(f).expanduser() for f in folders]
     if len(folders) < 2:
@@ -309,8 +319,9 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         raise DeepWMLError(f"holds the anatomy maps of some cases but not of {_some(lacking)}: predict them all with "
                            "--save-anatomy, or none", folders[0])
     drop_outside = bool(with_map) and not keep_outside_brain
+    cortex_contrast = check_cortex_contrast(min_cortex_contrast) if with_map and images is not None else 0.0
     record = _record(folders, weights, threshold, min_lesion_ml, min_lesion_peak, drop_outside, min_lesion_contrast,
-                     min_lesion_spread)
+                     min_lesion_spread, cortex_contrast)
     _check_output(out_dir, folders, record, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / MARKER_NAME, {"written_by": "deepwml_ensemble", "deepwml_version": deepwml.__version__,
@@ -318,11 +329,11 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
     remove_dead_temporaries(out_dir)
     remove_dead_temporaries(out_dir / QC_FOLDER)
     report = EnsembleReport(summaries=[], threshold=threshold, weights=weights, anatomy=bool(with_map),
-                            outside_brain_dropped=drop_outside)
+                            outside_brain_dropped=drop_outside, cortex_contrast=cortex_contrast)
     from deepwml.inference.run import earlier_anatomy_rows
 
     # a finished case's mask no longer shows what was dropped: its count comes from the summary.csv that listed it
-    earlier = earlier_anatomy_rows(out_dir / "summary.csv") if drop_outside and not overwrite else {}
+    earlier = earlier_anatomy_rows(out_dir / "summary.csv") if (drop_outside or cortex_contrast) and not overwrite else {}
     for files in tqdm(cases, desc="deepwml_ensemble", unit="case", disable=None if progress is None else not progress):
         first = files[0]
         outputs = ensemble_outputs(out_dir, first)
@@ -331,16 +342,17 @@ def ensemble(folders: Sequence[Path], out_dir: Path, weights: Optional[Sequence[
         try:
             if done and not overwrite:
                 summary = _summary_of_done(first.case_id, outputs, anatomy[first.case_id])
-                count = earlier.get(first.case_id, {}).get(OUTSIDE_BRAIN_COLUMN)
-                if count is not None and count == count:  # NaN: a summary that did not count them
-                    summary.anatomy[OUTSIDE_BRAIN_COLUMN] = int(count)
+                for column in (OUTSIDE_BRAIN_COLUMN, FAINT_CORTEX_COLUMN):
+                    count = earlier.get(first.case_id, {}).get(column)
+                    if count is not None and count == count:  # NaN: a summary that did not count them
+                        summary.anatomy[column] = int(count)
                 report.summaries.append(summary)
                 report.resumed += 1
                 continue
             report.summaries.append(_write_case(files, weights, threshold, outputs, save_probabilities,
                                                 scans.get(first.case_id), min_lesion_ml, min_lesion_peak,
                                                 anatomy[first.case_id], drop_outside, min_lesion_contrast, thin_slab,
-                                                min_lesion_spread))
+                                                min_lesion_spread, cortex_contrast))
             report.written += 1
         except DeepWMLError as e:
             report.summaries.append(failed_case(first.case_id, str(e)))
@@ -356,10 +368,11 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
                 outputs: EnsembleOutputs, save_probabilities: bool, scan: Optional[InputCase] = None,
                 min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, anatomy_path: Optional[Path] = None,
                 drop_outside: bool = False, min_lesion_contrast: float = 0.0, thin_slab_mm: float = 0.0,
-                min_lesion_spread: float = 0.0) -> CaseSummary:
+                min_lesion_spread: float = 0.0, min_cortex_contrast: float = 0.0) -> CaseSummary:
     """Average, threshold and write one case (a QC picture and the lesions' contrast on ``scan``, the contrast on its
     ``thin_slab_mm`` slabs when it is thin; locations from the anatomy map at ``anatomy_path``, and lesions outside its
-    brain dropped with ``drop_outside``); the mask last, since its presence marks the case done."""
+    brain dropped with ``drop_outside``, those in its cortex under ``min_cortex_contrast`` x its median with the scan);
+    the mask last, since its presence marks the case done."""
     probs, geometry = average_case(files, weights)
     mask = probabilities_to_mask(probs, threshold)
     anatomy, dropped = None, 0
@@ -380,16 +393,22 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         judged = (thin_slab_inputs([image], thin_slab_mm) or [image])[0].array
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak, judged, min_lesion_contrast,
                           min_lesion_spread)
+    faint_cortical = None
+    if anatomy is not None and judged is not None and min_cortex_contrast > 0:
+        mask, faint_cortical = drop_faint_cortical(mask, anatomy, judged, geometry, min_cortex_contrast)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=judged)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
     if anatomy is not None and drop_outside:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
+    if faint_cortical is not None:
+        summary.anatomy[FAINT_CORTEX_COLUMN] = faint_cortical
     if save_probabilities:
         write_image(probs, geometry, outputs.probabilities)
     write_csv(lesions, outputs.lesions)
     if image is not None:
         title = f"{summary.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml (ensemble)"
         title += f"; {dropped} outside the brain dropped" if dropped else ""
+        title += f"; {faint_cortical} no brighter than normal cortex dropped" if faint_cortical else ""
         write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, locations=table_locations(lesions))
     write_image(mask, geometry, outputs.mask)
     return summary

@@ -100,17 +100,17 @@ def is_output_folder(folder: Path) -> bool:
 
 #: the options beside the weights that decide a run's masks, as producer_record names them
 MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip",
-                "outside_brain_dropped", "min_lesion_contrast", "thin_slab_mm", "min_lesion_spread")
+                "outside_brain_dropped", "min_lesion_contrast", "thin_slab_mm", "min_lesion_spread", "min_cortex_contrast")
 #: what a marker written before an option existed did: kept every lesion, and the skull, and showed thin slices as given
 PRODUCER_DEFAULTS = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False, "outside_brain_dropped": False,
-                     "min_lesion_contrast": 0.0, "thin_slab_mm": 0.0, "min_lesion_spread": 0.0}
+                     "min_lesion_contrast": 0.0, "thin_slab_mm": 0.0, "min_lesion_spread": 0.0, "min_cortex_contrast": 0.0}
 
 
 def producer_record(
     model_dir: Path, folds: Sequence[str], checkpoint: str, weights: Sequence[str], threshold: float, tta: bool,
     white_matter_only: bool, min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, skull_strip: bool = False,
     anatomy_weights: Sequence[str] = (), outside_brain_dropped: bool = False, min_lesion_contrast: float = 0.0,
-    thin_slab_mm: float = 0.0, min_lesion_spread: float = 0.0,
+    thin_slab_mm: float = 0.0, min_lesion_spread: float = 0.0, min_cortex_contrast: float = 0.0,
 ) -> Dict[str, Any]:
     """What decides a run's masks: the networks' weights (``weights``: their digests, so a moved model is the same one
     and a re-trained one is not), the folds and checkpoint it names, the options that change a mask, and the anatomy
@@ -123,6 +123,7 @@ def producer_record(
         "min_lesion_ml": float(min_lesion_ml), "min_lesion_peak": float(min_lesion_peak), "skull_strip": bool(skull_strip),
         "outside_brain_dropped": bool(outside_brain_dropped), "min_lesion_contrast": float(min_lesion_contrast),
         "thin_slab_mm": float(thin_slab_mm), "min_lesion_spread": float(min_lesion_spread),
+        "min_cortex_contrast": float(min_cortex_contrast),
     }
     if anatomy_weights:
         record["anatomy_weights_sha256"] = sorted(anatomy_weights)

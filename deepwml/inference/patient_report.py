@@ -108,6 +108,9 @@ class ModelInfo:
     skull_strip: bool = False
     #: lesions with no voxel in the anatomy model's brain were dropped from the mask (deepwml.inference.outside_brain)
     outside_brain_dropped: bool = False
+    #: lesions in the anatomy model's cortex under this many times the cortex's median intensity were dropped (0: none;
+    #: deepwml.inference.cortex_contrast)
+    cortex_contrast: float = 0.0
     #: the mask settings come (at least in part) from the model's stored postprocessing (deepwml_find_postprocessing)
     postprocessing: bool = False
 
@@ -298,6 +301,8 @@ def model_html(model: ModelInfo) -> str:
                             "as given)" if model.skull_strip else "the whole scan as given"),
         ("Lesions outside the brain", "dropped (no voxel in the brain the anatomy model finds)"
          if model.outside_brain_dropped else "kept"),
+        ("Lesions in the cortex", f"kept when at least {model.cortex_contrast:g} × the cortex's median intensity (fainter "
+                                  "ones dropped as bright normal cortex)" if model.cortex_contrast > 0 else "kept"),
         ("Smallest lesion kept", f"{model.min_lesion_ml:g} ml (smaller ones dropped)" if model.min_lesion_ml > 0 else "any size"),
         ("Least certain lesion kept", f"peak probability ≥ {model.min_lesion_peak:g} (lesions without such a core dropped)"
          if model.min_lesion_peak > 0 else "any"),

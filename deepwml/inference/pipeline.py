@@ -24,8 +24,9 @@ from deepwml.inference.flair_check import contrast_fields, with_contrast_warning
 from deepwml.inference.inputs import InputCase, read_channels
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
-from deepwml.inference.lesion_report import (OUTSIDE_BRAIN_COLUMN, CaseSummary, failed_case, filter_lesions,
+from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, CaseSummary, failed_case, filter_lesions,
                                              lesion_table, slice_areas_mm2, summarize_case)
+from deepwml.inference.cortex_contrast import drop_faint_cortical
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
@@ -82,6 +83,9 @@ class RunOptions:
     skull_strip: bool = False
     #: drop the lesions with no voxel in the anatomy map's brain (deepwml.inference.outside_brain); needs the map
     drop_outside_brain: bool = False
+    #: lesions the anatomy map places in the cortex under this many times its median intensity are dropped
+    #: (deepwml.inference.cortex_contrast; 0: keep all); needs the map
+    min_cortex_contrast: float = 0.0
     #: lesions smaller than this many ml are dropped from the mask (0: keep all)
     min_lesion_ml: float = 0.0
     #: lesions whose most probable voxel stays under this are dropped from the mask (0: keep all)
@@ -166,11 +170,16 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it
     mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
                           options.min_lesion_contrast, options.min_lesion_spread)
+    faint_cortical = None  # lesions in the cortex dropped as normal cortex: None when nothing was looked for
+    if options.min_cortex_contrast > 0 and anatomy is not None:
+        mask, faint_cortical = drop_faint_cortical(mask, anatomy, prepared.judged_array, geometry, options.min_cortex_contrast)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.judged_array)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     if dropped is not None:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped
+    if faint_cortical is not None:
+        summary.anatomy[FAINT_CORTEX_COLUMN] = faint_cortical
     if anatomy is not None:  # does it look like a T2-FLAIR at all (deepwml.inference.flair_check)
         summary.anatomy.update(contrast_fields(prepared.image.array, anatomy, geometry, mask))
     summary.acquisition_warning = with_contrast_warning(
@@ -191,6 +200,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
         # said, so that a reader who sees a lesion missing at the brain's edge knows where to look
         title += f"; {dropped} outside the brain dropped" if dropped else ""
+        title += f"; {faint_cortical} no brighter than normal cortex dropped" if faint_cortical else ""
         write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids,
                          locations=table_locations(lesions))
     write_image(mask, geometry, outputs.mask)

@@ -18,6 +18,8 @@ from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anat
 from deepwml.inference.batches import mirror_floor
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
+from deepwml.constants import MIN_CORTEX_CONTRAST
+from deepwml.inference.cortex_contrast import check_cortex_contrast
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.flair_check import with_contrast_warning
 from deepwml.inference.inputs import InputCase, discover_cases
@@ -91,6 +93,9 @@ class PredictRequest:
     #: keep the lesions with no voxel in the anatomy model's brain, which are dropped by default when there is an
     #: anatomy model (deepwml.inference.outside_brain)
     keep_outside_brain: bool = False
+    #: lesions the anatomy map places in the cortex under this many times the cortex's median intensity are dropped
+    #: (deepwml.inference.cortex_contrast; 0: keep them); needs an anatomy model
+    min_cortex_contrast: float = MIN_CORTEX_CONTRAST
     #: lesion probability at or above which a voxel is lesion (None: the model's stored postprocessing, else its
     #: plan's inference.threshold)
     threshold: Optional[float] = None
@@ -135,6 +140,8 @@ class PredictReport:
     skull_strip: bool = False
     #: lesions with no voxel in the anatomy model's brain were dropped (the default with an anatomy model)
     outside_brain_dropped: bool = False
+    #: lesions in the cortex under this many times its median intensity were dropped (0: not)
+    cortex_contrast: float = 0.0
     #: the threshold and lesion filters of the masks, and whether they come from the model's stored postprocessing
     mask: Optional[MaskSettings] = None
     stored_postprocessing: bool = False
@@ -157,6 +164,7 @@ class PredictReport:
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
             + ("; lesions outside the anatomy model's brain dropped" if self.outside_brain_dropped else "")
+            + (f"; lesions in its cortex under {self.cortex_contrast:g} x the cortex's median dropped" if self.cortex_contrast else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")
@@ -277,7 +285,9 @@ def _predict(request: PredictRequest) -> PredictReport:
     done, todo = _split_done(cases, out_dir, request, label_map)
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     drop_outside = anatomy_dir is not None and not request.keep_outside_brain
-    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip or drop_outside)
+    cortex_contrast = check_cortex_contrast(request.min_cortex_contrast) if anatomy_dir is not None else 0.0
+    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip or drop_outside
+                                                     or cortex_contrast > 0)
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
     # the weights carry the model's stored postprocessing: only now is it known what makes the masks
     mask, from_model = run_mask_settings(request, spec), uses_stored_postprocessing(request, spec)
@@ -290,16 +300,17 @@ def _predict(request: PredictRequest) -> PredictReport:
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
             min_lesion_contrast=mask.min_lesion_contrast, min_lesion_spread=mask.min_lesion_spread, tta=tta,
-            postprocessing=from_model, outside_brain_dropped=drop_outside))
+            postprocessing=from_model, outside_brain_dropped=drop_outside, cortex_contrast=cortex_contrast))
     trained = trained_acquisition(spec.folder)
     thin_slab = run_slab_mm(request.thin_slab_mm, trained)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests, drop_outside,
-                               mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread)
+                               mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread, cortex_contrast)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=request.skull_strip, mask=mask, outside_brain_dropped=drop_outside,
+                           cortex_contrast=cortex_contrast,
                            stored_postprocessing=from_model)
     summaries = {}
     earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
@@ -341,6 +352,7 @@ def _predict(request: PredictRequest) -> PredictReport:
             white_matter_only=request.white_matter_only,
             skull_strip=request.skull_strip,
             drop_outside_brain=drop_outside,
+            min_cortex_contrast=cortex_contrast,
             min_lesion_ml=mask.min_lesion_ml,
             min_lesion_peak=mask.min_lesion_peak,
             min_lesion_contrast=mask.min_lesion_contrast,
