@@ -322,3 +322,33 @@ def test_the_first_folders_anatomy_maps_give_locations_and_drop_lesions_outside_
     with pytest.raises(DeepWMLError, match=r"anatomy maps of some cases but not of 1 case\(s\) \(case2\)") as e:
         ensemble([a, b], tmp_path / "mixed", progress=False)
     assert str(a) in str(e.value)
+
+
+def test_with_maps_and_scans_lesions_in_the_cortex_no_brighter_than_it_are_dropped(two_runs, tmp_path, capsys):
+    """As deepwml_predict does by default: r1 lies in the maps' cortex at 1.1 x its median and goes; r2, as faint in
+    the white matter, stays; 0 keeps both; without the scans nothing is judged and nothing recorded."""
+    from deepwml.anatomy.labels import CORTEX, WHITE_MATTER
+
+    a, b = two_runs
+    r1, r2 = _regions()
+    anatomy = np.full(SHAPE, WHITE_MATTER, np.uint8)
+    anatomy[:, :, :9] = CORTEX  # r1 (x 3-7) in it, r2 (x 10-18) beyond
+    scan = np.where(anatomy == CORTEX, 100.0, 80.0).astype(np.float32)
+    scan[r1], scan[r2] = 110.0, 88.0
+    for case in ("case1", "case2"):
+        write_image(anatomy, GEOMETRY, a / f"{case}_anatomy.nii.gz")
+        write_image(scan, GEOMETRY, tmp_path / "scans" / f"{case}.nii.gz")
+    report = ensemble([a, b], tmp_path / "out", images=tmp_path / "scans", progress=False)
+    assert report.cortex_contrast == 1.15 and "lesions in their cortex under 1.15 x its median dropped" in report.describe()
+    np.testing.assert_array_equal(read_label(tmp_path / "out" / "case1.nii.gz").array == 1, r2)
+    assert list(pd.read_csv(tmp_path / "out" / "summary.csv")["lesions_dropped_faint_in_cortex"]) == [1, 1]
+    assert json.loads((tmp_path / "out" / MARKER_NAME).read_text())[ENSEMBLE_KEY]["min_cortex_contrast"] == 1.15
+    again = ensemble([a, b], tmp_path / "out", images=tmp_path / "scans", progress=False)
+    assert again.resumed == 2 and list(pd.read_csv(tmp_path / "out" / "summary.csv")["lesions_dropped_faint_in_cortex"]) == [1, 1]
+    assert ensemble_main(["-i", str(a), str(b), "-o", str(tmp_path / "kept"), "--images", str(tmp_path / "scans"),
+                          "--min-cortex-contrast", "0"]) == 0
+    assert "cortex" not in capsys.readouterr().out
+    np.testing.assert_array_equal(read_label(tmp_path / "kept" / "case1.nii.gz").array == 1, r1 | r2)
+    unjudged = ensemble([a, b], tmp_path / "no_scans", progress=False)
+    assert unjudged.cortex_contrast == 0 and "min_cortex_contrast" not in json.loads(
+        (tmp_path / "no_scans" / MARKER_NAME).read_text())[ENSEMBLE_KEY]

@@ -60,6 +60,9 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                      "ends): then brain_volume_ml misses what was not scanned"},
     "lesions_dropped_outside_brain": {"Description": "lesions left out of the mask for lying wholly outside the brain "
                                                      "the anatomy model found (false positives, or brain it missed)"},
+    "lesions_dropped_faint_in_cortex": {"Description": "lesions left out of the mask for lying in the cortex the anatomy "
+                                                       "model found while no brighter than bright normal cortex "
+                                                       "(deepwml_predict --min-cortex-contrast)"},
     "bright_brain_share": {"Description": "share of the brain region in its outer 8 mm, brighter than 2 x the white "
                                           "matter's median and outside the lesion mask: above 0.003 the scan does not look "
                                           "like a T2-FLAIR (acquisition_warning)"},
