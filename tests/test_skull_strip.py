@@ -151,7 +151,7 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     assert "1 already done" in capsys.readouterr().out
     # the masks depend on the anatomy model here: another one is not resumed either (a run whose masks do not depend
-    # on it, --keep-outside-brain, resumes across it)
+    # on it, --keep-outside-brain --min-cortex-contrast 0, resumes across it)
     from deepwml_testing.toy_models import write_model_dir
     from test_anatomy_model import anatomy_plan
 
@@ -160,7 +160,8 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     moved = [str(other) if a == str(anatomy) else a for a in args]
     assert predict_cli.main(moved + ["--skull-strip"]) == 2
     assert "the anatomy model's weights" in capsys.readouterr().err
-    plain = ["-i", str(inputs), "-o", str(tmp_path / "plain"), "-m", str(lesion), "--no-qc", "--keep-outside-brain"]
+    plain = ["-i", str(inputs), "-o", str(tmp_path / "plain"), "-m", str(lesion), "--no-qc", "--keep-outside-brain",
+             "--min-cortex-contrast", "0"]
     assert predict_cli.main(plain + ["--anatomy-model", str(anatomy)]) == 0
     assert predict_cli.main(plain + ["--anatomy-model", str(other)]) == 0
     assert "1 already done" in capsys.readouterr().out.splitlines()[-1]
