@@ -172,6 +172,6 @@ def test_the_dicom_node_and_the_bids_app_pass_the_bound_to_every_prediction(tmp_
     monkeypatch.setattr(participant, "selected_scans", lambda *a: [])
     monkeypatch.setattr(participant, "run_participant_level", stop)
     (tmp_path / "bids").mkdir()
-    for extra, bound in (([], MIN_CORTEX_CONTRAST), (["--min-cortex-contrast", "1.3"], 1.3)):
+    for extra in ([], ["--min-cortex-contrast", "1.3"]):
         assert bids_app.main([str(tmp_path / "bids"), str(tmp_path / "out"), "participant", *extra]) != 0
     assert seen == [MIN_CORTEX_CONTRAST, 1.3]

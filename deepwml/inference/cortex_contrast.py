@@ -1,17 +1,17 @@
 """Lesions in the cortex no brighter than bright normal cortex are dropped by default (deepwml_predict
 --min-cortex-contrast).
 
-Normal cortex is brighter than white matter on FLAIR, and not evenly: on real scans parts of it (the insula and the
-orbitofrontal and cingulate gyri among them) stand 10-20 % above the cortex's median, and a thick slab that folds
-cortex and white matter together shows them as bright patches beside darker sulci. The lesion contrast filter
+Normal cortex is brighter than white matter on FLAIR, and not evenly: on the real development stacks
+(benchmarks/real_dev.py) its own 95th percentile lies at 1.14 x its median, and a thick slab that folds cortex and
+white matter together shows such parts as bright patches beside darker sulci. The lesion contrast filter
 (deepwml.inference.lesion_contrast) compares a lesion with the tissue within 3 mm, which for a patch of cortex holds
-sulcal CSF and white matter and so lets it pass. On the real development stacks (benchmarks/real_dev.py) most of the
-shipped model's false lesions lie where the anatomy map places the cortex, at a median 1.17 x the scan's cortex
-against 1.26 x for the true lesions there; on synthetic scans, whose cortex has no such patches, the two do not
-differ (benchmarks/README.md, "Bright normal cortex"). A lesion the lesion table would call cortical
-(deepwml.anatomy.location) whose mean intensity stays under ``min_contrast`` x the median of the scan's cortex
-(outside the predicted lesions) is dropped whole; lesions elsewhere are never touched, and without an anatomy map
-nothing is dropped.
+sulcal CSF and white matter, and so lets it pass. There most of the shipped model's false lesions lie where the
+anatomy map places the cortex (left-right pairs at the orbitofrontal cortex and along the parietal convexity among
+them), at a median 1.17 x the scan's cortex against 1.26 x for the true lesions there; on synthetic scans, whose
+cortex has no such patches, the two do not differ (benchmarks/README.md, "Bright normal cortex"). A lesion the lesion
+table would call cortical (deepwml.anatomy.location) whose mean intensity stays under ``min_contrast`` x the median of
+the scan's cortex (outside the predicted lesions) is dropped whole; lesions elsewhere are never touched, and without
+an anatomy map nothing is dropped.
 """
 from __future__ import annotations
 
