@@ -11,12 +11,13 @@ import pytest
 from deepwml.anatomy.labels import BACKGROUND, CORTEX, VENTRICLE, WHITE_MATTER
 from deepwml.cli import predict as predict_cli
 from deepwml.constants import MIN_CORTEX_CONTRAST
-from deepwml.imageio import Geometry, read_image, write_image
+from deepwml.imageio import Geometry, read_image
 from deepwml.inference import pipeline
 from deepwml.inference.cortex_contrast import check_cortex_contrast, drop_faint_cortical
 from deepwml.inference.lesion_report import label_lesions
 from deepwml.utils.errors import DeepWMLError
 from test_anatomy_model import models  # noqa: F401 - the fixture
+from test_outside_brain import two_blobs_with_map
 
 AXIAL = Geometry((64, 64, 5), (0.5, 0.5, 6.0), (0.0, 0.0, 0.0))
 
@@ -90,26 +91,16 @@ def test_the_command_line_refuses_a_bound_it_cannot_use(tmp_path, capsys):
 def half_cortex_run(tmp_path, models, monkeypatch):  # noqa: F811
     """deepwml_predict's arguments for the fixture's scan with an anatomy map whose head is cortex on its left half
     and white matter on its right, and two bright blobs (1.8 x the head) the toy model marks, one in each half."""
-    lesion, anatomy, inputs = models
-    image = read_image(inputs / "scan.nii.gz")
-    array = np.array(image.array)
-    array[2, 20:26, 10:16] += 80.0
-    array[2, 20:26, 30:36] += 80.0
-    write_image(array, image.geometry, inputs / "scan.nii.gz")
-
-    def half_cortex(probs, props):
-        labels = real_map(probs, props)
-        _, y, x = labels.shape
+    def half_cortex(shape):
+        _, y, x = shape
         yy, xx = np.meshgrid(np.linspace(-1, 1, y), np.linspace(-1, 1, x), indexing="ij")
         head = (yy / 0.85) ** 2 + (xx / 0.7) ** 2 < 1  # the tiny case's head (tests/conftest.py)
-        labels[:] = BACKGROUND
+        labels = np.full(shape, BACKGROUND, np.uint8)
         labels[:, head & (xx < 0)] = CORTEX
         labels[:, head & (xx >= 0)] = WHITE_MATTER
         return labels
 
-    real_map = pipeline.anatomy_map
-    monkeypatch.setattr(pipeline, "anatomy_map", half_cortex)
-    return ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy), "--save-anatomy"]
+    return two_blobs_with_map(models, monkeypatch, half_cortex)
 
 
 def test_predict_drops_faint_lesions_in_the_cortex_records_the_bound_and_counts_them(tmp_path, half_cortex_run, capsys):

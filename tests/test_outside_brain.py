@@ -101,26 +101,35 @@ def test_the_lesions_kept_are_those_touching_the_skull_strip_brain_region(seed):
         assert 0 < label_lesions(out)[1] < count
 
 
-@pytest.fixture
-def left_brain_run(tmp_path, models, monkeypatch):  # noqa: F811
-    """deepwml_predict's arguments for the fixture's scan with an anatomy map whose brain is the scan's left half."""
+def two_blobs_with_map(models, monkeypatch, labels_for) -> list:  # noqa: F811
+    """deepwml_predict's arguments for the fixture's scan with two bright blobs the toy threshold model marks, one in
+    each half of the same slice, and an anatomy map of ``labels_for(shape)`` in place of the anatomy model's."""
     lesion, anatomy, inputs = models
     image = read_image(inputs / "scan.nii.gz")
     array = np.array(image.array)
-    # two bright blobs the toy threshold model marks, one in each half, on the same slice
     array[2, 20:26, 10:16] += 80.0
     array[2, 20:26, 30:36] += 80.0
     write_image(array, image.geometry, inputs / "scan.nii.gz")
 
-    def half_brain(probs, props):
+    def fixed_map(probs, props):
         labels = real_map(probs, props)
-        labels[..., labels.shape[-1] // 2:] = BACKGROUND
-        labels[..., : labels.shape[-1] // 2] = WHITE_MATTER
+        labels[:] = labels_for(labels.shape)
         return labels
 
     real_map = pipeline.anatomy_map
-    monkeypatch.setattr(pipeline, "anatomy_map", half_brain)
+    monkeypatch.setattr(pipeline, "anatomy_map", fixed_map)
     return ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy), "--save-anatomy"]
+
+
+@pytest.fixture
+def left_brain_run(tmp_path, models, monkeypatch):  # noqa: F811
+    """deepwml_predict's arguments for the fixture's scan with an anatomy map whose brain is the scan's left half."""
+    def half_brain(shape):
+        labels = np.full(shape, BACKGROUND, np.uint8)
+        labels[..., : shape[-1] // 2] = WHITE_MATTER
+        return labels
+
+    return two_blobs_with_map(models, monkeypatch, half_brain)
 
 
 def test_predict_drops_lesions_outside_the_brain_by_default_and_keeps_them_when_asked(tmp_path, left_brain_run, capsys):
