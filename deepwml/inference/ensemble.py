@@ -19,14 +19,14 @@ import numpy as np
 from tqdm import tqdm
 
 import deepwml
+from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
+from deepwml.inference.cortex_contrast import check_cortex_contrast, drop_faint_cortical
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
 from deepwml.inference.inputs import InputCase, discover_cases, read_case
-from deepwml.constants import MIN_CORTEX_CONTRAST
-from deepwml.inference.cortex_contrast import check_cortex_contrast, drop_faint_cortical
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER, check_output_folder
 from deepwml.inference.outputs import write_csv

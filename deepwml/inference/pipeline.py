@@ -20,13 +20,13 @@ from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.acquisition import TrainedAcquisition
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
+from deepwml.inference.cortex_contrast import drop_faint_cortical
 from deepwml.inference.flair_check import contrast_fields, with_contrast_warning
 from deepwml.inference.inputs import InputCase, read_channels
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, CaseSummary, failed_case, filter_lesions,
                                              lesion_table, slice_areas_mm2, summarize_case)
-from deepwml.inference.cortex_contrast import drop_faint_cortical
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask

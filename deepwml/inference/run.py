@@ -13,12 +13,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from deepwml.calibration.temperature import uncalibrated
+from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.inference.acquisition import trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
-from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.inference.cortex_contrast import check_cortex_contrast
 from deepwml.inference.dicom_seg import require_highdicom
 from deepwml.inference.flair_check import with_contrast_warning
