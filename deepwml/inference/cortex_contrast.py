@@ -41,16 +41,17 @@ def drop_faint_cortical(mask: np.ndarray, anatomy: np.ndarray, image: np.ndarray
     if min_contrast <= 0 or box is None:
         return mask, 0
     anatomy, image = np.asarray(anatomy), np.asarray(image)
-    cortex = (anatomy == CORTEX) & (mask == 0)
-    if not cortex.any():
+    labels, count = label_lesions(mask[box])
+    cortical = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry).location == CORTICAL
+    # the cortex's median (tens of ms on a 512² scan) only for a scan with lesions in the cortex
+    cortex = (anatomy == CORTEX) & (mask == 0) if cortical.any() else None
+    if cortex is None or not cortex.any():
         return mask, 0
     reference = float(np.median(image[cortex]))
     if not np.isfinite(reference) or reference <= 0:
         return mask, 0
-    labels, count = label_lesions(mask[box])
-    location = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry).location
     means = ndimage.mean(image[box], labels, np.arange(1, count + 1))
-    drop = (location == CORTICAL) & (np.asarray(means) < min_contrast * reference)
+    drop = cortical & (np.asarray(means) < min_contrast * reference)
     if not drop.any():
         return mask, 0
     keep = np.concatenate([[False], ~drop])
