@@ -202,17 +202,26 @@ def test_filter_lesions_drops_faint_lesions_and_never_judges_one_without_a_ring(
         filter_lesions(mask, geometry, min_contrast=1.2)
 
 
-def test_a_stored_lesion_contrast_is_read_checked_and_absent_means_off(tmp_path):
-    """Checkpoints keep the filter as a plain number; one from before it existed has none; a wrong one is refused."""
+@pytest.mark.parametrize("field,settings,said,bad", [
+    ("min_lesion_contrast", MaskSettings(0.55, tta=True, min_lesion_contrast=1.15),
+     "lesions under 1.15 x the tissue around them dropped", (-1.0, 4.0, float("nan"), "1.2", True)),
+    ("min_lesion_spread", MaskSettings(0.55, tta=True, min_lesion_contrast=1.2, min_lesion_spread=2.25),
+     "lesions under 1.2 x the tissue around them and under 2.25 ring spreads above it dropped",
+     (-1.0, 11.0, float("nan"), "2", True)),
+])
+def test_a_stored_contrast_setting_is_read_checked_and_absent_means_off(tmp_path, field, settings, said, bad):
+    """Checkpoints keep the filter and its spread bound as plain numbers; one from before a setting existed has none
+    (read as off); a wrong one is refused, naming the file."""
     path = tmp_path / "checkpoint_best.pth"
-    settings = MaskSettings(0.55, tta=True, min_lesion_contrast=1.15)
     assert read_postprocessing({"postprocessing": settings.as_record()}, path, 1) == settings
-    assert "lesions under 1.15 x the tissue around them dropped" in settings.describe()
-    older = {k: v for k, v in settings.as_record().items() if k != "min_lesion_contrast"}
-    assert read_postprocessing({"postprocessing": older}, path, 1).min_lesion_contrast == 0.0
-    for bad in (-1.0, 4.0, float("nan"), "1.2", True):
-        with pytest.raises(DeepWMLError, match="min_lesion_contrast") as e:
-            read_postprocessing({"postprocessing": dict(older, min_lesion_contrast=bad)}, path, 1)
+    assert said in settings.describe()
+    if field == "min_lesion_spread":  # written only when set: a record without it is the one from before it existed
+        assert field not in MaskSettings(0.55, min_lesion_contrast=1.15).as_record()
+    older = {k: v for k, v in settings.as_record().items() if k != field}
+    assert getattr(read_postprocessing({"postprocessing": older}, path, 1), field) == 0.0
+    for value in bad:
+        with pytest.raises(DeepWMLError, match=field) as e:
+            read_postprocessing({"postprocessing": dict(older, **{field: value})}, path, 1)
         assert "checkpoint_best.pth" in str(e.value)
 
 
@@ -232,21 +241,6 @@ def test_a_spread_bound_keeps_a_faint_lesion_that_stands_clear_of_a_quiet_ring()
     assert kept[0, 20, 20] == 1 and kept[0, 20, 60] == 0
     # without a contrast filter the spread bound drops nothing
     np.testing.assert_array_equal(filter_lesions(mask, geometry, image=image, min_spread=2.25), mask)
-
-
-def test_a_stored_spread_bound_is_read_checked_and_absent_means_none(tmp_path):
-    path = tmp_path / "checkpoint_best.pth"
-    settings = MaskSettings(0.55, tta=True, min_lesion_contrast=1.2, min_lesion_spread=2.25)
-    assert read_postprocessing({"postprocessing": settings.as_record()}, path, 1) == settings
-    assert "lesions under 1.2 x the tissue around them and under 2.25 ring spreads above it dropped" in settings.describe()
-    # a record without a bound is the one written before it existed: equal to it, read as none
-    assert "min_lesion_spread" not in MaskSettings(0.55, min_lesion_contrast=1.15).as_record()
-    older = {k: v for k, v in settings.as_record().items() if k != "min_lesion_spread"}
-    assert read_postprocessing({"postprocessing": older}, path, 1).min_lesion_spread == 0.0
-    for bad in (-1.0, 11.0, float("nan"), "2", True):
-        with pytest.raises(DeepWMLError, match="min_lesion_spread") as e:
-            read_postprocessing({"postprocessing": dict(older, min_lesion_spread=bad)}, path, 1)
-        assert "checkpoint_best.pth" in str(e.value)
 
 
 def _plateau_case(folder):

@@ -43,9 +43,10 @@ def drop_faint_cortical(mask: np.ndarray, anatomy: np.ndarray, image: np.ndarray
     anatomy, image = np.asarray(anatomy), np.asarray(image)
     labels, count = label_lesions(mask[box])
     cortical = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry).location == CORTICAL
-    # the cortex's median (tens of ms on a 512² scan) only for a scan with lesions in the cortex
-    cortex = (anatomy == CORTEX) & (mask == 0) if cortical.any() else None
-    if cortex is None or not cortex.any():
+    if not cortical.any():  # spares the cortex's median (tens of ms on a 512² scan)
+        return mask, 0
+    cortex = (anatomy == CORTEX) & (mask == 0)
+    if not cortex.any():
         return mask, 0
     reference = float(np.median(image[cortex]))
     if not np.isfinite(reference) or reference <= 0:
