@@ -37,7 +37,7 @@ from machine_load import load_line  # benchmarks/machine_load.py, next to this s
 from deepwml.imageio import Geometry
 
 VARIANTS = {"default outputs": [], "--no-tta": ["--no-tta"], "--keep-outside-brain": ["--keep-outside-brain"],
-            "--skull-strip": ["--skull-strip"],
+            "--no-skull-strip": ["--no-skull-strip"],
             "--no-anatomy --no-qc": ["--no-anatomy", "--no-qc"],
             "--backend torch": ["--backend", "torch"], "--backend torch --no-anatomy --no-qc": ["--backend", "torch", "--no-anatomy", "--no-qc"]}
 IMPORTS = {"imports only, ONNX Runtime": "import deepwml.cli.predict, deepwml.inference.run, onnxruntime",

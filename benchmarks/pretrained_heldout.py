@@ -127,7 +127,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "brain are dropped (own output folders; without it the lesion model's masks are scored as they are)")
     p.add_argument("--tta", action="store_true", help="deepwml_predict --tta: average each slice with its left-right flip "
                    "(own output folders)")
+    p.add_argument("--no-skull-strip", action="store_true",
+                   help="with --anatomy or --white-matter-only: deepwml_predict --no-skull-strip, the lesion model sees each "
+                   "scan with its skull as before 2026-12-07 (own output folders)")
     args = p.parse_args(argv)
+    if args.no_skull_strip and not (args.anatomy or args.white_matter_only):
+        p.error("--no-skull-strip needs --anatomy or --white-matter-only: without the anatomy model nothing is stripped")
     print(load_line())
     work = args.work.resolve()
     raw = work / "raw"
@@ -141,11 +146,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     # a model other than the shipped one predicts into folders of its own (deepwml_predict refuses to mix two models)
     tag = hashlib.sha256(f"{args.model.resolve()}:{args.folds}:{args.checkpoint}".encode()).hexdigest()[:8] if args.model else ""
     suffix = (f"_{tag}" if tag else "") + ("_white_matter_only" if args.white_matter_only else "_anatomy" if args.anatomy else "")
-    suffix += "_tta" if args.tta else ""
+    suffix += ("_tta" if args.tta else "") + ("_no_skull_strip" if args.no_skull_strip else "")
     predictions, report = work / f"predictions{suffix}", work / f"report{suffix}"
     anatomy = ["--white-matter-only"] if args.white_matter_only else [] if args.anatomy else ["--no-anatomy"]
     run_command("predict", ["-i", str(dataset / "imagesTr"), "-o", str(predictions), *model, "--save-probabilities",
-                            "--no-qc", *anatomy, *(["--tta"] if args.tta else []), "--device", "cpu"], env, "pretrained_heldout")
+                            "--no-qc", *anatomy, *(["--tta"] if args.tta else []),
+                            *(["--no-skull-strip"] if args.no_skull_strip else []), "--device", "cpu"], env, "pretrained_heldout")
     run_command("evaluate", ["-ref", str(dataset / "labelsTr"), "-pred", str(predictions), "-d", str(HELDOUT_ID),
                              "-o", str(report)], env, "pretrained_heldout")
     figures = headline(report)

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from deepwml.cli.common import add_tta_options, cortex_contrast_setting, run, thin_slab_setting
+from deepwml.cli.common import add_skull_strip_options, add_tta_options, cortex_contrast_setting, run, thin_slab_setting
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.evaluation.case_metrics import case_metrics
 from deepwml.evaluation.lesions import label_lesions
@@ -600,8 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--add-head", action="store_true",
                    help="wrap each skull-stripped brain in a synthetic skull, diploe, scalp fat and skin first "
                         "(benchmarks/synthetic_head.py): the scans of a site that does not strip the skull")
-    p.add_argument("--skull-strip", action="store_true",
-                   help="deepwml_predict --skull-strip: the lesion model sees only the brain the anatomy model finds")
+    add_skull_strip_options(p, "deepwml_predict --skull-strip: the lesion model sees only the brain the anatomy model "
+                            "finds (its default; asked for, a stack in which it finds no brain fails)",
+                            "deepwml_predict --no-skull-strip: the lesion model sees each stack as given, skull included")
     p.add_argument("--native", action="store_true",
                    help="also predict each scan as it comes (3D, 1 mm: outside what a thick-slice model learned; "
                         "deepwml_predict flags it) and score it against its own 1 mm mask")
@@ -677,6 +678,7 @@ def check_without_model(args: argparse.Namespace) -> None:
         raise DeepWMLError("give --stacks-only (write the stacks) or --predictions (score masks of them), not both")
     given = [flag for key, flag in MODEL_OPTIONS.items() if getattr(args, key)]
     given += ["--no-tta"] if args.tta is False else []
+    given += ["--no-skull-strip"] if args.skull_strip is False else []
     mode = "--stacks-only" if args.stacks_only else "--predictions"
     if given:
         raise DeepWMLError(f"{mode} uses no DeepWML model: leave out {', '.join(given)}")
@@ -826,7 +828,7 @@ def _main(argv: Optional[List[str]]) -> int:
               f"{' '.join(f'{w:g}' for w in args.weights) if args.weights else 'equal'})")
     spec_for = {t: SlabSpec(t, args.gap, args.inplane) for t in args.thickness}
     print(stack_line(args) +
-          f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --skull-strip' if args.skull_strip else ''}"
+          f"{'; --white-matter-only' if args.white_matter_only else ''}{'; --no-skull-strip' if args.skull_strip is False else ''}"
           f"{'; --keep-outside-brain' if args.keep_outside_brain else ''}"
           f"{f'; --min-cortex-contrast {args.min_cortex_contrast:g}' if args.min_cortex_contrast is not None else ''}"
           f"{'; --tta' if args.tta else '; --no-tta' if args.tta is False else ''}"

@@ -1,9 +1,9 @@
 """The same synthetic brains with and without their skull: does a model's mask depend on the skull, and does
-deepwml_predict --skull-strip remove the dependence?
+deepwml_predict's skull stripping (its default since 2026-12-07; --skull-strip) remove the dependence?
 
 deepwml_make_synthetic draws the stripping from a random stream of its own, so one seed and scale with
 ``--skull-stripped always`` and ``never`` give the same brains, lesions and masks, stripped and with skull. Both sets
-are predicted by deepwml_predict without and with --skull-strip and scored per case (MICCAI-2017 WMH case metrics,
+are predicted by deepwml_predict with --no-skull-strip and with --skull-strip and scored per case (MICCAI-2017 WMH case metrics,
 deepwml.evaluation.case_metrics). Printed per arm: mean Dice, lesion F1, predicted and reference volume; then the
 per-case predicted-volume ratio with skull / stripped (median, IQR, mean |log ratio|) without and with the option.
 
@@ -38,8 +38,8 @@ def outside_repository(work: Path) -> Path:
     if work == REPO_ROOT or REPO_ROOT in work.parents:
         raise DeepWMLError("the work folder must lie outside the repository", work)
     return work
-#: arm name -> (stripped set?, --skull-strip?)
-ARMS = {"stripped": (True, False), "with skull": (False, False),
+#: arm name -> (stripped set?, --skull-strip (deepwml_predict's default since 2026-12-07) or --no-skull-strip?)
+ARMS = {"stripped, --no-skull-strip": (True, False), "with skull, --no-skull-strip": (False, False),
         "stripped, --skull-strip": (True, True), "with skull, --skull-strip": (False, True)}
 
 
@@ -102,7 +102,7 @@ def _main(argv: Optional[List[str]]) -> int:
         out = work / ("pred_" + arm.replace(", --", "_").replace(" ", "_").replace("-", "")
                       + ("_keep" if args.keep_outside_brain else ""))
         run_command("predict", ["-i", str(data[stripped] / "imagesTr"), "-o", str(out), "--no-qc", *model]
-                    + (["--skull-strip"] if strip_option else [])
+                    + ["--skull-strip" if strip_option else "--no-skull-strip"]
                     + (["--keep-outside-brain"] if args.keep_outside_brain else []), env, "skull_pairs")
         scores[arm] = score_arm(data[stripped], out)
     print()
@@ -115,7 +115,8 @@ def _main(argv: Optional[List[str]]) -> int:
               f"| {np.nanmean([f['lesion_f1'] for f in figures]):.3f} | {np.nanmean(hd95):.1f} / {np.nanmedian(hd95):.1f} "
               f"| {sum(f['pred_volume_ml'] for f in figures):.1f} | {sum(f['ref_volume_ml'] for f in figures):.1f} |")
     print()
-    print(f"volume with skull / stripped: {ratio_line(scores['with skull'], scores['stripped'])}")
+    print(f"volume with skull / stripped, --no-skull-strip: "
+          f"{ratio_line(scores['with skull, --no-skull-strip'], scores['stripped, --no-skull-strip'])}")
     print(f"volume with skull / stripped, --skull-strip: "
           f"{ratio_line(scores['with skull, --skull-strip'], scores['stripped, --skull-strip'])}")
     return 0

@@ -10,7 +10,7 @@ import pytest
 
 from deepwml.imageio import Geometry
 from deepwml.inference.flair_check import (BRIGHT_FACTOR, MAX_BRIGHT_SHARE, bright_share, check_region, contrast_fields,
-                                           contrast_warning, outer_shell, with_contrast_warning)
+                                           contrast_warning, outer_shell, with_map_warnings)
 from deepwml.inference.lesion_report import ANATOMY_SUMMARY_COLUMNS, BRIGHT_SHARE_COLUMN
 from deepwml_testing.benchmarks import load_benchmark
 
@@ -74,9 +74,9 @@ def test_the_warning_joins_the_acquisition_warning_only_above_the_limit():
     said = contrast_warning({BRIGHT_SHARE_COLUMN: 0.05})
     assert said.startswith("not like a T2-FLAIR: 5.0% of the brain") and "T2-" in said
     assert contrast_warning({BRIGHT_SHARE_COLUMN: MAX_BRIGHT_SHARE + 1e-4}).startswith("not like a T2-FLAIR")
-    assert with_contrast_warning("", {BRIGHT_SHARE_COLUMN: 0.05}) == said
-    assert with_contrast_warning("slices 1 mm thick", {BRIGHT_SHARE_COLUMN: 0.05}) == f"slices 1 mm thick; {said}"
-    assert with_contrast_warning("slices 1 mm thick", {BRIGHT_SHARE_COLUMN: 0.0}) == "slices 1 mm thick"
+    assert with_map_warnings("", {BRIGHT_SHARE_COLUMN: 0.05}) == said
+    assert with_map_warnings("slices 1 mm thick", {BRIGHT_SHARE_COLUMN: 0.05}) == f"slices 1 mm thick; {said}"
+    assert with_map_warnings("slices 1 mm thick", {BRIGHT_SHARE_COLUMN: 0.0}) == "slices 1 mm thick"
 
 
 @pytest.mark.slow

@@ -398,9 +398,9 @@ def test_a_case_finished_before_a_run_over_other_inputs_keeps_its_anatomy_figure
     assert both.loc["A", anatomy_columns].tolist() == first.tolist() and both.loc["B", anatomy_columns].notna().all()
     # predicted anew without the anatomy map, a case's old figures (of another mask) are not brought back
     assert predict_main(["-i", str(tmp_path / "a"), "-o", str(out), "--device", "cpu", "--overwrite", "--no-anatomy"]) == 0
-    # (with the anatomy map only when it keeps the lesions outside the brain and in the cortex: the masks of a run
-    # without the map do)
+    # (with the anatomy map only when it keeps the lesions outside the brain and in the cortex and shows the lesion
+    # model the whole scan: the masks of a run without the map do)
     assert predict_main(["-i", str(tmp_path / "ab"), "-o", str(out), "--device", "cpu", "--keep-outside-brain",
-                         "--min-cortex-contrast", "0"]) == 0
+                         "--min-cortex-contrast", "0", "--no-skull-strip"]) == 0
     again = pd.read_csv(out / "summary.csv").set_index("case_id")
     assert again.loc["A", anatomy_columns].isna().all() and again.loc["B", anatomy_columns].notna().all()

@@ -134,7 +134,7 @@ def test_the_one_case_benchmark_times_the_whole_command_and_its_imports(tmp_path
     out = capsys.readouterr().out
     assert "5 slices of 80x96" in out
     lines = {line.split(" median ")[0].strip(): line for line in out.splitlines() if " median " in line}
-    assert list(lines) == ["default outputs", "--no-tta", "--keep-outside-brain", "--skull-strip", "--no-anatomy --no-qc", "--backend torch", "--backend torch --no-anatomy --no-qc",
+    assert list(lines) == ["default outputs", "--no-tta", "--keep-outside-brain", "--no-skull-strip", "--no-anatomy --no-qc", "--backend torch", "--backend torch --no-anatomy --no-qc",
                            "imports only, ONNX Runtime", "imports only, torch"]
     for line in lines.values():
         median, runs = line.split(" median ")[1].split(" s  (")

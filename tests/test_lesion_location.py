@@ -14,6 +14,7 @@ from deepwml.inference.lesion_report import (
     ANATOMY_SUMMARY_COLUMNS,
     BRIGHT_SHARE_COLUMN,
     FAINT_CORTEX_COLUMN,
+    SKULL_STRIP_COLUMN,
     OUTSIDE_BRAIN_COLUMN,
     LESION_COLUMNS,
     LOCATION_COLUMNS,
@@ -158,9 +159,9 @@ def test_tables_and_summaries_gain_the_anatomy_columns_only_with_a_map():
     frame = summary_frame([with_map, failed_case("b", "broken")])
     # (the counts of lesions dropped outside the brain and in the cortex come only from a run that drops them:
     # test_outside_brain.py, test_cortex_contrast.py; the contrast check's figure from deepwml_predict, which has the
-    # scan: test_flair_check.py)
+    # scan: test_flair_check.py; what the lesion model saw from a run that strips: test_skull_strip.py)
     assert list(frame.columns) == SUMMARY_COLUMNS + [c for c in ANATOMY_SUMMARY_COLUMNS if c not in (
-        OUTSIDE_BRAIN_COLUMN, FAINT_CORTEX_COLUMN, BRIGHT_SHARE_COLUMN)]
+        OUTSIDE_BRAIN_COLUMN, FAINT_CORTEX_COLUMN, BRIGHT_SHARE_COLUMN, SKULL_STRIP_COLUMN)]
     assert frame.loc[0, "periventricular_count"] == 1 and pd.isna(frame.loc[1, "fazekas_deep"])
 
 

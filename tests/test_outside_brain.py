@@ -103,7 +103,9 @@ def test_the_lesions_kept_are_those_touching_the_skull_strip_brain_region(seed):
 
 def two_blobs_with_map(models, monkeypatch, labels_for) -> list:  # noqa: F811
     """deepwml_predict's arguments for the fixture's scan with two bright blobs the toy threshold model marks, one in
-    each half of the same slice, and an anatomy map of ``labels_for(shape)`` in place of the anatomy model's."""
+    each half of the same slice, and an anatomy map of ``labels_for(shape)`` in place of the anatomy model's. The
+    lesion model sees the scan as given (--no-skull-strip): the rules after it are what these tests judge, and
+    stripping would blank a blob outside the map's brain before the model could mark it."""
     lesion, anatomy, inputs = models
     image = read_image(inputs / "scan.nii.gz")
     array = np.array(image.array)
@@ -118,7 +120,8 @@ def two_blobs_with_map(models, monkeypatch, labels_for) -> list:  # noqa: F811
 
     real_map = pipeline.anatomy_map
     monkeypatch.setattr(pipeline, "anatomy_map", fixed_map)
-    return ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy), "--save-anatomy"]
+    return ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--no-skull-strip", "--anatomy-model", str(anatomy),
+            "--save-anatomy"]
 
 
 @pytest.fixture

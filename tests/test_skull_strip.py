@@ -1,17 +1,21 @@
-"""deepwml_predict --skull-strip: the lesion model sees only the brain the anatomy model finds."""
+"""deepwml_predict's skull stripping (the default with an anatomy model; --skull-strip, --no-skull-strip): the lesion
+model sees only the brain the anatomy model finds."""
 from __future__ import annotations
 
 import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepwml.anatomy.labels import BACKGROUND, CORTEX, VENTRICLE, WHITE_MATTER
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, Image, read_image, write_image
 from deepwml.inference import pipeline
-from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
+from deepwml.inference.lesion_report import SKULL_STRIP_COLUMN
+from deepwml.inference.skull_strip import (ALREADY_STRIPPED, NO_BRAIN, STRIPPED, already_stripped, brain_region,
+                                           lesion_model_channels, strip_images, strip_warning)
 from deepwml.utils.errors import DeepWMLError
 from test_anatomy_model import models  # noqa: F401 - the fixture
 
@@ -105,6 +109,81 @@ def test_a_scan_is_taken_as_stripped_already_only_with_a_constant_background_and
     assert not already_stripped(_head(True), brain_region(quarter, geometry))
 
 
+def test_the_lesion_model_channels_are_stripped_left_as_they_are_when_stripped_already_and_without_a_brain_only_by_default():
+    brain = np.zeros((5, 64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    brain[:, np.hypot(yy - 31.5, xx - 31.5) < 16] = WHITE_MATTER
+    region = brain_region(brain, _head(True).geometry)
+    with_skull, stripped = _head(False), _head(True)
+    channels, state = lesion_model_channels(with_skull, [with_skull], region, required=False)
+    assert state == STRIPPED and (channels[0].array[~region] == 0).all() and with_skull.array[~region].any()
+    channels, state = lesion_model_channels(stripped, [stripped], region, required=True)
+    assert state == ALREADY_STRIPPED and channels[0] is stripped
+    # no brain found: the default predicts the scan as given and says so; asked for, the scan is refused
+    nothing = np.zeros_like(region)
+    channels, state = lesion_model_channels(with_skull, [with_skull], nothing, required=False)
+    assert state == NO_BRAIN and channels[0] is with_skull
+    with pytest.raises(DeepWMLError, match="finds no brain in this scan .* with --no-skull-strip"):
+        lesion_model_channels(with_skull, [with_skull], nothing, required=True)
+    assert strip_warning({SKULL_STRIP_COLUMN: NO_BRAIN}).startswith("not skull-stripped for the lesion model: the anatomy "
+                                                                   "model finds almost no brain")
+    assert strip_warning({SKULL_STRIP_COLUMN: STRIPPED}) == strip_warning({SKULL_STRIP_COLUMN: ALREADY_STRIPPED}) == ""
+    assert strip_warning({}) == ""
+
+
+def test_the_report_says_what_the_lesion_model_was_shown_for_each_case(tmp_path):
+    from deepwml.inference.patient_report import ModelInfo, model_html
+
+    stripping = ModelInfo.describe(tmp_path, "plan", ["0"], "best", True, 0.5, skull_strip=True)
+    for state, said in ((STRIPPED, "the brain the anatomy model finds, the rest blanked"),
+                        (ALREADY_STRIPPED, "the scan as given: it was skull-stripped already"),
+                        (NO_BRAIN, "the whole scan as given: the anatomy model found no brain to strip it to")):
+        assert said in model_html(stripping, state)
+    plain = ModelInfo.describe(tmp_path, "plan", ["0"], "best", True, 0.5)
+    assert "<dt>Input segmented</dt><dd>the whole scan as given</dd>" in model_html(plain)
+
+
+def test_a_scan_without_brain_is_predicted_as_given_and_flagged_by_default_and_fails_when_stripping_was_asked_for(
+        tmp_path, models, capsys, monkeypatch):  # noqa: F811
+    lesion, anatomy, inputs = models
+    shape = read_image(inputs / "scan.nii.gz").array.shape
+    monkeypatch.setattr(pipeline, "anatomy_map", lambda probs, props: np.zeros(shape, np.uint8))
+    common = ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
+    assert predict_cli.main(common + ["-o", str(tmp_path / "default"), "--report", "html"]) == 0
+    assert predict_cli.main(common + ["-o", str(tmp_path / "plain"), "--no-skull-strip"]) == 0
+    row = pd.read_csv(tmp_path / "default" / "summary.csv").iloc[0]
+    assert row["status"] == "ok" and row[SKULL_STRIP_COLUMN] == NO_BRAIN
+    assert "the anatomy model finds almost no brain" in row["acquisition_warning"]
+    # the patient report says so twice: in its notice and in what the lesion model was shown
+    page = next((tmp_path / "default").rglob("*.html")).read_text()
+    assert "This scan is not skull-stripped for the lesion model" in page
+    assert "the whole scan as given: the anatomy model found no brain to strip it to" in page
+    # the lesion model saw the scan as a run without stripping shows it
+    assert np.array_equal(read_image(tmp_path / "default" / "scan.nii.gz", dtype=None).array,
+                          read_image(tmp_path / "plain" / "scan.nii.gz", dtype=None).array)
+    # a resumed run keeps the flag
+    capsys.readouterr()
+    assert predict_cli.main(common + ["-o", str(tmp_path / "default"), "--report", "html"]) == 0
+    assert "1 already done" in capsys.readouterr().out
+    assert "the anatomy model finds almost no brain" in pd.read_csv(tmp_path / "default" / "summary.csv").loc[0, "acquisition_warning"]
+    assert predict_cli.main(common + ["-o", str(tmp_path / "asked"), "--skull-strip"]) == 1
+    row = pd.read_csv(tmp_path / "asked" / "summary.csv").iloc[0]
+    assert row["status"] != "ok" and "finds no brain in this scan" in row["error"]
+
+
+def test_without_an_anatomy_model_nothing_is_stripped_unless_asked_for_which_is_refused(tmp_path, models, capsys):  # noqa: F811
+    lesion, _, inputs = models
+    common = ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--no-anatomy"]
+    assert predict_cli.main(common + ["-o", str(tmp_path / "default")]) == 0
+    assert '"skull_strip": false' in (tmp_path / "default" / ".deepwml_output.json").read_text()
+    assert "skull stripped" not in capsys.readouterr().out
+    assert predict_cli.main(common + ["-o", str(tmp_path / "asked"), "--skull-strip"]) == 2
+    assert "--no-anatomy contradicts" in capsys.readouterr().err and not (tmp_path / "asked").exists()
+    with pytest.raises(SystemExit):
+        predict_cli.main(common + ["-o", str(tmp_path / "both"), "--skull-strip", "--no-skull-strip"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_by_its_anatomy_map(tmp_path, models, capsys,  # noqa: F811
                                                                                                   monkeypatch):
     """What the lesion model sees is the input with everything outside the anatomy map's brain region set to 0: the
@@ -125,8 +204,10 @@ def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_b
     common = ["-i", str(tmp_path / "in"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
     assert predict_cli.main(common + ["-o", str(tmp_path / "strip"), "--skull-strip"]) == 0
     assert "skull stripped: the lesion model saw only the anatomy model's brain" in capsys.readouterr().out
-    # (keeping lesions outside the brain, which a default run drops from its mask)
-    assert predict_cli.main(common + ["-o", str(tmp_path / "plain"), "--keep-outside-brain"]) == 0
+    # a plain run: the scan as given, keeping lesions outside the brain (which a default run drops from its mask)
+    assert predict_cli.main(common + ["-o", str(tmp_path / "plain"), "--no-skull-strip", "--keep-outside-brain"]) == 0
+    # the default strips as --skull-strip does
+    assert predict_cli.main(common + ["-o", str(tmp_path / "default")]) == 0
     (stripped,) = strip_images([read_image(tmp_path / "in" / "scan.nii.gz")], region)
     write_image(stripped.array, scan.geometry, tmp_path / "by_hand" / "scan.nii.gz")
     assert predict_cli.main(["-i", str(tmp_path / "by_hand"), "-o", str(tmp_path / "plain_of_stripped"), "-m", str(lesion),
@@ -136,6 +217,10 @@ def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_b
     assert mask.any() and np.array_equal(mask, read_image(tmp_path / "plain_of_stripped" / "scan.nii.gz", dtype=None).array)
     assert plain[z, y, x] == 1 and mask[z, y, x] == 0
     assert not (mask.astype(bool) & ~region).any()
+    assert np.array_equal(mask, read_image(tmp_path / "default" / "scan.nii.gz", dtype=None).array)
+    for folder in ("strip", "default"):
+        assert pd.read_csv(tmp_path / folder / "summary.csv").loc[0, SKULL_STRIP_COLUMN] == STRIPPED
+    assert SKULL_STRIP_COLUMN not in pd.read_csv(tmp_path / "plain" / "summary.csv").columns
 
 
 def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path, models, capsys):  # noqa: F811
@@ -144,14 +229,17 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     # the report says what the model was shown
     (page,) = (tmp_path / "out").rglob("*.html")
-    assert "the brain the anatomy model finds, the rest blanked (--skull-strip" in page.read_text()
+    assert "the brain the anatomy model finds, the rest blanked (skull stripping, the default" in page.read_text()
     capsys.readouterr()
-    assert predict_cli.main(args) == 2
+    assert predict_cli.main(args + ["--no-skull-strip"]) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     assert "1 already done" in capsys.readouterr().out
+    # stripping is the default, so a run without the option resumes it
+    assert predict_cli.main(args + ["--report", "html"]) == 0
+    assert "1 already done" in capsys.readouterr().out
     # the masks depend on the anatomy model here: another one is not resumed either (a run whose masks do not depend
-    # on it, --keep-outside-brain --min-cortex-contrast 0, resumes across it)
+    # on it, --keep-outside-brain --min-cortex-contrast 0 --no-skull-strip, resumes across it)
     from deepwml_testing.toy_models import write_model_dir
     from test_anatomy_model import anatomy_plan
 
@@ -161,7 +249,7 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert predict_cli.main(moved + ["--skull-strip"]) == 2
     assert "the anatomy model's weights" in capsys.readouterr().err
     plain = ["-i", str(inputs), "-o", str(tmp_path / "plain"), "-m", str(lesion), "--no-qc", "--keep-outside-brain",
-             "--min-cortex-contrast", "0"]
+             "--min-cortex-contrast", "0", "--no-skull-strip"]
     assert predict_cli.main(plain + ["--anatomy-model", str(anatomy)]) == 0
     assert predict_cli.main(plain + ["--anatomy-model", str(other)]) == 0
     assert "1 already done" in capsys.readouterr().out.splitlines()[-1]
@@ -200,8 +288,8 @@ def test_the_input_scaling_benchmark_prints_each_image_and_refuses_what_it_canno
 
 
 def test_deepwml_bids_takes_skull_strip_and_never_mixes_it_in_one_derivatives_folder(tmp_path, capsys):
-    """The BIDS app passes --skull-strip to the prediction (the shipped lesion and anatomy models) and a later run
-    without it is refused, naming the option."""
+    """The BIDS app passes --skull-strip to the prediction (the shipped lesion and anatomy models), a later run with
+    --no-skull-strip is refused, naming the option, and one with neither (stripping is the default) resumes."""
     from deepwml.cli.bids_app import main as bids_main
     from test_bids_app import make_bids
 
@@ -212,8 +300,9 @@ def test_deepwml_bids_takes_skull_strip_and_never_mixes_it_in_one_derivatives_fo
     sidecars = [json.loads(p.read_text()) for p in out.rglob("*_mask.json")]
     assert sidecars and all('"skull_strip": true' in json.dumps(s) for s in sidecars)
     capsys.readouterr()
-    assert bids_main(base) == 2
+    assert bids_main(base + ["--no-skull-strip"]) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err
+    assert bids_main(base) == 0
 
 
 def test_deepwml_compare_segments_both_visits_with_skull_strip_and_does_not_reuse_them_without_it(tmp_path, capsys):
@@ -228,8 +317,9 @@ def test_deepwml_compare_segments_both_visits_with_skull_strip_and_does_not_reus
     for visit in ("baseline", "followup"):
         assert '"skull_strip": true' in (out / visit / MARKER_NAME).read_text()
     capsys.readouterr()
-    assert compare_main(args) == 2
+    assert compare_main(args + ["--no-skull-strip"]) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err
+    assert compare_main(args) == 0  # the default strips: both visits are reused
 
 
 def test_the_skull_pairs_benchmark_reports_the_volume_ratio_of_the_pairs_and_refuses_a_work_folder_in_the_repository(capsys):

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, run, run_installed
+from deepwml.cli.common import add_device_argument, add_skull_strip_options, run, run_installed
 from deepwml.longitudinal.change import ChangeRules
 
 
@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write change_sr.dcm: the change's figures (new, enlarging, resolved lesions, volumes at both "
                         "visits) and each follow-up lesion (outlines, status, volume) as a DICOM Structured Report "
                         "(TID 1500) in the follow-up's study (follow-up a DICOM series folder; needs highdicom)")
-    p.add_argument("--skull-strip", action="store_true",
-                   help="segment both scans on the brain the anatomy model finds (deepwml_predict --skull-strip), so that a "
-                        "scan with its skull and one stripped (a change of protocol between the visits) are segmented alike")
+    add_skull_strip_options(p, "segment both scans on the brain the anatomy model finds, so that a scan with its skull and "
+                            "one stripped (a change of protocol between the visits) are segmented alike: the default, as "
+                            "in deepwml_predict; asked for, a scan in which it finds no brain fails",
+                            "segment both scans as given, skull and scalp included (deepwml_predict --no-skull-strip)")
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import (THIN_SLAB_HELP, add_dataset_argument, add_device_argument, add_tta_options,
-                                cortex_contrast_setting, run, run_installed, thin_slab_setting)
+from deepwml.cli.common import (THIN_SLAB_HELP, add_dataset_argument, add_device_argument, add_skull_strip_options,
+                                add_tta_options, cortex_contrast_setting, run, run_installed, thin_slab_setting)
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
@@ -135,10 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop every lesion the anatomy map places mostly in the cortex or outside the brain, as WMH tools do "
                    "with a white-matter mask: on real MS FLAIR most such components are false positives (faint cortex "
                    "folded into thick slices); it also drops true cortical lesions")
-    p.add_argument("--skull-strip", action="store_true",
-                   help="segment only the brain the anatomy model finds (everything outside it set to 0 first), so a scan "
-                   "with its skull and the same scan skull-stripped get the same lesions: without it, the lesion model calls "
-                   "20-30 %% more lesion in real brains given a synthetic skull than in the same brains stripped")
+    add_skull_strip_options(p)
     p.add_argument("--keep-outside-brain", action="store_true",
                    help="keep the lesions that have no voxel in the brain the anatomy model finds (grown 3 mm): by default "
                    "they are dropped as false positives (fat, skull base, sinuses, ghosts); without an anatomy model "

@@ -27,7 +27,7 @@ from deepwml.imageio import Geometry
 # summary.csv's column: the share of the brain region (the anatomy map's brain and ventricles, holes filled in plane,
 # grown about STRIP_MARGIN_MM, as --skull-strip keeps it) at its surface, brighter than BRIGHT_FACTOR x white matter
 from deepwml.inference.lesion_report import BRIGHT_SHARE_COLUMN
-from deepwml.inference.skull_strip import STRIP_MARGIN_MM
+from deepwml.inference.skull_strip import STRIP_MARGIN_MM, strip_warning
 from deepwml.preprocessing.head_mask import fill_holes_in_plane
 
 #: relative to white matter: CSF on a T2-weighted scan is 2-3 x, and on a FLAIR nothing at the brain's surface comes
@@ -127,9 +127,7 @@ def contrast_warning(anatomy_fields: Dict[str, Any]) -> str:
             f"T1-weighted scan, or CSF not suppressed? Its lesions are not reliable")
 
 
-def with_contrast_warning(warning: str, anatomy_fields: Dict[str, Any]) -> str:
-    """``warning`` (summary.csv's acquisition_warning) with :func:`contrast_warning` joined to it."""
-    extra = contrast_warning(anatomy_fields)
-    if not extra:
-        return warning
-    return f"{warning}; {extra}" if warning else extra
+def with_map_warnings(warning: str, anatomy_fields: Dict[str, Any]) -> str:
+    """``warning`` (summary.csv's acquisition_warning) with what the anatomy map's figures add: :func:`contrast_warning`
+    and a scan left unstripped for want of a brain (deepwml.inference.skull_strip.strip_warning)."""
+    return "; ".join(part for part in (warning, contrast_warning(anatomy_fields), strip_warning(anatomy_fields)) if part)

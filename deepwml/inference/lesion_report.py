@@ -332,6 +332,8 @@ SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__ if name != 
 OUTSIDE_BRAIN_COLUMN = "lesions_dropped_outside_brain"
 #: summary.csv column: lesions in the cortex dropped for being no brighter than bright normal cortex
 FAINT_CORTEX_COLUMN = "lesions_dropped_faint_in_cortex"
+#: summary.csv column: what the lesion model saw when the run strips the skull (deepwml.inference.skull_strip)
+SKULL_STRIP_COLUMN = "lesion_model_input"
 #: summary.csv column: the share of the brain region at its surface, brighter than 2 x white matter and outside the
 #: lesion mask (deepwml.inference.flair_check)
 BRIGHT_SHARE_COLUMN = "bright_brain_share"
@@ -352,6 +354,8 @@ ANATOMY_SUMMARY_COLUMNS = (
     + [FAINT_CORTEX_COLUMN]
     # set by deepwml_predict from the scan and the map: does it look like a T2-FLAIR (inference.flair_check)
     + [BRIGHT_SHARE_COLUMN]
+    # and what its lesion model saw: the scan stripped to the map's brain, or as given (inference.skull_strip)
+    + [SKULL_STRIP_COLUMN]
 )
 
 

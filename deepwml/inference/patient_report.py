@@ -31,7 +31,7 @@ from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
 from deepwml.inference.findings import brain_sentence
 from deepwml.inference.lesion_contrast import RING_MM
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
-from deepwml.inference.lesion_report import CaseSummary
+from deepwml.inference.lesion_report import SKULL_STRIP_COLUMN, CaseSummary
 from deepwml.inference.pdf_printer import PdfPrinter, headless_command
 from deepwml.utils.atomic import write_text
 from deepwml.utils.errors import DeepWMLError
@@ -287,8 +287,18 @@ def input_html(source: Path, geometry: Geometry, series: Optional[str] = None) -
     ])  # fmt: skip
 
 
-def model_html(model: ModelInfo) -> str:
-    """The model that made the prediction, with its model card when it has one."""
+#: what the report says the lesion model saw, by summary.csv's lesion_model_input (deepwml.inference.skull_strip)
+INPUT_SEGMENTED = {
+    "skull-stripped": "the brain the anatomy model finds, the rest blanked (skull stripping, the default; "
+                      "--no-skull-strip shows the whole scan)",
+    "already skull-stripped": "the scan as given: it was skull-stripped already",
+    "as given: no brain found": "the whole scan as given: the anatomy model found no brain to strip it to",
+}
+
+
+def model_html(model: ModelInfo, lesion_model_input: Optional[str] = None) -> str:
+    """The model that made the prediction, with its model card when it has one; ``lesion_model_input``: the case's
+    summary.csv ``lesion_model_input`` (what skull stripping did), when the run stripped."""
     rows = [
         ("Model", f"{model.dataset} / {model.plan}"),
         ("Folder", str(model.folder)),
@@ -297,8 +307,9 @@ def model_html(model: ModelInfo) -> str:
         ("Mask threshold", f"probability ≥ {model.threshold:g}"),
         ("Postprocessing", "threshold and lesion filters chosen for this model on labelled scans it did not learn from "
                            "(deepwml_find_postprocessing)" if model.postprocessing else "as the plan and the run's options give it"),
-        ("Input segmented", "the brain the anatomy model finds, the rest blanked (--skull-strip; a scan stripped already "
-                            "as given)" if model.skull_strip else "the whole scan as given"),
+        ("Input segmented", INPUT_SEGMENTED.get(lesion_model_input or "", "the brain the anatomy model finds, the rest "
+                                                "blanked (a scan stripped already as given)")
+         if model.skull_strip else "the whole scan as given"),
         ("Lesions outside the brain", "dropped (no voxel in the brain the anatomy model finds)"
          if model.outside_brain_dropped else "kept"),
         ("Lesions in the cortex", f"kept when at least {model.cortex_contrast:g} × the cortex's median intensity (fainter "
@@ -366,7 +377,7 @@ def build_patient_report(
         (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
         ("Lesions", lesion_table_html(lesions)),
         ("Input scan", input_html(source, geometry, series)),
-        ("Model", model_html(model)),
+        ("Model", model_html(model, summary.anatomy.get(SKULL_STRIP_COLUMN))),
     ]
     parts = [
         "<!DOCTYPE html>",

@@ -21,17 +21,17 @@ from deepwml.inference.acquisition import TrainedAcquisition
 from deepwml.inference.anatomy import AnatomyModel, anatomy_map
 from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.cortex_contrast import drop_faint_cortical
-from deepwml.inference.flair_check import contrast_fields, with_contrast_warning
+from deepwml.inference.flair_check import contrast_fields, with_map_warnings
 from deepwml.inference.inputs import InputCase, read_channels
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
-from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, CaseSummary, failed_case, filter_lesions,
-                                             lesion_table, slice_areas_mm2, summarize_case)
+from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, SKULL_STRIP_COLUMN, CaseSummary,
+                                             failed_case, filter_lesions, lesion_table, slice_areas_mm2, summarize_case)
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import table_locations, write_qc_montage
-from deepwml.inference.skull_strip import already_stripped, brain_region, strip_images
+from deepwml.inference.skull_strip import brain_region, lesion_model_channels
 from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
 from deepwml.inference.white_matter import white_matter_lesions
 from deepwml.planning.plan import Plan
@@ -60,6 +60,8 @@ class PreparedCase:
     anatomy_labels: Optional[np.ndarray] = None
     #: channel 0 as the networks saw it when that differs from ``image`` (a thin scan's slabs), else None
     network_image: Optional[Image] = None
+    #: what the skull stripping did (deepwml.inference.skull_strip: STRIPPED ...); '' when the run does not strip
+    skull_strip_state: str = ""
 
     @property
     def judged_array(self) -> np.ndarray:
@@ -81,6 +83,8 @@ class RunOptions:
     white_matter_only: bool = False
     #: the lesion model sees only the anatomy model's brain (deepwml.inference.skull_strip)
     skull_strip: bool = False
+    #: and the user asked for it: a scan in which the anatomy model finds no brain fails instead of being predicted as given
+    skull_strip_required: bool = False
     #: drop the lesions with no voxel in the anatomy map's brain (deepwml.inference.outside_brain); needs the map
     drop_outside_brain: bool = False
     #: lesions the anatomy map places in the cortex under this many times its median intensity are dropped
@@ -127,11 +131,13 @@ def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, 
     return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input, network_image=network_image)
 
 
-def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Plan,
-                    anatomy: Optional[AnatomyModel]) -> Tuple[PreparedCase, np.ndarray, Optional[np.ndarray]]:
+def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Plan, anatomy: Optional[AnatomyModel],
+                    strip_required: bool = True) -> Tuple[PreparedCase, np.ndarray, Optional[np.ndarray]]:
     """(the case as the lesion model saw it, its lesion probabilities, the anatomy model's class probabilities or None).
 
-    The anatomy model runs first: with --skull-strip (``prepared.channels`` set) its brain is what the lesion model sees.
+    The anatomy model runs first: when skull stripping (``prepared.channels`` set) its brain is what the lesion model
+    sees. ``strip_required`` (--skull-strip asked for): a scan in which it finds no brain fails rather than being
+    predicted as given (deepwml.inference.skull_strip.lesion_model_channels).
     """
     anatomy_probs = None if prepared.anatomy_input is None else anatomy.predict(prepared.anatomy_input)
     if prepared.channels is not None:
@@ -139,10 +145,10 @@ def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Pla
             raise DeepWMLError("--skull-strip needs the anatomy model, and this run has none")  # run.py checks first
         labels = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
         region = brain_region(labels, prepared.image.geometry)
-        channels = prepared.channels if already_stripped(prepared.image, region) else strip_images(prepared.channels, region)
+        channels, state = lesion_model_channels(prepared.image, prepared.channels, region, strip_required)
         result = preprocess_arrays(channels if len(channels) > 1 else channels[0], plan)
         prepared = replace(prepared, image_pp=result.image, head=result.head, props=result.props, channels=None,
-                           anatomy_labels=labels)
+                           anatomy_labels=labels, skull_strip_state=state)
     return prepared, predictor.predict(prepared.image_pp, prepared.head), anatomy_probs
 
 
@@ -182,7 +188,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         summary.anatomy[FAINT_CORTEX_COLUMN] = faint_cortical
     if anatomy is not None:  # does it look like a T2-FLAIR at all (deepwml.inference.flair_check)
         summary.anatomy.update(contrast_fields(prepared.image.array, anatomy, geometry, mask))
-    summary.acquisition_warning = with_contrast_warning(
+    if prepared.skull_strip_state:
+        summary.anatomy[SKULL_STRIP_COLUMN] = prepared.skull_strip_state
+    summary.acquisition_warning = with_map_warnings(
         scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy)
     summary.source_series = source_series(case, options.clinical.series_uid)
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
@@ -316,7 +324,8 @@ class CasePipeline:
                                                                    self.options.thin_slab_mm)))
                     case, future = pending_reads.popleft()
                     try:
-                        prepared, probs, anatomy = network_outputs(future.result(), self.predictor, self.plan, self.anatomy)
+                        prepared, probs, anatomy = network_outputs(future.result(), self.predictor, self.plan, self.anatomy,
+                                                                   self.options.skull_strip_required)
                     except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
                         record(failed_case(case.case_id, describe_error(e)))
                         debug_trace(e)

@@ -21,7 +21,7 @@ from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.cortex_contrast import check_cortex_contrast
 from deepwml.inference.dicom_seg import require_highdicom
-from deepwml.inference.flair_check import with_contrast_warning
+from deepwml.inference.flair_check import with_map_warnings
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8_mode import check_mode as check_int8_mode
 from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_lesion_filters,
@@ -88,8 +88,10 @@ class PredictRequest:
     save_lesion_ids: bool = False
     #: keep only the lesions the anatomy map places in white matter (deepwml.inference.white_matter)
     white_matter_only: bool = False
-    #: the lesion model sees only the anatomy model's brain: scans with and without skull alike (deepwml.inference.skull_strip)
-    skull_strip: bool = False
+    #: the lesion model sees only the anatomy model's brain: scans with and without skull alike (deepwml.inference.skull_strip).
+    #: None (the default): when there is an anatomy model; True: asked for (refused without one; a scan in which it
+    #: finds no brain fails); False: never
+    skull_strip: Optional[bool] = None
     #: keep the lesions with no voxel in the anatomy model's brain, which are dropped by default when there is an
     #: anatomy model (deepwml.inference.outside_brain)
     keep_outside_brain: bool = False
@@ -270,7 +272,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     if label_map:
         check_label_map_request(request, spec)
     anatomy_dir = None if label_map else anatomy_model_dir(request.anatomy_model, request.anatomy,
-                                                           request.save_anatomy or request.white_matter_only or request.skull_strip)
+                                                           request.save_anatomy or request.white_matter_only or request.skull_strip is True)
     all_cases = discover_cases(request.input, spec.plan.n_channels)
     clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
@@ -285,8 +287,9 @@ def _predict(request: PredictRequest) -> PredictReport:
     done, todo = _split_done(cases, out_dir, request, label_map)
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     drop_outside = anatomy_dir is not None and not request.keep_outside_brain
+    strip = anatomy_dir is not None and request.skull_strip is not False
     cortex_contrast = check_cortex_contrast(request.min_cortex_contrast) if anatomy_dir is not None else 0.0
-    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or request.skull_strip or drop_outside
+    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or strip or drop_outside
                                                      or cortex_contrast > 0)
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
     # the weights carry the model's stored postprocessing: only now is it known what makes the masks
@@ -300,16 +303,16 @@ def _predict(request: PredictRequest) -> PredictReport:
         clinical = dataclasses.replace(clinical, model=dataclasses.replace(
             clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
             min_lesion_contrast=mask.min_lesion_contrast, min_lesion_spread=mask.min_lesion_spread, tta=tta,
-            postprocessing=from_model, outside_brain_dropped=drop_outside, cortex_contrast=cortex_contrast))
+            postprocessing=from_model, outside_brain_dropped=drop_outside, cortex_contrast=cortex_contrast, skull_strip=strip))
     trained = trained_acquisition(spec.folder)
     thin_slab = run_slab_mm(request.thin_slab_mm, trained)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
-                               mask.min_lesion_peak, request.skull_strip, weights.anatomy_digests, drop_outside,
+                               mask.min_lesion_peak, strip, weights.anatomy_digests, drop_outside,
                                mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread, cortex_contrast)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
-                           skull_strip=request.skull_strip, mask=mask, outside_brain_dropped=drop_outside,
+                           skull_strip=strip, mask=mask, outside_brain_dropped=drop_outside,
                            cortex_contrast=cortex_contrast,
                            stored_postprocessing=from_model)
     summaries = {}
@@ -323,7 +326,7 @@ def _predict(request: PredictRequest) -> PredictReport:
                 # dropped outside the brain and the contrast check in any case) comes from the run that made it
                 summary = summaries[case.case_id]
                 summary.anatomy = {**earlier[case.case_id], **summary.anatomy}
-                summary.acquisition_warning = with_contrast_warning(summary.acquisition_warning, summary.anatomy)
+                summary.acquisition_warning = with_map_warnings(summary.acquisition_warning, summary.anatomy)
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = runtime_setup() if weights.graphs is not None else torch_setup(request)
@@ -350,7 +353,8 @@ def _predict(request: PredictRequest) -> PredictReport:
             series_uid=request.series_uid,
             clinical=clinical,
             white_matter_only=request.white_matter_only,
-            skull_strip=request.skull_strip,
+            skull_strip=strip,
+            skull_strip_required=request.skull_strip is True,
             drop_outside_brain=drop_outside,
             min_cortex_contrast=cortex_contrast,
             min_lesion_ml=mask.min_lesion_ml,
@@ -539,7 +543,7 @@ def check_label_map_request(request: PredictRequest, spec: ModelSpec) -> None:
                                             ("--save-lesion-ids", request.save_lesion_ids),
                                             ("--anatomy-model", request.anatomy_model),
                                             ("--white-matter-only", request.white_matter_only),
-                                            ("--skull-strip", request.skull_strip),
+                                            ("--skull-strip", request.skull_strip is True),
                                             ("--threshold", request.threshold is not None),
                                             ("--min-lesion-ml", (request.min_lesion_ml or 0) > 0),
                                             ("--min-lesion-peak", (request.min_lesion_peak or 0) > 0),
@@ -568,8 +572,7 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
             print("[deepwml_predict] note: no Chromium on PATH to print the report to PDF; writing the HTML pages only", file=sys.stderr)
     # the mask settings are filled in once the weights (which carry the model's postprocessing) are read
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
-                               bool(request.tta) or spec.plan.inference.tta, spec.plan.inference.threshold,
-                               skull_strip=request.skull_strip)
+                               bool(request.tta) or spec.plan.inference.tta, spec.plan.inference.threshold)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
 
 

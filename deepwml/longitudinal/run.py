@@ -73,9 +73,10 @@ class CompareRequest:
     #: deepwml_predict's summary figures of a given mask by visit ('baseline', 'followup'; its summary.csv row, as a
     #: published mask's sidecar keeps it), so that the 10 mm split of a visit segmented earlier reaches change.json
     mask_figures: Optional[Dict[str, Dict[str, Any]]] = None
-    #: segment both scans on the brain the anatomy model finds (deepwml_predict --skull-strip): a baseline with its
-    #: skull and a follow-up stripped (or the other way round) are then segmented alike
-    skull_strip: bool = False
+    #: segment both scans on the brain the anatomy model finds (deepwml_predict's default; --skull-strip): a baseline
+    #: with its skull and a follow-up stripped (or the other way round) are then segmented alike. None: as
+    #: deepwml_predict does by default; False: --no-skull-strip
+    skull_strip: Optional[bool] = None
 
 
 @dataclass
