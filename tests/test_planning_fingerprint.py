@@ -145,3 +145,21 @@ def test_label_on_another_grid_is_an_error_naming_the_label(tmp_path):
     write_image(label, geometry, folder / "labelsTr" / "GE_000.nii.gz")
     with pytest.raises(DatasetError, match=r"labelsTr/GE_000.nii.gz.*not on the image's grid"):
         fp.compute_fingerprint(RawDataset(folder))
+
+
+def test_the_fingerprint_records_which_scans_are_skull_stripped(tmp_path):
+    """A scan whose background outside the head is one value (a stripped scan's 0) is counted as skull-stripped, one
+    with a scanner's noise around the head is not: deepwml_predict strips by default only for a model that learned
+    stripped scans."""
+    folder = write_multicentre_dataset(tmp_path, n_per_centre=2)
+    stripped = sorted((folder / "imagesTr").glob("GE_*.nii.gz"))[0]
+    image, label, geometry = tiny_case(shape_zyx=(5, 48, 48), spacing_xyz=(0.5, 0.5, 7.5), seed=0)
+    head = image > 50
+    write_image(np.where(head, image, 0.0).astype(np.float32), geometry, stripped)
+    result = fp.compute_fingerprint(RawDataset(folder))
+    flags = {cid: case["skull_stripped"] for cid, case in result["cases"].items()}
+    assert flags == {cid: cid == stripped.name[:-len(".nii.gz")] for cid in flags}
+    assert result["dataset_summary"]["skull_stripped_cases"] == 1
+    # case summaries from before the field (a reused fingerprint) give no count rather than a wrong one
+    assert "skull_stripped_cases" not in fp._group_summary([{k: v for k, v in case.items() if k != "skull_stripped"}
+                                                            for case in result["cases"].values()])

@@ -15,7 +15,7 @@ from deepwml.imageio import Geometry, Image, read_image, write_image
 from deepwml.inference import pipeline
 from deepwml.inference.lesion_report import SKULL_STRIP_COLUMN
 from deepwml.inference.skull_strip import (ALREADY_STRIPPED, NO_BRAIN, STRIPPED, already_stripped, brain_region,
-                                           lesion_model_channels, strip_images, strip_warning)
+                                           lesion_model_channels, run_skull_strip, strip_images, strip_warning)
 from deepwml.utils.errors import DeepWMLError
 from test_anatomy_model import models  # noqa: F401 - the fixture
 
@@ -28,6 +28,11 @@ def _anatomy(shape=(4, 40, 40)) -> np.ndarray:
     anatomy[1:3, 18:22, 18:22] = VENTRICLE
     anatomy[1, 14:16, 24:26] = BACKGROUND  # enclosed: filled
     return anatomy
+
+
+def learned_stripped(model_dir, count: int = 3) -> None:
+    """Record in a toy model's fingerprint that it learned ``count`` skull-stripped scans (what makes the default strip)."""
+    (model_dir / "fingerprint.json").write_text(json.dumps({"dataset_summary": {"skull_stripped_cases": count}}))
 
 
 def test_the_brain_region_is_every_class_holes_filled_and_grown_in_plane_by_millimetres_not_across_slices():
@@ -131,6 +136,25 @@ def test_the_lesion_model_channels_are_stripped_left_as_they_are_when_stripped_a
     assert strip_warning({}) == ""
 
 
+def test_the_default_strips_for_a_model_that_learned_stripped_scans_only(tmp_path):
+    assert run_skull_strip(None, True, 30) == (True, "")
+    assert run_skull_strip(True, True, 0) == run_skull_strip(True, True, None) == (True, "")
+    assert run_skull_strip(False, True, 30) == run_skull_strip(None, False, 30) == (False, "")
+    assert run_skull_strip(None, True, 0) == (False, "not skull-stripped: the model learned no skull-stripped scans "
+                                                    "(--skull-strip strips anyway)")
+    assert "does not record" in run_skull_strip(None, True, None)[1]
+    # what a model learned: its fingerprint's count, else a synthetic dataset.json's per-case record, else unknown
+    from deepwml.inference.acquisition import learned_stripped_scans
+    from deepwml.pretrained import BUILTIN_DIR
+
+    assert learned_stripped_scans(tmp_path) is None
+    (tmp_path / "dataset.json").write_text(json.dumps({"cases": {"a": {"skull_stripped": True}, "b": {"skull_stripped": False}}}))
+    assert learned_stripped_scans(tmp_path) == 1
+    learned_stripped(tmp_path, 0)
+    assert learned_stripped_scans(tmp_path) == 0
+    assert learned_stripped_scans(BUILTIN_DIR) == 30  # the shipped model: 30 of its 125 synthetic training scans
+
+
 def test_the_report_says_what_the_lesion_model_was_shown_for_each_case(tmp_path):
     from deepwml.inference.patient_report import ModelInfo, model_html
 
@@ -146,6 +170,7 @@ def test_the_report_says_what_the_lesion_model_was_shown_for_each_case(tmp_path)
 def test_a_scan_without_brain_is_predicted_as_given_and_flagged_by_default_and_fails_when_stripping_was_asked_for(
         tmp_path, models, capsys, monkeypatch):  # noqa: F811
     lesion, anatomy, inputs = models
+    learned_stripped(lesion)
     shape = read_image(inputs / "scan.nii.gz").array.shape
     monkeypatch.setattr(pipeline, "anatomy_map", lambda probs, props: np.zeros(shape, np.uint8))
     common = ["-i", str(inputs), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
@@ -202,12 +227,19 @@ def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_b
     bright[z, y - 2:y + 3, x - 3:x + 4] = scan.array.max()
     write_image(bright, scan.geometry, tmp_path / "in" / "scan.nii.gz")
     common = ["-i", str(tmp_path / "in"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
+    # a model that does not record what it learned is shown the scan as given unless stripping is asked for
+    assert predict_cli.main(common + ["-o", str(tmp_path / "unrecorded")]) == 0
+    assert ("not skull-stripped: the model does not record whether it learned skull-stripped scans "
+            "(--skull-strip strips anyway)") in capsys.readouterr().out
+    assert SKULL_STRIP_COLUMN not in pd.read_csv(tmp_path / "unrecorded" / "summary.csv").columns
+    learned_stripped(lesion)
     assert predict_cli.main(common + ["-o", str(tmp_path / "strip"), "--skull-strip"]) == 0
     assert "skull stripped: the lesion model saw only the anatomy model's brain" in capsys.readouterr().out
     # a plain run: the scan as given, keeping lesions outside the brain (which a default run drops from its mask)
     assert predict_cli.main(common + ["-o", str(tmp_path / "plain"), "--no-skull-strip", "--keep-outside-brain"]) == 0
-    # the default strips as --skull-strip does
+    # for a model that learned stripped scans the default strips as --skull-strip does
     assert predict_cli.main(common + ["-o", str(tmp_path / "default")]) == 0
+    assert "skull stripped: the lesion model saw only" in capsys.readouterr().out
     (stripped,) = strip_images([read_image(tmp_path / "in" / "scan.nii.gz")], region)
     write_image(stripped.array, scan.geometry, tmp_path / "by_hand" / "scan.nii.gz")
     assert predict_cli.main(["-i", str(tmp_path / "by_hand"), "-o", str(tmp_path / "plain_of_stripped"), "-m", str(lesion),
@@ -225,6 +257,7 @@ def test_predict_with_skull_strip_is_the_plain_prediction_of_the_scan_stripped_b
 
 def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path, models, capsys):  # noqa: F811
     lesion, anatomy, inputs = models
+    learned_stripped(lesion)
     args = ["-i", str(inputs), "-o", str(tmp_path / "out"), "-m", str(lesion), "--no-qc", "--anatomy-model", str(anatomy)]
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     # the report says what the model was shown

@@ -104,8 +104,9 @@ def add_tta_options(parser) -> None:
 
 
 SKULL_STRIP_HELP = ("segment only the brain the anatomy model finds (everything outside it set to 0 first), so a scan with "
-                   "its skull and the same scan skull-stripped get the same lesions: the default whenever there is an "
-                   "anatomy model; asked for, a scan in which it finds no brain fails instead of being segmented as given")
+                   "its skull and the same scan skull-stripped get the same lesions: the default when there is an anatomy "
+                   "model and the lesion model learned skull-stripped scans (the shipped one did); asked for, it applies "
+                   "to any lesion model, and a scan in which the anatomy model finds no brain fails")
 NO_SKULL_STRIP_HELP = ("show the lesion model the whole scan as given, skull and scalp included (the behaviour before "
                        "2026-12-07): its lesions then move with what lies around the brain (the same synthetic brains "
                        "with and without skull: lesion volume ratio IQR 0.86-1.08, against 1.00-1.01 stripped)")

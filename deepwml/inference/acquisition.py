@@ -48,6 +48,26 @@ def trained_acquisition(model_dir: Path) -> Optional[TrainedAcquisition]:
     return TrainedAcquisition((min(thickness), max(thickness)), (min(inplane), max(inplane)))
 
 
+def learned_stripped_scans(model_dir: Path) -> Optional[int]:
+    """How many of the model's training scans were skull-stripped: fingerprint.json's ``skull_stripped_cases``, else
+    the per-case ``skull_stripped`` of a synthetic dataset.json (deepwml_make_synthetic records what it drew; the
+    shipped model's fingerprint predates the count); None when neither says (a hand-made folder, or a fingerprint from
+    before 2026-12-07 of scans that are not synthetic)."""
+    folder = Path(model_dir)
+    try:
+        count = json.loads((folder / "fingerprint.json").read_text(encoding="utf-8"))["dataset_summary"]["skull_stripped_cases"]
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return count
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        cases = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["cases"]
+        flags = [meta["skull_stripped"] for meta in cases.values()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return sum(flag is True for flag in flags) if flags and all(isinstance(f, bool) for f in flags) else None
+
+
 def axial_tilt_deg(geometry: Geometry) -> float:
     """Angle (degrees) between the slice normal and the world's superior-inferior axis: 0 for axial slices."""
     normal = geometry.direction_matrix[:, geometry.slice_axis]

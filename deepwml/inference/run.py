@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from deepwml.calibration.temperature import uncalibrated
 from deepwml.constants import MIN_CORTEX_CONTRAST
-from deepwml.inference.acquisition import trained_acquisition
+from deepwml.inference.acquisition import learned_stripped_scans, trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
 from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
@@ -36,6 +36,7 @@ from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.postprocessing import MaskSettings, mask_settings
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
+from deepwml.inference.skull_strip import run_skull_strip
 from deepwml.inference.thin_slices import check_slab_setting, run_slab_mm
 from deepwml.paths import results_root
 from deepwml.utils.atomic import read_json, write_json
@@ -138,8 +139,10 @@ class PredictReport:
     anatomy_model: Optional[Path] = None
     #: the model's probability temperatures below / above the threshold (deepwml_calibrate); (1, 1): uncalibrated
     temperatures: Tuple[float, float] = (1.0, 1.0)
-    #: the lesion model saw only the anatomy model's brain (--skull-strip)
+    #: the lesion model saw only the anatomy model's brain (skull stripping)
     skull_strip: bool = False
+    #: why the default did not strip although the anatomy model ran ('' otherwise)
+    skull_strip_note: str = ""
     #: lesions with no voxel in the anatomy model's brain were dropped (the default with an anatomy model)
     outside_brain_dropped: bool = False
     #: lesions in the cortex under this many times its median intensity were dropped (0: not)
@@ -165,6 +168,7 @@ class PredictReport:
             f"in {self.seconds:.1f} s on {self.device}{self._engine_reason()}, folds {' '.join(self.folds) or '-'}; "
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
+            + (f"; {self.skull_strip_note}" if self.skull_strip_note else "")
             + ("; lesions outside the anatomy model's brain dropped" if self.outside_brain_dropped else "")
             + (f"; lesions in its cortex under {self.cortex_contrast:g} x the cortex's median dropped" if self.cortex_contrast else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
@@ -287,7 +291,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     done, todo = _split_done(cases, out_dir, request, label_map)
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     drop_outside = anatomy_dir is not None and not request.keep_outside_brain
-    strip = anatomy_dir is not None and request.skull_strip is not False
+    strip, strip_note = run_skull_strip(request.skull_strip, anatomy_dir is not None, learned_stripped_scans(spec.folder))
     cortex_contrast = check_cortex_contrast(request.min_cortex_contrast) if anatomy_dir is not None else 0.0
     masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or strip or drop_outside
                                                      or cortex_contrast > 0)
@@ -312,7 +316,7 @@ def _predict(request: PredictRequest) -> PredictReport:
                                mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread, cortex_contrast)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
-                           skull_strip=strip, mask=mask, outside_brain_dropped=drop_outside,
+                           skull_strip=strip, skull_strip_note=strip_note, mask=mask, outside_brain_dropped=drop_outside,
                            cortex_contrast=cortex_contrast,
                            stored_postprocessing=from_model)
     summaries = {}

@@ -21,7 +21,7 @@ stripped scans; the one shipped since, trained on half stripped scans, finds the
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -29,7 +29,7 @@ from scipy import ndimage
 from deepwml.anatomy.labels import BACKGROUND
 from deepwml.imageio import Geometry, Image
 from deepwml.inference.lesion_report import SKULL_STRIP_COLUMN
-from deepwml.preprocessing.head_mask import fill_holes_in_plane, head_mask
+from deepwml.preprocessing.head_mask import constant_background, fill_holes_in_plane, head_mask
 from deepwml.preprocessing.outliers import suppress_outliers
 from deepwml.utils.errors import DeepWMLError
 
@@ -37,9 +37,6 @@ from deepwml.utils.errors import DeepWMLError
 STRIP_MARGIN_MM = 3.0
 #: a brain region under this share of the scan's voxels is no brain the model found (a phantom, a wrong series)
 MIN_BRAIN_SHARE = 0.005
-#: a stripped scan's background is one value: at least this share of the voxels outside its head mask hold it (the
-#: generator's stripped scans 0.98-1.0, the rest brain apart from the head mask's largest part; with skull, noise: 0.01)
-STRIPPED_BACKGROUND_SHARE = 0.9
 #: and its head is the brain: at most this share of the head mask lies outside the brain region (a scan with its skull
 #: has scalp, skull, orbits and face there: 0.43-0.58 of the head on the generator's scans, 0.01-0.11 stripped)
 STRIPPED_HEAD_OUTSIDE_SHARE = 0.25
@@ -82,6 +79,21 @@ def strip_images(images: Sequence[Image], region: np.ndarray) -> List[Image]:
     return [replace(image, array=np.where(region, image.array, 0).astype(image.array.dtype, copy=False)) for image in images]
 
 
+def run_skull_strip(asked: Optional[bool], anatomy: bool, learned_stripped: Optional[int]) -> Tuple[bool, str]:
+    """(does the run strip, why not when the default leaves a scan as given although the anatomy model runs): ``asked``
+    is --skull-strip (True), --no-skull-strip (False) or neither (None: the default); ``learned_stripped`` how many
+    skull-stripped scans the lesion model learned (deepwml.inference.acquisition.learned_stripped_scans; None: not
+    recorded). A model is shown what it learned: one that learned only scans with their skull, or does not say, sees
+    the scan as given unless stripping is asked for."""
+    if not anatomy or asked is False:
+        return False, ""
+    if asked or learned_stripped:
+        return True, ""
+    why = ("the model learned no skull-stripped scans" if learned_stripped == 0
+           else "the model does not record whether it learned skull-stripped scans")
+    return False, f"not skull-stripped: {why} (--skull-strip strips anyway)"
+
+
 def lesion_model_channels(image: Image, channels: Sequence[Image], region: np.ndarray,
                           required: bool) -> Tuple[List[Image], str]:
     """(the channels the lesion model sees, what was done: STRIPPED, ALREADY_STRIPPED or NO_BRAIN): stripped to
@@ -115,9 +127,6 @@ def already_stripped(image: Image, region: np.ndarray) -> bool:
     array, region = np.moveaxis(np.asarray(image.array)[step], axis, 0), np.moveaxis(np.asarray(region)[step], axis, 0)
     values, _ = suppress_outliers(array.astype(np.float32, copy=False))
     head = head_mask(values)
-    outside = array[~head]
-    if outside.size == 0 or not head.any():
+    if not head.any() or not constant_background(array, head):
         return False
-    # a value held by more than half of them is their median: one partition instead of np.unique's sort
-    constant = np.count_nonzero(outside == np.median(outside)) >= STRIPPED_BACKGROUND_SHARE * outside.size
-    return bool(constant and (head & ~region).sum() <= STRIPPED_HEAD_OUTSIDE_SHARE * head.sum())
+    return bool((head & ~region).sum() <= STRIPPED_HEAD_OUTSIDE_SHARE * head.sum())

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from deepwml.constants import LV_GROUP_BOUNDS_ML, LV_GROUP_NAMES
 from deepwml.datasets import Case, RawDataset
-from deepwml.preprocessing.head_mask import head_mask
+from deepwml.preprocessing.head_mask import constant_background, head_mask
 from deepwml.preprocessing.outliers import suppress_outliers
 from deepwml.preprocessing.orientation import canonical_orientation, canonical_spacing, to_canonical
 from deepwml.preprocessing.parallel import parallel_map
@@ -56,8 +56,8 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
     thickness, sp_h, sp_w = canonical_spacing(g, orientation)
     # intensity statistics need no more than ~256² pixels a slice; a strided grid makes 512² cases 4× cheaper
     stride = max(1, min(stack.shape[1:]) // 256)
-    coarse = stack[:, ::stride, ::stride]
-    coarse, _ = suppress_outliers(coarse)
+    stored = stack[:, ::stride, ::stride]
+    coarse, _ = suppress_outliers(stored)
     head = head_mask(coarse)
     lesion = label == 1
     fg = coarse[head]
@@ -103,6 +103,9 @@ def case_fingerprint(task: CaseTask) -> Tuple[Dict[str, Any], np.ndarray]:
         },
         # read_case allows only the class values and the ignore value
         "ignored_voxels": int(np.count_nonzero((label < 0) | (label >= task.num_classes))),
+        # one background value outside the head: skull-stripped (deepwml_predict strips by default only for a model
+        # that learned such scans)
+        "skull_stripped": constant_background(stored, head),
     }
     if extra is not None:
         summary["channels"] = extra
@@ -244,6 +247,8 @@ def _group_summary(summaries: Sequence[Dict[str, Any]], pooled: Optional[np.ndar
         "centres": _counts([str(s["centre"]) for s in summaries]),
         "diseases": _counts([str(s["disease"]) for s in summaries]),
     }
+    if all("skull_stripped" in s for s in summaries):  # case summaries cached before the field have no say
+        out["skull_stripped_cases"] = int(sum(bool(s["skull_stripped"]) for s in summaries))
     if pooled is not None:
         out["head_intensity_percentiles"] = dict(zip(_pct_keys(), np.percentile(pooled, PERCENTILES).tolist()))
         out["head_intensity_samples"] = int(pooled.size)

@@ -68,3 +68,18 @@ def fill_holes_in_plane(mask: np.ndarray) -> np.ndarray:
         outside[edge] = True
     outside[0] = False  # label 0 is the foreground itself
     return ~outside[labels]
+
+
+#: a skull-stripped scan's background is one value: at least this share of the voxels outside its head mask hold it
+#: (the generator's stripped scans 0.97-1.0; scans with their skull, whose background is noise, 0.001-0.08)
+STRIPPED_BACKGROUND_SHARE = 0.9
+
+
+def constant_background(stack: np.ndarray, head: np.ndarray) -> bool:
+    """Whether the voxels of ``stack`` outside ``head`` (the scan as stored, not outlier-suppressed) are one value, as
+    a skull-stripped scan's background is and a scanner's noise never is; False when there is no such voxel."""
+    outside = np.asarray(stack)[~np.asarray(head, dtype=bool)]
+    if outside.size == 0:
+        return False
+    # a value held by more than half of them is their median: one partition instead of np.unique's sort
+    return bool(np.count_nonzero(outside == np.median(outside)) >= STRIPPED_BACKGROUND_SHARE * outside.size)
