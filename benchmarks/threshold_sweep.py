@@ -96,6 +96,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--heavy-ml", type=float, default=None, metavar="ML",
                    help="also the figures over the cases whose reference carries at least ML of lesion (e.g. 10: the "
                         "held-back patients of issue #12 all do)")
+    p.add_argument("--skull-strip", action="store_true",
+                   help="show the model each scan stripped to the shipped anatomy model's brain, as deepwml_predict does "
+                        "by default for a model that learned stripped scans (lesions outside the brain kept and the cortex "
+                        "bound off, so that only what the model sees changes; its own prediction folder)")
     a = p.parse_args(argv)
     print(f"# {load_line()}")
     cases = _cases(a.raw, a.split, a.fold)
@@ -109,15 +113,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not link.exists():
             link.symlink_to(found[0].resolve())
     model = builtin_model_dir() if a.model == BUILTIN_ALIAS else Path(a.model)
-    predict(PredictRequest(input=images, output=a.work / "pred", model_dir=model, folds=a.folds, save_probabilities=True,
-                           write_qc=False, anatomy=False))
+    strip = dict(anatomy=True, skull_strip=True, keep_outside_brain=True, min_cortex_contrast=0.0) if a.skull_strip else {}
+    predictions = a.work / ("pred_skull_strip" if a.skull_strip else "pred")
+    predict(PredictRequest(input=images, output=predictions, model_dir=model, folds=a.folds, save_probabilities=True,
+                           write_qc=False, **{"anatomy": False, **strip}))
     settings = [(t, m, k, c) for t in a.thresholds for m in a.min_lesion_ml for k in a.min_lesion_peak
                 for c in a.min_lesion_contrast]
     scored: Dict[tuple, List[Dict[str, object]]] = {s: [] for s in settings}
     load_ml = []
     for cid in cases:  # one case in memory at a time, scored at every setting
         ref = read_image(a.raw / "labelsTr" / f"{cid}.nii.gz")
-        prob = read_image(a.work / "pred" / f"{cid}_prob.nii.gz").array
+        prob = read_image(predictions / f"{cid}_prob.nii.gz").array
         image = read_image(images / f"{cid}.nii.gz").array if any(a.min_lesion_contrast) else None
         load_ml.append(float((ref.array > 0).sum() * ref.geometry.voxel_volume_ml))
         for t, m, k, c in settings:

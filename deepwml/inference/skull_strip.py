@@ -37,7 +37,7 @@ from deepwml.utils.errors import DeepWMLError
 STRIP_MARGIN_MM = 3.0
 #: a brain region under this share of the scan's voxels is no brain the model found (a phantom, a wrong series)
 MIN_BRAIN_SHARE = 0.005
-#: and its head is the brain: at most this share of the head mask lies outside the brain region (a scan with its skull
+#: a stripped scan's head is its brain: at most this share of the head mask lies outside the brain region (a scan with its skull
 #: has scalp, skull, orbits and face there: 0.43-0.58 of the head on the generator's scans, 0.01-0.11 stripped)
 STRIPPED_HEAD_OUTSIDE_SHARE = 0.25
 #: the pixel size (mm) at which a scan is judged stripped already
