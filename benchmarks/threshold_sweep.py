@@ -115,8 +115,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     model = builtin_model_dir() if a.model == BUILTIN_ALIAS else Path(a.model)
     strip = dict(anatomy=True, skull_strip=True, keep_outside_brain=True, min_cortex_contrast=0.0) if a.skull_strip else {}
     predictions = a.work / ("pred_skull_strip" if a.skull_strip else "pred")
-    predict(PredictRequest(input=images, output=predictions, model_dir=model, folds=a.folds, save_probabilities=True,
-                           write_qc=False, **{"anatomy": False, **strip}))
+    report = predict(PredictRequest(input=images, output=predictions, model_dir=model, folds=a.folds,
+                                    save_probabilities=True, write_qc=False, **{"anatomy": False, **strip}))
+    if report.failed:  # a case without its map cannot be scored: say which and why rather than fail on the missing file
+        raise SystemExit("could not predict " + "; ".join(f"{s.case_id}: {s.error}" for s in report.failed))
     settings = [(t, m, k, c) for t in a.thresholds for m in a.min_lesion_ml for k in a.min_lesion_peak
                 for c in a.min_lesion_contrast]
     scored: Dict[tuple, List[Dict[str, object]]] = {s: [] for s in settings}
