@@ -262,7 +262,7 @@ def test_a_folder_predicted_with_skull_strip_is_not_resumed_without_it(tmp_path,
     assert predict_cli.main(args + ["--skull-strip", "--report", "html"]) == 0
     # the report says what the model was shown
     (page,) = (tmp_path / "out").rglob("*.html")
-    assert "the brain the anatomy model finds, the rest blanked (skull stripping, the default" in page.read_text()
+    assert "the brain the anatomy model finds, the rest blanked (skull stripping; --no-skull-strip" in page.read_text()
     capsys.readouterr()
     assert predict_cli.main(args + ["--no-skull-strip"]) == 2
     assert "skull_strip True -> False" in capsys.readouterr().err

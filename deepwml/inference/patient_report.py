@@ -33,6 +33,7 @@ from deepwml.inference.lesion_contrast import RING_MM
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import SKULL_STRIP_COLUMN, CaseSummary
 from deepwml.inference.pdf_printer import PdfPrinter, headless_command
+from deepwml.inference.skull_strip import ALREADY_STRIPPED, NO_BRAIN, STRIPPED
 from deepwml.utils.atomic import write_text
 from deepwml.utils.errors import DeepWMLError
 
@@ -289,10 +290,9 @@ def input_html(source: Path, geometry: Geometry, series: Optional[str] = None) -
 
 #: what the report says the lesion model saw, by summary.csv's lesion_model_input (deepwml.inference.skull_strip)
 INPUT_SEGMENTED = {
-    "skull-stripped": "the brain the anatomy model finds, the rest blanked (skull stripping, the default; "
-                      "--no-skull-strip shows the whole scan)",
-    "already skull-stripped": "the scan as given: it was skull-stripped already",
-    "as given: no brain found": "the whole scan as given: the anatomy model found no brain to strip it to",
+    STRIPPED: "the brain the anatomy model finds, the rest blanked (skull stripping; --no-skull-strip shows the whole scan)",
+    ALREADY_STRIPPED: "the scan as given: it was skull-stripped already",
+    NO_BRAIN: "the whole scan as given: the anatomy model found no brain to strip it to",
 }
 
 

@@ -90,8 +90,9 @@ class PredictRequest:
     #: keep only the lesions the anatomy map places in white matter (deepwml.inference.white_matter)
     white_matter_only: bool = False
     #: the lesion model sees only the anatomy model's brain: scans with and without skull alike (deepwml.inference.skull_strip).
-    #: None (the default): when there is an anatomy model; True: asked for (refused without one; a scan in which it
-    #: finds no brain fails); False: never
+    #: None (the default): when there is an anatomy model and the lesion model learned skull-stripped scans
+    #: (deepwml.inference.skull_strip.run_skull_strip); True: asked for (refused without an anatomy model; a scan in
+    #: which it finds no brain fails); False: never
     skull_strip: Optional[bool] = None
     #: keep the lesions with no voxel in the anatomy model's brain, which are dropped by default when there is an
     #: anatomy model (deepwml.inference.outside_brain)

@@ -1,7 +1,7 @@
-"""Skull stripping, deepwml_predict's default whenever the anatomy model runs (``--skull-strip`` insists on it,
-``--no-skull-strip`` turns it off): the lesion model sees only the brain the anatomy model finds, so a scan with its
-skull and the same scan skull-stripped get the same lesions. (An option from 2026-12-02, the default since 2026-12-07:
-benchmarks/README.md, "Skull stripping by default".)
+"""Skull stripping, deepwml_predict's default whenever the anatomy model runs and the lesion model learned
+skull-stripped scans (``--skull-strip`` insists on it, ``--no-skull-strip`` turns it off): the lesion model sees only
+the brain the anatomy model finds, so a scan with its skull and the same scan skull-stripped get the same lesions. (An
+option from 2026-12-02, the default since 2026-12-07: benchmarks/README.md, "Skull stripping by default".)
 
 Why: the lesion network's normalisation takes statistics over the whole slice, so what lies outside the brain (scalp
 fat, bone, orbits) shifts how bright the brain looks to it. The model shipped until 2026-12-05 called 20-30 % more
@@ -37,12 +37,14 @@ from deepwml.utils.errors import DeepWMLError
 STRIP_MARGIN_MM = 3.0
 #: a brain region under this share of the scan's voxels is no brain the model found (a phantom, a wrong series)
 MIN_BRAIN_SHARE = 0.005
-#: a stripped scan's head is its brain: at most this share of the head mask lies outside the brain region (a scan with its skull
-#: has scalp, skull, orbits and face there: 0.43-0.58 of the head on the generator's scans, 0.01-0.11 stripped)
+#: a stripped scan's head is its brain: at most this share of the head mask lies outside the brain region (a scan
+#: with its skull has scalp, skull, orbits and face there: 0.43-0.58 of the head on the generator's scans, 0.01-0.11
+#: stripped)
 STRIPPED_HEAD_OUTSIDE_SHARE = 0.25
 #: the pixel size (mm) at which a scan is judged stripped already
 JUDGED_PIXEL_MM = 0.9
-#: its values: stripped to the brain region; left as it came, being stripped already; left as it came, no brain found
+#: summary.csv's lesion_model_input (SKULL_STRIP_COLUMN): stripped to the brain region; left as it came, being
+#: stripped already; left as it came, no brain found
 STRIPPED, ALREADY_STRIPPED, NO_BRAIN = "skull-stripped", "already skull-stripped", "as given: no brain found"
 
 
