@@ -367,3 +367,25 @@ def test_the_skull_pairs_benchmark_reports_the_volume_ratio_of_the_pairs_and_ref
     assert bench.ratio_line({"d": {"pred_volume_ml": 0.0}}, {"d": {"pred_volume_ml": 0.0}}) == "no case with lesion predicted in both"
     assert bench.main(["--work", str(bench.REPO_ROOT / "tmp_pairs")]) == 2
     assert "outside the repository" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["predict", "listen", "bids_app", "compare"])
+def test_every_command_built_on_deepwml_predict_takes_both_options_and_leaves_the_default_to_the_model(command, tmp_path):
+    """None (the default: strip when the lesion model learned stripped scans), --skull-strip True, --no-skull-strip
+    False, both refused, as every command that segments through deepwml_predict parses them."""
+    import importlib
+
+    parser = importlib.import_module(f"deepwml.cli.{command}").build_parser()
+    base = {"predict": ["-i", "in", "-o", "out"], "listen": [str(tmp_path / "node")],
+            "bids_app": [str(tmp_path), str(tmp_path / "out"), "participant"],
+            "compare": ["-b", "a.nii.gz", "-f", "b.nii.gz", "-o", "out"]}[command]
+    assert parser.parse_args(base).skull_strip is None
+    assert parser.parse_args(base + ["--skull-strip"]).skull_strip is True
+    assert parser.parse_args(base + ["--no-skull-strip"]).skull_strip is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--skull-strip", "--no-skull-strip"])
+    if command == "listen":  # and the DICOM node hands it on to every prediction
+        from deepwml.cli import listen
+
+        assert listen._request(parser.parse_args(base + ["--no-skull-strip"])).skull_strip is False
+        assert listen._request(parser.parse_args(base)).skull_strip is None
