@@ -65,7 +65,7 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
                                                        "(deepwml_predict --min-cortex-contrast)"},
     "lesion_model_input": {"Description": "what the lesion model saw: skull-stripped (to the brain the anatomy model "
                                           "found), already skull-stripped (the scan as given), or as given: no brain found "
-                                          "(flagged in acquisition_warning); absent with --no-skull-strip"},
+                                          "(flagged in acquisition_warning); absent when the run did not strip"},
     "bright_brain_share": {"Description": "share of the brain region in its outer 8 mm, brighter than 2 x the white "
                                           "matter's median and outside the lesion mask: above 0.003 the scan does not look "
                                           "like a T2-FLAIR (acquisition_warning)"},

@@ -114,7 +114,7 @@ NO_SKULL_STRIP_HELP = ("show the lesion model the whole scan as given, skull and
 
 def add_skull_strip_options(parser, strip_help: str = SKULL_STRIP_HELP, no_strip_help: str = NO_SKULL_STRIP_HELP) -> None:
     """--skull-strip / --no-skull-strip (``args.skull_strip``: True, False, or None for the default: on with an
-    anatomy model)."""
+    anatomy model for a lesion model that learned skull-stripped scans; deepwml.inference.skull_strip.run_skull_strip)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--skull-strip", dest="skull_strip", action="store_const", const=True, default=None, help=strip_help)
     group.add_argument("--no-skull-strip", dest="skull_strip", action="store_const", const=False, help=no_strip_help)
