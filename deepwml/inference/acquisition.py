@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,10 +35,21 @@ class TrainedAcquisition:
     inplane_spacing_mm: Tuple[float, float]
 
 
+def _recorded(model_dir: Path, name: str, *keys: str) -> Any:
+    """``model_dir``/``name`` (JSON) followed down ``keys``; None when the file, a key or valid JSON is missing."""
+    try:
+        value = json.loads((Path(model_dir) / name).read_text(encoding="utf-8"))
+        for key in keys:
+            value = value[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value
+
+
 def trained_acquisition(model_dir: Path) -> Optional[TrainedAcquisition]:
     """The training ranges recorded in ``model_dir``/fingerprint.json; None when the model does not record them."""
     try:
-        summary = json.loads((Path(model_dir) / "fingerprint.json").read_text(encoding="utf-8"))["dataset_summary"]
+        summary = _recorded(model_dir, "fingerprint.json", "dataset_summary")
         thickness = tuple(float(v) for v in summary["slice_thickness_range"])
         inplane = tuple(float(v) for v in summary["inplane_spacing_range"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -53,19 +64,13 @@ def learned_stripped_scans(model_dir: Path) -> Optional[int]:
     the per-case ``skull_stripped`` of a synthetic dataset.json (deepwml_make_synthetic records what it drew; the
     shipped model's fingerprint predates the count); None when neither says (a hand-made folder, or a fingerprint from
     before 2026-12-07 of scans that are not synthetic)."""
-    folder = Path(model_dir)
-    try:
-        count = json.loads((folder / "fingerprint.json").read_text(encoding="utf-8"))["dataset_summary"]["skull_stripped_cases"]
-        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-            return count
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    try:
-        cases = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["cases"]
-        flags = [meta["skull_stripped"] for meta in cases.values()]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return sum(flag is True for flag in flags) if flags and all(isinstance(f, bool) for f in flags) else None
+    count = _recorded(model_dir, "fingerprint.json", "dataset_summary", "skull_stripped_cases")
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    cases = _recorded(model_dir, "dataset.json", "cases")
+    flags = [meta.get("skull_stripped") if isinstance(meta, dict) else None
+             for meta in (cases.values() if isinstance(cases, dict) else ())]
+    return sum(flags) if flags and all(isinstance(f, bool) for f in flags) else None
 
 
 def axial_tilt_deg(geometry: Geometry) -> float:
