@@ -231,3 +231,52 @@ def test_each_other_configuration_is_tested_against_the_chosen_one(site):
         expected = 1.0 if np.allclose(a, b) else stats.wilcoxon(a, b).pvalue
         assert c["against_chosen"]["p_value"] == pytest.approx(expected, abs=1e-4)
         assert c["against_chosen"]["mean_difference"] == pytest.approx(np.mean(a - b), abs=1e-4)
+
+
+def test_a_plan_that_learned_skull_stripped_scans_is_scored_stripped_as_deepwml_predict_shows_them(site, monkeypatch, capsys):
+    """By default each plan sees the validation scans as deepwml_predict shows them: stripped to the anatomy model's
+    brain for a plan that learned skull-stripped scans (the probabilities of deepwml_predict's own default run), as
+    given for one that does not say; --no-skull-strip shows every plan the scans as given, and kept tables of one are
+    never read for the other. (A toy anatomy model, its map replaced by a box inside the head.)"""
+    from deepwml.anatomy.labels import DATASET_LABELS, WHITE_MATTER
+    from deepwml.inference import pipeline
+    from test_anatomy_model import anatomy_plan
+    from test_skull_strip import learned_stripped
+
+    labels = {"name": "Dataset998_Anat", "file_ending": ".nii.gz", "channel_names": {"0": "FLAIR"}, "labels": DATASET_LABELS}
+    anatomy = write_model_dir(site / "anat" / "Dataset998_Anat" / "anatomy_tiny", anatomy_plan(), kind="random",
+                              dataset_json=labels)
+
+    def box(probs, props):
+        inside = np.zeros(props["original_shape"], np.uint8)
+        inside[:, 16:48, 16:48] = WHITE_MATTER
+        return inside
+
+    monkeypatch.setattr(pipeline, "anatomy_map", box)
+    learned_stripped(_results(site) / "sharp")
+    maps, original = {}, bc.case_prediction
+
+    def spy(predictor, case, thin_slab, strip=None):
+        probs, image = original(predictor, case, thin_slab, strip)
+        maps.setdefault((case.case_id, strip is not None), probs)
+        return probs, image
+
+    monkeypatch.setattr(bc, "case_prediction", spy)
+    assert _run("--no-ensembles", "--anatomy-model", str(anatomy)) == 0
+    assert "(skull-stripped for sharp, as deepwml_predict shows them)" in capsys.readouterr().out
+    assert json.loads((_results(site) / bc.INFORMATION).read_text())["skull_strip"] == {"sharp": True, "graded": False}
+    assert sorted(k for k in maps if k[1]) == [(f"case{i}", True) for i in range(5)]
+    single = site / "in" / "case0"
+    single.mkdir(parents=True)
+    (single / "case0.nii.gz").write_bytes((site / "raw" / DATASET / "imagesTr" / "case0_0000.nii.gz").read_bytes())
+    assert predict_main(["-i", str(single), "-o", str(site / "predicted"), "-d", "999", "-p", "sharp", "-f", "0", "--no-qc",
+                         "--save-probabilities", "--no-postprocessing", "--keep-outside-brain", "--backend", "torch",
+                         "--no-bf16", "--device", "cpu", "--anatomy-model", str(anatomy)]) == 0
+    assert "skull stripped: the lesion model saw only the anatomy model's brain" in capsys.readouterr().out
+    np.testing.assert_allclose(maps["case0", True], read_image(site / "predicted" / "case0_prob.nii.gz").array, atol=1e-4)
+    stripped = maps.pop(("case0", True))
+    maps.clear()
+    assert _run("--no-ensembles", "--no-skull-strip", "--anatomy-model", str(anatomy)) == 0
+    assert json.loads((_results(site) / bc.INFORMATION).read_text())["skull_strip"] == {"sharp": False, "graded": False}
+    assert len(maps) == 5 and not any(k[1] for k in maps)  # predicted anew, as given
+    assert np.abs(maps["case0", False] - stripped).max() > 0.1

@@ -2,7 +2,8 @@
 (``deepwml_find_best_configuration``), as nnU-Net's find_best_configuration chooses after cross-validation.
 
 Every fold's validation cases are predicted by that fold alone, for every plan, as deepwml_predict predicts them (the
-plan's test-time augmentation, back on the input's grid, the model's calibration applied); an ensemble of two plans
+plan's test-time augmentation, back on the input's grid, the model's calibration applied, skull-stripped when predict
+would strip them: deepwml.calibration.fit_input); an ensemble of two plans
 averages their maps as deepwml_ensemble does. Each configuration's case is reduced to the postprocessing search's
 count table (deepwml.calibration.postprocessing_search), so one case's maps are in memory at a time, and the tables
 are kept per case on disk: an interrupted run resumes where it stopped.
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
 from deepwml.calibration.fit import (CaseGroup, case_label, case_prediction, declared_ignore_label,
                                     validation_groups)
+from deepwml.calibration.fit_input import FitInput, fit_input
 from deepwml.calibration.postprocessing_search import (COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
                                                        choose, objective_of)
 from deepwml.calibration.temperature import calibrate_probabilities
@@ -128,27 +130,31 @@ def shared_validation(specs: Dict[str, ModelSpec], raw_root: Path, preprocessed_
 
 
 def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSettings]], ignore_label: Optional[int],
-               setup: DeviceSetup) -> str:
+               setup: DeviceSetup, shown: Dict[str, FitInput]) -> str:
     """What every case's count tables depend on besides the case's own files: the checkpoints, the candidates, the
-    ignore value and the arithmetic (device, precision)."""
+    ignore value, the arithmetic (device, precision) and what each plan's network was shown."""
     return run_key({
         "checkpoints": {plan: checkpoint_stamps(spec.checkpoints) for plan, spec in specs.items()},
         "candidates": {name: [c.as_record() for c in cands] for name, cands in candidates.items()},
         "ignore_label": ignore_label,
         "device": str(setup.device), "amp": str(setup.amp_dtype), "counts_version": COUNTS_VERSION,
         "thin_slab_mm": {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()},
+        **({"shown": {plan: s.key() for plan, s in shown.items()}} if any(s.skull_strip for s in shown.values()) else {}),
     })
 
 
 def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], configs: Sequence[Configuration],
                  candidates: Dict[str, List[MaskSettings]], setup: DeviceSetup, ignore_label: Optional[int],
-                 cache: CaseCache, progress: bool) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
-    """(case id, count table per configuration) for every validation case, predicted out of fold by every plan;
-    tables already in ``cache`` are read, new ones written there as each case finishes."""
+                 cache: CaseCache, progress: bool,
+                 shown: Dict[str, FitInput]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+    """(case id, count table per configuration) for every validation case, predicted out of fold by every plan
+    (skull-stripped or as given as ``shown``); tables already in ``cache`` are read, new ones written there as each
+    case finishes."""
     networks = {plan: dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
                 for plan, spec in specs.items()}
     temperatures = {plan: spec.calibration() for plan, spec in specs.items()}
     thin_slabs = {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()}
+    anatomy = {}  # one loaded anatomy model per folder, the first time a plan's case is stripped
     total = sum(len(g.pairs) for g in groups)
     with tqdm(total=total, desc="deepwml_find_best_configuration", unit="case", disable=not progress) as bar:
         for group in groups:
@@ -163,7 +169,7 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                     continue
                 probs, image = {}, None
                 for plan, predictor in predictors.items():
-                    p, image = case_prediction(predictor, case, thin_slabs[plan])
+                    p, image = case_prediction(predictor, case, thin_slabs[plan], _strip(shown[plan], anatomy, setup))
                     probs[plan] = calibrate_probabilities(p, temperatures[plan])
                 assert image is not None
                 geometry = image.geometry
@@ -177,6 +183,18 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                 cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
+
+
+def _strip(shown: FitInput, loaded: Dict[Path, Any], setup: DeviceSetup) -> Optional[Tuple[Any, bool]]:
+    """case_prediction's ``strip`` for a plan shown ``shown``: (the anatomy model, loaded once into ``loaded``,
+    stripping asked for), None for scans as given."""
+    if shown.anatomy_dir is None:
+        return None
+    if shown.anatomy_dir not in loaded:
+        from deepwml.inference.anatomy import load_anatomy_model
+
+        loaded[shown.anatomy_dir] = load_anatomy_model(shown.anatomy_dir, setup)
+    return loaded[shown.anatomy_dir], shown.required
 
 
 def rank(tables: Dict[str, List[np.ndarray]], ids: Sequence[str], configs: Sequence[Configuration],
@@ -203,9 +221,11 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
                             raw_root: Path, preprocessed_root: Path, folds: Optional[Sequence[str]] = None,
                             checkpoint: str = "best", ensembles: bool = True, objective: str = "both",
                             min_gain: float = MIN_GAIN, ignore_label: Optional[int] = None, grid: SearchGrid = SearchGrid(),
-                            progress: bool = True, output: Optional[Path] = None) -> BestConfiguration:
+                            progress: bool = True, output: Optional[Path] = None, skull_strip: Optional[bool] = None,
+                            anatomy_model: Optional[Path] = None) -> BestConfiguration:
     """Rank the plans trained in ``results_dir`` (a dataset's results folder) and their pairs on the folds'
-    validation cases; write the ranking, the per-case scores and the commands to predict with the best into
+    validation cases (shown skull-stripped or as given as deepwml_predict shows them: --skull-strip True,
+    --no-skull-strip False, None its default; ``anatomy_model`` the anatomy PLAN folder, None the shipped one); write the ranking, the per-case scores and the commands to predict with the best into
     ``output`` (default: ``results_dir``)."""
     if len(set(plans)) != len(plans) or not plans:
         raise DeepWMLError("give one or more different plans with -p")
@@ -231,15 +251,17 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
     output = results_dir if output is None else Path(output).expanduser()
     if not output.is_dir():
         raise DeepWMLError("the output folder does not exist", output)
-    cache = CaseCache(output / CACHE / _cache_key(specs, candidates, ignore_label, setup))
+    shown = {plan: fit_input(spec.folder, skull_strip, anatomy_model) for plan, spec in specs.items()}
+    cache = CaseCache(output / CACHE / _cache_key(specs, candidates, ignore_label, setup, shown))
     tables: Dict[str, List[np.ndarray]] = {c.name: [] for c in configs}
     ids = []
-    for case_id, case_tables in _case_tables(specs, groups, configs, candidates, setup, ignore_label, cache, progress):
+    for case_id, case_tables in _case_tables(specs, groups, configs, candidates, setup, ignore_label, cache, progress, shown):
         ids.append(case_id)
         for name, table in case_tables.items():
             tables[name].append(table)
     ranked, best = rank(tables, ids, configs, candidates, objective, min_gain)
     record = _record(results_dir.name, ranked, best, specs, fold_names, checkpoint, objective, min_gain, ignore_label, ids)
+    record["skull_strip"] = {plan: s.skull_strip for plan, s in shown.items()}
     instructions = _instructions(results_dir.name, best, fold_names, checkpoint, specs)
     written = write_results(output, record, ranked, instructions)
     return BestConfiguration(ranked, best, record, written, instructions)

@@ -1,6 +1,7 @@
 """Fit a lesion model's temperatures on labelled scans and store them in its checkpoints (``deepwml_calibrate``).
 
-The scans are read, preprocessed, predicted (the folds averaged, with the plan's test-time augmentation) and brought
+The scans are read, preprocessed (skull-stripped when deepwml_predict would strip them:
+deepwml.calibration.fit_input), predicted (the folds averaged, with the plan's test-time augmentation) and brought
 back to the input's grid exactly as deepwml_predict does; the voxels (the label's ignore value left out) are streamed
 case by case into a bounded sample (deepwml.calibration.temperature.sample_voxels). The fitted temperatures are
 written into each fold's checkpoint as ``temperature`` ([below, above], plain numbers, read weights-only) with a
@@ -24,15 +25,17 @@ import torch
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
+from deepwml.calibration.fit_input import FitInput
 from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temperatures, probabilities, sample_voxels
 from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
 from deepwml.evaluation.cases import list_masks
 from deepwml.evaluation.masks import binarise
 from deepwml.imageio import Geometry, read_label
+from deepwml.inference.anatomy import AnatomyModel, load_anatomy_model
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
-from deepwml.inference.pipeline import prepare_case
+from deepwml.inference.pipeline import network_outputs, prepare_case
 from deepwml.inference.postprocessing import POSTPROCESSING
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.inference.thin_slices import model_thin_slab
@@ -92,12 +95,16 @@ def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.n
     return probs, image.geometry
 
 
-def case_prediction(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0) -> Tuple[np.ndarray, Any]:
+def case_prediction(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0,
+                    strip: Optional[Tuple[AnatomyModel, bool]] = None) -> Tuple[np.ndarray, Any]:
     """A case's uncalibrated lesion probabilities on the input's grid and the input image as the lesion contrast filter
     reads it (array and geometry); ``thin_slab_mm``: the slab a thinner scan is shown to the networks as, as
-    deepwml_predict shows it (deepwml.inference.thin_slices.model_thin_slab)."""
-    prepared = prepare_case(case, predictor.plan, thin_slab_mm=thin_slab_mm)
-    probs = revert_to_original(predictor.predict(prepared.image_pp, prepared.head), prepared.props, order=1)
+    deepwml_predict shows it (deepwml.inference.thin_slices.model_thin_slab); ``strip``: (the anatomy model, stripping
+    was asked for) when the lesion model sees only that model's brain, as deepwml_predict's skull stripping shows it."""
+    anatomy, required = strip if strip is not None else (None, False)
+    prepared = prepare_case(case, predictor.plan, anatomy=anatomy, skull_strip=anatomy is not None, thin_slab_mm=thin_slab_mm)
+    prepared, probs_pp, _ = network_outputs(prepared, predictor, predictor.plan, anatomy, required)
+    probs = revert_to_original(probs_pp, prepared.props, order=1)
     return probs, dataclasses.replace(prepared.image, array=prepared.judged_array)
 
 
@@ -112,10 +119,10 @@ def case_label(case_id: str, label_path: Path, geometry: Geometry,
 
 
 def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
-                    thin_slab_mm: float = 0.0) -> PredictedCase:
-    """One case predicted on the input's grid (a thinner scan shown as ``thin_slab_mm`` slabs), with its label's
-    lesion and ignored voxels."""
-    probs, image = case_prediction(predictor, case, thin_slab_mm)
+                    thin_slab_mm: float = 0.0, strip: Optional[Tuple[AnatomyModel, bool]] = None) -> PredictedCase:
+    """One case predicted on the input's grid (a thinner scan shown as ``thin_slab_mm`` slabs; skull-stripped with
+    ``strip``: case_prediction), with its label's lesion and ignored voxels."""
+    probs, image = case_prediction(predictor, case, thin_slab_mm, strip)
     geometry = image.geometry
     lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
     return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml, image.array, geometry)
@@ -139,14 +146,17 @@ class CaseGroup:
 def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
                       progress: bool, desc: str, cache: CaseCache,
                       compute: Callable[[PredictedCase], Dict[str, np.ndarray]],
-                      prefix_only: bool = False, tta: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                      prefix_only: bool = False, tta: bool = False,
+                      shown: FitInput = FitInput()) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
-    by the group's folds (with ``tta``, each slice averaged with its left-right flip), reduced by ``compute`` and kept
-    as soon as it is done (an interrupt loses one case).
+    by the group's folds (with ``tta``, each slice averaged with its left-right flip; ``shown``: skull-stripped or as
+    given, as deepwml_predict shows it), reduced by ``compute`` and kept as soon as it is done (an interrupt loses one
+    case).
     ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
     to case, as a random sample's state does)."""
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
     thin_slab = model_thin_slab(spec.folder)
+    strip = None  # (anatomy model, stripping asked for): loaded with the first case that is predicted
     reading = True
     with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
         for group in groups:
@@ -157,22 +167,25 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
                 if tables is None:
                     if predictor is None:
                         predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
-                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label, thin_slab))
+                    if strip is None and shown.anatomy_dir is not None:
+                        strip = (load_anatomy_model(shown.anatomy_dir, setup), shown.required)
+                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label, thin_slab, strip))
                     cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
 
 
 def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int] = None,
-              progress: bool = True, seed: int = 0, source: str = "labelled scans", tta: Optional[bool] = None) -> Calibration:
+              progress: bool = True, seed: int = 0, source: str = "labelled scans", tta: Optional[bool] = None,
+              shown: FitInput = FitInput()) -> Calibration:
     """Fit one pair of temperatures for ``spec``'s folds on every group's cases, each predicted by its group's folds
-    (with left-right flip TTA when ``tta``; None: as the plan says)."""
+    (with left-right flip TTA when ``tta``; None: as the plan says; skull-stripped or as given as ``shown``)."""
     if spec.plan.network.out_channels != 1:
         raise DeepWMLError("deepwml_calibrate calibrates lesion models (one output channel); this plan predicts "
                            f"{spec.plan.network.out_channels} classes", spec.folder)
     tta = spec.plan.inference.tta if tta is None else bool(tta)
     rng = np.random.default_rng(seed)
-    folder = _samples_folder(spec, ignore_label, setup, seed, tta)
+    folder = _samples_folder(spec, ignore_label, setup, seed, tta, shown)
 
     def sampled(case: PredictedCase) -> Dict[str, np.ndarray]:
         """The case's voxel sample, and the random state after it (the next case draws from there)."""
@@ -183,7 +196,7 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
     # the network outputs never carry a stored calibration: it is fitted afresh on them. Each case's sample is kept
     # as it is drawn, so an interrupted fit resumes with the same samples (and the same random state) it would have drawn
     for _case_id, kept in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_calibrate",
-                                            CaseCache(folder), sampled, prefix_only=True, tta=tta):
+                                            CaseCache(folder), sampled, prefix_only=True, tta=tta, shown=shown):
         rng.bit_generator.state = json.loads(str(kept["rng"]))
         logits.append(kept["z"])
         labels.append(kept["y"])
@@ -207,13 +220,14 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
         "folds": list(spec.folds),
         "checkpoint": spec.checkpoint,
         "tta": tta,
+        **shown.record(),
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Calibration(t, record)
 
 
 def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceSetup, seed: int,
-                    tta: bool = False) -> Optional[Path]:
+                    tta: bool = False, shown: FitInput = FitInput()) -> Optional[Path]:
     """Where a fit keeps each case's voxel sample until it is done (the user cache; None when it is off)."""
     from deepwml.calibration import temperature
     from deepwml.utils.user_cache import cache_dir
@@ -223,7 +237,8 @@ def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceS
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed, "tta": tta,
                    "device": str(setup.device), "amp": str(setup.amp_dtype), "thin_slab_mm": model_thin_slab(spec.folder),
-                   "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE]})
+                   "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE],
+                   **({"shown": shown.key()} if shown.skull_strip else {})})
     return root / "calibration_samples" / key
 
 
@@ -340,13 +355,14 @@ def case_groups(spec: ModelSpec, images: Optional[Path], labels: Optional[Path],
 def calibrate(model_dir: Path, images: Optional[Path], labels: Optional[Path], setup: DeviceSetup,
               folds: Optional[Sequence[Union[int, str]]] = None, checkpoint: str = "best", ignore_label: Optional[int] = None,
               progress: bool = True, write: bool = True, raw_root: Optional[Path] = None,
-              preprocessed_root: Optional[Path] = None, tta: Optional[bool] = None) -> Calibration:
+              preprocessed_root: Optional[Path] = None, tta: Optional[bool] = None,
+              shown: FitInput = FitInput()) -> Calibration:
     """Fit the temperatures of the model in ``model_dir`` on the labelled scans in ``images``/``labels`` (all folds
-    averaged; with ``tta`` on flip-averaged probabilities) or, without them, on each fold's validation cases in
-    ``raw_root`` (out of fold), and store them (``write`` False: a dry run)."""
+    averaged; with ``tta`` on flip-averaged probabilities; skull-stripped or as given as ``shown``) or, without them,
+    on each fold's validation cases in ``raw_root`` (out of fold), and store them (``write`` False: a dry run)."""
     spec = check_model(model_dir, folds, checkpoint)
     groups, source, ignore_label = case_groups(spec, images, labels, ignore_label, raw_root, preprocessed_root)
-    calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source, tta=tta)
+    calibration = fit_model(spec, groups, setup, ignore_label, progress, source=source, tta=tta, shown=shown)
     if not all(math.isfinite(t) for t in calibration.temperatures):
         raise DeepWMLError("a fitted temperature is not a finite number", model_dir)
     if write:

@@ -2,7 +2,8 @@
 (``deepwml_find_postprocessing``), as nnU-Net chooses its postprocessing on cross-validation predictions.
 
 The scans are predicted as by deepwml_predict (folds averaged, left-right flip TTA if asked or the plan says, back on the
-input's grid, the model's calibration applied), each fold's validation cases by that fold alone when no labelled
+input's grid, the model's calibration applied, skull-stripped when predict would strip them:
+deepwml.calibration.fit_input), each fold's validation cases by that fold alone when no labelled
 scans are given. Every candidate threshold and lesion filter (deepwml.calibration.postprocessing_search) is scored
 case by case; the best replaces the plan's threshold only when it beats it by a margin. The choice is written into
 every fold checkpoint under ``postprocessing`` (plain numbers and a record of what it was chosen on), where
@@ -19,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
+from deepwml.calibration.fit_input import FitInput
 from deepwml.calibration.fit import PredictedCase, case_groups, kept_or_predicted, store_in_checkpoints
 from deepwml.calibration.postprocessing_search import COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
 from deepwml.calibration.temperature import calibrate_probabilities
@@ -50,10 +52,11 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
                         ignore_label: Optional[int] = None, progress: bool = True, write: bool = True,
                         raw_root: Optional[Path] = None, preprocessed_root: Optional[Path] = None,
                         objective: str = "both", min_gain: float = MIN_GAIN, grid: SearchGrid = SearchGrid(),
-                        table: Optional[Path] = None, tta: Optional[bool] = None) -> PostprocessingChoice:
+                        table: Optional[Path] = None, tta: Optional[bool] = None,
+                        shown: FitInput = FitInput()) -> PostprocessingChoice:
     """Choose the threshold and lesion filters of the model in ``model_dir`` on labelled scans (or its folds'
     validation cases) predicted with left-right flip TTA when ``tta`` (None: as the plan says; the choice records
-    it, so deepwml_predict then predicts so), store them (``write`` False: a dry run) and optionally write every
+    it, so deepwml_predict then predicts so), skull-stripped or as given as ``shown``, store them (``write`` False: a dry run) and optionally write every
     candidate's scores to ``table`` (CSV)."""
     spec = check_model(model_dir, folds, checkpoint)
     if spec.plan.network.out_channels != 1:
@@ -67,7 +70,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     # the plan's own settings are what a stored postprocessing must beat (an older one is chosen afresh)
     tta = spec.plan.inference.tta if tta is None else bool(tta)
     candidates = grid.candidates(MaskSettings(spec.plan.inference.threshold, tta=tta))
-    kept_in = _cache_folder(spec, candidates, ignore_label, setup)
+    kept_in = _cache_folder(spec, candidates, ignore_label, setup, shown)
     cache = CaseCache(kept_in)
 
     def counted(case: PredictedCase) -> Dict[str, np.ndarray]:
@@ -77,7 +80,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
 
     counts, ids = [], []
     for case_id, tables in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing",
-                                             cache, counted, tta=tta):
+                                             cache, counted, tta=tta, shown=shown):
         counts.append(tables["counts"])
         ids.append(case_id)
     result = choose(np.stack(counts), candidates, objective, min_gain)
@@ -95,6 +98,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
         "checkpoint": spec.checkpoint,
         "temperatures": list(spec.calibration()),
         "tta": tta,
+        **shown.record(),
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if table is not None:
@@ -107,7 +111,7 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
 
 
 def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label: Optional[int],
-                  setup: DeviceSetup) -> Optional[Path]:
+                  setup: DeviceSetup, shown: FitInput = FitInput()) -> Optional[Path]:
     """Where this search keeps each case's count table (the user cache; None when it is off), under a key of the
     checkpoints, the candidates, the ignore value and the arithmetic."""
     from deepwml.utils.user_cache import cache_dir
@@ -117,7 +121,8 @@ def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label:
         return None
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "candidates": [c.as_record() for c in candidates],
                    "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype),
-                   "counts_version": COUNTS_VERSION, "thin_slab_mm": model_thin_slab(spec.folder)})
+                   "counts_version": COUNTS_VERSION, "thin_slab_mm": model_thin_slab(spec.folder),
+                   **({"shown": shown.key()} if shown.skull_strip else {})})
     return root / "postprocessing_search" / key
 
 

@@ -7,8 +7,8 @@ import sys
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, store_in_model,
-                                        validation_roots)
+from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, shown_to_model,
+                                        store_in_model, validation_roots)
 
 POSTPROCESSING_REMOVED = ("deepwml_calibrate: note: removed the model's stored postprocessing (its threshold was chosen on "
                           "the old probabilities); choose it again with deepwml_find_postprocessing")
@@ -55,10 +55,12 @@ def _main(argv: Optional[List[str]]) -> int:
     roots = validation_roots(args)
     held_out = bool(roots)
     setup = fitting_device(args)
+    shown = shown_to_model(args, folder)
     progress = sys.stderr.isatty()
     # fitted on the model as it is (its folds' records name their validation cases), stored where it is to go
     result = calibrate(folder, args.images, args.labels, setup, args.folds, args.checkpoint, args.ignore_label, progress,
-                       write=False, tta=True if args.tta else None, **roots)
+                       write=False, tta=True if args.tta else None,
+                       shown=shown, **roots)
     if not args.dry_run:
         removed, _ = store_in_model(args, folder, "deepwml_calibrate", lambda spec: write_calibration(spec, result))
         result.removed_postprocessing = POSTPROCESSING in removed
@@ -66,6 +68,7 @@ def _main(argv: Optional[List[str]]) -> int:
     below, above = result.temperatures
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "case(s)"
     print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} {cases} "
+          f"({shown.describe()}) "
           f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))

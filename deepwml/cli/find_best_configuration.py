@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.cli.labelled_scans import add_fit_input_options
 from deepwml.paths import add_root_arguments
 
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label value that marks voxels to leave out (default: the dataset's declared one)")
     p.add_argument("-o", "--output", type=Path, help="folder for the three files (default: the dataset's results folder)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    add_fit_input_options(p)
     add_device_argument(p)
     add_root_arguments(p)
     return p
@@ -59,10 +61,10 @@ def _main(argv: Optional[List[str]]) -> int:
         results_dir, args.plans, fitting_device(args), raw_root(args.raw_root), preprocessed_root(args.preprocessed_root),
         folds=args.folds, checkpoint=args.checkpoint, ensembles=not args.no_ensembles, objective=args.objective,
         min_gain=args.min_gain, ignore_label=args.ignore_label, progress=args.progress or sys.stderr.isatty(),
-        output=args.output)
+        output=args.output, skull_strip=args.skull_strip, anatomy_model=args.anatomy_model)
     print(f"deepwml_find_best_configuration: {len(found.record['cases'])} validation case(s) of folds "
-          f"{' '.join(found.record['folds'])}, each predicted by its own fold; case means (own threshold -> "
-          f"postprocessed):")
+          f"{' '.join(found.record['folds'])}, each predicted by its own fold{_stripped(found.record)}; case means (own "
+          f"threshold -> postprocessed):")
     tests = {c["name"]: c["against_chosen"] for c in found.record["configurations"]}
     for r in found.ranked:
         before, after = r.result.before, r.result.after
@@ -76,6 +78,12 @@ def _main(argv: Optional[List[str]]) -> int:
           f"{out / INSTRUCTIONS}")
     print(found.instructions, end="")
     return 0
+
+
+def _stripped(record: dict) -> str:
+    """Which plans saw the scans skull-stripped, for the terminal ('' when none did)."""
+    plans = [plan for plan, stripped in record.get("skull_strip", {}).items() if stripped]
+    return f" (skull-stripped for {', '.join(plans)}, as deepwml_predict shows them)" if plans else ""
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import run
-from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, store_in_model,
-                                        validation_roots)
+from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, shown_to_model,
+                                        store_in_model, validation_roots)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,10 +65,12 @@ def _main(argv: Optional[List[str]]) -> int:
         return 0
     roots = validation_roots(args)
     held_out = bool(roots)
+    shown = shown_to_model(args, folder)
     # chosen on the model as it is (its folds' records name their validation cases), stored where it is to go
     choice = find_postprocessing(folder, args.images, args.labels, fitting_device(args), args.folds, args.checkpoint,
                                  args.ignore_label, sys.stderr.isatty(), write=False, objective=args.objective,
-                                 min_gain=args.min_gain, table=args.table, tta=True if args.tta else None, **roots)
+                                 min_gain=args.min_gain, table=args.table, tta=True if args.tta else None,
+                                 shown=shown, **roots)
     if not args.dry_run:
         store_in_model(args, folder, "deepwml_find_postprocessing", lambda spec: store_postprocessing(spec, choice))
         if args.output is None:  # the model's checkpoints changed: the counts kept under their old key are stale
@@ -77,7 +79,7 @@ def _main(argv: Optional[List[str]]) -> int:
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "labelled case(s)"
     verdict = (f"chose {result.chosen.describe()}" if result.changed else
                f"kept the plan's {result.default.describe()}: nothing beat it by {args.min_gain:g}")
-    print(f"deepwml_find_postprocessing: on {len(record['cases'])} {cases}: {verdict}; "
+    print(f"deepwml_find_postprocessing: on {len(record['cases'])} {cases} ({shown.describe()}): {verdict}; "
           f"plan's threshold: {_scores(result.before)}" + (f"; chosen: {_scores(result.after)}" if result.changed else "")
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))
     if result.passed_over is not None:

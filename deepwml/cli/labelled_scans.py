@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Tuple, TypeVar
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument
+from deepwml.cli.common import add_dataset_argument, add_device_argument, add_skull_strip_options
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 
@@ -35,8 +35,32 @@ def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) ->
     p.add_argument("-o", "--output", type=Path, help="leave the model as it is and write a tuned copy (the chosen folds "
                    "and checkpoint, weights only, with a manifest) into this new folder; needed for the shipped model, "
                    "which lives inside the DeepWML package")
+    add_fit_input_options(p)
     add_device_argument(p)
     add_root_arguments(p)
+
+
+def add_fit_input_options(p: argparse.ArgumentParser) -> None:
+    """--skull-strip / --no-skull-strip and --anatomy-model: how the labelled scans reach the lesion model."""
+    add_skull_strip_options(p, FIT_STRIP_HELP, FIT_NO_STRIP_HELP)
+    p.add_argument("--anatomy-model", type=Path, metavar="PLAN_FOLDER",
+                   help="the anatomy model whose brain the scans are stripped to (default: the shipped one)")
+
+
+#: the tuning commands' --skull-strip / --no-skull-strip: the scans are shown as deepwml_predict shows them
+FIT_STRIP_HELP = ("show the lesion model the scans skull-stripped to the anatomy model's brain, as deepwml_predict "
+                  "--skull-strip does; by default they are shown as deepwml_predict shows them by default (stripped when "
+                  "there is an anatomy model and the lesion model learned skull-stripped scans), so that what is fitted "
+                  "suits the probabilities predict then makes")
+FIT_NO_STRIP_HELP = "show the lesion model the scans as given (for a model predicted with deepwml_predict --no-skull-strip)"
+
+
+def shown_to_model(args: argparse.Namespace, folder: Path) -> Any:
+    """How the scans reach the lesion model (deepwml.calibration.fit_input.FitInput) for --skull-strip /
+    --no-skull-strip / --anatomy-model: by default as deepwml_predict shows them."""
+    from deepwml.calibration.fit_input import fit_input
+
+    return fit_input(folder, args.skull_strip, args.anatomy_model)
 
 
 def model_folder(args: argparse.Namespace) -> Path:

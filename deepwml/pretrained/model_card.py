@@ -159,7 +159,8 @@ def _calibration_lines(record: Dict[str, Any]) -> List[str]:
     c = record.get("calibration")
     if not c:
         return []
-    return [f"- Probabilities calibrated (`deepwml_calibrate`) on {c['cases']} synthetic cases (seed {c['seed']}): temperatures "
+    shown = " skull-stripped to the anatomy model's brain, as `deepwml_predict` shows them," if c.get("skull_strip") else ""
+    return [f"- Probabilities calibrated (`deepwml_calibrate`) on {c['cases']} synthetic cases (seed {c['seed']}){shown}: temperatures "
             f"{c['temperature_below']} below and {c['temperature_above']} above the 0.5 threshold (masks unchanged); ECE over "
             f"voxels with probability >= 0.05 on those cases {c['candidate_ece_before']} -> {c['candidate_ece_after']}."]
 

@@ -1,0 +1,147 @@
+"""deepwml_calibrate and deepwml_find_postprocessing show the lesion model the scans as deepwml_predict shows them:
+skull-stripped to the anatomy model's brain by default for a model that learned skull-stripped scans."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PredictedCaseSpy
+from deepwml.anatomy.labels import WHITE_MATTER
+from deepwml.calibration.fit_input import FitInput, fit_input
+from deepwml.cli import calibrate as calibrate_cli
+from deepwml.cli import find_postprocessing as find_cli
+from deepwml.cli import predict as predict_cli
+from deepwml.imageio import read_image, write_image
+from deepwml.inference import pipeline
+from deepwml.inference.skull_strip import brain_region
+from deepwml.utils.errors import DeepWMLError
+from test_anatomy_model import models  # noqa: F401 - the fixture
+from test_skull_strip import learned_stripped
+
+#: in the head, outside the box the anatomy map is replaced by
+SPOT = (2, 10, 24)
+
+
+@pytest.fixture
+def scans(tmp_path, models, monkeypatch):  # noqa: F811
+    """(lesion model, anatomy model, image folder, label folder): the toy anatomy model's map replaced by a box of white
+    matter, and a bright spot in the head outside it (which the lesion model calls lesion when it sees it)."""
+    lesion, anatomy, inputs = models
+    scan = read_image(inputs / "scan.nii.gz")
+    box = np.zeros(scan.array.shape, np.uint8)
+    box[:, 20:36, 16:32] = WHITE_MATTER
+    monkeypatch.setattr(pipeline, "anatomy_map", lambda probs, props: box.copy())
+    assert not brain_region(box, scan.geometry)[SPOT]
+    z, y, x = SPOT
+    bright = scan.array.copy()
+    bright[z, y - 2:y + 3, x - 3:x + 4] = scan.array.max()
+    write_image(bright, scan.geometry, inputs / "scan.nii.gz")
+    label = np.zeros(scan.array.shape, np.uint8)
+    label[1:4, 24:30, 20:26] = 1
+    write_image(label, scan.geometry, tmp_path / "labels" / "scan.nii.gz")
+    return lesion, anatomy, inputs, tmp_path / "labels"
+
+
+class ProbabilitiesSpy:
+    """Keeps the probabilities of every case a tuning command predicts."""
+
+    def __init__(self, monkeypatch) -> None:
+        import deepwml.calibration.fit as fit
+
+        self.probs, self._predicted_case = [], fit._predicted_case
+        monkeypatch.setattr(fit, "_predicted_case", self)
+
+    def __call__(self, *args):
+        case = self._predicted_case(*args)
+        self.probs.append(case.probs)
+        return case
+
+
+def _predicted_map(tmp_path, lesion, anatomy, inputs, name, *options):
+    """deepwml_predict's (uncalibrated) probability map of the scan, computed as the tuning commands compute it."""
+    assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / name), "-m", str(lesion), "--anatomy-model", str(anatomy),
+                             "--no-qc", "--save-probabilities", "--no-postprocessing", "--keep-outside-brain",
+                             "--backend", "torch", "--no-bf16", *options]) == 0
+    return read_image(tmp_path / name / "scan_prob.nii.gz").array
+
+
+def test_the_tuning_commands_fit_the_probabilities_deepwml_predict_makes_skull_stripped_or_not(tmp_path, scans, monkeypatch,
+                                                                                               capsys):
+    """For a model that learned skull-stripped scans, both commands by default see the scan stripped to the anatomy
+    model's brain, as deepwml_predict does by default (the same probabilities); with --no-skull-strip, as
+    deepwml_predict --no-skull-strip sees it. What they saw is said and stored with the fit."""
+    lesion, anatomy, inputs, labels = scans
+    learned_stripped(lesion)
+    stripped = _predicted_map(tmp_path, lesion, anatomy, inputs, "stripped")
+    given = _predicted_map(tmp_path, lesion, anatomy, inputs, "given", "--no-skull-strip")
+    assert given[SPOT] > 0.5 > stripped[SPOT]  # the spot outside the brain is lesion only when it is seen
+    spy = ProbabilitiesSpy(monkeypatch)
+    common = ["-m", str(lesion), "-i", str(inputs), "-l", str(labels), "--anatomy-model", str(anatomy), "--device", "cpu"]
+    assert find_cli.main(common + ["--dry-run"]) == 0
+    assert f"scans skull-stripped to the brain of the anatomy model {anatomy}, as deepwml_predict shows them" in capsys.readouterr().out
+    assert find_cli.main(common + ["--dry-run", "--no-skull-strip"]) == 0
+    assert "(scans as given, as deepwml_predict shows them)" in capsys.readouterr().out
+    assert calibrate_cli.main(common) == 0
+    assert "skull-stripped to the brain of the anatomy model" in capsys.readouterr().out
+    by_default, as_given, calibrated = spy.probs
+    np.testing.assert_allclose(by_default, stripped, atol=1e-4)
+    np.testing.assert_allclose(as_given, given, atol=1e-4)
+    np.testing.assert_allclose(calibrated, stripped, atol=1e-4)
+    record = torch.load(lesion / "fold_0" / "checkpoint_best.pth", weights_only=True)["calibration"]
+    assert record["skull_strip"] is True and record["anatomy_model"] == str(anatomy)
+    assert find_cli.main(common) == 0
+    record = torch.load(lesion / "fold_0" / "checkpoint_best.pth", weights_only=True)["postprocessing"]["record"]
+    assert record["skull_strip"] is True
+
+
+def test_a_model_that_does_not_record_stripped_scans_is_fitted_on_the_scans_as_given_unless_asked(tmp_path, scans,
+                                                                                                  monkeypatch, capsys):
+    """As deepwml_predict: a model that does not say what it learned sees the scans as given, and the last line says
+    why; --skull-strip strips for it."""
+    lesion, anatomy, inputs, labels = scans
+    given = _predicted_map(tmp_path, lesion, anatomy, inputs, "given")
+    spy = ProbabilitiesSpy(monkeypatch)
+    common = ["-m", str(lesion), "-i", str(inputs), "-l", str(labels), "--anatomy-model", str(anatomy), "--device", "cpu",
+              "--dry-run"]
+    assert calibrate_cli.main(common) == 0
+    assert ("not skull-stripped: the model does not record whether it learned skull-stripped scans (--skull-strip "
+            "strips anyway)") in capsys.readouterr().out
+    assert calibrate_cli.main(common + ["--skull-strip"]) == 0
+    np.testing.assert_allclose(spy.probs[0], given, atol=1e-4)
+    assert spy.probs[1][SPOT] < 0.5 < spy.probs[0][SPOT]
+
+
+def test_the_input_is_decided_as_deepwml_predict_decides_it(tmp_path, models):  # noqa: F811
+    """What learned, which anatomy model, and what was asked: the same decision as predict's, and a clear error where
+    predict gives one (stripping asked for without an anatomy model; a folder that is no anatomy model)."""
+    lesion, anatomy, _ = models  # the fixture's install ships no anatomy model
+    assert fit_input(lesion) == FitInput()  # no anatomy model: nothing to strip with, nothing to say
+    note = fit_input(lesion, anatomy_model=anatomy)
+    assert not note.skull_strip and "does not record" in note.note
+    learned_stripped(lesion, 0)
+    assert "learned no skull-stripped scans" in fit_input(lesion, anatomy_model=anatomy).note
+    assert fit_input(lesion, True, anatomy).skull_strip and fit_input(lesion, True, anatomy).required
+    learned_stripped(lesion, 3)
+    chosen = fit_input(lesion, anatomy_model=anatomy)
+    assert chosen.anatomy_dir == anatomy and not chosen.required and chosen.note == ""
+    assert fit_input(lesion, False, anatomy) == FitInput()
+    with pytest.raises(DeepWMLError, match="ships no anatomy model"):
+        fit_input(lesion, True)
+    with pytest.raises(DeepWMLError, match="not an anatomy model"):
+        fit_input(lesion, None, lesion)
+
+
+def test_results_kept_for_the_scans_as_given_are_not_reused_for_them_stripped(tmp_path, scans, monkeypatch):
+    """A search keeps each case's counts to resume: a kept result of the other input is never taken, its own is."""
+    lesion, anatomy, inputs, labels = scans
+    learned_stripped(lesion)
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", str(tmp_path / "cache"))
+    spy = PredictedCaseSpy(monkeypatch)
+    common = ["-m", str(lesion), "-i", str(inputs), "-l", str(labels), "--anatomy-model", str(anatomy), "--device", "cpu",
+              "--dry-run"]
+    assert find_cli.main(common + ["--no-skull-strip"]) == 0
+    assert find_cli.main(common) == 0
+    assert spy.seen == ["scan", "scan"]
+    assert find_cli.main(common) == 0 and find_cli.main(common + ["--no-skull-strip"]) == 0
+    assert spy.seen == ["scan", "scan"]
