@@ -190,6 +190,11 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert np.isclose(record["before"]["dice"], scores["models"]["finetuned"]["mean_dice"], atol=5e-4)
     assert checkpoints[1]["postprocessing"] == checkpoints[0]["postprocessing"]
     assert all(c["pretrained"]["source"].endswith("wmh_flair2d") for c in checkpoints)
+    # the probabilities calibrated on the same out-of-fold predictions, with TTA, before the threshold was chosen on them
+    calibration = checkpoints[0]["calibration"]
+    assert calibration["folds"] == ["0", "1"] and sorted(calibration["cases"]) == scores["cases"] and calibration["tta"] is True
+    assert "out of fold" in calibration["source"] and checkpoints[1]["temperature"] == checkpoints[0]["temperature"]
+    assert record["temperatures"] == checkpoints[0]["temperature"]
     card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "2 folds (one network per fold" in card and "Cross-validated on all 4 scans it was tuned on" in card
     assert {c["centre"] for m in scores["models"].values() for c in m["per_case"].values()} == {"Site A"}
@@ -201,6 +206,8 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
                 f"Postprocessing chosen (`deepwml_find_postprocessing`) on the same out-of-fold predictions: "
                 f"{MaskSettings(**{k: checkpoints[0]['postprocessing'].get(k, 0.0) for k in MASK_FIELDS}).describe()}")
     assert searched in card
+    assert (f"Probabilities calibrated (`deepwml_calibrate`) on the same out-of-fold predictions: temperatures "
+            f"{calibration['temperature_below']} below and {calibration['temperature_above']} above") in card
     assert "fine-tuning" in out and "out of fold on the 4 scans" in out and "1 kept aside to score the models on" in out
     # the scan kept aside: in the test split only, and scored with each model's mask of it against its label
     (kept,) = held
@@ -220,7 +227,7 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     stamp = (work / "crossval" / "start" / f"{scores['cases'][0]}.nii.gz").stat().st_mtime_ns
     assert finetune_main(args + ["--overwrite"]) == 0
     again = capfd.readouterr().out
-    assert "deepwml_train" not in again and "deepwml_find_postprocessing" not in again
+    assert "deepwml_train" not in again and "deepwml_find_postprocessing" not in again and "deepwml_calibrate" not in again
     assert (work / "crossval" / "start" / f"{scores['cases'][0]}.nii.gz").stat().st_mtime_ns == stamp
     assert os.path.isfile(model / "fold_1" / "checkpoint_latest.pth")
     # --ship all: the same folds, figures and choice, then one network on every scan with the choice, installed alone
@@ -232,6 +239,7 @@ def test_cross_validation_scores_every_scan_out_of_fold_and_ships_the_fold_netwo
     assert ({k: single["postprocessing"].get(k, 0.0) for k in MASK_FIELDS}
             == {k: checkpoints[0]["postprocessing"].get(k, 0.0) for k in MASK_FIELDS})
     assert single["postprocessing"]["record"]["applied_to"].startswith("fold all") and single["pretrained"]["source"].endswith("wmh_flair2d")
+    assert single["temperature"] == checkpoints[0]["temperature"] and single["calibration"]["applied_to"].startswith("fold all")
     card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "which is what is installed" in card and "Installed: the network fine-tuned on every scan" in card
     assert f"fine-tuned (out of fold) {scores['models']['finetuned']['mean_dice']:.3f}" in card

@@ -125,8 +125,9 @@ def _centre_lines(scores: Dict) -> List[str]:
     return lines
 
 
-def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]:
-    """The model card's lines on the cross-validation, and on the postprocessing chosen from its predictions."""
+def card_lines(scores: Dict, postprocessing: Optional[Dict] = None, calibration: Optional[Dict] = None) -> List[str]:
+    """The model card's lines on the cross-validation, and on the calibration and postprocessing fitted on its
+    predictions (``calibration``: deepwml_calibrate's record)."""
     models, folds = scores["models"], scores["folds"]
     lines = [f"- Cross-validated on all {len(scores['cases'])} scans it was tuned on ({len(folds)} folds; each scan segmented "
              "by the fold network that never trained on it, at the plan's threshold), mean Dice / lesion F1:"]
@@ -134,6 +135,11 @@ def card_lines(scores: Dict, postprocessing: Optional[Dict] = None) -> List[str]
         lines.append(f"  {label} {models[name]['mean_dice']:.3f} / {models[name]['mean_lesion_f1']:.3f}")
     lines.append(f"  {verdict(scores)}")
     lines += _centre_lines(scores)
+    if calibration:
+        lines.append(f"- Probabilities calibrated (`deepwml_calibrate`) on the same out-of-fold predictions: temperatures "
+                     f"{calibration['temperature_below']} below and {calibration['temperature_above']} above the 0.5 "
+                     "threshold (the masks at the plan's threshold unchanged); ECE over voxels with probability >= 0.05 "
+                     f"{calibration['candidate_ece_before']} -> {calibration['candidate_ece_after']}")
     if postprocessing:
         from deepwml.inference.postprocessing import MaskSettings
 

@@ -161,7 +161,7 @@ def run_finetune(request: FinetuneRequest) -> Path:
                                                    {c.case_id: c.meta.centre for c in labelled}, plan.n_channels)
         if request.ship == "all":
             _train(request, start, plan, "all", pre, results)
-            _carry_settings(tuned, postprocessing)
+            _carry_settings(tuned, postprocessing, folds)
     shipped = ["all"] if request.ship == "all" else folds
     scores = None
     if held:
@@ -198,8 +198,9 @@ def _train(request: FinetuneRequest, start: Path, plan: Plan, fold: str, pre: Pa
 def _cross_validate(request: FinetuneRequest, work: Path, raw: Path, ending: str, tuned: Path, start: Path,
                     folds: List[str], splits: Path, tta: bool, centres: Dict[str, str],
                     n_channels: int = 1) -> Tuple[Dict, Optional[Dict]]:
-    """Score every trained scan out of fold (at the plan's threshold), then choose the threshold and lesion filters on
-    those predictions (deepwml_find_postprocessing, unless the folds hold that choice); the scores and the choice."""
+    """Score every trained scan out of fold (at the plan's threshold), then fit the probabilities' temperatures
+    (deepwml_calibrate) and choose the threshold and lesion filters (deepwml_find_postprocessing) on the same
+    out-of-fold predictions, unless the folds hold them already; the scores and the choice."""
     validation = fold_validation(splits, len(folds))
     scores = kept_scores(work, validation)
     if scores is None:  # scored before the search, so that its choice does not flatter the figures
@@ -211,25 +212,48 @@ def _cross_validate(request: FinetuneRequest, work: Path, raw: Path, ending: str
     _log(verdict(scores))
     chosen = _searched_postprocessing(tuned, folds)
     if chosen is None:
-        run_command("find_postprocessing", ["-m", str(tuned), "-f", *folds, "--checkpoint", "latest", "--raw", str(raw.parent),
-                                            "--preprocessed", str(splits.parent.parent), "--device", request.device]
-                    + (["--tta"] if tta else []) + ([] if request.ignore_label is None else ["--ignore-label", str(request.ignore_label)]),
-                    None, "deepwml_finetune")
+        # each fold's validation scans, predicted by that fold alone: what the scores above were measured on
+        tuning = (["-m", str(tuned), "-f", *folds, "--checkpoint", "latest", "--raw", str(raw.parent), "--preprocessed",
+                   str(splits.parent.parent), "--device", request.device] + (["--tta"] if tta else [])
+                  + ([] if request.ignore_label is None else ["--ignore-label", str(request.ignore_label)]))
+        # calibrated first: the threshold refers to the calibrated probabilities (and calibrating removes a choice)
+        if fold_calibration(tuned, folds, tta) is None:
+            run_command("calibrate", tuning, None, "deepwml_finetune")
+        run_command("find_postprocessing", tuning, None, "deepwml_finetune")
         chosen = _searched_postprocessing(tuned, folds)
     return scores, chosen
 
 
-def _carry_settings(tuned: Path, chosen: Dict) -> None:
-    """Give fold 'all' the threshold, lesion filters and TTA chosen on the fold networks' out-of-fold predictions
-    (written once: a resumed run that finds them there leaves the checkpoint alone)."""
-    from deepwml.calibration.fit import store_in_checkpoints
+def fold_calibration(tuned: Path, folds: List[str], tta: bool) -> Optional[Dict]:
+    """What deepwml_calibrate stored in these folds' latest checkpoints for these folds together (fitted with flip TTA
+    when ``tta``): {temperature, calibration}, None before it has."""
+    from deepwml.calibration.fit import CALIBRATION, TEMPERATURE
+    from deepwml.inference.model_loading import CHECKPOINT_FILES
+    from deepwml.training.checkpoint import read_checkpoint
+
+    stored = [read_checkpoint(tuned / f"fold_{fold}" / CHECKPOINT_FILES["latest"]) for fold in folds]
+    records = [ckpt.get(CALIBRATION) for ckpt in stored]
+    fitted = all(isinstance(r, dict) and r.get("folds") == folds and bool(r.get("tta")) == tta for r in records)
+    return {TEMPERATURE: stored[0].get(TEMPERATURE), CALIBRATION: records[0]} if fitted else None
+
+
+def _carry_settings(tuned: Path, chosen: Dict, folds: List[str]) -> None:
+    """Give fold 'all' the temperatures, threshold, lesion filters and TTA fitted on the fold networks' out-of-fold
+    predictions (written once: a resumed run that finds them there leaves the checkpoint alone)."""
+    from deepwml.calibration.fit import CALIBRATION, TEMPERATURE, store_in_checkpoints
     from deepwml.inference.model_loading import CHECKPOINT_FILES, check_model
     from deepwml.inference.postprocessing import POSTPROCESSING
     from deepwml.training.checkpoint import read_checkpoint
 
-    wanted = dict(chosen, record=dict(chosen["record"], applied_to="fold all: fine-tuned on every scan with the folds' schedule"))
-    if read_checkpoint(tuned / "fold_all" / CHECKPOINT_FILES["latest"]).get("postprocessing") != wanted:
-        store_in_checkpoints(check_model(tuned, ["all"], "latest"), {POSTPROCESSING: wanted})
+    applied = "fold all: fine-tuned on every scan with the folds' schedule"
+    wanted = {POSTPROCESSING: dict(chosen, record=dict(chosen["record"], applied_to=applied))}
+    calibration = fold_calibration(tuned, folds, bool(chosen.get("tta")))
+    if calibration is not None:  # a run from before the calibration step has none to carry
+        wanted[TEMPERATURE] = calibration[TEMPERATURE]
+        wanted[CALIBRATION] = dict(calibration[CALIBRATION], applied_to=applied)
+    ckpt = read_checkpoint(tuned / "fold_all" / CHECKPOINT_FILES["latest"])
+    if any(ckpt.get(key) != value for key, value in wanted.items()):
+        store_in_checkpoints(check_model(tuned, ["all"], "latest"), wanted)
 
 
 def _searched_postprocessing(tuned: Path, folds: List[str]) -> Optional[Dict]:
@@ -347,8 +371,10 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
          else "- Training time: not recorded"),
         fit_line,
     ]
+    calibration = None
     if crossval is not None:
-        lines += crossval_card_lines(crossval, postprocessing)
+        calibration = fold_calibration(fold_dirs[0].parent, [d.name[len("fold_"):] for d in fold_dirs], tta)
+        lines += crossval_card_lines(crossval, postprocessing, calibration and calibration["calibration"])
     if shipped_all is not None:
         lines.append("- Installed: the network fine-tuned on every scan, with the threshold and lesion filters chosen on the "
                      "fold networks' out-of-fold predictions; the cross-validated figures are the fold networks', an "
@@ -363,7 +389,7 @@ def _card(request: FinetuneRequest, start: Path, plan: Plan, cases: List, fold_d
     if scores or crossval is not None:
         lines += ["", "Limits: " + ("the scans kept aside are few" if scores else "the scans are few") + ", so these figures "
                   "are rough; check the model on more labelled scans", "(deepwml_bids group --reference, deepwml_evaluate) "
-                  "and deepwml_calibrate them for honest probabilities before relying on it.",
+                  + ("before relying on it." if calibration else "and deepwml_calibrate them for honest probabilities before relying on it."),
                   "Research use only, not a medical device."]
     else:
         lines += ["", "Limits: every labelled scan was trained on, so no figure here measures the model on scans it has not seen;",
