@@ -136,7 +136,7 @@ def test_the_postprocessed_score_is_the_one_its_settings_give(site):
 def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monkeypatch):
     """Cases finished before an interrupt are read back, not predicted again, and the result is the same."""
     calls = []
-    original = bc.case_prediction
+    original = bc.case_outputs
 
     def interrupted(predictor, case, *rest):
         if len(calls) == 4:  # two cases of two plans done
@@ -144,11 +144,11 @@ def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monk
         calls.append(case.case_id)
         return original(predictor, case, *rest)
 
-    monkeypatch.setattr(bc, "case_prediction", interrupted)
+    monkeypatch.setattr(bc, "case_outputs", interrupted)
     assert _run() != 0
     assert not (_results(site) / bc.INFORMATION).exists()
     calls.clear()
-    monkeypatch.setattr(bc, "case_prediction", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
+    monkeypatch.setattr(bc, "case_outputs", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
     assert _run() == 0
     assert calls == [c for c in ("case2", "case3", "case4") for _ in range(2)]
     first = json.loads((_results(site) / bc.INFORMATION).read_text())
@@ -165,8 +165,8 @@ def test_a_case_whose_label_changed_is_scored_again(site, monkeypatch):
     label = site / "raw" / DATASET / "labelsTr" / "case3.nii.gz"
     image = read_image(label)
     write_image(np.zeros_like(image.array), image.geometry, label)  # the reader found no lesion after all
-    calls, original = [], bc.case_prediction
-    monkeypatch.setattr(bc, "case_prediction", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
+    calls, original = [], bc.case_outputs
+    monkeypatch.setattr(bc, "case_outputs", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
     assert _run("--no-ensembles") == 0
     assert calls == ["case3", "case3"]
     after = pd.read_csv(_results(site) / bc.SCORES)
@@ -254,17 +254,18 @@ def test_a_plan_that_learned_skull_stripped_scans_is_scored_stripped_as_deepwml_
 
     monkeypatch.setattr(pipeline, "anatomy_map", box)
     learned_stripped(_results(site) / "sharp")
-    maps, original = {}, bc.case_prediction
+    maps, original = {}, bc.case_outputs
 
-    def spy(predictor, case, thin_slab, strip=None):
-        probs, image = original(predictor, case, thin_slab, strip)
-        maps.setdefault((case.case_id, strip is not None), probs)
-        return probs, image
+    def spy(predictor, case, thin_slab, anatomy=None):
+        probs, image, labels = original(predictor, case, thin_slab, anatomy)
+        maps.setdefault((case.case_id, anatomy is not None and anatomy.strip), probs)
+        return probs, image, labels
 
-    monkeypatch.setattr(bc, "case_prediction", spy)
+    monkeypatch.setattr(bc, "case_outputs", spy)
     assert _run("--no-ensembles", "--anatomy-model", str(anatomy)) == 0
     assert "(skull-stripped for sharp, as deepwml_predict shows them)" in capsys.readouterr().out
-    assert json.loads((_results(site) / bc.INFORMATION).read_text())["skull_strip"] == {"sharp": True, "graded": False}
+    seen = json.loads((_results(site) / bc.INFORMATION).read_text())["segmented_as"]
+    assert {plan: s["skull_strip"] for plan, s in seen.items()} == {"sharp": True, "graded": False}
     assert sorted(k for k in maps if k[1]) == [(f"case{i}", True) for i in range(5)]
     single = site / "in" / "case0"
     single.mkdir(parents=True)
@@ -277,6 +278,7 @@ def test_a_plan_that_learned_skull_stripped_scans_is_scored_stripped_as_deepwml_
     stripped = maps.pop(("case0", True))
     maps.clear()
     assert _run("--no-ensembles", "--no-skull-strip", "--anatomy-model", str(anatomy)) == 0
-    assert json.loads((_results(site) / bc.INFORMATION).read_text())["skull_strip"] == {"sharp": False, "graded": False}
+    seen = json.loads((_results(site) / bc.INFORMATION).read_text())["segmented_as"]
+    assert {plan: s["skull_strip"] for plan, s in seen.items()} == {"sharp": False, "graded": False}
     assert len(maps) == 5 and not any(k[1] for k in maps)  # predicted anew, as given
     assert np.abs(maps["case0", False] - stripped).max() > 0.1

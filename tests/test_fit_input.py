@@ -79,11 +79,14 @@ def test_the_tuning_commands_fit_the_probabilities_deepwml_predict_makes_skull_s
     spy = ProbabilitiesSpy(monkeypatch)
     common = ["-m", str(lesion), "-i", str(inputs), "-l", str(labels), "--anatomy-model", str(anatomy), "--device", "cpu"]
     assert find_cli.main(common + ["--dry-run"]) == 0
-    assert f"scans skull-stripped to the brain of the anatomy model {anatomy}, as deepwml_predict shows them" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"(scans skull-stripped to the brain of the anatomy model {anatomy}; masks without lesions outside the brain" in out
+    assert "as deepwml_predict segments them)" in out
     assert find_cli.main(common + ["--dry-run", "--no-skull-strip"]) == 0
-    assert "(scans as given, as deepwml_predict shows them)" in capsys.readouterr().out
+    assert "(scans as given; masks without lesions outside the brain" in capsys.readouterr().out
     assert calibrate_cli.main(common) == 0
-    assert "skull-stripped to the brain of the anatomy model" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"(scans skull-stripped to the brain of the anatomy model {anatomy}, as deepwml_predict segments them)" in out
     by_default, as_given, calibrated = spy.probs
     np.testing.assert_allclose(by_default, stripped, atol=1e-4)
     np.testing.assert_allclose(as_given, given, atol=1e-4)
@@ -92,7 +95,7 @@ def test_the_tuning_commands_fit_the_probabilities_deepwml_predict_makes_skull_s
     assert record["skull_strip"] is True and record["anatomy_model"] == str(anatomy)
     assert find_cli.main(common) == 0
     record = torch.load(lesion / "fold_0" / "checkpoint_best.pth", weights_only=True)["postprocessing"]["record"]
-    assert record["skull_strip"] is True
+    assert record["skull_strip"] is True and record["outside_brain_dropped"] is True and record["min_cortex_contrast"] > 1
 
 
 def test_a_model_that_does_not_record_stripped_scans_is_fitted_on_the_scans_as_given_unless_asked(tmp_path, scans,
@@ -112,11 +115,63 @@ def test_a_model_that_does_not_record_stripped_scans_is_fitted_on_the_scans_as_g
     assert spy.probs[1][SPOT] < 0.5 < spy.probs[0][SPOT]
 
 
+def _plain_row(table):
+    """The search table's row of the plan's threshold without any lesion filter (the model's own masks)."""
+    import pandas as pd
+
+    rows = pd.read_csv(table)
+    plain = rows[(rows["threshold"] == 0.5) & (rows["min_lesion_ml"] == 0) & (rows["min_lesion_peak"] == 0)
+                 & (rows["min_lesion_contrast"] == 0) & (rows["min_lesion_spread"].fillna(0) == 0)]
+    assert len(plain) == 1
+    return plain.iloc[0]
+
+
+def test_the_search_scores_the_masks_deepwml_predict_writes_with_the_anatomy_rules_or_without(tmp_path, scans):
+    """The anatomy map's rules cut every candidate mask as predict cuts its mask: the model's own masks score what
+    deepwml_predict's mask of the scan scores (the spot outside the brain dropped), and with --keep-outside-brain what
+    predict --keep-outside-brain's scores (the spot kept, a false lesion)."""
+    from deepwml.evaluation.case_metrics import dice
+
+    lesion, anatomy, inputs, labels = scans  # a model that does not record stripped scans: the scan as given
+    common = ["-m", str(lesion), "-i", str(inputs), "-l", str(labels), "--anatomy-model", str(anatomy), "--device", "cpu",
+              "--dry-run"]
+    masks = {}
+    for name, options in (("default", []), ("kept", ["--keep-outside-brain"])):
+        assert predict_cli.main(["-i", str(inputs), "-o", str(tmp_path / name), "-m", str(lesion), "--anatomy-model",
+                                 str(anatomy), "--no-qc", "--backend", "torch", "--no-bf16", *options]) == 0
+        masks[name] = read_image(tmp_path / name / "scan.nii.gz")
+    # the reference: the default mask without its largest lesion, so that neither run scores 1
+    from deepwml.evaluation.lesions import label_lesions
+
+    found, count = label_lesions(masks["default"].array > 0)
+    assert count >= 2
+    largest = np.argmax(np.bincount(found.ravel())[1:]) + 1
+    reference = (found > 0) & (found != largest)
+    write_image(reference.astype(np.uint8), masks["default"].geometry, labels / "scan.nii.gz")
+    scores = {}
+    for name, options in (("default", []), ("kept", ["--keep-outside-brain"])):
+        mask = masks[name].array > 0
+        assert find_cli.main(common + ["--table", str(tmp_path / f"{name}.csv"), *options]) == 0
+        scores[name] = _plain_row(tmp_path / f"{name}.csv")["dice"]
+        assert scores[name] == pytest.approx(dice(reference, mask), abs=5e-5)  # the table rounds to 4 decimals
+        assert mask[SPOT] == (name == "kept")
+    assert scores["default"] > scores["kept"]
+
+
 def test_the_input_is_decided_as_deepwml_predict_decides_it(tmp_path, models):  # noqa: F811
     """What learned, which anatomy model, and what was asked: the same decision as predict's, and a clear error where
     predict gives one (stripping asked for without an anatomy model; a folder that is no anatomy model)."""
     lesion, anatomy, _ = models  # the fixture's install ships no anatomy model
-    assert fit_input(lesion) == FitInput()  # no anatomy model: nothing to strip with, nothing to say
+    assert fit_input(lesion) == FitInput()  # no anatomy model: nothing to strip with, no rule, nothing to say
+    assert not fit_input(lesion, anatomy_model=anatomy, anatomy=True).strip
+    rules = fit_input(lesion, anatomy_model=anatomy)
+    assert rules.drop_outside and rules.cortex_contrast > 1 and rules.runs_anatomy(True) and not rules.runs_anatomy(False)
+    kept = fit_input(lesion, None, anatomy, keep_outside_brain=True, min_cortex_contrast=0)
+    assert not kept.mask_rules and not kept.runs_anatomy(True)
+    with pytest.raises(DeepWMLError, match="--min-cortex-contrast"):
+        fit_input(lesion, None, anatomy, min_cortex_contrast=0.5)
+    with pytest.raises(DeepWMLError, match="--no-anatomy contradicts"):
+        fit_input(lesion, True, None, anatomy=False)
     note = fit_input(lesion, anatomy_model=anatomy)
     assert not note.skull_strip and "does not record" in note.note
     learned_stripped(lesion, 0)
@@ -125,7 +180,8 @@ def test_the_input_is_decided_as_deepwml_predict_decides_it(tmp_path, models):  
     learned_stripped(lesion, 3)
     chosen = fit_input(lesion, anatomy_model=anatomy)
     assert chosen.anatomy_dir == anatomy and not chosen.required and chosen.note == ""
-    assert fit_input(lesion, False, anatomy) == FitInput()
+    assert not fit_input(lesion, False, anatomy).strip and fit_input(lesion, False, anatomy).mask_rules
+    assert fit_input(lesion, None, None, anatomy=False) == FitInput()
     with pytest.raises(DeepWMLError, match="ships no anatomy model"):
         fit_input(lesion, True)
     with pytest.raises(DeepWMLError, match="not an anatomy model"):

@@ -24,12 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
-from deepwml.calibration.fit import (CaseGroup, case_label, case_prediction, declared_ignore_label,
+from deepwml.calibration.fit import (AnatomyRun, CaseGroup, case_label, case_outputs, declared_ignore_label,
                                     validation_groups)
-from deepwml.calibration.fit_input import FitInput, fit_input
+from deepwml.calibration.fit_input import FitInput, anatomy_rules, fit_input
 from deepwml.calibration.postprocessing_search import (COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
                                                        choose, objective_of)
 from deepwml.calibration.temperature import calibrate_probabilities
+from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.inference.ensemble import DEFAULT_THRESHOLD
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.postprocessing import MaskSettings
@@ -139,7 +140,7 @@ def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSetti
         "ignore_label": ignore_label,
         "device": str(setup.device), "amp": str(setup.amp_dtype), "counts_version": COUNTS_VERSION,
         "thin_slab_mm": {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()},
-        **({"shown": {plan: s.key() for plan, s in shown.items()}} if any(s.skull_strip for s in shown.values()) else {}),
+        **({"shown": {plan: s.key() for plan, s in shown.items()}} if any(s.runs_anatomy(True) for s in shown.values()) else {}),
     })
 
 
@@ -167,10 +168,12 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                     yield case.case_id, {c.name: stored[c.name] for c in configs}
                     bar.update()
                     continue
-                probs, image = {}, None
+                probs, image, rules = {}, None, {}
                 for plan, predictor in predictors.items():
-                    p, image = case_prediction(predictor, case, thin_slabs[plan], _strip(shown[plan], anatomy, setup))
+                    p, image, labels = case_outputs(predictor, case, thin_slabs[plan], _anatomy(shown[plan], anatomy, setup))
                     probs[plan] = calibrate_probabilities(p, temperatures[plan])
+                    if labels is not None and shown[plan].mask_rules:
+                        rules[plan] = anatomy_rules(shown[plan], labels, image.array, image.geometry)
                 assert image is not None
                 geometry = image.geometry
                 lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
@@ -178,23 +181,24 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                 for c in configs:
                     # deepwml_ensemble's average of the calibrated maps deepwml_predict --save-probabilities writes
                     averaged = probs[c.plans[0]] if len(c.plans) == 1 else np.mean([probs[p] for p in c.plans], axis=0)
+                    # an ensemble's masks are deepwml_ensemble's: it applies no anatomy rule
                     tables[c.name] = case_counts(averaged, lesion, ignore, geometry.voxel_volume_ml, candidates[c.name],
-                                                 image.array, geometry)
+                                                 image.array, geometry, None if c.is_ensemble else rules.get(c.plans[0]))
                 cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
 
 
-def _strip(shown: FitInput, loaded: Dict[Path, Any], setup: DeviceSetup) -> Optional[Tuple[Any, bool]]:
-    """case_prediction's ``strip`` for a plan shown ``shown``: (the anatomy model, loaded once into ``loaded``,
-    stripping asked for), None for scans as given."""
-    if shown.anatomy_dir is None:
+def _anatomy(shown: FitInput, loaded: Dict[Path, Any], setup: DeviceSetup) -> Optional[AnatomyRun]:
+    """case_outputs' ``anatomy`` for a plan shown ``shown`` (its model loaded once into ``loaded``), None when the
+    plan's masks need no anatomy map."""
+    if not shown.runs_anatomy(True):
         return None
     if shown.anatomy_dir not in loaded:
         from deepwml.inference.anatomy import load_anatomy_model
 
         loaded[shown.anatomy_dir] = load_anatomy_model(shown.anatomy_dir, setup)
-    return loaded[shown.anatomy_dir], shown.required
+    return AnatomyRun(loaded[shown.anatomy_dir], shown.strip, shown.required)
 
 
 def rank(tables: Dict[str, List[np.ndarray]], ids: Sequence[str], configs: Sequence[Configuration],
@@ -222,10 +226,11 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
                             checkpoint: str = "best", ensembles: bool = True, objective: str = "both",
                             min_gain: float = MIN_GAIN, ignore_label: Optional[int] = None, grid: SearchGrid = SearchGrid(),
                             progress: bool = True, output: Optional[Path] = None, skull_strip: Optional[bool] = None,
-                            anatomy_model: Optional[Path] = None) -> BestConfiguration:
+                            anatomy_model: Optional[Path] = None, anatomy: bool = True, keep_outside_brain: bool = False,
+                            min_cortex_contrast: float = MIN_CORTEX_CONTRAST) -> BestConfiguration:
     """Rank the plans trained in ``results_dir`` (a dataset's results folder) and their pairs on the folds'
-    validation cases (shown skull-stripped or as given as deepwml_predict shows them: --skull-strip True,
-    --no-skull-strip False, None its default; ``anatomy_model`` the anatomy PLAN folder, None the shipped one); write the ranking, the per-case scores and the commands to predict with the best into
+    validation cases, segmented as deepwml_predict segments them (deepwml.calibration.fit_input.fit_input: the last
+    five arguments are predict's options of those names; ``skull_strip`` None its default); write the ranking, the per-case scores and the commands to predict with the best into
     ``output`` (default: ``results_dir``)."""
     if len(set(plans)) != len(plans) or not plans:
         raise DeepWMLError("give one or more different plans with -p")
@@ -251,7 +256,8 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
     output = results_dir if output is None else Path(output).expanduser()
     if not output.is_dir():
         raise DeepWMLError("the output folder does not exist", output)
-    shown = {plan: fit_input(spec.folder, skull_strip, anatomy_model) for plan, spec in specs.items()}
+    shown = {plan: fit_input(spec.folder, skull_strip, anatomy_model, anatomy, keep_outside_brain, min_cortex_contrast)
+             for plan, spec in specs.items()}
     cache = CaseCache(output / CACHE / _cache_key(specs, candidates, ignore_label, setup, shown))
     tables: Dict[str, List[np.ndarray]] = {c.name: [] for c in configs}
     ids = []
@@ -261,7 +267,7 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
             tables[name].append(table)
     ranked, best = rank(tables, ids, configs, candidates, objective, min_gain)
     record = _record(results_dir.name, ranked, best, specs, fold_names, checkpoint, objective, min_gain, ignore_label, ids)
-    record["skull_strip"] = {plan: s.skull_strip for plan, s in shown.items()}
+    record["segmented_as"] = {plan: s.record() for plan, s in shown.items()}
     instructions = _instructions(results_dir.name, best, fold_names, checkpoint, specs)
     written = write_results(output, record, ranked, instructions)
     return BestConfiguration(ranked, best, record, written, instructions)

@@ -35,7 +35,7 @@ from deepwml.inference.anatomy import AnatomyModel, load_anatomy_model
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.model_loading import ModelSpec, build_fold_networks, check_model, load_fold_states
 from deepwml.inference.model_zip import MANIFEST, file_record
-from deepwml.inference.pipeline import network_outputs, prepare_case
+from deepwml.inference.pipeline import anatomy_labels, network_outputs, prepare_case
 from deepwml.inference.postprocessing import POSTPROCESSING
 from deepwml.inference.predictor import SlicePredictor
 from deepwml.inference.thin_slices import model_thin_slab
@@ -87,6 +87,8 @@ class PredictedCase:
     #: the scan on the same grid and that grid (what a lesion contrast filter compares lesions with)
     image: Optional[np.ndarray] = None
     geometry: Optional[Geometry] = None
+    #: the anatomy map on the same grid (None: the fit runs no anatomy model)
+    anatomy: Optional[np.ndarray] = None
 
 
 def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.ndarray, Geometry]:
@@ -95,17 +97,39 @@ def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.n
     return probs, image.geometry
 
 
+@dataclass
+class AnatomyRun:
+    """The anatomy model a fit runs beside the lesion model, and what for (deepwml.calibration.fit_input)."""
+
+    model: AnatomyModel
+    #: the lesion model sees only its brain
+    strip: bool = False
+    #: stripping was asked for: a scan in which it finds no brain fails
+    required: bool = False
+
+
 def case_prediction(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0,
-                    strip: Optional[Tuple[AnatomyModel, bool]] = None) -> Tuple[np.ndarray, Any]:
+                    anatomy: Optional[AnatomyRun] = None) -> Tuple[np.ndarray, Any]:
     """A case's uncalibrated lesion probabilities on the input's grid and the input image as the lesion contrast filter
-    reads it (array and geometry); ``thin_slab_mm``: the slab a thinner scan is shown to the networks as, as
-    deepwml_predict shows it (deepwml.inference.thin_slices.model_thin_slab); ``strip``: (the anatomy model, stripping
-    was asked for) when the lesion model sees only that model's brain, as deepwml_predict's skull stripping shows it."""
-    anatomy, required = strip if strip is not None else (None, False)
-    prepared = prepare_case(case, predictor.plan, anatomy=anatomy, skull_strip=anatomy is not None, thin_slab_mm=thin_slab_mm)
-    prepared, probs_pp, _ = network_outputs(prepared, predictor, predictor.plan, anatomy, required)
+    reads it (array and geometry): case_outputs without the anatomy map."""
+    probs, image, _ = case_outputs(predictor, case, thin_slab_mm, anatomy)
+    return probs, image
+
+
+def case_outputs(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0,
+                 anatomy: Optional[AnatomyRun] = None) -> Tuple[np.ndarray, Any, Optional[np.ndarray]]:
+    """A case as deepwml_predict computes it: its uncalibrated lesion probabilities on the input's grid, the input image
+    as the lesion contrast filter reads it (array and geometry), and the anatomy map on that grid (None without
+    ``anatomy``). ``thin_slab_mm``: the slab a thinner scan is shown to the networks as
+    (deepwml.inference.thin_slices.model_thin_slab); with ``anatomy.strip`` the lesion model sees only the anatomy
+    model's brain, as deepwml_predict's skull stripping shows it."""
+    model = anatomy.model if anatomy is not None else None
+    strip = anatomy is not None and anatomy.strip
+    prepared = prepare_case(case, predictor.plan, anatomy=model, skull_strip=strip, thin_slab_mm=thin_slab_mm)
+    prepared, probs_pp, anatomy_probs = network_outputs(prepared, predictor, predictor.plan, model,
+                                                        anatomy is not None and anatomy.required)
     probs = revert_to_original(probs_pp, prepared.props, order=1)
-    return probs, dataclasses.replace(prepared.image, array=prepared.judged_array)
+    return probs, dataclasses.replace(prepared.image, array=prepared.judged_array), anatomy_labels(prepared, anatomy_probs)
 
 
 def case_label(case_id: str, label_path: Path, geometry: Geometry,
@@ -119,13 +143,13 @@ def case_label(case_id: str, label_path: Path, geometry: Geometry,
 
 
 def _predicted_case(predictor: SlicePredictor, case: InputCase, label_path: Path, ignore_label: Optional[int],
-                    thin_slab_mm: float = 0.0, strip: Optional[Tuple[AnatomyModel, bool]] = None) -> PredictedCase:
-    """One case predicted on the input's grid (a thinner scan shown as ``thin_slab_mm`` slabs; skull-stripped with
-    ``strip``: case_prediction), with its label's lesion and ignored voxels."""
-    probs, image = case_prediction(predictor, case, thin_slab_mm, strip)
+                    thin_slab_mm: float = 0.0, anatomy: Optional[AnatomyRun] = None) -> PredictedCase:
+    """One case predicted on the input's grid (a thinner scan shown as ``thin_slab_mm`` slabs; with ``anatomy``, its
+    map too, and skull-stripped when it says: case_outputs), with its label's lesion and ignored voxels."""
+    probs, image, labels = case_outputs(predictor, case, thin_slab_mm, anatomy)
     geometry = image.geometry
     lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
-    return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml, image.array, geometry)
+    return PredictedCase(case.case_id, probs, lesion, ignore, geometry.voxel_volume_ml, image.array, geometry, labels)
 
 
 def candidate_ece(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray, temperatures: Temperatures) -> Optional[float]:
@@ -146,17 +170,17 @@ class CaseGroup:
 def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
                       progress: bool, desc: str, cache: CaseCache,
                       compute: Callable[[PredictedCase], Dict[str, np.ndarray]],
-                      prefix_only: bool = False, tta: bool = False,
-                      shown: FitInput = FitInput()) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                      prefix_only: bool = False, tta: bool = False, shown: FitInput = FitInput(),
+                      masks: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
     by the group's folds (with ``tta``, each slice averaged with its left-right flip; ``shown``: skull-stripped or as
-    given, as deepwml_predict shows it), reduced by ``compute`` and kept as soon as it is done (an interrupt loses one
-    case).
+    given, as deepwml_predict shows it; with ``masks``, a search scoring masks, the anatomy map for its rules),
+    reduced by ``compute`` and kept as soon as it is done (an interrupt loses one case).
     ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
     to case, as a random sample's state does)."""
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
     thin_slab = model_thin_slab(spec.folder)
-    strip = None  # (anatomy model, stripping asked for): loaded with the first case that is predicted
+    anatomy = None  # loaded with the first case that is predicted, when the fit runs it
     reading = True
     with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
         for group in groups:
@@ -167,9 +191,9 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
                 if tables is None:
                     if predictor is None:
                         predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
-                    if strip is None and shown.anatomy_dir is not None:
-                        strip = (load_anatomy_model(shown.anatomy_dir, setup), shown.required)
-                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label, thin_slab, strip))
+                    if anatomy is None and shown.runs_anatomy(masks):
+                        anatomy = AnatomyRun(load_anatomy_model(shown.anatomy_dir, setup), shown.strip, shown.required)
+                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label, thin_slab, anatomy))
                     cache.save(case, label_path, tables)
                 yield case.case_id, tables
                 bar.update()
@@ -220,7 +244,7 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
         "folds": list(spec.folds),
         "checkpoint": spec.checkpoint,
         "tta": tta,
-        **shown.record(),
+        **shown.record(masks=False),
         "fitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return Calibration(t, record)
@@ -238,7 +262,7 @@ def _samples_folder(spec: ModelSpec, ignore_label: Optional[int], setup: DeviceS
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "ignore_label": ignore_label, "seed": seed, "tta": tta,
                    "device": str(setup.device), "amp": str(setup.amp_dtype), "thin_slab_mm": model_thin_slab(spec.folder),
                    "sampling": [temperature.SURE_PROBABILITY, temperature.BACKGROUND_STRIDE, temperature.MAX_VOXELS_PER_CASE],
-                   **({"shown": shown.key()} if shown.skull_strip else {})})
+                   **({"shown": shown.key(masks=False)} if shown.runs_anatomy(False) else {})})
     return root / "calibration_samples" / key
 
 

@@ -2,8 +2,8 @@
 (``deepwml_find_postprocessing``), as nnU-Net chooses its postprocessing on cross-validation predictions.
 
 The scans are predicted as by deepwml_predict (folds averaged, left-right flip TTA if asked or the plan says, back on the
-input's grid, the model's calibration applied, skull-stripped when predict would strip them:
-deepwml.calibration.fit_input), each fold's validation cases by that fold alone when no labelled
+input's grid, the model's calibration applied, skull-stripped when predict would strip them, the anatomy map's
+rules applied to every candidate mask: deepwml.calibration.fit_input), each fold's validation cases by that fold alone when no labelled
 scans are given. Every candidate threshold and lesion filter (deepwml.calibration.postprocessing_search) is scored
 case by case; the best replaces the plan's threshold only when it beats it by a margin. The choice is written into
 every fold checkpoint under ``postprocessing`` (plain numbers and a record of what it was chosen on), where
@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
-from deepwml.calibration.fit_input import FitInput
+from deepwml.calibration.fit_input import FitInput, anatomy_rules
 from deepwml.calibration.fit import PredictedCase, case_groups, kept_or_predicted, store_in_checkpoints
 from deepwml.calibration.postprocessing_search import COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
 from deepwml.calibration.temperature import calibrate_probabilities
@@ -76,11 +76,13 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     def counted(case: PredictedCase) -> Dict[str, np.ndarray]:
         """The case's count table; thresholds apply to the probabilities deepwml_predict thresholds: calibrated."""
         probs = calibrate_probabilities(case.probs, spec.calibration())
-        return {"counts": case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates, case.image, case.geometry)}
+        rules = anatomy_rules(shown, case.anatomy, case.image, case.geometry) if case.anatomy is not None and shown.mask_rules else None
+        return {"counts": case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates, case.image, case.geometry,
+                                      rules)}
 
     counts, ids = [], []
     for case_id, tables in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing",
-                                             cache, counted, tta=tta, shown=shown):
+                                             cache, counted, tta=tta, shown=shown, masks=True):
         counts.append(tables["counts"])
         ids.append(case_id)
     result = choose(np.stack(counts), candidates, objective, min_gain)
@@ -122,7 +124,7 @@ def _cache_folder(spec: ModelSpec, candidates: List[MaskSettings], ignore_label:
     key = run_key({"checkpoints": checkpoint_stamps(spec.checkpoints), "candidates": [c.as_record() for c in candidates],
                    "ignore_label": ignore_label, "device": str(setup.device), "amp": str(setup.amp_dtype),
                    "counts_version": COUNTS_VERSION, "thin_slab_mm": model_thin_slab(spec.folder),
-                   **({"shown": shown.key()} if shown.skull_strip else {})})
+                   **({"shown": shown.key()} if shown.runs_anatomy(True) else {})})
     return root / "postprocessing_search" / key
 
 

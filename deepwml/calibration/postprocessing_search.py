@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,9 +61,12 @@ class SearchGrid:
 
 def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.ndarray], voxel_ml: float,
                 candidates: Sequence[MaskSettings], image: Optional[np.ndarray] = None,
-                geometry: Optional[Geometry] = None) -> np.ndarray:
+                geometry: Optional[Geometry] = None,
+                keep_lesions: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
     """One case's COUNTS [len(candidates), 7] (int64) for a probability map and its reference on one grid; candidates
-    with a lesion contrast filter need the scan (``image``) and ``geometry`` of that grid."""
+    with a lesion contrast filter need the scan (``image``) and ``geometry`` of that grid. ``keep_lesions``: rules
+    that drop whole lesions whatever the candidate (deepwml.calibration.fit_input.anatomy_rules), a function from a
+    boolean mask on the grid to the mask they leave."""
     ignore = np.zeros(reference.shape, bool) if ignore is None else np.asarray(ignore, bool)
     reference = np.asarray(reference, bool) & ~ignore
     probs = np.asarray(probs, np.float32)
@@ -84,20 +87,31 @@ def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.nd
         # the rings of the lesions reach past their box
         box = widen_box(box, probs.shape, radius)
         contrast = (np.asarray(image, np.float32)[box], radius, background_floor(np.asarray(image)))
+    kept_in_box = None
+    if keep_lesions is not None:
+        shape, rules = probs.shape, keep_lesions
+
+        def kept_in_box(mask: np.ndarray) -> np.ndarray:
+            """The rules judge a lesion on the whole grid (the brain, the cortex's median): the box's mask put back."""
+            whole = np.zeros(shape, bool)
+            whole[box] = mask
+            return rules(whole)[box]
+
     # every component of every threshold lies inside the box of the lowest one
     probs, reference, ignore, ref_labels = probs[box], reference[box], ignore[box], ref_labels[box]
     for threshold in sorted({c.threshold for c in candidates}):
         rows = [i for i, c in enumerate(candidates) if c.threshold == threshold]
         out[rows] = _threshold_counts(probs, reference, ignore, ref_labels, n_ref_voxels, n_ref, voxel_ml,
-                                      [candidates[i] for i in rows], contrast)
+                                      [candidates[i] for i in rows], contrast, kept_in_box)
     return out
 
 
 def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarray, ref_labels: np.ndarray,
                       n_ref_voxels: int, n_ref: int, voxel_ml: float, candidates: Sequence[MaskSettings],
-                      contrast: Optional[tuple] = None) -> np.ndarray:
+                      contrast: Optional[tuple] = None,
+                      keep_lesions: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
     """COUNTS of candidates that share one threshold; ``contrast``: (the scan's crop, ring radius, background floor)
-    when a candidate filters by lesion contrast."""
+    when a candidate filters by lesion contrast; ``keep_lesions``: rules that drop whole lesions of every candidate."""
     # the same comparison deepwml_predict makes (probabilities_to_mask)
     labels, n = label_lesions(probs >= candidates[0].threshold)
     out = np.zeros((len(candidates), len(COUNTS)), np.int64)
@@ -123,6 +137,8 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
 
     keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))
                      & ~faint(c) for c in candidates])
+    if keep_lesions is not None:
+        keep &= np.bincount(labels[keep_lesions(inside)], minlength=n + 1)[1:] > 0
     tp = keep @ overlap
     out[:, COUNTS.index("tp")] = tp
     out[:, COUNTS.index("fp")] = keep @ scored - tp

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_model_and_scan_arguments(p, "folds to calibrate together (default: every fold; they are averaged as "
-                                    "deepwml_predict averages them)")
+                                    "deepwml_predict averages them)", masks=False)
     p.add_argument("--tta", action="store_true",
                    help="fit the temperatures to left-right flip-averaged probabilities (as deepwml_predict --tta "
                    "makes them), for a model that predicts with TTA; then run deepwml_find_postprocessing --tta")
@@ -68,7 +68,7 @@ def _main(argv: Optional[List[str]]) -> int:
     below, above = result.temperatures
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "case(s)"
     print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} {cases} "
-          f"({shown.describe()}) "
+          f"({shown.describe(masks=False)}) "
           f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))

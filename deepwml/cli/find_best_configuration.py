@@ -61,7 +61,8 @@ def _main(argv: Optional[List[str]]) -> int:
         results_dir, args.plans, fitting_device(args), raw_root(args.raw_root), preprocessed_root(args.preprocessed_root),
         folds=args.folds, checkpoint=args.checkpoint, ensembles=not args.no_ensembles, objective=args.objective,
         min_gain=args.min_gain, ignore_label=args.ignore_label, progress=args.progress or sys.stderr.isatty(),
-        output=args.output, skull_strip=args.skull_strip, anatomy_model=args.anatomy_model)
+        output=args.output, skull_strip=args.skull_strip, anatomy_model=args.anatomy_model, anatomy=not args.no_anatomy,
+        keep_outside_brain=args.keep_outside_brain, min_cortex_contrast=args.min_cortex_contrast)
     print(f"deepwml_find_best_configuration: {len(found.record['cases'])} validation case(s) of folds "
           f"{' '.join(found.record['folds'])}, each predicted by its own fold{_stripped(found.record)}; case means (own "
           f"threshold -> postprocessed):")
@@ -82,7 +83,7 @@ def _main(argv: Optional[List[str]]) -> int:
 
 def _stripped(record: dict) -> str:
     """Which plans saw the scans skull-stripped, for the terminal ('' when none did)."""
-    plans = [plan for plan, stripped in record.get("skull_strip", {}).items() if stripped]
+    plans = [plan for plan, seen in record.get("segmented_as", {}).items() if seen["skull_strip"]]
     return f" (skull-stripped for {', '.join(plans)}, as deepwml_predict shows them)" if plans else ""
 
 

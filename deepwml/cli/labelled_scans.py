@@ -17,8 +17,9 @@ from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
 T = TypeVar("T")
 
 
-def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) -> None:
-    """-m/-d/-p (the model), -i/-l (labelled scans), -f, --checkpoint, --ignore-label, --device and the data roots."""
+def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str, masks: bool = True) -> None:
+    """-m/-d/-p (the model), -i/-l (labelled scans), -f, --checkpoint, --ignore-label, how predict segments the scans
+    (add_fit_input_options; ``masks``: a command that scores masks), --device and the data roots."""
     p.add_argument("-m", "--model",
                    help=f"the model's PLAN folder (trained or installed), or '{BUILTIN_ALIAS}' for the shipped model")
     add_dataset_argument(p, required=False)
@@ -35,16 +36,32 @@ def add_model_and_scan_arguments(p: argparse.ArgumentParser, folds_help: str) ->
     p.add_argument("-o", "--output", type=Path, help="leave the model as it is and write a tuned copy (the chosen folds "
                    "and checkpoint, weights only, with a manifest) into this new folder; needed for the shipped model, "
                    "which lives inside the DeepWML package")
-    add_fit_input_options(p)
+    add_fit_input_options(p, masks)
     add_device_argument(p)
     add_root_arguments(p)
 
 
-def add_fit_input_options(p: argparse.ArgumentParser) -> None:
-    """--skull-strip / --no-skull-strip and --anatomy-model: how the labelled scans reach the lesion model."""
+def add_fit_input_options(p: argparse.ArgumentParser, masks: bool = True) -> None:
+    """deepwml_predict's options that change what the lesion model sees (--skull-strip / --no-skull-strip,
+    --anatomy-model / --no-anatomy) and, for a command that scores masks (``masks``), the anatomy rules that cut them
+    (--keep-outside-brain, --min-cortex-contrast): the scans are segmented as predict will segment them."""
+    from deepwml.cli.common import cortex_contrast_setting
+    from deepwml.constants import MIN_CORTEX_CONTRAST
+
     add_skull_strip_options(p, FIT_STRIP_HELP, FIT_NO_STRIP_HELP)
-    p.add_argument("--anatomy-model", type=Path, metavar="PLAN_FOLDER",
-                   help="the anatomy model whose brain the scans are stripped to (default: the shipped one)")
+    anatomy = p.add_mutually_exclusive_group()
+    anatomy.add_argument("--anatomy-model", type=Path, metavar="PLAN_FOLDER",
+                         help="the anatomy model deepwml_predict runs beside the lesion model (default: the shipped one)")
+    anatomy.add_argument("--no-anatomy", action="store_true",
+                         help="no anatomy model, as deepwml_predict --no-anatomy: nothing stripped"
+                         + (", no lesion dropped by its map" if masks else ""))
+    if masks:
+        p.add_argument("--keep-outside-brain", action="store_true",
+                       help="score the masks with the lesions outside the anatomy model's brain kept, as deepwml_predict "
+                       "--keep-outside-brain makes them (by default they are dropped, as predict drops them)")
+        p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
+                       help="score the masks without the cortical lesions under K x the cortex's median, as deepwml_predict "
+                       "--min-cortex-contrast K makes them (default %(default)g, predict's; 0 keeps them)")
 
 
 #: the tuning commands' --skull-strip / --no-skull-strip: the scans are shown as deepwml_predict shows them
@@ -56,11 +73,13 @@ FIT_NO_STRIP_HELP = "show the lesion model the scans as given (for a model predi
 
 
 def shown_to_model(args: argparse.Namespace, folder: Path) -> Any:
-    """How the scans reach the lesion model (deepwml.calibration.fit_input.FitInput) for --skull-strip /
-    --no-skull-strip / --anatomy-model: by default as deepwml_predict shows them."""
+    """How the scans reach the lesion model and which anatomy rules cut its masks
+    (deepwml.calibration.fit_input.FitInput) for add_fit_input_options: by default as deepwml_predict segments them."""
     from deepwml.calibration.fit_input import fit_input
+    from deepwml.constants import MIN_CORTEX_CONTRAST
 
-    return fit_input(folder, args.skull_strip, args.anatomy_model)
+    return fit_input(folder, args.skull_strip, args.anatomy_model, not args.no_anatomy,
+                     getattr(args, "keep_outside_brain", False), getattr(args, "min_cortex_contrast", MIN_CORTEX_CONTRAST))
 
 
 def model_folder(args: argparse.Namespace) -> Path:

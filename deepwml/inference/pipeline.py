@@ -152,6 +152,14 @@ def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Pla
     return prepared, predictor.predict(prepared.image_pp, prepared.head), anatomy_probs
 
 
+def anatomy_labels(prepared: PreparedCase, anatomy_probs: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """The anatomy label map on the input's grid (deepwml.anatomy.labels classes): the one skull stripping made, else
+    made from ``anatomy_probs``; None without an anatomy model."""
+    if prepared.anatomy_labels is not None or anatomy_probs is None:
+        return prepared.anatomy_labels
+    return anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+
+
 def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions, anatomy_probs: Optional[np.ndarray] = None) -> CaseSummary:
     """Bring probabilities back to the input's grid and write mask, probabilities, lesion table and QC picture
     (a multi-class model: its label map and QC picture)."""
@@ -163,9 +171,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures)
     mask = probabilities_to_mask(probs, options.threshold)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
-    anatomy = prepared.anatomy_labels
-    if anatomy is None and anatomy_probs is not None:
-        anatomy = anatomy_map(anatomy_probs, prepared.anatomy_input.props)
+    anatomy = anatomy_labels(prepared, anatomy_probs)
     dropped = None  # lesions dropped outside the brain: None when nothing was looked for
     if options.drop_outside_brain and anatomy is not None:
         mask, dropped = drop_outside_brain(mask, anatomy, geometry)

@@ -45,17 +45,14 @@ def _mean(values: List[float]) -> float:
 def segment(images: Path, out: Path, model: tuple, device: str, **settings: Any) -> None:
     """Segment every scan of ``images`` into ``out`` with ``model`` ((model folder, folds, checkpoint)), as
     deepwml_predict's library run does (no QC; scans already done are kept); ``settings`` are further PredictRequest
-    fields (e.g. tta, postprocessing). The lesion model sees the scans as deepwml_find_postprocessing shows them:
-    skull-stripped where deepwml_predict strips them by default (deepwml.calibration.fit_input), the anatomy model
-    running only for that and none of its rules applied after the mask."""
-    from deepwml.calibration.fit_input import fit_input
+    fields (e.g. tta, postprocessing). Otherwise predict's defaults, the anatomy model's among them (skull stripping
+    where predict strips, lesions outside the brain and faint cortical lesions dropped): the figures are those of the
+    masks a user of the model gets, and deepwml_find_postprocessing scores its candidates the same way."""
     from deepwml.inference.run import PredictRequest, predict
 
     model_dir, folds, checkpoint = model
-    strip = fit_input(model_dir).skull_strip
     report = predict(PredictRequest(input=images, output=out, model_dir=model_dir, folds=folds, checkpoint=checkpoint,
-                                    device=device, write_qc=False, anatomy=strip, keep_outside_brain=True,
-                                    min_cortex_contrast=0.0, **settings))
+                                    device=device, write_qc=False, **settings))
     if report.failed:
         raise DeepWMLError(f"a labelled scan could not be segmented: {report.failed[0].case_id}: {report.failed[0].error}",
                            images)

@@ -384,9 +384,9 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[st
     _run("make_synthetic", ["--raw", str(raw), "--dataset-id", str(heldout_id), "--name", heldout_name, "--scale",
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _synthetic_args(recipe), env)
-    # a lesion model's probability maps let deepwml_evaluate measure its calibration; the anatomy map would change
-    # no mask here (no --white-matter-only) and cost time
-    maps = ["--save-probabilities", "--no-anatomy"] if recipe.kind == "lesion" else []
+    # a lesion model's probability maps let deepwml_evaluate measure its calibration; its masks are predict's
+    # default ones (the anatomy model's skull stripping and rules included), as its postprocessing was chosen on them
+    maps = ["--save-probabilities"] if recipe.kind == "lesion" else []
     _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(work, tag, checkpoint=recipe.checkpoint)), "-m", str(model_dir),
                      "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc", *maps], env)
     return heldout
