@@ -1,5 +1,6 @@
-"""deepwml_calibrate and deepwml_find_postprocessing show the lesion model the scans as deepwml_predict shows them:
-skull-stripped to the anatomy model's brain by default for a model that learned skull-stripped scans."""
+"""deepwml_calibrate and deepwml_find_postprocessing segment labelled scans as deepwml_predict does: the lesion model
+sees them skull-stripped to the anatomy model's brain by default for a model that learned skull-stripped scans, and
+a search's candidate masks lose the lesions the anatomy map's rules drop."""
 from __future__ import annotations
 
 import numpy as np
@@ -173,10 +174,10 @@ def test_the_input_is_decided_as_deepwml_predict_decides_it(tmp_path, models):  
     with pytest.raises(DeepWMLError, match="--no-anatomy contradicts"):
         fit_input(lesion, True, None, anatomy=False)
     note = fit_input(lesion, anatomy_model=anatomy)
-    assert not note.skull_strip and "does not record" in note.note
+    assert not note.strip and "does not record" in note.note
     learned_stripped(lesion, 0)
     assert "learned no skull-stripped scans" in fit_input(lesion, anatomy_model=anatomy).note
-    assert fit_input(lesion, True, anatomy).skull_strip and fit_input(lesion, True, anatomy).required
+    assert fit_input(lesion, True, anatomy).strip and fit_input(lesion, True, anatomy).required
     learned_stripped(lesion, 3)
     chosen = fit_input(lesion, anatomy_model=anatomy)
     assert chosen.anatomy_dir == anatomy and not chosen.required and chosen.note == ""

@@ -2,8 +2,8 @@
 (``deepwml_find_best_configuration``), as nnU-Net's find_best_configuration chooses after cross-validation.
 
 Every fold's validation cases are predicted by that fold alone, for every plan, as deepwml_predict predicts them (the
-plan's test-time augmentation, back on the input's grid, the model's calibration applied, skull-stripped when predict
-would strip them: deepwml.calibration.fit_input); an ensemble of two plans
+plan's test-time augmentation, back on the input's grid, the model's calibration applied, skull-stripped and cut by
+the anatomy rules where predict would: deepwml.calibration.fit_input); an ensemble of two plans
 averages their maps as deepwml_ensemble does. Each configuration's case is reduced to the postprocessing search's
 count table (deepwml.calibration.postprocessing_search), so one case's maps are in memory at a time, and the tables
 are kept per case on disk: an interrupted run resumes where it stopped.
@@ -149,13 +149,13 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
                  cache: CaseCache, progress: bool,
                  shown: Dict[str, FitInput]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, count table per configuration) for every validation case, predicted out of fold by every plan
-    (skull-stripped or as given as ``shown``); tables already in ``cache`` are read, new ones written there as each
-    case finishes."""
+    (segmented as ``shown`` says); tables already in ``cache`` are read, new ones written there as each case
+    finishes."""
     networks = {plan: dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
                 for plan, spec in specs.items()}
     temperatures = {plan: spec.calibration() for plan, spec in specs.items()}
     thin_slabs = {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()}
-    anatomy = {}  # one loaded anatomy model per folder, the first time a plan's case is stripped
+    anatomy: Dict[Path, Any] = {}  # each anatomy model loaded once, when a plan's case first needs it
     total = sum(len(g.pairs) for g in groups)
     with tqdm(total=total, desc="deepwml_find_best_configuration", unit="case", disable=not progress) as bar:
         for group in groups:
@@ -230,8 +230,8 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
                             min_cortex_contrast: float = MIN_CORTEX_CONTRAST) -> BestConfiguration:
     """Rank the plans trained in ``results_dir`` (a dataset's results folder) and their pairs on the folds'
     validation cases, segmented as deepwml_predict segments them (deepwml.calibration.fit_input.fit_input: the last
-    five arguments are predict's options of those names; ``skull_strip`` None its default); write the ranking, the per-case scores and the commands to predict with the best into
-    ``output`` (default: ``results_dir``)."""
+    five arguments are predict's options of those names; ``skull_strip`` None its default); write the ranking, the
+    per-case scores and the commands to predict with the best into ``output`` (default: ``results_dir``)."""
     if len(set(plans)) != len(plans) or not plans:
         raise DeepWMLError("give one or more different plans with -p")
     if not 0 <= min_gain < 1:

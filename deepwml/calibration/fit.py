@@ -174,7 +174,7 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
                       masks: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
     by the group's folds (with ``tta``, each slice averaged with its left-right flip; ``shown``: skull-stripped or as
-    given, as deepwml_predict shows it; with ``masks``, a search scoring masks, the anatomy map for its rules),
+    given, as deepwml_predict shows it; with ``masks``, a search scoring masks, with the anatomy map its rules need),
     reduced by ``compute`` and kept as soon as it is done (an interrupt loses one case).
     ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
     to case, as a random sample's state does)."""

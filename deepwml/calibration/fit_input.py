@@ -40,11 +40,6 @@ class FitInput:
     cortex_contrast: float = 0.0
 
     @property
-    def skull_strip(self) -> bool:
-        """Whether the scans are skull-stripped before the lesion model."""
-        return self.strip
-
-    @property
     def mask_rules(self) -> bool:
         """Whether the anatomy map cuts the masks (outside the brain, faint cortex)."""
         return self.anatomy_dir is not None and (self.drop_outside or self.cortex_contrast > 0)
