@@ -625,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-outside-brain", action="store_true",
                    help="deepwml_predict --keep-outside-brain: keep the lesions with no voxel in the anatomy model's brain")
     p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=None, metavar="K",
-                   help="deepwml_predict --min-cortex-contrast: drop the lesions the anatomy map places in the cortex under "
+                   help="deepwml_predict --min-cortex-contrast: drop the lesions the anatomy map places in or against the cortex under "
                         f"K x the cortex's median intensity (default deepwml_predict's, {MIN_CORTEX_CONTRAST:g}; 0 keeps them)")
     p.add_argument("--min-lesion-ml", type=float, default=None, metavar="ML",
                    help="deepwml_predict --min-lesion-ml: drop lesions smaller than this from the masks (default: the "

@@ -13,7 +13,7 @@ DISEASES = ("MS", "NMOSD", "CSVD", "other")
 #: Image file endings DeepWML reads (besides DICOM series folders).
 IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
-#: deepwml_predict's default bound for lesions the anatomy map places in the cortex: at least this many times the
+#: deepwml_predict's default bound for lesions the anatomy map places in or against the cortex: at least this many times the
 #: cortex's median intensity (deepwml.inference.cortex_contrast), and the largest bound it accepts
 MIN_CORTEX_CONTRAST = 1.15
 MAX_CORTEX_CONTRAST = 3.0

@@ -1,4 +1,4 @@
-"""Lesions in the cortex no brighter than bright normal cortex are dropped by default
+"""Lesions in or against the cortex no brighter than bright normal cortex are dropped by default
 (deepwml.inference.cortex_contrast, deepwml_predict --min-cortex-contrast)."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from deepwml.cli import predict as predict_cli
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import Geometry, read_image
 from deepwml.inference import pipeline
-from deepwml.inference.cortex_contrast import check_cortex_contrast, drop_faint_cortical
+from deepwml.inference.cortex_contrast import RULE_LOCATIONS, check_cortex_contrast, drop_faint_cortical
+from deepwml.inference.output_folder import CORTEX_RULE_LOCATIONS
 from deepwml.inference.lesion_report import label_lesions
 from deepwml.utils.errors import DeepWMLError
 from test_anatomy_model import models  # noqa: F401 - the fixture
@@ -39,19 +40,23 @@ def test_only_lesions_in_the_cortex_under_the_bound_are_dropped_each_one_whole()
     lesions = {
         "faint, in the cortex": ((1, slice(5, 9), slice(5, 9)), 110.0),  # 1.10 x the cortex: bright normal cortex
         "bright, in the cortex": ((3, slice(5, 9), slice(5, 9)), 130.0),  # 1.30 x: a lesion
-        "faint, in white matter": ((1, slice(5, 9), slice(40, 44)), 110.0),  # white matter lesions are not judged here
+        "faint, in white matter": ((1, slice(5, 9), slice(40, 44)), 110.0),  # deep white matter is not judged here
         "faint, beside the ventricle": ((3, slice(36, 40), slice(46, 50)), 100.0),
+        # white matter touching the cortex (juxtacortical): judged as the cortex is
+        "faint, against the cortex": ((2, slice(20, 24), slice(32, 35)), 110.0),
+        "bright, against the cortex": ((4, slice(20, 24), slice(32, 35)), 130.0),
     }
     for where, value in lesions.values():
         mask[where] = 1
         image[where] = value
     out, dropped = drop_faint_cortical(mask, anatomy, image, AXIAL, 1.15)
-    assert dropped == 1 and out.dtype == np.uint8
+    assert dropped == 2 and out.dtype == np.uint8
     expected = mask.copy()
     expected[lesions["faint, in the cortex"][0]] = 0
+    expected[lesions["faint, against the cortex"][0]] = 0
     assert np.array_equal(out, expected)
-    # the bound is the caller's: at 1.35 the bright one is normal cortex too, at 1.05 neither is
-    assert drop_faint_cortical(mask, anatomy, image, AXIAL, 1.35)[1] == 2
+    # the bound is the caller's: at 1.35 the bright ones are normal cortex too, at 1.05 none is
+    assert drop_faint_cortical(mask, anatomy, image, AXIAL, 1.35)[1] == 4
     assert drop_faint_cortical(mask, anatomy, image, AXIAL, 1.05)[1] == 0
     # 0 turns it off; a map without cortex (outside the lesions) or an empty mask changes nothing
     assert drop_faint_cortical(mask, anatomy, image, AXIAL, 0.0)[1] == 0
@@ -105,9 +110,10 @@ def half_cortex_run(tmp_path, models, monkeypatch):  # noqa: F811
 
 def test_predict_drops_faint_lesions_in_the_cortex_records_the_bound_and_counts_them(tmp_path, half_cortex_run, capsys):
     assert predict_cli.main(half_cortex_run + ["-o", str(tmp_path / "default")]) == 0
-    assert f"lesions in its cortex under {MIN_CORTEX_CONTRAST:g} x the cortex's median dropped" in capsys.readouterr().out
+    assert f"lesions in or against its cortex under {MIN_CORTEX_CONTRAST:g} x the cortex's median dropped" in capsys.readouterr().out
     marker = json.loads((tmp_path / "default" / ".deepwml_output.json").read_text())["predicted_with"]
     assert marker["min_cortex_contrast"] == MIN_CORTEX_CONTRAST and marker["anatomy_weights_sha256"]
+    assert marker["cortex_rule_locations"] == CORTEX_RULE_LOCATIONS == ", ".join(RULE_LOCATIONS)
     # 1.8 x the head stands out of the cortex: kept by default; at 2 x it is taken for cortex, the other blob stays
     default = read_image(tmp_path / "default" / "scan.nii.gz", dtype=None).array
     assert default[2, 20:26, 10:16].all() and default[2, 20:26, 30:36].all()
@@ -127,6 +133,13 @@ def test_predict_drops_faint_lesions_in_the_cortex_records_the_bound_and_counts_
     # another bound is another mask: the folder refuses to mix them
     assert predict_cli.main(half_cortex_run + ["-o", str(tmp_path / "strict"), "--min-cortex-contrast", "0"]) != 0
     assert "min_cortex_contrast 2.0 -> 0.0" in capsys.readouterr().err
+    # and so is the bound's reach: a folder predicted before it judged juxtacortical lesions is not resumed
+    marker_path = tmp_path / "strict" / ".deepwml_output.json"
+    older = json.loads(marker_path.read_text())
+    del older["predicted_with"]["cortex_rule_locations"]
+    marker_path.write_text(json.dumps(older))
+    assert predict_cli.main(half_cortex_run + ["-o", str(tmp_path / "strict"), "--min-cortex-contrast", "2"]) != 0
+    assert "cortex_rule_locations 'cortical' -> 'cortical, juxtacortical'" in capsys.readouterr().err
     # 0 keeps them, as does a run without the anatomy map (nothing to compare with, nothing recorded)
     assert predict_cli.main(half_cortex_run + ["-o", str(tmp_path / "off"), "--min-cortex-contrast", "0"]) == 0
     assert np.array_equal(read_image(tmp_path / "off" / "scan.nii.gz", dtype=None).array, default)
@@ -141,9 +154,9 @@ def test_the_report_and_the_qc_picture_say_what_the_cortex_bound_dropped(tmp_pat
     assert predict_cli.main(run + ["-o", str(tmp_path / "strict"), "--min-cortex-contrast", "2"]) == 0
     assert predict_cli.main(run + ["-o", str(tmp_path / "off"), "--min-cortex-contrast", "0"]) == 0
     pages = [next((tmp_path / name).rglob("*.html")).read_text() for name in ("strict", "off")]
-    assert "<dt>Lesions in the cortex</dt><dd>kept when at least 2 × the cortex&#x27;s median intensity" in pages[0] \
-        or "<dt>Lesions in the cortex</dt><dd>kept when at least 2 × the cortex's median intensity" in pages[0]
-    assert "<dt>Lesions in the cortex</dt><dd>kept</dd>" in pages[1]
+    assert "<dt>Lesions in or against the cortex</dt><dd>kept when at least 2 × the cortex&#x27;s median intensity" in pages[0] \
+        or "<dt>Lesions in or against the cortex</dt><dd>kept when at least 2 × the cortex's median intensity" in pages[0]
+    assert "<dt>Lesions in or against the cortex</dt><dd>kept</dd>" in pages[1]
     assert "no brighter than normal cortex dropped" in titles[0] and "cortex" not in titles[1]
 
 

@@ -2,7 +2,7 @@
 deepwml_predict segments it by default. The lesion model is shown the scan skull-stripped to the anatomy model's brain
 when predict would strip it (deepwml.inference.skull_strip.run_skull_strip), else as given; and the anatomy map's
 rules that predict applies to a mask (lesions with no voxel in the brain dropped, deepwml.inference.outside_brain;
-faint lesions in the cortex dropped, deepwml.inference.cortex_contrast) are applied to every candidate mask a search
+faint lesions in or against the cortex dropped, deepwml.inference.cortex_contrast) are applied to every candidate mask a search
 scores.
 
 Why: temperatures and a threshold mean the probabilities they were fitted on, and a search's scores should be those
@@ -36,7 +36,7 @@ class FitInput:
     note: str = ""
     #: lesions with no voxel in the anatomy model's brain are dropped (predict's default with an anatomy model)
     drop_outside: bool = False
-    #: cortical lesions under this many times the cortex's median are dropped (0: not)
+    #: cortical and juxtacortical lesions under this many times the cortex's median are dropped (0: not)
     cortex_contrast: float = 0.0
 
     @property
@@ -72,7 +72,7 @@ class FitInput:
                  else self.note or "scans as given"]
         if masks and self.mask_rules:
             rules = (["lesions outside the brain"] if self.drop_outside else []) + (
-                [f"cortical lesions under {self.cortex_contrast:g} x the cortex"] if self.cortex_contrast else [])
+                [f"cortical and juxtacortical lesions under {self.cortex_contrast:g} x the cortex"] if self.cortex_contrast else [])
             model = "its" if self.strip else f"the anatomy model {self.anatomy_dir}'s"
             parts.append(f"masks without {' and '.join(rules)} by {model} map")
         return "; ".join(parts) + ", as deepwml_predict segments them"

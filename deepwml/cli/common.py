@@ -172,7 +172,7 @@ def add_mask_options(parser) -> None:
     parser.add_argument("--keep-outside-brain", action="store_true",
                         help="keep the lesions with no voxel in the anatomy model's brain (dropped by default)")
     parser.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
-                        help="drop the lesions the anatomy map places in the cortex under K times the cortex's median "
+                        help="drop the lesions the anatomy map places in or against the cortex (cortical, juxtacortical) under K times the cortex's median "
                         "intensity (default %(default)g; 0 keeps them)")
     parser.add_argument("--no-anatomy", action="store_true", help="no anatomy map (and so no lesion locations or Fazekas estimate)")
     parser.add_argument("--thin-slab-mm", type=thin_slab_setting, default=None, metavar="auto|0|MM", help=THIN_SLAB_HELP)

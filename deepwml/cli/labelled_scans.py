@@ -60,7 +60,7 @@ def add_fit_input_options(p: argparse.ArgumentParser, masks: bool = True) -> Non
                        help="score the masks with the lesions outside the anatomy model's brain kept, as deepwml_predict "
                        "--keep-outside-brain makes them (by default they are dropped, as predict drops them)")
         p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
-                       help="score the masks without the cortical lesions under K x the cortex's median, as deepwml_predict "
+                       help="score the masks without the cortical and juxtacortical lesions under K x the cortex's median, as deepwml_predict "
                        "--min-cortex-contrast K makes them (default %(default)g, predict's; 0 keeps them)")
 
 

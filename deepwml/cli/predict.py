@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "they are dropped as false positives (fat, skull base, sinuses, ghosts); without an anatomy model "
                    "nothing is dropped")
     p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
-                   help="drop the lesions the anatomy map places in the cortex that are less than K times as bright as the "
+                   help="drop the lesions the anatomy map places in or against the cortex (cortical, juxtacortical) that are less than K times as bright as the "
                    "cortex's median: bright normal cortex, which thick slices fold into patches a lesion model takes for "
                    "lesions (default %(default)g; 0 keeps them; without an anatomy model nothing is dropped)")
     return p

@@ -371,7 +371,7 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
                 min_lesion_spread: float = 0.0, min_cortex_contrast: float = 0.0) -> CaseSummary:
     """Average, threshold and write one case (a QC picture and the lesions' contrast on ``scan``, the contrast on its
     ``thin_slab_mm`` slabs when it is thin; locations from the anatomy map at ``anatomy_path``, and lesions outside its
-    brain dropped with ``drop_outside``, those in its cortex under ``min_cortex_contrast`` x its median with the scan);
+    brain dropped with ``drop_outside``, those in or against its cortex under ``min_cortex_contrast`` x its median with the scan);
     the mask last, since its presence marks the case done."""
     probs, geometry = average_case(files, weights)
     mask = probabilities_to_mask(probs, threshold)

@@ -330,7 +330,7 @@ class CaseSummary:
 SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__ if name != "anatomy"]
 #: summary.csv column: lesions dropped for lying wholly outside the anatomy map's brain
 OUTSIDE_BRAIN_COLUMN = "lesions_dropped_outside_brain"
-#: summary.csv column: lesions in the cortex dropped for being no brighter than bright normal cortex
+#: summary.csv column: lesions in or against the cortex dropped for being no brighter than bright normal cortex
 FAINT_CORTEX_COLUMN = "lesions_dropped_faint_in_cortex"
 #: summary.csv column: what the lesion model saw when the run strips the skull (deepwml.inference.skull_strip)
 SKULL_STRIP_COLUMN = "lesion_model_input"
@@ -350,7 +350,7 @@ ANATOMY_SUMMARY_COLUMNS = (
     + list(VOLUME_COLUMNS)
     # set by deepwml_predict beside the map's figures when it drops lesions outside the brain (inference.outside_brain)
     + [OUTSIDE_BRAIN_COLUMN]
-    # and when it drops lesions in the cortex no brighter than normal cortex (inference.cortex_contrast)
+    # and when it drops lesions in or against the cortex no brighter than normal cortex (inference.cortex_contrast)
     + [FAINT_CORTEX_COLUMN]
     # set by deepwml_predict from the scan and the map: does it look like a T2-FLAIR (inference.flair_check)
     + [BRIGHT_SHARE_COLUMN]

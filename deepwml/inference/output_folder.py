@@ -98,12 +98,17 @@ def is_output_folder(folder: Path) -> bool:
     return all(p in summaries or p in lesions or is_image_file(p) for p in files)
 
 
+#: the lesion locations the cortex bound judges (deepwml.inference.cortex_contrast.RULE_LOCATIONS, as a marker says it;
+#: kept here as text so that reading a marker imports no image code)
+CORTEX_RULE_LOCATIONS = "cortical, juxtacortical"
 #: the options beside the weights that decide a run's masks, as producer_record names them
 MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip",
-                "outside_brain_dropped", "min_lesion_contrast", "thin_slab_mm", "min_lesion_spread", "min_cortex_contrast")
+                "outside_brain_dropped", "min_lesion_contrast", "thin_slab_mm", "min_lesion_spread", "min_cortex_contrast",
+                "cortex_rule_locations")
 #: what a marker written before an option existed did: kept every lesion, and the skull, and showed thin slices as given
 PRODUCER_DEFAULTS = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False, "outside_brain_dropped": False,
-                     "min_lesion_contrast": 0.0, "thin_slab_mm": 0.0, "min_lesion_spread": 0.0, "min_cortex_contrast": 0.0}
+                     "min_lesion_contrast": 0.0, "thin_slab_mm": 0.0, "min_lesion_spread": 0.0, "min_cortex_contrast": 0.0,
+                     "cortex_rule_locations": "cortical"}
 
 
 def producer_record(
@@ -124,6 +129,8 @@ def producer_record(
         "outside_brain_dropped": bool(outside_brain_dropped), "min_lesion_contrast": float(min_lesion_contrast),
         "thin_slab_mm": float(thin_slab_mm), "min_lesion_spread": float(min_lesion_spread),
         "min_cortex_contrast": float(min_cortex_contrast),
+        # the lesions the cortex bound judges (deepwml.inference.cortex_contrast): juxtacortical ones too since 2026-12-07
+        "cortex_rule_locations": CORTEX_RULE_LOCATIONS,
     }
     if anatomy_weights:
         record["anatomy_weights_sha256"] = sorted(anatomy_weights)

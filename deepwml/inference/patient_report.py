@@ -312,8 +312,8 @@ def model_html(model: ModelInfo, lesion_model_input: Optional[str] = None) -> st
          if model.skull_strip else "the whole scan as given"),
         ("Lesions outside the brain", "dropped (no voxel in the brain the anatomy model finds)"
          if model.outside_brain_dropped else "kept"),
-        ("Lesions in the cortex", f"kept when at least {model.cortex_contrast:g} × the cortex's median intensity (fainter "
-                                  "ones dropped as bright normal cortex)" if model.cortex_contrast > 0 else "kept"),
+        ("Lesions in or against the cortex", f"kept when at least {model.cortex_contrast:g} × the cortex's median intensity "
+                                             "(fainter ones dropped as bright normal cortex)" if model.cortex_contrast > 0 else "kept"),
         ("Smallest lesion kept", f"{model.min_lesion_ml:g} ml (smaller ones dropped)" if model.min_lesion_ml > 0 else "any size"),
         ("Least certain lesion kept", f"peak probability ≥ {model.min_lesion_peak:g} (lesions without such a core dropped)"
          if model.min_lesion_peak > 0 else "any"),

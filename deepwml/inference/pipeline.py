@@ -87,7 +87,7 @@ class RunOptions:
     skull_strip_required: bool = False
     #: drop the lesions with no voxel in the anatomy map's brain (deepwml.inference.outside_brain); needs the map
     drop_outside_brain: bool = False
-    #: lesions the anatomy map places in the cortex under this many times its median intensity are dropped
+    #: lesions the anatomy map places in or against the cortex under this many times its median intensity are dropped
     #: (deepwml.inference.cortex_contrast; 0: keep all); needs the map
     min_cortex_contrast: float = 0.0
     #: lesions smaller than this many ml are dropped from the mask (0: keep all)
@@ -182,7 +182,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it
     mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
                           options.min_lesion_contrast, options.min_lesion_spread)
-    faint_cortical = None  # lesions in the cortex dropped as normal cortex: None when nothing was looked for
+    faint_cortical = None  # lesions in or against the cortex dropped as normal cortex: None when nothing was looked for
     if options.min_cortex_contrast > 0 and anatomy is not None:
         mask, faint_cortical = drop_faint_cortical(mask, anatomy, prepared.judged_array, geometry, options.min_cortex_contrast)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)

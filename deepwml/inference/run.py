@@ -97,7 +97,7 @@ class PredictRequest:
     #: keep the lesions with no voxel in the anatomy model's brain, which are dropped by default when there is an
     #: anatomy model (deepwml.inference.outside_brain)
     keep_outside_brain: bool = False
-    #: lesions the anatomy map places in the cortex under this many times the cortex's median intensity are dropped
+    #: lesions the anatomy map places in or against the cortex under this many times the cortex's median intensity are dropped
     #: (deepwml.inference.cortex_contrast; 0: keep them); needs an anatomy model
     min_cortex_contrast: float = MIN_CORTEX_CONTRAST
     #: lesion probability at or above which a voxel is lesion (None: the model's stored postprocessing, else its
@@ -146,7 +146,7 @@ class PredictReport:
     skull_strip_note: str = ""
     #: lesions with no voxel in the anatomy model's brain were dropped (the default with an anatomy model)
     outside_brain_dropped: bool = False
-    #: lesions in the cortex under this many times its median intensity were dropped (0: not)
+    #: lesions in or against the cortex under this many times its median intensity were dropped (0: not)
     cortex_contrast: float = 0.0
     #: the threshold and lesion filters of the masks, and whether they come from the model's stored postprocessing
     mask: Optional[MaskSettings] = None
@@ -171,7 +171,7 @@ class PredictReport:
             + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
             + (f"; {self.skull_strip_note}" if self.skull_strip_note else "")
             + ("; lesions outside the anatomy model's brain dropped" if self.outside_brain_dropped else "")
-            + (f"; lesions in its cortex under {self.cortex_contrast:g} x the cortex's median dropped" if self.cortex_contrast else "")
+            + (f"; lesions in or against its cortex under {self.cortex_contrast:g} x the cortex's median dropped" if self.cortex_contrast else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")

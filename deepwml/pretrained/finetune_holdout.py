@@ -46,7 +46,7 @@ def segment(images: Path, out: Path, model: tuple, device: str, **settings: Any)
     """Segment every scan of ``images`` into ``out`` with ``model`` ((model folder, folds, checkpoint)), as
     deepwml_predict's library run does (no QC; scans already done are kept); ``settings`` are further PredictRequest
     fields (e.g. tta, postprocessing). Otherwise predict's defaults, the anatomy model's among them (skull stripping
-    where predict strips, lesions outside the brain and faint cortical lesions dropped): the figures are those of the
+    where predict strips, lesions outside the brain and faint ones in or against the cortex dropped): the figures are those of the
     masks a user of the model gets, and deepwml_find_postprocessing scores its candidates the same way."""
     from deepwml.inference.run import PredictRequest, predict
 
