@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the lesions with no voxel in the brain of the first folder's anatomy maps (when it holds "
                         "them, from deepwml_predict --save-anatomy, such lesions are dropped as deepwml_predict drops them)")
     p.add_argument("--min-cortex-contrast", type=cortex_contrast_setting, default=MIN_CORTEX_CONTRAST, metavar="K",
-                   help="with the first folder's anatomy maps and --images: drop the lesions the maps place in the cortex "
+                   help="with the first folder's anatomy maps and --images: drop the lesions the maps place in or against the cortex "
                         "under K times the cortex's median intensity, as deepwml_predict does (default %(default)g; 0 keeps them)")
     p.add_argument("--images", type=Path,
                    help="the scans the runs predicted (deepwml_predict's -i): also write qc/CASE.png, the mask outlined")
