@@ -54,7 +54,10 @@ class FitInput:
             return []
         from deepwml.inference.model_loading import check_model
 
-        rules = [self.drop_outside, self.cortex_contrast] if masks else []
+        from deepwml.inference.output_folder import CORTEX_RULE_LOCATIONS
+
+        # the cortex bound's reach is part of what it drops (juxtacortical lesions too since 2026-12-07)
+        rules = [self.drop_outside, self.cortex_contrast, CORTEX_RULE_LOCATIONS] if masks else []
         return ["skull_strip" if self.strip else "as given", self.required, *rules,
                 checkpoint_stamps(check_model(self.anatomy_dir).checkpoints)]
 
