@@ -87,7 +87,7 @@ def test_the_tuning_commands_fit_the_probabilities_deepwml_predict_makes_skull_s
     assert "(scans as given; masks without lesions outside the brain" in capsys.readouterr().out
     assert calibrate_cli.main(common) == 0
     out = capsys.readouterr().out
-    assert f"(scans skull-stripped to the brain of the anatomy model {anatomy}, as deepwml_predict segments them)" in out
+    assert f"lesion voxels; scans skull-stripped to the brain of the anatomy model {anatomy}, as deepwml_predict segments them)" in out
     by_default, as_given, calibrated = spy.probs
     np.testing.assert_allclose(by_default, stripped, atol=1e-4)
     np.testing.assert_allclose(as_given, given, atol=1e-4)

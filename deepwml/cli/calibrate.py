@@ -68,8 +68,7 @@ def _main(argv: Optional[List[str]]) -> int:
     below, above = result.temperatures
     cases = "validation case(s) of its folds, each predicted by its own fold" if held_out else "case(s)"
     print(f"deepwml_calibrate: temperatures {below:.3f} below and {above:.3f} above the threshold, from {len(r['cases'])} {cases} "
-          f"({shown.describe(masks=False)}) "
-          f"({r['lesion_voxels']} lesion voxels); ECE over voxels with probability >= 0.05: "
+          f"({r['lesion_voxels']} lesion voxels; {shown.describe(masks=False)}); ECE over voxels with probability >= 0.05: "
           f"{r['candidate_ece_before']} -> {r['candidate_ece_after']}"
           + ("; dry run, nothing written" if args.dry_run else f"; stored in {written_to}"))
     if result.removed_postprocessing:
