@@ -185,11 +185,11 @@ def test_the_generator_acquires_the_same_patient_in_thin_slices():
 
 def test_the_tuning_commands_see_a_thin_scan_as_prediction_does(tmp_path):
     """deepwml_calibrate / deepwml_find_postprocessing / deepwml_find_best_configuration predict each labelled case
-    through calibration.fit.case_prediction: with the model's own slab it gives deepwml_predict's probabilities, and the
+    through calibration.fit.case_outputs: with the model's own slab it gives deepwml_predict's probabilities, and the
     image the contrast filter judges is the slab average on the scan's grid."""
     import torch
 
-    from deepwml.calibration.fit import case_prediction
+    from deepwml.calibration.fit import case_outputs
     from deepwml.inference.inputs import discover_cases
     from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
     from deepwml.inference.predictor import SlicePredictor
@@ -205,9 +205,9 @@ def test_the_tuning_commands_see_a_thin_scan_as_prediction_does(tmp_path):
                                DeviceSetup(torch.device("cpu"), None, channels_last=True, threads=2), tta=spec.plan.inference.tta)
     (case,) = discover_cases(tmp_path / "in", spec.plan.n_channels)
     assert model_thin_slab(model) == 2.0
-    probs, image = case_prediction(predictor, case, model_thin_slab(model))
+    probs, image, _ = case_outputs(predictor, case, model_thin_slab(model))
     assert np.allclose(probs, read_image(tmp_path / "out" / "thin_prob.nii.gz").array, atol=1e-4)
     assert np.allclose(image.array, slab_average(scan, 2.0).array, atol=1e-4)
     assert not image.geometry.mismatches(scan.geometry)
-    plain, _ = case_prediction(predictor, case)
+    plain, _, _ = case_outputs(predictor, case)
     assert not np.allclose(plain, probs, atol=1e-3)  # without the slab, another view of the scan

@@ -91,12 +91,6 @@ class PredictedCase:
     anatomy: Optional[np.ndarray] = None
 
 
-def case_probabilities(predictor: SlicePredictor, case: InputCase) -> Tuple[np.ndarray, Geometry]:
-    """A case's uncalibrated lesion probabilities on the input's grid (as deepwml_predict computes them) and that grid."""
-    probs, image = case_prediction(predictor, case)
-    return probs, image.geometry
-
-
 @dataclass
 class AnatomyRun:
     """The anatomy model a fit runs beside the lesion model, and what for (deepwml.calibration.fit_input)."""
@@ -106,14 +100,6 @@ class AnatomyRun:
     strip: bool = False
     #: stripping was asked for: a scan in which it finds no brain fails
     required: bool = False
-
-
-def case_prediction(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0,
-                    anatomy: Optional[AnatomyRun] = None) -> Tuple[np.ndarray, Any]:
-    """A case's uncalibrated lesion probabilities on the input's grid and the input image as the lesion contrast filter
-    reads it (array and geometry): case_outputs without the anatomy map."""
-    probs, image, _ = case_outputs(predictor, case, thin_slab_mm, anatomy)
-    return probs, image
 
 
 def case_outputs(predictor: SlicePredictor, case: InputCase, thin_slab_mm: float = 0.0,
