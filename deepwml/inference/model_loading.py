@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from deepwml.datasets import find_dataset_folder
-from deepwml.planning.plan import Plan
+from deepwml.inference.fit_agreement import checkpoint_fits
 from deepwml.inference.postprocessing import MaskSettings, read_postprocessing
+from deepwml.planning.plan import Plan
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:  # torch is imported where weights are read: prediction on ONNX Runtime never needs it
@@ -102,6 +103,8 @@ class ModelSpec:
     temperatures: Optional[List[Tuple[float, float]]] = None
     #: each fold's stored postprocessing (deepwml_find_postprocessing; None: none), filled with the temperatures
     postprocessing: Optional[List[Optional[MaskSettings]]] = None
+    #: each fold's record of how its stored fits segmented their scans (deepwml.inference.fit_agreement.checkpoint_fits)
+    fits: Optional[List[Dict[str, Dict[str, Any]]]] = None
 
     def calibration(self) -> Tuple[float, float]:
         """The temperatures deepwml_predict applies to this model's (fold-averaged) probabilities; folds calibrated
@@ -167,6 +170,7 @@ def load_fold_states(spec: ModelSpec) -> List[Dict[str, torch.Tensor]]:
                          for ckpt, path in zip(checkpoints, spec.checkpoints)]
     spec.postprocessing = [read_postprocessing(ckpt, path, spec.plan.network.out_channels)
                            for ckpt, path in zip(checkpoints, spec.checkpoints)]
+    spec.fits = [checkpoint_fits(ckpt) for ckpt in checkpoints]
     return [ckpt["model"] for ckpt in checkpoints]
 
 

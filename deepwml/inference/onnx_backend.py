@@ -23,12 +23,13 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import io
+import json
 import sys
 import warnings
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,7 +52,7 @@ WIDE_NETWORK_PARAMETERS = 5_000_000
 EXPORT_TOLERANCE = 1e-3
 OPSET = 17
 #: what a cache entry of one fold holds
-ENTRY_ARRAYS = ("graph", "digest", "temperatures", "postprocessing")
+ENTRY_ARRAYS = ("graph", "digest", "temperatures", "postprocessing", "fits")
 #: an entry's postprocessing array when the checkpoint stores none
 NO_POSTPROCESSING = (np.nan,) * 6
 INPUT, OUTPUT = "image", "logits"
@@ -80,6 +81,8 @@ class FoldGraph:
     temperatures: Tuple[float, float]
     #: the checkpoint's stored postprocessing (deepwml_find_postprocessing; None: none)
     postprocessing: Optional[MaskSettings] = None
+    #: how its stored fits segmented their scans (deepwml.inference.fit_agreement.checkpoint_fits)
+    fits: Optional[Dict[str, Dict[str, Any]]] = None
 
 
 @dataclass(frozen=True)
@@ -180,16 +183,19 @@ def fold_graphs(spec: "ModelSpec") -> List[FoldGraph]:
         key = content_key([_file_digest(path), plan_bytes, code, str(OPSET)])
         # one entry per checkpoint file: a re-trained or re-calibrated fold replaces its own entry only
         entry = "onnx-" + content_key([str(path.resolve())])[:16]
-        one = dataclasses.replace(spec, folds=[name], checkpoints=[path], temperatures=None, postprocessing=None)
+        one = dataclasses.replace(spec, folds=[name], checkpoints=[path], temperatures=None, postprocessing=None,
+                                  fits=None)
         arrays = cached_arrays(entry, key, lambda one=one: _export_fold(one))
         if set(arrays) != set(ENTRY_ARRAYS):  # not an entry this code wrote: made again, not trusted
             arrays = _export_fold(one)
         stored = arrays["postprocessing"]
         graphs.append(FoldGraph(arrays["graph"].tobytes(), str(arrays["digest"]),
                                 (float(arrays["temperatures"][0]), float(arrays["temperatures"][1])),
-                                None if np.isnan(stored).any() else _stored_settings(stored)))
+                                None if np.isnan(stored).any() else _stored_settings(stored),
+                                json.loads(arrays["fits"].tobytes().decode("utf-8"))))
     spec.temperatures = [g.temperatures for g in graphs]
     spec.postprocessing = [g.postprocessing for g in graphs]
+    spec.fits = [g.fits for g in graphs]
     return graphs
 
 
@@ -250,7 +256,8 @@ def _export_fold(spec: "ModelSpec") -> dict:
     return {"graph": np.frombuffer(graph, dtype=np.uint8), "digest": np.array(weights_digest(state)),
             "temperatures": np.array(spec.temperatures[0], dtype=np.float64),
             "postprocessing": np.array(NO_POSTPROCESSING if spec.postprocessing[0] is None else
-                                       astuple(spec.postprocessing[0]), dtype=np.float64)}
+                                       astuple(spec.postprocessing[0]), dtype=np.float64),
+            "fits": np.frombuffer(json.dumps(spec.fits[0]).encode("utf-8"), dtype=np.uint8)}
 
 
 def export_graph(net: Any, plan: Plan, source: Path) -> bytes:

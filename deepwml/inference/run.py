@@ -21,6 +21,7 @@ from deepwml.inference.case_workers import CaseWorkers, case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.cortex_contrast import check_cortex_contrast
 from deepwml.inference.dicom_seg import require_highdicom
+from deepwml.inference.fit_agreement import RunSegmentation, fit_notes
 from deepwml.inference.flair_check import with_map_warnings
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8_mode import check_mode as check_int8_mode
@@ -151,6 +152,9 @@ class PredictReport:
     #: the threshold and lesion filters of the masks, and whether they come from the model's stored postprocessing
     mask: Optional[MaskSettings] = None
     stored_postprocessing: bool = False
+    #: where the run segments otherwise than the model's stored temperatures and postprocessing were fitted
+    #: (deepwml.inference.fit_agreement; also printed as notes)
+    fit_notes: List[str] = field(default_factory=list)
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -339,6 +343,10 @@ def _predict(request: PredictRequest) -> PredictReport:
     report.backend = weights.backend
     if todo:
         report.temperatures = spec.calibration()
+        report.fit_notes = fit_notes(spec.fits, RunSegmentation(strip, drop_outside, cortex_contrast),
+                                     report.temperatures != (1.0, 1.0), from_model)
+        for note in report.fit_notes:
+            print(f"[deepwml_predict] note: {note}", file=sys.stderr)
         if clinical.model is not None:  # the report names the calibration it read from the checkpoints
             clinical = dataclasses.replace(clinical, model=dataclasses.replace(clinical.model, temperatures=report.temperatures))
     report.removed_temporaries = len(prepare_output_folder(out_dir, producer))
