@@ -191,6 +191,43 @@ def test_resuming_with_another_model_or_threshold_is_refused_not_mixed(tmp_path,
     assert "0 case(s) predicted, 2 already done" in capsys.readouterr().out
 
 
+def test_overwrite_if_changed_predicts_anew_only_a_folder_made_with_other_settings(tmp_path, model_dir, capsys):
+    """--overwrite-if-changed (what the demo, the recipe and deepwml_finetune pass for their own folders, so that a
+    run after an update does not stop on masks an earlier DeepWML made): a folder made with these settings resumes,
+    one made otherwise is predicted anew in full with a note naming what changed, finished or not."""
+    for i in range(2):
+        _case(tmp_path / "in", f"c{i}.nii.gz", seed=i)
+    out = tmp_path / "out"
+    assert _predict("-i", tmp_path / "in" / "c0.nii.gz", "-o", out, "-m", model_dir, "--no-qc") == 0
+    capsys.readouterr()
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--no-qc", "--overwrite-if-changed") == 0
+    captured = capsys.readouterr()
+    assert "1 case(s) predicted, 1 already done" in captured.out and "predicting every case anew" not in captured.err
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("c*.nii.gz")}
+    # every case finished with threshold 0.5: asked for 0.3, both are predicted again (the weights read for it)
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--no-qc", "--threshold", "0.3",
+                    "--overwrite-if-changed") == 0
+    captured = capsys.readouterr()
+    assert "2 case(s) predicted, 0 already done" in captured.out
+    assert "2 finished case(s) were predicted with other settings (threshold 0.5 -> 0.3)" in captured.err
+    assert all(out.joinpath(n).stat().st_mtime_ns != t for n, t in stamps.items())
+    assert '"threshold": 0.3' in (out / ".deepwml_output.json").read_text()
+    assert _predict("-i", tmp_path / "in", "-o", out, "-m", model_dir, "--no-qc", "--threshold", "0.3") == 0
+    assert "0 case(s) predicted, 2 already done" in capsys.readouterr().out
+
+
+def test_deepwml_finetune_segments_its_own_folder_anew_when_an_earlier_run_made_it_otherwise(tmp_path, model_dir):
+    """The fine-tuning command's held-out and fold folders are its own: masks made with other settings (here another
+    threshold; after an update, other defaults) are segmented anew instead of stopping the command."""
+    from deepwml.pretrained.finetune_holdout import segment
+
+    _case(tmp_path / "in", "c0.nii.gz")
+    out = tmp_path / "holdout"
+    segment(tmp_path / "in", out, (model_dir, None, "best"), "cpu", threshold=0.5)
+    segment(tmp_path / "in", out, (model_dir, None, "best"), "cpu", threshold=0.3)
+    assert '"threshold": 0.3' in (out / ".deepwml_output.json").read_text()
+
+
 def test_parts_split_the_cases_without_overlap_or_gap(tmp_path, model_dir):
     names = [f"p{i}" for i in range(5)]
     for i, n in enumerate(names):

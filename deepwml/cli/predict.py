@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "int8 is faster there), for plugin networks, with the user cache off, and when a model cannot be "
                    "exported (with a note)")
     p.add_argument("--overwrite", action="store_true", help="predict again cases whose outputs exist")
+    p.add_argument("--overwrite-if-changed", action="store_true",
+                   help="when the output folder's cases were predicted with other settings (another model or mask "
+                        "options, or an earlier DeepWML's defaults), predict every case anew instead of refusing; a "
+                        "folder made with these settings resumes as usual (for scripts that re-run after an update)")
     p.add_argument("--no-qc", action="store_true", help="skip the QC pictures")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
     p.add_argument("--save-uncertainty", action="store_true",
@@ -172,6 +176,7 @@ def _main(argv: Optional[List[str]]) -> int:
         int8=args.int8,
         backend=args.backend,
         overwrite=args.overwrite,
+        overwrite_if_changed=args.overwrite_if_changed,
         write_qc=not args.no_qc,
         progress=args.progress or sys.stderr.isatty(),
         save_uncertainty=args.save_uncertainty,

@@ -87,10 +87,13 @@ def run_demo(settings: DemoSettings) -> Path:
     images, labels = work / "test_images", work / "test_labels"
     _link_cases(raw / DATASET, test_ids, images, labels)
     predictions = work / "predictions"
-    _run("predict", ["-i", str(images), "-o", str(predictions), "-d", d, "-p", plan, "-f", "0", "--device", settings.device], env)
+    # the demo's own folders: masks an earlier DeepWML made with other defaults are predicted anew, not refused
+    again = ["--overwrite-if-changed"]
+    _run("predict", ["-i", str(images), "-o", str(predictions), "-d", d, "-p", plan, "-f", "0", "--device", settings.device]
+         + again, env)
     # the model shipped with DeepWML on the same test cases, so that the report compares the two pair by pair
     shipped, shipped_report = work / "predictions_shipped_model", work / "report_shipped_model"
-    _run("predict", ["-i", str(images), "-o", str(shipped), "--device", settings.device], env)
+    _run("predict", ["-i", str(images), "-o", str(shipped), "--device", settings.device] + again, env)
     _run("evaluate", ["-ref", str(labels), "-pred", str(shipped), "-d", d, "-o", str(shipped_report)], env)
     report = work / "report"
     _run("evaluate", ["-ref", str(labels), "-pred", str(predictions), "-d", d, "-o", str(report),

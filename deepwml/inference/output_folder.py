@@ -146,12 +146,12 @@ def _read_marker(out_dir: Path) -> Dict[str, Any]:
     return content if isinstance(content, dict) else {}
 
 
-def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -> None:
-    """Refuse to add cases to a folder whose ``finished`` cases another model or other mask options made: the
-    folder would mix two models' masks in one summary.csv without a word."""
+def resume_differences(out_dir: Path, record: Dict[str, Any], finished: int) -> List[str]:
+    """What made the folder's ``finished`` cases otherwise than ``record`` (another model, other mask options), in
+    words; [] when nothing differs or nothing is finished."""
     earlier = _read_marker(out_dir).get(PRODUCER_KEY) if finished else None
     if not isinstance(earlier, dict):  # nothing finished, or a marker from before the record
-        return
+        return []
     what = []
     # an ensemble is the same in any fold order
     if sorted(earlier.get("weights_sha256") or []) != sorted(record["weights_sha256"]):
@@ -163,10 +163,18 @@ def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -
     if not what and earlier.get("anatomy_weights_sha256") != record.get("anatomy_weights_sha256"):
         # the same options make both runs' masks depend on the anatomy model, and it is another one
         what.append("the anatomy model's weights (the masks depend on its map)")
+    return what
+
+
+def check_resume_matches(out_dir: Path, record: Dict[str, Any], finished: int) -> None:
+    """Refuse to add cases to a folder whose ``finished`` cases another model or other mask options made: the
+    folder would mix two models' masks in one summary.csv without a word."""
+    what = resume_differences(out_dir, record, finished)
     if what:
         raise DeepWMLError(
             f"holds {finished} case(s) predicted with other settings ({'; '.join(what)}); resuming would mix the two "
-            "in one folder: choose another -o, or add --overwrite to predict every case anew", out_dir)
+            "in one folder: choose another -o, add --overwrite to predict every case anew, or --overwrite-if-changed to "
+            "predict anew only a folder made with other settings", out_dir)
 
 
 def prepare_output_folder(out_dir: Path, record: Dict[str, Any]) -> List[Path]:

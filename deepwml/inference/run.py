@@ -30,7 +30,8 @@ from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummar
 from deepwml.inference.model_loading import ModelSpec, check_model, load_fold_states, resolve_model_dir, weights_digest
 from deepwml.inference.onnx_backend import (BackendChoice, FoldGraph, GraphPredictor, GraphUnavailable, RuntimeSetup,
                                            choose_backend, fold_graphs, runtime_setup)
-from deepwml.inference.output_folder import check_output_folder, check_resume_matches, prepare_output_folder, producer_record
+from deepwml.inference.output_folder import (check_output_folder, check_resume_matches, prepare_output_folder, producer_record,
+                                             resume_differences)
 from deepwml.inference.outputs import ExtraOutputs, case_outputs, check_inputs_safe, check_output_collisions, summary_path, write_csv
 from deepwml.inference.patient_report import ModelInfo, find_pdf_converter
 from deepwml.inference.pdf_printer import PdfPrinter
@@ -73,6 +74,8 @@ class PredictRequest:
     #: int8 inference on the CPU (deepwml.inference.int8): 'auto' where it agrees and pays, 'on' where it agrees, 'off'
     int8: str = "auto"
     overwrite: bool = False
+    #: a folder whose finished cases were predicted with other settings is predicted anew instead of refused
+    overwrite_if_changed: bool = False
     write_qc: bool = True
     progress: bool = False
     crop: bool = True
@@ -319,6 +322,13 @@ def _predict(request: PredictRequest) -> PredictReport:
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, strip, weights.anatomy_digests, drop_outside,
                                mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread, cortex_contrast)
+    changed = resume_differences(out_dir, producer, len(done))
+    if changed and request.overwrite_if_changed:
+        print(f"[deepwml_predict] note: {out_dir}'s {len(done)} finished case(s) were predicted with other settings "
+              f"({'; '.join(changed)}): predicting every case anew (--overwrite-if-changed)", file=sys.stderr)
+        if not todo:  # the weights were read for a run that predicts nothing
+            weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, True)
+        done, todo = [], list(cases)
     check_resume_matches(out_dir, producer, len(done))
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=strip, skull_strip_note=strip_note, mask=mask, outside_brain_dropped=drop_outside,

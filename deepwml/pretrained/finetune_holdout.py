@@ -44,7 +44,8 @@ def _mean(values: List[float]) -> float:
 
 def segment(images: Path, out: Path, model: tuple, device: str, **settings: Any) -> None:
     """Segment every scan of ``images`` into ``out`` with ``model`` ((model folder, folds, checkpoint)), as
-    deepwml_predict's library run does (no QC; scans already done are kept); ``settings`` are further PredictRequest
+    deepwml_predict's library run does (no QC; scans already done with the same settings are kept, those made
+    otherwise are segmented anew); ``settings`` are further PredictRequest
     fields (e.g. tta, postprocessing). Otherwise predict's defaults, the anatomy model's among them (skull stripping
     where predict strips, lesions outside the brain and faint ones in or against the cortex dropped): the figures are those of the
     masks a user of the model gets, and deepwml_find_postprocessing scores its candidates the same way."""
@@ -52,7 +53,7 @@ def segment(images: Path, out: Path, model: tuple, device: str, **settings: Any)
 
     model_dir, folds, checkpoint = model
     report = predict(PredictRequest(input=images, output=out, model_dir=model_dir, folds=folds, checkpoint=checkpoint,
-                                    device=device, write_qc=False, **settings))
+                                    device=device, write_qc=False, overwrite_if_changed=True, **settings))
     if report.failed:
         raise DeepWMLError(f"a labelled scan could not be segmented: {report.failed[0].case_id}: {report.failed[0].error}",
                            images)

@@ -385,10 +385,12 @@ def _predict_heldout(recipe: Recipe, work: Path, model_dir: Path, folds: List[st
                             str(recipe.heldout_scale), "--seed", str(recipe.heldout_seed), "--test-fraction", "0", "-np", np_]
          + _synthetic_args(recipe), env)
     # a lesion model's probability maps let deepwml_evaluate measure its calibration; its masks are predict's
-    # default ones (the anatomy model's skull stripping and rules included), as its postprocessing was chosen on them
+    # default ones (the anatomy model's skull stripping and rules included), as its postprocessing was chosen on them;
+    # masks of the work folder made otherwise (an earlier DeepWML's defaults, a re-calibration) are predicted anew
     maps = ["--save-probabilities"] if recipe.kind == "lesion" else []
     _run("predict", ["-i", str(heldout / "imagesTr"), "-o", str(_heldout_folder(work, tag, checkpoint=recipe.checkpoint)), "-m", str(model_dir),
-                     "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc", *maps], env)
+                     "-f", *folds, "--checkpoint", recipe.checkpoint, "--device", device, "--no-qc", *maps,
+                     "--overwrite-if-changed"], env)
     return heldout
 
 
