@@ -191,7 +191,7 @@ def child(job: Dict[str, Any]) -> None:
 
 def run_child(job: Dict[str, Any], allocator: str) -> Dict[str, Any]:
     """One measurement in a fresh process with the chosen allocator ('tuned' as deepwml_train uses, or 'default')."""
-    from deepwml.training.allocator import ENV_FLAG, tuned_environment
+    from deepwml.utils.allocator import ENV_FLAG, tuned_environment
 
     env = dict(os.environ)
     env.pop(ENV_FLAG, None)

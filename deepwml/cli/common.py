@@ -63,9 +63,14 @@ def exit_without_teardown(code: int) -> None:
     os._exit(code)
 
 
-def run_installed(main_fn: Callable[[], int]) -> None:
+def run_installed(main_fn: Callable[[], int], tuned_allocator: bool = False) -> None:
     """An installed command that runs torch: native crashes print the Python stacks, and the process ends with
-    ``main_fn()``'s exit code without the interpreter's teardown (:func:`exit_without_teardown`)."""
+    ``main_fn()``'s exit code without the interpreter's teardown (:func:`exit_without_teardown`). ``tuned_allocator``:
+    first re-execute with big freed arrays kept mapped (deepwml.utils.allocator; a process that ends after its batch)."""
+    if tuned_allocator:
+        from deepwml.utils.allocator import reexec_with_tuned_allocator
+
+        reexec_with_tuned_allocator()
     report_native_crashes()
     exit_without_teardown(main_fn())
 

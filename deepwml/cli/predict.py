@@ -224,7 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def entry() -> None:
     """The installed command: main(), then exit without the interpreter's teardown (deepwml.cli.common)."""
-    run_installed(main)
+    run_installed(main, tuned_allocator=True)
 
 
 if __name__ == "__main__":

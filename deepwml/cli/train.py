@@ -91,9 +91,9 @@ def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point; from the real command line, first re-executes with a tuned memory allocator (see training.allocator)."""
+    """Entry point; from the real command line, first re-executes with a tuned memory allocator (see utils.allocator)."""
     if argv is None:
-        from deepwml.training.allocator import reexec_with_tuned_allocator
+        from deepwml.utils.allocator import reexec_with_tuned_allocator
 
         reexec_with_tuned_allocator()
         # a polite kill (SIGTERM: schedulers, torchrun) stops like Ctrl-C: workers shut down, the resume command is printed

@@ -21,7 +21,7 @@ from deepwml.inference.predictor import SlicePredictor
 from deepwml.models import build_network
 from deepwml.planning.plan import Plan, TrainingPlan
 from deepwml.training import distributed as D
-from deepwml.training.allocator import allocator_in_use
+from deepwml.utils.allocator import allocator_in_use
 from deepwml.training.augmentation import build_transforms
 from deepwml.training.budget import TimeBudget
 from deepwml.training.checkpoint import (

@@ -1,10 +1,14 @@
-"""Keep freed activation buffers mapped instead of returning them to the kernel every training step.
+"""Keep freed big arrays mapped instead of returning them to the kernel, in training and in prediction.
 
-glibc hands big allocations to mmap and unmaps them on free, so every step re-maps (and page-faults) its
-activations; nnU-Net on this kind of CPU spends ~40 % of its time in the kernel for that. The trainer re-executes
-itself once, before any work, with jemalloc (decay off) when libjemalloc is installed, else with glibc tunables
-that raise the mmap and trim thresholds. Measured on the cpu_fast network (2 cores, under load): page faults
-per run 2.6 M → 0.34 M (jemalloc) / 0.45 M (glibc tunables), CPU time −20 to −30 %.
+glibc hands big allocations to mmap and unmaps them on free, so every training step re-maps (and page-faults) its
+activations, and every step of a prediction (the probability map reverted, calibrated, thresholded; the masks, distance
+maps and lesion labels of the rules) faults in fresh pages; nnU-Net on this kind of CPU spends ~40 % of its time in the
+kernel for that. deepwml_train, deepwml_predict, deepwml_bids and deepwml_compare re-execute themselves once, before
+any work, with jemalloc (decay off) when libjemalloc is installed, else with glibc tunables that raise the mmap and trim
+thresholds. Measured on the cpu_fast network (2 cores, under load): page faults per training run 2.6 M → 0.34 M
+(jemalloc) / 0.45 M (glibc tunables), CPU time −20 to −30 %; one 25-slice 512² scan through deepwml_predict
+(benchmarks/README.md, "Prediction with the tuned allocator"): about a fifth less wall time. deepwml_listen, which runs
+for days, keeps the default allocator so that memory freed after a large study goes back to the system.
 Set DEEPWML_ALLOCATOR=default to opt out.
 """
 from __future__ import annotations
