@@ -342,3 +342,34 @@ def test_volumes_per_location_and_by_the_ten_millimetre_rule():
     assert all(empty[k] == 0.0 for k in empty if k.endswith("_ml") and k not in VOLUME_COLUMNS)
     # the brain's own volumes do not depend on the lesions
     assert empty["brain_volume_ml"] == fields["brain_volume_ml"] > 0 and empty["lesion_percent_of_brain"] == 0.0
+
+
+@pytest.mark.parametrize("spacing_xyz", [(0.47, 0.47, 6.5), (0.9, 0.9, 3.0), (1.0, 1.0, 1.0), (0.5, 0.7, 1.4)])
+def test_the_classes_alone_are_the_lesion_table_s_classes(spacing_xyz):
+    """lesion_classes (what the cortex bound reads at every threshold of a search) searches contact only, and gives
+    every lesion the class locate_lesions gives it: near, touching and on the ventricles and the cortex, in the
+    infratentorial class, outside the parenchyma, and on thin slices where through-plane neighbours touch."""
+    from deepwml.anatomy.location import lesion_classes, locate_lesions
+    from deepwml.inference.lesion_report import label_lesions, lesion_box
+
+    seen = set()
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        shape = (7, 48, 52)
+        anatomy = np.full(shape, WHITE_MATTER, np.uint8)
+        anatomy[:, :4] = CORTEX
+        anatomy[:, :, -5:] = CORTEX
+        anatomy[1:5, 16:24, 12:22] = VENTRICLE
+        anatomy[5:, 30:40, 30:40] = INFRATENTORIAL
+        anatomy[:, 44:] = 0  # background
+        anatomy[rng.random(shape) < 0.005] = CORTEX
+        mask = ndimage.binary_dilation(rng.random(shape) < 0.01, iterations=int(rng.integers(1, 3)))
+        geometry = _geometry(shape, spacing_xyz)
+        box = lesion_box(mask)
+        labels, count = label_lesions(mask[box])
+        offset = tuple(b.start for b in box)
+        full = locate_lesions(labels, count, offset, anatomy, geometry).location
+        assert count > 10
+        assert list(lesion_classes(labels, count, offset, anatomy, geometry)) == list(full)
+        seen |= set(full)
+    assert len(seen) >= 5

@@ -140,59 +140,81 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
     voxel, the cortex searched within DISTANCE_MM of each voxel on a lesion's in-plane edge, on the slices that close.
     The results are those of measuring each lesion in its own crop.
     """
-    thickness, du, dv = grid_sampling(geometry)
-    box_labels = slice_first(labels, geometry)
-    box_start = np.array([offset[geometry.slice_axis_numpy]] + [o for i, o in enumerate(offset) if i != geometry.slice_axis_numpy])
-    anat = slice_first(anatomy, geometry)
-    local = np.nonzero(box_labels)
-    ids = box_labels[local]
-    s, u, v = (c + int(b) for c, b in zip(local, box_start))
-    classes = anat[s, u, v]
-    parenchyma = np.bincount(ids, weights=np.isin(classes, BRAIN_CLASSES), minlength=count + 1)[1:]
-    infra = np.bincount(ids, weights=classes == INFRATENTORIAL, minlength=count + 1)[1:]
-    cortex_share = np.bincount(ids, weights=classes == CORTEX, minlength=count + 1)[1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        infra, cortex_share = infra / parenchyma, cortex_share / parenchyma
-
-    sampling = (thickness, du, dv)
-    ventricle = VentricleField(anat, sampling)
-    cortex = CortexNeighbourhood(anat, box_start, box_labels.shape, sampling)
-    interior = _inplane_interior(box_labels)[local]
-    touches = np.zeros((count, 2), bool)
-    nearest = []
-    for j, field in enumerate((ventricle.at, partial(cortex.at, interior=interior))):
-        closest = np.full(count, np.inf)
-        np.minimum.at(closest, ids - 1, _distance_3d(field, s, u, v, anat.shape[0], thickness, DISTANCE_MM))
-        touches[:, j] = closest <= CONTACT_MM
-        nearest.append(np.where(closest <= DISTANCE_MM, closest, np.nan))
-    location = np.full(count, DEEP, dtype=object)
-    # the priority order: each later rule only fills what the earlier ones left
-    rules = [
-        (parenchyma == 0, UNCLASSIFIED),
-        (infra >= MAJORITY, INFRATENTORIAL_LOC),
-        (touches[:, 0], PERIVENTRICULAR),
-        (cortex_share >= MAJORITY, CORTICAL),
-        (touches[:, 1], JUXTACORTICAL),
-    ]
-    decided = np.zeros(count, bool)
-    for hit, name in rules:
-        take = hit & ~decided
-        location[take] = name
-        decided |= take
+    found = _Contacts(labels, count, offset, anatomy, geometry, DISTANCE_MM, REACH_MM)
+    s, u, v = found.voxels
+    thickness, du, dv = found.sampling
+    location = found.classes()
     # one 3D distance per voxel serves the periventricular reach and the volumes by the 10 mm rule
-    near = _distance_3d(ventricle.at, s, u, v, anat.shape[0], thickness, REACH_MM) <= REACH_MM
-    extent, area, deep = _wall_reach(location == PERIVENTRICULAR, ids - 1, (s, u, v), ventricle, sampling, near)
+    near = _distance_3d(found.ventricle.at, s, u, v, found.n_slices, thickness, REACH_MM) <= REACH_MM
+    extent, area, deep = _wall_reach(location == PERIVENTRICULAR, found.ids - 1, found.voxels, found.ventricle,
+                                     found.sampling, near)
     return LesionLocations(
         location=location,
-        ventricle_distance_mm=nearest[0],
-        cortex_distance_mm=nearest[1],
-        long_axis_mm=_long_axes(box_labels, count, du, dv, local),
+        ventricle_distance_mm=np.where(found.closest[0] <= DISTANCE_MM, found.closest[0], np.nan),
+        cortex_distance_mm=np.where(found.closest[1] <= DISTANCE_MM, found.closest[1], np.nan),
+        long_axis_mm=_long_axes(found.box_labels, count, du, dv, found.local),
         wall_extent_mm=extent,
         near_wall_area_mm2=area,
         deep_part_long_axis_mm=deep,
-        voxels=np.bincount(ids, minlength=count + 1)[1:],
-        near_ventricle_voxels=np.bincount(ids, weights=near, minlength=count + 1)[1:].astype(np.int64),
+        voxels=np.bincount(found.ids, minlength=count + 1)[1:],
+        near_ventricle_voxels=np.bincount(found.ids, weights=near, minlength=count + 1)[1:].astype(np.int64),
     )
+
+
+def lesion_classes(labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """The location class of each labelled lesion, as :func:`locate_lesions` gives it, without the distances and
+    reaches the lesion table reports: a class needs contact only, so the ventricles' field and the cortex are searched
+    within CONTACT_MM instead of DISTANCE_MM and REACH_MM (a fraction of the lookups; the rules that judge lesions by
+    their location, deepwml.inference.cortex_contrast, run at every threshold of a postprocessing search)."""
+    return _Contacts(labels, count, offset, anatomy, geometry, CONTACT_MM, CONTACT_MM).classes()
+
+
+class _Contacts:
+    """What locates each labelled lesion: its voxels, the shares of its voxels in the parenchyma, the infratentorial
+    class and the cortex, and its nearest ventricle and cortex voxel (3D, mm), exact up to ``reach`` (inf beyond);
+    the ventricles' field reaches ``field_reach`` (REACH_MM for the wall reach of the lesion table)."""
+
+    def __init__(self, labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry,
+                 reach: float, field_reach: float) -> None:
+        thickness, du, dv = self.sampling = grid_sampling(geometry)
+        self.count = count
+        self.box_labels = slice_first(labels, geometry)
+        box_start = np.array([offset[geometry.slice_axis_numpy]] + [o for i, o in enumerate(offset) if i != geometry.slice_axis_numpy])
+        anat = slice_first(anatomy, geometry)
+        self.n_slices = anat.shape[0]
+        self.local = np.nonzero(self.box_labels)
+        self.ids = ids = self.box_labels[self.local]
+        self.voxels = s, u, v = tuple(c + int(b) for c, b in zip(self.local, box_start))
+        classes = anat[s, u, v]
+        parenchyma = np.bincount(ids, weights=np.isin(classes, BRAIN_CLASSES), minlength=count + 1)[1:]
+        infra = np.bincount(ids, weights=classes == INFRATENTORIAL, minlength=count + 1)[1:]
+        cortex_share = np.bincount(ids, weights=classes == CORTEX, minlength=count + 1)[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.parenchyma, self.infra, self.cortex_share = parenchyma, infra / parenchyma, cortex_share / parenchyma
+        self.ventricle = VentricleField(anat, self.sampling, field_reach)
+        cortex = CortexNeighbourhood(anat, box_start, self.box_labels.shape, self.sampling, reach)
+        interior = _inplane_interior(self.box_labels)[self.local]
+        self.closest = np.full((2, count), np.inf)
+        for j, field in enumerate((self.ventricle.at, partial(cortex.at, interior=interior))):
+            np.minimum.at(self.closest[j], ids - 1, _distance_3d(field, s, u, v, self.n_slices, thickness, reach))
+
+    def classes(self) -> np.ndarray:
+        """Each lesion's location class, by the first rule of the priority order that applies."""
+        touches = self.closest <= CONTACT_MM
+        location = np.full(self.count, DEEP, dtype=object)
+        rules = [
+            (self.parenchyma == 0, UNCLASSIFIED),
+            (self.infra >= MAJORITY, INFRATENTORIAL_LOC),
+            (touches[0], PERIVENTRICULAR),
+            (self.cortex_share >= MAJORITY, CORTICAL),
+            (touches[1], JUXTACORTICAL),
+        ]
+        decided = np.zeros(self.count, bool)
+        for hit, name in rules:
+            take = hit & ~decided
+            location[take] = name
+            decided |= take
+        return location
 
 
 def _wall_reach(
@@ -253,15 +275,17 @@ def _distance_3d(field: Callable[..., np.ndarray], s: np.ndarray, u: np.ndarray,
 
 
 class CortexNeighbourhood:
-    """In-plane distance to the cortex up to DISTANCE_MM around the lesions, looked up pixel offset by pixel offset
-    (nearest first) from the lesions' edge voxels only: far fewer lookups than a distance transform around each lesion."""
+    """In-plane distance to the cortex up to ``reach`` (DISTANCE_MM) around the lesions, looked up pixel offset by
+    pixel offset (nearest first) from the lesions' edge voxels only: far fewer lookups than a distance transform around
+    each lesion."""
 
     #: offsets tried together
     GROUP = 24
 
-    def __init__(self, anat: np.ndarray, start: np.ndarray, shape: Tuple[int, ...], sampling: Tuple[float, float, float]) -> None:
+    def __init__(self, anat: np.ndarray, start: np.ndarray, shape: Tuple[int, ...], sampling: Tuple[float, float, float],
+                 reach: float = DISTANCE_MM) -> None:
         _, du, dv = sampling
-        margin = np.array([0, int(np.ceil(DISTANCE_MM / du)), int(np.ceil(DISTANCE_MM / dv))])
+        margin = np.array([0, int(np.ceil(reach / du)), int(np.ceil(reach / dv))])
         # every slice, in-plane the lesion box widened by the margin (False beyond the image)
         self.lo = np.array([0, *start[1:]]) - margin
         hi = np.array([anat.shape[0], *(np.asarray(start[1:]) + np.asarray(shape[1:]))]) + margin
@@ -271,13 +295,13 @@ class CortexNeighbourhood:
         rows, cols = np.meshgrid(np.arange(-margin[1], margin[1] + 1), np.arange(-margin[2], margin[2] + 1), indexing="ij")
         # float64 and then float32, as the distance transform computes and inplane_distance stores it
         dist = np.sqrt((rows * du) ** 2 + (cols * dv) ** 2).astype(np.float32)
-        keep = dist <= DISTANCE_MM
+        keep = dist <= reach
         order = np.argsort(dist[keep], kind="stable")
         self.steps, self.dist = (rows[keep] * self.cortex.shape[2] + cols[keep])[order], dist[keep][order]
 
     def at(self, k: np.ndarray, u: np.ndarray, v: np.ndarray, selection: np.ndarray, interior: np.ndarray) -> np.ndarray:
         """In-plane distance (float32) from voxels (k, u, v) in the lesion box to the nearest cortex voxel on slice k;
-        inf beyond DISTANCE_MM. ``interior[selection]`` marks voxels inside their lesion in-plane: they only get 0 (on
+        inf beyond the reach. ``interior[selection]`` marks voxels inside their lesion in-plane: they only get 0 (on
         the cortex) or inf, which leaves a lesion's minimum unchanged (it lies on its in-plane edge or on the cortex)."""
         _, h, w = self.cortex.shape
         base = (k * h + (u - self.lo[1])) * w + (v - self.lo[2])
@@ -299,17 +323,18 @@ class CortexNeighbourhood:
 class VentricleField:
     """In-plane distance to the ventricles on each slice, computed once near the ventricles and shared by all lesions.
 
-    It covers the ventricles' bounding box plus REACH_MM; outside it every distance is beyond REACH_MM (inf here).
+    It covers the ventricles' bounding box plus ``reach`` (REACH_MM); outside it every distance is beyond the reach
+    (inf here).
     """
 
-    def __init__(self, anat: np.ndarray, sampling: Tuple[float, float, float]) -> None:
+    def __init__(self, anat: np.ndarray, sampling: Tuple[float, float, float], reach: float = REACH_MM) -> None:
         ventricle = anat == VENTRICLE
         self.on_slice = ventricle.any(axis=(1, 2))
         self.box = None
         self.dist = np.zeros((0, 0, 0), np.float32)
         if not self.on_slice.any():
             return
-        margin = [int(np.ceil(REACH_MM / d)) for d in sampling]
+        margin = [int(np.ceil(reach / d)) for d in sampling]
         box = []
         for axis in range(3):
             hit = np.flatnonzero(ventricle.any(axis=tuple(a for a in range(3) if a != axis)))
