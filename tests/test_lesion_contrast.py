@@ -119,6 +119,29 @@ def test_lesion_spreads_match_the_lesion_by_lesion_rings(seed, monkeypatch):
     np.testing.assert_allclose(lesion_spreads(image, labels, count, radius, floor), expected, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_both_figures_from_one_pass_over_the_rings_are_those_of_each_alone(seed, monkeypatch):
+    """lesion_measures (the contrast filter with its spread bound, in predict and at every threshold of a search) finds
+    the rings once and gives each figure exactly as computed alone, from pairs, in pieces and from dilated rings."""
+    from deepwml.inference.lesion_contrast import lesion_measures
+
+    rng = np.random.default_rng(seed)
+    shape = [(5, 30, 24), (26, 4, 31), (22, 28, 3)][seed]
+    radius = tuple(0 if a == seed else int(r) for a, r in enumerate(rng.integers(1, 5, 3)))
+    image = (rng.gamma(4.0, 25.0, shape) + 1).astype(np.float32)
+    labels, count = ndimage.label(ndimage.binary_opening(rng.random(shape) < 0.35) | (rng.random(shape) < 0.05))
+    floor = float(rng.choice([-np.inf, 40.0]))
+    for pieces, least, per_voxel in ((1 << 21, 1 << 16, 1.0), (int(rng.integers(1, 400)), 1 << 16, 1.0), (1 << 21, 1, 0.0)):
+        monkeypatch.setattr(lesion_contrast, "PAIRS_AT_ONCE", pieces)
+        monkeypatch.setattr(lesion_contrast, "DILATE_FROM_PAIRS", least)
+        monkeypatch.setattr(lesion_contrast, "DILATE_PAIRS_PER_VOXEL", per_voxel)
+        ratio, spread = lesion_measures(image, labels, count, radius, floor)
+        np.testing.assert_array_equal(ratio, lesion_contrasts(image, labels, count, radius, floor))
+        np.testing.assert_array_equal(spread, lesion_spreads(image, labels, count, radius, floor))
+        assert (~np.isnan(ratio)).sum() > 5 and (~np.isnan(spread)).sum() > 5
+        assert lesion_measures(image, labels, count, radius, floor, spreads=False)[1] is None
+
+
 def test_a_flatter_scanner_leaves_the_spread_contrast_and_lowers_the_ratio():
     """Intensities scaled and raised to a power (a scanner with flatter contrast): the ratio falls towards 1, the
     spread contrast stays."""

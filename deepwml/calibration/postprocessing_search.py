@@ -19,7 +19,7 @@ import numpy as np
 
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry
-from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, lesion_spreads, ring_radius, widen_box
+from deepwml.inference.lesion_contrast import background_floor, lesion_measures, ring_radius, widen_box
 from deepwml.inference.lesion_report import lesion_box, lesion_peaks
 from deepwml.inference.postprocessing import MaskSettings
 from deepwml.utils.errors import DeepWMLError
@@ -126,9 +126,12 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     overlap = np.bincount(labels[reference], minlength=n + 1)[1:]
     peak = lesion_peaks(probs[inside], lesion, n)
     # keep[c, k]: candidate c keeps lesion k+1 (the filters of deepwml.inference.lesion_report.filter_lesions)
-    ratio = lesion_contrasts(contrast[0], labels, n, contrast[1], contrast[2]) if contrast is not None else np.full(n, np.nan)
-    spread = (lesion_spreads(contrast[0], labels, n, contrast[1], contrast[2])
-              if contrast is not None and any(c.min_lesion_spread > 0 for c in candidates) else np.full(n, np.nan))
+    ratio, spread = np.full(n, np.nan), np.full(n, np.nan)
+    if contrast is not None:
+        # both figures from the same rings, found once
+        ratio, measured = lesion_measures(contrast[0], labels, n, contrast[1], contrast[2],
+                                          spreads=any(c.min_lesion_spread > 0 for c in candidates))
+        spread = spread if measured is None else measured
 
     def faint(c: MaskSettings) -> np.ndarray:
         """The lesions candidate ``c``'s contrast filter drops (as filter_lesions judges them)."""

@@ -9,7 +9,7 @@ bright over a wide area and hardly brighter than its surroundings, while the les
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -73,18 +73,7 @@ def lesion_contrasts(image: np.ndarray, labels: np.ndarray, count: int, radius: 
     """Per lesion 1..count of ``labels`` (on ``image``'s grid): mean intensity over its ring's median (float64;
     NaN when it has no ring). ``radius``: :func:`ring_radius`; ``floor``: :func:`background_floor` of the whole scan,
     since ``image`` may be a crop of it."""
-    image = np.asarray(image, np.float32)
-    values, labels = image.ravel(), np.asarray(labels).ravel()
-    voxels = np.flatnonzero((labels > 0) & (labels <= count))
-    lesion = labels[voxels].astype(np.int64)
-    # summed voxel by voxel in the scan's order, as ndimage.mean sums them: the same float64 means
-    sums = np.bincount(lesion, values[voxels], count + 1)[1:]
-    sizes = np.bincount(lesion, minlength=count + 1)[1:]
-    medians = _ring_medians(values, labels, image.shape, voxels, lesion, count, radius, floor)
-    out = np.full(count, np.nan)
-    ringed = ~np.isnan(medians)
-    out[ringed] = sums[ringed] / sizes[ringed] / np.maximum(medians[ringed], 1e-12)
-    return out
+    return lesion_measures(image, labels, count, radius, floor, spreads=False)[0]
 
 
 def lesion_spreads(image: np.ndarray, labels: np.ndarray, count: int, radius: Sequence[int],
@@ -93,30 +82,52 @@ def lesion_spreads(image: np.ndarray, labels: np.ndarray, count: int, radius: Se
     ring (the ring of :func:`lesion_contrasts`), in median absolute deviations of the ring's log intensities (float64;
     NaN for a ring of fewer than MIN_RING_VOXELS voxels). Scaling the scan's intensities, or raising them to a power
     (a flatter or steeper scanner), leaves it unchanged, unlike the ratio of :func:`lesion_contrasts`."""
+    return lesion_measures(image, labels, count, radius, floor, contrasts=False)[1]
+
+
+def lesion_measures(image: np.ndarray, labels: np.ndarray, count: int, radius: Sequence[int], floor: float = -np.inf,
+                    contrasts: bool = True, spreads: bool = True) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(:func:`lesion_contrasts`, :func:`lesion_spreads`) of the same lesions, each None unless asked for: both read
+    the same rings, which are found once (the costly part: the contrast filter with its spread bound judges every
+    lesion by both, at every threshold of a postprocessing search)."""
     image = np.asarray(image, np.float32)
     raw, labels = image.ravel(), np.asarray(labels).ravel()
-    logs = np.log(np.maximum(raw, np.finfo(np.float32).tiny))
     voxels = np.flatnonzero((labels > 0) & (labels <= count))
     lesion = labels[voxels].astype(np.int64)
-    means = np.bincount(lesion, logs[voxels], count + 1)[1:] / np.maximum(np.bincount(lesion, minlength=count + 1)[1:], 1)
-    spreads, sizes = np.full(count, np.nan), np.zeros(count, np.int64)
-    medians = _ring_medians(logs, labels, image.shape, voxels, lesion, count, radius, floor,
-                            tissue=(raw > floor) & (labels == 0), spreads=spreads, sizes=sizes)
-    out = (means - medians) / np.maximum(spreads, MIN_LOG_SPREAD)
-    out[(sizes < MIN_RING_VOXELS) | np.isnan(medians)] = np.nan
-    return out
+    sizes = np.bincount(lesion, minlength=count + 1)[1:]
+    channels, deviations = [], []
+    if contrasts:
+        channels.append(raw)
+        deviations.append(None)
+    if spreads:
+        logs = np.log(np.maximum(raw, np.finfo(np.float32).tiny))
+        channels.append(logs)
+        deviations.append(np.full(count, np.nan))
+    ring_sizes = np.zeros(count, np.int64)
+    medians = _ring_medians(channels, labels, image.shape, voxels, lesion, count, radius,
+                            (raw > floor) & (labels == 0), deviations, ring_sizes)
+    ratio = spread = None
+    if contrasts:
+        # summed voxel by voxel in the scan's order, as ndimage.mean sums them: the same float64 means
+        sums = np.bincount(lesion, raw[voxels], count + 1)[1:]
+        ratio = np.full(count, np.nan)
+        ringed = ~np.isnan(medians[0])
+        ratio[ringed] = sums[ringed] / sizes[ringed] / np.maximum(medians[0][ringed], 1e-12)
+    if spreads:
+        means = np.bincount(lesion, logs[voxels], count + 1)[1:] / np.maximum(sizes, 1)
+        spread = (means - medians[-1]) / np.maximum(deviations[-1], MIN_LOG_SPREAD)
+        spread[(ring_sizes < MIN_RING_VOXELS) | np.isnan(medians[-1])] = np.nan
+    return ratio, spread
 
 
-def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], voxels: np.ndarray,
-                  lesion: np.ndarray, count: int, radius: Sequence[int], floor: float,
-                  tissue: Optional[np.ndarray] = None, spreads: Optional[np.ndarray] = None,
-                  sizes: Optional[np.ndarray] = None) -> np.ndarray:
-    """Per lesion 1..count: the median of ``values`` (the raveled scan) over its ring, as np.median takes it (NaN
-    when empty), from the raveled ``labels`` and the lesions' ``voxels`` (flat indices) and ``lesion`` numbers.
-    ``tissue``: the raveled ring candidates (default: ``values`` above ``floor`` outside every lesion); ``spreads`` /
-    ``sizes`` (by lesion - 1), when given, are filled with each ring's median absolute deviation and voxel count."""
-    if tissue is None:
-        tissue = (values > floor) & (labels == 0)
+def _ring_medians(channels: Sequence[np.ndarray], labels: np.ndarray, shape: Sequence[int], voxels: np.ndarray,
+                  lesion: np.ndarray, count: int, radius: Sequence[int], tissue: np.ndarray,
+                  deviations: Sequence[Optional[np.ndarray]], sizes: np.ndarray) -> List[np.ndarray]:
+    """Per channel (a raveled image of the scan's grid) and lesion 1..count: the median of the channel over the
+    lesion's ring, as np.median takes it (NaN when empty), from the raveled ``labels`` and the lesions' ``voxels``
+    (flat indices) and ``lesion`` numbers; ``tissue``: the raveled ring candidates. A channel's ``deviations`` array
+    (by lesion - 1), when given, is filled with each ring's median absolute deviation, and ``sizes`` with each ring's
+    voxel count."""
     # the centre lands on the lesion itself, never on tissue
     offsets = np.argwhere(ring_disk(radius)) - np.asarray(radius)
     offsets = offsets[offsets.any(axis=1)]
@@ -135,15 +146,16 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
         edge[tuple(before)] |= differs
         edge[tuple(after)] |= differs
     border = edge.ravel()[voxels]
-    medians = np.full(count, np.nan)
-    dilated = _dilated_ring_medians(values, labels, tissue, shape, lesion[border], count, radius, len(offsets), medians,
-                                    spreads, sizes)
+    medians = [np.full(count, np.nan) for _ in channels]
+    dilated = _dilated_ring_medians(channels, labels, tissue, shape, lesion[border], count, radius, len(offsets), medians,
+                                    deviations, sizes)
     border &= ~dilated[lesion]
     order = np.argsort(lesion[border])
     voxels, lesion = voxels[border][order], lesion[border][order]
     where = np.stack(np.unravel_index(voxels, tuple(shape)), axis=1)
-    # (lesion, ring voxel) pairs as lesion * values.size + voxel, from a bounded number of border voxels at a time;
-    # the pairs of a lesion whose border goes on in the next piece wait for it
+    size = labels.size
+    # (lesion, ring voxel) pairs as lesion * size + voxel, from a bounded number of border voxels at a time; the
+    # pairs of a lesion whose border goes on in the next piece wait for it
     piece = max(1, PAIRS_AT_ONCE // max(1, len(offsets)))
     pending = np.zeros(0, np.int64)
     for start in range(0, voxels.size, piece):
@@ -156,28 +168,29 @@ def _ring_medians(values: np.ndarray, labels: np.ndarray, shape: Sequence[int], 
         of = np.broadcast_to(lesion[part, None], reached.shape)[reached]
         ring = tissue[target]
         # a voxel within reach of a lesion twice is in its ring once (sorted by hand: np.unique hashes, slower)
-        pairs = np.sort(np.concatenate([pending, of[ring] * values.size + target[ring]]))
+        pairs = np.sort(np.concatenate([pending, of[ring] * size + target[ring]]))
         pairs = pairs[np.diff(pairs, prepend=-1) != 0]
         last = start + piece >= voxels.size
-        done = pairs < (count + 1 if last else lesion[part][-1]) * values.size
-        _pair_medians(pairs[done], values, medians, spreads, sizes)
+        done = pairs < (count + 1 if last else lesion[part][-1]) * size
+        for values, middle, deviation in zip(channels, medians, deviations):
+            _pair_medians(pairs[done], values, middle, deviation, sizes)
         pending = pairs[~done]
     return medians
 
 
-def _dilated_ring_medians(values: np.ndarray, labels: np.ndarray, tissue: np.ndarray, shape: np.ndarray,
+def _dilated_ring_medians(channels: Sequence[np.ndarray], labels: np.ndarray, tissue: np.ndarray, shape: np.ndarray,
                           border_lesion: np.ndarray, count: int, radius: Sequence[int], n_offsets: int,
-                          medians: np.ndarray, spreads: Optional[np.ndarray] = None,
-                          sizes: Optional[np.ndarray] = None) -> np.ndarray:
-    """Fill ``medians`` of the lesions whose border voxels (``border_lesion``: their lesion numbers) would make more
-    pairs than a dilation of their box costs, each ring dilated on its own; returns which lesions (by number, 0..count)
-    were measured so."""
+                          medians: Sequence[np.ndarray], deviations: Sequence[Optional[np.ndarray]],
+                          sizes: np.ndarray) -> np.ndarray:
+    """Fill ``medians`` (per channel) of the lesions whose border voxels (``border_lesion``: their lesion numbers)
+    would make more pairs than a dilation of their box costs, each ring dilated on its own; returns which lesions (by
+    number, 0..count) were measured so."""
     pairs = np.bincount(border_lesion, minlength=count + 1) * n_offsets
     done = np.zeros(count + 1, bool)
     if pairs.max(initial=0) < DILATE_FROM_PAIRS:
         return done
     shape = tuple(int(n) for n in shape)
-    labels, tissue, values = labels.reshape(shape), tissue.reshape(shape), values.reshape(shape)
+    labels, tissue = labels.reshape(shape), tissue.reshape(shape)
     disk, boxes = ring_disk(radius), ndimage.find_objects(labels, max_label=count)
     for number in np.flatnonzero(pairs >= DILATE_FROM_PAIRS):
         box = widen_box(boxes[number - 1], shape, radius)
@@ -186,11 +199,12 @@ def _dilated_ring_medians(values: np.ndarray, labels: np.ndarray, tissue: np.nda
         # a tissue voxel within reach of any of the lesion's voxels: the same ring as the border voxels' offsets
         ring = ndimage.binary_dilation(labels[box] == number, disk) & tissue[box]
         if ring.any():
-            ring_values = values[box][ring]
-            medians[number - 1] = _median(ring_values)
-            if spreads is not None:
-                spreads[number - 1] = _median(np.abs(ring_values - medians[number - 1]))
-                sizes[number - 1] = ring_values.size
+            for values, middle, deviation in zip(channels, medians, deviations):
+                ring_values = values.reshape(shape)[box][ring]
+                middle[number - 1] = _median(ring_values)
+                if deviation is not None:
+                    deviation[number - 1] = _median(np.abs(ring_values - middle[number - 1]))
+            sizes[number - 1] = np.count_nonzero(ring)
         done[number] = True
     return done
 
@@ -203,10 +217,11 @@ def _pair_medians(pairs: np.ndarray, values: np.ndarray, medians: np.ndarray, sp
     found, first, n = np.unique(lesion, return_index=True, return_counts=True)
     middle = _grouped_medians(lesion, value, first, n)
     medians[found - 1] = middle
+    if sizes is not None:
+        sizes[found - 1] = n
     if spreads is not None:
         deviation = np.abs(value - np.repeat(middle, n).astype(value.dtype))
         spreads[found - 1] = _grouped_medians(lesion, deviation, first, n)
-        sizes[found - 1] = n
 
 
 def _grouped_medians(lesion: np.ndarray, value: np.ndarray, first: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from deepwml.anatomy.location import (
 from deepwml.anatomy.volumes import VOLUME_COLUMNS, tissue_volumes
 from deepwml.imageio import Geometry
 from deepwml.inference.confidence import CONFIDENCE_COLUMNS, lesion_confidence
-from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, lesion_spreads, ring_radius, widen_box
+from deepwml.inference.lesion_contrast import background_floor, lesion_contrasts, lesion_measures, ring_radius, widen_box
 from deepwml.utils.errors import DeepWMLError
 
 if TYPE_CHECKING:
@@ -149,11 +149,12 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
         keep[1:] &= peak >= np.float32(min_peak)
     if min_contrast > 0:
         floor = background_floor(np.asarray(image))
-        contrast = lesion_contrasts(np.asarray(image)[box], labels, count, radius, floor)
+        # both figures from the same rings, found once
+        contrast, spread = lesion_measures(np.asarray(image)[box], labels, count, radius, floor, spreads=min_spread > 0)
         # a relative tolerance as for the volume; a lesion with no ring around it is not judged
         faint = contrast < min_contrast * (1 - 1e-9)
-        if min_spread > 0 and faint.any():
-            faint &= ~(lesion_spreads(np.asarray(image)[box], labels, count, radius, floor) >= min_spread * (1 - 1e-9))
+        if min_spread > 0:
+            faint &= ~(spread >= min_spread * (1 - 1e-9))
         keep[1:] &= ~faint
     keep[0] = False
     out = np.zeros(mask.shape, np.uint8)
