@@ -223,7 +223,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def entry() -> None:
-    """The installed command: main(), then exit without the interpreter's teardown (deepwml.cli.common)."""
+    """The installed command: re-executed once with the tuned allocator (deepwml.utils.allocator), then main(), then
+    exit without the interpreter's teardown (deepwml.cli.common)."""
     run_installed(main, tuned_allocator=True)
 
 
