@@ -46,12 +46,18 @@ def checkpoint_fits(ckpt: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
             POSTPROCESSING: fitted_as(stored.get("record") if isinstance(stored, Mapping) else None)}
 
 
+#: how a fit's (and, after it, the run's) yes or no of each boolean setting is told
+_SAID = {
+    "skull_strip": {True: ("skull-stripped scans", "skull-stripped"), False: ("scans as given", "as given")},
+    "outside_brain_dropped": {True: ("lesions outside the brain dropped", "dropped"),
+                              False: ("lesions outside the brain kept", "kept")},
+}
+
+
 def _words(key: str, value: Any, run: bool = False) -> str:
     """One recorded setting in words (``run``: the run's, told after the fit's)."""
-    if key == "skull_strip":
-        return ("skull-stripped" if run else "skull-stripped scans") if value else "as given" if run else "scans as given"
-    if key == "outside_brain_dropped":
-        return ("dropped" if run else "lesions outside the brain dropped") if value else "kept" if run else "lesions outside the brain kept"
+    if key in _SAID:
+        return _SAID[key][bool(value)][run]
     if float(value) > 0:
         return f"under {float(value):g} x" if run else f"cortical and juxtacortical lesions under {float(value):g} x the cortex dropped"
     return "none dropped" if run else "no cortex bound"
