@@ -31,6 +31,7 @@ from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import table_locations, write_qc_montage
+from deepwml.inference.signal_level import from_no_signal
 from deepwml.inference.skull_strip import brain_region, lesion_model_channels
 from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
 from deepwml.inference.white_matter import white_matter_lesions
@@ -120,7 +121,8 @@ def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, 
     preprocessing waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan with
     thinner slices reaches both networks as slabs this wide (deepwml.inference.thin_slices); the case keeps the scan
     as given for its outputs."""
-    images = read_channels(case, series_uid)
+    # intensities measured from no signal: stripping fills with 0, the lesion filters read ratios (inference.signal_level)
+    images = [from_no_signal(image) for image in read_channels(case, series_uid)]
     slabs = thin_slab_inputs(images, thin_slab_mm)
     seen = slabs or images
     network_image = slabs[0] if slabs else None

@@ -1,0 +1,90 @@
+"""A scan stored with an offset, or shared z-scored, is segmented as the scan itself (deepwml.inference.signal_level)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepwml.cli import predict as predict_cli
+from deepwml.imageio import Image, read_image, write_image
+from deepwml.inference.signal_level import from_no_signal, no_signal_level
+from deepwml.synthetic.generate import generate_case
+from deepwml_testing.benchmarks import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def scan():
+    """A generator scan with its skull (scanner noise in the air around the head) and lesions."""
+    return generate_case("MS#2", index=2, seed=4343, skull_stripped=False)
+
+
+def test_a_scan_as_a_scanner_stores_it_starts_at_zero_and_is_left_as_it_is(scan):
+    """Air with scanner noise, a stripped scan's zero background, or a -1024 fill around a magnitude image: no offset,
+    and the very same image comes back (nothing a scanner's scan gets is changed)."""
+    assert no_signal_level(scan.image) == 0.0
+    stripped = np.where(scan.image > np.percentile(scan.image, 60), scan.image, 0)
+    assert no_signal_level(stripped) == 0.0
+    padded = scan.image.astype(np.float32).copy()
+    padded[:, :, :20] = -1024  # a field of view padded with a marker value: the rest starts at 0
+    assert no_signal_level(padded) == 0.0
+    image = read_image_of(scan)
+    assert from_no_signal(image) is image
+
+
+def test_an_offset_or_a_z_scored_scan_is_measured_from_its_background(scan):
+    """A stored offset, every voxel negative, a z-scored scan with its noisy air, a z-scored brain whose stripped
+    background is one value: the level of no signal is the scan's darkest level."""
+    base = scan.image.astype(np.float64)
+    low = np.percentile(base[:: 7], 1.0)
+    for offset in (1000.0, -3000.0):
+        assert no_signal_level(base + offset) == pytest.approx(offset + low, abs=0.02 * np.ptp(base))
+    zscored = (base - base.mean()) / base.std()
+    level = no_signal_level(zscored)
+    assert level < 0 and level == pytest.approx((low - base.mean()) / base.std(), abs=0.02 * np.ptp(zscored))
+    brain = base > np.percentile(base, 60)
+    stripped_z = np.where(brain, (base - base[brain].mean()) / base[brain].std(), -3.5)
+    assert no_signal_level(stripped_z) == -3.5
+    assert no_signal_level(np.full((3, 8, 8), 7.0)) == 0.0
+    shifted = from_no_signal(read_image_of(scan, base + 1000.0))
+    assert shifted.array.dtype == np.float32 and abs(float(np.percentile(shifted.array, 1.0))) < 0.02 * np.ptp(base)
+
+
+def read_image_of(scan, array=None) -> Image:
+    """The scan as deepwml reads it (an Image on its geometry), optionally with other intensities."""
+    return Image(np.asarray(scan.image if array is None else array), scan.geometry)
+
+
+@pytest.mark.slow
+def test_offset_negative_and_z_scored_copies_of_a_scan_get_its_lesions(tmp_path, scan):
+    """deepwml_predict with the shipped model (skull stripping, contrast filter, cortex bound: each reads intensities
+    from 0) gives a scan stored with an offset of +1000, every voxel negative, or z-scored the lesions of the scan as
+    stored; before, +1000 lost a third of the volume and the negative copy every lesion."""
+    base = scan.image.astype(np.float32)
+    copies = {"as_stored": scan.image, "plus_1000": base + 1000, "all_negative": base - 3000,
+              "z_scored": (base - base.mean()) / base.std()}
+    for name, array in copies.items():
+        write_image(array, scan.geometry, tmp_path / "in" / f"{name}.nii.gz")
+    assert predict_cli.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
+    masks = {name: read_image(tmp_path / "out" / f"{name}.nii.gz").array > 0 for name in copies}
+    reference = masks["as_stored"]
+    assert reference.sum() > 200
+    for name in ("plus_1000", "all_negative", "z_scored"):
+        overlap = 2 * np.count_nonzero(masks[name] & reference) / (masks[name].sum() + reference.sum())
+        assert overlap > 0.97, (name, overlap)
+
+
+@pytest.mark.slow
+def test_the_benchmark_prints_each_copy_s_volume_and_dice_and_resumes(tmp_path, scan, capsys):
+    """benchmarks/stored_offsets.py on a folder of one scan: a row with the scan as stored and its three copies, the
+    lowest Dice of each copy, and a second run that reuses the copies and predictions."""
+    bench = load_benchmark("stored_offsets")
+    write_image(scan.image, scan.geometry, tmp_path / "scans" / "one.nii.gz")
+    args = ["--work", str(tmp_path / "work"), "-i", str(tmp_path / "scans")]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| one |"))
+    assert row.count("(") == 3
+    lowest = out.split("lowest Dice against the scan as stored: ")[1].splitlines()[0]
+    assert all(float(part.split()[-1]) > 0.97 for part in lowest.split(", "))
+    assert len(list((tmp_path / "work" / "copies").glob("*.nii.gz"))) == 4
+    assert bench.main(args) == 0
+    assert "0 case(s) predicted, 4 already done" in capsys.readouterr().out
