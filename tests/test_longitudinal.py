@@ -292,6 +292,27 @@ def test_command_writes_every_output_for_given_masks(tmp_path, capsys):
     assert not list(out.glob("*.tmp*")) and [p.name for p in out.glob(".*")] == [".deepwml_compare.json"]
 
 
+def test_a_follow_up_stored_with_an_offset_or_z_scored_shows_the_same_change(tmp_path, capsys):
+    """The signal change divides each visit by its brain median, so it reads intensities from no signal: a follow-up
+    exported with an offset, or z-scored, gives the new lesion the signal change of the follow-up as stored."""
+    paths, _, follow, _ = two_visits(tmp_path)
+    changes = {}
+    for name, change in (("as_stored", lambda a: a), ("offset", lambda a: a + 3 * a.max()),
+                         ("z_scored", lambda a: (a - a.mean()) / a.std())):
+        followup = write_image(change(follow.image.astype(np.float64)).astype(np.float32), follow.geometry,
+                               tmp_path / name / "followup.nii.gz")
+        assert compare_main(["-b", str(paths["baseline"]), "-f", str(followup), "-o", str(tmp_path / name / "out"),
+                             "--baseline-mask", str(paths["baseline_mask"]), "--followup-mask",
+                             str(paths["followup_mask"])]) == 0
+        assert json.loads((tmp_path / name / "out" / "change.json").read_text())["new_lesions"] == 1
+        table = pd.read_csv(tmp_path / name / "out" / "followup_lesions_change.csv")
+        changes[name] = table.set_index("lesion_id")["signal_change"]
+    capsys.readouterr()
+    assert changes["as_stored"].max() > 0.2
+    for name in ("offset", "z_scored"):
+        assert np.allclose(changes[name], changes["as_stored"], atol=0.02), (name, changes[name], changes["as_stored"])
+
+
 def test_command_segments_both_visits_with_the_shipped_model_reuses_them_and_guards_them(tmp_path, capsys):
     paths, _, _, _ = two_visits(tmp_path)
     out = tmp_path / "out"

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from deepwml.anatomy.location import SPLIT_COLUMNS
 from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
 from deepwml.imageio import Image, read_image, read_label, write_image
+from deepwml.inference.signal_level import from_no_signal
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE, AlignedImages, ChangeRules, LesionChange, compare_lesions,
     findings_text,
@@ -258,10 +259,11 @@ def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
     DICOM SEG of it (a reader's outlines from the PACS)."""
     from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask
 
+    # measured from no signal, as deepwml_predict measures: the signal change divides each visit by its brain median
     if Path(image_path).is_dir() and is_dicom_seg(Path(mask_path)):
-        image = read_image(image_path)
+        image = from_no_signal(read_image(image_path))
         return image, read_seg_mask(Path(mask_path), Path(image_path)) > 0
-    image, mask = read_image(image_path), read_label(mask_path)
+    image, mask = from_no_signal(read_image(image_path)), read_label(mask_path)
     problems = image.geometry.mismatches(mask.geometry)
     if problems:
         raise DeepWMLError(f"mask is not on its scan's grid ({image_path.name}): {'; '.join(problems)}", mask_path)
