@@ -165,6 +165,20 @@ def test_normalisation_is_a_zscore_inside_the_head():
     assert image_pp.dtype == np.float32
 
 
+@pytest.mark.parametrize("scale", [1e-8, 1e8])
+def test_a_scan_stored_in_tiny_or_huge_units_is_normalised_as_the_scan_itself(scale):
+    """Intensity units are arbitrary: a scan at 1e-8 (a spread far under 1e-6) is z-scored like the scan as stored,
+    not taken for a constant image and left unscaled; a constant image still is (no division by zero)."""
+    image, _, geometry = tiny_case(shape_zyx=(6, 64, 64))
+    plan = plan_with(matrix=(64, 64), cache_dtype="float32")
+    stored, _, stored_props = preprocess_case(Image(image.astype(np.float32), geometry), plan)
+    scaled, _, props = preprocess_case(Image((image * scale).astype(np.float32), geometry), plan)
+    assert props["normalization"]["std"] == pytest.approx(scale * stored_props["normalization"]["std"], rel=1e-3)
+    assert np.allclose(scaled, stored, atol=1e-3)
+    constant, _, props = preprocess_case(Image(np.full(image.shape, 1000.0, np.float32), geometry), plan)
+    assert props["normalization"]["std"] == 1.0 and np.isfinite(constant).all()
+
+
 def test_ignore_label_is_kept_as_255_and_lesion_wins_ties():
     image, label, geometry = tiny_case(shape_zyx=(4, 64, 64))
     raw = label.astype(np.int16)

@@ -9,6 +9,8 @@ from deepwml.planning.plan import NORMALIZATION_SCHEMES
 from deepwml.utils.errors import PlanError
 
 SCHEMES = NORMALIZATION_SCHEMES
+#: a spread at most this, absolutely and as a share of the largest value, is a constant image's float32 rounding
+CONSTANT_SPREAD = 1e-6
 
 
 def normalization_stats(stack: np.ndarray, head: np.ndarray, scheme: str, clip_percentiles: Sequence[float]) -> Dict[str, float]:
@@ -21,8 +23,10 @@ def normalization_stats(stack: np.ndarray, head: np.ndarray, scheme: str, clip_p
     low, high = np.percentile(values, clip_percentiles)
     clipped = np.clip(values, low, high)
     mean, std = float(clipped.mean()), float(clipped.std())
-    # a constant image would divide by zero; keep it unscaled instead
-    return {"scheme": scheme, "clip_low": float(low), "clip_high": float(high), "mean": mean, "std": std if std > 1e-6 else 1.0}
+    # a constant image would divide by zero; keep it unscaled instead. A spread under 1e-6 is constant only when it is
+    # also tiny beside the values themselves (float32 rounding): a scan stored in units of 1e-6 is no constant image
+    flat = std <= CONSTANT_SPREAD and std <= CONSTANT_SPREAD * max(abs(float(low)), abs(float(high)))
+    return {"scheme": scheme, "clip_low": float(low), "clip_high": float(high), "mean": mean, "std": 1.0 if flat else std}
 
 
 def apply_normalization(stack: np.ndarray, stats: Dict[str, float]) -> np.ndarray:
