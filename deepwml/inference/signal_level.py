@@ -6,24 +6,25 @@ cortex bound compare a lesion's brightness with its surroundings as a ratio. The
 magnitude image whose 0 is no signal; the networks z-score their input and do not care. A scan stored with an offset,
 or shared z-scored (intensities around 0, the background negative), broke them: measured before this module, adding
 1000 to a real brain's 22-slice stack moved its lesion volume from 12.15 to 8.49 ml, subtracting 2000 (every voxel
-negative) left 0.01 ml, and its z-scored copy gave 14.21 ml. So a scan whose darkest voxels lie clearly off 0 is
-shifted to start at 0 when read; a scan whose darkest voxels lie near 0, as every scanner's and every generator scan
-do (within 5 % of the intensity range), is left exactly as stored (benchmarks/README.md, "Intensities as stored").
+negative) left 0.01 ml, and its z-scored copy gave 14.21 ml. So a scan whose background (the air around the head,
+found by Otsu's threshold) lies clearly off 0 is shifted to start there when read; a scan whose air lies near 0,
+stored as magnitude (noise above 0) or signed (noise around 0), as every scanner's and every generator scan do
+(within 3 % of the intensity range), is left exactly as stored (benchmarks/README.md, "Intensities as stored").
 """
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Tuple
 
 import numpy as np
+from skimage.filters import threshold_otsu
 
 from deepwml.imageio import Image
 
-#: the darkest voxels: this percentile of the scan (air, or a stripped scan's background)
+#: the intensity range runs from this percentile of the scan to HIGH_PERCENTILE
 LOW_PERCENTILE = 1.0
-#: the top of the intensity range the darkest level is weighed against
 HIGH_PERCENTILE = 99.0
-#: a darkest level within this share of the range (HIGH_PERCENTILE - LOW_PERCENTILE) of 0 is 0: no offset (the
-#: generator's scans lie within 0.018 of it, real MS brains in a synthetic head with scanner noise within 0.03)
+#: a background level within this share of the range of 0 is 0: no offset
 NEAR_ZERO_SHARE = 0.05
 #: the lowest value held by at least this share of the voxels is a fill: a skull-stripped scan's background, or
 #: padding outside the field of view; the rest of the scan decides whether it starts at 0
@@ -33,8 +34,8 @@ _SAMPLE = 200_000
 
 
 def no_signal_level(array: np.ndarray) -> float:
-    """The intensity of no signal in ``array``: 0 when its darkest voxels lie near 0, else their level (a stored
-    offset, a z-scored scan's background, a stripped scan's fill)."""
+    """The intensity of no signal in ``array``: 0 when its background lies near 0, else the background's level (a
+    stored offset, a z-scored scan's air, a stripped scan's fill)."""
     flat = np.asarray(array).ravel()
     sample = flat[:: max(1, flat.size // _SAMPLE)].astype(np.float64)
     sample = sample[np.isfinite(sample)]
@@ -45,11 +46,24 @@ def no_signal_level(array: np.ndarray) -> float:
     filled = FILL_SHARE <= fill.mean() < 1.0
     # a fill below the rest (-1024 padding around a magnitude image, or a z-scored brain's stripped background): the
     # rest of the scan says whether the scan itself starts at 0
-    rest = sample[~fill] if filled else sample
-    low, high = np.percentile(rest, [LOW_PERCENTILE, HIGH_PERCENTILE])
-    if not high > low or abs(low) <= NEAR_ZERO_SHARE * (high - low):
+    centre, floor, span = background_level(sample[~fill] if filled else sample)
+    # near 0: a magnitude image's air (noise above 0: its floor near 0) or a signed one's (noise around 0: its centre)
+    if not span > 0 or min(abs(centre), abs(floor)) <= NEAR_ZERO_SHARE * span:
         return 0.0
-    return lowest if filled else float(low)
+    # off 0 (an offset or z-scored copy of a magnitude image, as shared data are): the air's floor is where 0 was
+    return lowest if filled else floor
+
+
+def background_level(values: np.ndarray) -> Tuple[float, float, float]:
+    """(centre, floor, range) of the background: the median and LOW_PERCENTILE of the dark class Otsu's threshold
+    separates (the air of a scan with its head, the darkest tissue of a stripped brain) and the LOW_PERCENTILE to
+    HIGH_PERCENTILE range of ``values``, which are clipped to it first (a hot voxel does not squeeze the histogram)."""
+    low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if not high > low:
+        return 0.0, 0.0, 0.0
+    clipped = np.clip(values, low, high)
+    dark = clipped[clipped <= threshold_otsu(clipped)]
+    return float(np.median(dark)), float(np.percentile(dark, LOW_PERCENTILE)), float(high - low)
 
 
 def from_no_signal(image: Image) -> Image:
