@@ -48,6 +48,7 @@ def test_fields_and_affines_are_nibabels(tmp_path, version, big_endian, seed):
                                                                  int(reference["datatype"]))
     np.testing.assert_allclose(ours.sform(), reference.get_sform(), atol=1e-5)
     np.testing.assert_allclose(ours.qform(), reference.get_qform(), atol=1e-4)
+    assert ours.xyzt_units == int(reference["xyzt_units"])
     check_nifti_voxels(path, ours)  # complete, integer: nothing to say
 
 
@@ -98,7 +99,7 @@ def test_a_header_split_across_gzip_members_is_read_whole(tmp_path):
     header = read_nifti_header(split)
     assert header.version == 2 and list(header.pixdim[1:4]) == [0.5, 0.5, 5.0]
     check_nifti_voxels(split, header)
-    with pytest.raises(ImageError, match=r"split\.nii\.gz: unreadable"):  # ITK's reader stops after the first member
+    with pytest.raises(ImageError, match=r"split\.nii\.gz: is a NIfTI-2 file"):  # which ITK does not read at all
         read_image(split)
 
 
@@ -114,3 +115,32 @@ def test_a_header_without_a_valid_data_offset_is_an_error_naming_the_file(tmp_pa
             read_image(bad)
         with pytest.raises(ImageError, match=r"bad\.nii.*vox_offset"):
             check_nifti_voxels(bad)
+
+
+@pytest.mark.parametrize("unit,mm", [("meter", 1000.0), ("micron", 0.001), ("mm", 1.0), ("unknown", 1.0)])
+def test_a_header_in_metres_or_microns_is_read_in_millimetres(tmp_path, unit, mm):
+    """pixdim and affine in the header's xyzt_units: ITK reads metres and microns into mm, and the check that ITK's
+    geometry is the header's compares in mm (it refused a header in metres as 'sform and qform disagree')."""
+    affine = np.diag([0.9, 0.8, 6.0, 1.0])
+    affine[:3, 3] = [-20.0, -30.0, 10.0]
+    stored = affine.copy()
+    stored[:3] /= mm
+    img = nib.Nifti1Image(np.ones((40, 48, 5), np.float32), stored)
+    img.header.set_xyzt_units(unit)
+    img.set_qform(stored, code=1)
+    img.set_sform(stored, code=1)
+    nib.save(img, str(tmp_path / "scan.nii.gz"))
+    assert read_nifti_header(tmp_path / "scan.nii.gz").mm_per_unit == mm
+    geometry = read_image(tmp_path / "scan.nii.gz").geometry
+    np.testing.assert_allclose(geometry.spacing, [0.9, 0.8, 6.0], rtol=1e-5)
+    np.testing.assert_allclose(geometry.origin, [20.0, 30.0, 10.0], rtol=1e-5)  # LPS
+
+
+def test_a_nifti2_file_is_an_error_saying_how_to_make_it_nifti1(tmp_path):
+    """ITK has no NIfTI-2 reader and said only 'Unable to determine ImageIO reader' (taken for a truncated file)."""
+    nib.save(nib.Nifti2Image(np.ones((8, 8, 4), np.float32), np.eye(4)), str(tmp_path / "v2.nii.gz"))
+    with pytest.raises(ImageError, match=r"v2\.nii\.gz: is a NIfTI-2 file.*save it as NIfTI-1.*Nifti1Image\.from_image"):
+        read_image(tmp_path / "v2.nii.gz")
+    converted = nib.Nifti1Image.from_image(nib.load(str(tmp_path / "v2.nii.gz")))
+    nib.save(converted, str(tmp_path / "v1.nii.gz"))
+    assert read_image(tmp_path / "v1.nii.gz").array.shape == (4, 8, 8)

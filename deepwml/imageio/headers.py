@@ -111,6 +111,8 @@ def _nifti_affine(path: Path) -> Optional[np.ndarray]:
             "ITK would take pixdim, so the image would be read at the wrong size; fix the header",
             path,
         )
+    # in the header's unit; ITK reads metres and microns into millimetres
+    affine[:3] *= header.mm_per_unit
     return affine
 
 

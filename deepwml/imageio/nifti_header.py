@@ -28,11 +28,13 @@ def _layout(size: int, fields: list) -> np.dtype:
 NIFTI1 = _layout(348, [("sizeof_hdr", "<i4", 0), ("dim", ("<i2", 8), 40), ("datatype", "<i2", 70), ("bitpix", "<i2", 72),
                        ("pixdim", ("<f4", 8), 76), ("vox_offset", "<f4", 108), ("qform_code", "<i2", 252),
                        ("sform_code", "<i2", 254), ("quatern", ("<f4", 3), 256), ("qoffset", ("<f4", 3), 268),
-                       ("srow", ("<f4", (3, 4)), 280)])
+                       ("srow", ("<f4", (3, 4)), 280), ("xyzt_units", "u1", 123)])
 NIFTI2 = _layout(540, [("sizeof_hdr", "<i4", 0), ("datatype", "<i2", 12), ("bitpix", "<i2", 14), ("dim", ("<i8", 8), 16),
                        ("pixdim", ("<f8", 8), 104), ("vox_offset", "<i8", 168), ("qform_code", "<i4", 344),
                        ("sform_code", "<i4", 348), ("quatern", ("<f8", 3), 352), ("qoffset", ("<f8", 3), 376),
-                       ("srow", ("<f8", (3, 4)), 400)])
+                       ("srow", ("<f8", (3, 4)), 400), ("xyzt_units", "<i4", 500)])
+#: millimetres per spatial unit of xyzt_units (nifti1.h NIFTI_UNITS_METER, NIFTI_UNITS_MICRON); others are mm
+SPATIAL_UNIT_MM = {1: 1000.0, 3: 0.001}
 #: NIfTI datatype codes of floating-point voxels (a NaN or Inf among them is an error) and their numpy kinds
 FLOAT_DATATYPES = {16: "f4", 64: "f8", 32: "c8", 1792: "c16"}
 
@@ -53,6 +55,12 @@ class NiftiHeader:
     quatern: np.ndarray  # b, c, d
     qoffset: np.ndarray  # x, y, z
     srow: np.ndarray  # 3 × 4
+    xyzt_units: int = 0  # bits 0-2: the spatial unit (1 metre, 2 mm, 3 micron; 0 unknown, read as mm)
+
+    @property
+    def mm_per_unit(self) -> float:
+        """Millimetres per unit of pixdim, qoffset and srow: ITK reads a header in metres or microns into mm."""
+        return SPATIAL_UNIT_MM.get(self.xyzt_units & 0x07, 1.0)
 
     def shape(self, path: Path) -> tuple:
         """The voxel array's dimensions, dim[1..dim[0]]; an implausible dim is an error naming ``path``."""
@@ -130,7 +138,8 @@ def read_nifti_header(path: Path) -> NiftiHeader:
                        datatype=int(h["datatype"]), bitpix=int(h["bitpix"]), pixdim=np.asarray(h["pixdim"], dtype=float),
                        vox_offset=int(vox_offset) if np.isfinite(vox_offset) else -1, qform_code=int(h["qform_code"]),
                        sform_code=int(h["sform_code"]), quatern=np.asarray(h["quatern"], dtype=float),
-                       qoffset=np.asarray(h["qoffset"], dtype=float), srow=np.asarray(h["srow"], dtype=float))
+                       qoffset=np.asarray(h["qoffset"], dtype=float), srow=np.asarray(h["srow"], dtype=float),
+                       xyzt_units=int(h["xyzt_units"]))
 
 
 def check_nifti_voxels(path: Path, header: Optional[NiftiHeader] = None) -> None:
