@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepwml.cli import predict as predict_cli
@@ -75,6 +76,11 @@ def test_offset_negative_and_z_scored_copies_of_a_scan_get_its_lesions(tmp_path,
     for name in ("plus_1000", "all_negative", "z_scored"):
         overlap = 2 * np.count_nonzero(masks[name] & reference) / (masks[name].sum() + reference.sum())
         assert overlap > 0.97, (name, overlap)
+    # and summary.csv says which scans were measured from elsewhere than 0
+    warnings = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")["acquisition_warning"]
+    assert "intensities start at" not in warnings["as_stored"]
+    assert all("intensities start at" in warnings[name] and "z-scored?" in warnings[name]
+               for name in ("plus_1000", "all_negative", "z_scored"))
 
 
 @pytest.mark.slow

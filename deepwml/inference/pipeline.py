@@ -31,7 +31,7 @@ from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import table_locations, write_qc_montage
-from deepwml.inference.signal_level import from_no_signal
+from deepwml.inference.signal_level import level_note, no_signal_level, shifted
 from deepwml.inference.skull_strip import brain_region, lesion_model_channels
 from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
 from deepwml.inference.white_matter import white_matter_lesions
@@ -63,6 +63,8 @@ class PreparedCase:
     network_image: Optional[Image] = None
     #: what the skull stripping did (deepwml.inference.skull_strip: STRIPPED ...); '' when the run does not strip
     skull_strip_state: str = ""
+    #: channel 0's no-signal level as stored, subtracted from ``image`` (deepwml.inference.signal_level; 0: as stored)
+    signal_level: float = 0.0
 
     @property
     def judged_array(self) -> np.ndarray:
@@ -122,15 +124,19 @@ def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, 
     thinner slices reaches both networks as slabs this wide (deepwml.inference.thin_slices); the case keeps the scan
     as given for its outputs."""
     # intensities measured from no signal: stripping fills with 0, the lesion filters read ratios (inference.signal_level)
-    images = [from_no_signal(image) for image in read_channels(case, series_uid)]
+    images = read_channels(case, series_uid)
+    levels = [no_signal_level(image.array) for image in images]
+    images = [shifted(image, level) for image, level in zip(images, levels)]
     slabs = thin_slab_inputs(images, thin_slab_mm)
     seen = slabs or images
     network_image = slabs[0] if slabs else None
     anatomy_input = anatomy.prepare(seen[0]) if anatomy else None
     if skull_strip:
-        return PreparedCase(case, images[0], None, None, None, anatomy_input, channels=seen, network_image=network_image)
+        return PreparedCase(case, images[0], None, None, None, anatomy_input, channels=seen, network_image=network_image,
+                            signal_level=levels[0])
     result = preprocess_arrays(seen if len(seen) > 1 else seen[0], plan)
-    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input, network_image=network_image)
+    return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input, network_image=network_image,
+                        signal_level=levels[0])
 
 
 def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Plan, anatomy: Optional[AnatomyModel],
@@ -198,8 +204,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         summary.anatomy.update(contrast_fields(prepared.image.array, anatomy, geometry, mask))
     if prepared.skull_strip_state:
         summary.anatomy[SKULL_STRIP_COLUMN] = prepared.skull_strip_state
-    summary.acquisition_warning = with_map_warnings(
-        scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy)
+    summary.acquisition_warning = "; ".join(part for part in (with_map_warnings(
+        scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy),
+        level_note(prepared.signal_level)) if part)
     summary.source_series = source_series(case, options.clinical.series_uid)
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
     ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None

@@ -68,7 +68,19 @@ def background_level(values: np.ndarray) -> Tuple[float, float, float]:
 
 def from_no_signal(image: Image) -> Image:
     """``image`` with its no-signal level moved to 0 (float32); the same object when it starts at 0 already."""
-    level = no_signal_level(image.array)
+    return shifted(image, no_signal_level(image.array))
+
+
+def shifted(image: Image, level: float) -> Image:
+    """``image`` with ``level`` subtracted (float32); the same object for a level of 0."""
     if level == 0.0:
         return image
     return replace(image, array=np.asarray(image.array, dtype=np.float32) - np.float32(level))
+
+
+def level_note(level: float) -> str:
+    """What summary.csv's acquisition_warning says of a scan measured from ``level`` rather than 0; '' for 0."""
+    if level == 0.0:
+        return ""
+    return (f"intensities start at {level:.4g}, not 0 (stored with an offset, or z-scored?): the lesion filters and "
+            "skull stripping measured them from there")
