@@ -352,3 +352,25 @@ def test_with_maps_and_scans_lesions_in_the_cortex_no_brighter_than_it_are_dropp
     unjudged = ensemble([a, b], tmp_path / "no_scans", progress=False)
     assert unjudged.cortex_contrast == 0 and "min_cortex_contrast" not in json.loads(
         (tmp_path / "no_scans" / MARKER_NAME).read_text())[ENSEMBLE_KEY]
+
+
+def test_a_scan_stored_with_an_offset_is_judged_as_the_scan_itself(two_runs, tmp_path):
+    """The cortex bound reads the scans from their no-signal level, as deepwml_predict does: a lesion in the cortex
+    at 1.2 x its median stays, in a scan with air around the head and in its copy stored + 1000 (which made it
+    1.02 x and dropped it before)."""
+    from deepwml.anatomy.labels import CORTEX, WHITE_MATTER
+
+    a, b = two_runs
+    r1, r2 = _regions()
+    anatomy = np.full(SHAPE, WHITE_MATTER, np.uint8)
+    anatomy[:, :, :9] = CORTEX
+    scan = np.where(anatomy == CORTEX, 100.0, 80.0).astype(np.float32)
+    scan[r1], scan[r2] = 120.0, 88.0
+    scan[:, [0, -1], :], scan[:, :, [0, -1]] = 0.0, 0.0  # air around the head
+    for case in ("case1", "case2"):
+        write_image(anatomy, GEOMETRY, a / f"{case}_anatomy.nii.gz")
+        write_image(scan, GEOMETRY, tmp_path / "stored" / f"{case}.nii.gz")
+        write_image(scan + 1000, GEOMETRY, tmp_path / "offset" / f"{case}.nii.gz")
+    for name in ("stored", "offset"):
+        ensemble([a, b], tmp_path / f"out_{name}", images=tmp_path / name, progress=False)
+        np.testing.assert_array_equal(read_label(tmp_path / f"out_{name}" / "case1.nii.gz").array == 1, r1 | r2)

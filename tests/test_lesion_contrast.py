@@ -194,7 +194,7 @@ def test_lesion_contrasts_match_the_lesion_by_lesion_rings_exactly(seed, monkeyp
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint8])
-@pytest.mark.parametrize("size", [1, 2, 7, 1000, 1001])
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 1001, 3 << 20, (3 << 20) + 1])
 def test_the_background_floor_is_a_tenth_of_np_median_exactly(dtype, size):
     """Its quicker median is np.median's: the middle value, or the mean of the middle two in the values' dtype."""
     rng = np.random.default_rng(size)

@@ -54,6 +54,16 @@ def test_signed_noise_around_zero_is_no_offset(scan):
     assert noisy.min() < -0.05 * scan.image.max() and no_signal_level(noisy) == 0.0
 
 
+def test_a_scan_without_air_around_the_head_is_read_as_stored(scan):
+    """Cropped to the brain (no air at the planes' edges) the darkest class is tissue, whose level is no zero of
+    anything: the scan and its offset copy are read as stored rather than shifted by a guess."""
+    base = scan.image.astype(np.float64)
+    z, h, w = base.shape
+    cropped = base[z // 4:3 * z // 4, int(0.3 * h):int(0.7 * h), int(0.3 * w):int(0.7 * w)]  # inside the head
+    assert cropped.min() > 0.05 * base.max()  # no air left
+    assert no_signal_level(cropped) == 0.0 and no_signal_level(cropped + 1000) == 0.0
+
+
 def read_image_of(scan, array=None) -> Image:
     """The scan as deepwml reads it (an Image on its geometry), optionally with other intensities."""
     return Image(np.asarray(scan.image if array is None else array), scan.geometry)

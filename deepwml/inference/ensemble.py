@@ -23,6 +23,7 @@ from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import Geometry, read_image, split_ending, write_image
 from deepwml.inference.bids_names import output_names
 from deepwml.inference.cortex_contrast import check_cortex_contrast, drop_faint_cortical
+from deepwml.inference.lesion_contrast import background_floor
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, CaseSummary, check_lesion_filters, failed_case, filter_lesions, lesion_table,
                                             summarize_case, summary_frame)
@@ -32,6 +33,7 @@ from deepwml.inference.output_folder import MARKER_NAME, PRODUCER_KEY, QC_FOLDER
 from deepwml.inference.outputs import write_csv
 from deepwml.inference.batches import probabilities_to_mask
 from deepwml.inference.qc import table_locations, write_qc_montage
+from deepwml.inference.signal_level import from_no_signal
 from deepwml.inference.thin_slices import thin_slab_inputs
 from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError
@@ -384,19 +386,21 @@ def _write_case(files: Sequence[ProbabilityFile], weights: Sequence[float], thre
         anatomy = read.array
         if drop_outside:
             mask, dropped = drop_outside_brain(mask, anatomy, geometry)
-    image = read_case(scan) if scan is not None else None
+    # measured from no signal, as deepwml_predict measures the scan (deepwml.inference.signal_level)
+    image = from_no_signal(read_case(scan)) if scan is not None else None
     differ = image.geometry.mismatches(geometry) if image is not None else []
     if differ:
         raise DeepWMLError(f"is not the scan of {files[0].path} ({'; '.join(differ)})", scan.source)
     judged = None
     if image is not None:
         judged = (thin_slab_inputs([image], thin_slab_mm) or [image])[0].array
+    floor = background_floor(judged) if judged is not None else None  # once for the filter and the table
     mask = filter_lesions(mask, geometry, probs, min_lesion_ml, min_lesion_peak, judged, min_lesion_contrast,
-                          min_lesion_spread)
+                          min_lesion_spread, floor)
     faint_cortical = None
     if anatomy is not None and judged is not None and min_cortex_contrast > 0:
         mask, faint_cortical = drop_faint_cortical(mask, anatomy, judged, geometry, min_cortex_contrast)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=judged)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=judged, floor=floor)
     summary = summarize_case(files[0].case_id, mask, geometry, lesions, anatomy=anatomy)
     if anatomy is not None and drop_outside:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped

@@ -116,14 +116,14 @@ def check_lesion_filters(min_ml: float, min_peak: float, min_contrast: float = 0
 
 def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs: Optional[np.ndarray] = None,
                    min_ml: float = 0.0, min_peak: float = 0.0, image: Optional[np.ndarray] = None,
-                   min_contrast: float = 0.0, min_spread: float = 0.0) -> np.ndarray:
+                   min_contrast: float = 0.0, min_spread: float = 0.0, floor: Optional[float] = None) -> np.ndarray:
     """The mask (uint8) without its lesions (26-connected, as the lesion table counts them) under ``min_ml`` ml
     (needs ``geometry``), whose most probable voxel stays under ``min_peak`` (needs ``probs``: hysteresis
     thresholding, the extent where the mask is, the evidence from the lesion's core) or less than ``min_contrast``
     times as bright as the tissue around them (needs ``image``, the scan on the mask's grid, and ``geometry``:
     deepwml.inference.lesion_contrast); with ``min_spread``, such a lesion is dropped only when it also stands less
     than that many ring spreads above its ring (lesion_contrast.lesion_spreads; a lesion whose ring is too small for
-    that figure is judged by the ratio alone)."""
+    that figure is judged by the ratio alone). ``floor``: the image's lesion_contrast.background_floor when known."""
     mask = np.asarray(mask) > 0
     box = lesion_box(mask) if (min_ml > 0 or min_peak > 0 or min_contrast > 0) else None
     if box is None:
@@ -148,7 +148,7 @@ def filter_lesions(mask: np.ndarray, geometry: Optional[Geometry] = None, probs:
         # compared in float32, as the probability map is stored: a peak of exactly the minimum stays
         keep[1:] &= peak >= np.float32(min_peak)
     if min_contrast > 0:
-        floor = background_floor(np.asarray(image))
+        floor = background_floor(np.asarray(image)) if floor is None else floor
         # both figures from the same rings, found once
         contrast, spread = lesion_measures(np.asarray(image)[box], labels, count, radius, floor, spreads=min_spread > 0)
         # a relative tolerance as for the volume; a lesion with no ring around it is not judged
@@ -182,11 +182,13 @@ def lesion_box(mask: np.ndarray) -> tuple:
 
 
 def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndarray] = None,
-                 probs: Optional[np.ndarray] = None, image: Optional[np.ndarray] = None) -> pd.DataFrame:
+                 probs: Optional[np.ndarray] = None, image: Optional[np.ndarray] = None,
+                 floor: Optional[float] = None) -> pd.DataFrame:
     """One row per lesion, largest first: volume, voxel count, slice span (0-based) and centroid in world mm;
     with an ``anatomy`` map (same grid) also the location class and distances (LOCATION_COLUMNS), with the
     lesion probabilities the mask was thresholded from (same grid) each lesion's CONFIDENCE_COLUMNS, and with the
-    scan (``image``, same grid) each lesion's contrast (CONTRAST_COLUMNS, NaN for a lesion with no ring)."""
+    scan (``image``, same grid) each lesion's contrast (CONTRAST_COLUMNS, NaN for a lesion with no ring; ``floor``:
+    the scan's background_floor when known)."""
     import pandas as pd
     mask = np.asarray(mask) > 0
     columns = (LESION_COLUMNS + (LOCATION_COLUMNS if anatomy is not None else [])
@@ -230,7 +232,7 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
         table["mean_probability"], table["confidence"] = lesion_confidence(ids, at_voxels, count)
     if image is not None:
         # the same components as the rows above, so each row gets its own lesion's contrast by construction
-        table["contrast"] = table_contrasts(np.asarray(image), labels, count, box, geometry)
+        table["contrast"] = table_contrasts(np.asarray(image), labels, count, box, geometry, floor)
     if anatomy is not None:
         # the same components in the same order as the rows above, so the columns line up before sorting
         located = locate_lesions(labels, count, tuple(b.start for b in box), anatomy, geometry)
@@ -245,13 +247,16 @@ def lesion_table(mask: np.ndarray, geometry: Geometry, anatomy: Optional[np.ndar
     return table
 
 
-def table_contrasts(image: np.ndarray, labels: np.ndarray, count: int, box: tuple, geometry: Geometry) -> np.ndarray:
-    """Each lesion's contrast as filter_lesions judges it, from the ``labels`` of the lesions' ``box`` of ``image``."""
+def table_contrasts(image: np.ndarray, labels: np.ndarray, count: int, box: tuple, geometry: Geometry,
+                    floor: Optional[float] = None) -> np.ndarray:
+    """Each lesion's contrast as filter_lesions judges it, from the ``labels`` of the lesions' ``box`` of ``image``
+    (``floor``: its background_floor when known)."""
     radius = ring_radius(geometry.numpy_spacing, geometry.slice_axis_numpy)
     wide = widen_box(box, image.shape, radius)
     # the box holds every lesion voxel, so its labels padded with zeros are those of the widened box: not labelled again
     pad = [(b.start - w.start, w.stop - b.stop) for b, w in zip(box, wide)]
-    return lesion_contrasts(image[wide], np.pad(labels, pad), count, radius, background_floor(image))
+    return lesion_contrasts(image[wide], np.pad(labels, pad), count, radius,
+                            background_floor(image) if floor is None else floor)
 
 
 def location_columns(located: LesionLocations) -> Dict[str, np.ndarray]:

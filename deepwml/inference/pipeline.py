@@ -23,6 +23,7 @@ from deepwml.inference.clinical import ClinicalOptions, write_clinical_outputs
 from deepwml.inference.cortex_contrast import drop_faint_cortical
 from deepwml.inference.flair_check import contrast_fields, with_map_warnings
 from deepwml.inference.inputs import InputCase, read_channels
+from deepwml.inference.lesion_contrast import background_floor
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, SKULL_STRIP_COLUMN, CaseSummary,
@@ -188,13 +189,15 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
         mask = white_matter_lesions(mask, anatomy, geometry)
     # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it
+    # the background floor of the contrasts, once for the filter and the table (a whole scan's median)
+    floor = background_floor(np.asarray(prepared.judged_array))
     mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
-                          options.min_lesion_contrast, options.min_lesion_spread)
+                          options.min_lesion_contrast, options.min_lesion_spread, floor)
     faint_cortical = None  # lesions in or against the cortex dropped as normal cortex: None when nothing was looked for
     if options.min_cortex_contrast > 0 and anatomy is not None:
         mask, faint_cortical = drop_faint_cortical(mask, anatomy, prepared.judged_array, geometry, options.min_cortex_contrast)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
-    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.judged_array)
+    lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.judged_array, floor=floor)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
     if dropped is not None:
         summary.anatomy[OUTSIDE_BRAIN_COLUMN] = dropped

@@ -14,7 +14,7 @@ stored as magnitude (noise above 0) or signed (noise around 0), as every scanner
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from skimage.filters import threshold_otsu
@@ -29,41 +29,77 @@ NEAR_ZERO_SHARE = 0.05
 #: the lowest value held by at least this share of the voxels is a fill: a skull-stripped scan's background, or
 #: padding outside the field of view; the rest of the scan decides whether it starts at 0
 FILL_SHARE = 0.01
+#: at least this share of the voxels on the planes' edges must be background for a level other than 0 (a scan with
+#: air around the head: all of them; a scan cropped to the brain: its tissue)
+EDGE_SHARE = 0.8
 #: at most this many voxels are read; a strided sample keeps it deterministic and fast
 _SAMPLE = 200_000
 
 
 def no_signal_level(array: np.ndarray) -> float:
-    """The intensity of no signal in ``array``: 0 when its background lies near 0, else the background's level (a
-    stored offset, a z-scored scan's air, a stripped scan's fill)."""
-    flat = np.asarray(array).ravel()
+    """The intensity of no signal in ``array``: 0 when its background lies near 0 or cannot be told (no background
+    around the head), else the background's level (a stored offset, a z-scored scan's air, a stripped scan's fill)."""
+    array = np.asarray(array)
+    flat = array.ravel()
     sample = flat[:: max(1, flat.size // _SAMPLE)].astype(np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0:
         return 0.0
     lowest = float(sample.min())
     fill = sample == lowest
-    filled = FILL_SHARE <= fill.mean() < 1.0
-    # a fill below the rest (-1024 padding around a magnitude image, or a z-scored brain's stripped background): the
-    # rest of the scan says whether the scan itself starts at 0
-    centre, floor, span = background_level(sample[~fill] if filled else sample)
-    # near 0: a magnitude image's air (noise above 0: its floor near 0) or a signed one's (noise around 0: its centre)
-    if not span > 0 or min(abs(centre), abs(floor)) <= NEAR_ZERO_SHARE * span:
+    if FILL_SHARE <= fill.mean() < 1.0:
+        return _fill_level(array, lowest, sample[~fill])
+    background = background_level(sample)
+    # near 0, or no background around the head: in a scan cropped to the brain the dark class is the darkest tissue,
+    # whose level is no zero of anything
+    if background is None or _near_zero(background) or not surrounds(array, background[3]):
         return 0.0
     # off 0 (an offset or z-scored copy of a magnitude image, as shared data are): the air's floor is where 0 was
-    return lowest if filled else floor
+    return background[1]
 
 
-def background_level(values: np.ndarray) -> Tuple[float, float, float]:
-    """(centre, floor, range) of the background: the median and LOW_PERCENTILE of the dark class Otsu's threshold
-    separates (the air of a scan with its head, the darkest tissue of a stripped brain) and the LOW_PERCENTILE to
-    HIGH_PERCENTILE range of ``values``, which are clipped to it first (a hot voxel does not squeeze the histogram)."""
+def _fill_level(array: np.ndarray, fill: float, rest: np.ndarray) -> float:
+    """no_signal_level of a scan whose lowest value ``fill`` is held by many voxels: a skull-stripped scan's background
+    (its no signal, wherever it lies), or padding outside the field of view (-1024 around a magnitude image, whose
+    own air, near 0 and around the head where the padding leaves the edges, is its no signal)."""
+    background = background_level(rest)
+    if background is not None and _near_zero(background) and surrounds(array, background[3], without=fill):
+        return 0.0
+    span = background[2] if background is not None else 0.0
+    # a fill that does not surround the head is the darkest tissue of a scan cropped to it (or of a phantom)
+    return 0.0 if abs(fill) <= NEAR_ZERO_SHARE * span or not surrounds(array, fill) else fill
+
+
+def _near_zero(background: Tuple[float, float, float, float]) -> bool:
+    """Whether a background (background_level) lies near 0: a magnitude image's air (noise above 0: its floor near 0)
+    or a signed one's (noise around 0: its centre)."""
+    centre, floor, span, _ = background
+    return min(abs(centre), abs(floor)) <= NEAR_ZERO_SHARE * span
+
+
+def background_level(values: np.ndarray) -> Optional[Tuple[float, float, float, float]]:
+    """(centre, floor, range, threshold) of the background: the median and LOW_PERCENTILE of the dark class Otsu's
+    threshold separates (the air of a scan with its head, the darkest tissue of a stripped brain), the LOW_PERCENTILE
+    to HIGH_PERCENTILE range of ``values`` (clipped to it first: a hot voxel does not squeeze the histogram) and the
+    threshold; None for values without a range."""
     low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if not high > low:
-        return 0.0, 0.0, 0.0
+        return None
     clipped = np.clip(values, low, high)
-    dark = clipped[clipped <= threshold_otsu(clipped)]
-    return float(np.median(dark)), float(np.percentile(dark, LOW_PERCENTILE)), float(high - low)
+    threshold = float(threshold_otsu(clipped))
+    dark = clipped[clipped <= threshold]
+    return float(np.median(dark)), float(np.percentile(dark, LOW_PERCENTILE)), float(high - low), threshold
+
+
+def surrounds(array: np.ndarray, threshold: float, without: Optional[float] = None) -> bool:
+    """Whether at least EDGE_SHARE of the voxels on the edges of ``array``'s planes (the two longest axes: a slice's
+    rows and columns), those holding ``without`` left out, lie at or below ``threshold``: air (or a stripped scan's
+    fill) around the head; False when no edge voxel is left."""
+    longest = sorted(np.argsort(array.shape)[-2:])
+    values = np.concatenate([np.take(array, index, axis=axis).ravel() for axis in longest for index in (0, -1)])
+    keep = np.isfinite(values) if without is None else np.isfinite(values) & (values != without)
+    values = values[keep]
+    return values.size > 0 and float(np.mean(values <= threshold)) >= EDGE_SHARE
 
 
 def from_no_signal(image: Image) -> Image:
