@@ -188,8 +188,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         if anatomy is None:
             raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
         mask = white_matter_lesions(mask, anatomy, geometry)
-    # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it
-    # the background floor of the contrasts, once for the filter and the table (a whole scan's median)
+    # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it;
+    # its background floor (a whole scan's median) once for the filter and the table
     floor = background_floor(np.asarray(prepared.judged_array))
     mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
                           options.min_lesion_contrast, options.min_lesion_spread, floor)
