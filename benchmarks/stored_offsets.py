@@ -20,6 +20,7 @@ import numpy as np
 
 from deepwml.cli import predict as predict_cli
 from deepwml.cli.common import run
+from deepwml.evaluation.case_metrics import dice
 from deepwml.imageio import read_image, write_image
 from deepwml.imageio.files import is_image_file, split_ending
 from deepwml.synthetic.generate import generate_case
@@ -102,10 +103,10 @@ def _main(argv: Optional[List[str]]) -> int:
         cells = []
         for name, mask in zip(names, masks):
             m = mask.array > 0
-            dice = 2 * np.count_nonzero(m & ref) / max(int(m.sum() + ref.sum()), 1)
-            cells.append(f"{m.sum() * voxel_ml:.2f}" + ("" if name == names[0] else f" ({dice:.3f})"))
+            agreement = dice(ref, m)
+            cells.append(f"{m.sum() * voxel_ml:.2f}" + ("" if name == names[0] else f" ({agreement:.3f})"))
             if name != names[0]:
-                worst[name] = min(worst[name], dice)
+                worst[name] = min(worst[name], agreement)
         print(f"| {stem} | " + " | ".join(cells) + " |")
     print("\nlowest Dice against the scan as stored: " + ", ".join(f"{n} {d:.3f}" for n, d in worst.items()))
     return 0

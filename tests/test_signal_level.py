@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from deepwml.cli import predict as predict_cli
+from deepwml.evaluation.case_metrics import dice
 from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.signal_level import from_no_signal, no_signal_level
 from deepwml.synthetic.generate import generate_case
@@ -84,8 +85,7 @@ def test_offset_negative_and_z_scored_copies_of_a_scan_get_its_lesions(tmp_path,
     reference = masks["as_stored"]
     assert reference.sum() > 200
     for name in ("plus_1000", "all_negative", "z_scored"):
-        overlap = 2 * np.count_nonzero(masks[name] & reference) / (masks[name].sum() + reference.sum())
-        assert overlap > 0.97, (name, overlap)
+        assert dice(reference, masks[name]) > 0.97, (name, dice(reference, masks[name]))
     # and summary.csv says which scans were measured from elsewhere than 0
     warnings = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")["acquisition_warning"]
     assert "intensities start at" not in warnings["as_stored"]
