@@ -14,7 +14,7 @@ stored as magnitude (noise above 0) or signed (noise around 0), as every scanner
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 from skimage.filters import threshold_otsu
@@ -52,10 +52,10 @@ def no_signal_level(array: np.ndarray) -> float:
     background = background_level(sample)
     # near 0, or no background around the head: in a scan cropped to the brain the dark class is the darkest tissue,
     # whose level is no zero of anything
-    if background is None or _near_zero(background) or not surrounds(array, background[3]):
+    if background is None or background.near_zero or not surrounds(array, background.threshold):
         return 0.0
     # off 0 (an offset or z-scored copy of a magnitude image, as shared data are): the air's floor is where 0 was
-    return background[1]
+    return background.floor
 
 
 def _fill_level(array: np.ndarray, fill: float, rest: np.ndarray) -> float:
@@ -63,32 +63,39 @@ def _fill_level(array: np.ndarray, fill: float, rest: np.ndarray) -> float:
     (its no signal, wherever it lies), or padding outside the field of view (-1024 around a magnitude image, whose
     own air, near 0 and around the head where the padding leaves the edges, is its no signal)."""
     background = background_level(rest)
-    if background is not None and _near_zero(background) and surrounds(array, background[3], without=fill):
+    if background is not None and background.near_zero and surrounds(array, background.threshold, without=fill):
         return 0.0
-    span = background[2] if background is not None else 0.0
+    span = background.span if background is not None else 0.0
     # a fill that does not surround the head is the darkest tissue of a scan cropped to it (or of a phantom)
     return 0.0 if abs(fill) <= NEAR_ZERO_SHARE * span or not surrounds(array, fill) else fill
 
 
-def _near_zero(background: Tuple[float, float, float, float]) -> bool:
-    """Whether a background (background_level) lies near 0: a magnitude image's air (noise above 0: its floor near 0)
-    or a signed one's (noise around 0: its centre)."""
-    centre, floor, span, _ = background
-    return min(abs(centre), abs(floor)) <= NEAR_ZERO_SHARE * span
+class Background(NamedTuple):
+    """The dark class Otsu's threshold separates (the air of a scan with its head, the darkest tissue of a stripped
+    brain): its median and LOW_PERCENTILE, the scan's LOW_PERCENTILE to HIGH_PERCENTILE range and the threshold."""
+
+    centre: float
+    floor: float
+    span: float
+    threshold: float
+
+    @property
+    def near_zero(self) -> bool:
+        """Whether it lies near 0: a magnitude image's air (noise above 0: its floor near 0) or a signed one's (noise
+        around 0: its centre)."""
+        return min(abs(self.centre), abs(self.floor)) <= NEAR_ZERO_SHARE * self.span
 
 
-def background_level(values: np.ndarray) -> Optional[Tuple[float, float, float, float]]:
-    """(centre, floor, range, threshold) of the background: the median and LOW_PERCENTILE of the dark class Otsu's
-    threshold separates (the air of a scan with its head, the darkest tissue of a stripped brain), the LOW_PERCENTILE
-    to HIGH_PERCENTILE range of ``values`` (clipped to it first: a hot voxel does not squeeze the histogram) and the
-    threshold; None for values without a range."""
+def background_level(values: np.ndarray) -> Optional[Background]:
+    """The Background of ``values`` (clipped to their range first: a hot voxel does not squeeze the histogram); None
+    for values without a range."""
     low, high = np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if not high > low:
         return None
     clipped = np.clip(values, low, high)
     threshold = float(threshold_otsu(clipped))
     dark = clipped[clipped <= threshold]
-    return float(np.median(dark)), float(np.percentile(dark, LOW_PERCENTILE)), float(high - low), threshold
+    return Background(float(np.median(dark)), float(np.percentile(dark, LOW_PERCENTILE)), float(high - low), threshold)
 
 
 def surrounds(array: np.ndarray, threshold: float, without: Optional[float] = None) -> bool:
