@@ -8,7 +8,7 @@ import pytest
 from deepwml.cli import predict as predict_cli
 from deepwml.evaluation.case_metrics import dice
 from deepwml.imageio import Image, read_image, write_image
-from deepwml.inference.signal_level import from_no_signal, no_signal_level
+from deepwml.inference.signal_level import from_no_signal, kept_level_note, level_note, no_signal_level
 from deepwml.synthetic.generate import generate_case
 from deepwml_testing.benchmarks import load_benchmark
 
@@ -65,6 +65,15 @@ def test_a_scan_without_air_around_the_head_is_read_as_stored(scan):
     assert no_signal_level(cropped) == 0.0 and no_signal_level(cropped + 1000) == 0.0
 
 
+def test_the_level_note_is_found_again_among_a_row_s_warnings():
+    """A resumed run keeps the note its earlier run wrote (the mask on disk cannot tell the level): found among the
+    other warnings of the row, and nothing in a row without it or in an empty cell."""
+    note = level_note(-1234.0)
+    assert note.startswith("intensities start at -1234, not 0")
+    assert kept_level_note(f"slices 3 mm; {note}; bright brain") == note and kept_level_note(note) == note
+    assert kept_level_note("slices 3 mm") == "" and kept_level_note(float("nan")) == "" and level_note(0.0) == ""
+
+
 def read_image_of(scan, array=None) -> Image:
     """The scan as deepwml reads it (an Image on its geometry), optionally with other intensities."""
     return Image(np.asarray(scan.image if array is None else array), scan.geometry)
@@ -91,6 +100,10 @@ def test_offset_negative_and_z_scored_copies_of_a_scan_get_its_lesions(tmp_path,
     assert "intensities start at" not in warnings["as_stored"]
     assert all("intensities start at" in warnings[name] and "z-scored?" in warnings[name]
                for name in ("plus_1000", "all_negative", "z_scored"))
+    # a second run resumes every case from its mask, which cannot tell the level: the earlier run's note is kept
+    assert predict_cli.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
+    again = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")["acquisition_warning"]
+    assert again.to_dict() == warnings.to_dict()
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.postprocessing import MaskSettings, mask_settings
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
+from deepwml.inference.signal_level import kept_level_note
 from deepwml.inference.skull_strip import run_skull_strip
 from deepwml.inference.thin_slices import check_slab_setting, run_slab_mm
 from deepwml.paths import results_root
@@ -220,21 +221,39 @@ ANATOMY_ROWS_NAME = ".deepwml_anatomy_rows.json"
 ANATOMY_ROWS_LOCK = ".deepwml_anatomy_rows.lock"
 
 
+def earlier_summary_rows(path: Path) -> Any:
+    """The finished ("ok") rows of an earlier run's summary.csv ``path``, indexed by case_id (a pandas DataFrame);
+    None when there is none or it cannot be read."""
+    if not path.is_file():
+        return None
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype={"case_id": str})
+    except (OSError, ValueError):
+        return None
+    return frame[frame["status"] == "ok"].set_index("case_id") if {"case_id", "status"} <= set(frame.columns) else None
+
+
+def earlier_level_notes(path: Path) -> Dict[str, str]:
+    """The no-signal level notes (deepwml.inference.signal_level) of the cases an earlier run finished, from its
+    summary.csv ``path``: the mask on disk cannot tell that its scan was measured from another level than 0."""
+    rows = earlier_summary_rows(path)
+    if rows is None or "acquisition_warning" not in rows.columns:
+        return {}
+    notes = {cid: kept_level_note(warning) for cid, warning in rows["acquisition_warning"].items()}
+    return {cid: note for cid, note in notes.items() if note}
+
+
 def earlier_anatomy_rows(path: Path) -> Dict[str, Dict[str, Any]]:
     """Anatomy columns (locations, McDonald, Fazekas) of the cases earlier runs finished: from the folder's record of
     them, and from the summary.csv ``path`` (folders from before that record)."""
     rows: Dict[str, Dict[str, Any]] = {}
-    if path.is_file():
-        import pandas as pd
-
-        try:
-            frame = pd.read_csv(path, dtype={"case_id": str})
-        except (OSError, ValueError):
-            frame = None
-        columns = [c for c in ANATOMY_SUMMARY_COLUMNS if frame is not None and c in frame.columns]
-        if columns and "status" in frame.columns:
-            ok = frame[frame["status"] == "ok"].set_index("case_id")[columns]
-            rows = {cid: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for cid, row in ok.iterrows()}
+    ok = earlier_summary_rows(path)
+    columns = [c for c in ANATOMY_SUMMARY_COLUMNS if ok is not None and c in ok.columns]
+    if columns:
+        rows = {cid: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+                for cid, row in ok[columns].iterrows()}
     try:
         kept = read_json(path.parent / ANATOMY_ROWS_NAME)
     except DeepWMLError:  # none yet, or a crash or a hand left it unreadable: summary.csv is all there is
@@ -335,7 +354,9 @@ def _predict(request: PredictRequest) -> PredictReport:
                            cortex_contrast=cortex_contrast,
                            stored_postprocessing=from_model)
     summaries = {}
-    earlier = earlier_anatomy_rows(summary_path(out_dir, request.num_parts, request.part_id)) if anatomy_dir and done else {}
+    earlier_path = summary_path(out_dir, request.num_parts, request.part_id)
+    earlier = earlier_anatomy_rows(earlier_path) if anatomy_dir and done else {}
+    level_notes = earlier_level_notes(earlier_path) if done else {}
     for case in done:
         try:
             summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained,
@@ -346,6 +367,10 @@ def _predict(request: PredictRequest) -> PredictReport:
                 summary = summaries[case.case_id]
                 summary.anatomy = {**earlier[case.case_id], **summary.anatomy}
                 summary.acquisition_warning = with_map_warnings(summary.acquisition_warning, summary.anatomy)
+            if case.case_id in level_notes:  # read from the scan by the run that made the mask (signal_level)
+                summary = summaries[case.case_id]
+                summary.acquisition_warning = "; ".join(
+                    part for part in (summary.acquisition_warning, level_notes[case.case_id]) if part)
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = runtime_setup() if weights.graphs is not None else torch_setup(request)

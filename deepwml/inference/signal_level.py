@@ -121,9 +121,21 @@ def shifted(image: Image, level: float) -> Image:
     return replace(image, array=np.asarray(image.array, dtype=np.float32) - np.float32(level))
 
 
+#: how level_note begins: a resumed run finds the note of its earlier run by it (kept_level_note)
+LEVEL_NOTE_START = "intensities start at "
+
+
 def level_note(level: float) -> str:
     """What summary.csv's acquisition_warning says of a scan measured from ``level`` rather than 0; '' for 0."""
     if level == 0.0:
         return ""
-    return (f"intensities start at {level:.4g}, not 0 (stored with an offset, or z-scored?): the lesion filters and "
+    return (f"{LEVEL_NOTE_START}{level:.4g}, not 0 (stored with an offset, or z-scored?): the lesion filters and "
             "skull stripping measured them from there")
+
+
+def kept_level_note(warning: object) -> str:
+    """The level_note within an earlier run's acquisition_warning ``warning`` (its parts are '; '-separated; the note
+    holds none); '' when it has none or is no text (an empty cell)."""
+    if not isinstance(warning, str):
+        return ""
+    return next((part for part in warning.split("; ") if part.startswith(LEVEL_NOTE_START)), "")
