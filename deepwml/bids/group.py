@@ -57,7 +57,8 @@ _DESCRIPTIONS: Dict[str, Dict[str, str]] = {
     VENTRICLE_VOLUME_COLUMN: {"Description": "lateral ventricles on the scanned slices, from the anatomy map", "Units": "ml"},
     LESION_PERCENT_COLUMN: {"Description": "total_lesion_volume_ml as a percentage of brain_volume_ml"},
     COVERAGE_COLUMN: {"Description": "complete, or where the brain runs past the scan (cut at the top, bottom or both "
-                                     "ends): then brain_volume_ml misses what was not scanned"},
+                                     "ends; at the back, front, on the left or right, beyond the field of view): then "
+                                     "brain_volume_ml misses what was not scanned"},
     "lesions_dropped_outside_brain": {"Description": "lesions left out of the mask for lying wholly outside the brain "
                                                      "the anatomy model found (false positives, or brain it missed)"},
     "lesions_dropped_faint_in_cortex": {"Description": "lesions left out of the mask for lying in the cortex the anatomy "

@@ -297,8 +297,10 @@ def _tissue_groups(summary: CaseSummary, c: Dict, algorithm) -> List:
     groups = []
     for key, field, label in (("brain", BRAIN_VOLUME_COLUMN, BRAIN_TRACKING), ("ventricle", VENTRICLE_VOLUME_COLUMN,
                                                                                 VENTRICLE_TRACKING)):
+        # a Code Meaning is a DICOM LO (64 characters): a brain cut at many sides is named in full in summary.csv
+        meaning = coverage if len(coverage) <= 64 else coverage[:61] + "..."
         evaluations = ([hd.sr.QualitativeEvaluation(c["coverage"], local_code(f"COVER-{coverage.upper().replace(' ', '-')}",
-                                                                               coverage))]
+                                                                               meaning))]
                        if key == "brain" else None)
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=label), finding_type=c[key],
