@@ -28,6 +28,8 @@ def test_a_scan_as_a_scanner_stores_it_starts_at_zero_and_is_left_as_it_is(scan)
     padded = scan.image.astype(np.float32).copy()
     padded[:, :, :20] = -1024  # a field of view padded with a marker value: the rest starts at 0
     assert no_signal_level(padded) == 0.0
+    framed = np.pad(scan.image.astype(np.float32), ((0, 0), (12, 12), (12, 12)), constant_values=-1024)
+    assert no_signal_level(framed) == 0.0  # padding on all four edges: the air just inside it starts at 0
     image = read_image_of(scan)
     assert from_no_signal(image) is image
 
@@ -44,6 +46,9 @@ def test_an_offset_or_a_z_scored_scan_is_measured_from_its_background(scan):
     brain = base > np.percentile(base, 60)
     stripped_z = np.where(brain, (base - base[brain].mean()) / base[brain].std(), -3.5)
     assert no_signal_level(stripped_z) == -3.5
+    # a stripped brain (its fill on every edge) meets the fill with tissue, not air: the fill is its level
+    stripped_offset = np.where(brain, base + 500.0, 500.0)
+    assert no_signal_level(stripped_offset) == 500.0
     assert no_signal_level(np.full((3, 8, 8), 7.0)) == 0.0
     shifted = from_no_signal(read_image_of(scan, base + 1000.0))
     assert shifted.array.dtype == np.float32 and abs(float(np.median(shifted.array[base < near]))) < near

@@ -61,9 +61,11 @@ def no_signal_level(array: np.ndarray) -> float:
 def _fill_level(array: np.ndarray, fill: float, rest: np.ndarray) -> float:
     """no_signal_level of a scan whose lowest value ``fill`` is held by many voxels: a skull-stripped scan's background
     (its no signal, wherever it lies), or padding outside the field of view (-1024 around a magnitude image, whose
-    own air, near 0 and around the head where the padding leaves the edges, is its no signal)."""
+    own air, near 0 and around the head where the padding leaves the edges or just inside a padding that frames
+    them all, is its no signal)."""
     background = background_level(rest)
-    if background is not None and background.near_zero and surrounds(array, background.threshold, without=fill):
+    if background is not None and background.near_zero and (
+            surrounds(array, background.threshold, without=fill) or borders(array, fill, background.threshold)):
         return 0.0
     span = background.span if background is not None else 0.0
     # a fill that does not surround the head is the darkest tissue of a scan cropped to it (or of a phantom)
@@ -106,6 +108,25 @@ def surrounds(array: np.ndarray, threshold: float, without: Optional[float] = No
     values = np.concatenate([np.take(array, index, axis=axis).ravel() for axis in longest for index in (0, -1)])
     keep = np.isfinite(values) if without is None else np.isfinite(values) & (values != without)
     values = values[keep]
+    return values.size > 0 and float(np.mean(values <= threshold)) >= EDGE_SHARE
+
+
+def borders(array: np.ndarray, fill: float, threshold: float) -> bool:
+    """Whether ``fill`` frames every edge of ``array``'s planes and at least EDGE_SHARE of the voxels next to it in
+    those planes lie at or below ``threshold``: padding around a scan's own air (a stripped brain meets its fill
+    with tissue); False when an edge voxel holds anything else (surrounds judges those)."""
+    longest = sorted(np.argsort(array.shape)[-2:])
+    if any(np.any(np.take(array, index, axis=axis) != fill) for axis in longest for index in (0, -1)):
+        return False
+    padding = array == fill
+    inside = np.zeros_like(padding)
+    for axis in longest:  # voxels one step from the padding within a plane, not padding themselves
+        ahead = [slice(None)] * array.ndim
+        behind = [slice(None)] * array.ndim
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        inside[tuple(ahead)] |= padding[tuple(behind)]
+        inside[tuple(behind)] |= padding[tuple(ahead)]
+    values = array[inside & ~padding]
     return values.size > 0 and float(np.mean(values <= threshold)) >= EDGE_SHARE
 
 
