@@ -2,8 +2,9 @@
 whole (deepwml_predict with the shipped models, its anatomy map saved); then copies are written cropped in-plane to the
 head's box (what is brighter than the air by Otsu's threshold, and the anatomy map's brain: a skull-stripped scan's
 brain then touches every edge of the field, as in data cropped to it) and cut MM into the anatomy map's brain at each
-side (back, front, left, right), and predicted. Printed per kind of copy: how often summary.csv's brain_coverage names
-the cut side (for the box: is called as the whole scan), and the brain volume against the whole scan's
+side (back, front, left, right), and with the field's edge 3 mm outside the brain (through the skull, or air), and
+predicted. Printed per kind of copy: how often summary.csv's brain_coverage names the cut side (for the box and the
+edges outside the brain: is called as the whole scan), and the brain volume against the whole scan's
 (deepwml.anatomy.volumes).
 
     python benchmarks/field_of_view.py --work /tmp/fov                       # 6 generator scans (seed 5000)
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, required=True, help="work folder (outside the repository; resumes)")
     p.add_argument("-i", "--input", type=Path, help="folder of scans (default: 6 generator scans, seed --seed)")
     p.add_argument("--seed", type=int, default=5000, help="generator seed without -i (default 5000)")
-    p.add_argument("--cuts", type=float, nargs="+", default=[4.0, 10.0], help="mm into the brain (default 4 10)")
+    p.add_argument("--cuts", type=float, nargs="+", default=[-3.0, 4.0, 10.0],
+                   help="mm into the brain; below 0, the field's edge that far outside it (default -3 4 10)")
     return p
 
 
@@ -86,9 +88,11 @@ def write_copies(scan: Path, anatomy: Path, work: Path, cuts: Sequence[float]) -
     for mm in cuts:
         for (axis, end), side in edges.items():
             step = int(round(mm / image.geometry.numpy_spacing[axis]))
-            start, stop = extent[axis]
-            box = {axis: (start + step, image.array.shape[axis]) if end == 0 else (0, stop - step)}
-            copies[f"{stem}__{side.split()[-1]}{mm:g}"] = (f"cut {mm:g} mm", side, box)
+            start, stop, size = *extent[axis], image.array.shape[axis]
+            box = {axis: (max(0, start + step), size) if end == 0 else (0, min(size, stop - step))}
+            # a field whose edge lies outside the brain (through the skull or air) must leave the coverage as it was
+            kind, cut = (f"cut {mm:g} mm", side) if mm > 0 else (f"edge {-mm:g} mm outside the brain", "")
+            copies[f"{stem}__{side.split()[-1]}{mm:g}"] = (kind, cut, box)
     out = {}
     for case_id, (kind, side, box) in copies.items():
         path = work / "copies" / f"{case_id}.nii.gz"
@@ -110,7 +114,7 @@ def summary_table(rows: pd.DataFrame, copies: Dict[str, Tuple[str, str]], whole:
     for kind, members in kinds.items():
         called = [str(rows.loc[c, "brain_coverage"]) for c, _ in members]
         scans = [c.rsplit("__", 1)[0] for c, _ in members]
-        expected = [got == whole.loc[scan, "brain_coverage"] if kind == BOX else side in got
+        expected = [side in got if side else got == whole.loc[scan, "brain_coverage"]
                     for scan, (_, side), got in zip(scans, members, called)]
         ratios = [rows.loc[c, "brain_volume_ml"] / whole.loc[scan, "brain_volume_ml"] for scan, (c, _) in zip(scans, members)]
         counts = pd.Series(called).value_counts()
@@ -129,8 +133,8 @@ def _predict(images: Path, out: Path, extra: Sequence[str] = ()) -> pd.DataFrame
 
 def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
-    if not args.cuts or min(args.cuts) <= 0:
-        raise DeepWMLError(f"--cuts must be mm above 0, not {args.cuts}")
+    if not args.cuts or 0 in args.cuts:
+        raise DeepWMLError(f"--cuts takes mm into the brain (above 0) or outside it (below 0), not 0: {args.cuts}")
     work = outside_repository(args.work)
     print(load_line())
     scans = source_scans(work, args.input, args.seed)

@@ -39,6 +39,6 @@ def test_the_benchmark_names_each_cut_side_and_leaves_the_brain_box_as_the_whole
     assert "0 case(s) predicted, 1 already done" in again and "0 case(s) predicted, 5 already done" in again
 
 
-def test_cuts_must_be_positive(tmp_path):
+def test_a_cut_of_0_mm_is_refused(tmp_path):
     bench = load_benchmark("field_of_view")
-    assert bench.main(["--work", str(tmp_path / "w"), "--cuts", "0"]) == 2
+    assert bench.main(["--work", str(tmp_path / "w"), "--cuts", "4", "0"]) == 2

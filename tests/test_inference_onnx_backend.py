@@ -155,6 +155,28 @@ def test_flip_tta_of_a_padded_batch_averages_the_same_pixels_in_both_engines(tmp
     np.testing.assert_allclose(on_runtime, plain, atol=1e-6)
 
 
+def test_the_far_end_is_padded_with_the_plane_s_lowest_value_so_both_edges_of_the_field_read_alike(tmp_path):
+    """A head cut by the field of view at the far end of a width the U-Net's multiple does not divide: the padding
+    holds each plane's lowest value, as training pads a patch that leaves its slice, so the network reads that edge as
+    it reads the near one (a copy of the edge carried the head on into the padding); in both engines."""
+    model = write_model_dir(tmp_path / "Dataset999_Toy" / "tiny", tiny_plan(), kind="threshold")  # 3 x 3 mean, > 1.5
+    spec = check_model(model)
+    stack = np.zeros((1, 2, 64, 62), np.float32)  # 62: padded to 64
+    stack[0, 0, 20:40, 50:] = 3.0  # bright tissue cut by the far edge of the field
+    stack[0, 1, 20:40, :12] = 3.0  # ... and its mirror image, cut by the near edge
+    torch_probs = _predictor_of(spec).predict(stack)
+    graph_probs = GraphPredictor(fold_graphs(spec), spec.plan, threads=1, crop=False).predict(stack)
+    for probs in (torch_probs, graph_probs):
+        np.testing.assert_allclose(probs[0, 20:40, -1], probs[1, 20:40, 0], atol=1e-6)
+        assert probs[0, 30, -1] < 0.9  # two thirds of the mean's window: 2.0, not 3.0 (0.88 against 0.998)
+    np.testing.assert_allclose(graph_probs, torch_probs, atol=1e-5)
+
+
+def _predictor_of(spec) -> SlicePredictor:
+    """The torch predictor of a model's folds, whole slices."""
+    return SlicePredictor(build_fold_networks(spec, load_fold_states(spec)), spec.plan, _cpu(), crop=False)
+
+
 def test_graphs_come_from_the_cache_until_the_checkpoint_changes(tmp_path, monkeypatch):
     """A second read exports nothing; re-calibrating (a new temperature in the checkpoint) makes a new graph entry
     with the new temperature, in place of the old one."""

@@ -351,8 +351,11 @@ class GraphPredictor:
             raise ValueError(f"the network takes {self.input_spec.in_channels} input channel(s), the batch has {x.shape[1]}")
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
+        if ph or pw:  # each plane's lowest value, as the torch predictor pads (inference.predictor._pad_to_multiple)
+            padded = np.empty(x.shape[:2] + (h + ph, w + pw), dtype=np.float32)
+            padded[...] = x.min(axis=(-2, -1), keepdims=True)
+            padded[..., :h, :w] = x
+            x = padded
         total = np.zeros((x.shape[0], self.out_channels, h, w), dtype=np.float32)
         for sess in self.sessions:
             total += _probabilities(sess.run([OUTPUT], {INPUT: x})[0][..., :h, :w], self.out_channels)

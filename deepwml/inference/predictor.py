@@ -30,11 +30,16 @@ from deepwml.training.device import DeviceSetup
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Pad H and W at the far end to a multiple of the U-Net's downsampling factor (target-spacing plans vary)."""
+    """Pad H and W at the far end to a multiple of the U-Net's downsampling factor (target-spacing plans vary), with
+    each plane's lowest value, as training pads a patch that leaves its slice (training.dataloader): repeating the
+    edge instead carried a head cut by the field of view on into the padding, and the anatomy model called brain up
+    to that edge of the field, not to the other (benchmarks/README.md, "The brain cut by the field of view")."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
-        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+        padded = x.amin(dim=(-2, -1), keepdim=True).expand(*x.shape[:-2], h + ph, w + pw).clone()
+        padded[..., :h, :w] = x
+        x = padded
     return x, (h, w)
 
 
