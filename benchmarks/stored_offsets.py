@@ -1,5 +1,6 @@
 """Does a scan's stored intensity offset change its lesions? Each scan is written again with an offset added (the same
-for every voxel), with every voxel made negative, and z-scored, as shared research data often is; deepwml_predict
+for every voxel), with every voxel made negative, z-scored, and z-scored over its voxels other than 0 with those left
+at 0 (a stripped brain normalised within itself), as shared research data often are; deepwml_predict
 (default settings: skull stripping, lesion contrast filter, cortex bound) predicts all of them, and each copy's lesion
 volume and Dice against the mask of the scan as stored are printed (deepwml.inference.signal_level).
 
@@ -36,6 +37,9 @@ COPIES = {
     "+ 0.5 x range": lambda a: a + 0.5 * np.ptp(a),
     "all negative": lambda a: a - 1.5 * a.max(),
     "z-scored": lambda a: (a - a.mean()) / a.std(),
+    # a stripped brain z-scored within itself, its background left at 0 (as research pipelines normalise "nonzero"
+    # voxels); on a scan with noisy air, nearly the plain z-score
+    "z-scored where not 0": lambda a: np.where(a != 0, (a - a[a != 0].mean()) / a[a != 0].std(), 0.0),
 }
 
 

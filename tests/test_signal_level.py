@@ -8,7 +8,7 @@ import pytest
 from deepwml.cli import predict as predict_cli
 from deepwml.evaluation.case_metrics import dice
 from deepwml.imageio import Image, read_image, write_image
-from deepwml.inference.signal_level import from_no_signal, kept_level_note, level_note, no_signal_level
+from deepwml.inference.signal_level import NoSignal, from_no_signal, kept_level_note, level_note, no_signal, no_signal_level
 from deepwml.synthetic.generate import generate_case
 from deepwml_testing.benchmarks import load_benchmark
 
@@ -50,6 +50,13 @@ def test_an_offset_or_a_z_scored_scan_is_measured_from_its_background(scan):
     stripped_offset = np.where(brain, base + 500.0, 500.0)
     assert no_signal_level(stripped_offset) == 500.0
     assert no_signal_level(np.full((3, 8, 8), 7.0)) == 0.0
+    # stored as integers with air noise of 0-2 (0 on a sixth of the voxels, not all around the head), then z-scored:
+    # the lowest value, held by many voxels, is the air's floor, not a stripped fill nor the darkest tissue of a crop
+    air = base < np.percentile(base, 30)
+    integers = np.maximum(np.round(base / np.percentile(base[air], 90) * 2), 0)
+    assert np.mean(integers == 0) > 0.1
+    z_integers = (integers - integers.mean()) / integers.std()
+    assert no_signal_level(z_integers) == pytest.approx((0 - integers.mean()) / integers.std())
     shifted = from_no_signal(read_image_of(scan, base + 1000.0))
     assert shifted.array.dtype == np.float32 and abs(float(np.median(shifted.array[base < near]))) < near
 
@@ -68,6 +75,50 @@ def test_a_scan_without_air_around_the_head_is_read_as_stored(scan):
     cropped = base[z // 4:3 * z // 4, int(0.3 * h):int(0.7 * h), int(0.3 * w):int(0.7 * w)]  # inside the head
     assert cropped.min() > 0.05 * base.max()  # no air left
     assert no_signal_level(cropped) == 0.0 and no_signal_level(cropped + 1000) == 0.0
+
+
+@pytest.fixture(scope="module")
+def stripped():
+    """A skull-stripped generator scan (its background 0) with lesions."""
+    return generate_case("MS#4", index=1, seed=4345, skull_stripped=True)
+
+
+def z_scored_in_brain(image: np.ndarray) -> np.ndarray:
+    """A stripped scan z-scored within its brain, the background left at 0 (research pipelines' "nonzero" z-score)."""
+    a = image.astype(np.float32)
+    brain = a != 0
+    return np.where(brain, (a - a[brain].mean()) / a[brain].std(), 0.0).astype(np.float32)
+
+
+def test_a_stripped_brain_normalised_within_itself_starts_at_its_lowest_values_and_its_background_there(stripped, scan):
+    """Its background 0 lies among the brain's values (about half of them negative): the brain's lowest values stand
+    in for no signal and the background is set there when read, so it reads as a stripped magnitude scan does."""
+    z = z_scored_in_brain(stripped.image)
+    start = no_signal(z)
+    brain = z != 0
+    assert start.fill == 0.0 and start.level == pytest.approx(np.percentile(z[brain], 0.5), abs=0.05)
+    read = from_no_signal(read_image_of(stripped, z)).array
+    assert np.all(read[~brain] == 0) and np.mean(read[brain] < 0) < 0.01
+    # the brain's median over its lowest values keeps what the stored magnitudes give, within the stand-in's error
+    as_stored = stripped.image[brain].astype(np.float64)
+    assert np.median(read[brain]) / np.percentile(read[brain], 75) == pytest.approx(
+        np.median(as_stored) / np.percentile(as_stored, 75), abs=0.05)
+    assert "normalised within the brain" in level_note(start) and kept_level_note(level_note(start)) == level_note(start)
+    # a stripped magnitude scan, its fill the lowest value, is as stored; and so is a scan with air (no one edge value)
+    assert no_signal(stripped.image) == NoSignal(0.0) and no_signal(scan.image) == NoSignal(0.0)
+
+
+@pytest.mark.slow
+def test_a_stripped_brain_normalised_within_itself_gets_the_lesions_of_the_scan_as_stored(tmp_path, stripped):
+    """deepwml_predict on the stripped scan and its copy z-scored within the brain (background 0): before, the copy's
+    background read as bright as the brain's mean, and its mask had a Dice of 0.28-0.49 with the scan's."""
+    write_image(stripped.image, stripped.geometry, tmp_path / "in" / "as_stored.nii.gz")
+    write_image(z_scored_in_brain(stripped.image), stripped.geometry, tmp_path / "in" / "z_brain.nii.gz")
+    assert predict_cli.main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-qc"]) == 0
+    masks = [read_image(tmp_path / "out" / f"{n}.nii.gz").array > 0 for n in ("as_stored", "z_brain")]
+    assert masks[0].sum() > 200 and dice(*masks) > 0.9
+    warnings = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("case_id")["acquisition_warning"]
+    assert "normalised within the brain" in warnings["z_brain"] and "not like a T2-FLAIR" not in warnings["z_brain"]
 
 
 def test_the_level_note_is_found_again_among_a_row_s_warnings():
@@ -113,7 +164,7 @@ def test_offset_negative_and_z_scored_copies_of_a_scan_get_its_lesions(tmp_path,
 
 @pytest.mark.slow
 def test_the_benchmark_prints_each_copy_s_volume_and_dice_and_resumes(tmp_path, scan, capsys):
-    """benchmarks/stored_offsets.py on a folder of one scan: a row with the scan as stored and its three copies, the
+    """benchmarks/stored_offsets.py on a folder of one scan: a row with the scan as stored and its four copies, the
     lowest Dice of each copy, and a second run that reuses the copies and predictions."""
     bench = load_benchmark("stored_offsets")
     write_image(scan.image, scan.geometry, tmp_path / "scans" / "one.nii.gz")
@@ -121,9 +172,9 @@ def test_the_benchmark_prints_each_copy_s_volume_and_dice_and_resumes(tmp_path, 
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| one |"))
-    assert row.count("(") == 3
+    assert row.count("(") == 4
     lowest = out.split("lowest Dice against the scan as stored: ")[1].splitlines()[0]
     assert all(float(part.split()[-1]) > 0.97 for part in lowest.split(", "))
-    assert len(list((tmp_path / "work" / "copies").glob("*.nii.gz"))) == 4
+    assert len(list((tmp_path / "work" / "copies").glob("*.nii.gz"))) == 5
     assert bench.main(args) == 0
-    assert "0 case(s) predicted, 4 already done" in capsys.readouterr().out
+    assert "0 case(s) predicted, 5 already done" in capsys.readouterr().out

@@ -32,7 +32,7 @@ from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import table_locations, write_qc_montage
-from deepwml.inference.signal_level import level_note, no_signal_level, shifted
+from deepwml.inference.signal_level import NoSignal, level_note, no_signal, shifted
 from deepwml.inference.skull_strip import brain_region, lesion_model_channels
 from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
 from deepwml.inference.white_matter import white_matter_lesions
@@ -64,8 +64,9 @@ class PreparedCase:
     network_image: Optional[Image] = None
     #: what the skull stripping did (deepwml.inference.skull_strip: STRIPPED ...); '' when the run does not strip
     skull_strip_state: str = ""
-    #: channel 0's no-signal level as stored, subtracted from ``image`` (deepwml.inference.signal_level; 0: as stored)
-    signal_level: float = 0.0
+    #: where channel 0's intensities start as stored, subtracted from ``image`` (deepwml.inference.signal_level; a level
+    #: of 0 without a fill: as stored)
+    signal_level: NoSignal = NoSignal(0.0)
 
     @property
     def judged_array(self) -> np.ndarray:
@@ -126,7 +127,7 @@ def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, 
     as given for its outputs."""
     # intensities measured from no signal: stripping fills with 0, the lesion filters read ratios (inference.signal_level)
     images = read_channels(case, series_uid)
-    levels = [no_signal_level(image.array) for image in images]
+    levels = [no_signal(image.array) for image in images]
     images = [shifted(image, level) for image, level in zip(images, levels)]
     slabs = thin_slab_inputs(images, thin_slab_mm)
     seen = slabs or images
