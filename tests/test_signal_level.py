@@ -49,6 +49,11 @@ def test_an_offset_or_a_z_scored_scan_is_measured_from_its_background(scan):
     # a stripped brain (its fill on every edge) meets the fill with tissue, not air: the fill is its level
     stripped_offset = np.where(brain, base + 500.0, 500.0)
     assert no_signal_level(stripped_offset) == 500.0
+    # ... even where its darkest tissue (the partial volume at its border) lands near 0, as in this stripped scan
+    # z-scored as a whole: the fill does not frame a rectangle, so it is no padding around air
+    stripped_scan = generate_case("MS#1", index=6, seed=5000, skull_stripped=True).image.astype(np.float64)
+    whole_z = (stripped_scan - stripped_scan.mean()) / stripped_scan.std()
+    assert no_signal_level(whole_z) == whole_z.min()
     assert no_signal_level(np.full((3, 8, 8), 7.0)) == 0.0
     # stored as integers with air noise of 0-2 (0 on a sixth of the voxels, not all around the head), then z-scored:
     # the lowest value, held by many voxels, is the air's floor, not a stripped fill nor the darkest tissue of a crop

@@ -85,8 +85,7 @@ def _inner_fill(array: np.ndarray, sample: np.ndarray) -> Optional[NoSignal]:
     brain's LOWEST_BRAIN_PERCENTILE (partial volume at the stripped brain's border, within a few % of a magnitude
     brain's median of 0 on three real stripped brains) stands in for it, and the fill is set there. None otherwise."""
     # the edges first: a scan with air around the head has no one value there, and is done with at little cost
-    longest = sorted(np.argsort(array.shape)[-2:])
-    edges = np.concatenate([np.take(array, index, axis=axis).ravel() for axis in longest for index in (0, -1)])
+    edges = edge_values(array)
     values, counts = np.unique(edges, return_counts=True)
     top = int(np.argmax(counts))
     if counts[top] < EDGE_SHARE * edges.size or not np.isfinite(values[top]):
@@ -162,21 +161,30 @@ def surrounds(array: np.ndarray, threshold: float, without: Optional[float] = No
     """Whether at least EDGE_SHARE of the voxels on the edges of ``array``'s planes (the two longest axes: a slice's
     rows and columns), those holding ``without`` left out, lie at or below ``threshold``: air (or a stripped scan's
     fill) around the head; False when no edge voxel is left."""
-    longest = sorted(np.argsort(array.shape)[-2:])
-    values = np.concatenate([np.take(array, index, axis=axis).ravel() for axis in longest for index in (0, -1)])
+    values = edge_values(array)
     keep = np.isfinite(values) if without is None else np.isfinite(values) & (values != without)
     values = values[keep]
     return values.size > 0 and float(np.mean(values <= threshold)) >= EDGE_SHARE
 
 
-def borders(array: np.ndarray, fill: float, threshold: float) -> bool:
-    """Whether ``fill`` frames every edge of ``array``'s planes and at least EDGE_SHARE of the voxels next to it in
-    those planes lie at or below ``threshold``: padding around a scan's own air (a stripped brain meets its fill
-    with tissue); False when an edge voxel holds anything else (surrounds judges those)."""
+def edge_values(array: np.ndarray) -> np.ndarray:
+    """The voxels on the edges of ``array``'s planes (the two longest axes: a slice's first and last rows and
+    columns), flat."""
     longest = sorted(np.argsort(array.shape)[-2:])
-    if any(np.any(np.take(array, index, axis=axis) != fill) for axis in longest for index in (0, -1)):
+    return np.concatenate([np.take(array, index, axis=axis).ravel() for axis in longest for index in (0, -1)])
+
+
+def borders(array: np.ndarray, fill: float, threshold: float) -> bool:
+    """Whether ``fill`` frames ``array``'s planes (every edge voxel, and nothing within the box of the rest of each
+    plane: padding around a field of view, not a stripped scan's background) and at least EDGE_SHARE of the voxels
+    next to it in those planes lie at or below ``threshold``: padding around a scan's own air; False when an edge
+    voxel holds anything else (surrounds judges those)."""
+    if np.any(edge_values(array) != fill):
         return False
+    longest = sorted(np.argsort(array.shape)[-2:])
     padding = array == fill
+    if not _frames(padding, longest):
+        return False
     inside = np.zeros_like(padding)
     for axis in longest:  # voxels one step from the padding within a plane, not padding themselves
         ahead = [slice(None)] * array.ndim
@@ -186,6 +194,19 @@ def borders(array: np.ndarray, fill: float, threshold: float) -> bool:
         inside[tuple(behind)] |= padding[tuple(ahead)]
     values = array[inside & ~padding]
     return values.size > 0 and float(np.mean(values <= threshold)) >= EDGE_SHARE
+
+
+def _frames(padding: np.ndarray, plane_axes) -> bool:
+    """Whether ``padding`` leaves a rectangle in every plane (of ``plane_axes``) that it does not enter: the box of a
+    plane's other voxels holds under FILL_SHARE of padding (a stripped brain's box holds its background's corners)."""
+    inside = total = 0
+    slice_axis = next(a for a in range(padding.ndim) if a not in plane_axes)
+    for plane in np.moveaxis(padding, slice_axis, 0):
+        rows, cols = np.flatnonzero(~plane.all(axis=1)), np.flatnonzero(~plane.all(axis=0))
+        if rows.size:
+            box = plane[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            inside, total = inside + int(box.sum()), total + box.size
+    return total > 0 and inside < FILL_SHARE * total
 
 
 def from_no_signal(image: Image) -> Image:
