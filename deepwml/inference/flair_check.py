@@ -26,7 +26,7 @@ from deepwml.anatomy.labels import BACKGROUND, WHITE_MATTER
 from deepwml.imageio import Geometry
 # summary.csv's column: the share of the brain region (the anatomy map's brain and ventricles, holes filled in plane,
 # grown about STRIP_MARGIN_MM, as --skull-strip keeps it) at its surface, brighter than BRIGHT_FACTOR x white matter
-from deepwml.inference.lesion_report import BRIGHT_SHARE_COLUMN
+from deepwml.inference.lesion_report import BRIGHT_SHARE_COLUMN, with_notes
 from deepwml.inference.skull_strip import STRIP_MARGIN_MM, strip_warning
 from deepwml.preprocessing.head_mask import fill_holes_in_plane
 
@@ -130,4 +130,4 @@ def contrast_warning(anatomy_fields: Dict[str, Any]) -> str:
 def with_map_warnings(warning: str, anatomy_fields: Dict[str, Any]) -> str:
     """``warning`` (summary.csv's acquisition_warning) with what the anatomy map's figures add: :func:`contrast_warning`
     and a scan left unstripped for want of a brain (deepwml.inference.skull_strip.strip_warning)."""
-    return "; ".join(part for part in (warning, contrast_warning(anatomy_fields), strip_warning(anatomy_fields)) if part)
+    return with_notes(warning, contrast_warning(anatomy_fields), strip_warning(anatomy_fields))

@@ -306,6 +306,11 @@ def slice_areas_mm2(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.count_nonzero(np.asarray(mask) > 0, axis=other) * pixel_area
 
 
+def with_notes(warning: str, *notes: str) -> str:
+    """A summary.csv acquisition_warning ``warning`` with ``notes`` added ('; '-separated; any may be '')."""
+    return "; ".join(part for part in (warning, *notes) if part)
+
+
 @dataclass
 class CaseSummary:
     """One row of summary.csv."""

@@ -27,7 +27,8 @@ from deepwml.inference.lesion_contrast import background_floor
 from deepwml.inference.lesion_ids import lesion_id_map
 from deepwml.inference.lesion_numbers import NUMBERED_LESIONS
 from deepwml.inference.lesion_report import (FAINT_CORTEX_COLUMN, OUTSIDE_BRAIN_COLUMN, SKULL_STRIP_COLUMN, CaseSummary,
-                                             failed_case, filter_lesions, lesion_table, slice_areas_mm2, summarize_case)
+                                             failed_case, filter_lesions, lesion_table, slice_areas_mm2, summarize_case,
+                                             with_notes)
 from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
@@ -208,9 +209,9 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         summary.anatomy.update(contrast_fields(prepared.image.array, anatomy, geometry, mask))
     if prepared.skull_strip_state:
         summary.anatomy[SKULL_STRIP_COLUMN] = prepared.skull_strip_state
-    summary.acquisition_warning = "; ".join(part for part in (with_map_warnings(
+    summary.acquisition_warning = with_notes(with_map_warnings(
         scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy),
-        level_note(prepared.signal_level)) if part)
+        level_note(prepared.signal_level))
     summary.source_series = source_series(case, options.clinical.series_uid)
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
     ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None

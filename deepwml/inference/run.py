@@ -26,7 +26,7 @@ from deepwml.inference.flair_check import with_map_warnings
 from deepwml.inference.inputs import InputCase, discover_cases
 from deepwml.inference.int8_mode import check_mode as check_int8_mode
 from deepwml.inference.lesion_report import (ANATOMY_SUMMARY_COLUMNS, CaseSummary, check_lesion_filters,
-                                             failed_case, summary_frame)
+                                             failed_case, summary_frame, with_notes)
 from deepwml.inference.model_loading import ModelSpec, check_model, load_fold_states, resolve_model_dir, weights_digest
 from deepwml.inference.onnx_backend import (BackendChoice, FoldGraph, GraphPredictor, GraphUnavailable, RuntimeSetup,
                                            choose_backend, fold_graphs, runtime_setup)
@@ -235,21 +235,21 @@ def earlier_summary_rows(path: Path) -> Any:
     return frame[frame["status"] == "ok"].set_index("case_id") if {"case_id", "status"} <= set(frame.columns) else None
 
 
-def earlier_level_notes(path: Path) -> Dict[str, str]:
+def earlier_level_notes(rows: Any) -> Dict[str, str]:
     """The no-signal level notes (deepwml.inference.signal_level) of the cases an earlier run finished, from its
-    summary.csv ``path``: the mask on disk cannot tell that its scan was measured from another level than 0."""
-    rows = earlier_summary_rows(path)
+    summary.csv ``rows`` (earlier_summary_rows): the mask on disk cannot tell that its scan was measured from another
+    level than 0."""
     if rows is None or "acquisition_warning" not in rows.columns:
         return {}
     notes = {cid: kept_level_note(warning) for cid, warning in rows["acquisition_warning"].items()}
     return {cid: note for cid, note in notes.items() if note}
 
 
-def earlier_anatomy_rows(path: Path) -> Dict[str, Dict[str, Any]]:
+def earlier_anatomy_rows(path: Path, ok: Any = None) -> Dict[str, Dict[str, Any]]:
     """Anatomy columns (locations, McDonald, Fazekas) of the cases earlier runs finished: from the folder's record of
-    them, and from the summary.csv ``path`` (folders from before that record)."""
+    them, and from the summary.csv ``path`` (folders from before that record; ``ok``: its rows when read already)."""
     rows: Dict[str, Dict[str, Any]] = {}
-    ok = earlier_summary_rows(path)
+    ok = earlier_summary_rows(path) if ok is None else ok
     columns = [c for c in ANATOMY_SUMMARY_COLUMNS if ok is not None and c in ok.columns]
     if columns:
         rows = {cid: {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
@@ -355,8 +355,9 @@ def _predict(request: PredictRequest) -> PredictReport:
                            stored_postprocessing=from_model)
     summaries = {}
     earlier_path = summary_path(out_dir, request.num_parts, request.part_id)
-    earlier = earlier_anatomy_rows(earlier_path) if anatomy_dir and done else {}
-    level_notes = earlier_level_notes(earlier_path) if done else {}
+    earlier_rows = earlier_summary_rows(earlier_path) if done else None
+    earlier = earlier_anatomy_rows(earlier_path, earlier_rows) if anatomy_dir and done else {}
+    level_notes = earlier_level_notes(earlier_rows)
     for case in done:
         try:
             summaries[case.case_id] = summary_from_outputs(case, case_outputs(out_dir, case), label_map, trained,
@@ -369,8 +370,7 @@ def _predict(request: PredictRequest) -> PredictReport:
                 summary.acquisition_warning = with_map_warnings(summary.acquisition_warning, summary.anatomy)
             if case.case_id in level_notes:  # read from the scan by the run that made the mask (signal_level)
                 summary = summaries[case.case_id]
-                summary.acquisition_warning = "; ".join(
-                    part for part in (summary.acquisition_warning, level_notes[case.case_id]) if part)
+                summary.acquisition_warning = with_notes(summary.acquisition_warning, level_notes[case.case_id])
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = runtime_setup() if weights.graphs is not None else torch_setup(request)
