@@ -89,23 +89,24 @@ def write_copies(scan: Path, anatomy: Path, work: Path, cuts: Sequence[float]) -
         for (axis, end), side in edges.items():
             step = int(round(mm / image.geometry.numpy_spacing[axis]))
             start, stop, size = *extent[axis], image.array.shape[axis]
-            box = {axis: (max(0, start + step), size) if end == 0 else (0, min(size, stop - step))}
+            window = {axis: (max(0, start + step), size) if end == 0 else (0, min(size, stop - step))}
             # a field whose edge lies outside the brain (through the skull or air) must leave the coverage as it was
             kind, cut = (f"cut {mm:g} mm", side) if mm > 0 else (f"edge {-mm:g} mm outside the brain", "")
-            copies[f"{stem}__{side.split()[-1]}{mm:g}"] = (kind, cut, box)
+            copies[f"{stem}__{side.split()[-1]}{mm:g}"] = (kind, cut, window)
     out = {}
-    for case_id, (kind, side, box) in copies.items():
+    for case_id, (kind, side, window) in copies.items():
         path = work / "copies" / f"{case_id}.nii.gz"
         if not path.is_file():
-            copy = cropped(image, box)
+            copy = cropped(image, window)
             write_image(copy.array, copy.geometry, path)
         out[case_id] = (kind, side)
     return out
 
 
 def summary_table(rows: pd.DataFrame, copies: Dict[str, Tuple[str, str]], whole: pd.DataFrame) -> List[str]:
-    """Markdown lines: per kind of copy, how its coverage was called (as expected: the box as the whole scan, a cut
-    naming its side) and its brain volume against the whole scan's (``whole``: the whole scans' summary rows)."""
+    """Markdown lines: per kind of copy, how its coverage was called (as expected: a cut naming its side, the box and
+    an edge outside the brain as the whole scan) and its brain volume against the whole scan's (``whole``: the whole
+    scans' summary rows)."""
     kinds: Dict[str, List[Tuple[str, str]]] = {}
     for case_id, (kind, side) in copies.items():
         kinds.setdefault(kind, []).append((case_id, side))
