@@ -8,7 +8,7 @@ import pytest
 from deepwml.cli import predict as predict_cli
 from deepwml.evaluation.case_metrics import dice
 from deepwml.imageio import Image, read_image, write_image
-from deepwml.inference.signal_level import NoSignal, from_no_signal, kept_level_note, level_note, no_signal, no_signal_level
+from deepwml.inference.signal_level import NoSignal, from_no_signal, kept_level_note, level_note, no_signal
 from deepwml.synthetic.generate import generate_case
 from deepwml_testing.benchmarks import load_benchmark
 
@@ -22,14 +22,14 @@ def scan():
 def test_a_scan_as_a_scanner_stores_it_starts_at_zero_and_is_left_as_it_is(scan):
     """Air with scanner noise, a stripped scan's zero background, or a -1024 fill around a magnitude image: no offset,
     and the very same image comes back (nothing a scanner's scan gets is changed)."""
-    assert no_signal_level(scan.image) == 0.0
+    assert no_signal(scan.image).level == 0.0
     stripped = np.where(scan.image > np.percentile(scan.image, 60), scan.image, 0)
-    assert no_signal_level(stripped) == 0.0
+    assert no_signal(stripped).level == 0.0
     padded = scan.image.astype(np.float32).copy()
     padded[:, :, :20] = -1024  # a field of view padded with a marker value: the rest starts at 0
-    assert no_signal_level(padded) == 0.0
+    assert no_signal(padded).level == 0.0
     framed = np.pad(scan.image.astype(np.float32), ((0, 0), (12, 12), (12, 12)), constant_values=-1024)
-    assert no_signal_level(framed) == 0.0  # padding on all four edges: the air just inside it starts at 0
+    assert no_signal(framed).level == 0.0  # padding on all four edges: the air just inside it starts at 0
     image = read_image_of(scan)
     assert from_no_signal(image) is image
 
@@ -40,28 +40,28 @@ def test_an_offset_or_a_z_scored_scan_is_measured_from_its_background(scan):
     base = scan.image.astype(np.float64)
     near = 0.05 * np.ptp(base)
     for offset in (1000.0, -3000.0):
-        assert abs(no_signal_level(base + offset) - offset) < near
+        assert abs(no_signal(base + offset).level - offset) < near
     zscored = (base - base.mean()) / base.std()
-    assert abs(no_signal_level(zscored) - (0 - base.mean()) / base.std()) < near / base.std()
+    assert abs(no_signal(zscored).level - (0 - base.mean()) / base.std()) < near / base.std()
     brain = base > np.percentile(base, 60)
     stripped_z = np.where(brain, (base - base[brain].mean()) / base[brain].std(), -3.5)
-    assert no_signal_level(stripped_z) == -3.5
+    assert no_signal(stripped_z).level == -3.5
     # a stripped brain (its fill on every edge) meets the fill with tissue, not air: the fill is its level
     stripped_offset = np.where(brain, base + 500.0, 500.0)
-    assert no_signal_level(stripped_offset) == 500.0
+    assert no_signal(stripped_offset).level == 500.0
     # ... even where its darkest tissue (the partial volume at its border) lands near 0, as in this stripped scan
     # z-scored as a whole: the fill does not frame a rectangle, so it is no padding around air
     stripped_scan = generate_case("MS#1", index=6, seed=5000, skull_stripped=True).image.astype(np.float64)
     whole_z = (stripped_scan - stripped_scan.mean()) / stripped_scan.std()
-    assert no_signal_level(whole_z) == whole_z.min()
-    assert no_signal_level(np.full((3, 8, 8), 7.0)) == 0.0
+    assert no_signal(whole_z).level == whole_z.min()
+    assert no_signal(np.full((3, 8, 8), 7.0)).level == 0.0
     # stored as integers with air noise of 0-2 (0 on a sixth of the voxels, not all around the head), then z-scored:
     # the lowest value, held by many voxels, is the air's floor, not a stripped fill nor the darkest tissue of a crop
     air = base < np.percentile(base, 30)
     integers = np.maximum(np.round(base / np.percentile(base[air], 90) * 2), 0)
     assert np.mean(integers == 0) > 0.1
     z_integers = (integers - integers.mean()) / integers.std()
-    assert no_signal_level(z_integers) == pytest.approx((0 - integers.mean()) / integers.std())
+    assert no_signal(z_integers).level == pytest.approx((0 - integers.mean()) / integers.std())
     shifted = from_no_signal(read_image_of(scan, base + 1000.0))
     assert shifted.array.dtype == np.float32 and abs(float(np.median(shifted.array[base < near]))) < near
 
@@ -69,7 +69,7 @@ def test_an_offset_or_a_z_scored_scan_is_measured_from_its_background(scan):
 def test_signed_noise_around_zero_is_no_offset(scan):
     """A scan stored signed, its air's noise centred on 0 (negative values in the background), starts at 0 as it is."""
     noisy = scan.image.astype(np.float64) + np.random.default_rng(0).normal(0, 0.03 * scan.image.max(), scan.image.shape)
-    assert noisy.min() < -0.05 * scan.image.max() and no_signal_level(noisy) == 0.0
+    assert noisy.min() < -0.05 * scan.image.max() and no_signal(noisy).level == 0.0
 
 
 def test_a_scan_without_air_around_the_head_is_read_as_stored(scan):
@@ -79,7 +79,7 @@ def test_a_scan_without_air_around_the_head_is_read_as_stored(scan):
     z, h, w = base.shape
     cropped = base[z // 4:3 * z // 4, int(0.3 * h):int(0.7 * h), int(0.3 * w):int(0.7 * w)]  # inside the head
     assert cropped.min() > 0.05 * base.max()  # no air left
-    assert no_signal_level(cropped) == 0.0 and no_signal_level(cropped + 1000) == 0.0
+    assert no_signal(cropped).level == 0.0 and no_signal(cropped + 1000).level == 0.0
 
 
 @pytest.fixture(scope="module")

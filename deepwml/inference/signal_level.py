@@ -52,11 +52,6 @@ class NoSignal(NamedTuple):
     fill: Optional[float] = None
 
 
-def no_signal_level(array: np.ndarray) -> float:
-    """The intensity of no signal in ``array`` (no_signal's level)."""
-    return no_signal(array).level
-
-
 def no_signal(array: np.ndarray) -> NoSignal:
     """Where ``array``'s intensities start: 0 when its background lies near 0 or cannot be told (no background around
     the head), else the background's level (a stored offset, a z-scored scan's air, a stripped scan's fill); for a
@@ -110,7 +105,7 @@ def _air_level(array: np.ndarray, sample: np.ndarray) -> float:
 
 
 def _fill_level(array: np.ndarray, fill: float, sample: np.ndarray) -> float:
-    """no_signal_level of a scan whose lowest value ``fill`` is held by many voxels of ``sample``: a skull-stripped
+    """no_signal's level of a scan whose lowest value ``fill`` is held by many voxels of ``sample``: a skull-stripped
     scan's background (its no signal, wherever it lies), or padding outside the field of view (-1024 around a
     magnitude image, whose own air, near 0 and around the head where the padding leaves the edges or just inside a
     padding that frames them all, is its no signal), or neither (below)."""
