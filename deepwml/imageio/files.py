@@ -14,7 +14,8 @@ import SimpleITK as sitk
 from deepwml.constants import IMAGE_ENDINGS
 from deepwml.imageio.geometry import Geometry
 from deepwml.imageio.headers import check_geometry, check_header_fields
-from deepwml.imageio.nifti_header import check_nifti_voxels, read_nifti_header
+from deepwml.imageio.itk_nifti import itk_readable
+from deepwml.imageio.nifti_header import check_nifti_voxels
 from deepwml.utils.atomic import atomic_path, temp_prefix
 from deepwml.utils.errors import ImageError
 
@@ -100,11 +101,12 @@ def read_geometry(path: PathLike) -> Geometry:
     split_ending(path)  # rejects unknown endings with a clear message
     header_affine = check_header_fields(path)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        with itk_readable(path, voxels=False) as readable:
+            reader.SetFileName(str(readable))
+            reader.ReadImageInformation()
     except RuntimeError as e:
-        raise ImageError(_nifti2_reason(path) or f"unreadable image header ({_first_line(e)})", path) from None
+        raise ImageError(f"unreadable image header ({_first_line(e)})", path) from None
     dim = reader.GetDimension()
     size = reader.GetSize()
     if dim == 4 and size[3] == 1:
@@ -116,14 +118,6 @@ def read_geometry(path: PathLike) -> Geometry:
         geometry = Geometry.from_sitk(reader)
     check_geometry(geometry, path, header_affine)
     return geometry
-
-
-def _nifti2_reason(path: Path) -> Optional[str]:
-    """Why ITK failed on a NIfTI-2 file (it reads NIfTI-1 only, and says no more than that it has no reader), or None."""
-    if not path.name.lower().endswith((".nii", ".nii.gz")) or read_nifti_header(path).version != 2:
-        return None
-    return ("is a NIfTI-2 file, which the image reader (ITK) cannot read; save it as NIfTI-1, e.g. with nibabel: "
-            "nibabel.save(nibabel.Nifti1Image.from_image(nibabel.load(path)), new_path)")
 
 
 def _sub_direction(direction4: Tuple[float, ...]) -> Tuple[float, ...]:
@@ -145,9 +139,10 @@ def read_sitk(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     # before ITK: it would silently repair a zero/NaN/negative spacing or fail with a cryptic message
     header_affine = check_header_fields(path)
     try:
-        image = sitk.ReadImage(str(path))
+        with itk_readable(path) as readable:
+            image = sitk.ReadImage(str(readable))
     except RuntimeError as e:
-        raise ImageError(_nifti2_reason(path) or f"unreadable or truncated image ({_first_line(e)})", path) from None
+        raise ImageError(f"unreadable or truncated image ({_first_line(e)})", path) from None
     image = _sitk_to_3d(image, path)
     check_geometry(Geometry.from_sitk(image), path, header_affine)
     if path.name.lower().endswith((".nii", ".nii.gz")):

@@ -24,15 +24,30 @@ def _layout(size: int, fields: list) -> np.dtype:
     return np.dtype({"names": list(names), "formats": list(formats), "offsets": list(offsets), "itemsize": size})
 
 
-#: (name, little-endian format, offset) of the fields used, from nifti1.h and nifti2.h
-NIFTI1 = _layout(348, [("sizeof_hdr", "<i4", 0), ("dim", ("<i2", 8), 40), ("datatype", "<i2", 70), ("bitpix", "<i2", 72),
-                       ("pixdim", ("<f4", 8), 76), ("vox_offset", "<f4", 108), ("qform_code", "<i2", 252),
-                       ("sform_code", "<i2", 254), ("quatern", ("<f4", 3), 256), ("qoffset", ("<f4", 3), 268),
-                       ("srow", ("<f4", (3, 4)), 280), ("xyzt_units", "u1", 123)])
-NIFTI2 = _layout(540, [("sizeof_hdr", "<i4", 0), ("datatype", "<i2", 12), ("bitpix", "<i2", 14), ("dim", ("<i8", 8), 16),
-                       ("pixdim", ("<f8", 8), 104), ("vox_offset", "<i8", 168), ("qform_code", "<i4", 344),
-                       ("sform_code", "<i4", 348), ("quatern", ("<f8", 3), 352), ("qoffset", ("<f8", 3), 376),
-                       ("srow", ("<f8", (3, 4)), 400), ("xyzt_units", "<i4", 500)])
+#: (name, little-endian format, offset) of every field, from nifti1.h and nifti2.h (the names shared by both hold the
+#: same quantity, so deepwml.imageio.nifti2 copies a NIfTI-2 header into NIfTI-1 by name)
+NIFTI1 = _layout(348, [("sizeof_hdr", "<i4", 0), ("data_type", "S10", 4), ("db_name", "S18", 14), ("extents", "<i4", 32),
+                       ("session_error", "<i2", 36), ("regular", "S1", 38), ("dim_info", "u1", 39), ("dim", ("<i2", 8), 40),
+                       ("intent_p1", "<f4", 56), ("intent_p2", "<f4", 60), ("intent_p3", "<f4", 64),
+                       ("intent_code", "<i2", 68), ("datatype", "<i2", 70), ("bitpix", "<i2", 72),
+                       ("slice_start", "<i2", 74), ("pixdim", ("<f4", 8), 76), ("vox_offset", "<f4", 108),
+                       ("scl_slope", "<f4", 112), ("scl_inter", "<f4", 116), ("slice_end", "<i2", 120),
+                       ("slice_code", "u1", 122), ("xyzt_units", "u1", 123), ("cal_max", "<f4", 124),
+                       ("cal_min", "<f4", 128), ("slice_duration", "<f4", 132), ("toffset", "<f4", 136),
+                       ("glmax", "<i4", 140), ("glmin", "<i4", 144), ("descrip", "S80", 148), ("aux_file", "S24", 228),
+                       ("qform_code", "<i2", 252), ("sform_code", "<i2", 254), ("quatern", ("<f4", 3), 256),
+                       ("qoffset", ("<f4", 3), 268), ("srow", ("<f4", (3, 4)), 280), ("intent_name", "S16", 328),
+                       ("magic", "S4", 344)])
+NIFTI2 = _layout(540, [("sizeof_hdr", "<i4", 0), ("magic", "S8", 4), ("datatype", "<i2", 12), ("bitpix", "<i2", 14),
+                       ("dim", ("<i8", 8), 16), ("intent_p1", "<f8", 80), ("intent_p2", "<f8", 88),
+                       ("intent_p3", "<f8", 96), ("pixdim", ("<f8", 8), 104), ("vox_offset", "<i8", 168),
+                       ("scl_slope", "<f8", 176), ("scl_inter", "<f8", 184), ("cal_max", "<f8", 192),
+                       ("cal_min", "<f8", 200), ("slice_duration", "<f8", 208), ("toffset", "<f8", 216),
+                       ("slice_start", "<i8", 224), ("slice_end", "<i8", 232), ("descrip", "S80", 240),
+                       ("aux_file", "S24", 320), ("qform_code", "<i4", 344), ("sform_code", "<i4", 348),
+                       ("quatern", ("<f8", 3), 352), ("qoffset", ("<f8", 3), 376), ("srow", ("<f8", (3, 4)), 400),
+                       ("slice_code", "<i4", 496), ("xyzt_units", "<i4", 500), ("intent_code", "<i4", 504),
+                       ("intent_name", "S16", 508), ("dim_info", "u1", 524)])
 #: millimetres per spatial unit of xyzt_units (nifti1.h NIFTI_UNITS_METER, NIFTI_UNITS_MICRON); others are mm
 SPATIAL_UNIT_MM = {1: 1000.0, 3: 0.001}
 #: NIfTI datatype codes of floating-point voxels (a NaN or Inf among them is an error) and their numpy kinds
@@ -95,7 +110,7 @@ class NiftiHeader:
         return affine
 
 
-def _first_bytes(path: Path, n: int) -> bytes:
+def first_bytes(path: Path, n: int) -> bytes:
     """Up to ``n`` bytes of the file, decompressed when its name ends in .gz; a stream cut short gives what it holds."""
     with open(path, "rb") as f:
         if not path.name.lower().endswith(".gz"):
@@ -117,7 +132,7 @@ def _first_bytes(path: Path, n: int) -> bytes:
 def read_nifti_header(path: Path) -> NiftiHeader:
     """The stored header of a .nii or .nii.gz; anything shorter than a header or not one is an error naming ``path``."""
     try:
-        raw = _first_bytes(path, 540)
+        raw = first_bytes(path, 540)
     except (OSError, zlib.error) as e:
         raise ImageError(f"unreadable image header ({str(e).splitlines()[0][:200]})", path) from None
     if len(raw) < NIFTI1.itemsize:
