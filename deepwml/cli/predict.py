@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop the lesions the anatomy map places in or against the cortex (cortical, juxtacortical) that are less than K times as bright as the "
                    "cortex's median: bright normal cortex, which thick slices fold into patches a lesion model takes for "
                    "lesions (default %(default)g; 0 keeps them; without an anatomy model nothing is dropped)")
+    p.add_argument("--lesion-masks", type=Path, metavar="PATH",
+                   help="a reader's reviewed or corrected lesion masks (a folder of CASE.nii.gz, any image ending, or "
+                   "CASE.dcm, a DICOM SEG of a DICOM series; one file for one case; > 0 is lesion, on the scan's grid): "
+                   "the lesion table, locations, Fazekas and McDonald estimates, QC picture, report and DICOM outputs "
+                   "describe them as drawn instead of the model's mask (no threshold, no lesion filter); the model's "
+                   "probabilities still give each lesion its mean probability and confidence (a lesion the model did not "
+                   "find has a low mean probability). A finished case whose mask was corrected again is described anew")
     return p
 
 
@@ -201,6 +208,7 @@ def _main(argv: Optional[List[str]]) -> int:
         min_lesion_spread=args.min_lesion_spread,
         postprocessing=not args.no_postprocessing,
         thin_slab_mm=args.thin_slab_mm,
+        lesion_masks=args.lesion_masks,
     )
     if request.model_dir is None and request.dataset is None and request.plan is None or args.model == BUILTIN_ALIAS:
         print(f"deepwml_predict: using the pretrained model shipped with DeepWML ({builtin_model_dir()}; read its MODEL_CARD.md)",

@@ -44,7 +44,8 @@ def predict_case(case: InputCase, predictor: StackPredictor, plan: Plan, options
                  anatomy: Optional[AnatomyModel] = None) -> CaseSummary:
     """Read, predict and write one case; a failure anywhere is its summary row, never an exception."""
     try:
-        prepared = prepare_case(case, plan, options.series_uid, anatomy, options.skull_strip, options.thin_slab_mm)
+        prepared = prepare_case(case, plan, options.series_uid, anatomy, options.skull_strip, options.thin_slab_mm,
+                                options.reviewed_mask_path(case))
         prepared, probs, anatomy_probs = network_outputs(prepared, predictor, plan, anatomy, options.skull_strip_required)
         return write_case(prepared, probs, options, anatomy_probs)
     except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch

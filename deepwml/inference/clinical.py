@@ -64,8 +64,10 @@ def write_clinical_outputs(
         seg_mask, classes = mask, []
         if located:  # with an anatomy map, a segment per location class
             seg_mask, classes = location_label_map(lesion_ids_of(mask, geometry.slice_axis_numpy, ids), located)
+        reviewed = bool(summary.lesions_from)  # a reader's mask (--lesion-masks): its segments are not automatic
         write_dicom_seg(seg_mask, case.source, outputs.dicom_seg, f"DeepWML {model_name}", options.series_uid,
-                        locations=classes)
+                        locations=classes, reviewed=reviewed,
+                        series_description=f"DeepWML white matter lesions{', reviewed' if reviewed else ''} (research use)")
     if extras.dicom_sr and outputs.dicom_sr is not None:
         from deepwml.inference.dicom_sr import write_dicom_sr
 

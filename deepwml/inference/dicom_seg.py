@@ -100,12 +100,13 @@ def _frames_of(mask: np.ndarray, headers: List) -> np.ndarray:
 
 def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_labels: Sequence[str] = (SEGMENT_LABEL,),
                     series_description: str = "DeepWML white matter lesions (research use)",
-                    locations: Sequence[str] = ()):
+                    locations: Sequence[str] = (), reviewed: bool = False):
     """A highdicom Segmentation of the (z, rows, cols) ``mask`` over the source ``headers`` (one per z, or one
     multi-frame header): binary (> 0) for one segment, else a label map whose value k is the k-th of ``segment_labels`` (each a white-matter lesion).
 
     ``locations``: the mask is :func:`location_label_map`'s label map of these classes; each is a segment named
-    LOCATION_SEGMENT_LABELS, in its QC colour and with its anatomic region (``segment_labels`` unused).
+    LOCATION_SEGMENT_LABELS, in its QC colour and with its anatomic region (``segment_labels`` unused). ``reviewed``:
+    the mask is a reader's reviewed one (deepwml_predict --lesion-masks), so its segments are SEMIAUTOMATIC.
     """
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -135,7 +136,8 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_la
         segment_label=label,
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_type=(hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC if reviewed
+                        else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC),
         algorithm_identification=algorithm,
         anatomic_regions=[region],
         display_color=hd.color.CIELabColor.from_rgb(*rgb) if rgb is not None else None,
@@ -163,11 +165,11 @@ def build_dicom_seg(mask: np.ndarray, headers: List, model_name: str, segment_la
 def write_dicom_seg(mask: np.ndarray, folder: Path, path: Path, model_name: str, series_uid: Optional[str] = None,
                     segment_labels: Sequence[str] = (SEGMENT_LABEL,),
                     series_description: str = "DeepWML white matter lesions (research use)",
-                    locations: Sequence[str] = ()) -> Path:
-    """Write the SEG of ``mask`` (on the series' grid; see :func:`build_dicom_seg`, ``locations`` included) for the DICOM
-    series in ``folder``, atomically."""
+                    locations: Sequence[str] = (), reviewed: bool = False) -> Path:
+    """Write the SEG of ``mask`` (on the series' grid; see :func:`build_dicom_seg`, ``locations`` and ``reviewed``
+    included) for the DICOM series in ``folder``, atomically."""
     seg = build_dicom_seg(mask, source_headers(folder, series_uid), model_name, segment_labels, series_description,
-                          locations)
+                          locations, reviewed)
     with atomic_path(path, ".dcm") as tmp:
         seg.save_as(tmp)
     return path

@@ -17,7 +17,8 @@ from deepwml.inference.lesion_report import CaseSummary
 def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
     """The findings as short sentences: totals, locations and estimates (with an anatomy map), warnings, model."""
     plural = "" if summary.lesion_count == 1 else "s"
-    lines = [f"White-matter lesions (automatic): {summary.lesion_count} lesion{plural}, "
+    reviewed = summary.lesions_from  # a reader's mask (--lesion-masks), measured by DeepWML
+    lines = [f"White-matter lesions ({'as reviewed' if reviewed else 'automatic'}): {summary.lesion_count} lesion{plural}, "
              f"{summary.total_lesion_volume_ml:.2f} ml, on {summary.slices_with_lesion} of {summary.slices} slices"]
     a = summary.anatomy
     if a:
@@ -33,7 +34,8 @@ def findings_lines(summary: CaseSummary, model_name: str) -> List[str]:
                      f"{a['mcdonald_dis_regions']} of 3 (spinal cord not imaged)")
     if summary.acquisition_warning:
         lines.append(f"Caution: {summary.acquisition_warning}")
-    lines.append(f"{model_name[:1].upper()}{model_name[1:]}, DeepWML {deepwml.__version__}. Research use only, not a "
+    made = f"Lesions from the {reviewed}, measured with the {model_name}" if reviewed else model_name
+    lines.append(f"{made[:1].upper()}{made[1:]}, DeepWML {deepwml.__version__}. Research use only, not a "
                  "medical device: a qualified reader must review these findings.")
     return lines
 

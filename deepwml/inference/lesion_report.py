@@ -328,6 +328,9 @@ class CaseSummary:
     acquisition_warning: str = ""
     #: for a DICOM input, the series read (number, name, slices, thickness, plane, UID); '' for image files
     source_series: str = ""
+    #: the reader's mask the lesions are (deepwml_predict --lesion-masks: "reviewed mask CASE.nii.gz"); '' for the
+    #: model's mask. A column of summary.csv only when some row has it
+    lesions_from: str = ""
     #: fields from an anatomy map (ANATOMY_SUMMARY_COLUMNS), written after the others; empty without a map
     anatomy: Dict[str, Any] = field(default_factory=dict)
 
@@ -338,7 +341,10 @@ class CaseSummary:
         return row
 
 
-SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__ if name != "anatomy"]
+#: summary.csv's columns for every run; OPTIONAL_SUMMARY_COLUMNS follow them when some row has a value
+OPTIONAL_SUMMARY_COLUMNS = ["lesions_from"]
+SUMMARY_COLUMNS = [name for name in CaseSummary.__dataclass_fields__
+                   if name != "anatomy" and name not in OPTIONAL_SUMMARY_COLUMNS]
 #: summary.csv column: lesions dropped for lying wholly outside the anatomy map's brain
 OUTSIDE_BRAIN_COLUMN = "lesions_dropped_outside_brain"
 #: summary.csv column: lesions in or against the cortex dropped for being no brighter than bright normal cortex
@@ -400,6 +406,7 @@ def summary_frame(rows: List[CaseSummary]) -> pd.DataFrame:
     """summary.csv as a table, sorted by case id."""
     import pandas as pd
 
+    optional = [c for c in OPTIONAL_SUMMARY_COLUMNS if any(getattr(r, c) for r in rows)]
     extra = [c for c in ANATOMY_SUMMARY_COLUMNS if any(c in r.anatomy for r in rows)]
-    frame = pd.DataFrame([r.to_row() for r in rows], columns=SUMMARY_COLUMNS + extra)
+    frame = pd.DataFrame([r.to_row() for r in rows], columns=SUMMARY_COLUMNS + optional + extra)
     return frame.sort_values("case_id", kind="stable").reset_index(drop=True)

@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import deepwml
 from deepwml.imageio import is_image_file
@@ -104,11 +104,11 @@ CORTEX_RULE_LOCATIONS = "cortical, juxtacortical"
 #: the options beside the weights that decide a run's masks, as producer_record names them
 MASK_OPTIONS = ("threshold", "tta", "white_matter_only", "min_lesion_ml", "min_lesion_peak", "skull_strip",
                 "outside_brain_dropped", "min_lesion_contrast", "thin_slab_mm", "min_lesion_spread", "min_cortex_contrast",
-                "cortex_rule_locations")
+                "cortex_rule_locations", "lesion_masks")
 #: what a marker written before an option existed did: kept every lesion, and the skull, and showed thin slices as given
 PRODUCER_DEFAULTS = {"min_lesion_ml": 0.0, "min_lesion_peak": 0.0, "skull_strip": False, "outside_brain_dropped": False,
                      "min_lesion_contrast": 0.0, "thin_slab_mm": 0.0, "min_lesion_spread": 0.0, "min_cortex_contrast": 0.0,
-                     "cortex_rule_locations": "cortical"}
+                     "cortex_rule_locations": "cortical", "lesion_masks": None}
 
 
 def producer_record(
@@ -116,11 +116,14 @@ def producer_record(
     white_matter_only: bool, min_lesion_ml: float = 0.0, min_lesion_peak: float = 0.0, skull_strip: bool = False,
     anatomy_weights: Sequence[str] = (), outside_brain_dropped: bool = False, min_lesion_contrast: float = 0.0,
     thin_slab_mm: float = 0.0, min_lesion_spread: float = 0.0, min_cortex_contrast: float = 0.0,
+    lesion_masks: Optional[str] = None,
 ) -> Dict[str, Any]:
     """What decides a run's masks: the networks' weights (``weights``: their digests, so a moved model is the same one
     and a re-trained one is not), the folds and checkpoint it names, the options that change a mask, and the anatomy
     model's weights (``anatomy_weights``) when the masks depend on it (--white-matter-only, --skull-strip, lesions
-    outside the brain dropped; recorded only then, so other folders resume across a new anatomy model)."""
+    outside the brain dropped; recorded only then, so other folders resume across a new anatomy model).
+    ``lesion_masks``: the folder or file of the reviewed masks the outputs describe (--lesion-masks), None for the
+    model's masks."""
     record = {
         "model": str(model_dir), "folds": [str(f) for f in folds], "checkpoint": checkpoint,
         "weights_sha256": list(weights),
@@ -131,6 +134,7 @@ def producer_record(
         "min_cortex_contrast": float(min_cortex_contrast),
         # the lesions the cortex bound judges (deepwml.inference.cortex_contrast): juxtacortical ones too since 2026-12-07
         "cortex_rule_locations": CORTEX_RULE_LOCATIONS,
+        "lesion_masks": lesion_masks,
     }
     if anatomy_weights:
         record["anatomy_weights_sha256"] = sorted(anatomy_weights)

@@ -296,10 +296,14 @@ INPUT_SEGMENTED = {
 }
 
 
-def model_html(model: ModelInfo, lesion_model_input: Optional[str] = None) -> str:
+def model_html(model: ModelInfo, lesion_model_input: Optional[str] = None, lesions_from: str = "") -> str:
     """The model that made the prediction, with its model card when it has one; ``lesion_model_input``: the case's
-    summary.csv ``lesion_model_input`` (what skull stripping did), when the run stripped."""
-    rows = [
+    summary.csv ``lesion_model_input`` (what skull stripping did), when the run stripped; ``lesions_from``: its
+    ``lesions_from`` (a reader's reviewed mask, whose lesions the page shows instead of the model's)."""
+    reviewed = [("Lesion outlines", f"the {lesions_from} as drawn: the mask threshold and lesion filters below were not "
+                                    "applied; the model's probabilities give the lesions' mean probability (low for a lesion it did "
+                                    "not find) and confidence")] if lesions_from else []
+    rows = [*reviewed,
         ("Model", f"{model.dataset} / {model.plan}"),
         ("Folder", str(model.folder)),
         ("Folds (ensemble)", ", ".join(model.folds) + f" ({model.checkpoint} checkpoint)"),
@@ -377,7 +381,7 @@ def build_patient_report(
         (heading + (" and uncertainty" if with_uncertainty else ""), pictures),
         ("Lesions", lesion_table_html(lesions)),
         ("Input scan", input_html(source, geometry, series)),
-        ("Model", model_html(model, summary.anatomy.get(SKULL_STRIP_COLUMN))),
+        ("Model", model_html(model, summary.anatomy.get(SKULL_STRIP_COLUMN), summary.lesions_from)),
     ]
     parts = [
         "<!DOCTYPE html>",
@@ -385,6 +389,8 @@ def build_patient_report(
         f"<title>DeepWML report: {_e(summary.case_id)}</title>",
         f"<style>{STYLE}</style></head><body><main>",
         f"<h1>White-matter lesion report: {_e(summary.case_id)}</h1>",
+        *([f'<p class="notice">Lesions as reviewed: the {_e(summary.lesions_from)}, not the model\'s own mask.</p>']
+          if summary.lesions_from else []),
         f'<p class="meta">DeepWML {_e(deepwml.__version__)}, {_e(created)}</p>',
         f'<p class="notice">{_e(RESEARCH_NOTICE)}</p>',
         cards_html(cards),

@@ -33,6 +33,7 @@ from deepwml.inference.outside_brain import drop_outside_brain
 from deepwml.inference.outputs import CaseOutputs, case_outputs, write_csv
 from deepwml.inference.batches import StackPredictor, probabilities_to_mask
 from deepwml.inference.qc import table_locations, write_qc_montage
+from deepwml.inference.reviewed_masks import missing_mask_error, read_reviewed_mask, reviewed_note
 from deepwml.inference.signal_level import NoSignal, level_note, no_signal, shifted
 from deepwml.inference.skull_strip import brain_region, lesion_model_channels
 from deepwml.inference.thin_slices import scan_warning, thin_slab_inputs
@@ -68,6 +69,10 @@ class PreparedCase:
     #: where channel 0's intensities start as stored, subtracted from ``image`` (deepwml.inference.signal_level; a level
     #: of 0 without a fill: as stored)
     signal_level: NoSignal = NoSignal(0.0)
+    #: the reader's lesions on the scan's grid (deepwml_predict --lesion-masks): the outputs describe them instead of
+    #: the lesion model's mask (deepwml.inference.reviewed_masks); None: the model's mask
+    reviewed_mask: Optional[np.ndarray] = None
+    reviewed_path: Optional[Path] = None
 
     @property
     def judged_array(self) -> np.ndarray:
@@ -110,6 +115,18 @@ class RunOptions:
     trained_acquisition: Optional[TrainedAcquisition] = None
     #: thin scans reach the networks as slabs this wide (mm) around each slice (deepwml.inference.thin_slices; 0: as given)
     thin_slab_mm: float = 0.0
+    #: --lesion-masks: each case's reviewed mask by case id, and where they were looked for (None: the model's masks)
+    reviewed_masks: Optional[Dict[str, Path]] = None
+    reviewed_source: Optional[Path] = None
+
+    def reviewed_mask_path(self, case: InputCase) -> Optional[Path]:
+        """The case's reviewed mask under --lesion-masks (an error when it has none); None for the model's mask."""
+        if self.reviewed_masks is None:
+            return None
+        path = self.reviewed_masks.get(case.case_id)
+        if path is None:
+            raise missing_mask_error(self.reviewed_source or Path("."), case.case_id)
+        return path
 
 
 def describe_error(e: BaseException) -> str:
@@ -120,26 +137,29 @@ def describe_error(e: BaseException) -> str:
 
 
 def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None,
-                 skull_strip: bool = False, thin_slab_mm: float = 0.0) -> PreparedCase:
+                 skull_strip: bool = False, thin_slab_mm: float = 0.0, reviewed: Optional[Path] = None) -> PreparedCase:
     """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built
     with), and the anatomy model's preprocessing of its FLAIR when there is one. ``skull_strip``: the plan's
     preprocessing waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan with
     thinner slices reaches both networks as slabs this wide (deepwml.inference.thin_slices); the case keeps the scan
-    as given for its outputs."""
+    as given for its outputs. ``reviewed``: the reader's mask of the case (--lesion-masks), read onto its grid here so
+    that a mask that does not fit fails the case before the networks run."""
     # intensities measured from no signal: stripping fills with 0, the lesion filters read ratios (inference.signal_level)
     images = read_channels(case, series_uid)
     levels = [no_signal(image.array) for image in images]
     images = [shifted(image, level) for image, level in zip(images, levels)]
+    reviewed_mask = None if reviewed is None else read_reviewed_mask(
+        reviewed, images[0].geometry, case.source if case.kind == "dicom" else None, series_uid)
     slabs = thin_slab_inputs(images, thin_slab_mm)
     seen = slabs or images
     network_image = slabs[0] if slabs else None
     anatomy_input = anatomy.prepare(seen[0]) if anatomy else None
     if skull_strip:
         return PreparedCase(case, images[0], None, None, None, anatomy_input, channels=seen, network_image=network_image,
-                            signal_level=levels[0])
+                            signal_level=levels[0], reviewed_mask=reviewed_mask, reviewed_path=reviewed)
     result = preprocess_arrays(seen if len(seen) > 1 else seen[0], plan)
     return PreparedCase(case, images[0], result.image, result.head, result.props, anatomy_input, network_image=network_image,
-                        signal_level=levels[0])
+                        signal_level=levels[0], reviewed_mask=reviewed_mask, reviewed_path=reviewed)
 
 
 def network_outputs(prepared: PreparedCase, predictor: StackPredictor, plan: Plan, anatomy: Optional[AnatomyModel],
@@ -180,24 +200,15 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     outputs = case_outputs(options.out_dir, case)
     # calibrated on the input's grid, voxel by voxel: the map keeps 0.5, so the mask at 0.5 is the uncalibrated one
     probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures)
-    mask = probabilities_to_mask(probs, options.threshold)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
     anatomy = anatomy_labels(prepared, anatomy_probs)
-    dropped = None  # lesions dropped outside the brain: None when nothing was looked for
-    if options.drop_outside_brain and anatomy is not None:
-        mask, dropped = drop_outside_brain(mask, anatomy, geometry)
-    if options.white_matter_only:
-        if anatomy is None:
-            raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
-        mask = white_matter_lesions(mask, anatomy, geometry)
     # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it;
     # its background floor (a whole scan's median) once for the filter and the table
     floor = background_floor(np.asarray(prepared.judged_array))
-    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
-                          options.min_lesion_contrast, options.min_lesion_spread, floor)
-    faint_cortical = None  # lesions in or against the cortex dropped as normal cortex: None when nothing was looked for
-    if options.min_cortex_contrast > 0 and anatomy is not None:
-        mask, faint_cortical = drop_faint_cortical(mask, anatomy, prepared.judged_array, geometry, options.min_cortex_contrast)
+    if prepared.reviewed_mask is not None:  # the reader's lesions as drawn: no threshold, no filter
+        mask, dropped, faint_cortical = prepared.reviewed_mask, None, None
+    else:
+        mask, dropped, faint_cortical = model_mask(prepared, probs, anatomy, options, floor)
     # with anatomy the table gains location classes and the summary Fazekas and McDonald counts (deepwml.anatomy)
     lesions = lesion_table(mask, geometry, anatomy=anatomy, probs=probs, image=prepared.judged_array, floor=floor)
     summary = summarize_case(case.case_id, mask, geometry, lesions, anatomy=anatomy)
@@ -209,6 +220,8 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         summary.anatomy.update(contrast_fields(prepared.image.array, anatomy, geometry, mask))
     if prepared.skull_strip_state:
         summary.anatomy[SKULL_STRIP_COLUMN] = prepared.skull_strip_state
+    if prepared.reviewed_path is not None:
+        summary.lesions_from = reviewed_note(prepared.reviewed_path)
     summary.acquisition_warning = with_notes(with_map_warnings(
         scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy),
         level_note(prepared.signal_level))
@@ -226,6 +239,7 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     write_csv(lesions, outputs.lesions)
     if options.write_qc:
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
+        title += " (reviewed mask)" if prepared.reviewed_mask is not None else ""
         # said, so that a reader who sees a lesion missing at the brain's edge knows where to look
         title += f"; {dropped} outside the brain dropped" if dropped else ""
         title += f"; {faint_cortical} no brighter than normal cortex dropped" if faint_cortical else ""
@@ -233,6 +247,27 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
                          locations=table_locations(lesions))
     write_image(mask, geometry, outputs.mask)
     return summary
+
+
+def model_mask(prepared: PreparedCase, probs: np.ndarray, anatomy: Optional[np.ndarray], options: RunOptions,
+               floor: float) -> Tuple[np.ndarray, Optional[int], Optional[int]]:
+    """(the lesion model's mask at the run's threshold after its lesion filters, lesions dropped outside the brain,
+    lesions dropped as normal cortex); each count None when nothing was looked for."""
+    geometry = prepared.image.geometry
+    mask = probabilities_to_mask(probs, options.threshold)
+    dropped = None
+    if options.drop_outside_brain and anatomy is not None:
+        mask, dropped = drop_outside_brain(mask, anatomy, geometry)
+    if options.white_matter_only:
+        if anatomy is None:
+            raise DeepWMLError("--white-matter-only needs the anatomy map, and this run predicts none")  # run.py checks first
+        mask = white_matter_lesions(mask, anatomy, geometry)
+    mask = filter_lesions(mask, geometry, probs, options.min_lesion_ml, options.min_lesion_peak, prepared.judged_array,
+                          options.min_lesion_contrast, options.min_lesion_spread, floor)
+    faint_cortical = None
+    if options.min_cortex_contrast > 0 and anatomy is not None:
+        mask, faint_cortical = drop_faint_cortical(mask, anatomy, prepared.judged_array, geometry, options.min_cortex_contrast)
+    return mask, dropped, faint_cortical
 
 
 def needs_lesion_ids(options: RunOptions) -> bool:
@@ -339,9 +374,7 @@ class CasePipeline:
                 while queue or pending_reads:
                     while queue and len(pending_reads) < lookahead:
                         case = queue.popleft()
-                        pending_reads.append((case, readers.submit(prepare_case, case, self.plan, self.options.series_uid,
-                                                                   self.anatomy, self.options.skull_strip,
-                                                                   self.options.thin_slab_mm)))
+                        pending_reads.append((case, readers.submit(self.prepare, case)))
                     case, future = pending_reads.popleft()
                     try:
                         prepared, probs, anatomy = network_outputs(future.result(), self.predictor, self.plan, self.anatomy,
@@ -362,6 +395,12 @@ class CasePipeline:
                     future.cancel()
                 raise
         return [results[c.case_id] for c in cases]
+
+    def prepare(self, case: InputCase) -> PreparedCase:
+        """Read and preprocess one case as the run's options say (prepare_case)."""
+        options = self.options
+        return prepare_case(case, self.plan, options.series_uid, self.anatomy, options.skull_strip, options.thin_slab_mm,
+                            options.reviewed_mask_path(case))
 
     @staticmethod
     def _collect(item: Tuple[InputCase, Future], record: Callable[[CaseSummary], None]) -> None:

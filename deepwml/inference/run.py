@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 from tqdm import tqdm
 
 from deepwml.calibration.temperature import uncalibrated
 from deepwml.constants import MIN_CORTEX_CONTRAST
+from deepwml.imageio import read_label
 from deepwml.inference.acquisition import learned_stripped_scans, trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
@@ -38,6 +40,7 @@ from deepwml.inference.pdf_printer import PdfPrinter
 from deepwml.inference.parts import check_part, select_part
 from deepwml.inference.postprocessing import MaskSettings, mask_settings
 from deepwml.inference.pipeline import CasePipeline, RunOptions, describe_error, summary_from_outputs
+from deepwml.inference.reviewed_masks import MASK_FLAGS, find_reviewed_masks, read_reviewed_mask, reviewed_note
 from deepwml.inference.signal_level import kept_level_note
 from deepwml.inference.skull_strip import run_skull_strip
 from deepwml.inference.thin_slices import check_slab_setting, run_slab_mm
@@ -125,6 +128,9 @@ class PredictRequest:
     thin_slab_mm: Optional[float] = None
     #: name every case by its keyed pseudonym and keep the source out of the outputs (deepwml.inference.pseudonyms)
     pseudonym_key: Optional[Path] = None
+    #: a reader's reviewed lesion masks (a folder of CASE<ending> / CASE.dcm, or one file for one case): the outputs
+    #: describe them instead of the model's masks (deepwml.inference.reviewed_masks)
+    lesion_masks: Optional[Path] = None
 
 
 @dataclass
@@ -159,6 +165,8 @@ class PredictReport:
     #: where the run segments otherwise than the model's stored temperatures and postprocessing were fitted
     #: (deepwml.inference.fit_agreement; also printed as notes)
     fit_notes: List[str] = field(default_factory=list)
+    #: the reviewed masks the outputs describe (--lesion-masks), None for the model's masks
+    lesion_masks: Optional[Path] = None
 
     @property
     def failed(self) -> List[CaseSummary]:
@@ -178,12 +186,16 @@ class PredictReport:
             f"summary: {self.summary_csv}; anatomy model: {self.anatomy_model or 'none'}"
             + ("; skull stripped: the lesion model saw only the anatomy model's brain" if self.skull_strip else "")
             + (f"; {self.skull_strip_note}" if self.skull_strip_note else "")
-            + ("; lesions outside the anatomy model's brain dropped" if self.outside_brain_dropped else "")
-            + (f"; lesions in or against its cortex under {self.cortex_contrast:g} x the cortex's median dropped" if self.cortex_contrast else "")
+            + ("; lesions outside the anatomy model's brain dropped" if self.outside_brain_dropped and not self.lesion_masks else "")
+            + (f"; lesions in or against its cortex under {self.cortex_contrast:g} x the cortex's median dropped"
+               if self.cortex_contrast and not self.lesion_masks else "")
             + (f"; removed {self.removed_temporaries} temporary file(s) of killed runs" if self.removed_temporaries else "")
             + ("; probabilities calibrated (temperatures {:.3g} below, {:.3g} above the threshold)".format(*self.temperatures)
                if self.temperatures != (1.0, 1.0) else "")
-            + (f"; the model's postprocessing: {self.mask.describe()}" if self.stored_postprocessing and self.mask else "")
+            + (f"; the model's postprocessing: {self.mask.describe()}" if self.stored_postprocessing and self.mask
+               and not self.lesion_masks else "")
+            + (f"; lesions: the reviewed masks in {self.lesion_masks} as drawn (the model's probabilities give their "
+               "mean probability and confidence)" if self.lesion_masks else "")
         )
 
     def _engine_reason(self) -> str:
@@ -315,6 +327,7 @@ def _predict(request: PredictRequest) -> PredictReport:
     check_output_collisions(all_cases, out_dir, request.save_probabilities, request.write_qc, request.num_parts, request.part_id,
                             clinical.extras)
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
+    reviewed = None if request.lesion_masks is None else reviewed_masks_of(request, all_cases, cases, out_dir, label_map)
     done, todo = _split_done(cases, out_dir, request, label_map)
     # with these options the anatomy model's map changes the masks, so its weights are part of what made them
     drop_outside = anatomy_dir is not None and not request.keep_outside_brain
@@ -340,7 +353,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
                                mask.threshold, tta, request.white_matter_only, mask.min_lesion_ml,
                                mask.min_lesion_peak, strip, weights.anatomy_digests, drop_outside,
-                               mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread, cortex_contrast)
+                               mask.min_lesion_contrast, thin_slab, mask.min_lesion_spread, cortex_contrast,
+                               lesion_masks=None if reviewed is None else str(request.lesion_masks.expanduser().resolve()))
     changed = resume_differences(out_dir, producer, len(done))
     if changed and request.overwrite_if_changed:
         print(f"[deepwml_predict] note: {out_dir}'s {len(done)} finished case(s) were predicted with other settings "
@@ -349,10 +363,15 @@ def _predict(request: PredictRequest) -> PredictReport:
             weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, True)
         done, todo = [], list(cases)
     check_resume_matches(out_dir, producer, len(done))
+    if reviewed is not None:  # a finished case whose reviewed mask has changed since is described anew
+        predicting = bool(todo)
+        done, todo = reviewed_unchanged(done, todo, out_dir, reviewed, request.series_uid)
+        if todo and not predicting:  # the weights were read for a run that predicts nothing
+            weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, True)
     report = PredictReport(summaries=[], folds=list(spec.folds), resumed=len(done), anatomy_model=anatomy_dir,
                            skull_strip=strip, skull_strip_note=strip_note, mask=mask, outside_brain_dropped=drop_outside,
                            cortex_contrast=cortex_contrast,
-                           stored_postprocessing=from_model)
+                           stored_postprocessing=from_model, lesion_masks=request.lesion_masks if reviewed is not None else None)
     summaries = {}
     earlier_path = summary_path(out_dir, request.num_parts, request.part_id)
     earlier_rows = earlier_summary_rows(earlier_path) if done else None
@@ -371,6 +390,8 @@ def _predict(request: PredictRequest) -> PredictReport:
             if case.case_id in level_notes:  # read from the scan by the run that made the mask (signal_level)
                 summary = summaries[case.case_id]
                 summary.acquisition_warning = with_notes(summary.acquisition_warning, level_notes[case.case_id])
+            if reviewed is not None:  # resumed only when its mask is the reviewed one (reviewed_unchanged)
+                summaries[case.case_id].lesions_from = reviewed_note(reviewed[case.case_id])
         except Exception as e:  # noqa: BLE001 - a damaged earlier output is reported like any failed case
             summaries[case.case_id] = failed_case(case.case_id, f"existing output unreadable ({describe_error(e)}); rerun with --overwrite")
     setup = runtime_setup() if weights.graphs is not None else torch_setup(request)
@@ -412,6 +433,8 @@ def _predict(request: PredictRequest) -> PredictReport:
             temperatures=report.temperatures,
             trained_acquisition=trained,
             thin_slab_mm=thin_slab,
+            reviewed_masks=reviewed,
+            reviewed_source=request.lesion_masks,
         )
         if workers > 1:
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
@@ -622,6 +645,41 @@ def clinical_options(request: PredictRequest, spec: ModelSpec, cases: Sequence[I
     model = ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint,
                                bool(request.tta) or spec.plan.inference.tta, spec.plan.inference.threshold)
     return ClinicalOptions(extras=extras, model=model, pdf_printer=printer, series_uid=request.series_uid)
+
+
+def reviewed_masks_of(request: PredictRequest, all_cases: Sequence[InputCase], cases: Sequence[InputCase], out_dir: Path,
+                      label_map: bool) -> Dict[str, Path]:
+    """--lesion-masks: each case's reviewed mask, after refusing the options it leaves without effect (before anything
+    runs); the masks of every part's cases are looked for, so that a doubled one stops every part alike."""
+    if label_map:
+        raise DeepWMLError("--lesion-masks describes lesion masks, and this model predicts a label map")
+    given = [flag for flag, value in zip(MASK_FLAGS, (request.threshold, request.min_lesion_ml, request.min_lesion_peak,
+                                                      request.min_lesion_contrast, request.min_lesion_spread,
+                                                      request.white_matter_only or None)) if value is not None]
+    if given:
+        raise DeepWMLError(f"--lesion-masks takes the reviewed masks as drawn: {', '.join(given)} would change nothing; "
+                           "leave them out")
+    found = find_reviewed_masks(request.lesion_masks, all_cases, out_dir)
+    selected = {c.case_id for c in cases}
+    return {cid: path for cid, path in found.items() if cid in selected}
+
+
+def reviewed_unchanged(done: Sequence[InputCase], todo: Sequence[InputCase], out_dir: Path, reviewed: Dict[str, Path],
+                       series_uid: Optional[str]) -> Tuple[List[InputCase], List[InputCase]]:
+    """(finished cases whose mask is their reviewed mask, the rest to describe anew): a reader may correct a case again
+    after a run, and its outputs must then follow."""
+    kept: List[InputCase] = []
+    again: List[InputCase] = []
+    for case in done:
+        path = reviewed.get(case.case_id)
+        try:
+            written = read_label(case_outputs(out_dir, case).mask)
+            same = path is not None and np.array_equal(written.array > 0, read_reviewed_mask(
+                path, written.geometry, case.source if case.kind == "dicom" else None, series_uid))
+        except DeepWMLError:  # unreadable either way: the case is described anew and fails there, by name
+            same = False
+        (kept if same else again).append(case)
+    return kept, sorted([*again, *todo], key=lambda c: c.case_id)
 
 
 def _split_done(cases: Sequence[InputCase], out_dir: Path, request: PredictRequest, label_map: bool = False) -> tuple:

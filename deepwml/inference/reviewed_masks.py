@@ -1,0 +1,92 @@
+"""Lesion masks a reader reviewed, corrected or drew (deepwml_predict --lesion-masks): the run's outputs describe them
+instead of the lesion model's mask. The lesion table, locations, Fazekas and McDonald counts, QC picture, report and
+DICOM SEG / SR are those of the reader's lesions, as drawn (no threshold, no lesion filter); the lesion model still
+runs, and its probabilities give each of those lesions its mean probability (low for a lesion the reader added
+where the model saw none) and confidence, and the report its uncertainty overlay.
+
+A mask is found by case id (``CASE<ending>``, any image ending DeepWML reads, or ``CASE.dcm``: a DICOM SEG of a DICOM
+series input, as a PACS or viewer keeps a reader's outlines); it must lie on its scan's grid, and any value above 0
+is lesion (a 0/1 or 0/255 mask, or lesions numbered one by one), as deepwml_compare reads a reader's mask.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from deepwml.constants import IMAGE_ENDINGS
+from deepwml.imageio import Geometry, read_label
+from deepwml.imageio.files import unreadable_reason
+from deepwml.inference.inputs import InputCase
+from deepwml.utils.errors import DeepWMLError, ImageError
+
+#: a DICOM SEG of the case's series (CASE.dcm)
+SEG_ENDING = ".dcm"
+#: the options that set the model's mask, which --lesion-masks replaces (refused beside it: they would change nothing)
+MASK_FLAGS = ("--threshold", "--min-lesion-ml", "--min-lesion-peak", "--min-lesion-contrast", "--min-lesion-spread",
+              "--white-matter-only")
+
+
+def find_reviewed_masks(source: Path, cases: Sequence[InputCase], out_dir: Path) -> Dict[str, Path]:
+    """Each case's reviewed mask by case id: ``source`` itself when it is a file (one case only), else
+    ``source``/CASE<ending> or CASE.dcm. A case without one is left out (it fails, naming what was looked for); two
+    for one case, a folder that is the output folder, or a file for several cases is an error before anything runs."""
+    source = Path(source).expanduser()
+    if source.is_file():
+        if len(cases) != 1:
+            raise DeepWMLError(f"--lesion-masks is one file, and the input holds {len(cases)} cases: give a folder of "
+                               "masks named by case id (CASE.nii.gz)", source)
+        return {cases[0].case_id: source}
+    if not source.is_dir():
+        raise DeepWMLError("--lesion-masks: no such file or folder", source)
+    if out_dir.exists() and source.resolve() == Path(out_dir).expanduser().resolve():
+        # a finished case's mask there would be the reviewed mask itself: an edited case could never be told apart
+        raise DeepWMLError("--lesion-masks is the output folder (-o): copy the reviewed masks to a folder of their own, "
+                           "or write the outputs elsewhere", source)
+    found: Dict[str, Path] = {}
+    for case in cases:
+        candidates = [source / f"{case.case_id}{ending}" for ending in IMAGE_ENDINGS + (SEG_ENDING,)]
+        present = [p for p in candidates if p.exists() or p.is_symlink()]
+        if len(present) > 1:
+            raise DeepWMLError(f"case {case.case_id!r} has {len(present)} reviewed masks "
+                               f"({', '.join(p.name for p in present)}); keep one", source)
+        if present:
+            found[case.case_id] = present[0]
+    return found
+
+
+def missing_mask_error(source: Path, case_id: str) -> DeepWMLError:
+    """The error of a case that has no reviewed mask in ``source``."""
+    return DeepWMLError(f"no reviewed lesion mask for case {case_id!r} ({case_id}.nii.gz, another image ending, or "
+                        f"{case_id}{SEG_ENDING}, a DICOM SEG of a DICOM series)", source)
+
+
+def read_reviewed_mask(path: Path, geometry: Geometry, series_folder: Optional[Path] = None,
+                       series_uid: Optional[str] = None) -> np.ndarray:
+    """The reader's lesions (> 0) on the scan's grid ``geometry`` as booleans in numpy (z, y, x) order. A DICOM SEG
+    (CASE.dcm) outlines the DICOM series in ``series_folder`` (read with ``series_uid``, as the scan was)."""
+    path = Path(path)
+    if path.name.lower().endswith(SEG_ENDING):
+        reason = unreadable_reason(path)
+        if reason:
+            raise ImageError(reason, path)
+        from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask
+
+        if not is_dicom_seg(path):
+            raise ImageError("is not a DICOM SEG (a .dcm lesion mask must hold a Segmentation)", path)
+        if series_folder is None or not Path(series_folder).is_dir():
+            raise ImageError("a DICOM SEG outlines a DICOM series, and this case's scan is an image file: give its "
+                             "mask as an image on the scan's grid", path)
+        return read_seg_mask(path, Path(series_folder), series_uid) > 0
+    mask = read_label(path)
+    problems = geometry.mismatches(mask.geometry)
+    if problems:
+        raise ImageError(f"the reviewed mask is not on its scan's grid ({'; '.join(problems)}): save it on the scan's "
+                         "grid (as the predicted mask lies)", path)
+    return mask.array > 0
+
+
+def reviewed_note(path: Path) -> str:
+    """summary.csv's lesions_from for a case whose lesions are the reader's mask ``path``."""
+    return f"reviewed mask {Path(path).name}"
