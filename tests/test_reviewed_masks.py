@@ -190,3 +190,31 @@ def test_a_dicom_seg_kept_in_the_pacs_is_a_reviewed_mask_and_the_new_seg_says_se
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
     assert seg.SeriesDescription == "DeepWML white matter lesions, reviewed (research use)"
     assert model_seg.SeriesDescription == "DeepWML white matter lesions (research use)"
+
+
+def test_a_mask_cropped_to_its_segments_is_placed_on_the_scan_s_grid(tmp_path):
+    """3D Slicer may save a segmentation (CASE.seg.nrrd) cropped to its segments' extent: a window of the scan's grid,
+    its origin a whole number of voxels in. Placed there; half a voxel off, another voxel size, or lesions beyond
+    the scan: refused."""
+    grids = _scans(tmp_path / "in", n=1)
+    geometry = grids["a0"]
+    full = np.zeros((6, 64, 64), np.uint8)
+    full[2, 20:26, 30:33] = 1
+    full[3, 21:24, 31:35] = 2
+    window = full[1:5, 15:40, 25:50]  # z 1..4, y 15..39, x 25..49
+    direction, spacing = geometry.direction_matrix, np.asarray(geometry.spacing)
+
+    def origin_at(index_xyz) -> tuple:
+        return tuple(np.asarray(geometry.origin) + direction @ (np.asarray(index_xyz, float) * spacing))
+
+    cropped = Geometry((25, 25, 4), geometry.spacing, origin_at((25, 15, 1)), geometry.direction)
+    write_image(window, cropped, tmp_path / "rev" / "a0.seg.nrrd", compress=False)
+    found = find_reviewed_masks(tmp_path / "rev", discover_cases(tmp_path / "in"), tmp_path / "out")
+    assert found == {"a0": tmp_path / "rev" / "a0.seg.nrrd"}
+    np.testing.assert_array_equal(read_reviewed_mask(found["a0"], geometry), full > 0)
+    for name, grid in (("half", Geometry((25, 25, 4), geometry.spacing, origin_at((25.5, 15, 1)), geometry.direction)),
+                       ("coarse", Geometry((25, 25, 4), (1.0, 1.0, 6.0), origin_at((25, 15, 1)), geometry.direction)),
+                       ("beyond", Geometry((25, 25, 4), geometry.spacing, origin_at((60, 15, 1)), geometry.direction))):
+        write_image(window, grid, tmp_path / "bad" / f"{name}.nii.gz")
+        with pytest.raises(ImageError, match=rf"{name}\.nii\.gz: the reviewed mask is not on its scan's grid"):
+            read_reviewed_mask(tmp_path / "bad" / f"{name}.nii.gz", geometry)

@@ -4,9 +4,10 @@ DICOM SEG / SR are those of the reader's lesions, as drawn (no threshold, no les
 runs, and its probabilities give each of those lesions its mean probability (low for a lesion the reader added
 where the model saw none) and confidence, and the report its uncertainty overlay.
 
-A mask is found by case id (``CASE<ending>``, any image ending DeepWML reads, or ``CASE.dcm``: a DICOM SEG of a DICOM
-series input, as a PACS or viewer keeps a reader's outlines); it must lie on its scan's grid, and any value above 0
-is lesion (a 0/1 or 0/255 mask, or lesions numbered one by one), as deepwml_compare reads a reader's mask.
+A mask is found by case id (``CASE<ending>``, any image ending DeepWML reads, ``CASE.seg.nrrd`` as 3D Slicer saves a
+segmentation, or ``CASE.dcm``: a DICOM SEG of a DICOM series input, as a PACS or viewer keeps a reader's outlines); it
+must lie on its scan's grid or on a window of it (a mask cropped to its segments), and any value above 0 is lesion (a
+0/1 or 0/255 mask, or lesions numbered one by one), as deepwml_compare reads a reader's mask.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from deepwml.constants import IMAGE_ENDINGS
-from deepwml.imageio import Geometry, read_label
+from deepwml.imageio import Geometry, Image, read_label
 from deepwml.imageio.files import unreadable_reason
 from deepwml.inference.inputs import InputCase
 from deepwml.utils.errors import DeepWMLError, ImageError
 
 #: a DICOM SEG of the case's series (CASE.dcm)
 SEG_ENDING = ".dcm"
+#: 3D Slicer's segmentation file (a NRRD, often cropped to its segments' extent)
+SLICER_ENDING = ".seg.nrrd"
 #: the options that set the model's mask, which --lesion-masks replaces (refused beside it: they would change nothing)
 MASK_FLAGS = ("--threshold", "--min-lesion-ml", "--min-lesion-peak", "--min-lesion-contrast", "--min-lesion-spread",
               "--white-matter-only")
@@ -46,7 +49,7 @@ def find_reviewed_masks(source: Path, cases: Sequence[InputCase], out_dir: Path)
                            "or write the outputs elsewhere", source)
     found: Dict[str, Path] = {}
     for case in cases:
-        candidates = [source / f"{case.case_id}{ending}" for ending in IMAGE_ENDINGS + (SEG_ENDING,)]
+        candidates = [source / f"{case.case_id}{ending}" for ending in IMAGE_ENDINGS + (SLICER_ENDING, SEG_ENDING)]
         present = [p for p in candidates if p.exists() or p.is_symlink()]
         if len(present) > 1:
             raise DeepWMLError(f"case {case.case_id!r} has {len(present)} reviewed masks "
@@ -81,10 +84,40 @@ def read_reviewed_mask(path: Path, geometry: Geometry, series_folder: Optional[P
         return read_seg_mask(path, Path(series_folder), series_uid) > 0
     mask = read_label(path)
     problems = geometry.mismatches(mask.geometry)
-    if problems:
+    if not problems:
+        return mask.array > 0
+    placed = placed_on_grid(mask, geometry)
+    if placed is None:
         raise ImageError(f"the reviewed mask is not on its scan's grid ({'; '.join(problems)}): save it on the scan's "
                          "grid (as the predicted mask lies)", path)
-    return mask.array > 0
+    return placed
+
+
+def placed_on_grid(mask: Image, geometry: Geometry) -> Optional[np.ndarray]:
+    """``mask`` (> 0) on ``geometry`` when it lies on a window of that grid (the same voxel size and axes, its first
+    voxel a whole number of voxels along them: a viewer's mask cropped to its segments, as 3D Slicer may save a
+    segmentation) with every lesion voxel inside the scan; None when it does not."""
+    own = mask.geometry
+    if not (np.allclose(own.spacing, geometry.spacing, rtol=1e-3)
+            and np.allclose(own.direction, geometry.direction, atol=1e-3)):
+        return None
+    # the mask's first voxel as an (x, y, z) index of the scan's grid
+    index = geometry.direction_matrix.T @ (np.asarray(own.origin) - np.asarray(geometry.origin)) / np.asarray(geometry.spacing)
+    start = np.round(index).astype(int)
+    if np.abs(index - start).max() > 0.1:  # a tenth of a voxel: header rounding, never another voxel
+        return None
+    lesion = np.asarray(mask.array) > 0
+    out = np.zeros(tuple(reversed(geometry.size)), dtype=bool)
+    if not lesion.any():
+        return out
+    # in numpy (z, y, x) order: the lesions' box in the mask, and where it lands in the scan
+    box = [np.flatnonzero(lesion.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    low = np.array([b[0] for b in box]) + start[::-1]
+    high = np.array([b[-1] + 1 for b in box]) + start[::-1]
+    if np.any(low < 0) or np.any(high > out.shape):
+        return None
+    out[tuple(slice(a, b) for a, b in zip(low, high))] = lesion[tuple(slice(b[0], b[-1] + 1) for b in box)]
+    return out
 
 
 def reviewed_note(path: Path) -> str:
