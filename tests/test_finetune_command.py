@@ -487,3 +487,35 @@ def test_the_cross_validation_lines_say_what_was_measured_and_whether_fine_tunin
     assert fold_validation(tmp_path / "splits.json", 2) == {"0": ["a", "b"], "1": ["c", "d"]}
     with pytest.raises(DeepWMLError, match="holds 2 folds, not the 3 of --folds"):
         fold_validation(tmp_path / "splits.json", 3)
+
+
+def test_a_folder_of_scans_and_a_folder_of_their_corrected_masks_make_the_set(tmp_path, monkeypatch, capfd):
+    """deepwml_finetune SCANS --masks CORRECTED (the masks named by case id, as deepwml_predict --lesion-masks reads a
+    reader's corrections): the scans with a mask make the set, the one without is named in a note; a plain folder
+    without --masks, or with BIDS-only options, is refused with the reason."""
+    import numpy as np
+
+    from conftest import tiny_case
+
+    scans, masks = tmp_path / "scans", tmp_path / "corrected"
+    labels = []
+    for k in range(3):
+        image, label, geometry = tiny_case(seed=k + 1)
+        write_image(image.astype(np.float32), geometry, scans / f"s{k}.nii.gz")
+        labels.append(label)
+        if k < 2:
+            write_image(label, geometry, masks / f"s{k}{('.nii.gz', '.mha')[k]}")
+    assert finetune_main([str(scans), "-o", str(tmp_path / "m0")]) == 2
+    assert "a folder of scans needs --masks" in capfd.readouterr().err
+    assert finetune_main([str(scans), "--masks", str(masks), "--participant-label", "01", "-o", str(tmp_path / "m0")]) == 2
+    assert "--participant-label apply to BIDS datasets only" in capfd.readouterr().err
+    Stop = _stop_once_the_set_is_made(monkeypatch)
+    work = tmp_path / "work"
+    with pytest.raises(Stop):
+        finetune_main([str(scans), "--masks", str(masks), "-o", str(tmp_path / "model"), "--work", str(work)])
+    assert "1 scan(s) without a mask in" in capfd.readouterr().err
+    (raw,) = (work / "raw").glob("Dataset*")
+    written = sorted(p.name for p in (raw / "labelsTr").iterdir())
+    assert written == ["s0.nii.gz", "s1.nii.gz"]
+    for k in range(2):
+        assert np.array_equal(read_image(raw / "labelsTr" / f"s{k}.nii.gz", dtype=None).array > 0, labels[k] > 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from deepwml.cli.common import add_device_argument, run
 
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
             "The work folder resumes an interrupted run."
         ),
     )
-    p.add_argument("manifest", type=Path, help="the CSV manifest of labelled scans, or a BIDS dataset (with --masks)")
+    p.add_argument("manifest", type=Path, help="the CSV manifest of labelled scans, a BIDS dataset (with --masks), or a "
+                   "folder of scans (with --masks: a folder of their masks named by case id, as deepwml_predict "
+                   "--lesion-masks reads a reader's corrected masks)")
     p.add_argument("-o", "--output", type=Path, required=True, help="the model folder to create")
     p.add_argument("--from", dest="start", default="builtin",
                    help="the model to start from: 'builtin' (the shipped model, default) or a trained model's PLAN folder")
@@ -55,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "only 0 and 1")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in -o")
     add_device_argument(p)
-    bids = p.add_argument_group("a BIDS dataset instead of a manifest (docs/dataset_format.md, 'BIDS datasets')")
+    bids = p.add_argument_group("a BIDS dataset or a folder of scans instead of a manifest (docs/dataset_format.md, "
+                                "'BIDS datasets')")
     bids.add_argument("--masks", type=Path, default=None,
-                      help="the folder holding the reader's lesion masks in the BIDS layout (a derivatives dataset)")
+                      help="the folder holding the reader's lesion masks: in the BIDS layout (a derivatives dataset) for "
+                      "a BIDS dataset; CASE<ending>, CASE.seg.nrrd or CASE.dcm (a DICOM SEG) for a folder of scans")
     bids.add_argument("--mask-suffix", nargs="+", default=None, metavar="ENDING",
                       help="the masks' endings after the scan's entities, tried in order (default: label-WMH_mask, "
                       "label-lesion_mask, desc-lesion_mask, label-lesion_roi and alike)")
@@ -66,25 +70,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def bids_manifest(args: argparse.Namespace) -> Path:
-    """The manifest of a BIDS dataset's FLAIRs and masks, written beside the work folder (the same content on a
-    second run, so the run resumes)."""
+def folder_manifest(args: argparse.Namespace) -> Path:
+    """The manifest of a BIDS dataset's FLAIRs and masks, or of a folder of scans and a folder of their masks named by
+    case id, written beside the work folder (the same content on a second run, so the run resumes)."""
     from deepwml.bids.layout import MASK_SUFFIXES, DESCRIPTION_NAME
     from deepwml.bids.manifest import BidsSelection, manifest_rows, write_manifest
     from deepwml.pretrained.site_finetune import FinetuneRequest, work_folder
     from deepwml.utils.errors import DeepWMLError
 
-    if not (args.manifest / DESCRIPTION_NAME).is_file():
-        raise DeepWMLError(f"is a folder but not a BIDS dataset (no {DESCRIPTION_NAME}); give a CSV manifest or a BIDS "
-                           "dataset", args.manifest)
+    bids = (args.manifest / DESCRIPTION_NAME).is_file()
     if args.masks is None:
-        raise DeepWMLError("a BIDS dataset needs --masks: the folder holding the reader's lesion masks", args.manifest)
-    rows = manifest_rows(args.manifest, BidsSelection(args.participant_label, args.session_label, args.masks,
-                                                      args.mask_suffix or MASK_SUFFIXES))
+        raise DeepWMLError(f"a {'BIDS dataset' if bids else 'folder of scans'} needs --masks: the folder holding the "
+                           "reader's lesion masks (or give a CSV manifest)", args.manifest)
+    if bids:
+        rows = manifest_rows(args.manifest, BidsSelection(args.participant_label, args.session_label, args.masks,
+                                                          args.mask_suffix or MASK_SUFFIXES))
+    else:
+        not_bids = [flag for flag, value in (("--mask-suffix", args.mask_suffix), ("--participant-label",
+                    args.participant_label), ("--session-label", args.session_label)) if value]
+        if not_bids:
+            raise DeepWMLError(f"is not a BIDS dataset (no {DESCRIPTION_NAME}): {', '.join(not_bids)} apply to BIDS "
+                               "datasets only", args.manifest)
+        rows = scan_folder_rows(args.manifest, args.masks, args.output)
     work = work_folder(FinetuneRequest(manifest=args.manifest, output=args.output, work=args.work))
-    path = work.with_name(work.name + ".bids_manifest.csv")
+    path = work.with_name(work.name + (".bids_manifest.csv" if bids else ".scans_manifest.csv"))
     write_manifest(rows, path)
     return path
+
+
+def scan_folder_rows(scans: Path, masks: Path, output: Path) -> List[Dict[str, str]]:
+    """Manifest rows of the scans in ``scans`` (files or DICOM series, as deepwml_predict -i finds them) that have a
+    mask in ``masks`` named by case id (deepwml.inference.reviewed_masks); the others are named in a note."""
+    import sys
+
+    from deepwml.inference.inputs import discover_cases
+    from deepwml.inference.reviewed_masks import find_reviewed_masks
+    from deepwml.utils.errors import DeepWMLError
+
+    cases = discover_cases(scans)
+    found = find_reviewed_masks(masks, cases, output)
+    if not found:
+        raise DeepWMLError(f"holds no mask for any of the {len(cases)} scan(s) in {scans} (looked for CASE.nii.gz, "
+                           "another image ending, CASE.seg.nrrd or CASE.dcm)", masks)
+    unlabelled = [c.case_id for c in cases if c.case_id not in found]
+    if unlabelled:
+        print(f"[deepwml_finetune] note: {len(unlabelled)} scan(s) without a mask in {masks} left out: "
+              f"{', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''}", file=sys.stderr)
+    return [{"case_id": c.case_id, "image": str(Path(c.source).resolve()), "label": str(found[c.case_id].resolve()),
+             "centre": Path(scans).resolve().name, "disease": "other"} for c in cases if c.case_id in found]
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -103,7 +136,7 @@ def _main(argv: Optional[List[str]]) -> int:
                                           ("--participant-label", args.participant_label),
                                           ("--session-label", args.session_label)) if value]
     if args.manifest.is_dir():
-        args.manifest = bids_manifest(args)
+        args.manifest = folder_manifest(args)
     elif bids_only:
         build_parser().error(f"{', '.join(bids_only)}: only with a BIDS dataset, not a CSV manifest")
     run_finetune(FinetuneRequest(manifest=args.manifest, output=args.output, start=args.start, work=args.work,
