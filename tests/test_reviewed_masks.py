@@ -216,5 +216,5 @@ def test_a_mask_cropped_to_its_segments_is_placed_on_the_scan_s_grid(tmp_path):
                        ("coarse", Geometry((25, 25, 4), (1.0, 1.0, 6.0), origin_at((25, 15, 1)), geometry.direction)),
                        ("beyond", Geometry((25, 25, 4), geometry.spacing, origin_at((60, 15, 1)), geometry.direction))):
         write_image(window, grid, tmp_path / "bad" / f"{name}.nii.gz")
-        with pytest.raises(ImageError, match=rf"{name}\.nii\.gz: the reviewed mask is not on its scan's grid"):
+        with pytest.raises(ImageError, match=rf"{name}\.nii\.gz: the lesion mask is not on its scan's grid"):
             read_reviewed_mask(tmp_path / "bad" / f"{name}.nii.gz", geometry)

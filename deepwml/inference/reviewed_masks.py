@@ -88,7 +88,7 @@ def read_reviewed_mask(path: Path, geometry: Geometry, series_folder: Optional[P
         return mask.array > 0
     placed = placed_on_grid(mask, geometry)
     if placed is None:
-        raise ImageError(f"the reviewed mask is not on its scan's grid ({'; '.join(problems)}): save it on the scan's "
+        raise ImageError(f"the lesion mask is not on its scan's grid ({'; '.join(problems)}): save it on the scan's "
                          "grid (as the predicted mask lies)", path)
     return placed
 

@@ -13,7 +13,8 @@ import SimpleITK as sitk
 
 from deepwml.anatomy.location import SPLIT_COLUMNS
 from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
-from deepwml.imageio import Image, read_image, read_label, write_image
+from deepwml.imageio import Image, read_image, write_image
+from deepwml.inference.reviewed_masks import read_reviewed_mask
 from deepwml.inference.signal_level import from_no_signal
 from deepwml.longitudinal.change import (
     CHANGE_CODES, ENLARGING, NEW, SHRINKING, STABLE, AlignedImages, ChangeRules, LesionChange, compare_lesions,
@@ -255,19 +256,17 @@ def _finite(value: Any) -> bool:
 
 
 def read_pair(image_path: Path, mask_path: Path) -> Tuple[Image, np.ndarray]:
-    """A scan and its lesion mask (> 0: lesion), which must share its grid; for a DICOM series the mask may be a
-    DICOM SEG of it (a reader's outlines from the PACS)."""
+    """A scan and its lesion mask (> 0: lesion), which must lie on its grid (or a window of it); for a DICOM series
+    the mask may be a DICOM SEG of it (a reader's outlines from the PACS)."""
     from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask
 
     # measured from no signal, as deepwml_predict measures: the signal change divides each visit by its brain median
     if Path(image_path).is_dir() and is_dicom_seg(Path(mask_path)):
         image = from_no_signal(read_image(image_path))
         return image, read_seg_mask(Path(mask_path), Path(image_path)) > 0
-    image, mask = from_no_signal(read_image(image_path)), read_label(mask_path)
-    problems = image.geometry.mismatches(mask.geometry)
-    if problems:
-        raise DeepWMLError(f"mask is not on its scan's grid ({image_path.name}): {'; '.join(problems)}", mask_path)
-    return image, mask.array > 0
+    # on the scan's grid, or on a window of it (3D Slicer's cropped segmentations): as deepwml_predict --lesion-masks
+    image = from_no_signal(read_image(image_path))
+    return image, read_reviewed_mask(Path(mask_path), image.geometry)
 
 
 def thickness_warning(baseline: Image, followup: Image) -> Optional[str]:
