@@ -511,3 +511,73 @@ def test_with_retrieve_get_the_prior_comes_by_c_get_from_a_pacs_that_knows_no_mo
     assert int(rows[later]["new_lesions"]) >= 1
     log = (tmp_path / "node" / "node.log").read_text()
     assert f"{len(archived)} instance(s) of the prior study {prior} received" in log
+
+
+def _reader_seg(flair_folder: Path, mask: np.ndarray, manufacturer: str = "ReaderViewer", reviewed: bool = True,
+                when: str = "120000") -> pydicom.Dataset:
+    """A DICOM SEG of the FLAIR series as a viewer stores a reader's outlines (SEMIAUTOMATIC; AUTOMATIC when not
+    ``reviewed``: another tool's own segmentation)."""
+    from deepwml.inference.dicom_seg import build_dicom_seg, source_headers
+
+    seg = build_dicom_seg(mask, source_headers(flair_folder), "reader", reviewed=reviewed)
+    seg.Manufacturer, seg.ContentDate, seg.ContentTime = manufacturer, "20261207", when
+    return seg
+
+
+def test_a_reader_s_corrected_seg_makes_the_node_report_the_study_again_from_it(tmp_path, study, model):
+    """The reader corrects DeepWML's outlines in a viewer, which sends its SEG to the node: the study is described
+    again from those outlines (deepwml_predict --lesion-masks) and the reviewed SEG (SEMIAUTOMATIC), findings picture
+    and SR reach the PACS; studies.csv says where the lesions came from."""
+    from scipy import ndimage
+
+    from deepwml.delivery.dicom_node import study_outputs
+    from deepwml.imageio import read_image
+
+    pacs = Pacs()
+    node = _node(tmp_path / "node", model, send_to=(Destination.parse(pacs.to()),))
+    port = node.start()
+    try:
+        assert send(port, study) == [0] * len(study)
+        _wait(lambda: len(list((tmp_path / "node" / "incoming" / STUDY).glob("*.dcm"))) == 10)
+        assert node.poll() == 1 and len(pacs.received) == 3
+        out = tmp_path / "node" / "studies" / STUDY
+        model_mask = read_image(study_outputs(out).mask, dtype=None).array > 0
+        labels, n = ndimage.label(model_mask)
+        assert n > 1
+        corrected = model_mask & (labels != 1)  # the reader removes one lesion
+        seg = _reader_seg(study[5].parent, corrected.astype(np.uint8))
+        assert send(port, [seg]) == [0]
+        _wait(lambda: not node.idle())
+        assert node.poll() == 1 and len(pacs.received) == 6
+        np.testing.assert_array_equal(read_image(study_outputs(out).mask, dtype=None).array > 0, corrected)
+        new_seg = [ds for ds in pacs.received[3:] if str(ds.SOPClassUID) == SEG][0]
+        assert new_seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+        [row] = _rows(tmp_path / "node")
+        assert row["lesions_from"] == f"reviewed mask {seg.SOPInstanceUID}.dcm"
+        assert int(row["lesion_count"]) == ndimage.label(corrected, structure=np.ones((3, 3, 3)))[1]
+        assert "(a reader's DICOM SEG)" in (tmp_path / "node" / "node.log").read_text()
+    finally:
+        node.stop()
+        pacs.close()
+
+
+def test_the_reader_s_outlines_are_the_newest_reader_seg_of_the_flair_series(tmp_path, study):
+    """Another tool's AUTOMATIC SEG and a reader's SEG of another series are not a reader's outlines of the FLAIR;
+    of two readers' SEGs, the newer counts."""
+    import shutil
+
+    from deepwml.delivery.dicom_node import reader_outlines
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for path in study:
+        shutil.copy(path, folder / path.name)
+    mask = np.zeros((5, 64, 56), np.uint8)
+    mask[2, 20:25, 20:25] = 1
+    assert reader_outlines(folder) is None
+    _reader_seg(study[5].parent, mask, "OtherAI", reviewed=False).save_as(folder / "auto.dcm")
+    _reader_seg(study[0].parent, mask).save_as(folder / "t1_reader.dcm")  # outlines the T1
+    assert reader_outlines(folder) is None
+    _reader_seg(study[5].parent, mask, when="090000").save_as(folder / "early.dcm")
+    _reader_seg(study[5].parent, mask, when="170000").save_as(folder / "late.dcm")
+    assert reader_outlines(folder) == folder / "late.dcm"

@@ -9,6 +9,11 @@ The node's folder holds everything it knows, so a restart neither repeats nor fo
     state/STUDY_UID.json             what the node did with the study
     studies.csv                      a row per study: patient, date, instances, outcome, lesions, delivery
     node.log                         every event with its time
+
+A reader's corrections come back the same way: a DICOM SEG of the study's FLAIR series, made by another program than
+DeepWML, whose segments are MANUAL or SEMIAUTOMATIC (DeepWML's SEG edited in a PACS viewer, say), arriving in the
+study makes the node describe the study again from those outlines (deepwml_predict --lesion-masks) and deliver the
+reviewed SEG, findings picture and SR. An AUTOMATIC SEG of another tool is not taken for a reader's.
 """
 from __future__ import annotations
 
@@ -36,7 +41,10 @@ STORED, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC210
 STUDIES_COLUMNS = ["study_uid", "patient_id", "study_date", "accession_number", "study_description", "instances",
                    "received_from", "status", "lesion_count", "total_lesion_volume_ml", "series_read", "warning", "error",
                    "prior_study_uid", "prior_study_date", "new_lesions", "enlarging_lesions", "change", "retrieved_for",
-                   "delivery", "updated"]
+                   "delivery", "updated", "lesions_from"]
+#: DICOM Segmentation Storage, and the segment algorithm types of a reader's outlines
+SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
+READER_ALGORITHM_TYPES = ("MANUAL", "SEMIAUTOMATIC")
 #: statuses of a study whose prediction succeeded
 PREDICTED = ("done", "predicted", "delivered")
 #: longest wait between two delivery attempts to a node that is down
@@ -110,6 +118,8 @@ class StudyState:
     delivery: Dict[str, str] = field(default_factory=dict)
     delivery_attempts: int = 0
     updated: str = ""
+    #: the reader's DICOM SEG the lesions were described from ('' for the model's own mask)
+    lesions_from: str = ""
 
     def row(self) -> Dict[str, object]:
         """Its studies.csv row."""
@@ -303,10 +313,12 @@ class DicomNode:
         state.lesion_count = int(summary.lesion_count)
         state.total_lesion_volume_ml = round(float(summary.total_lesion_volume_ml), 3)
         state.series_read, state.warning = summary.source_series, summary.acquisition_warning
+        state.lesions_from = summary.lesions_from
         # a prior retrieved only to compare another study with: its own results stay here
         state.status = "predicted" if self.config.send_to and not state.retrieved_for else "done"
         self.log(f"study {study}: {state.lesion_count} lesion(s), {state.total_lesion_volume_ml:g} ml "
-                 f"({time.perf_counter() - started:.1f} s)" + (f"; caution: {state.warning}" if state.warning else ""))
+                 f"({time.perf_counter() - started:.1f} s)" + (f"; caution: {state.warning}" if state.warning else "")
+                 + (f"; lesions from the {state.lesions_from} (a reader's DICOM SEG)" if state.lesions_from else ""))
         if self.config.compare_prior and not state.retrieved_for:
             self._compare(state, folder)
         self._save(state)
@@ -523,7 +535,12 @@ class StudyWork:
         from deepwml.imageio import read_image, write_image
         from deepwml.inference.run import predict
 
-        report = predict(replace(self.template, input=study, output=output, overwrite=True))
+        template = self.template
+        reviewed = reader_outlines(study, template.series_uid)
+        if reviewed is not None:  # the reader's lesions as drawn: the model's mask settings do not apply
+            template = replace(template, lesion_masks=reviewed, threshold=None, min_lesion_ml=None, min_lesion_peak=None,
+                               min_lesion_contrast=None, min_lesion_spread=None, white_matter_only=False)
+        report = predict(replace(template, input=study, output=output, overwrite=True))
         if report.failed:
             raise DeepWMLError(report.failed[0].error)
         scan = read_image(study, self.template.series_uid, dtype=None)  # the series predict read, as stored
@@ -560,6 +577,34 @@ class StudyWork:
                 followup_mask=after.mask, followup_lesions=after.lesions, masks_from=f"DeepWML {plan}", overwrite=True,
                 dicom_seg=t.dicom_seg, dicom_findings=t.dicom_findings, dicom_sr=t.dicom_sr))
         return report.summary
+
+
+def reader_outlines(study: Path, series_uid: Optional[str] = None) -> Optional[Path]:
+    """The newest DICOM SEG in the received ``study`` folder that outlines the series deepwml_predict reads there
+    (``series_uid``: as --series-uid chooses it) and holds a reader's segments (MANUAL or SEMIAUTOMATIC, not made by
+    DeepWML); None when there is none."""
+    import pydicom
+
+    from deepwml.imageio.dicom import chosen_series
+
+    candidates = []
+    for path in sorted(p for p in study.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM: the study reader says what it makes of it
+            continue
+        if str(ds.get("SOPClassUID", "")) != SEGMENTATION or str(ds.get("Manufacturer", "") or "") == MANUFACTURER:
+            continue
+        kinds = {str(item.get("SegmentAlgorithmType", "")).upper() for item in ds.get("SegmentSequence", [])}
+        if kinds & set(READER_ALGORITHM_TYPES):
+            referenced = {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])}
+            when = f"{ds.get('ContentDate', '') or ''}{ds.get('ContentTime', '') or ''}"
+            candidates.append((when, path.stat().st_mtime_ns, path, referenced))
+    if not candidates:
+        return None
+    series = chosen_series(study, series_uid).uid
+    outlining = [c for c in candidates if series in c[3]]
+    return max(outlining)[2] if outlining else None
 
 
 def study_outputs(output: Path):
