@@ -30,11 +30,6 @@ NIFTI1_VOX_OFFSET = NIFTI1.itemsize + 4
 GEOMETRY_FIELDS = ("dim", "pixdim", "quatern", "qoffset", "srow", "scl_slope", "scl_inter")
 
 
-def is_nifti2(path: Path) -> bool:
-    """True for a .nii or .nii.gz whose header is NIfTI-2."""
-    return path.name.lower().endswith((".nii", ".nii.gz")) and read_nifti_header(path).version == 2
-
-
 def nifti1_header(path: Path, header: NiftiHeader) -> bytes:
     """The NIfTI-1 header (with its empty extension flag) holding the NIfTI-2 header's fields of ``path``."""
     source = np.frombuffer(first_bytes(path, NIFTI2.itemsize), dtype=NIFTI2.newbyteorder(header.byte_order), count=1)[0]
@@ -87,15 +82,15 @@ def _shadowed(path: Path) -> bool:
 def itk_readable(path: Path, voxels: bool = True) -> Iterator[Path]:
     """``path`` itself, or a temporary file that ITK reads as ``path`` should be read: a NIfTI-1 twin of a NIfTI-2
     file (its header alone unless ``voxels``), a link to a .nii.gz a .nii would shadow. Removed on leaving."""
-    nifti2, shadowed = is_nifti2(path), _shadowed(path)
-    if not (nifti2 or shadowed):
+    header = read_nifti_header(path) if path.name.lower().endswith((".nii", ".nii.gz")) else None
+    nifti2 = header is not None and header.version == 2
+    if not (nifti2 or _shadowed(path)):
         yield path
         return
     folder = Path(tempfile.mkdtemp(prefix="deepwml_itk_"))
     try:
         if nifti2:
             readable = folder / "nifti1.nii"
-            header = read_nifti_header(path)
             with open(readable, "wb") as f:
                 f.write(nifti1_header(path, header))
                 if voxels:

@@ -25,7 +25,7 @@ def _layout(size: int, fields: list) -> np.dtype:
 
 
 #: (name, little-endian format, offset) of every field, from nifti1.h and nifti2.h (the names shared by both hold the
-#: same quantity, so deepwml.imageio.nifti2 copies a NIfTI-2 header into NIfTI-1 by name)
+#: same quantity, so deepwml.imageio.itk_nifti copies a NIfTI-2 header into NIfTI-1 by name)
 NIFTI1 = _layout(348, [("sizeof_hdr", "<i4", 0), ("data_type", "S10", 4), ("db_name", "S18", 14), ("extents", "<i4", 32),
                        ("session_error", "<i2", 36), ("regular", "S1", 38), ("dim_info", "u1", 39), ("dim", ("<i2", 8), 40),
                        ("intent_p1", "<f4", 56), ("intent_p2", "<f4", 60), ("intent_p3", "<f4", 64),
