@@ -581,3 +581,19 @@ def test_the_reader_s_outlines_are_the_newest_reader_seg_of_the_flair_series(tmp
     _reader_seg(study[5].parent, mask, when="090000").save_as(folder / "early.dcm")
     _reader_seg(study[5].parent, mask, when="170000").save_as(folder / "late.dcm")
     assert reader_outlines(folder) == folder / "late.dcm"
+
+
+def test_the_change_objects_name_a_reader_s_mask_beside_the_model(tmp_path):
+    """With --compare-prior, the change's DICOM objects name what made the two masks: the model, and which of them is a
+    reader's reviewed SEG (the study's summary.csv says lesions_from)."""
+    from deepwml.delivery.dicom_node import masks_made_by
+
+    prior, study = tmp_path / "prior", tmp_path / "study"
+    for folder in (prior, study):
+        folder.mkdir()
+        (folder / "summary.csv").write_text("case_id,status\nx,ok\n")
+    assert masks_made_by("cpu_fast", prior, study) == "DeepWML cpu_fast"
+    (study / "summary.csv").write_text("case_id,status,lesions_from\nx,ok,reviewed mask 1.2.3.dcm\n")
+    assert masks_made_by("cpu_fast", prior, study) == "DeepWML cpu_fast, follow-up as reviewed by a reader"
+    (prior / "summary.csv").write_text("case_id,status,lesions_from\nx,ok,reviewed mask 1.2.2.dcm\n")
+    assert masks_made_by("cpu_fast", prior, study) == "DeepWML cpu_fast, both as reviewed by a reader"

@@ -574,9 +574,25 @@ class StudyWork:
             before, after = study_outputs(prior), study_outputs(study)
             report = compare(CompareRequest(
                 baseline=scan_path(prior), followup=followup, output=study / "change", baseline_mask=before.mask,
-                followup_mask=after.mask, followup_lesions=after.lesions, masks_from=f"DeepWML {plan}", overwrite=True,
+                followup_mask=after.mask, followup_lesions=after.lesions, masks_from=masks_made_by(plan, prior, study),
+                overwrite=True,
                 dicom_seg=t.dicom_seg, dicom_findings=t.dicom_findings, dicom_sr=t.dicom_sr))
         return report.summary
+
+
+def masks_made_by(plan: str, prior: Path, study: Path) -> str:
+    """What made the masks of a prior study and a later one (their output folders), as the change's DICOM objects name
+    it: the model, and which of the two masks is a reader's reviewed SEG (summary.csv's lesions_from)."""
+    reviewed = []
+    for name, output in (("baseline", prior), ("follow-up", study)):
+        try:
+            with open(output / "summary.csv", newline="") as f:
+                if any(row.get("lesions_from") for row in csv.DictReader(f)):
+                    reviewed.append(name)
+        except OSError:
+            continue
+    which = "both" if len(reviewed) == 2 else reviewed[0] if reviewed else ""
+    return f"DeepWML {plan}" + (f", {which} as reviewed by a reader" if which else "")
 
 
 def reader_outlines(study: Path, series_uid: Optional[str] = None) -> Optional[Path]:
