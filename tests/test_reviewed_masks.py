@@ -133,8 +133,8 @@ def test_options_without_effect_and_a_folder_of_the_model_s_masks_are_refused(tm
 
 
 def test_masks_are_found_by_case_id_and_read_onto_the_scan_s_grid(tmp_path):
-    """CASE<any image ending> or CASE.dcm; two for a case refused; > 0 is lesion; a DICOM SEG beside an image-file
-    scan is refused with the reason."""
+    """CASE<any image ending> or CASE.dcm; two for a case refused; > 0 is lesion; a .dcm that is no SEG is refused
+    with the reason."""
     grids = _scans(tmp_path / "in", n=3)
     cases = discover_cases(tmp_path / "in")
     write_image(np.full((6, 64, 64), 3, np.uint8), grids["a0"], tmp_path / "rev" / "a0.mha")
@@ -172,7 +172,8 @@ def test_the_shipped_models_report_says_the_lesions_are_the_reader_s(tmp_path):
 
 def test_a_dicom_seg_kept_in_the_pacs_is_a_reviewed_mask_and_the_new_seg_says_semiautomatic(tmp_path, model_dir):
     """The SEG deepwml_predict made of a DICOM series, given back as CASE.dcm (as a PACS viewer keeps a reader's
-    edits), is read onto the series' slices; the SEG written of reviewed lesions is SEMIAUTOMATIC, not AUTOMATIC."""
+    edits), is read onto the series' slices, and onto the grid of the series converted to NIfTI; the SEG written of
+    reviewed lesions is SEMIAUTOMATIC, not AUTOMATIC."""
     hd = pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (pip install 'deepwml[dicom]')")
     from test_dicom_seg import AXIAL, _series
 
@@ -190,6 +191,12 @@ def test_a_dicom_seg_kept_in_the_pacs_is_a_reviewed_mask_and_the_new_seg_says_se
     assert seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
     assert seg.SeriesDescription == "DeepWML white matter lesions, reviewed (research use)"
     assert model_seg.SeriesDescription == "DeepWML white matter lesions (research use)"
+    # the same SEG beside the series converted to NIfTI: its frames placed on the file's grid by their positions
+    series = read_image(tmp_path / "dicom" / "patient7")
+    write_image(series.array, series.geometry, tmp_path / "nifti" / "patient7.nii.gz")
+    assert _predict("-i", tmp_path / "nifti", "-o", tmp_path / "out_nifti", "-m", model_dir, "--no-anatomy",
+                    "--lesion-masks", tmp_path / "reviewed") == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "out_nifti" / "patient7.nii.gz", dtype=None).array > 0, model_mask)
 
 
 def test_a_mask_cropped_to_its_segments_is_placed_on_the_scan_s_grid(tmp_path):

@@ -5,9 +5,10 @@ runs, and its probabilities give each of those lesions its mean probability (low
 where the model saw none) and confidence, and the report its uncertainty overlay.
 
 A mask is found by case id (``CASE<ending>``, any image ending DeepWML reads, ``CASE.seg.nrrd`` as 3D Slicer saves a
-segmentation, or ``CASE.dcm``: a DICOM SEG of a DICOM series input, as a PACS or viewer keeps a reader's outlines); it
-must lie on its scan's grid or on a window of it (a mask cropped to its segments), and any value above 0 is lesion (a
-0/1 or 0/255 mask, or lesions numbered one by one), as deepwml_compare reads a reader's mask.
+segmentation, or ``CASE.dcm``: a DICOM SEG, as a PACS or viewer keeps a reader's outlines, of a DICOM series input or
+of the series an image-file input was converted from, placed by its frames' positions); it must lie on its scan's
+grid or on a window of it (a mask cropped to its segments), and any value above 0 is lesion (a 0/1 or 0/255 mask, or
+lesions numbered one by one), as deepwml_compare reads a reader's mask.
 """
 from __future__ import annotations
 
@@ -68,19 +69,20 @@ def missing_mask_error(source: Path, case_id: str) -> DeepWMLError:
 def read_reviewed_mask(path: Path, geometry: Geometry, series_folder: Optional[Path] = None,
                        series_uid: Optional[str] = None) -> np.ndarray:
     """The reader's lesions (> 0) on the scan's grid ``geometry`` as booleans in numpy (z, y, x) order. A DICOM SEG
-    (CASE.dcm) outlines the DICOM series in ``series_folder`` (read with ``series_uid``, as the scan was)."""
+    (CASE.dcm) outlines the DICOM series in ``series_folder`` (read with ``series_uid``, as the scan was); beside an
+    image file (a conversion of that series) its frames are placed on the grid by their positions."""
     path = Path(path)
     if path.name.lower().endswith(SEG_ENDING):
         reason = unreadable_reason(path)
         if reason:
             raise ImageError(reason, path)
-        from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask
+        from deepwml.imageio.dicom_seg_masks import is_dicom_seg, read_seg_mask, seg_mask_on_grid
 
         if not is_dicom_seg(path):
             raise ImageError("is not a DICOM SEG (a .dcm lesion mask must hold a Segmentation)", path)
         if series_folder is None or not Path(series_folder).is_dir():
-            raise ImageError("a DICOM SEG outlines a DICOM series, and this case's scan is an image file: give its "
-                             "mask as an image on the scan's grid", path)
+            # a scan converted from the series the SEG outlines: its frames placed by their positions
+            return seg_mask_on_grid(path, geometry) > 0
         return read_seg_mask(path, Path(series_folder), series_uid) > 0
     mask = read_label(path)
     problems = geometry.mismatches(mask.geometry)
