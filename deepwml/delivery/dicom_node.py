@@ -45,6 +45,9 @@ STUDIES_COLUMNS = ["study_uid", "patient_id", "study_date", "accession_number", 
 #: DICOM Segmentation Storage, and the segment algorithm types of a reader's outlines
 SEGMENTATION = "1.2.840.10008.5.1.4.1.1.66.4"
 READER_ALGORITHM_TYPES = ("MANUAL", "SEMIAUTOMATIC")
+#: what reader_outlines reads of each received file (a study may hold hundreds)
+READER_SEG_TAGS = ("SOPClassUID", "Manufacturer", "SegmentSequence", "ReferencedSeriesSequence", "ContentDate",
+                   "ContentTime")
 #: statuses of a study whose prediction succeeded
 PREDICTED = ("done", "predicted", "delivered")
 #: longest wait between two delivery attempts to a node that is down
@@ -606,7 +609,7 @@ def reader_outlines(study: Path, series_uid: Optional[str] = None) -> Optional[P
     candidates = []
     for path in sorted(p for p in study.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(READER_SEG_TAGS))
         except Exception:  # noqa: BLE001 - not DICOM: the study reader says what it makes of it
             continue
         if str(ds.get("SOPClassUID", "")) != SEGMENTATION or str(ds.get("Manufacturer", "") or "") == MANUFACTURER:
