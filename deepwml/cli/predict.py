@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "cortex's median: bright normal cortex, which thick slices fold into patches a lesion model takes for "
                    "lesions (default %(default)g; 0 keeps them; without an anatomy model nothing is dropped)")
     p.add_argument("--lesion-masks", type=Path, metavar="PATH",
-                   help="a reader's reviewed or corrected lesion masks (a folder of CASE.nii.gz, any image ending, or "
-                   "CASE.dcm, a DICOM SEG of a DICOM series; one file for one case; > 0 is lesion, on the scan's grid): "
+                   help="a reader's reviewed or corrected lesion masks (a folder of CASE.nii.gz or any image ending, "
+                   "CASE.seg.nrrd from 3D Slicer, or CASE.dcm, a DICOM SEG; one file for one case; > 0 is lesion, on the "
+                   "scan's grid or a window of it; docs/prediction.md 'Reviewed masks'): "
                    "the lesion table, locations, Fazekas and McDonald estimates, QC picture, report and DICOM outputs "
                    "describe them as drawn instead of the model's mask (no threshold, no lesion filter); the model's "
                    "probabilities still give each lesion its mean probability and confidence (a lesion the model did not "
