@@ -237,6 +237,40 @@ def test_an_interrupted_search_resumes_without_predicting_finished_cases(site, m
     assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "fresh.csv").read_text()
 
 
+def test_cases_counted_in_worker_processes_choose_as_the_main_process_does(site, monkeypatch, tmp_path, capsys):
+    """-np 2: the cases are counted in two spawned processes while the next is predicted; every candidate's scores,
+    on the calibrated model's probabilities, are those counted in the main process (-np 1)."""
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
+    model = _model(site)
+    assert _find(site, model, "--dry-run", "--table", str(tmp_path / "uncalibrated.csv"), "-np", "2") == 0
+    assert calibrate_main(["-m", str(model), "-i", str(site / "images"), "-l", str(site / "labels"), "--device", "cpu"]) == 0
+    spy = PredictedCaseSpy(monkeypatch)
+    assert _find(site, model, "--dry-run", "--table", str(tmp_path / "here.csv"), "-np", "1") == 0
+    assert _find(site, model, "--dry-run", "--table", str(tmp_path / "workers.csv"), "-np", "2") == 0
+    assert spy.seen == [f"case{i}" for i in range(5)] * 2
+    assert (tmp_path / "workers.csv").read_text() == (tmp_path / "here.csv").read_text()
+    # the workers scored the calibrated probabilities (the model's temperatures reached them)
+    assert (tmp_path / "workers.csv").read_text() != (tmp_path / "uncalibrated.csv").read_text()
+    capsys.readouterr()
+    assert _find(site, model, "-np", "0") == 2
+    assert "-np must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_an_interrupt_keeps_the_cases_already_predicted_while_workers_count_them(site, monkeypatch, tmp_path):
+    """With worker processes, the cases predicted before an interrupt are counted to the end and kept: a new run
+    predicts only the rest and chooses as an uninterrupted one."""
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", str(tmp_path / "cache"))
+    spy = PredictedCaseSpy(monkeypatch, stop_after=2)
+    assert _find(site, _model(site), "--dry-run", "-np", "2") != 0
+    spy.stop_after = None
+    spy.seen.clear()
+    assert _find(site, _model(site), "--dry-run", "-np", "2", "--table", str(tmp_path / "resumed.csv")) == 0
+    assert spy.seen == ["case2", "case3", "case4"]
+    monkeypatch.setenv("DEEPWML_CACHE_DIR", "off")
+    assert _find(site, _model(site), "--dry-run", "-np", "1", "--table", str(tmp_path / "fresh.csv")) == 0
+    assert (tmp_path / "resumed.csv").read_text() == (tmp_path / "fresh.csv").read_text()
+
+
 def test_a_setting_given_for_the_run_wins_over_the_stored_one(site, capsys):
     """--threshold replaces the stored threshold only: the stored lesion filters still apply."""
     model = _model(site)

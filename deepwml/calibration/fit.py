@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
+from deepwml.calibration.case_reduction import CaseReducer, PredictedCase
 from deepwml.calibration.fit_input import FitInput
 from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temperatures, probabilities, sample_voxels
 from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
@@ -73,22 +74,6 @@ def labelled_cases(images: Path, labels: Path, n_channels: int = 1) -> List[Tupl
         raise DeepWMLError(f"no image in {images} has a label of the same case id here (labels are named CASE<ending>, "
                            f"images CASE_0000<ending>)", labels)
     return pairs
-
-
-@dataclass
-class PredictedCase:
-    """A labelled case's uncalibrated lesion probabilities on its own grid, as deepwml_predict computes its map."""
-
-    case_id: str
-    probs: np.ndarray
-    lesion: np.ndarray
-    ignore: np.ndarray
-    voxel_ml: float
-    #: the scan on the same grid and that grid (what a lesion contrast filter compares lesions with)
-    image: Optional[np.ndarray] = None
-    geometry: Optional[Geometry] = None
-    #: the anatomy map on the same grid (None: the fit runs no anatomy model)
-    anatomy: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -155,34 +140,55 @@ class CaseGroup:
 
 def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int],
                       progress: bool, desc: str, cache: CaseCache,
-                      compute: Callable[[PredictedCase], Dict[str, np.ndarray]],
+                      reduction: Callable[[ModelSpec], Callable[[PredictedCase], Dict[str, np.ndarray]]],
                       prefix_only: bool = False, tta: bool = False, shown: FitInput = FitInput(),
-                      masks: bool = False) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                      masks: bool = False, workers: int = 1) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, tables) for every group's case: the tables ``cache`` kept from an earlier run, else the case predicted
     by the group's folds (with ``tta``, each slice averaged with its left-right flip; ``shown``: skull-stripped or as
     given, as deepwml_predict shows it; with ``masks``, a search scoring masks, with the anatomy map its rules need),
-    reduced by ``compute`` and kept as soon as it is done (an interrupt loses one case).
+    reduced by ``reduction(spec)`` (made once the folds are loaded: they carry the temperatures) and kept as soon as
+    it is done (an interrupt or error keeps those already predicted whose reduction ends well).
     ``prefix_only``: kept tables are used only up to the first case without any (for results that chain from case
-    to case, as a random sample's state does)."""
+    to case, as a random sample's state does). ``workers`` > 1: the reduction (picklable) runs in that many worker
+    processes while the next case is predicted (deepwml.calibration.case_reduction)."""
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
+    compute = reduction(spec)
     thin_slab = model_thin_slab(spec.folder)
     anatomy = None  # loaded with the first case that is predicted, when the fit runs it
     reading = True
-    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
-        for group in groups:
-            predictor = None
-            for case, label_path in group.pairs:
-                tables = cache.load(case, label_path) if reading else None
-                reading = reading and (tables is not None or not prefix_only)
-                if tables is None:
-                    if predictor is None:
-                        predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
-                    if anatomy is None and shown.runs_anatomy(masks):
-                        anatomy = AnatomyRun(load_anatomy_model(shown.anatomy_dir, setup), shown.strip, shown.required)
-                    tables = compute(_predicted_case(predictor, case, label_path, ignore_label, thin_slab, anatomy))
-                    cache.save(case, label_path, tables)
-                yield case.case_id, tables
-                bar.update()
+
+    def finished(items: Iterator[Tuple[Any, Dict[str, np.ndarray], bool]]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+        """Each reduced case (keyed by its case and label) kept as it comes back, and counted on the bar."""
+        for (case, label_path), tables, computed in items:
+            if computed:
+                cache.save(case, label_path, tables)
+            bar.update()
+            yield case.case_id, tables
+
+    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar, \
+            CaseReducer(compute, workers) as reducer:
+        try:
+            for group in groups:
+                predictor = None
+                for case, label_path in group.pairs:
+                    tables = cache.load(case, label_path) if reading else None
+                    reading = reading and (tables is not None or not prefix_only)
+                    if tables is not None:
+                        reducer.add((case, label_path), kept=tables)
+                    else:
+                        if predictor is None:
+                            predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
+                        if anatomy is None and shown.runs_anatomy(masks):
+                            anatomy = AnatomyRun(load_anatomy_model(shown.anatomy_dir, setup), shown.strip, shown.required)
+                        reducer.add((case, label_path),
+                                    _predicted_case(predictor, case, label_path, ignore_label, thin_slab, anatomy))
+                    yield from finished(reducer.ready())
+            yield from finished(reducer.ready(drain=True))
+        except BaseException:
+            # the cases already predicted are kept when their reduction ends well: a new run skips them
+            for (case, label_path), tables in reducer.salvage():
+                cache.save(case, label_path, tables)
+            raise
 
 
 def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int] = None,
@@ -206,7 +212,7 @@ def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, 
     # the network outputs never carry a stored calibration: it is fitted afresh on them. Each case's sample is kept
     # as it is drawn, so an interrupted fit resumes with the same samples (and the same random state) it would have drawn
     for _case_id, kept in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_calibrate",
-                                            CaseCache(folder), sampled, prefix_only=True, tta=tta, shown=shown):
+                                            CaseCache(folder), lambda _: sampled, prefix_only=True, tta=tta, shown=shown):
         rng.bit_generator.state = json.loads(str(kept["rng"]))
         logits.append(kept["z"])
         labels.append(kept["y"])

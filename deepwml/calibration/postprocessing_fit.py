@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
-from deepwml.calibration.fit_input import FitInput, anatomy_rules
-from deepwml.calibration.fit import PredictedCase, case_groups, kept_or_predicted, store_in_checkpoints
-from deepwml.calibration.postprocessing_search import COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, choose
-from deepwml.calibration.temperature import calibrate_probabilities
+from deepwml.calibration.case_reduction import SearchCounts
+from deepwml.calibration.fit_input import FitInput
+from deepwml.calibration.fit import case_groups, kept_or_predicted, store_in_checkpoints
+from deepwml.calibration.postprocessing_search import COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, choose
 from deepwml.inference.model_loading import ModelSpec, check_model
 from deepwml.inference.postprocessing import POSTPROCESSING, MaskSettings
 from deepwml.inference.thin_slices import model_thin_slab
@@ -53,11 +53,12 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
                         raw_root: Optional[Path] = None, preprocessed_root: Optional[Path] = None,
                         objective: str = "both", min_gain: float = MIN_GAIN, grid: SearchGrid = SearchGrid(),
                         table: Optional[Path] = None, tta: Optional[bool] = None,
-                        shown: FitInput = FitInput()) -> PostprocessingChoice:
+                        shown: FitInput = FitInput(), workers: int = 1) -> PostprocessingChoice:
     """Choose the threshold and lesion filters of the model in ``model_dir`` on labelled scans (or its folds'
     validation cases) predicted with left-right flip TTA when ``tta`` (None: as the plan says; the choice records
     it, so deepwml_predict then predicts so), skull-stripped or as given as ``shown``, store them (``write`` False: a dry run) and optionally write every
-    candidate's scores to ``table`` (CSV)."""
+    candidate's scores to ``table`` (CSV). ``workers`` > 1: cases counted in that many processes beside the
+    networks."""
     spec = check_model(model_dir, folds, checkpoint)
     if spec.plan.network.out_channels != 1:
         raise DeepWMLError("deepwml_find_postprocessing chooses a lesion model's threshold (one output channel); this "
@@ -73,16 +74,14 @@ def find_postprocessing(model_dir: Path, images: Optional[Path], labels: Optiona
     kept_in = _cache_folder(spec, candidates, ignore_label, setup, shown)
     cache = CaseCache(kept_in)
 
-    def counted(case: PredictedCase) -> Dict[str, np.ndarray]:
-        """The case's count table; thresholds apply to the probabilities deepwml_predict thresholds: calibrated."""
-        probs = calibrate_probabilities(case.probs, spec.calibration())
-        rules = anatomy_rules(shown, case.anatomy, case.image, case.geometry) if case.anatomy is not None and shown.mask_rules else None
-        return {"counts": case_counts(probs, case.lesion, case.ignore, case.voxel_ml, candidates, case.image, case.geometry,
-                                      rules)}
-
     counts, ids = [], []
+
+    def counted(loaded: ModelSpec) -> SearchCounts:
+        """Each case's counts; thresholds cut the probabilities deepwml_predict cuts: calibrated as the folds say."""
+        return SearchCounts(tuple(candidates), loaded.calibration(), shown)
+
     for case_id, tables in kept_or_predicted(spec, groups, setup, ignore_label, progress, "deepwml_find_postprocessing",
-                                             cache, counted, tta=tta, shown=shown, masks=True):
+                                             cache, counted, tta=tta, shown=shown, masks=True, workers=workers):
         counts.append(tables["counts"])
         ids.append(case_id)
     result = choose(np.stack(counts), candidates, objective, min_gain)

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict the scans with left-right flip TTA (as deepwml_predict --tta) and record it with the "
                    "choice, so that deepwml_predict predicts with TTA by default; calibrate with --tta first")
     p.add_argument("--table", type=Path, help="also write every candidate's settings and scores here (CSV, best first)")
+    p.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
+                   help="processes that count the cases' candidates while the next case is predicted (default: one per "
+                        "core; 1: everything in this process)")
     p.add_argument("--dry-run", action="store_true", help="choose and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove a stored postprocessing (back to the plan's threshold)")
     return p
@@ -52,6 +55,7 @@ def _main(argv: Optional[List[str]]) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     # torch comes with these: imported once the arguments are known, so that --help answers at once
+    from deepwml.calibration.case_reduction import reduction_workers
     from deepwml.calibration.fit import store_in_checkpoints
     from deepwml.calibration.postprocessing_fit import find_postprocessing, store_postprocessing
     from deepwml.inference.postprocessing import POSTPROCESSING
@@ -71,7 +75,7 @@ def _main(argv: Optional[List[str]]) -> int:
     choice = find_postprocessing(folder, args.images, args.labels, fitting_device(args), args.folds, args.checkpoint,
                                  args.ignore_label, sys.stderr.isatty(), write=False, objective=args.objective,
                                  min_gain=args.min_gain, table=args.table, tta=True if args.tta else None,
-                                 shown=shown, **roots)
+                                 shown=shown, workers=reduction_workers(args.num_processes), **roots)
     if not args.dry_run:
         store_in_model(args, folder, "deepwml_find_postprocessing", lambda spec: store_postprocessing(spec, choice))
         if args.output is None:  # the model's checkpoints changed: the counts kept under their old key are stale
