@@ -133,8 +133,10 @@ def test_the_postprocessed_score_is_the_one_its_settings_give(site):
     assert "sharp+graded" not in set(scores["configuration"])
 
 
-def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monkeypatch):
-    """Cases finished before an interrupt are read back, not predicted again, and the result is the same."""
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monkeypatch, processes):
+    """Cases finished before an interrupt are read back, not predicted again, and the result is the same (with worker
+    processes counting them too: those predicted before the interrupt are counted to the end and kept)."""
     calls = []
     original = bc.case_outputs
 
@@ -145,17 +147,30 @@ def test_an_interrupted_run_resumes_without_predicting_finished_cases(site, monk
         return original(predictor, case, *rest)
 
     monkeypatch.setattr(bc, "case_outputs", interrupted)
-    assert _run() != 0
+    assert _run("-np", processes) != 0
     assert not (_results(site) / bc.INFORMATION).exists()
     calls.clear()
     monkeypatch.setattr(bc, "case_outputs", lambda p, c, *rest: (calls.append(c.case_id), original(p, c, *rest))[1])
-    assert _run() == 0
+    assert _run("-np", processes) == 0
     assert calls == [c for c in ("case2", "case3", "case4") for _ in range(2)]
     first = json.loads((_results(site) / bc.INFORMATION).read_text())
     calls.clear()
-    assert _run() == 0 and calls == []
+    assert _run("-np", processes) == 0 and calls == []
     again = json.loads((_results(site) / bc.INFORMATION).read_text())
     assert again["configurations"] == first["configurations"]
+
+
+def test_cases_counted_in_worker_processes_rank_as_the_main_process_does(site):
+    """-np 2 (two spawned processes count the cases while the next is predicted) writes the scores and ranking that
+    -np 1 writes."""
+    written = {}
+    for processes in ("1", "2"):
+        out = site / f"np{processes}"
+        out.mkdir()
+        assert _run("-np", processes, "-o", str(out)) == 0
+        info = json.loads((out / bc.INFORMATION).read_text())
+        written[processes] = ((out / bc.SCORES).read_text(), info["configurations"], info["best"])
+    assert written["1"] == written["2"]
 
 
 def test_a_case_whose_label_changed_is_scored_again(site, monkeypatch):

@@ -24,10 +24,11 @@ import numpy as np
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
+from deepwml.calibration.case_reduction import ConfigurationCounts, PlansCase, reduced_in_order
 from deepwml.calibration.fit import (AnatomyRun, CaseGroup, case_label, case_outputs, declared_ignore_label,
                                     validation_groups)
-from deepwml.calibration.fit_input import FitInput, anatomy_rules, fit_input
-from deepwml.calibration.postprocessing_search import (COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_counts, case_scores,
+from deepwml.calibration.fit_input import FitInput, fit_input
+from deepwml.calibration.postprocessing_search import (COUNTS_VERSION, MIN_GAIN, SearchGrid, SearchResult, case_scores,
                                                        choose, objective_of)
 from deepwml.calibration.temperature import calibrate_probabilities
 from deepwml.constants import MIN_CORTEX_CONTRAST
@@ -146,18 +147,23 @@ def _cache_key(specs: Dict[str, ModelSpec], candidates: Dict[str, List[MaskSetti
 
 def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], configs: Sequence[Configuration],
                  candidates: Dict[str, List[MaskSettings]], setup: DeviceSetup, ignore_label: Optional[int],
-                 cache: CaseCache, progress: bool,
-                 shown: Dict[str, FitInput]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
+                 cache: CaseCache, progress: bool, shown: Dict[str, FitInput],
+                 workers: int = 1) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
     """(case id, count table per configuration) for every validation case, predicted out of fold by every plan
-    (segmented as ``shown`` says); tables already in ``cache`` are read, new ones written there as each case
-    finishes."""
+    (segmented as ``shown`` says) and counted in ``workers`` processes beside the networks
+    (deepwml.calibration.case_reduction); tables already in ``cache`` are read, new ones written there as each case
+    finishes (after an interrupt too, for the cases already predicted)."""
     networks = {plan: dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
                 for plan, spec in specs.items()}
     temperatures = {plan: spec.calibration() for plan, spec in specs.items()}
     thin_slabs = {plan: model_thin_slab(spec.folder) for plan, spec in specs.items()}
     anatomy: Dict[Path, Any] = {}  # each anatomy model loaded once, when a plan's case first needs it
+    counted = ConfigurationCounts(tuple((c.name, c.plans) for c in configs),
+                                  {name: tuple(cands) for name, cands in candidates.items()}, dict(shown))
     total = sum(len(g.pairs) for g in groups)
-    with tqdm(total=total, desc="deepwml_find_best_configuration", unit="case", disable=not progress) as bar:
+
+    def work() -> Iterator[Tuple[Any, Path, Optional[Dict[str, np.ndarray]], Optional[PlansCase]]]:
+        """Each validation case with its kept tables, or predicted by every plan (when the consumer advances to it)."""
         for group in groups:
             fold = group.folds[0]
             predictors = {plan: SlicePredictor([networks[plan][fold]], spec.plan, setup, tta=spec.plan.inference.tta)
@@ -165,28 +171,26 @@ def _case_tables(specs: Dict[str, ModelSpec], groups: Sequence[CaseGroup], confi
             for case, label_path in group.pairs:
                 stored = cache.load(case, label_path)
                 if stored is not None and all(c.name in stored for c in configs):
-                    yield case.case_id, {c.name: stored[c.name] for c in configs}
-                    bar.update()
-                    continue
-                probs, image, rules = {}, None, {}
-                for plan, predictor in predictors.items():
-                    p, image, labels = case_outputs(predictor, case, thin_slabs[plan], _anatomy(shown[plan], anatomy, setup))
-                    probs[plan] = calibrate_probabilities(p, temperatures[plan])
-                    if labels is not None and shown[plan].mask_rules:
-                        rules[plan] = anatomy_rules(shown[plan], labels, image.array, image.geometry)
-                assert image is not None
-                geometry = image.geometry
-                lesion, ignore = case_label(case.case_id, label_path, geometry, ignore_label)
-                tables = {}
-                for c in configs:
-                    # deepwml_ensemble's average of the calibrated maps deepwml_predict --save-probabilities writes
-                    averaged = probs[c.plans[0]] if len(c.plans) == 1 else np.mean([probs[p] for p in c.plans], axis=0)
-                    # an ensemble's masks are deepwml_ensemble's: it applies no anatomy rule
-                    tables[c.name] = case_counts(averaged, lesion, ignore, geometry.voxel_volume_ml, candidates[c.name],
-                                                 image.array, geometry, None if c.is_ensemble else rules.get(c.plans[0]))
-                cache.save(case, label_path, tables)
-                yield case.case_id, tables
-                bar.update()
+                    yield case, label_path, {c.name: stored[c.name] for c in configs}, None
+                else:
+                    yield case, label_path, None, _plans_case(case, label_path, predictors, temperatures, thin_slabs, shown,
+                                                              anatomy, setup, ignore_label)
+
+    with tqdm(total=total, desc="deepwml_find_best_configuration", unit="case", disable=not progress) as bar:
+        yield from reduced_in_order(work(), counted, workers, cache, bar)
+
+
+def _plans_case(case: Any, label_path: Path, predictors: Dict[str, SlicePredictor], temperatures: Dict[str, Any],
+                thin_slabs: Dict[str, float], shown: Dict[str, FitInput], anatomy: Dict[Path, Any], setup: DeviceSetup,
+                ignore_label: Optional[int]) -> PlansCase:
+    """A validation case predicted by every plan's fold network (calibrated), with its label."""
+    probs, image, labels = {}, None, {}
+    for plan, predictor in predictors.items():
+        p, image, labels[plan] = case_outputs(predictor, case, thin_slabs[plan], _anatomy(shown[plan], anatomy, setup))
+        probs[plan] = calibrate_probabilities(p, temperatures[plan])
+    assert image is not None
+    lesion, ignore = case_label(case.case_id, label_path, image.geometry, ignore_label)
+    return PlansCase(case.case_id, probs, labels, lesion, ignore, image.array, image.geometry)
 
 
 def _anatomy(shown: FitInput, loaded: Dict[Path, Any], setup: DeviceSetup) -> Optional[AnatomyRun]:
@@ -227,11 +231,12 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
                             min_gain: float = MIN_GAIN, ignore_label: Optional[int] = None, grid: SearchGrid = SearchGrid(),
                             progress: bool = True, output: Optional[Path] = None, skull_strip: Optional[bool] = None,
                             anatomy_model: Optional[Path] = None, anatomy: bool = True, keep_outside_brain: bool = False,
-                            min_cortex_contrast: float = MIN_CORTEX_CONTRAST) -> BestConfiguration:
+                            min_cortex_contrast: float = MIN_CORTEX_CONTRAST, workers: int = 1) -> BestConfiguration:
     """Rank the plans trained in ``results_dir`` (a dataset's results folder) and their pairs on the folds'
     validation cases, segmented as deepwml_predict segments them (deepwml.calibration.fit_input.fit_input: the last
-    five arguments are predict's options of those names; ``skull_strip`` None its default); write the ranking, the
-    per-case scores and the commands to predict with the best into ``output`` (default: ``results_dir``)."""
+    five arguments before ``workers`` are predict's options of those names; ``skull_strip`` None its default); write the
+    ranking, the per-case scores and the commands to predict with the best into ``output`` (default: ``results_dir``).
+    ``workers`` > 1: the cases counted in that many processes beside the networks."""
     if len(set(plans)) != len(plans) or not plans:
         raise DeepWMLError("give one or more different plans with -p")
     if not 0 <= min_gain < 1:
@@ -261,7 +266,8 @@ def find_best_configuration(results_dir: Path, plans: Sequence[str], setup: Devi
     cache = CaseCache(output / CACHE / _cache_key(specs, candidates, ignore_label, setup, shown))
     tables: Dict[str, List[np.ndarray]] = {c.name: [] for c in configs}
     ids = []
-    for case_id, case_tables in _case_tables(specs, groups, configs, candidates, setup, ignore_label, cache, progress, shown):
+    for case_id, case_tables in _case_tables(specs, groups, configs, candidates, setup, ignore_label, cache, progress, shown,
+                                             workers):
         ids.append(case_id)
         for name, table in case_tables.items():
             tables[name].append(table)

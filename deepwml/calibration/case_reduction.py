@@ -15,10 +15,11 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional, Tuple
 
 import numpy as np
 
+from deepwml.calibration.case_cache import CaseCache
 from deepwml.calibration.fit_input import FitInput, anatomy_rules
 from deepwml.calibration.postprocessing_search import case_counts
 from deepwml.calibration.temperature import Temperatures, calibrate_probabilities
@@ -64,6 +65,44 @@ class SearchCounts:
                                       case.geometry, rules)}
 
 
+@dataclass
+class PlansCase:
+    """A validation case as several plans' networks see it (deepwml_find_best_configuration): each plan's calibrated
+    probabilities on the case's grid and, where its masks follow the anatomy map's rules, that map."""
+
+    case_id: str
+    probs: Dict[str, np.ndarray]
+    anatomy: Dict[str, Optional[np.ndarray]]
+    lesion: np.ndarray
+    ignore: np.ndarray
+    image: np.ndarray
+    geometry: Geometry
+
+
+@dataclass(frozen=True)
+class ConfigurationCounts:
+    """Each configuration's count table of a case (picklable: worker processes run it)."""
+
+    #: (name, plans) of each configuration: one plan, or plans whose maps are averaged
+    configurations: Tuple[Tuple[str, Tuple[str, ...]], ...]
+    candidates: Dict[str, Tuple[MaskSettings, ...]]
+    shown: Dict[str, FitInput]
+
+    def __call__(self, case: PlansCase) -> Tables:
+        """{configuration name: COUNTS per candidate}: a plan's masks cut by its anatomy rules, an ensemble's by none
+        (deepwml_ensemble applies none)."""
+        tables = {}
+        for name, plans in self.configurations:
+            # deepwml_ensemble's average of the calibrated maps deepwml_predict --save-probabilities writes
+            averaged = case.probs[plans[0]] if len(plans) == 1 else np.mean([case.probs[p] for p in plans], axis=0)
+            labels, shown = case.anatomy.get(plans[0]), self.shown[plans[0]]
+            rules = (anatomy_rules(shown, labels, case.image, case.geometry)
+                     if len(plans) == 1 and labels is not None and shown.mask_rules else None)
+            tables[name] = case_counts(averaged, case.lesion, case.ignore, case.geometry.voxel_volume_ml,
+                                       self.candidates[name], case.image, case.geometry, rules)
+        return tables
+
+
 def reduction_workers(requested: Optional[int]) -> int:
     """Worker processes for ``-np``: the cores this process may use when None; 1 reduces in this process."""
     if requested is None:
@@ -73,7 +112,7 @@ def reduction_workers(requested: Optional[int]) -> int:
     return int(requested)
 
 
-def _reduced(reduce: Callable[[PredictedCase], Tables], case: PredictedCase) -> Tables:
+def _reduced(reduce: Callable[[Any], Tables], case: Any) -> Tables:
     """``reduce(case)`` with numpy's BLAS on one thread, the same in a worker and in the main process."""
     with blas_threads(1):
         return reduce(case)
@@ -85,7 +124,7 @@ class CaseReducer:
     Use as a context manager; ``add`` a predicted case (or tables kept from an earlier run), then take ``ready()``
     after each and ``ready(drain=True)`` at the end. Items are (key, tables, computed here)."""
 
-    def __init__(self, reduce: Callable[[PredictedCase], Tables], workers: int = 1) -> None:
+    def __init__(self, reduce: Callable[[Any], Tables], workers: int = 1) -> None:
         self.reduce, self.workers = reduce, max(1, int(workers))
         self._pool: Optional[ProcessPoolExecutor] = None
         self._pending: Deque[Tuple[Any, Any, bool]] = deque()
@@ -99,7 +138,7 @@ class CaseReducer:
             self._pool.shutdown(wait=exc[0] is None, cancel_futures=True)
             self._pool = None
 
-    def add(self, key: Any, case: Optional[PredictedCase] = None, kept: Optional[Tables] = None) -> None:
+    def add(self, key: Any, case: Any = None, kept: Optional[Tables] = None) -> None:
         """Queue ``case`` for reduction, or ``kept`` tables (no work) under ``key``."""
         if case is None:
             self._pending.append((key, kept, False))
@@ -141,3 +180,28 @@ class CaseReducer:
         except BrokenProcessPool as e:
             raise DeepWMLError("a worker process counting the cases died (out of memory?); run again with fewer "
                                "processes (-np 1 counts in the main process)") from e
+
+
+def reduced_in_order(work: Iterable[Tuple[Any, Any, Optional[Tables], Any]], reduce: Callable[[Any], Tables],
+                     workers: int, cache: CaseCache, bar: Any) -> Iterator[Tuple[str, Tables]]:
+    """(case id, tables) for each (case, label file, kept tables or None, predicted case) of ``work`` (a generator
+    that predicts a case as it is advanced), in its order: kept tables as they are, predicted cases reduced in
+    ``workers`` processes, each new table written to ``cache`` as it comes back and counted on ``bar``. After an
+    interrupt or an error the cases already predicted are kept when their reduction ends well."""
+    def done(items: Iterator[Tuple[Any, Tables, bool]]) -> Iterator[Tuple[str, Tables]]:
+        for (case, label_path), tables, computed in items:
+            if computed:
+                cache.save(case, label_path, tables)
+            bar.update()
+            yield case.case_id, tables
+
+    with CaseReducer(reduce, workers) as reducer:
+        try:
+            for case, label_path, kept, predicted in work:
+                reducer.add((case, label_path), predicted, kept)
+                yield from done(reducer.ready())
+            yield from done(reducer.ready(drain=True))
+        except BaseException:
+            for (case, label_path), tables in reducer.salvage():
+                cache.save(case, label_path, tables)
+            raise

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from deepwml.calibration.case_cache import CaseCache, checkpoint_stamps, run_key
-from deepwml.calibration.case_reduction import CaseReducer, PredictedCase
+from deepwml.calibration.case_reduction import PredictedCase, reduced_in_order
 from deepwml.calibration.fit_input import FitInput
 from deepwml.calibration.temperature import UNCALIBRATED, Temperatures, fit_temperatures, probabilities, sample_voxels
 from deepwml.evaluation.calibration import CANDIDATE_PROBABILITY, expected_calibration_error, reliability_counts
@@ -154,41 +154,27 @@ def kept_or_predicted(spec: ModelSpec, groups: Sequence[CaseGroup], setup: Devic
     networks = dict(zip(spec.folds, build_fold_networks(spec, load_fold_states(spec))))
     compute = reduction(spec)
     thin_slab = model_thin_slab(spec.folder)
-    anatomy = None  # loaded with the first case that is predicted, when the fit runs it
-    reading = True
 
-    def finished(items: Iterator[Tuple[Any, Dict[str, np.ndarray], bool]]) -> Iterator[Tuple[str, Dict[str, np.ndarray]]]:
-        """Each reduced case (keyed by its case and label) kept as it comes back, and counted on the bar."""
-        for (case, label_path), tables, computed in items:
-            if computed:
-                cache.save(case, label_path, tables)
-            bar.update()
-            yield case.case_id, tables
+    def work() -> Iterator[Tuple[InputCase, Path, Optional[Dict[str, np.ndarray]], Optional[PredictedCase]]]:
+        """Each case with its kept tables, or predicted (when the consumer advances to it)."""
+        anatomy = None  # loaded with the first case that is predicted, when the fit runs it
+        reading = True
+        for group in groups:
+            predictor = None
+            for case, label_path in group.pairs:
+                tables = cache.load(case, label_path) if reading else None
+                reading = reading and (tables is not None or not prefix_only)
+                if tables is not None:
+                    yield case, label_path, tables, None
+                    continue
+                if predictor is None:
+                    predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
+                if anatomy is None and shown.runs_anatomy(masks):
+                    anatomy = AnatomyRun(load_anatomy_model(shown.anatomy_dir, setup), shown.strip, shown.required)
+                yield case, label_path, None, _predicted_case(predictor, case, label_path, ignore_label, thin_slab, anatomy)
 
-    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar, \
-            CaseReducer(compute, workers) as reducer:
-        try:
-            for group in groups:
-                predictor = None
-                for case, label_path in group.pairs:
-                    tables = cache.load(case, label_path) if reading else None
-                    reading = reading and (tables is not None or not prefix_only)
-                    if tables is not None:
-                        reducer.add((case, label_path), kept=tables)
-                    else:
-                        if predictor is None:
-                            predictor = SlicePredictor([networks[f] for f in group.folds], spec.plan, setup, tta=tta)
-                        if anatomy is None and shown.runs_anatomy(masks):
-                            anatomy = AnatomyRun(load_anatomy_model(shown.anatomy_dir, setup), shown.strip, shown.required)
-                        reducer.add((case, label_path),
-                                    _predicted_case(predictor, case, label_path, ignore_label, thin_slab, anatomy))
-                    yield from finished(reducer.ready())
-            yield from finished(reducer.ready(drain=True))
-        except BaseException:
-            # the cases already predicted are kept when their reduction ends well: a new run skips them
-            for (case, label_path), tables in reducer.salvage():
-                cache.save(case, label_path, tables)
-            raise
+    with tqdm(total=sum(len(g.pairs) for g in groups), desc=desc, unit="case", disable=not progress) as bar:
+        yield from reduced_in_order(work(), compute, workers, cache, bar)
 
 
 def fit_model(spec: ModelSpec, groups: Sequence[CaseGroup], setup: DeviceSetup, ignore_label: Optional[int] = None,

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label value that marks voxels to leave out (default: the dataset's declared one)")
     p.add_argument("-o", "--output", type=Path, help="folder for the three files (default: the dataset's results folder)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    p.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
+                   help="processes that count the cases' candidates while the next case is predicted (default: one per "
+                        "core; 1: everything in this process)")
     add_fit_input_options(p)
     add_device_argument(p)
     add_root_arguments(p)
@@ -52,6 +55,7 @@ def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.calibration.best_configuration import INSTRUCTIONS, find_best_configuration
+    from deepwml.calibration.case_reduction import reduction_workers
     from deepwml.cli.labelled_scans import fitting_device
     from deepwml.datasets.raw_dataset import find_dataset_folder
     from deepwml.paths import preprocessed_root, raw_root, results_root
@@ -62,7 +66,8 @@ def _main(argv: Optional[List[str]]) -> int:
         folds=args.folds, checkpoint=args.checkpoint, ensembles=not args.no_ensembles, objective=args.objective,
         min_gain=args.min_gain, ignore_label=args.ignore_label, progress=args.progress or sys.stderr.isatty(),
         output=args.output, skull_strip=args.skull_strip, anatomy_model=args.anatomy_model, anatomy=not args.no_anatomy,
-        keep_outside_brain=args.keep_outside_brain, min_cortex_contrast=args.min_cortex_contrast)
+        keep_outside_brain=args.keep_outside_brain, min_cortex_contrast=args.min_cortex_contrast,
+        workers=reduction_workers(args.num_processes))
     print(f"deepwml_find_best_configuration: {len(found.record['cases'])} validation case(s) of folds "
           f"{' '.join(found.record['folds'])}, each predicted by its own fold{_stripped(found.record)}; case means (own "
           f"threshold -> postprocessed):")
