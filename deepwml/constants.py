@@ -11,7 +11,7 @@ LV_GROUP_NAMES = ("G1", "G2", "G3", "G4", "G5")
 DISEASES = ("MS", "NMOSD", "CSVD", "other")
 
 #: Image file endings DeepWML reads (besides DICOM series folders).
-IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+IMAGE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr", ".mgz", ".mgh")
 
 #: deepwml_predict's default bound for lesions the anatomy map places in or against the cortex: at least this many times the
 #: cortex's median intensity (deepwml.inference.cortex_contrast), and the largest bound it accepts

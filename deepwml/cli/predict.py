@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepwml_predict",
         description=(
-            "Segment white-matter lesions. Input: an image file (NIfTI, MHA/MHD, NRRD), a folder of them, a DICOM "
+            "Segment white-matter lesions. Input: an image file (NIfTI, MHA/MHD, NRRD, MGH/MGZ), a folder of them, a DICOM "
             "series folder, or a folder of DICOM series folders (case id = folder name). Writes per case a mask on "
             "the input's own grid, CASE_lesions.csv, qc/CASE.png and, if asked, CASE_prob<ending>; plus summary.csv. "
             "A multi-class model (e.g. the anatomy model) writes its argmax label map instead of the mask and no lesion table. "

@@ -1,4 +1,5 @@
-"""Read and write 3D images (NIfTI, MHA/MHD, NRRD) with their full geometry; every failure names the file."""
+"""Read and write 3D images (NIfTI, MHA/MHD, NRRD; FreeSurfer MGH/MGZ) with their full geometry; every failure names
+the file."""
 from __future__ import annotations
 
 import os
@@ -15,6 +16,7 @@ from deepwml.constants import IMAGE_ENDINGS
 from deepwml.imageio.geometry import Geometry
 from deepwml.imageio.headers import check_geometry, check_header_fields
 from deepwml.imageio.itk_nifti import itk_readable
+from deepwml.imageio.mgh import is_mgh, read_mgh, read_mgh_geometry, write_mgh
 from deepwml.imageio.nifti_header import check_nifti_voxels
 from deepwml.utils.atomic import atomic_path, temp_prefix
 from deepwml.utils.errors import ImageError
@@ -99,6 +101,10 @@ def read_geometry(path: PathLike) -> Geometry:
     if reason:
         raise ImageError(reason, path)
     split_ending(path)  # rejects unknown endings with a clear message
+    if is_mgh(path):
+        geometry = read_mgh_geometry(path)
+        check_geometry(geometry, path)
+        return geometry
     header_affine = check_header_fields(path)
     reader = sitk.ImageFileReader()
     try:
@@ -136,6 +142,12 @@ def read_sitk(path: PathLike, series_uid: Optional[str] = None) -> sitk.Image:
     if reason:
         raise ImageError(reason, path)
     split_ending(path)  # rejects unknown endings with a clear message
+    if is_mgh(path):  # ITK has no MGH reader
+        array, geometry = read_mgh(path)
+        check_geometry(geometry, path)
+        image = sitk.GetImageFromArray(array)
+        geometry.apply_to(image)
+        return image
     # before ITK: it would silently repair a zero/NaN/negative spacing or fail with a cryptic message
     header_affine = check_header_fields(path)
     try:
@@ -193,9 +205,13 @@ def write_image(array: np.ndarray, geometry: Geometry, path: PathLike, compress:
         raise ImageError(f"array shape {array.shape} does not match geometry size {geometry.size} (z, y, x = {expected})", path)
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    _, ending = split_ending(path)
+    if is_mgh(path):
+        with atomic_path(path, ending) as tmp:
+            write_mgh(array, geometry, path, tmp)
+        return path
     image = sitk.GetImageFromArray(array)
     geometry.apply_to(image)
-    _, ending = split_ending(path)
     if ending in (".mhd", ".nhdr"):
         _write_detached_header(image, path, compress)
     else:
