@@ -1,20 +1,17 @@
-"""FreeSurfer's MGH format (``.mgh``, and ``.mgz``: the same bytes gzipped), read and written without ITK, which has
-no reader for it.
+"""FreeSurfer's MGH format (``.mgh``, and ``.mgz``: the same bytes gzipped), which ITK has no reader for, read and
+written through nibabel.
 
 FreeSurfer, SynthSeg and SAMSEG write their volumes so, and a FLAIR that went through them (``mri_convert``,
-``recon-all -FLAIR``) comes as ``.mgz``. The layout (FreeSurfer's mghRead/mghWrite, all big-endian): a 284-byte
-header (version 1; width, height, depth, frames; data type; dof; a flag saying whether the geometry follows; voxel
-sizes; the three axis directions in RAS; the RAS position of the volume's centre), then the voxels with the first
-axis fastest, then optional scan parameters and tags, which are not needed here and are not written.
-
-The geometry is FreeSurfer's vox2ras: column j of the direction matrix times voxel size j maps voxel steps to RAS,
-and voxel (width, height, depth) / 2 lies at the centre's RAS position. ITK's LPS is that with the first two world
-axes negated. A header without geometry (flag 0) is refused: FreeSurfer would then assume 1 mm voxels in a
-conformed orientation, which no clinical FLAIR has.
+``recon-all -FLAIR``) comes as ``.mgz``. nibabel parses the format (header, voxels with the first axis fastest,
+footer); this module turns its RAS vox2ras affine into ITK's LPS geometry and back (the first two world axes
+negated), keeps the voxels in the file's own type, and refuses by name what is not one 3D scan with a geometry: a
+volume of several frames, or a header without geometry (goodRASflag 0), for which FreeSurfer and nibabel assume 1 mm
+voxels in a conformed orientation, which no clinical FLAIR has.
 """
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Tuple
 
@@ -23,15 +20,12 @@ import numpy as np
 from deepwml.imageio.geometry import Geometry
 from deepwml.utils.errors import ImageError
 
-#: the fixed header before the voxels (fields, then unused space)
-HEADER_BYTES = 284
-HEADER = np.dtype([("version", ">i4"), ("dims", ">i4", (4,)), ("type", ">i4"), ("dof", ">i4"), ("good_ras", ">i2"),
-                   ("delta", ">f4", (3,)), ("mdc", ">f4", (3, 3)), ("c_ras", ">f4", (3,))])
-#: FreeSurfer's data type codes and the voxel types they store
-TYPES = {0: np.dtype(">u1"), 1: np.dtype(">i4"), 3: np.dtype(">f4"), 4: np.dtype(">i2")}
-CODES = {dtype.newbyteorder("="): code for code, dtype in TYPES.items()}
+#: the voxel types MGH stores (uint8, int16, int32, float32)
+STORED = (np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.float32))
 #: RAS <-> LPS: the first two world axes negated
-_FLIP = np.diag([-1.0, -1.0, 1.0])
+_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: what a damaged file makes nibabel or the gzip reader raise
+_BROKEN = (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile)
 
 
 def is_mgh(path: Path) -> bool:
@@ -39,79 +33,76 @@ def is_mgh(path: Path) -> bool:
     return Path(path).name.lower().endswith((".mgh", ".mgz"))
 
 
-def _open(path: Path):
-    """The file's bytes as a stream, unzipped for .mgz."""
-    return gzip.open(path, "rb") if Path(path).name.lower().endswith(".mgz") else open(path, "rb")
+def _load(path: Path):
+    """nibabel's MGHImage of ``path`` (voxels not yet read), checked to be one 3D scan with a geometry."""
+    from nibabel.freesurfer.mghformat import MGHError, MGHImage
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
-
-def _header(raw: bytes, path: Path) -> np.void:
-    """The parsed header of ``raw`` (at least HEADER_BYTES long), checked for what a 3D scan needs."""
-    if len(raw) < HEADER_BYTES:
-        raise ImageError(f"is not an MGH file: {len(raw)} bytes, shorter than its {HEADER_BYTES}-byte header", path)
-    header = np.frombuffer(raw, HEADER, count=1)[0]
-    if int(header["version"]) != 1:
-        raise ImageError(f"is not an MGH file (version field {int(header['version'])}, expected 1)", path)
-    width, height, depth, frames = (int(v) for v in header["dims"])
-    if min(width, height, depth, frames) < 1:
-        raise ImageError(f"MGH header gives size {width} x {height} x {depth} with {frames} frame(s); each must be >= 1", path)
-    if frames != 1:
-        raise ImageError(f"is 4D: {frames} frames of {width} x {height} x {depth}; expected one 3D stack of slices "
-                         "(mri_convert --frame N splits one out)", path)
-    if int(header["type"]) not in TYPES:
-        raise ImageError(f"MGH data type {int(header['type'])} is not one DeepWML reads (0 uchar, 1 int, 3 float, "
-                         "4 short)", path)
-    if int(header["good_ras"]) <= 0:
+    try:
+        image = MGHImage.from_filename(str(path))
+    except KeyError as e:  # nibabel's lookup of the data type code
+        raise ImageError(f"unreadable MGH file (unknown data type code {e.args[0]}; MGH stores 0 uchar, 1 int, 3 float, "
+                         "4 short)", path) from None
+    except (MGHError, HeaderDataError, ImageFileError, *_BROKEN) as e:
+        raise ImageError(f"unreadable MGH file ({_said(e)})", path) from None
+    dims = [int(v) for v in image.header["dims"]]
+    if dims[3] != 1:
+        raise ImageError(f"is 4D: {dims[3]} frames of {dims[0]} x {dims[1]} x {dims[2]}; expected one 3D stack of "
+                         "slices (mri_convert --frame N splits one out)", path)
+    if _stored_good_ras(path) <= 0:
         raise ImageError("MGH header holds no voxel size or orientation (goodRASflag 0): FreeSurfer would assume 1 mm "
                          "voxels in a conformed orientation; convert the scan from its DICOM or NIfTI original", path)
-    return header
+    return image
 
 
-def _geometry(header: np.void) -> Geometry:
-    """The ITK (LPS) geometry of a parsed header."""
-    size = np.array(header["dims"][:3], float)
-    spacing = np.array(header["delta"], float)
-    directions = np.array(header["mdc"], float).T  # the header stores one axis's direction per row
-    centre = np.array(header["c_ras"], float)
-    origin_ras = centre - directions @ (spacing * size / 2.0)
-    return Geometry(tuple(int(s) for s in size), tuple(spacing), tuple(_FLIP @ origin_ras),
-                    tuple((_FLIP @ directions).ravel()))
+def _stored_good_ras(path: Path) -> int:
+    """The goodRASflag as the file stores it (big-endian int16 at byte 28): nibabel's header replaces a 0 with its
+    default geometry and a 1, so the file's own flag is read here."""
+    opener = gzip.open if Path(path).name.lower().endswith(".mgz") else open
+    try:
+        with opener(path, "rb") as stream:
+            return int(np.frombuffer(stream.read(30)[28:30], ">i2")[0])
+    except (*_BROKEN, IndexError) as e:
+        raise ImageError(f"unreadable MGH file ({_said(e)})", path) from None
+
+
+def _said(error: Exception) -> str:
+    """An exception's message on one line (nibabel's run over several)."""
+    return " ".join(str(error).split())
+
+
+def _geometry(image) -> Geometry:
+    """The ITK (LPS) geometry of nibabel's image: spacing the affine's column lengths, direction its unit columns."""
+    affine = _FLIP @ np.asarray(image.affine, float)
+    columns = affine[:3, :3]
+    spacing = np.linalg.norm(columns, axis=0)
+    return Geometry(tuple(int(s) for s in image.shape[:3]), tuple(spacing), tuple(affine[:3, 3]),
+                    tuple((columns / spacing).ravel()))
 
 
 def read_mgh_geometry(path: Path) -> Geometry:
     """The geometry in an MGH/MGZ file's header (its voxels are not read)."""
-    try:
-        with _open(path) as stream:
-            raw = stream.read(HEADER_BYTES)
-    except (OSError, EOFError) as e:
-        raise ImageError(f"unreadable MGH file ({e})", path) from None
-    return _geometry(_header(raw, path))
+    return _geometry(_load(path))
 
 
 def read_mgh(path: Path) -> Tuple[np.ndarray, Geometry]:
     """(voxels in numpy z, y, x order and the file's own type, geometry) of an MGH/MGZ file."""
+    image = _load(path)
     try:
-        with _open(path) as stream:
-            raw = stream.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise ImageError(f"unreadable MGH file ({e})", path) from None
-    header = _header(raw, path)
-    geometry = _geometry(header)
-    dtype = TYPES[int(header["type"])]
-    count = int(np.prod(geometry.size))
-    available = len(raw) - HEADER_BYTES
-    if available < count * dtype.itemsize:
-        raise ImageError(f"is truncated: {available} bytes of voxels where its header needs {count * dtype.itemsize}", path)
-    voxels = np.frombuffer(raw, dtype, count=count, offset=HEADER_BYTES)
-    # the first axis (width) varies fastest: C order over (depth, height, width) is numpy's (z, y, x)
-    array = voxels.reshape(tuple(reversed(geometry.size))).astype(dtype.newbyteorder("="))
-    return array, geometry
+        voxels = np.asanyarray(image.dataobj)
+    except _BROKEN as e:
+        raise ImageError(f"unreadable or truncated MGH voxels ({_said(e)})", path) from None
+    # nibabel's axes are the file's (x, y, z), x fastest; numpy's order here is (z, y, x)
+    array = np.ascontiguousarray(voxels.reshape(image.shape[:3]).transpose(2, 1, 0))
+    return array.astype(array.dtype.newbyteorder("="), copy=False), _geometry(image)
 
 
 def _stored(array: np.ndarray, path: Path) -> np.ndarray:
     """``array`` in a type MGH stores without loss of what it holds (uint8, int16, int32 or float32)."""
     if array.dtype == bool:
         return array.astype(np.uint8)
-    if array.dtype in CODES:
+    if array.dtype in STORED:
         return array
     if np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32)
@@ -121,29 +112,12 @@ def _stored(array: np.ndarray, path: Path) -> np.ndarray:
     raise ImageError(f"values {array.min()}..{array.max()} do not fit an MGH file's 32-bit integers", path)
 
 
-def mgh_bytes(array: np.ndarray, geometry: Geometry, path: Path) -> bytes:
-    """An MGH file's bytes (header, voxels) for ``array`` (numpy z, y, x order) on ``geometry``."""
-    array = _stored(np.asarray(array), path)
-    header = np.zeros(1, HEADER)[0]
-    header["version"] = 1
-    header["dims"] = (*geometry.size, 1)
-    header["type"] = CODES[array.dtype.newbyteorder("=")]
-    header["good_ras"] = 1
-    spacing = np.array(geometry.spacing, float)
-    directions = _FLIP @ geometry.direction_matrix
-    header["delta"] = spacing
-    header["mdc"] = directions.T
-    header["c_ras"] = _FLIP @ np.array(geometry.origin, float) + directions @ (spacing * np.array(geometry.size) / 2.0)
-    data = np.ascontiguousarray(array, dtype=TYPES[header["type"]]).tobytes()
-    return header.tobytes().ljust(HEADER_BYTES, b"\0") + data
-
-
 def write_mgh(array: np.ndarray, geometry: Geometry, path: Path, target: Path) -> None:
-    """Write ``array`` on ``geometry`` as MGH (gzipped when ``path`` ends in .mgz) into ``target`` (a temporary name
-    that the caller renames to ``path``)."""
-    data = mgh_bytes(array, geometry, path)
-    if Path(path).name.lower().endswith(".mgz"):
-        with gzip.open(target, "wb", compresslevel=6) as out:
-            out.write(data)
-    else:
-        Path(target).write_bytes(data)
+    """Write ``array`` (numpy z, y, x order) on ``geometry`` as MGH into ``target``, a temporary name with the same
+    ending (nibabel gzips .mgz) that the caller renames to ``path``."""
+    from nibabel.freesurfer.mghformat import MGHImage
+
+    from deepwml.imageio.headers import itk_ras_affine
+
+    voxels = _stored(np.asarray(array), path).transpose(2, 1, 0)
+    MGHImage(voxels, itk_ras_affine(geometry)).to_filename(str(target))
