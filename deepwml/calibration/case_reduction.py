@@ -11,6 +11,7 @@ This module does not import torch, so a worker starts with numpy and scipy alone
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -112,6 +113,11 @@ def reduction_workers(requested: Optional[int]) -> int:
     return int(requested)
 
 
+def _ignore_interrupts() -> None:
+    """A worker leaves Ctrl-C to the main process, which then waits for the cases being counted and keeps them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _reduced(reduce: Callable[[Any], Tables], case: Any) -> Tables:
     """``reduce(case)`` with numpy's BLAS on one thread, the same in a worker and in the main process."""
     with blas_threads(1):
@@ -146,7 +152,8 @@ class CaseReducer:
             self._pending.append((key, _reduced(self.reduce, case), True))
         else:
             if self._pool is None:  # started with the first case to reduce: a fully kept run starts no process
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_ignore_interrupts)
             self._pending.append((key, self._pool.submit(_reduced, self.reduce, case), True))
 
     def ready(self, drain: bool = False) -> Iterator[Tuple[Any, Tables, bool]]:
@@ -162,14 +169,15 @@ class CaseReducer:
 
     def salvage(self) -> Iterator[Tuple[Any, Tables]]:
         """After an interrupt or an error: the queued cases that were or still are being reduced and finish without
-        error (at most ``workers`` of them), so that a run started again need not predict them again."""
+        error (at most ``workers`` of them), so that a run started again need not predict them again. A second
+        Ctrl-C while waiting for them stops the wait."""
         while self._pending:
             key, value, computed = self._pending.popleft()
             if not computed:
                 continue
             try:
                 yield key, value.result() if isinstance(value, Future) else value
-            except BaseException:  # noqa: BLE001 - a worker hit by the same Ctrl-C, or died: that case is done again
+            except Exception:  # noqa: BLE001 - its reduction failed or its worker died: that case is done again
                 continue
 
     @staticmethod
