@@ -115,6 +115,21 @@ def test_broken_files_are_refused_by_name(tmp_path):
         assert str(path) in str(caught.value)
 
 
+def test_a_sheared_grid_is_refused_and_a_mirrored_one_kept(tmp_path):
+    """MGH stores any three axis directions: non-orthogonal ones are refused as for every format (the mask could not be
+    written back exactly); a left-handed grid (one axis mirrored) is a valid scan and keeps its handedness."""
+    sheared = _oblique_affine()
+    sheared[:3, 1] += 0.2 * sheared[:3, 0]
+    nib.save(nib.MGHImage(np.ones((8, 6, 3), np.int16), sheared), str(tmp_path / "sheared.mgz"))
+    with pytest.raises(ImageError, match="shear/non-orthogonal axes"):
+        read_image(tmp_path / "sheared.mgz")
+    mirrored = _oblique_affine() @ np.diag([-1.0, 1.0, 1.0, 1.0])
+    nib.save(nib.MGHImage(np.ones((8, 6, 3), np.int16), mirrored), str(tmp_path / "mirrored.mgz"))
+    geometry = read_geometry(tmp_path / "mirrored.mgz")
+    assert np.linalg.det(geometry.direction_matrix) < 0
+    np.testing.assert_allclose(itk_ras_affine(geometry), mirrored, atol=1e-4)
+
+
 def test_a_label_in_mgz_reads_as_a_label(tmp_path):
     """read_label takes integer MGH labels (the format FreeSurfer's segmentations come in)."""
     labels = np.zeros((10, 8, 4), np.int32)
