@@ -104,10 +104,16 @@ class ConfigurationCounts:
         return tables
 
 
+#: the default number of worker processes at most: each holds a predicted case (about 70 MB for 512² x 25) while
+#: the main process predicts, and the networks alone cannot keep more busy
+MAX_AUTO_WORKERS = 8
+
+
 def reduction_workers(requested: Optional[int]) -> int:
-    """Worker processes for ``-np``: the cores this process may use when None; 1 reduces in this process."""
+    """Worker processes for ``-np``: one per core this process may use (at most MAX_AUTO_WORKERS) when None; 1
+    reduces in this process."""
     if requested is None:
-        return physical_cores()
+        return min(physical_cores(), MAX_AUTO_WORKERS)
     if requested < 1:
         raise DeepWMLError(f"-np must be at least 1, not {requested}")
     return int(requested)

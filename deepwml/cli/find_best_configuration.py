@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
                    help="processes that count the cases' candidates while the next case is predicted (default: one per "
-                        "core; 1: everything in this process)")
+                        "core, at most 8; 1: everything in this process)")
     add_fit_input_options(p)
     add_device_argument(p)
     add_root_arguments(p)

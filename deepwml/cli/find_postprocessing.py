@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=Path, help="also write every candidate's settings and scores here (CSV, best first)")
     p.add_argument("-np", "--num-processes", type=int, default=None, metavar="N",
                    help="processes that count the cases' candidates while the next case is predicted (default: one per "
-                        "core; 1: everything in this process)")
+                        "core, at most 8; 1: everything in this process)")
     p.add_argument("--dry-run", action="store_true", help="choose and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove a stored postprocessing (back to the plan's threshold)")
     return p
