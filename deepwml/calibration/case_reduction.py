@@ -203,6 +203,7 @@ def reduced_in_order(work: Iterable[Tuple[Any, Any, Optional[Tables], Any]], red
     ``workers`` processes, each new table written to ``cache`` as it comes back and counted on ``bar``. After an
     interrupt or an error the cases already predicted are kept when their reduction ends well."""
     def done(items: Iterator[Tuple[Any, Tables, bool]]) -> Iterator[Tuple[str, Tables]]:
+        """Each finished item as (case id, tables), new tables kept in the cache first."""
         for (case, label_path), tables, computed in items:
             if computed:
                 cache.save(case, label_path, tables)

@@ -99,9 +99,8 @@ def read_mgh(path: Path) -> Tuple[np.ndarray, Geometry]:
 
 
 def _stored(array: np.ndarray, path: Path) -> np.ndarray:
-    """``array`` in a type MGH stores without loss of what it holds (uint8, int16, int32 or float32)."""
-    if array.dtype == bool:
-        return array.astype(np.uint8)
+    """``array`` (not boolean: write_image stores masks as uint8) in a type MGH stores without loss of what it holds
+    (uint8, int16, int32 or float32)."""
     if array.dtype in STORED:
         return array
     if np.issubdtype(array.dtype, np.floating):
