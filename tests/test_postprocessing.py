@@ -258,12 +258,12 @@ def test_cases_counted_in_worker_processes_choose_as_the_main_process_does(site,
 
 def test_the_default_number_of_counting_processes_is_one_per_core_up_to_eight(monkeypatch):
     """Each worker holds a predicted case: a 64-core machine gets 8 by default, a 2-core one 2; -np is taken as given."""
-    import deepwml.calibration.case_reduction as reduction
+    import deepwml.utils.cpu as cpu
 
     for cores, expected in ((64, 8), (2, 2), (1, 1)):
-        monkeypatch.setattr(reduction, "physical_cores", lambda cores=cores: cores)
-        assert reduction.reduction_workers(None) == expected
-    assert reduction.reduction_workers(12) == 12
+        monkeypatch.setattr(cpu, "physical_cores", lambda cores=cores: cores)
+        assert cpu.worker_processes(None) == expected
+    assert cpu.worker_processes(12) == 12
 
 
 def test_an_interrupt_keeps_the_cases_already_predicted_while_workers_count_them(site, monkeypatch, tmp_path):

@@ -26,7 +26,7 @@ from deepwml.calibration.postprocessing_search import case_counts
 from deepwml.calibration.temperature import Temperatures, calibrate_probabilities
 from deepwml.imageio import Geometry
 from deepwml.inference.postprocessing import MaskSettings
-from deepwml.utils.cpu import blas_threads, physical_cores
+from deepwml.utils.cpu import blas_threads
 from deepwml.utils.errors import DeepWMLError
 
 Tables = Dict[str, np.ndarray]
@@ -102,21 +102,6 @@ class ConfigurationCounts:
             tables[name] = case_counts(averaged, case.lesion, case.ignore, case.geometry.voxel_volume_ml,
                                        self.candidates[name], case.image, case.geometry, rules)
         return tables
-
-
-#: the default number of worker processes at most: each holds a predicted case (about 70 MB for 512² x 25) while
-#: the main process predicts, and the networks alone cannot keep more busy
-MAX_AUTO_WORKERS = 8
-
-
-def reduction_workers(requested: Optional[int]) -> int:
-    """Worker processes for ``-np``: one per core this process may use (at most MAX_AUTO_WORKERS) when None; 1
-    reduces in this process."""
-    if requested is None:
-        return min(physical_cores(), MAX_AUTO_WORKERS)
-    if requested < 1:
-        raise DeepWMLError(f"-np must be at least 1, not {requested}")
-    return int(requested)
 
 
 def _ignore_interrupts() -> None:

@@ -10,6 +10,7 @@ from typing import List, Optional
 from deepwml.cli.common import add_dataset_argument, add_device_argument, run
 from deepwml.cli.labelled_scans import add_fit_input_options
 from deepwml.paths import add_root_arguments
+from deepwml.utils.cpu import worker_processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,6 @@ def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     # torch comes with these: imported once the arguments are known, so that --help answers at once
     from deepwml.calibration.best_configuration import INSTRUCTIONS, find_best_configuration
-    from deepwml.calibration.case_reduction import reduction_workers
     from deepwml.cli.labelled_scans import fitting_device
     from deepwml.datasets.raw_dataset import find_dataset_folder
     from deepwml.paths import preprocessed_root, raw_root, results_root
@@ -67,7 +67,7 @@ def _main(argv: Optional[List[str]]) -> int:
         min_gain=args.min_gain, ignore_label=args.ignore_label, progress=args.progress or sys.stderr.isatty(),
         output=args.output, skull_strip=args.skull_strip, anatomy_model=args.anatomy_model, anatomy=not args.no_anatomy,
         keep_outside_brain=args.keep_outside_brain, min_cortex_contrast=args.min_cortex_contrast,
-        workers=reduction_workers(args.num_processes))
+        workers=worker_processes(args.num_processes))
     print(f"deepwml_find_best_configuration: {len(found.record['cases'])} validation case(s) of folds "
           f"{' '.join(found.record['folds'])}, each predicted by its own fold{_stripped(found.record)}; case means (own "
           f"threshold -> postprocessed):")

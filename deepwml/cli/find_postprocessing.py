@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import run
+from deepwml.utils.cpu import worker_processes
 from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, shown_to_model,
                                         store_in_model, validation_roots)
 
@@ -55,7 +56,6 @@ def _main(argv: Optional[List[str]]) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     # torch comes with these: imported once the arguments are known, so that --help answers at once
-    from deepwml.calibration.case_reduction import reduction_workers
     from deepwml.calibration.fit import store_in_checkpoints
     from deepwml.calibration.postprocessing_fit import find_postprocessing, store_postprocessing
     from deepwml.inference.postprocessing import POSTPROCESSING
@@ -75,7 +75,7 @@ def _main(argv: Optional[List[str]]) -> int:
     choice = find_postprocessing(folder, args.images, args.labels, fitting_device(args), args.folds, args.checkpoint,
                                  args.ignore_label, sys.stderr.isatty(), write=False, objective=args.objective,
                                  min_gain=args.min_gain, table=args.table, tta=True if args.tta else None,
-                                 shown=shown, workers=reduction_workers(args.num_processes), **roots)
+                                 shown=shown, workers=worker_processes(args.num_processes), **roots)
     if not args.dry_run:
         store_in_model(args, folder, "deepwml_find_postprocessing", lambda spec: store_postprocessing(spec, choice))
         if args.output is None:  # the model's checkpoints changed: the counts kept under their old key are stale

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 #: CPU flags (Linux /proc/cpuinfo) meaning native bf16 matrix arithmetic
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -43,6 +43,22 @@ def physical_cores() -> int:
     except (OSError, ValueError):
         per_core = 1
     return max(1, cpus // max(1, per_core))
+
+
+#: worker processes a command starts by default at most: each holds a case in memory, and past this the disk or the
+#: main process, not the cores, sets the pace
+MAX_DEFAULT_WORKERS = 8
+
+
+def worker_processes(requested: Optional[int]) -> int:
+    """A command's ``-np``: as given (at least 1), or one per core this process may use, at most MAX_DEFAULT_WORKERS."""
+    if requested is None:
+        return min(physical_cores(), MAX_DEFAULT_WORKERS)
+    if requested < 1:
+        from deepwml.utils.errors import DeepWMLError
+
+        raise DeepWMLError(f"-np must be at least 1, not {requested}")
+    return int(requested)
 
 
 def blas_thread_count() -> int:
