@@ -68,7 +68,7 @@ def test_a_written_volume_reads_back_in_nibabel_with_its_voxels_and_affine(tmp_p
     assert not (tmp_path / f"huge{ending}").exists()
 
 
-def _mgh(tmp_path, name, **fields) -> bytes:
+def _mgh(tmp_path, **fields) -> bytes:
     """An MGH file's bytes from nibabel with header fields overwritten (big-endian, at their offsets)."""
     path = tmp_path / "source.mgh"
     nib.save(nib.MGHImage(np.ones((8, 6, 3), np.int16), _oblique_affine()), str(path))
@@ -92,7 +92,7 @@ def _mgh(tmp_path, name, **fields) -> bytes:
 def test_files_that_are_not_one_3d_scan_with_a_geometry_are_refused_by_name(tmp_path, problem, message):
     path = tmp_path / "scan.mgz"
     with gzip.open(path, "wb") as out:
-        out.write(_mgh(tmp_path, "scan", **problem))
+        out.write(_mgh(tmp_path, **problem))
     with pytest.raises(ImageError, match=message) as caught:
         read_image(path)
     assert str(path) in str(caught.value)
@@ -102,12 +102,12 @@ def test_broken_files_are_refused_by_name(tmp_path):
     """A gzip stream cut short, a file shorter than the header, and a plain file named .mgz."""
     cut = tmp_path / "cut.mgz"
     with gzip.open(cut, "wb") as out:
-        out.write(_mgh(tmp_path, "cut"))
+        out.write(_mgh(tmp_path))
     cut.write_bytes(cut.read_bytes()[:-20])
     short = tmp_path / "short.mgh"
-    short.write_bytes(_mgh(tmp_path, "short")[:100])
+    short.write_bytes(_mgh(tmp_path)[:100])
     plain = tmp_path / "plain.mgz"
-    plain.write_bytes(_mgh(tmp_path, "plain"))
+    plain.write_bytes(_mgh(tmp_path))
     for path, message in ((cut, "unreadable MGH file"), (short, "unreadable or truncated MGH voxels .*could the file be damaged"),
                           (plain, "unreadable MGH file")):
         with pytest.raises(ImageError, match=message) as caught:
