@@ -72,7 +72,7 @@ def _said(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _geometry(image) -> Geometry:
+def nibabel_geometry(image) -> Geometry:
     """The ITK (LPS) geometry of nibabel's image: spacing the affine's column lengths, direction its unit columns."""
     affine = _FLIP @ np.asarray(image.affine, float)
     columns = affine[:3, :3]
@@ -83,7 +83,7 @@ def _geometry(image) -> Geometry:
 
 def read_mgh_geometry(path: Path) -> Geometry:
     """The geometry in an MGH/MGZ file's header (its voxels are not read)."""
-    return _geometry(_load(path))
+    return nibabel_geometry(_load(path))
 
 
 def read_mgh(path: Path) -> Tuple[np.ndarray, Geometry]:
@@ -95,7 +95,7 @@ def read_mgh(path: Path) -> Tuple[np.ndarray, Geometry]:
         raise ImageError(f"unreadable or truncated MGH voxels ({_said(e)})", path) from None
     # nibabel's axes are the file's (x, y, z), x fastest; numpy's order here is (z, y, x)
     array = np.ascontiguousarray(voxels.reshape(image.shape[:3]).transpose(2, 1, 0))
-    return array.astype(array.dtype.newbyteorder("="), copy=False), _geometry(image)
+    return array.astype(array.dtype.newbyteorder("="), copy=False), nibabel_geometry(image)
 
 
 def _stored(array: np.ndarray, path: Path) -> np.ndarray:

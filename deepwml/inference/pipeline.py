@@ -138,14 +138,22 @@ def describe_error(e: BaseException) -> str:
 
 def prepare_case(case: InputCase, plan: Plan, series_uid: Optional[str] = None, anatomy: Optional[AnatomyModel] = None,
                  skull_strip: bool = False, thin_slab_mm: float = 0.0, reviewed: Optional[Path] = None) -> PreparedCase:
-    """Read one case (every channel) and run exactly the plan's preprocessing on it (the function the cache was built
-    with), and the anatomy model's preprocessing of its FLAIR when there is one. ``skull_strip``: the plan's
-    preprocessing waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan with
-    thinner slices reaches both networks as slabs this wide (deepwml.inference.thin_slices); the case keeps the scan
-    as given for its outputs. ``reviewed``: the reader's mask of the case (--lesion-masks), read onto its grid here so
-    that a mask that does not fit fails the case before the networks run."""
+    """Read one case (every channel) and prepare it for the networks (:func:`prepare_images`). ``reviewed``: the
+    reader's mask of the case (--lesion-masks), read onto its grid here so that a mask that does not fit fails the case
+    before the networks run."""
+    return prepare_images(case, read_channels(case, series_uid), plan, anatomy, skull_strip, thin_slab_mm, reviewed,
+                          series_uid)
+
+
+def prepare_images(case: InputCase, images: List[Image], plan: Plan, anatomy: Optional[AnatomyModel] = None,
+                   skull_strip: bool = False, thin_slab_mm: float = 0.0, reviewed: Optional[Path] = None,
+                   series_uid: Optional[str] = None) -> PreparedCase:
+    """Run exactly the plan's preprocessing on a case's channels as read (the function the cache was built with),
+    and the anatomy model's preprocessing of its FLAIR when there is one. ``skull_strip``: the plan's preprocessing
+    waits for the anatomy model's brain (:func:`network_outputs`). ``thin_slab_mm``: a scan with thinner slices
+    reaches both networks as slabs this wide (deepwml.inference.thin_slices); the case keeps the scan as given for its
+    outputs."""
     # intensities measured from no signal: stripping fills with 0, the lesion filters read ratios (inference.signal_level)
-    images = read_channels(case, series_uid)
     levels = [no_signal(image.array) for image in images]
     images = [shifted(image, level) for image, level in zip(images, levels)]
     reviewed_mask = None if reviewed is None else read_reviewed_mask(
@@ -191,13 +199,24 @@ def anatomy_labels(prepared: PreparedCase, anatomy_probs: Optional[np.ndarray]) 
     return anatomy_map(anatomy_probs, prepared.anatomy_input.props)
 
 
-def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions, anatomy_probs: Optional[np.ndarray] = None) -> CaseSummary:
-    """Bring probabilities back to the input's grid and write mask, probabilities, lesion table and QC picture
-    (a multi-class model: its label map and QC picture)."""
-    if probs_pp.ndim == 4:
-        return write_label_map_case(prepared, probs_pp, options)
+@dataclass
+class CaseResult:
+    """What one case's prediction says, on the input's grid, before anything is written."""
+
+    probabilities: np.ndarray  # calibrated lesion probabilities, float32
+    mask: np.ndarray  # the lesion mask (uint8 0/1): the model's after its filters, or the reader's reviewed one
+    anatomy: Optional[np.ndarray]  # the anatomy label map (deepwml.anatomy.labels classes), None without an anatomy model
+    lesions: "pd.DataFrame"  # the lesion table, a row per lesion
+    summary: CaseSummary  # summary.csv's row
+    dropped_outside_brain: Optional[int] = None
+    dropped_faint_cortical: Optional[int] = None
+
+
+def describe_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions,
+                  anatomy_probs: Optional[np.ndarray] = None) -> CaseResult:
+    """Bring a binary lesion model's probabilities back to the input's grid, calibrate them, make the mask with the
+    run's threshold and lesion filters, and describe its lesions (table and summary); nothing is written."""
     case, geometry = prepared.case, prepared.image.geometry
-    outputs = case_outputs(options.out_dir, case)
     # calibrated on the input's grid, voxel by voxel: the map keeps 0.5, so the mask at 0.5 is the uncalibrated one
     probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
@@ -226,6 +245,19 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
         scan_warning(geometry, options.trained_acquisition, options.thin_slab_mm), summary.anatomy),
         level_note(prepared.signal_level))
     summary.source_series = source_series(case, options.clinical.series_uid)
+    return CaseResult(probs, mask, anatomy, lesions, summary, dropped, faint_cortical)
+
+
+def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions, anatomy_probs: Optional[np.ndarray] = None) -> CaseSummary:
+    """Describe the case (:func:`describe_case`) and write mask, probabilities, lesion table and QC picture (a
+    multi-class model: its label map and QC picture)."""
+    if probs_pp.ndim == 4:
+        return write_label_map_case(prepared, probs_pp, options)
+    result = describe_case(prepared, probs_pp, options, anatomy_probs)
+    case, geometry = prepared.case, prepared.image.geometry
+    outputs = case_outputs(options.out_dir, case)
+    probs, mask, anatomy, lesions, summary = result.probabilities, result.mask, result.anatomy, result.lesions, result.summary
+    dropped, faint_cortical = result.dropped_outside_brain, result.dropped_faint_cortical
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
     ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None
     write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical, ids)

@@ -329,12 +329,9 @@ def _predict(request: PredictRequest) -> PredictReport:
     cases = select_part(all_cases, request.num_parts, request.part_id, key=lambda c: c.case_id)
     reviewed = None if request.lesion_masks is None else reviewed_masks_of(request, all_cases, cases, out_dir, label_map)
     done, todo = _split_done(cases, out_dir, request, label_map)
-    # with these options the anatomy model's map changes the masks, so its weights are part of what made them
-    drop_outside = anatomy_dir is not None and not request.keep_outside_brain
-    strip, strip_note = run_skull_strip(request.skull_strip, anatomy_dir is not None, learned_stripped_scans(spec.folder))
-    cortex_contrast = check_cortex_contrast(request.min_cortex_contrast) if anatomy_dir is not None else 0.0
-    masks_use_anatomy = anatomy_dir is not None and (request.white_matter_only or strip or drop_outside
-                                                     or cortex_contrast > 0)
+    rules = anatomy_rules(request, spec, anatomy_dir)
+    drop_outside, strip, strip_note, cortex_contrast = rules.drop_outside, rules.strip, rules.strip_note, rules.cortex_contrast
+    masks_use_anatomy = rules.masks_use_anatomy
     weights = read_weights(request, spec, anatomy_dir, masks_use_anatomy, bool(todo))
     # the weights carry the model's stored postprocessing: only now is it known what makes the masks
     mask, from_model = run_mask_settings(request, spec), uses_stored_postprocessing(request, spec)
@@ -414,28 +411,7 @@ def _predict(request: PredictRequest) -> PredictReport:
         floor = run_mirror_floor(tta, mask.threshold, report.temperatures, request.save_probabilities or
                                  clinical.extras.uncertainty or clinical.extras.report)
         predictor, anatomy = make_predictors(request, spec, weights, setup, threads, anatomy_dir, tta, len(todo), floor)
-        options = RunOptions(
-            out_dir=out_dir,
-            threshold=mask.threshold,
-            save_probabilities=request.save_probabilities,
-            write_qc=request.write_qc,
-            series_uid=request.series_uid,
-            clinical=clinical,
-            white_matter_only=request.white_matter_only,
-            skull_strip=strip,
-            skull_strip_required=request.skull_strip is True,
-            drop_outside_brain=drop_outside,
-            min_cortex_contrast=cortex_contrast,
-            min_lesion_ml=mask.min_lesion_ml,
-            min_lesion_peak=mask.min_lesion_peak,
-            min_lesion_contrast=mask.min_lesion_contrast,
-            min_lesion_spread=mask.min_lesion_spread,
-            temperatures=report.temperatures,
-            trained_acquisition=trained,
-            thin_slab_mm=thin_slab,
-            reviewed_masks=reviewed,
-            reviewed_source=request.lesion_masks,
-        )
+        options = run_options(request, out_dir, mask, rules, report.temperatures, trained, thin_slab, clinical, reviewed)
         if workers > 1:
             runner = CaseWorkers(predictor, spec.plan, options, workers, anatomy)
         else:
@@ -457,6 +433,58 @@ def _predict(request: PredictRequest) -> PredictReport:
     keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
     report.seconds = time.perf_counter() - start
     return report
+
+
+@dataclass(frozen=True)
+class AnatomyRules:
+    """What the anatomy model's map does to a run's masks (all off without an anatomy model)."""
+
+    #: lesions with no voxel in the map's brain are dropped (deepwml.inference.outside_brain)
+    drop_outside: bool = False
+    #: the lesion model sees only the map's brain (deepwml.inference.skull_strip), and why not when the map is there
+    strip: bool = False
+    strip_note: str = ""
+    #: lesions in or against the cortex under this many times its median intensity are dropped (0: not)
+    cortex_contrast: float = 0.0
+    #: the map changes the masks, so the anatomy model's weights are part of what made them
+    masks_use_anatomy: bool = False
+
+
+def anatomy_rules(request: PredictRequest, spec: ModelSpec, anatomy_dir: Optional[Path]) -> AnatomyRules:
+    """The request's anatomy rules for the lesion model ``spec`` with the anatomy model in ``anatomy_dir`` (or none)."""
+    drop_outside = anatomy_dir is not None and not request.keep_outside_brain
+    strip, strip_note = run_skull_strip(request.skull_strip, anatomy_dir is not None, learned_stripped_scans(spec.folder))
+    cortex_contrast = check_cortex_contrast(request.min_cortex_contrast) if anatomy_dir is not None else 0.0
+    uses = anatomy_dir is not None and (request.white_matter_only or strip or drop_outside or cortex_contrast > 0)
+    return AnatomyRules(drop_outside, strip, strip_note, cortex_contrast, uses)
+
+
+def run_options(request: PredictRequest, out_dir: Path, mask: MaskSettings, rules: AnatomyRules,
+                temperatures: Tuple[float, float], trained: Any, thin_slab: float, clinical: ClinicalOptions,
+                reviewed: Optional[Dict[str, Path]] = None) -> RunOptions:
+    """How each case's outputs are made from its networks' outputs, and where they go."""
+    return RunOptions(
+        out_dir=out_dir,
+        threshold=mask.threshold,
+        save_probabilities=request.save_probabilities,
+        write_qc=request.write_qc,
+        series_uid=request.series_uid,
+        clinical=clinical,
+        white_matter_only=request.white_matter_only,
+        skull_strip=rules.strip,
+        skull_strip_required=request.skull_strip is True,
+        drop_outside_brain=rules.drop_outside,
+        min_cortex_contrast=rules.cortex_contrast,
+        min_lesion_ml=mask.min_lesion_ml,
+        min_lesion_peak=mask.min_lesion_peak,
+        min_lesion_contrast=mask.min_lesion_contrast,
+        min_lesion_spread=mask.min_lesion_spread,
+        temperatures=temperatures,
+        trained_acquisition=trained,
+        thin_slab_mm=thin_slab,
+        reviewed_masks=reviewed,
+        reviewed_source=request.lesion_masks,
+    )
 
 
 @dataclass

@@ -1,0 +1,219 @@
+"""deepwml.Segmenter: a model loaded once segments scans given as files or held in memory (numpy, SimpleITK, nibabel)
+exactly as deepwml_predict segments them, returns arrays on the scan's own grid, and refuses bad scans by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from conftest import tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import Geometry, read_image, write_image
+from deepwml.inference.outputs import write_csv
+from deepwml.inference.segmenter import Segmenter
+from deepwml.utils.errors import DeepWMLError
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    """Ten central slices of an oblique 512² synthetic MS scan with lesions, as a NIfTI file."""
+    from deepwml.synthetic.generate import generate_case
+
+    case = generate_case("MS#3", index=2, seed=4242)
+    middle = case.image.shape[0] // 2
+    image = case.image[middle - 5:middle + 5]
+    # the first kept slice's position moves the origin along the slice axis
+    geometry = case.geometry
+    origin = np.asarray(geometry.origin) + geometry.direction_matrix[:, 2] * geometry.spacing[2] * (middle - 5)
+    geometry = Geometry(image.shape[::-1], geometry.spacing, tuple(origin), geometry.direction)
+    return write_image(image, geometry, tmp_path_factory.mktemp("scan") / "patient.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Segmenter:
+    """The shipped lesion and anatomy models, loaded once for the module."""
+    return Segmenter()
+
+
+@pytest.fixture(scope="module")
+def cli_outputs(scan, tmp_path_factory) -> Path:
+    """deepwml_predict's outputs for ``scan`` with its defaults and the probability map, which (like the Segmenter's)
+    mirrors every slice under flip TTA."""
+    out = tmp_path_factory.mktemp("cli") / "out"
+    assert predict_main(["-i", str(scan), "-o", str(out), "--no-qc", "--save-probabilities"]) == 0
+    return out
+
+
+def _same_table_as_written(lesions: pd.DataFrame, written: Path, tmp_path: Path, exact: bool = True) -> None:
+    """The lesion table as deepwml_predict's writer writes it is the file it wrote: byte for byte, or (``exact``
+    False) to 1e-5 (nibabel computes a NIfTI's affine in its own rounding, so centroids may move by 1e-6 mm)."""
+    write_csv(lesions, tmp_path / "again.csv")
+    if exact:
+        assert (tmp_path / "again.csv").read_bytes() == written.read_bytes()
+    else:
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again.csv"), pd.read_csv(written), check_exact=False, atol=1e-5)
+
+
+def test_a_file_an_itk_image_and_a_nibabel_image_give_deepwml_predicts_mask_table_and_summary(shipped, scan, cli_outputs, tmp_path):
+    import nibabel
+
+    written = read_image(cli_outputs / "patient.nii.gz")
+    probabilities = read_image(next(cli_outputs.glob("patient_prob*"))).array
+    row = pd.read_csv(cli_outputs / "summary.csv").iloc[0]
+    assert written.array.sum() > 50  # the scan has lesions to compare
+    for given in (scan, str(scan), sitk.ReadImage(str(scan)), nibabel.load(str(scan))):
+        result = shipped.segment(given, case_id="patient")
+        assert np.array_equal(result.mask, written.array) and result.mask.dtype == np.uint8
+        assert not result.geometry.mismatches(written.geometry)
+        _same_table_as_written(result.lesions, cli_outputs / "patient_lesions.csv", tmp_path, exact=not isinstance(given, nibabel.Nifti1Image))
+        assert result.summary["lesion_count"] == row["lesion_count"] > 0
+        for column in ("total_lesion_volume_ml", "brain_volume_ml", "fazekas_periventricular", "fazekas_deep",
+                       "periventricular_count", "lesions_dropped_faint_in_cortex"):
+            assert result.summary[column] == pytest.approx(row[column], abs=1e-4), column  # the CSV keeps 4 decimals
+        assert result.volume_ml == pytest.approx(row["total_lesion_volume_ml"], abs=1e-4)
+        assert result.anatomy.shape == result.mask.shape == result.probabilities.shape
+        # the calibrated probabilities the mask thresholds
+        assert result.probabilities.dtype == np.float32 and np.array_equal(result.probabilities, probabilities)
+        assert result.probabilities[result.mask > 0].min() >= shipped.mask_settings.threshold
+    assert shipped.segment(scan).case_id == "patient"  # a file's case is named as deepwml_predict names it
+
+
+def test_a_numpy_array_is_segmented_as_the_same_scan_on_an_axial_grid_of_its_spacing(shipped, scan, tmp_path):
+    array = read_image(scan).array
+    spacing = (6.5, 0.4492, 0.4492)  # (slice, row, column) as the array's axes
+    from_array = shipped.segment(array, spacing=spacing)
+    assert from_array.geometry.spacing == pytest.approx(spacing[::-1]) and from_array.geometry.size == array.shape[::-1]
+    axial = write_image(array, Geometry(array.shape[::-1], spacing[::-1], (0.0, 0.0, 0.0)), tmp_path / "axial.nii.gz")
+    from_file = shipped.segment(axial)
+    assert np.array_equal(from_array.mask, from_file.mask) and from_array.mask.any()
+    assert from_array.case_id == "scan" and from_file.case_id == "axial"
+    # integer voxels as scanners store them are read as numbers, as a file's are
+    assert np.array_equal(shipped.segment(np.round(array).astype(np.int16), spacing=spacing).mask,
+                          shipped.segment(np.round(array).astype(np.float32), spacing=spacing).mask)
+
+
+def test_results_save_and_convert_on_the_scans_own_grid(shipped, scan, tmp_path):
+    result = shipped.segment(scan)
+    grid = read_image(scan).geometry
+    for which, ending in (("mask", ".nii.gz"), ("probabilities", ".nrrd"), ("anatomy", ".mgz")):
+        path = result.save(tmp_path / f"out_{which}{ending}", which)
+        back = read_image(path, dtype=None)
+        assert np.array_equal(back.array, getattr(result, which)) and not back.geometry.mismatches(grid)
+        image = result.image(which)
+        assert np.array_equal(sitk.GetArrayFromImage(image), getattr(result, which))
+        assert not Geometry.from_sitk(image).mismatches(grid)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_anatomy.mgz", "out_mask.nii.gz", "out_probabilities.nrrd"]
+    with pytest.raises(DeepWMLError, match="no output 'lesions'"):
+        result.save(tmp_path / "x.nii.gz", "lesions")
+
+
+def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
+    strict = Segmenter(threshold=0.9, anatomy=False, threads=1)
+    assert strict.threads == 1 and strict.anatomy_model is None and strict.mask_settings.threshold == 0.9
+    out = tmp_path / "out"
+    assert predict_main(["-i", str(scan), "-o", str(out), "--no-qc", "--threshold", "0.9", "--no-anatomy"]) == 0
+    result = strict.segment(scan)
+    assert np.array_equal(result.mask, read_image(out / "patient.nii.gz").array)
+    assert result.mask.sum() < read_image(cli_outputs / "patient.nii.gz").array.sum()
+    assert result.anatomy is None and "fazekas_deep" not in result.summary
+    with pytest.raises(DeepWMLError, match="without the anatomy model"):
+        result.save(tmp_path / "anatomy.nii.gz", "anatomy")
+    with pytest.raises(DeepWMLError, match="takes no setting overwrite"):
+        Segmenter(overwrite=True)
+    with pytest.raises(DeepWMLError, match="threshold must lie between 0 and 1"):
+        Segmenter(threshold=1.5)
+    with pytest.raises(DeepWMLError, match="threads must be at least 1"):
+        Segmenter(threads=0)
+    with pytest.raises(DeepWMLError, match="not found"):
+        Segmenter(model=tmp_path / "no_model")
+
+
+@pytest.mark.parametrize("scan_of,spacing,message", [
+    (lambda a: a[0], (1, 1, 1), r"is a 2D array of shape \(512, 512\)"),
+    (lambda a: a[None], (1, 1, 1), "is a 4D array"),
+    (lambda a: np.where(np.arange(a.size).reshape(a.shape) == 7, np.nan, a), (6.5, 0.45, 0.45), "contains 1 NaN/Inf voxels"),
+    (lambda a: np.full_like(a, 3.0), (6.5, 0.45, 0.45), "image is empty: every voxel is 3"),
+    (lambda a: a, None, "needs its spacing in mm"),
+    (lambda a: a, (0.45, 0.45), "spacing takes 3 values"),
+    (lambda a: a, (6.5, 0.0, 0.45), r"voxel spacing along y \(j\) is 0"),
+    (lambda a: a, (6.5, -1, 0.45), r"voxel spacing along y \(j\) is -1"),
+    (lambda a: a.astype(complex), (6.5, 0.45, 0.45), "voxels of type complex128"),
+    (lambda a: {"image": a}, None, "a dict is not a scan"),
+    (lambda a: [a, a], (6.5, 0.45, 0.45), r"the model takes 1 channel\(s\) per scan; 2 given"),
+    (lambda a: sitk.GetImageFromArray(a), (6.5, 0.45, 0.45), "spacing is for numpy arrays"),
+    (lambda a: sitk.GetImageFromArray(np.stack([a, a], -1), isVector=True), None, "has 2 components per voxel"),
+], ids=["2d", "4d", "nan", "constant", "no-spacing", "two-spacings", "zero-spacing", "negative-spacing", "complex", "dict",
+        "channels", "spacing-with-image", "vector-image"])
+def test_bad_scans_in_memory_are_refused_by_name(shipped, scan, scan_of, spacing, message):
+    array = read_image(scan).array
+    with pytest.raises(DeepWMLError, match=message):
+        shipped.segment(scan_of(array), spacing=spacing)
+
+
+def test_bad_files_are_refused_as_deepwml_predict_refuses_them(shipped, scan, tmp_path):
+    with pytest.raises(DeepWMLError, match="input not found"):
+        shipped.segment(tmp_path / "missing.nii.gz")
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(DeepWMLError, match="broken.nii.gz"):
+        shipped.segment(tmp_path / "broken.nii.gz")
+    folder = tmp_path / "two"
+    for name in ("a", "b"):
+        (folder / f"{name}.nii.gz").parent.mkdir(exist_ok=True)
+        (folder / f"{name}.nii.gz").write_bytes(scan.read_bytes())
+    with pytest.raises(DeepWMLError, match="holds 2 scans; Segmenter.segment takes one"):
+        shipped.segment(folder)
+
+
+def test_a_two_channel_model_takes_its_channels_as_files_or_arrays_and_keeps_the_callers_torch_threads(tmp_path):
+    import torch
+
+    from test_channels_context import t1_of
+
+    plan = tiny_plan()
+    plan.preprocessing.channels = [{"name": "FLAIR", "normalization": "zscore_head"}, {"name": "T2", "normalization": "zscore"}]
+    plan.network.in_channels = 2
+    model = write_model_dir(tmp_path / "model" / "Dataset999_Toy" / "tiny", plan, kind="random")
+    image, _, geometry = tiny_case(seed=3)
+    flair = write_image(image, geometry, tmp_path / "in" / "a_0000.nii.gz")
+    second = write_image(t1_of(image), geometry, tmp_path / "in" / "a_0001.nii.gz")
+    assert predict_main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc",
+                         "--backend", "torch"]) == 0
+    written = read_image(tmp_path / "out" / "a.nii.gz").array
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        segmenter = Segmenter(model, backend="torch", threads=2)
+        results = [segmenter.segment(flair), segmenter.segment([flair, second]),
+                   segmenter.segment([sitk.ReadImage(str(flair)), sitk.ReadImage(str(second))])]
+        assert torch.get_num_threads() == 1  # the caller's count, not the Segmenter's
+    finally:
+        torch.set_num_threads(before)
+    assert [r.case_id for r in results] == ["a", "a", "scan"]
+    for result in results:
+        assert np.array_equal(result.mask, written)
+    shifted = sitk.ReadImage(str(second))
+    shifted.SetOrigin((5.0, 0.0, 0.0))
+    with pytest.raises(DeepWMLError, match="channel 1 is not on channel 0's grid"):
+        segmenter.segment([sitk.ReadImage(str(flair)), shifted])
+    with pytest.raises(DeepWMLError, match="every channel as a file, or every channel as an image"):
+        segmenter.segment([flair, sitk.ReadImage(str(second))])
+
+
+def test_the_package_offers_the_segmenter_without_importing_a_network_engine():
+    """``from deepwml import Segmenter`` is the documented entry point; it loads neither torch nor ONNX Runtime until a
+    model is read (the commands import the package too, and most of them need neither)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from deepwml import Segmenter, Segmentation; import deepwml.inference.segmenter as m; "
+            "assert Segmenter is m.Segmenter and Segmentation is m.Segmentation; "
+            "assert not {'torch', 'onnxruntime'} & set(sys.modules), sorted({'torch', 'onnxruntime'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import deepwml
+
+    with pytest.raises(AttributeError, match="no attribute 'Segmentor'"):
+        deepwml.Segmentor  # noqa: B018
