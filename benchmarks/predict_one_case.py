@@ -1,7 +1,8 @@
 """One scan, one command: the wall time of a whole `deepwml_predict -i scan -o out` process with the shipped model
 (issue #12: "a 25-slice case end to end in <= 3 s"), on each engine (`--backend auto`, which is ONNX Runtime on a
 CPU, and `--backend torch`), beside the part of it that is only Python importing the modules each engine needs,
-measured in fresh processes of their own.
+measured in fresh processes of their own, and a deepwml.Segmenter (docs/prediction.md, "Python") that keeps the models
+loaded: its start, its first scan and each further scan, in a process of its own.
 
 The scan is a synthetic 512² case (NMOSD#4, patient 1, seed 77), its central --slices slices (default 25, the
 issue's case; 0: all 29), or your own with --scan (a file or a DICOM series folder). One untimed run first fills the user cache with the model's
@@ -42,6 +43,22 @@ VARIANTS = {"default outputs": [], "--no-tta": ["--no-tta"], "--keep-outside-bra
             "--backend torch": ["--backend", "torch"], "--backend torch --no-anatomy --no-qc": ["--backend", "torch", "--no-anatomy", "--no-qc"]}
 IMPORTS = {"imports only, ONNX Runtime": "import deepwml.cli.predict, deepwml.inference.run, onnxruntime",
            "imports only, torch": "import deepwml.cli.predict, deepwml.inference.run, deepwml.inference.predictor"}
+#: deepwml.Segmenter in one process of its own: importing and loading the models, the first scan, then each further
+#: one (the same scan again: what a script that keeps the models loaded pays per scan); printed as three numbers
+SEGMENTER = """
+import statistics, sys, time
+started = time.perf_counter()
+from deepwml import Segmenter
+segmenter = Segmenter(*sys.argv[2:3], **({"checkpoint": sys.argv[3]} if len(sys.argv) > 3 else {}))
+loaded = time.perf_counter()
+segmenter.segment(sys.argv[1])
+first = time.perf_counter()
+again = []
+for _ in range(3):
+    t = time.perf_counter(); segmenter.segment(sys.argv[1]); again.append(time.perf_counter() - t)
+print(loaded - started, first - loaded, statistics.median(again))
+"""
+SEGMENTER_ROWS = ("Segmenter: import, load models", "Segmenter: first scan", "Segmenter: each further scan")
 
 
 def _wall(command: List[str], cwd: Optional[Path] = None) -> float:
@@ -51,6 +68,15 @@ def _wall(command: List[str], cwd: Optional[Path] = None) -> float:
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return time.perf_counter() - started
+
+
+def _segmenter_times(scan: Path, model: Optional[Path], checkpoint: str) -> List[float]:
+    """(import + load, first scan, median of 3 further scans) of a deepwml.Segmenter in a process of its own."""
+    done = subprocess.run([sys.executable, "-c", SEGMENTER, str(scan), *([str(model), checkpoint] if model else [])],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"deepwml.Segmenter failed:\n{done.stderr[-2000:]}")
+    return [float(v) for v in done.stdout.split()[-3:]]
 
 
 def _central_slices(image: np.ndarray, geometry: Geometry, n: int) -> Tuple[np.ndarray, Geometry]:
@@ -107,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.against_shipped:
         return _interleaved([(f"model {args.model.name}", command + model, here), ("shipped model", command, here)],
                             out, args.runs, scratch)
-    times = {name: [] for name in [*VARIANTS, *IMPORTS]}
+    times = {name: [] for name in [*VARIANTS, *IMPORTS, *SEGMENTER_ROWS]}
     _wall(command)  # fills the user cache
     for _ in range(args.runs):
         for name, extra in VARIANTS.items():
@@ -115,6 +141,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             times[name].append(_wall([sys.executable, "-m", "deepwml.cli.predict", "-i", str(scan), "-o", str(out), *model, *extra]))
         for name, code in IMPORTS.items():
             times[name].append(_wall([sys.executable, "-c", code]))
+        for name, value in zip(SEGMENTER_ROWS, _segmenter_times(scan, args.model, args.checkpoint)):
+            times[name].append(value)
     for name, values in times.items():
         print(f"{name:38s} median {statistics.median(values):.2f} s  ({' / '.join(f'{v:.2f}' for v in values)})")
     if args.work is None:

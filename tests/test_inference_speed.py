@@ -135,7 +135,8 @@ def test_the_one_case_benchmark_times_the_whole_command_and_its_imports(tmp_path
     assert "5 slices of 80x96" in out
     lines = {line.split(" median ")[0].strip(): line for line in out.splitlines() if " median " in line}
     assert list(lines) == ["default outputs", "--no-tta", "--keep-outside-brain", "--no-skull-strip", "--no-anatomy --no-qc", "--backend torch", "--backend torch --no-anatomy --no-qc",
-                           "imports only, ONNX Runtime", "imports only, torch"]
+                           "imports only, ONNX Runtime", "imports only, torch",
+                           "Segmenter: import, load models", "Segmenter: first scan", "Segmenter: each further scan"]
     for line in lines.values():
         median, runs = line.split(" median ")[1].split(" s  (")
         assert float(median) == float(runs.rstrip(")")) > 0  # one run: its median is itself
