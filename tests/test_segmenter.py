@@ -217,3 +217,20 @@ def test_the_package_offers_the_segmenter_without_importing_a_network_engine():
 
     with pytest.raises(AttributeError, match="no attribute 'Segmentor'"):
         deepwml.Segmentor  # noqa: B018
+
+
+def test_a_dicom_series_folder_is_read_as_deepwml_predict_reads_it(tmp_path):
+    from test_dicom import UID_ROOT, write_dicom_series
+
+    from conftest import oblique_direction
+
+    model = write_model_dir(tmp_path / "model" / "Dataset999_Toy" / "tiny", tiny_plan(), kind="threshold")
+    image, _, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), direction=oblique_direction(12),
+                                   seed=4, n_lesions=5)
+    write_dicom_series(tmp_path / "dicom" / "patient7", np.round(image * 10).astype(np.int16), geometry, UID_ROOT + "71.1")
+    assert predict_main(["-i", str(tmp_path / "dicom"), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc"]) == 0
+    written = read_image(tmp_path / "out" / "patient7.nii.gz", dtype=None)
+    result = Segmenter(model).segment(tmp_path / "dicom" / "patient7")
+    assert result.case_id == "patient7" and result.mask.any()
+    assert np.array_equal(result.mask, written.array) and not result.geometry.mismatches(written.geometry)
+    _same_table_as_written(result.lesions, tmp_path / "out" / "patient7_lesions.csv", tmp_path)
