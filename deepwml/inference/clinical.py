@@ -88,7 +88,7 @@ def write_clinical_outputs(
         panels = report_panels(image.array, mask, geometry, uncertainty, numbered=MAX_TABLE_ROWS, ids=ids,
                                locations=located)
         # a pseudonymised case's page names neither its file nor its series (whose label holds the study date)
-        source, series = (Path("pseudonymised input"), None) if case.pseudonymised else (case.source, _series_label(case, options.series_uid))
+        source, series = (Path("pseudonymised input"), None) if case.pseudonymised else (Path(case.shown_source), _series_label(case, options.series_uid))
         page = build_patient_report(summary, lesions, panels, geometry, source, options.model, uncertainty is not None,
                                     series=series, findings=findings_lines(summary, f"model {model_name}"))
         write_patient_report(outputs.report_html, page)

@@ -39,6 +39,13 @@ class InputCase:
     pseudonymised: bool = False
     #: every channel's file, channel 0 (= ``source``) first, for a model with several channels; empty: one channel
     channels: Tuple[Path, ...] = ()
+    #: how the source is named to the user when it is not where it was given (a ZIP archive's member: deepwml.imageio.archives)
+    shown_as: str = ""
+
+    @property
+    def shown_source(self) -> str:
+        """The source as the user gave it: ``shown_as``, else the path."""
+        return self.shown_as or str(self.source)
 
     def input_files(self) -> List[Path]:
         """Every file that belongs to this input (all files of a DICOM folder); outputs must never replace them."""

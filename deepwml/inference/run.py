@@ -16,6 +16,7 @@ from tqdm import tqdm
 from deepwml.calibration.temperature import uncalibrated
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import read_label
+from deepwml.imageio.archives import unpacked
 from deepwml.inference.acquisition import learned_stripped_scans, trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
@@ -222,9 +223,19 @@ def model_dir_of(request: PredictRequest) -> Path:
 
 
 def predict(request: PredictRequest) -> PredictReport:
-    """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored."""
-    with threads_restored():
-        return _predict(request)
+    """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored. A ZIP
+    archive as input is read as the folder it holds, unpacked for the run (deepwml.imageio.archives)."""
+    given = request.input.expanduser()
+    with threads_restored(), unpacked(given) as folder:
+        if folder == given:
+            return _predict(request)
+        return _predict(dataclasses.replace(request, input=folder), archive=given)
+
+
+def shown_in_archive(case: InputCase, folder: Path, archive: Path) -> InputCase:
+    """A case read from an archive unpacked into ``folder``, named to the user by the archive and its member."""
+    inside = case.source.relative_to(folder).as_posix()
+    return dataclasses.replace(case, shown_as=f"{archive}" + ("" if inside == "." else f": {inside}"))
 
 
 #: every finished case's anatomy figures, kept across runs: summary.csv lists only one run's cases, so a case finished
@@ -293,8 +304,8 @@ def keep_anatomy_rows(out_dir: Path, summaries: Sequence[CaseSummary], predicted
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _predict(request: PredictRequest) -> PredictReport:
-    """predict() without the thread restoration."""
+def _predict(request: PredictRequest, archive: Optional[Path] = None) -> PredictReport:
+    """predict() without the thread restoration; ``archive``: the ZIP archive unpacked into ``request.input``."""
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
     check_int8_mode(request.int8)
@@ -317,6 +328,8 @@ def _predict(request: PredictRequest) -> PredictReport:
     anatomy_dir = None if label_map else anatomy_model_dir(request.anatomy_model, request.anatomy,
                                                            request.save_anatomy or request.white_matter_only or request.skull_strip is True)
     all_cases = discover_cases(request.input, spec.plan.n_channels)
+    if archive is not None:
+        all_cases = [shown_in_archive(c, request.input, archive) for c in all_cases]
     clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
         all_cases = [dataclasses.replace(c, bids_names=True) for c in all_cases]
@@ -428,6 +441,9 @@ def _predict(request: PredictRequest) -> PredictReport:
     report.summaries = [summaries[c.case_id] for c in cases]
     if request.pseudonym_key is not None:
         report.summaries = [without_path(s, c) for s, c in zip(report.summaries, cases)]
+    elif archive is not None:  # an error names the archive, not the temporary folder it was unpacked into
+        report.summaries = [dataclasses.replace(s, error=s.error.replace(str(request.input), str(archive))) if s.error else s
+                            for s in report.summaries]
     report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
     write_csv(summary_frame(report.summaries), report.summary_csv)
     keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
@@ -591,7 +607,7 @@ def pseudonymised_cases(request: PredictRequest, cases: Sequence[InputCase], out
     with key_lock(request.pseudonym_key):
         key, created = load_or_create_key(request.pseudonym_key)
         renamed = [dataclasses.replace(c, case_id=pseudonym(key, c.case_id), pseudonymised=True) for c in cases]
-        record_pseudonyms(request.pseudonym_key, [(r.case_id, c.case_id, str(c.source)) for r, c in zip(renamed, cases)])
+        record_pseudonyms(request.pseudonym_key, [(r.case_id, c.case_id, c.shown_source) for r, c in zip(renamed, cases)])
     if created:
         print(f"[deepwml_predict] note: made a new pseudonym key {request.pseudonym_key}: keep it (the same key gives "
               "the same pseudonyms) and keep it and pseudonyms.csv beside it out of what you share", file=sys.stderr)

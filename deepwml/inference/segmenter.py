@@ -8,6 +8,7 @@ that command writes, and writes nothing unless asked (:meth:`Segmentation.save`)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from deepwml.imageio import Image, write_image
+from deepwml.imageio.archives import unpacked
 from deepwml.imageio.geometry import Geometry
 from deepwml.imageio.headers import check_geometry
 from deepwml.inference.acquisition import trained_acquisition
@@ -140,10 +142,17 @@ class Segmenter:
 
     def segment(self, scan: Union[Scan, Sequence[Scan]], spacing: Optional[Sequence[float]] = None,
                 case_id: Optional[str] = None) -> Segmentation:
-        """Segment one scan: an image file or DICOM series folder; a SimpleITK image; a nibabel image; or a numpy
+        """Segment one scan: an image file, DICOM series folder or ZIP archive of one; a SimpleITK image; a nibabel image; or a numpy
         array of slices (z, y, x: axial slices first) with ``spacing`` in mm in the same (z, y, x) order. A
         multi-channel model takes a list, channel 0 (the FLAIR) first. Bad input raises DeepWMLError naming it."""
         channels = list(scan) if isinstance(scan, (list, tuple)) else [scan]
+        archive = Path(channels[0]).expanduser() if len(channels) == 1 and isinstance(channels[0], (str, Path)) else None
+        # a ZIP archive is read as the folder it holds, which stays while its DICOM series may be read again
+        with unpacked(archive) if archive is not None else contextlib.nullcontext() as folder:
+            return self._segment([folder] if archive is not None else channels, spacing, case_id)
+
+    def _segment(self, channels: List[Scan], spacing: Optional[Sequence[float]], case_id: Optional[str]) -> Segmentation:
+        """segment() once any archive is unpacked."""
         case, images = self._case(channels, spacing, case_id)
         with threads_restored(), blas_threads(self.threads):
             if self._torch:

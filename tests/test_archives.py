@@ -1,0 +1,210 @@
+"""A ZIP archive as deepwml_predict's input (and the Segmenter's): read as the folder it holds, named by the archive in
+what the user reads, unpacked into a temporary folder that goes when the run ends; unsafe or broken archives refused."""
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import oblique_direction, tiny_case
+from deepwml.cli.predict import main as predict_main
+from deepwml.imageio import read_image, write_image
+from deepwml.imageio.archives import unpack
+from deepwml.utils.errors import ImageError
+from deepwml_testing.dicom_series import write_dicom_series
+from deepwml_testing.toy_models import tiny_plan, write_model_dir
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    """A threshold toy model: deterministic masks."""
+    return write_model_dir(tmp_path / "model" / "Dataset999_Toy" / "tiny", tiny_plan(), kind="threshold")
+
+
+@pytest.fixture(autouse=True)
+def scratch(tmp_path, monkeypatch) -> Path:
+    """Temporary files of this test in a folder of its own, to see that the unpacked archive goes."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _zip(archive: Path, root: Path, prefix: str = "") -> Path:
+    """Every file below ``root`` into ``archive`` under ``prefix``, as a PACS export or Finder zips a folder."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                z.write(path, prefix + path.relative_to(root).as_posix())
+    return archive
+
+
+def _series(folder: Path, seed: int, uid: str) -> None:
+    image, _, geometry = tiny_case(shape_zyx=(5, 64, 56), spacing_xyz=(0.9, 0.9, 6.5), direction=oblique_direction(12),
+                                   seed=seed, n_lesions=5)
+    write_dicom_series(folder, np.round(image * 10).astype(np.int16), geometry, uid)
+
+
+def _outputs(out: Path) -> dict:
+    """case id -> (mask, lesion table text) of a run's folder."""
+    summary = pd.read_csv(out / "summary.csv", dtype={"case_id": str})
+    return {cid: (read_image(out / f"{cid}.nii.gz", dtype=None).array, (out / f"{cid}_lesions.csv").read_text())
+            for cid in summary["case_id"]}
+
+
+@pytest.mark.parametrize("layout", ["series-at-top", "media-export", "top-folder", "nifti-files"])
+def test_an_archive_gives_the_cases_and_masks_of_the_folder_it_holds(tmp_path, model, scratch, layout):
+    folder = tmp_path / "export"
+    if layout == "nifti-files":
+        for name, seed in (("a", 1), ("b", 2)):
+            image, _, geometry = tiny_case(seed=seed)
+            write_image(image, geometry, folder / f"{name}.nii.gz")
+    else:
+        _series(folder / "DICOM" / "SE1" if layout == "media-export" else folder, 4, "1.2.826.0.1.3680043.8.498.72.1")
+    prefix = "export/" if layout == "top-folder" else ""
+    archive = _zip(tmp_path / "export.zip", folder, prefix)
+    given = folder if not prefix else tmp_path  # the folder the archive holds
+    if prefix:
+        shutil.move(str(folder), str(tmp_path / "held" / "export"))
+        given = tmp_path / "held"
+    assert predict_main(["-i", str(given), "-o", str(tmp_path / "out_folder"), "-m", str(model), "--no-qc"]) == 0
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out_zip"), "-m", str(model), "--no-qc", "--report"]) == 0
+    from_folder, from_zip = _outputs(tmp_path / "out_folder"), _outputs(tmp_path / "out_zip")
+    assert list(from_zip) == list(from_folder)  # a series at the top is the case "export" either way
+    for (mask, table), (mask_zip, table_zip) in zip(from_folder.values(), from_zip.values()):
+        assert np.array_equal(mask, mask_zip) and mask.any() and table == table_zip
+    assert not list(scratch.iterdir())  # unpacked for the run, removed after it
+    page = next((tmp_path / "out_zip" / "report").glob("*.html")).read_text(encoding="utf-8")
+    assert f"<dt>Source</dt><dd>{archive}" in page and str(scratch) not in page
+    # run again: the finished cases are found in the output folder and not predicted anew
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out_zip"), "-m", str(model), "--no-qc", "--report"]) == 0
+    assert not list(scratch.iterdir())
+
+
+def test_a_bad_scan_in_an_archive_fails_by_the_archives_name_and_the_rest_go_on(tmp_path, model, scratch):
+    folder = tmp_path / "scans"
+    image, _, geometry = tiny_case(seed=1)
+    write_image(image, geometry, folder / "good.nii.gz")
+    image[0, 0, 0] = np.nan
+    write_image(image, geometry, folder / "bad.nii.gz")
+    archive = _zip(tmp_path / "scans.zip", folder)
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc"]) == 1
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("case_id")
+    assert summary.loc["good", "status"] == "ok" and summary.loc["bad", "status"] == "failed"
+    assert f"{archive}/bad.nii.gz" in summary.loc["bad", "error"] and str(scratch) not in summary.loc["bad", "error"]
+    assert "NaN" in summary.loc["bad", "error"] and not list(scratch.iterdir())
+
+
+def test_macos_resource_forks_in_an_archive_are_left_out(tmp_path, model):
+    folder = tmp_path / "scans"
+    image, _, geometry = tiny_case(seed=1)
+    write_image(image, geometry, folder / "scan.nii.gz")
+    archive = _zip(tmp_path / "scans.zip", folder)
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("__MACOSX/._scan.nii.gz", b"\x00\x05\x16\x07 resource fork")
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc"]) == 0
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["case_id"].tolist() == ["scan"]
+
+
+def _member(archive: Path, name: str, data: bytes = b"data", attr: int = 0) -> Path:
+    with zipfile.ZipFile(archive, "w") as z:
+        info = zipfile.ZipInfo(name)
+        info.external_attr = attr
+        z.writestr(info, data)
+    return archive
+
+
+def _encrypted(archive: Path) -> Path:
+    """A member marked encrypted (bit 0 of the general-purpose flags, in its local and central headers)."""
+    _member(archive, "scan.nii.gz")
+    raw = bytearray(archive.read_bytes())
+    raw[raw.index(b"PK\x03\x04") + 6] |= 0x1
+    raw[raw.index(b"PK\x01\x02") + 8] |= 0x1
+    archive.write_bytes(bytes(raw))
+    return archive
+
+
+def _not_a_zip(archive: Path) -> Path:
+    archive.write_bytes(b"PK\x03\x04 not really")
+    return archive
+
+
+def _damaged(archive: Path) -> Path:
+    """One stored member whose bytes no longer match its CRC."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("scan.nii.gz", b"A" * 1000)
+    raw = bytearray(archive.read_bytes())
+    raw[raw.index(b"A" * 1000) + 500] = ord("B")
+    archive.write_bytes(bytes(raw))
+    return archive
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda a: _member(a, "../outside.nii.gz"), "points outside the archive's folder"),
+    (lambda a: _member(a, "/etc/outside.nii.gz"), "points outside the archive's folder"),
+    (lambda a: _member(a, "scans/../../outside.nii.gz"), "points outside the archive's folder"),
+    (lambda a: _member(a, "link.nii.gz", b"/etc/passwd", attr=(stat.S_IFLNK | 0o777) << 16), "is a symbolic link"),
+    (_encrypted, "is encrypted"),
+    (_damaged, r"member scan.nii.gz of the ZIP archive cannot be unpacked \(Bad CRC-32"),
+    (_not_a_zip, "is not a readable ZIP archive"),
+    (lambda a: _member(a, "__MACOSX/._x", b"fork"), "holds no files"),
+], ids=["dot-dot", "absolute", "nested-dot-dot", "symlink", "encrypted", "damaged", "not-a-zip", "empty"])
+def test_unsafe_or_broken_archives_are_refused_by_name_before_anything_is_written(tmp_path, model, scratch, capsys, make, message):
+    archive = make(tmp_path / "scans.zip")
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert str(archive) in err and message.replace("\\", "") in err.replace("\\", "") or pytest.fail(err)
+    assert not (tmp_path / "out").exists() and not list(scratch.iterdir())
+    assert not (tmp_path / "outside.nii.gz").exists()
+
+
+def test_an_archive_larger_than_the_free_disk_is_refused(tmp_path, monkeypatch):
+    archive = _member(tmp_path / "big.zip", "scan.nii.gz", b"x" * 4096)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(ImageError, match=r"need 0.00 GB, more than the temporary folder's disk has free"):
+        unpack(archive, tmp_path / "into")
+
+
+def test_the_unpacked_folder_goes_when_a_run_is_interrupted(tmp_path, model, scratch, monkeypatch):
+    from deepwml.inference import run
+
+    image, _, geometry = tiny_case(seed=1)
+    write_image(image, geometry, tmp_path / "scans" / "scan.nii.gz")
+    archive = _zip(tmp_path / "scans.zip", tmp_path / "scans")
+
+    def interrupted(request, archive=None):
+        assert list(scratch.iterdir())  # unpacked while the run runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "_predict", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.predict(run.PredictRequest(input=archive, output=tmp_path / "out", model_dir=model))
+    assert not list(scratch.iterdir())
+
+
+def test_the_segmenter_reads_an_archive_as_the_folder_it_holds(tmp_path, model, scratch):
+    from deepwml.inference.segmenter import Segmenter
+
+    _series(tmp_path / "series", 4, "1.2.826.0.1.3680043.8.498.73.1")
+    archive = _zip(tmp_path / "patient3.zip", tmp_path / "series")
+    assert predict_main(["-i", str(tmp_path / "series"), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc"]) == 0
+    result = Segmenter(model).segment(archive)
+    assert result.case_id == "patient3" and np.array_equal(result.mask, read_image(tmp_path / "out" / "series.nii.gz", dtype=None).array)
+    assert "AX FLAIR" in result.summary["source_series"] and not list(scratch.iterdir())
+
+
+def test_pseudonymised_cases_of_an_archive_are_recorded_by_the_archives_name(tmp_path, model, scratch):
+    image, _, geometry = tiny_case(seed=1)
+    write_image(image, geometry, tmp_path / "scans" / "scan.nii.gz")
+    archive = _zip(tmp_path / "scans.zip", tmp_path / "scans")
+    (tmp_path / "keys").mkdir()
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc",
+                         "--pseudonymise", str(tmp_path / "keys" / "key")]) == 0
+    record = pd.read_csv(tmp_path / "keys" / "pseudonyms.csv")
+    assert record["case_id"].tolist() == ["scan"] and record["source"].tolist() == [f"{archive}: scan.nii.gz"]
