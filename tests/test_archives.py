@@ -208,3 +208,14 @@ def test_pseudonymised_cases_of_an_archive_are_recorded_by_the_archives_name(tmp
                          "--pseudonymise", str(tmp_path / "keys" / "key")]) == 0
     record = pd.read_csv(tmp_path / "keys" / "pseudonyms.csv")
     assert record["case_id"].tolist() == ["scan"] and record["source"].tolist() == [f"{archive}: scan.nii.gz"]
+
+
+def test_deepwml_compare_refuses_an_archive_by_name(tmp_path, capsys):
+    from deepwml.cli.compare import main as compare_main
+
+    image, _, geometry = tiny_case(seed=1)
+    scan = write_image(image, geometry, tmp_path / "scans" / "visit1.nii.gz")
+    archive = _zip(tmp_path / "visit2.zip", tmp_path / "scans")
+    assert compare_main(["-b", str(scan), "-f", str(archive), "-o", str(tmp_path / "out")]) == 2
+    assert f"{archive}: is a ZIP archive; deepwml_compare reads one image file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

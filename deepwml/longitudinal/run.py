@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from deepwml.anatomy.location import SPLIT_COLUMNS
 from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
 from deepwml.imageio import Image, read_image, write_image
+from deepwml.imageio.archives import is_archive
 from deepwml.inference.reviewed_masks import read_reviewed_mask
 from deepwml.inference.signal_level import from_no_signal
 from deepwml.longitudinal.change import (
@@ -118,6 +119,10 @@ def _check_request(request: CompareRequest) -> None:
             raise DeepWMLError("not found", path)
     if Path(request.baseline).resolve() == Path(request.followup).resolve():
         raise DeepWMLError("baseline and follow-up are the same file", request.baseline)
+    for path in (request.baseline, request.followup):
+        if is_archive(Path(path)):  # the segmentations it keeps for resuming are tied to the scans' paths
+            raise DeepWMLError("is a ZIP archive; deepwml_compare reads one image file or DICOM series folder per visit: "
+                               "unpack it first", path)
     out = Path(request.output).resolve()
     for path in (request.baseline, request.followup):
         if out == Path(path).resolve():
