@@ -219,3 +219,16 @@ def test_deepwml_compare_refuses_an_archive_by_name(tmp_path, capsys):
     assert compare_main(["-b", str(scan), "-f", str(archive), "-o", str(tmp_path / "out")]) == 2
     assert f"{archive}: is a ZIP archive; deepwml_compare reads one image file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dicom_seg_of_a_series_in_an_archive_references_that_series(tmp_path, model):
+    """The SEG is made while the run's unpacked series is there to read its instances; it files with that series."""
+    import pydicom
+
+    pytest.importorskip("highdicom", reason="DICOM SEG needs highdicom (pip install 'deepwml[dicom]')")
+    uid = "1.2.826.0.1.3680043.8.498.74.1"
+    _series(tmp_path / "series", 4, uid)
+    archive = _zip(tmp_path / "patient4.zip", tmp_path / "series")
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc", "--dicom-seg"]) == 0
+    seg = pydicom.dcmread(tmp_path / "out" / "patient4_seg.dcm")
+    assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
