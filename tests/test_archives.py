@@ -232,3 +232,13 @@ def test_a_dicom_seg_of_a_series_in_an_archive_references_that_series(tmp_path, 
     assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc", "--dicom-seg"]) == 0
     seg = pydicom.dcmread(tmp_path / "out" / "patient4_seg.dcm")
     assert seg.Modality == "SEG" and seg.ReferencedSeriesSequence[0].SeriesInstanceUID == uid
+
+
+def test_unpacking_shows_its_progress_in_bytes_when_asked(tmp_path, capsys):
+    archive = _member(tmp_path / "big.zip", "scan.nii.gz", b"x" * 300_000)
+    unpack(archive, tmp_path / "into", progress=True)
+    err = capsys.readouterr().err
+    assert "unpacking big.zip" in err and "300k/300k" in err
+    assert (tmp_path / "into" / "scan.nii.gz").read_bytes() == b"x" * 300_000
+    unpack(archive, tmp_path / "quiet", progress=False)
+    assert "unpacking big.zip" not in capsys.readouterr().err

@@ -15,7 +15,9 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator, List
+from typing import Iterator, List, Optional
+
+from tqdm import tqdm
 
 from deepwml.utils.errors import ImageError
 
@@ -37,21 +39,22 @@ def archive_stem(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def unpacked(path: Path) -> Iterator[Path]:
-    """``path`` itself when it is no archive; an archive unpacked into ``TMP/<stem>/`` for the block, removed after."""
+def unpacked(path: Path, progress: Optional[bool] = None) -> Iterator[Path]:
+    """``path`` itself when it is no archive; an archive unpacked into ``TMP/<stem>/`` for the block, removed after.
+    ``progress``: a bar of the bytes unpacked (None: when stderr is a terminal)."""
     if not is_archive(path):
         yield path
         return
     scratch = Path(tempfile.mkdtemp(prefix="deepwml-archive-"))
     try:
         root = scratch / archive_stem(path)
-        unpack(path, root)
+        unpack(path, root, progress)
         yield root
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def unpack(path: Path, root: Path) -> List[Path]:
+def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path]:
     """Unpack the ZIP archive ``path`` into the new folder ``root``; returns the files written. Refuses (ImageError
     naming the archive) anything that would land outside ``root``, links, encrypted or damaged members, and more data
     than the disk can take."""
@@ -72,16 +75,19 @@ def unpack(path: Path, root: Path) -> List[Path]:
             raise ImageError(f"the ZIP archive's files need {needed / 1e9:.2f} GB, more than the temporary folder's disk "
                              f"has free ({free / 1e9:.2f} GB; set TMPDIR to a larger disk, or unpack it yourself)", path)
         written = []
-        for member in members:
-            target = root.joinpath(*PurePosixPath(member.filename).parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with archive.open(member) as source, open(target, "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
-                raise ImageError(f"member {member.filename} of the ZIP archive cannot be unpacked ({e})", path) from None
-            written.append(target)
-    print(f"[deepwml] note: {path}: read as the folder it holds ({len(written)} files, {needed / 1e6:.1f} MB unpacked "
+        show = sys.stderr.isatty() if progress is None else progress
+        with tqdm(total=needed, unit="B", unit_scale=True, desc=f"unpacking {path.name}", disable=not show, file=sys.stderr) as bar:
+            for member in members:
+                target = root.joinpath(*PurePosixPath(member.filename).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with archive.open(member) as source, open(target, "wb") as sink:
+                        shutil.copyfileobj(source, sink, 1 << 20)
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as e:
+                    raise ImageError(f"member {member.filename} of the ZIP archive cannot be unpacked ({e})", path) from None
+                written.append(target)
+                bar.update(member.file_size)
+    print(f"[deepwml] note: {path}: read as the folder it holds ({len(written)} file{'s' * (len(written) != 1)}, {needed / 1e6:.1f} MB unpacked "
           "into a temporary folder)", file=sys.stderr)
     return written
 

@@ -226,7 +226,7 @@ def predict(request: PredictRequest) -> PredictReport:
     """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored. A ZIP
     archive as input is read as the folder it holds, unpacked for the run (deepwml.imageio.archives)."""
     given = request.input.expanduser()
-    with threads_restored(), unpacked(given) as folder:
+    with threads_restored(), unpacked(given, request.progress or None) as folder:
         if folder == given:
             return _predict(request)
         return _predict(dataclasses.replace(request, input=folder), archive=given)
