@@ -18,7 +18,7 @@ import numpy as np
 
 from deepwml.imageio import Image, write_image
 from deepwml.imageio.archives import unpacked
-from deepwml.imageio.geometry import Geometry
+from deepwml.imageio.geometry import THREE_D_MAX_SPACING_MM, Geometry
 from deepwml.imageio.headers import check_geometry
 from deepwml.inference.acquisition import trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir
@@ -245,6 +245,13 @@ def _numpy_scan(array: np.ndarray, spacing: Optional[Sequence[float]], name: str
     values = np.asarray(spacing, dtype=float).ravel()
     if values.shape != (3,):
         raise DeepWMLError(f"{name}: spacing takes 3 values in mm (slice, row, column), not {list(np.ravel(spacing))}")
+    coarsest = np.flatnonzero(np.isclose(values, values.max(), rtol=1e-3)) if np.all(np.isfinite(values)) else [0]
+    if len(coarsest) == 1 and coarsest[0] != 0 and values.max() > THREE_D_MAX_SPACING_MM:
+        # nibabel's get_fdata() is (x, y, z): taken as given, its axial slices would be read as sagittal planes
+        axis = int(coarsest[0])
+        raise DeepWMLError(f"{name}: the slices are along axis {axis} (spacing {values[axis]:g} mm of {values.tolist()}); "
+                           f"a numpy scan takes its slices first: np.moveaxis(array, {axis}, 0) with the spacing in that "
+                           "order, or give the nibabel or SimpleITK image itself, which keeps its orientation")
     return array, Geometry(tuple(reversed(array.shape)), tuple(values[::-1]), (0.0, 0.0, 0.0))
 
 
