@@ -242,3 +242,16 @@ def test_unpacking_shows_its_progress_in_bytes_when_asked(tmp_path, capsys):
     assert (tmp_path / "into" / "scan.nii.gz").read_bytes() == b"x" * 300_000
     unpack(archive, tmp_path / "quiet", progress=False)
     assert "unpacking big.zip" not in capsys.readouterr().err
+
+
+def test_the_segmenter_names_a_bad_scan_in_an_archive_by_the_archive(tmp_path, model, scratch):
+    from deepwml.inference.segmenter import Segmenter
+
+    image, _, geometry = tiny_case(seed=1)
+    image[0, 0, 0] = np.nan
+    write_image(image, geometry, tmp_path / "scans" / "bad.nii.gz")
+    archive = _zip(tmp_path / "bad.zip", tmp_path / "scans")
+    with pytest.raises(ImageError, match="NaN") as raised:
+        Segmenter(model).segment(archive)
+    assert raised.value.path == f"{archive}/bad.nii.gz" and str(scratch) not in str(raised.value)
+    assert not list(scratch.iterdir())

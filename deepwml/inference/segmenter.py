@@ -149,7 +149,13 @@ class Segmenter:
         archive = Path(channels[0]).expanduser() if len(channels) == 1 and isinstance(channels[0], (str, Path)) else None
         # a ZIP archive is read as the folder it holds, which stays while its DICOM series may be read again
         with unpacked(archive) if archive is not None else contextlib.nullcontext() as folder:
-            return self._segment([folder] if archive is not None else channels, spacing, case_id)
+            try:
+                return self._segment([folder] if archive is not None else channels, spacing, case_id)
+            except DeepWMLError as e:
+                if archive is None or folder == archive or e.path is None:
+                    raise
+                # named by the archive, not by the temporary folder it was unpacked into
+                raise type(e)(e.problem, e.path.replace(str(folder), str(archive))) from None
 
     def _segment(self, channels: List[Scan], spacing: Optional[Sequence[float]], case_id: Optional[str]) -> Segmentation:
         """segment() once any archive is unpacked."""
@@ -170,6 +176,8 @@ class Segmenter:
     def _case(self, channels: List[Scan], spacing: Optional[Sequence[float]], case_id: Optional[str]) -> Tuple[InputCase, List[Image]]:
         """The case and its channels as read and checked, as deepwml_predict reads a case."""
         wanted = self._plan.n_channels
+        if spacing is not None and not isinstance(channels[0], np.ndarray):
+            raise DeepWMLError("spacing is for numpy arrays; a file or an image object carries its own")
         if isinstance(channels[0], (str, Path)) and len(channels) == 1:
             return self._file_case(channels, case_id)  # a multi-channel case's CASE_0000 file: its channels beside it
         if len(channels) != wanted:
@@ -178,8 +186,6 @@ class Segmenter:
             if not all(isinstance(c, (str, Path)) for c in channels):
                 raise DeepWMLError("give every channel as a file, or every channel as an image in memory")
             return self._file_case(channels, case_id)
-        if spacing is not None and not isinstance(channels[0], np.ndarray):
-            raise DeepWMLError("spacing is for numpy arrays; an image object carries its own")
         name = case_id or "scan"
         images = [memory_image(c, spacing, f"{name} channel {k}" if wanted > 1 else name) for k, c in enumerate(channels)]
         for k, image in enumerate(images[1:], start=1):
