@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import hashlib
 import hmac
 import io
@@ -24,6 +23,7 @@ from typing import Dict, Iterable, Iterator, Sequence, Tuple
 
 from deepwml.utils.atomic import atomic_path
 from deepwml.utils.errors import DeepWMLError
+from deepwml.utils.locks import held
 
 #: the list of pseudonyms written beside the key
 MAP_NAME = "pseudonyms.csv"
@@ -36,12 +36,8 @@ def key_lock(path: Path) -> Iterator[None]:
     """Hold the key's lock (a hidden file beside it): runs side by side (--num-parts, array jobs) must make one key,
     not one each, and add to one pseudonyms.csv."""
     path = Path(path).expanduser()
-    with open(path.parent / f".{path.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with held(path.parent / f".{path.name}.lock"):
+        yield
 
 
 def load_or_create_key(path: Path) -> Tuple[bytes, bool]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from deepwml.paths import results_root
 from deepwml.utils.atomic import read_json, write_json
 from deepwml.utils.cpu import blas_threads, threads_restored
 from deepwml.utils.errors import DeepWMLError
+from deepwml.utils.locks import held
 
 
 @dataclass
@@ -287,21 +287,17 @@ def earlier_anatomy_rows(path: Path, ok: Any = None) -> Dict[str, Dict[str, Any]
 def keep_anatomy_rows(out_dir: Path, summaries: Sequence[CaseSummary], predicted: Sequence[str]) -> None:
     """Record the anatomy figures of this run's finished cases in the folder (written atomically); a case
     ``predicted`` anew without them (--no-anatomy) loses its old ones, which described another mask."""
-    with open(out_dir / ANATOMY_ROWS_LOCK, "a") as handle:
-        # runs side by side into one folder (array jobs, --num-parts, deepwml_bids participants) add to one record
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    # runs side by side into one folder (array jobs, --num-parts, deepwml_bids participants) add to one record
+    with held(out_dir / ANATOMY_ROWS_LOCK):
         try:
-            try:
-                kept = read_json(out_dir / ANATOMY_ROWS_NAME)
-            except DeepWMLError:
-                kept = {}
-            kept = dict(kept) if isinstance(kept, dict) else {}
-            rows = {**{k: v for k, v in kept.items() if k not in set(predicted)},
-                    **{s.case_id: s.anatomy for s in summaries if s.status == "ok" and s.anatomy}}
-            if rows != kept:
-                write_json(out_dir / ANATOMY_ROWS_NAME, rows)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            kept = read_json(out_dir / ANATOMY_ROWS_NAME)
+        except DeepWMLError:
+            kept = {}
+        kept = dict(kept) if isinstance(kept, dict) else {}
+        rows = {**{k: v for k, v in kept.items() if k not in set(predicted)},
+                **{s.case_id: s.anatomy for s in summaries if s.status == "ok" and s.anatomy}}
+        if rows != kept:
+            write_json(out_dir / ANATOMY_ROWS_NAME, rows)
 
 
 def _predict(request: PredictRequest, archive: Optional[Path] = None) -> PredictReport:

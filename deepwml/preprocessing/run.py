@@ -6,7 +6,6 @@ CASE.json carries the current preprocessing hash are skipped, and a lock keeps t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from deepwml.preprocessing.reading import read_case, read_channels
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.utils.atomic import write_bytes, write_json
 from deepwml.utils.errors import DatasetError, DeepWMLError, PlanError
+from deepwml.utils.locks import LockHeld, held
 
 
 @dataclass
@@ -152,15 +152,11 @@ def _settings(plan: Plan) -> Dict[str, Any]:
 def plan_lock(plan_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on a plan folder; the OS drops it when the process dies, even by SIGKILL."""
     plan_dir.mkdir(parents=True, exist_ok=True)
-    with open(plan_dir / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DeepWMLError("another deepwml_plan_and_preprocess is working on this plan; wait for it to finish", plan_dir) from None
-        try:
+    try:
+        with held(plan_dir / ".lock", wait=False):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except LockHeld:  # raised by held() alone: the body takes no other lock
+        raise DeepWMLError("another deepwml_plan_and_preprocess is working on this plan; wait for it to finish", plan_dir) from None
 
 
 def ensure_splits(path: Path, cases: List[Case], opts: Options, log=print) -> Dict[str, Any]:
