@@ -255,3 +255,23 @@ def test_the_segmenter_names_a_bad_scan_in_an_archive_by_the_archive(tmp_path, m
         Segmenter(model).segment(archive)
     assert raised.value.path == f"{archive}/bad.nii.gz" and str(scratch) not in str(raised.value)
     assert not list(scratch.iterdir())
+
+
+def test_an_archive_written_with_backslashes_between_folders_is_read_as_folders(tmp_path, model):
+    """Old Windows tools wrote member names as folder\\file; they are folders as in any other archive."""
+    _series(tmp_path / "export" / "DICOM" / "SE1", 4, "1.2.826.0.1.3680043.8.498.75.1")
+    for name, separator in (("slashes", "/"), ("backslashes", "\\")):
+        with zipfile.ZipFile(tmp_path / f"{name}.zip", "w") as z:
+            for path in sorted((tmp_path / "export").rglob("*")):
+                if path.is_file():
+                    z.write(path, separator.join(path.relative_to(tmp_path / "export").parts))
+        assert predict_main(["-i", str(tmp_path / f"{name}.zip"), "-o", str(tmp_path / name), "-m", str(model), "--no-qc"]) == 0
+    assert _outputs(tmp_path / "slashes").keys() == _outputs(tmp_path / "backslashes").keys() == {"DICOM"}
+    assert np.array_equal(_outputs(tmp_path / "slashes")["DICOM"][0], _outputs(tmp_path / "backslashes")["DICOM"][0])
+
+
+def test_a_run_refused_inside_an_archive_names_the_archive(tmp_path, model, scratch, capsys):
+    archive = _member(tmp_path / "notes.zip", "readme.txt", b"no scans here")
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert f"{archive}: no images found" in err and str(scratch) not in err

@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional
 
 from tqdm import tqdm
 
-from deepwml.utils.errors import ImageError
+from deepwml.utils.errors import DeepWMLError, ImageError
 
 ARCHIVE_ENDING = ".zip"
 #: what a macOS Finder zip adds beside the files: resource forks, never scans
@@ -63,7 +63,8 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise ImageError(f"is not a readable ZIP archive ({e})", path) from None
     with archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and PurePosixPath(m.filename).parts[:1] != (MACOS_EXTRAS,)]
+        members = [m for m in archive.infolist()
+                   if not m.is_dir() and PurePosixPath(m.filename.replace("\\", "/")).parts[:1] != (MACOS_EXTRAS,)]
         if not members:
             raise ImageError("the ZIP archive holds no files", path)
         for member in members:
@@ -78,7 +79,8 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=needed, unit="B", unit_scale=True, desc=f"unpacking {path.name}", disable=not show, file=sys.stderr) as bar:
             for member in members:
-                target = root.joinpath(*PurePosixPath(member.filename).parts)
+                # old Windows tools wrote \ between folders, against the format's /
+                target = root.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with archive.open(member) as source, open(target, "wb") as sink:
@@ -90,6 +92,13 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
     print(f"[deepwml] note: {path}: read as the folder it holds ({len(written)} file{'s' * (len(written) != 1)}, {needed / 1e6:.1f} MB unpacked "
           "into a temporary folder)", file=sys.stderr)
     return written
+
+
+def named_by_archive(error: DeepWMLError, folder: Path, archive: Path) -> DeepWMLError:
+    """``error`` as the user should read it: the archive's name where the temporary folder it was unpacked into stood."""
+    if error.path is None or str(folder) not in error.path:
+        return error
+    return type(error)(error.problem.replace(str(folder), str(archive)), error.path.replace(str(folder), str(archive)))
 
 
 def _check_member(member: zipfile.ZipInfo, path: Path) -> None:

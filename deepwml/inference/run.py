@@ -15,7 +15,7 @@ from tqdm import tqdm
 from deepwml.calibration.temperature import uncalibrated
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import read_label
-from deepwml.imageio.archives import unpacked
+from deepwml.imageio.archives import named_by_archive, unpacked
 from deepwml.inference.acquisition import learned_stripped_scans, trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
@@ -229,7 +229,10 @@ def predict(request: PredictRequest) -> PredictReport:
     with threads_restored(), unpacked(given, request.progress or None) as folder:
         if folder == given:
             return _predict(request)
-        return _predict(dataclasses.replace(request, input=folder), archive=given)
+        try:
+            return _predict(dataclasses.replace(request, input=folder), archive=given)
+        except DeepWMLError as e:
+            raise named_by_archive(e, folder, given) from None
 
 
 def shown_in_archive(case: InputCase, folder: Path, archive: Path) -> InputCase:

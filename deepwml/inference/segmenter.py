@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from deepwml.imageio import Image, write_image
-from deepwml.imageio.archives import unpacked
+from deepwml.imageio.archives import named_by_archive, unpacked
 from deepwml.imageio.geometry import THREE_D_MAX_SPACING_MM, Geometry
 from deepwml.imageio.headers import check_geometry
 from deepwml.inference.acquisition import trained_acquisition
@@ -152,10 +152,9 @@ class Segmenter:
             try:
                 return self._segment([folder] if archive is not None else channels, spacing, case_id)
             except DeepWMLError as e:
-                if archive is None or folder == archive or e.path is None:
+                if archive is None or folder == archive:
                     raise
-                # named by the archive, not by the temporary folder it was unpacked into
-                raise type(e)(e.problem, e.path.replace(str(folder), str(archive))) from None
+                raise named_by_archive(e, folder, archive) from None
 
     def _segment(self, channels: List[Scan], spacing: Optional[Sequence[float]], case_id: Optional[str]) -> Segmentation:
         """segment() once any archive is unpacked."""
