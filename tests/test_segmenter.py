@@ -237,3 +237,22 @@ def test_a_dicom_series_folder_is_read_as_deepwml_predict_reads_it(tmp_path):
     assert result.case_id == "patient7" and result.mask.any()
     assert np.array_equal(result.mask, written.array) and not result.geometry.mismatches(written.geometry)
     _same_table_as_written(result.lesions, tmp_path / "out" / "patient7_lesions.csv", tmp_path)
+
+
+def test_two_threads_may_segment_with_one_segmenter_at_once(shipped, scan):
+    """A service may share one Segmenter between its threads: each scan gets what it gets alone."""
+    import threading
+
+    array = read_image(scan).array
+    jobs = {"file": lambda: shipped.segment(scan), "flipped": lambda: shipped.segment(array[::-1].copy(), spacing=(6.5, 0.4492, 0.4492))}
+    alone = {name: job() for name, job in jobs.items()}
+    together = {}
+    threads = [threading.Thread(target=lambda n=name, j=job: together.__setitem__(n, j())) for name, job in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in jobs:
+        assert np.array_equal(together[name].mask, alone[name].mask) and together[name].mask.any()
+        assert np.array_equal(together[name].probabilities, alone[name].probabilities)
+        pd.testing.assert_frame_equal(together[name].lesions, alone[name].lesions)
