@@ -17,6 +17,7 @@ import numpy as np
 from deepwml.imageio import Image, has_image_ending, is_image_file, list_dicom_series, read_image, split_ending, unreadable_reason
 from deepwml.imageio.dicom import dicom_subfolders, quiet_itk, series_in
 from deepwml.imageio.dicom_series import describe_series
+from deepwml.inference.case_list import is_case_list, listed_cases
 from deepwml.inference.output_folder import MARKER_NAME, is_output_folder
 from deepwml.utils.errors import DeepWMLError, ImageError
 
@@ -50,6 +51,8 @@ class InputCase:
     def input_files(self) -> List[Path]:
         """Every file that belongs to this input (all files of a DICOM folder); outputs must never replace them."""
         if self.kind == "dicom":
+            if not self.source.is_dir():  # a case list's missing folder: nothing to protect, and the case fails by name
+                return []
             # a study folder's series lie below it; an earlier output folder there holds no input
             folders = [self.source, *dicom_subfolders(self.source, prune=is_output_folder)]
             return [p for f in folders for p in f.iterdir() if p.is_file()]
@@ -181,6 +184,8 @@ def discover_cases(input_path: Union[str, Path], n_channels: int = 1) -> List[In
     path = Path(input_path).expanduser()
     if not path.exists():
         raise DeepWMLError("input not found", path)
+    if is_case_list(path):  # a CSV naming the scans, wherever they lie (deepwml.inference.case_list)
+        return listed_cases(path, n_channels)
     if path.is_file():
         if not is_image_file(path):
             split_ending(path)  # raises with the list of known endings
