@@ -145,11 +145,12 @@ def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
      r"a numpy scan takes its slices first: np.moveaxis\(array, 2, 0\)"),
     (lambda a: a.astype(complex), (6.5, 0.45, 0.45), "voxels of type complex128"),
     (lambda a: {"image": a}, None, "a dict is not a scan"),
+    (lambda a: [], None, "no scan given: an empty list"),
     (lambda a: [a, a], (6.5, 0.45, 0.45), r"the model takes 1 channel\(s\) per scan; 2 given"),
     (lambda a: sitk.GetImageFromArray(a), (6.5, 0.45, 0.45), "spacing is for numpy arrays"),
     (lambda a: "/no/such/scan.nii.gz", (6.5, 0.45, 0.45), "spacing is for numpy arrays; a file or an image object"),
     (lambda a: sitk.GetImageFromArray(np.stack([a, a], -1), isVector=True), None, "has 2 components per voxel"),
-], ids=["2d", "4d", "nan", "constant", "no-spacing", "two-spacings", "zero-spacing", "negative-spacing", "slices-last", "complex", "dict",
+], ids=["2d", "4d", "nan", "constant", "no-spacing", "two-spacings", "zero-spacing", "negative-spacing", "slices-last", "complex", "dict", "empty-list",
         "channels", "spacing-with-image", "spacing-with-file", "vector-image"])
 def test_bad_scans_in_memory_are_refused_by_name(shipped, scan, scan_of, spacing, message):
     array = read_image(scan).array

@@ -146,6 +146,8 @@ class Segmenter:
         array of slices (z, y, x: axial slices first) with ``spacing`` in mm in the same (z, y, x) order. A
         multi-channel model takes a list, channel 0 (the FLAIR) first. Bad input raises DeepWMLError naming it."""
         channels = list(scan) if isinstance(scan, (list, tuple)) else [scan]
+        if not channels:
+            raise DeepWMLError("no scan given: an empty list")
         archive = Path(channels[0]).expanduser() if len(channels) == 1 and isinstance(channels[0], (str, Path)) else None
         # a ZIP archive is read as the folder it holds, which stays while its DICOM series may be read again
         with unpacked(archive) if archive is not None else contextlib.nullcontext() as folder:
