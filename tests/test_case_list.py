@@ -76,7 +76,7 @@ def test_without_a_case_id_column_cases_are_named_by_their_files_and_a_clash_is_
 
 
 @pytest.mark.parametrize("text,message", [
-    ("case_id,file\nx,a.nii.gz\n", "a case list needs a 'path' column (and may have 'case_id'); its columns are ['case_id', 'file']"),
+    ("case_id,file\nx,a.nii.gz\n", "a case list needs an 'image' (or 'path') column, and may have 'case_id'; its columns are ['case_id', 'file']"),
     ("path\n", "the case list names no scans"),
     ("case_id,path\nx,\n", "row 2: empty path"),
     ("case_id,path\n../up,scan.nii.gz\n", "row 2: case id '../up' cannot name output files"),
@@ -107,3 +107,14 @@ def test_a_model_of_several_channels_takes_folders_not_a_case_list(tmp_path, cap
     listed = _list(tmp_path / "cases.csv", "path\na_0000.nii.gz\n")
     assert predict_main(["-i", str(listed), "-o", str(tmp_path / "out"), "-m", str(model)]) == 2
     assert "a case list names one file per scan, and this model takes 2 channels" in capsys.readouterr().err
+
+
+def test_a_finetuning_manifest_is_a_case_list(tmp_path, model):
+    """The manifest deepwml_finetune reads (Case_ID / Image / Label ..., any letter case) predicts its images: the
+    label column and the others are left alone."""
+    _scan(tmp_path / "p1" / "FLAIR.nii.gz", 1)
+    _scan(tmp_path / "p2" / "FLAIR.nii.gz", 2)
+    manifest = _list(tmp_path / "manifest.csv", "Case_ID,Image,Label,Centre\np1,p1/FLAIR.nii.gz,p1/wmh.nii.gz,A\n"
+                     "p2,p2/FLAIR.nii.gz,,A\n")
+    assert predict_main(["-i", str(manifest), "-o", str(tmp_path / "out"), "-m", str(model), "--no-qc"]) == 0
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["case_id"].tolist() == ["p1", "p2"]

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("-i", "--input", required=True, help="image file, folder of images, DICOM series folder or folder of those, a ZIP archive of any of "
-                   "them (read as the folder it holds), or a CSV case list (a 'path' column, an optional 'case_id')")
+                   "them (read as the folder it holds), or a CSV case list (an 'image' or 'path' column, an optional 'case_id')")
     p.add_argument("-o", "--output", required=True, help="output folder (must not be the input folder)")
     add_dataset_argument(p, required=False)
     p.add_argument("-p", "--plan", help="plan name (the PLAN folder below the dataset's results folder)")

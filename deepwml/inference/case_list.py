@@ -1,5 +1,7 @@
-"""A list of scans as deepwml_predict's input: a CSV file with a ``path`` column (an image file, or a DICOM series or
-study folder, per row) and an optional ``case_id`` column.
+"""A list of scans as deepwml_predict's input: a CSV file with an ``image`` (or ``path``) column (an image file, or a
+DICOM series or study folder, per row) and an optional ``case_id`` column, header names in any letter case: the
+columns of the manifest deepwml_finetune and dataset_conversion/csv_manifest.py read, so a manifest is a case list too
+(its other columns, a label among them, are left alone).
 
 For a cohort whose scans lie in folders of their own under one name (``sub-01/flair.nii.gz``, ``sub-02/flair.nii.gz``:
 a folder of them would be one case id twice), or a selection of scans from several places. Relative paths are read
@@ -34,20 +36,23 @@ def is_case_list(path: Path) -> bool:
 
 
 def read_case_list(path: Path) -> List[Dict[str, str]]:
-    """The rows of the list (a BOM, as spreadsheet programs write it, is allowed); refuses a list without a ``path``
-    column or without rows."""
+    """The rows of the list, each as {'path', 'case_id'} (a BOM, as spreadsheet programs write it, is allowed); refuses
+    a list without an ``image`` or ``path`` column or without rows."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            columns = [(c or "").strip() for c in reader.fieldnames or []]
+            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DeepWMLError(f"unreadable case list ({e})", path) from None
-    if "path" not in columns:
-        raise DeepWMLError(f"a case list needs a 'path' column (and may have 'case_id'); its columns are {columns}", path)
+    names = {c.lower() for c in columns}
+    column = "image" if "image" in names else "path" if "path" in names else None
+    if column is None:
+        raise DeepWMLError(f"a case list needs an 'image' (or 'path') column, and may have 'case_id'; its columns are "
+                           f"{columns}", path)
     if not rows:
         raise DeepWMLError("the case list names no scans", path)
-    return rows
+    return [{"path": row.get(column, ""), "case_id": row.get("case_id", "")} for row in rows]
 
 
 def listed_cases(path: Path, n_channels: int = 1) -> List["InputCase"]:
