@@ -126,6 +126,10 @@ def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
         Segmenter(overwrite=True)
     with pytest.raises(DeepWMLError, match="threshold must lie between 0 and 1"):
         Segmenter(threshold=1.5)
+    with pytest.raises(DeepWMLError, match="min-lesion-ml"):  # refused as the command refuses it (it was taken)
+        Segmenter(min_lesion_ml=-1)
+    with pytest.raises(DeepWMLError, match="int8"):
+        Segmenter(int8="sometimes")
     with pytest.raises(DeepWMLError, match="threads must be at least 1"):
         Segmenter(threads=0)
     with pytest.raises(DeepWMLError, match="not found"):

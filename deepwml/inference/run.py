@@ -307,14 +307,9 @@ def _predict(request: PredictRequest, archive: Optional[Path] = None) -> Predict
     """predict() without the thread restoration; ``archive``: the ZIP archive unpacked into ``request.input``."""
     start = time.perf_counter()
     check_part(request.num_parts, request.part_id)
-    check_int8_mode(request.int8)
     if request.workers is not None and request.workers < 1:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
-    if request.threshold is not None and not 0.0 < request.threshold < 1.0:
-        raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
-    check_lesion_filters(request.min_lesion_ml or 0.0, request.min_lesion_peak or 0.0, request.min_lesion_contrast or 0.0,
-                         request.min_lesion_spread or 0.0)
-    check_slab_setting(request.thin_slab_mm)
+    check_settings(request)
     out_dir = request.output.expanduser()
     # every refusal comes before the model is read or anything is created
     check_output_folder(out_dir, request.input)
@@ -448,6 +443,17 @@ def _predict(request: PredictRequest, archive: Optional[Path] = None) -> Predict
     keep_anatomy_rows(out_dir, report.summaries, [c.case_id for c in todo])
     report.seconds = time.perf_counter() - start
     return report
+
+
+def check_settings(request: PredictRequest) -> None:
+    """Refuse the segmentation settings no run can take (int8 mode, threshold, lesion filters, thin-slab width), before
+    a model is read; deepwml_predict and deepwml.Segmenter alike."""
+    check_int8_mode(request.int8)
+    if request.threshold is not None and not 0.0 < request.threshold < 1.0:
+        raise DeepWMLError(f"--threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
+    check_lesion_filters(request.min_lesion_ml or 0.0, request.min_lesion_peak or 0.0, request.min_lesion_contrast or 0.0,
+                         request.min_lesion_spread or 0.0)
+    check_slab_setting(request.thin_slab_mm)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.inputs import CHANNEL_STEM, InputCase, discover_cases, read_channels
 from deepwml.inference.model_loading import check_model
 from deepwml.inference.pipeline import describe_case, network_outputs, prepare_images
-from deepwml.inference.run import (PredictRequest, anatomy_rules, make_predictors, model_dir_of, read_weights,
-                                   run_mask_settings, run_options, runtime_setup, torch_setup)
-from deepwml.inference.thin_slices import check_slab_setting, run_slab_mm
+from deepwml.inference.run import (PredictRequest, anatomy_rules, check_settings, make_predictors, model_dir_of,
+                                   read_weights, run_mask_settings, run_options, runtime_setup, torch_setup)
+from deepwml.inference.thin_slices import run_slab_mm
 from deepwml.utils.cpu import blas_threads, threads_restored
 from deepwml.utils.errors import DeepWMLError, ImageError
 
@@ -109,9 +109,7 @@ class Segmenter:
 
     def _load(self, request: PredictRequest, threads: Optional[int]) -> None:
         """Check the request as deepwml_predict does, read the weights and make the predictors."""
-        if request.threshold is not None and not 0.0 < request.threshold < 1.0:
-            raise DeepWMLError(f"threshold must lie between 0 and 1 (a lesion probability), not {request.threshold}")
-        check_slab_setting(request.thin_slab_mm)
+        check_settings(request)
         spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
         if spec.plan.network.num_classes > 2:
             raise DeepWMLError(f"is a {spec.plan.network.num_classes}-class model; Segmenter segments lesions with a "
