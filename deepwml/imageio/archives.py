@@ -15,7 +15,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from tqdm import tqdm
 
@@ -63,8 +63,7 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise ImageError(f"is not a readable ZIP archive ({e})", path) from None
     with archive:
-        members = [m for m in archive.infolist()
-                   if not m.is_dir() and PurePosixPath(m.filename.replace("\\", "/")).parts[:1] != (MACOS_EXTRAS,)]
+        members = [m for m in archive.infolist() if not m.is_dir() and _parts(m)[:1] != (MACOS_EXTRAS,)]
         if not members:
             raise ImageError("the ZIP archive holds no files", path)
         for member in members:
@@ -79,8 +78,7 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
         show = sys.stderr.isatty() if progress is None else progress
         with tqdm(total=needed, unit="B", unit_scale=True, desc=f"unpacking {path.name}", disable=not show, file=sys.stderr) as bar:
             for member in members:
-                # old Windows tools wrote \ between folders, against the format's /
-                target = root.joinpath(*PurePosixPath(member.filename.replace("\\", "/")).parts)
+                target = root.joinpath(*_parts(member))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     with archive.open(member) as source, open(target, "wb") as sink:
@@ -101,11 +99,15 @@ def named_by_archive(error: DeepWMLError, folder: Path, archive: Path) -> DeepWM
     return type(error)(error.problem.replace(str(folder), str(archive)), error.path.replace(str(folder), str(archive)))
 
 
+def _parts(member: zipfile.ZipInfo) -> Tuple[str, ...]:
+    """The folders and name of a member (old Windows tools wrote \\ between folders, against the format's /)."""
+    return PurePosixPath(member.filename.replace("\\", "/")).parts
+
+
 def _check_member(member: zipfile.ZipInfo, path: Path) -> None:
     """Refuse a member that could write outside the unpacked folder, a link, or one that cannot be read."""
-    name = member.filename.replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    if name.startswith("/") or (parts and ":" in parts[0]) or ".." in parts:
+    parts = _parts(member)
+    if (parts and (parts[0] == "/" or ":" in parts[0])) or ".." in parts:
         raise ImageError(f"member {member.filename} of the ZIP archive points outside the archive's folder; refused", path)
     if stat.S_ISLNK(member.external_attr >> 16):
         raise ImageError(f"member {member.filename} of the ZIP archive is a symbolic link; refused", path)
