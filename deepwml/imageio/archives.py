@@ -92,11 +92,23 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
     return written
 
 
+def in_archive_terms(text: str, folder: Path, archive: Path) -> str:
+    """``text`` as the user should read it: the archive's name where the temporary folder it was unpacked into stood."""
+    return text.replace(str(folder), str(archive))
+
+
 def named_by_archive(error: DeepWMLError, folder: Path, archive: Path) -> DeepWMLError:
-    """``error`` as the user should read it: the archive's name where the temporary folder it was unpacked into stood."""
+    """``error`` in the archive's terms (:func:`in_archive_terms`)."""
     if error.path is None or str(folder) not in error.path:
         return error
-    return type(error)(error.problem.replace(str(folder), str(archive)), error.path.replace(str(folder), str(archive)))
+    return type(error)(in_archive_terms(error.problem, folder, archive), in_archive_terms(error.path, folder, archive))
+
+
+def member_name(path: Path, folder: Path, archive: Path) -> str:
+    """How a file or folder unpacked into ``folder`` is named to the user: ``study.zip: DICOM/SE1`` (the archive alone
+    for the folder itself)."""
+    inside = path.relative_to(folder).as_posix()
+    return str(archive) + ("" if inside == "." else f": {inside}")
 
 
 def _parts(member: zipfile.ZipInfo) -> Tuple[str, ...]:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from deepwml.calibration.temperature import uncalibrated
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import read_label
-from deepwml.imageio.archives import named_by_archive, unpacked
+from deepwml.imageio.archives import in_archive_terms, member_name, named_by_archive, unpacked
 from deepwml.inference.acquisition import learned_stripped_scans, trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
@@ -235,12 +235,6 @@ def predict(request: PredictRequest) -> PredictReport:
             raise named_by_archive(e, folder, given) from None
 
 
-def shown_in_archive(case: InputCase, folder: Path, archive: Path) -> InputCase:
-    """A case read from an archive unpacked into ``folder``, named to the user by the archive and its member."""
-    inside = case.source.relative_to(folder).as_posix()
-    return dataclasses.replace(case, shown_as=f"{archive}" + ("" if inside == "." else f": {inside}"))
-
-
 #: every finished case's anatomy figures, kept across runs: summary.csv lists only one run's cases, so a case finished
 #: before a run over other inputs would otherwise come back without them (when its anatomy map was not saved)
 ANATOMY_ROWS_NAME = ".deepwml_anatomy_rows.json"
@@ -323,7 +317,7 @@ def _predict(request: PredictRequest, archive: Optional[Path] = None) -> Predict
                                                            request.save_anatomy or request.white_matter_only or request.skull_strip is True)
     all_cases = discover_cases(request.input, spec.plan.n_channels)
     if archive is not None:
-        all_cases = [shown_in_archive(c, request.input, archive) for c in all_cases]
+        all_cases = [dataclasses.replace(c, shown_as=member_name(c.source, request.input, archive)) for c in all_cases]
     clinical = clinical_options(request, spec, all_cases, label_map)
     if request.bids_names:
         all_cases = [dataclasses.replace(c, bids_names=True) for c in all_cases]
@@ -436,7 +430,7 @@ def _predict(request: PredictRequest, archive: Optional[Path] = None) -> Predict
     if request.pseudonym_key is not None:
         report.summaries = [without_path(s, c) for s, c in zip(report.summaries, cases)]
     elif archive is not None:  # an error names the archive, not the temporary folder it was unpacked into
-        report.summaries = [dataclasses.replace(s, error=s.error.replace(str(request.input), str(archive))) if s.error else s
+        report.summaries = [dataclasses.replace(s, error=in_archive_terms(s.error, request.input, archive)) if s.error else s
                             for s in report.summaries]
     report.summary_csv = summary_path(out_dir, request.num_parts, request.part_id)
     write_csv(summary_frame(report.summaries), report.summary_csv)
