@@ -23,6 +23,7 @@ def pytest_configure(config) -> None:
     """
     import os
 
+    _share_input_cases(config)
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
         return
@@ -35,6 +36,27 @@ def pytest_configure(config) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(len(mine))  # numpy's BLAS, loaded with the package before this hook
+
+
+def _share_input_cases(config) -> None:
+    """One folder for the run's synthetic input scans (deepwml_testing.cases), made by the process that starts the
+    test processes (they inherit its environment) and removed when the run ends."""
+    import os
+    import shutil
+    import tempfile
+
+    from deepwml_testing.cases import STORE_ENV
+
+    if os.environ.get(STORE_ENV) or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    folder = tempfile.mkdtemp(prefix="deepwml_test_cases.")
+    os.environ[STORE_ENV] = folder
+
+    def remove() -> None:
+        os.environ.pop(STORE_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    config.add_cleanup(remove)
 
 
 def oblique_direction(deg: float = 12.0) -> Tuple[float, ...]:

@@ -8,9 +8,9 @@ import torch
 from deepwml.imageio import read_image, write_image
 from deepwml.inference.model_loading import build_fold_networks, check_model, load_fold_states
 from deepwml.pretrained import builtin_model_dir
-from deepwml.synthetic.generate import generate_case
 from deepwml_testing.benchmarks import load_benchmark
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.cases import input_case
 
 
 def test_statistics_are_the_scan_s_own_and_mixed_by_share():
@@ -34,7 +34,7 @@ def test_statistics_are_the_scan_s_own_and_mixed_by_share():
 
 def test_each_scan_is_segmented_with_its_adapted_model_and_mix_0_is_the_model(tmp_path):
     bench = load_benchmark("adapt_batch_norm")
-    case = generate_case("MS#1", index=1, seed=3)
+    case = input_case("MS#1", index=1, seed=3)
     write_image(case.image, case.geometry, tmp_path / "work" / "images" / "scan_5mm.nii.gz")
     assert bench.main(["--work", str(tmp_path / "work"), "--mix", "0", "1", "--no-score"]) == 0
     adabn = tmp_path / "work" / "adabn"
@@ -55,7 +55,7 @@ def test_a_model_without_batch_norm_or_a_work_folder_without_stacks_is_refused(t
     with pytest.raises(SystemExit, match="no stacks"):
         bench.main(["--work", str(tmp_path)])
     model = write_model_dir(tmp_path / "plain", tiny_plan(norm="none"))
-    case = generate_case("MS#1", index=1, seed=3)
+    case = input_case("MS#1", index=1, seed=3)
     write_image(case.image, case.geometry, tmp_path / "images" / "scan.nii.gz")
     with pytest.raises(SystemExit, match="has no batch norm to adapt"):
         bench.main(["--work", str(tmp_path), "-m", str(model), "--checkpoint", "best", "--no-score"])

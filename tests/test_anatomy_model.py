@@ -83,14 +83,14 @@ def test_without_a_shipped_anatomy_model_prediction_runs_without_anatomy(tmp_pat
 def test_make_synthetic_anatomy_writes_the_anatomy_maps_as_labels(tmp_path):
     """deepwml_make_synthetic --anatomy: same images, anatomy label maps, the five classes in dataset.json."""
     from deepwml.cli.make_synthetic import main
-    from deepwml.synthetic.generate import generate_case
+    from deepwml_testing.cases import input_case
 
     assert main(["--raw", str(tmp_path), "--dataset-id", "520", "--name", "Anat", "--centres", "CSVD#3", "--scale", "0.01",
                  "--test-fraction", "0", "--anatomy"]) == 0
     folder = tmp_path / "Dataset520_Anat"
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["labels"] == DATASET_LABELS and meta["synthetic"]["labels"] == "anatomy"
-    case = generate_case("CSVD#3", 1, 0, truth=True)
+    case = input_case("CSVD#3", 1, 0, truth=True)
     label = read_image(folder / "labelsTr" / "CSVD3_001.nii.gz", dtype=None).array
     assert np.array_equal(label, anatomy_from_truth(case.truth)) and set(np.unique(label)) == {0, 1, 2, 3, 4}
     assert np.array_equal(read_image(folder / "imagesTr" / "CSVD3_001.nii.gz", dtype=None).array, case.image)
@@ -100,14 +100,14 @@ def test_make_synthetic_lesion_class_adds_the_lesions_to_the_anatomy_maps(tmp_pa
     """--anatomy --lesion-class: the anatomy maps with the case's lesion voxels in the parenchyma as class 5, named in
     dataset.json; --lesion-class alone is refused before anything is written."""
     from deepwml.cli.make_synthetic import main
-    from deepwml.synthetic.generate import generate_case
+    from deepwml_testing.cases import input_case
 
     assert main(["--raw", str(tmp_path), "--dataset-id", "521", "--name", "AnatLes", "--centres", "CSVD#3", "--scale", "0.01",
                  "--test-fraction", "0", "--anatomy", "--lesion-class"]) == 0
     folder = tmp_path / "Dataset521_AnatLes"
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["labels"] == LESION_AWARE_LABELS and meta["synthetic"]["labels"] == "anatomy_lesions"
-    case = generate_case("CSVD#3", 1, 0, truth=True)
+    case = input_case("CSVD#3", 1, 0, truth=True)
     label = read_image(folder / "labelsTr" / "CSVD3_001.nii.gz", dtype=None).array
     assert np.array_equal(label, with_lesion_class(anatomy_from_truth(case.truth), case.label > 0))
     assert (label == LESION).sum() > 0.9 * (case.label > 0).sum()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from deepwml.imageio import write_image
-from deepwml.synthetic.generate import generate_case
 from deepwml_testing.benchmarks import load_benchmark
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.cases import input_case
 
 
 def test_agreement_of_identical_and_of_differing_predictions():
@@ -29,7 +29,7 @@ def test_agreement_of_identical_and_of_differing_predictions():
 
 def test_a_batch_norm_model_gets_a_row_per_margin_and_an_instance_norm_model_is_refused(tmp_path, capsys):
     bench = load_benchmark("crop_margin")
-    case = generate_case("MS#1", index=1, seed=3)
+    case = input_case("MS#1", index=1, seed=3)
     scan = tmp_path / "scan.nii.gz"
     write_image(case.image.astype(np.float32), case.geometry, scan)
     model = write_model_dir(tmp_path / "bn" / "tiny", tiny_plan(matrix=64, norm="batch"), kind="random")

@@ -13,7 +13,7 @@ from deepwml.cli.finetune import main as finetune_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
 from deepwml.pretrained import builtin_model_dir
-from deepwml.synthetic.generate import generate_case
+from deepwml_testing.cases import input_case
 
 
 #: slices kept of each synthetic scan of a site (its middle ones, where most lesions lie): what the commands do to a
@@ -28,7 +28,7 @@ def _site(folder: Path, n: int = 2, unlabelled: int = 1) -> Path:
 
     rows = ["image,label,centre,disease"]
     for k in range(n + unlabelled):
-        case = generate_case("CSVD#1", index=k, seed=91)
+        case = input_case("CSVD#1", index=k, seed=91)
         first = (case.image.shape[0] - SITE_SLICES) // 2
         g = case.geometry
         geometry = Geometry((g.size[0], g.size[1], SITE_SLICES), g.spacing, tuple(g.index_to_world(np.array([0, 0, first]))),
@@ -108,7 +108,7 @@ def test_labelled_scans_in_a_fine_tuned_model_out(tmp_path, capfd):
 def test_what_deepwml_finetune_refuses(tmp_path, capsys):
     site = tmp_path / "site"
     site.mkdir()
-    case = generate_case("CSVD#1", index=0, seed=92)
+    case = input_case("CSVD#1", index=0, seed=92)
     write_image(case.image, case.geometry, site / "s0.nii.gz")
     (site / "unlabelled.csv").write_text("image\ns0.nii.gz\n")
     assert finetune_main([str(site / "unlabelled.csv"), "-o", str(tmp_path / "m")]) == 2
@@ -288,7 +288,7 @@ def test_corrected_lesion_id_maps_are_taken_as_masks(tmp_path, monkeypatch, capf
     rows = ["image,label"]
     expected = {}
     for k in range(2):
-        case = generate_case("CSVD#1", index=k, seed=91)
+        case = input_case("CSVD#1", index=k, seed=91)
         ids = lesion_id_map(case.label > 0, 0).astype(np.int32)
         assert ids.max() >= 2
         ids[ids == 1] = 0  # the reader clears lesion 1
@@ -339,7 +339,7 @@ def test_masks_in_the_wmh_challenge_format_need_ignore_label_which_keeps_value_2
     folder = tmp_path / "site"
     rows = ["image,label"]
     for k in range(2):
-        case = generate_case("CSVD#1", index=k, seed=91)
+        case = input_case("CSVD#1", index=k, seed=91)
         mask = case.label.astype(np.uint8)
         mask[0, :4, :4] = 2
         write_image(case.image, case.geometry, folder / f"s{k}.nii.gz")
@@ -380,7 +380,7 @@ def test_masks_saved_as_0_255_or_interpolated_are_refused_with_what_to_do_and_0_
     import numpy as np
 
     folder = tmp_path / "site"
-    case = generate_case("CSVD#1", index=0, seed=92)
+    case = input_case("CSVD#1", index=0, seed=92)
     write_image(case.image, case.geometry, folder / "s0.nii.gz")
     lesion = case.label > 0
     write_image(lesion.astype(np.uint8) * 255, case.geometry, folder / "s0_255.nii.gz")

@@ -19,12 +19,12 @@ from deepwml.models import NORMS
 from deepwml.planning.plan import Plan
 from deepwml.preprocessing.transforms import preprocess_arrays
 from deepwml.pretrained import ANATOMY_DIR, builtin_model_dir
-from deepwml.synthetic.generate import generate_case
 from deepwml.training.checkpoint import read_checkpoint
 from deepwml.training.device import DeviceSetup
 from deepwml.utils.errors import DeepWMLError
 from deepwml.utils.user_cache import cache_dir
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.cases import input_case
 from tests.conftest import tiny_case
 
 
@@ -86,7 +86,7 @@ def test_asking_for_onnx_where_it_cannot_run_is_an_error_that_says_why(monkeypat
 
 def _synthetic_stack(plan: Plan):
     """A synthetic 512² scan (29 slices) preprocessed with ``plan``."""
-    case = generate_case("NMOSD#4", index=1, seed=77)
+    case = input_case("NMOSD#4", index=1, seed=77)
     from deepwml.imageio import Image
 
     return preprocess_arrays(Image(case.image, case.geometry), plan)

@@ -21,9 +21,9 @@ from deepwml_testing.toy_models import tiny_plan, write_model_dir
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory) -> Path:
     """Ten central slices of an oblique 512² synthetic MS scan with lesions, as a NIfTI file."""
-    from deepwml.synthetic.generate import generate_case
+    from deepwml_testing.cases import input_case
 
-    case = generate_case("MS#3", index=2, seed=4242)
+    case = input_case("MS#3", index=2, seed=4242)
     middle = case.image.shape[0] // 2
     image = case.image[middle - 5:middle + 5]
     # the first kept slice's position moves the origin along the slice axis
