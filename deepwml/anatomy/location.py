@@ -161,12 +161,19 @@ def locate_lesions(labels: np.ndarray, count: int, offset: Tuple[int, ...], anat
     )
 
 
-def lesion_classes(labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry) -> np.ndarray:
+def lesion_classes(labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry,
+                   ventricles: Optional["VentricleField"] = None) -> np.ndarray:
     """The location class of each labelled lesion, as :func:`locate_lesions` gives it, without the distances and
     reaches the lesion table reports: a class needs contact only, so the ventricles' field and the cortex are searched
     within CONTACT_MM instead of DISTANCE_MM and REACH_MM (a fraction of the lookups; the rules that judge lesions by
-    their location, deepwml.inference.cortex_contrast, run at every threshold of a postprocessing search)."""
-    return _Contacts(labels, count, offset, anatomy, geometry, CONTACT_MM, CONTACT_MM).classes()
+    their location, deepwml.inference.cortex_contrast, run at every threshold of a postprocessing search).
+    ``ventricles``: :func:`contact_field` of the same map, made once for many calls (else made here)."""
+    return _Contacts(labels, count, offset, anatomy, geometry, CONTACT_MM, CONTACT_MM, ventricles).classes()
+
+
+def contact_field(anatomy: np.ndarray, geometry: Geometry) -> "VentricleField":
+    """The ventricles' field :func:`lesion_classes` searches, which depends on the anatomy map alone."""
+    return VentricleField(slice_first(anatomy, geometry), grid_sampling(geometry), CONTACT_MM)
 
 
 class _Contacts:
@@ -175,7 +182,7 @@ class _Contacts:
     the ventricles' field reaches ``field_reach`` (REACH_MM for the wall reach of the lesion table)."""
 
     def __init__(self, labels: np.ndarray, count: int, offset: Tuple[int, ...], anatomy: np.ndarray, geometry: Geometry,
-                 reach: float, field_reach: float) -> None:
+                 reach: float, field_reach: float, ventricles: Optional["VentricleField"] = None) -> None:
         thickness, du, dv = self.sampling = grid_sampling(geometry)
         self.count = count
         self.box_labels = slice_first(labels, geometry)
@@ -191,7 +198,7 @@ class _Contacts:
         cortex_share = np.bincount(ids, weights=classes == CORTEX, minlength=count + 1)[1:]
         with np.errstate(invalid="ignore", divide="ignore"):
             self.parenchyma, self.infra, self.cortex_share = parenchyma, infra / parenchyma, cortex_share / parenchyma
-        self.ventricle = VentricleField(anat, self.sampling, field_reach)
+        self.ventricle = ventricles if ventricles is not None else VentricleField(anat, self.sampling, field_reach)
         cortex = CortexNeighbourhood(anat, box_start, self.box_labels.shape, self.sampling, reach)
         interior = _inplane_interior(self.box_labels)[self.local]
         self.closest = np.full((2, count), np.inf)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from deepwml.calibration.case_cache import checkpoint_stamps
+from deepwml.calibration.lesion_rules import LesionRules
 from deepwml.constants import MIN_CORTEX_CONTRAST
 
 
@@ -100,21 +101,9 @@ def fit_input(model_dir: Path, asked: Optional[bool] = None, anatomy_model: Opti
     return FitInput(anatomy_dir, strip, asked is True, note, not keep_outside_brain, check_cortex_contrast(min_cortex_contrast))
 
 
-def anatomy_rules(shown: FitInput, anatomy: np.ndarray, image: np.ndarray, geometry: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """The anatomy map's rules as deepwml_predict applies them to a mask (deepwml.inference.pipeline.write_case):
-    a function from a boolean mask on the scan's grid to the mask without the lesions they drop. Both drop whole
-    lesions, each judged by itself (the cortex's median leaves out the voxels of the mask it is given: predict's leaves
-    out those of its filtered mask, a difference of a few specks in the whole cortex)."""
-    from deepwml.inference.cortex_contrast import drop_faint_cortical
-    from deepwml.inference.outside_brain import drop_outside_brain
-
-    def apply(mask: np.ndarray) -> np.ndarray:
-        """``mask`` without the lesions the rules drop."""
-        kept = np.asarray(mask, np.uint8)
-        if shown.drop_outside:
-            kept, _ = drop_outside_brain(kept, anatomy, geometry)
-        if shown.cortex_contrast > 0:
-            kept, _ = drop_faint_cortical(kept, anatomy, image, geometry, shown.cortex_contrast)
-        return kept > 0
-
-    return apply
+def anatomy_rules(shown: FitInput, anatomy: np.ndarray, image: np.ndarray, geometry: Any) -> LesionRules:
+    """The anatomy map's rules as deepwml_predict applies them to a mask (deepwml.inference.pipeline.write_case), for
+    the lesions of a search's candidate masks of one case (deepwml.calibration.lesion_rules). Both drop whole lesions,
+    each judged by itself (the cortex's median leaves out the voxels of the lesions kept so far: predict's leaves out
+    those of its filtered mask, a difference of a few specks in the whole cortex)."""
+    return LesionRules(anatomy, image, geometry, shown.drop_outside, shown.cortex_contrast)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from deepwml.calibration.lesion_rules import LesionRules
 from deepwml.evaluation.lesions import label_lesions
 from deepwml.imageio import Geometry
 from deepwml.inference.lesion_contrast import background_floor, lesion_measures, ring_radius, widen_box
@@ -61,12 +63,10 @@ class SearchGrid:
 
 def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.ndarray], voxel_ml: float,
                 candidates: Sequence[MaskSettings], image: Optional[np.ndarray] = None,
-                geometry: Optional[Geometry] = None,
-                keep_lesions: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+                geometry: Optional[Geometry] = None, keep_lesions: Optional[LesionRules] = None) -> np.ndarray:
     """One case's COUNTS [len(candidates), 7] (int64) for a probability map and its reference on one grid; candidates
-    with a lesion contrast filter need the scan (``image``) and ``geometry`` of that grid. ``keep_lesions``: rules
-    that drop whole lesions whatever the candidate (deepwml.calibration.fit_input.anatomy_rules), a function from a
-    boolean mask on the grid to the mask they leave."""
+    with a lesion contrast filter need the scan (``image``) and ``geometry`` of that grid. ``keep_lesions``: the
+    anatomy map's rules, which drop whole lesions whatever the candidate (deepwml.calibration.fit_input.anatomy_rules)."""
     ignore = np.zeros(reference.shape, bool) if ignore is None else np.asarray(ignore, bool)
     reference = np.asarray(reference, bool) & ~ignore
     probs = np.asarray(probs, np.float32)
@@ -87,16 +87,8 @@ def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.nd
         # the rings of the lesions reach past their box
         box = widen_box(box, probs.shape, radius)
         contrast = (np.asarray(image, np.float32)[box], radius, background_floor(np.asarray(image)))
-    kept_in_box = None
-    if keep_lesions is not None:
-        shape, rules = probs.shape, keep_lesions
-
-        def kept_in_box(mask: np.ndarray) -> np.ndarray:
-            """The rules judge a lesion on the whole grid (the brain, the cortex's median): the box's mask put back."""
-            whole = np.zeros(shape, bool)
-            whole[box] = mask
-            return rules(whole)[box]
-
+    # the rules judge each lesion the box holds against the whole grid (the brain, the cortex's median)
+    kept_in_box = None if keep_lesions is None else partial(keep_lesions.kept, box=box)
     # every component of every threshold lies inside the box of the lowest one
     probs, reference, ignore, ref_labels = probs[box], reference[box], ignore[box], ref_labels[box]
     for threshold in sorted({c.threshold for c in candidates}):
@@ -109,9 +101,10 @@ def case_counts(probs: np.ndarray, reference: np.ndarray, ignore: Optional[np.nd
 def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarray, ref_labels: np.ndarray,
                       n_ref_voxels: int, n_ref: int, voxel_ml: float, candidates: Sequence[MaskSettings],
                       contrast: Optional[tuple] = None,
-                      keep_lesions: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> np.ndarray:
+                      keep_lesions: Optional[Callable[[np.ndarray, int], np.ndarray]] = None) -> np.ndarray:
     """COUNTS of candidates that share one threshold; ``contrast``: (the scan's crop, ring radius, background floor)
-    when a candidate filters by lesion contrast; ``keep_lesions``: rules that drop whole lesions of every candidate."""
+    when a candidate filters by lesion contrast; ``keep_lesions``: (labels, count) -> whether rules that drop whole
+    lesions of every candidate keep each lesion."""
     # the same comparison deepwml_predict makes (probabilities_to_mask)
     labels, n = label_lesions(probs >= candidates[0].threshold)
     out = np.zeros((len(candidates), len(COUNTS)), np.int64)
@@ -141,7 +134,7 @@ def _threshold_counts(probs: np.ndarray, reference: np.ndarray, ignore: np.ndarr
     keep = np.stack([(size * voxel_ml >= c.min_lesion_ml * (1 - 1e-9)) & (peak >= np.float32(c.min_lesion_peak))
                      & ~faint(c) for c in candidates])
     if keep_lesions is not None:
-        keep &= np.bincount(labels[keep_lesions(inside)], minlength=n + 1)[1:] > 0
+        keep &= keep_lesions(labels, n)
     tp = keep @ overlap
     out[:, COUNTS.index("tp")] = tp
     out[:, COUNTS.index("fp")] = keep @ scored - tp
