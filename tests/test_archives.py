@@ -275,3 +275,24 @@ def test_a_run_refused_inside_an_archive_names_the_archive(tmp_path, model, scra
     assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model)]) == 2
     err = capsys.readouterr().err
     assert f"{archive}: no images found" in err and str(scratch) not in err
+
+
+def test_a_wrong_model_or_option_is_refused_before_the_archive_is_unpacked(tmp_path, model, scratch, monkeypatch, capsys):
+    """A typo in -m or a refused setting is said at once, not after the archive is unpacked; an -o beside the archive
+    is no clash (its cases are read from the unpacked folder, so their masks never overwrite it)."""
+    import deepwml.inference.run as run
+
+    image, _, geometry = tiny_case(seed=1)
+    write_image(image, geometry, tmp_path / "scans" / "scan.nii.gz")
+    archive = _zip(tmp_path / "scans.zip", tmp_path / "scans")
+    unpacking = []
+    real = run.unpacked
+    monkeypatch.setattr(run, "unpacked", lambda *a, **k: unpacking.append(a) or real(*a, **k))
+    for extra, message in ((["-m", str(tmp_path / "no_such_model")], "no_such_model"),
+                           (["-m", str(model), "--threshold", "1.5"], "--threshold"),
+                           (["-m", str(model), "--num-parts", "2", "--part-id", "2"], "--part-id")):
+        assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not unpacking and not (tmp_path / "out").exists() and not list(scratch.iterdir())
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path), "-m", str(model), "--no-qc"]) == 0
+    assert unpacking and (tmp_path / "scan.nii.gz").is_file() and archive.is_file()

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import deepwml
 from deepwml.imageio import is_image_file
+from deepwml.imageio.archives import is_archive
 from deepwml.utils.atomic import read_json, remove_dead_temporaries, write_json
 from deepwml.utils.errors import DeepWMLError
 
@@ -77,7 +78,8 @@ def check_output_folder(out_dir: Path, input_path: Path) -> None:
             f"output folder {where}, where a later run would read its files as inputs; choose an -o outside it",
             out_dir,
         )
-    if input_path.is_file() and _same(out_dir, input_path.parent):
+    # an archive's cases are read from the folder it is unpacked into: their masks never overwrite it
+    if input_path.is_file() and not is_archive(input_path) and _same(out_dir, input_path.parent):
         raise DeepWMLError(
             f"output folder is the folder of the input file {input_path.name}, where its mask would overwrite the input; choose another -o",
             out_dir,

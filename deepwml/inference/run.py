@@ -15,7 +15,7 @@ from tqdm import tqdm
 from deepwml.calibration.temperature import uncalibrated
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.imageio import read_label
-from deepwml.imageio.archives import in_archive_terms, member_name, named_by_archive, unpacked
+from deepwml.imageio.archives import in_archive_terms, is_archive, member_name, named_by_archive, unpacked
 from deepwml.inference.acquisition import learned_stripped_scans, trained_acquisition
 from deepwml.inference.anatomy import anatomy_model_dir, anatomy_spec, load_anatomy_model
 from deepwml.inference.batches import mirror_floor
@@ -226,6 +226,8 @@ def predict(request: PredictRequest) -> PredictReport:
     """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored. A ZIP
     archive as input is read as the folder it holds, unpacked for the run (deepwml.imageio.archives)."""
     given = request.input.expanduser()
+    if is_archive(given):  # a wrong option is said before minutes of unpacking, not after
+        check_request(request, given)
     with threads_restored(), unpacked(given, request.progress or None) as folder:
         if folder == given:
             return _predict(request)
@@ -297,19 +299,26 @@ def keep_anatomy_rows(out_dir: Path, summaries: Sequence[CaseSummary], predicted
             write_json(out_dir / ANATOMY_ROWS_NAME, rows)
 
 
-def _predict(request: PredictRequest, archive: Optional[Path] = None) -> PredictReport:
-    """predict() without the thread restoration; ``archive``: the ZIP archive unpacked into ``request.input``."""
-    start = time.perf_counter()
+def check_request(request: PredictRequest, input_path: Path) -> ModelSpec:
+    """The refusals of a request that read no scan (parts, workers, settings, the output folder against
+    ``input_path``, pseudonymising, the model); the model's spec."""
     check_part(request.num_parts, request.part_id)
     if request.workers is not None and request.workers < 1:
         raise DeepWMLError(f"--num-workers must be at least 1, not {request.workers}")
     check_settings(request)
     out_dir = request.output.expanduser()
-    # every refusal comes before the model is read or anything is created
-    check_output_folder(out_dir, request.input)
+    check_output_folder(out_dir, input_path)
     if request.pseudonym_key is not None:
         check_pseudonymise(request, out_dir)
-    spec = check_model(model_dir_of(request), request.folds, request.checkpoint)
+    return check_model(model_dir_of(request), request.folds, request.checkpoint)
+
+
+def _predict(request: PredictRequest, archive: Optional[Path] = None) -> PredictReport:
+    """predict() without the thread restoration; ``archive``: the ZIP archive unpacked into ``request.input``."""
+    start = time.perf_counter()
+    # every refusal comes before the model is read or anything is created
+    spec = check_request(request, request.input)
+    out_dir = request.output.expanduser()
     label_map = spec.plan.network.num_classes > 2
     if label_map:
         check_label_map_request(request, spec)
