@@ -1,9 +1,11 @@
-"""A ZIP archive as deepwml_predict's input (and the Segmenter's): read as the folder it holds, named by the archive in
+"""An archive (ZIP or tar) as deepwml_predict's input (and the Segmenter's): read as the folder it holds, named by the archive in
 what the user reads, unpacked into a temporary folder that goes when the run ends; unsafe or broken archives refused."""
 from __future__ import annotations
 
+import io
 import shutil
 import stat
+import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
@@ -217,7 +219,7 @@ def test_deepwml_compare_refuses_an_archive_by_name(tmp_path, capsys):
     scan = write_image(image, geometry, tmp_path / "scans" / "visit1.nii.gz")
     archive = _zip(tmp_path / "visit2.zip", tmp_path / "scans")
     assert compare_main(["-b", str(scan), "-f", str(archive), "-o", str(tmp_path / "out")]) == 2
-    assert f"{archive}: is a ZIP archive; deepwml_compare reads one image file" in capsys.readouterr().err
+    assert f"{archive}: is an archive; deepwml_compare reads one image file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -296,3 +298,68 @@ def test_a_wrong_model_or_option_is_refused_before_the_archive_is_unpacked(tmp_p
     assert not unpacking and not (tmp_path / "out").exists() and not list(scratch.iterdir())
     assert predict_main(["-i", str(archive), "-o", str(tmp_path), "-m", str(model), "--no-qc"]) == 0
     assert unpacking and (tmp_path / "scan.nii.gz").is_file() and archive.is_file()
+
+
+def _tar(archive: Path, root: Path, prefix: str = "") -> Path:
+    """Every file below ``root`` into the tar ``archive`` under ``prefix`` (compressed as its ending says)."""
+    mode = {"gz": "w:gz", "tgz": "w:gz", "bz2": "w:bz2", "xz": "w:xz"}.get(archive.name.rsplit(".", 1)[-1], "w")
+    with tarfile.open(archive, mode) as t:
+        for path in sorted(root.rglob("*")):
+            t.add(path, prefix + path.relative_to(root).as_posix(), recursive=False)
+    return archive
+
+
+@pytest.mark.parametrize("name", ["export.tar.gz", "EXPORT.TGZ", "export.tar", "export.tar.xz", "export.tar.bz2"])
+def test_a_tar_archive_gives_the_cases_and_masks_of_the_folder_it_holds(tmp_path, model, scratch, name):
+    """A DICOM export as a tar archive, plain or compressed, any letter case: the folder's cases, masks and lesion
+    tables, named by the archive; the unpacked folder goes."""
+    folder = tmp_path / "export"
+    _series(folder / "DICOM" / "SE1", 4, "1.2.826.0.1.3680043.8.498.72.1")
+    archive = _tar(tmp_path / name, folder)
+    assert predict_main(["-i", str(folder), "-o", str(tmp_path / "out_folder"), "-m", str(model), "--no-qc"]) == 0
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out_tar"), "-m", str(model), "--no-qc"]) == 0
+    from_folder, from_tar = _outputs(tmp_path / "out_folder"), _outputs(tmp_path / "out_tar")
+    assert list(from_tar) == list(from_folder)
+    for (mask, table), (mask_tar, table_tar) in zip(from_folder.values(), from_tar.values()):
+        assert np.array_equal(mask, mask_tar) and mask.any() and table == table_tar
+    assert not list(scratch.iterdir())
+
+
+def _tar_member(archive: Path, info: tarfile.TarInfo, data: bytes = b"") -> Path:
+    with tarfile.open(archive, "w:gz") as t:
+        t.addfile(info, io.BytesIO(data) if data else None)
+    return archive
+
+
+def _tar_info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname = kind, size, link
+    return info
+
+
+def _truncated(archive: Path) -> Path:
+    """A gzip-compressed tar cut short inside its one member's data (a download that stopped)."""
+    _tar_member(archive, _tar_info("scan.nii.gz", size=40000), np.random.default_rng(0).bytes(40000))
+    archive.write_bytes(archive.read_bytes()[:20000])
+    return archive
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda a: _tar_member(a, _tar_info("../outside.nii.gz", size=4), b"data"), "points outside the archive's folder"),
+    (lambda a: _tar_member(a, _tar_info("/etc/outside.nii.gz", size=4), b"data"), "points outside the archive's folder"),
+    (lambda a: _tar_member(a, _tar_info("link.nii.gz", tarfile.SYMTYPE, link="/etc/passwd")), "is a symbolic link"),
+    (lambda a: _tar_member(a, _tar_info("hard.nii.gz", tarfile.LNKTYPE, link="/etc/passwd")), "is a hard link"),
+    (lambda a: _tar_member(a, _tar_info("pipe", tarfile.FIFOTYPE)), "is not a regular file"),
+    (lambda a: _tar_member(a, _tar_info("dev", tarfile.CHRTYPE)), "is not a regular file"),
+    (_truncated, "is not a readable tar archive"),
+    (lambda a: a.write_bytes(b"\x1f\x8b not really gzip") and a, "is not a readable tar archive"),
+    (lambda a: _tar_member(a, _tar_info("__MACOSX/._x", size=4), b"fork"), "the tar archive holds no files"),
+], ids=["dot-dot", "absolute", "symlink", "hardlink", "fifo", "device", "truncated", "not-a-tar", "empty"])
+def test_unsafe_or_broken_tar_archives_are_refused_by_name_before_anything_is_written(tmp_path, model, scratch, capsys,
+                                                                                       make, message):
+    archive = make(tmp_path / "scans.tar.gz")
+    assert predict_main(["-i", str(archive), "-o", str(tmp_path / "out"), "-m", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert str(archive) in err and message in err or pytest.fail(err)
+    assert not (tmp_path / "out").exists() and not list(scratch.iterdir())
+    assert not (tmp_path / "outside.nii.gz").exists()

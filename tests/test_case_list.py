@@ -82,7 +82,7 @@ def test_without_a_case_id_column_cases_are_named_by_their_files_and_a_clash_is_
     ("case_id,path\n../up,scan.nii.gz\n", "row 2: case id '../up' cannot name output files"),
     ("case_id,path\n.hidden,scan.nii.gz\n", "row 2: case id '.hidden' cannot name output files"),
     ("case_id,path\na b,scan.nii.gz\n", "row 2: case id 'a b' cannot name output files"),
-    ("path\nscan.nii.gz\nstudy.zip\n", "row 3: {folder}/study.zip is a ZIP archive"),
+    ("path\nscan.nii.gz\nstudy.zip\n", "row 3: {folder}/study.zip is an archive"),
     ("path\ntwo\n", "row 2: {folder}/two holds 2 scans; a case list names one scan per row"),
     ("path\nnotes.txt\n", "row 2: notes.txt is not a scan DeepWML reads"),
 ], ids=["no-path-column", "no-rows", "empty-path", "dot-dot-id", "hidden-id", "space-id", "archive", "folder-of-two", "unknown-ending"])

@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Cases whose outputs exist are skipped (resume) unless --overwrite."
         ),
     )
-    p.add_argument("-i", "--input", required=True, help="image file, folder of images, DICOM series folder or folder of those, a ZIP archive of any of "
-                   "them (read as the folder it holds), or a CSV case list (an 'image' or 'path' column, an optional 'case_id')")
+    p.add_argument("-i", "--input", required=True, help="image file, folder of images, DICOM series folder or folder of those, an archive of any of "
+                   "them (.zip, .tar, .tar.gz, .tgz, .tar.bz2, .tar.xz: read as the folder it holds), or a CSV case list (an 'image' or 'path' column, an optional 'case_id')")
     p.add_argument("-o", "--output", required=True, help="output folder (must not be the input folder)")
     add_dataset_argument(p, required=False)
     p.add_argument("-p", "--plan", help="plan name (the PLAN folder below the dataset's results folder)")

@@ -71,7 +71,7 @@ def listed_cases(path: Path, n_channels: int = 1) -> List["InputCase"]:
         scan = Path(row["path"]).expanduser()
         scan = scan if scan.is_absolute() else path.parent / scan
         if is_archive(scan):
-            raise DeepWMLError(f"{where}: {scan} is a ZIP archive; a case list names scans (give the archive to -i "
+            raise DeepWMLError(f"{where}: {scan} is an archive; a case list names scans (give the archive to -i "
                                "on its own, or unpack it)", path)
         if scan.is_dir():
             found = discover_cases(scan)

@@ -40,7 +40,7 @@ class InputCase:
     pseudonymised: bool = False
     #: every channel's file, channel 0 (= ``source``) first, for a model with several channels; empty: one channel
     channels: Tuple[Path, ...] = ()
-    #: how the source is named to the user when it is not where it was given (a ZIP archive's member: deepwml.imageio.archives)
+    #: how the source is named to the user when it is not where it was given (an archive's member: deepwml.imageio.archives)
     shown_as: str = ""
 
     @property

@@ -223,7 +223,7 @@ def model_dir_of(request: PredictRequest) -> Path:
 
 
 def predict(request: PredictRequest) -> PredictReport:
-    """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored. A ZIP
+    """Run a whole prediction request; failed cases are reported, not raised. torch's thread count is restored. An
     archive as input is read as the folder it holds, unpacked for the run (deepwml.imageio.archives)."""
     given = request.input.expanduser()
     if is_archive(given):  # a wrong option is said before minutes of unpacking, not after
@@ -314,7 +314,7 @@ def check_request(request: PredictRequest, input_path: Path) -> ModelSpec:
 
 
 def _predict(request: PredictRequest, archive: Optional[Path] = None) -> PredictReport:
-    """predict() without the thread restoration; ``archive``: the ZIP archive unpacked into ``request.input``."""
+    """predict() without the thread restoration; ``archive``: the archive unpacked into ``request.input``."""
     start = time.perf_counter()
     # every refusal comes before the model is read or anything is created
     spec = check_request(request, request.input)

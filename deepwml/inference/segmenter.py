@@ -140,14 +140,14 @@ class Segmenter:
 
     def segment(self, scan: Union[Scan, Sequence[Scan]], spacing: Optional[Sequence[float]] = None,
                 case_id: Optional[str] = None) -> Segmentation:
-        """Segment one scan: an image file, DICOM series folder or ZIP archive of one; a SimpleITK image; a nibabel image; or a numpy
+        """Segment one scan: an image file, DICOM series folder or archive (ZIP, tar) of one; a SimpleITK image; a nibabel image; or a numpy
         array of slices (z, y, x: axial slices first) with ``spacing`` in mm in the same (z, y, x) order. A
         multi-channel model takes a list, channel 0 (the FLAIR) first. Bad input raises DeepWMLError naming it."""
         channels = list(scan) if isinstance(scan, (list, tuple)) else [scan]
         if not channels:
             raise DeepWMLError("no scan given: an empty list")
         archive = Path(channels[0]).expanduser() if len(channels) == 1 and isinstance(channels[0], (str, Path)) else None
-        # a ZIP archive is read as the folder it holds, which stays while its DICOM series may be read again
+        # an archive is read as the folder it holds, which stays while its DICOM series may be read again
         with unpacked(archive) if archive is not None else contextlib.nullcontext() as folder:
             try:
                 return self._segment([folder] if archive is not None else channels, spacing, case_id)

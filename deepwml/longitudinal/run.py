@@ -121,7 +121,7 @@ def _check_request(request: CompareRequest) -> None:
         raise DeepWMLError("baseline and follow-up are the same file", request.baseline)
     for path in (request.baseline, request.followup):
         if is_archive(Path(path)):  # the segmentations it keeps for resuming are tied to the scans' paths
-            raise DeepWMLError("is a ZIP archive; deepwml_compare reads one image file or DICOM series folder per visit: "
+            raise DeepWMLError("is an archive; deepwml_compare reads one image file or DICOM series folder per visit: "
                                "unpack it first", path)
     out = Path(request.output).resolve()
     for path in (request.baseline, request.followup):
