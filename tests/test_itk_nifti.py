@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import Geometry, read_geometry, read_image, write_image
 from deepwml.imageio.itk_nifti import itk_readable
-from deepwml.synthetic.generate import generate_case
 from deepwml.utils.errors import ImageError
+from deepwml_testing.cases import input_case
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +119,7 @@ def _geometry(size: tuple, spacing: float) -> Geometry:
 def test_deepwml_predict_segments_a_nifti2_scan_as_its_nifti1_twin(tmp_path):
     """The shipped model's mask and lesion table of a scan saved as NIfTI-2 are those of the same scan as NIfTI-1, on
     its grid (written as NIfTI-1, which every viewer reads)."""
-    case = generate_case("MS#2", index=2, seed=4343, skull_stripped=False)
+    case = input_case("MS#2", index=2, seed=4343, skull_stripped=False)
     write_image(case.image, case.geometry, tmp_path / "v1" / "scan.nii.gz")
     (tmp_path / "v2").mkdir()
     nib.save(nib.Nifti2Image.from_image(nib.load(str(tmp_path / "v1" / "scan.nii.gz"))), str(tmp_path / "v2" / "scan.nii.gz"))

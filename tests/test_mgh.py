@@ -12,8 +12,8 @@ import pytest
 from deepwml.cli import predict as predict_cli
 from deepwml.imageio import read_geometry, read_image, read_label, write_image
 from deepwml.imageio.headers import itk_ras_affine
-from deepwml.synthetic.generate import generate_case
 from deepwml.utils.errors import ImageError
+from deepwml_testing.cases import input_case
 
 
 def _oblique_affine(spacing=(0.45, 0.47, 6.5), tilt_deg=12.0, origin=(-110.0, -95.0, -40.0)) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_a_label_in_mgz_reads_as_a_label(tmp_path):
 def test_deepwml_predict_segments_an_mgz_scan_as_the_same_scan_in_nifti(tmp_path):
     """The shipped model's mask and lesion table of a scan given as .mgz are those of the NIfTI scan, and the mask is
     written as .mgz on the scan's grid."""
-    case = generate_case("MS#2", index=2, seed=4343, skull_stripped=False)
+    case = input_case("MS#2", index=2, seed=4343, skull_stripped=False)
     write_image(case.image, case.geometry, tmp_path / "nifti" / "scan.nii.gz")
     write_image(case.image, case.geometry, tmp_path / "mgz" / "scan.mgz")
     for kind in ("nifti", "mgz"):

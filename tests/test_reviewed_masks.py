@@ -16,9 +16,9 @@ from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import Geometry, read_image, write_image
 from deepwml.inference.inputs import discover_cases
 from deepwml.inference.reviewed_masks import find_reviewed_masks, read_reviewed_mask
-from deepwml.synthetic.generate import generate_case
 from deepwml.utils.errors import DeepWMLError, ImageError
 from deepwml_testing.toy_models import tiny_plan, write_model_dir
+from deepwml_testing.cases import input_case
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_masks_are_found_by_case_id_and_read_onto_the_scan_s_grid(tmp_path):
 def test_the_shipped_models_report_says_the_lesions_are_the_reader_s(tmp_path):
     """With the shipped lesion and anatomy models: the report page says the lesions are the reviewed mask's and that
     the model's threshold and filters were not applied; the findings say 'as reviewed'; the lesions get locations."""
-    case = generate_case("MS#2", index=2, seed=4343, skull_stripped=False)
+    case = input_case("MS#2", index=2, seed=4343, skull_stripped=False)
     write_image(case.image, case.geometry, tmp_path / "in" / "scan.nii.gz")
     assert _predict("-i", tmp_path / "in", "-o", tmp_path / "model", "--no-qc") == 0
     edited = _edited(read_image(tmp_path / "model" / "scan.nii.gz", dtype=None).array)

@@ -11,12 +11,13 @@ from deepwml.imageio import Image, read_image, write_image
 from deepwml.inference.signal_level import NoSignal, from_no_signal, kept_level_note, level_note, no_signal
 from deepwml.synthetic.generate import generate_case
 from deepwml_testing.benchmarks import load_benchmark
+from deepwml_testing.cases import input_case
 
 
 @pytest.fixture(scope="module")
 def scan():
     """A generator scan with its skull (scanner noise in the air around the head) and lesions."""
-    return generate_case("MS#2", index=2, seed=4343, skull_stripped=False)
+    return input_case("MS#2", index=2, seed=4343, skull_stripped=False)
 
 
 def test_a_scan_as_a_scanner_stores_it_starts_at_zero_and_is_left_as_it_is(scan):
