@@ -337,6 +337,14 @@ def _tar_info(name: str, kind: bytes = tarfile.REGTYPE, size: int = 0, link: str
     return info
 
 
+def _file_and_folder(archive: Path) -> Path:
+    """A file 'a' and a file 'a/b.nii.gz': the second needs 'a' as a folder."""
+    with tarfile.open(archive, "w:gz") as t:
+        for info in (_tar_info("a", size=4), _tar_info("a/b.nii.gz", size=4)):
+            t.addfile(info, io.BytesIO(b"data"))
+    return archive
+
+
 def _truncated(archive: Path) -> Path:
     """A gzip-compressed tar cut short inside its one member's data (a download that stopped)."""
     _tar_member(archive, _tar_info("scan.nii.gz", size=40000), np.random.default_rng(0).bytes(40000))
@@ -354,7 +362,8 @@ def _truncated(archive: Path) -> Path:
     (_truncated, "is not a readable tar archive"),
     (lambda a: a.write_bytes(b"\x1f\x8b not really gzip") and a, "is not a readable tar archive"),
     (lambda a: _tar_member(a, _tar_info("__MACOSX/._x", size=4), b"fork"), "the tar archive holds no files"),
-], ids=["dot-dot", "absolute", "symlink", "hardlink", "fifo", "device", "truncated", "not-a-tar", "empty"])
+    (_file_and_folder, "member a/b.nii.gz of the tar archive cannot be unpacked"),
+], ids=["dot-dot", "absolute", "symlink", "hardlink", "fifo", "device", "truncated", "not-a-tar", "empty", "file-as-folder"])
 def test_unsafe_or_broken_tar_archives_are_refused_by_name_before_anything_is_written(tmp_path, model, scratch, capsys,
                                                                                        make, message):
     archive = make(tmp_path / "scans.tar.gz")

@@ -106,8 +106,8 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
         with tqdm(total=needed, unit="B", unit_scale=True, desc=f"unpacking {path.name}", disable=not show, file=sys.stderr) as bar:
             for member in members:
                 target = root.joinpath(*member.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
+                try:  # a member named like another's folder (a file 'a' and 'a/b') cannot be written either
+                    target.parent.mkdir(parents=True, exist_ok=True)
                     with read(member) as source, open(target, "wb") as sink:
                         shutil.copyfileobj(source, sink, 1 << 20)
                 except errors as e:
@@ -136,10 +136,13 @@ def _opened(path: Path) -> Iterator[Opened]:
         return
     try:
         archive = tarfile.open(path, "r:*")
-        infos = archive.getmembers()
     except _TAR_ERRORS as e:
         raise ImageError(f"is not a readable tar archive ({e})", path) from None
     with archive:
+        try:  # a compressed tar is read to its end here: one cut short or damaged is found before anything is written
+            infos = archive.getmembers()
+        except _TAR_ERRORS as e:
+            raise ImageError(f"is not a readable tar archive ({e})", path) from None
         yield [_tar_member(m) for m in infos if not m.isdir()], lambda m: archive.extractfile(m.info), _TAR_ERRORS
 
 
