@@ -212,15 +212,46 @@ def test_pseudonymised_cases_of_an_archive_are_recorded_by_the_archives_name(tmp
     assert record["case_id"].tolist() == ["scan"] and record["source"].tolist() == [f"{archive}: scan.nii.gz"]
 
 
-def test_deepwml_compare_refuses_an_archive_by_name(tmp_path, capsys):
-    from deepwml.cli.compare import main as compare_main
+def test_deepwml_compare_reads_each_visit_from_an_archive_and_resumes(tmp_path, model, scratch, capsys):
+    """Two studies downloaded as archives (a ZIP and a tar.gz) compare as the scans they hold: the same change, the
+    archives named in the summary and report, nothing of the temporary folders; a second run finds the segmentations
+    done; an archive of two scans is refused by its own name."""
+    import json
 
-    image, _, geometry = tiny_case(seed=1)
-    scan = write_image(image, geometry, tmp_path / "scans" / "visit1.nii.gz")
-    archive = _zip(tmp_path / "visit2.zip", tmp_path / "scans")
-    assert compare_main(["-b", str(scan), "-f", str(archive), "-o", str(tmp_path / "out")]) == 2
-    assert f"{archive}: is an archive; deepwml_compare reads one image file" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    from deepwml.cli.compare import main as compare_main
+    from test_longitudinal import two_visits
+
+    paths, _, _, _ = two_visits(tmp_path / "visits")
+    for visit in ("baseline", "followup"):
+        (tmp_path / visit).mkdir()
+        shutil.copy(paths[visit], tmp_path / visit / "scan.nii.gz")
+    packed = {"baseline": _zip(tmp_path / "baseline.zip", tmp_path / "baseline"),
+              "followup": _tar(tmp_path / "followup.tar.gz", tmp_path / "followup")}
+    common = ["-m", str(model), "--no-picture"]
+    assert compare_main(["-b", str(paths["baseline"]), "-f", str(paths["followup"]), "-o", str(tmp_path / "plain"), *common]) == 0
+    args = ["-b", str(packed["baseline"]), "-f", str(packed["followup"]), "-o", str(tmp_path / "packed"), *common]
+    assert compare_main(args) == 0
+    plain, summary = (json.loads((tmp_path / o / "change.json").read_text()) for o in ("plain", "packed"))
+    for key in ("new_lesions", "enlarging_lesions", "stable_lesions", "baseline_volume_ml", "followup_volume_ml"):
+        assert summary[key] == plain[key]
+    assert summary["inputs"]["baseline"] == str(packed["baseline"]) and summary["inputs"]["followup"] == str(packed["followup"])
+    written = [f for f in (tmp_path / "packed").rglob("*") if f.is_file() and f.suffix in (".json", ".html", ".csv", ".md")]
+    assert written and not any(str(scratch) in f.read_text(encoding="utf-8", errors="replace") for f in written)
+    assert not list(scratch.iterdir())
+    masks = sorted((tmp_path / "packed").glob("*/scan.nii.gz"))
+    stamps = [m.stat().st_mtime_ns for m in masks]
+    assert len(masks) == 2 and compare_main(args) == 0 and [m.stat().st_mtime_ns for m in masks] == stamps
+    # the DICOM outputs file with the follow-up's series: an archive holding a NIfTI file has none
+    capsys.readouterr()
+    assert compare_main(args + ["--dicom-seg"]) == 2
+    err = capsys.readouterr().err
+    assert "--dicom-seg needs the follow-up as a DICOM series folder" in err and str(packed["followup"]) in err
+    shutil.copy(paths["followup"], tmp_path / "baseline" / "other.nii.gz")
+    two = _zip(tmp_path / "two.zip", tmp_path / "baseline")
+    capsys.readouterr()
+    assert compare_main(["-b", str(two), "-f", str(packed["followup"]), "-o", str(tmp_path / "two"), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"{two}: holds 2 scans" in err and str(scratch) not in err and not list(scratch.iterdir())
 
 
 def test_a_dicom_seg_of_a_series_in_an_archive_references_that_series(tmp_path, model):

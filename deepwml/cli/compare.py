@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Scans acquired alike (same slice thickness) compare best; see docs/prediction.md."
         ),
     )
-    p.add_argument("-b", "--baseline", type=Path, required=True, help="the earlier scan: image file or DICOM series folder")
-    p.add_argument("-f", "--followup", type=Path, required=True, help="the later scan: image file or DICOM series folder")
+    p.add_argument("-b", "--baseline", type=Path, required=True, help="the earlier scan: image file or DICOM series folder, or an archive (ZIP, tar) holding one")
+    p.add_argument("-f", "--followup", type=Path, required=True, help="the later scan: image file or DICOM series folder, or an archive (ZIP, tar) holding one")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (the segmentations go to its "
                    "baseline/ and followup/ subfolders, as deepwml_predict writes them)")
     p.add_argument("-m", "--model", type=Path, help="the model that segments both scans: a trained model's PLAN folder "

@@ -2,6 +2,7 @@
 classify the lesion change and write tables, maps, the picture and change.json into one folder."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import SimpleITK as sitk
 from deepwml.anatomy.location import SPLIT_COLUMNS
 from deepwml.anatomy.volumes import BRAIN_VOLUME_COLUMN
 from deepwml.imageio import Image, read_image, write_image
-from deepwml.imageio.archives import is_archive
+from deepwml.imageio.archives import is_archive, named_by_archive, unpacked
 from deepwml.inference.reviewed_masks import read_reviewed_mask
 from deepwml.inference.signal_level import from_no_signal
 from deepwml.longitudinal.change import (
@@ -119,16 +120,19 @@ def _check_request(request: CompareRequest) -> None:
             raise DeepWMLError("not found", path)
     if Path(request.baseline).resolve() == Path(request.followup).resolve():
         raise DeepWMLError("baseline and follow-up are the same file", request.baseline)
-    for path in (request.baseline, request.followup):
-        if is_archive(Path(path)):  # the segmentations it keeps for resuming are tied to the scans' paths
-            raise DeepWMLError("is an archive; deepwml_compare reads one image file or DICOM series folder per visit: "
-                               "unpack it first", path)
     out = Path(request.output).resolve()
     for path in (request.baseline, request.followup):
         if out == Path(path).resolve():
             raise DeepWMLError("the output folder is an input; give another -o", request.output)
     if out.exists() and not out.is_dir():
         raise DeepWMLError("output exists and is not a folder", request.output)
+    # an archive's follow-up is checked once it is unpacked (compare)
+    _check_dicom_outputs(request, series=not is_archive(Path(request.followup)))
+
+
+def _check_dicom_outputs(request: CompareRequest, series: bool = True) -> None:
+    """The DICOM outputs asked for can be made: highdicom is there and (``series``) the follow-up is a DICOM series
+    folder, with whose series they are filed."""
     for flag, asked in (("--dicom-seg", request.dicom_seg), ("--dicom-findings", request.dicom_findings),
                         ("--dicom-sr", request.dicom_sr)):
         if not asked:
@@ -137,7 +141,7 @@ def _check_request(request: CompareRequest) -> None:
         from deepwml.inference.dicom_seg import require_highdicom
 
         require_highdicom(flag)
-        if not (Path(request.followup).is_dir() and is_dicom_folder(Path(request.followup))):
+        if series and not (Path(request.followup).is_dir() and is_dicom_folder(Path(request.followup))):
             raise DeepWMLError(f"{flag} needs the follow-up as a DICOM series folder (it files with the follow-up's "
                                "series)", request.followup)
 
@@ -285,12 +289,47 @@ def thickness_warning(baseline: Image, followup: Image) -> Optional[str]:
 
 
 def compare(request: CompareRequest) -> CompareReport:
-    """Run one comparison; outputs are written atomically, so an interrupted run leaves whole files only."""
+    """Run one comparison; outputs are written atomically, so an interrupted run leaves whole files only. A visit
+    given as an archive (deepwml.imageio.archives) is read as the one scan it holds, unpacked for the run; its
+    segmentation is kept in the output folder under the scan's name, so a run again resumes as with the folder."""
     start = time.perf_counter()
     _check_request(request)
     out = Path(request.output)
     out.mkdir(parents=True, exist_ok=True)
-    claim_output(request)
+    claim_output(request)  # the archives themselves identify what the segmentations were made from
+    given = {"baseline": Path(request.baseline), "followup": Path(request.followup)}
+    with unpacked(given["baseline"]) as baseline, unpacked(given["followup"]) as followup:
+        folders = {"baseline": baseline, "followup": followup}
+        try:
+            scans = {visit: _one_scan(folder) if folder != given[visit] else folder for visit, folder in folders.items()}
+            run = dataclasses.replace(request, baseline=scans["baseline"], followup=scans["followup"])
+            if is_archive(given["followup"]):
+                _check_dicom_outputs(run)
+            # what the summary and the report name: the archives, not the temporary folders
+            return _compare(run, start, {visit: str(path) for visit, path in given.items()})
+        except DeepWMLError as e:
+            for visit, folder in folders.items():
+                e = named_by_archive(e, folder, given[visit]) if folder != given[visit] else e
+            raise e from None
+
+
+def _one_scan(folder: Path) -> Path:
+    """An unpacked archive's one scan (its DICOM series folder or image file), so that it is named as itself; the
+    path as given otherwise (segment() refuses a folder of several scans by name)."""
+    if not folder.is_dir():
+        return folder
+    from deepwml.inference.inputs import discover_cases
+
+    try:
+        cases = discover_cases(folder)
+    except DeepWMLError:
+        return folder
+    return Path(cases[0].source) if len(cases) == 1 else folder
+
+
+def _compare(request: CompareRequest, start: float, shown: Dict[str, str]) -> CompareReport:
+    """compare() once every visit is a scan on disk; ``shown``: how each visit's scan is named to the user."""
+    out = Path(request.output)
     # a scan without a mask is segmented; a reader's corrected mask of one visit can stand beside the other's segmentation
     followup_table = None
     figures: Dict[str, Dict[str, Any]] = dict(request.mask_figures or {})  # a segmented visit's own replace them
@@ -314,7 +353,7 @@ def compare(request: CompareRequest) -> CompareReport:
     warnings = [w for w in (thickness_warning(baseline, followup), coverage_warning(figures),
                             _registration_warning(registration)) if w]
     outputs = {key: out / name for key, name in OUTPUT_NAMES.items()}
-    _write(request, baseline, followup, registration, images, change, outputs, warnings, baseline_mask, followup_mask)
+    _write(request, baseline, followup, registration, images, change, outputs, warnings, baseline_mask, followup_mask, shown)
     return CompareReport(change.summary, outputs, warnings, time.perf_counter() - start)
 
 
@@ -341,8 +380,9 @@ def _registration_warning(registration: Registration) -> Optional[str]:
 
 
 def _write(request: CompareRequest, baseline: Image, followup: Image, registration: Registration, images: AlignedImages, change: LesionChange, outputs: Dict[str, Path],
-           warnings: List[str], baseline_mask: Path, followup_mask: Path) -> None:
-    """Every output file, each atomically; change.json last, so that its presence means the set is whole."""
+           warnings: List[str], baseline_mask: Path, followup_mask: Path, shown: Dict[str, str]) -> None:
+    """Every output file, each atomically; change.json last, so that its presence means the set is whole. ``shown``:
+    how each visit's scan is named in the summary and the report."""
     geometry = followup.geometry
     aligned, aligned_mask = images.baseline, images.baseline_mask
     write_text(outputs["followup_lesions"], change.followup.to_csv(index=False))
@@ -384,7 +424,7 @@ def _write(request: CompareRequest, baseline: Image, followup: Image, registrati
     summary["findings"] = findings_text(change.summary)
     summary["registration"] = registration.to_dict()
     summary["warnings"] = warnings
-    summary["inputs"] = {"baseline": str(request.baseline), "followup": str(request.followup),
+    summary["inputs"] = {"baseline": shown["baseline"], "followup": shown["followup"],
                          "baseline_mask": str(baseline_mask), "followup_mask": str(followup_mask),
                          "baseline_slice_thickness_mm": baseline.geometry.slice_thickness,
                          "followup_slice_thickness_mm": geometry.slice_thickness}
