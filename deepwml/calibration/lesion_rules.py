@@ -18,6 +18,7 @@ from deepwml.anatomy.labels import BACKGROUND, CORTEX
 from deepwml.anatomy.location import VentricleField, contact_field, lesion_classes
 from deepwml.imageio import Geometry
 from deepwml.inference.cortex_contrast import RULE_LOCATIONS
+from deepwml.inference.outside_brain import grown_in_plane
 from deepwml.inference.skull_strip import MIN_BRAIN_SHARE, STRIP_MARGIN_MM
 from deepwml.preprocessing.head_mask import fill_holes_in_plane
 
@@ -58,9 +59,7 @@ class LesionRules:
             return self._near[1]
         axis = self.geometry.slice_axis_numpy
         sampling = list(self.geometry.in_plane_pixels.values())
-        grow = dict(zip((a for a in range(len(box)) if a != axis), (int(np.ceil(STRIP_MARGIN_MM / s)) for s in sampling)))
-        # every brain voxel within the margin of the box lies in the box grown by it in plane
-        grown = tuple(slice(max(b.start - grow[a], 0), b.stop + grow[a]) if a in grow else b for a, b in enumerate(box))
+        grown = grown_in_plane(box, self.geometry)  # every brain voxel within the margin of the box lies in it
         brain = fill_holes_in_plane(np.moveaxis(self.anatomy[grown] != BACKGROUND, axis, 0))
         near = np.zeros(brain.shape, bool)
         for k, plane in enumerate(brain):

@@ -34,11 +34,10 @@ def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry
     if box is None or np.mean(anatomy != BACKGROUND) < MIN_BRAIN_SHARE:
         return mask, 0
     sampling = list(geometry.in_plane_pixels.values())
-    reach = [int(np.ceil(STRIP_MARGIN_MM / s)) for s in sampling]
+    reach = margin_pixels(geometry)
     # everything in the lesions' box grown by the margin in plane (a brain voxel within reach lies in it), and the
     # brain filled in whole planes, as brain_region fills it: the same lesions go, in a fraction of the time
-    grow = dict(zip((a for a in range(mask.ndim) if a != axis), reach))
-    box = tuple(slice(max(b.start - grow[a], 0), b.stop + grow[a]) if a in grow else b for a, b in enumerate(box))
+    box = grown_in_plane(box, geometry)
     planes = np.moveaxis(label_lesions(mask[box])[0], axis, 0)
     whole = np.moveaxis(anatomy[tuple(b if a == axis else slice(None) for a, b in enumerate(box))] != BACKGROUND, axis, 0)
     in_plane = tuple(b for a, b in enumerate(box) if a != axis)
@@ -55,6 +54,19 @@ def drop_outside_brain(mask: np.ndarray, anatomy: np.ndarray, geometry: Geometry
     out = np.zeros_like(mask)
     out[box] = np.moveaxis(keep[planes], 0, axis)
     return out, int(len(keep) - 1 - keep.sum())
+
+
+def margin_pixels(geometry: Geometry) -> list:
+    """STRIP_MARGIN_MM in pixels along each in-plane numpy axis (ascending), rounded up."""
+    return [int(np.ceil(STRIP_MARGIN_MM / s)) for s in geometry.in_plane_pixels.values()]
+
+
+def grown_in_plane(box: Tuple[slice, ...], geometry: Geometry) -> Tuple[slice, ...]:
+    """``box`` grown by STRIP_MARGIN_MM in plane (clipped at 0; slicing clips the far end): every voxel within the
+    margin of one in the box, in its slice, lies in it."""
+    axis = geometry.slice_axis_numpy
+    grow = dict(zip((a for a in range(len(box)) if a != axis), margin_pixels(geometry)))
+    return tuple(slice(max(b.start - grow[a], 0), b.stop + grow[a]) if a in grow else b for a, b in enumerate(box))
 
 
 def _within_margin(lesion: np.ndarray, brain: np.ndarray, sampling: Sequence[float]) -> bool:
