@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from deepwml.utils.errors import DeepWMLError, ImageError
 
-#: the file endings read as archives (any letter case)
+#: the file endings read as archives (any letter case; none ends another)
 ARCHIVE_ENDINGS = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 #: what a macOS Finder zip adds beside the files: resource forks, never scans
 MACOS_EXTRAS = "__MACOSX"
@@ -41,7 +41,7 @@ _TAR_ERRORS: Tuple[type, ...] = (tarfile.TarError, OSError, EOFError, ValueError
 def _ending(path: Path) -> Optional[str]:
     """The archive ending of ``path``'s name, or None."""
     name = path.name.lower()
-    return next((e for e in sorted(ARCHIVE_ENDINGS, key=len, reverse=True) if name.endswith(e)), None)
+    return next((e for e in ARCHIVE_ENDINGS if name.endswith(e)), None)
 
 
 def is_archive(path: Path) -> bool:
@@ -88,7 +88,7 @@ def unpack(path: Path, root: Path, progress: Optional[bool] = None) -> List[Path
     the archive) anything that would land outside ``root``, links and special files, encrypted or damaged members, and
     more data than the disk can take."""
     kind = "ZIP" if _ending(path) == ".zip" else "tar"
-    with _opened(path) as (members, read, errors):
+    with _opened(path, kind) as (members, read, errors):
         members = [m for m in members if m.parts[:1] != (MACOS_EXTRAS,)]
         if not members:
             raise ImageError(f"the {kind} archive holds no files", path)
@@ -123,9 +123,9 @@ Opened = Tuple[List[_Member], Callable[[_Member], IO[bytes]], Tuple[type, ...]]
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[Opened]:
-    """(the files of the archive, how to read one, what reading a damaged one raises)."""
-    if _ending(path) == ".zip":
+def _opened(path: Path, kind: str) -> Iterator[Opened]:
+    """(the files of the ``kind`` ('ZIP' or 'tar') archive, how to read one, what reading a damaged one raises)."""
+    if kind == "ZIP":
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError, ValueError) as e:
@@ -160,13 +160,9 @@ def _zip_member(member: zipfile.ZipInfo) -> _Member:
 def _tar_member(member: tarfile.TarInfo) -> _Member:
     """A tar member and what is wrong with it."""
     parts = PurePosixPath(member.name).parts
-    problem = _outside(parts)
-    if not problem and member.issym():
-        problem = "is a symbolic link; refused"
-    elif not problem and member.islnk():
-        problem = "is a hard link; refused"
-    elif not problem and not member.isfile():
-        problem = "is not a regular file (a device or a pipe); refused"
+    problem = (_outside(parts) or ("is a symbolic link; refused" if member.issym() else "")
+               or ("is a hard link; refused" if member.islnk() else "")
+               or ("" if member.isfile() else "is not a regular file (a device or a pipe); refused"))
     return _Member(member.name, parts, member.size, problem, member)
 
 
