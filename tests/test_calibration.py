@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import PredictedCaseSpy, tiny_case
-from deepwml.calibration.temperature import calibrate_probabilities, fit_temperatures
+from deepwml.calibration.temperature import calibrate_probabilities, fit_temperatures, probabilities
 from deepwml.cli.calibrate import main as calibrate_main
 from deepwml.cli.predict import main as predict_main
 from deepwml.imageio import read_image, write_image
@@ -39,6 +39,25 @@ def test_calibration_keeps_half_order_and_certainty():
     assert np.all(np.diff(q) > 0) and np.array_equal(q >= 0.5, p >= 0.5)
     assert q[6] < p[6] and q[2] > p[2]  # pulled towards 0.5 on both sides
     assert np.array_equal(calibrate_probabilities(p, (1.0, 1.0)), p)
+
+
+def test_calibrating_in_place_writes_the_same_map_over_the_input_and_the_default_leaves_it():
+    """A reverted map (zero outside a box, exact 0 and 1 inside): in place gives the copy's values bit for bit, over
+    the array it was given; without in_place the input is unchanged. Both are the float64 definition to float32."""
+    rng = np.random.default_rng(3)
+    p = np.zeros((4, 40, 50), np.float32)
+    p[1:3, 5:30, 8:45] = rng.random((2, 25, 37)).astype(np.float32) ** 4
+    p[1, 6, 9], p[2, 7, 10] = 1.0, 0.0
+    before = p.copy()
+    copied = calibrate_probabilities(p, (1.7, 4.2))
+    assert np.array_equal(p, before)
+    inside = (p > 0) & (p < 1)
+    values = p[inside].astype(np.float64)
+    reference = probabilities(np.log(values) - np.log1p(-values), (1.7, 4.2))
+    assert np.allclose(copied[inside], reference, rtol=1e-4, atol=1e-6)
+    assert copied[1, 6, 9] == 1.0 and np.all(copied[p == 0] == 0)
+    written = calibrate_probabilities(p, (1.7, 4.2), in_place=True)
+    assert written is p and np.array_equal(written, copied)
 
 
 @pytest.fixture

@@ -218,7 +218,9 @@ def describe_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOpti
     run's threshold and lesion filters, and describe its lesions (table and summary); nothing is written."""
     case, geometry = prepared.case, prepared.image.geometry
     # calibrated on the input's grid, voxel by voxel: the map keeps 0.5, so the mask at 0.5 is the uncalibrated one
-    probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures)
+    # (revert_to_original's map is a new array: calibrated where it is)
+    probs = calibrate_probabilities(revert_to_original(probs_pp, prepared.props, order=1), options.temperatures,
+                                    in_place=True)
     # the anatomy label map on the input's grid (deepwml.anatomy.labels classes), None without an anatomy model
     anatomy = anatomy_labels(prepared, anatomy_probs)
     # the contrast is judged on what the networks saw (a thin scan's slabs), as the filter's level was chosen on it;
