@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, run
+from deepwml.cli.common import add_device_argument, run, run_installed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,5 +40,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), then exit without the interpreter's teardown
+    (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

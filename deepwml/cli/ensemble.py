@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import cortex_contrast_setting, run
+from deepwml.cli.common import cortex_contrast_setting, run, run_installed
 from deepwml.constants import MIN_CORTEX_CONTRAST
 
 
@@ -77,5 +77,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), then exit without the interpreter's teardown
+    (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

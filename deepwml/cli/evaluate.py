@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from deepwml.cli.common import run
+from deepwml.cli.common import run, run_installed
 from deepwml.paths import add_root_arguments
 
 
@@ -127,5 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), then exit without the interpreter's teardown
+    (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.cli.common import add_dataset_argument, add_device_argument, run, run_installed
 from deepwml.cli.labelled_scans import add_fit_input_options
 from deepwml.paths import add_root_arguments
 from deepwml.utils.cpu import worker_processes
@@ -97,5 +97,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), then exit without the interpreter's teardown
+    (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

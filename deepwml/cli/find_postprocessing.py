@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import run
+from deepwml.cli.common import run, run_installed
 from deepwml.utils.cpu import worker_processes
 from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, shown_to_model,
                                         store_in_model, validation_roots)
@@ -116,5 +116,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), then exit without the interpreter's teardown
+    (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -5,7 +5,7 @@ import argparse
 import time
 from typing import List, Optional
 
-from deepwml.cli.common import run
+from deepwml.cli.common import run, run_installed
 from deepwml.synthetic.centres import CENTRES
 
 
@@ -79,5 +79,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), then exit without the interpreter's teardown
+    (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

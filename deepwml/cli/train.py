@@ -6,7 +6,7 @@ import signal
 from types import FrameType
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run
+from deepwml.cli.common import add_dataset_argument, add_device_argument, run, run_installed
 from deepwml.paths import add_root_arguments, preprocessed_root, results_root
 
 
@@ -101,5 +101,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     return run(_main, argv)
 
 
+def entry() -> None:
+    """The installed command (and ``python -m``): main(), which first re-executes with the tuned allocator, then exit
+    without the interpreter's teardown (deepwml.cli.common.run_installed)."""
+    run_installed(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
