@@ -41,6 +41,28 @@ def test_folder_of_mixed_formats_is_sorted_and_keeps_each_ending(tmp_path):
     assert [(c.case_id, c.output_ending) for c in cases] == [("a", ".nii.gz"), ("b", ".mha"), ("c", ".nrrd"), ("d", ".nii")]
 
 
+def test_pictures_beside_the_scans_are_left_and_named_and_a_folder_of_pictures_says_why_it_has_no_scan(tmp_path, capsys):
+    """A screenshot or a viewer's JPEG export is no scan: beside scans it is left with a note naming it (other files,
+    such as notes or sidecars, are left quietly); alone, the error says what the pictures are."""
+    _write(tmp_path / "scans" / "a.nii.gz")
+    for name in ("key image.JPG", "shot.png"):
+        (tmp_path / "scans" / name).write_bytes(b"picture")
+    (tmp_path / "scans" / "a.json").write_text("{}")
+    assert [c.case_id for c in discover_cases(tmp_path / "scans")] == ["a"]
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and "left 2 picture file(s) (key image.JPG, shot.png)" in err and "a.json" not in err
+    (tmp_path / "pictures").mkdir()
+    for k in range(5):
+        (tmp_path / "pictures" / f"slice{k}.png").write_bytes(b"picture")
+    with pytest.raises(DeepWMLError, match=r"no images found.*5 picture file\(s\) \(slice0.png, slice1.png, slice2.png and 2 "
+                                           r"more\), which are no scans.*export the series as DICOM or NIfTI"):
+        discover_cases(tmp_path / "pictures")
+    _write(tmp_path / "quiet" / "b.nii.gz")
+    (tmp_path / "quiet" / "notes.txt").write_text("not an image")
+    discover_cases(tmp_path / "quiet")
+    assert "note" not in capsys.readouterr().err
+
+
 def test_dicom_series_folder_and_folder_of_series_folders(tmp_path):
     one = _dicom(tmp_path / "all" / "patientB", "10.1")
     _dicom(tmp_path / "all" / "patientA", "11.1", seed=1)

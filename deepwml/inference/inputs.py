@@ -111,6 +111,17 @@ def _study_uid(files) -> Optional[str]:
     return None
 
 
+#: picture formats a viewer or a screenshot writes: 2D pixels without slice positions or spacing, never a scan
+PICTURE_ENDINGS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+
+
+def _pictures_said(pictures: List[Path]) -> str:
+    """The picture files of a folder in one phrase, the first few named."""
+    names = ", ".join(p.name for p in pictures[:3]) + (f" and {len(pictures) - 3} more" if len(pictures) > 3 else "")
+    return (f"{len(pictures)} picture file(s) ({names}), which are no scans: a picture has no slice positions or "
+            "spacing; export the series as DICOM or NIfTI")
+
+
 def _visible(folder: Path) -> List[Path]:
     """Children of ``folder`` that are not hidden (temporary files of atomic writes start with '.')."""
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
@@ -200,6 +211,7 @@ def discover_cases(input_path: Union[str, Path], n_channels: int = 1) -> List[In
             path,
         )
     children = _visible(path)
+    pictures = [p for p in children if p.name.lower().endswith(PICTURE_ENDINGS) and p.is_file()]
     # broken links, empty files and folders named like images stay cases: they fail by name instead of vanishing
     files = [p for p in children if has_image_ending(p) and not (p.is_dir() and _is_candidate_series_folder(p))]
     folders = [p for p in children if p.is_dir() and p not in files]
@@ -226,9 +238,12 @@ def discover_cases(input_path: Union[str, Path], n_channels: int = 1) -> List[In
     cases += [_dicom_case(p) for p in series_folders + study_folders]
     if not cases:
         raise DeepWMLError(
-            "no images found: expected NIfTI/MHA/MHD/NRRD files, a DICOM series folder, or a folder of DICOM series folders",
+            "no images found: expected NIfTI/MHA/MHD/NRRD files, a DICOM series folder, or a folder of DICOM series folders"
+            + (f"; {_pictures_said(pictures)}" if pictures else ""),
             path,
         )
+    if pictures:  # a screenshot or a viewer's JPEG export beside the scans: left, and said, rather than silently
+        print(f"[deepwml_predict] note: left {_pictures_said(pictures)} in {path}", file=sys.stderr)
     duplicates = sorted(cid for cid, n in Counter(c.case_id for c in cases).items() if n > 1)
     if duplicates:
         raise DeepWMLError(f"several inputs share the case id(s) {', '.join(duplicates)}; rename one of each", path)
