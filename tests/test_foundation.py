@@ -158,6 +158,23 @@ def test_every_console_script_answers_help_at_once(name, target):
     assert not imported & set(HEAVY_MODULES), f"{name} --help imports {sorted(imported & set(HEAVY_MODULES))}"
 
 
+@pytest.mark.parametrize("name,target", _console_scripts())
+def test_every_console_script_says_its_version(name, target, capsys):
+    """--version names the command and DeepWML's version (the one its reports, checkpoints and DICOM objects record)."""
+    import importlib
+
+    import deepwml
+
+    module = importlib.import_module(target.split(":")[0])
+    parser = module.build_parser()
+    parser.prog = name
+    with pytest.raises(SystemExit) as done:
+        parser.parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{name} (DeepWML {deepwml.__version__})"
+    assert "--version" in parser.format_help()
+
+
 def test_atomic_writes_have_ordinary_permissions(tmp_path):
     import os
     import stat

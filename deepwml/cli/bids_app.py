@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.bids import LONGITUDINAL_AGAINST
-from deepwml.cli.common import add_device_argument, add_mask_options, run, run_installed
+from deepwml.cli.common import add_device_argument, add_mask_options, add_version_argument, run, run_installed
 from deepwml.utils.errors import DeepWMLError
 
 EXIT_SCANS_FAILED = 1
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("-np", "--num-workers", type=int, default=None, help="scans predicted side by side (default: one per core)")
     model.add_argument("--no-bf16", action="store_true", help="compute in fp32")
     model.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+    add_version_argument(p)
     return p
 
 

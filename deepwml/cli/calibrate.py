@@ -6,7 +6,7 @@ import math
 import sys
 from typing import List, Optional
 
-from deepwml.cli.common import run, run_installed
+from deepwml.cli.common import add_version_argument, run, run_installed
 from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, shown_to_model,
                                         store_in_model, validation_roots)
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "makes them), for a model that predicts with TTA; then run deepwml_find_postprocessing --tta")
     p.add_argument("--dry-run", action="store_true", help="fit and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove stored temperatures (back to the raw probabilities)")
+    add_version_argument(p)
     return p
 
 

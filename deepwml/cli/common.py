@@ -100,6 +100,14 @@ def _prog() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "deepwml"
 
 
+def add_version_argument(parser: argparse.ArgumentParser) -> None:
+    """--version: the command and DeepWML's version (what a report or a DICOM object it wrote names), at once."""
+    import deepwml
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (DeepWML {deepwml.__version__})",
+                        help="print DeepWML's version and exit")
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """--device auto|cpu|cuda[:N]."""
     parser.add_argument(

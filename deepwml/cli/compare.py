@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, add_skull_strip_options, run, run_installed
+from deepwml.cli.common import add_device_argument, add_skull_strip_options, add_version_argument, run, run_installed
 from deepwml.longitudinal.change import ChangeRules
 
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="segment both scans anew, and reuse an output folder that holds the comparison of other scans")
     add_device_argument(p)
+    add_version_argument(p)
     return p
 
 

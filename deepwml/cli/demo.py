@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, run, run_installed
+from deepwml.cli.common import add_device_argument, add_version_argument, run, run_installed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", default=None, help="plan preset (default: cpu_fast on a CPU, paper on a GPU)")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset (default: 0)")
+    add_version_argument(p)
     return p
 
 

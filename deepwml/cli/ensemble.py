@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import cortex_contrast_setting, run, run_installed
+from deepwml.cli.common import add_version_argument, cortex_contrast_setting, run, run_installed
 from deepwml.constants import MIN_CORTEX_CONTRAST
 
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-probabilities", action="store_true", help="also write the averaged CASE_prob<ending>")
     p.add_argument("--overwrite", action="store_true", help="average every case anew, even finished ones")
     p.add_argument("--progress", action="store_true", help="show a progress bar even when output is not a terminal")
+    add_version_argument(p)
     return p
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from deepwml.cli.common import run, run_installed
+from deepwml.cli.common import add_version_argument, run, run_installed
 from deepwml.paths import add_root_arguments
 
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "every per-case and per-slice metric")
     parser.add_argument("--no-resume", action="store_true", help="recompute every case instead of reusing REPORT_DIR/.cache")
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    add_version_argument(parser)
     return parser
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, run, run_installed
+from deepwml.cli.common import add_dataset_argument, add_version_argument, run, run_installed
 from deepwml.paths import add_root_arguments, results_root
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the zip file to write, e.g. model.zip")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="which checkpoint of each fold (default: best)")
     add_root_arguments(p, kinds=("results",))
+    add_version_argument(p)
     return p
 
 

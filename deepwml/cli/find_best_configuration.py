@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run, run_installed
+from deepwml.cli.common import add_dataset_argument, add_device_argument, add_version_argument, run, run_installed
 from deepwml.cli.labelled_scans import add_fit_input_options
 from deepwml.paths import add_root_arguments
 from deepwml.utils.cpu import worker_processes
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_input_options(p)
     add_device_argument(p)
     add_root_arguments(p)
+    add_version_argument(p)
     return p
 
 

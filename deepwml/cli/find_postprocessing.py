@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import run, run_installed
+from deepwml.cli.common import add_version_argument, run, run_installed
 from deepwml.utils.cpu import worker_processes
 from deepwml.cli.labelled_scans import (add_model_and_scan_arguments, fitting_device, model_folder, shown_to_model,
                                         store_in_model, validation_roots)
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "core, at most 8; 1: everything in this process)")
     p.add_argument("--dry-run", action="store_true", help="choose and print, change nothing")
     p.add_argument("--reset", action="store_true", help="remove a stored postprocessing (back to the plan's threshold)")
+    add_version_argument(p)
     return p
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from deepwml.cli.common import add_device_argument, run, run_installed
+from deepwml.cli.common import add_device_argument, add_version_argument, run, run_installed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "label-lesion_mask, desc-lesion_mask, label-lesion_roi and alike)")
     bids.add_argument("--participant-label", nargs="+", default=None, metavar="LABEL", help="only these participants")
     bids.add_argument("--session-label", nargs="+", default=None, metavar="LABEL", help="only these sessions")
+    add_version_argument(p)
     return p
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import run, run_installed
+from deepwml.cli.common import add_version_argument, run, run_installed
 from deepwml.paths import add_root_arguments, results_root
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("zip", help="model zip written by deepwml_export_model")
     add_root_arguments(p, kinds=("results",))
     p.add_argument("--overwrite", action="store_true", help="replace a model already installed under the same name")
+    add_version_argument(p)
     return p
 
 

@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, add_mask_options, report_native_crashes, run
+from deepwml.cli.common import add_device_argument, add_mask_options, add_version_argument, report_native_crashes, run
 
 OUTPUTS = ("seg", "findings", "sr")
 
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the series to read in every study: a pattern its description, protocol or sequence name matches "
                    "(default: the FLAIR chosen as deepwml_predict chooses it)")
     add_mask_options(p)
+    add_version_argument(p)
     return p
 
 

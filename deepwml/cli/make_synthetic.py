@@ -5,7 +5,7 @@ import argparse
 import time
 from typing import List, Optional
 
-from deepwml.cli.common import run, run_installed
+from deepwml.cli.common import add_version_argument, run, run_installed
 from deepwml.synthetic.centres import CENTRES
 
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-np", "--num-processes", type=int, default=1, metavar="N", help="cases generated in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of the same id and name")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    add_version_argument(p)
     return p
 
 

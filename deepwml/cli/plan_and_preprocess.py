@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, run, run_installed
+from deepwml.cli.common import add_dataset_argument, add_version_argument, run, run_installed
 from deepwml.paths import add_root_arguments, preprocessed_root, raw_root
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-fraction", type=float, default=0.2, help="hold-out test fraction of imagesTr (default: 0.2)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
     parser.add_argument("--progress", action="store_true", help="show progress bars even when stderr is not a terminal")
+    add_version_argument(parser)
     return parser
 
 

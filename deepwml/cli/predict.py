@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from deepwml.cli.common import (THIN_SLAB_HELP, add_dataset_argument, add_device_argument, add_skull_strip_options,
-                                add_tta_options, cortex_contrast_setting, run, run_installed, thin_slab_setting)
+                                add_tta_options, add_version_argument, cortex_contrast_setting, run, run_installed,
+                                thin_slab_setting)
 from deepwml.constants import MIN_CORTEX_CONTRAST
 from deepwml.paths import add_root_arguments
 from deepwml.pretrained import BUILTIN_ALIAS, builtin_model_dir
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "describe them as drawn instead of the model's mask (no threshold, no lesion filter); the model's "
                    "probabilities still give each lesion its mean probability and confidence (a lesion the model did not "
                    "find has a low mean probability). A finished case whose mask was corrected again is described anew")
+    add_version_argument(p)
     return p
 
 

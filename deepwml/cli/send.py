@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import run
+from deepwml.cli.common import add_version_argument, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tls_arguments(p)
     p.add_argument("--echo", action="store_true",
                    help="only check the node: a C-ECHO with these AE titles (address, AE titles, firewall); sends nothing")
+    add_version_argument(p)
     return p
 
 

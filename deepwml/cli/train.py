@@ -6,7 +6,7 @@ import signal
 from types import FrameType
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, add_device_argument, run, run_installed
+from deepwml.cli.common import add_dataset_argument, add_device_argument, add_version_argument, run, run_installed
 from deepwml.paths import add_root_arguments, preprocessed_root, results_root
 
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per process (default: physical cores / processes on this machine)")
     parser.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    add_version_argument(parser)
     return parser
 
 

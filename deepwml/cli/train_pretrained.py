@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import List, Optional
 
-from deepwml.cli.common import add_device_argument, run, run_installed
+from deepwml.cli.common import add_device_argument, add_version_argument, run, run_installed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "networks are trained takes either")
     p.add_argument("-np", "--num-processes", dest="n_jobs", type=int, default=2, help="worker processes for data preparation")
     add_device_argument(p)
+    add_version_argument(p)
     return p
 
 

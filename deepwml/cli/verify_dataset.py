@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from deepwml.cli.common import add_dataset_argument, run, run_installed
+from deepwml.cli.common import add_dataset_argument, add_version_argument, run, run_installed
 from deepwml.datasets import find_dataset_folder
 from deepwml.datasets.verify import dataset_summary, verify_dataset
 from deepwml.paths import add_root_arguments, raw_root
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
                         help="check N cases in parallel (default: 1)")
     parser.add_argument("--progress", action="store_true", help="show a progress bar even when stderr is not a terminal")
+    add_version_argument(parser)
     return parser
 
 
