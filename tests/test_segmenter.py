@@ -111,6 +111,36 @@ def test_results_save_and_convert_on_the_scans_own_grid(shipped, scan, tmp_path)
         result.save(tmp_path / "x.nii.gz", "lesions")
 
 
+def test_a_result_writes_the_files_deepwml_predict_writes_for_the_scan(shipped, scan, tmp_path):
+    """Segmentation.write: mask, lesion table, QC picture and, as asked, the probability, anatomy, lesion-id and
+    uncertainty maps, under deepwml_predict's names and with its contents; a scan given in memory too; a folder where
+    the mask would replace the scan is refused with nothing written."""
+    extras = ["--save-probabilities", "--save-anatomy", "--save-lesion-ids", "--save-uncertainty"]
+    assert predict_main(["-i", str(scan), "-o", str(tmp_path / "cli"), *extras]) == 0
+    result = shipped.segment(scan)
+    written = result.write(tmp_path / "mine", probabilities=True, anatomy=True, lesion_ids=True, uncertainty=True)
+    assert sorted(written) == ["anatomy", "lesion_ids", "lesions", "mask", "probabilities", "qc", "uncertainty"]
+    for kind, path in written.items():
+        theirs = tmp_path / "cli" / path.relative_to(tmp_path / "mine")
+        if path.suffix == ".gz":
+            ours_image, their_image = read_image(path, dtype=None), read_image(theirs, dtype=None)
+            assert np.array_equal(ours_image.array, their_image.array) and ours_image.geometry == their_image.geometry, kind
+        else:  # the lesion table and the QC picture, byte for byte
+            assert path.read_bytes() == theirs.read_bytes(), kind
+    assert (tmp_path / "mine" / "patient_lesionids.txt").read_bytes() == (tmp_path / "cli" / "patient_lesionids.txt").read_bytes()
+    assert not (tmp_path / "mine" / "summary.csv").exists()  # one scan's row is result.summary; a folder's table is the caller's
+    # only what is asked for
+    assert sorted(result.write(tmp_path / "plain", qc=False)) == ["lesions", "mask"]
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["patient.nii.gz", "patient_lesions.csv"]
+    # a scan in memory is named as given
+    in_memory = shipped.segment(read_image(scan).array, spacing=(6.5, 0.4492, 0.4492), case_id="visit1")
+    assert in_memory.write(tmp_path / "memory")["mask"] == tmp_path / "memory" / "visit1.nii.gz"
+    assert (tmp_path / "memory" / "qc" / "visit1.png").is_file()
+    with pytest.raises(DeepWMLError, match="folder of the input file patient.nii.gz"):
+        result.write(scan.parent)
+    assert sorted(p.name for p in scan.parent.iterdir()) == ["patient.nii.gz"]
+
+
 def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
     strict = Segmenter(threshold=0.9, anatomy=False, threads=1)
     assert strict.threads == 1 and strict.anatomy_model is None and strict.mask_settings.threshold == 0.9

@@ -59,9 +59,11 @@ def _probe_writable(folder: Path) -> None:
     os.unlink(probe)
 
 
-def check_output_folder(out_dir: Path, input_path: Path) -> None:
-    """Refuse an -o that is a file, lies below a file, cannot be written, or lies inside the input; creates nothing."""
-    out_dir, input_path = Path(out_dir), Path(input_path).expanduser()
+def check_output_folder(out_dir: Path, input_path: Optional[Path]) -> None:
+    """Refuse an -o that is a file, lies below a file, cannot be written, or lies inside the input (None: a scan in
+    memory, which no file holds); creates nothing."""
+    out_dir = Path(out_dir)
+    input_path = None if input_path is None else Path(input_path).expanduser()
     if out_dir.is_symlink() and not out_dir.exists():
         raise DeepWMLError(f"output is a broken symbolic link (to {os.readlink(out_dir)}); choose another -o", out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -72,14 +74,14 @@ def check_output_folder(out_dir: Path, input_path: Path) -> None:
     qc = out_dir / QC_FOLDER
     if os.path.lexists(qc) and not qc.is_dir():
         raise DeepWMLError("is in the way of the QC folder (not a folder); move it or choose another -o", qc)
-    if input_path.is_dir() and _inside(out_dir, input_path):
+    if input_path is not None and input_path.is_dir() and _inside(out_dir, input_path):
         where = "is the input folder" if _same(out_dir, input_path) else f"lies inside the input folder {input_path}"
         raise DeepWMLError(
             f"output folder {where}, where a later run would read its files as inputs; choose an -o outside it",
             out_dir,
         )
     # an archive's cases are read from the folder it is unpacked into: their masks never overwrite it
-    if input_path.is_file() and not is_archive(input_path) and _same(out_dir, input_path.parent):
+    if input_path is not None and input_path.is_file() and not is_archive(input_path) and _same(out_dir, input_path.parent):
         raise DeepWMLError(
             f"output folder is the folder of the input file {input_path.name}, where its mask would overwrite the input; choose another -o",
             out_dir,

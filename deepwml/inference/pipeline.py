@@ -256,13 +256,19 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     if probs_pp.ndim == 4:
         return write_label_map_case(prepared, probs_pp, options)
     result = describe_case(prepared, probs_pp, options, anatomy_probs)
-    case, geometry = prepared.case, prepared.image.geometry
+    return write_result(prepared.case, prepared.image, result, options, reviewed=prepared.reviewed_mask is not None)
+
+
+def write_result(case: InputCase, image: Image, result: CaseResult, options: RunOptions, reviewed: bool = False) -> CaseSummary:
+    """Write a described case's outputs below ``options.out_dir`` as the run's options ask (deepwml_predict's per-case
+    files; deepwml.Segmentation.write); ``reviewed``: its mask is a reader's (the QC picture's title says so)."""
+    geometry = image.geometry
     outputs = case_outputs(options.out_dir, case)
     probs, mask, anatomy, lesions, summary = result.probabilities, result.mask, result.anatomy, result.lesions, result.summary
     dropped, faint_cortical = result.dropped_outside_brain, result.dropped_faint_cortical
     # labelled once here for every output that numbers the lesions (pictures, SR, lesion-id map)
     ids = lesion_id_map(mask, geometry.slice_axis_numpy) if needs_lesion_ids(options) else None
-    write_clinical_outputs(case, prepared.image, probs, mask, lesions, summary, outputs, options.clinical, ids)
+    write_clinical_outputs(case, image, probs, mask, lesions, summary, outputs, options.clinical, ids)
     if options.clinical.extras.anatomy and anatomy is not None:
         write_image(anatomy, geometry, outputs.anatomy)
     if options.clinical.extras.lesion_ids:
@@ -273,11 +279,11 @@ def write_case(prepared: PreparedCase, probs_pp: np.ndarray, options: RunOptions
     write_csv(lesions, outputs.lesions)
     if options.write_qc:
         title = f"{case.case_id}: {summary.lesion_count} lesions, {summary.total_lesion_volume_ml:.2f} ml"
-        title += " (reviewed mask)" if prepared.reviewed_mask is not None else ""
+        title += " (reviewed mask)" if reviewed else ""
         # said, so that a reader who sees a lesion missing at the brain's edge knows where to look
         title += f"; {dropped} outside the brain dropped" if dropped else ""
         title += f"; {faint_cortical} no brighter than normal cortex dropped" if faint_cortical else ""
-        write_qc_montage(prepared.image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids,
+        write_qc_montage(image.array, mask, geometry, outputs.qc, title, numbered=NUMBERED_LESIONS, ids=ids,
                          locations=table_locations(lesions))
     write_image(mask, geometry, outputs.mask)
     return summary

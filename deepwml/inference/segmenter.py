@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -58,6 +58,8 @@ class Segmentation:
     lesions: "pd.DataFrame"  # the lesion table (CASE_lesions.csv), a row per lesion
     summary: Dict[str, Any]  # the case's summary.csv row
     geometry: Geometry  # the scan's grid: spacing, origin and direction in ITK (x, y, z) order
+    #: what write() writes from: the case, the scan as read, the described result and the Segmenter's run options
+    _source: Optional[Tuple[InputCase, Image, Any, Any]] = field(default=None, repr=False, compare=False)
 
     @property
     def volume_ml(self) -> float:
@@ -76,6 +78,41 @@ class Segmentation:
         """Write ``mask``, ``probabilities`` or ``anatomy`` on the scan's grid to ``path`` (its ending picks the
         format: .nii.gz, .nrrd, .mha, .mgz ...), atomically."""
         return write_image(self._array(which), self.geometry, Path(path).expanduser())
+
+    def write(self, folder: Union[str, Path], qc: bool = True, probabilities: bool = False, anatomy: bool = False,
+              lesion_ids: bool = False, uncertainty: bool = False) -> Dict[str, Path]:
+        """Write the files deepwml_predict writes for this scan into ``folder`` (made if missing), by its names: the
+        mask CASE<ending>, the lesion table CASE_lesions.csv, the QC picture qc/CASE.png (``qc``), and as asked the
+        probabilities (CASE_prob), the anatomy map, the lesion-id map and the uncertainty map; each atomically.
+        Returns the paths written by kind. A folder where a file would replace the scan it came from is refused."""
+        from deepwml.inference.output_folder import check_output_folder
+        from deepwml.inference.outputs import case_outputs, check_inputs_safe
+        from deepwml.inference.pipeline import write_result
+
+        if self._source is None:
+            raise DeepWMLError("this Segmentation was not made by Segmenter.segment: there is nothing to write from")
+        case, image, result, options = self._source
+        if anatomy and result.anatomy is None:
+            raise DeepWMLError("this Segmenter runs without the anatomy model (anatomy=False): there is no anatomy map")
+        folder = Path(folder).expanduser()
+        if case.kind == "memory":  # no file holds the scan: nothing to protect
+            check_output_folder(folder, None)
+        else:
+            check_output_folder(folder, case.source)
+            check_inputs_safe([case], folder, case.source)
+        extras = dataclasses.replace(options.clinical.extras, anatomy=anatomy, lesion_ids=lesion_ids,
+                                     uncertainty=uncertainty)
+        options = dataclasses.replace(options, out_dir=folder, write_qc=qc, save_probabilities=probabilities,
+                                      clinical=dataclasses.replace(options.clinical, extras=extras))
+        folder.mkdir(parents=True, exist_ok=True)
+        write_result(case, image, result, options)
+        outputs = case_outputs(folder, case)
+        written = {"mask": outputs.mask, "lesions": outputs.lesions, "qc": outputs.qc if qc else None,
+                   "probabilities": outputs.probabilities if probabilities else None,
+                   "anatomy": outputs.anatomy if anatomy else None,
+                   "lesion_ids": outputs.lesion_ids if lesion_ids else None,
+                   "uncertainty": outputs.uncertainty if uncertainty else None}
+        return {kind: path for kind, path in written.items() if path is not None}
 
     def _array(self, which: str) -> np.ndarray:
         """The named output array; a clear error for an unknown name or a map the run did not make."""
@@ -170,7 +207,8 @@ class Segmenter:
                                                              self._options.skull_strip_required)
             result = describe_case(prepared, probs, self._options, anatomy_probs)
         return Segmentation(case.case_id, result.mask.astype(np.uint8, copy=False), result.probabilities, result.anatomy,
-                            result.lesions, result.summary.to_row(), prepared.image.geometry)
+                            result.lesions, result.summary.to_row(), prepared.image.geometry,
+                            _source=(case, prepared.image, result, self._options))
 
     def _case(self, channels: List[Scan], spacing: Optional[Sequence[float]], case_id: Optional[str]) -> Tuple[InputCase, List[Image]]:
         """The case and its channels as read and checked, as deepwml_predict reads a case."""
