@@ -115,16 +115,22 @@ def test_a_result_writes_the_files_deepwml_predict_writes_for_the_scan(shipped, 
     """Segmentation.write: mask, lesion table, QC picture and, as asked, the probability, anatomy, lesion-id and
     uncertainty maps, under deepwml_predict's names and with its contents; a scan given in memory too; a folder where
     the mask would replace the scan is refused with nothing written."""
-    extras = ["--save-probabilities", "--save-anatomy", "--save-lesion-ids", "--save-uncertainty"]
+    import re
+
+    extras = ["--save-probabilities", "--save-anatomy", "--save-lesion-ids", "--save-uncertainty", "--report"]
     assert predict_main(["-i", str(scan), "-o", str(tmp_path / "cli"), *extras]) == 0
     result = shipped.segment(scan)
-    written = result.write(tmp_path / "mine", probabilities=True, anatomy=True, lesion_ids=True, uncertainty=True)
-    assert sorted(written) == ["anatomy", "lesion_ids", "lesions", "mask", "probabilities", "qc", "uncertainty"]
+    written = result.write(tmp_path / "mine", probabilities=True, anatomy=True, lesion_ids=True, uncertainty=True,
+                           report=True)
+    assert sorted(written) == ["anatomy", "lesion_ids", "lesions", "mask", "probabilities", "qc", "report", "uncertainty"]
     for kind, path in written.items():
         theirs = tmp_path / "cli" / path.relative_to(tmp_path / "mine")
         if path.suffix == ".gz":
             ours_image, their_image = read_image(path, dtype=None), read_image(theirs, dtype=None)
             assert np.array_equal(ours_image.array, their_image.array) and ours_image.geometry == their_image.geometry, kind
+        elif kind == "report":  # the same page but for the moment it was made (the model and its settings named alike)
+            pages = [re.sub(r"DeepWML [^<,]+, [0-9T:+-]+<", "DeepWML, WHEN<", p.read_text(encoding="utf-8")) for p in (path, theirs)]
+            assert pages[0] == pages[1] and "threshold" in pages[0]
         else:  # the lesion table and the QC picture, byte for byte
             assert path.read_bytes() == theirs.read_bytes(), kind
     assert (tmp_path / "mine" / "patient_lesionids.txt").read_bytes() == (tmp_path / "cli" / "patient_lesionids.txt").read_bytes()
@@ -139,6 +145,9 @@ def test_a_result_writes_the_files_deepwml_predict_writes_for_the_scan(shipped, 
     with pytest.raises(DeepWMLError, match="folder of the input file patient.nii.gz"):
         result.write(scan.parent)
     assert sorted(p.name for p in scan.parent.iterdir()) == ["patient.nii.gz"]
+    with pytest.raises(DeepWMLError, match="dicom_seg answers a DICOM series, and this scan was not read from one"):
+        result.write(tmp_path / "seg", dicom_seg=True)
+    assert not (tmp_path / "seg").exists()
 
 
 def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
@@ -272,6 +281,18 @@ def test_a_dicom_series_folder_is_read_as_deepwml_predict_reads_it(tmp_path):
     assert result.case_id == "patient7" and result.mask.any()
     assert np.array_equal(result.mask, written.array) and not result.geometry.mismatches(written.geometry)
     _same_table_as_written(result.lesions, tmp_path / "out" / "patient7_lesions.csv", tmp_path)
+    # the DICOM outputs of deepwml_predict, answering the series read
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    files = result.write(tmp_path / "mine", qc=False, dicom_seg=True, dicom_sr=True, dicom_findings=True)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["patient7.nii.gz", "patient7_findings.dcm",
+                                                                    "patient7_lesions.csv", "patient7_seg.dcm", "patient7_sr.dcm"]
+    source = pydicom.dcmread(next(p for p in (tmp_path / "dicom" / "patient7").iterdir()), stop_before_pixels=True)
+    seg, sr = pydicom.dcmread(files["dicom_seg"]), pydicom.dcmread(files["dicom_sr"])
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4" and sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert seg.StudyInstanceUID == sr.StudyInstanceUID == source.StudyInstanceUID
+    assert pydicom.dcmread(files["dicom_findings"]).StudyInstanceUID == source.StudyInstanceUID
 
 
 def test_two_threads_may_segment_with_one_segmenter_at_once(shipped, scan):

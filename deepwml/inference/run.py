@@ -351,10 +351,7 @@ def _predict(request: PredictRequest, archive: Optional[Path] = None) -> Predict
         print(f"[deepwml_predict] note: {source} {mask.min_lesion_peak:g} drops nothing: every lesion "
               f"already has voxels at the mask threshold {mask.threshold:g} or above", file=sys.stderr)
     if clinical.model is not None:  # the report names the settings that made the masks
-        clinical = dataclasses.replace(clinical, model=dataclasses.replace(
-            clinical.model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
-            min_lesion_contrast=mask.min_lesion_contrast, min_lesion_spread=mask.min_lesion_spread, tta=tta,
-            postprocessing=from_model, outside_brain_dropped=drop_outside, cortex_contrast=cortex_contrast, skull_strip=strip))
+        clinical = dataclasses.replace(clinical, model=model_with_settings(clinical.model, mask, from_model, rules))
     trained = trained_acquisition(spec.folder)
     thin_slab = run_slab_mm(request.thin_slab_mm, trained)
     producer = producer_record(spec.folder, spec.folds, spec.checkpoint, weights.digests,
@@ -481,6 +478,16 @@ def anatomy_rules(request: PredictRequest, spec: ModelSpec, anatomy_dir: Optiona
     cortex_contrast = check_cortex_contrast(request.min_cortex_contrast) if anatomy_dir is not None else 0.0
     uses = anatomy_dir is not None and (request.white_matter_only or strip or drop_outside or cortex_contrast > 0)
     return AnatomyRules(drop_outside, strip, strip_note, cortex_contrast, uses)
+
+
+def model_with_settings(model: ModelInfo, mask: MaskSettings, from_model: bool, rules: AnatomyRules) -> ModelInfo:
+    """The report's account of the model with the settings that make its masks (``from_model``: some come from its
+    stored postprocessing)."""
+    return dataclasses.replace(
+        model, threshold=mask.threshold, min_lesion_ml=mask.min_lesion_ml, min_lesion_peak=mask.min_lesion_peak,
+        min_lesion_contrast=mask.min_lesion_contrast, min_lesion_spread=mask.min_lesion_spread, tta=mask.tta,
+        postprocessing=from_model, outside_brain_dropped=rules.drop_outside, cortex_contrast=rules.cortex_contrast,
+        skull_strip=rules.strip)
 
 
 def run_options(request: PredictRequest, out_dir: Path, mask: MaskSettings, rules: AnatomyRules,

@@ -27,8 +27,10 @@ from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.inputs import CHANNEL_STEM, InputCase, discover_cases, read_channels
 from deepwml.inference.model_loading import check_model
 from deepwml.inference.pipeline import describe_case, network_outputs, prepare_images
+from deepwml.inference.patient_report import ModelInfo
 from deepwml.inference.run import (PredictRequest, anatomy_rules, check_settings, make_predictors, model_dir_of,
-                                   read_weights, run_mask_settings, run_options, runtime_setup, torch_setup)
+                                   model_with_settings, read_weights, run_mask_settings, run_options, runtime_setup,
+                                   torch_setup, uses_stored_postprocessing)
 from deepwml.inference.thin_slices import run_slab_mm
 from deepwml.utils.cpu import blas_threads, threads_restored
 from deepwml.utils.errors import DeepWMLError, ImageError
@@ -80,11 +82,14 @@ class Segmentation:
         return write_image(self._array(which), self.geometry, Path(path).expanduser())
 
     def write(self, folder: Union[str, Path], qc: bool = True, probabilities: bool = False, anatomy: bool = False,
-              lesion_ids: bool = False, uncertainty: bool = False) -> Dict[str, Path]:
+              lesion_ids: bool = False, uncertainty: bool = False, report: bool = False, dicom_seg: bool = False,
+              dicom_sr: bool = False, dicom_findings: bool = False) -> Dict[str, Path]:
         """Write the files deepwml_predict writes for this scan into ``folder`` (made if missing), by its names: the
         mask CASE<ending>, the lesion table CASE_lesions.csv, the QC picture qc/CASE.png (``qc``), and as asked the
-        probabilities (CASE_prob), the anatomy map, the lesion-id map and the uncertainty map; each atomically.
-        Returns the paths written by kind. A folder where a file would replace the scan it came from is refused."""
+        probabilities (CASE_prob), the anatomy map, the lesion-id map, the uncertainty map, the patient report page
+        (report/CASE.html, --report) and, for a scan read from a DICOM series, the DICOM SEG, SR and findings picture;
+        each atomically. Returns the paths written by kind. A folder where a file would replace the scan it came from
+        is refused."""
         from deepwml.inference.output_folder import check_output_folder
         from deepwml.inference.outputs import case_outputs, check_inputs_safe
         from deepwml.inference.pipeline import write_result
@@ -94,6 +99,7 @@ class Segmentation:
         case, image, result, options = self._source
         if anatomy and result.anatomy is None:
             raise DeepWMLError("this Segmenter runs without the anatomy model (anatomy=False): there is no anatomy map")
+        _check_dicom_outputs(case, dicom_seg, dicom_sr, dicom_findings)
         folder = Path(folder).expanduser()
         if case.kind == "memory":  # no file holds the scan: nothing to protect
             check_output_folder(folder, None)
@@ -101,7 +107,8 @@ class Segmentation:
             check_output_folder(folder, case.source)
             check_inputs_safe([case], folder, case.source)
         extras = dataclasses.replace(options.clinical.extras, anatomy=anatomy, lesion_ids=lesion_ids,
-                                     uncertainty=uncertainty)
+                                     uncertainty=uncertainty, report=report, dicom_seg=dicom_seg, dicom_sr=dicom_sr,
+                                     dicom_capture=dicom_findings)
         options = dataclasses.replace(options, out_dir=folder, write_qc=qc, save_probabilities=probabilities,
                                       clinical=dataclasses.replace(options.clinical, extras=extras))
         folder.mkdir(parents=True, exist_ok=True)
@@ -111,7 +118,11 @@ class Segmentation:
                    "probabilities": outputs.probabilities if probabilities else None,
                    "anatomy": outputs.anatomy if anatomy else None,
                    "lesion_ids": outputs.lesion_ids if lesion_ids else None,
-                   "uncertainty": outputs.uncertainty if uncertainty else None}
+                   "uncertainty": outputs.uncertainty if uncertainty else None,
+                   "report": outputs.report_html if report else None,
+                   "dicom_seg": outputs.dicom_seg if dicom_seg else None,
+                   "dicom_sr": outputs.dicom_sr if dicom_sr else None,
+                   "dicom_findings": outputs.dicom_capture if dicom_findings else None}
         return {kind: path for kind, path in written.items() if path is not None}
 
     def _array(self, which: str) -> np.ndarray:
@@ -122,6 +133,21 @@ class Segmentation:
         if arrays[which] is None:
             raise DeepWMLError("this Segmenter runs without the anatomy model (anatomy=False): there is no anatomy map")
         return arrays[which]
+
+
+def _check_dicom_outputs(case: InputCase, seg: bool, sr: bool, findings: bool) -> None:
+    """Refuse a DICOM output for a scan that was not read from a DICOM series still on disk, or without highdicom."""
+    from deepwml.inference.dicom_seg import require_highdicom
+
+    for name, asked in (("dicom_seg", seg), ("dicom_sr", sr), ("dicom_findings", findings)):
+        if not asked:
+            continue
+        require_highdicom(name)
+        if case.kind != "dicom":
+            raise DeepWMLError(f"{name} answers a DICOM series, and this scan was not read from one")
+        if not Path(case.source).is_dir():
+            raise DeepWMLError(f"{name}: the DICOM series this scan was read from is gone (an archive's files are removed "
+                               "once segment() returns); give the series folder to segment()", case.source)
 
 
 class Segmenter:
@@ -165,8 +191,13 @@ class Segmenter:
         trained = trained_acquisition(spec.folder)
         # the whole probability map is returned, so every slice is mirrored under TTA (as with --save-probabilities)
         self._predictor, self._anatomy = make_predictors(request, spec, weights, setup, self.threads, anatomy_dir, mask.tta, 1)
+        # how a report written from a result (Segmentation.write) names the model and the settings of its masks
+        model = model_with_settings(ModelInfo.describe(spec.folder, spec.plan.name, spec.folds, spec.checkpoint, mask.tta,
+                                                       mask.threshold),
+                                    mask, uses_stored_postprocessing(request, spec), rules)
+        clinical = ClinicalOptions(series_uid=request.series_uid, model=dataclasses.replace(model, temperatures=temperatures))
         self._options = run_options(request, Path("."), mask, rules, temperatures, trained,
-                                    run_slab_mm(request.thin_slab_mm, trained), ClinicalOptions(series_uid=request.series_uid))
+                                    run_slab_mm(request.thin_slab_mm, trained), clinical)
         self._plan = spec.plan
         self._request = request
         self.model_dir: Path = spec.folder
