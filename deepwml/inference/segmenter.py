@@ -26,8 +26,8 @@ from deepwml.inference.case_workers import case_worker_plan
 from deepwml.inference.clinical import ClinicalOptions
 from deepwml.inference.inputs import CHANNEL_STEM, InputCase, discover_cases, read_channels
 from deepwml.inference.model_loading import check_model
-from deepwml.inference.pipeline import describe_case, network_outputs, prepare_images
 from deepwml.inference.patient_report import ModelInfo
+from deepwml.inference.pipeline import describe_case, network_outputs, prepare_images
 from deepwml.inference.run import (PredictRequest, anatomy_rules, check_settings, make_predictors, model_dir_of,
                                    model_with_settings, read_weights, run_mask_settings, run_options, runtime_setup,
                                    torch_setup, uses_stored_postprocessing)
