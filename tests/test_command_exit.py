@@ -1,8 +1,7 @@
-"""The installed commands end without the interpreter's teardown (up to 1.5 s after a run that imported torch), and
+"""The installed commands end without the interpreter's teardown (1.1 s after a short deepwml_train, benchmarks/command_exit.py), and
 stop their worker processes first, as the interpreter's exit would."""
 from __future__ import annotations
 
-import configparser
 import importlib
 import os
 import subprocess
@@ -13,17 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from test_foundation import _console_scripts
+
 REPO = Path(__file__).resolve().parents[1]
 #: deepwml_send imports neither torch nor a worker pool, and deepwml_listen serves for days: they end as any Python
 #: program does
 ORDINARY_EXIT = {"deepwml_send", "deepwml_listen"}
-
-
-def _console_scripts():
-    cfg = configparser.ConfigParser()
-    cfg.read(REPO / "setup.cfg")
-    lines = [ln.strip() for ln in cfg["options.entry_points"]["console_scripts"].splitlines() if ln.strip()]
-    return [tuple(part.strip() for part in ln.split("=")) for ln in lines]
 
 
 @pytest.mark.parametrize("name,target", [s for s in _console_scripts() if s[0] not in ORDINARY_EXIT])
