@@ -1,5 +1,5 @@
-"""The installed commands end without the interpreter's teardown (1.1 s after a short deepwml_train, benchmarks/command_exit.py), and
-stop their worker processes first, as the interpreter's exit would."""
+"""The installed commands end without the interpreter's teardown (1.1 s after a short deepwml_train:
+benchmarks/command_exit.py), and stop their worker processes first, as the interpreter's exit would."""
 from __future__ import annotations
 
 import importlib
