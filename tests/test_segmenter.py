@@ -150,6 +150,23 @@ def test_a_result_writes_the_files_deepwml_predict_writes_for_the_scan(shipped, 
     assert not (tmp_path / "seg").exists()
 
 
+def test_a_result_prints_its_report_to_pdf_with_chromium_and_says_when_there_is_none(shipped, scan, tmp_path, monkeypatch):
+    from deepwml.inference.patient_report import find_pdf_converter
+
+    result = shipped.segment(scan)
+    with pytest.raises(DeepWMLError, match="report is True"):
+        result.write(tmp_path / "x", report="docx")
+    if find_pdf_converter() is None:
+        pytest.skip("no chromium on PATH: install it (apt-get install chromium) to print the report")
+    written = result.write(tmp_path / "pdf", qc=False, report="pdf")
+    assert written["report_pdf"] == tmp_path / "pdf" / "report" / "patient.pdf" and written["report"].is_file()
+    assert written["report_pdf"].read_bytes().startswith(b"%PDF")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no browser to be found
+    with pytest.raises(DeepWMLError, match="none is on PATH"):
+        result.write(tmp_path / "none", report="pdf")
+    assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()
+
+
 def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
     strict = Segmenter(threshold=0.9, anatomy=False, threads=1)
     assert strict.threads == 1 and strict.anatomy_model is None and strict.mask_settings.threshold == 0.9

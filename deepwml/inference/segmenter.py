@@ -82,17 +82,26 @@ class Segmentation:
         return write_image(self._array(which), self.geometry, Path(path).expanduser())
 
     def write(self, folder: Union[str, Path], qc: bool = True, probabilities: bool = False, anatomy: bool = False,
-              lesion_ids: bool = False, uncertainty: bool = False, report: bool = False, dicom_seg: bool = False,
-              dicom_sr: bool = False, dicom_findings: bool = False) -> Dict[str, Path]:
+              lesion_ids: bool = False, uncertainty: bool = False, report: Union[bool, str] = False,
+              dicom_seg: bool = False, dicom_sr: bool = False, dicom_findings: bool = False) -> Dict[str, Path]:
         """Write the files deepwml_predict writes for this scan into ``folder`` (made if missing), by its names: the
         mask CASE<ending>, the lesion table CASE_lesions.csv, the QC picture qc/CASE.png (``qc``), and as asked the
         probabilities (CASE_prob), the anatomy map, the lesion-id map, the uncertainty map, the patient report page
-        (report/CASE.html, --report) and, for a scan read from a DICOM series, the DICOM SEG, SR and findings picture;
-        each atomically. Returns the paths written by kind. A folder where a file would replace the scan it came from
-        is refused."""
+        (report/CASE.html; ``report="pdf"``: and its PDF, printed by a headless Chromium) and, for a scan read from a
+        DICOM series, the DICOM SEG, SR and findings picture; each atomically. Returns the paths written by kind. A
+        folder where a file would replace the scan it came from is refused."""
         from deepwml.inference.output_folder import check_output_folder
         from deepwml.inference.outputs import case_outputs, check_inputs_safe
+        from deepwml.inference.patient_report import find_pdf_converter
+        from deepwml.inference.pdf_printer import PdfPrinter
         from deepwml.inference.pipeline import write_result
+
+        if report not in (False, True, "html", "pdf"):
+            raise DeepWMLError(f"report is True (or 'html') or 'pdf', not {report!r}")
+        browser = find_pdf_converter() if report == "pdf" else None
+        if report == "pdf" and browser is None:
+            raise DeepWMLError("report='pdf' prints the page with a headless Chromium, and none is on PATH (apt-get "
+                               "install chromium); report=True writes the HTML page")
 
         if self._source is None:
             raise DeepWMLError("this Segmentation was not made by Segmenter.segment: there is nothing to write from")
@@ -107,12 +116,13 @@ class Segmentation:
             check_output_folder(folder, case.source)
             check_inputs_safe([case], folder, case.source)
         extras = dataclasses.replace(options.clinical.extras, anatomy=anatomy, lesion_ids=lesion_ids,
-                                     uncertainty=uncertainty, report=report, dicom_seg=dicom_seg, dicom_sr=dicom_sr,
-                                     dicom_capture=dicom_findings)
-        options = dataclasses.replace(options, out_dir=folder, write_qc=qc, save_probabilities=probabilities,
-                                      clinical=dataclasses.replace(options.clinical, extras=extras))
+                                     uncertainty=uncertainty, report=bool(report), pdf=browser is not None,
+                                     dicom_seg=dicom_seg, dicom_sr=dicom_sr, dicom_capture=dicom_findings)
         folder.mkdir(parents=True, exist_ok=True)
-        write_result(case, image, result, options)
+        with PdfPrinter(browser) if browser else contextlib.nullcontext() as printer:
+            clinical = dataclasses.replace(options.clinical, extras=extras, pdf_printer=printer)
+            write_result(case, image, result, dataclasses.replace(options, out_dir=folder, write_qc=qc,
+                                                                  save_probabilities=probabilities, clinical=clinical))
         outputs = case_outputs(folder, case)
         written = {"mask": outputs.mask, "lesions": outputs.lesions, "qc": outputs.qc if qc else None,
                    "probabilities": outputs.probabilities if probabilities else None,
@@ -120,6 +130,7 @@ class Segmentation:
                    "lesion_ids": outputs.lesion_ids if lesion_ids else None,
                    "uncertainty": outputs.uncertainty if uncertainty else None,
                    "report": outputs.report_html if report else None,
+                   "report_pdf": outputs.report_pdf if browser else None,
                    "dicom_seg": outputs.dicom_seg if dicom_seg else None,
                    "dicom_sr": outputs.dicom_sr if dicom_sr else None,
                    "dicom_findings": outputs.dicom_capture if dicom_findings else None}
