@@ -7,11 +7,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 #: imported on first use: every command imports this package, and most of them need no network
-_LAZY = {"Segmenter": "deepwml.inference.segmenter", "Segmentation": "deepwml.inference.segmenter"}
+_LAZY = {"Segmenter": "deepwml.inference.segmenter", "Segmentation": "deepwml.inference.segmenter",
+         "write_summary": "deepwml.inference.segmenter"}
 
 
 def __getattr__(name: str) -> Any:
-    """``deepwml.Segmenter`` and ``deepwml.Segmentation``, imported when first asked for."""
+    """``deepwml.Segmenter``, ``deepwml.Segmentation`` and ``deepwml.write_summary``, imported when first asked for."""
     if name in _LAZY:
         import importlib
 

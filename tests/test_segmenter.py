@@ -167,6 +167,22 @@ def test_a_result_prints_its_report_to_pdf_with_chromium_and_says_when_there_is_
     assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()
 
 
+def test_results_of_several_scans_make_deepwml_predicts_summary_table(shipped, scan, cli_outputs, tmp_path):
+    """deepwml.write_summary: the summary.csv deepwml_predict writes for the same scan, byte for byte; a row per
+    scan sorted by case id; case ids that repeat are refused by name."""
+    import deepwml
+
+    result = shipped.segment(scan)
+    assert deepwml.write_summary([result], tmp_path / "summary.csv").read_bytes() == (cli_outputs / "summary.csv").read_bytes()
+    other = shipped.segment(read_image(scan).array, spacing=(6.5, 0.4492, 0.4492), case_id="a_visit")
+    table = pd.read_csv(deepwml.write_summary([result, other], tmp_path / "two.csv"))
+    assert list(table["case_id"]) == ["a_visit", "patient"] and (table["status"] == "ok").all()
+    assert table.loc[1, "lesion_count"] == result.summary["lesion_count"]
+    with pytest.raises(DeepWMLError, match="share the case id.* patient"):
+        deepwml.write_summary([result, result], tmp_path / "doubled.csv")
+    assert not (tmp_path / "doubled.csv").exists()
+
+
 def test_settings_are_deepwml_predicts_by_name(scan, cli_outputs, tmp_path):
     strict = Segmenter(threshold=0.9, anatomy=False, threads=1)
     assert strict.threads == 1 and strict.anatomy_model is None and strict.mask_settings.threshold == 0.9

@@ -146,6 +146,27 @@ class Segmentation:
         return arrays[which]
 
 
+def write_summary(results: Sequence[Segmentation], path: Union[str, Path]) -> Path:
+    """summary.csv of several scans' results, as deepwml_predict writes a folder's (a row per scan, sorted by case id,
+    its columns and number format), atomically; case ids must differ."""
+    from collections import Counter
+
+    from deepwml.inference.lesion_report import summary_frame
+    from deepwml.inference.outputs import write_csv
+
+    if not results:
+        raise DeepWMLError("no results to summarise")
+    if any(r._source is None for r in results):
+        raise DeepWMLError("only results of Segmenter.segment can be summarised")
+    doubled = sorted(case_id for case_id, n in Counter(r.case_id for r in results).items() if n > 1)
+    if doubled:
+        raise DeepWMLError(f"several results share the case id(s) {', '.join(doubled)}; segment them with case_id=... "
+                           "to tell them apart")
+    path = Path(path).expanduser()
+    write_csv(summary_frame([r._source[2].summary for r in results]), path)
+    return path
+
+
 def _check_dicom_outputs(case: InputCase, seg: bool, sr: bool, findings: bool) -> None:
     """Refuse a DICOM output for a scan that was not read from a DICOM series still on disk, or without highdicom."""
     from deepwml.inference.dicom_seg import require_highdicom
