@@ -26,6 +26,8 @@ from typing import Dict, List
 
 from machine_load import load_line  # benchmarks/machine_load.py, next to this script
 
+from deepwml.utils.commands import run_command
+
 CENTRES = "CSVD#1,NMOSD#3,MS#1"
 #: ended as a Python program ends: main() with the command line in sys.argv (so deepwml_train re-executes itself with
 #: the tuned allocator as the installed command does), then SystemExit
@@ -59,9 +61,7 @@ def _setup(work: Path, env: Dict[str, str]) -> None:
              ("predict", ["-i", str(work / "raw" / "Dataset530_Toy" / "imagesTr"), "-o", str(work / "predicted"),
                           "-d", "530", "-p", "cpu_fast", "-f", "0", "--no-qc", "--device", "cpu"])]
     for module, args in steps:
-        done = subprocess.run([sys.executable, "-m", f"deepwml.cli.{module}", *args], env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"setting up: deepwml_{module} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        run_command(module, args, env, "command_exit setup")
 
 
 def _timed(command: List[str], env: Dict[str, str]) -> float:
